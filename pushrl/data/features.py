@@ -1,0 +1,491 @@
+"""The single feature pipeline of pushrl: a user's features at a decision time.
+
+Every stage computes user features through :class:`FeatureState`: simulator fitting and the
+vectorised simulator, bandit and PPO training, OPE and the policy server. There is no second
+implementation; a test replays a log through the batch path and through the one-user-at-a-time
+path the server uses and checks the results are identical.
+
+Point-in-time semantics (the one rule): time is counted in UTC hour buckets
+(``unix_seconds // 3600``). The features of a decision in bucket ``b`` are a function of the
+events in buckets ``< b`` only. Events recorded in the current bucket are *pending* and become
+visible when the user's clock moves past it, so the order of events inside a bucket never
+matters and the log replay, the simulator and the server agree by construction.
+
+Raw features (:data:`FEATURE_NAMES`), shape ``(n, N_FEATURES)``:
+
+=====================  ====================================================================
+``local_hour``         user's local hour 0-23 at the bucket start (DST-correct)
+``local_dow``          local weekday, Monday = 0
+``hours_since_push``   hours since the last push sent (capped at 336; 336 if never)
+``sends_24h``          pushes sent in the 24 buckets before ``b``
+``sends_7d``           pushes sent in the 168 buckets before ``b``
+``opens_7d``           pushes opened in the 168 buckets before ``b`` (by send bucket)
+``activity_at_hour``   user's share of organic activity at this local hour of week, shrunk
+                       toward the population profile, times 168 (1.0 = average hour)
+``engagement``         open rate of past pushes shrunk toward the population open rate
+``activity_7d``        organic activity events in the 168 buckets before ``b``
+=====================  ====================================================================
+
+Item affinity (:meth:`FeatureState.affinity`) is the user's share of activity in the item's
+category, shrunk toward the population share and divided by it (1.0 = average).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pushrl.data.io import Dataset, to_unix_seconds
+from pushrl.data.timezones import HOUR, TimezoneTable, local_clock
+
+FEATURE_VERSION = "features/v1"
+FEATURE_NAMES: tuple[str, ...] = (
+    "local_hour", "local_dow", "hours_since_push", "sends_24h", "sends_7d", "opens_7d",
+    "activity_at_hour", "engagement", "activity_7d",
+)
+N_FEATURES = len(FEATURE_NAMES)
+F = {n: i for i, n in enumerate(FEATURE_NAMES)}
+#: Names of the model-ready encoding produced by :func:`encode`.
+ENCODED_NAMES: tuple[str, ...] = (
+    "hour_sin", "hour_cos", "weekend", "log_hours_since_push", "sends_24h", "sends_7d",
+    "opens_7d", "log_activity_at_hour", "engagement", "log1p_activity_7d",
+)
+N_ENCODED = len(ENCODED_NAMES)
+
+HOURS_CAP = 336
+_RING = 192  # > 168 so that the 7-day window's two ends never share a slot
+_NEVER = np.iinfo(np.int64).min // 4
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Fitted, versioned parameters of the feature pipeline (saved with every artifact).
+
+    Attributes:
+        categories: Item category vocabulary; index = category id.
+        item_category: ``item_id -> category id``.
+        prior_how: Population activity share per local hour of week, shape ``(168,)``.
+        prior_cat: Population activity share per category, shape ``(n_categories,)``.
+        prior_open_rate: Population open rate of sent pushes.
+        shrink_how: Pseudo-events that pull a user's rhythm toward ``prior_how``.
+        shrink_cat: Pseudo-events that pull a user's category mix toward ``prior_cat``.
+        shrink_open: Pseudo-pushes that pull engagement toward ``prior_open_rate``.
+        category_column: Column of ``items`` that defines the category.
+        version: Feature semantics version; bump when a meaning changes.
+    """
+
+    categories: tuple[str, ...]
+    item_category: dict[str, int]
+    prior_how: tuple[float, ...]
+    prior_cat: tuple[float, ...]
+    prior_open_rate: float = 0.1
+    shrink_how: float = 24.0
+    shrink_cat: float = 10.0
+    shrink_open: float = 5.0
+    category_column: str = "category"
+    version: str = FEATURE_VERSION
+
+    @property
+    def n_categories(self) -> int:
+        """Number of item categories."""
+        return len(self.categories)
+
+    @classmethod
+    def fit(cls, ds: Dataset, *, category_column: str = "category") -> FeatureSpec:
+        """Fit the population priors of the pipeline from a dataset.
+
+        The priors are model parameters (like a scaler's mean), the same at training and
+        serving time; per-decision features never look past their decision time.
+        """
+        items = ds.items
+        col = category_column if category_column in items.columns else "item_id"
+        cats = items[col].astype(str)
+        categories = tuple(sorted(cats.unique()))
+        cidx = {c: i for i, c in enumerate(categories)}
+        item_category = {str(i): cidx[c] for i, c in zip(items["item_id"], cats, strict=True)}
+        tzt = TimezoneTable(sorted(ds.users["timezone"].astype(str).unique()))
+        prior_how = np.full(168, 1.0)
+        prior_cat = np.full(len(categories), 1.0)
+        act = ds.activity
+        if len(act):
+            uz = pd.Series(ds.users["timezone"].to_numpy(), index=ds.users["user_id"])
+            tz_idx = np.array([tzt.index(t) for t in uz.loc[act["user_id"]].astype(str)])
+            sec = to_unix_seconds(act["ts"])
+            hour, dow, _ = local_clock(sec, tzt.offset_seconds(tz_idx, sec // HOUR))
+            prior_how += np.bincount(dow * 24 + hour, minlength=168)
+            ic = act["item_id"].map(item_category).dropna().astype(int).to_numpy()
+            prior_cat += np.bincount(ic, minlength=len(categories))
+        sent = ds.pushes["sent"].fillna(False).to_numpy(bool)
+        opened = ds.pushes.loc[sent, "opened"]
+        p_open = float(opened.astype("Float64").mean()) if opened.notna().any() else 0.1
+        return cls(categories, item_category, tuple((prior_how / prior_how.sum()).tolist()),
+                   tuple((prior_cat / prior_cat.sum()).tolist()), p_open,
+                   category_column=col)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FeatureSpec:
+        """Inverse of :meth:`to_dict`; refuses a different feature version."""
+        if d.get("version") != FEATURE_VERSION:
+            raise ValueError(f"feature spec version {d.get('version')!r} != {FEATURE_VERSION!r}; "
+                             "refit the artifact with this pushrl version")
+        d = dict(d)
+        d["categories"] = tuple(d["categories"])
+        d["prior_how"] = tuple(d["prior_how"])
+        d["prior_cat"] = tuple(d["prior_cat"])
+        return cls(**d)
+
+    def item_categories(self, item_ids: Sequence[Any]) -> np.ndarray:
+        """Category ids of ``item_ids``, shape ``(n,)``; -1 for unknown items."""
+        return np.array([self.item_category.get(str(i), -1) for i in item_ids], dtype=np.int64)
+
+
+@dataclass
+class _Arrays:
+    clock: np.ndarray           # (n,) bucket each user's state is at
+    tz_idx: np.ndarray          # (n,)
+    cum: np.ndarray             # (3, n) cumulative sends, opens, activity (incl. pending)
+    ring: np.ndarray            # (3, _RING, n) cum at the start of bucket b in slot b % _RING
+    last_push: np.ndarray       # (n,) bucket of the last push
+    last_push_before: np.ndarray  # (n,) bucket of the last push before `last_push`
+    how: np.ndarray             # (168, n) committed activity counts per local hour of week
+    cat: np.ndarray             # (n_cat, n) committed activity counts per category
+    pend_bucket: np.ndarray     # (n,) bucket of pending activity
+    pend_how: np.ndarray        # (n,) local hour of week of pending activity
+    pend_n: np.ndarray          # (n,) pending activity count
+    pend_cat: np.ndarray        # (n_cat, n) pending category counts
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class FeatureState:
+    """Point-in-time feature state of many users (vectorised over users).
+
+    Args:
+        spec: Fitted pipeline parameters.
+        timezones: IANA time zone of each user, length ``n_users``.
+        start_bucket: Bucket at which the state starts (scalar or per user).
+        tz_table: Share a :class:`TimezoneTable` between states.
+    """
+
+    SENDS, OPENS, ACTS = 0, 1, 2
+
+    def __init__(self, spec: FeatureSpec, timezones: Sequence[str], start_bucket: int | np.ndarray,
+                 *, tz_table: TimezoneTable | None = None) -> None:
+        self.spec = spec
+        self.tzt = tz_table or TimezoneTable([])
+        self._prior_how = np.asarray(spec.prior_how, dtype=np.float64)
+        self._prior_cat = np.asarray(spec.prior_cat, dtype=np.float64)
+        self.n = 0
+        self.a = self._alloc(0)
+        self.add_users(timezones, start_bucket)
+
+    def _alloc(self, cap: int) -> _Arrays:
+        nc = self.spec.n_categories
+        return _Arrays(
+            clock=np.zeros(cap, np.int64), tz_idx=np.zeros(cap, np.int32),
+            cum=np.zeros((3, cap), np.int32), ring=np.zeros((3, _RING, cap), np.int32),
+            last_push=np.full(cap, _NEVER, np.int64),
+            last_push_before=np.full(cap, _NEVER, np.int64),
+            how=np.zeros((168, cap), np.float32), cat=np.zeros((nc, cap), np.float32),
+            pend_bucket=np.full(cap, _NEVER, np.int64), pend_how=np.zeros(cap, np.int16),
+            pend_n=np.zeros(cap, np.float32), pend_cat=np.zeros((nc, cap), np.float32),
+        )
+
+    @property
+    def capacity(self) -> int:
+        """Allocated user slots (grows by doubling)."""
+        return int(self.a.clock.shape[0])
+
+    def add_users(self, timezones: Sequence[str], start_bucket: int | np.ndarray) -> np.ndarray:
+        """Append users; returns their indices, shape ``(k,)``."""
+        k = len(timezones)
+        if self.n + k > self.capacity:
+            new = self._alloc(max(2 * self.capacity, self.n + k, 16))
+            for name in vars(new):
+                if name == "extra":
+                    continue
+                src, dst = getattr(self.a, name), getattr(new, name)
+                dst[..., : self.n] = src[..., : self.n]
+            self.a = new
+        idx = np.arange(self.n, self.n + k)
+        self.n += k
+        self.a.tz_idx[idx] = [self.tzt.index(str(t)) for t in timezones]
+        self.a.clock[idx] = start_bucket
+        return idx
+
+    # ----------------------------------------------------------------- time
+    def advance(self, users: np.ndarray, bucket: int | np.ndarray) -> None:
+        """Move ``users``' clocks forward to ``bucket``, committing pending events.
+
+        Raises:
+            ValueError: ``bucket`` is earlier than a user's clock (state cannot rewind).
+        """
+        u = np.asarray(users, dtype=np.int64)
+        b = np.broadcast_to(np.asarray(bucket, dtype=np.int64), u.shape)
+        a = self.a
+        gap = b - a.clock[u]
+        if (gap < 0).any():
+            i = int(np.flatnonzero(gap < 0)[0])
+            raise ValueError(f"decision time is {-int(gap[i])} h before the user's state; "
+                             "features cannot be computed for the past, send times in order")
+        moving = gap > 0
+        if not moving.any():
+            return
+        u, b, gap = u[moving], b[moving], gap[moving]
+        # commit pending activity (it lies in a bucket < b now)
+        pend = a.pend_bucket[u] < b
+        pu = u[pend & (a.pend_n[u] > 0)]
+        if pu.size:
+            np.add.at(a.how, (a.pend_how[pu].astype(np.int64), pu), a.pend_n[pu])
+            a.cat[:, pu] += a.pend_cat[:, pu]
+            a.pend_n[pu] = 0
+            a.pend_cat[:, pu] = 0
+        # snapshot cumulative counters at the start of every bucket in (clock, b]
+        cum = a.cum[:, u]
+        for k in range(1, int(min(gap.max(), _RING)) + 1):
+            sel = gap >= k
+            slots = (b[sel] - gap[sel] + k) % _RING
+            a.ring[:, slots, u[sel]] = cum[:, sel]
+        a.clock[u] = b
+
+    def _prepare(self, users: np.ndarray, bucket: int | np.ndarray,
+                 *, late_ok: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        u = np.asarray(users, dtype=np.int64)
+        b = np.broadcast_to(np.asarray(bucket, dtype=np.int64), u.shape).copy()
+        if late_ok:
+            # a late event lands in the user's current bucket: it is never seen earlier than
+            # it happened, only (at most) later, so point-in-time correctness holds
+            np.maximum(b, self.a.clock[u], out=b)
+        self.advance(u, b)
+        return u, b
+
+    # ----------------------------------------------------------------- events
+    def record_push(self, users: np.ndarray, bucket: int | np.ndarray,
+                    opened: np.ndarray | None = None) -> None:
+        """Record sent pushes (one per listed user) in ``bucket`` and, optionally, opens."""
+        u, b = self._prepare(users, bucket, late_ok=True)
+        a = self.a
+        np.add.at(a.cum[self.SENDS], u, 1)
+        newer = b > a.last_push[u]
+        a.last_push_before[u[newer]] = a.last_push[u[newer]]
+        a.last_push[u[newer]] = b[newer]
+        if opened is not None:
+            o = np.asarray(opened, dtype=bool)
+            np.add.at(a.cum[self.OPENS], u[o], 1)
+
+    def record_open(self, users: np.ndarray, bucket: int | np.ndarray) -> None:
+        """Record an open reported later (server feedback), counted in the current bucket."""
+        u, _ = self._prepare(users, bucket, late_ok=True)
+        np.add.at(self.a.cum[self.OPENS], u, 1)
+
+    def record_activity(self, users: np.ndarray, bucket: int | np.ndarray,
+                        categories: np.ndarray | None = None,
+                        count: np.ndarray | None = None) -> None:
+        """Record organic activity events (``count`` events each, in ``bucket``).
+
+        Args:
+            users: User indices, shape ``(k,)`` (repeats allowed).
+            bucket: Bucket of each event, scalar or ``(k,)``.
+            categories: Category id of each event's item, ``-1`` for none, shape ``(k,)``.
+            count: Number of events per row, default 1.
+        """
+        u, b = self._prepare(users, bucket, late_ok=True)
+        a = self.a
+        c = np.ones(u.shape, np.float32) if count is None else np.asarray(count, np.float32)
+        hour, dow, _ = self.local_time(u, b)
+        np.add.at(a.cum[self.ACTS], u, c.astype(np.int32))
+        a.pend_bucket[u] = b
+        a.pend_how[u] = (dow * 24 + hour).astype(np.int16)
+        np.add.at(a.pend_n, u, c)
+        if categories is not None:
+            cats = np.asarray(categories, dtype=np.int64)
+            ok = cats >= 0
+            np.add.at(a.pend_cat, (cats[ok], u[ok]), c[ok])
+
+    # ----------------------------------------------------------------- reads
+    def local_time(self, users: np.ndarray, bucket: int | np.ndarray) -> tuple[np.ndarray,
+                                                                              np.ndarray,
+                                                                              np.ndarray]:
+        """Local ``(hour, dow, day)`` of ``users`` at the start of ``bucket``."""
+        u = np.asarray(users, dtype=np.int64)
+        b = np.broadcast_to(np.asarray(bucket, dtype=np.int64), u.shape)
+        off = self.tzt.offset_seconds(self.a.tz_idx[u], b)
+        return local_clock(b * HOUR, off)
+
+    def _window(self, kind: int, u: np.ndarray, b: np.ndarray, hours: int) -> np.ndarray:
+        ring = self.a.ring[kind]
+        return (ring[b % _RING, u] - ring[(b - hours) % _RING, u]).astype(np.float32)
+
+    def features(self, users: np.ndarray, bucket: int | np.ndarray) -> np.ndarray:
+        """Raw features of ``users`` for decisions in ``bucket``.
+
+        Returns:
+            float32 array of shape ``(len(users), N_FEATURES)`` in :data:`FEATURE_NAMES` order.
+        """
+        u, b = self._prepare(users, bucket)
+        a = self.a
+        out = np.empty((u.size, N_FEATURES), np.float32)
+        hour, dow, _ = self.local_time(u, b)
+        out[:, 0] = hour
+        out[:, 1] = dow
+        lp = np.where(a.last_push[u] < b, a.last_push[u], a.last_push_before[u])
+        out[:, 2] = np.minimum(b - lp, HOURS_CAP)
+        out[:, 3] = self._window(self.SENDS, u, b, 24)
+        out[:, 4] = self._window(self.SENDS, u, b, 168)
+        out[:, 5] = self._window(self.OPENS, u, b, 168)
+        # pending activity of bucket b is kept apart in pend_*, so it is invisible here
+        how_idx = (dow * 24 + hour).astype(np.int64)
+        total = a.how[:, u].sum(axis=0) if u.size < 4096 else _colsum(a.how, u)
+        k = self.spec.shrink_how
+        share = (a.how[how_idx, u] + k * self._prior_how[how_idx]) / (total + k)
+        out[:, 6] = share * 168.0
+        sends = a.ring[self.SENDS, b % _RING, u].astype(np.float32)
+        opens = a.ring[self.OPENS, b % _RING, u].astype(np.float32)
+        ko = self.spec.shrink_open
+        out[:, 7] = (opens + ko * self.spec.prior_open_rate) / (sends + ko)
+        out[:, 8] = self._window(self.ACTS, u, b, 168)
+        return out
+
+    def affinity(self, users: np.ndarray, categories: np.ndarray) -> np.ndarray:
+        """Item affinity for user/category pairs (broadcast), committed activity only.
+
+        Args:
+            users: ``(n,)`` user indices.
+            categories: ``(n,)`` or ``(n, k)`` category ids (``-1`` = unknown -> 1.0).
+
+        Returns:
+            float32 array shaped like ``categories``; 1.0 means the population average.
+        """
+        u = np.asarray(users, dtype=np.int64)
+        c = np.asarray(categories, dtype=np.int64)
+        cat = self.a.cat
+        tot = cat[:, u].sum(axis=0)
+        uu = u if c.ndim == 1 else u[:, None]
+        cc = np.where(c < 0, 0, c)
+        k = self.spec.shrink_cat
+        prior = self._prior_cat[cc]
+        share = (cat[cc, uu] + k * prior) / ((tot if c.ndim == 1 else tot[:, None]) + k)
+        return np.where(c < 0, 1.0, share / prior).astype(np.float32)
+
+    def hour_of_week_profile(self, users: np.ndarray) -> np.ndarray:
+        """Shrunk activity share per local hour of week, shape ``(len(users), 168)``."""
+        u = np.asarray(users, dtype=np.int64)
+        how = self.a.how[:, u].T.astype(np.float64)
+        k = self.spec.shrink_how
+        return (how + k * self._prior_how) / (how.sum(axis=1, keepdims=True) + k)
+
+
+def _colsum(m: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Column sums of ``m[:, u]`` in chunks (avoids a large temporary)."""
+    out = np.empty(u.size, np.float32)
+    for s in range(0, u.size, 8192):
+        out[s:s + 8192] = m[:, u[s:s + 8192]].sum(axis=0)
+    return out
+
+
+def encode(raw: np.ndarray) -> np.ndarray:
+    """Model-ready encoding of raw features (shared by the simulator, VW, PPO and OPE).
+
+    Args:
+        raw: ``(n, N_FEATURES)`` from :meth:`FeatureState.features`.
+
+    Returns:
+        float32 ``(n, N_ENCODED)`` in :data:`ENCODED_NAMES` order.
+    """
+    raw = np.asarray(raw, dtype=np.float32)
+    out = np.empty((raw.shape[0], N_ENCODED), np.float32)
+    ang = raw[:, 0] * (2 * np.pi / 24)
+    out[:, 0] = np.sin(ang)
+    out[:, 1] = np.cos(ang)
+    out[:, 2] = raw[:, 1] >= 5
+    out[:, 3] = np.log(raw[:, 2] + 1.0) / np.log(HOURS_CAP + 1.0)
+    out[:, 4] = raw[:, 3]
+    out[:, 5] = raw[:, 4] / 7.0
+    out[:, 6] = raw[:, 5] / 7.0
+    out[:, 7] = np.log(np.maximum(raw[:, 6], 1e-3))
+    out[:, 8] = raw[:, 7]
+    out[:, 9] = np.log1p(raw[:, 8])
+    return out
+
+
+# --------------------------------------------------------------------- log replay
+@dataclass
+class ReplayResult:
+    """Features of every ``pushes`` row of a dataset, computed point-in-time.
+
+    Attributes:
+        features: ``(n_decisions, N_FEATURES)`` float32, row-aligned with ``ds.pushes``.
+        affinity: ``(n_decisions,)`` affinity of the logged item (1.0 where not sent).
+        user_index: ``(n_decisions,)`` index of the user in ``ds.users``.
+        bucket: ``(n_decisions,)`` UTC hour bucket of the decision.
+        state: The final :class:`FeatureState` (all events applied).
+    """
+
+    features: np.ndarray
+    affinity: np.ndarray
+    user_index: np.ndarray
+    bucket: np.ndarray
+    state: FeatureState
+
+
+def user_index(ds: Dataset, user_ids: pd.Series) -> np.ndarray:
+    """Index of each ``user_id`` in ``ds.users`` (``-1`` if unknown), shape ``(n,)``."""
+    cat = pd.Categorical(user_ids, categories=ds.users["user_id"].to_numpy())
+    return np.asarray(cat.codes, dtype=np.int64)
+
+
+def replay(ds: Dataset, spec: FeatureSpec, *, with_affinity: bool = True) -> ReplayResult:
+    """Replay a dataset's events in time order and featurise every decision point-in-time.
+
+    The loop runs once per hour bucket with vectorised updates inside; this is the same
+    :class:`FeatureState` the simulator and the server use.
+    """
+    p = ds.pushes
+    d_sec = to_unix_seconds(p["ts"])
+    d_bucket = d_sec // HOUR
+    d_user = user_index(ds, p["user_id"])
+    sent = p["sent"].fillna(False).to_numpy(bool)
+    opened = p["opened"].fillna(False).to_numpy(bool)
+    act = ds.activity
+    a_sec = to_unix_seconds(act["ts"]) if len(act) else np.zeros(0, np.int64)
+    a_bucket = a_sec // HOUR
+    a_user = user_index(ds, act["user_id"]) if len(act) else np.zeros(0, np.int64)
+    a_cat = (spec.item_categories(act["item_id"].fillna("").to_numpy()) if len(act)
+             else np.zeros(0, np.int64))
+    all_b = np.concatenate([d_bucket, a_bucket])
+    start = int(all_b.min()) if all_b.size else 0
+    state = FeatureState(spec, ds.users["timezone"].astype(str).tolist(), start)
+    feats = np.zeros((len(p), N_FEATURES), np.float32)
+    aff = np.ones(len(p), np.float32)
+    item_cat = spec.item_categories(p["item_id"].fillna("").to_numpy()) if with_affinity else None
+
+    d_order = np.argsort(d_bucket, kind="stable")
+    a_order = np.argsort(a_bucket, kind="stable")
+    buckets = np.unique(all_b)
+    d_edges = np.searchsorted(d_bucket[d_order], buckets, side="left")
+    d_ends = np.searchsorted(d_bucket[d_order], buckets, side="right")
+    a_edges = np.searchsorted(a_bucket[a_order], buckets, side="left")
+    a_ends = np.searchsorted(a_bucket[a_order], buckets, side="right")
+    for j, b in enumerate(buckets):
+        rows = d_order[d_edges[j]:d_ends[j]]
+        if rows.size:
+            feats[rows] = state.features(d_user[rows], b)
+            if item_cat is not None:
+                s = rows[sent[rows]]
+                if s.size:
+                    aff[s] = state.affinity(d_user[s], item_cat[s])
+        arows = a_order[a_edges[j]:a_ends[j]]
+        if arows.size:
+            state.record_activity(a_user[arows], b, a_cat[arows])
+        if rows.size:
+            s = rows[sent[rows]]
+            if s.size:
+                state.record_push(d_user[s], b, opened[s])
+    return ReplayResult(feats, aff, d_user, d_bucket, state)

@@ -1,0 +1,314 @@
+"""The one loader of pushlog v1 datasets: read, coerce to the contract's dtypes, write.
+
+Schema problems (a missing table or column, an unparsable or non-UTC timestamp, a wrong
+dtype) raise :class:`~pushrl.errors.SchemaError` with one line naming the table, the column
+and the fix. Row problems are not handled here: see :mod:`pushrl.data.validate`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pushrl.data.contract import (
+    BOOL_OUTCOMES,
+    PUSHLOG_VERSION,
+    REQUIRED_TABLES,
+    SCHEMA,
+    TABLES,
+    Column,
+)
+from pushrl.errors import SchemaError
+
+_UTC_SUFFIX = r"(?:Z|[+-]00:?00)$"
+
+
+@dataclass
+class Dataset:
+    """A pushlog v1 dataset held in memory.
+
+    Attributes:
+        users: One row per user; ``user_id`` (str), ``timezone`` (str) and user features.
+        items: One row per item; ``item_id`` (str) and item features.
+        activity: Organic events sorted by ``ts``; may be empty.
+        pushes: Decision opportunities sorted by ``ts``.
+        path: Directory the dataset was read from, if any.
+        meta: Free-form metadata (``meta.json`` beside the tables), e.g. the generator.
+    """
+
+    users: pd.DataFrame
+    items: pd.DataFrame
+    activity: pd.DataFrame
+    pushes: pd.DataFrame
+    path: Path | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def table(self, name: str) -> pd.DataFrame:
+        """Return the table called ``name``."""
+        return getattr(self, name)  # type: ignore[no-any-return]
+
+    def fingerprint(self) -> str:
+        """Return a short content hash of all four tables (stable across runs).
+
+        Used to tie fitted simulators, trained policies and OPE reports to their data.
+        """
+        h = hashlib.sha256(PUSHLOG_VERSION.encode())
+        for name in TABLES:
+            df = self.table(name)
+            h.update(name.encode())
+            h.update(str(len(df)).encode())
+            h.update(",".join(map(str, df.columns)).encode())
+            hashable = df.drop(columns=[c for c in df.columns if df[c].dtype == object
+                                        and len(df) and isinstance(df[c].iloc[0], list | np.ndarray)])
+            if len(hashable):
+                h.update(pd.util.hash_pandas_object(hashable, index=False).values.tobytes())
+        return h.hexdigest()[:16]
+
+    @property
+    def item_ids(self) -> np.ndarray:
+        """Item ids in table order, shape ``(n_items,)``."""
+        return self.items["item_id"].to_numpy(dtype=object)
+
+
+def to_unix_seconds(ts: pd.Series) -> np.ndarray:
+    """Convert a UTC timestamp column to int64 seconds since the epoch, shape ``(n,)``."""
+    return ts.dt.tz_convert("UTC").dt.as_unit("s").astype("int64").to_numpy()
+
+
+def from_unix_seconds(sec: np.ndarray) -> pd.Series:
+    """Inverse of :func:`to_unix_seconds`: int64 seconds to a UTC timestamp series."""
+    return pd.Series(pd.to_datetime(np.asarray(sec, dtype="int64"), unit="s", utc=True))
+
+
+def _find(dirpath: Path, name: str) -> Path | None:
+    for cand in (dirpath / f"{name}.parquet", dirpath / name, dirpath / f"{name}.csv"):
+        if cand.exists():
+            return cand
+    return None
+
+
+def read_raw(dirpath: str | Path, name: str) -> pd.DataFrame | None:
+    """Read table ``name`` from ``dirpath`` as stored (Parquet file, Parquet directory or CSV).
+
+    Returns ``None`` when the table does not exist.
+    """
+    p = _find(Path(dirpath), name)
+    if p is None:
+        return None
+    try:
+        if p.suffix == ".csv":
+            return pd.read_csv(p)
+        return pd.read_parquet(p)
+    except Exception as exc:  # pyarrow/pandas raise many types for corrupt files
+        raise SchemaError(
+            f"table `{name}`: cannot read {p.name} ({type(exc).__name__}: {exc}); "
+            "write it as Parquet or CSV"
+        ) from None
+
+
+def _coerce_ts(df: pd.DataFrame, table: str, col: str) -> pd.Series:
+    s = df[col]
+    where = f"table `{table}`, column `{col}`"
+    if isinstance(s.dtype, pd.DatetimeTZDtype):
+        if str(s.dtype.tz) not in ("UTC", "utc", "UTC+00:00"):
+            raise SchemaError(f"{where}: timestamps are in {s.dtype.tz}, not UTC; "
+                              "convert them to UTC before writing")
+        return s.dt.tz_convert("UTC")
+    if pd.api.types.is_datetime64_dtype(s.dtype):
+        raise SchemaError(f"{where}: timestamps are naive; store them timezone-aware in UTC "
+                          "(e.g. 2024-01-01T09:00:00Z)")
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        raise SchemaError(f"{where}: expected UTC timestamps, got {s.dtype}; "
+                          "store ISO 8601 strings ending in Z or a timestamp type")
+    txt = s.astype("string")
+    bad_utc = ~txt.str.contains(_UTC_SUFFIX, regex=True).fillna(False)
+    if bad_utc.any():
+        i = int(np.flatnonzero(bad_utc.to_numpy())[0])
+        raise SchemaError(f"{where}: value {txt.iloc[i]!r} (row {i}) is not UTC; "
+                          "write timestamps in UTC ending in Z or +00:00")
+    try:
+        return pd.to_datetime(txt, format="ISO8601", utc=True)
+    except (ValueError, TypeError) as exc:
+        raise SchemaError(f"{where}: unparsable timestamp ({exc}); use ISO 8601 in UTC, "
+                          "e.g. 2024-01-01T09:00:00Z") from None
+
+
+def _coerce_bool(s: pd.Series, where: str) -> pd.Series:
+    if pd.api.types.is_bool_dtype(s.dtype):
+        return s.astype("boolean")
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        vals = s.dropna().unique()
+        if set(np.asarray(vals, dtype=float).tolist()) <= {0.0, 1.0}:
+            return s.astype("Float64").astype("boolean")
+    else:
+        low = s.astype("string").str.strip().str.lower()
+        mapped = low.map({"true": True, "false": False, "1": True, "0": False})
+        if (mapped.isna() == low.isna()).all():
+            return mapped.astype("boolean")
+    bad = s.dropna().iloc[:1].tolist()
+    raise SchemaError(f"{where}: expected booleans, got dtype {s.dtype} (e.g. {bad!r}); "
+                      "use true/false")
+
+
+def _coerce_float(s: pd.Series, where: str) -> pd.Series:
+    if pd.api.types.is_bool_dtype(s.dtype) or not (
+        pd.api.types.is_numeric_dtype(s.dtype) or s.isna().all()
+    ):
+        conv = pd.to_numeric(s, errors="coerce")
+        if (conv.isna() & s.notna()).any():
+            bad = s[conv.isna() & s.notna()].iloc[0]
+            raise SchemaError(f"{where}: expected numbers, got {bad!r}; write numeric values")
+        s = conv
+    return s.astype("float64")
+
+
+def _coerce_list(s: pd.Series, where: str) -> pd.Series:
+    def conv(v: Any) -> Any:
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return None
+        if isinstance(v, str):
+            try:
+                v = json.loads(v)
+            except json.JSONDecodeError:
+                raise SchemaError(f"{where}: {v[:40]!r} is not a list; write a JSON list "
+                                  'such as ["a","b"]') from None
+        if not isinstance(v, list | tuple | np.ndarray):
+            raise SchemaError(f"{where}: expected a list of item ids, got {type(v).__name__}")
+        return [str(x) for x in v]
+
+    return s.map(conv).astype(object)
+
+
+def _coerce_column(df: pd.DataFrame, table: str, col: Column) -> pd.Series:
+    where = f"table `{table}`, column `{col.name}`"
+    s = df[col.name]
+    if col.kind == "ts":
+        out = _coerce_ts(df, table, col.name)
+    elif col.kind == "bool":
+        out = _coerce_bool(s, where)
+    elif col.kind == "float":
+        out = _coerce_float(s, where)
+    elif col.kind == "int":
+        f = _coerce_float(s, where)
+        if ((f.dropna() % 1) != 0).any():
+            raise SchemaError(f"{where}: expected integers; write whole numbers")
+        out = f.astype("Int64")
+    elif col.kind == "list":
+        out = _coerce_list(s, where)
+    elif col.kind in ("id", "str") and isinstance(s.dtype, pd.CategoricalDtype):
+        # keep dictionary encoding (millions of repeated ids), with string categories
+        out = s.cat.rename_categories([str(c) for c in s.cat.categories])
+    elif col.kind == "id":
+        if col.name == "decision_id" and pd.api.types.is_integer_dtype(s.dtype):
+            out = s.astype("int64")
+        else:
+            out = s.astype("string").astype(object).where(s.notna(), None)
+            if pd.api.types.is_float_dtype(s.dtype):  # CSV turned integer ids into floats
+                out = s.map(lambda v: None if pd.isna(v) else str(int(v))).astype(object)
+    else:  # str
+        out = s.astype("string").astype(object).where(s.notna(), None)
+    if not col.nullable and out.isna().any():
+        i = int(np.flatnonzero(out.isna().to_numpy())[0])
+        raise SchemaError(f"{where}: missing value at row {i}; the column may not be empty")
+    return out
+
+
+def coerce_table(df: pd.DataFrame, table: str) -> pd.DataFrame:
+    """Check ``df`` against the contract for ``table`` and coerce it to the contract's dtypes.
+
+    Raises:
+        SchemaError: a required column is missing, or a column has the wrong dtype.
+    """
+    for col in SCHEMA[table]:
+        if col.required and col.name not in df.columns:
+            have = ", ".join(map(str, df.columns[:8]))
+            raise SchemaError(f"table `{table}`: missing required column `{col.name}` "
+                              f"(has: {have}); add it, see simulator_data/README.md")
+    df = df.copy()
+    if "Unnamed: 0" in df.columns:
+        df = df.drop(columns=["Unnamed: 0"])
+    for col in SCHEMA[table]:
+        if col.name in df.columns:
+            df[col.name] = _coerce_column(df, table, col)
+    if table == "users":
+        if "timezone" not in df.columns:
+            df["timezone"] = "UTC"
+        df["timezone"] = df["timezone"].fillna("UTC")
+    if table == "pushes":
+        for c in BOOL_OUTCOMES:
+            if c not in df.columns:
+                df[c] = pd.array([pd.NA] * len(df), dtype="boolean")
+        if "revenue" not in df.columns:
+            df["revenue"] = np.nan
+    if table in ("activity", "pushes"):
+        df = df.sort_values("ts", kind="stable").reset_index(drop=True)
+    return df
+
+
+def empty_activity() -> pd.DataFrame:
+    """An empty ``activity`` table with the contract's columns and dtypes."""
+    return pd.DataFrame({
+        "user_id": pd.Series([], dtype=object),
+        "ts": pd.Series([], dtype="datetime64[s, UTC]"),
+        "event": pd.Series([], dtype=object),
+        "item_id": pd.Series([], dtype=object),
+        "revenue": pd.Series([], dtype="float64"),
+    })
+
+
+def read_tables(dirpath: str | Path) -> dict[str, pd.DataFrame]:
+    """Read and coerce the four tables of a dataset directory (no row validation).
+
+    Raises:
+        SchemaError: the directory or a required table is missing, or a schema check fails.
+    """
+    d = Path(dirpath)
+    if not d.is_dir():
+        raise SchemaError(f"dataset directory {str(d)!r} does not exist; pass a directory "
+                          "with users/items/pushes tables (e.g. `pushrl data synth --out DIR`)")
+    out: dict[str, pd.DataFrame] = {}
+    for name in TABLES:
+        raw = read_raw(d, name)
+        if raw is None:
+            if name in REQUIRED_TABLES:
+                raise SchemaError(f"table `{name}` is missing in {d}; add {name}.parquet or "
+                                  f"{name}.csv (see simulator_data/README.md)")
+            out[name] = empty_activity()
+            continue
+        out[name] = coerce_table(raw, name)
+    return out
+
+
+def read_meta(dirpath: str | Path) -> dict[str, Any]:
+    """Return ``meta.json`` of a dataset directory, or an empty dict."""
+    p = Path(dirpath) / "meta.json"
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def write_table(df: pd.DataFrame, path: str | Path) -> None:
+    """Write one table as Parquet (zstd), atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    pq.write_table(table, tmp, compression="zstd")
+    tmp.replace(path)
+
+
+def write_dataset(ds: Dataset, dirpath: str | Path) -> Path:
+    """Write ``ds`` as a pushlog v1 directory of Parquet tables plus ``meta.json``."""
+    d = Path(dirpath)
+    d.mkdir(parents=True, exist_ok=True)
+    for name in TABLES:
+        write_table(ds.table(name), d / f"{name}.parquet")
+    meta = {"format": PUSHLOG_VERSION, **ds.meta}
+    (d / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+    return d

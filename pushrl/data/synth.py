@@ -1,0 +1,374 @@
+"""A synthetic push world with known ground truth, written as pushlog v1.
+
+Users live in several IANA time zones (DST included), each with an individual daily
+activity rhythm (weekends peak later), category preferences and an engagement level.
+Pushes are opened with a probability that rises with the user's activity at that local hour
+and with the pushed item's category affinity, and falls with fatigue from recent pushes. The
+unsubscribe hazard per push grows with the pushes of the last 7 days. Clicks and conversions
+depend on the item (quality, price).
+
+The logging policy is randomised: at every slot a user is considered, a push is sent with a
+user-level probability ``p_send`` and the item is uniform over all items; both are logged
+(``pscore`` = joint probability of the logged action, ``pscore_send`` = probability of
+sending), including the not-sent opportunities.
+
+The true parameters are written to ``ground_truth.json`` and the per-user latents to
+``ground_truth_users.parquet`` so that later stages can check what they recover and compute
+oracle policies with :class:`TrueWorld`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pushrl.data.contract import PUSHLOG_VERSION
+from pushrl.data.features import F, FeatureSpec, FeatureState
+from pushrl.data.io import Dataset, from_unix_seconds, write_dataset, write_table
+from pushrl.data.timezones import HOUR, TimezoneTable, local_clock
+
+TIMEZONES = ("America/Los_Angeles", "America/New_York", "America/Sao_Paulo", "Europe/London",
+             "Europe/Berlin", "Asia/Kolkata", "Asia/Tokyo", "Australia/Sydney")
+TZ_WEIGHTS = (0.16, 0.22, 0.08, 0.14, 0.16, 0.08, 0.10, 0.06)
+CATEGORIES = ("shoes", "dresses", "tops", "bags", "jewelry", "outdoor", "home", "beauty")
+#: Monday 2026-03-02 00:00 UTC: US, EU and Australian DST changes fall inside 28 days.
+DEFAULT_START = "2026-03-02T00:00:00Z"
+
+
+@dataclass(frozen=True)
+class WorldParams:
+    """Scalar ground-truth parameters of the synthetic world (see module docstring)."""
+
+    open_intercept: float = -2.0
+    open_activity: float = 0.7       # per unit of log relative activity at the local hour
+    open_affinity: float = 0.6       # per unit of log category affinity
+    open_engagement: float = 0.8     # per unit of the latent engagement z ~ N(0, 1)
+    fatigue_24h: float = 0.35        # logit drop per push in the previous 24 h
+    fatigue_7d: float = 0.06         # logit drop per push in the previous 7 days
+    click_intercept: float = -0.4
+    click_affinity: float = 0.5
+    click_quality: float = 0.5
+    convert_intercept: float = -1.6
+    convert_price: float = -0.7      # per unit of log(price / median price)
+    unsub_intercept: float = -6.0
+    unsub_volume_7d: float = 0.16    # logit rise per push in the previous 7 days
+    unsub_engagement: float = -0.3
+    sessions_per_day_median: float = 1.6
+    views_per_session: float = 1.5
+    cart_per_view: float = 0.15
+    purchase_per_cart: float = 0.3
+    p_send_levels: tuple[float, ...] = (0.01, 0.02, 0.04)
+
+
+@dataclass
+class SynthConfig:
+    """Size and seed of a synthetic dataset."""
+
+    users: int = 2000
+    days: int = 28
+    seed: int = 0
+    items: int = 100
+    slots_per_day: int = 24
+    start: str = DEFAULT_START
+    params: WorldParams = field(default_factory=WorldParams)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _bump(hours: np.ndarray, peak: np.ndarray, width: np.ndarray) -> np.ndarray:
+    d = np.abs(hours - peak) % 24
+    d = np.minimum(d, 24 - d)
+    return np.exp(-0.5 * (d / width) ** 2)
+
+
+class TrueWorld:
+    """Ground truth of a synthetic world: true rates and probabilities, vectorised over users.
+
+    Args:
+        params: Scalar parameters.
+        users: Per-user latents (``ground_truth_users`` table).
+        items: Items table with ``category``, ``price`` and ``quality``.
+    """
+
+    def __init__(self, params: WorldParams, users: pd.DataFrame, items: pd.DataFrame) -> None:
+        self.params = params
+        self.users = users.reset_index(drop=True)
+        self.items = items.reset_index(drop=True)
+        self.item_cat = pd.Categorical(items["category"], categories=CATEGORIES).codes.astype(
+            np.int64)
+        self.price = items["price"].to_numpy(float)
+        self.quality = items["quality"].to_numpy(float)
+        self.pref = np.stack([users[f"pref_{c}"].to_numpy(float) for c in CATEGORIES], axis=1)
+        self.z = users["engagement_z"].to_numpy(float)
+        self.p_send = users["p_send"].to_numpy(float)
+        # rate[u, weekend, hour]: expected organic sessions in that local hour
+        hours = np.arange(24, dtype=float)[None, :]
+        rate = np.empty((len(users), 2, 24))
+        for we, shift, amp in ((0, 0.0, 1.0), (1, 1.5, 1.2)):
+            prof = 0.05 + users["amp1"].to_numpy()[:, None] * _bump(
+                hours, users["peak1"].to_numpy()[:, None] + shift, users["width1"].to_numpy()[:, None]
+            ) + users["amp2"].to_numpy()[:, None] * _bump(
+                hours, users["peak2"].to_numpy()[:, None] + shift, users["width2"].to_numpy()[:, None])
+            prof = prof / prof.sum(axis=1, keepdims=True)
+            rate[:, we, :] = amp * users["sessions_per_day"].to_numpy()[:, None] * prof
+        self.rate = rate
+        # relative activity: rate at the hour over the user's mean hourly rate across the week
+        week_mean = (5 * rate[:, 0, :].sum(1) + 2 * rate[:, 1, :].sum(1)) / 168.0
+        self.rel_activity = rate / week_mean[:, None, None]
+
+    @classmethod
+    def load(cls, dirpath: str | Path) -> TrueWorld:
+        """Load the ground truth written beside a synthetic dataset."""
+        d = Path(dirpath)
+        gt = json.loads((d / "ground_truth.json").read_text())
+        params = WorldParams(**{k: tuple(v) if isinstance(v, list) else v
+                                for k, v in gt["params"].items()})
+        users = pd.read_parquet(d / "ground_truth_users.parquet")
+        items = pd.read_parquet(d / "items.parquet")
+        return cls(params, users, items)
+
+    def open_logit(self, users: np.ndarray, weekend: np.ndarray, hour: np.ndarray,
+                   items: np.ndarray, sends_24h: np.ndarray, sends_7d: np.ndarray) -> np.ndarray:
+        """Logit of P(open) for pushes of ``items`` to ``users`` (all arrays broadcast)."""
+        p = self.params
+        rel = self.rel_activity[users, weekend, hour]
+        aff = self.pref[users, self.item_cat[items]] * len(CATEGORIES)
+        return (p.open_intercept + p.open_activity * np.log(rel) + p.open_affinity * np.log(aff)
+                + p.open_engagement * self.z[users] - p.fatigue_24h * sends_24h
+                - p.fatigue_7d * sends_7d)
+
+    def p_click(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """P(click | open)."""
+        p = self.params
+        aff = self.pref[users, self.item_cat[items]] * len(CATEGORIES)
+        return _sigmoid(p.click_intercept + p.click_affinity * np.log(aff)
+                        + p.click_quality * self.quality[items])
+
+    def p_convert(self, items: np.ndarray) -> np.ndarray:
+        """P(convert | click)."""
+        p = self.params
+        med = float(np.median(self.price))
+        return _sigmoid(p.convert_intercept + p.convert_price * np.log(self.price[items] / med))
+
+    def unsub_hazard(self, users: np.ndarray, sends_7d: np.ndarray) -> np.ndarray:
+        """P(unsubscribe | a push is sent now), given pushes in the previous 7 days."""
+        p = self.params
+        return _sigmoid(p.unsub_intercept + p.unsub_volume_7d * sends_7d
+                        + p.unsub_engagement * self.z[users])
+
+    def expected_value_per_open(self, users: np.ndarray, items: np.ndarray,
+                                w_click: float, w_revenue: float) -> np.ndarray:
+        """E[click and revenue reward | open] for (user, item) pairs (broadcast)."""
+        pc = self.p_click(users, items)
+        return pc * (w_click + w_revenue * self.p_convert(items) * self.price[items])
+
+
+def _make_items(cfg: SynthConfig, rng: np.random.Generator) -> pd.DataFrame:
+    n = cfg.items
+    cat = np.array(CATEGORIES)[np.arange(n) % len(CATEGORIES)]
+    base = {"shoes": 80, "dresses": 60, "tops": 30, "bags": 90, "jewelry": 50, "outdoor": 70,
+            "home": 40, "beauty": 25}
+    price = np.round(np.array([base[c] for c in cat]) * rng.lognormal(0, 0.35, n), 2)
+    return pd.DataFrame({"item_id": [f"i{j:04d}" for j in range(n)], "category": cat,
+                         "price": price, "quality": np.round(rng.normal(0, 1, n), 3)})
+
+
+def _make_users(cfg: SynthConfig, rng: np.random.Generator) -> pd.DataFrame:
+    n = cfg.users
+    p = cfg.params
+    tz = rng.choice(np.array(TIMEZONES), size=n, p=np.array(TZ_WEIGHTS))
+    peak1 = rng.choice(np.array([8.0, 12.5, 19.0, 21.0]), size=n, p=[0.2, 0.2, 0.35, 0.25])
+    peak1 = (peak1 + rng.normal(0, 0.8, n)) % 24
+    peak2 = (peak1 + rng.choice(np.array([-10.0, -6.0, 4.0]), size=n)) % 24
+    pref = rng.dirichlet(np.full(len(CATEGORIES), 0.6), size=n)
+    df = pd.DataFrame({
+        "user_id": [f"u{j:07d}" for j in range(n)],
+        "timezone": tz,
+        "engagement_z": rng.normal(0, 1, n),
+        "sessions_per_day": p.sessions_per_day_median * rng.lognormal(0, 0.5, n),
+        "peak1": peak1, "width1": rng.uniform(1.0, 2.5, n), "amp1": rng.uniform(0.6, 1.0, n),
+        "peak2": peak2, "width2": rng.uniform(1.5, 3.0, n), "amp2": rng.uniform(0.0, 0.4, n),
+        "p_send": rng.choice(np.array(p.p_send_levels), size=n),
+        "platform": rng.choice(np.array(["ios", "android", "web"]), size=n, p=[0.45, 0.45, 0.1]),
+        "tenure_days": rng.integers(1, 1500, n),
+    })
+    for j, c in enumerate(CATEGORIES):
+        df[f"pref_{c}"] = pref[:, j]
+    return df
+
+
+@dataclass
+class _Cols:
+    parts: dict[str, list[np.ndarray]] = field(default_factory=dict)
+
+    def add(self, **cols: np.ndarray) -> None:
+        for k, v in cols.items():
+            self.parts.setdefault(k, []).append(v)
+
+    def cat(self, k: str, dtype: Any) -> np.ndarray:
+        p = self.parts.get(k, [])
+        return np.concatenate(p).astype(dtype, copy=False) if p else np.zeros(0, dtype)
+
+
+def generate(cfg: SynthConfig, progress: Any = None) -> tuple[Dataset, dict[str, Any],
+                                                               pd.DataFrame]:
+    """Generate a synthetic pushlog v1 dataset.
+
+    Args:
+        cfg: Size, seed and world parameters.
+        progress: Optional callable ``progress(done_steps, total_steps)``.
+
+    Returns:
+        ``(dataset, ground_truth, ground_truth_users)``.
+    """
+    rng = np.random.default_rng(cfg.seed)
+    p = cfg.params
+    items = _make_items(cfg, rng)
+    gt_users = _make_users(cfg, rng)
+    world = TrueWorld(p, gt_users, items)
+    users = gt_users[["user_id", "timezone", "platform", "tenure_days"]].copy()
+    n, n_items = cfg.users, cfg.items
+    start_sec = int(pd.Timestamp(cfg.start).timestamp())
+    b0 = start_sec // HOUR
+    n_steps = cfg.days * 24
+    step_hours = 24 // cfg.slots_per_day
+    tzt = TimezoneTable(list(TIMEZONES))
+    tz_idx = np.array([tzt.index(t) for t in users["timezone"]])
+    spec = FeatureSpec(tuple(CATEGORIES), {}, tuple([1 / 168] * 168),
+                       tuple([1 / len(CATEGORIES)] * len(CATEGORIES)))
+    state = FeatureState(spec, users["timezone"].tolist(), b0, tz_table=tzt)
+    cat_items = [np.flatnonzero(world.item_cat == c) for c in range(len(CATEGORIES))]
+    pref_cdf = np.cumsum(world.pref, axis=1)
+    alive = np.ones(n, dtype=bool)
+    act, push = _Cols(), _Cols()
+    all_u = np.arange(n)
+    for step in range(n_steps):
+        b = b0 + step
+        off = tzt.offset_seconds(tz_idx, b)
+        hour, dow, _ = local_clock(b * HOUR, off)
+        weekend = (dow >= 5).astype(np.int64)
+        # organic activity (continues after unsubscribing from pushes)
+        n_sess = rng.poisson(world.rate[all_u, weekend, hour])
+        su = np.repeat(all_u, n_sess)
+        if su.size:
+            n_views = rng.poisson(p.views_per_session, su.size)
+            vu = np.repeat(su, n_views)
+            cat = (rng.random(vu.size)[:, None] > pref_cdf[vu]).sum(axis=1)
+            cat = np.minimum(cat, len(CATEGORIES) - 1)
+            pick = rng.random(vu.size)
+            item = np.empty(vu.size, np.int64)
+            for c in range(len(CATEGORIES)):
+                m = cat == c
+                item[m] = cat_items[c][(pick[m] * len(cat_items[c])).astype(np.int64)]
+            cart = rng.random(vu.size) < p.cart_per_view
+            buy = cart & (rng.random(vu.size) < p.purchase_per_cart)
+            cu, bu = vu[cart], vu[buy]
+            ev_u = np.concatenate([su, vu, cu, bu])
+            ev_kind = np.concatenate([np.zeros(su.size, np.int8), np.ones(vu.size, np.int8),
+                                      np.full(cu.size, 2, np.int8), np.full(bu.size, 3, np.int8)])
+            ev_item = np.concatenate([np.full(su.size, -1), item, item[cart], item[buy]])
+            ev_rev = np.where(ev_kind == 3, world.price[np.maximum(ev_item, 0)], np.nan)
+            ev_ts = b * HOUR + rng.integers(0, HOUR * step_hours, ev_u.size)
+            act.add(u=ev_u, kind=ev_kind, item=ev_item, rev=ev_rev, ts=ev_ts)
+        # the randomised logging policy, at every slot for every subscribed user
+        if step % step_hours == 0:
+            du = all_u[alive]
+            send = rng.random(du.size) < world.p_send[du]
+            it = rng.integers(0, n_items, du.size)
+            pscore = np.where(send, world.p_send[du] / n_items, 1.0 - world.p_send[du])
+            su_ = du[send]
+            si = it[send]
+            f = state.features(su_, b)
+            wk, hr = weekend[su_], hour[su_]
+            p_open = _sigmoid(world.open_logit(su_, wk, hr, si, f[:, F["sends_24h"]],
+                                               f[:, F["sends_7d"]]))
+            opened = rng.random(su_.size) < p_open
+            clicked = opened & (rng.random(su_.size) < world.p_click(su_, si))
+            converted = clicked & (rng.random(su_.size) < world.p_convert(si))
+            revenue = np.where(converted, world.price[si], 0.0)
+            unsub = rng.random(su_.size) < world.unsub_hazard(su_, f[:, F["sends_7d"]])
+            state.record_push(su_, b, opened)
+            full = lambda v, fill, dt: _scatter(send, v, fill, dt)  # noqa: E731
+            push.add(u=du, ts=np.full(du.size, b * HOUR, np.int64), sent=send,
+                     item=np.where(send, it, -1), pscore=pscore,
+                     pscore_send=world.p_send[du], opened=full(opened, False, bool),
+                     clicked=full(clicked, False, bool), converted=full(converted, False, bool),
+                     revenue=full(revenue, np.nan, float), unsub=full(unsub, False, bool))
+            alive[su_[unsub]] = False
+        if progress is not None:
+            progress(step + 1, n_steps)
+
+    item_ids = items["item_id"].to_numpy()
+    uid_cat = users["user_id"].to_numpy()
+    ev_kind_names = np.array(["session", "view", "cart", "purchase"])
+    a_item = act.cat("item", np.int64)
+    activity = pd.DataFrame({
+        "user_id": pd.Categorical.from_codes(act.cat("u", np.int64), categories=uid_cat),
+        "ts": from_unix_seconds(act.cat("ts", np.int64)),
+        "event": pd.Categorical.from_codes(act.cat("kind", np.int8), categories=ev_kind_names),
+        "item_id": pd.Categorical.from_codes(a_item, categories=item_ids),
+        "revenue": act.cat("rev", float),
+    })
+    activity = activity.sort_values("ts", kind="stable").reset_index(drop=True)
+    sent = push.cat("sent", bool)
+    nan_bool = lambda k: pd.array(  # noqa: E731
+        np.where(sent, push.cat(k, bool), False), dtype="boolean").astype("boolean")
+    pushes = pd.DataFrame({
+        "decision_id": np.arange(sent.size, dtype=np.int64),
+        "user_id": pd.Categorical.from_codes(push.cat("u", np.int64), categories=uid_cat),
+        "ts": from_unix_seconds(push.cat("ts", np.int64)),
+        "sent": sent,
+        "item_id": pd.Categorical.from_codes(push.cat("item", np.int64), categories=item_ids),
+        "pscore": push.cat("pscore", float),
+        "pscore_send": push.cat("pscore_send", float),
+        "opened": nan_bool("opened"),
+        "clicked": nan_bool("clicked"),
+        "converted": nan_bool("converted"),
+        "revenue": np.where(sent, np.nan_to_num(push.cat("revenue", float)), np.nan),
+        "unsubscribed": nan_bool("unsub"),
+    })
+    for c in ("opened", "clicked", "converted", "unsubscribed"):
+        pushes.loc[~sent, c] = pd.NA
+    gt = {
+        "format": "pushrl/ground_truth/v1",
+        "params": asdict(p),
+        "config": {k: v for k, v in asdict(cfg).items() if k != "params"},
+        "categories": list(CATEGORIES),
+        "logging_policy": "per slot: send ~ Bernoulli(p_send[user]); item ~ Uniform(items)",
+        "notes": "open logit = intercept + activity*log(rel_activity[local hour, weekend]) + "
+                 "affinity*log(pref[cat]*n_cat) + engagement*z - fatigue_24h*sends_24h - "
+                 "fatigue_7d*sends_7d; unsubscribe logit = intercept + volume_7d*sends_7d + "
+                 "engagement*z; see pushrl.data.synth.TrueWorld",
+    }
+    meta = {"generator": "pushrl.data.synth", "seed": cfg.seed, "users": cfg.users,
+            "days": cfg.days, "slots_per_day": cfg.slots_per_day, "format": PUSHLOG_VERSION}
+    ds = Dataset(users, items, activity, pushes, meta=meta)
+    return ds, gt, gt_users
+
+
+def _scatter(mask: np.ndarray, values: np.ndarray, fill: Any, dtype: Any) -> np.ndarray:
+    out = np.full(mask.size, fill, dtype=dtype)
+    out[mask] = values
+    return out
+
+
+def synthesize(out: str | Path, cfg: SynthConfig, progress: Any = None) -> dict[str, Any]:
+    """Generate and write a synthetic dataset plus its ground truth; returns a summary."""
+    t0 = time.perf_counter()
+    ds, gt, gt_users = generate(cfg, progress)
+    t_gen = time.perf_counter() - t0
+    d = write_dataset(ds, out)
+    (d / "ground_truth.json").write_text(json.dumps(gt, indent=2, sort_keys=True))
+    write_table(gt_users, d / "ground_truth_users.parquet")
+    return {"out": str(d), "users": cfg.users, "days": cfg.days, "decisions": len(ds.pushes),
+            "sent": int(ds.pushes["sent"].sum()), "activity_events": len(ds.activity),
+            "seconds_generate": round(t_gen, 2),
+            "seconds_total": round(time.perf_counter() - t0, 2)}
