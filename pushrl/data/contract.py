@@ -66,6 +66,8 @@ SCHEMA: dict[str, tuple[Column, ...]] = {
         Column("sent", "bool", True, False, "whether a push was sent"),
         Column("item_id", "id", False, True, "pushed item; required when sent"),
         Column("pscore", "float", False, True, "logging probability of the logged action"),
+        Column("pscore_send", "float", False, True,
+               "logging probability of sending at this opportunity (for item-level OPE)"),
         Column("candidates", "list", False, True, "eligible item ids; absent = all items"),
         Column("position", "int", False, True, "slot index for multi-slot logs"),
         Column("opened", "bool", False, True, "opened within the attribution window"),

@@ -489,3 +489,54 @@ def replay(ds: Dataset, spec: FeatureSpec, *, with_affinity: bool = True) -> Rep
             if s.size:
                 state.record_push(d_user[s], b, opened[s])
     return ReplayResult(feats, aff, d_user, d_bucket, state)
+
+
+# --------------------------------------------------------------------- items
+class ItemCatalog:
+    """Numeric item features from the ``items`` table (the one item featuriser).
+
+    Numeric columns are standardised (``log1p`` first for ``price``); the category column is
+    one-hot encoded with the :class:`FeatureSpec` vocabulary; other string columns are
+    ignored here (VW hashes them itself from :attr:`raw`).
+
+    Args:
+        items: The ``items`` table.
+        spec: Fitted feature spec (category vocabulary).
+    """
+
+    def __init__(self, items: pd.DataFrame, spec: FeatureSpec) -> None:
+        self.raw = items.reset_index(drop=True)
+        self.ids = self.raw["item_id"].astype(str).to_numpy(dtype=object)
+        self.index = {i: j for j, i in enumerate(self.ids)}
+        self.category = spec.item_categories(self.ids)
+        cols, names = [], []
+        for c in self.raw.columns:
+            if c in ("item_id", spec.category_column):
+                continue
+            s = self.raw[c]
+            if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
+                v = s.to_numpy(float)
+                if c == "price":
+                    v = np.log1p(np.maximum(v, 0))
+                sd = v.std()
+                cols.append((v - v.mean()) / (sd if sd > 0 else 1.0))
+                names.append(c)
+        onehot = np.zeros((len(self.ids), spec.n_categories), np.float32)
+        ok = self.category >= 0
+        onehot[np.flatnonzero(ok), self.category[ok]] = 1.0
+        num = np.stack(cols, axis=1).astype(np.float32) if cols else np.zeros((len(self.ids), 0),
+                                                                                np.float32)
+        #: ``(n_items, d_item)`` standardised numeric features then category one-hot.
+        self.features = np.concatenate([num, onehot], axis=1)
+        self.feature_names: tuple[str, ...] = tuple(names) + tuple(
+            f"cat={c}" for c in spec.categories)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def indices(self, item_ids: Sequence[Any]) -> np.ndarray:
+        """Catalog index of each id, shape ``(n,)``; raises ``KeyError`` for unknown ids."""
+        try:
+            return np.array([self.index[str(i)] for i in item_ids], dtype=np.int64)
+        except KeyError as exc:
+            raise KeyError(f"unknown item_id {exc.args[0]!r}; add it to the items table") from None

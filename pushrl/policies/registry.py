@@ -1,0 +1,165 @@
+"""The policy registry on disk: versioned artifacts with a JSON model card and checksums.
+
+Layout::
+
+    policies/<name>/<version>/card.json     model card (kind, loader, data fingerprint, params,
+                                            metrics, OPE report, sha256 of every file)
+    policies/<name>/<version>/<files...>    model files (VW model, SB3 zip, feature spec, ...)
+
+Artifacts are verified by sha256 *before* anything is loaded: SB3 zips contain pickles, and an
+unverified one is never opened. Promotion state (which version is active) is kept by the
+serving layer, not here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import importlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pushrl.errors import ArtifactError
+
+CARD = "card.json"
+REGISTRY_FORMAT = "pushrl/registry/v1"
+#: loader name -> module that registers it on import
+LOADER_MODULES: dict[str, str] = {
+    "vw": "pushrl.policies.vw",
+    "ppo": "pushrl.policies.ppo",
+    "baseline": "pushrl.policies.baselines",
+}
+_LOADERS: dict[str, Callable[[Path, dict[str, Any]], Any]] = {}
+
+
+def register_loader(name: str) -> Callable[[Callable[[Path, dict[str, Any]], Any]],
+                                           Callable[[Path, dict[str, Any]], Any]]:
+    """Decorator registering ``fn(artifact_dir, card) -> Policy`` under ``name``."""
+
+    def deco(fn: Callable[[Path, dict[str, Any]], Any]) -> Callable[[Path, dict[str, Any]], Any]:
+        _LOADERS[name] = fn
+        return fn
+
+    return deco
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _next_version(base: Path) -> str:
+    nums = [int(p.name[1:]) for p in base.glob("v*") if p.name[1:].isdigit()] if base.exists() else []
+    return f"v{max(nums, default=0) + 1}"
+
+
+def save_artifact(out: str | Path, *, kind: str, loader: str, files: dict[str, str | Path | bytes],
+                  card: dict[str, Any], versioned: bool = True) -> Path:
+    """Write an artifact directory with a model card and a sha256 for every file.
+
+    Args:
+        out: ``policies/NAME`` (a new version directory ``vN`` is created inside it when
+            ``versioned``) or the exact target directory when not.
+        kind: ``"item"`` or ``"timing"``.
+        loader: Key of the loader (see :data:`LOADER_MODULES`).
+        files: ``filename -> source path or bytes``.
+        card: Extra model-card fields (params, metrics, training data fingerprint, ...).
+
+    Returns:
+        The artifact directory.
+    """
+    out = Path(out)
+    target = out / _next_version(out) if versioned else out
+    tmp = target.with_name(target.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    sums: dict[str, str] = {}
+    for fname, src in files.items():
+        dst = tmp / fname
+        if isinstance(src, bytes):
+            dst.write_bytes(src)
+        else:
+            shutil.copyfile(src, dst)
+        sums[fname] = sha256_file(dst)
+    full = {
+        "format": REGISTRY_FORMAT,
+        "name": out.name if versioned else target.parent.name,
+        "version": target.name,
+        "kind": kind,
+        "loader": loader,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        **card,
+        "files": sums,
+    }
+    (tmp / CARD).write_text(json.dumps(full, indent=2, sort_keys=True, default=str))
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return target
+
+
+def read_card(path: str | Path) -> dict[str, Any]:
+    """Read a model card without verifying files (for listing)."""
+    p = Path(path) / CARD
+    if not p.exists():
+        raise ArtifactError(f"{path} is not a policy artifact (no {CARD}); "
+                            "pass policies/NAME/VERSION or train one first")
+    try:
+        card: dict[str, Any] = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{p}: model card is not valid JSON ({exc})") from None
+    return card
+
+
+def verify_artifact(path: str | Path) -> dict[str, Any]:
+    """Check every file of an artifact against the card's sha256; return the card.
+
+    Raises:
+        ArtifactError: missing card, missing file, or checksum mismatch.
+    """
+    path = Path(path)
+    card = read_card(path)
+    for fname, digest in card.get("files", {}).items():
+        f = path / fname
+        if not f.exists():
+            raise ArtifactError(f"{path}: file {fname} listed in the card is missing; "
+                                "re-export the artifact")
+        got = sha256_file(f)
+        if got != digest:
+            raise ArtifactError(f"{path}: checksum mismatch for {fname} (card {digest[:12]}, "
+                                f"file {got[:12]}); refusing to load a modified artifact")
+    return card
+
+
+def resolve(path: str | Path) -> Path:
+    """Resolve ``policies/NAME`` to its newest version dir; a version dir is returned as is."""
+    p = Path(path)
+    if (p / CARD).exists():
+        return p
+    versions = sorted((v for v in p.glob("v*") if (v / CARD).exists()),
+                      key=lambda v: int(v.name[1:]) if v.name[1:].isdigit() else -1)
+    if not versions:
+        raise ArtifactError(f"no policy artifact at {p}; train one (`pushrl train ...`) or "
+                            "name a baseline")
+    return versions[-1]
+
+
+def load_policy(path: str | Path) -> Any:
+    """Verify and load a policy artifact (newest version when given ``policies/NAME``)."""
+    p = resolve(path)
+    card = verify_artifact(p)
+    loader = card.get("loader", "")
+    if loader not in _LOADERS and loader in LOADER_MODULES:
+        importlib.import_module(LOADER_MODULES[loader])
+    if loader not in _LOADERS:
+        raise ArtifactError(f"{p}: unknown loader {loader!r}; known: {sorted(LOADER_MODULES)}")
+    return _LOADERS[loader](p, card)
