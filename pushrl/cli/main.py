@@ -16,6 +16,15 @@ app = typer.Typer(
 app.add_typer(data.app, name="data")
 
 
+def _stub(name: str):  # type: ignore[no-untyped-def]
+    def cmd() -> None:
+        from pushrl.cli._common import not_implemented
+
+        not_implemented(name)
+
+    return cmd
+
+
 def _register_optional() -> None:
     """Attach the groups whose modules exist (each issue adds its own module)."""
     import importlib
@@ -40,15 +49,6 @@ def _register_optional() -> None:
             if exc.name != f"pushrl.cli.{mod}":
                 raise
             app.command(name, help=f"({name}: not implemented yet)")(_stub(name))
-
-
-def _stub(name: str):  # type: ignore[no-untyped-def]
-    def cmd() -> None:
-        from pushrl.cli._common import not_implemented
-
-        not_implemented(name)
-
-    return cmd
 
 
 _register_optional()
