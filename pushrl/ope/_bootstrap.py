@@ -124,4 +124,8 @@ def normal_interval(point: float, influence: FloatArray, alpha: float) -> dict[s
     n = influence.shape[0]
     se = float(np.std(influence, ddof=1)) / np.sqrt(n) if n > 1 else float("inf")
     z = NormalDist().inv_cdf(1.0 - alpha / 2)
-    return {"mean": float(point), lower_key: point - z * se, upper_key: point + z * se}
+    return {
+        "mean": float(point),
+        lower_key: float(point - z * se),
+        upper_key: float(point + z * se),
+    }

@@ -250,7 +250,9 @@ class BaseOffPolicyEstimator(ABC):
 
     def hyperparameters(self) -> dict[str, Any]:
         """The estimator's hyperparameters (dataclass fields other than the name)."""
-        return {k: v for k, v in vars(self).items() if k != "estimator_name"}
+        return {
+            k: v for k, v in vars(self).items() if k != "estimator_name" and not k.startswith("_")
+        }
 
 
 @dataclass

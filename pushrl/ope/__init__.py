@@ -1,0 +1,113 @@
+"""Off-policy evaluation: bandit estimators, intervals, diagnostics, the deployment gate.
+
+Bandit estimators follow Open Bandit Pipeline's convention::
+
+    est = ESTIMATORS["dr"]()
+    est.estimate_policy_value(reward, action, pscore, action_dist, position,
+                              estimated_rewards_by_reg_model)
+    est.estimate_interval(..., alpha=0.05, n_bootstrap_samples=1000, random_state=0)
+
+``action_dist`` and estimated rewards have shape ``(n_rounds, n_actions, len_list)``.
+Sequential (timing-policy) estimators live in :mod:`pushrl.ope.sequential`.
+"""
+
+from __future__ import annotations
+
+from pushrl.ope._rounds import RoundData, RoundTerms
+from pushrl.ope._validate import BanditInputs, validate_bandit_inputs
+from pushrl.ope.crossfit import CrossFitDR, fit_reward_model
+from pushrl.ope.diagnostics import WeightDiagnostics, kish_ess, weight_diagnostics
+from pushrl.ope.estimators import (
+    DM,
+    DR,
+    IPW,
+    SNDR,
+    SNIPW,
+    BaseOffPolicyEstimator,
+    DirectMethod,
+    DoublyRobust,
+    DoublyRobustWithShrinkage,
+    DRos,
+    InverseProbabilityWeighting,
+    SelfNormalizedDoublyRobust,
+    SelfNormalizedInverseProbabilityWeighting,
+    SwitchDoublyRobust,
+    SwitchDR,
+    interval_from_terms,
+)
+from pushrl.ope.intervals import (
+    IntervalEstimate,
+    PairedDifference,
+    bootstrap_replicates,
+    estimate_intervals,
+    paired_difference_from_terms,
+    paired_difference_interval,
+)
+
+ESTIMATORS: dict[str, type[BaseOffPolicyEstimator]] = {
+    "dm": DirectMethod,
+    "ipw": InverseProbabilityWeighting,
+    "snipw": SelfNormalizedInverseProbabilityWeighting,
+    "dr": DoublyRobust,
+    "sndr": SelfNormalizedDoublyRobust,
+    "switch-dr": SwitchDoublyRobust,
+    "dr-os": DoublyRobustWithShrinkage,
+    "dr-cf": CrossFitDR,
+}
+"""Estimator classes by name; each constructor takes the estimator's hyperparameters."""
+
+
+def make_estimator(name: str, **hyperparameters: object) -> BaseOffPolicyEstimator:
+    """Instantiate a registered estimator.
+
+    Args:
+        name: A key of :data:`ESTIMATORS`.
+        **hyperparameters: Constructor arguments (e.g. ``tau=5.0`` for ``switch-dr``).
+
+    Raises:
+        ValueError: For an unknown name.
+    """
+    try:
+        cls = ESTIMATORS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown estimator {name!r}; choose one of {sorted(ESTIMATORS)}"
+        ) from None
+    return cls(**hyperparameters)  # type: ignore[arg-type]
+
+
+__all__ = [
+    "DM",
+    "DR",
+    "ESTIMATORS",
+    "IPW",
+    "SNDR",
+    "SNIPW",
+    "BanditInputs",
+    "BaseOffPolicyEstimator",
+    "CrossFitDR",
+    "DRos",
+    "DirectMethod",
+    "DoublyRobust",
+    "DoublyRobustWithShrinkage",
+    "IntervalEstimate",
+    "InverseProbabilityWeighting",
+    "PairedDifference",
+    "RoundData",
+    "RoundTerms",
+    "SelfNormalizedDoublyRobust",
+    "SelfNormalizedInverseProbabilityWeighting",
+    "SwitchDR",
+    "SwitchDoublyRobust",
+    "WeightDiagnostics",
+    "bootstrap_replicates",
+    "estimate_intervals",
+    "fit_reward_model",
+    "interval_from_terms",
+    "kish_ess",
+    "make_estimator",
+    "paired_difference_from_terms",
+    "paired_difference_interval",
+    "validate_bandit_inputs",
+    "weight_diagnostics",
+]
