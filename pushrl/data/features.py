@@ -441,6 +441,11 @@ def user_index(ds: Dataset, user_ids: pd.Series) -> np.ndarray:
     return np.asarray(cat.codes, dtype=np.int64)
 
 
+def _id_array(s: pd.Series) -> np.ndarray:
+    """Ids as an object array with ``""`` for missing (works for categorical columns too)."""
+    return s.astype(object).where(s.notna(), "").to_numpy()
+
+
 def replay(ds: Dataset, spec: FeatureSpec, *, with_affinity: bool = True) -> ReplayResult:
     """Replay a dataset's events in time order and featurise every decision point-in-time.
 
@@ -457,14 +462,14 @@ def replay(ds: Dataset, spec: FeatureSpec, *, with_affinity: bool = True) -> Rep
     a_sec = to_unix_seconds(act["ts"]) if len(act) else np.zeros(0, np.int64)
     a_bucket = a_sec // HOUR
     a_user = user_index(ds, act["user_id"]) if len(act) else np.zeros(0, np.int64)
-    a_cat = (spec.item_categories(act["item_id"].fillna("").to_numpy()) if len(act)
+    a_cat = (spec.item_categories(_id_array(act["item_id"])) if len(act)
              else np.zeros(0, np.int64))
     all_b = np.concatenate([d_bucket, a_bucket])
     start = int(all_b.min()) if all_b.size else 0
     state = FeatureState(spec, ds.users["timezone"].astype(str).tolist(), start)
     feats = np.zeros((len(p), N_FEATURES), np.float32)
     aff = np.ones(len(p), np.float32)
-    item_cat = spec.item_categories(p["item_id"].fillna("").to_numpy()) if with_affinity else None
+    item_cat = spec.item_categories(_id_array(p["item_id"])) if with_affinity else None
 
     d_order = np.argsort(d_bucket, kind="stable")
     a_order = np.argsort(a_bucket, kind="stable")
