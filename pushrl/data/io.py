@@ -134,11 +134,13 @@ def _coerce_ts(df: pd.DataFrame, table: str, col: str) -> pd.Series:
         i = int(np.flatnonzero(bad_utc.to_numpy())[0])
         raise SchemaError(f"{where}: value {txt.iloc[i]!r} (row {i}) is not UTC; "
                           "write timestamps in UTC ending in Z or +00:00")
-    try:
-        return pd.to_datetime(txt, format="ISO8601", utc=True)
-    except (ValueError, TypeError) as exc:
-        raise SchemaError(f"{where}: unparsable timestamp ({exc}); use ISO 8601 in UTC, "
-                          "e.g. 2024-01-01T09:00:00Z") from None
+    parsed = pd.to_datetime(txt, format="ISO8601", utc=True, errors="coerce")
+    bad = parsed.isna() & txt.notna()
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise SchemaError(f"{where}: unparsable timestamp {txt.iloc[i]!r} (row {i}); use "
+                          "ISO 8601 in UTC, e.g. 2024-01-01T09:00:00Z")
+    return parsed
 
 
 def _coerce_bool(s: pd.Series, where: str) -> pd.Series:

@@ -67,6 +67,8 @@ class TimezoneTable:
     def offset_seconds(self, tz_idx: np.ndarray, bucket: np.ndarray | int) -> np.ndarray:
         """UTC offset in seconds for each ``(tz_idx, bucket)`` pair (broadcast), int32."""
         b = np.asarray(bucket, dtype=np.int64)
+        if b.size == 0:
+            return np.zeros(np.broadcast(np.asarray(tz_idx), b).shape, np.int32)
         lo, hi = int(b.min()), int(b.max()) + 1
         self._ensure(lo, hi)
         return self._table[np.asarray(tz_idx), b - self._lo]

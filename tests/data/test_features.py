@@ -1,0 +1,130 @@
+"""The single feature pipeline: point-in-time correct, and identical on every path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pushrl.data.features import F, FEATURE_NAMES, FeatureSpec, FeatureState, encode, replay
+from pushrl.data.io import Dataset, to_unix_seconds
+from pushrl.data.timezones import HOUR, TimezoneTable, local_clock
+from pushrl.data.validate import load_dataset
+
+
+@pytest.fixture(scope="module")
+def small(tiny_synth: Path) -> Dataset:
+    ds, _ = load_dataset(tiny_synth, quarantine=False)
+    keep = set(ds.users["user_id"].iloc[:25])
+    t_end = ds.pushes["ts"].min() + pd.Timedelta(days=9)
+    p = ds.pushes[ds.pushes["user_id"].isin(keep) & (ds.pushes["ts"] < t_end)].reset_index(drop=True)
+    a = ds.activity[ds.activity["user_id"].isin(keep) & (ds.activity["ts"] < t_end)]
+    u = ds.users[ds.users["user_id"].isin(keep)].reset_index(drop=True)
+    return Dataset(u, ds.items, a.reset_index(drop=True), p, meta=ds.meta)
+
+
+def test_online_path_equals_replay(small: Dataset) -> None:
+    """Feeding events one at a time (as the server does) gives the replay's features."""
+    spec = FeatureSpec.fit(small)
+    rep = replay(small, spec)
+    uidx = {u: i for i, u in enumerate(small.users["user_id"])}
+    state = FeatureState(spec, small.users["timezone"].tolist(), int(rep.bucket.min()))
+    a = small.activity
+    ev = pd.DataFrame({"sec": to_unix_seconds(a["ts"]), "kind": 0, "row": np.arange(len(a))})
+    p = small.pushes
+    de = pd.DataFrame({"sec": to_unix_seconds(p["ts"]), "kind": 1, "row": np.arange(len(p))})
+    stream = pd.concat([ev, de]).sort_values(["sec", "kind"], kind="stable")
+    a_cat = spec.item_categories(a["item_id"].astype(object).to_numpy())
+    got = np.zeros_like(rep.features)
+    for sec, kind, row in stream.itertuples(index=False):
+        b = sec // HOUR
+        if kind == 0:
+            state.record_activity(np.array([uidx[a["user_id"].iloc[row]]]), b,
+                                  a_cat[row:row + 1])
+            continue
+        u = np.array([uidx[p["user_id"].iloc[row]]])
+        got[row] = state.features(u, b)[0]
+        if bool(p["sent"].iloc[row]):
+            state.record_push(u, b, np.array([bool(p["opened"].iloc[row])]))
+    np.testing.assert_array_equal(got, rep.features)
+
+
+def test_windows_match_brute_force(small: Dataset) -> None:
+    spec = FeatureSpec.fit(small)
+    rep = replay(small, spec)
+    p = small.pushes
+    sec = to_unix_seconds(p["ts"])
+    b = sec // HOUR
+    sent = p["sent"].to_numpy(bool)
+    opened = p["opened"].fillna(False).to_numpy(bool)
+    users = p["user_id"].astype(str).to_numpy()
+    rng = np.random.default_rng(0)
+    for i in rng.choice(len(p), 300, replace=False):
+        same = users == users[i]
+        prev = same & sent & (b < b[i])
+        assert rep.features[i, F["sends_24h"]] == (prev & (b >= b[i] - 24)).sum()
+        assert rep.features[i, F["sends_7d"]] == (prev & (b >= b[i] - 168)).sum()
+        assert rep.features[i, F["opens_7d"]] == (prev & opened & (b >= b[i] - 168)).sum()
+        expect_h = min(b[i] - b[prev].max(), 336) if prev.any() else 336
+        assert rep.features[i, F["hours_since_push"]] == expect_h
+    a = small.activity
+    asec = to_unix_seconds(a["ts"]) // HOUR
+    au = a["user_id"].astype(str).to_numpy()
+    for i in rng.choice(len(p), 100, replace=False):
+        n = ((au == users[i]) & (asec < b[i]) & (asec >= b[i] - 168)).sum()
+        assert rep.features[i, F["activity_7d"]] == n
+
+
+def test_no_future_leakage(small: Dataset) -> None:
+    """Changing anything at or after a decision's bucket leaves its features unchanged."""
+    spec = FeatureSpec.fit(small)
+    base = replay(small, spec)
+    cut = pd.Timestamp(small.pushes["ts"].iloc[len(small.pushes) // 2]).floor("h")
+    p = small.pushes.copy()
+    late = p["ts"] >= cut
+    p.loc[late, "sent"] = True
+    p.loc[late, "item_id"] = small.items["item_id"].iloc[0]
+    p.loc[late, "opened"] = True
+    a = small.activity
+    extra = a[a["ts"] >= cut].copy()
+    a2 = pd.concat([a, extra, extra]).sort_values("ts", kind="stable").reset_index(drop=True)
+    changed = replay(Dataset(small.users, small.items, a2, p), spec)
+    early = ~late.to_numpy()
+    np.testing.assert_array_equal(changed.features[early], base.features[early])
+
+
+def test_local_time_is_dst_correct() -> None:
+    zones = ["America/New_York", "Europe/Berlin", "Australia/Sydney", "Asia/Kolkata", "UTC"]
+    tzt = TimezoneTable(zones)
+    rng = np.random.default_rng(1)
+    sec = rng.integers(1_767_225_600, 1_798_761_600, 2000)  # 2026, covering every DST change
+    sec = sec - sec % HOUR
+    tz = rng.integers(0, len(zones), sec.size)
+    hour, dow, _ = local_clock(sec, tzt.offset_seconds(tz, sec // HOUR))
+    ts = pd.to_datetime(sec, unit="s", utc=True)
+    for z, name in enumerate(zones):
+        m = tz == z
+        loc = ts[m].tz_convert(name)
+        np.testing.assert_array_equal(hour[m], loc.hour)
+        np.testing.assert_array_equal(dow[m], loc.dayofweek)
+
+
+def test_encode_shape_and_finite(small: Dataset) -> None:
+    rep = replay(small, FeatureSpec.fit(small))
+    enc = encode(rep.features)
+    assert enc.shape == (len(small.pushes), 10)
+    assert np.isfinite(enc).all()
+    assert rep.features.shape[1] == len(FEATURE_NAMES)
+
+
+def test_state_refuses_to_rewind(small: Dataset) -> None:
+    spec = FeatureSpec.fit(small)
+    st = FeatureState(spec, ["UTC"], 1000)
+    st.features(np.array([0]), 1010)
+    with pytest.raises(ValueError, match="before the user's state"):
+        st.features(np.array([0]), 1005)
+    # late events are accepted and land in the current bucket (never earlier)
+    st.record_push(np.array([0]), 1003)
+    assert st.features(np.array([0]), 1011)[0, F["sends_24h"]] == 1

@@ -1,0 +1,213 @@
+"""Schema errors fail with one line; row errors are quarantined exactly; counts reconcile."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pushrl.data.io import read_raw, write_table
+from pushrl.data.validate import REJECTED_DIR, load_dataset
+from pushrl.errors import SchemaError
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ["simulator_data/synth", "simulator_data/obd/random", "simulator_data/obd/bts"]
+
+
+@pytest.mark.parametrize("rel", SHIPPED)
+def test_shipped_datasets_have_zero_rejections(rel: str, tmp_path: Path) -> None:
+    d = tmp_path / "ds"
+    shutil.copytree(ROOT / rel, d)
+    _, report = load_dataset(d)
+    assert report.n_rejected == 0
+    assert report.reconciles()
+    assert report.summary["pscore_coverage"] == 1.0
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+Mutation = Callable[[pd.DataFrame], pd.DataFrame]
+
+
+def _sent_rows(p: pd.DataFrame) -> np.ndarray:
+    return np.flatnonzero(p["sent"].to_numpy(bool))
+
+
+def _set(col: str, value: object, which: str = "sent", n: int = 3) -> Mutation:
+    def f(p: pd.DataFrame) -> pd.DataFrame:
+        rows = _sent_rows(p)[:n] if which == "sent" else np.flatnonzero(~p["sent"].to_numpy(bool))[:n]
+        p = p.copy()
+        if col in ("user_id", "item_id"):
+            p[col] = p[col].astype(object)
+        p.loc[rows, col] = value
+        return p
+    return f
+
+
+def _dup_decisions(p: pd.DataFrame) -> pd.DataFrame:
+    p = p.copy()
+    p.loc[[5, 6, 7], "decision_id"] = p.loc[0, "decision_id"]
+    return p
+
+
+def _outcome_on_unsent(p: pd.DataFrame) -> pd.DataFrame:
+    p = p.copy()
+    rows = np.flatnonzero(~p["sent"].to_numpy(bool))[:3]
+    p.loc[rows, "opened"] = True
+    return p
+
+
+ROW_CASES: list[tuple[str, Mutation, str]] = [
+    ("pscore_zero", _set("pscore", 0.0), "pscore outside (0, 1]"),
+    ("pscore_above_one", _set("pscore", 1.5), "pscore outside (0, 1]"),
+    ("pscore_negative", _set("pscore", -0.1), "pscore outside (0, 1]"),
+    ("duplicate_decision", _dup_decisions, "duplicate decision_id"),
+    ("unknown_user", _set("user_id", "nobody"), "unknown user_id"),
+    ("unknown_item", _set("item_id", "no-such-item"), "unknown item_id"),
+    ("sent_without_item", _set("item_id", None), "sent without item_id"),
+    ("negative_revenue", _set("revenue", -5.0), "negative revenue"),
+    ("outcome_on_unsent", _outcome_on_unsent, "outcomes on unsent row"),
+]
+
+
+@pytest.mark.parametrize(("name", "mutate", "reason"), ROW_CASES, ids=[c[0] for c in ROW_CASES])
+def test_row_errors_are_quarantined_exactly(tiny_synth: Path, tmp_path: Path, name: str,
+                                            mutate: Mutation, reason: str) -> None:
+    d = _copy(tiny_synth, tmp_path / name)
+    raw = read_raw(d, "pushes")
+    assert raw is not None
+    bad = mutate(raw)
+    write_table(bad, d / "pushes.parquet")
+    ds, report = load_dataset(d)
+    c = report.counts["pushes"]
+    assert c.rejected == 3
+    assert c.reasons == {reason: 3}
+    assert c.accepted + c.rejected == c.read == len(raw)
+    assert report.reconciles()
+    q = pd.read_parquet(d / REJECTED_DIR / "pushes.parquet")
+    assert len(q) == 3 and set(q["reason"]) == {reason}
+    assert len(ds.pushes) == len(raw) - 3
+
+
+def test_quarantine_file_removed_when_clean(tiny_synth: Path, tmp_path: Path) -> None:
+    d = _copy(tiny_synth, tmp_path / "clean")
+    (d / REJECTED_DIR).mkdir()
+    write_table(pd.DataFrame({"reason": ["stale"]}), d / REJECTED_DIR / "pushes.parquet")
+    load_dataset(d)
+    assert not (d / REJECTED_DIR / "pushes.parquet").exists()
+
+
+def test_activity_and_users_rows(tiny_synth: Path, tmp_path: Path) -> None:
+    d = _copy(tiny_synth, tmp_path / "act")
+    act = read_raw(d, "activity")
+    users = read_raw(d, "users")
+    assert act is not None and users is not None
+    act = act.copy()
+    act["revenue"] = act["revenue"].astype(float)
+    act.loc[[0, 1], "revenue"] = -1.0
+    write_table(act, d / "activity.parquet")
+    users = users.copy()
+    users.loc[0, "timezone"] = "Mars/Olympus_Mons"
+    write_table(users, d / "users.parquet")
+    _, report = load_dataset(d)
+    assert report.counts["users"].reasons == {
+        "unknown timezone (use an IANA name such as Europe/Berlin)": 1}
+    # the user's pushes and activity cascade as unknown_user, and the counts still reconcile
+    assert report.counts["activity"].reasons.get("negative revenue", 0) + \
+        report.counts["activity"].reasons.get("unknown user_id", 0) == report.counts["activity"].rejected
+    assert report.reconciles()
+
+
+def _drop(col: str) -> Mutation:
+    return lambda p: p.drop(columns=[col])
+
+
+def _naive_ts(p: pd.DataFrame) -> pd.DataFrame:
+    p = p.copy()
+    p["ts"] = p["ts"].dt.tz_localize(None)
+    return p
+
+
+def _tokyo_ts(p: pd.DataFrame) -> pd.DataFrame:
+    p = p.copy()
+    p["ts"] = p["ts"].dt.tz_convert("Asia/Tokyo")
+    return p
+
+
+def _string_ts(value: str) -> Mutation:
+    def f(p: pd.DataFrame) -> pd.DataFrame:
+        p = p.copy()
+        s = p["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ").astype(object)
+        s.iloc[4] = value
+        p["ts"] = s
+        return p
+    return f
+
+
+def _sent_as_text(p: pd.DataFrame) -> pd.DataFrame:
+    p = p.copy()
+    p["sent"] = np.where(p["sent"].to_numpy(bool), "yes", "no")
+    return p
+
+
+def _pscore_as_text(p: pd.DataFrame) -> pd.DataFrame:
+    p = p.copy()
+    p["pscore"] = p["pscore"].astype(str)
+    p.loc[2, "pscore"] = "high"
+    return p
+
+
+SCHEMA_CASES: list[tuple[str, Mutation, str]] = [
+    ("missing_sent", _drop("sent"), r"table `pushes`: missing required column `sent`"),
+    ("missing_ts", _drop("ts"), r"table `pushes`: missing required column `ts`"),
+    ("naive_ts", _naive_ts, r"table `pushes`, column `ts`: timestamps are naive"),
+    ("tokyo_ts", _tokyo_ts, r"table `pushes`, column `ts`: timestamps are in Asia/Tokyo, not UTC"),
+    ("offset_ts", _string_ts("2026-03-02T09:00:00+09:00"), r"column `ts`: value .* is not UTC"),
+    ("garbage_ts", _string_ts("yesterday-ish Z"), r"column `ts`: unparsable timestamp"),
+    ("sent_text", _sent_as_text, r"column `sent`: expected booleans"),
+    ("pscore_text", _pscore_as_text, r"column `pscore`: expected numbers, got 'high'"),
+]
+
+
+@pytest.mark.parametrize(("name", "mutate", "pattern"), SCHEMA_CASES,
+                         ids=[c[0] for c in SCHEMA_CASES])
+def test_schema_errors_raise_one_line(tiny_synth: Path, tmp_path: Path, name: str,
+                                      mutate: Mutation, pattern: str) -> None:
+    d = _copy(tiny_synth, tmp_path / name)
+    raw = read_raw(d, "pushes")
+    assert raw is not None
+    write_table(mutate(raw), d / "pushes.parquet")
+    with pytest.raises(SchemaError, match=pattern) as ei:
+        load_dataset(d)
+    assert "\n" not in str(ei.value)
+
+
+def test_missing_table(tiny_synth: Path, tmp_path: Path) -> None:
+    d = _copy(tiny_synth, tmp_path / "nousers")
+    (d / "users.parquet").unlink()
+    with pytest.raises(SchemaError, match=r"table `users` is missing"):
+        load_dataset(d)
+
+
+def test_csv_dataset_roundtrip(tiny_synth: Path, tmp_path: Path) -> None:
+    """CSV tables with ISO-8601 UTC strings and JSON candidate lists load like Parquet."""
+    d = tmp_path / "csv"
+    d.mkdir()
+    for name in ("users", "items", "activity", "pushes"):
+        raw = read_raw(tiny_synth, name)
+        assert raw is not None
+        raw = raw.head(500) if name in ("activity", "pushes") else raw
+        if "ts" in raw:
+            raw = raw.assign(ts=raw["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"))
+        raw.to_csv(d / f"{name}.csv", index=False)
+    ds, report = load_dataset(d)
+    assert report.n_rejected == 0
+    assert str(ds.pushes["ts"].dt.tz) == "UTC"
+    assert ds.pushes["sent"].dtype == "boolean"
