@@ -1,0 +1,25 @@
+# pushrl: the README's two commands are `make demo` and `make test`.
+PYTHON ?= python3
+PIP := $(PYTHON) -m pip --disable-pip-version-check -q
+
+.PHONY: install demo test lint test-slow bench
+
+install:
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e '.[dev]'
+
+demo: install
+	pushrl quickstart
+
+lint:
+	$(PYTHON) -m ruff check pushrl tests benchmarks
+	$(PYTHON) -m mypy
+
+test: install lint
+	$(PYTHON) -m pytest
+
+test-slow: install
+	$(PYTHON) -m pytest -m slow
+
+bench: install
+	$(PYTHON) benchmarks/synth.py --json
