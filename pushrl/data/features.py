@@ -239,6 +239,12 @@ class FeatureState:
         if not moving.any():
             return
         u, b, gap = u[moving], b[moving], gap[moving]
+        if u.size > 1:
+            # a user listed twice (several events in one call) must commit its pending
+            # activity once: keep one row per user, the latest bucket
+            order = np.lexsort((-b, u))
+            first = order[np.r_[True, u[order][1:] != u[order][:-1]]]
+            u, b, gap = u[first], b[first], gap[first]
         # commit pending activity (it lies in a bucket < b now)
         pend = a.pend_bucket[u] < b
         pu = u[pend & (a.pend_n[u] > 0)]
@@ -426,6 +432,9 @@ class ReplayResult:
         user_index: ``(n_decisions,)`` index of the user in ``ds.users``.
         bucket: ``(n_decisions,)`` UTC hour bucket of the decision.
         state: The final :class:`FeatureState` (all events applied).
+        category_affinity: ``(n_decisions, n_categories)`` float32 affinity of the user to
+            every category at decision time (what an item policy scores candidates with),
+            or None unless ``replay(..., category_affinity=True)``.
     """
 
     features: np.ndarray
@@ -433,6 +442,7 @@ class ReplayResult:
     user_index: np.ndarray
     bucket: np.ndarray
     state: FeatureState
+    category_affinity: np.ndarray | None = None
 
 
 def user_index(ds: Dataset, user_ids: pd.Series) -> np.ndarray:
@@ -446,11 +456,20 @@ def _id_array(s: pd.Series) -> np.ndarray:
     return s.astype(object).where(s.notna(), "").to_numpy()
 
 
-def replay(ds: Dataset, spec: FeatureSpec, *, with_affinity: bool = True) -> ReplayResult:
+def replay(ds: Dataset, spec: FeatureSpec, *, with_affinity: bool = True,
+           category_affinity: bool = False) -> ReplayResult:
     """Replay a dataset's events in time order and featurise every decision point-in-time.
 
     The loop runs once per hour bucket with vectorised updates inside; this is the same
     :class:`FeatureState` the simulator and the server use.
+
+    Args:
+        ds: The dataset.
+        spec: Fitted pipeline parameters.
+        with_affinity: Compute the affinity of the logged item (``ReplayResult.affinity``).
+        category_affinity: Also compute every category's affinity at decision time
+            (``ReplayResult.category_affinity``), e.g. to featurise all candidates of an
+            item decision.
     """
     p = ds.pushes
     d_sec = to_unix_seconds(p["ts"])
@@ -470,6 +489,9 @@ def replay(ds: Dataset, spec: FeatureSpec, *, with_affinity: bool = True) -> Rep
     feats = np.zeros((len(p), N_FEATURES), np.float32)
     aff = np.ones(len(p), np.float32)
     item_cat = spec.item_categories(_id_array(p["item_id"])) if with_affinity else None
+    all_cats = np.arange(spec.n_categories)[None, :]
+    cat_aff = (np.ones((len(p), spec.n_categories), np.float32) if category_affinity
+               else None)
 
     d_order = np.argsort(d_bucket, kind="stable")
     a_order = np.argsort(a_bucket, kind="stable")
@@ -486,6 +508,9 @@ def replay(ds: Dataset, spec: FeatureSpec, *, with_affinity: bool = True) -> Rep
                 s = rows[sent[rows]]
                 if s.size:
                     aff[s] = state.affinity(d_user[s], item_cat[s])
+            if cat_aff is not None:
+                cat_aff[rows] = state.affinity(
+                    d_user[rows], np.broadcast_to(all_cats, (rows.size, spec.n_categories)))
         arows = a_order[a_edges[j]:a_ends[j]]
         if arows.size:
             state.record_activity(a_user[arows], b, a_cat[arows])
@@ -493,7 +518,7 @@ def replay(ds: Dataset, spec: FeatureSpec, *, with_affinity: bool = True) -> Rep
             s = rows[sent[rows]]
             if s.size:
                 state.record_push(d_user[s], b, opened[s])
-    return ReplayResult(feats, aff, d_user, d_bucket, state)
+    return ReplayResult(feats, aff, d_user, d_bucket, state, cat_aff)
 
 
 # --------------------------------------------------------------------- items
