@@ -220,6 +220,21 @@ class FeatureState:
         self.a.clock[idx] = start_bucket
         return idx
 
+    def copy_users(self, users: np.ndarray) -> FeatureState:
+        """A new state holding copies of ``users`` (new indices ``0..k-1``), sharing the spec.
+
+        Used to look ahead ("when would the policy send if nothing happens?") without moving
+        the real users' clocks.
+        """
+        u = np.asarray(users, dtype=np.int64)
+        out = FeatureState(self.spec, [], 0, tz_table=self.tzt)
+        out.a = self._alloc(u.size)
+        for name in vars(out.a):
+            if name != "extra":
+                getattr(out.a, name)[...] = getattr(self.a, name)[..., u]
+        out.n = int(u.size)
+        return out
+
     # ----------------------------------------------------------------- time
     def advance(self, users: np.ndarray, bucket: int | np.ndarray) -> None:
         """Move ``users``' clocks forward to ``bucket``, committing pending events.
