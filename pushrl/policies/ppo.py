@@ -1,0 +1,212 @@
+"""The PPO send-timing agent for serving: a numpy actor exported from SB3.
+
+Training (:mod:`pushrl.policies.ppo_train`) produces an SB3 PPO model and VecNormalize
+statistics. For serving and evaluation the actor network and the observation statistics are
+exported to one ``actor.npz`` (:meth:`NumpyActor.from_sb3`): one decision is then a few
+small matrix products in numpy (~µs) instead of a torch call through ``model.predict``,
+and loading an artifact never unpickles anything (``np.load(allow_pickle=False)``).
+
+:class:`PPOTimingPolicy` is the :class:`~pushrl.policies.base.TimingPolicy` used by the server
+and by ``compare``: it builds the observation from the pipeline features with the
+environment's own observation builder, so train and serve see identical inputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pushrl.errors import ArtifactError
+from pushrl.policies.base import TimingContext, TimingPolicy
+from pushrl.policies.registry import register_loader
+
+ACTOR_FILE = "actor.npz"
+ACTOR_FORMAT = "pushrl/numpy-actor/v1"
+
+
+def _relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0.0)
+
+
+_ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"tanh": np.tanh, "relu": _relu}
+
+
+@dataclass(frozen=True)
+class NumpyActor:
+    """An SB3 ``MlpPolicy`` actor (Discrete actions) with its VecNormalize stats, in numpy.
+
+    Attributes:
+        obs_mean: ``(d,)`` running mean of observations.
+        obs_var: ``(d,)`` running variance of observations.
+        clip_obs: Clip of normalised observations.
+        epsilon: VecNormalize epsilon.
+        weights: Per layer ``(in, out)`` float32 matrices; the last maps to action logits.
+        biases: Per layer ``(out,)`` float32 vectors.
+        activation: Hidden activation name (``"tanh"`` or ``"relu"``).
+    """
+
+    obs_mean: np.ndarray
+    obs_var: np.ndarray
+    clip_obs: float
+    epsilon: float
+    weights: tuple[np.ndarray, ...]
+    biases: tuple[np.ndarray, ...]
+    activation: str = "tanh"
+
+    def __post_init__(self) -> None:
+        if self.activation not in _ACTIVATIONS:
+            raise ValueError(f"`activation` must be one of {sorted(_ACTIVATIONS)}, "
+                             f"got {self.activation!r}")
+        if len(self.weights) != len(self.biases) or not self.weights:
+            raise ValueError(f"need one bias per weight matrix, got {len(self.weights)} weights "
+                             f"and {len(self.biases)} biases")
+        if self.weights[0].shape[0] != self.obs_mean.shape[0]:
+            raise ValueError(f"first layer takes {self.weights[0].shape[0]} inputs but the "
+                             f"observation statistics have {self.obs_mean.shape[0]}")
+
+    @property
+    def obs_dim(self) -> int:
+        """Observation size ``d``."""
+        return int(self.obs_mean.shape[0])
+
+    def normalize(self, obs: np.ndarray) -> np.ndarray:
+        """VecNormalize's transform, ``(n, d) -> (n, d)`` float32."""
+        z = (np.asarray(obs, np.float64) - self.obs_mean) / np.sqrt(self.obs_var + self.epsilon)
+        return np.clip(z, -self.clip_obs, self.clip_obs).astype(np.float32)
+
+    def logits(self, obs: np.ndarray) -> np.ndarray:
+        """Action logits for raw (unnormalised) observations, ``(n, d) -> (n, n_actions)``."""
+        obs = np.asarray(obs)
+        if obs.ndim != 2 or obs.shape[1] != self.obs_dim:
+            raise ValueError(f"`obs` must have shape (n, {self.obs_dim}), got {obs.shape}")
+        act = _ACTIVATIONS[self.activation]
+        h = self.normalize(obs)
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            h = h @ w + b
+            if i < last:
+                h = act(h)
+        return np.asarray(h, np.float64)
+
+    def probs(self, obs: np.ndarray) -> np.ndarray:
+        """Action probabilities (softmax of :meth:`logits`), shape ``(n, n_actions)``."""
+        z = self.logits(obs)
+        z = np.exp(z - z.max(axis=1, keepdims=True))
+        return np.asarray(z / z.sum(axis=1, keepdims=True))
+
+    # ------------------------------------------------------------------ io
+    @classmethod
+    def from_sb3(cls, model: Any, vec_normalize: Any) -> NumpyActor:
+        """Export the actor of an SB3 ``PPO("MlpPolicy")`` and its ``VecNormalize`` stats.
+
+        Raises:
+            ValueError: the policy is not a plain MLP actor (custom extractor, shared
+                layers or an activation other than tanh/ReLU).
+        """
+        import torch  # training-side only: serving never imports torch
+
+        pol = model.policy
+        layers = [*pol.mlp_extractor.policy_net, pol.action_net]
+        linear = [m for m in layers if isinstance(m, torch.nn.Linear)]
+        acts = {type(m).__name__ for m in layers if not isinstance(m, torch.nn.Linear)}
+        name = {"Tanh": "tanh", "ReLU": "relu"}.get(next(iter(acts), "Tanh"))
+        if name is None or len(acts) > 1:
+            raise ValueError(f"cannot export activations {sorted(acts)}; use tanh or relu")
+        if type(pol.features_extractor).__name__ != "FlattenExtractor":
+            raise ValueError("only the default FlattenExtractor can be exported, got "
+                             f"{type(pol.features_extractor).__name__}")
+        rms = vec_normalize.obs_rms
+        return cls(
+            obs_mean=np.asarray(rms.mean, np.float64).copy(),
+            obs_var=np.asarray(rms.var, np.float64).copy(),
+            clip_obs=float(vec_normalize.clip_obs), epsilon=float(vec_normalize.epsilon),
+            weights=tuple(m.weight.detach().cpu().numpy().T.astype(np.float32).copy()
+                          for m in linear),
+            biases=tuple(m.bias.detach().cpu().numpy().astype(np.float32).copy()
+                         for m in linear),
+            activation=name)
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``.npz`` (no pickles); returns the path."""
+        arrays: dict[str, np.ndarray] = {
+            "format": np.array(ACTOR_FORMAT), "activation": np.array(self.activation),
+            "obs_mean": self.obs_mean, "obs_var": self.obs_var,
+            "clip_obs": np.array(self.clip_obs), "epsilon": np.array(self.epsilon),
+            "n_layers": np.array(len(self.weights))}
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            arrays[f"w{i}"], arrays[f"b{i}"] = w, b
+        path = Path(path)
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)  # type: ignore[arg-type]
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> NumpyActor:
+        """Read an ``.npz`` written by :meth:`save` (``allow_pickle=False``)."""
+        with np.load(path, allow_pickle=False) as z:
+            fmt = str(z["format"]) if "format" in z else "?"
+            if fmt != ACTOR_FORMAT:
+                raise ArtifactError(f"{path}: actor format {fmt!r}, expected {ACTOR_FORMAT!r}; "
+                                    "re-export the model")
+            n = int(z["n_layers"])
+            return cls(obs_mean=z["obs_mean"], obs_var=z["obs_var"],
+                       clip_obs=float(z["clip_obs"]), epsilon=float(z["epsilon"]),
+                       weights=tuple(z[f"w{i}"] for i in range(n)),
+                       biases=tuple(z[f"b{i}"] for i in range(n)),
+                       activation=str(z["activation"]))
+
+
+class PPOTimingPolicy(TimingPolicy):
+    """The trained timing agent as a :class:`TimingPolicy` (numpy actor, no torch).
+
+    Args:
+        actor: Exported actor network and observation statistics.
+        deterministic: Choose the most probable action (``pscore`` 1) instead of sampling
+            from the actor's distribution.
+        name: Registry name.
+        version: Artifact version.
+    """
+
+    name = "ppo"
+
+    def __init__(self, actor: NumpyActor, *, deterministic: bool = False, name: str = "ppo",
+                 version: str = "0") -> None:
+        self.actor = actor
+        self.deterministic = bool(deterministic)
+        self.name, self.version = name, version
+
+    def observation(self, ctx: TimingContext) -> np.ndarray:
+        """The environment's observation for ``ctx``, shape ``(n, actor.obs_dim)``."""
+        from pushrl.envs.observation import timing_observation
+
+        obs = timing_observation(ctx)
+        if obs.shape[1] != self.actor.obs_dim:
+            raise ArtifactError(f"the environment builds {obs.shape[1]} observation columns but "
+                                f"the actor takes {self.actor.obs_dim}; retrain the agent for "
+                                "this environment version")
+        return obs
+
+    def _action_dist(self, ctx: TimingContext) -> np.ndarray:
+        p = self.actor.probs(self.observation(ctx))
+        if self.deterministic:
+            return np.eye(p.shape[1])[np.argmax(p, axis=1)]
+        return p
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "deterministic": self.deterministic,
+                "obs_dim": self.actor.obs_dim}
+
+
+@register_loader("ppo")
+def _load(path: Path, card: dict[str, Any]) -> PPOTimingPolicy:
+    """Loader for ``loader="ppo"`` artifacts (already verified by ``load_policy``)."""
+    if ACTOR_FILE not in card.get("files", {}):
+        raise ArtifactError(f"{path}: no {ACTOR_FILE} in the artifact; re-export it with "
+                            "`pushrl train timing`")
+    actor = NumpyActor.load(path / ACTOR_FILE)
+    return PPOTimingPolicy(actor, deterministic=bool(card.get("deterministic", False)),
+                           name=str(card.get("name", "ppo")), version=str(card.get("version", "0")))

@@ -1,0 +1,218 @@
+"""Heuristic send-timing policies (the baselines PPO has to beat) and their registry.
+
+Every policy here is a :class:`~pushrl.policies.base.TimingPolicy`: it returns ``(n, 2)``
+probabilities over ``{WAIT, SEND}`` from the pipeline's raw features and
+:class:`~pushrl.data.features.FeatureState`; the base class applies the scenario's guardrails
+(``ctx.allowed``), samples and returns ``pscore``. None of them reads raw logs.
+
+================== ==========================================================================
+``never_send``     never sends (the zero line of every objective).
+``fixed_hour``     one push a day at a fixed local hour (e.g. 19:00), the "marketing calendar".
+``most_active_hour`` per-user send-time optimisation as commercial tools ship it: push at the
+                   user's most active local hour(s) of the day, read from the pipeline's
+                   hour-of-week activity profile, at most ``sends_per_day`` a day.
+``random_volume``  random slots at a matched volume (``sends_per_day`` in expectation), spread
+                   uniformly over the allowed local hours.
+``oracle``         ground-truth lookahead for the synthetic world
+                   (:mod:`pushrl.policies.oracle`).
+================== ==========================================================================
+
+Parameters come from ``policies/baselines/<name>.toml`` (``[params]``), overridable in
+:func:`~pushrl.policies.baselines.make_baseline`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+
+from pushrl.data.features import F
+from pushrl.policies.base import SEND, WAIT, Policy, TimingContext, TimingPolicy
+
+Pool = Literal["day", "weekpart", "week"]
+
+
+def _window_hours(window: tuple[int, int]) -> np.ndarray:
+    """Bool ``(24,)`` mask of the local hours in ``[start, end)`` (wrapping past midnight)."""
+    start, end = (int(h) for h in window)
+    for name, h in (("start", start), ("end", end)):
+        if not 0 <= h <= 24:
+            raise ValueError(f"`window` {name} must be a local hour in [0, 24], got {h}")
+    hours = np.arange(24)
+    if start == end:
+        return np.ones(24, bool)
+    return (hours >= start) & (hours < end) if start < end else (hours >= start) | (hours < end)
+
+
+def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok:
+        raise ValueError(f"`{name}` must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def _sends_today(ctx: TimingContext) -> np.ndarray:
+    if ctx.sends_today is None:
+        raise ValueError("`ctx.sends_today` is None; this policy applies a daily cap and needs "
+                         "the pushes already sent today (the environments provide it)")
+    return np.asarray(ctx.sends_today)
+
+
+def _deterministic(send: np.ndarray) -> np.ndarray:
+    """``(n, 2)`` one-hot distribution from a bool ``(n,)`` send decision."""
+    out = np.zeros((send.shape[0], 2))
+    out[:, SEND] = send
+    out[:, WAIT] = ~send
+    return out
+
+
+class NeverSend(TimingPolicy):
+    """Never push."""
+
+    name = "never_send"
+
+    def _action_dist(self, ctx: TimingContext) -> np.ndarray:
+        return _deterministic(np.zeros(len(ctx), bool))
+
+
+class FixedHour(TimingPolicy):
+    """One push a day at a fixed local hour.
+
+    Args:
+        hour: Local hour 0-23 at which to push.
+        daily_cap: Pushes per local day at most (the policy's own cap, below the guardrail's).
+    """
+
+    name = "fixed_hour"
+
+    def __init__(self, hour: int = 19, daily_cap: int = 1) -> None:
+        if not 0 <= int(hour) <= 23:
+            raise ValueError(f"`hour` must be a local hour in 0..23, got {hour}")
+        _check_positive("daily_cap", daily_cap)
+        self.hour, self.daily_cap = int(hour), int(daily_cap)
+
+    def _action_dist(self, ctx: TimingContext) -> np.ndarray:
+        hour = ctx.features[:, F["local_hour"]].astype(np.int64)
+        return _deterministic((hour == self.hour) & (_sends_today(ctx) < self.daily_cap))
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "hour": self.hour, "daily_cap": self.daily_cap}
+
+
+class MostActiveHour(TimingPolicy):
+    """Per-user send-time optimisation: push at the user's most active hours of the day.
+
+    The user's rhythm is the pipeline's shrunk hour-of-week activity profile
+    (:meth:`~pushrl.data.features.FeatureState.hour_of_week_profile`), pooled over the days
+    selected by ``pool``. Each local day the policy pushes at the ``sends_per_day`` most
+    active hours inside ``window`` (a push is due at one of those hours while fewer than
+    ``sends_per_day`` were sent today).
+
+    Args:
+        sends_per_day: Pushes per local day (top-k hours), at most.
+        window: Local hours ``[start, end)`` the policy may pick from; match it to the
+            scenario's allowed hours so the chosen hour is never inside quiet hours.
+        pool: Which days' activity describes today's rhythm: ``"day"`` the same weekday,
+            ``"weekpart"`` weekdays vs weekend days, ``"week"`` all days.
+        min_gap_hours: Hours between two pushes of the same day, at least.
+    """
+
+    name = "most_active_hour"
+
+    def __init__(self, sends_per_day: int = 1, window: tuple[int, int] = (8, 22),
+                 pool: Pool = "weekpart", min_gap_hours: int = 3) -> None:
+        _check_positive("sends_per_day", sends_per_day)
+        if pool not in ("day", "weekpart", "week"):
+            raise ValueError(f"`pool` must be 'day', 'weekpart' or 'week', got {pool!r}")
+        _check_positive("min_gap_hours", min_gap_hours, allow_zero=True)
+        self.sends_per_day, self.pool = int(sends_per_day), pool
+        self.window = (int(window[0]), int(window[1]))
+        self.min_gap_hours = int(min_gap_hours)
+        self._in_window = _window_hours(self.window)
+        if self._in_window.sum() < self.sends_per_day:
+            raise ValueError(f"`window` {self.window} has fewer hours than "
+                             f"`sends_per_day`={self.sends_per_day}; widen it")
+
+    def day_profile(self, ctx: TimingContext) -> np.ndarray:
+        """Activity share per local hour of today (pooled per ``pool``), shape ``(n, 24)``."""
+        if ctx.state is None or ctx.user_index is None:
+            raise ValueError("`ctx.state` and `ctx.user_index` are required by "
+                             "most_active_hour (it reads the hour-of-week activity profile)")
+        prof = ctx.state.hour_of_week_profile(ctx.user_index).reshape(-1, 7, 24)
+        dow = ctx.features[:, F["local_dow"]].astype(np.int64)
+        if self.pool == "day":
+            return np.asarray(prof[np.arange(len(dow)), dow])
+        if self.pool == "week":
+            return np.asarray(prof.mean(axis=1))
+        weekday, weekend = prof[:, :5].mean(axis=1), prof[:, 5:].mean(axis=1)
+        return np.where((dow >= 5)[:, None], weekend, weekday)
+
+    def _action_dist(self, ctx: TimingContext) -> np.ndarray:
+        prof = np.where(self._in_window[None, :], self.day_profile(ctx), -np.inf)
+        # rank of each hour within the day (0 = most active); ties broken by the earlier hour
+        order = np.argsort(-prof, axis=1, kind="stable")
+        rank = np.empty_like(order)
+        np.put_along_axis(rank, order, np.arange(24)[None, :].repeat(len(order), 0), axis=1)
+        hour = ctx.features[:, F["local_hour"]].astype(np.int64)
+        top = rank[np.arange(len(hour)), hour] < self.sends_per_day
+        rested = ctx.features[:, F["hours_since_push"]] >= self.min_gap_hours
+        return _deterministic(top & rested & (_sends_today(ctx) < self.sends_per_day))
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "sends_per_day": self.sends_per_day,
+                "window": list(self.window), "pool": self.pool,
+                "min_gap_hours": self.min_gap_hours}
+
+
+class RandomVolume(TimingPolicy):
+    """Random push slots at a matched volume.
+
+    Each allowed local hour inside ``window`` gets a push with probability
+    ``sends_per_day / hours_in_window``, so the expected volume is ``sends_per_day`` a day
+    (less where guardrails block a slot). The ``pscore`` is that probability.
+
+    Args:
+        sends_per_day: Expected pushes per local day (e.g. the PPO agent's volume).
+        window: Local hours ``[start, end)`` with a chance to push.
+    """
+
+    name = "random_volume"
+
+    def __init__(self, sends_per_day: float = 1.0, window: tuple[int, int] = (8, 22)) -> None:
+        _check_positive("sends_per_day", sends_per_day, allow_zero=True)
+        self.window = (int(window[0]), int(window[1]))
+        self._in_window = _window_hours(self.window)
+        n_hours = int(self._in_window.sum())
+        if sends_per_day > n_hours:
+            raise ValueError(f"`sends_per_day`={sends_per_day} exceeds the {n_hours} hours of "
+                             f"`window` {self.window}")
+        self.sends_per_day = float(sends_per_day)
+        self.p_slot = self.sends_per_day / n_hours
+
+    def _action_dist(self, ctx: TimingContext) -> np.ndarray:
+        hour = ctx.features[:, F["local_hour"]].astype(np.int64)
+        p = np.where(self._in_window[hour], self.p_slot, 0.0)
+        return np.stack([1.0 - p, p], axis=1)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "sends_per_day": self.sends_per_day,
+                "window": list(self.window)}
+
+
+def _oracle(**params: Any) -> Policy:
+    from pushrl.policies.oracle import TrueOracle  # oracle.py is heavier; import on demand
+
+    return TrueOracle(**params)
+
+
+#: Timing baselines by name (merged into :func:`pushrl.policies.baselines.registry`).
+BASELINES: dict[str, Callable[..., Policy]] = {
+    "never_send": NeverSend,
+    "fixed_hour": FixedHour,
+    "most_active_hour": MostActiveHour,
+    "random_volume": RandomVolume,
+    "oracle": _oracle,
+}
+#: The heuristics (no ground truth) that PPO is compared with.
+HEURISTICS: tuple[str, ...] = ("never_send", "fixed_hour", "most_active_hour", "random_volume")
