@@ -28,9 +28,9 @@ def validate(
     t = Table(title=f"pushlog v1: {data}  (fingerprint {report.fingerprint})")
     for c in ("table", "read", "accepted", "rejected", "reasons"):
         t.add_column(c)
-    for name, c in report.counts.items():
-        t.add_row(name, str(c.read), str(c.accepted), str(c.rejected),
-                  ", ".join(f"{k}: {v}" for k, v in c.reasons.items()))
+    for name, cnt in report.counts.items():
+        t.add_row(name, str(cnt.read), str(cnt.accepted), str(cnt.rejected),
+                  ", ".join(f"{k}: {v}" for k, v in cnt.reasons.items()))
     out.print(t)
     s = report.summary
     out.print(f"date range {s['date_range'][0]} .. {s['date_range'][1]}; users {s['users']}, "
@@ -50,7 +50,8 @@ def synth(
     days: int = typer.Option(28, min=1, help="Days to simulate."),
     seed: int = typer.Option(0, help="Random seed."),
     items: int = typer.Option(100, min=8, help="Number of items."),
-    slots_per_day: int = typer.Option(24, "--slots-per-day", help="Decision slots per day (divides 24)."),
+    slots_per_day: int = typer.Option(24, "--slots-per-day",
+                                      help="Decision slots per day (divides 24)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Generate the synthetic push world with known ground truth."""

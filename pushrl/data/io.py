@@ -66,8 +66,9 @@ class Dataset:
             h.update(name.encode())
             h.update(str(len(df)).encode())
             h.update(",".join(map(str, df.columns)).encode())
-            hashable = df.drop(columns=[c for c in df.columns if df[c].dtype == object
-                                        and len(df) and isinstance(df[c].iloc[0], list | np.ndarray)])
+            nested = [c for c in df.columns if df[c].dtype == object and len(df)
+                      and isinstance(df[c].iloc[0], list | np.ndarray)]
+            hashable = df.drop(columns=nested)
             if len(hashable):
                 h.update(pd.util.hash_pandas_object(hashable, index=False).values.tobytes())
         return h.hexdigest()[:16]

@@ -113,10 +113,10 @@ class TrueWorld:
         hours = np.arange(24, dtype=float)[None, :]
         rate = np.empty((len(users), 2, 24))
         for we, shift, amp in ((0, 0.0, 1.0), (1, 1.5, 1.2)):
-            prof = 0.05 + users["amp1"].to_numpy()[:, None] * _bump(
-                hours, users["peak1"].to_numpy()[:, None] + shift, users["width1"].to_numpy()[:, None]
-            ) + users["amp2"].to_numpy()[:, None] * _bump(
-                hours, users["peak2"].to_numpy()[:, None] + shift, users["width2"].to_numpy()[:, None])
+            col = {k: users[k].to_numpy()[:, None] for k in
+                   ("amp1", "peak1", "width1", "amp2", "peak2", "width2")}
+            prof = (0.05 + col["amp1"] * _bump(hours, col["peak1"] + shift, col["width1"])
+                    + col["amp2"] * _bump(hours, col["peak2"] + shift, col["width2"]))
             prof = prof / prof.sum(axis=1, keepdims=True)
             rate[:, we, :] = amp * users["sessions_per_day"].to_numpy()[:, None] * prof
         self.rate = rate
@@ -129,8 +129,9 @@ class TrueWorld:
         """Load the ground truth written beside a synthetic dataset."""
         d = Path(dirpath)
         gt = json.loads((d / "ground_truth.json").read_text())
-        params = WorldParams(**{k: tuple(v) if isinstance(v, list) else v
-                                for k, v in gt["params"].items()})
+        kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                              for k, v in gt["params"].items()}
+        params = WorldParams(**kw)
         users = pd.read_parquet(d / "ground_truth_users.parquet")
         items = pd.read_parquet(d / "items.parquet")
         return cls(params, users, items)
@@ -296,12 +297,13 @@ def generate(cfg: SynthConfig, progress: Any = None) -> tuple[Dataset, dict[str,
             revenue = np.where(converted, world.price[si], 0.0)
             unsub = rng.random(su_.size) < world.unsub_hazard(su_, f[:, F["sends_7d"]])
             state.record_push(su_, b, opened)
-            full = lambda v, fill, dt: _scatter(send, v, fill, dt)  # noqa: E731
             push.add(u=du, ts=np.full(du.size, b * HOUR, np.int64), sent=send,
                      item=np.where(send, it, -1), pscore=pscore,
-                     pscore_send=world.p_send[du], opened=full(opened, False, bool),
-                     clicked=full(clicked, False, bool), converted=full(converted, False, bool),
-                     revenue=full(revenue, np.nan, float), unsub=full(unsub, False, bool))
+                     pscore_send=world.p_send[du], opened=_scatter(send, opened, False, bool),
+                     clicked=_scatter(send, clicked, False, bool),
+                     converted=_scatter(send, converted, False, bool),
+                     revenue=_scatter(send, revenue, np.nan, float),
+                     unsub=_scatter(send, unsub, False, bool))
             alive[su_[unsub]] = False
         if progress is not None:
             progress(step + 1, n_steps)
@@ -335,8 +337,8 @@ def generate(cfg: SynthConfig, progress: Any = None) -> tuple[Dataset, dict[str,
         "revenue": np.where(sent, np.nan_to_num(push.cat("revenue", float)), np.nan),
         "unsubscribed": nan_bool("unsub"),
     })
-    for c in ("opened", "clicked", "converted", "unsubscribed"):
-        pushes.loc[~sent, c] = pd.NA
+    for col in ("opened", "clicked", "converted", "unsubscribed"):
+        pushes.loc[~sent, col] = pd.NA
     gt = {
         "format": "pushrl/ground_truth/v1",
         "params": asdict(p),

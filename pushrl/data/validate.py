@@ -171,7 +171,8 @@ def summarize(ds: Dataset) -> dict[str, Any]:
     for c in (*BOOL_OUTCOMES,):
         v = p.loc[sent, c]
         rates[f"{c}_rate"] = float(v.astype("Float64").mean()) if v.notna().any() else None
-    rates["revenue_per_send"] = float(p.loc[sent, "revenue"].fillna(0).mean()) if sent.any() else None
+    rev = p.loc[sent, "revenue"].fillna(0)
+    rates["revenue_per_send"] = float(rev.mean()) if sent.any() else None
     out["outcomes"] = rates
     out["pscore_coverage"] = float(p["pscore"].notna().mean()) if "pscore" in p and len(p) else 0.0
     out["timezones"] = int(ds.users["timezone"].nunique())

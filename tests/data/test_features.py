@@ -19,7 +19,8 @@ def small(tiny_synth: Path) -> Dataset:
     ds, _ = load_dataset(tiny_synth, quarantine=False)
     keep = set(ds.users["user_id"].iloc[:25])
     t_end = ds.pushes["ts"].min() + pd.Timedelta(days=9)
-    p = ds.pushes[ds.pushes["user_id"].isin(keep) & (ds.pushes["ts"] < t_end)].reset_index(drop=True)
+    p = ds.pushes[ds.pushes["user_id"].isin(keep) & (ds.pushes["ts"] < t_end)]
+    p = p.reset_index(drop=True)
     a = ds.activity[ds.activity["user_id"].isin(keep) & (ds.activity["ts"] < t_end)]
     u = ds.users[ds.users["user_id"].isin(keep)].reset_index(drop=True)
     return Dataset(u, ds.items, a.reset_index(drop=True), p, meta=ds.meta)

@@ -42,7 +42,8 @@ def _sent_rows(p: pd.DataFrame) -> np.ndarray:
 
 def _set(col: str, value: object, which: str = "sent", n: int = 3) -> Mutation:
     def f(p: pd.DataFrame) -> pd.DataFrame:
-        rows = _sent_rows(p)[:n] if which == "sent" else np.flatnonzero(~p["sent"].to_numpy(bool))[:n]
+        unsent = np.flatnonzero(~p["sent"].to_numpy(bool))
+        rows = _sent_rows(p)[:n] if which == "sent" else unsent[:n]
         p = p.copy()
         if col in ("user_id", "item_id"):
             p[col] = p[col].astype(object)
@@ -120,8 +121,9 @@ def test_activity_and_users_rows(tiny_synth: Path, tmp_path: Path) -> None:
     assert report.counts["users"].reasons == {
         "unknown timezone (use an IANA name such as Europe/Berlin)": 1}
     # the user's pushes and activity cascade as unknown_user, and the counts still reconcile
-    assert report.counts["activity"].reasons.get("negative revenue", 0) + \
-        report.counts["activity"].reasons.get("unknown user_id", 0) == report.counts["activity"].rejected
+    act_c = report.counts["activity"]
+    assert sum(act_c.reasons.get(k, 0) for k in ("negative revenue", "unknown user_id")) == \
+        act_c.rejected
     assert report.reconciles()
 
 
