@@ -156,6 +156,7 @@ class _Arrays:
     last_push: np.ndarray       # (n,) bucket of the last push
     last_push_before: np.ndarray  # (n,) bucket of the last push before `last_push`
     how: np.ndarray             # (168, n) committed activity counts per local hour of week
+    how_tot: np.ndarray         # (n,) how.sum(axis=0), kept up to date (a column sum is slow)
     cat: np.ndarray             # (n_cat, n) committed activity counts per category
     pend_bucket: np.ndarray     # (n,) bucket of pending activity
     pend_how: np.ndarray        # (n,) local hour of week of pending activity
@@ -193,7 +194,8 @@ class FeatureState:
             cum=np.zeros((3, cap), np.int32), ring=np.zeros((3, _RING, cap), np.int32),
             last_push=np.full(cap, _NEVER, np.int64),
             last_push_before=np.full(cap, _NEVER, np.int64),
-            how=np.zeros((168, cap), np.float32), cat=np.zeros((nc, cap), np.float32),
+            how=np.zeros((168, cap), np.float32), how_tot=np.zeros(cap, np.float32),
+            cat=np.zeros((nc, cap), np.float32),
             pend_bucket=np.full(cap, _NEVER, np.int64), pend_how=np.zeros(cap, np.int16),
             pend_n=np.zeros(cap, np.float32), pend_cat=np.zeros((nc, cap), np.float32),
         )
@@ -235,6 +237,54 @@ class FeatureState:
         out.n = int(u.size)
         return out
 
+    def export_history(self, users: np.ndarray) -> dict[str, np.ndarray]:
+        """Lifetime counts of ``users`` (committed activity, sends, opens), e.g. to warm-start.
+
+        Returns:
+            ``how`` ``(k, 168)`` activity per local hour of week, ``cat`` ``(k, n_categories)``
+            activity per category, ``sends`` and ``opens`` ``(k,)`` pushes sent and opened.
+        """
+        u = np.asarray(users, dtype=np.int64)
+        a = self.a
+        return {"how": a.how[:, u].T.copy(), "cat": a.cat[:, u].T.copy(),
+                "sends": a.cum[self.SENDS, u].copy(), "opens": a.cum[self.OPENS, u].copy()}
+
+    def reset_users(self, users: np.ndarray, start_bucket: int | np.ndarray,
+                    timezones: Sequence[str] | None = None,
+                    history: dict[str, np.ndarray] | None = None) -> None:
+        """Reuse the slots ``users`` for new users starting at ``start_bucket``.
+
+        The slots are cleared (their clocks may move back); ``history`` (the output of
+        :meth:`export_history`) seeds lifetime counts that lie before every feature window:
+        rhythm, category mix and engagement carry over, while the 24 h / 7 day windows start
+        empty and no push is remembered (``hours_since_push`` is capped).
+
+        Args:
+            users: Slot indices, shape ``(k,)`` without repeats.
+            start_bucket: Bucket of the new users' first decision (scalar or ``(k,)``).
+            timezones: New IANA time zones, length ``k``; None keeps the slots' zones.
+            history: Optional ``how``/``cat``/``sends``/``opens`` arrays for the ``k`` users.
+        """
+        u = np.asarray(users, dtype=np.int64)
+        a = self.a
+        if timezones is not None:
+            a.tz_idx[u] = [self.tzt.index(str(t)) for t in timezones]
+        a.clock[u] = start_bucket
+        for name in ("how", "cat", "pend_cat", "cum"):
+            getattr(a, name)[:, u] = 0
+        for name in ("how_tot", "pend_n", "pend_how"):
+            getattr(a, name)[u] = 0
+        for name in ("last_push", "last_push_before", "pend_bucket"):
+            getattr(a, name)[u] = _NEVER
+        if history is not None:
+            a.how[:, u] = np.asarray(history["how"], np.float32).T
+            a.how_tot[u] = a.how[:, u].sum(axis=0)
+            a.cat[:, u] = np.asarray(history["cat"], np.float32).T
+            a.cum[self.SENDS, u] = history["sends"]
+            a.cum[self.OPENS, u] = history["opens"]
+            a.cum[self.ACTS, u] = np.rint(a.how_tot[u]).astype(np.int32)
+        a.ring[:, :, u] = a.cum[:, None, u]
+
     # ----------------------------------------------------------------- time
     def advance(self, users: np.ndarray, bucket: int | np.ndarray) -> None:
         """Move ``users``' clocks forward to ``bucket``, committing pending events.
@@ -254,7 +304,7 @@ class FeatureState:
         if not moving.any():
             return
         u, b, gap = u[moving], b[moving], gap[moving]
-        if u.size > 1:
+        if u.size > 1 and not (u[1:] > u[:-1]).all():
             # a user listed twice (several events in one call) must commit its pending
             # activity once: keep one row per user, the latest bucket
             order = np.lexsort((-b, u))
@@ -265,6 +315,7 @@ class FeatureState:
         pu = u[pend & (a.pend_n[u] > 0)]
         if pu.size:
             np.add.at(a.how, (a.pend_how[pu].astype(np.int64), pu), a.pend_n[pu])
+            a.how_tot[pu] += a.pend_n[pu]
             a.cat[:, pu] += a.pend_cat[:, pu]
             a.pend_n[pu] = 0
             a.pend_cat[:, pu] = 0
@@ -363,7 +414,7 @@ class FeatureState:
         out[:, 5] = self._window(self.OPENS, u, b, 168)
         # pending activity of bucket b is kept apart in pend_*, so it is invisible here
         how_idx = (dow * 24 + hour).astype(np.int64)
-        total = a.how[:, u].sum(axis=0) if u.size < 4096 else _colsum(a.how, u)
+        total = a.how_tot[u]
         k = self.spec.shrink_how
         share = (a.how[how_idx, u] + k * self._prior_how[how_idx]) / (total + k)
         out[:, 6] = share * 168.0
@@ -401,14 +452,6 @@ class FeatureState:
         how = self.a.how[:, u].T.astype(np.float64)
         k = self.spec.shrink_how
         return (how + k * self._prior_how) / (how.sum(axis=1, keepdims=True) + k)
-
-
-def _colsum(m: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Column sums of ``m[:, u]`` in chunks (avoids a large temporary)."""
-    out = np.empty(u.size, np.float32)
-    for s in range(0, u.size, 8192):
-        out[s:s + 8192] = m[:, u[s:s + 8192]].sum(axis=0)
-    return out
 
 
 def encode(raw: np.ndarray) -> np.ndarray:
