@@ -330,3 +330,169 @@ def validate_interval_args(
         )
     if isinstance(random_state, Integral) and random_state < 0:
         raise ValueError(f"`random_state` must be a non-negative int, got {random_state}")
+
+
+@dataclass(frozen=True)
+class TrajectoryInputs:
+    """Validated trajectory arrays, all of shape ``(n_traj, horizon)``.
+
+    Attributes:
+        reward: Per-step rewards, 0 on masked steps.
+        log_ratio: ``log pi_e(a_t|s_t) - log pi_b(a_t|s_t)`` on valid steps, 0 on masked
+            steps (``-inf`` where ``pi_e`` is 0).
+        mask: True on steps that happened (before the episode ended).
+    """
+
+    reward: FloatArray
+    log_ratio: FloatArray
+    mask: npt.NDArray[np.bool_]
+
+    @property
+    def n_traj(self) -> int:
+        """Number of trajectories."""
+        return int(self.reward.shape[0])
+
+    @property
+    def horizon(self) -> int:
+        """Number of steps per trajectory (padded)."""
+        return int(self.reward.shape[1])
+
+
+def _step_message(name: str, requirement: str, bad: np.ndarray, got: str) -> str:
+    rows, steps = np.nonzero(bad)
+    return (
+        f"`{name}` must be {requirement}, got {got} at {rows.size} steps "
+        f"(first at trajectory {int(rows[0])}, step {int(steps[0])})"
+    )
+
+
+def _as_mask(mask: Any, shape: tuple[int, ...]) -> npt.NDArray[np.bool_]:
+    if mask is None:
+        return np.ones(shape, dtype=bool)
+    valid = np.asarray(mask)
+    if valid.dtype != np.bool_:
+        raise TypeError(f"`mask` must be a boolean array, got dtype {valid.dtype}")
+    if valid.shape != shape:
+        raise DataError(f"`mask` must have the shape of `reward` {shape}, got {valid.shape}")
+    restarted = valid[:, 1:] & ~valid[:, :-1]
+    if restarted.any():
+        raise DataError(
+            _step_message(
+                "mask", "False for every step after the episode ended",
+                np.pad(restarted, ((0, 0), (1, 0))), "True after False",
+            )
+        )
+    return valid
+
+
+def validate_trajectory_inputs(
+    reward: Any, pscore: Any, evaluation_pscore: Any, mask: Any = None
+) -> TrajectoryInputs:
+    """Check per-step trajectory arrays once; see :mod:`pushrl.ope.sequential`.
+
+    Args:
+        reward: Per-step rewards, shape ``(n_traj, horizon)``.
+        pscore: Logging probability of the logged action, ``(n_traj, horizon)``, in (0, 1]
+            on valid steps (ignored on masked steps).
+        evaluation_pscore: Evaluation-policy probability of the logged action, same shape, in
+            [0, 1] on valid steps.
+        mask: True on steps that happened, same shape; once False it stays False along a
+            trajectory. ``None`` means every step happened.
+
+    Returns:
+        Rewards zeroed on masked steps, per-step log importance ratios and the mask.
+
+    Raises:
+        TypeError: For non-numeric arrays or a non-boolean mask.
+        DataError: For shape mismatches and out-of-range values.
+    """
+    rew = np.asarray(_as_numeric(reward, "reward"), dtype=np.float64)
+    if rew.ndim != 2 or rew.shape[0] == 0 or rew.shape[1] == 0:
+        raise DataError(f"`reward` must have shape (n_traj, horizon) with both > 0, got {rew.shape}")
+    shape = rew.shape
+    arrays = {}
+    for name, value in (("pscore", pscore), ("evaluation_pscore", evaluation_pscore)):
+        arr = _as_numeric(value, name)
+        if arr.shape != shape:
+            raise DataError(f"`{name}` must have the shape of `reward` {shape}, got {arr.shape}")
+        arrays[name] = np.asarray(arr, dtype=np.float64)
+    valid = _as_mask(mask, shape)
+    bad_r = valid & ~np.isfinite(rew)
+    if bad_r.any():
+        raise DataError(_step_message("reward", "finite on valid steps", bad_r,
+                                      f"{rew[bad_r][0]!r}"))
+    ps, pe = arrays["pscore"], arrays["evaluation_pscore"]
+    with np.errstate(invalid="ignore"):
+        bad_ps = valid & ~((ps > 0) & (ps <= 1))
+        bad_pe = valid & ~((pe >= 0) & (pe <= 1))
+    if bad_ps.any():
+        raise DataError(_step_message("pscore", "in (0, 1] on valid steps", bad_ps,
+                                      f"{ps[bad_ps][0]!r}"))
+    if bad_pe.any():
+        raise DataError(_step_message("evaluation_pscore", "in [0, 1] on valid steps", bad_pe,
+                                      f"{pe[bad_pe][0]!r}"))
+    with np.errstate(divide="ignore"):
+        log_ratio = np.where(valid, np.log(np.where(valid, pe, 1.0)) - np.log(
+            np.where(valid, ps, 1.0)), 0.0)
+    return TrajectoryInputs(np.where(valid, rew, 0.0), log_ratio, valid)
+
+
+def validate_fqe_inputs(
+    state: Any, action: Any, reward: Any, action_dist: Any, mask: Any = None
+) -> tuple[FloatArray, IntArray, FloatArray, FloatArray, npt.NDArray[np.bool_]]:
+    """Check the arrays of fitted Q evaluation; see :func:`pushrl.ope.fqe.fit_fqe`.
+
+    Args:
+        state: Per-step state features, shape ``(n_traj, horizon, dim_state)``.
+        action: Logged actions, shape ``(n_traj, horizon)``.
+        reward: Per-step rewards, shape ``(n_traj, horizon)``.
+        action_dist: Evaluation-policy probabilities of every action per step, shape
+            ``(n_traj, horizon, n_actions)``; each valid step sums to 1.
+        mask: True on steps that happened; ``None`` for all.
+
+    Returns:
+        ``(state, action, reward, action_dist, mask)``; masked entries of ``state``,
+        ``reward`` and ``action_dist`` are zeroed and masked actions set to 0.
+
+    Raises:
+        TypeError: For wrong dtypes.
+        DataError: For shape mismatches and out-of-range values on valid steps.
+    """
+    rew = np.asarray(_as_numeric(reward, "reward"), dtype=np.float64)
+    if rew.ndim != 2 or 0 in rew.shape:
+        raise DataError(f"`reward` must have shape (n_traj, horizon) with both > 0, got {rew.shape}")
+    shape = rew.shape
+    valid = _as_mask(mask, shape)
+    st = np.asarray(_as_numeric(state, "state"), dtype=np.float64)
+    if st.ndim != 3 or st.shape[:2] != shape:
+        raise DataError(f"`state` must have shape (n_traj, horizon, dim_state)={shape + ('d',)}, "
+                        f"got {st.shape}")
+    dist = np.asarray(_as_numeric(action_dist, "action_dist"), dtype=np.float64)
+    if dist.ndim != 3 or dist.shape[:2] != shape:
+        raise DataError(f"`action_dist` must have shape (n_traj, horizon, n_actions), "
+                        f"got {dist.shape}")
+    act = _as_numeric(action, "action")
+    if not np.issubdtype(act.dtype, np.integer):
+        raise TypeError(f"`action` must have an integer dtype, got {act.dtype}")
+    if act.shape != shape:
+        raise DataError(f"`action` must have the shape of `reward` {shape}, got {act.shape}")
+    checks = (
+        ("reward", valid & ~np.isfinite(rew), "finite"),
+        ("state", valid & ~np.isfinite(st).all(axis=2), "finite"),
+        ("action", valid & ((act < 0) | (act >= dist.shape[2])),
+         f"in [0, n_actions={dist.shape[2]})"),
+        ("action_dist", valid & ~((dist >= 0) & (dist <= 1)).all(axis=2), "probabilities in [0, 1]"),
+        ("action_dist", valid & (np.abs(dist.sum(axis=2) - 1) > SUM_TO_ONE_ATOL),
+         "summing to 1 over actions"),
+    )
+    for name, bad, requirement in checks:
+        if bad.any():
+            raise DataError(_step_message(name, f"{requirement} on valid steps", bad, "violations"))
+    m3 = valid[:, :, np.newaxis]
+    return (
+        np.where(m3, st, 0.0),
+        np.where(valid, act, 0).astype(np.intp),
+        np.where(valid, rew, 0.0),
+        np.where(m3, dist, 0.0),
+        valid,
+    )
