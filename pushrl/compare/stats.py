@@ -1,0 +1,141 @@
+"""Paired comparison statistics over simulated users (common random numbers).
+
+Every policy runs on the same simulated users with the same random streams, so a user's
+outcome under policy A and under the reference R form a pair. Means use the normal
+approximation on per-unit differences; ratio metrics (open rate) use the delta method on the
+linearised per-unit contributions. A *unit* is one (seed, user).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+#: name -> (numerator column, denominator column or None, per-day scaling)
+METRICS: dict[str, tuple[str, str | None, bool]] = {
+    "objective": ("objective", None, False),
+    "sends_per_user_day": ("sends", None, True),
+    "open_rate": ("opens", "sends", False),
+    "clicks_per_user": ("clicks", None, False),
+    "conversions_per_user": ("conversions", None, False),
+    "revenue_per_user": ("revenue", None, False),
+    "unsubscribe_rate": ("unsubscribed", None, False),
+    "guardrail_blocks_per_user": ("guardrail_blocks", None, False),
+}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate with a two-sided confidence interval."""
+
+    value: float
+    lower: float
+    upper: float
+    se: float
+    n: int
+
+
+def _z(alpha: float) -> float:
+    return float(stats.norm.ppf(1 - alpha / 2))
+
+
+def _linearised(df: pd.DataFrame, metric: str, days: float) -> tuple[float, np.ndarray]:
+    num, den, per_day = METRICS[metric]
+    a = df[num].to_numpy(float)
+    if den is None:
+        scale = 1.0 / days if per_day else 1.0
+        return float(a.mean() * scale), a * scale
+    b = df[den].to_numpy(float)
+    mb = b.mean()
+    if mb <= 0:
+        return float("nan"), np.zeros_like(a)
+    r = a.sum() / b.sum()
+    return float(r), (a - r * b) / mb + r  # mean of this equals r; variance is the delta method's
+
+
+def estimate(df: pd.DataFrame, metric: str, *, days: float, alpha: float = 0.05) -> Estimate:
+    """Mean (or ratio) of ``metric`` over units with a normal/delta-method CI.
+
+    Args:
+        df: One row per unit with the metric's columns.
+        metric: A key of :data:`METRICS`.
+        days: Simulated days (for per-day metrics).
+        alpha: 1 - confidence level.
+    """
+    val, lin = _linearised(df, metric, days)
+    n = len(lin)
+    se = float(lin.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    z = _z(alpha)
+    return Estimate(val, val - z * se, val + z * se, se, n)
+
+
+def paired_difference(df_a: pd.DataFrame, df_ref: pd.DataFrame, metric: str, *, days: float,
+                      alpha: float = 0.05) -> Estimate:
+    """Paired difference ``metric(A) - metric(ref)`` over the same units, with a CI.
+
+    Both frames must list the same units in the same order (``seed``, ``user``).
+    """
+    if len(df_a) != len(df_ref):
+        raise ValueError(f"paired comparison needs the same units, got {len(df_a)} vs "
+                         f"{len(df_ref)} rows; run both policies on the same users and seeds")
+    va, la = _linearised(df_a, metric, days)
+    vr, lr = _linearised(df_ref, metric, days)
+    d = la - lr
+    n = len(d)
+    se = float(d.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
+    z = _z(alpha)
+    diff = va - vr
+    return Estimate(diff, diff - z * se, diff + z * se, se, n)
+
+
+def summarize(per_user: pd.DataFrame, *, reference: str, days: float,
+              alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-policy metrics and paired differences against ``reference``.
+
+    Args:
+        per_user: Long frame, one row per (policy, seed, user), with the metric columns.
+        reference: Policy every other is compared with.
+        days: Simulated days.
+
+    Returns:
+        ``(summary, paired)``: ``summary`` has one row per (policy, metric) with value and CI;
+        ``paired`` one row per (policy, metric) with the difference vs the reference, its CI,
+        the relative difference and whether the CI excludes 0.
+    """
+    if reference not in set(per_user["policy"]):
+        raise ValueError(f"reference policy {reference!r} is not among the compared policies "
+                         f"({', '.join(map(str, per_user['policy'].unique()))})")
+    order = list(dict.fromkeys(per_user["policy"]))
+    per_user = per_user.sort_values(["seed", "user"], kind="stable")
+    groups = {p: per_user[per_user["policy"] == p].reset_index(drop=True) for p in order}
+    rows, prow = [], []
+    ref = groups[reference]
+    for pol, g in groups.items():
+        for m in METRICS:
+            e = estimate(g, m, days=days, alpha=alpha)
+            rows.append({"policy": pol, "metric": m, "value": e.value, "lower": e.lower,
+                         "upper": e.upper, "se": e.se, "n": e.n})
+            if pol == reference:
+                continue
+            d = paired_difference(g, ref, m, days=days, alpha=alpha)
+            base = estimate(ref, m, days=days).value
+            prow.append({"policy": pol, "reference": reference, "metric": m, "diff": d.value,
+                         "lower": d.lower, "upper": d.upper, "se": d.se, "n": d.n,
+                         "relative": d.value / abs(base) if base else float("nan"),
+                         "significant": bool(d.lower > 0 or d.upper < 0)})
+    return pd.DataFrame(rows), pd.DataFrame(prow)
+
+
+def segment_table(per_user: pd.DataFrame, by: str, *, days: float) -> pd.DataFrame:
+    """Objective, sends/day, open rate and unsubscribe rate per policy and segment ``by``."""
+    rows = []
+    for (pol, seg), g in per_user.groupby(["policy", by], sort=True, observed=True):
+        row = {"policy": pol, by: seg, "units": len(g)}
+        for m in ("objective", "sends_per_user_day", "open_rate", "unsubscribe_rate"):
+            e = estimate(g, m, days=days)
+            row[m], row[f"{m}_se"] = e.value, e.se
+        rows.append(row)
+    return pd.DataFrame(rows)
