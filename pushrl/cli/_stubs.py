@@ -16,3 +16,12 @@ def stub_group(name: str) -> typer.Typer:
         not_implemented(name)
 
     return g
+
+
+def stub_command(name: str):  # type: ignore[no-untyped-def]
+    """A command that says "not implemented yet" and exits non-zero."""
+
+    def cmd() -> None:
+        not_implemented(name)
+
+    return cmd

@@ -16,15 +16,6 @@ app = typer.Typer(
 app.add_typer(data.app, name="data")
 
 
-def _stub(name: str):  # type: ignore[no-untyped-def]
-    def cmd() -> None:
-        from pushrl.cli._common import not_implemented
-
-        not_implemented(name)
-
-    return cmd
-
-
 def _register_optional() -> None:
     """Attach the groups whose modules exist (each issue adds its own module)."""
     import importlib
@@ -48,7 +39,9 @@ def _register_optional() -> None:
         except ModuleNotFoundError as exc:
             if exc.name != f"pushrl.cli.{mod}":
                 raise
-            app.command(name, help=f"({name}: not implemented yet)")(_stub(name))
+            from pushrl.cli._stubs import stub_command
+
+            app.command(name, help=f"({name}: not implemented yet)")(stub_command(name))
 
 
 _register_optional()

@@ -15,6 +15,6 @@ for _mod, _name in (("train_bandit", "bandit"), ("train_timing", "timing")):
     except ModuleNotFoundError as _exc:
         if _exc.name != f"pushrl.cli.{_mod}":
             raise
-        from pushrl.cli.main import _stub  # noqa: PLC0415
+        from pushrl.cli._stubs import stub_command
 
-        app.command(_name, help=f"({_name}: not implemented yet)")(_stub(f"train {_name}"))
+        app.command(_name, help=f"({_name}: not implemented yet)")(stub_command(f"train {_name}"))
