@@ -1,0 +1,323 @@
+"""HTTP API of the policy server (FastAPI). Logic lives in :mod:`pushrl.serve.server`.
+
+Every client mistake is a 4xx JSON body ``{"error": code, "detail": message}``; 5xx is kept
+for genuine server faults (the durable log failing). Request bodies are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Path, Request, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pushrl.errors import ArtifactError, PushrlError
+from pushrl.policies.base import Policy
+from pushrl.serve import registry_ops
+from pushrl.serve.auth import AuthError, presented_key
+from pushrl.serve.config import ServeConfig
+from pushrl.serve.errors import ServeError
+from pushrl.serve.metrics import LatencyMiddleware
+from pushrl.serve.policyset import load_set
+from pushrl.serve.schemas import (
+    ChangeOut,
+    DecideBatchIn,
+    DecideBatchOut,
+    DecideIn,
+    DecideOut,
+    ErrorBody,
+    Event,
+    EventBatch,
+    EventsOut,
+    FeedbackIn,
+    FeedbackOut,
+    Health,
+    ItemIn,
+    ItemOut,
+    KillSwitchIn,
+    KillSwitchOut,
+    PoliciesOut,
+    PromoteIn,
+    RollbackIn,
+    UserIn,
+    UserOut,
+)
+from pushrl.serve.server import Server
+
+log = logging.getLogger("pushrl.serve")
+
+PathId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$",
+                             description="Opaque printable ASCII id")]
+_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <API key>`")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    text = {400: "Malformed request", 401: "Missing or invalid API key",
+            403: "API key lacks the scope", 404: "Unknown user, item, decision or policy",
+            409: "Conflicts with the server's state", 422: "Invalid value",
+            503: "Durable log unavailable"}
+    return {c: {"model": ErrorBody, "description": text[c]} for c in codes}
+
+
+def _error(status: int, code: str, detail: str, headers: dict[str, str] | None = None
+           ) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": detail}, status_code=status, headers=headers)
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
+    errs = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errs):
+        ctx = next(e for e in errs if e.get("type") == "json_invalid").get("ctx", {})
+        return 400, "malformed_json", f"request body is not valid JSON ({ctx.get('error', '')})"
+    parts = []
+    for e in errs[:10]:
+        loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body") or "body"
+        parts.append(f"{loc}: {e.get('msg', 'invalid')}")
+    more = f" (+{len(errs) - 10} more)" if len(errs) > 10 else ""
+    return 422, "invalid_request", "; ".join(parts) + more
+
+
+def create_app(cfg: ServeConfig, *, overrides: dict[str, Policy] | None = None) -> FastAPI:
+    """Build the app; the :class:`Server` starts in the lifespan (``app.state.server``)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        srv = Server(cfg, overrides=overrides)
+        app.state.server = srv
+        watcher = asyncio.create_task(srv.watch())
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            srv.close()
+
+    app = FastAPI(title="pushrl policy server", version="1", lifespan=lifespan,
+                  description="Decides whether, when and what to push; logs every decision "
+                  "with its probability (pushlog v1). Errors: `{error, detail}`.")
+
+    def srv() -> Server:
+        return app.state.server  # type: ignore[no-any-return]
+
+    def scope(name: str) -> Any:
+        async def check(cred: HTTPAuthorizationCredentials | None = Security(_bearer),
+                        key: str | None = Security(_header)) -> None:
+            checker = srv().keys
+            if checker is not None:
+                bearer = f"Bearer {cred.credentials}" if cred is not None else None
+                checker.check(presented_key(bearer, key), name)
+        return Depends(check)
+
+    decide_scope, admin_scope = scope("decide"), scope("admin")
+
+    # ------------------------------------------------------------------ errors
+    @app.exception_handler(ServeError)
+    async def _serve_error(_: Request, exc: ServeError) -> JSONResponse:
+        return _error(exc.status, exc.code, exc.detail)
+
+    @app.exception_handler(AuthError)
+    async def _auth_error(_: Request, exc: AuthError) -> JSONResponse:
+        hdr = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return _error(exc.status, "unauthorized" if exc.status == 401 else "forbidden",
+                      str(exc), hdr)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        status, code, msg = _validation_message(exc)
+        return _error(status, code, msg)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(registry_ops.GateRefused)
+    async def _gate(_: Request, exc: registry_ops.GateRefused) -> JSONResponse:
+        return _error(409, "gate_refused", str(exc))
+
+    @app.exception_handler(ArtifactError)
+    async def _artifact(_: Request, exc: ArtifactError) -> JSONResponse:
+        msg = str(exc)
+        return _error(404 if msg.startswith("no ") else 409, "artifact_error", msg)
+
+    @app.exception_handler(PushrlError)
+    async def _domain(_: Request, exc: PushrlError) -> JSONResponse:
+        return _error(422, "invalid_request", str(exc))
+
+    @app.exception_handler(Exception)
+    async def _fault(request: Request, exc: Exception) -> JSONResponse:
+        log.error("internal error on %s %s: %s: %s", request.method, request.url.path,
+                  type(exc).__name__, exc)
+        return _error(500, "internal", "internal server error (logged; the request may be "
+                      "retried)")
+
+    # ------------------------------------------------------------------ ops
+    @app.get("/healthz", response_model=Health, tags=["ops"])
+    async def healthz() -> dict[str, Any]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", response_model=Health, tags=["ops"], responses=_errors(503))
+    async def readyz() -> Any:
+        """Readiness: state rebuilt, policies loaded, durable log writable."""
+        s = srv()
+        if not s.ready:
+            return _error(503, "log_failed", f"durable log failed: {s.log.failed}")
+        return {"status": "ready", "detail": f"timing={s.engine.policies.timing.label} "
+                f"item={s.engine.policies.item.label}"}
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    async def metrics() -> Response:
+        """Prometheus metrics (``serve_*``)."""
+        return Response(generate_latest(srv().metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/v1/echo", tags=["ops"], dependencies=[decide_scope], responses=_errors(401, 403))
+    async def echo() -> dict[str, bool]:
+        """Does nothing (the load benchmark's ceiling, same auth as decide)."""
+        return {"ok": True}
+
+    # ------------------------------------------------------------------ data
+    @app.put("/v1/users/{user_id}", response_model=UserOut, tags=["data"],
+             dependencies=[decide_scope], responses=_errors(400, 401, 403, 409, 422))
+    async def put_user(user_id: PathId, body: UserIn) -> dict[str, Any]:
+        """Create or update a user (time zone, features)."""
+        created, stmts = srv().put_user(user_id, body.timezone, body.features, body.ts)
+        await srv().commit(stmts)
+        return {"user_id": user_id, "created": created}
+
+    @app.put("/v1/items/{item_id}", response_model=ItemOut, tags=["data"],
+             dependencies=[admin_scope], responses=_errors(400, 401, 403, 422))
+    async def put_item(item_id: PathId, body: ItemIn) -> dict[str, Any]:
+        """Create or update a catalog item."""
+        created, stmts = srv().state.put_item(item_id, body.category, body.features)
+        await srv().commit(stmts)
+        return {"item_id": item_id, "created": created}
+
+    @app.post("/v1/events", response_model=EventsOut, tags=["data"],
+              dependencies=[decide_scope], responses=_errors(400, 401, 403, 404, 422))
+    async def events(body: Event | EventBatch) -> dict[str, Any]:
+        """Record one activity event or a batch ``{"events": [...]}``."""
+        evs = body.events if isinstance(body, EventBatch) else [body]
+        if len(evs) > cfg.max_batch * 10:
+            raise ServeError("batch_too_large", f"at most {cfg.max_batch * 10} events")
+        await srv().commit(srv().events(evs))
+        return {"accepted": len(evs)}
+
+    # ------------------------------------------------------------------ decisions
+    @app.post("/v1/decide", response_model=DecideOut, tags=["decide"],
+              dependencies=[decide_scope], responses=_errors(400, 401, 403, 404, 409, 422))
+    async def decide(body: DecideIn) -> dict[str, Any]:
+        """Send now or wait; which item. Logged durably (with its pscore) before answering."""
+        out, stmts = srv().decide([body])
+        await srv().commit(stmts)
+        return out[0]
+
+    @app.post("/v1/decide/batch", response_model=DecideBatchOut, tags=["decide"],
+              dependencies=[decide_scope], responses=_errors(400, 401, 403, 404, 409, 422))
+    async def decide_batch(body: DecideBatchIn) -> dict[str, Any]:
+        """Several decisions (distinct users) in one request."""
+        out, stmts = srv().decide(body.requests)
+        await srv().commit(stmts)
+        return {"decisions": out}
+
+    @app.post("/v1/feedback", response_model=FeedbackOut, tags=["decide"],
+              dependencies=[decide_scope], responses=_errors(400, 401, 403, 404, 409, 422))
+    async def feedback(body: FeedbackIn) -> dict[str, Any]:
+        """Outcomes of a decision (idempotent; late ones are kept but flagged)."""
+        s = srv()
+        out, stmts, token = s.feedback(body)
+        try:
+            await s.commit(stmts)
+        finally:
+            s.feedback_done(body.decision_id, token)
+        return out
+
+    # ------------------------------------------------------------------ policies
+    @app.get("/v1/policies", response_model=PoliciesOut, tags=["policies"],
+             dependencies=[decide_scope], responses=_errors(401, 403))
+    async def policies() -> dict[str, Any]:
+        """Active and shadow policies, kill switch, and the registry's artifacts."""
+        s = srv()
+        ps = s.engine.policies
+        hist = {k: [h or "default" for h in ps.pointer.get(k, {}).get("history", [])]
+                for k in registry_ops.KINDS}
+        avail = await asyncio.to_thread(registry_ops.list_artifacts, cfg.registry)
+        return {"timing": {"active": ps.timing.label, "history": hist["timing"],
+                           "shadow": ps.shadow_timing.label if ps.shadow_timing else None},
+                "item": {"active": ps.item.label, "history": hist["item"],
+                         "shadow": ps.shadow_item.label if ps.shadow_item else None},
+                "kill_switch": s.engine.kill_switch, "generation": ps.generation,
+                "available": avail}
+
+    @app.post("/v1/policies/{name}/promote", response_model=ChangeOut, tags=["policies"],
+              dependencies=[admin_scope], responses=_errors(400, 401, 403, 404, 409, 422))
+    async def promote(name: PathId, body: PromoteIn) -> dict[str, Any]:
+        """Promote (OPE gate) or shadow an artifact; swaps policies without a restart."""
+        s = srv()
+        res = await asyncio.to_thread(registry_ops.promote, cfg.registry, name, body.version,
+                                      shadow=body.shadow, force=body.force, reason=body.reason,
+                                      user="api")
+        await _apply(s)
+        return _change(s, res)
+
+    @app.post("/v1/policies/{name}/rollback", response_model=ChangeOut, tags=["policies"],
+              dependencies=[admin_scope], responses=_errors(400, 401, 403, 404, 409, 422))
+    async def rollback(name: PathId, body: RollbackIn | None = None) -> dict[str, Any]:
+        """Undo the last promotion of the slot `name` is active in (or stop its shadow)."""
+        s = srv()
+        res = await asyncio.to_thread(registry_ops.rollback, cfg.registry, name,
+                                      reason=body.reason if body else None, user="api")
+        await _apply(s)
+        return _change(s, res)
+
+    @app.put("/v1/kill-switch", response_model=KillSwitchOut, tags=["policies"],
+             dependencies=[admin_scope], responses=_errors(400, 401, 403, 422))
+    async def kill_switch(body: KillSwitchIn) -> dict[str, Any]:
+        """Global kill switch: on = the safe default policy decides (never sends)."""
+        await srv().set_kill_switch(body.enabled, body.reason)
+        return {"enabled": body.enabled}
+
+    app.state.cfg = cfg
+    return _with_metrics(app)
+
+
+def _with_metrics(app: FastAPI) -> FastAPI:
+    """Time requests with the server's metrics once the lifespan has created them."""
+
+    class _Late:
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            srv = getattr(app.state, "server", None)
+            if srv is None or scope["type"] != "http":
+                await self.inner(scope, receive, send)
+                return
+            await LatencyMiddleware(self.inner, srv.metrics)(scope, receive, send)
+
+    app.add_middleware(_Late)
+    return app
+
+
+async def _apply(s: Server) -> None:
+    new = await asyncio.to_thread(load_set, s.cfg.registry, overrides=s.overrides)
+    async with s._swap_lock:
+        s.swap(new)
+        s._ptr_stat = s._pointer_stat()
+
+
+def _change(s: Server, res: dict[str, Any]) -> dict[str, Any]:
+    ps = s.engine.policies
+    kind = res["kind"]
+    loaded = ps.timing if kind == "timing" else ps.item
+    shadow = ps.shadow_timing if kind == "timing" else ps.shadow_item
+    return {"kind": kind, "active": loaded.label, "shadow": shadow.label if shadow else None,
+            "generation": ps.generation, "gate": res.get("gate")}

@@ -1,0 +1,278 @@
+"""Decisions: features -> guardrails -> timing policy -> item policy -> log rows.
+
+One vectorised path serves ``/v1/decide`` and ``/v1/decide/batch``. The logged ``pscore`` is
+the probability of the logged action: ``p_send * p_item`` for a send, ``1 - p_send`` for a
+wait; ``pscore_send`` is logged too (pushlog v1), so item-level OPE can divide it out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import logging
+
+import numpy as np
+
+from pushrl.data.features import ItemCatalog
+from pushrl.policies.base import SEND, TimingContext
+from pushrl.policies.item_data import ContextEncoder, make_context
+from pushrl.serve import guardrails
+from pushrl.serve.config import ServeConfig
+from pushrl.serve.errors import Conflict
+from pushrl.serve.metrics import ServeMetrics
+from pushrl.serve.policyset import Loaded, PolicySet
+from pushrl.serve.state import ServerState
+from pushrl.serve.store import OP_ADVANCE, OP_PUSH, Statement
+
+HOUR = 3600
+log = logging.getLogger("pushrl.serve")
+_DECISION_SQL = (
+    "INSERT INTO decisions(decision_id, seq, user_id, ts, sent, item_id, pscore, pscore_send, "
+    "pscore_item, policy, item_policy, reason, candidates, context, features) "
+    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+_SHADOW_SQL = "INSERT INTO shadow VALUES (?,?,?,?,?,?,?)"
+
+
+@dataclass
+class DecideRow:
+    """One validated decision request.
+
+    Attributes:
+        user_id: Opaque user id.
+        u: User index in the feature state.
+        ts: Unix seconds of the decision.
+        candidates: Server catalog indices, or None for every item.
+        context: Request context (logged as ``ctx_*``).
+        horizon: Look-ahead hours, or None.
+    """
+
+    user_id: str
+    u: int
+    ts: int
+    candidates: list[int] | None = None
+    context: dict[str, Any] | None = None
+    horizon: int | None = None
+
+
+def _iso(sec: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(sec, dt.UTC)
+
+
+class Engine:
+    """Makes decisions against a :class:`ServerState` with the current :class:`PolicySet`."""
+
+    def __init__(self, state: ServerState, cfg: ServeConfig, policies: PolicySet,
+                 metrics: ServeMetrics, *, kill_switch: bool = False) -> None:
+        self.state = state
+        self.cfg = cfg
+        self.policies = policies
+        self.metrics = metrics
+        self.kill_switch = kill_switch
+        seq = np.random.SeedSequence(cfg.seed)
+        self.rng, self.shadow_rng, self.look_rng = (np.random.default_rng(s)
+                                                    for s in seq.spawn(3))
+        self._ctx_cache: dict[int, tuple[Any, ItemCatalog, ContextEncoder, np.ndarray]] = {}
+
+    # ------------------------------------------------------------------ item contexts
+    def _encoding(self, loaded: Loaded) -> tuple[ItemCatalog, ContextEncoder, np.ndarray]:
+        """Catalog, encoder and ``server item index -> encoder index`` map for a policy."""
+        st = self.state
+        key = id(loaded.policy)
+        hit = self._ctx_cache.get(key)
+        if hit is not None and hit[0] is st.catalog:
+            return hit[1], hit[2], hit[3]
+        enc = loaded.encoder
+        if isinstance(enc, ContextEncoder):
+            frame = st.items_frame().set_index("item_id")
+            missing = [i for i in enc.item_ids if i not in frame.index]
+            if missing:
+                raise Conflict("catalog_mismatch", f"item policy {loaded.label} was trained on "
+                               f"{len(missing)} items the server does not know (e.g. "
+                               f"{missing[0]!r}); PUT them or start with --catalog")
+            catalog = ItemCatalog(frame.loc[list(enc.item_ids)].reset_index(), enc.spec)
+            pos = {i: j for j, i in enumerate(enc.item_ids)}
+            mapping = np.array([pos.get(it.item_id, -1) for it in st.item_list], np.int64)
+        else:
+            catalog = st.catalog
+            enc = ContextEncoder(st.spec, tuple(map(str, catalog.ids)), catalog.feature_names)
+            mapping = np.arange(len(st.item_list), dtype=np.int64)
+        self._ctx_cache[key] = (st.catalog, catalog, enc, mapping)
+        return catalog, enc, mapping
+
+    def _choose_items(self, loaded: Loaded, rows: list[DecideRow], u: np.ndarray,
+                      raw: np.ndarray, rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
+        """Item id and item-level probability for each of ``rows``."""
+        catalog, enc, mapping = self._encoding(loaded)
+        if all(r.candidates is None for r in rows):
+            cand, mask = None, None
+        else:
+            lists = [mapping[r.candidates] if r.candidates is not None
+                     else np.arange(len(catalog)) for r in rows]
+            k = max(len(c) for c in lists)
+            cand = np.zeros((len(rows), k), np.int64)
+            mask = np.zeros((len(rows), k), bool)
+            for i, c in enumerate(lists):
+                cand[i, :len(c)], mask[i, :len(c)] = c, True
+        ncat = enc.spec.n_categories
+        aff = (self.state.fs.affinity(u[:, None], np.arange(ncat)[None, :]) if ncat else None)
+        keys = sorted({k for r in rows if r.context for k in r.context})
+        logged = {f"ctx_{k}": np.array([(r.context or {}).get(k) for r in rows], dtype=object)
+                  for k in keys} or None
+        ctx = make_context(enc, catalog, raw, category_affinity=aff, candidates=cand, mask=mask,
+                           logged=logged)
+        d = loaded.policy.decide_batch(ctx, rng)
+        chosen = np.asarray(ctx.candidates)[np.arange(len(rows)), d.action]
+        return [str(catalog.ids[c]) for c in chosen], np.asarray(d.pscore, np.float64)
+
+    # ------------------------------------------------------------------ decisions
+    def decide(self, rows: list[DecideRow]) -> tuple[list[dict[str, Any]], list[Statement]]:
+        """Decide for ``rows`` (distinct users); returns response bodies and log rows."""
+        st, ps = self.state, self.policies
+        u = np.array([r.u for r in rows], np.int64)
+        ts = np.array([r.ts for r in rows], np.int64)
+        b = ts // HOUR
+        st.check_clock(u, b)
+        if not st.item_list:
+            raise Conflict("no_items", "the item catalog is empty; add items with "
+                           "PUT /v1/items/{item_id} or start the server with --catalog DIR")
+        self.check_items(ps.item, rows)
+        tzs = [st.timezone(i) for i in u.tolist()]
+        allowed, reasons, today = guardrails.check(self.cfg.guardrails, st.sends, u, ts, tzs)
+        timing = ps.safe if self.kill_switch else ps.timing
+        stmts = st.op(OP_ADVANCE, u, b)
+        try:
+            return self._decide(rows, u, ts, b, tzs, allowed, reasons, today, timing, stmts)
+        except BaseException:
+            st.pending.extend(stmts)  # the state moved: journal it with the next commit
+            raise
+
+    def check_items(self, loaded: Loaded, rows: list[DecideRow]) -> None:
+        """Refuse candidates the item policy cannot score (before any state changes)."""
+        _, _, mapping = self._encoding(loaded)
+        for i, r in enumerate(rows):
+            if r.candidates is not None and (mapping[r.candidates] < 0).any():
+                raise Conflict("item_not_in_policy", f"request {i}: a candidate is unknown "
+                               f"to item policy {loaded.label} (trained on another catalog)")
+
+    def _decide(self, rows: list[DecideRow], u: np.ndarray, ts: np.ndarray, b: np.ndarray,
+                tzs: list[str], allowed: np.ndarray, reasons: list[str | None],
+                today: np.ndarray, timing: Loaded,
+                stmts: list[Statement]) -> tuple[list[dict[str, Any]], list[Statement]]:
+        st, ps, n = self.state, self.policies, len(rows)
+        raw = st.fs.features(u, b)
+        tctx = TimingContext(raw, allowed, u, b, st.fs, today)
+        td = timing.policy.decide_batch(tctx, self.rng)
+        send = np.asarray(td.action) == SEND
+        p_send = np.asarray(td.action_dist)[:, SEND].astype(np.float64)
+        why = self._reasons(tctx, allowed, reasons)
+        items: list[str | None] = [None] * n
+        p_item = np.ones(n)
+        if send.any():
+            idx = np.flatnonzero(send)
+            chosen, pi = self._choose_items(ps.item, [rows[i] for i in idx], u[idx], raw[idx],
+                                            self.rng)
+            for j, i in enumerate(idx.tolist()):
+                items[i] = chosen[j]
+            p_item[idx] = pi
+        pscore = np.where(send, p_send * p_item, 1.0 - p_send)
+        if send.any():
+            stmts += st.op(OP_PUSH, u[send], b[send])
+            for i in np.flatnonzero(send).tolist():
+                st.sends.record(int(u[i]), tzs[i], int(ts[i]))
+        out = []
+        for i, r in enumerate(rows):
+            did = uuid.uuid4().hex
+            stmts.append((_DECISION_SQL, (
+                did, st.next_seq(), r.user_id, int(ts[i]), int(send[i]), items[i],
+                float(pscore[i]), float(p_send[i]), float(p_item[i]) if send[i] else None,
+                timing.label, ps.item.label if send[i] else None, why[i],
+                None if r.candidates is None else json.dumps(
+                    [st.item_list[c].item_id for c in r.candidates]),
+                None if r.context is None else json.dumps(r.context, sort_keys=True),
+                raw[i].tobytes())))
+            out.append({"decision_id": did, "send": bool(send[i]), "item_id": items[i],
+                        "pscore": float(pscore[i]), "policy": timing.label,
+                        "item_policy": ps.item.label if send[i] else None, "reason": why[i],
+                        "ts": _iso(int(ts[i])), "send_at": None})
+        self.metrics.decisions.labels(timing.label).inc(n)
+        self.metrics.sends.labels(timing.label).inc(int(send.sum()))
+        if ps.shadow_timing is not None or ps.shadow_item is not None:
+            try:
+                stmts += self._shadow(rows, u, raw, tctx, send, p_send,
+                                      [o["decision_id"] for o in out])
+            except Exception as exc:  # a shadow policy must never break a live decision
+                log.warning("shadow decision failed: %s: %s", type(exc).__name__, exc)
+                self.metrics.shadow.labels("error").inc(n)
+        for i, r in enumerate(rows):
+            if r.horizon is not None:
+                out[i]["send_at"] = (out[i]["ts"] if send[i] else
+                                     self._look_ahead(timing, r, int(u[i]), int(ts[i]), tzs[i]))
+        return out, stmts
+
+    def _reasons(self, tctx: TimingContext, allowed: np.ndarray,
+                 reasons: list[str | None]) -> list[str]:
+        """``policy`` or ``guardrail:<name>``; counts the blocks that changed a decision."""
+        if self.kill_switch:
+            reasons = ["kill_switch"] * len(reasons)
+            blocked = np.ones(len(reasons), bool)
+        else:
+            blocked = ~allowed
+        if blocked.any():
+            m = np.flatnonzero(blocked)
+            free = TimingContext(tctx.features[m], np.ones(m.size, bool), tctx.user_index[m],
+                                 np.asarray(tctx.bucket)[m], tctx.state, tctx.sends_today[m])
+            wanted = self.policies.timing.policy.action_dist(free)[:, SEND] > 0
+            for i in m[wanted].tolist():
+                self.metrics.guardrail_blocks.labels(reasons[i]).inc()
+        return [f"guardrail:{r}" if blocked[i] else "policy" for i, r in enumerate(reasons)]
+
+    def _shadow(self, rows: list[DecideRow], u: np.ndarray, raw: np.ndarray,
+                tctx: TimingContext, send: np.ndarray, p_send: np.ndarray,
+                ids: list[str]) -> list[Statement]:
+        """Log what the shadow policies would have done (never acted on)."""
+        ps = self.policies
+        t = ps.shadow_timing or ps.timing
+        if ps.shadow_timing is not None:
+            d = t.policy.decide_batch(tctx, self.shadow_rng)
+            s_send = np.asarray(d.action) == SEND
+            s_p = np.asarray(d.action_dist)[:, SEND].astype(np.float64)
+        else:
+            s_send, s_p = send, p_send
+        item = ps.shadow_item or ps.item
+        items: list[str | None] = [None] * len(rows)
+        p_item = np.ones(len(rows))
+        if s_send.any():
+            idx = np.flatnonzero(s_send)
+            chosen, pi = self._choose_items(item, [rows[i] for i in idx], u[idx], raw[idx],
+                                            self.shadow_rng)
+            for j, i in enumerate(idx.tolist()):
+                items[i] = chosen[j]
+            p_item[idx] = pi
+        ps_joint = np.where(s_send, s_p * p_item, 1.0 - s_p)
+        self.metrics.shadow.labels(t.label).inc(len(rows))
+        return [(_SHADOW_SQL, (ids[i], t.label, item.label, int(s_send[i]), items[i],
+                               float(ps_joint[i]), float(s_p[i]))) for i in range(len(rows))]
+
+    def _look_ahead(self, timing: Loaded, r: DecideRow, u: int, ts: int,
+                    tz: str) -> dt.datetime | None:
+        """First slot after ``ts`` within ``r.horizon`` hours in which ``timing`` would send,
+        on a copy of the user's state (no new events assumed)."""
+        h = int(r.horizon or 0)
+        if h <= 0:
+            return None
+        st = self.state
+        scratch = st.fs.copy_users(np.full(h, u, np.int64))
+        bb = ts // HOUR + 1 + np.arange(h, dtype=np.int64)
+        local = np.arange(h, dtype=np.int64)
+        raw = scratch.features(local, bb)
+        uu = np.full(h, u, np.int64)
+        allowed, _, today = guardrails.check(self.cfg.guardrails, st.sends, uu, bb * HOUR,
+                                             [tz] * h)
+        ctx = TimingContext(raw, allowed, local, bb, scratch, today)
+        act = np.asarray(timing.policy.decide_batch(ctx, self.look_rng).action)
+        hit = np.flatnonzero(act == SEND)
+        return _iso(int(bb[hit[0]] * HOUR)) if hit.size else None

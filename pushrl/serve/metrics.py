@@ -1,0 +1,94 @@
+"""Prometheus metrics of the server, in the ``serve/`` namespace.
+
+Prometheus names cannot contain ``/``, so ``serve/decisions`` is exported as
+``serve_decisions_total``. Every app gets its own registry (tests build many apps).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
+                   Awaitable[None]]
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05,
+                    0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class ServeMetrics:
+    """The server's metrics (one :class:`CollectorRegistry` per instance)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.latency = Histogram("serve_request_duration_seconds", "Request latency by route.",
+                                 ["route", "method", "status"], buckets=_LATENCY_BUCKETS,
+                                 registry=r)
+        self.decisions = Counter("serve_decisions_total", "Decisions made, by timing policy.",
+                                 ["policy"], registry=r)
+        self.sends = Counter("serve_sends_total", "Decisions that send, by timing policy.",
+                             ["policy"], registry=r)
+        self.guardrail_blocks = Counter(
+            "serve_guardrail_blocks_total",
+            "Decisions where a guardrail overrode a policy that wanted to send.",
+            ["guardrail"], registry=r)
+        self.feedback = Counter("serve_feedback_joins_total",
+                                "Feedback reports joined to a decision, by result.",
+                                ["result"], registry=r)
+        self.shadow = Counter("serve_shadow_decisions_total", "Shadow decisions logged.",
+                              ["policy"], registry=r)
+        self.events = Counter("serve_events_total", "Activity events recorded.", ["event"],
+                              registry=r)
+        self.commit_batch = Histogram("serve_log_commit_requests",
+                                      "Requests per group commit of the durable log.",
+                                      buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024),
+                                      registry=r)
+        self.commit_seconds = Histogram("serve_log_commit_seconds",
+                                        "Duration of a group commit (incl. fsync).",
+                                        buckets=_LATENCY_BUCKETS, registry=r)
+        self.promotions = Counter("serve_policy_changes_total",
+                                  "Policy swaps (promote, rollback, pointer change).",
+                                  ["kind"], registry=r)
+        self.users = Gauge("serve_users", "Users in the feature state.", registry=r)
+        self.kill_switch = Gauge("serve_kill_switch", "1 when the kill switch is on.",
+                                 registry=r)
+
+    def on_commit(self, n_requests: int, seconds: float) -> None:
+        """Writer-thread hook of :class:`~pushrl.serve.store.DurableLog`."""
+        self.commit_batch.observe(n_requests)
+        self.commit_seconds.observe(seconds)
+
+
+class LatencyMiddleware:
+    """Pure ASGI middleware timing every HTTP request by route template (cheap: no
+    ``BaseHTTPMiddleware`` task hop)."""
+
+    def __init__(self, app: ASGIApp, metrics: ServeMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]],
+                       send: Callable[[Any], Awaitable[None]]) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = [500]
+
+        async def send_wrapper(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or "unmatched"
+            self.metrics.latency.labels(path, scope.get("method", ""), str(status[0])).observe(
+                time.perf_counter() - t0)

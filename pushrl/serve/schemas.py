@@ -1,0 +1,235 @@
+"""Request and response bodies of the policy server (the OpenAPI spec is generated from them)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+
+_MIN_TS = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+_MAX_TS = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+
+
+def _check_ts(v: dt.datetime) -> dt.datetime:
+    if not _MIN_TS <= v < _MAX_TS:
+        raise ValueError(f"timestamp {v.isoformat()} is outside 2000-01-01 .. 2100-01-01")
+    return v
+
+
+#: A timezone-aware timestamp (ISO 8601 with offset, or unix seconds), within 2000..2100.
+Timestamp = Annotated[AwareDatetime, AfterValidator(_check_ts)]
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$",
+                          description="Opaque printable ASCII id (no spaces), never personal data.")]
+Scalar = float | int | bool | str
+Attributes = Annotated[dict[Annotated[str, Field(min_length=1, max_length=64)],
+                            Annotated[Scalar, Field()] | None],
+                       Field(max_length=64)]
+EventName = Literal["session", "view", "cart", "purchase"]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_max_length=256)
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx/5xx answer."""
+
+    error: str = Field(description="Machine-readable error code, e.g. `unknown_user`.")
+    detail: str = Field(description="What was wrong and how to fix it.")
+
+
+class UserIn(_Body):
+    """A user's time zone and features."""
+
+    timezone: str = Field("UTC", max_length=64, description="IANA time zone, e.g. Europe/Berlin.")
+    features: Attributes = Field(default_factory=dict,
+                                 description="User features (opaque values, no personal data).")
+    ts: Timestamp | None = Field(None, description="When the user's state starts (new users "
+                                 "only); decisions may not be earlier. Default: now.")
+
+
+class UserOut(BaseModel):
+    """Answer of ``PUT /v1/users/{user_id}``."""
+
+    user_id: str
+    created: bool
+
+
+class ItemIn(_Body):
+    """An item of the catalog."""
+
+    category: str | None = Field(None, max_length=128)
+    features: Attributes = Field(default_factory=dict, description="Numeric item features.")
+
+
+class ItemOut(BaseModel):
+    """Answer of ``PUT /v1/items/{item_id}``."""
+
+    item_id: str
+    created: bool
+
+
+class Event(_Body):
+    """An organic activity event."""
+
+    user_id: Id
+    event: EventName
+    ts: Timestamp | None = Field(None, description="Event time (default: now).")
+    item_id: Id | None = None
+    revenue: float | None = Field(None, ge=0, le=1e9)
+
+
+class EventBatch(_Body):
+    """Several events at once (applied in order, all or nothing)."""
+
+    events: list[Event] = Field(min_length=1, max_length=10000)
+
+
+class EventsOut(BaseModel):
+    """Answer of ``POST /v1/events``."""
+
+    accepted: int
+
+
+class DecideIn(_Body):
+    """Ask whether to push to a user now, and what."""
+
+    user_id: Id
+    ts: Timestamp | None = Field(None, description="Decision time (default: now).")
+    candidates: list[Id] | None = Field(None, min_length=1, max_length=1000,
+                                        description="Eligible item ids (default: all items).")
+    context: Attributes | None = Field(None, description="Request context, logged as ctx_*.")
+    horizon_hours: int | None = Field(None, ge=0, le=168, description=(
+        "Also return `send_at`, the first slot within this many hours in which the timing "
+        "policy would send, assuming no new events."))
+
+
+class DecideOut(BaseModel):
+    """A decision; `pscore` is the probability of the logged action (send+item, or wait)."""
+
+    decision_id: str
+    send: bool
+    item_id: str | None
+    pscore: float = Field(gt=0, le=1)
+    policy: str = Field(description="Timing policy `name@version`.")
+    item_policy: str | None = Field(None, description="Item policy `name@version` when sent.")
+    reason: str = Field(description="`policy`, or `guardrail:<name>` when a guardrail decided "
+                        "(quiet_hours, daily_cap, weekly_cap, kill_switch).")
+    ts: dt.datetime
+    send_at: dt.datetime | None = Field(None, description="With `horizon_hours`: first slot "
+                                        "in which the policy would send (null: none).")
+
+
+class DecideBatchIn(_Body):
+    """Several decisions at once (each user at most once)."""
+
+    requests: list[DecideIn] = Field(min_length=1, max_length=1000)
+
+
+class DecideBatchOut(BaseModel):
+    """Answer of ``POST /v1/decide/batch``, aligned with the requests."""
+
+    decisions: list[DecideOut]
+
+
+class FeedbackIn(_Body):
+    """Outcomes of a decision; repeated reports merge (idempotent)."""
+
+    decision_id: Id
+    opened: bool | None = None
+    clicked: bool | None = None
+    converted: bool | None = None
+    revenue: float | None = Field(None, ge=0, le=1e9)
+    unsubscribed: bool | None = None
+    ts: Timestamp | None = Field(None, description="When the outcome happened (default: now).")
+
+
+class Outcomes(BaseModel):
+    """Outcomes recorded for a decision within the attribution window."""
+
+    opened: bool | None = None
+    clicked: bool | None = None
+    converted: bool | None = None
+    revenue: float | None = None
+    unsubscribed: bool | None = None
+
+
+class FeedbackOut(BaseModel):
+    """Answer of ``POST /v1/feedback``."""
+
+    decision_id: str
+    late: bool = Field(description="True when reported after the attribution window: "
+                       "recorded but not counted as an outcome.")
+    outcomes: Outcomes
+
+
+class PolicyRef(BaseModel):
+    """A policy as ``name@version``."""
+
+    name: str
+    version: str
+
+
+class SlotOut(BaseModel):
+    """Active and shadow policy of one kind."""
+
+    active: str
+    shadow: str | None
+    history: list[str]
+
+
+class PoliciesOut(BaseModel):
+    """Answer of ``GET /v1/policies``."""
+
+    timing: SlotOut
+    item: SlotOut
+    kill_switch: bool
+    generation: int
+    available: list[dict[str, object]]
+
+
+class PromoteIn(_Body):
+    """Promote (or shadow) a registry artifact."""
+
+    version: str | None = Field(None, max_length=32, pattern=r"^v[0-9]+$",
+                                description="Version (default: newest).")
+    shadow: bool = Field(False, description="Run it in shadow mode instead of promoting.")
+    force: bool = Field(False, description="Skip a failing/unavailable OPE gate (needs reason).")
+    reason: str | None = Field(None, max_length=500, description="Why (audit log).")
+
+
+class RollbackIn(_Body):
+    """Roll back the slot `name` is active (or shadow) in."""
+
+    reason: str | None = Field(None, max_length=500)
+
+
+class ChangeOut(BaseModel):
+    """Answer of promote / rollback / kill switch."""
+
+    kind: str
+    active: str
+    shadow: str | None
+    generation: int
+    gate: dict[str, object] | None = None
+
+
+class KillSwitchIn(_Body):
+    """Turn the global kill switch on (never send) or off."""
+
+    enabled: bool
+    reason: str = Field(min_length=1, max_length=500)
+
+
+class KillSwitchOut(BaseModel):
+    """Answer of ``PUT /v1/kill-switch``."""
+
+    enabled: bool
+
+
+class Health(BaseModel):
+    """Liveness / readiness."""
+
+    status: str
+    detail: str | None = None

@@ -1,0 +1,276 @@
+"""The running server: durable log, state, engine and policies, and the request logic.
+
+HTTP lives in :mod:`pushrl.serve.app`; this module is plain Python (async only where it
+waits for durability), so it can be driven and tested without HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pushrl.data.features import FeatureSpec
+from pushrl.policies.base import Policy
+from pushrl.serve import registry_ops
+from pushrl.serve.auth import KeyChecker, load_keys
+from pushrl.serve.config import ServeConfig
+from pushrl.serve.engine import DecideRow, Engine
+from pushrl.serve.errors import Conflict, NotFound, Unprocessable
+from pushrl.serve.metrics import ServeMetrics
+from pushrl.serve.policyset import PolicySet, load_set
+from pushrl.serve.schemas import DecideIn, Event, FeedbackIn
+from pushrl.serve.state import ServerState, default_spec
+from pushrl.serve.store import OP_ACTIVITY, OP_OPEN, DurableLog, Statement
+
+log = logging.getLogger("pushrl.serve")
+HOUR = 3600
+SPEC_FILE = "feature_spec.json"
+OUTCOME_COLS = ("opened", "clicked", "converted", "revenue", "unsubscribed")
+
+
+def _sec(ts: Any, now: int) -> int:
+    return now if ts is None else int(ts.timestamp())
+
+
+class Server:
+    """Everything a running policy server holds.
+
+    Args:
+        cfg: Configuration.
+        overrides: Policies used instead of the registry's (tests, embedding).
+    """
+
+    def __init__(self, cfg: ServeConfig, *, overrides: dict[str, Policy] | None = None) -> None:
+        self.cfg = cfg
+        self.metrics = ServeMetrics()
+        self.keys = KeyChecker(load_keys(cfg.api_keys)) if cfg.api_keys else None
+        self.overrides = overrides
+        self.log = DurableLog(cfg.state, sync=cfg.sync, on_commit=self.metrics.on_commit)
+        self.base_spec = self._base_spec()
+        policies = load_set(cfg.registry, overrides=overrides)
+        self.state = ServerState(self.log, policies.spec or self.base_spec)
+        self.state.rebuild()
+        kill = self.log.get_meta("kill_switch") == "1"
+        self.engine = Engine(self.state, cfg, policies, self.metrics, kill_switch=kill)
+        self.metrics.kill_switch.set(int(kill))
+        self.metrics.users.set(len(self.state.users))
+        self._pending_fb: dict[str, dict[str, Any]] = {}
+        self._ptr_stat: tuple[int, int] | None = self._pointer_stat()
+        self._swap_lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ setup
+    def _base_spec(self) -> FeatureSpec:
+        """The state dir's spec; on first start fitted from --catalog (items loaded too)."""
+        p = self.cfg.state / SPEC_FILE
+        if p.exists():
+            return FeatureSpec.from_dict(json.loads(p.read_text()))
+        items = self.log.query("SELECT category FROM items")
+        if self.cfg.catalog is not None:
+            from pushrl.data.validate import load_dataset
+
+            ds, _ = load_dataset(self.cfg.catalog, quarantine=False)
+            spec = FeatureSpec.fit(ds)
+            if not items:
+                self._load_items(ds.items, spec.category_column)
+        else:
+            spec = default_spec(c for (c,) in items if c is not None)
+        p.write_text(json.dumps(spec.to_dict()))
+        return spec
+
+    def _load_items(self, items: Any, category_column: str) -> None:
+        stmts: list[Statement] = []
+        for i, row in enumerate(items.to_dict("records")):
+            feats = {k: (None if v is None or (isinstance(v, float) and np.isnan(v)) else
+                         v.item() if hasattr(v, "item") else v)
+                     for k, v in row.items() if k not in ("item_id", category_column)}
+            cat = row.get(category_column)
+            stmts.append(("INSERT OR IGNORE INTO items VALUES (?,?,?,?)",
+                          (str(row["item_id"]), None if cat is None else str(cat),
+                           json.dumps(feats, sort_keys=True, default=str), i + 1)))
+        self.log.write(stmts)
+
+    def close(self) -> None:
+        """Flush and close the durable log."""
+        self.log.close()
+
+    @property
+    def ready(self) -> bool:
+        """True while the durable log accepts writes."""
+        return self.log.failed is None
+
+    def now(self) -> int:
+        """Unix seconds."""
+        return int(time.time())
+
+    async def commit(self, stmts: list[Statement]) -> None:
+        """Make ``stmts`` durable (group commit) before the caller answers."""
+        if self.state.pending:
+            stmts = self.state.pending + stmts
+            self.state.pending = []
+        await self.log.submit(stmts)
+
+    # ------------------------------------------------------------------ requests
+    def put_user(self, user_id: str, timezone: str, features: dict[str, Any],
+                 ts: Any) -> tuple[bool, list[Statement]]:
+        """Create or update a user."""
+        created, stmts = self.state.put_user(user_id, timezone, features,
+                                             _sec(ts, self.now()) // HOUR)
+        self.metrics.users.set(len(self.state.users))
+        return created, stmts
+
+    def events(self, events: list[Event]) -> list[Statement]:
+        """Record activity events (all validated before any is applied)."""
+        st, now = self.state, self.now()
+        u = np.array([st.user_index(e.user_id) for e in events], np.int64)
+        item = np.array([-1 if e.item_id is None else st.item_index(e.item_id) for e in events],
+                        np.int64)
+        ts = np.array([_sec(e.ts, now) for e in events], np.int64)
+        stmts: list[Statement] = []
+        # vectorised runs of distinct users (a user's events apply in order)
+        start, seen = 0, set()
+        for i, ui in enumerate(u.tolist() + [None]):
+            if ui is None or ui in seen:
+                sl = slice(start, i)
+                stmts += st.op(OP_ACTIVITY, u[sl], ts[sl] // HOUR, item[sl])
+                start, seen = i, set()
+            seen.add(ui)
+        for e, t in zip(events, ts.tolist(), strict=True):
+            stmts.append(("INSERT INTO activity VALUES (?,?,?,?,?,?)",
+                          (st.next_seq(), e.user_id, t, e.event, e.item_id, e.revenue)))
+            self.metrics.events.labels(e.event).inc()
+        return stmts
+
+    def rows(self, reqs: list[DecideIn]) -> list[DecideRow]:
+        """Validate decision requests (known users/items, each user once)."""
+        st, now = self.state, self.now()
+        out, seen = [], set()
+        for i, r in enumerate(reqs):
+            if r.user_id in seen:
+                raise Unprocessable("duplicate_user", f"requests[{i}]: user_id {r.user_id!r} "
+                                    "appears twice in one batch; send one decision per user")
+            seen.add(r.user_id)
+            cands = None if r.candidates is None else [st.item_index(c) for c in r.candidates]
+            if cands is not None and len(set(cands)) != len(cands):
+                raise Unprocessable("duplicate_candidate", f"requests[{i}]: `candidates` "
+                                    "lists an item twice")
+            out.append(DecideRow(r.user_id, st.user_index(r.user_id), _sec(r.ts, now), cands,
+                                 r.context, r.horizon_hours))
+        return out
+
+    def decide(self, reqs: list[DecideIn]) -> tuple[list[dict[str, Any]], list[Statement]]:
+        """Decisions and their log rows."""
+        return self.engine.decide(self.rows(reqs))
+
+    def _decision(self, decision_id: str) -> dict[str, Any]:
+        got = self._pending_fb.get(decision_id)
+        if got is not None:
+            return got
+        row = self.log.query("SELECT user_id, ts, sent, opened, clicked, converted, revenue, "
+                             "unsubscribed FROM decisions WHERE decision_id=?", (decision_id,))
+        if not row:
+            raise NotFound("unknown_decision", f"unknown decision_id {decision_id!r}: it was "
+                           "never returned by /v1/decide (or belongs to another state dir)")
+        uid, ts, sent, *outs = row[0]
+        return {"user_id": uid, "ts": ts, "sent": bool(sent),
+                **{k: (None if v is None else (float(v) if k == "revenue" else bool(v)))
+                   for k, v in zip(OUTCOME_COLS, outs, strict=True)}}
+
+    def feedback(self, fb: FeedbackIn) -> tuple[dict[str, Any], list[Statement],
+                                                dict[str, Any]]:
+        """Join outcomes to their decision (merge: booleans OR, revenue replaces).
+
+        Returns:
+            The response body, the log rows, and a token for :meth:`feedback_done`.
+        """
+        dec = self._decision(fb.decision_id)
+        given = {k: getattr(fb, k) for k in OUTCOME_COLS if getattr(fb, k) is not None}
+        ts = _sec(fb.ts, self.now())
+        if given and not dec["sent"] and any(v for v in given.values()):
+            raise Conflict("not_sent", f"decision {fb.decision_id!r} did not send a push "
+                           "(send=false); outcomes only apply to sent pushes")
+        if ts < dec["ts"]:
+            raise Unprocessable("feedback_before_decision", f"feedback ts is {dec['ts'] - ts} s "
+                                "before the decision; send the time the outcome happened")
+        late = ts - dec["ts"] > self.cfg.attribution_hours * HOUR
+        st = self.state
+        stmts: list[Statement] = [("INSERT INTO feedback VALUES (?,?,?,?,?)", (
+            st.next_seq(), fb.decision_id, ts, int(late), json.dumps(given, sort_keys=True)))]
+        merged = dict(dec)
+        if not late and dec["sent"]:
+            for k, v in given.items():
+                merged[k] = v if k == "revenue" else bool(merged[k]) or bool(v)
+            changed = [k for k in OUTCOME_COLS if merged[k] != dec[k]]
+            if changed:
+                sets = ", ".join(f"{k}=?" for k in changed)
+                stmts.append((f"UPDATE decisions SET {sets} WHERE decision_id=?",
+                              (*[merged[k] for k in changed], fb.decision_id)))
+            if merged["opened"] and not dec["opened"]:
+                u = st.user_index(dec["user_id"])
+                stmts += st.op(OP_OPEN, np.array([u]), np.array([ts // HOUR]))
+            self._pending_fb[fb.decision_id] = merged
+        self.metrics.feedback.labels("late" if late else "joined").inc()
+        out = {"decision_id": fb.decision_id, "late": late,
+               "outcomes": {k: merged[k] for k in OUTCOME_COLS}}
+        return out, stmts, merged
+
+    def feedback_done(self, decision_id: str, token: dict[str, Any]) -> None:
+        """Forget the in-memory merge once it is durable, unless a later report replaced it."""
+        if self._pending_fb.get(decision_id) is token:
+            del self._pending_fb[decision_id]
+
+    # ------------------------------------------------------------------ policies
+    def _pointer_stat(self) -> tuple[int, int] | None:
+        p = Path(self.cfg.registry) / registry_ops.ACTIVE
+        try:
+            s = p.stat()
+        except OSError:
+            return None
+        return s.st_mtime_ns, s.st_size
+
+    async def reload(self, *, force: bool = False) -> bool:
+        """Load the registry's pointer (in a thread) and swap policies if it changed."""
+        async with self._swap_lock:
+            stat = self._pointer_stat()
+            if stat == self._ptr_stat and not force:
+                return False
+            self._ptr_stat = stat
+            new = await asyncio.to_thread(load_set, self.cfg.registry, overrides=self.overrides)
+            if new.generation == self.engine.policies.generation and not force:
+                return False
+            self.swap(new)
+            return True
+
+    def swap(self, new: PolicySet) -> None:
+        """Start deciding with ``new`` (between two requests: no request sees a mix)."""
+        spec = new.spec or self.base_spec
+        if spec.to_dict() != self.state.spec.to_dict():
+            log.info("policy feature spec differs; rebuilding the state from the log")
+            self.state.set_spec(spec)
+        self.engine.policies = new
+        self.engine._ctx_cache.clear()
+        self.metrics.promotions.labels("swap").inc()
+        log.info("policies now timing=%s item=%s (generation %d)", new.timing.label,
+                 new.item.label, new.generation)
+
+    async def watch(self) -> None:
+        """Poll the registry pointer (``pushrl policies promote`` from another process)."""
+        while self.cfg.watch_seconds > 0:
+            await asyncio.sleep(self.cfg.watch_seconds)
+            try:
+                await self.reload()
+            except Exception as exc:  # keep serving the current policies
+                log.error("could not load the promoted policies: %s", exc)
+
+    async def set_kill_switch(self, enabled: bool, reason: str) -> None:
+        """Turn the global kill switch on or off (durable, audited)."""
+        await self.commit([("INSERT OR REPLACE INTO meta VALUES ('kill_switch', ?)",
+                            ("1" if enabled else "0",))])
+        self.engine.kill_switch = enabled
+        self.metrics.kill_switch.set(int(enabled))
+        registry_ops.audit(self.cfg.registry, "kill_switch", enabled=enabled, reason=reason)

@@ -1,0 +1,259 @@
+"""The server's in-memory state: users, items and their :class:`FeatureState`.
+
+The feature state is *the* pipeline of :mod:`pushrl.data.features`, fed by the server's
+events. Every change is applied through :func:`apply_op` and journaled as an op of the
+durable log in the same order, so :meth:`ServerState.rebuild` re-applies the journal through
+the same code after a restart and gets the same state.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import available_timezones
+
+import numpy as np
+import pandas as pd
+
+from pushrl.data.features import FeatureSpec, FeatureState, ItemCatalog
+from pushrl.serve.errors import Conflict, NotFound, Unprocessable
+from pushrl.serve.guardrails import SendHistory
+from pushrl.serve.store import (
+    OP_ACTIVITY,
+    OP_ADD_USER,
+    OP_ADVANCE,
+    OP_OPEN,
+    OP_PUSH,
+    DurableLog,
+    Statement,
+)
+
+HOUR = 3600
+_OP_SQL = "INSERT INTO ops(seq, kind, user_idx, bucket, arg, tz) VALUES (?,?,?,?,?,?)"
+_TZ: frozenset[str] | None = None
+
+
+def valid_timezone(tz: str) -> bool:
+    """True for IANA zone names pandas and zoneinfo both know."""
+    global _TZ
+    if _TZ is None:
+        _TZ = frozenset(available_timezones()) | {"UTC"}
+    return tz in _TZ
+
+
+def default_spec(categories: Iterable[str] = ()) -> FeatureSpec:
+    """A spec with flat priors, for a server started without data or a trained artifact."""
+    cats = tuple(sorted(set(categories)))
+    return FeatureSpec(cats, {}, tuple([1 / 168] * 168),
+                       tuple([1 / len(cats)] * len(cats)) if cats else ())
+
+
+def apply_op(fs: FeatureState, kind: int, users: np.ndarray, buckets: np.ndarray,
+             args: np.ndarray) -> None:
+    """Apply one vectorised op to the feature state (users must be distinct).
+
+    ``args`` are category ids for :data:`OP_ACTIVITY` and unused otherwise.
+    """
+    if kind == OP_ADVANCE:
+        fs.advance(users, buckets)
+    elif kind == OP_ACTIVITY:
+        fs.record_activity(users, buckets, args)
+    elif kind == OP_PUSH:
+        fs.record_push(users, buckets)
+    elif kind == OP_OPEN:
+        fs.record_open(users, buckets)
+    else:
+        raise ValueError(f"unknown op kind {kind}")
+
+
+@dataclass
+class Item:
+    """A catalog item."""
+
+    item_id: str
+    category: str | None
+    features: dict[str, Any]
+
+
+class ServerState:
+    """Users, items, feature state and send history of a running server.
+
+    Args:
+        log: The durable log (its ``ops`` journal is replayed by :meth:`rebuild`).
+        spec: Feature pipeline parameters.
+    """
+
+    def __init__(self, log: DurableLog, spec: FeatureSpec) -> None:
+        self.log = log
+        self.spec = spec
+        self.fs = FeatureState(spec, [], 0)
+        self.users: dict[str, int] = {}
+        self.items: dict[str, int] = {}
+        self.item_list: list[Item] = []
+        self.sends = SendHistory()
+        self.seq = 0
+        self._catalog: ItemCatalog | None = None
+        self._item_cat: np.ndarray | None = None
+        self._cat_index = {c: i for i, c in enumerate(spec.categories)}
+        #: Journal rows of changes whose request failed later; written with the next commit.
+        self.pending: list[Statement] = []
+
+    def set_spec(self, spec: FeatureSpec) -> None:
+        """Switch the feature pipeline parameters and rebuild the state from the log."""
+        self.spec = spec
+        self._cat_index = {c: i for i, c in enumerate(spec.categories)}
+        self.rebuild()
+
+    # ------------------------------------------------------------------ helpers
+    def next_seq(self) -> int:
+        """Next journal sequence number."""
+        self.seq += 1
+        return self.seq
+
+    def op(self, kind: int, users: np.ndarray, buckets: np.ndarray,
+           args: np.ndarray | None = None) -> list[Statement]:
+        """Apply an op and return its journal rows."""
+        a = np.zeros(len(users), np.int64) if args is None else np.asarray(args, np.int64)
+        apply_op(self.fs, kind, users, buckets, self._categories(a) if kind == OP_ACTIVITY else a)
+        return [(_OP_SQL, (self.next_seq(), kind, int(u), int(b), int(x), None))
+                for u, b, x in zip(users.tolist(), buckets.tolist(), a.tolist(), strict=True)]
+
+    def user_index(self, user_id: str) -> int:
+        """Index of a known user."""
+        idx = self.users.get(user_id)
+        if idx is None:
+            raise NotFound("unknown_user", f"unknown user_id {user_id!r}; create it with "
+                                           f"PUT /v1/users/{{user_id}} first")
+        return idx
+
+    def item_index(self, item_id: str) -> int:
+        """Catalog index of a known item."""
+        idx = self.items.get(item_id)
+        if idx is None:
+            raise NotFound("unknown_item", f"unknown item_id {item_id!r}; add it with "
+                                           f"PUT /v1/items/{{item_id}} or --catalog")
+        return idx
+
+    def _categories(self, item_idx: np.ndarray) -> np.ndarray:
+        """Category ids (spec vocabulary, -1 for none/unknown) of server item indices (-1:
+        no item). Activity ops journal the item, so a new spec re-maps them on rebuild."""
+        if self._item_cat is None or len(self._item_cat) != len(self.item_list) + 1:
+            self._item_cat = np.array(
+                [-1 if it.category is None else self._cat_index.get(it.category, -1)
+                 for it in self.item_list] + [-1], np.int64)
+        return self._item_cat[np.asarray(item_idx, np.int64)]  # -1 indexes the trailing -1
+
+    @property
+    def catalog(self) -> ItemCatalog:
+        """Item features (:class:`ItemCatalog`), rebuilt after the catalog changes."""
+        if self._catalog is None:
+            self._catalog = ItemCatalog(self.items_frame(), self.spec)
+        return self._catalog
+
+    def items_frame(self) -> pd.DataFrame:
+        """The catalog as a pushlog ``items`` table."""
+        rows = [{"item_id": it.item_id, "category": it.category, **it.features}
+                for it in self.item_list]
+        df = pd.DataFrame(rows) if rows else pd.DataFrame({"item_id": pd.Series([], object)})
+        if "category" in df and df["category"].isna().all():
+            df = df.drop(columns="category")
+        return df
+
+    # ------------------------------------------------------------------ changes
+    def put_user(self, user_id: str, timezone: str, features: dict[str, Any],
+                 bucket: int) -> tuple[bool, list[Statement]]:
+        """Create or update a user; returns ``(created, statements)``."""
+        if not valid_timezone(timezone):
+            raise Unprocessable("invalid_timezone", f"unknown timezone {timezone!r}; use an "
+                                "IANA name such as Europe/Berlin")
+        feats = json.dumps(features, sort_keys=True)
+        idx = self.users.get(user_id)
+        if idx is not None:
+            tz = self.fs.tzt.names[int(self.fs.a.tz_idx[idx])]
+            if tz != timezone:
+                raise Conflict("timezone_change", f"user {user_id!r} has timezone {tz!r}; "
+                               "a user's timezone cannot change (features are point-in-time): "
+                               "create a new user_id")
+            return False, [("UPDATE users SET features=? WHERE user_id=?", (feats, user_id))]
+        idx = int(self.fs.add_users([timezone], bucket)[0])
+        self.users[user_id] = idx
+        return True, [
+            ("INSERT INTO users VALUES (?,?,?,?,?)", (user_id, idx, timezone, feats, bucket)),
+            (_OP_SQL, (self.next_seq(), OP_ADD_USER, idx, bucket, 0, timezone)),
+        ]
+
+    def put_item(self, item_id: str, category: str | None,
+                 features: dict[str, Any]) -> tuple[bool, list[Statement]]:
+        """Create or update an item; returns ``(created, statements)``."""
+        it = Item(item_id, category, dict(features))
+        idx = self.items.get(item_id)
+        created = idx is None
+        if idx is None:
+            self.items[item_id] = len(self.item_list)
+            self.item_list.append(it)
+        else:
+            self.item_list[idx] = it
+        self._catalog = None
+        self._item_cat = None
+        return created, [("INSERT OR REPLACE INTO items VALUES (?,?,?,?)",
+                          (item_id, category, json.dumps(features, sort_keys=True),
+                           self.next_seq()))]
+
+    def check_clock(self, users: np.ndarray, buckets: np.ndarray) -> None:
+        """Refuse decisions earlier than a user's state (it cannot rewind)."""
+        late = buckets < self.fs.a.clock[users]
+        if late.any():
+            i = int(np.flatnonzero(late)[0])
+            h = int(self.fs.a.clock[users[i]] - buckets[i])
+            raise Conflict("time_before_state", f"request {i}: decision time is {h} h before "
+                           "the user's state (a later event or decision was recorded, or the "
+                           "user was created later); send decisions in time order")
+
+    # ------------------------------------------------------------------ restart
+    def rebuild(self) -> None:
+        """Rebuild users, items, feature state and send history from the durable log."""
+        log = self.log
+        self.items.clear()
+        self.item_list.clear()
+        for item_id, cat, feats, _ in log.iter_rows("SELECT * FROM items ORDER BY seq"):
+            self.items[item_id] = len(self.item_list)
+            self.item_list.append(Item(item_id, cat, json.loads(feats)))
+        self._catalog = None
+        self._item_cat = None
+        idx_to_user = dict(log.iter_rows("SELECT idx, user_id FROM users"))
+        self.fs = FeatureState(self.spec, [], 0)
+        self.users = {}
+        run_kind, run_u, run_b, run_a, seen = -1, [], [], [], set()
+
+        def flush() -> None:
+            if run_u:
+                a = np.array(run_a, np.int64)
+                apply_op(self.fs, run_kind, np.array(run_u, np.int64), np.array(run_b, np.int64),
+                         self._categories(a) if run_kind == OP_ACTIVITY else a)
+            run_u.clear(), run_b.clear(), run_a.clear(), seen.clear()
+
+        for _, kind, u, b, a, tz in log.iter_rows("SELECT * FROM ops ORDER BY seq"):
+            if kind == OP_ADD_USER:
+                flush()
+                got = int(self.fs.add_users([tz], b)[0])
+                if got != u:
+                    raise RuntimeError(f"log journal is inconsistent: user index {u} != {got}")
+                self.users[idx_to_user[u]] = u
+                continue
+            if kind != run_kind or u in seen:
+                flush()
+                run_kind = kind
+            run_u.append(u), run_b.append(b), run_a.append(a), seen.add(u)
+        flush()
+        self.sends = SendHistory()
+        for uid, ts in log.iter_rows("SELECT user_id, ts FROM decisions WHERE sent=1 "
+                                     "ORDER BY seq"):
+            idx = self.users[uid]
+            self.sends.record(idx, self.timezone(idx), ts)
+        self.seq = log.max_seq()
+
+    def timezone(self, idx: int) -> str:
+        """IANA time zone of user ``idx``."""
+        return self.fs.tzt.names[int(self.fs.a.tz_idx[idx])]
