@@ -78,7 +78,7 @@ def _rows_message(
     bad = too_low | too_high if nonfinite is None else too_low | too_high | nonfinite
     bad_idx = np.flatnonzero(bad)
     if nonfinite is not None and nonfinite.any():
-        got = f"non-finite value {values[nonfinite][0]!r}"
+        got = f"non-finite value {float(values[nonfinite][0]):g}"
     elif too_low.any():
         got = f"min={values[too_low].min():g}"
     else:
@@ -361,7 +361,8 @@ class TrajectoryInputs:
 def _step_message(name: str, requirement: str, bad: np.ndarray, got: str) -> str:
     rows, steps = np.nonzero(bad)
     return (
-        f"`{name}` must be {requirement}, got {got} at {rows.size} steps "
+        f"`{name}` must be {requirement}, got {got} at {rows.size} "
+        f"step{'' if rows.size == 1 else 's'} "
         f"(first at trajectory {int(rows[0])}, step {int(steps[0])})"
     )
 
@@ -420,17 +421,17 @@ def validate_trajectory_inputs(
     bad_r = valid & ~np.isfinite(rew)
     if bad_r.any():
         raise DataError(_step_message("reward", "finite on valid steps", bad_r,
-                                      f"{rew[bad_r][0]!r}"))
+                                      f"{float(rew[bad_r][0]):g}"))
     ps, pe = arrays["pscore"], arrays["evaluation_pscore"]
     with np.errstate(invalid="ignore"):
         bad_ps = valid & ~((ps > 0) & (ps <= 1))
         bad_pe = valid & ~((pe >= 0) & (pe <= 1))
     if bad_ps.any():
         raise DataError(_step_message("pscore", "in (0, 1] on valid steps", bad_ps,
-                                      f"{ps[bad_ps][0]!r}"))
+                                      f"{float(ps[bad_ps][0]):g}"))
     if bad_pe.any():
         raise DataError(_step_message("evaluation_pscore", "in [0, 1] on valid steps", bad_pe,
-                                      f"{pe[bad_pe][0]!r}"))
+                                      f"{float(pe[bad_pe][0]):g}"))
     with np.errstate(divide="ignore"):
         log_ratio = np.where(valid, np.log(np.where(valid, pe, 1.0)) - np.log(
             np.where(valid, ps, 1.0)), 0.0)

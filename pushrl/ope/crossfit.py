@@ -147,12 +147,13 @@ class CrossFitDR(BaseOffPolicyEstimator):
         base_model: Unfitted scikit-learn estimator; ``LogisticRegression(max_iter=10000)``
             when ``None``.
         n_folds: Number of cross-fitting folds, ``>= 2``.
-        random_state: Seed of the fold assignment.
+        random_state: Seed of the fold assignment (deterministic by default; ``None`` draws
+            fresh folds on every call).
     """
 
     base_model: Any = None
     n_folds: int = 3
-    random_state: int | None = None
+    random_state: int | None = 0
     estimator_name: str = "dr-cf"
     requires_reward_model: ClassVar[bool] = True
     requires_context: ClassVar[bool] = True
