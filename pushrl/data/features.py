@@ -32,7 +32,7 @@ category, shrunk toward the population share and divided by it (1.0 = average).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -112,8 +112,8 @@ class FeatureSpec:
         prior_cat = np.full(len(categories), 1.0)
         act = ds.activity
         if len(act):
-            uz = pd.Series(ds.users["timezone"].to_numpy(), index=ds.users["user_id"])
-            tz_idx = np.array([tzt.index(t) for t in uz.loc[act["user_id"]].astype(str)])
+            user_tz = np.array([tzt.index(str(t)) for t in ds.users["timezone"]], np.int64)
+            tz_idx = user_tz[user_index(ds, act["user_id"])]
             sec = to_unix_seconds(act["ts"])
             hour, dow, _ = local_clock(sec, tzt.offset_seconds(tz_idx, sec // HOUR))
             prior_how += np.bincount(dow * 24 + hour, minlength=168)
@@ -529,6 +529,24 @@ def replay(ds: Dataset, spec: FeatureSpec, *, with_affinity: bool = True,
             (``ReplayResult.category_affinity``), e.g. to featurise all candidates of an
             item decision.
     """
+    result = None
+    for _, result in iter_replay(ds, spec, with_affinity=with_affinity,
+                                 category_affinity=category_affinity):
+        pass
+    assert result is not None  # iter_replay always yields at least once
+    return result
+
+
+def iter_replay(ds: Dataset, spec: FeatureSpec, *, with_affinity: bool = True,
+                category_affinity: bool = False,
+                chunk_rows: int = 0) -> Iterator[tuple[np.ndarray, ReplayResult]]:
+    """:func:`replay` in time-ordered chunks, so a consumer can start on early decisions.
+
+    Yields ``(rows, result)`` whenever at least ``chunk_rows`` decisions are done (and once
+    at the end): ``rows`` are the ``ds.pushes`` rows featurised since the last yield, in time
+    order; ``result`` is the one :class:`ReplayResult` being filled (its ``state`` is the
+    live state, valid for the rows done so far). ``chunk_rows=0`` yields only at the end.
+    """
     p = ds.pushes
     d_sec = to_unix_seconds(p["ts"])
     d_bucket = d_sec // HOUR
@@ -550,6 +568,7 @@ def replay(ds: Dataset, spec: FeatureSpec, *, with_affinity: bool = True,
     all_cats = np.arange(spec.n_categories)[None, :]
     cat_aff = (np.ones((len(p), spec.n_categories), np.float32) if category_affinity
                else None)
+    result = ReplayResult(feats, aff, d_user, d_bucket, state, cat_aff)
 
     d_order = np.argsort(d_bucket, kind="stable")
     a_order = np.argsort(a_bucket, kind="stable")
@@ -558,6 +577,7 @@ def replay(ds: Dataset, spec: FeatureSpec, *, with_affinity: bool = True,
     d_ends = np.searchsorted(d_bucket[d_order], buckets, side="right")
     a_edges = np.searchsorted(a_bucket[a_order], buckets, side="left")
     a_ends = np.searchsorted(a_bucket[a_order], buckets, side="right")
+    done = 0  # decisions d_order[:done] are featurised and yielded
     for j, b in enumerate(buckets):
         rows = d_order[d_edges[j]:d_ends[j]]
         if rows.size:
@@ -576,7 +596,10 @@ def replay(ds: Dataset, spec: FeatureSpec, *, with_affinity: bool = True,
             s = rows[sent[rows]]
             if s.size:
                 state.record_push(d_user[s], b, opened[s])
-    return ReplayResult(feats, aff, d_user, d_bucket, state, cat_aff)
+        if chunk_rows and d_ends[j] - done >= chunk_rows:
+            yield d_order[done:d_ends[j]], result
+            done = int(d_ends[j])
+    yield d_order[done:], result
 
 
 # --------------------------------------------------------------------- items
