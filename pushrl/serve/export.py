@@ -1,0 +1,131 @@
+"""Export the server's durable log as a pushlog v1 dataset (the next round's training data).
+
+Tables: ``users`` (timezone + user features), ``items`` (category + item features),
+``activity`` and ``pushes`` with one row per decision, *including* decisions not to send,
+each with ``pscore`` (probability of the logged action), ``pscore_send`` and the policy that
+decided. Outcomes come from feedback inside the attribution window; a sent push without
+feedback has ``opened``/``clicked``/``converted``/``unsubscribed`` false and ``revenue`` 0
+(no report means it did not happen). Extra tables beside them: ``feedback`` (every report,
+late ones flagged) and ``shadow`` (shadow decisions).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pushrl.data.contract import BOOL_OUTCOMES, CTX_PREFIX
+from pushrl.data.io import Dataset, from_unix_seconds, write_dataset, write_table
+from pushrl.serve.store import LOG_FILE, connect
+
+
+def _attributes(rows: list[tuple[str, str]], key: str) -> pd.DataFrame:
+    """Expand JSON attribute dicts into columns (mixed-type columns become strings)."""
+    recs = [{key: k, **json.loads(v)} for k, v in rows]
+    df = pd.DataFrame(recs) if recs else pd.DataFrame({key: pd.Series([], dtype=object)})
+    for c in df.columns:
+        if c == key:
+            continue
+        kinds = {type(v) for v in df[c].dropna()}
+        if len(kinds) > 1 and not kinds <= {int, float}:
+            df[c] = df[c].map(lambda v: None if v is None else str(v)).astype(object)
+    return df
+
+
+def _bool(s: pd.Series) -> pd.Series:
+    return s.map(lambda v: None if v is None or pd.isna(v) else bool(v)).astype("boolean")
+
+
+def read_log(state: str | Path) -> tuple[Dataset, pd.DataFrame, pd.DataFrame]:
+    """Read a state directory's log as ``(dataset, feedback, shadow)``."""
+    path = Path(state) / LOG_FILE
+    if not path.exists():
+        from pushrl.errors import DataError
+
+        raise DataError(f"no server log at {path}; pass the --state DIR the server used "
+                        "(default $PUSHRL_HOME or ./.pushrl)")
+    conn = connect(path, readonly=True)
+    try:
+        q = conn.execute
+        users = q("SELECT user_id, timezone, features FROM users ORDER BY idx").fetchall()
+        u = _attributes([(r[0], r[2]) for r in users], "user_id")
+        u.insert(1, "timezone", [r[1] for r in users])
+        items_rows = q("SELECT item_id, category, features FROM items ORDER BY seq").fetchall()
+        items = _attributes([(r[0], r[2]) for r in items_rows], "item_id")
+        if any(r[1] is not None for r in items_rows):
+            items.insert(1, "category", [r[1] for r in items_rows])
+        act = pd.read_sql_query("SELECT user_id, ts, event, item_id, revenue FROM activity "
+                                "ORDER BY seq", conn)
+        act["ts"] = from_unix_seconds(act["ts"].to_numpy()).to_numpy()
+        act["ts"] = pd.to_datetime(act["ts"], utc=True)
+        p = pd.read_sql_query(
+            "SELECT decision_id, user_id, ts, sent, item_id, pscore, pscore_send, pscore_item, "
+            "candidates, context, policy, item_policy, reason, opened, clicked, converted, "
+            "revenue, unsubscribed FROM decisions ORDER BY seq", conn)
+        fb = pd.read_sql_query("SELECT seq, decision_id, ts, late, payload FROM feedback "
+                               "ORDER BY seq", conn)
+        sh = pd.read_sql_query("SELECT * FROM shadow", conn)
+    finally:
+        conn.close()
+    pushes = _pushes(p)
+    fb["ts"] = pd.to_datetime(fb["ts"], unit="s", utc=True)
+    fb["late"] = fb["late"].astype(bool)
+    ds = Dataset(u, items, act.astype({"item_id": object}), pushes,
+                 meta={"generator": "pushrl.serve",
+                       "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
+    return ds, fb, sh
+
+
+def _pushes(p: pd.DataFrame) -> pd.DataFrame:
+    sent = p["sent"].astype(bool)
+    out = pd.DataFrame({
+        "decision_id": p["decision_id"].astype(object),
+        "user_id": p["user_id"].astype(object),
+        "ts": pd.to_datetime(p["ts"], unit="s", utc=True),
+        "sent": sent,
+        "item_id": p["item_id"].astype(object).where(p["item_id"].notna(), None),
+        "pscore": p["pscore"].astype(float),
+        "pscore_send": p["pscore_send"].astype(float),
+        "candidates": p["candidates"].map(lambda c: None if c is None else json.loads(c)),
+    })
+    for c in BOOL_OUTCOMES:
+        v = _bool(p[c])
+        out[c] = v.where(~sent, v.fillna(False)).where(sent, pd.NA).astype("boolean")
+    rev = p["revenue"].astype(float)
+    out["revenue"] = np.where(sent, rev.fillna(0.0), np.nan)
+    ctx = [json.loads(c) if c else {} for c in p["context"]]
+    for k in sorted({k for d in ctx for k in d}):
+        vals = [d.get(k) for d in ctx]
+        col = pd.Series(vals, dtype=object)
+        kinds = {type(v) for v in vals if v is not None}
+        if kinds <= {int, float, bool}:
+            col = pd.to_numeric(col.map(lambda v: None if v is None else float(v)))
+        else:
+            col = col.map(lambda v: None if v is None else str(v)).astype(object)
+        out[f"{CTX_PREFIX}{k}"] = col
+    out["pscore_item"] = p["pscore_item"].astype(float)
+    for c in ("policy", "item_policy", "reason"):
+        out[c] = p[c].astype(object)
+    return out
+
+
+def export(state: str | Path, out: str | Path) -> dict[str, Any]:
+    """Write the log of ``state`` to ``out`` as pushlog v1 (+ ``feedback``, ``shadow``).
+
+    Returns:
+        Row counts per table.
+    """
+    ds, fb, sh = read_log(state)
+    d = write_dataset(ds, out)
+    write_table(fb, d / "feedback.parquet")
+    if len(sh):
+        write_table(sh, d / "shadow.parquet")
+    return {"out": str(d), "users": len(ds.users), "items": len(ds.items),
+            "activity": len(ds.activity), "pushes": len(ds.pushes),
+            "sent": int(ds.pushes["sent"].sum()), "feedback": len(fb),
+            "late_feedback": int(fb["late"].sum()) if len(fb) else 0, "shadow": len(sh)}
