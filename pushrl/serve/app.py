@@ -197,8 +197,7 @@ def create_app(cfg: ServeConfig, *, overrides: dict[str, Policy] | None = None) 
              dependencies=[admin_scope], responses=_errors(400, 401, 403, 422))
     async def put_item(item_id: PathId, body: ItemIn) -> dict[str, Any]:
         """Create or update a catalog item."""
-        created, stmts = srv().state.put_item(item_id, body.category, body.features)
-        await srv().commit(stmts)
+        created = await srv().put_item(item_id, body.category, body.features)
         return {"item_id": item_id, "created": created}
 
     @app.post("/v1/events", response_model=EventsOut, tags=["data"],

@@ -118,7 +118,8 @@ class Engine:
             for i, c in enumerate(lists):
                 cand[i, :len(c)], mask[i, :len(c)] = c, True
         ncat = enc.spec.n_categories
-        aff = (self.state.fs.affinity(u[:, None], np.arange(ncat)[None, :]) if ncat else None)
+        aff = (self.state.fs.affinity(u, np.broadcast_to(np.arange(ncat), (len(u), ncat)))
+               if ncat else None)
         keys = sorted({k for r in rows if r.context for k in r.context})
         logged = {f"ctx_{k}": np.array([(r.context or {}).get(k) for r in rows], dtype=object)
                   for k in keys} or None

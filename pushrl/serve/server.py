@@ -52,6 +52,8 @@ class Server:
         self.keys = KeyChecker(load_keys(cfg.api_keys)) if cfg.api_keys else None
         self.overrides = overrides
         self.log = DurableLog(cfg.state, sync=cfg.sync, on_commit=self.metrics.on_commit)
+        #: True when the spec is the flat default (no --catalog, no trained spec).
+        self.default_spec = False
         self.base_spec = self._base_spec()
         policies = load_set(cfg.registry, overrides=overrides)
         self.state = ServerState(self.log, policies.spec or self.base_spec)
@@ -66,22 +68,23 @@ class Server:
 
     # ------------------------------------------------------------------ setup
     def _base_spec(self) -> FeatureSpec:
-        """The state dir's spec; on first start fitted from --catalog (items loaded too)."""
+        """The spec fitted from --catalog on first start (kept in the state dir, items
+        loaded too), else flat priors over the catalog's categories (:func:`default_spec`,
+        refitted when a new category appears)."""
         p = self.cfg.state / SPEC_FILE
         if p.exists():
             return FeatureSpec.from_dict(json.loads(p.read_text()))
-        items = self.log.query("SELECT category FROM items")
         if self.cfg.catalog is not None:
             from pushrl.data.validate import load_dataset
 
             ds, _ = load_dataset(self.cfg.catalog, quarantine=False)
             spec = FeatureSpec.fit(ds)
-            if not items:
+            if not self.log.query("SELECT 1 FROM items LIMIT 1"):
                 self._load_items(ds.items, spec.category_column)
-        else:
-            spec = default_spec(c for (c,) in items if c is not None)
-        p.write_text(json.dumps(spec.to_dict()))
-        return spec
+            p.write_text(json.dumps(spec.to_dict()))
+            return spec
+        self.default_spec = True
+        return default_spec(self.log.query("SELECT item_id, category FROM items ORDER BY seq"))
 
     def _load_items(self, items: Any, category_column: str) -> None:
         stmts: list[Statement] = []
@@ -123,6 +126,32 @@ class Server:
                                              _sec(ts, self.now()) // HOUR)
         self.metrics.users.set(len(self.state.users))
         return created, stmts
+
+    async def put_item(self, item_id: str, category: str | None,
+                       features: dict[str, Any]) -> bool:
+        """Create or update an item (durable on return)."""
+        st = self.state
+        created, stmts = st.put_item(item_id, category, features)
+        if not self.default_spec:
+            await self.commit(stmts)
+            return created
+        spec = default_spec((it.item_id, it.category) for it in st.item_list)
+        self.base_spec = spec
+        if self.engine.policies.spec is not None:
+            await self.commit(stmts)
+        elif spec.categories != st.spec.categories:
+            self._flush(stmts)
+            st.set_spec(spec)  # a new category: affinities change, rebuild from the log
+        else:
+            st.spec = spec  # same categories and priors: the state is unchanged
+            await self.commit(stmts)
+        return created
+
+    def _flush(self, stmts: list[Statement]) -> None:
+        """Commit everything applied so far, blocking the loop (before a rebuild from the log:
+        no request can change the state meanwhile, and the log then holds all of it)."""
+        self.log.write(self.state.pending + stmts)
+        self.state.pending = []
 
     def events(self, events: list[Event]) -> list[Statement]:
         """Record activity events (all validated before any is applied)."""
@@ -251,6 +280,7 @@ class Server:
         spec = new.spec or self.base_spec
         if spec.to_dict() != self.state.spec.to_dict():
             log.info("policy feature spec differs; rebuilding the state from the log")
+            self._flush([])
             self.state.set_spec(spec)
         self.engine.policies = new
         self.engine._ctx_cache.clear()

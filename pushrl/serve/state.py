@@ -43,10 +43,13 @@ def valid_timezone(tz: str) -> bool:
     return tz in _TZ
 
 
-def default_spec(categories: Iterable[str] = ()) -> FeatureSpec:
-    """A spec with flat priors, for a server started without data or a trained artifact."""
-    cats = tuple(sorted(set(categories)))
-    return FeatureSpec(cats, {}, tuple([1 / 168] * 168),
+def default_spec(items: Iterable[tuple[str, str | None]] = ()) -> FeatureSpec:
+    """A spec with flat priors over the categories of ``(item_id, category)`` pairs, for a
+    server started without data or a trained artifact."""
+    pairs = [(str(i), c) for i, c in items if c is not None]
+    cats = tuple(sorted({c for _, c in pairs}))
+    idx = {c: j for j, c in enumerate(cats)}
+    return FeatureSpec(cats, {i: idx[c] for i, c in pairs}, tuple([1 / 168] * 168),
                        tuple([1 / len(cats)] * len(cats)) if cats else ())
 
 
