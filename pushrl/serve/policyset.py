@@ -7,17 +7,20 @@ switch replaces the timing policy by the safe default, which never sends.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pushrl.data.features import FeatureSpec
-from pushrl.policies.base import Policy, TimingContext, TimingPolicy
+from pushrl.errors import ArtifactError
+from pushrl.policies.base import ItemContext, ItemPolicy, Policy, TimingContext, TimingPolicy
 from pushrl.policies.baselines import make_baseline
 from pushrl.policies.registry import load_policy
 from pushrl.serve.registry_ops import DEFAULTS, KINDS, read_active, split_ref
 
 BUILTIN = "builtin"
+log = logging.getLogger("pushrl.serve")
 
 
 class SafeDefault(TimingPolicy):
@@ -74,10 +77,31 @@ class PolicySet:
         return self.item.spec or self.timing.spec
 
 
+class UniformItem(ItemPolicy):
+    """Uniformly random among the candidates: the fallback item policy when the default
+    baseline is not installed (it also logs the most explorable data)."""
+
+    name = "uniform"
+    version = BUILTIN
+
+    def _action_dist(self, ctx: ItemContext) -> Any:
+        import numpy as np
+
+        return np.asarray(ctx.mask, float)
+
+
 def default_policy(kind: str) -> Loaded:
     """The default baseline of ``kind``."""
     name = DEFAULTS[kind]
-    pol = make_baseline(name)
+    try:
+        pol = make_baseline(name)
+    except ArtifactError:
+        if kind != "item":
+            raise
+        log.warning("default item baseline %r is not available; serving uniform-random items",
+                    name)
+        pol = UniformItem()
+        name = pol.name
     pol.version = BUILTIN
     return Loaded(pol, f"{name}@{BUILTIN}")
 
@@ -89,8 +113,6 @@ def load_ref(registry: str | Path, ref: str | None, kind: str) -> Loaded:
     name, version = split_ref(ref)
     pol = load_policy(Path(registry) / name / version)
     if getattr(pol, "kind", kind) != kind:
-        from pushrl.errors import ArtifactError
-
         raise ArtifactError(f"{ref} is a {pol.kind} policy, expected {kind}")
     pol.name, pol.version = name, version
     return Loaded(pol, ref)
