@@ -1,0 +1,89 @@
+"""Design matrices of the simulator's response models, built only from the feature pipeline.
+
+The same functions build the rows at fitting time (from :func:`~pushrl.data.features.replay`)
+and at simulation time (from the simulator's :class:`~pushrl.data.features.FeatureState`), so
+a fitted coefficient always meets the feature it was fitted on.
+
+================  ===================================================================
+component         design
+================  ===================================================================
+open              ``encode(raw)`` (local hour sin/cos, weekend, hours since push, sends
+                  24 h / 7 d, opens 7 d, log activity at hour, engagement, log1p
+                  activity 7 d), ``log_affinity`` of the pushed item and
+                  ``log_pop_activity_at_hour``: the log of the population's relative
+                  activity at the user's local hour of week (``168 * spec.prior_how``; the
+                  user's own ``activity_at_hour`` is a noisy estimate from few events)
+click             ``log_affinity``, ``engagement``, item catalog features
+convert           item catalog features
+unsubscribe       ``sends_24h``, ``sends_7d`` (/7), ``engagement``, log hours since push
+================  ===================================================================
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pushrl.data.features import ENCODED_NAMES, F, encode
+
+OPEN_NAMES: tuple[str, ...] = (*ENCODED_NAMES, "log_affinity", "log_pop_activity_at_hour")
+UNSUB_NAMES: tuple[str, ...] = ("sends_24h", "sends_7d", "engagement", "log_hours_since_push")
+#: Design columns scaled by the ``fatigue_multiplier`` what-if knob.
+FATIGUE_COLUMNS: tuple[str, ...] = ("sends_24h", "sends_7d")
+_ENC = {n: i for i, n in enumerate(ENCODED_NAMES)}
+
+
+def _log_aff(aff: np.ndarray) -> np.ndarray:
+    return np.log(np.maximum(np.asarray(aff, dtype=np.float64), 1e-3))
+
+
+def log_population_activity(prior_how: np.ndarray | tuple[float, ...]) -> np.ndarray:
+    """``(168,)`` log relative activity of the population per local hour of week."""
+    return np.log(np.maximum(168.0 * np.asarray(prior_how, dtype=np.float64), 1e-6))
+
+
+def open_design(raw: np.ndarray, affinity: np.ndarray, log_pop_how: np.ndarray) -> np.ndarray:
+    """Open-model rows, shape ``(n, len(OPEN_NAMES))``.
+
+    Args:
+        raw: ``(n, N_FEATURES)`` raw pipeline features at the send.
+        affinity: ``(n,)`` pipeline affinity of the pushed item.
+        log_pop_how: ``(168,)`` from :func:`log_population_activity`.
+    """
+    how = raw[:, F["local_dow"]].astype(np.int64) * 24 + raw[:, F["local_hour"]].astype(np.int64)
+    return np.concatenate([encode(raw).astype(np.float64), _log_aff(affinity)[:, None],
+                           log_pop_how[how][:, None]], axis=1)
+
+
+def unsub_design(raw: np.ndarray) -> np.ndarray:
+    """Unsubscribe-hazard rows, shape ``(n, len(UNSUB_NAMES))``."""
+    enc = encode(raw).astype(np.float64)
+    return enc[:, [_ENC["sends_24h"], _ENC["sends_7d"], _ENC["engagement"],
+                   _ENC["log_hours_since_push"]]]
+
+
+def click_names(item_names: tuple[str, ...]) -> tuple[str, ...]:
+    """Click-model column names for an item catalog's feature names."""
+    return ("log_affinity", "engagement", *item_names)
+
+
+def click_design(raw: np.ndarray, affinity: np.ndarray, item_features: np.ndarray) -> np.ndarray:
+    """Click-given-open rows, shape ``(n, 2 + d_item)``.
+
+    Args:
+        raw: ``(n, N_FEATURES)`` raw features at the send.
+        affinity: ``(n,)`` affinity of the pushed item.
+        item_features: ``(n, d_item)`` catalog features of the pushed item.
+    """
+    return np.concatenate([_log_aff(affinity)[:, None],
+                           np.asarray(raw[:, 7], np.float64)[:, None],
+                           np.asarray(item_features, np.float64)], axis=1)
+
+
+def convert_design(item_features: np.ndarray) -> np.ndarray:
+    """Convert-given-click rows, shape ``(n, d_item)``."""
+    return np.asarray(item_features, dtype=np.float64)
+
+
+def columns(names: tuple[str, ...], wanted: tuple[str, ...]) -> list[int]:
+    """Indices of ``wanted`` columns present in ``names``."""
+    return [i for i, n in enumerate(names) if n in wanted]

@@ -1,0 +1,301 @@
+"""The vectorised push simulator: many user slots stepped together in numpy.
+
+One :class:`PushSim` holds ``n`` user slots in a single
+:class:`~pushrl.data.features.FeatureState`. The single environment (``n = 1``), the native
+vector environment and the batch rollout all drive this engine, so they share every line of
+simulation code; per-user randomness is counter-based (:mod:`pushrl.sim.rng`), which makes a
+slot's trajectory independent of the other slots.
+
+A decision step of a slot at UTC bucket ``b = start + t * step_hours``:
+
+1. :meth:`PushSim.observe`: pipeline features at ``b`` and the guardrail mask (quiet hours
+   in local time, sends per local day, sends in the last 7 days, subscribed);
+2. :meth:`PushSim.step`: a send where the mask forbids it is not delivered (``blocked``);
+   a delivered push gets an item from the item policy, then open, click, conversion and
+   unsubscribe are drawn and the push is recorded in the state; organic activity of the
+   ``step_hours`` hours is drawn from the rhythm and recorded; ``t`` advances.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pushrl.data.features import F, FeatureState
+from pushrl.sim import rng as R
+from pushrl.sim.items import build_item_context
+from pushrl.sim.model import SimModel
+
+
+@dataclass(frozen=True)
+class Guardrails:
+    """Hard limits on delivery; a send that violates one is not delivered.
+
+    Attributes:
+        quiet_start: First quiet local hour (e.g. 22).
+        quiet_end: First non-quiet local hour (e.g. 8); equal to ``quiet_start`` = none.
+        max_sends_per_day: Pushes per local calendar day (0 = no cap).
+        max_sends_per_week: Pushes in any 7 x 24 h window (0 = no cap).
+    """
+
+    quiet_start: int = 22
+    quiet_end: int = 8
+    max_sends_per_day: int = 2
+    max_sends_per_week: int = 0
+
+    def quiet(self, hour: np.ndarray) -> np.ndarray:
+        """True where local ``hour`` is quiet."""
+        s, e = self.quiet_start, self.quiet_end
+        if s == e:
+            return np.zeros(np.shape(hour), bool)
+        if s < e:
+            return (hour >= s) & (hour < e)
+        return (hour >= s) | (hour < e)
+
+
+@dataclass(frozen=True)
+class RewardWeights:
+    """Reward = open*opened + click*clicked + revenue*revenue - send_cost*delivered
+    - unsubscribe_penalty*unsubscribed."""
+
+    open: float = 1.0
+    click: float = 2.0
+    revenue: float = 0.02
+    send_cost: float = 0.05
+    unsubscribe_penalty: float = 10.0
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Clock and limits of an engine.
+
+    Attributes:
+        start_bucket: UTC hour bucket of every episode's first decision.
+        horizon: Decision steps per episode.
+        step_hours: Hours between decisions (24 / slots per day).
+        guardrails: Delivery limits.
+        activity_shift_hours: Rhythm shift (rolls the warm-start history too).
+        warm_start: ``"week"``, ``"full"`` or ``"none"``: logged history seeded into each
+            user's state at reset (see :mod:`pushrl.sim.population`).
+    """
+
+    start_bucket: int
+    horizon: int
+    step_hours: int = 1
+    guardrails: Guardrails = field(default_factory=Guardrails)
+    activity_shift_hours: int = 0
+    warm_start: str = "week"
+
+
+@dataclass
+class Observation:
+    """What the engine shows at a decision (all ``(n,)`` unless noted).
+
+    Attributes:
+        raw: ``(n, N_FEATURES)`` float32 pipeline features.
+        allowed: A send would be delivered (subscribed, in horizon, no guardrail hit).
+        quiet: Local quiet hour now.
+        sends_today: Pushes delivered in the current local day.
+        bucket: UTC bucket of the decision.
+    """
+
+    raw: np.ndarray
+    allowed: np.ndarray
+    quiet: np.ndarray
+    sends_today: np.ndarray
+    bucket: np.ndarray
+
+
+@dataclass
+class Outcome:
+    """What happened at a step (all ``(n,)``; zeros where nothing was delivered)."""
+
+    delivered: np.ndarray
+    blocked: np.ndarray
+    item: np.ndarray
+    item_pscore: np.ndarray
+    p_open: np.ndarray
+    opened: np.ndarray
+    clicked: np.ndarray
+    converted: np.ndarray
+    revenue: np.ndarray
+    unsubscribed: np.ndarray
+
+    def reward(self, w: RewardWeights) -> np.ndarray:
+        """Per-slot reward under weights ``w``, float64 ``(n,)``."""
+        return (w.open * self.opened + w.click * self.clicked + w.revenue * self.revenue
+                - w.send_cost * self.delivered - w.unsubscribe_penalty * self.unsubscribed)
+
+
+class PushSim:
+    """``n`` simulated users stepped together.
+
+    Args:
+        model: Fitted push simulator (spec, population, items).
+        response: :class:`~pushrl.sim.response.FittedResponse` or ``TruthResponse``.
+        cfg: Clock and guardrails.
+        n: Number of slots.
+        item_policy: Object with ``decide_batch(ItemContext, rng)``.
+        item_rng: Generator handed to ``item_policy`` (samplers ignore it).
+    """
+
+    def __init__(self, model: SimModel, response: Any, cfg: SimConfig, n: int,
+                 item_policy: Any, item_rng: np.random.Generator | None = None) -> None:
+        assert model.population is not None
+        self.model, self.response, self.cfg, self.n = model, response, cfg, n
+        self.population = model.population
+        self.item_policy = item_policy
+        self.item_rng = item_rng or np.random.default_rng(0)
+        self.state = FeatureState(model.spec, ["UTC"] * n, cfg.start_bucket)
+        self.slots = np.arange(n)
+        self.pop = np.zeros(n, np.int64)
+        self.key = np.zeros(n, np.uint64)
+        self.t = np.zeros(n, np.int64)
+        self.alive = np.zeros(n, bool)
+        self.sends_today = np.zeros(n, np.int32)
+        self.day = np.full(n, -1, np.int64)
+        self._item_x = model.item_features.astype(np.float32)
+        self._item_cat = model.item_category.astype(np.int64)
+        self._obs: Observation | None = None
+
+    # ------------------------------------------------------------------ episodes
+    def reset(self, slots: np.ndarray, pop_idx: np.ndarray, keys: np.ndarray) -> None:
+        """Start new episodes in ``slots`` for population users ``pop_idx`` with ``keys``."""
+        s = np.asarray(slots, np.int64)
+        if not s.size:
+            return
+        p = np.asarray(pop_idx, np.int64)
+        hist = self.population.history(p, self.cfg.activity_shift_hours, self.cfg.warm_start)
+        self.state.reset_users(s, self.cfg.start_bucket, self.population.timezone[p].tolist(),
+                               hist)
+        self.pop[s], self.key[s] = p, np.asarray(keys, np.uint64)
+        self.t[s], self.alive[s], self.sends_today[s], self.day[s] = 0, True, 0, -1
+        self._obs = None
+
+    def bucket(self) -> np.ndarray:
+        """UTC bucket of every slot's current decision, ``(n,)``."""
+        return self.cfg.start_bucket + self.t * self.cfg.step_hours
+
+    # ------------------------------------------------------------------ decisions
+    def observe(self) -> Observation:
+        """Features and guardrail mask of every slot now (cached until :meth:`step`)."""
+        if self._obs is not None:
+            return self._obs
+        b = self.bucket()
+        raw = self.state.features(self.slots, b)
+        _, _, day = self.state.local_time(self.slots, b)
+        new_day = day != self.day
+        self.sends_today[new_day] = 0
+        self.day = day
+        g = self.cfg.guardrails
+        quiet = g.quiet(raw[:, F["local_hour"]].astype(np.int64))
+        allowed = self.alive & ~quiet & (self.t < self.cfg.horizon)
+        if g.max_sends_per_day:
+            allowed &= self.sends_today < g.max_sends_per_day
+        if g.max_sends_per_week:
+            allowed &= raw[:, F["sends_7d"]] < g.max_sends_per_week
+        self._obs = Observation(raw, allowed, quiet, self.sends_today.copy(), b)
+        return self._obs
+
+    def step(self, send: np.ndarray) -> Outcome:
+        """Apply ``send`` ``(n,)`` bool decisions, draw outcomes and organic activity."""
+        obs = self.observe()
+        send = np.asarray(send, dtype=bool) & self.alive
+        delivered = send & obs.allowed
+        n = self.n
+        out = Outcome(delivered, send & ~obs.allowed, np.full(n, -1, np.int64), np.zeros(n),
+                      np.zeros(n), np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool),
+                      np.zeros(n), np.zeros(n, bool))
+        h = R.step_hash(self.key, self.t)
+        d = np.flatnonzero(delivered)
+        if d.size:
+            self._deliver(d, obs, h[d], out)
+        self.alive &= ~out.unsubscribed
+        self._organic(h, obs)
+        self.t += 1
+        self._obs = None
+        return out
+
+    def _deliver(self, d: np.ndarray, obs: Observation, h: np.ndarray, out: Outcome) -> None:
+        raw, pop, r = obs.raw[d], self.pop[d], self.response
+        ctx = build_item_context(
+            self.state, d, raw, self._item_x, self._item_cat, self.model.item_feature_names,
+            candidates=None, with_features=getattr(self.item_policy,
+                                                   "uses_candidate_features", True),
+            extra={"uniform": R.uniform(h, R.ITEM), "population_index": pop,
+                   "user_index": d, "bucket": obs.bucket[d]})
+        dec = self.item_policy.decide_batch(ctx, self.item_rng)
+        items = np.asarray(ctx.candidates)[np.arange(d.size), np.asarray(dec.action)]
+        aff = self.state.affinity(d, self._item_cat[items])
+        p_open = r.p_open(pop, raw, aff, items)
+        opened = R.uniform(h, R.OPEN) < p_open
+        clicked = opened & (R.uniform(h, R.CLICK) < r.p_click(pop, raw, aff, items))
+        converted = clicked & (R.uniform(h, R.CONVERT) < r.p_convert(pop, items))
+        unsub = R.uniform(h, R.UNSUB) < r.unsub_hazard(pop, raw)
+        out.item[d], out.item_pscore[d], out.p_open[d] = items, dec.pscore, p_open
+        out.opened[d], out.clicked[d], out.converted[d] = opened, clicked, converted
+        out.revenue[d] = np.where(converted, r.revenue(items), 0.0)
+        out.unsubscribed[d] = unsub
+        self.state.record_push(d, obs.bucket[d], opened)
+        self.sends_today[d] += 1
+
+    def _organic(self, h: np.ndarray, obs: Observation) -> None:
+        live = np.flatnonzero(self.alive)
+        if not live.size:
+            return
+        hl, pop = h[live], self.pop[live]
+        for hh in range(self.cfg.step_hours):
+            b = obs.bucket[live] + hh
+            if hh == 0:
+                hour, dow = obs.raw[live, F["local_hour"]], obs.raw[live, F["local_dow"]]
+            else:
+                hour, dow, _ = self.state.local_time(live, b)
+            how = (dow.astype(np.int64) * 24 + hour.astype(np.int64))
+            lam = self.response.activity_rate(pop, how)
+            # events come in bursts (a session and its views): Poisson bursts of
+            # 1 + Poisson(mean - 1) events, so feature noise matches the log's clustering
+            mu = self.response.burst_mean
+            nb = R.poisson(lam / mu, R.uniform(hl, R.ACTIVITY, hh))
+            if not nb.any():
+                continue
+            bs = np.repeat(np.arange(live.size), nb)
+            jb = np.arange(bs.size) - np.repeat(np.cumsum(nb) - nb, nb)
+            size = 1 + R.poisson(np.full(bs.size, mu - 1.0),
+                                 R.uniform(hl[bs], R.ACTIVITY_SIZE, hh * 4096 + jb))
+            k = np.bincount(bs, weights=size, minlength=live.size).astype(np.int64)
+            tot = int(k.sum())
+            ev = np.repeat(np.arange(live.size), k)
+            j = np.arange(tot) - np.repeat(np.cumsum(k) - k, k)
+            u = R.uniform(hl[ev], R.ACTIVITY_CAT, hh * 4096 + j)
+            cat = R.categorical(self.response.category_cdf(pop[ev]), u) - 1
+            self.state.record_activity(live[ev], b[ev], cat)
+
+    # ------------------------------------------------------------------ oracle help
+    def expected_send_value(self, w: RewardWeights, slots: np.ndarray | None = None) -> np.ndarray:
+        """Expected immediate reward of delivering a push now, ``(k,)`` for ``slots``.
+
+        Averages over the item policy's distribution when it exposes ``probabilities``
+        (the default samplers), else over a uniform item; uses the engine's response, so
+        with ``truth = true`` these are true expectations (for oracles). Ignores guardrails.
+        """
+        obs = self.observe()
+        s = self.slots if slots is None else np.asarray(slots, np.int64)
+        n_items = self._item_cat.size
+        cand = np.broadcast_to(np.arange(n_items), (s.size, n_items))
+        probs = (self.item_policy.probabilities(cand, np.ones(cand.shape, bool))
+                 if hasattr(self.item_policy, "probabilities")
+                 else np.full(cand.shape, 1.0 / n_items))
+        raw, pop = obs.raw[s], self.pop[s]
+        aff = self.state.affinity(s, self._item_cat[cand])
+        r = self.response
+        value = np.zeros(s.size)
+        for j in range(n_items):
+            items = np.full(s.size, j)
+            po = r.p_open(pop, raw, aff[:, j], items)
+            pc = r.p_click(pop, raw, aff[:, j], items)
+            per_open = w.open + pc * (w.click + w.revenue * r.p_convert(pop, items)
+                                      * r.revenue(items))
+            value += probs[:, j] * po * per_open
+        return value - w.send_cost - w.unsubscribe_penalty * r.unsub_hazard(pop, raw)

@@ -1,0 +1,210 @@
+"""Fit a simulator from a pushlog v1 dataset, point-in-time, through the feature pipeline.
+
+Every training row is a logged decision featurised by :func:`~pushrl.data.features.replay`
+(features see only earlier events), so the simulator learns the mapping the environments
+will evaluate. Components (see :mod:`pushrl.sim.design` for the designs):
+
+* rhythm: per user hour-of-week activity, shrunk toward the population
+  (:mod:`pushrl.sim.population`), checked on the last quarter of the log;
+* ``open``: P(open | sent at t, state, item);
+* ``click``: P(click | open, item); ``convert``: P(convert | click, item); revenue of a
+  conversion per item (``price`` times the logged revenue/price ratio, else a shrunk mean);
+* ``unsubscribe``: hazard per delivered push vs recent volume and engagement;
+* item-choice logs without opens (OBD): P(click | user context, item, position), see
+  :mod:`pushrl.sim.obd`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.special import gammaln
+
+from pushrl.data.features import FeatureSpec, ItemCatalog, replay
+from pushrl.data.io import Dataset, to_unix_seconds
+from pushrl.data.validate import ValidationReport
+from pushrl.errors import DataError
+from pushrl.sim import design
+from pushrl.sim.glm import fit_glm
+from pushrl.sim.model import SimModel
+from pushrl.sim.population import WARM_DAYS, fit_population
+
+Progress = Callable[[str], None]
+
+
+def _bool(p: pd.DataFrame, col: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(value, known)`` arrays of a nullable boolean column."""
+    s = p[col] if col in p else pd.Series(pd.NA, index=p.index, dtype="boolean")
+    known = s.notna().to_numpy()
+    return s.fillna(False).to_numpy(bool), known
+
+
+def item_popularity(ds: Dataset, catalog: ItemCatalog) -> np.ndarray:
+    """Organic activity events per item, shape ``(n_items,)`` (the ``popular`` sampler)."""
+    ids = ds.activity["item_id"] if len(ds.activity) else pd.Series([], dtype=object)
+    ids = ids.astype(object)[ids.notna()].astype(str)
+    idx = catalog.indices(ids[ids.isin(catalog.index)].to_numpy())
+    return np.bincount(idx, minlength=len(catalog)).astype(np.float64)
+
+
+def burst_mean(ds: Dataset) -> float:
+    """Mean organic events per user-hour with any activity (the simulator's burst size)."""
+    act = ds.activity
+    if not len(act):
+        return 1.0
+    b = to_unix_seconds(act["ts"]) // 3600
+    u = pd.Categorical(act["user_id"]).codes.astype(np.int64)
+    _, counts = np.unique(u * (int(b.max()) + 1) + b, return_counts=True)
+    return float(counts.mean())
+
+
+def item_revenue(ds: Dataset, catalog: ItemCatalog, item_idx: np.ndarray,
+                 converted: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """Expected revenue of a conversion per item, shape ``(n_items,)``, and how it was fitted."""
+    rev = ds.pushes["revenue"].to_numpy(float)
+    rows = converted & ~np.isnan(rev) & (item_idx >= 0)
+    n_items = len(catalog)
+    if not rows.any():
+        return np.zeros(n_items), {"method": "none (no converted rows)"}
+    if "price" in catalog.raw:
+        price = catalog.raw["price"].to_numpy(float)
+        ratio = float(rev[rows].sum() / max(price[item_idx[rows]].sum(), 1e-9))
+        return price * ratio, {"method": "price * ratio", "ratio": ratio,
+                               "conversions": int(rows.sum())}
+    k = 5.0
+    tot = np.bincount(item_idx[rows], weights=rev[rows], minlength=n_items)
+    cnt = np.bincount(item_idx[rows], minlength=n_items)
+    mean = float(rev[rows].mean())
+    return (tot + k * mean) / (cnt + k), {"method": "shrunk item mean", "k": k, "mean": mean}
+
+
+def _prefix(ds: Dataset, cut: int) -> Dataset:
+    """The events of ``ds`` before unix second ``cut``."""
+    act, p = ds.activity, ds.pushes
+    a_keep = to_unix_seconds(act["ts"]) < cut if len(act) else np.zeros(0, bool)
+    return Dataset(ds.users, ds.items, act.loc[a_keep].reset_index(drop=True),
+                   p.loc[to_unix_seconds(p["ts"]) < cut].reset_index(drop=True))
+
+
+RHYTHM_GRID = [(kp, kd, sm) for kp in (5.0, 20.0, 80.0) for kd in (10.0, 40.0, 160.0, 1e9)
+               for sm in (0.0, 1.0)]
+
+
+def select_rhythm(ds: Dataset, spec: FeatureSpec, full_how: np.ndarray,
+                  frac: float = 0.75) -> tuple[tuple[float, float, float], dict[str, Any]]:
+    """Choose the rhythm shrinkage on held-out data: fit on the first ``frac`` of the log.
+
+    Scores the Poisson log-likelihood per held-out event of the counts per user and local
+    hour of week, for every ``(k_pop, k_day, smooth)`` of :data:`RHYTHM_GRID`, against the
+    naive baseline (population rate times population profile for every user).
+
+    Returns:
+        The best parameters and the held-out metrics.
+    """
+    act = ds.activity
+    if not len(act):
+        return DEFAULT_RHYTHM, {"skipped": "no activity table"}
+    sec = to_unix_seconds(act["ts"])
+    lo, hi = int(sec.min()), int(sec.max())
+    cut = lo + int(frac * (hi - lo))
+    train = _prefix(ds, cut)
+    rr = replay(train, spec, with_affinity=False)
+    test = full_how.astype(np.float64) - rr.state.export_history(np.arange(len(ds.users)))["how"]
+    expo = (hi - cut) / 3600.0 / 168.0
+    n_ev = test.sum()
+
+    def ll(lmb: np.ndarray) -> float:
+        lmb = np.maximum(lmb, 1e-12)
+        return float((test * np.log(lmb) - lmb - gammaln(test + 1)).sum() / max(n_ev, 1))
+
+    scores = {}
+    for params in RHYTHM_GRID:
+        pop = fit_population(train, spec, rr, params)
+        scores[params] = ll(pop.rate_how.astype(np.float64) * expo)
+    best = max(scores, key=lambda k: scores[k])
+    pop = fit_population(train, spec, rr, best)
+    m = pop.hist_how.sum() / len(pop) / ((cut - lo) / 3600.0)
+    lam0 = np.broadcast_to(m * 168.0 * np.asarray(spec.prior_how) * expo, test.shape)
+    lam = pop.rate_how.astype(np.float64) * expo
+    by_hour = lambda x: x.reshape(len(x), 7, 24).sum(axis=(0, 1))  # noqa: E731
+    return best, {
+        "held_out": f"last {1 - frac:.0%} of the log", "held_out_events": int(n_ev),
+        "k_pop": best[0], "k_day": best[1], "smooth_hours": best[2],
+        "loglik_per_event": scores[best], "loglik_per_event_baseline": ll(lam0),
+        "corr_by_local_hour": float(np.corrcoef(by_hour(lam), by_hour(test))[0, 1]),
+        "predicted_events": float(lam.sum())}
+
+
+def fit_push(ds: Dataset, report: ValidationReport, progress: Progress | None = None) -> SimModel:
+    """Fit every component of a push log (see module docstring)."""
+    say = progress or (lambda _m: None)
+    spec = FeatureSpec.fit(ds)
+    say("replaying the log through the feature pipeline")
+    rr = replay(ds, spec)
+    catalog = ItemCatalog(ds.items, spec)
+    p = ds.pushes
+    sent, _ = _bool(p, "sent")
+    opened, o_known = _bool(p, "opened")
+    clicked, c_known = _bool(p, "clicked")
+    converted, v_known = _bool(p, "converted")
+    unsub, u_known = _bool(p, "unsubscribed")
+    idx = np.full(len(p), -1, np.int64)
+    ids = p["item_id"].astype(object).where(p["item_id"].notna(), None).to_numpy()
+    idx[sent] = catalog.indices(ids[sent])
+    groups = rr.user_index
+    glms = {}
+    rows = sent & o_known
+    if not rows.any():
+        raise DataError("no sent push with a known `opened` outcome; the push simulator needs "
+                        "opens (for item-choice logs such as OBD the obd fitter is used)")
+    say(f"fitting open model on {int(rows.sum())} sends")
+    log_pop = design.log_population_activity(spec.prior_how)
+    glms["open"] = fit_glm(design.open_design(rr.features[rows], rr.affinity[rows], log_pop),
+                           opened[rows], groups[rows], design.OPEN_NAMES)
+    names = design.click_names(catalog.feature_names)
+    rows = sent & opened & c_known
+    say(f"fitting click model on {int(rows.sum())} opens")
+    glms["click"] = fit_glm(design.click_design(rr.features[rows], rr.affinity[rows],
+                                                catalog.features[idx[rows]]),
+                            clicked[rows], groups[rows], names)
+    rows = sent & clicked & v_known
+    if rows.sum() >= 10:
+        say(f"fitting convert model on {int(rows.sum())} clicks")
+        glms["convert"] = fit_glm(design.convert_design(catalog.features[idx[rows]]),
+                                  converted[rows], groups[rows], catalog.feature_names)
+    rows = sent & u_known
+    say(f"fitting unsubscribe hazard on {int(rows.sum())} sends")
+    glms["unsubscribe"] = fit_glm(design.unsub_design(rr.features[rows]), unsub[rows],
+                                  groups[rows], design.UNSUB_NAMES)
+    revenue, rev_meta = item_revenue(ds, catalog, idx, sent & converted)
+    say("fitting user population and rhythm")
+    full_how = rr.state.export_history(np.arange(len(ds.users)))["how"]
+    best, rhythm = select_rhythm(ds, spec, full_how)
+    start = int(rr.bucket.min()) * 3600
+    warm_rr = replay(_prefix(ds, start + WARM_DAYS * 86400), spec, with_affinity=False)
+    warm = warm_rr.state.export_history(np.arange(len(ds.users)))
+    pop = fit_population(ds, spec, rr, best, warm)
+    meta = {"data": str(ds.path) if ds.path else None, "fingerprint": report.fingerprint,
+            "decisions": len(p), "sent": int(sent.sum()), "users": len(pop),
+            "start_bucket": int(rr.bucket.min()), "end_bucket": int(rr.bucket.max()),
+            "revenue": rev_meta, "rhythm": rhythm, "generator": ds.meta.get("generator")}
+    return SimModel("push", spec, catalog.ids.astype(str), catalog.features.astype(np.float32),
+                    catalog.feature_names, catalog.category, revenue, glms, pop,
+                    {"item_popularity": item_popularity(ds, catalog),
+                     "activity_burst_mean": np.array(burst_mean(ds))}, meta)
+
+
+def fit_sim(ds: Dataset, report: ValidationReport, progress: Progress | None = None) -> SimModel:
+    """Fit the simulator that fits the data: a push log, or an item-choice log (OBD)."""
+    _, o_known = _bool(ds.pushes, "opened")
+    if o_known.any():
+        return fit_push(ds, report, progress)
+    if "position" in ds.pushes and ds.pushes["clicked"].notna().any():
+        from pushrl.sim.obd import fit_obd
+
+        return fit_obd(ds, report, progress)
+    raise DataError("the dataset has neither `opened` outcomes (push log) nor `clicked` with "
+                    "`position` (item-choice log); nothing to fit a simulator on")
