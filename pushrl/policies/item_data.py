@@ -1,0 +1,444 @@
+"""Logged pushes -> bandit rounds: the one place that turns pushlog v1 into item decisions.
+
+Training (VW, baselines), off-policy evaluation and the server build their
+:class:`~pushrl.policies.base.ItemContext` here, so every stage sees the same columns:
+
+* ``shared`` = :func:`~pushrl.data.features.encode` of the point-in-time pipeline features
+  (:data:`~pushrl.data.features.ENCODED_NAMES`), then the logged ``ctx_*`` columns (numeric
+  as is, strings one-hot with the training vocabulary: ``ctx_user_feature_0=81ce...``).
+* ``candidate_features`` = the :class:`~pushrl.data.features.ItemCatalog` features of each
+  candidate, then ``affinity`` (the pipeline's user-category affinity at decision time, 1.0
+  where the pipeline has no activity), then each logged ``cand_*`` column.
+
+A *round* is one sent push (``sent`` true): ``action`` is the logged item's index among the
+round's candidates (``candidates`` column, absent = every catalog item), ``pscore`` the
+item-level logging probability (``pscore / pscore_send`` when ``pscore_send`` is logged, as
+in the synthetic data whose ``pscore`` is the joint send x item probability; ``pscore``
+otherwise, as in OBD) and ``reward`` a :class:`RewardSpec` of the logged outcomes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pushrl.data.contract import CAND_PREFIX, CTX_PREFIX
+from pushrl.data.features import ENCODED_NAMES, FeatureSpec, ItemCatalog, encode, iter_replay
+from pushrl.data.io import Dataset
+from pushrl.errors import DataError
+from pushrl.policies.base import ItemContext
+
+#: Reward of the synthetic data: a click is worth 1, each 100 of revenue another 1.
+SYNTH_REWARD = "clicked+0.01*revenue"
+_TERM = re.compile(r"^\s*(?:([0-9.eE+-]+)\s*\*\s*)?([A-Za-z_][A-Za-z0-9_]*)\s*$")
+
+
+@dataclass(frozen=True)
+class RewardSpec:
+    """A reward as a weighted sum of logged outcome columns.
+
+    Attributes:
+        weights: ``(column, weight)`` pairs, e.g. ``(("clicked", 1.0), ("revenue", 0.01))``.
+    """
+
+    weights: tuple[tuple[str, float], ...]
+
+    @classmethod
+    def parse(cls, text: str) -> RewardSpec:
+        """Parse ``"clicked"`` or ``"clicked+0.01*revenue"`` (terms ``[w*]column``)."""
+        terms = []
+        for part in str(text).split("+"):
+            m = _TERM.match(part)
+            if not m:
+                raise ValueError(f"--reward term {part!r} in {text!r} is not `[weight*]column`;"
+                                 " write e.g. 'clicked+0.01*revenue'")
+            terms.append((m.group(2), float(m.group(1)) if m.group(1) else 1.0))
+        return cls(tuple(terms))
+
+    def __str__(self) -> str:
+        return "+".join(c if w == 1.0 else f"{w:g}*{c}" for c, w in self.weights)
+
+    def compute(self, pushes: pd.DataFrame) -> np.ndarray:
+        """Reward of each row, shape ``(n,)``; NaN where a needed outcome is missing."""
+        out = np.zeros(len(pushes), np.float64)
+        for col, w in self.weights:
+            if col not in pushes.columns:
+                raise DataError(f"--reward uses column `{col}` that the pushes table lacks "
+                                f"(has: {', '.join(map(str, pushes.columns))})")
+            out += w * pd.to_numeric(pushes[col].astype("Float64"), errors="coerce").to_numpy(
+                np.float64, na_value=np.nan)
+        return out
+
+
+def default_reward(ds: Dataset) -> RewardSpec:
+    """:data:`SYNTH_REWARD` when sent rows log revenue, else ``clicked``."""
+    p = ds.pushes
+    sent = p["sent"].fillna(False).to_numpy(bool)
+    has_rev = "revenue" in p.columns and bool(p.loc[sent, "revenue"].notna().any())
+    return RewardSpec.parse(SYNTH_REWARD if has_rev else "clicked")
+
+
+@dataclass(frozen=True)
+class ContextEncoder:
+    """Fitted columns of the item context (saved with every item policy artifact).
+
+    Attributes:
+        spec: Feature pipeline parameters.
+        item_ids: Catalog item ids in items-table order (candidate indices refer to these).
+        catalog_feature_names: :attr:`ItemCatalog.feature_names`.
+        ctx_numeric: Logged numeric ``ctx_*`` columns.
+        ctx_categorical: ``(column, vocabulary)`` of logged string ``ctx_*`` columns.
+        cand_columns: Logged ``cand_*`` list columns.
+    """
+
+    spec: FeatureSpec
+    item_ids: tuple[str, ...]
+    catalog_feature_names: tuple[str, ...]
+    ctx_numeric: tuple[str, ...] = ()
+    ctx_categorical: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    cand_columns: tuple[str, ...] = ()
+
+    @property
+    def shared_names(self) -> tuple[str, ...]:
+        """Names of the ``shared`` columns."""
+        onehot = tuple(f"{c}={v}" for c, vocab in self.ctx_categorical for v in vocab)
+        return ENCODED_NAMES + self.ctx_numeric + onehot
+
+    @property
+    def candidate_feature_names(self) -> tuple[str, ...]:
+        """Names of the ``candidate_features`` columns."""
+        return (*self.catalog_feature_names, "affinity", *self.cand_columns)
+
+    @classmethod
+    def fit(cls, ds: Dataset, spec: FeatureSpec, catalog: ItemCatalog) -> ContextEncoder:
+        """Columns and string vocabularies from a (training) dataset."""
+        p = ds.pushes
+        num, cat = [], []
+        for c in sorted(c for c in p.columns if c.startswith(CTX_PREFIX)):
+            if pd.api.types.is_numeric_dtype(p[c].dtype) or pd.api.types.is_bool_dtype(p[c]):
+                num.append(c)
+            else:
+                vocab = sorted(map(str, p[c].dropna().unique()))
+                cat.append((c, tuple(vocab)))
+        cand = sorted(c for c in p.columns if c.startswith(CAND_PREFIX))
+        return cls(spec, tuple(map(str, catalog.ids)), catalog.feature_names, tuple(num),
+                   tuple(cat), tuple(cand))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return {"spec": self.spec.to_dict(), "item_ids": list(self.item_ids),
+                "catalog_feature_names": list(self.catalog_feature_names),
+                "ctx_numeric": list(self.ctx_numeric),
+                "ctx_categorical": [[c, list(v)] for c, v in self.ctx_categorical],
+                "cand_columns": list(self.cand_columns)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ContextEncoder:
+        """Inverse of :meth:`to_dict`."""
+        return cls(FeatureSpec.from_dict(d["spec"]), tuple(d["item_ids"]),
+                   tuple(d["catalog_feature_names"]), tuple(d["ctx_numeric"]),
+                   tuple((c, tuple(v)) for c, v in d["ctx_categorical"]),
+                   tuple(d["cand_columns"]))
+
+    def logged_context(self, logged: Mapping[str, Any] | pd.DataFrame | None,
+                       n: int) -> np.ndarray:
+        """``(n, d_logged)`` numeric ``ctx_*`` values then one-hot string ``ctx_*`` columns.
+
+        Missing columns or values give zeros (an unknown string is all-zero).
+        """
+        d = len(self.ctx_numeric) + sum(len(v) for _, v in self.ctx_categorical)
+        out = np.zeros((n, d), np.float32)
+        if logged is None:
+            return out
+        j = 0
+        for c in self.ctx_numeric:
+            if c in logged:
+                v = pd.to_numeric(pd.Series(np.asarray(logged[c])), errors="coerce")
+                out[:, j] = v.fillna(0.0).to_numpy(np.float32)
+            j += 1
+        for c, vocab in self.ctx_categorical:
+            if c in logged:
+                codes = pd.Categorical(pd.Series(np.asarray(logged[c], dtype=object)).astype(
+                    str), categories=list(vocab)).codes
+                ok = codes >= 0
+                out[np.flatnonzero(ok), j + codes[ok]] = 1.0
+            j += len(vocab)
+        return out
+
+
+def make_context(encoder: ContextEncoder, catalog: ItemCatalog, features: np.ndarray, *,
+                 category_affinity: np.ndarray | None = None,
+                 candidates: np.ndarray | None = None, mask: np.ndarray | None = None,
+                 logged: Mapping[str, Any] | pd.DataFrame | None = None,
+                 cand_values: Mapping[str, np.ndarray] | None = None,
+                 position: np.ndarray | None = None) -> ItemContext:
+    """Build the item context of ``n`` decisions (logs, simulator and server alike).
+
+    Args:
+        encoder: Fitted context columns.
+        catalog: Item catalog (same items table as at training).
+        features: ``(n, N_FEATURES)`` raw pipeline features at decision time
+            (:meth:`FeatureState.features` or :attr:`ReplayResult.features`).
+        category_affinity: ``(n, n_categories)`` user-category affinity at decision time
+            (e.g. ``state.affinity(users[:, None], arange(n_categories)[None])``); None = 1.0.
+        candidates: ``(n, k)`` catalog indices; None = every catalog item.
+        mask: ``(n, k)`` True for real candidates; None = all.
+        logged: Logged ``ctx_*`` values by column (length-``n`` arrays).
+        cand_values: ``cand_*`` values by column, each ``(n, k)`` aligned with ``candidates``.
+        position: ``(n,)`` slot index, or None.
+
+    Returns:
+        The :class:`ItemContext` with :attr:`ContextEncoder.shared_names` and
+        :attr:`ContextEncoder.candidate_feature_names` columns.
+    """
+    raw = np.asarray(features, np.float32)
+    n = raw.shape[0]
+    if tuple(map(str, catalog.ids)) != encoder.item_ids:
+        raise ValueError("the item catalog differs from the encoder's (item ids or order); "
+                         "build the catalog from the items table the policy was trained on")
+    shared = np.concatenate([encode(raw), encoder.logged_context(logged, n)], axis=1)
+    if candidates is None:
+        candidates = np.broadcast_to(np.arange(len(catalog)), (n, len(catalog)))
+    cand = np.asarray(candidates, np.int64)
+    k = cand.shape[1]
+    m = np.ones((n, k), bool) if mask is None else np.asarray(mask, bool)
+    safe = np.where(m, cand, 0)
+    d_cat = catalog.features.shape[1]
+    cf = np.empty((n, k, d_cat + 1 + len(encoder.cand_columns)), np.float32)
+    every = candidates_all(cand, len(catalog))
+    cf[:, :, :d_cat] = catalog.features[None] if every else catalog.features[safe]
+    if category_affinity is None:
+        cf[:, :, d_cat] = 1.0
+    else:
+        ca = np.concatenate([np.asarray(category_affinity, np.float32),
+                             np.ones((n, 1), np.float32)], axis=1)  # category -1 -> 1.0
+        cats = catalog.category if every else catalog.category[safe]
+        cf[:, :, d_cat] = ca[:, cats] if every else ca[np.arange(n)[:, None], cats]
+    for j, c in enumerate(encoder.cand_columns):
+        v = None if cand_values is None else cand_values.get(c)
+        cf[:, :, d_cat + 1 + j] = 0.0 if v is None else np.asarray(v, np.float32)
+    return ItemContext(shared.astype(np.float32), cand, m, cf, encoder.shared_names,
+                       encoder.candidate_feature_names,
+                       None if position is None else np.asarray(position, np.int64))
+
+
+def candidates_all(candidates: np.ndarray, n_items: int) -> bool:
+    """True when every round's candidates are the whole catalog in catalog order."""
+    c = np.asarray(candidates)
+    return c.shape[1] == n_items and bool((c == np.arange(n_items)).all())
+
+
+@dataclass
+class BanditRounds:
+    """Logged bandit rounds in OBP vocabulary.
+
+    Attributes:
+        context: The rounds' :class:`ItemContext` (``n_rounds`` rounds).
+        action: ``(n_rounds,)`` index of the logged item among the round's candidates.
+        reward: ``(n_rounds,)`` reward of the logged action.
+        pscore: ``(n_rounds,)`` item-level logging probability of the logged action.
+        item_id: ``(n_rounds,)`` logged item ids.
+        row: ``(n_rounds,)`` row of each round in ``ds.pushes``.
+        encoder: The fitted context columns.
+        catalog: The item catalog.
+        reward_spec: How ``reward`` was computed.
+        dropped: Sent rows left out, by reason.
+    """
+
+    context: ItemContext
+    action: np.ndarray
+    reward: np.ndarray
+    pscore: np.ndarray
+    item_id: np.ndarray
+    row: np.ndarray
+    encoder: ContextEncoder
+    catalog: ItemCatalog
+    reward_spec: RewardSpec
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def n_rounds(self) -> int:
+        """Number of rounds."""
+        return int(self.action.shape[0])
+
+    @property
+    def n_actions(self) -> int:
+        """Candidates per round (``k``, padding included)."""
+        return int(np.asarray(self.context.candidates).shape[1])
+
+    @property
+    def position(self) -> np.ndarray | None:
+        """``(n_rounds,)`` slot index or None."""
+        return self.context.position
+
+    def subset(self, idx: np.ndarray) -> BanditRounds:
+        """The rounds at ``idx`` (an index or boolean array), e.g. a train/test split."""
+        return replace(self, context=take_context(self.context, idx), action=self.action[idx],
+                       reward=self.reward[idx], pscore=self.pscore[idx],
+                       item_id=self.item_id[idx], row=self.row[idx])
+
+
+def take_context(ctx: ItemContext, idx: np.ndarray) -> ItemContext:
+    """Rows ``idx`` of an :class:`ItemContext`."""
+    return ItemContext(ctx.shared[idx], np.asarray(ctx.candidates)[idx], ctx.mask[idx],
+                       ctx.candidate_features[idx], ctx.shared_names,
+                       ctx.candidate_feature_names,
+                       None if ctx.position is None else ctx.position[idx], dict(ctx.extra))
+
+
+def _first_row(bad: np.ndarray) -> str:
+    return f"{int(bad.sum())} of {bad.size} sent rows (first at row {int(np.argmax(bad))})"
+
+
+def item_pscore(pushes: pd.DataFrame) -> np.ndarray:
+    """Item-level logging probability of each row, shape ``(n,)`` (see module docstring).
+
+    Raises:
+        DataError: ``pscore`` is absent, missing, or not in (0, 1].
+    """
+    if "pscore" not in pushes.columns or not pushes["pscore"].notna().any():
+        raise DataError("the logs have no `pscore` (logging probability of each sent push); "
+                        "bandit training and OPE need it: log it, or use uniform-random logs")
+    ps = pushes["pscore"].to_numpy(np.float64, na_value=np.nan)
+    if "pscore_send" in pushes.columns:
+        send = pushes["pscore_send"].to_numpy(np.float64, na_value=np.nan)
+        ps = np.where(np.isfinite(send) & (send > 0), ps / np.where(send > 0, send, 1.0), ps)
+    bad = ~np.isfinite(ps)
+    if bad.any():
+        raise DataError(f"`pscore` is missing in {_first_row(bad)}; log it for every sent push")
+    bad = (ps <= 0) | (ps > 1 + 1e-9)
+    if bad.any():
+        raise DataError(f"item-level `pscore` must be in (0, 1], got min={ps.min():.3g} "
+                        f"max={ps.max():.3g} in {_first_row(bad)}")
+    return np.minimum(ps, 1.0)
+
+
+def _candidates(p: pd.DataFrame, catalog: ItemCatalog, logged_idx: np.ndarray,
+                rows: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """``(candidates or None, mask, action)`` from the ``candidates`` column (None = all)."""
+    col = p["candidates"] if "candidates" in p.columns else None
+    if col is None or not col.notna().any():
+        return None, np.ones((len(p), len(catalog)), bool), logged_idx
+    lists = [catalog.indices(list(c)) if isinstance(c, list | tuple | np.ndarray)
+             else np.arange(len(catalog)) for c in col]
+    k = max(len(c) for c in lists)
+    cand = np.zeros((len(p), k), np.int64)
+    mask = np.zeros((len(p), k), bool)
+    for i, c in enumerate(lists):
+        cand[i, :len(c)], mask[i, :len(c)] = c, True
+    hit = (cand == logged_idx[:, None]) & mask
+    if not hit.any(axis=1).all():
+        bad = ~hit.any(axis=1)
+        raise DataError(f"the logged item is not among `candidates` in {int(bad.sum())} rows "
+                        f"(first at pushes row {int(rows[np.argmax(bad)])}); fix the log")
+    return cand, mask, np.argmax(hit, axis=1)
+
+
+def _stack_lists(col: pd.Series, k: int) -> np.ndarray:
+    """A column of numeric lists -> ``(n, k)`` float32, zero-padded (missing = zeros)."""
+    out = np.zeros((len(col), k), np.float32)
+    for i, v in enumerate(col):
+        if isinstance(v, list | tuple | np.ndarray):
+            a = np.asarray(v, np.float32)[:k]
+            out[i, :a.size] = a
+    return out
+
+
+@dataclass
+class _Logged:
+    """Row-level arrays of the sent rows of a dataset (everything but pipeline features)."""
+
+    rows: np.ndarray
+    action: np.ndarray
+    reward: np.ndarray
+    pscore: np.ndarray
+    item_id: np.ndarray
+    candidates: np.ndarray | None
+    mask: np.ndarray | None
+    cand_values: dict[str, np.ndarray]
+    logged: dict[str, np.ndarray]
+    position: np.ndarray | None
+    dropped: dict[str, int]
+
+
+def _logged(ds: Dataset, enc: ContextEncoder, catalog: ItemCatalog,
+            rs: RewardSpec) -> _Logged:
+    p = ds.pushes
+    sent = p["sent"].fillna(False).to_numpy(bool) & p["item_id"].notna().to_numpy()
+    if not sent.any():
+        raise DataError("the logs have no sent pushes with an item_id: nothing to learn from")
+    rows = np.flatnonzero(sent)
+    sp = p.iloc[rows]
+    r = rs.compute(sp)
+    ok = np.isfinite(r)
+    if not ok.any():
+        raise DataError(f"--reward {rs} is missing for every sent row; pick logged outcomes")
+    dropped = {"reward_missing": int((~ok).sum())}
+    rows, sp, r = rows[ok], sp[ok], r[ok]
+    pscore = item_pscore(sp)
+    item_ids = sp["item_id"].astype(str).to_numpy(dtype=object)
+    cand, mask, action = _candidates(sp, catalog, catalog.indices(item_ids), rows)
+    k = len(catalog) if cand is None else cand.shape[1]
+    # cand_* lists are aligned with `candidates` (with the items table when it is absent)
+    cand_values = {c: _stack_lists(sp[c], k) for c in enc.cand_columns if c in sp}
+    pos = sp["position"].to_numpy(np.float64, na_value=np.nan) if "position" in sp else None
+    position = pos.astype(np.int64) if pos is not None and np.isfinite(pos).all() else None
+    names = (*enc.ctx_numeric, *(c for c, _ in enc.ctx_categorical))
+    logged = {c: sp[c].to_numpy() for c in names if c in sp}
+    return _Logged(rows, action.astype(np.int64), r, pscore, item_ids, cand,
+                   mask if cand is not None else None, cand_values, logged, position, dropped)
+
+
+def iter_rounds(ds: Dataset, *, encoder: ContextEncoder | None = None,
+                reward: RewardSpec | str | None = None,
+                chunk_rounds: int = 0) -> Iterator[BanditRounds]:
+    """Bandit rounds of a dataset's sent pushes in time order, featurised point-in-time.
+
+    Args:
+        ds: A dataset from :func:`~pushrl.data.validate.load_dataset`.
+        encoder: Context columns fitted on training data; None fits them on ``ds``.
+        reward: Reward definition; None = :func:`default_reward`.
+        chunk_rounds: Yield about this many rounds at a time while the log is replayed
+            (0 = all at once), so a consumer (VW training) can start early.
+
+    Raises:
+        DataError: no sent rows, no or invalid ``pscore``, or no reward.
+    """
+    spec = encoder.spec if encoder is not None else FeatureSpec.fit(ds)
+    catalog = ItemCatalog(ds.items, spec)
+    enc = encoder or ContextEncoder.fit(ds, spec, catalog)
+    rs = reward if isinstance(reward, RewardSpec) else (
+        RewardSpec.parse(reward) if reward else default_reward(ds))
+    lg = _logged(ds, enc, catalog, rs)
+    where = np.full(len(ds.pushes), -1, np.int64)
+    where[lg.rows] = np.arange(lg.rows.size)
+    per_row = lg.rows.size / max(len(ds.pushes), 1)
+    chunk_rows = int(np.ceil(chunk_rounds / per_row)) if chunk_rounds else 0
+    for done, rep in iter_replay(ds, spec, with_affinity=False, category_affinity=True,
+                                 chunk_rows=chunk_rows):
+        sel = where[done]
+        sel = sel[sel >= 0]
+        if not sel.size:
+            continue
+        rows = lg.rows[sel]
+        aff = rep.category_affinity[rows] if rep.category_affinity is not None else None
+        ctx = make_context(
+            enc, catalog, rep.features[rows], category_affinity=aff,
+            candidates=None if lg.candidates is None else lg.candidates[sel],
+            mask=None if lg.mask is None else lg.mask[sel],
+            logged={c: v[sel] for c, v in lg.logged.items()},
+            cand_values={c: v[sel] for c, v in lg.cand_values.items()},
+            position=None if lg.position is None else lg.position[sel])
+        yield BanditRounds(ctx, lg.action[sel], lg.reward[sel], lg.pscore[sel],
+                           lg.item_id[sel], rows, enc, catalog, rs, dict(lg.dropped))
+
+
+def build_rounds(ds: Dataset, *, encoder: ContextEncoder | None = None,
+                 reward: RewardSpec | str | None = None) -> BanditRounds:
+    """All bandit rounds of a dataset's sent pushes (see :func:`iter_rounds`)."""
+    return next(iter(iter_rounds(ds, encoder=encoder, reward=reward)))

@@ -1,0 +1,259 @@
+"""Train a VW item policy from logs: Parquet -> bandit rounds -> VW text -> VW's own driver.
+
+The rounds are featurised in time-ordered chunks (:func:`~pushrl.policies.item_data.iter_rounds`)
+and written as VW text with vectorised byte operations
+(:class:`~pushrl.policies.vw_format.VWFormatter`) into a pipe that VW's own command-line
+driver (``python -m vowpalwabbit -d /dev/stdin``) reads, so parsing and learning run in C++
+while Python featurises the next chunk. No per-example Python ``learn`` calls.
+
+Labels: ``cost = -reward`` (VW minimises cost) and the item-level logging ``pscore``.
+Several passes (``passes > 1``) go through a cache file (``--cache_file``, rebuilt with
+``-k``); VW then holds out every 10th round and reports the holdout loss.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+from vowpalwabbit import __version__ as VW_VERSION
+
+from pushrl.data.validate import load_dataset
+from pushrl.errors import DataError
+from pushrl.policies.item_data import BanditRounds, RewardSpec, iter_rounds
+from pushrl.policies.vw import VWConfig, VWItemPolicy
+from pushrl.policies.vw_format import CBLabels, VWFormatter, VWLayout
+
+#: Rounds per chunk streamed to VW.
+CHUNK_ROUNDS = 4096
+
+
+def layout_for(rounds: BanditRounds) -> VWLayout:
+    """The VW layout of rounds built by :mod:`~pushrl.policies.item_data`."""
+    enc, cat = rounds.encoder, rounds.catalog
+    return VWLayout.from_catalog(enc.shared_names, enc.candidate_feature_names, cat.ids,
+                                 cat.features, cat.feature_names)
+
+
+def labels_of(rounds: BanditRounds) -> CBLabels:
+    """VW labels of logged rounds: ``cost = -reward`` with the item-level ``pscore``."""
+    return CBLabels(rounds.action, -rounds.reward, rounds.pscore)
+
+
+def driver_command(config: VWConfig, model: str | Path, *, data: str | Path = "/dev/stdin",
+                   cache: str | Path | None = None) -> list[str]:
+    """VW's own CLI driver command training ``config`` on a text file (or stdin)."""
+    cmd = [sys.executable, "-m", "vowpalwabbit", "-d", str(data), "-f", str(model),
+           *config.args()]
+    if config.passes > 1:
+        if cache is None:
+            raise ValueError("passes > 1 needs a cache file; pass cache=PATH")
+        cmd += ["--passes", str(config.passes), "--cache_file", str(cache), "-k"]
+    return cmd
+
+
+def parse_driver_output(text: str) -> dict[str, float]:
+    """``train/...`` metrics from the summary VW's driver prints at the end of a run."""
+    out: dict[str, float] = {}
+    pats = {"train/examples": r"number of examples(?: per pass)? = (\d+)",
+            "train/passes": r"passes used = (\d+)",
+            "train/weighted_examples": r"weighted example sum = ([-\d.eE+]+)",
+            "train/total_features": r"total feature number = (\d+)",
+            "train/pv_loss": r"average loss = ([-\d.eE+]+)"}
+    for key, pat in pats.items():
+        m = re.search(pat, text)
+        if m:
+            out[key] = float(m.group(1))
+    if "h\n" in text or "holdout" in text:
+        if "train/pv_loss" in out and re.search(r"average loss = [-\d.eE+]+ h", text):
+            out["train/holdout_loss"] = out.pop("train/pv_loss")
+    return out
+
+
+class _Driver:
+    """VW's driver in a subprocess, fed through its stdin by a writer thread."""
+
+    def __init__(self, cmd: list[str], tee: IO[bytes] | None = None) -> None:
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        self.tee = tee
+        self._q: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=3)
+        self._err: list[bytes] = []
+        self.write_error: BaseException | None = None
+        self._writer = threading.Thread(target=self._write, daemon=True)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._writer.start()
+        self._reader.start()
+
+    def _write(self) -> None:
+        assert self.proc.stdin is not None
+        try:
+            while (arr := self._q.get()) is not None:
+                self.proc.stdin.write(arr.data)
+                if self.tee is not None:
+                    self.tee.write(arr.data)
+            self.proc.stdin.close()
+        except (BrokenPipeError, OSError) as exc:  # VW died: reported by finish()
+            self.write_error = exc
+            while self._q.get() is not None:
+                pass
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._err.append(line)
+
+    def feed(self, arr: np.ndarray) -> None:
+        self._q.put(arr)
+
+    def finish(self) -> str:
+        self._q.put(None)
+        self._writer.join()
+        rc = self.proc.wait()
+        self._reader.join()
+        text = b"".join(self._err).decode(errors="replace")
+        if rc != 0 or self.write_error is not None:
+            tail = " | ".join(text.strip().splitlines()[-3:])
+            raise RuntimeError(f"VW driver failed (exit {rc}): {tail}")
+        return text
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self._q.put(None)
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train_vw`.
+
+    Attributes:
+        policy: The trained policy (loaded from the saved model bytes).
+        metrics: ``train/...`` metrics.
+        card: Model-card fields (also written to the artifact).
+        artifact: Artifact directory, or None when not saved.
+    """
+
+    policy: VWItemPolicy
+    metrics: dict[str, float]
+    card: dict[str, Any]
+    artifact: Path | None = None
+    rounds_meta: dict[str, Any] = field(default_factory=dict)
+
+
+def train_rounds(chunks: Iterable[BanditRounds], config: VWConfig, *,
+                 examples_path: str | Path | None = None,
+                 progress: Callable[[int], None] | None = None,
+                 _driver: _Driver | None = None,
+                 _model_path: Path | None = None) -> TrainResult:
+    """Train a VW policy on bandit rounds streamed to VW's driver.
+
+    Args:
+        chunks: Rounds in training order (e.g. :func:`iter_rounds` or ``[rounds]``).
+        config: VW options.
+        examples_path: Also write the exact VW text to this file (for benchmarks).
+        progress: Called with the number of rounds sent so far.
+
+    Returns:
+        The policy (not saved; see :func:`train_vw`) and metrics.
+    """
+    tmp = Path(tempfile.mkdtemp(prefix="pushrl-vw-"))
+    model_path = _model_path or tmp / "model.vw"
+    tee = open(examples_path, "wb") if examples_path else None
+    driver = _driver or _Driver(driver_command(config, model_path, cache=tmp / "cache"), tee)
+    driver.tee = tee
+    n, reward_sum, first, k_max = 0, 0.0, None, 0
+    try:
+        for chunk in chunks:
+            if first is None:
+                first = chunk
+                fmt = VWFormatter(layout_for(chunk))
+            driver.feed(fmt.to_array(chunk.context, labels_of(chunk)))
+            n += chunk.n_rounds
+            reward_sum += float(chunk.reward.sum())
+            k_max = max(k_max, chunk.n_actions)
+            if progress is not None:
+                progress(n)
+        if first is None:
+            raise DataError("no bandit rounds to train on")
+        t_fed = time.perf_counter()
+        text = driver.finish()
+        model = model_path.read_bytes()
+    except BaseException:
+        driver.kill()
+        raise
+    finally:
+        if tee is not None:
+            tee.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    t_end = time.perf_counter()
+    metrics = parse_driver_output(text)
+    metrics.update({"train/rounds": float(n), "train/n_actions": float(k_max),
+                    "train/logged_reward_mean": reward_sum / max(n, 1),
+                    "train/seconds_vw_after_last_chunk": t_end - t_fed})
+    policy = VWItemPolicy(layout_for(first), config.args(), model, first.encoder)
+    card = {"vw_config": config.to_dict(), "vw_version": VW_VERSION,
+            "vw_driver_args": config.args() + (
+                ["--passes", str(config.passes), "--cache_file", "<cache>", "-k"]
+                if config.passes > 1 else []),
+            "reward": str(first.reward_spec), "cost": "-reward",
+            "pscore": "item level: pscore / pscore_send when pscore_send is logged, else pscore"}
+    return TrainResult(policy, metrics, card)
+
+
+def train_vw(data: str | Path, config: VWConfig | None = None, *, out: str | Path | None = None,
+             reward: RewardSpec | str | None = None, chunk_rounds: int = CHUNK_ROUNDS,
+             examples_path: str | Path | None = None,
+             progress: Callable[[int], None] | None = None) -> TrainResult:
+    """Train a VW item policy end to end from a pushlog v1 directory (Parquet -> model).
+
+    Args:
+        data: Dataset directory (loaded with :func:`~pushrl.data.validate.load_dataset`).
+        config: VW options (default :class:`VWConfig`).
+        out: ``policies/NAME``: save a registry artifact there (new version).
+        reward: Reward definition (default: ``clicked``, plus ``0.01*revenue`` when logged).
+        chunk_rounds: Rounds per chunk streamed to VW.
+        examples_path: Also write the VW text to this file.
+        progress: Called with the number of rounds sent so far.
+
+    Raises:
+        DataError: the logs have no ``pscore``, no sent pushes or no reward.
+    """
+    config = config or VWConfig()
+    t0 = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix="pushrl-vw-"))
+    model_path = tmp / "model.vw"
+    # VW's start-up (interpreter, library load) overlaps with loading the data
+    driver = _Driver(driver_command(config, model_path, cache=tmp / "cache"))
+    try:
+        ds, report = load_dataset(data)
+        t_load = time.perf_counter() - t0
+        res = train_rounds(iter_rounds(ds, reward=reward, chunk_rounds=chunk_rounds), config,
+                           examples_path=examples_path, progress=progress, _driver=driver,
+                           _model_path=model_path)
+    except BaseException:
+        driver.kill()
+        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    seconds = time.perf_counter() - t0
+    res.metrics.update({"train/seconds": seconds, "train/seconds_load": t_load,
+                        "train/rounds_per_second": res.metrics["train/rounds"] / seconds})
+    res.card.update({"data": {"path": str(data), "fingerprint": report.fingerprint,
+                              "rejected_rows": report.n_rejected},
+                     "metrics": res.metrics})
+    if out is not None:
+        res.policy.name = Path(out).name
+        res.artifact = res.policy.save(out, res.card)
+        res.policy.version = res.artifact.name
+    return res
