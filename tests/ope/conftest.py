@@ -18,7 +18,8 @@ DIRECTIONS = ("random_logs_bts_policy", "bts_logs_random_policy")
 
 @cache
 def load_obp_case(direction: str) -> dict[str, np.ndarray]:
-    """Arrays of one OBP reference direction, with row-deduplicated 3-d arrays expanded."""
+    """Arrays of one OBP reference file (a direction, or ``crossfit_random_logs``), with the
+    row-deduplicated 3-d arrays expanded."""
     with np.load(OBP_DIR / f"{direction}.npz") as z:
         raw = {k: z[k] for k in z.files}
     out = {k: v for k, v in raw.items() if "__" not in k}

@@ -1,0 +1,237 @@
+"""Benchmarks of pushrl.ope: throughput/memory, speed vs OBP, and OBP's OBD experiment.
+
+Sections (default: --perf --obp-timing):
+
+--perf           1M logged decisions x 50 actions (len_list 1): every bandit estimator with a
+                 1,000-resample bootstrap CI. Reports wall time and peak RSS (target <= 4 GB).
+--obp-timing     On the OBD arrays of tests/fixtures/obp, times pushrl's bootstrap intervals of
+                 the 11 estimator configurations against OBP 0.4.1's (timed by
+                 scripts/obp_reference.py in its venv, same machine, 10,000 resamples each) and
+                 checks the point values are OBP's (target >= 5x faster, identical points).
+--obd-benchmark  OBP's examples/obd experiment: Bernoulli TS's CTR estimated from the random
+                 logs vs its on-policy CTR in the bts logs, relative error over 20 bootstrap
+                 resamples of the logs, reward model cross-fitted with pushrl (3 folds,
+                 LogisticRegression(C=100)). Compared with OBP's own run of the protocol.
+
+    python benchmarks/ope.py [--perf] [--obp-timing] [--obd-benchmark] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from pushrl.ope import (
+    DirectMethod,
+    DoublyRobust,
+    DoublyRobustWithShrinkage,
+    InverseProbabilityWeighting,
+    SelfNormalizedDoublyRobust,
+    SelfNormalizedInverseProbabilityWeighting,
+    SwitchDoublyRobust,
+    estimate_intervals,
+    fit_reward_model,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+OBP_DIR = ROOT / "tests" / "fixtures" / "obp"
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--perf", action="store_true")
+parser.add_argument("--obp-timing", action="store_true")
+parser.add_argument("--obd-benchmark", action="store_true")
+parser.add_argument("--json", action="store_true", help="print one JSON document")
+parser.add_argument("--n-rounds", type=int, default=1_000_000)
+parser.add_argument("--n-actions", type=int, default=50)
+parser.add_argument("--n-bootstrap", type=int, default=1000)
+parser.add_argument("--obd-runs", type=int, default=20)
+args = parser.parse_args()
+if not (args.perf or args.obp_timing or args.obd_benchmark):
+    args.perf = args.obp_timing = True
+results: dict[str, Any] = {}
+
+
+def log(msg: str) -> None:
+    if not args.json:
+        print(msg, flush=True)
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # ru_maxrss is in KB
+
+
+def estimator_configs() -> list[Any]:
+    """The 11 configurations scripts/obp_reference.py ran in OBP."""
+    ests: list[Any] = [
+        InverseProbabilityWeighting(), SelfNormalizedInverseProbabilityWeighting(),
+        DirectMethod(), DoublyRobust(), SelfNormalizedDoublyRobust(),
+    ]
+    ests += [SwitchDoublyRobust(tau=t, estimator_name=f"switch-dr(tau={t:g})")
+             for t in (1.0, 5.0, 20.0)]
+    ests += [DoublyRobustWithShrinkage(lambda_=lam, estimator_name=f"dr-os(lambda={lam:g})")
+             for lam in (1.0, 10.0, 100.0)]
+    return ests
+
+
+def load_obp(name: str) -> dict[str, np.ndarray]:
+    with np.load(OBP_DIR / f"{name}.npz") as z:
+        raw = {k: z[k] for k in z.files}
+    out = {k: v for k, v in raw.items() if "__" not in k}
+    for key in [k for k in raw if k.endswith("__rows")]:
+        base = key[: -len("__rows")]
+        out[base] = raw[key][raw[f"{base}__index"]]
+    return out
+
+
+# --- 1M x 50 throughput and memory ------------------------------------------------------------
+if args.perf:
+    n, n_actions = args.n_rounds, args.n_actions
+    log(f"== perf: {n:,} rounds x {n_actions} actions, {args.n_bootstrap} bootstrap resamples")
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    # A contextual evaluation policy and reward model, materialised as (n, n_actions, 1) the way
+    # a caller would pass them (400 MB each); the logger is uniform.
+    action_dist = rng.standard_normal((n, n_actions, 1))
+    np.exp(action_dist, out=action_dist)
+    action_dist /= action_dist.sum(axis=1, keepdims=True)
+    q_hat = rng.random((n, n_actions, 1)) * 0.1
+    action = rng.integers(0, n_actions, n)
+    pscore = np.full(n, 1.0 / n_actions)
+    reward = (rng.random(n) < q_hat[np.arange(n), action, 0]).astype(np.float64)
+    t_data = time.perf_counter() - t0
+    rss_data = peak_rss_gb()
+    ests = [DirectMethod(), InverseProbabilityWeighting(),
+            SelfNormalizedInverseProbabilityWeighting(), DoublyRobust(),
+            SelfNormalizedDoublyRobust(), SwitchDoublyRobust(tau=5.0),
+            DoublyRobustWithShrinkage(lambda_=10.0)]
+    t0 = time.perf_counter()
+    out = estimate_intervals(ests, reward, action, pscore, action_dist, None, q_hat,
+                             n_bootstrap_samples=args.n_bootstrap, random_state=0)
+    t_ope = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    estimate_intervals(ests, reward, action, pscore, action_dist, None, q_hat, method="normal")
+    t_normal = time.perf_counter() - t0
+    results["perf"] = {
+        "n_rounds": n, "n_actions": n_actions, "len_list": 1,
+        "n_bootstrap_samples": args.n_bootstrap, "estimators": [e.estimator_name for e in ests],
+        "seconds_data_generation": t_data,
+        "seconds_all_estimators_bootstrap": t_ope,
+        "seconds_all_estimators_normal": t_normal,
+        "peak_rss_gb_after_data": rss_data, "peak_rss_gb": peak_rss_gb(),
+        "target_peak_rss_gb": 4.0,
+        "estimates": {k: v.to_dict() for k, v in out.items()},
+    }
+    log(f"  data generation {t_data:.1f}s (peak RSS {rss_data:.2f} GB)")
+    log(f"  7 estimators, bootstrap CIs: {t_ope:.1f}s; normal CIs: {t_normal:.2f}s")
+    log(f"  peak RSS {peak_rss_gb():.2f} GB (target <= 4 GB)")
+    for k, v in out.items():
+        log(f"    {k:10s} {v.value:.6f} [{v.lower:.6f}, {v.upper:.6f}]")
+    del action_dist, q_hat
+
+# --- speed and point values vs OBP on the OBD arrays -----------------------------------------
+if args.obp_timing:
+    ref = json.loads((OBP_DIR / "obp_reference.json").read_text())
+    n_boot = ref["provenance"]["n_bootstrap_timing"]
+    seed = ref["provenance"]["bootstrap_random_state"]
+    results["obp_timing"] = {}
+    for direction, meta in ref["directions"].items():
+        log(f"== obp timing: {direction}, {n_boot} resamples x {len(meta['values'])} estimators")
+        case = load_obp(direction)
+        inputs = {k: case[k] for k in ("reward", "action", "pscore", "action_dist", "position")}
+        inputs["estimated_rewards_by_reg_model"] = case["estimated_rewards_by_reg_model"]
+        ests = estimator_configs()
+        obp_seconds = sum(meta["timing_seconds"]["estimate_interval"].values())
+        rel = max(
+            abs(e.estimate_policy_value(**inputs) / meta["values"][e.estimator_name] - 1)
+            for e in ests
+        )
+        timings = {}
+        for label, rs in (("generator", lambda: seed),
+                          ("obp_stream", lambda: np.random.RandomState(seed))):
+            t0 = time.perf_counter()
+            joint = estimate_intervals(ests, **inputs, n_bootstrap_samples=n_boot,
+                                       random_state=rs())
+            timings[f"joint_{label}"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            for e in ests:
+                e.estimate_interval(**inputs, n_bootstrap_samples=n_boot, random_state=rs())
+            timings[f"separate_{label}"] = time.perf_counter() - t0
+        # in the OBP stream the non-self-normalised intervals are OBP's draw for draw
+        ci_rel = max(
+            abs(joint[name].as_obp_dict()[k] / v - 1)
+            for name, ci in meta["intervals"].items() if name not in ("snipw", "sndr")
+            for k, v in ci.items()
+        ) if n_boot == ref["provenance"]["n_bootstrap_fixture"] else None
+        results["obp_timing"][direction] = {
+            "obp_seconds_total": obp_seconds,
+            "pushrl_seconds": timings,
+            "speedup_joint": obp_seconds / timings["joint_generator"],
+            "speedup_separate": obp_seconds / timings["separate_generator"],
+            "speedup_joint_obp_stream": obp_seconds / timings["joint_obp_stream"],
+            "max_rel_diff_point_values": rel,
+            "max_rel_diff_intervals_same_stream": ci_rel,
+            "target_speedup": 5.0,
+        }
+        log(f"  OBP {obp_seconds:.1f}s | pushrl joint {timings['joint_generator']:.2f}s "
+            f"({obp_seconds / timings['joint_generator']:.1f}x), separate calls "
+            f"{timings['separate_generator']:.2f}s "
+            f"({obp_seconds / timings['separate_generator']:.1f}x), joint with OBP's stream "
+            f"{timings['joint_obp_stream']:.2f}s | max rel diff of point values {rel:.1e}")
+
+# --- OBP's OBD experiment: BTS from random logs vs BTS on-policy CTR ---------------------------
+if args.obd_benchmark:
+    ref = json.loads((OBP_DIR / "obp_reference.json").read_text())["obd_benchmark"]
+    case = load_obp("random_logs_bts_policy")
+    single = np.load(OBP_DIR / "bts_single_round_action_dist.npy")  # OBP BTS, n_sim=1e6
+    truth = ref["ground_truth_bts_on_policy_ctr"]
+    n = case["reward"].shape[0]
+    log(f"== OBD benchmark: {args.obd_runs} bootstrap resamples of the random logs, "
+        f"BTS on-policy CTR {truth}")
+    ests = estimator_configs()
+    errors: dict[str, list[float]] = {e.estimator_name: [] for e in ests}
+    t0 = time.perf_counter()
+    for b in range(args.obd_runs):
+        # OpenBanditDataset.sample_bootstrap_bandit_feedback(random_state=b)
+        idx = np.random.RandomState(b).choice(np.arange(n), size=n, replace=True)
+        boot = {k: case[k][idx] for k in ("reward", "action", "pscore", "position", "context")}
+        q_b = fit_reward_model(
+            boot["context"], boot["action"], boot["reward"], n_actions=single.shape[0],
+            len_list=single.shape[1], position=boot["position"],
+            action_context=case["action_context"],
+            base_model=LogisticRegression(max_iter=10000, C=100, random_state=12345),
+            n_folds=3, random_state=12345,
+        )
+        dist = np.broadcast_to(single, (n, *single.shape))
+        for e in ests:
+            v = e.estimate_policy_value(boot["reward"], boot["action"], boot["pscore"], dist,
+                                        boot["position"], q_b)
+            errors[e.estimator_name].append(abs(v - truth) / truth)
+    seconds = time.perf_counter() - t0
+    mean_err = {k: float(np.mean(v)) for k, v in errors.items()}
+    results["obd_benchmark"] = {
+        "n_runs": args.obd_runs, "ground_truth": truth, "seconds": seconds,
+        "pushrl_mean_relative_error": mean_err,
+        "pushrl_std_relative_error": {k: float(np.std(v, ddof=1)) for k, v in errors.items()},
+        "obp_mean_relative_error": ref["mean_relative_error"],
+        "published_readme_mean_relative_error": ref["published_readme_mean_relative_error"],
+        "obp_seconds": ref["seconds"]["runs"],
+    }
+    log(f"  {'estimator':20s} {'pushrl':>8s} {'OBP run':>8s} {'README':>8s}")
+    for k, v in mean_err.items():
+        pub = ref["published_readme_mean_relative_error"].get(k)
+        log(f"  {k:20s} {v:8.4f} {ref['mean_relative_error'][k]:8.4f} "
+            f"{'' if pub is None else f'{pub:8.4f}'}")
+    log(f"  {seconds:.1f}s (OBP's run: {ref['seconds']['runs']:.1f}s)")
+
+results["peak_rss_gb"] = peak_rss_gb()
+results["command"] = " ".join(["python", *sys.argv])
+if args.json:
+    print(json.dumps(results, indent=2))
