@@ -366,8 +366,8 @@ class _Logged:
     dropped: dict[str, int]
 
 
-def _logged(ds: Dataset, enc: ContextEncoder, catalog: ItemCatalog,
-            rs: RewardSpec) -> _Logged:
+def _sent(ds: Dataset, rs: RewardSpec) -> tuple[np.ndarray, pd.DataFrame, np.ndarray, int]:
+    """``(rows, pushes[rows], reward, n_missing_reward)`` of sent rows with a reward."""
     p = ds.pushes
     sent = p["sent"].fillna(False).to_numpy(bool) & p["item_id"].notna().to_numpy()
     if not sent.any():
@@ -378,8 +378,27 @@ def _logged(ds: Dataset, enc: ContextEncoder, catalog: ItemCatalog,
     ok = np.isfinite(r)
     if not ok.any():
         raise DataError(f"--reward {rs} is missing for every sent row; pick logged outcomes")
-    dropped = {"reward_missing": int((~ok).sum())}
-    rows, sp, r = rows[ok], sp[ok], r[ok]
+    return rows[ok], sp[ok], r[ok], int((~ok).sum())
+
+
+def logged_item_rewards(ds: Dataset, catalog: ItemCatalog,
+                        reward: RewardSpec | str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Catalog index and reward of every sent push, each ``(n_sent,)`` (for counting)."""
+    rs = _reward_spec(ds, reward)
+    _, sp, r, _ = _sent(ds, rs)
+    return catalog.indices(sp["item_id"].astype(str).tolist()), r
+
+
+def _reward_spec(ds: Dataset, reward: RewardSpec | str | None) -> RewardSpec:
+    if isinstance(reward, RewardSpec):
+        return reward
+    return RewardSpec.parse(reward) if reward else default_reward(ds)
+
+
+def _logged(ds: Dataset, enc: ContextEncoder, catalog: ItemCatalog,
+            rs: RewardSpec) -> _Logged:
+    rows, sp, r, n_missing = _sent(ds, rs)
+    dropped = {"reward_missing": n_missing}
     pscore = item_pscore(sp)
     item_ids = sp["item_id"].astype(str).to_numpy(dtype=object)
     cand, mask, action = _candidates(sp, catalog, catalog.indices(item_ids), rows)
@@ -412,8 +431,7 @@ def iter_rounds(ds: Dataset, *, encoder: ContextEncoder | None = None,
     spec = encoder.spec if encoder is not None else FeatureSpec.fit(ds)
     catalog = ItemCatalog(ds.items, spec)
     enc = encoder or ContextEncoder.fit(ds, spec, catalog)
-    rs = reward if isinstance(reward, RewardSpec) else (
-        RewardSpec.parse(reward) if reward else default_reward(ds))
+    rs = _reward_spec(ds, reward)
     lg = _logged(ds, enc, catalog, rs)
     where = np.full(len(ds.pushes), -1, np.int64)
     where[lg.rows] = np.arange(lg.rows.size)
