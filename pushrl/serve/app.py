@@ -215,9 +215,7 @@ def create_app(cfg: ServeConfig, *, overrides: dict[str, Policy] | None = None) 
               dependencies=[decide_scope], responses=_errors(400, 401, 403, 404, 409, 422))
     async def decide(body: DecideIn) -> dict[str, Any]:
         """Send now or wait; which item. Logged durably (with its pscore) before answering."""
-        out, stmts = srv().decide([body])
-        await srv().commit(stmts)
-        return out[0]
+        return await srv().decide_one(body)
 
     @app.post("/v1/decide/batch", response_model=DecideBatchOut, tags=["decide"],
               dependencies=[decide_scope], responses=_errors(400, 401, 403, 404, 409, 422))

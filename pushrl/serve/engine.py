@@ -75,7 +75,14 @@ class Engine:
         seq = np.random.SeedSequence(cfg.seed)
         self.rng, self.shadow_rng, self.look_rng = (np.random.default_rng(s)
                                                     for s in seq.spawn(3))
+        # decision ids: a random per-process prefix and a counter (uuid4 costs a syscall)
+        self._id_prefix = uuid.uuid4().hex[:16]
+        self._id_count = 0
         self._ctx_cache: dict[int, tuple[Any, ItemCatalog, ContextEncoder, np.ndarray]] = {}
+
+    def _next_id(self) -> str:
+        self._id_count += 1
+        return f"{self._id_prefix}{self._id_count:012x}"
 
     # ------------------------------------------------------------------ item contexts
     def _encoding(self, loaded: Loaded) -> tuple[ItemCatalog, ContextEncoder, np.ndarray]:
@@ -141,15 +148,24 @@ class Engine:
             raise Conflict("no_items", "the item catalog is empty; add items with "
                            "PUT /v1/items/{item_id} or start the server with --catalog DIR")
         self.check_items(ps.item, rows)
-        tzs = [st.timezone(i) for i in u.tolist()]
-        allowed, reasons, today = guardrails.check(self.cfg.guardrails, st.sends, u, ts, tzs)
+        allowed, reasons, today, days = guardrails.check(self.cfg.guardrails, st.sends, u, ts,
+                                                         st.fs)
         timing = ps.safe if self.kill_switch else ps.timing
         stmts = st.op(OP_ADVANCE, u, b)
         try:
-            return self._decide(rows, u, ts, b, tzs, allowed, reasons, today, timing, stmts)
+            return self._decide(rows, u, ts, b, days, allowed, reasons, today, timing, stmts)
         except BaseException:
             st.pending.extend(stmts)  # the state moved: journal it with the next commit
             raise
+
+    def check_row(self, row: DecideRow) -> None:
+        """Everything :meth:`decide` would refuse for this row alone (so a micro-batch can
+        drop it without failing the others)."""
+        self.state.check_clock(np.array([row.u]), np.array([row.ts // HOUR]))
+        if not self.state.item_list:
+            raise Conflict("no_items", "the item catalog is empty; add items with "
+                           "PUT /v1/items/{item_id} or start the server with --catalog DIR")
+        self.check_items(self.policies.item, [row])
 
     def check_items(self, loaded: Loaded, rows: list[DecideRow]) -> None:
         """Refuse candidates the item policy cannot score (before any state changes)."""
@@ -160,7 +176,7 @@ class Engine:
                                f"to item policy {loaded.label} (trained on another catalog)")
 
     def _decide(self, rows: list[DecideRow], u: np.ndarray, ts: np.ndarray, b: np.ndarray,
-                tzs: list[str], allowed: np.ndarray, reasons: list[str | None],
+                days: np.ndarray, allowed: np.ndarray, reasons: list[str | None],
                 today: np.ndarray, timing: Loaded,
                 stmts: list[Statement]) -> tuple[list[dict[str, Any]], list[Statement]]:
         st, ps, n = self.state, self.policies, len(rows)
@@ -183,10 +199,10 @@ class Engine:
         if send.any():
             stmts += st.op(OP_PUSH, u[send], b[send])
             for i in np.flatnonzero(send).tolist():
-                st.sends.record(int(u[i]), tzs[i], int(ts[i]))
+                st.sends.record(int(u[i]), "", int(ts[i]), int(days[i]))
         out = []
         for i, r in enumerate(rows):
-            did = uuid.uuid4().hex
+            did = self._next_id()
             stmts.append((_DECISION_SQL, (
                 did, st.next_seq(), r.user_id, int(ts[i]), int(send[i]), items[i],
                 float(pscore[i]), float(p_send[i]), float(p_item[i]) if send[i] else None,
@@ -211,7 +227,7 @@ class Engine:
         for i, r in enumerate(rows):
             if r.horizon is not None:
                 out[i]["send_at"] = (out[i]["ts"] if send[i] else
-                                     self._look_ahead(timing, r, int(u[i]), int(ts[i]), tzs[i]))
+                                     self._look_ahead(timing, r, int(u[i]), int(ts[i])))
         return out, stmts
 
     def _reasons(self, tctx: TimingContext, allowed: np.ndarray,
@@ -258,8 +274,7 @@ class Engine:
         return [(_SHADOW_SQL, (ids[i], t.label, item.label, int(s_send[i]), items[i],
                                float(ps_joint[i]), float(s_p[i]))) for i in range(len(rows))]
 
-    def _look_ahead(self, timing: Loaded, r: DecideRow, u: int, ts: int,
-                    tz: str) -> dt.datetime | None:
+    def _look_ahead(self, timing: Loaded, r: DecideRow, u: int, ts: int) -> dt.datetime | None:
         """First slot after ``ts`` within ``r.horizon`` hours in which ``timing`` would send,
         on a copy of the user's state (no new events assumed)."""
         h = int(r.horizon or 0)
@@ -271,8 +286,8 @@ class Engine:
         local = np.arange(h, dtype=np.int64)
         raw = scratch.features(local, bb)
         uu = np.full(h, u, np.int64)
-        allowed, _, today = guardrails.check(self.cfg.guardrails, st.sends, uu, bb * HOUR,
-                                             [tz] * h)
+        allowed, _, today, _ = guardrails.check(self.cfg.guardrails, st.sends, uu, bb * HOUR,
+                                                st.fs)
         ctx = TimingContext(raw, allowed, local, bb, scratch, today)
         act = np.asarray(timing.policy.decide_batch(ctx, self.look_rng).action)
         hit = np.flatnonzero(act == SEND)

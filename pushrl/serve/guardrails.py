@@ -18,9 +18,12 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from pushrl.data.features import FeatureState
+from pushrl.data.timezones import TimezoneTable
 from pushrl.serve.config import GuardrailConfig
 
 HOUR = 3600
+DAY = 86400
 WEEK_BUCKETS = 168
 
 
@@ -30,9 +33,28 @@ def _zone(name: str) -> ZoneInfo:
 
 
 def local_hour_day(ts: int, tz: str) -> tuple[int, int]:
-    """Local hour (0-23) and local date ordinal of unix time ``ts`` in ``tz``."""
+    """Local hour (0-23) and local day number (days since 1970-01-01, local) of ``ts``."""
     t = dt.datetime.fromtimestamp(ts, _zone(tz))
-    return t.hour, t.toordinal()
+    off = t.utcoffset()
+    local = ts + int(off.total_seconds() if off is not None else 0)
+    return (local % DAY) // HOUR, local // DAY
+
+
+def local_hour_day_vec(tzt: TimezoneTable, tz_idx: np.ndarray, ts: np.ndarray,
+                       names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised :func:`local_hour_day` at the exact times ``ts`` (not bucket starts).
+
+    The pipeline's per-bucket offsets are exact unless a zone changes offset inside the
+    bucket (e.g. Australia/Adelaide at hh:30 UTC); those rows use zoneinfo.
+    """
+    b = ts // HOUR
+    off = tzt.offset_seconds(tz_idx, b).astype(np.int64)
+    nxt = tzt.offset_seconds(tz_idx, b + 1).astype(np.int64)
+    local = ts + off
+    hour, day = (local % DAY) // HOUR, local // DAY
+    for i in np.flatnonzero(off != nxt).tolist():
+        hour[i], day[i] = local_hour_day(int(ts[i]), names[i])
+    return hour, day
 
 
 def in_quiet_hours(hour: int, cfg: GuardrailConfig) -> bool:
@@ -49,11 +71,11 @@ class SendHistory:
     def __init__(self) -> None:
         self._sends: dict[int, list[tuple[int, int]]] = defaultdict(list)
 
-    def record(self, user: int, tz: str, ts: int) -> None:
-        """Count a send of ``user`` at unix time ``ts``."""
+    def record(self, user: int, tz: str, ts: int, day: int | None = None) -> None:
+        """Count a send of ``user`` at unix time ``ts`` (``day``: its local day number)."""
         b = ts // HOUR
         lst = self._sends[user]
-        lst.append((b, local_hour_day(ts, tz)[1]))
+        lst.append((b, local_hour_day(ts, tz)[1] if day is None else day))
         if len(lst) > 64 or lst[0][0] < b - 8 * 24:
             lst[:] = [x for x in lst if x[0] > b - 8 * 24]
 
@@ -68,7 +90,7 @@ class SendHistory:
 
 
 def check(cfg: GuardrailConfig, history: SendHistory, users: np.ndarray, ts: np.ndarray,
-          tzs: list[str]) -> tuple[np.ndarray, list[str | None], np.ndarray]:
+          fs: FeatureState) -> tuple[np.ndarray, list[str | None], np.ndarray, np.ndarray]:
     """Which users may receive a push at ``ts``.
 
     Args:
@@ -76,25 +98,30 @@ def check(cfg: GuardrailConfig, history: SendHistory, users: np.ndarray, ts: np.
         history: Sends so far (from the server's log).
         users: ``(n,)`` user indices.
         ts: ``(n,)`` unix seconds of the decisions.
-        tzs: Time zone of each user.
+        fs: The feature state (users' time zones).
 
     Returns:
-        ``allowed`` bool ``(n,)``, the blocking guardrail per row (``None`` if allowed) and
-        ``sends_today`` int ``(n,)``.
+        ``allowed`` bool ``(n,)``, the blocking guardrail per row (``None`` if allowed),
+        ``sends_today`` int ``(n,)`` and the local day number of each row ``(n,)``.
     """
     n = len(users)
-    allowed = np.ones(n, bool)
-    reasons: list[str | None] = [None] * n
+    tz_idx = fs.a.tz_idx[users]
+    names = [fs.tzt.names[i] for i in tz_idx.tolist()]
+    hours, days = local_hour_day_vec(fs.tzt, tz_idx, np.asarray(ts, np.int64), names)
+    s, e = cfg.quiet_start, cfg.quiet_end
+    quiet = (np.zeros(n, bool) if s == e else
+             (hours >= s) & (hours < e) if s < e else (hours >= s) | (hours < e))
     today = np.zeros(n, np.int64)
-    for i, (u, t, tz) in enumerate(zip(users.tolist(), ts.tolist(), tzs, strict=True)):
-        hour, day = local_hour_day(t, tz)
+    reasons: list[str | None] = [None] * n
+    for i, (u, t, day) in enumerate(zip(users.tolist(), ts.tolist(), days.tolist(),
+                                        strict=True)):
         d, w = history.counts(u, t // HOUR, day)
         today[i] = d
-        if in_quiet_hours(hour, cfg):
+        if quiet[i]:
             reasons[i] = "quiet_hours"
         elif d >= cfg.max_per_day:
             reasons[i] = "daily_cap"
         elif w >= cfg.max_per_week:
             reasons[i] = "weekly_cap"
-        allowed[i] = reasons[i] is None
-    return allowed, reasons, today
+    allowed = np.array([r is None for r in reasons], bool)
+    return allowed, reasons, today, days

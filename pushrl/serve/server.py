@@ -63,6 +63,8 @@ class Server:
         self.metrics.kill_switch.set(int(kill))
         self.metrics.users.set(len(self.state.users))
         self._pending_fb: dict[str, dict[str, Any]] = {}
+        self._waiting: list[tuple[DecideIn, asyncio.Future[dict[str, Any]]]] = []
+        self._batch_scheduled = False
         self._ptr_stat: tuple[int, int] | None = self._pointer_stat()
         self._swap_lock = asyncio.Lock()
 
@@ -195,6 +197,60 @@ class Server:
     def decide(self, reqs: list[DecideIn]) -> tuple[list[dict[str, Any]], list[Statement]]:
         """Decisions and their log rows."""
         return self.engine.decide(self.rows(reqs))
+
+    async def decide_one(self, req: DecideIn) -> dict[str, Any]:
+        """One decision, micro-batched with the others that arrived in the same event-loop
+        tick: one vectorised pass through the pipeline and one group commit for all of them
+        (each user still sees its own requests in order)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self._waiting.append((req, fut))
+        if not self._batch_scheduled:
+            self._batch_scheduled = True
+            loop.call_soon(self._run_batch)
+        return await fut
+
+    def _run_batch(self) -> None:
+        self._batch_scheduled = False
+        waiting, self._waiting = self._waiting, []
+        while waiting:
+            batch, later, seen = [], [], set()
+            for item in waiting:  # one decision per user per pass
+                (later if item[0].user_id in seen else batch).append(item)
+                seen.add(item[0].user_id)
+            waiting = later
+            rows, futs = [], []
+            for req, fut in batch:
+                try:
+                    row = self.rows([req])[0]
+                    self.engine.check_row(row)
+                except Exception as exc:
+                    fut.set_exception(exc)
+                    continue
+                rows.append(row)
+                futs.append(fut)
+            if not rows:
+                continue
+            try:
+                outs, stmts = self.engine.decide(rows)
+            except Exception as exc:
+                for f in futs:
+                    f.set_exception(exc)
+                continue
+            asyncio.ensure_future(self._finish(outs, stmts, futs))
+
+    async def _finish(self, outs: list[dict[str, Any]], stmts: list[Statement],
+                      futs: list[asyncio.Future[dict[str, Any]]]) -> None:
+        try:
+            await self.commit(stmts)
+        except Exception as exc:
+            for f in futs:
+                if not f.done():
+                    f.set_exception(exc)
+            return
+        for f, o in zip(futs, outs, strict=True):
+            if not f.done():
+                f.set_result(o)
 
     def _decision(self, decision_id: str) -> dict[str, Any]:
         got = self._pending_fb.get(decision_id)

@@ -254,7 +254,7 @@ class ServerState:
         for uid, ts in log.iter_rows("SELECT user_id, ts FROM decisions WHERE sent=1 "
                                      "ORDER BY seq"):
             idx = self.users[uid]
-            self.sends.record(idx, self.timezone(idx), ts)
+            self.sends.record(idx, self.timezone(idx), ts)  # same local day as when decided
         self.seq = log.max_seq()
 
     def timezone(self, idx: int) -> str:

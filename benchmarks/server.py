@@ -1,0 +1,206 @@
+"""Load test of the policy server on 127.0.0.1: /v1/decide (durable logging) vs /v1/echo.
+
+Starts `pushrl serve` (default baselines, synthetic catalog, fresh state dir), creates users,
+then runs the same bounded closed-loop load against the echo endpoint (the framework's
+ceiling) and against /v1/decide, in the same run. Uses `wrk` when installed
+(`apt-get install -y wrk`), else a bounded asyncio+httpx generator in a separate process.
+
+    python benchmarks/server.py [--json] [--duration 10] [--connections 8] [--users 2000]
+
+Targets (issue 7): decide >= 0.5x echo throughput, decide p99 <= 15 ms, 0 errors,
+server RSS <= 500 MB. On a shared machine the figures are noisy: re-measure on a quiet one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Asia/Tokyo",
+         "America/Los_Angeles", "Europe/London", "Australia/Sydney"]
+
+LUA = """
+math.randomseed(%(seed)d)
+local n = %(users)d
+request = function()
+  local u = math.random(0, n - 1)
+  return wrk.format("POST", "/v1/decide", {["Content-Type"] = "application/json"},
+                    '{"user_id":"u' .. u .. '"}')
+end
+"""
+LUA_DONE = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('RESULT {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,' ..
+    '"status_errors":%d,"socket_errors":%d}\\n', summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99), e.status,
+    e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_server(tmp: Path, port: int, sync: str) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "pushrl.cli.main", "serve", "--registry", str(tmp / "policies"),
+           "--state", str(tmp / "state"), "--port", str(port), "--host", "127.0.0.1",
+           "--catalog", str(ROOT / "simulator_data" / "synth"), "--seed", "0", "--sync", sync]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}/readyz"
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("server did not become ready in 30 s")
+
+
+def create_users(base: str, n: int) -> None:
+    with httpx.Client(base_url=base, timeout=30) as c:
+        for i in range(n):
+            r = c.put(f"/v1/users/u{i}", json={"timezone": ZONES[i % len(ZONES)]})
+            r.raise_for_status()
+
+
+def run_wrk(url: str, path: str, duration: int, conns: int, users: int, tmp: Path) -> dict:
+    script = tmp / f"{path.strip('/').replace('/', '_')}.lua"
+    body = (LUA % {"seed": 1, "users": users}) if path == "/v1/decide" else ""
+    script.write_text(body + LUA_DONE)
+    out = subprocess.run(["wrk", "-t1", f"-c{conns}", f"-d{duration}s", "--timeout", "5s",
+                          "-s", str(script), url + path], capture_output=True, text=True,
+                         check=True, timeout=duration + 30).stdout
+    res = json.loads(next(x for x in out.splitlines() if x.startswith("RESULT "))[7:])
+    secs = res["duration_us"] / 1e6
+    return {"requests": res["requests"], "rps": res["requests"] / secs,
+            "p50_ms": res["p50_us"] / 1e3, "p99_ms": res["p99_us"] / 1e3,
+            "errors": res["status_errors"] + res["socket_errors"]}
+
+
+HTTPX_GEN = r"""
+import asyncio, json, random, sys, time
+import httpx
+url, path, duration, conns, users = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+lat, errors = [], 0
+async def worker(c, stop, rng):
+    global errors
+    while time.perf_counter() < stop:
+        t = time.perf_counter()
+        try:
+            if path == "/v1/decide":
+                r = await c.post(path, json={"user_id": f"u{rng.randrange(users)}"})
+            else:
+                r = await c.get(path)
+            if r.status_code >= 400: errors += 1
+        except httpx.HTTPError:
+            errors += 1
+        lat.append(time.perf_counter() - t)
+async def main():
+    limits = httpx.Limits(max_connections=conns)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=5) as c:
+        t0 = time.perf_counter(); stop = t0 + duration
+        await asyncio.gather(*(worker(c, stop, random.Random(i)) for i in range(conns)))
+        el = time.perf_counter() - t0
+    lat.sort()
+    q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1e3
+    print(json.dumps({"requests": len(lat), "rps": len(lat) / el, "p50_ms": q(.5), "p99_ms": q(.99), "errors": errors}))
+asyncio.run(main())
+"""
+
+
+def run_httpx(url: str, path: str, duration: int, conns: int, users: int) -> dict:
+    out = subprocess.run([sys.executable, "-c", HTTPX_GEN, url, path, str(duration), str(conns),
+                          str(users)], capture_output=True, text=True, check=True,
+                         timeout=duration + 60).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.add_argument("--duration", type=int, default=10, help="seconds per load phase (<= 60)")
+    ap.add_argument("--connections", type=int, default=8, help="concurrent connections")
+    ap.add_argument("--users", type=int, default=2000)
+    ap.add_argument("--sync", default="full", choices=["full", "normal"])
+    ap.add_argument("--tool", default="auto", choices=["auto", "wrk", "httpx"])
+    a = ap.parse_args()
+    duration = min(a.duration, 60)
+    tool = ("wrk" if shutil.which("wrk") else "httpx") if a.tool == "auto" else a.tool
+    tmp = Path(tempfile.mkdtemp(prefix="pushrl-bench-"))
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    proc = start_server(tmp, port, a.sync)
+    try:
+        t = time.perf_counter()
+        create_users(base, a.users)
+        setup_s = time.perf_counter() - t
+        runs = {}
+        for path in ("/v1/echo", "/v1/decide"):
+            runs[path] = (run_wrk(base, path, duration, a.connections, a.users, tmp)
+                          if tool == "wrk" else
+                          run_httpx(base, path, duration, a.connections, a.users))
+        rss = rss_mb(proc.pid)
+        metrics = httpx.get(base + "/metrics").text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    echo, dec = runs["/v1/echo"], runs["/v1/decide"]
+    commits = [ln for ln in metrics.splitlines()
+               if ln.startswith(("serve_log_commit_requests_sum", "serve_log_commit_requests_count"))]
+    res = {
+        "tool": tool, "connections": a.connections, "duration_s": duration, "users": a.users,
+        "sync": a.sync, "cpus": os.cpu_count(), "user_setup_s": round(setup_s, 2),
+        "echo": echo, "decide": dec, "server_rss_mb": round(rss, 1),
+        "decide_vs_echo": dec["rps"] / echo["rps"] if echo["rps"] else float("nan"),
+        "group_commit": commits,
+        "targets": {"decide_vs_echo>=0.5": dec["rps"] / max(echo["rps"], 1e-9) >= 0.5,
+                    "p99<=15ms": dec["p99_ms"] <= 15.0,
+                    "errors==0": echo["errors"] == 0 and dec["errors"] == 0,
+                    "rss<=500MB": rss <= 500},
+        "note": "127.0.0.1, shared machine: noisy; re-measure on a quiet machine",
+    }
+    shutil.rmtree(tmp, ignore_errors=True)
+    if a.json:
+        print(json.dumps(res, indent=2))
+        return
+    for name, r in (("echo", echo), ("decide", dec)):
+        print(f"{name:7s} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} "
+              f"ms  errors {r['errors']}  ({r['requests']} requests)")
+    print(f"decide/echo {res['decide_vs_echo']:.2f}  server RSS {rss:.0f} MB  tool {tool}, "
+          f"{a.connections} connections, {duration}s, sync={a.sync}")
+    print("targets:", ", ".join(f"{k} {'ok' if v else 'MISSED'}" for k, v in res["targets"].items()))
+    print(res["note"])
+
+
+if __name__ == "__main__":
+    main()
