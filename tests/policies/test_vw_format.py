@@ -1,0 +1,119 @@
+"""VW text from item contexts: values, labels, masks, and the two formatting paths agree."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from vowpalwabbit import pyvw
+
+from pushrl.policies.base import ItemContext
+from pushrl.policies.vw_format import CBLabels, VWFormatter, VWLayout, vw_name
+
+
+def _ctx(n: int = 6, k: int = 5, seed: int = 0, masked: bool = True,
+         position: bool = True) -> tuple[ItemContext, VWLayout]:
+    rng = np.random.default_rng(seed)
+    shared = rng.normal(0, 3, (n, 3)).astype(np.float32)
+    shared[0, 1] = 0.0
+    shared[:, 2] = rng.integers(0, 2, n)  # one-hot logged context
+    items = rng.normal(size=(8, 2)).astype(np.float32)
+    cand = np.stack([rng.permutation(8)[:k] for _ in range(n)])
+    mask = np.ones((n, k), bool)
+    if masked:
+        mask[1, 3:] = False
+        mask[4, 1] = False
+    aff = rng.uniform(0, 2000, (n, k, 1)).astype(np.float32)
+    aff[2, 0, 0] = -1.23456
+    cf = np.concatenate([items[cand], aff], axis=2)
+    ctx = ItemContext(shared, cand, mask, cf, ("hour_sin", "engagement", "ctx_f=a b"),
+                      ("price", "quality", "affinity"),
+                      np.arange(n) % 3 if position else None)
+    lay = VWLayout.from_catalog(ctx.shared_names, ctx.candidate_feature_names,
+                                np.array([f"i:{j}" for j in range(8)]), items,
+                                ("price", "quality"))
+    return ctx, lay
+
+
+def _parse(text: str) -> list[list[tuple[str, ...]]]:
+    """Tokens of each line with values as rounded floats (whitespace-insensitive)."""
+    out = []
+    for line in text.strip().split("\n"):
+        toks: list[tuple[str, ...]] = []
+        for tok in line.split():
+            if ":" in tok and not tok[0].isdigit():
+                name, v = tok.rsplit(":", 1)
+                toks.append((name, f"{float(v):.4f}"))
+            else:
+                toks.append((tok,))
+        out.append(toks)
+    return out
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_vectorised_and_string_paths_write_the_same_features(masked: bool) -> None:
+    ctx, lay = _ctx(masked=masked)
+    fmt = VWFormatter(lay)
+    small = fmt.to_rounds(ctx)
+    big = fmt.to_bytes(ctx).decode()
+    assert big.endswith("\n\n")
+    rounds = big[:-2].split("\n\n")
+    assert len(small) == len(rounds) == len(ctx)
+    for a, b, m in zip(small, rounds, ctx.mask, strict=True):
+        assert _parse(a) == _parse(b)
+        assert len(a.split("\n")) == 1 + m.sum()  # masked candidates are not written
+
+
+def test_values_names_and_items() -> None:
+    ctx, lay = _ctx(masked=False)
+    lines = VWFormatter(lay).to_rounds(ctx)[2].split("\n")
+    shared = dict(t for t in _parse(lines[0])[0] if len(t) == 2)
+    assert shared["hour_sin"] == f"{round(float(ctx.shared[2, 0]), 4):.4f}"
+    assert vw_name("ctx_f=a b") == "ctx_f=a_b"
+    assert lines[0].startswith("shared |U ") and " |C " in lines[0] and "pos=2" in lines[0]
+    first = lines[1]
+    assert first.startswith(f"|I id=i_{ctx.candidates[2, 0]} ")
+    assert "affinity:-1.2346" in first  # negative, rounded to 4 decimals
+    # an exact zero is not written (a no-op feature in VW)
+    assert "engagement" not in VWFormatter(lay).to_rounds(ctx)[0].split("\n")[0]
+
+
+def test_labels_put_the_logged_action_first() -> None:
+    ctx, lay = _ctx(masked=False)
+    action = np.array([0, 2, 4, 1, 3, 2])
+    lab = CBLabels(action, -np.array([1.0, 0, 0.5, 0, 0, 1]), np.full(6, 0.2))
+    rounds = VWFormatter(lay).to_bytes(ctx, lab).decode()[:-2].split("\n\n")
+    for i, r in enumerate(rounds):
+        lines = r.split("\n")
+        assert lines[1].startswith(f"0:{lab.cost[i]:.6f}:0.20000000 |I id=i_"
+                                   f"{ctx.candidates[i, action[i]]} ")
+        assert sum(line[0].isdigit() for line in lines) == 1
+        assert len(lines) == 1 + ctx.candidates.shape[1]
+
+
+def test_vw_reads_every_round() -> None:
+    ctx, lay = _ctx(masked=True)
+    ws = pyvw.Workspace("--cb_explore_adf --quiet")
+    try:
+        for text, m in zip(VWFormatter(lay).to_rounds(ctx), ctx.mask, strict=True):
+            pmf = ws.predict(text.split("\n"))
+            assert len(pmf) == m.sum()
+    finally:
+        ws.finish()
+
+
+def test_layout_round_trip_and_checks() -> None:
+    ctx, lay = _ctx()
+    assert VWLayout.from_dict(lay.to_dict()) == lay
+    fmt = VWFormatter(lay)
+    bad = ItemContext(ctx.shared, ctx.candidates, ctx.mask, ctx.candidate_features,
+                      ("a", "b", "c"), ctx.candidate_feature_names)
+    with pytest.raises(ValueError, match="shared_names"):
+        fmt.to_rounds(bad)
+    out = ItemContext(ctx.shared, ctx.candidates + 100, ctx.mask, ctx.candidate_features,
+                      ctx.shared_names, ctx.candidate_feature_names)
+    with pytest.raises(ValueError, match="outside"):
+        fmt.to_bytes(out)
+    nan = ItemContext(ctx.shared * np.nan, ctx.candidates, ctx.mask, ctx.candidate_features,
+                      ctx.shared_names, ctx.candidate_feature_names)
+    with pytest.raises(ValueError, match="non-finite"):
+        fmt.to_bytes(nan)
