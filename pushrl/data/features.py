@@ -409,20 +409,27 @@ class FeatureState:
         out[:, 1] = dow
         lp = np.where(a.last_push[u] < b, a.last_push[u], a.last_push_before[u])
         out[:, 2] = np.minimum(b - lp, HOURS_CAP)
-        out[:, 3] = self._window(self.SENDS, u, b, 24)
-        out[:, 4] = self._window(self.SENDS, u, b, 168)
-        out[:, 5] = self._window(self.OPENS, u, b, 168)
+        # the three ring slots every window needs, gathered once per slot (3 kinds at a time)
+        flat = a.ring.reshape(3, -1)
+        cap = a.ring.shape[2]
+        s0 = b % _RING
+        now = flat.take(s0 * cap + u, axis=1)
+        d24 = now - flat.take(((s0 - 24) % _RING) * cap + u, axis=1)
+        d168 = now - flat.take(((s0 - 168) % _RING) * cap + u, axis=1)
+        out[:, 3] = d24[self.SENDS]
+        out[:, 4] = d168[self.SENDS]
+        out[:, 5] = d168[self.OPENS]
         # pending activity of bucket b is kept apart in pend_*, so it is invisible here
         how_idx = (dow * 24 + hour).astype(np.int64)
         total = a.how_tot[u]
         k = self.spec.shrink_how
         share = (a.how[how_idx, u] + k * self._prior_how[how_idx]) / (total + k)
         out[:, 6] = share * 168.0
-        sends = a.ring[self.SENDS, b % _RING, u].astype(np.float32)
-        opens = a.ring[self.OPENS, b % _RING, u].astype(np.float32)
+        sends = now[self.SENDS].astype(np.float32)
+        opens = now[self.OPENS].astype(np.float32)
         ko = self.spec.shrink_open
         out[:, 7] = (opens + ko * self.spec.prior_open_rate) / (sends + ko)
-        out[:, 8] = self._window(self.ACTS, u, b, 168)
+        out[:, 8] = d168[self.ACTS]
         return out
 
     def affinity(self, users: np.ndarray, categories: np.ndarray) -> np.ndarray:
