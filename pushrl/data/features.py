@@ -267,6 +267,8 @@ class FeatureState:
         """
         u = np.asarray(users, dtype=np.int64)
         a = self.a
+        if u.size and u[-1] - u[0] + 1 == u.size and (np.diff(u) == 1).all():
+            u = slice(int(u[0]), int(u[-1]) + 1)  # type: ignore[assignment]  # contiguous
         if timezones is not None:
             a.tz_idx[u] = [self.tzt.index(str(t)) for t in timezones]
         a.clock[u] = start_bucket
@@ -321,10 +323,14 @@ class FeatureState:
             a.pend_cat[:, pu] = 0
         # snapshot cumulative counters at the start of every bucket in (clock, b]
         cum = a.cum[:, u]
+        flat = a.ring.reshape(3, -1)  # a view; flat indices are much faster than (slot, user)
+        cap = a.ring.shape[2]
         for k in range(1, int(min(gap.max(), _RING)) + 1):
             sel = gap >= k
-            slots = (b[sel] - gap[sel] + k) % _RING
-            a.ring[:, slots, u[sel]] = cum[:, sel]
+            if sel.all():
+                flat[:, ((b - gap + k) % _RING) * cap + u] = cum
+            else:
+                flat[:, ((b[sel] - gap[sel] + k) % _RING) * cap + u[sel]] = cum[:, sel]
         a.clock[u] = b
 
     def _prepare(self, users: np.ndarray, bucket: int | np.ndarray,
