@@ -142,12 +142,24 @@ def run_httpx(url: str, path: str, duration: int, conns: int, users: int) -> dic
     return json.loads(out.strip().splitlines()[-1])
 
 
+def _combine(parts: list[dict], slice_s: int) -> dict:
+    """Totals over rounds; p50 = median of the rounds' p50, p99 = worst round's p99."""
+    n = sum(p["requests"] for p in parts)
+    p50 = sorted(p["p50_ms"] for p in parts)[len(parts) // 2]
+    return {"requests": n, "rps": n / (slice_s * len(parts)), "p50_ms": p50,
+            "p99_ms": max(p["p99_ms"] for p in parts),
+            "errors": sum(p["errors"] for p in parts),
+            "rps_per_round": [round(p["rps"]) for p in parts]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
-    ap.add_argument("--duration", type=int, default=10, help="seconds per load phase (<= 60)")
+    ap.add_argument("--duration", type=int, default=12,
+                    help="seconds of load per endpoint, split over --rounds (<= 60)")
     ap.add_argument("--connections", type=int, default=8, help="concurrent connections")
     ap.add_argument("--users", type=int, default=2000)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved echo/decide rounds")
     ap.add_argument("--sync", default="full", choices=["full", "normal"])
     ap.add_argument("--tool", default="auto", choices=["auto", "wrk", "httpx"])
     a = ap.parse_args()
@@ -161,11 +173,15 @@ def main() -> None:
         t = time.perf_counter()
         create_users(base, a.users)
         setup_s = time.perf_counter() - t
-        runs = {}
-        for path in ("/v1/echo", "/v1/decide"):
-            runs[path] = (run_wrk(base, path, duration, a.connections, a.users, tmp)
-                          if tool == "wrk" else
-                          run_httpx(base, path, duration, a.connections, a.users))
+        # interleave short phases so both endpoints see the same background load
+        parts: dict[str, list[dict]] = {"/v1/echo": [], "/v1/decide": []}
+        slice_s = max(1, duration // a.rounds)
+        for _ in range(a.rounds):
+            for path in parts:
+                parts[path].append(run_wrk(base, path, slice_s, a.connections, a.users, tmp)
+                                   if tool == "wrk" else
+                                   run_httpx(base, path, slice_s, a.connections, a.users))
+        runs = {p: _combine(r, slice_s) for p, r in parts.items()}
         rss = rss_mb(proc.pid)
         metrics = httpx.get(base + "/metrics").text
     finally:

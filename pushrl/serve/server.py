@@ -54,8 +54,8 @@ class Server:
         self.log = DurableLog(cfg.state, sync=cfg.sync, on_commit=self.metrics.on_commit)
         #: True when the spec is the flat default (no --catalog, no trained spec).
         self.default_spec = False
-        self.base_spec = self._base_spec()
         policies = load_set(cfg.registry, overrides=overrides)
+        self.base_spec = self._base_spec(cfg.catalog or self._default_catalog(policies))
         self.state = ServerState(self.log, policies.spec or self.base_spec)
         self.state.rebuild()
         kill = self.log.get_meta("kill_switch") == "1"
@@ -69,17 +69,37 @@ class Server:
         self._swap_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ setup
-    def _base_spec(self) -> FeatureSpec:
+    def _default_catalog(self, policies: PolicySet) -> Path | None:
+        """On a fresh state dir, the data the default item baseline was fit on (its items are
+        the ones it can recommend), so `pushrl serve` works out of the box."""
+        enc = policies.item.encoder
+        if enc is None or self.log.query("SELECT 1 FROM items LIMIT 1"):
+            return None
+        from pushrl.policies.baselines import DEFINITIONS, definition
+
+        name = policies.item.label.split("@")[0]
+        params = (definition(name) or definition(name.replace("_", "-"))).get("params", {})
+        data = params.get("data")
+        if not data:
+            return None
+        data = Path(data) if Path(data).is_absolute() else DEFINITIONS.parents[1] / data
+        if not data.is_dir():
+            return None
+        log.warning("no --catalog: seeding the item catalog from %s (the data the default "
+                    "item baseline %s was fit on)", data, policies.item.label)
+        return Path(data)
+
+    def _base_spec(self, catalog: Path | None) -> FeatureSpec:
         """The spec fitted from --catalog on first start (kept in the state dir, items
         loaded too), else flat priors over the catalog's categories (:func:`default_spec`,
         refitted when a new category appears)."""
         p = self.cfg.state / SPEC_FILE
         if p.exists():
             return FeatureSpec.from_dict(json.loads(p.read_text()))
-        if self.cfg.catalog is not None:
+        if catalog is not None:
             from pushrl.data.validate import load_dataset
 
-            ds, _ = load_dataset(self.cfg.catalog, quarantine=False)
+            ds, _ = load_dataset(catalog, quarantine=False)
             spec = FeatureSpec.fit(ds)
             if not self.log.query("SELECT 1 FROM items LIMIT 1"):
                 self._load_items(ds.items, spec.category_column)

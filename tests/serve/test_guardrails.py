@@ -36,7 +36,7 @@ def scenarios(draw: st.DrawFn) -> dict:
             "p": draw(st.sampled_from([1.0, 0.7]))}
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenarios())
 def test_guardrails_never_violated(sc: dict) -> None:
     with tempfile.TemporaryDirectory() as tmp:
