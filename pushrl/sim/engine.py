@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from pushrl.data.features import F, FeatureState
+from pushrl.data.features import N_FEATURES, F, FeatureState
 from pushrl.sim import rng as R
 from pushrl.sim.items import build_item_context
 from pushrl.sim.model import SimModel
@@ -172,7 +172,8 @@ class PushSim:
                                hist)
         self.pop[s], self.key[s] = p, np.asarray(keys, np.uint64)
         self.t[s], self.alive[s], self.sends_today[s], self.day[s] = 0, True, 0, -1
-        self._obs = None
+        if self._obs is not None:  # refresh only the reset slots of the cached observation
+            self._observe_into(self._obs, s)
 
     def bucket(self) -> np.ndarray:
         """UTC bucket of every slot's current decision, ``(n,)``."""
@@ -181,28 +182,43 @@ class PushSim:
     # ------------------------------------------------------------------ decisions
     def observe(self) -> Observation:
         """Features and guardrail mask of every slot now (cached until :meth:`step`)."""
-        if self._obs is not None:
-            return self._obs
-        b = self.bucket()
-        raw = self.state.features(self.slots, b)
-        _, _, day = self.state.local_time(self.slots, b)
-        new_day = day != self.day
-        self.sends_today[new_day] = 0
-        self.day = day
-        g = self.cfg.guardrails
-        quiet = g.quiet(raw[:, F["local_hour"]].astype(np.int64))
-        allowed = self.alive & ~quiet & (self.t < self.cfg.horizon)
-        if g.max_sends_per_day:
-            allowed &= self.sends_today < g.max_sends_per_day
-        if g.max_sends_per_week:
-            allowed &= raw[:, F["sends_7d"]] < g.max_sends_per_week
-        self._obs = Observation(raw, allowed, quiet, self.sends_today.copy(), b)
+        if self._obs is None:
+            n = self.n
+            self._obs = Observation(np.zeros((n, N_FEATURES), np.float32), np.zeros(n, bool),
+                                    np.zeros(n, bool), np.zeros(n, np.int32),
+                                    np.zeros(n, np.int64))
+            self._observe_into(self._obs, self.slots)
         return self._obs
 
-    def step(self, send: np.ndarray) -> Outcome:
-        """Apply ``send`` ``(n,)`` bool decisions, draw outcomes and organic activity."""
+    def _observe_into(self, obs: Observation, s: np.ndarray) -> None:
+        full = s.size == self.n
+        ix: Any = slice(None) if full else s  # slices avoid 100k-element gathers
+        b = self.bucket()[ix]
+        raw = self.state.features(s, b)
+        _, _, day = self.state.local_time(s, b)
+        new_day = day != self.day[ix]
+        self.sends_today[s[new_day]] = 0
+        self.day[ix] = day
+        g = self.cfg.guardrails
+        quiet = g.quiet(raw[:, F["local_hour"]].astype(np.int64))
+        allowed = self.alive[ix] & ~quiet & (self.t[ix] < self.cfg.horizon)
+        if g.max_sends_per_day:
+            allowed &= self.sends_today[ix] < g.max_sends_per_day
+        if g.max_sends_per_week:
+            allowed &= raw[:, F["sends_7d"]] < g.max_sends_per_week
+        obs.raw[ix], obs.allowed[ix], obs.quiet[ix] = raw, allowed, quiet
+        obs.sends_today[ix], obs.bucket[ix] = self.sends_today[ix], b
+
+    def step(self, send: np.ndarray, active: np.ndarray | None = None) -> Outcome:
+        """Apply ``send`` ``(n,)`` bool decisions, draw outcomes and organic activity.
+
+        Args:
+            send: ``(n,)`` True = send now.
+            active: ``(n,)`` slots that take this step (default all); the others stay put.
+        """
         obs = self.observe()
-        send = np.asarray(send, dtype=bool) & self.alive
+        act = np.ones(self.n, bool) if active is None else np.asarray(active, bool)
+        send = np.asarray(send, dtype=bool) & self.alive & act
         delivered = send & obs.allowed
         n = self.n
         out = Outcome(delivered, send & ~obs.allowed, np.full(n, -1, np.int64), np.zeros(n),
@@ -213,8 +229,8 @@ class PushSim:
         if d.size:
             self._deliver(d, obs, h[d], out)
         self.alive &= ~out.unsubscribed
-        self._organic(h, obs)
-        self.t += 1
+        self._organic(h, obs, act)
+        self.t += act
         self._obs = None
         return out
 
@@ -241,8 +257,8 @@ class PushSim:
         self.state.record_push(d, obs.bucket[d], opened)
         self.sends_today[d] += 1
 
-    def _organic(self, h: np.ndarray, obs: Observation) -> None:
-        live = np.flatnonzero(self.alive)
+    def _organic(self, h: np.ndarray, obs: Observation, active: np.ndarray) -> None:
+        live = np.flatnonzero(self.alive & active)
         if not live.size:
             return
         hl, pop = h[live], self.pop[live]

@@ -98,6 +98,9 @@ def categorical(cdf: np.ndarray, u: np.ndarray) -> np.ndarray:
     return np.minimum(out, cdf.shape[1] - 1)
 
 
+_KEY_MAX = int(np.iinfo(np.int64).max)
+
+
 def new_key(rng: np.random.Generator) -> np.uint64:
     """A fresh 64-bit episode key from a slot's generator."""
-    return np.uint64(rng.integers(0, np.iinfo(np.int64).max, dtype=np.int64))
+    return np.uint64(rng.integers(0, _KEY_MAX, dtype=np.int64))

@@ -1,0 +1,143 @@
+"""``pushrl/PushTiming-v0``: when (and how often) to push one simulated user."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from pushrl.envs.scenario import Scenario, load_scenario
+from pushrl.envs.world import TIMING_OBS_NAMES, make_world, timing_obs, timing_obs_bounds
+from pushrl.sim.engine import Outcome, PushSim
+from pushrl.sim.rng import new_key
+
+
+def step_info(out: Outcome, sim: PushSim, i: int | slice) -> dict[str, Any]:
+    """Per-step info of slot(s) ``i`` (shared by the single and vector environments)."""
+    return {"sent": out.delivered[i], "guardrail_blocked": out.blocked[i],
+            "opened": out.opened[i], "clicked": out.clicked[i], "converted": out.converted[i],
+            "revenue": out.revenue[i], "unsubscribed": out.unsubscribed[i], "item": out.item[i],
+            "item_pscore": out.item_pscore[i], "p_open": out.p_open[i], "user": sim.pop[i]}
+
+
+class PushTimingEnv(gym.Env[np.ndarray, np.int64]):
+    """Decide, slot by slot, whether to push a simulated user now.
+
+    ## Description
+    One episode follows one user of the fitted population (a logged user drawn with
+    replacement: time zone, rhythm, category mix; its feature state warm-started from its
+    logged history, see :mod:`pushrl.sim.population`) for the scenario horizon (28 days of
+    hourly slots by default). At each slot the agent waits or sends; a delivered push gets an
+    item from the item policy (the scenario's sampler, or ``item_policy=`` e.g. a VW bandit),
+    and the user opens, clicks, converts or unsubscribes according to the simulator (fitted
+    models, or the synthetic ground truth with ``truth=True``). Organic activity keeps flowing
+    from the user's rhythm, so the pipeline features evolve. Features come from the one
+    feature pipeline (:class:`~pushrl.data.features.FeatureState`).
+
+    ## Action Space
+    ``Discrete(2)``: 0 = wait, 1 = send. A send in a quiet hour (local time), over the daily
+    cap or over the 7-day cap is not delivered (a no-op with ``info["guardrail_blocked"]``);
+    :meth:`action_masks` gives the allowed actions for maskable algorithms.
+
+    ## Observation Space
+    ``Box(17,)`` float32 (:data:`~pushrl.envs.world.TIMING_OBS_NAMES`):
+
+    | idx | name | meaning |
+    |-----|------|---------|
+    | 0-1 | hour_sin, hour_cos | local hour |
+    | 2 | weekend | local Saturday or Sunday |
+    | 3 | log_hours_since_push | log(hours since last push + 1) / log(337) |
+    | 4 | sends_24h | pushes in the previous 24 h |
+    | 5 | sends_7d | pushes in the previous 7 days / 7 |
+    | 6 | opens_7d | opens in the previous 7 days / 7 |
+    | 7 | log_activity_at_hour | log of the user's relative activity at this local hour |
+    | 8 | engagement | shrunk past open rate |
+    | 9 | log1p_activity_7d | organic events in the previous 7 days |
+    | 10-11 | dow_sin, dow_cos | local weekday |
+    | 12 | sends_today | pushes delivered in the local day |
+    | 13 | day_cap_left | share of the daily cap left (1 without a cap) |
+    | 14 | week_cap_left | share of the 7-day cap left (1 without a cap) |
+    | 15 | quiet_hour | local quiet hours now |
+    | 16 | send_allowed | a send would be delivered now |
+
+    ## Rewards
+    ``open * opened + click * clicked + revenue * revenue - send_cost * delivered
+    - unsubscribe_penalty * unsubscribed`` with the scenario's ``[reward]`` weights
+    (defaults 1, 2, 0.02, 0.05, 10; see :mod:`pushrl.envs.scenario`).
+
+    ## Starting State
+    A population user drawn uniformly from ``np_random``, its state warm-started at the
+    scenario's ``start``; recent push windows empty. ``options={"user": i}`` picks user ``i``.
+
+    ## Episode End
+    ``terminated``: the user unsubscribed. ``truncated``: the horizon was reached.
+
+    ## Arguments
+    ``gymnasium.make("pushrl/PushTiming-v0", scenario="default", item_policy=None,
+    **overrides)``: ``scenario`` is a name in ``envs/`` or a path to a ``.toml`` file;
+    overrides replace scenario keys (``truth=True``, ``fatigue_multiplier=2.0``,
+    ``max_sends_per_day=1``, ``horizon_days=7``, ...). ``item_policy`` is any object with
+    ``decide_batch(ItemContext, rng)``.
+
+    ## Version History
+    * v0: initial version.
+    """
+
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+
+    def __init__(self, scenario: str | Scenario = "default", item_policy: Any = None,
+                 render_mode: str | None = None, **overrides: Any) -> None:
+        self.scenario = load_scenario(scenario, **overrides)
+        world = make_world(self.scenario)
+        self.world = world
+        self.sim = PushSim(world.model, world.response, self.scenario.sim_config(), 1,
+                           item_policy if item_policy is not None else world.sampler)
+        low, high = timing_obs_bounds()
+        self.observation_space = spaces.Box(low, high, dtype=np.float32)
+        self.action_space = spaces.Discrete(2)
+        self.obs_names = TIMING_OBS_NAMES
+        self.render_mode = render_mode
+        self._last: dict[str, Any] = {}
+
+    def _obs(self) -> np.ndarray:
+        return timing_obs(self.sim.observe(), self.scenario.guardrails)[0]
+
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        n_pop = len(self.world.model.population)  # type: ignore[arg-type]
+        user = int(self.np_random.integers(n_pop))
+        if options and "user" in options:
+            user = int(options["user"])
+            if not 0 <= user < n_pop:
+                raise ValueError(f"options['user'] must be in [0, {n_pop}), got {user}")
+        self.sim.reset(np.array([0]), np.array([user]), np.array([new_key(self.np_random)]))
+        obs = self._obs()
+        self._last = {"user": user, "bucket": int(self.sim.bucket()[0])}
+        return obs, dict(self._last)
+
+    def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        a = int(action)
+        if a not in (0, 1):
+            raise ValueError(f"action must be 0 (wait) or 1 (send), got {action!r}")
+        out = self.sim.step(np.array([a == 1]))
+        reward = float(out.reward(self.scenario.reward)[0])
+        terminated = bool(out.unsubscribed[0])
+        truncated = bool(self.sim.t[0] >= self.scenario.horizon) and not terminated
+        info = {k: (v.item() if isinstance(v, np.generic) else v)
+                for k, v in step_info(out, self.sim, 0).items()}
+        self._last = info
+        return self._obs(), reward, terminated, truncated, info
+
+    def action_masks(self) -> np.ndarray:
+        """``(2,)`` bool: wait is always allowed; send where no guardrail blocks it."""
+        return np.array([True, bool(self.sim.observe().allowed[0])])
+
+    def render(self) -> str | None:
+        if self.render_mode != "ansi":
+            return None
+        o = self.sim.observe()
+        return (f"t={int(self.sim.t[0])} local_hour={int(o.raw[0, 0])} "
+                f"sends_today={int(o.sends_today[0])} allowed={bool(o.allowed[0])} last={self._last}")

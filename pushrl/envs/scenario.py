@@ -1,0 +1,223 @@
+"""Scenario files (``envs/*.toml``): which simulator, clock, reward weights, guardrails, knobs.
+
+A scenario is named (``"default"`` -> ``envs/default.toml`` of the repository) or given by
+path. Relative paths inside the file are relative to the file. Every key can be overridden by
+keyword (``gymnasium.make(..., scenario="default", truth=True, fatigue_multiplier=2.0)``);
+flat keyword names are looked up in every section.
+
+Reward weights (``[reward]``) of the default scenario, per push outcome:
+``open = 1`` (the unit: one opened push), ``click = 2``, ``revenue = 0.02`` per currency unit
+(a 50-unit order is worth one open), ``send_cost = 0.05`` (the attention a push costs, so a
+push must have a few percent of open probability to pay), ``unsubscribe_penalty = 10`` (the
+value a subscriber would bring after the episode: about 0.1 per day for 100 days). Within the
+episode an unsubscribe also ends the episode, so it loses all later rewards too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pushrl.errors import ScenarioError
+from pushrl.sim.engine import Guardrails, RewardWeights, SimConfig
+from pushrl.sim.items import ITEM_POLICIES
+from pushrl.sim.population import WARM_STARTS
+
+#: Directory of the shipped scenario files.
+SCENARIO_DIR = Path(__file__).resolve().parents[2] / "envs"
+_SECTIONS = ("reward", "guardrails", "whatif", "items")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A validated scenario.
+
+    Attributes:
+        name: Scenario name.
+        path: File it was loaded from (None when built in code).
+        data: Dataset directory (ground truth lives beside it for synthetic data).
+        sim: Fitted simulator directory.
+        truth: Simulate with the synthetic world's ground truth instead of the fitted model.
+        start: UTC start of every episode (ISO 8601).
+        horizon_days: Episode length in days.
+        slots_per_day: Decision slots per day (divides 24).
+        warm_start: ``week``, ``full`` or ``none`` (see :mod:`pushrl.sim.population`).
+        reward: Reward weights.
+        guardrails: Quiet hours (local), caps per local day and per 7 days.
+        fatigue_multiplier: What-if: scales fatigue in opens and unsubscribes.
+        activity_shift_hours: What-if: users' rhythms move later by this many hours.
+        item_policy: Default item policy: ``uniform`` or ``popular``.
+        candidates: PushItem candidates per round (0 = whole catalog).
+        rounds_per_episode: PushItem rounds per episode.
+        description: Free text.
+    """
+
+    name: str
+    path: Path | None
+    data: Path
+    sim: Path
+    truth: bool = False
+    start: str = "2026-03-30T00:00:00Z"
+    horizon_days: int = 28
+    slots_per_day: int = 24
+    warm_start: str = "week"
+    reward: RewardWeights = field(default_factory=RewardWeights)
+    guardrails: Guardrails = field(default_factory=Guardrails)
+    fatigue_multiplier: float = 1.0
+    activity_shift_hours: int = 0
+    item_policy: str = "uniform"
+    candidates: int = 0
+    rounds_per_episode: int = 100
+    description: str = ""
+
+    @property
+    def step_hours(self) -> int:
+        """Hours between decision slots."""
+        return 24 // self.slots_per_day
+
+    @property
+    def horizon(self) -> int:
+        """Decision steps per episode."""
+        return self.horizon_days * self.slots_per_day
+
+    @property
+    def start_bucket(self) -> int:
+        """UTC hour bucket of the first decision."""
+        ts = dt.datetime.fromisoformat(self.start.replace("Z", "+00:00"))
+        return int(ts.timestamp()) // 3600
+
+    def sim_config(self) -> SimConfig:
+        """The engine configuration of this scenario."""
+        return SimConfig(self.start_bucket, self.horizon, self.step_hours, self.guardrails,
+                         self.activity_shift_hours, self.warm_start)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form (for reports and model cards)."""
+        d = dataclasses.asdict(self)
+        d.update(path=str(self.path) if self.path else None, data=str(self.data),
+                 sim=str(self.sim))
+        return d
+
+
+def _resolve(ref: str | Path) -> Path:
+    p = Path(ref)
+    if p.suffix == ".toml" or p.exists():
+        if not p.is_file():
+            raise ScenarioError(f"scenario file {str(p)!r} does not exist; pass a name from "
+                                f"{SCENARIO_DIR} or a path to a .toml file")
+        return p
+    cand = SCENARIO_DIR / f"{ref}.toml"
+    if not cand.is_file():
+        known = ", ".join(sorted(q.stem for q in SCENARIO_DIR.glob("*.toml")))
+        raise ScenarioError(f"unknown scenario {str(ref)!r}; known: {known} (or pass a path "
+                            "to a .toml file)")
+    return cand
+
+
+def _flatten(doc: dict[str, Any]) -> dict[str, Any]:
+    flat = {k: v for k, v in doc.items() if k not in _SECTIONS}
+    for sec in _SECTIONS:
+        for k, v in doc.get(sec, {}).items():
+            flat[f"{sec}.{k}"] = v
+    return flat
+
+
+def _apply_overrides(flat: dict[str, Any], overrides: dict[str, Any]) -> None:
+    for k, v in overrides.items():
+        if v is None:
+            continue
+        if k in flat or k in _TOP:
+            flat[k] = v
+            continue
+        hits = [f"{s}.{k}" for s in _SECTIONS if f"{s}.{k}" in _KNOWN]
+        if not hits:
+            raise ScenarioError(f"unknown scenario override {k!r}; known: "
+                                f"{', '.join(sorted(_TOP | {x.split('.')[-1] for x in _KNOWN}))}")
+        flat[hits[0]] = v
+
+
+_TOP = {"name", "description", "data", "sim", "truth", "start", "horizon_days",
+        "slots_per_day", "warm_start"}
+_KNOWN = {*(f"reward.{f.name}" for f in dataclasses.fields(RewardWeights)),
+          "guardrails.quiet_hours", "guardrails.max_sends_per_day",
+          "guardrails.max_sends_per_week", "whatif.fatigue_multiplier",
+          "whatif.activity_shift_hours", "items.policy", "items.candidates",
+          "items.rounds_per_episode"}
+
+
+def _check(cond: bool, path: Any, msg: str) -> None:
+    if not cond:
+        raise ScenarioError(f"scenario {path}: {msg}")
+
+
+def load_scenario(ref: str | Path | Scenario = "default", **overrides: Any) -> Scenario:
+    """Load, override and validate a scenario.
+
+    Args:
+        ref: A name in ``envs/``, a path to a ``.toml`` file, or a :class:`Scenario`.
+        **overrides: Keys to replace (``truth=True``, ``max_sends_per_day=1``,
+            ``quiet_hours=[21, 9]``, ``fatigue_multiplier=2.0``, ...).
+
+    Raises:
+        ScenarioError: unknown name or key, a bad value (the message names it and the fix).
+    """
+    if isinstance(ref, Scenario):
+        if not overrides:
+            return ref
+        raise ScenarioError("overrides need a scenario name or path, not a Scenario object; "
+                            "use dataclasses.replace")
+    path = _resolve(ref)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"scenario {path}: invalid TOML ({exc})") from None
+    flat = _flatten(doc)
+    unknown = set(flat) - _TOP - _KNOWN
+    _check(not unknown, path, f"unknown keys {sorted(unknown)}; known: {sorted(_TOP | _KNOWN)}")
+    _apply_overrides(flat, overrides)
+    for key in ("data", "sim"):
+        _check(key in flat, path, f"missing `{key}` (a directory, relative to the file)")
+    base = path.parent
+    rel = lambda p: (base / p).resolve() if not Path(p).is_absolute() else Path(p)  # noqa: E731
+    spd = int(flat.get("slots_per_day", 24))
+    _check(spd >= 1 and 24 % spd == 0, path, f"slots_per_day must divide 24, got {spd}")
+    horizon = int(flat.get("horizon_days", 28))
+    _check(horizon >= 1, path, f"horizon_days must be >= 1, got {horizon}")
+    warm = str(flat.get("warm_start", "week"))
+    _check(warm in WARM_STARTS, path, f"warm_start must be one of {WARM_STARTS}, got {warm!r}")
+    rw = RewardWeights(**{f.name: float(flat.get(f"reward.{f.name}", f.default))
+                          for f in dataclasses.fields(RewardWeights)})
+    _check(rw.send_cost >= 0 and rw.unsubscribe_penalty >= 0, path,
+           "reward.send_cost and reward.unsubscribe_penalty must be >= 0 (they are subtracted)")
+    quiet = flat.get("guardrails.quiet_hours", [22, 8])
+    _check(isinstance(quiet, list) and len(quiet) == 2 and all(
+        isinstance(h, int) and 0 <= h <= 23 for h in quiet), path,
+        f"guardrails.quiet_hours must be [start, end] local hours 0-23, got {quiet!r}")
+    caps = [int(flat.get(f"guardrails.{k}", d)) for k, d in (("max_sends_per_day", 2),
+                                                              ("max_sends_per_week", 0))]
+    _check(min(caps) >= 0, path, f"send caps must be >= 0 (0 = none), got {caps}")
+    fm = float(flat.get("whatif.fatigue_multiplier", 1.0))
+    _check(fm >= 0, path, f"whatif.fatigue_multiplier must be >= 0, got {fm}")
+    shift = int(flat.get("whatif.activity_shift_hours", 0))
+    _check(-23 <= shift <= 23, path, f"whatif.activity_shift_hours must be in -23..23, got {shift}")
+    pol = str(flat.get("items.policy", "uniform"))
+    _check(pol in ITEM_POLICIES, path, f"items.policy must be one of {ITEM_POLICIES}, got {pol!r}")
+    start = str(flat.get("start", Scenario.start))
+    try:
+        dt.datetime.fromisoformat(start.replace("Z", "+00:00"))
+    except ValueError:
+        raise ScenarioError(f"scenario {path}: start {start!r} is not ISO 8601 "
+                            "(e.g. 2026-03-30T00:00:00Z)") from None
+    return Scenario(
+        name=str(flat.get("name", path.stem)), path=path, data=rel(flat["data"]),
+        sim=rel(flat["sim"]), truth=bool(flat.get("truth", False)), start=start,
+        horizon_days=horizon, slots_per_day=spd, warm_start=warm, reward=rw,
+        guardrails=Guardrails(quiet[0], quiet[1], caps[0], caps[1]), fatigue_multiplier=fm,
+        activity_shift_hours=shift, item_policy=pol,
+        candidates=int(flat.get("items.candidates", 0)),
+        rounds_per_episode=int(flat.get("items.rounds_per_episode", 100)),
+        description=str(flat.get("description", "")))
