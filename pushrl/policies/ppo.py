@@ -13,6 +13,7 @@ environment's own observation builder, so train and serve see identical inputs.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 from pushrl.errors import ArtifactError
 from pushrl.policies.base import TimingContext, TimingPolicy
 from pushrl.policies.registry import register_loader
+from pushrl.sim.engine import Guardrails
 
 ACTOR_FILE = "actor.npz"
 ACTOR_FORMAT = "pushrl/numpy-actor/v1"
@@ -165,6 +167,9 @@ class PPOTimingPolicy(TimingPolicy):
 
     Args:
         actor: Exported actor network and observation statistics.
+        guardrails: The guardrails the agent was trained under (they shape its observation:
+            quiet hour, share of the caps left); a :class:`~pushrl.sim.engine.Guardrails` or
+            its fields as a dict.
         deterministic: Choose the most probable action (``pscore`` 1) instead of sampling
             from the actor's distribution.
         name: Registry name.
@@ -173,17 +178,25 @@ class PPOTimingPolicy(TimingPolicy):
 
     name = "ppo"
 
-    def __init__(self, actor: NumpyActor, *, deterministic: bool = False, name: str = "ppo",
-                 version: str = "0") -> None:
+    def __init__(self, actor: NumpyActor, guardrails: Guardrails | dict[str, Any] | None = None,
+                 *, deterministic: bool = False, name: str = "ppo", version: str = "0") -> None:
         self.actor = actor
+        if isinstance(guardrails, dict):
+            guardrails = Guardrails(**guardrails)
+        self.guardrails = guardrails if guardrails is not None else Guardrails()
         self.deterministic = bool(deterministic)
         self.name, self.version = name, version
 
     def observation(self, ctx: TimingContext) -> np.ndarray:
-        """The environment's observation for ``ctx``, shape ``(n, actor.obs_dim)``."""
-        from pushrl.envs.observation import timing_observation
+        """The environment's observation for ``ctx``, shape ``(n, actor.obs_dim)``.
 
-        obs = timing_observation(ctx)
+        Built by the environment's own builder
+        (:func:`pushrl.envs.world.timing_obs_from_context`) with the guardrails the agent was
+        trained under, so training, evaluation and serving see identical inputs.
+        """
+        from pushrl.envs.world import timing_obs_from_context
+
+        obs = timing_obs_from_context(ctx, self.guardrails)
         if obs.shape[1] != self.actor.obs_dim:
             raise ArtifactError(f"the environment builds {obs.shape[1]} observation columns but "
                                 f"the actor takes {self.actor.obs_dim}; retrain the agent for "
@@ -198,7 +211,7 @@ class PPOTimingPolicy(TimingPolicy):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "deterministic": self.deterministic,
-                "obs_dim": self.actor.obs_dim}
+                "obs_dim": self.actor.obs_dim, "guardrails": dataclasses.asdict(self.guardrails)}
 
 
 @register_loader("ppo")
@@ -208,5 +221,6 @@ def _load(path: Path, card: dict[str, Any]) -> PPOTimingPolicy:
         raise ArtifactError(f"{path}: no {ACTOR_FILE} in the artifact; re-export it with "
                             "`pushrl train timing`")
     actor = NumpyActor.load(path / ACTOR_FILE)
-    return PPOTimingPolicy(actor, deterministic=bool(card.get("deterministic", False)),
+    guardrails = card.get("scenario", {}).get("guardrails")
+    return PPOTimingPolicy(actor, guardrails, deterministic=bool(card.get("deterministic", False)),
                            name=str(card.get("name", "ppo")), version=str(card.get("version", "0")))

@@ -5,17 +5,16 @@ probabilities over ``{WAIT, SEND}`` from the pipeline's raw features and
 :class:`~pushrl.data.features.FeatureState`; the base class applies the scenario's guardrails
 (``ctx.allowed``), samples and returns ``pscore``. None of them reads raw logs.
 
-================== ==========================================================================
-``never_send``     never sends (the zero line of every objective).
-``fixed_hour``     one push a day at a fixed local hour (e.g. 19:00), the "marketing calendar".
-``most_active_hour`` per-user send-time optimisation as commercial tools ship it: push at the
-                   user's most active local hour(s) of the day, read from the pipeline's
-                   hour-of-week activity profile, at most ``sends_per_day`` a day.
-``random_volume``  random slots at a matched volume (``sends_per_day`` in expectation), spread
-                   uniformly over the allowed local hours.
-``oracle``         ground-truth lookahead for the synthetic world
-                   (:mod:`pushrl.policies.oracle`).
-================== ==========================================================================
+* ``never-send``: never pushes (the zero line of every objective).
+* ``fixed-hour``: one push a day at a fixed local hour (e.g. 19:00), the "marketing
+  calendar".
+* ``most-active-hour``: per-user send-time optimisation as commercial tools ship it: push at
+  the user's most active local hour(s) of the day, read from the pipeline's hour-of-week
+  activity profile, at most ``sends_per_day`` a day and at least ``min_gap_hours`` apart.
+* ``random-volume``: random slots at a matched volume (``sends_per_day`` in expectation),
+  spread uniformly over the allowed local hours.
+* ``timing-oracle``: ground-truth schedule for the synthetic world
+  (:mod:`pushrl.policies.oracle`).
 
 Parameters come from ``policies/baselines/<name>.toml`` (``[params]``), overridable in
 :func:`~pushrl.policies.baselines.make_baseline`.
@@ -70,7 +69,7 @@ def _deterministic(send: np.ndarray) -> np.ndarray:
 class NeverSend(TimingPolicy):
     """Never push."""
 
-    name = "never_send"
+    name = "never-send"
 
     def _action_dist(self, ctx: TimingContext) -> np.ndarray:
         return _deterministic(np.zeros(len(ctx), bool))
@@ -84,7 +83,7 @@ class FixedHour(TimingPolicy):
         daily_cap: Pushes per local day at most (the policy's own cap, below the guardrail's).
     """
 
-    name = "fixed_hour"
+    name = "fixed-hour"
 
     def __init__(self, hour: int = 19, daily_cap: int = 1) -> None:
         if not 0 <= int(hour) <= 23:
@@ -118,7 +117,7 @@ class MostActiveHour(TimingPolicy):
         min_gap_hours: Hours between two pushes of the same day, at least.
     """
 
-    name = "most_active_hour"
+    name = "most-active-hour"
 
     def __init__(self, sends_per_day: int = 1, window: tuple[int, int] = (8, 22),
                  pool: Pool = "weekpart", min_gap_hours: int = 3) -> None:
@@ -138,7 +137,7 @@ class MostActiveHour(TimingPolicy):
         """Activity share per local hour of today (pooled per ``pool``), shape ``(n, 24)``."""
         if ctx.state is None or ctx.user_index is None:
             raise ValueError("`ctx.state` and `ctx.user_index` are required by "
-                             "most_active_hour (it reads the hour-of-week activity profile)")
+                             "most-active-hour (it reads the hour-of-week activity profile)")
         prof = ctx.state.hour_of_week_profile(ctx.user_index).reshape(-1, 7, 24)
         dow = ctx.features[:, F["local_dow"]].astype(np.int64)
         if self.pool == "day":
@@ -177,7 +176,7 @@ class RandomVolume(TimingPolicy):
         window: Local hours ``[start, end)`` with a chance to push.
     """
 
-    name = "random_volume"
+    name = "random-volume"
 
     def __init__(self, sends_per_day: float = 1.0, window: tuple[int, int] = (8, 22)) -> None:
         _check_positive("sends_per_day", sends_per_day, allow_zero=True)
@@ -208,11 +207,11 @@ def _oracle(**params: Any) -> Policy:
 
 #: Timing baselines by name (merged into :func:`pushrl.policies.baselines.registry`).
 BASELINES: dict[str, Callable[..., Policy]] = {
-    "never_send": NeverSend,
-    "fixed_hour": FixedHour,
-    "most_active_hour": MostActiveHour,
-    "random_volume": RandomVolume,
-    "oracle": _oracle,
+    "never-send": NeverSend,
+    "fixed-hour": FixedHour,
+    "most-active-hour": MostActiveHour,
+    "random-volume": RandomVolume,
+    "timing-oracle": _oracle,
 }
 #: The heuristics (no ground truth) that PPO is compared with.
-HEURISTICS: tuple[str, ...] = ("never_send", "fixed_hour", "most_active_hour", "random_volume")
+HEURISTICS: tuple[str, ...] = ("never-send", "fixed-hour", "most-active-hour", "random-volume")
