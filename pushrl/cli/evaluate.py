@@ -1,0 +1,103 @@
+"""`pushrl evaluate`: off-policy evaluation of a policy on logged data, with the deployment gate.
+
+The exit code carries the verdict: 0 = the candidate passes the gate, 1 = blocked, 2 = a user
+error (bad path, unknown policy or estimator, logs without ``pscore``), printed as one line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from pushrl.cli._common import console, emit, out, progress_bar
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label.strip("/")) or "policy"
+
+
+def _default_out(policy: str, baseline: str | None) -> Path:
+    return Path("reports") / f"{_slug(policy)}_vs_{_slug(baseline or 'logging')}"
+
+
+def _print_summary(res: Any) -> None:
+    d = res.to_dict()
+    unit = d["data"].get("value_unit", "expected reward per round")
+    t = Table(title=f"{d['policy']['label']} ({d['kind']} policy): {unit}")
+    for c in ("estimator", "value", "95% lower", "95% upper"):
+        t.add_column(c, justify="left" if c == "estimator" else "right")
+    for who, ests in (("", res.estimates), ("baseline: ", res.baseline_estimates)):
+        for name, e in ests.items():
+            t.add_row(f"{who}{name}", f"{e.value:.6g}", f"{e.lower:.6g}", f"{e.upper:.6g}")
+    out.print(t)
+    g, c = res.gate, res.gate.comparison
+    verdict = "[green]PASS[/]" if g.passed else "[red]BLOCK[/]"
+    out.print(f"gate: {verdict}  improvement over {d['baseline']['label']} ({res.gate_estimator}) "
+              f"{c.difference:.6g}, {100 * (1 - c.alpha):g}% CI [{c.lower:.6g}, {c.upper:.6g}]; "
+              f"ESS {res.diagnostics.ess:.1f} (floor {g.ess_floor:.1f})")
+    for rule, msg in zip(g.failed_rules, g.messages, strict=True):
+        out.print(f"  failed {rule}: {msg}")
+    for note in res.notes:
+        out.print(f"[yellow]note:[/] {note}")
+    for kind in ("markdown", "html"):
+        if kind in res.report:
+            out.print(f"{kind} report: {res.report[kind]}")
+
+
+def command(
+    data: Path = typer.Option(..., "--data", help="Logged data directory (pushlog v1)."),
+    policy: str = typer.Option(..., "--policy",
+                               help="Candidate: policies/NAME[/vN] artifact or a baseline name."),
+    baseline: str | None = typer.Option(
+        None, "--baseline", help="What to beat: artifact or baseline name; default: the logging "
+                                 "policy (its on-policy value)."),
+    estimators: str | None = typer.Option(
+        None, "--estimators", help="Comma-separated (default: every applicable one). Item: "
+                                   "dm,ipw,snipw,dr,sndr,switch-dr,dr-os,dr-cf; timing: "
+                                   "pdis,wpdis,wdr,fqe."),
+    out_dir: Path | None = typer.Option(
+        None, "--out", help="Report directory (default: reports/<policy>_vs_<baseline>)."),
+    n_bootstrap: int = typer.Option(1000, "--n-bootstrap", min=1, help="Bootstrap resamples."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and cross-fitting."),
+    scenario: str = typer.Option("default", "--scenario",
+                                 help="Guardrails and timing reward weights (envs/<name>.toml)."),
+    segment: str = typer.Option("day", "--segment",
+                                help="Timing trajectories: day (user-days) or none (whole users)."),
+    reward: str | None = typer.Option(None, "--reward",
+                                      help="Item reward, e.g. 'clicked+0.01*revenue'."),
+    record: bool = typer.Option(True, "--record/--no-record",
+                                help="Write the gate evidence into the candidate artifact's card."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+) -> None:
+    """Estimate a policy's value on logged data and apply the deployment gate (exit 0 / 1)."""
+    from pushrl.data.validate import load_dataset
+    from pushrl.ope.evaluate import evaluate_policy, record_evaluation
+
+    names = None if not estimators else [e.strip() for e in estimators.split(",") if e.strip()]
+    target = out_dir or _default_out(policy, baseline)
+    with progress_bar("evaluating", 1, enabled=not as_json) as update:
+        stage: list[str] = [""]
+
+        def progress(name: str, done: int, total: int) -> None:
+            if name != stage[0]:
+                stage[0] = name
+                console.print(f"[dim]{name}[/]")
+            update(done, max(total, 1))
+
+        progress("loading data", 0, 1)
+        ds, _ = load_dataset(data)
+        res = evaluate_policy(ds, policy, baseline, estimators=names, n_bootstrap=n_bootstrap,
+                              seed=seed, out=target, reward=reward, scenario=scenario,
+                              segment=segment, progress=progress)
+        progress("done", 1, 1)
+    artifact = res.policy.get("artifact")
+    if record and artifact:
+        res.report["card"] = str(record_evaluation(artifact, res))
+    if as_json:
+        emit(res.to_dict(), True)
+    else:
+        _print_summary(res)
+    raise typer.Exit(res.exit_code)
