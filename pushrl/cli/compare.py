@@ -1,0 +1,74 @@
+"""`pushrl compare`: paired comparison of timing policies in a scenario's simulator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from pushrl.cli._common import console, emit, out, progress_bar
+
+
+def command(
+    scenario: str = typer.Option("default", help="Scenario name (envs/NAME.toml) or path."),
+    policy: list[str] = typer.Option(..., "--policy", "-p",
+                                     help="Policy: baseline name (NAME or NAME:k=v,...), "
+                                          "artifact path, or label=SPEC. Repeat."),
+    users: int = typer.Option(10_000, help="Simulated users per seed."),
+    days: int | None = typer.Option(None, help="Days to simulate (default: scenario horizon)."),
+    seeds: int = typer.Option(1, min=1, help="Independent replications."),
+    reference: str | None = typer.Option(None, help="Label to compare against (default: first)."),
+    item_policy: str | None = typer.Option(None, "--item-policy",
+                                           help="Item policy for all (artifact or baseline)."),
+    out_dir: Path = typer.Option(Path("out/compare"), "--out", help="Report directory."),
+    shard_size: int = typer.Option(25_000, "--shard-size",
+                                   help="Users per shard (fixes the random streams)."),
+    ray: bool = typer.Option(False, "--ray", help="Run shards on a local Ray."),
+    ray_address: str | None = typer.Option(None, "--ray-address",
+                                           help="Join an existing Ray cluster (ray://host:port "
+                                                "or auto)."),
+    workers: int | None = typer.Option(None, help="CPUs of the local Ray (default: all)."),
+    fatigue: float | None = typer.Option(None, help="What-if: fatigue multiplier."),
+    shift: int | None = typer.Option(None, help="What-if: activity shift in hours."),
+    as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
+) -> None:
+    """Run policies on the same simulated users (common random numbers) and report."""
+    from pushrl.compare.report import write_report
+    from pushrl.compare.runner import compare
+
+    overrides: dict[str, object] = {}
+    if fatigue is not None:
+        overrides["fatigue_multiplier"] = fatigue
+    if shift is not None:
+        overrides["activity_shift_hours"] = shift
+    with progress_bar("simulating shards", 1, enabled=not as_json) as update:
+        res = compare(policy, scenario=scenario, users=users, days=days, seeds=seeds,
+                      reference=reference, item_policy=item_policy, shard_size=shard_size,
+                      ray=ray, ray_address=ray_address, workers=workers, overrides=overrides,
+                      progress=update)
+    html_path, md_path = write_report(res, out_dir)
+    res.save(out_dir)
+    payload = res.to_dict() | {"report_html": str(html_path), "report_md": str(md_path)}
+    if as_json:
+        emit(payload, True)
+        return
+    t = Table(title=f"{res.meta['scenario']}: {users} users x {res.meta['days']} days x "
+                    f"{seeds} seed(s), reference {res.meta['reference']}")
+    for c in ("policy", "objective/user", "vs reference (95% CI)", "sends/user/day",
+              "open rate", "revenue/user", "unsub rate"):
+        t.add_column(c)
+    s = res.summary.set_index(["policy", "metric"])["value"]
+    p = res.paired.set_index(["policy", "metric"]) if len(res.paired) else None
+    for pol in res.policies:
+        if p is not None and (pol, "objective") in p.index:
+            d = p.loc[(pol, "objective")]
+            ci = f"{d['diff']:+.3f} [{d['lower']:+.3f}, {d['upper']:+.3f}]"
+        else:
+            ci = "reference"
+        t.add_row(pol, f"{s[(pol, 'objective')]:.3f}", ci,
+                  f"{s[(pol, 'sends_per_user_day')]:.3f}", f"{s[(pol, 'open_rate')]:.2%}",
+                  f"{s[(pol, 'revenue_per_user')]:.2f}", f"{s[(pol, 'unsubscribe_rate')]:.2%}")
+    out.print(t)
+    console.print(f"report: {html_path.resolve()} (markdown: {md_path})  "
+                  f"[{res.meta['seconds']} s, {res.meta['mode']}]")

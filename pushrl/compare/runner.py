@@ -1,0 +1,293 @@
+"""`pushrl compare`: run policies on the same simulated users and compare them, paired.
+
+Users are drawn from the seed and split into a fixed *shard plan* (``shard_size`` users per
+shard). Each shard runs every policy on the same users with counter-based random numbers
+(:mod:`pushrl.sim.rng`), so differences between policies are paired (common random
+numbers). Local mode runs the shards one after another; Ray mode runs the same shards as Ray
+tasks, each loading its policies from their files inside the worker (VW workspaces do not
+pickle). Because the shard plan, not the number of workers, defines every random stream,
+local and Ray results are identical for the same seed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pushrl.compare.result import CompareResult
+from pushrl.compare.stats import segment_table, summarize
+from pushrl.errors import PushrlError
+
+DEFAULT_SHARD = 25_000
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """A policy to compare: a baseline name (``NAME`` or ``NAME:k=v,k=v``) or an artifact path.
+
+    Attributes:
+        source: What the user wrote.
+        label: Name in tables and plots.
+    """
+
+    source: str
+    label: str
+
+    @classmethod
+    def parse(cls, text: str) -> PolicySpec:
+        """Parse ``--policy`` text; ``label=SOURCE`` sets the label explicitly."""
+        label, _, src = text.partition("=") if "=" in text.split(":")[0] else ("", "", text)
+        src = src or text
+        if Path(src).exists():  # absolute, so Ray workers in other directories find it
+            src = str(Path(src).resolve())
+        if not label:
+            p = Path(src)
+            label = f"{p.parent.name}@{p.name}" if p.name.startswith("v") and p.parent.name \
+                else (p.name if p.exists() else src)
+        return cls(src, label)
+
+    def load(self) -> Any:
+        """Build the policy (verifying artifact checksums before loading)."""
+        from pushrl.policies.baselines import make_baseline
+        from pushrl.policies.registry import load_policy
+
+        if Path(self.source).exists():
+            return load_policy(self.source)
+        name, _, params = self.source.partition(":")
+        kwargs: dict[str, Any] = {}
+        for kv in filter(None, params.split(",")):
+            k, sep, v = kv.partition("=")
+            if not sep:
+                raise PushrlError(f"policy parameter {kv!r} must be key=value "
+                                  f"(e.g. fixed-hour:hour=19)")
+            kwargs[k.strip().replace("-", "_")] = _scalar(v.strip())
+        return make_baseline(name, **kwargs)
+
+
+def _scalar(v: str) -> Any:
+    for cast in (int, float):
+        try:
+            return cast(v)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(v.lower(), v)
+
+
+@dataclass
+class ShardOutput:
+    """What one shard returns (small, picklable)."""
+
+    per_user: pd.DataFrame
+    daily: pd.DataFrame
+    hourly: pd.DataFrame
+    activity: np.ndarray
+    seconds: float
+
+
+def run_shard(scenario: str, sources: Sequence[str], labels: Sequence[str],
+              rows: np.ndarray, keys: np.ndarray, first_user: int, seed: int, days: int | None,
+              item_source: str | None = None, overrides: dict[str, Any] | None = None,
+              progress: Callable[[int, int], None] | None = None) -> ShardOutput:
+    """Run every policy on one shard of users (the unit of local and Ray work).
+
+    Args:
+        scenario: Scenario name or path.
+        sources: Policy specs (baseline names or artifact paths), loaded here.
+        labels: Display names, aligned with ``sources``.
+        rows: ``(n,)`` population rows of the shard's users.
+        keys: ``(n,)`` episode keys of the shard's users.
+        first_user: Global index of the shard's first user (for pairing).
+        seed: Comparison seed.
+        days: Days to simulate (None = scenario horizon).
+        item_source: Item policy spec for every timing policy (None = scenario default).
+        overrides: Scenario overrides (what-if knobs).
+    """
+    from pushrl.envs.rollout import rollout
+    from pushrl.envs.scenario import load_scenario
+    from pushrl.envs.world import make_world
+
+    t0 = time.perf_counter()
+    sc = load_scenario(scenario, **(overrides or {}))
+    if days is not None:
+        sc = load_scenario(scenario, **(overrides or {}), horizon_days=int(days))
+    world = make_world(sc)
+    pop = world.model.population
+    item = PolicySpec.parse(item_source).load() if item_source else None
+    n = rows.size
+    steps_per_day = sc.slots_per_day
+    seg = _segments(pop, rows)
+    frames, daily, hourly = [], [], []
+    for k, (src, label) in enumerate(zip(sources, labels, strict=True)):
+        pol = PolicySpec(src, label).load()
+        if getattr(pol, "kind", "timing") != "timing":
+            raise PushrlError(f"policy {label!r} is an item policy; compare runs timing policies "
+                              "(pass item policies with --item-policy)")
+        res = rollout(pol, sc, n_users=n, seed=seed, item_policy=item, policy_name=label,
+                      users=(rows, keys),
+                      progress=(lambda s, t, k=k: progress(k * t + s, len(sources) * t))
+                      if progress else None)
+        f = res.to_frame()
+        f.insert(0, "policy", label)
+        f.insert(1, "seed", seed)
+        f["user"] = first_user + np.arange(n)
+        f["unsubscribed"] = f["unsubscribed"].astype(bool)
+        f["timezone"] = seg["timezone"]
+        f["engagement"] = seg["engagement"]
+        frames.append(f)
+        by_day = res.extra.get("objective_by_day")
+        n_days = res.days
+        alive_end = np.array([((res.unsubscribe_step < 0) |
+                               (res.unsubscribe_step >= (d + 1) * steps_per_day)).sum()
+                              for d in range(n_days)])
+        cum = np.cumsum(by_day.sum(axis=0)) if by_day is not None else np.full(n_days, np.nan)
+        daily.append(pd.DataFrame({"policy": label, "day": np.arange(n_days),
+                                   "objective_sum": cum, "subscribed_count": alive_end,
+                                   "units": n}))
+        hourly.append(pd.DataFrame({"policy": label, "local_hour": np.arange(24),
+                                    "sends_sum": res.sends_by_local_hour.sum(axis=0),
+                                    "units": n}))
+    shift = int(sc.activity_shift_hours)
+    act = np.roll(pop.rate_how[rows].reshape(n, 7, 24).sum(axis=(0, 1)), shift)
+    return ShardOutput(pd.concat(frames, ignore_index=True), pd.concat(daily, ignore_index=True),
+                       pd.concat(hourly, ignore_index=True), act, time.perf_counter() - t0)
+
+
+def _segments(pop: Any, rows: np.ndarray) -> dict[str, np.ndarray]:
+    """Time zone and engagement tercile (logged open rate, smoothed) of each user."""
+    rate = (pop.hist_opens + 1.0) / (pop.hist_sends + 10.0)
+    q = np.quantile(rate, [1 / 3, 2 / 3])
+    eng = np.array(["low", "mid", "high"])[np.searchsorted(q, rate[rows], side="right")]
+    return {"timezone": np.asarray(pop.timezone)[rows], "engagement": eng}
+
+
+def shard_plan(n_users: int, shard_size: int) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` covering ``range(n_users)`` in shards of ``shard_size``."""
+    if shard_size < 1:
+        raise PushrlError(f"--shard-size must be >= 1, got {shard_size}")
+    return [(s, min(s + shard_size, n_users)) for s in range(0, n_users, shard_size)]
+
+
+def _combine(outs: list[ShardOutput]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame,
+                                               np.ndarray]:
+    per_user = pd.concat([o.per_user for o in outs], ignore_index=True)
+    d = pd.concat([o.daily for o in outs]).groupby(["policy", "day"], sort=False).sum()
+    d = d.reset_index()
+    daily = pd.DataFrame({"policy": d["policy"], "day": d["day"] + 1,
+                          "objective": d["objective_sum"] / d["units"],
+                          "subscribed": d["subscribed_count"] / d["units"]})
+    h = pd.concat([o.hourly for o in outs]).groupby(["policy", "local_hour"], sort=False).sum()
+    h = h.reset_index()
+    hourly = pd.DataFrame({"policy": h["policy"], "local_hour": h["local_hour"],
+                           "sends": h["sends_sum"] / h["units"]})
+    act = np.sum([o.activity for o in outs], axis=0)
+    return per_user, daily, hourly, act / act.sum()
+
+
+def compare(policies: Sequence[str], *, scenario: str = "default", users: int = 10_000,
+            days: int | None = None, seeds: int = 1, reference: str | None = None,
+            item_policy: str | None = None, shard_size: int = DEFAULT_SHARD,
+            ray: bool = False, ray_address: str | None = None, workers: int | None = None,
+            overrides: dict[str, Any] | None = None,
+            progress: Callable[[int, int], None] | None = None) -> CompareResult:
+    """Compare timing policies in a scenario's simulator (the Python API of `pushrl compare`).
+
+    Args:
+        policies: Policy specs (baseline names, ``NAME:k=v``, artifact paths, or
+            ``label=SPEC``).
+        scenario: Scenario name or path.
+        users: Simulated users per seed.
+        days: Days (None = the scenario's horizon).
+        seeds: Independent replications; seed ``s`` draws its own users.
+        reference: Label every other policy is compared with (default: the first).
+        item_policy: Item policy for all (None = scenario default).
+        shard_size: Users per shard (defines the random streams; keep it fixed to reproduce).
+        ray: Run shards as Ray tasks on a local Ray (or ``ray_address``).
+        ray_address: Join an existing Ray cluster.
+        workers: CPUs of the local Ray (default: all).
+        overrides: Scenario overrides (``fatigue_multiplier=2`` ...).
+        progress: ``progress(done_shards, total_shards)``.
+
+    Returns:
+        A :class:`CompareResult` whose frames are ready for a notebook.
+    """
+    from pushrl.envs.rollout import draw_users
+    from pushrl.envs.scenario import load_scenario
+    from pushrl.envs.world import make_world
+
+    if not policies:
+        raise PushrlError("give at least one --policy (e.g. --policy most-active-hour)")
+    if users < 2:
+        raise PushrlError(f"--users must be >= 2 for confidence intervals, got {users}")
+    specs = [PolicySpec.parse(p) for p in policies]
+    labels = [s.label for s in specs]
+    if len(set(labels)) != len(labels):
+        raise PushrlError(f"policy labels must be unique, got {labels}; name them label=SPEC")
+    ref = reference or labels[0]
+    if ref not in labels:
+        raise PushrlError(f"--reference {ref!r} is not among the policies {labels}")
+    for s in specs:  # fail fast, before any simulation or Ray start-up
+        s.load()
+    sc = load_scenario(scenario, **(overrides or {}))
+    n_pop = len(make_world(sc).model.population)
+    tasks = []
+    for seed in range(seeds):
+        rows, keys = draw_users(seed, users, n_pop)
+        for a, b in shard_plan(users, shard_size):
+            tasks.append((str(scenario), [s.source for s in specs], labels, rows[a:b],
+                          keys[a:b], a, seed, days, item_policy, overrides or {}))
+    t0 = time.perf_counter()
+    outs = _run_ray(tasks, ray_address, workers, progress) if (ray or ray_address) else \
+        _run_local(tasks, progress)
+    wall = time.perf_counter() - t0
+    per_user, daily, hourly, act = _combine(outs)
+    n_days = int(daily["day"].max())
+    summary, paired = summarize(per_user, reference=ref, days=n_days)
+    segments = {by: segment_table(per_user, by, days=n_days) for by in ("timezone", "engagement")}
+    meta = {"scenario": sc.name, "scenario_ref": str(scenario), "users": users, "days": n_days,
+            "seeds": seeds, "reference": ref, "policies": labels,
+            "sources": [s.source for s in specs], "item_policy": item_policy or sc.item_policy,
+            "shard_size": shard_size, "shards": len(tasks), "mode": "ray" if ray or ray_address
+            else "local", "seconds": round(wall, 2), "overrides": overrides or {}}
+    return CompareResult(per_user, summary, paired, segments, daily, hourly, act.tolist(), meta)
+
+
+def _run_local(tasks: list[tuple[Any, ...]],
+               progress: Callable[[int, int], None] | None) -> list[ShardOutput]:
+    outs = []
+    for i, t in enumerate(tasks):
+        outs.append(run_shard(*t))
+        if progress:
+            progress(i + 1, len(tasks))
+    return outs
+
+
+def _run_ray(tasks: list[tuple[Any, ...]], address: str | None, workers: int | None,
+             progress: Callable[[int, int], None] | None) -> list[ShardOutput]:
+    import ray
+
+    started = False
+    if not ray.is_initialized():
+        kw: dict[str, Any] = {"address": address} if address else {
+            "num_cpus": workers or os.cpu_count() or 1, "include_dashboard": False}
+        ray.init(ignore_reinit_error=True, log_to_driver=False, logging_level="ERROR", **kw)
+        started = True
+    try:
+        remote = ray.remote(num_cpus=1)(run_shard)
+        refs = [remote.remote(*t) for t in tasks]
+        pending, done = list(refs), 0
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            done += len(ready)
+            if progress:
+                progress(done, len(refs))
+        return list(ray.get(refs))
+    finally:
+        if started:
+            ray.shutdown()
