@@ -305,7 +305,8 @@ def _with_metrics(app: FastAPI) -> FastAPI:
 
 
 async def _apply(s: Server) -> None:
-    new = await asyncio.to_thread(load_set, s.cfg.registry, overrides=s.overrides)
+    new = await asyncio.to_thread(load_set, s.cfg.registry, overrides=s.overrides,
+                                  current=s.engine.policies)
     async with s._swap_lock:
         s.swap(new)
         s._ptr_stat = s._pointer_stat()

@@ -94,7 +94,10 @@ def default_policy(kind: str) -> Loaded:
     """The default baseline of ``kind``."""
     name = DEFAULTS[kind]
     try:
-        pol = make_baseline(name)
+        try:
+            pol = make_baseline(name)
+        except ArtifactError:  # older registries spell baselines with underscores
+            pol = make_baseline(name.replace("-", "_"))
     except ArtifactError:
         if kind != "item":
             raise
@@ -118,26 +121,40 @@ def load_ref(registry: str | Path, ref: str | None, kind: str) -> Loaded:
     return Loaded(pol, ref)
 
 
-def load_set(registry: str | Path, *, overrides: dict[str, Policy] | None = None) -> PolicySet:
+def load_set(registry: str | Path, *, overrides: dict[str, Policy] | None = None,
+             current: PolicySet | None = None) -> PolicySet:
     """Load the active and shadow policies named by the registry's pointer.
 
     Args:
         registry: Registry directory.
         overrides: Policies to use instead (keys ``timing``, ``item``, ``shadow_timing``,
             ``shadow_item``); for tests and embedding.
+        current: The running set: policies whose reference did not change are reused (a
+            swap only loads what changed; artifacts are immutable once written).
     """
     ptr = read_active(registry)
     ov = overrides or {}
+    have = {} if current is None else {
+        x.label: x for x in (current.timing, current.item, current.shadow_timing,
+                             current.shadow_item) if x is not None}
+
+    def get(ref: str | None, kind: str) -> Loaded:
+        label = ref if ref is not None else f"{DEFAULTS[kind]}@{BUILTIN}"
+        hit = have.get(label)
+        if hit is not None and hit.policy.kind == kind:
+            return hit
+        return load_ref(registry, ref, kind)
+
     got: dict[str, Loaded | None] = {}
     for kind in KINDS:
         slot = ptr[kind]
         got[kind] = (Loaded(ov[kind], f"{ov[kind].name}@{ov[kind].version}") if kind in ov
-                     else load_ref(registry, slot["active"], kind))
+                     else get(slot["active"], kind))
         sk = f"shadow_{kind}"
         if sk in ov:
             got[sk] = Loaded(ov[sk], f"{ov[sk].name}@{ov[sk].version}")
         else:
-            got[sk] = load_ref(registry, slot["shadow"], kind) if slot["shadow"] else None
+            got[sk] = get(slot["shadow"], kind) if slot["shadow"] else None
     return PolicySet(timing=got["timing"], item=got["item"],  # type: ignore[arg-type]
                      shadow_timing=got["shadow_timing"], shadow_item=got["shadow_item"],
                      generation=int(ptr.get("generation", 0)), pointer=ptr)

@@ -36,7 +36,7 @@ ACTIVE = "_active.json"
 AUDIT = "_audit.jsonl"
 KINDS = ("timing", "item")
 #: What runs when nothing is promoted (registry baseline names).
-DEFAULTS = {"timing": "most_active_hour", "item": "most_popular"}
+DEFAULTS = {"timing": "most-active-hour", "item": "most-popular"}
 
 
 class GateRefused(PushrlError):
@@ -220,8 +220,8 @@ def rollback(registry: str | Path, name: str, *, reason: str | None = None,
         hit = None
         for kind in KINDS:
             slot = data[kind]
-            if _name(slot["active"]) == name or (slot["active"] is None
-                                                 and DEFAULTS[kind] == name):
+            if _name(slot["active"]) == name or (slot["active"] is None and DEFAULTS[kind]
+                                                 == name.replace("_", "-")):
                 hit = (kind, "active")
                 break
             if _name(slot["shadow"]) == name:

@@ -345,7 +345,8 @@ class Server:
             if stat == self._ptr_stat and not force:
                 return False
             self._ptr_stat = stat
-            new = await asyncio.to_thread(load_set, self.cfg.registry, overrides=self.overrides)
+            new = await asyncio.to_thread(load_set, self.cfg.registry, overrides=self.overrides,
+                                          current=self.engine.policies)
             if new.generation == self.engine.policies.generation and not force:
                 return False
             self.swap(new)

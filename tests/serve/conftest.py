@@ -50,6 +50,13 @@ class UniformItem(ItemPolicy):
         return np.asarray(ctx.mask, float)
 
 
+def bl(name: str) -> str:
+    """A baseline's registry name (hyphenated; older registries used underscores)."""
+    from pushrl.policies.baselines import registry
+
+    return name if name in registry() else name.replace("-", "_")
+
+
 def doubles(**kw: Any) -> dict[str, Any]:
     """Overrides for :func:`create_app`."""
     return {"timing": kw.get("timing", AlwaysSend()), "item": kw.get("item", UniformItem()),

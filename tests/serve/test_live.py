@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from pushrl.policies.registry import save_artifact
+from tests.serve.conftest import bl
 from tests.serve.live import LiveServer
 
 pytestmark = pytest.mark.slow
@@ -96,8 +97,8 @@ def _artifact(reg: Path, name: str, baseline: str) -> None:
 
 def test_hot_promote_and_rollback_under_load(tmp_path: Path) -> None:
     reg = tmp_path / "policies"
-    _artifact(reg, "never", "never_send")
-    _artifact(reg, "fixed", "fixed_hour")
+    _artifact(reg, "never", bl("never-send"))
+    _artifact(reg, "fixed", bl("fixed-hour"))
     srv = LiveServer(tmp_path)
     _setup(srv.base)
     acked: dict = {"decisions": set(), "feedback": set()}

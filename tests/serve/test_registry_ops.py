@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from pushrl.errors import ArtifactError
 from pushrl.policies.registry import save_artifact
 from pushrl.serve import registry_ops as ops
-from tests.serve.conftest import T0, UniformItem, seed_world
+from tests.serve.conftest import T0, UniformItem, bl, seed_world
 
 H = 3600
 
@@ -34,9 +34,9 @@ FAIL = {"passed": False, "failed_rules": ["ess_floor"], "messages": ["candidate 
 
 def test_gate_force_reason_audit_and_rollback(tmp_path: Path) -> None:
     reg = tmp_path / "policies"
-    artifact(reg, "nogate", "never_send", None)
-    artifact(reg, "bad", "never_send", FAIL)
-    artifact(reg, "good", "fixed_hour", PASS)
+    artifact(reg, "nogate", bl("never-send"), None)
+    artifact(reg, "bad", bl("never-send"), FAIL)
+    artifact(reg, "good", bl("fixed-hour"), PASS)
     with pytest.raises(ops.GateRefused, match="OPE gate unavailable"):
         ops.promote(reg, "nogate")
     with pytest.raises(ops.GateRefused, match="ESS 3 < 100"):
@@ -55,7 +55,7 @@ def test_gate_force_reason_audit_and_rollback(tmp_path: Path) -> None:
     assert ops.rollback(reg, "bad", reason="done")["active"] == "good@v1"
     assert ops.rollback(reg, "good")["active"] is None  # back to the default baseline
     with pytest.raises(ArtifactError, match="nothing to roll back"):
-        ops.rollback(reg, "most_active_hour")
+        ops.rollback(reg, "most-active-hour")
     sh = ops.promote(reg, "nogate", shadow=True)  # shadow needs no gate: never acted on
     assert sh["shadow"] == "nogate@v1"
     assert ops.rollback(reg, "nogate")["shadow"] is None
@@ -63,7 +63,7 @@ def test_gate_force_reason_audit_and_rollback(tmp_path: Path) -> None:
 
 def test_checksum_mismatch_refused(tmp_path: Path) -> None:
     reg = tmp_path / "policies"
-    d = artifact(reg, "good", "fixed_hour", PASS)
+    d = artifact(reg, "good", bl("fixed-hour"), PASS)
     (d / "notes.txt").write_bytes(b"tampered")
     with pytest.raises(ArtifactError, match="checksum mismatch"):
         ops.promote(reg, "good")
@@ -73,8 +73,8 @@ def test_cli(tmp_path: Path) -> None:
     from pushrl.cli.main import app
 
     reg = tmp_path / "policies"
-    artifact(reg, "good", "fixed_hour", PASS)
-    artifact(reg, "nogate", "never_send", None)
+    artifact(reg, "good", bl("fixed-hour"), PASS)
+    artifact(reg, "nogate", bl("never-send"), None)
     r = CliRunner()
     res = r.invoke(app, ["policies", "list", "--registry", str(reg), "--json"])
     assert res.exit_code == 0, res.output
@@ -92,12 +92,12 @@ def test_cli(tmp_path: Path) -> None:
 
 def test_hot_swap_via_api_and_pointer(make_client: Any, tmp_path: Path) -> None:
     reg = tmp_path / "policies"
-    artifact(reg, "good", "fixed_hour", PASS)
-    artifact(reg, "never", "never_send", PASS)
+    artifact(reg, "good", bl("fixed-hour"), PASS)
+    artifact(reg, "never", bl("never-send"), PASS)
     c = make_client(overrides={"item": UniformItem()})
     seed_world(c)
     d = c.post("/v1/decide", json={"user_id": "u0", "ts": T0 + 12 * H}).json()
-    assert d["policy"] == "most_active_hour@builtin"
+    assert d["policy"] == "most-active-hour@builtin"
     r = c.post("/v1/policies/never/promote", json={"reason": "api"})
     assert r.status_code == 200 and r.json()["active"] == "never@v1", r.text
     d = c.post("/v1/decide", json={"user_id": "u1", "ts": T0 + 12 * H}).json()
