@@ -214,9 +214,13 @@ class VWItemPolicy(ItemPolicy):
             raise ValueError("action points at a masked (padding) candidate; pass the index "
                              "of a real candidate")
         labels = CBLabels(a, -np.asarray(reward, np.float64), np.asarray(pscore, np.float64))
-        text = self._fmt.to_bytes(ctx, labels).decode()
-        for ex in text[:-2].split("\n\n"):
-            self._ws.learn(ex)
+        ws = self._ws
+        for text in self._fmt.to_rounds(ctx, labels):
+            exs = _LIB._parse(ws, text)
+            try:
+                _LIB.learn_multi(ws, exs)
+            finally:
+                _LIB._finish_example_multi_ex(ws, exs)
         self.model = None  # the bytes are stale until the next save
         self.model_sha256 = None
 

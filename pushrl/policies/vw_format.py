@@ -311,27 +311,43 @@ class VWFormatter:
         txt = [f"0:{c:.6f}:{q:.8f} " for c, q in zip(cost.tolist(), p.tolist(), strict=True)]
         return _string_table(txt)
 
-    def to_rounds(self, ctx: ItemContext) -> list[str]:
-        """One multi-line VW example per round (shared line first), for prediction.
+    def to_rounds(self, ctx: ItemContext, labels: CBLabels | None = None) -> list[str]:
+        """One multi-line VW example per round (shared line first).
 
-        Small batches (decisions) are written with plain string formatting of the same
-        rounded values (fixed costs of the vectorised path dominate there); large ones
-        with :meth:`to_bytes`. Both give VW identical features.
+        Large batches go through :meth:`to_bytes`. Small ones (decisions, online updates)
+        write the shared lines with plain string formatting of the same rounded values (the
+        vectorised path has a fixed cost per column, and shared lines are wide but few) and
+        the candidate lines as byte columns; with ``labels`` the logged candidate is labelled
+        in place instead of being moved first. VW sees identical features either way.
         """
         if np.asarray(ctx.mask).size > SMALL_BATCH:
-            text = self.to_bytes(ctx).decode()
+            text = self.to_bytes(ctx, labels).decode()
             return text[:-2].split("\n\n") if text else []
         self.check(ctx)
+        shared = self._shared_text(ctx)
+        cand = np.clip(np.asarray(ctx.candidates, np.int64), 0, len(self._items) - 1)
+        mask = np.asarray(ctx.mask, bool)
+        n, k = cand.shape
+        plan, wc = self._candidate(ctx, cand)
+        lab = (self._label_bytes(labels) if labels is not None else np.zeros((n, 0), np.uint8))
+        wl = lab.shape[1]
+        lines = np.empty((n, k, wl + wc + 1), np.uint8)
+        if wl:
+            lines[:, :, :wl] = _SPACE
+            a = np.asarray(labels.action, np.int64)  # type: ignore[union-attr]
+            lines[np.arange(n), a, :wl] = lab
+        _fill(lines[:, :, wl:wl + wc], plan)
+        lines[:, :, -1] = ord("\n")
+        every = mask.all()
+        return [sh + "\n" + (lines[i] if every else lines[i][mask[i]]).tobytes().decode()[:-1]
+                for i, sh in enumerate(shared)]
+
+    def _shared_text(self, ctx: ItemContext) -> list[str]:
+        """The shared line of each round, with plain string formatting."""
         lay = self.layout
         shared = np.rint(np.asarray(ctx.shared, np.float64) * 10**_DECIMALS).astype(np.int64)
-        dyn = lay.dynamic_columns
-        cf = np.rint(np.asarray(ctx.candidate_features, np.float64)[:, :, dyn]
-                     * 10**_DECIMALS).astype(np.int64)
-        mask = np.asarray(ctx.mask, bool)
-        cand = np.asarray(ctx.candidates, np.int64)
-        u_idx, c_idx = lay.user_columns, lay.context_columns
+        u_idx, c_idx = lay.user_columns.tolist(), lay.context_columns.tolist()
         names = [vw_name(n) for n in lay.shared_names]
-        dnames = [vw_name(lay.candidate_feature_names[j]) for j in dyn]
         out = []
         for i in range(len(ctx)):
             row = shared[i].tolist()
@@ -339,15 +355,7 @@ class VWFormatter:
             c = " ".join(_q(names[j], row[j]) for j in c_idx if row[j])
             if ctx.position is not None:
                 c += f" pos={int(ctx.position[i])}"
-            lines = [f"shared |{NS_USER} {u} |{NS_CONTEXT} {c}"]
-            for j in np.flatnonzero(mask[i]).tolist():
-                line = self._item_text[cand[i, j]]
-                if dnames:
-                    vals = cf[i, j].tolist()
-                    line += f" |{NS_CAND} " + " ".join(
-                        _q(n, v) for n, v in zip(dnames, vals, strict=True) if v)
-                lines.append(line)
-            out.append("\n".join(lines))
+            out.append(f"shared |{NS_USER} {u} |{NS_CONTEXT} {c}")
         return out
 
 

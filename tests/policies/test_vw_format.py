@@ -72,7 +72,7 @@ def test_values_names_and_items() -> None:
     assert lines[0].startswith("shared |U ") and " |C " in lines[0] and "pos=2" in lines[0]
     first = lines[1]
     assert first.startswith(f"|I id=i_{ctx.candidates[2, 0]} ")
-    assert "affinity:-1.2346" in first  # negative, rounded to 4 decimals
+    assert ("affinity", "-1.2346") in _parse(first)[0]  # negative, rounded to 4 decimals
     # an exact zero is not written (a no-op feature in VW)
     assert "engagement" not in VWFormatter(lay).to_rounds(ctx)[0].split("\n")[0]
 

@@ -1,0 +1,217 @@
+"""Benchmarks of the VW item bandit: training throughput, decision latency, quality.
+
+    python benchmarks/bandit.py [--json] [--repeats 3] [--sections throughput,latency,obd]
+
+* throughput: ``pushrl train bandit`` end to end (Parquet -> load/validate -> pipeline
+  features -> VW text -> VW's driver -> model bytes) against VW's own driver training on the
+  very same examples file in-process (``pyvw.Workspace(... -d FILE)``, what
+  ``python -m vowpalwabbit -d FILE`` runs, without interpreter start-up). Runs are
+  interleaved and the medians compared (target ratio >= 0.8). CPU seconds are reported too
+  (the machine is shared, wall times are noisy).
+* latency: in-process ``decide`` of a trained synth policy for one user with 50 candidates
+  (p50 / p99, target p99 < 1 ms), and batch decisions per second.
+* obd: train on half of the OBD "random" logs, estimate the policy's CTR on the other half
+  with the OPE estimators (IPW, SNIPW, DR with a cross-fitted reward model; 95% bootstrap
+  CIs) and compare with the on-policy CTRs of the random and BTS logging policies.
+* online: 100k interactions with ``pushrl/PushItem-v0`` (see ``--online``); VW vs uniform,
+  most-popular and the ground-truth oracle, 95% CIs.
+
+A single top-to-bottom script (house style for benchmarks): it prints figures, asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from vowpalwabbit import __version__ as VW_VERSION  # noqa: E402
+from vowpalwabbit import pyvw  # noqa: E402
+
+from pushrl.data.validate import load_dataset  # noqa: E402
+from pushrl.policies.item_data import build_rounds, take_context  # noqa: E402
+from pushrl.policies.vw import VWConfig  # noqa: E402
+from pushrl.policies.vw_train import train_rounds, train_vw  # noqa: E402
+
+DATASETS = {"synth": ROOT / "simulator_data" / "synth",
+            "obd": ROOT / "simulator_data" / "obd" / "random"}
+
+
+def cpu() -> float:
+    """CPU seconds of this process and its finished children."""
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+
+def throughput(name: str, path: Path, repeats: int, cfg: VWConfig) -> dict[str, Any]:
+    tmp = Path(tempfile.mkdtemp(prefix="pushrl-bench-"))
+    ex = tmp / "examples.vw"
+    first = train_vw(path, cfg, examples_path=ex)  # also warms the page cache
+    n = int(first.metrics["train/rounds"])
+    ours, ours_cpu, drv, drv_cpu, stages = [], [], [], [], []
+    for _ in range(repeats):
+        c0, t0 = cpu(), time.perf_counter()
+        res = train_vw(path, cfg)
+        ours.append(time.perf_counter() - t0)
+        ours_cpu.append(cpu() - c0)
+        stages.append(res.metrics)
+        c0, t0 = cpu(), time.perf_counter()
+        ws = pyvw.Workspace(arg_list=[*cfg.args(), "-d", str(ex), "-f", str(tmp / "m.vw"),
+                                      "--quiet"])
+        ws.finish()
+        drv.append(time.perf_counter() - t0)
+        drv_cpu.append(cpu() - c0)
+    for f in tmp.iterdir():
+        f.unlink()
+    tmp.rmdir()
+    med = statistics.median
+    last = stages[-1]
+    return {
+        "dataset": name, "rounds": n, "candidates": int(first.metrics["train/n_actions"]),
+        "examples_file_mb": round(ex.stat().st_size / 1e6, 1) if ex.exists() else None,
+        "vw_args": cfg.args(), "repeats": repeats,
+        "ours_seconds": [round(x, 3) for x in ours], "driver_seconds": [round(x, 3) for x in drv],
+        "ours_rounds_per_s": round(n / med(ours)), "driver_rounds_per_s": round(n / med(drv)),
+        "ratio": round(med(drv) / med(ours), 3),
+        "ours_cpu_s": round(med(ours_cpu), 2), "driver_cpu_s": round(med(drv_cpu), 2),
+        "cpu_ratio": round(med(drv_cpu) / med(ours_cpu), 3),
+        "ours_load_s": round(last["train/seconds_load"], 2),
+        "ours_vw_after_last_chunk_s": round(last["train/seconds_vw_after_last_chunk"], 2),
+        "target_ratio": 0.8,
+    }
+
+
+def latency(path: Path, n_decisions: int, k: int = 50) -> dict[str, Any]:
+    ds, _ = load_dataset(path, quarantine=False)
+    rounds = build_rounds(ds)
+    pol = train_rounds([rounds], VWConfig()).policy
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, rounds.n_rounds, n_decisions)
+    ctxs = []
+    for i in idx:  # one user, 50 random candidates of the catalog
+        c = take_context(rounds.context, np.array([i]))
+        keep = np.sort(rng.choice(c.candidates.shape[1], k, replace=False))
+        c.candidates, c.mask = c.candidates[:, keep], c.mask[:, keep]
+        c.candidate_features = c.candidate_features[:, keep]
+        ctxs.append(c)
+    for c in ctxs[:50]:  # warm up
+        pol.decide(c, rng)
+    lat, lat_cpu = np.empty(n_decisions), np.empty(n_decisions)
+    for j, c in enumerate(ctxs):
+        t0, c0 = time.perf_counter(), time.thread_time()
+        pol.decide(c, rng)
+        lat_cpu[j] = time.thread_time() - c0  # without time spent preempted (shared cores)
+        lat[j] = time.perf_counter() - t0
+    batch = take_context(rounds.context, np.arange(min(2000, rounds.n_rounds)))
+    t0 = time.perf_counter()
+    pol.decide_batch(batch, rng)
+    per_s = len(batch) / (time.perf_counter() - t0)
+    return {"candidates": k, "decisions": n_decisions,
+            "p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 3),
+            "p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 3),
+            "max_ms": round(float(lat.max()) * 1e3, 3),
+            "cpu_p50_ms": round(float(np.percentile(lat_cpu, 50)) * 1e3, 3),
+            "cpu_p99_ms": round(float(np.percentile(lat_cpu, 99)) * 1e3, 3),
+            "batch_decisions_per_s_100_candidates": round(per_s), "target_p99_ms": 1.0}
+
+
+def obd_quality(seed: int = 0) -> dict[str, Any]:
+    from pushrl.ope import ESTIMATORS, fit_reward_model
+
+    ds, _ = load_dataset(DATASETS["obd"], quarantine=False)
+    rounds = build_rounds(ds)
+    rng = np.random.default_rng(seed)
+    test_mask = rng.random(rounds.n_rounds) < 0.5
+    train, test = rounds.subset(~test_mask), rounds.subset(test_mask)
+    out: dict[str, Any] = {"train_rounds": train.n_rounds, "test_rounds": test.n_rounds}
+    bts, _ = load_dataset(ROOT / "simulator_data" / "obd" / "bts", quarantine=False)
+
+    def ctr(x: np.ndarray) -> dict[str, float]:
+        m, se = float(x.mean()), float(x.std(ddof=1) / np.sqrt(x.size))
+        return {"mean": m, "ci95": [m - 1.96 * se, m + 1.96 * se]}
+
+    out["random_on_policy_ctr_test"] = ctr(test.reward)
+    out["bts_on_policy_ctr"] = ctr(bts.pushes["clicked"].astype(float).to_numpy())
+    len_list = int(test.position.max()) + 1 if test.position is not None else 1
+    q_hat = fit_reward_model(test.context.shared, test.action, test.reward,
+                             n_actions=test.n_actions, len_list=len_list,
+                             position=test.position, n_folds=3, random_state=seed)
+    for exploration in ("squarecb", "epsilon"):
+        pol = train_rounds([train], VWConfig(exploration=exploration, seed=seed)).policy
+        dist = pol.action_dist(test.context)
+        greedy = np.zeros_like(dist)
+        greedy[np.arange(len(dist)), np.argmax(dist, axis=1)] = 1.0
+        for label, d in ((exploration, dist), (f"{exploration}-greedy", greedy)):
+            ad = np.repeat(d[:, :, None], len_list, axis=2)  # same choice at every position
+            res = {}
+            for est in ("ipw", "snipw", "dr"):
+                e = ESTIMATORS[est]()
+                kw = {"estimated_rewards_by_reg_model": q_hat} if est == "dr" else {}
+                iv = e.estimate_interval(test.reward, test.action, test.pscore, ad,
+                                         test.position, alpha=0.05, n_bootstrap_samples=2000,
+                                         random_state=seed, **kw)
+                res[est] = {k: round(float(v), 5) for k, v in iv.items()}
+            out[f"vw_{label}"] = res
+    return out
+
+
+def online(n: int, seed: int) -> dict[str, Any]:
+    from pushrl.policies.vw_online import compare_online
+
+    return compare_online(n_interactions=n, seed=seed)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--sections", default="throughput,latency,obd")
+    ap.add_argument("--datasets", default="synth,obd")
+    ap.add_argument("--decisions", type=int, default=2000)
+    ap.add_argument("--online", type=int, default=100_000, help="interactions (section online)")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    sections = set(a.sections.split(","))
+    out: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg(),
+                                       "vw": VW_VERSION}}
+    if "throughput" in sections:
+        out["throughput"] = [throughput(d, DATASETS[d], a.repeats, VWConfig())
+                             for d in a.datasets.split(",")]
+        for r in out["throughput"]:
+            print(f"throughput {r['dataset']}: {r['rounds']} rounds x {r['candidates']} cands:"
+                  f" ours {r['ours_rounds_per_s']} rounds/s (median of {r['ours_seconds']} s),"
+                  f" driver {r['driver_rounds_per_s']} rounds/s ({r['driver_seconds']} s):"
+                  f" ratio {r['ratio']} (target >= 0.8); CPU ratio {r['cpu_ratio']}",
+                  file=sys.stderr)
+    if "latency" in sections:
+        out["latency"] = latency(DATASETS["synth"], a.decisions)
+        r = out["latency"]
+        print(f"latency (50 candidates): p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms "
+              f"(target < 1 ms); CPU time p50 {r['cpu_p50_ms']} ms, p99 {r['cpu_p99_ms']} ms;"
+              " batch {r['batch_decisions_per_s_100_candidates']} "
+              "decisions/s with 100 candidates", file=sys.stderr)
+    if "obd" in sections:
+        out["obd"] = obd_quality(a.seed)
+        print("obd:", json.dumps(out["obd"], indent=1), file=sys.stderr)
+    if "online" in sections:
+        out["online"] = online(a.online, a.seed)
+        print("online:", json.dumps(out["online"], indent=1), file=sys.stderr)
+    out["machine"]["load_avg_end"] = os.getloadavg()
+    if a.json:
+        print(json.dumps(out, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
