@@ -76,7 +76,8 @@ def main() -> None:
               f"(target < 60 s), {lr['user_steps_per_s']:,} user-steps/s")  # type: ignore[index]
         if "ray" in out:
             ry = out["ray"]
-            print(f"ray 1 worker {ry['seconds_1_worker']} s, 2 workers {ry['seconds_2_workers']} s: "  # type: ignore[index]
+            print(f"ray 1 worker {ry['seconds_1_worker']} s, "  # type: ignore[index]
+                  f"2 workers {ry['seconds_2_workers']} s: "  # type: ignore[index]
                   f"{ry['speedup']}x (target >= 1.6x), identical={ry['results_identical']}")  # type: ignore[index]
 
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from pushrl.compare.result import CompareResult  # noqa: E402
+from pushrl.compare.result import CompareResult
 
 LABELS = {
     "objective": "Objective per user",

@@ -93,8 +93,8 @@ class ShardOutput:
 
 def run_shard(scenario: str, sources: Sequence[str], labels: Sequence[str],
               rows: np.ndarray, keys: np.ndarray, first_user: int, seed: int, days: int | None,
-              item_source: str | None = None, overrides: dict[str, Any] | None = None,
-              progress: Callable[[int, int], None] | None = None) -> ShardOutput:
+              item_source: str | None = None,
+              overrides: dict[str, Any] | None = None) -> ShardOutput:
     """Run every policy on one shard of users (the unit of local and Ray work).
 
     Args:
@@ -119,20 +119,20 @@ def run_shard(scenario: str, sources: Sequence[str], labels: Sequence[str],
         sc = load_scenario(scenario, **(overrides or {}), horizon_days=int(days))
     world = make_world(sc)
     pop = world.model.population
+    if pop is None:
+        raise PushrlError(f"scenario {sc.name!r} has no user population (item-only simulator)")
     item = PolicySpec.parse(item_source).load() if item_source else None
     n = rows.size
     steps_per_day = sc.slots_per_day
     seg = _segments(pop, rows)
     frames, daily, hourly = [], [], []
-    for k, (src, label) in enumerate(zip(sources, labels, strict=True)):
+    for src, label in zip(sources, labels, strict=True):
         pol = PolicySpec(src, label).load()
         if getattr(pol, "kind", "timing") != "timing":
             raise PushrlError(f"policy {label!r} is an item policy; compare runs timing policies "
                               "(pass item policies with --item-policy)")
         res = rollout(pol, sc, n_users=n, seed=seed, item_policy=item, policy_name=label,
-                      users=(rows, keys),
-                      progress=(lambda s, t, k=k: progress(k * t + s, len(sources) * t))
-                      if progress else None)
+                      users=(rows, keys))
         f = res.to_frame()
         f.insert(0, "policy", label)
         f.insert(1, "seed", seed)
@@ -235,7 +235,11 @@ def compare(policies: Sequence[str], *, scenario: str = "default", users: int = 
     for s in specs:  # fail fast, before any simulation or Ray start-up
         s.load()
     sc = load_scenario(scenario, **(overrides or {}))
-    n_pop = len(make_world(sc).model.population)
+    pop = make_world(sc).model.population
+    if pop is None:
+        raise PushrlError(f"scenario {sc.name!r} simulates items only; compare needs a timing "
+                          "scenario such as default")
+    n_pop = len(pop)
     tasks = []
     for seed in range(seeds):
         rows, keys = draw_users(seed, users, n_pop)
@@ -276,7 +280,7 @@ def _run_ray(tasks: list[tuple[Any, ...]], address: str | None, workers: int | N
     if not ray.is_initialized():
         kw: dict[str, Any] = {"address": address} if address else {
             "num_cpus": workers or os.cpu_count() or 1, "include_dashboard": False}
-        ray.init(ignore_reinit_error=True, log_to_driver=False, logging_level="ERROR", **kw)
+        ray.init(ignore_reinit_error=True, log_to_driver=False, logging_level=40, **kw)
         started = True
     try:
         remote = ray.remote(num_cpus=1)(run_shard)
