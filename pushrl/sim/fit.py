@@ -28,11 +28,25 @@ from pushrl.data.io import Dataset, to_unix_seconds
 from pushrl.data.validate import ValidationReport
 from pushrl.errors import DataError
 from pushrl.sim import design
-from pushrl.sim.glm import fit_glm
+from pushrl.sim.glm import Glm, fit_glm
 from pushrl.sim.model import SimModel
 from pushrl.sim.population import WARM_DAYS, fit_population
 
 Progress = Callable[[str], None]
+
+
+def _fit_or_constant(x: np.ndarray, y: np.ndarray, groups: np.ndarray,
+                     names: tuple[str, ...], say: Progress) -> Glm:
+    """Fit a GLM; with too few outcomes to cross-validate, a shrunk constant rate instead."""
+    try:
+        return fit_glm(x, y, groups, names)
+    except DataError as exc:
+        say(f"  {exc}; using a constant rate")
+        rate = (float(np.sum(y)) + 0.5) / (y.size + 1.0)
+        return Glm(names, np.zeros(len(names)), float(np.log(rate / (1 - rate))),
+                   {"n": int(y.size), "positives": int(np.sum(y)), "rate": rate,
+                    "constant": "too few outcomes to fit and cross-validate", "log_loss": None,
+                    "log_loss_baseline": None, "auc": None, "ece": None, "reliability": []})
 
 
 def _bool(p: pd.DataFrame, col: str) -> tuple[np.ndarray, np.ndarray]:
@@ -167,18 +181,19 @@ def fit_push(ds: Dataset, report: ValidationReport, progress: Progress | None = 
     names = design.click_names(catalog.feature_names)
     rows = sent & opened & c_known
     say(f"fitting click model on {int(rows.sum())} opens")
-    glms["click"] = fit_glm(design.click_design(rr.features[rows], rr.affinity[rows],
-                                                catalog.features[idx[rows]]),
-                            clicked[rows], groups[rows], names)
+    glms["click"] = _fit_or_constant(design.click_design(
+        rr.features[rows], rr.affinity[rows], catalog.features[idx[rows]]),
+        clicked[rows], groups[rows], names, say)
     rows = sent & clicked & v_known
-    if rows.sum() >= 10:
+    if rows.any():
         say(f"fitting convert model on {int(rows.sum())} clicks")
-        glms["convert"] = fit_glm(design.convert_design(catalog.features[idx[rows]]),
-                                  converted[rows], groups[rows], catalog.feature_names)
+        glms["convert"] = _fit_or_constant(design.convert_design(catalog.features[idx[rows]]),
+                                           converted[rows], groups[rows],
+                                           catalog.feature_names, say)
     rows = sent & u_known
     say(f"fitting unsubscribe hazard on {int(rows.sum())} sends")
-    glms["unsubscribe"] = fit_glm(design.unsub_design(rr.features[rows]), unsub[rows],
-                                  groups[rows], design.UNSUB_NAMES)
+    glms["unsubscribe"] = _fit_or_constant(design.unsub_design(rr.features[rows]), unsub[rows],
+                                           groups[rows], design.UNSUB_NAMES, say)
     revenue, rev_meta = item_revenue(ds, catalog, idx, sent & converted)
     say("fitting user population and rhythm")
     full_how = rr.state.export_history(np.arange(len(ds.users)))["how"]
