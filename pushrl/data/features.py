@@ -142,7 +142,7 @@ class FeatureSpec:
         d["prior_cat"] = tuple(d["prior_cat"])
         return cls(**d)
 
-    def item_categories(self, item_ids: Sequence[Any]) -> np.ndarray:
+    def item_categories(self, item_ids: Sequence[Any] | np.ndarray) -> np.ndarray:
         """Category ids of ``item_ids``, shape ``(n,)``; -1 for unknown items."""
         return np.array([self.item_category.get(str(i), -1) for i in item_ids], dtype=np.int64)
 
