@@ -121,7 +121,7 @@ def run_online(source: RoundSource, policy: Policy, n_interactions: int, *, seed
             learner(ctx, d.action, r, d.pscore)
         done += rows.size
     nan = np.full(done, np.nan)
-    return OnlineStats(name or getattr(policy, "name", type(policy).__name__),
+    return OnlineStats(str(name or getattr(policy, "name", type(policy).__name__)),
                        np.concatenate(rewards), np.concatenate(expected) if expected else nan,
                        np.concatenate(best) if best else nan, np.concatenate(pscores),
                        time.perf_counter() - t0)
