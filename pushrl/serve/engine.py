@@ -158,10 +158,10 @@ class Engine:
             st.pending.extend(stmts)  # the state moved: journal it with the next commit
             raise
 
-    def check_row(self, row: DecideRow) -> None:
+    def check_row(self, row: DecideRow, index: int = 0) -> None:
         """Everything :meth:`decide` would refuse for this row alone (so a micro-batch can
-        drop it without failing the others)."""
-        self.state.check_clock(np.array([row.u]), np.array([row.ts // HOUR]))
+        drop it without failing the others); ``index`` names it in messages."""
+        self.state.check_clock(np.array([row.u]), np.array([row.ts // HOUR]), first=index)
         if not self.state.item_list:
             raise Conflict("no_items", "the item catalog is empty; add items with "
                            "PUT /v1/items/{item_id} or start the server with --catalog DIR")

@@ -98,7 +98,9 @@ class DecideIn(_Body):
     user_id: Id
     ts: Timestamp | None = Field(None, description="Decision time (default: now).")
     candidates: list[Id] | None = Field(None, min_length=1, max_length=1000,
-                                        description="Eligible item ids (default: all items).")
+                                        json_schema_extra={"uniqueItems": True},
+                                        description="Eligible item ids, each once (default: all "
+                                        "items).")
     context: Attributes | None = Field(None, description="Request context, logged as ctx_*.")
     horizon_hours: int | None = Field(None, ge=0, le=168, description=(
         "Also return `send_at`, the first slot within this many hours in which the timing "
@@ -122,7 +124,7 @@ class DecideOut(BaseModel):
 
 
 class DecideBatchIn(_Body):
-    """Several decisions at once (each user at most once)."""
+    """Several decisions at once; a user's requests are decided in order."""
 
     requests: list[DecideIn] = Field(min_length=1, max_length=1000)
 

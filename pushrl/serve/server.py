@@ -198,14 +198,10 @@ class Server:
         return stmts
 
     def rows(self, reqs: list[DecideIn]) -> list[DecideRow]:
-        """Validate decision requests (known users/items, each user once)."""
+        """Validate decision requests (known users and items)."""
         st, now = self.state, self.now()
-        out, seen = [], set()
+        out = []
         for i, r in enumerate(reqs):
-            if r.user_id in seen:
-                raise Unprocessable("duplicate_user", f"requests[{i}]: user_id {r.user_id!r} "
-                                    "appears twice in one batch; send one decision per user")
-            seen.add(r.user_id)
             cands = None if r.candidates is None else [st.item_index(c) for c in r.candidates]
             if cands is not None and len(set(cands)) != len(cands):
                 raise Unprocessable("duplicate_candidate", f"requests[{i}]: `candidates` "
@@ -215,8 +211,40 @@ class Server:
         return out
 
     def decide(self, reqs: list[DecideIn]) -> tuple[list[dict[str, Any]], list[Statement]]:
-        """Decisions and their log rows."""
-        return self.engine.decide(self.rows(reqs))
+        """Decisions and their log rows, in request order.
+
+        A user listed several times is decided in order (later requests see the earlier
+        decisions, e.g. for caps): the batch runs in passes of distinct users. Everything a
+        request could be refused for is checked before the state changes.
+        """
+        rows = self.rows(reqs)
+        last: dict[int, int] = {}
+        for i, r in enumerate(rows):
+            b = r.ts // HOUR
+            if b < last.get(r.u, b):
+                raise Conflict("time_before_state", f"requests[{i}]: an earlier request for "
+                               f"user {r.user_id!r} is later in time; order a user's requests "
+                               "by time")
+            last[r.u] = b
+            self.engine.check_row(r, i)
+        outs: list[dict[str, Any]] = [{} for _ in rows]
+        stmts: list[Statement] = []
+        todo = list(range(len(rows)))
+        try:
+            while todo:
+                now, later, seen = [], [], set()
+                for i in todo:
+                    (later if rows[i].u in seen else now).append(i)
+                    seen.add(rows[i].u)
+                o, s = self.engine.decide([rows[i] for i in now])
+                for i, d in zip(now, o, strict=True):
+                    outs[i] = d
+                stmts += s
+                todo = later
+        except BaseException:
+            self.state.pending.extend(stmts)  # applied to the state: journal it anyway
+            raise
+        return outs, stmts
 
     async def decide_one(self, req: DecideIn) -> dict[str, Any]:
         """One decision, micro-batched with the others that arrived in the same event-loop

@@ -204,13 +204,14 @@ class ServerState:
                           (item_id, category, json.dumps(features, sort_keys=True),
                            self.next_seq()))]
 
-    def check_clock(self, users: np.ndarray, buckets: np.ndarray) -> None:
+    def check_clock(self, users: np.ndarray, buckets: np.ndarray, *, first: int = 0) -> None:
         """Refuse decisions earlier than a user's state (it cannot rewind)."""
         late = buckets < self.fs.a.clock[users]
         if late.any():
             i = int(np.flatnonzero(late)[0])
             h = int(self.fs.a.clock[users[i]] - buckets[i])
-            raise Conflict("time_before_state", f"request {i}: decision time is {h} h before "
+            raise Conflict("time_before_state", f"requests[{first + i}]: decision time is {h} h "
+                           "before "
                            "the user's state (a later event or decision was recorded, or the "
                            "user was created later); send decisions in time order")
 

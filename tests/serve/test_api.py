@@ -51,6 +51,18 @@ def test_candidates_and_batch(make_client: Any) -> None:
     assert d1["item_id"] in {"i1", "i3"} and d1["pscore"] == pytest.approx(0.5)
 
 
+def test_batch_decides_a_users_requests_in_order(make_client: Any) -> None:
+    c = make_client()  # AlwaysSend; daily cap 2
+    seed_world(c)
+    r = c.post("/v1/decide/batch", json={"requests": [
+        {"user_id": "u0", "ts": T0 + 12 * H}, {"user_id": "u1", "ts": T0 + 12 * H},
+        {"user_id": "u0", "ts": T0 + 12 * H}, {"user_id": "u0", "ts": T0 + 13 * H}]})
+    assert r.status_code == 200, r.text
+    d = r.json()["decisions"]
+    assert [x["send"] for x in d] == [True, True, True, False]
+    assert d[3]["reason"] == "guardrail:daily_cap"
+
+
 def test_horizon_reports_next_send_slot(make_client: Any) -> None:
     c = make_client()
     seed_world(c)
@@ -87,8 +99,9 @@ BAD: list[tuple[str, str, Any, int, str]] = [
     ("post", "/v1/decide", {"user_id": "u0", "ts": T0 - 10 * H}, 409, "before"),
     ("post", "/v1/decide", [], 422, "body"),
     ("post", "/v1/decide/batch", {"requests": []}, 422, "requests"),
-    ("post", "/v1/decide/batch", {"requests": [{"user_id": "u0"}, {"user_id": "u0"}]}, 422,
-     "twice"),
+    ("post", "/v1/decide/batch", {"requests": [{"user_id": "u0", "ts": T0 + 5 * H},
+                                                {"user_id": "u0", "ts": T0 + 4 * H}]}, 409,
+     "order"),
     ("post", "/v1/events", {"user_id": "u0", "event": "dance"}, 422, "event"),
     ("post", "/v1/events", {"user_id": "u0", "event": "view", "revenue": -1}, 422, "revenue"),
     ("post", "/v1/events", {"user_id": "x", "event": "view"}, 404, "unknown_user"),
