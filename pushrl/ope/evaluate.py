@@ -41,7 +41,6 @@ import inspect
 import json
 import os
 import time
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -83,7 +82,6 @@ from pushrl.policies.item_data import (
     take_context,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 ITEM_ESTIMATORS: tuple[str, ...] = tuple(ESTIMATORS)
 TIMING_ESTIMATORS: tuple[str, ...] = (*SEQUENTIAL_ESTIMATORS, "fqe")
 SEGMENTS: tuple[str, ...] = ("day", "none")
@@ -191,11 +189,10 @@ def _settings_from(holders: Sequence[Any], source: str) -> TimingSettings:
 def load_timing_settings(scenario: str = "default") -> TimingSettings:
     """Guardrails and reward weights of ``scenario``.
 
-    Read from the scenario loader (``pushrl.envs.scenario``) when it exists, else from
-    ``envs/<scenario>.toml`` (tables ``[guardrails]`` and ``[reward]``), else, for
-    ``"default"`` only, the built-in defaults: quiet hours 22-8 local, 2 sends per local day,
-    reward ``opens + 2 clicks + 0.02 revenue - 0.05 per send - 10 per unsubscribe`` (the values
-    of :class:`pushrl.sim.engine.RewardWeights`).
+    Read with the scenario loader (:func:`pushrl.envs.scenario.load_scenario`: ``envs/<name>.toml``
+    or a path); without it, for ``"default"`` only, the built-in defaults: quiet hours 22-8
+    local, 2 sends per local day, reward ``opens + 2 clicks + 0.02 revenue - 0.05 per send -
+    10 per unsubscribe`` (the values of :class:`pushrl.sim.engine.RewardWeights`).
 
     Raises:
         ScenarioError: For an unknown scenario.
@@ -206,23 +203,17 @@ def load_timing_settings(scenario: str = "default") -> TimingSettings:
         if exc.name not in ("pushrl.envs.scenario", "pushrl.envs"):
             raise
         mod = None
-    loader = None if mod is None else (getattr(mod, "load_scenario", None)
-                                       or getattr(mod, "load", None))
+    loader = None if mod is None else getattr(mod, "load_scenario", None)
     if loader is not None:
         sc = loader(scenario)
-        holders = [getattr(sc, a) for a in ("guardrails", "reward", "reward_weights")
+        holders = [getattr(sc, a) for a in ("guardrails", "reward")
                    if getattr(sc, a, None) is not None] or [sc]
         return _settings_from(holders, f"scenario {scenario!r} (pushrl.envs.scenario)")
-    path = ROOT / "envs" / f"{scenario}.toml"
-    if path.exists():
-        d = tomllib.loads(path.read_text())
-        holders = [d.get("guardrails", {}), d.get("reward", {}), d]
-        return _settings_from(holders, f"scenario {scenario!r} ({path.relative_to(ROOT)})")
     if scenario != "default":
-        raise ScenarioError(f"unknown --scenario {scenario!r}: no envs/{scenario}.toml; use "
-                            "'default' or add the file")
-    return TimingSettings(source="built-in defaults (no scenario file envs/default.toml): "
-                                 "quiet hours 22-8 local, 2 sends per local day")
+        raise ScenarioError(f"unknown --scenario {scenario!r}: the scenario loader "
+                            "(pushrl.envs.scenario) is not installed; use 'default'")
+    return TimingSettings(source="built-in defaults (no scenario loader): quiet hours 22-8 "
+                                 "local, 2 sends per local day")
 
 
 # --------------------------------------------------------------------- policies
@@ -666,6 +657,8 @@ def _evaluate_item(ds: Dataset, cand: ResolvedPolicy, base: ResolvedPolicy | Non
                    n_bootstrap: int, seed: int, alpha: float, gate: DeploymentGate | None,
                    gate_estimator: str | None, hyper: Mapping[str, Mapping[str, Any]] | None,
                    progress: Progress | None) -> EvaluationResult:
+    _select(estimators, "item", dict.fromkeys(ITEM_ESTIMATORS))  # fail fast on bad names
+    _gate_estimator("item", (), gate_estimator)
     rs, notes = _item_reward_spec(ds, cand, base, reward)
     inp = _item_inputs(ds, cand, base, rs, seed, progress)
     names, skipped = _select(estimators, "item", _item_applicable(inp))
@@ -987,11 +980,11 @@ def _horizon_notes(seq: Mapping[str, SequentialDiagnostics], segment: str) -> li
 def _evaluate_timing(ds: Dataset, cand: ResolvedPolicy, base: ResolvedPolicy | None, *,
                      estimators: Sequence[str] | None, n_bootstrap: int, seed: int,
                      alpha: float, gate: DeploymentGate | None, gate_estimator: str | None,
-                     scenario: str, segment: str, progress: Progress | None
+                     scenario: str | TimingSettings, segment: str, progress: Progress | None
                      ) -> EvaluationResult:
     if segment not in SEGMENTS:
         raise ValueError(f"--segment must be one of {', '.join(SEGMENTS)}, got {segment!r}")
-    settings = load_timing_settings(scenario)
+    settings = scenario if isinstance(scenario, TimingSettings) else load_timing_settings(scenario)
     names, skipped = _select(estimators, "timing", dict.fromkeys(TIMING_ESTIMATORS))
     g_name = _gate_estimator("timing", names, gate_estimator)
     run = list(dict.fromkeys([*names, g_name]))
@@ -1053,7 +1046,7 @@ def evaluate_policy(
     out: str | Path | None = None,
     alpha: float = 0.05,
     reward: RewardSpec | str | None = None,
-    scenario: str = "default",
+    scenario: str | TimingSettings = "default",
     segment: str = "day",
     gate: DeploymentGate | None = None,
     gate_estimator: str | None = None,
@@ -1077,7 +1070,8 @@ def evaluate_policy(
         reward: Item reward (default: the candidate's training reward from its card, else
             :func:`~pushrl.policies.item_data.default_reward`). Timing rewards come from the
             scenario.
-        scenario: Scenario of the guardrails and timing reward weights.
+        scenario: Scenario name of the guardrails and timing reward weights, or the
+            :class:`TimingSettings` themselves.
         segment: Timing trajectories: ``"day"`` (user-days) or ``"none"`` (whole users).
         gate: Gate thresholds (its estimator is replaced by ``gate_estimator``).
         gate_estimator: Estimator of the gate (default: ``dr`` for items, ``wdr`` for timing).
@@ -1105,7 +1099,7 @@ def evaluate_policy(
 def _evaluate(ds: Dataset, policy: PolicyLike | ResolvedPolicy,
               baseline: PolicyLike | ResolvedPolicy | None, *, estimators: Sequence[str] | None,
               n_bootstrap: int, seed: int, out: str | Path | None, alpha: float,
-              reward: RewardSpec | str | None, scenario: str, segment: str,
+              reward: RewardSpec | str | None, scenario: str | TimingSettings, segment: str,
               gate: DeploymentGate | None, gate_estimator: str | None,
               hyperparameters: Mapping[str, Mapping[str, Any]] | None,
               progress: Progress | None) -> EvaluationResult:
