@@ -140,6 +140,15 @@ class GymItemSource:
         self._seed: int | None = seed
         self._ctx: ItemContext | None = None
 
+    def reward_spec(self) -> RewardSpec:
+        """The environment's reward as a :class:`RewardSpec` of logged outcome columns."""
+        env = self.env
+        sc = getattr(env, "scenario", None) or env.unwrapped.scenario
+        w = sc.reward
+        terms = [(c, float(v)) for c, v in (("opened", w.open), ("clicked", w.click),
+                                            ("revenue", w.revenue)) if v]
+        return RewardSpec(tuple(terms))
+
     def _snapshot(self) -> ItemContext:
         ctx = self.env.unwrapped.item_context() if hasattr(self.env, "unwrapped") else \
             self.env.item_context()
@@ -244,6 +253,9 @@ def compare_online(n_interactions: int = 100_000, seed: int = 0, *,
                    exploration: str = "squarecb") -> dict[str, Any]:
     """VW learning online vs uniform random, most popular (from the logs) and the oracle.
 
+    Two VW learners: ``-online`` starts from scratch, ``-warm`` is first trained on the logs
+    (with the source's reward) and keeps learning online.
+
     Args:
         n_interactions: Rounds per policy.
         seed: Seed of every policy's run (all policies see the same context sequence).
@@ -254,22 +266,27 @@ def compare_online(n_interactions: int = 100_000, seed: int = 0, *,
     """
     from pushrl.policies.item_baselines import ItemOracle, UniformRandom, most_popular
     from pushrl.policies.vw import VWConfig, VWItemPolicy
-    from pushrl.policies.vw_train import layout_for
+    from pushrl.policies.vw_train import layout_for, train_rounds
 
     src_name, make_source = _source(source, data, seed)
-    out: dict[str, Any] = {"source": src_name, "n_interactions": n_interactions, "seed": seed}
-    ds_rounds = getattr(make_source(), "rounds", None)
-    if ds_rounds is None:  # the environment's catalog is the dataset's: same layout
-        ds_rounds = build_rounds(load_dataset(data, quarantine=False)[0])
+    probe = make_source()
+    reward = probe.reward if isinstance(probe, TrueWorldSource) else probe.reward_spec()
+    out: dict[str, Any] = {"source": src_name, "n_interactions": n_interactions, "seed": seed,
+                           "reward": str(reward)}
+    # the environment's catalog is the dataset's: the logged rounds give the layout and the
+    # warm start (VW trained on the logs with the environment's reward, then online)
+    ds_rounds = build_rounds(load_dataset(data, quarantine=False)[0], reward=reward)
+    warm = train_rounds([ds_rounds], VWConfig(exploration=exploration, seed=seed)).policy
     policies: list[tuple[str, Any]] = [
         ("uniform-random", UniformRandom()),
-        ("most-popular", most_popular(data)),
+        ("most-popular", most_popular(data, reward=str(reward))),
         ("item-oracle", ItemOracle()),
     ]
     policies.append((f"vw-{exploration}-online",
                      VWItemPolicy(layout_for(ds_rounds),
                                   VWConfig(exploration=exploration, seed=seed).args(),
                                   encoder=ds_rounds.encoder)))
+    policies.append((f"vw-{exploration}-warm", warm))
     results = []
     for name, pol in policies:
         stats = run_online(make_source(), pol, n_interactions, seed=seed, name=name)
