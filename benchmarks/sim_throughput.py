@@ -65,7 +65,8 @@ def run_single() -> None:
 
 w, c = timed(run_single)
 res["single"] = {"steps": args.single_steps, "wall_s": w, "cpu_s": c,
-                 "steps_per_s_wall": args.single_steps / w, "steps_per_s_cpu": args.single_steps / c}
+                 "steps_per_s_wall": args.single_steps / w,
+                 "steps_per_s_cpu": args.single_steps / c}
 
 for n in (int(x) for x in args.sizes.split(",")):
     venv = PushTimingVectorEnv(n, args.scenario)
@@ -87,8 +88,9 @@ for n in (int(x) for x in args.sizes.split(",")):
     del venv
 
 big = res[f"vector_{max(int(x) for x in args.sizes.split(','))}"]
-res["ratio_vector_vs_single_wall"] = big["user_steps_per_s_wall"] / res["single"]["steps_per_s_wall"]
-res["ratio_vector_vs_single_cpu"] = big["user_steps_per_s_cpu"] / res["single"]["steps_per_s_cpu"]
+single = res["single"]
+res["ratio_vector_vs_single_wall"] = big["user_steps_per_s_wall"] / single["steps_per_s_wall"]
+res["ratio_vector_vs_single_cpu"] = big["user_steps_per_s_cpu"] / single["steps_per_s_cpu"]
 
 
 class SendAt19:
@@ -118,7 +120,8 @@ else:
           f"{s['steps_per_s_cpu']:,.0f} per CPU-second")
     for n in args.sizes.split(","):
         v = res[f"vector_{n}"]
-        print(f"vector env {int(n):>7,} users: {v['user_steps_per_s_wall']:,.0f} user-steps/s wall, "
+        print(f"vector env {int(n):>7,} users: {v['user_steps_per_s_wall']:,.0f} "
+              "user-steps/s wall, "
               f"{v['user_steps_per_s_cpu']:,.0f} per CPU-second (reset {v['reset_s']:.1f} s)")
     print(f"vector/single: {res['ratio_vector_vs_single_wall']:,.0f}x wall, "
           f"{res['ratio_vector_vs_single_cpu']:,.0f}x CPU; peak RSS {res['peak_rss_gb']:.2f} GB")

@@ -93,13 +93,13 @@ class PushItemEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     * v0: initial version.
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": []}  # noqa: RUF012  (Gymnasium declares it per instance)
 
     def __init__(self, scenario: str | Scenario = "default", render_mode: str | None = None,
                  **overrides: Any) -> None:
         self.scenario = load_scenario(scenario, **overrides)
         self.rounds = _rounds(self.scenario, 1)
-        self.observation_space = _spaces(self.rounds)
+        self.observation_space = _spaces(self.rounds)  # type: ignore[assignment]
         self.action_space = spaces.Discrete(self.rounds.k)
         self.render_mode = render_mode
         self._key = np.zeros(1, np.uint64)

@@ -85,7 +85,7 @@ class PushTimingEnv(gym.Env[np.ndarray, np.int64]):
     * v0: initial version.
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012  (as Gymnasium)
 
     def __init__(self, scenario: str | Scenario = "default", item_policy: Any = None,
                  render_mode: str | None = None, **overrides: Any) -> None:
@@ -140,4 +140,5 @@ class PushTimingEnv(gym.Env[np.ndarray, np.int64]):
             return None
         o = self.sim.observe()
         return (f"t={int(self.sim.t[0])} local_hour={int(o.raw[0, 0])} "
-                f"sends_today={int(o.sends_today[0])} allowed={bool(o.allowed[0])} last={self._last}")
+                f"sends_today={int(o.sends_today[0])} allowed={bool(o.allowed[0])} "
+                f"last={self._last}")

@@ -86,7 +86,8 @@ class PushTimingVectorEnv(VectorEnv):
             pops[j] = self._rngs[i].integers(self.n_pop)
             keys[j] = new_key(self._rngs[i])
         if options and "user" in options:
-            pops[:] = np.broadcast_to(np.asarray(options["user"], np.int64), (self.num_envs,))[slots]
+            users = np.broadcast_to(np.asarray(options["user"], np.int64), (self.num_envs,))
+            pops[:] = users[slots]
         self.sim.reset(slots, pops, keys)
         self._done[slots] = False
 

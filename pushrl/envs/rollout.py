@@ -11,6 +11,7 @@ environment drew.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -144,8 +145,9 @@ def rollout(policy: Any, scenario: str | Scenario = "default", n_users: int = 10
 
     The context's ``extra`` holds ``obs`` (the environment's observation, ``(n, 17)``),
     ``sim`` (the engine: ``sim.expected_send_value(weights)`` gives expected immediate
-    rewards, true ones with ``truth=True``), ``population_index``, ``step``, ``scenario``
-    and ``true_world`` (the :class:`~pushrl.data.synth.TrueWorld`, truth scenarios only).
+    rewards, true ones with ``truth=True``), ``population_index``, ``step``, ``scenario``,
+    and for truth scenarios ``true_world`` (the :class:`~pushrl.data.synth.TrueWorld`) with
+    ``true_user_index`` (each user's row in it; None otherwise).
     """
     if n_users < 1:
         raise ValueError(f"n_users must be >= 1, got {n_users}")
@@ -170,14 +172,15 @@ def rollout(policy: Any, scenario: str | Scenario = "default", n_users: int = 10
     by_day = np.zeros((n_users, sc.horizon_days), np.float32)  # for cumulative-objective plots
     unsub_step = np.full(n_users, -1, np.int64)
     true_world = getattr(world.response, "world", None)
+    true_index = world.response.gt[sim.pop] if true_world is not None else None
     for step in range(sc.horizon):
         obs = sim.observe()
         ctx = TimingContext(
             features=obs.raw, allowed=obs.allowed, user_index=sim.slots, bucket=obs.bucket,
             state=sim.state, sends_today=obs.sends_today,
-            extra=LazyExtra({"obs": lambda o=obs: timing_obs(o, sc.guardrails)},
+            extra=LazyExtra({"obs": functools.partial(timing_obs, obs, sc.guardrails)},
                             sim=sim, population_index=sim.pop, step=step, scenario=sc,
-                            true_world=true_world))
+                            true_world=true_world, true_user_index=true_index))
         action = np.asarray(policy.decide_batch(ctx, rng).action)
         hour = obs.raw[:, F["local_hour"]].astype(np.int64)
         out = sim.step(action == 1)

@@ -69,7 +69,8 @@ class ItemRounds:
         rows = np.minimum((R.uniform(h, R.CONTEXT, 0) * self.n_contexts).astype(np.int64),
                           self.n_contexts - 1)
         if self.k < self.n_items:
-            u = np.stack([R.uniform(h, R.CONTEXT, 2 + j) for j in range(self.n_items)], axis=1)
+            u = np.stack([R.uniform(h, R.CONTEXT, 2 + j) for j in range(self.n_items)],
+                         axis=1)
             cand = np.sort(np.argsort(u, axis=1)[:, : self.k], axis=1)
         else:
             cand = np.broadcast_to(np.arange(self.n_items), (self.n, self.n_items)).copy()
@@ -97,7 +98,8 @@ class ItemRounds:
         offset = np.minimum((R.uniform(h, R.CONTEXT, 1) * 168).astype(np.int64), 167)
         b = self.start_bucket + offset
         shift = getattr(self.response, "shift", 0)
-        self.state.reset_users(slots, b, pop.timezone[rows].tolist(), pop.history(rows, shift, self.warm_start))
+        self.state.reset_users(slots, b, pop.timezone[rows].tolist(),
+                               pop.history(rows, shift, self.warm_start))
         raw = self.state.features(slots, b)
         extra["population_index"] = rows
         ctx = build_item_context(self.state, slots, raw, self._item_x, self._item_cat,

@@ -30,7 +30,7 @@ from pushrl.errors import DataError
 from pushrl.sim import design
 from pushrl.sim.glm import Glm, fit_glm
 from pushrl.sim.model import SimModel
-from pushrl.sim.population import WARM_DAYS, fit_population
+from pushrl.sim.population import DEFAULT_RHYTHM, WARM_DAYS, fit_population
 
 Progress = Callable[[str], None]
 

@@ -96,7 +96,7 @@ def save_sim(model: SimModel, out: str | Path) -> Path:
         arrs.update(model.population.to_arrays())
     arrs.update({f"x_{k}": v for k, v in model.arrays.items()})
     tmp = d / (ARRAYS + ".tmp.npz")
-    np.savez_compressed(tmp, **arrs)
+    np.savez_compressed(tmp, **arrs)  # type: ignore[arg-type]
     tmp.replace(d / ARRAYS)
     doc = {
         "format": SIM_FORMAT, "kind": model.kind,

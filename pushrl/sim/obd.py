@@ -88,7 +88,8 @@ class ObdWorld:
 
     def candidate_features(self, rows: np.ndarray) -> np.ndarray:
         """``(n, n_items, d_item)`` catalog features and ``log1p(affinity)`` per candidate."""
-        cat = np.broadcast_to(self.model.item_features, (rows.size, *self.model.item_features.shape))
+        x = self.model.item_features
+        cat = np.broadcast_to(x, (rows.size, *x.shape))
         return np.concatenate([cat, np.log1p(self.affinity[rows])[:, :, None]], axis=2)
 
     def design(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:

@@ -30,7 +30,6 @@ import pandas as pd
 from pushrl.data.features import F, ReplayResult, replay
 from pushrl.data.io import Dataset
 from pushrl.data.validate import ValidationReport
-from pushrl.sim import design
 from pushrl.sim.engine import Guardrails, PushSim, SimConfig
 from pushrl.sim.glm import binary_metrics
 from pushrl.sim.items import make_sampler
@@ -142,8 +141,9 @@ def replay_report(rows: dict[str, np.ndarray], sim: dict[str, np.ndarray],
                   log_events: np.ndarray) -> dict[str, Any]:
     """Logged vs simulated aggregates under the logging policy (relative errors, z)."""
     lh = rows["raw"][:, F["local_hour"]].astype(np.int64)
+    sh = sim["hour"]
     by_hour = [_rate_row(h, int((lh == h).sum()), float(rows["opened"][lh == h].sum()),
-                         int((sim["hour"] == h).sum()), float(sim["opened"][sim["hour"] == h].sum()))
+                         int((sh == h).sum()), float(sim["opened"][sh == h].sum()))
                for h in range(24)]
     lb, sb = _s7_bucket(rows["raw"][:, F["sends_7d"]]), _s7_bucket(sim["s7"])
     by_s7 = [_rate_row(_s7_label(*S7_BUCKETS[i]), int((lb == i).sum()),
@@ -215,9 +215,10 @@ def truth_report(model: SimModel, rows: dict[str, np.ndarray], data: Path,
         "gates": gates,
         "open_prob_by_local_hour": {"fit": c_fit.tolist(), "true": c_true.tolist(),
                                     "corr": corr, "sd_ratio": float(c_fit.std() / c_true.std())},
-        "sim_open_prob_by_local_hour": {"fit": s_fit.tolist(), "true": s_true.tolist(),
-                                        "corr": corr_sim, "mean_fit": float(sim_fit["p_open"].mean()),
-                                        "mean_true": float(sim_true["p_open"].mean())},
+        "sim_open_prob_by_local_hour": {
+            "fit": s_fit.tolist(), "true": s_true.tolist(), "corr": corr_sim,
+            "mean_fit": float(sim_fit["p_open"].mean()),
+            "mean_true": float(sim_true["p_open"].mean())},
         "unsubscribe": {"definition": "mean per-push hazard over the logged sends (fitted "
                                       "model vs truth on the same point-in-time features)",
                         "mean_hazard_fit": float(h_fit.mean()),

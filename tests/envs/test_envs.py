@@ -45,7 +45,7 @@ def _rollout(env: gym.Env, seed: int, steps: int) -> list[tuple[Any, ...]]:
     out = []
     for _ in range(steps):
         a = int(rng.integers(env.action_space.n))  # type: ignore[attr-defined]
-        obs, r, term, trunc, info = env.step(a)
+        obs, r, term, trunc, _ = env.step(a)
         out.append((np.concatenate([np.ravel(v) for v in obs.values()])
                     if isinstance(obs, dict) else obs, r, term, trunc))
         if term or trunc:

@@ -12,7 +12,7 @@ def test_vec_env_api_and_terminal_observation() -> None:
     env = PushTimingSB3VecEnv(8, "default", seed=0, horizon_days=1)
     obs = env.reset()
     assert obs.shape == (8, 17) and obs.dtype == np.float32
-    for step in range(24):
+    for _ in range(24):
         obs, rew, dones, infos = env.step(np.ones(8, np.int64))
         assert rew.dtype == np.float32 and len(infos) == 8
     assert dones.all()  # the 1-day horizon ended everywhere at once

@@ -65,5 +65,5 @@ def test_bad_references(ref: str, kw: dict, match: str) -> None:  # type: ignore
 def test_timing_env_refuses_the_obd_scenario() -> None:
     from pushrl.envs import PushTimingEnv
 
-    with pytest.raises(ScenarioError, match="PushItem|push log"):
+    with pytest.raises(ScenarioError, match=r"PushItem|push log"):
         PushTimingEnv("obd")
