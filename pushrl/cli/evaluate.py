@@ -74,7 +74,6 @@ def command(
 ) -> None:
     """Estimate a policy's value on logged data and apply the deployment gate (exit 0 / 1)."""
     from pushrl.data.validate import load_dataset
-    from pushrl.ope.evaluate import evaluate_policy, record_evaluation
 
     names = None if not estimators else [e.strip() for e in estimators.split(",") if e.strip()]
     target = out_dir or _default_out(policy, baseline)
@@ -89,6 +88,9 @@ def command(
 
         progress("loading data", 0, 1)
         ds, _ = load_dataset(data)
+        # imported after the data loaded: a bad path fails without the OPE stack's import cost
+        from pushrl.ope.evaluate import evaluate_policy, record_evaluation
+
         res = evaluate_policy(ds, policy, baseline, estimators=names, n_bootstrap=n_bootstrap,
                               seed=seed, out=target, reward=reward, scenario=scenario,
                               segment=segment, progress=progress)
