@@ -117,3 +117,20 @@ def test_layout_round_trip_and_checks() -> None:
                       ctx.shared_names, ctx.candidate_feature_names)
     with pytest.raises(ValueError, match="non-finite"):
         fmt.to_bytes(nan)
+
+
+def test_small_batches_label_the_logged_candidate_in_place() -> None:
+    ctx, lay = _ctx(masked=True)
+    lab = CBLabels(np.array([0, 1, 2, 0, 2, 3]), -np.full(6, 0.5), np.full(6, 0.25))
+    ws = pyvw.Workspace("--cb_explore_adf --quiet")
+    try:
+        for text, a, m in zip(VWFormatter(lay).to_rounds(ctx, lab), lab.action, ctx.mask,
+                              strict=True):
+            exs = ws.parse(text)
+            labels = [e.get_label(pyvw.LabelType.CONTEXTUAL_BANDIT).costs for e in exs[1:]]
+            assert [bool(c) for c in labels] == [j == a for j in np.flatnonzero(m)]
+            cost = next(c for c in labels if c)[0]
+            assert cost.cost == pytest.approx(-0.5) and cost.probability == pytest.approx(0.25)
+            ws.finish_example(exs)
+    finally:
+        ws.finish()
