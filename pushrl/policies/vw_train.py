@@ -22,7 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -148,7 +148,6 @@ class TrainResult:
     metrics: dict[str, float]
     card: dict[str, Any]
     artifact: Path | None = None
-    rounds_meta: dict[str, Any] = field(default_factory=dict)
 
 
 def train_rounds(chunks: Iterable[BanditRounds], config: VWConfig, *,
