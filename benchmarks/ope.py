@@ -71,13 +71,19 @@ def peak_rss_gb() -> float:
 def estimator_configs() -> list[Any]:
     """The 11 configurations scripts/obp_reference.py ran in OBP."""
     ests: list[Any] = [
-        InverseProbabilityWeighting(), SelfNormalizedInverseProbabilityWeighting(),
-        DirectMethod(), DoublyRobust(), SelfNormalizedDoublyRobust(),
+        InverseProbabilityWeighting(),
+        SelfNormalizedInverseProbabilityWeighting(),
+        DirectMethod(),
+        DoublyRobust(),
+        SelfNormalizedDoublyRobust(),
     ]
-    ests += [SwitchDoublyRobust(tau=t, estimator_name=f"switch-dr(tau={t:g})")
-             for t in (1.0, 5.0, 20.0)]
-    ests += [DoublyRobustWithShrinkage(lambda_=lam, estimator_name=f"dr-os(lambda={lam:g})")
-             for lam in (1.0, 10.0, 100.0)]
+    ests += [
+        SwitchDoublyRobust(tau=t, estimator_name=f"switch-dr(tau={t:g})") for t in (1.0, 5.0, 20.0)
+    ]
+    ests += [
+        DoublyRobustWithShrinkage(lambda_=lam, estimator_name=f"dr-os(lambda={lam:g})")
+        for lam in (1.0, 10.0, 100.0)
+    ]
     return ests
 
 
@@ -108,24 +114,42 @@ if args.perf:
     reward = (rng.random(n) < q_hat[np.arange(n), action, 0]).astype(np.float64)
     t_data = time.perf_counter() - t0
     rss_data = peak_rss_gb()
-    ests = [DirectMethod(), InverseProbabilityWeighting(),
-            SelfNormalizedInverseProbabilityWeighting(), DoublyRobust(),
-            SelfNormalizedDoublyRobust(), SwitchDoublyRobust(tau=5.0),
-            DoublyRobustWithShrinkage(lambda_=10.0)]
+    ests = [
+        DirectMethod(),
+        InverseProbabilityWeighting(),
+        SelfNormalizedInverseProbabilityWeighting(),
+        DoublyRobust(),
+        SelfNormalizedDoublyRobust(),
+        SwitchDoublyRobust(tau=5.0),
+        DoublyRobustWithShrinkage(lambda_=10.0),
+    ]
     t0 = time.perf_counter()
-    out = estimate_intervals(ests, reward, action, pscore, action_dist, None, q_hat,
-                             n_bootstrap_samples=args.n_bootstrap, random_state=0)
+    out = estimate_intervals(
+        ests,
+        reward,
+        action,
+        pscore,
+        action_dist,
+        None,
+        q_hat,
+        n_bootstrap_samples=args.n_bootstrap,
+        random_state=0,
+    )
     t_ope = time.perf_counter() - t0
     t0 = time.perf_counter()
     estimate_intervals(ests, reward, action, pscore, action_dist, None, q_hat, method="normal")
     t_normal = time.perf_counter() - t0
     results["perf"] = {
-        "n_rounds": n, "n_actions": n_actions, "len_list": 1,
-        "n_bootstrap_samples": args.n_bootstrap, "estimators": [e.estimator_name for e in ests],
+        "n_rounds": n,
+        "n_actions": n_actions,
+        "len_list": 1,
+        "n_bootstrap_samples": args.n_bootstrap,
+        "estimators": [e.estimator_name for e in ests],
         "seconds_data_generation": t_data,
         "seconds_all_estimators_bootstrap": t_ope,
         "seconds_all_estimators_normal": t_normal,
-        "peak_rss_gb_after_data": rss_data, "peak_rss_gb": peak_rss_gb(),
+        "peak_rss_gb_after_data": rss_data,
+        "peak_rss_gb": peak_rss_gb(),
         "target_peak_rss_gb": 4.0,
         "estimates": {k: v.to_dict() for k, v in out.items()},
     }
@@ -148,43 +172,55 @@ if args.obp_timing:
         inputs = {k: case[k] for k in ("reward", "action", "pscore", "action_dist", "position")}
         inputs["estimated_rewards_by_reg_model"] = case["estimated_rewards_by_reg_model"]
         ests = estimator_configs()
-        obp_seconds = sum(meta["timing_seconds"]["estimate_interval"].values())
+        obp_wall = sum(meta["timing_seconds"]["estimate_interval"].values())
+        obp_cpu_map = meta["timing_seconds"].get("estimate_interval_cpu")
+        obp_cpu = None if obp_cpu_map is None else sum(obp_cpu_map.values())
         rel = max(
             abs(e.estimate_policy_value(**inputs) / meta["values"][e.estimator_name] - 1)
             for e in ests
         )
-        timings = {}
-        for label, rs in (("generator", lambda: seed),
-                          ("obp_stream", lambda: np.random.RandomState(seed))):
-            t0 = time.perf_counter()
-            joint = estimate_intervals(ests, **inputs, n_bootstrap_samples=n_boot,
-                                       random_state=rs())
-            timings[f"joint_{label}"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
+        wall, cpu = {}, {}
+        for label, rs in (
+            ("generator", lambda: seed),
+            ("obp_stream", lambda: np.random.RandomState(seed)),
+        ):
+            t0, c0 = time.perf_counter(), time.process_time()
+            joint = estimate_intervals(
+                ests, **inputs, n_bootstrap_samples=n_boot, random_state=rs()
+            )
+            wall[f"joint_{label}"] = time.perf_counter() - t0
+            cpu[f"joint_{label}"] = time.process_time() - c0
+            t0, c0 = time.perf_counter(), time.process_time()
             for e in ests:
                 e.estimate_interval(**inputs, n_bootstrap_samples=n_boot, random_state=rs())
-            timings[f"separate_{label}"] = time.perf_counter() - t0
-        # in the OBP stream the non-self-normalised intervals are OBP's draw for draw
-        ci_rel = max(
-            abs(joint[name].as_obp_dict()[k] / v - 1)
-            for name, ci in meta["intervals"].items() if name not in ("snipw", "sndr")
-            for k, v in ci.items()
-        ) if n_boot == ref["provenance"]["n_bootstrap_fixture"] else None
-        results["obp_timing"][direction] = {
-            "obp_seconds_total": obp_seconds,
-            "pushrl_seconds": timings,
-            "speedup_joint": obp_seconds / timings["joint_generator"],
-            "speedup_separate": obp_seconds / timings["separate_generator"],
-            "speedup_joint_obp_stream": obp_seconds / timings["joint_obp_stream"],
+            wall[f"separate_{label}"] = time.perf_counter() - t0
+            cpu[f"separate_{label}"] = time.process_time() - c0
+        res = {
+            "obp_wall_seconds": obp_wall,
+            "obp_cpu_seconds": obp_cpu,
+            "pushrl_wall_seconds": wall,
+            "pushrl_cpu_seconds": cpu,
+            "speedup_wall_joint": obp_wall / wall["joint_generator"],
+            "speedup_wall_separate": obp_wall / wall["separate_generator"],
             "max_rel_diff_point_values": rel,
-            "max_rel_diff_intervals_same_stream": ci_rel,
             "target_speedup": 5.0,
         }
-        log(f"  OBP {obp_seconds:.1f}s | pushrl joint {timings['joint_generator']:.2f}s "
-            f"({obp_seconds / timings['joint_generator']:.1f}x), separate calls "
-            f"{timings['separate_generator']:.2f}s "
-            f"({obp_seconds / timings['separate_generator']:.1f}x), joint with OBP's stream "
-            f"{timings['joint_obp_stream']:.2f}s | max rel diff of point values {rel:.1e}")
+        if obp_cpu is not None:
+            res["speedup_cpu_joint"] = obp_cpu / cpu["joint_generator"]
+            res["speedup_cpu_separate"] = obp_cpu / cpu["separate_generator"]
+            res["speedup_cpu_joint_obp_stream"] = obp_cpu / cpu["joint_obp_stream"]
+        results["obp_timing"][direction] = res
+        log(f"  OBP wall {obp_wall:.1f}s" + ("" if obp_cpu is None else f", cpu {obp_cpu:.1f}s"))
+        for key in wall:
+            log(
+                f"  pushrl {key:22s} wall {wall[key]:6.2f}s ({obp_wall / wall[key]:5.1f}x)"
+                + (
+                    ""
+                    if obp_cpu is None
+                    else f"  cpu {cpu[key]:6.2f}s ({obp_cpu / cpu[key]:5.1f}x)"
+                )
+            )
+        log(f"  max relative difference of the 11 point values vs OBP: {rel:.1e}")
 
 # --- OBP's OBD experiment: BTS from random logs vs BTS on-policy CTR ---------------------------
 if args.obd_benchmark:
@@ -193,8 +229,10 @@ if args.obd_benchmark:
     single = np.load(OBP_DIR / "bts_single_round_action_dist.npy")  # OBP BTS, n_sim=1e6
     truth = ref["ground_truth_bts_on_policy_ctr"]
     n = case["reward"].shape[0]
-    log(f"== OBD benchmark: {args.obd_runs} bootstrap resamples of the random logs, "
-        f"BTS on-policy CTR {truth}")
+    log(
+        f"== OBD benchmark: {args.obd_runs} bootstrap resamples of the random logs, "
+        f"BTS on-policy CTR {truth}"
+    )
     ests = estimator_configs()
     errors: dict[str, list[float]] = {e.estimator_name: [] for e in ests}
     t0 = time.perf_counter()
@@ -203,21 +241,29 @@ if args.obd_benchmark:
         idx = np.random.RandomState(b).choice(np.arange(n), size=n, replace=True)
         boot = {k: case[k][idx] for k in ("reward", "action", "pscore", "position", "context")}
         q_b = fit_reward_model(
-            boot["context"], boot["action"], boot["reward"], n_actions=single.shape[0],
-            len_list=single.shape[1], position=boot["position"],
+            boot["context"],
+            boot["action"],
+            boot["reward"],
+            n_actions=single.shape[0],
+            len_list=single.shape[1],
+            position=boot["position"],
             action_context=case["action_context"],
             base_model=LogisticRegression(max_iter=10000, C=100, random_state=12345),
-            n_folds=3, random_state=12345,
+            n_folds=3,
+            random_state=12345,
         )
         dist = np.broadcast_to(single, (n, *single.shape))
         for e in ests:
-            v = e.estimate_policy_value(boot["reward"], boot["action"], boot["pscore"], dist,
-                                        boot["position"], q_b)
+            v = e.estimate_policy_value(
+                boot["reward"], boot["action"], boot["pscore"], dist, boot["position"], q_b
+            )
             errors[e.estimator_name].append(abs(v - truth) / truth)
     seconds = time.perf_counter() - t0
     mean_err = {k: float(np.mean(v)) for k, v in errors.items()}
     results["obd_benchmark"] = {
-        "n_runs": args.obd_runs, "ground_truth": truth, "seconds": seconds,
+        "n_runs": args.obd_runs,
+        "ground_truth": truth,
+        "seconds": seconds,
         "pushrl_mean_relative_error": mean_err,
         "pushrl_std_relative_error": {k: float(np.std(v, ddof=1)) for k, v in errors.items()},
         "obp_mean_relative_error": ref["mean_relative_error"],
@@ -227,8 +273,10 @@ if args.obd_benchmark:
     log(f"  {'estimator':20s} {'pushrl':>8s} {'OBP run':>8s} {'README':>8s}")
     for k, v in mean_err.items():
         pub = ref["published_readme_mean_relative_error"].get(k)
-        log(f"  {k:20s} {v:8.4f} {ref['mean_relative_error'][k]:8.4f} "
-            f"{'' if pub is None else f'{pub:8.4f}'}")
+        log(
+            f"  {k:20s} {v:8.4f} {ref['mean_relative_error'][k]:8.4f} "
+            f"{'' if pub is None else f'{pub:8.4f}'}"
+        )
     log(f"  {seconds:.1f}s (OBP's run: {ref['seconds']['runs']:.1f}s)")
 
 results["peak_rss_gb"] = peak_rss_gb()

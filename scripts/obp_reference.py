@@ -107,8 +107,11 @@ def load(behavior_policy: str) -> OpenBanditDataset:
 def eval_action_dist(name: str, obd: OpenBanditDataset, n_rounds: int, n_sim: int) -> np.ndarray:
     if name == "bts":
         policy = BernoulliTS(
-            n_actions=obd.n_actions, len_list=obd.len_list, is_zozotown_prior=True,
-            campaign="all", random_state=args.seed,
+            n_actions=obd.n_actions,
+            len_list=obd.len_list,
+            is_zozotown_prior=True,
+            campaign="all",
+            random_state=args.seed,
         )
         return policy.compute_batch_action_dist(n_sim=n_sim, n_rounds=n_rounds)
     policy = Random(n_actions=obd.n_actions, len_list=obd.len_list, random_state=args.seed)
@@ -117,30 +120,43 @@ def eval_action_dist(name: str, obd: OpenBanditDataset, n_rounds: int, n_sim: in
 
 def reward_model(obd: OpenBanditDataset, bf: dict) -> np.ndarray:
     model = RegressionModel(
-        n_actions=obd.n_actions, len_list=obd.len_list, action_context=obd.action_context,
+        n_actions=obd.n_actions,
+        len_list=obd.len_list,
+        action_context=obd.action_context,
         base_model=LogisticRegression(**BASE_MODEL),
     )
     return model.fit_predict(
-        context=bf["context"], action=bf["action"], reward=bf["reward"],
-        position=bf["position"], pscore=bf["pscore"], n_folds=args.n_folds,
+        context=bf["context"],
+        action=bf["action"],
+        reward=bf["reward"],
+        position=bf["position"],
+        pscore=bf["pscore"],
+        n_folds=args.n_folds,
         random_state=args.seed,
     )
 
 
 reference: dict = {
     "provenance": {
-        "obp": obp.__version__, "numpy": np.__version__, "pandas": pd.__version__,
-        "scikit-learn": sklearn.__version__, "scipy": scipy.__version__,
-        "torch": torch.__version__, "python": sys.version.split()[0],
+        "obp": obp.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+        "scikit-learn": sklearn.__version__,
+        "scipy": scipy.__version__,
+        "torch": torch.__version__,
+        "python": sys.version.split()[0],
         "platform": platform.platform(),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "seed": args.seed, "n_sim": args.n_sim, "n_folds": args.n_folds,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "seed": args.seed,
+        "n_sim": args.n_sim,
+        "n_folds": args.n_folds,
         "reward_model": f"obp.ope.RegressionModel(LogisticRegression({BASE_MODEL}))",
         "n_bootstrap_fixture": args.n_bootstrap_fixture,
         "bootstrap_random_state": args.seed,
         "n_bootstrap_timing": args.n_bootstrap_timing,
-        "taus": TAUS, "lambdas": LAMBDAS,
+        "taus": TAUS,
+        "lambdas": LAMBDAS,
     },
     "directions": {},
 }
@@ -159,23 +175,28 @@ for direction, (logger, target) in DIRECTIONS.items():
     t_dist = time.perf_counter() - t0
     q_hat = reward_model(obd, bf)
     inputs = dict(
-        reward=bf["reward"], action=bf["action"], position=bf["position"], pscore=bf["pscore"],
-        action_dist=action_dist, estimated_rewards_by_reg_model=q_hat,
+        reward=bf["reward"],
+        action=bf["action"],
+        position=bf["position"],
+        pscore=bf["pscore"],
+        action_dist=action_dist,
+        estimated_rewards_by_reg_model=q_hat,
     )
-    values, intervals, timings = {}, {}, {}
+    values, intervals, timings, cpu = {}, {}, {}, {}
     for name, est in estimators().items():
         values[name] = float(est.estimate_policy_value(**inputs))
         ci = est.estimate_interval(
             **inputs, n_bootstrap_samples=args.n_bootstrap_fixture, random_state=args.seed
         )
         intervals[name] = {k: float(v) for k, v in ci.items()}
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         est.estimate_interval(
             **inputs, n_bootstrap_samples=args.n_bootstrap_timing, random_state=args.seed
         )
-        timings[name] = time.perf_counter() - t0
-        print(f"  {name:22s} {values[name]:.10f} {intervals[name]} {timings[name]:.2f}s",
-              flush=True)
+        timings[name], cpu[name] = time.perf_counter() - t0, time.process_time() - c0
+        print(
+            f"  {name:22s} {values[name]:.10f} {intervals[name]} {timings[name]:.2f}s", flush=True
+        )
     arrays = {k: np.asarray(bf[k]) for k in ("reward", "action", "position", "pscore")}
     arrays["context"] = bf["context"]
     arrays["action_context"] = obd.action_context
@@ -183,11 +204,19 @@ for direction, (logger, target) in DIRECTIONS.items():
     pack_rows(arrays, "estimated_rewards_by_reg_model", q_hat)
     np.savez_compressed(args.out / f"{direction}.npz", **arrays)
     reference["directions"][direction] = {
-        "behavior_policy": logger, "evaluation_policy": target, "n_rounds": int(n),
-        "n_actions": int(obd.n_actions), "len_list": int(obd.len_list),
+        "behavior_policy": logger,
+        "evaluation_policy": target,
+        "n_rounds": int(n),
+        "n_actions": int(obd.n_actions),
+        "len_list": int(obd.len_list),
         "on_policy_value_of_logger": float(bf["reward"].mean()),
-        "values": values, "intervals": intervals,
-        "timing_seconds": {"estimate_interval": timings, "action_dist": t_dist},
+        "values": values,
+        "intervals": intervals,
+        "timing_seconds": {
+            "estimate_interval": timings,
+            "estimate_interval_cpu": cpu,
+            "action_dist": t_dist,
+        },
     }
 
 # --- Cross-fitting reference: a well-conditioned reward model (C=1, tight tol) -------------
@@ -199,24 +228,40 @@ obd = load("random")
 bf = obd.obtain_batch_bandit_feedback()
 CF_MODEL = dict(C=1.0, tol=1e-10, max_iter=100000, random_state=args.seed)
 cf_model = RegressionModel(
-    n_actions=obd.n_actions, len_list=obd.len_list, action_context=obd.action_context,
+    n_actions=obd.n_actions,
+    len_list=obd.len_list,
+    action_context=obd.action_context,
     base_model=LogisticRegression(**CF_MODEL),
 )
 q_cf = cf_model.fit_predict(
-    context=bf["context"], action=bf["action"], reward=bf["reward"], position=bf["position"],
-    pscore=bf["pscore"], n_folds=args.n_folds, random_state=args.seed,
+    context=bf["context"],
+    action=bf["action"],
+    reward=bf["reward"],
+    position=bf["position"],
+    pscore=bf["pscore"],
+    n_folds=args.n_folds,
+    random_state=args.seed,
 )
 cf_arrays: dict = {}
 pack_rows(cf_arrays, "estimated_rewards_by_reg_model", q_cf)
 np.savez_compressed(args.out / "crossfit_random_logs.npz", **cf_arrays)
 bts_dist = eval_action_dist("bts", obd, bf["n_rounds"], args.n_sim)
 reference["crossfit"] = {
-    "logs": "random", "evaluation_policy": "bts", "base_model": f"LogisticRegression({CF_MODEL})",
-    "n_folds": args.n_folds, "kfold_random_state": args.seed,
-    "dr_value": float(DoublyRobust().estimate_policy_value(
-        reward=bf["reward"], action=bf["action"], position=bf["position"], pscore=bf["pscore"],
-        action_dist=bts_dist, estimated_rewards_by_reg_model=q_cf,
-    )),
+    "logs": "random",
+    "evaluation_policy": "bts",
+    "base_model": f"LogisticRegression({CF_MODEL})",
+    "n_folds": args.n_folds,
+    "kfold_random_state": args.seed,
+    "dr_value": float(
+        DoublyRobust().estimate_policy_value(
+            reward=bf["reward"],
+            action=bf["action"],
+            position=bf["position"],
+            pscore=bf["pscore"],
+            action_dist=bts_dist,
+            estimated_rewards_by_reg_model=q_cf,
+        )
+    ),
 }
 print("  dr with cross-fitted C=1 model", reference["crossfit"]["dr_value"], flush=True)
 
@@ -240,8 +285,12 @@ for b in range(args.benchmark_runs):
     dist_b = np.tile(single, (boot["n_rounds"], 1, 1))
     for name, est in bench_ests.items():
         v = est.estimate_policy_value(
-            reward=boot["reward"], action=boot["action"], position=boot["position"],
-            pscore=boot["pscore"], action_dist=dist_b, estimated_rewards_by_reg_model=q_b,
+            reward=boot["reward"],
+            action=boot["action"],
+            position=boot["position"],
+            pscore=boot["pscore"],
+            action_dist=dist_b,
+            estimated_rewards_by_reg_model=q_b,
         )
         errors[name].append(abs(float(v) - ground_truth) / ground_truth)
 t_bench = time.perf_counter() - t0
@@ -251,7 +300,8 @@ reference["obd_benchmark"] = {
         "behavior_policy=random, campaign=all, base_model=logistic_regression, "
         "bootstrap resample b uses sample_bootstrap_bandit_feedback(random_state=b)"
     ),
-    "n_runs": args.benchmark_runs, "n_sim": args.benchmark_n_sim,
+    "n_runs": args.benchmark_runs,
+    "n_sim": args.benchmark_n_sim,
     "ground_truth_bts_on_policy_ctr": ground_truth,
     "relative_error": errors,
     "mean_relative_error": {k: float(np.mean(v)) for k, v in errors.items()},

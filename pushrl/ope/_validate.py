@@ -168,9 +168,7 @@ def _check_probabilities(action_dist: FloatArray, name: str) -> None:
     too_low, too_high = row_min < 0, row_max > 1
     if too_low.any() or too_high.any():
         extreme = np.where(too_low, row_min, row_max)
-        raise DataError(
-            _rows_message(name, "probabilities in [0, 1]", extreme, too_low, too_high)
-        )
+        raise DataError(_rows_message(name, "probabilities in [0, 1]", extreme, too_low, too_high))
     sums = action_dist.sum(axis=1)  # (n_rounds, len_list)
     off = np.abs(sums - 1.0) > SUM_TO_ONE_ATOL
     if off.any():
@@ -294,11 +292,11 @@ def check_scalar(
         raise ValueError(f"`{name}` must not be NaN")
     if not allow_inf and np.isinf(v):
         raise ValueError(f"`{name}` must be finite, got {value!r}")
-    below: Callable[[float, float], bool] = (lambda a, b: a < b) if low_inclusive else (
-        lambda a, b: a <= b
+    below: Callable[[float, float], bool] = (
+        (lambda a, b: a < b) if low_inclusive else (lambda a, b: a <= b)
     )
-    above: Callable[[float, float], bool] = (lambda a, b: a > b) if high_inclusive else (
-        lambda a, b: a >= b
+    above: Callable[[float, float], bool] = (
+        (lambda a, b: a > b) if high_inclusive else (lambda a, b: a >= b)
     )
     if (low is not None and below(v, low)) or (high is not None and above(v, high)):
         lo = "-inf" if low is None else f"{low:g}"
@@ -379,8 +377,10 @@ def _as_mask(mask: Any, shape: tuple[int, ...]) -> npt.NDArray[np.bool_]:
     if restarted.any():
         raise DataError(
             _step_message(
-                "mask", "False for every step after the episode ended",
-                np.pad(restarted, ((0, 0), (1, 0))), "True after False",
+                "mask",
+                "False for every step after the episode ended",
+                np.pad(restarted, ((0, 0), (1, 0))),
+                "True after False",
             )
         )
     return valid
@@ -409,7 +409,9 @@ def validate_trajectory_inputs(
     """
     rew = np.asarray(_as_numeric(reward, "reward"), dtype=np.float64)
     if rew.ndim != 2 or rew.shape[0] == 0 or rew.shape[1] == 0:
-        raise DataError(f"`reward` must have shape (n_traj, horizon) with both > 0, got {rew.shape}")
+        raise DataError(
+            f"`reward` must have shape (n_traj, horizon) with both > 0, got {rew.shape}"
+        )
     shape = rew.shape
     arrays = {}
     for name, value in (("pscore", pscore), ("evaluation_pscore", evaluation_pscore)):
@@ -420,21 +422,27 @@ def validate_trajectory_inputs(
     valid = _as_mask(mask, shape)
     bad_r = valid & ~np.isfinite(rew)
     if bad_r.any():
-        raise DataError(_step_message("reward", "finite on valid steps", bad_r,
-                                      f"{float(rew[bad_r][0]):g}"))
+        raise DataError(
+            _step_message("reward", "finite on valid steps", bad_r, f"{float(rew[bad_r][0]):g}")
+        )
     ps, pe = arrays["pscore"], arrays["evaluation_pscore"]
     with np.errstate(invalid="ignore"):
         bad_ps = valid & ~((ps > 0) & (ps <= 1))
         bad_pe = valid & ~((pe >= 0) & (pe <= 1))
     if bad_ps.any():
-        raise DataError(_step_message("pscore", "in (0, 1] on valid steps", bad_ps,
-                                      f"{float(ps[bad_ps][0]):g}"))
+        raise DataError(
+            _step_message("pscore", "in (0, 1] on valid steps", bad_ps, f"{float(ps[bad_ps][0]):g}")
+        )
     if bad_pe.any():
-        raise DataError(_step_message("evaluation_pscore", "in [0, 1] on valid steps", bad_pe,
-                                      f"{float(pe[bad_pe][0]):g}"))
+        raise DataError(
+            _step_message(
+                "evaluation_pscore", "in [0, 1] on valid steps", bad_pe, f"{float(pe[bad_pe][0]):g}"
+            )
+        )
     with np.errstate(divide="ignore"):
-        log_ratio = np.where(valid, np.log(np.where(valid, pe, 1.0)) - np.log(
-            np.where(valid, ps, 1.0)), 0.0)
+        log_ratio = np.where(
+            valid, np.log(np.where(valid, pe, 1.0)) - np.log(np.where(valid, ps, 1.0)), 0.0
+        )
     return TrajectoryInputs(np.where(valid, rew, 0.0), log_ratio, valid)
 
 
@@ -461,17 +469,22 @@ def validate_fqe_inputs(
     """
     rew = np.asarray(_as_numeric(reward, "reward"), dtype=np.float64)
     if rew.ndim != 2 or 0 in rew.shape:
-        raise DataError(f"`reward` must have shape (n_traj, horizon) with both > 0, got {rew.shape}")
+        raise DataError(
+            f"`reward` must have shape (n_traj, horizon) with both > 0, got {rew.shape}"
+        )
     shape = rew.shape
     valid = _as_mask(mask, shape)
     st = np.asarray(_as_numeric(state, "state"), dtype=np.float64)
     if st.ndim != 3 or st.shape[:2] != shape:
-        raise DataError(f"`state` must have shape (n_traj, horizon, dim_state)={shape + ('d',)}, "
-                        f"got {st.shape}")
+        raise DataError(
+            f"`state` must have shape (n_traj, horizon, dim_state)=({shape[0]}, {shape[1]}, d), "
+            f"got {st.shape}"
+        )
     dist = np.asarray(_as_numeric(action_dist, "action_dist"), dtype=np.float64)
     if dist.ndim != 3 or dist.shape[:2] != shape:
-        raise DataError(f"`action_dist` must have shape (n_traj, horizon, n_actions), "
-                        f"got {dist.shape}")
+        raise DataError(
+            f"`action_dist` must have shape (n_traj, horizon, n_actions), got {dist.shape}"
+        )
     act = _as_numeric(action, "action")
     if not np.issubdtype(act.dtype, np.integer):
         raise TypeError(f"`action` must have an integer dtype, got {act.dtype}")
@@ -480,11 +493,21 @@ def validate_fqe_inputs(
     checks = (
         ("reward", valid & ~np.isfinite(rew), "finite"),
         ("state", valid & ~np.isfinite(st).all(axis=2), "finite"),
-        ("action", valid & ((act < 0) | (act >= dist.shape[2])),
-         f"in [0, n_actions={dist.shape[2]})"),
-        ("action_dist", valid & ~((dist >= 0) & (dist <= 1)).all(axis=2), "probabilities in [0, 1]"),
-        ("action_dist", valid & (np.abs(dist.sum(axis=2) - 1) > SUM_TO_ONE_ATOL),
-         "summing to 1 over actions"),
+        (
+            "action",
+            valid & ((act < 0) | (act >= dist.shape[2])),
+            f"in [0, n_actions={dist.shape[2]})",
+        ),
+        (
+            "action_dist",
+            valid & ~((dist >= 0) & (dist <= 1)).all(axis=2),
+            "probabilities in [0, 1]",
+        ),
+        (
+            "action_dist",
+            valid & (np.abs(dist.sum(axis=2) - 1) > SUM_TO_ONE_ATOL),
+            "summing to 1 over actions",
+        ),
     )
     for name, bad, requirement in checks:
         if bad.any():

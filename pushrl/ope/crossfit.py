@@ -38,9 +38,7 @@ def _features(context: FloatArray, action: IntArray, action_context: FloatArray)
     return np.column_stack([context, action_context[action]])
 
 
-def _predict_all_actions(
-    model: Any, context: FloatArray, action_context: FloatArray
-) -> FloatArray:
+def _predict_all_actions(model: Any, context: FloatArray, action_context: FloatArray) -> FloatArray:
     """Predict ``q_hat(x_i, a)`` for every round and action, shape ``(n_rounds, n_actions)``."""
     n_rounds, n_actions = context.shape[0], action_context.shape[0]
     out = np.empty((n_rounds, n_actions))
@@ -48,8 +46,9 @@ def _predict_all_actions(
     for start in range(0, n_rounds, block):
         ctx = context[start : start + block]
         m = ctx.shape[0]
-        x = _features(np.repeat(ctx, n_actions, axis=0), np.tile(np.arange(n_actions), m),
-                      action_context)
+        x = _features(
+            np.repeat(ctx, n_actions, axis=0), np.tile(np.arange(n_actions), m), action_context
+        )
         pred = model.predict_proba(x)[:, 1] if is_classifier(model) else model.predict(x)
         out[start : start + m] = np.asarray(pred, dtype=np.float64).reshape(m, n_actions)
     return out
@@ -109,13 +108,13 @@ def fit_reward_model(
         pos = np.zeros(n_rounds, dtype=np.intp)
     else:
         pos = as_int_array(position, "position", len_list, "len_list")
-    a_ctx = np.eye(n_actions) if action_context is None else as_float_array(
-        action_context, "action_context", 2
+    a_ctx = (
+        np.eye(n_actions)
+        if action_context is None
+        else as_float_array(action_context, "action_context", 2)
     )
     if a_ctx.shape[0] != n_actions:
-        raise DataError(
-            f"`action_context` must have n_actions={n_actions} rows, got {a_ctx.shape}"
-        )
+        raise DataError(f"`action_context` must have n_actions={n_actions} rows, got {a_ctx.shape}")
     model = LogisticRegression(max_iter=10000) if base_model is None else base_model
     if n_folds > n_rounds:
         raise DataError(f"`n_folds`={n_folds} exceeds n_rounds={n_rounds}")
@@ -248,8 +247,15 @@ class CrossFitDR(BaseOffPolicyEstimator):
     ) -> float:
         """Estimate the policy value; arguments as in :meth:`round_terms`."""
         return self.round_terms(
-            reward, action, pscore, action_dist, position, estimated_rewards_by_reg_model,
-            estimated_rewards=estimated_rewards, context=context, action_context=action_context,
+            reward,
+            action,
+            pscore,
+            action_dist,
+            position,
+            estimated_rewards_by_reg_model,
+            estimated_rewards=estimated_rewards,
+            context=context,
+            action_context=action_context,
         ).value()
 
     def estimate_interval(  # type: ignore[override]
@@ -271,10 +277,20 @@ class CrossFitDR(BaseOffPolicyEstimator):
     ) -> dict[str, float]:
         """Interval of the policy value; the reward model is fitted once, not per resample."""
         terms = self.round_terms(
-            reward, action, pscore, action_dist, position, estimated_rewards_by_reg_model,
-            estimated_rewards=estimated_rewards, context=context, action_context=action_context,
+            reward,
+            action,
+            pscore,
+            action_dist,
+            position,
+            estimated_rewards_by_reg_model,
+            estimated_rewards=estimated_rewards,
+            context=context,
+            action_context=action_context,
         )
         return interval_from_terms(
-            terms, alpha=alpha, n_bootstrap_samples=n_bootstrap_samples,
-            random_state=random_state, method=method,
+            terms,
+            alpha=alpha,
+            n_bootstrap_samples=n_bootstrap_samples,
+            random_state=random_state,
+            method=method,
         )

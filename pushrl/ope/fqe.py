@@ -44,7 +44,11 @@ class FQEResult:
 
 
 def _fit_predict_step(
-    model: Any, x: FloatArray, act: IntArray, target: FloatArray, valid: np.ndarray,
+    model: Any,
+    x: FloatArray,
+    act: IntArray,
+    target: FloatArray,
+    valid: np.ndarray,
     n_actions: int,
 ) -> FloatArray:
     """Fit one model per action on the valid rows of step t; predict all actions, all rows."""

@@ -140,10 +140,18 @@ class DeploymentGate:
             The decision, the failed rules and the evidence behind them.
         """
         comparison = paired_difference_interval(
-            self.estimator, reward, action, pscore, candidate_action_dist,
-            baseline_action_dist, position, estimated_rewards_by_reg_model,
-            alpha=self.alpha, n_bootstrap_samples=self.n_bootstrap_samples,
-            random_state=random_state, method=self.method,
+            self.estimator,
+            reward,
+            action,
+            pscore,
+            candidate_action_dist,
+            baseline_action_dist,
+            position,
+            estimated_rewards_by_reg_model,
+            alpha=self.alpha,
+            n_bootstrap_samples=self.n_bootstrap_samples,
+            random_state=random_state,
+            method=self.method,
         )
         cand = _diagnose(reward, action, pscore, candidate_action_dist, position)
         base = (
@@ -158,11 +166,13 @@ class DeploymentGate:
             failed.append(("finite_estimate", f"non-finite improvement estimate {bounds}"))
         elif comparison.lower <= 0:
             level = 100 * (1 - self.alpha)
-            failed.append((
-                "improvement_lower_bound",
-                f"{level:g}% lower bound of the improvement is {comparison.lower:.6g} <= 0 "
-                f"(estimate {comparison.difference:.6g})",
-            ))
+            failed.append(
+                (
+                    "improvement_lower_bound",
+                    f"{level:g}% lower bound of the improvement is {comparison.lower:.6g} <= 0 "
+                    f"(estimate {comparison.difference:.6g})",
+                )
+            )
         failed += self._support_rules(cand, floor, prefix="")
         if base is not None:
             failed += self._support_rules(base, floor, prefix="baseline_")
@@ -182,21 +192,28 @@ class DeploymentGate:
         who = "baseline" if prefix else "candidate"
         out = []
         if diag.ess < floor:
-            out.append((
-                f"{prefix}ess_floor",
-                f"{who} ESS {diag.ess:.1f} < floor {floor:.1f} (n_rounds={diag.n_rounds})",
-            ))
+            out.append(
+                (
+                    f"{prefix}ess_floor",
+                    f"{who} ESS {diag.ess:.1f} < floor {floor:.1f} (n_rounds={diag.n_rounds})",
+                )
+            )
         if diag.support_deficiency > self.max_support_deficiency:
-            out.append((
-                f"{prefix}support_deficiency",
-                f"{who} puts {diag.support_deficiency:.2%} of its mass on never-logged actions "
-                f"(max {self.max_support_deficiency:.2%})",
-            ))
+            out.append(
+                (
+                    f"{prefix}support_deficiency",
+                    f"{who} puts {diag.support_deficiency:.2%} of its mass on never-logged actions "
+                    f"(max {self.max_support_deficiency:.2%})",
+                )
+            )
         return out
 
 
 def _diagnose(
-    reward: np.ndarray, action: np.ndarray, pscore: np.ndarray, action_dist: np.ndarray,
+    reward: np.ndarray,
+    action: np.ndarray,
+    pscore: np.ndarray,
+    action_dist: np.ndarray,
     position: np.ndarray | None,
 ) -> WeightDiagnostics:
     return diagnostics_from_inputs(

@@ -110,8 +110,12 @@ def bootstrap_replicates(
 
 
 def _interval(
-    name: str, point: float, replicates: FloatArray | None, influence: FloatArray | None,
-    alpha: float, method: str,
+    name: str,
+    point: float,
+    replicates: FloatArray | None,
+    influence: FloatArray | None,
+    alpha: float,
+    method: str,
 ) -> IntervalEstimate:
     lower_key, upper_key = interval_keys(alpha)
     if method == "normal":
@@ -124,12 +128,24 @@ def _interval(
 
 
 def _reduce(
-    reward: Any, action: Any, pscore: Any, action_dist: Any, position: Any, q_hat: Any,
-    require_q: bool, caller: str,
+    reward: Any,
+    action: Any,
+    pscore: Any,
+    action_dist: Any,
+    position: Any,
+    q_hat: Any,
+    require_q: bool,
+    caller: str,
 ) -> RoundData:
     inputs = validate_bandit_inputs(
-        reward, action, pscore, action_dist, position, q_hat,
-        require_estimated_rewards=require_q, caller=caller,
+        reward,
+        action,
+        pscore,
+        action_dist,
+        position,
+        q_hat,
+        require_estimated_rewards=require_q,
+        caller=caller,
     )
     return reduce_rounds(inputs)
 
@@ -268,8 +284,12 @@ def paired_difference_from_terms(
     cand, base = candidate.value(), baseline.value()
     if method == "normal":
         est = _interval(
-            estimator_name, cand - base, None,
-            candidate.influence() - baseline.influence(), alpha, method,
+            estimator_name,
+            cand - base,
+            None,
+            candidate.influence() - baseline.influence(),
+            alpha,
+            method,
         )
     else:
         reps = bootstrap_replicates([candidate, baseline], n_bootstrap_samples, random_state)
@@ -321,8 +341,14 @@ def paired_difference_interval(
     validate_interval_args(alpha, n_bootstrap_samples, random_state, method)
     need_q = estimator.requires_reward_model
     cand_rounds = _reduce(
-        reward, action, pscore, candidate_action_dist, position,
-        candidate_estimated_rewards, need_q, estimator.estimator_name,
+        reward,
+        action,
+        pscore,
+        candidate_action_dist,
+        position,
+        candidate_estimated_rewards,
+        need_q,
+        estimator.estimator_name,
     )
     cand_terms = estimator._estimate_round_rewards(cand_rounds)
     if baseline_action_dist is None:
@@ -334,7 +360,13 @@ def paired_difference_interval(
             else baseline_estimated_rewards
         )
         base_rounds = _reduce(
-            reward, action, pscore, baseline_action_dist, position, q_base, need_q,
+            reward,
+            action,
+            pscore,
+            baseline_action_dist,
+            position,
+            q_base,
+            need_q,
             estimator.estimator_name,
         )
         base_terms = estimator._estimate_round_rewards(base_rounds)

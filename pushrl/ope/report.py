@@ -208,7 +208,9 @@ def render_html(report: OPEReport) -> str:
     )
 
 
-def write_report(report: OPEReport, out_dir: str | Path, stem: str = "ope_report") -> dict[str, Path]:
+def write_report(
+    report: OPEReport, out_dir: str | Path, stem: str = "ope_report"
+) -> dict[str, Path]:
     """Write ``<stem>.md`` (with PNGs beside it) and a self-contained ``<stem>.html``.
 
     Args:

@@ -163,8 +163,11 @@ def sequential_diagnostics(
     """
     check_scalar(min_ess, "min_ess", low=0)
     check_scalar(min_ess_fraction, "min_ess_fraction", low=0, high=1)
-    return _diagnose(validate_trajectory_inputs(reward, pscore, evaluation_pscore, mask),
-                     min_ess, min_ess_fraction)
+    return _diagnose(
+        validate_trajectory_inputs(reward, pscore, evaluation_pscore, mask),
+        min_ess,
+        min_ess_fraction,
+    )
 
 
 def _diagnose(

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+
+from pushrl.ope.synthetic import LoggedBandit, TabularBanditWorld
 
 OBP_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "obp"
 DIRECTIONS = ("random_logs_bts_policy", "bts_logs_random_policy")
@@ -41,65 +42,18 @@ def obp_case() -> Callable[[str], dict[str, np.ndarray]]:
     return load_obp_case
 
 
-@dataclass(frozen=True)
-class SyntheticBandit:
-    """Logged data of a context-type bandit whose policy values are known exactly.
-
-    Attributes:
-        reward, action, pscore: Logged arrays, shape ``(n,)``.
-        context: Context type of each round, shape ``(n,)``.
-        q: True expected reward per context type and action, shape ``(n_types, n_actions)``.
-        logging: Logging policy per context type, shape ``(n_types, n_actions)``.
-    """
-
-    reward: np.ndarray
-    action: np.ndarray
-    pscore: np.ndarray
-    context: np.ndarray
-    q: np.ndarray
-    logging: np.ndarray
-    type_probs: np.ndarray
-
-    def action_dist(self, policy: np.ndarray) -> np.ndarray:
-        """Per-round distribution of a per-type policy, shape ``(n, n_actions, 1)``."""
-        return policy[self.context][:, :, np.newaxis]
-
-    def true_value(self, policy: np.ndarray) -> float:
-        """Exact value ``sum_x p(x) sum_a pi(a|x) q(x, a)``."""
-        return float(self.type_probs @ (policy * self.q).sum(axis=1))
-
-    def estimated_rewards(self, bias: float = 0.0) -> np.ndarray:
-        """Reward model ``q + bias`` (clipped to [0, 1]) per round, shape ``(n, n_actions, 1)``."""
-        return np.clip(self.q + bias, 0, 1)[self.context][:, :, np.newaxis]
-
-
-def make_synthetic_bandit(
-    n: int, seed: int, n_types: int = 8, n_actions: int = 4
-) -> SyntheticBandit:
+def make_synthetic_bandit(n: int, seed: int, n_types: int = 8, n_actions: int = 4) -> LoggedBandit:
     """Draw ``n`` logged rounds of a fixed world (the world depends only on the shapes)."""
-    world = np.random.default_rng(1234)
-    type_probs = world.dirichlet(np.ones(n_types))
-    q = world.uniform(0.05, 0.6, size=(n_types, n_actions))
-    logits = world.normal(size=(n_types, n_actions))
-    logging = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    rng = np.random.default_rng(seed)
-    context = rng.choice(n_types, size=n, p=type_probs)
-    u = rng.random(n)[:, np.newaxis]
-    action = (u > np.cumsum(logging[context], axis=1)).sum(axis=1)
-    action = np.minimum(action, n_actions - 1)
-    reward = rng.binomial(1, q[context, action]).astype(np.float64)
-    return SyntheticBandit(
-        reward, action, logging[context, action], context, q, logging, type_probs
-    )
+    return TabularBanditWorld.make(n_types, n_actions, seed=1234).sample(n, seed=seed)
 
 
 @pytest.fixture(scope="session")
-def synthetic_bandit() -> SyntheticBandit:
+def synthetic_bandit() -> LoggedBandit:
     """5,000 logged rounds of the synthetic world (seed 0)."""
     return make_synthetic_bandit(5000, seed=0)
 
 
 @pytest.fixture(scope="session")
-def make_bandit() -> Callable[..., SyntheticBandit]:
+def make_bandit() -> Callable[..., LoggedBandit]:
     """Factory of synthetic logs: ``make_bandit(n, seed, n_types=8, n_actions=4)``."""
     return make_synthetic_bandit

@@ -23,11 +23,17 @@ def test_reproduces_obp_regression_model(obp_case: Any, obp_reference: Any) -> N
     ref = obp_case("crossfit_random_logs")["estimated_rewards_by_reg_model"]
     meta = obp_reference["crossfit"]
     model = LogisticRegression(C=1.0, tol=1e-10, max_iter=100000, random_state=12345)
-    est = CrossFitDR(base_model=model, n_folds=meta["n_folds"],
-                     random_state=meta["kfold_random_state"])
+    est = CrossFitDR(
+        base_model=model, n_folds=meta["n_folds"], random_state=meta["kfold_random_state"]
+    )
     value = est.estimate_policy_value(
-        case["reward"], case["action"], case["pscore"], case["action_dist"], case["position"],
-        context=case["context"], action_context=case["action_context"],
+        case["reward"],
+        case["action"],
+        case["pscore"],
+        case["action_dist"],
+        case["position"],
+        context=case["context"],
+        action_context=case["action_context"],
     )
     assert est.estimated_rewards_ is not None
     np.testing.assert_allclose(est.estimated_rewards_, ref, atol=2e-5, rtol=0)
@@ -42,10 +48,10 @@ def test_cross_fitting_never_predicts_a_round_with_its_own_reward() -> None:
     action = rng.integers(0, 2, n)
     reward = rng.normal(size=n)
     model = KNeighborsRegressor(n_neighbors=1)
-    in_sample = fit_reward_model(context, action, reward, n_actions=2, base_model=model,
-                                 n_folds=1)
-    crossed = fit_reward_model(context, action, reward, n_actions=2, base_model=model,
-                               n_folds=5, random_state=0)
+    in_sample = fit_reward_model(context, action, reward, n_actions=2, base_model=model, n_folds=1)
+    crossed = fit_reward_model(
+        context, action, reward, n_actions=2, base_model=model, n_folds=5, random_state=0
+    )
     rows = np.arange(n)
     np.testing.assert_allclose(in_sample[rows, action, 0], reward)
     assert not np.isclose(crossed[rows, action, 0], reward).any()
@@ -71,8 +77,10 @@ def test_default_model_and_one_hot_actions(synthetic_bandit: Any) -> None:
 def test_invalid_reward_model_arguments(kwargs: dict[str, Any], exc: type, match: str) -> None:
     rng = np.random.default_rng(0)
     args: dict[str, Any] = {
-        "context": rng.normal(size=(40, 2)), "action": rng.integers(0, 2, 40),
-        "reward": rng.binomial(1, 0.5, 40).astype(float), "n_actions": 2,
+        "context": rng.normal(size=(40, 2)),
+        "action": rng.integers(0, 2, 40),
+        "reward": rng.binomial(1, 0.5, 40).astype(float),
+        "n_actions": 2,
     }
     with pytest.raises(exc, match=match):
         fit_reward_model(**{**args, **kwargs})
@@ -82,7 +90,8 @@ def test_crossfit_dr_refuses_precomputed_rewards(synthetic_bandit: Any) -> None:
     b = synthetic_bandit
     dist = b.action_dist(b.logging)
     with pytest.raises(TypeError, match="fits its own reward model"):
-        CrossFitDR().estimate_policy_value(b.reward, b.action, b.pscore, dist,
-                                           estimated_rewards=dist)
+        CrossFitDR().estimate_policy_value(
+            b.reward, b.action, b.pscore, dist, estimated_rewards=dist
+        )
     with pytest.raises(TypeError, match="requires `context`"):
         CrossFitDR().estimate_policy_value(b.reward, b.action, b.pscore, dist)

@@ -104,10 +104,12 @@ def test_two_dimensional_action_dist_and_alias(synthetic_bandit: Any) -> None:
     b = synthetic_bandit
     policy = target_policy(b)
     q = b.estimated_rewards(0.05)
-    three_d = DR().estimate_policy_value(b.reward, b.action, b.pscore, b.action_dist(policy),
-                                         estimated_rewards_by_reg_model=q)
-    two_d = DR().estimate_policy_value(b.reward, b.action, b.pscore, policy[b.context],
-                                       estimated_rewards=q[:, :, 0])
+    three_d = DR().estimate_policy_value(
+        b.reward, b.action, b.pscore, b.action_dist(policy), estimated_rewards_by_reg_model=q
+    )
+    two_d = DR().estimate_policy_value(
+        b.reward, b.action, b.pscore, policy[b.context], estimated_rewards=q[:, :, 0]
+    )
     assert two_d == three_d
 
 

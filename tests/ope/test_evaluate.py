@@ -17,6 +17,7 @@ from pushrl.data.synth import SynthConfig, TrueWorld, synthesize
 from pushrl.data.validate import load_dataset
 from pushrl.errors import ArtifactError, DataError, ScenarioError
 from pushrl.ope.evaluate import (
+    HELD_OUT_RULE,
     TimingSettings,
     _select,
     _seq_replicates,
@@ -134,6 +135,17 @@ def test_obd_uniform_random_off_policy_on_bts_logs_matches_random_logs(obd_rando
     ctr, se_ctr = float(clicks.mean()), float(clicks.std() / np.sqrt(len(clicks)))
     ipw = res.estimates["ipw"]
     assert abs(ipw.value - ctr) <= 2 * np.hypot(_se(ipw), se_ctr)
+
+
+def test_a_candidate_fitted_on_the_evaluated_logs_is_blocked(synth) -> None:
+    ds, _ = synth
+    res = evaluate_policy(ds, "most-popular", estimators=["ipw"], n_bootstrap=50)
+    assert not res.passed and res.gate.failed_rules[-1] == HELD_OUT_RULE
+    assert "trained on the evaluated logs" in res.gate.messages[-1]
+    waived = evaluate_policy(ds, "most-popular", estimators=["ipw"], n_bootstrap=50,
+                             allow_in_sample=True)
+    assert HELD_OUT_RULE not in waived.gate.failed_rules
+    assert any("in-sample" in n for n in waived.notes)
 
 
 def test_item_and_timing_policies_cannot_be_compared(obd_random) -> None:

@@ -18,8 +18,13 @@ def softmax_policy(bandit: Any, temperature: float) -> np.ndarray:
 
 def evaluate(bandit: Any, policy: np.ndarray, gate: DeploymentGate, **kw: Any) -> Any:
     return gate.evaluate(
-        bandit.reward, bandit.action, bandit.pscore, bandit.action_dist(policy),
-        estimated_rewards_by_reg_model=bandit.estimated_rewards(0.05), random_state=0, **kw,
+        bandit.reward,
+        bandit.action,
+        bandit.pscore,
+        bandit.action_dist(policy),
+        estimated_rewards_by_reg_model=bandit.estimated_rewards(0.05),
+        random_state=0,
+        **kw,
     )
 
 

@@ -49,12 +49,24 @@ def pscore_bad() -> np.ndarray:
 BASE = valid_inputs()
 INVALID = [
     # (field, value, exception, message pattern)
-    ("pscore", pscore_bad(), ValueError,
-     r"`pscore` must be in \(0, 1\], got min=-0.1 in 2 rows \(first at row 17\)"),
-    ("pscore", with_row(BASE["pscore"], [4], 1.5), ValueError,
-     r"`pscore` must be in \(0, 1\], got max=1.5 in 1 row \(first at row 4\)"),
-    ("pscore", with_row(BASE["pscore"], [2], np.nan), ValueError,
-     r"`pscore` must be finite, got NaN or inf in 1 rows \(first at row 2\)"),
+    (
+        "pscore",
+        pscore_bad(),
+        ValueError,
+        r"`pscore` must be in \(0, 1\], got min=-0.1 in 2 rows \(first at row 17\)",
+    ),
+    (
+        "pscore",
+        with_row(BASE["pscore"], [4], 1.5),
+        ValueError,
+        r"`pscore` must be in \(0, 1\], got max=1.5 in 1 row \(first at row 4\)",
+    ),
+    (
+        "pscore",
+        with_row(BASE["pscore"], [2], np.nan),
+        ValueError,
+        r"`pscore` must be finite, got NaN or inf in 1 rows \(first at row 2\)",
+    ),
     ("pscore", BASE["pscore"][:-1], ValueError, r"`pscore` must have n_rounds=20 rows"),
     ("pscore", BASE["pscore"].astype(str), TypeError, r"`pscore` must be a numeric array"),
     ("reward", with_row(BASE["reward"], [3], np.inf), ValueError, r"`reward` must be finite"),
@@ -62,22 +74,50 @@ INVALID = [
     ("reward", np.zeros(0), ValueError, r"`reward` must have at least one round"),
     ("reward", None, TypeError, r"`reward` is required"),
     ("action", BASE["action"].astype(float), TypeError, r"`action` must have an integer dtype"),
-    ("action", with_row(BASE["action"], [5, 6], 3), ValueError,
-     r"`action` must be integers in \[0, n_actions=3\), got max=3 in 2 rows \(first at row 5\)"),
+    (
+        "action",
+        with_row(BASE["action"], [5, 6], 3),
+        ValueError,
+        r"`action` must be integers in \[0, n_actions=3\), got max=3 in 2 rows \(first at row 5\)",
+    ),
     ("action", with_row(BASE["action"], [9], -1), ValueError, r"got min=-1 in 1 row"),
-    ("position", with_row(BASE["position"], [1], 2), ValueError,
-     r"`position` must be integers in \[0, len_list=2\)"),
+    (
+        "position",
+        with_row(BASE["position"], [1], 2),
+        ValueError,
+        r"`position` must be integers in \[0, len_list=2\)",
+    ),
     ("position", None, ValueError, r"`position` is required when `action_dist` has len_list=2"),
-    ("action_dist", BASE["action_dist"][:, :, :, None], ValueError,
-     r"`action_dist` must have shape \(n_rounds, n_actions, len_list\)"),
-    ("action_dist", BASE["action_dist"] * 1.1, ValueError,
-     r"`action_dist` must (be probabilities in \[0, 1\]|sum to 1 over actions)"),
-    ("action_dist", BASE["action_dist"][:-2], ValueError,
-     r"`action_dist` must have n_rounds=20 rows"),
-    ("estimated_rewards_by_reg_model", BASE["estimated_rewards_by_reg_model"][:, :2], ValueError,
-     r"must have the shape of `action_dist`"),
-    ("estimated_rewards_by_reg_model", None, ValueError,
-     r"`estimated_rewards_by_reg_model` is required by dr"),
+    (
+        "action_dist",
+        BASE["action_dist"][:, :, :, None],
+        ValueError,
+        r"`action_dist` must have shape \(n_rounds, n_actions, len_list\)",
+    ),
+    (
+        "action_dist",
+        BASE["action_dist"] * 1.1,
+        ValueError,
+        r"`action_dist` must (be probabilities in \[0, 1\]|sum to 1 over actions)",
+    ),
+    (
+        "action_dist",
+        BASE["action_dist"][:-2],
+        ValueError,
+        r"`action_dist` must have n_rounds=20 rows",
+    ),
+    (
+        "estimated_rewards_by_reg_model",
+        BASE["estimated_rewards_by_reg_model"][:, :2],
+        ValueError,
+        r"must have the shape of `action_dist`",
+    ),
+    (
+        "estimated_rewards_by_reg_model",
+        None,
+        ValueError,
+        r"`estimated_rewards_by_reg_model` is required by dr",
+    ),
 ]
 
 
@@ -92,18 +132,23 @@ def test_sum_to_one_message_names_row_and_position() -> None:
     dist = BASE["action_dist"].copy()
     dist[7, :, 1] = [0.2, 0.2, 0.2]
     with pytest.raises(DataError, match=r"sum to 1 .* \(first at row 7, position 1\)"):
-        validate_bandit_inputs(BASE["reward"], BASE["action"], BASE["pscore"], dist,
-                               BASE["position"])
+        validate_bandit_inputs(
+            BASE["reward"], BASE["action"], BASE["pscore"], dist, BASE["position"]
+        )
 
 
 def test_negative_probability_is_reported_with_its_row() -> None:
     dist = BASE["action_dist"].copy()
     dist[11, 0, 0] = -0.5
     dist[11, 1, 0] += 0.5
-    with pytest.raises(DataError, match=r"probabilities in \[0, 1\], got min=-0.5 in 1 row "
-                                        r"\(first at row 11\)"):
-        validate_bandit_inputs(BASE["reward"], BASE["action"], BASE["pscore"], dist,
-                               BASE["position"])
+    with pytest.raises(
+        DataError,
+        match=r"probabilities in \[0, 1\], got min=-0.5 in 1 row "
+        r"\(first at row 11\)",
+    ):
+        validate_bandit_inputs(
+            BASE["reward"], BASE["action"], BASE["pscore"], dist, BASE["position"]
+        )
 
 
 def test_both_reward_model_aliases_is_a_type_error() -> None:
@@ -174,15 +219,27 @@ bad_pscore[2, 1] = 0.0
 masked_nan = TRAJ["reward"].copy()
 masked_nan[0, 3] = np.nan  # after the episode ended: ignored
 INVALID_TRAJ = [
-    ("mask", restarted, ValueError,
-     r"`mask` must be False for every step after the episode ended, got True after False at "
-     r"1 step \(first at trajectory 0, step 3\)"),
+    (
+        "mask",
+        restarted,
+        ValueError,
+        r"`mask` must be False for every step after the episode ended, got True after False at "
+        r"1 step \(first at trajectory 0, step 3\)",
+    ),
     ("mask", TRAJ["mask"].astype(int), TypeError, r"`mask` must be a boolean array"),
-    ("pscore", bad_pscore, ValueError,
-     r"`pscore` must be in \(0, 1\] on valid steps, got 0 at 1 step "
-     r"\(first at trajectory 2, step 1\)"),
-    ("evaluation_pscore", TRAJ["evaluation_pscore"] + 1, ValueError,
-     r"`evaluation_pscore` must be in \[0, 1\] on valid steps"),
+    (
+        "pscore",
+        bad_pscore,
+        ValueError,
+        r"`pscore` must be in \(0, 1\] on valid steps, got 0 at 1 step "
+        r"\(first at trajectory 2, step 1\)",
+    ),
+    (
+        "evaluation_pscore",
+        TRAJ["evaluation_pscore"] + 1,
+        ValueError,
+        r"`evaluation_pscore` must be in \[0, 1\] on valid steps",
+    ),
     ("pscore", TRAJ["pscore"][:, :2], ValueError, r"`pscore` must have the shape of `reward`"),
     ("reward", TRAJ["reward"][0], ValueError, r"`reward` must have shape \(n_traj, horizon\)"),
 ]

@@ -63,7 +63,8 @@ def test_vectorised_bootstrap_equals_a_naive_loop(name: str, synthetic_bandit: A
         "95.0% CI (upper)": np.percentile(reps, 97.5),
     }
     got = ESTIMATORS[name]().estimate_interval(
-        **args_for(synthetic_bandit, policy), n_bootstrap_samples=B,
+        **args_for(synthetic_bandit, policy),
+        n_bootstrap_samples=B,
         random_state=np.random.RandomState(5),
     )
     for key, value in expected.items():
@@ -124,8 +125,15 @@ def test_paired_difference_uses_the_same_resamples(synthetic_bandit: Any) -> Non
     b = synthetic_bandit
     cand, base = greedy(b, 0.1), greedy(b, 0.9)
     got = paired_difference_interval(
-        DR(), b.reward, b.action, b.pscore, b.action_dist(cand), b.action_dist(base),
-        None, b.estimated_rewards(0.05), n_bootstrap_samples=B,
+        DR(),
+        b.reward,
+        b.action,
+        b.pscore,
+        b.action_dist(cand),
+        b.action_dist(base),
+        None,
+        b.estimated_rewards(0.05),
+        n_bootstrap_samples=B,
         random_state=np.random.RandomState(2),
     )
     diffs = naive_replicates(b, cand, "dr", 2) - naive_replicates(b, base, "dr", 2)

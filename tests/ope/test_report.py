@@ -22,23 +22,35 @@ def report(synthetic_bandit: Any) -> OPEReport:
     z = np.exp(b.q / 0.2)
     policy = z / z.sum(axis=1, keepdims=True)
     args = {
-        "reward": b.reward, "action": b.action, "pscore": b.pscore,
+        "reward": b.reward,
+        "action": b.action,
+        "pscore": b.pscore,
         "action_dist": b.action_dist(policy),
         "estimated_rewards_by_reg_model": b.estimated_rewards(0.05),
     }
     names = ("dm", "ipw", "snipw", "dr", "sndr", "switch-dr", "dr-os")
-    ests = estimate_intervals([ESTIMATORS[n]() for n in names], **args,
-                              n_bootstrap_samples=200, random_state=0)
+    ests = estimate_intervals(
+        [ESTIMATORS[n]() for n in names], **args, n_bootstrap_samples=200, random_state=0
+    )
     gate = DeploymentGate(n_bootstrap_samples=200).evaluate(
-        b.reward, b.action, b.pscore, args["action_dist"],
-        estimated_rewards_by_reg_model=args["estimated_rewards_by_reg_model"], random_state=0,
+        b.reward,
+        b.action,
+        b.pscore,
+        args["action_dist"],
+        estimated_rewards_by_reg_model=args["estimated_rewards_by_reg_model"],
+        random_state=0,
     )
     diag = weight_diagnostics(b.action, b.pscore, args["action_dist"])
     weights = policy[b.context, b.action] / b.pscore
     return OPEReport(
-        title="softmax(q / 0.2) vs logger <& friends>", estimates=list(ests.values()),
-        diagnostics=diag, weights=weights, gate=gate, reference_value=float(b.reward.mean()),
-        reference_label="logger (on-policy)", metadata={"dataset": "synthetic", "seed": 0},
+        title="softmax(q / 0.2) vs logger <& friends>",
+        estimates=list(ests.values()),
+        diagnostics=diag,
+        weights=weights,
+        gate=gate,
+        reference_value=float(b.reward.mean()),
+        reference_label="logger (on-policy)",
+        metadata={"dataset": "synthetic", "seed": 0},
     )
 
 
@@ -64,9 +76,7 @@ def test_html_is_self_contained(report: OPEReport) -> None:
 
 def test_write_report_creates_files(report: OPEReport, tmp_path: Path) -> None:
     paths = write_report(report, tmp_path / "out", stem="r")
-    assert {p.name for p in paths.values()} == {
-        "r.md", "r.html", "r_forest.png", "r_weights.png"
-    }
+    assert {p.name for p in paths.values()} == {"r.md", "r.html", "r_forest.png", "r_weights.png"}
     assert "![estimates](r_forest.png)" in paths["markdown"].read_text()
 
 

@@ -82,8 +82,12 @@ def logs() -> Logs:
 
 
 def ope_args(logs: Logs) -> dict[str, np.ndarray]:
-    return {"reward": logs.reward, "pscore": logs.pscore,
-            "evaluation_pscore": logs.evaluation_pscore, "mask": logs.mask}
+    return {
+        "reward": logs.reward,
+        "pscore": logs.pscore,
+        "evaluation_pscore": logs.evaluation_pscore,
+        "mask": logs.mask,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -131,18 +135,22 @@ def test_bootstrap_equals_a_naive_trajectory_loop(name: str, logs: Logs, fqe: ob
     for _ in range(100):
         idx = rs.randint(0, n, size=n)
         reps.append(est.estimate_policy_value(**{k: v[idx] for k, v in args.items()}))
-    got = est.estimate_interval(**args, n_bootstrap_samples=100,
-                                random_state=np.random.RandomState(0))
+    got = est.estimate_interval(
+        **args, n_bootstrap_samples=100, random_state=np.random.RandomState(0)
+    )
     assert got["95.0% CI (lower)"] == pytest.approx(np.percentile(reps, 2.5), rel=1e-10)
     assert got["95.0% CI (upper)"] == pytest.approx(np.percentile(reps, 97.5), rel=1e-10)
 
 
 def test_wdr_has_lower_variance_than_pdis_with_a_good_model(logs: Logs, fqe: object) -> None:
     pdis = PDIS().estimate_interval(**ope_args(logs), method="normal")
-    wdr = WDR().estimate_interval(**ope_args(logs), method="normal",
-                                  q_hat=fqe.q_hat, v_hat=fqe.v_hat)  # type: ignore[attr-defined]
+    wdr = WDR().estimate_interval(
+        **ope_args(logs), method="normal", q_hat=fqe.q_hat, v_hat=fqe.v_hat
+    )  # type: ignore[attr-defined]
+
     def width(ci: dict[str, float]) -> float:
         return ci["95.0% CI (upper)"] - ci["95.0% CI (lower)"]
+
     assert width(wdr) < width(pdis)
 
 
