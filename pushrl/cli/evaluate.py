@@ -68,6 +68,9 @@ def command(
                                 help="Timing trajectories: day (user-days) or none (whole users)."),
     reward: str | None = typer.Option(None, "--reward",
                                       help="Item reward, e.g. 'clicked+0.01*revenue'."),
+    allow_in_sample: bool = typer.Option(
+        False, "--allow-in-sample", help="Do not block a candidate trained on these logs "
+                                         "(its estimate is optimistic)."),
     record: bool = typer.Option(True, "--record/--no-record",
                                 help="Write the gate evidence into the candidate artifact's card."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
@@ -93,7 +96,8 @@ def command(
 
         res = evaluate_policy(ds, policy, baseline, estimators=names, n_bootstrap=n_bootstrap,
                               seed=seed, out=target, reward=reward, scenario=scenario,
-                              segment=segment, progress=progress)
+                              segment=segment, allow_in_sample=allow_in_sample,
+                              progress=progress)
         progress("done", 1, 1)
     artifact = res.policy.get("artifact")
     if record and artifact:
