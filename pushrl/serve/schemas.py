@@ -5,20 +5,48 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
+import re
+from typing import Any
+from zoneinfo import available_timezones
 
-_MIN_TS = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
-_MAX_TS = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+
+_MIN_SEC, _MAX_SEC = 946_684_800, 4_102_444_799  # 2000-01-01T00:00:00Z .. 2099-12-31T23:59:59Z
+_ISO = r"^20[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+_ISO_RE = re.compile(_ISO)
 
 
-def _check_ts(v: dt.datetime) -> dt.datetime:
-    if not _MIN_TS <= v < _MAX_TS:
-        raise ValueError(f"timestamp {v.isoformat()} is outside 2000-01-01 .. 2100-01-01")
+def _json_int(v: Any) -> Any:
+    """JSON Schema integers: ints and integral floats (``3.0``); never bools or strings."""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
     return v
 
 
-#: A timezone-aware timestamp (ISO 8601 with offset, or unix seconds), within 2000..2100.
-Timestamp = Annotated[AwareDatetime, AfterValidator(_check_ts)]
+def _parse_ts(v: Any) -> Any:
+    """Unix seconds (int) or an ISO 8601 string with a UTC offset, years 2000-2099."""
+    v = _json_int(v)
+    if isinstance(v, int) and not isinstance(v, bool):
+        if not _MIN_SEC <= v <= _MAX_SEC:
+            raise ValueError(f"unix time {v} is outside 2000-01-01 .. 2099-12-31")
+        return dt.datetime.fromtimestamp(v, dt.UTC)
+    if isinstance(v, str) and _ISO_RE.match(v):
+        try:
+            return dt.datetime.fromisoformat(v[:-1] + "+00:00" if v.endswith("Z") else v)
+        except ValueError as exc:
+            raise ValueError(f"invalid time {v!r}: {exc}") from None
+    raise ValueError("expected unix seconds (integer) or an ISO 8601 time with a timezone "
+                     "offset in 2000..2099, e.g. 2026-03-02T09:00:00Z")
+
+
+#: A timezone-aware timestamp: ISO 8601 with offset, or unix seconds; years 2000..2099.
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_parse_ts), WithJsonSchema({
+    "anyOf": [{"type": "string", "format": "date-time", "pattern": _ISO},
+              {"type": "integer", "minimum": _MIN_SEC, "maximum": _MAX_SEC}],
+    "description": "ISO 8601 with offset (e.g. 2026-03-02T09:00:00Z) or unix seconds"})]
+TimeZone = Annotated[str, WithJsonSchema({
+    "type": "string", "enum": sorted(available_timezones() | {"UTC"}),
+    "description": "IANA time zone, e.g. Europe/Berlin"})]
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$",
                           description="Opaque printable ASCII id (no spaces), never personal data.")]
 Scalar = float | int | bool | str
@@ -29,7 +57,8 @@ EventName = Literal["session", "view", "cart", "purchase"]
 
 
 class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_max_length=256)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_max_length=256,
+                              strict=True)
 
 
 class ErrorBody(BaseModel):
@@ -42,7 +71,7 @@ class ErrorBody(BaseModel):
 class UserIn(_Body):
     """A user's time zone and features."""
 
-    timezone: str = Field("UTC", max_length=64, description="IANA time zone, e.g. Europe/Berlin.")
+    timezone: TimeZone = Field("UTC", description="IANA time zone, e.g. Europe/Berlin.")
     features: Attributes = Field(default_factory=dict,
                                  description="User features (opaque values, no personal data).")
     ts: Timestamp | None = Field(None, description="When the user's state starts (new users "
@@ -102,7 +131,8 @@ class DecideIn(_Body):
                                         description="Eligible item ids, each once (default: all "
                                         "items).")
     context: Attributes | None = Field(None, description="Request context, logged as ctx_*.")
-    horizon_hours: int | None = Field(None, ge=0, le=168, description=(
+    horizon_hours: Annotated[int, BeforeValidator(_json_int), Field(ge=0, le=168)] | None = Field(
+        None, description=(
         "Also return `send_at`, the first slot within this many hours in which the timing "
         "policy would send, assuming no new events."))
 
