@@ -12,109 +12,13 @@ Timing actions are ``WAIT = 0`` and ``SEND = 1``. Item actions index the context
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from pushrl.sim.contexts import BatchDecision, Decision, ItemContext, TimingContext
+
 WAIT, SEND = 0, 1
-
-
-@dataclass(frozen=True)
-class Decision:
-    """One decision.
-
-    Attributes:
-        action: Chosen action index (timing: 0 wait / 1 send; item: index into candidates).
-        pscore: Probability the policy gave ``action``.
-        action_dist: Probabilities of all actions, shape ``(n_actions,)``.
-        item_id: Chosen item id for item policies.
-        reason: Short machine-readable reason (e.g. ``"policy"``, ``"guardrail:quiet_hours"``).
-    """
-
-    action: int
-    pscore: float
-    action_dist: np.ndarray
-    item_id: str | None = None
-    reason: str = "policy"
-
-
-@dataclass(frozen=True)
-class BatchDecision:
-    """Decisions for ``n`` rounds.
-
-    Attributes:
-        action: ``(n,)`` chosen action indices.
-        pscore: ``(n,)`` probability of each chosen action.
-        action_dist: ``(n, n_actions)`` full distributions (zero on masked actions).
-    """
-
-    action: np.ndarray
-    pscore: np.ndarray
-    action_dist: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.action.shape[0])
-
-    def __getitem__(self, i: int) -> Decision:
-        return Decision(int(self.action[i]), float(self.pscore[i]), self.action_dist[i])
-
-
-@dataclass
-class TimingContext:
-    """What a timing policy sees for ``n`` users at one decision slot.
-
-    Attributes:
-        features: ``(n, N_FEATURES)`` raw pipeline features (:data:`FEATURE_NAMES`).
-        allowed: ``(n,)`` bool, False where a guardrail forbids sending now.
-        user_index: ``(n,)`` user indices into ``state``.
-        bucket: UTC hour bucket of the decision (scalar or ``(n,)``).
-        state: The :class:`~pushrl.data.features.FeatureState` the features came from
-            (heuristics read e.g. the hour-of-week activity profile from it).
-        sends_today: ``(n,)`` pushes already sent today (local day), for daily caps.
-        extra: Anything an environment wants to pass along (e.g. ground truth for oracles).
-    """
-
-    features: np.ndarray
-    allowed: np.ndarray
-    user_index: np.ndarray | None = None
-    bucket: int | np.ndarray = 0
-    state: Any = None
-    sends_today: np.ndarray | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return int(self.features.shape[0])
-
-
-@dataclass
-class ItemContext:
-    """What an item policy sees for ``n`` rounds, each with up to ``k`` candidates.
-
-    Attributes:
-        shared: ``(n, d_shared)`` encoded user features (:func:`~pushrl.data.features.encode`),
-            possibly followed by logged context features.
-        candidates: ``(n, k)`` catalog indices of the candidates (padding where ``mask`` is
-            False).
-        mask: ``(n, k)`` bool, True for real candidates.
-        candidate_features: ``(n, k, d_item)`` per-candidate features (catalog features and
-            user-item affinity).
-        shared_names: Names of the ``shared`` columns.
-        candidate_feature_names: Names of the ``candidate_features`` columns.
-        position: ``(n,)`` slot index for multi-slot logs, or None.
-    """
-
-    shared: np.ndarray
-    candidates: np.ndarray
-    mask: np.ndarray
-    candidate_features: np.ndarray
-    shared_names: tuple[str, ...] = ()
-    candidate_feature_names: tuple[str, ...] = ()
-    position: np.ndarray | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return int(self.shared.shape[0])
 
 
 def _sample(dist: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -196,3 +100,7 @@ class ItemPolicy(Policy):
 
     def _mask(self, ctx: ItemContext) -> np.ndarray:
         return np.asarray(ctx.mask, dtype=bool)
+
+
+__all__ = ["SEND", "WAIT", "BatchDecision", "Decision", "ItemContext", "ItemPolicy", "Policy",
+           "TimingContext", "TimingPolicy"]

@@ -1,10 +1,9 @@
-"""What the simulator hands to pluggable policies: duck-typed twins of the policy contexts.
+"""What pluggable policies see and return: the one definition of the decision contexts.
 
-Layers import downward only, so the simulator and the environments cannot import
-:mod:`pushrl.policies`. These dataclasses have exactly the fields (names and order) of
-:class:`pushrl.policies.base.TimingContext`, :class:`~pushrl.policies.base.ItemContext` and
-:class:`~pushrl.policies.base.BatchDecision`, so every policy's ``decide_batch(ctx, rng)``
-accepts them; ``tests/sim/test_contexts.py`` fails if the two ever drift apart.
+The simulator and the environments hand these to policies, and :mod:`pushrl.policies.base`
+re-exports them, so there is exactly one ``TimingContext``, ``ItemContext``,
+``BatchDecision`` and ``Decision`` in pushrl. They live here, in the lowest layer that needs
+them, because layers import downward only (the environments cannot import policies).
 """
 
 from __future__ import annotations
@@ -13,6 +12,46 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One decision.
+
+    Attributes:
+        action: Chosen action index (timing: 0 wait / 1 send; item: index into candidates).
+        pscore: Probability the policy gave ``action``.
+        action_dist: Probabilities of all actions, shape ``(n_actions,)``.
+        item_id: Chosen item id for item policies.
+        reason: Short machine-readable reason (e.g. ``"policy"``, ``"guardrail:quiet_hours"``).
+    """
+
+    action: int
+    pscore: float
+    action_dist: np.ndarray
+    item_id: str | None = None
+    reason: str = "policy"
+
+
+@dataclass(frozen=True)
+class BatchDecision:
+    """Decisions for ``n`` rounds.
+
+    Attributes:
+        action: ``(n,)`` chosen action indices.
+        pscore: ``(n,)`` probability of each chosen action.
+        action_dist: ``(n, n_actions)`` full distributions (zero on masked actions).
+    """
+
+    action: np.ndarray
+    pscore: np.ndarray
+    action_dist: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.action.shape[0])
+
+    def __getitem__(self, i: int) -> Decision:
+        return Decision(int(self.action[i]), float(self.pscore[i]), self.action_dist[i])
 
 
 @dataclass
@@ -70,21 +109,3 @@ class ItemContext:
 
     def __len__(self) -> int:
         return int(self.shared.shape[0])
-
-
-@dataclass(frozen=True)
-class BatchDecision:
-    """Decisions for ``n`` rounds (see :class:`pushrl.policies.base.BatchDecision`).
-
-    Attributes:
-        action: ``(n,)`` chosen action indices.
-        pscore: ``(n,)`` probability of each chosen action.
-        action_dist: ``(n, n_actions)`` full distributions.
-    """
-
-    action: np.ndarray
-    pscore: np.ndarray
-    action_dist: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.action.shape[0])
