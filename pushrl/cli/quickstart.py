@@ -36,15 +36,24 @@ def _run(args: list[str], *, expect: tuple[int, ...] = (0,)) -> dict[str, Any]:
     res = subprocess.run(cmd, capture_output=True, text=True, check=False,
                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
     if res.returncode not in expect:
-        tail = [ln for ln in res.stderr.strip().splitlines() if ln.strip()][-1:] or ["(no output)"]
         raise PushrlError(f"step `pushrl {args[0]} {args[1] if len(args) > 1 else ''}` failed "
-                          f"(exit {res.returncode}): {tail[0]}")
+                          f"(exit {res.returncode}): {_last_error(res.stderr)}")
     try:
         out: dict[str, Any] = json.loads(res.stdout)
     except json.JSONDecodeError:
         out = {"stdout": res.stdout[-2000:]}
     out["_exit"] = res.returncode
     return out
+
+
+def _last_error(stderr: str) -> str:
+    """The most informative line of a failed command's stderr (skips rich box borders)."""
+    lines = [ln.strip(" │╭╮╰╯─") for ln in stderr.splitlines()]
+    lines = [ln for ln in lines if any(c.isalnum() for c in ln)]
+    for ln in reversed(lines):
+        if ln.lower().startswith(("error", "usage")) or "Error" in ln:
+            return ln
+    return lines[-1] if lines else "(no output)"
 
 
 def _scenario(out: Path, data: Path, sim: Path) -> Path:
