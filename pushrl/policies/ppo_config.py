@@ -18,8 +18,12 @@ Everything is a field of :class:`PPOConfig`, recorded in the model card.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Self
+
+import numpy as np
 
 
 @dataclass
@@ -113,3 +117,120 @@ class PPOConfig:
             return lr * (frac + (1.0 - frac) * progress_remaining)
 
         return schedule
+
+
+# ---------------------------------------------------------------------- SB3 objects
+def make_vec_env(cfg: PPOConfig, scenario: Any, seed: int, **overrides: Any) -> Any:
+    """The training env: native vector env -> SB3 adapter -> VecMonitor -> VecNormalize.
+
+    Args:
+        cfg: Hyperparameters (``n_envs``, ``gamma``, normalisation).
+        scenario: Scenario name, path or object.
+        seed: Seed of the first reset (sub-environment ``i`` gets ``seed + i``).
+        **overrides: Scenario keys to replace.
+    """
+    from stable_baselines3.common.vec_env import VecMonitor, VecNormalize
+
+    from pushrl.envs.sb3 import PushTimingSB3VecEnv
+
+    env = VecMonitor(PushTimingSB3VecEnv(cfg.n_envs, scenario, seed=seed, **overrides))
+    return VecNormalize(env, norm_obs=True, norm_reward=cfg.norm_reward, clip_obs=cfg.clip_obs,
+                        gamma=cfg.gamma)
+
+
+def make_model(cfg: PPOConfig, venv: Any, seed: int, tensorboard_log: str | None = None) -> Any:
+    """A fresh SB3 PPO (``MlpPolicy``, separate actor and critic) for ``venv``."""
+    import torch
+    from stable_baselines3 import PPO
+
+    act = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}[cfg.activation]
+    return PPO("MlpPolicy", venv, learning_rate=cfg.learning_rate_schedule(),
+               n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
+               gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
+               ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, max_grad_norm=cfg.max_grad_norm,
+               policy_kwargs={"net_arch": {"pi": list(cfg.net_arch), "vf": list(cfg.net_arch)},
+                              "activation_fn": act},
+               tensorboard_log=tensorboard_log, seed=seed, device="cpu", verbose=0)
+
+
+def save_vecnormalize(venv: Any, path: str | Path) -> Path:
+    """VecNormalize statistics as ``.npz`` (SB3 would pickle the wrapper; we never do)."""
+    path = Path(path)
+    with open(path, "wb") as f:
+        np.savez(f, obs_mean=venv.obs_rms.mean, obs_var=venv.obs_rms.var,
+                 obs_count=np.array(venv.obs_rms.count), ret_mean=np.array(venv.ret_rms.mean),
+                 ret_var=np.array(venv.ret_rms.var), ret_count=np.array(venv.ret_rms.count),
+                 clip_obs=np.array(venv.clip_obs), clip_reward=np.array(venv.clip_reward),
+                 epsilon=np.array(venv.epsilon), gamma=np.array(venv.gamma))
+    return path
+
+
+def load_vecnormalize(venv: Any, path: str | Path) -> None:
+    """Restore statistics written by :func:`save_vecnormalize` into ``venv``."""
+    with np.load(path, allow_pickle=False) as z:
+        venv.obs_rms.mean, venv.obs_rms.var = z["obs_mean"].copy(), z["obs_var"].copy()
+        venv.obs_rms.count = float(z["obs_count"])
+        venv.ret_rms.mean, venv.ret_rms.var = z["ret_mean"].copy(), z["ret_var"].copy()
+        venv.ret_rms.count = float(z["ret_count"])
+
+
+# ---------------------------------------------------------------------- checkpoints
+CHECKPOINT_FORMAT = "pushrl/ppo-checkpoint/v1"
+_CKPT_FILES = ("model.zip", "vecnormalize.npz")
+
+
+def save_checkpoint(model: Any, venv: Any, directory: str | Path,
+                    meta: dict[str, Any]) -> Path:
+    """Write a resumable checkpoint: SB3 zip, VecNormalize ``.npz`` and a manifest with the
+    sha256 of both (a checkpoint is verified before its zip is opened)."""
+    from pushrl.policies.registry import sha256_file
+
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    model.save(d / "model.zip")
+    save_vecnormalize(venv, d / "vecnormalize.npz")
+    manifest = {"format": CHECKPOINT_FORMAT, "timesteps": int(model.num_timesteps), **meta,
+                "files": {f: sha256_file(d / f) for f in _CKPT_FILES}}
+    (d / "checkpoint.json").write_text(json.dumps(manifest, indent=2, default=str))
+    return d
+
+
+def read_checkpoint(directory: str | Path) -> dict[str, Any]:
+    """Verify a checkpoint (or a ``pushrl train timing`` artifact) and return its manifest.
+
+    Raises:
+        ArtifactError: missing manifest or file, or a checksum mismatch.
+    """
+    from pushrl.errors import ArtifactError
+    from pushrl.policies.registry import CARD, sha256_file
+
+    d = Path(directory)
+    for name in ("checkpoint.json", CARD):
+        if (d / name).is_file():
+            manifest: dict[str, Any] = json.loads((d / name).read_text())
+            break
+    else:
+        raise ArtifactError(f"{d} is not a checkpoint (no checkpoint.json or {CARD}); pass "
+                            "runs/NAME/checkpoints/step_N or a policies/NAME/vN artifact")
+    for f in _CKPT_FILES:
+        want = manifest.get("files", {}).get(f)
+        if want is None or not (d / f).is_file():
+            raise ArtifactError(f"{d}: {f} missing from the checkpoint; cannot resume")
+        if sha256_file(d / f) != want:
+            raise ArtifactError(f"{d}: checksum mismatch for {f}; refusing to load a modified "
+                                "checkpoint (SB3 zips can contain pickles)")
+    return manifest
+
+
+def load_weights(model: Any, venv: Any, directory: str | Path) -> int:
+    """Load a verified checkpoint's weights, optimizer and VecNormalize stats into a fresh
+    ``model``; returns the timesteps already trained. Only tensors are read (SB3's
+    ``set_parameters`` uses ``torch.load(weights_only=True)``); the zip's pickled data
+    section is never deserialised."""
+    manifest = read_checkpoint(directory)
+    d = Path(directory)
+    model.set_parameters(str(d / "model.zip"), exact_match=True, device="cpu")
+    load_vecnormalize(venv, d / "vecnormalize.npz")
+    steps = int(manifest.get("timesteps", manifest.get("timesteps_total", 0)))
+    model.num_timesteps = steps
+    return steps
