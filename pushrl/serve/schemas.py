@@ -131,7 +131,7 @@ class DecideIn(_Body):
                                         description="Eligible item ids, each once (default: all "
                                         "items).")
     context: Attributes | None = Field(None, description="Request context, logged as ctx_*.")
-    horizon_hours: Annotated[int, BeforeValidator(_json_int), Field(ge=0, le=168)] | None = Field(
+    horizon_hours: Annotated[int, Field(ge=0, le=168), BeforeValidator(_json_int)] | None = Field(
         None, description=(
         "Also return `send_at`, the first slot within this many hours in which the timing "
         "policy would send, assuming no new events."))

@@ -328,7 +328,7 @@ class Server:
             raise Conflict("not_sent", f"decision {fb.decision_id!r} did not send a push "
                            "(send=false); outcomes only apply to sent pushes")
         if ts < dec["ts"]:
-            raise Unprocessable("feedback_before_decision", f"feedback ts is {dec['ts'] - ts} s "
+            raise Conflict("feedback_before_decision", f"feedback ts is {dec['ts'] - ts} s "
                                 "before the decision; send the time the outcome happened")
         late = ts - dec["ts"] > self.cfg.attribution_hours * HOUR
         st = self.state

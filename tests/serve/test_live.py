@@ -145,13 +145,13 @@ def test_schemathesis_finds_no_server_error(tmp_path: Path) -> None:
     try:
         res = subprocess.run(
             ["schemathesis", "run", srv.base + "/openapi.json", "--checks",
-             "not_a_server_error", "--max-examples", "60", "--seed", "1",
-             "--report", "ndjson", "--report-dir", str(tmp_path / "st"), "--workers", "2",
-             "--phases", "examples,coverage,fuzzing"],
+             "not_a_server_error,status_code_conformance,content_type_conformance,"
+             "response_schema_conformance", "--max-examples", "60", "--seed", "1",
+             "--workers", "1", "--phases", "examples,coverage,fuzzing"],
             capture_output=True, text=True, timeout=900)
         out = res.stdout + res.stderr
         assert res.returncode == 0, out[-4000:]
-        assert "500" not in srv.output()
+        assert "internal error" not in srv.output()
     finally:
         srv.stop()
     print(json.dumps({"schemathesis_tail": out[-1500:]}))
