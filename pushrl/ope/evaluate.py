@@ -997,8 +997,6 @@ def _evaluate_timing(ds: Dataset, cand: ResolvedPolicy, base: ResolvedPolicy | N
                      alpha: float, gate: DeploymentGate | None, gate_estimator: str | None,
                      scenario: str | TimingSettings, segment: str, progress: Progress | None
                      ) -> EvaluationResult:
-    if segment not in SEGMENTS:
-        raise ValueError(f"--segment must be one of {', '.join(SEGMENTS)}, got {segment!r}")
     settings = scenario if isinstance(scenario, TimingSettings) else load_timing_settings(scenario)
     names, skipped = _select(estimators, "timing", dict.fromkeys(TIMING_ESTIMATORS))
     g_name = _gate_estimator("timing", names, gate_estimator)
@@ -1123,6 +1121,8 @@ def _evaluate(ds: Dataset, policy: PolicyLike | ResolvedPolicy,
               hyperparameters: Mapping[str, Mapping[str, Any]] | None,
               allow_in_sample: bool, progress: Progress | None) -> EvaluationResult:
     t0 = time.perf_counter()
+    if segment not in SEGMENTS:
+        raise ValueError(f"--segment must be one of {', '.join(SEGMENTS)}, got {segment!r}")
     _say(progress, "loading policies", 0, 1)
     rs = (reward if isinstance(reward, RewardSpec)
           else RewardSpec.parse(reward) if reward else None)
