@@ -73,6 +73,7 @@ def throughput(name: str, path: Path, repeats: int, cfg: VWConfig) -> dict[str, 
         ws.finish()
         drv.append(time.perf_counter() - t0)
         drv_cpu.append(cpu() - c0)
+    size_mb = round(ex.stat().st_size / 1e6, 1)
     for f in tmp.iterdir():
         f.unlink()
     tmp.rmdir()
@@ -80,7 +81,7 @@ def throughput(name: str, path: Path, repeats: int, cfg: VWConfig) -> dict[str, 
     last = stages[-1]
     return {
         "dataset": name, "rounds": n, "candidates": int(first.metrics["train/n_actions"]),
-        "examples_file_mb": round(ex.stat().st_size / 1e6, 1) if ex.exists() else None,
+        "examples_file_mb": size_mb,
         "vw_args": cfg.args(), "repeats": repeats,
         "ours_seconds": [round(x, 3) for x in ours], "driver_seconds": [round(x, 3) for x in drv],
         "ours_rounds_per_s": round(n / med(ours)), "driver_rounds_per_s": round(n / med(drv)),
