@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from pushrl.cli._common import console, emit, out, progress_bar
@@ -26,31 +27,34 @@ def _default_out(policy: str, baseline: str | None) -> Path:
 def _print_summary(res: Any) -> None:
     d = res.to_dict()
     unit = d["data"].get("value_unit", "expected reward per round")
-    t = Table(title=f"{d['policy']['label']} ({d['kind']} policy): {unit}")
+    t = Table(title=escape(f"{d['policy']['label']} ({d['kind']} policy): {unit}"))
     for c in ("estimator", "value", "95% lower", "95% upper"):
         t.add_column(c, justify="left" if c == "estimator" else "right")
     for who, ests in (("", res.estimates), ("baseline: ", res.baseline_estimates)):
         for name, e in ests.items():
-            t.add_row(f"{who}{name}", f"{e.value:.6g}", f"{e.lower:.6g}", f"{e.upper:.6g}")
+            t.add_row(escape(f"{who}{name}"), f"{e.value:.6g}", f"{e.lower:.6g}",
+                      f"{e.upper:.6g}")
     out.print(t)
     g, c = res.gate, res.gate.comparison
     verdict = "[green]PASS[/]" if g.passed else "[red]BLOCK[/]"
-    out.print(f"gate: {verdict}  improvement over {d['baseline']['label']} ({res.gate_estimator}) "
-              f"{c.difference:.6g}, {100 * (1 - c.alpha):g}% CI [{c.lower:.6g}, {c.upper:.6g}]; "
-              f"ESS {res.diagnostics.ess:.1f} (floor {g.ess_floor:.1f})")
+    out.print(f"gate: {verdict}  " + escape(
+        f"improvement over {d['baseline']['label']} ({res.gate_estimator}) {c.difference:.6g}, "
+        f"{100 * (1 - c.alpha):g}% CI [{c.lower:.6g}, {c.upper:.6g}]; "
+        f"ESS {res.diagnostics.ess:.1f} (floor {g.ess_floor:.1f})"))
     for rule, msg in zip(g.failed_rules, g.messages, strict=True):
-        out.print(f"  failed {rule}: {msg}")
+        out.print(escape(f"  failed {rule}: {msg}"))
     for note in res.notes:
-        out.print(f"[yellow]note:[/] {note}")
+        out.print("[yellow]note:[/] " + escape(note))
     for kind in ("markdown", "html"):
         if kind in res.report:
-            out.print(f"{kind} report: {res.report[kind]}")
+            out.print(escape(f"{kind} report: {res.report[kind]}"))
 
 
 def command(
     data: Path = typer.Option(..., "--data", help="Logged data directory (pushlog v1)."),
-    policy: str = typer.Option(..., "--policy",
-                               help="Candidate: policies/NAME[/vN] artifact or a baseline name."),
+    policy: str = typer.Option(
+        ..., "--policy", help="Candidate: artifact policies/NAME or policies/NAME/vN, or a "
+                              "baseline name."),
     baseline: str | None = typer.Option(
         None, "--baseline", help="What to beat: artifact or baseline name; default: the logging "
                                  "policy (its on-policy value)."),
@@ -86,7 +90,7 @@ def command(
         def progress(name: str, done: int, total: int) -> None:
             if name != stage[0]:
                 stage[0] = name
-                console.print(f"[dim]{name}[/]")
+                console.print(f"[dim]{escape(name)}[/]")
             update(done, max(total, 1))
 
         progress("loading data", 0, 1)
