@@ -1173,6 +1173,10 @@ def _check_held_out(res: EvaluationResult, cand: ResolvedPolicy, base: ResolvedP
                            messages=(*g.messages, msg))
 
 
+_SOURCES = {"artifact": "registry artifact", "baseline": "built-in baseline",
+            "object": "Python object"}
+
+
 def _report(res: EvaluationResult) -> OPEReport:
     base_label = "logging policy" if res.baseline is None else str(res.baseline["label"])
     ests = list(res.estimates.values()) + [
@@ -1180,7 +1184,8 @@ def _report(res: EvaluationResult) -> OPEReport:
                          e.bootstrap_mean) for e in res.baseline_estimates.values()]
     ref = res.gate.comparison.baseline_value
     meta: dict[str, Any] = {
-        "candidate": f"{res.policy['label']} ({res.kind} policy, {res.policy['source']})",
+        "candidate": f"{res.policy['label']} ({res.kind} policy, "
+                     f"{_SOURCES.get(res.policy['source'], res.policy['source'])})",
         "baseline": base_label, "data": f"{res.data['path']} (fingerprint "
                                         f"{res.data['fingerprint']})",
         "reward": res.reward,
