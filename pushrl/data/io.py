@@ -66,8 +66,8 @@ class Dataset:
             h.update(name.encode())
             h.update(str(len(df)).encode())
             h.update(",".join(map(str, df.columns)).encode())
-            nested = [c for c in df.columns if df[c].dtype == object and len(df)
-                      and isinstance(df[c].iloc[0], list | np.ndarray)]
+            nested = [c for c in df.columns if df[c].dtype == object
+                      and isinstance(_first_valid(df[c]), list | np.ndarray)]
             hashable = df.drop(columns=nested)
             if len(hashable):
                 h.update(pd.util.hash_pandas_object(hashable, index=False).values.tobytes())
@@ -77,6 +77,12 @@ class Dataset:
     def item_ids(self) -> np.ndarray:
         """Item ids in table order, shape ``(n_items,)``."""
         return self.items["item_id"].to_numpy(dtype=object)
+
+
+def _first_valid(s: pd.Series) -> Any:
+    """First non-missing value of ``s`` (None if there is none)."""
+    i = s.first_valid_index()
+    return None if i is None else s.loc[i]
 
 
 def to_unix_seconds(ts: pd.Series) -> np.ndarray:
