@@ -91,14 +91,15 @@ def _pushes(p: pd.DataFrame) -> pd.DataFrame:
         "item_id": p["item_id"].astype(object).where(p["item_id"].notna(), None),
         "pscore": p["pscore"].astype(float),
         "pscore_send": p["pscore_send"].astype(float),
-        "candidates": p["candidates"].map(lambda c: None if c is None else json.loads(c)),
+        "candidates": p["candidates"].map(lambda c: json.loads(c) if isinstance(c, str) else None
+                                          ).astype(object),
     })
     for c in BOOL_OUTCOMES:
         v = _bool(p[c])
         out[c] = v.where(~sent, v.fillna(False)).where(sent, pd.NA).astype("boolean")
     rev = p["revenue"].astype(float)
     out["revenue"] = np.where(sent, rev.fillna(0.0), np.nan)
-    ctx = [json.loads(c) if c else {} for c in p["context"]]
+    ctx = [json.loads(c) if isinstance(c, str) else {} for c in p["context"]]
     for k in sorted({k for d in ctx for k in d}):
         vals = [d.get(k) for d in ctx]
         col = pd.Series(vals, dtype=object)
