@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from pushrl.data.synth import SynthConfig, WorldParams, synthesize
+from pushrl.policies.registry import save_artifact
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,10 +32,16 @@ def item_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_blocked_candidate_exits_1_with_json_and_self_contained_report(tmp_path: Path) -> None:
-    r = run("--data", "simulator_data/obd/random", "--policy", "uniform-random",
-            "--estimators", "ipw,dr", "--n-bootstrap", "200", "--out", str(tmp_path),
-            "--json")
+    # a registry artifact (wrapping the uniform-random baseline): without --out the report
+    # goes into the artifact, and the gate evidence into its card for `policies promote`
+    art = save_artifact(tmp_path / "policies" / "unif", kind="item", loader="baseline",
+                        files={"params.json": b"{}"}, card={"baseline": "uniform-random"})
+    r = run("--data", "simulator_data/obd/random", "--policy", str(tmp_path / "policies/unif"),
+            "--estimators", "ipw,dr", "--n-bootstrap", "200", "--json")
     assert r.returncode == 1, r.stderr
+    card = json.loads((art / "card.json").read_text())
+    assert card["ope"]["gate"]["passed"] is False
+    assert card["ope"]["gate"]["failed_rules"] == ["improvement_lower_bound"]
     d = json.loads(r.stdout)
     assert d["passed"] is False and d["exit_code"] == 1 and d["kind"] == "item"
     assert d["gate"]["failed_rules"] == ["improvement_lower_bound"]
@@ -45,6 +52,7 @@ def test_blocked_candidate_exits_1_with_json_and_self_contained_report(tmp_path:
         assert e["lower"] <= e["value"] <= e["upper"] and e["alpha"] == 0.05
     assert d["diagnostics"]["ess"] == pytest.approx(10000)
     assert d["data"]["n_rounds"] == 10000 and d["settings"]["n_bootstrap"] == 200
+    assert Path(d["report"]["html"]).parent == art / "ope" / "vs_logging"
     html = Path(d["report"]["html"]).read_text()
     assert Path(d["report"]["markdown"]).exists()
     assert html.count("data:image/png;base64,") == 2  # forest plot and weight histogram

@@ -21,7 +21,18 @@ def _slug(label: str) -> str:
 
 
 def _default_out(policy: str, baseline: str | None) -> Path:
-    return Path("reports") / f"{_slug(policy)}_vs_{_slug(baseline or 'logging')}"
+    """``<artifact>/ope/vs_<baseline>`` for an artifact (the evidence stays with it), else
+    ``reports/<policy>_vs_<baseline>``."""
+    versus = _slug(baseline or "logging")
+    if Path(policy).exists():
+        from pushrl.errors import ArtifactError
+        from pushrl.policies.registry import resolve
+
+        try:
+            return resolve(policy) / "ope" / f"vs_{versus}"
+        except ArtifactError:
+            pass  # evaluate_policy reports it with the full message
+    return Path("reports") / f"{_slug(policy)}_vs_{versus}"
 
 
 def _print_summary(res: Any) -> None:
@@ -63,7 +74,8 @@ def command(
                                    "dm,ipw,snipw,dr,sndr,switch-dr,dr-os,dr-cf; timing: "
                                    "pdis,wpdis,wdr,fqe."),
     out_dir: Path | None = typer.Option(
-        None, "--out", help="Report directory (default: reports/<policy>_vs_<baseline>)."),
+        None, "--out", help="Report directory (default: <artifact>/ope/vs_<baseline> for an "
+                            "artifact, else reports/<policy>_vs_<baseline>)."),
     n_bootstrap: int = typer.Option(1000, "--n-bootstrap", min=1, help="Bootstrap resamples."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and cross-fitting."),
     scenario: str = typer.Option("default", "--scenario",
