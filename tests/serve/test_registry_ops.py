@@ -20,7 +20,8 @@ H = 3600
 
 
 def artifact(reg: Path, name: str, baseline: str, gate: dict[str, Any] | None) -> Path:
-    card: dict[str, Any] = {"baseline": baseline, "params": {},
+    params = {"hour": 19} if "fixed" in baseline else {}
+    card: dict[str, Any] = {"baseline": baseline, "params": params,
                             "data_fingerprint": "abc123"}
     if gate is not None:
         card["ope"] = {"gate": gate}
