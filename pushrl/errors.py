@@ -25,3 +25,7 @@ class ScenarioError(PushrlError, ValueError):
 
 class NotImplementedYet(PushrlError):
     """A CLI group that a later issue fills."""
+
+
+class UsageError(PushrlError, ValueError):
+    """A command-line or API argument is invalid (unknown name, out-of-range value)."""
