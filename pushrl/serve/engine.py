@@ -220,7 +220,7 @@ class Engine:
         if ps.shadow_timing is not None or ps.shadow_item is not None:
             try:
                 stmts += self._shadow(rows, u, raw, tctx, send, p_send,
-                                      [o["decision_id"] for o in out])
+                                      [str(o["decision_id"]) for o in out])
             except Exception as exc:  # a shadow policy must never break a live decision
                 log.warning("shadow decision failed: %s: %s", type(exc).__name__, exc)
                 self.metrics.shadow.labels("error").inc(n)
@@ -240,8 +240,10 @@ class Engine:
             blocked = ~allowed
         if blocked.any():
             m = np.flatnonzero(blocked)
-            free = TimingContext(tctx.features[m], np.ones(m.size, bool), tctx.user_index[m],
-                                 np.asarray(tctx.bucket)[m], tctx.state, tctx.sends_today[m])
+            users = np.asarray(tctx.user_index)
+            today = np.asarray(tctx.sends_today)
+            free = TimingContext(tctx.features[m], np.ones(m.size, bool), users[m],
+                                 np.asarray(tctx.bucket)[m], tctx.state, today[m])
             wanted = self.policies.timing.policy.action_dist(free)[:, SEND] > 0
             for i in m[wanted].tolist():
                 self.metrics.guardrail_blocks.labels(reasons[i]).inc()

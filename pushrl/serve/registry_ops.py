@@ -95,14 +95,15 @@ def audit(registry: str | Path, action: str, **fields: Any) -> dict[str, Any]:
 
 def list_artifacts(registry: str | Path) -> list[dict[str, Any]]:
     """Summary of every artifact version in the registry (cards read, files not verified)."""
-    out = []
+    out: list[dict[str, Any]] = []
     root = Path(registry)
     if not root.is_dir():
         return out
     for d in sorted(root.iterdir()):
         if not d.is_dir() or d.name.startswith((".", "_")):
             continue
-        for v in sorted(d.glob("v*"), key=lambda p: int(p.name[1:]) if p.name[1:].isdigit() else -1):
+        for v in sorted(d.glob("v*"),
+                        key=lambda p: int(p.name[1:]) if p.name[1:].isdigit() else -1):
             if not (v / CARD).exists():
                 continue
             card = read_card(v)

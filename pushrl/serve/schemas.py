@@ -12,7 +12,8 @@ from zoneinfo import available_timezones
 from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 
 _MIN_SEC, _MAX_SEC = 946_684_800, 4_102_444_799  # 2000-01-01T00:00:00Z .. 2099-12-31T23:59:59Z
-_ISO = r"^20[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+_ISO = (r"^20[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
+        r"(Z|[+-][0-9]{2}:[0-9]{2})$")
 _ISO_RE = re.compile(_ISO)
 
 
@@ -48,7 +49,8 @@ TimeZone = Annotated[str, WithJsonSchema({
     "type": "string", "enum": sorted(available_timezones() | {"UTC"}),
     "description": "IANA time zone, e.g. Europe/Berlin"})]
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$",
-                          description="Opaque printable ASCII id (no spaces), never personal data.")]
+                          description="Opaque printable ASCII id (no spaces), never personal "
+                          "data.")]
 Scalar = float | int | bool | str
 Attributes = Annotated[dict[Annotated[str, Field(min_length=1, max_length=64)],
                             Annotated[Scalar, Field()] | None],

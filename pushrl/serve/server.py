@@ -65,6 +65,7 @@ class Server:
         self._pending_fb: dict[str, dict[str, Any]] = {}
         self._waiting: list[tuple[DecideIn, asyncio.Future[dict[str, Any]]]] = []
         self._batch_scheduled = False
+        self._tasks: set[asyncio.Future[None]] = set()
         self._ptr_stat: tuple[int, int] | None = self._pointer_stat()
         self._swap_lock = asyncio.Lock()
 
@@ -184,8 +185,8 @@ class Server:
         ts = np.array([_sec(e.ts, now) for e in events], np.int64)
         stmts: list[Statement] = []
         # vectorised runs of distinct users (a user's events apply in order)
-        start, seen = 0, set()
-        for i, ui in enumerate(u.tolist() + [None]):
+        start, seen = 0, set[int]()
+        for i, ui in enumerate([*u.tolist(), None]):
             if ui is None or ui in seen:
                 sl = slice(start, i)
                 stmts += st.op(OP_ACTIVITY, u[sl], ts[sl] // HOUR, item[sl])
@@ -232,7 +233,9 @@ class Server:
         todo = list(range(len(rows)))
         try:
             while todo:
-                now, later, seen = [], [], set()
+                now: list[int] = []
+                later: list[int] = []
+                seen: set[int] = set()
                 for i in todo:
                     (later if rows[i].u in seen else now).append(i)
                     seen.add(rows[i].u)
@@ -262,7 +265,9 @@ class Server:
         self._batch_scheduled = False
         waiting, self._waiting = self._waiting, []
         while waiting:
-            batch, later, seen = [], [], set()
+            batch: list[tuple[DecideIn, asyncio.Future[dict[str, Any]]]] = []
+            later: list[tuple[DecideIn, asyncio.Future[dict[str, Any]]]] = []
+            seen: set[str] = set()
             for item in waiting:  # one decision per user per pass
                 (later if item[0].user_id in seen else batch).append(item)
                 seen.add(item[0].user_id)
@@ -285,7 +290,9 @@ class Server:
                 for f in futs:
                     f.set_exception(exc)
                 continue
-            asyncio.ensure_future(self._finish(outs, stmts, futs))
+            task = asyncio.ensure_future(self._finish(outs, stmts, futs))
+            self._tasks.add(task)  # keep a reference until it is done
+            task.add_done_callback(self._tasks.discard)
 
     async def _finish(self, outs: list[dict[str, Any]], stmts: list[Statement],
                       futs: list[asyncio.Future[dict[str, Any]]]) -> None:

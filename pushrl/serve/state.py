@@ -229,14 +229,20 @@ class ServerState:
         idx_to_user = dict(log.iter_rows("SELECT idx, user_id FROM users"))
         self.fs = FeatureState(self.spec, [], 0)
         self.users = {}
-        run_kind, run_u, run_b, run_a, seen = -1, [], [], [], set()
+        run_kind = -1
+        run_u: list[int] = []
+        run_b: list[int] = []
+        run_a: list[int] = []
+        seen: set[int] = set()
 
-        def flush() -> None:
+        def flush() -> None:  # one vectorised call per run of distinct users of one kind
             if run_u:
                 a = np.array(run_a, np.int64)
                 apply_op(self.fs, run_kind, np.array(run_u, np.int64), np.array(run_b, np.int64),
                          self._categories(a) if run_kind == OP_ACTIVITY else a)
-            run_u.clear(), run_b.clear(), run_a.clear(), seen.clear()
+            for x in (run_u, run_b, run_a):
+                x.clear()
+            seen.clear()
 
         for _, kind, u, b, a, tz in log.iter_rows("SELECT * FROM ops ORDER BY seq"):
             if kind == OP_ADD_USER:
@@ -249,7 +255,10 @@ class ServerState:
             if kind != run_kind or u in seen:
                 flush()
                 run_kind = kind
-            run_u.append(u), run_b.append(b), run_a.append(a), seen.add(u)
+            run_u.append(u)
+            run_b.append(b)
+            run_a.append(a)
+            seen.add(u)
         flush()
         self.sends = SendHistory()
         for uid, ts in log.iter_rows("SELECT user_id, ts FROM decisions WHERE sent=1 "
