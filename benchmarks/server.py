@@ -57,6 +57,12 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -176,12 +182,17 @@ def main() -> None:
         # interleave short phases so both endpoints see the same background load
         parts: dict[str, list[dict]] = {"/v1/echo": [], "/v1/decide": []}
         slice_s = max(1, duration // a.rounds)
+        cpu = dict.fromkeys(parts, 0.0)
         for _ in range(a.rounds):
             for path in parts:
+                c0 = cpu_seconds(proc.pid)
                 parts[path].append(run_wrk(base, path, slice_s, a.connections, a.users, tmp)
                                    if tool == "wrk" else
                                    run_httpx(base, path, slice_s, a.connections, a.users))
+                cpu[path] += cpu_seconds(proc.pid) - c0
         runs = {p: _combine(r, slice_s) for p, r in parts.items()}
+        for p, r in runs.items():  # robust to background load: server CPU per request
+            r["server_cpu_us_per_request"] = round(1e6 * cpu[p] / max(r["requests"], 1), 1)
         rss = rss_mb(proc.pid)
         metrics = httpx.get(base + "/metrics").text
     finally:
@@ -211,7 +222,8 @@ def main() -> None:
         return
     for name, r in (("echo", echo), ("decide", dec)):
         print(f"{name:7s} {r['rps']:8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} "
-              f"ms  errors {r['errors']}  ({r['requests']} requests)")
+              f"ms  errors {r['errors']}  ({r['requests']} requests, server CPU "
+              f"{r['server_cpu_us_per_request']} us/request)")
     print(f"decide/echo {res['decide_vs_echo']:.2f}  server RSS {rss:.0f} MB  tool {tool}, "
           f"{a.connections} connections, {duration}s, sync={a.sync}")
     print("targets:", ", ".join(f"{k} {'ok' if v else 'MISSED'}" for k, v in res["targets"].items()))

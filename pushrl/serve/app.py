@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
@@ -230,9 +231,11 @@ def _add_data_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any,
 def _add_decide_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any) -> None:
     @app.post("/v1/decide", response_model=DecideOut, tags=["decide"],
               dependencies=[decide_scope], responses=_errors(400, 401, 403, 404, 409, 422))
-    async def decide(body: DecideIn) -> dict[str, Any]:
+    async def decide(body: DecideIn) -> Any:
         """Send now or wait; which item. Logged durably (with its pscore) before answering."""
-        return await srv().decide_one(body)
+        # already JSON-ready and shaped as DecideOut: skip re-validating it (hot path)
+        return Response(json.dumps(await srv().decide_one(body)).encode(),
+                        media_type="application/json")
 
     @app.post("/v1/decide/batch", response_model=DecideBatchOut, tags=["decide"],
               dependencies=[decide_scope], responses=_errors(400, 401, 403, 404, 409, 422))

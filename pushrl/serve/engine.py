@@ -7,8 +7,8 @@ wait; ``pscore_send`` is logged too (pushlog v1), so item-level OPE can divide i
 
 from __future__ import annotations
 
-import datetime as dt
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -58,8 +58,9 @@ class DecideRow:
     horizon: int | None = None
 
 
-def _iso(sec: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(sec, dt.UTC)
+def iso(sec: int) -> str:
+    """``2026-03-02T09:00:00Z`` for unix seconds (the API's time format)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(sec))
 
 
 class Engine:
@@ -161,11 +162,14 @@ class Engine:
     def check_row(self, row: DecideRow, index: int = 0) -> None:
         """Everything :meth:`decide` would refuse for this row alone (so a micro-batch can
         drop it without failing the others); ``index`` names it in messages."""
-        self.state.check_clock(np.array([row.u]), np.array([row.ts // HOUR]), first=index)
-        if not self.state.item_list:
+        st = self.state
+        if row.ts // HOUR < st.fs.a.clock[row.u]:
+            st.check_clock(np.array([row.u]), np.array([row.ts // HOUR]), first=index)
+        if not st.item_list:
             raise Conflict("no_items", "the item catalog is empty; add items with "
                            "PUT /v1/items/{item_id} or start the server with --catalog DIR")
-        self.check_items(self.policies.item, [row])
+        if row.candidates is not None:
+            self.check_items(self.policies.item, [row])
 
     def check_items(self, loaded: Loaded, rows: list[DecideRow]) -> None:
         """Refuse candidates the item policy cannot score (before any state changes)."""
@@ -201,20 +205,23 @@ class Engine:
             for i in np.flatnonzero(send).tolist():
                 st.sends.record(int(u[i]), "", int(ts[i]), int(days[i]))
         out = []
+        send_l, ps_l, pss_l, pi_l = (send.tolist(), pscore.tolist(), p_send.tolist(),
+                                     p_item.tolist())
+        ts_l, item_label = ts.tolist(), ps.item.label
         for i, r in enumerate(rows):
             did = self._next_id()
+            sent = send_l[i]
             stmts.append((_DECISION_SQL, (
-                did, st.next_seq(), r.user_id, int(ts[i]), int(send[i]), items[i],
-                float(pscore[i]), float(p_send[i]), float(p_item[i]) if send[i] else None,
-                timing.label, ps.item.label if send[i] else None, why[i],
+                did, st.next_seq(), r.user_id, ts_l[i], int(sent), items[i], ps_l[i], pss_l[i],
+                pi_l[i] if sent else None, timing.label, item_label if sent else None, why[i],
                 None if r.candidates is None else json.dumps(
                     [st.item_list[c].item_id for c in r.candidates]),
                 None if r.context is None else json.dumps(r.context, sort_keys=True),
                 raw[i].tobytes())))
-            out.append({"decision_id": did, "send": bool(send[i]), "item_id": items[i],
-                        "pscore": float(pscore[i]), "policy": timing.label,
-                        "item_policy": ps.item.label if send[i] else None, "reason": why[i],
-                        "ts": _iso(int(ts[i])), "send_at": None})
+            out.append({"decision_id": did, "send": sent, "item_id": items[i],
+                        "pscore": ps_l[i], "policy": timing.label,
+                        "item_policy": item_label if sent else None, "reason": why[i],
+                        "ts": iso(ts_l[i]), "send_at": None})
         self.metrics.decisions.labels(timing.label).inc(n)
         self.metrics.sends.labels(timing.label).inc(int(send.sum()))
         if ps.shadow_timing is not None or ps.shadow_item is not None:
@@ -276,7 +283,7 @@ class Engine:
         return [(_SHADOW_SQL, (ids[i], t.label, item.label, int(s_send[i]), items[i],
                                float(ps_joint[i]), float(s_p[i]))) for i in range(len(rows))]
 
-    def _look_ahead(self, timing: Loaded, r: DecideRow, u: int, ts: int) -> dt.datetime | None:
+    def _look_ahead(self, timing: Loaded, r: DecideRow, u: int, ts: int) -> str | None:
         """First slot after ``ts`` within ``r.horizon`` hours in which ``timing`` would send,
         on a copy of the user's state (no new events assumed)."""
         h = int(r.horizon or 0)
@@ -293,4 +300,4 @@ class Engine:
         ctx = TimingContext(raw, allowed, local, bb, scratch, today)
         act = np.asarray(timing.policy.decide_batch(ctx, self.look_rng).action)
         hit = np.flatnonzero(act == SEND)
-        return _iso(int(bb[hit[0]] * HOUR)) if hit.size else None
+        return iso(int(bb[hit[0]] * HOUR)) if hit.size else None

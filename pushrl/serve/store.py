@@ -148,9 +148,16 @@ class DurableLog:
             err: BaseException | None = None
             try:
                 conn.execute("BEGIN")
+                run_sql, run = None, []  # consecutive rows of one statement: executemany
                 for stmts, _ in batch:
                     for sql, params in stmts:
-                        conn.execute(sql, params)
+                        if sql is not run_sql and sql != run_sql:
+                            if run:
+                                conn.executemany(run_sql, run)
+                            run_sql, run = sql, []
+                        run.append(params)
+                if run:
+                    conn.executemany(run_sql, run)
                 conn.execute("COMMIT")
             except BaseException as exc:  # resolve every waiter, whatever happened
                 err = exc
