@@ -148,7 +148,8 @@ class DurableLog:
             err: BaseException | None = None
             try:
                 conn.execute("BEGIN")
-                run_sql, run = None, []  # consecutive rows of one statement: executemany
+                # consecutive rows of one statement: one executemany
+                run_sql, run = "", list[Sequence[Any]]()
                 for stmts, _ in batch:
                     for sql, params in stmts:
                         if sql is not run_sql and sql != run_sql:
