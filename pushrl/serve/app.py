@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
@@ -166,9 +167,16 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def _domain(_: Request, exc: PushrlError) -> JSONResponse:
         return _error(422, "invalid_request", str(exc))
 
+    @app.exception_handler(sqlite3.Error)
+    async def _log_down(request: Request, exc: sqlite3.Error) -> JSONResponse:
+        log.error("durable log error on %s %s: %s", request.method, _route(request), exc)
+        return _error(503, "log_unavailable", "the durable log cannot be written; nothing was "
+                      "acknowledged, retry later")
+
     @app.exception_handler(Exception)
     async def _fault(request: Request, exc: Exception) -> JSONResponse:
-        log.error("internal error on %s %s: %s: %s", request.method, request.url.path,
+        # the route template, not the path: paths carry user ids; bodies are never logged
+        log.error("internal error on %s %s: %s: %s", request.method, _route(request),
                   type(exc).__name__, exc)
         return _error(500, "internal", "internal server error (logged; the request may be "
                       "retried)")
@@ -204,7 +212,7 @@ def _add_ops_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any) 
 def _add_data_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any,
                      admin_scope: Any) -> None:
     @app.put("/v1/users/{user_id}", response_model=UserOut, tags=["data"],
-             dependencies=[decide_scope], responses=_errors(400, 401, 403, 409, 422))
+             dependencies=[decide_scope], responses=_errors(400, 401, 403, 409, 422, 503))
     async def put_user(user_id: PathId, body: UserIn) -> dict[str, Any]:
         """Create or update a user (time zone, features)."""
         created, stmts = srv().put_user(user_id, body.timezone, body.features, body.ts)
@@ -212,14 +220,14 @@ def _add_data_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any,
         return {"user_id": user_id, "created": created}
 
     @app.put("/v1/items/{item_id}", response_model=ItemOut, tags=["data"],
-             dependencies=[admin_scope], responses=_errors(400, 401, 403, 422))
+             dependencies=[admin_scope], responses=_errors(400, 401, 403, 422, 503))
     async def put_item(item_id: PathId, body: ItemIn) -> dict[str, Any]:
         """Create or update a catalog item."""
         created = await srv().put_item(item_id, body.category, body.features)
         return {"item_id": item_id, "created": created}
 
     @app.post("/v1/events", response_model=EventsOut, tags=["data"],
-              dependencies=[decide_scope], responses=_errors(400, 401, 403, 404, 422))
+              dependencies=[decide_scope], responses=_errors(400, 401, 403, 404, 422, 503))
     async def events(body: Event | EventBatch) -> dict[str, Any]:
         """Record one activity event or a batch ``{"events": [...]}``."""
         evs = body.events if isinstance(body, EventBatch) else [body]
@@ -230,7 +238,7 @@ def _add_data_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any,
 
 def _add_decide_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any) -> None:
     @app.post("/v1/decide", response_model=DecideOut, tags=["decide"],
-              dependencies=[decide_scope], responses=_errors(400, 401, 403, 404, 409, 422))
+              dependencies=[decide_scope], responses=_errors(400, 401, 403, 404, 409, 422, 503))
     async def decide(body: DecideIn) -> Any:
         """Send now or wait; which item. Logged durably (with its pscore) before answering."""
         # already JSON-ready and shaped as DecideOut: skip re-validating it (hot path)
@@ -238,7 +246,7 @@ def _add_decide_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: An
                         media_type="application/json")
 
     @app.post("/v1/decide/batch", response_model=DecideBatchOut, tags=["decide"],
-              dependencies=[decide_scope], responses=_errors(400, 401, 403, 404, 409, 422))
+              dependencies=[decide_scope], responses=_errors(400, 401, 403, 404, 409, 422, 503))
     async def decide_batch(body: DecideBatchIn) -> dict[str, Any]:
         """Several decisions (distinct users) in one request."""
         out, stmts = srv().decide(body.requests)
@@ -246,7 +254,7 @@ def _add_decide_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: An
         return {"decisions": out}
 
     @app.post("/v1/feedback", response_model=FeedbackOut, tags=["decide"],
-              dependencies=[decide_scope], responses=_errors(400, 401, 403, 404, 409, 422))
+              dependencies=[decide_scope], responses=_errors(400, 401, 403, 404, 409, 422, 503))
     async def feedback(body: FeedbackIn) -> dict[str, Any]:
         """Outcomes of a decision (idempotent; late ones are kept but flagged)."""
         s = srv()
@@ -278,7 +286,7 @@ def _add_policy_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: An
                 "available": avail}
 
     @app.post("/v1/policies/{name}/promote", response_model=ChangeOut, tags=["policies"],
-              dependencies=[admin_scope], responses=_errors(400, 401, 403, 404, 409, 422))
+              dependencies=[admin_scope], responses=_errors(400, 401, 403, 404, 409, 422, 503))
     async def promote(name: PathId, body: PromoteIn) -> dict[str, Any]:
         """Promote (OPE gate) or shadow an artifact; swaps policies without a restart."""
         s = srv()
@@ -289,7 +297,7 @@ def _add_policy_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: An
         return _change(s, res)
 
     @app.post("/v1/policies/{name}/rollback", response_model=ChangeOut, tags=["policies"],
-              dependencies=[admin_scope], responses=_errors(400, 401, 403, 404, 409, 422))
+              dependencies=[admin_scope], responses=_errors(400, 401, 403, 404, 409, 422, 503))
     async def rollback(name: PathId, body: RollbackIn | None = None) -> dict[str, Any]:
         """Undo the last promotion of the slot `name` is active in (or stop its shadow)."""
         s = srv()
@@ -299,7 +307,7 @@ def _add_policy_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: An
         return _change(s, res)
 
     @app.put("/v1/kill-switch", response_model=KillSwitchOut, tags=["policies"],
-             dependencies=[admin_scope], responses=_errors(400, 401, 403, 422))
+             dependencies=[admin_scope], responses=_errors(400, 401, 403, 422, 503))
     async def kill_switch(body: KillSwitchIn) -> dict[str, Any]:
         """Global kill switch: on = the safe default policy decides (never sends)."""
         await srv().set_kill_switch(body.enabled, body.reason)
@@ -322,6 +330,11 @@ def _with_metrics(app: FastAPI) -> FastAPI:
 
     app.add_middleware(_Late)
     return app
+
+
+def _route(request: Request) -> str:
+    route = request.scope.get("route")
+    return str(getattr(route, "path", "unmatched route"))
 
 
 async def _apply(s: Server) -> None:
