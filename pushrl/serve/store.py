@@ -17,6 +17,7 @@ fsync over every request that arrived while the previous one ran.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import queue
 import sqlite3
@@ -27,10 +28,13 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from pushrl.errors import PushrlError
+
 log = logging.getLogger("pushrl.serve")
 
 SCHEMA_VERSION = "pushrl/serve-log/v1"
 LOG_FILE = "log.sqlite3"
+LOCK_FILE = "server.lock"
 
 #: Ops of the feature-state journal.
 OP_ADD_USER, OP_ACTIVITY, OP_ADVANCE, OP_PUSH, OP_OPEN = 0, 1, 2, 3, 4
@@ -92,6 +96,14 @@ class DurableLog:
                  on_commit: Callable[[int, float], None] | None = None) -> None:
         self.dir = Path(state_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+        # one server per state dir: a second one would keep a diverging user state
+        self._lock = open(self.dir / LOCK_FILE, "a+")  # noqa: SIM115 (held for our lifetime)
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self._lock.close()
+            raise PushrlError(f"state dir {self.dir} is in use by another pushrl server; stop "
+                              "it or pass another --state") from None
         self.path = self.dir / LOG_FILE
         self._sync = sync
         w = connect(self.path, sync=sync)
@@ -201,6 +213,7 @@ class DurableLog:
         self._thread.join(timeout=30)
         self._writer_conn.close()
         self.reader.close()
+        self._lock.close()  # releases the flock
 
     # ------------------------------------------------------------------ reads
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

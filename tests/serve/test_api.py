@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from pushrl.errors import PushrlError
 from pushrl.serve.auth import new_key
 from tests.serve.conftest import T0, doubles, seed_world
 
@@ -201,3 +202,15 @@ def test_shadow_decisions_are_logged_not_acted_on(make_client: Any, tmp_path: Pa
     rows = sqlite3.connect(tmp_path / "state" / "log.sqlite3").execute(
         "SELECT policy, send, pscore FROM shadow").fetchall()
     assert len(rows) == 3 and all(r[0] == "coin@test" and 0 < r[2] <= 1 for r in rows)
+
+
+def test_kill_switch_survives_restart(make_client: Any) -> None:
+    c = make_client()
+    seed_world(c)
+    c.put("/v1/kill-switch", json={"enabled": True, "reason": "incident"})
+    with pytest.raises(PushrlError, match="in use by another pushrl server"):
+        make_client()  # one server per state dir
+    c.__exit__(None, None, None)
+    c2 = make_client()  # same state dir, after a restart
+    d = c2.post("/v1/decide", json={"user_id": "u0", "ts": T0 + 12 * H}).json()
+    assert d["reason"] == "guardrail:kill_switch" and not d["send"]
