@@ -23,9 +23,5 @@ class ScenarioError(PushrlError, ValueError):
     """A scenario file is missing or invalid."""
 
 
-class NotImplementedYet(PushrlError):
-    """A CLI group that a later issue fills."""
-
-
 class UsageError(PushrlError, ValueError):
     """A command-line or API argument is invalid (unknown name, out-of-range value)."""

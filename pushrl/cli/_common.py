@@ -8,27 +8,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from pushrl.data.io import json_default
 
 console = Console(stderr=True)
 out = Console()
 
 
-def _default(o: Any) -> Any:
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
-
-
 def to_json(obj: Any) -> str:
     """Serialise results (numpy scalars and arrays included) as indented JSON."""
-    return json.dumps(obj, indent=2, sort_keys=False, default=_default)
+    return json.dumps(obj, indent=2, sort_keys=False, default=json_default)
 
 
 def emit(obj: Any, as_json: bool) -> None:
@@ -52,10 +43,3 @@ def progress_bar(description: str, total: float, *, enabled: bool = True) -> Ite
             prog.update(task, completed=done, total=tot)
 
         yield update
-
-
-def not_implemented(what: str) -> None:
-    """Exit non-zero for a command a later issue fills."""
-    from pushrl.errors import NotImplementedYet
-
-    raise NotImplementedYet(f"`pushrl {what}` is not implemented yet")

@@ -7,44 +7,21 @@ import sys
 
 import typer
 
-from pushrl.cli import data
+from pushrl.cli import compare, data, evaluate, logs, policies, quickstart, serve, sim, train
 
 app = typer.Typer(
     help="pushrl: learn what and when to push from logged push notifications.",
     no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
 )
 app.add_typer(data.app, name="data")
-
-
-def _register_optional() -> None:
-    """Attach the groups whose modules exist (each issue adds its own module)."""
-    import importlib
-
-    for mod, name in (("sim", "sim"), ("train", "train"), ("policies", "policies"),
-                      ("logs", "logs")):
-        try:
-            m = importlib.import_module(f"pushrl.cli.{mod}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"pushrl.cli.{mod}":
-                raise
-            m = importlib.import_module("pushrl.cli._stubs")
-            app.add_typer(m.stub_group(name), name=name)
-            continue
-        app.add_typer(m.app, name=name)
-    for mod, name in (("evaluate", "evaluate"), ("compare", "compare"), ("serve", "serve"),
-                      ("quickstart", "quickstart")):
-        try:
-            m = importlib.import_module(f"pushrl.cli.{mod}")
-            app.command(name)(m.command)
-        except ModuleNotFoundError as exc:
-            if exc.name != f"pushrl.cli.{mod}":
-                raise
-            from pushrl.cli._stubs import stub_command
-
-            app.command(name, help=f"({name}: not implemented yet)")(stub_command(name))
-
-
-_register_optional()
+app.add_typer(sim.app, name="sim")
+app.add_typer(train.app, name="train")
+app.command("evaluate")(evaluate.command)
+app.command("compare")(compare.command)
+app.add_typer(policies.app, name="policies")
+app.command("serve")(serve.command)
+app.add_typer(logs.app, name="logs")
+app.command("quickstart")(quickstart.command)
 
 
 def main() -> None:

@@ -95,6 +95,17 @@ def from_unix_seconds(sec: np.ndarray) -> pd.Series:
     return pd.Series(pd.to_datetime(np.asarray(sec, dtype="int64"), unit="s", utc=True))
 
 
+def json_default(o: Any) -> Any:
+    """``json.dumps(default=...)`` for numpy scalars and arrays (anything else as ``str``)."""
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
 def _find(dirpath: Path, name: str) -> Path | None:
     for cand in (dirpath / f"{name}.parquet", dirpath / name, dirpath / f"{name}.csv"):
         if cand.exists():

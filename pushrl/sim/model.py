@@ -22,6 +22,7 @@ from typing import Any, Literal
 import numpy as np
 
 from pushrl.data.features import FeatureSpec
+from pushrl.data.io import json_default
 from pushrl.errors import ArtifactError
 from pushrl.sim.glm import Glm
 from pushrl.sim.population import Population
@@ -106,19 +107,9 @@ def save_sim(model: SimModel, out: str | Path) -> Path:
         "components": {k: g.to_dict() for k, g in model.glms.items()},
         "meta": model.meta, "files": {ARRAYS: _sha256(d / ARRAYS)},
     }
-    body = json.dumps(doc, indent=1, sort_keys=True, default=_json_default)
+    body = json.dumps(doc, indent=1, sort_keys=True, default=json_default)
     (d / SIM_JSON).write_text(body)
     return d
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)
 
 
 def load_sim(path: str | Path) -> SimModel:
