@@ -97,7 +97,7 @@ class DurableLog:
         self.dir = Path(state_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         # one server per state dir: a second one would keep a diverging user state
-        self._lock = open(self.dir / LOCK_FILE, "a+")  # noqa: SIM115 (held for our lifetime)
+        self._lock = open(self.dir / LOCK_FILE, "a+")  # held for our lifetime
         try:
             fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
