@@ -113,7 +113,8 @@ def run_wrk(url: str, path: str, duration: int, conns: int, users: int, tmp: Pat
 HTTPX_GEN = r"""
 import asyncio, json, random, sys, time
 import httpx
-url, path, duration, conns, users = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+url, path = sys.argv[1], sys.argv[2]
+duration, conns, users = float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 lat, errors = [], 0
 async def worker(c, stop, rng):
     global errors
@@ -136,7 +137,8 @@ async def main():
         el = time.perf_counter() - t0
     lat.sort()
     q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))] * 1e3
-    print(json.dumps({"requests": len(lat), "rps": len(lat) / el, "p50_ms": q(.5), "p99_ms": q(.99), "errors": errors}))
+    print(json.dumps({"requests": len(lat), "rps": len(lat) / el, "p50_ms": q(.5),
+                      "p99_ms": q(.99), "errors": errors}))
 asyncio.run(main())
 """
 
@@ -202,8 +204,8 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
     echo, dec = runs["/v1/echo"], runs["/v1/decide"]
-    commits = [ln for ln in metrics.splitlines()
-               if ln.startswith(("serve_log_commit_requests_sum", "serve_log_commit_requests_count"))]
+    commits = [ln for ln in metrics.splitlines() if ln.startswith(
+        ("serve_log_commit_requests_sum", "serve_log_commit_requests_count"))]
     res = {
         "tool": tool, "connections": a.connections, "duration_s": duration, "users": a.users,
         "sync": a.sync, "cpus": os.cpu_count(), "user_setup_s": round(setup_s, 2),
@@ -226,7 +228,8 @@ def main() -> None:
               f"{r['server_cpu_us_per_request']} us/request)")
     print(f"decide/echo {res['decide_vs_echo']:.2f}  server RSS {rss:.0f} MB  tool {tool}, "
           f"{a.connections} connections, {duration}s, sync={a.sync}")
-    print("targets:", ", ".join(f"{k} {'ok' if v else 'MISSED'}" for k, v in res["targets"].items()))
+    print("targets:", ", ".join(f"{k} {'ok' if v else 'MISSED'}"
+                                for k, v in res["targets"].items()))
     print(res["note"])
 
 
