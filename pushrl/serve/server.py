@@ -20,6 +20,7 @@ from pushrl.policies.base import Policy
 from pushrl.serve import registry_ops
 from pushrl.serve.auth import KeyChecker, load_keys
 from pushrl.serve.config import ServeConfig
+from pushrl.serve.batcher import DecisionBatcher
 from pushrl.serve.engine import DecideRow, Engine
 from pushrl.serve.errors import Conflict, NotFound, Unprocessable
 from pushrl.serve.metrics import ServeMetrics
@@ -63,9 +64,7 @@ class Server:
         self.metrics.kill_switch.set(int(kill))
         self.metrics.users.set(len(self.state.users))
         self._pending_fb: dict[str, dict[str, Any]] = {}
-        self._waiting: list[tuple[DecideIn, asyncio.Future[dict[str, Any]]]] = []
-        self._batch_scheduled = False
-        self._tasks: set[asyncio.Future[None]] = set()
+        self.batcher = DecisionBatcher(self)
         self._ptr_stat: tuple[int, int] | None = self._pointer_stat()
         self._swap_lock = asyncio.Lock()
 
@@ -250,62 +249,8 @@ class Server:
         return outs, stmts
 
     async def decide_one(self, req: DecideIn) -> dict[str, Any]:
-        """One decision, micro-batched with the others that arrived in the same event-loop
-        tick: one vectorised pass through the pipeline and one group commit for all of them
-        (each user still sees its own requests in order)."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[dict[str, Any]] = loop.create_future()
-        self._waiting.append((req, fut))
-        if not self._batch_scheduled:
-            self._batch_scheduled = True
-            loop.call_soon(self._run_batch)
-        return await fut
-
-    def _run_batch(self) -> None:
-        self._batch_scheduled = False
-        waiting, self._waiting = self._waiting, []
-        while waiting:
-            batch: list[tuple[DecideIn, asyncio.Future[dict[str, Any]]]] = []
-            later: list[tuple[DecideIn, asyncio.Future[dict[str, Any]]]] = []
-            seen: set[str] = set()
-            for item in waiting:  # one decision per user per pass
-                (later if item[0].user_id in seen else batch).append(item)
-                seen.add(item[0].user_id)
-            waiting = later
-            rows, futs = [], []
-            for req, fut in batch:
-                try:
-                    row = self.rows([req])[0]
-                    self.engine.check_row(row)
-                except Exception as exc:
-                    fut.set_exception(exc)
-                    continue
-                rows.append(row)
-                futs.append(fut)
-            if not rows:
-                continue
-            try:
-                outs, stmts = self.engine.decide(rows)
-            except Exception as exc:
-                for f in futs:
-                    f.set_exception(exc)
-                continue
-            task = asyncio.ensure_future(self._finish(outs, stmts, futs))
-            self._tasks.add(task)  # keep a reference until it is done
-            task.add_done_callback(self._tasks.discard)
-
-    async def _finish(self, outs: list[dict[str, Any]], stmts: list[Statement],
-                      futs: list[asyncio.Future[dict[str, Any]]]) -> None:
-        try:
-            await self.commit(stmts)
-        except Exception as exc:
-            for f in futs:
-                if not f.done():
-                    f.set_exception(exc)
-            return
-        for f, o in zip(futs, outs, strict=True):
-            if not f.done():
-                f.set_result(o)
+        """One decision, micro-batched with those arriving in the same loop tick."""
+        return await self.batcher.decide(req)
 
     def _decision(self, decision_id: str) -> dict[str, Any]:
         got = self._pending_fb.get(decision_id)

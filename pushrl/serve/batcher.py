@@ -1,0 +1,89 @@
+"""Micro-batching of concurrent ``/v1/decide`` requests.
+
+Requests that arrive in the same event-loop tick are decided in one vectorised pass through
+the pipeline and made durable by one group commit; each is answered only after that commit.
+A user with several waiting requests is decided in order (one pass per repetition).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from pushrl.serve.schemas import DecideIn
+from pushrl.serve.store import Statement
+
+if TYPE_CHECKING:
+    from pushrl.serve.server import Server
+
+
+class DecisionBatcher:
+    """Collects single decisions and runs them as batches on the server's engine."""
+
+    def __init__(self, srv: Server) -> None:
+        self.srv = srv
+        self._waiting: list[tuple[DecideIn, asyncio.Future[dict[str, Any]]]] = []
+        self._batch_scheduled = False
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    async def decide(self, req: DecideIn) -> dict[str, Any]:
+        """One decision, micro-batched with the others that arrived in the same event-loop
+        tick: one vectorised pass through the pipeline and one group commit for all of them
+        (each user still sees its own requests in order)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self._waiting.append((req, fut))
+        if not self._batch_scheduled:
+            self._batch_scheduled = True
+            loop.call_soon(self._run_batch)
+        return await fut
+
+    def _run_batch(self) -> None:
+        self._batch_scheduled = False
+        waiting, self._waiting = self._waiting, []
+        while waiting:
+            batch: list[tuple[DecideIn, asyncio.Future[dict[str, Any]]]] = []
+            later: list[tuple[DecideIn, asyncio.Future[dict[str, Any]]]] = []
+            seen: set[str] = set()
+            for item in waiting:  # one decision per user per pass
+                (later if item[0].user_id in seen else batch).append(item)
+                seen.add(item[0].user_id)
+            waiting = later
+            rows, futs = [], []
+            for req, fut in batch:
+                if fut.done():  # the client went away before its turn: do not decide
+                    continue
+                try:
+                    row = self.srv.rows([req])[0]
+                    self.srv.engine.check_row(row)
+                except Exception as exc:
+                    fut.set_exception(exc)
+                    continue
+                rows.append(row)
+                futs.append(fut)
+            if not rows:
+                continue
+            try:
+                outs, stmts = self.srv.engine.decide(rows)
+            except Exception as exc:
+                for f in futs:
+                    if not f.done():
+                        f.set_exception(exc)
+                continue
+            task = asyncio.ensure_future(self._finish(outs, stmts, futs))
+            self._tasks.add(task)  # keep a reference until it is done
+            task.add_done_callback(self._tasks.discard)
+
+    async def _finish(self, outs: list[dict[str, Any]], stmts: list[Statement],
+                      futs: list[asyncio.Future[dict[str, Any]]]) -> None:
+        try:
+            await self.srv.commit(stmts)
+        except Exception as exc:
+            for f in futs:
+                if not f.done():
+                    f.set_exception(exc)
+            return
+        for f, o in zip(futs, outs, strict=True):
+            if not f.done():
+                f.set_result(o)
+
