@@ -36,7 +36,7 @@ from pushrl.policies.vw import VWConfig, VWItemPolicy
 from pushrl.policies.vw_format import CBLabels, VWFormatter, VWLayout
 
 #: Rounds per chunk streamed to VW.
-CHUNK_ROUNDS = 4096
+CHUNK_ROUNDS = 1024
 
 
 def layout_for(rounds: BanditRounds) -> VWLayout:
@@ -88,7 +88,7 @@ class _Driver:
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE)
         self.tee = tee
-        self._q: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=3)
+        self._q: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=8)
         self._err: list[bytes] = []
         self.write_error: BaseException | None = None
         self._writer = threading.Thread(target=self._write, daemon=True)
