@@ -51,7 +51,7 @@ from obp.ope import (
     SwitchDoublyRobust,
 )
 from obp.policy import BernoulliTS, Random
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, Ridge
 
 warnings.filterwarnings("ignore")
 
@@ -219,51 +219,62 @@ for direction, (logger, target) in DIRECTIONS.items():
         },
     }
 
-# --- Cross-fitting reference: a well-conditioned reward model (C=1, tight tol) -------------
+# --- Cross-fitting references: OBP's RegressionModel with well-conditioned base models -------
 # OBP's example model (C=100) is nearly separable on 0.4% CTR, so its lbfgs optimum is flat
-# and differs across numpy builds by up to 0.1 in predicted CTR; a strongly convex fit pins
-# the solution down, which lets pushrl's cross-fitting be compared with OBP's to ~1e-6.
-print("== cross-fitting reference", flush=True)
+# and differs across numpy builds by up to 0.1 in predicted CTR. Two references pin the
+# cross-fitting mechanics down instead: a closed-form Ridge regressor (exact to rounding, and
+# fast enough for the default test run) and a strongly convex logistic regression (C=1, tight
+# tol; agreement ~1e-6, slow, marked as such in the tests).
+print("== cross-fitting references", flush=True)
 obd = load("random")
 bf = obd.obtain_batch_bandit_feedback()
-CF_MODEL = dict(C=1.0, tol=1e-10, max_iter=100000, random_state=args.seed)
-cf_model = RegressionModel(
-    n_actions=obd.n_actions,
-    len_list=obd.len_list,
-    action_context=obd.action_context,
-    base_model=LogisticRegression(**CF_MODEL),
-)
-q_cf = cf_model.fit_predict(
-    context=bf["context"],
-    action=bf["action"],
-    reward=bf["reward"],
-    position=bf["position"],
-    pscore=bf["pscore"],
-    n_folds=args.n_folds,
-    random_state=args.seed,
-)
-cf_arrays: dict = {}
-pack_rows(cf_arrays, "estimated_rewards_by_reg_model", q_cf)
-np.savez_compressed(args.out / "crossfit_random_logs.npz", **cf_arrays)
 bts_dist = eval_action_dist("bts", obd, bf["n_rounds"], args.n_sim)
-reference["crossfit"] = {
-    "logs": "random",
-    "evaluation_policy": "bts",
-    "base_model": f"LogisticRegression({CF_MODEL})",
-    "n_folds": args.n_folds,
-    "kfold_random_state": args.seed,
-    "dr_value": float(
-        DoublyRobust().estimate_policy_value(
-            reward=bf["reward"],
-            action=bf["action"],
-            position=bf["position"],
-            pscore=bf["pscore"],
-            action_dist=bts_dist,
-            estimated_rewards_by_reg_model=q_cf,
-        )
+CF_MODELS = {
+    "ridge": ("Ridge", dict(alpha=1.0)),
+    "logistic": (
+        "LogisticRegression",
+        dict(C=1.0, tol=1e-10, max_iter=100000, random_state=args.seed),
     ),
 }
-print("  dr with cross-fitted C=1 model", reference["crossfit"]["dr_value"], flush=True)
+reference["crossfit"] = {}
+cf_arrays: dict = {}
+for key, (cls_name, params) in CF_MODELS.items():
+    base = Ridge(**params) if cls_name == "Ridge" else LogisticRegression(**params)
+    cf_model = RegressionModel(
+        n_actions=obd.n_actions,
+        len_list=obd.len_list,
+        action_context=obd.action_context,
+        base_model=base,
+    )
+    q_cf = cf_model.fit_predict(
+        context=bf["context"],
+        action=bf["action"],
+        reward=bf["reward"],
+        position=bf["position"],
+        pscore=bf["pscore"],
+        n_folds=args.n_folds,
+        random_state=args.seed,
+    )
+    pack_rows(cf_arrays, f"estimated_rewards_{key}", q_cf)
+    reference["crossfit"][key] = {
+        "logs": "random",
+        "evaluation_policy": "bts",
+        "n_folds": args.n_folds,
+        "base_model": f"{cls_name}({params})",
+        "kfold_random_state": args.seed,
+        "dr_value": float(
+            DoublyRobust().estimate_policy_value(
+                reward=bf["reward"],
+                action=bf["action"],
+                position=bf["position"],
+                pscore=bf["pscore"],
+                action_dist=bts_dist,
+                estimated_rewards_by_reg_model=q_cf,
+            )
+        ),
+    }
+    print(f"  dr with cross-fitted {key}", reference["crossfit"][key]["dr_value"], flush=True)
+np.savez_compressed(args.out / "crossfit_random_logs.npz", **cf_arrays)
 
 # --- OBP's examples/obd benchmark: BTS value from random logs vs BTS on-policy CTR ----------
 print("== obd benchmark", flush=True)

@@ -8,7 +8,9 @@ Bandit estimators follow Open Bandit Pipeline's convention::
     est.estimate_interval(..., alpha=0.05, n_bootstrap_samples=1000, random_state=0)
 
 ``action_dist`` and estimated rewards have shape ``(n_rounds, n_actions, len_list)``.
-Sequential (timing-policy) estimators live in :mod:`pushrl.ope.sequential`.
+Sequential (timing-policy) estimators are in :mod:`pushrl.ope.sequential` (re-exported here),
+the deployment gate in :mod:`pushrl.ope.gate`, and reports in :mod:`pushrl.ope.report` (not
+imported here, so importing ``pushrl.ope`` does not load matplotlib).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ from pushrl.ope.estimators import (
     SwitchDR,
     interval_from_terms,
 )
+from pushrl.ope.fqe import FQEResult, fit_fqe
+from pushrl.ope.gate import RULES, DeploymentGate, GateResult
 from pushrl.ope.intervals import (
     IntervalEstimate,
     PairedDifference,
@@ -42,6 +46,17 @@ from pushrl.ope.intervals import (
     estimate_intervals,
     paired_difference_from_terms,
     paired_difference_interval,
+)
+from pushrl.ope.sequential import (
+    PDIS,
+    SEQUENTIAL_ESTIMATORS,
+    WDR,
+    WPDIS,
+    PerDecisionIS,
+    SequentialDiagnostics,
+    WeightedDoublyRobust,
+    WeightedPerDecisionIS,
+    sequential_diagnostics,
 )
 
 ESTIMATORS: dict[str, type[BaseOffPolicyEstimator]] = {
@@ -81,33 +96,47 @@ __all__ = [
     "DR",
     "ESTIMATORS",
     "IPW",
+    "PDIS",
+    "RULES",
+    "SEQUENTIAL_ESTIMATORS",
     "SNDR",
     "SNIPW",
+    "WDR",
+    "WPDIS",
     "BanditInputs",
     "BaseOffPolicyEstimator",
     "CrossFitDR",
     "DRos",
+    "DeploymentGate",
     "DirectMethod",
     "DoublyRobust",
     "DoublyRobustWithShrinkage",
+    "FQEResult",
+    "GateResult",
     "IntervalEstimate",
     "InverseProbabilityWeighting",
     "PairedDifference",
+    "PerDecisionIS",
     "RoundData",
     "RoundTerms",
     "SelfNormalizedDoublyRobust",
     "SelfNormalizedInverseProbabilityWeighting",
+    "SequentialDiagnostics",
     "SwitchDR",
     "SwitchDoublyRobust",
     "WeightDiagnostics",
+    "WeightedDoublyRobust",
+    "WeightedPerDecisionIS",
     "bootstrap_replicates",
     "estimate_intervals",
+    "fit_fqe",
     "fit_reward_model",
     "interval_from_terms",
     "kish_ess",
     "make_estimator",
     "paired_difference_from_terms",
     "paired_difference_interval",
+    "sequential_diagnostics",
     "validate_bandit_inputs",
     "weight_diagnostics",
 ]

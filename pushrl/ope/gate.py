@@ -24,10 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from pushrl.ope import estimators as est_module
 from pushrl.ope._validate import RandomState, check_scalar, validate_bandit_inputs
 from pushrl.ope.diagnostics import WeightDiagnostics, diagnostics_from_inputs
-from pushrl.ope.estimators import BaseOffPolicyEstimator, IntervalMethod
+from pushrl.ope.estimators import BaseOffPolicyEstimator, DoublyRobust, IntervalMethod
 from pushrl.ope.intervals import PairedDifference, paired_difference_interval
 
 RULES = (
@@ -82,7 +81,7 @@ class DeploymentGate:
         method: ``"bootstrap"`` or ``"normal"``.
     """
 
-    estimator: BaseOffPolicyEstimator = field(default_factory=est_module.DoublyRobust)
+    estimator: BaseOffPolicyEstimator = field(default_factory=DoublyRobust)
     alpha: float = 0.05
     min_ess: float = 100.0
     min_ess_fraction: float = 0.01

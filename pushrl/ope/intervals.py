@@ -110,21 +110,13 @@ def bootstrap_replicates(
 
 
 def _interval(
-    name: str,
-    point: float,
-    replicates: FloatArray | None,
-    influence: FloatArray | None,
-    alpha: float,
-    method: str,
+    name: str, point: float, bounds: dict[str, float], alpha: float, method: str
 ) -> IntervalEstimate:
+    """Wrap an OBP-style interval dictionary (from either method) with its point estimate."""
     lower_key, upper_key = interval_keys(alpha)
-    if method == "normal":
-        assert influence is not None  # internal invariant, not a caller error
-        d = normal_interval(point, influence, alpha)
-    else:
-        assert replicates is not None
-        d = percentile_interval(replicates, alpha)
-    return IntervalEstimate(name, point, d[lower_key], d[upper_key], alpha, method, d["mean"])
+    return IntervalEstimate(
+        name, point, bounds[lower_key], bounds[upper_key], alpha, method, bounds["mean"]
+    )
 
 
 def _reduce(
@@ -208,21 +200,14 @@ def estimate_intervals(
         reward, action, pscore, action_dist, position, q_hat, bool(need_q), ", ".join(need_q)
     )
     terms = [e._estimate_round_rewards(rounds) for e in estimators]
-    reps = (
-        bootstrap_replicates(terms, n_bootstrap_samples, random_state)
-        if method == "bootstrap"
-        else None
-    )
+    if method == "normal":
+        bounds = [normal_interval(t.value(), t.influence(), alpha) for t in terms]
+    else:
+        reps = bootstrap_replicates(terms, n_bootstrap_samples, random_state)
+        bounds = [percentile_interval(reps[:, j], alpha) for j in range(len(terms))]
     return {
-        name: _interval(
-            name,
-            t.value(),
-            None if reps is None else reps[:, j],
-            t.influence() if method == "normal" else None,
-            alpha,
-            method,
-        )
-        for j, (name, t) in enumerate(zip(names, terms, strict=True))
+        name: _interval(name, t.value(), b, alpha, method)
+        for name, t, b in zip(names, terms, bounds, strict=True)
     }
 
 
@@ -283,17 +268,11 @@ def paired_difference_from_terms(
         )
     cand, base = candidate.value(), baseline.value()
     if method == "normal":
-        est = _interval(
-            estimator_name,
-            cand - base,
-            None,
-            candidate.influence() - baseline.influence(),
-            alpha,
-            method,
-        )
+        bounds = normal_interval(cand - base, candidate.influence() - baseline.influence(), alpha)
     else:
         reps = bootstrap_replicates([candidate, baseline], n_bootstrap_samples, random_state)
-        est = _interval(estimator_name, cand - base, reps[:, 0] - reps[:, 1], None, alpha, method)
+        bounds = percentile_interval(reps[:, 0] - reps[:, 1], alpha)
+    est = _interval(estimator_name, cand - base, bounds, alpha, method)
     return PairedDifference(
         estimator_name, cand, base, cand - base, est.lower, est.upper, alpha, method
     )

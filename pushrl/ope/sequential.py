@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from pushrl.ope._bootstrap import bootstrap_means, interval_keys, percentile_interval
+from pushrl.ope._bootstrap import bootstrap_means, normal_interval, percentile_interval
 from pushrl.ope._validate import (
     FloatArray,
     RandomState,
@@ -280,13 +280,7 @@ class BaseSequentialEstimator(ABC):
         terms = self.terms(reward, pscore, evaluation_pscore, mask, **kwargs)
         if method == "bootstrap":
             return percentile_interval(terms.replicates(n_bootstrap_samples, random_state), alpha)
-        point, infl = terms.value(), terms.influence()
-        se = float(np.std(infl, ddof=1) / np.sqrt(infl.shape[0])) if infl.shape[0] > 1 else np.inf
-        from statistics import NormalDist
-
-        z = NormalDist().inv_cdf(1 - alpha / 2)
-        lower_key, upper_key = interval_keys(alpha)
-        return {"mean": point, lower_key: point - z * se, upper_key: point + z * se}
+        return normal_interval(terms.value(), terms.influence(), alpha)
 
 
 @dataclass

@@ -6,23 +6,17 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.neighbors import KNeighborsRegressor
 
 from pushrl.errors import DataError
 from pushrl.ope import CrossFitDR, fit_reward_model
 
 
-def test_reproduces_obp_regression_model(obp_case: Any, obp_reference: Any) -> None:
-    """Same folds, per-position models and features as OBP's RegressionModel(n_folds=3).
-
-    The reference uses a strongly convex fit (C=1, tol=1e-10) so the optimum is unique; the
-    residual difference is lbfgs stopping noise across numpy builds (~4e-6 in predicted CTR).
-    """
+def crossfit_against_obp(key: str, model: Any, obp_case: Any, obp_reference: Any) -> tuple:
     case = obp_case("random_logs_bts_policy")
-    ref = obp_case("crossfit_random_logs")["estimated_rewards_by_reg_model"]
-    meta = obp_reference["crossfit"]
-    model = LogisticRegression(C=1.0, tol=1e-10, max_iter=100000, random_state=12345)
+    ref = obp_case("crossfit_random_logs")[f"estimated_rewards_{key}"]
+    meta = obp_reference["crossfit"][key]
     est = CrossFitDR(
         base_model=model, n_folds=meta["n_folds"], random_state=meta["kfold_random_state"]
     )
@@ -36,8 +30,33 @@ def test_reproduces_obp_regression_model(obp_case: Any, obp_reference: Any) -> N
         action_context=case["action_context"],
     )
     assert est.estimated_rewards_ is not None
-    np.testing.assert_allclose(est.estimated_rewards_, ref, atol=2e-5, rtol=0)
-    assert value == pytest.approx(meta["dr_value"], rel=1e-5)
+    return est.estimated_rewards_, ref, value, meta["dr_value"]
+
+
+def test_reproduces_obp_regression_model_exactly_with_ridge(
+    obp_case: Any, obp_reference: Any
+) -> None:
+    """Same folds, per-position models, features and layout as OBP's RegressionModel(n_folds=3).
+
+    A closed-form Ridge fit leaves only rounding differences.
+    """
+    q, ref, value, expected = crossfit_against_obp(
+        "ridge", Ridge(alpha=1.0), obp_case, obp_reference
+    )
+    np.testing.assert_allclose(q, ref, rtol=1e-9, atol=1e-12)
+    assert value == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.slow
+def test_reproduces_obp_regression_model_with_logistic_regression(
+    obp_case: Any, obp_reference: Any
+) -> None:
+    """A strongly convex logistic fit (C=1, tol=1e-10): lbfgs stopping noise across numpy builds
+    leaves ~4e-6 of predicted CTR."""
+    model = LogisticRegression(C=1.0, tol=1e-10, max_iter=100000, random_state=12345)
+    q, ref, value, expected = crossfit_against_obp("logistic", model, obp_case, obp_reference)
+    np.testing.assert_allclose(q, ref, atol=2e-5, rtol=0)
+    assert value == pytest.approx(expected, rel=1e-5)
 
 
 def test_cross_fitting_never_predicts_a_round_with_its_own_reward() -> None:
