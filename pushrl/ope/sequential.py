@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -212,6 +212,10 @@ class BaseSequentialEstimator(ABC):
 
     estimator_name: str
     gamma: float
+    # Weighted estimators divide by sum_i rho_it at every step, so each step's weights may be
+    # rescaled by a common constant: they are computed as exp(log rho - max_i log rho), which
+    # keeps them finite however long the horizon. PDIS needs the raw weights.
+    self_normalised: ClassVar[bool] = False
 
     def _check_gamma(self) -> None:
         check_scalar(self.gamma, "gamma", low=0.0, high=1.0)
@@ -233,8 +237,11 @@ class BaseSequentialEstimator(ABC):
     ) -> SequentialTerms:
         """Validate the trajectory arrays and return the estimate's terms."""
         inputs = validate_trajectory_inputs(reward, pscore, evaluation_pscore, mask)
-        rho = np.exp(np.cumsum(inputs.log_ratio, axis=1))
-        return self._terms(inputs, rho, **kwargs)
+        log_rho = np.cumsum(inputs.log_ratio, axis=1)
+        if self.self_normalised:
+            top = log_rho.max(axis=0, keepdims=True)
+            log_rho = log_rho - np.where(np.isfinite(top), top, 0.0)
+        return self._terms(inputs, np.exp(log_rho), **kwargs)
 
     def estimate_policy_value(
         self,
@@ -312,6 +319,7 @@ class WeightedPerDecisionIS(BaseSequentialEstimator):
 
     gamma: float = 1.0
     estimator_name: str = "wpdis"
+    self_normalised: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         self._check_gamma()
@@ -335,6 +343,7 @@ class WeightedDoublyRobust(BaseSequentialEstimator):
 
     gamma: float = 1.0
     estimator_name: str = "wdr"
+    self_normalised: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         self._check_gamma()

@@ -178,3 +178,25 @@ def test_diagnostics_on_policy_are_reliable(logs: Logs) -> None:
     assert diag.reliable and diag.ess_final == pytest.approx(300)
     assert diag.frac_exploded == 0 and diag.max_log_weight == pytest.approx(0)
     assert diag.reliability.startswith("reliable")
+
+
+def test_weighted_estimators_survive_weights_beyond_float_range() -> None:
+    """Cumulative weights of 9^400 overflow float64; WPDIS/WDR only need them per step up to a
+    common factor, so they stay finite and equal the log-space computation."""
+    rng = np.random.default_rng(0)
+    n, horizon = 50, 400
+    pscore = np.full((n, horizon), 0.1)
+    evaluation_pscore = np.where(rng.random((n, 1)) < 0.5, 0.9, 0.1) * np.ones((1, horizon))
+    reward = rng.random((n, horizon))
+    log_rho = np.cumsum(np.log(evaluation_pscore / pscore), axis=1)
+    assert log_rho.max() > np.log(np.finfo(float).max)
+    w = np.exp(log_rho - log_rho.max(axis=0))
+    expected = float(((w * reward).sum(axis=0) / w.sum(axis=0)).sum())
+    args = {"reward": reward, "pscore": pscore, "evaluation_pscore": evaluation_pscore}
+    assert WPDIS().estimate_policy_value(**args) == pytest.approx(expected, rel=1e-12)
+    zeros = np.zeros((n, horizon))
+    assert WDR().estimate_policy_value(**args, q_hat=zeros, v_hat=zeros) == pytest.approx(
+        expected, rel=1e-12
+    )
+    with pytest.warns(RuntimeWarning, match="overflow"):
+        assert not np.isfinite(PDIS().estimate_policy_value(**args))
