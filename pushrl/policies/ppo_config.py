@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
+from stable_baselines3.common.vec_env import VecEnvWrapper
 
 
 @dataclass
@@ -51,6 +52,10 @@ class PPOConfig:
         torch_threads: ``torch.set_num_threads`` during training.
         checkpoint_every: Save a resumable checkpoint every this many timesteps.
         eval_users: Held-out users in the evaluation written to the model card.
+        expected_reward: Train on the expected reward of each step instead of the realised
+            one (:class:`ExpectedReward`); evaluation always uses realised rewards.
+        send_logit_bias: Initial bias of the SEND logit; -3 starts the agent pushing in ~5 %
+            of the hours instead of half of them.
     """
 
     total_timesteps: int = 2_000_000
@@ -73,6 +78,8 @@ class PPOConfig:
     torch_threads: int = 1
     checkpoint_every: int = 250_000
     eval_users: int = 2000
+    expected_reward: bool = True
+    send_logit_bias: float = -3.0
 
     def __post_init__(self) -> None:
         for name in ("total_timesteps", "n_envs", "n_steps", "batch_size", "n_epochs",
@@ -133,9 +140,47 @@ def make_vec_env(cfg: PPOConfig, scenario: Any, seed: int, **overrides: Any) -> 
 
     from pushrl.envs.sb3 import PushTimingSB3VecEnv
 
-    env = VecMonitor(PushTimingSB3VecEnv(cfg.n_envs, scenario, seed=seed, **overrides))
+    env: Any = VecMonitor(PushTimingSB3VecEnv(cfg.n_envs, scenario, seed=seed, **overrides))
+    if cfg.expected_reward:
+        env = ExpectedReward(env)
     return VecNormalize(env, norm_obs=True, norm_reward=cfg.norm_reward, clip_obs=cfg.clip_obs,
                         gamma=cfg.gamma)
+
+
+class ExpectedReward(VecEnvWrapper):  # type: ignore[misc]
+    """Replace each step's realised reward by its expectation given state and action.
+
+    The reward of a delivered push is a Bernoulli open (click, conversion) and, rarely, a
+    -10 unsubscribe; its conditional expectation given the state and the action (the engine's
+    :meth:`~pushrl.sim.engine.PushSim.expected_send_value`, averaged over the item policy)
+    gives every policy the same expected return, because the transitions are unchanged (an
+    unsubscribe still ends the episode), with a fraction of the variance, so the critic can
+    learn. Sits below VecNormalize and above VecMonitor (episode statistics stay realised).
+
+    Args:
+        venv: A :class:`~pushrl.envs.sb3.PushTimingSB3VecEnv`, possibly wrapped.
+    """
+
+    def __init__(self, venv: Any) -> None:
+        super().__init__(venv)
+        inner = venv.unwrapped
+        self.sim, self.weights = inner.venv.sim, inner.scenario.reward
+        self._exp = np.zeros(self.num_envs, np.float32)
+
+    def reset(self) -> Any:
+        return self.venv.reset()
+
+    def step_async(self, actions: np.ndarray) -> None:
+        send = (np.asarray(actions).reshape(-1) == 1) & self.sim.observe().allowed
+        self._exp[:] = 0.0
+        slots = np.flatnonzero(send)
+        if slots.size:
+            self._exp[slots] = self.sim.expected_send_value(self.weights, slots)
+        self.venv.step_async(actions)
+
+    def step_wait(self) -> Any:
+        obs, _, dones, infos = self.venv.step_wait()
+        return obs, self._exp.copy(), dones, infos
 
 
 def make_model(cfg: PPOConfig, venv: Any, seed: int, tensorboard_log: str | None = None) -> Any:
@@ -144,13 +189,17 @@ def make_model(cfg: PPOConfig, venv: Any, seed: int, tensorboard_log: str | None
     from stable_baselines3 import PPO
 
     act = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}[cfg.activation]
-    return PPO("MlpPolicy", venv, learning_rate=cfg.learning_rate_schedule(),
-               n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
-               gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
-               ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, max_grad_norm=cfg.max_grad_norm,
-               policy_kwargs={"net_arch": {"pi": list(cfg.net_arch), "vf": list(cfg.net_arch)},
-                              "activation_fn": act},
-               tensorboard_log=tensorboard_log, seed=seed, device="cpu", verbose=0)
+    model = PPO("MlpPolicy", venv, learning_rate=cfg.learning_rate_schedule(),
+                n_steps=cfg.n_steps, batch_size=cfg.batch_size, n_epochs=cfg.n_epochs,
+                gamma=cfg.gamma, gae_lambda=cfg.gae_lambda, clip_range=cfg.clip_range,
+                ent_coef=cfg.ent_coef, vf_coef=cfg.vf_coef, max_grad_norm=cfg.max_grad_norm,
+                policy_kwargs={"net_arch": {"pi": list(cfg.net_arch), "vf": list(cfg.net_arch)},
+                               "activation_fn": act},
+                tensorboard_log=tensorboard_log, seed=seed, device="cpu", verbose=0)
+    with torch.no_grad():
+        model.policy.action_net.bias.copy_(  # type: ignore[operator]
+            torch.tensor([0.0, cfg.send_logit_bias]))
+    return model
 
 
 def save_vecnormalize(venv: Any, path: str | Path) -> Path:

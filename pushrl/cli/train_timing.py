@@ -1,0 +1,60 @@
+"""`pushrl train timing`: the PPO send-timing agent on ``pushrl/PushTiming-v0``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from pushrl.cli._common import console, emit, progress_bar
+
+
+def command(
+    out: Path = typer.Option(..., "--out", help="registry target policies/NAME (new version)"),
+    scenario: str = typer.Option("default", help="scenario name in envs/ or a .toml path"),
+    timesteps: int = typer.Option(0, help="environment steps (0 = the tuned config's "
+                                  "total_timesteps); with --resume, steps added"),
+    seed: int = typer.Option(0, help="seed of the training envs and the network init"),
+    resume: Path | None = typer.Option(None, "--resume", help="checkpoint dir "
+                                       "(runs/NAME/checkpoints/step_N) or an artifact version"),
+    run_dir: Path | None = typer.Option(None, "--run-dir", help="CSV/TensorBoard logs and "
+                                        "checkpoints (default runs/NAME)"),
+    evaluate: bool = typer.Option(True, "--eval/--no-eval", help="evaluate on held-out users "
+                                  "and put the results in the model card"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
+) -> None:
+    """Train PPO (SB3) on the vectorised timing environment and write a policy artifact.
+
+    The artifact holds the SB3 model, the VecNormalize statistics (.npz) and the exported
+    numpy actor used for serving, each with its sha256 in the model card (scenario, seed,
+    timesteps, hyperparameters, training time, evaluation on held-out users).
+    """
+    from pushrl.policies.ppo import train_timing
+    from pushrl.policies.ppo_config import PPOConfig
+
+    cfg = PPOConfig()
+    total = timesteps or cfg.total_timesteps
+    if total < 0:
+        raise typer.BadParameter(f"--timesteps must be >= 0, got {timesteps}")
+    with progress_bar("training PPO", total, enabled=not as_json) as update:
+        res = train_timing(scenario, out=out, timesteps=total, seed=seed, config=cfg,
+                           resume=resume, run_dir=run_dir, evaluate=evaluate,
+                           progress=lambda done, tot: update(done, tot))
+    card = res.card
+    result = {"artifact": str(res.artifact), "scenario": card["scenario"]["name"],
+              "seed": seed, "timesteps": res.timesteps, "train/seconds": round(res.seconds, 1),
+              "train/steps_per_second": card["train/steps_per_second"],
+              "deterministic": card.get("deterministic"), "evaluation": card.get("evaluation"),
+              "run_dir": card["run_dir"]}
+    if as_json:
+        emit(result, True)
+        return
+    console.print(f"[bold]trained[/bold] {res.artifact}  ({res.timesteps:,} steps, "
+                  f"{res.seconds / 60:.1f} min, {card['train/steps_per_second']:,} steps/s)")
+    for world, s in (card.get("evaluation") or {}).items():
+        console.print(f"  held-out {world}: objective {s['sim/objective_per_user']:.3f} "
+                      f"± {1.96 * s['sim/objective_per_user_se']:.3f} per user, "
+                      f"{s['sim/sends_per_user_day']:.2f} sends/day, open rate "
+                      f"{s['sim/open_rate']:.3f}, unsubscribed "
+                      f"{s['sim/unsubscribed_per_user']:.3f}")
+    console.print(f"  logs and checkpoints in {card['run_dir']}")
