@@ -36,8 +36,11 @@ RULES = (
     "support_deficiency",
     "baseline_ess_floor",
     "baseline_support_deficiency",
+    "held_out_data",
 )
-"""Every rule name a :class:`GateResult` can report as failed."""
+"""Every rule name a :class:`GateResult` can report as failed. ``held_out_data`` (the candidate
+was trained on the very logs it is evaluated on) is applied by
+:func:`pushrl.ope.evaluate.evaluate_policy`, which knows the data fingerprints."""
 
 
 @dataclass(frozen=True)
