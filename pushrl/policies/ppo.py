@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from pushrl.data.features import F
 from pushrl.errors import ArtifactError
 from pushrl.policies.base import TimingContext, TimingPolicy
 from pushrl.policies.registry import register_loader
@@ -52,6 +53,42 @@ def _one_blas_thread() -> Any:
 
         _BLAS = ThreadpoolController()
     return _BLAS.limit(limits=1, user_api="blas")
+
+
+#: Columns the agent sees after the environment's observation: where the current hour stands
+#: in the user's day, from the pipeline's hour-of-week activity profile (the input of the
+#: most-active-hour heuristic), which the environment's per-hour features cannot show.
+PROFILE_OBS_NAMES: tuple[str, ...] = ("log_activity_vs_day_peak", "hours_to_day_peak")
+
+
+def profile_columns(state: Any, users: np.ndarray, raw: np.ndarray,
+                    allowed_hours: np.ndarray) -> np.ndarray:
+    """Day-peak columns (:data:`PROFILE_OBS_NAMES`) for ``users``, float32 ``(n, 2)``.
+
+    Today's profile is the user's shrunk hour-of-week activity share
+    (:meth:`~pushrl.data.features.FeatureState.hour_of_week_profile`) averaged over weekdays
+    or weekend days (as today is). Column 0: log of the share now over the largest share among
+    today's allowed hours (0 at the peak, clipped at -3); column 1: hours from now to that
+    peak / 24 (negative once it has passed).
+
+    Args:
+        state: The feature state the raw features came from.
+        users: ``(n,)`` user indices into ``state``.
+        raw: ``(n, N_FEATURES)`` raw features (local hour and weekday are read).
+        allowed_hours: ``(24,)`` bool, local hours outside quiet hours.
+    """
+    prof = state.hour_of_week_profile(users).reshape(-1, 7, 24)
+    dow = raw[:, F["local_dow"]].astype(np.int64)
+    hour = raw[:, F["local_hour"]].astype(np.int64)
+    day = np.where((dow >= 5)[:, None], prof[:, 5:].mean(axis=1), prof[:, :5].mean(axis=1))
+    masked = np.where(np.asarray(allowed_hours, bool)[None, :], day, 0.0)
+    peak = masked.argmax(axis=1)
+    now = day[np.arange(hour.size), hour]
+    out = np.empty((hour.size, 2), np.float32)
+    out[:, 0] = np.clip(np.log(np.maximum(now, 1e-9) / np.maximum(masked.max(axis=1), 1e-9)),
+                        -3.0, 0.0)
+    out[:, 1] = (peak - hour) / 24.0
+    return out
 
 
 @dataclass(frozen=True)
@@ -190,6 +227,8 @@ class PPOTimingPolicy(TimingPolicy):
             its fields as a dict.
         deterministic: Choose the most probable action (``pscore`` 1) instead of sampling
             from the actor's distribution.
+        profile_features: Append :func:`profile_columns` to the environment's observation
+            (as the agent was trained).
         name: Registry name.
         version: Artifact version.
     """
@@ -197,12 +236,15 @@ class PPOTimingPolicy(TimingPolicy):
     name = "ppo"
 
     def __init__(self, actor: NumpyActor, guardrails: Guardrails | dict[str, Any] | None = None,
-                 *, deterministic: bool = False, name: str = "ppo", version: str = "0") -> None:
+                 *, deterministic: bool = False, profile_features: bool = True,
+                 name: str = "ppo", version: str = "0") -> None:
         self.actor = actor
         if isinstance(guardrails, dict):
             guardrails = Guardrails(**guardrails)
         self.guardrails = guardrails if guardrails is not None else Guardrails()
+        self.allowed_hours = ~self.guardrails.quiet(np.arange(24))
         self.deterministic = bool(deterministic)
+        self.profile_features = bool(profile_features)
         self.name, self.version = name, version
 
     def observation(self, ctx: TimingContext) -> np.ndarray:
@@ -210,11 +252,18 @@ class PPOTimingPolicy(TimingPolicy):
 
         Built by the environment's own builder
         (:func:`pushrl.envs.world.timing_obs_from_context`) with the guardrails the agent was
-        trained under, so training, evaluation and serving see identical inputs.
+        trained under, then the :func:`profile_columns` (the training wrapper calls the same
+        function), so training, evaluation and serving see identical inputs.
         """
         from pushrl.envs.world import timing_obs_from_context
 
         obs = timing_obs_from_context(ctx, self.guardrails)
+        if self.profile_features:
+            if ctx.state is None or ctx.user_index is None:
+                raise ValueError("`ctx.state` and `ctx.user_index` are required: the agent "
+                                 "reads the user's hour-of-week activity profile")
+            obs = np.concatenate([obs, profile_columns(ctx.state, ctx.user_index, ctx.features,
+                                                       self.allowed_hours)], axis=1)
         if obs.shape[1] != self.actor.obs_dim:
             raise ArtifactError(f"the environment builds {obs.shape[1]} observation columns but "
                                 f"the actor takes {self.actor.obs_dim}; retrain the agent for "
@@ -229,7 +278,8 @@ class PPOTimingPolicy(TimingPolicy):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "deterministic": self.deterministic,
-                "obs_dim": self.actor.obs_dim, "guardrails": dataclasses.asdict(self.guardrails)}
+                "obs_dim": self.actor.obs_dim, "profile_features": self.profile_features,
+                "guardrails": dataclasses.asdict(self.guardrails)}
 
 
 @register_loader("ppo")
@@ -241,6 +291,7 @@ def _load(path: Path, card: dict[str, Any]) -> PPOTimingPolicy:
     actor = NumpyActor.load(path / ACTOR_FILE)
     guardrails = card.get("scenario", {}).get("guardrails")
     return PPOTimingPolicy(actor, guardrails, deterministic=bool(card.get("deterministic", False)),
+                           profile_features=bool(card.get("profile_features", False)),
                            name=str(card.get("name", "ppo")), version=str(card.get("version", "0")))
 
 
@@ -375,14 +426,16 @@ def train_timing(scenario: str = "default", *, out: str | Path, timesteps: int |
     files: dict[str, str | Path | bytes] = {
         ACTOR_FILE: actor.save(tmp / ACTOR_FILE), "model.zip": tmp / "model.zip",
              "vecnormalize.npz": save_vecnormalize(venv, tmp / "vecnormalize.npz")}
-    policy = PPOTimingPolicy(actor, sc.guardrails, name=out.name)
+    policy = PPOTimingPolicy(actor, sc.guardrails, profile_features=cfg.profile_features,
+                             name=out.name)
     card: dict[str, Any] = {
         "env_id": "pushrl/PushTiming-v0", "scenario": sc.to_dict(), "seed": seed,
         "timesteps": int(model.num_timesteps), "timesteps_this_run": add,
         "resumed_from": str(resume) if resume else None, "config": cfg.to_dict(),
         "train/seconds": round(seconds, 1),
         "train/steps_per_second": round(add / max(seconds, 1e-9)),
-        "torch_threads": cfg.torch_threads, "obs_names": list(_obs_names()),
+        "torch_threads": cfg.torch_threads, "obs_names": list(_obs_names(cfg)),
+        "profile_features": cfg.profile_features,
         "deterministic": False, "run_dir": str(run)}
     if evaluate:
         card.update(_card_evaluation(policy, sc, cfg.eval_users, seed))
@@ -412,7 +465,7 @@ def _card_evaluation(policy: PPOTimingPolicy, sc: Any, n_users: int,
             "evaluation": ev}
 
 
-def _obs_names() -> tuple[str, ...]:
+def _obs_names(cfg: Any) -> tuple[str, ...]:
     from pushrl.envs.world import TIMING_OBS_NAMES
 
-    return tuple(TIMING_OBS_NAMES)
+    return tuple(TIMING_OBS_NAMES) + (PROFILE_OBS_NAMES if cfg.profile_features else ())

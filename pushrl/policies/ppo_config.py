@@ -56,6 +56,8 @@ class PPOConfig:
             one (:class:`ExpectedReward`); evaluation always uses realised rewards.
         send_logit_bias: Initial bias of the SEND logit; -3 starts the agent pushing in ~5 %
             of the hours instead of half of them.
+        profile_features: Append the day-peak columns of the user's activity profile
+            (:func:`pushrl.policies.ppo.profile_columns`) to the observation.
     """
 
     total_timesteps: int = 2_000_000
@@ -80,6 +82,7 @@ class PPOConfig:
     eval_users: int = 2000
     expected_reward: bool = True
     send_logit_bias: float = -3.0
+    profile_features: bool = True
 
     def __post_init__(self) -> None:
         for name in ("total_timesteps", "n_envs", "n_steps", "batch_size", "n_epochs",
@@ -128,7 +131,8 @@ class PPOConfig:
 
 # ---------------------------------------------------------------------- SB3 objects
 def make_vec_env(cfg: PPOConfig, scenario: Any, seed: int, **overrides: Any) -> Any:
-    """The training env: native vector env -> SB3 adapter -> VecMonitor -> VecNormalize.
+    """The training env: native vector env -> SB3 adapter -> VecMonitor -> [ExpectedReward]
+    -> [ProfileObservation] -> VecNormalize.
 
     Args:
         cfg: Hyperparameters (``n_envs``, ``gamma``, normalisation).
@@ -143,6 +147,8 @@ def make_vec_env(cfg: PPOConfig, scenario: Any, seed: int, **overrides: Any) -> 
     env: Any = VecMonitor(PushTimingSB3VecEnv(cfg.n_envs, scenario, seed=seed, **overrides))
     if cfg.expected_reward:
         env = ExpectedReward(env)
+    if cfg.profile_features:
+        env = ProfileObservation(env)
     return VecNormalize(env, norm_obs=True, norm_reward=cfg.norm_reward, clip_obs=cfg.clip_obs,
                         gamma=cfg.gamma)
 
@@ -181,6 +187,52 @@ class ExpectedReward(VecEnvWrapper):  # type: ignore[misc]
     def step_wait(self) -> Any:
         obs, _, dones, infos = self.venv.step_wait()
         return obs, self._exp.copy(), dones, infos
+
+
+class ProfileObservation(VecEnvWrapper):  # type: ignore[misc]
+    """Append :func:`pushrl.policies.ppo.profile_columns` to the timing observation.
+
+    The serving policy (:class:`pushrl.policies.ppo.PPOTimingPolicy`) calls the same function
+    on its context, so both see the same columns. A terminal observation (used by SB3 only to
+    bootstrap a truncated episode's last value) gets zeros: the slot already holds the next
+    user when the wrapper sees it.
+
+    Args:
+        venv: A :class:`~pushrl.envs.sb3.PushTimingSB3VecEnv`, possibly wrapped.
+    """
+
+    def __init__(self, venv: Any) -> None:
+        from gymnasium import spaces
+
+        from pushrl.policies.ppo import PROFILE_OBS_NAMES
+
+        k = len(PROFILE_OBS_NAMES)
+        sp = venv.observation_space
+        low = np.concatenate([sp.low, np.full(k, -3.0)]).astype(np.float32)
+        high = np.concatenate([sp.high, np.full(k, 1.0)]).astype(np.float32)
+        super().__init__(venv, observation_space=spaces.Box(low, high, dtype=np.float32))
+        inner = venv.unwrapped
+        self.sim, self._k = inner.venv.sim, k
+        self.allowed_hours = ~inner.scenario.guardrails.quiet(np.arange(24))
+
+    def _augment(self, obs: np.ndarray) -> np.ndarray:
+        from pushrl.policies.ppo import profile_columns
+
+        raw = self.sim.observe().raw
+        cols = profile_columns(self.sim.state, self.sim.slots, raw, self.allowed_hours)
+        return np.concatenate([obs, cols], axis=1)
+
+    def reset(self) -> Any:
+        return self._augment(np.asarray(self.venv.reset()))
+
+    def step_wait(self) -> Any:
+        obs, rew, dones, infos = self.venv.step_wait()
+        for i in np.flatnonzero(dones):
+            t = infos[i].get("terminal_observation")
+            if t is not None:
+                infos[i]["terminal_observation"] = np.concatenate(
+                    [t, np.zeros(self._k, np.float32)])
+        return self._augment(np.asarray(obs)), rew, dones, infos
 
 
 def make_model(cfg: PPOConfig, venv: Any, seed: int, tensorboard_log: str | None = None) -> Any:

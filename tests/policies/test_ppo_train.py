@@ -11,7 +11,8 @@ import torch
 
 from pushrl.envs import rollout
 from pushrl.errors import ArtifactError
-from pushrl.policies.ppo import ACTOR_FILE, PPOTimingPolicy, train_timing
+from pushrl.policies.base import TimingContext
+from pushrl.policies.ppo import ACTOR_FILE, PROFILE_OBS_NAMES, PPOTimingPolicy, train_timing
 from pushrl.policies.ppo_config import PPOConfig, load_weights, make_model, make_vec_env
 from pushrl.policies.registry import load_policy
 
@@ -61,7 +62,8 @@ def test_exported_actor_matches_the_sb3_model(trained: tuple[Path, Path]) -> Non
 
 
 def test_policy_builds_the_env_observation(trained: tuple[Path, Path]) -> None:
-    """Inside a rollout the policy's observation equals the environment's, column for column."""
+    """Inside a rollout the policy's observation is the environment's, column for column,
+    then the profile columns; the training wrapper produces the same array."""
     pol = load_policy(trained[0])
     seen: list[tuple[np.ndarray, np.ndarray]] = []
 
@@ -73,8 +75,16 @@ def test_policy_builds_the_env_observation(trained: tuple[Path, Path]) -> None:
             return pol.decide_batch(ctx, rng)
 
     rollout(Spy(), "default", n_users=20, days=2, seed=1)
+    k = len(PROFILE_OBS_NAMES)
     for mine, env in seen:
-        np.testing.assert_array_equal(mine, env)
+        np.testing.assert_array_equal(mine[:, :-k], env)
+        assert (mine[:, -k] <= 0).all() and (np.abs(mine[:, -1]) <= 1).all()
+    venv = make_vec_env(TINY, "default", seed=4)
+    wrapped = venv.venv.reset()  # below VecNormalize: raw observation + profile columns
+    sim = venv.unwrapped.venv.sim
+    o = sim.observe()
+    ctx = TimingContext(o.raw, o.allowed, sim.slots, o.bucket, sim.state, o.sends_today)
+    np.testing.assert_array_equal(wrapped, pol.observation(ctx))
 
 
 def test_resume_adds_timesteps(trained: tuple[Path, Path], tmp_path: Path) -> None:
