@@ -152,9 +152,13 @@ def command(
     def step(i: int, text: str) -> None:
         console.rule(f"[bold]{i}/{steps} {text}[/]  ({time.perf_counter() - t0:.0f} s)")
 
-    step(1, "synthesize a push world")
+    step(1, "synthesize a push world (training logs and held-out logs)")
     summary["synth"] = _run(["data", "synth", "--out", str(data), "--users", str(users),
                              "--days", str(days), "--seed", str(seed)])
+    held = out / "heldout"
+    summary["synth_heldout"] = _run(["data", "synth", "--out", str(held), "--users",
+                                     str(max(users // 2, 50)), "--days", str(days),
+                                     "--seed", str(seed + 1)])
     step(2, "fit the simulator to the logs")
     summary["sim_fit"] = _run(["sim", "fit", str(data), "--out", str(sim)])
     scenario = _scenario(out, data, sim)
@@ -164,13 +168,16 @@ def command(
     summary["ppo"] = _run(["train", "timing", "--scenario", str(scenario), "--timesteps",
                            str(ppo_timesteps), "--seed", str(seed), "--out",
                            str(reg / "ppo-timing")])
-    step(4, "off-policy evaluation and the deployment gate")
-    summary["evaluate"] = _run(["evaluate", "--data", str(data), "--policy",
-                                str(reg / "vw-bandit"), "--baseline", "most-popular",
-                                "--out", str(out / "ope")], expect=(0, 1))
-    verdict = "PASSES" if summary["evaluate"]["_exit"] == 0 else "is BLOCKED by"
-    console.print(f"VW bandit {verdict} the gate vs most-popular "
-                  f"(report: {out / 'ope'})")
+    step(4, "off-policy evaluation on held-out logs and the deployment gate")
+    for key, name in (("evaluate_bandit", "vw-bandit"), ("evaluate_timing", "ppo-timing")):
+        summary[key] = _run(["evaluate", "--data", str(held), "--policy", str(reg / name),
+                             "--scenario", str(scenario), "--out", str(out / "ope" / name)],
+                            expect=(0, 1))
+        verdict = "PASSES" if summary[key]["_exit"] == 0 else "is BLOCKED by"
+        rules = summary[key].get("gate", {}).get("failed_rules") or []
+        console.print(f"{name} {verdict} the gate vs the logging policy"
+                      f"{' (' + ', '.join(rules) + ')' if rules else ''}; report: "
+                      f"{out / 'ope' / name}")
     step(5, "compare against the heuristics in the simulator")
     summary["compare"] = _run(["compare", "--scenario", str(scenario),
                                "-p", "never-send", "-p", "fixed-hour:hour=19",
@@ -189,6 +196,6 @@ def command(
     if as_json:
         emit(summary, True)
     console.rule("[bold green]done[/]")
-    console.print(f"[bold]Report:[/] {report}\n[bold]OPE report:[/] "
+    console.print(f"[bold]Report:[/] {report}\n[bold]OPE reports:[/] "
                   f"{(out / 'ope').resolve()}\n[bold]Policies:[/] {reg.resolve()}  "
                   f"({summary['seconds']} s)")
