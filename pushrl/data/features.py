@@ -542,11 +542,8 @@ def replay(ds: Dataset, spec: FeatureSpec, *, with_affinity: bool = True,
             (``ReplayResult.category_affinity``), e.g. to featurise all candidates of an
             item decision.
     """
-    result = None
-    for _, result in iter_replay(ds, spec, with_affinity=with_affinity,
-                                 category_affinity=category_affinity):
-        pass
-    assert result is not None  # iter_replay always yields at least once
+    *_, (_, result) = iter_replay(ds, spec, with_affinity=with_affinity,
+                                  category_affinity=category_affinity)
     return result
 
 
