@@ -28,7 +28,7 @@ LABELS = {
     "clicks_per_user": "Clicks per user",
     "conversions_per_user": "Conversions per user",
     "revenue_per_user": "Revenue per user",
-    "unsubscribe_rate": "Unsubscribe rate",
+    "unsubscribe_rate": "Unsubscribe rate (share of users)",
     "guardrail_blocks_per_user": "Guardrail blocks per user",
 }
 
