@@ -42,8 +42,16 @@ from pushrl.policies.baselines import make_baseline
 from pushrl.policies.registry import load_policy, read_card, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_PPO = {"default": "policies/ppo-timing", "default_fatigue2": "policies/ppo-timing-fatigue2",
-               "default_shift2h": "policies/ppo-timing-shift2h"}
+#: scenario -> [(label, artifact)]: the agent trained in the scenario's fitted simulator and
+#: the one trained in its ground-truth simulator (same observation, see the report)
+DEFAULT_PPO: dict[str, list[tuple[str, str]]] = {
+    "default": [("ppo/fitted-sim", "policies/ppo-timing"),
+                ("ppo/truth-sim", "policies/ppo-timing-truth")],
+    "default_fatigue2": [("ppo/fitted-sim", "policies/ppo-timing-fatigue2"),
+                         ("ppo/truth-sim", "policies/ppo-timing-fatigue2-truth")],
+    "default_shift2h": [("ppo/fitted-sim", "policies/ppo-timing-shift2h"),
+                        ("ppo/truth-sim", "policies/ppo-timing-shift2h-truth")],
+}
 #: label -> (baseline name, parameter overrides); the TOML defaults were tuned on seed 1
 HEURISTICS: dict[str, tuple[str, dict[str, Any]]] = {
     "fixed-hour": ("fixed-hour", {}),
@@ -70,7 +78,7 @@ def _gap_closed(d_ppo: np.ndarray, d_oracle: np.ndarray) -> dict[str, float]:
             "se": se}
 
 
-def run_world(scenario: str, truth: bool, ppo_path: Path | None, users: int,
+def run_world(scenario: str, truth: bool, ppos: list[tuple[str, Path]], users: int,
               seed: int, log: Any) -> dict[str, Any]:
     """All policies on one scenario/world; returns summary tables and target figures."""
     days = load_scenario(scenario).horizon_days
@@ -89,27 +97,29 @@ def run_world(scenario: str, truth: bool, ppo_path: Path | None, users: int,
     run("never-send", make_baseline("never-send"))
     for label, (name, kw) in HEURISTICS.items():
         run(label, make_baseline(name, **kw))
-    ppo_volume = 0.5
-    if ppo_path is not None:
-        res = run("ppo", load_policy(ppo_path))
-        ppo_volume = float(res.sends.sum() / (users * days))
-    run("random-volume", make_baseline("random-volume", sends_per_day=round(ppo_volume, 3)))
+    volume = 0.5
+    for i, (label, path) in enumerate(ppos):
+        res = run(label, load_policy(path))
+        if i == 0:
+            volume = float(res.sends.sum() / (users * days))
+    run("random-volume", make_baseline("random-volume", sends_per_day=round(volume, 3)))
     if truth:
         run("timing-oracle", make_baseline("timing-oracle"))
     per_user = pd.concat(frames, ignore_index=True)
-    heur = ["fixed-hour", *HEURISTICS, "random-volume"]
+    heur = [*HEURISTICS, "random-volume"]
     means = per_user.groupby("policy")["objective"].mean()
-    best = max(dict.fromkeys(heur), key=lambda p: means[p])
+    best = max(heur, key=lambda p: means[p])
     summary, paired = summarize(per_user, reference=best, days=days)
     out: dict[str, Any] = {"scenario": scenario, "world": "truth" if truth else "fitted",
                            "users": users, "seed": seed, "days": days, "best_heuristic": best,
-                           "random_volume_sends_per_day": ppo_volume, "seconds": seconds,
+                           "random_volume_sends_per_day": volume, "seconds": seconds,
                            "summary": summary.to_dict("records"),
-                           "paired": paired.to_dict("records")}
-    if ppo_path is not None and truth:
+                           "paired": paired.to_dict("records"), "gap_closed": {}}
+    if truth:
         obj = {p: g["objective"].to_numpy() for p, g in per_user.groupby("policy")}
-        out["gap_closed"] = _gap_closed(obj["ppo"] - obj[best],
-                                        obj["timing-oracle"] - obj[best])
+        for label, _ in ppos:
+            out["gap_closed"][label] = _gap_closed(obj[label] - obj[best],
+                                                   obj["timing-oracle"] - obj[best])
     return out
 
 
@@ -141,11 +151,40 @@ def to_markdown(world: dict[str, Any]) -> str:
         delta_u = "—" if du.empty else _fmt(du.iloc[0]["diff"], du.iloc[0]["lower"],
                                             du.iloc[0]["upper"])
         lines.append(f"| {pol} | {cells[0]} | {delta} | {' | '.join(cells[1:])} | {delta_u} |")
-    if "gap_closed" in world:
-        g = world["gap_closed"]
-        lines += ["", f"Gap closed by PPO between `{best}` and the oracle: "
+    for label, g in world.get("gap_closed", {}).items():
+        lines += ["", f"Gap closed by `{label}` between `{best}` and the oracle: "
                   f"{100 * g['value']:.1f} % [{100 * g['lower']:.1f}, {100 * g['upper']:.1f}]."]
     return "\n".join(lines)
+
+
+def inference_timing(artifact: Path, repeats: int = 2000) -> dict[str, float]:
+    """Microseconds per single-user decision: numpy actor vs SB3 ``model.predict``."""
+    import torch
+
+    from pushrl.policies.ppo_config import PPOConfig, load_weights, make_model, make_vec_env
+
+    torch.set_num_threads(1)
+    card = read_card(artifact)
+    cfg = PPOConfig.from_dict({**card["config"], "n_envs": 1, "n_steps": 64, "batch_size": 64,
+                               "profile_features": bool(card.get("profile_features", False))})
+    venv = make_vec_env(cfg, card["scenario"]["name"], seed=0)
+    model = make_model(cfg, venv, seed=0)
+    load_weights(model, venv, artifact)
+    pol = load_policy(artifact)
+    obs = venv.unnormalize_obs(venv.reset())
+    norm = venv.normalize_obs(obs)
+
+    def per_call(fn: Any) -> float:
+        fn()
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return (time.perf_counter() - t0) / repeats * 1e6
+
+    return {"numpy_actor_us": per_call(lambda: pol.actor.probs(obs)),
+            "sb3_predict_us": per_call(lambda: model.predict(norm, deterministic=True)),
+            "sb3_get_distribution_us": per_call(lambda: model.policy.get_distribution(
+                model.policy.obs_to_tensor(norm)[0]))}
 
 
 def main() -> None:
@@ -155,37 +194,57 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=9_000_001, help="test seed (held out)")
     ap.add_argument("--scenarios", default="default,default_fatigue2,default_shift2h")
     ap.add_argument("--worlds", default="truth,fitted")
-    ap.add_argument("--ppo", action="append", default=[], metavar="SCENARIO=PATH")
+    ap.add_argument("--ppo", action="append", default=[], metavar="SCENARIO=[LABEL=]PATH",
+                    help="PPO artifact(s) for a scenario (replace the defaults)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "timing"),
                     help="write OUT.md and OUT.json ('' = do not write)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    ap.add_argument("--no-inference", dest="inference", action="store_false",
+                    help="skip the per-decision inference timing")
     args = ap.parse_args()
-    ppo = dict(DEFAULT_PPO)
-    ppo.update(dict(kv.split("=", 1) for kv in args.ppo))
+    given: dict[str, list[tuple[str, str]]] = {}
+    for spec in args.ppo:  # SCENARIO=LABEL=PATH or SCENARIO=PATH
+        sc, _, rest = spec.partition("=")
+        label, _, path = rest.rpartition("=")
+        given.setdefault(sc, []).append((label or "ppo", path))
+    ppo = {**DEFAULT_PPO, **given}
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
     results: dict[str, Any] = {"worlds": [], "training": {}}
     for sc in args.scenarios.split(","):
-        p = ROOT / ppo[sc] if sc in ppo else None
-        path = resolve(p) if p is not None and p.exists() else None
-        if path is None:
-            log(f"  {sc}: no PPO artifact at {p}; heuristics and oracle only")
-        else:
+        found = []
+        for label, rel in ppo.get(sc, []):
+            p = ROOT / rel
+            if not p.exists():
+                log(f"  {sc}: no artifact at {p}; skipping {label}")
+                continue
+            path = resolve(p)
             card = read_card(path)
-            results["training"][sc] = {
+            found.append((label, path))
+            results["training"][f"{sc}:{label}"] = {
                 "artifact": os.path.relpath(path, ROOT), "timesteps": card["timesteps"],
                 "train/seconds": card["train/seconds"], "seed": card["seed"],
-                "deterministic": card.get("deterministic"), "scenario": card["scenario"]["name"]}
+                "deterministic": card.get("deterministic"), "scenario": card["scenario"]["name"],
+                "trained_on_truth": bool(card["scenario"].get("truth"))}
         for w in args.worlds.split(","):
-            results["worlds"].append(run_world(sc, w == "truth", path, args.users, args.seed,
+            results["worlds"].append(run_world(sc, w == "truth", found, args.users, args.seed,
                                                log))
+    if results["training"] and args.inference:
+        first = next(iter(results["training"].values()))
+        results["inference"] = inference_timing(ROOT / first["artifact"])
     md = ["## Send timing: PPO vs heuristics vs oracle", ""]
-    for sc, t in results["training"].items():
-        md.append(f"* `{t['artifact']}` ({sc}): {t['timesteps']:,} steps in "
+    for key, t in results["training"].items():
+        md.append(f"* `{key}` = `{t['artifact']}`: trained in the "
+                  f"{'ground-truth' if t['trained_on_truth'] else 'fitted'} simulator of "
+                  f"`{t['scenario']}`, {t['timesteps']:,} steps in "
                   f"{t['train/seconds'] / 60:.1f} min, seed {t['seed']}, "
                   f"{'argmax' if t['deterministic'] else 'sampled'} actions")
+    if "inference" in results:
+        t = results["inference"]
+        md.append(f"* one decision: numpy actor {t['numpy_actor_us']:.1f} µs vs SB3 "
+                  f"`model.predict` {t['sb3_predict_us']:.0f} µs (single thread)")
     for w in results["worlds"]:
         md += ["", to_markdown(w)]
     text = "\n".join(md) + "\n"

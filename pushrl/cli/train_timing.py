@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from pushrl.cli._common import console, emit, progress_bar
+
+
+def _override(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise typer.BadParameter(f"--set takes KEY=VALUE (e.g. truth=true), got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
 
 
 def command(
@@ -21,6 +33,8 @@ def command(
                                         "checkpoints (default runs/NAME)"),
     evaluate: bool = typer.Option(True, "--eval/--no-eval", help="evaluate on held-out users "
                                   "and put the results in the model card"),
+    overrides: list[str] = typer.Option([], "--set", help="scenario override KEY=VALUE, "
+                                        "repeatable (e.g. --set truth=true)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
 ) -> None:
     """Train PPO (SB3) on the vectorised timing environment and write a policy artifact.
@@ -36,10 +50,11 @@ def command(
     total = timesteps or cfg.total_timesteps
     if total < 0:
         raise typer.BadParameter(f"--timesteps must be >= 0, got {timesteps}")
+    scenario_overrides = dict(_override(kv) for kv in overrides)
     with progress_bar("training PPO", total, enabled=not as_json) as update:
         res = train_timing(scenario, out=out, timesteps=total, seed=seed, config=cfg,
                            resume=resume, run_dir=run_dir, evaluate=evaluate,
-                           progress=lambda done, tot: update(done, tot))
+                           progress=lambda done, tot: update(done, tot), **scenario_overrides)
     card = res.card
     result = {"artifact": str(res.artifact), "scenario": card["scenario"]["name"],
               "seed": seed, "timesteps": res.timesteps, "train/seconds": round(res.seconds, 1),

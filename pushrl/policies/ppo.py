@@ -123,6 +123,9 @@ class NumpyActor:
         if self.weights[0].shape[0] != self.obs_mean.shape[0]:
             raise ValueError(f"first layer takes {self.weights[0].shape[0]} inputs but the "
                              f"observation statistics have {self.obs_mean.shape[0]}")
+        # precomputed once: a single decision is a few µs, so per-call work matters
+        object.__setattr__(self, "_inv_std", 1.0 / np.sqrt(np.asarray(self.obs_var, np.float64)
+                                                           + self.epsilon))
 
     @property
     def obs_dim(self) -> int:
@@ -131,8 +134,8 @@ class NumpyActor:
 
     def normalize(self, obs: np.ndarray) -> np.ndarray:
         """VecNormalize's transform, ``(n, d) -> (n, d)`` float32."""
-        z = (np.asarray(obs, np.float64) - self.obs_mean) / np.sqrt(self.obs_var + self.epsilon)
-        return np.clip(z, -self.clip_obs, self.clip_obs).astype(np.float32)
+        z = (np.asarray(obs, np.float64) - self.obs_mean) * self._inv_std  # type: ignore[attr-defined]
+        return np.minimum(np.maximum(z, -self.clip_obs), self.clip_obs).astype(np.float32)
 
     def logits(self, obs: np.ndarray) -> np.ndarray:
         """Action logits for raw (unnormalised) observations, ``(n, d) -> (n, n_actions)``."""
