@@ -14,7 +14,7 @@ from pushrl.cli._common import console, emit, progress_bar
 def _override(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise typer.BadParameter(f"--set takes KEY=VALUE (e.g. truth=true), got {text!r}")
+        raise typer.BadParameter(f"--set/--hp take KEY=VALUE (e.g. truth=true), got {text!r}")
     try:
         return key.strip(), json.loads(value)
     except json.JSONDecodeError:
@@ -35,6 +35,9 @@ def command(
                                   "and put the results in the model card"),
     overrides: list[str] = typer.Option([], "--set", help="scenario override KEY=VALUE, "
                                         "repeatable (e.g. --set truth=true)"),
+    hyper: list[str] = typer.Option([], "--hp", help="PPO hyperparameter KEY=VALUE, "
+                                    "repeatable (e.g. --hp unsubscribe_penalty=10); see "
+                                    "pushrl.policies.ppo_config.PPOConfig"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
 ) -> None:
     """Train PPO (SB3) on the vectorised timing environment and write a policy artifact.
@@ -46,7 +49,7 @@ def command(
     from pushrl.policies.ppo import train_timing
     from pushrl.policies.ppo_config import PPOConfig
 
-    cfg = PPOConfig()
+    cfg = PPOConfig.from_dict({**PPOConfig().to_dict(), **dict(_override(kv) for kv in hyper)})
     total = timesteps or cfg.total_timesteps
     if total < 0:
         raise typer.BadParameter(f"--timesteps must be >= 0, got {timesteps}")

@@ -8,6 +8,7 @@ masks it, so the engine never has to block one).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,10 +18,12 @@ from pushrl.envs import rollout
 from pushrl.policies.base import TimingPolicy
 from pushrl.policies.baselines import make_baseline
 from pushrl.envs.world import TIMING_OBS_NAMES
+from pushrl.policies.registry import load_policy, resolve
 from pushrl.policies.ppo import PROFILE_OBS_NAMES, NumpyActor, PPOTimingPolicy
 from pushrl.policies.timing_baselines import BASELINES
 from pushrl.sim.engine import Guardrails
 
+ROOT = Path(__file__).resolve().parents[2]
 # a strict scenario, so that caps bind often: 1/day, 3 per 7 days, quiet 21:00-09:00
 STRICT = {"quiet_hours": [21, 9], "max_sends_per_day": 1, "max_sends_per_week": 3}
 GUARD = Guardrails(21, 9, 1, 3)
@@ -95,6 +98,19 @@ def test_registered_policies_never_violate_guardrails(name: str, overrides: dict
         kwargs = {"sends_per_day": 3.0}  # push hard against the caps
     rec = Recorder(make_baseline(name, **kwargs))  # type: ignore[arg-type]
     res = rollout(rec, "default", n_users=USERS, days=DAYS, seed=11, **STRICT, **overrides)
+    assert res.guardrail_blocks.sum() == 0
+    _check(rec)
+
+
+def _artifacts() -> list[Path]:
+    """Shipped PPO timing artifacts (newest version of each)."""
+    return sorted(resolve(p) for p in (ROOT / "policies").glob("ppo-timing*") if p.is_dir())
+
+
+@pytest.mark.parametrize("artifact", _artifacts(), ids=lambda p: p.parent.name)
+def test_shipped_ppo_agents_never_violate_guardrails(artifact: Path) -> None:
+    rec = Recorder(load_policy(artifact))
+    res = rollout(rec, "default", n_users=USERS, days=DAYS, seed=13, **STRICT)
     assert res.guardrail_blocks.sum() == 0
     _check(rec)
 
