@@ -433,6 +433,7 @@ def train_timing(scenario: str = "default", *, out: str | Path, timesteps: int |
                              name=out.name)
     card: dict[str, Any] = {
         "env_id": "pushrl/PushTiming-v0", "scenario": sc.to_dict(), "seed": seed,
+        "simulator_sha256": venv.unwrapped.venv.world.model.meta.get("sha256"),
         "timesteps": int(model.num_timesteps), "timesteps_this_run": add,
         "resumed_from": str(resume) if resume else None, "config": cfg.to_dict(),
         "train/seconds": round(seconds, 1),
