@@ -51,19 +51,25 @@ def _colors(policies: list[str]) -> dict[str, str]:
     return {p: matplotlib.colors.to_hex(cmap(i % 10)) for i, p in enumerate(policies)}
 
 
-def plot_cumulative(r: CompareResult) -> str:
-    """Cumulative objective per user over days, one line per policy."""
+def _plot_daily(r: CompareResult, column: str, scale: float, ylabel: str, title: str) -> str:
+    """One line per policy of a ``r.daily`` column over days."""
     fig, ax = plt.subplots(figsize=(7, 3.6))
     col = _colors(r.policies)
     for p in r.policies:
         d = r.daily[r.daily["policy"] == p]
-        ax.plot(d["day"], d["objective"], label=p, color=col[p], lw=2)
+        ax.plot(d["day"], scale * d[column], label=p, color=col[p], lw=2)
     ax.set_xlabel("day")
-    ax.set_ylabel("cumulative objective per user")
-    ax.set_title("Cumulative objective over the horizon")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _png(fig)
+
+
+def plot_cumulative(r: CompareResult) -> str:
+    """Cumulative objective per user over days, one line per policy."""
+    return _plot_daily(r, "objective", 1.0, "cumulative objective per user",
+                       "Cumulative objective over the horizon")
 
 
 def plot_hourly(r: CompareResult) -> str:
@@ -89,17 +95,8 @@ def plot_hourly(r: CompareResult) -> str:
 
 def plot_survival(r: CompareResult) -> str:
     """Share of users still subscribed at the end of each day."""
-    fig, ax = plt.subplots(figsize=(7, 3.6))
-    col = _colors(r.policies)
-    for p in r.policies:
-        d = r.daily[r.daily["policy"] == p]
-        ax.plot(d["day"], 100 * d["subscribed"], label=p, color=col[p], lw=2)
-    ax.set_xlabel("day")
-    ax.set_ylabel("% still subscribed")
-    ax.set_title("Reachability: users still subscribed")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return _png(fig)
+    return _plot_daily(r, "subscribed", 100.0, "% still subscribed",
+                       "Reachability: users still subscribed")
 
 
 def plot_forest(r: CompareResult) -> str:
