@@ -186,12 +186,13 @@ def main() -> None:
     parser.add_argument("--replications", type=int, default=100)
     parser.add_argument("--users", type=int, default=300)
     parser.add_argument("--days", type=int, default=7)
-    parser.add_argument("--method", choices=["normal", "bootstrap", "both"], default="both")
+    parser.add_argument("--method", choices=["normal", "bootstrap", "betting", "all"],
+                        default="all")
     parser.add_argument("--n-bootstrap", type=int, default=200)
     parser.add_argument("--no-vw", action="store_true", help="skip the vw-synth policy")
     parser.add_argument("--json", action="store_true", help="print JSON after the table")
     a = parser.parse_args()
-    methods = ("normal", "bootstrap") if a.method == "both" else (a.method,)
+    methods = ("normal", "bootstrap", "betting") if a.method == "all" else (a.method,)
     res = run(a.replications, users=a.users, days=a.days, vw=not a.no_vw, methods=methods,
               n_bootstrap=a.n_bootstrap)
     print(f"{a.replications} logs of {a.users} users x {a.days} days, "

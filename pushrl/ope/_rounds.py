@@ -56,12 +56,18 @@ class RoundData:
         q_pi: ``sum_a pi_e(a | x_i, k_i) q_hat(x_i, a, k_i)``, shape ``(n_rounds,)``, or ``None``
             without a reward model.
         q_logged: ``q_hat(x_i, a_i, k_i)``, shape ``(n_rounds,)``, or ``None``.
+        iw_max: Largest importance weight any round could have had: the largest evaluation
+            probability over the smallest logged propensity (exact for a logger with a
+            constant propensity floor), or ``None`` if unknown. Used by betting intervals.
+        q_range: ``(min, max)`` of the reward model over every action, or ``None``.
     """
 
     reward: FloatArray
     iw: FloatArray
     q_pi: FloatArray | None = None
     q_logged: FloatArray | None = None
+    iw_max: float | None = None
+    q_range: tuple[float, float] | None = None
 
     @property
     def n_rounds(self) -> int:
@@ -107,14 +113,17 @@ def reduce_rounds(inputs: BanditInputs) -> RoundData:
     """
     rows = np.arange(inputs.n_rounds)
     iw = inputs.action_dist[rows, inputs.action, inputs.position] / inputs.pscore
+    iw_max = float(inputs.action_dist.max()) / float(inputs.pscore.min())
     q_hat = inputs.estimated_rewards
     if q_hat is None:
-        return RoundData(reward=inputs.reward, iw=iw)
+        return RoundData(reward=inputs.reward, iw=iw, iw_max=iw_max)
     return RoundData(
         reward=inputs.reward,
         iw=iw,
         q_pi=expected_under_policy(inputs.action_dist, q_hat, inputs.position),
         q_logged=q_hat[rows, inputs.action, inputs.position],
+        iw_max=iw_max,
+        q_range=(float(q_hat.min()), float(q_hat.max())),
     )
 
 

@@ -317,8 +317,10 @@ def validate_interval_args(
     """
     check_scalar(alpha, "alpha", low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
     check_scalar(n_bootstrap_samples, "n_bootstrap_samples", kind="int", low=1)
-    if method not in ("bootstrap", "normal"):
-        raise ValueError(f"`method` must be 'bootstrap' or 'normal', got {method!r}")
+    if method not in ("bootstrap", "normal", "betting"):
+        raise ValueError(
+            f"`method` must be 'bootstrap', 'normal' or 'betting', got {method!r}"
+        )
     if random_state is not None and not isinstance(
         random_state, Integral | np.random.Generator | np.random.RandomState
     ):

@@ -17,7 +17,13 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from pushrl.ope._bootstrap import bootstrap_means, normal_interval, percentile_interval
+from pushrl.ope._betting import betting_interval, term_bounds
+from pushrl.ope._bootstrap import (
+    bootstrap_means,
+    interval_keys,
+    normal_interval,
+    percentile_interval,
+)
 from pushrl.ope._rounds import RoundData, RoundTerms, reduce_rounds
 from pushrl.ope._validate import (
     FloatArray,
@@ -28,7 +34,7 @@ from pushrl.ope._validate import (
     validate_interval_args,
 )
 
-IntervalMethod = Literal["bootstrap", "normal"]
+IntervalMethod = Literal["bootstrap", "normal", "betting"]
 
 
 def interval_from_terms(
@@ -57,6 +63,11 @@ def interval_from_terms(
         ``{"mean": ..., "<level>% CI (lower)": ..., "<level>% CI (upper)": ...}``.
     """
     validate_interval_args(alpha, n_bootstrap_samples, random_state, method)
+    if method == "betting":
+        raise ValueError(
+            "`method` 'betting' needs the rounds, not only the terms: call the estimator's "
+            "`estimate_interval` or `estimate_intervals`"
+        )
     if method == "normal":
         return normal_interval(terms.value(), terms.influence(), alpha)
     present = [c for c in terms.columns() if c is not None]
@@ -116,7 +127,26 @@ class BaseOffPolicyEstimator(ABC):
 
         Arguments are those of :meth:`estimate_policy_value`.
         """
-        q_hat = resolve_estimated_rewards(estimated_rewards_by_reg_model, estimated_rewards)
+        return self._estimate_round_rewards(
+            self._reduce(
+                reward,
+                action,
+                pscore,
+                action_dist,
+                position,
+                resolve_estimated_rewards(estimated_rewards_by_reg_model, estimated_rewards),
+            )
+        )
+
+    def _reduce(
+        self,
+        reward: np.ndarray,
+        action: np.ndarray,
+        pscore: np.ndarray,
+        action_dist: np.ndarray,
+        position: np.ndarray | None,
+        q_hat: np.ndarray | None,
+    ) -> RoundData:
         inputs = validate_bandit_inputs(
             reward,
             action,
@@ -127,7 +157,7 @@ class BaseOffPolicyEstimator(ABC):
             require_estimated_rewards=self.requires_reward_model,
             caller=self.estimator_name,
         )
-        return self._estimate_round_rewards(reduce_rounds(inputs))
+        return reduce_rounds(inputs)
 
     def estimate_policy_value(
         self,
@@ -206,6 +236,7 @@ class BaseOffPolicyEstimator(ABC):
         n_bootstrap_samples: int = 10000,
         random_state: RandomState = None,
         method: IntervalMethod = "bootstrap",
+        reward_range: tuple[float, float] | None = None,
     ) -> dict[str, float]:
         """Estimate a ``1 - alpha`` confidence interval of the policy value.
 
@@ -225,21 +256,26 @@ class BaseOffPolicyEstimator(ABC):
             alpha: Miscoverage level.
             n_bootstrap_samples: Number of bootstrap resamples.
             random_state: Seed or generator of the bootstrap.
-            method: ``"bootstrap"`` or ``"normal"``.
+            method: ``"bootstrap"``, ``"normal"`` or ``"betting"`` (finite-sample valid for
+                heavy-tailed weights and rare rewards; see :mod:`pushrl.ope._betting`).
+            reward_range: Known ``(low, high)`` range of the reward, used by ``"betting"``
+                only; default the observed range widened to include 0.
 
         Returns:
             ``{"mean": ..., "<level>% CI (lower)": ..., "<level>% CI (upper)": ...}``.
         """
         validate_interval_args(alpha, n_bootstrap_samples, random_state, method)
-        terms = self.round_terms(
+        rounds = self._reduce(
             reward,
             action,
             pscore,
             action_dist,
             position,
-            estimated_rewards_by_reg_model,
-            estimated_rewards=estimated_rewards,
+            resolve_estimated_rewards(estimated_rewards_by_reg_model, estimated_rewards),
         )
+        terms = self._estimate_round_rewards(rounds)
+        if method == "betting":
+            return self.betting_interval(rounds, terms, alpha, reward_range)
         return interval_from_terms(
             terms,
             alpha=alpha,
@@ -247,6 +283,23 @@ class BaseOffPolicyEstimator(ABC):
             random_state=random_state,
             method=method,
         )
+
+    def betting_interval(
+        self,
+        rounds: RoundData,
+        terms: RoundTerms,
+        alpha: float,
+        reward_range: tuple[float, float] | None = None,
+    ) -> dict[str, float]:
+        """Betting interval (:mod:`pushrl.ope._betting`) of ``terms``, computed from ``rounds``.
+
+        Returns:
+            ``{"mean": point estimate, "<level>% CI (lower)": ..., "<level>% CI (upper)": ...}``.
+        """
+        bounds = term_bounds(self._estimate_round_rewards, rounds, reward_range)
+        res = betting_interval(terms, bounds, alpha)
+        lower_key, upper_key = interval_keys(alpha)
+        return {"mean": res["mean"], lower_key: res["lower"], upper_key: res["upper"]}
 
     def hyperparameters(self) -> dict[str, Any]:
         """The estimator's hyperparameters (dataclass fields other than the name)."""

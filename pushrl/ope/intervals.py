@@ -156,6 +156,7 @@ def estimate_intervals(
     n_bootstrap_samples: int = 10000,
     random_state: RandomState = None,
     method: IntervalMethod = "bootstrap",
+    reward_range: tuple[float, float] | None = None,
 ) -> dict[str, IntervalEstimate]:
     """Point estimates and intervals of several estimators, validated and resampled once.
 
@@ -176,7 +177,9 @@ def estimate_intervals(
         alpha: Miscoverage level.
         n_bootstrap_samples: Number of bootstrap resamples.
         random_state: Seed or generator.
-        method: ``"bootstrap"`` or ``"normal"``.
+        method: ``"bootstrap"``, ``"normal"`` or ``"betting"``.
+        reward_range: Known reward range for ``"betting"`` (see
+            :meth:`BaseOffPolicyEstimator.estimate_interval`).
 
     Returns:
         ``{estimator_name: IntervalEstimate}`` in the order given.
@@ -202,6 +205,11 @@ def estimate_intervals(
     terms = [e._estimate_round_rewards(rounds) for e in estimators]
     if method == "normal":
         bounds = [normal_interval(t.value(), t.influence(), alpha) for t in terms]
+    elif method == "betting":
+        bounds = [
+            e.betting_interval(rounds, t, alpha, reward_range)
+            for e, t in zip(estimators, terms, strict=True)
+        ]
     else:
         reps = bootstrap_replicates(terms, n_bootstrap_samples, random_state)
         bounds = [percentile_interval(reps[:, j], alpha) for j in range(len(terms))]
@@ -259,6 +267,11 @@ def paired_difference_from_terms(
         DataError: If the two terms cover different numbers of rounds.
     """
     validate_interval_args(alpha, n_bootstrap_samples, random_state, method)
+    if method == "betting":
+        raise ValueError(
+            "`method` 'betting' is not implemented for paired differences; use 'bootstrap' "
+            "or 'normal'"
+        )
     if candidate.n_rounds != baseline.n_rounds:
         from pushrl.errors import DataError
 
