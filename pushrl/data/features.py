@@ -295,7 +295,7 @@ class FeatureState:
             ValueError: ``bucket`` is earlier than a user's clock (state cannot rewind).
         """
         u = np.asarray(users, dtype=np.int64)
-        b = np.broadcast_to(np.asarray(bucket, dtype=np.int64), u.shape)
+        b = _buckets(bucket, u.shape)
         a = self.a
         gap = b - a.clock[u]
         if (gap < 0).any():
@@ -336,7 +336,7 @@ class FeatureState:
     def _prepare(self, users: np.ndarray, bucket: int | np.ndarray,
                  *, late_ok: bool = False) -> tuple[np.ndarray, np.ndarray]:
         u = np.asarray(users, dtype=np.int64)
-        b = np.broadcast_to(np.asarray(bucket, dtype=np.int64), u.shape).copy()
+        b = _buckets(bucket, u.shape).copy()
         if late_ok:
             # a late event lands in the user's current bucket: it is never seen earlier than
             # it happened, only (at most) later, so point-in-time correctness holds
@@ -393,7 +393,7 @@ class FeatureState:
                                                                               np.ndarray]:
         """Local ``(hour, dow, day)`` of ``users`` at the start of ``bucket``."""
         u = np.asarray(users, dtype=np.int64)
-        b = np.broadcast_to(np.asarray(bucket, dtype=np.int64), u.shape)
+        b = _buckets(bucket, u.shape)
         off = self.tzt.offset_seconds(self.a.tz_idx[u], b)
         return local_clock(b * HOUR, off)
 
@@ -465,6 +465,14 @@ class FeatureState:
         how = self.a.how[:, u].T.astype(np.float64)
         k = self.spec.shrink_how
         return (how + k * self._prior_how) / (how.sum(axis=1, keepdims=True) + k)
+
+
+def _buckets(bucket: int | np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``bucket`` as int64 of ``shape`` (a read-only broadcast of a scalar; arrays that
+    already match are returned as they are: this sits on the server's per-request path)."""
+    if isinstance(bucket, np.ndarray) and bucket.dtype == np.int64 and bucket.shape == shape:
+        return bucket
+    return np.broadcast_to(np.asarray(bucket, dtype=np.int64), shape)
 
 
 def encode(raw: np.ndarray) -> np.ndarray:

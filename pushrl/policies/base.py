@@ -12,6 +12,7 @@ Timing actions are ``WAIT = 0`` and ``SEND = 1``. Item actions index the context
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -49,8 +50,13 @@ class Policy(ABC):
 
     def action_dist(self, ctx: Any) -> np.ndarray:
         """Normalised action probabilities after guardrails, shape ``(n, n_actions)``."""
-        dist = np.asarray(self._action_dist(ctx), dtype=np.float64)
-        mask = self._mask(ctx)
+        return self._normalise(np.asarray(self._action_dist(ctx), dtype=np.float64),
+                               self._mask(ctx))
+
+    @staticmethod
+    def _normalise(dist: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+        """Zero the masked actions and renormalise each row (all masked or degenerate rows
+        fall back to the first allowed action)."""
         if mask is not None:
             dist = np.where(mask, dist, 0.0)
         tot = dist.sum(axis=1, keepdims=True)
@@ -58,6 +64,7 @@ class Policy(ABC):
         if bad.any():  # nothing allowed or degenerate output: fall back to the first allowed
             fallback = mask[bad] if mask is not None else np.ones_like(dist[bad], bool)
             first = np.argmax(fallback, axis=1)
+            dist = dist.copy() if mask is None else dist  # never write into the caller's
             dist[bad] = 0.0
             dist[np.flatnonzero(bad), first] = 1.0
             tot = dist.sum(axis=1, keepdims=True)
@@ -65,7 +72,12 @@ class Policy(ABC):
 
     def decide_batch(self, ctx: Any, rng: np.random.Generator) -> BatchDecision:
         """Decide for every round of ``ctx``; randomness only from ``rng``."""
-        dist = self.action_dist(ctx)
+        return self.sample(self.action_dist(ctx), rng)
+
+    @staticmethod
+    def sample(dist: np.ndarray, rng: np.random.Generator) -> BatchDecision:
+        """Draw one action per row of a normalised ``(n, n_actions)`` ``dist`` (what
+        :meth:`decide_batch` does after :meth:`action_dist`)."""
         action = _sample(dist, rng)
         return BatchDecision(action, dist[np.arange(dist.shape[0]), action], dist)
 
@@ -91,6 +103,20 @@ class TimingPolicy(Policy):
         m = np.ones((len(ctx), 2), dtype=bool)
         m[:, SEND] = np.asarray(ctx.allowed, dtype=bool)
         return m
+
+    def action_dist_unguarded(self, ctx: TimingContext) -> tuple[np.ndarray, np.ndarray]:
+        """``(action_dist(ctx), dist with every slot allowed)`` from one evaluation.
+
+        The second says what the policy wanted where a guardrail decided (the server counts
+        those blocks). Policies score rows independently and ``ctx.allowed`` only masks, so
+        the first equals :meth:`action_dist` exactly.
+
+        Returns:
+            Two ``(n, 2)`` float64 arrays.
+        """
+        free = replace(ctx, allowed=np.ones(len(ctx), dtype=bool))
+        raw = np.asarray(self._action_dist(free), dtype=np.float64)
+        return self._normalise(raw, self._mask(ctx)), self._normalise(raw, None)
 
 
 class ItemPolicy(Policy):

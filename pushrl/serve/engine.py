@@ -186,10 +186,16 @@ class Engine:
         st, ps, n = self.state, self.policies, len(rows)
         raw = st.fs.features(u, b)
         tctx = TimingContext(raw, allowed, u, b, st.fs, today)
-        td = timing.policy.decide_batch(tctx, self.rng)
+        blocked = np.ones(n, bool) if self.kill_switch else ~allowed
+        if blocked.any() and not self.kill_switch:
+            # one evaluation gives the decision and what the policy wanted where blocked
+            dist, free = timing.policy.action_dist_unguarded(tctx)
+        else:
+            dist, free = timing.policy.action_dist(tctx), None
+        td = timing.policy.sample(dist, self.rng)
         send = np.asarray(td.action) == SEND
         p_send = np.asarray(td.action_dist)[:, SEND].astype(np.float64)
-        why = self._reasons(tctx, allowed, reasons)
+        why = self._reasons(tctx, blocked, reasons, free)
         items: list[str | None] = [None] * n
         p_item = np.ones(n)
         if send.any():
@@ -237,23 +243,29 @@ class Engine:
                                      self._look_ahead(timing, r, int(u[i]), int(ts[i])))
         return out, stmts
 
-    def _reasons(self, tctx: TimingContext, allowed: np.ndarray,
-                 reasons: list[str | None]) -> list[str]:
-        """``policy`` or ``guardrail:<name>``; counts the blocks that changed a decision."""
+    def _reasons(self, tctx: TimingContext, blocked: np.ndarray, reasons: list[str | None],
+                 free: np.ndarray | None) -> list[str]:
+        """``policy`` or ``guardrail:<name>``; counts the blocks that changed a decision.
+
+        ``free`` is the active timing policy's ``(n, 2)`` distribution with every slot
+        allowed (None: compute it for the blocked rows, as under the kill switch, where the
+        safe policy decided).
+        """
         if self.kill_switch:
             reasons = ["kill_switch"] * len(reasons)
-            blocked = np.ones(len(reasons), bool)
-        else:
-            blocked = ~allowed
-        if blocked.any():
-            m = np.flatnonzero(blocked)
+        if not blocked.any():
+            return ["policy"] * len(reasons)
+        m = np.flatnonzero(blocked)
+        if free is None:
             users = np.asarray(tctx.user_index)
             today = np.asarray(tctx.sends_today)
-            free = TimingContext(tctx.features[m], np.ones(m.size, bool), users[m],
-                                 np.asarray(tctx.bucket)[m], tctx.state, today[m])
-            wanted = self.policies.timing.policy.action_dist(free)[:, SEND] > 0
-            for i in m[wanted].tolist():
-                self.metrics.guardrail_blocks.labels(reasons[i]).inc()
+            sub = TimingContext(tctx.features[m], np.ones(m.size, bool), users[m],
+                                np.asarray(tctx.bucket)[m], tctx.state, today[m])
+            wanted = self.policies.timing.policy.action_dist(sub)[:, SEND] > 0
+        else:
+            wanted = free[m, SEND] > 0
+        for i in m[wanted].tolist():
+            self.metrics.guardrail_blocks.labels(reasons[i]).inc()
         return [f"guardrail:{r}" if blocked[i] else "policy" for i, r in enumerate(reasons)]
 
     def _shadow(self, rows: list[DecideRow], u: np.ndarray, raw: np.ndarray,
