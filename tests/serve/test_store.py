@@ -1,0 +1,47 @@
+"""The durable log: group commit, and WAL checkpoints off the commit path."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from pushrl.serve import store
+from pushrl.serve.store import DurableLog
+
+_ROW = "INSERT INTO activity VALUES (?,?,?,?,?,?)"
+
+
+def test_writes_are_durable_and_the_wal_is_checkpointed(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store, "CHECKPOINT_SECONDS", 0.05)
+    log = DurableLog(tmp_path, sync="normal")
+    try:
+        # autocheckpoint is off on the writer: only the checkpointer thread empties the WAL
+        assert log._writer_conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        blob = "x" * 2000
+
+        def burst(k0: int) -> None:  # 20 commits x 100 rows x 2 kB: ~4 MB of WAL
+            for k in range(k0, k0 + 20):
+                log.write([(_ROW, (k * 100 + i, "u", 0, "session", blob, None))
+                           for i in range(100)])
+
+        wal = tmp_path / (store.LOG_FILE + "-wal")
+        burst(0)
+        first = wal.stat().st_size
+        assert first > 3_000_000
+        time.sleep(1.0)  # the checkpointer copies the WAL into the database meanwhile
+        burst(20)
+        # after a complete checkpoint the writer restarts the WAL from its start: it stays
+        # the size of one burst instead of growing to two
+        assert wal.stat().st_size < 1.5 * first
+        assert log.query("SELECT count(*) FROM activity")[0][0] == 4000
+    finally:
+        log.close()
+    # a fresh open sees everything (nothing lived only in memory)
+    again = DurableLog(tmp_path, sync="normal")
+    try:
+        assert again.query("SELECT count(*) FROM activity")[0][0] == 4000
+    finally:
+        again.close()
