@@ -5,15 +5,22 @@ Sections (default: --perf --obp-timing):
 --perf           1M logged decisions x 50 actions (len_list 1): every bandit estimator with a
                  1,000-resample bootstrap CI. Reports wall time and peak RSS (target <= 4 GB).
 --obp-timing     On the OBD arrays of tests/fixtures/obp, times pushrl's bootstrap intervals of
-                 the 11 estimator configurations against OBP 0.4.1's (timed by
-                 scripts/obp_reference.py in its venv, same machine, 10,000 resamples each) and
-                 checks the point values are OBP's (target >= 5x faster, identical points).
+                 the 11 estimator configurations against OBP 0.4.1's (10,000 resamples each,
+                 one estimate_interval call per estimator, CPU seconds summed). With
+                 --obp-python OBP is timed in the same run (benchmarks/ope_obp_timing.py in
+                 OBP's venv), else the fixture's stored timings are used. pushrl is timed as
+                 `joint` (estimate_intervals, all 11 on one set of resamples), `per_call` (11
+                 estimate_interval calls with the same int seed, as OBP users write them: the
+                 resample counts are drawn once and memoised), `per_call_cold` (the memo is
+                 cleared before every call: each call draws its 1e8 indices) and
+                 `joint_obp_stream` (OBP's RandomState index stream). Target >= 5x, identical
+                 point values.
 --obd-benchmark  OBP's examples/obd experiment: Bernoulli TS's CTR estimated from the random
                  logs vs its on-policy CTR in the bts logs, relative error over 20 bootstrap
                  resamples of the logs, reward model cross-fitted with pushrl (3 folds,
                  LogisticRegression(C=100)). Compared with OBP's own run of the protocol.
 
-    python benchmarks/ope.py [--perf] [--obp-timing] [--obd-benchmark] [--json]
+    python benchmarks/ope.py [--perf] [--obp-timing [--obp-python PY]] [--obd-benchmark] [--json]
 """
 
 from __future__ import annotations
@@ -22,8 +29,10 @@ import argparse
 import json
 import os
 import resource
+import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +47,7 @@ from pushrl.ope import (
     SelfNormalizedDoublyRobust,
     SelfNormalizedInverseProbabilityWeighting,
     SwitchDoublyRobust,
+    clear_resample_memo,
     estimate_intervals,
     fit_reward_model,
 )
@@ -54,6 +64,12 @@ parser.add_argument("--n-rounds", type=int, default=1_000_000)
 parser.add_argument("--n-actions", type=int, default=50)
 parser.add_argument("--n-bootstrap", type=int, default=1000)
 parser.add_argument("--obd-runs", type=int, default=20)
+parser.add_argument(
+    "--obp-python",
+    default=None,
+    help="python of a venv with obp==0.4.1 (numpy<2, pandas<2): time OBP in the same run "
+    "(benchmarks/ope_obp_timing.py); default: the timings stored in the OBP fixture",
+)
 args = parser.parse_args()
 if not (args.perf or args.obp_timing or args.obd_benchmark):
     args.perf = args.obp_timing = True
@@ -168,65 +184,85 @@ if args.perf:
     del action_dist, q_hat
 
 # --- speed and point values vs OBP on the OBD arrays -----------------------------------------
+def obp_same_run(python: str, n_boot: int, seed: int) -> dict[str, Any]:
+    """OBP's per-call timings, measured now by benchmarks/ope_obp_timing.py in OBP's venv."""
+    cmd = [python, str(ROOT / "benchmarks" / "ope_obp_timing.py"), "--n-bootstrap", str(n_boot),
+           "--seed", str(seed)]
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def separate(ests: list[Any], inputs: dict[str, Any], n_boot: int, seed: int,
+             clear_each: bool) -> None:
+    """One estimate_interval call per estimator, all with the same int seed."""
+    clear_resample_memo()
+    for e in ests:
+        if clear_each:
+            clear_resample_memo()
+        e.estimate_interval(**inputs, n_bootstrap_samples=n_boot, random_state=seed)
+
+
+def joint(ests: list[Any], inputs: dict[str, Any], n_boot: int, rs: Any) -> None:
+    """All estimators in one estimate_intervals call."""
+    clear_resample_memo()
+    estimate_intervals(ests, **inputs, n_bootstrap_samples=n_boot, random_state=rs)
+
+
+def timed(fn: Any) -> tuple[float, float]:
+    t0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
 if args.obp_timing:
     ref = json.loads((OBP_DIR / "obp_reference.json").read_text())
     n_boot = ref["provenance"]["n_bootstrap_timing"]
     seed = ref["provenance"]["bootstrap_random_state"]
-    results["obp_timing"] = {}
+    results["obp_timing"] = {"obp_source": "same run" if args.obp_python else "stored fixture"}
     for direction, meta in ref["directions"].items():
         log(f"== obp timing: {direction}, {n_boot} resamples x {len(meta['values'])} estimators")
         case = load_obp(direction)
         inputs = {k: case[k] for k in ("reward", "action", "pscore", "action_dist", "position")}
         inputs["estimated_rewards_by_reg_model"] = case["estimated_rewards_by_reg_model"]
         ests = estimator_configs()
-        obp_wall = sum(meta["timing_seconds"]["estimate_interval"].values())
-        obp_cpu_map = meta["timing_seconds"].get("estimate_interval_cpu")
-        obp_cpu = None if obp_cpu_map is None else sum(obp_cpu_map.values())
+        if args.obp_python:  # OBP timed now, right before pushrl, under the same machine load
+            obp_run = obp_same_run(args.obp_python, n_boot, seed)["directions"][direction]
+            obp_values = {k: v["value"] for k, v in obp_run.items()}
+            obp_wall = sum(v["wall"] for v in obp_run.values())
+            obp_cpu = sum(v["cpu"] for v in obp_run.values())
+        else:
+            obp_values = meta["values"]
+            obp_wall = sum(meta["timing_seconds"]["estimate_interval"].values())
+            obp_cpu = sum(meta["timing_seconds"]["estimate_interval_cpu"].values())
         rel = max(
-            abs(e.estimate_policy_value(**inputs) / meta["values"][e.estimator_name] - 1)
+            abs(e.estimate_policy_value(**inputs) / obp_values[e.estimator_name] - 1)
             for e in ests
         )
         wall, cpu = {}, {}
-        for label, rs in (
-            ("generator", lambda: seed),
-            ("obp_stream", lambda: np.random.RandomState(seed)),
+        for key, fn in (
+            ("joint", partial(joint, ests, inputs, n_boot, seed)),
+            ("per_call_cold", partial(separate, ests, inputs, n_boot, seed, True)),
+            ("per_call", partial(separate, ests, inputs, n_boot, seed, False)),
+            ("joint_obp_stream", partial(joint, ests, inputs, n_boot, np.random.RandomState(seed))),
         ):
-            t0, c0 = time.perf_counter(), time.process_time()
-            joint = estimate_intervals(
-                ests, **inputs, n_bootstrap_samples=n_boot, random_state=rs()
-            )
-            wall[f"joint_{label}"] = time.perf_counter() - t0
-            cpu[f"joint_{label}"] = time.process_time() - c0
-            t0, c0 = time.perf_counter(), time.process_time()
-            for e in ests:
-                e.estimate_interval(**inputs, n_bootstrap_samples=n_boot, random_state=rs())
-            wall[f"separate_{label}"] = time.perf_counter() - t0
-            cpu[f"separate_{label}"] = time.process_time() - c0
+            wall[key], cpu[key] = timed(fn)
+        clear_resample_memo()
         res = {
             "obp_wall_seconds": obp_wall,
             "obp_cpu_seconds": obp_cpu,
             "pushrl_wall_seconds": wall,
             "pushrl_cpu_seconds": cpu,
-            "speedup_wall_joint": obp_wall / wall["joint_generator"],
-            "speedup_wall_separate": obp_wall / wall["separate_generator"],
+            "speedup_cpu": {k: obp_cpu / v for k, v in cpu.items()},
+            "speedup_wall": {k: obp_wall / v for k, v in wall.items()},
             "max_rel_diff_point_values": rel,
             "target_speedup": 5.0,
         }
-        if obp_cpu is not None:
-            res["speedup_cpu_joint"] = obp_cpu / cpu["joint_generator"]
-            res["speedup_cpu_separate"] = obp_cpu / cpu["separate_generator"]
-            res["speedup_cpu_joint_obp_stream"] = obp_cpu / cpu["joint_obp_stream"]
         results["obp_timing"][direction] = res
-        log(f"  OBP wall {obp_wall:.1f}s" + ("" if obp_cpu is None else f", cpu {obp_cpu:.1f}s"))
+        log(f"  OBP ({results['obp_timing']['obp_source']}), 11 calls: wall {obp_wall:.1f}s, "
+            f"cpu {obp_cpu:.1f}s")
         for key in wall:
-            log(
-                f"  pushrl {key:22s} wall {wall[key]:6.2f}s ({obp_wall / wall[key]:5.1f}x)"
-                + (
-                    ""
-                    if obp_cpu is None
-                    else f"  cpu {cpu[key]:6.2f}s ({obp_cpu / cpu[key]:5.1f}x)"
-                )
-            )
+            log(f"  pushrl {key:18s} wall {wall[key]:6.2f}s ({obp_wall / wall[key]:5.1f}x)"
+                f"  cpu {cpu[key]:6.2f}s ({obp_cpu / cpu[key]:5.1f}x)")
         log(f"  max relative difference of the 11 point values vs OBP: {rel:.1e}")
 
 # --- OBP's OBD experiment: BTS from random logs vs BTS on-policy CTR ---------------------------

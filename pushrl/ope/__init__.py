@@ -15,6 +15,7 @@ imported here, so importing ``pushrl.ope`` does not load matplotlib).
 
 from __future__ import annotations
 
+from pushrl.ope._bootstrap import clear_resample_memo
 from pushrl.ope._rounds import RoundData, RoundTerms
 from pushrl.ope._validate import BanditInputs, validate_bandit_inputs
 from pushrl.ope.crossfit import CrossFitDR, fit_reward_model
@@ -128,6 +129,7 @@ __all__ = [
     "WeightedDoublyRobust",
     "WeightedPerDecisionIS",
     "bootstrap_replicates",
+    "clear_resample_memo",
     "estimate_intervals",
     "fit_fqe",
     "fit_reward_model",
