@@ -203,5 +203,13 @@ class RoundTerms:
     def combine(
         direct: np.ndarray | float, weighted: np.ndarray | float, normaliser: np.ndarray | float
     ) -> np.ndarray:
-        """Apply ``direct + weighted / normaliser`` to (resampled) means, elementwise."""
-        return np.asarray(direct + np.divide(weighted, normaliser))
+        """Apply ``direct + weighted / normaliser`` to (resampled) means, elementwise.
+
+        A resample without any positive normaliser (no round where the evaluation policy
+        agrees with the logged action) has no weighted evidence: its weighted part counts as 0
+        instead of ``0 / 0``.
+        """
+        w = np.asarray(weighted, np.float64)
+        c = np.asarray(normaliser, np.float64)
+        ratio = np.divide(w, c, out=np.zeros(np.broadcast(w, c).shape), where=c != 0)
+        return np.asarray(direct + ratio)
