@@ -20,7 +20,7 @@ otherwise, as in OBD) and ``reward`` a :class:`RewardSpec` of the logged outcome
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -318,19 +318,26 @@ def item_pscore(pushes: pd.DataFrame) -> np.ndarray:
     return np.minimum(ps, 1.0)
 
 
+def pad_candidates(lists: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Ragged per-round candidate lists as ``(candidates, mask)``, both ``(n, k)`` with
+    ``k`` the longest list; padding is candidate 0 with ``mask`` False."""
+    k = max(len(c) for c in lists)
+    cand = np.zeros((len(lists), k), np.int64)
+    mask = np.zeros((len(lists), k), bool)
+    for i, c in enumerate(lists):
+        cand[i, :len(c)], mask[i, :len(c)] = c, True
+    return cand, mask
+
+
 def _candidates(p: pd.DataFrame, catalog: ItemCatalog, logged_idx: np.ndarray,
                 rows: np.ndarray) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
     """``(candidates or None, mask, action)`` from the ``candidates`` column (None = all)."""
     col = p["candidates"] if "candidates" in p.columns else None
     if col is None or not col.notna().any():
         return None, np.ones((len(p), len(catalog)), bool), logged_idx
-    lists = [catalog.indices(list(c)) if isinstance(c, list | tuple | np.ndarray)
-             else np.arange(len(catalog)) for c in col]
-    k = max(len(c) for c in lists)
-    cand = np.zeros((len(p), k), np.int64)
-    mask = np.zeros((len(p), k), bool)
-    for i, c in enumerate(lists):
-        cand[i, :len(c)], mask[i, :len(c)] = c, True
+    cand, mask = pad_candidates([catalog.indices(list(c))
+                                 if isinstance(c, list | tuple | np.ndarray)
+                                 else np.arange(len(catalog)) for c in col])
     hit = (cand == logged_idx[:, None]) & mask
     if not hit.any(axis=1).all():
         bad = ~hit.any(axis=1)

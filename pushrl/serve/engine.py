@@ -19,7 +19,7 @@ import numpy as np
 
 from pushrl.data.features import ItemCatalog
 from pushrl.policies.base import SEND, TimingContext
-from pushrl.policies.item_data import ContextEncoder, make_context
+from pushrl.policies.item_data import ContextEncoder, make_context, pad_candidates
 from pushrl.serve import guardrails
 from pushrl.serve.config import ServeConfig
 from pushrl.serve.errors import Conflict
@@ -118,13 +118,8 @@ class Engine:
         if all(r.candidates is None for r in rows):
             cand, mask = None, None
         else:
-            lists = [mapping[r.candidates] if r.candidates is not None
-                     else np.arange(len(catalog)) for r in rows]
-            k = max(len(c) for c in lists)
-            cand = np.zeros((len(rows), k), np.int64)
-            mask = np.zeros((len(rows), k), bool)
-            for i, c in enumerate(lists):
-                cand[i, :len(c)], mask[i, :len(c)] = c, True
+            cand, mask = pad_candidates([mapping[r.candidates] if r.candidates is not None
+                                         else np.arange(len(catalog)) for r in rows])
         ncat = enc.spec.n_categories
         aff = (self.state.fs.affinity(u, np.broadcast_to(np.arange(ncat), (len(u), ncat)))
                if ncat else None)
