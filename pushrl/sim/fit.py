@@ -6,7 +6,8 @@ will evaluate. Components (see :mod:`pushrl.sim.design` for the designs):
 
 * rhythm: per user hour-of-week activity, shrunk toward the population
   (:mod:`pushrl.sim.population`), checked on the last quarter of the log;
-* ``open``: P(open | sent at t, state, item);
+* ``open``: P(open | sent at t, state, item, the user's latent rhythm at t; see
+  :func:`~pushrl.sim.design.log_user_relative_activity`);
 * ``click``: P(click | open, item); ``convert``: P(convert | click, item); revenue of a
   conversion per item (``price`` times the logged revenue/price ratio, else a shrunk mean);
 * ``unsubscribe``: hazard per delivered push vs recent volume and engagement;
@@ -174,10 +175,19 @@ def fit_push(ds: Dataset, report: ValidationReport, progress: Progress | None = 
     if not rows.any():
         raise DataError("no sent push with a known `opened` outcome; the push simulator needs "
                         "opens (for item-choice logs such as OBD the obd fitter is used)")
+    say("fitting user population and rhythm")
+    full_how = rr.state.export_history(np.arange(len(ds.users)))["how"]
+    best, rhythm = select_rhythm(ds, spec, full_how)
+    start = int(rr.bucket.min()) * 3600
+    warm_rr = replay(_prefix(ds, start + WARM_DAYS * 86400), spec, with_affinity=False)
+    warm = warm_rr.state.export_history(np.arange(len(ds.users)))
+    pop = fit_population(ds, spec, rr, best, warm)
     say(f"fitting open model on {int(rows.sum())} sends")
     log_pop = design.log_population_activity(spec.prior_how)
-    glms["open"] = fit_glm(design.open_design(rr.features[rows], rr.affinity[rows], log_pop),
-                           opened[rows], groups[rows], design.OPEN_NAMES)
+    user_rel = design.log_user_relative_activity(pop.rate_how)[groups[rows]]
+    glms["open"] = fit_glm(design.open_design(rr.features[rows], rr.affinity[rows], log_pop,
+                                              user_rel),
+                           opened[rows], groups[rows], (*design.OPEN_NAMES, design.USER_REL_NAME))
     names = design.click_names(catalog.feature_names)
     rows = sent & opened & c_known
     say(f"fitting click model on {int(rows.sum())} opens")
@@ -195,13 +205,6 @@ def fit_push(ds: Dataset, report: ValidationReport, progress: Progress | None = 
     glms["unsubscribe"] = _fit_or_constant(design.unsub_design(rr.features[rows]), unsub[rows],
                                            groups[rows], design.UNSUB_NAMES, say)
     revenue, rev_meta = item_revenue(ds, catalog, idx, sent & converted)
-    say("fitting user population and rhythm")
-    full_how = rr.state.export_history(np.arange(len(ds.users)))["how"]
-    best, rhythm = select_rhythm(ds, spec, full_how)
-    start = int(rr.bucket.min()) * 3600
-    warm_rr = replay(_prefix(ds, start + WARM_DAYS * 86400), spec, with_affinity=False)
-    warm = warm_rr.state.export_history(np.arange(len(ds.users)))
-    pop = fit_population(ds, spec, rr, best, warm)
     meta = {"data": str(ds.path) if ds.path else None, "fingerprint": report.fingerprint,
             "decisions": len(p), "sent": int(sent.sum()), "users": len(pop),
             "start_bucket": int(rr.bucket.min()), "end_bucket": int(rr.bucket.max()),

@@ -65,6 +65,10 @@ class FittedResponse:
                                                            design.FATIGUE_COLUMNS)}
         self._item_x = model.item_features.astype(np.float64)
         self._log_pop = np.roll(design.log_population_activity(model.spec.prior_how), self.shift)
+        # simulators fitted since the user-rhythm covariate have it in the open model
+        self._log_rel = (np.roll(design.log_user_relative_activity(self.pop.rate_how),
+                                 self.shift, axis=1)
+                         if design.USER_REL_NAME in self._open.names else None)
         rate = self._convert.predict(design.convert_design(self._item_x)) \
             if self._convert is not None else np.zeros(self.n_items)
         self._p_convert = rate
@@ -83,7 +87,8 @@ class FittedResponse:
     def p_open(self, pop: np.ndarray, raw: np.ndarray, affinity: np.ndarray,
                items: np.ndarray) -> np.ndarray:
         """P(open), shape ``(n,)``; ``affinity`` is the pipeline affinity of ``items``."""
-        return self._open.predict(design.open_design(raw, affinity, self._log_pop),
+        rel = self._log_rel[pop] if self._log_rel is not None else None
+        return self._open.predict(design.open_design(raw, affinity, self._log_pop, rel),
                                   self._open_scale)
 
     def p_click(self, pop: np.ndarray, raw: np.ndarray, affinity: np.ndarray,
