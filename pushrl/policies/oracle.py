@@ -65,6 +65,10 @@ class Tables:
         unsubscribe_penalty: Reward weight of an unsubscribe.
         max_per_day: Daily cap (0 = none).
         max_per_week: 7-day cap (0 = none).
+        s24_pre: ``(n, T)`` pushes sent before step 0 that are in each step's 24-h window
+            (replanning mid-episode); None = no earlier pushes.
+        s7_pre: ``(n, T)`` the same for the 7-day window.
+        today_pre: ``(n,)`` pushes already sent in step 0's local day.
     """
 
     act: np.ndarray
@@ -80,6 +84,9 @@ class Tables:
     unsubscribe_penalty: float
     max_per_day: int
     max_per_week: int
+    s24_pre: np.ndarray | None = None
+    s7_pre: np.ndarray | None = None
+    today_pre: np.ndarray | None = None
 
 
 def _window(x: np.ndarray, w: int) -> np.ndarray:
@@ -103,6 +110,8 @@ def expected_return(x: np.ndarray, tb: Tables) -> np.ndarray:
     xf = x.astype(np.float64)
     s24 = _window(xf, tb.steps_24h)
     s7 = _window(xf, 7 * tb.steps_24h)
+    if tb.s24_pre is not None and tb.s7_pre is not None:
+        s24, s7 = s24 + tb.s24_pre, s7 + tb.s7_pre
     value = _interp(tb.g, tb.act - tb.fatigue_24h * s24 - tb.fatigue_7d * s7)
     h = _sigmoid(tb.unsub_base[:, None] + tb.unsub_volume * s7)
     log_surv = np.cumsum(np.log1p(-h) * xf, axis=1) - np.log1p(-h) * xf  # sends before t
@@ -118,9 +127,13 @@ def feasible(x: np.ndarray, tb: Tables) -> np.ndarray:
         per_day = np.zeros((x.shape[0], int(d.max()) + 1))
         r, c = np.nonzero(x)
         np.add.at(per_day, (r, d[r, c]), 1)
+        if tb.today_pre is not None:
+            per_day[:, 0] += tb.today_pre
         ok &= per_day.max(axis=1) <= tb.max_per_day
     if tb.max_per_week:
         s7 = _window(x.astype(np.float64), 7 * tb.steps_24h)
+        if tb.s7_pre is not None:
+            s7 = s7 + tb.s7_pre
         ok &= ~(x & (s7 >= tb.max_per_week)).any(axis=1)
     return np.asarray(ok)
 
@@ -195,27 +208,45 @@ def plan(tb: Tables, *, candidates_per_day: int = 3, sweeps: int = 3) -> np.ndar
     return _from_slots(cand, best_on, T)
 
 
-def truth_tables(sim: Any, slots: np.ndarray, weights: Any) -> Tables:
-    """Build :class:`Tables` for engine ``slots`` from a ``truth = true`` :class:`PushSim`.
+def _clock(sim: Any, s: np.ndarray, t0: int = 0,
+           steps: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Local ``(hour, weekend, day)`` of steps ``t0 .. t0 + steps`` (default: to the horizon)
+    of slots ``s``, each ``(n, steps)``."""
+    cfg = sim.cfg
+    n_steps = int(cfg.horizon) - t0 if steps is None else int(steps)
+    buckets = cfg.start_bucket + (t0 + np.arange(n_steps)) * int(cfg.step_hours)
+    off = sim.state.tzt.offset_seconds(sim.state.a.tz_idx[s][:, None], buckets[None, :])
+    hour, dow, day = local_clock(buckets[None, :] * HOUR, off)
+    return hour, (dow >= 5).astype(np.int64), day
 
-    Raises:
-        ScenarioError: the simulator is not the synthetic ground truth.
-    """
+
+def _truth_world(sim: Any) -> Any:
     resp = sim.response
     if not getattr(resp, "truth", False):
         raise ScenarioError("the oracle needs the ground truth: run it in a truth = true "
                             "scenario (e.g. `default_truth`, or truth=True as an override)")
-    world, cfg = resp.world, sim.cfg
+    return resp.world
+
+
+def _tables(sim: Any, s: np.ndarray, weights: Any, log_rel: np.ndarray, z: np.ndarray,
+            log_aff: np.ndarray, logit_sd: np.ndarray | float = 0.0, t0: int = 0) -> Tables:
+    """:class:`Tables` under the true response model for given per-user latents.
+
+    Args:
+        sim: A ``truth = true`` :class:`~pushrl.sim.engine.PushSim`.
+        s: ``(n,)`` engine slots.
+        weights: Reward weights.
+        log_rel: ``(n, T)`` log relative activity at each step's local hour.
+        z: ``(n,)`` engagement latent.
+        log_aff: ``(n, n_items)`` log affinity of each item (``log(pref[cat] * n_cat)``).
+        logit_sd: ``(n,)`` or scalar standard deviation of the open logit's unknown part: the
+            expected open probability is ``E[sigmoid(m + e)] ~ sigmoid(m / sqrt(1 + pi
+            sd^2 / 8))`` (probit approximation); 0 for known latents.
+        t0: First step of the tables (``log_rel`` covers steps ``t0 ..``).
+    """
+    world, cfg = sim.response.world, sim.cfg
     p = world.params
-    s = np.asarray(slots, np.int64)
-    gt = resp.gt[sim.pop[s]]
-    T, step_h = int(cfg.horizon), int(cfg.step_hours)
-    buckets = cfg.start_bucket + np.arange(T) * step_h
-    tz = sim.state.a.tz_idx[s]
-    off = sim.state.tzt.offset_seconds(tz[:, None], buckets[None, :])
-    hour, dow, day = local_clock(buckets[None, :] * HOUR, off)
-    weekend = (dow >= 5).astype(np.int64)
-    rel = world.rel_activity[gt[:, None], weekend, (hour - int(resp.shift)) % 24]
+    hour, _, day = _clock(sim, s, t0, log_rel.shape[1])
     n_items = world.items.shape[0]
     items = np.arange(n_items)
     pol = sim.item_policy
@@ -223,23 +254,43 @@ def truth_tables(sim: Any, slots: np.ndarray, weights: Any) -> Tables:
                                np.ones((s.size, n_items), bool))
              if hasattr(pol, "probabilities") else np.full((s.size, n_items), 1.0 / n_items))
     w = weights
+    shrink = 1.0 / np.sqrt(1.0 + np.pi * np.broadcast_to(np.asarray(logit_sd, float) ** 2,
+                                                         (s.size,)) / 8.0)
     g = np.empty((s.size, _GRID.size))
     for a in range(0, s.size, 64):  # chunks keep the (users, items, grid) temporary small
-        u = gt[a:a + 64]
-        base = (world.open_logit(u[:, None], 0, 0, items[None, :], 0.0, 0.0)
-                - p.open_activity * np.log(world.rel_activity[u, 0, 0])[:, None])
-        per_open = w.open + world.p_click(u[:, None], items[None, :]) * (
+        la = log_aff[a:a + 64]
+        base = p.open_intercept + p.open_affinity * la + p.open_engagement * z[a:a + 64, None]
+        p_click = _sigmoid(p.click_intercept + p.click_affinity * la
+                           + p.click_quality * world.quality[None, :])
+        per_open = w.open + p_click * (
             w.click + w.revenue * world.p_convert(items)[None, :] * world.price[None, :])
         pr = probs[a:a + 64] * per_open
-        g[a:a + 64] = np.einsum("ui,uig->ug", pr, _sigmoid(base[:, :, None] + _GRID))
+        logit = (base[:, :, None] + _GRID) * shrink[a:a + 64, None, None]
+        g[a:a + 64] = np.einsum("ui,uig->ug", pr, _sigmoid(logit))
     g_cfg = cfg.guardrails
     return Tables(
-        act=p.open_activity * np.log(rel), allowed=~g_cfg.quiet(hour), day=day, g=g,
-        unsub_base=p.unsub_intercept + p.unsub_engagement * world.z[gt],
+        act=p.open_activity * log_rel, allowed=~g_cfg.quiet(hour), day=day, g=g,
+        unsub_base=p.unsub_intercept + p.unsub_engagement * z,
         unsub_volume=float(p.unsub_volume_7d), fatigue_24h=float(p.fatigue_24h),
-        fatigue_7d=float(p.fatigue_7d), steps_24h=24 // step_h, send_cost=float(w.send_cost),
-        unsubscribe_penalty=float(w.unsubscribe_penalty),
+        fatigue_7d=float(p.fatigue_7d), steps_24h=24 // int(cfg.step_hours),
+        send_cost=float(w.send_cost), unsubscribe_penalty=float(w.unsubscribe_penalty),
         max_per_day=int(g_cfg.max_sends_per_day), max_per_week=int(g_cfg.max_sends_per_week))
+
+
+def truth_tables(sim: Any, slots: np.ndarray, weights: Any) -> Tables:
+    """Build :class:`Tables` for engine ``slots`` from a ``truth = true`` :class:`PushSim`.
+
+    Raises:
+        ScenarioError: the simulator is not the synthetic ground truth.
+    """
+    world = _truth_world(sim)
+    resp = sim.response
+    s = np.asarray(slots, np.int64)
+    gt = resp.gt[sim.pop[s]]
+    hour, weekend, _ = _clock(sim, s)
+    rel = world.rel_activity[gt[:, None], weekend, (hour - int(resp.shift)) % 24]
+    log_aff = np.log(world.pref[gt][:, world.item_cat] * world.pref.shape[1])
+    return _tables(sim, s, weights, np.log(rel), world.z[gt], log_aff)
 
 
 class TrueOracle(TimingPolicy):
@@ -280,6 +331,10 @@ class TrueOracle(TimingPolicy):
                              "ctx.extra['scenario'])")
         return w
 
+    def _tables(self, sim: Any, slots: np.ndarray, w: Any) -> Tables:
+        """The planning tables of new episodes in ``slots`` (hook: what the oracle knows)."""
+        return truth_tables(sim, slots, w)
+
     def _schedule(self, sim: Any, slots: np.ndarray, w: Any) -> np.ndarray:
         if self._cache is None or self._cache[0] is not sim:
             self._cache = (sim, np.zeros(sim.n, np.uint64),
@@ -287,7 +342,7 @@ class TrueOracle(TimingPolicy):
         _, keys, x = self._cache
         stale = slots[keys[slots] != sim.key[slots]]
         if stale.size:
-            x[stale] = plan(truth_tables(sim, stale, w),
+            x[stale] = plan(self._tables(sim, stale, w),
                             candidates_per_day=self.candidates_per_day, sweeps=self.sweeps)
             keys[stale] = sim.key[stale]
         t = np.minimum(sim.t[slots], x.shape[1] - 1)
@@ -314,3 +369,201 @@ class TrueOracle(TimingPolicy):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "mode": self.mode,
                 "candidates_per_day": self.candidates_per_day, "sweeps": self.sweeps}
+
+
+# ---------------------------------------------------------------------- information-matched
+def _logged_estimates(state: Any, users: np.ndarray, bucket: int,
+                      n_categories: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What the logged history says about ``users`` at ``bucket``, from the one pipeline.
+
+    Returns:
+        ``log_rel`` ``(n, 2, 24)``: log relative activity per (weekend, local hour) from the
+        shrunk hour-of-week profile pooled over weekdays / weekend days; ``x_z`` ``(n, 3)``:
+        ``[1, logit(engagement), log1p(logged events)]``; ``log_aff`` ``(n, n_categories)``:
+        log pipeline affinity per category.
+    """
+    from pushrl.data.features import F
+
+    prof = state.hour_of_week_profile(users).reshape(-1, 7, 24) * 168.0
+    log_rel = np.log(np.stack([prof[:, :5].mean(axis=1), prof[:, 5:].mean(axis=1)], axis=1))
+    raw = state.features(users, bucket)
+    eng = np.clip(raw[:, F["engagement"]].astype(np.float64), 1e-4, 1 - 1e-4)
+    events = state.export_history(users)["how"].sum(axis=1)
+    x_z = np.stack([np.ones(users.size), np.log(eng / (1 - eng)), np.log1p(events)], axis=1)
+    cats = np.broadcast_to(np.arange(n_categories), (users.size, n_categories))
+    log_aff = np.log(np.maximum(state.affinity(users, cats), 1e-3).astype(np.float64))
+    return log_rel, x_z, log_aff
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Least-squares maps from logged estimates to the hidden per-user latents, fitted over
+    the whole simulated population (the population-level truth an informed planner may know:
+    it is the prior, not any user's value).
+
+    Attributes:
+        rel: ``(a, b)`` of ``log rel ~ a + b * log rel_hat`` over the allowed hours.
+        rel_sd: Residual standard deviation of that map.
+        z: ``(3,)`` coefficients of ``z ~ x_z`` (see :func:`_logged_estimates`).
+        z_sd: Residual standard deviation.
+        aff: ``(a, b)`` of ``log(pref * n_cat) ~ a + b * log affinity``.
+        aff_sd: Residual standard deviation.
+    """
+
+    rel: tuple[float, float]
+    rel_sd: float
+    z: np.ndarray
+    z_sd: float
+    aff: tuple[float, float]
+    aff_sd: float
+
+
+def _linfit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    return coef, float(np.std(y - x @ coef))
+
+
+def calibrate(sim: Any, history: str | None = None) -> Calibration:
+    """Fit :class:`Calibration` for a ``truth = true`` simulator over its whole population,
+    each user warm-started as an episode starts (``history=None``: the scenario's warm start;
+    ``"full"``: the whole logged history, 28 days, for decisions late in an episode)."""
+    from pushrl.data.features import FeatureState
+
+    world = _truth_world(sim)
+    resp, cfg, pop = sim.response, sim.cfg, sim.population
+    n = len(pop)
+    users = np.arange(n)
+    state = FeatureState(sim.model.spec, pop.timezone.tolist(), cfg.start_bucket)
+    state.reset_users(users, cfg.start_bucket, pop.timezone.tolist(),
+                      pop.history(users, cfg.activity_shift_hours, history or cfg.warm_start))
+    n_cat = world.pref.shape[1]
+    log_rel_hat, x_z, log_aff_hat = _logged_estimates(state, users, cfg.start_bucket, n_cat)
+    gt = resp.gt[users]
+    hours = (np.arange(24) - int(resp.shift)) % 24
+    true_rel = np.log(world.rel_activity[gt][:, :, hours])
+    allowed = ~cfg.guardrails.quiet(np.arange(24))
+    xr = log_rel_hat[:, :, allowed].ravel()
+    rel, rel_sd = _linfit(np.stack([np.ones(xr.size), xr], axis=1),
+                          true_rel[:, :, allowed].ravel())
+    z, z_sd = _linfit(x_z, world.z[gt])
+    xa = log_aff_hat.ravel()
+    aff, aff_sd = _linfit(np.stack([np.ones(xa.size), xa], axis=1),
+                          np.log(world.pref[gt] * n_cat).ravel())
+    return Calibration((float(rel[0]), float(rel[1])), rel_sd, z, z_sd,
+                       (float(aff[0]), float(aff[1])), aff_sd)
+
+
+class InformedOracle(TrueOracle):
+    """Information-matched yardstick: the true response model, the deployed information.
+
+    A receding-horizon planner: every ``replan_hours`` it plans the next ``window_days`` with
+    :func:`plan` under the true response model (true fatigue, unsubscribe, click and revenue
+    model, the same item policy, the pushes it already sent), and executes the plan until the
+    next replan. Every hidden per-user parameter (relative activity per hour, engagement,
+    category preferences) is replaced by its estimate from what a deployed policy sees at that
+    moment: the pipeline's feature state (shrunk hour-of-week profile, engagement, affinity,
+    updated with the episode's events), mapped to the latent scale by :func:`calibrate`
+    (population-level least squares, interpolated between the warm-start and the full-log
+    history length; the residual spread enters the expected open probability when
+    ``uncertainty``). So it knows the response *model* and the population's prior but no
+    user's hidden parameters: its gap to :class:`TrueOracle` is what knowing them is worth,
+    and a policy that only sees logged information can close at most the rest (up to the
+    planner's own suboptimality: it is a heuristic lower bound on the information-matched
+    optimum, not a certificate).
+
+    Args:
+        candidates_per_day: Hours per local day the planner considers.
+        sweeps: Coordinate-ascent sweeps per plan.
+        reward: Reward weights (default the scenario's).
+        uncertainty: Account for the estimates' residual spread in P(open).
+        window_days: Planning window.
+        replan_hours: Steps between replans.
+    """
+
+    name = "timing-oracle-info"
+
+    def __init__(self, mode: Literal["plan", "greedy"] = "plan", candidates_per_day: int = 3,
+                 sweeps: int = 2, reward: dict[str, float] | None = None,
+                 uncertainty: bool = True, window_days: int = 5, replan_hours: int = 24) -> None:
+        if mode != "plan":
+            raise ValueError(f"`mode` must be 'plan' for the informed oracle, got {mode!r}")
+        if window_days < 1 or replan_hours < 1:
+            raise ValueError(f"`window_days` and `replan_hours` must be >= 1, got {window_days} "
+                             f"and {replan_hours}")
+        super().__init__(mode, candidates_per_day, sweeps, reward)
+        self.uncertainty = bool(uncertainty)
+        self.window_days, self.replan_hours = int(window_days), int(replan_hours)
+        self._cal: tuple[Any, Calibration, Calibration] | None = None
+        # per simulator: (sim, episode keys, step of the last plan, planned x, sent so far)
+        self._mpc: tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def _calibration(self, sim: Any, t: int) -> Calibration:
+        if self._cal is None or self._cal[0] is not sim.response:
+            self._cal = (sim.response, calibrate(sim), calibrate(sim, "full"))
+        early, late = self._cal[1], self._cal[2]
+        # history grows from the warm-start week to ~the full log's 28 days
+        f = float(np.clip(t / sim.cfg.step_hours / 24 / 21, 0.0, 1.0)) \
+            if sim.cfg.warm_start == "week" else 0.0
+
+        def mix(a: Any, b: Any) -> Any:
+            return (1 - f) * np.asarray(a, float) + f * np.asarray(b, float)
+
+        rel, aff = mix(early.rel, late.rel), mix(early.aff, late.aff)
+        return Calibration((float(rel[0]), float(rel[1])), float(mix(early.rel_sd, late.rel_sd)),
+                           mix(early.z, late.z), float(mix(early.z_sd, late.z_sd)),
+                           (float(aff[0]), float(aff[1])), float(mix(early.aff_sd, late.aff_sd)))
+
+    def _window_tables(self, sim: Any, s: np.ndarray, t0: int, sent: np.ndarray,
+                       w: Any) -> Tables:
+        world = _truth_world(sim)
+        cal = self._calibration(sim, t0)
+        steps = min(self.window_days * 24 // sim.cfg.step_hours, int(sim.cfg.horizon) - t0)
+        n_cat = world.pref.shape[1]
+        log_rel_hat, x_z, log_aff_hat = _logged_estimates(sim.state, s, int(sim.bucket()[s][0]),
+                                                          n_cat)
+        hour, weekend, _ = _clock(sim, s, t0, steps)
+        rows = np.arange(s.size)[:, None]
+        log_rel = cal.rel[0] + cal.rel[1] * log_rel_hat[rows, weekend, hour]
+        log_aff = (cal.aff[0] + cal.aff[1] * log_aff_hat)[:, world.item_cat]
+        p = world.params
+        sd = float(np.sqrt((p.open_activity * cal.rel_sd) ** 2 + (p.open_affinity * cal.aff_sd)
+                           ** 2 + (p.open_engagement * cal.z_sd) ** 2))
+        tb = _tables(sim, s, w, log_rel, x_z @ cal.z, log_aff,
+                     sd if self.uncertainty else 0.0, t0)
+        # pushes already sent: in each planned step's 24-h / 7-day window, and today
+        day = 24 // sim.cfg.step_hours
+        past = np.zeros((s.size, 7 * day))
+        lo = max(t0 - 7 * day, 0)
+        past[:, 7 * day - (t0 - lo):] = sent[s, lo:t0]
+        suffix = np.concatenate([np.zeros((s.size, 1)), np.cumsum(past[:, ::-1], axis=1)], axis=1)
+        j = np.arange(steps)
+        tb.s24_pre = suffix[:, np.maximum(day - j, 0)]
+        tb.s7_pre = suffix[:, np.maximum(7 * day - j, 0)]
+        tb.today_pre = sim.sends_today[s].astype(np.float64)
+        return tb
+
+    def _schedule(self, sim: Any, slots: np.ndarray, w: Any) -> np.ndarray:
+        T = int(sim.cfg.horizon)
+        if self._mpc is None or self._mpc[0] is not sim:
+            self._mpc = (sim, np.zeros(sim.n, np.uint64), np.zeros(sim.n, np.int64),
+                         np.zeros((sim.n, T), bool), np.zeros((sim.n, T), bool))
+        _, keys, planned_at, x, sent = self._mpc
+        t = np.minimum(sim.t[slots], T - 1)
+        new = keys[slots] != sim.key[slots]
+        if new.any():
+            ns = slots[new]
+            keys[ns], x[ns], sent[ns] = sim.key[ns], False, False
+        due = new | (t - planned_at[slots] >= self.replan_hours // sim.cfg.step_hours)
+        for t0 in np.unique(t[due]):
+            s = slots[due & (t == t0)]
+            tb = self._window_tables(sim, s, int(t0), sent, w)
+            x[s, t0:t0 + tb.act.shape[1]] = plan(tb, candidates_per_day=self.candidates_per_day,
+                                                  sweeps=self.sweeps)
+            planned_at[s] = t0
+        send = np.asarray(x[slots, t])
+        sent[slots, t] = send & np.asarray(sim.observe().allowed[slots])
+        return send
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "uncertainty": self.uncertainty,
+                "window_days": self.window_days, "replan_hours": self.replan_hours}

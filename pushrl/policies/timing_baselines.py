@@ -15,6 +15,8 @@ probabilities over ``{WAIT, SEND}`` from the pipeline's raw features and
   spread uniformly over the allowed local hours.
 * ``timing-oracle``: ground-truth schedule for the synthetic world
   (:mod:`pushrl.policies.oracle`).
+* ``timing-oracle-info``: the same planner with the true response model but only the logged
+  information a deployed policy has (the information-matched yardstick).
 
 Parameters come from ``policies/baselines/<name>.toml`` (``[params]``), overridable in
 :func:`~pushrl.policies.baselines.make_baseline`.
@@ -222,6 +224,12 @@ def _oracle(**params: Any) -> Policy:
     return TrueOracle(**params)
 
 
+def _informed_oracle(**params: Any) -> Policy:
+    from pushrl.policies.oracle import InformedOracle
+
+    return InformedOracle(**params)
+
+
 #: Timing baselines by name (merged into :func:`pushrl.policies.baselines.registry`).
 BASELINES: dict[str, Callable[..., Policy]] = {
     "never-send": NeverSend,
@@ -229,6 +237,7 @@ BASELINES: dict[str, Callable[..., Policy]] = {
     "most-active-hour": MostActiveHour,
     "random-volume": RandomVolume,
     "timing-oracle": _oracle,
+    "timing-oracle-info": _informed_oracle,
 }
 #: The heuristics (no ground truth) that PPO is compared with.
 HEURISTICS: tuple[str, ...] = ("never-send", "fixed-hour", "most-active-hour", "random-volume")

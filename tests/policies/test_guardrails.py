@@ -69,8 +69,9 @@ class Recorder:
 
 
 def _policies() -> list[tuple[str, dict[str, Any]]]:
-    out = [(name, {}) for name in BASELINES if name != "timing-oracle"]
-    out.append(("timing-oracle", {"truth": True}))
+    oracles = ("timing-oracle", "timing-oracle-info")  # ground truth only
+    out = [(name, {}) for name in BASELINES if name not in oracles]
+    out += [(name, {"truth": True}) for name in oracles]
     return out
 
 
@@ -93,7 +94,7 @@ def _check(rec: Recorder) -> None:
 @pytest.mark.parametrize(("name", "overrides"), _policies(), ids=lambda x: str(x))
 def test_registered_policies_never_violate_guardrails(name: str, overrides: dict[str, Any],
                                                       ) -> None:
-    kwargs = {"sweeps": 0} if name == "timing-oracle" else {}
+    kwargs = {"sweeps": 0} if name.startswith("timing-oracle") else {}
     if name == "random-volume":
         kwargs = {"sends_per_day": 3.0}  # push hard against the caps
     rec = Recorder(make_baseline(name, **kwargs))  # type: ignore[arg-type]
