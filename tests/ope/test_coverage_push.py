@@ -30,7 +30,7 @@ def study():  # type: ignore[no-untyped-def]
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     policies = mod.make_policies(False, 10_000, 100, 5)
-    reps = [mod.replicate(s, policies, users=100, days=5, estimators=("dm", "ipw", "dr"),
+    reps = [mod.replicate(s, policies, users=100, days=5, estimators=("ipw", "dr"),
                           methods=("normal", "betting"))
             for s in range(1, 1 + N_REPLICATIONS)]
     return {(r["policy"], r["method"], r["estimator"]): r for r in mod.summarise(reps)}

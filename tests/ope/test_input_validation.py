@@ -188,7 +188,7 @@ def test_invalid_hyperparameters_are_rejected(factory: Any, exc: type, match: st
         ({"n_bootstrap_samples": 10.0}, TypeError, r"`n_bootstrap_samples` must be an int"),
         ({"random_state": "seed"}, TypeError, r"`random_state` must be None, an int"),
         ({"random_state": -3}, ValueError, r"`random_state` must be a non-negative int"),
-        ({"method": "bca"}, ValueError, r"`method` must be 'bootstrap' or 'normal'"),
+        ({"method": "bca"}, ValueError, r"`method` must be 'bootstrap', 'normal' or 'betting'"),
     ],
 )
 def test_invalid_interval_arguments_are_rejected(
