@@ -58,36 +58,57 @@ def _one_blas_thread() -> Any:
 #: Columns the agent sees after the environment's observation: where the current hour stands
 #: in the user's day, from the pipeline's hour-of-week activity profile (the input of the
 #: most-active-hour heuristic), which the environment's per-hour features cannot show.
-PROFILE_OBS_NAMES: tuple[str, ...] = ("log_activity_vs_day_peak", "hours_to_day_peak")
+#: ``at_day_peak`` and ``day_hour_rank`` (added with the v2 agents) state the heuristic's own
+#: choice directly: a tanh network learns a 0/1 column far more easily than the spike
+#: ``hours_to_day_peak == 0``.
+PROFILE_OBS_NAMES: tuple[str, ...] = ("log_activity_vs_day_peak", "hours_to_day_peak",
+                                      "at_day_peak", "day_hour_rank")
+#: The columns of the v1 agents (their cards list their ``obs_names``).
+PROFILE_OBS_NAMES_V1: tuple[str, ...] = PROFILE_OBS_NAMES[:2]
 
 
-def profile_columns(state: Any, users: np.ndarray, raw: np.ndarray,
-                    allowed_hours: np.ndarray) -> np.ndarray:
-    """Day-peak columns (:data:`PROFILE_OBS_NAMES`) for ``users``, float32 ``(n, 2)``.
+def profile_columns(state: Any, users: np.ndarray, raw: np.ndarray, allowed_hours: np.ndarray,
+                    names: tuple[str, ...] = PROFILE_OBS_NAMES) -> np.ndarray:
+    """Day-peak columns ``names`` (of :data:`PROFILE_OBS_NAMES`) for ``users``, ``(n, k)``.
 
     Today's profile is the user's shrunk hour-of-week activity share
     (:meth:`~pushrl.data.features.FeatureState.hour_of_week_profile`) averaged over weekdays
-    or weekend days (as today is). Column 0: log of the share now over the largest share among
-    today's allowed hours (0 at the peak, clipped at -3); column 1: hours from now to that
-    peak / 24 (negative once it has passed).
+    or weekend days (as today is). ``log_activity_vs_day_peak``: log of the share now over the
+    largest share among today's allowed hours (0 at the peak, clipped at -3);
+    ``hours_to_day_peak``: hours from now to that peak / 24 (negative once it has passed);
+    ``at_day_peak``: 1 at that peak hour (the most-active-hour heuristic's send hour);
+    ``day_hour_rank``: allowed hours of today more active than now (ties: earlier first) / 24.
 
     Args:
         state: The feature state the raw features came from.
         users: ``(n,)`` user indices into ``state``.
         raw: ``(n, N_FEATURES)`` raw features (local hour and weekday are read).
         allowed_hours: ``(24,)`` bool, local hours outside quiet hours.
+        names: Columns to return, in this order.
     """
+    unknown = [c for c in names if c not in PROFILE_OBS_NAMES]
+    if unknown:
+        raise ValueError(f"unknown profile columns {unknown}; known: {list(PROFILE_OBS_NAMES)}")
     prof = state.hour_of_week_profile(users).reshape(-1, 7, 24)
     dow = raw[:, F["local_dow"]].astype(np.int64)
     hour = raw[:, F["local_hour"]].astype(np.int64)
     day = np.where((dow >= 5)[:, None], prof[:, 5:].mean(axis=1), prof[:, :5].mean(axis=1))
-    masked = np.where(np.asarray(allowed_hours, bool)[None, :], day, 0.0)
+    allowed = np.asarray(allowed_hours, bool)
+    masked = np.where(allowed[None, :], day, 0.0)
     peak = masked.argmax(axis=1)
     now = day[np.arange(hour.size), hour]
-    out = np.empty((hour.size, 2), np.float32)
-    out[:, 0] = np.clip(np.log(np.maximum(now, 1e-9) / np.maximum(masked.max(axis=1), 1e-9)),
-                        -3.0, 0.0)
-    out[:, 1] = (peak - hour) / 24.0
+    cols: dict[str, Any] = {}
+    cols["log_activity_vs_day_peak"] = lambda: np.clip(
+        np.log(np.maximum(now, 1e-9) / np.maximum(masked.max(axis=1), 1e-9)), -3.0, 0.0)
+    cols["hours_to_day_peak"] = lambda: (peak - hour) / 24.0
+    cols["at_day_peak"] = lambda: (peak == hour) & allowed[hour]
+    cols["day_hour_rank"] = lambda: (
+        allowed[None, :] & ((day > now[:, None]) | ((day == now[:, None])
+                                                    & (np.arange(24)[None, :] < hour[:, None])))
+    ).sum(axis=1) / 24.0
+    out = np.empty((hour.size, len(names)), np.float32)
+    for j, c in enumerate(names):
+        out[:, j] = cols[c]()
     return out
 
 
@@ -232,6 +253,8 @@ class PPOTimingPolicy(TimingPolicy):
             from the actor's distribution.
         profile_features: Append :func:`profile_columns` to the environment's observation
             (as the agent was trained).
+        profile_names: Which :func:`profile_columns` (the agent's card lists them in
+            ``obs_names``; v1 agents have :data:`PROFILE_OBS_NAMES_V1`).
         name: Registry name.
         version: Artifact version.
     """
@@ -240,6 +263,7 @@ class PPOTimingPolicy(TimingPolicy):
 
     def __init__(self, actor: NumpyActor, guardrails: Guardrails | dict[str, Any] | None = None,
                  *, deterministic: bool = False, profile_features: bool = True,
+                 profile_names: tuple[str, ...] = PROFILE_OBS_NAMES,
                  name: str = "ppo", version: str = "0") -> None:
         self.actor = actor
         if isinstance(guardrails, dict):
@@ -248,6 +272,7 @@ class PPOTimingPolicy(TimingPolicy):
         self.allowed_hours = ~self.guardrails.quiet(np.arange(24))
         self.deterministic = bool(deterministic)
         self.profile_features = bool(profile_features)
+        self.profile_names = tuple(profile_names)
         self.name, self.version = name, version
 
     def observation(self, ctx: TimingContext) -> np.ndarray:
@@ -266,7 +291,8 @@ class PPOTimingPolicy(TimingPolicy):
                 raise ValueError("`ctx.state` and `ctx.user_index` are required: the agent "
                                  "reads the user's hour-of-week activity profile")
             obs = np.concatenate([obs, profile_columns(ctx.state, ctx.user_index, ctx.features,
-                                                       self.allowed_hours)], axis=1)
+                                                       self.allowed_hours, self.profile_names)],
+                                 axis=1)
         if obs.shape[1] != self.actor.obs_dim:
             raise ArtifactError(f"the environment builds {obs.shape[1]} observation columns but "
                                 f"the actor takes {self.actor.obs_dim}; retrain the agent for "
@@ -282,6 +308,7 @@ class PPOTimingPolicy(TimingPolicy):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "deterministic": self.deterministic,
                 "obs_dim": self.actor.obs_dim, "profile_features": self.profile_features,
+                "profile_names": list(self.profile_names),
                 "guardrails": dataclasses.asdict(self.guardrails)}
 
 
@@ -293,8 +320,10 @@ def _load(path: Path, card: dict[str, Any]) -> PPOTimingPolicy:
                             "`pushrl train timing`")
     actor = NumpyActor.load(path / ACTOR_FILE)
     guardrails = card.get("scenario", {}).get("guardrails")
+    names = tuple(c for c in card.get("obs_names", ()) if c in PROFILE_OBS_NAMES)
     return PPOTimingPolicy(actor, guardrails, deterministic=bool(card.get("deterministic", False)),
                            profile_features=bool(card.get("profile_features", False)),
+                           profile_names=names or PROFILE_OBS_NAMES_V1,
                            name=str(card.get("name", "ppo")), version=str(card.get("version", "0")))
 
 

@@ -85,3 +85,45 @@ def test_actor_file_without_format_is_refused(tmp_path: Path) -> None:
     np.savez(p, obs_mean=np.zeros(3))
     with pytest.raises(ArtifactError, match="actor format"):
         NumpyActor.load(p)
+
+
+def test_profile_columns_state_the_most_active_hour() -> None:
+    """``at_day_peak`` is 1 exactly at the most-active-hour heuristic's hour (same profile,
+    window = allowed hours), ``day_hour_rank`` is 0 there; the v1 columns are a prefix."""
+    from pushrl.envs import rollout
+    from pushrl.policies.ppo import PROFILE_OBS_NAMES, PROFILE_OBS_NAMES_V1, profile_columns
+    from pushrl.policies.timing_baselines import MostActiveHour
+
+    mah = MostActiveHour(window=(8, 22))
+    allowed = np.zeros(24, bool)
+    allowed[8:22] = True
+    checked = []
+
+    class Spy:
+        name = "spy"
+
+        def decide_batch(self, ctx, rng):  # type: ignore[no-untyped-def]
+            cols = profile_columns(ctx.state, ctx.user_index, ctx.features, allowed)
+            v1 = profile_columns(ctx.state, ctx.user_index, ctx.features, allowed,
+                                 PROFILE_OBS_NAMES_V1)
+            np.testing.assert_array_equal(cols[:, :2], v1)
+            prof = np.where(allowed, mah.day_profile(ctx), -np.inf)
+            hour = ctx.features[:, 0].astype(np.int64)
+            at_peak = prof.argmax(axis=1) == hour
+            j = PROFILE_OBS_NAMES.index
+            np.testing.assert_array_equal(cols[:, j("at_day_peak")], at_peak)
+            assert (cols[at_peak, j("day_hour_rank")] == 0).all()
+            assert (cols[allowed[hour] & ~at_peak, j("day_hour_rank")] > 0).all()
+            checked.append(int(at_peak.sum()))
+            return mah.decide_batch(ctx, rng)
+
+    rollout(Spy(), "default", n_users=30, days=2, seed=2)
+    assert sum(checked) >= 30  # every user has a peak hour each day
+
+
+def test_profile_columns_refuse_unknown_names() -> None:
+    from pushrl.policies.ppo import profile_columns
+
+    with pytest.raises(ValueError, match="unknown profile columns"):
+        profile_columns(None, np.zeros(1, np.int64), np.zeros((1, 9)), np.ones(24, bool),
+                        ("nope",))
