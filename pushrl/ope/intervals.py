@@ -42,7 +42,7 @@ class IntervalEstimate:
         lower: Lower confidence bound.
         upper: Upper confidence bound.
         alpha: Miscoverage level.
-        method: ``"bootstrap"`` or ``"normal"``.
+        method: ``"bootstrap"``, ``"normal"`` or ``"betting"``.
         bootstrap_mean: Mean of the bootstrap replicates (OBP's ``mean``); the point estimate
             for the normal method.
     """

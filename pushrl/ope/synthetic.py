@@ -193,7 +193,7 @@ def coverage_experiment(
         n_replications: Number of independent logs.
         n_bootstrap_samples: Bootstrap resamples per interval.
         alpha: Miscoverage level; nominal coverage is ``1 - alpha``.
-        method: ``"bootstrap"`` or ``"normal"``.
+        method: ``"bootstrap"``, ``"normal"`` or ``"betting"``.
         reward_model: Per-type reward model, shape of ``world.q``; the true ``q`` if None.
         seed: Seed of the replications (replication ``r`` uses ``seed + r``).
 
