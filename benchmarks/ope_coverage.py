@@ -2,13 +2,14 @@
 
 200 replicated logs of 2,000 rounds from a tabular world (8 context types, 4 actions, softmax
 logger), three target policies (softmax(q / 0.1), 0.2-greedy, uniform), a fixed misspecified
-reward model (true q + N(0, 0.05^2) noise), 95% bootstrap (500 resamples) and normal intervals.
+reward model (true q + N(0, 0.05^2) noise), 95% bootstrap (500 resamples) and normal intervals
+(``--method all`` adds the finite-sample betting intervals of pushrl/ope/_betting.py).
 Prints bias, RMSE and coverage per (policy, estimator); target coverage >= 90% for the
 unbiased estimators (IPW, DR) and the consistent self-normalised ones (SNIPW, SNDR). DM,
 Switch-DR and DR-os trade bias for variance by design, so their coverage is reported, not
 targeted.
 
-    python benchmarks/ope_coverage.py [--json] [--replications 200] [--method normal]
+    python benchmarks/ope_coverage.py [--json] [--replications 200] [--method normal|all]
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ parser.add_argument("--json", action="store_true")
 parser.add_argument("--replications", type=int, default=200)
 parser.add_argument("--n-rounds", type=int, default=2000)
 parser.add_argument("--n-bootstrap", type=int, default=500)
-parser.add_argument("--method", choices=["bootstrap", "normal", "both"], default="both")
+parser.add_argument(
+    "--method", choices=["bootstrap", "normal", "betting", "both", "all"], default="both",
+    help="both = bootstrap and normal; all = bootstrap, normal and betting",
+)
 parser.add_argument("--seed", type=int, default=0)
 args = parser.parse_args()
 
@@ -53,7 +57,9 @@ estimators = [
     SwitchDoublyRobust(tau=5.0),
     DoublyRobustWithShrinkage(lambda_=10.0),
 ]
-methods = ["bootstrap", "normal"] if args.method == "both" else [args.method]
+methods = {"both": ["bootstrap", "normal"], "all": ["bootstrap", "normal", "betting"]}.get(
+    args.method, [args.method]
+)
 report: dict = {
     "world": {
         "n_types": 8,

@@ -216,7 +216,12 @@ def main() -> None:
           f"{res['n_rounds_mean']:.0f} rounds on average; logged action: mean true E[r] "
           f"{res['logged_truth_mean']:.4f} vs mean realised reward "
           f"{res['logged_reward_mean']:.4f}; {res['seconds']} s. * = targeted (>= 0.90); "
-          "coverage ± its Monte Carlo SE; bias ± its MC SE.\n")
+          "coverage ± its Monte Carlo SE; bias ± its MC SE.")
+    print("Truth = per-log value: mean over the log's logged contexts of sum_a pi(a|x) "
+          "E_true[r|x,a] (the bandit estimand; an on-policy simulator run would change the "
+          "users' state and so the contexts). betting = finite-sample intervals "
+          "(pushrl/ope/_betting.py); normal/bootstrap collapse when a near-deterministic "
+          "target has ~0 rewarded matches in a log.\n")
     print(markdown(res))
     if a.json:
         print(json.dumps(res, indent=2))
