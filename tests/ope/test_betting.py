@@ -106,6 +106,8 @@ def test_betting_errors() -> None:
     ipw = ESTIMATORS["ipw"]()
     with pytest.raises(ValueError, match="reward_range"):
         ipw.estimate_interval(**logs, method="betting", reward_range=(1.0, 0.0))
+    with pytest.raises(ValueError, match="must contain every reward"):
+        ipw.estimate_interval(**logs, method="betting", reward_range=(0.0, 0.5))
     with pytest.raises(ValueError, match="needs the rounds"):
         interval_from_terms(ipw.round_terms(**logs), method="betting")
     with pytest.raises(ValueError, match="not implemented for paired"):
