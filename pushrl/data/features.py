@@ -306,11 +306,14 @@ class FeatureState:
         if not moving.any():
             return
         u, b, gap = u[moving], b[moving], gap[moving]
-        if u.size > 1 and not (u[1:] > u[:-1]).all():
+        if (u.size > 1 and not (u[1:] > u[:-1]).all()
+                and (u.size > 64 or len(set(u.tolist())) < u.size)):
             # a user listed twice (several events in one call) must commit its pending
-            # activity once: keep one row per user, the latest bucket
+            # activity once: keep one row per user, the latest bucket (small distinct
+            # batches, like the server's, skip the sort)
             order = np.lexsort((-b, u))
-            first = order[np.r_[True, u[order][1:] != u[order][:-1]]]
+            su = u[order]
+            first = order[np.concatenate(([True], su[1:] != su[:-1]))]
             u, b, gap = u[first], b[first], gap[first]
         # commit pending activity (it lies in a bucket < b now)
         pend = a.pend_bucket[u] < b
@@ -325,12 +328,15 @@ class FeatureState:
         cum = a.cum[:, u]
         flat = a.ring.reshape(3, -1)  # a view; flat indices are much faster than (slot, user)
         cap = a.ring.shape[2]
-        for k in range(1, int(min(gap.max(), _RING)) + 1):
-            sel = gap >= k
-            if sel.all():
-                flat[:, ((b - gap + k) % _RING) * cap + u] = cum
-            else:
-                flat[:, ((b[sel] - gap[sel] + k) % _RING) * cap + u[sel]] = cum[:, sel]
+        # user i fills slots b-gap+1 .. b (at most _RING of them, all holding the same value,
+        # so the last _RING are the whole ring): one scatter for every (slot, user) pair
+        g = np.minimum(gap, _RING)
+        if g.max() == 1:
+            flat[:, (b % _RING) * cap + u] = cum
+        else:
+            row = np.repeat(np.arange(u.size), g)
+            k = np.arange(row.size) - np.repeat(np.cumsum(g) - g, g) + 1  # 1..g_i per user
+            flat[:, ((b[row] - gap[row] + k) % _RING) * cap + u[row]] = cum[:, row]
         a.clock[u] = b
 
     def _prepare(self, users: np.ndarray, bucket: int | np.ndarray,

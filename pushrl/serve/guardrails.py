@@ -48,8 +48,7 @@ def local_hour_day_vec(tzt: TimezoneTable, tz_idx: np.ndarray, ts: np.ndarray,
     bucket (e.g. Australia/Adelaide at hh:30 UTC); those rows use zoneinfo.
     """
     b = ts // HOUR
-    off = tzt.offset_seconds(tz_idx, b).astype(np.int64)
-    nxt = tzt.offset_seconds(tz_idx, b + 1).astype(np.int64)
+    off, nxt = tzt.offset_seconds(tz_idx, np.stack([b, b + 1])).astype(np.int64)  # one lookup
     local = ts + off
     hour, day = (local % DAY) // HOUR, local // DAY
     for i in np.flatnonzero(off != nxt).tolist():
