@@ -11,16 +11,15 @@ guardrails and reward weights.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
 from pushrl.data.features import F, FeatureSpec, encode, iter_replay, user_index
 from pushrl.data.io import Dataset, to_unix_seconds
-from pushrl.errors import DataError, ScenarioError
+from pushrl.errors import DataError
 from pushrl.ope._bootstrap import bootstrap_means, percentile_interval
 from pushrl.ope.diagnostics import WeightDiagnostics, kish_ess
 from pushrl.ope.evaluate import (
@@ -43,126 +42,70 @@ from pushrl.ope.sequential import (
     SequentialTerms,
     sequential_diagnostics,
 )
+from pushrl.envs.scenario import load_scenario
 from pushrl.policies.base import SEND, Policy, TimingContext
+from pushrl.sim.engine import Guardrails, RewardWeights
 
 
 # --------------------------------------------------------------------- scenario settings
 @dataclass(frozen=True)
 class TimingSettings:
-    """Guardrails and per-slot reward weights of a scenario (what a timing policy optimises).
+    """A scenario's guardrails and per-slot reward weights (what a timing policy optimises):
+    the very objects the simulator uses, so OPE and simulation agree by construction.
 
     Attributes:
-        quiet_start: First quiet local hour (no sends), e.g. 22.
-        quiet_end: First non-quiet local hour, e.g. 8; equal to ``quiet_start`` = none.
-        max_sends_per_day: Sends per local calendar day (0 = no cap).
-        max_sends_per_week: Sends in the 168 hours before the slot (0 = no cap).
-        open: Reward per opened push.
-        click: Reward per click.
-        revenue: Reward per unit of revenue.
-        send_cost: Cost per sent push.
-        unsubscribe_penalty: Cost per unsubscribe.
+        guardrails: Quiet hours (local) and caps (:class:`pushrl.sim.engine.Guardrails`).
+        reward: Reward weights (:class:`pushrl.sim.engine.RewardWeights`).
         source: Where the values came from.
     """
 
-    quiet_start: int = 22
-    quiet_end: int = 8
-    max_sends_per_day: int = 2
-    max_sends_per_week: int = 0
-    open: float = 1.0
-    click: float = 2.0
-    revenue: float = 0.02
-    send_cost: float = 0.05
-    unsubscribe_penalty: float = 10.0
+    guardrails: Guardrails = field(default_factory=Guardrails)
+    reward: RewardWeights = field(default_factory=RewardWeights)
     source: str = "built-in defaults"
 
     def allowed(self, hour: np.ndarray, sends_today: np.ndarray,
                 sends_7d: np.ndarray) -> np.ndarray:
         """Guardrail mask: True where a send is allowed, shape of ``hour``."""
-        h = np.asarray(hour, np.int64)
-        s, e = self.quiet_start, self.quiet_end
-        quiet = (np.zeros(h.shape, bool) if s == e
-                 else ((h >= s) & (h < e)) if s < e else ((h >= s) | (h < e)))
-        ok = ~quiet
-        if self.max_sends_per_day:
-            ok &= np.asarray(sends_today) < self.max_sends_per_day
-        if self.max_sends_per_week:
-            ok &= np.asarray(sends_7d) < self.max_sends_per_week
+        g = self.guardrails
+        ok = ~g.quiet(np.asarray(hour, np.int64))
+        if g.max_sends_per_day:
+            ok &= np.asarray(sends_today) < g.max_sends_per_day
+        if g.max_sends_per_week:
+            ok &= np.asarray(sends_7d) < g.max_sends_per_week
         return ok
 
     def slot_reward(self, ds: Dataset) -> np.ndarray:
         """Reward of every pushes row, shape ``(n_decisions,)`` (unknown outcomes count 0)."""
-        p = ds.pushes
+        p, w = ds.pushes, self.reward
 
         def col(name: str) -> np.ndarray:
             if name not in p.columns:
                 return np.zeros(len(p))
             return np.nan_to_num(p[name].astype("Float64").to_numpy(np.float64, na_value=0.0))
 
-        return (self.open * col("opened") + self.click * col("clicked")
-                + self.revenue * col("revenue") - self.send_cost * col("sent")
-                - self.unsubscribe_penalty * col("unsubscribed"))
+        return (w.open * col("opened") + w.click * col("clicked") + w.revenue * col("revenue")
+                - w.send_cost * col("sent") - w.unsubscribe_penalty * col("unsubscribed"))
+
+    def describe_reward(self) -> str:
+        """The reward as a formula over pushlog columns."""
+        w = self.reward
+        return (f"{w.open:g}*opened+{w.click:g}*clicked+{w.revenue:g}*revenue"
+                f"-{w.send_cost:g}*sent-{w.unsubscribe_penalty:g}*unsubscribed")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
         return asdict(self)
 
 
-_SETTING_ALIASES = {
-    "quiet_start": ("quiet_start",), "quiet_end": ("quiet_end",),
-    "max_sends_per_day": ("max_sends_per_day", "max_per_day"),
-    "max_sends_per_week": ("max_sends_per_week", "max_per_week"),
-    "open": ("open", "opened", "w_open"), "click": ("click", "clicked", "w_click"),
-    "revenue": ("revenue", "w_revenue"), "send_cost": ("send_cost", "cost_per_send"),
-    "unsubscribe_penalty": ("unsubscribe_penalty", "unsubscribe", "unsubscribed"),
-}
-
-
-def _lookup(holders: Sequence[Any], names: Sequence[str]) -> Any:
-    for h in holders:
-        for n in names:
-            v = h.get(n) if isinstance(h, Mapping) else getattr(h, n, None)
-            if v is not None:
-                return v
-    return None
-
-
-def _settings_from(holders: Sequence[Any], source: str) -> TimingSettings:
-    kw: dict[str, Any] = {}
-    for key, names in _SETTING_ALIASES.items():
-        v = _lookup(holders, names)
-        if v is not None:
-            kw[key] = type(getattr(TimingSettings, key))(v)
-    return TimingSettings(**kw, source=source)
-
-
 def load_timing_settings(scenario: str = "default") -> TimingSettings:
-    """Guardrails and reward weights of ``scenario``.
-
-    Read with the scenario loader (:func:`pushrl.envs.scenario.load_scenario`: ``envs/<name>.toml``
-    or a path); without it, for ``"default"`` only, the built-in defaults: quiet hours 22-8
-    local, 2 sends per local day, reward ``opens + 2 clicks + 0.02 revenue - 0.05 per send -
-    10 per unsubscribe`` (the values of :class:`pushrl.sim.engine.RewardWeights`).
+    """Guardrails and reward weights of ``scenario`` (``envs/<name>.toml`` or a path, read by
+    :func:`pushrl.envs.scenario.load_scenario`).
 
     Raises:
         ScenarioError: For an unknown scenario.
     """
-    try:
-        mod = importlib.import_module("pushrl.envs.scenario")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("pushrl.envs.scenario", "pushrl.envs"):
-            raise
-        mod = None
-    loader = None if mod is None else getattr(mod, "load_scenario", None)
-    if loader is not None:
-        sc = loader(scenario)
-        holders = [getattr(sc, a) for a in ("guardrails", "reward")
-                   if getattr(sc, a, None) is not None] or [sc]
-        return _settings_from(holders, f"scenario {scenario!r} (pushrl.envs.scenario)")
-    if scenario != "default":
-        raise ScenarioError(f"unknown --scenario {scenario!r}: the scenario loader "
-                            "(pushrl.envs.scenario) is not installed; use 'default'")
-    return TimingSettings(source="built-in defaults (no scenario loader): quiet hours 22-8 "
-                                 "local, 2 sends per local day")
+    sc = load_scenario(scenario)
+    return TimingSettings(sc.guardrails, sc.reward, source=f"scenario {scenario!r}")
 
 
 # --------------------------------------------------------------------- slots and trajectories
@@ -466,9 +409,7 @@ def _evaluate_timing(ds: Dataset, cand: ResolvedPolicy, base: ResolvedPolicy | N
         data={"path": str(ds.path), "fingerprint": ds.fingerprint(), "n_traj": tr.n_traj,
               "horizon": int(tr.reward.shape[1]), "n_slots": int(tr.mask.sum()),
               "value_unit": f"expected reward per {unit}"},
-        reward=(f"{settings.open:g}*opened+{settings.click:g}*clicked+{settings.revenue:g}"
-                f"*revenue-{settings.send_cost:g}*sent-{settings.unsubscribe_penalty:g}"
-                "*unsubscribed"),
+        reward=settings.describe_reward(),
         estimates=est, baseline_estimates=base_est, diagnostics=diag,
         baseline_diagnostics=base_diag, gate=decision, gate_estimator=g_name, skipped=skipped,
         sequential=seq, segment=segment, notes=_horizon_notes(seq, segment), weights=weights,

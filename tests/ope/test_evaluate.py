@@ -16,6 +16,7 @@ from pushrl.data.io import Dataset
 from pushrl.data.synth import SynthConfig, TrueWorld, synthesize
 from pushrl.data.validate import load_dataset
 from pushrl.errors import ArtifactError, DataError, ScenarioError
+from pushrl.sim.engine import Guardrails
 from pushrl.ope.evaluate import (
     HELD_OUT_RULE,
     TimingSettings,
@@ -33,7 +34,7 @@ from pushrl.policies.registry import save_artifact
 
 ROOT = Path(__file__).resolve().parents[2]
 OBD = ROOT / "simulator_data" / "obd"
-FREE = TimingSettings(quiet_start=0, quiet_end=0, max_sends_per_day=0)  # no guardrails
+FREE = TimingSettings(Guardrails(0, 0, 0, 0))  # no guardrails
 
 
 @pytest.fixture(scope="module")
@@ -297,9 +298,12 @@ def test_timing_estimate_of_fixed_hour_agrees_with_the_ground_truth(synth) -> No
     we = (raw[rows, F["local_dow"]] >= 5).astype(np.int64)[:, None]
     p_open = 1 / (1 + np.exp(-world.open_logit(u, we, 19, items, s24[:, None], s7[:, None])))
     pc, pv = world.p_click(u, items), world.p_convert(items)
-    value = (p_open * (s.open + s.click * pc + s.revenue * pc * pv * world.price[items])).mean(1)
-    value -= s.send_cost + s.unsubscribe_penalty * world.unsub_hazard(slots.user[rows], s7)
-    allowed = s7 < s.max_sends_per_week if s.max_sends_per_week else np.ones(rows.size, bool)
+    value = (p_open * (s.reward.open + s.reward.click * pc
+                        + s.reward.revenue * pc * pv * world.price[items])).mean(1)
+    value -= s.reward.send_cost + s.reward.unsubscribe_penalty * world.unsub_hazard(
+        slots.user[rows], s7)
+    cap = s.guardrails.max_sends_per_week
+    allowed = s7 < cap if cap else np.ones(rows.size, bool)
     truth = float((value * allowed).sum() / res.data["n_traj"])
     for name in ("pdis", "wdr"):
         est = res.estimates[name]
