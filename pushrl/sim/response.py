@@ -5,7 +5,8 @@ row of each user) so the engine never knows which one it runs:
 
 * organic activity: expected events in an hour at a local hour of week, and the category
   distribution of an event;
-* P(open) of a push of an item given the user's pipeline features at the send; P(click |
+* P(open) of a push of an item given the user's pipeline features at the send (and, in the
+  fitted model, the user's latent rhythm, as the truth uses the true one); P(click |
   open), P(convert | click), revenue of a conversion; the unsubscribe hazard of a push.
 
 What-if knobs: ``fatigue_multiplier`` scales the fatigue terms (open: sends in the last 24 h
