@@ -18,7 +18,7 @@ import logging
 import numpy as np
 
 from pushrl.data.features import ItemCatalog
-from pushrl.policies.base import SEND, TimingContext
+from pushrl.policies.base import SEND, TimingContext, TimingPolicy
 from pushrl.policies.item_data import ContextEncoder, make_context, pad_candidates
 from pushrl.serve import guardrails
 from pushrl.serve.config import ServeConfig
@@ -182,7 +182,7 @@ class Engine:
         raw = st.fs.features(u, b)
         tctx = TimingContext(raw, allowed, u, b, st.fs, today)
         blocked = np.ones(n, bool) if self.kill_switch else ~allowed
-        if blocked.any() and not self.kill_switch:
+        if blocked.any() and not self.kill_switch and isinstance(timing.policy, TimingPolicy):
             # one evaluation gives the decision and what the policy wanted where blocked
             dist, free = timing.policy.action_dist_unguarded(tctx)
         else:
