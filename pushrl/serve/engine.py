@@ -7,6 +7,7 @@ wait; ``pscore_send`` is logged too (pushlog v1), so item-level OPE can divide i
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -58,8 +59,10 @@ class DecideRow:
     horizon: int | None = None
 
 
+@functools.lru_cache(maxsize=4096)
 def iso(sec: int) -> str:
-    """``2026-03-02T09:00:00Z`` for unix seconds (the API's time format)."""
+    """``2026-03-02T09:00:00Z`` for unix seconds (the API's time format; cached: concurrent
+    decisions share their second)."""
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(sec))
 
 
@@ -80,6 +83,16 @@ class Engine:
         self._id_prefix = uuid.uuid4().hex[:16]
         self._id_count = 0
         self._ctx_cache: dict[int, tuple[Any, ItemCatalog, ContextEncoder, np.ndarray]] = {}
+        self._counter_cache: dict[str, tuple[Any, Any]] = {}
+
+    def _counters(self, label: str) -> tuple[Any, Any]:
+        """The ``decisions`` and ``sends`` counters of a policy label (``labels()`` is a
+        locked dict lookup: cached, as it runs for every pass)."""
+        got = self._counter_cache.get(label)
+        if got is None:
+            got = (self.metrics.decisions.labels(label), self.metrics.sends.labels(label))
+            self._counter_cache[label] = got
+        return got
 
     def _next_id(self) -> str:
         self._id_count += 1
@@ -223,8 +236,9 @@ class Engine:
                         "pscore": ps_l[i], "policy": timing.label,
                         "item_policy": item_label if sent else None, "reason": why[i],
                         "ts": iso(ts_l[i]), "send_at": None})
-        self.metrics.decisions.labels(timing.label).inc(n)
-        self.metrics.sends.labels(timing.label).inc(int(send.sum()))
+        decisions, sends = self._counters(timing.label)
+        decisions.inc(n)
+        sends.inc(int(send.sum()))
         if ps.shadow_timing is not None or ps.shadow_item is not None:
             try:
                 stmts += self._shadow(rows, u, raw, tctx, send, p_send,
