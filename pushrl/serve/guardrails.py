@@ -40,19 +40,24 @@ def local_hour_day(ts: int, tz: str) -> tuple[int, int]:
     return (local % DAY) // HOUR, local // DAY
 
 
-def local_hour_day_vec(tzt: TimezoneTable, tz_idx: np.ndarray, ts: np.ndarray,
-                       names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def local_hour_day_vec(tzt: TimezoneTable, tz_idx: np.ndarray,
+                       ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Vectorised :func:`local_hour_day` at the exact times ``ts`` (not bucket starts).
 
     The pipeline's per-bucket offsets are exact unless a zone changes offset inside the
     bucket (e.g. Australia/Adelaide at hh:30 UTC); those rows use zoneinfo.
+
+    Args:
+        tzt: The feature state's time-zone table.
+        tz_idx: ``(n,)`` zone indices into ``tzt.names``.
+        ts: ``(n,)`` unix seconds.
     """
     b = ts // HOUR
     off, nxt = tzt.offset_seconds(tz_idx, np.stack([b, b + 1])).astype(np.int64)  # one lookup
     local = ts + off
     hour, day = (local % DAY) // HOUR, local // DAY
     for i in np.flatnonzero(off != nxt).tolist():
-        hour[i], day[i] = local_hour_day(int(ts[i]), names[i])
+        hour[i], day[i] = local_hour_day(int(ts[i]), tzt.names[int(tz_idx[i])])
     return hour, day
 
 
@@ -105,8 +110,7 @@ def check(cfg: GuardrailConfig, history: SendHistory, users: np.ndarray, ts: np.
     """
     n = len(users)
     tz_idx = fs.a.tz_idx[users]
-    names = [fs.tzt.names[i] for i in tz_idx.tolist()]
-    hours, days = local_hour_day_vec(fs.tzt, tz_idx, np.asarray(ts, np.int64), names)
+    hours, days = local_hour_day_vec(fs.tzt, tz_idx, np.asarray(ts, np.int64))
     s, e = cfg.quiet_start, cfg.quiet_end
     quiet = (np.zeros(n, bool) if s == e else
              (hours >= s) & (hours < e) if s < e else (hours >= s) | (hours < e))
