@@ -472,6 +472,31 @@ class FeatureState:
         k = self.spec.shrink_how
         return (how + k * self._prior_how) / (how.sum(axis=1, keepdims=True) + k)
 
+    def day_profile(self, users: np.ndarray, dow: np.ndarray,
+                    pool: str = "weekpart") -> np.ndarray:
+        """The user's activity share per local hour of a day, from
+        :meth:`hour_of_week_profile` pooled over days.
+
+        Args:
+            users: ``(n,)`` user indices.
+            dow: ``(n,)`` local weekday of the day in question (Mon = 0).
+            pool: ``"day"`` (that weekday only), ``"weekpart"`` (mean over weekdays, or over
+                the weekend, as ``dow`` is) or ``"week"`` (mean over all seven days).
+
+        Returns:
+            float64 ``(n, 24)``.
+        """
+        prof = self.hour_of_week_profile(users).reshape(-1, 7, 24)
+        d = np.asarray(dow, dtype=np.int64)
+        if pool == "day":
+            return np.asarray(prof[np.arange(d.size), d])
+        if pool == "week":
+            return np.add.reduce(prof, axis=1) / 7  # == mean(axis=1), without its overhead
+        if pool != "weekpart":
+            raise ValueError(f"`pool` must be 'day', 'weekpart' or 'week', got {pool!r}")
+        return np.where((d >= 5)[:, None], np.add.reduce(prof[:, 5:], axis=1) / 2,
+                        np.add.reduce(prof[:, :5], axis=1) / 5)
+
 
 def _buckets(bucket: int | np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """``bucket`` as int64 of ``shape`` (a read-only broadcast of a scalar; arrays that

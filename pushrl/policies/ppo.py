@@ -89,10 +89,8 @@ def profile_columns(state: Any, users: np.ndarray, raw: np.ndarray, allowed_hour
     unknown = [c for c in names if c not in PROFILE_OBS_NAMES]
     if unknown:
         raise ValueError(f"unknown profile columns {unknown}; known: {list(PROFILE_OBS_NAMES)}")
-    prof = state.hour_of_week_profile(users).reshape(-1, 7, 24)
-    dow = raw[:, F["local_dow"]].astype(np.int64)
     hour = raw[:, F["local_hour"]].astype(np.int64)
-    day = np.where((dow >= 5)[:, None], prof[:, 5:].mean(axis=1), prof[:, :5].mean(axis=1))
+    day = state.day_profile(users, raw[:, F["local_dow"]], "weekpart")
     allowed = np.asarray(allowed_hours, bool)
     masked = np.where(allowed[None, :], day, 0.0)
     peak = masked.argmax(axis=1)

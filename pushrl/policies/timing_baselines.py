@@ -149,15 +149,8 @@ class MostActiveHour(TimingPolicy):
             raise ValueError("`ctx.state` and `ctx.user_index` are required by "
                              "most-active-hour (it reads the hour-of-week activity profile)")
         sel = slice(None) if rows is None else rows
-        users = np.asarray(ctx.user_index)[sel]
-        prof = ctx.state.hour_of_week_profile(users).reshape(-1, 7, 24)
-        dow = ctx.features[sel, F["local_dow"]].astype(np.int64)
-        if self.pool == "day":
-            return np.asarray(prof[np.arange(len(dow)), dow])
-        if self.pool == "week":
-            return np.asarray(prof.mean(axis=1))
-        weekday, weekend = prof[:, :5].mean(axis=1), prof[:, 5:].mean(axis=1)
-        return np.where((dow >= 5)[:, None], weekend, weekday)
+        return np.asarray(ctx.state.day_profile(np.asarray(ctx.user_index)[sel],
+                                                ctx.features[sel, F["local_dow"]], self.pool))
 
     def _action_dist(self, ctx: TimingContext) -> np.ndarray:
         hour = ctx.features[:, F["local_hour"]].astype(np.int64)
