@@ -24,9 +24,8 @@ if TYPE_CHECKING:
 class DecisionBatcher:
     """Collects single decisions and runs them as batches on the server's engine."""
 
-    def __init__(self, srv: Server, *, max_in_flight: int = 1) -> None:
+    def __init__(self, srv: Server) -> None:
         self.srv = srv
-        self.max_in_flight = max_in_flight
         self._waiting: list[tuple[DecideIn, asyncio.Future[dict[str, Any]]]] = []
         self._batch_scheduled = False
         self._in_flight = 0  # passes decided but not yet durable
@@ -43,7 +42,7 @@ class DecisionBatcher:
         return await fut
 
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._waiting and not self._batch_scheduled and self._in_flight < self.max_in_flight:
+        if self._waiting and not self._batch_scheduled and not self._in_flight:
             self._batch_scheduled = True
             loop.call_soon(self._run_batch)
 
