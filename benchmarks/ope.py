@@ -39,6 +39,9 @@ from typing import Any
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
+# numpy-only (it also runs in OBP's throwaway venv): the one loader of the fixture arrays
+from ope_obp_timing import load as load_obp  # benchmarks/ is sys.path[0]
+
 from pushrl.ope import (
     DirectMethod,
     DoublyRobust,
@@ -102,16 +105,6 @@ def estimator_configs() -> list[Any]:
         for lam in (1.0, 10.0, 100.0)
     ]
     return ests
-
-
-def load_obp(name: str) -> dict[str, np.ndarray]:
-    with np.load(OBP_DIR / f"{name}.npz") as z:
-        raw = {k: z[k] for k in z.files}
-    out = {k: v for k, v in raw.items() if "__" not in k}
-    for key in [k for k in raw if k.endswith("__rows")]:
-        base = key[: -len("__rows")]
-        out[base] = raw[key][raw[f"{base}__index"]]
-    return out
 
 
 # --- 1M x 50 throughput and memory ------------------------------------------------------------
