@@ -494,8 +494,22 @@ class FeatureState:
             return np.add.reduce(prof, axis=1) / 7  # == mean(axis=1), without its overhead
         if pool != "weekpart":
             raise ValueError(f"`pool` must be 'day', 'weekpart' or 'week', got {pool!r}")
-        return np.where((d >= 5)[:, None], np.add.reduce(prof[:, 5:], axis=1) / 2,
-                        np.add.reduce(prof[:, :5], axis=1) / 5)
+        return weekpart_means(prof)[np.arange(d.size), (d >= 5).astype(np.int64)]
+
+
+def weekpart_means(by_day: np.ndarray) -> np.ndarray:
+    """Means over the weekdays (Mon-Fri) and over the weekend of a per-day array.
+
+    Args:
+        by_day: ``(n, 7, 24)``, e.g. an hour-of-week profile reshaped (Mon = day 0).
+
+    Returns:
+        float64 ``(n, 2, 24)``: index 0 the weekday mean, 1 the weekend mean (bit-identical to
+        ``mean(axis=1)`` of each part, without its overhead).
+    """
+    x = np.asarray(by_day, dtype=np.float64)
+    return np.stack([np.add.reduce(x[:, :5], axis=1) / 5, np.add.reduce(x[:, 5:], axis=1) / 2],
+                    axis=1)
 
 
 def _buckets(bucket: int | np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -382,10 +382,9 @@ def _logged_estimates(state: Any, users: np.ndarray, bucket: int,
         ``[1, logit(engagement), log1p(logged events)]``; ``log_aff`` ``(n, n_categories)``:
         log pipeline affinity per category.
     """
-    from pushrl.data.features import F
+    from pushrl.data.features import F, weekpart_means
 
-    prof = state.hour_of_week_profile(users).reshape(-1, 7, 24) * 168.0
-    log_rel = np.log(np.stack([prof[:, :5].mean(axis=1), prof[:, 5:].mean(axis=1)], axis=1))
+    log_rel = np.log(weekpart_means(state.hour_of_week_profile(users).reshape(-1, 7, 24) * 168.0))
     raw = state.features(users, bucket)
     eng = np.clip(raw[:, F["engagement"]].astype(np.float64), 1e-4, 1 - 1e-4)
     events = state.export_history(users)["how"].sum(axis=1)

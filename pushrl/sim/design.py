@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pushrl.data.features import ENCODED_NAMES, F, encode
+from pushrl.data.features import ENCODED_NAMES, F, encode, weekpart_means
 
 OPEN_NAMES: tuple[str, ...] = (*ENCODED_NAMES, "log_affinity", "log_pop_activity_at_hour")
 #: Open-model column of the user's latent relative activity (optional: older simulators lack it).
@@ -62,10 +62,8 @@ def log_user_relative_activity(rate_how: np.ndarray) -> np.ndarray:
     opens, so the covariate does not leak the outcome.
     """
     r = np.maximum(np.asarray(rate_how, np.float64), 1e-9).reshape(-1, 7, 24)
-    week = r.mean(axis=(1, 2))[:, None]
-    wd, we = r[:, :5].mean(axis=1) / week, r[:, 5:].mean(axis=1) / week
-    return np.log(np.concatenate([np.repeat(wd[:, None], 5, axis=1),
-                                  np.repeat(we[:, None], 2, axis=1)], axis=1).reshape(-1, 168))
+    rel = weekpart_means(r) / r.mean(axis=(1, 2))[:, None, None]  # (n, 2, 24)
+    return np.log(rel[:, [0, 0, 0, 0, 0, 1, 1]].reshape(-1, 168))
 
 
 def open_design(raw: np.ndarray, affinity: np.ndarray, log_pop_how: np.ndarray,
