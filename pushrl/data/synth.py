@@ -139,18 +139,32 @@ class TrueWorld:
     def open_logit(self, users: np.ndarray, weekend: np.ndarray, hour: np.ndarray,
                    items: np.ndarray, sends_24h: np.ndarray, sends_7d: np.ndarray) -> np.ndarray:
         """Logit of P(open) for pushes of ``items`` to ``users`` (all arrays broadcast)."""
+        return self.open_logit_given(np.log(self.rel_activity[users, weekend, hour]),
+                                     self.log_affinity(users, items), self.z[users], sends_24h,
+                                     sends_7d)
+
+    def open_logit_given(self, log_rel: np.ndarray | float, log_aff: np.ndarray,
+                         z: np.ndarray, sends_24h: np.ndarray | float,
+                         sends_7d: np.ndarray | float) -> np.ndarray:
+        """Logit of P(open) from the user's latents (true or estimated, all broadcast):
+        ``log_rel`` log relative activity now, ``log_aff`` from :meth:`log_affinity`, ``z``
+        engagement."""
         p = self.params
-        rel = self.rel_activity[users, weekend, hour]
-        aff = self.pref[users, self.item_cat[items]] * len(CATEGORIES)
-        return (p.open_intercept + p.open_activity * np.log(rel) + p.open_affinity * np.log(aff)
-                + p.open_engagement * self.z[users] - p.fatigue_24h * sends_24h
-                - p.fatigue_7d * sends_7d)
+        return (p.open_intercept + p.open_activity * log_rel + p.open_affinity * log_aff
+                + p.open_engagement * z - p.fatigue_24h * sends_24h - p.fatigue_7d * sends_7d)
+
+    def log_affinity(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """``log(pref[user, category of item] * n_categories)`` (broadcast); 0 = average."""
+        return np.log(self.pref[users, self.item_cat[items]] * len(CATEGORIES))
 
     def p_click(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """P(click | open)."""
+        return self.p_click_given(self.log_affinity(users, items), items)
+
+    def p_click_given(self, log_aff: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """P(click | open) from a true or estimated log affinity (see :meth:`log_affinity`)."""
         p = self.params
-        aff = self.pref[users, self.item_cat[items]] * len(CATEGORIES)
-        return _sigmoid(p.click_intercept + p.click_affinity * np.log(aff)
+        return _sigmoid(p.click_intercept + p.click_affinity * log_aff
                         + p.click_quality * self.quality[items])
 
     def p_convert(self, items: np.ndarray) -> np.ndarray:

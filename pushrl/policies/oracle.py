@@ -259,9 +259,8 @@ def _tables(sim: Any, s: np.ndarray, weights: Any, log_rel: np.ndarray, z: np.nd
     g = np.empty((s.size, _GRID.size))
     for a in range(0, s.size, 64):  # chunks keep the (users, items, grid) temporary small
         la = log_aff[a:a + 64]
-        base = p.open_intercept + p.open_affinity * la + p.open_engagement * z[a:a + 64, None]
-        p_click = _sigmoid(p.click_intercept + p.click_affinity * la
-                           + p.click_quality * world.quality[None, :])
+        base = world.open_logit_given(0.0, la, z[a:a + 64, None], 0.0, 0.0)
+        p_click = world.p_click_given(la, items[None, :])
         per_open = w.open + p_click * (
             w.click + w.revenue * world.p_convert(items)[None, :] * world.price[None, :])
         pr = probs[a:a + 64] * per_open
@@ -289,7 +288,7 @@ def truth_tables(sim: Any, slots: np.ndarray, weights: Any) -> Tables:
     gt = resp.gt[sim.pop[s]]
     hour, weekend, _ = _clock(sim, s)
     rel = world.rel_activity[gt[:, None], weekend, (hour - int(resp.shift)) % 24]
-    log_aff = np.log(world.pref[gt][:, world.item_cat] * world.pref.shape[1])
+    log_aff = world.log_affinity(gt[:, None], np.arange(world.items.shape[0])[None, :])
     return _tables(sim, s, weights, np.log(rel), world.z[gt], log_aff)
 
 
