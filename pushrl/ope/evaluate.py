@@ -40,10 +40,12 @@ gate therefore adds the rule :data:`HELD_OUT_RULE` for such a candidate (waived 
 ``allow_in_sample=True``); an in-sample baseline only gets a note. Overlapping but different
 logs are not detected.
 
-Layout: this module is the entry point and holds what both paths share (policy resolution,
-:class:`EvaluationResult`, estimator selection, the held-out rule, the report);
-:mod:`pushrl.ope.evaluate_item` is the item path and :mod:`pushrl.ope.evaluate_timing` the
-timing path (with :class:`TimingSettings`). Their public names are re-exported here.
+Layout: this module is the entry point (policy resolution, the held-out rule, recording);
+:mod:`pushrl.ope._common` holds what both paths share (:class:`EvaluationResult`,
+:class:`ResolvedPolicy`, estimator selection), :mod:`pushrl.ope.evaluate_item` is the item
+path, :mod:`pushrl.ope.evaluate_timing` the timing path (with :class:`TimingSettings`) and
+:mod:`pushrl.ope.evaluate_report` turns a result into the report. The public names of all of
+them are importable from here.
 
 Rounds and slots passed to policies carry ``ctx.extra["user_index"]`` (index into
 ``ds.users``) and ``ctx.extra["row"]`` (index into ``ds.pushes``), for oracle-type policies.
@@ -53,98 +55,67 @@ Rounds and slots passed to policies carry ``ctx.extra["user_index"]`` (index int
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import inspect
 import json
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
 from threadpoolctl import threadpool_limits
 
 from pushrl.data.io import Dataset
 from pushrl.errors import ArtifactError, DataError
-from pushrl.ope import ESTIMATORS
-from pushrl.ope.diagnostics import WeightDiagnostics
-from pushrl.ope.gate import DeploymentGate, GateResult
-from pushrl.ope.intervals import IntervalEstimate
-from pushrl.ope.report import OPEReport, write_report
-from pushrl.ope.sequential import SEQUENTIAL_ESTIMATORS, SequentialDiagnostics
+from pushrl.ope._common import (
+    DEFAULT_HYPERPARAMETERS,
+    ITEM_ESTIMATORS,
+    TIMING_ESTIMATORS,
+    EvaluationResult,
+    Progress,
+    ResolvedPolicy,
+    _say,
+)
+from pushrl.ope.evaluate_item import _evaluate_item, crossfit_item_rewards
+from pushrl.ope.evaluate_report import evaluation_report
+from pushrl.ope.evaluate_timing import TimingSettings, _evaluate_timing, load_timing_settings
+from pushrl.ope.gate import DeploymentGate
+from pushrl.ope.report import write_report
+from pushrl.policies import item_baselines, timing_baselines
 from pushrl.policies.base import Policy
+from pushrl.policies.baselines import definition, make_baseline, registry
 from pushrl.policies.item_data import RewardSpec
+from pushrl.policies.registry import load_policy, read_card, resolve
 
-if TYPE_CHECKING:  # re-exported at runtime by __getattr__ (below) to avoid an import cycle
-    from pushrl.ope.evaluate_item import crossfit_item_rewards as crossfit_item_rewards
-    from pushrl.ope.evaluate_timing import TimingSettings as TimingSettings
-    from pushrl.ope.evaluate_timing import _seq_replicates as _seq_replicates
-    from pushrl.ope.evaluate_timing import _timing_slots as _timing_slots
-    from pushrl.ope.evaluate_timing import load_timing_settings as load_timing_settings
+__all__ = [
+    "DEFAULT_HYPERPARAMETERS",
+    "HELD_OUT_RULE",
+    "ITEM_ESTIMATORS",
+    "SEGMENTS",
+    "TIMING_ESTIMATORS",
+    "EvaluationResult",
+    "PolicyLike",
+    "Progress",
+    "ResolvedPolicy",
+    "TimingSettings",
+    "crossfit_item_rewards",
+    "evaluate_policy",
+    "load_timing_settings",
+    "record_evaluation",
+    "resolve_policy",
+]
 
-ITEM_ESTIMATORS: tuple[str, ...] = tuple(ESTIMATORS)
-TIMING_ESTIMATORS: tuple[str, ...] = (*SEQUENTIAL_ESTIMATORS, "fqe")
 SEGMENTS: tuple[str, ...] = ("day", "none")
-#: Hyperparameters used by ``evaluate`` where the estimator's own default degenerates
-#: (``dr-os`` with ``lambda_=0`` is DM; ``switch-dr`` with ``tau=1`` drops nearly every
-#: correction of a deterministic policy). Weights up to ~10 keep their DR correction.
-DEFAULT_HYPERPARAMETERS: dict[str, dict[str, float]] = {
-    "switch-dr": {"tau": 10.0}, "dr-os": {"lambda_": 100.0},
-}
 HELD_OUT_RULE = "held_out_data"
 """Gate rule added here (beyond :data:`pushrl.ope.gate.RULES`): the candidate must not have
 been trained on the evaluated logs, where every estimate is optimistic."""
-_GATE_PREFERENCE = {"item": ("dr", "sndr", "switch-dr", "dr-os", "snipw", "ipw", "dm"),
-                    "timing": ("wdr", "wpdis", "pdis", "fqe")}
-Progress = Callable[[str, int, int], None]
 PolicyLike = Policy | str | Path
-
-
-# --------------------------------------------------------------------- policies
-@dataclass(frozen=True)
-class ResolvedPolicy:
-    """A policy with where it came from.
-
-    Attributes:
-        policy: The loaded policy.
-        label: What the user passed (artifact path or baseline name).
-        source: ``"artifact"``, ``"baseline"`` or ``"object"``.
-        card: The artifact's model card, if any.
-        artifact: The resolved artifact directory, if any.
-        fitted_on_eval_data: The baseline was fitted on the evaluated logs (in-sample).
-    """
-
-    policy: Policy
-    label: str
-    source: str
-    card: Mapping[str, Any] | None = None
-    artifact: Path | None = None
-    fitted_on_eval_data: bool = False
-
-    def trained_on(self, fingerprint: str) -> bool:
-        """True when the policy was trained or fitted on the logs with this fingerprint."""
-        data = (self.card or {}).get("data")
-        return self.fitted_on_eval_data or (
-            isinstance(data, Mapping) and data.get("fingerprint") == fingerprint)
-
-    def describe(self) -> dict[str, Any]:
-        """JSON-serialisable summary."""
-        return {"label": self.label, "source": self.source, "kind": self.policy.kind,
-                "name": getattr(self.policy, "name", "policy"),
-                "version": getattr(self.policy, "version", "0"),
-                "artifact": None if self.artifact is None else str(self.artifact),
-                "fitted_on_eval_data": self.fitted_on_eval_data}
 
 
 def _baseline_class(name: str) -> Any:
     """The baseline's policy class when it has a ``fit(ds, ...)`` classmethod."""
-    for mod in ("pushrl.policies.item_baselines", "pushrl.policies.timing_baselines"):
-        try:
-            m = importlib.import_module(mod)
-        except ModuleNotFoundError:
-            continue
+    for m in (item_baselines, timing_baselines):
         for obj in vars(m).values():
             if (isinstance(obj, type) and issubclass(obj, Policy)
                     and getattr(obj, "name", None) == name and callable(getattr(obj, "fit", None))):
@@ -154,8 +125,6 @@ def _baseline_class(name: str) -> Any:
 
 def _make_baseline(name: str, ds: Dataset, reward: RewardSpec | None) -> tuple[Policy, bool]:
     """A baseline by name; one with a ``fit(ds, ...)`` classmethod is fitted on ``ds``."""
-    from pushrl.policies.baselines import definition, make_baseline, registry
-
     known = registry()
     variants = list(dict.fromkeys((name, name.replace("_", "-"), name.replace("-", "_"))))
     names = [n for n in variants if n in known]
@@ -174,10 +143,7 @@ def _make_baseline(name: str, ds: Dataset, reward: RewardSpec | None) -> tuple[P
         if "reward" in sig.parameters:
             kw["reward"] = reward
         return cls.fit(ds, **kw), True
-    try:
-        return make_baseline(names[0]), False
-    except ModuleNotFoundError as exc:
-        raise ArtifactError(f"baseline {name!r} is not available yet ({exc})") from None
+    return make_baseline(names[0]), False
 
 
 def resolve_policy(spec: PolicyLike | ResolvedPolicy, ds: Dataset, *,
@@ -200,92 +166,10 @@ def resolve_policy(spec: PolicyLike | ResolvedPolicy, ds: Dataset, *,
     text = str(spec)
     path = Path(text)
     if path.exists() or "/" in text or os.sep in text:
-        from pushrl.policies.registry import load_policy, read_card, resolve
-
         art = resolve(path)
         return ResolvedPolicy(load_policy(art), text, "artifact", read_card(art), art)
     policy, fitted = _make_baseline(text, ds, reward)
     return ResolvedPolicy(policy, text, "baseline", fitted_on_eval_data=fitted)
-
-
-# --------------------------------------------------------------------- result
-@dataclass
-class EvaluationResult:
-    """Everything one evaluation produced.
-
-    Attributes:
-        kind: ``"item"`` or ``"timing"``.
-        policy: Summary of the candidate (label, source, name, version).
-        baseline: Summary of the baseline; ``None`` = the logging policy.
-        data: Dataset path, fingerprint and the number of rounds (item) or trajectories.
-        reward: Reward definition (item: the :class:`RewardSpec`; timing: the weights).
-        estimates: The candidate's estimates with ``1 - alpha`` intervals, by estimator.
-        baseline_estimates: The baseline's (``"on-policy"`` for the logging policy).
-        diagnostics: Importance-weight diagnostics of the candidate.
-        baseline_diagnostics: Those of an off-policy baseline.
-        gate: The deployment gate's decision.
-        gate_estimator: Estimator of the gate's paired improvement.
-        skipped: Estimators not run, with the reason.
-        sequential: Timing only: weight-explosion diagnostics of the candidate by horizon
-            (``"segment"``: the evaluated trajectories, ``"full_horizon"``: whole per-user
-            trajectories).
-        segment: Timing only: ``"day"`` or ``"none"``.
-        settings: Scenario settings, hyperparameters and other run parameters.
-        notes: Caveats a reader must see (also in the report).
-        report: Paths of the written report files by kind.
-        seconds: Wall time.
-        weights: Candidate's importance weights (per round or per trajectory), not in
-            :meth:`to_dict`.
-    """
-
-    kind: str
-    policy: dict[str, Any]
-    baseline: dict[str, Any] | None
-    data: dict[str, Any]
-    reward: str
-    estimates: dict[str, IntervalEstimate]
-    baseline_estimates: dict[str, IntervalEstimate]
-    diagnostics: WeightDiagnostics
-    baseline_diagnostics: WeightDiagnostics | None
-    gate: GateResult
-    gate_estimator: str
-    skipped: dict[str, str] = field(default_factory=dict)
-    sequential: dict[str, SequentialDiagnostics] = field(default_factory=dict)
-    segment: str | None = None
-    settings: dict[str, Any] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    report: dict[str, str] = field(default_factory=dict)
-    seconds: float = 0.0
-    weights: np.ndarray | None = field(default=None, repr=False)
-
-    @property
-    def passed(self) -> bool:
-        """The gate's verdict."""
-        return self.gate.passed
-
-    @property
-    def exit_code(self) -> int:
-        """``0`` when the candidate passes the gate, ``1`` when it is blocked."""
-        return 0 if self.passed else 1
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form (what ``pushrl evaluate --json`` prints)."""
-        return {
-            "passed": self.passed, "exit_code": self.exit_code, "kind": self.kind,
-            "policy": self.policy, "baseline": self.baseline or {"label": "logging",
-                                                                 "source": "logging"},
-            "data": self.data, "reward": self.reward,
-            "gate": {**self.gate.to_dict(), "estimator": self.gate_estimator},
-            "estimates": {k: v.to_dict() for k, v in self.estimates.items()},
-            "baseline_estimates": {k: v.to_dict() for k, v in self.baseline_estimates.items()},
-            "diagnostics": self.diagnostics.to_dict(),
-            "baseline_diagnostics": (None if self.baseline_diagnostics is None
-                                     else self.baseline_diagnostics.to_dict()),
-            "sequential_diagnostics": {k: v.to_dict() for k, v in self.sequential.items()},
-            "segment": self.segment, "skipped_estimators": self.skipped,
-            "settings": self.settings, "notes": self.notes, "report": self.report,
-            "seconds": round(self.seconds, 3),
-        }
 
 
 def record_evaluation(artifact: str | Path, result: EvaluationResult) -> Path:
@@ -310,67 +194,6 @@ def record_evaluation(artifact: str | Path, result: EvaluationResult) -> Path:
     tmp.write_text(json.dumps(card, indent=2, sort_keys=True, default=str))
     os.replace(tmp, card_path)
     return card_path
-
-
-# --------------------------------------------------------------------- helpers
-def _select(requested: Sequence[str] | None, kind: str, applicable: Mapping[str, str | None]
-            ) -> tuple[list[str], dict[str, str]]:
-    """Estimators to run and skipped ones with reasons; ``applicable`` maps name -> reason."""
-    known = (*ITEM_ESTIMATORS, *TIMING_ESTIMATORS)
-    names = list(applicable) if requested is None else list(dict.fromkeys(requested))
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise ValueError(f"--estimators: unknown {', '.join(unknown)}; item policies take "
-                         f"{', '.join(ITEM_ESTIMATORS)}, timing policies "
-                         f"{', '.join(TIMING_ESTIMATORS)}")
-    run, skipped = [], {}
-    for n in names:
-        if n not in applicable:
-            skipped[n] = f"not an estimator for {kind} policies"
-        elif applicable[n] is not None:
-            skipped[n] = str(applicable[n])
-        else:
-            run.append(n)
-    if not run:
-        raise DataError(f"--estimators: none of {', '.join(names)} applies here ("
-                        + "; ".join(f"{k}: {v}" for k, v in skipped.items()) + ")")
-    return run, skipped
-
-
-def _gate_estimator(kind: str, run: Sequence[str], requested: str | None) -> str:
-    if requested is not None:
-        if requested not in _GATE_PREFERENCE[kind]:
-            raise ValueError(f"gate estimator {requested!r} is not usable for {kind} policies; "
-                             f"choose one of {', '.join(_GATE_PREFERENCE[kind])}")
-        return requested
-    for n in _GATE_PREFERENCE[kind]:
-        if n in run:
-            return n
-    return _GATE_PREFERENCE[kind][0]
-
-
-def _hyper(name: str, overrides: Mapping[str, Mapping[str, Any]] | None) -> dict[str, Any]:
-    hp = dict(DEFAULT_HYPERPARAMETERS.get(name, {}))
-    hp.update((overrides or {}).get(name, {}))
-    return hp
-
-
-def _say(progress: Progress | None, stage: str, done: int, total: int) -> None:
-    if progress is not None:
-        progress(stage, done, total)
-
-
-def _bootstrap_interval(name: str, point: float, d: Mapping[str, float],
-                        alpha: float) -> IntervalEstimate:
-    """An :class:`IntervalEstimate` from a bootstrap summary ``{lower, upper, "mean"}``."""
-    lo, hi = (v for k, v in d.items() if k != "mean")
-    return IntervalEstimate(name, point, lo, hi, alpha, "bootstrap", d["mean"])
-
-
-def _gate_settings(g: DeploymentGate) -> dict[str, Any]:
-    """The gate thresholds recorded in :attr:`EvaluationResult.settings`."""
-    return {"min_ess": g.min_ess, "min_ess_fraction": g.min_ess_fraction,
-            "max_support_deficiency": g.max_support_deficiency}
 
 
 # --------------------------------------------------------------------- entry point
@@ -458,17 +281,12 @@ def _evaluate(ds: Dataset, policy: PolicyLike | ResolvedPolicy,
     if base is not None and base.policy.kind != kind:
         raise DataError(f"the candidate is a {kind} policy but the baseline {base.label!r} is a "
                         f"{base.policy.kind} policy; compare policies of one kind")
-    # the paths build on this module, so they are imported when used (no import cycle)
     if kind == "item":
-        from pushrl.ope.evaluate_item import _evaluate_item
-
         res = _evaluate_item(ds, cand, base, estimators=estimators, reward=rs,
                              n_bootstrap=n_bootstrap, seed=seed, alpha=alpha, gate=gate,
                              gate_estimator=gate_estimator, hyper=hyperparameters,
                              progress=progress)
     elif kind == "timing":
-        from pushrl.ope.evaluate_timing import _evaluate_timing
-
         res = _evaluate_timing(ds, cand, base, estimators=estimators, n_bootstrap=n_bootstrap,
                                seed=seed, alpha=alpha, gate=gate, gate_estimator=gate_estimator,
                                scenario=scenario, segment=segment, progress=progress)
@@ -479,7 +297,8 @@ def _evaluate(ds: Dataset, policy: PolicyLike | ResolvedPolicy,
                         allow_in_sample=allow_in_sample)
     if out is not None:
         _say(progress, "writing the report", 0, 1)
-        res.report = {k: str(v) for k, v in write_report(_report(res), out, "ope_report").items()}
+        written = write_report(evaluation_report(res), out, "ope_report")
+        res.report = {k: str(v) for k, v in written.items()}
     res.seconds = time.perf_counter() - t0
     return res
 
@@ -499,65 +318,3 @@ def _check_held_out(res: EvaluationResult, cand: ResolvedPolicy, base: ResolvedP
                "--allow-in-sample to waive this rule")
         res.gate = replace(g, passed=False, failed_rules=(*g.failed_rules, HELD_OUT_RULE),
                            messages=(*g.messages, msg))
-
-
-_SOURCES = {"artifact": "registry artifact", "baseline": "built-in baseline",
-            "object": "Python object"}
-
-
-def _report(res: EvaluationResult) -> OPEReport:
-    base_label = "logging policy" if res.baseline is None else str(res.baseline["label"])
-    ests = list(res.estimates.values()) + [
-        IntervalEstimate(f"baseline: {e.name}", e.value, e.lower, e.upper, e.alpha, e.method,
-                         e.bootstrap_mean) for e in res.baseline_estimates.values()]
-    ref = res.gate.comparison.baseline_value
-    meta: dict[str, Any] = {
-        "candidate": f"{res.policy['label']} ({res.kind} policy, "
-                     f"{_SOURCES.get(res.policy['source'], res.policy['source'])})",
-        "baseline": base_label, "data": f"{res.data['path']} (fingerprint "
-                                        f"{res.data['fingerprint']})",
-        "reward": res.reward,
-        **{k: v for k, v in res.data.items() if k not in ("path", "fingerprint")},
-        "gate estimator": res.gate_estimator,
-        "bootstrap": (f"{res.settings.get('n_bootstrap')} resamples, "
-                      f"seed {res.settings.get('seed')}"),
-    }
-    if res.segment is not None:
-        meta["segment"] = res.segment
-        for k, d in res.sequential.items():
-            meta[f"horizon ({k.replace('_', ' ')})"] = (
-                f"{d.horizon} slots, final ESS {d.ess_final:.1f} of {d.n_traj}, max log-weight "
-                f"{d.max_log_weight:.1f}, {d.frac_exploded:.1%} exploded: {d.reliability}")
-    if res.baseline_diagnostics is not None:
-        b = res.baseline_diagnostics
-        meta["baseline weights"] = (f"ESS {b.ess:.1f} ({b.ess_ratio:.2%}), max {b.weight_max:.4g}, "
-                                    f"support deficiency {b.support_deficiency:.2%}")
-    for k, v in res.skipped.items():
-        meta[f"skipped {k}"] = v
-    for i, note in enumerate(res.notes, 1):
-        meta[f"note {i}"] = note
-    return OPEReport(f"Off-policy evaluation: {res.policy['label']} vs {base_label}",
-                     list(ests), res.diagnostics, res.weights, res.gate, ref,
-                     f"baseline ({res.gate_estimator})" if res.baseline else "logging (on-policy)",
-                     meta)
-
-
-# --------------------------------------------------------------------- re-exports
-_REEXPORTS = {
-    "crossfit_item_rewards": "pushrl.ope.evaluate_item",
-    "TimingSettings": "pushrl.ope.evaluate_timing",
-    "load_timing_settings": "pushrl.ope.evaluate_timing",
-    "_seq_replicates": "pushrl.ope.evaluate_timing",
-    "_timing_slots": "pushrl.ope.evaluate_timing",
-}
-
-
-def __getattr__(name: str) -> Any:
-    """Names of the item and timing paths, importable from here as before the split.
-
-    Resolved lazily: both path modules import this one, so importing them at the top would
-    be circular.
-    """
-    if name in _REEXPORTS:
-        return getattr(importlib.import_module(_REEXPORTS[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -26,7 +26,7 @@ from pushrl.ope._validate import validate_bandit_inputs
 from pushrl.ope.crossfit import CrossFitDR
 from pushrl.ope.diagnostics import diagnostics_from_inputs
 from pushrl.ope.estimators import interval_from_terms
-from pushrl.ope.evaluate import (
+from pushrl.ope._common import (
     ITEM_ESTIMATORS,
     EvaluationResult,
     Progress,

@@ -22,7 +22,7 @@ from pushrl.data.io import Dataset, to_unix_seconds
 from pushrl.errors import DataError
 from pushrl.ope._bootstrap import bootstrap_means, percentile_interval
 from pushrl.ope.diagnostics import WeightDiagnostics, kish_ess
-from pushrl.ope.evaluate import (
+from pushrl.ope._common import (
     TIMING_ESTIMATORS,
     EvaluationResult,
     Progress,

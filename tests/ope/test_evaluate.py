@@ -17,17 +17,16 @@ from pushrl.data.synth import SynthConfig, TrueWorld, synthesize
 from pushrl.data.validate import load_dataset
 from pushrl.errors import ArtifactError, DataError, ScenarioError
 from pushrl.sim.engine import Guardrails
+from pushrl.ope._common import _select
 from pushrl.ope.evaluate import (
     HELD_OUT_RULE,
     TimingSettings,
-    _select,
-    _seq_replicates,
-    _timing_slots,
     crossfit_item_rewards,
     evaluate_policy,
     load_timing_settings,
     record_evaluation,
 )
+from pushrl.ope.evaluate_timing import _seq_replicates, _timing_slots
 from pushrl.ope.sequential import PerDecisionIS
 from pushrl.policies.base import ItemContext, ItemPolicy, TimingContext, TimingPolicy
 from pushrl.policies.registry import save_artifact
