@@ -14,6 +14,7 @@ demo: install
 lint:
 	$(PYTHON) -m ruff check pushrl tests benchmarks
 	$(PYTHON) -m mypy
+	lint-imports
 
 test: install lint
 	$(PYTHON) -m pytest

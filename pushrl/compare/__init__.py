@@ -1,0 +1,1 @@
+"""Paired comparison of timing policies in the simulator (local or Ray shards)."""
