@@ -10,9 +10,8 @@ Sections (default: --perf --obp-timing):
                  --obp-python OBP is timed in the same run (benchmarks/ope_obp_timing.py in
                  OBP's venv), else the fixture's stored timings are used. pushrl is timed as
                  `joint` (estimate_intervals, all 11 on one set of resamples), `per_call` (11
-                 estimate_interval calls with the same int seed, as OBP users write them: the
-                 resample counts are drawn once and memoised), `per_call_cold` (the memo is
-                 cleared before every call: each call draws its 1e8 indices) and
+                 estimate_interval calls with the same int seed, as OBP users write them: each
+                 call draws its own 1e8 indices, nothing is kept between calls) and
                  `joint_obp_stream` (OBP's RandomState index stream). Target >= 5x, identical
                  point values.
 --obd-benchmark  OBP's examples/obd experiment: Bernoulli TS's CTR estimated from the random
@@ -50,7 +49,7 @@ from pushrl.ope import (
     SelfNormalizedDoublyRobust,
     SelfNormalizedInverseProbabilityWeighting,
     SwitchDoublyRobust,
-    clear_resample_memo,
+    default_estimators,
     estimate_intervals,
     fit_reward_model,
 )
@@ -124,15 +123,7 @@ if args.perf:
     reward = (rng.random(n) < q_hat[np.arange(n), action, 0]).astype(np.float64)
     t_data = time.perf_counter() - t0
     rss_data = peak_rss_gb()
-    ests = [
-        DirectMethod(),
-        InverseProbabilityWeighting(),
-        SelfNormalizedInverseProbabilityWeighting(),
-        DoublyRobust(),
-        SelfNormalizedDoublyRobust(),
-        SwitchDoublyRobust(tau=5.0),
-        DoublyRobustWithShrinkage(lambda_=10.0),
-    ]
+    ests = default_estimators()
     t0, c0 = time.perf_counter(), time.process_time()
     out = estimate_intervals(
         ests,
@@ -185,19 +176,14 @@ def obp_same_run(python: str, n_boot: int, seed: int) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def separate(ests: list[Any], inputs: dict[str, Any], n_boot: int, seed: int,
-             clear_each: bool) -> None:
+def separate(ests: list[Any], inputs: dict[str, Any], n_boot: int, seed: int) -> None:
     """One estimate_interval call per estimator, all with the same int seed."""
-    clear_resample_memo()
     for e in ests:
-        if clear_each:
-            clear_resample_memo()
         e.estimate_interval(**inputs, n_bootstrap_samples=n_boot, random_state=seed)
 
 
 def joint(ests: list[Any], inputs: dict[str, Any], n_boot: int, rs: Any) -> None:
     """All estimators in one estimate_intervals call."""
-    clear_resample_memo()
     estimate_intervals(ests, **inputs, n_bootstrap_samples=n_boot, random_state=rs)
 
 
@@ -234,12 +220,10 @@ if args.obp_timing:
         wall, cpu = {}, {}
         for key, fn in (
             ("joint", partial(joint, ests, inputs, n_boot, seed)),
-            ("per_call_cold", partial(separate, ests, inputs, n_boot, seed, True)),
-            ("per_call", partial(separate, ests, inputs, n_boot, seed, False)),
+            ("per_call", partial(separate, ests, inputs, n_boot, seed)),
             ("joint_obp_stream", partial(joint, ests, inputs, n_boot, np.random.RandomState(seed))),
         ):
             wall[key], cpu[key] = timed(fn)
-        clear_resample_memo()
         res = {
             "obp_wall_seconds": obp_wall,
             "obp_cpu_seconds": obp_cpu,

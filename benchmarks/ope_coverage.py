@@ -18,15 +18,7 @@ import argparse
 import json
 import time
 
-from pushrl.ope import (
-    DirectMethod,
-    DoublyRobust,
-    DoublyRobustWithShrinkage,
-    InverseProbabilityWeighting,
-    SelfNormalizedDoublyRobust,
-    SelfNormalizedInverseProbabilityWeighting,
-    SwitchDoublyRobust,
-)
+from pushrl.ope import default_estimators
 from pushrl.ope.synthetic import TabularBanditWorld, coverage_experiment
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -48,15 +40,7 @@ policies = {
     "0.2-greedy": world.epsilon_greedy_policy(0.2),
     "uniform": world.uniform_policy(),
 }
-estimators = [
-    DirectMethod(),
-    InverseProbabilityWeighting(),
-    SelfNormalizedInverseProbabilityWeighting(),
-    DoublyRobust(),
-    SelfNormalizedDoublyRobust(),
-    SwitchDoublyRobust(tau=5.0),
-    DoublyRobustWithShrinkage(lambda_=10.0),
-]
+estimators = default_estimators()
 methods = {"both": ["bootstrap", "normal"], "all": ["bootstrap", "normal", "betting"]}.get(
     args.method, [args.method]
 )

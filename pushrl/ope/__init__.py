@@ -15,7 +15,6 @@ imported here, so importing ``pushrl.ope`` does not load matplotlib).
 
 from __future__ import annotations
 
-from pushrl.ope._bootstrap import clear_resample_memo
 from pushrl.ope._rounds import RoundData, RoundTerms
 from pushrl.ope._validate import BanditInputs, validate_bandit_inputs
 from pushrl.ope.crossfit import CrossFitDR, fit_reward_model
@@ -92,6 +91,16 @@ def make_estimator(name: str, **hyperparameters: object) -> BaseOffPolicyEstimat
     return cls(**hyperparameters)  # type: ignore[arg-type]
 
 
+def default_estimators() -> list[BaseOffPolicyEstimator]:
+    """The seven estimators that take a fixed reward model, as the OPE benchmarks run them.
+
+    ``dm``, ``ipw``, ``snipw``, ``dr``, ``sndr``, ``switch-dr`` (``tau=5``) and ``dr-os``
+    (``lambda_=10``); ``dr-cf`` is left out because it fits its own reward model.
+    """
+    hyper: dict[str, dict[str, float]] = {"switch-dr": {"tau": 5.0}, "dr-os": {"lambda_": 10.0}}
+    return [make_estimator(n, **hyper.get(n, {})) for n in ESTIMATORS if n != "dr-cf"]
+
+
 __all__ = [
     "DM",
     "DR",
@@ -129,7 +138,7 @@ __all__ = [
     "WeightedDoublyRobust",
     "WeightedPerDecisionIS",
     "bootstrap_replicates",
-    "clear_resample_memo",
+    "default_estimators",
     "estimate_intervals",
     "fit_fqe",
     "fit_reward_model",

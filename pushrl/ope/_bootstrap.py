@@ -11,17 +11,13 @@ Passing ``random_state=np.random.RandomState(seed)`` draws the exact index strea
 rely on; an ``int`` seeds a faster ``np.random.Generator``.
 
 Drawing the ``B * n_rounds`` indices is nearly all the cost (1e8 draws for 10,000 resamples of
-10,000 rounds), and with an ``int`` seed the count matrix is a pure function of
-``(seed, n_rounds, B)``. The last one drawn is therefore memoised (as ``uint8``, when it has at
-most :data:`RESAMPLE_MEMO_ELEMENTS` entries): one ``estimate_interval`` call per estimator with
-the same seed, as OBP users write it, draws the indices once and the later calls only multiply.
-The results are bit-identical to drawing again; :func:`clear_resample_memo` frees the memory.
+10,000 rounds). Nothing is kept between calls: to share that cost, put every column in one call
+(:func:`pushrl.ope.estimate_intervals` bootstraps several estimators, and
+:func:`pushrl.ope.bootstrap_replicates` several policies' terms, on one set of resamples).
 """
 
 from __future__ import annotations
 
-import threading
-from numbers import Integral
 from statistics import NormalDist
 
 import numpy as np
@@ -38,17 +34,6 @@ from pushrl.ope._validate import FloatArray, RandomState
 CACHE_CHUNK_ELEMENTS = 1 << 16
 MIN_CHUNK_RESAMPLES = 4
 MAX_CHUNK_ELEMENTS = 16_000_000
-# Largest memoised count matrix (uint8 entries, i.e. 128 MB).
-RESAMPLE_MEMO_ELEMENTS = 1 << 27
-
-_memo: dict[tuple[int, int, int, int], np.ndarray] = {}
-_memo_lock = threading.Lock()
-
-
-def clear_resample_memo() -> None:
-    """Drop the memoised bootstrap count matrix (see the module docstring)."""
-    with _memo_lock:
-        _memo.clear()
 
 
 def resolve_rng(random_state: RandomState) -> np.random.Generator | np.random.RandomState:
@@ -66,17 +51,6 @@ def _draw_indices(
         return rng.randint(0, n, size=(size, n))
     dtype = np.int32 if n < np.iinfo(np.int32).max else np.int64
     return rng.integers(0, n, size=(size, n), dtype=dtype)
-
-
-def resample_counts(
-    rng: np.random.Generator | np.random.RandomState, size: int, n: int
-) -> FloatArray:
-    """Draw ``size`` bootstrap resamples of ``n`` rows as a count matrix.
-
-    Returns:
-        ``counts[b, i]`` = how often row ``i`` appears in resample ``b``, shape ``(size, n)``.
-    """
-    return _int_counts(rng, size, n).astype(np.float64)
 
 
 def _int_counts(rng: np.random.Generator | np.random.RandomState, size: int, n: int) -> np.ndarray:
@@ -121,51 +95,15 @@ def bootstrap_means(
     else:
         per_chunk = max_chunk_elements // n
     chunk = int(max(1, min(n_bootstrap_samples, per_chunk)))
-    memo_key = None
-    if (
-        isinstance(random_state, Integral)
-        and not isinstance(random_state, bool)
-        and n * n_bootstrap_samples <= RESAMPLE_MEMO_ELEMENTS
-    ):
-        memo_key = (int(random_state), n, n_bootstrap_samples, chunk)
-    with _memo_lock:
-        stored = _memo.get(memo_key) if memo_key is not None else None
+    rng = resolve_rng(random_state)
     # The per-chunk products are small: a multi-threaded BLAS spends more time waking its
     # threads than multiplying (15x the CPU time on 2 cores), so keep it single-threaded here.
     with threadpool_limits(limits=1, user_api="blas"):
-        if stored is not None:
-            for start in range(0, n_bootstrap_samples, chunk):
-                stop = min(start + chunk, n_bootstrap_samples)
-                out[start:stop] = stored[start:stop].astype(np.float64) @ columns
-        else:
-            _draw_and_multiply(columns, resolve_rng(random_state), chunk, out, memo_key)
+        for start in range(0, n_bootstrap_samples, chunk):
+            size = min(chunk, n_bootstrap_samples - start)
+            out[start : start + size] = _int_counts(rng, size, n).astype(np.float64) @ columns
     out /= n
     return out
-
-
-def _draw_and_multiply(
-    columns: FloatArray,
-    rng: np.random.Generator | np.random.RandomState,
-    chunk: int,
-    out: FloatArray,
-    memo_key: tuple[int, int, int, int] | None,
-) -> None:
-    """Fill ``out`` with resampled sums, memoising the counts under ``memo_key`` if given."""
-    n_bootstrap_samples, n = out.shape[0], columns.shape[0]
-    keep = None if memo_key is None else np.empty((n_bootstrap_samples, n), np.uint8)
-    for start in range(0, n_bootstrap_samples, chunk):
-        size = min(chunk, n_bootstrap_samples - start)
-        counts = _int_counts(rng, size, n)
-        if keep is not None:
-            if counts.max() > np.iinfo(np.uint8).max:  # only possible for tiny n
-                keep = None
-            else:
-                keep[start : start + size] = counts
-        out[start : start + size] = counts.astype(np.float64) @ columns
-    if keep is not None:
-        with _memo_lock:
-            _memo.clear()
-            _memo[memo_key] = keep  # type: ignore[index]
 
 
 def interval_keys(alpha: float) -> tuple[str, str]:
