@@ -3,7 +3,8 @@
 OBP is never a dependency of pushrl: this script runs in a throwaway venv, e.g.
 
     python -m venv /tmp/obpenv && /tmp/obpenv/bin/pip install "numpy<2" "pandas<2" \
-        scikit-learn scipy && /tmp/obpenv/bin/pip install --no-deps /tmp/obp/obp-0.4.1-*.whl
+        scikit-learn scipy torch "matplotlib<3.9" seaborn tqdm pyyaml mypy-extensions
+    /tmp/obpenv/bin/pip install --no-deps obp==0.4.1   # its pins would pull old wheels
     /tmp/obpenv/bin/python benchmarks/ope_obp_timing.py --n-bootstrap 10000
 
 ``benchmarks/ope.py --obp-timing --obp-python /tmp/obpenv/bin/python`` calls it in the same run

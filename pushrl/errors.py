@@ -22,6 +22,3 @@ class ArtifactError(PushrlError):
 class ScenarioError(PushrlError, ValueError):
     """A scenario file is missing or invalid."""
 
-
-class UsageError(PushrlError, ValueError):
-    """A command-line or API argument is invalid (unknown name, out-of-range value)."""

@@ -106,6 +106,15 @@ def json_default(o: Any) -> Any:
     return str(o)
 
 
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, streamed in 1 MB blocks (artifact and model checksums)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def _find(dirpath: Path, name: str) -> Path | None:
     for cand in (dirpath / f"{name}.parquet", dirpath / name, dirpath / f"{name}.csv"):
         if cand.exists():

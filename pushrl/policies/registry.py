@@ -14,7 +14,6 @@ serving layer, not here.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import importlib
 import json
 import os
@@ -23,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pushrl.data.io import sha256_file
 from pushrl.errors import ArtifactError
 
 CARD = "card.json"
@@ -45,15 +45,6 @@ def register_loader(name: str) -> Callable[[Callable[[Path, dict[str, Any]], Any
         return fn
 
     return deco
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex sha256 of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _next_version(base: Path) -> str:

@@ -198,13 +198,6 @@ class FeedbackOut(BaseModel):
     outcomes: Outcomes
 
 
-class PolicyRef(BaseModel):
-    """A policy as ``name@version``."""
-
-    name: str
-    version: str
-
-
 class SlotOut(BaseModel):
     """Active and shadow policy of one kind."""
 

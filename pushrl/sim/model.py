@@ -13,7 +13,6 @@ Loading verifies the checksums before reading any array and refuses other format
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Any, Literal
 import numpy as np
 
 from pushrl.data.features import FeatureSpec
-from pushrl.data.io import json_default
+from pushrl.data.io import json_default, sha256_file
 from pushrl.errors import ArtifactError
 from pushrl.sim.glm import Glm
 from pushrl.sim.population import Population
@@ -77,14 +76,6 @@ class SimModel:
         return self.glms[name]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_sim(model: SimModel, out: str | Path) -> Path:
     """Write ``model`` to directory ``out`` (created); returns the directory."""
     d = Path(out)
@@ -105,7 +96,7 @@ def save_sim(model: SimModel, out: str | Path) -> Path:
         "feature_spec": model.spec.to_dict(),
         "item_feature_names": list(model.item_feature_names),
         "components": {k: g.to_dict() for k, g in model.glms.items()},
-        "meta": model.meta, "files": {ARRAYS: _sha256(d / ARRAYS)},
+        "meta": model.meta, "files": {ARRAYS: sha256_file(d / ARRAYS)},
     }
     body = json.dumps(doc, indent=1, sort_keys=True, default=json_default)
     (d / SIM_JSON).write_text(body)
@@ -132,7 +123,7 @@ def load_sim(path: str | Path) -> SimModel:
                             "refit with this pushrl version")
     for name, digest in doc.get("files", {}).items():
         f = d / name
-        if not f.is_file() or _sha256(f) != digest:
+        if not f.is_file() or sha256_file(f) != digest:
             raise ArtifactError(f"{f} is missing or fails its sha256 check; the artifact is "
                                 "corrupt or was modified, refit it with `pushrl sim fit`")
     try:
