@@ -17,7 +17,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
 
 from pushrl.compare.result import CompareResult
 
@@ -258,36 +257,3 @@ def write_report(r: CompareResult, out: str | Path) -> tuple[Path, Path]:
     mp.write_text("\n".join(md))
     return hp, mp
 
-
-def frame_for_test(n_users: int = 200, days: int = 7, seed: int = 0) -> CompareResult:
-    """A small synthetic :class:`CompareResult` (for report tests and previews)."""
-    from pushrl.compare.stats import segment_table, summarize
-
-    rng = np.random.default_rng(seed)
-    rows = []
-    for k, pol in enumerate(["never-send", "fixed-hour", "most-active-hour"]):
-        rng_u = np.random.default_rng(seed)
-        base = rng_u.normal(0, 1, n_users)
-        sends = rng.poisson(k * days, n_users)
-        opens = rng.binomial(sends, 0.05 + 0.03 * k)
-        rows.append(pd.DataFrame({
-            "policy": pol, "seed": 0, "user": np.arange(n_users), "objective": base + k + opens,
-            "sends": sends, "opens": opens, "clicks": rng.binomial(opens, 0.4),
-            "conversions": rng.binomial(opens, 0.1), "revenue": rng.gamma(1, 5, n_users) * k,
-            "unsubscribed": rng.random(n_users) < 0.02 * k, "guardrail_blocks": 0,
-            "timezone": rng_u.choice(["UTC", "Asia/Tokyo"], n_users),
-            "engagement": rng_u.choice(["low", "mid", "high"], n_users)}))
-    pu = pd.concat(rows, ignore_index=True)
-    summary, paired = summarize(pu, reference="never-send", days=days)
-    daily = pd.DataFrame([{"policy": p, "day": dd, "objective": (dd + 1) * i,
-                           "subscribed": 1 - 0.002 * i * dd}
-                          for i, p in enumerate(pu["policy"].unique()) for dd in range(days)])
-    hourly = pd.DataFrame([{"policy": p, "local_hour": h, "sends": float(rng.random())}
-                           for p in pu["policy"].unique() for h in range(24)])
-    act = np.exp(-0.5 * ((np.arange(24) - 19) / 3) ** 2)
-    return CompareResult(pu, summary, paired,
-                         {"timezone": segment_table(pu, "timezone", days=days),
-                          "engagement": segment_table(pu, "engagement", days=days)},
-                         daily, hourly, (act / act.sum()).tolist(),
-                         {"scenario": "test", "users": n_users, "days": days, "seeds": 1,
-                          "reference": "never-send"})

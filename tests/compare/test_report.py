@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pushrl.compare.report import frame_for_test, write_report
+from pushrl.compare.report import write_report
+from pushrl.compare.result import CompareResult
 from pushrl.compare.stats import estimate, paired_difference
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -20,8 +21,8 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
          "--disable-quic"]
 
 
-def test_report_files(tmp_path: Path) -> None:
-    html_path, md_path = write_report(frame_for_test(), tmp_path)
+def test_report_files(tmp_path: Path, synthetic_result: CompareResult) -> None:
+    html_path, md_path = write_report(synthetic_result, tmp_path)
     page = html_path.read_text()
     assert page.count("data:image/png;base64,") == 6
     assert "http://" not in page and "https://" not in page  # self-contained
@@ -31,11 +32,12 @@ def test_report_files(tmp_path: Path) -> None:
 
 
 @pytest.mark.browser
-def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
+def test_report_renders_in_headless_chromium(tmp_path: Path,
+                                             synthetic_result: CompareResult) -> None:
     if CHROMIUM is None:
         pytest.skip("SKIPPED LOUDLY: chromium is not installed (apt-get install chromium "
                     "chromium-driver); the report was NOT checked in a browser")
-    html_path, _ = write_report(frame_for_test(), tmp_path / "r")
+    html_path, _ = write_report(synthetic_result, tmp_path / "r")
     prof = tmp_path / "profile"
     url = html_path.resolve().as_uri()
     dom = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={prof}", "--virtual-time-budget=5000",

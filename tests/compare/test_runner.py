@@ -38,7 +38,6 @@ def test_shard_plan_defines_results_not_batching() -> None:
 
 
 def test_ray_results_identical_to_local() -> None:
-    pytest.importorskip("ray")
     local = compare(POLICIES, users=80, days=2, shard_size=40)
     remote = compare(POLICIES, users=80, days=2, shard_size=40, ray=True, workers=2)
     pd.testing.assert_frame_equal(local.per_user, remote.per_user)
