@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections.abc import Callable
 from functools import cache
@@ -13,21 +14,24 @@ import pytest
 
 from pushrl.ope.synthetic import LoggedBandit, TabularBanditWorld
 
-OBP_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "obp"
+ROOT = Path(__file__).resolve().parents[2]
+OBP_DIR = ROOT / "tests" / "fixtures" / "obp"
 DIRECTIONS = ("random_logs_bts_policy", "bts_logs_random_policy")
+
+# The one loader of the fixture arrays lives in the numpy-only benchmark script (it also runs
+# in OBP's own venv); benchmarks/ is not a package, so load the file itself.
+_spec = importlib.util.spec_from_file_location(
+    "ope_obp_timing", ROOT / "benchmarks" / "ope_obp_timing.py")
+assert _spec is not None and _spec.loader is not None
+_obp_timing = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_obp_timing)
 
 
 @cache
 def load_obp_case(direction: str) -> dict[str, np.ndarray]:
     """Arrays of one OBP reference file (a direction, or ``crossfit_random_logs``), with the
     row-deduplicated 3-d arrays expanded."""
-    with np.load(OBP_DIR / f"{direction}.npz") as z:
-        raw = {k: z[k] for k in z.files}
-    out = {k: v for k, v in raw.items() if "__" not in k}
-    for key in [k for k in raw if k.endswith("__rows")]:
-        name = key[: -len("__rows")]
-        out[name] = raw[key][raw[f"{name}__index"]]
-    return out
+    return _obp_timing.load(direction)  # type: ignore[no-any-return]
 
 
 @pytest.fixture(scope="session")
