@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +22,31 @@ from pushrl.errors import DataError
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.intp]
 RandomState = int | np.random.Generator | np.random.RandomState | None
+
+
+class RewardModel(Protocol):
+    """An unfitted scikit-learn style reward (response) model of OPE's reward regressions.
+
+    ``fit(x, y)`` returns the fitted model; regressors are read with ``predict(x)`` and
+    classifiers (``sklearn.base.is_classifier``) with ``predict_proba(x)[:, 1]``. The model is
+    ``sklearn.base.clone``-d before every fit, so it must support ``get_params``.
+    """
+
+    def fit(self, x: Any, y: Any, /) -> Any:
+        """Fit on features ``x`` ``(n, d)`` and targets ``y`` ``(n,)``; returns the model."""
+
+    def predict(self, x: Any, /) -> Any:
+        """Predictions for ``x``, shape ``(n,)``."""
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor parameters (what ``clone`` copies)."""
+
+
+class ClassifierRewardModel(RewardModel, Protocol):
+    """A :class:`RewardModel` for 0/1 rewards, read through ``predict_proba``."""
+
+    def predict_proba(self, x: Any, /) -> Any:
+        """Class probabilities for ``x``, shape ``(n, 2)``; column 1 is the reward's."""
 
 # Tolerance on sum_a pi(a | x, k) == 1; OBP uses np.allclose's defaults (rtol=1e-5, atol=1e-8).
 SUM_TO_ONE_ATOL = 1e-6

@@ -11,19 +11,21 @@ folds from ``KFold(n_folds, shuffle=True, random_state)``, classifiers predict
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import ClassVar, cast
 
 import numpy as np
-from sklearn.base import BaseEstimator, clone, is_classifier
+from sklearn.base import clone, is_classifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold
 
 from pushrl.errors import DataError
 from pushrl.ope._rounds import RoundData, RoundTerms
 from pushrl.ope._validate import (
+    ClassifierRewardModel,
     FloatArray,
     IntArray,
     RandomState,
+    RewardModel,
     as_float_array,
     as_int_array,
     check_scalar,
@@ -38,7 +40,9 @@ def _features(context: FloatArray, action: IntArray, action_context: FloatArray)
     return np.column_stack([context, action_context[action]])
 
 
-def _predict_all_actions(model: Any, context: FloatArray, action_context: FloatArray) -> FloatArray:
+def _predict_all_actions(
+    model: RewardModel, context: FloatArray, action_context: FloatArray
+) -> FloatArray:
     """Predict ``q_hat(x_i, a)`` for every round and action, shape ``(n_rounds, n_actions)``."""
     n_rounds, n_actions = context.shape[0], action_context.shape[0]
     out = np.empty((n_rounds, n_actions))
@@ -49,7 +53,8 @@ def _predict_all_actions(model: Any, context: FloatArray, action_context: FloatA
         x = _features(
             np.repeat(ctx, n_actions, axis=0), np.tile(np.arange(n_actions), m), action_context
         )
-        pred = model.predict_proba(x)[:, 1] if is_classifier(model) else model.predict(x)
+        pred = (cast(ClassifierRewardModel, model).predict_proba(x)[:, 1]
+                if is_classifier(model) else model.predict(x))
         out[start : start + m] = np.asarray(pred, dtype=np.float64).reshape(m, n_actions)
     return out
 
@@ -63,7 +68,7 @@ def fit_reward_model(
     len_list: int = 1,
     position: np.ndarray | None = None,
     action_context: np.ndarray | None = None,
-    base_model: BaseEstimator | None = None,
+    base_model: RewardModel | None = None,
     n_folds: int = 3,
     random_state: int | None = None,
 ) -> FloatArray:
@@ -150,7 +155,7 @@ class CrossFitDR(BaseOffPolicyEstimator):
             fresh folds on every call).
     """
 
-    base_model: Any = None
+    base_model: RewardModel | None = None
     n_folds: int = 3
     random_state: int | None = 0
     estimator_name: str = "dr-cf"

@@ -12,13 +12,18 @@ that step.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from sklearn.base import clone
 from sklearn.linear_model import Ridge
 
-from pushrl.ope._validate import FloatArray, IntArray, check_scalar, validate_fqe_inputs
+from pushrl.ope._validate import (
+    FloatArray,
+    IntArray,
+    RewardModel,
+    check_scalar,
+    validate_fqe_inputs,
+)
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,7 @@ class FQEResult:
 
 
 def _fit_predict_step(
-    model: Any,
+    model: RewardModel,
     x: FloatArray,
     act: IntArray,
     target: FloatArray,
@@ -72,7 +77,7 @@ def fit_fqe(
     mask: np.ndarray | None = None,
     *,
     gamma: float = 1.0,
-    base_model: Any = None,
+    base_model: RewardModel | None = None,
 ) -> FQEResult:
     """Fit a finite-horizon Q function of the evaluation policy by backward induction.
 

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import replace
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import numpy as np
 
 from pushrl.sim.contexts import BatchDecision, Decision, ItemContext, TimingContext
 
 WAIT, SEND = 0, 1
+
+#: The context a policy decides on: :class:`TimingContext` or :class:`ItemContext`.
+CtxT = TypeVar("CtxT", TimingContext, ItemContext)
 
 
 def _sample(dist: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -29,8 +32,11 @@ def _sample(dist: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.minimum((u >= cdf).sum(axis=1), dist.shape[1] - 1)
 
 
-class Policy(ABC):
+class Policy(ABC, Generic[CtxT]):
     """Base class: implement :meth:`_action_dist`; callers use :meth:`decide_batch`.
+
+    Generic in its context type: :class:`TimingPolicy` is ``Policy[TimingContext]``,
+    :class:`ItemPolicy` is ``Policy[ItemContext]``.
 
     Attributes:
         name: Registry name.
@@ -42,13 +48,13 @@ class Policy(ABC):
     version: str = "0"
 
     @abstractmethod
-    def _action_dist(self, ctx: Any) -> np.ndarray:
+    def _action_dist(self, ctx: CtxT) -> np.ndarray:
         """Return ``(n, n_actions)`` action probabilities (rows need not be normalised)."""
 
-    def _mask(self, ctx: Any) -> np.ndarray | None:
+    def _mask(self, ctx: CtxT) -> np.ndarray | None:
         return None
 
-    def action_dist(self, ctx: Any) -> np.ndarray:
+    def action_dist(self, ctx: CtxT) -> np.ndarray:
         """Normalised action probabilities after guardrails, shape ``(n, n_actions)``."""
         return self._normalise(np.asarray(self._action_dist(ctx), dtype=np.float64),
                                self._mask(ctx))
@@ -70,7 +76,7 @@ class Policy(ABC):
             tot = dist.sum(axis=1, keepdims=True)
         return dist / tot
 
-    def decide_batch(self, ctx: Any, rng: np.random.Generator) -> BatchDecision:
+    def decide_batch(self, ctx: CtxT, rng: np.random.Generator) -> BatchDecision:
         """Decide for every round of ``ctx``; randomness only from ``rng``."""
         return self.sample(self.action_dist(ctx), rng)
 
@@ -81,7 +87,7 @@ class Policy(ABC):
         action = _sample(dist, rng)
         return BatchDecision(action, dist[np.arange(dist.shape[0]), action], dist)
 
-    def decide(self, ctx: Any, rng: np.random.Generator) -> Decision:
+    def decide(self, ctx: CtxT, rng: np.random.Generator) -> Decision:
         """Decide for a context holding exactly one round."""
         if len(ctx) != 1:
             raise ValueError(f"decide() takes a context with 1 round, got {len(ctx)}; "
@@ -94,7 +100,7 @@ class Policy(ABC):
                 "class": type(self).__name__}
 
 
-class TimingPolicy(Policy):
+class TimingPolicy(Policy[TimingContext]):
     """A policy over ``{WAIT, SEND}``; guardrails (``ctx.allowed``) force ``WAIT``."""
 
     kind = "timing"
@@ -119,7 +125,7 @@ class TimingPolicy(Policy):
         return self._normalise(raw, self._mask(ctx)), self._normalise(raw, None)
 
 
-class ItemPolicy(Policy):
+class ItemPolicy(Policy[ItemContext]):
     """A policy over a context's candidates; padding candidates get no probability."""
 
     kind = "item"

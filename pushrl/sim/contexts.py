@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from pushrl.data.features import FeatureState
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -22,15 +24,11 @@ class Decision:
         action: Chosen action index (timing: 0 wait / 1 send; item: index into candidates).
         pscore: Probability the policy gave ``action``.
         action_dist: Probabilities of all actions, shape ``(n_actions,)``.
-        item_id: Chosen item id for item policies.
-        reason: Short machine-readable reason (e.g. ``"policy"``, ``"guardrail:quiet_hours"``).
     """
 
     action: int
     pscore: float
     action_dist: np.ndarray
-    item_id: str | None = None
-    reason: str = "policy"
 
 
 @dataclass(frozen=True)
@@ -72,7 +70,7 @@ class TimingContext:
     allowed: np.ndarray
     user_index: np.ndarray | None = None
     bucket: int | np.ndarray = 0
-    state: Any = None
+    state: FeatureState | None = None
     sends_today: np.ndarray | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
