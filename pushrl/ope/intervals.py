@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from pushrl.errors import DataError
 from pushrl.ope._bootstrap import (
     bootstrap_means,
     interval_keys,
@@ -273,8 +274,6 @@ def paired_difference_from_terms(
             "or 'normal'"
         )
     if candidate.n_rounds != baseline.n_rounds:
-        from pushrl.errors import DataError
-
         raise DataError(
             f"candidate and baseline must be evaluated on the same rounds, got "
             f"{candidate.n_rounds} and {baseline.n_rounds}"
