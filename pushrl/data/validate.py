@@ -6,9 +6,9 @@ writes them to ``DIR/_rejected/<table>.parquet`` and returns the accepted rows. 
 dropped silently: for every table ``accepted + rejected == read``.
 
 Event and decision times must fall in a plausible window (:func:`ts_range`: by default
-2000-01-01 to one year after now; ``meta.json`` ``ts_range`` or the ``ts_range`` argument
-override it): one row dated 1970 or 2200 would otherwise stretch every per-hour statistic
-over centuries.
+2000-01-01 to one year after today; ``meta.json`` ``ts_range`` or the ``min_ts``/``max_ts``
+arguments of :func:`load_dataset` override it): one row dated 1970 or 2200 would otherwise
+stretch every per-hour statistic over centuries.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def ts_range(lo: TsBound = None, hi: TsBound = None,
     if not isinstance(declared, list | tuple) or len(declared) != 2:
         raise DataError(f"meta.json `{TS_RANGE_KEY}` must be [first, last] timestamps, "
                         f"got {declared!r}")
-    now = pd.Timestamp.now(tz="UTC")
+    now = pd.Timestamp.now(tz="UTC").normalize()
     bounds = []
     for name, arg, dec, default in (("--min-ts", lo, declared[0], pd.Timestamp(DEFAULT_MIN_TS)),
                                     ("--max-ts", hi, declared[1],
