@@ -190,12 +190,14 @@ def _check_activity(df: pd.DataFrame, users: pd.Index, items: pd.Index,
 
 
 def _check_propensities(r: _Rejector, df: pd.DataFrame, sent: np.ndarray) -> None:
-    """Propensities in (0, 1]; logged on every sent row once logged at all; item level <= 1."""
+    """Propensities in (0, 1] (``pscore_send`` in [0, 1] on unsent rows: a send that was
+    never possible); logged on every sent row once logged at all; item level <= 1."""
     cols = {}
     for c in ("pscore", "pscore_send"):
         if c in df and df[c].notna().any():
             v = df[c].to_numpy(np.float64, na_value=np.nan)
-            r.check(~np.isnan(v) & ((v <= 0) | (v > 1)), f"{c} outside (0, 1]")
+            lo_ok = (v >= 0) & ~sent if c == "pscore_send" else np.zeros(len(v), bool)
+            r.check(~np.isnan(v) & (((v <= 0) & ~lo_ok) | (v > 1)), f"{c} outside (0, 1]")
             # a propensity logged on some rows but not on a sent one would make a stage
             # guess it (the joint pscore as item pscore, or a send probability of 1)
             r.check(sent & np.isnan(v), f"{c} missing on a sent row")

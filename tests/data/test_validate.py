@@ -83,7 +83,9 @@ ROW_CASES: list[tuple[str, Mutation, str]] = [
     ("pscore_send_two", _set("pscore_send", 2.0), "pscore_send outside (0, 1]"),
     ("pscore_send_negative", _set("pscore_send", -1.0), "pscore_send outside (0, 1]"),
     ("pscore_send_inf", _set("pscore_send", np.inf), "pscore_send outside (0, 1]"),
-    ("pscore_send_unsent_zero", _set("pscore_send", 0.0, "unsent"), "pscore_send outside (0, 1]"),
+    ("pscore_send_unsent_negative", _set("pscore_send", -0.5, "unsent"),
+     "pscore_send outside (0, 1]"),
+    ("pscore_send_unsent_two", _set("pscore_send", 2.0, "unsent"), "pscore_send outside (0, 1]"),
     ("pscore_send_nan", _set("pscore_send", np.nan), "pscore_send missing on a sent row"),
     ("pscore_nan_on_sent", _set("pscore", np.nan), "pscore missing on a sent row"),
     ("pscore_above_send", _set("pscore", 0.5),
@@ -114,6 +116,16 @@ def test_row_errors_are_quarantined_exactly(tiny_synth: Path, tmp_path: Path, na
     q = pd.read_parquet(d / REJECTED_DIR / "pushes.parquet")
     assert len(q) == 3 and set(q["reason"]) == {reason}
     assert len(ds.pushes) == len(raw) - 3
+
+
+def test_unsent_rows_may_have_a_zero_send_probability(tiny_synth: Path, tmp_path: Path) -> None:
+    """A server logs pscore_send 0 (and pscore 1) where a guardrail made sending impossible."""
+    d = _copy(tiny_synth, tmp_path / "zero")
+    raw = read_raw(d, "pushes")
+    assert raw is not None
+    raw = _set("pscore", 1.0, "unsent")(_set("pscore_send", 0.0, "unsent")(raw))
+    write_table(raw, d / "pushes.parquet")
+    assert load_dataset(d)[1].n_rejected == 0
 
 
 def test_quarantine_file_removed_when_clean(tiny_synth: Path, tmp_path: Path) -> None:
