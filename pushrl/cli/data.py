@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 
 from pushrl.cli._common import console, emit, out, progress_bar
+from pushrl.errors import DataError, PushrlError
+
+if TYPE_CHECKING:
+    from pushrl.data.validate import ValidationReport
 
 app = typer.Typer(help="Validate, synthesize and import pushlog v1 datasets.", no_args_is_help=True)
 
@@ -15,12 +20,25 @@ app = typer.Typer(help="Validate, synthesize and import pushlog v1 datasets.", n
 @app.command("validate")
 def validate(
     data: Path = typer.Argument(..., help="Dataset directory (pushlog v1)."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON (errors as "
+                                 "{\"error\": ...} with a non-zero exit)."),
+    min_ts: str | None = typer.Option(None, "--min-ts", help="Earliest accepted ts (default: "
+                                      "meta.json ts_range, else 2000-01-01T00:00:00Z)."),
+    max_ts: str | None = typer.Option(None, "--max-ts", help="Latest accepted ts (default: "
+                                      "meta.json ts_range, else one year after now)."),
+    declare_send_pscore: float | None = typer.Option(
+        None, "--declare-send-pscore", help="Record in DATA/meta.json that the logger sent "
+        "with this constant probability at every logged opportunity (1 = every logged row "
+        "was sent for sure, e.g. OBD): for logs without a pscore_send column."),
 ) -> None:
     """Check a dataset against pushlog v1; quarantine bad rows to DIR/_rejected/."""
-    from pushrl.data.validate import load_dataset
-
-    _, report = load_dataset(data)
+    try:
+        report = _validate(data, min_ts, max_ts, declare_send_pscore)
+    except (PushrlError, ValueError, OSError) as exc:  # the errors main() maps to one line
+        if not as_json:
+            raise
+        emit({"error": str(exc), "type": type(exc).__name__}, True)
+        raise typer.Exit(2) from None
     d = report.to_dict()
     if as_json:
         emit(d, True)
@@ -33,14 +51,42 @@ def validate(
                   ", ".join(f"{k}: {v}" for k, v in cnt.reasons.items()))
     out.print(t)
     s = report.summary
-    out.print(f"date range {s['date_range'][0]} .. {s['date_range'][1]}; users {s['users']}, "
+    out.print(f"date range {s['date_range'][0]} .. {s['date_range'][1]} (accepted window "
+              f"{s['ts_range'][0]} .. {s['ts_range'][1]}); users {s['users']}, "
               f"items {s['items']}, decisions {s['decisions']}, send rate {s['send_rate']:.4f}, "
               f"pscore coverage {s['pscore_coverage']:.1%}")
     out.print("outcome rates (per sent): " + ", ".join(
         f"{k}={v:.4f}" for k, v in s["outcomes"].items() if v is not None))
+    _print_propensities(s["propensities"])
     if report.n_rejected:
         out.print(f"[yellow]{report.n_rejected} rows quarantined to {data}/_rejected/ "
                   f"(accepted + rejected = read: {report.reconciles()})[/]")
+
+
+def _validate(data: Path, min_ts: str | None, max_ts: str | None,
+              send_pscore: float | None) -> ValidationReport:
+    import json
+
+    from pushrl.data.contract import SEND_PSCORE_KEY, declared_send_pscore
+    from pushrl.data.io import read_meta
+    from pushrl.data.validate import load_dataset
+
+    if send_pscore is not None:
+        declared_send_pscore({SEND_PSCORE_KEY: send_pscore})  # refuse a bad value first
+        if not data.is_dir():
+            raise DataError(f"dataset directory {str(data)!r} does not exist")
+        meta = {**read_meta(data), SEND_PSCORE_KEY: send_pscore}
+        (data / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    return load_dataset(data, min_ts=min_ts, max_ts=max_ts)[1]
+
+
+def _print_propensities(pr: dict[str, Any]) -> None:
+    ok = ", ".join(k for k, v in pr["supports"].items() if v) or "none"
+    no = ", ".join(k for k, v in pr["supports"].items() if not v) or "none"
+    out.print(f"propensities: pscore {pr['pscore']}, pscore_send {pr['pscore_send']}, item "
+              f"level {pr['item_pscore'] or 'unknown'}; supports: {ok}; not supported: {no}")
+    for m in pr["missing"]:
+        out.print(f"[yellow]  {m}[/]")
 
 
 @app.command("synth")
@@ -56,8 +102,6 @@ def synth(
 ) -> None:
     """Generate the synthetic push world with known ground truth."""
     from pushrl.data.synth import SynthConfig, synthesize
-    from pushrl.errors import DataError
-
     if 24 % slots_per_day:
         raise DataError(f"--slots-per-day must divide 24, got {slots_per_day}")
     cfg = SynthConfig(users=users, days=days, seed=seed, items=items, slots_per_day=slots_per_day)

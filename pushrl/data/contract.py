@@ -8,8 +8,14 @@ the meaning of a column changes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from pushrl.errors import DataError
 
 PUSHLOG_VERSION = "pushlog/v1"
 
@@ -65,9 +71,10 @@ SCHEMA: dict[str, tuple[Column, ...]] = {
         Column("ts", "ts", True, False, "UTC decision time"),
         Column("sent", "bool", True, False, "whether a push was sent"),
         Column("item_id", "id", False, True, "pushed item; required when sent"),
-        Column("pscore", "float", False, True, "logging probability of the logged action"),
+        Column("pscore", "float", False, True,
+               "joint logging probability of the logged action (not sent, or sent x item)"),
         Column("pscore_send", "float", False, True,
-               "logging probability of sending at this opportunity (for item-level OPE)"),
+               "logging probability of sending at this opportunity"),
         Column("candidates", "list", False, True, "eligible item ids; absent = all items"),
         Column("position", "int", False, True, "slot index for multi-slot logs"),
         Column("opened", "bool", False, True, "opened within the attribution window"),
@@ -94,3 +101,99 @@ def columns(table: str) -> dict[str, Column]:
 def required_columns(table: str) -> list[str]:
     """Return the names of the required columns of ``table``."""
     return [c.name for c in SCHEMA[table] if c.required]
+
+
+# --- propensities -------------------------------------------------------------------------
+# Three propensities, two of them logged:
+#   joint ``pscore``  P(logged action | context): "not sent", or "sent with this item";
+#   ``pscore_send``   P(send | context);
+#   item level        P(item | sent, context) = pscore / pscore_send on a sent row.
+# A stage that scores items (bandit training, item OPE) needs the item level; dividing the
+# joint pscore out is the only way to get it, so a log without ``pscore_send`` must say
+# how sends were decided: meta.json ``send_pscore`` (see :func:`declared_send_pscore`).
+
+#: ``meta.json`` key declaring the logger's constant send probability for logs without a
+#: ``pscore_send`` column (1.0 = every logged opportunity was sent for sure, e.g. OBD).
+SEND_PSCORE_KEY = "send_pscore"
+
+#: Which propensity each stage needs (rendered by the validator and the data README).
+PROPENSITY_NEEDS: dict[str, str] = {
+    "sim fit": "none",
+    "timing OPE": "`pscore_send` on sent rows; `pscore_send` or `pscore` on unsent rows",
+    "item OPE": "item level = `pscore / pscore_send` on sent rows",
+    "bandit training": "item level = `pscore / pscore_send` on sent rows",
+}
+
+_NO_SEND = ("the logs have no `pscore_send` (the logging probability of sending), so the "
+            "item-level propensity `pscore / pscore_send` is unknown; item-level OPE and bandit "
+            "training need it: log `pscore_send`, or declare a logger that sent with a known "
+            "constant probability P (1 when every logged opportunity was sent, as in OBD) with "
+            "`pushrl data validate DIR --declare-send-pscore P` (meta.json `send_pscore`)")
+
+
+def declared_send_pscore(meta: Mapping[str, Any] | None) -> float | None:
+    """The send probability a dataset's ``meta.json`` declares (:data:`SEND_PSCORE_KEY`).
+
+    Returns:
+        The declared probability, or None when nothing is declared.
+
+    Raises:
+        DataError: the declared value is not a number in (0, 1].
+    """
+    v = None if meta is None else meta.get(SEND_PSCORE_KEY)
+    if v is None:
+        return None
+    try:
+        q = float(v)
+    except (TypeError, ValueError):
+        q = float("nan")
+    if not (0.0 < q <= 1.0):
+        raise DataError(f"meta.json `{SEND_PSCORE_KEY}` must be a number in (0, 1], got {v!r}")
+    return q
+
+
+def _rows(bad: np.ndarray) -> str:
+    return f"{int(bad.sum())} of {bad.size} sent rows (first at row {int(np.argmax(bad))})"
+
+
+def item_pscore(pushes: pd.DataFrame, *, send_pscore: float | None = None) -> np.ndarray:
+    """Item-level logging probability ``pscore / pscore_send`` of sent rows, shape ``(n,)``.
+
+    The one place any stage turns logged propensities into item propensities: a joint
+    ``pscore`` is never used as an item propensity.
+
+    Args:
+        pushes: Sent rows of a pushes table (``pscore`` and, when logged, ``pscore_send``).
+        send_pscore: The logger's declared constant send probability, used where
+            ``pscore_send`` is absent or missing (see :func:`declared_send_pscore`).
+
+    Raises:
+        DataError: ``pscore`` is absent or missing; ``pscore_send`` is absent or missing and
+            nothing is declared; a propensity is outside (0, 1]; or ``pscore > pscore_send``.
+    """
+    if "pscore" not in pushes.columns or not pushes["pscore"].notna().any():
+        raise DataError("the logs have no `pscore` (logging probability of each sent push); "
+                        "bandit training and OPE need it: log it, or use uniform-random logs")
+    ps = pushes["pscore"].to_numpy(np.float64, na_value=np.nan)
+    bad = ~np.isfinite(ps)
+    if bad.any():
+        raise DataError(f"`pscore` is missing in {_rows(bad)}; log it for every sent push")
+    send = (pushes["pscore_send"].to_numpy(np.float64, na_value=np.nan)
+            if "pscore_send" in pushes.columns else np.full(len(ps), np.nan))
+    if send_pscore is not None:
+        send = np.where(np.isnan(send), float(send_pscore), send)
+    missing = np.isnan(send)
+    if missing.all():
+        raise DataError(_NO_SEND)
+    if missing.any():
+        raise DataError(f"`pscore_send` is missing in {_rows(missing)}; log it for every sent "
+                        "push (the item-level propensity is pscore / pscore_send)")
+    bad = ~((send > 0) & (send <= 1))
+    if bad.any():
+        raise DataError(f"`pscore_send` must be in (0, 1], got {send[bad][0]:g} in {_rows(bad)}")
+    out = ps / send
+    bad = (ps <= 0) | (out > 1 + 1e-9)
+    if bad.any():
+        raise DataError(f"item-level `pscore` (pscore / pscore_send) must be in (0, 1], got "
+                        f"min={out.min():.3g} max={out.max():.3g} in {_rows(bad)}")
+    return np.minimum(out, 1.0)

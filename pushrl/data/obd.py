@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pushrl.data.contract import PUSHLOG_VERSION
+from pushrl.data.contract import PUSHLOG_VERSION, SEND_PSCORE_KEY
 from pushrl.data.io import Dataset, empty_activity, write_dataset
 from pushrl.errors import DataError
 
@@ -110,7 +110,8 @@ def convert(source: Path, policy: str = "random", campaign: str = "all") -> Data
     pushes["cand_affinity"] = list(aff)
     meta = {"source": "Open Bandit Dataset sample (ZOZOTOWN), from obp==0.4.1",
             "license": "CC BY 4.0", "policy": policy, "campaign": campaign,
-            "len_list": 3, "format": PUSHLOG_VERSION}
+            "len_list": 3, "format": PUSHLOG_VERSION,
+            SEND_PSCORE_KEY: 1.0}  # every impression was shown: pscore is item level
     return Dataset(users, items, empty_activity(), pushes, meta=meta)
 
 

@@ -1,10 +1,12 @@
 """The item-policy path of :func:`pushrl.ope.evaluate.evaluate_policy`.
 
 The logged sent pushes become bandit rounds (with the policy's own fitted encoder when it
-carries one); ``action_dist = policy.action_dist(context)`` is repeated at every logged
-position, a linear reward model is cross-fitted (:func:`crossfit_item_rewards`) and every
-applicable estimator of :data:`pushrl.ope.ESTIMATORS` runs on shared bootstrap resamples; the
-gate is :class:`~pushrl.ope.gate.DeploymentGate`.
+carries one) whose ``pscore`` is the item-level propensity ``pscore / pscore_send``
+(:func:`~pushrl.data.contract.item_pscore`; never the joint send x item ``pscore``);
+``action_dist = policy.action_dist(context)`` is repeated at every logged position, a linear
+reward model is cross-fitted (:func:`crossfit_item_rewards`) and every applicable estimator
+of :data:`pushrl.ope.ESTIMATORS` runs on shared bootstrap resamples; the gate is
+:class:`~pushrl.ope.gate.DeploymentGate`.
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ Training (VW, baselines), off-policy evaluation and the server build their
 
 A *round* is one sent push (``sent`` true): ``action`` is the logged item's index among the
 round's candidates (``candidates`` column, absent = every catalog item), ``pscore`` the
-item-level logging probability (``pscore / pscore_send`` when ``pscore_send`` is logged, as
-in the synthetic data whose ``pscore`` is the joint send x item probability; ``pscore``
-otherwise, as in OBD) and ``reward`` a :class:`RewardSpec` of the logged outcomes.
+item-level logging probability :func:`~pushrl.data.contract.item_pscore` (``pscore /
+pscore_send``; the send probability declared in ``meta.json`` for logs without it, e.g. 1 in
+OBD) and ``reward`` a :class:`RewardSpec` of the logged outcomes.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pushrl.data.contract import CAND_PREFIX, CTX_PREFIX
+from pushrl.data.contract import CAND_PREFIX, CTX_PREFIX, declared_send_pscore, item_pscore
 from pushrl.data.features import ENCODED_NAMES, FeatureSpec, ItemCatalog, encode, iter_replay
 from pushrl.data.io import Dataset
 from pushrl.errors import DataError
@@ -291,33 +291,6 @@ def take_context(ctx: ItemContext, idx: np.ndarray) -> ItemContext:
                        None if ctx.position is None else ctx.position[idx], dict(ctx.extra))
 
 
-def _first_row(bad: np.ndarray) -> str:
-    return f"{int(bad.sum())} of {bad.size} sent rows (first at row {int(np.argmax(bad))})"
-
-
-def item_pscore(pushes: pd.DataFrame) -> np.ndarray:
-    """Item-level logging probability of each row, shape ``(n,)`` (see module docstring).
-
-    Raises:
-        DataError: ``pscore`` is absent, missing, or not in (0, 1].
-    """
-    if "pscore" not in pushes.columns or not pushes["pscore"].notna().any():
-        raise DataError("the logs have no `pscore` (logging probability of each sent push); "
-                        "bandit training and OPE need it: log it, or use uniform-random logs")
-    ps = pushes["pscore"].to_numpy(np.float64, na_value=np.nan)
-    if "pscore_send" in pushes.columns:
-        send = pushes["pscore_send"].to_numpy(np.float64, na_value=np.nan)
-        ps = np.where(np.isfinite(send) & (send > 0), ps / np.where(send > 0, send, 1.0), ps)
-    bad = ~np.isfinite(ps)
-    if bad.any():
-        raise DataError(f"`pscore` is missing in {_first_row(bad)}; log it for every sent push")
-    bad = (ps <= 0) | (ps > 1 + 1e-9)
-    if bad.any():
-        raise DataError(f"item-level `pscore` must be in (0, 1], got min={ps.min():.3g} "
-                        f"max={ps.max():.3g} in {_first_row(bad)}")
-    return np.minimum(ps, 1.0)
-
-
 def pad_candidates(lists: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Ragged per-round candidate lists as ``(candidates, mask)``, both ``(n, k)`` with
     ``k`` the longest list; padding is candidate 0 with ``mask`` False."""
@@ -406,7 +379,7 @@ def _logged(ds: Dataset, enc: ContextEncoder, catalog: ItemCatalog,
             rs: RewardSpec) -> _Logged:
     rows, sp, r, n_missing = _sent(ds, rs)
     dropped = {"reward_missing": n_missing}
-    pscore = item_pscore(sp)
+    pscore = item_pscore(sp, send_pscore=declared_send_pscore(ds.meta))
     item_ids = sp["item_id"].astype(str).to_numpy(dtype=object)
     cand, mask, action = _candidates(sp, catalog, catalog.indices(item_ids), rows)
     k = len(catalog) if cand is None else cand.shape[1]

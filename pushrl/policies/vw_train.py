@@ -206,7 +206,7 @@ def train_rounds(chunks: Iterable[BanditRounds], config: VWConfig, *,
                 ["--passes", str(config.passes), "--cache_file", "<cache>", "-k"]
                 if config.passes > 1 else []),
             "reward": str(first.reward_spec), "cost": "-reward",
-            "pscore": "item level: pscore / pscore_send when pscore_send is logged, else pscore"}
+            "pscore": "item level: pscore / pscore_send (pushrl.data.contract.item_pscore)"}
     return TrainResult(policy, metrics, card)
 
 
@@ -226,7 +226,9 @@ def train_vw(data: str | Path, config: VWConfig | None = None, *, out: str | Pat
         progress: Called with the number of rounds sent so far.
 
     Raises:
-        DataError: the logs have no ``pscore``, no sent pushes or no reward.
+        DataError: the logs have no ``pscore``, no ``pscore_send`` (and no declared send
+            probability, see :func:`~pushrl.data.contract.item_pscore`), no sent pushes or
+            no reward.
     """
     config = config or VWConfig()
     t0 = time.perf_counter()

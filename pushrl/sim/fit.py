@@ -215,14 +215,43 @@ def fit_push(ds: Dataset, report: ValidationReport, progress: Progress | None = 
                      "activity_burst_mean": np.array(burst_mean(ds))}, meta)
 
 
+def check_finite(model: SimModel) -> SimModel:
+    """Refuse a fit whose parameters or rhythm statistics are NaN or infinite.
+
+    Degenerate inputs (e.g. a log whose timestamps span decades, so the rhythm's held-out
+    quarter has no events) otherwise give a simulator that runs and returns nonsense.
+
+    Raises:
+        DataError: naming the first non-finite statistics.
+    """
+    bad = [f"{k} coefficients" for k, g in model.glms.items()
+           if not (np.isfinite(g.coef).all() and np.isfinite(g.intercept))]
+    rhythm = model.meta.get("rhythm") or {}
+    bad += [f"rhythm {k}" for k, v in rhythm.items()
+            if isinstance(v, float) and not np.isfinite(v)]
+    if not np.isfinite(model.item_revenue).all():
+        bad.append("item revenue")
+    if bad:
+        raise DataError(f"the simulator fit gave non-finite statistics ({', '.join(bad[:4])}); "
+                        "the data cannot support it (e.g. timestamps spanning decades, or no "
+                        "activity in the held-out last quarter): check the date range of "
+                        "`pushrl data validate DATA`")
+    return model
+
+
 def fit_sim(ds: Dataset, report: ValidationReport, progress: Progress | None = None) -> SimModel:
-    """Fit the simulator that fits the data: a push log, or an item-choice log (OBD)."""
+    """Fit the simulator that fits the data: a push log, or an item-choice log (OBD).
+
+    Raises:
+        DataError: the data has neither opens nor clicks with positions, or the fit's
+            statistics are not finite (:func:`check_finite`).
+    """
     _, o_known = _bool(ds.pushes, "opened")
     if o_known.any():
-        return fit_push(ds, report, progress)
+        return check_finite(fit_push(ds, report, progress))
     if "position" in ds.pushes and ds.pushes["clicked"].notna().any():
         from pushrl.sim.obd import fit_obd
 
-        return fit_obd(ds, report, progress)
+        return check_finite(fit_obd(ds, report, progress))
     raise DataError("the dataset has neither `opened` outcomes (push log) nor `clicked` with "
                     "`position` (item-choice log); nothing to fit a simulator on")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,8 +14,8 @@ import pandas as pd
 import pytest
 
 from pushrl.data.io import read_raw, write_table
-from pushrl.data.validate import REJECTED_DIR, load_dataset
-from pushrl.errors import SchemaError
+from pushrl.data.validate import REJECTED_DIR, TS_REASON, load_dataset
+from pushrl.errors import DataError, SchemaError
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ["simulator_data/synth", "simulator_data/obd/random", "simulator_data/obd/bts"]
@@ -75,6 +78,24 @@ ROW_CASES: list[tuple[str, Mutation, str]] = [
     ("sent_without_item", _set("item_id", None), "sent without item_id"),
     ("negative_revenue", _set("revenue", -5.0), "negative revenue"),
     ("outcome_on_unsent", _outcome_on_unsent, "outcomes on unsent row"),
+    # issue #15 item 5: contract breaks that used to pass
+    ("pscore_send_zero", _set("pscore_send", 0.0), "pscore_send outside (0, 1]"),
+    ("pscore_send_two", _set("pscore_send", 2.0), "pscore_send outside (0, 1]"),
+    ("pscore_send_negative", _set("pscore_send", -1.0), "pscore_send outside (0, 1]"),
+    ("pscore_send_inf", _set("pscore_send", np.inf), "pscore_send outside (0, 1]"),
+    ("pscore_send_unsent_negative", _set("pscore_send", -0.5, "unsent"),
+     "pscore_send outside (0, 1]"),
+    ("pscore_send_unsent_two", _set("pscore_send", 2.0, "unsent"), "pscore_send outside (0, 1]"),
+    ("pscore_send_nan", _set("pscore_send", np.nan), "pscore_send missing on a sent row"),
+    ("pscore_nan_on_sent", _set("pscore", np.nan), "pscore missing on a sent row"),
+    ("pscore_above_send", _set("pscore", 0.5),
+     "pscore above pscore_send (item-level propensity > 1)"),
+    ("revenue_inf", _set("revenue", np.inf), "revenue not finite"),
+    ("revenue_minus_inf", _set("revenue", -np.inf), "revenue not finite"),
+    ("ts_1970", _set("ts", pd.Timestamp("1970-01-01", tz="UTC")), TS_REASON),
+    ("ts_2200", _set("ts", pd.Timestamp("2200-01-01", tz="UTC")), TS_REASON),
+    ("ts_1999_unsent", _set("ts", pd.Timestamp("1999-12-31T23:00", tz="UTC"), "unsent"),
+     TS_REASON),
 ]
 
 
@@ -95,6 +116,16 @@ def test_row_errors_are_quarantined_exactly(tiny_synth: Path, tmp_path: Path, na
     q = pd.read_parquet(d / REJECTED_DIR / "pushes.parquet")
     assert len(q) == 3 and set(q["reason"]) == {reason}
     assert len(ds.pushes) == len(raw) - 3
+
+
+def test_unsent_rows_may_have_a_zero_send_probability(tiny_synth: Path, tmp_path: Path) -> None:
+    """A server logs pscore_send 0 (and pscore 1) where a guardrail made sending impossible."""
+    d = _copy(tiny_synth, tmp_path / "zero")
+    raw = read_raw(d, "pushes")
+    assert raw is not None
+    raw = _set("pscore", 1.0, "unsent")(_set("pscore_send", 0.0, "unsent")(raw))
+    write_table(raw, d / "pushes.parquet")
+    assert load_dataset(d)[1].n_rejected == 0
 
 
 def test_quarantine_file_removed_when_clean(tiny_synth: Path, tmp_path: Path) -> None:
@@ -213,3 +244,131 @@ def test_csv_dataset_roundtrip(tiny_synth: Path, tmp_path: Path) -> None:
     assert report.n_rejected == 0
     assert str(ds.pushes["ts"].dt.tz) == "UTC"
     assert ds.pushes["sent"].dtype == "boolean"
+
+
+ACTIVITY_CASES: list[tuple[str, str, object, str]] = [
+    ("revenue_inf", "revenue", np.inf, "revenue not finite"),
+    ("revenue_negative", "revenue", -1.0, "negative revenue"),
+    ("ts_1970", "ts", pd.Timestamp("1970-01-01", tz="UTC"), TS_REASON),
+    ("ts_2200", "ts", pd.Timestamp("2200-01-01", tz="UTC"), TS_REASON),
+]
+
+
+@pytest.mark.parametrize(("name", "col", "value", "reason"), ACTIVITY_CASES,
+                         ids=[c[0] for c in ACTIVITY_CASES])
+def test_activity_row_errors_are_quarantined(tiny_synth: Path, tmp_path: Path, name: str,
+                                             col: str, value: object, reason: str) -> None:
+    d = _copy(tiny_synth, tmp_path / name)
+    act = read_raw(d, "activity")
+    assert act is not None
+    act = act.copy()
+    act["revenue"] = act["revenue"].astype(float)
+    act.loc[[3, 40, 41], col] = value
+    write_table(act, d / "activity.parquet")
+    _, report = load_dataset(d)
+    c = report.counts["activity"]
+    assert c.reasons == {reason: 3} and c.accepted + c.rejected == c.read == len(act)
+    q = pd.read_parquet(d / REJECTED_DIR / "activity.parquet")
+    assert set(q["reason"]) == {reason}
+
+
+def _with_old_rows(tiny_synth: Path, d: Path) -> int:
+    """Copy ``tiny_synth`` to ``d`` with three pushes dated 1970; returns the pushes read."""
+    _copy(tiny_synth, d)
+    raw = read_raw(d, "pushes")
+    assert raw is not None
+    write_table(_set("ts", pd.Timestamp("1970-01-01", tz="UTC"))(raw), d / "pushes.parquet")
+    return len(raw)
+
+
+def test_ts_window_is_configurable(tiny_synth: Path, tmp_path: Path) -> None:
+    d = tmp_path / "old"
+    n = _with_old_rows(tiny_synth, d)
+    _, report = load_dataset(d)
+    assert report.counts["pushes"].reasons == {TS_REASON: 3}
+    assert report.summary["ts_range"][0].startswith("2000-01-01")
+    ds, report = load_dataset(d, min_ts="1960-01-01")
+    assert report.counts["pushes"].rejected == 0 and len(ds.pushes) == n
+    assert report.summary["ts_range"][0].startswith("1960-01-01")
+    # meta.json `ts_range` sets it for every stage; the argument still wins
+    meta = json.loads((d / "meta.json").read_text())
+    (d / "meta.json").write_text(json.dumps({**meta, "ts_range": ["1969-01-01T00:00:00Z",
+                                                                  "2030-01-01T00:00:00Z"]}))
+    assert load_dataset(d)[1].counts["pushes"].rejected == 0
+    assert load_dataset(d, min_ts="1980-01-01")[1].counts["pushes"].rejected == 3
+    # the upper bound: the synthetic log ends in March 2026
+    assert load_dataset(d, max_ts="2026-03-05")[1].counts["pushes"].rejected > 3
+
+
+@pytest.mark.parametrize(("kwargs", "pattern"), [
+    ({"min_ts": "soon"}, r"--min-ts: 'soon' is not a timestamp"),
+    ({"min_ts": "2030-01-01", "max_ts": "2020-01-01"}, r"must be before --max-ts"),
+])
+def test_bad_ts_window_raises(tiny_synth: Path, tmp_path: Path, kwargs: dict[str, str],
+                              pattern: str) -> None:
+    with pytest.raises(DataError, match=pattern):
+        load_dataset(_copy(tiny_synth, tmp_path / "w"), **kwargs)
+
+
+def _drop_cols(tiny_synth: Path, d: Path, cols: list[str]) -> Path:
+    _copy(tiny_synth, d)
+    raw = read_raw(d, "pushes")
+    assert raw is not None
+    write_table(raw.drop(columns=cols), d / "pushes.parquet")
+    return d
+
+
+def test_propensity_support_is_reported(tiny_synth: Path, tmp_path: Path) -> None:
+    full = load_dataset(tiny_synth, quarantine=False)[1].summary["propensities"]
+    assert full["supports"] == {"sim fit": True, "timing OPE": True, "item OPE": True,
+                                "bandit training": True}
+    assert full["item_pscore"] == "pscore / pscore_send" and full["missing"] == []
+    no_send = load_dataset(_drop_cols(tiny_synth, tmp_path / "ns", ["pscore_send"]))[1]
+    pr = no_send.summary["propensities"]
+    assert pr["pscore_send"] == "missing" and pr["item_pscore"] is None
+    assert pr["supports"] == {"sim fit": True, "timing OPE": False, "item OPE": False,
+                              "bandit training": False}
+    assert any(m.startswith("no `pscore_send`: item-level OPE and bandit training need it")
+               and "--declare-send-pscore" in m for m in pr["missing"])
+    none = load_dataset(_drop_cols(tiny_synth, tmp_path / "np", ["pscore", "pscore_send"]))[1]
+    assert any(m.startswith("no `pscore`") for m in none.summary["propensities"]["missing"])
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pushrl.cli.main", "data", "validate", *args],
+                          capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_cli_declares_send_pscore_and_reports_support(tiny_synth: Path, tmp_path: Path) -> None:
+    d = _drop_cols(tiny_synth, tmp_path / "decl", ["pscore_send"])
+    r = _cli(str(d))
+    assert r.returncode == 0, r.stderr
+    assert "no `pscore_send`: item-level OPE and bandit training need it" in \
+        " ".join(r.stdout.split())
+    bad = _cli(str(d), "--declare-send-pscore", "0", "--json")
+    assert bad.returncode != 0 and "send_pscore` must be a number in (0, 1]" in \
+        json.loads(bad.stdout)["error"]
+    r = _cli(str(d), "--declare-send-pscore", "0.5", "--json")
+    assert r.returncode == 0, r.stderr
+    pr = json.loads(r.stdout)["summary"]["propensities"]
+    assert pr["pscore_send"] == "declared 0.5" and pr["supports"]["bandit training"]
+    assert json.loads((d / "meta.json").read_text())["send_pscore"] == 0.5
+
+
+@pytest.mark.parametrize(("setup", "pattern"), [
+    ("missing_dir", "does not exist"),
+    ("missing_column", "missing required column `sent`"),
+    ("bad_window", "--min-ts: 'yesterday' is not a timestamp"),
+])
+def test_cli_json_errors_are_json(tiny_synth: Path, tmp_path: Path, setup: str,
+                                  pattern: str) -> None:
+    d = tmp_path / "nowhere"
+    extra: tuple[str, ...] = ()
+    if setup == "missing_column":
+        d = _drop_cols(tiny_synth, tmp_path / "mc", ["sent"])
+    elif setup == "bad_window":
+        d, extra = _copy(tiny_synth, tmp_path / "bw"), ("--min-ts", "yesterday")
+    r = _cli(str(d), "--json", *extra)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    out = json.loads(r.stdout)
+    assert set(out) == {"error", "type"} and pattern in out["error"]
