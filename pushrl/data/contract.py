@@ -98,11 +98,6 @@ def columns(table: str) -> dict[str, Column]:
     return {c.name: c for c in SCHEMA[table]}
 
 
-def required_columns(table: str) -> list[str]:
-    """Return the names of the required columns of ``table``."""
-    return [c.name for c in SCHEMA[table] if c.required]
-
-
 # --- propensities -------------------------------------------------------------------------
 # Three propensities, two of them logged:
 #   joint ``pscore``  P(logged action | context): "not sent", or "sent with this item";

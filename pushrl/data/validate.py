@@ -28,7 +28,7 @@ from pushrl.data.contract import (
     TABLES,
     declared_send_pscore,
 )
-from pushrl.data.io import Dataset, read_meta, read_tables, to_unix_seconds, write_table
+from pushrl.data.io import Dataset, read_meta, read_tables, write_table
 from pushrl.errors import DataError
 
 REJECTED_DIR = "_rejected"
@@ -388,8 +388,3 @@ def load_dataset(dirpath: str | Path, *, quarantine: bool = True, min_ts: TsBoun
     report = ValidationReport(counts, summary, ds.fingerprint())
     return ds, report
 
-
-def dataset_span_seconds(ds: Dataset) -> tuple[int, int]:
-    """First and last decision time of ``ds`` as unix seconds."""
-    s = to_unix_seconds(ds.pushes["ts"])
-    return int(s.min()), int(s.max())
