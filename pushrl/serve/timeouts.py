@@ -76,26 +76,26 @@ class ReadTimeoutProtocol(HttpToolsProtocol):
             self.transport.write(_408)  # no request started: the client may read why
         self.transport.close()
 
-    def connection_made(self, transport: Any) -> None:  # noqa: D102
+    def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self._arm(self.header_timeout)
 
-    def connection_lost(self, exc: Exception | None) -> None:  # noqa: D102
+    def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
 
-    def on_message_begin(self) -> None:  # noqa: D102
+    def on_message_begin(self) -> None:
         super().on_message_begin()
         self._reading_body = False
         if self._deadline is None:  # the next request on a kept-alive connection
             self._arm(self.header_timeout)
 
-    def on_headers_complete(self) -> None:  # noqa: D102
+    def on_headers_complete(self) -> None:
         super().on_headers_complete()
         self._reading_body = True
         self._arm(self.body_timeout)
 
-    def on_message_complete(self) -> None:  # noqa: D102
+    def on_message_complete(self) -> None:
         super().on_message_complete()
         self._reading_body = False
         self._disarm()
