@@ -61,6 +61,7 @@ class Server:
         #: embedded synthetic data); its scores are read at decision time.
         self._item_scores: dict[str, float] = {}
         self._item_events = np.zeros(0)
+        self._scores_cache = np.zeros(0)
         self._popular = CatalogPopular(self._popularity, "server")
         self.defaults = {"item": Loaded(self._popular, "most-popular@server")}
         policies = load_set(cfg.registry, overrides=overrides, defaults=self.defaults,
@@ -87,8 +88,12 @@ class Server:
         has recorded (all zero, so uniform, until it has seen some)."""
         items = self.state.item_list
         if self._item_scores:
-            prior = float(np.mean(list(self._item_scores.values())))
-            return np.array([self._item_scores.get(it.item_id, prior) for it in items])
+            cached = self._scores_cache
+            if cached.size != len(items):  # items are only ever appended
+                prior = float(np.mean(list(self._item_scores.values())))
+                cached = self._scores_cache = np.array(
+                    [self._item_scores.get(it.item_id, prior) for it in items])
+            return cached
         ev = self._item_events
         if ev.size < len(items):
             ev = self._item_events = np.concatenate([ev, np.zeros(len(items) - ev.size)])
