@@ -84,7 +84,7 @@ class Server:
     def _popularity(self) -> np.ndarray:
         """``(n_items,)`` scores of the default most-popular item policy, in server item
         order: the smoothed logged mean reward per item of the --catalog data the state was
-        seeded with (``item_scores.json``), else the activity events per item this server
+        seeded with (:data:`POPULAR_FILE`), else the activity events per item this server
         has recorded (all zero, so uniform, until it has seen some)."""
         items = self.state.item_list
         if self._item_scores:
@@ -107,6 +107,11 @@ class Server:
             self._popular.source = f"--catalog data ({p})"
         else:
             self._popular.source = "activity events seen by this server"
+
+    def _seeded_from(self) -> Path | None:
+        """The --catalog the state dir was seeded with (when it recorded popularity)."""
+        p = self.cfg.state / POPULAR_FILE
+        return Path(json.loads(p.read_text())["source"]) if p.exists() else None
 
     def _count_item_events(self) -> None:
         """Activity events per item, from the durable log (start-up)."""
@@ -140,7 +145,7 @@ class Server:
         refitted when a new category appears)."""
         p = self.cfg.state / SPEC_FILE
         if p.exists():
-            if catalog is not None:
+            if catalog is not None and catalog != self._seeded_from():
                 log.warning("--catalog %s ignored: the state dir %s was already seeded (its "
                             "items and feature spec are kept; PUT /v1/items to add items)",
                             catalog, self.cfg.state)
