@@ -141,8 +141,9 @@ def test_default_item_policy_comes_from_what_the_server_has_seen(make_client: An
     assert d["item_id"] == "x2"
 
 
-def test_default_item_policy_is_fit_on_the_given_catalog(make_client: Any, tmp_path: Path,
-                                                         tiny_synth: Path) -> None:
+def test_default_item_policy_is_fit_on_the_given_catalog(
+        make_client: Any, tmp_path: Path, tiny_synth: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
     from pushrl.data.validate import load_dataset
     from pushrl.policies.item_baselines import MostPopular
 
@@ -155,6 +156,16 @@ def test_default_item_policy_is_fit_on_the_given_catalog(make_client: Any, tmp_p
     assert c.get("/readyz").status_code == 200
     d = c.post("/v1/decide", json={"user_id": "u", "ts": T0 + 12 * H}).json()
     assert d["item_policy"] == "most-popular@server" and d["item_id"] in best
+
+    # a restart with the same --catalog is quiet; another one is ignored, and says so
+    c.__exit__(None, None, None)
+    with caplog.at_level(logging.WARNING, logger="pushrl.serve"):
+        make_client(overrides={"timing": AlwaysSend()}, catalog=tiny_synth).__exit__(
+            None, None, None)
+        assert not [r for r in caplog.records if "ignored" in r.getMessage()]
+        make_client(overrides={"timing": AlwaysSend()}, catalog=tmp_path / "other")
+    assert any("--catalog" in r.getMessage() and "ignored" in r.getMessage()
+               for r in caplog.records)
 
 
 # ---------------------------------------------------------------- item 10: read timeouts
