@@ -19,7 +19,7 @@ _JSON = typer.Option(False, "--json", help="Print JSON.")
 
 @app.command("list")
 def list_(registry: Path = _REG, as_json: bool = _JSON) -> None:
-    """Artifacts and which are active / shadow."""
+    """Artifacts and which are active / shadow (an unreadable card is listed as broken)."""
     from pushrl.serve.registry_ops import DEFAULTS, KINDS, list_artifacts, read_active
 
     arts = list_artifacts(registry)
@@ -32,13 +32,16 @@ def list_(registry: Path = _REG, as_json: bool = _JSON) -> None:
         t.add_column(c)
     for a in arts:
         ref = f"{a['name']}@{a['version']}"
-        status = ", ".join(f"{w}" for k in KINDS for w in ("active", "shadow")
-                           if ptr[k][w] == ref)
+        status = "BROKEN" if a.get("broken") else ", ".join(
+            f"{w}" for k in KINDS for w in ("active", "shadow") if ptr[k][w] == ref)
         gate = a["gate"]
         t.add_row(ref, str(a["kind"]), str(a["loader"]), str(a["created_at"] or ""),
                   str(a["data_fingerprint"] or ""),
                   "-" if gate is None else ("pass" if gate.get("passed") else "fail"), status)
     out.print(t)
+    for a in arts:
+        if a.get("broken"):
+            out.print(f"{a['name']}@{a['version']} is broken: {a['broken']}", soft_wrap=True)
     for k in KINDS:
         out.print(f"{k}: active {ptr[k]['active'] or DEFAULTS[k] + ' (default baseline)'}"
                   + (f", shadow {ptr[k]['shadow']}" if ptr[k]["shadow"] else ""))

@@ -34,6 +34,23 @@ def command(
                              "group commit) or normal (crash-safe, not power-loss-safe)."),
     seed: int | None = typer.Option(None, "--seed", help="Decision RNG seed."),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
+    public_docs: bool = typer.Option(False, "--public-docs/--no-public-docs", help="With "
+                                     "--api-keys, serve /docs and /openapi.json without a key "
+                                     "(default: any valid key needed)."),
+    public_metrics: bool = typer.Option(False, "--public-metrics/--no-public-metrics",
+                                        help="With --api-keys, serve /metrics without a key "
+                                        "(default: any valid key needed)."),
+    header_timeout: float = typer.Option(10.0, "--header-timeout", min=0.1, help="Seconds "
+                                         "until a request's headers must be complete (else "
+                                         "408 and close)."),
+    body_timeout: float = typer.Option(30.0, "--body-timeout", min=0.1, help="Seconds from "
+                                       "the headers until the body must be complete (else "
+                                       "the connection is closed)."),
+    keep_alive: int = typer.Option(5, "--keep-alive", min=1, help="Seconds an idle "
+                                   "keep-alive connection stays open."),
+    limit_concurrency: int = typer.Option(1000, "--limit-concurrency", min=1, help="Open "
+                                          "connections + running requests beyond which "
+                                          "requests get 503."),
 ) -> None:
     """Serve decisions: out of the box the default baselines (most-active-hour timing with a
     daily cap, most-popular item) until a policy is promoted."""
@@ -42,6 +59,7 @@ def command(
     from pushrl.errors import PushrlError
     from pushrl.serve.app import create_app
     from pushrl.serve.config import GuardrailConfig, ServeConfig, is_loopback, state_dir
+    from pushrl.serve.timeouts import HttpLimits, uvicorn_config
 
     if workers != 1:
         raise PushrlError("--workers must be 1: each user's feature state and guardrail "
@@ -60,6 +78,7 @@ def command(
     cfg = ServeConfig(registry=registry, state=state_dir(state), api_keys=api_keys,
                       guardrails=GuardrailConfig(qs, qe, max_per_day, max_per_week),
                       attribution_hours=attribution_hours, sync=sync, seed=seed,
-                      catalog=catalog)
-    uvicorn.run(create_app(cfg), host=host, port=port, log_level=log_level, access_log=False,
-                loop="uvloop", http="httptools", timeout_graceful_shutdown=5)
+                      catalog=catalog, public_docs=public_docs, public_metrics=public_metrics)
+    limits = HttpLimits(header_timeout, body_timeout, keep_alive, limit_concurrency)
+    uvicorn.Server(uvicorn_config(create_app(cfg), host=host, port=port, limits=limits,
+                                  log_level=log_level)).run()

@@ -17,6 +17,7 @@ import datetime as dt
 import importlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -33,6 +34,7 @@ LOADER_MODULES: dict[str, str] = {
     "ppo": "pushrl.policies.ppo",
     "baseline": "pushrl.policies.baselines",
 }
+_VERSION = re.compile(r"v[0-9]+")
 _LOADERS: dict[str, Callable[[Path, dict[str, Any]], Any]] = {}
 
 
@@ -48,7 +50,9 @@ def register_loader(name: str) -> Callable[[Callable[[Path, dict[str, Any]], Any
 
 
 def _next_version(base: Path) -> str:
-    nums = [int(p.name[1:]) for p in base.glob("v*") if p.name[1:].isdigit()] if base.exists() else []
+    if not base.exists():
+        return "v1"
+    nums = [int(p.name[1:]) for p in base.glob("v*") if p.name[1:].isdigit()]
     return f"v{max(nums, default=0) + 1}"
 
 
@@ -105,21 +109,51 @@ def read_card(path: str | Path) -> dict[str, Any]:
         raise ArtifactError(f"{path} is not a policy artifact (no {CARD}); "
                             "pass policies/NAME/VERSION or train one first")
     try:
-        card: dict[str, Any] = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
+        card = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{p}: model card is not valid JSON ({exc})") from None
+    if not isinstance(card, dict):
+        raise ArtifactError(f"{p}: model card must be a JSON object, got "
+                            f"{type(card).__name__}; re-export the artifact")
     return card
+
+
+def check_identity(path: str | Path, card: dict[str, Any]) -> None:
+    """Refuse a card whose ``name``/``version`` disagree with where the artifact lives.
+
+    An artifact's identity is its registry path ``NAME/vN``: a copied directory whose card
+    still names the original (and claims its gate verdict) must not pass for it.
+
+    Raises:
+        ArtifactError: the card names another artifact than its directory.
+    """
+    path = Path(path)
+    version = str(card.get("version", ""))
+    if not (_VERSION.fullmatch(path.name) or _VERSION.fullmatch(version)):
+        return  # not in the registry layout (an ad-hoc export directory)
+    name = str(card.get("name", ""))
+    if (name, version) != (path.parent.name, path.name):
+        raise ArtifactError(
+            f"{path}: its model card says it is {name or '?'}@{version or '?'} but it lives "
+            f"at {path.parent.name}@{path.name}; an artifact's identity is its registry path "
+            "NAME/vN, so a copied or renamed directory is refused (re-save it under its own "
+            "name, e.g. re-run `pushrl train ...` with --out)")
 
 
 def verify_artifact(path: str | Path) -> dict[str, Any]:
     """Check every file of an artifact against the card's sha256; return the card.
 
     Raises:
-        ArtifactError: missing card, missing file, or checksum mismatch.
+        ArtifactError: missing card, missing file, checksum mismatch, or a card whose
+            ``name@version`` is not the artifact's registry path (:func:`check_identity`).
     """
     path = Path(path)
     card = read_card(path)
-    for fname, digest in card.get("files", {}).items():
+    files = card.get("files", {})
+    if not isinstance(files, dict):
+        raise ArtifactError(f"{path}: the model card's `files` must map file names to sha256 "
+                            "digests; re-export the artifact")
+    for fname, digest in files.items():
         f = path / fname
         if not f.exists():
             raise ArtifactError(f"{path}: file {fname} listed in the card is missing; "
@@ -128,6 +162,7 @@ def verify_artifact(path: str | Path) -> dict[str, Any]:
         if got != digest:
             raise ArtifactError(f"{path}: checksum mismatch for {fname} (card {digest[:12]}, "
                                 f"file {got[:12]}); refusing to load a modified artifact")
+    check_identity(path, card)
     return card
 
 

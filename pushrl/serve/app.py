@@ -17,11 +17,13 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Path, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import ValidationError
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from pushrl.errors import ArtifactError, PushrlError
 from pushrl.policies.base import Policy
@@ -30,7 +32,6 @@ from pushrl.serve.auth import AuthError, presented_key
 from pushrl.serve.config import ServeConfig
 from pushrl.serve.errors import ServeError
 from pushrl.serve.metrics import LatencyMiddleware
-from pushrl.serve.policyset import load_set
 from pushrl.serve.schemas import (
     ChangeOut,
     DecideBatchIn,
@@ -109,30 +110,38 @@ def create_app(cfg: ServeConfig, *, overrides: dict[str, Policy] | None = None) 
             watcher.cancel()
             srv.close()
 
+    private_docs = cfg.api_keys is not None and not cfg.public_docs
     app = FastAPI(title="pushrl policy server", version="1", lifespan=lifespan,
                   description="Decides whether, when and what to push; logs every decision "
-                  "with its probability (pushlog v1). Errors: `{error, detail}`.")
+                  "with its probability (pushlog v1). Errors: `{error, detail}`.",
+                  docs_url=None if private_docs else "/docs",
+                  redoc_url=None if private_docs else "/redoc",
+                  openapi_url=None if private_docs else "/openapi.json")
 
     def srv() -> Server:
         return app.state.server  # type: ignore[no-any-return]
 
-    def scope(name: str) -> Any:
+    def scope(name: str | None) -> Any:
+        """``name`` scope needed (None: any valid key); the key's id goes to the audit log."""
         if cfg.api_keys is None:  # no keys configured: no auth (and none in the spec)
             async def open_() -> None:
                 return None
             return Depends(open_)
 
-        async def check(cred: HTTPAuthorizationCredentials | None = Security(_bearer),
+        async def check(request: Request,
+                        cred: HTTPAuthorizationCredentials | None = Security(_bearer),
                         key: str | None = Security(_header)) -> None:
             checker = srv().keys
             if checker is not None:
                 bearer = f"Bearer {cred.credentials}" if cred is not None else None
-                checker.check(presented_key(bearer, key), name)
+                request.state.api_key_id = checker.check(presented_key(bearer, key), name).id
         return Depends(check)
 
-    decide_scope, admin_scope = scope("decide"), scope("admin")
+    decide_scope, admin_scope, any_key = scope("decide"), scope("admin"), scope(None)
     _add_error_handlers(app)
-    _add_ops_routes(app, srv, decide_scope)
+    if private_docs:
+        _add_private_docs(app, any_key)
+    _add_ops_routes(app, srv, decide_scope, None if cfg.public_metrics else any_key)
     _add_data_routes(app, srv, decide_scope, admin_scope)
     _add_decide_routes(app, srv, decide_scope)
     _add_policy_routes(app, srv, decide_scope, admin_scope)
@@ -140,7 +149,35 @@ def create_app(cfg: ServeConfig, *, overrides: dict[str, Policy] | None = None) 
     return _with_metrics(app)
 
 
+def _add_private_docs(app: FastAPI, any_key: Any) -> None:
+    """``/openapi.json`` and ``/docs`` behind a key (any scope)."""
+    @app.get("/openapi.json", include_in_schema=False, dependencies=[any_key])
+    async def openapi() -> JSONResponse:
+        return JSONResponse(app.openapi())
+
+    @app.get("/docs", include_in_schema=False, dependencies=[any_key])
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=f"{app.title} - docs")
+
+
+def _who(request: Request) -> str:
+    """The audit log's ``user`` of an API call: the id of the key that made it."""
+    key_id = getattr(request.state, "api_key_id", None)
+    return f"api-key:{key_id}" if key_id else "api:no-auth"
+
+
+def _disconnected(request: Request) -> Response:
+    """The client went away mid-request: its error, not the server's (no traceback; counted
+    as status 499, "client closed request", which nobody receives)."""
+    log.info("client disconnected during %s %s", request.method, _route(request))
+    return Response(status_code=499)
+
+
 def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, _: ClientDisconnect) -> Response:
+        return _disconnected(request)
+
     @app.exception_handler(ServeError)
     async def _serve_error(_: Request, exc: ServeError) -> JSONResponse:
         return _error(exc.status, exc.code, exc.detail)
@@ -157,7 +194,9 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _error(status, code, msg)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if isinstance(exc.__cause__, ClientDisconnect):  # FastAPI wraps it as a 400
+            return _disconnected(request)
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return _error(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
 
@@ -189,7 +228,8 @@ def _add_error_handlers(app: FastAPI) -> None:
                       "retried)")
 
 
-def _add_ops_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any) -> None:
+def _add_ops_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any,
+                    metrics_scope: Any) -> None:
     @app.get("/healthz", response_model=Health, tags=["ops"])
     async def healthz() -> dict[str, Any]:
         """Liveness: the process answers."""
@@ -197,14 +237,17 @@ def _add_ops_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any) 
 
     @app.get("/readyz", response_model=Health, tags=["ops"], responses=_errors(503))
     async def readyz() -> Any:
-        """Readiness: state rebuilt, policies loaded, durable log writable."""
+        """Readiness: state rebuilt, policies loaded, durable log writable, and a decision
+        can be made (items in the catalog, the item policy knows them)."""
         s = srv()
-        if not s.ready:
-            return _error(503, "log_failed", f"durable log failed: {s.log.failed}")
+        why = s.not_ready()
+        if why is not None:
+            return _error(503, *why)
         return {"status": "ready", "detail": f"timing={s.engine.policies.timing.label} "
                 f"item={s.engine.policies.item.label}"}
 
-    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse,
+             dependencies=[] if metrics_scope is None else [metrics_scope])
     async def metrics() -> Response:
         """Prometheus metrics (``serve_*``)."""
         return Response(generate_latest(srv().metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -293,39 +336,47 @@ def _add_policy_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: An
         hist = {k: [h or "default" for h in ps.pointer.get(k, {}).get("history", [])]
                 for k in registry_ops.KINDS}
         avail = await asyncio.to_thread(registry_ops.list_artifacts, s.cfg.registry)
+        fb = {k: "; ".join(v for kk, v in ps.fallback.items() if kk.endswith(k)) or None
+              for k in registry_ops.KINDS}
         return {"timing": {"active": ps.timing.label, "history": hist["timing"],
-                           "shadow": ps.shadow_timing.label if ps.shadow_timing else None},
+                           "shadow": ps.shadow_timing.label if ps.shadow_timing else None,
+                           "fallback": fb["timing"]},
                 "item": {"active": ps.item.label, "history": hist["item"],
-                         "shadow": ps.shadow_item.label if ps.shadow_item else None},
+                         "shadow": ps.shadow_item.label if ps.shadow_item else None,
+                         "fallback": fb["item"]},
                 "kill_switch": s.engine.kill_switch, "generation": ps.generation,
                 "available": avail}
 
     @app.post("/v1/policies/{name}/promote", response_model=ChangeOut, tags=["policies"],
               dependencies=[admin_scope], responses=_errors(400, 401, 403, 404, 409, 422, 503))
-    async def promote(name: PathId, body: PromoteIn) -> dict[str, Any]:
-        """Promote (OPE gate) or shadow an artifact; swaps policies without a restart."""
+    async def promote(name: PathId, body: PromoteIn, request: Request) -> dict[str, Any]:
+        """Promote (OPE gate) or shadow an artifact; swaps policies without a restart.
+
+        The artifact must load, make a decision and (item policies) know this server's
+        catalog before the pointer moves; otherwise nothing changes."""
         s = srv()
         res = await asyncio.to_thread(registry_ops.promote, s.cfg.registry, name, body.version,
                                       shadow=body.shadow, force=body.force, reason=body.reason,
-                                      user="api")
-        await _apply(s)
+                                      user=_who(request), check=s.check_catalog)
+        await s.apply_pointer()
         return _change(s, res)
 
     @app.post("/v1/policies/{name}/rollback", response_model=ChangeOut, tags=["policies"],
               dependencies=[admin_scope], responses=_errors(400, 401, 403, 404, 409, 422, 503))
-    async def rollback(name: PathId, body: RollbackIn | None = None) -> dict[str, Any]:
+    async def rollback(request: Request, name: PathId,
+                       body: RollbackIn | None = None) -> dict[str, Any]:
         """Undo the last promotion of the slot `name` is active in (or stop its shadow)."""
         s = srv()
         res = await asyncio.to_thread(registry_ops.rollback, s.cfg.registry, name,
-                                      reason=body.reason if body else None, user="api")
-        await _apply(s)
+                                      reason=body.reason if body else None, user=_who(request))
+        await s.apply_pointer()
         return _change(s, res)
 
     @app.put("/v1/kill-switch", response_model=KillSwitchOut, tags=["policies"],
              dependencies=[admin_scope], responses=_errors(400, 401, 403, 422, 503))
-    async def kill_switch(body: KillSwitchIn) -> dict[str, Any]:
+    async def kill_switch(body: KillSwitchIn, request: Request) -> dict[str, Any]:
         """Global kill switch: on = the safe default policy decides (never sends)."""
-        await srv().set_kill_switch(body.enabled, body.reason)
+        await srv().set_kill_switch(body.enabled, body.reason, user=_who(request))
         return {"enabled": body.enabled}
 
 
@@ -350,14 +401,6 @@ def _with_metrics(app: FastAPI) -> FastAPI:
 def _route(request: Request) -> str:
     route = request.scope.get("route")
     return str(getattr(route, "path", "unmatched route"))
-
-
-async def _apply(s: Server) -> None:
-    new = await asyncio.to_thread(load_set, s.cfg.registry, overrides=s.overrides,
-                                  current=s.engine.policies)
-    async with s._swap_lock:
-        s.swap(new)
-        s._ptr_stat = s._pointer_stat()
 
 
 def _change(s: Server, res: dict[str, Any]) -> dict[str, Any]:

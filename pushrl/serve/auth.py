@@ -84,8 +84,8 @@ class KeyChecker:
     def __init__(self, keys: list[ApiKey]) -> None:
         self.keys = keys
 
-    def check(self, presented: str | None, scope: str) -> ApiKey:
-        """Return the matching key with ``scope``.
+    def check(self, presented: str | None, scope: str | None) -> ApiKey:
+        """Return the matching key with ``scope`` (any valid key when ``scope`` is None).
 
         Raises:
             AuthError: 401 without a valid key, 403 when the key lacks ``scope``.
@@ -100,7 +100,7 @@ class KeyChecker:
                 found = k
         if found is None:
             raise AuthError(401, "invalid API key")
-        if scope not in found.scopes:
+        if scope is not None and scope not in found.scopes:
             raise AuthError(403, f"API key {found.id!r} lacks the `{scope}` scope")
         return found
 

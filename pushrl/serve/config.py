@@ -78,6 +78,10 @@ class ServeConfig:
             by ``pushrl policies promote`` (0 disables).
         max_batch: Largest ``/v1/decide/batch`` and ``/v1/events`` batch.
         max_horizon_hours: Largest ``horizon_hours``.
+        public_docs: With ``api_keys``, serve ``/docs`` and ``/openapi.json`` without a key
+            (default: any valid key is needed). Without keys everything is open.
+        public_metrics: With ``api_keys``, serve ``/metrics`` without a key (default: any
+            valid key is needed, e.g. a Prometheus ``authorization`` credential).
     """
 
     registry: Path = Path("policies")
@@ -91,6 +95,8 @@ class ServeConfig:
     watch_seconds: float = 1.0
     max_batch: int = 1000
     max_horizon_hours: int = 168
+    public_docs: bool = False
+    public_metrics: bool = False
 
     def __post_init__(self) -> None:
         if self.sync not in ("full", "normal"):

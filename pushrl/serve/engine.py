@@ -25,7 +25,7 @@ from pushrl.serve import guardrails
 from pushrl.serve.config import ServeConfig
 from pushrl.serve.errors import Conflict
 from pushrl.serve.metrics import ServeMetrics
-from pushrl.serve.policyset import Loaded, PolicySet
+from pushrl.serve.policyset import Loaded, PolicySet, catalog_mismatch
 from pushrl.serve.state import ServerState
 from pushrl.serve.store import OP_ADVANCE, OP_PUSH, Statement
 
@@ -109,11 +109,9 @@ class Engine:
         enc = loaded.encoder
         if isinstance(enc, ContextEncoder):
             frame = st.items_frame().set_index("item_id")
-            missing = [i for i in enc.item_ids if i not in frame.index]
-            if missing:
-                raise Conflict("catalog_mismatch", f"item policy {loaded.label} was trained on "
-                               f"{len(missing)} items the server does not know (e.g. "
-                               f"{missing[0]!r}); PUT them or start with --catalog")
+            why = catalog_mismatch(loaded, st.items)
+            if why is not None:
+                raise Conflict("catalog_mismatch", why)
             catalog = ItemCatalog(frame.loc[list(enc.item_ids)].reset_index(), enc.spec)
             pos = {i: j for j, i in enumerate(enc.item_ids)}
             mapping = np.array([pos.get(it.item_id, -1) for it in st.item_list], np.int64)

@@ -1,21 +1,30 @@
 """The policies a server runs: active and shadow, per kind, loaded from the registry.
 
-Artifacts are verified (sha256) by :func:`pushrl.policies.registry.load_policy` before they are
-loaded. When nothing is promoted the default baselines run (:data:`DEFAULTS`). The kill
-switch replaces the timing policy by the safe default, which never sends.
+Artifacts are verified (sha256, identity) by :func:`pushrl.policies.registry.load_policy`
+before they are loaded, and every loaded artifact makes one decision on a synthetic context
+(:func:`prove`) before it may serve. When nothing is promoted the default baselines run
+(:data:`DEFAULTS`); the server passes its own item default, built from its own data. At
+start-up an active artifact that no longer loads is replaced by the last one of its slot's
+history that does (else the default), and the set says so (:attr:`PolicySet.fallback`). The
+kill switch replaces the timing policy by the safe default, which never sends.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pushrl.data.features import FeatureSpec
+import numpy as np
+import pandas as pd
+
+from pushrl.data.features import FeatureSpec, FeatureState, ItemCatalog
 from pushrl.errors import ArtifactError
 from pushrl.policies.base import ItemContext, ItemPolicy, Policy, TimingContext, TimingPolicy
 from pushrl.policies.baselines import make_baseline
+from pushrl.policies.item_data import ContextEncoder, make_context
 from pushrl.policies.registry import load_policy
 from pushrl.serve.registry_ops import DEFAULTS, KINDS, read_active, split_ref
 
@@ -69,6 +78,8 @@ class PolicySet:
     shadow_item: Loaded | None = None
     generation: int = 0
     pointer: dict[str, Any] = field(default_factory=dict)
+    #: ``kind`` (or ``shadow_kind``) -> why the pointer's artifact is not the one serving.
+    fallback: dict[str, str] = field(default_factory=dict)
     safe: Loaded = field(default_factory=lambda: Loaded(SafeDefault(), f"safe-default@{BUILTIN}"))
 
     @property
@@ -109,6 +120,121 @@ def default_policy(kind: str) -> Loaded:
     return Loaded(pol, f"{name}@{BUILTIN}")
 
 
+class CatalogPopular(ItemPolicy):
+    """``most-popular`` over the server's own catalog: the candidates with the highest
+    ``scores()`` (ties split evenly, so uniform until the server has seen anything).
+
+    Candidate indices are the server's item indices (no encoder: the engine maps nothing).
+
+    Args:
+        scores: Returns ``(n_items,)`` scores of the server's items, read at every decision
+            (the server updates them as it sees data).
+        source: What the scores are (for logs and ``describe``).
+    """
+
+    name = "most-popular"
+    version = "server"
+
+    def __init__(self, scores: Callable[[], np.ndarray], source: str = "") -> None:
+        self.scores = scores
+        self.source = source
+
+    def _action_dist(self, ctx: ItemContext) -> np.ndarray:
+        from pushrl.policies.item_baselines import _greedy
+
+        cand = np.asarray(ctx.candidates, np.int64)
+        mask = np.asarray(ctx.mask, bool)
+        s = np.asarray(self.scores(), np.float64)
+        if cand.size and cand.max() >= s.size:
+            s = np.concatenate([s, np.zeros(int(cand.max()) + 1 - s.size)])
+        return _greedy(s[np.clip(cand, 0, None)], mask, 0.0)
+
+    def describe(self) -> dict[str, Any]:
+        """Model-card parameters."""
+        return {**super().describe(), "source": self.source}
+
+
+def catalog_mismatch(loaded: Loaded, known: Container[str]) -> str | None:
+    """Why item policy ``loaded`` cannot decide over a server whose item ids are ``known``
+    (None when it can): it was trained on items the server does not have."""
+    enc = loaded.encoder
+    if not isinstance(enc, ContextEncoder):
+        return None
+    missing = [i for i in enc.item_ids if i not in known]
+    if not missing:
+        return None
+    return (f"item policy {loaded.label} was trained on a catalog of {len(enc.item_ids)} "
+            f"items, {len(missing)} of which this server does not have (e.g. {missing[0]!r}); "
+            "PUT /v1/items/{item_id} for each of them, or use an item policy trained on this "
+            "server's catalog (--catalog seeds only a fresh --state directory)")
+
+
+_SMOKE_BUCKET = 492_348  # 2026-03-02T12:00Z, a Monday noon: a slot every policy may use
+
+
+def smoke_decision(loaded: Loaded, kind: str) -> None:
+    """One decision of ``loaded`` on a synthetic context (one fresh user in UTC at Monday
+    noon; for item policies every item of the catalog it was trained on, or three synthetic
+    items). Proves that the artifact can decide, not that it decides well.
+
+    Raises:
+        ArtifactError: the policy raised, or returned an invalid decision.
+    """
+    enc = loaded.encoder
+    spec = (enc.spec if isinstance(enc, ContextEncoder) else None) or loaded.spec or \
+        FeatureSpec(("a", "b"), {"smoke0": 0, "smoke1": 1, "smoke2": 0}, tuple([1 / 168] * 168),
+                    (0.5, 0.5))
+    b = np.array([_SMOKE_BUCKET], np.int64)
+    u = np.zeros(1, np.int64)
+    fs = FeatureState(spec, ["UTC"], _SMOKE_BUCKET)
+    fs.advance(u, b)
+    raw = fs.features(u, b)
+    rng = np.random.default_rng(0)
+    try:
+        if kind == "timing":
+            ctx: Any = TimingContext(raw, np.ones(1, bool), u, b, fs, np.zeros(1, np.int64))
+        else:
+            if isinstance(enc, ContextEncoder):
+                ids = enc.item_ids
+                numeric = [c for c in enc.catalog_feature_names if not c.startswith("cat=")]
+            else:
+                ids, numeric = ("smoke0", "smoke1", "smoke2"), []
+            frame = pd.DataFrame({"item_id": list(ids),
+                                  **{c: np.zeros(len(ids)) for c in numeric}})
+            catalog = ItemCatalog(frame, spec)
+            if not isinstance(enc, ContextEncoder):
+                enc = ContextEncoder(spec, tuple(ids), catalog.feature_names)
+            ncat = spec.n_categories
+            aff = fs.affinity(u, np.broadcast_to(np.arange(ncat), (1, ncat))) if ncat else None
+            k = min(len(ids), 10)
+            ctx = make_context(enc, catalog, raw, category_affinity=aff,
+                               candidates=np.arange(k)[None])
+        d = loaded.policy.decide_batch(ctx, rng)
+        p = float(np.asarray(d.pscore)[0])
+    except Exception as exc:
+        raise ArtifactError(f"{loaded.label} cannot make a decision ({type(exc).__name__}: "
+                            f"{exc})") from exc
+    if not 0.0 < p <= 1.0:
+        raise ArtifactError(f"{loaded.label} decided with probability {p}; a policy must "
+                            "return the probability of its action, in (0, 1]")
+
+
+def prove(registry: str | Path, ref: str, kind: str) -> Loaded:
+    """Load ``name@version`` (verified) and make one smoke decision with it.
+
+    Raises:
+        ArtifactError: it cannot be loaded, is not of ``kind``, or cannot decide.
+    """
+    try:
+        loaded = load_ref(registry, ref, kind)
+    except ArtifactError:
+        raise
+    except Exception as exc:  # a corrupt file surfaces as anything (BadZipFile, KeyError...)
+        raise ArtifactError(f"{ref} does not load ({type(exc).__name__}: {exc})") from exc
+    smoke_decision(loaded, kind)
+    return loaded
+
+
 def load_ref(registry: str | Path, ref: str | None, kind: str) -> Loaded:
     """Load ``name@version`` from the registry (verified), or the default when ``None``."""
     if ref is None:
@@ -122,7 +248,8 @@ def load_ref(registry: str | Path, ref: str | None, kind: str) -> Loaded:
 
 
 def load_set(registry: str | Path, *, overrides: dict[str, Policy] | None = None,
-             current: PolicySet | None = None) -> PolicySet:
+             current: PolicySet | None = None, defaults: dict[str, Loaded] | None = None,
+             fallback: bool = False) -> PolicySet:
     """Load the active and shadow policies named by the registry's pointer.
 
     Args:
@@ -131,30 +258,67 @@ def load_set(registry: str | Path, *, overrides: dict[str, Policy] | None = None
             ``shadow_item``); for tests and embedding.
         current: The running set: policies whose reference did not change are reused (a
             swap only loads what changed; artifacts are immutable once written).
+        defaults: What runs for a kind when nothing is promoted (default: the baselines of
+            :data:`DEFAULTS`).
+        fallback: At start-up: when an active artifact does not load or decide, serve the
+            newest of its slot's history that does (else the default) and record why in
+            :attr:`PolicySet.fallback`; a broken shadow is dropped. Otherwise it raises.
     """
     ptr = read_active(registry)
     ov = overrides or {}
+    dflt = defaults or {}
     have = {} if current is None else {
         x.label: x for x in (current.timing, current.item, current.shadow_timing,
                              current.shadow_item) if x is not None}
 
     def get(ref: str | None, kind: str) -> Loaded:
+        if ref is None and kind in dflt:
+            return dflt[kind]
         label = ref if ref is not None else f"{DEFAULTS[kind]}@{BUILTIN}"
         hit = have.get(label)
         if hit is not None and hit.policy.kind == kind:
             return hit
-        return load_ref(registry, ref, kind)
+        return default_policy(kind) if ref is None else prove(registry, ref, kind)
+
+    notes: dict[str, str] = {}
+
+    def get_or_fall_back(slot: dict[str, Any], kind: str) -> Loaded:
+        try:
+            return get(slot["active"], kind)
+        except Exception as exc:
+            if not fallback:
+                raise
+            err = exc
+        for ref in [*reversed(slot.get("history") or []), None]:
+            try:
+                got = get(ref, kind)
+            except Exception:  # an older generation may be broken too: try the next
+                continue
+            notes[kind] = (f"active {slot['active']} is broken ({err}); serving {got.label}, "
+                           "the last good one, until it is fixed or another is promoted")
+            log.error("%s policy: %s", kind, notes[kind])
+            return got
+        raise err
 
     got: dict[str, Loaded | None] = {}
     for kind in KINDS:
         slot = ptr[kind]
         got[kind] = (Loaded(ov[kind], f"{ov[kind].name}@{ov[kind].version}") if kind in ov
-                     else get(slot["active"], kind))
+                     else get_or_fall_back(slot, kind))
         sk = f"shadow_{kind}"
         if sk in ov:
             got[sk] = Loaded(ov[sk], f"{ov[sk].name}@{ov[sk].version}")
+        elif not slot["shadow"]:
+            got[sk] = None
         else:
-            got[sk] = get(slot["shadow"], kind) if slot["shadow"] else None
+            try:
+                got[sk] = get(slot["shadow"], kind)
+            except Exception as exc:
+                if not fallback:
+                    raise
+                got[sk] = None
+                notes[sk] = f"shadow {slot['shadow']} is broken ({exc}); no shadow runs"
+                log.error("%s policy: %s", sk, notes[sk])
     return PolicySet(timing=got["timing"], item=got["item"],  # type: ignore[arg-type]
                      shadow_timing=got["shadow_timing"], shadow_item=got["shadow_item"],
-                     generation=int(ptr.get("generation", 0)), pointer=ptr)
+                     generation=int(ptr.get("generation", 0)), pointer=ptr, fallback=notes)

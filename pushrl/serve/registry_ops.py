@@ -25,12 +25,18 @@ import getpass
 import importlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from pushrl.errors import ArtifactError, PushrlError
-from pushrl.policies.registry import CARD, read_card, resolve, verify_artifact
+from pushrl.policies.registry import (
+    CARD,
+    check_identity,
+    read_card,
+    resolve,
+    verify_artifact,
+)
 
 ACTIVE = "_active.json"
 AUDIT = "_audit.jsonl"
@@ -63,18 +69,34 @@ def read_active(registry: str | Path) -> dict[str, Any]:
     return data
 
 
+def _write_durably(path: Path, text: str) -> None:
+    """Replace ``path`` by ``text`` atomically and durably: a temporary file is written and
+    fsynced, renamed over ``path``, and the directory is fsynced (so the rename survives a
+    power loss). Readers see the old or the new content, never a mix."""
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def _locked(registry: Path) -> Iterator[dict[str, Any]]:
-    """Read-modify-write the pointer under an exclusive lock; written atomically on exit."""
+    """Read-modify-write the pointer under an exclusive lock; written atomically on exit
+    (nothing is written when the body raises)."""
     registry.mkdir(parents=True, exist_ok=True)
     with open(registry / (ACTIVE + ".lock"), "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = read_active(registry)
         yield data
         data["generation"] = int(data.get("generation", 0)) + 1
-        tmp = registry / (ACTIVE + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
-        os.replace(tmp, registry / ACTIVE)
+        _write_durably(registry / ACTIVE, json.dumps(data, indent=2, sort_keys=True))
 
 
 def audit(registry: str | Path, action: str, **fields: Any) -> dict[str, Any]:
@@ -94,7 +116,11 @@ def audit(registry: str | Path, action: str, **fields: Any) -> dict[str, Any]:
 
 
 def list_artifacts(registry: str | Path) -> list[dict[str, Any]]:
-    """Summary of every artifact version in the registry (cards read, files not verified)."""
+    """Summary of every artifact version in the registry (cards read, files not verified).
+
+    One unreadable card does not hide the others: its entry carries ``broken`` (the reason)
+    and ``None`` for what the card would have said.
+    """
     out: list[dict[str, Any]] = []
     root = Path(registry)
     if not root.is_dir():
@@ -106,12 +132,20 @@ def list_artifacts(registry: str | Path) -> list[dict[str, Any]]:
                         key=lambda p: int(p.name[1:]) if p.name[1:].isdigit() else -1):
             if not (v / CARD).exists():
                 continue
-            card = read_card(v)
-            out.append({"name": d.name, "version": v.name, "kind": card.get("kind"),
-                        "loader": card.get("loader"), "created_at": card.get("created_at"),
-                        "data_fingerprint": card.get("data_fingerprint",
-                                                     card.get("training_data_fingerprint")),
-                        "gate": _gate_evidence(card)})
+            entry: dict[str, Any] = {"name": d.name, "version": v.name, "kind": None,
+                                     "loader": None, "created_at": None,
+                                     "data_fingerprint": None, "gate": None, "broken": None}
+            try:
+                card = read_card(v)
+                check_identity(v, card)
+                entry.update({"kind": card.get("kind"), "loader": card.get("loader"),
+                              "created_at": card.get("created_at"),
+                              "data_fingerprint": card.get("data_fingerprint",
+                                                           card.get("training_data_fingerprint")),
+                              "gate": _gate_evidence(card)})
+            except (ArtifactError, OSError) as exc:
+                entry["broken"] = str(exc)
+            out.append(entry)
     return out
 
 
@@ -160,20 +194,32 @@ def run_gate(card: dict[str, Any]) -> dict[str, Any]:
 
 def promote(registry: str | Path, name: str, version: str | None = None, *,
             shadow: bool = False, force: bool = False, reason: str | None = None,
-            user: str | None = None) -> dict[str, Any]:
+            user: str | None = None, check: Callable[[Any], None] | None = None
+            ) -> dict[str, Any]:
     """Make ``name@version`` the active (or shadow) policy of its kind.
 
-    Checksums are verified first. A promotion (not a shadow) must pass the OPE gate unless
-    ``force`` with a ``reason``.
+    In order, before anything changes: checksums and identity are verified, the OPE gate is
+    applied (a promotion, not a shadow, must pass it unless ``force`` with a ``reason``), the
+    artifact is loaded and makes one decision on a synthetic context
+    (:func:`pushrl.serve.policyset.prove`), and ``check`` (the running server's own test,
+    e.g. its item catalog) accepts it. Only then is the pointer replaced, atomically. A
+    refused or failed promotion leaves the pointer as it was (and is audited).
+
+    Args:
+        check: Called with the loaded :class:`~pushrl.serve.policyset.Loaded` policy; raises
+            to refuse it.
 
     Returns:
         ``{"kind", "active", "shadow", "generation", "gate"}``.
 
     Raises:
-        ArtifactError: missing artifact or checksum mismatch.
+        ArtifactError: missing, modified, misnamed or unloadable artifact.
         GateRefused: the gate failed or is unavailable and the promotion was not forced.
     """
+    from pushrl.serve.policyset import prove
+
     registry = Path(registry)
+    who = {"user": user} if user else {}
     if force and not (reason and reason.strip()):
         raise GateRefused("--force needs --reason \"...\" (it is recorded in the audit log)")
     path = artifact_dir(registry, name, version)
@@ -181,7 +227,7 @@ def promote(registry: str | Path, name: str, version: str | None = None, *,
     kind = card.get("kind")
     if kind not in KINDS:
         raise ArtifactError(f"{path}: model card kind {kind!r} is not one of {KINDS}")
-    ref = f"{card.get('name', name)}@{card.get('version', path.name)}"
+    ref = f"{name}@{path.name}"  # the registry path is the identity, never the card's name
     gate = None
     if not shadow:
         gate = run_gate(card)
@@ -189,10 +235,17 @@ def promote(registry: str | Path, name: str, version: str | None = None, *,
             why = gate.get("unavailable") or "OPE gate failed: " + "; ".join(
                 gate.get("messages") or gate.get("failed_rules") or ["no reason given"])
             if not force:
-                audit(registry, "promote_refused", policy=ref, kind=kind, gate=gate,
-                      **({"user": user} if user else {}))
+                audit(registry, "promote_refused", policy=ref, kind=kind, gate=gate, **who)
                 raise GateRefused(f"refusing to promote {ref}: {why}; pass --force --reason "
                                   "\"...\" to override (audited)")
+    try:
+        loaded = prove(registry, ref, kind)
+        if check is not None:
+            check(loaded)
+    except Exception as exc:
+        audit(registry, "promote_failed", policy=ref, kind=kind, shadow=shadow, force=force,
+              error=str(exc), reason=reason, **who)
+        raise
     with _locked(registry) as data:
         slot = data[kind]
         if shadow:
@@ -205,7 +258,7 @@ def promote(registry: str | Path, name: str, version: str | None = None, *,
     out["generation"] = read_active(registry)["generation"]
     audit(registry, "shadow" if shadow else ("promote_forced" if force and gate and not
                                              gate["passed"] else "promote"),
-          policy=ref, kind=kind, gate=gate, reason=reason, **({"user": user} if user else {}))
+          policy=ref, kind=kind, gate=gate, reason=reason, **who)
     return out
 
 

@@ -204,6 +204,8 @@ class SlotOut(BaseModel):
     active: str
     shadow: str | None
     history: list[str]
+    fallback: str | None = Field(None, description="Why the pointer's artifact is not the "
+                                 "one serving (it was broken at start-up), if so.")
 
 
 class PoliciesOut(BaseModel):

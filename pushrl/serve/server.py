@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from pushrl.data.features import FeatureSpec
+from pushrl.errors import PushrlError
 from pushrl.policies.base import Policy
 from pushrl.serve import registry_ops
 from pushrl.serve.auth import KeyChecker, load_keys
@@ -24,7 +25,7 @@ from pushrl.serve.batcher import DecisionBatcher
 from pushrl.serve.engine import DecideRow, Engine
 from pushrl.serve.errors import Conflict, NotFound, Unprocessable
 from pushrl.serve.metrics import ServeMetrics
-from pushrl.serve.policyset import PolicySet, load_set
+from pushrl.serve.policyset import CatalogPopular, Loaded, PolicySet, catalog_mismatch, load_set
 from pushrl.serve.schemas import DecideIn, Event, FeedbackIn
 from pushrl.serve.state import ServerState, default_spec
 from pushrl.serve.store import OP_ACTIVITY, OP_OPEN, DurableLog, Statement
@@ -32,6 +33,7 @@ from pushrl.serve.store import OP_ACTIVITY, OP_OPEN, DurableLog, Statement
 log = logging.getLogger("pushrl.serve")
 HOUR = 3600
 SPEC_FILE = "feature_spec.json"
+POPULAR_FILE = "item_popularity.json"
 OUTCOME_COLS = ("opened", "clicked", "converted", "revenue", "unsubscribed")
 
 
@@ -55,10 +57,20 @@ class Server:
         self.log = DurableLog(cfg.state, sync=cfg.sync, on_commit=self.metrics.on_commit)
         #: True when the spec is the flat default (no --catalog, no trained spec).
         self.default_spec = False
-        policies = load_set(cfg.registry, overrides=overrides)
-        self.base_spec = self._base_spec(cfg.catalog or self._default_catalog(policies))
+        #: The default item policy: most-popular over this server's own data (never the
+        #: embedded synthetic data); its scores are read at decision time.
+        self._item_scores: dict[str, float] = {}
+        self._item_events = np.zeros(0)
+        self._scores_cache = np.zeros(0)
+        self._popular = CatalogPopular(self._popularity, "server")
+        self.defaults = {"item": Loaded(self._popular, "most-popular@server")}
+        policies = load_set(cfg.registry, overrides=overrides, defaults=self.defaults,
+                            fallback=True)
+        self.base_spec = self._base_spec(cfg.catalog)
+        self._init_popularity()
         self.state = ServerState(self.log, policies.spec or self.base_spec)
         self.state.rebuild()
+        self._count_item_events()
         kill = self.log.get_meta("kill_switch") == "1"
         self.engine = Engine(self.state, cfg, policies, self.metrics, kill_switch=kill)
         self.metrics.kill_switch.set(int(kill))
@@ -69,25 +81,63 @@ class Server:
         self._swap_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ setup
-    def _default_catalog(self, policies: PolicySet) -> Path | None:
-        """On a fresh state dir, the data the default item baseline was fit on (its items are
-        the ones it can recommend), so `pushrl serve` works out of the box."""
-        enc = policies.item.encoder
-        if enc is None or self.log.query("SELECT 1 FROM items LIMIT 1"):
-            return None
-        from pushrl.policies.baselines import DEFINITIONS, definition
+    def _popularity(self) -> np.ndarray:
+        """``(n_items,)`` scores of the default most-popular item policy, in server item
+        order: the smoothed logged mean reward per item of the --catalog data the state was
+        seeded with (:data:`POPULAR_FILE`), else the activity events per item this server
+        has recorded (all zero, so uniform, until it has seen some)."""
+        items = self.state.item_list
+        if self._item_scores:
+            cached = self._scores_cache
+            if cached.size != len(items):  # items are only ever appended
+                prior = float(np.mean(list(self._item_scores.values())))
+                cached = self._scores_cache = np.array(
+                    [self._item_scores.get(it.item_id, prior) for it in items])
+            return cached
+        ev = self._item_events
+        if ev.size < len(items):
+            ev = self._item_events = np.concatenate([ev, np.zeros(len(items) - ev.size)])
+        return ev
 
-        name = policies.item.label.split("@")[0]
-        params = (definition(name) or definition(name.replace("_", "-"))).get("params", {})
-        data = params.get("data")
-        if not data:
-            return None
-        data = Path(data) if Path(data).is_absolute() else DEFINITIONS.parents[1] / data
-        if not data.is_dir():
-            return None
-        log.warning("no --catalog: seeding the item catalog from %s (the data the default "
-                    "item baseline %s was fit on)", data, policies.item.label)
-        return Path(data)
+    def _init_popularity(self) -> None:
+        p = self.cfg.state / POPULAR_FILE
+        if p.exists():
+            self._item_scores = {str(k): float(v) for k, v in
+                                 json.loads(p.read_text())["scores"].items()}
+            self._popular.source = f"--catalog data ({p})"
+        else:
+            self._popular.source = "activity events seen by this server"
+
+    def _seeded_from(self) -> Path | None:
+        """The --catalog the state dir was seeded with (when it recorded popularity)."""
+        p = self.cfg.state / POPULAR_FILE
+        return Path(json.loads(p.read_text())["source"]) if p.exists() else None
+
+    def _count_item_events(self) -> None:
+        """Activity events per item, from the durable log (start-up)."""
+        counts = dict(self.log.query("SELECT item_id, COUNT(*) FROM activity WHERE item_id "
+                                     "IS NOT NULL GROUP BY item_id"))
+        self._item_events = np.array([float(counts.get(it.item_id, 0))
+                                      for it in self.state.item_list])
+
+    def _save_popularity(self, ds: Any, catalog: Path) -> None:
+        """Fit the default most-popular on the --catalog data (first start) and keep its
+        scores in the state dir, so later starts need neither the data nor a refit."""
+        from pushrl.policies.baselines import definition
+        from pushrl.policies.item_baselines import MostPopular
+
+        params = {k: v for k, v in definition("most-popular").get("params", {}).items()
+                  if k in ("reward", "prior_strength")}
+        try:
+            mp = MostPopular.fit(ds, reward=params.get("reward") or None,
+                                 prior_strength=float(params.get("prior_strength", 10.0)))
+        except (PushrlError, ValueError, KeyError) as exc:
+            log.warning("--catalog %s: no item popularity (%s); most-popular starts uniform "
+                        "and learns from the activity events it sees", catalog, exc)
+            return
+        scores = dict(zip(mp.item_ids, mp.scores.tolist(), strict=True))
+        (self.cfg.state / POPULAR_FILE).write_text(json.dumps(
+            {"source": str(catalog), "scores": scores}, sort_keys=True))
 
     def _base_spec(self, catalog: Path | None) -> FeatureSpec:
         """The spec fitted from --catalog on first start (kept in the state dir, items
@@ -95,6 +145,10 @@ class Server:
         refitted when a new category appears)."""
         p = self.cfg.state / SPEC_FILE
         if p.exists():
+            if catalog is not None and catalog != self._seeded_from():
+                log.warning("--catalog %s ignored: the state dir %s was already seeded (its "
+                            "items and feature spec are kept; PUT /v1/items to add items)",
+                            catalog, self.cfg.state)
             return FeatureSpec.from_dict(json.loads(p.read_text()))
         if catalog is not None:
             from pushrl.data.validate import load_dataset
@@ -103,6 +157,7 @@ class Server:
             spec = FeatureSpec.fit(ds)
             if not self.log.query("SELECT 1 FROM items LIMIT 1"):
                 self._load_items(ds.items, spec.category_column)
+                self._save_popularity(ds, catalog)
             p.write_text(json.dumps(spec.to_dict()))
             return spec
         self.default_spec = True
@@ -128,6 +183,30 @@ class Server:
     def ready(self) -> bool:
         """True while the durable log accepts writes."""
         return self.log.failed is None
+
+    def not_ready(self) -> tuple[str, str] | None:
+        """``(code, reason)`` while ``/v1/decide`` cannot answer, else None."""
+        if self.log.failed is not None:
+            return "log_failed", f"durable log failed: {self.log.failed}"
+        if not self.state.item_list:
+            return "no_items", ("the item catalog is empty, so no decision can be made; add "
+                                "items with PUT /v1/items/{item_id} or start the server with "
+                                "--catalog DIR")
+        why = catalog_mismatch(self.engine.policies.item, self.state.items)
+        return None if why is None else ("catalog_mismatch", why)
+
+    def check_catalog(self, loaded: Loaded) -> None:
+        """Refuse an item policy that cannot decide over this server's catalog.
+
+        Raises:
+            Conflict: ``catalog_mismatch``.
+        """
+        if loaded.policy.kind != "item":
+            return
+        why = catalog_mismatch(loaded, self.state.items)
+        if why is not None:
+            raise Conflict("catalog_mismatch", f"refusing {loaded.label}: {why}; nothing "
+                           "was changed")
 
     def now(self) -> int:
         """Unix seconds."""
@@ -191,11 +270,20 @@ class Server:
                 stmts += st.op(OP_ACTIVITY, u[sl], ts[sl] // HOUR, item[sl])
                 start, seen = i, set()
             seen.add(ui)
+        self._note_item_events(item)
         for e, t in zip(events, ts.tolist(), strict=True):
             stmts.append(("INSERT INTO activity VALUES (?,?,?,?,?,?)",
                           (st.next_seq(), e.user_id, t, e.event, e.item_id, e.revenue)))
             self.metrics.events.labels(e.event).inc()
         return stmts
+
+    def _note_item_events(self, item: np.ndarray) -> None:
+        """Count activity events per item (the default most-popular's scores)."""
+        n = len(self.state.item_list)
+        if self._item_events.size < n:
+            self._item_events = np.concatenate([self._item_events,
+                                                np.zeros(n - self._item_events.size)])
+        np.add.at(self._item_events, item[item >= 0], 1.0)
 
     def rows(self, reqs: list[DecideIn]) -> list[DecideRow]:
         """Validate decision requests (known users and items)."""
@@ -325,12 +413,27 @@ class Server:
             if stat == self._ptr_stat and not force:
                 return False
             self._ptr_stat = stat
-            new = await asyncio.to_thread(load_set, self.cfg.registry, overrides=self.overrides,
-                                          current=self.engine.policies)
+            new = await asyncio.to_thread(self._load_set)
             if new.generation == self.engine.policies.generation and not force:
                 return False
             self.swap(new)
             return True
+
+    async def apply_pointer(self) -> None:
+        """Swap to what the registry's pointer names now (after a promote or rollback)."""
+        new = await asyncio.to_thread(self._load_set)
+        async with self._swap_lock:
+            self.swap(new)
+            self._ptr_stat = self._pointer_stat()
+
+    def _load_set(self) -> PolicySet:
+        """The pointer's policies, refused when an item policy cannot use this catalog."""
+        new = load_set(self.cfg.registry, overrides=self.overrides,
+                       current=self.engine.policies, defaults=self.defaults)
+        for loaded in (new.item, new.shadow_item):
+            if loaded is not None and loaded is not self.engine.policies.item:
+                self.check_catalog(loaded)
+        return new
 
     def swap(self, new: PolicySet) -> None:
         """Start deciding with ``new`` (between two requests: no request sees a mix)."""
@@ -354,10 +457,12 @@ class Server:
             except Exception as exc:  # keep serving the current policies
                 log.error("could not load the promoted policies: %s", exc)
 
-    async def set_kill_switch(self, enabled: bool, reason: str) -> None:
-        """Turn the global kill switch on or off (durable, audited)."""
+    async def set_kill_switch(self, enabled: bool, reason: str,
+                              user: str | None = None) -> None:
+        """Turn the global kill switch on or off (durable, audited as ``user``)."""
         await self.commit([("INSERT OR REPLACE INTO meta VALUES ('kill_switch', ?)",
                             ("1" if enabled else "0",))])
         self.engine.kill_switch = enabled
         self.metrics.kill_switch.set(int(enabled))
-        registry_ops.audit(self.cfg.registry, "kill_switch", enabled=enabled, reason=reason)
+        registry_ops.audit(self.cfg.registry, "kill_switch", enabled=enabled, reason=reason,
+                           **({"user": user} if user else {}))

@@ -40,7 +40,9 @@ class LiveServer:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited {self.proc.returncode}: {self.output()}")
             try:
-                if httpx.get(self.base + "/readyz", timeout=1).status_code == 200:
+                # /healthz: the process has started (an empty catalog is not "ready" yet;
+                # the tests PUT their items after start-up)
+                if httpx.get(self.base + "/healthz", timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass

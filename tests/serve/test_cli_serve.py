@@ -17,7 +17,9 @@ def _serve(**kw: object) -> None:
         "registry": Path("policies"), "host": "127.0.0.1", "port": 0, "state": None,
         "workers": 1, "insecure": False, "api_keys": None, "catalog": None,
         "quiet_hours": "22-8", "max_per_day": 2, "max_per_week": 7, "attribution_hours": 72,
-        "sync": "full", "seed": None, "log_level": "warning"}
+        "sync": "full", "seed": None, "log_level": "warning", "public_docs": False,
+        "public_metrics": False, "header_timeout": 10.0, "body_timeout": 30.0,
+        "keep_alive": 5, "limit_concurrency": 1000}
     args.update(kw)
     command(**args)  # type: ignore[arg-type]
 
@@ -56,3 +58,21 @@ def test_keys_hashed_and_checked(tmp_path: Path) -> None:
     assert e.value.status == 401
     with pytest.raises(PushrlError, match="scopes"):
         new_key(f, ["root"])
+
+
+def test_serve_wires_timeouts_limits_and_auth_flags(monkeypatch: pytest.MonkeyPatch,
+                                                    tmp_path: Path) -> None:
+    import uvicorn
+
+    from pushrl.serve.timeouts import ReadTimeoutProtocol
+
+    got: list[uvicorn.Config] = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: got.append(self.config))
+    _serve(state=tmp_path, header_timeout=2.5, body_timeout=7.0, keep_alive=3,
+           limit_concurrency=64, public_metrics=True)
+    cfg = got[0]
+    assert issubclass(cfg.http, ReadTimeoutProtocol)  # type: ignore[arg-type]
+    assert (cfg.http.header_timeout, cfg.http.body_timeout) == (2.5, 7.0)  # type: ignore[union-attr]
+    assert (cfg.timeout_keep_alive, cfg.limit_concurrency) == (3, 64)
+    app_cfg = cfg.app.state.cfg  # type: ignore[union-attr]
+    assert app_cfg.public_metrics and not app_cfg.public_docs
