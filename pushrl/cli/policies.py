@@ -20,7 +20,8 @@ _JSON = typer.Option(False, "--json", help="Print JSON.")
 @app.command("list")
 def list_(registry: Path = _REG, as_json: bool = _JSON) -> None:
     """Artifacts and which are active / shadow (an unreadable card is listed as broken)."""
-    from pushrl.serve.registry_ops import DEFAULTS, KINDS, list_artifacts, read_active
+    from pushrl.serve.pointer import DEFAULTS, KINDS, read_active
+    from pushrl.serve.registry_ops import list_artifacts
 
     arts = list_artifacts(registry)
     ptr = read_active(registry)
@@ -52,7 +53,8 @@ def show(name: str = typer.Argument(..., help="Policy name (or name@version)."),
          registry: Path = _REG) -> None:
     """Print an artifact's model card (checksums verified)."""
     from pushrl.policies.registry import verify_artifact
-    from pushrl.serve.registry_ops import artifact_dir, split_ref
+    from pushrl.serve.pointer import split_ref
+    from pushrl.serve.registry_ops import artifact_dir
 
     n, v = split_ref(name)
     card = verify_artifact(artifact_dir(registry, n, v or None))
@@ -71,7 +73,7 @@ def promote(
 ) -> None:
     """Make an artifact active after the OPE gate (a running server swaps within ~1 s)."""
     from pushrl.serve.registry_ops import promote as run
-    from pushrl.serve.registry_ops import split_ref
+    from pushrl.serve.pointer import split_ref
 
     n, v = split_ref(name)
     res = run(registry, n, v or None, shadow=shadow, force=force, reason=reason)

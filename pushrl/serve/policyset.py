@@ -26,7 +26,7 @@ from pushrl.policies.base import ItemContext, ItemPolicy, Policy, TimingContext,
 from pushrl.policies.baselines import make_baseline
 from pushrl.policies.item_data import ContextEncoder, make_context
 from pushrl.policies.registry import load_policy
-from pushrl.serve.registry_ops import DEFAULTS, KINDS, read_active, split_ref
+from pushrl.serve.pointer import DEFAULTS, KINDS, read_active, split_ref
 
 BUILTIN = "builtin"
 log = logging.getLogger("pushrl.serve")

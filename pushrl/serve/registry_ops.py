@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from pushrl.errors import ArtifactError, PushrlError
+from pushrl.serve.pointer import ACTIVE, AUDIT, DEFAULTS, KINDS, read_active
+from pushrl.serve.policyset import prove
 from pushrl.policies.registry import (
     CARD,
     check_identity,
@@ -38,35 +40,8 @@ from pushrl.policies.registry import (
     verify_artifact,
 )
 
-ACTIVE = "_active.json"
-AUDIT = "_audit.jsonl"
-KINDS = ("timing", "item")
-#: What runs when nothing is promoted (registry baseline names).
-DEFAULTS = {"timing": "most-active-hour", "item": "most-popular"}
-
-
 class GateRefused(PushrlError):
     """The OPE gate refused a promotion (or is unavailable) and it was not forced."""
-
-
-def _empty() -> dict[str, Any]:
-    return {"format": "pushrl/active/v1", "generation": 0,
-            **{k: {"active": None, "shadow": None, "history": []} for k in KINDS}}
-
-
-def read_active(registry: str | Path) -> dict[str, Any]:
-    """The active pointer (an empty one when nothing was ever promoted)."""
-    p = Path(registry) / ACTIVE
-    if not p.exists():
-        return _empty()
-    try:
-        data: dict[str, Any] = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{p} is not valid JSON ({exc}); restore it from the audit log "
-                            f"{AUDIT} or delete it to fall back to the default baselines") from None
-    for k in KINDS:
-        data.setdefault(k, {"active": None, "shadow": None, "history": []})
-    return data
 
 
 def _write_durably(path: Path, text: str) -> None:
@@ -216,8 +191,6 @@ def promote(registry: str | Path, name: str, version: str | None = None, *,
         ArtifactError: missing, modified, misnamed or unloadable artifact.
         GateRefused: the gate failed or is unavailable and the promotion was not forced.
     """
-    from pushrl.serve.policyset import prove
-
     registry = Path(registry)
     who = {"user": user} if user else {}
     if force and not (reason and reason.strip()):
@@ -303,9 +276,3 @@ def rollback(registry: str | Path, name: str, *, reason: str | None = None,
 
 def _name(ref: str | None) -> str | None:
     return None if ref is None else ref.split("@", 1)[0]
-
-
-def split_ref(ref: str) -> tuple[str, str]:
-    """``"name@v3" -> ("name", "v3")``."""
-    name, _, version = ref.partition("@")
-    return name, version
