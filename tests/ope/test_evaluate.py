@@ -16,7 +16,7 @@ from pushrl.data.io import Dataset
 from pushrl.data.synth import SynthConfig, TrueWorld, synthesize
 from pushrl.data.validate import load_dataset
 from pushrl.errors import ArtifactError, DataError, ScenarioError
-from pushrl.sim.engine import Guardrails
+from pushrl.rules.guardrails import Guardrails
 from pushrl.ope.evaluate import (
     HELD_OUT_RULE,
     TimingSettings,
