@@ -2,7 +2,7 @@
 
 Per push outcome, with :class:`RewardWeights` ``w``::
 
-    reward = w.open * opened + w.click * clicked + w.revenue * revenue
+    reward = w.open * opened + w.click * clicked + w.revenue * revenue + w.convert * converted
              - w.send_cost * sent - w.unsubscribe_penalty * unsubscribed
 
 Three views of the same formula:
@@ -23,10 +23,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-#: Pushlog column of each weight and its sign.
-COLUMNS: tuple[tuple[str, str, float], ...] = (
-    ("open", "opened", 1.0), ("click", "clicked", 1.0), ("revenue", "revenue", 1.0),
-    ("send_cost", "sent", -1.0), ("unsubscribe_penalty", "unsubscribed", -1.0))
+#: Pushlog outcome column of each weight that an item round (whose send is given) rewards.
+ITEM_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("open", "opened"), ("click", "clicked"), ("convert", "converted"), ("revenue", "revenue"))
 
 
 @dataclass(frozen=True)
@@ -39,6 +38,7 @@ class RewardWeights:
         revenue: Per currency unit of attributed revenue.
         send_cost: Per delivered push (subtracted, >= 0).
         unsubscribe_penalty: Per unsubscribe (subtracted, >= 0).
+        convert: Per conversion (on top of its revenue; 0 in the shipped scenarios).
     """
 
     open: float = 1.0
@@ -46,6 +46,7 @@ class RewardWeights:
     revenue: float = 0.02
     send_cost: float = 0.05
     unsubscribe_penalty: float = 10.0
+    convert: float = 0.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -58,8 +59,31 @@ class RewardWeights:
 
     def describe(self) -> str:
         """The reward as a formula over pushlog columns."""
-        return (f"{self.open:g}*opened+{self.click:g}*clicked+{self.revenue:g}*revenue"
+        conv = f"+{self.convert:g}*converted" if self.convert else ""
+        return (f"{self.open:g}*opened+{self.click:g}*clicked+{self.revenue:g}*revenue{conv}"
                 f"-{self.send_cost:g}*sent-{self.unsubscribe_penalty:g}*unsubscribed")
+
+    @classmethod
+    def for_item_rounds(cls, terms: dict[str, float]) -> RewardWeights:
+        """Weights of an item-round reward given as ``{outcome column: weight}`` over
+        ``opened``, ``clicked``, ``converted``, ``revenue`` (no send cost, no unsubscribe).
+
+        Raises:
+            ValueError: another column.
+        """
+        names = {col: name for name, col in ITEM_COLUMNS}
+        unknown = set(terms) - set(names)
+        if unknown:
+            raise ValueError(f"item-round rewards use {sorted(names)}, got {sorted(unknown)}")
+        return cls(**{**dict.fromkeys((n for n, _ in ITEM_COLUMNS), 0.0),
+                      **{names[c]: float(v) for c, v in terms.items()}},
+                   send_cost=0.0, unsubscribe_penalty=0.0)
+
+    def item_terms(self) -> tuple[tuple[str, float], ...]:
+        """The item-round part of the reward (the send is given: no send cost, no
+        unsubscribe) as ``(outcome column, weight)`` terms, zero weights left out."""
+        return tuple((col, float(getattr(self, name))) for name, col in ITEM_COLUMNS
+                     if getattr(self, name))
 
     def to_dict(self) -> dict[str, float]:
         """JSON-serialisable form."""
@@ -67,7 +91,7 @@ class RewardWeights:
 
 
 def realised(w: RewardWeights, *, delivered: Any, opened: Any, clicked: Any, revenue: Any,
-             unsubscribed: Any) -> np.ndarray:
+             unsubscribed: Any, converted: Any = 0.0) -> np.ndarray:
     """Reward of drawn outcomes, float64 broadcast shape of the inputs.
 
     The reward is linear in the outcomes, so with outcome probabilities in place of the
@@ -79,10 +103,12 @@ def realised(w: RewardWeights, *, delivered: Any, opened: Any, clicked: Any, rev
         opened, clicked: Bool or 0/1 outcomes.
         revenue: Attributed revenue (0 without a conversion).
         unsubscribed: The user unsubscribed.
+        converted: The push converted.
     """
     return np.asarray(w.open * np.asarray(opened, np.float64)
                       + w.click * np.asarray(clicked, np.float64)
                       + w.revenue * np.asarray(revenue, np.float64)
+                      + w.convert * np.asarray(converted, np.float64)
                       - w.send_cost * np.asarray(delivered, np.float64)
                       - w.unsubscribe_penalty * np.asarray(unsubscribed, np.float64))
 
@@ -95,9 +121,9 @@ def value_per_open(w: RewardWeights, p_click: Any, p_convert: Any, price: Any) -
         p_convert: Conversion probability given a click.
         price: Revenue of a conversion.
     """
-    return np.asarray(w.open + np.asarray(p_click) * (w.click + w.revenue
-                                                      * np.asarray(p_convert)
-                                                      * np.asarray(price)))
+    pc, pv = np.asarray(p_click), np.asarray(p_convert)
+    return np.asarray(w.open + pc * (w.click + w.revenue * pv * np.asarray(price)
+                                     + w.convert * pv))
 
 
 def expected(w: RewardWeights, open_value: Any, p_unsub: Any, delivered: Any = 1.0
@@ -127,4 +153,5 @@ def from_logs(w: RewardWeights, pushes: pd.DataFrame) -> np.ndarray:
         return np.nan_to_num(pushes[name].astype("Float64").to_numpy(np.float64, na_value=0.0))
 
     return realised(w, delivered=col("sent"), opened=col("opened"), clicked=col("clicked"),
-                    revenue=col("revenue"), unsubscribed=col("unsubscribed"))
+                    revenue=col("revenue"), unsubscribed=col("unsubscribed"),
+                    converted=col("converted"))

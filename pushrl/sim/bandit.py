@@ -144,7 +144,7 @@ class ItemRounds:
             converted = clicked & (R.uniform(h, R.CONVERT) < p["convert"])
             revenue = np.where(converted, p["revenue"], 0.0)
             r = reward.realised(self.w, delivered=0, opened=opened, clicked=clicked,
-                                revenue=revenue, unsubscribed=0)
+                                revenue=revenue, unsubscribed=0, converted=converted)
         assert self.expected is not None and self.ctx is not None
         best = self.expected.max(axis=1)
         return {"reward": r, "opened": opened, "clicked": clicked,

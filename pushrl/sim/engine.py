@@ -94,7 +94,7 @@ class Outcome:
         float64 ``(n,)``."""
         return reward.realised(w, delivered=self.delivered, opened=self.opened,
                                clicked=self.clicked, revenue=self.revenue,
-                               unsubscribed=self.unsubscribed)
+                               unsubscribed=self.unsubscribed, converted=self.converted)
 
 
 class PushSim:
