@@ -413,14 +413,12 @@ class FeatureState:
         t = np.asarray(unix_seconds, dtype=np.int64)
         tz = self.a.tz_idx[u]
         b = t // HOUR
-        inside = t % HOUR != 0
-        if not inside.any():  # bucket starts: the per-bucket table is exact
-            return local_clock(t, self.tzt.offset_seconds(tz, b))
-        off, nxt = self.tzt.offset_seconds(tz, np.stack([b, b + 1])).astype(np.int64)
-        fix = inside & (off != nxt)
-        if fix.any():
+        off, nxt = self.tzt.offset_seconds(tz, np.stack([b, b + 1]))  # one lookup
+        fix = off != nxt
+        if fix.any():  # the zone changes offset inside this bucket (exact at its start)
+            fix &= t != b * HOUR
             tz_b, t_b = np.broadcast_arrays(tz, t)
-            off = np.array(np.broadcast_to(off, fix.shape))
+            off = np.array(np.broadcast_to(off, fix.shape), np.int64)
             for i in zip(*np.nonzero(fix), strict=True):
                 off[i] = utc_offset_seconds(int(t_b[i]), self.tzt.names[int(tz_b[i])])
         return local_clock(t, off)

@@ -134,20 +134,18 @@ class Guardrails:
 
     def verdict(self, hour: np.ndarray, sends_today: np.ndarray,
                 sends_week: np.ndarray) -> np.ndarray:
-        """The first blocking guardrail per decision as a code (:data:`REASONS`), int8.
+        """The first blocking guardrail per decision as a code (:data:`REASONS`), int8, shape
+        of ``hour``.
 
-        Same arguments as :meth:`allowed`; ``verdict(...) == ALLOWED`` equals ``allowed(...)``.
+        Same arguments as :meth:`allowed` (same shapes); ``verdict(...) == ALLOWED`` equals
+        ``allowed(...)``.
         """
-        t, w = np.asarray(sends_today), np.asarray(sends_week)
-        q = self.quiet(hour)
-        shape = np.broadcast_shapes(q.shape, t.shape, w.shape)
-        out = np.zeros(shape, np.int8)
-        if self.max_sends_per_week:
-            out[np.broadcast_to(w >= self.max_sends_per_week, shape)] = WEEKLY_CAP
+        code = np.where(self.quiet(hour), np.int8(QUIET_HOURS), np.int8(ALLOWED))
         if self.max_sends_per_day:
-            out[np.broadcast_to(t >= self.max_sends_per_day, shape)] = DAILY_CAP
-        out[np.broadcast_to(q, shape)] = QUIET_HOURS
-        return out
+            code[(np.asarray(sends_today) >= self.max_sends_per_day) & (code == 0)] = DAILY_CAP
+        if self.max_sends_per_week:
+            code[(np.asarray(sends_week) >= self.max_sends_per_week) & (code == 0)] = WEEKLY_CAP
+        return code
 
     def cap_left(self, sends_today: np.ndarray,
                  sends_week: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -159,16 +157,16 @@ class Guardrails:
         return day, week
 
 
-def in_week_window(send_bucket: np.ndarray | int, bucket: np.ndarray | int) -> np.ndarray:
+def in_week_window(send_bucket: Any, bucket: Any) -> Any:
     """True where a send in ``send_bucket`` counts toward the weekly cap of a decision in
-    ``bucket``: ``bucket - 168 <= send_bucket <= bucket`` (broadcast).
+    ``bucket``: ``bucket - 168 <= send_bucket <= bucket`` (numpy arrays broadcast; plain
+    ints give a bool, for the server's short per-user lists).
 
     The part before ``bucket`` is the feature pipeline's ``sends_7d`` window ``[b-168, b)``;
     a send in ``bucket`` itself happened before the decision (the server can decide twice in
     one bucket; the simulator cannot).
     """
-    sb, b = np.asarray(send_bucket), np.asarray(bucket)
-    return (sb >= b - WEEK_BUCKETS) & (sb <= b)
+    return (send_bucket >= bucket - WEEK_BUCKETS) & (send_bucket <= bucket)
 
 
 class DayCount:
@@ -201,15 +199,12 @@ class DayCount:
         """Forget the sends of ``users`` (a new episode in a simulator slot)."""
         self.day[users], self.count[users], self.prev[users] = _NO_DAY, 0, 0
 
-    def get(self, users: np.ndarray, day: np.ndarray) -> np.ndarray:
-        """Sends of ``users`` ``(k,)`` on local ``day`` ``(k,)`` (day numbers), int32."""
-        u = np.asarray(users, np.int64)
-        cur = self.day[u]
-        out = np.where(cur == day, self.count[u], 0)
-        prev = cur - 1 == day
-        if prev.any():
-            out[prev] = self.prev[u[prev]]
-        return out.astype(np.int32, copy=False)
+    def get(self, users: np.ndarray | slice, day: np.ndarray) -> np.ndarray:
+        """Sends of ``users`` ``(k,)`` (indices, or a slice: the simulator's all-slots view)
+        on local ``day`` ``(k,)`` (day numbers), int32."""
+        cur = self.day[users]
+        return np.where(cur == day, self.count[users],
+                        np.where(cur - 1 == day, self.prev[users], 0)).astype(np.int32)
 
     def add(self, users: np.ndarray, day: np.ndarray) -> None:
         """Count one send per row of ``users`` ``(k,)`` (repeats allowed) on local ``day``."""
@@ -225,3 +220,16 @@ class DayCount:
         cur = self.day[u]
         np.add.at(self.count, u[d == cur], 1)
         np.add.at(self.prev, u[d == cur - 1], 1)
+
+    def add_one(self, user: int, day: int) -> None:
+        """:meth:`add` for one send (the server records sends one at a time; numpy's
+        per-call overhead would dominate)."""
+        cur = int(self.day[user])
+        if day > cur:
+            self.prev[user] = self.count[user] if day == cur + 1 else 0
+            self.count[user], self.day[user] = 0, day
+            cur = day
+        if day == cur:
+            self.count[user] += 1
+        elif day == cur - 1:
+            self.prev[user] += 1

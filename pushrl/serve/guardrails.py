@@ -19,7 +19,6 @@ can override it; the response names the guardrail that decided.
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections import defaultdict
 from typing import Any
@@ -74,8 +73,9 @@ class SendHistory:
         lst.append(b)
         if len(lst) > 64 or lst[0] < b - _KEEP:
             lst[:] = [x for x in lst if x >= b - _KEEP]
-        self.today.resize(user + 1)
-        self.today.add(np.array([user]), np.array([day]))
+        if user >= self.today.day.size:
+            self.today.resize(max(user + 1, 2 * self.today.day.size))
+        self.today.add_one(user, day)
 
     def counts(self, users: np.ndarray, buckets: np.ndarray,
                days: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -83,18 +83,12 @@ class SendHistory:
         decision in ``buckets`` (:func:`~pushrl.rules.guardrails.in_week_window`)."""
         u = np.asarray(users, np.int64)
         n = u.size
-        if n:
+        if n and int(u.max()) >= self.today.day.size:
             self.today.resize(int(u.max()) + 1)
         today = self.today.get(u, days)
-        lists = [self._buckets.get(x, ()) for x in u.tolist()]
-        lens = np.fromiter(map(len, lists), np.int64, n)
-        total = int(lens.sum())
-        if not total:
-            return today, np.zeros(n, np.int64)
-        flat = np.fromiter(itertools.chain.from_iterable(lists), np.int64, total)
-        row = np.repeat(np.arange(n), lens)
-        hit = in_week_window(flat, np.asarray(buckets, np.int64)[row])
-        return today, np.bincount(row[hit], minlength=n).astype(np.int64)
+        week = [sum(in_week_window(x, b) for x in self._buckets.get(user, ()))
+                for user, b in zip(u.tolist(), np.asarray(buckets).tolist(), strict=True)]
+        return today, np.array(week, np.int64)
 
 
 def check(cfg: Guardrails, history: SendHistory, users: np.ndarray, ts: np.ndarray,

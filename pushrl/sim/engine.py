@@ -165,7 +165,7 @@ class PushSim:
         b = self.bucket()[ix]
         raw = self.state.features(s, b)
         _, _, day = self.state.local_time(s, b)
-        today = self.sends.get(s, day)
+        today = self.sends.get(ix, day)
         self._day[ix] = day
         g = self.cfg.guardrails
         quiet = g.quiet(raw[:, F["local_hour"]].astype(np.int64))

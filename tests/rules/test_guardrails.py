@@ -133,3 +133,19 @@ def test_local_time_at_is_exact_inside_buckets(zone: str, change: dt.datetime,
     for a, c in zip(fs.local_time_at(np.zeros(b.size, np.int64), b * HOUR),
                     fs.local_time(np.zeros(b.size, np.int64), b), strict=True):
         np.testing.assert_array_equal(a, c)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.integers(0, 3)), max_size=40))
+def test_day_count_one_at_a_time_equals_vectorised(sends: list[tuple[int, int]]) -> None:
+    vec, one = DayCount(3), DayCount(3)
+    day = 100
+    for user, step in sends:  # days move forward per user, at most one day back
+        d = day + step - 1
+        vec.add(np.array([user]), np.array([d]))
+        one.add_one(user, d)
+        day += step // 3
+        q = np.full(3, d)
+        for k in (-1, 0, 1):
+            np.testing.assert_array_equal(vec.get(np.arange(3), q + k),
+                                          one.get(np.arange(3), q + k))
