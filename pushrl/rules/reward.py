@@ -105,12 +105,12 @@ def realised(w: RewardWeights, *, delivered: Any, opened: Any, clicked: Any, rev
         unsubscribed: The user unsubscribed.
         converted: The push converted.
     """
-    return np.asarray(w.open * np.asarray(opened, np.float64)
-                      + w.click * np.asarray(clicked, np.float64)
-                      + w.revenue * np.asarray(revenue, np.float64)
-                      + w.convert * np.asarray(converted, np.float64)
-                      - w.send_cost * np.asarray(delivered, np.float64)
-                      - w.unsubscribe_penalty * np.asarray(unsubscribed, np.float64))
+    r = (w.open * np.asarray(opened, np.float64) + w.click * np.asarray(clicked)
+         + w.revenue * np.asarray(revenue) - w.send_cost * np.asarray(delivered)
+         - w.unsubscribe_penalty * np.asarray(unsubscribed))
+    if w.convert:  # a zero weight adds exactly 0.0: skipped (the simulator's hot path)
+        r = r + w.convert * np.asarray(converted)
+    return np.asarray(r, np.float64)
 
 
 def value_per_open(w: RewardWeights, p_click: Any, p_convert: Any, price: Any) -> np.ndarray:
