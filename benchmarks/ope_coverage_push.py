@@ -60,6 +60,7 @@ from pushrl.policies.base import ItemContext
 from pushrl.policies.item_baselines import MostPopular, UniformRandom, _greedy
 from pushrl.policies.item_data import SYNTH_REWARD, BanditRounds, RewardSpec, build_rounds
 from pushrl.policies.vw_online import TrueWorldSource
+from pushrl.rules.reward import RewardWeights
 
 ESTIMATOR_NAMES = ("dm", "ipw", "snipw", "dr", "sndr", "switch-dr", "dr-os")
 TARGETED = ("ipw", "snipw", "dr", "sndr")
@@ -79,10 +80,8 @@ class TopAffinity:
 def true_rewards(ds: Any, gt_users: Any, rounds: BanditRounds, reward: RewardSpec) -> np.ndarray:
     """``(n_rounds, n_actions)`` true expected reward, via ``TrueWorldSource.expected_reward``."""
     src = TrueWorldSource.__new__(TrueWorldSource)  # its loader reads a directory; fill it
-    w = dict(reward.weights)
     src.reward, src.rounds = reward, rounds
-    src.w = (w.get("opened", 0.0), w.get("clicked", 0.0), w.get("converted", 0.0),
-             w.get("revenue", 0.0))
+    src.w = RewardWeights.for_item_rounds(dict(reward.weights))
     src.world = TrueWorld(SynthConfig().params, gt_users, ds.items)
     pos = {u: i for i, u in enumerate(src.world.users["user_id"].astype(str))}
     src.user = np.array([pos[u] for u in ds.pushes["user_id"].astype(str).to_numpy()[rounds.row]],

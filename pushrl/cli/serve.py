@@ -22,12 +22,15 @@ def command(
     catalog: Path | None = typer.Option(None, "--catalog", help="pushlog dataset whose items "
                                         "seed the catalog and fit the feature spec (first "
                                         "start)."),
-    quiet_hours: str = typer.Option("22-8", "--quiet-hours", help="Local quiet hours START-END "
-                                    "(e.g. 22-8; 0-0 disables)."),
-    max_per_day: int = typer.Option(2, "--max-per-day", min=0, help="Sends per user per "
-                                    "local day."),
-    max_per_week: int = typer.Option(7, "--max-per-week", min=0, help="Sends per user per "
-                                     "168 h."),
+    quiet_hours: str | None = typer.Option(None, "--quiet-hours", help="Local quiet hours "
+                                           "START-END (e.g. 22-8; 0-0 disables). Default: the "
+                                           "active timing policy's guardrails."),
+    max_per_day: int | None = typer.Option(None, "--max-per-day", min=0, help="Sends per user "
+                                           "per local day (0 = no cap). Default: the active "
+                                           "timing policy's."),
+    max_per_week: int | None = typer.Option(None, "--max-per-week", min=0, help="Sends per user "
+                                            "in the 168 h before the decision's hour (0 = no "
+                                            "cap). Default: the active timing policy's."),
     attribution_hours: int = typer.Option(72, "--attribution-hours", min=1, help="Feedback "
                                           "window; later reports are kept but flagged."),
     sync: str = typer.Option("full", "--sync", help="SQLite synchronous: full (fsync per "
@@ -53,12 +56,18 @@ def command(
                                           "requests get 503."),
 ) -> None:
     """Serve decisions: out of the box the default baselines (most-active-hour timing with a
-    daily cap, most-popular item) until a policy is promoted."""
+    daily cap, most-popular item) until a policy is promoted.
+
+    Guardrails default to the active timing policy's (the scenario it was trained under, e.g.
+    quiet 22-8, 2/day, 10/week); any of --quiet-hours/--max-per-day/--max-per-week sets all
+    of them (unset ones take the default scenario's) and a mismatch with the policy's is
+    logged as a warning."""
     import uvicorn
 
     from pushrl.errors import PushrlError
     from pushrl.serve.app import create_app
-    from pushrl.serve.config import GuardrailConfig, ServeConfig, is_loopback, state_dir
+    from pushrl.rules.guardrails import Guardrails
+    from pushrl.serve.config import ServeConfig, is_loopback, state_dir
     from pushrl.serve.timeouts import HttpLimits, uvicorn_config
 
     if workers != 1:
@@ -70,13 +79,20 @@ def command(
         raise PushrlError(f"refusing to serve on non-loopback address {host} without API keys; "
                           "pass --api-keys FILE (python -m pushrl.serve.auth new --file FILE "
                           "--scopes decide,admin) or --insecure")
-    try:
-        qs, qe = (int(x) for x in quiet_hours.split("-"))
-    except ValueError:
-        raise PushrlError(f"--quiet-hours must be START-END local hours, got {quiet_hours!r}") \
-            from None
+    guardrails = None
+    if quiet_hours is not None or max_per_day is not None or max_per_week is not None:
+        d = Guardrails()
+        try:
+            qs, qe = ((int(x) for x in quiet_hours.split("-")) if quiet_hours is not None
+                      else (d.quiet_start, d.quiet_end))
+            guardrails = Guardrails(
+                qs, qe, d.max_sends_per_day if max_per_day is None else max_per_day,
+                d.max_sends_per_week if max_per_week is None else max_per_week)
+        except ValueError as exc:
+            raise PushrlError(f"--quiet-hours must be START-END local hours 0-23, got "
+                              f"{quiet_hours!r} ({exc})") from None
     cfg = ServeConfig(registry=registry, state=state_dir(state), api_keys=api_keys,
-                      guardrails=GuardrailConfig(qs, qe, max_per_day, max_per_week),
+                      guardrails=guardrails,
                       attribution_hours=attribution_hours, sync=sync, seed=seed,
                       catalog=catalog, public_docs=public_docs, public_metrics=public_metrics)
     limits = HttpLimits(header_timeout, body_timeout, keep_alive, limit_concurrency)

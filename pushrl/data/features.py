@@ -40,7 +40,8 @@ import numpy as np
 import pandas as pd
 
 from pushrl.data.io import Dataset, to_unix_seconds
-from pushrl.data.timezones import HOUR, TimezoneTable, local_clock
+from pushrl.data.timezones import TimezoneTable, local_clock
+from pushrl.units import HOUR, utc_offset_seconds
 
 FEATURE_VERSION = "features/v1"
 FEATURE_NAMES: tuple[str, ...] = (
@@ -402,6 +403,34 @@ class FeatureState:
         b = _buckets(bucket, u.shape)
         off = self.tzt.offset_seconds(self.a.tz_idx[u], b)
         return local_clock(b * HOUR, off)
+
+    def local_time_at(self, users: np.ndarray, unix_seconds: np.ndarray | int
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Local ``(hour, dow, day)`` of ``users`` at exact times ``unix_seconds`` (broadcast,
+        e.g. users ``(n, 1)`` x times ``(1, T)``), DST-exact also when a zone changes offset
+        inside an hour bucket (e.g. Australia/Lord_Howe at hh:30 UTC; zoneinfo for those)."""
+        u = np.asarray(users, dtype=np.int64)
+        t = np.asarray(unix_seconds, dtype=np.int64)
+        tz = self.a.tz_idx[u]
+        b = t // HOUR
+        off, nxt = self.tzt.offset_seconds(tz, np.stack([b, b + 1]))  # one lookup
+        fix = off != nxt
+        if fix.any():  # the zone changes offset inside this bucket (exact at its start)
+            fix &= t != b * HOUR
+            tz_b, t_b = np.broadcast_arrays(tz, t)
+            off = np.array(np.broadcast_to(off, fix.shape), np.int64)
+            for i in zip(*np.nonzero(fix), strict=True):
+                off[i] = utc_offset_seconds(int(t_b[i]), self.tzt.names[int(tz_b[i])])
+        return local_clock(t, off)
+
+    def clock(self, users: np.ndarray | int) -> np.ndarray:
+        """Bucket each user's state is at (its latest event or decision), int64, shape of
+        ``users``."""
+        return self.a.clock[np.asarray(users, dtype=np.int64)]
+
+    def timezone(self, user: int) -> str:
+        """IANA time zone of ``user``."""
+        return self.tzt.names[int(self.a.tz_idx[int(user)])]
 
     def _window(self, kind: int, u: np.ndarray, b: np.ndarray, hours: int) -> np.ndarray:
         ring = self.a.ring[kind]

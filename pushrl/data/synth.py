@@ -31,7 +31,8 @@ import pandas as pd
 from pushrl.data.contract import PUSHLOG_VERSION
 from pushrl.data.features import F, FeatureSpec, FeatureState
 from pushrl.data.io import Dataset, from_unix_seconds, write_dataset, write_table
-from pushrl.data.timezones import HOUR, TimezoneTable, local_clock
+from pushrl.data.timezones import TimezoneTable, local_clock
+from pushrl.units import HOUR
 
 TIMEZONES = ("America/Los_Angeles", "America/New_York", "America/Sao_Paulo", "Europe/London",
              "Europe/Berlin", "Asia/Kolkata", "Asia/Tokyo", "Australia/Sydney")

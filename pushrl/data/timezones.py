@@ -10,8 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-HOUR = 3600
-DAY = 86400
+from pushrl.units import DAY, HOUR
+
 #: Weekday of the unix epoch (1970-01-01 was a Thursday; Monday == 0).
 _EPOCH_DOW = 3
 

@@ -17,15 +17,19 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import numbers
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pushrl.errors import ScenarioError
-from pushrl.sim.engine import Guardrails, RewardWeights, SimConfig
+from pushrl.rules.guardrails import Guardrails
+from pushrl.rules.reward import RewardWeights
+from pushrl.sim.engine import SimConfig
 from pushrl.sim.items import ITEM_POLICIES
 from pushrl.sim.population import WARM_STARTS
+from pushrl.units import bucket_of
 
 #: Directory of the shipped scenario files.
 SCENARIO_DIR = Path(__file__).resolve().parents[2] / "envs"
@@ -47,7 +51,8 @@ class Scenario:
         slots_per_day: Decision slots per day (divides 24).
         warm_start: ``week``, ``full`` or ``none`` (see :mod:`pushrl.sim.population`).
         reward: Reward weights.
-        guardrails: Quiet hours (local), caps per local day and per 7 days.
+        guardrails: Quiet hours (local), caps per local day and per 7 days
+            (:class:`pushrl.rules.guardrails.Guardrails`; 0 = no cap).
         fatigue_multiplier: What-if: scales fatigue in opens and unsubscribes.
         activity_shift_hours: What-if: users' rhythms move later by this many hours.
         item_policy: Default item policy: ``uniform`` or ``popular``.
@@ -88,7 +93,7 @@ class Scenario:
     def start_bucket(self) -> int:
         """UTC hour bucket of the first decision."""
         ts = dt.datetime.fromisoformat(self.start.replace("Z", "+00:00"))
-        return int(ts.timestamp()) // 3600
+        return bucket_of(int(ts.timestamp()))
 
     def sim_config(self) -> SimConfig:
         """The engine configuration of this scenario."""
@@ -189,17 +194,22 @@ def load_scenario(ref: str | Path | Scenario = "default", **overrides: Any) -> S
     _check(horizon >= 1, path, f"horizon_days must be >= 1, got {horizon}")
     warm = str(flat.get("warm_start", "week"))
     _check(warm in WARM_STARTS, path, f"warm_start must be one of {WARM_STARTS}, got {warm!r}")
-    rw = RewardWeights(**{f.name: float(flat.get(f"reward.{f.name}", f.default))
-                          for f in dataclasses.fields(RewardWeights)})
-    _check(rw.send_cost >= 0 and rw.unsubscribe_penalty >= 0, path,
-           "reward.send_cost and reward.unsubscribe_penalty must be >= 0 (they are subtracted)")
-    quiet = flat.get("guardrails.quiet_hours", [22, 8])
+    try:
+        rw = RewardWeights(**{f.name: float(flat.get(f"reward.{f.name}", f.default))
+                              for f in dataclasses.fields(RewardWeights)})
+    except ValueError as exc:
+        raise ScenarioError(f"scenario {path}: [reward] {exc}") from None
+    quiet = flat.get("guardrails.quiet_hours", [Guardrails.quiet_start, Guardrails.quiet_end])
     _check(isinstance(quiet, list) and len(quiet) == 2 and all(
         isinstance(h, int) and 0 <= h <= 23 for h in quiet), path,
         f"guardrails.quiet_hours must be [start, end] local hours 0-23, got {quiet!r}")
-    caps = [int(flat.get(f"guardrails.{k}", d)) for k, d in (("max_sends_per_day", 2),
-                                                              ("max_sends_per_week", 0))]
-    _check(min(caps) >= 0, path, f"send caps must be >= 0 (0 = none), got {caps}")
+    caps = [flat.get(f"guardrails.{k}", getattr(Guardrails, k))
+            for k in ("max_sends_per_day", "max_sends_per_week")]
+    _check(all(isinstance(c, numbers.Real) and not isinstance(c, bool) and float(c).is_integer()
+               for c in caps), path, f"send caps must be whole numbers, got {caps}")
+    caps = [int(c) for c in caps]
+    _check(min(caps) >= 0, path, f"send caps must be >= 0 (0 = no cap), got {caps}")
+    guardrails = Guardrails(quiet[0], quiet[1], caps[0], caps[1])
     fm = float(flat.get("whatif.fatigue_multiplier", 1.0))
     _check(fm >= 0, path, f"whatif.fatigue_multiplier must be >= 0, got {fm}")
     shift = int(flat.get("whatif.activity_shift_hours", 0))
@@ -216,7 +226,7 @@ def load_scenario(ref: str | Path | Scenario = "default", **overrides: Any) -> S
         name=str(flat.get("name", path.stem)), path=path, data=rel(flat["data"]),
         sim=rel(flat["sim"]), truth=bool(flat.get("truth", False)), start=start,
         horizon_days=horizon, slots_per_day=spd, warm_start=warm, reward=rw,
-        guardrails=Guardrails(quiet[0], quiet[1], caps[0], caps[1]), fatigue_multiplier=fm,
+        guardrails=guardrails, fatigue_multiplier=fm,
         activity_shift_hours=shift, item_policy=pol,
         candidates=int(flat.get("items.candidates", 0)),
         rounds_per_episode=int(flat.get("items.rounds_per_episode", 100)),

@@ -66,9 +66,7 @@ def _timing_obs(raw: np.ndarray, sends_today: np.ndarray, quiet: np.ndarray,
     dow = raw[:, 1].astype(np.int64)
     out[:, 10], out[:, 11] = _DOW_SIN[dow], _DOW_COS[dow]
     out[:, 12] = np.minimum(sends_today, 24)
-    d, w = g.max_sends_per_day, g.max_sends_per_week
-    out[:, 13] = np.clip(1 - sends_today / d, 0, 1) if d else 1.0
-    out[:, 14] = np.clip(1 - raw[:, 4] / w, 0, 1) if w else 1.0
+    out[:, 13], out[:, 14] = g.cap_left(sends_today, raw[:, 4])
     out[:, 15] = quiet
     out[:, 16] = allowed
     return out

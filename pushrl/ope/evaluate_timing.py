@@ -44,7 +44,10 @@ from pushrl.ope.sequential import (
 )
 from pushrl.envs.scenario import load_scenario
 from pushrl.policies.base import SEND, Policy, TimingContext
-from pushrl.sim.engine import Guardrails, RewardWeights
+from pushrl.rules import reward
+from pushrl.rules.guardrails import DayCount, Guardrails
+from pushrl.rules.reward import RewardWeights
+from pushrl.units import bucket_of
 
 
 # --------------------------------------------------------------------- scenario settings
@@ -54,8 +57,8 @@ class TimingSettings:
     the very objects the simulator uses, so OPE and simulation agree by construction.
 
     Attributes:
-        guardrails: Quiet hours (local) and caps (:class:`pushrl.sim.engine.Guardrails`).
-        reward: Reward weights (:class:`pushrl.sim.engine.RewardWeights`).
+        guardrails: Quiet hours (local) and caps (:class:`pushrl.rules.guardrails.Guardrails`).
+        reward: Reward weights (:class:`pushrl.rules.reward.RewardWeights`).
         source: Where the values came from.
     """
 
@@ -65,32 +68,17 @@ class TimingSettings:
 
     def allowed(self, hour: np.ndarray, sends_today: np.ndarray,
                 sends_7d: np.ndarray) -> np.ndarray:
-        """Guardrail mask: True where a send is allowed, shape of ``hour``."""
-        g = self.guardrails
-        ok = ~g.quiet(np.asarray(hour, np.int64))
-        if g.max_sends_per_day:
-            ok &= np.asarray(sends_today) < g.max_sends_per_day
-        if g.max_sends_per_week:
-            ok &= np.asarray(sends_7d) < g.max_sends_per_week
-        return ok
+        """Guardrail mask (:meth:`Guardrails.allowed`): True where a send is allowed."""
+        return self.guardrails.allowed(np.asarray(hour, np.int64), sends_today, sends_7d)
 
     def slot_reward(self, ds: Dataset) -> np.ndarray:
-        """Reward of every pushes row, shape ``(n_decisions,)`` (unknown outcomes count 0)."""
-        p, w = ds.pushes, self.reward
-
-        def col(name: str) -> np.ndarray:
-            if name not in p.columns:
-                return np.zeros(len(p))
-            return np.nan_to_num(p[name].astype("Float64").to_numpy(np.float64, na_value=0.0))
-
-        return (w.open * col("opened") + w.click * col("clicked") + w.revenue * col("revenue")
-                - w.send_cost * col("sent") - w.unsubscribe_penalty * col("unsubscribed"))
+        """Reward of every pushes row (:func:`pushrl.rules.reward.from_logs`), shape
+        ``(n_decisions,)`` (unknown outcomes count 0)."""
+        return reward.from_logs(self.reward, ds.pushes)
 
     def describe_reward(self) -> str:
         """The reward as a formula over pushlog columns."""
-        w = self.reward
-        return (f"{w.open:g}*opened+{w.click:g}*clicked+{w.revenue:g}*revenue"
-                f"-{w.send_cost:g}*sent-{w.unsubscribe_penalty:g}*unsubscribed")
+        return self.reward.describe()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -153,22 +141,18 @@ def _timing_slots(ds: Dataset, policies: Sequence[Policy], settings: TimingSetti
     n = len(p)
     sent, pb, pb_send = _logging_probs(ds)
     users = user_index(ds, p["user_id"])
-    n_buckets = int(np.unique(to_unix_seconds(p["ts"]) // 3600).size)
+    n_buckets = int(np.unique(bucket_of(to_unix_seconds(p["ts"]))).size)
     day = np.zeros(n, np.int64)
     state = np.zeros((n, 12), np.float32)
     pe = [np.zeros(n) for _ in policies]
-    cur_day = np.full(len(ds.users), np.iinfo(np.int64).min)
-    today = np.zeros(len(ds.users), np.int64)
+    today = DayCount(len(ds.users))
     done = 0
     for rows, rep in iter_replay(ds, spec, with_affinity=False, chunk_rows=1):
         if not rows.size:
             continue
         u, b = rep.user_index[rows], rep.bucket[rows]
         _, _, d = rep.state.local_time(u, b)
-        new = d != cur_day[u]
-        today[u[new]] = 0
-        cur_day[u] = d
-        st = today[u].copy()
+        st = today.get(u, d)
         raw = rep.features[rows]
         allowed = settings.allowed(raw[:, F["local_hour"]], st, raw[:, F["sends_7d"]])
         ctx = TimingContext(raw, allowed, u, b, rep.state, st,
@@ -180,7 +164,7 @@ def _timing_slots(ds: Dataset, policies: Sequence[Policy], settings: TimingSetti
         state[rows, :10] = encode(raw)
         state[rows, 10] = allowed
         state[rows, 11] = st
-        np.add.at(today, u[sent[rows]], 1)
+        today.add(u[sent[rows]], d[sent[rows]])
         done += 1
         if done % 24 == 0 or done == n_buckets:
             _say(progress, "replaying slots (policy probabilities)", done, n_buckets)

@@ -35,9 +35,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pushrl.data.timezones import HOUR, local_clock
 from pushrl.errors import ScenarioError
 from pushrl.policies.base import SEND, WAIT, TimingContext, TimingPolicy
+from pushrl.rules import reward
+from pushrl.rules.guardrails import Guardrails
+from pushrl.rules.reward import RewardWeights
+from pushrl.units import HOUR
 
 _GRID = np.linspace(-12.0, 4.0, 801)  # L grid for g(L); step 0.02
 
@@ -61,10 +64,8 @@ class Tables:
         fatigue_24h: Open-logit drop per push in the last 24 h.
         fatigue_7d: Open-logit drop per push in the last 7 days.
         steps_24h: Steps per 24 h.
-        send_cost: Reward weight of a delivered push.
-        unsubscribe_penalty: Reward weight of an unsubscribe.
-        max_per_day: Daily cap (0 = none).
-        max_per_week: 7-day cap (0 = none).
+        weights: Reward weights (send cost and unsubscribe penalty enter ``J``).
+        guardrails: The scenario's guardrails (caps; quiet hours are in ``allowed``).
         s24_pre: ``(n, T)`` pushes sent before step 0 that are in each step's 24-h window
             (replanning mid-episode); None = no earlier pushes.
         s7_pre: ``(n, T)`` the same for the 7-day window.
@@ -80,10 +81,8 @@ class Tables:
     fatigue_24h: float
     fatigue_7d: float
     steps_24h: int
-    send_cost: float
-    unsubscribe_penalty: float
-    max_per_day: int
-    max_per_week: int
+    weights: RewardWeights
+    guardrails: Guardrails
     s24_pre: np.ndarray | None = None
     s7_pre: np.ndarray | None = None
     today_pre: np.ndarray | None = None
@@ -115,27 +114,32 @@ def expected_return(x: np.ndarray, tb: Tables) -> np.ndarray:
     value = _interp(tb.g, tb.act - tb.fatigue_24h * s24 - tb.fatigue_7d * s7)
     h = _sigmoid(tb.unsub_base[:, None] + tb.unsub_volume * s7)
     log_surv = np.cumsum(np.log1p(-h) * xf, axis=1) - np.log1p(-h) * xf  # sends before t
-    r = value - tb.send_cost - tb.unsubscribe_penalty * h
+    r = reward.expected(tb.weights, value, h)
     return np.asarray((xf * np.exp(log_surv) * r).sum(axis=1))
 
 
+def _sends_today(x: np.ndarray, tb: Tables) -> np.ndarray:
+    """Sends of schedules ``x`` earlier in each step's local day (plus ``today_pre`` in step
+    0's day), ``(n, T)``."""
+    before = np.cumsum(x, axis=1) - x
+    new_day = np.ones(x.shape, bool)
+    new_day[:, 1:] = tb.day[:, 1:] != tb.day[:, :-1]
+    first = np.maximum.accumulate(np.where(new_day, np.arange(x.shape[1]), 0), axis=1)
+    today = before - np.take_along_axis(before, first, axis=1)
+    if tb.today_pre is not None:
+        today = today + np.where(tb.day == tb.day[:, :1], tb.today_pre[:, None], 0.0)
+    return today
+
+
 def feasible(x: np.ndarray, tb: Tables) -> np.ndarray:
-    """Per user: ``x`` sends only in allowed slots and respects both caps, ``(n,)`` bool."""
-    ok = ~(x & ~tb.allowed).any(axis=1)
-    if tb.max_per_day:
-        d = tb.day - tb.day[:, :1]
-        per_day = np.zeros((x.shape[0], int(d.max()) + 1))
-        r, c = np.nonzero(x)
-        np.add.at(per_day, (r, d[r, c]), 1)
-        if tb.today_pre is not None:
-            per_day[:, 0] += tb.today_pre
-        ok &= per_day.max(axis=1) <= tb.max_per_day
-    if tb.max_per_week:
-        s7 = _window(x.astype(np.float64), 7 * tb.steps_24h)
-        if tb.s7_pre is not None:
-            s7 = s7 + tb.s7_pre
-        ok &= ~(x & (s7 >= tb.max_per_week)).any(axis=1)
-    return np.asarray(ok)
+    """Per user: ``x`` sends only where the guardrails allow (quiet hours, and both caps
+    counted on the schedule itself by :meth:`Guardrails.within_caps`), ``(n,)`` bool."""
+    xf = x.astype(np.float64)
+    s7 = _window(xf, 7 * tb.steps_24h)
+    if tb.s7_pre is not None:
+        s7 = s7 + tb.s7_pre
+    ok = tb.allowed & tb.guardrails.within_caps(_sends_today(xf, tb), s7)
+    return np.asarray(~(x & ~ok).any(axis=1))
 
 
 def _candidates(tb: Tables, per_day: int) -> np.ndarray:
@@ -168,7 +172,7 @@ def plan(tb: Tables, *, candidates_per_day: int = 3, sweeps: int = 3) -> np.ndar
     n, T = tb.act.shape
     cand = _candidates(tb, candidates_per_day)
     n_days = cand.shape[1]
-    cap = tb.max_per_day or candidates_per_day
+    cap = tb.guardrails.max_sends_per_day or candidates_per_day
     best_on = np.zeros(cand.shape, bool)
     best_j = np.zeros(n)
     for k in range(1, min(cap, candidates_per_day) + 1):
@@ -215,8 +219,7 @@ def _clock(sim: Any, s: np.ndarray, t0: int = 0,
     cfg = sim.cfg
     n_steps = int(cfg.horizon) - t0 if steps is None else int(steps)
     buckets = cfg.start_bucket + (t0 + np.arange(n_steps)) * int(cfg.step_hours)
-    off = sim.state.tzt.offset_seconds(sim.state.a.tz_idx[s][:, None], buckets[None, :])
-    hour, dow, day = local_clock(buckets[None, :] * HOUR, off)
+    hour, dow, day = sim.state.local_time_at(s[:, None], buckets[None, :] * HOUR)
     return hour, (dow >= 5).astype(np.int64), day
 
 
@@ -261,8 +264,8 @@ def _tables(sim: Any, s: np.ndarray, weights: Any, log_rel: np.ndarray, z: np.nd
         la = log_aff[a:a + 64]
         base = world.open_logit_given(0.0, la, z[a:a + 64, None], 0.0, 0.0)
         p_click = world.p_click_given(la, items[None, :])
-        per_open = w.open + p_click * (
-            w.click + w.revenue * world.p_convert(items)[None, :] * world.price[None, :])
+        per_open = reward.value_per_open(w, p_click, world.p_convert(items)[None, :],
+                                         world.price[None, :])
         pr = probs[a:a + 64] * per_open
         logit = (base[:, :, None] + _GRID) * shrink[a:a + 64, None, None]
         g[a:a + 64] = np.einsum("ui,uig->ug", pr, _sigmoid(logit))
@@ -272,8 +275,7 @@ def _tables(sim: Any, s: np.ndarray, weights: Any, log_rel: np.ndarray, z: np.nd
         unsub_base=p.unsub_intercept + p.unsub_engagement * z,
         unsub_volume=float(p.unsub_volume_7d), fatigue_24h=float(p.fatigue_24h),
         fatigue_7d=float(p.fatigue_7d), steps_24h=24 // int(cfg.step_hours),
-        send_cost=float(w.send_cost), unsubscribe_penalty=float(w.unsubscribe_penalty),
-        max_per_day=int(g_cfg.max_sends_per_day), max_per_week=int(g_cfg.max_sends_per_week))
+        weights=w, guardrails=g_cfg)
 
 
 def truth_tables(sim: Any, slots: np.ndarray, weights: Any) -> Tables:
@@ -318,8 +320,6 @@ class TrueOracle(TimingPolicy):
         self._cache: tuple[Any, np.ndarray, np.ndarray] | None = None
 
     def _weights(self, ctx: TimingContext) -> Any:
-        from pushrl.sim.engine import RewardWeights
-
         if self.reward is not None:
             return RewardWeights(**self.reward)
         sc = ctx.extra.get("scenario")
@@ -537,7 +537,7 @@ class InformedOracle(TrueOracle):
         j = np.arange(steps)
         tb.s24_pre = suffix[:, np.maximum(day - j, 0)]
         tb.s7_pre = suffix[:, np.maximum(7 * day - j, 0)]
-        tb.today_pre = sim.sends_today[s].astype(np.float64)
+        tb.today_pre = sim.observe().sends_today[s].astype(np.float64)
         return tb
 
     def _schedule(self, sim: Any, slots: np.ndarray, w: Any) -> np.ndarray:

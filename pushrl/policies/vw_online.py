@@ -32,6 +32,8 @@ from pushrl.data.synth import TrueWorld
 from pushrl.data.validate import load_dataset
 from pushrl.policies.base import ItemContext, Policy
 from pushrl.policies.item_data import SYNTH_REWARD, RewardSpec, build_rounds, take_context
+from pushrl.rules import reward
+from pushrl.rules.reward import RewardWeights
 
 _Z95 = 1.959964
 
@@ -144,10 +146,7 @@ class GymItemSource:
         """The environment's reward as a :class:`RewardSpec` of logged outcome columns."""
         env = self.env
         sc = getattr(env, "scenario", None) or env.unwrapped.scenario
-        w = sc.reward
-        terms = [(c, float(v)) for c, v in (("opened", w.open), ("clicked", w.click),
-                                            ("revenue", w.revenue)) if v]
-        return RewardSpec(tuple(terms))
+        return RewardSpec(sc.reward.item_terms())
 
     def _snapshot(self) -> ItemContext:
         ctx = self.env.unwrapped.item_context() if hasattr(self.env, "unwrapped") else \
@@ -185,13 +184,10 @@ class TrueWorldSource:
 
     def __init__(self, data: str | Path, reward: RewardSpec | str = SYNTH_REWARD) -> None:
         self.reward = reward if isinstance(reward, RewardSpec) else RewardSpec.parse(reward)
-        w = dict(self.reward.weights)
-        unknown = set(w) - {"opened", "clicked", "converted", "revenue"}
-        if unknown:
-            raise ValueError(f"TrueWorldSource rewards use opened/clicked/converted/revenue, "
-                             f"got {sorted(unknown)}")
-        self.w = (w.get("opened", 0.0), w.get("clicked", 0.0), w.get("converted", 0.0),
-                  w.get("revenue", 0.0))
+        try:
+            self.w = RewardWeights.for_item_rounds(dict(self.reward.weights))
+        except ValueError as exc:
+            raise ValueError(f"TrueWorldSource: {exc}") from None
         ds, _ = load_dataset(data, quarantine=False)
         rounds = build_rounds(ds, reward=self.reward)
         users = ds.pushes["user_id"].astype(str).to_numpy()[rounds.row]
@@ -219,8 +215,7 @@ class TrueWorldSource:
                                                      s24[:, None], s7[:, None])))
         p_click = wd.p_click(u, it)
         p_conv = wd.p_convert(it)
-        w_open, w_click, w_conv, w_rev = self.w
-        value = p_open * (w_open + p_click * (w_click + p_conv * (w_conv + w_rev * wd.price[it])))
+        value = p_open * reward.value_per_open(self.w, p_click, p_conv, wd.price[it])
         return p_open, p_click, p_conv, value
 
     def context(self, rng: np.random.Generator) -> ItemContext:
@@ -242,10 +237,9 @@ class TrueWorldSource:
         if self._ctx is None:
             raise RuntimeError("feedback() before context()")
         item = self.items[int(np.asarray(self._ctx.candidates)[0, a])]
-        w_open, w_click, w_conv, w_rev = self.w
-        r = (w_open * opened + w_click * clicked + w_conv * conv
-             + w_rev * conv * float(self.world.price[item]))
-        return np.array([r], np.float64)
+        revenue = float(self.world.price[item]) if conv else 0.0
+        return reward.realised(self.w, delivered=0, opened=opened, clicked=clicked,
+                               revenue=revenue, unsubscribed=0, converted=conv).reshape(1)
 
 
 def compare_online(n_interactions: int = 100_000, seed: int = 0, *,

@@ -33,6 +33,7 @@ Modules (each one concern):
 
 from __future__ import annotations
 
-from pushrl.serve.config import GuardrailConfig, ServeConfig
+from pushrl.rules.guardrails import Guardrails
+from pushrl.serve.config import ServeConfig
 
-__all__ = ["GuardrailConfig", "ServeConfig"]
+__all__ = ["Guardrails", "ServeConfig"]

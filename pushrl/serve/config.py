@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pushrl.rules.guardrails import Guardrails
+
 #: Environment variable naming the default state directory.
 HOME_ENV = "PUSHRL_HOME"
 DEFAULT_HOME = ".pushrl"
@@ -31,33 +33,6 @@ def is_loopback(host: str) -> bool:
 
 
 @dataclass(frozen=True)
-class GuardrailConfig:
-    """Serve-time guardrails, counted from the server's own decision log.
-
-    Attributes:
-        quiet_start: First local hour (0-23) of quiet hours (no sends).
-        quiet_end: First local hour after quiet hours; equal to ``quiet_start`` disables them.
-            The window wraps midnight when ``quiet_start > quiet_end`` (22 -> 8 = 22:00-07:59).
-        max_per_day: Sends per user per local calendar day.
-        max_per_week: Sends per user in any rolling 168 hour window.
-    """
-
-    quiet_start: int = 22
-    quiet_end: int = 8
-    max_per_day: int = 2
-    max_per_week: int = 7
-
-    def __post_init__(self) -> None:
-        for name in ("quiet_start", "quiet_end"):
-            v = getattr(self, name)
-            if not 0 <= v <= 23:
-                raise ValueError(f"`{name}` must be a local hour in 0..23, got {v}")
-        if self.max_per_day < 0 or self.max_per_week < 0:
-            raise ValueError(f"caps must be >= 0, got max_per_day={self.max_per_day}, "
-                             f"max_per_week={self.max_per_week}")
-
-
-@dataclass(frozen=True)
 class ServeConfig:
     """Everything the app factory needs.
 
@@ -66,7 +41,9 @@ class ServeConfig:
         state: State directory (durable log ``log.sqlite3``).
         api_keys: JSON file of hashed API keys; None means no authentication (``--insecure``
             or loopback only).
-        guardrails: Serve-time guardrails.
+        guardrails: Serve-time guardrails (:class:`pushrl.rules.guardrails.Guardrails`);
+            None applies the active timing policy's own (the scenario it was trained under),
+            else the default scenario's (:func:`pushrl.serve.guardrails.effective`).
         attribution_hours: Feedback later than this after the decision is kept but flagged
             ``late`` and not counted as an outcome.
         sync: SQLite ``synchronous`` level for the WAL: ``full`` (fsync at every group commit,
@@ -87,7 +64,7 @@ class ServeConfig:
     registry: Path = Path("policies")
     state: Path = field(default_factory=state_dir)
     api_keys: Path | None = None
-    guardrails: GuardrailConfig = field(default_factory=GuardrailConfig)
+    guardrails: Guardrails | None = None
     attribution_hours: int = 72
     sync: str = "full"
     seed: int | None = None

@@ -21,6 +21,7 @@ import numpy as np
 from pushrl.data.features import ItemCatalog
 from pushrl.policies.base import SEND, TimingContext, TimingPolicy
 from pushrl.policies.item_data import ContextEncoder, make_context, pad_candidates
+from pushrl.rules.guardrails import Guardrails
 from pushrl.serve import guardrails
 from pushrl.serve.config import ServeConfig
 from pushrl.serve.errors import Conflict
@@ -28,8 +29,8 @@ from pushrl.serve.metrics import ServeMetrics
 from pushrl.serve.policyset import Loaded, PolicySet, catalog_mismatch
 from pushrl.serve.state import ServerState
 from pushrl.serve.store import OP_ADVANCE, OP_PUSH, Statement
+from pushrl.units import HOUR
 
-HOUR = 3600
 log = logging.getLogger("pushrl.serve")
 _DECISION_SQL = (
     "INSERT INTO decisions(decision_id, seq, user_id, ts, sent, item_id, pscore, pscore_send, "
@@ -84,6 +85,16 @@ class Engine:
         self._id_count = 0
         self._ctx_cache: dict[int, tuple[Any, ItemCatalog, ContextEncoder, np.ndarray]] = {}
         self._counter_cache: dict[str, tuple[Any, Any]] = {}
+        self._guard: tuple[Loaded | None, Guardrails] = (None, Guardrails())
+
+    @property
+    def guardrails(self) -> Guardrails:
+        """The guardrails applied with the active timing policy
+        (:func:`pushrl.serve.guardrails.effective`; resolved once per policy swap)."""
+        t = self.policies.timing
+        if self._guard[0] is not t:
+            self._guard = (t, guardrails.effective(self.cfg.guardrails, t.policy, t.label))
+        return self._guard[1]
 
     def _counters(self, label: str) -> tuple[Any, Any]:
         """The ``decisions`` and ``sends`` counters of a policy label (``labels()`` is a
@@ -155,7 +166,7 @@ class Engine:
             raise Conflict("no_items", "the item catalog is empty; add items with "
                            "PUT /v1/items/{item_id} or start the server with --catalog DIR")
         self.check_items(ps.item, rows)
-        allowed, reasons, today, days = guardrails.check(self.cfg.guardrails, st.sends, u, ts,
+        allowed, reasons, today, days = guardrails.check(self.guardrails, st.sends, u, ts,
                                                          st.fs)
         timing = ps.safe if self.kill_switch else ps.timing
         stmts = st.op(OP_ADVANCE, u, b)
@@ -169,7 +180,7 @@ class Engine:
         """Everything :meth:`decide` would refuse for this row alone (so a micro-batch can
         drop it without failing the others); ``index`` names it in messages."""
         st = self.state
-        if row.ts // HOUR < st.fs.a.clock[row.u]:
+        if row.ts // HOUR < st.fs.clock(row.u):
             st.check_clock(np.array([row.u]), np.array([row.ts // HOUR]), first=index)
         if not st.item_list:
             raise Conflict("no_items", "the item catalog is empty; add items with "
@@ -314,7 +325,7 @@ class Engine:
         local = np.arange(h, dtype=np.int64)
         raw = scratch.features(local, bb)
         uu = np.full(h, u, np.int64)
-        allowed, _, today, _ = guardrails.check(self.cfg.guardrails, st.sends, uu, bb * HOUR,
+        allowed, _, today, _ = guardrails.check(self.guardrails, st.sends, uu, bb * HOUR,
                                                 st.fs)
         ctx = TimingContext(raw, allowed, local, bb, scratch, today)
         act = np.asarray(timing.policy.decide_batch(ctx, self.look_rng).action)

@@ -1,9 +1,17 @@
-"""Serve-time guardrails, counted from the server's own decision log.
+"""Serve-time guardrails: the shared rules (:mod:`pushrl.rules.guardrails`) on the server's
+own decision log.
 
-* quiet hours in the user's local time zone (checked at the decision's exact time);
-* at most ``max_per_day`` sends per user per local calendar day;
-* at most ``max_per_week`` sends per user in any 168 consecutive hour buckets;
-* a global kill switch (handled by the server: the safe default policy never sends).
+The verdict, the quiet-hours formula, the "sends today" counter and the weekly window are
+the ones the simulator and OPE use; the server evaluates them at each request's exact time
+(local time from :meth:`~pushrl.data.features.FeatureState.local_time_at`). A global kill
+switch is handled by the server (the safe default policy never sends).
+
+Which guardrails apply (:func:`effective`): those configured by the operator
+(``pushrl serve --quiet-hours/--max-per-day/--max-per-week``), else the active timing
+policy's own (a PPO agent's card records the scenario it was trained under, and its
+observation is built from them), else the default scenario's (:class:`Guardrails` defaults).
+A configured set that differs from the active policy's is logged as a warning: the agent then
+sees guardrail inputs it was not trained with.
 
 A guardrail masks ``SEND`` in the :class:`~pushrl.policies.base.TimingContext`, so no policy
 can override it; the response names the guardrail that decided.
@@ -11,94 +19,84 @@ can override it; the response names the guardrail that decided.
 
 from __future__ import annotations
 
-import datetime as dt
+import logging
 from collections import defaultdict
-from functools import lru_cache
-from zoneinfo import ZoneInfo
+from typing import Any
 
 import numpy as np
 
 from pushrl.data.features import FeatureState
-from pushrl.data.timezones import TimezoneTable
-from pushrl.serve.config import GuardrailConfig
+from pushrl.data.timezones import local_clock
+from pushrl.rules.guardrails import REASONS, WEEK_BUCKETS, DayCount, Guardrails, in_week_window
+from pushrl.units import HOURS_PER_DAY, bucket_of, utc_offset_seconds
 
-HOUR = 3600
-DAY = 86400
-WEEK_BUCKETS = 168
-
-
-@lru_cache(maxsize=1024)
-def _zone(name: str) -> ZoneInfo:
-    return ZoneInfo(name)
+log = logging.getLogger("pushrl.serve")
+_KEEP = WEEK_BUCKETS + HOURS_PER_DAY  # buckets of send history kept per user
 
 
-def local_hour_day(ts: int, tz: str) -> tuple[int, int]:
-    """Local hour (0-23) and local day number (days since 1970-01-01, local) of ``ts``."""
-    t = dt.datetime.fromtimestamp(ts, _zone(tz))
-    off = t.utcoffset()
-    local = ts + int(off.total_seconds() if off is not None else 0)
-    return (local % DAY) // HOUR, local // DAY
-
-
-def local_hour_day_vec(tzt: TimezoneTable, tz_idx: np.ndarray,
-                       ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Vectorised :func:`local_hour_day` at the exact times ``ts`` (not bucket starts).
-
-    The pipeline's per-bucket offsets are exact unless a zone changes offset inside the
-    bucket (e.g. Australia/Adelaide at hh:30 UTC); those rows use zoneinfo.
+def effective(configured: Guardrails | None, policy: Any, label: str = "") -> Guardrails:
+    """The guardrails the server applies with timing ``policy`` (module docstring).
 
     Args:
-        tzt: The feature state's time-zone table.
-        tz_idx: ``(n,)`` zone indices into ``tzt.names``.
-        ts: ``(n,)`` unix seconds.
+        configured: The operator's guardrails, or None to follow the policy.
+        policy: The active timing policy (its ``guardrails`` attribute, if any, is the
+            scenario it was trained under).
+        label: The policy's ``name@version`` for the warning.
     """
-    b = ts // HOUR
-    off, nxt = tzt.offset_seconds(tz_idx, np.stack([b, b + 1])).astype(np.int64)  # one lookup
-    local = ts + off
-    hour, day = (local % DAY) // HOUR, local // DAY
-    for i in np.flatnonzero(off != nxt).tolist():
-        hour[i], day[i] = local_hour_day(int(ts[i]), tzt.names[int(tz_idx[i])])
-    return hour, day
-
-
-def in_quiet_hours(hour: int, cfg: GuardrailConfig) -> bool:
-    """True when local ``hour`` lies in ``[quiet_start, quiet_end)`` (wrapping midnight)."""
-    s, e = cfg.quiet_start, cfg.quiet_end
-    if s == e:
-        return False
-    return s <= hour < e if s < e else (hour >= s or hour < e)
+    own = getattr(policy, "guardrails", None)
+    own = own if isinstance(own, Guardrails) else None
+    if configured is None:
+        return own or Guardrails()
+    if own is not None and own != configured:
+        log.warning("serve guardrails (%s) differ from those timing policy %s was trained "
+                    "under (%s): its observation uses its own; omit --quiet-hours/--max-per-day"
+                    "/--max-per-week to serve with the policy's", configured.describe(),
+                    label or getattr(policy, "name", "?"), own.describe())
+    return configured
 
 
 class SendHistory:
-    """Recent sends per user: ``(bucket, local date ordinal)`` of the last 8 days."""
+    """The server's send counts: per user, sends today (:class:`DayCount`) and the buckets
+    of the sends of the last 8 days (for the weekly window)."""
 
     def __init__(self) -> None:
-        self._sends: dict[int, list[tuple[int, int]]] = defaultdict(list)
+        self.today = DayCount()
+        self._buckets: dict[int, list[int]] = defaultdict(list)
 
     def record(self, user: int, tz: str, ts: int, day: int | None = None) -> None:
-        """Count a send of ``user`` at unix time ``ts`` (``day``: its local day number)."""
-        b = ts // HOUR
-        lst = self._sends[user]
-        lst.append((b, local_hour_day(ts, tz)[1] if day is None else day))
-        if len(lst) > 64 or lst[0][0] < b - 8 * 24:
-            lst[:] = [x for x in lst if x[0] > b - 8 * 24]
+        """Count a send of ``user`` at unix time ``ts`` (``day``: its local day number; None
+        derives it from the zone ``tz``)."""
+        if day is None:
+            day = int(local_clock(ts, utc_offset_seconds(ts, tz))[2])
+        b = bucket_of(ts)
+        lst = self._buckets[user]
+        lst.append(b)
+        if len(lst) > 64 or lst[0] < b - _KEEP:
+            lst[:] = [x for x in lst if x >= b - _KEEP]
+        if user >= self.today.day.size:
+            self.today.resize(max(user + 1, 2 * self.today.day.size))
+        self.today.add_one(user, day)
 
-    def counts(self, user: int, bucket: int, day: int) -> tuple[int, int]:
-        """Sends on local ``day`` and in the 168 buckets ending at ``bucket``."""
-        lst = self._sends.get(user)
-        if not lst:
-            return 0, 0
-        today = sum(1 for _, d in lst if d == day)
-        week = sum(1 for b, _ in lst if bucket - WEEK_BUCKETS < b <= bucket)
-        return today, week
+    def counts(self, users: np.ndarray, buckets: np.ndarray,
+               days: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sends of ``users`` ``(n,)`` on local ``days`` and in the weekly window of a
+        decision in ``buckets`` (:func:`~pushrl.rules.guardrails.in_week_window`)."""
+        u = np.asarray(users, np.int64)
+        n = u.size
+        if n and int(u.max()) >= self.today.day.size:
+            self.today.resize(int(u.max()) + 1)
+        today = self.today.get(u, days)
+        week = [sum(in_week_window(x, b) for x in self._buckets.get(user, ()))
+                for user, b in zip(u.tolist(), np.asarray(buckets).tolist(), strict=True)]
+        return today, np.array(week, np.int64)
 
 
-def check(cfg: GuardrailConfig, history: SendHistory, users: np.ndarray, ts: np.ndarray,
+def check(cfg: Guardrails, history: SendHistory, users: np.ndarray, ts: np.ndarray,
           fs: FeatureState) -> tuple[np.ndarray, list[str | None], np.ndarray, np.ndarray]:
     """Which users may receive a push at ``ts``.
 
     Args:
-        cfg: Guardrail settings.
+        cfg: Guardrails (:func:`effective`).
         history: Sends so far (from the server's log).
         users: ``(n,)`` user indices.
         ts: ``(n,)`` unix seconds of the decisions.
@@ -108,23 +106,9 @@ def check(cfg: GuardrailConfig, history: SendHistory, users: np.ndarray, ts: np.
         ``allowed`` bool ``(n,)``, the blocking guardrail per row (``None`` if allowed),
         ``sends_today`` int ``(n,)`` and the local day number of each row ``(n,)``.
     """
-    n = len(users)
-    tz_idx = fs.a.tz_idx[users]
-    hours, days = local_hour_day_vec(fs.tzt, tz_idx, np.asarray(ts, np.int64))
-    s, e = cfg.quiet_start, cfg.quiet_end
-    quiet = (np.zeros(n, bool) if s == e else
-             (hours >= s) & (hours < e) if s < e else (hours >= s) | (hours < e))
-    today = np.zeros(n, np.int64)
-    reasons: list[str | None] = [None] * n
-    for i, (u, t, day) in enumerate(zip(users.tolist(), ts.tolist(), days.tolist(),
-                                        strict=True)):
-        d, w = history.counts(u, t // HOUR, day)
-        today[i] = d
-        if quiet[i]:
-            reasons[i] = "quiet_hours"
-        elif d >= cfg.max_per_day:
-            reasons[i] = "daily_cap"
-        elif w >= cfg.max_per_week:
-            reasons[i] = "weekly_cap"
-    allowed = np.array([r is None for r in reasons], bool)
-    return allowed, reasons, today, days
+    t = np.asarray(ts, np.int64)
+    hours, _, days = fs.local_time_at(users, t)
+    today, week = history.counts(users, bucket_of(t), days)
+    code = cfg.verdict(hours, today, week)
+    reasons = [REASONS[c] for c in code.tolist()]
+    return code == 0, reasons, today, days

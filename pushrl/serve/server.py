@@ -29,9 +29,9 @@ from pushrl.serve.policyset import CatalogPopular, Loaded, PolicySet, catalog_mi
 from pushrl.serve.schemas import DecideIn, Event, FeedbackIn
 from pushrl.serve.state import ServerState, default_spec
 from pushrl.serve.store import OP_ACTIVITY, OP_OPEN, DurableLog, Statement
+from pushrl.units import HOUR
 
 log = logging.getLogger("pushrl.serve")
-HOUR = 3600
 SPEC_FILE = "feature_spec.json"
 POPULAR_FILE = "item_popularity.json"
 OUTCOME_COLS = ("opened", "clicked", "converted", "revenue", "unsubscribed")

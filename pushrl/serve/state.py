@@ -30,7 +30,6 @@ from pushrl.serve.store import (
     Statement,
 )
 
-HOUR = 3600
 _OP_SQL = "INSERT INTO ops(seq, kind, user_idx, bucket, arg, tz) VALUES (?,?,?,?,?,?)"
 _TZ: frozenset[str] | None = None
 
@@ -174,7 +173,7 @@ class ServerState:
         feats = json.dumps(features, sort_keys=True)
         idx = self.users.get(user_id)
         if idx is not None:
-            tz = self.fs.tzt.names[int(self.fs.a.tz_idx[idx])]
+            tz = self.fs.timezone(idx)
             if tz != timezone:
                 raise Conflict("timezone_change", f"user {user_id!r} has timezone {tz!r}; "
                                "a user's timezone cannot change (features are point-in-time): "
@@ -206,10 +205,10 @@ class ServerState:
 
     def check_clock(self, users: np.ndarray, buckets: np.ndarray, *, first: int = 0) -> None:
         """Refuse decisions earlier than a user's state (it cannot rewind)."""
-        late = buckets < self.fs.a.clock[users]
+        late = buckets < self.fs.clock(users)
         if late.any():
             i = int(np.flatnonzero(late)[0])
-            h = int(self.fs.a.clock[users[i]] - buckets[i])
+            h = int(self.fs.clock(users[i]) - buckets[i])
             raise Conflict("time_before_state", f"requests[{first + i}]: decision time is {h} h "
                            "before "
                            "the user's state (a later event or decision was recorded, or the "
@@ -269,4 +268,4 @@ class ServerState:
 
     def timezone(self, idx: int) -> str:
         """IANA time zone of user ``idx``."""
-        return self.fs.tzt.names[int(self.fs.a.tz_idx[idx])]
+        return self.fs.timezone(idx)

@@ -8,7 +8,9 @@
 * :mod:`pushrl.sim.validate` and :mod:`pushrl.sim.obd` check fidelity against the log.
 """
 
-from pushrl.sim.engine import Guardrails, Outcome, PushSim, RewardWeights, SimConfig
+from pushrl.rules.guardrails import Guardrails
+from pushrl.rules.reward import RewardWeights
+from pushrl.sim.engine import Outcome, PushSim, SimConfig
 from pushrl.sim.model import SimModel, load_sim, save_sim
 
 __all__ = ["Guardrails", "Outcome", "PushSim", "RewardWeights", "SimConfig", "SimModel",

@@ -23,7 +23,8 @@ import numpy as np
 from pushrl.data.features import FeatureState
 from pushrl.sim import rng as R
 from pushrl.sim.contexts import ItemContext
-from pushrl.sim.engine import RewardWeights
+from pushrl.rules import reward
+from pushrl.rules.reward import RewardWeights
 from pushrl.sim.items import build_item_context
 from pushrl.sim.model import SimModel
 from pushrl.sim.obd import ObdWorld
@@ -82,7 +83,8 @@ class ItemRounds:
                               o.shared_names, o.item_names, o.position[rows], extra)
             pc = o.p_click(rows)[np.arange(self.n)[:, None], cand]
             self._probs = {"click": pc}
-            self.expected = self.w.click * pc
+            self.expected = reward.realised(self.w, delivered=0, opened=0, clicked=pc,
+                                            revenue=0, unsubscribed=0)  # linear: E = f(p)
         else:
             self._push_round(h, rows, cand, extra)
             ctx = self.ctx  # type: ignore[assignment]
@@ -115,7 +117,9 @@ class ItemRounds:
         rev = r.revenue(ii).reshape(self.n, k)
         w = self.w
         self._probs = {"open": po, "click": pc, "convert": pv, "revenue": rev}
-        self.expected = po * (w.open + pc * (w.click + w.revenue * pv * rev))
+        # the round's push is given (the timing decision is another environment's): no
+        # send cost and no unsubscribe in an item round
+        self.expected = reward.expected(w, po * reward.value_per_open(w, pc, pv, rev), 0.0, 0.0)
         self.ctx = ctx
 
     def outcome(self, action: np.ndarray) -> dict[str, np.ndarray]:
@@ -132,16 +136,18 @@ class ItemRounds:
             opened = clicked
             converted = np.zeros(self.n, bool)
             revenue = np.zeros(self.n)
-            reward = self.w.click * clicked
+            r = reward.realised(self.w, delivered=0, opened=0, clicked=clicked, revenue=0,
+                                unsubscribed=0)
         else:
             opened = R.uniform(h, R.OPEN) < p["open"]
             clicked = opened & (R.uniform(h, R.CLICK) < p["click"])
             converted = clicked & (R.uniform(h, R.CONVERT) < p["convert"])
             revenue = np.where(converted, p["revenue"], 0.0)
-            reward = self.w.open * opened + self.w.click * clicked + self.w.revenue * revenue
+            r = reward.realised(self.w, delivered=0, opened=opened, clicked=clicked,
+                                revenue=revenue, unsubscribed=0, converted=converted)
         assert self.expected is not None and self.ctx is not None
         best = self.expected.max(axis=1)
-        return {"reward": reward.astype(np.float64), "opened": opened, "clicked": clicked,
+        return {"reward": r, "opened": opened, "clicked": clicked,
                 "converted": converted, "revenue": revenue,
                 "item": np.asarray(self.ctx.candidates)[i, a],
                 "expected_reward": self.expected[i, a], "regret": best - self.expected[i, a],

@@ -8,8 +8,9 @@ slot's trajectory independent of the other slots.
 
 A decision step of a slot at UTC bucket ``b = start + t * step_hours``:
 
-1. :meth:`PushSim.observe`: pipeline features at ``b`` and the guardrail mask (quiet hours
-   in local time, sends per local day, sends in the last 7 days, subscribed);
+1. :meth:`PushSim.observe`: pipeline features at ``b`` and the guardrail mask
+   (:class:`pushrl.rules.guardrails.Guardrails` at the bucket start: quiet hours in local
+   time, sends per local day, ``sends_7d``; and subscribed);
 2. :meth:`PushSim.step`: a send where the mask forbids it is not delivered (``blocked``);
    a delivered push gets an item from the item policy, then open, click, conversion and
    unsubscribe are drawn and the push is recorded in the state; organic activity of the
@@ -24,47 +25,12 @@ from typing import Any
 import numpy as np
 
 from pushrl.data.features import N_FEATURES, F, FeatureState
+from pushrl.rules import reward
+from pushrl.rules.guardrails import DayCount, Guardrails
+from pushrl.rules.reward import RewardWeights
 from pushrl.sim import rng as R
 from pushrl.sim.items import build_item_context
 from pushrl.sim.model import SimModel
-
-
-@dataclass(frozen=True)
-class Guardrails:
-    """Hard limits on delivery; a send that violates one is not delivered.
-
-    Attributes:
-        quiet_start: First quiet local hour (e.g. 22).
-        quiet_end: First non-quiet local hour (e.g. 8); equal to ``quiet_start`` = none.
-        max_sends_per_day: Pushes per local calendar day (0 = no cap).
-        max_sends_per_week: Pushes in any 7 x 24 h window (0 = no cap).
-    """
-
-    quiet_start: int = 22
-    quiet_end: int = 8
-    max_sends_per_day: int = 2
-    max_sends_per_week: int = 0
-
-    def quiet(self, hour: np.ndarray) -> np.ndarray:
-        """True where local ``hour`` is quiet."""
-        s, e = self.quiet_start, self.quiet_end
-        if s == e:
-            return np.zeros(np.shape(hour), bool)
-        if s < e:
-            return (hour >= s) & (hour < e)
-        return (hour >= s) | (hour < e)
-
-
-@dataclass(frozen=True)
-class RewardWeights:
-    """Reward = open*opened + click*clicked + revenue*revenue - send_cost*delivered
-    - unsubscribe_penalty*unsubscribed."""
-
-    open: float = 1.0
-    click: float = 2.0
-    revenue: float = 0.02
-    send_cost: float = 0.05
-    unsubscribe_penalty: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -124,9 +90,11 @@ class Outcome:
     unsubscribed: np.ndarray
 
     def reward(self, w: RewardWeights) -> np.ndarray:
-        """Per-slot reward under weights ``w``, float64 ``(n,)``."""
-        return (w.open * self.opened + w.click * self.clicked + w.revenue * self.revenue
-                - w.send_cost * self.delivered - w.unsubscribe_penalty * self.unsubscribed)
+        """Per-slot reward under weights ``w`` (:func:`pushrl.rules.reward.realised`),
+        float64 ``(n,)``."""
+        return reward.realised(w, delivered=self.delivered, opened=self.opened,
+                               clicked=self.clicked, revenue=self.revenue,
+                               unsubscribed=self.unsubscribed, converted=self.converted)
 
 
 class PushSim:
@@ -154,8 +122,8 @@ class PushSim:
         self.key = np.zeros(n, np.uint64)
         self.t = np.zeros(n, np.int64)
         self.alive = np.zeros(n, bool)
-        self.sends_today = np.zeros(n, np.int32)
-        self.day = np.full(n, -1, np.int64)
+        self.sends = DayCount(n)
+        self._day = np.zeros(n, np.int64)  # local day of each slot's current decision
         self._item_x = model.item_features.astype(np.float32)
         self._item_cat = model.item_category.astype(np.int64)
         self._obs: Observation | None = None
@@ -171,7 +139,8 @@ class PushSim:
         self.state.reset_users(s, self.cfg.start_bucket, self.population.timezone[p].tolist(),
                                hist)
         self.pop[s], self.key[s] = p, np.asarray(keys, np.uint64)
-        self.t[s], self.alive[s], self.sends_today[s], self.day[s] = 0, True, 0, -1
+        self.t[s], self.alive[s] = 0, True
+        self.sends.reset(s)
         if self._obs is not None:  # refresh only the reset slots of the cached observation
             self._observe_into(self._obs, s)
 
@@ -196,18 +165,14 @@ class PushSim:
         b = self.bucket()[ix]
         raw = self.state.features(s, b)
         _, _, day = self.state.local_time(s, b)
-        new_day = day != self.day[ix]
-        self.sends_today[s[new_day]] = 0
-        self.day[ix] = day
+        today = self.sends.get(ix, day)
+        self._day[ix] = day
         g = self.cfg.guardrails
         quiet = g.quiet(raw[:, F["local_hour"]].astype(np.int64))
-        allowed = self.alive[ix] & ~quiet & (self.t[ix] < self.cfg.horizon)
-        if g.max_sends_per_day:
-            allowed &= self.sends_today[ix] < g.max_sends_per_day
-        if g.max_sends_per_week:
-            allowed &= raw[:, F["sends_7d"]] < g.max_sends_per_week
+        allowed = (self.alive[ix] & ~quiet & (self.t[ix] < self.cfg.horizon)
+                   & g.within_caps(today, raw[:, F["sends_7d"]]))
         obs.raw[ix], obs.allowed[ix], obs.quiet[ix] = raw, allowed, quiet
-        obs.sends_today[ix], obs.bucket[ix] = self.sends_today[ix], b
+        obs.sends_today[ix], obs.bucket[ix] = today, b
 
     def step(self, send: np.ndarray, active: np.ndarray | None = None) -> Outcome:
         """Apply ``send`` ``(n,)`` bool decisions, draw outcomes and organic activity.
@@ -255,7 +220,7 @@ class PushSim:
         out.revenue[d] = np.where(converted, r.revenue(items), 0.0)
         out.unsubscribed[d] = unsub
         self.state.record_push(d, obs.bucket[d], opened)
-        self.sends_today[d] += 1
+        self.sends.add(d, self._day[d])
 
     def _organic(self, h: np.ndarray, obs: Observation, active: np.ndarray) -> None:
         live = np.flatnonzero(self.alive & active)
@@ -306,12 +271,11 @@ class PushSim:
         raw, pop = obs.raw[s], self.pop[s]
         aff = self.state.affinity(s, self._item_cat[cand])
         r = self.response
-        value = np.zeros(s.size)
+        open_value = np.zeros(s.size)
         for j in range(n_items):
             items = np.full(s.size, j)
             po = r.p_open(pop, raw, aff[:, j], items)
-            pc = r.p_click(pop, raw, aff[:, j], items)
-            per_open = w.open + pc * (w.click + w.revenue * r.p_convert(pop, items)
-                                      * r.revenue(items))
-            value += probs[:, j] * po * per_open
-        return value - w.send_cost - w.unsubscribe_penalty * r.unsub_hazard(pop, raw)
+            per_open = reward.value_per_open(w, r.p_click(pop, raw, aff[:, j], items),
+                                             r.p_convert(pop, items), r.revenue(items))
+            open_value += probs[:, j] * po * per_open
+        return reward.expected(w, open_value, r.unsub_hazard(pop, raw))

@@ -32,6 +32,7 @@ from pushrl.sim import design
 from pushrl.sim.glm import Glm, fit_glm
 from pushrl.sim.model import SimModel
 from pushrl.sim.population import DEFAULT_RHYTHM, WARM_DAYS, fit_population
+from pushrl.units import DAY, HOUR, HOURS_PER_WEEK
 
 Progress = Callable[[str], None]
 
@@ -70,7 +71,7 @@ def burst_mean(ds: Dataset) -> float:
     act = ds.activity
     if not len(act):
         return 1.0
-    b = to_unix_seconds(act["ts"]) // 3600
+    b = to_unix_seconds(act["ts"]) // HOUR
     u = pd.Categorical(act["user_id"]).codes.astype(np.int64)
     _, counts = np.unique(u * (int(b.max()) + 1) + b, return_counts=True)
     return float(counts.mean())
@@ -128,7 +129,7 @@ def select_rhythm(ds: Dataset, spec: FeatureSpec, full_how: np.ndarray,
     train = _prefix(ds, cut)
     rr = replay(train, spec, with_affinity=False)
     test = full_how.astype(np.float64) - rr.state.export_history(np.arange(len(ds.users)))["how"]
-    expo = (hi - cut) / 3600.0 / 168.0
+    expo = (hi - cut) / HOUR / HOURS_PER_WEEK
     n_ev = test.sum()
 
     def ll(lmb: np.ndarray) -> float:
@@ -141,7 +142,7 @@ def select_rhythm(ds: Dataset, spec: FeatureSpec, full_how: np.ndarray,
         scores[params] = ll(pop.rate_how.astype(np.float64) * expo)
     best = max(scores, key=lambda k: scores[k])
     pop = fit_population(train, spec, rr, best)
-    m = pop.hist_how.sum() / len(pop) / ((cut - lo) / 3600.0)
+    m = pop.hist_how.sum() / len(pop) / ((cut - lo) / HOUR)
     lam0 = np.broadcast_to(m * 168.0 * np.asarray(spec.prior_how) * expo, test.shape)
     lam = pop.rate_how.astype(np.float64) * expo
     by_hour = lambda x: x.reshape(len(x), 7, 24).sum(axis=(0, 1))  # noqa: E731
@@ -178,8 +179,8 @@ def fit_push(ds: Dataset, report: ValidationReport, progress: Progress | None = 
     say("fitting user population and rhythm")
     full_how = rr.state.export_history(np.arange(len(ds.users)))["how"]
     best, rhythm = select_rhythm(ds, spec, full_how)
-    start = int(rr.bucket.min()) * 3600
-    warm_rr = replay(_prefix(ds, start + WARM_DAYS * 86400), spec, with_affinity=False)
+    start = int(rr.bucket.min()) * HOUR
+    warm_rr = replay(_prefix(ds, start + WARM_DAYS * DAY), spec, with_affinity=False)
     warm = warm_rr.state.export_history(np.arange(len(ds.users)))
     pop = fit_population(ds, spec, rr, best, warm)
     say(f"fitting open model on {int(rows.sum())} sends")

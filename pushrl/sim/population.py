@@ -41,7 +41,7 @@ import numpy as np
 
 from pushrl.data.features import FeatureSpec, ReplayResult
 from pushrl.data.io import Dataset, to_unix_seconds
-from pushrl.data.timezones import HOUR
+from pushrl.units import HOUR
 
 RATE_PRIOR_EVENTS = 2.0
 #: Days of logged history replayed into a user's state by the ``"week"`` warm start.

@@ -30,7 +30,8 @@ import pandas as pd
 from pushrl.data.features import F, ReplayResult, replay
 from pushrl.data.io import Dataset
 from pushrl.data.validate import ValidationReport
-from pushrl.sim.engine import Guardrails, PushSim, SimConfig
+from pushrl.rules.guardrails import Guardrails
+from pushrl.sim.engine import PushSim, SimConfig
 from pushrl.sim.glm import binary_metrics
 from pushrl.sim.items import make_sampler
 from pushrl.sim.model import SimModel

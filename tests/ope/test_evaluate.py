@@ -16,8 +16,8 @@ from pushrl.data.io import Dataset
 from pushrl.data.synth import SynthConfig, TrueWorld, synthesize
 from pushrl.data.validate import load_dataset
 from pushrl.errors import ArtifactError, DataError, ScenarioError
-from pushrl.sim.engine import Guardrails
 from pushrl.ope._common import _select
+from pushrl.rules.guardrails import Guardrails
 from pushrl.ope.evaluate import (
     HELD_OUT_RULE,
     TimingSettings,

@@ -21,7 +21,7 @@ from pushrl.envs.world import TIMING_OBS_NAMES
 from pushrl.policies.registry import load_policy, resolve
 from pushrl.policies.ppo import PROFILE_OBS_NAMES, NumpyActor, PPOTimingPolicy
 from pushrl.policies.timing_baselines import BASELINES
-from pushrl.sim.engine import Guardrails
+from pushrl.rules.guardrails import Guardrails
 
 ROOT = Path(__file__).resolve().parents[2]
 # a strict scenario, so that caps bind often: 1/day, 3 per 7 days, quiet 21:00-09:00

@@ -12,7 +12,8 @@ from fastapi.testclient import TestClient
 
 from pushrl.policies.base import ItemContext, ItemPolicy, TimingContext, TimingPolicy
 from pushrl.serve.app import create_app
-from pushrl.serve.config import GuardrailConfig, ServeConfig
+from pushrl.rules.guardrails import Guardrails
+from pushrl.serve.config import ServeConfig
 
 T0 = 1_772_409_600  # 2026-03-02T00:00:00Z, a Monday
 
@@ -66,7 +67,7 @@ def doubles(**kw: Any) -> dict[str, Any]:
 def make_cfg(tmp: Path, **kw: Any) -> ServeConfig:
     """A config on ``tmp`` (no auth, fixed seed, no pointer polling)."""
     base: dict[str, Any] = {"registry": tmp / "policies", "state": tmp / "state", "seed": 0,
-                            "watch_seconds": 0, "guardrails": GuardrailConfig()}
+                            "watch_seconds": 0, "guardrails": Guardrails()}
     base.update(kw)
     return ServeConfig(**base)
 

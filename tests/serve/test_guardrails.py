@@ -13,9 +13,8 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pushrl.rules.guardrails import Guardrails
 from pushrl.serve.app import create_app
-from pushrl.serve.config import GuardrailConfig
-from pushrl.serve.guardrails import in_quiet_hours
 from tests.serve.conftest import T0, AlwaysSend, CoinFlip, doubles, make_cfg
 
 ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/Adelaide",
@@ -25,7 +24,7 @@ ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Australia/
 @st.composite
 def scenarios(draw: st.DrawFn) -> dict:
     qs, qe = draw(st.integers(0, 23)), draw(st.integers(0, 23))
-    cfg = GuardrailConfig(qs, qe, draw(st.integers(0, 3)), draw(st.integers(0, 8)))
+    cfg = Guardrails(qs, qe, draw(st.integers(0, 3)), draw(st.integers(0, 8)))  # 0 = no cap
     n_users = draw(st.integers(1, 4))
     tzs = [draw(st.sampled_from(ZONES)) for _ in range(n_users)]
     # per step: a time gap (minutes), and the users asked at that time
@@ -70,11 +69,14 @@ def test_guardrails_never_violated(sc: dict) -> None:
     for did, uid, ts, reason in rows:
         assert did not in kill_on, "sent while the kill switch was on"
         local = dt.datetime.fromtimestamp(ts, ZoneInfo(sc["tzs"][int(uid[1:])]))
-        assert not in_quiet_hours(local.hour, cfg), f"sent at local {local}"
+        assert not cfg.quiet(local.hour), f"sent at local {local}"
         per_day[(uid, local.date())] += 1
         b = ts // 3600
-        window = [x for x in sends.setdefault(uid, []) if b - 168 < x <= b]
-        assert len(window) + 1 <= cfg.max_per_week, "weekly cap exceeded"
+        # the weekly window of a decision in bucket b: sends in buckets b-168 .. b before it
+        window = [x for x in sends.setdefault(uid, []) if b - 168 <= x <= b]
+        assert not cfg.max_sends_per_week or len(window) < cfg.max_sends_per_week, \
+            "weekly cap exceeded"
         sends[uid].append(b)
         assert reason == "policy"
-    assert all(v <= cfg.max_per_day for v in per_day.values()), per_day
+    assert not cfg.max_sends_per_day or max(per_day.values(), default=0) <= \
+        cfg.max_sends_per_day, per_day

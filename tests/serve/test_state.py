@@ -74,7 +74,8 @@ def _snapshot(srv: Any) -> dict[str, Any]:
             "features": copy.features(np.arange(n), far),
             "profile": st.fs.hour_of_week_profile(np.arange(n)),
             "clock": st.fs.a.clock[:n].copy(),
-            "sends": {u: st.sends.counts(u, far, 0) for u in range(n)},
+            "sends": [c.tolist() for c in st.sends.counts(np.arange(n), np.full(n, far),
+                                                          np.zeros(n, np.int64))],
             "affinity": st.fs.affinity(np.arange(n), np.broadcast_to(np.arange(3), (n, 3)))}
 
 

@@ -1,0 +1,153 @@
+"""Parity of the rules across layers, each called through its own entry point.
+
+* Guardrails: the same users (odd offsets, half-hour DST, DST changes inside the stream) and
+  the same send wishes go through the simulator's path (:meth:`PushSim.observe` /
+  :meth:`PushSim.step`) and the server's path (:func:`pushrl.serve.guardrails.check` and
+  :class:`~pushrl.serve.guardrails.SendHistory`, as the server's engine calls them): every
+  verdict, reason, "sends today" and weekly count is identical. Caps of 0 and the weekly
+  window's edge are drawn on purpose (the two places where the copies used to disagree).
+* Reward: an outcome's reward is the same number in the simulator (``Outcome.reward``), OPE
+  (``TimingSettings.slot_reward`` on the pushlog rows) and compare (``run_shard``'s
+  per-user objective).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from pushrl.compare.runner import run_shard
+from pushrl.data.features import F, FeatureState
+from pushrl.envs.rollout import draw_users
+from pushrl.envs.scenario import load_scenario
+from pushrl.envs.world import make_world
+from pushrl.ope.evaluate_timing import TimingSettings
+from pushrl.rules.guardrails import REASONS, Guardrails
+from pushrl.rules.reward import RewardWeights
+from pushrl.serve.guardrails import SendHistory, check
+from pushrl.sim.engine import Outcome, PushSim
+from pushrl.units import HOUR
+
+ZONES = ["Asia/Kathmandu", "Australia/Lord_Howe", "America/St_Johns", "Pacific/Chatham",
+         "Australia/Adelaide", "Europe/Berlin", "America/New_York"]
+# starts a day or two before DST changes of 2026 (Chatham/Lord Howe/Adelaide end, Berlin
+# and US start, Lord Howe/Adelaide start, US/St Johns end)
+STARTS = ["2026-04-03T00:00:00Z", "2026-03-28T00:00:00Z", "2026-03-07T00:00:00Z",
+          "2026-10-02T00:00:00Z", "2026-09-25T00:00:00Z", "2026-10-31T00:00:00Z"]
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> dict:
+    zones = draw(st.lists(st.sampled_from(ZONES), min_size=1, max_size=3))
+    g = Guardrails(draw(st.integers(0, 23)), draw(st.integers(0, 23)),
+                   draw(st.integers(0, 3)), draw(st.integers(0, 4)))  # 0 = no cap
+    return {"zones": zones, "g": g, "start": draw(st.sampled_from(STARTS)),
+            "days": draw(st.integers(3, 9)), "p": draw(st.sampled_from([1.0, 0.5, 0.15])),
+            "seed": draw(st.integers(0, 2**16))}
+
+
+def _sim(zones: list[str], g: Guardrails, start: str, days: int) -> PushSim:
+    sc = load_scenario("default", start=start, horizon_days=days, warm_start="none",
+                       quiet_hours=[g.quiet_start, g.quiet_end],
+                       max_sends_per_day=g.max_sends_per_day,
+                       max_sends_per_week=g.max_sends_per_week)
+    world = make_world(sc)
+    sim = PushSim(world.model, world.response, sc.sim_config(), len(zones), world.sampler)
+    pop = world.model.population
+    assert pop is not None
+    tz = pop.timezone.astype(object).copy()
+    tz[: len(zones)] = zones
+    sim.population = dataclasses.replace(pop, timezone=tz)  # the model stays untouched
+    _, keys = draw_users(1, len(zones), len(pop))
+    sim.reset(np.arange(len(zones)), np.arange(len(zones)), keys)
+    return sim
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(streams())
+# the divergences this test exists for: a cap of 0 ("no cap" in the sim, "no sends" in the old
+# server) and the weekly window's edge (a send exactly 168 buckets back)
+@example({"zones": ["Asia/Kathmandu"], "g": Guardrails(0, 0, 0, 1),
+          "start": STARTS[0], "days": 9, "p": 1.0, "seed": 0})
+@example({"zones": ["Australia/Lord_Howe"], "g": Guardrails(22, 8, 0, 0),
+          "start": STARTS[3], "days": 3, "p": 1.0, "seed": 1})
+def test_sim_and_server_guardrails_agree(sc: dict) -> None:
+    zones, g = sc["zones"], sc["g"]
+    sim = _sim(zones, g, sc["start"], sc["days"])
+    n = len(zones)
+    users = np.arange(n)
+    fs = FeatureState(sim.model.spec, zones, int(sim.cfg.start_bucket))  # the server's zones
+    hist = SendHistory()
+    rng = np.random.default_rng(sc["seed"])
+    for _ in range(sim.cfg.horizon):
+        obs = sim.observe()
+        live = sim.alive.copy()
+        ts = obs.bucket * HOUR
+        allowed, reasons, today, days = check(g, hist, users, ts, fs)
+        _, week = hist.counts(users, obs.bucket, days)
+        np.testing.assert_array_equal(obs.allowed[live], allowed[live])
+        np.testing.assert_array_equal(obs.sends_today[live], today[live])
+        np.testing.assert_array_equal(obs.raw[live, F["sends_7d"]], week[live])
+        hour = obs.raw[:, F["local_hour"]].astype(np.int64)
+        sim_reasons = [REASONS[c] for c in g.verdict(hour, obs.sends_today,
+                                                     obs.raw[:, F["sends_7d"]]).tolist()]
+        assert [r for r, a in zip(sim_reasons, live, strict=True) if a] == \
+            [r for r, a in zip(reasons, live, strict=True) if a]
+        want = rng.random(n) < sc["p"]
+        out = sim.step(want)
+        np.testing.assert_array_equal(out.delivered[live], (want & allowed)[live])
+        for i in np.flatnonzero(out.delivered).tolist():
+            hist.record(i, zones[i], int(ts[i]), int(days[i]))
+
+
+# ---------------------------------------------------------------------- reward
+@st.composite
+def outcomes(draw: st.DrawFn) -> dict:
+    n = draw(st.integers(1, 30))
+    b = st.lists(st.booleans(), min_size=n, max_size=n)
+    delivered, opened, clicked, conv, unsub = (np.array(draw(b)) for _ in range(5))
+    opened &= delivered
+    clicked &= opened
+    conv &= clicked
+    unsub &= delivered
+    rev = np.where(conv, np.array(draw(st.lists(st.floats(0, 500), min_size=n, max_size=n))),
+                   0.0)
+    w = RewardWeights(*(draw(st.floats(-5, 5)) for _ in range(3)),
+                      *(draw(st.floats(0, 50)) for _ in range(2)))
+    return {"d": delivered, "o": opened, "c": clicked, "v": conv, "r": rev, "u": unsub, "w": w}
+
+
+@settings(max_examples=50, deadline=None)
+@given(outcomes())
+def test_reward_of_an_outcome_is_the_same_in_sim_and_ope(x: dict) -> None:
+    n = x["d"].size
+    out = Outcome(x["d"], np.zeros(n, bool), np.zeros(n, np.int64), np.zeros(n), np.zeros(n),
+                  x["o"], x["c"], x["v"], x["r"], x["u"])
+    # the log of the same slots: outcomes are unknown (NA) where nothing was sent
+    na = lambda v: pd.array(np.where(x["d"], v, None), dtype="boolean")  # noqa: E731
+    pushes = pd.DataFrame({"sent": x["d"], "opened": na(x["o"]), "clicked": na(x["c"]),
+                           "converted": na(x["v"]),
+                           "revenue": pd.array(np.where(x["d"], x["r"], np.nan), "Float64"),
+                           "unsubscribed": na(x["u"])})
+    log = type("Log", (), {"pushes": pushes})()
+    np.testing.assert_array_equal(out.reward(x["w"]), TimingSettings(reward=x["w"]).slot_reward(
+        log))  # type: ignore[arg-type]
+
+
+def test_compare_objective_is_the_ope_reward_of_its_outcomes() -> None:
+    sc = load_scenario("default")
+    n = 60
+    rows, keys = draw_users(5, n, len(make_world(sc).model.population))  # type: ignore[arg-type]
+    out = run_shard("default", ["random-volume"], ["random-volume"], rows, keys, 0, 5, 3)
+    f = out.per_user
+    # reward is linear in the outcomes: one log row per user holding the user's totals
+    totals = pd.DataFrame({"sent": f["sends"], "opened": f["opens"], "clicked": f["clicks"],
+                           "revenue": f["revenue"], "unsubscribed": f["unsubscribed"]})
+    log = type("Log", (), {"pushes": totals})()
+    ope = TimingSettings(reward=sc.reward).slot_reward(log)  # type: ignore[arg-type]
+    assert (f["sends"] > 0).any() and (f["opens"] > 0).any()
+    np.testing.assert_allclose(f["objective"].to_numpy(), ope, rtol=1e-9, atol=1e-9)
