@@ -1,4 +1,4 @@
-"""`pushrl train timing`: the PPO send-timing agent on ``pushrl/PushTiming-v0``."""
+"""`pushrl train timing`: the PPO send-timing agent on ``pushrl/PushTiming-v1``."""
 
 from __future__ import annotations
 
