@@ -13,8 +13,9 @@ from pushrl.envs import rollout
 from pushrl.errors import ArtifactError
 from pushrl.policies.base import TimingContext
 from pushrl.envs.observation import TIMING_OBS_NAMES
-from pushrl.policies.ppo import ACTOR_FILE, PPOTimingPolicy, train_timing
-from pushrl.policies.ppo_config import PPOConfig, load_weights, make_model, make_vec_env
+from pushrl.policies.ppo import ACTOR_FILE, PPOTimingPolicy
+from pushrl.train.ppo import train_timing
+from pushrl.train.ppo_config import PPOConfig, load_weights, make_model, make_vec_env
 from pushrl.policies.registry import load_policy
 
 TINY = PPOConfig(n_envs=8, n_steps=64, batch_size=256, n_epochs=2, checkpoint_every=512,
