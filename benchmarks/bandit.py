@@ -43,7 +43,7 @@ from vowpalwabbit import pyvw  # noqa: E402
 from pushrl.data.validate import load_dataset  # noqa: E402
 from pushrl.policies.item_data import build_rounds, take_context  # noqa: E402
 from pushrl.policies.vw import VWConfig  # noqa: E402
-from pushrl.policies.vw_train import train_rounds, train_vw  # noqa: E402
+from pushrl.train.vw_train import train_rounds, train_vw  # noqa: E402
 
 DATASETS = {"synth": ROOT / "simulator_data" / "synth",
             "obd": ROOT / "simulator_data" / "obd" / "random"}
@@ -170,7 +170,7 @@ def obd_quality(seed: int = 0) -> dict[str, Any]:
 
 
 def online(n: int, seed: int) -> dict[str, Any]:
-    from pushrl.policies.vw_online import compare_online
+    from pushrl.train.vw_online import compare_online
 
     return compare_online(n_interactions=n, seed=seed)
 

@@ -59,8 +59,8 @@ from pushrl.ope.intervals import estimate_intervals
 from pushrl.policies.base import ItemContext
 from pushrl.policies.item_baselines import MostPopular, UniformRandom, _greedy
 from pushrl.policies.item_data import SYNTH_REWARD, BanditRounds, RewardSpec, build_rounds
-from pushrl.policies.vw_online import TrueWorldSource
 from pushrl.rules.reward import RewardWeights
+from pushrl.train.vw_online import TrueWorldSource
 
 ESTIMATOR_NAMES = ("dm", "ipw", "snipw", "dr", "sndr", "switch-dr", "dr-os")
 TARGETED = ("ipw", "snipw", "dr", "sndr")

@@ -175,7 +175,7 @@ def inference_timing(artifact: Path, repeats: int = 2000) -> dict[str, float]:
     """Microseconds per single-user decision: numpy actor vs SB3 ``model.predict``."""
     import torch
 
-    from pushrl.policies.ppo_config import PPOConfig, load_weights, make_model, make_vec_env
+    from pushrl.train.ppo_config import PPOConfig, load_weights, make_model, make_vec_env
 
     torch.set_num_threads(1)
     card = read_card(artifact)

@@ -32,7 +32,7 @@ def command(
     cand_* columns), label cost = -reward with the item-level logging pscore.
     """
     from pushrl.policies.vw import VWConfig
-    from pushrl.policies.vw_train import train_vw
+    from pushrl.train.vw_train import train_vw
 
     config = VWConfig(exploration=exploration, cb_type=cb_type, passes=passes, seed=seed,
                       interactions=tuple(q.strip() for q in interactions.split(",") if q.strip()),

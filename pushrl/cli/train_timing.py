@@ -1,4 +1,4 @@
-"""`pushrl train timing`: the PPO send-timing agent on ``pushrl/PushTiming-v0``."""
+"""`pushrl train timing`: the PPO send-timing agent on ``pushrl/PushTiming-v1``."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def command(
                                         "repeatable (e.g. --set truth=true)"),
     hyper: list[str] = typer.Option([], "--hp", help="PPO hyperparameter KEY=VALUE, "
                                     "repeatable (e.g. --hp unsubscribe_penalty=10); see "
-                                    "pushrl.policies.ppo_config.PPOConfig"),
+                                    "pushrl.train.ppo_config.PPOConfig"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
 ) -> None:
     """Train PPO (SB3) on the vectorised timing environment and write a policy artifact.
@@ -46,8 +46,8 @@ def command(
     numpy actor used for serving, each with its sha256 in the model card (scenario, seed,
     timesteps, hyperparameters, training time, evaluation on held-out users).
     """
-    from pushrl.policies.ppo import train_timing
-    from pushrl.policies.ppo_config import PPOConfig
+    from pushrl.train.ppo import train_timing
+    from pushrl.train.ppo_config import PPOConfig
 
     cfg = PPOConfig.from_dict({**PPOConfig().to_dict(), **dict(_override(kv) for kv in hyper)})
     total = timesteps or cfg.total_timesteps

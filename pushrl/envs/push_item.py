@@ -70,10 +70,12 @@ class PushItemEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     whole catalog).
 
     ## Observation Space
-    ``Dict(shared=Box(d_shared,), candidates=Box(k, d_item))`` float32: ``shared`` is the
-    pipeline encoding of the user (``encode(features)``; OBD adds one-hot user features and
-    the position), ``candidates`` the catalog features of each candidate and the user's
-    affinity to it (names in ``item_context()``).
+    ``Dict(shared=Box(d_shared,), candidates=Box(k, d_item))`` float32: the one item
+    context (:mod:`pushrl.data.item_context`): ``shared`` is the pipeline encoding of the
+    user (``encode(features)``; OBD adds the logged user features one-hot), ``candidates``
+    the catalog features of each candidate and the user's affinity to it (OBD: then the
+    logged ``cand_affinity``); names in ``item_context()``, the same a policy trained on the
+    logs sees. The OBD display position is in ``item_context().position``.
 
     ## Rewards
     Push world: ``open * opened + click * clicked + revenue * revenue`` (scenario weights;

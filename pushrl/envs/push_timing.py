@@ -1,7 +1,8 @@
-"""``pushrl/PushTiming-v0``: when (and how often) to push one simulated user."""
+"""``pushrl/PushTiming-v1``: when (and how often) to push one simulated user."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -9,7 +10,8 @@ import numpy as np
 from gymnasium import spaces
 
 from pushrl.envs.scenario import Scenario, load_scenario
-from pushrl.envs.world import TIMING_OBS_NAMES, make_world, timing_obs, timing_obs_bounds
+from pushrl.envs.observation import TIMING_OBS_NAMES, TimingObservation
+from pushrl.envs.world import make_world
 from pushrl.sim.engine import Outcome, PushSim
 from pushrl.sim.rng import new_key
 
@@ -42,25 +44,15 @@ class PushTimingEnv(gym.Env[np.ndarray, np.int64]):
     :meth:`action_masks` gives the allowed actions for maskable algorithms.
 
     ## Observation Space
-    ``Box(17,)`` float32 (:data:`~pushrl.envs.world.TIMING_OBS_NAMES`):
-
-    | idx | name | meaning |
-    |-----|------|---------|
-    | 0-1 | hour_sin, hour_cos | local hour |
-    | 2 | weekend | local Saturday or Sunday |
-    | 3 | log_hours_since_push | log(hours since last push + 1) / log(337) |
-    | 4 | sends_24h | pushes in the previous 24 h |
-    | 5 | sends_7d | pushes in the previous 7 days / 7 |
-    | 6 | opens_7d | opens in the previous 7 days / 7 |
-    | 7 | log_activity_at_hour | log of the user's relative activity at this local hour |
-    | 8 | engagement | shrunk past open rate |
-    | 9 | log1p_activity_7d | organic events in the previous 7 days |
-    | 10-11 | dow_sin, dow_cos | local weekday |
-    | 12 | sends_today | pushes delivered in the local day |
-    | 13 | day_cap_left | share of the daily cap left (1 without a cap) |
-    | 14 | week_cap_left | share of the 7-day cap left (1 without a cap) |
-    | 15 | quiet_hour | local quiet hours now |
-    | 16 | send_allowed | a send would be delivered now |
+    ``Box(21,)`` float32, built by :class:`~pushrl.envs.observation.TimingObservation` (the
+    one builder, shared with training and the served PPO actor; the table of columns is in
+    :mod:`pushrl.envs.observation`): the 10 encoded pipeline features (local hour, weekend,
+    hours since the last push, pushes and opens in the last 24 h / 7 days, activity at this
+    hour, engagement, 7-day activity), the local weekday, pushes sent today, the share of the
+    daily and 7-day caps left, quiet hour, send allowed (the 17 columns of v0), then where
+    this hour stands in the user's day: ``log_activity_vs_day_peak``,
+    ``hours_to_day_peak``, ``at_day_peak``, ``day_hour_rank``. ``obs_names`` (the
+    environment's attribute) lists them.
 
     ## Rewards
     ``open * opened + click * clicked + revenue * revenue - send_cost * delivered
@@ -75,34 +67,44 @@ class PushTimingEnv(gym.Env[np.ndarray, np.int64]):
     ``terminated``: the user unsubscribed. ``truncated``: the horizon was reached.
 
     ## Arguments
-    ``gymnasium.make("pushrl/PushTiming-v0", scenario="default", item_policy=None,
-    **overrides)``: ``scenario`` is a name in ``envs/`` or a path to a ``.toml`` file;
-    overrides replace scenario keys (``truth=True``, ``fatigue_multiplier=2.0``,
-    ``max_sends_per_day=1``, ``horizon_days=7``, ...). ``item_policy`` is any object with
-    ``decide_batch(ItemContext, rng)``.
+    ``gymnasium.make("pushrl/PushTiming-v1", scenario="default", item_policy=None,
+    obs_names=None, **overrides)``: ``scenario`` is a name in ``envs/`` or a path to a
+    ``.toml`` file; overrides replace scenario keys (``truth=True``,
+    ``fatigue_multiplier=2.0``, ``max_sends_per_day=1``, ``horizon_days=7``, ...).
+    ``item_policy`` is any object with ``decide_batch(ItemContext, rng)``. ``obs_names``
+    selects the columns (default all 21; an older agent's card lists its own).
 
     ## Version History
-    * v0: initial version.
+    * v1: the observation has 21 columns: the 4 day-profile columns
+      (:data:`~pushrl.envs.observation.PROFILE_OBS_NAMES`) moved from a training wrapper
+      into the environment, and the observation of a finished episode (a truncated
+      episode's bootstrap value) now has them too (the wrapper wrote zeros).
+    * v0: initial version, ``Box(17,)``
+      (:data:`~pushrl.envs.observation.V0_OBS_NAMES`); still registered, same class with
+      ``obs_names=V0_OBS_NAMES``.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012  (as Gymnasium)
 
     def __init__(self, scenario: str | Scenario = "default", item_policy: Any = None,
-                 render_mode: str | None = None, **overrides: Any) -> None:
+                 render_mode: str | None = None, obs_names: Sequence[str] | None = None,
+                 **overrides: Any) -> None:
         self.scenario = load_scenario(scenario, **overrides)
+        self.observation = TimingObservation(self.scenario.guardrails,
+                                             tuple(obs_names or TIMING_OBS_NAMES))
         world = make_world(self.scenario)
         self.world = world
         self.sim = PushSim(world.model, world.response, self.scenario.sim_config(), 1,
                            item_policy if item_policy is not None else world.sampler)
-        low, high = timing_obs_bounds()
+        low, high = self.observation.bounds()
         self.observation_space = spaces.Box(low, high, dtype=np.float32)
         self.action_space = spaces.Discrete(2)
-        self.obs_names = TIMING_OBS_NAMES
+        self.obs_names = self.observation.names
         self.render_mode = render_mode
         self._last: dict[str, Any] = {}
 
     def _obs(self) -> np.ndarray:
-        return timing_obs(self.sim.observe(), self.scenario.guardrails)[0]
+        return self.observation.from_engine(self.sim.observe(), self.sim.state, self.sim.slots)[0]
 
     def reset(self, *, seed: int | None = None,
               options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:

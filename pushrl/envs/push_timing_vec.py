@@ -1,4 +1,4 @@
-"""Native vector implementation of ``pushrl/PushTiming-v0`` (its ``vector_entry_point``).
+"""Native vector implementation of ``pushrl/PushTiming-v1`` (its ``vector_entry_point``).
 
 All sub-environments are slots of one :class:`~pushrl.sim.engine.PushSim`, so a step is a
 handful of numpy operations over users. Sub-environment ``i`` reset with ``seed=s`` behaves
@@ -8,6 +8,7 @@ owns a generator used only at resets, and every in-episode draw is counter-based
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,8 @@ from gymnasium.vector.utils import batch_space
 
 from pushrl.envs.push_timing import step_info
 from pushrl.envs.scenario import Scenario, load_scenario
-from pushrl.envs.world import TIMING_OBS_NAMES, make_world, timing_obs, timing_obs_bounds
+from pushrl.envs.observation import TIMING_OBS_NAMES, TimingObservation
+from pushrl.envs.world import make_world
 from pushrl.sim.engine import PushSim
 from pushrl.sim.rng import new_key
 
@@ -47,6 +49,8 @@ class PushTimingVectorEnv(VectorEnv):
             ends resets that sub-environment, ignores its action and returns reward 0) or
             ``"same_step"`` (reset at once; the last observation is in
             ``info["final_obs"]``, masked by ``info["_final_obs"]``).
+        obs_names: Observation columns (default all of ``PushTiming-v1``; see
+            :class:`~pushrl.envs.observation.TimingObservation`).
         **overrides: Scenario keys to replace.
 
     Info (every step): ``sent``, ``guardrail_blocked``, ``opened``, ``clicked``, ``converted``,
@@ -56,7 +60,8 @@ class PushTimingVectorEnv(VectorEnv):
 
     def __init__(self, num_envs: int, scenario: str | Scenario = "default",
                  item_policy: Any = None, autoreset_mode: str | AutoresetMode = "next_step",
-                 render_mode: str | None = None, **overrides: Any) -> None:
+                 render_mode: str | None = None, obs_names: Sequence[str] | None = None,
+                 **overrides: Any) -> None:
         if int(num_envs) < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         overrides.pop("max_episode_steps", None)
@@ -70,14 +75,19 @@ class PushTimingVectorEnv(VectorEnv):
         self.n_pop = len(world.model.population)  # type: ignore[arg-type]
         self.sim = PushSim(world.model, world.response, self.scenario.sim_config(),
                            self.num_envs, item_policy if item_policy is not None else world.sampler)
-        low, high = timing_obs_bounds()
+        self.observation = TimingObservation(self.scenario.guardrails,
+                                             tuple(obs_names or TIMING_OBS_NAMES))
+        low, high = self.observation.bounds()
         self.single_observation_space = spaces.Box(low, high, dtype=np.float32)
         self.single_action_space = spaces.Discrete(2)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
-        self.obs_names = TIMING_OBS_NAMES
+        self.obs_names = self.observation.names
         self._rngs: list[np.random.Generator] = []
         self._done = np.zeros(self.num_envs, bool)
+
+    def _obs(self) -> np.ndarray:
+        return self.observation.from_engine(self.sim.observe(), self.sim.state, self.sim.slots)
 
     def _start(self, slots: np.ndarray, options: dict[str, Any] | None = None) -> None:
         pops = np.empty(slots.size, np.int64)
@@ -104,7 +114,7 @@ class PushTimingVectorEnv(VectorEnv):
             self._np_random, self._np_random_seed = seeding.np_random(seeds[0])
         self._rngs = [seeding.np_random(s)[0] for s in seeds]
         self._start(np.arange(self.num_envs), options)
-        obs = timing_obs(self.sim.observe(), self.scenario.guardrails)
+        obs = self._obs()
         return obs, {"user": self.sim.pop.copy(), "bucket": self.sim.bucket().copy()}
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
@@ -129,12 +139,12 @@ class PushTimingVectorEnv(VectorEnv):
         done = term | trunc
         self._done = done
         if self.autoreset_mode == AutoresetMode.SAME_STEP and done.any():
-            final = timing_obs(self.sim.observe(), self.scenario.guardrails)
+            final = self._obs()
             info["final_obs"] = final
             info["_final_obs"] = done.copy()
             self._start(np.flatnonzero(done))
             self._done[:] = False
-        obs = timing_obs(self.sim.observe(), self.scenario.guardrails)
+        obs = self._obs()
         return obs, rew, term, trunc, info
 
     def action_masks(self) -> np.ndarray:

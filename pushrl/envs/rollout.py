@@ -22,7 +22,8 @@ import pandas as pd
 
 from pushrl.data.features import F
 from pushrl.envs.scenario import Scenario, load_scenario
-from pushrl.envs.world import make_world, timing_obs
+from pushrl.envs.observation import TimingObservation
+from pushrl.envs.world import make_world
 from pushrl.sim.contexts import TimingContext
 from pushrl.sim.engine import PushSim
 
@@ -143,7 +144,7 @@ def rollout(policy: Any, scenario: str | Scenario = "default", n_users: int = 10
         users: Optional ``(population rows, episode keys)``, each ``(n_users,)``.
         **overrides: Scenario keys to replace (``truth=True``, ``max_sends_per_day=1``, ...).
 
-    The context's ``extra`` holds ``obs`` (the environment's observation, ``(n, 17)``),
+    The context's ``extra`` holds ``obs`` (the ``PushTiming-v1`` observation, ``(n, 21)``),
     ``sim`` (the engine: ``sim.expected_send_value(weights)`` gives expected immediate
     rewards, true ones with ``truth=True``), ``population_index``, ``step``, ``scenario``,
     and for truth scenarios ``true_world`` (the :class:`~pushrl.data.synth.TrueWorld`) with
@@ -166,6 +167,7 @@ def rollout(policy: Any, scenario: str | Scenario = "default", n_users: int = 10
         raise ValueError(f"users must be two arrays of shape ({n_users},), got {pops.shape} "
                          f"and {keys.shape}")
     sim.reset(np.arange(n_users), pops, keys)
+    agent_obs = TimingObservation(sc.guardrails)  # the PushTiming-v1 observation, on demand
     rng = np.random.default_rng([seed, 2])
     acc = {m: np.zeros(n_users) for m in METRICS}
     by_hour = np.zeros((n_users, 24), np.int32)
@@ -178,7 +180,8 @@ def rollout(policy: Any, scenario: str | Scenario = "default", n_users: int = 10
         ctx = TimingContext(
             features=obs.raw, allowed=obs.allowed, user_index=sim.slots, bucket=obs.bucket,
             state=sim.state, sends_today=obs.sends_today,
-            extra=LazyExtra({"obs": functools.partial(timing_obs, obs, sc.guardrails)},
+            extra=LazyExtra({"obs": functools.partial(agent_obs.from_engine, obs, sim.state,
+                                                      sim.slots)},
                             sim=sim, population_index=sim.pop, step=step, scenario=sc,
                             true_world=true_world, true_user_index=true_index))
         action = np.asarray(policy.decide_batch(ctx, rng).action)

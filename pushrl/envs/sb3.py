@@ -38,13 +38,16 @@ class PushTimingSB3VecEnv(VecEnv):
         scenario: Scenario name, path or object.
         seed: Seed of the first reset (sub-environment ``i`` gets ``seed + i``).
         item_policy: Item policy of the timing environment.
+        obs_names: Observation columns (default all of ``PushTiming-v1``).
         **overrides: Scenario keys to replace.
     """
 
     def __init__(self, num_envs: int, scenario: str | Scenario = "default",
-                 seed: int | None = None, item_policy: Any = None, **overrides: Any) -> None:
+                 seed: int | None = None, item_policy: Any = None,
+                 obs_names: Sequence[str] | None = None, **overrides: Any) -> None:
         self.venv = PushTimingVectorEnv(num_envs, scenario, item_policy=item_policy,
-                                        autoreset_mode="same_step", **overrides)
+                                        autoreset_mode="same_step", obs_names=obs_names,
+                                        **overrides)
         super().__init__(num_envs, self.venv.single_observation_space,
                          self.venv.single_action_space)
         self.scenario = self.venv.scenario

@@ -1,11 +1,14 @@
 """Logged pushes -> bandit rounds: the one place that turns pushlog v1 into item decisions.
 
 Training (VW, baselines), off-policy evaluation and the server build their
-:class:`~pushrl.policies.base.ItemContext` here, so every stage sees the same columns:
+:class:`~pushrl.policies.base.ItemContext` with :func:`make_context`, which fits the logged
+``ctx_*`` / ``cand_*`` columns (:class:`ContextEncoder`) to the one item-context builder
+:func:`pushrl.data.item_context.build_item_context`, the builder the simulator uses too
+(column vocabulary in :mod:`pushrl.data.item_context`):
 
-* ``shared`` = :func:`~pushrl.data.features.encode` of the point-in-time pipeline features
-  (:data:`~pushrl.data.features.ENCODED_NAMES`), then the logged ``ctx_*`` columns (numeric
-  as is, strings one-hot with the training vocabulary: ``ctx_user_feature_0=81ce...``).
+* ``shared`` = :func:`~pushrl.data.features.encode` of the point-in-time pipeline features,
+  then the logged ``ctx_*`` columns (numeric as is, strings one-hot with the training
+  vocabulary: ``ctx_user_feature_0=81ce...``).
 * ``candidate_features`` = the :class:`~pushrl.data.features.ItemCatalog` features of each
   candidate, then ``affinity`` (the pipeline's user-category affinity at decision time, 1.0
   where the pipeline has no activity), then each logged ``cand_*`` column.
@@ -28,7 +31,9 @@ import numpy as np
 import pandas as pd
 
 from pushrl.data.contract import CAND_PREFIX, CTX_PREFIX, declared_send_pscore, item_pscore
-from pushrl.data.features import ENCODED_NAMES, FeatureSpec, ItemCatalog, encode, iter_replay
+from pushrl.data.features import ENCODED_NAMES, FeatureSpec, ItemCatalog, iter_replay
+from pushrl.data.item_context import AFFINITY, build_item_context
+from pushrl.data.item_context import candidates_all as candidates_all
 from pushrl.data.io import Dataset
 from pushrl.errors import DataError
 from pushrl.policies.base import ItemContext
@@ -112,7 +117,7 @@ class ContextEncoder:
     @property
     def candidate_feature_names(self) -> tuple[str, ...]:
         """Names of the ``candidate_features`` columns."""
-        return (*self.catalog_feature_names, "affinity", *self.cand_columns)
+        return (*self.catalog_feature_names, AFFINITY, *self.cand_columns)
 
     @classmethod
     def fit(cls, ds: Dataset, spec: FeatureSpec, catalog: ItemCatalog) -> ContextEncoder:
@@ -197,40 +202,15 @@ def make_context(encoder: ContextEncoder, catalog: ItemCatalog, features: np.nda
         :attr:`ContextEncoder.candidate_feature_names` columns.
     """
     raw = np.asarray(features, np.float32)
-    n = raw.shape[0]
     if tuple(map(str, catalog.ids)) != encoder.item_ids:
         raise ValueError("the item catalog differs from the encoder's (item ids or order); "
                          "build the catalog from the items table the policy was trained on")
-    shared = np.concatenate([encode(raw), encoder.logged_context(logged, n)], axis=1)
-    if candidates is None:
-        candidates = np.broadcast_to(np.arange(len(catalog)), (n, len(catalog)))
-    cand = np.asarray(candidates, np.int64)
-    k = cand.shape[1]
-    m = np.ones((n, k), bool) if mask is None else np.asarray(mask, bool)
-    safe = np.where(m, cand, 0)
-    d_cat = catalog.features.shape[1]
-    cf = np.empty((n, k, d_cat + 1 + len(encoder.cand_columns)), np.float32)
-    every = candidates_all(cand, len(catalog))
-    cf[:, :, :d_cat] = catalog.features[None] if every else catalog.features[safe]
-    if category_affinity is None:
-        cf[:, :, d_cat] = 1.0
-    else:
-        ca = np.concatenate([np.asarray(category_affinity, np.float32),
-                             np.ones((n, 1), np.float32)], axis=1)  # category -1 -> 1.0
-        cats = catalog.category if every else catalog.category[safe]
-        cf[:, :, d_cat] = ca[:, cats] if every else ca[np.arange(n)[:, None], cats]
-    for j, c in enumerate(encoder.cand_columns):
-        v = None if cand_values is None else cand_values.get(c)
-        cf[:, :, d_cat + 1 + j] = 0.0 if v is None else np.asarray(v, np.float32)
-    return ItemContext(shared.astype(np.float32), cand, m, cf, encoder.shared_names,
-                       encoder.candidate_feature_names,
-                       None if position is None else np.asarray(position, np.int64))
-
-
-def candidates_all(candidates: np.ndarray, n_items: int) -> bool:
-    """True when every round's candidates are the whole catalog in catalog order."""
-    c = np.asarray(candidates)
-    return c.shape[1] == n_items and bool((c == np.arange(n_items)).all())
+    names = encoder.shared_names[len(ENCODED_NAMES):]
+    return build_item_context(
+        raw, catalog.features, catalog.category, catalog.feature_names,
+        category_affinity=category_affinity, candidates=candidates, mask=mask,
+        logged=encoder.logged_context(logged, raw.shape[0]), logged_names=names,
+        cand_values=cand_values, cand_names=encoder.cand_columns, position=position)
 
 
 @dataclass

@@ -1,14 +1,15 @@
 """The PPO send-timing agent for serving: a numpy actor exported from SB3.
 
-Training (:mod:`pushrl.policies.ppo_train`) produces an SB3 PPO model and VecNormalize
+Training (:mod:`pushrl.train.ppo`) produces an SB3 PPO model and VecNormalize
 statistics. For serving and evaluation the actor network and the observation statistics are
 exported to one ``actor.npz`` (:meth:`NumpyActor.from_sb3`): one decision is then a few
 small matrix products in numpy (~µs) instead of a torch call through ``model.predict``,
 and loading an artifact never unpickles anything (``np.load(allow_pickle=False)``).
 
 :class:`PPOTimingPolicy` is the :class:`~pushrl.policies.base.TimingPolicy` used by the server
-and by ``compare``: it builds the observation from the pipeline features with the
-environment's own observation builder, so train and serve see identical inputs.
+and by ``compare``: it builds the observation with the environment's own builder
+(:class:`~pushrl.envs.observation.TimingObservation`), so train and serve see identical
+inputs.
 """
 
 from __future__ import annotations
@@ -16,18 +17,23 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pushrl.data.features import F
+from pushrl.envs.observation import (
+    PROFILE_OBS_NAMES_V1,
+    TIMING_OBS_NAMES,
+    V0_OBS_NAMES,
+    TimingObservation,
+)
 from pushrl.errors import ArtifactError
 from pushrl.policies.base import TimingContext, TimingPolicy
 from pushrl.policies.registry import register_loader
-from pushrl.sim.engine import Guardrails
+from pushrl.rules.guardrails import Guardrails
 
 ACTOR_FILE = "actor.npz"
 ACTOR_FORMAT = "pushrl/numpy-actor/v1"
@@ -53,61 +59,6 @@ def _one_blas_thread() -> Any:
 
         _BLAS = ThreadpoolController()
     return _BLAS.limit(limits=1, user_api="blas")
-
-
-#: Columns the agent sees after the environment's observation: where the current hour stands
-#: in the user's day, from the pipeline's hour-of-week activity profile (the input of the
-#: most-active-hour heuristic), which the environment's per-hour features cannot show.
-#: ``at_day_peak`` and ``day_hour_rank`` (added with the v2 agents) state the heuristic's own
-#: choice directly: a tanh network learns a 0/1 column far more easily than the spike
-#: ``hours_to_day_peak == 0``.
-PROFILE_OBS_NAMES: tuple[str, ...] = ("log_activity_vs_day_peak", "hours_to_day_peak",
-                                      "at_day_peak", "day_hour_rank")
-#: The columns of the v1 agents (their cards list their ``obs_names``).
-PROFILE_OBS_NAMES_V1: tuple[str, ...] = PROFILE_OBS_NAMES[:2]
-
-
-def profile_columns(state: Any, users: np.ndarray, raw: np.ndarray, allowed_hours: np.ndarray,
-                    names: tuple[str, ...] = PROFILE_OBS_NAMES) -> np.ndarray:
-    """Day-peak columns ``names`` (of :data:`PROFILE_OBS_NAMES`) for ``users``, ``(n, k)``.
-
-    Today's profile is the user's shrunk hour-of-week activity share
-    (:meth:`~pushrl.data.features.FeatureState.hour_of_week_profile`) averaged over weekdays
-    or weekend days (as today is). ``log_activity_vs_day_peak``: log of the share now over the
-    largest share among today's allowed hours (0 at the peak, clipped at -3);
-    ``hours_to_day_peak``: hours from now to that peak / 24 (negative once it has passed);
-    ``at_day_peak``: 1 at that peak hour (the most-active-hour heuristic's send hour);
-    ``day_hour_rank``: allowed hours of today more active than now (ties: earlier first) / 24.
-
-    Args:
-        state: The feature state the raw features came from.
-        users: ``(n,)`` user indices into ``state``.
-        raw: ``(n, N_FEATURES)`` raw features (local hour and weekday are read).
-        allowed_hours: ``(24,)`` bool, local hours outside quiet hours.
-        names: Columns to return, in this order.
-    """
-    unknown = [c for c in names if c not in PROFILE_OBS_NAMES]
-    if unknown:
-        raise ValueError(f"unknown profile columns {unknown}; known: {list(PROFILE_OBS_NAMES)}")
-    hour = raw[:, F["local_hour"]].astype(np.int64)
-    day = state.day_profile(users, raw[:, F["local_dow"]], "weekpart")
-    allowed = np.asarray(allowed_hours, bool)
-    masked = np.where(allowed[None, :], day, 0.0)
-    peak = masked.argmax(axis=1)
-    now = day[np.arange(hour.size), hour]
-    cols: dict[str, Any] = {}
-    cols["log_activity_vs_day_peak"] = lambda: np.clip(
-        np.log(np.maximum(now, 1e-9) / np.maximum(masked.max(axis=1), 1e-9)), -3.0, 0.0)
-    cols["hours_to_day_peak"] = lambda: (peak - hour) / 24.0
-    cols["at_day_peak"] = lambda: (peak == hour) & allowed[hour]
-    cols["day_hour_rank"] = lambda: (
-        allowed[None, :] & ((day > now[:, None]) | ((day == now[:, None])
-                                                    & (np.arange(24)[None, :] < hour[:, None])))
-    ).sum(axis=1) / 24.0
-    out = np.empty((hour.size, len(names)), np.float32)
-    for j, c in enumerate(names):
-        out[:, j] = cols[c]()
-    return out
 
 
 @dataclass(frozen=True)
@@ -245,57 +196,40 @@ class PPOTimingPolicy(TimingPolicy):
     Args:
         actor: Exported actor network and observation statistics.
         guardrails: The guardrails the agent was trained under (they shape its observation:
-            quiet hour, share of the caps left); a :class:`~pushrl.sim.engine.Guardrails` or
-            its fields as a dict.
+            quiet hour, share of the caps left, allowed hours of the day profile); a
+            :class:`~pushrl.sim.engine.Guardrails` or its fields as a dict.
         deterministic: Choose the most probable action (``pscore`` 1) instead of sampling
             from the actor's distribution.
-        profile_features: Append :func:`profile_columns` to the environment's observation
-            (as the agent was trained).
-        profile_names: Which :func:`profile_columns` (the agent's card lists them in
-            ``obs_names``; v1 agents have :data:`PROFILE_OBS_NAMES_V1`).
+        obs_names: The observation columns the agent was trained on (its card's
+            ``obs_names``; default all of ``pushrl/PushTiming-v1``).
         name: Registry name.
         version: Artifact version.
+
+    Raises:
+        ArtifactError: ``obs_names`` has a different length than the actor's input.
     """
 
     name = "ppo"
 
     def __init__(self, actor: NumpyActor, guardrails: Guardrails | dict[str, Any] | None = None,
-                 *, deterministic: bool = False, profile_features: bool = True,
-                 profile_names: tuple[str, ...] = PROFILE_OBS_NAMES,
+                 *, deterministic: bool = False, obs_names: Sequence[str] = TIMING_OBS_NAMES,
                  name: str = "ppo", version: str = "0") -> None:
         self.actor = actor
         if isinstance(guardrails, dict):
             guardrails = Guardrails(**guardrails)
         self.guardrails = guardrails if guardrails is not None else Guardrails()
-        self.allowed_hours = ~self.guardrails.quiet(np.arange(24))
+        self.obs = TimingObservation(self.guardrails, tuple(obs_names))
+        if self.obs.dim != actor.obs_dim:
+            raise ArtifactError(f"the observation {list(self.obs.names)} has {self.obs.dim} "
+                                f"columns but the actor takes {actor.obs_dim}; pass the "
+                                "`obs_names` the agent was trained on")
         self.deterministic = bool(deterministic)
-        self.profile_features = bool(profile_features)
-        self.profile_names = tuple(profile_names)
         self.name, self.version = name, version
 
     def observation(self, ctx: TimingContext) -> np.ndarray:
-        """The environment's observation for ``ctx``, shape ``(n, actor.obs_dim)``.
-
-        Built by the environment's own builder
-        (:func:`pushrl.envs.world.timing_obs_from_context`) with the guardrails the agent was
-        trained under, then the :func:`profile_columns` (the training wrapper calls the same
-        function), so training, evaluation and serving see identical inputs.
-        """
-        from pushrl.envs.world import timing_obs_from_context
-
-        obs = timing_obs_from_context(ctx, self.guardrails)
-        if self.profile_features:
-            if ctx.state is None or ctx.user_index is None:
-                raise ValueError("`ctx.state` and `ctx.user_index` are required: the agent "
-                                 "reads the user's hour-of-week activity profile")
-            obs = np.concatenate([obs, profile_columns(ctx.state, ctx.user_index, ctx.features,
-                                                       self.allowed_hours, self.profile_names)],
-                                 axis=1)
-        if obs.shape[1] != self.actor.obs_dim:
-            raise ArtifactError(f"the environment builds {obs.shape[1]} observation columns but "
-                                f"the actor takes {self.actor.obs_dim}; retrain the agent for "
-                                "this environment version")
-        return obs
+        """The environment's observation for ``ctx``, shape ``(n, actor.obs_dim)``, built by
+        the environment's own builder with the guardrails the agent was trained under."""
+        return self.obs.from_context(ctx)
 
     def _action_dist(self, ctx: TimingContext) -> np.ndarray:
         p = self.actor.probs(self.observation(ctx))
@@ -305,9 +239,16 @@ class PPOTimingPolicy(TimingPolicy):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "deterministic": self.deterministic,
-                "obs_dim": self.actor.obs_dim, "profile_features": self.profile_features,
-                "profile_names": list(self.profile_names),
+                "obs_dim": self.actor.obs_dim, "obs_names": list(self.obs.names),
                 "guardrails": dataclasses.asdict(self.guardrails)}
+
+
+def card_obs_names(card: dict[str, Any]) -> tuple[str, ...]:
+    """The observation columns of an artifact: its card's ``obs_names``; cards without them
+    predate the profile columns (17) or had the two v1 ones with ``profile_features``."""
+    if card.get("obs_names"):
+        return tuple(card["obs_names"])
+    return V0_OBS_NAMES + (PROFILE_OBS_NAMES_V1 if card.get("profile_features") else ())
 
 
 @register_loader("ppo")
@@ -318,185 +259,6 @@ def _load(path: Path, card: dict[str, Any]) -> PPOTimingPolicy:
                             "`pushrl train timing`")
     actor = NumpyActor.load(path / ACTOR_FILE)
     guardrails = card.get("scenario", {}).get("guardrails")
-    names = tuple(c for c in card.get("obs_names", ()) if c in PROFILE_OBS_NAMES)
     return PPOTimingPolicy(actor, guardrails, deterministic=bool(card.get("deterministic", False)),
-                           profile_features=bool(card.get("profile_features", False)),
-                           profile_names=names or PROFILE_OBS_NAMES_V1,
-                           name=str(card.get("name", "ppo")), version=str(card.get("version", "0")))
-
-
-
-# ---------------------------------------------------------------------- training
-#: Seed offsets of the rollouts after training, disjoint from the training env's seeds
-#: (``seed + i`` through Gymnasium's seeding) and from the benchmark's test seeds.
-VALIDATION_SEED, EVALUATION_SEED = 7_000_000, 8_000_000
-
-
-@dataclass
-class TrainResult:
-    """What :func:`train_timing` produced.
-
-    Attributes:
-        artifact: The artifact directory ``policies/NAME/vN``.
-        policy: The exported serving policy.
-        card: The model card written.
-        seconds: Wall time of training (rollouts and updates; excludes the evaluation).
-        timesteps: Environment steps trained in total (including a resumed run's).
-    """
-
-    artifact: Path
-    policy: PPOTimingPolicy
-    card: dict[str, Any]
-    seconds: float
-    timesteps: int
-
-
-def _callbacks(cfg: Any, venv: Any, total: int, run_dir: Path, meta: dict[str, Any],
-               progress: Callable[[int, int], None] | None) -> Any:
-    """SB3 callback: progress, ``sim/*`` rollout metrics, periodic checkpoints."""
-    from stable_baselines3.common.callbacks import BaseCallback
-
-    from pushrl.policies.ppo_config import save_checkpoint
-
-    class _Callback(BaseCallback):  # type: ignore[misc]
-        def _on_training_start(self) -> None:
-            self.acc = np.zeros(4)  # sends, opens, clicks, unsubscribes in this rollout
-            self.steps = 0
-            self.next_ckpt = (self.num_timesteps // cfg.checkpoint_every + 1) * cfg.checkpoint_every
-
-        def _on_step(self) -> bool:
-            for info in self.locals["infos"]:
-                self.acc += (info["sent"], info["opened"], info["clicked"], info["unsubscribed"])
-            self.steps += len(self.locals["infos"])
-            if progress is not None:
-                progress(self.num_timesteps, total)
-            if self.num_timesteps >= self.next_ckpt:
-                save_checkpoint(self.model, venv, run_dir / "checkpoints" /
-                                f"step_{self.num_timesteps}", meta)
-                self.next_ckpt += cfg.checkpoint_every
-            return True
-
-        def _on_rollout_end(self) -> None:
-            sends, opens, clicks, unsubs = self.acc
-            self.logger.record("sim/sends_per_user_day", sends / max(self.steps, 1) * 24)
-            self.logger.record("sim/open_rate", opens / sends if sends else 0.0)
-            self.logger.record("sim/click_rate", clicks / sends if sends else 0.0)
-            self.logger.record("sim/unsubscribes_per_1k_sends",
-                               1000 * unsubs / sends if sends else 0.0)
-            self.acc[:] = 0
-            self.steps = 0
-
-    return _Callback()
-
-
-def _evaluate(policy: PPOTimingPolicy, scenario: Any, n_users: int, seed: int) -> dict[str, Any]:
-    from pushrl.envs import rollout
-
-    return rollout(policy, scenario, n_users=n_users, seed=seed).summary()
-
-
-def _has_truth(sc: Any) -> bool:
-    return (Path(sc.data) / "ground_truth.json").is_file()
-
-
-def train_timing(scenario: str = "default", *, out: str | Path, timesteps: int | None = None,
-                 seed: int = 0, config: Any = None, resume: str | Path | None = None,
-                 run_dir: str | Path | None = None,
-                 progress: Callable[[int, int], None] | None = None,
-                 evaluate: bool = True, **overrides: Any) -> TrainResult:
-    """Train the PPO timing agent on ``pushrl/PushTiming-v0`` and write an artifact.
-
-    Args:
-        scenario: Scenario name or path (``envs/<name>.toml``).
-        out: Registry target ``policies/NAME`` (a new version ``vN`` is written).
-        timesteps: Environment steps to train (default ``config.total_timesteps``); with
-            ``resume``, steps *added* to the checkpoint's.
-        seed: Seed of the training environments and the network initialisation.
-        config: A :class:`~pushrl.policies.ppo_config.PPOConfig` (default: the tuned one).
-        resume: A checkpoint directory (``RUN/checkpoints/step_N``) or a previous artifact
-            to continue from (verified by sha256 before anything is loaded).
-        run_dir: Where CSV/TensorBoard logs and checkpoints go (default ``runs/<NAME>``).
-        progress: ``progress(done_steps, total_steps)`` callback.
-        evaluate: Roll out the exported policy on held-out users and put the results in the
-            model card (validation picks sampling vs argmax on a separate seed).
-        **overrides: Scenario keys to replace (``fatigue_multiplier=2.0``, ...).
-    """
-    import time
-
-    import torch
-    from stable_baselines3.common.logger import configure
-
-    from pushrl.envs.scenario import load_scenario
-    from pushrl.policies.ppo_config import (PPOConfig, load_weights, make_model, make_vec_env,
-                                            save_vecnormalize)
-    from pushrl.policies.registry import save_artifact
-
-    cfg = config or PPOConfig()
-    sc = load_scenario(scenario, **overrides)
-    out = Path(out)
-    run = Path(run_dir) if run_dir is not None else Path("runs") / out.name
-    run.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(cfg.torch_threads)
-    venv = make_vec_env(cfg, sc, seed)
-    model = make_model(cfg, venv, seed)
-    done = load_weights(model, venv, resume) if resume is not None else 0
-    add = int(timesteps if timesteps is not None else cfg.total_timesteps)
-    if add <= 0:
-        raise ValueError(f"`timesteps` must be > 0, got {add}")
-    model.set_logger(configure(str(run), ["csv", "tensorboard"]))
-    meta = {"scenario": sc.name, "seed": seed, "config": cfg.to_dict()}
-    t0 = time.perf_counter()
-    model.learn(add, callback=_callbacks(cfg, venv, done + add, run, meta, progress),
-                reset_num_timesteps=resume is None, progress_bar=False)
-    seconds = time.perf_counter() - t0
-    actor = NumpyActor.from_sb3(model, venv)
-    tmp = run / "export"
-    tmp.mkdir(exist_ok=True)
-    model.save(tmp / "model.zip")
-    files: dict[str, str | Path | bytes] = {
-        ACTOR_FILE: actor.save(tmp / ACTOR_FILE), "model.zip": tmp / "model.zip",
-             "vecnormalize.npz": save_vecnormalize(venv, tmp / "vecnormalize.npz")}
-    policy = PPOTimingPolicy(actor, sc.guardrails, profile_features=cfg.profile_features,
-                             name=out.name)
-    card: dict[str, Any] = {
-        "env_id": "pushrl/PushTiming-v0", "scenario": sc.to_dict(), "seed": seed,
-        "simulator_sha256": venv.unwrapped.venv.world.model.meta.get("sha256"),
-        "timesteps": int(model.num_timesteps), "timesteps_this_run": add,
-        "resumed_from": str(resume) if resume else None, "config": cfg.to_dict(),
-        "train/seconds": round(seconds, 1),
-        "train/steps_per_second": round(add / max(seconds, 1e-9)),
-        "torch_threads": cfg.torch_threads, "obs_names": list(_obs_names(cfg)),
-        "profile_features": cfg.profile_features,
-        "deterministic": False, "run_dir": str(run)}
-    if evaluate:
-        card.update(_card_evaluation(policy, sc, cfg.eval_users, seed))
-        policy.deterministic = bool(card["deterministic"])
-    path = save_artifact(out, kind="timing", loader="ppo", files=files, card=card)
-    policy.version = path.name
-    return TrainResult(path, policy, json.loads((path / "card.json").read_text()), seconds,
-                       int(model.num_timesteps))
-
-
-def _card_evaluation(policy: PPOTimingPolicy, sc: Any, n_users: int,
-                     seed: int) -> dict[str, Any]:
-    """Pick sampling vs argmax on a validation seed, then evaluate on held-out users."""
-    val = {}
-    for det in (False, True):
-        policy.deterministic = det
-        val[det] = _evaluate(policy, sc, max(n_users // 2, 1), VALIDATION_SEED + seed)
-    best = max(val, key=lambda d: val[d]["sim/objective_per_user"])
-    policy.deterministic = best
-    ev = {"scenario": _evaluate(policy, sc, n_users, EVALUATION_SEED + seed)}
-    if _has_truth(sc) and not sc.truth:
-        ev["truth"] = _evaluate(policy, dataclasses.replace(sc, truth=True), n_users,
-                                EVALUATION_SEED + seed)
-    return {"deterministic": best,
-            "validation": {("argmax" if d else "sample"): v["sim/objective_per_user"]
-                           for d, v in val.items()},
-            "evaluation": ev}
-
-
-def _obs_names(cfg: Any) -> tuple[str, ...]:
-    from pushrl.envs.world import TIMING_OBS_NAMES
-
-    return tuple(TIMING_OBS_NAMES) + (PROFILE_OBS_NAMES if cfg.profile_features else ())
+                           obs_names=card_obs_names(card), name=str(card.get("name", "ppo")),
+                           version=str(card.get("version", "0")))

@@ -13,8 +13,8 @@ reloads), so every worker process gets its own. Models are loaded *without* ``-t
 saves the learner state (``--save_resume`` is the default), and test-only mode changes
 ``large_action_space`` PMFs.
 
-Training from logs lives in :mod:`pushrl.policies.vw_train`; online learning from an
-environment in :mod:`pushrl.policies.vw_online`.
+Training from logs lives in :mod:`pushrl.train.vw_train`; online learning from an
+environment in :mod:`pushrl.train.vw_online`.
 """
 
 from __future__ import annotations

@@ -78,9 +78,7 @@ class ItemRounds:
         extra: dict[str, Any] = {"uniform": R.uniform(h, R.ITEM), "context_row": rows}
         if self.obd is not None:
             o = self.obd
-            cf = o.candidate_features(rows)[np.arange(self.n)[:, None], cand]
-            ctx = ItemContext(o.shared(rows), cand, np.ones(cand.shape, bool), cf,
-                              o.shared_names, o.item_names, o.position[rows], extra)
+            ctx = o.context(rows, cand, extra)
             pc = o.p_click(rows)[np.arange(self.n)[:, None], cand]
             self._probs = {"click": pc}
             self.expected = reward.realised(self.w, delivered=0, opened=0, clicked=pc,

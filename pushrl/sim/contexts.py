@@ -3,7 +3,9 @@
 The simulator and the environments hand these to policies, and :mod:`pushrl.policies.base`
 re-exports them, so there is exactly one ``TimingContext``, ``ItemContext``,
 ``BatchDecision`` and ``Decision`` in pushrl. They live here, in the lowest layer that needs
-them, because layers import downward only (the environments cannot import policies).
+them, because layers import downward only (the environments cannot import policies);
+``ItemContext`` is defined with its one builder in :mod:`pushrl.data.item_context` and
+re-exported here.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 import numpy as np
 
 from pushrl.data.features import FeatureState
+# defined in the data layer with its one builder (:mod:`pushrl.data.item_context`)
+from pushrl.data.item_context import ItemContext as ItemContext
 
 
 @dataclass(frozen=True)
@@ -76,34 +80,3 @@ class TimingContext:
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
-
-
-@dataclass
-class ItemContext:
-    """``n`` item decisions over ``k`` candidates (see :class:`pushrl.policies.base.ItemContext`).
-
-    Attributes:
-        shared: ``(n, d_shared)`` encoded user features.
-        candidates: ``(n, k)`` catalog indices of the candidates.
-        mask: ``(n, k)`` bool, True for real candidates.
-        candidate_features: ``(n, k, d_item)`` catalog features then user-item affinity
-            (``(n, k, 0)`` when the item policy declares ``uses_candidate_features = False``).
-        shared_names: Names of the ``shared`` columns.
-        candidate_feature_names: Names of the ``candidate_features`` columns.
-        position: ``(n,)`` slot index for multi-slot logs, or None.
-        extra: ``uniform`` ``(n,)`` counter-based uniforms for this decision (samplers that
-            use them keep single and vector environments identical), ``population_index``,
-            ``expected_reward`` ``(n, k)`` when the world can compute it.
-    """
-
-    shared: np.ndarray
-    candidates: np.ndarray
-    mask: np.ndarray
-    candidate_features: np.ndarray
-    shared_names: tuple[str, ...] = ()
-    candidate_feature_names: tuple[str, ...] = ()
-    position: np.ndarray | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return int(self.shared.shape[0])

@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from pushrl.data.features import ENCODED_NAMES, FeatureState, encode
+from pushrl.data.features import FeatureState
+from pushrl.data.item_context import build_item_context as item_context
+from pushrl.data.item_context import category_affinity
 from pushrl.errors import ScenarioError
 from pushrl.sim.contexts import BatchDecision, ItemContext
 from pushrl.sim.rng import categorical
@@ -71,7 +73,8 @@ def build_item_context(state: FeatureState, slots: np.ndarray, raw: np.ndarray,
                        item_features: np.ndarray, item_category: np.ndarray,
                        item_feature_names: tuple[str, ...], *, candidates: np.ndarray | None,
                        with_features: bool, extra: dict[str, Any]) -> ItemContext:
-    """Item context for users ``slots`` deciding now.
+    """Item context for users ``slots`` deciding now, by the one builder
+    (:func:`pushrl.data.item_context.build_item_context`) with their pipeline affinity.
 
     Args:
         state: Pipeline state of the users.
@@ -85,18 +88,7 @@ def build_item_context(state: FeatureState, slots: np.ndarray, raw: np.ndarray,
             otherwise an empty ``(n, k, 0)`` array.
         extra: Passed through as ``ctx.extra``.
     """
-    n = slots.size
-    if candidates is None:
-        candidates = np.broadcast_to(np.arange(item_features.shape[0]), (n, item_features.shape[0]))
-    k = candidates.shape[1]
-    if with_features:
-        aff = state.affinity(slots, item_category[candidates]) if n else np.zeros((0, k))
-        cf = np.concatenate([item_features[candidates],
-                             np.asarray(aff, np.float32)[:, :, None]], axis=2)
-    else:
-        cf = np.zeros((n, k, 0), np.float32)
-    return ItemContext(shared=encode(raw), candidates=np.asarray(candidates),
-                       mask=np.ones((n, k), dtype=bool), candidate_features=cf,
-                       shared_names=ENCODED_NAMES,
-                       candidate_feature_names=(*item_feature_names, "affinity"),
-                       extra=extra)
+    aff = category_affinity(state, slots) if with_features else None
+    return item_context(raw, item_features, item_category, item_feature_names,
+                        category_affinity=aff, candidates=candidates,
+                        with_candidate_features=with_features, extra=extra)

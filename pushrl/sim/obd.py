@@ -3,11 +3,15 @@
 Each logged row is a context: its point-in-time pipeline features (``replay``; OBD users have
 no history, so mainly the local hour and weekday), its logged user features
 (``ctx_*`` columns, one-hot over the fitted vocabulary), the display position, and the
-per-candidate features ``cand_affinity``. The click model is a calibrated logistic GLM (see
-:mod:`pushrl.sim.glm`) on
+per-candidate features ``cand_affinity``. A policy sees the row as the one item context
+(:func:`pushrl.data.item_context.build_item_context`, the columns a policy trained on the
+log with :mod:`pushrl.policies.item_data` sees): ``encode(raw)``, ``ctx_<name>=<value>``
+one-hots; per candidate the catalog features, ``affinity`` (1.0: no pipeline activity) and
+``cand_affinity``; the position in ``ctx.position``. The click model is a calibrated
+logistic GLM (see :mod:`pushrl.sim.glm`) on its own design
 
     [encode(raw), ctx one-hots, position one-hot] (shared) and
-    [catalog features, item one-hot, log1p(affinity)] (per item).
+    [catalog features, item one-hot, log1p(cand_affinity)] (per item).
 
 The environment samples a logged context and draws a click for the chosen item from this
 model; the expected reward of every candidate is the model's probability.
@@ -22,6 +26,7 @@ import pandas as pd
 
 from pushrl.data.contract import CAND_PREFIX, CTX_PREFIX
 from pushrl.data.features import ENCODED_NAMES, FeatureSpec, ItemCatalog, encode, replay
+from pushrl.data.item_context import ItemContext, build_item_context
 from pushrl.data.io import Dataset
 from pushrl.data.validate import ValidationReport
 from pushrl.errors import DataError
@@ -29,6 +34,8 @@ from pushrl.sim.glm import Glm, binary_metrics, fit_glm
 from pushrl.sim.model import SimModel
 
 C_GRID_OBD = (0.0003, 0.003, 0.03, 0.3)
+#: The logged per-candidate affinity column of OBD logs.
+CAND_AFFINITY = f"{CAND_PREFIX}affinity"
 
 
 def _ctx_codes(p: pd.DataFrame, vocab: dict[str, list[str]]) -> np.ndarray:
@@ -62,41 +69,55 @@ class ObdWorld:
         self.n_positions = int(a["n_positions"])
         self.n_items = model.n_items
         self.glm: Glm = model.glm("obd_click")
-        self.shared_names = (*ENCODED_NAMES,
+        #: Names of the click model's shared design columns (not a policy context).
+        self.design_names = (*ENCODED_NAMES,
                              *[f"ctx{j}={i}" for j, k in enumerate(self.vocab_sizes)
                                for i in range(k)],
                              *[f"position={i}" for i in range(self.n_positions)])
-        self.item_names = (*model.item_feature_names, "log1p_affinity")
 
     @property
     def n_contexts(self) -> int:
         """Logged contexts available for sampling."""
         return int(self.raw.shape[0])
 
-    def shared(self, rows: np.ndarray) -> np.ndarray:
-        """``(n, d_shared)`` shared features of context rows (encoded, one-hots)."""
-        parts = [encode(self.raw[rows])]
+    def _one_hot_ctx(self, rows: np.ndarray) -> np.ndarray:
+        """``(n, sum(vocab_sizes))`` one-hot logged user features (unseen level: zeros)."""
+        out = np.zeros((rows.size, sum(self.vocab_sizes)), np.float32)
+        j0 = 0
         for j, k in enumerate(self.vocab_sizes):
-            oh = np.zeros((rows.size, k), np.float32)
             c = self.ctx[rows, j]
-            oh[np.flatnonzero(c >= 0), c[c >= 0]] = 1.0
-            parts.append(oh)
+            out[np.flatnonzero(c >= 0), j0 + c[c >= 0]] = 1.0
+            j0 += k
+        return out
+
+    def _design_shared(self, rows: np.ndarray) -> np.ndarray:
+        """``(n, len(design_names))`` click-model design: encoded features, one-hots."""
         pos = np.zeros((rows.size, self.n_positions), np.float32)
         pos[np.arange(rows.size), np.clip(self.position[rows], 0, self.n_positions - 1)] = 1.0
-        parts.append(pos)
-        return np.concatenate(parts, axis=1)
+        return np.concatenate([encode(self.raw[rows]), self._one_hot_ctx(rows), pos], axis=1)
 
-    def candidate_features(self, rows: np.ndarray) -> np.ndarray:
-        """``(n, n_items, d_item)`` catalog features and ``log1p(affinity)`` per candidate."""
-        x = self.model.item_features
-        cat = np.broadcast_to(x, (rows.size, *x.shape))
-        return np.concatenate([cat, np.log1p(self.affinity[rows])[:, :, None]], axis=2)
+    def context(self, rows: np.ndarray, candidates: np.ndarray,
+                extra: dict[str, Any] | None = None) -> ItemContext:
+        """The item context of logged context ``rows`` ``(n,)`` over ``candidates``
+        ``(n, k)``, with the column names of a context built from the log itself."""
+        vocab = self.model.meta.get("ctx_vocab")
+        if vocab is None:
+            raise DataError("the OBD simulator has no `ctx_vocab` in its metadata; refit it "
+                            "with `pushrl sim fit`")
+        names = tuple(f"{c}={v}" for c, levels in vocab.items() for v in levels)
+        cand = np.asarray(candidates, np.int64)
+        aff = self.affinity[rows[:, None], cand]
+        return build_item_context(
+            self.raw[rows], self.model.item_features, self.model.item_category,
+            self.model.item_feature_names, candidates=cand, logged=self._one_hot_ctx(rows),
+            logged_names=names, cand_values={CAND_AFFINITY: aff}, cand_names=(CAND_AFFINITY,),
+            position=self.position[rows], extra=extra)
 
     def design(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
         """Click-model rows for (context row, item) pairs, ``(n, d)``."""
         eye = np.zeros((items.size, self.n_items))
         eye[np.arange(items.size), items] = 1.0
-        return np.concatenate([self.shared(rows), self.model.item_features[items], eye,
+        return np.concatenate([self._design_shared(rows), self.model.item_features[items], eye,
                                np.log1p(self.affinity[rows, items])[:, None]], axis=1)
 
     def p_click(self, rows: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:
@@ -120,7 +141,7 @@ def fit_obd(ds: Dataset, report: ValidationReport, progress: Any = None) -> SimM
     ctx_cols = sorted(c for c in p.columns if c.startswith(CTX_PREFIX))
     vocab = {c: sorted(p.loc[known, c].astype(str).unique().tolist()) for c in ctx_cols}
     pos = p["position"].fillna(0).to_numpy(np.int64)
-    aff_col = f"{CAND_PREFIX}affinity"
+    aff_col = CAND_AFFINITY
     aff = (np.stack([np.asarray(a, np.float32) for a in p[aff_col]]) if aff_col in p
            else np.zeros((len(p), len(catalog)), np.float32))
     if aff.shape[1] != len(catalog):
@@ -138,7 +159,7 @@ def fit_obd(ds: Dataset, report: ValidationReport, progress: Any = None) -> SimM
     rows = np.arange(int(known.sum()))
     x = world.design(rows, item)
     y = p.loc[known, "clicked"].astype(bool).to_numpy()
-    names = (*world.shared_names, *catalog.feature_names,
+    names = (*world.design_names, *catalog.feature_names,
              *[f"item={i}" for i in catalog.ids], "log1p_affinity")
     say(f"fitting P(click | context, item, position) on {rows.size} rows, {int(y.sum())} clicks")
     glm = fit_glm(x, y, rows, names, c_grid=C_GRID_OBD)

@@ -16,8 +16,9 @@ from pushrl.envs import PushItemEnv, PushTimingEnv
 
 # every registered env with each scenario it supports (short horizons keep the tests fast)
 CASES: list[tuple[str, dict[str, Any]]] = [
+    ("pushrl/PushTiming-v1", {"scenario": "default", "horizon_days": 2}),
+    ("pushrl/PushTiming-v1", {"scenario": "default_truth", "horizon_days": 2}),
     ("pushrl/PushTiming-v0", {"scenario": "default", "horizon_days": 2}),
-    ("pushrl/PushTiming-v0", {"scenario": "default_truth", "horizon_days": 2}),
     ("pushrl/PushItem-v0", {"scenario": "default", "rounds_per_episode": 20}),
     ("pushrl/PushItem-v0", {"scenario": "obd", "rounds_per_episode": 20}),
 ]
@@ -68,7 +69,7 @@ def test_same_seed_same_trajectory(env_id: str, kwargs: dict[str, Any]) -> None:
 def test_timing_vector_env_equals_single_envs(scenario: str) -> None:
     n, seed, steps = 6, 11, 130
     kw = {"scenario": scenario, "horizon_days": 2, **STRESS}
-    venv = gym.make_vec("pushrl/PushTiming-v0", num_envs=n, vectorization_mode="vector_entry_point",
+    venv = gym.make_vec("pushrl/PushTiming-v1", num_envs=n, vectorization_mode="vector_entry_point",
                         **kw)
     envs = [PushTimingEnv(**kw) for _ in range(n)]
     vo, _ = venv.reset(seed=seed)

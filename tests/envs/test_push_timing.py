@@ -1,11 +1,11 @@
-"""PushTiming-v0 behaviour: guardrails, masks, organic activity, what-if knobs."""
+"""PushTiming-v1 behaviour: guardrails, masks, organic activity, what-if knobs."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from pushrl.envs import PushTimingEnv, rollout
-from pushrl.envs.world import TIMING_OBS_NAMES
+from pushrl.envs.observation import TIMING_OBS_NAMES
 from pushrl.sim.contexts import BatchDecision
 
 Q = TIMING_OBS_NAMES.index("quiet_hour")

@@ -70,4 +70,4 @@ def test_truth_mode_exposes_the_true_world() -> None:
             return super().decide_batch(ctx, rng)
 
     rollout(Peek(0.0), "default", n_users=5, days=1, seed=0, truth=True)
-    assert seen["world"] is not None and seen["obs"] == (5, 17) and seen["value"].shape == (5,)
+    assert seen["world"] is not None and seen["obs"] == (5, 21) and seen["value"].shape == (5,)

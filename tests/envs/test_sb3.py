@@ -11,13 +11,13 @@ from pushrl.envs.sb3 import PushTimingSB3VecEnv
 def test_vec_env_api_and_terminal_observation() -> None:
     env = PushTimingSB3VecEnv(8, "default", seed=0, horizon_days=1)
     obs = env.reset()
-    assert obs.shape == (8, 17) and obs.dtype == np.float32
+    assert obs.shape == (8, 21) and obs.dtype == np.float32
     for _ in range(24):
         obs, rew, dones, infos = env.step(np.ones(8, np.int64))
         assert rew.dtype == np.float32 and len(infos) == 8
     assert dones.all()  # the 1-day horizon ended everywhere at once
     assert all(i["TimeLimit.truncated"] or i["unsubscribed"] for i in infos)
-    assert all(i["terminal_observation"].shape == (17,) for i in infos)
+    assert all(i["terminal_observation"].shape == (21,) for i in infos)
     masks = env.env_method("action_masks")
     assert len(masks) == 8 and all(m[0] for m in masks)
 

@@ -17,9 +17,9 @@ import pytest
 from pushrl.envs import rollout
 from pushrl.policies.base import TimingPolicy
 from pushrl.policies.baselines import make_baseline
-from pushrl.envs.world import TIMING_OBS_NAMES
+from pushrl.envs.observation import TIMING_OBS_NAMES
 from pushrl.policies.registry import load_policy, resolve
-from pushrl.policies.ppo import PROFILE_OBS_NAMES, NumpyActor, PPOTimingPolicy
+from pushrl.policies.ppo import NumpyActor, PPOTimingPolicy
 from pushrl.policies.timing_baselines import BASELINES
 from pushrl.rules.guardrails import Guardrails
 
@@ -42,7 +42,7 @@ class AlwaysSend(TimingPolicy):
 def _eager_ppo() -> PPOTimingPolicy:
     """A PPO actor (random weights) whose SEND logit is strongly positive."""
     rng = np.random.default_rng(0)
-    d = len(TIMING_OBS_NAMES) + len(PROFILE_OBS_NAMES)
+    d = len(TIMING_OBS_NAMES)
     w = (rng.normal(0, 0.3, (d, 16)).astype(np.float32), rng.normal(0, 0.3, (16, 2)).astype(
         np.float32))
     b = (np.zeros(16, np.float32), np.array([-2.0, 2.0], np.float32))

@@ -19,7 +19,7 @@ from pushrl.policies.item_baselines import BASELINES, ItemOracle, MostPopular, U
 from pushrl.policies.item_data import build_rounds, take_context
 from pushrl.policies.registry import load_policy
 from pushrl.policies.vw import VWConfig
-from pushrl.policies.vw_train import train_vw
+from pushrl.train.vw_train import train_vw
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -18,7 +18,7 @@ from pushrl.policies.base import ItemContext
 from pushrl.policies.item_data import BanditRounds, ContextEncoder, RewardSpec, take_context
 from pushrl.policies.registry import load_policy
 from pushrl.policies.vw import EXPLORATIONS, VWConfig, VWItemPolicy
-from pushrl.policies.vw_train import driver_command, layout_for, train_rounds
+from pushrl.train.vw_train import driver_command, layout_for, train_rounds
 
 ROOT = Path(__file__).resolve().parents[2]
 N_ITEMS = 8

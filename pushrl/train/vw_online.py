@@ -260,7 +260,7 @@ def compare_online(n_interactions: int = 100_000, seed: int = 0, *,
     """
     from pushrl.policies.item_baselines import ItemOracle, UniformRandom, most_popular
     from pushrl.policies.vw import VWConfig, VWItemPolicy
-    from pushrl.policies.vw_train import layout_for, train_rounds
+    from pushrl.train.vw_train import layout_for, train_rounds
 
     src_name, make_source = _source(source, data, seed)
     probe = make_source()

@@ -1,35 +1,9 @@
-"""Hyperparameters of the PPO send-timing agent, tuned for a small CPU, and the SB3 plumbing
-(training env wrappers, model construction, verified checkpoints).
+"""Hyperparameters of the PPO send-timing agent (tuned for a small CPU) and the SB3 plumbing:
+the training env, model construction, verified checkpoints.
 
-Why these values (measured on the 2-core machine shared with other jobs, SB3 2.9, torch CPU
-with one thread; re-measure on a quiet machine):
-
-* Batch settings: with SB3's minibatch defaults (``batch_size=64, n_epochs=10``) on the same
-  64 x 256 rollouts, training ran at 375 env steps/s (gradient steps dominate: thousands of
-  tiny minibatches, each paying torch's per-call overhead); ``batch_size=4096, n_epochs=4``
-  ran at 5,900 steps/s (131k-step runs, same load), and learned as well per sample.
-* Many parallel users (``n_envs=64``) from the native vector env: one policy forward pass
-  decides for all of them, so rollout collection is cheap per sample.
-* ``expected_reward``: the realised reward (Bernoulli opens, a rare -10 unsubscribe) left the
-  critic at ~0 explained variance after 1M steps and the agent below every timing heuristic;
-  its conditional expectation (same expected return) gave ~0.9 explained variance.
-* ``send_logit_bias=-3``: a fresh policy pushes in half of the hours, unsubscribes most users
-  and spends its first updates unlearning that; -3 starts at ~5 % of the hours.
-* ``gamma=0.995`` (horizon ~200 h, fatigue lasts 24 h / 7 days): 0.999 learned worse in 1M
-  steps (one seed each; noisy).
-* ``unsubscribe_penalty=40`` (training only): the scenario's objective weighs an unsubscribe
-  10; the unconstrained agent gained +20-24 % objective over the best heuristic but with ~2x
-  its unsubscribes. With the simulator whose open model sees the user's latent rhythm
-  (refit of 2026-11), 1M-step agents evaluated in the ground truth (2000 dev users, seed
-  9100001, argmax) had: penalty 30: +7.0 % objective, unsubscribe rate 0.070 vs the
-  heuristic's 0.052; 40: +0.3 %, 0.049 (with the 2 v1 profile columns: 48: -7.6 %, 0.049;
-  60, 1000 users, sampled: -35 %, 0.022). 40 is the smallest tried that keeps the
-  unsubscribe rate at the heuristic's; at equal unsubscribes the agent only ties it.
-* ``total_timesteps=3M``: 5.5 min at ~9k steps/s on a quiet moment, ~10-12 min at ~4-5k
-  steps/s under load: inside the 15-minute budget with margin.
-* ``torch_threads=1``: the networks are tiny; more threads only contend with the env.
-
-Everything is a field of :class:`PPOConfig`, recorded in the model card.
+Every hyperparameter is a field of :class:`PPOConfig` (recorded in the model card); the
+attribute docs say why each default was chosen. The measurements behind them are in
+``benchmarks/results/timing.md`` and the closing notes of the timing issues.
 """
 
 from __future__ import annotations
@@ -42,20 +16,24 @@ from typing import Any, Self
 import numpy as np
 from stable_baselines3.common.vec_env import VecEnvWrapper
 
+from pushrl.envs.observation import TIMING_OBS_NAMES, V0_OBS_NAMES
+
 
 @dataclass
 class PPOConfig:
     """PPO hyperparameters (SB3 names) and training budget.
 
     Attributes:
-        total_timesteps: Environment steps (user-hours) to train for.
+        total_timesteps: Environment steps (user-hours) to train for (3M: ~6 min alone on
+            the 2-core machine, 10-17 min under load).
         n_envs: Parallel users in the vector env.
         n_steps: Steps per env per rollout; a rollout has ``n_envs * n_steps`` samples.
-        batch_size: Minibatch size; must divide ``n_envs * n_steps``.
+        batch_size: Minibatch size; must divide ``n_envs * n_steps``. 4096 with 4 epochs ran
+            16x faster than SB3's 64 x 10 (per-minibatch torch overhead) and learned as well.
         n_epochs: Passes over each rollout.
         learning_rate: Adam step size (linearly annealed to ``lr_final_fraction`` of it).
         lr_final_fraction: Learning rate at the end as a fraction of ``learning_rate``.
-        gamma: Discount per hour.
+        gamma: Discount per hour (0.995: a ~200 h horizon; fatigue lasts 24 h / 7 days).
         gae_lambda: GAE lambda.
         clip_range: PPO clip range.
         ent_coef: Entropy bonus.
@@ -65,22 +43,25 @@ class PPOConfig:
         activation: ``"tanh"`` or ``"relu"``.
         norm_reward: Also normalise rewards with VecNormalize (observations always are).
         clip_obs: VecNormalize observation clip.
-        torch_threads: ``torch.set_num_threads`` during training.
+        torch_threads: ``torch.set_num_threads`` during training (tiny networks: more
+            threads only contend with the env).
         checkpoint_every: Save a resumable checkpoint every this many timesteps.
         eval_users: Held-out users in the evaluation written to the model card.
         expected_reward: Train on the expected reward of each step instead of the realised
-            one (:class:`ExpectedReward`); evaluation always uses realised rewards.
+            one (:class:`ExpectedReward`); evaluation always uses realised rewards. The
+            realised reward left the critic at ~0 explained variance, its expectation
+            (same expected return) at ~0.9.
         send_logit_bias: Initial bias of the SEND logit; -3 starts the agent pushing in ~5 %
-            of the hours instead of half of them.
-        profile_features: Append the day-peak columns of the user's activity profile
-            (:func:`pushrl.policies.ppo.profile_columns`, all of
-            :data:`~pushrl.policies.ppo.PROFILE_OBS_NAMES`) to the observation. The 0/1
-            ``at_day_peak`` and ``day_hour_rank`` columns (v2) moved the 1M-step agent's sends
-            closer to the user's true peak hour (within 1 h: 0.64 -> 0.69 of sends; the
-            heuristic: 0.67).
+            of the hours instead of half of them (and unsubscribing most users).
+        profile_features: Train on ``pushrl/PushTiming-v1`` (21 columns, with the day-profile
+            columns :data:`~pushrl.envs.observation.PROFILE_OBS_NAMES`) instead of the 17
+            columns of v0. The 0/1 ``at_day_peak`` and ``day_hour_rank`` moved the 1M-step
+            agent's sends closer to the user's true peak hour (within 1 h: 0.64 -> 0.69 of
+            sends; the heuristic: 0.67).
         unsubscribe_penalty: Training-only weight of an unsubscribe (None = the scenario's):
             a Lagrange multiplier for "unsubscribe no more than the reference policy"; the
-            objective reported and evaluated is always the scenario's. Needs
+            objective reported and evaluated is always the scenario's. 40 was the smallest
+            tried that kept the unsubscribe rate at the heuristic's. Needs
             ``expected_reward``.
     """
 
@@ -159,10 +140,15 @@ class PPOConfig:
         return schedule
 
 
+def obs_names(cfg: PPOConfig) -> tuple[str, ...]:
+    """The observation columns an agent trained with ``cfg`` sees."""
+    return TIMING_OBS_NAMES if cfg.profile_features else V0_OBS_NAMES
+
+
 # ---------------------------------------------------------------------- SB3 objects
 def make_vec_env(cfg: PPOConfig, scenario: Any, seed: int, **overrides: Any) -> Any:
-    """The training env: native vector env -> SB3 adapter -> VecMonitor -> [ExpectedReward]
-    -> [ProfileObservation] -> VecNormalize.
+    """The training env: native vector env (``pushrl/PushTiming-v1``, or v0's columns without
+    ``profile_features``) -> SB3 adapter -> VecMonitor -> [ExpectedReward] -> VecNormalize.
 
     Args:
         cfg: Hyperparameters (``n_envs``, ``gamma``, normalisation).
@@ -174,11 +160,10 @@ def make_vec_env(cfg: PPOConfig, scenario: Any, seed: int, **overrides: Any) -> 
 
     from pushrl.envs.sb3 import PushTimingSB3VecEnv
 
-    env: Any = VecMonitor(PushTimingSB3VecEnv(cfg.n_envs, scenario, seed=seed, **overrides))
+    env: Any = VecMonitor(PushTimingSB3VecEnv(cfg.n_envs, scenario, seed=seed,
+                                              obs_names=obs_names(cfg), **overrides))
     if cfg.expected_reward:
         env = ExpectedReward(env, cfg.unsubscribe_penalty)
-    if cfg.profile_features:
-        env = ProfileObservation(env)
     return VecNormalize(env, norm_obs=True, norm_reward=cfg.norm_reward, clip_obs=cfg.clip_obs,
                         gamma=cfg.gamma)
 
@@ -223,52 +208,6 @@ class ExpectedReward(VecEnvWrapper):  # type: ignore[misc]
     def step_wait(self) -> Any:
         obs, _, dones, infos = self.venv.step_wait()
         return obs, self._exp.copy(), dones, infos
-
-
-class ProfileObservation(VecEnvWrapper):  # type: ignore[misc]
-    """Append :func:`pushrl.policies.ppo.profile_columns` to the timing observation.
-
-    The serving policy (:class:`pushrl.policies.ppo.PPOTimingPolicy`) calls the same function
-    on its context, so both see the same columns. A terminal observation (used by SB3 only to
-    bootstrap a truncated episode's last value) gets zeros: the slot already holds the next
-    user when the wrapper sees it.
-
-    Args:
-        venv: A :class:`~pushrl.envs.sb3.PushTimingSB3VecEnv`, possibly wrapped.
-    """
-
-    def __init__(self, venv: Any) -> None:
-        from gymnasium import spaces
-
-        from pushrl.policies.ppo import PROFILE_OBS_NAMES
-
-        k = len(PROFILE_OBS_NAMES)
-        sp = venv.observation_space
-        low = np.concatenate([sp.low, np.full(k, -3.0)]).astype(np.float32)
-        high = np.concatenate([sp.high, np.full(k, 1.0)]).astype(np.float32)
-        super().__init__(venv, observation_space=spaces.Box(low, high, dtype=np.float32))
-        inner = venv.unwrapped
-        self.sim, self._k = inner.venv.sim, k
-        self.allowed_hours = ~inner.scenario.guardrails.quiet(np.arange(24))
-
-    def _augment(self, obs: np.ndarray) -> np.ndarray:
-        from pushrl.policies.ppo import profile_columns
-
-        raw = self.sim.observe().raw
-        cols = profile_columns(self.sim.state, self.sim.slots, raw, self.allowed_hours)
-        return np.concatenate([obs, cols], axis=1)
-
-    def reset(self) -> Any:
-        return self._augment(np.asarray(self.venv.reset()))
-
-    def step_wait(self) -> Any:
-        obs, rew, dones, infos = self.venv.step_wait()
-        for i in np.flatnonzero(dones):
-            t = infos[i].get("terminal_observation")
-            if t is not None:
-                infos[i]["terminal_observation"] = np.concatenate(
-                    [t, np.zeros(self._k, np.float32)])
-        return self._augment(np.asarray(obs)), rew, dones, infos
 
 
 def make_model(cfg: PPOConfig, venv: Any, seed: int, tensorboard_log: str | None = None) -> Any:

@@ -14,7 +14,7 @@ from pushrl.policies.item_baselines import ItemOracle, UniformRandom
 from pushrl.policies.item_data import ContextEncoder
 from pushrl.policies.vw import VWConfig, VWItemPolicy
 from pushrl.policies.vw_format import VWLayout
-from pushrl.policies.vw_online import GymItemSource, TrueWorldSource, run_online
+from pushrl.train.vw_online import GymItemSource, TrueWorldSource, run_online
 
 ROOT = Path(__file__).resolve().parents[2]
 K = 6

@@ -12,8 +12,10 @@ import torch
 from pushrl.envs import rollout
 from pushrl.errors import ArtifactError
 from pushrl.policies.base import TimingContext
-from pushrl.policies.ppo import ACTOR_FILE, PROFILE_OBS_NAMES, PPOTimingPolicy, train_timing
-from pushrl.policies.ppo_config import PPOConfig, load_weights, make_model, make_vec_env
+from pushrl.envs.observation import TIMING_OBS_NAMES
+from pushrl.policies.ppo import ACTOR_FILE, PPOTimingPolicy
+from pushrl.train.ppo import train_timing
+from pushrl.train.ppo_config import PPOConfig, load_weights, make_model, make_vec_env
 from pushrl.policies.registry import load_policy
 
 TINY = PPOConfig(n_envs=8, n_steps=64, batch_size=256, n_epochs=2, checkpoint_every=512,
@@ -35,6 +37,8 @@ def test_artifact_card_and_logs(trained: tuple[Path, Path]) -> None:
     assert set(card["files"]) == {ACTOR_FILE, "model.zip", "vecnormalize.npz"}
     assert card["scenario"]["name"] == "default" and card["seed"] == 3
     assert card["timesteps"] == 1024 and card["config"]["n_envs"] == 8
+    assert card["env_id"] == "pushrl/PushTiming-v1"
+    assert card["obs_names"] == list(TIMING_OBS_NAMES)
     assert (run / "progress.csv").is_file() and list(run.glob("events.out.tfevents*"))
     header = (run / "progress.csv").read_text().splitlines()[0]
     assert "sim/sends_per_user_day" in header and "train/value_loss" in header
@@ -62,8 +66,8 @@ def test_exported_actor_matches_the_sb3_model(trained: tuple[Path, Path]) -> Non
 
 
 def test_policy_builds_the_env_observation(trained: tuple[Path, Path]) -> None:
-    """Inside a rollout the policy's observation is the environment's, column for column,
-    then the profile columns; the training wrapper produces the same array."""
+    """Inside a rollout the policy's observation is the environment's, column for column;
+    the training env produces the same array."""
     pol = load_policy(trained[0])
     seen: list[tuple[np.ndarray, np.ndarray]] = []
 
@@ -75,12 +79,11 @@ def test_policy_builds_the_env_observation(trained: tuple[Path, Path]) -> None:
             return pol.decide_batch(ctx, rng)
 
     rollout(Spy(), "default", n_users=20, days=2, seed=1)
-    k = len(PROFILE_OBS_NAMES)
+    assert seen
     for mine, env in seen:
-        np.testing.assert_array_equal(mine[:, :-k], env)
-        assert (mine[:, -k] <= 0).all() and (np.abs(mine[:, -1]) <= 1).all()
+        np.testing.assert_array_equal(mine, env)
     venv = make_vec_env(TINY, "default", seed=4)
-    wrapped = venv.venv.reset()  # below VecNormalize: raw observation + profile columns
+    wrapped = venv.venv.reset()  # below VecNormalize: the raw v1 observation
     sim = venv.unwrapped.venv.sim
     o = sim.observe()
     ctx = TimingContext(o.raw, o.allowed, sim.slots, o.bucket, sim.state, o.sends_today)

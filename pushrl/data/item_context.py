@@ -1,0 +1,144 @@
+"""The one item context: what an item policy sees, built in one place.
+
+The simulator (timing engine and item rounds, :mod:`pushrl.sim.items`, the OBD world
+:mod:`pushrl.sim.obd`), bandit training and OPE on logs
+(:func:`pushrl.policies.item_data.make_context`) and the server all call
+:func:`build_item_context`, so a policy sees the same columns wherever it runs. It sits in the
+data layer because every one of them needs it.
+
+Column vocabulary:
+
+* ``shared`` = :func:`~pushrl.data.features.encode` of the point-in-time pipeline features
+  (:data:`~pushrl.data.features.ENCODED_NAMES`), then the logged context columns: numeric
+  ``ctx_*`` as is, string ``ctx_*`` one-hot named ``ctx_<name>=<value>``.
+* ``candidate_features`` = the catalog features of each candidate, then ``affinity`` (the
+  pipeline's user-category affinity at decision time, 1.0 for the population average, an
+  unknown category or a user without activity), then each logged ``cand_*`` column as is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from pushrl.data.features import ENCODED_NAMES, FeatureState, encode
+
+#: Name of the pipeline's user-category affinity among the candidate features.
+AFFINITY = "affinity"
+
+
+@dataclass
+class ItemContext:
+    """``n`` item decisions over ``k`` candidates (see :class:`pushrl.policies.base.ItemContext`).
+
+    Attributes:
+        shared: ``(n, d_shared)`` encoded user features.
+        candidates: ``(n, k)`` catalog indices of the candidates.
+        mask: ``(n, k)`` bool, True for real candidates.
+        candidate_features: ``(n, k, d_item)`` catalog features then user-item affinity
+            (``(n, k, 0)`` when the item policy declares ``uses_candidate_features = False``).
+        shared_names: Names of the ``shared`` columns.
+        candidate_feature_names: Names of the ``candidate_features`` columns.
+        position: ``(n,)`` slot index for multi-slot logs, or None.
+        extra: ``uniform`` ``(n,)`` counter-based uniforms for this decision (samplers that
+            use them keep single and vector environments identical), ``population_index``,
+            ``expected_reward`` ``(n, k)`` when the world can compute it.
+    """
+
+    shared: np.ndarray
+    candidates: np.ndarray
+    mask: np.ndarray
+    candidate_features: np.ndarray
+    shared_names: tuple[str, ...] = ()
+    candidate_feature_names: tuple[str, ...] = ()
+    position: np.ndarray | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.shared.shape[0])
+
+
+def category_affinity(state: FeatureState, users: np.ndarray) -> np.ndarray:
+    """``(n, n_categories)`` affinity of ``users`` to every category, committed activity only
+    (:meth:`~pushrl.data.features.FeatureState.affinity`)."""
+    u = np.asarray(users, np.int64)
+    ncat = state.spec.n_categories
+    return state.affinity(u, np.broadcast_to(np.arange(ncat), (u.size, ncat)))
+
+
+def candidates_all(candidates: np.ndarray, n_items: int) -> bool:
+    """True when every round's candidates are the whole catalog in catalog order."""
+    c = np.asarray(candidates)
+    return c.shape[1] == n_items and bool((c == np.arange(n_items)).all())
+
+
+def build_item_context(features: np.ndarray, item_features: np.ndarray,
+                       item_category: np.ndarray, item_feature_names: Sequence[str], *,
+                       category_affinity: np.ndarray | None = None,
+                       candidates: np.ndarray | None = None, mask: np.ndarray | None = None,
+                       logged: np.ndarray | None = None, logged_names: Sequence[str] = (),
+                       cand_values: Mapping[str, np.ndarray] | None = None,
+                       cand_names: Sequence[str] = (), position: np.ndarray | None = None,
+                       with_candidate_features: bool = True,
+                       extra: dict[str, Any] | None = None) -> ItemContext:
+    """The item context of ``n`` decisions (see the module docstring for the columns).
+
+    Args:
+        features: ``(n, N_FEATURES)`` raw pipeline features at decision time.
+        item_features: ``(n_items, d_item)`` catalog features.
+        item_category: ``(n_items,)`` category id of each item (-1 = none).
+        item_feature_names: Names of the catalog features.
+        category_affinity: ``(n, n_categories)`` user-category affinity at decision time
+            (:func:`category_affinity`); None = 1.0 everywhere.
+        candidates: ``(n, k)`` catalog indices; None = every catalog item.
+        mask: ``(n, k)`` True for real candidates; None = all.
+        logged: ``(n, len(logged_names))`` encoded logged context columns, or None.
+        logged_names: Their names (``ctx_<name>`` or ``ctx_<name>=<value>``).
+        cand_values: Logged ``cand_*`` values by column, each ``(n, k)`` aligned with
+            ``candidates``; a missing column is 0.
+        cand_names: The ``cand_*`` columns, in order.
+        position: ``(n,)`` slot index, or None.
+        with_candidate_features: False gives an empty ``(n, k, 0)`` ``candidate_features``
+            (for policies that declare ``uses_candidate_features = False``).
+        extra: Passed through as ``ctx.extra``.
+    """
+    raw = np.asarray(features, np.float32)
+    n = raw.shape[0]
+    n_items = item_features.shape[0]
+    if logged is None:
+        logged = np.zeros((n, len(logged_names)), np.float32)
+    if logged.shape != (n, len(logged_names)):
+        raise ValueError(f"`logged` must have shape ({n}, {len(logged_names)}) for "
+                         f"`logged_names`, got {logged.shape}")
+    shared = np.concatenate([encode(raw), np.asarray(logged, np.float32)], axis=1)
+    if candidates is None:
+        candidates = np.broadcast_to(np.arange(n_items), (n, n_items))
+    cand = np.asarray(candidates, np.int64)
+    k = cand.shape[1]
+    m = np.ones((n, k), bool) if mask is None else np.asarray(mask, bool)
+    names = (*item_feature_names, AFFINITY, *cand_names)
+    if not with_candidate_features:
+        cf = np.zeros((n, k, 0), np.float32)
+    else:
+        safe = np.where(m, cand, 0)
+        d_cat = item_features.shape[1]
+        cf = np.empty((n, k, len(names)), np.float32)
+        every = candidates_all(cand, n_items)
+        cf[:, :, :d_cat] = item_features[None] if every else item_features[safe]
+        if category_affinity is None:
+            cf[:, :, d_cat] = 1.0
+        else:
+            ca = np.concatenate([np.asarray(category_affinity, np.float32),
+                                 np.ones((n, 1), np.float32)], axis=1)  # category -1 -> 1.0
+            cats = np.asarray(item_category, np.int64)
+            cf[:, :, d_cat] = (ca[:, cats] if every
+                               else ca[np.arange(n)[:, None], cats[safe]])
+        for j, c in enumerate(cand_names):
+            v = None if cand_values is None else cand_values.get(c)
+            cf[:, :, d_cat + 1 + j] = 0.0 if v is None else np.asarray(v, np.float32)
+    return ItemContext(shared, cand, m, cf, (*ENCODED_NAMES, *logged_names), names,
+                       None if position is None else np.asarray(position, np.int64),
+                       {} if extra is None else extra)
