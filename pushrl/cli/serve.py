@@ -34,6 +34,12 @@ def command(
                              "group commit) or normal (crash-safe, not power-loss-safe)."),
     seed: int | None = typer.Option(None, "--seed", help="Decision RNG seed."),
     log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level."),
+    time_window: str = typer.Option("3653,731", "--time-window", help="PAST,FUTURE days "
+                                    "around the wall clock in which request times are "
+                                    "accepted."),
+    accept_empty_state: bool = typer.Option(False, "--accept-empty-state", help="Start anew "
+                                            "although the state dir's log is missing or "
+                                            "empty (see README: state recovery)."),
 ) -> None:
     """Serve decisions: out of the box the default baselines (most-active-hour timing with a
     daily cap, most-popular item) until a policy is promoted."""
@@ -57,9 +63,15 @@ def command(
     except ValueError:
         raise PushrlError(f"--quiet-hours must be START-END local hours, got {quiet_hours!r}") \
             from None
+    try:
+        past, future = (int(x) for x in time_window.split(","))
+    except ValueError:
+        raise PushrlError(f"--time-window must be PAST,FUTURE days, got {time_window!r}") \
+            from None
     cfg = ServeConfig(registry=registry, state=state_dir(state), api_keys=api_keys,
                       guardrails=GuardrailConfig(qs, qe, max_per_day, max_per_week),
                       attribution_hours=attribution_hours, sync=sync, seed=seed,
-                      catalog=catalog)
+                      catalog=catalog, time_window_days=(past, future),
+                      accept_empty_state=accept_empty_state)
     uvicorn.run(create_app(cfg), host=host, port=port, log_level=log_level, access_log=False,
                 loop="uvloop", http="httptools", timeout_graceful_shutdown=5)

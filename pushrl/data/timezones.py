@@ -5,7 +5,9 @@ Time in pushrl is counted in UTC hour *buckets*: ``bucket = unix_seconds // 3600
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from zoneinfo import available_timezones
 
 import numpy as np
 import pandas as pd
@@ -17,6 +19,18 @@ _EPOCH_DOW = 3
 _BLOCK_BITS = 13
 #: Hours per lazily computed block of offsets (8192 h, about 341 days).
 BLOCK_HOURS = 1 << _BLOCK_BITS
+
+
+#: Names in the tz database directory that are not zones: ``localtime`` is whatever this
+#: machine is set to, ``Factory`` is the "-00" placeholder, ``posixrules`` a template.
+NOT_ZONES = frozenset({"localtime", "Factory", "posixrules"})
+
+
+@functools.cache
+def zone_names() -> frozenset[str]:
+    """IANA zone names (with the backward-compatible links such as ``US/Eastern``) that
+    mean the same place on every machine."""
+    return frozenset(available_timezones() - NOT_ZONES) | {"UTC"}
 
 
 class TimezoneTable:

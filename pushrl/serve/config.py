@@ -78,6 +78,10 @@ class ServeConfig:
             by ``pushrl policies promote`` (0 disables).
         max_batch: Largest ``/v1/decide/batch`` and ``/v1/events`` batch.
         max_horizon_hours: Largest ``horizon_hours``.
+        time_window_days: ``(past, future)``: request times must lie within this many days
+            of the wall clock (422 otherwise).
+        accept_empty_state: Start even when ``feature_spec.json`` shows the state dir held a
+            server before but the log is missing or empty (deliberately starting anew).
     """
 
     registry: Path = Path("policies")
@@ -91,6 +95,8 @@ class ServeConfig:
     watch_seconds: float = 1.0
     max_batch: int = 1000
     max_horizon_hours: int = 168
+    time_window_days: tuple[int, int] = (3653, 731)
+    accept_empty_state: bool = False
 
     def __post_init__(self) -> None:
         if self.sync not in ("full", "normal"):

@@ -25,7 +25,7 @@ from pushrl.serve.engine import DecideRow, Engine
 from pushrl.serve.errors import Conflict, NotFound, Unprocessable
 from pushrl.serve.metrics import ServeMetrics
 from pushrl.serve.policyset import PolicySet, load_set
-from pushrl.serve.schemas import DecideIn, Event, FeedbackIn
+from pushrl.serve.schemas import DecideIn, Event, FeedbackIn, set_time_window
 from pushrl.serve.state import ServerState, default_spec
 from pushrl.serve.store import OP_ACTIVITY, OP_OPEN, DurableLog, Statement
 
@@ -49,6 +49,7 @@ class Server:
 
     def __init__(self, cfg: ServeConfig, *, overrides: dict[str, Policy] | None = None) -> None:
         self.cfg = cfg
+        set_time_window(*cfg.time_window_days)
         self.metrics = ServeMetrics()
         self.keys = KeyChecker(load_keys(cfg.api_keys)) if cfg.api_keys else None
         self.overrides = overrides
@@ -268,7 +269,7 @@ class Server:
 
     def feedback(self, fb: FeedbackIn) -> tuple[dict[str, Any], list[Statement],
                                                 dict[str, Any]]:
-        """Join outcomes to their decision (merge: booleans OR, revenue replaces).
+        """Join outcomes to their decision (merge: booleans OR, the revenue of the latest ``ts``).
 
         Returns:
             The response body, the log rows, and a token for :meth:`feedback_done`.
@@ -289,7 +290,11 @@ class Server:
         merged = dict(dec)
         if not late and dec["sent"]:
             for k, v in given.items():
-                merged[k] = v if k == "revenue" else bool(merged[k]) or bool(v)
+                if k == "revenue":  # the report of the latest `ts` wins, whatever the arrival
+                    if ts >= self._revenue_ts(fb.decision_id, dec):
+                        merged[k], merged["revenue_ts"] = v, ts
+                else:
+                    merged[k] = bool(merged[k]) or bool(v)
             changed = [k for k in OUTCOME_COLS if merged[k] != dec[k]]
             if changed:
                 sets = ", ".join(f"{k}=?" for k in changed)
@@ -303,6 +308,16 @@ class Server:
         out = {"decision_id": fb.decision_id, "late": late,
                "outcomes": {k: merged[k] for k in OUTCOME_COLS}}
         return out, stmts, merged
+
+    def _revenue_ts(self, decision_id: str, dec: dict[str, Any]) -> int:
+        """``ts`` of the report that set the decision's revenue (-1: none yet)."""
+        if dec["revenue"] is None:
+            return -1
+        if "revenue_ts" in dec:
+            return int(dec["revenue_ts"])
+        row = self.log.query("SELECT max(ts) FROM feedback WHERE decision_id=? AND late=0 AND "
+                             "payload LIKE '%\"revenue\": %'", (decision_id,))
+        return -1 if row[0][0] is None else int(row[0][0])
 
     def feedback_done(self, decision_id: str, token: dict[str, Any]) -> None:
         """Forget the in-memory merge once it is durable, unless a later report replaced it."""

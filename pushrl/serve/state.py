@@ -12,12 +12,11 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
-from zoneinfo import available_timezones
-
 import numpy as np
 import pandas as pd
 
 from pushrl.data.features import FeatureSpec, FeatureState, ItemCatalog
+from pushrl.data.timezones import zone_names
 from pushrl.serve.errors import Conflict, NotFound, Unprocessable
 from pushrl.serve.guardrails import SendHistory
 from pushrl.serve.store import (
@@ -32,15 +31,12 @@ from pushrl.serve.store import (
 
 HOUR = 3600
 _OP_SQL = "INSERT INTO ops(seq, kind, user_idx, bucket, arg, tz) VALUES (?,?,?,?,?,?)"
-_TZ: frozenset[str] | None = None
 
 
 def valid_timezone(tz: str) -> bool:
-    """True for IANA zone names pandas and zoneinfo both know."""
-    global _TZ
-    if _TZ is None:
-        _TZ = frozenset(available_timezones()) | {"UTC"}
-    return tz in _TZ
+    """True for IANA zone names pandas and zoneinfo both know (not ``localtime`` or
+    ``Factory``: :func:`~pushrl.data.timezones.zone_names`)."""
+    return tz in zone_names()
 
 
 def default_spec(items: Iterable[tuple[str, str | None]] = ()) -> FeatureSpec:

@@ -70,6 +70,7 @@ CREATE INDEX IF NOT EXISTS decisions_seq ON decisions(seq);
 CREATE TABLE IF NOT EXISTS feedback (
   seq INTEGER PRIMARY KEY, decision_id TEXT NOT NULL, ts INTEGER NOT NULL,
   late INTEGER NOT NULL, payload TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS feedback_decision ON feedback(decision_id);
 CREATE TABLE IF NOT EXISTS shadow (
   decision_id TEXT PRIMARY KEY, policy TEXT NOT NULL, item_policy TEXT, send INTEGER NOT NULL,
   item_id TEXT, pscore REAL NOT NULL, pscore_send REAL NOT NULL);
