@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pushrl.errors import ArtifactError, PushrlError
 from pushrl.policies.base import Policy
-from pushrl.serve import registry_ops
+from pushrl.serve import registry_ops, store
 from pushrl.serve.auth import AuthError, presented_key
 from pushrl.serve.config import ServeConfig
 from pushrl.serve.errors import ServeError
@@ -176,7 +176,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(sqlite3.Error)
     async def _log_down(request: Request, exc: sqlite3.Error) -> JSONResponse:
-        log.error("durable log error on %s %s: %s", request.method, _route(request), exc)
+        store.errors.error("request", "durable log error on %s %s: %s", request.method,
+                           _route(request), exc)
         return _error(503, "log_unavailable", "the durable log cannot be written; nothing was "
                       "acknowledged, retry later")
 
@@ -200,7 +201,8 @@ def _add_ops_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any) 
         """Readiness: state rebuilt, policies loaded, durable log writable."""
         s = srv()
         if not s.ready:
-            return _error(503, "log_failed", f"durable log failed: {s.log.failed}")
+            return _error(503, "log_failed", f"durable log failed: {s.log.failed or s.state.frozen}"
+                          "; retrying and rebuilding the state by itself")
         return {"status": "ready", "detail": f"timing={s.engine.policies.timing.label} "
                 f"item={s.engine.policies.item.label}"}
 

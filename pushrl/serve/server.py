@@ -32,6 +32,8 @@ from pushrl.serve.store import OP_ACTIVITY, OP_OPEN, DurableLog, Statement
 log = logging.getLogger("pushrl.serve")
 HOUR = 3600
 SPEC_FILE = "feature_spec.json"
+#: First and longest wait (s) between write probes of a failed durable log.
+RECOVER_SECONDS = (0.1, 5.0)
 OUTCOME_COLS = ("opened", "clicked", "converted", "revenue", "unsubscribed")
 
 
@@ -68,6 +70,8 @@ class Server:
         self.batcher = DecisionBatcher(self)
         self._ptr_stat: tuple[int, int] | None = self._pointer_stat()
         self._swap_lock = asyncio.Lock()
+        self._committing = 0  # commits submitted and not yet resolved
+        self._recovery: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ setup
     def _default_catalog(self, policies: PolicySet) -> Path | None:
@@ -127,8 +131,8 @@ class Server:
 
     @property
     def ready(self) -> bool:
-        """True while the durable log accepts writes."""
-        return self.log.failed is None
+        """True while the durable log accepts writes (again after a recovery)."""
+        return self.log.failed is None and self.state.frozen is None
 
     def now(self) -> int:
         """Unix seconds."""
@@ -139,7 +143,40 @@ class Server:
         if self.state.pending:
             stmts = self.state.pending + stmts
             self.state.pending = []
-        await self.log.submit(stmts)
+        self._committing += 1
+        try:
+            await self.log.submit(stmts)
+        except Exception as exc:
+            if self._recovery is None:  # the state holds changes the log does not: roll back
+                self.state.frozen = f"{type(exc).__name__}: {exc}"
+                self._recovery = asyncio.ensure_future(self._recover())
+            raise
+        finally:
+            self._committing -= 1
+
+    async def _recover(self) -> None:
+        """After a failed commit, with changes refused (``state.frozen``): wait for the
+        commits in flight, retry a small write until the log takes it (disk space freed),
+        then rebuild the state from the log, so it holds exactly what was acknowledged, and
+        become ready again."""
+        delay = RECOVER_SECONDS[0]
+        while True:
+            while self._committing or self.batcher._in_flight:
+                await asyncio.sleep(0.01)
+            try:
+                await self.log.submit([("INSERT OR REPLACE INTO meta VALUES ('probe', ?)",
+                                        (str(self.now()),))])
+                break
+            except Exception:
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, RECOVER_SECONDS[1])
+        self.state.rebuild()  # on the loop: no request sees a half-built state
+        self._pending_fb.clear()
+        self.metrics.users.set(len(self.state.users))
+        self.log.failed = None
+        self.state.frozen = None
+        self._recovery = None
+        log.warning("durable log writable again: state rebuilt from the log; ready")
 
     # ------------------------------------------------------------------ requests
     def put_user(self, user_id: str, timezone: str, features: dict[str, Any],

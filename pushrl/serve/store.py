@@ -79,6 +79,39 @@ CREATE TABLE IF NOT EXISTS shadow (
 Statement = tuple[str, Sequence[Any]]
 
 
+class RateLimited:
+    """Logs an error at most once per ``interval`` seconds per key, then says how many were
+    left out (a full disk fails every commit and every request: tens of thousands of lines).
+
+    Args:
+        logger: Where the lines go.
+        interval: Seconds between two lines of one key.
+    """
+
+    def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._seen: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def error(self, key: str, msg: str, *args: Any) -> None:
+        """Log ``msg % args`` unless ``key`` was logged less than ``interval`` s ago."""
+        now = time.monotonic()
+        with self._lock:
+            last, left_out = self._seen.get(key, (-float("inf"), 0))
+            if now - last < self.interval:
+                self._seen[key] = (last, left_out + 1)
+                return
+            self._seen[key] = (now, 0)
+        if left_out:
+            msg += f" ({left_out} more like it in the last {now - last:.0f} s not logged)"
+        self.logger.error(msg, *args)
+
+
+#: The server's rate-limited error lines (the writer thread and the HTTP error handler).
+errors = RateLimited(log)
+
+
 def connect(path: str | Path, *, sync: str = "full", readonly: bool = False) -> sqlite3.Connection:
     """Open the log database in WAL mode (autocommit; transactions are explicit)."""
     uri = f"file:{path}?mode=ro" if readonly else str(path)
@@ -156,7 +189,6 @@ class DurableLog:
         fut.result()
 
     def _run(self) -> None:
-        conn = self._writer_conn
         while True:
             first = self._queue.get()
             if first is None:
@@ -174,6 +206,7 @@ class DurableLog:
                 batch.append(nxt)
             t0 = time.perf_counter()
             err: BaseException | None = None
+            conn = self._writer_conn  # per batch: a test swaps in a connection that fails
             try:
                 conn.execute("BEGIN")
                 # consecutive rows of one statement: one executemany
@@ -191,7 +224,7 @@ class DurableLog:
             except BaseException as exc:  # resolve every waiter, whatever happened
                 err = exc
                 self.failed = exc
-                log.error("durable log commit failed: %s", exc)
+                errors.error("commit", "durable log commit failed: %s", exc)
                 try:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
