@@ -224,6 +224,7 @@ def _add_data_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any,
              dependencies=[decide_scope], responses=_errors(400, 401, 403, 409, 422, 503))
     async def put_user(user_id: PathId, body: UserIn) -> dict[str, Any]:
         """Create or update a user (time zone, features)."""
+        await srv().idle()
         created, stmts = srv().put_user(user_id, body.timezone, body.features, body.ts)
         await srv().commit(stmts)
         return {"user_id": user_id, "created": created}
@@ -240,6 +241,7 @@ def _add_data_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any,
     async def events(body: Event | EventBatch) -> dict[str, Any]:
         """Record one activity event or a batch ``{"events": [...]}``."""
         evs = body.events if isinstance(body, EventBatch) else [body]
+        await srv().idle()
         await srv().commit(srv().events(evs))
         return {"accepted": len(evs)}
 
@@ -266,15 +268,14 @@ def _add_decide_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: An
               dependencies=[decide_scope], responses=_errors(400, 401, 403, 404, 409, 422, 503))
     async def decide_batch(body: DecideBatchIn) -> dict[str, Any]:
         """Several decisions (distinct users) in one request."""
-        out, stmts = srv().decide(body.requests)
-        await srv().commit(stmts)
-        return {"decisions": out}
+        return {"decisions": await srv().decide_batch(body.requests)}
 
     @app.post("/v1/feedback", response_model=FeedbackOut, tags=["decide"],
               dependencies=[decide_scope], responses=_errors(400, 401, 403, 404, 409, 422, 503))
     async def feedback(body: FeedbackIn) -> dict[str, Any]:
         """Outcomes of a decision (idempotent; late ones are kept but flagged)."""
         s = srv()
+        await s.idle()
         out, stmts, token = s.feedback(body)
         try:
             await s.commit(stmts)
@@ -358,6 +359,7 @@ async def _apply(s: Server) -> None:
     new = await asyncio.to_thread(load_set, s.cfg.registry, overrides=s.overrides,
                                   current=s.engine.policies)
     async with s._swap_lock:
+        await s.idle()
         s.swap(new)
         s._ptr_stat = s._pointer_stat()
 

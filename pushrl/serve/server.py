@@ -71,6 +71,8 @@ class Server:
         self._ptr_stat: tuple[int, int] | None = self._pointer_stat()
         self._swap_lock = asyncio.Lock()
         self._committing = 0  # commits submitted and not yet resolved
+        #: Set while a worker thread works on the state (:meth:`decide_batch`); done after.
+        self.busy: asyncio.Future[None] | None = None
         self._recovery: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ setup
@@ -140,7 +142,7 @@ class Server:
 
     async def commit(self, stmts: list[Statement]) -> None:
         """Make ``stmts`` durable (group commit) before the caller answers."""
-        if self.state.pending:
+        if self.state.pending and self.busy is None:  # (a worker may add to it)
             stmts = self.state.pending + stmts
             self.state.pending = []
         self._committing += 1
@@ -170,6 +172,7 @@ class Server:
             except Exception:
                 await asyncio.sleep(delay)
                 delay = min(2 * delay, RECOVER_SECONDS[1])
+        await self.idle()
         self.state.rebuild()  # on the loop: no request sees a half-built state
         self._pending_fb.clear()
         self.metrics.users.set(len(self.state.users))
@@ -190,6 +193,7 @@ class Server:
     async def put_item(self, item_id: str, category: str | None,
                        features: dict[str, Any]) -> bool:
         """Create or update an item (durable on return)."""
+        await self.idle()
         st = self.state
         created, stmts = st.put_item(item_id, category, features)
         if not self.default_spec:
@@ -286,6 +290,30 @@ class Server:
             raise
         return outs, stmts
 
+    async def idle(self) -> None:
+        """Wait until no worker thread works on the state: call it before touching the state
+        from the event loop (the loop itself never runs two requests' state code at once)."""
+        while self.busy is not None:
+            await self.busy
+
+    async def decide_batch(self, reqs: list[DecideIn]) -> list[dict[str, Any]]:
+        """:meth:`decide` in a worker thread, then commit: a batch of 1,000 with look-ahead
+        takes seconds, and the event loop keeps answering meanwhile (``/healthz``, other
+        requests wait for the state in :meth:`idle`). Runs to its commit even if the client
+        goes away (the state has moved by then)."""
+        return await asyncio.shield(asyncio.ensure_future(self._decide_batch(reqs)))
+
+    async def _decide_batch(self, reqs: list[DecideIn]) -> list[dict[str, Any]]:
+        await self.idle()
+        self.busy = busy = asyncio.get_running_loop().create_future()
+        try:
+            out, stmts = await asyncio.to_thread(self.decide, reqs)
+        finally:
+            self.busy = None
+            busy.set_result(None)
+        await self.commit(stmts)
+        return out
+
     async def decide_one(self, req: DecideIn) -> dict[str, Any]:
         """One decision, micro-batched with those arriving in the same loop tick."""
         return await self.batcher.decide(req)
@@ -381,6 +409,7 @@ class Server:
                                           current=self.engine.policies)
             if new.generation == self.engine.policies.generation and not force:
                 return False
+            await self.idle()
             self.swap(new)
             return True
 
