@@ -48,6 +48,7 @@ def command(
     from pushrl.errors import PushrlError
     from pushrl.serve.app import create_app
     from pushrl.serve.config import GuardrailConfig, ServeConfig, is_loopback, state_dir
+    from pushrl.serve.store import check_log
 
     if workers != 1:
         raise PushrlError("--workers must be 1: each user's feature state and guardrail "
@@ -73,5 +74,6 @@ def command(
                       attribution_hours=attribution_hours, sync=sync, seed=seed,
                       catalog=catalog, time_window_days=(past, future),
                       accept_empty_state=accept_empty_state)
+    check_log(cfg.state, accept_empty=accept_empty_state)  # one clear line, not a traceback
     uvicorn.run(create_app(cfg), host=host, port=port, log_level=log_level, access_log=False,
                 loop="uvloop", http="httptools", timeout_graceful_shutdown=5)

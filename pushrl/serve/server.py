@@ -55,7 +55,8 @@ class Server:
         self.metrics = ServeMetrics()
         self.keys = KeyChecker(load_keys(cfg.api_keys)) if cfg.api_keys else None
         self.overrides = overrides
-        self.log = DurableLog(cfg.state, sync=cfg.sync, on_commit=self.metrics.on_commit)
+        self.log = DurableLog(cfg.state, sync=cfg.sync, on_commit=self.metrics.on_commit,
+                              accept_empty=cfg.accept_empty_state)
         #: True when the spec is the flat default (no --catalog, no trained spec).
         self.default_spec = False
         policies = load_set(cfg.registry, overrides=overrides)

@@ -112,6 +112,76 @@ class RateLimited:
 errors = RateLimited(log)
 
 
+SPEC_FILE = "feature_spec.json"
+_TABLES = frozenset({"meta", "users", "items", "ops", "activity", "decisions", "feedback",
+                     "shadow"})
+RECOVERY = ("see README, 'State recovery': `pushrl logs restore BACKUP --state DIR`, or start "
+            "anew deliberately with `pushrl serve --accept-empty-state`")
+
+
+class StateError(PushrlError):
+    """The state dir's log is missing, damaged or inconsistent: the server refuses to start."""
+
+
+def check_log(state_dir: str | Path, *, accept_empty: bool = False,
+              had_lock: bool | None = None) -> None:
+    """Refuse a state dir whose durable log is missing, damaged or lost its WAL.
+
+    Checks, without writing anything (the database is opened read-only, so its WAL stays):
+    a server ran here (``feature_spec.json``, a WAL or the lock file) but ``log.sqlite3`` is
+    missing or empty; the file is not a pushrl log (tables, schema); ``PRAGMA
+    integrity_check`` fails; the last server did not shut down cleanly and the WAL is gone
+    (the changes acknowledged since its last checkpoint are lost); ``feature_spec.json``
+    exists but the log holds no items.
+
+    Args:
+        state_dir: The state directory.
+        accept_empty: Allow a missing or empty log (``--accept-empty-state``).
+        had_lock: Whether the lock file existed before this process created it (None: look).
+
+    Raises:
+        StateError: With what is wrong and the recovery path.
+    """
+    d = Path(state_dir)
+    db, wal = d / LOG_FILE, d / (LOG_FILE + "-wal")
+    ran = (d / SPEC_FILE).exists() or wal.exists() or (
+        (d / LOCK_FILE).exists() if had_lock is None else had_lock)
+    # before opening: a read-only connection creates an empty WAL (0 bytes counts as lost)
+    wal_ok = wal.exists() and wal.stat().st_size > 0
+    if not db.exists() or db.stat().st_size == 0:
+        if ran and not accept_empty:
+            what = "missing" if not db.exists() else "empty (0 bytes)"
+            raise StateError(f"{db} is {what}, but a server ran in {d} before: its decisions "
+                             f"and users are gone; {RECOVERY}")
+        return
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise StateError(f"{db} cannot be opened ({exc}); {RECOVERY}") from None
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not _TABLES <= tables:
+            raise StateError(f"{db} is not a pushrl log (missing tables "
+                             f"{sorted(_TABLES - tables)}); {RECOVERY}")
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        bad = [r[0] for r in conn.execute("PRAGMA integrity_check(5)")]
+        if bad != ["ok"]:
+            raise StateError(f"{db} fails PRAGMA integrity_check ({'; '.join(bad)}); {RECOVERY}")
+        if meta.get("clean") == "0" and not wal_ok:
+            raise StateError(f"{wal.name} is missing although the last server in {d} did not "
+                             "shut down cleanly: the changes it acknowledged after its last "
+                             "checkpoint are lost; to go on with what the database holds, "
+                             f"`pushrl logs restore {db} --state {d}`; {RECOVERY}")
+        if (d / SPEC_FILE).exists() and not accept_empty and not conn.execute(
+                "SELECT 1 FROM items LIMIT 1").fetchall():
+            raise StateError(f"{d / SPEC_FILE} shows this state dir was started with a catalog, "
+                             f"but {db} holds no items (a replaced or emptied log); {RECOVERY}")
+    except sqlite3.DatabaseError as exc:
+        raise StateError(f"{db} is damaged ({exc}); {RECOVERY}") from None
+    finally:
+        conn.close()
+
+
 def connect(path: str | Path, *, sync: str = "full", readonly: bool = False) -> sqlite3.Connection:
     """Open the log database in WAL mode (autocommit; transactions are explicit)."""
     uri = f"file:{path}?mode=ro" if readonly else str(path)
@@ -135,9 +205,11 @@ class DurableLog:
     """
 
     def __init__(self, state_dir: str | Path, *, sync: str = "full",
-                 on_commit: Callable[[int, float], None] | None = None) -> None:
+                 on_commit: Callable[[int, float], None] | None = None,
+                 accept_empty: bool = False) -> None:
         self.dir = Path(state_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+        had_lock = (self.dir / LOCK_FILE).exists()
         # one server per state dir: a second one would keep a diverging user state
         self._lock = open(self.dir / LOCK_FILE, "a+")  # held for our lifetime
         try:
@@ -148,12 +220,21 @@ class DurableLog:
                               "it or pass another --state") from None
         self.path = self.dir / LOG_FILE
         self._sync = sync
+        try:
+            check_log(self.dir, accept_empty=accept_empty, had_lock=had_lock)
+        except StateError:
+            self._lock.close()
+            raise
         w = connect(self.path, sync=sync)
         w.executescript(_DDL)
         w.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         have = w.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0]
         if have != SCHEMA_VERSION:
             raise RuntimeError(f"{self.path}: log schema {have!r}, expected {SCHEMA_VERSION!r}")
+        # 'clean' = 0 until close(): a later start that finds no WAL then knows it was lost;
+        # checkpointed now so that the database file itself says so
+        w.execute("INSERT OR REPLACE INTO meta VALUES ('clean', '0')")
+        w.execute("PRAGMA wal_checkpoint(FULL)").fetchall()
         w.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it
         self._writer_conn = w
         #: Connection for reads on the event-loop thread (WAL: never blocked by the writer).
@@ -276,6 +357,11 @@ class DurableLog:
         self._stop.set()
         self._ckpt.join(timeout=30)
         self._ckpt_conn.close()
+        if self.failed is None:  # the last close checkpoints the WAL and removes it
+            try:
+                self._writer_conn.execute("INSERT OR REPLACE INTO meta VALUES ('clean', '1')")
+            except sqlite3.Error as exc:
+                errors.error("commit", "could not mark the log closed cleanly: %s", exc)
         self._writer_conn.close()
         self.reader.close()
         self._lock.close()  # releases the flock
