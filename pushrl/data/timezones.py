@@ -19,6 +19,7 @@ _EPOCH_DOW = 3
 _BLOCK_BITS = 13
 #: Hours per lazily computed block of offsets (8192 h, about 341 days).
 BLOCK_HOURS = 1 << _BLOCK_BITS
+_SMALL = 16  # up to this many pairs, python lookups beat numpy's per-call overhead
 
 
 #: Names in the tz database directory that are not zones: ``localtime`` is whatever this
@@ -56,6 +57,7 @@ class TimezoneTable:
         self._blocks = np.zeros((0, BLOCK_HOURS), np.int32)
         self.n_blocks = 0  # rows of ``_blocks`` in use
         self._dedup: dict[bytes, int] = {}
+        self._rows: dict[tuple[int, int], int] = {}  # (zone, block number) -> row
         for n in names:
             self.index(n)
 
@@ -106,23 +108,44 @@ class TimezoneTable:
                 self.n_blocks += 1
                 self._dedup[block.tobytes()] = row
             self._dir[z, col] = row
+            self._rows[(z, self._b0 + col)] = row
 
     def offset_seconds(self, tz_idx: np.ndarray, bucket: np.ndarray | int) -> np.ndarray:
         """UTC offset in seconds for each ``(tz_idx, bucket)`` pair (broadcast), int32."""
         b = np.asarray(bucket, dtype=np.int64)
         z = np.asarray(tz_idx)
+        if b.size <= _SMALL and z.ndim == 1 and b.ndim and b.shape[-1] == z.size:
+            got = self._small(z.tolist(), b)  # a decision pass: a few python lookups
+            if got is not None:
+                return got
         if b.size == 0:
             return np.zeros(np.broadcast(z, b).shape, np.int32)
-        blk = b >> _BLOCK_BITS
-        self._cover(int(blk.min()), int(blk.max()))
-        col = blk - self._b0
-        row = self._dir[z, col]
-        missing = row < 0
-        if missing.any():
-            shape = row.shape
-            self._fill(np.broadcast_to(z, shape)[missing], np.broadcast_to(col, shape)[missing])
-            row = self._dir[z, col]
-        return self._blocks[row, b & (BLOCK_HOURS - 1)]
+        lo, hi = int(b.min()) >> _BLOCK_BITS, int(b.max()) >> _BLOCK_BITS
+        if lo < self._b0 or hi >= self._b0 + self._dir.shape[1]:
+            self._cover(lo, hi)
+        rel = b - (self._b0 << _BLOCK_BITS)  # hours since the directory's first block
+        col = rel >> _BLOCK_BITS
+        width = self._dir.shape[1]
+        flat = z.astype(np.int64) * width + col  # 1-d takes: cheaper than 2-d gathers
+        row = self._dir.ravel().take(flat)
+        if row.min() < 0:
+            missing = row < 0
+            self._fill(np.broadcast_to(z, row.shape)[missing],
+                       np.broadcast_to(col, row.shape)[missing])
+            row = self._dir.ravel().take(flat)
+        return self._blocks.ravel().take(row.astype(np.int64) * BLOCK_HOURS
+                                         + (rel & (BLOCK_HOURS - 1)))
+
+    def _small(self, zones: list[int], b: np.ndarray) -> np.ndarray | None:
+        """:meth:`offset_seconds` of a few pairs (``b``'s last axis runs over ``zones``) from
+        the computed blocks; None when one is missing."""
+        rows, blocks, out = self._rows, self._blocks, []
+        for i, bi in enumerate(b.ravel().tolist()):
+            r = rows.get((zones[i % len(zones)], bi >> _BLOCK_BITS))
+            if r is None:
+                return None
+            out.append(blocks[r, bi & (BLOCK_HOURS - 1)])
+        return np.array(out, np.int32).reshape(b.shape)
 
 
 def local_clock(unix_sec: np.ndarray | int, offset_sec: np.ndarray | int) -> tuple[np.ndarray,

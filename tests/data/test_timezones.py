@@ -72,3 +72,16 @@ def test_times_decades_apart_compute_only_the_blocks_asked_for(
     # every zone at one time: one block each, stored once per distinct block of offsets
     assert hours[0] <= (len(zones) + 2) * 8192
     assert tzt.n_blocks < len(zones) // 2
+
+
+def test_small_lookups_equal_the_vector_path() -> None:
+    tzt = TimezoneTable(ODD)
+    rng = np.random.default_rng(5)
+    for _ in range(50):
+        z = rng.integers(0, len(ODD), 4)
+        b = rng.integers(B2000, B2100, (2, 4))
+        small = tzt.offset_seconds(z, b)  # <= 16 pairs: python lookups once computed
+        big = tzt.offset_seconds(np.tile(z, 5), np.tile(b, 5))
+        np.testing.assert_array_equal(small, big[:, :4])
+        np.testing.assert_array_equal(small[0], [_dense(ODD[zi], np.array([bi]))[0]
+                                                 for zi, bi in zip(z, b[0], strict=True)])
