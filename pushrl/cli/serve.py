@@ -54,6 +54,12 @@ def command(
     limit_concurrency: int = typer.Option(1000, "--limit-concurrency", min=1, help="Open "
                                           "connections + running requests beyond which "
                                           "requests get 503."),
+    time_window: str = typer.Option("3653,731", "--time-window", help="PAST,FUTURE days "
+                                    "around the wall clock in which request times are "
+                                    "accepted."),
+    accept_empty_state: bool = typer.Option(False, "--accept-empty-state", help="Start anew "
+                                            "although the state dir's log is missing or "
+                                            "empty (see README: state recovery)."),
 ) -> None:
     """Serve decisions: out of the box the default baselines (most-active-hour timing with a
     daily cap, most-popular item) until a policy is promoted.
@@ -69,6 +75,7 @@ def command(
     from pushrl.rules.guardrails import Guardrails
     from pushrl.serve.config import ServeConfig, is_loopback, state_dir
     from pushrl.serve.timeouts import HttpLimits, uvicorn_config
+    from pushrl.serve.store import check_log
 
     if workers != 1:
         raise PushrlError("--workers must be 1: each user's feature state and guardrail "
@@ -91,10 +98,17 @@ def command(
         except ValueError as exc:
             raise PushrlError(f"--quiet-hours must be START-END local hours 0-23, got "
                               f"{quiet_hours!r} ({exc})") from None
+    try:
+        past, future = (int(x) for x in time_window.split(","))
+    except ValueError:
+        raise PushrlError(f"--time-window must be PAST,FUTURE days, got {time_window!r}") \
+            from None
     cfg = ServeConfig(registry=registry, state=state_dir(state), api_keys=api_keys,
                       guardrails=guardrails,
                       attribution_hours=attribution_hours, sync=sync, seed=seed,
-                      catalog=catalog, public_docs=public_docs, public_metrics=public_metrics)
+                      catalog=catalog, public_docs=public_docs, public_metrics=public_metrics,
+                      time_window_days=(past, future), accept_empty_state=accept_empty_state)
+    check_log(cfg.state, accept_empty=accept_empty_state)  # one clear line, not a traceback
     limits = HttpLimits(header_timeout, body_timeout, keep_alive, limit_concurrency)
     uvicorn.Server(uvicorn_config(create_app(cfg), host=host, port=port, limits=limits,
                                   log_level=log_level)).run()

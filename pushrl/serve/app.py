@@ -27,7 +27,7 @@ from starlette.requests import ClientDisconnect
 
 from pushrl.errors import ArtifactError, PushrlError
 from pushrl.policies.base import Policy
-from pushrl.serve import registry_ops
+from pushrl.serve import registry_ops, store
 from pushrl.serve.auth import AuthError, presented_key
 from pushrl.serve.config import ServeConfig
 from pushrl.serve.errors import ServeError
@@ -215,7 +215,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(sqlite3.Error)
     async def _log_down(request: Request, exc: sqlite3.Error) -> JSONResponse:
-        log.error("durable log error on %s %s: %s", request.method, _route(request), exc)
+        store.errors.error("request", "durable log error on %s %s: %s", request.method,
+                           _route(request), exc)
         return _error(503, "log_unavailable", "the durable log cannot be written; nothing was "
                       "acknowledged, retry later")
 
@@ -265,6 +266,7 @@ def _add_data_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any,
              dependencies=[decide_scope], responses=_errors(400, 401, 403, 409, 422, 503))
     async def put_user(user_id: PathId, body: UserIn) -> dict[str, Any]:
         """Create or update a user (time zone, features)."""
+        await srv().idle()
         created, stmts = srv().put_user(user_id, body.timezone, body.features, body.ts)
         await srv().commit(stmts)
         return {"user_id": user_id, "created": created}
@@ -281,6 +283,7 @@ def _add_data_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any,
     async def events(body: Event | EventBatch) -> dict[str, Any]:
         """Record one activity event or a batch ``{"events": [...]}``."""
         evs = body.events if isinstance(body, EventBatch) else [body]
+        await srv().idle()
         await srv().commit(srv().events(evs))
         return {"accepted": len(evs)}
 
@@ -307,15 +310,14 @@ def _add_decide_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: An
               dependencies=[decide_scope], responses=_errors(400, 401, 403, 404, 409, 422, 503))
     async def decide_batch(body: DecideBatchIn) -> dict[str, Any]:
         """Several decisions (distinct users) in one request."""
-        out, stmts = srv().decide(body.requests)
-        await srv().commit(stmts)
-        return {"decisions": out}
+        return {"decisions": await srv().decide_batch(body.requests)}
 
     @app.post("/v1/feedback", response_model=FeedbackOut, tags=["decide"],
               dependencies=[decide_scope], responses=_errors(400, 401, 403, 404, 409, 422, 503))
     async def feedback(body: FeedbackIn) -> dict[str, Any]:
         """Outcomes of a decision (idempotent; late ones are kept but flagged)."""
         s = srv()
+        await s.idle()
         out, stmts, token = s.feedback(body)
         try:
             await s.commit(stmts)

@@ -47,6 +47,10 @@ class DecisionBatcher:
             loop.call_soon(self._run_batch)
 
     def _run_batch(self) -> None:
+        busy = self.srv.busy
+        if busy is not None:  # a worker thread works on the state: go once it is done
+            busy.add_done_callback(lambda _: self._run_batch())
+            return
         self._batch_scheduled = False
         waiting, self._waiting = self._waiting, []
         while waiting:

@@ -59,6 +59,10 @@ class ServeConfig:
             (default: any valid key is needed). Without keys everything is open.
         public_metrics: With ``api_keys``, serve ``/metrics`` without a key (default: any
             valid key is needed, e.g. a Prometheus ``authorization`` credential).
+        time_window_days: ``(past, future)``: request times must lie within this many days
+            of the wall clock (422 otherwise).
+        accept_empty_state: Start even when ``feature_spec.json`` shows the state dir held a
+            server before but the log is missing or empty (deliberately starting anew).
     """
 
     registry: Path = Path("policies")
@@ -74,6 +78,8 @@ class ServeConfig:
     max_horizon_hours: int = 168
     public_docs: bool = False
     public_metrics: bool = False
+    time_window_days: tuple[int, int] = (3653, 731)
+    accept_empty_state: bool = False
 
     def __post_init__(self) -> None:
         if self.sync not in ("full", "normal"):

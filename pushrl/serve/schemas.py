@@ -6,11 +6,26 @@ import datetime as dt
 from typing import Annotated, Literal
 
 import re
-from typing import Any
-from zoneinfo import available_timezones
+import time
+from typing import Any, Self
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 
+from pushrl.data.timezones import zone_names
+
+DAY = 86400
+#: Days before and after the wall clock in which times are accepted (``--time-window``):
+#: the feature state and its time-zone offsets are sized by the times clients send.
+TIME_WINDOW_DAYS = (3653, 731)
+_window = list(TIME_WINDOW_DAYS)
 _MIN_SEC, _MAX_SEC = 946_684_800, 4_102_444_799  # 2000-01-01T00:00:00Z .. 2099-12-31T23:59:59Z
 _ISO = (r"^20[0-9]{2}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?"
         r"(Z|[+-][0-9]{2}:[0-9]{2})$")
@@ -24,18 +39,40 @@ def _json_int(v: Any) -> Any:
     return v
 
 
+def set_time_window(past_days: int, future_days: int) -> None:
+    """Accept times from ``past_days`` before to ``future_days`` after the wall clock."""
+    if past_days < 0 or future_days < 0:
+        raise ValueError(f"the time window must be >= 0 days each way, got past={past_days}, "
+                         f"future={future_days}")
+    _window[:] = [past_days, future_days]
+
+
+def _in_window(t: dt.datetime) -> dt.datetime:
+    sec, now = t.timestamp(), time.time()
+    past, future = _window
+    if not now - past * DAY <= sec <= now + future * DAY:
+        days = (sec - now) / DAY
+        when = f"{-days:,.0f} days before" if days < 0 else f"{days:,.0f} days after"
+        raise ValueError(f"time {t.isoformat()} is {when} now; the server accepts times from "
+                         f"{past} days before to {future} days after now (pushrl serve "
+                         "--time-window PAST,FUTURE)")
+    return t
+
+
 def _parse_ts(v: Any) -> Any:
-    """Unix seconds (int) or an ISO 8601 string with a UTC offset, years 2000-2099."""
+    """Unix seconds (int) or an ISO 8601 string with a UTC offset, years 2000-2099, within
+    the server's time window (:func:`set_time_window`)."""
     v = _json_int(v)
     if isinstance(v, int) and not isinstance(v, bool):
         if not _MIN_SEC <= v <= _MAX_SEC:
             raise ValueError(f"unix time {v} is outside 2000-01-01 .. 2099-12-31")
-        return dt.datetime.fromtimestamp(v, dt.UTC)
+        return _in_window(dt.datetime.fromtimestamp(v, dt.UTC))
     if isinstance(v, str) and _ISO_RE.match(v):
         try:
-            return dt.datetime.fromisoformat(v[:-1] + "+00:00" if v.endswith("Z") else v)
+            t = dt.datetime.fromisoformat(v[:-1] + "+00:00" if v.endswith("Z") else v)
         except ValueError as exc:
             raise ValueError(f"invalid time {v!r}: {exc}") from None
+        return _in_window(t)
     raise ValueError("expected unix seconds (integer) or an ISO 8601 time with a timezone "
                      "offset in 2000..2099, e.g. 2026-03-02T09:00:00Z")
 
@@ -46,7 +83,7 @@ Timestamp = Annotated[AwareDatetime, BeforeValidator(_parse_ts), WithJsonSchema(
               {"type": "integer", "minimum": _MIN_SEC, "maximum": _MAX_SEC}],
     "description": "ISO 8601 with offset (e.g. 2026-03-02T09:00:00Z) or unix seconds"})]
 TimeZone = Annotated[str, WithJsonSchema({
-    "type": "string", "enum": sorted(available_timezones() | {"UTC"}),
+    "type": "string", "enum": sorted(zone_names()),
     "description": "IANA time zone, e.g. Europe/Berlin"})]
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$",
                           description="Opaque printable ASCII id (no spaces), never personal "
@@ -168,7 +205,8 @@ class DecideBatchOut(BaseModel):
 
 
 class FeedbackIn(_Body):
-    """Outcomes of a decision; repeated reports merge (idempotent)."""
+    """Outcomes of a decision; repeated reports merge (idempotent). ``clicked=true`` implies
+    ``opened=true``; the revenue of the report with the latest ``ts`` counts."""
 
     decision_id: Id
     opened: bool | None = None
@@ -177,6 +215,16 @@ class FeedbackIn(_Body):
     revenue: float | None = Field(None, ge=0, le=1e9)
     unsubscribed: bool | None = None
     ts: Timestamp | None = Field(None, description="When the outcome happened (default: now).")
+
+    @model_validator(mode="after")
+    def _click_implies_open(self) -> Self:
+        # a click on a push is an open of it: `clicked=true` alone records `opened=true` too
+        if self.clicked and self.opened is False:
+            raise ValueError("`clicked` is true but `opened` is false: a click implies an open; "
+                             "send opened=true or leave `opened` out")
+        if self.clicked:
+            self.opened = True
+        return self
 
 
 class Outcomes(BaseModel):

@@ -26,7 +26,7 @@ from pushrl.serve.engine import DecideRow, Engine
 from pushrl.serve.errors import Conflict, NotFound, Unprocessable
 from pushrl.serve.metrics import ServeMetrics
 from pushrl.serve.policyset import CatalogPopular, Loaded, PolicySet, catalog_mismatch, load_set
-from pushrl.serve.schemas import DecideIn, Event, FeedbackIn
+from pushrl.serve.schemas import DecideIn, Event, FeedbackIn, set_time_window
 from pushrl.serve.state import ServerState, default_spec
 from pushrl.serve.store import OP_ACTIVITY, OP_OPEN, DurableLog, Statement
 from pushrl.units import HOUR
@@ -34,6 +34,8 @@ from pushrl.units import HOUR
 log = logging.getLogger("pushrl.serve")
 SPEC_FILE = "feature_spec.json"
 POPULAR_FILE = "item_popularity.json"
+#: First and longest wait (s) between write probes of a failed durable log.
+RECOVER_SECONDS = (0.1, 5.0)
 OUTCOME_COLS = ("opened", "clicked", "converted", "revenue", "unsubscribed")
 
 
@@ -51,10 +53,12 @@ class Server:
 
     def __init__(self, cfg: ServeConfig, *, overrides: dict[str, Policy] | None = None) -> None:
         self.cfg = cfg
+        set_time_window(*cfg.time_window_days)
         self.metrics = ServeMetrics()
         self.keys = KeyChecker(load_keys(cfg.api_keys)) if cfg.api_keys else None
         self.overrides = overrides
-        self.log = DurableLog(cfg.state, sync=cfg.sync, on_commit=self.metrics.on_commit)
+        self.log = DurableLog(cfg.state, sync=cfg.sync, on_commit=self.metrics.on_commit,
+                              accept_empty=cfg.accept_empty_state)
         #: True when the spec is the flat default (no --catalog, no trained spec).
         self.default_spec = False
         #: The default item policy: most-popular over this server's own data (never the
@@ -79,6 +83,10 @@ class Server:
         self.batcher = DecisionBatcher(self)
         self._ptr_stat: tuple[int, int] | None = self._pointer_stat()
         self._swap_lock = asyncio.Lock()
+        self._committing = 0  # commits submitted and not yet resolved
+        #: Set while a worker thread works on the state (:meth:`decide_batch`); done after.
+        self.busy: asyncio.Future[None] | None = None
+        self._recovery: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ setup
     def _popularity(self) -> np.ndarray:
@@ -181,13 +189,14 @@ class Server:
 
     @property
     def ready(self) -> bool:
-        """True while the durable log accepts writes."""
-        return self.log.failed is None
+        """True while the durable log accepts writes (again after a recovery)."""
+        return self.log.failed is None and self.state.frozen is None
 
     def not_ready(self) -> tuple[str, str] | None:
         """``(code, reason)`` while ``/v1/decide`` cannot answer, else None."""
-        if self.log.failed is not None:
-            return "log_failed", f"durable log failed: {self.log.failed}"
+        if not self.ready:
+            return "log_failed", (f"durable log failed: {self.log.failed or self.state.frozen}"
+                                  "; retrying and rebuilding the state by itself")
         if not self.state.item_list:
             return "no_items", ("the item catalog is empty, so no decision can be made; add "
                                 "items with PUT /v1/items/{item_id} or start the server with "
@@ -214,10 +223,44 @@ class Server:
 
     async def commit(self, stmts: list[Statement]) -> None:
         """Make ``stmts`` durable (group commit) before the caller answers."""
-        if self.state.pending:
+        if self.state.pending and self.busy is None:  # (a worker may add to it)
             stmts = self.state.pending + stmts
             self.state.pending = []
-        await self.log.submit(stmts)
+        self._committing += 1
+        try:
+            await self.log.submit(stmts)
+        except Exception as exc:
+            if self._recovery is None:  # the state holds changes the log does not: roll back
+                self.state.frozen = f"{type(exc).__name__}: {exc}"
+                self._recovery = asyncio.ensure_future(self._recover())
+            raise
+        finally:
+            self._committing -= 1
+
+    async def _recover(self) -> None:
+        """After a failed commit, with changes refused (``state.frozen``): wait for the
+        commits in flight, retry a small write until the log takes it (disk space freed),
+        then rebuild the state from the log, so it holds exactly what was acknowledged, and
+        become ready again."""
+        delay = RECOVER_SECONDS[0]
+        while True:
+            while self._committing or self.batcher._in_flight:
+                await asyncio.sleep(0.01)
+            try:
+                await self.log.submit([("INSERT OR REPLACE INTO meta VALUES ('probe', ?)",
+                                        (str(self.now()),))])
+                break
+            except Exception:
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, RECOVER_SECONDS[1])
+        await self.idle()
+        self.state.rebuild()  # on the loop: no request sees a half-built state
+        self._pending_fb.clear()
+        self.metrics.users.set(len(self.state.users))
+        self.log.failed = None
+        self.state.frozen = None
+        self._recovery = None
+        log.warning("durable log writable again: state rebuilt from the log; ready")
 
     # ------------------------------------------------------------------ requests
     def put_user(self, user_id: str, timezone: str, features: dict[str, Any],
@@ -231,6 +274,7 @@ class Server:
     async def put_item(self, item_id: str, category: str | None,
                        features: dict[str, Any]) -> bool:
         """Create or update an item (durable on return)."""
+        await self.idle()
         st = self.state
         created, stmts = st.put_item(item_id, category, features)
         if not self.default_spec:
@@ -336,6 +380,30 @@ class Server:
             raise
         return outs, stmts
 
+    async def idle(self) -> None:
+        """Wait until no worker thread works on the state: call it before touching the state
+        from the event loop (the loop itself never runs two requests' state code at once)."""
+        while self.busy is not None:
+            await self.busy
+
+    async def decide_batch(self, reqs: list[DecideIn]) -> list[dict[str, Any]]:
+        """:meth:`decide` in a worker thread, then commit: a batch of 1,000 with look-ahead
+        takes seconds, and the event loop keeps answering meanwhile (``/healthz``, other
+        requests wait for the state in :meth:`idle`). Runs to its commit even if the client
+        goes away (the state has moved by then)."""
+        return await asyncio.shield(asyncio.ensure_future(self._decide_batch(reqs)))
+
+    async def _decide_batch(self, reqs: list[DecideIn]) -> list[dict[str, Any]]:
+        await self.idle()
+        self.busy = busy = asyncio.get_running_loop().create_future()
+        try:
+            out, stmts = await asyncio.to_thread(self.decide, reqs)
+        finally:
+            self.busy = None
+            busy.set_result(None)
+        await self.commit(stmts)
+        return out
+
     async def decide_one(self, req: DecideIn) -> dict[str, Any]:
         """One decision, micro-batched with those arriving in the same loop tick."""
         return await self.batcher.decide(req)
@@ -356,7 +424,7 @@ class Server:
 
     def feedback(self, fb: FeedbackIn) -> tuple[dict[str, Any], list[Statement],
                                                 dict[str, Any]]:
-        """Join outcomes to their decision (merge: booleans OR, revenue replaces).
+        """Join outcomes to their decision (merge: booleans OR, the revenue of the latest ``ts``).
 
         Returns:
             The response body, the log rows, and a token for :meth:`feedback_done`.
@@ -377,7 +445,11 @@ class Server:
         merged = dict(dec)
         if not late and dec["sent"]:
             for k, v in given.items():
-                merged[k] = v if k == "revenue" else bool(merged[k]) or bool(v)
+                if k == "revenue":  # the report of the latest `ts` wins, whatever the arrival
+                    if ts >= self._revenue_ts(fb.decision_id, dec):
+                        merged[k], merged["revenue_ts"] = v, ts
+                else:
+                    merged[k] = bool(merged[k]) or bool(v)
             changed = [k for k in OUTCOME_COLS if merged[k] != dec[k]]
             if changed:
                 sets = ", ".join(f"{k}=?" for k in changed)
@@ -391,6 +463,16 @@ class Server:
         out = {"decision_id": fb.decision_id, "late": late,
                "outcomes": {k: merged[k] for k in OUTCOME_COLS}}
         return out, stmts, merged
+
+    def _revenue_ts(self, decision_id: str, dec: dict[str, Any]) -> int:
+        """``ts`` of the report that set the decision's revenue (-1: none yet)."""
+        if dec["revenue"] is None:
+            return -1
+        if "revenue_ts" in dec:
+            return int(dec["revenue_ts"])
+        row = self.log.query("SELECT max(ts) FROM feedback WHERE decision_id=? AND late=0 AND "
+                             "payload LIKE '%\"revenue\": %'", (decision_id,))
+        return -1 if row[0][0] is None else int(row[0][0])
 
     def feedback_done(self, decision_id: str, token: dict[str, Any]) -> None:
         """Forget the in-memory merge once it is durable, unless a later report replaced it."""
@@ -416,6 +498,7 @@ class Server:
             new = await asyncio.to_thread(self._load_set)
             if new.generation == self.engine.policies.generation and not force:
                 return False
+            await self.idle()
             self.swap(new)
             return True
 
@@ -423,6 +506,7 @@ class Server:
         """Swap to what the registry's pointer names now (after a promote or rollback)."""
         new = await asyncio.to_thread(self._load_set)
         async with self._swap_lock:
+            await self.idle()
             self.swap(new)
             self._ptr_stat = self._pointer_stat()
 

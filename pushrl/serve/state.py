@@ -12,13 +12,12 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
-from zoneinfo import available_timezones
-
 import numpy as np
 import pandas as pd
 
 from pushrl.data.features import FeatureSpec, FeatureState, ItemCatalog
-from pushrl.serve.errors import Conflict, NotFound, Unprocessable
+from pushrl.data.timezones import zone_names
+from pushrl.serve.errors import Conflict, NotFound, ServeError, Unprocessable
 from pushrl.serve.guardrails import SendHistory
 from pushrl.serve.store import (
     OP_ACTIVITY,
@@ -31,15 +30,18 @@ from pushrl.serve.store import (
 )
 
 _OP_SQL = "INSERT INTO ops(seq, kind, user_idx, bucket, arg, tz) VALUES (?,?,?,?,?,?)"
-_TZ: frozenset[str] | None = None
 
 
 def valid_timezone(tz: str) -> bool:
-    """True for IANA zone names pandas and zoneinfo both know."""
-    global _TZ
-    if _TZ is None:
-        _TZ = frozenset(available_timezones()) | {"UTC"}
-    return tz in _TZ
+    """True for IANA zone names pandas and zoneinfo both know (not ``localtime`` or
+    ``Factory``: :func:`~pushrl.data.timezones.zone_names`)."""
+    return tz in zone_names()
+
+
+class Unavailable(ServeError):
+    """503: the durable log failed; the state refuses changes until it is rebuilt."""
+
+    status = 503
 
 
 def default_spec(items: Iterable[tuple[str, str | None]] = ()) -> FeatureSpec:
@@ -101,6 +103,15 @@ class ServerState:
         self._cat_index = {c: i for i, c in enumerate(spec.categories)}
         #: Journal rows of changes whose request failed later; written with the next commit.
         self.pending: list[Statement] = []
+        #: Why changes are refused (a commit failed; the state waits for its rebuild), or None.
+        self.frozen: str | None = None
+
+    def check_writable(self) -> None:
+        """Refuse changes while :attr:`frozen` (before anything is applied)."""
+        if self.frozen is not None:
+            raise Unavailable("log_unavailable", f"the durable log failed ({self.frozen}); the "
+                              "server retries it and rebuilds its state by itself; nothing was "
+                              "acknowledged, retry later")
 
     def set_spec(self, spec: FeatureSpec) -> None:
         """Switch the feature pipeline parameters and rebuild the state from the log."""
@@ -111,12 +122,14 @@ class ServerState:
     # ------------------------------------------------------------------ helpers
     def next_seq(self) -> int:
         """Next journal sequence number."""
+        self.check_writable()
         self.seq += 1
         return self.seq
 
     def op(self, kind: int, users: np.ndarray, buckets: np.ndarray,
            args: np.ndarray | None = None) -> list[Statement]:
         """Apply an op and return its journal rows."""
+        self.check_writable()
         a = np.zeros(len(users), np.int64) if args is None else np.asarray(args, np.int64)
         apply_op(self.fs, kind, users, buckets, self._categories(a) if kind == OP_ACTIVITY else a)
         return [(_OP_SQL, (self.next_seq(), kind, int(u), int(b), int(x), None))
@@ -167,6 +180,7 @@ class ServerState:
     def put_user(self, user_id: str, timezone: str, features: dict[str, Any],
                  bucket: int) -> tuple[bool, list[Statement]]:
         """Create or update a user; returns ``(created, statements)``."""
+        self.check_writable()
         if not valid_timezone(timezone):
             raise Unprocessable("invalid_timezone", f"unknown timezone {timezone!r}; use an "
                                 "IANA name such as Europe/Berlin")
@@ -189,6 +203,7 @@ class ServerState:
     def put_item(self, item_id: str, category: str | None,
                  features: dict[str, Any]) -> tuple[bool, list[Statement]]:
         """Create or update an item; returns ``(created, statements)``."""
+        self.check_writable()
         it = Item(item_id, category, dict(features))
         idx = self.items.get(item_id)
         created = idx is None
@@ -216,8 +231,10 @@ class ServerState:
 
     # ------------------------------------------------------------------ restart
     def rebuild(self) -> None:
-        """Rebuild users, items, feature state and send history from the durable log."""
+        """Rebuild users, items, feature state and send history from the durable log (what
+        was acknowledged: changes still waiting in :attr:`pending` are dropped)."""
         log = self.log
+        self.pending = []
         self.items.clear()
         self.item_list.clear()
         for item_id, cat, feats, _ in log.iter_rows("SELECT * FROM items ORDER BY seq"):

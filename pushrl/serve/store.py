@@ -70,12 +70,116 @@ CREATE INDEX IF NOT EXISTS decisions_seq ON decisions(seq);
 CREATE TABLE IF NOT EXISTS feedback (
   seq INTEGER PRIMARY KEY, decision_id TEXT NOT NULL, ts INTEGER NOT NULL,
   late INTEGER NOT NULL, payload TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS feedback_decision ON feedback(decision_id);
 CREATE TABLE IF NOT EXISTS shadow (
   decision_id TEXT PRIMARY KEY, policy TEXT NOT NULL, item_policy TEXT, send INTEGER NOT NULL,
   item_id TEXT, pscore REAL NOT NULL, pscore_send REAL NOT NULL);
 """
 
 Statement = tuple[str, Sequence[Any]]
+
+
+class RateLimited:
+    """Logs an error at most once per ``interval`` seconds per key, then says how many were
+    left out (a full disk fails every commit and every request: tens of thousands of lines).
+
+    Args:
+        logger: Where the lines go.
+        interval: Seconds between two lines of one key.
+    """
+
+    def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
+        self.logger = logger
+        self.interval = interval
+        self._seen: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def error(self, key: str, msg: str, *args: Any) -> None:
+        """Log ``msg % args`` unless ``key`` was logged less than ``interval`` s ago."""
+        now = time.monotonic()
+        with self._lock:
+            last, left_out = self._seen.get(key, (-float("inf"), 0))
+            if now - last < self.interval:
+                self._seen[key] = (last, left_out + 1)
+                return
+            self._seen[key] = (now, 0)
+        if left_out:
+            msg += f" ({left_out} more like it in the last {now - last:.0f} s not logged)"
+        self.logger.error(msg, *args)
+
+
+#: The server's rate-limited error lines (the writer thread and the HTTP error handler).
+errors = RateLimited(log)
+
+
+SPEC_FILE = "feature_spec.json"
+_TABLES = frozenset({"meta", "users", "items", "ops", "activity", "decisions", "feedback",
+                     "shadow"})
+RECOVERY = ("see README, 'State recovery': `pushrl logs restore BACKUP --state DIR`, or start "
+            "anew deliberately with `pushrl serve --accept-empty-state`")
+
+
+class StateError(PushrlError):
+    """The state dir's log is missing, damaged or inconsistent: the server refuses to start."""
+
+
+def check_log(state_dir: str | Path, *, accept_empty: bool = False,
+              had_lock: bool | None = None) -> None:
+    """Refuse a state dir whose durable log is missing, damaged or lost its WAL.
+
+    Checks, without writing anything (the database is opened read-only, so its WAL stays):
+    a server ran here (``feature_spec.json``, a WAL or the lock file) but ``log.sqlite3`` is
+    missing or empty; the file is not a pushrl log (tables, schema); ``PRAGMA
+    integrity_check`` fails; the last server did not shut down cleanly and the WAL is gone
+    (the changes acknowledged since its last checkpoint are lost); ``feature_spec.json``
+    exists but the log holds no items.
+
+    Args:
+        state_dir: The state directory.
+        accept_empty: Allow a missing or empty log (``--accept-empty-state``).
+        had_lock: Whether the lock file existed before this process created it (None: look).
+
+    Raises:
+        StateError: With what is wrong and the recovery path.
+    """
+    d = Path(state_dir)
+    db, wal = d / LOG_FILE, d / (LOG_FILE + "-wal")
+    ran = (d / SPEC_FILE).exists() or wal.exists() or (
+        (d / LOCK_FILE).exists() if had_lock is None else had_lock)
+    # before opening: a read-only connection creates an empty WAL (0 bytes counts as lost)
+    wal_ok = wal.exists() and wal.stat().st_size > 0
+    if not db.exists() or db.stat().st_size == 0:
+        if ran and not accept_empty:
+            what = "missing" if not db.exists() else "empty (0 bytes)"
+            raise StateError(f"{db} is {what}, but a server ran in {d} before: its decisions "
+                             f"and users are gone; {RECOVERY}")
+        return
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise StateError(f"{db} cannot be opened ({exc}); {RECOVERY}") from None
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if not _TABLES <= tables:
+            raise StateError(f"{db} is not a pushrl log (missing tables "
+                             f"{sorted(_TABLES - tables)}); {RECOVERY}")
+        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+        bad = [r[0] for r in conn.execute("PRAGMA integrity_check(5)")]
+        if bad != ["ok"]:
+            raise StateError(f"{db} fails PRAGMA integrity_check ({'; '.join(bad)}); {RECOVERY}")
+        if meta.get("clean") == "0" and not wal_ok:
+            raise StateError(f"{wal.name} is missing although the last server in {d} did not "
+                             "shut down cleanly: the changes it acknowledged after its last "
+                             "checkpoint are lost; to go on with what the database holds, "
+                             f"`pushrl logs restore {db} --state {d}`; {RECOVERY}")
+        if (d / SPEC_FILE).exists() and not accept_empty and not conn.execute(
+                "SELECT 1 FROM items LIMIT 1").fetchall():
+            raise StateError(f"{d / SPEC_FILE} shows this state dir was started with a catalog, "
+                             f"but {db} holds no items (a replaced or emptied log); {RECOVERY}")
+    except sqlite3.DatabaseError as exc:
+        raise StateError(f"{db} is damaged ({exc}); {RECOVERY}") from None
+    finally:
+        conn.close()
 
 
 def connect(path: str | Path, *, sync: str = "full", readonly: bool = False) -> sqlite3.Connection:
@@ -101,9 +205,11 @@ class DurableLog:
     """
 
     def __init__(self, state_dir: str | Path, *, sync: str = "full",
-                 on_commit: Callable[[int, float], None] | None = None) -> None:
+                 on_commit: Callable[[int, float], None] | None = None,
+                 accept_empty: bool = False) -> None:
         self.dir = Path(state_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+        had_lock = (self.dir / LOCK_FILE).exists()
         # one server per state dir: a second one would keep a diverging user state
         self._lock = open(self.dir / LOCK_FILE, "a+")  # held for our lifetime
         try:
@@ -114,12 +220,21 @@ class DurableLog:
                               "it or pass another --state") from None
         self.path = self.dir / LOG_FILE
         self._sync = sync
+        try:
+            check_log(self.dir, accept_empty=accept_empty, had_lock=had_lock)
+        except StateError:
+            self._lock.close()
+            raise
         w = connect(self.path, sync=sync)
         w.executescript(_DDL)
         w.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         have = w.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0]
         if have != SCHEMA_VERSION:
             raise RuntimeError(f"{self.path}: log schema {have!r}, expected {SCHEMA_VERSION!r}")
+        # 'clean' = 0 until close(): a later start that finds no WAL then knows it was lost;
+        # checkpointed now so that the database file itself says so
+        w.execute("INSERT OR REPLACE INTO meta VALUES ('clean', '0')")
+        w.execute("PRAGMA wal_checkpoint(FULL)").fetchall()
         w.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it
         self._writer_conn = w
         #: Connection for reads on the event-loop thread (WAL: never blocked by the writer).
@@ -155,7 +270,6 @@ class DurableLog:
         fut.result()
 
     def _run(self) -> None:
-        conn = self._writer_conn
         while True:
             first = self._queue.get()
             if first is None:
@@ -173,6 +287,7 @@ class DurableLog:
                 batch.append(nxt)
             t0 = time.perf_counter()
             err: BaseException | None = None
+            conn = self._writer_conn  # per batch: a test swaps in a connection that fails
             try:
                 conn.execute("BEGIN")
                 # consecutive rows of one statement: one executemany
@@ -190,7 +305,7 @@ class DurableLog:
             except BaseException as exc:  # resolve every waiter, whatever happened
                 err = exc
                 self.failed = exc
-                log.error("durable log commit failed: %s", exc)
+                errors.error("commit", "durable log commit failed: %s", exc)
                 try:
                     conn.execute("ROLLBACK")
                 except sqlite3.Error:
@@ -242,6 +357,11 @@ class DurableLog:
         self._stop.set()
         self._ckpt.join(timeout=30)
         self._ckpt_conn.close()
+        if self.failed is None:  # the last close checkpoints the WAL and removes it
+            try:
+                self._writer_conn.execute("INSERT OR REPLACE INTO meta VALUES ('clean', '1')")
+            except sqlite3.Error as exc:
+                errors.error("commit", "could not mark the log closed cleanly: %s", exc)
         self._writer_conn.close()
         self.reader.close()
         self._lock.close()  # releases the flock

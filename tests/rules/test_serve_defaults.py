@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 
+from pathlib import Path
+
 import pytest
 
 from pushrl.rules.guardrails import Guardrails
@@ -36,16 +38,17 @@ def test_a_configured_mismatch_is_applied_and_logged(caplog: pytest.LogCaptureFi
 
 
 def test_cli_serve_builds_guardrails_only_when_a_flag_is_given(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import uvicorn
+
     import pushrl.serve.app as app_mod
     from pushrl.cli.serve import command
+    from tests.serve.test_cli_serve import serve_args
 
     seen: list[object] = []
     monkeypatch.setattr(app_mod, "create_app", lambda cfg: seen.append(cfg.guardrails))
-    monkeypatch.setattr("uvicorn.run", lambda *a, **k: None)
-    base = {"registry": "policies", "host": "127.0.0.1", "port": 0, "state": None,
-            "workers": 1, "insecure": False, "api_keys": None, "catalog": None,
-            "attribution_hours": 72, "sync": "full", "seed": None, "log_level": "warning"}
-    command(**base, quiet_hours=None, max_per_day=None, max_per_week=None)  # type: ignore[arg-type]
-    command(**base, quiet_hours=None, max_per_day=None, max_per_week=7)  # type: ignore[arg-type]
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: None)
+    monkeypatch.setattr("pushrl.serve.store.check_log", lambda *a, **k: None)
+    command(**serve_args(state=tmp_path))  # type: ignore[arg-type]
+    command(**serve_args(state=tmp_path, max_per_week=7))  # type: ignore[arg-type]
     assert seen == [None, Guardrails(22, 8, 2, 7)]

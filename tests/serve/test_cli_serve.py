@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
@@ -12,16 +13,19 @@ from pushrl.serve.auth import AuthError, KeyChecker, load_keys, new_key
 from pushrl.serve.config import is_loopback, state_dir
 
 
-def _serve(**kw: object) -> None:
+def serve_args(**kw: object) -> dict[str, object]:
+    """Every `pushrl serve` option at its declared default (as typer would pass them), with
+    ``kw`` on top: direct calls keep working as options are added."""
     args: dict[str, object] = {
-        "registry": Path("policies"), "host": "127.0.0.1", "port": 0, "state": None,
-        "workers": 1, "insecure": False, "api_keys": None, "catalog": None,
-        "quiet_hours": "22-8", "max_per_day": 2, "max_per_week": 7, "attribution_hours": 72,
-        "sync": "full", "seed": None, "log_level": "warning", "public_docs": False,
-        "public_metrics": False, "header_timeout": 10.0, "body_timeout": 30.0,
-        "keep_alive": 5, "limit_concurrency": 1000}
+        name: p.default.default if hasattr(p.default, "default") else p.default
+        for name, p in inspect.signature(command).parameters.items()}
     args.update(kw)
-    command(**args)  # type: ignore[arg-type]
+    return args
+
+
+def _serve(**kw: object) -> None:
+    command(**serve_args(**{"quiet_hours": "22-8", "max_per_day": 2, "max_per_week": 7,
+                            **kw}))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(("kw", "match"), [
