@@ -117,7 +117,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _bump(hours: np.ndarray, peak: np.ndarray, width: np.ndarray) -> np.ndarray:
+def _bump(hours: np.ndarray, peak: np.ndarray, width: np.ndarray | float) -> np.ndarray:
     d = np.abs(hours - peak) % 24
     d = np.minimum(d, 24 - d)
     return np.exp(-0.5 * (d / width) ** 2)
