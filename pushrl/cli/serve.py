@@ -22,12 +22,16 @@ def command(
     catalog: Path | None = typer.Option(None, "--catalog", help="pushlog dataset whose items "
                                         "seed the catalog and fit the feature spec (first "
                                         "start)."),
-    quiet_hours: str = typer.Option("22-8", "--quiet-hours", help="Local quiet hours START-END "
-                                    "(e.g. 22-8; 0-0 disables)."),
-    max_per_day: int = typer.Option(2, "--max-per-day", min=0, help="Sends per user per "
-                                    "local day."),
-    max_per_week: int = typer.Option(7, "--max-per-week", min=0, help="Sends per user per "
-                                     "168 h."),
+    quiet_hours: str | None = typer.Option(None, "--quiet-hours", help="Local quiet hours "
+                                           "START-END (e.g. 22-8; 0-0 disables); default: "
+                                           "the --scenario's, else 22-8."),
+    max_per_day: int | None = typer.Option(None, "--max-per-day", min=0, help="Sends per user "
+                                           "per local day; default: the --scenario's, else 2."),
+    max_per_week: int | None = typer.Option(None, "--max-per-week", min=0, help="Sends per "
+                                            "user per 168 h; default: the --scenario's, else 7."),
+    scenario: str | None = typer.Option(None, "--scenario", help="Scenario (DIR/scenario.toml "
+                                        "from `pushrl init`): guardrails, and its data as the "
+                                        "default --catalog."),
     attribution_hours: int = typer.Option(72, "--attribution-hours", min=1, help="Feedback "
                                           "window; later reports are kept but flagged."),
     sync: str = typer.Option("full", "--sync", help="SQLite synchronous: full (fsync per "
@@ -52,6 +56,18 @@ def command(
         raise PushrlError(f"refusing to serve on non-loopback address {host} without API keys; "
                           "pass --api-keys FILE (python -m pushrl.serve.auth new --file FILE "
                           "--scopes decide,admin) or --insecure")
+    if scenario is not None:
+        from pushrl.envs.scenario import load_scenario
+
+        sc = load_scenario(scenario)
+        g = sc.guardrails
+        quiet_hours = quiet_hours or f"{g.quiet_start}-{g.quiet_end}"
+        max_per_day = g.max_sends_per_day if max_per_day is None else max_per_day
+        max_per_week = g.max_sends_per_week if max_per_week is None else max_per_week
+        catalog = catalog or sc.data
+    quiet_hours = quiet_hours or "22-8"
+    max_per_day = 2 if max_per_day is None else max_per_day
+    max_per_week = 7 if max_per_week is None else max_per_week
     try:
         qs, qe = (int(x) for x in quiet_hours.split("-"))
     except ValueError:
