@@ -17,7 +17,7 @@ def _serve(**kw: object) -> None:
         "registry": Path("policies"), "host": "127.0.0.1", "port": 0, "state": None,
         "workers": 1, "insecure": False, "api_keys": None, "catalog": None,
         "quiet_hours": "22-8", "max_per_day": 2, "max_per_week": 7, "attribution_hours": 72,
-        "sync": "full", "seed": None, "log_level": "warning"}
+        "sync": "full", "seed": None, "log_level": "warning", "scenario": None}
     args.update(kw)
     command(**args)  # type: ignore[arg-type]
 
