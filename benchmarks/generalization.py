@@ -166,11 +166,15 @@ def main() -> None:
     unknown = [n for n in names if n not in WORLDS]
     if unknown:
         raise SystemExit(f"unknown world(s) {unknown}; known: {', '.join(WORLDS)}")
+    settings = {k: v for k, v in vars(args).items() if k != "json"}
     recs = []
     for name in names:
         print(f"[{time.strftime('%H:%M:%S')}] {name} ...", file=sys.stderr, flush=True)
         recs.append(world_loop(name, args))
-    settings = {k: v for k, v in vars(args).items() if k != "json"}
+        # after every world, so a long run leaves its finished worlds behind
+        (Path(args.out) / "generalization.json").write_text(
+            json.dumps({"settings": settings, "worlds": recs}, indent=2, default=str))
+        print(table(recs[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     if args.json:
         print(json.dumps({"settings": settings, "worlds": recs}, indent=2, default=str))
     else:
