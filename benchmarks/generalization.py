@@ -82,7 +82,8 @@ def world_loop(name: str, args: argparse.Namespace) -> dict[str, Any]:
     rec["bandit"] = run("train", "bandit", "--scenario", sc, "--out", str(vw), "--seed",
                         str(args.seed))
     rec["ppo"] = run("train", "timing", "--scenario", sc, "--timesteps",
-                     str(args.ppo_timesteps), "--seed", str(args.seed), "--out", str(ppo))
+                     str(args.ppo_timesteps), "--seed", str(args.seed), "--out", str(ppo),
+                     "--run-dir", str(w / "runs" / "ppo"))
     for key, art in (("gate_bandit", rec["bandit"]["artifact"]),
                      ("gate_ppo", rec["ppo"]["artifact"])):
         g = run("evaluate", "--data", str(held), "--policy", art, "--scenario", sc,
