@@ -95,16 +95,27 @@ def synth(
     users: int = typer.Option(2000, min=1, help="Number of users."),
     days: int = typer.Option(28, min=1, help="Days to simulate."),
     seed: int = typer.Option(0, help="Random seed."),
-    items: int = typer.Option(100, min=8, help="Number of items."),
+    items: int | None = typer.Option(None, min=8,
+                                     help="Number of items (default: the world's, 100 for "
+                                          "default)."),
     slots_per_day: int = typer.Option(24, "--slots-per-day",
                                       help="Decision slots per day (divides 24)."),
+    world: str = typer.Option("default", "--world",
+                              help="World family (pushrl.data.worlds): default, commuter, "
+                                   "night-owls, taste-clicks, fatigue-heavy."),
+    param: list[str] = typer.Option([], "--param",
+                                    help="Override a world parameter, KEY=VALUE (repeatable)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    """Generate the synthetic push world with known ground truth."""
-    from pushrl.data.synth import SynthConfig, synthesize
+    """Generate a synthetic push world with known ground truth."""
+    from pushrl.data.synth import synthesize
+    from pushrl.data.worlds import parse_param, world_config
+    from pushrl.errors import DataError
+
     if 24 % slots_per_day:
         raise DataError(f"--slots-per-day must divide 24, got {slots_per_day}")
-    cfg = SynthConfig(users=users, days=days, seed=seed, items=items, slots_per_day=slots_per_day)
+    cfg = world_config(world, users=users, days=days, seed=seed, items=items,
+                       slots_per_day=slots_per_day, **dict(parse_param(p) for p in param))
     with progress_bar("synthesizing hours", days * 24, enabled=not as_json) as update:
         res = synthesize(out_dir, cfg, progress=update)
     if as_json:

@@ -78,8 +78,10 @@ def command(
                             "artifact, else reports/<policy>_vs_<baseline>)."),
     n_bootstrap: int = typer.Option(1000, "--n-bootstrap", min=1, help="Bootstrap resamples."),
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap and cross-fitting."),
-    scenario: str = typer.Option("default", "--scenario",
-                                 help="Guardrails and timing reward weights (envs/<name>.toml)."),
+    scenario: str | None = typer.Option(
+        None, "--scenario", help="Guardrails and timing reward weights: DIR/scenario.toml "
+                                 "(pushrl init) or a name in envs/; default: the scenario "
+                                 "written by `pushrl init` for DATA, or `default` for its data."),
     segment: str = typer.Option("day", "--segment",
                                 help="Timing trajectories: day (user-days) or none (whole users)."),
     reward: str | None = typer.Option(None, "--reward",
@@ -93,7 +95,12 @@ def command(
 ) -> None:
     """Estimate a policy's value on logged data and apply the deployment gate (exit 0 / 1)."""
     from pushrl.data.validate import load_dataset
+    from pushrl.envs.scenario import scenario_for_data
 
+    if scenario is None and (found := scenario_for_data(data)) is not None:
+        scenario = str(found.path)
+        if not as_json:
+            console.print(f"[dim]scenario: {escape(scenario)}[/]")
     names = None if not estimators else [e.strip() for e in estimators.split(",") if e.strip()]
     target = out_dir or _default_out(policy, baseline)
     with progress_bar("evaluating", 1, enabled=not as_json) as update:
@@ -108,9 +115,20 @@ def command(
         progress("loading data", 0, 1)
         ds, _ = load_dataset(data)
         # imported after the data loaded: a bad path fails without the OPE stack's import cost
-        from pushrl.ope.evaluate import evaluate_policy, record_evaluation
+        from pushrl.ope.evaluate import evaluate_policy, record_evaluation, resolve_policy
+        from pushrl.policies.item_data import RewardSpec
 
-        res = evaluate_policy(ds, policy, baseline, estimators=names, n_bootstrap=n_bootstrap,
+        cand = resolve_policy(policy, ds, reward=RewardSpec.parse(reward) if reward else None)
+        if scenario is None:
+            if cand.policy.kind == "timing":
+                from pushrl.errors import ScenarioError
+
+                raise ScenarioError(
+                    f"no scenario for --data {data}: pass --scenario DIR/scenario.toml (write "
+                    f"one with `pushrl init {data} --out DIR`); the default scenario's "
+                    "guardrails and reward belong to the synthetic world")
+            scenario = "default"  # item policies do not read the scenario
+        res = evaluate_policy(ds, cand, baseline, estimators=names, n_bootstrap=n_bootstrap,
                               seed=seed, out=target, reward=reward, scenario=scenario,
                               segment=segment, allow_in_sample=allow_in_sample,
                               progress=progress)

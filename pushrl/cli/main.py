@@ -7,12 +7,13 @@ import sys
 
 import typer
 
-from pushrl.cli import compare, data, evaluate, logs, policies, quickstart, serve, sim, train
+from pushrl.cli import compare, data, evaluate, init, logs, policies, quickstart, serve, sim, train
 
 app = typer.Typer(
     help="pushrl: learn what and when to push from logged push notifications.",
     no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
 )
+app.command("init")(init.command)
 app.add_typer(data.app, name="data")
 app.add_typer(sim.app, name="sim")
 app.add_typer(train.app, name="train")

@@ -24,13 +24,17 @@ def command(
                                         "start)."),
     quiet_hours: str | None = typer.Option(None, "--quiet-hours", help="Local quiet hours "
                                            "START-END (e.g. 22-8; 0-0 disables). Default: the "
-                                           "active timing policy's guardrails."),
+                                           "--scenario's, else the active timing policy's."),
     max_per_day: int | None = typer.Option(None, "--max-per-day", min=0, help="Sends per user "
-                                           "per local day (0 = no cap). Default: the active "
-                                           "timing policy's."),
+                                           "per local day (0 = no cap). Default: the "
+                                           "--scenario's, else the active timing policy's."),
     max_per_week: int | None = typer.Option(None, "--max-per-week", min=0, help="Sends per user "
                                             "in the 168 h before the decision's hour (0 = no "
-                                            "cap). Default: the active timing policy's."),
+                                            "cap). Default: the --scenario's, else the active "
+                                            "timing policy's."),
+    scenario: str | None = typer.Option(None, "--scenario", help="Scenario (DIR/scenario.toml "
+                                        "from `pushrl init`): guardrails, and its data as the "
+                                        "default --catalog."),
     attribution_hours: int = typer.Option(72, "--attribution-hours", min=1, help="Feedback "
                                           "window; later reports are kept but flagged."),
     sync: str = typer.Option("full", "--sync", help="SQLite synchronous: full (fsync per "
@@ -72,6 +76,7 @@ def command(
 
     from pushrl.errors import PushrlError
     from pushrl.serve.app import create_app
+    from pushrl.envs.scenario import load_scenario
     from pushrl.rules.guardrails import Guardrails
     from pushrl.serve.config import ServeConfig, is_loopback, state_dir
     from pushrl.serve.timeouts import HttpLimits, uvicorn_config
@@ -86,9 +91,14 @@ def command(
         raise PushrlError(f"refusing to serve on non-loopback address {host} without API keys; "
                           "pass --api-keys FILE (python -m pushrl.serve.auth new --file FILE "
                           "--scopes decide,admin) or --insecure")
-    guardrails = None
+    base: Guardrails | None = None
+    if scenario is not None:
+        sc = load_scenario(scenario)
+        base = sc.guardrails
+        catalog = catalog or sc.data
+    guardrails = base
     if quiet_hours is not None or max_per_day is not None or max_per_week is not None:
-        d = Guardrails()
+        d = base or Guardrails()
         try:
             qs, qe = ((int(x) for x in quiet_hours.split("-")) if quiet_hours is not None
                       else (d.quiet_start, d.quiet_end))

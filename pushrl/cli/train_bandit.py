@@ -10,7 +10,8 @@ from pushrl.cli._common import console, emit
 
 
 def command(
-    data: Path = typer.Option(..., "--data", help="pushlog v1 dataset directory (needs pscore)"),
+    data: Path | None = typer.Option(None, "--data", help="pushlog v1 dataset directory (needs "
+                                     "pscore); default: the --scenario's data"),
     out: Path = typer.Option(..., "--out", help="registry target policies/NAME (new version)"),
     exploration: str = typer.Option(
         "squarecb", help="squarecb | epsilon | cover | bag | large_action_space (> ~50 items)"),
@@ -23,6 +24,9 @@ def command(
     interactions: str = typer.Option("UI,CI,UA", help="VW namespace interactions: U user, "
                                      "C logged context, I item, A user-item affinity"),
     bits: int = typer.Option(18, help="VW hash bits (-b)"),
+    scenario: str | None = typer.Option(
+        None, "--scenario", help="scenario (DIR/scenario.toml from `pushrl init`): its data, and "
+                                 "its reward weights as the default --reward"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
 ) -> None:
     """Train a VW cb_explore_adf item policy on the sent pushes of DATA.
@@ -34,6 +38,18 @@ def command(
     from pushrl.policies.vw import VWConfig
     from pushrl.train.vw_train import train_vw
 
+    if scenario is not None:
+        from pushrl.envs.scenario import load_scenario
+
+        sc = load_scenario(scenario)
+        data = data or sc.data
+        w = sc.reward
+        reward = reward or "+".join(f"{v:g}*{c}" for c, v in (
+            ("opened", w.open), ("clicked", w.click), ("revenue", w.revenue)) if v)
+    if data is None:
+        from pushrl.errors import PushrlError
+
+        raise PushrlError("pass --data DIR or --scenario DIR/scenario.toml")
     config = VWConfig(exploration=exploration, cb_type=cb_type, passes=passes, seed=seed,
                       interactions=tuple(q.strip() for q in interactions.split(",") if q.strip()),
                       bits=bits)

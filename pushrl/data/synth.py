@@ -30,6 +30,7 @@ import pandas as pd
 
 from pushrl.data.contract import PUSHLOG_VERSION
 from pushrl.data.features import F, FeatureSpec, FeatureState
+from pushrl.data.loggers import make_logger
 from pushrl.data.io import Dataset, from_unix_seconds, write_dataset, write_table
 from pushrl.data.timezones import TimezoneTable, local_clock
 from pushrl.units import HOUR
@@ -65,6 +66,39 @@ class WorldParams:
     cart_per_view: float = 0.15
     purchase_per_cart: float = 0.3
     p_send_levels: tuple[float, ...] = (0.01, 0.02, 0.04)
+    # World-family knobs (pushrl.data.worlds). Their defaults reproduce the default world
+    # exactly; ground_truth.json records them only when they differ from the default.
+    world: str = "default"
+    peak_hours: tuple[float, ...] = (8.0, 12.5, 19.0, 21.0)   # main daily peak, local hour
+    peak_probs: tuple[float, ...] = (0.2, 0.2, 0.35, 0.25)
+    second_peak_offsets: tuple[float, ...] = (-10.0, -6.0, 4.0)  # hours from the main peak
+    weekend_shift: float = 1.5       # weekend peaks move this many hours later
+    weekend_amp: float = 1.2         # weekend activity multiplier
+    weekend_peak_hours: tuple[float, ...] = ()  # non-empty: own weekend main peak, drawn
+    third_peak_amp: float = 0.0      # > 0: a third daily peak, amplitude ~ U(0, this)
+    night_share: float = 0.0         # share of users whose main peak is 23:00-04:00
+    pref_concentration: float = 0.6  # Dirichlet alpha of category tastes (low = sharp)
+    unsub_threshold_7d: float = 0.0  # hazard counts only pushes above this many in 7 days
+    unsub_saturation_7d: float = 0.0  # > 0: the volume term saturates at this many pushes
+    logger: str = "uniform"          # uniform | eps-greedy | thompson (pushrl.data.loggers)
+    logger_epsilon: float = 0.1
+    logger_send_high: float = 0.5
+
+
+#: WorldParams fields of the original default world (always written to ground_truth.json).
+_BASE_PARAMS = ("open_intercept", "open_activity", "open_affinity", "open_engagement",
+                "fatigue_24h", "fatigue_7d", "click_intercept", "click_affinity",
+                "click_quality", "convert_intercept", "convert_price", "unsub_intercept",
+                "unsub_volume_7d", "unsub_engagement", "sessions_per_day_median",
+                "views_per_session", "cart_per_view", "purchase_per_cart", "p_send_levels")
+
+
+def params_to_json(p: WorldParams) -> dict[str, Any]:
+    """The parameters as written to ``ground_truth.json``: family knobs only when they differ
+    from the default (so the default world's file is unchanged)."""
+    base = WorldParams()
+    return {k: v for k, v in asdict(p).items()
+            if k in _BASE_PARAMS or v != getattr(base, k)}
 
 
 @dataclass
@@ -84,10 +118,34 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
 
-def _bump(hours: np.ndarray, peak: np.ndarray, width: np.ndarray) -> np.ndarray:
+def _bump(hours: np.ndarray, peak: np.ndarray, width: np.ndarray | float) -> np.ndarray:
     d = np.abs(hours - peak) % 24
     d = np.minimum(d, 24 - d)
     return np.exp(-0.5 * (d / width) ** 2)
+
+
+def _rhythm(users: pd.DataFrame, p: WorldParams) -> np.ndarray:
+    """``rate[u, weekend, hour]``: expected organic sessions in that local hour.
+
+    Two peaks per user (``peak1``, ``peak2``), a third when the users table has ``peak3``;
+    on weekends every peak moves ``weekend_shift`` hours later, or the main peak is the
+    user's own ``peak1_we`` when the table has it.
+    """
+    hours = np.arange(24, dtype=float)[None, :]
+    rate = np.empty((len(users), 2, 24))
+    col = {k: users[k].to_numpy()[:, None] for k in
+           ("amp1", "peak1", "width1", "amp2", "peak2", "width2")}
+    for we, shift, amp in ((0, 0.0, 1.0), (1, p.weekend_shift, p.weekend_amp)):
+        centre1 = (users["peak1_we"].to_numpy()[:, None] if we and "peak1_we" in users
+                   else col["peak1"] + shift)
+        prof = (0.05 + col["amp1"] * _bump(hours, centre1, col["width1"])
+                + col["amp2"] * _bump(hours, col["peak2"] + shift, col["width2"]))
+        if "peak3" in users:
+            prof = prof + users["amp3"].to_numpy()[:, None] * _bump(
+                hours, users["peak3"].to_numpy()[:, None] + shift, 1.5)
+        prof = prof / prof.sum(axis=1, keepdims=True)
+        rate[:, we, :] = amp * users["sessions_per_day"].to_numpy()[:, None] * prof
+    return rate
 
 
 class TrueWorld:
@@ -110,17 +168,8 @@ class TrueWorld:
         self.pref = np.stack([users[f"pref_{c}"].to_numpy(float) for c in CATEGORIES], axis=1)
         self.z = users["engagement_z"].to_numpy(float)
         self.p_send = users["p_send"].to_numpy(float)
-        # rate[u, weekend, hour]: expected organic sessions in that local hour
-        hours = np.arange(24, dtype=float)[None, :]
-        rate = np.empty((len(users), 2, 24))
-        for we, shift, amp in ((0, 0.0, 1.0), (1, 1.5, 1.2)):
-            col = {k: users[k].to_numpy()[:, None] for k in
-                   ("amp1", "peak1", "width1", "amp2", "peak2", "width2")}
-            prof = (0.05 + col["amp1"] * _bump(hours, col["peak1"] + shift, col["width1"])
-                    + col["amp2"] * _bump(hours, col["peak2"] + shift, col["width2"]))
-            prof = prof / prof.sum(axis=1, keepdims=True)
-            rate[:, we, :] = amp * users["sessions_per_day"].to_numpy()[:, None] * prof
-        self.rate = rate
+        self.rate = _rhythm(users, params)
+        rate = self.rate
         # relative activity: rate at the hour over the user's mean hourly rate across the week
         week_mean = (5 * rate[:, 0, :].sum(1) + 2 * rate[:, 1, :].sum(1)) / 168.0
         self.rel_activity = rate / week_mean[:, None, None]
@@ -177,7 +226,12 @@ class TrueWorld:
     def unsub_hazard(self, users: np.ndarray, sends_7d: np.ndarray) -> np.ndarray:
         """P(unsubscribe | a push is sent now), given pushes in the previous 7 days."""
         p = self.params
-        return _sigmoid(p.unsub_intercept + p.unsub_volume_7d * sends_7d
+        volume = sends_7d
+        if p.unsub_threshold_7d > 0:
+            volume = np.maximum(volume - p.unsub_threshold_7d, 0.0)
+        if p.unsub_saturation_7d > 0:
+            volume = p.unsub_saturation_7d * (1.0 - np.exp(-volume / p.unsub_saturation_7d))
+        return _sigmoid(p.unsub_intercept + p.unsub_volume_7d * volume
                         + p.unsub_engagement * self.z[users])
 
     def expected_value_per_open(self, users: np.ndarray, items: np.ndarray,
@@ -201,10 +255,10 @@ def _make_users(cfg: SynthConfig, rng: np.random.Generator) -> pd.DataFrame:
     n = cfg.users
     p = cfg.params
     tz = rng.choice(np.array(TIMEZONES), size=n, p=np.array(TZ_WEIGHTS))
-    peak1 = rng.choice(np.array([8.0, 12.5, 19.0, 21.0]), size=n, p=[0.2, 0.2, 0.35, 0.25])
+    peak1 = rng.choice(np.array(p.peak_hours), size=n, p=list(p.peak_probs))
     peak1 = (peak1 + rng.normal(0, 0.8, n)) % 24
-    peak2 = (peak1 + rng.choice(np.array([-10.0, -6.0, 4.0]), size=n)) % 24
-    pref = rng.dirichlet(np.full(len(CATEGORIES), 0.6), size=n)
+    peak2 = (peak1 + rng.choice(np.array(p.second_peak_offsets), size=n)) % 24
+    pref = rng.dirichlet(np.full(len(CATEGORIES), p.pref_concentration), size=n)
     df = pd.DataFrame({
         "user_id": [f"u{j:07d}" for j in range(n)],
         "timezone": tz,
@@ -218,7 +272,29 @@ def _make_users(cfg: SynthConfig, rng: np.random.Generator) -> pd.DataFrame:
     })
     for j, c in enumerate(CATEGORIES):
         df[f"pref_{c}"] = pref[:, j]
+    _family_users(df, p, rng)
     return df
+
+
+def _family_users(df: pd.DataFrame, p: WorldParams, rng: np.random.Generator) -> None:
+    """Latents of the world families; draws nothing in the default world (its stream and
+    columns stay the original's)."""
+    n = len(df)
+    if p.night_share > 0:
+        night = rng.random(n) < p.night_share
+        df["night"] = night
+        late = (rng.uniform(23.0, 28.0, n)) % 24
+        df.loc[night, "peak1"] = late[night]
+        df.loc[night, "peak2"] = ((late + rng.choice(np.array(p.second_peak_offsets), size=n))
+                                  % 24)[night]
+    if p.weekend_peak_hours:
+        df["peak1_we"] = (rng.choice(np.array(p.weekend_peak_hours), size=n)
+                          + rng.normal(0, 0.8, n)) % 24
+        if p.night_share > 0:
+            df.loc[df["night"], "peak1_we"] = df.loc[df["night"], "peak1"]
+    if p.third_peak_amp > 0:
+        df["peak3"] = (df["peak1"].to_numpy() + rng.uniform(5.0, 8.0, n)) % 24
+        df["amp3"] = rng.uniform(0.0, p.third_peak_amp, n)
 
 
 @dataclass
@@ -262,6 +338,8 @@ def generate(cfg: SynthConfig, progress: Any = None) -> tuple[Dataset, dict[str,
                        tuple([1 / len(CATEGORIES)] * len(CATEGORIES)))
     state = FeatureState(spec, users["timezone"].tolist(), b0, tz_table=tzt)
     cat_items = [np.flatnonzero(world.item_cat == c) for c in range(len(CATEGORIES))]
+    logger = make_logger(p.logger, world.p_send, n_items, epsilon=p.logger_epsilon,
+                         send_high=p.logger_send_high)
     pref_cdf = np.cumsum(world.pref, axis=1)
     alive = np.ones(n, dtype=bool)
     act, push = _Cols(), _Cols()
@@ -274,6 +352,8 @@ def generate(cfg: SynthConfig, progress: Any = None) -> tuple[Dataset, dict[str,
         # organic activity (continues after unsubscribing from pushes)
         n_sess = rng.poisson(world.rate[all_u, weekend, hour])
         su = np.repeat(all_u, n_sess)
+        if logger.needs_sessions:
+            logger.observe_sessions(su, hour[su])
         if su.size:
             n_views = rng.poisson(p.views_per_session, su.size)
             vu = np.repeat(su, n_views)
@@ -297,9 +377,7 @@ def generate(cfg: SynthConfig, progress: Any = None) -> tuple[Dataset, dict[str,
         # the randomised logging policy, at every slot for every subscribed user
         if step % step_hours == 0:
             du = all_u[alive]
-            send = rng.random(du.size) < world.p_send[du]
-            it = rng.integers(0, n_items, du.size)
-            pscore = np.where(send, world.p_send[du] / n_items, 1.0 - world.p_send[du])
+            send, it, pscore, pscore_send = logger.decide(du, hour[du], rng)
             su_ = du[send]
             si = it[send]
             f = state.features(su_, b)
@@ -312,9 +390,10 @@ def generate(cfg: SynthConfig, progress: Any = None) -> tuple[Dataset, dict[str,
             revenue = np.where(converted, world.price[si], 0.0)
             unsub = rng.random(su_.size) < world.unsub_hazard(su_, f[:, F["sends_7d"]])
             state.record_push(su_, b, opened)
+            logger.observe(si, clicked)
             push.add(u=du, ts=np.full(du.size, b * HOUR, np.int64), sent=send,
                      item=np.where(send, it, -1), pscore=pscore,
-                     pscore_send=world.p_send[du], opened=_scatter(send, opened, False, bool),
+                     pscore_send=pscore_send, opened=_scatter(send, opened, False, bool),
                      clicked=_scatter(send, clicked, False, bool),
                      converted=_scatter(send, converted, False, bool),
                      revenue=_scatter(send, revenue, np.nan, float),
@@ -356,10 +435,11 @@ def generate(cfg: SynthConfig, progress: Any = None) -> tuple[Dataset, dict[str,
         pushes.loc[~sent, col] = pd.NA
     gt = {
         "format": "pushrl/ground_truth/v1",
-        "params": asdict(p),
+        "params": params_to_json(p),
         "config": {k: v for k, v in asdict(cfg).items() if k != "params"},
         "categories": list(CATEGORIES),
-        "logging_policy": "per slot: send ~ Bernoulli(p_send[user]); item ~ Uniform(items)",
+        "logging_policy": ("per slot: send ~ Bernoulli(p_send[user]); item ~ Uniform(items)"
+                           if p.logger == "uniform" else f"{p.logger}: see pushrl.data.loggers"),
         "notes": "open logit = intercept + activity*log(rel_activity[local hour, weekend]) + "
                  "affinity*log(pref[cat]*n_cat) + engagement*z - fatigue_24h*sends_24h - "
                  "fatigue_7d*sends_7d; unsubscribe logit = intercept + volume_7d*sends_7d + "
@@ -367,6 +447,8 @@ def generate(cfg: SynthConfig, progress: Any = None) -> tuple[Dataset, dict[str,
     }
     meta = {"generator": "pushrl.data.synth", "seed": cfg.seed, "users": cfg.users,
             "days": cfg.days, "slots_per_day": cfg.slots_per_day, "format": PUSHLOG_VERSION}
+    if p.world != WorldParams.world:
+        meta["world"] = p.world
     ds = Dataset(users, items, activity, pushes, meta=meta)
     return ds, gt, gt_users
 

@@ -231,3 +231,64 @@ def load_scenario(ref: str | Path | Scenario = "default", **overrides: Any) -> S
         candidates=int(flat.get("items.candidates", 0)),
         rounds_per_episode=int(flat.get("items.rounds_per_episode", 100)),
         description=str(flat.get("description", "")))
+
+
+# --- writing a scenario (pushrl init) and finding the one that belongs to a dataset ---------
+
+def write_scenario(path: str | Path, sc: Scenario, *, comment: str = "") -> Scenario:
+    """Write ``sc`` as a scenario TOML file and load it back (validated).
+
+    ``data`` and ``sim`` are written relative to the file when they lie under its directory,
+    else absolute. Returns the scenario as loaded from ``path``.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    base = p.parent.resolve()
+
+    def where(d: Path) -> str:
+        d = Path(d).resolve()
+        return str(d.relative_to(base)) if d.is_relative_to(base) else str(d)
+
+    g, r = sc.guardrails, sc.reward
+    lines = [f"# {ln}" for ln in comment.splitlines()] + [
+        f"name = {_q(sc.name)}", f"description = {_q(sc.description)}",
+        f"data = {_q(where(sc.data))}", f"sim = {_q(where(sc.sim))}",
+        f"truth = {str(sc.truth).lower()}", f"start = {_q(sc.start)}",
+        f"horizon_days = {sc.horizon_days}", f"slots_per_day = {sc.slots_per_day}",
+        f"warm_start = {_q(sc.warm_start)}", "", "[reward]",
+        *(f"{f.name} = {float(getattr(r, f.name))!r}" for f in dataclasses.fields(r)), "",
+        "[guardrails]", f"quiet_hours = [{g.quiet_start}, {g.quiet_end}]",
+        f"max_sends_per_day = {g.max_sends_per_day}",
+        f"max_sends_per_week = {g.max_sends_per_week}", "", "[whatif]",
+        f"fatigue_multiplier = {sc.fatigue_multiplier!r}",
+        f"activity_shift_hours = {sc.activity_shift_hours}", "", "[items]",
+        f"policy = {_q(sc.item_policy)}", f"candidates = {sc.candidates}",
+        f"rounds_per_episode = {sc.rounds_per_episode}"]
+    p.write_text("\n".join(lines) + "\n")
+    return load_scenario(p)
+
+
+def _q(s: str) -> str:
+    return '"' + str(s).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+#: File name ``pushrl init`` gives the scenario it writes.
+INIT_SCENARIO = "scenario.toml"
+
+
+def scenario_for_data(data: str | Path) -> Scenario | None:
+    """The scenario whose ``data`` is ``data``: a ``scenario.toml`` written by ``pushrl init``
+    in the dataset's directory or its parent, or ``default`` for the default's dataset.
+    None when there is none (callers must then ask for ``--scenario``)."""
+    d = Path(data).resolve()
+    for cand in (d / INIT_SCENARIO, d.parent / INIT_SCENARIO,
+                 *sorted(d.parent.glob(f"*/{INIT_SCENARIO}"))):
+        if cand.is_file():
+            try:
+                sc = load_scenario(cand)
+            except ScenarioError:
+                continue
+            if sc.data.resolve() == d:
+                return sc
+    default = load_scenario("default")
+    return default if default.data.resolve() == d else None

@@ -1,0 +1,188 @@
+"""Benchmark (issue 13, item 8): the whole loop on every world of the zoo, scored by the truth.
+
+Usage: python benchmarks/generalization.py [--worlds taste-clicks,fatigue-heavy] [--users 1000]
+       [--days 28] [--eval-users 1000] [--ppo-timesteps 200000] [--out out/generalization]
+       [--json]
+
+Per world (``pushrl.data.worlds``; split ``dev`` / ``held-out`` as declared there):
+
+1. ``pushrl data synth --world W`` writes the training logs (``--users`` x ``--days``, seed
+   ``--seed``) and held-out logs of the same world (half the users, seed + 1000).
+2. ``pushrl init LOGS --out W/init`` (default objective): validate, fit, scenario.toml.
+3. ``pushrl train bandit --scenario`` (VW) and ``pushrl train timing --scenario`` (PPO,
+   ``--ppo-timesteps`` in the fitted simulator).
+4. ``pushrl evaluate`` of both on the held-out logs: the gate's verdict.
+5. The served policies are scored with the world's TRUE response: ``pushrl.compare`` with the
+   init scenario and ``truth = true`` (the logged users with their true latents), paired on
+   the same users and counter-based random numbers (common random numbers):
+   learned timing + learned item vs the same-information heuristic (``most-active-hour``:
+   each user's most active allowed local hour from the logged activity, one push a day at
+   most, plus ``most-popular`` fitted on the logs), and the item bandit alone
+   (``most-active-hour`` + VW vs ``most-active-hour`` + most-popular). NOT through the HTTP
+   server yet: the policies are the served artifacts, run in the simulator's batch rollout
+   (``pushrl serve --history`` does not exist yet; driving the server hour by hour is next).
+6. Simulator fidelity: ``pushrl sim validate`` replays the logging policy in the fitted
+   simulator; open and unsubscribe rates vs the logs (relative error and z), and the click
+   model's held-out AUC / log-loss vs the constant.
+
+Prints one table (and ``--json`` everything). Do not tune anything on the held-out worlds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from pushrl.compare.runner import compare
+from pushrl.compare.stats import estimate, paired_difference
+from pushrl.data.worlds import DEV_WORLDS, HELDOUT_WORLDS, WORLDS
+
+
+def run(*args: str, expect: tuple[int, ...] = (0,)) -> dict[str, Any]:
+    """``pushrl ARGS --json`` as a user would type it; its JSON (and exit code)."""
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, "-m", "pushrl.cli.main", *args, "--json"],
+                         capture_output=True, text=True, check=False,
+                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if res.returncode not in expect:
+        raise SystemExit(f"`pushrl {' '.join(args)}` failed (exit {res.returncode}):\n"
+                         f"{res.stderr[-3000:]}")
+    out: dict[str, Any] = json.loads(res.stdout)
+    out["_exit"] = res.returncode
+    out["_seconds"] = round(time.perf_counter() - t0, 1)
+    return out
+
+
+def paired(a: Any, ref: Any, metric: str, days: float) -> dict[str, float]:
+    e = paired_difference(a, ref, metric, days=days)
+    base = estimate(ref, metric, days=days).value
+    return {"diff": e.value, "lower": e.lower, "upper": e.upper, "ref": base,
+            "rel": e.value / abs(base) if base else float("nan"),
+            "rel_lower": e.lower / abs(base) if base else float("nan")}
+
+
+def world_loop(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    w = Path(args.out) / name
+    data, held, init = w / "data", w / "heldout", w / "init"
+    rec: dict[str, Any] = {"world": name, "split": "dev" if name in DEV_WORLDS else "held-out"}
+    t0 = time.perf_counter()
+    size = ["--users", str(args.users), "--days", str(args.days)]
+    run("data", "synth", "--world", name, *size, "--seed", str(args.seed), "--out", str(data))
+    run("data", "synth", "--world", name, "--users", str(max(args.users // 2, 50)), "--days",
+        str(args.days), "--seed", str(args.seed + 1000), "--out", str(held))
+    rec["init"] = run("init", str(data), "--out", str(init))
+    sc = rec["init"]["scenario"]
+    vw, ppo = w / "policies" / "vw", w / "policies" / "ppo"
+    rec["bandit"] = run("train", "bandit", "--scenario", sc, "--out", str(vw), "--seed",
+                        str(args.seed))
+    rec["ppo"] = run("train", "timing", "--scenario", sc, "--timesteps",
+                     str(args.ppo_timesteps), "--seed", str(args.seed), "--out", str(ppo),
+                     "--run-dir", str(w / "runs" / "ppo"))
+    for key, art in (("gate_bandit", rec["bandit"]["artifact"]),
+                     ("gate_ppo", rec["ppo"]["artifact"])):
+        g = run("evaluate", "--data", str(held), "--policy", art, "--scenario", sc,
+                "--n-bootstrap", "200", "--out", str(w / "ope" / key), expect=(0, 1))
+        rec[key] = {"passed": g["_exit"] == 0, "failed_rules": g["gate"]["failed_rules"]}
+    fid = run("sim", "validate", str(init / "sim"), str(data), expect=(0, 1))
+    ov, click = fid["replay"]["overall"], fid["components"]["click"]
+    rec["fidelity"] = {k: {m: ov[k][m] for m in ("rate_log", "rate_sim", "rel_error", "z")}
+                       for k in ("open_rate", "unsubscribe_rate")}
+    rec["fidelity"]["click"] = {m: click.get(m) for m in ("auc", "log_loss",
+                                                          "log_loss_baseline")}
+    # scored by the truth, same users and random numbers for every run
+    popular = f"most-popular:data={data.resolve()}"
+    kw: dict[str, Any] = {"scenario": sc, "users": args.eval_users, "days": args.eval_days,
+                          "overrides": {"truth": True}}
+    learned = compare([f"learned={rec['ppo']['artifact']}", "heuristic=most-active-hour"],
+                      item_policy=rec["bandit"]["artifact"], **kw)
+    base = compare(["heuristic=most-active-hour"], item_policy=popular, **kw)
+    days = float(learned.meta["days"])
+    pu, pb = learned.per_user, base.per_user
+    lt = pu[pu.policy == "learned"].reset_index(drop=True)
+    hv = pu[pu.policy == "heuristic"].reset_index(drop=True)
+    hp = pb[pb.policy == "heuristic"].reset_index(drop=True)
+    rec["truth"] = {
+        "users": args.eval_users, "days": days,
+        "objective_learned_vs_heuristic": paired(lt, hp, "objective", days),
+        "unsub_learned_minus_heuristic": paired(lt, hp, "unsubscribe_rate", days),
+        "unsub_heuristic": estimate(hp, "unsubscribe_rate", days=days).value,
+        "unsub_learned": estimate(lt, "unsubscribe_rate", days=days).value,
+        "objective_bandit_vs_popular": paired(hv, hp, "objective", days),
+        "sends_per_user_day": {"learned": estimate(lt, "sends_per_user_day", days=days).value,
+                               "heuristic": estimate(hp, "sends_per_user_day",
+                                                     days=days).value},
+    }
+    rec["seconds"] = round(time.perf_counter() - t0, 1)
+    return rec
+
+
+def _ci(d: dict[str, float]) -> str:
+    return (f"{d['diff']:+.3f} [{d['lower']:+.3f}, {d['upper']:+.3f}] "
+            f"({100 * d['rel']:+.1f}%, low {100 * d['rel_lower']:+.1f}%)")
+
+
+def table(recs: list[dict[str, Any]]) -> str:
+    head = ("| world | split | learned timing+item vs heuristic: objective/user [95% CI] "
+            "| unsub learned / heuristic | bandit alone vs most-popular [95% CI] "
+            "| gate VW / PPO | sim open rel (z) | sim unsub rel (z) | click AUC, LL vs const |")
+    rows = [head, "|" + "---|" * 9]
+    for r in recs:
+        t, f = r["truth"], r["fidelity"]
+        c = f["click"]
+        gate = "/".join("pass" if r[k]["passed"] else "block" for k in ("gate_bandit",
+                                                                         "gate_ppo"))
+        rows.append(
+            f"| {r['world']} | {r['split']} | {_ci(t['objective_learned_vs_heuristic'])} "
+            f"| {100 * t['unsub_learned']:.1f}% / {100 * t['unsub_heuristic']:.1f}% "
+            f"| {_ci(t['objective_bandit_vs_popular'])} | {gate} "
+            f"| {100 * f['open_rate']['rel_error']:+.1f}% ({f['open_rate']['z']:+.1f}) "
+            f"| {100 * f['unsubscribe_rate']['rel_error']:+.1f}% "
+            f"({f['unsubscribe_rate']['z']:+.1f}) "
+            f"| {c['auc']:.3f}, {c['log_loss']:.4f} vs {c['log_loss_baseline']:.4f} |")
+    return "\n".join(rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--worlds", default=",".join((*DEV_WORLDS, *HELDOUT_WORLDS)),
+                    help="comma-separated world names (default: all)")
+    ap.add_argument("--users", type=int, default=1000, help="logged users per world")
+    ap.add_argument("--days", type=int, default=28, help="logged days")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--eval-users", type=int, default=1000, help="users scored by the truth")
+    ap.add_argument("--eval-days", type=int, default=None, help="days scored (default: the "
+                                                                "scenario's horizon)")
+    ap.add_argument("--ppo-timesteps", type=int, default=200_000)
+    ap.add_argument("--out", default="out/generalization")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+    names = [n.strip() for n in args.worlds.split(",") if n.strip()]
+    unknown = [n for n in names if n not in WORLDS]
+    if unknown:
+        raise SystemExit(f"unknown world(s) {unknown}; known: {', '.join(WORLDS)}")
+    settings = {k: v for k, v in vars(args).items() if k != "json"}
+    recs = []
+    for name in names:
+        print(f"[{time.strftime('%H:%M:%S')}] {name} ...", file=sys.stderr, flush=True)
+        recs.append(world_loop(name, args))
+        # after every world, so a long run leaves its finished worlds behind
+        (Path(args.out) / "generalization.json").write_text(
+            json.dumps({"settings": settings, "worlds": recs}, indent=2, default=str))
+        print(table(recs[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+    if args.json:
+        print(json.dumps({"settings": settings, "worlds": recs}, indent=2, default=str))
+    else:
+        print(f"settings: {settings}\n(scored with each world's true response in the "
+              "simulator's batch rollout, not through the HTTP server)\n")
+        print(table(recs))
+
+
+if __name__ == "__main__":
+    main()
