@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from pushrl.ope import _bootstrap
-from pushrl.ope._bootstrap import bootstrap_means
+from pushrl.ope._bootstrap import bootstrap_means, percentile_interval
+from pushrl.ope._rounds import RoundTerms
+from pushrl.ope.estimators import interval_from_terms, resampled_values
 
 
 @pytest.mark.parametrize("k", [1, 2])
@@ -44,3 +46,14 @@ def test_gather_path_matches_explicit_resamples() -> None:
     expected = [cols[rs.choice(400, size=400), 0].mean() for _ in range(20)]
     got = bootstrap_means(cols, 20, np.random.RandomState(5))[:, 0]
     np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+@pytest.mark.parametrize("normalised", [False, True])
+def test_interval_from_terms_matches_per_column_replicates(normalised: bool) -> None:
+    rng = np.random.default_rng(3)
+    direct, weighted = rng.random(800), rng.exponential(size=800)
+    terms = RoundTerms(direct, weighted, rng.exponential(size=800) if normalised else None)
+    got = interval_from_terms(terms, alpha=0.1, n_bootstrap_samples=300, random_state=9)
+    present = [c for c in terms.columns() if c is not None]
+    reps = resampled_values(terms, bootstrap_means(np.column_stack(present), 300, 9))
+    assert got == pytest.approx(percentile_interval(reps, 0.1), rel=1e-12)
