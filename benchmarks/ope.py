@@ -301,5 +301,6 @@ if args.obd_benchmark:
 
 results["peak_rss_gb"] = peak_rss_gb()
 results["command"] = " ".join(["python", *sys.argv])
+results["load_average"] = os.getloadavg()  # at the end of the run; 2-core machine
 if args.json:
     print(json.dumps(results, indent=2))

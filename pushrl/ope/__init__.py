@@ -10,10 +10,14 @@ Bandit estimators follow Open Bandit Pipeline's convention::
 ``action_dist`` and estimated rewards have shape ``(n_rounds, n_actions, len_list)``.
 Sequential (timing-policy) estimators are in :mod:`pushrl.ope.sequential` (re-exported here),
 the deployment gate in :mod:`pushrl.ope.gate`, and reports in :mod:`pushrl.ope.report` (not
-imported here, so importing ``pushrl.ope`` does not load matplotlib).
+imported here, so importing ``pushrl.ope`` does not load matplotlib). ``fit_fqe`` and
+``FQEResult`` are loaded on first access, so importing ``pushrl.ope`` does not load
+scikit-learn either (~1 s of CPU); ``CrossFitDR`` imports it when it fits.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from pushrl.ope._rounds import RoundData, RoundTerms
 from pushrl.ope._validate import BanditInputs, validate_bandit_inputs
@@ -37,7 +41,6 @@ from pushrl.ope.estimators import (
     SwitchDR,
     interval_from_terms,
 )
-from pushrl.ope.fqe import FQEResult, fit_fqe
 from pushrl.ope.gate import RULES, DeploymentGate, GateResult
 from pushrl.ope.intervals import (
     IntervalEstimate,
@@ -58,6 +61,23 @@ from pushrl.ope.sequential import (
     WeightedPerDecisionIS,
     sequential_diagnostics,
 )
+
+if TYPE_CHECKING:
+    from pushrl.ope.fqe import FQEResult, fit_fqe
+
+# Names whose module imports scikit-learn at its top: resolved on first access (PEP 562).
+_LAZY = {"FQEResult": "pushrl.ope.fqe", "fit_fqe": "pushrl.ope.fqe"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 ESTIMATORS: dict[str, type[BaseOffPolicyEstimator]] = {
     "dm": DirectMethod,

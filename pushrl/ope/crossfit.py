@@ -14,9 +14,6 @@ from dataclasses import dataclass, field
 from typing import ClassVar, cast
 
 import numpy as np
-from sklearn.base import clone, is_classifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import KFold
 
 from pushrl.errors import DataError
 from pushrl.ope._rounds import RoundData, RoundTerms
@@ -44,6 +41,10 @@ def _predict_all_actions(
     model: RewardModel, context: FloatArray, action_context: FloatArray
 ) -> FloatArray:
     """Predict ``q_hat(x_i, a)`` for every round and action, shape ``(n_rounds, n_actions)``."""
+    # scikit-learn is imported where a model is fitted or predicted, not at module level: it
+    # costs ~1 s of CPU and `import pushrl.ope` must stay cheap for callers that never fit.
+    from sklearn.base import is_classifier
+
     n_rounds, n_actions = context.shape[0], action_context.shape[0]
     out = np.empty((n_rounds, n_actions))
     block = max(1, _PREDICT_BLOCK_ROWS // n_actions)
@@ -120,6 +121,11 @@ def fit_reward_model(
     )
     if a_ctx.shape[0] != n_actions:
         raise DataError(f"`action_context` must have n_actions={n_actions} rows, got {a_ctx.shape}")
+    # Lazy for the same reason as in `_predict_all_actions`: only fitting needs scikit-learn.
+    from sklearn.base import clone
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import KFold
+
     model = LogisticRegression(max_iter=10000) if base_model is None else base_model
     if n_folds > n_rounds:
         raise DataError(f"`n_folds`={n_folds} exceeds n_rounds={n_rounds}")

@@ -70,6 +70,13 @@ def interval_from_terms(
         )
     if method == "normal":
         return normal_interval(terms.value(), terms.influence(), alpha)
+    if terms.normaliser is None:
+        # The estimate is linear in its columns, so a replicate is the resampled mean of the
+        # per-round rewards (what OBP resamples): one column to gather instead of two, on the
+        # same resamples; the replicates agree with the per-column route to rounding.
+        means = bootstrap_means(terms.round_rewards()[:, np.newaxis], n_bootstrap_samples,
+                                random_state)
+        return percentile_interval(means[:, 0], alpha)
     present = [c for c in terms.columns() if c is not None]
     means = bootstrap_means(np.column_stack(present), n_bootstrap_samples, random_state)
     return percentile_interval(resampled_values(terms, means), alpha)
