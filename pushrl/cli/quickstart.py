@@ -113,7 +113,7 @@ def _serve_one_decision(registry: Path, state: Path, catalog: Path) -> dict[str,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 90
+        deadline = time.time() + 300  # a loaded machine loads policies slowly
         while True:
             if proc.poll() is not None:
                 err = (proc.stderr.read() if proc.stderr else "").strip().splitlines()[-1:]
@@ -124,7 +124,7 @@ def _serve_one_decision(registry: Path, state: Path, catalog: Path) -> dict[str,
             except httpx.HTTPError:
                 pass
             if time.time() > deadline:
-                raise PushrlError("the server did not become ready within 90 s")
+                raise PushrlError("the server did not become ready within 300 s")
             time.sleep(0.5)
         with httpx.Client(base_url=base, timeout=10) as c:
             for r in (
@@ -272,7 +272,7 @@ def command(
     step(6, "write the HTML report")
     report = Path(summary["compare"]["report_html"]).resolve()
     console.print(f"report written: {report}")
-    step(7, "start the server with the promoted policies and make one decision")
+    step(7, "serve the promoted policies and make one decision")
     summary["decision"] = _serve_one_decision(reg, out / "state", data)
     summary["gates"] = gates
     summary["promoted"] = promoted
