@@ -55,9 +55,10 @@ def command(
     if as_json:
         emit(payload, True)
         return
-    t = Table(caption="objective per user; open and unsubscribe rates; revenue in the report",
-              box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False, title=f"{res.meta['scenario']}: {users} users x {res.meta['days']} days x "
-                    f"{seeds} seed(s), reference {res.meta['reference']}")
+    t = Table(title=f"{res.meta['scenario']}: {users} users x {res.meta['days']} days x "
+                    f"{seeds} seed(s), reference {res.meta['reference']}",
+              caption="objective per user; open and unsubscribe rates; revenue in the report",
+              box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
     # Fits 80 columns: a CI takes two lines, and long policy names fold rather than being cut.
     t.add_column("policy", overflow="fold", min_width=min(max(map(len, res.policies)), 24))
     for c in ("objective", "vs ref [95% CI]", "sends/day", "open", "unsub"):

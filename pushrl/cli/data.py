@@ -61,7 +61,7 @@ def synth(
     if 24 % slots_per_day:
         raise DataError(f"--slots-per-day must divide 24, got {slots_per_day}")
     cfg = SynthConfig(users=users, days=days, seed=seed, items=items, slots_per_day=slots_per_day)
-    with progress_bar("synthesizing hours", days * 24, enabled=not as_json) as update:
+    with progress_bar("synthesizing", days * 24, enabled=not as_json, unit="hours") as update:
         res = synthesize(out_dir, cfg, progress=update)
     if as_json:
         emit(res, True)
