@@ -8,7 +8,7 @@ There is one copy of each file: the mapping below, not a duplicate tree. Everyth
 in pyproject.toml.
 """
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 _RESOURCES = {
     "pushrl._resources.envs": ("envs", ["*.toml"]),
@@ -25,7 +25,9 @@ _RESOURCES = {
 }
 
 setup(
-    packages=[*find_packages(include=["pushrl", "pushrl.*"]), *_RESOURCES],
+    # namespace discovery, as pyproject's `packages.find` did: pushrl.compare has no __init__
+    packages=[*find_namespace_packages(include=["pushrl", "pushrl.*"],
+                                       exclude=["*.__pycache__"]), *_RESOURCES],
     package_dir={name: src for name, (src, _) in _RESOURCES.items()},
     package_data={"pushrl": ["py.typed"],
                   **{name: globs for name, (_, globs) in _RESOURCES.items()}},

@@ -77,3 +77,17 @@ def test_packaged_root_is_used_without_a_checkout(tmp_path: Path,
     assert load_scenario("packaged").data == (pkg / "envs" / "x").resolve()
     assert tomllib.loads((pkg / "policies/baselines/never-send.toml").read_text()) == \
         definition("never-send")
+
+
+def test_wheel_has_every_subpackage() -> None:
+    """setup.py's discovery finds every directory of modules (pushrl.compare has no
+    ``__init__.py``: a plain find_packages would leave it out of the wheel)."""
+    from setuptools import find_namespace_packages
+
+    found = set(find_namespace_packages(str(ROOT), include=["pushrl", "pushrl.*"],
+                                        exclude=["*.__pycache__"]))
+    dirs = {p.parent.relative_to(ROOT).as_posix().replace("/", ".")
+            for p in (ROOT / "pushrl").rglob("*.py") if "__pycache__" not in p.parts}
+    assert dirs <= found, dirs - found
+    assert "find_namespace_packages(include=[\"pushrl\", \"pushrl.*\"]" in \
+        (ROOT / "setup.py").read_text()
