@@ -239,7 +239,7 @@ def command(
     summary["ppo"] = _run(["train", "timing", "--scenario", str(scenario), "--timesteps",
                            str(ppo_timesteps), "--seed", str(seed), "--out", str(reg / "ppo-toy")])
     shipped = _copy_shipped_ppo(reg)
-    step(4, "off-policy evaluation on held-out logs, the deployment gate, promotion")
+    step(4, "off-policy evaluation on held-out logs, gate, promotion")
     candidates = {"vw-bandit": reg / "vw-bandit", "ppo-toy": reg / "ppo-toy"}
     if shipped is not None:
         candidates["ppo-timing@v2"] = shipped
