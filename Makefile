@@ -9,15 +9,17 @@ install:
 	$(PIP) install -e '.[dev]'
 
 demo: install
-	pushrl quickstart
+	$(PYTHON) -m pushrl quickstart
 
 lint:
 	$(PYTHON) -m ruff check pushrl tests benchmarks
 	$(PYTHON) -m mypy
 	lint-imports
 
+# pytest's exit 5 (no tests collected) is a failure with its own message.
 test: install lint
-	$(PYTHON) -m pytest
+	@$(PYTHON) -m pytest; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; fi; exit $$rc
 
 test-slow: install
 	$(PYTHON) -m pytest -m slow

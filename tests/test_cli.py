@@ -50,3 +50,32 @@ def test_synth_json_is_deterministic(tmp_path: Path) -> None:
     a = (tmp_path / "s0" / "pushes.parquet").read_bytes()
     b = (tmp_path / "s1" / "pushes.parquet").read_bytes()
     assert a == b
+
+
+def test_version_and_short_help() -> None:
+    from pushrl import __version__
+
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"pushrl {__version__}"
+    r = run("data", "validate", "-h")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[0] == "Usage: pushrl data validate [OPTIONS] DATA"
+
+
+def test_help_wraps_instead_of_cutting() -> None:
+    r = run("evaluate", "--help")
+    assert r.returncode == 0, r.stderr
+    assert "…" not in r.stdout
+    assert "dm,ipw,snipw,dr,sndr,switch-dr,dr-os,dr-cf" in r.stdout
+
+
+def test_import_pushrl_registers_envs_without_heavy_imports() -> None:
+    code = ("import sys, gymnasium, pushrl\n"
+            "assert {'pushrl/PushTiming-v0', 'pushrl/PushItem-v0'} <= set(gymnasium.registry)\n"
+            "heavy = {'torch', 'ray', 'pushrl.envs'} & set(sys.modules)\n"
+            "assert not heavy, heavy\n"
+            "env = gymnasium.make('pushrl/PushTiming-v0')\n"
+            "assert env.reset(seed=0)[0].shape == env.observation_space.shape\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd="/", timeout=300, check=False)
+    assert r.returncode == 0, r.stderr[-2000:]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -28,18 +30,33 @@ def emit(obj: Any, as_json: bool) -> None:
         sys.stdout.write(to_json(obj) + "\n")
 
 
+def _si(x: float) -> str:
+    """``12.3k``-style figure for rates."""
+    for div, suffix in ((1e6, "M"), (1e3, "k")):
+        if x >= div:
+            return f"{x / div:.1f}{suffix}"
+    return f"{x:.1f}"
+
+
 @contextmanager
-def progress_bar(description: str, total: float, *, enabled: bool = True) -> Iterator[Any]:
-    """A rich progress bar on stderr; yields ``update(done, total)``."""
-    if not enabled:
+def progress_bar(description: str, total: float, *, enabled: bool = True,
+                 unit: str = "") -> Iterator[Any]:
+    """A rich progress bar on stderr with a rate in ``unit``/s and an ETA; yields
+    ``update(done, total)``. ``PUSHRL_PROGRESS=1`` shows it even when disabled (``--json``
+    output goes to stdout, the bar to stderr: `pushrl quickstart` uses this)."""
+    if not enabled and os.environ.get("PUSHRL_PROGRESS") != "1":
         yield lambda done, total=total: None
         return
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                  TextColumn("{task.completed:.0f}/{task.total:.0f}"), TimeElapsedColumn(),
+                  TextColumn("{task.completed:,.0f}/{task.total:,.0f} " + unit),
+                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
                   TimeRemainingColumn(), console=console, transient=False) as prog:
-        task = prog.add_task(description, total=total)
+        task = prog.add_task(description, total=total, rate="")
+        t0 = time.perf_counter()
 
         def update(done: float, tot: float = total) -> None:
-            prog.update(task, completed=done, total=tot)
+            rate = done / max(time.perf_counter() - t0, 1e-9)
+            prog.update(task, completed=done, total=tot,
+                        rate=f"{_si(rate)} {unit or 'it'}/s")
 
         yield update

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich import box
 from rich.table import Table
 
 from pushrl.cli._common import console, emit, out, progress_bar
@@ -42,7 +43,8 @@ def command(
         overrides["fatigue_multiplier"] = fatigue
     if shift is not None:
         overrides["activity_shift_hours"] = shift
-    with progress_bar("simulating shards", 1, enabled=not as_json) as update:
+    unit = "shards" if ray or ray_address else "user-days"
+    with progress_bar("simulating", 1, enabled=not as_json, unit=unit) as update:
         res = compare(policy, scenario=scenario, users=users, days=days, seeds=seeds,
                       reference=reference, item_policy=item_policy, shard_size=shard_size,
                       ray=ray, ray_address=ray_address, workers=workers, overrides=overrides,
@@ -54,21 +56,24 @@ def command(
         emit(payload, True)
         return
     t = Table(title=f"{res.meta['scenario']}: {users} users x {res.meta['days']} days x "
-                    f"{seeds} seed(s), reference {res.meta['reference']}")
-    for c in ("policy", "objective/user", "vs reference (95% CI)", "sends/user/day",
-              "open rate", "revenue/user", "unsub rate"):
-        t.add_column(c)
+                    f"{seeds} seed(s), reference {res.meta['reference']}",
+              caption="objective per user; open and unsubscribe rates; revenue in the report",
+              box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
+    # Fits 80 columns: a CI takes two lines, and long policy names fold rather than being cut.
+    t.add_column("policy", overflow="fold", min_width=min(max(map(len, res.policies)), 24))
+    for c in ("objective", "vs ref [95% CI]", "sends/day", "open", "unsub"):
+        t.add_column(c, no_wrap=True, justify="right")
     s = res.summary.set_index(["policy", "metric"])["value"]
     p = res.paired.set_index(["policy", "metric"]) if len(res.paired) else None
     for pol in res.policies:
         if p is not None and (pol, "objective") in p.index:
             d = p.loc[(pol, "objective")]
-            ci = f"{d['diff']:+.3f} [{d['lower']:+.3f}, {d['upper']:+.3f}]"
+            ci = f"{d['diff']:+.3f}\n[{d['lower']:+.3f}, {d['upper']:+.3f}]"
         else:
             ci = "reference"
         t.add_row(pol, f"{s[(pol, 'objective')]:.3f}", ci,
                   f"{s[(pol, 'sends_per_user_day')]:.3f}", f"{s[(pol, 'open_rate')]:.2%}",
-                  f"{s[(pol, 'revenue_per_user')]:.2f}", f"{s[(pol, 'unsubscribe_rate')]:.2%}")
+                  f"{s[(pol, 'unsubscribe_rate')]:.2%}")
     out.print(t)
     console.print(f"report: {html_path.resolve()} (markdown: {md_path})  "
                   f"[{res.meta['seconds']} s, {res.meta['mode']}]")

@@ -116,7 +116,7 @@ def synth(
         raise DataError(f"--slots-per-day must divide 24, got {slots_per_day}")
     cfg = world_config(world, users=users, days=days, seed=seed, items=items,
                        slots_per_day=slots_per_day, **dict(parse_param(p) for p in param))
-    with progress_bar("synthesizing hours", days * 24, enabled=not as_json) as update:
+    with progress_bar("synthesizing", days * 24, enabled=not as_json, unit="hours") as update:
         res = synthesize(out_dir, cfg, progress=update)
     if as_json:
         emit(res, True)

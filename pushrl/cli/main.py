@@ -5,14 +5,36 @@ from __future__ import annotations
 import os
 import sys
 
+import shutil
+from typing import Any
+
 import typer
 
+from pushrl import __version__
 from pushrl.cli import compare, data, evaluate, init, logs, policies, quickstart, serve, sim, train
 
 app = typer.Typer(
     help="pushrl: learn what and when to push from logged push notifications.",
     no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+    # Inherited by every sub-command: `-h`, and help that uses the terminal's width.
+    context_settings={"help_option_names": ["-h", "--help"],
+                      "max_content_width": max(shutil.get_terminal_size((100, 24)).columns,
+                                               100)},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pushrl {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """pushrl: learn what and when to push from logged push notifications."""
+
+
 app.command("init")(init.command)
 app.add_typer(data.app, name="data")
 app.add_typer(sim.app, name="sim")
@@ -25,12 +47,43 @@ app.add_typer(logs.app, name="logs")
 app.command("quickstart")(quickstart.command)
 
 
+def _plain_help(t: typer.Typer) -> None:
+    """Click's help formatter, which wraps long option help and defaults at the terminal's
+    width; Rich's panels truncate them with an ellipsis."""
+    t.rich_markup_mode = None
+    for group in t.registered_groups:
+        if group.typer_instance is not None:
+            _plain_help(group.typer_instance)
+
+
+_plain_help(app)
+
+
+def _argument_metavars(cmd: Any) -> None:
+    """``DATA`` rather than Typer's ``{data}`` in usage lines (positional arguments only)."""
+    for param in cmd.params:
+        if param.param_type_name == "argument" and param.metavar is None and param.name:
+            param.metavar = param.name.upper()
+            usage = param.metavar if param.required else f"[{param.metavar}]"
+            if hasattr(param, "_usage_display_name"):  # Typer's usage-line hook
+                param._usage_display_name = lambda usage=usage: usage
+    for sub in getattr(cmd, "commands", {}).values():
+        _argument_metavars(sub)
+
+
+def command() -> Any:
+    """The click command behind ``pushrl`` (help and usage lines polished)."""
+    cmd = typer.main.get_command(app)
+    _argument_metavars(cmd)
+    return cmd
+
+
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and a non-zero exit."""
     from pushrl.errors import PushrlError
 
     try:
-        app()
+        command()(prog_name="pushrl")
     except PushrlError as exc:
         typer.secho(f"error: {exc}", err=True, fg="red")
         sys.exit(2)

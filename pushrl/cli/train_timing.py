@@ -54,7 +54,7 @@ def command(
     if total < 0:
         raise typer.BadParameter(f"--timesteps must be >= 0, got {timesteps}")
     scenario_overrides = dict(_override(kv) for kv in overrides)
-    with progress_bar("training PPO", total, enabled=not as_json) as update:
+    with progress_bar("training PPO", total, enabled=not as_json, unit="steps") as update:
         res = train_timing(scenario, out=out, timesteps=total, seed=seed, config=cfg,
                            resume=resume, run_dir=run_dir, evaluate=evaluate,
                            progress=lambda done, tot: update(done, tot), **scenario_overrides)

@@ -94,7 +94,8 @@ class ShardOutput:
 def run_shard(scenario: str, sources: Sequence[str], labels: Sequence[str],
               rows: np.ndarray, keys: np.ndarray, first_user: int, seed: int, days: int | None,
               item_source: str | None = None,
-              overrides: dict[str, Any] | None = None) -> ShardOutput:
+              overrides: dict[str, Any] | None = None,
+              progress: Callable[[int], None] | None = None) -> ShardOutput:
     """Run every policy on one shard of users (the unit of local and Ray work).
 
     Args:
@@ -108,6 +109,7 @@ def run_shard(scenario: str, sources: Sequence[str], labels: Sequence[str],
         days: Days to simulate (None = scenario horizon).
         item_source: Item policy spec for every timing policy (None = scenario default).
         overrides: Scenario overrides (what-if knobs).
+        progress: ``progress(user_days_done)`` within this shard, over all its policies.
     """
     from pushrl.envs.rollout import rollout
     from pushrl.envs.scenario import load_scenario
@@ -126,13 +128,15 @@ def run_shard(scenario: str, sources: Sequence[str], labels: Sequence[str],
     steps_per_day = sc.slots_per_day
     seg = _segments(pop, rows)
     frames, daily, hourly = [], [], []
-    for src, label in zip(sources, labels, strict=True):
+    for j, (src, label) in enumerate(zip(sources, labels, strict=True)):
         pol = PolicySpec(src, label).load()
         if getattr(pol, "kind", "timing") != "timing":
             raise PushrlError(f"policy {label!r} is an item policy; compare runs timing policies "
                               "(pass item policies with --item-policy)")
+        step_cb = None if progress is None else (
+            lambda step, _total, j=j: progress(n * (j * sc.horizon + step) // steps_per_day))
         res = rollout(pol, sc, n_users=n, seed=seed, item_policy=item, policy_name=label,
-                      users=(rows, keys))
+                      users=(rows, keys), progress=step_cb)
         f = res.to_frame()
         f.insert(0, "policy", label)
         f.insert(1, "seed", seed)
@@ -212,7 +216,8 @@ def compare(policies: Sequence[str], *, scenario: str = "default", users: int = 
         ray_address: Join an existing Ray cluster.
         workers: CPUs of the local Ray (default: all).
         overrides: Scenario overrides (``fatigue_multiplier=2`` ...).
-        progress: ``progress(done_shards, total_shards)``.
+        progress: ``progress(done, total)`` in user-days (users x days x policies) when local,
+            in shards with Ray.
 
     Returns:
         A :class:`CompareResult` whose frames are ready for a notebook.
@@ -247,8 +252,9 @@ def compare(policies: Sequence[str], *, scenario: str = "default", users: int = 
             tasks.append((str(scenario), [s.source for s in specs], labels, rows[a:b],
                           keys[a:b], a, seed, days, item_policy, overrides or {}))
     t0 = time.perf_counter()
+    user_days = len(specs) * (days if days is not None else sc.horizon_days)
     outs = _run_ray(tasks, ray_address, workers, progress) if (ray or ray_address) else \
-        _run_local(tasks, progress)
+        _run_local(tasks, progress, user_days)
     wall = time.perf_counter() - t0
     per_user, daily, hourly, act = _combine(outs)
     n_days = int(daily["day"].max())
@@ -262,13 +268,18 @@ def compare(policies: Sequence[str], *, scenario: str = "default", users: int = 
     return CompareResult(per_user, summary, paired, segments, daily, hourly, act.tolist(), meta)
 
 
-def _run_local(tasks: list[tuple[Any, ...]],
-               progress: Callable[[int, int], None] | None) -> list[ShardOutput]:
-    outs = []
-    for i, t in enumerate(tasks):
-        outs.append(run_shard(*t))
+def _run_local(tasks: list[tuple[Any, ...]], progress: Callable[[int, int], None] | None,
+               user_days_per_user: int) -> list[ShardOutput]:
+    """Shards one after another; progress in user-days, updated every simulated step."""
+    total = sum(len(t[3]) for t in tasks) * user_days_per_user
+    outs, done = [], 0
+    for t in tasks:
+        cb = None if progress is None else (lambda d, base=done: progress(base + d, total))
+        kw: dict[str, Any] = {"progress": cb}
+        outs.append(run_shard(*t, **kw))
+        done += len(t[3]) * user_days_per_user
         if progress:
-            progress(i + 1, len(tasks))
+            progress(done, total)
     return outs
 
 

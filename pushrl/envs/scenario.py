@@ -1,6 +1,7 @@
 """Scenario files (``envs/*.toml``): which simulator, clock, reward weights, guardrails, knobs.
 
-A scenario is named (``"default"`` -> ``envs/default.toml`` of the repository) or given by
+A scenario is named (``"default"`` -> ``envs/default.toml``, looked up in ``./envs``, the
+repository checkout, then the copy shipped in the wheel: :mod:`pushrl.resources`) or given by
 path. Relative paths inside the file are relative to the file. Every key can be overridden by
 keyword (``gymnasium.make(..., scenario="default", truth=True, fatigue_multiplier=2.0)``);
 flat keyword names are looked up in every section.
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pushrl import resources
 from pushrl.errors import ScenarioError
 from pushrl.rules.guardrails import Guardrails
 from pushrl.rules.reward import RewardWeights
@@ -31,8 +33,8 @@ from pushrl.sim.items import ITEM_POLICIES
 from pushrl.sim.population import WARM_STARTS
 from pushrl.units import bucket_of
 
-#: Directory of the shipped scenario files.
-SCENARIO_DIR = Path(__file__).resolve().parents[2] / "envs"
+#: Directory of the shipped scenario files (the checkout's ``envs/``, else the wheel's copy).
+SCENARIO_DIR = resources.shipped_root() / "envs"
 _SECTIONS = ("reward", "guardrails", "whatif", "items")
 
 
@@ -115,9 +117,10 @@ def _resolve(ref: str | Path) -> Path:
             raise ScenarioError(f"scenario file {str(p)!r} does not exist; pass a name from "
                                 f"{SCENARIO_DIR} or a path to a .toml file")
         return p
-    cand = SCENARIO_DIR / f"{ref}.toml"
-    if not cand.is_file():
-        known = ", ".join(sorted(q.stem for q in SCENARIO_DIR.glob("*.toml")))
+    cand = resources.find(Path("envs") / f"{ref}.toml")
+    if cand is None:
+        known = ", ".join(sorted({q.stem for d in resources.candidates("envs") if d.is_dir()
+                                  for q in d.glob("*.toml")}))
         raise ScenarioError(f"unknown scenario {str(ref)!r}; known: {known} (or pass a path "
                             "to a .toml file)")
     return cand

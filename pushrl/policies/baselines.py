@@ -3,7 +3,8 @@
 Item baselines live in :mod:`pushrl.policies.item_baselines`, timing baselines and the oracle
 in :mod:`pushrl.policies.timing_baselines`; each module exposes
 ``BASELINES: dict[str, Callable[..., Policy]]``. Their TOML definitions are in
-``policies/baselines/``.
+``policies/baselines/`` (looked up in the current directory, the checkout, then the wheel's
+copy: :mod:`pushrl.resources`).
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pushrl import resources
 from pushrl.errors import ArtifactError
 from pushrl.policies.base import Policy
 from pushrl.policies.registry import register_loader
 
 _MODULES = ("pushrl.policies.item_baselines", "pushrl.policies.timing_baselines")
-#: Directory of baseline definitions shipped with the repo.
-DEFINITIONS = Path(__file__).resolve().parents[2] / "policies" / "baselines"
+#: Directory of the shipped baseline definitions (the checkout's, else the wheel's copy).
+DEFINITIONS = resources.shipped_root() / "policies" / "baselines"
 
 
 def registry() -> dict[str, Callable[..., Policy]]:
@@ -37,8 +39,8 @@ def registry() -> dict[str, Callable[..., Policy]]:
 
 def definition(name: str) -> dict[str, Any]:
     """The TOML definition ``policies/baselines/<name>.toml`` (empty dict if none)."""
-    p = DEFINITIONS / f"{name}.toml"
-    return tomllib.loads(p.read_text()) if p.exists() else {}
+    p = resources.find(Path("policies") / "baselines" / f"{name}.toml")
+    return tomllib.loads(p.read_text()) if p is not None else {}
 
 
 def make_baseline(name: str, **kwargs: Any) -> Policy:

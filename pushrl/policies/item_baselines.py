@@ -27,9 +27,6 @@ from pushrl.errors import ArtifactError
 from pushrl.policies.base import ItemContext, ItemPolicy, Policy
 from pushrl.policies.item_data import ContextEncoder, RewardSpec, logged_item_rewards
 
-_REPO = Path(__file__).resolve().parents[2]
-
-
 class UniformRandom(ItemPolicy):
     """Every real candidate equally likely."""
 
@@ -117,8 +114,8 @@ def most_popular(data: str | Path | None = None, *, reward: str | None = None,
                  prior_strength: float = 10.0, epsilon: float = 0.0) -> MostPopular:
     """Factory of ``most-popular``: fit on the pushlog directory ``data``.
 
-    Relative paths are resolved against the repository root (the TOML definitions use
-    ``simulator_data/...``).
+    Relative paths are resolved against the current directory, the repository checkout, then
+    the wheel's copy (the TOML definitions use ``simulator_data/...``; :mod:`pushrl.resources`).
     """
     from pushrl.data.validate import load_dataset
 
@@ -127,7 +124,9 @@ def most_popular(data: str | Path | None = None, *, reward: str | None = None,
                             "rewards in); set it in policies/baselines/most-popular.toml")
     p = Path(data)
     if not p.is_absolute() and not p.exists():
-        p = _REPO / p
+        from pushrl.resources import find
+
+        p = find(p) or p
     ds, _ = load_dataset(p, quarantine=False)
     return MostPopular.fit(ds, reward=reward or None, prior_strength=prior_strength,
                            epsilon=epsilon)

@@ -56,6 +56,21 @@ def _next_version(base: Path) -> str:
     return f"v{max(nums, default=0) + 1}"
 
 
+def _portable(value: Any) -> Any:
+    """``value`` with absolute paths under the working directory made relative to it, so a
+    model card does not record the machine it was trained on."""
+    if isinstance(value, dict):
+        return {k: _portable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_portable(v) for v in value]
+    if isinstance(value, Path | str) and os.path.isabs(value):
+        try:
+            return Path(value).resolve().relative_to(Path.cwd().resolve()).as_posix()
+        except ValueError:
+            return str(value)
+    return value
+
+
 def save_artifact(out: str | Path, *, kind: str, loader: str, files: dict[str, str | Path | bytes],
                   card: dict[str, Any], versioned: bool = True) -> Path:
     """Write an artifact directory with a model card and a sha256 for every file.
@@ -92,7 +107,7 @@ def save_artifact(out: str | Path, *, kind: str, loader: str, files: dict[str, s
         "kind": kind,
         "loader": loader,
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        **card,
+        **_portable(card),
         "files": sums,
     }
     (tmp / CARD).write_text(json.dumps(full, indent=2, sort_keys=True, default=str))

@@ -10,6 +10,7 @@ torch / SB3): it loads the artifact with :mod:`pushrl.policies.ppo`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -75,7 +76,9 @@ def _callbacks(cfg: Any, venv: Any, total: int, run_dir: Path, meta: dict[str, A
                 self.acc += (info["sent"], info["opened"], info["clicked"], info["unsubscribed"])
             self.steps += len(self.locals["infos"])
             if progress is not None:
-                progress(self.num_timesteps, total)
+                # SB3 runs whole rollouts (n_envs x n_steps), so it may pass `total`: report
+                # the executed steps against a total that grows with them.
+                progress(self.num_timesteps, max(total, self.num_timesteps))
             if self.num_timesteps >= self.next_ckpt:
                 save_checkpoint(self.model, venv, run_dir / "checkpoints" /
                                 f"step_{self.num_timesteps}", meta)
@@ -97,6 +100,20 @@ def _callbacks(cfg: Any, venv: Any, total: int, run_dir: Path, meta: dict[str, A
 
 def _evaluate(policy: PPOTimingPolicy, scenario: Any, n_users: int, seed: int) -> dict[str, Any]:
     return rollout(policy, scenario, n_users=n_users, seed=seed).summary()
+
+
+@functools.cache
+def _log_formats() -> tuple[str, ...]:
+    """SB3 logger outputs: CSV always, TensorBoard only when it is installed (said once)."""
+    import importlib.util
+    import logging
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        return ("csv", "tensorboard")
+    logging.getLogger(__name__).warning(
+        "tensorboard is not installed: training logs go to progress.csv only "
+        "(`pip install tensorboard` for TensorBoard event files)")
+    return ("csv",)
 
 
 def _has_truth(sc: Any) -> bool:
@@ -137,12 +154,13 @@ def train_timing(scenario: str = "default", *, out: str | Path, timesteps: int |
     add = int(timesteps if timesteps is not None else cfg.total_timesteps)
     if add <= 0:
         raise ValueError(f"`timesteps` must be > 0, got {add}")
-    model.set_logger(configure(str(run), ["csv", "tensorboard"]))
+    model.set_logger(configure(str(run), list(_log_formats())))
     meta = {"scenario": sc.name, "seed": seed, "config": cfg.to_dict()}
     t0 = time.perf_counter()
     model.learn(add, callback=_callbacks(cfg, venv, done + add, run, meta, progress),
                 reset_num_timesteps=resume is None, progress_bar=False)
     seconds = time.perf_counter() - t0
+    executed = int(model.num_timesteps) - done
     actor = NumpyActor.from_sb3(model, venv)
     tmp = run / "export"
     tmp.mkdir(exist_ok=True)
@@ -159,7 +177,7 @@ def train_timing(scenario: str = "default", *, out: str | Path, timesteps: int |
         "timesteps": int(model.num_timesteps), "timesteps_this_run": add,
         "resumed_from": str(resume) if resume else None, "config": cfg.to_dict(),
         "train/seconds": round(seconds, 1),
-        "train/steps_per_second": round(add / max(seconds, 1e-9)),
+        "train/steps_per_second": round(executed / max(seconds, 1e-9)),
         "torch_threads": cfg.torch_threads, "obs_names": list(names),
         "profile_features": cfg.profile_features,
         "deterministic": False, "run_dir": str(run)}

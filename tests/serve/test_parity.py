@@ -25,7 +25,6 @@ from pushrl.envs.observation import TimingObservation
 from pushrl.policies.base import ItemContext, ItemPolicy, TimingContext, TimingPolicy
 from pushrl.policies.item_data import ContextEncoder, build_rounds
 from pushrl.serve.app import create_app
-from pushrl.serve.config import GuardrailConfig
 from pushrl.serve.export import export
 from pushrl.sim.items import build_item_context
 from tests.serve.conftest import make_cfg
@@ -124,8 +123,7 @@ def test_server_builds_the_env_observation_and_the_same_item_context(tmp_path: P
     item = RecordingItem()
     # the server started on the scenario's data (--catalog): its spec and items are the ones
     # the simulator was fitted on
-    cfg = make_cfg(tmp_path, catalog=Path(env.scenario.data), guardrails=GuardrailConfig(
-        g.quiet_start, g.quiet_end, g.max_sends_per_day, g.max_sends_per_week))
+    cfg = make_cfg(tmp_path, catalog=Path(env.scenario.data), guardrails=g)
     app = create_app(cfg, overrides={"timing": timing, "item": item})
     tz = str(model.population.timezone[USER])  # type: ignore[union-attr]
     first = steps[0][0]

@@ -15,11 +15,11 @@ import pytest
 
 from pushrl.serve import server as server_mod
 from pushrl.serve import store
-from pushrl.serve.config import GuardrailConfig
+from pushrl.rules.guardrails import Guardrails
 from tests.serve.conftest import T0, seed_world
 
 H = 3600
-CAP1 = GuardrailConfig(quiet_start=0, quiet_end=0, max_per_day=1)
+CAP1 = Guardrails(quiet_start=0, quiet_end=0, max_sends_per_day=1)
 
 
 class _FullDisk:

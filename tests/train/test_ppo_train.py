@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -39,7 +40,10 @@ def test_artifact_card_and_logs(trained: tuple[Path, Path]) -> None:
     assert card["timesteps"] == 1024 and card["config"]["n_envs"] == 8
     assert card["env_id"] == "pushrl/PushTiming-v1"
     assert card["obs_names"] == list(TIMING_OBS_NAMES)
-    assert (run / "progress.csv").is_file() and list(run.glob("events.out.tfevents*"))
+    assert (run / "progress.csv").is_file()
+    # TensorBoard event files only when tensorboard is installed (it is not a dependency)
+    tensorboard = importlib.util.find_spec("tensorboard") is not None
+    assert bool(list(run.glob("events.out.tfevents*"))) == tensorboard
     header = (run / "progress.csv").read_text().splitlines()[0]
     assert "sim/sends_per_user_day" in header and "train/value_loss" in header
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_1024", "step_512"]
