@@ -14,7 +14,7 @@ demo: install
 lint:
 	$(PYTHON) -m ruff check pushrl tests benchmarks
 	$(PYTHON) -m mypy
-	lint-imports
+	$(PYTHON) -c 'import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())'
 
 # pytest's exit 5 (no tests collected) is a failure with its own message.
 test: install lint
