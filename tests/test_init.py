@@ -120,11 +120,11 @@ def test_serve_takes_guardrails_and_catalog_from_the_scenario(
     data, out, _ = onboarded
     seen: dict[str, Any] = {}
     monkeypatch.setattr(serve_app, "create_app", lambda cfg: seen.setdefault("cfg", cfg))
-    monkeypatch.setattr(uvicorn, "run", lambda *a, **k: None)
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: None)
     r = CliRunner().invoke(app, ["serve", "--scenario", str(out / "scenario.toml"), "--state",
                                  str(tmp_path / "state"), "--max-per-week", "3"])
     assert r.exit_code == 0, r.output
     cfg = seen["cfg"]
     g = cfg.guardrails
-    assert (g.quiet_start, g.quiet_end, g.max_per_day, g.max_per_week) == (21, 9, 1, 3)
+    assert (g.quiet_start, g.quiet_end, g.max_sends_per_day, g.max_sends_per_week) == (21, 9, 1, 3)
     assert Path(cfg.catalog) == data.resolve()

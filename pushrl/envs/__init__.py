@@ -1,6 +1,6 @@
 """Gymnasium environments over the fitted simulator (layer: data -> sim -> **envs**).
 
-Importing this package registers:
+Importing ``pushrl`` registers (:func:`pushrl._register_envs`, the one registration):
 
 * ``pushrl/PushTiming-v1``: when to push one user (:class:`PushTimingEnv`), with the native
   vector implementation :class:`PushTimingVectorEnv` as ``vector_entry_point``; its
@@ -13,8 +13,6 @@ Importing this package registers:
 Batch evaluation: :func:`rollout`; SB3: :class:`~pushrl.envs.sb3.PushTimingSB3VecEnv`;
 scenarios: :func:`load_scenario`.
 """
-
-from gymnasium.envs.registration import register, registry
 
 from pushrl.envs.push_item import PushItemEnv, PushItemVectorEnv
 from pushrl.envs.push_timing import PushTimingEnv
@@ -30,17 +28,6 @@ from pushrl.envs.observation import (
 from pushrl.envs.world import make_world
 
 ENV_IDS = ("pushrl/PushTiming-v1", "pushrl/PushTiming-v0", "pushrl/PushItem-v0")
-
-for _version, _names in (("v1", TIMING_OBS_NAMES), ("v0", V0_OBS_NAMES)):
-    if f"pushrl/PushTiming-{_version}" not in registry:
-        register(id=f"pushrl/PushTiming-{_version}",
-                 entry_point="pushrl.envs.push_timing:PushTimingEnv",
-                 vector_entry_point="pushrl.envs.push_timing_vec:PushTimingVectorEnv",
-                 kwargs={"scenario": "default", "obs_names": _names})
-if "pushrl/PushItem-v0" not in registry:
-    register(id="pushrl/PushItem-v0", entry_point="pushrl.envs.push_item:PushItemEnv",
-             vector_entry_point="pushrl.envs.push_item:PushItemVectorEnv",
-             kwargs={"scenario": "default"})
 
 __all__ = ["ENV_IDS", "PROFILE_OBS_NAMES", "TIMING_OBS_NAMES", "V0_OBS_NAMES", "PushItemEnv",
            "PushItemVectorEnv", "PushTimingEnv", "PushTimingVectorEnv", "RolloutResult",

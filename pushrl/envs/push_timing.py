@@ -10,7 +10,7 @@ import numpy as np
 from gymnasium import spaces
 
 from pushrl.envs.scenario import Scenario, load_scenario
-from pushrl.envs.observation import TIMING_OBS_NAMES, TimingObservation
+from pushrl.envs.observation import TIMING_OBS_NAMES, V0_OBS_NAMES, TimingObservation
 from pushrl.envs.world import make_world
 from pushrl.sim.engine import Outcome, PushSim
 from pushrl.sim.rng import new_key
@@ -144,3 +144,9 @@ class PushTimingEnv(gym.Env[np.ndarray, np.int64]):
         return (f"t={int(self.sim.t[0])} local_hour={int(o.raw[0, 0])} "
                 f"sends_today={int(o.sends_today[0])} allowed={bool(o.allowed[0])} "
                 f"last={self._last}")
+
+
+def make_v0(**kwargs: Any) -> PushTimingEnv:
+    """``pushrl/PushTiming-v0``: :class:`PushTimingEnv` with the 17-column observation of the
+    first agents (:data:`~pushrl.envs.observation.V0_OBS_NAMES`)."""
+    return PushTimingEnv(obs_names=V0_OBS_NAMES, **kwargs)

@@ -19,7 +19,7 @@ from gymnasium.vector.utils import batch_space
 
 from pushrl.envs.push_timing import step_info
 from pushrl.envs.scenario import Scenario, load_scenario
-from pushrl.envs.observation import TIMING_OBS_NAMES, TimingObservation
+from pushrl.envs.observation import TIMING_OBS_NAMES, V0_OBS_NAMES, TimingObservation
 from pushrl.envs.world import make_world
 from pushrl.sim.engine import PushSim
 from pushrl.sim.rng import new_key
@@ -153,3 +153,8 @@ class PushTimingVectorEnv(VectorEnv):
         if self.autoreset_mode == AutoresetMode.NEXT_STEP:
             allowed &= ~self._done
         return np.stack([np.ones(self.num_envs, bool), allowed], axis=1)
+
+
+def make_vec_v0(**kwargs: Any) -> PushTimingVectorEnv:
+    """Vector entry point of ``pushrl/PushTiming-v0`` (the 17-column observation)."""
+    return PushTimingVectorEnv(obs_names=V0_OBS_NAMES, **kwargs)

@@ -64,7 +64,7 @@ def _audit(reg: Path) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize(("mutate", "match"), [
     (_truncate, "does not load"),
-    (_wrong_obs_dim, "cannot make a decision.*observation columns"),
+    (_wrong_obs_dim, "observation .* has 19 columns but the actor takes 20"),
 ])
 def test_unloadable_artifact_promote_changes_nothing(tmp_path: Path, mutate: Any,
                                                      match: str) -> None:
