@@ -22,7 +22,6 @@ import contextlib
 import datetime as dt
 import fcntl
 import getpass
-import importlib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -154,11 +153,6 @@ def run_gate(card: dict[str, Any]) -> dict[str, Any]:
         ``{"passed": bool, "failed_rules": [...], "messages": [...]}`` or
         ``{"passed": False, "unavailable": "..."}`` when no gate can be applied.
     """
-    try:
-        importlib.import_module("pushrl.ope.gate")
-    except ModuleNotFoundError:
-        return {"passed": False, "unavailable": "OPE gate unavailable (pushrl.ope.gate is "
-                "not installed)"}
     ev = _gate_evidence(card)
     if ev is None or "passed" not in ev:
         return {"passed": False, "unavailable": "OPE gate unavailable for this artifact: its "
