@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
-from zoneinfo import ZoneInfo, available_timezones
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -29,6 +29,7 @@ from pushrl.data.contract import (
     declared_send_pscore,
 )
 from pushrl.data.io import Dataset, read_meta, read_tables, write_table
+from pushrl.data.timezones import NOT_ZONES, zone_names
 from pushrl.errors import DataError
 
 REJECTED_DIR = "_rejected"
@@ -134,23 +135,13 @@ class _Rejector:
         return self.reason != None  # noqa: E711
 
 
-_VALID_TZ: frozenset[str] | None = None
-
-
-def _valid_timezones() -> frozenset[str]:
-    global _VALID_TZ
-    if _VALID_TZ is None:
-        _VALID_TZ = frozenset(available_timezones()) | {"UTC"}
-    return _VALID_TZ
-
-
 def _check_users(df: pd.DataFrame) -> _Rejector:
     r = _Rejector(len(df))
     r.check(df["user_id"].duplicated(keep="first"), "duplicate user_id")
     tzs = df["timezone"].astype(str)
-    valid = _valid_timezones()
+    valid = zone_names()
     unknown = {t for t in tzs.unique() if t not in valid}
-    for t in list(unknown):  # available_timezones() can miss aliases that ZoneInfo accepts
+    for t in list(unknown - NOT_ZONES):  # available_timezones() can miss aliases ZoneInfo takes
         try:
             ZoneInfo(t)
             unknown.discard(t)

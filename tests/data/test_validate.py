@@ -372,3 +372,20 @@ def test_cli_json_errors_are_json(tiny_synth: Path, tmp_path: Path, setup: str,
     assert r.returncode != 0 and "Traceback" not in r.stderr
     out = json.loads(r.stdout)
     assert set(out) == {"error", "type"} and pattern in out["error"]
+
+
+@pytest.mark.parametrize("zone", ["localtime", "Factory", "posixrules"])
+def test_host_dependent_zone_names_are_quarantined(tiny_synth: Path, tmp_path: Path,
+                                                   zone: str) -> None:
+    # `localtime` is the machine's own zone and `Factory` has no offset rules: zoneinfo loads
+    # both, but they do not name a place (the server refuses them too: zone_names())
+    d = _copy(tiny_synth, tmp_path / "tz")
+    users = read_raw(d, "users")
+    assert users is not None
+    users = users.copy()
+    users.loc[0, "timezone"] = zone
+    write_table(users, d / "users.parquet")
+    _, report = load_dataset(d)
+    assert report.counts["users"].reasons == {
+        "unknown timezone (use an IANA name such as Europe/Berlin)": 1}
+    assert report.reconciles()
