@@ -14,7 +14,7 @@ PY="$VENV/bin/python"
 pushrl --version
 "$PY" - <<'PYEOF'
 import pushrl, gymnasium as gym
-env = gym.make("pushrl/PushTiming-v0")  # the packaged default scenario and its data
+env = gym.make("pushrl/PushTiming-v1")  # the packaged default scenario and its data
 obs, _ = env.reset(seed=0)
 assert obs.shape == env.observation_space.shape, obs.shape
 print("gym.make ok:", pushrl.__file__)
