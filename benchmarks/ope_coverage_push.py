@@ -58,7 +58,7 @@ from pushrl.ope.evaluate_item import crossfit_item_rewards
 from pushrl.ope.intervals import estimate_intervals
 from pushrl.policies.base import ItemContext
 from pushrl.policies.item_baselines import MostPopular, UniformRandom, _greedy
-from pushrl.policies.item_data import SYNTH_REWARD, BanditRounds, RewardSpec, build_rounds
+from pushrl.policies.item_data import SYNTH_REWARD, BanditRounds, build_rounds
 from pushrl.rules.reward import RewardWeights
 from pushrl.train.vw_online import TrueWorldSource
 
@@ -77,11 +77,11 @@ class TopAffinity:
                        np.asarray(ctx.mask, bool), 0.0)
 
 
-def true_rewards(ds: Any, gt_users: Any, rounds: BanditRounds, reward: RewardSpec) -> np.ndarray:
+def true_rewards(ds: Any, gt_users: Any, rounds: BanditRounds, reward: RewardWeights
+                 ) -> np.ndarray:
     """``(n_rounds, n_actions)`` true expected reward, via ``TrueWorldSource.expected_reward``."""
     src = TrueWorldSource.__new__(TrueWorldSource)  # its loader reads a directory; fill it
-    src.reward, src.rounds = reward, rounds
-    src.w = RewardWeights.for_item_rounds(dict(reward.weights))
+    src.rounds, src.w = rounds, reward.item_round()
     src.world = TrueWorld(SynthConfig().params, gt_users, ds.items)
     pos = {u: i for i, u in enumerate(src.world.users["user_id"].astype(str))}
     src.user = np.array([pos[u] for u in ds.pushes["user_id"].astype(str).to_numpy()[rounds.row]],
@@ -111,7 +111,7 @@ def replicate(seed: int, policies: dict[str, Any], *, users: int, days: int,
     if seed == 0:
         raise ValueError("seed 0 is vw-synth's training data; evaluate seeds != 0")
     ds, _, gt_users = generate(SynthConfig(users=users, days=days, seed=seed))
-    rs = RewardSpec.parse(SYNTH_REWARD)
+    rs = SYNTH_REWARD
     vw = policies.get("vw-synth")
     rounds = build_rounds(ds, encoder=None if vw is None else vw.encoder, reward=rs)
     q_true = true_rewards(ds, gt_users, rounds, rs)
@@ -172,7 +172,8 @@ def run(replications: int, *, users: int, days: int, vw: bool = True,
             for s in range(first_seed, first_seed + replications)]
     return {"config": {"replications": replications, "users": users, "days": days,
                        "seeds": [first_seed, first_seed + replications - 1],
-                       "popular_seed": popular_seed, "reward": SYNTH_REWARD,
+                       "popular_seed": popular_seed,
+                       "reward": SYNTH_REWARD.item_formula(),
                        "methods": list(methods), "n_bootstrap": n_bootstrap,
                        "hyperparameters": {k: v for k, v in DEFAULT_HYPERPARAMETERS.items()},
                        "truth_for_coverage": "per-log value (mean over the log's logged contexts "

@@ -85,7 +85,10 @@ def command(
     segment: str = typer.Option("day", "--segment",
                                 help="Timing trajectories: day (user-days) or none (whole users)."),
     reward: str | None = typer.Option(None, "--reward",
-                                      help="Item reward, e.g. 'clicked+0.01*revenue'."),
+                                      help="Item reward as \\[w*]column terms over opened, "
+                                           "clicked, converted, revenue, e.g. "
+                                           "'clicked+0.01*revenue'; default: the candidate's "
+                                           "training reward."),
     allow_in_sample: bool = typer.Option(
         False, "--allow-in-sample", help="Do not block a candidate trained on these logs "
                                          "(its estimate is optimistic)."),
@@ -96,12 +99,14 @@ def command(
     """Estimate a policy's value on logged data and apply the deployment gate (exit 0 / 1)."""
     from pushrl.data.validate import load_dataset
     from pushrl.envs.scenario import scenario_for_data
+    from pushrl.rules.reward import RewardWeights
 
     if scenario is None and (found := scenario_for_data(data)) is not None:
         scenario = str(found.path)
         if not as_json:
             console.print(f"[dim]scenario: {escape(scenario)}[/]")
     names = None if not estimators else [e.strip() for e in estimators.split(",") if e.strip()]
+    weights = RewardWeights.parse(reward) if reward else None  # fails before loading data
     target = out_dir or _default_out(policy, baseline)
     with progress_bar("evaluating", 1, enabled=not as_json) as update:
         stage: list[str] = [""]
@@ -116,9 +121,8 @@ def command(
         ds, _ = load_dataset(data)
         # imported after the data loaded: a bad path fails without the OPE stack's import cost
         from pushrl.ope.evaluate import evaluate_policy, record_evaluation, resolve_policy
-        from pushrl.policies.item_data import RewardSpec
 
-        cand = resolve_policy(policy, ds, reward=RewardSpec.parse(reward) if reward else None)
+        cand = resolve_policy(policy, ds, reward=weights)
         if scenario is None:
             if cand.policy.kind == "timing":
                 from pushrl.errors import ScenarioError
@@ -129,7 +133,7 @@ def command(
                     "guardrails and reward belong to the synthetic world")
             scenario = "default"  # item policies do not read the scenario
         res = evaluate_policy(ds, cand, baseline, estimators=names, n_bootstrap=n_bootstrap,
-                              seed=seed, out=target, reward=reward, scenario=scenario,
+                              seed=seed, out=target, reward=weights, scenario=scenario,
                               segment=segment, allow_in_sample=allow_in_sample,
                               progress=progress)
         progress("done", 1, 1)

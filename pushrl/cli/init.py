@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,7 @@ def log_clock(pushes: pd.DataFrame, activity: pd.DataFrame) -> tuple[str, int]:
 
 
 def onboard(data: Path, out: Path, objective: Path | None = None,
-            say: Any = None) -> dict[str, Any]:
+            say: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Validate ``data``, fit the simulator into ``out/sim`` and write ``out/scenario.toml``.
 
     Returns a JSON-able summary (paths, validation counts, notes).

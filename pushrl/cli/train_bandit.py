@@ -19,8 +19,9 @@ def command(
     passes: int = typer.Option(1, help="passes over the data (> 1 uses a VW cache file)"),
     seed: int = typer.Option(0, help="VW --random_seed"),
     reward: str = typer.Option(
-        "", help="reward as \\[w*]column terms, e.g. 'clicked+0.01*revenue'; default: clicked, "
-                 "plus 0.01*revenue when the logs have revenue"),
+        "", help="reward as \\[w*]column terms over opened, clicked, converted, revenue, e.g. "
+                 "'clicked+0.01*revenue'; default: the --scenario's reward weights, else "
+                 "clicked, plus 0.01*revenue when the logs have revenue"),
     interactions: str = typer.Option("UI,CI,UA", help="VW namespace interactions: U user, "
                                      "C logged context, I item, A user-item affinity"),
     bits: int = typer.Option(18, help="VW hash bits (-b)"),
@@ -36,16 +37,16 @@ def command(
     cand_* columns), label cost = -reward with the item-level logging pscore.
     """
     from pushrl.policies.vw import VWConfig
+    from pushrl.rules.reward import RewardWeights
     from pushrl.train.vw_train import train_vw
 
+    weights = RewardWeights.parse(reward) if reward else None  # bad input fails before loading
     if scenario is not None:
         from pushrl.envs.scenario import load_scenario
 
         sc = load_scenario(scenario)
         data = data or sc.data
-        w = sc.reward
-        reward = reward or "+".join(f"{v:g}*{c}" for c, v in (
-            ("opened", w.open), ("clicked", w.click), ("revenue", w.revenue)) if v)
+        weights = weights or sc.reward.item_round()
     if data is None:
         from pushrl.errors import PushrlError
 
@@ -53,7 +54,7 @@ def command(
     config = VWConfig(exploration=exploration, cb_type=cb_type, passes=passes, seed=seed,
                       interactions=tuple(q.strip() for q in interactions.split(",") if q.strip()),
                       bits=bits)
-    res = train_vw(data, config, out=out, reward=reward or None)
+    res = train_vw(data, config, out=out, reward=weights)
     m = res.metrics
     result = {"artifact": str(res.artifact), "vw_args": res.policy.args,
               "data_fingerprint": res.card["data"]["fingerprint"], "reward": res.card["reward"],
@@ -69,3 +70,7 @@ def command(
                   f"; VW {'progressive' if 'train/pv_loss' in m else 'holdout'} loss "
                   f"{loss:.4f} (= -estimated reward of the learned policy)")
     console.print(f"  vw {' '.join(res.policy.args)}")
+    missing = res.card.get("reward_missing_outcomes") or {}
+    if missing:
+        console.print("  [yellow]missing outcomes counted 0:[/yellow] " + ", ".join(
+            f"{c} in {n} rounds" for c, n in missing.items()))

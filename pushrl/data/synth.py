@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from pushrl.data.contract import PUSHLOG_VERSION
@@ -305,12 +307,13 @@ class _Cols:
         for k, v in cols.items():
             self.parts.setdefault(k, []).append(v)
 
-    def cat(self, k: str, dtype: Any) -> np.ndarray:
+    def cat(self, k: str, dtype: npt.DTypeLike) -> np.ndarray:
         p = self.parts.get(k, [])
         return np.concatenate(p).astype(dtype, copy=False) if p else np.zeros(0, dtype)
 
 
-def generate(cfg: SynthConfig, progress: Any = None) -> tuple[Dataset, dict[str, Any],
+def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = None
+             ) -> tuple[Dataset, dict[str, Any],
                                                                pd.DataFrame]:
     """Generate a synthetic pushlog v1 dataset.
 
@@ -459,7 +462,8 @@ def _scatter(mask: np.ndarray, values: np.ndarray, fill: Any, dtype: Any) -> np.
     return out
 
 
-def synthesize(out: str | Path, cfg: SynthConfig, progress: Any = None) -> dict[str, Any]:
+def synthesize(out: str | Path, cfg: SynthConfig,
+               progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
     """Generate and write a synthetic dataset plus its ground truth; returns a summary."""
     t0 = time.perf_counter()
     ds, gt, gt_users = generate(cfg, progress)

@@ -15,7 +15,7 @@ from pushrl.envs.scenario import Scenario, load_scenario
 from pushrl.envs.world import load_model
 from pushrl.sim.bandit import ItemRounds
 from pushrl.sim.contexts import ItemContext
-from pushrl.sim.response import FittedResponse, TruthResponse
+from pushrl.sim.response import FittedResponse, ResponseModel, TruthResponse
 from pushrl.sim.rng import new_key
 
 _BOUND = 100.0
@@ -25,7 +25,7 @@ _INFO_KEYS = ("opened", "clicked", "converted", "revenue", "item", "expected_rew
 
 def _rounds(sc: Scenario, n: int) -> ItemRounds:
     model = load_model(sc.sim)
-    resp: Any = None
+    resp: ResponseModel | None = None
     if model.kind == "push":
         resp = (TruthResponse(model, sc.data, sc.fatigue_multiplier, sc.activity_shift_hours)
                 if sc.truth else FittedResponse(model, sc.fatigue_multiplier,

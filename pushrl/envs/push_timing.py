@@ -12,6 +12,7 @@ from gymnasium import spaces
 from pushrl.envs.scenario import Scenario, load_scenario
 from pushrl.envs.observation import TIMING_OBS_NAMES, V0_OBS_NAMES, TimingObservation
 from pushrl.envs.world import make_world
+from pushrl.sim.contexts import ItemDecider
 from pushrl.sim.engine import Outcome, PushSim
 from pushrl.sim.rng import new_key
 
@@ -86,7 +87,8 @@ class PushTimingEnv(gym.Env[np.ndarray, np.int64]):
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}  # noqa: RUF012  (as Gymnasium)
 
-    def __init__(self, scenario: str | Scenario = "default", item_policy: Any = None,
+    def __init__(self, scenario: str | Scenario = "default",
+                 item_policy: ItemDecider | None = None,
                  render_mode: str | None = None, obs_names: Sequence[str] | None = None,
                  **overrides: Any) -> None:
         self.scenario = load_scenario(scenario, **overrides)

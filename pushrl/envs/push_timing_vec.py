@@ -21,6 +21,7 @@ from pushrl.envs.push_timing import step_info
 from pushrl.envs.scenario import Scenario, load_scenario
 from pushrl.envs.observation import TIMING_OBS_NAMES, V0_OBS_NAMES, TimingObservation
 from pushrl.envs.world import make_world
+from pushrl.sim.contexts import ItemDecider
 from pushrl.sim.engine import PushSim
 from pushrl.sim.rng import new_key
 
@@ -59,7 +60,8 @@ class PushTimingVectorEnv(VectorEnv):
     """
 
     def __init__(self, num_envs: int, scenario: str | Scenario = "default",
-                 item_policy: Any = None, autoreset_mode: str | AutoresetMode = "next_step",
+                 item_policy: ItemDecider | None = None,
+                 autoreset_mode: str | AutoresetMode = "next_step",
                  render_mode: str | None = None, obs_names: Sequence[str] | None = None,
                  **overrides: Any) -> None:
         if int(num_envs) < 1:

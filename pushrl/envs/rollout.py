@@ -24,8 +24,9 @@ from pushrl.data.features import F
 from pushrl.envs.scenario import Scenario, load_scenario
 from pushrl.envs.observation import TimingObservation
 from pushrl.envs.world import make_world
-from pushrl.sim.contexts import TimingContext
+from pushrl.sim.contexts import ItemDecider, TimingContext, TimingDecider
 from pushrl.sim.engine import PushSim
+from pushrl.sim.response import TruthResponse
 
 _KEY_MAX = np.iinfo(np.int64).max
 METRICS = ("objective", "sends", "opens", "clicks", "conversions", "revenue",
@@ -124,8 +125,8 @@ def draw_users(seed: int, n: int, n_pop: int) -> tuple[np.ndarray, np.ndarray]:
         np.uint64)
 
 
-def rollout(policy: Any, scenario: str | Scenario = "default", n_users: int = 10_000,
-            days: int | None = None, seed: int = 0, *, item_policy: Any = None,
+def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users: int = 10_000,
+            days: int | None = None, seed: int = 0, *, item_policy: ItemDecider | None = None,
             policy_name: str | None = None, progress: Callable[[int, int], None] | None = None,
             users: tuple[np.ndarray, np.ndarray] | None = None,
             **overrides: Any) -> RolloutResult:
@@ -173,8 +174,9 @@ def rollout(policy: Any, scenario: str | Scenario = "default", n_users: int = 10
     by_hour = np.zeros((n_users, 24), np.int32)
     by_day = np.zeros((n_users, sc.horizon_days), np.float32)  # for cumulative-objective plots
     unsub_step = np.full(n_users, -1, np.int64)
-    true_world = getattr(world.response, "world", None)
-    true_index = world.response.gt[sim.pop] if true_world is not None else None
+    truth = world.response if isinstance(world.response, TruthResponse) else None
+    true_world = None if truth is None else truth.world
+    true_index = None if truth is None else truth.gt[sim.pop]
     for step in range(sc.horizon):
         obs = sim.observe()
         ctx = TimingContext(

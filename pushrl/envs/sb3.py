@@ -26,6 +26,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvS
 
 from pushrl.envs.push_timing_vec import PushTimingVectorEnv
 from pushrl.envs.scenario import Scenario
+from pushrl.sim.contexts import ItemDecider
 
 _INFO = ("sent", "guardrail_blocked", "opened", "clicked", "unsubscribed")
 
@@ -43,7 +44,7 @@ class PushTimingSB3VecEnv(VecEnv):
     """
 
     def __init__(self, num_envs: int, scenario: str | Scenario = "default",
-                 seed: int | None = None, item_policy: Any = None,
+                 seed: int | None = None, item_policy: ItemDecider | None = None,
                  obs_names: Sequence[str] | None = None, **overrides: Any) -> None:
         self.venv = PushTimingVectorEnv(num_envs, scenario, item_policy=item_policy,
                                         autoreset_mode="same_step", obs_names=obs_names,

@@ -10,13 +10,12 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pushrl.envs.scenario import Scenario
 from pushrl.errors import ScenarioError
 from pushrl.sim.items import CatalogSampler, make_sampler
 from pushrl.sim.model import SimModel, load_sim
-from pushrl.sim.response import FittedResponse, TruthResponse
+from pushrl.sim.response import FittedResponse, ResponseModel, TruthResponse
 
 
 @dataclass(frozen=True)
@@ -24,7 +23,7 @@ class World:
     """A scenario's simulator: model, response (fitted or truth) and default item policy."""
 
     model: SimModel
-    response: Any
+    response: ResponseModel
     sampler: CatalogSampler
 
 
@@ -46,10 +45,8 @@ def load_model(path: Path) -> SimModel:
 def _world(sim: str, mtime: float, data: str, truth: bool, fatigue: float, shift: int,
            item_policy: str) -> World:
     model = _load(sim, mtime)
-    if truth:
-        resp: Any = TruthResponse(model, data, fatigue, shift)
-    else:
-        resp = FittedResponse(model, fatigue, shift)
+    resp: ResponseModel = (TruthResponse(model, data, fatigue, shift) if truth
+                           else FittedResponse(model, fatigue, shift))
     sampler = make_sampler(item_policy, model.n_items, model.arrays.get("item_popularity"))
     return World(model, resp, sampler)
 

@@ -82,7 +82,9 @@ class EvaluationResult:
         policy: Summary of the candidate (label, source, name, version).
         baseline: Summary of the baseline; ``None`` = the logging policy.
         data: Dataset path, fingerprint and the number of rounds (item) or trajectories.
-        reward: Reward definition (item: the :class:`RewardSpec`; timing: the weights).
+        reward: The reward as a formula (item:
+            :meth:`~pushrl.rules.reward.RewardWeights.item_formula`;
+            timing: :meth:`~pushrl.rules.reward.RewardWeights.describe`).
         estimates: The candidate's estimates with ``1 - alpha`` intervals, by estimator.
         baseline_estimates: The baseline's (``"on-policy"`` for the logging policy).
         diagnostics: Importance-weight diagnostics of the candidate.

@@ -59,7 +59,7 @@ import inspect
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -85,7 +85,7 @@ from pushrl.ope.report import write_report
 from pushrl.policies import item_baselines, timing_baselines
 from pushrl.policies.base import Policy
 from pushrl.policies.baselines import definition, make_baseline, registry
-from pushrl.policies.item_data import RewardSpec
+from pushrl.rules.reward import RewardWeights, item_reward
 from pushrl.policies.registry import load_policy, read_card, resolve
 
 __all__ = [
@@ -113,17 +113,19 @@ been trained on the evaluated logs, where every estimate is optimistic."""
 PolicyLike = Policy | str | Path
 
 
-def _baseline_class(name: str) -> Any:
-    """The baseline's policy class when it has a ``fit(ds, ...)`` classmethod."""
+def _baseline_fit(name: str) -> Callable[..., Policy] | None:
+    """The ``fit(ds, ...)`` classmethod of the baseline's policy class, if it has one."""
     for m in (item_baselines, timing_baselines):
         for obj in vars(m).values():
             if (isinstance(obj, type) and issubclass(obj, Policy)
                     and getattr(obj, "name", None) == name and callable(getattr(obj, "fit", None))):
-                return obj
+                fit: Callable[..., Policy] = getattr(obj, "fit")  # noqa: B009
+                return fit
     return None
 
 
-def _make_baseline(name: str, ds: Dataset, reward: RewardSpec | None) -> tuple[Policy, bool]:
+def _make_baseline(name: str, ds: Dataset, reward: RewardWeights | None
+                   ) -> tuple[Policy, bool]:
     """A baseline by name; one with a ``fit(ds, ...)`` classmethod is fitted on ``ds``."""
     known = registry()
     variants = list(dict.fromkeys((name, name.replace("_", "-"), name.replace("-", "_"))))
@@ -133,21 +135,21 @@ def _make_baseline(name: str, ds: Dataset, reward: RewardSpec | None) -> tuple[P
                             f"(policies/NAME[/vN]) nor a baseline; baselines: "
                             f"{', '.join(sorted(known))}")
     for n in variants:
-        cls = _baseline_class(n)
-        if cls is None:
+        fit = _baseline_fit(n)
+        if fit is None:
             continue
         params = definition(n).get("params") or definition(names[0]).get("params") or {}
-        sig = inspect.signature(cls.fit)
+        sig = inspect.signature(fit)
         kw = {k: v for k, v in params.items()
               if k in sig.parameters and k not in ("data", "reward")}
         if "reward" in sig.parameters:
             kw["reward"] = reward
-        return cls.fit(ds, **kw), True
+        return fit(ds, **kw), True
     return make_baseline(names[0]), False
 
 
 def resolve_policy(spec: PolicyLike | ResolvedPolicy, ds: Dataset, *,
-                   reward: RewardSpec | None = None) -> ResolvedPolicy:
+                   reward: RewardWeights | None = None) -> ResolvedPolicy:
     """Load a policy: an object, a registry artifact path or a baseline name.
 
     Baselines with a ``fit(ds, ...)`` classmethod (e.g. ``most-popular``) are fitted on ``ds``,
@@ -207,7 +209,7 @@ def evaluate_policy(
     seed: int = 0,
     out: str | Path | None = None,
     alpha: float = 0.05,
-    reward: RewardSpec | str | None = None,
+    reward: RewardWeights | str | None = None,
     scenario: str | TimingSettings = "default",
     segment: str = "day",
     gate: DeploymentGate | None = None,
@@ -265,7 +267,7 @@ def evaluate_policy(
 def _evaluate(ds: Dataset, policy: PolicyLike | ResolvedPolicy,
               baseline: PolicyLike | ResolvedPolicy | None, *, estimators: Sequence[str] | None,
               n_bootstrap: int, seed: int, out: str | Path | None, alpha: float,
-              reward: RewardSpec | str | None, scenario: str | TimingSettings, segment: str,
+              reward: RewardWeights | str | None, scenario: str | TimingSettings, segment: str,
               gate: DeploymentGate | None, gate_estimator: str | None,
               hyperparameters: Mapping[str, Mapping[str, Any]] | None,
               allow_in_sample: bool, progress: Progress | None) -> EvaluationResult:
@@ -273,8 +275,7 @@ def _evaluate(ds: Dataset, policy: PolicyLike | ResolvedPolicy,
     if segment not in SEGMENTS:
         raise ValueError(f"--segment must be one of {', '.join(SEGMENTS)}, got {segment!r}")
     _say(progress, "loading policies", 0, 1)
-    rs = (reward if isinstance(reward, RewardSpec)
-          else RewardSpec.parse(reward) if reward else None)
+    rs = None if reward is None or reward == "" else item_reward(reward)
     cand = resolve_policy(policy, ds, reward=rs)
     base = None if baseline is None else resolve_policy(baseline, ds, reward=rs)
     kind = cand.policy.kind

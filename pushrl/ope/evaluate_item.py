@@ -46,12 +46,12 @@ from pushrl.policies.base import ItemContext, Policy
 from pushrl.policies.item_data import (
     BanditRounds,
     ContextEncoder,
-    RewardSpec,
     build_rounds,
     candidates_all,
     default_reward,
     take_context,
 )
+from pushrl.rules.reward import RewardWeights, item_reward
 
 
 def _with_extra(rounds: BanditRounds, ds: Dataset) -> BanditRounds:
@@ -143,7 +143,7 @@ def crossfit_item_rewards(ctx: ItemContext, action: np.ndarray, reward: np.ndarr
 @dataclass
 class _ItemInputs:
     rounds: BanditRounds
-    reward_spec: RewardSpec
+    weights: RewardWeights
     len_list: int
     position: np.ndarray | None
     candidate: np.ndarray
@@ -151,7 +151,7 @@ class _ItemInputs:
     q_hat: np.ndarray
 
 
-def _rounds_for(policy: Policy, ds: Dataset, rs: RewardSpec,
+def _rounds_for(policy: Policy, ds: Dataset, rs: RewardWeights,
                 cache: dict[int, BanditRounds]) -> BanditRounds:
     enc = getattr(policy, "encoder", None)
     enc = enc if isinstance(enc, ContextEncoder) else None
@@ -162,7 +162,7 @@ def _rounds_for(policy: Policy, ds: Dataset, rs: RewardSpec,
 
 
 def _item_inputs(ds: Dataset, cand: ResolvedPolicy, base: ResolvedPolicy | None,
-                 rs: RewardSpec, seed: int, progress: Progress | None) -> _ItemInputs:
+                 rs: RewardWeights, seed: int, progress: Progress | None) -> _ItemInputs:
     cache: dict[int, BanditRounds] = {}
     _say(progress, "building bandit rounds", 0, 1)
     r_c = _rounds_for(cand.policy, ds, rs, cache)
@@ -238,13 +238,13 @@ def _item_applicable(inp: _ItemInputs) -> dict[str, str | None]:
 
 
 def _evaluate_item(ds: Dataset, cand: ResolvedPolicy, base: ResolvedPolicy | None, *,
-                   estimators: Sequence[str] | None, reward: RewardSpec | str | None,
+                   estimators: Sequence[str] | None, reward: RewardWeights | str | None,
                    n_bootstrap: int, seed: int, alpha: float, gate: DeploymentGate | None,
                    gate_estimator: str | None, hyper: Mapping[str, Mapping[str, Any]] | None,
                    progress: Progress | None) -> EvaluationResult:
     _select(estimators, "item", dict.fromkeys(ITEM_ESTIMATORS))  # fail fast on bad names
     _gate_estimator("item", (), gate_estimator)
-    rs, notes = _item_reward_spec(ds, cand, base, reward)
+    rs, notes = _item_weights(ds, cand, base, reward)
     inp = _item_inputs(ds, cand, base, rs, seed, progress)
     names, skipped = _select(estimators, "item", _item_applicable(inp))
     g_name = _gate_estimator("item", names, gate_estimator)
@@ -262,14 +262,13 @@ def _evaluate_item(ds: Dataset, cand: ResolvedPolicy, base: ResolvedPolicy | Non
                 estimator=make_estimator(g_name, **_hyper(g_name, hyper)))
     decision = g.evaluate(r.reward, r.action, r.pscore, inp.candidate, inp.baseline,
                           inp.position, inp.q_hat, random_state=seed)
-    if r.dropped.get("reward_missing"):
-        notes.append(f"{r.dropped['reward_missing']} sent rows without the reward's outcomes "
-                     "were left out")
+    if r.missing_outcomes:
+        notes.append(missing_note(r.missing_outcomes, r.n_rounds))
     return EvaluationResult(
         kind="item", policy=cand.describe(), baseline=None if base is None else base.describe(),
         data={"path": str(ds.path), "fingerprint": ds.fingerprint(), "n_rounds": r.n_rounds,
               "n_actions": r.n_actions, "len_list": inp.len_list},
-        reward=str(rs), estimates=est, baseline_estimates=base_est, diagnostics=diag,
+        reward=rs.item_formula(), estimates=est, baseline_estimates=base_est, diagnostics=diag,
         baseline_diagnostics=decision.baseline_diagnostics, gate=decision,
         gate_estimator=g_name, skipped=skipped, notes=notes, weights=weights,
         settings={"hyperparameters": {n: _hyper(n, hyper) for n in names if _hyper(n, hyper)},
@@ -278,21 +277,30 @@ def _evaluate_item(ds: Dataset, cand: ResolvedPolicy, base: ResolvedPolicy | Non
                   "gate": _gate_settings(g)})
 
 
-def _item_reward_spec(ds: Dataset, cand: ResolvedPolicy, base: ResolvedPolicy | None,
-                      reward: RewardSpec | str | None) -> tuple[RewardSpec, list[str]]:
+def missing_note(missing: Mapping[str, int], n_rounds: int) -> str:
+    """One sentence on the rounds whose weighted outcome was missing (counted 0)."""
+    cols = ", ".join(f"`{c}` in {n}" for c, n in missing.items())
+    return (f"of {n_rounds} rounds, a weighted outcome is missing ({cols}); the reward "
+            "counts it 0 (pushrl.rules.reward.from_logs)")
+
+
+def _card_reward(who: ResolvedPolicy | None) -> RewardWeights | None:
+    text = None if who is None or not who.card else who.card.get("reward")
+    return None if not text else RewardWeights.parse(str(text))
+
+
+def _item_weights(ds: Dataset, cand: ResolvedPolicy, base: ResolvedPolicy | None,
+                      reward: RewardWeights | str | None) -> tuple[RewardWeights, list[str]]:
     notes: list[str] = []
-    if isinstance(reward, RewardSpec):
-        return reward, notes
-    if reward:
-        return RewardSpec.parse(reward), notes
-    for who in (cand, base):
-        if who is not None and who.card and who.card.get("reward"):
-            rs = RewardSpec.parse(str(who.card["reward"]))
-            other = base if who is cand else cand
-            if other is not None and other.card and other.card.get("reward") not in (
-                    None, str(rs)):
+    if reward is not None and reward != "":
+        return item_reward(reward), notes
+    for who, other in ((cand, base), (base, cand)):
+        rs = _card_reward(who)
+        if rs is not None:
+            theirs = _card_reward(other)
+            if theirs is not None and theirs != rs:
                 notes.append(f"the policies were trained on different rewards; both are "
-                             f"evaluated on {rs}")
+                             f"evaluated on {rs.item_formula()}")
             return rs, notes
     return default_reward(ds), notes
 

@@ -25,7 +25,8 @@ from pushrl.data.features import FeatureSpec, ItemCatalog
 from pushrl.data.io import Dataset
 from pushrl.errors import ArtifactError
 from pushrl.policies.base import ItemContext, ItemPolicy, Policy
-from pushrl.policies.item_data import ContextEncoder, RewardSpec, logged_item_rewards
+from pushrl.policies.item_data import ContextEncoder, logged_item_rewards
+from pushrl.rules.reward import RewardWeights
 
 class UniformRandom(ItemPolicy):
     """Every real candidate equally likely."""
@@ -68,7 +69,7 @@ class MostPopular(ItemPolicy):
         self.encoder = encoder
 
     @classmethod
-    def fit(cls, ds: Dataset, *, reward: RewardSpec | str | None = None,
+    def fit(cls, ds: Dataset, *, reward: RewardWeights | str | None = None,
             prior_strength: float = 10.0, epsilon: float = 0.0) -> MostPopular:
         """Count logged sends and rewards per item of ``ds``."""
         if prior_strength < 0:

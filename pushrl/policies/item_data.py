@@ -17,12 +17,16 @@ A *round* is one sent push (``sent`` true): ``action`` is the logged item's inde
 round's candidates (``candidates`` column, absent = every catalog item), ``pscore`` the
 item-level logging probability :func:`~pushrl.data.contract.item_pscore` (``pscore /
 pscore_send``; the send probability declared in ``meta.json`` for logs without it, e.g. 1 in
-OBD) and ``reward`` a :class:`RewardSpec` of the logged outcomes.
+OBD) and ``reward`` the one reward (:func:`pushrl.rules.reward.from_logs`) of the logged
+outcomes under the item-round weights (:meth:`~pushrl.rules.reward.RewardWeights.item_round`:
+the send is given, so no send cost and no unsubscribe). Every sent row with an ``item_id`` is
+a round: a missing weighted outcome counts 0 and is counted in
+:attr:`BanditRounds.missing_outcomes` (a weighted outcome missing on every sent row is an
+error: the reward cannot be computed from these logs).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -37,55 +41,19 @@ from pushrl.data.item_context import candidates_all as candidates_all
 from pushrl.data.io import Dataset
 from pushrl.errors import DataError
 from pushrl.policies.base import ItemContext
+from pushrl.rules import reward as rules_reward
+from pushrl.rules.reward import RewardWeights, item_reward
 
-#: Reward of the synthetic data: a click is worth 1, each 100 of revenue another 1.
-SYNTH_REWARD = "clicked+0.01*revenue"
-_TERM = re.compile(r"^\s*(?:([0-9.eE+-]+)\s*\*\s*)?([A-Za-z_][A-Za-z0-9_]*)\s*$")
-
-
-@dataclass(frozen=True)
-class RewardSpec:
-    """A reward as a weighted sum of logged outcome columns.
-
-    Attributes:
-        weights: ``(column, weight)`` pairs, e.g. ``(("clicked", 1.0), ("revenue", 0.01))``.
-    """
-
-    weights: tuple[tuple[str, float], ...]
-
-    @classmethod
-    def parse(cls, text: str) -> RewardSpec:
-        """Parse ``"clicked"`` or ``"clicked+0.01*revenue"`` (terms ``[w*]column``)."""
-        terms = []
-        for part in str(text).split("+"):
-            m = _TERM.match(part)
-            if not m:
-                raise ValueError(f"--reward term {part!r} in {text!r} is not `[weight*]column`;"
-                                 " write e.g. 'clicked+0.01*revenue'")
-            terms.append((m.group(2), float(m.group(1)) if m.group(1) else 1.0))
-        return cls(tuple(terms))
-
-    def __str__(self) -> str:
-        return "+".join(c if w == 1.0 else f"{w:g}*{c}" for c, w in self.weights)
-
-    def compute(self, pushes: pd.DataFrame) -> np.ndarray:
-        """Reward of each row, shape ``(n,)``; NaN where a needed outcome is missing."""
-        out = np.zeros(len(pushes), np.float64)
-        for col, w in self.weights:
-            if col not in pushes.columns:
-                raise DataError(f"--reward uses column `{col}` that the pushes table lacks "
-                                f"(has: {', '.join(map(str, pushes.columns))})")
-            out += w * pd.to_numeric(pushes[col].astype("Float64"), errors="coerce").to_numpy(
-                np.float64, na_value=np.nan)
-        return out
+#: Item-round reward of the synthetic data: a click is worth 1, each 100 of revenue another 1.
+SYNTH_REWARD = RewardWeights.parse("clicked+0.01*revenue")
 
 
-def default_reward(ds: Dataset) -> RewardSpec:
+def default_reward(ds: Dataset) -> RewardWeights:
     """:data:`SYNTH_REWARD` when sent rows log revenue, else ``clicked``."""
     p = ds.pushes
     sent = p["sent"].fillna(False).to_numpy(bool)
     has_rev = "revenue" in p.columns and bool(p.loc[sent, "revenue"].notna().any())
-    return RewardSpec.parse(SYNTH_REWARD if has_rev else "clicked")
+    return SYNTH_REWARD if has_rev else RewardWeights.parse("clicked")
 
 
 @dataclass(frozen=True)
@@ -226,8 +194,9 @@ class BanditRounds:
         row: ``(n_rounds,)`` row of each round in ``ds.pushes``.
         encoder: The fitted context columns.
         catalog: The item catalog.
-        reward_spec: How ``reward`` was computed.
-        dropped: Sent rows left out, by reason.
+        weights: The item-round reward weights ``reward`` was computed with.
+        missing_outcomes: Rounds whose weighted outcome was missing (counted 0), by
+            outcome column, over the whole log (:func:`pushrl.rules.reward.missing_outcomes`).
     """
 
     context: ItemContext
@@ -238,8 +207,8 @@ class BanditRounds:
     row: np.ndarray
     encoder: ContextEncoder
     catalog: ItemCatalog
-    reward_spec: RewardSpec
-    dropped: dict[str, int] = field(default_factory=dict)
+    weights: RewardWeights
+    missing_outcomes: dict[str, int] = field(default_factory=dict)
 
     @property
     def n_rounds(self) -> int:
@@ -323,42 +292,42 @@ class _Logged:
     cand_values: dict[str, np.ndarray]
     logged: dict[str, np.ndarray]
     position: np.ndarray | None
-    dropped: dict[str, int]
+    missing_outcomes: dict[str, int]
 
 
-def _sent(ds: Dataset, rs: RewardSpec) -> tuple[np.ndarray, pd.DataFrame, np.ndarray, int]:
-    """``(rows, pushes[rows], reward, n_missing_reward)`` of sent rows with a reward."""
+def _sent(ds: Dataset, w: RewardWeights
+          ) -> tuple[np.ndarray, pd.DataFrame, np.ndarray, dict[str, int]]:
+    """``(rows, pushes[rows], reward, missing outcomes)`` of the sent rows with an item."""
     p = ds.pushes
     sent = p["sent"].fillna(False).to_numpy(bool) & p["item_id"].notna().to_numpy()
     if not sent.any():
         raise DataError("the logs have no sent pushes with an item_id: nothing to learn from")
     rows = np.flatnonzero(sent)
     sp = p.iloc[rows]
-    r = rs.compute(sp)
-    ok = np.isfinite(r)
-    if not ok.any():
-        raise DataError(f"--reward {rs} is missing for every sent row; pick logged outcomes")
-    return rows[ok], sp[ok], r[ok], int((~ok).sum())
+    missing = rules_reward.missing_outcomes(w, sp)
+    never = [c for c, n in missing.items() if n == rows.size]
+    if never:
+        raise DataError(f"--reward {w.item_formula()} weighs {', '.join(never)}, which no sent "
+                        "row logs; weigh outcomes the logs record (e.g. --reward clicked)")
+    return rows, sp, rules_reward.from_logs(w, sp), missing
 
 
 def logged_item_rewards(ds: Dataset, catalog: ItemCatalog,
-                        reward: RewardSpec | str | None = None) -> tuple[np.ndarray, np.ndarray]:
+                        reward: RewardWeights | str | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
     """Catalog index and reward of every sent push, each ``(n_sent,)`` (for counting)."""
-    rs = _reward_spec(ds, reward)
-    _, sp, r, _ = _sent(ds, rs)
+    _, sp, r, _ = _sent(ds, _weights(ds, reward))
     return catalog.indices(sp["item_id"].astype(str).tolist()), r
 
 
-def _reward_spec(ds: Dataset, reward: RewardSpec | str | None) -> RewardSpec:
-    if isinstance(reward, RewardSpec):
-        return reward
-    return RewardSpec.parse(reward) if reward else default_reward(ds)
+def _weights(ds: Dataset, reward: RewardWeights | str | None) -> RewardWeights:
+    """Item-round weights of ``reward`` (None: :func:`default_reward`)."""
+    return default_reward(ds) if reward is None or reward == "" else item_reward(reward)
 
 
 def _logged(ds: Dataset, enc: ContextEncoder, catalog: ItemCatalog,
-            rs: RewardSpec) -> _Logged:
-    rows, sp, r, n_missing = _sent(ds, rs)
-    dropped = {"reward_missing": n_missing}
+            w: RewardWeights) -> _Logged:
+    rows, sp, r, missing = _sent(ds, w)
     pscore = item_pscore(sp, send_pscore=declared_send_pscore(ds.meta))
     item_ids = sp["item_id"].astype(str).to_numpy(dtype=object)
     cand, mask, action = _candidates(sp, catalog, catalog.indices(item_ids), rows)
@@ -370,29 +339,32 @@ def _logged(ds: Dataset, enc: ContextEncoder, catalog: ItemCatalog,
     names = (*enc.ctx_numeric, *(c for c, _ in enc.ctx_categorical))
     logged = {c: sp[c].to_numpy() for c in names if c in sp}
     return _Logged(rows, action.astype(np.int64), r, pscore, item_ids, cand,
-                   mask if cand is not None else None, cand_values, logged, position, dropped)
+                   mask if cand is not None else None, cand_values, logged, position, missing)
 
 
 def iter_rounds(ds: Dataset, *, encoder: ContextEncoder | None = None,
-                reward: RewardSpec | str | None = None,
+                reward: RewardWeights | str | None = None,
                 chunk_rounds: int = 0) -> Iterator[BanditRounds]:
     """Bandit rounds of a dataset's sent pushes in time order, featurised point-in-time.
 
     Args:
         ds: A dataset from :func:`~pushrl.data.validate.load_dataset`.
         encoder: Context columns fitted on training data; None fits them on ``ds``.
-        reward: Reward definition; None = :func:`default_reward`.
+        reward: Reward weights (their :meth:`~pushrl.rules.reward.RewardWeights.item_round`
+            part) or a formula (``"clicked+0.01*revenue"``); None = :func:`default_reward`.
         chunk_rounds: Yield about this many rounds at a time while the log is replayed
             (0 = all at once), so a consumer (VW training) can start early.
 
     Raises:
-        DataError: no sent rows, no or invalid ``pscore``, or no reward.
+        DataError: no sent rows, no or invalid ``pscore``, or a weighted outcome that no
+            sent row logs.
+        ValueError: a malformed reward formula.
     """
     spec = encoder.spec if encoder is not None else FeatureSpec.fit(ds)
     catalog = ItemCatalog(ds.items, spec)
     enc = encoder or ContextEncoder.fit(ds, spec, catalog)
-    rs = _reward_spec(ds, reward)
-    lg = _logged(ds, enc, catalog, rs)
+    w = _weights(ds, reward)
+    lg = _logged(ds, enc, catalog, w)
     where = np.full(len(ds.pushes), -1, np.int64)
     where[lg.rows] = np.arange(lg.rows.size)
     per_row = lg.rows.size / max(len(ds.pushes), 1)
@@ -413,10 +385,10 @@ def iter_rounds(ds: Dataset, *, encoder: ContextEncoder | None = None,
             cand_values={c: v[sel] for c, v in lg.cand_values.items()},
             position=None if lg.position is None else lg.position[sel])
         yield BanditRounds(ctx, lg.action[sel], lg.reward[sel], lg.pscore[sel],
-                           lg.item_id[sel], rows, enc, catalog, rs, dict(lg.dropped))
+                           lg.item_id[sel], rows, enc, catalog, w, dict(lg.missing_outcomes))
 
 
 def build_rounds(ds: Dataset, *, encoder: ContextEncoder | None = None,
-                 reward: RewardSpec | str | None = None) -> BanditRounds:
+                 reward: RewardWeights | str | None = None) -> BanditRounds:
     """All bandit rounds of a dataset's sent pushes (see :func:`iter_rounds`)."""
     return next(iter(iter_rounds(ds, encoder=encoder, reward=reward)))

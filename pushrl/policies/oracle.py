@@ -34,12 +34,17 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
+from pushrl.data.features import FeatureState
+from pushrl.data.synth import TrueWorld
 from pushrl.errors import ScenarioError
 from pushrl.policies.base import SEND, WAIT, TimingContext, TimingPolicy
 from pushrl.rules import reward
 from pushrl.rules.guardrails import Guardrails
 from pushrl.rules.reward import RewardWeights
+from pushrl.sim.engine import PushSim
+from pushrl.sim.response import ResponseModel, TruthResponse
 from pushrl.units import HOUR
 
 _GRID = np.linspace(-12.0, 4.0, 801)  # L grid for g(L); step 0.02
@@ -212,7 +217,7 @@ def plan(tb: Tables, *, candidates_per_day: int = 3, sweeps: int = 3) -> np.ndar
     return _from_slots(cand, best_on, T)
 
 
-def _clock(sim: Any, s: np.ndarray, t0: int = 0,
+def _clock(sim: PushSim, s: np.ndarray, t0: int = 0,
            steps: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Local ``(hour, weekend, day)`` of steps ``t0 .. t0 + steps`` (default: to the horizon)
     of slots ``s``, each ``(n, steps)``."""
@@ -223,15 +228,19 @@ def _clock(sim: Any, s: np.ndarray, t0: int = 0,
     return hour, (dow >= 5).astype(np.int64), day
 
 
-def _truth_world(sim: Any) -> Any:
+def _truth(sim: PushSim) -> TruthResponse:
     resp = sim.response
-    if not getattr(resp, "truth", False):
+    if not isinstance(resp, TruthResponse):
         raise ScenarioError("the oracle needs the ground truth: run it in a truth = true "
                             "scenario (e.g. `default_truth`, or truth=True as an override)")
-    return resp.world
+    return resp
 
 
-def _tables(sim: Any, s: np.ndarray, weights: Any, log_rel: np.ndarray, z: np.ndarray,
+def _truth_world(sim: PushSim) -> TrueWorld:
+    return _truth(sim).world
+
+
+def _tables(sim: PushSim, s: np.ndarray, weights: RewardWeights, log_rel: np.ndarray, z: np.ndarray,
             log_aff: np.ndarray, logit_sd: np.ndarray | float = 0.0, t0: int = 0) -> Tables:
     """:class:`Tables` under the true response model for given per-user latents.
 
@@ -247,7 +256,7 @@ def _tables(sim: Any, s: np.ndarray, weights: Any, log_rel: np.ndarray, z: np.nd
             sd^2 / 8))`` (probit approximation); 0 for known latents.
         t0: First step of the tables (``log_rel`` covers steps ``t0 ..``).
     """
-    world, cfg = sim.response.world, sim.cfg
+    world, cfg = _truth_world(sim), sim.cfg
     p = world.params
     hour, _, day = _clock(sim, s, t0, log_rel.shape[1])
     n_items = world.items.shape[0]
@@ -278,14 +287,14 @@ def _tables(sim: Any, s: np.ndarray, weights: Any, log_rel: np.ndarray, z: np.nd
         weights=w, guardrails=g_cfg)
 
 
-def truth_tables(sim: Any, slots: np.ndarray, weights: Any) -> Tables:
+def truth_tables(sim: PushSim, slots: np.ndarray, weights: RewardWeights) -> Tables:
     """Build :class:`Tables` for engine ``slots`` from a ``truth = true`` :class:`PushSim`.
 
     Raises:
         ScenarioError: the simulator is not the synthetic ground truth.
     """
-    world = _truth_world(sim)
-    resp = sim.response
+    resp = _truth(sim)
+    world = resp.world
     s = np.asarray(slots, np.int64)
     gt = resp.gt[sim.pop[s]]
     hour, weekend, _ = _clock(sim, s)
@@ -317,9 +326,9 @@ class TrueOracle(TimingPolicy):
         self.mode, self.candidates_per_day, self.sweeps = mode, candidates_per_day, sweeps
         self.reward = reward
         # the schedules of the current episodes of one simulator: (sim, episode keys, x)
-        self._cache: tuple[Any, np.ndarray, np.ndarray] | None = None
+        self._cache: tuple[PushSim, np.ndarray, np.ndarray] | None = None
 
-    def _weights(self, ctx: TimingContext) -> Any:
+    def _weights(self, ctx: TimingContext) -> RewardWeights:
         if self.reward is not None:
             return RewardWeights(**self.reward)
         sc = ctx.extra.get("scenario")
@@ -330,11 +339,11 @@ class TrueOracle(TimingPolicy):
                              "ctx.extra['scenario'])")
         return w
 
-    def _tables(self, sim: Any, slots: np.ndarray, w: Any) -> Tables:
+    def _tables(self, sim: PushSim, slots: np.ndarray, w: RewardWeights) -> Tables:
         """The planning tables of new episodes in ``slots`` (hook: what the oracle knows)."""
         return truth_tables(sim, slots, w)
 
-    def _schedule(self, sim: Any, slots: np.ndarray, w: Any) -> np.ndarray:
+    def _schedule(self, sim: PushSim, slots: np.ndarray, w: RewardWeights) -> np.ndarray:
         if self._cache is None or self._cache[0] is not sim:
             self._cache = (sim, np.zeros(sim.n, np.uint64),
                            np.zeros((sim.n, sim.cfg.horizon), bool))
@@ -371,7 +380,7 @@ class TrueOracle(TimingPolicy):
 
 
 # ---------------------------------------------------------------------- information-matched
-def _logged_estimates(state: Any, users: np.ndarray, bucket: int,
+def _logged_estimates(state: FeatureState, users: np.ndarray, bucket: int,
                       n_categories: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What the logged history says about ``users`` at ``bucket``, from the one pipeline.
 
@@ -421,14 +430,12 @@ def _linfit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
     return coef, float(np.std(y - x @ coef))
 
 
-def calibrate(sim: Any, history: str | None = None) -> Calibration:
+def calibrate(sim: PushSim, history: str | None = None) -> Calibration:
     """Fit :class:`Calibration` for a ``truth = true`` simulator over its whole population,
     each user warm-started as an episode starts (``history=None``: the scenario's warm start;
     ``"full"``: the whole logged history, 28 days, for decisions late in an episode)."""
-    from pushrl.data.features import FeatureState
-
-    world = _truth_world(sim)
-    resp, cfg, pop = sim.response, sim.cfg, sim.population
+    resp = _truth(sim)
+    world, cfg, pop = resp.world, sim.cfg, sim.population
     n = len(pop)
     users = np.arange(n)
     state = FeatureState(sim.model.spec, pop.timezone.tolist(), cfg.start_bucket)
@@ -491,11 +498,11 @@ class InformedOracle(TrueOracle):
         super().__init__(mode, candidates_per_day, sweeps, reward)
         self.uncertainty = bool(uncertainty)
         self.window_days, self.replan_hours = int(window_days), int(replan_hours)
-        self._cal: tuple[Any, Calibration, Calibration] | None = None
+        self._cal: tuple[ResponseModel, Calibration, Calibration] | None = None
         # per simulator: (sim, episode keys, step of the last plan, planned x, sent so far)
-        self._mpc: tuple[Any, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._mpc: tuple[PushSim, np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
 
-    def _calibration(self, sim: Any, t: int) -> Calibration:
+    def _calibration(self, sim: PushSim, t: int) -> Calibration:
         if self._cal is None or self._cal[0] is not sim.response:
             self._cal = (sim.response, calibrate(sim), calibrate(sim, "full"))
         early, late = self._cal[1], self._cal[2]
@@ -503,7 +510,7 @@ class InformedOracle(TrueOracle):
         f = float(np.clip(t / sim.cfg.step_hours / 24 / 21, 0.0, 1.0)) \
             if sim.cfg.warm_start == "week" else 0.0
 
-        def mix(a: Any, b: Any) -> Any:
+        def mix(a: npt.ArrayLike, b: npt.ArrayLike) -> np.ndarray:
             return (1 - f) * np.asarray(a, float) + f * np.asarray(b, float)
 
         rel, aff = mix(early.rel, late.rel), mix(early.aff, late.aff)
@@ -511,8 +518,8 @@ class InformedOracle(TrueOracle):
                            mix(early.z, late.z), float(mix(early.z_sd, late.z_sd)),
                            (float(aff[0]), float(aff[1])), float(mix(early.aff_sd, late.aff_sd)))
 
-    def _window_tables(self, sim: Any, s: np.ndarray, t0: int, sent: np.ndarray,
-                       w: Any) -> Tables:
+    def _window_tables(self, sim: PushSim, s: np.ndarray, t0: int, sent: np.ndarray,
+                       w: RewardWeights) -> Tables:
         world = _truth_world(sim)
         cal = self._calibration(sim, t0)
         steps = min(self.window_days * 24 // sim.cfg.step_hours, int(sim.cfg.horizon) - t0)
@@ -540,7 +547,7 @@ class InformedOracle(TrueOracle):
         tb.today_pre = sim.observe().sends_today[s].astype(np.float64)
         return tb
 
-    def _schedule(self, sim: Any, slots: np.ndarray, w: Any) -> np.ndarray:
+    def _schedule(self, sim: PushSim, slots: np.ndarray, w: RewardWeights) -> np.ndarray:
         T = int(sim.cfg.horizon)
         if self._mpc is None or self._mpc[0] is not sim:
             self._mpc = (sim, np.zeros(sim.n, np.uint64), np.zeros(sim.n, np.int64),

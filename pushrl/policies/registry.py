@@ -21,10 +21,13 @@ import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pushrl.data.io import sha256_file
 from pushrl.errors import ArtifactError
+
+if TYPE_CHECKING:
+    from pushrl.policies.base import Policy
 
 CARD = "card.json"
 REGISTRY_FORMAT = "pushrl/registry/v1"
@@ -194,7 +197,7 @@ def resolve(path: str | Path) -> Path:
     return versions[-1]
 
 
-def load_policy(path: str | Path) -> Any:
+def load_policy(path: str | Path) -> Policy:
     """Verify and load a policy artifact (newest version when given ``policies/NAME``)."""
     p = resolve(path)
     card = verify_artifact(p)

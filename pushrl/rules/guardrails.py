@@ -28,6 +28,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from pushrl.units import HOURS_PER_WEEK
 
@@ -157,7 +158,7 @@ class Guardrails:
         return day, week
 
 
-def in_week_window(send_bucket: Any, bucket: Any) -> Any:
+def in_week_window(send_bucket: npt.ArrayLike, bucket: npt.ArrayLike) -> np.ndarray | bool:
     """True where a send in ``send_bucket`` counts toward the weekly cap of a decision in
     ``bucket``: ``bucket - 168 <= send_bucket <= bucket`` (numpy arrays broadcast; plain
     ints give a bool, for the server's short per-user lists).
@@ -166,7 +167,8 @@ def in_week_window(send_bucket: Any, bucket: Any) -> Any:
     a send in ``bucket`` itself happened before the decision (the server can decide twice in
     one bucket; the simulator cannot).
     """
-    return (send_bucket >= bucket - WEEK_BUCKETS) & (send_bucket <= bucket)
+    s, b = send_bucket, bucket
+    return (s >= b - WEEK_BUCKETS) & (s <= b)  # type: ignore[operator, no-any-return]
 
 
 class DayCount:

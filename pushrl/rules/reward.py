@@ -10,22 +10,35 @@ Three views of the same formula:
 * :func:`realised`: the reward of drawn outcomes (the simulator's steps, bandit rounds);
 * :func:`value_per_open` and :func:`expected`: the expected reward from outcome
   probabilities (oracles, bandit regret, the simulator's expected send value);
-* :func:`from_logs`: the reward of logged pushlog rows (OPE), where a missing outcome
-  counts 0.
+* :func:`from_logs`: the reward of logged pushlog rows (timing OPE, bandit rounds, item
+  OPE), where a missing outcome counts 0; :func:`missing_outcomes` counts the sent rows where
+  that happened, so no caller hides it.
+
+An *item round* (bandit training, item OPE, the item environment) chooses the item of a push
+that is sent anyway: its reward is :meth:`RewardWeights.item_round` (no send cost, no
+unsubscribe). It is written as a formula over outcome columns (``--reward
+'clicked+0.01*revenue'``, the ``reward`` of an item policy's card): :meth:`RewardWeights.parse`
+and :meth:`RewardWeights.item_formula`; :func:`item_reward` accepts either form.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
-from typing import Any
+import re
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 #: Pushlog outcome column of each weight that an item round (whose send is given) rewards.
 ITEM_COLUMNS: tuple[tuple[str, str], ...] = (
     ("open", "opened"), ("click", "clicked"), ("convert", "converted"), ("revenue", "revenue"))
+#: Pushlog outcome column of each weight of a sent push (the whole reward but the send).
+LOG_COLUMNS: tuple[tuple[str, str], ...] = (*ITEM_COLUMNS, ("unsubscribe_penalty", "unsubscribed"))
+
+_NUM = r"(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_TERM = re.compile(rf"\s*([+-]?)\s*(?:({_NUM})\s*\*\s*)?([A-Za-z_][A-Za-z0-9_]*)\s*")
 
 
 @dataclass(frozen=True)
@@ -79,6 +92,51 @@ class RewardWeights:
                       **{names[c]: float(v) for c, v in terms.items()}},
                    send_cost=0.0, unsubscribe_penalty=0.0)
 
+    @classmethod
+    def parse(cls, text: str) -> RewardWeights:
+        """Item-round weights from a formula of ``[weight*]column`` terms joined by ``+`` or
+        ``-`` over ``opened``, ``clicked``, ``converted``, ``revenue``, e.g.
+        ``"clicked+0.01*revenue"`` (the ``--reward`` option; the ``reward`` of item cards).
+        A column named twice adds up.
+
+        Raises:
+            ValueError: not such a formula, or another column (names the term and the fix).
+        """
+        src = str(text)
+        pos, terms = 0, dict[str, float]()
+        names = {col: name for name, col in ITEM_COLUMNS}
+        while pos < len(src) or not terms:
+            m = _TERM.match(src, pos)
+            if m is None or m.end() == pos or (terms and not m.group(1)):
+                rest = src[pos:].strip() or src
+                raise ValueError(f"--reward {src!r}: {rest!r} is not a `[weight*]column` term; "
+                                 "write e.g. 'clicked+0.01*revenue'")
+            col = m.group(3)
+            if col not in names:
+                raise ValueError(f"--reward {src!r}: `{col}` is not an item-round outcome; use "
+                                 f"{', '.join(names)} (send cost and unsubscribes belong to "
+                                 "the timing reward)")
+            w = float(m.group(2)) if m.group(2) else 1.0
+            terms[col] = terms.get(col, 0.0) + (-w if m.group(1) == "-" else w)
+            pos = m.end()
+        return cls.for_item_rounds(terms)
+
+    def item_round(self) -> RewardWeights:
+        """The reward of an item round, whose send is given: these weights without the
+        send cost and the unsubscribe penalty."""
+        return replace(self, send_cost=0.0, unsubscribe_penalty=0.0)
+
+    def item_formula(self) -> str:
+        """The item-round reward as the formula :meth:`parse` reads (exact weights), e.g.
+        ``"clicked+0.01*revenue"``; ``"0"`` when no item outcome is weighted."""
+        out = ""
+        for col, w in self.item_terms():
+            num = repr(abs(w))
+            num = num[:-2] if num.endswith(".0") else num
+            out += ("-" if w < 0 else "+" if out else "") + (col if num == "1" else
+                                                              f"{num}*{col}")
+        return out or "0"
+
     def item_terms(self) -> tuple[tuple[str, float], ...]:
         """The item-round part of the reward (the send is given: no send cost, no
         unsubscribe) as ``(outcome column, weight)`` terms, zero weights left out."""
@@ -90,8 +148,20 @@ class RewardWeights:
         return {f.name: float(getattr(self, f.name)) for f in fields(self)}
 
 
-def realised(w: RewardWeights, *, delivered: Any, opened: Any, clicked: Any, revenue: Any,
-             unsubscribed: Any, converted: Any = 0.0) -> np.ndarray:
+def item_reward(reward: RewardWeights | str) -> RewardWeights:
+    """The item-round weights of ``reward`` (weights: :meth:`RewardWeights.item_round`; a
+    formula: :meth:`RewardWeights.parse`)."""
+    if isinstance(reward, RewardWeights):
+        return reward.item_round()
+    if isinstance(reward, str):
+        return RewardWeights.parse(reward)
+    raise TypeError(f"reward must be RewardWeights or a formula string, got "
+                    f"{type(reward).__name__}")
+
+
+def realised(w: RewardWeights, *, delivered: npt.ArrayLike, opened: npt.ArrayLike,
+             clicked: npt.ArrayLike, revenue: npt.ArrayLike, unsubscribed: npt.ArrayLike,
+             converted: npt.ArrayLike = 0.0) -> np.ndarray:
     """Reward of drawn outcomes, float64 broadcast shape of the inputs.
 
     The reward is linear in the outcomes, so with outcome probabilities in place of the
@@ -113,7 +183,8 @@ def realised(w: RewardWeights, *, delivered: Any, opened: Any, clicked: Any, rev
     return np.asarray(r, np.float64)
 
 
-def value_per_open(w: RewardWeights, p_click: Any, p_convert: Any, price: Any) -> np.ndarray:
+def value_per_open(w: RewardWeights, p_click: npt.ArrayLike, p_convert: npt.ArrayLike,
+                   price: npt.ArrayLike) -> np.ndarray:
     """Expected reward of an opened push from its click, conversion and revenue, broadcast.
 
     Args:
@@ -126,8 +197,8 @@ def value_per_open(w: RewardWeights, p_click: Any, p_convert: Any, price: Any) -
                                      + w.convert * pv))
 
 
-def expected(w: RewardWeights, open_value: Any, p_unsub: Any, delivered: Any = 1.0
-             ) -> np.ndarray:
+def expected(w: RewardWeights, open_value: npt.ArrayLike, p_unsub: npt.ArrayLike,
+             delivered: npt.ArrayLike = 1.0) -> np.ndarray:
     """Expected reward of a push, broadcast.
 
     Args:
@@ -142,7 +213,8 @@ def expected(w: RewardWeights, open_value: Any, p_unsub: Any, delivered: Any = 1
 
 
 def from_logs(w: RewardWeights, pushes: pd.DataFrame) -> np.ndarray:
-    """Reward of every pushlog row, float64 ``(n_rows,)``; a missing outcome counts 0.
+    """Reward of every pushlog row, float64 ``(n_rows,)``; a missing outcome counts 0
+    (:func:`missing_outcomes` counts the sent rows where that happens).
 
     Args:
         pushes: Pushlog v1 ``pushes`` table (``sent`` and any of the outcome columns).
@@ -155,3 +227,26 @@ def from_logs(w: RewardWeights, pushes: pd.DataFrame) -> np.ndarray:
     return realised(w, delivered=col("sent"), opened=col("opened"), clicked=col("clicked"),
                     revenue=col("revenue"), unsubscribed=col("unsubscribed"),
                     converted=col("converted"))
+
+
+def missing_outcomes(w: RewardWeights, pushes: pd.DataFrame) -> dict[str, int]:
+    """Sent rows whose reward counted a missing outcome as 0, by outcome column.
+
+    Only outcomes ``w`` weighs (non-zero) count, and only on sent rows (an unsent row has no
+    outcome); an absent column is missing on every sent row. Columns without a missing
+    value are left out, so ``{}`` means every weighted outcome was logged.
+
+    Args:
+        pushes: Pushlog v1 ``pushes`` table.
+    """
+    sent = pushes["sent"].astype("boolean").fillna(False).to_numpy(bool)
+    n_sent = int(sent.sum())
+    out: dict[str, int] = {}
+    for name, col in LOG_COLUMNS:
+        if not getattr(w, name) or not n_sent:
+            continue
+        n = (n_sent if col not in pushes.columns
+             else int(pushes[col].isna().to_numpy(bool)[sent].sum()))
+        if n:
+            out[col] = n
+    return out

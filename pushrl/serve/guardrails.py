@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from typing import Any
 
 import numpy as np
 
@@ -34,7 +33,7 @@ log = logging.getLogger("pushrl.serve")
 _KEEP = WEEK_BUCKETS + HOURS_PER_DAY  # buckets of send history kept per user
 
 
-def effective(configured: Guardrails | None, policy: Any, label: str = "") -> Guardrails:
+def effective(configured: Guardrails | None, policy: object, label: str = "") -> Guardrails:
     """The guardrails the server applies with timing ``policy`` (module docstring).
 
     Args:

@@ -23,6 +23,7 @@ import numpy as np
 from pushrl.data.features import FeatureState
 from pushrl.sim import rng as R
 from pushrl.sim.contexts import ItemContext
+from pushrl.sim.response import ResponseModel
 from pushrl.rules import reward
 from pushrl.rules.reward import RewardWeights
 from pushrl.sim.items import build_item_context
@@ -43,7 +44,8 @@ class ItemRounds:
         warm_start: History seeded into a push-world user (``week``, ``full``, ``none``).
     """
 
-    def __init__(self, model: SimModel, response: Any, n: int, weights: RewardWeights,
+    def __init__(self, model: SimModel, response: ResponseModel | None, n: int,
+                 weights: RewardWeights,
                  start_bucket: int, candidates: int = 0, warm_start: str = "week") -> None:
         self.model, self.response, self.n, self.w = model, response, n, weights
         self.n_items = model.n_items
@@ -107,6 +109,8 @@ class ItemRounds:
                                  with_features=True, extra=extra)
         aff = ctx.candidate_features[:, :, -1].astype(np.float64)
         r, k = self.response, cand.shape[1]
+        if r is None:
+            raise ValueError("item rounds of a push simulator need its response model")
         rr = np.repeat(raw, k, axis=0)
         pp, ii, aa = np.repeat(rows, k), cand.reshape(-1), aff.reshape(-1)
         po = r.p_open(pp, rr, aa, ii).reshape(self.n, k)

@@ -6,12 +6,16 @@ re-exports them, so there is exactly one ``TimingContext``, ``ItemContext``,
 them, because layers import downward only (the environments cannot import policies);
 ``ItemContext`` is defined with its one builder in :mod:`pushrl.data.item_context` and
 re-exported here.
+
+The structural types of what the simulator and the environments call are here too:
+:class:`ItemDecider` (an item policy: every :class:`pushrl.policies.base.ItemPolicy`, the
+simulator's catalog samplers, a VW bandit) and :class:`TimingDecider` (a timing policy).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -80,3 +84,25 @@ class TimingContext:
 
     def __len__(self) -> int:
         return int(self.features.shape[0])
+
+
+class ItemDecider(Protocol):
+    """Anything that chooses the item of ``n`` pushes (an item policy).
+
+    The simulator also reads two optional attributes when present:
+    ``uses_candidate_features`` (False: it skips building ``candidate_features``) and
+    ``probabilities(candidates, mask) -> (n, k)`` (the choice distribution without a
+    context, for expected values).
+    """
+
+    def decide_batch(self, ctx: ItemContext, rng: np.random.Generator) -> BatchDecision:
+        """One decision per row of ``ctx``; ``action`` indexes ``ctx.candidates``."""
+        ...
+
+
+class TimingDecider(Protocol):
+    """Anything that decides whether to push ``n`` users now (a timing policy)."""
+
+    def decide_batch(self, ctx: TimingContext, rng: np.random.Generator) -> BatchDecision:
+        """One decision per user of ``ctx``: ``action`` 0 = wait, 1 = send."""
+        ...

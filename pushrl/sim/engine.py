@@ -29,8 +29,10 @@ from pushrl.rules import reward
 from pushrl.rules.guardrails import DayCount, Guardrails
 from pushrl.rules.reward import RewardWeights
 from pushrl.sim import rng as R
+from pushrl.sim.contexts import ItemDecider
 from pushrl.sim.items import build_item_context
 from pushrl.sim.model import SimModel
+from pushrl.sim.response import ResponseModel
 
 
 @dataclass(frozen=True)
@@ -102,15 +104,16 @@ class PushSim:
 
     Args:
         model: Fitted push simulator (spec, population, items).
-        response: :class:`~pushrl.sim.response.FittedResponse` or ``TruthResponse``.
+        response: The users' responses (:class:`~pushrl.sim.response.FittedResponse` or
+            ``TruthResponse``).
         cfg: Clock and guardrails.
         n: Number of slots.
-        item_policy: Object with ``decide_batch(ItemContext, rng)``.
+        item_policy: Chooses the item of every delivered push.
         item_rng: Generator handed to ``item_policy`` (samplers ignore it).
     """
 
-    def __init__(self, model: SimModel, response: Any, cfg: SimConfig, n: int,
-                 item_policy: Any, item_rng: np.random.Generator | None = None) -> None:
+    def __init__(self, model: SimModel, response: ResponseModel, cfg: SimConfig, n: int,
+                 item_policy: ItemDecider, item_rng: np.random.Generator | None = None) -> None:
         assert model.population is not None
         self.model, self.response, self.cfg, self.n = model, response, cfg, n
         self.population = model.population

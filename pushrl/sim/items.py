@@ -47,7 +47,7 @@ class CatalogSampler:
         w = self.weights[candidates] * mask
         return w / w.sum(axis=1, keepdims=True)
 
-    def decide_batch(self, ctx: Any, rng: np.random.Generator) -> BatchDecision:
+    def decide_batch(self, ctx: ItemContext, rng: np.random.Generator) -> BatchDecision:
         """Sample one candidate per row; uses ``ctx.extra["uniform"]`` when present."""
         dist = self.probabilities(ctx.candidates, ctx.mask)
         u = ctx.extra.get("uniform")

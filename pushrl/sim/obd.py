@@ -19,6 +19,7 @@ model; the expected reward of every candidate is the model's probability.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -129,7 +130,8 @@ class ObdWorld:
         return self.glm.predict(self.design(r, i)).reshape(rows.size, self.n_items)
 
 
-def fit_obd(ds: Dataset, report: ValidationReport, progress: Any = None) -> SimModel:
+def fit_obd(ds: Dataset, report: ValidationReport,
+            progress: Callable[[str], None] | None = None) -> SimModel:
     """Fit the item-choice click model and keep the logged contexts (see module docstring)."""
     say = progress or (lambda _m: None)
     spec = FeatureSpec.fit(ds)

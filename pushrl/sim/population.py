@@ -34,10 +34,11 @@ from the user's logged counts per local hour of week (the pipeline's lifetime co
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from pushrl.data.features import FeatureSpec, ReplayResult
 from pushrl.data.io import Dataset, to_unix_seconds
@@ -147,7 +148,7 @@ class Population:
                 for k, v in vars(self).items()}
 
     @classmethod
-    def from_arrays(cls, arrs: Any) -> Population:
+    def from_arrays(cls, arrs: Mapping[str, npt.ArrayLike]) -> Population:
         """Inverse of :meth:`to_arrays`."""
         return cls(**{k: np.asarray(arrs[f"pop_{k}"]) for k in cls.__dataclass_fields__})
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -29,6 +30,52 @@ from pushrl.errors import ScenarioError
 from pushrl.sim import design
 from pushrl.sim.glm import sigmoid
 from pushrl.sim.model import SimModel
+
+
+class ResponseModel(Protocol):
+    """What the simulator asks about users (module docstring); arrays of ``n`` users.
+
+    Implemented by :class:`FittedResponse` and :class:`TruthResponse`.
+
+    Attributes:
+        truth: True when the answers are the synthetic world's ground truth.
+        shift: ``activity_shift_hours`` (rhythms move later by this many hours).
+        burst_mean: Mean organic events per burst (session).
+    """
+
+    truth: bool
+    shift: int
+    burst_mean: float
+
+    def activity_rate(self, pop: np.ndarray, how: np.ndarray) -> np.ndarray:
+        """Expected organic events in one hour at local hour of week ``how``, ``(n,)``."""
+        ...
+
+    def category_cdf(self, pop: np.ndarray) -> np.ndarray:
+        """``(n, n_categories + 1)`` CDF of an event's category (column 0 = no item)."""
+        ...
+
+    def p_open(self, pop: np.ndarray, raw: np.ndarray, affinity: np.ndarray,
+               items: np.ndarray) -> np.ndarray:
+        """P(open) of pushing ``items`` ``(n,)`` given pipeline features ``raw``."""
+        ...
+
+    def p_click(self, pop: np.ndarray, raw: np.ndarray, affinity: np.ndarray,
+                items: np.ndarray) -> np.ndarray:
+        """P(click | open), ``(n,)``."""
+        ...
+
+    def p_convert(self, pop: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """P(convert | click), ``(n,)``."""
+        ...
+
+    def revenue(self, items: np.ndarray) -> np.ndarray:
+        """Revenue of a conversion, ``(n,)``."""
+        ...
+
+    def unsub_hazard(self, pop: np.ndarray, raw: np.ndarray) -> np.ndarray:
+        """P(unsubscribe | a push is delivered now), ``(n,)``."""
+        ...
 
 
 class FittedResponse:

@@ -35,7 +35,7 @@ from pushrl.sim.engine import PushSim, SimConfig
 from pushrl.sim.glm import binary_metrics
 from pushrl.sim.items import make_sampler
 from pushrl.sim.model import SimModel
-from pushrl.sim.response import FittedResponse, TruthResponse
+from pushrl.sim.response import FittedResponse, ResponseModel, TruthResponse
 
 S7_BUCKETS: tuple[tuple[int, int], ...] = ((0, 0), (1, 2), (3, 4), (5, 7), (8, 11), (12, 999))
 OPEN_CORR_GATE = 0.95
@@ -102,7 +102,7 @@ def components(model: SimModel, ds: Dataset, rows: dict[str, np.ndarray],
     return out
 
 
-def replay_logging_policy(model: SimModel, response: Any, ds: Dataset, seed: int = 0,
+def replay_logging_policy(model: SimModel, response: ResponseModel, ds: Dataset, seed: int = 0,
                           warm_start: str = "none") -> dict[str, np.ndarray]:
     """Run the logging policy in the simulator, one slot per logged user, over the log span.
 

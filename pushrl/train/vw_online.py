@@ -31,9 +31,9 @@ import numpy as np
 from pushrl.data.synth import TrueWorld
 from pushrl.data.validate import load_dataset
 from pushrl.policies.base import ItemContext, Policy
-from pushrl.policies.item_data import SYNTH_REWARD, RewardSpec, build_rounds, take_context
+from pushrl.policies.item_data import SYNTH_REWARD, build_rounds, take_context
 from pushrl.rules import reward
-from pushrl.rules.reward import RewardWeights
+from pushrl.rules.reward import RewardWeights, item_reward
 
 _Z95 = 1.959964
 
@@ -142,11 +142,11 @@ class GymItemSource:
         self._seed: int | None = seed
         self._ctx: ItemContext | None = None
 
-    def reward_spec(self) -> RewardSpec:
-        """The environment's reward as a :class:`RewardSpec` of logged outcome columns."""
+    def reward_weights(self) -> RewardWeights:
+        """The environment's item-round reward (its scenario's weights, send given)."""
         env = self.env
         sc = getattr(env, "scenario", None) or env.unwrapped.scenario
-        return RewardSpec(sc.reward.item_terms())
+        return sc.reward.item_round()
 
     def _snapshot(self) -> ItemContext:
         ctx = self.env.unwrapped.item_context() if hasattr(self.env, "unwrapped") else \
@@ -179,17 +179,17 @@ class TrueWorldSource:
 
     Args:
         data: Synthetic dataset directory (with ``ground_truth.json``).
-        reward: Reward over ``opened``, ``clicked``, ``converted``, ``revenue``.
+        reward: Item-round reward: weights or a formula over ``opened``, ``clicked``,
+            ``converted``, ``revenue``.
     """
 
-    def __init__(self, data: str | Path, reward: RewardSpec | str = SYNTH_REWARD) -> None:
-        self.reward = reward if isinstance(reward, RewardSpec) else RewardSpec.parse(reward)
+    def __init__(self, data: str | Path, reward: RewardWeights | str = SYNTH_REWARD) -> None:
         try:
-            self.w = RewardWeights.for_item_rounds(dict(self.reward.weights))
+            self.w = item_reward(reward)
         except ValueError as exc:
             raise ValueError(f"TrueWorldSource: {exc}") from None
         ds, _ = load_dataset(data, quarantine=False)
-        rounds = build_rounds(ds, reward=self.reward)
+        rounds = build_rounds(ds, reward=self.w)
         users = ds.pushes["user_id"].astype(str).to_numpy()[rounds.row]
         self.rounds, self.world = rounds, TrueWorld.load(data)
         pos = {u: i for i, u in enumerate(self.world.users["user_id"].astype(str))}
@@ -198,6 +198,10 @@ class TrueWorldSource:
                                for i in rounds.catalog.ids], np.int64)
         self._ctx: ItemContext | None = None
         self._row = 0
+
+    def reward_weights(self) -> RewardWeights:
+        """The item-round reward of the rounds."""
+        return self.w
 
     def expected_reward(self, rows: np.ndarray) -> tuple[np.ndarray, ...]:
         """``(p_open, p_click, p_convert, expected reward)`` of every candidate, ``(n, k)``."""
@@ -264,16 +268,16 @@ def compare_online(n_interactions: int = 100_000, seed: int = 0, *,
 
     src_name, make_source = _source(source, data, seed)
     probe = make_source()
-    reward = probe.reward if isinstance(probe, TrueWorldSource) else probe.reward_spec()
+    reward = probe.reward_weights()
     out: dict[str, Any] = {"source": src_name, "n_interactions": n_interactions, "seed": seed,
-                           "reward": str(reward)}
+                           "reward": reward.item_formula()}
     # the environment's catalog is the dataset's: the logged rounds give the layout and the
     # warm start (VW trained on the logs with the environment's reward, then online)
     ds_rounds = build_rounds(load_dataset(data, quarantine=False)[0], reward=reward)
     warm = train_rounds([ds_rounds], VWConfig(exploration=exploration, seed=seed)).policy
     policies: list[tuple[str, Any]] = [
         ("uniform-random", UniformRandom()),
-        ("most-popular", most_popular(data, reward=str(reward))),
+        ("most-popular", most_popular(data, reward=reward.item_formula())),
         ("item-oracle", ItemOracle()),
     ]
     policies.append((f"vw-{exploration}-online",

@@ -31,9 +31,10 @@ from vowpalwabbit import __version__ as VW_VERSION
 
 from pushrl.data.validate import load_dataset
 from pushrl.errors import DataError
-from pushrl.policies.item_data import BanditRounds, RewardSpec, iter_rounds
+from pushrl.policies.item_data import BanditRounds, iter_rounds
 from pushrl.policies.vw import VWConfig, VWItemPolicy
 from pushrl.policies.vw_format import CBLabels, VWFormatter, VWLayout
+from pushrl.rules.reward import RewardWeights
 
 #: Rounds per chunk streamed to VW.
 CHUNK_ROUNDS = 1024
@@ -205,13 +206,15 @@ def train_rounds(chunks: Iterable[BanditRounds], config: VWConfig, *,
             "vw_driver_args": config.args() + (
                 ["--passes", str(config.passes), "--cache_file", "<cache>", "-k"]
                 if config.passes > 1 else []),
-            "reward": str(first.reward_spec), "cost": "-reward",
+            "reward": first.weights.item_formula(), "cost": "-reward",
+            # rounds whose weighted outcome was missing and counted 0 (pushrl.rules.reward)
+            "reward_missing_outcomes": dict(first.missing_outcomes),
             "pscore": "item level: pscore / pscore_send (pushrl.data.contract.item_pscore)"}
     return TrainResult(policy, metrics, card)
 
 
 def train_vw(data: str | Path, config: VWConfig | None = None, *, out: str | Path | None = None,
-             reward: RewardSpec | str | None = None, chunk_rounds: int = CHUNK_ROUNDS,
+             reward: RewardWeights | str | None = None, chunk_rounds: int = CHUNK_ROUNDS,
              examples_path: str | Path | None = None,
              progress: Callable[[int], None] | None = None) -> TrainResult:
     """Train a VW item policy end to end from a pushlog v1 directory (Parquet -> model).
@@ -220,7 +223,9 @@ def train_vw(data: str | Path, config: VWConfig | None = None, *, out: str | Pat
         data: Dataset directory (loaded with :func:`~pushrl.data.validate.load_dataset`).
         config: VW options (default :class:`VWConfig`).
         out: ``policies/NAME``: save a registry artifact there (new version).
-        reward: Reward definition (default: ``clicked``, plus ``0.01*revenue`` when logged).
+        reward: Reward weights (their item-round part) or a formula such as
+            ``"clicked+0.01*revenue"`` (default: ``clicked``, plus ``0.01*revenue`` when
+            logged).
         chunk_rounds: Rounds per chunk streamed to VW.
         examples_path: Also write the VW text to this file.
         progress: Called with the number of rounds sent so far.
@@ -228,7 +233,7 @@ def train_vw(data: str | Path, config: VWConfig | None = None, *, out: str | Pat
     Raises:
         DataError: the logs have no ``pscore``, no ``pscore_send`` (and no declared send
             probability, see :func:`~pushrl.data.contract.item_pscore`), no sent pushes or
-            no reward.
+            a weighted outcome that no sent row logs.
     """
     config = config or VWConfig()
     t0 = time.perf_counter()

@@ -12,9 +12,9 @@ from pushrl.data.features import ENCODED_NAMES, FeatureSpec, encode, replay
 from pushrl.data.io import Dataset
 from pushrl.data.validate import load_dataset
 from pushrl.errors import DataError
+from pushrl.rules.reward import RewardWeights
 from pushrl.policies.item_data import (
     ContextEncoder,
-    RewardSpec,
     build_rounds,
     iter_rounds,
     take_context,
@@ -46,7 +46,8 @@ def test_rounds_are_the_sent_pushes_with_item_level_pscore(synth: Dataset, round
     clicked = p.loc[sent, "clicked"].astype(float).to_numpy()
     revenue = p.loc[sent, "revenue"].to_numpy(float)
     np.testing.assert_allclose(rounds.reward, clicked + 0.01 * revenue)
-    assert str(rounds.reward_spec) == "clicked+0.01*revenue"
+    assert rounds.weights.item_formula() == "clicked+0.01*revenue"
+    assert rounds.missing_outcomes == {}
 
 
 def test_context_comes_from_the_feature_pipeline(synth: Dataset, rounds) -> None:
@@ -122,13 +123,47 @@ def test_unusable_logs_are_refused(synth: Dataset, change: dict, match: str) -> 
         build_rounds(_with(synth, **change))
 
 
-def test_reward_errors(synth: Dataset) -> None:
-    with pytest.raises(DataError, match="column `likes`"):
-        build_rounds(synth, reward="likes")
-    with pytest.raises(ValueError, match="is not `\\[weight\\*\\]column`"):
-        RewardSpec.parse("clicked+2**revenue")
-    assert RewardSpec.parse("opened + 0.5*clicked").weights == (("opened", 1.0),
-                                                                 ("clicked", 0.5))
+@pytest.mark.parametrize(("reward", "match"), [
+    ("likes", r"`likes` is not an item-round outcome; use opened, clicked"),
+    ("clicked+2**revenue", r"'\+2\*\*revenue' is not a `\[weight\*\]column` term"),
+    ("", r"'' is not a `\[weight\*\]column` term"),
+    ("sent", r"`sent` is not an item-round outcome"),
+])
+def test_bad_reward_formulas_are_refused(reward: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        RewardWeights.parse(reward)
+
+
+@pytest.mark.parametrize("text", ["clicked", "opened + 0.5*clicked", "clicked-0.5*opened",
+                                  "1e-3*revenue+clicked+clicked", "0.1234567891*converted"])
+def test_reward_formula_round_trips(text: str) -> None:
+    w = RewardWeights.parse(text)
+    assert RewardWeights.parse(w.item_formula()) == w
+    assert w.send_cost == 0.0 and w.unsubscribe_penalty == 0.0
+    assert RewardWeights.parse("opened + 0.5*clicked") == RewardWeights(1.0, 0.5, 0.0, 0.0, 0.0)
+
+
+def test_item_rounds_drop_the_send_cost_and_unsubscribe(synth: Dataset) -> None:
+    """Scenario weights given to the rounds become their item-round part (send given)."""
+    full = build_rounds(synth, reward=RewardWeights())
+    item = build_rounds(synth, reward="opened+2*clicked+0.02*revenue")
+    assert full.weights == item.weights
+    np.testing.assert_array_equal(full.reward, item.reward)
+
+
+def test_missing_outcomes_count_zero_and_are_counted(synth: Dataset) -> None:
+    p = synth.pushes.copy()
+    sent = np.flatnonzero(p["sent"].to_numpy(bool))
+    p["clicked"] = p["clicked"].astype("boolean")
+    p.loc[p.index[sent[:7]], "clicked"] = pd.NA
+    p["opened"] = pd.array([pd.NA] * len(p), dtype="boolean")  # never logged, not weighted
+    ds = Dataset(synth.users, synth.items, synth.activity, p)
+    r = build_rounds(ds, reward="clicked+0.01*revenue")
+    assert r.n_rounds == sent.size  # no row left out
+    assert r.missing_outcomes == {"clicked": 7}
+    np.testing.assert_allclose(r.reward[:7], 0.01 * p["revenue"].to_numpy(float)[sent[:7]])
+    with pytest.raises(DataError, match="weighs opened, which no sent row logs"):
+        build_rounds(ds, reward="opened+clicked")
 
 
 def test_explicit_candidates_give_mask_and_action(synth: Dataset) -> None:
@@ -162,7 +197,7 @@ def test_obd_logged_context_position_and_candidate_lists() -> None:
     ds, _ = load_dataset(OBD, quarantine=False)
     r = build_rounds(ds)
     p = ds.pushes
-    assert r.n_rounds == len(p) and str(r.reward_spec) == "clicked"
+    assert r.n_rounds == len(p) and r.weights.item_formula() == "clicked"
     np.testing.assert_allclose(r.pscore, p["pscore"].to_numpy(float))
     np.testing.assert_array_equal(r.position, p["position"].to_numpy(int))
     ctx = take_context(r.context, np.arange(50))

@@ -15,7 +15,8 @@ from vowpalwabbit import pyvw
 
 from pushrl.errors import ArtifactError
 from pushrl.policies.base import ItemContext
-from pushrl.policies.item_data import BanditRounds, ContextEncoder, RewardSpec, take_context
+from pushrl.policies.item_data import BanditRounds, ContextEncoder, take_context
+from pushrl.rules.reward import RewardWeights
 from pushrl.policies.registry import load_policy
 from pushrl.policies.vw import EXPLORATIONS, VWConfig, VWItemPolicy
 from pushrl.train.vw_train import driver_command, layout_for, train_rounds
@@ -53,7 +54,7 @@ def make_rounds(n: int = 3000, seed: int = 0) -> BanditRounds:
     ctx = ItemContext(shared, cand, np.ones((n, N_ITEMS), bool), cf, enc.shared_names,
                       enc.candidate_feature_names)
     return BanditRounds(ctx, a, reward, np.full(n, 1 / N_ITEMS), np.array(a, dtype=object),
-                        np.arange(n), enc, _Catalog(items), RewardSpec.parse("clicked"))  # type: ignore[arg-type]
+                        np.arange(n), enc, _Catalog(items), RewardWeights.parse("clicked"))  # type: ignore[arg-type]
 
 
 def true_best(ctx: ItemContext) -> np.ndarray:
