@@ -3,7 +3,8 @@
 Layers import downward only: ``data -> sim -> envs -> policies -> ope -> serve/cli``.
 
 Importing pushrl registers its Gymnasium environments (``pushrl/PushTiming-v1``, the
-17-column ``pushrl/PushTiming-v0`` and ``pushrl/PushItem-v0``; see :mod:`pushrl.envs`) by
+17-column ``pushrl/PushTiming-v0``, ``pushrl/PushItem-v1`` and the first OBD observation's
+``pushrl/PushItem-v0``; see :mod:`pushrl.envs`) by
 entry-point string (the one registration), so ``gymnasium.make`` works right after
 ``import pushrl`` while the environment code (and torch, ray) load only when an env is made.
 """
@@ -18,7 +19,8 @@ def _register_envs() -> None:
         ("pushrl/PushTiming-v1", "push_timing", "PushTimingEnv", "push_timing_vec",
          "PushTimingVectorEnv"),
         ("pushrl/PushTiming-v0", "push_timing", "make_v0", "push_timing_vec", "make_vec_v0"),
-        ("pushrl/PushItem-v0", "push_item", "PushItemEnv", "push_item", "PushItemVectorEnv"),
+        ("pushrl/PushItem-v1", "push_item", "PushItemEnv", "push_item", "PushItemVectorEnv"),
+        ("pushrl/PushItem-v0", "push_item", "make_v0", "push_item", "make_vec_v0"),
     ):
         if env_id not in registry:
             register(id=env_id, entry_point=f"pushrl.envs.{module}:{cls}",

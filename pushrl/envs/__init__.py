@@ -7,8 +7,10 @@ Importing ``pushrl`` registers (:func:`pushrl._register_envs`, the one registrat
   21-column observation is built by :class:`~pushrl.envs.observation.TimingObservation`;
 * ``pushrl/PushTiming-v0``: the same environment with the 17-column observation of the
   first agents (:data:`~pushrl.envs.observation.V0_OBS_NAMES`), kept for compatibility;
-* ``pushrl/PushItem-v0``: which item to push, a contextual bandit (:class:`PushItemEnv`),
-  vector entry point :class:`PushItemVectorEnv`.
+* ``pushrl/PushItem-v1``: which item to push, a contextual bandit (:class:`PushItemEnv`),
+  vector entry point :class:`PushItemVectorEnv`; its observation is the one item context;
+* ``pushrl/PushItem-v0``: the same environment with the first OBD observation (position
+  one-hot, ``log1p(cand_affinity)``), kept for compatibility.
 
 Batch evaluation: :func:`rollout`; SB3: :class:`~pushrl.envs.sb3.PushTimingSB3VecEnv`;
 scenarios: :func:`load_scenario`.
@@ -27,7 +29,8 @@ from pushrl.envs.observation import (
 )
 from pushrl.envs.world import make_world
 
-ENV_IDS = ("pushrl/PushTiming-v1", "pushrl/PushTiming-v0", "pushrl/PushItem-v0")
+ENV_IDS = ("pushrl/PushTiming-v1", "pushrl/PushTiming-v0", "pushrl/PushItem-v1",
+           "pushrl/PushItem-v0")
 
 __all__ = ["ENV_IDS", "PROFILE_OBS_NAMES", "TIMING_OBS_NAMES", "V0_OBS_NAMES", "PushItemEnv",
            "PushItemVectorEnv", "PushTimingEnv", "PushTimingVectorEnv", "RolloutResult",

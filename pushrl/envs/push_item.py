@@ -1,4 +1,8 @@
-"""``pushrl/PushItem-v0``: which item to push, a contextual bandit over candidate items."""
+"""``pushrl/PushItem-v1``: which item to push, a contextual bandit over candidate items.
+
+``pushrl/PushItem-v0`` (the OBD world's first observation) stays registered: the same classes
+with ``obs_version=0`` (see the Version History of :class:`PushItemEnv`).
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,8 @@ from pushrl.sim.response import FittedResponse, ResponseModel, TruthResponse
 from pushrl.sim.rng import new_key
 
 _BOUND = 100.0
+#: Observation versions: 1 = the one item context; 0 = the first OBD observation.
+OBS_VERSIONS = (0, 1)
 _INFO_KEYS = ("opened", "clicked", "converted", "revenue", "item", "expected_reward", "regret",
               "optimal_action")
 
@@ -38,19 +44,41 @@ def _rounds(sc: Scenario, n: int) -> ItemRounds:
     return ItemRounds(model, resp, n, sc.reward, sc.start_bucket, sc.candidates, sc.warm_start)
 
 
-def _spaces(r: ItemRounds) -> spaces.Dict:
+def _check_version(obs_version: int) -> int:
+    if obs_version not in OBS_VERSIONS:
+        raise ValueError(f"obs_version must be one of {OBS_VERSIONS}, got {obs_version!r}")
+    return int(obs_version)
+
+
+def _spaces(r: ItemRounds, obs_version: int) -> spaces.Dict:
     ctx = r.new_round(np.zeros(r.n, np.uint64), np.zeros(r.n, np.int64))
-    d_s, d_c = ctx.shared.shape[1], ctx.candidate_features.shape[2]
+    ob = _obs(r, ctx, 0, obs_version)
     # standardised, one-hot and log features: |x| stays far below the bound
     return spaces.Dict({
-        "shared": spaces.Box(-_BOUND, _BOUND, (d_s,), np.float32),
-        "candidates": spaces.Box(-_BOUND, _BOUND, (r.k, d_c), np.float32)})
+        "shared": spaces.Box(-_BOUND, _BOUND, ob["shared"].shape, np.float32),
+        "candidates": spaces.Box(-_BOUND, _BOUND, ob["candidates"].shape, np.float32)})
 
 
-def _obs(ctx: ItemContext, i: int | slice) -> dict[str, np.ndarray]:
-    return {"shared": np.clip(np.asarray(ctx.shared[i], np.float32), -_BOUND, _BOUND),
-            "candidates": np.clip(np.asarray(ctx.candidate_features[i], np.float32),
-                                  -_BOUND, _BOUND)}
+def _features_v0(r: ItemRounds, ctx: ItemContext) -> tuple[np.ndarray, np.ndarray]:
+    """The v0 ``(shared, candidates)`` of every row of ``ctx``: the push world's are the item
+    context's; the OBD world's are the click model's shared design (encoded features,
+    logged-context one-hots, position one-hot) and per candidate the catalog features and
+    ``log1p(cand_affinity)``."""
+    if r.obd is None:
+        return np.asarray(ctx.shared), np.asarray(ctx.candidate_features)
+    rows = np.asarray(ctx.extra["context_row"], np.int64)
+    cand = np.asarray(ctx.candidates, np.int64)
+    aff = np.log1p(r.obd.affinity[rows[:, None], cand])[:, :, None]
+    return (r.obd.design_shared(rows),
+            np.concatenate([r.obd.model.item_features[cand], aff], axis=2))
+
+
+def _obs(r: ItemRounds, ctx: ItemContext, i: int | slice,
+         obs_version: int = 1) -> dict[str, np.ndarray]:
+    shared, cf = ((ctx.shared, ctx.candidate_features) if obs_version == 1
+                  else _features_v0(r, ctx))
+    return {"shared": np.clip(np.asarray(shared[i], np.float32), -_BOUND, _BOUND),
+            "candidates": np.clip(np.asarray(cf[i], np.float32), -_BOUND, _BOUND)}
 
 
 class PushItemEnv(gym.Env[dict[str, np.ndarray], np.int64]):
@@ -72,14 +100,17 @@ class PushItemEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     ## Observation Space
     ``Dict(shared=Box(d_shared,), candidates=Box(k, d_item))`` float32: the one item
     context (:mod:`pushrl.data.item_context`): ``shared`` is the pipeline encoding of the
-    user (``encode(features)``; OBD adds the logged user features one-hot), ``candidates``
-    the catalog features of each candidate and the user's affinity to it (OBD: then the
-    logged ``cand_affinity``); names in ``item_context()``, the same a policy trained on the
-    logs sees. The OBD display position is in ``item_context().position``.
+    user (``encode(features)``; OBD adds the logged user features one-hot,
+    ``ctx_<name>=<value>``), ``candidates`` the catalog features of each candidate and the
+    user's ``affinity`` to it (OBD: 1.0, then the logged ``cand_affinity``); names in
+    ``item_context()``, the same a policy trained on the logs sees. The OBD display position
+    is in ``item_context().position``.
 
     ## Rewards
-    Push world: ``open * opened + click * clicked + revenue * revenue`` (scenario weights;
-    no send cost: a push is sent in every round). OBD: ``click * clicked``.
+    The scenario's item-round reward
+    (:meth:`~pushrl.rules.reward.RewardWeights.item_round`): ``open * opened + click *
+    clicked + convert * converted + revenue * revenue``, no send cost and no unsubscribe (a
+    push is sent in every round). OBD: ``click * clicked``.
 
     ## Starting State
     The first round of an episode; ``info["expected_reward"]`` of the chosen item,
@@ -89,19 +120,29 @@ class PushItemEnv(gym.Env[dict[str, np.ndarray], np.int64]):
     Never terminated; truncated after ``items.rounds_per_episode`` rounds.
 
     ## Arguments
-    ``gymnasium.make("pushrl/PushItem-v0", scenario="default" | "obd" | path, **overrides)``.
+    ``gymnasium.make("pushrl/PushItem-v1", scenario="default" | "obd" | path, **overrides)``;
+    ``obs_version=0`` gives the v0 observation (what ``pushrl/PushItem-v0`` makes).
 
     ## Version History
-    * v0: initial version.
+    * v1: the OBD world observes the one item context (:mod:`pushrl.data.item_context`),
+      the columns a policy trained on the OBD log sees: ``shared`` no longer holds the
+      display position one-hot (it is ``item_context().position``) and names the logged
+      one-hots ``ctx_<name>=<value>``; ``candidates`` are the catalog features, ``affinity``
+      (1.0) and the raw ``cand_affinity`` (v0: ``log1p(cand_affinity)``), one column more.
+      The push world's observation is unchanged.
+    * v0: initial version; still registered (``obs_version=0``): OBD ``shared`` = encoded
+      features, logged-context one-hots, position one-hot; ``candidates`` = catalog features,
+      ``log1p(cand_affinity)``. ``item_context()`` is the v1 context in both versions.
     """
 
     metadata = {"render_modes": []}  # noqa: RUF012  (Gymnasium declares it per instance)
 
     def __init__(self, scenario: str | Scenario = "default", render_mode: str | None = None,
-                 **overrides: Any) -> None:
+                 obs_version: int = 1, **overrides: Any) -> None:
+        self.obs_version = _check_version(obs_version)
         self.scenario = load_scenario(scenario, **overrides)
         self.rounds = _rounds(self.scenario, 1)
-        self.observation_space = _spaces(self.rounds)  # type: ignore[assignment]
+        self.observation_space = _spaces(self.rounds, self.obs_version)  # type: ignore[assignment]
         self.action_space = spaces.Discrete(self.rounds.k)
         self.render_mode = render_mode
         self._key = np.zeros(1, np.uint64)
@@ -114,7 +155,7 @@ class PushItemEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         self._key[0] = new_key(self.np_random)
         self._t = 0
         ctx = self.rounds.new_round(self._key, np.zeros(1, np.int64))
-        return _obs(ctx, 0), {"round": 0}
+        return _obs(self.rounds, ctx, 0, self.obs_version), {"round": 0}
 
     def step(self, action: Any) -> tuple[dict[str, np.ndarray], float, bool, bool,
                                          dict[str, Any]]:
@@ -123,7 +164,8 @@ class PushItemEnv(gym.Env[dict[str, np.ndarray], np.int64]):
         self._t += 1
         truncated = self._t >= self.scenario.rounds_per_episode
         ctx = self.rounds.new_round(self._key, np.array([self._t]))
-        return _obs(ctx, 0), float(out["reward"][0]), False, truncated, info
+        return (_obs(self.rounds, ctx, 0, self.obs_version), float(out["reward"][0]), False,
+                truncated, info)
 
     def item_context(self) -> ItemContext:
         """The current round as an ``ItemContext`` with 1 row (``extra["expected_reward"]``
@@ -138,7 +180,8 @@ class PushItemEnv(gym.Env[dict[str, np.ndarray], np.int64]):
 
 
 class PushItemVectorEnv(VectorEnv):
-    """``num_envs`` bandit rounds at once (native vector version of ``PushItem-v0``).
+    """``num_envs`` bandit rounds at once (native vector version of ``PushItem-v1``;
+    ``obs_version=0``: of ``PushItem-v0``).
 
     Sub-environment ``i`` reset with ``seed=s`` equals ``PushItemEnv`` reset with ``s + i``.
     Episodes of all sub-environments have the same length, so they end together; autoreset is
@@ -146,8 +189,10 @@ class PushItemVectorEnv(VectorEnv):
     """
 
     def __init__(self, num_envs: int, scenario: str | Scenario = "default",
-                 render_mode: str | None = None, **overrides: Any) -> None:
+                 render_mode: str | None = None, obs_version: int = 1,
+                 **overrides: Any) -> None:
         overrides.pop("max_episode_steps", None)
+        self.obs_version = _check_version(obs_version)
         if int(num_envs) < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.num_envs = int(num_envs)
@@ -155,7 +200,7 @@ class PushItemVectorEnv(VectorEnv):
         self.metadata = {"autoreset_mode": AutoresetMode.NEXT_STEP, "render_modes": []}
         self.render_mode = render_mode
         self.rounds = _rounds(self.scenario, self.num_envs)
-        self.single_observation_space = _spaces(self.rounds)
+        self.single_observation_space = _spaces(self.rounds, self.obs_version)
         self.single_action_space = spaces.Discrete(self.rounds.k)
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
@@ -177,7 +222,7 @@ class PushItemVectorEnv(VectorEnv):
         self._rngs = [seeding.np_random(s)[0] for s in seeds]
         self._start()
         ctx = self.rounds.new_round(self._keys, self._t)
-        return _obs(ctx, slice(None)), {"round": self._t.copy()}
+        return _obs(self.rounds, ctx, slice(None), self.obs_version), {"round": self._t.copy()}
 
     def step(self, actions: Any) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray,
                                           np.ndarray, dict[str, Any]]:
@@ -186,14 +231,16 @@ class PushItemVectorEnv(VectorEnv):
             self._start()
             ctx = self.rounds.new_round(self._keys, self._t)
             z = np.zeros(n, bool)
-            return _obs(ctx, slice(None)), np.zeros(n), z, z.copy(), {}
+            return (_obs(self.rounds, ctx, slice(None), self.obs_version), np.zeros(n), z,
+                    z.copy(), {})
         out = self.rounds.outcome(np.asarray(actions, np.int64).reshape(n))
         self._t += 1
         trunc = self._t >= self.scenario.rounds_per_episode
         self._done = bool(trunc.all())
         ctx = self.rounds.new_round(self._keys, self._t)
         info = {k: out[k] for k in _INFO_KEYS}
-        return _obs(ctx, slice(None)), out["reward"], np.zeros(n, bool), trunc, info
+        return (_obs(self.rounds, ctx, slice(None), self.obs_version), out["reward"],
+                np.zeros(n, bool), trunc, info)
 
     def item_context(self) -> ItemContext:
         """The current round of all sub-environments, ``num_envs`` rows."""
@@ -205,3 +252,13 @@ class PushItemVectorEnv(VectorEnv):
         assert self.rounds.expected is not None, "call reset() first"
         return self.rounds.expected.copy()
 
+
+
+def make_v0(**kwargs: Any) -> PushItemEnv:
+    """``pushrl/PushItem-v0``: :class:`PushItemEnv` with the v0 observation."""
+    return PushItemEnv(obs_version=0, **kwargs)
+
+
+def make_vec_v0(**kwargs: Any) -> PushItemVectorEnv:
+    """Vector entry point of ``pushrl/PushItem-v0``."""
+    return PushItemVectorEnv(obs_version=0, **kwargs)

@@ -197,6 +197,14 @@ def _hyper(name: str, overrides: Mapping[str, Mapping[str, Any]] | None) -> dict
     return hp
 
 
+def _missing_note(missing: Mapping[str, int], of: str) -> str:
+    """One sentence on the sent rows whose weighted outcome was missing (counted 0;
+    :func:`pushrl.rules.reward.missing_outcomes`)."""
+    cols = ", ".join(f"`{c}` in {n}" for c, n in missing.items())
+    return (f"of {of}, a weighted outcome is missing ({cols}); the reward counts it 0 "
+            "(pushrl.rules.reward.from_logs)")
+
+
 def _say(progress: Progress | None, stage: str, done: int, total: int) -> None:
     if progress is not None:
         progress(stage, done, total)

@@ -37,6 +37,7 @@ from pushrl.ope._common import (
     _gate_estimator,
     _gate_settings,
     _hyper,
+    _missing_note,
     _say,
     _select,
 )
@@ -263,7 +264,7 @@ def _evaluate_item(ds: Dataset, cand: ResolvedPolicy, base: ResolvedPolicy | Non
     decision = g.evaluate(r.reward, r.action, r.pscore, inp.candidate, inp.baseline,
                           inp.position, inp.q_hat, random_state=seed)
     if r.missing_outcomes:
-        notes.append(missing_note(r.missing_outcomes, r.n_rounds))
+        notes.append(_missing_note(r.missing_outcomes, f"{r.n_rounds} rounds"))
     return EvaluationResult(
         kind="item", policy=cand.describe(), baseline=None if base is None else base.describe(),
         data={"path": str(ds.path), "fingerprint": ds.fingerprint(), "n_rounds": r.n_rounds,
@@ -275,13 +276,6 @@ def _evaluate_item(ds: Dataset, cand: ResolvedPolicy, base: ResolvedPolicy | Non
                   "reward_model": "cross-fitted linear (3 folds): logistic for 0/1 rewards, "
                                   "ridge otherwise",
                   "gate": _gate_settings(g)})
-
-
-def missing_note(missing: Mapping[str, int], n_rounds: int) -> str:
-    """One sentence on the rounds whose weighted outcome was missing (counted 0)."""
-    cols = ", ".join(f"`{c}` in {n}" for c, n in missing.items())
-    return (f"of {n_rounds} rounds, a weighted outcome is missing ({cols}); the reward "
-            "counts it 0 (pushrl.rules.reward.from_logs)")
 
 
 def _card_reward(who: ResolvedPolicy | None) -> RewardWeights | None:

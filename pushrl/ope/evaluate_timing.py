@@ -30,6 +30,7 @@ from pushrl.ope._common import (
     _bootstrap_interval,
     _gate_estimator,
     _gate_settings,
+    _missing_note,
     _say,
     _select,
 )
@@ -334,6 +335,16 @@ def _timing_spec(ds: Dataset, cand: ResolvedPolicy) -> FeatureSpec:
     return FeatureSpec.from_dict(d) if isinstance(d, dict) else FeatureSpec.fit(ds)
 
 
+def _timing_notes(ds: Dataset, settings: TimingSettings,
+                  seq: Mapping[str, SequentialDiagnostics], segment: str) -> list[str]:
+    notes = _horizon_notes(seq, segment)
+    missing = reward.missing_outcomes(settings.reward, ds.pushes)
+    if missing:
+        n_sent = int(ds.pushes["sent"].astype("boolean").fillna(False).sum())
+        notes.append(_missing_note(missing, f"{n_sent} sent pushes"))
+    return notes
+
+
 def _horizon_notes(seq: Mapping[str, SequentialDiagnostics], segment: str) -> list[str]:
     notes = []
     full, seg = seq.get("full_horizon"), seq["segment"]
@@ -396,7 +407,8 @@ def _evaluate_timing(ds: Dataset, cand: ResolvedPolicy, base: ResolvedPolicy | N
         reward=settings.describe_reward(),
         estimates=est, baseline_estimates=base_est, diagnostics=diag,
         baseline_diagnostics=base_diag, gate=decision, gate_estimator=g_name, skipped=skipped,
-        sequential=seq, segment=segment, notes=_horizon_notes(seq, segment), weights=weights,
+        sequential=seq, segment=segment, notes=_timing_notes(ds, settings, seq, segment),
+        weights=weights,
         settings={"scenario": settings.to_dict(), "gamma": 1.0,
                   "fqe": "ridge per (step, action) on encoded features, allowed, sends_today",
                   "gate": _gate_settings(g)})

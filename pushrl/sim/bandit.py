@@ -4,9 +4,9 @@ Two worlds behind one interface (:class:`ItemRounds`):
 
 * push world (synthetic / any push log): a round is a population user at a random local
   hour of week, its pipeline state warm-started from its history; candidates are the whole
-  catalog or a random subset; reward = ``open * opened + click * clicked + revenue *
-  revenue`` of pushing the item now (a push is sent in every round: the timing decision is
-  another environment's job);
+  catalog or a random subset; reward = the item-round reward
+  (:meth:`~pushrl.rules.reward.RewardWeights.item_round`) of pushing the item now (a push
+  is sent in every round: the timing decision is another environment's job);
 * item-choice log (OBD): a round is a logged context (user features, position); candidates
   are all items; reward = ``click * clicked`` from the fitted click model.
 
@@ -38,7 +38,9 @@ class ItemRounds:
         model: Fitted simulator (``push`` or ``obd`` kind).
         response: Push response (fitted or truth); ignored for OBD.
         n: Number of slots.
-        weights: Reward weights (OBD uses ``click`` only).
+        weights: Reward weights; a round's reward is their item-round part
+            (:meth:`~pushrl.rules.reward.RewardWeights.item_round`: the push is given, so no
+            send cost and no unsubscribe). OBD uses ``click`` only.
         start_bucket: Bucket of the week the push world's rounds fall in.
         candidates: Candidates per round (0 = every item).
         warm_start: History seeded into a push-world user (``week``, ``full``, ``none``).
@@ -47,7 +49,8 @@ class ItemRounds:
     def __init__(self, model: SimModel, response: ResponseModel | None, n: int,
                  weights: RewardWeights,
                  start_bucket: int, candidates: int = 0, warm_start: str = "week") -> None:
-        self.model, self.response, self.n, self.w = model, response, n, weights
+        self.model, self.response, self.n = model, response, n
+        self.w = weights.item_round()
         self.n_items = model.n_items
         self.k = self.n_items if candidates <= 0 else min(int(candidates), self.n_items)
         self.start_bucket = start_bucket

@@ -91,8 +91,10 @@ class ObdWorld:
             j0 += k
         return out
 
-    def _design_shared(self, rows: np.ndarray) -> np.ndarray:
-        """``(n, len(design_names))`` click-model design: encoded features, one-hots."""
+    def design_shared(self, rows: np.ndarray) -> np.ndarray:
+        """``(n, len(design_names))`` shared part of the click-model design of context
+        ``rows``: encoded features, logged-context one-hots, position one-hot (also the
+        ``shared`` observation of ``pushrl/PushItem-v0``)."""
         pos = np.zeros((rows.size, self.n_positions), np.float32)
         pos[np.arange(rows.size), np.clip(self.position[rows], 0, self.n_positions - 1)] = 1.0
         return np.concatenate([encode(self.raw[rows]), self._one_hot_ctx(rows), pos], axis=1)
@@ -118,7 +120,7 @@ class ObdWorld:
         """Click-model rows for (context row, item) pairs, ``(n, d)``."""
         eye = np.zeros((items.size, self.n_items))
         eye[np.arange(items.size), items] = 1.0
-        return np.concatenate([self._design_shared(rows), self.model.item_features[items], eye,
+        return np.concatenate([self.design_shared(rows), self.model.item_features[items], eye,
                                np.log1p(self.affinity[rows, items])[:, None]], axis=1)
 
     def p_click(self, rows: np.ndarray, items: np.ndarray | None = None) -> np.ndarray:

@@ -7,7 +7,7 @@ learning policy (:meth:`VWItemPolicy.learn`) updates on ``(context, action, rewa
 
 Sources:
 
-* :class:`GymItemSource` wraps an item environment (``pushrl/PushItem-v0``): its context is
+* :class:`GymItemSource` wraps an item environment (``pushrl/PushItem-v1``): its context is
   taken from ``info["context"]`` (or an observation that is an ``ItemContext``), its reward
   from ``step``.
 * :class:`TrueWorldSource`: semi-synthetic rounds of the synthetic world. Contexts are logged
@@ -130,7 +130,7 @@ def run_online(source: RoundSource, policy: Policy, n_interactions: int, *, seed
 
 
 class GymItemSource:
-    """Adapter of ``pushrl/PushItem-v0`` (single or vector) to a round source.
+    """Adapter of ``pushrl/PushItem-v1`` (single or vector) to a round source.
 
     The context is the environment's ``item_context()`` (copied: the environment reuses its
     buffers); episodes are restarted transparently (vector: the ``next_step`` autoreset).
@@ -258,7 +258,7 @@ def compare_online(n_interactions: int = 100_000, seed: int = 0, *,
         n_interactions: Rounds per policy.
         seed: Seed of every policy's run (all policies see the same context sequence).
         data: The synthetic dataset.
-        source: ``env`` (``pushrl/PushItem-v0``), ``trueworld`` or ``auto`` (the
+        source: ``env`` (``pushrl/PushItem-v1``), ``trueworld`` or ``auto`` (the
             environment when it is registered, else the ground-truth rounds).
         exploration: VW exploration of the online learner.
     """
@@ -300,9 +300,9 @@ def _source(kind: str, data: str | Path, seed: int) -> tuple[str, Any]:
 
             import pushrl.envs  # noqa: F401  (registers the environments)
 
-            gym.spec("pushrl/PushItem-v0")
-            return ("pushrl/PushItem-v0 (truth=True, 16 vector envs)",
-                    lambda: GymItemSource(gym.make_vec("pushrl/PushItem-v0", num_envs=16,
+            gym.spec("pushrl/PushItem-v1")
+            return ("pushrl/PushItem-v1 (truth=True, 16 vector envs)",
+                    lambda: GymItemSource(gym.make_vec("pushrl/PushItem-v1", num_envs=16,
                                                        vectorization_mode="vector_entry_point",
                                                        truth=True), seed))
         except Exception:

@@ -19,7 +19,9 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     ("pushrl/PushTiming-v1", {"scenario": "default", "horizon_days": 2}),
     ("pushrl/PushTiming-v1", {"scenario": "default_truth", "horizon_days": 2}),
     ("pushrl/PushTiming-v0", {"scenario": "default", "horizon_days": 2}),
-    ("pushrl/PushItem-v0", {"scenario": "default", "rounds_per_episode": 20}),
+    ("pushrl/PushItem-v1", {"scenario": "default", "rounds_per_episode": 20}),
+    ("pushrl/PushItem-v1", {"scenario": "obd", "rounds_per_episode": 20}),
+    # v0 differs from v1 only in the OBD world (tests/envs/test_push_item.py)
     ("pushrl/PushItem-v0", {"scenario": "obd", "rounds_per_episode": 20}),
 ]
 #: unsubscribes and guardrail-free sends happen often, so episodes end both ways
@@ -99,7 +101,7 @@ def test_timing_vector_env_equals_single_envs(scenario: str) -> None:
 def test_item_vector_env_equals_single_envs() -> None:
     n, seed = 3, 5
     kw = {"scenario": "default", "rounds_per_episode": 4, "candidates": 10}
-    venv = gym.make_vec("pushrl/PushItem-v0", num_envs=n, vectorization_mode="vector_entry_point",
+    venv = gym.make_vec("pushrl/PushItem-v1", num_envs=n, vectorization_mode="vector_entry_point",
                         **kw)
     envs = [PushItemEnv(**kw) for _ in range(n)]
     vo, _ = venv.reset(seed=seed)

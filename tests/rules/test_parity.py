@@ -8,25 +8,38 @@
   window's edge are drawn on purpose (the two places where the copies used to disagree).
 * Reward: an outcome's reward is the same number in the simulator (``Outcome.reward``), OPE
   (``TimingSettings.slot_reward`` on the pushlog rows) and compare (``run_shard``'s
-  per-user objective).
+  per-user objective). A logged push's item-round reward (the same weights without the send
+  cost and the unsubscribe) is the same number in the bandit rounds
+  (:func:`~pushrl.policies.item_data.build_rounds`), item OPE (the logging policy's on-policy
+  value), timing OPE (the slot reward minus its send and unsubscribe terms) and the item
+  simulator (:class:`~pushrl.sim.bandit.ItemRounds` outcomes written as a log).
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pushrl.compare.runner import run_shard
+from pushrl.data.io import Dataset
+from pushrl.data.validate import load_dataset
+from pushrl.envs.push_item import _rounds
 from pushrl.data.features import F, FeatureState
 from pushrl.envs.rollout import draw_users
 from pushrl.envs.scenario import load_scenario
 from pushrl.envs.world import make_world
+from pushrl.ope.evaluate import evaluate_policy
 from pushrl.ope.evaluate_timing import TimingSettings
+from pushrl.policies.item_data import build_rounds
 from pushrl.rules.guardrails import REASONS, Guardrails
+from pushrl.rules import reward
 from pushrl.rules.reward import RewardWeights
 from pushrl.serve.guardrails import SendHistory, check
 from pushrl.sim.engine import Outcome, PushSim
@@ -151,3 +164,53 @@ def test_compare_objective_is_the_ope_reward_of_its_outcomes() -> None:
     ope = TimingSettings(reward=sc.reward).slot_reward(log)  # type: ignore[arg-type]
     assert (f["sends"] > 0).any() and (f["opens"] > 0).any()
     np.testing.assert_allclose(f["objective"].to_numpy(), ope, rtol=1e-9, atol=1e-9)
+
+
+# scenario weights, a converting reward and negative weights (a penalty for opens)
+WEIGHTS = [RewardWeights(), RewardWeights(0.5, 3.0, 0.01, 0.2, 4.0, 1.5),
+           RewardWeights(-0.25, 1.0, 0.0, 0.0, 0.0, 0.0)]
+
+
+@pytest.fixture(scope="module")
+def synth(tiny_synth: Path) -> Dataset:
+    return load_dataset(tiny_synth, quarantine=False)[0]
+
+
+@pytest.mark.parametrize("w", WEIGHTS)
+def test_item_reward_of_a_logged_push_is_the_same_in_rounds_and_both_opes(
+        synth: Dataset, w: RewardWeights) -> None:
+    p = synth.pushes
+    sent = p["sent"].to_numpy(bool)
+    f = {c: p[c].astype("Float64").to_numpy(np.float64, na_value=0.0)[sent]
+         for c in ("opened", "clicked", "converted", "revenue", "unsubscribed")}
+    by_hand = (w.open * f["opened"] + w.click * f["clicked"] + w.convert * f["converted"]
+               + w.revenue * f["revenue"])
+    assert np.ptp(by_hand) > 0  # the log has outcomes that the weights tell apart
+    rounds = build_rounds(synth, reward=w)
+    np.testing.assert_array_equal(rounds.row, np.flatnonzero(sent))
+    np.testing.assert_allclose(rounds.reward, by_hand, rtol=0, atol=1e-12)
+    # timing OPE's slot reward of the same rows = the item-round reward - send - unsubscribe
+    slot = TimingSettings(reward=w).slot_reward(synth)[sent]
+    np.testing.assert_allclose(slot, rounds.reward - w.send_cost
+                               - w.unsubscribe_penalty * f["unsubscribed"], rtol=0, atol=1e-12)
+    # item OPE values the logging policy on-policy: the mean of the same rewards
+    res = evaluate_policy(synth, "uniform-random", estimators=["ipw"], n_bootstrap=20,
+                          reward=w)
+    assert res.reward == w.item_formula()
+    np.testing.assert_allclose(res.baseline_estimates["on-policy"].value,
+                               by_hand.mean(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("w", WEIGHTS)
+def test_item_simulator_reward_is_the_log_reward_of_its_outcomes(w: RewardWeights) -> None:
+    sc = dataclasses.replace(load_scenario("default"), reward=w)
+    n = 400
+    r = _rounds(sc, n)
+    r.new_round(np.arange(1, n + 1, dtype=np.uint64) * 7919, np.zeros(n, np.int64))
+    out = r.outcome(np.random.default_rng(0).integers(0, r.k, n))
+    log = pd.DataFrame({"sent": np.ones(n, bool), "opened": out["opened"],
+                        "clicked": out["clicked"], "converted": out["converted"],
+                        "revenue": out["revenue"], "unsubscribed": np.zeros(n, bool)})
+    assert out["clicked"].any() and out["opened"].any()
+    np.testing.assert_allclose(out["reward"], reward.from_logs(w.item_round(), log),
+                               rtol=0, atol=1e-12)
