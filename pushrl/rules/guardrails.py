@@ -190,9 +190,12 @@ class DayCount:
         self.prev = np.zeros(n, np.int32)  # sends on day - 1
 
     def resize(self, n: int) -> None:
-        """Make room for users ``0 .. n-1`` (new users start with no sends)."""
+        """Make room for users ``0 .. n-1`` (new users start with no sends); a no-op when
+        there is room. Growth at least doubles the capacity, so growing one user at a time
+        (the server) costs amortised O(1)."""
         k = self.day.size
         if n > k:
+            n = max(n, 2 * k)
             self.day = np.concatenate([self.day, np.full(n - k, _NO_DAY, np.int64)])
             self.count = np.concatenate([self.count, np.zeros(n - k, np.int32)])
             self.prev = np.concatenate([self.prev, np.zeros(n - k, np.int32)])

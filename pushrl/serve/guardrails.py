@@ -72,8 +72,7 @@ class SendHistory:
         lst.append(b)
         if len(lst) > 64 or lst[0] < b - _KEEP:
             lst[:] = [x for x in lst if x >= b - _KEEP]
-        if user >= self.today.day.size:
-            self.today.resize(max(user + 1, 2 * self.today.day.size))
+        self.today.resize(user + 1)
         self.today.add_one(user, day)
 
     def counts(self, users: np.ndarray, buckets: np.ndarray,
@@ -81,8 +80,7 @@ class SendHistory:
         """Sends of ``users`` ``(n,)`` on local ``days`` and in the weekly window of a
         decision in ``buckets`` (:func:`~pushrl.rules.guardrails.in_week_window`)."""
         u = np.asarray(users, np.int64)
-        n = u.size
-        if n and int(u.max()) >= self.today.day.size:
+        if u.size:
             self.today.resize(int(u.max()) + 1)
         today = self.today.get(u, days)
         week = [sum(in_week_window(x, b) for x in self._buckets.get(user, ()))

@@ -21,6 +21,7 @@ from pushrl.rules.guardrails import (
     Guardrails,
     in_week_window,
 )
+from pushrl.serve.guardrails import SendHistory
 from pushrl.units import HOUR
 
 _SPEC = FeatureSpec((), {}, tuple(np.full(168, 1 / 168)), ())
@@ -149,3 +150,23 @@ def test_day_count_one_at_a_time_equals_vectorised(sends: list[tuple[int, int]])
         for k in (-1, 0, 1):
             np.testing.assert_array_equal(vec.get(np.arange(3), q + k),
                                           one.get(np.arange(3), q + k))
+
+
+def test_day_count_grows_by_doubling_and_keeps_the_counts() -> None:
+    c = DayCount(1)
+    c.add_one(0, 5)
+    c.resize(2)
+    assert c.day.size == 2
+    c.resize(3)                                   # at least doubles: amortised O(1) growth
+    assert c.day.size == 4
+    c.resize(2)                                   # room already: no-op
+    assert c.day.size == 4
+    assert c.get(np.arange(4), np.full(4, 5)).tolist() == [1, 0, 0, 0]
+
+
+def test_send_history_grows_for_new_users_on_record_and_on_query() -> None:
+    h = SendHistory()
+    h.record(5, "UTC", 3600 * 100, day=4)
+    today, week = h.counts(np.array([9, 5]), np.array([100, 100]), np.array([4, 4]))
+    assert today.tolist() == [0, 1] and week.tolist() == [0, 1]
+    assert h.today.day.size >= 10
