@@ -6,20 +6,19 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from pushrl.data.synth import SynthConfig, WorldParams, synthesize
 from pushrl.policies.registry import save_artifact
+from tests.cli_runner import run_pushrl
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pushrl.cli.main", "evaluate", *args],
-                          capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+    return run_pushrl("evaluate", *args)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,14 +18,14 @@ from pushrl.data.worlds import world_config
 from pushrl.envs.scenario import load_scenario, scenario_for_data
 from pushrl.errors import ScenarioError
 from pushrl.sim.model import load_sim
+from tests.cli_runner import run_pushrl
 
 ROOT = Path(__file__).resolve().parents[1]
 OBJECTIVE = ROOT / "examples" / "objective.toml"
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pushrl.cli.main", *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=600, check=False)
+    return run_pushrl(*args)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ from pushrl.data.validate import load_dataset
 from pushrl.errors import DataError
 from pushrl.ope.estimators import InverseProbabilityWeighting
 from pushrl.policies.item_data import build_rounds
+from tests.cli_runner import run_pushrl
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -138,8 +138,7 @@ def test_rows_missing_pscore_send_are_quarantined_not_divided_by_one(tmp_path: P
 
 # --- every item-side stage refuses a log without pscore_send (one line, exit 2) ----------
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pushrl.cli.main", *args], capture_output=True,
-                          text=True, cwd=ROOT, timeout=300, check=False)
+    return run_pushrl(*args)
 
 
 @pytest.fixture(scope="module")

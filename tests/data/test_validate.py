@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +16,7 @@ import pytest
 from pushrl.data.io import read_raw, write_table
 from pushrl.data.validate import REJECTED_DIR, TS_REASON, load_dataset
 from pushrl.errors import DataError, SchemaError
+from tests.cli_runner import run_pushrl
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ["simulator_data/synth", "simulator_data/obd/random", "simulator_data/obd/bts"]
@@ -335,8 +336,7 @@ def test_propensity_support_is_reported(tiny_synth: Path, tmp_path: Path) -> Non
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pushrl.cli.main", "data", "validate", *args],
-                          capture_output=True, text=True, timeout=300, check=False)
+    return run_pushrl("data", "validate", *args, cwd=os.getcwd())
 
 
 def test_cli_declares_send_pscore_and_reports_support(tiny_synth: Path, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from pushrl.policies.item_data import build_rounds, take_context
 from pushrl.policies.registry import load_policy
 from pushrl.policies.vw import VWConfig
 from pushrl.train.vw_train import train_vw
+from tests.cli_runner import run_pushrl
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -124,8 +125,7 @@ def test_item_policy_contract(name: str, tiny_synth: Path, vw_artifact: Path) ->
 
 
 def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pushrl.cli.main", "train", "bandit", *args],
-                          capture_output=True, text=True, cwd=ROOT)
+    return run_pushrl("train", "bandit", *args)
 
 
 def test_cli_trains_and_prints_json(tiny_synth: Path, tmp_path: Path) -> None:
