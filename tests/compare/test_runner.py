@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +10,7 @@ import pytest
 
 from pushrl.compare.runner import PolicySpec, compare
 from pushrl.errors import PushrlError
+from tests.cli_runner import run_pushrl
 
 ROOT = Path(__file__).resolve().parents[2]
 POLICIES = ["never-send", "most-active-hour", "fixed-hour:hour=12"]
@@ -64,10 +63,8 @@ def test_policy_spec_labels() -> None:
 
 
 def test_cli_json_and_report(tmp_path: Path) -> None:
-    r = subprocess.run([sys.executable, "-m", "pushrl.cli.main", "compare", "-p", "never-send",
-                        "-p", "most-active-hour", "--users", "60", "--days", "2", "--out",
-                        str(tmp_path), "--json"], capture_output=True, text=True, cwd=ROOT,
-                       timeout=600, check=False)
+    r = run_pushrl("compare", "-p", "never-send", "-p", "most-active-hour", "--users", "60",
+                   "--days", "2", "--out", str(tmp_path), "--json")
     assert r.returncode == 0, r.stderr
     d = json.loads(r.stdout)
     assert Path(d["report_html"]).exists() and Path(d["report_md"]).exists()
