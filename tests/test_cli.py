@@ -9,10 +9,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_runner import run_pushrl
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return run_pushrl(*args)
+
+
+def run_fresh(*args: str) -> subprocess.CompletedProcess[str]:
+    """In a new interpreter: help text depends on the (absent) terminal's width."""
     return subprocess.run([sys.executable, "-m", "pushrl.cli.main", *args], capture_output=True,
                           text=True, cwd=ROOT, timeout=300, check=False)
 
@@ -55,15 +62,15 @@ def test_synth_json_is_deterministic(tmp_path: Path) -> None:
 def test_version_and_short_help() -> None:
     from pushrl import __version__
 
-    r = run("--version")
+    r = run_fresh("--version")
     assert r.returncode == 0 and r.stdout.strip() == f"pushrl {__version__}"
-    r = run("data", "validate", "-h")
+    r = run_fresh("data", "validate", "-h")
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0] == "Usage: pushrl data validate [OPTIONS] DATA"
 
 
 def test_help_wraps_instead_of_cutting() -> None:
-    r = run("evaluate", "--help")
+    r = run_fresh("evaluate", "--help")
     assert r.returncode == 0, r.stderr
     assert "…" not in r.stdout
     assert "dm,ipw,snipw,dr,sndr,switch-dr,dr-os,dr-cf" in r.stdout
