@@ -24,6 +24,7 @@ import pandas as pd
 from pushrl.compare.result import CompareResult
 from pushrl.compare.stats import segment_table, summarize
 from pushrl.errors import PushrlError
+from pushrl.sim.population import Population
 
 DEFAULT_SHARD = 25_000
 
@@ -163,7 +164,7 @@ def run_shard(scenario: str, sources: Sequence[str], labels: Sequence[str],
                        pd.concat(hourly, ignore_index=True), act, time.perf_counter() - t0)
 
 
-def _segments(pop: Any, rows: np.ndarray) -> dict[str, np.ndarray]:
+def _segments(pop: Population, rows: np.ndarray) -> dict[str, np.ndarray]:
     """Time zone and engagement tercile (logged open rate, smoothed) of each user."""
     rate = (pop.hist_opens + 1.0) / (pop.hist_sends + 10.0)
     q = np.quantile(rate, [1 / 3, 2 / 3])

@@ -206,12 +206,12 @@ def _check_probabilities(action_dist: FloatArray, name: str) -> None:
 
 
 def validate_bandit_inputs(
-    reward: Any,
-    action: Any,
-    pscore: Any,
-    action_dist: Any,
-    position: Any = None,
-    estimated_rewards: Any = None,
+    reward: npt.ArrayLike,
+    action: npt.ArrayLike,
+    pscore: npt.ArrayLike,
+    action_dist: npt.ArrayLike,
+    position: npt.ArrayLike | None = None,
+    estimated_rewards: npt.ArrayLike | None = None,
     *,
     require_estimated_rewards: bool = False,
     caller: str = "estimator",

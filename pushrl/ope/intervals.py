@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from pushrl.errors import DataError
 from pushrl.ope._bootstrap import (
@@ -121,12 +122,12 @@ def _interval(
 
 
 def _reduce(
-    reward: Any,
-    action: Any,
-    pscore: Any,
-    action_dist: Any,
-    position: Any,
-    q_hat: Any,
+    reward: npt.ArrayLike,
+    action: npt.ArrayLike,
+    pscore: npt.ArrayLike,
+    action_dist: npt.ArrayLike,
+    position: npt.ArrayLike | None,
+    q_hat: npt.ArrayLike | None,
     require_q: bool,
     caller: str,
 ) -> RoundData:

@@ -38,7 +38,7 @@ class SafeDefault(TimingPolicy):
     name = "safe-default"
     version = BUILTIN
 
-    def _action_dist(self, ctx: TimingContext) -> Any:
+    def _action_dist(self, ctx: TimingContext) -> np.ndarray:
         import numpy as np
 
         out = np.zeros((len(ctx), 2))
@@ -54,9 +54,10 @@ class Loaded:
     label: str
 
     @property
-    def encoder(self) -> Any:
+    def encoder(self) -> ContextEncoder | None:
         """The item-context encoder the policy was trained with, if any."""
-        return getattr(self.policy, "encoder", None)
+        enc = getattr(self.policy, "encoder", None)
+        return enc if isinstance(enc, ContextEncoder) else None
 
     @property
     def spec(self) -> FeatureSpec | None:
@@ -95,7 +96,7 @@ class UniformItem(ItemPolicy):
     name = "uniform"
     version = BUILTIN
 
-    def _action_dist(self, ctx: ItemContext) -> Any:
+    def _action_dist(self, ctx: ItemContext) -> np.ndarray:
         import numpy as np
 
         return np.asarray(ctx.mask, float)

@@ -41,7 +41,7 @@ _Z95 = 1.959964
 class RoundSource(Protocol):
     """Where online rounds come from."""
 
-    def context(self, rng: np.random.Generator) -> Any:
+    def context(self, rng: np.random.Generator) -> ItemContext:
         """The next round's context (one round)."""
 
     def feedback(self, action: np.ndarray, rng: np.random.Generator) -> np.ndarray:
