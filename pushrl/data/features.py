@@ -515,15 +515,23 @@ class FeatureState:
         Returns:
             float64 ``(n, 24)``.
         """
-        prof = self.hour_of_week_profile(users).reshape(-1, 7, 24)
-        d = np.asarray(dow, dtype=np.int64)
-        if pool == "day":
-            return np.asarray(prof[np.arange(d.size), d])
-        if pool == "week":
-            return np.add.reduce(prof, axis=1) / 7  # == mean(axis=1), without its overhead
-        if pool != "weekpart":
+        if pool not in ("day", "weekpart", "week"):
             raise ValueError(f"`pool` must be 'day', 'weekpart' or 'week', got {pool!r}")
-        return weekpart_means(prof)[np.arange(d.size), (d >= 5).astype(np.int64)]
+        u = np.asarray(users, dtype=np.int64)
+        d = np.asarray(dow, dtype=np.int64)
+        # Hour-major (7, 24, n) layout: the gather reads whole rows of the (168, cap) counts
+        # and no (n, 168) transpose is copied. Every sum runs in the order of
+        # hour_of_week_profile + weekpart_means (sequential over hours, then over days), so
+        # the values are bit-identical to pooling that profile (tests/data/test_features.py).
+        how = np.take(self.a.how, u, axis=1).astype(np.float64)
+        k = self.spec.shrink_how
+        prof = ((how + k * self._prior_how[:, None]) / (how.sum(axis=0) + k)).reshape(7, 24, -1)
+        if pool == "day":
+            return np.asarray(prof[d, :, np.arange(d.size)])
+        if pool == "week":
+            return (np.add.reduce(prof, axis=0) / 7).T
+        weekday, weekend = np.add.reduce(prof[:5], axis=0) / 5, np.add.reduce(prof[5:], axis=0) / 2
+        return np.where(d >= 5, weekend, weekday).T
 
 
 def weekpart_means(by_day: np.ndarray) -> np.ndarray:
