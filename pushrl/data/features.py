@@ -523,9 +523,13 @@ class FeatureState:
         # and no (n, 168) transpose is copied. Every sum runs in the order of
         # hour_of_week_profile + weekpart_means (sequential over hours, then over days), so
         # the values are bit-identical to pooling that profile (tests/data/test_features.py).
-        how = np.take(self.a.how, u, axis=1).astype(np.float64)
+        how = np.take(self.a.how, u, axis=1)  # (168, n) float32 counts
         k = self.spec.shrink_how
-        prof = ((how + k * self._prior_how[:, None]) / (how.sum(axis=0) + k)).reshape(7, 24, -1)
+        tot = how.sum(axis=0, dtype=np.float64)
+        tot += k
+        prof = np.add(how, k * self._prior_how[:, None], dtype=np.float64)  # one pass, no copy
+        np.divide(prof, tot, out=prof)
+        prof = prof.reshape(7, 24, -1)
         if pool == "day":
             return np.asarray(prof[d, :, np.arange(d.size)])
         if pool == "week":
