@@ -320,7 +320,7 @@ class FeatureState:
         pend = a.pend_bucket[u] < b
         pu = u[pend & (a.pend_n[u] > 0)]
         if pu.size:
-            np.add.at(a.how, (a.pend_how[pu].astype(np.int64), pu), a.pend_n[pu])
+            a.how[a.pend_how[pu].astype(np.int64), pu] += a.pend_n[pu]  # pu: no repeats
             a.how_tot[pu] += a.pend_n[pu]
             a.cat[:, pu] += a.pend_cat[:, pu]
             a.pend_n[pu] = 0
