@@ -5,7 +5,7 @@
 * process: ``pushrl train bandit`` whole process (fresh interpreter, as a user runs it) vs
   ``python -m vowpalwabbit -d FILE`` on the same examples, interleaved (target >= 0.8)::
 
-      python benchmarks/bandit.py --sections process --datasets synth --repeats 3
+      python benchmarks/bandit.py --sections process --datasets synth --repeats 3 [--write]
 
 * throughput: ``pushrl train bandit`` end to end (Parquet -> load/validate -> pipeline
   features -> VW text -> VW's driver -> model bytes) against VW's own driver training on the
@@ -235,6 +235,8 @@ def main() -> None:
     ap.add_argument("--decisions", type=int, default=2000)
     ap.add_argument("--online", type=int, default=100_000, help="interactions (section online)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--write", action="store_true",
+                    help="write the sections run to benchmarks/results/bandit.json")
     a = ap.parse_args()
     sections = set(a.sections.split(","))
     out: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg(),
@@ -272,6 +274,10 @@ def main() -> None:
         out["online"] = online(a.online, a.seed)
         print("online:", json.dumps(out["online"], indent=1), file=sys.stderr)
     out["machine"]["load_avg_end"] = os.getloadavg()
+    out["load_avg"] = out["machine"]["load_avg"]
+    if a.write:
+        (ROOT / "benchmarks" / "results" / "bandit.json").write_text(
+            json.dumps(out, indent=2, default=str) + "\n")
     if a.json:
         print(json.dumps(out, indent=2, default=str))
 

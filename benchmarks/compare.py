@@ -16,7 +16,9 @@ Old vs new in the same run (a loaded machine cannot measure 60 s absolutely)::
 
 runs the large compare in fresh processes for this checkout and for ``--vs``, interleaved,
 and prints the wall and CPU speed-up and whether the per-user results are identical.
-``--write`` stores ``benchmarks/results/compare.json`` (with the load average).
+``--write`` stores ``benchmarks/results/compare.json`` (with the load average; with
+``--skip-ray`` the stored Ray figures are kept and marked), with ``--vs``
+``compare_speedup.json``.
 """
 
 from __future__ import annotations
@@ -101,6 +103,8 @@ def main() -> None:
     if args.vs:
         res = versus(args)
         res.update(benchmark="compare_vs", load_avg=os.getloadavg(), target_seconds=60)
+        if args.write:
+            (RESULT.parent / "compare_speedup.json").write_text(json.dumps(res, indent=2) + "\n")
         if args.json:
             print(json.dumps(res, indent=2))
         print(f"compare {args.users} users x {args.days} d: speed-up vs {args.vs} "
@@ -157,6 +161,10 @@ def main() -> None:
                       "results_identical": identical}
     out["load_avg_end"] = os.getloadavg()
     if args.write:
+        if "ray" not in out and RESULT.is_file():  # --skip-ray keeps the stored Ray figures
+            old = json.loads(RESULT.read_text()).get("ray")
+            if old is not None:
+                out["ray"] = {**old, "note": "not re-measured in this run (--skip-ray)"}
         RESULT.write_text(json.dumps(out, indent=2) + "\n")
     if args.json:
         print(json.dumps(out, indent=2))
