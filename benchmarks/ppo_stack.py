@@ -6,7 +6,8 @@
   callback (``sim/*`` metrics, checkpoints) and the CSV logger. Timed: ``model.learn`` (the
   card's ``train/seconds``), and its ``train/steps_per_second`` is printed beside it.
 * ``sb3``: ``PPO("MlpPolicy", VecNormalize(VecMonitor(PushTimingSB3VecEnv(...))))`` with the
-  same :class:`~pushrl.train.ppo_config.PPOConfig` hyperparameters, no wrapper, no callback.
+  same :class:`~pushrl.train.ppo_config.PPOConfig` hyperparameters (including the initial
+  SEND logit bias, so both send at the same rate), no wrapper, no callback.
 
 Both learn the same number of steps (whole rollouts); runs alternate (sb3, pushrl, sb3, ...)
 so they see the same machine load, and the ratio is taken per pair. Figures: steps per second
@@ -62,6 +63,8 @@ def raw_sb3(cfg: PPOConfig, sc: Any, steps: int, seed: int) -> dict[str, float]:
                 policy_kwargs={"net_arch": {"pi": list(cfg.net_arch), "vf": list(cfg.net_arch)},
                                "activation_fn": act},
                 seed=seed, device="cpu", verbose=0)
+    with torch.no_grad():  # the same initial send rate (~5 %): sends cost env time
+        model.policy.action_net.bias.copy_(torch.tensor([0.0, cfg.send_logit_bias]))
     w, c = time.perf_counter(), cpu()
     model.learn(steps, progress_bar=False)
     w, c = time.perf_counter() - w, cpu() - c
