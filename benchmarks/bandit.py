@@ -1,6 +1,11 @@
 """Benchmarks of the VW item bandit: training throughput, decision latency, quality.
 
-    python benchmarks/bandit.py [--json] [--repeats 3] [--sections throughput,latency,obd]
+    python benchmarks/bandit.py [--json] [--repeats 3] [--sections process,throughput,latency,obd]
+
+* process: ``pushrl train bandit`` whole process (fresh interpreter, as a user runs it) vs
+  ``python -m vowpalwabbit -d FILE`` on the same examples, interleaved (target >= 0.8)::
+
+      python benchmarks/bandit.py --sections process --datasets synth --repeats 3 [--write]
 
 * throughput: ``pushrl train bandit`` end to end (Parquet -> load/validate -> pipeline
   features -> VW text -> VW's driver -> model bytes) against VW's own driver training on the
@@ -95,6 +100,52 @@ def throughput(name: str, path: Path, repeats: int, cfg: VWConfig) -> dict[str, 
     }
 
 
+def children_cpu() -> float:
+    c = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return c.ru_utime + c.ru_stime
+
+
+def whole_process(name: str, path: Path, repeats: int, cfg: VWConfig) -> dict[str, Any]:
+    """``pushrl train bandit`` as a user runs it (a fresh interpreter: imports, load, features,
+    VW text piped to VW's driver, artifact) vs ``python -m vowpalwabbit -d FILE`` on the same
+    examples (written once beforehand), interleaved; wall and CPU of the whole process tree."""
+    import subprocess
+
+    tmp = Path(tempfile.mkdtemp(prefix="pushrl-bench-"))
+    ex = tmp / "examples.vw"
+    n = int(train_vw(path, cfg, examples_path=ex).metrics["train/rounds"])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    ours_cmd = [sys.executable, "-m", "pushrl", "train", "bandit", "--data", str(path),
+                "--json", "--out"]
+    drv_cmd = [sys.executable, "-m", "vowpalwabbit", *cfg.args(), "-d", str(ex), "-f",
+               str(tmp / "m.vw"), "--quiet"]
+
+    def run(cmd: list[str]) -> tuple[float, float]:
+        c0, t0 = children_cpu(), time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True, env=env, cwd=tmp)
+        return time.perf_counter() - t0, children_cpu() - c0
+
+    ours, drv = [], []
+    for r in range(repeats):
+        drv.append(run(drv_cmd))
+        ours.append(run([*ours_cmd, str(tmp / "policies" / f"p{r}")]))
+    import shutil
+
+    shutil.rmtree(tmp)
+    med = statistics.median
+    ow, oc = [x[0] for x in ours], [x[1] for x in ours]
+    dw, dc = [x[0] for x in drv], [x[1] for x in drv]
+    return {"dataset": name, "rounds": n, "repeats": repeats,
+            "ours_command": " ".join(ours_cmd[1:]) + " DIR", "driver_command":
+            " ".join(drv_cmd[1:]), "ours_wall_s": [round(x, 2) for x in ow],
+            "driver_wall_s": [round(x, 2) for x in dw], "ours_cpu_s": [round(x, 2) for x in oc],
+            "driver_cpu_s": [round(x, 2) for x in dc],
+            "ratio_wall": round(med(dw) / med(ow), 3),
+            "ratio_wall_pairs": [round(d / o, 3) for d, o in zip(dw, ow, strict=True)],
+            "ratio_cpu": round(med(dc) / med(oc), 3), "target_ratio": 0.8}
+
+
 def latency(path: Path, n_decisions: int, k: int = 50) -> dict[str, Any]:
     ds, _ = load_dataset(path, quarantine=False)
     rounds = build_rounds(ds)
@@ -184,6 +235,8 @@ def main() -> None:
     ap.add_argument("--decisions", type=int, default=2000)
     ap.add_argument("--online", type=int, default=100_000, help="interactions (section online)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--write", action="store_true",
+                    help="write the sections run to benchmarks/results/bandit.json")
     a = ap.parse_args()
     sections = set(a.sections.split(","))
     out: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg(),
@@ -198,6 +251,15 @@ def main() -> None:
                   f" ratio {r['ratio']} (best-of: {r['ratio_best']}; target >= 0.8); CPU ratio"
                   f" {r['cpu_ratio']}",
                   file=sys.stderr)
+    if "process" in sections:
+        out["process"] = [whole_process(d, DATASETS[d], a.repeats, VWConfig())
+                          for d in a.datasets.split(",")]
+        for r in out["process"]:
+            print(f"whole process {r['dataset']} ({r['rounds']} rounds): pushrl train bandit "
+                  f"{r['ours_wall_s']} s, python -m vowpalwabbit {r['driver_wall_s']} s: ratio "
+                  f"{r['ratio_wall']} (pairs {r['ratio_wall_pairs']}; target >= 0.8); CPU "
+                  f"{r['ours_cpu_s']} vs {r['driver_cpu_s']} s, ratio {r['ratio_cpu']}; load "
+                  f"{os.getloadavg()[0]:.1f}", file=sys.stderr)
     if "latency" in sections:
         out["latency"] = latency(DATASETS["synth"], a.decisions)
         r = out["latency"]
@@ -212,6 +274,10 @@ def main() -> None:
         out["online"] = online(a.online, a.seed)
         print("online:", json.dumps(out["online"], indent=1), file=sys.stderr)
     out["machine"]["load_avg_end"] = os.getloadavg()
+    out["load_avg"] = out["machine"]["load_avg"]
+    if a.write:
+        (ROOT / "benchmarks" / "results" / "bandit.json").write_text(
+            json.dumps(out, indent=2, default=str) + "\n")
     if a.json:
         print(json.dumps(out, indent=2, default=str))
 

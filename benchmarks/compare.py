@@ -8,19 +8,83 @@ Figures (issue 8):
 * Ray with 2 workers vs 1 worker on the same shard plan (results identical): target >= 1.6x.
   Ray's start-up (``ray.init``) is timed separately; each timed run includes the workers'
   imports and simulator loading.
+
+Old vs new in the same run (a loaded machine cannot measure 60 s absolutely)::
+
+    git -C . archive OLD_COMMIT | tar -x -C /tmp/old
+    python benchmarks/compare.py --vs /tmp/old --repeats 3 --skip-ray
+
+runs the large compare in fresh processes for this checkout and for ``--vs``, interleaved,
+and prints the wall and CPU speed-up and whether the per-user results are identical.
+``--write`` stores ``benchmarks/results/compare.json`` (with the load average; with
+``--skip-ray`` the stored Ray figures are kept and marked), with ``--vs``
+``compare_speedup.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
+import subprocess
+import sys
 import time
+from pathlib import Path
+from statistics import median
 
 import pandas as pd
 
 from pushrl.compare.runner import compare
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULT = ROOT / "benchmarks" / "results" / "compare.json"
+
+CHILD = """
+import hashlib, json, time
+import pandas as pd
+import pushrl
+from pushrl.compare.runner import compare
+t0 = time.perf_counter()
+r = compare([{policy!r}], users={users}, days={days}, shard_size={users})
+wall = time.perf_counter() - t0
+h = hashlib.sha256(pd.util.hash_pandas_object(r.per_user).to_numpy().tobytes()).hexdigest()
+print(json.dumps({{"file": pushrl.__file__, "wall_s": wall, "per_user_sha256": h}}))
+"""
+
+
+def _child(tree: Path, args: argparse.Namespace) -> dict[str, object]:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    code = CHILD.format(policy=args.policy, users=args.users, days=args.days)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, env=env, cwd=tree)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    out["process_cpu_s"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return out
+
+
+def versus(args: argparse.Namespace) -> dict[str, object]:
+    """The large run for this checkout and ``args.vs``, alternating, ``args.repeats`` times."""
+    runs: dict[str, list[dict[str, object]]] = {"new": [], "old": []}
+    for r in range(args.repeats):
+        for name, tree in (("old", Path(args.vs)), ("new", ROOT)):
+            runs[name].append(_child(tree, args))
+            x = runs[name][-1]
+            print(f"run {r + 1} {name}: {x['wall_s']:.1f} s wall, {x['process_cpu_s']:.1f} s "
+                  f"CPU (load {os.getloadavg()[0]:.1f})", file=sys.stderr, flush=True)
+
+    def med(name: str, key: str) -> float:
+        return float(median(float(x[key]) for x in runs[name]))  # type: ignore[arg-type]
+
+    return {"old_tree": str(args.vs), "users": args.users, "days": args.days,
+            "repeats": args.repeats, "runs": runs,
+            "speedup_wall": med("old", "wall_s") / med("new", "wall_s"),
+            "speedup_cpu": med("old", "process_cpu_s") / med("new", "process_cpu_s"),
+            "results_identical": len({x["per_user_sha256"] for v in runs.values()
+                                      for x in v}) == 1}
 
 
 def main() -> None:
@@ -32,7 +96,22 @@ def main() -> None:
     ap.add_argument("--ray-days", type=int, default=28)
     ap.add_argument("--skip-ray", action="store_true")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--vs", help="another checkout: time old vs this one, interleaved")
+    ap.add_argument("--repeats", type=int, default=3, help="with --vs")
+    ap.add_argument("--write", action="store_true", help=f"write {RESULT.name}")
     args = ap.parse_args()
+    if args.vs:
+        res = versus(args)
+        res.update(benchmark="compare_vs", load_avg=os.getloadavg(), target_seconds=60)
+        if args.write:
+            (RESULT.parent / "compare_speedup.json").write_text(json.dumps(res, indent=2) + "\n")
+        if args.json:
+            print(json.dumps(res, indent=2))
+        print(f"compare {args.users} users x {args.days} d: speed-up vs {args.vs} "
+              f"{res['speedup_wall']:.2f}x wall, {res['speedup_cpu']:.2f}x CPU (median of "
+              f"{args.repeats}); identical results: {res['results_identical']}; target < 60 s "
+              f"absolute on a quiet machine; load {os.getloadavg()[0]:.1f}")
+        return
 
     t0 = time.perf_counter()
     res = compare([args.policy], users=args.users, days=args.days, shard_size=args.users)
@@ -41,7 +120,8 @@ def main() -> None:
     user_steps = args.users * args.days * 24
     out: dict[str, object] = {
         "benchmark": "compare",
-        "machine": f"{platform.machine()} cores=2 py{platform.python_version()}",
+        "machine": f"{platform.machine()} cores={os.cpu_count()} py{platform.python_version()}",
+        "load_avg": os.getloadavg(),
         "large_run": {"policy": args.policy, "users": args.users, "days": args.days,
                       "slots_per_day": 24, "seconds": round(big, 2),
                       "user_steps_per_s": round(user_steps / big),
@@ -79,6 +159,13 @@ def main() -> None:
                       "seconds_2_workers": round(times[2], 2),
                       "speedup": round(times[1] / times[2], 2), "target_speedup": 1.6,
                       "results_identical": identical}
+    out["load_avg_end"] = os.getloadavg()
+    if args.write:
+        if "ray" not in out and RESULT.is_file():  # --skip-ray keeps the stored Ray figures
+            old = json.loads(RESULT.read_text()).get("ray")
+            if old is not None:
+                out["ray"] = {**old, "note": "not re-measured in this run (--skip-ray)"}
+        RESULT.write_text(json.dumps(out, indent=2) + "\n")
     if args.json:
         print(json.dumps(out, indent=2))
     else:

@@ -320,7 +320,7 @@ class FeatureState:
         pend = a.pend_bucket[u] < b
         pu = u[pend & (a.pend_n[u] > 0)]
         if pu.size:
-            np.add.at(a.how, (a.pend_how[pu].astype(np.int64), pu), a.pend_n[pu])
+            a.how[a.pend_how[pu].astype(np.int64), pu] += a.pend_n[pu]  # pu: no repeats
             a.how_tot[pu] += a.pend_n[pu]
             a.cat[:, pu] += a.pend_cat[:, pu]
             a.pend_n[pu] = 0
@@ -515,15 +515,27 @@ class FeatureState:
         Returns:
             float64 ``(n, 24)``.
         """
-        prof = self.hour_of_week_profile(users).reshape(-1, 7, 24)
-        d = np.asarray(dow, dtype=np.int64)
-        if pool == "day":
-            return np.asarray(prof[np.arange(d.size), d])
-        if pool == "week":
-            return np.add.reduce(prof, axis=1) / 7  # == mean(axis=1), without its overhead
-        if pool != "weekpart":
+        if pool not in ("day", "weekpart", "week"):
             raise ValueError(f"`pool` must be 'day', 'weekpart' or 'week', got {pool!r}")
-        return weekpart_means(prof)[np.arange(d.size), (d >= 5).astype(np.int64)]
+        u = np.asarray(users, dtype=np.int64)
+        d = np.asarray(dow, dtype=np.int64)
+        # Hour-major (7, 24, n) layout: the gather reads whole rows of the (168, cap) counts
+        # and no (n, 168) transpose is copied. Every sum runs in the order of
+        # hour_of_week_profile + weekpart_means (sequential over hours, then over days), so
+        # the values are bit-identical to pooling that profile (tests/data/test_features.py).
+        how = np.take(self.a.how, u, axis=1)  # (168, n) float32 counts
+        k = self.spec.shrink_how
+        tot = how.sum(axis=0, dtype=np.float64)
+        tot += k
+        prof = np.add(how, k * self._prior_how[:, None], dtype=np.float64)  # one pass, no copy
+        np.divide(prof, tot, out=prof)
+        prof = prof.reshape(7, 24, -1)
+        if pool == "day":
+            return np.asarray(prof[d, :, np.arange(d.size)])
+        if pool == "week":
+            return (np.add.reduce(prof, axis=0) / 7).T
+        weekday, weekend = np.add.reduce(prof[:5], axis=0) / 5, np.add.reduce(prof[5:], axis=0) / 2
+        return np.where(d >= 5, weekend, weekday).T
 
 
 def weekpart_means(by_day: np.ndarray) -> np.ndarray:

@@ -199,7 +199,7 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
         acc["revenue"] += out.revenue
         acc["guardrail_blocks"] += out.blocked
         d = np.flatnonzero(out.delivered)
-        np.add.at(by_hour, (d, hour[d]), 1)
+        by_hour[d, hour[d]] += 1  # d has no repeats: no np.add.at needed
         unsub_step[out.unsubscribed] = step
         if progress is not None:
             progress(step + 1, sc.horizon)

@@ -11,8 +11,8 @@ Bandit estimators follow Open Bandit Pipeline's convention::
 Sequential (timing-policy) estimators are in :mod:`pushrl.ope.sequential` (re-exported here),
 the deployment gate in :mod:`pushrl.ope.gate`, and reports in :mod:`pushrl.ope.report` (not
 imported here, so importing ``pushrl.ope`` does not load matplotlib). ``fit_fqe`` and
-``FQEResult`` are loaded on first access, so importing ``pushrl.ope`` does not load
-scikit-learn either (~1 s of CPU); ``CrossFitDR`` imports it when it fits.
+``FQEResult`` are loaded on first access; scikit-learn (~1 s of CPU to import) loads only
+when a model is fitted (``CrossFitDR``, ``fit_fqe``, the item evaluation's reward models).
 """
 
 from __future__ import annotations

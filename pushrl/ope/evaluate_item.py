@@ -16,8 +16,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.model_selection import KFold
 
 from pushrl.data.features import user_index
 from pushrl.data.io import Dataset
@@ -93,6 +91,8 @@ def _linear_fit(x: np.ndarray, y: np.ndarray, binary: bool, seed: int
     xs = (x - mu) / sd
     if binary and np.unique(y).size < 2:
         return np.zeros(x.shape[1]), float(y.mean()), False
+    from sklearn.linear_model import LogisticRegression, Ridge  # only when fitting
+
     model: Any = (LogisticRegression(C=1.0, max_iter=2000, random_state=seed) if binary
                   else Ridge(alpha=1.0))
     model.fit(xs, y)
@@ -129,6 +129,8 @@ def crossfit_item_rewards(ctx: ItemContext, action: np.ndarray, reward: np.ndarr
     x[rows, ds_ + dc + n_items + pos] = 1.0
     binary = bool(np.isin(reward, (0.0, 1.0)).all())
     q = np.empty((n, k, len_list))
+    from sklearn.model_selection import KFold  # scikit-learn only when fitting
+
     splits = ([(rows, rows)] if n_folds < 2 or n < 2 * n_folds
               else list(KFold(n_folds, shuffle=True, random_state=seed).split(x)))
     for train, test in splits:
@@ -202,6 +204,8 @@ def _crossfit_dr(inp: _ItemInputs, dist: np.ndarray, alpha: float, n_bootstrap: 
                  seed: int) -> IntervalEstimate:
     r = inp.rounds
     binary = bool(np.isin(r.reward, (0.0, 1.0)).all())
+    from sklearn.linear_model import LogisticRegression, Ridge  # only when fitting
+
     model = LogisticRegression(max_iter=1000) if binary else Ridge(alpha=1.0)
     est = CrossFitDR(base_model=model, random_state=seed)
     # OBP's RegressionModel features: [context, action_context[action]] with the catalog's

@@ -14,8 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.base import clone
-from sklearn.linear_model import Ridge
 
 from pushrl.ope._validate import (
     FloatArray,
@@ -57,6 +55,8 @@ def _fit_predict_step(
     n_actions: int,
 ) -> FloatArray:
     """Fit one model per action on the valid rows of step t; predict all actions, all rows."""
+    from sklearn.base import clone  # scikit-learn only when fitting (~1 s to import)
+
     out = np.zeros((x.shape[0], n_actions))
     fallback = float(target[valid].mean()) if valid.any() else 0.0
     for a in range(n_actions):
@@ -98,7 +98,11 @@ def fit_fqe(
     if base_model is not None and not hasattr(base_model, "fit"):
         raise TypeError(f"`base_model` must be a scikit-learn regressor, got {type(base_model)}")
     st, act, rew, dist, valid = validate_fqe_inputs(state, action, reward, action_dist, mask)
-    model = Ridge(alpha=1e-3) if base_model is None else base_model
+    if base_model is None:
+        from sklearn.linear_model import Ridge  # only when fitting (~1 s to import)
+
+        base_model = Ridge(alpha=1e-3)
+    model = base_model
     n, horizon, n_actions = dist.shape
     q_all = np.zeros((n, horizon, n_actions))
     v_next = np.zeros(n)

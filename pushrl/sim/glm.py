@@ -19,9 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import GroupKFold
 
 C_GRID: tuple[float, ...] = (0.003, 0.03, 0.3, 3.0)
 _EPS = 1e-12
@@ -104,6 +101,8 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, base_rate: np.ndarray) -> dict[
         p: ``(n,)`` model probabilities.
         base_rate: ``(n,)`` baseline probability per row (training-fold global rate).
     """
+    from sklearn.metrics import roc_auc_score  # scikit-learn only when fitting (~1 s import)
+
     y = np.asarray(y, dtype=np.float64)
     both = 0 < y.sum() < y.size
     rel = reliability(y, p)
@@ -116,6 +115,8 @@ def binary_metrics(y: np.ndarray, p: np.ndarray, base_rate: np.ndarray) -> dict[
 
 
 def _fit_once(x: np.ndarray, y: np.ndarray, c: float) -> tuple[np.ndarray, float]:
+    from sklearn.linear_model import LogisticRegression
+
     mu, sd = x.mean(axis=0), x.std(axis=0)
     sd = np.where(sd > 0, sd, 1.0)
     lr = LogisticRegression(C=c, max_iter=2000)
@@ -139,6 +140,9 @@ def fit_glm(x: np.ndarray, y: np.ndarray, groups: np.ndarray, names: tuple[str, 
     Raises:
         DataError: fewer than ``folds`` positives or negatives, or fewer groups than folds.
     """
+    from sklearn.linear_model import LogisticRegression  # only when fitting (~1 s import)
+    from sklearn.model_selection import GroupKFold
+
     from pushrl.errors import DataError
 
     x = np.asarray(x, dtype=np.float64)

@@ -52,7 +52,9 @@ class TrainResult:
         policy: The exported serving policy.
         card: The model card written.
         seconds: Wall time of training (rollouts and updates; excludes the evaluation).
-        timesteps: Environment steps trained in total (including a resumed run's).
+        timesteps: Environment steps trained in total (including a resumed run's); whole
+            rollouts, so possibly more than requested. The card's ``train/steps_per_second``
+            is the steps executed in this run over ``seconds``.
     """
 
     artifact: Path
@@ -160,6 +162,8 @@ def train_timing(scenario: str = "default", *, out: str | Path, timesteps: int |
     model.learn(add, callback=_callbacks(cfg, venv, done + add, run, meta, progress),
                 reset_num_timesteps=resume is None, progress_bar=False)
     seconds = time.perf_counter() - t0
+    # SB3 runs whole rollouts (n_envs x n_steps): it may execute more steps than requested,
+    # and steps/s must divide what ran
     executed = int(model.num_timesteps) - done
     actor = NumpyActor.from_sb3(model, venv)
     tmp = run / "export"
@@ -175,6 +179,7 @@ def train_timing(scenario: str = "default", *, out: str | Path, timesteps: int |
         "scenario": sc.to_dict(), "seed": seed,
         "simulator_sha256": venv.unwrapped.venv.world.model.meta.get("sha256"),
         "timesteps": int(model.num_timesteps), "timesteps_this_run": add,
+        "timesteps_executed_this_run": executed,
         "resumed_from": str(resume) if resume else None, "config": cfg.to_dict(),
         "train/seconds": round(seconds, 1),
         "train/steps_per_second": round(executed / max(seconds, 1e-9)),

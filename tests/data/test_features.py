@@ -129,3 +129,30 @@ def test_state_refuses_to_rewind(small: Dataset) -> None:
     # late events are accepted and land in the current bucket (never earlier)
     st.record_push(np.array([0]), 1003)
     assert st.features(np.array([0]), 1011)[0, F["sends_24h"]] == 1
+
+
+@pytest.mark.parametrize("pool", ["day", "weekpart", "week"])
+def test_day_profile_is_the_pooled_hour_of_week_profile(small: Dataset, pool: str) -> None:
+    """``day_profile`` equals pooling ``hour_of_week_profile`` over days, to the bit: on
+    integer counts (what the state holds) and on arbitrary floats (same summation order)."""
+    spec = FeatureSpec.fit(small)
+    state = FeatureState(spec, ["UTC"] * 40, 0)
+    rng = np.random.default_rng(3)
+    for how in (rng.poisson(0.7, (168, 40)), rng.random((168, 40)) * 3):
+        state.a.how[:, :40] = how.astype(np.float32)
+        users = np.concatenate([rng.permutation(40), [7, 7]])
+        dow = rng.integers(0, 7, users.size)
+        prof = state.hour_of_week_profile(users).reshape(-1, 7, 24)
+        want = {"day": prof[np.arange(users.size), dow],
+                "week": np.add.reduce(prof, axis=1) / 7,
+                "weekpart": np.stack([np.add.reduce(prof[:, :5], axis=1) / 5,
+                                      np.add.reduce(prof[:, 5:], axis=1) / 2],
+                                     axis=1)[np.arange(users.size), (dow >= 5).astype(int)]}
+        got = state.day_profile(users, dow, pool)
+        assert got.shape == (users.size, 24) and got.dtype == np.float64
+        np.testing.assert_array_equal(got, want[pool])
+        for i in (0, 5):  # a single user (the server's one decision)
+            one = state.day_profile(users[i:i + 1], dow[i:i + 1], pool)
+            np.testing.assert_allclose(one[0], want[pool][i], rtol=1e-15, atol=0)
+    with pytest.raises(ValueError, match="`pool` must be"):
+        state.day_profile(np.array([0]), np.array([0]), "month")

@@ -69,3 +69,30 @@ def test_normalise_never_writes_into_its_input() -> None:
     out = TimingPolicy._normalise(raw, None)
     np.testing.assert_array_equal(raw, [[0.0, 0.0], [1.0, 3.0]])
     np.testing.assert_array_equal(out, [[1.0, 0.0], [0.25, 0.75]])
+
+
+def _sample_by_cdf(dist: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The general sampler (cumulative sums over the row) that two actions shortcut."""
+    cdf = np.cumsum(dist, axis=1)
+    u = rng.random((dist.shape[0], 1)) * cdf[:, -1:]
+    return np.minimum((u >= cdf).sum(axis=1), dist.shape[1] - 1)
+
+
+def test_two_action_sampling_and_normalising_equal_the_general_path() -> None:
+    from pushrl.policies.base import Policy, _sample
+
+    rng = np.random.default_rng(8)
+    raw = rng.random((5000, 2)) * rng.integers(0, 3, (5000, 2))  # zeros, ties, any scale
+    raw[:3] = [[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]]
+    mask = rng.random((5000, 2)) < 0.9
+    for m in (None, mask):
+        got = Policy._normalise(raw, m)
+        d = np.where(m, raw, 0.0) if m is not None else raw
+        tot = d.sum(axis=1, keepdims=True)
+        bad = tot[:, 0] <= 0
+        assert bad.any()
+        np.testing.assert_array_equal(got[~bad], (d / tot)[~bad])
+        np.testing.assert_allclose(got.sum(axis=1), 1.0, rtol=1e-12)
+        a = _sample(got, np.random.default_rng(3))
+        assert a.dtype == np.int64
+        np.testing.assert_array_equal(a, _sample_by_cdf(got, np.random.default_rng(3)))

@@ -100,6 +100,19 @@ def test_resume_adds_timesteps(trained: tuple[Path, Path], tmp_path: Path) -> No
                        resume=run / "checkpoints" / "step_512", run_dir=tmp_path / "r",
                        evaluate=False)
     assert res.timesteps == 1024 and res.card["resumed_from"].endswith("step_512")
+    assert res.card["timesteps_executed_this_run"] == 512  # not the resumed run's 1024
+    assert res.card["train/steps_per_second"] == round(512 / res.seconds)
+
+
+def test_steps_per_second_divides_the_executed_steps(tmp_path: Path) -> None:
+    # 600 requested; SB3 runs whole rollouts of 8 x 64 = 512 steps, so 1024 execute
+    res = train_timing("default", out=tmp_path / "p", timesteps=600, seed=1, config=TINY,
+                       run_dir=tmp_path / "r", evaluate=False)
+    card = res.card
+    assert card["timesteps_this_run"] == 600 and res.timesteps == 1024
+    assert card["timesteps_executed_this_run"] == 1024
+    assert card["train/steps_per_second"] == round(1024 / res.seconds)
+    assert card["train/steps_per_second"] != round(600 / res.seconds)
 
 
 def test_modified_checkpoint_or_artifact_is_refused(trained: tuple[Path, Path],
