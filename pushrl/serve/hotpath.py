@@ -17,6 +17,7 @@ and an exception becomes the response the app's own exception handlers give it.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
@@ -131,6 +132,8 @@ class HotPath:
         handler = next((handlers[c] for c in type(exc).__mro__ if c in handlers), None)
         if handler is None:  # the app registers one for Exception: never expected
             raise exc
-        response = await handler(Request(scope, receive), exc)
+        response = handler(Request(scope, receive), exc)
+        if inspect.isawaitable(response):
+            response = await response
         await response(scope, receive, send)
         return int(response.status_code)
