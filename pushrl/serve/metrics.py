@@ -40,6 +40,10 @@ class ServeMetrics:
                                       "Requests per group commit of the durable log.",
                                       buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024),
                                       registry=r)
+        self.pass_rows = Histogram("serve_decide_pass_rows",
+                                   "Decisions per vectorised pass of /v1/decide requests.",
+                                   buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64),
+                                   registry=r)
         self.commit_seconds = Histogram("serve_log_commit_seconds",
                                         "Duration of a group commit (incl. fsync).",
                                         buckets=_LATENCY_BUCKETS, registry=r)
