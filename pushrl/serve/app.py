@@ -207,8 +207,22 @@ def create_app(cfg: ServeConfig, *, overrides: dict[str, Policy] | None = None) 
     _add_decide_routes(app, srv, decide_scope)
     _add_policy_routes(app, srv, decide_scope, admin_scope)
     app.state.cfg = cfg
-    app.add_middleware(HotPath, root=app, hot=_hot_routes())
+    _outermost_hot_path(app)
     return app
+
+
+def _outermost_hot_path(app: FastAPI) -> None:
+    """Put :class:`HotPath` outside every layer of the app's middleware stack (FastAPI's
+    error, telemetry and body-limit middlewares cost ~10 % of a small request; an error on a
+    hot route becomes the response of the app's own exception handler, and no body limit is
+    configured)."""
+    build = app.build_middleware_stack
+    hot = _hot_routes()
+
+    def build_with_hot_path() -> Any:
+        return HotPath(build(), root=app, hot=hot)
+
+    app.build_middleware_stack = build_with_hot_path  # type: ignore[method-assign]
 
 
 def _add_private_docs(app: FastAPI, any_key: Any) -> None:

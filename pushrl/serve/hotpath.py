@@ -55,7 +55,8 @@ async def read_body(receive: Receive) -> bytes:
 
 
 class HotPath:
-    """Times every request; answers the hot routes itself (module docstring).
+    """Times every request; answers the hot routes itself (module docstring). It wraps the
+    app's whole middleware stack (:func:`pushrl.serve.app.create_app`).
 
     Args:
         app: The inner ASGI app (FastAPI's routing).
@@ -113,6 +114,7 @@ class HotPath:
                 self._observe(srv, route, method, status, time.perf_counter() - t0)
             return
         path = scope["path"]
+        scope["app"] = self.root
         scope["route"] = self._route(path)
         try:
             body = await read_body(receive) if hot[0] else b""
