@@ -13,6 +13,11 @@ until the loop saturates, while latency grows with the queue. The headline ("cap
 the most decisions/s at any level whose p99 stays <= 15 ms, against the echo ceiling (the most
 echo requests/s at any level); every level is reported too.
 
+/v1/echo takes the same path as /v1/decide (`pushrl.serve.hotpath.HotPath`: same auth, one
+write per response) and does nothing, so it is the HTTP ceiling and the ratio is the cost of
+deciding. `benchmarks/server_cpu.py` splits the server CPU per request by thread (event loop
+vs log writer), robust to background load.
+
 Targets (issue 7): capacity >= 0.5x the echo ceiling with p99 <= 15 ms, 0 errors, server RSS
 <= 500 MB. On a shared machine the figures are noisy: the load averages are printed.
 """

@@ -60,6 +60,13 @@ N_ENCODED = len(ENCODED_NAMES)
 HOURS_CAP = 336
 _RING = 192  # > 168 so that the 7-day window's two ends never share a slot
 _NEVER = np.iinfo(np.int64).min // 4
+#: Calls of :meth:`FeatureState.day_profile` with at most this many users (the server's
+#: decision passes) read pooled profiles from a per-user cache, kept until the user's
+#: hour-of-week counts change; larger calls (simulator, replay) compute them directly.
+PROFILE_CACHE_USERS = 16
+_PROFILE_CACHE_MAX = 1 << 16  # cached (pool, user) profiles before the cache starts anew
+_POOLS = ("day", "weekpart", "week")
+_AT_NEXT = np.array([0, 1], np.int64)  # a bucket and the next one (local_time_at)
 
 
 @dataclass(frozen=True)
@@ -163,6 +170,7 @@ class _Arrays:
     pend_how: np.ndarray        # (n,) local hour of week of pending activity
     pend_n: np.ndarray          # (n,) pending activity count
     pend_cat: np.ndarray        # (n_cat, n) pending category counts
+    how_ver: np.ndarray         # (n,) bumped whenever the user's `how` changes (profile cache)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -186,6 +194,8 @@ class FeatureState:
         self._prior_cat = np.asarray(spec.prior_cat, dtype=np.float64)
         self.n = 0
         self.a = self._alloc(0)
+        #: ``(pool, user) -> (how_ver, pooled profile)`` (:meth:`day_profile`).
+        self._profiles: dict[tuple[str, int], tuple[int, np.ndarray]] = {}
         self.add_users(timezones, start_bucket)
 
     def _alloc(self, cap: int) -> _Arrays:
@@ -199,6 +209,7 @@ class FeatureState:
             cat=np.zeros((nc, cap), np.float32),
             pend_bucket=np.full(cap, _NEVER, np.int64), pend_how=np.zeros(cap, np.int16),
             pend_n=np.zeros(cap, np.float32), pend_cat=np.zeros((nc, cap), np.float32),
+            how_ver=np.zeros(cap, np.int64),
         )
 
     @property
@@ -277,6 +288,7 @@ class FeatureState:
             getattr(a, name)[:, u] = 0
         for name in ("how_tot", "pend_n", "pend_how"):
             getattr(a, name)[u] = 0
+        a.how_ver[u] += 1
         for name in ("last_push", "last_push_before", "pend_bucket"):
             getattr(a, name)[u] = _NEVER
         if history is not None:
@@ -322,6 +334,7 @@ class FeatureState:
         if pu.size:
             a.how[a.pend_how[pu].astype(np.int64), pu] += a.pend_n[pu]  # pu: no repeats
             a.how_tot[pu] += a.pend_n[pu]
+            a.how_ver[pu] += 1
             a.cat[:, pu] += a.pend_cat[:, pu]
             a.pend_n[pu] = 0
             a.pend_cat[:, pu] = 0
@@ -413,7 +426,7 @@ class FeatureState:
         t = np.asarray(unix_seconds, dtype=np.int64)
         tz = self.a.tz_idx[u]
         b = t // HOUR
-        off, nxt = self.tzt.offset_seconds(tz, np.stack([b, b + 1]))  # one lookup
+        off, nxt = self.tzt.offset_seconds(tz, np.add.outer(_AT_NEXT, b))  # one lookup
         fix = off != nxt
         if fix.any():  # the zone changes offset inside this bucket (exact at its start)
             fix &= t != b * HOUR
@@ -515,10 +528,14 @@ class FeatureState:
         Returns:
             float64 ``(n, 24)``.
         """
-        if pool not in ("day", "weekpart", "week"):
+        if pool not in _POOLS:
             raise ValueError(f"`pool` must be 'day', 'weekpart' or 'week', got {pool!r}")
         u = np.asarray(users, dtype=np.int64)
         d = np.asarray(dow, dtype=np.int64)
+        if u.size <= PROFILE_CACHE_USERS:  # the server's small passes: per-user cache
+            part = d if pool == "day" else (d >= 5).astype(np.int64) if pool == "weekpart" else (
+                np.zeros(d.shape, np.int64))
+            return np.asarray(self._pooled_cached(u, pool)[np.arange(d.size), part])
         # Hour-major (7, 24, n) layout: the gather reads whole rows of the (168, cap) counts
         # and no (n, 168) transpose is copied. Every sum runs in the order of
         # hour_of_week_profile + weekpart_means (sequential over hours, then over days), so
@@ -536,6 +553,42 @@ class FeatureState:
             return (np.add.reduce(prof, axis=0) / 7).T
         weekday, weekend = np.add.reduce(prof[:5], axis=0) / 5, np.add.reduce(prof[5:], axis=0) / 2
         return np.where(d >= 5, weekend, weekday).T
+
+    def _pooled(self, users: np.ndarray, pool: str) -> np.ndarray:
+        """``(n, P, 24)`` profiles per day (P = 7), day part (2: weekdays, weekend) or week
+        (1), for :meth:`day_profile`."""
+        prof = self.hour_of_week_profile(users).reshape(-1, 7, 24)
+        if pool == "day":
+            return prof
+        if pool == "week":
+            return (np.add.reduce(prof, axis=1) / 7)[:, None, :]  # == mean, without overhead
+        return weekpart_means(prof)
+
+    def _pooled_cached(self, users: np.ndarray, pool: str) -> np.ndarray:
+        """:meth:`_pooled` through the per-user cache (computed for the users whose
+        hour-of-week counts changed since, in one call)."""
+        cache = self._profiles
+        ver = self.a.how_ver[users].tolist()
+        uids = users.tolist()
+        rows: list[Any] = []  # (P, 24) arrays once filled
+        miss: list[int] = []
+        for i, (ui, vi) in enumerate(zip(uids, ver, strict=True)):
+            hit = cache.get((pool, ui))
+            if hit is not None and hit[0] == vi:
+                rows.append(hit[1])
+            else:
+                rows.append(None)
+                miss.append(i)
+        if miss:
+            got = self._pooled(users[miss], pool)
+            if len(cache) + len(miss) > _PROFILE_CACHE_MAX:
+                cache.clear()
+            for j, i in enumerate(miss):
+                rows[i] = got[j]
+                cache[(pool, uids[i])] = (ver[i], got[j])
+        if not rows:
+            return np.zeros((0, {"day": 7, "weekpart": 2, "week": 1}[pool], 24))
+        return np.stack(rows)
 
 
 def weekpart_means(by_day: np.ndarray) -> np.ndarray:

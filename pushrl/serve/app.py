@@ -28,10 +28,10 @@ from starlette.requests import ClientDisconnect
 from pushrl.errors import ArtifactError, PushrlError
 from pushrl.policies.base import Policy
 from pushrl.serve import registry_ops, store
-from pushrl.serve.auth import AuthError, presented_key
+from pushrl.serve.auth import ApiKey, AuthError, presented_key
 from pushrl.serve.config import ServeConfig
 from pushrl.serve.errors import ServeError
-from pushrl.serve.metrics import LatencyMiddleware
+from pushrl.serve.hotpath import HotPath, Scope
 from pushrl.serve.schemas import (
     ChangeOut,
     DecideBatchIn,
@@ -91,6 +91,67 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str]:
     return 422, "invalid_request", "; ".join(parts) + more
 
 
+def authorize(srv: Server, authorization: str | None, x_api_key: str | None,
+              scope: str | None) -> ApiKey | None:
+    """The API key a request presents (``Authorization`` / ``X-API-Key`` header values),
+    checked for ``scope`` (None: any valid key); None when the server has no keys.
+
+    Raises:
+        AuthError: 401 without a valid key, 403 without the scope.
+    """
+    checker = srv.keys
+    if checker is None:
+        return None
+    return checker.check(presented_key(authorization, x_api_key), scope)
+
+
+async def decide_json(srv: Server, body: bytes) -> bytes:
+    """``/v1/decide``: the request body's JSON bytes to the answer's (a :class:`DecideOut`).
+
+    The body is validated by pydantic-core straight from the bytes (the route's schema is
+    the same model), and the answer is already JSON-ready and shaped as DecideOut, so it is
+    not re-validated.
+
+    Raises:
+        RequestValidationError: an invalid body (the app's handler makes it a 400/422).
+    """
+    try:
+        req = DecideIn.model_validate_json(body)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
+    return json.dumps(await srv.decide_one(req)).encode()
+
+
+def _header_value(scope: Scope, name: bytes) -> str | None:
+    for k, v in scope["headers"]:
+        if k == name:
+            return str(v.decode("latin-1"))
+    return None
+
+
+def _hot_routes() -> dict[tuple[str, str], Any]:
+    """The routes :class:`HotPath` answers without the framework; both need the ``decide``
+    scope, as their declared dependency says."""
+    def auth(srv: Server, scope: Scope) -> None:
+        if srv.keys is not None:
+            authorize(srv, _header_value(scope, b"authorization"),
+                      _header_value(scope, b"x-api-key"),
+                      "decide")
+
+    async def decide(srv: Server, scope: Scope, body: bytes) -> bytes:
+        auth(srv, scope)
+        return await decide_json(srv, body)
+
+    async def echo(srv: Server, scope: Scope, _: bytes) -> bytes:
+        auth(srv, scope)
+        return _ECHO
+
+    return {("POST", "/v1/decide"): (True, decide), ("GET", "/v1/echo"): (False, echo)}
+
+
+_ECHO = json.dumps({"ok": True}).encode()
+
+
 def create_app(cfg: ServeConfig, *, overrides: dict[str, Policy] | None = None) -> FastAPI:
     """Build the app; the :class:`Server` starts in the lifespan (``app.state.server``)."""
 
@@ -131,10 +192,10 @@ def create_app(cfg: ServeConfig, *, overrides: dict[str, Policy] | None = None) 
         async def check(request: Request,
                         cred: HTTPAuthorizationCredentials | None = Security(_bearer),
                         key: str | None = Security(_header)) -> None:
-            checker = srv().keys
-            if checker is not None:
-                bearer = f"Bearer {cred.credentials}" if cred is not None else None
-                request.state.api_key_id = checker.check(presented_key(bearer, key), name).id
+            bearer = f"Bearer {cred.credentials}" if cred is not None else None
+            got = authorize(srv(), bearer, key, name)
+            if got is not None:
+                request.state.api_key_id = got.id
         return Depends(check)
 
     decide_scope, admin_scope, any_key = scope("decide"), scope("admin"), scope(None)
@@ -146,7 +207,22 @@ def create_app(cfg: ServeConfig, *, overrides: dict[str, Policy] | None = None) 
     _add_decide_routes(app, srv, decide_scope)
     _add_policy_routes(app, srv, decide_scope, admin_scope)
     app.state.cfg = cfg
-    return _with_metrics(app)
+    _outermost_hot_path(app)
+    return app
+
+
+def _outermost_hot_path(app: FastAPI) -> None:
+    """Put :class:`HotPath` outside every layer of the app's middleware stack (FastAPI's
+    error, telemetry and body-limit middlewares cost ~10 % of a small request; an error on a
+    hot route becomes the response of the app's own exception handler, and no body limit is
+    configured)."""
+    build = app.build_middleware_stack
+    hot = _hot_routes()
+
+    def build_with_hot_path() -> Any:
+        return HotPath(build(), root=app, hot=hot)
+
+    app.build_middleware_stack = build_with_hot_path  # type: ignore[method-assign]
 
 
 def _add_private_docs(app: FastAPI, any_key: Any) -> None:
@@ -295,15 +371,10 @@ def _add_decide_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: An
               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
                   "schema": {"$ref": "#/components/schemas/DecideIn"}}}}})
     async def decide(request: Request) -> Any:
-        """Send now or wait; which item. Logged durably (with its pscore) before answering."""
-        # hot path: the body is validated by pydantic-core straight from the bytes (the
-        # schema above is the same model), and the answer is already JSON-ready and shaped as
-        # DecideOut, so it is not re-validated
-        try:
-            body = DecideIn.model_validate_json(await request.body())
-        except ValidationError as exc:
-            raise RequestValidationError(exc.errors(include_url=False)) from None
-        return Response(json.dumps(await srv().decide_one(body)).encode(),
+        """Send now or wait; which item. Logged durably (with its pscore) before answering.
+
+        (Answered by :class:`~pushrl.serve.hotpath.HotPath` with the same function.)"""
+        return Response(await decide_json(srv(), await request.body()),
                         media_type="application/json")
 
     @app.post("/v1/decide/batch", response_model=DecideBatchOut, tags=["decide"],
@@ -380,24 +451,6 @@ def _add_policy_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: An
         """Global kill switch: on = the safe default policy decides (never sends)."""
         await srv().set_kill_switch(body.enabled, body.reason, user=_who(request))
         return {"enabled": body.enabled}
-
-
-def _with_metrics(app: FastAPI) -> FastAPI:
-    """Time requests with the server's metrics once the lifespan has created them."""
-
-    class _Late:
-        def __init__(self, inner: Any) -> None:
-            self.inner = inner
-
-        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-            srv = getattr(app.state, "server", None)
-            if srv is None or scope["type"] != "http":
-                await self.inner(scope, receive, send)
-                return
-            await LatencyMiddleware(self.inner, srv.metrics)(scope, receive, send)
-
-    app.add_middleware(_Late)
-    return app
 
 
 def _route(request: Request) -> str:

@@ -6,15 +6,7 @@ Prometheus names cannot contain ``/``, so ``serve/decisions`` is exported as
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-
-Scope = MutableMapping[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]],
-                   Awaitable[None]]
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.025, 0.05,
                     0.1, 0.25, 0.5, 1.0, 2.5)
@@ -48,6 +40,10 @@ class ServeMetrics:
                                       "Requests per group commit of the durable log.",
                                       buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024),
                                       registry=r)
+        self.pass_rows = Histogram("serve_decide_pass_rows",
+                                   "Decisions per vectorised pass of /v1/decide requests.",
+                                   buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64),
+                                   registry=r)
         self.commit_seconds = Histogram("serve_log_commit_seconds",
                                         "Duration of a group commit (incl. fsync).",
                                         buckets=_LATENCY_BUCKETS, registry=r)
@@ -62,33 +58,3 @@ class ServeMetrics:
         """Writer-thread hook of :class:`~pushrl.serve.store.DurableLog`."""
         self.commit_batch.observe(n_requests)
         self.commit_seconds.observe(seconds)
-
-
-class LatencyMiddleware:
-    """Pure ASGI middleware timing every HTTP request by route template (cheap: no
-    ``BaseHTTPMiddleware`` task hop)."""
-
-    def __init__(self, app: ASGIApp, metrics: ServeMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Callable[[], Awaitable[Any]],
-                       send: Callable[[Any], Awaitable[None]]) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        t0 = time.perf_counter()
-        status = [500]
-
-        async def send_wrapper(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None) or "unmatched"
-            self.metrics.latency.labels(path, scope.get("method", ""), str(status[0])).observe(
-                time.perf_counter() - t0)

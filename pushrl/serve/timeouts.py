@@ -9,6 +9,11 @@ since no request has started) or ``body_timeout`` seconds from the end of the he
 end of the body (the request's ``receive`` then reports a disconnect: status 499, a client
 error). ``limit_concurrency`` caps connections plus running requests (uvicorn answers 503
 above it).
+
+The protocol also sends a response's status line and headers together with its first body
+bytes (:class:`_OneWrite`): uvicorn writes them separately, and on a small JSON answer the
+second ``write`` (a syscall that delivers into the client's socket) costs as much as the
+framework's Python work.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 _408 = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
         b"content-length: 23\r\nconnection: close\r\n\r\nrequest read timed out\n")
@@ -48,6 +53,63 @@ class HttpLimits:
                 raise ValueError(f"`{name}` must be > 0 seconds, got {getattr(self, name)}")
         if self.limit_concurrency is not None and self.limit_concurrency < 1:
             raise ValueError(f"`limit_concurrency` must be >= 1, got {self.limit_concurrency}")
+
+
+class _OneWrite:
+    """A response's transport: holds the status line and headers written for
+    ``http.response.start`` and writes them with the first body bytes (or when the response
+    completes or the connection closes, e.g. a HEAD response without body bytes)."""
+
+    __slots__ = ("held", "hold", "transport")
+
+    def __init__(self, transport: Any) -> None:
+        self.transport = transport
+        self.held: bytes | None = None
+        self.hold = False
+
+    def write(self, data: bytes) -> None:
+        if self.hold:
+            self.held = data if self.held is None else self.held + data
+            return
+        if self.held is not None:
+            data, self.held = self.held + data, None
+        self.transport.write(data)
+
+    def flush(self) -> None:
+        if self.held is not None:
+            data, self.held = self.held, None
+            self.transport.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+
+def _one_write(cycle: RequestResponseCycle) -> None:
+    """Route ``cycle``'s writes through a :class:`_OneWrite` (before its task runs)."""
+    out = _OneWrite(cycle.transport)
+    send, done = cycle.send, cycle.on_response
+
+    async def held_send(message: Any) -> None:
+        if message["type"] != "http.response.start":
+            await send(message)
+            return
+        out.hold = True
+        try:
+            await send(message)
+        finally:
+            out.hold = False
+
+    def on_response() -> None:
+        out.flush()
+        done()
+
+    cycle.transport = out  # type: ignore[assignment]  # duck-typed transport
+    cycle.send = held_send  # type: ignore[method-assign]
+    cycle.on_response = on_response
 
 
 class ReadTimeoutProtocol(HttpToolsProtocol):
@@ -91,7 +153,10 @@ class ReadTimeoutProtocol(HttpToolsProtocol):
             self._arm(self.header_timeout)
 
     def on_headers_complete(self) -> None:
+        before = self.cycle
         super().on_headers_complete()
+        if self.cycle is not before:  # a new request (not an upgrade): its task has not run
+            _one_write(self.cycle)
         self._reading_body = True
         self._arm(self.body_timeout)
 

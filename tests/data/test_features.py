@@ -140,6 +140,7 @@ def test_day_profile_is_the_pooled_hour_of_week_profile(small: Dataset, pool: st
     rng = np.random.default_rng(3)
     for how in (rng.poisson(0.7, (168, 40)), rng.random((168, 40)) * 3):
         state.a.how[:, :40] = how.astype(np.float32)
+        state.a.how_ver[:40] += 1  # counts written directly: invalidate the profile cache
         users = np.concatenate([rng.permutation(40), [7, 7]])
         dow = rng.integers(0, 7, users.size)
         prof = state.hour_of_week_profile(users).reshape(-1, 7, 24)
@@ -156,3 +157,32 @@ def test_day_profile_is_the_pooled_hour_of_week_profile(small: Dataset, pool: st
             np.testing.assert_allclose(one[0], want[pool][i], rtol=1e-15, atol=0)
     with pytest.raises(ValueError, match="`pool` must be"):
         state.day_profile(np.array([0]), np.array([0]), "month")
+
+
+@pytest.mark.parametrize("pool", ["day", "weekpart", "week"])
+def test_cached_day_profile_equals_direct(pool: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small calls (the server's passes) read a per-user cache of pooled profiles: equal
+    bit for bit to the direct computation while activity is committed, and after slots are
+    reset with or without history (the cache must notice every change of the counts)."""
+    import pushrl.data.features as features
+
+    spec = FeatureSpec((), {}, tuple([1 / 168] * 168), ())
+    rng = np.random.default_rng(7)
+    fs = FeatureState(spec, ["UTC", "Asia/Kolkata", "America/New_York"] * 10, 480_000)
+    b = 480_000
+    for step in range(150):
+        b += int(rng.integers(0, 3))
+        u = rng.choice(30, 6, replace=False)
+        fs.record_activity(u[:3], b)
+        fs.advance(u, b)
+        if step % 50 == 49:  # reuse slots: once empty, once with another user's history
+            hist = fs.export_history(u[3:]) if step == 99 else None
+            fs.reset_users(u[:3], b, history=hist)
+        d = rng.integers(0, 7, u.size)
+        cached = fs.day_profile(u, d, pool)
+        assert len(fs._profiles) > 0
+        monkeypatch.setattr(features, "PROFILE_CACHE_USERS", -1)
+        direct = fs.day_profile(u, d, pool)
+        monkeypatch.setattr(features, "PROFILE_CACHE_USERS", 16)
+        assert np.array_equal(cached, direct), (step, np.abs(cached - direct).max())
+    assert fs.day_profile(np.zeros(0, np.int64), np.zeros(0, np.int64), pool).shape == (0, 24)

@@ -1,0 +1,141 @@
+"""The server's outermost pushrl layer: request timing, and the hot routes without the
+framework's per-request machinery.
+
+:class:`HotPath` is a pure ASGI middleware. For every HTTP request it records one latency
+observation (route template, method, status). ``POST /v1/decide`` and ``GET /v1/echo`` (the
+load benchmark's ceiling: same path, same auth, no work) it answers itself: the API-key check
+is a direct call (no dependency solving), the body goes straight to pydantic-core, and the
+JSON answer is sent with pre-built headers. A decide request thus skips FastAPI's routing,
+exception, exit-stack and dependency layers, about a third of its cost. Everything else goes
+to the FastAPI app unchanged.
+
+Nothing is defined twice: the routes stay declared in :mod:`pushrl.serve.app` (OpenAPI, and
+the same handlers serve a request that reaches them), the request logic is the handlers'
+(:func:`pushrl.serve.app.decide_json`), the key check is :func:`pushrl.serve.app.authorize`,
+and an exception becomes the response the app's own exception handlers give it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import ClientDisconnect, Request
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from pushrl.serve.server import Server
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Any]]
+Send = Callable[[Any], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+#: A hot route: ``(server, scope, body) -> JSON bytes`` (raises on any error).
+Handler = Callable[["Server", Scope, bytes], Awaitable[bytes]]
+_JSON = (b"content-type", b"application/json")
+
+
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body.
+
+    Raises:
+        ClientDisconnect: the client went away before sending all of it.
+    """
+    chunks: list[bytes] = []
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunks.append(msg.get("body", b""))
+        if not msg.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class HotPath:
+    """Times every request; answers the hot routes itself (module docstring). It wraps the
+    app's whole middleware stack (:func:`pushrl.serve.app.create_app`).
+
+    Args:
+        app: The inner ASGI app (FastAPI's routing).
+        root: The FastAPI app (its ``state.server`` once the lifespan started it, its routes
+            and exception handlers).
+        hot: ``{(method, path): (needs_body, handler)}``.
+    """
+
+    def __init__(self, app: ASGIApp, root: FastAPI,
+                 hot: dict[tuple[str, str], tuple[bool, Handler]]) -> None:
+        self.app = app
+        self.root = root
+        self.hot = hot
+        self._routes: dict[str, Any] = {}
+        self._children: dict[tuple[str, str, int], Any] = {}
+
+    def _route(self, path: str) -> Any:
+        """The declared route of a hot path (error handlers log its template)."""
+        got = self._routes.get(path)
+        if got is None:
+            got = next((r for r in self.root.routes if getattr(r, "path", None) == path), None)
+            self._routes[path] = got
+        return got
+
+    def _observe(self, srv: Server, route: str, method: str, status: int,
+                 seconds: float) -> None:
+        key = (route, method, status)
+        child = self._children.get(key)
+        if child is None or child[0] is not srv:  # a new server (tests restart the app)
+            child = (srv, srv.metrics.latency.labels(route, method, str(status)))
+            self._children[key] = child
+        child[1].observe(seconds)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        srv: Server | None = getattr(self.root.state, "server", None)
+        if srv is None or scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        method = scope["method"]
+        hot = self.hot.get((method, scope["path"]))
+        if hot is None:
+            status = 500
+
+            async def timed_send(message: Any) -> None:
+                nonlocal status
+                if message["type"] == "http.response.start":
+                    status = message["status"]
+                await send(message)
+
+            try:
+                await self.app(scope, receive, timed_send)
+            finally:
+                route = getattr(scope.get("route"), "path", None) or "unmatched"
+                self._observe(srv, route, method, status, time.perf_counter() - t0)
+            return
+        path = scope["path"]
+        scope["app"] = self.root
+        scope["route"] = self._route(path)
+        try:
+            body = await read_body(receive) if hot[0] else b""
+            out = await hot[1](srv, scope, body)
+        except Exception as exc:
+            status = await self._error(exc, scope, receive, send)
+        else:
+            status = 200
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [_JSON, (b"content-length", str(len(out)).encode())]})
+            await send({"type": "http.response.body", "body": out})
+        self._observe(srv, path, method, status, time.perf_counter() - t0)
+
+    async def _error(self, exc: Exception, scope: Scope, receive: Receive, send: Send) -> int:
+        """Answer as the app's exception handler for ``exc`` does; returns the status."""
+        handlers = self.root.exception_handlers
+        handler = next((handlers[c] for c in type(exc).__mro__ if c in handlers), None)
+        if handler is None:  # the app registers one for Exception: never expected
+            raise exc
+        response = handler(Request(scope, receive), exc)
+        if inspect.isawaitable(response):
+            response = await response
+        await response(scope, receive, send)
+        return int(response.status_code)

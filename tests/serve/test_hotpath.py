@@ -1,0 +1,123 @@
+"""Issue 20: the hot routes answered by :class:`~pushrl.serve.hotpath.HotPath` give exactly
+what the declared FastAPI routes give (status, body, metrics), and a response leaves in one
+write."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+from prometheus_client import generate_latest
+
+from pushrl.serve import app as app_module
+from pushrl.serve.app import create_app
+from pushrl.serve.auth import new_key
+from pushrl.serve.timeouts import _OneWrite
+from tests.serve.conftest import T0, doubles, make_cfg, seed_world
+
+H = 3600
+_DECIDE_CASES: list[tuple[dict[str, str], Any]] = [
+    ({}, {"user_id": "u0"}),                          # no key: 401
+    ({"X-API-Key": "wrong"}, {"user_id": "u0"}),      # bad key: 401
+    ({"K": "admin-only"}, {"user_id": "u0"}),         # key without `decide`: 403
+    ({"K": "decide"}, {"user_id": "nobody"}),         # 404 unknown user
+    ({"K": "decide"}, b'{"user_id": '),               # 400 malformed JSON
+    ({"K": "decide"}, {"user_id": "u0", "horizon_hours": -3}),  # 422
+    ({"K": "decide"}, {"user_id": "u0", "ts": T0 - 2 * H}),  # before the user: 409
+    ({"K": "decide"}, {"user_id": "u0", "ts": T0 + 12 * H}),  # 200
+]
+
+
+def _client(tmp: Path, keys: Path, hot: bool) -> TestClient:
+    c = TestClient(create_app(make_cfg(tmp, api_keys=keys), overrides=doubles()))
+    c.__enter__()
+    if not hot:  # serve every request through the declared routes
+        mw = c.app.middleware_stack  # type: ignore[attr-defined]
+        mw.hot = {}
+    return c
+
+
+def _statuses(c: TestClient) -> list[str]:
+    text = generate_latest(c.app.state.server.metrics.registry).decode()  # type: ignore[attr-defined]
+    return sorted(ln.split(" ")[0] for ln in text.splitlines()
+                  if ln.startswith("serve_request_duration_seconds_count"))
+
+
+def _run(tmp: Path, keys: Path, k: dict[str, str], hot: bool) -> list[Any]:
+    c = _client(tmp, keys, hot)
+    try:
+        assert isinstance(c.app.middleware_stack, app_module.HotPath)  # type: ignore[attr-defined]
+        hdr = {"X-API-Key": k["both"]}
+        for j in range(2):
+            c.put(f"/v1/items/i{j}", json={"category": "ab"[j]}, headers=hdr).raise_for_status()
+        c.put("/v1/users/u0", json={"timezone": "UTC", "ts": T0}, headers=hdr).raise_for_status()
+        got: list[Any] = []
+        for h, body in _DECIDE_CASES:
+            headers = {"X-API-Key": k[h["K"]]} if "K" in h else dict(h)
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            r = c.post("/v1/decide", content=data, headers=headers)
+            out = r.json()
+            out.pop("decision_id", None)
+            got.append((r.status_code, out, r.headers["content-type"]))
+        got.append(c.get("/v1/echo", headers={"Authorization": f"Bearer {k['decide']}"})
+                   .status_code)
+        got.append(c.get("/v1/decide", headers={"X-API-Key": k["decide"]}).status_code)
+        return [got, _statuses(c)]
+    finally:
+        c.__exit__(None, None, None)
+
+
+def test_hot_routes_answer_as_the_declared_routes(tmp_path: Path) -> None:
+    """The same requests with the hot path on and off: same statuses and bodies (decision
+    ids aside), same latency metric labels."""
+    keys = tmp_path / "keys.json"
+    k = {"decide": new_key(keys, ["decide"]), "admin-only": new_key(keys, ["admin"]),
+         "both": new_key(keys, ["decide", "admin"])}
+    hot = _run(tmp_path / "hot", keys, k, True)
+    routes = _run(tmp_path / "routes", keys, k, False)
+    assert [g[0] for g in hot[0][:-2]] == [401, 401, 403, 404, 400, 422, 409, 200]
+    assert hot[0][-2:] == [200, 405]
+    assert hot == routes
+
+
+def test_hot_path_without_keys(make_client: Any) -> None:
+    c = make_client()
+    seed_world(c)
+    r = c.post("/v1/decide", json={"user_id": "u0", "ts": T0 + 12 * H})
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert int(r.headers["content-length"]) == len(r.content)
+    assert c.get("/v1/echo").json() == {"ok": True}
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+def test_one_write_holds_headers_until_the_body() -> None:
+    t = _Transport()
+    w = _OneWrite(t)
+    w.hold = True
+    w.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    w.hold = False
+    assert t.writes == []
+    w.write(b"{}")
+    assert t.writes == [b"HTTP/1.1 200 OK\r\n\r\n{}"]
+    w.hold = True  # a response without body bytes (HEAD): flushed on completion or close
+    w.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+    w.hold = False
+    w.close()
+    assert t.writes[-1] == b"HTTP/1.1 204 No Content\r\n\r\n" and t.closed
+    assert w.is_closing()  # other attributes reach the transport
