@@ -80,6 +80,7 @@ def command(
     from pushrl.rules.guardrails import Guardrails
     from pushrl.serve.config import ServeConfig, is_loopback, state_dir
     from pushrl.serve.timeouts import HttpLimits, uvicorn_config
+    from pushrl.serve.history import check_history
     from pushrl.serve.store import check_log
 
     if workers != 1:
@@ -119,6 +120,7 @@ def command(
                       catalog=catalog, public_docs=public_docs, public_metrics=public_metrics,
                       time_window_days=(past, future), accept_empty_state=accept_empty_state)
     check_log(cfg.state, accept_empty=accept_empty_state)  # one clear line, not a traceback
+    check_history(cfg.state)
     limits = HttpLimits(header_timeout, body_timeout, keep_alive, limit_concurrency)
     uvicorn.Server(uvicorn_config(create_app(cfg), host=host, port=port, limits=limits,
                                   log_level=log_level)).run()

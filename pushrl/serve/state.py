@@ -19,6 +19,7 @@ from pushrl.data.features import FeatureSpec, FeatureState, ItemCatalog
 from pushrl.data.timezones import zone_names
 from pushrl.serve.errors import Conflict, NotFound, ServeError, Unprocessable
 from pushrl.serve.guardrails import SendHistory
+from pushrl.serve.history import Restored, history_meta, restore
 from pushrl.serve.store import (
     OP_ACTIVITY,
     OP_ADD_USER,
@@ -243,8 +244,7 @@ class ServerState:
         self._catalog = None
         self._item_cat = None
         idx_to_user = dict(log.iter_rows("SELECT idx, user_id FROM users"))
-        self.fs = FeatureState(self.spec, [], 0)
-        self.users = {}
+        restored = self._restore_history()
         run_kind = -1
         run_u: list[int] = []
         run_b: list[int] = []
@@ -277,11 +277,27 @@ class ServerState:
             seen.add(u)
         flush()
         self.sends = SendHistory()
+        if restored is not None:  # the imported log's last sends (guardrail counters)
+            for u, ts in restored.sends.tolist():
+                self.sends.record(u, self.timezone(u), ts)
         for uid, ts in log.iter_rows("SELECT user_id, ts FROM decisions WHERE sent=1 "
                                      "ORDER BY seq"):
             idx = self.users[uid]
             self.sends.record(idx, self.timezone(idx), ts)  # same local day as when decided
         self.seq = log.max_seq()
+
+    def _restore_history(self) -> Restored | None:
+        """Start :attr:`fs` and :attr:`users` from the imported history's snapshot
+        (:mod:`pushrl.serve.history`), else empty; the journal is re-applied on top."""
+        meta = history_meta(self.log)
+        if meta is None:
+            self.fs = FeatureState(self.spec, [], 0)
+            self.users = {}
+            return None
+        restored = restore(self.log.dir, meta, self.spec)
+        self.fs = restored.fs
+        self.users = {u: i for i, u in enumerate(restored.user_ids)}
+        return restored
 
     def timezone(self, idx: int) -> str:
         """IANA time zone of user ``idx``."""

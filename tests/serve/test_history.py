@@ -1,0 +1,178 @@
+"""`pushrl state import`: a log's history in the server's state, with day-1 features equal to
+the batch replay's; restarts load the snapshot; a damaged snapshot is refused; the catalog and
+the default most-popular come from the imported data (a world whose ids are not synth's)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from pushrl.data.features import FeatureSpec, replay
+from pushrl.data.io import Dataset, from_unix_seconds, to_unix_seconds, write_dataset
+from pushrl.data.synth import generate
+from pushrl.data.worlds import world_config
+from pushrl.errors import PushrlError
+from pushrl.serve.app import create_app
+from pushrl.serve.history import (
+    HISTORY_DIR,
+    STATE_FILE,
+    check_history,
+    history_meta,
+    import_history,
+    restore,
+)
+from pushrl.serve.store import DurableLog, StateError
+from tests.serve.conftest import CoinFlip, doubles, make_cfg
+
+H = 3600
+
+
+def _renamed(ds: Dataset) -> Dataset:
+    """The dataset with item ids unlike the synthetic world's (``sku-<n>-x``)."""
+    new = {i: f"sku-{j * 7 + 3}-x" for j, i in enumerate(ds.items["item_id"].astype(str))}
+
+    def ren(s: pd.Series) -> pd.Series:
+        return s.astype(object).map(lambda v: new.get(str(v), v) if isinstance(v, str) else v)
+
+    items = ds.items.assign(item_id=ren(ds.items["item_id"]))
+    act = ds.activity.assign(item_id=ren(ds.activity["item_id"]))
+    pushes = ds.pushes.assign(item_id=ren(ds.pushes["item_id"]))
+    return Dataset(ds.users, items, act, pushes, meta=ds.meta)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Dataset]:
+    """A small night-owls log (an epsilon-greedy logger, odd zones) with renamed items."""
+    ds, *_ = generate(world_config("night-owls", users=60, days=10, seed=3))
+    d = tmp_path_factory.mktemp("hist") / "data"
+    write_dataset(_renamed(ds), d)
+    from pushrl.data.validate import load_dataset
+
+    loaded, rep = load_dataset(d, quarantine=False)
+    assert rep.n_rejected == 0
+    return d, loaded
+
+
+def _day1_decisions(ds: Dataset, t1: np.ndarray) -> Dataset:
+    """``ds`` plus one unsent decision per user at each time of ``t1`` (after the log)."""
+    rows = pd.DataFrame({
+        "user_id": np.repeat(ds.users["user_id"].to_numpy(object), t1.size),
+        "ts": from_unix_seconds(np.tile(t1, len(ds.users))).to_numpy(),
+        "sent": False, "opened": pd.NA, "item_id": None})
+    pushes = pd.concat([ds.pushes, rows.astype({"opened": "boolean"})], ignore_index=True)
+    pushes["ts"] = pd.to_datetime(pushes["ts"], utc=True)
+    return Dataset(ds.users, ds.items, ds.activity, pushes)
+
+
+def test_day1_features_equal_replay(world: tuple[Path, Dataset], tmp_path: Path) -> None:
+    """Every user's features at two decisions after the log (the first hour after it and
+    day 1, 09:00 UTC) equal replay()'s on the log plus those decisions: exact (float32,
+    tolerance 0: one pipeline on the same events)."""
+    data, ds = world
+    rep = import_history(data, tmp_path / "state", quarantine=False)
+    assert rep["n_users"] == len(ds.users) and rep["n_rejected"] == 0
+    end = int(to_unix_seconds(ds.pushes["ts"]).max())
+    t1 = np.array([(end // H + 1) * H + 60, (end // 86400 + 1) * 86400 + 9 * H + 5], np.int64)
+    spec = FeatureSpec.fit(ds)
+    ds2 = _day1_decisions(ds, t1)
+    want = replay(ds2, spec).features[len(ds.pushes):]  # rows: user-major, then time
+    cfg = make_cfg(tmp_path, catalog=None)
+    app = create_app(cfg, overrides=doubles(timing=CoinFlip(0.0)))
+    with TestClient(app) as c:
+        assert app.state.server.state.spec.to_dict() == spec.to_dict()
+        for uid in ds.users["user_id"]:
+            for t in t1.tolist():
+                r = c.post("/v1/decide", json={"user_id": uid, "ts": t})
+                assert r.status_code == 200, r.text
+    conn = sqlite3.connect(tmp_path / "state" / "log.sqlite3")
+    blobs = conn.execute("SELECT features FROM decisions ORDER BY seq").fetchall()
+    served = np.stack([np.frombuffer(b[0], np.float32) for b in blobs])
+    np.testing.assert_array_equal(served, want)
+    # the restart loads the snapshot and re-applies the journal: same state
+    app2 = create_app(cfg, overrides=doubles(timing=CoinFlip(0.0)))
+    with TestClient(app2):
+        st = app2.state.server.state
+        n = len(ds.users)
+        far = int(t1.max() // H + 30)
+        again = st.fs.copy_users(np.arange(n)).features(np.arange(n), far)
+    with TestClient(create_app(cfg, overrides=doubles(timing=CoinFlip(0.0)))) as c3:
+        st3 = c3.app.state.server.state  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(st3.fs.copy_users(np.arange(n)).features(
+            np.arange(n), far), again)
+
+
+def test_catalog_and_popularity_from_imported_data(world: tuple[Path, Dataset],
+                                                   tmp_path: Path) -> None:
+    """Out of the box (no policy promoted) the server recommends only the imported world's
+    items (``sku-...``), ranked by most-popular fitted on the imported pushes."""
+    data, ds = world
+    import_history(data, tmp_path / "state", quarantine=False)
+    cfg = make_cfg(tmp_path, catalog=None)
+    app = create_app(cfg, overrides={"timing": doubles()["timing"]})  # default item policy
+    end = int(to_unix_seconds(ds.pushes["ts"]).max())
+    with TestClient(app) as c:
+        srv = app.state.server
+        assert srv.engine.policies.item.label == "most-popular@server"
+        assert "--catalog data" in srv._popular.source
+        items = set(ds.items["item_id"].astype(str))
+        got = {c.post("/v1/decide", json={"user_id": u, "ts": end + h * H}).json()["item_id"]
+               for u in ds.users["user_id"][:10] for h in (2, 8, 14, 20)} - {None}
+        assert got and got <= items and all(i.startswith("sku-") for i in got)
+        scores = srv._popularity()
+        best = srv.state.item_list[int(np.argmax(scores))].item_id
+        assert got == {best}
+
+
+def test_damaged_or_missing_snapshot_is_refused(world: tuple[Path, Dataset],
+                                                tmp_path: Path) -> None:
+    data, _ = world
+    import_history(data, tmp_path / "state", quarantine=False)
+    snap = tmp_path / "state" / HISTORY_DIR / STATE_FILE
+    raw = bytearray(snap.read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    snap.write_bytes(bytes(raw))
+    cfg = make_cfg(tmp_path, catalog=None)
+    with pytest.raises(StateError, match="damaged.*sha256"), \
+            TestClient(create_app(cfg, overrides=doubles())):
+        pass
+    with pytest.raises(StateError, match="damaged.*sha256"):
+        check_history(tmp_path / "state")  # what `pushrl serve` checks before starting
+    snap.unlink()
+    with pytest.raises(StateError, match="missing"):
+        check_history(tmp_path / "state")
+
+
+def test_import_refuses_a_used_state_dir(world: tuple[Path, Dataset], tmp_path: Path) -> None:
+    data, _ = world
+    import_history(data, tmp_path / "state", quarantine=False)
+    with pytest.raises(PushrlError, match="new --state"):
+        import_history(data, tmp_path / "state", quarantine=False)
+
+
+def test_other_categories_replay_the_events(world: tuple[Path, Dataset],
+                                            tmp_path: Path) -> None:
+    """A promoted policy's spec with other categories: the snapshot cannot serve, the
+    imported events are replayed under that spec (== replay of the log under it)."""
+    data, ds = world
+    import_history(data, tmp_path / "state", quarantine=False)
+    other = ds.items.assign(category=[f"c{j % 3}" for j in range(len(ds.items))])
+    spec2 = FeatureSpec.fit(Dataset(ds.users, other, ds.activity, ds.pushes))
+    log = DurableLog(tmp_path / "state")
+    try:
+        meta = history_meta(log)
+        assert meta is not None and tuple(meta["categories"]) != spec2.categories
+        fs = restore(log.dir, meta, spec2).fs
+    finally:
+        log.close()
+    want = replay(ds, spec2).state
+    n = len(ds.users)
+    b = int(to_unix_seconds(ds.pushes["ts"]).max()) // H + 5
+    cats = np.broadcast_to(np.arange(spec2.n_categories), (n, spec2.n_categories))
+    np.testing.assert_array_equal(fs.features(np.arange(n), b), want.features(np.arange(n), b))
+    np.testing.assert_array_equal(fs.affinity(np.arange(n), cats),
+                                  want.affinity(np.arange(n), cats))
