@@ -76,7 +76,6 @@ def command(
 
     from pushrl.errors import PushrlError
     from pushrl.serve.app import create_app
-    from pushrl.envs.scenario import load_scenario
     from pushrl.rules.guardrails import Guardrails
     from pushrl.serve.config import ServeConfig, is_loopback, state_dir
     from pushrl.serve.timeouts import HttpLimits, uvicorn_config
@@ -94,6 +93,8 @@ def command(
                           "--scopes decide,admin) or --insecure")
     base: Guardrails | None = None
     if scenario is not None:
+        from pushrl.envs.scenario import load_scenario  # (imports the simulator: only here)
+
         sc = load_scenario(scenario)
         base = sc.guardrails
         catalog = catalog or sc.data

@@ -316,3 +316,53 @@ def _replay_under(spec: FeatureSpec, users: pd.DataFrame,
     items = pd.DataFrame({"item_id": pd.Series([], dtype=object)})
     return replay(_events_dataset(users, items, spec.category_column, ev), spec,
                   with_affinity=False).state
+
+
+#: Columns of each table that the catalog, the feature spec and the default most-popular read
+#: (``--catalog``): a server start reads these, never the whole log.
+CATALOG_COLUMNS = {
+    "users": ("user_id", "timezone"),
+    "items": None,  # all: item features
+    "activity": ("user_id", "ts", "event", "item_id"),
+    "pushes": ("decision_id", "user_id", "ts", "sent", "item_id", "opened", "clicked",
+               "converted", "revenue"),
+}
+
+
+def catalog_dataset(data: str | Path) -> Dataset:
+    """The columns of ``data`` that a server's catalog, feature spec and default
+    most-popular need (:data:`CATALOG_COLUMNS`), read (Parquet: only those columns),
+    coerced and validated like :func:`~pushrl.data.validate.load_dataset` (rejected rows are
+    left out, not quarantined)."""
+    import pyarrow.parquet as pq
+
+    from pushrl.data.contract import TABLES
+    from pushrl.data.io import coerce_table, empty_activity, read_meta, read_raw
+    from pushrl.data.validate import ts_range, validate_tables
+    from pushrl.errors import SchemaError
+
+    d = Path(data)
+    if not d.is_dir():
+        raise SchemaError(f"--catalog {str(d)!r} is not a directory; pass a pushlog "
+                          "directory (users/items/pushes tables)")
+    tables: dict[str, pd.DataFrame] = {}
+    for name in TABLES:
+        want = CATALOG_COLUMNS.get(name)
+        p = d / f"{name}.parquet"
+        if want is not None and p.is_file():
+            have = set(pq.read_schema(p).names)
+            raw: pd.DataFrame | None = pq.read_table(
+                p, columns=[c for c in want if c in have]).to_pandas()
+        else:
+            raw = read_raw(d, name)
+        if raw is None:
+            if name != "activity":
+                raise SchemaError(f"table `{name}` is missing in {d}; add {name}.parquet or "
+                                  f"{name}.csv (see simulator_data/README.md)")
+            tables[name] = empty_activity()
+            continue
+        tables[name] = coerce_table(raw, name)
+    meta = read_meta(d)
+    accepted, _, _ = validate_tables(tables, ts_range(None, None, meta))
+    return Dataset(accepted["users"], accepted["items"], accepted["activity"],
+                   accepted["pushes"], path=d, meta=meta)

@@ -18,7 +18,7 @@ import numpy as np
 from pushrl.data.features import FeatureSpec
 from pushrl.errors import PushrlError
 from pushrl.policies.base import Policy
-from pushrl.serve import registry_ops
+from pushrl.serve import history, registry_ops
 from pushrl.serve.auth import KeyChecker, load_keys
 from pushrl.serve.config import ServeConfig
 from pushrl.serve.batcher import DecisionBatcher
@@ -131,19 +131,12 @@ class Server:
     def _save_popularity(self, ds: Any, catalog: Path) -> None:
         """Fit the default most-popular on the --catalog data (first start) and keep its
         scores in the state dir, so later starts need neither the data nor a refit."""
-        from pushrl.policies.baselines import definition
-        from pushrl.policies.item_baselines import MostPopular
-
-        params = {k: v for k, v in definition("most-popular").get("params", {}).items()
-                  if k in ("reward", "prior_strength")}
-        try:
-            mp = MostPopular.fit(ds, reward=params.get("reward") or None,
-                                 prior_strength=float(params.get("prior_strength", 10.0)))
-        except (PushrlError, ValueError, KeyError) as exc:
-            log.warning("--catalog %s: no item popularity (%s); most-popular starts uniform "
-                        "and learns from the activity events it sees", catalog, exc)
+        scores = history.popularity(ds)
+        if scores is None:
+            log.warning("--catalog %s: no item popularity (no sent pushes with a reward); "
+                        "most-popular starts uniform and learns from the activity events it "
+                        "sees", catalog)
             return
-        scores = dict(zip(mp.item_ids, mp.scores.tolist(), strict=True))
         (self.cfg.state / POPULAR_FILE).write_text(json.dumps(
             {"source": str(catalog), "scores": scores}, sort_keys=True))
 
@@ -159,9 +152,7 @@ class Server:
                             catalog, self.cfg.state)
             return FeatureSpec.from_dict(json.loads(p.read_text()))
         if catalog is not None:
-            from pushrl.data.validate import load_dataset
-
-            ds, _ = load_dataset(catalog, quarantine=False)
+            ds = history.catalog_dataset(catalog)  # the columns it needs, not the whole log
             spec = FeatureSpec.fit(ds)
             if not self.log.query("SELECT 1 FROM items LIMIT 1"):
                 self._load_items(ds.items, spec.category_column)
@@ -172,16 +163,7 @@ class Server:
         return default_spec(self.log.query("SELECT item_id, category FROM items ORDER BY seq"))
 
     def _load_items(self, items: Any, category_column: str) -> None:
-        stmts: list[Statement] = []
-        for i, row in enumerate(items.to_dict("records")):
-            feats = {k: (None if v is None or (isinstance(v, float) and np.isnan(v)) else
-                         v.item() if hasattr(v, "item") else v)
-                     for k, v in row.items() if k not in ("item_id", category_column)}
-            cat = row.get(category_column)
-            stmts.append(("INSERT OR IGNORE INTO items VALUES (?,?,?,?)",
-                          (str(row["item_id"]), None if cat is None else str(cat),
-                           json.dumps(feats, sort_keys=True, default=str), i + 1)))
-        self.log.write(stmts)
+        self.log.write(history.item_rows(items, category_column))
 
     def close(self) -> None:
         """Flush and close the durable log."""

@@ -277,9 +277,11 @@ class ServerState:
             seen.add(u)
         flush()
         self.sends = SendHistory()
-        if restored is not None:  # the imported log's last sends (guardrail counters)
-            for u, ts in restored.sends.tolist():
-                self.sends.record(u, self.timezone(u), ts)
+        if restored is not None and restored.sends.size:  # the log's last sends (guardrails)
+            hu, hts = restored.sends[:, 0], restored.sends[:, 1]
+            days = self.fs.local_time_at(hu, hts)[2]  # vectorised, DST-exact
+            for u, ts, day in zip(hu.tolist(), hts.tolist(), days.tolist(), strict=True):
+                self.sends.record(u, "", ts, day)
         for uid, ts in log.iter_rows("SELECT user_id, ts FROM decisions WHERE sent=1 "
                                      "ORDER BY seq"):
             idx = self.users[uid]
