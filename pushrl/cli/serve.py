@@ -61,6 +61,10 @@ def command(
     time_window: str = typer.Option("3653,731", "--time-window", help="PAST,FUTURE days "
                                     "around the wall clock in which request times are "
                                     "accepted."),
+    late_bound: int = typer.Option(168, "--late-bound", min=0, help="Hours an event may "
+                                   "arrive after its user's state moved on (it is placed in "
+                                   "its hour); later ones get 409 event_too_late. Default: "
+                                   "the longest feature window."),
     accept_empty_state: bool = typer.Option(False, "--accept-empty-state", help="Start anew "
                                             "although the state dir's log is missing or "
                                             "empty (see README: state recovery)."),
@@ -119,7 +123,8 @@ def command(
                       guardrails=guardrails,
                       attribution_hours=attribution_hours, sync=sync, seed=seed,
                       catalog=catalog, public_docs=public_docs, public_metrics=public_metrics,
-                      time_window_days=(past, future), accept_empty_state=accept_empty_state)
+                      time_window_days=(past, future), accept_empty_state=accept_empty_state,
+                      late_bound_hours=late_bound)
     check_log(cfg.state, accept_empty=accept_empty_state)  # one clear line, not a traceback
     check_history(cfg.state)
     limits = HttpLimits(header_timeout, body_timeout, keep_alive, limit_concurrency)

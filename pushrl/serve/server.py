@@ -287,6 +287,7 @@ class Server:
         item = np.array([-1 if e.item_id is None else st.item_index(e.item_id) for e in events],
                         np.int64)
         ts = np.array([_sec(e.ts, now) for e in events], np.int64)
+        st.check_late(u, ts // HOUR, self.cfg.late_bound_hours)
         stmts: list[Statement] = []
         # vectorised runs of distinct users (a user's events apply in order)
         start, seen = 0, set[int]()
@@ -413,7 +414,7 @@ class Server:
         """
         dec = self._decision(fb.decision_id)
         given = {k: getattr(fb, k) for k in OUTCOME_COLS if getattr(fb, k) is not None}
-        ts = _sec(fb.ts, self.now())
+        ts = self._feedback_ts(fb.ts, dec)
         if given and not dec["sent"] and any(v for v in given.values()):
             raise Conflict("not_sent", f"decision {fb.decision_id!r} did not send a push "
                            "(send=false); outcomes only apply to sent pushes")
@@ -439,12 +440,30 @@ class Server:
                               (*[merged[k] for k in changed], fb.decision_id)))
             if merged["opened"] and not dec["opened"]:
                 u = st.user_index(dec["user_id"])
-                stmts += st.op(OP_OPEN, np.array([u]), np.array([ts // HOUR]))
+                b = ts // HOUR  # in its hour; beyond the late bound at the user's clock
+                if int(st.fs.clock(u)) - b > self.cfg.late_bound_hours:
+                    b = int(st.fs.clock(u))
+                stmts += st.op(OP_OPEN, np.array([u]), np.array([b]))
             self._pending_fb[fb.decision_id] = merged
         self.metrics.feedback.labels("late" if late else "joined").inc()
         out = {"decision_id": fb.decision_id, "late": late,
                "outcomes": {k: merged[k] for k in OUTCOME_COLS}}
         return out, stmts, merged
+
+    def _feedback_ts(self, ts: Any, dec: dict[str, Any]) -> int:
+        """The time of a feedback report: its ``ts``; without one the wall clock when the
+        decision is within the attribution window of it, else (history or simulated time,
+        or a report that really is late) the user's own clock: the time its state has
+        reached (never before the decision). So a report without ``ts`` is late only when
+        the user's state moved past the window, never merely because the decision's
+        ``ts`` is not the wall clock's."""
+        if ts is not None:
+            return int(ts.timestamp())
+        now, t = self.now(), int(dec["ts"])
+        if 0 <= now - t <= self.cfg.attribution_hours * HOUR:
+            return now
+        u = self.state.users.get(dec["user_id"])
+        return t if u is None else max(t, int(self.state.fs.clock(u)) * HOUR)
 
     def _revenue_ts(self, decision_id: str, dec: dict[str, Any]) -> int:
         """``ts`` of the report that set the decision's revenue (-1: none yet)."""

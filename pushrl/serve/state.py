@@ -230,6 +230,19 @@ class ServerState:
                            "the user's state (a later event or decision was recorded, or the "
                            "user was created later); send decisions in time order")
 
+    def check_late(self, users: np.ndarray, buckets: np.ndarray, bound: int) -> None:
+        """Refuse events more than ``bound`` hours before their user's state (a decision or a
+        later event was recorded). Events within it are placed in their own hour by the
+        feature state (:meth:`~pushrl.data.features.FeatureState.record_activity`)."""
+        lag = self.fs.clock(users) - buckets
+        bad = lag > bound
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise Conflict("event_too_late", f"events[{i}]: event time is {int(lag[i])} h "
+                           f"before the user's state; the server places events up to "
+                           f"{bound} h late (--late-bound) in their hour; bring older history "
+                           "in with `pushrl state import`")
+
     # ------------------------------------------------------------------ restart
     def rebuild(self) -> None:
         """Rebuild users, items, feature state and send history from the durable log (what
