@@ -103,7 +103,7 @@ def popularity(ds: Dataset) -> dict[str, float] | None:
 def _fresh(log: DurableLog) -> None:
     """Refuse to import into a state dir that already holds a server's data."""
     for table in ("users", "items", "ops", "decisions"):
-        if log.query(f"SELECT 1 FROM {table} LIMIT 1"):  # noqa: S608 (fixed names)
+        if log.query(f"SELECT 1 FROM {table} LIMIT 1"):
             raise PushrlError(f"{log.dir} already holds {table} (a server ran or history was "
                               "imported there); import into a new --state directory")
     if log.get_meta(META_KEY) is not None:
@@ -171,9 +171,10 @@ def import_history(data: str | Path, state: str | Path, *, sync: str = "full",
         d = Path(state)
         hdir = d / HISTORY_DIR
         hdir.mkdir(exist_ok=True)
-        np.savez(hdir / STATE_FILE, **res.state.to_arrays(),
-                 user_ids=ds.users["user_id"].astype(str).to_numpy(dtype=str))
-        np.savez(hdir / EVENTS_FILE, **ev)
+        snap = {**res.state.to_arrays(),
+                "user_ids": ds.users["user_id"].astype(str).to_numpy(dtype=str)}
+        np.savez(hdir / STATE_FILE, **snap)  # type: ignore[arg-type]  # (numpy stub)
+        np.savez(hdir / EVENTS_FILE, **ev)  # type: ignore[arg-type]
         all_ts = np.concatenate([ev["a_ts"], to_unix_seconds(ds.pushes["ts"])])
         high = int(all_ts.max())
         users = ds.users

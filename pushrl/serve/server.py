@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 
 from pushrl.data.features import FeatureSpec
-from pushrl.errors import PushrlError
 from pushrl.policies.base import Policy
 from pushrl.serve import history, registry_ops
 from pushrl.serve.auth import KeyChecker, load_keys

@@ -137,10 +137,10 @@ def test_damaged_or_missing_snapshot_is_refused(world: tuple[Path, Dataset],
     raw[len(raw) // 2] ^= 0xFF
     snap.write_bytes(bytes(raw))
     cfg = make_cfg(tmp_path, catalog=None)
-    with pytest.raises(StateError, match="damaged.*sha256"), \
+    with pytest.raises(StateError, match=r"damaged.*sha256"), \
             TestClient(create_app(cfg, overrides=doubles())):
         pass
-    with pytest.raises(StateError, match="damaged.*sha256"):
+    with pytest.raises(StateError, match=r"damaged.*sha256"):
         check_history(tmp_path / "state")  # what `pushrl serve` checks before starting
     snap.unlink()
     with pytest.raises(StateError, match="missing"):
@@ -176,3 +176,28 @@ def test_other_categories_replay_the_events(world: tuple[Path, Dataset],
     np.testing.assert_array_equal(fs.features(np.arange(n), b), want.features(np.arange(n), b))
     np.testing.assert_array_equal(fs.affinity(np.arange(n), cats),
                                   want.affinity(np.arange(n), cats))
+
+
+def test_catalog_start_reads_only_what_it_needs(world: tuple[Path, Dataset],
+                                                tmp_path: Path) -> None:
+    """``--catalog`` on the non-synthetic world: the column-pruned read fits the same spec and
+    most-popular as the whole validated log, and the server serves only that world's items."""
+    from pushrl.data.validate import load_dataset
+    from pushrl.serve.history import catalog_dataset, popularity
+
+    data, ds = world
+    lean = catalog_dataset(data)
+    full, _ = load_dataset(data, quarantine=False)
+    assert FeatureSpec.fit(lean) == FeatureSpec.fit(full)
+    assert popularity(lean) == popularity(full)
+    cfg = make_cfg(tmp_path, catalog=data)
+    app = create_app(cfg, overrides={"timing": doubles()["timing"]})
+    end = int(to_unix_seconds(ds.pushes["ts"]).max())
+    with TestClient(app) as c:
+        srv = app.state.server
+        assert srv.state.spec == FeatureSpec.fit(full)
+        assert [it.item_id for it in srv.state.item_list] == list(ds.items["item_id"])
+        c.put("/v1/users/new", json={"timezone": "UTC", "ts": end})
+        got = {c.post("/v1/decide", json={"user_id": "new", "ts": end + h * H}).json()["item_id"]
+               for h in (10, 14, 18)} - {None}
+        assert got and all(i.startswith("sku-") for i in got)

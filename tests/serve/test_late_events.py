@@ -66,8 +66,8 @@ def _run(tmp: Path, late: bool) -> tuple[dict[int, np.ndarray], Any]:
             elif evs:
                 assert c.post("/v1/events", json={"events": evs}).status_code == 200
             conn = sqlite3.connect(tmp / "state" / "log.sqlite3")
-            q = "SELECT decision_id, features FROM decisions WHERE decision_id IN (%s)" % (
-                ",".join("?" * len(ids)))
+            marks = ",".join("?" * len(ids))
+            q = f"SELECT decision_id, features FROM decisions WHERE decision_id IN ({marks})"
             got = dict(conn.execute(q, ids).fetchall())
             conn.close()
             feats[h] = np.stack([np.frombuffer(got[d], np.float32) for d in ids])
