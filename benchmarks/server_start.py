@@ -7,7 +7,9 @@ days = 2.6M decision rows: ``pushrl data synth --users 4000 --days 28 --world co
 2. ``pushrl serve --state S``: wall time from the process start until ``/readyz`` answers
    200, first start after the import and a restart (target < 5 s);
 3. ``pushrl serve --state C --catalog DATA``: the same, first start (reads the catalog and
-   fits spec and popularity) and a restart.
+   fits spec and popularity) and a restart;
+4. the floor in the same run: ``pushrl serve`` on an empty state dir until ``/healthz``
+   (interpreter, imports, uvicorn), so figures under load can be read as floor + data.
 
     python benchmarks/server_start.py --data DIR [--runs 3] [--json] [--out FILE]
 
@@ -45,8 +47,8 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
-def _ready_seconds(args: list[str], timeout: float = 120.0) -> float:
-    """Start ``pushrl serve ARGS``; seconds until ``/readyz`` is 200; then stop it."""
+def _ready_seconds(args: list[str], timeout: float = 120.0, path: str = "/readyz") -> float:
+    """Start ``pushrl serve ARGS``; seconds until ``path`` is 200; then stop it."""
     port = _port()
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "pushrl", "serve", *args, "--port",
@@ -57,7 +59,7 @@ def _ready_seconds(args: list[str], timeout: float = 120.0) -> float:
             if proc.poll() is not None:
                 raise RuntimeError(f"server exited: {proc.stderr.read() if proc.stderr else ''}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as r:
                     if r.status == 200:
                         return time.perf_counter() - t0
             except OSError:
@@ -73,13 +75,17 @@ def _ready_seconds(args: list[str], timeout: float = 120.0) -> float:
 def run(data: Path, runs: int) -> dict[str, Any]:
     """Time import, start on the imported state and start on ``--catalog``."""
     out: dict[str, list[float]] = {k: [] for k in (
-        "import_s", "start_imported_first_s", "start_imported_restart_s",
+        "start_empty_s", "import_s", "start_imported_first_s", "start_imported_restart_s",
         "start_catalog_first_s", "start_catalog_restart_s")}
     report: dict[str, Any] = {}
     for _ in range(runs):
         with tempfile.TemporaryDirectory(prefix="pushrl-start-") as tmp:
             t = Path(tmp)
             reg = ["--registry", str(t / "policies")]
+            # the floor in the same run: interpreter, imports, uvicorn, an empty state
+            # (no items, so /healthz: /readyz says "no_items")
+            out["start_empty_s"].append(_ready_seconds(["--state", str(t / "empty"), *reg],
+                                                       path="/healthz"))
             t0 = time.perf_counter()
             res = subprocess.run([sys.executable, "-m", "pushrl", "state", "import", str(data),
                                   "--state", str(t / "imported"), "--json"], env=_env(),
@@ -117,7 +123,7 @@ def main() -> None:
         return
     print(f"{res['n_decisions']:,} decisions, {res['n_users']:,} users ({res['uptime']})")
     print(f"import: {res['import_s']} s (target <= 60 s)")
-    for k in ("start_imported_first_s", "start_imported_restart_s", "start_catalog_first_s",
+    for k in ("start_empty_s", "start_imported_first_s", "start_imported_restart_s", "start_catalog_first_s",
               "start_catalog_restart_s"):
         print(f"{k}: {res[k]} s (target < 5 s)")
 

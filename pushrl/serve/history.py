@@ -332,9 +332,11 @@ CATALOG_COLUMNS = {
 
 def catalog_dataset(data: str | Path) -> Dataset:
     """The columns of ``data`` that a server's catalog, feature spec and default
-    most-popular need (:data:`CATALOG_COLUMNS`), read (Parquet: only those columns),
-    coerced and validated like :func:`~pushrl.data.validate.load_dataset` (rejected rows are
-    left out, not quarantined)."""
+    most-popular need (:data:`CATALOG_COLUMNS`), read (Parquet: only those columns, and of
+    ``pushes`` only the sent rows), coerced and validated like
+    :func:`~pushrl.data.validate.load_dataset` over the rows read (rejected rows are left
+    out, not quarantined; checks across unsent rows, such as a duplicate ``decision_id``,
+    are not made: ``pushrl data validate`` or ``pushrl state import`` make them)."""
     import pyarrow.parquet as pq
 
     from pushrl.data.contract import TABLES
@@ -352,8 +354,11 @@ def catalog_dataset(data: str | Path) -> Dataset:
         p = d / f"{name}.parquet"
         if want is not None and p.is_file():
             have = set(pq.read_schema(p).names)
+            # the spec's open rate and most-popular count sent pushes only: the other
+            # decisions (97 % of a randomised log) are never read
+            only_sent = [("sent", "==", True)] if name == "pushes" and "sent" in have else None
             raw: pd.DataFrame | None = pq.read_table(
-                p, columns=[c for c in want if c in have]).to_pandas()
+                p, columns=[c for c in want if c in have], filters=only_sent).to_pandas()
         else:
             raw = read_raw(d, name)
         if raw is None:
