@@ -123,8 +123,8 @@ def main() -> None:
         return
     print(f"{res['n_decisions']:,} decisions, {res['n_users']:,} users ({res['uptime']})")
     print(f"import: {res['import_s']} s (target <= 60 s)")
-    for k in ("start_empty_s", "start_imported_first_s", "start_imported_restart_s", "start_catalog_first_s",
-              "start_catalog_restart_s"):
+    for k in ("start_empty_s", "start_imported_first_s", "start_imported_restart_s",
+              "start_catalog_first_s", "start_catalog_restart_s"):
         print(f"{k}: {res[k]} s (target < 5 s)")
 
 

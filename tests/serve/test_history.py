@@ -201,3 +201,36 @@ def test_catalog_start_reads_only_what_it_needs(world: tuple[Path, Dataset],
         got = {c.post("/v1/decide", json={"user_id": "new", "ts": end + h * H}).json()["item_id"]
                for h in (10, 14, 18)} - {None}
         assert got and all(i.startswith("sku-") for i in got)
+
+
+def test_cli_state_import_and_serve_history(world: tuple[Path, Dataset], tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pushrl state import` (JSON report) and `pushrl serve --history` (imports once, then
+    starts on the state; `--late-bound` reaches the server's config)."""
+    import json
+
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from pushrl.cli.main import app as cli
+    from pushrl.cli.serve import command
+    from tests.serve.test_cli_serve import serve_args
+
+    data, ds = world
+    res = CliRunner().invoke(cli, ["state", "import", str(data), "--state",
+                                   str(tmp_path / "a"), "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["n_users"] == len(ds.users)
+    got: list[uvicorn.Config] = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self: got.append(self.config))
+    for _ in range(2):  # the second start finds the history and does not import again
+        command(**serve_args(state=tmp_path / "b", history=data, late_bound=12,
+                             registry=tmp_path / "policies"))  # type: ignore[arg-type]
+    assert got[0].app.state.cfg.late_bound_hours == 12  # type: ignore[union-attr]
+    log = DurableLog(tmp_path / "b")
+    try:
+        meta = history_meta(log)
+        assert meta is not None and meta["n_users"] == len(ds.users)
+        assert log.query("SELECT COUNT(*) FROM users")[0][0] == len(ds.users)
+    finally:
+        log.close()
