@@ -26,6 +26,7 @@ snapshot, then re-applies the journal (:meth:`pushrl.serve.state.ServerState.reb
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ from pushrl.errors import PushrlError
 from pushrl.serve.store import DurableLog, Statement, StateError
 from pushrl.units import DAY, HOUR
 
+logger = logging.getLogger("pushrl.serve")
 HISTORY_DIR = "history"
 STATE_FILE = "state.npz"
 EVENTS_FILE = "events.npz"
@@ -301,6 +303,8 @@ def restore(state_dir: str | Path, meta: dict[str, Any], spec: FeatureSpec) -> R
     if tuple(meta["categories"]) == spec.categories:
         fs = FeatureState.from_arrays(spec, snap)
     else:
+        logger.warning("the feature spec has other categories than the imported history's: "
+                    "replaying its %d events under it", int(ev["a_ts"].size + ev["p_ts"].size))
         users = pd.DataFrame({"user_id": user_ids,
                               "timezone": [str(snap["tz_names"][i]) for i in snap["tz_idx"]]})
         fs = _replay_under(spec, users, ev)
