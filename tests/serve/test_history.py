@@ -234,3 +234,37 @@ def test_cli_state_import_and_serve_history(world: tuple[Path, Dataset], tmp_pat
         assert log.query("SELECT COUNT(*) FROM users")[0][0] == len(ds.users)
     finally:
         log.close()
+
+
+def test_guardrail_counters_carry_the_logs_last_sends(world: tuple[Path, Dataset],
+                                                      tmp_path: Path) -> None:
+    """After the import, the guardrails count the log's sends: per user, sends on the local
+    day and in the weekly window of a decision right after the log equal a brute-force
+    count over the log (exact integers)."""
+    from pushrl.data.timezones import local_clock
+    from pushrl.rules.guardrails import in_week_window
+    from pushrl.units import utc_offset_seconds
+
+    data, ds = world
+    import_history(data, tmp_path / "state", quarantine=False)
+    end = int(to_unix_seconds(ds.pushes["ts"]).max())
+    t = end + 60
+    b = t // H
+    sent = ds.pushes[ds.pushes["sent"].fillna(False).to_numpy(bool)]
+    s_ts = to_unix_seconds(sent["ts"])
+    with TestClient(create_app(make_cfg(tmp_path, catalog=None), overrides=doubles())) as c:
+        st = c.app.state.server.state  # type: ignore[attr-defined]
+        uids = list(ds.users["user_id"])
+        tz = dict(zip(ds.users["user_id"], ds.users["timezone"], strict=True))
+        u = np.array([st.users[x] for x in uids])
+        days = np.array([int(local_clock(t, utc_offset_seconds(t, tz[x]))[2]) for x in uids])
+        today, week = st.sends.counts(u, np.full(u.size, b), days)
+    want_today, want_week = [], []
+    for x in uids:
+        mine = s_ts[(sent["user_id"] == x).to_numpy()]
+        d = [int(local_clock(s, utc_offset_seconds(int(s), tz[x]))[2]) for s in mine]
+        want_today.append(sum(v == days[len(want_today)] for v in d))
+        want_week.append(int(sum(in_week_window(int(s) // H, b) for s in mine)))
+    assert sum(want_week) > 10 and sum(want_today) > 0
+    np.testing.assert_array_equal(today, want_today)
+    np.testing.assert_array_equal(week, want_week)
