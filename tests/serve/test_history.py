@@ -268,3 +268,27 @@ def test_guardrail_counters_carry_the_logs_last_sends(world: tuple[Path, Dataset
     assert sum(want_week) > 10 and sum(want_today) > 0
     np.testing.assert_array_equal(today, want_today)
     np.testing.assert_array_equal(week, want_week)
+
+
+def test_backup_and_restore_carry_the_history(world: tuple[Path, Dataset],
+                                              tmp_path: Path) -> None:
+    """`pushrl logs backup` keeps the snapshot files (and popularity); a restore into a new
+    state dir starts with the same features."""
+    from pushrl.serve.backup import backup
+    from pushrl.serve.backup import restore as restore_backup
+
+    data, ds = world
+    import_history(data, tmp_path / "a" / "state", quarantine=False)
+    n = len(ds.users)
+    b = int(to_unix_seconds(ds.pushes["ts"]).max()) // H + 3
+
+    def features(tmp: Path) -> np.ndarray:
+        with TestClient(create_app(make_cfg(tmp, catalog=None), overrides=doubles())) as c:
+            srv = c.app.state.server  # type: ignore[attr-defined]
+            assert srv._item_scores  # most-popular's scores came along
+            return np.asarray(srv.state.fs.copy_users(np.arange(n)).features(np.arange(n), b))
+
+    want = features(tmp_path / "a")
+    backup(tmp_path / "a" / "state", tmp_path / "b.sqlite3")
+    restore_backup(tmp_path / "b.sqlite3", tmp_path / "r" / "state")
+    np.testing.assert_array_equal(features(tmp_path / "r"), want)
