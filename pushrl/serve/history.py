@@ -152,6 +152,9 @@ def import_history(data: str | Path, state: str | Path, *, sync: str = "full",
     """
     from pushrl.data.validate import load_dataset
 
+    if not Path(data).is_dir():
+        raise PushrlError(f"{str(data)!r} is not a directory; pass a pushlog v1 directory "
+                          "(users/items/pushes tables, e.g. `pushrl data synth --out DIR`)")
     t0 = time.perf_counter()
     secs: dict[str, float] = {}
     log = DurableLog(state, sync=sync, accept_empty=True)
