@@ -11,7 +11,19 @@ from typing import Any
 import typer
 
 from pushrl import __version__
-from pushrl.cli import compare, data, evaluate, init, logs, policies, quickstart, serve, sim, train
+from pushrl.cli import (
+    compare,
+    data,
+    evaluate,
+    init,
+    logs,
+    policies,
+    quickstart,
+    serve,
+    sim,
+    state,
+    train,
+)
 
 app = typer.Typer(
     help="pushrl: learn what and when to push from logged push notifications.",
@@ -44,6 +56,7 @@ app.command("compare")(compare.command)
 app.add_typer(policies.app, name="policies")
 app.command("serve")(serve.command)
 app.add_typer(logs.app, name="logs")
+app.add_typer(state.app, name="state")
 app.command("quickstart")(quickstart.command)
 
 

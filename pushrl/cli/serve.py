@@ -22,6 +22,9 @@ def command(
     catalog: Path | None = typer.Option(None, "--catalog", help="pushlog dataset whose items "
                                         "seed the catalog and fit the feature spec (first "
                                         "start)."),
+    history: Path | None = typer.Option(None, "--history", help="pushlog dataset to import "
+                                        "into a new --state first (`pushrl state import`); "
+                                        "ignored once the state holds history."),
     quiet_hours: str | None = typer.Option(None, "--quiet-hours", help="Local quiet hours "
                                            "START-END (e.g. 22-8; 0-0 disables). Default: the "
                                            "--scenario's, else the active timing policy's."),
@@ -61,6 +64,10 @@ def command(
     time_window: str = typer.Option("3653,731", "--time-window", help="PAST,FUTURE days "
                                     "around the wall clock in which request times are "
                                     "accepted."),
+    late_bound: int = typer.Option(168, "--late-bound", min=0, help="Hours an event may "
+                                   "arrive after its user's state moved on (it is placed in "
+                                   "its hour); later ones get 409 event_too_late. Default: "
+                                   "the longest feature window."),
     accept_empty_state: bool = typer.Option(False, "--accept-empty-state", help="Start anew "
                                             "although the state dir's log is missing or "
                                             "empty (see README: state recovery)."),
@@ -76,10 +83,10 @@ def command(
 
     from pushrl.errors import PushrlError
     from pushrl.serve.app import create_app
-    from pushrl.envs.scenario import load_scenario
     from pushrl.rules.guardrails import Guardrails
     from pushrl.serve.config import ServeConfig, is_loopback, state_dir
     from pushrl.serve.timeouts import HttpLimits, uvicorn_config
+    from pushrl.serve.history import check_history
     from pushrl.serve.store import check_log
 
     if workers != 1:
@@ -93,6 +100,8 @@ def command(
                           "--scopes decide,admin) or --insecure")
     base: Guardrails | None = None
     if scenario is not None:
+        from pushrl.envs.scenario import load_scenario  # (imports the simulator: only here)
+
         sc = load_scenario(scenario)
         base = sc.guardrails
         catalog = catalog or sc.data
@@ -117,8 +126,40 @@ def command(
                       guardrails=guardrails,
                       attribution_hours=attribution_hours, sync=sync, seed=seed,
                       catalog=catalog, public_docs=public_docs, public_metrics=public_metrics,
-                      time_window_days=(past, future), accept_empty_state=accept_empty_state)
+                      time_window_days=(past, future), accept_empty_state=accept_empty_state,
+                      late_bound_hours=late_bound)
     check_log(cfg.state, accept_empty=accept_empty_state)  # one clear line, not a traceback
+    if history is not None:
+        _import_once(history, cfg.state, sync)
+    check_history(cfg.state)
     limits = HttpLimits(header_timeout, body_timeout, keep_alive, limit_concurrency)
     uvicorn.Server(uvicorn_config(create_app(cfg), host=host, port=port, limits=limits,
                                   log_level=log_level)).run()
+
+
+def _import_once(data: Path, state: Path, sync: str) -> None:
+    """``--history``: import ``data`` into ``state`` unless it already holds history."""
+    import json
+    import sqlite3
+
+    from pushrl.serve.history import META_KEY, import_history
+    from pushrl.serve.store import LOG_FILE
+
+    db = state / LOG_FILE
+    if db.exists():
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key=?", (META_KEY,)).fetchone()
+        except sqlite3.Error:
+            row = None
+        finally:
+            conn.close()
+        if row is not None:
+            src = json.loads(row[0])["source"]
+            if Path(src) != data.resolve():
+                typer.secho(f"warning: --history {data} ignored: {state} already holds the "
+                            f"history of {src}", err=True, fg="yellow")
+            return
+    res = import_history(data, state, sync=sync)
+    typer.echo(f"imported {res['n_users']:,} users and {res['n_activity']:,} events of {data} "
+               f"into {state} in {res['seconds']['total']:.1f} s", err=True)

@@ -249,6 +249,38 @@ class FeatureState:
         out.n = int(u.size)
         return out
 
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """The whole state of the ``n`` users as named arrays (a snapshot, e.g. for
+        ``np.savez``); :meth:`from_arrays` restores it exactly. ``tz_names`` are the zones
+        that ``tz_idx`` indexes."""
+        out = {name: np.ascontiguousarray(v[..., : self.n]) for name, v in vars(self.a).items()
+               if name != "extra"}
+        out["tz_names"] = np.array(self.tzt.names, dtype=str)
+        return out
+
+    @classmethod
+    def from_arrays(cls, spec: FeatureSpec, arrays: dict[str, np.ndarray]) -> FeatureState:
+        """Inverse of :meth:`to_arrays` under ``spec`` (whose categories must be the ones the
+        snapshot was taken with: ``cat`` and ``pend_cat`` are indexed by them).
+
+        Raises:
+            ValueError: The arrays do not fit ``spec`` or each other.
+        """
+        out = cls(spec, [], 0, tz_table=TimezoneTable([str(z) for z in arrays["tz_names"]]))
+        n = int(arrays["clock"].shape[0])
+        out.a = out._alloc(n)
+        for name in vars(out.a):
+            if name == "extra":
+                continue
+            dst, src = getattr(out.a, name), np.asarray(arrays[name])
+            if src.shape != dst.shape:
+                raise ValueError(f"feature state snapshot: `{name}` has shape {src.shape}, "
+                                 f"expected {dst.shape} for {n} users and "
+                                 f"{spec.n_categories} categories")
+            dst[...] = src
+        out.n = n
+        return out
+
     def export_history(self, users: np.ndarray) -> dict[str, np.ndarray]:
         """Lifetime counts of ``users`` (committed activity, sends, opens), e.g. to warm-start.
 
@@ -358,17 +390,84 @@ class FeatureState:
         u = np.asarray(users, dtype=np.int64)
         b = _buckets(bucket, u.shape).copy()
         if late_ok:
-            # a late event lands in the user's current bucket: it is never seen earlier than
-            # it happened, only (at most) later, so point-in-time correctness holds
+            # (the record_* methods place late events in their own hour before they get
+            # here; this only guards direct callers: never seen earlier than it happened)
             np.maximum(b, self.a.clock[u], out=b)
         self.advance(u, b)
         return u, b
 
+    def _split_late(self, users: np.ndarray, bucket: int | np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(users, buckets, late)``: ``late`` marks events in a bucket before the user's
+        clock (a decision or a later event was already recorded), shape ``(k,)``."""
+        u = np.asarray(users, dtype=np.int64)
+        b = np.array(_buckets(bucket, u.shape))
+        return u, b, b < self.a.clock[u]
+
+    def _add_late(self, kind: int, u: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
+        """Add ``c`` events of ``kind`` that happened in buckets ``b`` < the users' clocks.
+
+        A late event is placed in its own hour: the cumulative counter and every live ring
+        slot of a bucket after ``b`` (up to the clock) include it, exactly as if it had been
+        recorded on time. Decisions already made are not changed (their features were
+        returned); every later decision (bucket >= clock > ``b``) sees it. Ring slots older
+        than ``clock - _RING + 1`` are never read again (windows reach back 168 < _RING
+        buckets from a decision at or after the clock), so any lateness is exact.
+        """
+        a = self.a
+        np.add.at(a.cum[kind], u, c)
+        clock = a.clock[u]
+        g = np.minimum(clock - b, _RING)  # slots clock-g+1 .. clock
+        row = np.repeat(np.arange(u.size), g)
+        k = np.arange(row.size) - np.repeat(np.cumsum(g) - g, g)  # 0..g_i-1 per event
+        cap = a.ring.shape[2]
+        np.add.at(a.ring[kind].reshape(-1), ((clock[row] - k) % _RING) * cap + u[row], c[row])
+
+    def _push_late(self, u: np.ndarray, b: np.ndarray, opened: np.ndarray | None) -> None:
+        """Late sends (see :meth:`_add_late`); ``last_push`` keeps the two latest buckets."""
+        a = self.a
+        one = np.ones(u.size, np.int32)
+        self._add_late(self.SENDS, u, b, one)
+        if opened is not None:
+            o = np.asarray(opened, dtype=bool)
+            self._add_late(self.OPENS, u[o], b[o], one[o])
+        for ui, bi in zip(u.tolist(), b.tolist(), strict=True):
+            if bi > a.last_push[ui]:
+                a.last_push_before[ui] = a.last_push[ui]
+                a.last_push[ui] = bi
+            elif a.last_push_before[ui] < bi < a.last_push[ui]:
+                a.last_push_before[ui] = bi
+
+    def _activity_late(self, u: np.ndarray, b: np.ndarray, cats: np.ndarray | None,
+                       c: np.ndarray) -> None:
+        """Late activity (see :meth:`_add_late`): committed at once in its own local hour of
+        week and category (it lies in a bucket before every decision still to come)."""
+        a = self.a
+        self._add_late(self.ACTS, u, b, c.astype(np.int32))
+        hour, dow, _ = self.local_time(u, b)
+        np.add.at(a.how, ((dow * 24 + hour).astype(np.int64), u), c)
+        np.add.at(a.how_tot, u, c)
+        if cats is not None:
+            ok = cats >= 0
+            np.add.at(a.cat, (cats[ok], u[ok]), c[ok])
+
     # ----------------------------------------------------------------- events
     def record_push(self, users: np.ndarray, bucket: int | np.ndarray,
                     opened: np.ndarray | None = None) -> None:
-        """Record sent pushes (one per listed user) in ``bucket`` and, optionally, opens."""
-        u, b = self._prepare(users, bucket, late_ok=True)
+        """Record sent pushes (one per listed user) in ``bucket`` and, optionally, opens.
+
+        A push in a bucket before the user's clock is placed in its hour (:meth:`_add_late`).
+        """
+        u, b, late = self._split_late(users, bucket)
+        if late.any():
+            self._push_late(u[late], b[late], None if opened is None
+                            else np.asarray(opened, dtype=bool)[late])
+            on = ~late
+            if not on.any():
+                return
+            u, b = u[on], b[on]
+            opened = None if opened is None else np.asarray(opened, dtype=bool)[on]
+        u, b = self._prepare(u, b, late_ok=True)
         a = self.a
         np.add.at(a.cum[self.SENDS], u, 1)
         newer = b > a.last_push[u]
@@ -379,8 +478,15 @@ class FeatureState:
             np.add.at(a.cum[self.OPENS], u[o], 1)
 
     def record_open(self, users: np.ndarray, bucket: int | np.ndarray) -> None:
-        """Record an open reported later (server feedback), counted in the current bucket."""
-        u, _ = self._prepare(users, bucket, late_ok=True)
+        """Record opens (server feedback) in ``bucket``; one before the user's clock is placed
+        in its hour (:meth:`_add_late`)."""
+        u, b, late = self._split_late(users, bucket)
+        if late.any():
+            self._add_late(self.OPENS, u[late], b[late], np.ones(int(late.sum()), np.int32))
+            u, b = u[~late], b[~late]
+            if not u.size:
+                return
+        u, _ = self._prepare(u, b, late_ok=True)
         np.add.at(self.a.cum[self.OPENS], u, 1)
 
     def record_activity(self, users: np.ndarray, bucket: int | np.ndarray,
@@ -393,10 +499,23 @@ class FeatureState:
             bucket: Bucket of each event, scalar or ``(k,)``.
             categories: Category id of each event's item, ``-1`` for none, shape ``(k,)``.
             count: Number of events per row, default 1.
+
+        Events in a bucket before the user's clock are placed in their hour
+        (:meth:`_activity_late`).
         """
-        u, b = self._prepare(users, bucket, late_ok=True)
-        a = self.a
+        u, b, late = self._split_late(users, bucket)
         c = np.ones(u.shape, np.float32) if count is None else np.asarray(count, np.float32)
+        cats_all = None if categories is None else np.asarray(categories, dtype=np.int64)
+        if late.any():
+            self._activity_late(u[late], b[late], None if cats_all is None else cats_all[late],
+                                c[late])
+            on = ~late
+            if not on.any():
+                return
+            u, b, c = u[on], b[on], c[on]
+            categories = None if cats_all is None else cats_all[on]
+        u, b = self._prepare(u, b, late_ok=True)
+        a = self.a
         hour, dow, _ = self.local_time(u, b)
         np.add.at(a.cum[self.ACTS], u, c.astype(np.int32))
         a.pend_bucket[u] = b

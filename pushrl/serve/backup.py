@@ -2,7 +2,9 @@
 
 A backup is one SQLite file: a consistent copy of ``log.sqlite3`` made with SQLite's online
 backup API (safe while the server runs: it copies one committed snapshot, WAL included), with
-``feature_spec.json`` stored in its ``meta`` table. Restoring moves the current log (and its
+``feature_spec.json`` and ``item_popularity.json`` stored in its ``meta`` table and the
+imported history's snapshot files (:mod:`pushrl.serve.history`) in a ``history_files``
+table. Restoring moves the current log (and its
 WAL) aside, never deleting it, and installs the backup; the server then rebuilds its state
 from it at start-up.
 """
@@ -16,9 +18,12 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from pushrl.serve.history import HISTORY_DIR, POPULAR_FILE, check_history
 from pushrl.serve.store import LOCK_FILE, LOG_FILE, SPEC_FILE, StateError, check_log
 
 _SPEC_KEY = "feature_spec"
+_POPULAR_KEY = "item_popularity"
+_FILES = "history_files"
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -36,6 +41,18 @@ def _copy(src: Path, dst: Path) -> None:
 def _counts(conn: sqlite3.Connection) -> dict[str, int]:
     return {t: int(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0])
             for t in ("users", "items", "decisions", "feedback")}
+
+
+def _store_history(conn: sqlite3.Connection, d: Path) -> None:
+    """Copy the imported history's snapshot files into the backup (checked first)."""
+    hdir = d / HISTORY_DIR
+    if not hdir.is_dir():
+        return
+    check_history(d)
+    conn.execute(f"CREATE TABLE {_FILES} (name TEXT PRIMARY KEY, data BLOB NOT NULL)")
+    for f in sorted(hdir.iterdir()):
+        if f.is_file():
+            conn.execute(f"INSERT INTO {_FILES} VALUES (?, ?)", (f.name, f.read_bytes()))
 
 
 def backup(state_dir: str | Path, out: str | Path) -> dict[str, Any]:
@@ -58,6 +75,11 @@ def backup(state_dir: str | Path, out: str | Path) -> dict[str, Any]:
         if spec.exists():
             conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_SPEC_KEY,
                                                                       spec.read_text()))
+        pop = d / POPULAR_FILE
+        if pop.exists():
+            conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (_POPULAR_KEY,
+                                                                      pop.read_text()))
+        _store_history(conn, d)
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('clean', '1')")
         ok = conn.execute("PRAGMA integrity_check").fetchone()[0]
         if ok != "ok":
@@ -98,6 +120,10 @@ def restore(src: str | Path, state_dir: str | Path) -> dict[str, Any]:
                 raise StateError(f"{src} fails PRAGMA integrity_check ({ok}); it cannot be "
                                  "restored (salvage it first: sqlite3 FILE .recover)")
             spec = conn.execute("SELECT value FROM meta WHERE key=?", (_SPEC_KEY,)).fetchone()
+            pop = conn.execute("SELECT value FROM meta WHERE key=?", (_POPULAR_KEY,)).fetchone()
+            files = (conn.execute(f"SELECT name, data FROM {_FILES}").fetchall()
+                     if _FILES in tables else [])
+            conn.execute(f"DROP TABLE IF EXISTS {_FILES}")
             conn.execute("INSERT OR REPLACE INTO meta VALUES ('clean', '1')")
             counts = _counts(conn)
         except BaseException:
@@ -116,5 +142,18 @@ def restore(src: str | Path, state_dir: str | Path) -> dict[str, Any]:
         if spec is not None:
             json.loads(spec[0])  # a spec that does not parse must not be installed
             (d / SPEC_FILE).write_text(spec[0])
+        if pop is not None:
+            json.loads(pop[0])
+            (d / POPULAR_FILE).write_text(pop[0])
+        if files:
+            hdir = d / HISTORY_DIR
+            if hdir.exists():
+                moved = d / f"{HISTORY_DIR}.replaced-{stamp}"
+                hdir.rename(moved)
+                aside.append(str(moved))
+            hdir.mkdir()
+            for name, data in files:
+                (hdir / Path(name).name).write_bytes(data)
     check_log(d)
+    check_history(d)  # the restored snapshot files match the checksums of the restored log
     return {"state": str(d), "moved_aside": aside, **counts}

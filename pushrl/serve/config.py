@@ -61,6 +61,9 @@ class ServeConfig:
             valid key is needed, e.g. a Prometheus ``authorization`` credential).
         time_window_days: ``(past, future)``: request times must lie within this many days
             of the wall clock (422 otherwise).
+        late_bound_hours: Events (and feedback opens) up to this many hours before a user's
+            state are placed in their hour; older events get ``409 event_too_late``
+            (default 168: the longest feature window).
         accept_empty_state: Start even when ``feature_spec.json`` shows the state dir held a
             server before but the log is missing or empty (deliberately starting anew).
     """
@@ -80,6 +83,7 @@ class ServeConfig:
     public_metrics: bool = False
     time_window_days: tuple[int, int] = (3653, 731)
     accept_empty_state: bool = False
+    late_bound_hours: int = 168
 
     def __post_init__(self) -> None:
         if self.sync not in ("full", "normal"):

@@ -16,9 +16,8 @@ from typing import Any
 import numpy as np
 
 from pushrl.data.features import FeatureSpec
-from pushrl.errors import PushrlError
 from pushrl.policies.base import Policy
-from pushrl.serve import registry_ops
+from pushrl.serve import history, registry_ops
 from pushrl.serve.auth import KeyChecker, load_keys
 from pushrl.serve.config import ServeConfig
 from pushrl.serve.batcher import DecisionBatcher
@@ -131,19 +130,12 @@ class Server:
     def _save_popularity(self, ds: Any, catalog: Path) -> None:
         """Fit the default most-popular on the --catalog data (first start) and keep its
         scores in the state dir, so later starts need neither the data nor a refit."""
-        from pushrl.policies.baselines import definition
-        from pushrl.policies.item_baselines import MostPopular
-
-        params = {k: v for k, v in definition("most-popular").get("params", {}).items()
-                  if k in ("reward", "prior_strength")}
-        try:
-            mp = MostPopular.fit(ds, reward=params.get("reward") or None,
-                                 prior_strength=float(params.get("prior_strength", 10.0)))
-        except (PushrlError, ValueError, KeyError) as exc:
-            log.warning("--catalog %s: no item popularity (%s); most-popular starts uniform "
-                        "and learns from the activity events it sees", catalog, exc)
+        scores = history.popularity(ds)
+        if scores is None:
+            log.warning("--catalog %s: no item popularity (no sent pushes with a reward); "
+                        "most-popular starts uniform and learns from the activity events it "
+                        "sees", catalog)
             return
-        scores = dict(zip(mp.item_ids, mp.scores.tolist(), strict=True))
         (self.cfg.state / POPULAR_FILE).write_text(json.dumps(
             {"source": str(catalog), "scores": scores}, sort_keys=True))
 
@@ -159,9 +151,7 @@ class Server:
                             catalog, self.cfg.state)
             return FeatureSpec.from_dict(json.loads(p.read_text()))
         if catalog is not None:
-            from pushrl.data.validate import load_dataset
-
-            ds, _ = load_dataset(catalog, quarantine=False)
+            ds = history.catalog_dataset(catalog)  # the columns it needs, not the whole log
             spec = FeatureSpec.fit(ds)
             if not self.log.query("SELECT 1 FROM items LIMIT 1"):
                 self._load_items(ds.items, spec.category_column)
@@ -172,16 +162,7 @@ class Server:
         return default_spec(self.log.query("SELECT item_id, category FROM items ORDER BY seq"))
 
     def _load_items(self, items: Any, category_column: str) -> None:
-        stmts: list[Statement] = []
-        for i, row in enumerate(items.to_dict("records")):
-            feats = {k: (None if v is None or (isinstance(v, float) and np.isnan(v)) else
-                         v.item() if hasattr(v, "item") else v)
-                     for k, v in row.items() if k not in ("item_id", category_column)}
-            cat = row.get(category_column)
-            stmts.append(("INSERT OR IGNORE INTO items VALUES (?,?,?,?)",
-                          (str(row["item_id"]), None if cat is None else str(cat),
-                           json.dumps(feats, sort_keys=True, default=str), i + 1)))
-        self.log.write(stmts)
+        self.log.write(history.item_rows(items, category_column))
 
     def close(self) -> None:
         """Flush and close the durable log."""
@@ -305,6 +286,7 @@ class Server:
         item = np.array([-1 if e.item_id is None else st.item_index(e.item_id) for e in events],
                         np.int64)
         ts = np.array([_sec(e.ts, now) for e in events], np.int64)
+        st.check_late(u, ts // HOUR, self.cfg.late_bound_hours)
         stmts: list[Statement] = []
         # vectorised runs of distinct users (a user's events apply in order)
         start, seen = 0, set[int]()
@@ -431,7 +413,7 @@ class Server:
         """
         dec = self._decision(fb.decision_id)
         given = {k: getattr(fb, k) for k in OUTCOME_COLS if getattr(fb, k) is not None}
-        ts = _sec(fb.ts, self.now())
+        ts = self._feedback_ts(fb.ts, dec)
         if given and not dec["sent"] and any(v for v in given.values()):
             raise Conflict("not_sent", f"decision {fb.decision_id!r} did not send a push "
                            "(send=false); outcomes only apply to sent pushes")
@@ -457,12 +439,30 @@ class Server:
                               (*[merged[k] for k in changed], fb.decision_id)))
             if merged["opened"] and not dec["opened"]:
                 u = st.user_index(dec["user_id"])
-                stmts += st.op(OP_OPEN, np.array([u]), np.array([ts // HOUR]))
+                b = ts // HOUR  # in its hour; beyond the late bound at the user's clock
+                if int(st.fs.clock(u)) - b > self.cfg.late_bound_hours:
+                    b = int(st.fs.clock(u))
+                stmts += st.op(OP_OPEN, np.array([u]), np.array([b]))
             self._pending_fb[fb.decision_id] = merged
         self.metrics.feedback.labels("late" if late else "joined").inc()
         out = {"decision_id": fb.decision_id, "late": late,
                "outcomes": {k: merged[k] for k in OUTCOME_COLS}}
         return out, stmts, merged
+
+    def _feedback_ts(self, ts: Any, dec: dict[str, Any]) -> int:
+        """The time of a feedback report: its ``ts``; without one the wall clock when the
+        decision is within the attribution window of it, else (history or simulated time,
+        or a report that really is late) the user's own clock: the time its state has
+        reached (never before the decision). So a report without ``ts`` is late only when
+        the user's state moved past the window, never merely because the decision's
+        ``ts`` is not the wall clock's."""
+        if ts is not None:
+            return int(ts.timestamp())
+        now, t = self.now(), int(dec["ts"])
+        if 0 <= now - t <= self.cfg.attribution_hours * HOUR:
+            return now
+        u = self.state.users.get(dec["user_id"])
+        return t if u is None else max(t, int(self.state.fs.clock(u)) * HOUR)
 
     def _revenue_ts(self, decision_id: str, dec: dict[str, Any]) -> int:
         """``ts`` of the report that set the decision's revenue (-1: none yet)."""

@@ -19,6 +19,7 @@ from pushrl.data.features import FeatureSpec, FeatureState, ItemCatalog
 from pushrl.data.timezones import zone_names
 from pushrl.serve.errors import Conflict, NotFound, ServeError, Unprocessable
 from pushrl.serve.guardrails import SendHistory
+from pushrl.serve.history import Restored, history_meta, restore
 from pushrl.serve.store import (
     OP_ACTIVITY,
     OP_ADD_USER,
@@ -229,6 +230,19 @@ class ServerState:
                            "the user's state (a later event or decision was recorded, or the "
                            "user was created later); send decisions in time order")
 
+    def check_late(self, users: np.ndarray, buckets: np.ndarray, bound: int) -> None:
+        """Refuse events more than ``bound`` hours before their user's state (a decision or a
+        later event was recorded). Events within it are placed in their own hour by the
+        feature state (:meth:`~pushrl.data.features.FeatureState.record_activity`)."""
+        lag = self.fs.clock(users) - buckets
+        bad = lag > bound
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise Conflict("event_too_late", f"events[{i}]: event time is {int(lag[i])} h "
+                           f"before the user's state; the server places events up to "
+                           f"{bound} h late (--late-bound) in their hour; bring older history "
+                           "in with `pushrl state import`")
+
     # ------------------------------------------------------------------ restart
     def rebuild(self) -> None:
         """Rebuild users, items, feature state and send history from the durable log (what
@@ -243,8 +257,7 @@ class ServerState:
         self._catalog = None
         self._item_cat = None
         idx_to_user = dict(log.iter_rows("SELECT idx, user_id FROM users"))
-        self.fs = FeatureState(self.spec, [], 0)
-        self.users = {}
+        restored = self._restore_history()
         run_kind = -1
         run_u: list[int] = []
         run_b: list[int] = []
@@ -277,11 +290,29 @@ class ServerState:
             seen.add(u)
         flush()
         self.sends = SendHistory()
+        if restored is not None and restored.sends.size:  # the log's last sends (guardrails)
+            hu, hts = restored.sends[:, 0], restored.sends[:, 1]
+            days = self.fs.local_time_at(hu, hts)[2]  # vectorised, DST-exact
+            for u, ts, day in zip(hu.tolist(), hts.tolist(), days.tolist(), strict=True):
+                self.sends.record(u, "", ts, day)
         for uid, ts in log.iter_rows("SELECT user_id, ts FROM decisions WHERE sent=1 "
                                      "ORDER BY seq"):
             idx = self.users[uid]
             self.sends.record(idx, self.timezone(idx), ts)  # same local day as when decided
         self.seq = log.max_seq()
+
+    def _restore_history(self) -> Restored | None:
+        """Start :attr:`fs` and :attr:`users` from the imported history's snapshot
+        (:mod:`pushrl.serve.history`), else empty; the journal is re-applied on top."""
+        meta = history_meta(self.log)
+        if meta is None:
+            self.fs = FeatureState(self.spec, [], 0)
+            self.users = {}
+            return None
+        restored = restore(self.log.dir, meta, self.spec)
+        self.fs = restored.fs
+        self.users = {u: i for i, u in enumerate(restored.user_ids)}
+        return restored
 
     def timezone(self, idx: int) -> str:
         """IANA time zone of user ``idx``."""
