@@ -22,6 +22,7 @@ Three checks, each a plain dict in the report:
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from pushrl.sim.contexts import BatchDecision
 from pushrl.sim.engine import PushSim, SimConfig
 from pushrl.sim.glm import binary_metrics
 from pushrl.sim.model import SimModel
+from pushrl.sim.population import DEFAULT_RHYTHM, fit_population
 from pushrl.sim.response import FittedResponse, TruthResponse
 from pushrl.units import HOUR
 
@@ -72,16 +74,36 @@ def _sent_rows(ds: Dataset, rr: ReplayResult, model: SimModel) -> dict[str, np.n
             "converted": f("converted"), "unsub": f("unsubscribed")}
 
 
+def external_model(model: SimModel, ds: Dataset, rr: ReplayResult) -> SimModel:
+    """``model`` with the users of another dataset ``ds`` as its population.
+
+    The open model's latent rhythm covariate is per user (:mod:`pushrl.sim.design`): users
+    the simulator was not fitted on get theirs from their own activity in ``ds``, with the
+    fit's rhythm shrinkage, as the fit did for its users (indexing the fitted population
+    with another dataset's users would give every held-out user a stranger's rhythm).
+    """
+    rh = model.meta.get("rhythm") or {}
+    params = ((float(rh["k_pop"]), float(rh["k_day"]), float(rh["smooth_hours"]))
+              if "k_pop" in rh else DEFAULT_RHYTHM)
+    return dataclasses.replace(model, population=fit_population(ds, model.spec, rr, params))
+
+
 def components(model: SimModel, ds: Dataset, rows: dict[str, np.ndarray],
-               same_data: bool) -> dict[str, Any]:
-    """Held-out metrics per component (see module docstring)."""
+               same_data: bool, rr: ReplayResult | None = None) -> dict[str, Any]:
+    """Held-out metrics per component (see module docstring).
+
+    On other data (``same_data`` False) the components are scored on its logged sends,
+    with the held-out users' latents from their own activity (:func:`external_model`;
+    ``rr`` = ``replay(ds, model.spec)``).
+    """
     out: dict[str, Any] = {}
     if same_data:
         for name, g in model.glms.items():
             out[name] = {"source": "fit cross-validation (grouped by user)", **g.metrics}
         out["rhythm"] = model.meta.get("rhythm", {})
         return out
-    r = FittedResponse(model)
+    r = FittedResponse(external_model(model, ds, rr if rr is not None
+                                      else replay(ds, model.spec)))
     raw, aff, items = rows["raw"], rows["aff"], rows["item"]
     ok = items >= 0
     cases = {
@@ -352,7 +374,7 @@ def validate_push(model: SimModel, ds: Dataset, report: ValidationReport,
     rows = _sent_rows(ds, rr, model)
     out: dict[str, Any] = {"sim": model.meta.get("path"), "data": str(ds.path),
                            "same_data_as_fit": same,
-                           "components": components(model, ds, rows, same)}
+                           "components": components(model, ds, rows, same, rr)}
     gates: list[dict[str, Any]] = []
     if same:
         sim_fit = replay_logging_policy(model, FittedResponse(model), ds, seed)
