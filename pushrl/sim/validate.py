@@ -167,10 +167,10 @@ def replay_logging_policy(model: SimModel, response: Any, ds: Dataset, seed: int
 
     Returns:
         Per matched (replicate, push): ``row`` (index among the log's sent rows, the order of
-        :func:`_sent_rows`), ``hour``, ``s7``, ``p_open``, ``opened``, ``clicked``,
-        ``converted``, ``unsub``, ``unsub_hazard``, ``pop``; ``events`` ``(reps, n_users)``
-        organic events per simulated user; ``reps``, ``skipped`` (logged pushes not
-        replayed: unknown item, or a second push of a user in the same hour).
+        :func:`_sent_rows`), ``rep`` (replicate), ``hour``, ``s7``, ``p_open``, ``opened``,
+        ``clicked``, ``converted``, ``unsub``, ``unsub_hazard``, ``pop``; ``events``
+        ``(reps, n_users)`` organic events per simulated user; ``reps``, ``skipped`` (logged
+        pushes not replayed: unknown item, or a second push of a user in the same hour).
     """
     pop = model.population
     if pop is None:
@@ -206,7 +206,7 @@ def replay_logging_policy(model: SimModel, response: Any, ds: Dataset, seed: int
     sim.reset(slots, slots % n_u, np.arange(n, dtype=np.uint64) * np.uint64(7919)
               + np.uint64(seed))
     cols: dict[str, list[np.ndarray]] = {k: [] for k in (
-        "row", "hour", "s7", "p_open", "opened", "clicked", "converted", "unsub",
+        "row", "rep", "hour", "s7", "p_open", "opened", "clicked", "converted", "unsub",
         "unsub_hazard", "pop")}
     send = np.zeros(n, bool)
     for step in range(horizon):
@@ -221,6 +221,7 @@ def replay_logging_policy(model: SimModel, response: Any, ds: Dataset, seed: int
         row_of = np.full(n, -1, np.int64)
         row_of[tgt] = np.tile(r, reps)
         cols["row"].append(row_of[d])
+        cols["rep"].append(d // n_u)
         cols["hour"].append(obs.raw[d, F["local_hour"]].astype(np.int64))
         cols["s7"].append(obs.raw[d, F["sends_7d"]].astype(np.int64))
         cols["unsub_hazard"].append(response.unsub_hazard(sim.pop[d], obs.raw[d]))
@@ -235,33 +236,49 @@ def replay_logging_policy(model: SimModel, response: Any, ds: Dataset, seed: int
     return res
 
 
-def _paired_row(key: Any, m: np.ndarray, y_log: np.ndarray, k_sim: float) -> dict[str, Any]:
+def _paired_row(key: Any, m: np.ndarray, y_log: np.ndarray, k_sim: float,
+                by_rep: np.ndarray | None = None) -> dict[str, Any]:
     """Logged vs simulated rate over matched pushes (see :func:`replay_logging_policy`).
 
     Args:
         key: Row label.
         m: ``(n_sent,)`` times each logged push was matched (replicates it was delivered in).
         y_log: ``(n_sent,)`` its logged outcome.
-        k_sim: Simulated positives over the same matched pushes.
+        k_sim: Simulated outcomes summed over the same matched pushes: positives, or the
+            simulator's probabilities (then ``by_rep`` is given).
+        by_rep: ``(reps,)`` the simulated rate of each replicate when ``k_sim`` sums
+            probabilities, else None.
 
     The logged rate weights each push by ``m``; its variance is ``p(1-p) sum(m^2) /
-    sum(m)^2`` (a push repeated over replicates is one draw), the simulated rate's is
-    ``p(1-p) / sum(m)`` (independent replicates), with ``p`` pooled under the null.
+    sum(m)^2`` (a push repeated over replicates is one draw) with ``p`` pooled under the
+    null. The simulated rate of realised draws has variance ``p(1-p) / sum(m)``
+    (independent replicates). A rate of probabilities (the simulator's expected outcome
+    along its own trajectory: same expectation, no Bernoulli noise) has the variance of a
+    mean over replicates, ``var(by_rep) / reps``.
     """
     n = float(m.sum())
     k_log = float(m @ y_log)
     r_log, r_sim = k_log / max(n, 1.0), k_sim / max(n, 1.0)
     pooled = (k_log + k_sim) / max(2 * n, 1.0)
-    var = pooled * (1 - pooled) * (float(m @ m) / max(n, 1.0) ** 2 + 1 / max(n, 1.0))
+    var = pooled * (1 - pooled) * float(m @ m) / max(n, 1.0) ** 2
+    if by_rep is None:
+        var += pooled * (1 - pooled) / max(n, 1.0)
+    elif by_rep.size > 1:
+        var += float(np.var(by_rep, ddof=1)) / by_rep.size
     se = float(np.sqrt(var))
     return {"key": key, "n_log": int((m > 0).sum()), "rate_log": r_log, "n_sim": int(n),
             "rate_sim": r_sim, "rel_error": _rel(r_sim, r_log),
-            "z": float((r_sim - r_log) / se) if se > 0 else 0.0}
+            "z": float((r_sim - r_log) / se) if se > 0 else 0.0,
+            "sim": "realised draws" if by_rep is None else "expected (probabilities)"}
 
 
 def replay_report(rows: dict[str, np.ndarray], sim: dict[str, Any],
                   log_events: np.ndarray) -> dict[str, Any]:
     """Logged vs simulated rates over the matched pushes of the replay (relative errors, z).
+
+    Open and unsubscribe rates of the simulator are its expected outcomes (``p_open``,
+    ``unsub_hazard`` of every matched push, along the simulated trajectories); click and
+    conversion rates are realised draws (:func:`_paired_row`).
 
     Args:
         rows: :func:`_sent_rows` of the log.
@@ -269,23 +286,30 @@ def replay_report(rows: dict[str, np.ndarray], sim: dict[str, Any],
         log_events: ``(n_users,)`` organic events per logged user.
     """
     n_sent = rows["opened"].size
-    row = sim["row"]
+    row, rep, reps = sim["row"], sim["rep"], int(sim["reps"])
     lh = rows["raw"][:, F["local_hour"]].astype(np.int64)
     lb = _s7_bucket(rows["raw"][:, F["sends_7d"]])
 
-    def group(key: Any, sel_log: np.ndarray, y_log: np.ndarray, y_sim: np.ndarray
-              ) -> dict[str, Any]:
+    def group(key: Any, sel_log: np.ndarray, y_log: np.ndarray, y_sim: np.ndarray,
+              expected: bool = False) -> dict[str, Any]:
         keep = sel_log[row]
         m = np.bincount(row[keep], minlength=n_sent).astype(np.float64)
-        return _paired_row(key, m, y_log.astype(np.float64), float(y_sim[keep].sum()))
+        ys = y_sim[keep].astype(np.float64)
+        by_rep = None
+        if expected:
+            num = np.bincount(rep[keep], weights=ys, minlength=reps)
+            by_rep = num / np.maximum(np.bincount(rep[keep], minlength=reps), 1)
+        return _paired_row(key, m, y_log.astype(np.float64), float(ys.sum()), by_rep)
 
     every = np.ones(n_sent, bool)
-    by_hour = [group(h, lh == h, rows["opened"], sim["opened"]) for h in range(24)]
-    by_s7 = [group(_s7_label(*S7_BUCKETS[i]), lb == i, rows["unsub"], sim["unsub"])
+    by_hour = [group(h, lh == h, rows["opened"], sim["p_open"], True) for h in range(24)]
+    by_s7 = [group(_s7_label(*S7_BUCKETS[i]), lb == i, rows["unsub"], sim["unsub_hazard"], True)
              for i in range(len(S7_BUCKETS))]
-    overall = {k: group(k, every, rows[lk], sim[lk])
-               for k, lk in (("open_rate", "opened"), ("click_rate", "clicked"),
-                             ("conversion_rate", "converted"), ("unsubscribe_rate", "unsub"))}
+    overall = {"open_rate": group("open_rate", every, rows["opened"], sim["p_open"], True)}
+    overall.update({k: group(k, every, rows[lk], sim[lk])
+                    for k, lk in (("click_rate", "clicked"), ("conversion_rate", "converted"))})
+    overall["unsubscribe_rate"] = group("unsubscribe_rate", every, rows["unsub"],
+                                        sim["unsub_hazard"], True)
     ev_l, ev_s = float(np.mean(log_events)), float(np.mean(sim["events"]))
     return {"policy": "the logged actions (same users, hours and items) replayed in the "
                       f"simulator, {sim['reps']} replicates, empty states at the log start; "
