@@ -76,7 +76,7 @@ def world_fidelity(name: str, args: argparse.Namespace) -> dict[str, Any]:
     ov = rep["replay"]["overall"]
     comp = {k: {m: c.get(m) for m in ("auc", "log_loss", "log_loss_baseline", "n")}
             for k, c in rep["components"].items() if k != "rhythm"}
-    held_comp = {k: {m: c.get(m) for m in ("auc", "log_loss", "log_loss_baseline", "n")}
+    held_comp = {k: {m: c.get(m) for m in ("auc", "log_loss", "log_loss_baseline", "ece", "n")}
                  for k, c in hrep["components"].items()}
     return {
         "world": name, "split": "dev" if name in DEV_WORLDS else "held-out",
