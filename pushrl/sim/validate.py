@@ -44,8 +44,11 @@ from pushrl.units import HOUR
 S7_BUCKETS: tuple[tuple[int, int], ...] = ((0, 0), (1, 2), (3, 4), (5, 7), (8, 11), (12, 999))
 OPEN_CORR_GATE = 0.95
 UNSUB_REL_GATE = 0.20
-#: Simulated replicates of the logged actions in the replay test.
+#: Simulated replicates of the logged actions in the replay test (at most).
 REPLAY_REPS = 4
+#: Simulated user slots of the replay (users x replicates; ~3 KB of feature state each):
+#: large logs get fewer replicates, never fewer than one.
+REPLAY_SLOTS = 100_000
 
 
 def _rel(sim: float, ref: float) -> float | None:
@@ -136,7 +139,7 @@ class _LoggedItems:
 
 
 def replay_logging_policy(model: SimModel, response: Any, ds: Dataset, seed: int = 0,
-                          reps: int = REPLAY_REPS) -> dict[str, Any]:
+                          reps: int | None = None) -> dict[str, Any]:
     """Replay the logged actions in the simulator: the same users, sends and items.
 
     What is replayed, and why: every logged push (user, UTC hour, item) is delivered to the
@@ -163,7 +166,8 @@ def replay_logging_policy(model: SimModel, response: Any, ds: Dataset, seed: int
     on the *matched* pushes, those delivered in the simulation (the user is subscribed in
     both worlds): the simulated outcome vs the logged outcome of the same push.
     :func:`replay_report` computes the standard errors. ``reps`` independent simulated
-    replicates (different random keys) shrink the simulation's share of the noise.
+    replicates (different random keys) shrink the simulation's share of the noise; None =
+    :data:`REPLAY_REPS`, fewer when users x replicates would exceed :data:`REPLAY_SLOTS`.
 
     Returns:
         Per matched (replicate, push): ``row`` (index among the log's sent rows, the order of
@@ -189,6 +193,8 @@ def replay_logging_policy(model: SimModel, response: Any, ds: Dataset, seed: int
     item = pd.Series(p["item_id"].astype(object).iloc[s_idx].astype(str).to_numpy()).map(
         item_of).fillna(-1).to_numpy(np.int64)
     n_u, horizon = len(pop), end - start + 1
+    if reps is None:
+        reps = max(1, min(REPLAY_REPS, REPLAY_SLOTS // max(n_u, 1)))
     ok = (item >= 0) & (user >= 0) & (t >= 0) & (t < horizon)
     key = t * n_u + user
     first = np.zeros(t.size, bool)
