@@ -215,6 +215,7 @@ def replay_logging_policy(model: SimModel, response: Any, ds: Dataset, seed: int
         "row", "rep", "hour", "s7", "p_open", "opened", "clicked", "converted", "unsub",
         "unsub_hazard", "pop")}
     send = np.zeros(n, bool)
+    row_of = np.full(n, -1, np.int64)
     for step in range(horizon):
         r = rows[edges[step]:edges[step + 1]]
         obs = sim.observe()
@@ -224,8 +225,7 @@ def replay_logging_policy(model: SimModel, response: Any, ds: Dataset, seed: int
         items.item[tgt] = np.tile(item[r], reps)
         out = sim.step(send)
         d = np.flatnonzero(out.delivered)
-        row_of = np.full(n, -1, np.int64)
-        row_of[tgt] = np.tile(r, reps)
+        row_of[tgt] = np.tile(r, reps)  # delivered slots are a subset of tgt
         cols["row"].append(row_of[d])
         cols["rep"].append(d // n_u)
         cols["hour"].append(obs.raw[d, F["local_hour"]].astype(np.int64))
