@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from pushrl.data.features import F, replay
@@ -103,3 +105,19 @@ def test_paired_z_is_standard_normal_under_the_null() -> None:
         hits["expected"] += abs(z) > 1.96
     for k, h in hits.items():
         assert abs(h / trials - 0.05) < 3 * 0.011, (k, h)
+
+
+def test_replay_skips_a_second_push_in_the_same_user_hour(eps_world) -> None:  # type: ignore[no-untyped-def]
+    """The engine takes one decision per user-hour: a second logged push in that hour is
+    counted in ``skipped`` and never matched, the first one still is."""
+    model, ds, _ = eps_world
+    p = ds.pushes
+    first = int(np.flatnonzero(p["sent"].fillna(False).to_numpy(bool))[0])
+    dup = p.iloc[[first]].copy()
+    dup["decision_id"] = p["decision_id"].max() + 1
+    twice = dataclasses.replace(ds, pushes=pd.concat([p, dup], ignore_index=True))
+    sim = replay_logging_policy(model, FittedResponse(model), twice, seed=0, reps=1)
+    assert sim["skipped"] == 1
+    n_sent = int(twice.pushes["sent"].fillna(False).sum())
+    assert n_sent - 1 not in set(sim["row"].tolist())  # the duplicate is the last sent row
+    assert 0 in set(sim["row"].tolist())
