@@ -77,7 +77,8 @@ def _print_push(rep: dict[str, Any]) -> None:
     out.print(t)
     rp = rep.get("replay", {})
     if "overall" in rp:
-        t = Table(title="replay of the logging policy: log vs simulator")
+        t = Table(title=f"replay of the logged actions ({rp['reps']} simulated replicates, "
+                        f"{rp['matched_share']:.0%} of the pushes matched): log vs simulator")
         for c in ("aggregate", "log", "sim", "rel. error", "z"):
             t.add_column(c)
         for k, r in rp["overall"].items():

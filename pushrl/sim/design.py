@@ -17,7 +17,11 @@ open              ``encode(raw)`` (local hour sin/cos, weekend, hours since push
                   own latent rhythm (:func:`log_user_relative_activity`)
 click             ``log_affinity``, ``engagement``, item catalog features
 convert           item catalog features
-unsubscribe       ``sends_24h``, ``sends_7d`` (/7), ``engagement``, log hours since push
+unsubscribe       ``sends_24h``, ``sends_7d`` (/7), ``engagement``, log hours since push;
+                  since the hinge refit also ``sends_7d_above_K`` = ``max(sends_7d - K,
+                  0) / 7`` at knots ``K`` from the logged volume (:func:`volume_knots`):
+                  a piecewise-linear dose-response that can bend up (thresholds) or
+                  flatten (saturation), shrunk by the fit's cross-validated L2
 ================  ===================================================================
 """
 
@@ -31,9 +35,29 @@ OPEN_NAMES: tuple[str, ...] = (*ENCODED_NAMES, "log_affinity", "log_pop_activity
 #: Open-model column of the user's latent relative activity (optional: older simulators lack it).
 USER_REL_NAME = "log_user_rel_activity"
 UNSUB_NAMES: tuple[str, ...] = ("sends_24h", "sends_7d", "engagement", "log_hours_since_push")
-#: Design columns scaled by the ``fatigue_multiplier`` what-if knob.
+#: Prefix of the unsubscribe model's hinge columns ``max(sends_7d - K, 0) / 7``.
+HINGE_PREFIX = "sends_7d_above_"
+#: Quantiles of the logged ``sends_7d`` (over sends) that place the hinge knots.
+KNOT_QUANTILES: tuple[float, ...] = (0.5, 0.75, 0.9)
+#: Design columns scaled by the ``fatigue_multiplier`` what-if knob (and every hinge column).
 FATIGUE_COLUMNS: tuple[str, ...] = ("sends_24h", "sends_7d")
 _ENC = {n: i for i, n in enumerate(ENCODED_NAMES)}
+
+
+def volume_knots(sends_7d: np.ndarray) -> tuple[float, ...]:
+    """Hinge knots of the unsubscribe dose-response: the distinct positive integers nearest
+    the :data:`KNOT_QUANTILES` of ``sends_7d`` ``(n,)`` (the logged sends' 7-day volume), so
+    every hinge has data on both sides; placed by the data, not tuned on any world."""
+    s = np.asarray(sends_7d, np.float64)
+    if not s.size:
+        return ()
+    q = np.rint(np.quantile(s, KNOT_QUANTILES))
+    return tuple(float(k) for k in np.unique(q[(q > 0) & (q < s.max())]))
+
+
+def unsub_names(knots: tuple[float, ...] = ()) -> tuple[str, ...]:
+    """Unsubscribe-model column names with hinge ``knots``."""
+    return (*UNSUB_NAMES, *(f"{HINGE_PREFIX}{k:g}" for k in knots))
 
 
 def _log_aff(aff: np.ndarray) -> np.ndarray:
@@ -84,11 +108,17 @@ def open_design(raw: np.ndarray, affinity: np.ndarray, log_pop_how: np.ndarray,
     return np.concatenate(cols, axis=1)
 
 
-def unsub_design(raw: np.ndarray) -> np.ndarray:
-    """Unsubscribe-hazard rows, shape ``(n, len(UNSUB_NAMES))``."""
+def unsub_design(raw: np.ndarray, names: tuple[str, ...] = UNSUB_NAMES) -> np.ndarray:
+    """Unsubscribe-hazard rows, shape ``(n, len(names))`` (:func:`unsub_names`)."""
     enc = encode(raw).astype(np.float64)
-    return enc[:, [_ENC["sends_24h"], _ENC["sends_7d"], _ENC["engagement"],
+    base = enc[:, [_ENC["sends_24h"], _ENC["sends_7d"], _ENC["engagement"],
                    _ENC["log_hours_since_push"]]]
+    hinges = [float(n[len(HINGE_PREFIX):]) for n in names[len(UNSUB_NAMES):]]
+    if not hinges:
+        return base
+    s7 = np.asarray(raw[:, F["sends_7d"]], np.float64)[:, None]
+    return np.concatenate([base, np.maximum(s7 - np.asarray(hinges)[None, :], 0.0) / 7.0],
+                          axis=1)
 
 
 def click_names(item_names: tuple[str, ...]) -> tuple[str, ...]:
@@ -117,3 +147,10 @@ def convert_design(item_features: np.ndarray) -> np.ndarray:
 def columns(names: tuple[str, ...], wanted: tuple[str, ...]) -> list[int]:
     """Indices of ``wanted`` columns present in ``names``."""
     return [i for i, n in enumerate(names) if n in wanted]
+
+
+def fatigue_columns(names: tuple[str, ...]) -> list[int]:
+    """Indices of the volume columns the ``fatigue_multiplier`` scales: :data:`FATIGUE_COLUMNS`
+    and every hinge of ``sends_7d``."""
+    return [i for i, n in enumerate(names)
+            if n in FATIGUE_COLUMNS or n.startswith(HINGE_PREFIX)]

@@ -10,7 +10,8 @@ will evaluate. Components (see :mod:`pushrl.sim.design` for the designs):
   :func:`~pushrl.sim.design.log_user_relative_activity`);
 * ``click``: P(click | open, item); ``convert``: P(convert | click, item); revenue of a
   conversion per item (``price`` times the logged revenue/price ratio, else a shrunk mean);
-* ``unsubscribe``: hazard per delivered push vs recent volume and engagement;
+* ``unsubscribe``: hazard per delivered push vs recent volume (piecewise linear in the
+  7-day volume, knots from the logged volume) and engagement;
 * item-choice logs without opens (OBD): P(click | user context, item, position), see
   :mod:`pushrl.sim.obd`.
 """
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import gammaln
 
-from pushrl.data.features import FeatureSpec, ItemCatalog, replay
+from pushrl.data.features import F, FeatureSpec, ItemCatalog, replay
 from pushrl.data.io import Dataset, to_unix_seconds
 from pushrl.data.validate import ValidationReport
 from pushrl.errors import DataError
@@ -203,8 +204,9 @@ def fit_push(ds: Dataset, report: ValidationReport, progress: Progress | None = 
                                            catalog.feature_names, say)
     rows = sent & u_known
     say(f"fitting unsubscribe hazard on {int(rows.sum())} sends")
-    glms["unsubscribe"] = _fit_or_constant(design.unsub_design(rr.features[rows]), unsub[rows],
-                                           groups[rows], design.UNSUB_NAMES, say)
+    names = design.unsub_names(design.volume_knots(rr.features[rows, F["sends_7d"]]))
+    glms["unsubscribe"] = _fit_or_constant(design.unsub_design(rr.features[rows], names),
+                                           unsub[rows], groups[rows], names, say)
     revenue, rev_meta = item_revenue(ds, catalog, idx, sent & converted)
     meta = {"data": str(ds.path) if ds.path else None, "fingerprint": report.fingerprint,
             "decisions": len(p), "sent": int(sent.sum()), "users": len(pop),

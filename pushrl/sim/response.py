@@ -107,10 +107,8 @@ class FittedResponse:
         self._convert = model.glms.get("convert")
         self._unsub = model.glm("unsubscribe")
         fm = float(fatigue_multiplier)
-        self._open_scale = {j: fm for j in design.columns(self._open.names,
-                                                          design.FATIGUE_COLUMNS)}
-        self._unsub_scale = {j: fm for j in design.columns(self._unsub.names,
-                                                           design.FATIGUE_COLUMNS)}
+        self._open_scale = {j: fm for j in design.fatigue_columns(self._open.names)}
+        self._unsub_scale = {j: fm for j in design.fatigue_columns(self._unsub.names)}
         self._item_x = model.item_features.astype(np.float64)
         self._log_pop = np.roll(design.log_population_activity(model.spec.prior_how), self.shift)
         # simulators fitted since the user-rhythm covariate have it in the open model
@@ -154,7 +152,8 @@ class FittedResponse:
 
     def unsub_hazard(self, pop: np.ndarray, raw: np.ndarray) -> np.ndarray:
         """P(unsubscribe | a push is delivered now), shape ``(n,)``."""
-        return self._unsub.predict(design.unsub_design(raw), self._unsub_scale)
+        return self._unsub.predict(design.unsub_design(raw, self._unsub.names),
+                                   self._unsub_scale)
 
 
 class TruthResponse(FittedResponse):
