@@ -248,8 +248,7 @@ def logged_activity(data: str | Path) -> pd.DataFrame:
     out = pd.DataFrame({"user_id": act["user_id"].astype(str).to_numpy(),
                         "sec": to_unix_seconds(act["ts"]) if len(act) else np.zeros(0, np.int64),
                         "event": act["event"].astype(str).to_numpy(),
-                        "item_id": act["item_id"].astype(object).where(act["item_id"].notna(),
-                                                                       None).to_numpy(),
+                        "item_id": [None if pd.isna(i) else str(i) for i in act["item_id"]],
                         "revenue": act["revenue"].to_numpy(float)})
     return out
 
@@ -316,8 +315,8 @@ def import_history(srv: ServerHandle, sc: Scenario, logged_ids: Sequence[str],
             batch = []
             for j in range(a, min(a + EVENT_BATCH, len(events))):
                 e: dict[str, Any] = {"user_id": uids[j], "event": kinds[j], "ts": int(secs[j])}
-                if items[j] is not None:
-                    e["item_id"] = str(items[j])
+                if isinstance(items[j], str):
+                    e["item_id"] = items[j]
                 if kinds[j] == "purchase" and np.isfinite(rev[j]):
                     e["revenue"] = float(rev[j])
                 batch.append(e)
@@ -479,3 +478,45 @@ def _post_activity(srv: ServerHandle, sim: PushSim, uids: Sequence[str],
         srv.post("/v1/events", {"events": batch})
         reqs += 1
     return reqs
+
+
+class _Recorder:
+    """Wraps a timing policy in the batch rollout and records what it sent (where allowed)."""
+
+    def __init__(self, policy: Any) -> None:
+        self.policy = policy
+        self.name = getattr(policy, "name", type(policy).__name__)
+        self.sent: list[np.ndarray] = []
+
+    def decide_batch(self, ctx: Any, rng: np.random.Generator) -> Any:
+        d = self.policy.decide_batch(ctx, rng)
+        self.sent.append((np.asarray(d.action) == 1) & np.asarray(ctx.allowed, bool))
+        return d
+
+
+def batch_twin(timing: str, item: str | None, scenario: str | Path, *, users: int,
+               days: int | None = None, seed: int = 0,
+               **overrides: Any) -> tuple[RolloutResult, np.ndarray]:
+    """The batch rollout of the same policies for the same users and random numbers as
+    :func:`drive` with the same ``seed`` (``truth = true``).
+
+    Args:
+        timing: Timing policy spec (baseline name or artifact path, as ``pushrl compare``).
+        item: Item policy spec (None: ``most-popular`` of the scenario's data, the server's
+            default).
+        scenario, users, days, seed, overrides: As :func:`drive`.
+
+    Returns:
+        The rollout's result and ``(n_users, horizon)`` bool: sent where allowed.
+    """
+    from pushrl.compare.runner import PolicySpec
+    from pushrl.envs.rollout import rollout
+
+    if days is not None:
+        overrides["horizon_days"] = int(days)
+    sc = load_scenario(scenario, **{**overrides, "truth": True})
+    item_spec = item if item is not None else f"most-popular:data={Path(sc.data).resolve()}"
+    rec = _Recorder(PolicySpec.parse(timing).load())
+    res = rollout(rec, sc, n_users=users, seed=seed,
+                  item_policy=PolicySpec.parse(item_spec).load(), policy_name=timing)
+    return res, np.stack(rec.sent, axis=1)
