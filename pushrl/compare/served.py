@@ -481,22 +481,63 @@ def _post_activity(srv: ServerHandle, sim: PushSim, uids: Sequence[str],
 
 
 class _Recorder:
-    """Wraps a timing policy in the batch rollout and records what it sent (where allowed)."""
+    """Wraps the timing and item policies of a batch rollout and records, per step, what
+    was sent (where allowed), the timing policy's send probability and the item chosen."""
 
-    def __init__(self, policy: Any) -> None:
-        self.policy = policy
+    def __init__(self, policy: Any, item: Any, n: int) -> None:
+        self.policy, self.item_policy = policy, item
         self.name = getattr(policy, "name", type(policy).__name__)
         self.sent: list[np.ndarray] = []
+        self.p_send: list[np.ndarray] = []
+        self.items: list[np.ndarray] = []
+        self.n = n
+        self.uses_candidate_features = getattr(item, "uses_candidate_features", True)
 
     def decide_batch(self, ctx: Any, rng: np.random.Generator) -> Any:
         d = self.policy.decide_batch(ctx, rng)
         self.sent.append((np.asarray(d.action) == 1) & np.asarray(ctx.allowed, bool))
+        self.p_send.append(np.asarray(d.action_dist, np.float64)[:, 1].copy())
+        self.items.append(np.full(self.n, -1, np.int64))
+        return d
+
+    def item_decide(self, ctx: Any, rng: np.random.Generator) -> Any:
+        d = self.item_policy.decide_batch(ctx, rng)
+        slots = np.asarray(ctx.extra["user_index"], np.int64)
+        cand = np.asarray(ctx.candidates)
+        self.items[-1][slots] = cand[np.arange(slots.size), np.asarray(d.action)]
         return d
 
 
+class _ItemView:
+    """The item side of a :class:`_Recorder` (the engine calls ``decide_batch``)."""
+
+    def __init__(self, rec: _Recorder) -> None:
+        self.rec = rec
+        self.uses_candidate_features = rec.uses_candidate_features
+
+    def decide_batch(self, ctx: Any, rng: np.random.Generator) -> Any:
+        return self.rec.item_decide(ctx, rng)
+
+
+@dataclass
+class BatchTwin:
+    """The batch rollout of :func:`batch_twin`.
+
+    Attributes:
+        result: Per-user totals.
+        sent: ``(n_users, horizon)`` bool, sent where allowed.
+        p_send: ``(n_users, horizon)`` the timing policy's probability of sending.
+        items: ``(n_users, horizon)`` catalog index of each delivered item (-1 none).
+    """
+
+    result: RolloutResult
+    sent: np.ndarray
+    p_send: np.ndarray
+    items: np.ndarray
+
+
 def batch_twin(timing: str, item: str | None, scenario: str | Path, *, users: int,
-               days: int | None = None, seed: int = 0,
-               **overrides: Any) -> tuple[RolloutResult, np.ndarray]:
+               days: int | None = None, seed: int = 0, **overrides: Any) -> BatchTwin:
     """The batch rollout of the same policies for the same users and random numbers as
     :func:`drive` with the same ``seed`` (``truth = true``).
 
@@ -505,9 +546,6 @@ def batch_twin(timing: str, item: str | None, scenario: str | Path, *, users: in
         item: Item policy spec (None: ``most-popular`` of the scenario's data, the server's
             default).
         scenario, users, days, seed, overrides: As :func:`drive`.
-
-    Returns:
-        The rollout's result and ``(n_users, horizon)`` bool: sent where allowed.
     """
     from pushrl.compare.runner import PolicySpec
     from pushrl.envs.rollout import rollout
@@ -516,7 +554,8 @@ def batch_twin(timing: str, item: str | None, scenario: str | Path, *, users: in
         overrides["horizon_days"] = int(days)
     sc = load_scenario(scenario, **{**overrides, "truth": True})
     item_spec = item if item is not None else f"most-popular:data={Path(sc.data).resolve()}"
-    rec = _Recorder(PolicySpec.parse(timing).load())
-    res = rollout(rec, sc, n_users=users, seed=seed,
-                  item_policy=PolicySpec.parse(item_spec).load(), policy_name=timing)
-    return res, np.stack(rec.sent, axis=1)
+    rec = _Recorder(PolicySpec.parse(timing).load(), PolicySpec.parse(item_spec).load(), users)
+    res = rollout(rec, sc, n_users=users, seed=seed, item_policy=_ItemView(rec),
+                  policy_name=timing)
+    return BatchTwin(res, np.stack(rec.sent, axis=1), np.stack(rec.p_send, axis=1),
+                     np.stack(rec.items, axis=1))

@@ -54,11 +54,13 @@ def test_served_equals_batch_rollout(tmp_path: Path, timing: str, history: str,
     n, days, seed = 20, 2, 3
     served = drive(reg, "default", users=n, days=days, seed=seed, history=history,
                    warm_start=warm)
-    batch, sent = batch_twin(timing, None, "default", users=n, days=days, seed=seed,
-                             warm_start=warm)
+    twin = batch_twin(timing, None, "default", users=n, days=days, seed=seed,
+                      warm_start=warm)
+    batch, sent = twin.result, twin.sent
     asked = served.decisions >= 0
     assert sent.sum() > 0, "no push sent: the test would prove nothing"
     np.testing.assert_array_equal(sent[asked], served.decisions[asked] == 1)
     np.testing.assert_allclose(served.result.objective, batch.objective, atol=1e-9)
     np.testing.assert_array_equal(served.result.sends, batch.sends)
+    np.testing.assert_array_equal(served.items, twin.items)
     assert served.served_blocked == 0
