@@ -283,8 +283,8 @@ def main() -> None:
     if args.json:
         print(json.dumps({"settings": settings, "worlds": recs}, indent=2, default=str))
     else:
-        print(f"settings: {settings}\n(scored with each world's true response in the "
-              "simulator's batch rollout, not through the HTTP server)\n")
+        print(f"settings: {settings}\n(this table: scored with each world's true response "
+              "in the simulator's batch rollout; --served adds the server's below)\n")
         print(table(recs))
         if args.served:
             print(f"\nthrough the real server (pushrl serve, history={args.history}):\n")
