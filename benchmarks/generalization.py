@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/generalization.py [--worlds taste-clicks,fatigue-heavy] [--users 1000]
        [--days 28] [--eval-users 1000] [--ppo-timesteps 200000] [--out out/generalization]
-       [--json]
+       [--served [--history log|warm|none]] [--reuse] [--json]
 
 Per world (``pushrl.data.worlds``; split ``dev`` / ``held-out`` as declared there):
 
@@ -18,9 +18,16 @@ Per world (``pushrl.data.worlds``; split ``dev`` / ``held-out`` as declared ther
    learned timing + learned item vs the same-information heuristic (``most-active-hour``:
    each user's most active allowed local hour from the logged activity, one push a day at
    most, plus ``most-popular`` fitted on the logs), and the item bandit alone
-   (``most-active-hour`` + VW vs ``most-active-hour`` + most-popular). NOT through the HTTP
-   server yet: the policies are the served artifacts, run in the simulator's batch rollout
-   (``pushrl serve --history`` does not exist yet; driving the server hour by hour is next).
+   (``most-active-hour`` + VW vs ``most-active-hour`` + most-popular), in the simulator's
+   batch rollout.
+   With ``--served`` the same comparisons are ALSO made through the real server
+   (:func:`pushrl.compare.served.drive`): ``pushrl serve`` runs as a process per policy set
+   (the reference: an empty registry, i.e. the server's defaults most-active-hour +
+   most-popular of the init data; learned: PPO + VW promoted, forced past a blocking gate and
+   audited as such; bandit alone: VW promoted), the users' history is brought in
+   (``--history``), and every hour the server decides for every user, the world's true
+   response is applied and posted back as feedback, and the hour's true activity is posted.
+   Same users and counter-based random numbers as the batch rollout.
 6. Simulator fidelity: ``pushrl sim validate`` replays the logging policy in the fitted
    simulator; open and unsubscribe rates vs the logs (relative error and z), and the click
    model's held-out AUC / log-loss vs the constant.
@@ -67,29 +74,94 @@ def paired(a: Any, ref: Any, metric: str, days: float) -> dict[str, float]:
             "rel_lower": e.lower / abs(base) if base else float("nan")}
 
 
+def served_loop(w: Path, rec: dict[str, Any], sc: str,
+                args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The reference, learned and bandit-alone policy sets served through ``pushrl serve``."""
+    import shutil
+
+    import pandas as pd
+
+    from pushrl.compare.served import drive
+
+    sets = {"reference": (), "learned": ("ppo", "vw"), "bandit": ("vw",)}
+    arts = {"ppo": Path(rec["ppo"]["artifact"]), "vw": Path(rec["bandit"]["artifact"])}
+    frames: dict[str, pd.DataFrame] = {}
+    out: dict[str, Any] = {"history": args.history}
+    for key, names in sets.items():
+        reg = w / "served" / key
+        shutil.rmtree(reg, ignore_errors=True)
+        reg.mkdir(parents=True)
+        for n in names:
+            shutil.copytree(arts[n], reg / n / arts[n].name)
+            run("policies", "promote", n, "--registry", str(reg), "--force", "--reason",
+                "generalization benchmark: served score of the trained artifact")
+        t0 = time.perf_counter()
+        # seed 0: the users and random numbers of `compare`'s first seed (the batch figures)
+        got = drive(reg, sc, users=args.eval_users, days=args.eval_days, seed=0,
+                    history=args.history, label=key)
+        f = got.result.to_frame()
+        f["seed"], f["user"] = 0, range(len(f))
+        frames[key] = f
+        out[key] = {"seconds": round(time.perf_counter() - t0, 1), "timing": got.timing,
+                    "requests": got.requests, "served_blocked": got.served_blocked}
+        print(f"[{time.strftime('%H:%M:%S')}]   served {key}: {out[key]}", file=sys.stderr,
+              flush=True)
+    days = float(got.result.days)
+    lt, hv, hp = frames["learned"], frames["bandit"], frames["reference"]
+    out.update({
+        "objective_learned_vs_heuristic": paired(lt, hp, "objective", days),
+        "unsub_heuristic": estimate(hp, "unsubscribe_rate", days=days).value,
+        "unsub_learned": estimate(lt, "unsubscribe_rate", days=days).value,
+        "objective_bandit_vs_popular": paired(hv, hp, "objective", days),
+        "objective_per_user": {k: estimate(f, "objective", days=days).value
+                               for k, f in frames.items()},
+        "sends_per_user_day": {k: estimate(f, "sends_per_user_day", days=days).value
+                               for k, f in frames.items()},
+    })
+    return out, frames
+
+
+def cached(w: Path, key: str, reuse: bool, *args: str,
+           expect: tuple[int, ...] = (0,)) -> dict[str, Any]:
+    """:func:`run`, its JSON kept in ``W/steps/KEY.json``; with ``reuse`` a kept one is
+    returned instead of running again (``--reuse``: e.g. serve what an earlier run trained)."""
+    f = w / "steps" / f"{key}.json"
+    if reuse and f.is_file():
+        out: dict[str, Any] = json.loads(f.read_text())
+        return out
+    out = run(*args, expect=expect)
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text(json.dumps(out, indent=2, default=str))
+    return out
+
+
 def world_loop(name: str, args: argparse.Namespace) -> dict[str, Any]:
     w = Path(args.out) / name
     data, held, init = w / "data", w / "heldout", w / "init"
     rec: dict[str, Any] = {"world": name, "split": "dev" if name in DEV_WORLDS else "held-out"}
     t0 = time.perf_counter()
     size = ["--users", str(args.users), "--days", str(args.days)]
-    run("data", "synth", "--world", name, *size, "--seed", str(args.seed), "--out", str(data))
-    run("data", "synth", "--world", name, "--users", str(max(args.users // 2, 50)), "--days",
-        str(args.days), "--seed", str(args.seed + 1000), "--out", str(held))
-    rec["init"] = run("init", str(data), "--out", str(init))
+    re = args.reuse
+    cached(w, "synth", re, "data", "synth", "--world", name, *size, "--seed", str(args.seed),
+           "--out", str(data))
+    cached(w, "synth_heldout", re, "data", "synth", "--world", name, "--users",
+           str(max(args.users // 2, 50)), "--days", str(args.days), "--seed",
+           str(args.seed + 1000), "--out", str(held))
+    rec["init"] = cached(w, "init", re, "init", str(data), "--out", str(init))
     sc = rec["init"]["scenario"]
     vw, ppo = w / "policies" / "vw", w / "policies" / "ppo"
-    rec["bandit"] = run("train", "bandit", "--scenario", sc, "--out", str(vw), "--seed",
-                        str(args.seed))
-    rec["ppo"] = run("train", "timing", "--scenario", sc, "--timesteps",
-                     str(args.ppo_timesteps), "--seed", str(args.seed), "--out", str(ppo),
-                     "--run-dir", str(w / "runs" / "ppo"))
+    rec["bandit"] = cached(w, "bandit", re, "train", "bandit", "--scenario", sc, "--out",
+                           str(vw), "--seed", str(args.seed))
+    rec["ppo"] = cached(w, "ppo", re, "train", "timing", "--scenario", sc, "--timesteps",
+                        str(args.ppo_timesteps), "--seed", str(args.seed), "--out", str(ppo),
+                        "--run-dir", str(w / "runs" / "ppo"))
     for key, art in (("gate_bandit", rec["bandit"]["artifact"]),
                      ("gate_ppo", rec["ppo"]["artifact"])):
-        g = run("evaluate", "--data", str(held), "--policy", art, "--scenario", sc,
-                "--n-bootstrap", "200", "--out", str(w / "ope" / key), expect=(0, 1))
+        g = cached(w, key, re, "evaluate", "--data", str(held), "--policy", art, "--scenario",
+                   sc, "--n-bootstrap", "200", "--out", str(w / "ope" / key), expect=(0, 1))
         rec[key] = {"passed": g["_exit"] == 0, "failed_rules": g["gate"]["failed_rules"]}
-    fid = run("sim", "validate", str(init / "sim"), str(data), expect=(0, 1))
+    fid = cached(w, "fidelity", re, "sim", "validate", str(init / "sim"), str(data),
+                 expect=(0, 1))
     ov, click = fid["replay"]["overall"], fid["components"]["click"]
     rec["fidelity"] = {k: {m: ov[k][m] for m in ("rate_log", "rate_sim", "rel_error", "z")}
                        for k in ("open_rate", "unsubscribe_rate")}
@@ -99,6 +171,9 @@ def world_loop(name: str, args: argparse.Namespace) -> dict[str, Any]:
     popular = f"most-popular:data={data.resolve()}"
     kw: dict[str, Any] = {"scenario": sc, "users": args.eval_users, "days": args.eval_days,
                           "overrides": {"truth": True}}
+    frames: dict[str, Any] = {}
+    if args.served:
+        rec["served"], frames = served_loop(w, rec, sc, args)
     learned = compare([f"learned={rec['ppo']['artifact']}", "heuristic=most-active-hour"],
                       item_policy=rec["bandit"]["artifact"], **kw)
     base = compare(["heuristic=most-active-hour"], item_policy=popular, **kw)
@@ -118,6 +193,10 @@ def world_loop(name: str, args: argparse.Namespace) -> dict[str, Any]:
                                "heuristic": estimate(hp, "sends_per_user_day",
                                                      days=days).value},
     }
+    if frames:  # same users and draws: served - batch per user is the serving skew
+        rec["served"]["served_minus_batch"] = {
+            k: paired(frames[k], b, "objective", days)
+            for k, b in (("reference", hp), ("learned", lt), ("bandit", hv))}
     rec["seconds"] = round(time.perf_counter() - t0, 1)
     return rec
 
@@ -148,6 +227,24 @@ def table(recs: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
+def served_table(recs: list[dict[str, Any]]) -> str:
+    """Served figures (through ``pushrl serve``) next to the batch rollout's."""
+    head = ("| world | split | SERVED learned vs heuristic [95% CI] | unsub learned / heuristic "
+            "| SERVED bandit alone vs most-popular [95% CI] | served - batch objective/user: "
+            "reference / learned / bandit [95% CI] |")
+    rows = [head, "|" + "---|" * 6]
+    for r in recs:
+        s = r.get("served")
+        if not s:
+            continue
+        skew = " / ".join(f"{d['diff']:+.3f} [{d['lower']:+.3f}, {d['upper']:+.3f}]"
+                          for d in s["served_minus_batch"].values())
+        rows.append(f"| {r['world']} | {r['split']} | {_ci(s['objective_learned_vs_heuristic'])} "
+                    f"| {100 * s['unsub_learned']:.1f}% / {100 * s['unsub_heuristic']:.1f}% "
+                    f"| {_ci(s['objective_bandit_vs_popular'])} | {skew} |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -161,6 +258,13 @@ def main() -> None:
                                                                 "scenario's horizon)")
     ap.add_argument("--ppo-timesteps", type=int, default=200_000)
     ap.add_argument("--out", default="out/generalization")
+    ap.add_argument("--served", action="store_true", help="also score through the real "
+                    "server, hour by hour (pushrl.compare.served)")
+    ap.add_argument("--history", default="log", choices=("log", "warm", "none"),
+                    help="--served: the users' past brought into the server (log: all logged "
+                    "activity; warm: its first 7 days, as the simulator's warm start)")
+    ap.add_argument("--reuse", action="store_true", help="reuse the steps an earlier run "
+                    "left in --out (W/steps/*.json) instead of running them again")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     names = [n.strip() for n in args.worlds.split(",") if n.strip()]
@@ -179,9 +283,12 @@ def main() -> None:
     if args.json:
         print(json.dumps({"settings": settings, "worlds": recs}, indent=2, default=str))
     else:
-        print(f"settings: {settings}\n(scored with each world's true response in the "
-              "simulator's batch rollout, not through the HTTP server)\n")
+        print(f"settings: {settings}\n(this table: scored with each world's true response "
+              "in the simulator's batch rollout; --served adds the server's below)\n")
         print(table(recs))
+        if args.served:
+            print(f"\nthrough the real server (pushrl serve, history={args.history}):\n")
+            print(served_table(recs))
 
 
 if __name__ == "__main__":
