@@ -126,9 +126,12 @@ def explore(
     from pushrl.policies.ppo import PPOTimingPolicy, save_with_exploration
     from pushrl.policies.registry import load_policy
 
+    from pushrl.errors import ArtifactError
+
     policy = load_policy(artifact)
     if not isinstance(policy, PPOTimingPolicy):
-        raise typer.BadParameter(f"{artifact} is not a PPO timing agent", param_hint="ARTIFACT")
+        raise ArtifactError(f"{artifact} is a {type(policy).__name__}, not a PPO timing agent; "
+                            "exploration exports apply to `pushrl train timing` artifacts")
     grid = EPSILONS if not epsilons else tuple(float(e) for e in epsilons.split(","))
     ds, _ = load_dataset(data)
     with console.status("scoring exploration exports with the timing gate"):
