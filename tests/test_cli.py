@@ -37,6 +37,8 @@ def test_validate_json_on_shipped_obd() -> None:
     (("data", "synth", "--out", "/tmp/x", "--slots-per-day", "5"), "must divide 24"),
     (("data", "import-obd", "--out", "/tmp/x", "--policy", "greedy", "--source", "/no/wheel"),
      "does not exist"),
+    (("policies", "explore", "/no/such/artifact", "--data", "/x", "--scenario", "default"),
+     "no policy artifact"),
 ])
 def test_bad_input_is_one_line_without_traceback(args: tuple[str, ...], pattern: str) -> None:
     r = run(*args)
@@ -86,3 +88,14 @@ def test_import_pushrl_registers_envs_without_heavy_imports() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        cwd="/", timeout=300, check=False)
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_explore_refuses_an_artifact_that_is_not_a_ppo_agent(tmp_path: Path) -> None:
+    from pushrl.policies.registry import save_artifact
+
+    art = save_artifact(tmp_path / "never", kind="timing", loader="baseline",
+                        files={"x.txt": b"x"}, card={"baseline": "never-send"})
+    r = run("policies", "explore", str(art), "--data", "/no/such/dir", "--scenario", "default")
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert len(lines) == 1 and "not a PPO timing agent" in lines[0]

@@ -104,3 +104,54 @@ def rollback(
         return
     console.print(f"{res['kind']}: active {res['active'] or 'default baseline'}, "
                   f"shadow {res['shadow']} (generation {res['generation']})")
+
+
+@app.command("explore")
+def explore(
+    artifact: Path = typer.Argument(..., help="A PPO timing artifact (policies/NAME[/vN])."),
+    data: Path = typer.Option(..., "--data", help="The logs the agent was trained from (NOT "
+                              "the held-out logs its gate will decide on)."),
+    scenario: str = typer.Option(..., "--scenario", help="Scenario (guardrails, reward)."),
+    epsilons: str | None = typer.Option(None, "--epsilons", help="Mix shares to try, comma-"
+                                        "separated (default 0,0.05,0.1,0.2,0.3,0.5,0.7)."),
+    out_dir: Path | None = typer.Option(None, "--out", help="policies/NAME to version into "
+                                        "(default: the artifact's own name)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap."),
+    as_json: bool = _JSON,
+) -> None:
+    """Export a timing agent with the exploration the OPE gate's own criteria choose on its
+    training logs (a new artifact version; the served pscore is the explored probability)."""
+    from pushrl.data.validate import load_dataset
+    from pushrl.ope.exploration import EPSILONS, select_exploration
+    from pushrl.policies.ppo import PPOTimingPolicy, save_with_exploration
+    from pushrl.policies.registry import load_policy
+
+    from pushrl.errors import ArtifactError
+
+    policy = load_policy(artifact)
+    if not isinstance(policy, PPOTimingPolicy):
+        raise ArtifactError(f"{artifact} is a {type(policy).__name__}, not a PPO timing agent; "
+                            "exploration exports apply to `pushrl train timing` artifacts")
+    grid = EPSILONS if not epsilons else tuple(float(e) for e in epsilons.split(","))
+    ds, _ = load_dataset(data)
+    with console.status("scoring exploration exports with the timing gate"):
+        choice = select_exploration(policy, ds, scenario, epsilons=grid, seed=seed)
+    path = save_with_exploration(artifact, choice.to_dict(), out_dir)
+    res = {"artifact": str(path), "exploration": choice.exploration.to_dict(),
+           "reason": choice.reason, "candidates": choice.to_dict()["selection"]["candidates"]}
+    if as_json:
+        emit(res, True)
+        return
+    for c in choice.candidates:
+        console.print(f"temperature {c.exploration.temperature or 'as trained'!s:<10} "
+                      f"epsilon {c.exploration.epsilon:<5g} ESS {c.ess:8.0f} (floor "
+                      f"{c.ess_floor:.0f})  improvement {c.difference:+.4f} "
+                      f"[{c.lower:+.4f}, {c.upper:+.4f}]  "
+                      f"{'ok' if c.supported else 'unsupported'}", highlight=False)
+    console.print(f"chosen: temperature {choice.exploration.temperature or 'as trained'}, "
+                  f"epsilon {choice.exploration.epsilon:g} (send "
+                  f"{choice.exploration.send:.4f}); {choice.reason}\nwritten: {path}",
+                  highlight=False)
+    console.print("[yellow]note[/]: the gate compares with the logging policy per user-day; "
+                  "compare the export with the heuristic in the fitted simulator "
+                  "(`pushrl compare`) before promoting it")

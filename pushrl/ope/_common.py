@@ -58,10 +58,16 @@ class ResolvedPolicy:
     fitted_on_eval_data: bool = False
 
     def trained_on(self, fingerprint: str) -> bool:
-        """True when the policy was trained or fitted on the logs with this fingerprint."""
-        data = (self.card or {}).get("data")
+        """True when the policy was trained or fitted on the logs with this fingerprint (or its
+        exploration export was chosen on them)."""
+        card = self.card or {}
+        data = card.get("data")
+        explored = card.get("exploration")
+        selection = explored.get("selection") if isinstance(explored, Mapping) else None
         return self.fitted_on_eval_data or (
-            isinstance(data, Mapping) and data.get("fingerprint") == fingerprint)
+            isinstance(data, Mapping) and data.get("fingerprint") == fingerprint) or (
+            # an exploration export chosen by the gate's criteria on these logs
+            isinstance(selection, Mapping) and selection.get("data_fingerprint") == fingerprint)
 
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable summary."""

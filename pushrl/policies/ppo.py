@@ -49,6 +49,65 @@ _ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"tanh": np.tanh, 
 _BLAS: Any = None
 
 
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return np.asarray(z / z.sum(axis=1, keepdims=True))
+
+
+@dataclass(frozen=True)
+class Exploration:
+    """How the served agent explores: the stochastic export of a trained actor.
+
+    The served distribution is ``(1 - epsilon) * agent + epsilon * [1 - send, send]``, where
+    ``agent`` is the softmax of the actor's logits divided by ``temperature``, or with
+    ``temperature=None`` the agent as trained (the argmax one-hot of a deterministic agent).
+    Off-policy evaluation of a near-deterministic agent on randomised logs has few matched user-days and a wide interval; a mix toward the logger's
+    send rate trades a little of the agent's value for many more matched rounds. The served
+    decision's ``pscore`` is the probability of this mixed distribution (guardrails masked
+    by the base class), so logs of the served agent support OPE of the next candidate.
+    :func:`pushrl.ope.exploration.select_exploration` picks the values on the training logs
+    by the gate's own criteria.
+
+    Attributes:
+        temperature: Softmax temperature over the actor's logits (> 0), or None for the
+            agent as trained (its ``deterministic`` flag decides argmax vs softmax).
+        epsilon: Share of the constant send probability in the mix, in [0, 1].
+        send: The mix's send probability per slot, in [0, 1] (the logger's mean ``pscore_send``
+            on allowed slots when selected from logs).
+    """
+
+    temperature: float | None = None
+    epsilon: float = 0.0
+    send: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name, lo, hi in (("epsilon", 0.0, 1.0), ("send", 0.0, 1.0)):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and lo <= v <= hi):
+                raise ValueError(f"exploration `{name}` must be in [{lo}, {hi}], got {v!r}")
+        t = self.temperature
+        if t is not None and not (isinstance(t, int | float) and t > 0):
+            raise ValueError(f"exploration `temperature` must be > 0 or None, got {t!r}")
+
+    def mix(self, dist: np.ndarray) -> np.ndarray:
+        """``(n, 2)`` WAIT/SEND distribution mixed with the constant send probability."""
+        if self.epsilon == 0.0:
+            return dist
+        return (1.0 - self.epsilon) * dist + self.epsilon * np.array([1.0 - self.send,
+                                                                      self.send])
+
+    def to_dict(self) -> dict[str, float | None]:
+        """JSON form (the card's ``exploration``)."""
+        return {"temperature": self.temperature, "epsilon": self.epsilon, "send": self.send}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Exploration:
+        """From a card's ``exploration`` (extra keys, e.g. the selection evidence, ignored)."""
+        t = d.get("temperature")
+        return cls(None if t is None else float(t), float(d.get("epsilon", 0.0)),
+                   float(d.get("send", 0.0)))
+
+
 def _one_blas_thread() -> Any:
     """Limit BLAS to one thread: the layers are tiny, and on a busy machine OpenBLAS's
     threads contend instead of helping (a (200, 64) x (64, 64) product measured 80x slower
@@ -124,9 +183,7 @@ class NumpyActor:
 
     def probs(self, obs: np.ndarray) -> np.ndarray:
         """Action probabilities (softmax of :meth:`logits`), shape ``(n, n_actions)``."""
-        z = self.logits(obs)
-        z = np.exp(z - z.max(axis=1, keepdims=True))
-        return np.asarray(z / z.sum(axis=1, keepdims=True))
+        return _softmax(self.logits(obs))
 
     # ------------------------------------------------------------------ io
     @classmethod
@@ -200,6 +257,9 @@ class PPOTimingPolicy(TimingPolicy):
             :class:`~pushrl.sim.engine.Guardrails` or its fields as a dict.
         deterministic: Choose the most probable action (``pscore`` 1) instead of sampling
             from the actor's distribution.
+        exploration: The stochastic export (:class:`Exploration`): a softmax temperature and
+            a mix with a constant send probability, so that off-policy evaluation of the
+            agent on randomised logs has matched rounds; default none.
         obs_names: The observation columns the agent was trained on (its card's
             ``obs_names``; default all of ``pushrl/PushTiming-v1``).
         name: Registry name.
@@ -213,7 +273,8 @@ class PPOTimingPolicy(TimingPolicy):
 
     def __init__(self, actor: NumpyActor, guardrails: Guardrails | dict[str, Any] | None = None,
                  *, deterministic: bool = False, obs_names: Sequence[str] = TIMING_OBS_NAMES,
-                 name: str = "ppo", version: str = "0") -> None:
+                 name: str = "ppo", version: str = "0",
+                 exploration: Exploration | dict[str, Any] | None = None) -> None:
         self.actor = actor
         if isinstance(guardrails, dict):
             guardrails = Guardrails(**guardrails)
@@ -225,20 +286,34 @@ class PPOTimingPolicy(TimingPolicy):
                                 "`obs_names` the agent was trained on")
         self.deterministic = bool(deterministic)
         self.name, self.version = name, version
+        if isinstance(exploration, dict):
+            exploration = Exploration.from_dict(exploration)
+        self.exploration = exploration if exploration is not None else Exploration()
 
     def observation(self, ctx: TimingContext) -> np.ndarray:
         """The environment's observation for ``ctx``, shape ``(n, actor.obs_dim)``, built by
         the environment's own builder with the guardrails the agent was trained under."""
         return self.obs.from_context(ctx)
 
-    def _action_dist(self, ctx: TimingContext) -> np.ndarray:
+    def agent_dist(self, ctx: TimingContext) -> np.ndarray:
+        """The trained agent's own distribution (argmax one-hot if :attr:`deterministic`,
+        else the softmax of its logits), before :attr:`exploration`; ``(n, 2)``, unmasked."""
         p = self.actor.probs(self.observation(ctx))
         if self.deterministic:
             return np.eye(p.shape[1])[np.argmax(p, axis=1)]
         return p
 
+    def _action_dist(self, ctx: TimingContext) -> np.ndarray:
+        ex = self.exploration
+        if ex.temperature is None:
+            base = self.agent_dist(ctx)
+        else:
+            base = _softmax(self.actor.logits(self.observation(ctx)) / ex.temperature)
+        return ex.mix(base)
+
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "deterministic": self.deterministic,
+                "exploration": self.exploration.to_dict(),
                 "obs_dim": self.actor.obs_dim, "obs_names": list(self.obs.names),
                 "guardrails": dataclasses.asdict(self.guardrails)}
 
@@ -251,6 +326,39 @@ def card_obs_names(card: dict[str, Any]) -> tuple[str, ...]:
     return V0_OBS_NAMES + (PROFILE_OBS_NAMES_V1 if card.get("profile_features") else ())
 
 
+def save_with_exploration(artifact: str | Path, exploration: dict[str, Any],
+                          out: str | Path | None = None) -> Path:
+    """Write a new version of a PPO artifact that serves ``exploration``.
+
+    The actor files are copied unchanged (new sha256 entries); the card is the source's with
+    ``exploration`` (an :class:`Exploration` dict, optionally with its ``selection``
+    evidence), ``exported_from`` and without the source's gate records (``ope``), which do
+    not describe the new behaviour.
+
+    Args:
+        artifact: A verified ``loader="ppo"`` artifact directory.
+        exploration: The card's ``exploration`` (validated by :class:`Exploration`).
+        out: ``policies/NAME`` to version into (default: the source's ``policies/NAME``).
+
+    Returns:
+        The new artifact directory.
+    """
+    from pushrl.policies.registry import resolve, save_artifact, verify_artifact
+
+    src = resolve(artifact)
+    card = verify_artifact(src)
+    if card.get("loader") != "ppo":
+        raise ArtifactError(f"{src} is a {card.get('loader')!r} artifact; exploration exports "
+                            "apply to PPO timing agents (loader 'ppo')")
+    Exploration.from_dict(exploration)  # validate before writing anything
+    keep = {k: v for k, v in card.items() if k not in (
+        "files", "format", "name", "version", "kind", "loader", "created_at", "ope")}
+    keep.update(exploration=exploration, exported_from=f"{card.get('name')}@{card.get('version')}")
+    return save_artifact(Path(out) if out is not None else src.parent, kind="timing",
+                         loader="ppo", files={f: src / f for f in card.get("files", {})},
+                         card=keep)
+
+
 @register_loader("ppo")
 def _load(path: Path, card: dict[str, Any]) -> PPOTimingPolicy:
     """Loader for ``loader="ppo"`` artifacts (already verified by ``load_policy``)."""
@@ -261,4 +369,5 @@ def _load(path: Path, card: dict[str, Any]) -> PPOTimingPolicy:
     guardrails = card.get("scenario", {}).get("guardrails")
     return PPOTimingPolicy(actor, guardrails, deterministic=bool(card.get("deterministic", False)),
                            obs_names=card_obs_names(card), name=str(card.get("name", "ppo")),
-                           version=str(card.get("version", "0")))
+                           version=str(card.get("version", "0")),
+                           exploration=card.get("exploration"))
