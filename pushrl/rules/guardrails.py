@@ -14,12 +14,18 @@ A send that violates a guardrail is never delivered. The rules, for every layer:
   ``[b - 168, b)`` (the feature pipeline's ``sends_7d``), plus sends already made in ``b``,
   must be ``< max_sends_per_week`` (:func:`in_week_window`). The simulator decides once per
   bucket, so its count is ``sends_7d`` itself.
+* **Subscription**: a user who unsubscribed (or opted out) receives nothing until they
+  subscribe again. The simulator's users unsubscribe as a drawn outcome of a push (its
+  ``alive`` slots); the server's through feedback ``unsubscribed=true`` or ``PUT /v1/users``
+  with ``subscribed=false`` (:class:`pushrl.serve.guardrails.Subscriptions`). Both pass that
+  status as ``subscribed`` to :meth:`Guardrails.allowed` / :meth:`Guardrails.verdict`, so it
+  masks ``SEND`` like every other guardrail.
 * **0 means no cap** for both caps (as in scenario files and model cards since v0). To stop
   every send use the server's kill switch. Negative caps and hours outside 0-23 are refused.
 
 Verdicts are vectorised over users (:meth:`Guardrails.verdict`, :meth:`Guardrails.allowed`),
-and a blocked decision names the first guardrail that blocks it in the order quiet hours,
-daily cap, weekly cap (:data:`REASONS`).
+and a blocked decision names the first guardrail that blocks it in the order unsubscribed,
+quiet hours, daily cap, weekly cap (:data:`REASONS`).
 """
 
 from __future__ import annotations
@@ -33,8 +39,9 @@ import numpy.typing as npt
 from pushrl.units import HOURS_PER_WEEK
 
 #: Verdict codes of :meth:`Guardrails.verdict` and the name of each (None = allowed).
-ALLOWED, QUIET_HOURS, DAILY_CAP, WEEKLY_CAP = 0, 1, 2, 3
-REASONS: tuple[str | None, ...] = (None, "quiet_hours", "daily_cap", "weekly_cap")
+ALLOWED, QUIET_HOURS, DAILY_CAP, WEEKLY_CAP, UNSUBSCRIBED = 0, 1, 2, 3, 4
+REASONS: tuple[str | None, ...] = (None, "quiet_hours", "daily_cap", "weekly_cap",
+                                   "unsubscribed")
 #: Hour buckets of the weekly cap's window before the decision's bucket.
 WEEK_BUCKETS = HOURS_PER_WEEK
 _NO_DAY = np.iinfo(np.int64).min // 2  # "no day yet" (day - 1 cannot wrap)
@@ -122,19 +129,22 @@ class Guardrails:
             ok &= w < self.max_sends_per_week
         return ok
 
-    def allowed(self, hour: np.ndarray, sends_today: np.ndarray,
-                sends_week: np.ndarray) -> np.ndarray:
-        """True where a send would be delivered: not quiet and within both caps.
+    def allowed(self, hour: np.ndarray, sends_today: np.ndarray, sends_week: np.ndarray,
+                subscribed: np.ndarray | None = None) -> np.ndarray:
+        """True where a send would be delivered: subscribed, not quiet and within both caps.
 
         Args:
             hour: Local hour at the decision's time.
             sends_today: As in :meth:`within_caps`.
             sends_week: As in :meth:`within_caps`.
+            subscribed: bool, shape of ``hour``: the user has not unsubscribed (None: every
+                user is subscribed, e.g. OPE over logged decisions).
         """
-        return ~self.quiet(hour) & self.within_caps(sends_today, sends_week)
+        ok = ~self.quiet(hour) & self.within_caps(sends_today, sends_week)
+        return ok if subscribed is None else ok & np.asarray(subscribed, bool)
 
-    def verdict(self, hour: np.ndarray, sends_today: np.ndarray,
-                sends_week: np.ndarray) -> np.ndarray:
+    def verdict(self, hour: np.ndarray, sends_today: np.ndarray, sends_week: np.ndarray,
+                subscribed: np.ndarray | None = None) -> np.ndarray:
         """The first blocking guardrail per decision as a code (:data:`REASONS`), int8, shape
         of ``hour``.
 
@@ -142,6 +152,8 @@ class Guardrails:
         ``allowed(...)``.
         """
         code = np.where(self.quiet(hour), np.int8(QUIET_HOURS), np.int8(ALLOWED))
+        if subscribed is not None:
+            code[~np.asarray(subscribed, bool)] = UNSUBSCRIBED
         if self.max_sends_per_day:
             code[(np.asarray(sends_today) >= self.max_sends_per_day) & (code == 0)] = DAILY_CAP
         if self.max_sends_per_week:

@@ -341,11 +341,14 @@ def _add_data_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any,
     @app.put("/v1/users/{user_id}", response_model=UserOut, tags=["data"],
              dependencies=[decide_scope], responses=_errors(400, 401, 403, 409, 422, 503))
     async def put_user(user_id: PathId, body: UserIn) -> dict[str, Any]:
-        """Create or update a user (time zone, features)."""
-        await srv().idle()
-        created, stmts = srv().put_user(user_id, body.timezone, body.features, body.ts)
-        await srv().commit(stmts)
-        return {"user_id": user_id, "created": created}
+        """Create or update a user (time zone, features, subscription)."""
+        s = srv()
+        await s.idle()
+        created, stmts = s.put_user(user_id, body.timezone, body.features, body.ts,
+                                    body.subscribed)
+        await s.commit(stmts)
+        return {"user_id": user_id, "created": created,
+                "subscribed": s.state.subscriptions.is_subscribed(s.state.users[user_id])}
 
     @app.put("/v1/items/{item_id}", response_model=ItemOut, tags=["data"],
              dependencies=[admin_scope], responses=_errors(400, 401, 403, 422, 503))

@@ -167,7 +167,7 @@ class Engine:
                            "PUT /v1/items/{item_id} or start the server with --catalog DIR")
         self.check_items(ps.item, rows)
         allowed, reasons, today, days = guardrails.check(self.guardrails, st.sends, u, ts,
-                                                         st.fs)
+                                                         st.fs, st.subscriptions)
         timing = ps.safe if self.kill_switch else ps.timing
         stmts = st.op(OP_ADVANCE, u, b)
         try:
@@ -242,7 +242,7 @@ class Engine:
                 None if r.context is None else json.dumps(r.context, sort_keys=True),
                 raw[i].tobytes())))
             out.append({"decision_id": did, "send": sent, "item_id": items[i],
-                        "pscore": ps_l[i], "policy": timing.label,
+                        "pscore": ps_l[i], "p_send": pss_l[i], "policy": timing.label,
                         "item_policy": item_label if sent else None, "reason": why[i],
                         "ts": iso(ts_l[i]), "send_at": None})
         decisions, sends = self._counters(timing.label)
@@ -326,7 +326,7 @@ class Engine:
         raw = scratch.features(local, bb)
         uu = np.full(h, u, np.int64)
         allowed, _, today, _ = guardrails.check(self.guardrails, st.sends, uu, bb * HOUR,
-                                                st.fs)
+                                                st.fs, st.subscriptions)
         ctx = TimingContext(raw, allowed, local, bb, scratch, today)
         act = np.asarray(timing.policy.decide_batch(ctx, self.look_rng).action)
         hit = np.flatnonzero(act == SEND)

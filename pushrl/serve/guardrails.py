@@ -88,8 +88,46 @@ class SendHistory:
         return today, np.array(week, np.int64)
 
 
+class Subscriptions:
+    """Whether each user (by index) is subscribed: the server's input to the
+    ``subscribed`` guardrail (:meth:`~pushrl.rules.guardrails.Guardrails.verdict`).
+
+    A user is subscribed from creation until feedback ``unsubscribed=true`` or ``PUT
+    /v1/users`` with ``subscribed=false``, and again after ``subscribed=true``. Every change
+    is an op of the durable journal (``OP_SUBSCRIPTION``), and an imported history brings the
+    log's unsubscribes, so a restart rebuilds the same status.
+    """
+
+    def __init__(self) -> None:
+        self._on = np.ones(0, bool)
+
+    def _resize(self, n: int) -> None:
+        k = self._on.size
+        if n > k:  # at least double: users are added one at a time
+            self._on = np.concatenate([self._on, np.ones(max(n, 2 * k) - k, bool)])
+
+    def set(self, users: np.ndarray | int, subscribed: bool) -> None:
+        """Set the status of ``users`` (indices)."""
+        u = np.atleast_1d(np.asarray(users, np.int64))
+        if u.size:
+            self._resize(int(u.max()) + 1)
+            self._on[u] = subscribed
+
+    def get(self, users: np.ndarray) -> np.ndarray:
+        """``(n,)`` bool: True where user ``users[i]`` is subscribed (unknown: True)."""
+        u = np.asarray(users, np.int64)
+        if u.size and int(u.max()) >= self._on.size:
+            self._resize(int(u.max()) + 1)
+        return self._on[u]
+
+    def is_subscribed(self, user: int) -> bool:
+        """The status of one user."""
+        return bool(self.get(np.array([user]))[0])
+
+
 def check(cfg: Guardrails, history: SendHistory, users: np.ndarray, ts: np.ndarray,
-          fs: FeatureState) -> tuple[np.ndarray, list[str | None], np.ndarray, np.ndarray]:
+          fs: FeatureState, subscriptions: Subscriptions | None = None,
+          ) -> tuple[np.ndarray, list[str | None], np.ndarray, np.ndarray]:
     """Which users may receive a push at ``ts``.
 
     Args:
@@ -98,6 +136,7 @@ def check(cfg: Guardrails, history: SendHistory, users: np.ndarray, ts: np.ndarr
         users: ``(n,)`` user indices.
         ts: ``(n,)`` unix seconds of the decisions.
         fs: The feature state (users' time zones).
+        subscriptions: Users' subscription status (None: all subscribed).
 
     Returns:
         ``allowed`` bool ``(n,)``, the blocking guardrail per row (``None`` if allowed),
@@ -106,6 +145,7 @@ def check(cfg: Guardrails, history: SendHistory, users: np.ndarray, ts: np.ndarr
     t = np.asarray(ts, np.int64)
     hours, _, days = fs.local_time_at(users, t)
     today, week = history.counts(users, bucket_of(t), days)
-    code = cfg.verdict(hours, today, week)
+    code = cfg.verdict(hours, today, week,
+                       None if subscriptions is None else subscriptions.get(users))
     reasons = [REASONS[c] for c in code.tolist()]
     return code == 0, reasons, today, days

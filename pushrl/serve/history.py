@@ -14,7 +14,9 @@ activity and sent pushes through the one feature pipeline
   event of the log (the snapshot a start loads instead of re-reading the log);
 - ``history/events.npz``: the log's activity and sent pushes in compact form, replayed only
   when a promoted policy brings a feature spec with other categories (the snapshot's
-  category counts are indexed by the import's categories);
+  category counts are indexed by the import's categories), and the users who unsubscribed
+  in the log (outcome ``unsubscribed``: the server never pushes to them until a ``PUT
+  /v1/users`` with ``subscribed=true``);
 - the meta row ``history``: sha256 of both files, the log's high-water mark (last event time)
   and counts. A start refuses a snapshot whose checksum does not match
   (:class:`~pushrl.serve.store.StateError`), as it refuses a damaged log.
@@ -63,12 +65,14 @@ class Restored:
         sends: ``(k, 2)`` int64 ``(user index, unix seconds)`` of the log's sends in its last
             :data:`SEND_DAYS` days (the guardrails' counters), in time order.
         high_water: Unix seconds of the log's last event or decision.
+        unsubscribed: ``(m,)`` int64 indices of the users who unsubscribed in the log.
     """
 
     fs: FeatureState
     user_ids: list[str]
     sends: np.ndarray
     high_water: int
+    unsubscribed: np.ndarray
 
 
 def item_rows(items: pd.DataFrame, category_column: str) -> list[Statement]:
@@ -122,7 +126,11 @@ def _events(ds: Dataset) -> dict[str, np.ndarray]:
     p = ds.pushes
     sent = p["sent"].fillna(False).to_numpy(bool)
     ps = p.loc[sent]
+    unsub = (p["unsubscribed"].fillna(False).to_numpy(bool) if "unsubscribed" in p.columns
+             else np.zeros(len(p), bool))
+    u_user = user_index(ds, p.loc[unsub, "user_id"])
     return {
+        "u_user": np.unique(u_user[u_user >= 0]).astype(np.int64),
         "a_user": user_index(ds, act["user_id"]) if len(act) else np.zeros(0, np.int64),
         "a_ts": to_unix_seconds(act["ts"]) if len(act) else np.zeros(0, np.int64),
         "a_item": a_item,
@@ -196,6 +204,7 @@ def import_history(data: str | Path, state: str | Path, *, sync: str = "full",
                 "fingerprint": report.fingerprint, "n_users": len(users),
                 "n_items": len(ds.items), "n_activity": int(ev["a_ts"].size),
                 "n_decisions": len(ds.pushes), "n_sent": int(ev["p_ts"].size),
+                "n_unsubscribed": int(ev["u_user"].size),
                 "n_rejected": int(report.n_rejected), "high_water": high,
                 "categories": list(spec.categories),
                 "sha256": {f: sha256_file(hdir / f) for f in (STATE_FILE, EVENTS_FILE)}}
@@ -313,8 +322,9 @@ def restore(state_dir: str | Path, meta: dict[str, Any], spec: FeatureSpec) -> R
         fs = _replay_under(spec, users, ev)
     keep = ev["p_ts"] >= int(meta["high_water"]) - SEND_DAYS * DAY
     sends = np.stack([ev["p_user"][keep], ev["p_ts"][keep]], axis=1).astype(np.int64)
+    unsub = np.asarray(ev.get("u_user", np.zeros(0, np.int64)), np.int64)  # older imports
     return Restored(fs, user_ids, sends[np.argsort(sends[:, 1], kind="stable")],
-                    int(meta["high_water"]))
+                    int(meta["high_water"]), unsub)
 
 
 def _replay_under(spec: FeatureSpec, users: pd.DataFrame,

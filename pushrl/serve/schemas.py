@@ -115,6 +115,10 @@ class UserIn(_Body):
                                  description="User features (opaque values, no personal data).")
     ts: Timestamp | None = Field(None, description="When the user's state starts (new users "
                                  "only); decisions may not be earlier. Default: now.")
+    subscribed: bool | None = Field(None, description=(
+        "false: the user opted out; every later decision is a no-send with reason "
+        "`guardrail:unsubscribed` (durable, as feedback `unsubscribed=true`). true: "
+        "(re-)subscribe. Omitted: unchanged (new users start subscribed)."))
 
 
 class UserOut(BaseModel):
@@ -122,6 +126,7 @@ class UserOut(BaseModel):
 
     user_id: str
     created: bool
+    subscribed: bool = Field(description="The user's subscription status after the request.")
 
 
 class ItemIn(_Body):
@@ -177,16 +182,19 @@ class DecideIn(_Body):
 
 
 class DecideOut(BaseModel):
-    """A decision; `pscore` is the probability of the logged action (send+item, or wait)."""
+    """A decision; `pscore` is the probability of the logged action (send+item, or wait),
+    `p_send` the timing policy's probability of sending (whatever was decided)."""
 
     decision_id: str
     send: bool
     item_id: str | None
     pscore: float = Field(gt=0, le=1)
+    p_send: float = Field(ge=0, le=1, description="Probability that the timing policy sends "
+                          "(0 where a guardrail blocks); logged as `pscore_send`.")
     policy: str = Field(description="Timing policy `name@version`.")
     item_policy: str | None = Field(None, description="Item policy `name@version` when sent.")
     reason: str = Field(description="`policy`, or `guardrail:<name>` when a guardrail decided "
-                        "(quiet_hours, daily_cap, weekly_cap, kill_switch).")
+                        "(unsubscribed, quiet_hours, daily_cap, weekly_cap, kill_switch).")
     ts: dt.datetime
     send_at: dt.datetime | None = Field(None, description="With `horizon_hours`: first slot "
                                         "in which the policy would send (null: none).")
@@ -213,7 +221,10 @@ class FeedbackIn(_Body):
     clicked: bool | None = None
     converted: bool | None = None
     revenue: float | None = Field(None, ge=0, le=1e9)
-    unsubscribed: bool | None = None
+    unsubscribed: bool | None = Field(None, description=(
+        "true: the user unsubscribed; every later decision for them is a no-send (reason "
+        "`guardrail:unsubscribed`), also when reported late, until `PUT /v1/users` with "
+        "`subscribed=true`."))
     ts: Timestamp | None = Field(None, description="When the outcome happened (default: now).")
 
     @model_validator(mode="after")

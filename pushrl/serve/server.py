@@ -245,10 +245,11 @@ class Server:
 
     # ------------------------------------------------------------------ requests
     def put_user(self, user_id: str, timezone: str, features: dict[str, Any],
-                 ts: Any) -> tuple[bool, list[Statement]]:
-        """Create or update a user."""
+                 ts: Any, subscribed: bool | None = None) -> tuple[bool, list[Statement]]:
+        """Create or update a user (``subscribed``: see
+        :meth:`~pushrl.serve.state.ServerState.put_user`)."""
         created, stmts = self.state.put_user(user_id, timezone, features,
-                                             _sec(ts, self.now()) // HOUR)
+                                             _sec(ts, self.now()) // HOUR, subscribed)
         self.metrics.users.set(len(self.state.users))
         return created, stmts
 
@@ -408,6 +409,10 @@ class Server:
                                                 dict[str, Any]]:
         """Join outcomes to their decision (merge: booleans OR, the revenue of the latest ``ts``).
 
+        ``unsubscribed=true`` also unsubscribes the user (every later decision is a no-send
+        with reason ``guardrail:unsubscribed``), even when reported after the attribution
+        window: an opt-out is honoured whenever it arrives.
+
         Returns:
             The response body, the log rows, and a token for :meth:`feedback_done`.
         """
@@ -424,6 +429,8 @@ class Server:
         st = self.state
         stmts: list[Statement] = [("INSERT INTO feedback VALUES (?,?,?,?,?)", (
             st.next_seq(), fb.decision_id, ts, int(late), json.dumps(given, sort_keys=True)))]
+        if given.get("unsubscribed") and not dec["unsubscribed"]:
+            stmts += st.set_subscribed(st.user_index(dec["user_id"]), False, ts // HOUR)
         merged = dict(dec)
         if not late and dec["sent"]:
             for k, v in given.items():

@@ -18,7 +18,7 @@ import pandas as pd
 from pushrl.data.features import FeatureSpec, FeatureState, ItemCatalog
 from pushrl.data.timezones import zone_names
 from pushrl.serve.errors import Conflict, NotFound, ServeError, Unprocessable
-from pushrl.serve.guardrails import SendHistory
+from pushrl.serve.guardrails import SendHistory, Subscriptions
 from pushrl.serve.history import Restored, history_meta, restore
 from pushrl.serve.store import (
     OP_ACTIVITY,
@@ -26,6 +26,7 @@ from pushrl.serve.store import (
     OP_ADVANCE,
     OP_OPEN,
     OP_PUSH,
+    OP_SUBSCRIPTION,
     DurableLog,
     Statement,
 )
@@ -98,6 +99,7 @@ class ServerState:
         self.items: dict[str, int] = {}
         self.item_list: list[Item] = []
         self.sends = SendHistory()
+        self.subscriptions = Subscriptions()
         self.seq = 0
         self._catalog: ItemCatalog | None = None
         self._item_cat: np.ndarray | None = None
@@ -179,8 +181,12 @@ class ServerState:
 
     # ------------------------------------------------------------------ changes
     def put_user(self, user_id: str, timezone: str, features: dict[str, Any],
-                 bucket: int) -> tuple[bool, list[Statement]]:
-        """Create or update a user; returns ``(created, statements)``."""
+                 bucket: int, subscribed: bool | None = None) -> tuple[bool, list[Statement]]:
+        """Create or update a user; returns ``(created, statements)``.
+
+        ``subscribed``: False opts the user out of every push, True (re-)subscribes, None
+        keeps the status (new users start subscribed).
+        """
         self.check_writable()
         if not valid_timezone(timezone):
             raise Unprocessable("invalid_timezone", f"unknown timezone {timezone!r}; use an "
@@ -193,13 +199,30 @@ class ServerState:
                 raise Conflict("timezone_change", f"user {user_id!r} has timezone {tz!r}; "
                                "a user's timezone cannot change (features are point-in-time): "
                                "create a new user_id")
-            return False, [("UPDATE users SET features=? WHERE user_id=?", (feats, user_id))]
+            stmts: list[Statement] = [("UPDATE users SET features=? WHERE user_id=?",
+                                       (feats, user_id))]
+            if subscribed is not None:
+                stmts += self.set_subscribed(idx, subscribed, bucket)
+            return False, stmts
         idx = int(self.fs.add_users([timezone], bucket)[0])
         self.users[user_id] = idx
-        return True, [
+        stmts = [
             ("INSERT INTO users VALUES (?,?,?,?,?)", (user_id, idx, timezone, feats, bucket)),
             (_OP_SQL, (self.next_seq(), OP_ADD_USER, idx, bucket, 0, timezone)),
         ]
+        if subscribed is False:
+            stmts += self.set_subscribed(idx, False, bucket)
+        return True, stmts
+
+    def set_subscribed(self, user: int, subscribed: bool, bucket: int) -> list[Statement]:
+        """Subscribe or unsubscribe user index ``user`` (every later decision obeys it) and
+        return its journal row (none when the status does not change)."""
+        self.check_writable()
+        if self.subscriptions.is_subscribed(user) == subscribed:
+            return []
+        self.subscriptions.set(user, subscribed)
+        return [(_OP_SQL, (self.next_seq(), OP_SUBSCRIPTION, int(user), int(bucket),
+                           int(subscribed), None))]
 
     def put_item(self, item_id: str, category: str | None,
                  features: dict[str, Any]) -> tuple[bool, list[Statement]]:
@@ -245,8 +268,9 @@ class ServerState:
 
     # ------------------------------------------------------------------ restart
     def rebuild(self) -> None:
-        """Rebuild users, items, feature state and send history from the durable log (what
-        was acknowledged: changes still waiting in :attr:`pending` are dropped)."""
+        """Rebuild users, items, feature state, send history and subscriptions from the
+        durable log (what was acknowledged: changes still waiting in :attr:`pending` are
+        dropped)."""
         log = self.log
         self.pending = []
         self.items.clear()
@@ -273,7 +297,13 @@ class ServerState:
                 x.clear()
             seen.clear()
 
+        subs = self.subscriptions = Subscriptions()
+        if restored is not None:
+            subs.set(restored.unsubscribed, False)
         for _, kind, u, b, a, tz in log.iter_rows("SELECT * FROM ops ORDER BY seq"):
+            if kind == OP_SUBSCRIPTION:  # no feature changes: no flush needed
+                subs.set(u, bool(a))
+                continue
             if kind == OP_ADD_USER:
                 flush()
                 got = int(self.fs.add_users([tz], b)[0])

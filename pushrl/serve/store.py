@@ -44,8 +44,9 @@ LOCK_FILE = "server.lock"
 #: Seconds between checkpoints of the WAL (only while there are new commits).
 CHECKPOINT_SECONDS = 0.5
 
-#: Ops of the feature-state journal.
-OP_ADD_USER, OP_ACTIVITY, OP_ADVANCE, OP_PUSH, OP_OPEN = 0, 1, 2, 3, 4
+#: Ops of the feature-state journal. ``OP_SUBSCRIPTION`` (``arg`` 1 = subscribed, 0 =
+#: unsubscribed) changes no feature: it is the subscription guardrail's journal.
+OP_ADD_USER, OP_ACTIVITY, OP_ADVANCE, OP_PUSH, OP_OPEN, OP_SUBSCRIPTION = 0, 1, 2, 3, 4, 5
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -174,9 +174,11 @@ class PushSim:
         today = self.sends.get(ix, day)
         self._day[ix] = day
         g = self.cfg.guardrails
-        quiet = g.quiet(raw[:, F["local_hour"]].astype(np.int64))
-        allowed = (self.alive[ix] & ~quiet & (self.t[ix] < self.cfg.horizon)
-                   & g.within_caps(today, raw[:, F["sends_7d"]]))
+        hour = raw[:, F["local_hour"]].astype(np.int64)
+        quiet = g.quiet(hour)
+        # `alive` = still subscribed: the same rule as the server's (rules.guardrails)
+        allowed = (g.allowed(hour, today, raw[:, F["sends_7d"]], subscribed=self.alive[ix])
+                   & (self.t[ix] < self.cfg.horizon))
         obs.raw[ix], obs.allowed[ix], obs.quiet[ix] = raw, allowed, quiet
         obs.sends_today[ix], obs.bucket[ix] = today, b
 
