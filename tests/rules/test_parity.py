@@ -4,7 +4,8 @@
   the same send wishes go through the simulator's path (:meth:`PushSim.observe` /
   :meth:`PushSim.step`) and the server's path (:func:`pushrl.serve.guardrails.check` and
   :class:`~pushrl.serve.guardrails.SendHistory`, as the server's engine calls them): every
-  verdict, reason, "sends today" and weekly count is identical. Caps of 0 and the weekly
+  verdict, reason, "sends today" and weekly count is identical, also after simulated users
+  unsubscribe (the server gets them as it gets feedback `unsubscribed=true`). Caps of 0 and the weekly
   window's edge are drawn on purpose (the two places where the copies used to disagree).
 * Reward: an outcome's reward is the same number in the simulator (``Outcome.reward``), OPE
   (``TimingSettings.slot_reward`` on the pushlog rows) and compare (``run_shard``'s
@@ -41,7 +42,7 @@ from pushrl.policies.item_data import build_rounds
 from pushrl.rules.guardrails import REASONS, Guardrails
 from pushrl.rules import reward
 from pushrl.rules.reward import RewardWeights
-from pushrl.serve.guardrails import SendHistory, check
+from pushrl.serve.guardrails import SendHistory, Subscriptions, check
 from pushrl.sim.engine import Outcome, PushSim
 from pushrl.units import HOUR
 
@@ -89,32 +90,50 @@ def _sim(zones: list[str], g: Guardrails, start: str, days: int) -> PushSim:
 @example({"zones": ["Australia/Lord_Howe"], "g": Guardrails(22, 8, 0, 0),
           "start": STARTS[3], "days": 3, "p": 1.0, "seed": 1})
 def test_sim_and_server_guardrails_agree(sc: dict) -> None:
+    _guardrail_parity(sc)
+
+
+def test_unsubscribed_users_are_blocked_alike_in_sim_and_server() -> None:
+    """A stream with no quiet hours or caps, in which simulated users unsubscribe: from then
+    on both paths block them with the same verdict (``unsubscribed``), the server's through
+    :class:`~pushrl.serve.guardrails.Subscriptions`, as its feedback path sets it."""
+    n_unsub = _guardrail_parity({"zones": ZONES[:3], "g": Guardrails(0, 0, 0, 0),
+                                 "start": STARTS[0], "days": 9, "p": 1.0, "seed": 3})
+    assert n_unsub >= 1
+
+
+def _guardrail_parity(sc: dict) -> int:
+    """Run one stream through both paths (module docstring); returns the unsubscribes."""
     zones, g = sc["zones"], sc["g"]
     sim = _sim(zones, g, sc["start"], sc["days"])
     n = len(zones)
     users = np.arange(n)
     fs = FeatureState(sim.model.spec, zones, int(sim.cfg.start_bucket))  # the server's zones
     hist = SendHistory()
+    subs = Subscriptions()
     rng = np.random.default_rng(sc["seed"])
+    n_unsub = 0
     for _ in range(sim.cfg.horizon):
         obs = sim.observe()
-        live = sim.alive.copy()
         ts = obs.bucket * HOUR
-        allowed, reasons, today, days = check(g, hist, users, ts, fs)
+        allowed, reasons, today, days = check(g, hist, users, ts, fs, subs)
         _, week = hist.counts(users, obs.bucket, days)
-        np.testing.assert_array_equal(obs.allowed[live], allowed[live])
-        np.testing.assert_array_equal(obs.sends_today[live], today[live])
-        np.testing.assert_array_equal(obs.raw[live, F["sends_7d"]], week[live])
+        np.testing.assert_array_equal(obs.allowed, allowed)
+        np.testing.assert_array_equal(obs.sends_today, today)
+        np.testing.assert_array_equal(obs.raw[:, F["sends_7d"]], week)
         hour = obs.raw[:, F["local_hour"]].astype(np.int64)
         sim_reasons = [REASONS[c] for c in g.verdict(hour, obs.sends_today,
-                                                     obs.raw[:, F["sends_7d"]]).tolist()]
-        assert [r for r, a in zip(sim_reasons, live, strict=True) if a] == \
-            [r for r, a in zip(reasons, live, strict=True) if a]
+                                                     obs.raw[:, F["sends_7d"]],
+                                                     sim.alive).tolist()]
+        assert sim_reasons == reasons
         want = rng.random(n) < sc["p"]
         out = sim.step(want)
-        np.testing.assert_array_equal(out.delivered[live], (want & allowed)[live])
+        np.testing.assert_array_equal(out.delivered, want & allowed)
         for i in np.flatnonzero(out.delivered).tolist():
             hist.record(i, zones[i], int(ts[i]), int(days[i]))
+        subs.set(np.flatnonzero(out.unsubscribed), False)  # the server's feedback path
+        n_unsub += int(out.unsubscribed.sum())
+    return n_unsub
 
 
 # ---------------------------------------------------------------------- reward

@@ -292,3 +292,35 @@ def test_backup_and_restore_carry_the_history(world: tuple[Path, Dataset],
     backup(tmp_path / "a" / "state", tmp_path / "b.sqlite3")
     restore_backup(tmp_path / "b.sqlite3", tmp_path / "r" / "state")
     np.testing.assert_array_equal(features(tmp_path / "r"), want)
+
+
+def test_import_carries_the_logs_unsubscribes(world: tuple[Path, Dataset],
+                                              tmp_path: Path) -> None:
+    """Users who unsubscribed in the imported log (outcome ``unsubscribed``) get no push from
+    the server, before and after a restart, until `PUT /v1/users` ``subscribed=true``; the
+    others are served as usual."""
+    from pushrl.rules.guardrails import Guardrails
+
+    data, ds = world
+    rep = import_history(data, tmp_path / "state", quarantine=False)
+    p = ds.pushes
+    gone = set(p.loc[p["unsubscribed"].fillna(False).to_numpy(bool), "user_id"].astype(str))
+    assert gone and rep["n_unsubscribed"] == len(gone)
+    uids = [str(x) for x in ds.users["user_id"]]
+    t = (int(to_unix_seconds(p["ts"]).max()) // H + 1) * H
+    cfg = make_cfg(tmp_path, catalog=None, guardrails=Guardrails(0, 0, 0, 0))
+    for k in range(2):  # the second start rebuilds from the snapshot and the journal
+        with TestClient(create_app(cfg, overrides=doubles())) as c:
+            r = c.post("/v1/decide/batch", json={"requests": [
+                {"user_id": u, "ts": t + k * H} for u in uids]})
+            assert r.status_code == 200, r.text
+            got = {u: (o["send"], o["reason"]) for u, o in zip(uids, r.json()["decisions"],
+                                                             strict=True)}
+            assert got == {u: (False, "guardrail:unsubscribed") if u in gone else (True, "policy")
+                           for u in uids}
+    back = sorted(gone)[0]
+    with TestClient(create_app(cfg, overrides=doubles())) as c:
+        tz = str(ds.users.set_index("user_id").loc[back, "timezone"])
+        r = c.put(f"/v1/users/{back}", json={"timezone": tz, "subscribed": True})
+        assert r.json()["subscribed"] is True, r.text
+        assert c.post("/v1/decide", json={"user_id": back, "ts": t + 2 * H}).json()["send"]
