@@ -42,6 +42,8 @@ from pushrl.serve.schemas import (
     Event,
     EventBatch,
     EventsOut,
+    FeedbackBatchIn,
+    FeedbackBatchOut,
     FeedbackIn,
     FeedbackOut,
     Health,
@@ -398,6 +400,21 @@ def _add_decide_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: An
         finally:
             s.feedback_done(body.decision_id, token)
         return out
+
+    @app.post("/v1/feedback/batch", response_model=FeedbackBatchOut, tags=["decide"],
+              dependencies=[decide_scope], responses=_errors(400, 401, 403, 404, 409, 422, 503))
+    async def feedback_batch(body: FeedbackBatchIn) -> dict[str, Any]:
+        """Several outcome reports in one request and one commit (all or nothing; an error
+        names its row as ``feedback[i]``)."""
+        s = srv()
+        await s.idle()
+        outs, stmts, tokens = s.feedback_batch(body.feedback)
+        try:
+            await s.commit(stmts)
+        finally:
+            for decision_id, token in tokens:
+                s.feedback_done(decision_id, token)
+        return {"results": outs}
 
 
 

@@ -257,6 +257,20 @@ class FeedbackOut(BaseModel):
     outcomes: Outcomes
 
 
+class FeedbackBatchIn(_Body):
+    """Several feedback reports at once: each validated as ``POST /v1/feedback``, applied in
+    order (a decision listed twice merges), all or nothing, in one commit; an error names
+    its row (``feedback[i]``)."""
+
+    feedback: list[FeedbackIn] = Field(min_length=1, max_length=10000)
+
+
+class FeedbackBatchOut(BaseModel):
+    """Answer of ``POST /v1/feedback/batch``, aligned with the reports."""
+
+    results: list[FeedbackOut]
+
+
 class SlotOut(BaseModel):
     """Active and shadow policy of one kind."""
 

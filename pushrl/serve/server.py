@@ -22,7 +22,7 @@ from pushrl.serve.auth import KeyChecker, load_keys
 from pushrl.serve.config import ServeConfig
 from pushrl.serve.batcher import DecisionBatcher
 from pushrl.serve.engine import DecideRow, Engine
-from pushrl.serve.errors import Conflict, NotFound, Unprocessable
+from pushrl.serve.errors import Conflict, NotFound, ServeError, Unprocessable
 from pushrl.serve.metrics import ServeMetrics
 from pushrl.serve.policyset import CatalogPopular, Loaded, PolicySet, catalog_mismatch, load_set
 from pushrl.serve.schemas import DecideIn, Event, FeedbackIn, set_time_window
@@ -416,6 +416,39 @@ class Server:
         Returns:
             The response body, the log rows, and a token for :meth:`feedback_done`.
         """
+        return self._apply_feedback(fb, *self._check_feedback(fb))
+
+    def feedback_batch(self, fbs: list[FeedbackIn]) -> tuple[
+            list[dict[str, Any]], list[Statement], list[tuple[str, dict[str, Any]]]]:
+        """:meth:`feedback` for several reports, applied in order, all or nothing: every
+        report is checked before any is applied, and an error names its row
+        (``feedback[i]: ...``, the row's own status and code).
+
+        Returns:
+            The response bodies, the log rows (one commit), and ``(decision_id, token)``
+            pairs for :meth:`feedback_done`.
+        """
+        checked = []
+        for i, fb in enumerate(fbs):
+            try:
+                checked.append(self._check_feedback(fb))
+            except ServeError as exc:
+                raise type(exc)(exc.code, f"feedback[{i}]: {exc.detail}") from None
+        outs: list[dict[str, Any]] = []
+        stmts: list[Statement] = []
+        tokens: list[tuple[str, dict[str, Any]]] = []
+        for fb, (dec, given, ts) in zip(fbs, checked, strict=True):
+            # a decision reported twice in the batch merges into the first report's result
+            dec = self._pending_fb.get(fb.decision_id, dec)
+            out, st, token = self._apply_feedback(fb, dec, given, ts)
+            outs.append(out)
+            stmts += st
+            tokens.append((fb.decision_id, token))
+        return outs, stmts, tokens
+
+    def _check_feedback(self, fb: FeedbackIn) -> tuple[dict[str, Any], dict[str, Any], int]:
+        """The decision, the reported outcomes and the report's time; raises what a report
+        is refused for (before anything changes)."""
         dec = self._decision(fb.decision_id)
         given = {k: getattr(fb, k) for k in OUTCOME_COLS if getattr(fb, k) is not None}
         ts = self._feedback_ts(fb.ts, dec)
@@ -425,6 +458,10 @@ class Server:
         if ts < dec["ts"]:
             raise Conflict("feedback_before_decision", f"feedback ts is {dec['ts'] - ts} s "
                                 "before the decision; send the time the outcome happened")
+        return dec, given, ts
+
+    def _apply_feedback(self, fb: FeedbackIn, dec: dict[str, Any], given: dict[str, Any],
+                        ts: int) -> tuple[dict[str, Any], list[Statement], dict[str, Any]]:
         late = ts - dec["ts"] > self.cfg.attribution_hours * HOUR
         st = self.state
         stmts: list[Statement] = [("INSERT INTO feedback VALUES (?,?,?,?,?)", (

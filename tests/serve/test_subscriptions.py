@@ -134,3 +134,59 @@ def test_p_send_is_the_logged_pscore_send(make_client: Any, p: float) -> None:
     for o in out:
         assert o["p_send"] == pytest.approx(p) == db[o["decision_id"]]
         assert o["pscore"] == pytest.approx(1 - p if not o["send"] else o["pscore"])
+
+
+def test_feedback_batch_equals_single_reports_in_one_commit(make_client: Any,
+                                                            tmp_path: Path) -> None:
+    """`POST /v1/feedback/batch` answers and logs what the same reports sent one by one do
+    (a decision listed twice merges), in one group commit, and applies unsubscribes."""
+    reports = [{"opened": True, "ts": T0 + 60}, {"clicked": True, "ts": T0 + 120},
+               {"revenue": 3.5, "converted": True, "ts": T0 + 180},
+               {"unsubscribed": True, "ts": T0 + 240}, {}]
+    got: list[tuple[list, list, list]] = []
+    for mode in ("single", "batch"):
+        c = make_client(guardrails=OPEN, state=tmp_path / mode)
+        seed_world(c, n_users=4)
+        ids = [d["decision_id"] for d in _batch(c, ["u0", "u1", "u2", "u3"], T0)]
+        rows = [{"decision_id": ids[k % 4], **r} for k, r in enumerate(reports)]
+        srv = c.app.state.server
+        if mode == "single":
+            outs = [c.post("/v1/feedback", json=r).json() for r in rows]
+        else:
+            commits = srv.log._commits
+            r = c.post("/v1/feedback/batch", json={"feedback": rows})
+            assert r.status_code == 200, r.text
+            assert srv.log._commits == commits + 1
+            outs = r.json()["results"]
+        # the second report on u0's decision (row 4, no outcome) shows the merged outcomes
+        got.append((
+            [{k: v for k, v in o.items() if k != "decision_id"} for o in outs],
+            srv.log.query("SELECT user_id, opened, clicked, converted, revenue, unsubscribed "
+                          "FROM decisions ORDER BY user_id"),
+            [o["send"] for o in _batch(c, ["u0", "u1", "u2", "u3"], T0 + H)]))
+    assert got[0] == got[1]
+    assert got[1][0][4]["outcomes"]["opened"] is True
+    assert got[1][2] == [True, True, True, False]
+
+
+def test_feedback_batch_refuses_a_bad_row_and_applies_nothing(make_client: Any) -> None:
+    c = make_client(guardrails=OPEN)
+    seed_world(c, n_users=2)
+    ids = [d["decision_id"] for d in _batch(c, ["u0", "u1"], T0)]
+    srv = c.app.state.server
+    before = srv.log.query("SELECT count(*) FROM feedback")[0][0]
+    r = c.post("/v1/feedback/batch", json={"feedback": [
+        {"decision_id": ids[0], "unsubscribed": True}, {"decision_id": ids[1], "opened": True},
+        {"decision_id": "nope", "opened": True}]})
+    assert r.status_code == 404 and r.json()["error"] == "unknown_decision"
+    assert r.json()["detail"].startswith("feedback[2]: unknown decision_id 'nope'")
+    r = c.post("/v1/feedback/batch", json={"feedback": [
+        {"decision_id": ids[0]}, {"decision_id": ids[1], "opened": True, "ts": T0 - 60}]})
+    assert r.status_code == 409 and r.json()["detail"].startswith("feedback[1]: feedback ts")
+    r = c.post("/v1/feedback/batch", json={"feedback": [
+        {"decision_id": ids[0]}, {"decision_id": ids[1], "clicked": True, "opened": False}]})
+    assert r.status_code == 422 and r.json()["detail"].startswith("feedback.1")
+    assert c.post("/v1/feedback/batch", json={"feedback": []}).status_code == 422
+    assert srv.log.query("SELECT count(*) FROM feedback")[0][0] == before
+    assert srv.log.query("SELECT count(*) FROM ops WHERE kind IN (4, 5)")[0][0] == 0
+    assert _decide(c, "u0", T0 + H)["send"] is True  # row 0's unsubscribe was not applied
