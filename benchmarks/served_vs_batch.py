@@ -25,7 +25,7 @@ Stochastic policies (the PPO agent samples, VW's squarecb samples items) draw fr
 server's generator in the server and from the rollout's in the batch, so their decisions part
 ways by chance; until a user's first differing send or item, both sides have seen exactly the
 same events, so the timing policy's send probability must be equal there: ``p_send max |diff|
-before divergence`` (served: ``decisions.pscore_send`` of the server's durable log) is the
+before divergence`` (served: the decide responses' ``p_send``) is the
 sharp skew check for them.
 """
 
@@ -64,27 +64,6 @@ def registry(w: Path, key: str) -> Path:
                             "--registry", str(reg), "--force", "--reason",
                             "served-vs-batch benchmark"], check=True, capture_output=True)
     return reg
-
-
-def served_p_send(state: Path, user_ids: list[str], start_bucket: int,
-                  horizon: int) -> np.ndarray:
-    """``(n_users, horizon)`` served send probability per decision from the server's durable
-    log (``decisions.pscore_send``); NaN where not asked."""
-    import sqlite3
-
-    from pushrl.serve.store import LOG_FILE
-
-    pos = {u: i for i, u in enumerate(user_ids)}
-    out = np.full((len(user_ids), horizon), np.nan)
-    con = sqlite3.connect(f"file:{state / LOG_FILE}?mode=ro", uri=True)
-    try:
-        for uid, ts, p in con.execute("SELECT user_id, ts, pscore_send FROM decisions"):
-            t = int(ts) // 3600 - start_bucket
-            if uid in pos and 0 <= t < horizon:
-                out[pos[uid], t] = p
-    finally:
-        con.close()
-    return out
 
 
 def before_divergence(served: Any, twin: Any) -> np.ndarray:
@@ -134,8 +113,7 @@ def main() -> None:
                           seed=args.seed, warm_start=warm)
         batch, sent = twin.result, twin.sent
         asked = served.decisions >= 0
-        ps = served_p_send(state, served.user_ids, served.result.scenario.start_bucket,
-                           served.decisions.shape[1])
+        ps = served.p_send  # the decide responses' `p_send`
         same = before_divergence(served, twin)
         gap = np.abs(ps[same] - twin.p_send[same])
         fs, fb = frame(served.result), frame(batch)

@@ -6,9 +6,10 @@ hour of the evaluation:
 
 1. asks ``POST /v1/decide/batch`` for every subscribed user (``ts`` = the hour);
 2. applies the true response of the world to the served sends (the item the server chose):
-   opens, clicks, conversions, revenue and unsubscribes, and posts them to
-   ``POST /v1/feedback`` (``ts`` = the decision's, so an open counts in the push's hour,
-   exactly as the simulator records it);
+   opens, clicks, conversions, revenue and unsubscribes, and posts them in one
+   ``POST /v1/feedback/batch`` per hour (``ts`` = the decision's, so an open counts in the
+   push's hour, exactly as the simulator records it; an unsubscribe makes the server's
+   subscription guardrail block the user from then on);
 3. posts the hour's organic activity (``POST /v1/events``, ``ts`` inside the hour): it happens
    before the next decision, which therefore sees it (point-in-time: a decision in hour ``b``
    sees events of hours ``< b``).
@@ -69,8 +70,9 @@ from pushrl.sim.population import WARM_DAYS
 from pushrl.units import DAY, HOUR
 
 HISTORY_MODES = ("none", "warm", "log")
-#: Largest batch the server takes (``ServeConfig.max_batch`` for decisions, 10,000 events).
-DECIDE_BATCH, EVENT_BATCH = 1000, 10_000
+#: Largest batch the server takes (``ServeConfig.max_batch`` for decisions, 10,000 events
+#: or feedback reports).
+DECIDE_BATCH, EVENT_BATCH, FEEDBACK_BATCH = 1000, 10_000, 10_000
 #: Stream id of the driver's own draws (item of a category, second inside the hour).
 _EVENT_STREAM = 101
 
@@ -224,6 +226,8 @@ class ServedRun:
         served_blocked: Sends the server made where the true world's guardrail mask forbade
             them (a guardrail skew if > 0; counted as ``guardrail_blocks``).
         requests: HTTP requests made per endpoint.
+        p_send: ``(n_users, horizon)`` float: the server's send probability of each decision
+            (the response's ``p_send``; NaN where not asked).
     """
 
     result: RolloutResult
@@ -233,6 +237,7 @@ class ServedRun:
     timing: dict[str, float] = field(default_factory=dict)
     served_blocked: int = 0
     requests: dict[str, int] = field(default_factory=dict)
+    p_send: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
 
 
 def _iso(sec: int) -> str:
@@ -376,6 +381,7 @@ def drive(registry: str | Path, scenario: str | Path, *, users: int, days: int |
     unsub_step = np.full(users, -1, np.int64)
     dec = np.full((users, sc.horizon), -1, np.int8)
     chosen = np.full((users, sc.horizon), -1, np.int64)
+    p_send = np.full((users, sc.horizon), np.nan)
     timing = dict.fromkeys(("start", "history", "decide", "feedback", "events"), 0.0)
     nreq = dict.fromkeys(("decide", "feedback", "events"), 0)
     blocked_total = 0
@@ -400,10 +406,11 @@ def drive(registry: str | Path, scenario: str | Path, *, users: int, days: int |
                 nreq["decide"] += 1
                 for s, d in zip(part.tolist(), out, strict=True):
                     ids[s] = d["decision_id"]
+                    p_send[s, step] = d["p_send"]
                     if d["send"]:
                         send[s] = True
                         items.item[s] = item_index[d["item_id"]]
-                        items.pscore[s] = d["pscore"]
+                        items.pscore[s] = d["pscore"] / d["p_send"]  # the item's own
             timing["decide"] += time.perf_counter() - t1
             dec[ask, step] = send[ask]
             hour = obs.raw[:, 0].astype(np.int64)
@@ -422,6 +429,7 @@ def drive(registry: str | Path, scenario: str | Path, *, users: int, days: int |
             chosen[d, step] = res.item[d]
             unsub_step[res.unsubscribed] = step
             t1 = time.perf_counter()
+            fbs: list[dict[str, Any]] = []
             for s in d.tolist():
                 fb: dict[str, Any] = {"decision_id": ids[s], "opened": bool(res.opened[s]),
                                       "clicked": bool(res.clicked[s]),
@@ -429,7 +437,9 @@ def drive(registry: str | Path, scenario: str | Path, *, users: int, days: int |
                                       "unsubscribed": bool(res.unsubscribed[s]), "ts": ts}
                 if res.converted[s]:
                     fb["revenue"] = float(res.revenue[s])
-                srv.post("/v1/feedback", fb)
+                fbs.append(fb)
+            for a in range(0, len(fbs), FEEDBACK_BATCH):
+                srv.post("/v1/feedback/batch", {"feedback": fbs[a:a + FEEDBACK_BATCH]})
                 nreq["feedback"] += 1
             timing["feedback"] += time.perf_counter() - t1
             t1 = time.perf_counter()
@@ -443,7 +453,7 @@ def drive(registry: str | Path, scenario: str | Path, *, users: int, days: int |
                            acc["revenue"], acc["guardrail_blocks"].astype(np.int64),
                            unsub_step >= 0, unsub_step, by_hour, time.perf_counter() - t0)
     timing = {k: round(v, 2) for k, v in timing.items()}
-    return ServedRun(result, dec, chosen, uids, timing, blocked_total, nreq)
+    return ServedRun(result, dec, chosen, uids, timing, blocked_total, nreq, p_send)
 
 
 def _post_activity(srv: ServerHandle, sim: PushSim, uids: Sequence[str],

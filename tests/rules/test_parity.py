@@ -5,8 +5,9 @@
   :meth:`PushSim.step`) and the server's path (:func:`pushrl.serve.guardrails.check` and
   :class:`~pushrl.serve.guardrails.SendHistory`, as the server's engine calls them): every
   verdict, reason, "sends today" and weekly count is identical, also after simulated users
-  unsubscribe (the server gets them as it gets feedback `unsubscribed=true`). Caps of 0 and the weekly
-  window's edge are drawn on purpose (the two places where the copies used to disagree).
+  unsubscribe (the server gets them as it gets feedback `unsubscribed=true`). Caps of 0 and
+  the weekly window's edge are drawn on purpose (the two places where the copies used to
+  disagree).
 * Reward: an outcome's reward is the same number in the simulator (``Outcome.reward``), OPE
   (``TimingSettings.slot_reward`` on the pushlog rows) and compare (``run_shard``'s
   per-user objective). A logged push's item-round reward (the same weights without the send

@@ -129,7 +129,7 @@ def test_subscriptions_survive_rebuild_and_restart(make_client: Any, tmp_path: P
 def test_p_send_is_the_logged_pscore_send(make_client: Any, p: float) -> None:
     c = make_client(overrides=doubles(timing=CoinFlip(p)), guardrails=OPEN)
     seed_world(c, n_users=4)
-    out = _batch(c, ["u0", "u1", "u2", "u3"], T0) + [_decide(c, "u0", T0 + H)]
+    out = [*_batch(c, ["u0", "u1", "u2", "u3"], T0), _decide(c, "u0", T0 + H)]
     db = dict(c.app.state.server.log.query("SELECT decision_id, pscore_send FROM decisions"))
     for o in out:
         assert o["p_send"] == pytest.approx(p) == db[o["decision_id"]]
