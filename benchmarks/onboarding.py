@@ -1,7 +1,7 @@
 """Benchmark (issue 13, "Onboarding <= 5 minutes"): a 2.6M-row log to a ready server, timed.
 
 Usage: python benchmarks/onboarding.py [--data out/onboarding/data] [--out out/onboarding/run]
-       [--world commuter --users 4000 --days 28 --seed 7] [--history log|none]
+       [--world commuter --users 4000 --days 28 --seed 7] [--history log|none|import]
        [--profile STEP] [--json]
 
 The log (when ``--data`` does not exist yet) is written by ``pushrl data synth --world W``
@@ -17,10 +17,10 @@ process):
    model card);
 4. ``pushrl policies promote`` (``--force`` with a reason when the gate blocks: recorded);
 5. ``pushrl serve --scenario ... --registry ...`` until ``/readyz`` answers 200 (``serve``),
-   then the users' history brought in (``history``: today PUT /v1/users + POST /v1/events of
-   every logged activity event, :func:`pushrl.compare.served.import_history`, the one place
-   to switch to ``pushrl state import`` / ``serve --history`` when it lands). The server's
-   peak RSS is its ``VmHWM`` after the history.
+   then the users' history brought in (``history``: ``log`` = PUT /v1/users + POST /v1/events
+   of every logged activity event, :func:`pushrl.compare.served.import_history`; ``import`` =
+   ``pushrl state import DATA --state DIR`` before the server starts, timed as ``history``).
+   The server's peak RSS is its ``VmHWM`` after the history.
 
 Target: the sum <= 300 s wall on this machine. ``--profile STEP`` re-runs one step under
 cProfile and prints its top functions by cumulative time (py-spy is not installed).
@@ -80,18 +80,24 @@ def serve_step(sc: str, registry: Path, state: Path, data: Path, history: str) -
     """``pushrl serve`` until ready, then the history brought in; walls and peak RSS."""
     import pandas as pd
 
-    from pushrl.compare.served import import_history, serve
+    from pushrl.compare.served import import_history, import_state, serve
     from pushrl.envs.scenario import load_scenario
 
     users = pd.read_parquet(data / "users.parquet", columns=["user_id", "timezone"])
     ids = users["user_id"].astype(str).tolist()
     tzs = users["timezone"].astype(str).tolist()
+    imported = 0.0
+    if history == "import":  # `pushrl state import` first; the server starts on that state
+        t1 = time.perf_counter()
+        n = int(import_state(data, state)["n_activity"])
+        imported = time.perf_counter() - t1
     t0 = time.perf_counter()
     with serve(registry, sc, seed=0, state=state) as srv:
         ready = time.perf_counter() - t0
         t1 = time.perf_counter()
-        n = import_history(srv, load_scenario(sc), ids, ids, tzs, history)
-        hist = time.perf_counter() - t1
+        if history != "import":
+            n = import_history(srv, load_scenario(sc), ids, ids, tzs, history)
+        hist = time.perf_counter() - t1 + imported
         # one decision for every user at the scenario start: the server is usable
         t2 = time.perf_counter()
         start = load_scenario(sc).start_bucket * 3600
@@ -128,7 +134,7 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=4000)
     ap.add_argument("--days", type=int, default=28)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--history", default="log", choices=("log", "none"))
+    ap.add_argument("--history", default="log", choices=("log", "none", "import"))
     ap.add_argument("--profile", default=None, choices=("init", "bandit", "evaluate"),
                     help="re-run this step under cProfile and print its hot functions")
     ap.add_argument("--json", action="store_true")

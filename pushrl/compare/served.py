@@ -29,14 +29,17 @@ Organic activity: the engine draws events with an item category (or none); they 
 uses only an event's time and its item's category, so this is exactly what the simulator's
 own state records.
 
-History (:func:`import_history`, the ONE place to switch to ``pushrl state import`` /
-``serve --history`` when it lands): ``"none"`` (users start empty, as ``warm_start = none``),
+History (:func:`import_history`): ``"none"`` (users start empty, as ``warm_start = none``),
 ``"warm"`` (each user's logged activity of the first :data:`~pushrl.sim.population.WARM_DAYS`
 days, what the simulator's default ``week`` warm start seeds) or ``"log"`` (all logged
-activity). Logged *pushes* cannot be brought in through the current endpoints (a push exists
-in the server only as its own decision), so served users start with no push history: their
-``engagement`` is the population prior where the simulator's warm start has the logged
-open rate.
+activity), posted over HTTP to a running server: logged *pushes* cannot be brought in that
+way (a push exists in the server only as its own decision), so those users start with no
+push history. ``"import"`` is the product's path: ``pushrl state import DATA --state DIR``
+(:func:`import_state`) before the server starts, which brings the whole log (activity, sent
+pushes and opens, unsubscribes) and serves the logged users under their own ids; the
+simulator's closest warm start is ``full`` (lifetime counts, where the import replays the
+timed events, so the last days' windows differ). It needs distinct drawn users (a state holds
+a logged user once; the rollout draws with replacement).
 """
 
 from __future__ import annotations
@@ -69,7 +72,7 @@ from pushrl.sim.engine import PushSim
 from pushrl.sim.population import WARM_DAYS
 from pushrl.units import DAY, HOUR
 
-HISTORY_MODES = ("none", "warm", "log")
+HISTORY_MODES = ("none", "warm", "log", "import")
 #: Largest batch the server takes (``ServeConfig.max_batch`` for decisions, 10,000 events
 #: or feedback reports).
 DECIDE_BATCH, EVENT_BATCH, FEEDBACK_BATCH = 1000, 10_000, 10_000
@@ -258,6 +261,25 @@ def logged_activity(data: str | Path) -> pd.DataFrame:
     return out
 
 
+def import_state(data: str | Path, state: str | Path) -> dict[str, Any]:
+    """``pushrl state import DATA --state DIR`` as a user runs it (a fresh process); its
+    JSON report.
+
+    Raises:
+        PushrlError: The import failed (its last output lines).
+    """
+    import json
+
+    cmd = [sys.executable, "-m", "pushrl", "state", "import", str(data), "--state", str(state),
+           "--sync", "normal", "--json"]
+    r = subprocess.run(cmd, capture_output=True, text=True,
+                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if r.returncode != 0:
+        raise PushrlError(f"`pushrl state import` exited with {r.returncode}: "
+                          f"{(r.stderr or r.stdout)[-2000:]}")
+    return dict(json.loads(r.stdout))
+
+
 def import_history(srv: ServerHandle, sc: Scenario, logged_ids: Sequence[str],
                    user_ids: Sequence[str], timezones: Sequence[str], mode: str) -> int:
     """Bring the users' past into the server: the ONE function to replace by
@@ -278,6 +300,8 @@ def import_history(srv: ServerHandle, sc: Scenario, logged_ids: Sequence[str],
     """
     if mode not in HISTORY_MODES:
         raise PushrlError(f"history must be one of {HISTORY_MODES}, got {mode!r}")
+    if mode == "import":  # imported by `pushrl state import` before the server started
+        return 0
     start = sc.start_bucket * HOUR
     events = pd.DataFrame()
     if mode != "none":
@@ -371,6 +395,20 @@ def drive(registry: str | Path, scenario: str | Path, *, users: int, days: int |
     sim.reset(np.arange(users), rows, keys)
     logged = [str(u) for u in np.asarray(pop.user_id)[rows]]
     uids = [f"{u}.{i}" for i, u in enumerate(logged)]
+    tmp = None
+    if history == "import":
+        if len(set(logged)) < users:
+            raise PushrlError(f"history='import' serves the logged users themselves, but seed "
+                              f"{seed} draws {users - len(set(logged))} of the {users} users "
+                              "twice (draws are with replacement); use fewer users, another "
+                              "seed, or history='log'")
+        uids = logged
+        if state is None:
+            tmp = tempfile.mkdtemp(prefix="pushrl-served-")
+            state = Path(tmp) / "state"
+        t1 = time.perf_counter()
+        import_state(sc.data, state)
+        imported = time.perf_counter() - t1
     tzs = [str(t) for t in np.asarray(pop.timezone)[rows]]
     item_ids = [str(i) for i in world.model.item_ids]
     item_index = {i: j for j, i in enumerate(item_ids)}
@@ -386,67 +424,72 @@ def drive(registry: str | Path, scenario: str | Path, *, users: int, days: int |
     nreq = dict.fromkeys(("decide", "feedback", "events"), 0)
     blocked_total = 0
     t0 = time.perf_counter()
-    with serve(registry, scenario, seed=seed if server_seed is None else server_seed,
-               state=state) as srv:
-        timing["start"] = srv.seconds_to_ready
-        t1 = time.perf_counter()
-        import_history(srv, sc, logged, uids, tzs, history)
-        timing["history"] = time.perf_counter() - t1
-        for step in range(sc.horizon):
-            obs = sim.observe()
-            ask = np.flatnonzero(sim.alive)
-            send = np.zeros(users, bool)
-            ids: dict[int, str] = {}
+    try:
+        with serve(registry, scenario, seed=seed if server_seed is None else server_seed,
+                   state=state) as srv:
+            timing["start"] = srv.seconds_to_ready
             t1 = time.perf_counter()
-            ts = int(obs.bucket[0]) * HOUR
-            for a in range(0, ask.size, DECIDE_BATCH):
-                part = ask[a:a + DECIDE_BATCH]
-                out = srv.post("/v1/decide/batch", {"requests": [
-                    {"user_id": uids[s], "ts": ts} for s in part.tolist()]})["decisions"]
-                nreq["decide"] += 1
-                for s, d in zip(part.tolist(), out, strict=True):
-                    ids[s] = d["decision_id"]
-                    p_send[s, step] = d["p_send"]
-                    if d["send"]:
-                        send[s] = True
-                        items.item[s] = item_index[d["item_id"]]
-                        items.pscore[s] = d["pscore"] / d["p_send"]  # the item's own
-            timing["decide"] += time.perf_counter() - t1
-            dec[ask, step] = send[ask]
-            hour = obs.raw[:, 0].astype(np.int64)
-            res = sim.step(send)
-            blocked_total += int(res.blocked.sum())
-            r = res.reward(sc.reward)
-            acc["objective"] += r
-            acc["sends"] += res.delivered
-            acc["opens"] += res.opened
-            acc["clicks"] += res.clicked
-            acc["conversions"] += res.converted
-            acc["revenue"] += res.revenue
-            acc["guardrail_blocks"] += res.blocked
-            d = np.flatnonzero(res.delivered)
-            np.add.at(by_hour, (d, hour[d]), 1)
-            chosen[d, step] = res.item[d]
-            unsub_step[res.unsubscribed] = step
-            t1 = time.perf_counter()
-            fbs: list[dict[str, Any]] = []
-            for s in d.tolist():
-                fb: dict[str, Any] = {"decision_id": ids[s], "opened": bool(res.opened[s]),
-                                      "clicked": bool(res.clicked[s]),
-                                      "converted": bool(res.converted[s]),
-                                      "unsubscribed": bool(res.unsubscribed[s]), "ts": ts}
-                if res.converted[s]:
-                    fb["revenue"] = float(res.revenue[s])
-                fbs.append(fb)
-            for a in range(0, len(fbs), FEEDBACK_BATCH):
-                srv.post("/v1/feedback/batch", {"feedback": fbs[a:a + FEEDBACK_BATCH]})
-                nreq["feedback"] += 1
-            timing["feedback"] += time.perf_counter() - t1
-            t1 = time.perf_counter()
-            nreq["events"] += _post_activity(srv, sim, uids, item_ids, by_cat)
-            timing["events"] += time.perf_counter() - t1
-            if progress is not None:
-                progress(step + 1, sc.horizon)
+            import_history(srv, sc, logged, uids, tzs, history)
+            timing["history"] = (time.perf_counter() - t1 if history != "import"
+                                 else imported)
+            for step in range(sc.horizon):
+                obs = sim.observe()
+                ask = np.flatnonzero(sim.alive)
+                send = np.zeros(users, bool)
+                ids: dict[int, str] = {}
+                t1 = time.perf_counter()
+                ts = int(obs.bucket[0]) * HOUR
+                for a in range(0, ask.size, DECIDE_BATCH):
+                    part = ask[a:a + DECIDE_BATCH]
+                    out = srv.post("/v1/decide/batch", {"requests": [
+                        {"user_id": uids[s], "ts": ts} for s in part.tolist()]})["decisions"]
+                    nreq["decide"] += 1
+                    for s, d in zip(part.tolist(), out, strict=True):
+                        ids[s] = d["decision_id"]
+                        p_send[s, step] = d["p_send"]
+                        if d["send"]:
+                            send[s] = True
+                            items.item[s] = item_index[d["item_id"]]
+                            items.pscore[s] = d["pscore"] / d["p_send"]  # the item's own
+                timing["decide"] += time.perf_counter() - t1
+                dec[ask, step] = send[ask]
+                hour = obs.raw[:, 0].astype(np.int64)
+                res = sim.step(send)
+                blocked_total += int(res.blocked.sum())
+                r = res.reward(sc.reward)
+                acc["objective"] += r
+                acc["sends"] += res.delivered
+                acc["opens"] += res.opened
+                acc["clicks"] += res.clicked
+                acc["conversions"] += res.converted
+                acc["revenue"] += res.revenue
+                acc["guardrail_blocks"] += res.blocked
+                d = np.flatnonzero(res.delivered)
+                np.add.at(by_hour, (d, hour[d]), 1)
+                chosen[d, step] = res.item[d]
+                unsub_step[res.unsubscribed] = step
+                t1 = time.perf_counter()
+                fbs: list[dict[str, Any]] = []
+                for s in d.tolist():
+                    fb: dict[str, Any] = {"decision_id": ids[s], "opened": bool(res.opened[s]),
+                                          "clicked": bool(res.clicked[s]),
+                                          "converted": bool(res.converted[s]),
+                                          "unsubscribed": bool(res.unsubscribed[s]), "ts": ts}
+                    if res.converted[s]:
+                        fb["revenue"] = float(res.revenue[s])
+                    fbs.append(fb)
+                for a in range(0, len(fbs), FEEDBACK_BATCH):
+                    srv.post("/v1/feedback/batch", {"feedback": fbs[a:a + FEEDBACK_BATCH]})
+                    nreq["feedback"] += 1
+                timing["feedback"] += time.perf_counter() - t1
+                t1 = time.perf_counter()
+                nreq["events"] += _post_activity(srv, sim, uids, item_ids, by_cat)
+                timing["events"] += time.perf_counter() - t1
+                if progress is not None:
+                    progress(step + 1, sc.horizon)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     result = RolloutResult(sc, label, seed, sc.horizon_days, rows, acc["objective"],
                            acc["sends"].astype(np.int64), acc["opens"].astype(np.int64),
                            acc["clicks"].astype(np.int64), acc["conversions"].astype(np.int64),

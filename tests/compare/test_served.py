@@ -64,3 +64,35 @@ def test_served_equals_batch_rollout(tmp_path: Path, timing: str, history: str,
     np.testing.assert_array_equal(served.result.sends, batch.sends)
     np.testing.assert_array_equal(served.items, twin.items)
     assert served.served_blocked == 0
+
+
+def test_history_import_serves_the_logged_users_from_pushrl_state_import(
+        tmp_path: Path) -> None:
+    # history="import": `pushrl state import` of the scenario's log, then the server starts on
+    # that state; the logged users are served under their own ids, with their whole log
+    # (activity, sends, unsubscribes). The simulator's closest warm start ("full": lifetime
+    # counts) has no timed events, so the decisions are close, not equal (measured 0.99 of
+    # the decisions on this seed: the floor is 0.9).
+    from pushrl.data.io import read_tables
+    from pushrl.envs.rollout import draw_users
+    from pushrl.envs.scenario import load_scenario
+    from pushrl.errors import PushrlError
+
+    reg = _registry(tmp_path)
+    with pytest.raises(PushrlError, match=r"draws .* twice .* history='log'"):
+        drive(reg, "default", users=200, days=1, seed=0, history="import")
+    n, days = 20, 2
+    sc = load_scenario("default")
+    n_pop = len(read_tables(sc.data)["users"])
+    seed = next(s for s in range(100) if len(set(draw_users(s, n, n_pop)[0])) == n)
+    served = drive(reg, "default", users=n, days=days, seed=seed, history="import",
+                   warm_start="full", state=tmp_path / "state")
+    twin = batch_twin("most-active-hour", None, "default", users=n, days=days, seed=seed,
+                      warm_start="full")
+    rows, _ = draw_users(seed, n, n_pop)
+    users = read_tables(sc.data)["users"]["user_id"].astype(str).to_numpy()
+    assert served.user_ids == users[rows].tolist()
+    asked = served.decisions >= 0
+    assert served.result.sends.sum() > 0
+    assert (twin.sent[asked] == (served.decisions[asked] == 1)).mean() >= 0.9
+    assert not np.isnan(served.p_send[asked]).any()
