@@ -100,6 +100,7 @@ class Subscriptions:
 
     def __init__(self) -> None:
         self._on = np.ones(0, bool)
+        self._off = 0  # users unsubscribed now (0: the check is skipped on the hot path)
 
     def _resize(self, n: int) -> None:
         k = self._on.size
@@ -108,17 +109,25 @@ class Subscriptions:
 
     def set(self, users: np.ndarray | int, subscribed: bool) -> None:
         """Set the status of ``users`` (indices)."""
-        u = np.atleast_1d(np.asarray(users, np.int64))
+        u = np.unique(np.atleast_1d(np.asarray(users, np.int64)))
         if u.size:
-            self._resize(int(u.max()) + 1)
+            self._resize(int(u[-1]) + 1)
+            self._off += int(self._on[u].sum()) if not subscribed else -int((~self._on[u]).sum())
             self._on[u] = subscribed
 
     def get(self, users: np.ndarray) -> np.ndarray:
         """``(n,)`` bool: True where user ``users[i]`` is subscribed (unknown: True)."""
         u = np.asarray(users, np.int64)
-        if u.size and int(u.max()) >= self._on.size:
+        try:
+            return self._on[u]
+        except IndexError:  # a user index beyond the array: grow (amortised)
             self._resize(int(u.max()) + 1)
-        return self._on[u]
+            return self._on[u]
+
+    def mask(self, users: np.ndarray) -> np.ndarray | None:
+        """:meth:`get`, or None while nobody is unsubscribed (the guardrail's "all
+        subscribed", which costs nothing on the decision path)."""
+        return None if self._off == 0 else self.get(users)
 
     def is_subscribed(self, user: int) -> bool:
         """The status of one user."""
@@ -146,6 +155,6 @@ def check(cfg: Guardrails, history: SendHistory, users: np.ndarray, ts: np.ndarr
     hours, _, days = fs.local_time_at(users, t)
     today, week = history.counts(users, bucket_of(t), days)
     code = cfg.verdict(hours, today, week,
-                       None if subscriptions is None else subscriptions.get(users))
+                       None if subscriptions is None else subscriptions.mask(users))
     reasons = [REASONS[c] for c in code.tolist()]
     return code == 0, reasons, today, days

@@ -34,10 +34,15 @@ def _batch(c: Any, users: list[str], ts: int) -> list[dict]:
 def test_subscriptions_grow_and_default_to_subscribed() -> None:
     s = Subscriptions()
     assert s.get(np.array([0, 5])).tolist() == [True, True]
-    s.set(np.array([3]), False)
-    assert s.get(np.array([2, 3, 4, 40])).tolist() == [True, False, True, True]
+    assert s.mask(np.array([0, 5])) is None  # nobody unsubscribed: no mask at all
+    s.set(np.array([3, 3, 7]), False)
+    s.set(np.array([7]), False)  # again: counted once
+    assert s.get(np.array([2, 3, 4, 40, 7])).tolist() == [True, False, True, True, False]
+    assert s.mask(np.array([3, 1])).tolist() == [False, True]
     s.set(3, True)
-    assert s.is_subscribed(3)
+    assert s.is_subscribed(3) and s.mask(np.array([3])) is not None  # 7 still is
+    s.set(np.array([7, 8]), True)
+    assert s.mask(np.array([7])) is None
 
 
 def test_unsubscribe_feedback_stops_sends_single_and_batch(make_client: Any) -> None:
