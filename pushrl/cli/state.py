@@ -44,7 +44,7 @@ def import_(
         return
     console.print(f"imported {res['n_users']:,} users, {res['n_items']:,} items, "
                   f"{res['n_activity']:,} events and {res['n_sent']:,} sends "
-                  f"({res['n_unsubscribed']:,} unsubscribed users, never pushed to) "
-                  f"({res['n_decisions']:,} decisions, {res['n_rejected']:,} rows rejected) up "
+                  f"({res['n_decisions']:,} decisions, {res['n_rejected']:,} rows rejected; "
+                  f"{res['n_unsubscribed']:,} unsubscribed users, never pushed to) up "
                   f"to {res['high_water_utc']} in {res['seconds']['total']:.1f} s; start the "
                   f"server with `pushrl serve --state {state_dir(state)}`")
