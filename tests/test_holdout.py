@@ -62,6 +62,7 @@ def test_init_train_evaluate_passes_the_held_out_check(
     assert d["data"]["split"]["of"] == trained["split"]["of"]
     assert "held_out_data" not in d["gate"]["failed_rules"]
     assert not any("in-sample" in n for n in d["notes"])
+    assert "heldout users of a user split" in Path(d["report"]["markdown"]).read_text()
     # the same policy on the users it was trained on is still in-sample
     d = evaluate(root, sc, art, "--split", "train")
     assert "held_out_data" in d["gate"]["failed_rules"] and not d["passed"]
