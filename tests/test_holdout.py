@@ -110,3 +110,15 @@ def test_split_needs_a_scenario_split(team: tuple[Path, Path, dict[str, Any]],
     r = run_pushrl("evaluate", "--data", str(root / "logs"), "--scenario", "default",
                    "--policy", "most-popular", "--split", "heldout")
     assert r.returncode == 2 and "not the data of a scenario with a [split]" in r.stderr
+
+
+def test_sim_fit_with_the_scenario_reads_the_training_users(
+        team: tuple[Path, Path, dict[str, Any]], tmp_path: Path) -> None:
+    root, sc, res = team
+    r = run_pushrl("sim", "fit", "--scenario", str(sc), "--out", str(tmp_path / "sim"), "--json")
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["split"]["part"] == "train" and d["split"]["of"] == res["fingerprint"]
+    assert d["fingerprint"] == res["split"]["train_fingerprint"]  # what init fitted on
+    r = run_pushrl("sim", "fit", str(root / "logs"), "--out", str(tmp_path / "whole"), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["split"] is None  # explicit: whole log
