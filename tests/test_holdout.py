@@ -122,3 +122,19 @@ def test_sim_fit_with_the_scenario_reads_the_training_users(
     assert d["fingerprint"] == res["split"]["train_fingerprint"]  # what init fitted on
     r = run_pushrl("sim", "fit", str(root / "logs"), "--out", str(tmp_path / "whole"), "--json")
     assert r.returncode == 0 and json.loads(r.stdout)["split"] is None  # explicit: whole log
+
+
+@pytest.mark.parametrize(("section", "match"), [
+    ("holdout_frac = 0.9", r"\[split\] --holdout-frac must be in \(0, 0.5\], got 0.9"),
+    ('by = "time"', r'split.by must be "user", got \'time\''),
+    ("holdout_seed = 1.5", "split.holdout_seed must be an integer"),
+])
+def test_bad_split_section_is_one_line(tmp_path: Path, section: str, match: str) -> None:
+    from pushrl.errors import ScenarioError
+
+    p = tmp_path / "scenario.toml"
+    p.write_text(f'data = "logs"\nsim = "sim"\n[split]\n{section}\n')
+    with pytest.raises(ScenarioError, match=match):
+        load_scenario(p)
+    p.write_text('data = "logs"\nsim = "sim"\n')
+    assert load_scenario(p).split is None and load_scenario(p).data_split("heldout") is None
