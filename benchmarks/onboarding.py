@@ -9,12 +9,12 @@ The log (when ``--data`` does not exist yet) is written by ``pushrl data synth -
 fresh process as a user types it, timed (wall) with its peak RSS (``wait4`` of the step's
 process):
 
-1. ``pushrl init DATA --objective examples/objective.toml --out DIR`` (validate, fit the
-   simulator, write the scenario);
-2. ``pushrl train bandit --scenario DIR/scenario.toml`` (VW item policy);
+1. ``pushrl init DATA --objective examples/objective.toml --out DIR`` (validate, split the
+   users 80/20, fit the simulator to the training users, write the scenario);
+2. ``pushrl train bandit --scenario DIR/scenario.toml`` (VW item policy, training users);
    (``train timing``: PPO timesteps are excluded per the issue, so it is not run);
-3. ``pushrl evaluate --data DATA --policy ARTIFACT --scenario ...`` (OPE gate, recorded in the
-   model card);
+3. ``pushrl evaluate --policy ARTIFACT --scenario ...`` (OPE gate on the held-out users,
+   recorded in the model card);
 4. ``pushrl policies promote`` (``--force`` with a reason when the gate blocks: recorded);
 5. ``pushrl serve --scenario ... --registry ...`` until ``/readyz`` answers 200 (``serve``),
    then the users' history brought in (``history``: ``log`` = PUT /v1/users + POST /v1/events
@@ -161,7 +161,7 @@ def main() -> None:
     steps["bandit"] = timed("train", "bandit", "--scenario", sc, "--out",
                             str(out / "policies" / "vw"))
     art = steps["bandit"]["json"]["artifact"]
-    steps["evaluate"] = timed("evaluate", "--data", str(data), "--policy", art, "--scenario", sc,
+    steps["evaluate"] = timed("evaluate", "--policy", art, "--scenario", sc,
                               "--out", str(out / "ope"), expect=(0, 1))
     gate_passed = steps["evaluate"]["exit"] == 0
     name, version = Path(art).parent.name, Path(art).name
@@ -190,8 +190,8 @@ def main() -> None:
                          str(out / "profile_init")],
                 "bandit": ["train", "bandit", "--scenario", sc, "--out",
                            str(out / "profile_vw")],
-                "evaluate": ["evaluate", "--data", str(data), "--policy", art, "--scenario",
-                             sc, "--out", str(out / "profile_ope")]}[args.profile]
+                "evaluate": ["evaluate", "--policy", art, "--scenario", sc, "--out",
+                             str(out / "profile_ope")]}[args.profile]
         rec["profile"] = profile(step, out)
     (out / "onboarding.json").write_text(json.dumps(rec, indent=2, default=str))
     if args.json:

@@ -61,8 +61,27 @@ def _print_summary(res: Any) -> None:
             out.print(escape(f"{kind} report: {res.report[kind]}"))
 
 
+def _data_split(data: Path, scenario: str | None, split: str | None) -> Any:
+    """The :class:`~pushrl.data.split.UserSplit` part of DATA to evaluate on: the scenario's
+    ``heldout`` part by default when DATA is the data of a scenario with a ``[split]``."""
+    from pushrl.envs.scenario import load_scenario
+    from pushrl.errors import PushrlError
+
+    if split not in (None, "heldout", "train", "all"):
+        raise PushrlError(f"--split must be heldout, train or all, got {split!r}")
+    sc = load_scenario(scenario) if scenario is not None else None
+    if sc is None or sc.split is None or Path(data).resolve() != sc.data.resolve():
+        if split not in (None, "all"):
+            raise PushrlError(f"--split {split}: --data {data} is not the data of a scenario "
+                              "with a [split]; write one with `pushrl init DATA --out DIR`")
+        return None
+    return None if split == "all" else sc.data_split(split or "heldout")
+
+
 def command(
-    data: Path = typer.Option(..., "--data", help="Logged data directory (pushlog v1)."),
+    data: Path | None = typer.Option(
+        None, "--data", help="Logged data directory (pushlog v1); default: the --scenario's "
+                             "data (its held-out users)."),
     policy: str = typer.Option(
         ..., "--policy", help="Candidate: artifact policies/NAME or policies/NAME/vN, or a "
                               "baseline name."),
@@ -89,6 +108,9 @@ def command(
                                            "clicked, converted, revenue, e.g. "
                                            "'clicked+0.01*revenue'; default: the candidate's "
                                            "training reward."),
+    split: str | None = typer.Option(
+        None, "--split", help="Part of a `pushrl init` scenario's data: heldout (default), "
+                              "train or all; only when DATA is the scenario's data."),
     allow_in_sample: bool = typer.Option(
         False, "--allow-in-sample", help="Do not block a candidate trained on these logs "
                                          "(its estimate is optimistic)."),
@@ -101,10 +123,22 @@ def command(
     from pushrl.envs.scenario import scenario_for_data
     from pushrl.rules.reward import RewardWeights
 
-    if scenario is None and (found := scenario_for_data(data)) is not None:
+    if data is None and scenario is None:
+        from pushrl.errors import PushrlError
+
+        raise PushrlError("pass --scenario DIR/scenario.toml (from `pushrl init`) or --data DIR")
+    if data is None:
+        from pushrl.envs.scenario import load_scenario
+
+        data = load_scenario(str(scenario)).data
+    elif scenario is None and (found := scenario_for_data(data)) is not None:
         scenario = str(found.path)
         if not as_json:
             console.print(f"[dim]scenario: {escape(scenario)}[/]")
+    part = _data_split(data, scenario, split)
+    if part is not None and not as_json:
+        console.print(f"[dim]evaluating on the {part.part} users of {escape(str(data))} "
+                      "(the scenario's \\[split])[/]")
     names = None if not estimators else [e.strip() for e in estimators.split(",") if e.strip()]
     weights = RewardWeights.parse(reward) if reward else None  # fails before loading data
     target = out_dir or _default_out(policy, baseline)
@@ -118,7 +152,7 @@ def command(
             update(done, max(total, 1))
 
         progress("loading data", 0, 1)
-        ds, _ = load_dataset(data)
+        ds, _ = load_dataset(data, split=part)
         # imported after the data loaded: a bad path fails without the OPE stack's import cost
         from pushrl.ope.evaluate import evaluate_policy, record_evaluation, resolve_policy
 

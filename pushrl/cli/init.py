@@ -1,10 +1,18 @@
 """`pushrl init DATA --objective objective.toml --out DIR`: onboard a push log in one command.
 
-Validates the logs (quarantining bad rows), fits the simulator to them (``DIR/sim``) and writes
-``DIR/scenario.toml``: the data and simulator paths, episodes starting at the first UTC
-midnight after the log, the log's decision slots, and the reward weights and guardrails of
-the declared objective. Every later command takes it: ``pushrl train timing --scenario
-DIR/scenario.toml``, ``train bandit --scenario ...``, ``evaluate``, ``compare``, ``serve``.
+Validates the logs (quarantining bad rows), splits their users into a training part and a
+held-out part (``--holdout-frac``, default 20 %; :mod:`pushrl.data.split`), fits the
+simulator to the training part (``DIR/sim``) and writes ``DIR/scenario.toml``: the data and
+simulator paths, the split (``[split]``), episodes starting at the first UTC midnight after
+the log, the log's decision slots, and the reward weights and guardrails of the declared
+objective. Every later command takes it: ``pushrl train bandit --scenario
+DIR/scenario.toml`` and ``sim fit --scenario ...`` read the training part, ``pushrl
+evaluate --scenario ...`` (and so the gate and ``promote``) the held-out part, which the gate
+accepts as data the policy never saw; ``train timing``, ``compare`` and ``serve`` take it too.
+
+Why a split: a new team has one log, and the gate refuses a policy evaluated on the logs it
+was trained on (rule ``held_out_data``). Why by user and not by time: see
+:mod:`pushrl.data.split`. Nothing is copied; each stage filters the log at load time.
 
 The objective file (``examples/objective.toml`` is the documented example)::
 
@@ -107,11 +115,17 @@ def log_clock(pushes: pd.DataFrame, activity: pd.DataFrame) -> tuple[str, int]:
 
 
 def onboard(data: Path, out: Path, objective: Path | None = None,
-            say: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Validate ``data``, fit the simulator into ``out/sim`` and write ``out/scenario.toml``.
+            say: Callable[[str], None] | None = None, *, holdout_frac: float = 0.2,
+            holdout_seed: int = 0) -> dict[str, Any]:
+    """Validate ``data``, split its users, fit the simulator to the training part into
+    ``out/sim`` and write ``out/scenario.toml`` with the split.
 
-    Returns a JSON-able summary (paths, validation counts, notes).
+    Returns a JSON-able summary (paths, validation counts, users per part, notes).
+
+    Raises:
+        DataError: ``holdout_frac`` outside (0, 0.5] or a part with too few users.
     """
+    from pushrl.data.split import UserSplit, check_holdout_frac
     from pushrl.data.validate import load_dataset
     from pushrl.envs.scenario import INIT_SCENARIO, Scenario, write_scenario
     from pushrl.sim.engine import Guardrails, RewardWeights
@@ -119,16 +133,25 @@ def onboard(data: Path, out: Path, objective: Path | None = None,
     from pushrl.sim.model import load_sim, save_sim
 
     say = say or (lambda m: None)
+    split = UserSplit(check_holdout_frac(holdout_frac), holdout_seed)  # fails before loading
     obj, notes = read_objective(objective)
     t0 = time.perf_counter()
     say(f"validating {data}")
-    ds, report = load_dataset(data)
-    say(f"  {report.n_rejected} rows quarantined; fitting the simulator")
+    full, report = load_dataset(data)
+    whole = report.fingerprint
+    start, slots = log_clock(full.pushes, full.activity)  # after every user's last event
+    ds = split.apply(full)  # the training part; raises when a part is too small
+    n_heldout = len(full.users) - len(ds.users)
+    del full
+    # the report of the part, as `load_dataset(data, split=...)` gives every training stage
+    report = dataclasses.replace(report, fingerprint=ds.fingerprint(),
+                                 summary={**report.summary, "split": ds.split})
+    say(f"  {report.n_rejected} rows quarantined; {len(ds.users)} users for training, "
+        f"{n_heldout} held out; fitting the simulator to the training users")
     model = fit_sim(ds, report, progress=say)
     sim_dir = out / "sim"
     save_sim(model, sim_dir)
     load_sim(sim_dir)  # round trip: checksums verified
-    start, slots = log_clock(ds.pushes, ds.activity)
     g = obj["guardrails"]
     quiet = g["quiet_hours"]
     if not (isinstance(quiet, list) and len(quiet) == 2):
@@ -141,13 +164,18 @@ def onboard(data: Path, out: Path, objective: Path | None = None,
         warm_start=str(obj.get("warm_start", "week")),
         reward=RewardWeights(**{k: float(v) for k, v in obj["reward"].items()}),
         guardrails=Guardrails(int(quiet[0]), int(quiet[1]), int(g["max_sends_per_day"]),
-                              int(g["max_sends_per_week"])))
+                              int(g["max_sends_per_week"])), split=split)
     written = write_scenario(out / INIT_SCENARIO, sc, comment=(
         f"Written by `pushrl init {data}"
         + (f" --objective {objective}`" if objective else "` (default objective)")
-        + f".\nData fingerprint {report.fingerprint}; episodes start after the log."))
+        + f".\nData fingerprint {whole} (training users: {report.fingerprint}); "
+        "episodes start after the log."))
     return {"scenario": str(written.path), "sim": str(sim_dir), "data": str(data),
-            "fingerprint": report.fingerprint, "rejected": report.n_rejected,
+            "fingerprint": whole,
+            "split": {"by": "user", "holdout_frac": split.holdout_frac,
+                      "holdout_seed": split.seed, "train_users": len(ds.users),
+                      "heldout_users": n_heldout, "train_fingerprint": report.fingerprint},
+            "rejected": report.n_rejected,
             "start": start, "slots_per_day": slots, "reward": dataclasses.asdict(sc.reward),
             "guardrails": dataclasses.asdict(sc.guardrails), "notes": notes,
             "seconds": round(time.perf_counter() - t0, 1)}
@@ -159,20 +187,27 @@ def command(
     objective: Path | None = typer.Option(
         None, "--objective", help="objective.toml: reward weights and guardrails (see "
                                   "examples/objective.toml); default: the default objective."),
+    holdout_frac: float = typer.Option(
+        0.2, "--holdout-frac", help="Share of users held out for `pushrl evaluate` and the "
+                                    "gate, in (0, 0.5]; training stages never see them."),
+    holdout_seed: int = typer.Option(0, "--holdout-seed", help="Seed of the user split."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    """Validate DATA, fit the simulator and write DIR/scenario.toml for every later command."""
+    """Validate DATA, split its users (train / held out), fit the simulator to the training
+    users and write DIR/scenario.toml for every later command."""
     say = (lambda m: None) if as_json else (lambda m: console.print(f"[dim]{m}[/]"))
-    res = onboard(data, out, objective, say)
+    res = onboard(data, out, objective, say, holdout_frac=holdout_frac,
+                  holdout_seed=holdout_seed)
     if as_json:
         emit(res, True)
         return
     for note in res["notes"]:
         console.print(f"[yellow]note:[/] {note}")
-    sc = res["scenario"]
+    sc, sp = res["scenario"], res["split"]
     console.print(f"[bold]wrote {sc}[/] (simulator {res['sim']}, episodes from {res['start']}, "
                   f"{res['slots_per_day']} slots/day, {res['rejected']} rows quarantined, "
-                  f"{res['seconds']} s)\nnext: pushrl train bandit --scenario {sc} --out "
-                  f"policies/bandit; pushrl train timing --scenario {sc} --out policies/timing; "
-                  f"pushrl evaluate --scenario {sc} --data HELDOUT --policy policies/timing; "
+                  f"{sp['train_users']} users for training, {sp['heldout_users']} held out for "
+                  f"evaluation, {res['seconds']} s)\nnext: pushrl train bandit --scenario {sc} "
+                  f"--out policies/bandit; pushrl train timing --scenario {sc} --out "
+                  f"policies/timing; pushrl evaluate --scenario {sc} --policy policies/bandit; "
                   f"pushrl serve --scenario {sc}")

@@ -133,7 +133,12 @@ def explore(
         raise ArtifactError(f"{artifact} is a {type(policy).__name__}, not a PPO timing agent; "
                             "exploration exports apply to `pushrl train timing` artifacts")
     grid = EPSILONS if not epsilons else tuple(float(e) for e in epsilons.split(","))
-    ds, _ = load_dataset(data)
+    from pushrl.envs.scenario import load_scenario
+
+    sc = load_scenario(scenario)
+    # the training users of a `pushrl init` scenario's split: its held-out users decide the gate
+    part = sc.data_split("train") if Path(data).resolve() == sc.data.resolve() else None
+    ds, _ = load_dataset(data, split=part)
     with console.status("scoring exploration exports with the timing gate"):
         choice = select_exploration(policy, ds, scenario, epsilons=grid, seed=seed)
     path = save_with_exploration(artifact, choice.to_dict(), out_dir)

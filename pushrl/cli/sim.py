@@ -20,24 +20,37 @@ def _fmt(v: Any, spec: str = ".4f") -> str:
 
 @app.command("fit")
 def fit(
-    data: Path = typer.Argument(..., help="Dataset directory (pushlog v1)."),
+    data: Path | None = typer.Argument(None, help="Dataset directory (pushlog v1); default: "
+                                                  "the --scenario's data."),
     out_dir: Path = typer.Option(..., "--out", help="Artifact directory, e.g. "
                                                     "simulator_data/fitted/NAME."),
+    scenario: str | None = typer.Option(
+        None, "--scenario", help="DIR/scenario.toml from `pushrl init`: fit on the training "
+                                 "users of its [split] when DATA is its data."),
     as_json: bool = typer.Option(False, "--json", help="Print the fit summary as JSON."),
 ) -> None:
     """Fit the simulator point-in-time through the feature pipeline; save a checksummed artifact."""
     from pushrl.data.validate import load_dataset
+    from pushrl.envs.scenario import load_scenario
+    from pushrl.errors import PushrlError
     from pushrl.sim.fit import fit_sim
     from pushrl.sim.model import load_sim, save_sim
 
     t0 = time.perf_counter()
-    ds, report = load_dataset(data)
+    sc = load_scenario(scenario) if scenario is not None else None
+    data = data or (sc.data if sc is not None else None)
+    if data is None:
+        raise PushrlError("pass DATA or --scenario DIR/scenario.toml")
+    part = (sc.data_split("train") if sc is not None
+            and Path(data).resolve() == sc.data.resolve() else None)
+    ds, report = load_dataset(data, split=part)
     say = (lambda m: None) if as_json else (lambda m: console.print(f"[dim]{m}[/]"))
     model = fit_sim(ds, report, progress=say)
     save_sim(model, out_dir)
     saved = load_sim(out_dir)  # round trip: checksums verified
     summary = {
         "out": str(out_dir), "kind": saved.kind, "fingerprint": report.fingerprint,
+        "split": ds.split,
         "sha256": saved.meta["sha256"], "seconds": round(time.perf_counter() - t0, 1),
         "components": {k: {m: g.metrics.get(m) for m in (
             "n", "positives", "log_loss", "log_loss_baseline", "auc", "ece",

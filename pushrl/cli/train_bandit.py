@@ -26,8 +26,9 @@ def command(
                                      "C logged context, I item, A user-item affinity"),
     bits: int = typer.Option(18, help="VW hash bits (-b)"),
     scenario: str | None = typer.Option(
-        None, "--scenario", help="scenario (DIR/scenario.toml from `pushrl init`): its data, and "
-                                 "its reward weights as the default --reward"),
+        None, "--scenario", help="scenario (DIR/scenario.toml from `pushrl init`): its data "
+                                 "(only the training users of its [split]), and its reward "
+                                 "weights as the default --reward"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
 ) -> None:
     """Train a VW cb_explore_adf item policy on the sent pushes of DATA.
@@ -41,11 +42,14 @@ def command(
     from pushrl.train.vw_train import train_vw
 
     weights = RewardWeights.parse(reward) if reward else None  # bad input fails before loading
+    split = None
     if scenario is not None:
         from pushrl.envs.scenario import load_scenario
 
         sc = load_scenario(scenario)
         data = data or sc.data
+        if Path(data).resolve() == sc.data.resolve():
+            split = sc.data_split("train")  # never the held-out users the gate evaluates on
         weights = weights or sc.reward.item_round()
     if data is None:
         from pushrl.errors import PushrlError
@@ -54,11 +58,11 @@ def command(
     config = VWConfig(exploration=exploration, cb_type=cb_type, passes=passes, seed=seed,
                       interactions=tuple(q.strip() for q in interactions.split(",") if q.strip()),
                       bits=bits)
-    res = train_vw(data, config, out=out, reward=weights)
+    res = train_vw(data, config, out=out, reward=weights, split=split)
     m = res.metrics
     result = {"artifact": str(res.artifact), "vw_args": res.policy.args,
               "data_fingerprint": res.card["data"]["fingerprint"], "reward": res.card["reward"],
-              "metrics": m}
+              "split": res.card["data"]["split"], "metrics": m}
     if as_json:
         emit(result, True)
         return
@@ -70,6 +74,10 @@ def command(
                   f"; VW {'progressive' if 'train/pv_loss' in m else 'holdout'} loss "
                   f"{loss:.4f} (= -estimated reward of the learned policy)")
     console.print(f"  vw {' '.join(res.policy.args)}")
+    if split is not None:
+        console.print(f"  trained on the {split.part} users of {data} "
+                      f"({res.card['data']['split']['n_users']}); the held-out users are left "
+                      "for `pushrl evaluate --scenario`")
     missing = res.card.get("reward_missing_outcomes") or {}
     if missing:
         console.print("  [yellow]missing outcomes counted 0:[/yellow] " + ", ".join(

@@ -42,6 +42,8 @@ class Dataset:
         pushes: Decision opportunities sorted by ``ts``.
         path: Directory the dataset was read from, if any.
         meta: Free-form metadata (``meta.json`` beside the tables), e.g. the generator.
+        split: ``None`` for a whole log; for one part of a user split
+            (:mod:`pushrl.data.split`) which part, the split and the whole log's fingerprint.
     """
 
     users: pd.DataFrame
@@ -50,6 +52,7 @@ class Dataset:
     pushes: pd.DataFrame
     path: Path | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    split: dict[str, Any] | None = None
 
     def table(self, name: str) -> pd.DataFrame:
         """Return the table called ``name``."""

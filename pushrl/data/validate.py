@@ -29,6 +29,7 @@ from pushrl.data.contract import (
 )
 from pushrl.data.io import Dataset, read_meta, read_tables, write_table
 from pushrl.data.timezones import zone_names
+from pushrl.data.split import UserSplit
 from pushrl.errors import DataError
 
 REJECTED_DIR = "_rejected"
@@ -334,7 +335,8 @@ def validate_tables(tables: dict[str, pd.DataFrame],
 
 
 def load_dataset(dirpath: str | Path, *, quarantine: bool = True, min_ts: TsBound = None,
-                 max_ts: TsBound = None) -> tuple[Dataset, ValidationReport]:
+                 max_ts: TsBound = None, split: UserSplit | None = None
+                 ) -> tuple[Dataset, ValidationReport]:
     """Read, validate and quarantine a pushlog v1 dataset: the loader every stage uses.
 
     Args:
@@ -345,6 +347,9 @@ def load_dataset(dirpath: str | Path, *, quarantine: bool = True, min_ts: TsBoun
             :data:`DEFAULT_MIN_TS`).
         max_ts: Latest accepted ``ts`` (None = ``meta.json`` ``ts_range``, else one year
             after now).
+        split: Load only this part of a user split (:mod:`pushrl.data.split`), applied
+            after validation; the report's fingerprint is then the part's, and its summary
+            has ``split`` (``ds.split``).
 
     Returns:
         The accepted rows as a :class:`Dataset`, and the :class:`ValidationReport`.
@@ -367,7 +372,10 @@ def load_dataset(dirpath: str | Path, *, quarantine: bool = True, min_ts: TsBoun
                 target.unlink()
     ds = Dataset(accepted["users"], accepted["items"], accepted["activity"], accepted["pushes"],
                  path=d, meta=meta)
-    summary = {**summarize(ds), "ts_range": [str(window[0]), str(window[1])]}
+    if split is not None:
+        ds = split.apply(ds)
+    summary = {**summarize(ds), "ts_range": [str(window[0]), str(window[1])],
+               **({"split": ds.split} if ds.split else {})}
     report = ValidationReport(counts, summary, ds.fingerprint())
     return ds, report
 

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from pushrl import resources
-from pushrl.errors import ScenarioError
+from pushrl.data.split import UserSplit
+from pushrl.errors import DataError, ScenarioError
 from pushrl.rules.guardrails import Guardrails
 from pushrl.rules.reward import RewardWeights
 from pushrl.sim.engine import SimConfig
@@ -35,7 +36,7 @@ from pushrl.units import bucket_of
 
 #: Directory of the shipped scenario files (the checkout's ``envs/``, else the wheel's copy).
 SCENARIO_DIR = resources.shipped_root() / "envs"
-_SECTIONS = ("reward", "guardrails", "whatif", "items")
+_SECTIONS = ("reward", "guardrails", "whatif", "items", "split")
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,9 @@ class Scenario:
         candidates: PushItem candidates per round (0 = whole catalog).
         rounds_per_episode: PushItem rounds per episode.
         description: Free text.
+        split: The user split of ``data`` (``[split]``, written by ``pushrl init``): training
+            stages read its ``train`` part, ``pushrl evaluate`` its ``heldout`` part
+            (:meth:`data_split`); ``None`` = no split, every stage reads the whole log.
     """
 
     name: str
@@ -80,6 +84,12 @@ class Scenario:
     candidates: int = 0
     rounds_per_episode: int = 100
     description: str = ""
+    split: UserSplit | None = None
+
+    def data_split(self, part: str) -> UserSplit | None:
+        """The ``part`` (``"train"`` or ``"heldout"``) of :attr:`data` to load, or ``None``
+        when the scenario has no split."""
+        return None if self.split is None else self.split.with_part(part)
 
     @property
     def step_hours(self) -> int:
@@ -154,7 +164,7 @@ _KNOWN = {*(f"reward.{f.name}" for f in dataclasses.fields(RewardWeights)),
           "guardrails.quiet_hours", "guardrails.max_sends_per_day",
           "guardrails.max_sends_per_week", "whatif.fatigue_multiplier",
           "whatif.activity_shift_hours", "items.policy", "items.candidates",
-          "items.rounds_per_episode"}
+          "items.rounds_per_episode", "split.by", "split.holdout_frac", "split.holdout_seed"}
 
 
 def _check(cond: bool, path: Any, msg: str) -> None:
@@ -219,6 +229,7 @@ def load_scenario(ref: str | Path | Scenario = "default", **overrides: Any) -> S
     _check(-23 <= shift <= 23, path, f"whatif.activity_shift_hours must be in -23..23, got {shift}")
     pol = str(flat.get("items.policy", "uniform"))
     _check(pol in ITEM_POLICIES, path, f"items.policy must be one of {ITEM_POLICIES}, got {pol!r}")
+    split = _split(flat, path)
     start = str(flat.get("start", Scenario.start))
     try:
         dt.datetime.fromisoformat(start.replace("Z", "+00:00"))
@@ -233,7 +244,22 @@ def load_scenario(ref: str | Path | Scenario = "default", **overrides: Any) -> S
         activity_shift_hours=shift, item_policy=pol,
         candidates=int(flat.get("items.candidates", 0)),
         rounds_per_episode=int(flat.get("items.rounds_per_episode", 100)),
-        description=str(flat.get("description", "")))
+        description=str(flat.get("description", "")), split=split)
+
+
+def _split(flat: dict[str, Any], path: Path) -> UserSplit | None:
+    """The ``[split]`` section as a :class:`UserSplit` (its ``train`` part), or None."""
+    if not any(k.startswith("split.") for k in flat):
+        return None
+    by = flat.get("split.by", "user")
+    _check(by == "user", path, f"split.by must be \"user\", got {by!r}")
+    seed = flat.get("split.holdout_seed", 0)
+    _check(isinstance(seed, int) and not isinstance(seed, bool), path,
+           f"split.holdout_seed must be an integer, got {seed!r}")
+    try:
+        return UserSplit(float(flat.get("split.holdout_frac", 0.2)), int(seed))
+    except (DataError, TypeError, ValueError) as exc:
+        raise ScenarioError(f"scenario {path}: [split] {exc}") from None
 
 
 # --- writing a scenario (pushrl init) and finding the one that belongs to a dataset ---------
@@ -267,6 +293,14 @@ def write_scenario(path: str | Path, sc: Scenario, *, comment: str = "") -> Scen
         f"activity_shift_hours = {sc.activity_shift_hours}", "", "[items]",
         f"policy = {_q(sc.item_policy)}", f"candidates = {sc.candidates}",
         f"rounds_per_episode = {sc.rounds_per_episode}"]
+    if sc.split is not None:
+        lines += ["", "# Training stages (train bandit, sim fit) read the users of `data` outside",
+                  "# the held-out part; `pushrl evaluate` (the gate, promotion) reads only the",
+                  "# held-out users, so the gate accepts it as data the policy never saw. By",
+                  "# user, not by time: same weeks, logger and catalog on both sides, and no",
+                  "# user's own history on both (pushrl/data/split.py).",
+                  "[split]", 'by = "user"', f"holdout_frac = {sc.split.holdout_frac!r}",
+                  f"holdout_seed = {sc.split.seed}"]
     p.write_text("\n".join(lines) + "\n")
     return load_scenario(p)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from pushrl.data.split import may_share_rows
 from pushrl.errors import DataError
 from pushrl.ope import ESTIMATORS
 from pushrl.ope.diagnostics import WeightDiagnostics
@@ -57,17 +58,27 @@ class ResolvedPolicy:
     artifact: Path | None = None
     fitted_on_eval_data: bool = False
 
-    def trained_on(self, fingerprint: str) -> bool:
-        """True when the policy was trained or fitted on the logs with this fingerprint (or its
-        exploration export was chosen on them)."""
+    def trained_on(self, data: str | Mapping[str, Any]) -> bool:
+        """True when the policy may have been trained or fitted on rows of the evaluated logs
+        (or its exploration export was chosen on them).
+
+        ``data`` is an evaluation's ``data`` (``{"fingerprint", "split"}``) or a bare
+        fingerprint. Beyond equal fingerprints, user splits count
+        (:func:`pushrl.data.split.may_share_rows`): a policy trained on a whole log has seen
+        every part of it, and one trained on a part has seen only that part, so only the
+        *other* part of the same split counts as held out.
+        """
+        evaluated = {"fingerprint": data} if isinstance(data, str) else data
         card = self.card or {}
-        data = card.get("data")
+        trained = card.get("data")
         explored = card.get("exploration")
         selection = explored.get("selection") if isinstance(explored, Mapping) else None
         return self.fitted_on_eval_data or (
-            isinstance(data, Mapping) and data.get("fingerprint") == fingerprint) or (
+            isinstance(trained, Mapping) and may_share_rows(trained, evaluated)) or (
             # an exploration export chosen by the gate's criteria on these logs
-            isinstance(selection, Mapping) and selection.get("data_fingerprint") == fingerprint)
+            isinstance(selection, Mapping) and may_share_rows(
+                {"fingerprint": selection.get("data_fingerprint"),
+                 "split": selection.get("data_split")}, evaluated))
 
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable summary."""

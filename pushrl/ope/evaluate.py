@@ -37,8 +37,11 @@ equals the dataset's) or a baseline fitted on them (``most-popular`` by name) is
 in-sample: on ``simulator_data/obd/random``, ``policies/vw-obd`` (trained there) estimates to
 a CTR of ~0.13 against a logged 0.004, and to ~0.005 on the ``bts`` logs it never saw. The
 gate therefore adds the rule :data:`HELD_OUT_RULE` for such a candidate (waived with
-``allow_in_sample=True``); an in-sample baseline only gets a note. Overlapping but different
-logs are not detected.
+``allow_in_sample=True``); an in-sample baseline only gets a note. The parts of a user split
+(:mod:`pushrl.data.split`, written by ``pushrl init``) carry the whole log's fingerprint: a
+policy trained on the whole log or on the evaluated part is blocked, one trained on the other
+part of the same split passes (:func:`pushrl.data.split.may_share_rows`). Otherwise
+overlapping but different logs are not detected.
 
 Layout: this module is the entry point (policy resolution, the held-out rule, recording);
 :mod:`pushrl.ope._common` holds what both paths share (:class:`EvaluationResult`,
@@ -309,13 +312,16 @@ def _check_held_out(res: EvaluationResult, cand: ResolvedPolicy, base: ResolvedP
     """Note in-sample policies; block a candidate trained on the evaluated logs."""
     fp = res.data["fingerprint"]
     for who, role in ((cand, "candidate"), (base, "baseline")):
-        if who is not None and who.trained_on(fp):
+        if who is not None and who.trained_on(res.data):
             res.notes.append(f"the {role} {who.label} was trained or fitted on these logs "
                              f"(fingerprint {fp}): its estimate is in-sample and optimistic")
-    if cand.trained_on(fp) and not allow_in_sample:
+    if cand.trained_on(res.data) and not allow_in_sample:
         g = res.gate
-        msg = (f"the candidate was trained on the evaluated logs (fingerprint {fp}); evaluate "
-               "it on logs it has not seen (e.g. a later period), or pass allow_in_sample / "
-               "--allow-in-sample to waive this rule")
+        part = (res.data.get("split") or {}).get("part")
+        what = f"the {part} users of the evaluated logs" if part else "the evaluated logs"
+        msg = (f"the candidate was trained on {what} (fingerprint {fp}) or on logs containing "
+               "them; evaluate it on logs it has not seen (the held-out users of a `pushrl "
+               "init` scenario: `pushrl evaluate --scenario DIR/scenario.toml`, or a later "
+               "period), or pass allow_in_sample / --allow-in-sample to waive this rule")
         res.gate = replace(g, passed=False, failed_rules=(*g.failed_rules, HELD_OUT_RULE),
                            messages=(*g.messages, msg))

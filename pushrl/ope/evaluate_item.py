@@ -271,7 +271,8 @@ def _evaluate_item(ds: Dataset, cand: ResolvedPolicy, base: ResolvedPolicy | Non
         notes.append(_missing_note(r.missing_outcomes, f"{r.n_rounds} rounds"))
     return EvaluationResult(
         kind="item", policy=cand.describe(), baseline=None if base is None else base.describe(),
-        data={"path": str(ds.path), "fingerprint": ds.fingerprint(), "n_rounds": r.n_rounds,
+        data={"path": str(ds.path), "fingerprint": ds.fingerprint(),
+              "split": ds.split, "n_rounds": r.n_rounds,
               "n_actions": r.n_actions, "len_list": inp.len_list},
         reward=rs.item_formula(), estimates=est, baseline_estimates=base_est, diagnostics=diag,
         baseline_diagnostics=decision.baseline_diagnostics, gate=decision,

@@ -32,7 +32,8 @@ def evaluation_report(res: EvaluationResult) -> OPEReport:
         "baseline": base_label, "data": f"{res.data['path']} (fingerprint "
                                         f"{res.data['fingerprint']})",
         "reward": res.reward,
-        **{k: v for k, v in res.data.items() if k not in ("path", "fingerprint")},
+        **{k: v for k, v in res.data.items() if k not in ("path", "fingerprint", "split")},
+        **({"split": _split_line(res.data["split"])} if res.data.get("split") else {}),
         "gate estimator": res.gate_estimator,
         "bootstrap": (f"{res.settings.get('n_bootstrap')} resamples, "
                       f"seed {res.settings.get('seed')}"),
@@ -55,3 +56,9 @@ def evaluation_report(res: EvaluationResult) -> OPEReport:
                      list(ests), res.diagnostics, res.weights, res.gate, ref,
                      f"baseline ({res.gate_estimator})" if res.baseline else "logging (on-policy)",
                      meta)
+
+
+def _split_line(sp: dict[str, Any]) -> str:
+    """One line on the user split the evaluated logs are a part of."""
+    return (f"the {sp['n_users']} {sp['part']} users of a user split (holdout_frac "
+            f"{sp['holdout_frac']:g}, seed {sp['seed']}) of the log with fingerprint {sp['of']}")

@@ -401,7 +401,8 @@ def _evaluate_timing(ds: Dataset, cand: ResolvedPolicy, base: ResolvedPolicy | N
     unit = "user-day" if segment == "day" else f"user over {tr.reward.shape[1]} slots"
     return EvaluationResult(
         kind="timing", policy=cand.describe(), baseline=None if base is None else base.describe(),
-        data={"path": str(ds.path), "fingerprint": ds.fingerprint(), "n_traj": tr.n_traj,
+        data={"path": str(ds.path), "fingerprint": ds.fingerprint(),
+              "split": ds.split, "n_traj": tr.n_traj,
               "horizon": int(tr.reward.shape[1]), "n_slots": int(tr.mask.sum()),
               "value_unit": f"expected reward per {unit}"},
         reward=settings.describe_reward(),

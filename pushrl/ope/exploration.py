@@ -95,6 +95,7 @@ class ExplorationChoice:
         data_fingerprint: Fingerprint of the logs it was chosen on.
         gate_estimator: The gate's estimator.
         reason: One line: why this export.
+        data_split: ``ds.split`` of those logs (a part of a user split), else ``None``.
     """
 
     exploration: Exploration
@@ -104,11 +105,13 @@ class ExplorationChoice:
     gate_estimator: str
     reason: str
     extra: dict[str, Any] = field(default_factory=dict)
+    data_split: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form; the card's ``exploration`` is ``exploration`` plus ``selection``."""
         return {**self.exploration.to_dict(), "selection": {
-            "data_fingerprint": self.data_fingerprint, "gate_estimator": self.gate_estimator,
+            "data_fingerprint": self.data_fingerprint, "data_split": self.data_split,
+            "gate_estimator": self.gate_estimator,
             "reason": self.reason, "logger_send": self.send,
             "candidates": [{**asdict(c), "exploration": c.exploration.to_dict()}
                            for c in self.candidates]}}
@@ -213,11 +216,11 @@ def select_exploration(policy: PPOTimingPolicy, ds: Dataset,
                                  gate_estimator,
                                  f"no export reaches the ESS floor {best.ess_floor:.0f} (best "
                                  f"ESS {best.ess:.0f} at epsilon {best.exploration.epsilon}); "
-                                 "served without exploration")
+                                 "served without exploration", data_split=ds.split)
     best = max(ok, key=lambda c: (c.lower, -c.exploration.epsilon,
                                   -(c.exploration.temperature or 0.0)))
     return ExplorationChoice(best.exploration, tuple(cands), send, ds.fingerprint(),
                              gate_estimator,
                              f"highest gate lower bound ({best.lower:+.4g}/user-day) among "
                              f"{len(ok)} of {len(cands)} exports passing the ESS and support "
-                             "rules")
+                             "rules", data_split=ds.split)

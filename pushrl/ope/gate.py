@@ -39,7 +39,8 @@ RULES = (
     "held_out_data",
 )
 """Every rule name a :class:`GateResult` can report as failed. ``held_out_data`` (the candidate
-was trained on the very logs it is evaluated on) is applied by
+was trained on the very logs it is evaluated on, or on logs containing them: a whole log and
+its user-split parts, :func:`pushrl.data.split.may_share_rows`) is applied by
 :func:`pushrl.ope.evaluate.evaluate_policy`, which knows the data fingerprints."""
 
 

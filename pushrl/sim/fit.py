@@ -209,7 +209,7 @@ def fit_push(ds: Dataset, report: ValidationReport, progress: Progress | None = 
                                            unsub[rows], groups[rows], names, say)
     revenue, rev_meta = item_revenue(ds, catalog, idx, sent & converted)
     meta = {"data": str(ds.path) if ds.path else None, "fingerprint": report.fingerprint,
-            "decisions": len(p), "sent": int(sent.sum()), "users": len(pop),
+            "split": ds.split, "decisions": len(p), "sent": int(sent.sum()), "users": len(pop),
             "start_bucket": int(rr.bucket.min()), "end_bucket": int(rr.bucket.max()),
             "revenue": rev_meta, "rhythm": rhythm, "generator": ds.meta.get("generator")}
     return SimModel("push", spec, catalog.ids.astype(str), catalog.features.astype(np.float32),

@@ -29,6 +29,7 @@ from typing import IO, Any
 import numpy as np
 from vowpalwabbit import __version__ as VW_VERSION
 
+from pushrl.data.split import UserSplit
 from pushrl.data.validate import load_dataset
 from pushrl.errors import DataError
 from pushrl.policies.item_data import BanditRounds, iter_rounds
@@ -216,7 +217,8 @@ def train_rounds(chunks: Iterable[BanditRounds], config: VWConfig, *,
 def train_vw(data: str | Path, config: VWConfig | None = None, *, out: str | Path | None = None,
              reward: RewardWeights | str | None = None, chunk_rounds: int = CHUNK_ROUNDS,
              examples_path: str | Path | None = None,
-             progress: Callable[[int], None] | None = None) -> TrainResult:
+             progress: Callable[[int], None] | None = None,
+             split: UserSplit | None = None) -> TrainResult:
     """Train a VW item policy end to end from a pushlog v1 directory (Parquet -> model).
 
     Args:
@@ -229,6 +231,8 @@ def train_vw(data: str | Path, config: VWConfig | None = None, *, out: str | Pat
         chunk_rounds: Rounds per chunk streamed to VW.
         examples_path: Also write the VW text to this file.
         progress: Called with the number of rounds sent so far.
+        split: Train on this part of a user split only (a scenario's ``train`` part,
+            :meth:`~pushrl.envs.scenario.Scenario.data_split`); the card's ``data`` records it.
 
     Raises:
         DataError: the logs have no ``pscore``, no ``pscore_send`` (and no declared send
@@ -242,7 +246,7 @@ def train_vw(data: str | Path, config: VWConfig | None = None, *, out: str | Pat
     # VW's start-up (interpreter, library load) overlaps with loading the data
     driver = _Driver(driver_command(config, model_path, cache=tmp / "cache"))
     try:
-        ds, report = load_dataset(data)
+        ds, report = load_dataset(data, split=split)
         t_load = time.perf_counter() - t0
         res = train_rounds(iter_rounds(ds, reward=reward, chunk_rounds=chunk_rounds), config,
                            examples_path=examples_path, progress=progress, _driver=driver,
@@ -256,7 +260,7 @@ def train_vw(data: str | Path, config: VWConfig | None = None, *, out: str | Pat
     res.metrics.update({"train/seconds": seconds, "train/seconds_load": t_load,
                         "train/rounds_per_second": res.metrics["train/rounds"] / seconds})
     res.card.update({"data": {"path": str(data), "fingerprint": report.fingerprint,
-                              "rejected_rows": report.n_rejected},
+                              "rejected_rows": report.n_rejected, "split": ds.split},
                      "metrics": res.metrics})
     if out is not None:
         res.policy.name = Path(out).name

@@ -1,0 +1,146 @@
+"""A deterministic split of one log into a training part and a held-out evaluation part.
+
+A new team has one log. The deployment gate refuses a candidate evaluated on the logs it was
+trained on (rule ``held_out_data``, :func:`pushrl.ope.evaluate.evaluate_policy`: in-sample
+estimates are optimistic), so ``pushrl init`` splits the log and every stage loads its part
+through :func:`pushrl.data.validate.load_dataset` (``split=``): training and the simulator
+fit read the ``train`` part, ``pushrl evaluate`` (and so the gate and promotion) the
+``heldout`` part. Nothing is copied: the part is a filter applied at load time.
+
+**By user, not by time.** A user is held out with probability ``holdout_frac``, decided by a
+seeded hash of ``user_id`` (stable across runs, machines and row order). Users rather than a
+later period because:
+
+* the held-out rounds then come from the same weeks, logging policy and catalog as training,
+  so the gate measures generalisation to unseen users, not drift mixed with it;
+* a user's features are replayed from that user's own history only
+  (:mod:`pushrl.data.features`), so no held-out user's history reaches training through a
+  feature; with a time split the same users are on both sides and their early behaviour
+  (affinities, rhythms, fatigue) is learned and then scored on;
+* whole users keep their trajectories whole: timing OPE bootstraps users, and the simulator's
+  own validation is grouped by user.
+
+Items are shared (the catalog is not a sample). The part's :class:`~pushrl.data.io.Dataset`
+carries :meth:`UserSplit.record` in ``ds.split`` (which part, the split's parameters and the
+fingerprint of the whole log it came from), so :func:`may_share_rows` can tell that a policy
+trained on the whole log, or on the other split of it, has seen the evaluated users.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pushrl.data.io import Dataset
+from pushrl.errors import DataError
+
+PARTS = ("train", "heldout")
+#: Fewest users either part may have: below it the user bootstrap of timing OPE and the
+#: gate's intervals have too little to resample.
+MIN_PART_USERS = 20
+
+
+def check_holdout_frac(frac: float) -> float:
+    """``frac`` if it is in (0, 0.5], else :class:`~pushrl.errors.DataError` (one line)."""
+    if not (isinstance(frac, int | float) and 0 < frac <= 0.5):
+        raise DataError(f"--holdout-frac must be in (0, 0.5], got {frac!r}; e.g. 0.2 holds "
+                        "out a fifth of the users for evaluation")
+    return float(frac)
+
+
+@dataclass(frozen=True)
+class UserSplit:
+    """Which part of a log to load.
+
+    Attributes:
+        holdout_frac: Share of users held out for evaluation, in (0, 0.5].
+        seed: Seed of the user hash (another seed, another split).
+        part: ``"train"`` or ``"heldout"``.
+    """
+
+    holdout_frac: float = 0.2
+    seed: int = 0
+    part: str = "train"
+
+    def __post_init__(self) -> None:
+        check_holdout_frac(self.holdout_frac)
+        if self.part not in PARTS:
+            raise DataError(f"split part must be one of {PARTS}, got {self.part!r}")
+
+    def with_part(self, part: str) -> UserSplit:
+        """The same split, the other (or the same) part."""
+        return dataclasses.replace(self, part=part)
+
+    def held_out(self, user_ids: np.ndarray | pd.Series) -> np.ndarray:
+        """True for the held-out users, shape ``(n,)``: ``blake2b(seed:user_id)`` as a
+        uniform number in [0, 1) below ``holdout_frac``."""
+        ids = pd.Series(np.asarray(user_ids, dtype=object)).astype(str)
+        uniq = pd.unique(ids)
+        key = f"pushrl-split:{self.seed}:".encode()
+        u = np.array([int.from_bytes(hashlib.blake2b(key + s.encode(), digest_size=8).digest(),
+                                     "big") for s in uniq], dtype=np.float64) / 2.0**64
+        out = pd.Series(u < self.holdout_frac, index=uniq)
+        return out.reindex(ids).to_numpy(dtype=bool)
+
+    def users(self, ds: Dataset) -> np.ndarray:
+        """Ids of this part's users in ``ds.users``, shape ``(n_part,)``."""
+        ids = ds.users["user_id"].to_numpy(dtype=object)
+        mask = self.held_out(ids)
+        return ids[mask if self.part == "heldout" else ~mask]
+
+    def record(self, of: str, n_users: int) -> dict[str, Any]:
+        """What ``ds.split``, model cards and reports carry: the part, the split and ``of``,
+        the fingerprint of the whole log."""
+        return {"by": "user", "part": self.part, "holdout_frac": self.holdout_frac,
+                "seed": self.seed, "of": of, "n_users": n_users}
+
+    def apply(self, ds: Dataset) -> Dataset:
+        """This part of ``ds`` (users, their activity and pushes; every item).
+
+        Raises:
+            DataError: the part would have fewer than :data:`MIN_PART_USERS` users.
+        """
+        if ds.split is not None:
+            raise DataError(f"the dataset is already the {ds.split['part']} part of a split")
+        counts = {p: len(self.with_part(p).users(ds)) for p in PARTS}
+        if min(counts.values()) < MIN_PART_USERS:
+            raise DataError(
+                f"--holdout-frac {self.holdout_frac:g} of {len(ds.users)} users leaves "
+                f"{counts['train']} for training and {counts['heldout']} held out; each part "
+                f"needs >= {MIN_PART_USERS}: raise --holdout-frac or bring more users")
+        keep = set(self.users(ds))
+
+        def part(df: pd.DataFrame) -> pd.DataFrame:
+            return df[df["user_id"].isin(keep).to_numpy()].reset_index(drop=True)
+
+        out = Dataset(part(ds.users), ds.items, part(ds.activity), part(ds.pushes),
+                      path=ds.path, meta=ds.meta)
+        out.split = self.record(ds.fingerprint(), len(out.users))
+        return out
+
+
+def may_share_rows(seen: Mapping[str, Any], evaluated: Mapping[str, Any]) -> bool:
+    """True unless two datasets are provably disjoint in users.
+
+    Each argument is ``{"fingerprint": ..., "split": ds.split or None}`` (a model card's
+    ``data``, an evaluation's ``data``). Disjoint only when both are the two different parts
+    of the same split of the same log; the same data, a part and the log it came from, or
+    parts of different splits of one log may share rows. Logs without any common lineage
+    are treated as disjoint (as before: overlapping but different logs are not detected).
+    """
+    fa, fb = seen.get("fingerprint"), evaluated.get("fingerprint")
+    sa, sb = seen.get("split") or {}, evaluated.get("split") or {}
+    if fa is not None and fa == fb:
+        return True
+    if (sa and sa.get("of") == fb) or (sb and sb.get("of") == fa):
+        return True  # one is the whole log the other is a part of
+    if sa and sb and sa.get("of") == sb.get("of"):
+        same_split = all(sa.get(k) == sb.get(k) for k in ("by", "holdout_frac", "seed"))
+        return not (same_split and sa.get("part") != sb.get("part"))
+    return False
