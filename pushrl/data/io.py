@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pandas.api.types import union_categoricals
 
@@ -192,27 +193,52 @@ def read_raw_users(dirpath: str | Path, name: str, user_ids: pd.Index | np.ndarr
                    chunk_rows: int = 1 << 20) -> pd.DataFrame | None:
     """The rows of table ``name`` whose ``user_id`` is in ``user_ids``, as stored.
 
-    Streams the table chunk by chunk (memory: one chunk plus the selected rows), so a user
-    sample of a log larger than memory can be read. None when the table does not exist.
+    Streams the table chunk by chunk and filters each chunk before converting it (memory:
+    one Arrow record batch plus the selected rows), so a user sample of a log larger than
+    memory can be read. ``user_id`` comes back categorical over ``user_ids``. None when the
+    table does not exist.
     """
-    if not table_files(dirpath, name):
+    files = table_files(dirpath, name)
+    if not files:
         return None
     want = pd.Index(np.asarray(user_ids).astype(str))
+    value_set = pa.array(want.to_numpy(dtype=object), type=pa.string())
     parts = []
-    for chunk in iter_raw(dirpath, name, chunk_rows, columns):
-        uid = chunk["user_id"]
-        if isinstance(uid.dtype, pd.CategoricalDtype):  # test the dictionary, not every row
-            hit = pd.Index(uid.cat.categories.astype(str)).isin(want)
-            keep = hit[uid.cat.codes.to_numpy()] & (uid.cat.codes.to_numpy() >= 0)
-        else:
-            keep = uid.astype(str).isin(want).to_numpy() & uid.notna().to_numpy()
-        if keep.any():
-            sel = chunk.loc[keep].reset_index(drop=True)
-            sel["user_id"] = pd.Categorical(sel["user_id"].astype(str), categories=want)
-            parts.append(sel)
+    for f in files:
+        chunks = (pd.read_csv(f, chunksize=chunk_rows) if f.suffix == ".csv"
+                  else _filtered_batches(f, name, value_set, chunk_rows, columns))
+        for chunk in chunks:
+            if f.suffix == ".csv":
+                chunk = chunk.loc[chunk["user_id"].astype(str).isin(want)
+                                  & chunk["user_id"].notna()]
+            if len(chunk):
+                sel = chunk.reset_index(drop=True)
+                sel["user_id"] = pd.Categorical(sel["user_id"].astype(str), categories=want)
+                parts.append(sel)
     if not parts:
         return next(iter_raw(dirpath, name, 1, columns)).iloc[:0]
     return concat_frames(parts)
+
+
+def _filtered_batches(f: Path, name: str, value_set: pa.Array, chunk_rows: int,
+                      columns: list[str] | None) -> Iterator[pd.DataFrame]:
+    """Record batches of one Parquet file reduced, in Arrow, to rows whose ``user_id`` is
+    in ``value_set``."""
+    try:
+        pf = pq.ParquetFile(f)
+        cols = None if columns is None else [c for c in pf.schema_arrow.names if c in columns]
+        for batch in pf.iter_batches(batch_size=chunk_rows, columns=cols):
+            uid = batch.column("user_id")
+            if pa.types.is_dictionary(uid.type):  # test the dictionary, not every row
+                hit = pc.is_in(uid.dictionary.cast(pa.string()), value_set=value_set)
+                mask = pc.fill_null(pc.take(hit, uid.indices), False)
+            else:
+                mask = pc.fill_null(pc.is_in(uid.cast(pa.string()), value_set=value_set),
+                                    False)
+            if pc.any(mask).as_py():
+                yield batch.filter(mask).to_pandas()
+    except Exception as exc:  # pyarrow/pandas raise many types for corrupt files
+        raise _cannot_read(name, f, exc) from None
 
 
 def concat_frames(parts: list[pd.DataFrame]) -> pd.DataFrame:
