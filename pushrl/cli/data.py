@@ -30,10 +30,14 @@ def validate(
         None, "--declare-send-pscore", help="Record in DATA/meta.json that the logger sent "
         "with this constant probability at every logged opportunity (1 = every logged row "
         "was sent for sure, e.g. OBD): for logs without a pscore_send column."),
+    chunk_rows: int | None = typer.Option(
+        None, "--chunk-rows", min=1000, help="Stream activity and pushes this many rows at a "
+        "time (bounded memory). Default: streamed when the log is split into user parts or "
+        "has more than 20M decisions, else read whole."),
 ) -> None:
     """Check a dataset against pushlog v1; quarantine bad rows to DIR/_rejected/."""
     try:
-        report = _validate(data, min_ts, max_ts, declare_send_pscore)
+        report = _validate(data, min_ts, max_ts, declare_send_pscore, chunk_rows)
     except (PushrlError, ValueError, OSError) as exc:  # the errors main() maps to one line
         if not as_json:
             raise

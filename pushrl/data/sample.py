@@ -99,7 +99,7 @@ def load_user_sample(dirpath: str | Path, n: int, *, seed: int = 0, min_ts: TsBo
     accepted, _, counts = validate_tables(tables, window)
     ds = Dataset(accepted["users"], accepted["items"], accepted["activity"],
                  accepted["pushes"], path=d, meta=meta)
-    info = {"users": int(len(ids)), "of_users": int(ok_users.size), "seed": int(seed),
+    info = {"users": len(ids), "of_users": int(ok_users.size), "seed": int(seed),
             "method": "the users with the smallest seeded hash of user_id "
                       "(pushrl.data.sample.user_hash)",
             "rows_validated": "sampled users only (no quarantine written)"}

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -31,7 +31,14 @@ from vowpalwabbit import __version__ as VW_VERSION
 
 from pushrl.data.validate import load_dataset
 from pushrl.errors import DataError
-from pushrl.policies.item_data import BanditRounds, RewardSpec, iter_rounds
+from pushrl.data.shards import SHARD_USERS, plan
+from pushrl.policies.item_data import (
+    BanditRounds,
+    RewardSpec,
+    fit_sharded,
+    iter_rounds,
+    iter_sharded_rounds,
+)
 from pushrl.policies.vw import VWConfig, VWItemPolicy
 from pushrl.policies.vw_format import CBLabels, VWFormatter, VWLayout
 
@@ -210,11 +217,33 @@ def train_rounds(chunks: Iterable[BanditRounds], config: VWConfig, *,
     return TrainResult(policy, metrics, card)
 
 
+def _rounds(data: str | Path, reward: RewardSpec | str | None, chunk_rounds: int,
+            shard_users: int) -> tuple[Iterator[BanditRounds], dict[str, Any]]:
+    """The rounds of a log and the card's ``data`` entry (whole, or by user shards)."""
+    p = plan(data, shard_users)
+    if p.n_shards == 1:
+        ds, report = load_dataset(data)
+        return (iter_rounds(ds, reward=reward, chunk_rounds=chunk_rounds),
+                {"fingerprint": report.fingerprint, "rejected_rows": report.n_rejected})
+    log = fit_sharded(p, reward)
+    return (iter_sharded_rounds(log, chunk_rounds=chunk_rounds),
+            {"fingerprint": log.fingerprint, "rejected_rows": log.rejected_rows,
+             "shards": {"n": p.n_shards, "layout": p.layout,
+                        "order": "shard after shard, time order within a shard"}})
+
+
 def train_vw(data: str | Path, config: VWConfig | None = None, *, out: str | Path | None = None,
              reward: RewardSpec | str | None = None, chunk_rounds: int = CHUNK_ROUNDS,
              examples_path: str | Path | None = None,
-             progress: Callable[[int], None] | None = None) -> TrainResult:
+             progress: Callable[[int], None] | None = None,
+             shard_users: int = SHARD_USERS) -> TrainResult:
     """Train a VW item policy end to end from a pushlog v1 directory (Parquet -> model).
+
+    A log with user parts, or with more than ``shard_users`` users, is streamed by user
+    shards (:mod:`pushrl.data.shards`): one pass fits the context columns and reward over
+    every shard, a second feeds each shard's rounds (in time order within the shard) to
+    VW, so memory is bounded by a shard. VW then learns shard after shard rather than in
+    global time order; a smaller log is loaded whole and trained in time order as before.
 
     Args:
         data: Dataset directory (loaded with :func:`~pushrl.data.validate.load_dataset`).
@@ -224,6 +253,7 @@ def train_vw(data: str | Path, config: VWConfig | None = None, *, out: str | Pat
         chunk_rounds: Rounds per chunk streamed to VW.
         examples_path: Also write the VW text to this file.
         progress: Called with the number of rounds sent so far.
+        shard_users: Users per hash shard of a log without user parts.
 
     Raises:
         DataError: the logs have no ``pscore``, no ``pscore_send`` (and no declared send
@@ -237,11 +267,10 @@ def train_vw(data: str | Path, config: VWConfig | None = None, *, out: str | Pat
     # VW's start-up (interpreter, library load) overlaps with loading the data
     driver = _Driver(driver_command(config, model_path, cache=tmp / "cache"))
     try:
-        ds, report = load_dataset(data)
+        chunks, data_card = _rounds(data, reward, chunk_rounds, shard_users)
         t_load = time.perf_counter() - t0
-        res = train_rounds(iter_rounds(ds, reward=reward, chunk_rounds=chunk_rounds), config,
-                           examples_path=examples_path, progress=progress, _driver=driver,
-                           _model_path=model_path)
+        res = train_rounds(chunks, config, examples_path=examples_path, progress=progress,
+                           _driver=driver, _model_path=model_path)
     except BaseException:
         driver.kill()
         raise
@@ -250,9 +279,7 @@ def train_vw(data: str | Path, config: VWConfig | None = None, *, out: str | Pat
     seconds = time.perf_counter() - t0
     res.metrics.update({"train/seconds": seconds, "train/seconds_load": t_load,
                         "train/rounds_per_second": res.metrics["train/rounds"] / seconds})
-    res.card.update({"data": {"path": str(data), "fingerprint": report.fingerprint,
-                              "rejected_rows": report.n_rejected},
-                     "metrics": res.metrics})
+    res.card.update({"data": {"path": str(data), **data_card}, "metrics": res.metrics})
     if out is not None:
         res.policy.name = Path(out).name
         res.artifact = res.policy.save(out, res.card)
