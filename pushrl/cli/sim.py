@@ -27,7 +27,7 @@ def fit(
     sample_users: int | None = typer.Option(
         None, "--sample-users", min=0, help="Fit on a seeded sample of this many users, "
         "reading only their rows (0 = every user). Default: 20000 when the log has more "
-        "than 50000 users, else every user."),
+        "than 20000 users, else every user."),
     sample_seed: int = typer.Option(0, "--sample-seed", help="Seed of the user sample."),
 ) -> None:
     """Fit the simulator point-in-time through the feature pipeline; save a checksummed artifact."""

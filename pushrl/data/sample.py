@@ -35,7 +35,7 @@ from pushrl.data.validate import (
 from pushrl.errors import SchemaError
 
 #: Users above which `pushrl sim fit` samples by default.
-SAMPLE_ABOVE = 50_000
+SAMPLE_ABOVE = 20_000
 #: Default sample size when sampling.
 SAMPLE_USERS = 20_000
 
