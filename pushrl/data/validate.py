@@ -139,14 +139,21 @@ class _Rejector:
 
     def __init__(self, n: int) -> None:
         self.reason = np.full(n, None, dtype=object)
+        self._mask = np.zeros(n, dtype=bool)
 
     def check(self, bad: np.ndarray | pd.Series, reason: str) -> None:
-        bad_arr = np.asarray(pd.Series(bad).fillna(False), dtype=bool)
-        self.reason[bad_arr & (self.reason == None)] = reason  # noqa: E711
+        if isinstance(bad, np.ndarray) and bad.dtype == bool:
+            bad_arr = bad
+        else:
+            bad_arr = np.asarray(pd.Series(bad).fillna(False), dtype=bool)
+        new = bad_arr & ~self._mask
+        if new.any():
+            self.reason[new] = reason
+            self._mask |= new
 
     @property
     def mask(self) -> np.ndarray:
-        return self.reason != None  # noqa: E711
+        return self._mask.copy()
 
 
 class SeenIds:
@@ -175,7 +182,8 @@ class SeenIds:
             j = np.searchsorted(self.start, v, side="right") - 1
             hit = ((j >= 0) & (v <= self.end[np.maximum(j, 0)]) if self.start.size
                    else np.zeros(v.size, bool))
-            self._add_runs(np.unique(v))
+            u = v if v.size < 2 or bool((v[1:] > v[:-1]).all()) else np.sort(v)
+            self._add_runs(u[np.r_[True, u[1:] != u[:-1]]] if u.size else u)
             return hit
         vals = ids.astype(str).to_numpy()
         hit = np.fromiter((x in self.other for x in vals), bool, len(vals))
