@@ -32,8 +32,8 @@ def validate(
         "was sent for sure, e.g. OBD): for logs without a pscore_send column."),
     chunk_rows: int | None = typer.Option(
         None, "--chunk-rows", min=1000, help="Stream activity and pushes this many rows at a "
-        "time (bounded memory). Default: streamed when the log is split into user parts or "
-        "has more than 20M decisions, else read whole."),
+        "time (bounded memory). Default: streamed when the log has more than 20M "
+        "decisions, else read whole."),
 ) -> None:
     """Check a dataset against pushlog v1; quarantine bad rows to DIR/_rejected/."""
     try:

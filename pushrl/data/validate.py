@@ -511,9 +511,10 @@ CHUNK_ROWS = 1 << 20
 
 def should_stream(dirpath: str | Path) -> bool:
     """True when the ``pushes`` table is a Parquet table of more than :data:`STREAM_ROWS`
-    rows (read from the file footers) or is split into user parts."""
+    rows (read from the file footers): too large to load whole within a few GiB. Smaller
+    logs are loaded whole, so their fingerprints stay :meth:`Dataset.fingerprint`."""
     n = table_rows(dirpath, "pushes")
-    return n is not None and (n > STREAM_ROWS or len(table_files(dirpath, "pushes")) > 1)
+    return n is not None and n > STREAM_ROWS
 
 
 class _StreamHash:

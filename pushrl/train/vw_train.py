@@ -29,7 +29,7 @@ from typing import IO, Any
 import numpy as np
 from vowpalwabbit import __version__ as VW_VERSION
 
-from pushrl.data.validate import load_dataset
+from pushrl.data.validate import load_dataset, should_stream
 from pushrl.errors import DataError
 from pushrl.data.shards import SHARD_USERS, plan
 from pushrl.policies.item_data import (
@@ -218,10 +218,11 @@ def train_rounds(chunks: Iterable[BanditRounds], config: VWConfig, *,
 
 
 def _rounds(data: str | Path, reward: RewardSpec | str | None, chunk_rounds: int,
-            shard_users: int) -> tuple[Iterator[BanditRounds], dict[str, Any]]:
+            shard_users: int, stream: bool | None,
+            ) -> tuple[Iterator[BanditRounds], dict[str, Any]]:
     """The rounds of a log and the card's ``data`` entry (whole, or by user shards)."""
     p = plan(data, shard_users)
-    if p.n_shards == 1:
+    if p.n_shards == 1 or not (should_stream(data) if stream is None else stream):
         ds, report = load_dataset(data)
         return (iter_rounds(ds, reward=reward, chunk_rounds=chunk_rounds),
                 {"fingerprint": report.fingerprint, "rejected_rows": report.n_rejected})
@@ -236,14 +237,16 @@ def train_vw(data: str | Path, config: VWConfig | None = None, *, out: str | Pat
              reward: RewardSpec | str | None = None, chunk_rounds: int = CHUNK_ROUNDS,
              examples_path: str | Path | None = None,
              progress: Callable[[int], None] | None = None,
-             shard_users: int = SHARD_USERS) -> TrainResult:
+             shard_users: int = SHARD_USERS, stream: bool | None = None) -> TrainResult:
     """Train a VW item policy end to end from a pushlog v1 directory (Parquet -> model).
 
-    A log with user parts, or with more than ``shard_users`` users, is streamed by user
-    shards (:mod:`pushrl.data.shards`): one pass fits the context columns and reward over
-    every shard, a second feeds each shard's rounds (in time order within the shard) to
-    VW, so memory is bounded by a shard. VW then learns shard after shard rather than in
-    global time order; a smaller log is loaded whole and trained in time order as before.
+    A log too large to load whole (:func:`~pushrl.data.validate.should_stream`: more than
+    20M decisions) is streamed by user shards (:mod:`pushrl.data.shards`: its user parts,
+    or hash shards of ``shard_users`` users): one pass fits the context columns and reward
+    over every shard, a second feeds each shard's rounds (in time order within the shard)
+    to VW, so memory is bounded by a shard. VW then learns shard after shard rather than
+    in global time order; a smaller log is loaded whole and trained in time order as
+    before.
 
     Args:
         data: Dataset directory (loaded with :func:`~pushrl.data.validate.load_dataset`).
@@ -254,6 +257,7 @@ def train_vw(data: str | Path, config: VWConfig | None = None, *, out: str | Pat
         examples_path: Also write the VW text to this file.
         progress: Called with the number of rounds sent so far.
         shard_users: Users per hash shard of a log without user parts.
+        stream: Force (True) or refuse (False) streaming by shards; None = by size.
 
     Raises:
         DataError: the logs have no ``pscore``, no ``pscore_send`` (and no declared send
@@ -267,7 +271,7 @@ def train_vw(data: str | Path, config: VWConfig | None = None, *, out: str | Pat
     # VW's start-up (interpreter, library load) overlaps with loading the data
     driver = _Driver(driver_command(config, model_path, cache=tmp / "cache"))
     try:
-        chunks, data_card = _rounds(data, reward, chunk_rounds, shard_users)
+        chunks, data_card = _rounds(data, reward, chunk_rounds, shard_users, stream)
         t_load = time.perf_counter() - t0
         res = train_rounds(chunks, config, examples_path=examples_path, progress=progress,
                            _driver=driver, _model_path=model_path)

@@ -62,7 +62,7 @@ def test_train_vw_by_shards(tiny_synth: Path) -> None:
     from pushrl.train.vw_train import train_vw
 
     whole = train_vw(tiny_synth, VWConfig(seed=0))
-    sharded = train_vw(tiny_synth, VWConfig(seed=0), shard_users=50)
+    sharded = train_vw(tiny_synth, VWConfig(seed=0), shard_users=50, stream=True)
     assert sharded.card["data"]["shards"]["n"] == 3
     assert "shards" not in whole.card["data"]
     assert sharded.metrics["train/rounds"] == whole.metrics["train/rounds"]
