@@ -32,7 +32,7 @@ def validate(
         "was sent for sure, e.g. OBD): for logs without a pscore_send column."),
     chunk_rows: int | None = typer.Option(
         None, "--chunk-rows", min=1000, help="Stream activity and pushes this many rows at a "
-        "time (bounded memory). Default: streamed when the log has more than 20M "
+        "time (bounded memory). Default: streamed when the log has more than 8M "
         "decisions, else read whole."),
 ) -> None:
     """Check a dataset against pushlog v1; quarantine bad rows to DIR/_rejected/."""

@@ -504,7 +504,7 @@ def load_dataset(dirpath: str | Path, *, quarantine: bool = True, min_ts: TsBoun
 
 
 #: Rows of ``pushes`` above which `pushrl data validate` streams (:func:`validate_stream`).
-STREAM_ROWS = 20_000_000
+STREAM_ROWS = 8_000_000
 #: Rows per chunk of a streamed validation.
 CHUNK_ROWS = 1 << 20
 

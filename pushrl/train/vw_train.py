@@ -241,7 +241,7 @@ def train_vw(data: str | Path, config: VWConfig | None = None, *, out: str | Pat
     """Train a VW item policy end to end from a pushlog v1 directory (Parquet -> model).
 
     A log too large to load whole (:func:`~pushrl.data.validate.should_stream`: more than
-    20M decisions) is streamed by user shards (:mod:`pushrl.data.shards`: its user parts,
+    8M decisions) is streamed by user shards (:mod:`pushrl.data.shards`: its user parts,
     or hash shards of ``shard_users`` users): one pass fits the context columns and reward
     over every shard, a second feeds each shard's rounds (in time order within the shard)
     to VW, so memory is bounded by a shard. VW then learns shard after shard rather than
