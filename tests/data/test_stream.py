@@ -111,3 +111,20 @@ def test_synth_user_parts(tmp_path: Path) -> None:
     assert sel is not None
     assert set(sel["user_id"].astype(str)) == set(want)
     assert len(sel) == int(ds.pushes["user_id"].isin(want).sum())
+
+
+def test_cli_validate_streams_on_request(tiny_synth: Path, tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    d = tmp_path / "ds"
+    shutil.copytree(tiny_synth, d)
+    r = subprocess.run([sys.executable, "-m", "pushrl", "data", "validate", str(d),
+                        "--chunk-rows", "5000", "--json"], capture_output=True, text=True,
+                       check=False)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["summary"]["streamed"] == {"chunk_rows": 5000}
+    _, whole = load_dataset(d)
+    assert out["tables"]["pushes"]["accepted"] == whole.counts["pushes"].accepted
