@@ -30,10 +30,14 @@ def validate(
         None, "--declare-send-pscore", help="Record in DATA/meta.json that the logger sent "
         "with this constant probability at every logged opportunity (1 = every logged row "
         "was sent for sure, e.g. OBD): for logs without a pscore_send column."),
+    chunk_rows: int | None = typer.Option(
+        None, "--chunk-rows", min=1000, help="Stream activity and pushes this many rows at a "
+        "time (bounded memory). Default: streamed when the log has more than 8M "
+        "decisions, else read whole."),
 ) -> None:
     """Check a dataset against pushlog v1; quarantine bad rows to DIR/_rejected/."""
     try:
-        report = _validate(data, min_ts, max_ts, declare_send_pscore)
+        report = _validate(data, min_ts, max_ts, declare_send_pscore, chunk_rows)
     except (PushrlError, ValueError, OSError) as exc:  # the errors main() maps to one line
         if not as_json:
             raise
@@ -58,18 +62,21 @@ def validate(
     out.print("outcome rates (per sent): " + ", ".join(
         f"{k}={v:.4f}" for k, v in s["outcomes"].items() if v is not None))
     _print_propensities(s["propensities"])
+    if "streamed" in s:
+        out.print(f"streamed in chunks of {s['streamed']['chunk_rows']:,} rows (the "
+                  "fingerprint hashes the accepted rows in file order)")
     if report.n_rejected:
         out.print(f"[yellow]{report.n_rejected} rows quarantined to {data}/_rejected/ "
                   f"(accepted + rejected = read: {report.reconciles()})[/]")
 
 
 def _validate(data: Path, min_ts: str | None, max_ts: str | None,
-              send_pscore: float | None) -> ValidationReport:
+              send_pscore: float | None, chunk_rows: int | None) -> ValidationReport:
     import json
 
     from pushrl.data.contract import SEND_PSCORE_KEY, declared_send_pscore
     from pushrl.data.io import read_meta
-    from pushrl.data.validate import load_dataset
+    from pushrl.data.validate import CHUNK_ROWS, load_dataset, should_stream, validate_stream
 
     if send_pscore is not None:
         declared_send_pscore({SEND_PSCORE_KEY: send_pscore})  # refuse a bad value first
@@ -77,6 +84,9 @@ def _validate(data: Path, min_ts: str | None, max_ts: str | None,
             raise DataError(f"dataset directory {str(data)!r} does not exist")
         meta = {**read_meta(data), SEND_PSCORE_KEY: send_pscore}
         (data / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    if chunk_rows is not None or should_stream(data):
+        return validate_stream(data, chunk_rows=chunk_rows or CHUNK_ROWS, min_ts=min_ts,
+                               max_ts=max_ts)
     return load_dataset(data, min_ts=min_ts, max_ts=max_ts)[1]
 
 
@@ -105,6 +115,9 @@ def synth(
                                    "night-owls, taste-clicks, fatigue-heavy."),
     param: list[str] = typer.Option([], "--param",
                                     help="Override a world parameter, KEY=VALUE (repeatable)."),
+    part_users: int = typer.Option(10_000, "--part-users", min=1,
+                                   help="Users per part: larger worlds are generated and "
+                                        "written one user part at a time (bounded memory)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Generate a synthetic push world with known ground truth."""
@@ -116,8 +129,10 @@ def synth(
         raise DataError(f"--slots-per-day must divide 24, got {slots_per_day}")
     cfg = world_config(world, users=users, days=days, seed=seed, items=items,
                        slots_per_day=slots_per_day, **dict(parse_param(p) for p in param))
-    with progress_bar("synthesizing", days * 24, enabled=not as_json, unit="hours") as update:
-        res = synthesize(out_dir, cfg, progress=update)
+    parts = -(-users // part_users)
+    with progress_bar("synthesizing", parts * days * 24, enabled=not as_json,
+                      unit="hours") as update:
+        res = synthesize(out_dir, cfg, progress=update, part_users=part_users)
     if as_json:
         emit(res, True)
     else:

@@ -28,8 +28,15 @@ def fit(
         None, "--scenario", help="DIR/scenario.toml from `pushrl init`: fit on the training "
                                  "users of its [split] when DATA is its data."),
     as_json: bool = typer.Option(False, "--json", help="Print the fit summary as JSON."),
+    sample_users: int | None = typer.Option(
+        None, "--sample-users", min=0, help="Fit on a seeded sample of this many users, "
+        "reading only their rows (0 = every user). Default: 20000 when the log has more "
+        "than 20000 users, else every user."),
+    sample_seed: int = typer.Option(0, "--sample-seed", help="Seed of the user sample."),
 ) -> None:
     """Fit the simulator point-in-time through the feature pipeline; save a checksummed artifact."""
+    from pushrl.data.io import table_rows
+    from pushrl.data.sample import SAMPLE_ABOVE, SAMPLE_USERS, load_user_sample
     from pushrl.data.validate import load_dataset
     from pushrl.envs.scenario import load_scenario
     from pushrl.errors import PushrlError
@@ -43,8 +50,19 @@ def fit(
         raise PushrlError("pass DATA or --scenario DIR/scenario.toml")
     part = (sc.data_split("train") if sc is not None
             and Path(data).resolve() == sc.data.resolve() else None)
-    ds, report = load_dataset(data, split=part)
     say = (lambda m: None) if as_json else (lambda m: console.print(f"[dim]{m}[/]"))
+    if sample_users is None:
+        n_users = table_rows(data, "users")
+        sample_users = SAMPLE_USERS if n_users is not None and n_users > SAMPLE_ABOVE else 0
+    if sample_users:
+        ds, report, info = load_user_sample(data, sample_users, seed=sample_seed)
+        if part is not None:  # the sample's users of the scenario's training part
+            ds = part.apply(ds)
+        say(f"fitting on a sample of {info['users']:,} of {info['of_users']:,} users "
+            f"(seed {info['seed']}; --sample-users 0 fits every user)"
+            + (f", {len(ds.users):,} of them in the training part" if part is not None else ""))
+    else:
+        ds, report = load_dataset(data, split=part)
     model = fit_sim(ds, report, progress=say)
     save_sim(model, out_dir)
     saved = load_sim(out_dir)  # round trip: checksums verified
@@ -56,6 +74,7 @@ def fit(
             "n", "positives", "log_loss", "log_loss_baseline", "auc", "ece",
             "calibration_slope", "C")} for k, g in saved.glms.items()},
         "rhythm": saved.meta.get("rhythm"),
+        **({"sample": saved.meta["sample"]} if "sample" in saved.meta else {}),
     }
     if as_json:
         emit(summary, True)
@@ -74,6 +93,10 @@ def fit(
         out.print(f"rhythm (held out {r['held_out']}): log-lik/event {r['loglik_per_event']:.3f} "
                   f"vs population baseline {r['loglik_per_event_baseline']:.3f}; by-hour "
                   f"correlation {r['corr_by_local_hour']:.3f}")
+    if "sample" in summary:
+        sm = summary["sample"]
+        out.print(f"fitted on a sample of {sm['users']:,} of {sm['of_users']:,} users "
+                  f"(seed {sm['seed']}: {sm['method']})")
     out.print(f"held-out metrics are grouped cross-validation by user; wrote {out_dir} "
               f"(sha256 {summary['sha256'][:12]}) in {summary['seconds']} s")
 

@@ -32,7 +32,7 @@ category, shrunk toward the population share and divided by it (1.0 = average).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -109,27 +109,43 @@ class FeatureSpec:
         The priors are model parameters (like a scaler's mean), the same at training and
         serving time; per-decision features never look past their decision time.
         """
-        items = ds.items
+        return cls.fit_parts(ds.items, [ds], category_column=category_column)
+
+    @classmethod
+    def fit_parts(cls, items: pd.DataFrame, parts: Iterable[Dataset], *,
+                  category_column: str = "category") -> FeatureSpec:
+        """:meth:`fit` over the user shards of one log (:mod:`pushrl.data.shards`), one
+        shard in memory at a time. The priors are sums of counts, so the result is exactly
+        :meth:`fit` of the whole log.
+
+        Args:
+            items: The items table.
+            parts: Datasets holding disjoint users' rows (each with the same items).
+        """
         col = category_column if category_column in items.columns else "item_id"
         cats = items[col].astype(str)
         categories = tuple(sorted(cats.unique()))
         cidx = {c: i for i, c in enumerate(categories)}
         item_category = {str(i): cidx[c] for i, c in zip(items["item_id"], cats, strict=True)}
-        tzt = TimezoneTable(sorted(ds.users["timezone"].astype(str).unique()))
         prior_how = np.full(168, 1.0)
         prior_cat = np.full(len(categories), 1.0)
-        act = ds.activity
-        if len(act):
-            user_tz = np.array([tzt.index(str(t)) for t in ds.users["timezone"]], np.int64)
-            tz_idx = user_tz[user_index(ds, act["user_id"])]
-            sec = to_unix_seconds(act["ts"])
-            hour, dow, _ = local_clock(sec, tzt.offset_seconds(tz_idx, sec // HOUR))
-            prior_how += np.bincount(dow * 24 + hour, minlength=168)
-            ic = act["item_id"].map(item_category).dropna().astype(int).to_numpy()
-            prior_cat += np.bincount(ic, minlength=len(categories))
-        sent = ds.pushes["sent"].fillna(False).to_numpy(bool)
-        opened = ds.pushes.loc[sent, "opened"]
-        p_open = float(opened.astype("Float64").mean()) if opened.notna().any() else 0.1
+        opens = known = 0
+        for ds in parts:
+            act = ds.activity
+            if len(act):
+                tzt = TimezoneTable(sorted(ds.users["timezone"].astype(str).unique()))
+                user_tz = np.array([tzt.index(str(t)) for t in ds.users["timezone"]], np.int64)
+                tz_idx = user_tz[user_index(ds, act["user_id"])]
+                sec = to_unix_seconds(act["ts"])
+                hour, dow, _ = local_clock(sec, tzt.offset_seconds(tz_idx, sec // HOUR))
+                prior_how += np.bincount(dow * 24 + hour, minlength=168)
+                ic = act["item_id"].map(item_category).dropna().astype(int).to_numpy()
+                prior_cat += np.bincount(ic, minlength=len(categories))
+            sent = ds.pushes["sent"].fillna(False).to_numpy(bool)
+            opened = ds.pushes.loc[sent, "opened"]
+            known += int(opened.notna().sum())
+            opens += int(opened.fillna(False).astype(bool).sum())
+        p_open = opens / known if known else 0.1
         return cls(categories, item_category, tuple((prior_how / prior_how.sum()).tolist()),
                    tuple((prior_cat / prior_cat.sum()).tolist()), p_open,
                    category_column=col)

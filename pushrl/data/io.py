@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from pandas.api.types import union_categoricals
 
 from pushrl.data.contract import (
     BOOL_OUTCOMES,
@@ -138,10 +141,118 @@ def read_raw(dirpath: str | Path, name: str) -> pd.DataFrame | None:
             return pd.read_csv(p)
         return pd.read_parquet(p)
     except Exception as exc:  # pyarrow/pandas raise many types for corrupt files
-        raise SchemaError(
-            f"table `{name}`: cannot read {p.name} ({type(exc).__name__}: {exc}); "
-            "write it as Parquet or CSV"
-        ) from None
+        raise _cannot_read(name, p, exc) from None
+
+
+def table_files(dirpath: str | Path, name: str) -> list[Path]:
+    """The files of table ``name``: one file, or the part files of a ``NAME.parquet/`` or
+    ``NAME/`` directory in name order (empty when the table does not exist)."""
+    p = _find(Path(dirpath), name)
+    if p is None:
+        return []
+    return sorted(p.glob("*.parquet")) if p.is_dir() else [p]
+
+
+def table_rows(dirpath: str | Path, name: str) -> int | None:
+    """Rows of a Parquet table from its footers (no data read); None for CSV or absent."""
+    files = table_files(dirpath, name)
+    if not files or any(f.suffix == ".csv" for f in files):
+        return None
+    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+
+
+def _cannot_read(name: str, p: Path, exc: Exception) -> SchemaError:
+    return SchemaError(f"table `{name}`: cannot read {p.name} ({type(exc).__name__}: {exc}); "
+                       "write it as Parquet or CSV")
+
+
+def iter_raw(dirpath: str | Path, name: str, chunk_rows: int,
+             columns: list[str] | None = None) -> Iterator[pd.DataFrame]:
+    """Table ``name`` as stored, in file order, about ``chunk_rows`` rows at a time.
+
+    Parquet is read by record batches (one row group or less in memory), CSV by
+    ``chunksize``; ``columns`` restricts the read to those columns (those that exist).
+    Nothing is yielded for an absent table.
+    """
+    for f in table_files(dirpath, name):
+        try:
+            if f.suffix == ".csv":
+                yield from pd.read_csv(f, chunksize=chunk_rows, usecols=(
+                    None if columns is None else lambda c: c in columns))
+                continue
+            pf = pq.ParquetFile(f)
+            cols = None if columns is None else [c for c in pf.schema_arrow.names
+                                                 if c in columns]
+            for batch in pf.iter_batches(batch_size=chunk_rows, columns=cols):
+                yield batch.to_pandas()
+        except SchemaError:
+            raise
+        except Exception as exc:  # pyarrow/pandas raise many types for corrupt files
+            raise _cannot_read(name, f, exc) from None
+
+
+def read_raw_users(dirpath: str | Path, name: str, user_ids: pd.Index | np.ndarray,
+                   columns: list[str] | None = None,
+                   chunk_rows: int = 1 << 20) -> pd.DataFrame | None:
+    """The rows of table ``name`` whose ``user_id`` is in ``user_ids``, as stored.
+
+    Streams the table chunk by chunk and filters each chunk before converting it (memory:
+    one Arrow record batch plus the selected rows), so a user sample of a log larger than
+    memory can be read. ``user_id`` comes back categorical over ``user_ids``. None when the
+    table does not exist.
+    """
+    files = table_files(dirpath, name)
+    if not files:
+        return None
+    want = pd.Index(np.asarray(user_ids).astype(str))
+    value_set = pa.array(want.to_numpy(dtype=object), type=pa.string())
+    parts = []
+    for f in files:
+        chunks = (pd.read_csv(f, chunksize=chunk_rows) if f.suffix == ".csv"
+                  else _filtered_batches(f, name, value_set, chunk_rows, columns))
+        for chunk in chunks:
+            if f.suffix == ".csv":
+                chunk = chunk.loc[chunk["user_id"].astype(str).isin(want)
+                                  & chunk["user_id"].notna()]
+            if len(chunk):
+                sel = chunk.reset_index(drop=True)
+                sel["user_id"] = pd.Categorical(sel["user_id"].astype(str), categories=want)
+                parts.append(sel)
+    if not parts:
+        return next(iter_raw(dirpath, name, 1, columns)).iloc[:0]
+    return concat_frames(parts)
+
+
+def _filtered_batches(f: Path, name: str, value_set: pa.Array, chunk_rows: int,
+                      columns: list[str] | None) -> Iterator[pd.DataFrame]:
+    """Record batches of one Parquet file reduced, in Arrow, to rows whose ``user_id`` is
+    in ``value_set``."""
+    try:
+        pf = pq.ParquetFile(f)
+        cols = None if columns is None else [c for c in pf.schema_arrow.names if c in columns]
+        for batch in pf.iter_batches(batch_size=chunk_rows, columns=cols):
+            uid = batch.column("user_id")
+            if pa.types.is_dictionary(uid.type):  # test the dictionary, not every row
+                hit = pc.is_in(uid.dictionary.cast(pa.string()), value_set=value_set)
+                mask = pc.fill_null(pc.take(hit, uid.indices), False)
+            else:
+                mask = pc.fill_null(pc.is_in(uid.cast(pa.string()), value_set=value_set),
+                                    False)
+            if pc.any(mask).as_py():
+                yield batch.filter(mask).to_pandas()
+    except Exception as exc:  # pyarrow/pandas raise many types for corrupt files
+        raise _cannot_read(name, f, exc) from None
+
+
+def concat_frames(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """``pd.concat`` that keeps categorical columns categorical when the parts' categories
+    differ (dictionary-encoded ids stay compact instead of becoming Python strings)."""
+    out = pd.concat(parts, ignore_index=True)
+    for c in parts[0].columns:
+        if (all(isinstance(p[c].dtype, pd.CategoricalDtype) for p in parts)
+                and not isinstance(out[c].dtype, pd.CategoricalDtype)):
+            out[c] = union_categoricals([p[c] for p in parts])
+    return out
 
 
 def _coerce_ts(df: pd.DataFrame, table: str, col: str) -> pd.Series:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -253,7 +253,7 @@ def _make_items(cfg: SynthConfig, rng: np.random.Generator) -> pd.DataFrame:
                          "price": price, "quality": np.round(rng.normal(0, 1, n), 3)})
 
 
-def _make_users(cfg: SynthConfig, rng: np.random.Generator) -> pd.DataFrame:
+def _make_users(cfg: SynthConfig, rng: np.random.Generator, first: int = 0) -> pd.DataFrame:
     n = cfg.users
     p = cfg.params
     tz = rng.choice(np.array(TIMEZONES), size=n, p=np.array(TZ_WEIGHTS))
@@ -262,7 +262,7 @@ def _make_users(cfg: SynthConfig, rng: np.random.Generator) -> pd.DataFrame:
     peak2 = (peak1 + rng.choice(np.array(p.second_peak_offsets), size=n)) % 24
     pref = rng.dirichlet(np.full(len(CATEGORIES), p.pref_concentration), size=n)
     df = pd.DataFrame({
-        "user_id": [f"u{j:07d}" for j in range(n)],
+        "user_id": [f"u{j:07d}" for j in range(first, first + n)],
         "timezone": tz,
         "engagement_z": rng.normal(0, 1, n),
         "sessions_per_day": p.sessions_per_day_median * rng.lognormal(0, 0.5, n),
@@ -312,22 +312,27 @@ class _Cols:
         return np.concatenate(p).astype(dtype, copy=False) if p else np.zeros(0, dtype)
 
 
-def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = None
-             ) -> tuple[Dataset, dict[str, Any],
-                                                               pd.DataFrame]:
-    """Generate a synthetic pushlog v1 dataset.
+def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = None, *,
+             rng: np.random.Generator | None = None,
+             items: pd.DataFrame | None = None, first_user: int = 0,
+             first_decision: int = 0) -> tuple[Dataset, dict[str, Any], pd.DataFrame]:
+    """Generate a synthetic pushlog v1 dataset (or one user part of a larger one).
 
     Args:
         cfg: Size, seed and world parameters.
         progress: Optional callable ``progress(done_steps, total_steps)``.
+        rng: Random stream; None = ``default_rng(cfg.seed)`` (the whole-dataset stream).
+        items: The items table of a multi-part dataset; None draws it from ``rng`` first.
+        first_user: Index of the first user (ids ``u{first_user:07d}`` on).
+        first_decision: First ``decision_id``.
 
     Returns:
         ``(dataset, ground_truth, ground_truth_users)``.
     """
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(cfg.seed) if rng is None else rng
     p = cfg.params
-    items = _make_items(cfg, rng)
-    gt_users = _make_users(cfg, rng)
+    items = _make_items(cfg, rng) if items is None else items
+    gt_users = _make_users(cfg, rng, first_user)
     world = TrueWorld(p, gt_users, items)
     users = gt_users[["user_id", "timezone", "platform", "tenure_days"]].copy()
     n, n_items = cfg.users, cfg.items
@@ -421,7 +426,7 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
     nan_bool = lambda k: pd.array(  # noqa: E731
         np.where(sent, push.cat(k, bool), False), dtype="boolean").astype("boolean")
     pushes = pd.DataFrame({
-        "decision_id": np.arange(sent.size, dtype=np.int64),
+        "decision_id": np.arange(first_decision, first_decision + sent.size, dtype=np.int64),
         "user_id": pd.Categorical.from_codes(push.cat("u", np.int64), categories=uid_cat),
         "ts": from_unix_seconds(push.cat("ts", np.int64)),
         "sent": sent,
@@ -462,16 +467,72 @@ def _scatter(mask: np.ndarray, values: np.ndarray, fill: Any, dtype: Any) -> np.
     return out
 
 
+#: Users per part above which :func:`synthesize` writes user parts (smaller logs are one
+#: file per table, generated exactly as before parts existed).
+PART_USERS = 10_000
+
+
 def synthesize(out: str | Path, cfg: SynthConfig,
-               progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
-    """Generate and write a synthetic dataset plus its ground truth; returns a summary."""
+               progress: Callable[[int, int], None] | None = None, *,
+               part_users: int = PART_USERS) -> dict[str, Any]:
+    """Generate and write a synthetic dataset plus its ground truth; returns a summary.
+
+    Up to ``part_users`` users the tables are single Parquet files. Larger worlds are
+    generated and written one user part at a time (memory bounded by the part size):
+    ``TABLE.parquet/part-KKKKK.parquet`` for users, activity, pushes and the ground-truth
+    users, where part ``k`` of every table holds the same users (``meta.json``
+    ``user_parts``). Part ``k`` draws from its own stream ``default_rng([seed, k])`` after
+    the items (drawn from ``default_rng(seed)`` as in a one-part world), and its logger
+    learns only from its own users (matters for the adaptive loggers only).
+    """
+    if part_users < 1:
+        raise ValueError(f"part_users must be >= 1, got {part_users}")
     t0 = time.perf_counter()
-    ds, gt, gt_users = generate(cfg, progress)
-    t_gen = time.perf_counter() - t0
-    d = write_dataset(ds, out)
+    if cfg.users <= part_users:
+        ds, gt, gt_users = generate(cfg, progress)
+        t_gen = time.perf_counter() - t0
+        d = write_dataset(ds, out)
+        (d / "ground_truth.json").write_text(json.dumps(gt, indent=2, sort_keys=True))
+        write_table(gt_users, d / "ground_truth_users.parquet")
+        return {"out": str(d), "users": cfg.users, "days": cfg.days,
+                "decisions": len(ds.pushes), "sent": int(ds.pushes["sent"].sum()),
+                "activity_events": len(ds.activity), "seconds_generate": round(t_gen, 2),
+                "seconds_total": round(time.perf_counter() - t0, 2)}
+    return _synthesize_parts(Path(out), cfg, progress, part_users, t0)
+
+
+def _synthesize_parts(d: Path, cfg: SynthConfig, progress: Any, part_users: int,
+                      t0: float) -> dict[str, Any]:
+    items = _make_items(cfg, np.random.default_rng(cfg.seed))
+    starts = list(range(0, cfg.users, part_users))
+    n_steps = cfg.days * 24
+    tot = {"decisions": 0, "sent": 0, "activity_events": 0}
+    meta: dict[str, Any] = {}
+    gt: dict[str, Any] = {}
+    for k, lo in enumerate(starts):
+        sub = replace(cfg, users=min(part_users, cfg.users - lo))
+        prog = (None if progress is None else
+                lambda i, _n, k=k: progress(k * n_steps + i, len(starts) * n_steps))
+        ds, gt, gt_users = generate(sub, prog, rng=np.random.default_rng([cfg.seed, k]),
+                                    items=items, first_user=lo,
+                                    first_decision=tot["decisions"])
+        name = f"part-{k:05d}.parquet"
+        for table in ("users", "activity", "pushes"):
+            write_table(ds.table(table), d / f"{table}.parquet" / name)
+        write_table(gt_users, d / "ground_truth_users.parquet" / name)
+        tot["decisions"] += len(ds.pushes)
+        tot["sent"] += int(ds.pushes["sent"].sum())
+        tot["activity_events"] += len(ds.activity)
+        meta = ds.meta
+        del ds, gt_users
+    write_table(items, d / "items.parquet")
+    meta = {"format": PUSHLOG_VERSION, **meta, "users": cfg.users, "user_parts": len(starts),
+            "part_users": part_users}
+    (d / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+    gt["config"] = {k: v for k, v in asdict(cfg).items() if k != "params"}
+    gt["user_parts"] = {"parts": len(starts), "part_users": part_users,
+                        "streams": "items: default_rng(seed); part k: default_rng([seed, k])"}
     (d / "ground_truth.json").write_text(json.dumps(gt, indent=2, sort_keys=True))
-    write_table(gt_users, d / "ground_truth_users.parquet")
-    return {"out": str(d), "users": cfg.users, "days": cfg.days, "decisions": len(ds.pushes),
-            "sent": int(ds.pushes["sent"].sum()), "activity_events": len(ds.activity),
-            "seconds_generate": round(t_gen, 2),
-            "seconds_total": round(time.perf_counter() - t0, 2)}
+    t = round(time.perf_counter() - t0, 2)
+    return {"out": str(d), "users": cfg.users, "days": cfg.days, **tot,
+            "user_parts": len(starts), "seconds_generate": t, "seconds_total": t}

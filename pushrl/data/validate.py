@@ -13,6 +13,7 @@ stretch every per-hour statistic over centuries.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -24,13 +25,27 @@ from pushrl.data.contract import (
     BOOL_OUTCOMES,
     EVENTS,
     PROPENSITY_NEEDS,
+    PUSHLOG_VERSION,
     TABLES,
     declared_send_pscore,
 )
-from pushrl.data.io import Dataset, read_meta, read_tables, write_table
+from pushrl.data.io import (
+    Dataset,
+    _first_valid,
+    coerce_table,
+    concat_frames,
+    empty_activity,
+    iter_raw,
+    read_meta,
+    read_raw,
+    read_tables,
+    table_files,
+    table_rows,
+    write_table,
+)
 from pushrl.data.timezones import zone_names
 from pushrl.data.split import UserSplit
-from pushrl.errors import DataError
+from pushrl.errors import DataError, SchemaError
 
 REJECTED_DIR = "_rejected"
 #: Earliest accepted timestamp by default (the latest is one year after now).
@@ -125,14 +140,70 @@ class _Rejector:
 
     def __init__(self, n: int) -> None:
         self.reason = np.full(n, None, dtype=object)
+        self._mask = np.zeros(n, dtype=bool)
 
     def check(self, bad: np.ndarray | pd.Series, reason: str) -> None:
-        bad_arr = np.asarray(pd.Series(bad).fillna(False), dtype=bool)
-        self.reason[bad_arr & (self.reason == None)] = reason  # noqa: E711
+        if isinstance(bad, np.ndarray) and bad.dtype == bool:
+            bad_arr = bad
+        else:
+            bad_arr = np.asarray(pd.Series(bad).fillna(False), dtype=bool)
+        new = bad_arr & ~self._mask
+        if new.any():
+            self.reason[new] = reason
+            self._mask |= new
 
     @property
     def mask(self) -> np.ndarray:
-        return self.reason != None  # noqa: E711
+        return self._mask.copy()
+
+
+class SeenIds:
+    """The ``decision_id`` values of earlier chunks, for the duplicate rule of a streamed
+    validation (a row repeating an id of an earlier row, in file order, is a duplicate).
+
+    Integer ids are kept as sorted disjoint runs ``[start, end]``: a log whose ids ascend
+    (as pushrl writes them) costs a few runs whatever its length. Other ids are kept as a
+    set of strings, whose memory grows with the log (log int64 ids at scale).
+    """
+
+    def __init__(self) -> None:
+        self.start = np.zeros(0, np.int64)
+        self.end = np.zeros(0, np.int64)
+        self.other: set[str] = set()
+
+    @property
+    def n_runs(self) -> int:
+        """Integer runs held (the memory of the integer path)."""
+        return int(self.start.size)
+
+    def check_add(self, ids: pd.Series) -> np.ndarray:
+        """Which of ``ids`` (shape ``(n,)``) appeared in an earlier call; then remember all."""
+        if pd.api.types.is_integer_dtype(ids.dtype):
+            v = ids.to_numpy(np.int64)
+            j = np.searchsorted(self.start, v, side="right") - 1
+            hit = ((j >= 0) & (v <= self.end[np.maximum(j, 0)]) if self.start.size
+                   else np.zeros(v.size, bool))
+            u = v if v.size < 2 or bool((v[1:] > v[:-1]).all()) else np.sort(v)
+            self._add_runs(u[np.r_[True, u[1:] != u[:-1]]] if u.size else u)
+            return hit
+        vals = ids.astype(str).to_numpy()
+        hit = np.fromiter((x in self.other for x in vals), bool, len(vals))
+        self.other.update(vals.tolist())
+        return hit
+
+    def _add_runs(self, u: np.ndarray) -> None:
+        if not u.size:
+            return
+        brk = np.flatnonzero(np.diff(u) != 1)
+        starts = np.concatenate([self.start, u[np.r_[0, brk + 1]]])
+        ends = np.concatenate([self.end, u[np.r_[brk, u.size - 1]]])
+        o = np.argsort(starts, kind="stable")
+        starts, ends = starts[o], ends[o]
+        # merge overlapping or adjacent runs: a run starts where no earlier run reaches
+        reach = np.maximum.accumulate(ends)
+        first = np.flatnonzero(np.r_[True, starts[1:] > reach[:-1] + 1])
+        self.start = starts[first]
+        self.end = reach[np.r_[first[1:] - 1, starts.size - 1]]
 
 
 def _check_users(df: pd.DataFrame) -> _Rejector:
@@ -192,9 +263,13 @@ def _check_propensities(r: _Rejector, df: pd.DataFrame, sent: np.ndarray) -> Non
 
 
 def _check_pushes(df: pd.DataFrame, users: pd.Index, items: pd.Index,
-                  window: tuple[pd.Timestamp, pd.Timestamp]) -> _Rejector:
+                  window: tuple[pd.Timestamp, pd.Timestamp],
+                  seen: SeenIds | None = None) -> _Rejector:
     r = _Rejector(len(df))
-    r.check(df["decision_id"].duplicated(keep="first"), "duplicate decision_id")
+    dup = df["decision_id"].duplicated(keep="first").to_numpy()
+    if seen is not None:  # streamed: ids of earlier chunks count too
+        dup = dup | seen.check_add(df["decision_id"])
+    r.check(dup, "duplicate decision_id")
     r.check(~df["user_id"].isin(users), "unknown user_id")
     r.check(df["item_id"].notna() & ~df["item_id"].isin(items), "unknown item_id")
     sent = df["sent"].fillna(False).to_numpy(dtype=bool)
@@ -221,35 +296,99 @@ def _check_pushes(df: pd.DataFrame, users: pd.Index, items: pd.Index,
     return r
 
 
+class SummaryStats:
+    """Summary statistics accumulated over chunks of accepted rows (:func:`summarize`).
+
+    ``add_pushes`` / ``add_activity`` take accepted rows in any chunking; :meth:`result`
+    gives the same summary as one pass over the whole tables (sums of counts are exact;
+    ``revenue_per_send`` may differ in the last bits from the whole-table mean).
+    """
+
+    def __init__(self) -> None:
+        self.n_act = self.n_dec = self.sent = self.n_pscore = 0
+        self.ts_lo: pd.Timestamp | None = None
+        self.ts_hi: pd.Timestamp | None = None
+        self.known = dict.fromkeys(BOOL_OUTCOMES, 0)
+        self.true = dict.fromkeys(BOOL_OUTCOMES, 0)
+        self.revenue = 0.0
+        self.joint = self.send = False
+        self.unsent_ok = True
+
+    def _ts(self, ts: pd.Series) -> None:
+        if len(ts):
+            lo, hi = ts.min(), ts.max()
+            self.ts_lo = lo if self.ts_lo is None else min(self.ts_lo, lo)
+            self.ts_hi = hi if self.ts_hi is None else max(self.ts_hi, hi)
+
+    def add_activity(self, act: pd.DataFrame) -> None:
+        """Count a chunk of accepted ``activity`` rows."""
+        self.n_act += len(act)
+        self._ts(act["ts"])
+
+    def add_pushes(self, p: pd.DataFrame) -> None:
+        """Count a chunk of accepted ``pushes`` rows."""
+        self.n_dec += len(p)
+        self._ts(p["ts"])
+        sent = p["sent"].fillna(False).to_numpy(dtype=bool)
+        self.sent += int(sent.sum())
+        for c in BOOL_OUTCOMES:
+            v = p.loc[sent, c]
+            self.known[c] += int(v.notna().sum())
+            self.true[c] += int(v.fillna(False).astype(bool).sum())
+        self.revenue += float(p.loc[sent, "revenue"].fillna(0).sum())
+
+        def logged(c: str) -> np.ndarray:
+            return (p[c].notna().to_numpy() if c in p else np.zeros(len(p), bool))
+
+        joint, send = logged("pscore"), logged("pscore_send")
+        self.n_pscore += int(joint.sum())
+        self.joint |= bool(joint.any())
+        self.send |= bool(send.any())
+        self.unsent_ok &= bool((joint | send | sent).all())
+
+    def result(self, users: pd.DataFrame, items: pd.DataFrame,
+               meta: dict[str, Any] | None) -> dict[str, Any]:
+        """The summary (plain Python types) given the accepted users and items."""
+        out: dict[str, Any] = {"users": len(users), "items": len(items),
+                               "activity_events": self.n_act, "decisions": self.n_dec}
+        out["date_range"] = ([str(self.ts_lo), str(self.ts_hi)] if self.ts_lo is not None
+                             else [None, None])
+        out["sent"] = self.sent
+        out["send_rate"] = self.sent / self.n_dec if self.n_dec else 0.0
+        rates: dict[str, float | None] = {
+            f"{c}_rate": self.true[c] / self.known[c] if self.known[c] else None
+            for c in BOOL_OUTCOMES}
+        rates["revenue_per_send"] = self.revenue / self.sent if self.sent else None
+        out["outcomes"] = rates
+        out["pscore_coverage"] = self.n_pscore / self.n_dec if self.n_dec else 0.0
+        out["timezones"] = int(users["timezone"].nunique())
+        out["propensities"] = support(self.joint, self.send, self.unsent_ok,
+                                      declared_send_pscore(meta))
+        return out
+
+
 def summarize(ds: Dataset) -> dict[str, Any]:
     """Summary statistics of an accepted dataset (all plain Python types)."""
-    p = ds.pushes
-    out: dict[str, Any] = {
-        "users": len(ds.users),
-        "items": len(ds.items),
-        "activity_events": len(ds.activity),
-        "decisions": len(p),
-    }
-    ts = pd.concat([p["ts"], ds.activity["ts"]]) if len(ds.activity) else p["ts"]
-    out["date_range"] = [str(ts.min()), str(ts.max())] if len(ts) else [None, None]
-    sent = p["sent"].fillna(False).to_numpy(dtype=bool)
-    out["sent"] = int(sent.sum())
-    out["send_rate"] = float(sent.mean()) if len(p) else 0.0
-    rates: dict[str, float | None] = {}
-    for c in (*BOOL_OUTCOMES,):
-        v = p.loc[sent, c]
-        rates[f"{c}_rate"] = float(v.astype("Float64").mean()) if v.notna().any() else None
-    rev = p.loc[sent, "revenue"].fillna(0)
-    rates["revenue_per_send"] = float(rev.mean()) if sent.any() else None
-    out["outcomes"] = rates
-    out["pscore_coverage"] = float(p["pscore"].notna().mean()) if "pscore" in p and len(p) else 0.0
-    out["timezones"] = int(ds.users["timezone"].nunique())
-    out["propensities"] = propensity_support(ds)
-    return out
+    acc = SummaryStats()
+    acc.add_pushes(ds.pushes)
+    acc.add_activity(ds.activity)
+    return acc.result(ds.users, ds.items, ds.meta)
 
 
 def propensity_support(ds: Dataset) -> dict[str, Any]:
-    """Which propensities an accepted dataset has, and which stages they support.
+    """Which propensities an accepted dataset has, and which stages they support
+    (see :func:`support`)."""
+    return summarize(ds)["propensities"]  # type: ignore[no-any-return]
+
+
+def support(joint: bool, send: bool, unsent_ok: bool, declared: float | None) -> dict[str, Any]:
+    """Which propensities a log has, and which stages they support.
+
+    Args:
+        joint: ``pscore`` is logged on some row.
+        send: ``pscore_send`` is logged on some row.
+        unsent_ok: Every unsent row logs ``pscore`` or ``pscore_send``.
+        declared: The send probability ``meta.json`` declares, or None.
 
     Returns:
         ``pscore`` / ``pscore_send`` (``logged``, ``declared P`` or ``missing``),
@@ -257,15 +396,6 @@ def propensity_support(ds: Dataset) -> dict[str, Any]:
         (:data:`~pushrl.data.contract.PROPENSITY_NEEDS`), ``supports`` (stage -> bool) and
         ``missing`` (one sentence per unsupported stage, with the fix).
     """
-    p = ds.pushes
-    sent = p["sent"].fillna(False).to_numpy(bool)
-
-    def logged(c: str) -> np.ndarray:
-        return (p[c].notna().to_numpy() if c in p else np.zeros(len(p), bool))
-
-    joint, send = bool(logged("pscore").any()), bool(logged("pscore_send").any())
-    declared = declared_send_pscore(ds.meta)
-    unsent_ok = bool((logged("pscore") | logged("pscore_send") | sent).all())
     item_ok = joint and (send or declared is not None)
     missing = []
     if not joint:
@@ -379,3 +509,132 @@ def load_dataset(dirpath: str | Path, *, quarantine: bool = True, min_ts: TsBoun
     report = ValidationReport(counts, summary, ds.fingerprint())
     return ds, report
 
+
+
+#: Rows of ``pushes`` above which `pushrl data validate` streams (:func:`validate_stream`).
+STREAM_ROWS = 8_000_000
+#: Rows per chunk of a streamed validation.
+CHUNK_ROWS = 1 << 20
+
+
+def should_stream(dirpath: str | Path) -> bool:
+    """True when the ``pushes`` table is a Parquet table of more than :data:`STREAM_ROWS`
+    rows (read from the file footers): too large to load whole within a few GiB. Smaller
+    logs are loaded whole, so their fingerprints stay :meth:`Dataset.fingerprint`."""
+    n = table_rows(dirpath, "pushes")
+    return n is not None and n > STREAM_ROWS
+
+
+class _StreamHash:
+    """Content hash of tables fed chunk by chunk (the streamed fingerprint)."""
+
+    def __init__(self) -> None:
+        self.tables: dict[str, tuple[int, str, Any]] = {}
+
+    def add(self, name: str, df: pd.DataFrame) -> None:
+        n, cols, h = self.tables.get(name, (0, ",".join(map(str, df.columns)),
+                                             hashlib.sha256()))
+        flat = [c for c in df.columns if not (df[c].dtype == object and isinstance(
+            _first_valid(df[c]), list | np.ndarray))]
+        if len(df):
+            h.update(pd.util.hash_pandas_object(df[flat], index=False).values.tobytes())
+        self.tables[name] = (n + len(df), cols, h)
+
+    def digest(self) -> str:
+        h = hashlib.sha256(("streamed " + PUSHLOG_VERSION).encode())
+        for name in TABLES:
+            n, cols, th = self.tables.get(name, (0, "", hashlib.sha256()))
+            h.update(f"{name}|{n}|{cols}|{th.hexdigest()}".encode())
+        return h.hexdigest()[:16]
+
+
+def _quarantine(d: Path, name: str, rejected: list[pd.DataFrame]) -> None:
+    target = d / REJECTED_DIR / f"{name}.parquet"
+    if rejected:
+        write_table(concat_frames(rejected), target)
+    elif target.is_file():
+        target.unlink()
+
+
+def _whole(d: Path, name: str) -> pd.DataFrame:
+    raw = read_raw(d, name)
+    if raw is None:
+        raise SchemaError(f"table `{name}` is missing in {d}; add {name}.parquet or "
+                          f"{name}.csv (see simulator_data/README.md)")
+    return coerce_table(raw, name)
+
+
+def validate_stream(dirpath: str | Path, *, chunk_rows: int = CHUNK_ROWS,
+                    quarantine: bool = True, min_ts: TsBound = None,
+                    max_ts: TsBound = None) -> ValidationReport:
+    """:func:`load_dataset`'s validation in bounded memory: the report without the data.
+
+    ``users`` and ``items`` are read whole (one row per user / item); ``activity`` and
+    ``pushes`` are read ``chunk_rows`` rows at a time in file order, coerced and checked
+    by the same rules. A repeated ``decision_id`` is a duplicate of its first occurrence in
+    file order (the whole-table loader sorts by ``ts`` first: the same rows for a log
+    written in time order, as pushrl writes it); see :class:`SeenIds` for its memory.
+    Rejected rows are held until the end (a quarantine is small by nature) and written as
+    one file per table. The fingerprint hashes the accepted rows in file order, so it
+    differs from :meth:`Dataset.fingerprint` of the same log.
+
+    Raises:
+        SchemaError: on any schema problem (one line, names table, column and fix).
+        DataError: a bad ``ts`` window or ``meta.json`` declaration.
+    """
+    d = Path(dirpath)
+    if not d.is_dir():
+        raise SchemaError(f"dataset directory {str(d)!r} does not exist; pass a directory "
+                          "with users/items/pushes tables (e.g. `pushrl data synth --out DIR`)")
+    meta = read_meta(d)
+    window = ts_range(min_ts, max_ts, meta)
+    if not table_files(d, "pushes"):
+        _whole(d, "pushes")  # raises the loader's "table is missing" error
+    small = {n: _whole(d, n) for n in ("users", "items")}
+    accepted, rejected, counts = validate_tables(
+        {**small, "activity": empty_activity(), "pushes": _empty_pushes()}, window)
+    users = pd.Index(accepted["users"]["user_id"])
+    items = pd.Index(accepted["items"]["item_id"])
+    fp, acc = _StreamHash(), SummaryStats()
+    for name in ("users", "items"):
+        fp.add(name, accepted[name])
+    for name in ("activity", "pushes"):
+        seen = SeenIds() if name == "pushes" else None
+        bad: list[pd.DataFrame] = []
+        c = TableCounts(0, 0, 0)
+        for raw in iter_raw(d, name, chunk_rows):
+            df = coerce_table(raw, name)
+            rej = (_check_pushes(df, users, items, window, seen) if name == "pushes"
+                   else _check_activity(df, users, items, window))
+            m = rej.mask
+            ok = df.loc[~m].reset_index(drop=True)
+            (acc.add_pushes if name == "pushes" else acc.add_activity)(ok)
+            fp.add(name, ok)
+            c.read += len(df)
+            c.accepted += len(ok)
+            c.rejected += int(m.sum())
+            if m.any():
+                b = df.loc[m].copy()
+                b["reason"] = rej.reason[m]
+                bad.append(b.reset_index(drop=True))
+                for k, v in b["reason"].value_counts().items():
+                    c.reasons[str(k)] = c.reasons.get(str(k), 0) + int(v)
+        c.reasons = dict(sorted(c.reasons.items(), key=lambda kv: (-kv[1], kv[0])))
+        counts[name] = c
+        if quarantine:
+            _quarantine(d, name, bad)
+    if quarantine:
+        for name in ("users", "items"):
+            _quarantine(d, name, [rejected[name]] if len(rejected[name]) else [])
+    summary = {**acc.result(accepted["users"], accepted["items"], meta),
+               "ts_range": [str(window[0]), str(window[1])],
+               "streamed": {"chunk_rows": chunk_rows}}
+    return ValidationReport(counts, summary, fp.digest())
+
+
+def _empty_pushes() -> pd.DataFrame:
+    """A pushes table with no rows (for validating users and items alone)."""
+    return coerce_table(pd.DataFrame({
+        "decision_id": pd.Series([], dtype="int64"), "user_id": pd.Series([], dtype=object),
+        "ts": pd.Series([], dtype="datetime64[s, UTC]"), "sent": pd.Series([], dtype=bool),
+        "item_id": pd.Series([], dtype=object)}), "pushes")

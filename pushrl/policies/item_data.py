@@ -27,6 +27,8 @@ error: the reward cannot be computed from these logs).
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -39,6 +41,8 @@ from pushrl.data.features import ENCODED_NAMES, FeatureSpec, ItemCatalog, iter_r
 from pushrl.data.item_context import AFFINITY, build_item_context
 from pushrl.data.item_context import candidates_all as candidates_all
 from pushrl.data.io import Dataset
+from pushrl.data.shards import ShardPlan, iter_shards
+from pushrl.data.split import UserSplit
 from pushrl.errors import DataError
 from pushrl.policies.base import ItemContext
 from pushrl.rules import reward as rules_reward
@@ -50,10 +54,43 @@ SYNTH_REWARD = RewardWeights.parse("clicked+0.01*revenue")
 
 def default_reward(ds: Dataset) -> RewardWeights:
     """:data:`SYNTH_REWARD` when sent rows log revenue, else ``clicked``."""
-    p = ds.pushes
+    return _default_reward(_logs_revenue(ds.pushes))
+
+
+def _logs_revenue(p: pd.DataFrame) -> bool:
     sent = p["sent"].fillna(False).to_numpy(bool)
-    has_rev = "revenue" in p.columns and bool(p.loc[sent, "revenue"].notna().any())
-    return SYNTH_REWARD if has_rev else RewardWeights.parse("clicked")
+    return "revenue" in p.columns and bool(p.loc[sent, "revenue"].notna().any())
+
+
+def _default_reward(has_revenue: bool) -> RewardWeights:
+    return SYNTH_REWARD if has_revenue else RewardWeights.parse("clicked")
+
+
+class _ContextColumns:
+    """The logged ``ctx_*`` / ``cand_*`` columns of one or more pushes tables (user shards):
+    a ``ctx_*`` column is numeric when it is numeric in every shard, else a string column
+    whose vocabulary is the union over shards."""
+
+    def __init__(self) -> None:
+        self.numeric: dict[str, bool] = {}
+        self.vocab: dict[str, set[str]] = {}
+        self.cand: set[str] = set()
+
+    def add(self, p: pd.DataFrame) -> None:
+        for c in (c for c in p.columns if c.startswith(CTX_PREFIX)):
+            num = pd.api.types.is_numeric_dtype(p[c].dtype) or pd.api.types.is_bool_dtype(p[c])
+            self.numeric[c] = self.numeric.get(c, True) and num
+            vocab = self.vocab.setdefault(c, set())
+            if not num:
+                vocab.update(map(str, p[c].dropna().unique()))
+        self.cand.update(c for c in p.columns if c.startswith(CAND_PREFIX))
+
+    def encoder(self, spec: FeatureSpec, catalog: ItemCatalog) -> ContextEncoder:
+        num = [c for c in sorted(self.numeric) if self.numeric[c]]
+        cat = [(c, tuple(sorted(self.vocab[c]))) for c in sorted(self.numeric)
+               if not self.numeric[c]]
+        return ContextEncoder(spec, tuple(map(str, catalog.ids)), catalog.feature_names,
+                              tuple(num), tuple(cat), tuple(sorted(self.cand)))
 
 
 @dataclass(frozen=True)
@@ -90,17 +127,9 @@ class ContextEncoder:
     @classmethod
     def fit(cls, ds: Dataset, spec: FeatureSpec, catalog: ItemCatalog) -> ContextEncoder:
         """Columns and string vocabularies from a (training) dataset."""
-        p = ds.pushes
-        num, cat = [], []
-        for c in sorted(c for c in p.columns if c.startswith(CTX_PREFIX)):
-            if pd.api.types.is_numeric_dtype(p[c].dtype) or pd.api.types.is_bool_dtype(p[c]):
-                num.append(c)
-            else:
-                vocab = sorted(map(str, p[c].dropna().unique()))
-                cat.append((c, tuple(vocab)))
-        cand = sorted(c for c in p.columns if c.startswith(CAND_PREFIX))
-        return cls(spec, tuple(map(str, catalog.ids)), catalog.feature_names, tuple(num),
-                   tuple(cat), tuple(cand))
+        cols = _ContextColumns()
+        cols.add(ds.pushes)
+        return cols.encoder(spec, catalog)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -392,3 +421,83 @@ def build_rounds(ds: Dataset, *, encoder: ContextEncoder | None = None,
                  reward: RewardWeights | str | None = None) -> BanditRounds:
     """All bandit rounds of a dataset's sent pushes (see :func:`iter_rounds`)."""
     return next(iter(iter_rounds(ds, encoder=encoder, reward=reward)))
+
+
+@dataclass
+class ShardedLog:
+    """What bandit training needs from a log too large to hold: fitted once over its user
+    shards (:func:`fit_sharded`), then replayed shard by shard (:func:`iter_sharded_rounds`).
+
+    Attributes:
+        plan: The shard plan.
+        encoder: Context columns fitted over every shard (exactly :meth:`ContextEncoder.fit`
+            of the whole log: the priors are sums, vocabularies unions).
+        weights: The reward (the default decided over every shard).
+        fingerprint: Hash of the shards' :meth:`~pushrl.data.io.Dataset.fingerprint`.
+        rejected_rows: Rows the shards' validation rejected.
+        split: The part of a user split every shard is cut to (None = every user).
+        n_users: Users over every shard (of ``split``'s part when given).
+    """
+
+    plan: ShardPlan
+    encoder: ContextEncoder
+    weights: RewardWeights
+    fingerprint: str
+    rejected_rows: int
+    split: UserSplit | None = None
+    n_users: int = 0
+
+
+def _split_shards(p: ShardPlan, split: UserSplit | None
+                  ) -> Iterator[tuple[Dataset, Any]]:
+    """The shards of ``p``, each cut to ``split``'s part when one is given."""
+    for ds, counts in iter_shards(p):
+        yield (split.apply(ds) if split is not None else ds), counts
+
+
+def fit_sharded(p: ShardPlan, reward: RewardWeights | str | None = None,
+                split: UserSplit | None = None) -> ShardedLog:
+    """One pass over the shards of ``p``: the feature spec, context columns and reward
+    (of ``split``'s part of every shard when given).
+
+    Raises:
+        DataError: the log has no users.
+    """
+    cols = _ContextColumns()
+    state = {"revenue": False, "rejected": 0, "users": 0}
+    fps: list[str] = []
+
+    def scan(shards: Iterator[tuple[Dataset, Any]]) -> Iterator[Dataset]:
+        for ds, counts in shards:
+            cols.add(ds.pushes)
+            state["revenue"] = bool(state["revenue"]) or _logs_revenue(ds.pushes)
+            state["rejected"] = int(state["rejected"]) + sum(c.rejected for c in counts.values())
+            fps.append(ds.fingerprint())
+            state["users"] = int(state["users"]) + len(ds.users)
+            yield ds
+
+    shards = _split_shards(p, split)
+    try:
+        first, first_counts = next(shards)
+    except StopIteration:
+        raise DataError(f"{p.path}: the log has no user shards") from None
+    spec = FeatureSpec.fit_parts(first.items,
+                                 scan(itertools.chain([(first, first_counts)], shards)))
+    catalog = ItemCatalog(first.items, spec)
+    rs = (reward if isinstance(reward, RewardWeights) else RewardWeights.parse(reward)
+          if reward else _default_reward(bool(state["revenue"])))
+    fp = hashlib.sha256("|".join(fps).encode()).hexdigest()[:16]
+    return ShardedLog(p, cols.encoder(spec, catalog), rs, fp, int(state["rejected"]), split,
+                      int(state["users"]))
+
+
+def iter_sharded_rounds(log: ShardedLog, *, chunk_rounds: int = 0) -> Iterator[BanditRounds]:
+    """Bandit rounds shard by shard (each shard in time order, see :func:`iter_rounds`),
+    with one shard's rows in memory at a time. A round's ``row`` indexes its shard's
+    pushes; shards without a sent push are skipped."""
+    for ds, _ in _split_shards(log.plan, log.split):
+        p = ds.pushes
+        if not (p["sent"].fillna(False).to_numpy(bool) & p["item_id"].notna().to_numpy()).any():
+            continue
+        yield from iter_rounds(ds, encoder=log.encoder, reward=log.weights,
+                               chunk_rounds=chunk_rounds)

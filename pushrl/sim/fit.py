@@ -245,10 +245,20 @@ def check_finite(model: SimModel) -> SimModel:
 def fit_sim(ds: Dataset, report: ValidationReport, progress: Progress | None = None) -> SimModel:
     """Fit the simulator that fits the data: a push log, or an item-choice log (OBD).
 
+    When ``ds`` is a user sample (:func:`pushrl.data.sample.load_user_sample`; the report's
+    ``summary["sample"]``), the model's meta records it under ``sample``.
+
     Raises:
         DataError: the data has neither opens nor clicks with positions, or the fit's
             statistics are not finite (:func:`check_finite`).
     """
+    model = _fit_kind(ds, report, progress)
+    if "sample" in report.summary:
+        model.meta["sample"] = report.summary["sample"]
+    return model
+
+
+def _fit_kind(ds: Dataset, report: ValidationReport, progress: Progress | None) -> SimModel:
     _, o_known = _bool(ds.pushes, "opened")
     if o_known.any():
         return check_finite(fit_push(ds, report, progress))

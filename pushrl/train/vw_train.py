@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -29,10 +29,11 @@ from typing import IO, Any
 import numpy as np
 from vowpalwabbit import __version__ as VW_VERSION
 
+from pushrl.data.shards import SHARD_USERS, plan
 from pushrl.data.split import UserSplit
-from pushrl.data.validate import load_dataset
+from pushrl.data.validate import load_dataset, should_stream
 from pushrl.errors import DataError
-from pushrl.policies.item_data import BanditRounds, iter_rounds
+from pushrl.policies.item_data import BanditRounds, fit_sharded, iter_rounds, iter_sharded_rounds
 from pushrl.policies.vw import VWConfig, VWItemPolicy
 from pushrl.policies.vw_format import CBLabels, VWFormatter, VWLayout
 from pushrl.rules.reward import RewardWeights
@@ -214,12 +215,41 @@ def train_rounds(chunks: Iterable[BanditRounds], config: VWConfig, *,
     return TrainResult(policy, metrics, card)
 
 
+def _rounds(data: str | Path, reward: RewardWeights | str | None, chunk_rounds: int,
+            shard_users: int, stream: bool | None, split: UserSplit | None = None,
+            ) -> tuple[Iterator[BanditRounds], dict[str, Any]]:
+    """The rounds of a log (``split``'s part of it when given) and the card's ``data``
+    entry (whole, or by user shards)."""
+    p = plan(data, shard_users)
+    if p.n_shards == 1 or not (should_stream(data) if stream is None else stream):
+        ds, report = load_dataset(data, split=split)
+        return (iter_rounds(ds, reward=reward, chunk_rounds=chunk_rounds),
+                {"fingerprint": report.fingerprint, "rejected_rows": report.n_rejected,
+                 "split": ds.split})
+    log = fit_sharded(p, reward, split)
+    return (iter_sharded_rounds(log, chunk_rounds=chunk_rounds),
+            {"fingerprint": log.fingerprint, "rejected_rows": log.rejected_rows,
+             "split": (split.record(log.fingerprint, log.n_users) if split is not None
+                       else None),
+             "shards": {"n": p.n_shards, "layout": p.layout,
+                        "order": "shard after shard, time order within a shard"}})
+
+
 def train_vw(data: str | Path, config: VWConfig | None = None, *, out: str | Path | None = None,
              reward: RewardWeights | str | None = None, chunk_rounds: int = CHUNK_ROUNDS,
              examples_path: str | Path | None = None,
              progress: Callable[[int], None] | None = None,
-             split: UserSplit | None = None) -> TrainResult:
+             split: UserSplit | None = None, shard_users: int = SHARD_USERS,
+             stream: bool | None = None) -> TrainResult:
     """Train a VW item policy end to end from a pushlog v1 directory (Parquet -> model).
+
+    A log too large to load whole (:func:`~pushrl.data.validate.should_stream`: more than
+    8M decisions) is streamed by user shards (:mod:`pushrl.data.shards`: its user parts,
+    or hash shards of ``shard_users`` users): one pass fits the context columns and reward
+    over every shard, a second feeds each shard's rounds (in time order within the shard)
+    to VW, so memory is bounded by a shard. VW then learns shard after shard rather than
+    in global time order; a smaller log is loaded whole and trained in time order as
+    before.
 
     Args:
         data: Dataset directory (loaded with :func:`~pushrl.data.validate.load_dataset`).
@@ -233,6 +263,8 @@ def train_vw(data: str | Path, config: VWConfig | None = None, *, out: str | Pat
         progress: Called with the number of rounds sent so far.
         split: Train on this part of a user split only (a scenario's ``train`` part,
             :meth:`~pushrl.envs.scenario.Scenario.data_split`); the card's ``data`` records it.
+        shard_users: Users per hash shard of a log without user parts.
+        stream: Force (True) or refuse (False) streaming by shards; None = by size.
 
     Raises:
         DataError: the logs have no ``pscore``, no ``pscore_send`` (and no declared send
@@ -246,11 +278,10 @@ def train_vw(data: str | Path, config: VWConfig | None = None, *, out: str | Pat
     # VW's start-up (interpreter, library load) overlaps with loading the data
     driver = _Driver(driver_command(config, model_path, cache=tmp / "cache"))
     try:
-        ds, report = load_dataset(data, split=split)
+        chunks, data_card = _rounds(data, reward, chunk_rounds, shard_users, stream, split)
         t_load = time.perf_counter() - t0
-        res = train_rounds(iter_rounds(ds, reward=reward, chunk_rounds=chunk_rounds), config,
-                           examples_path=examples_path, progress=progress, _driver=driver,
-                           _model_path=model_path)
+        res = train_rounds(chunks, config, examples_path=examples_path, progress=progress,
+                           _driver=driver, _model_path=model_path)
     except BaseException:
         driver.kill()
         raise
@@ -259,9 +290,7 @@ def train_vw(data: str | Path, config: VWConfig | None = None, *, out: str | Pat
     seconds = time.perf_counter() - t0
     res.metrics.update({"train/seconds": seconds, "train/seconds_load": t_load,
                         "train/rounds_per_second": res.metrics["train/rounds"] / seconds})
-    res.card.update({"data": {"path": str(data), "fingerprint": report.fingerprint,
-                              "rejected_rows": report.n_rejected, "split": ds.split},
-                     "metrics": res.metrics})
+    res.card.update({"data": {"path": str(data), **data_card}, "metrics": res.metrics})
     if out is not None:
         res.policy.name = Path(out).name
         res.artifact = res.policy.save(out, res.card)
