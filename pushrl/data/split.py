@@ -100,8 +100,13 @@ class UserSplit:
         return {"by": "user", "part": self.part, "holdout_frac": self.holdout_frac,
                 "seed": self.seed, "of": of, "n_users": n_users}
 
-    def apply(self, ds: Dataset) -> Dataset:
+    def apply(self, ds: Dataset, *, check_sizes: bool = True) -> Dataset:
         """This part of ``ds`` (users, their activity and pushes; every item).
+
+        Args:
+            ds: A whole log, or one user shard of a larger log.
+            check_sizes: Refuse parts below :data:`MIN_PART_USERS` users (False for one
+                shard of a larger log, whose parts are checked as a whole elsewhere).
 
         Raises:
             DataError: the part would have fewer than :data:`MIN_PART_USERS` users.
@@ -109,7 +114,7 @@ class UserSplit:
         if ds.split is not None:
             raise DataError(f"the dataset is already the {ds.split['part']} part of a split")
         counts = {p: len(self.with_part(p).users(ds)) for p in PARTS}
-        if min(counts.values()) < MIN_PART_USERS:
+        if check_sizes and min(counts.values()) < MIN_PART_USERS:
             raise DataError(
                 f"--holdout-frac {self.holdout_frac:g} of {len(ds.users)} users leaves "
                 f"{counts['train']} for training and {counts['heldout']} held out; each part "

@@ -452,7 +452,7 @@ def _split_shards(p: ShardPlan, split: UserSplit | None
                   ) -> Iterator[tuple[Dataset, Any]]:
     """The shards of ``p``, each cut to ``split``'s part when one is given."""
     for ds, counts in iter_shards(p):
-        yield (split.apply(ds) if split is not None else ds), counts
+        yield (split.apply(ds, check_sizes=False) if split is not None else ds), counts
 
 
 def fit_sharded(p: ShardPlan, reward: RewardWeights | str | None = None,
