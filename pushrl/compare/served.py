@@ -62,7 +62,7 @@ import pandas as pd
 
 from pushrl.data.features import FeatureState
 from pushrl.data.io import to_unix_seconds
-from pushrl.envs.rollout import METRICS, RolloutResult, draw_users
+from pushrl.envs.rollout import METRICS, RolloutResult, draw_users, tally
 from pushrl.envs.scenario import Scenario, load_scenario
 from pushrl.envs.world import make_world
 from pushrl.errors import PushrlError
@@ -457,13 +457,7 @@ def drive(registry: str | Path, scenario: str | Path, *, users: int, days: int |
                 res = sim.step(send)
                 blocked_total += int(res.blocked.sum())
                 r = res.reward(sc.reward)
-                acc["objective"] += r
-                acc["sends"] += res.delivered
-                acc["opens"] += res.opened
-                acc["clicks"] += res.clicked
-                acc["conversions"] += res.converted
-                acc["revenue"] += res.revenue
-                acc["guardrail_blocks"] += res.blocked
+                tally(acc, res, r)
                 d = np.flatnonzero(res.delivered)
                 np.add.at(by_hour, (d, hour[d]), 1)
                 chosen[d, step] = res.item[d]

@@ -25,7 +25,7 @@ from pushrl.envs.scenario import Scenario, load_scenario
 from pushrl.envs.observation import TimingObservation
 from pushrl.envs.world import make_world
 from pushrl.sim.contexts import ItemDecider, TimingContext, TimingDecider
-from pushrl.sim.engine import PushSim
+from pushrl.sim.engine import Outcome, PushSim
 from pushrl.sim.response import TruthResponse
 
 _KEY_MAX = np.iinfo(np.int64).max
@@ -118,6 +118,26 @@ class LazyExtra(dict):  # type: ignore[type-arg]
         return self[key] if key in self else default
 
 
+def tally(acc: dict[str, np.ndarray], out: Outcome, reward: np.ndarray) -> None:
+    """Add one step's outcomes to the per-user totals of :data:`METRICS` (in place).
+
+    The one accounting of a step, shared by :func:`rollout` and the served driver
+    (:mod:`pushrl.compare.served`), so batch and served results count the same things.
+
+    Args:
+        acc: ``{metric: (n_users,) float64}`` running totals.
+        out: The simulator's step outcome (``(n_users,)`` arrays).
+        reward: ``(n_users,)`` the step's reward (``out.reward(weights)``).
+    """
+    acc["objective"] += reward
+    acc["sends"] += out.delivered
+    acc["opens"] += out.opened
+    acc["clicks"] += out.clicked
+    acc["conversions"] += out.converted
+    acc["revenue"] += out.revenue
+    acc["guardrail_blocks"] += out.blocked
+
+
 def draw_users(seed: int, n: int, n_pop: int) -> tuple[np.ndarray, np.ndarray]:
     """Population rows ``(n,)`` and episode keys ``(n,)`` of a rollout's users."""
     g = np.random.default_rng([seed, 0])
@@ -190,14 +210,8 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
         hour = obs.raw[:, F["local_hour"]].astype(np.int64)
         out = sim.step(action == 1)
         r = out.reward(sc.reward)
-        acc["objective"] += r
+        tally(acc, out, r)
         by_day[:, min(step // sc.slots_per_day, sc.horizon_days - 1)] += r
-        acc["sends"] += out.delivered
-        acc["opens"] += out.opened
-        acc["clicks"] += out.clicked
-        acc["conversions"] += out.converted
-        acc["revenue"] += out.revenue
-        acc["guardrail_blocks"] += out.blocked
         d = np.flatnonzero(out.delivered)
         by_hour[d, hour[d]] += 1  # d has no repeats: no np.add.at needed
         unsub_step[out.unsubscribed] = step
