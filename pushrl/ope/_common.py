@@ -66,10 +66,16 @@ class ResolvedPolicy:
         fingerprint. Beyond equal fingerprints, user splits count
         (:func:`pushrl.data.split.may_share_rows`): a policy trained on a whole log has seen
         every part of it, and one trained on a part has seen only that part, so only the
-        *other* part of the same split counts as held out.
+        *other* part of the same split counts as held out. A timing agent trained in a
+        fitted simulator has seen the logs that simulator was fitted on (its card's
+        ``simulator_data``): those count the same way.
         """
         evaluated = {"fingerprint": data} if isinstance(data, str) else data
         card = self.card or {}
+        sim = card.get("simulator_data")
+        if (isinstance(sim, Mapping) and sim.get("fingerprint") is not None
+                and may_share_rows(sim, evaluated)):
+            return True
         trained = card.get("data")
         explored = card.get("exploration")
         selection = explored.get("selection") if isinstance(explored, Mapping) else None

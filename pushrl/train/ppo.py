@@ -178,8 +178,8 @@ def train_timing(scenario: str = "default", *, out: str | Path, timesteps: int |
         "env_id": "pushrl/PushTiming-v1" if names == TIMING_OBS_NAMES else "pushrl/PushTiming-v0",
         "scenario": sc.to_dict(), "seed": seed,
         "simulator_sha256": venv.unwrapped.venv.world.model.meta.get("sha256"),
-        # lineage of the logs the simulator was fitted on (a user split's part, if any);
-        # recorded only: the gate's held_out_data rule reads `data`, which PPO cards lack
+        # lineage of the logs the simulator was fitted on (a user split's part, if any):
+        # the gate's held_out_data rule treats them as the agent's training data
         "simulator_data": {k: venv.unwrapped.venv.world.model.meta.get(k)
                            for k in ("fingerprint", "split")},
         "timesteps": int(model.num_timesteps), "timesteps_this_run": add,
