@@ -39,22 +39,31 @@ def _si(x: float) -> str:
 
 
 @contextmanager
-def progress_bar(description: str, total: float, *, enabled: bool = True,
+def progress_bar(description: str, total: float | None, *, enabled: bool = True,
                  unit: str = "") -> Iterator[Any]:
     """A rich progress bar on stderr with a rate in ``unit``/s and an ETA; yields
-    ``update(done, total)``. ``PUSHRL_PROGRESS=1`` shows it even when disabled (``--json``
-    output goes to stdout, the bar to stderr: `pushrl quickstart` uses this)."""
+    ``update(done, total)``. ``total=None`` when the amount of work is not known up front
+    (a pulsing bar with the count and rate, no ETA, removed when done: the command prints its
+    own summary, and an error stays the only line). ``PUSHRL_PROGRESS=1`` shows it even when
+    disabled (``--json`` output goes to stdout, the bar to stderr: `pushrl quickstart` uses
+    this)."""
     if not enabled and os.environ.get("PUSHRL_PROGRESS") != "1":
         yield lambda done, total=total: None
         return
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                  TextColumn("{task.completed:,.0f}/{task.total:,.0f} " + unit),
-                  TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
-                  TimeRemainingColumn(), console=console, transient=False) as prog:
+    if total is None:
+        columns: tuple[Any, ...] = (TextColumn("[bold]{task.description}"), BarColumn(),
+                                    TextColumn("{task.completed:,.0f} " + unit),
+                                    TextColumn("{task.fields[rate]}"), TimeElapsedColumn())
+    else:
+        columns = (TextColumn("[bold]{task.description}"), BarColumn(),
+                   TextColumn("{task.completed:,.0f}/{task.total:,.0f} " + unit),
+                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                   TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=total is None) as prog:
         task = prog.add_task(description, total=total, rate="")
         t0 = time.perf_counter()
 
-        def update(done: float, tot: float = total) -> None:
+        def update(done: float, tot: float | None = total) -> None:
             rate = done / max(time.perf_counter() - t0, 1e-9)
             prog.update(task, completed=done, total=tot,
                         rate=f"{_si(rate)} {unit or 'it'}/s")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from pushrl.cli._common import console, emit
+from pushrl.cli._common import console, emit, progress_bar
 
 
 def command(
@@ -58,7 +58,9 @@ def command(
     config = VWConfig(exploration=exploration, cb_type=cb_type, passes=passes, seed=seed,
                       interactions=tuple(q.strip() for q in interactions.split(",") if q.strip()),
                       bits=bits)
-    res = train_vw(data, config, out=out, reward=weights, split=split)
+    with progress_bar("training VW", None, enabled=not as_json, unit="rounds") as update:
+        res = train_vw(data, config, out=out, reward=weights, split=split,
+                       progress=lambda n: update(n))
     m = res.metrics
     result = {"artifact": str(res.artifact), "vw_args": res.policy.args,
               "data_fingerprint": res.card["data"]["fingerprint"], "reward": res.card["reward"],
