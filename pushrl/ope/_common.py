@@ -72,19 +72,15 @@ class ResolvedPolicy:
         """
         evaluated = {"fingerprint": data} if isinstance(data, str) else data
         card = self.card or {}
-        sim = card.get("simulator_data")
-        if (isinstance(sim, Mapping) and sim.get("fingerprint") is not None
-                and may_share_rows(sim, evaluated)):
-            return True
-        trained = card.get("data")
         explored = card.get("exploration")
         selection = explored.get("selection") if isinstance(explored, Mapping) else None
-        return self.fitted_on_eval_data or (
-            isinstance(trained, Mapping) and may_share_rows(trained, evaluated)) or (
-            # an exploration export chosen by the gate's criteria on these logs
-            isinstance(selection, Mapping) and may_share_rows(
-                {"fingerprint": selection.get("data_fingerprint"),
-                 "split": selection.get("data_split")}, evaluated))
+        # every lineage of data the policy has seen, each {"fingerprint", "split"}
+        seen = [card.get("data"), card.get("simulator_data")]
+        if isinstance(selection, Mapping):  # an exploration export chosen on these logs
+            seen.append({"fingerprint": selection.get("data_fingerprint"),
+                         "split": selection.get("data_split")})
+        return self.fitted_on_eval_data or any(
+            isinstance(s, Mapping) and may_share_rows(s, evaluated) for s in seen)
 
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable summary."""
