@@ -17,6 +17,7 @@ from pushrl.cli import (
     evaluate,
     init,
     logs,
+    plan,
     policies,
     quickstart,
     serve,
@@ -57,6 +58,7 @@ app.add_typer(policies.app, name="policies")
 app.command("serve")(serve.command)
 app.add_typer(logs.app, name="logs")
 app.add_typer(state.app, name="state")
+app.command("plan")(plan.command)
 app.command("quickstart")(quickstart.command)
 
 

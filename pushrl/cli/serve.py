@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from pushrl.rules.guardrails import Guardrails
 
 
 def command(
@@ -83,7 +87,6 @@ def command(
 
     from pushrl.errors import PushrlError
     from pushrl.serve.app import create_app
-    from pushrl.rules.guardrails import Guardrails
     from pushrl.serve.config import ServeConfig, is_loopback, state_dir
     from pushrl.serve.timeouts import HttpLimits, uvicorn_config
     from pushrl.serve.history import check_history
@@ -98,25 +101,8 @@ def command(
         raise PushrlError(f"refusing to serve on non-loopback address {host} without API keys; "
                           "pass --api-keys FILE (python -m pushrl.serve.auth new --file FILE "
                           "--scopes decide,admin) or --insecure")
-    base: Guardrails | None = None
-    if scenario is not None:
-        from pushrl.envs.scenario import load_scenario  # (imports the simulator: only here)
-
-        sc = load_scenario(scenario)
-        base = sc.guardrails
-        catalog = catalog or sc.data
-    guardrails = base
-    if quiet_hours is not None or max_per_day is not None or max_per_week is not None:
-        d = base or Guardrails()
-        try:
-            qs, qe = ((int(x) for x in quiet_hours.split("-")) if quiet_hours is not None
-                      else (d.quiet_start, d.quiet_end))
-            guardrails = Guardrails(
-                qs, qe, d.max_sends_per_day if max_per_day is None else max_per_day,
-                d.max_sends_per_week if max_per_week is None else max_per_week)
-        except ValueError as exc:
-            raise PushrlError(f"--quiet-hours must be START-END local hours 0-23, got "
-                              f"{quiet_hours!r} ({exc})") from None
+    guardrails, sc_data = guardrail_options(scenario, quiet_hours, max_per_day, max_per_week)
+    catalog = catalog or sc_data
     try:
         past, future = (int(x) for x in time_window.split(","))
     except ValueError:
@@ -163,3 +149,34 @@ def _import_once(data: Path, state: Path, sync: str) -> None:
     res = import_history(data, state, sync=sync)
     typer.echo(f"imported {res['n_users']:,} users and {res['n_activity']:,} events of {data} "
                f"into {state} in {res['seconds']['total']:.1f} s", err=True)
+
+
+def guardrail_options(scenario: str | None, quiet_hours: str | None, max_per_day: int | None,
+                      max_per_week: int | None) -> tuple[Guardrails | None, Path | None]:
+    """The guardrails of ``--scenario`` overridden by ``--quiet-hours/--max-per-day/
+    --max-per-week`` (None: none given, follow the active timing policy), and the scenario's
+    data directory (`pushrl serve` and `pushrl plan`)."""
+    from pushrl.errors import PushrlError
+    from pushrl.rules.guardrails import Guardrails
+
+    base: Guardrails | None = None
+    data: Path | None = None
+    if scenario is not None:
+        from pushrl.envs.scenario import load_scenario  # (imports the simulator: only here)
+
+        sc = load_scenario(scenario)
+        base = sc.guardrails
+        data = None if sc.data is None else Path(sc.data)
+    guardrails = base
+    if quiet_hours is not None or max_per_day is not None or max_per_week is not None:
+        d = base or Guardrails()
+        try:
+            qs, qe = ((int(x) for x in quiet_hours.split("-")) if quiet_hours is not None
+                      else (d.quiet_start, d.quiet_end))
+            guardrails = Guardrails(
+                qs, qe, d.max_sends_per_day if max_per_day is None else max_per_day,
+                d.max_sends_per_week if max_per_week is None else max_per_week)
+        except ValueError as exc:
+            raise PushrlError(f"--quiet-hours must be START-END local hours 0-23, got "
+                              f"{quiet_hours!r} ({exc})") from None
+    return guardrails, data

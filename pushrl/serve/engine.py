@@ -67,6 +67,55 @@ def iso(sec: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(sec))
 
 
+def encoding(state: ServerState, loaded: Loaded) -> tuple[ItemCatalog, ContextEncoder,
+                                                         np.ndarray]:
+    """Catalog, encoder and ``server item index -> encoder index`` map for item policy
+    ``loaded`` over the server's items (a trained policy's own catalog order, else the
+    server's catalog); refuses a policy trained on items the server does not have."""
+    enc = loaded.encoder
+    if isinstance(enc, ContextEncoder):
+        frame = state.items_frame().set_index("item_id")
+        why = catalog_mismatch(loaded, state.items)
+        if why is not None:
+            raise Conflict("catalog_mismatch", why)
+        catalog = ItemCatalog(frame.loc[list(enc.item_ids)].reset_index(), enc.spec)
+        pos = {i: j for j, i in enumerate(enc.item_ids)}
+        mapping = np.array([pos.get(it.item_id, -1) for it in state.item_list], np.int64)
+    else:
+        catalog = state.catalog
+        enc = ContextEncoder(state.spec, tuple(map(str, catalog.ids)), catalog.feature_names)
+        mapping = np.arange(len(state.item_list), dtype=np.int64)
+    return catalog, enc, mapping
+
+
+def choose_items(policy: Any, catalog: ItemCatalog, enc: ContextEncoder, raw: np.ndarray,
+                 affinity: np.ndarray | None, rng: np.random.Generator, *,
+                 candidates: np.ndarray | None = None, mask: np.ndarray | None = None,
+                 logged: dict[str, np.ndarray] | None = None) -> tuple[list[str], np.ndarray]:
+    """The server's item step for ``k`` sends: build the ONE item context
+    (:func:`~pushrl.policies.item_data.make_context`) and let ``policy`` choose.
+
+    Args:
+        policy: The item policy (``decide_batch``).
+        catalog: Its catalog (:func:`encoding`).
+        enc: Its context encoder.
+        raw: ``(k, N_FEATURES)`` raw user features at the decision.
+        affinity: ``(k, n_categories)`` category affinity, or None.
+        rng: Sampling generator.
+        candidates: ``(k, m)`` padded catalog indices (None: every item).
+        mask: ``(k, m)`` valid candidates.
+        logged: Request context columns ``ctx_*``.
+
+    Returns:
+        Chosen item ids ``[k]`` and their item-level probabilities ``(k,)``.
+    """
+    ctx = make_context(enc, catalog, raw, category_affinity=affinity, candidates=candidates,
+                       mask=mask, logged=logged)
+    d = policy.decide_batch(ctx, rng)
+    chosen = np.asarray(ctx.candidates)[np.arange(len(raw)), d.action]
+    return [str(catalog.ids[c]) for c in chosen], np.asarray(d.pscore, np.float64)
+
+
 class Engine:
     """Makes decisions against a :class:`ServerState` with the current :class:`PolicySet`."""
 
@@ -111,25 +160,13 @@ class Engine:
 
     # ------------------------------------------------------------------ item contexts
     def _encoding(self, loaded: Loaded) -> tuple[ItemCatalog, ContextEncoder, np.ndarray]:
-        """Catalog, encoder and ``server item index -> encoder index`` map for a policy."""
+        """:func:`encoding` of a policy, cached until the catalog changes."""
         st = self.state
         key = id(loaded.policy)
         hit = self._ctx_cache.get(key)
         if hit is not None and hit[0] is st.catalog:
             return hit[1], hit[2], hit[3]
-        enc = loaded.encoder
-        if isinstance(enc, ContextEncoder):
-            frame = st.items_frame().set_index("item_id")
-            why = catalog_mismatch(loaded, st.items)
-            if why is not None:
-                raise Conflict("catalog_mismatch", why)
-            catalog = ItemCatalog(frame.loc[list(enc.item_ids)].reset_index(), enc.spec)
-            pos = {i: j for j, i in enumerate(enc.item_ids)}
-            mapping = np.array([pos.get(it.item_id, -1) for it in st.item_list], np.int64)
-        else:
-            catalog = st.catalog
-            enc = ContextEncoder(st.spec, tuple(map(str, catalog.ids)), catalog.feature_names)
-            mapping = np.arange(len(st.item_list), dtype=np.int64)
+        catalog, enc, mapping = encoding(st, loaded)
         self._ctx_cache[key] = (st.catalog, catalog, enc, mapping)
         return catalog, enc, mapping
 
@@ -148,11 +185,8 @@ class Engine:
         keys = sorted({k for r in rows if r.context for k in r.context})
         logged = {f"ctx_{k}": np.array([(r.context or {}).get(k) for r in rows], dtype=object)
                   for k in keys} or None
-        ctx = make_context(enc, catalog, raw, category_affinity=aff, candidates=cand, mask=mask,
-                           logged=logged)
-        d = loaded.policy.decide_batch(ctx, rng)
-        chosen = np.asarray(ctx.candidates)[np.arange(len(rows)), d.action]
-        return [str(catalog.ids[c]) for c in chosen], np.asarray(d.pscore, np.float64)
+        return choose_items(loaded.policy, catalog, enc, raw, aff, rng, candidates=cand,
+                            mask=mask, logged=logged)
 
     # ------------------------------------------------------------------ decisions
     def decide(self, rows: list[DecideRow]) -> tuple[list[dict[str, Any]], list[Statement]]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,6 +105,27 @@ def popularity(ds: Dataset) -> dict[str, float] | None:
     except (PushrlError, ValueError, KeyError):
         return None
     return dict(zip(mp.item_ids, mp.scores.tolist(), strict=True))
+
+
+def server_popularity(state_dir: str | Path) -> dict[str, float]:
+    """The default most-popular's scores kept in a state dir (:data:`POPULAR_FILE`, fitted on
+    the ``--catalog``/imported data), or ``{}`` when it has none."""
+    p = Path(state_dir) / POPULAR_FILE
+    if not p.exists():
+        return {}
+    return {str(k): float(v) for k, v in json.loads(p.read_text())["scores"].items()}
+
+
+def popularity_scores(scores: Mapping[str, float], item_ids: Sequence[str]) -> np.ndarray:
+    """``(n_items,)`` scores of the server's default item policy in ``item_ids`` order: the
+    kept score of each item, the mean score for an item added since (the one rule for the
+    server and ``pushrl plan``)."""
+    prior = float(np.mean(list(scores.values())))
+    return np.array([scores.get(i, prior) for i in item_ids], np.float64)
+
+
+ITEM_EVENTS_SQL = ("SELECT item_id, COUNT(*) FROM activity WHERE item_id IS NOT NULL "
+                   "GROUP BY item_id")
 
 
 def _fresh(log: DurableLog) -> None:

@@ -97,9 +97,8 @@ class Server:
         if self._item_scores:
             cached = self._scores_cache
             if cached.size != len(items):  # items are only ever appended
-                prior = float(np.mean(list(self._item_scores.values())))
-                cached = self._scores_cache = np.array(
-                    [self._item_scores.get(it.item_id, prior) for it in items])
+                cached = self._scores_cache = history.popularity_scores(
+                    self._item_scores, [it.item_id for it in items])
             return cached
         ev = self._item_events
         if ev.size < len(items):
@@ -107,11 +106,9 @@ class Server:
         return ev
 
     def _init_popularity(self) -> None:
-        p = self.cfg.state / POPULAR_FILE
-        if p.exists():
-            self._item_scores = {str(k): float(v) for k, v in
-                                 json.loads(p.read_text())["scores"].items()}
-            self._popular.source = f"--catalog data ({p})"
+        self._item_scores = history.server_popularity(self.cfg.state)
+        if self._item_scores:
+            self._popular.source = f"--catalog data ({self.cfg.state / POPULAR_FILE})"
         else:
             self._popular.source = "activity events seen by this server"
 
@@ -122,8 +119,7 @@ class Server:
 
     def _count_item_events(self) -> None:
         """Activity events per item, from the durable log (start-up)."""
-        counts = dict(self.log.query("SELECT item_id, COUNT(*) FROM activity WHERE item_id "
-                                     "IS NOT NULL GROUP BY item_id"))
+        counts = dict(self.log.query(history.ITEM_EVENTS_SQL))
         self._item_events = np.array([float(counts.get(it.item_id, 0))
                                       for it in self.state.item_list])
 

@@ -195,7 +195,60 @@ def connect(path: str | Path, *, sync: str = "full", readonly: bool = False) -> 
     return conn
 
 
-class DurableLog:
+class LogReads:
+    """The read queries of the log database (on :attr:`reader`)."""
+
+    reader: sqlite3.Connection
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run a read query on the reader connection."""
+        return self.reader.execute(sql, params).fetchall()
+
+    def iter_rows(self, sql: str, params: Sequence[Any] = (), *,
+                  chunk: int = 65536) -> Iterator[tuple[Any, ...]]:
+        """Stream the rows of a read query (constant memory)."""
+        cur = self.reader.execute(sql, params)
+        while rows := cur.fetchmany(chunk):
+            yield from rows
+
+    def get_meta(self, key: str) -> str | None:
+        """A value of the ``meta`` table."""
+        row = self.reader.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def max_seq(self) -> int:
+        """Largest sequence number in the log (0 when empty)."""
+        row = self.reader.execute(
+            "SELECT max(m) FROM (SELECT max(seq) m FROM ops UNION ALL SELECT max(seq) FROM "
+            "activity UNION ALL SELECT max(seq) FROM decisions UNION ALL SELECT max(seq) FROM "
+            "feedback UNION ALL SELECT max(seq) FROM items)").fetchone()
+        return int(row[0] or 0)
+
+
+
+class ReadOnlyLog(LogReads):
+    """A read-only view of a state dir's log (``pushrl plan``): no lock, no writer, so a
+    running server keeps its state; the log must pass :func:`check_log` like at start-up.
+
+    Args:
+        state_dir: Directory of ``log.sqlite3``.
+    """
+
+    def __init__(self, state_dir: str | Path) -> None:
+        self.dir = Path(state_dir)
+        self.path = self.dir / LOG_FILE
+        if not self.path.exists():
+            raise PushrlError(f"{self.path} does not exist; import a log first with "
+                              f"`pushrl state import DATA --state {self.dir}`")
+        check_log(self.dir)
+        self.reader = connect(self.path, readonly=True)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.reader.close()
+
+
+class DurableLog(LogReads):
     """The log database plus its group-commit writer thread.
 
     Args:
@@ -366,32 +419,6 @@ class DurableLog:
         self._writer_conn.close()
         self.reader.close()
         self._lock.close()  # releases the flock
-
-    # ------------------------------------------------------------------ reads
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Run a read query on the reader connection."""
-        return self.reader.execute(sql, params).fetchall()
-
-    def iter_rows(self, sql: str, params: Sequence[Any] = (), *,
-                  chunk: int = 65536) -> Iterator[tuple[Any, ...]]:
-        """Stream the rows of a read query (constant memory)."""
-        cur = self.reader.execute(sql, params)
-        while rows := cur.fetchmany(chunk):
-            yield from rows
-
-    def get_meta(self, key: str) -> str | None:
-        """A value of the ``meta`` table."""
-        row = self.reader.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return None if row is None else str(row[0])
-
-    def max_seq(self) -> int:
-        """Largest sequence number in the log (0 when empty)."""
-        row = self.reader.execute(
-            "SELECT max(m) FROM (SELECT max(seq) m FROM ops UNION ALL SELECT max(seq) FROM "
-            "activity UNION ALL SELECT max(seq) FROM decisions UNION ALL SELECT max(seq) FROM "
-            "feedback UNION ALL SELECT max(seq) FROM items)").fetchone()
-        return int(row[0] or 0)
-
 
 def _wake(futs: list[asyncio.Future[None]], err: BaseException | None) -> None:
     for f in futs:
