@@ -11,7 +11,6 @@ local and Ray results are identical for the same seed.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pushrl.compare.raytasks import run_tasks
 from pushrl.compare.result import CompareResult
 from pushrl.compare.stats import segment_table, summarize
 from pushrl.errors import PushrlError
@@ -254,7 +254,8 @@ def compare(policies: Sequence[str], *, scenario: str = "default", users: int = 
                           keys[a:b], a, seed, days, item_policy, overrides or {}))
     t0 = time.perf_counter()
     user_days = len(specs) * (days if days is not None else sc.horizon_days)
-    outs = _run_ray(tasks, ray_address, workers, progress) if (ray or ray_address) else \
+    outs = run_tasks(run_shard, tasks, ray_address, workers, progress) \
+        if (ray or ray_address) else \
         _run_local(tasks, progress, user_days)
     wall = time.perf_counter() - t0
     per_user, daily, hourly, act = _combine(outs)
@@ -282,28 +283,3 @@ def _run_local(tasks: list[tuple[Any, ...]], progress: Callable[[int, int], None
         if progress:
             progress(done, total)
     return outs
-
-
-def _run_ray(tasks: list[tuple[Any, ...]], address: str | None, workers: int | None,
-             progress: Callable[[int, int], None] | None) -> list[ShardOutput]:
-    import ray
-
-    started = False
-    if not ray.is_initialized():
-        kw: dict[str, Any] = {"address": address} if address else {
-            "num_cpus": workers or os.cpu_count() or 1, "include_dashboard": False}
-        ray.init(ignore_reinit_error=True, log_to_driver=False, logging_level=40, **kw)
-        started = True
-    try:
-        remote = ray.remote(num_cpus=1)(run_shard)
-        refs = [remote.remote(*t) for t in tasks]
-        pending, done = list(refs), 0
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            done += len(ready)
-            if progress:
-                progress(done, len(refs))
-        return list(ray.get(refs))
-    finally:
-        if started:
-            ray.shutdown()

@@ -32,7 +32,7 @@ import datetime as dt
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -333,8 +333,11 @@ def plan(state_dir: str | Path, date: str, *, registry: str | Path = "policies",
     shards = make_shards(st, shard_size)
     st.log.close()
     if ray or ray_address:
-        frames, mode = _run_ray(shards, pol, day, seed, all_hours, ray_address, workers,
-                                progress), "ray"
+        from pushrl.compare.raytasks import run_tasks
+
+        frames = run_tasks(plan_shard, [(s, pol, day, seed, all_hours) for s in shards],
+                           ray_address, workers, progress)
+        mode = "ray"
     else:
         frames, mode = [], "local"
         for s in shards:
@@ -369,30 +372,3 @@ def write_plan(result: PlanResult, out: str | Path) -> Path:
     pq.write_table(table, tmp)
     os.replace(tmp, p)
     return p
-
-
-def _run_ray(shards: Sequence[Shard], pol: Policies, day: int, seed: int, all_hours: bool,
-             address: str | None, workers: int | None,
-             progress: Callable[[int, int], None] | None) -> list[pd.DataFrame]:
-    import ray
-
-    started = False
-    if not ray.is_initialized():
-        kw: dict[str, Any] = {"address": address} if address else {
-            "num_cpus": workers or os.cpu_count() or 1, "include_dashboard": False}
-        ray.init(ignore_reinit_error=True, log_to_driver=False, logging_level=40, **kw)
-        started = True
-    try:
-        pref = ray.put(pol)
-        remote = ray.remote(num_cpus=1)(plan_shard)
-        refs = [remote.remote(s, pref, day, seed, all_hours) for s in shards]
-        pending, done = list(refs), 0
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            done += len(ready)
-            if progress:
-                progress(done, len(refs))
-        return list(ray.get(refs))
-    finally:
-        if started:
-            ray.shutdown()
