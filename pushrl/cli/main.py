@@ -18,6 +18,7 @@ from pushrl.cli import (
     init,
     logs,
     policies,
+    profiles,
     quickstart,
     serve,
     sim,
@@ -58,6 +59,7 @@ app.command("serve")(serve.command)
 app.add_typer(logs.app, name="logs")
 app.add_typer(state.app, name="state")
 app.command("quickstart")(quickstart.command)
+app.command("profiles")(profiles.command)
 
 
 def _plain_help(t: typer.Typer) -> None:
