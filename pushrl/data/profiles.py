@@ -286,7 +286,9 @@ class ProfileModel:
             return np.full(x.shape[0], np.nan)
         z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
         c = np.asarray(self.coef)
-        return _sigmoid(c[0] + z @ c[1:])
+        # an elementwise product summed per row: the same bits for one user (server) as for
+        # many (batch), which a BLAS matrix product does not promise
+        return _sigmoid(c[0] + (z * c[1:]).sum(axis=1))
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -1,0 +1,123 @@
+"""``GET /v1/users/{id}/profile``: the server's profile after ``pushrl state import`` equals
+the batch profile (``pushrl profiles``) of the same log at the same time; it follows the
+events the server records; errors are 4xx JSON."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from pushrl.data.io import Dataset, write_dataset
+from pushrl.data.profiles import build_profiles
+from pushrl.data.synth import SynthConfig, WorldParams, generate
+from pushrl.serve.app import create_app
+from pushrl.serve.history import import_history
+from tests.serve.conftest import CoinFlip, doubles, make_cfg
+
+H = 3600
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Dataset]:
+    """A 120-user, 30-day low-activity log (churn happens; long enough for a churn model)."""
+    ds, *_ = generate(SynthConfig(users=120, days=30, seed=5, slots_per_day=4,
+                                  params=WorldParams(sessions_per_day_median=0.2)))
+    d = tmp_path_factory.mktemp("prof") / "data"
+    write_dataset(ds, d)
+    from pushrl.data.validate import load_dataset
+
+    loaded, rep = load_dataset(d, quarantine=False)
+    assert rep.n_rejected == 0
+    return d, loaded
+
+
+def _same(served: object, batch: object) -> bool:
+    """Equal; the server's JSON null stands for the batch table's NaN."""
+    if isinstance(batch, float) and math.isnan(batch):
+        return served is None
+    return served == batch
+
+
+def test_server_profile_equals_batch_profile(world: tuple[Path, Dataset],
+                                             tmp_path: Path) -> None:
+    """Every user's served profile at the log's end == the batch row, exactly (tolerance 0:
+    one computation on the same events and the same fitted model; NaN == null)."""
+    data, ds = world
+    import_history(data, tmp_path / "state", quarantine=False)
+    batch = build_profiles(ds)
+    assert batch.model.coef is not None, batch.model.validation
+    as_of = batch.as_of
+    app = create_app(make_cfg(tmp_path, catalog=None), overrides=doubles(timing=CoinFlip(0.0)))
+    with TestClient(app) as c:
+        for row in batch.table.to_dict("records"):
+            r = c.get(f"/v1/users/{row['user_id']}/profile", params={"as_of": as_of})
+            assert r.status_code == 200, r.text
+            got = r.json()
+            assert got["as_of"].startswith("2026-")
+            prof = got["profile"]
+            assert set(prof) == set(row) - {"user_id"}
+            bad = {k: (prof[k], v) for k, v in row.items()
+                   if k != "user_id" and not _same(prof[k], v.item() if hasattr(v, "item")
+                                                   else v)}
+            assert not bad, (row["user_id"], bad)
+
+
+def test_server_profile_follows_live_events_and_errors(world: tuple[Path, Dataset],
+                                                       tmp_path: Path) -> None:
+    """A purchase and a day of activity recorded by the server move the profile (frequency,
+    monetary, recency, activity_7d); the live state's clock does not move on a read; unknown
+    user 404, a time before the user's state 409, a bad time 422, all JSON."""
+    data, ds = world
+    import_history(data, tmp_path / "state", quarantine=False)
+    batch = build_profiles(ds)
+    uid = str(batch.table.sort_values("frequency")["user_id"].iloc[0])
+    before = batch.table.set_index("user_id").loc[uid]
+    t = batch.as_of + 2 * H
+    app = create_app(make_cfg(tmp_path, catalog=None), overrides=doubles(timing=CoinFlip(0.0)))
+    with TestClient(app) as c:
+        srv = app.state.server
+        u = srv.state.users[uid]
+        clock = int(srv.state.fs.clock(u))
+        r = c.post("/v1/events", json={"events": [
+            {"user_id": uid, "event": "session", "ts": t},
+            {"user_id": uid, "event": "purchase", "ts": t + 60, "revenue": 42.5,
+             "item_id": str(ds.items["item_id"].iloc[0])}]})
+        assert r.status_code == 200, r.text
+        clock_after_events = int(srv.state.fs.clock(u))
+        r = c.get(f"/v1/users/{uid}/profile", params={"as_of": t + 5 * H})
+        assert r.status_code == 200, r.text
+        p = r.json()["profile"]
+        assert int(srv.state.fs.clock(u)) == clock_after_events >= clock  # a read moves nothing
+        assert p["frequency"] == before["frequency"] + 1
+        assert p["monetary"] == pytest.approx(before["monetary"] + 42.5)
+        assert p["recency_days"] == pytest.approx(5 / 24 - 0)  # the purchase's hour -> as-of
+        assert p["activity_7d"] >= 2
+        assert 0.0 <= p["churn_risk"] <= 1.0
+        r = c.get("/v1/users/nobody/profile")
+        assert r.status_code == 404 and "unknown user_id" in r.json()["detail"]
+        r = c.get(f"/v1/users/{uid}/profile", params={"as_of": batch.as_of - 100 * H})
+        assert r.status_code == 409 and "before the user's state" in r.json()["detail"]
+        r = c.get(f"/v1/users/{uid}/profile", params={"as_of": "yesterday"})
+        assert r.status_code == 422
+        r = c.get(f"/v1/users/{uid}/profile")  # default: now (or the user's clock)
+        assert r.status_code == 200, r.text
+
+
+def test_profile_without_imported_history(tmp_path: Path) -> None:
+    """A server without history serves profiles from what it recorded (no churn model:
+    churn_risk null, said in the module docs)."""
+    app = create_app(make_cfg(tmp_path), overrides=doubles())
+    with TestClient(app) as c:
+        t = 1_772_409_600
+        assert c.put("/v1/users/a", json={"timezone": "Europe/Berlin", "ts": t}).status_code \
+            in (200, 201)
+        c.post("/v1/events", json={"user_id": "a", "event": "session", "ts": t + 10 * H})
+        r = c.get("/v1/users/a/profile", params={"as_of": t + 12 * H})
+        assert r.status_code == 200, r.text
+        p = r.json()["profile"]
+        assert p["churn_risk"] is None and p["lifetime_activity"] == 1.0
+        assert np.isfinite(p["engagement_score"]) and p["rfm_segment"] == "no_purchase"
