@@ -24,21 +24,7 @@ from pushrl.data.io import to_unix_seconds
 from pushrl.data.profiles import build_profiles, calibration, cut
 from pushrl.data.split import UserSplit
 from pushrl.data.synth import SynthConfig, TrueWorld, WorldParams, generate
-from pushrl.data.timezones import TimezoneTable, local_clock
 from pushrl.units import HOUR
-
-
-def true_no_session(world: TrueWorld, timezones: list[str], b0: int, hours: int) -> np.ndarray:
-    """P(no session in buckets ``[b0, b0 + hours)``) per user: ``exp(-sum of true rates)``."""
-    tzt = TimezoneTable(sorted(set(timezones)))
-    idx = np.array([tzt.index(t) for t in timezones])
-    n = len(timezones)
-    lam = np.zeros(n)
-    rows = np.arange(n)
-    for b in range(b0, b0 + hours):
-        hour, dow, _ = local_clock(b * HOUR, tzt.offset_seconds(idx, np.full(n, b)))
-        lam += world.rate[rows, (dow >= 5).astype(np.int64), hour]
-    return np.exp(-lam)
 
 
 def run(users: int, days: int, sessions: float, seed: int, holdout: float) -> dict:
@@ -56,7 +42,7 @@ def run(users: int, days: int, sessions: float, seed: int, holdout: float) -> di
     active = set(fut["user_id"].astype(str))
     y = np.array([u not in active for u in res.table["user_id"]], np.float64)
     p = res.table["churn_risk"].to_numpy()
-    truth = true_no_session(world, ds.users["timezone"].astype(str).tolist(), b, 14 * 24)
+    truth = world.p_no_session(b, 14 * 24)
     lab = calibration(p[held], y[held])
     order = np.argsort(p[held])
     ece_true = sum(part.size / held.sum() * abs(p[held][part].mean() - truth[held][part].mean())

@@ -44,6 +44,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -52,9 +53,12 @@ import pandas as pd
 from pushrl.data.features import F, FeatureSpec, FeatureState, replay, user_index
 from pushrl.data.io import Dataset, from_unix_seconds, to_unix_seconds
 from pushrl.errors import DataError
-from pushrl.units import DAY, HOUR, WEEK
+from pushrl.units import DAY, HOUR
 
 PROFILE_VERSION = "profiles/v1"
+#: Files of a profile snapshot (:func:`write_snapshot`).
+COUNTERS_FILE = "profiles.npz"
+MODEL_FILE = "profile_model.json"
 CHURN_DAYS = 14
 CHURN_HOURS = CHURN_DAYS * 24
 DEFAULT_CHANNEL = "push"
@@ -105,15 +109,16 @@ class ProfileCounters:
     opens: np.ndarray
     clicks: np.ndarray
 
-    _ARRAYS = ("first", "last_act", "visits", "purchases", "revenue", "last_purchase", "sends", "opens",
-               "clicks")
+    _ARRAYS = ("first", "last_act", "visits", "purchases", "revenue", "last_purchase", "sends",
+               "opens", "clicks")
 
     @classmethod
     def empty(cls, n: int, channels: Sequence[str] = (DEFAULT_CHANNEL,)) -> ProfileCounters:
         """Counters of ``n`` users with no events."""
         c = len(channels)
-        return cls(tuple(channels), np.full(n, _NO_FIRST, np.int64), np.full(n, _NEVER, np.int64),
-                   np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.float64), np.full(n, _NEVER, np.int64),
+        return cls(tuple(channels), np.full(n, _NO_FIRST, np.int64),
+                   np.full(n, _NEVER, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64),
+                   np.zeros(n, np.float64), np.full(n, _NEVER, np.int64),
                    np.zeros((c, n), np.int64), np.zeros((c, n), np.int64),
                    np.zeros((c, n), np.int64))
 
@@ -403,7 +408,7 @@ def calibration(p: np.ndarray, y: np.ndarray, bins: int = 10) -> dict[str, Any]:
     else:
         auc = float("nan")
     return {"brier": float(np.mean((p - y) ** 2)), "auc": auc, "ece": float(ece),
-            "base_rate": float(y.mean()) if len(y) else float("nan"), "n": int(len(y)),
+            "base_rate": float(y.mean()) if len(y) else float("nan"), "n": len(y),
             "reliability": table}
 
 
@@ -658,3 +663,15 @@ def build_profiles(ds: Dataset, as_of: str | int | None = None, *,
                    axis=1)
     table = pd.DataFrame({"user_id": ds.users["user_id"].astype(str).to_numpy(), **cols})
     return ProfileResult(table, model, b * HOUR, how, counters)
+
+
+def write_snapshot(ds: Dataset, directory: Path) -> tuple[str, ...]:
+    """Fit the profile model at the end of ``ds`` and write it (:data:`MODEL_FILE`) with
+    every user's counters (:data:`COUNTERS_FILE`) into ``directory`` (``pushrl state
+    import``'s history dir, for the server); returns the file names."""
+    b = last_bucket(ds) + 1
+    model = fit_model(ds, b)
+    counters = counters_from_dataset(cut(ds, b), model.channels)
+    np.savez(directory / COUNTERS_FILE, **counters.to_arrays())  # type: ignore[arg-type]
+    (directory / MODEL_FILE).write_text(model.to_json())
+    return COUNTERS_FILE, MODEL_FILE

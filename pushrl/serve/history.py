@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from pushrl.data.features import FeatureSpec, FeatureState, replay, user_index
+from pushrl.data.profiles import write_snapshot
 from pushrl.data.io import Dataset, from_unix_seconds, json_default, sha256_file, to_unix_seconds
 from pushrl.errors import PushrlError
 from pushrl.serve.store import DurableLog, Statement, StateError
@@ -190,9 +191,7 @@ def import_history(data: str | Path, state: str | Path, *, sync: str = "full",
                 "user_ids": ds.users["user_id"].astype(str).to_numpy(dtype=str)}
         np.savez(hdir / STATE_FILE, **snap)  # type: ignore[arg-type]  # (numpy stub)
         np.savez(hdir / EVENTS_FILE, **ev)  # type: ignore[arg-type]
-        from pushrl.serve.profiles import write_profile_snapshot
-
-        profile_files = write_profile_snapshot(ds, hdir)  # GET /v1/users/{id}/profile
+        profile_files = write_snapshot(ds, hdir)  # GET /v1/users/{id}/profile
         all_ts = np.concatenate([ev["a_ts"], to_unix_seconds(ds.pushes["ts"])])
         high = int(all_ts.max())
         users = ds.users

@@ -5,7 +5,8 @@ the server's :class:`~pushrl.data.features.FeatureState` (a copy of the user's s
 read never moves the live clock) and the user's
 :class:`~pushrl.data.profiles.ProfileCounters`:
 
-- ``pushrl state import`` writes ``history/profiles.npz`` (every imported user's counters at
+- ``pushrl state import`` writes (:func:`~pushrl.data.profiles.write_snapshot`)
+  ``history/profiles.npz`` (every imported user's counters at
   the end of the log) and ``history/profile_model.json`` (the profile model fitted there:
   churn model, RFM cuts, channel rates; the same fit as ``pushrl profiles`` on that log),
   both under the history's sha256 check;
@@ -31,41 +32,24 @@ import numpy as np
 import pandas as pd
 
 from pushrl.data.features import FeatureState
-from pushrl.data.io import Dataset
 from pushrl.data.profiles import (
+    COUNTERS_FILE,
     DEFAULT_CHANNEL,
+    MODEL_FILE,
     ProfileCounters,
     ProfileModel,
-    fit_model,
-    last_bucket,
-    counters_from_dataset,
-    cut,
     profile_rows,
 )
 from pydantic import TypeAdapter, ValidationError
 
 from pushrl.serve.errors import Conflict, Unprocessable
+from pushrl.serve.history import HISTORY_DIR, history_meta
 from pushrl.serve.schemas import Timestamp
 from pushrl.serve.store import LOG_FILE, DurableLog, StateError
 from pushrl.units import HOUR
 
 if TYPE_CHECKING:
     from pushrl.serve.server import Server
-
-COUNTERS_FILE = "profiles.npz"
-MODEL_FILE = "profile_model.json"
-
-
-def write_profile_snapshot(ds: Dataset, hdir: Path) -> tuple[str, ...]:
-    """Fit the profile model at the end of ``ds`` and write it with every user's counters
-    into the history dir ``hdir``; returns the file names (for the history's sha256)."""
-    b = last_bucket(ds) + 1
-    model = fit_model(ds, b)
-    counters = counters_from_dataset(cut(ds, b), model.channels)
-    np.savez(hdir / COUNTERS_FILE, **counters.to_arrays())  # type: ignore[arg-type]
-    (hdir / MODEL_FILE).write_text(model.to_json())
-    return COUNTERS_FILE, MODEL_FILE
-
 
 class LiveProfiles:
     """The imported profile snapshot of a state dir, loaded on first use.
@@ -83,8 +67,6 @@ class LiveProfiles:
     @classmethod
     def of(cls, log: DurableLog) -> LiveProfiles:
         """The snapshot of the state dir of ``log`` (as its history meta row names it)."""
-        from pushrl.serve.history import history_meta
-
         meta = history_meta(log)
         return cls(log.dir, None if meta is None else meta.get("sha256"))
 
@@ -96,7 +78,6 @@ class LiveProfiles:
         """
         if self._loaded is None:
             from pushrl.data.io import sha256_file
-            from pushrl.serve.history import HISTORY_DIR
 
             counters = model = None
             hdir = self.dir / HISTORY_DIR
