@@ -23,6 +23,7 @@ live rows are a scan of what the server recorded since the import).
 from __future__ import annotations
 
 import asyncio
+import re
 import sqlite3
 from datetime import datetime
 from pathlib import Path
@@ -132,7 +133,7 @@ def parse_time(v: str) -> datetime:
     """
     try:
         t: datetime = TypeAdapter(Timestamp).validate_python(
-            int(v) if v.strip().isdigit() else v)
+            int(v) if re.fullmatch(r"[0-9]{1,12}", v) else v)
     except ValidationError as exc:
         msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
         raise Unprocessable("invalid_as_of", f"as_of {v!r}: {msg}") from None

@@ -101,8 +101,9 @@ def test_server_profile_follows_live_events_and_errors(world: tuple[Path, Datase
         assert r.status_code == 404 and "unknown user_id" in r.json()["detail"]
         r = c.get(f"/v1/users/{uid}/profile", params={"as_of": batch.as_of - 100 * H})
         assert r.status_code == 409 and "before the user's state" in r.json()["detail"]
-        r = c.get(f"/v1/users/{uid}/profile", params={"as_of": "yesterday"})
-        assert r.status_code == 422
+        for bad in ("yesterday", "\u00b2", "9" * 40, "1e9", "2026-03-02T09:00:00"):
+            r = c.get(f"/v1/users/{uid}/profile", params={"as_of": bad})
+            assert r.status_code == 422 and "as_of" in r.json()["detail"], (bad, r.text)
         r = c.get(f"/v1/users/{uid}/profile")  # default: now (or the user's clock)
         assert r.status_code == 200, r.text
 
@@ -121,3 +122,19 @@ def test_profile_without_imported_history(tmp_path: Path) -> None:
         p = r.json()["profile"]
         assert p["churn_risk"] is None and p["lifetime_activity"] == 1.0
         assert np.isfinite(p["engagement_score"]) and p["rfm_segment"] == "no_purchase"
+
+
+def test_damaged_profile_snapshot_is_refused(world: tuple[Path, Dataset],
+                                             tmp_path: Path) -> None:
+    """The profile files are under the history's sha256: a changed model refuses the start
+    (``check_history``, as for the feature snapshot) and a read of it says what to do."""
+    from pushrl.data.profiles import MODEL_FILE
+    from pushrl.serve.history import HISTORY_DIR, check_history
+    from pushrl.serve.store import StateError
+
+    data, _ = world
+    import_history(data, tmp_path / "state", quarantine=False)
+    f = tmp_path / "state" / HISTORY_DIR / MODEL_FILE
+    f.write_text(f.read_text().replace('"as_of": ', '"as_of": 1'))
+    with pytest.raises(StateError, match="damaged"):
+        check_history(tmp_path / "state")
