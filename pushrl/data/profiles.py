@@ -584,8 +584,10 @@ def fit_model(ds: Dataset, as_of_bucket: int, *, train: np.ndarray | None = None
                                           now.pushes.iloc[:0]), counters.channels)
     y = (later.last_act[users] < b0).astype(np.float64)  # no activity in [b0, as_of)
     if y[tr].min(initial=1) == y[tr].max(initial=0):
-        model.validation = {"error": "every training user is alike (all active or all "
-                                     "churned): no churn model to fit", "n": int(tr.sum())}
+        what = "active" if y[tr].max(initial=0) == 0 else "inactive"
+        model.validation = {"error": f"all {int(tr.sum())} training users were {what} in the "
+                                     f"{CHURN_DAYS} days before as-of: no churn to learn from, "
+                                     "churn_risk is left empty", "n": int(tr.sum())}
         return model
     coef, mean, scale = fit_logistic(x[tr], y[tr])
     model.coef, model.mean, model.scale = coef.tolist(), mean.tolist(), scale.tolist()

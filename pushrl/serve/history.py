@@ -191,7 +191,9 @@ def import_history(data: str | Path, state: str | Path, *, sync: str = "full",
                 "user_ids": ds.users["user_id"].astype(str).to_numpy(dtype=str)}
         np.savez(hdir / STATE_FILE, **snap)  # type: ignore[arg-type]  # (numpy stub)
         np.savez(hdir / EVENTS_FILE, **ev)  # type: ignore[arg-type]
+        t1 = time.perf_counter()
         profile_files = write_snapshot(ds, hdir)  # GET /v1/users/{id}/profile
+        secs["profiles"] = time.perf_counter() - t1
         all_ts = np.concatenate([ev["a_ts"], to_unix_seconds(ds.pushes["ts"])])
         high = int(all_ts.max())
         users = ds.users
