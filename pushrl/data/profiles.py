@@ -24,7 +24,8 @@ Columns (:data:`PROFILE_COLUMNS`, plus ``affinity_<category>`` and ``<metric>_<c
   (:attr:`ProfileModel.validation`). A logistic fit's score equations make the mean
   prediction equal the base rate; the quadratic terms let it bend where a Poisson user's
   ``exp(-rate)`` does.
-- ``top_category`` and ``affinity_<c>``: :meth:`FeatureState.affinity` (1.0 = population).
+- ``top_category`` and ``affinity_<c>``: :meth:`FeatureState.affinity` (1.0 = population;
+  the columns only up to :data:`MAX_AFFINITY_COLUMNS` categories).
 - RFM from ``purchase`` events: ``recency_days`` (since the last purchase, NaN if none),
   ``frequency`` (purchases), ``monetary`` (their summed ``revenue``). Scores 1-3: R = 3 within
   7 days, 2 within 30, else 1; F = 3 at >= 4 purchases, 2 at 2-3, else 1; M = terciles of the
@@ -56,6 +57,9 @@ from pushrl.errors import DataError
 from pushrl.units import DAY, HOUR
 
 PROFILE_VERSION = "profiles/v1"
+#: ``affinity_<c>`` columns are written up to this many categories (a log without an item
+#: category has one "category" per item); ``top_category`` always.
+MAX_AFFINITY_COLUMNS = 64
 #: Files of a profile snapshot (:func:`write_snapshot`).
 COUNTERS_FILE = "profiles.npz"
 MODEL_FILE = "profile_model.json"
@@ -474,8 +478,9 @@ def profile_rows(fs: FeatureState, users: np.ndarray, counters: ProfileCounters,
     out.update({"recency_days": rec, "frequency": freq, "monetary": mon, "r_score": r,
                 "f_score": f, "m_score": m, "rfm_segment": seg.astype(object),
                 "activity_7d": act7, "lifetime_activity": fs.a.how_tot[u].astype(np.float64)})
-    for j, c in enumerate(spec.categories):
-        out[f"affinity_{c}"] = aff[:, j]
+    if nc <= MAX_AFFINITY_COLUMNS:
+        for j, c in enumerate(spec.categories):
+            out[f"affinity_{c}"] = aff[:, j]
     ks = spec.shrink_open
     for j, ch in enumerate(model.channels):
         cj = counters.channels.index(ch) if ch in counters.channels else -1
@@ -624,15 +629,18 @@ def as_of_bucket(ds: Dataset, as_of: str | int | None) -> int:
     """
     if as_of is None:
         return last_bucket(ds) + 1
+    text = str(as_of).strip()
     try:
-        t = pd.Timestamp(as_of if not str(as_of).isdigit() else int(as_of), unit=(
-            "s" if str(as_of).isdigit() else None))
-    except (ValueError, TypeError):
+        t = (pd.Timestamp(int(text), unit="s") if text.isascii() and text.isdigit()
+             else pd.Timestamp(text))
+    except (ValueError, TypeError, OverflowError):
+        t = pd.NaT
+    if t is pd.NaT:
         raise DataError(f"--as-of {as_of!r} is not a time; pass an ISO time such as "
-                        "2026-03-29T00:00:00Z or unix seconds") from None
+                        "2026-03-29T00:00:00Z or unix seconds")
     if t.tzinfo is None:
         t = t.tz_localize("UTC")
-    b = int(t.timestamp()) // HOUR
+    b = int(pd.Timestamp(t).timestamp()) // HOUR
     first = min(int(to_unix_seconds(x["ts"]).min()) for x in (ds.activity, ds.pushes)
                 if len(x)) // HOUR if (len(ds.activity) or len(ds.pushes)) else b
     if b <= first:

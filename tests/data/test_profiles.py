@@ -160,6 +160,8 @@ def test_model_checksum_and_round_trip(small: Dataset) -> None:
 
 @pytest.mark.parametrize(("as_of", "match"), [
     ("not a time", "is not a time"),
+    ("", "is not a time"),
+    ("99999999999999999999", "is not a time"),
     ("2020-01-01T00:00:00Z", "not after the log's first event"),
 ])
 def test_bad_as_of(small: Dataset, as_of: str, match: str) -> None:
