@@ -651,7 +651,8 @@ def as_of_bucket(ds: Dataset, as_of: str | int | None) -> int:
 
 def build_profiles(ds: Dataset, as_of: str | int | None = None, *,
                    train: np.ndarray | None = None, evaluate: np.ndarray | None = None,
-                   model: ProfileModel | None = None) -> ProfileResult:
+                   model: ProfileModel | None = None,
+                   spec: FeatureSpec | None = None) -> ProfileResult:
     """Profiles of every user of ``ds`` at ``as_of`` (see the module docstring).
 
     Args:
@@ -659,11 +660,13 @@ def build_profiles(ds: Dataset, as_of: str | int | None = None, *,
         as_of: Profile time (see :func:`as_of_bucket`).
         train, evaluate: Optional user masks for the churn model (:func:`fit_model`).
         model: Use this fitted model instead of fitting one.
+        spec: Use this feature spec instead of fitting one on the log cut at ``as_of`` (e.g.
+            a server's, to compare with its live profiles).
     """
     b = as_of_bucket(ds, as_of)
     now = cut(ds, b)
     model = fit_model(ds, b, train=train, evaluate=evaluate) if model is None else model
-    spec = FeatureSpec.fit(now)
+    spec = FeatureSpec.fit(now) if spec is None else spec
     fs = _state(now, spec, b)
     counters = counters_from_dataset(now, model.channels)
     users = np.arange(len(ds.users))

@@ -138,3 +138,56 @@ def test_damaged_profile_snapshot_is_refused(world: tuple[Path, Dataset],
     f.write_text(f.read_text().replace('"as_of": ', '"as_of": 1'))
     with pytest.raises(StateError, match="damaged"):
         check_history(tmp_path / "state")
+
+
+def test_live_profile_equals_batch_of_the_log_plus_what_the_server_recorded(
+        world: tuple[Path, Dataset], tmp_path: Path) -> None:
+    """After events, a sent decision and its feedback through the server, the served profile
+    equals the batch profile of the imported log plus those rows, under the server's model
+    and feature spec (exact; a changed revenue or click in the batch rows fails it)."""
+    import pandas as pd
+
+    from pushrl.data.features import FeatureSpec
+    from pushrl.data.io import from_unix_seconds
+    from pushrl.data.profiles import ProfileModel
+
+    data, ds = world
+    import_history(data, tmp_path / "state", quarantine=False)
+    state = tmp_path / "state"
+    model = ProfileModel.from_json((state / "history" / "profile_model.json").read_text())
+    t0 = build_profiles(ds).as_of + 3 * H
+    uid = str(ds.users["user_id"].iloc[7])
+    item = str(ds.items["item_id"].iloc[3])
+    app = create_app(make_cfg(tmp_path, catalog=None), overrides=doubles(timing=CoinFlip(1.0)))
+    with TestClient(app) as c:
+        spec = app.state.server.state.spec
+        evs = [{"user_id": uid, "event": "session", "ts": t0},
+               {"user_id": uid, "event": "view", "ts": t0 + 60, "item_id": item},
+               {"user_id": uid, "event": "purchase", "ts": t0 + 120, "item_id": item,
+                "revenue": 19.0}]
+        assert c.post("/v1/events", json={"events": evs}).status_code == 200
+        d = c.post("/v1/decide", json={"user_id": uid, "ts": t0 + 2 * H}).json()
+        assert d["send"], d
+        r = c.post("/v1/feedback", json={"decision_id": d["decision_id"], "clicked": True,
+                                         "ts": t0 + 2 * H + 300})
+        assert r.status_code == 200, r.text
+        as_of = t0 + 30 * H
+        served = c.get(f"/v1/users/{uid}/profile", params={"as_of": as_of}).json()["profile"]
+    act = pd.DataFrame({"user_id": uid, "ts": from_unix_seconds(np.array([e["ts"] for e in evs])),
+                        "event": [e["event"] for e in evs],
+                        "item_id": [None, item, item], "revenue": [np.nan, np.nan, 19.0]})
+    push = pd.DataFrame({"decision_id": "live-1", "user_id": [uid],
+                         "ts": from_unix_seconds(np.array([t0 + 2 * H])), "sent": [True],
+                         "item_id": [d["item_id"]], "opened": [True], "clicked": [True]})
+    ds2 = Dataset(ds.users, ds.items,
+                  pd.concat([ds.activity.astype({"event": str, "item_id": object,
+                                                 "user_id": object}), act], ignore_index=True),
+                  pd.concat([ds.pushes.astype({"item_id": object, "user_id": object}), push],
+                            ignore_index=True))
+    assert isinstance(spec, FeatureSpec)
+    batch = build_profiles(ds2, as_of, model=model, spec=spec).table
+    row = batch.set_index("user_id").loc[uid].to_dict()
+    bad = {k: (served[k], v) for k, v in row.items()
+           if not _same(served[k], v.item() if hasattr(v, "item") else v)}
+    assert not bad, bad
+    assert row["frequency"] >= 1 and row["sends_push"] >= 1
