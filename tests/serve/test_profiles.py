@@ -191,3 +191,23 @@ def test_live_profile_equals_batch_of_the_log_plus_what_the_server_recorded(
            if not _same(served[k], v.item() if hasattr(v, "item") else v)}
     assert not bad, bad
     assert row["frequency"] >= 1 and row["sends_push"] >= 1
+
+
+def test_no_as_of_makes_a_server_error(tmp_path: Path) -> None:
+    """300 random ``as_of`` strings (digits, signs, ISO pieces, unicode) for a known user:
+    every answer is 200, 409 or 422 JSON, never 5xx (seeded)."""
+    rng = np.random.default_rng(0)
+    alphabet = list("0123456789-+:TZ .eE") + ["\u00b2", "\u0663", "\x00", "%", "/", "\u2212"]
+    app = create_app(make_cfg(tmp_path), overrides=doubles())
+    with TestClient(app) as c:
+        t = 1_772_409_600
+        c.put("/v1/users/a", json={"timezone": "Asia/Kolkata", "ts": t})
+        seen = set()
+        for i in range(300):
+            n = int(rng.integers(0, 26))
+            s = "".join(rng.choice(alphabet, n)) if i % 3 else str(int(rng.integers(0, 2**62)))
+            r = c.get("/v1/users/a/profile", params={"as_of": s})
+            assert r.status_code in (200, 409, 422), (s, r.status_code, r.text)
+            assert "detail" in r.json() or "profile" in r.json()
+            seen.add(r.status_code)
+        assert 422 in seen
