@@ -152,7 +152,7 @@ class ProfileCounters:
         """Organic events: ``(k,)`` user indices, buckets, event names (``session``, ``view``,
         ``cart``, ``purchase``) and revenue (NaN = none; only purchases count)."""
         u, b = np.asarray(users, np.int64), np.asarray(buckets, np.int64)
-        ev = np.asarray(events).astype(str)
+        ev = np.asarray(events)  # (an object array compares elementwise, without a copy)
         np.minimum.at(self.first, u, b)
         np.maximum.at(self.last_act, u, b)
         np.add.at(self.visits, u[ev == "session"], 1)
@@ -215,7 +215,7 @@ def counters_from_dataset(ds: Dataset, channels: Sequence[str] | None = None
         rev = (act["revenue"].to_numpy(np.float64, na_value=np.nan) if "revenue" in act.columns
                else np.full(len(act), np.nan))
         out.record_activity(au[ok], (to_unix_seconds(act["ts"]) // HOUR)[ok],
-                            act["event"].astype(str).to_numpy()[ok], rev[ok])
+                            _names(act["event"])[ok], rev[ok])
     ps = p.loc[sent]
     if len(ps):
         pu = user_index(ds, ps["user_id"])
@@ -230,6 +230,16 @@ def counters_from_dataset(ds: Dataset, channels: Sequence[str] | None = None
         out.record_pushes(pu[ok], (to_unix_seconds(ps["ts"]) // HOUR)[ok], ch[ok],
                           flag("opened")[ok], flag("clicked")[ok])
     return out
+
+
+def _names(s: pd.Series) -> np.ndarray:
+    """A string column as an object array of its values, through its categories (a
+    categorical or Arrow string column converted value by value is slow at millions of
+    rows)."""
+    c = s if isinstance(s.dtype, pd.CategoricalDtype) else s.astype("category")
+    cats = np.asarray([str(x) for x in c.cat.categories], dtype=object)
+    codes = c.cat.codes.to_numpy()
+    return np.where(codes >= 0, cats[np.maximum(codes, 0)] if cats.size else "", "")
 
 
 # --------------------------------------------------------------------- model
@@ -545,7 +555,8 @@ def _state(ds: Dataset, spec: FeatureSpec, bucket: int) -> FeatureState:
 
 def fit_model(ds: Dataset, as_of_bucket: int, *, train: np.ndarray | None = None,
               evaluate: np.ndarray | None = None, channels: Sequence[str] | None = None,
-              folds: int = 5, seed: int = 0) -> ProfileModel:
+              folds: int = 5, seed: int = 0,
+              counters: ProfileCounters | None = None) -> ProfileModel:
     """Fit the :class:`ProfileModel` for profiles at ``as_of_bucket``, point-in-time.
 
     The churn model's features come from the log cut at ``as_of - 14 d`` (users with an event
@@ -560,9 +571,12 @@ def fit_model(ds: Dataset, as_of_bucket: int, *, train: np.ndarray | None = None
         channels: Channel vocabulary (None: from the log).
         folds: Cross-fitting folds when ``evaluate`` is None.
         seed: Fold assignment seed.
+        counters: :func:`counters_from_dataset` of ``ds`` cut at ``as_of_bucket`` if the
+            caller has them (their channels are the model's).
     """
     now = cut(ds, as_of_bucket)
-    counters = counters_from_dataset(now, channels)
+    if counters is None:
+        counters = counters_from_dataset(now, channels)
     s = counters.sends.sum(axis=1)
     open_rate = np.where(s > 0, counters.opens.sum(axis=1) / np.maximum(s, 1), 0.0)
     click_rate = np.where(s > 0, counters.clicks.sum(axis=1) / np.maximum(s, 1), 0.0)
@@ -665,10 +679,11 @@ def build_profiles(ds: Dataset, as_of: str | int | None = None, *,
     """
     b = as_of_bucket(ds, as_of)
     now = cut(ds, b)
-    model = fit_model(ds, b, train=train, evaluate=evaluate) if model is None else model
+    counters = counters_from_dataset(now, None if model is None else model.channels)
+    if model is None:
+        model = fit_model(ds, b, train=train, evaluate=evaluate, counters=counters)
     spec = FeatureSpec.fit(now) if spec is None else spec
     fs = _state(now, spec, b)
-    counters = counters_from_dataset(now, model.channels)
     users = np.arange(len(ds.users))
     cols = profile_rows(fs, users, counters, b, model)
     how = np.stack([fs.day_profile(users, np.zeros(users.size, np.int64), "weekpart"),
@@ -683,8 +698,8 @@ def write_snapshot(ds: Dataset, directory: Path) -> tuple[str, ...]:
     every user's counters (:data:`COUNTERS_FILE`) into ``directory`` (``pushrl state
     import``'s history dir, for the server); returns the file names."""
     b = last_bucket(ds) + 1
-    model = fit_model(ds, b)
-    counters = counters_from_dataset(cut(ds, b), model.channels)
+    counters = counters_from_dataset(cut(ds, b))
+    model = fit_model(ds, b, counters=counters)
     np.savez(directory / COUNTERS_FILE, **counters.to_arrays())  # type: ignore[arg-type]
     (directory / MODEL_FILE).write_text(model.to_json())
     return COUNTERS_FILE, MODEL_FILE

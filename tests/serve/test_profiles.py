@@ -197,7 +197,7 @@ def test_no_as_of_makes_a_server_error(tmp_path: Path) -> None:
     """300 random ``as_of`` strings (digits, signs, ISO pieces, unicode) for a known user:
     every answer is 200, 409 or 422 JSON, never 5xx (seeded)."""
     rng = np.random.default_rng(0)
-    alphabet = list("0123456789-+:TZ .eE") + ["\u00b2", "\u0663", "\x00", "%", "/", "\u2212"]
+    alphabet = [*"0123456789-+:TZ .eE", "\u00b2", "\u0663", "\x00", "%", "/", "\u2212"]
     app = create_app(make_cfg(tmp_path), overrides=doubles())
     with TestClient(app) as c:
         t = 1_772_409_600
