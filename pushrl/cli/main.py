@@ -19,6 +19,7 @@ from pushrl.cli import (
     logs,
     plan,
     policies,
+    profiles,
     quickstart,
     serve,
     sim,
@@ -60,6 +61,7 @@ app.add_typer(logs.app, name="logs")
 app.add_typer(state.app, name="state")
 app.command("plan")(plan.command)
 app.command("quickstart")(quickstart.command)
+app.command("profiles")(profiles.command)
 
 
 def _plain_help(t: typer.Typer) -> None:

@@ -236,24 +236,48 @@ def write_report(r: CompareResult, out: str | Path) -> tuple[Path, Path]:
              "with the same random numbers, so differences are paired. The objective is the "
              "scenario's reward: weighted opens, clicks and revenue minus a cost per send and a "
              "penalty per unsubscribe.")
-    md = [f"# Policy comparison: {m.get('scenario')}", "", intro, "", md_summary, ""]
-    body = [f"<h1>Policy comparison: {html.escape(str(m.get('scenario')))}</h1>",
+    page, md = render_page(f"Policy comparison: {m.get('scenario')}",
+                           f"pushrl compare: {m.get('scenario')}", intro, md_summary, figs,
+                           png_dir=d)
+    hp, mp = d / "report.html", d / "report.md"
+    hp.write_text(page)
+    mp.write_text(md)
+    return hp, mp
+
+
+def render_page(heading: str, title: str, intro: str, summary_md: str,
+                figs: list[tuple[str, str, str]], *, png_dir: Path | None = None
+                ) -> tuple[str, str]:
+    """A self-contained HTML page and its markdown twin (every report of pushrl).
+
+    Args:
+        heading: The page's ``h1``; title: the browser tab's title.
+        intro: A paragraph (markdown ``**bold**`` is dropped in HTML).
+        summary_md: Markdown tables and lines, rendered under "Summary".
+        figs: ``(title, base64 PNG, note)`` per figure.
+        png_dir: Also write each figure as ``<title>.png`` there (the markdown links them).
+
+    Returns:
+        ``(html, markdown)``. The page marks its body with ``data-images-ok`` /
+        ``data-images-total`` once loaded (the browser tests read them).
+    """
+    md = [f"# {heading}", "", intro, "", summary_md, ""]
+    body = [f"<h1>{html.escape(heading)}</h1>",
             f"<p class='note'>{html.escape(intro).replace('**', '')}</p>",
-            "<h2>Summary</h2>", _md_table_to_html(md_summary)]
-    for title, png, note in figs:
-        body += [f"<h2>{html.escape(title)}</h2>", f"<p class='note'>{html.escape(note)}</p>",
-                 f"<img alt='{html.escape(title)}' src='data:image/png;base64,{png}'>"]
-        md += [f"## {title}", "", note, ""]
-        (d / f"{title.lower().replace(' ', '_')}.png").write_bytes(base64.b64decode(png))
-        md += [f"![{title}]({title.lower().replace(' ', '_')}.png)", ""]
+            "<h2>Summary</h2>", _md_table_to_html(summary_md)]
+    for name, png, note in figs:
+        body += [f"<h2>{html.escape(name)}</h2>", f"<p class='note'>{html.escape(note)}</p>",
+                 f"<img alt='{html.escape(name)}' src='data:image/png;base64,{png}'>"]
+        md += [f"## {name}", "", note, ""]
+        fname = f"{name.lower().replace(' ', '_')}.png"
+        if png_dir is not None:
+            (png_dir / fname).write_bytes(base64.b64decode(png))
+            md += [f"![{name}]({fname})", ""]
     script = ("<script>window.addEventListener('load',()=>{const i=[...document.images];"
               "document.body.dataset.imagesOk=i.filter(x=>x.complete&&x.naturalWidth>0).length;"
               "document.body.dataset.imagesTotal=i.length;});</script>")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>pushrl compare: "
-            f"{html.escape(str(m.get('scenario')))}</title><style>{_CSS}</style></head>"
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>"
+            f"{html.escape(title)}</title><style>{_CSS}</style></head>"
             f"<body>{''.join(body)}{script}</body></html>")
-    hp, mp = d / "report.html", d / "report.md"
-    hp.write_text(page)
-    mp.write_text("\n".join(md))
-    return hp, mp
+    return page, "\n".join(md)
 

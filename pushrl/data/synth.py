@@ -236,6 +236,20 @@ class TrueWorld:
         return _sigmoid(p.unsub_intercept + p.unsub_volume_7d * volume
                         + p.unsub_engagement * self.z[users])
 
+    def p_no_session(self, start_bucket: int, hours: int) -> np.ndarray:
+        """True probability that each user has no session (so no activity at all) in the
+        hour buckets ``[start_bucket, start_bucket + hours)``: ``exp(-expected sessions)``
+        (sessions are Poisson per hour). Shape ``(n_users,)``; the truth of churn risk."""
+        tz = self.users["timezone"].astype(str).to_numpy()
+        tzt = TimezoneTable(sorted(set(tz.tolist())))
+        idx = np.array([tzt.index(t) for t in tz], np.int64)
+        rows = np.arange(tz.size)
+        lam = np.zeros(tz.size)
+        for b in range(start_bucket, start_bucket + hours):
+            hour, dow, _ = local_clock(b * HOUR, tzt.offset_seconds(idx, np.full(tz.size, b)))
+            lam += self.rate[rows, (dow >= 5).astype(np.int64), hour]
+        return np.exp(-lam)
+
     def expected_value_per_open(self, users: np.ndarray, items: np.ndarray,
                                 w_click: float, w_revenue: float) -> np.ndarray:
         """E[click and revenue reward | open] for (user, item) pairs (broadcast)."""

@@ -368,6 +368,17 @@ def _add_data_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any,
         await srv().commit(srv().events(evs))
         return {"accepted": len(evs)}
 
+    @app.get("/v1/users/{user_id}/profile", tags=["data"], dependencies=[decide_scope],
+             responses=_errors(401, 403, 404, 409, 422))
+    async def user_profile(user_id: PathId, as_of: str | None = None) -> dict[str, Any]:
+        """The user's profile (peak hours, engagement, churn risk, affinities, RFM segment,
+        push responsiveness) at ``as_of`` (unix seconds or ISO 8601 with offset; default
+        now), as ``pushrl profiles`` computes it
+        (:mod:`pushrl.serve.profiles`)."""
+        from pushrl.serve.profiles import user_profile as profile
+
+        return await profile(srv(), user_id, as_of)
+
 
 
 def _add_decide_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any) -> None:

@@ -17,7 +17,9 @@ activity and sent pushes through the one feature pipeline
   category counts are indexed by the import's categories), and the users who unsubscribed
   in the log (outcome ``unsubscribed``: the server never pushes to them until a ``PUT
   /v1/users`` with ``subscribed=true``);
-- the meta row ``history``: sha256 of both files, the log's high-water mark (last event time)
+- ``history/profiles.npz`` and ``history/profile_model.json``: the users' profile counters
+  and the fitted profile model at the end of the log (:mod:`pushrl.serve.profiles`);
+- the meta row ``history``: sha256 of every file, the log's high-water mark (last event time)
   and counts. A start refuses a snapshot whose checksum does not match
   (:class:`~pushrl.serve.store.StateError`), as it refuses a damaged log.
 
@@ -39,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from pushrl.data.features import FeatureSpec, FeatureState, replay, user_index
+from pushrl.data.profiles import write_snapshot
 from pushrl.data.io import Dataset, from_unix_seconds, json_default, sha256_file, to_unix_seconds
 from pushrl.errors import PushrlError
 from pushrl.serve.store import DurableLog, Statement, StateError
@@ -210,6 +213,9 @@ def import_history(data: str | Path, state: str | Path, *, sync: str = "full",
                 "user_ids": ds.users["user_id"].astype(str).to_numpy(dtype=str)}
         np.savez(hdir / STATE_FILE, **snap)  # type: ignore[arg-type]  # (numpy stub)
         np.savez(hdir / EVENTS_FILE, **ev)  # type: ignore[arg-type]
+        t1 = time.perf_counter()
+        profile_files = write_snapshot(ds, hdir)  # GET /v1/users/{id}/profile
+        secs["profiles"] = time.perf_counter() - t1
         all_ts = np.concatenate([ev["a_ts"], to_unix_seconds(ds.pushes["ts"])])
         high = int(all_ts.max())
         users = ds.users
@@ -229,7 +235,8 @@ def import_history(data: str | Path, state: str | Path, *, sync: str = "full",
                 "n_unsubscribed": int(ev["u_user"].size),
                 "n_rejected": int(report.n_rejected), "high_water": high,
                 "categories": list(spec.categories),
-                "sha256": {f: sha256_file(hdir / f) for f in (STATE_FILE, EVENTS_FILE)}}
+                "sha256": {f: sha256_file(hdir / f)
+                           for f in (STATE_FILE, EVENTS_FILE, *profile_files)}}
         stmts.append(("INSERT INTO meta VALUES (?,?)", (META_KEY, json.dumps(meta))))
         (d / SPEC_FILE).write_text(json.dumps(spec.to_dict()))
         if scores is not None:

@@ -25,6 +25,7 @@ from pushrl.serve.engine import DecideRow, Engine
 from pushrl.serve.errors import Conflict, NotFound, ServeError, Unprocessable
 from pushrl.serve.metrics import ServeMetrics
 from pushrl.serve.policyset import CatalogPopular, Loaded, PolicySet, catalog_mismatch, load_set
+from pushrl.serve.profiles import LiveProfiles
 from pushrl.serve.schemas import DecideIn, Event, FeedbackIn, set_time_window
 from pushrl.serve.state import ServerState, default_spec
 from pushrl.serve.store import OP_ACTIVITY, OP_OPEN, DurableLog, Statement
@@ -73,6 +74,7 @@ class Server:
         self._init_popularity()
         self.state = ServerState(self.log, policies.spec or self.base_spec)
         self.state.rebuild()
+        self.live_profiles = LiveProfiles.of(self.log)  # GET /v1/users/{id}/profile
         self._count_item_events()
         kill = self.log.get_meta("kill_switch") == "1"
         self.engine = Engine(self.state, cfg, policies, self.metrics, kill_switch=kill)
