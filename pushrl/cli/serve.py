@@ -71,6 +71,15 @@ def command(
     accept_empty_state: bool = typer.Option(False, "--accept-empty-state", help="Start anew "
                                             "although the state dir's log is missing or "
                                             "empty (see README: state recovery)."),
+    holdout_share: float | None = typer.Option(None, "--holdout", help="Live holdout: share "
+                                               "of users (0-0.5, e.g. 0.05) never sent, to "
+                                               "measure lift (`pushrl lift`). Stored in the "
+                                               "state; default: the stored one, else the "
+                                               "--scenario's [holdout], else none."),
+    holdout_salt: str = typer.Option("0", "--holdout-salt", help="Salt of the holdout's user "
+                                     "hash."),
+    holdout_campaign: str = typer.Option("default", "--holdout-campaign", help="Campaign "
+                                         "name of the holdout (part of the hash)."),
 ) -> None:
     """Serve decisions: out of the box the default baselines (most-active-hour timing with a
     daily cap, most-popular item) until a policy is promoted.
@@ -84,6 +93,8 @@ def command(
     from pushrl.errors import PushrlError
     from pushrl.serve.app import create_app
     from pushrl.rules.guardrails import Guardrails
+    from pushrl.rules.holdout import Holdout
+    from pushrl.serve.holdout import check as check_holdout
     from pushrl.serve.config import ServeConfig, is_loopback, state_dir
     from pushrl.serve.timeouts import HttpLimits, uvicorn_config
     from pushrl.serve.history import check_history
@@ -99,12 +110,19 @@ def command(
                           "pass --api-keys FILE (python -m pushrl.serve.auth new --file FILE "
                           "--scopes decide,admin) or --insecure")
     base: Guardrails | None = None
+    hold: Holdout | None = None
     if scenario is not None:
         from pushrl.envs.scenario import load_scenario  # (imports the simulator: only here)
 
         sc = load_scenario(scenario)
         base = sc.guardrails
         catalog = catalog or sc.data
+        hold = sc.holdout
+    if holdout_share is not None:
+        try:
+            hold = Holdout(holdout_share, holdout_salt, holdout_campaign)
+        except ValueError as exc:
+            raise PushrlError(f"--holdout: {exc}") from None
     guardrails = base
     if quiet_hours is not None or max_per_day is not None or max_per_week is not None:
         d = base or Guardrails()
@@ -127,8 +145,9 @@ def command(
                       attribution_hours=attribution_hours, sync=sync, seed=seed,
                       catalog=catalog, public_docs=public_docs, public_metrics=public_metrics,
                       time_window_days=(past, future), accept_empty_state=accept_empty_state,
-                      late_bound_hours=late_bound)
+                      late_bound_hours=late_bound, holdout=hold)
     check_log(cfg.state, accept_empty=accept_empty_state)  # one clear line, not a traceback
+    check_holdout(cfg.state, hold)
     if history is not None:
         _import_once(history, cfg.state, sync)
     check_history(cfg.state)

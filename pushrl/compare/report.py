@@ -236,8 +236,18 @@ def write_report(r: CompareResult, out: str | Path) -> tuple[Path, Path]:
              "with the same random numbers, so differences are paired. The objective is the "
              "scenario's reward: weighted opens, clicks and revenue minus a cost per send and a "
              "penalty per unsubscribe.")
-    md = [f"# Policy comparison: {m.get('scenario')}", "", intro, "", md_summary, ""]
-    body = [f"<h1>Policy comparison: {html.escape(str(m.get('scenario')))}</h1>",
+    return write_page(d, f"Policy comparison: {m.get('scenario')}", intro, md_summary, figs)
+
+
+def write_page(out: str | Path, title: str, intro: str, md_summary: str,
+               figs: list[tuple[str, str, str]], stem: str = "report") -> tuple[Path, Path]:
+    """Write ``STEM.html`` (self-contained) and ``STEM.md`` into ``out``: a title, an intro,
+    a markdown summary table and ``figs`` (``(title, base64 PNG, note)``, also written as
+    PNG files). The one page layout of ``pushrl compare`` and ``pushrl lift``."""
+    d = Path(out)
+    d.mkdir(parents=True, exist_ok=True)
+    md = [f"# {title}", "", intro, "", md_summary, ""]
+    body = [f"<h1>{html.escape(title)}</h1>",
             f"<p class='note'>{html.escape(intro).replace('**', '')}</p>",
             "<h2>Summary</h2>", _md_table_to_html(md_summary)]
     for title, png, note in figs:
@@ -249,10 +259,10 @@ def write_report(r: CompareResult, out: str | Path) -> tuple[Path, Path]:
     script = ("<script>window.addEventListener('load',()=>{const i=[...document.images];"
               "document.body.dataset.imagesOk=i.filter(x=>x.complete&&x.naturalWidth>0).length;"
               "document.body.dataset.imagesTotal=i.length;});</script>")
-    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>pushrl compare: "
-            f"{html.escape(str(m.get('scenario')))}</title><style>{_CSS}</style></head>"
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>pushrl: "
+            f"{html.escape(title)}</title><style>{_CSS}</style></head>"
             f"<body>{''.join(body)}{script}</body></html>")
-    hp, mp = d / "report.html", d / "report.md"
+    hp, mp = d / f"{stem}.html", d / f"{stem}.md"
     hp.write_text(page)
     mp.write_text("\n".join(md))
     return hp, mp

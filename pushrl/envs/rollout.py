@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pushrl.data.features import F
+from pushrl.data.features import F, FeatureState
 from pushrl.envs.scenario import Scenario, load_scenario
 from pushrl.envs.observation import TimingObservation
 from pushrl.envs.world import make_world
+from pushrl.rules.holdout import Holdout
 from pushrl.sim.contexts import ItemDecider, TimingContext, TimingDecider
 from pushrl.sim.engine import Outcome, PushSim
 from pushrl.sim.response import TruthResponse
@@ -145,11 +146,20 @@ def draw_users(seed: int, n: int, n_pop: int) -> tuple[np.ndarray, np.ndarray]:
         np.uint64)
 
 
+def user_ids(population_ids: np.ndarray, rows: np.ndarray) -> list[str]:
+    """Ids of a rollout's users, ``(n,)``: ``LOGGED_ID.i`` for the ``i``-th user drawn from
+    population row ``rows[i]`` (a logged user may be drawn twice). The served driver
+    (:mod:`pushrl.compare.served`) gives the server the same ids, so a holdout assigns the
+    same users in both."""
+    logged = np.asarray(population_ids)[np.asarray(rows, np.int64)]
+    return [f"{u}.{i}" for i, u in enumerate(logged.tolist())]
+
+
 def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users: int = 10_000,
             days: int | None = None, seed: int = 0, *, item_policy: ItemDecider | None = None,
             policy_name: str | None = None, progress: Callable[[int, int], None] | None = None,
             users: tuple[np.ndarray, np.ndarray] | None = None,
-            **overrides: Any) -> RolloutResult:
+            holdout: Holdout | None = None, **overrides: Any) -> RolloutResult:
     """Evaluate a timing policy on ``n_users`` simulated users for ``days`` days.
 
     Args:
@@ -163,6 +173,12 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
         policy_name: Label in the result (default: ``policy.name`` or the class name).
         progress: Optional ``progress(step, total_steps)``.
         users: Optional ``(population rows, episode keys)``, each ``(n_users,)``.
+        holdout: A live holdout (:class:`~pushrl.rules.holdout.Holdout`; default: the
+            scenario's ``[holdout]``) over the users' ids
+            (:func:`user_ids`): held-out users are never delivered a push (the guardrail);
+            ``extra`` holds, for ``pushrl lift``, ``held_out`` ``(n_users,)`` bool,
+            ``pre_activity`` (organic activity events before the start: the warm start)
+            and ``activity`` (organic activity events during the rollout).
         **overrides: Scenario keys to replace (``truth=True``, ``max_sends_per_day=1``, ...).
 
     The context's ``extra`` holds ``obs`` (the ``PushTiming-v1`` observation, ``(n, 21)``),
@@ -188,6 +204,13 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
         raise ValueError(f"users must be two arrays of shape ({n_users},), got {pops.shape} "
                          f"and {keys.shape}")
     sim.reset(np.arange(n_users), pops, keys)
+    held = np.zeros(n_users, bool)
+    holdout = holdout if holdout is not None else sc.holdout
+    if holdout is not None and holdout.active:
+        held = holdout.held_out(user_ids(np.asarray(world.model.population.user_id), pops))
+        sim.set_held_out(np.arange(n_users), held)
+    # organic activity events per slot so far: the warm start's, i.e. the pre-period (CUPED)
+    pre_activity = sim.state.a.cum[FeatureState.ACTS].astype(np.float64)
     agent_obs = TimingObservation(sc.guardrails)  # the PushTiming-v1 observation, on demand
     rng = np.random.default_rng([seed, 2])
     acc = {m: np.zeros(n_users) for m in METRICS}
@@ -223,4 +246,7 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
                          acc["clicks"].astype(np.int64), acc["conversions"].astype(np.int64),
                          acc["revenue"], acc["guardrail_blocks"].astype(np.int64),
                          unsub_step >= 0, unsub_step, by_hour, time.perf_counter() - t0,
-                         extra={"objective_by_day": by_day})
+                         extra={"objective_by_day": by_day, "held_out": held,
+                                "pre_activity": pre_activity,
+                                "activity": sim.state.a.cum[FeatureState.ACTS].astype(
+                                    np.float64) - pre_activity})

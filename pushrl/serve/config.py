@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pushrl.rules.guardrails import Guardrails
+from pushrl.rules.holdout import Holdout
 
 #: Environment variable naming the default state directory.
 HOME_ENV = "PUSHRL_HOME"
@@ -64,6 +65,8 @@ class ServeConfig:
         late_bound_hours: Events (and feedback opens) up to this many hours before a user's
             state are placed in their hour; older events get ``409 event_too_late``
             (default 168: the longest feature window).
+        holdout: A live holdout (``--holdout``); None runs the one stored in the state's log,
+            if any (:mod:`pushrl.serve.holdout`).
         accept_empty_state: Start even when ``feature_spec.json`` shows the state dir held a
             server before but the log is missing or empty (deliberately starting anew).
     """
@@ -84,6 +87,7 @@ class ServeConfig:
     time_window_days: tuple[int, int] = (3653, 731)
     accept_empty_state: bool = False
     late_bound_hours: int = 168
+    holdout: Holdout | None = None
 
     def __post_init__(self) -> None:
         if self.sync not in ("full", "normal"):

@@ -136,6 +136,7 @@ class Subscriptions:
 
 def check(cfg: Guardrails, history: SendHistory, users: np.ndarray, ts: np.ndarray,
           fs: FeatureState, subscriptions: Subscriptions | None = None,
+          held_out: np.ndarray | None = None,
           ) -> tuple[np.ndarray, list[str | None], np.ndarray, np.ndarray]:
     """Which users may receive a push at ``ts``.
 
@@ -146,6 +147,8 @@ def check(cfg: Guardrails, history: SendHistory, users: np.ndarray, ts: np.ndarr
         ts: ``(n,)`` unix seconds of the decisions.
         fs: The feature state (users' time zones).
         subscriptions: Users' subscription status (None: all subscribed).
+        held_out: ``(n,)`` bool, users in the live holdout (None: nobody;
+            :meth:`pushrl.serve.holdout.HeldOut.mask`).
 
     Returns:
         ``allowed`` bool ``(n,)``, the blocking guardrail per row (``None`` if allowed),
@@ -155,6 +158,6 @@ def check(cfg: Guardrails, history: SendHistory, users: np.ndarray, ts: np.ndarr
     hours, _, days = fs.local_time_at(users, t)
     today, week = history.counts(users, bucket_of(t), days)
     code = cfg.verdict(hours, today, week,
-                       None if subscriptions is None else subscriptions.mask(users))
+                       None if subscriptions is None else subscriptions.mask(users), held_out)
     reasons = [REASONS[c] for c in code.tolist()]
     return code == 0, reasons, today, days
