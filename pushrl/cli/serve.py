@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from pushrl.rules.volume import VolumeTarget
 
 
 def command(
@@ -78,6 +82,10 @@ def command(
                                                "--scenario's [holdout], else none."),
     holdout_salt: str = typer.Option("0", "--holdout-salt", help="Salt of the holdout's user "
                                      "hash."),
+    volume: float | None = typer.Option(None, "--volume", min=0.0, help="Global volume "
+                                        "target: at most this many pushes per subscribed user "
+                                        "per week on average, met by a price on each send "
+                                        "(per-user caps stay hard guardrails)."),
     holdout_campaign: str = typer.Option("default", "--holdout-campaign", help="Campaign "
                                          "name of the holdout (part of the hash)."),
 ) -> None:
@@ -145,7 +153,8 @@ def command(
                       attribution_hours=attribution_hours, sync=sync, seed=seed,
                       catalog=catalog, public_docs=public_docs, public_metrics=public_metrics,
                       time_window_days=(past, future), accept_empty_state=accept_empty_state,
-                      late_bound_hours=late_bound, holdout=hold)
+                      late_bound_hours=late_bound, holdout=hold,
+                      volume=None if volume is None else _volume(volume))
     check_log(cfg.state, accept_empty=accept_empty_state)  # one clear line, not a traceback
     check_holdout(cfg.state, hold)
     if history is not None:
@@ -154,6 +163,16 @@ def command(
     limits = HttpLimits(header_timeout, body_timeout, keep_alive, limit_concurrency)
     uvicorn.Server(uvicorn_config(create_app(cfg), host=host, port=port, limits=limits,
                                   log_level=log_level)).run()
+
+
+def _volume(v: float) -> VolumeTarget:
+    from pushrl.errors import PushrlError
+    from pushrl.rules.volume import VolumeTarget
+
+    try:
+        return VolumeTarget(v)
+    except ValueError as exc:
+        raise PushrlError(f"--volume: {exc}") from None
 
 
 def _import_once(data: Path, state: Path, sync: str) -> None:

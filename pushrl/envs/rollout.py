@@ -25,6 +25,7 @@ from pushrl.envs.scenario import Scenario, load_scenario
 from pushrl.envs.observation import TimingObservation
 from pushrl.envs.world import make_world
 from pushrl.rules.holdout import Holdout
+from pushrl.rules.volume import SendPrice, VolumeTarget, send_value
 from pushrl.sim.contexts import ItemDecider, TimingContext, TimingDecider
 from pushrl.sim.engine import Outcome, PushSim
 from pushrl.sim.response import TruthResponse
@@ -159,7 +160,8 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
             days: int | None = None, seed: int = 0, *, item_policy: ItemDecider | None = None,
             policy_name: str | None = None, progress: Callable[[int, int], None] | None = None,
             users: tuple[np.ndarray, np.ndarray] | None = None,
-            holdout: Holdout | None = None, **overrides: Any) -> RolloutResult:
+            holdout: Holdout | None = None, volume: VolumeTarget | None = None,
+            **overrides: Any) -> RolloutResult:
     """Evaluate a timing policy on ``n_users`` simulated users for ``days`` days.
 
     Args:
@@ -179,6 +181,10 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
             ``extra`` holds, for ``pushrl lift``, ``held_out`` ``(n_users,)`` bool,
             ``pre_activity`` (organic activity events before the start: the warm start)
             and ``activity`` (organic activity events during the rollout).
+        volume: A global volume target (:mod:`pushrl.rules.volume`): every send of the
+            policy must be worth the controller's price; ``extra["price"]`` ``(horizon,)``
+            is the price at each step and ``extra["volume_per_user_week"]`` the realised
+            volume (sends per subscribed user per week).
         **overrides: Scenario keys to replace (``truth=True``, ``max_sends_per_day=1``, ...).
 
     The context's ``extra`` holds ``obs`` (the ``PushTiming-v1`` observation, ``(n, 21)``),
@@ -211,6 +217,8 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
         sim.set_held_out(np.arange(n_users), held)
     # organic activity events per slot so far: the warm start's, i.e. the pre-period (CUPED)
     pre_activity = sim.state.a.cum[FeatureState.ACTS].astype(np.float64)
+    price = None if volume is None else SendPrice(volume)
+    prices = np.zeros(sc.horizon)
     agent_obs = TimingObservation(sc.guardrails)  # the PushTiming-v1 observation, on demand
     rng = np.random.default_rng([seed, 2])
     acc = {m: np.zeros(n_users) for m in METRICS}
@@ -230,8 +238,14 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
                             sim=sim, population_index=sim.pop, step=step, scenario=sc,
                             true_world=true_world, true_user_index=true_index))
         action = np.asarray(policy.decide_batch(ctx, rng).action)
+        if price is not None:  # the one gate of the global volume target
+            prices[step] = price.price
+            action = np.where(price.allow(send_value(obs.raw)), action, 0)
+            reachable = int(sim.alive.sum())
         hour = obs.raw[:, F["local_hour"]].astype(np.int64)
         out = sim.step(action == 1)
+        if price is not None:
+            price.observe(int(obs.bucket[0]), float(out.delivered.sum()), reachable)
         r = out.reward(sc.reward)
         tally(acc, out, r)
         by_day[:, min(step // sc.slots_per_day, sc.horizon_days - 1)] += r
@@ -240,6 +254,8 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
         unsub_step[out.unsubscribed] = step
         if progress is not None:
             progress(step + 1, sc.horizon)
+    if price is not None:
+        price.close()
     name = policy_name or getattr(policy, "name", None) or type(policy).__name__
     return RolloutResult(sc, str(name), seed, sc.horizon_days, pops, acc["objective"],
                          acc["sends"].astype(np.int64), acc["opens"].astype(np.int64),
@@ -247,6 +263,9 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
                          acc["revenue"], acc["guardrail_blocks"].astype(np.int64),
                          unsub_step >= 0, unsub_step, by_hour, time.perf_counter() - t0,
                          extra={"objective_by_day": by_day, "held_out": held,
+                                "price": prices, "volume_per_user_week": (
+                                    None if price is None
+                                    else price.realised_per_user_week()),
                                 "pre_activity": pre_activity,
                                 "activity": sim.state.a.cum[FeatureState.ACTS].astype(
                                     np.float64) - pre_activity})

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pushrl.rules.guardrails import Guardrails
 from pushrl.rules.holdout import Holdout
+from pushrl.rules.volume import VolumeTarget
 
 #: Environment variable naming the default state directory.
 HOME_ENV = "PUSHRL_HOME"
@@ -67,6 +68,8 @@ class ServeConfig:
             (default 168: the longest feature window).
         holdout: A live holdout (``--holdout``); None runs the one stored in the state's log,
             if any (:mod:`pushrl.serve.holdout`).
+        volume: A global volume target (``--volume V``: at most V pushes per subscribed user
+            per week on average), met by a price on each send (:mod:`pushrl.rules.volume`).
         accept_empty_state: Start even when ``feature_spec.json`` shows the state dir held a
             server before but the log is missing or empty (deliberately starting anew).
     """
@@ -88,6 +91,7 @@ class ServeConfig:
     accept_empty_state: bool = False
     late_bound_hours: int = 168
     holdout: Holdout | None = None
+    volume: VolumeTarget | None = None
 
     def __post_init__(self) -> None:
         if self.sync not in ("full", "normal"):

@@ -22,6 +22,7 @@ from pushrl.data.features import ItemCatalog
 from pushrl.policies.base import SEND, TimingContext, TimingPolicy
 from pushrl.policies.item_data import ContextEncoder, make_context, pad_candidates
 from pushrl.rules.guardrails import Guardrails
+from pushrl.rules.volume import SendPrice, send_value
 from pushrl.serve import guardrails
 from pushrl.serve.config import ServeConfig
 from pushrl.serve.errors import Conflict
@@ -86,6 +87,8 @@ class Engine:
         self._ctx_cache: dict[int, tuple[Any, ItemCatalog, ContextEncoder, np.ndarray]] = {}
         self._counter_cache: dict[str, tuple[Any, Any]] = {}
         self._guard: tuple[Loaded | None, Guardrails] = (None, Guardrails())
+        #: The global volume target's price on a send (``--volume``), None without one.
+        self.price = None if cfg.volume is None else SendPrice(cfg.volume)
 
     @property
     def guardrails(self) -> Guardrails:
@@ -212,6 +215,8 @@ class Engine:
             dist, free = timing.policy.action_dist_unguarded(tctx)
         else:
             dist, free = timing.policy.action_dist(tctx), None
+        if self.price is not None and not self.kill_switch:  # the global volume target
+            dist = self.price.apply(dist, send_value(raw))
         td = timing.policy.sample(dist, self.rng)
         send = np.asarray(td.action) == SEND
         p_send = np.asarray(td.action_dist)[:, SEND].astype(np.float64)
@@ -251,6 +256,9 @@ class Engine:
                         "item_policy": item_label if sent else None, "reason": why[i],
                         "ts": iso(ts_l[i]), "send_at": None, "holdout": arm_l[i],
                         "p_holdout": p_hold})
+        if self.price is not None:
+            self.price.observe(int(b.max()), float(send.sum()),
+                               len(st.users) - st.subscriptions.n_unsubscribed)
         decisions, sends = self._counters(timing.label)
         decisions.inc(n)
         sends.inc(int(send.sum()))

@@ -129,6 +129,11 @@ class Subscriptions:
         subscribed", which costs nothing on the decision path)."""
         return None if self._off == 0 else self.get(users)
 
+    @property
+    def n_unsubscribed(self) -> int:
+        """Users unsubscribed now."""
+        return self._off
+
     def is_subscribed(self, user: int) -> bool:
         """The status of one user."""
         return bool(self.get(np.array([user]))[0])
