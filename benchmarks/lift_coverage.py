@@ -38,16 +38,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pushrl.compare import lift  # noqa: E402
-from pushrl.compare.runner import PolicySpec  # noqa: E402
-from pushrl.envs.rollout import rollout  # noqa: E402
-from pushrl.envs.scenario import load_scenario  # noqa: E402
-from pushrl.rules.holdout import Holdout  # noqa: E402
+from pushrl.compare import lift
+from pushrl.compare.runner import PolicySpec
+from pushrl.envs.rollout import rollout
+from pushrl.envs.scenario import load_scenario
+from pushrl.rules.holdout import Holdout
 
 METRICS = ("opens", "clicks", "conversions", "revenue", "activity", "sends")
 
 
-def _policies(sc_ref: str):  # noqa: ANN202
+def _policies(sc_ref: str):
     sc = load_scenario(sc_ref)
     timing = PolicySpec.parse("most-active-hour").load()
     item = PolicySpec.parse(f"most-popular:data={Path(sc.data).resolve()}").load()
@@ -89,8 +89,8 @@ def served(sc_ref: str, users: int, days: int, share: float, seed: int,
         reg.mkdir()
         state = Path(tmp) / "state"
         t0 = time.perf_counter()
-        run = drive(reg, sc_ref, users=users, days=days, seed=seed, history="warm",
-                    state=state, serve_args=("--holdout", str(share), "--holdout-salt", salt))
+        drive(reg, sc_ref, users=users, days=days, seed=seed, history="warm",
+              state=state, serve_args=("--holdout", str(share), "--holdout-salt", salt))
         wall = time.perf_counter() - t0
         ld = lift_data(state)
     timing, item = _policies(sc_ref)

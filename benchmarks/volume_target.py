@@ -31,9 +31,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pushrl.compare.runner import PolicySpec  # noqa: E402
-from pushrl.envs.rollout import RolloutResult, rollout  # noqa: E402
-from pushrl.rules.volume import VolumeTarget  # noqa: E402
+from pushrl.compare.runner import PolicySpec
+from pushrl.envs.rollout import RolloutResult, rollout
+from pushrl.rules.volume import VolumeTarget
 
 
 def volume(r: RolloutResult) -> float:

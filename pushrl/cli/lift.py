@@ -44,15 +44,16 @@ def command(
     if report is not None:
         lift.write_report(ld, est, report, mde)
     if as_json:
-        out = {"source": ld.source, "users": len(ld.users),
-               "held_out": int(ld.users["held_out"].sum()), "days": round(ld.days, 3),
-               "metrics": [r.to_dict() for r in est]}
+        metrics = [r.to_dict() for r in est]
         if mde is not None:
-            for d, r in zip(out["metrics"], est, strict=True):  # type: ignore[arg-type]
+            for d, r in zip(metrics, est, strict=True):
                 dd = lift.days_to_mde(r, mde, ld.days, power=power, cuped=not no_cuped)
                 d["days_to_mde"] = round(dd, 2) if dd == dd else None
-        emit(out, True)
+        emit({"source": ld.source, "users": len(ld.users),
+              "held_out": int(ld.users["held_out"].sum()), "days": round(ld.days, 3),
+              "metrics": metrics}, True)
         return
-    console.print(lift.summary_markdown(ld, est, mde, power=power, cuped=not no_cuped).replace("**", ""))
+    md = lift.summary_markdown(ld, est, mde, power=power, cuped=not no_cuped)
+    console.print(md.replace("**", ""))
     if report is not None:
         console.print(f"report: {report / 'lift.html'}")

@@ -6,10 +6,11 @@ assignment is random and independent of everything else, the difference between 
 mean outcome per user is an unbiased estimate of the campaign's incremental effect per user
 (the average treatment effect over the experiment's users).
 
-**One per-user table** (:data:`COLUMNS`) is built from a server state (:func:`pushrl.serve.holdout.lift_data`),
-a pushlog with the ``holdout`` column (:func:`from_log`, e.g. ``pushrl logs export``) or a
-batch rollout (:func:`from_rollout`); :func:`estimate` computes every metric from it, so the
-log path and the simulator path are the same computation.
+**One per-user table** (:data:`COLUMNS`) is built from a server state
+(:func:`pushrl.serve.holdout.lift_data`), a pushlog with the ``holdout`` column
+(:func:`from_log`, e.g. ``pushrl logs export``) or a batch rollout (:func:`from_rollout`);
+:func:`estimate` computes every metric from it, so the log path and the simulator path are
+the same computation.
 
 Metrics (per user, over the experiment, i.e. from its first decision with a holdout arm):
 

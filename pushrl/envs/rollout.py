@@ -213,6 +213,7 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
     held = np.zeros(n_users, bool)
     holdout = holdout if holdout is not None else sc.holdout
     if holdout is not None and holdout.active:
+        assert world.model.population is not None  # a simulator always has its population
         held = holdout.held_out(user_ids(np.asarray(world.model.population.user_id), pops))
         sim.set_held_out(np.arange(n_users), held)
     # organic activity events per slot so far: the warm start's, i.e. the pre-period (CUPED)

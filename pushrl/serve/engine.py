@@ -250,7 +250,7 @@ class Engine:
                 None if r.candidates is None else json.dumps(
                     [st.item_list[c].item_id for c in r.candidates]),
                 None if r.context is None else json.dumps(r.context, sort_keys=True),
-                raw[i].tobytes(), None if arm_l[i] is None else int(arm_l[i]), p_hold)))
+                raw[i].tobytes(), None if arm_l[i] is None else int(bool(arm_l[i])), p_hold)))
             out.append({"decision_id": did, "send": sent, "item_id": items[i],
                         "pscore": ps_l[i], "p_send": pss_l[i], "policy": timing.label,
                         "item_policy": item_label if sent else None, "reason": why[i],
