@@ -14,7 +14,7 @@ World: the default scenario with ``truth = true``. For each weekly cap ``C``:
 
 Reported: realised volume vs target (target: within +-2 %), objective per send of both and
 their relative difference with a paired bootstrap 95 % CI over users (target >= +10 %),
-opens per send, unsubscribe share. The value proxy was chosen on seed 3 (five candidates);
+opens per send, unsubscribe share. The value proxy was chosen on seed 3 (eight candidates);
 the default seed here is another one.
 """
 

@@ -8,12 +8,12 @@ observed send rate meets the target. Per-user caps stay hard guardrails
 (:mod:`pushrl.rules.guardrails`); the price works inside them.
 
 * **Value of a send** (:func:`send_value`): the user's shrunk open rate of past pushes
-  discounted by their recent volume, ``engagement / (1 + sends_7d)`` (pipeline features,
+  discounted by their recent volume, ``engagement / (1 + sends_7d)^2`` (pipeline features,
   :mod:`pushrl.data.features`): an expected-open proxy with fatigue that every layer has at
-  decision time, whatever the policy (the policy itself picks the hour). Chosen among five
-  feature proxies on one simulator seed (``benchmarks/volume_target.py`` reports another);
-  ``activity_at_hour * engagement`` concentrated sends on engaged users and lost to a
-  per-user cap through unsubscribes.
+  decision time, whatever the policy (the policy itself picks the hour). Chosen among eight
+  feature proxies on simulator seed 3 (``benchmarks/volume_target.py`` reports seed 11):
+  without the fatigue discount (``activity_at_hour * engagement``) the price concentrated
+  sends on engaged users and lost to a per-user cap through unsubscribes.
 * **Gate** (:meth:`SendPrice.apply`): the policy's send probability is kept where
   ``value >= price`` and moved to "wait" elsewhere, before sampling, so the logged ``pscore``
   stays the probability of the logged action.
@@ -44,10 +44,10 @@ from pushrl.units import HOURS_PER_WEEK
 
 def send_value(raw: np.ndarray) -> np.ndarray:
     """Value of sending now, ``(n,)`` float64, from raw pipeline features ``(n, N_FEATURES)``:
-    ``engagement / (1 + sends_7d)`` (module docstring)."""
+    ``engagement / (1 + sends_7d)^2`` (module docstring)."""
     x = np.asarray(raw)
     return (x[:, F["engagement"]].astype(np.float64)
-            / (1.0 + x[:, F["sends_7d"]].astype(np.float64)))
+            / (1.0 + x[:, F["sends_7d"]].astype(np.float64)) ** 2)
 
 
 @dataclass(frozen=True)

@@ -46,11 +46,11 @@ def test_controller_meets_the_target_on_a_stream() -> None:
     assert p.realised_per_user_week() == pytest.approx(target, rel=0.02)
 
 
-def test_send_value_is_engagement_discounted_by_recent_sends() -> None:
+def test_send_value_is_engagement_discounted_by_recent_sends_squared() -> None:
     raw = np.zeros((3, N_FEATURES), np.float32)
     raw[:, F["engagement"]] = [0.2, 0.2, 0.4]
     raw[:, F["sends_7d"]] = [0, 1, 3]
-    np.testing.assert_allclose(send_value(raw), [0.2, 0.1, 0.1], rtol=1e-6)
+    np.testing.assert_allclose(send_value(raw), [0.2, 0.05, 0.025], rtol=1e-6)
 
 
 def test_rollout_meets_the_volume_target() -> None:
