@@ -131,6 +131,8 @@ def test_lift_from_state_and_export(make_client: Any, tmp_path: Path) -> None:
     exp = run_pushrl("logs", "export", "--state", str(tmp_path / "state"), "--out",
                      str(tmp_path / "exp"))
     assert exp.returncode == 0, exp.stderr
+    val = run_pushrl("data", "validate", str(tmp_path / "exp"))  # the contract's columns
+    assert val.returncode == 0, val.stdout + val.stderr
     ld2 = lift.from_log(tmp_path / "exp")
     est2 = {m.metric: m for m in lift.estimate(ld2)}
     for m in ("opens", "sessions", "sends"):
