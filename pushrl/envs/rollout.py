@@ -175,8 +175,9 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
         policy_name: Label in the result (default: ``policy.name`` or the class name).
         progress: Optional ``progress(step, total_steps)``.
         users: Optional ``(population rows, episode keys)``, each ``(n_users,)``.
-        holdout: A live holdout (:class:`~pushrl.rules.holdout.Holdout`; default: the
-            scenario's ``[holdout]``) over the users' ids
+        holdout: A live holdout (:class:`~pushrl.rules.holdout.Holdout`; explicit only: a
+            scenario's ``[holdout]`` is the server's, so comparisons stay whole) over the
+            users' ids
             (:func:`user_ids`): held-out users are never delivered a push (the guardrail);
             ``extra`` holds, for ``pushrl lift``, ``held_out`` ``(n_users,)`` bool,
             ``pre_activity`` (organic activity events before the start: the warm start)
@@ -211,7 +212,6 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
                          f"and {keys.shape}")
     sim.reset(np.arange(n_users), pops, keys)
     held = np.zeros(n_users, bool)
-    holdout = holdout if holdout is not None else sc.holdout
     if holdout is not None and holdout.active:
         assert world.model.population is not None  # a simulator always has its population
         held = holdout.held_out(user_ids(np.asarray(world.model.population.user_id), pops))

@@ -67,8 +67,8 @@ class Scenario:
             stages read its ``train`` part, ``pushrl evaluate`` its ``heldout`` part
             (:meth:`data_split`); ``None`` = no split, every stage reads the whole log.
         holdout: A live holdout (``[holdout]`` with ``share``, ``salt``, ``campaign``;
-            :class:`pushrl.rules.holdout.Holdout`): ``pushrl serve --scenario`` runs it and
-            the batch rollout can apply it; ``None`` = none.
+            :class:`pushrl.rules.holdout.Holdout`): ``pushrl serve --scenario`` runs it
+            (the batch rollout takes a holdout only explicitly); ``None`` = none.
     """
 
     name: str

@@ -147,3 +147,9 @@ def test_lift_from_state_and_export(make_client: Any, tmp_path: Path) -> None:
     rep = run_pushrl("lift", str(tmp_path / "exp"), "--report", str(tmp_path / "rep"))
     assert rep.returncode == 0, rep.stderr
     assert (tmp_path / "rep" / "lift.html").read_text().count("data:image/png;base64") == 1
+
+
+def test_bad_holdout_flag_is_one_line(tmp_path: Path) -> None:
+    r = run_pushrl("serve", "--state", str(tmp_path / "state"), "--holdout", "0.7")
+    assert r.returncode == 2 and "--holdout: holdout share must be a number in [0, 0.5]" in \
+        r.stderr and "Traceback" not in r.stderr
