@@ -16,6 +16,7 @@ from pushrl.cli import (
     data,
     evaluate,
     init,
+    lift,
     logs,
     plan,
     policies,
@@ -58,6 +59,7 @@ app.command("compare")(compare.command)
 app.add_typer(policies.app, name="policies")
 app.command("serve")(serve.command)
 app.add_typer(logs.app, name="logs")
+app.command("lift")(lift.command)
 app.add_typer(state.app, name="state")
 app.command("plan")(plan.command)
 app.command("quickstart")(quickstart.command)

@@ -56,7 +56,7 @@ def command(
     from pushrl.serve.config import state_dir
     from pushrl.serve.plan import plan, write_plan
 
-    guardrails, _ = guardrail_options(scenario, quiet_hours, max_per_day, max_per_week)
+    guardrails, _, _ = guardrail_options(scenario, quiet_hours, max_per_day, max_per_week)
     st = state_dir(state)
     if data is not None:
         from pushrl.serve.history import import_history

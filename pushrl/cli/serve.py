@@ -9,6 +9,8 @@ import typer
 
 if TYPE_CHECKING:
     from pushrl.rules.guardrails import Guardrails
+    from pushrl.rules.holdout import Holdout
+    from pushrl.rules.volume import VolumeTarget
 
 
 def command(
@@ -75,6 +77,19 @@ def command(
     accept_empty_state: bool = typer.Option(False, "--accept-empty-state", help="Start anew "
                                             "although the state dir's log is missing or "
                                             "empty (see README: state recovery)."),
+    holdout_share: float | None = typer.Option(None, "--holdout", help="Live holdout: share "
+                                               "of users (0-0.5, e.g. 0.05) never sent, to "
+                                               "measure lift (`pushrl lift`). Stored in the "
+                                               "state; default: the stored one, else the "
+                                               "--scenario's [holdout], else none."),
+    holdout_salt: str = typer.Option("0", "--holdout-salt", help="Salt of the holdout's user "
+                                     "hash."),
+    volume: float | None = typer.Option(None, "--volume", min=0.0, help="Global volume "
+                                        "target: at most this many pushes per subscribed user "
+                                        "per week on average, met by a price on each send "
+                                        "(per-user caps stay hard guardrails)."),
+    holdout_campaign: str = typer.Option("default", "--holdout-campaign", help="Campaign "
+                                         "name of the holdout (part of the hash)."),
 ) -> None:
     """Serve decisions: out of the box the default baselines (most-active-hour timing with a
     daily cap, most-popular item) until a policy is promoted.
@@ -87,6 +102,8 @@ def command(
 
     from pushrl.errors import PushrlError
     from pushrl.serve.app import create_app
+    from pushrl.rules.holdout import Holdout
+    from pushrl.serve.holdout import check as check_holdout
     from pushrl.serve.config import ServeConfig, is_loopback, state_dir
     from pushrl.serve.timeouts import HttpLimits, uvicorn_config
     from pushrl.serve.history import check_history
@@ -101,8 +118,14 @@ def command(
         raise PushrlError(f"refusing to serve on non-loopback address {host} without API keys; "
                           "pass --api-keys FILE (python -m pushrl.serve.auth new --file FILE "
                           "--scopes decide,admin) or --insecure")
-    guardrails, sc_data = guardrail_options(scenario, quiet_hours, max_per_day, max_per_week)
+    guardrails, sc_data, hold = guardrail_options(scenario, quiet_hours, max_per_day,
+                                                  max_per_week)
     catalog = catalog or sc_data
+    if holdout_share is not None:
+        try:
+            hold = Holdout(holdout_share, holdout_salt, holdout_campaign)
+        except ValueError as exc:
+            raise PushrlError(f"--holdout: {exc}") from None
     try:
         past, future = (int(x) for x in time_window.split(","))
     except ValueError:
@@ -113,14 +136,26 @@ def command(
                       attribution_hours=attribution_hours, sync=sync, seed=seed,
                       catalog=catalog, public_docs=public_docs, public_metrics=public_metrics,
                       time_window_days=(past, future), accept_empty_state=accept_empty_state,
-                      late_bound_hours=late_bound)
+                      late_bound_hours=late_bound, holdout=hold,
+                      volume=None if volume is None else _volume(volume))
     check_log(cfg.state, accept_empty=accept_empty_state)  # one clear line, not a traceback
+    check_holdout(cfg.state, hold)
     if history is not None:
         _import_once(history, cfg.state, sync)
     check_history(cfg.state)
     limits = HttpLimits(header_timeout, body_timeout, keep_alive, limit_concurrency)
     uvicorn.Server(uvicorn_config(create_app(cfg), host=host, port=port, limits=limits,
                                   log_level=log_level)).run()
+
+
+def _volume(v: float) -> VolumeTarget:
+    from pushrl.errors import PushrlError
+    from pushrl.rules.volume import VolumeTarget
+
+    try:
+        return VolumeTarget(v)
+    except ValueError as exc:
+        raise PushrlError(f"--volume: {exc}") from None
 
 
 def _import_once(data: Path, state: Path, sync: str) -> None:
@@ -152,21 +187,24 @@ def _import_once(data: Path, state: Path, sync: str) -> None:
 
 
 def guardrail_options(scenario: str | None, quiet_hours: str | None, max_per_day: int | None,
-                      max_per_week: int | None) -> tuple[Guardrails | None, Path | None]:
+                      max_per_week: int | None,
+                      ) -> tuple[Guardrails | None, Path | None, Holdout | None]:
     """The guardrails of ``--scenario`` overridden by ``--quiet-hours/--max-per-day/
-    --max-per-week`` (None: none given, follow the active timing policy), and the scenario's
-    data directory (`pushrl serve` and `pushrl plan`)."""
+    --max-per-week`` (None: none given, follow the active timing policy), the scenario's
+    data directory and its live holdout (`pushrl serve` and `pushrl plan`)."""
     from pushrl.errors import PushrlError
     from pushrl.rules.guardrails import Guardrails
 
     base: Guardrails | None = None
     data: Path | None = None
+    hold: Holdout | None = None
     if scenario is not None:
         from pushrl.envs.scenario import load_scenario  # (imports the simulator: only here)
 
         sc = load_scenario(scenario)
         base = sc.guardrails
         data = None if sc.data is None else Path(sc.data)
+        hold = sc.holdout
     guardrails = base
     if quiet_hours is not None or max_per_day is not None or max_per_week is not None:
         d = base or Guardrails()
@@ -179,4 +217,4 @@ def guardrail_options(scenario: str | None, quiet_hours: str | None, max_per_day
         except ValueError as exc:
             raise PushrlError(f"--quiet-hours must be START-END local hours 0-23, got "
                               f"{quiet_hours!r} ({exc})") from None
-    return guardrails, data
+    return guardrails, data, hold

@@ -281,3 +281,16 @@ def render_page(heading: str, title: str, intro: str, summary_md: str,
             f"<body>{''.join(body)}{script}</body></html>")
     return page, "\n".join(md)
 
+
+def write_page(out: str | Path, title: str, intro: str, md_summary: str,
+               figs: list[tuple[str, str, str]], stem: str = "report") -> tuple[Path, Path]:
+    """Write ``STEM.html`` (self-contained) and ``STEM.md`` into ``out`` with
+    :func:`render_page` (figures also as PNG files): the pages of ``pushrl lift``."""
+    d = Path(out)
+    d.mkdir(parents=True, exist_ok=True)
+    page, md = render_page(title, f"pushrl: {title}", intro, md_summary, figs, png_dir=d)
+    hp, mp = d / f"{stem}.html", d / f"{stem}.md"
+    hp.write_text(page)
+    mp.write_text(md)
+    return hp, mp
+

@@ -62,7 +62,7 @@ import pandas as pd
 
 from pushrl.data.features import FeatureState
 from pushrl.data.io import to_unix_seconds
-from pushrl.envs.rollout import METRICS, RolloutResult, draw_users, tally
+from pushrl.envs.rollout import METRICS, RolloutResult, draw_users, tally, user_ids
 from pushrl.envs.scenario import Scenario, load_scenario
 from pushrl.envs.world import make_world
 from pushrl.errors import PushrlError
@@ -358,7 +358,7 @@ def drive(registry: str | Path, scenario: str | Path, *, users: int, days: int |
           seed: int = 0, history: str = "warm", label: str = "served",
           server_seed: int | None = None, state: str | Path | None = None,
           progress: Callable[[int, int], None] | None = None,
-          **overrides: Any) -> ServedRun:
+          serve_args: Sequence[str] = (), **overrides: Any) -> ServedRun:
     """Serve ``registry``'s policies through ``pushrl serve`` to ``users`` true-world users.
 
     Args:
@@ -373,6 +373,9 @@ def drive(registry: str | Path, scenario: str | Path, *, users: int, days: int |
         server_seed: The server's decision RNG seed (default: ``seed``).
         state: Server state directory (default: a temporary one).
         progress: ``progress(hour, hours)``.
+        serve_args: More ``pushrl serve`` options (e.g. ``--holdout 0.1``; the users' ids are
+            :func:`pushrl.envs.rollout.user_ids`, so a holdout assigns them as the batch
+            rollout's ``holdout=`` does).
         **overrides: Scenario overrides (``truth`` is always true), e.g. ``warm_start``.
 
     Returns:
@@ -394,7 +397,7 @@ def drive(registry: str | Path, scenario: str | Path, *, users: int, days: int |
     rows, keys = draw_users(seed, users, len(pop))
     sim.reset(np.arange(users), rows, keys)
     logged = [str(u) for u in np.asarray(pop.user_id)[rows]]
-    uids = [f"{u}.{i}" for i, u in enumerate(logged)]
+    uids = user_ids(np.asarray(pop.user_id), rows)
     tmp = None
     if history == "import":
         if len(set(logged)) < users:
@@ -426,7 +429,7 @@ def drive(registry: str | Path, scenario: str | Path, *, users: int, days: int |
     t0 = time.perf_counter()
     try:
         with serve(registry, scenario, seed=seed if server_seed is None else server_seed,
-                   state=state) as srv:
+                   state=state, extra_args=serve_args) as srv:
             timing["start"] = srv.seconds_to_ready
             t1 = time.perf_counter()
             import_history(srv, sc, logged, uids, tzs, history)

@@ -84,6 +84,11 @@ SCHEMA: dict[str, tuple[Column, ...]] = {
         Column("unsubscribed", "bool", False, True, "unsubscribed within the window"),
         Column("channel", "str", False, True, "optional delivery channel"),
         Column("template_id", "str", False, True, "optional message template"),
+        Column("holdout", "bool", False, True,
+               "live holdout arm: true = user held out of the campaign (never sent), false = "
+               "treated; absent/null = no holdout"),
+        Column("p_holdout", "float", False, True,
+               "probability that the user is held out (the holdout's share)"),
     ),
 }
 

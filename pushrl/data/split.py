@@ -46,6 +46,22 @@ PARTS = ("train", "heldout")
 MIN_PART_USERS = 20
 
 
+def user_uniform(user_ids: np.ndarray | pd.Series | list[str], salt: str) -> np.ndarray:
+    """The ONE seeded user hash: ``blake2b(salt + str(user_id))`` as a uniform number in
+    [0, 1), float64 ``(n,)``.
+
+    Stable across runs, machines and row order; another ``salt``, another independent draw.
+    Used by the training/evaluation split (:class:`UserSplit`, salt ``pushrl-split:SEED:``)
+    and by the server's live holdouts (:class:`pushrl.rules.holdout.Holdout`).
+    """
+    ids = pd.Series(np.asarray(user_ids, dtype=object)).astype(str)
+    uniq = pd.unique(ids)
+    key = salt.encode()
+    u = np.array([int.from_bytes(hashlib.blake2b(key + s.encode(), digest_size=8).digest(),
+                                 "big") for s in uniq], dtype=np.float64) / 2.0**64
+    return pd.Series(u, index=uniq).reindex(ids).to_numpy(dtype=np.float64)
+
+
 def check_holdout_frac(frac: float) -> float:
     """``frac`` if it is in (0, 0.5], else :class:`~pushrl.errors.DataError` (one line)."""
     if not (isinstance(frac, int | float) and 0 < frac <= 0.5):
@@ -80,13 +96,7 @@ class UserSplit:
     def held_out(self, user_ids: np.ndarray | pd.Series) -> np.ndarray:
         """True for the held-out users, shape ``(n,)``: ``blake2b(seed:user_id)`` as a
         uniform number in [0, 1) below ``holdout_frac``."""
-        ids = pd.Series(np.asarray(user_ids, dtype=object)).astype(str)
-        uniq = pd.unique(ids)
-        key = f"pushrl-split:{self.seed}:".encode()
-        u = np.array([int.from_bytes(hashlib.blake2b(key + s.encode(), digest_size=8).digest(),
-                                     "big") for s in uniq], dtype=np.float64) / 2.0**64
-        out = pd.Series(u < self.holdout_frac, index=uniq)
-        return out.reindex(ids).to_numpy(dtype=bool)
+        return user_uniform(user_ids, f"pushrl-split:{self.seed}:") < self.holdout_frac
 
     def users(self, ds: Dataset) -> np.ndarray:
         """Ids of this part's users in ``ds.users``, shape ``(n_part,)``."""

@@ -20,10 +20,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pushrl.data.features import F
+from pushrl.data.features import F, FeatureState
 from pushrl.envs.scenario import Scenario, load_scenario
 from pushrl.envs.observation import TimingObservation
 from pushrl.envs.world import make_world
+from pushrl.rules.holdout import Holdout
+from pushrl.rules.volume import SendPrice, VolumeTarget, send_value
 from pushrl.sim.contexts import ItemDecider, TimingContext, TimingDecider
 from pushrl.sim.engine import Outcome, PushSim
 from pushrl.sim.response import TruthResponse
@@ -145,10 +147,20 @@ def draw_users(seed: int, n: int, n_pop: int) -> tuple[np.ndarray, np.ndarray]:
         np.uint64)
 
 
+def user_ids(population_ids: np.ndarray, rows: np.ndarray) -> list[str]:
+    """Ids of a rollout's users, ``(n,)``: ``LOGGED_ID.i`` for the ``i``-th user drawn from
+    population row ``rows[i]`` (a logged user may be drawn twice). The served driver
+    (:mod:`pushrl.compare.served`) gives the server the same ids, so a holdout assigns the
+    same users in both."""
+    logged = np.asarray(population_ids)[np.asarray(rows, np.int64)]
+    return [f"{u}.{i}" for i, u in enumerate(logged.tolist())]
+
+
 def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users: int = 10_000,
             days: int | None = None, seed: int = 0, *, item_policy: ItemDecider | None = None,
             policy_name: str | None = None, progress: Callable[[int, int], None] | None = None,
             users: tuple[np.ndarray, np.ndarray] | None = None,
+            holdout: Holdout | None = None, volume: VolumeTarget | None = None,
             **overrides: Any) -> RolloutResult:
     """Evaluate a timing policy on ``n_users`` simulated users for ``days`` days.
 
@@ -163,6 +175,17 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
         policy_name: Label in the result (default: ``policy.name`` or the class name).
         progress: Optional ``progress(step, total_steps)``.
         users: Optional ``(population rows, episode keys)``, each ``(n_users,)``.
+        holdout: A live holdout (:class:`~pushrl.rules.holdout.Holdout`; explicit only: a
+            scenario's ``[holdout]`` is the server's, so comparisons stay whole) over the
+            users' ids
+            (:func:`user_ids`): held-out users are never delivered a push (the guardrail);
+            ``extra`` holds, for ``pushrl lift``, ``held_out`` ``(n_users,)`` bool,
+            ``pre_activity`` (organic activity events before the start: the warm start)
+            and ``activity`` (organic activity events during the rollout).
+        volume: A global volume target (:mod:`pushrl.rules.volume`): every send of the
+            policy must be worth the controller's price; ``extra["price"]`` ``(horizon,)``
+            is the price at each step and ``extra["volume_per_user_week"]`` the realised
+            volume (sends per subscribed user per week).
         **overrides: Scenario keys to replace (``truth=True``, ``max_sends_per_day=1``, ...).
 
     The context's ``extra`` holds ``obs`` (the ``PushTiming-v1`` observation, ``(n, 21)``),
@@ -188,6 +211,15 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
         raise ValueError(f"users must be two arrays of shape ({n_users},), got {pops.shape} "
                          f"and {keys.shape}")
     sim.reset(np.arange(n_users), pops, keys)
+    held = np.zeros(n_users, bool)
+    if holdout is not None and holdout.active:
+        assert world.model.population is not None  # a simulator always has its population
+        held = holdout.held_out(user_ids(np.asarray(world.model.population.user_id), pops))
+        sim.set_held_out(np.arange(n_users), held)
+    # organic activity events per slot so far: the warm start's, i.e. the pre-period (CUPED)
+    pre_activity = sim.state.a.cum[FeatureState.ACTS].astype(np.float64)
+    price = None if volume is None else SendPrice(volume)
+    prices = np.zeros(sc.horizon)
     agent_obs = TimingObservation(sc.guardrails)  # the PushTiming-v1 observation, on demand
     rng = np.random.default_rng([seed, 2])
     acc = {m: np.zeros(n_users) for m in METRICS}
@@ -207,8 +239,14 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
                             sim=sim, population_index=sim.pop, step=step, scenario=sc,
                             true_world=true_world, true_user_index=true_index))
         action = np.asarray(policy.decide_batch(ctx, rng).action)
+        if price is not None:  # the one gate of the global volume target
+            prices[step] = price.price
+            action = np.where(price.allow(send_value(obs.raw)), action, 0)
+            reachable = int(sim.alive.sum())
         hour = obs.raw[:, F["local_hour"]].astype(np.int64)
         out = sim.step(action == 1)
+        if price is not None:
+            price.observe(int(obs.bucket[0]), float(out.delivered.sum()), reachable)
         r = out.reward(sc.reward)
         tally(acc, out, r)
         by_day[:, min(step // sc.slots_per_day, sc.horizon_days - 1)] += r
@@ -217,10 +255,18 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
         unsub_step[out.unsubscribed] = step
         if progress is not None:
             progress(step + 1, sc.horizon)
+    if price is not None:
+        price.close()
     name = policy_name or getattr(policy, "name", None) or type(policy).__name__
     return RolloutResult(sc, str(name), seed, sc.horizon_days, pops, acc["objective"],
                          acc["sends"].astype(np.int64), acc["opens"].astype(np.int64),
                          acc["clicks"].astype(np.int64), acc["conversions"].astype(np.int64),
                          acc["revenue"], acc["guardrail_blocks"].astype(np.int64),
                          unsub_step >= 0, unsub_step, by_hour, time.perf_counter() - t0,
-                         extra={"objective_by_day": by_day})
+                         extra={"objective_by_day": by_day, "held_out": held,
+                                "price": prices, "volume_per_user_week": (
+                                    None if price is None
+                                    else price.realised_per_user_week()),
+                                "pre_activity": pre_activity,
+                                "activity": sim.state.a.cum[FeatureState.ACTS].astype(
+                                    np.float64) - pre_activity})

@@ -28,6 +28,7 @@ from pushrl import resources
 from pushrl.data.split import UserSplit
 from pushrl.errors import DataError, ScenarioError
 from pushrl.rules.guardrails import Guardrails
+from pushrl.rules.holdout import Holdout
 from pushrl.rules.reward import RewardWeights
 from pushrl.sim.engine import SimConfig
 from pushrl.sim.items import ITEM_POLICIES
@@ -36,7 +37,7 @@ from pushrl.units import bucket_of
 
 #: Directory of the shipped scenario files (the checkout's ``envs/``, else the wheel's copy).
 SCENARIO_DIR = resources.shipped_root() / "envs"
-_SECTIONS = ("reward", "guardrails", "whatif", "items", "split")
+_SECTIONS = ("reward", "guardrails", "whatif", "items", "split", "holdout")
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,9 @@ class Scenario:
         split: The user split of ``data`` (``[split]``, written by ``pushrl init``): training
             stages read its ``train`` part, ``pushrl evaluate`` its ``heldout`` part
             (:meth:`data_split`); ``None`` = no split, every stage reads the whole log.
+        holdout: A live holdout (``[holdout]`` with ``share``, ``salt``, ``campaign``;
+            :class:`pushrl.rules.holdout.Holdout`): ``pushrl serve --scenario`` runs it
+            (the batch rollout takes a holdout only explicitly); ``None`` = none.
     """
 
     name: str
@@ -85,6 +89,7 @@ class Scenario:
     rounds_per_episode: int = 100
     description: str = ""
     split: UserSplit | None = None
+    holdout: Holdout | None = None
 
     def data_split(self, part: str) -> UserSplit | None:
         """The ``part`` (``"train"`` or ``"heldout"``) of :attr:`data` to load, or ``None``
@@ -164,7 +169,8 @@ _KNOWN = {*(f"reward.{f.name}" for f in dataclasses.fields(RewardWeights)),
           "guardrails.quiet_hours", "guardrails.max_sends_per_day",
           "guardrails.max_sends_per_week", "whatif.fatigue_multiplier",
           "whatif.activity_shift_hours", "items.policy", "items.candidates",
-          "items.rounds_per_episode", "split.by", "split.holdout_frac", "split.holdout_seed"}
+          "items.rounds_per_episode", "split.by", "split.holdout_frac", "split.holdout_seed",
+          "holdout.share", "holdout.salt", "holdout.campaign"}
 
 
 def _check(cond: bool, path: Any, msg: str) -> None:
@@ -244,7 +250,19 @@ def load_scenario(ref: str | Path | Scenario = "default", **overrides: Any) -> S
         activity_shift_hours=shift, item_policy=pol,
         candidates=int(flat.get("items.candidates", 0)),
         rounds_per_episode=int(flat.get("items.rounds_per_episode", 100)),
-        description=str(flat.get("description", "")), split=split)
+        description=str(flat.get("description", "")), split=split,
+        holdout=_holdout(flat, path))
+
+
+def _holdout(flat: dict[str, Any], path: Path) -> Holdout | None:
+    """The ``[holdout]`` section as a :class:`Holdout`, or None."""
+    d = {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith("holdout.")}
+    if not d:
+        return None
+    try:
+        return Holdout.from_dict(d)
+    except (TypeError, ValueError) as exc:
+        raise ScenarioError(f"scenario {path}: [holdout] {exc}") from None
 
 
 def _split(flat: dict[str, Any], path: Path) -> UserSplit | None:

@@ -20,12 +20,16 @@ A send that violates a guardrail is never delivered. The rules, for every layer:
   with ``subscribed=false`` (:class:`pushrl.serve.guardrails.Subscriptions`). Both pass that
   status as ``subscribed`` to :meth:`Guardrails.allowed` / :meth:`Guardrails.verdict`, so it
   masks ``SEND`` like every other guardrail.
+* **Holdout**: a user held out of the campaign (:class:`pushrl.rules.holdout.Holdout`, a
+  sticky seeded hash of the user id) receives nothing from it, whatever the policy wants.
+  Simulator and server pass that mask as ``held_out``; it is checked first, so a held-out
+  user's decisions are logged ``guardrail:held_out`` and never sent.
 * **0 means no cap** for both caps (as in scenario files and model cards since v0). To stop
   every send use the server's kill switch. Negative caps and hours outside 0-23 are refused.
 
 Verdicts are vectorised over users (:meth:`Guardrails.verdict`, :meth:`Guardrails.allowed`),
-and a blocked decision names the first guardrail that blocks it in the order unsubscribed,
-quiet hours, daily cap, weekly cap (:data:`REASONS`).
+and a blocked decision names the first guardrail that blocks it in the order held out,
+unsubscribed, quiet hours, daily cap, weekly cap (:data:`REASONS`).
 """
 
 from __future__ import annotations
@@ -39,9 +43,9 @@ import numpy.typing as npt
 from pushrl.units import HOURS_PER_WEEK
 
 #: Verdict codes of :meth:`Guardrails.verdict` and the name of each (None = allowed).
-ALLOWED, QUIET_HOURS, DAILY_CAP, WEEKLY_CAP, UNSUBSCRIBED = 0, 1, 2, 3, 4
+ALLOWED, QUIET_HOURS, DAILY_CAP, WEEKLY_CAP, UNSUBSCRIBED, HELD_OUT = 0, 1, 2, 3, 4, 5
 REASONS: tuple[str | None, ...] = (None, "quiet_hours", "daily_cap", "weekly_cap",
-                                   "unsubscribed")
+                                   "unsubscribed", "held_out")
 #: Hour buckets of the weekly cap's window before the decision's bucket.
 WEEK_BUCKETS = HOURS_PER_WEEK
 _NO_DAY = np.iinfo(np.int64).min // 2  # "no day yet" (day - 1 cannot wrap)
@@ -130,8 +134,10 @@ class Guardrails:
         return ok
 
     def allowed(self, hour: np.ndarray, sends_today: np.ndarray, sends_week: np.ndarray,
-                subscribed: np.ndarray | None = None) -> np.ndarray:
-        """True where a send would be delivered: subscribed, not quiet and within both caps.
+                subscribed: np.ndarray | None = None,
+                held_out: np.ndarray | None = None) -> np.ndarray:
+        """True where a send would be delivered: not held out, subscribed, not quiet and
+        within both caps.
 
         Args:
             hour: Local hour at the decision's time.
@@ -139,12 +145,17 @@ class Guardrails:
             sends_week: As in :meth:`within_caps`.
             subscribed: bool, shape of ``hour``: the user has not unsubscribed (None: every
                 user is subscribed, e.g. OPE over logged decisions).
+            held_out: bool, shape of ``hour``: the user is in the campaign's holdout
+                (:meth:`pushrl.rules.holdout.Holdout.held_out`; None: nobody is).
         """
         ok = ~self.quiet(hour) & self.within_caps(sends_today, sends_week)
-        return ok if subscribed is None else ok & np.asarray(subscribed, bool)
+        if subscribed is not None:
+            ok &= np.asarray(subscribed, bool)
+        return ok if held_out is None else ok & ~np.asarray(held_out, bool)
 
     def verdict(self, hour: np.ndarray, sends_today: np.ndarray, sends_week: np.ndarray,
-                subscribed: np.ndarray | None = None) -> np.ndarray:
+                subscribed: np.ndarray | None = None,
+                held_out: np.ndarray | None = None) -> np.ndarray:
         """The first blocking guardrail per decision as a code (:data:`REASONS`), int8, shape
         of ``hour``.
 
@@ -154,6 +165,8 @@ class Guardrails:
         code = np.where(self.quiet(hour), np.int8(QUIET_HOURS), np.int8(ALLOWED))
         if subscribed is not None:
             code[~np.asarray(subscribed, bool)] = UNSUBSCRIBED
+        if held_out is not None:
+            code[np.asarray(held_out, bool)] = HELD_OUT
         if self.max_sends_per_day:
             code[(np.asarray(sends_today) >= self.max_sends_per_day) & (code == 0)] = DAILY_CAP
         if self.max_sends_per_week:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pushrl.rules.guardrails import Guardrails
+from pushrl.rules.holdout import Holdout
+from pushrl.rules.volume import VolumeTarget
 
 #: Environment variable naming the default state directory.
 HOME_ENV = "PUSHRL_HOME"
@@ -64,6 +66,10 @@ class ServeConfig:
         late_bound_hours: Events (and feedback opens) up to this many hours before a user's
             state are placed in their hour; older events get ``409 event_too_late``
             (default 168: the longest feature window).
+        holdout: A live holdout (``--holdout``); None runs the one stored in the state's log,
+            if any (:mod:`pushrl.serve.holdout`).
+        volume: A global volume target (``--volume V``: at most V pushes per subscribed user
+            per week on average), met by a price on each send (:mod:`pushrl.rules.volume`).
         accept_empty_state: Start even when ``feature_spec.json`` shows the state dir held a
             server before but the log is missing or empty (deliberately starting anew).
     """
@@ -84,6 +90,8 @@ class ServeConfig:
     time_window_days: tuple[int, int] = (3653, 731)
     accept_empty_state: bool = False
     late_bound_hours: int = 168
+    holdout: Holdout | None = None
+    volume: VolumeTarget | None = None
 
     def __post_init__(self) -> None:
         if self.sync not in ("full", "normal"):

@@ -22,6 +22,7 @@ from pushrl.data.features import ItemCatalog
 from pushrl.policies.base import SEND, TimingContext, TimingPolicy
 from pushrl.policies.item_data import ContextEncoder, make_context, pad_candidates
 from pushrl.rules.guardrails import Guardrails
+from pushrl.rules.volume import SendPrice, send_value
 from pushrl.serve import guardrails
 from pushrl.serve.config import ServeConfig
 from pushrl.serve.errors import Conflict
@@ -34,8 +35,8 @@ from pushrl.units import HOUR
 log = logging.getLogger("pushrl.serve")
 _DECISION_SQL = (
     "INSERT INTO decisions(decision_id, seq, user_id, ts, sent, item_id, pscore, pscore_send, "
-    "pscore_item, policy, item_policy, reason, candidates, context, features) "
-    "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+    "pscore_item, policy, item_policy, reason, candidates, context, features, holdout, "
+    "p_holdout) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 _SHADOW_SQL = "INSERT INTO shadow VALUES (?,?,?,?,?,?,?)"
 
 
@@ -135,6 +136,8 @@ class Engine:
         self._ctx_cache: dict[int, tuple[Any, ItemCatalog, ContextEncoder, np.ndarray]] = {}
         self._counter_cache: dict[str, tuple[Any, Any]] = {}
         self._guard: tuple[Loaded | None, Guardrails] = (None, Guardrails())
+        #: The global volume target's price on a send (``--volume``), None without one.
+        self.price = None if cfg.volume is None else SendPrice(cfg.volume)
 
     @property
     def guardrails(self) -> Guardrails:
@@ -200,12 +203,14 @@ class Engine:
             raise Conflict("no_items", "the item catalog is empty; add items with "
                            "PUT /v1/items/{item_id} or start the server with --catalog DIR")
         self.check_items(ps.item, rows)
+        held = st.held_out.mask(u)
         allowed, reasons, today, days = guardrails.check(self.guardrails, st.sends, u, ts,
-                                                         st.fs, st.subscriptions)
+                                                         st.fs, st.subscriptions, held)
         timing = ps.safe if self.kill_switch else ps.timing
         stmts = st.op(OP_ADVANCE, u, b)
         try:
-            return self._decide(rows, u, ts, b, days, allowed, reasons, today, timing, stmts)
+            return self._decide(rows, u, ts, b, days, allowed, reasons, today, timing, stmts,
+                                held)
         except BaseException:
             st.pending.extend(stmts)  # the state moved: journal it with the next commit
             raise
@@ -232,8 +237,9 @@ class Engine:
 
     def _decide(self, rows: list[DecideRow], u: np.ndarray, ts: np.ndarray, b: np.ndarray,
                 days: np.ndarray, allowed: np.ndarray, reasons: list[str | None],
-                today: np.ndarray, timing: Loaded,
-                stmts: list[Statement]) -> tuple[list[dict[str, Any]], list[Statement]]:
+                today: np.ndarray, timing: Loaded, stmts: list[Statement],
+                held: np.ndarray | None = None,
+                ) -> tuple[list[dict[str, Any]], list[Statement]]:
         st, ps, n = self.state, self.policies, len(rows)
         raw = st.fs.features(u, b)
         tctx = TimingContext(raw, allowed, u, b, st.fs, today)
@@ -243,6 +249,8 @@ class Engine:
             dist, free = timing.policy.action_dist_unguarded(tctx)
         else:
             dist, free = timing.policy.action_dist(tctx), None
+        if self.price is not None and not self.kill_switch:  # the global volume target
+            dist = self.price.apply(dist, send_value(raw))
         td = timing.policy.sample(dist, self.rng)
         send = np.asarray(td.action) == SEND
         p_send = np.asarray(td.action_dist)[:, SEND].astype(np.float64)
@@ -265,6 +273,8 @@ class Engine:
         send_l, ps_l, pss_l, pi_l = (send.tolist(), pscore.tolist(), p_send.tolist(),
                                      p_item.tolist())
         ts_l, item_label = ts.tolist(), ps.item.label
+        p_hold = st.held_out.share  # the holdout arm's probability (None: no holdout)
+        arm_l: list[bool | None] = [None] * n if held is None else held.tolist()
         for i, r in enumerate(rows):
             did = self._next_id()
             sent = send_l[i]
@@ -274,11 +284,15 @@ class Engine:
                 None if r.candidates is None else json.dumps(
                     [st.item_list[c].item_id for c in r.candidates]),
                 None if r.context is None else json.dumps(r.context, sort_keys=True),
-                raw[i].tobytes())))
+                raw[i].tobytes(), None if arm_l[i] is None else int(bool(arm_l[i])), p_hold)))
             out.append({"decision_id": did, "send": sent, "item_id": items[i],
                         "pscore": ps_l[i], "p_send": pss_l[i], "policy": timing.label,
                         "item_policy": item_label if sent else None, "reason": why[i],
-                        "ts": iso(ts_l[i]), "send_at": None})
+                        "ts": iso(ts_l[i]), "send_at": None, "holdout": arm_l[i],
+                        "p_holdout": p_hold})
+        if self.price is not None:
+            self.price.observe(int(b.max()), float(send.sum()),
+                               len(st.users) - st.subscriptions.n_unsubscribed)
         decisions, sends = self._counters(timing.label)
         decisions.inc(n)
         sends.inc(int(send.sum()))
@@ -360,7 +374,7 @@ class Engine:
         raw = scratch.features(local, bb)
         uu = np.full(h, u, np.int64)
         allowed, _, today, _ = guardrails.check(self.guardrails, st.sends, uu, bb * HOUR,
-                                                st.fs, st.subscriptions)
+                                                st.fs, st.subscriptions, st.held_out.mask(uu))
         ctx = TimingContext(raw, allowed, local, bb, scratch, today)
         act = np.asarray(timing.policy.decide_batch(ctx, self.look_rng).action)
         hit = np.flatnonzero(act == SEND)

@@ -66,7 +66,7 @@ def read_log(state: str | Path) -> tuple[Dataset, pd.DataFrame, pd.DataFrame]:
         p = pd.read_sql_query(
             "SELECT decision_id, user_id, ts, sent, item_id, pscore, pscore_send, pscore_item, "
             "candidates, context, policy, item_policy, reason, opened, clicked, converted, "
-            "revenue, unsubscribed FROM decisions ORDER BY seq", conn)
+            "revenue, unsubscribed, holdout, p_holdout FROM decisions ORDER BY seq", conn)
         fb = pd.read_sql_query("SELECT seq, decision_id, ts, late, payload FROM feedback "
                                "ORDER BY seq", conn)
         sh = pd.read_sql_query("SELECT * FROM shadow", conn)
@@ -112,6 +112,9 @@ def _pushes(p: pd.DataFrame) -> pd.DataFrame:
     out["pscore_item"] = p["pscore_item"].astype(float)
     for c in ("policy", "item_policy", "reason"):
         out[c] = p[c].astype(object)
+    if p["holdout"].notna().any():  # a live holdout ran (#18): its arm and probability
+        out["holdout"] = _bool(p["holdout"])
+        out["p_holdout"] = p["p_holdout"].astype(float)
     return out
 
 

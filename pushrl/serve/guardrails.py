@@ -129,6 +129,11 @@ class Subscriptions:
         subscribed", which costs nothing on the decision path)."""
         return None if self._off == 0 else self.get(users)
 
+    @property
+    def n_unsubscribed(self) -> int:
+        """Users unsubscribed now."""
+        return self._off
+
     def is_subscribed(self, user: int) -> bool:
         """The status of one user."""
         return bool(self.get(np.array([user]))[0])
@@ -136,6 +141,7 @@ class Subscriptions:
 
 def check(cfg: Guardrails, history: SendHistory, users: np.ndarray, ts: np.ndarray,
           fs: FeatureState, subscriptions: Subscriptions | None = None,
+          held_out: np.ndarray | None = None,
           ) -> tuple[np.ndarray, list[str | None], np.ndarray, np.ndarray]:
     """Which users may receive a push at ``ts``.
 
@@ -146,6 +152,8 @@ def check(cfg: Guardrails, history: SendHistory, users: np.ndarray, ts: np.ndarr
         ts: ``(n,)`` unix seconds of the decisions.
         fs: The feature state (users' time zones).
         subscriptions: Users' subscription status (None: all subscribed).
+        held_out: ``(n,)`` bool, users in the live holdout (None: nobody;
+            :meth:`pushrl.serve.holdout.HeldOut.mask`).
 
     Returns:
         ``allowed`` bool ``(n,)``, the blocking guardrail per row (``None`` if allowed),
@@ -155,6 +163,6 @@ def check(cfg: Guardrails, history: SendHistory, users: np.ndarray, ts: np.ndarr
     hours, _, days = fs.local_time_at(users, t)
     today, week = history.counts(users, bucket_of(t), days)
     code = cfg.verdict(hours, today, week,
-                       None if subscriptions is None else subscriptions.mask(users))
+                       None if subscriptions is None else subscriptions.mask(users), held_out)
     reasons = [REASONS[c] for c in code.tolist()]
     return code == 0, reasons, today, days

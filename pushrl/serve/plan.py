@@ -69,6 +69,7 @@ class Shard:
             from activity), or None without categories.
         today: ``(day, count, prev)`` of :class:`DayCount` for the shard's users.
         subscribed: ``(k,)`` bool.
+        held_out: ``(k,)`` bool: in the state's live holdout (never sent).
     """
 
     index: int
@@ -77,6 +78,7 @@ class Shard:
     affinity: np.ndarray | None
     today: tuple[np.ndarray, np.ndarray, np.ndarray]
     subscribed: np.ndarray
+    held_out: np.ndarray | None = None
 
 
 @dataclass
@@ -161,7 +163,8 @@ def plan_shard(shard: Shard, pol: Policies, day: int, seed: int,
         raw = fs.features(m, b)
         today = dc.get(m, days[m])
         code = pol.guardrails.verdict(hour[m], today, raw[:, F["sends_7d"]].astype(np.int64),
-                                      shard.subscribed[m])
+                                      shard.subscribed[m],
+                                      None if shard.held_out is None else shard.held_out[m])
         allowed = code == 0
         ctx = TimingContext(raw, allowed, m, np.full(m.size, b, np.int64), fs, today)
         td = pol.timing.sample(pol.timing.action_dist(ctx), rng)
@@ -231,6 +234,7 @@ def make_shards(state: Any, shard_size: int) -> list[Shard]:
     state.sends.today.resize(n)
     td = state.sends.today
     subs = state.subscriptions.get(np.arange(n, dtype=np.int64)) if n else np.ones(0, bool)
+    held = state.held_out.mask(np.arange(n, dtype=np.int64)) if n else None
     out = []
     for k, (a, b) in enumerate(shard_plan(n, shard_size)):
         u = np.arange(a, b, dtype=np.int64)
@@ -239,7 +243,7 @@ def make_shards(state: Any, shard_size: int) -> list[Shard]:
         out.append(Shard(k, ids[a:b], state.fs.copy_users(u).to_arrays(),
                          None if aff is None else np.asarray(aff),
                          (td.day[a:b].copy(), td.count[a:b].copy(), td.prev[a:b].copy()),
-                         subs[a:b].copy()))
+                         subs[a:b].copy(), None if held is None else held[a:b].copy()))
     return out
 
 
@@ -258,13 +262,15 @@ def open_state(state_dir: str | Path, registry: str | Path, *, timing: str | Non
     references (``name@vN``); when no item policy is promoted, the server's own default
     most-popular over the state's data. Feature spec: the active policies', else the state's
     ``feature_spec.json``, else flat priors over its items' categories. Guardrails as the
-    server applies them (:func:`pushrl.serve.guardrails.effective`). ``overrides``: policy
+    server applies them (:func:`pushrl.serve.guardrails.effective`), with the state's live
+    holdout (held-out users are never planned a send). ``overrides``: policy
     objects instead (keys ``timing``, ``item``; for tests and embedding, as
     :func:`~pushrl.serve.app.create_app`).
     """
     from pushrl.serve import guardrails as serve_guardrails
-    from pushrl.serve import history
+    from pushrl.serve import history, holdout
     from pushrl.serve.engine import encoding
+    from pushrl.serve.holdout import HeldOut
     from pushrl.serve.policyset import CatalogPopular, Loaded, load_ref, load_set
     from pushrl.serve.state import ServerState, default_spec
     from pushrl.serve.store import ReadOnlyLog
@@ -280,6 +286,7 @@ def open_state(state_dir: str | Path, registry: str | Path, *, timing: str | Non
         FeatureSpec.from_dict(json.loads(spec_file.read_text())) if spec_file.exists() else
         default_spec(log.query("SELECT item_id, category FROM items ORDER BY seq")))
     st = ServerState(log, spec)  # type: ignore[arg-type]
+    st.held_out = HeldOut(holdout.check(state_dir, None))  # the state's live holdout, if any
     st.rebuild()
     ids = [it.item_id for it in st.item_list]
     kept = history.server_popularity(state_dir)

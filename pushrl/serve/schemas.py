@@ -198,6 +198,11 @@ class DecideOut(BaseModel):
     ts: dt.datetime
     send_at: dt.datetime | None = Field(None, description="With `horizon_hours`: first slot "
                                         "in which the policy would send (null: none).")
+    holdout: bool | None = Field(None, description="With a live holdout (`--holdout`): true "
+                                 "when the user is held out of the campaign (never sent), "
+                                 "false when treated; null without a holdout.")
+    p_holdout: float | None = Field(None, ge=0, le=1, description="Probability of being held "
+                                    "out (the holdout's share); null without a holdout.")
 
 
 class DecideBatchIn(_Body):

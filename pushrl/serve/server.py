@@ -17,11 +17,12 @@ import numpy as np
 
 from pushrl.data.features import FeatureSpec
 from pushrl.policies.base import Policy
-from pushrl.serve import history, registry_ops
+from pushrl.serve import history, holdout, registry_ops
 from pushrl.serve.auth import KeyChecker, load_keys
 from pushrl.serve.config import ServeConfig
 from pushrl.serve.batcher import DecisionBatcher
 from pushrl.serve.engine import DecideRow, Engine
+from pushrl.serve.holdout import HeldOut
 from pushrl.serve.errors import Conflict, NotFound, ServeError, Unprocessable
 from pushrl.serve.metrics import ServeMetrics
 from pushrl.serve.policyset import CatalogPopular, Loaded, PolicySet, catalog_mismatch, load_set
@@ -73,6 +74,11 @@ class Server:
         self.base_spec = self._base_spec(cfg.catalog)
         self._init_popularity()
         self.state = ServerState(self.log, policies.spec or self.base_spec)
+        try:
+            self.state.held_out = HeldOut(holdout.bind(self.log, cfg.holdout))
+        except Exception:
+            self.log.close()
+            raise
         self.state.rebuild()
         self.live_profiles = LiveProfiles.of(self.log)  # GET /v1/users/{id}/profile
         self._count_item_events()

@@ -19,6 +19,7 @@ from pushrl.data.features import FeatureSpec, FeatureState, ItemCatalog
 from pushrl.data.timezones import zone_names
 from pushrl.serve.errors import Conflict, NotFound, ServeError, Unprocessable
 from pushrl.serve.guardrails import SendHistory, Subscriptions
+from pushrl.serve.holdout import HeldOut
 from pushrl.serve.history import Restored, history_meta, restore
 from pushrl.serve.store import (
     OP_ACTIVITY,
@@ -100,6 +101,8 @@ class ServerState:
         self.item_list: list[Item] = []
         self.sends = SendHistory()
         self.subscriptions = Subscriptions()
+        #: Live holdout arms (:mod:`pushrl.serve.holdout`); the server sets its holdout.
+        self.held_out = HeldOut()
         self.seq = 0
         self._catalog: ItemCatalog | None = None
         self._item_cat: np.ndarray | None = None
@@ -206,6 +209,7 @@ class ServerState:
             return False, stmts
         idx = int(self.fs.add_users([timezone], bucket)[0])
         self.users[user_id] = idx
+        self.held_out.add(idx, user_id)
         stmts = [
             ("INSERT INTO users VALUES (?,?,?,?,?)", (user_id, idx, timezone, feats, bucket)),
             (_OP_SQL, (self.next_seq(), OP_ADD_USER, idx, bucket, 0, timezone)),
@@ -319,6 +323,7 @@ class ServerState:
             run_a.append(a)
             seen.add(u)
         flush()
+        self.held_out.reset(self.users)
         self.sends = SendHistory()
         if restored is not None and restored.sends.size:  # the log's last sends (guardrails)
             hu, hts = restored.sends[:, 0], restored.sends[:, 1]

@@ -47,6 +47,8 @@ CHECKPOINT_SECONDS = 0.5
 #: Ops of the feature-state journal. ``OP_SUBSCRIPTION`` (``arg`` 1 = subscribed, 0 =
 #: unsubscribed) changes no feature: it is the subscription guardrail's journal.
 OP_ADD_USER, OP_ACTIVITY, OP_ADVANCE, OP_PUSH, OP_OPEN, OP_SUBSCRIPTION = 0, 1, 2, 3, 4, 5
+#: Op kinds 10-14 are reserved for incrementality (#18); live holdouts need none (the arm is
+#: a hash of the user id and the holdout is stored in ``meta``).
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -66,7 +68,8 @@ CREATE TABLE IF NOT EXISTS decisions (
   ts INTEGER NOT NULL, sent INTEGER NOT NULL, item_id TEXT, pscore REAL NOT NULL,
   pscore_send REAL NOT NULL, pscore_item REAL, policy TEXT NOT NULL, item_policy TEXT,
   reason TEXT NOT NULL, candidates TEXT, context TEXT, features BLOB,
-  opened INTEGER, clicked INTEGER, converted INTEGER, revenue REAL, unsubscribed INTEGER);
+  opened INTEGER, clicked INTEGER, converted INTEGER, revenue REAL, unsubscribed INTEGER,
+  holdout INTEGER, p_holdout REAL);
 CREATE INDEX IF NOT EXISTS decisions_seq ON decisions(seq);
 CREATE TABLE IF NOT EXISTS feedback (
   seq INTEGER PRIMARY KEY, decision_id TEXT NOT NULL, ts INTEGER NOT NULL,
@@ -282,6 +285,11 @@ class DurableLog(LogReads):
         w = connect(self.path, sync=sync)
         w.executescript(_DDL)
         w.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        # live holdouts (#18) added two columns: logs written before get them (NULL)
+        cols = {r[1] for r in w.execute("PRAGMA table_info(decisions)")}
+        for col, kind in (("holdout", "INTEGER"), ("p_holdout", "REAL")):
+            if col not in cols:
+                w.execute(f"ALTER TABLE decisions ADD COLUMN {col} {kind}")
         have = w.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0]
         if have != SCHEMA_VERSION:
             raise RuntimeError(f"{self.path}: log schema {have!r}, expected {SCHEMA_VERSION!r}")

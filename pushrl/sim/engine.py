@@ -128,6 +128,8 @@ class PushSim:
         self.key = np.zeros(n, np.uint64)
         self.t = np.zeros(n, np.int64)
         self.alive = np.zeros(n, bool)
+        #: Slots held out of the campaign (:mod:`pushrl.rules.holdout`): never delivered.
+        self.held_out = np.zeros(n, bool)
         self.sends = DayCount(n)
         self._day = np.zeros(n, np.int64)  # local day of each slot's current decision
         self._item_x = model.item_features.astype(np.float32)
@@ -149,6 +151,12 @@ class PushSim:
         self.sends.reset(s)
         if self._obs is not None:  # refresh only the reset slots of the cached observation
             self._observe_into(self._obs, s)
+
+    def set_held_out(self, slots: np.ndarray, held_out: np.ndarray) -> None:
+        """Put ``slots`` ``(k,)`` in (True) or out of (False) the campaign's holdout
+        ``held_out`` ``(k,)`` (the same guardrail as the server's)."""
+        self.held_out[np.asarray(slots, np.int64)] = np.asarray(held_out, bool)
+        self._obs = None
 
     def bucket(self) -> np.ndarray:
         """UTC bucket of every slot's current decision, ``(n,)``."""
@@ -177,7 +185,9 @@ class PushSim:
         hour = raw[:, F["local_hour"]].astype(np.int64)
         quiet = g.quiet(hour)
         # `alive` = still subscribed: the same rule as the server's (rules.guardrails)
-        allowed = (g.allowed(hour, today, raw[:, F["sends_7d"]], subscribed=self.alive[ix])
+        held = self.held_out[ix] if self.held_out.any() else None
+        allowed = (g.allowed(hour, today, raw[:, F["sends_7d"]], subscribed=self.alive[ix],
+                             held_out=held)
                    & (self.t[ix] < self.cfg.horizon))
         obs.raw[ix], obs.allowed[ix], obs.quiet[ix] = raw, allowed, quiet
         obs.sends_today[ix], obs.bucket[ix] = today, b

@@ -46,6 +46,8 @@ def _write(tmp_path: Path, body: str) -> Path:
     ("colour = 'red'\n", "unknown keys"),
     ("start = 'yesterday'\n", "not ISO 8601"),
     ("horizon_days = [\n", "invalid TOML"),
+    ("[holdout]\nshare = 0.7\n", r"\[holdout\] holdout share must be a number in \[0, 0.5\]"),
+    ("[holdout]\nshare = 0.1\nsalt = ''\n", "salt must be a non-empty string"),
 ])
 def test_invalid_scenarios_name_the_problem(tmp_path: Path, body: str, match: str) -> None:
     with pytest.raises(ScenarioError, match=match):
@@ -67,3 +69,11 @@ def test_timing_env_refuses_the_obd_scenario() -> None:
 
     with pytest.raises(ScenarioError, match=r"PushItem|push log"):
         PushTimingEnv("obd")
+
+
+def test_holdout_section(tmp_path: Path) -> None:
+    from pushrl.rules.holdout import Holdout
+
+    sc = load_scenario(_write(tmp_path, "[holdout]\nshare = 0.05\nsalt = 'q1'\n"))
+    assert sc.holdout == Holdout(0.05, "q1", "default")
+    assert load_scenario("default").holdout is None

@@ -43,7 +43,9 @@ from pushrl.policies.item_data import build_rounds
 from pushrl.rules.guardrails import REASONS, Guardrails
 from pushrl.rules import reward
 from pushrl.rules.reward import RewardWeights
+from pushrl.rules.holdout import Holdout
 from pushrl.serve.guardrails import SendHistory, Subscriptions, check
+from pushrl.serve.holdout import HeldOut
 from pushrl.sim.engine import Outcome, PushSim
 from pushrl.units import HOUR
 
@@ -103,6 +105,18 @@ def test_unsubscribed_users_are_blocked_alike_in_sim_and_server() -> None:
     assert n_unsub >= 1
 
 
+def test_held_out_users_are_blocked_alike_in_sim_and_server() -> None:
+    """A live holdout (same ids, same hash) blocks the same users with the same verdict
+    (``held_out``) in the simulator (:meth:`PushSim.set_held_out`) and the server
+    (:class:`~pushrl.serve.holdout.HeldOut`); nobody held out is ever delivered a push."""
+    ids = [f"u{i}" for i in range(len(ZONES))]
+    hold = Holdout(0.5, "parity")
+    held = hold.held_out(ids)
+    assert 0 < held.sum() < len(ids)  # both arms present (a fixed salt: not a flaky draw)
+    _guardrail_parity({"zones": ZONES, "g": Guardrails(0, 0, 0, 0), "start": STARTS[0],
+                       "days": 3, "p": 1.0, "seed": 5, "holdout": hold})
+
+
 def _guardrail_parity(sc: dict) -> int:
     """Run one stream through both paths (module docstring); returns the unsubscribes."""
     zones, g = sc["zones"], sc["g"]
@@ -114,10 +128,18 @@ def _guardrail_parity(sc: dict) -> int:
     subs = Subscriptions()
     rng = np.random.default_rng(sc["seed"])
     n_unsub = 0
+    ids = [f"u{i}" for i in range(n)]
+    server_held = HeldOut(sc.get("holdout"))
+    server_held.reset({u: i for i, u in enumerate(ids)})
+    sim_held = None
+    if sc.get("holdout") is not None:
+        sim.set_held_out(users, sc["holdout"].held_out(ids))
+        sim_held = sim.held_out
     for _ in range(sim.cfg.horizon):
         obs = sim.observe()
         ts = obs.bucket * HOUR
-        allowed, reasons, today, days = check(g, hist, users, ts, fs, subs)
+        allowed, reasons, today, days = check(g, hist, users, ts, fs, subs,
+                                              server_held.mask(users))
         _, week = hist.counts(users, obs.bucket, days)
         np.testing.assert_array_equal(obs.allowed, allowed)
         np.testing.assert_array_equal(obs.sends_today, today)
@@ -125,11 +147,14 @@ def _guardrail_parity(sc: dict) -> int:
         hour = obs.raw[:, F["local_hour"]].astype(np.int64)
         sim_reasons = [REASONS[c] for c in g.verdict(hour, obs.sends_today,
                                                      obs.raw[:, F["sends_7d"]],
-                                                     sim.alive).tolist()]
+                                                     sim.alive, sim_held).tolist()]
         assert sim_reasons == reasons
         want = rng.random(n) < sc["p"]
         out = sim.step(want)
         np.testing.assert_array_equal(out.delivered, want & allowed)
+        if sim_held is not None:
+            assert not out.delivered[sim_held].any()
+            assert all(reasons[i] == "held_out" for i in np.flatnonzero(sim_held))
         for i in np.flatnonzero(out.delivered).tolist():
             hist.record(i, zones[i], int(ts[i]), int(days[i]))
         subs.set(np.flatnonzero(out.unsubscribed), False)  # the server's feedback path

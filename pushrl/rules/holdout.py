@@ -1,0 +1,100 @@
+"""Live holdouts: the ONE definition of which users a campaign never pushes.
+
+A holdout keeps a sticky random share of users away from a campaign so that its incremental
+effect can be measured on live traffic (``pushrl lift``): the held-out users are the control
+arm, everybody else the treated arm. The rules, for the simulator and the server alike:
+
+* **Assignment** is a seeded hash of the opaque user id (:func:`pushrl.data.split.user_uniform`,
+  the same hash as the training/evaluation split, salted ``pushrl-holdout:CAMPAIGN:SALT:``):
+  user ``u`` is held out when its uniform number is below ``share``. It depends on nothing
+  else (not on arrival order, time, other users or the process), so it is sticky across
+  restarts and machines, and it is independent of the training split (another salt).
+* **Probability**: every user has the same probability ``share`` of being held out; each
+  decision logs its arm (``holdout`` 1/0) and ``p_holdout = share``.
+* **Never leaks**: a held-out user is never sent the campaign. It is a guardrail
+  (:data:`pushrl.rules.guardrails.HELD_OUT`, checked before all others), so it masks ``SEND``
+  for every policy, in the simulator and in the server.
+* A state that ran under one holdout refuses another ``share``/``salt``/``campaign`` (changing
+  them would move users between the arms mid-experiment and break the comparison).
+
+``share = 0`` means no holdout (no user is held out; decisions log no arm).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from pushrl.data.split import user_uniform
+
+#: Largest share a holdout may keep away from a campaign.
+MAX_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class Holdout:
+    """A campaign's live holdout.
+
+    Attributes:
+        share: Probability that a user is held out, in [0, 0.5] (0 = no holdout).
+        salt: Salt of the user hash (another salt, another independent assignment).
+        campaign: Campaign name (part of the hash key: campaigns hold out different users).
+    """
+
+    share: float = 0.0
+    salt: str = "0"
+    campaign: str = "default"
+
+    def __post_init__(self) -> None:
+        s = self.share
+        if isinstance(s, bool) or not isinstance(s, int | float | np.floating) or not (
+                0.0 <= float(s) <= MAX_SHARE):
+            raise ValueError(f"holdout share must be a number in [0, {MAX_SHARE}], got {s!r}; "
+                             "e.g. 0.05 holds out 5 % of the users")
+        object.__setattr__(self, "share", float(s))
+        for name in ("salt", "campaign"):
+            v = getattr(self, name)
+            if not isinstance(v, str | int) or isinstance(v, bool) or not str(v):
+                raise ValueError(f"holdout {name} must be a non-empty string, got {v!r}")
+            object.__setattr__(self, name, str(v))
+
+    @property
+    def active(self) -> bool:
+        """True when some users are held out (``share > 0``)."""
+        return self.share > 0.0
+
+    @property
+    def key(self) -> str:
+        """The hash salt of :func:`~pushrl.data.split.user_uniform`."""
+        return f"pushrl-holdout:{self.campaign}:{self.salt}:"
+
+    def held_out(self, user_ids: np.ndarray | list[str]) -> np.ndarray:
+        """bool ``(n,)``: True for the held-out users among ``user_ids``."""
+        ids = np.asarray(user_ids, dtype=object)
+        if not self.active or not ids.size:
+            return np.zeros(ids.shape, bool)
+        return user_uniform(ids, self.key) < self.share
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (the server's durable config, scenario files, reports)."""
+        return {"share": self.share, "salt": self.salt, "campaign": self.campaign}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Holdout:
+        """From :meth:`to_dict` output.
+
+        Raises:
+            ValueError: unknown keys or invalid values.
+        """
+        unknown = set(d) - {"share", "salt", "campaign"}
+        if unknown:
+            raise ValueError(f"unknown holdout keys {sorted(unknown)}; known: campaign, salt, "
+                             "share")
+        return cls(**d)
+
+    def describe(self) -> str:
+        """One line: ``holdout 5 % of campaign 'default' (salt '0')``."""
+        return (f"holdout {100 * self.share:g} % of campaign {self.campaign!r} "
+                f"(salt {self.salt!r})")
