@@ -166,3 +166,23 @@ def test_bad_input_one_line(imported: tuple[Path, str], tmp_path: Path, args: li
 def test_missing_state_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(PushrlError, match="pushrl state import"):
         plan(tmp_path / "none", "2026-04-01", registry=tmp_path / "p")
+
+
+def test_held_out_users_are_never_planned_a_send(imported: tuple[Path, str],
+                                                 tmp_path: Path) -> None:
+    """A state that runs a live holdout: its held-out users get no planned send (the one
+    HELD_OUT guardrail), the others are planned as usual."""
+    from pushrl.rules.holdout import Holdout
+
+    state, date = imported
+    shutil.copytree(state, tmp_path / "state")
+    hold = Holdout(0.3, "s1")
+    with TestClient(create_app(make_cfg(tmp_path, catalog=None, holdout=hold))):
+        pass  # the first start stores the holdout in the state's log
+    res = plan(tmp_path / "state", date, registry=tmp_path / "policies", all_hours=True)
+    df = res.frame
+    held = hold.held_out(df["user_id"].to_numpy(object))
+    assert 0 < held.mean() < 0.6
+    assert not df.loc[held, "send"].any()
+    assert (df.loc[held, "reason"] == "guardrail:held_out").all()
+    assert df.loc[~held, "send"].sum() > 10
