@@ -22,6 +22,7 @@ from pushrl.cli import (
     serve,
     sim,
     state,
+    templates,
     train,
 )
 
@@ -57,6 +58,7 @@ app.add_typer(policies.app, name="policies")
 app.command("serve")(serve.command)
 app.add_typer(logs.app, name="logs")
 app.add_typer(state.app, name="state")
+app.add_typer(templates.app, name="templates")
 app.command("quickstart")(quickstart.command)
 
 
