@@ -84,6 +84,8 @@ SCHEMA: dict[str, tuple[Column, ...]] = {
         Column("unsubscribed", "bool", False, True, "unsubscribed within the window"),
         Column("channel", "str", False, True, "optional delivery channel"),
         Column("template_id", "str", False, True, "optional message template"),
+        Column("pscore_template", "float", False, True,
+               "logging probability of template_id given the sent item and context"),
     ),
 }
 
