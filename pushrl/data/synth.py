@@ -87,11 +87,13 @@ class WorldParams:
     logger_send_high: float = 0.5
     # Message templates (off by default: no template columns, no extra draws). Arm t lifts
     # the open logit by template_lift[t] for light users and template_lift_heavy[t] for heavy
-    # ones (sessions_per_day above the median), minus template_fatigue * exp(-h / recovery)
-    # when the user saw the same template h hours ago (a recovering arm).
+    # ones (sessions_per_day above the median), plus template_deal_lift[t] when the item's
+    # discount_pct is >= 30 and minus it otherwise, minus template_fatigue * exp(-h /
+    # recovery) when the user saw the same template h hours ago (a recovering arm).
     template_ids: tuple[str, ...] = ()
     template_lift: tuple[float, ...] = ()
     template_lift_heavy: tuple[float, ...] = ()
+    template_deal_lift: tuple[float, ...] = ()
     template_fatigue: float = 0.0
     template_recovery_h: float = 48.0
 
@@ -187,11 +189,14 @@ class TrueWorld:
         #: heavy users (sessions_per_day above the world's median): the template segment
         self.heavy = users["sessions_per_day"].to_numpy(float) > params.sessions_per_day_median
         self.n_templates = len(params.template_ids)
-        if not (len(params.template_lift) == len(params.template_lift_heavy)
-                == self.n_templates):
-            raise ValueError("template_ids, template_lift and template_lift_heavy must have "
-                             f"one entry per template, got {len(params.template_ids)}, "
-                             f"{len(params.template_lift)}, {len(params.template_lift_heavy)}")
+        lens = {len(getattr(params, k)) for k in ("template_ids", "template_lift",
+                                                  "template_lift_heavy", "template_deal_lift")}
+        if len(lens) > 1:
+            raise ValueError("template_ids, template_lift, template_lift_heavy and "
+                             "template_deal_lift must have one entry per template")
+        #: +1 for items with discount_pct >= 30, else -1 (the deal copy's item effect)
+        self.deal = (np.where(items["discount_pct"].to_numpy(float) >= 30, 1.0, -1.0)
+                     if "discount_pct" in items else np.zeros(len(items)))
 
     @classmethod
     def load(cls, dirpath: str | Path) -> TrueWorld:
@@ -222,18 +227,19 @@ class TrueWorld:
         return (p.open_intercept + p.open_activity * log_rel + p.open_affinity * log_aff
                 + p.open_engagement * z - p.fatigue_24h * sends_24h - p.fatigue_7d * sends_7d)
 
-    def template_logit(self, users: np.ndarray, templates: np.ndarray,
+    def template_logit(self, users: np.ndarray, items: np.ndarray, templates: np.ndarray,
                        hours_since: np.ndarray | float) -> np.ndarray:
-        """Open-logit shift of showing arm ``templates`` to ``users`` who last saw it
-        ``hours_since`` hours ago (broadcast; 336 = never): the segment lift minus the
-        recovering fatigue."""
+        """Open-logit shift of showing arm ``templates`` with ``items`` to ``users`` who last
+        saw it ``hours_since`` hours ago (broadcast; 336 = never): the segment and deal lifts
+        minus the recovering fatigue."""
         p = self.params
         lift = np.stack([np.asarray(p.template_lift, float),
                          np.asarray(p.template_lift_heavy, float)])
         t = np.asarray(templates, np.int64)
         fat = p.template_fatigue * np.exp(-np.asarray(hours_since, float)
                                           / p.template_recovery_h)
-        return lift[self.heavy[users].astype(np.int64), t] - fat
+        return (lift[self.heavy[users].astype(np.int64), t]
+                + np.asarray(p.template_deal_lift, float)[t] * self.deal[items] - fat)
 
     def log_affinity(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """``log(pref[user, category of item] * n_categories)`` (broadcast); 0 = average."""
@@ -347,6 +353,13 @@ class _Cols:
         return np.concatenate(p).astype(dtype, copy=False) if p else np.zeros(0, dtype)
 
 
+def world_spec() -> FeatureSpec:
+    """The feature spec the synthetic world's own state uses (uniform priors): a policy that
+    decides inside :func:`generate` (``template_chooser``) sees features under this spec."""
+    return FeatureSpec(tuple(CATEGORIES), {}, tuple([1 / 168] * 168),
+                       tuple([1 / len(CATEGORIES)] * len(CATEGORIES)))
+
+
 #: ``chooser(state, users, bucket, items, hours) -> (arms, pscore)``: the message template of
 #: each sent push (``hours``: ``(n, n_templates)`` from the pipeline's
 #: :class:`~pushrl.data.features.TemplateRecency`); None = uniform over the world's templates.
@@ -388,8 +401,7 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
     step_hours = 24 // cfg.slots_per_day
     tzt = TimezoneTable(list(TIMEZONES))
     tz_idx = np.array([tzt.index(t) for t in users["timezone"]])
-    spec = FeatureSpec(tuple(CATEGORIES), {}, tuple([1 / 168] * 168),
-                       tuple([1 / len(CATEGORIES)] * len(CATEGORIES)))
+    spec = world_spec()
     state = FeatureState(spec, users["timezone"].tolist(), b0, tz_table=tzt)
     cat_items = [np.flatnonzero(world.item_cat == c) for c in range(len(CATEGORIES))]
     logger = make_logger(p.logger, world.p_send, n_items, epsilon=p.logger_epsilon,
@@ -447,7 +459,8 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
                     p_arm = np.full(su_.size, 1.0 / n_tmpl)
                 else:
                     arm, p_arm = template_chooser(state, su_, b, si, hours)
-                logit = logit + world.template_logit(su_, arm, hours[np.arange(su_.size), arm])
+                logit = logit + world.template_logit(su_, si, arm,
+                                                     hours[np.arange(su_.size), arm])
                 recency.record(su_, b, arm)
                 push.add(tmpl=_scatter(send, arm, -1, np.int64),
                          p_tmpl=_scatter(send, p_arm, np.nan, float))

@@ -104,12 +104,15 @@ WORLDS: dict[str, WorldFamily] = {w.name: w for w in (
 #: Message-template effects (issue 17) added to any world by ``world_config(...,
 #: templates=True)`` / ``pushrl data synth --templates``: the four approved
 #: recommendation/en arms of the shipped catalog ``templates/default``. Urgent copy works for
-#: light users and badly for heavy ones, personal copy the other way round, so no single
-#: template is best for everybody; a template seen in the last ~2 days works less.
+#: light users and badly for heavy ones, personal copy the other way round, and the
+#: deal copy ("30% off ...") works for items with a discount of 30 % or more and hurts for
+#: the rest, so no single template is best for every push; a template seen in the last ~2
+#: days works less (fatigue 0.4 on the open logit, recovering with a 48 h time constant).
 TEMPLATE_KNOBS: dict[str, Any] = {
     "template_ids": ("rec_plain_en", "rec_urgent_en", "rec_personal_en", "rec_deal_en"),
-    "template_lift": (0.0, 0.3, -0.3, 0.1),
-    "template_lift_heavy": (0.0, -0.3, 0.35, -0.1),
+    "template_lift": (0.0, 0.3, -0.3, 0.0),
+    "template_lift_heavy": (0.0, -0.3, 0.35, 0.0),
+    "template_deal_lift": (0.0, 0.0, 0.0, 0.4),
     "template_fatigue": 0.4,
     "template_recovery_h": 48.0,
 }
