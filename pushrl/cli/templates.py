@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from pushrl.cli._common import emit, out
+
+if TYPE_CHECKING:
+    from pushrl.data.io import Dataset
+    from pushrl.policies.templates import TemplateCatalog
 
 app = typer.Typer(help="Message templates: list, propose (pending), approve, render.",
                   no_args_is_help=True)
@@ -143,3 +148,108 @@ def render(data: Path = typer.Argument(..., help="pushlog v1 directory (its item
         return
     for tid, text in texts.items():
         out.print(f"{tid}: {text}", highlight=False, markup=False)
+
+
+_ARMS = typer.Option(None, "--trigger", help="Arms: approved templates of this trigger "
+                                             "(default: every approved template the logs show).")
+
+
+def _arm_ids(cat: TemplateCatalog, ds: Dataset, trigger: str | None,
+             locale: str | None) -> list[str]:
+    """Approved arms of the selection that the logs show, in catalog order."""
+    from pushrl.errors import DataError
+
+    p = ds.pushes
+    shown = set(p["template_id"].dropna().astype(str)) if "template_id" in p else set()
+    ids = [t.id for t in cat.arms(trigger=trigger, locale=locale) if t.id in shown]
+    if not ids:
+        raise DataError("the logs show none of the catalog's approved templates of this "
+                        "selection (`template_id` column); log templates first or pass "
+                        "the catalog the logs were made with")
+    return ids
+
+
+@app.command("train")
+def train(data: Path = typer.Argument(..., help="pushlog v1 directory with template_id and "
+                                                  "pscore_template."),
+          out: Path = typer.Option(Path("policies/vw-template"), "--out",
+                                   help="Registry directory (a new version vN inside)."),
+          trigger: str | None = _ARMS,
+          locale: str | None = typer.Option(None, "--locale", help="Arms of this locale."),
+          reward: str = typer.Option("", "--reward", help="Item-round reward formula "
+                                                          "(default: the logs')."),
+          learning_rate: float = typer.Option(0.02, "--learning-rate", help="VW -l."),
+          new_explore: float = typer.Option(0.1, "--new-explore",
+                                            help="Probability for arms seen < --new-min-shows "
+                                                 "times."),
+          new_min_shows: int = typer.Option(200, "--new-min-shows", min=0),
+          catalog: Path = _CAT, as_json: bool = _JSON) -> None:
+    """Train the template slot (VW over the approved arms, given user, item and recency)."""
+    from pushrl.data.validate import load_dataset
+    from pushrl.policies.template_policy import template_rounds, train_template_policy
+    from pushrl.policies.templates import load_catalog
+    from pushrl.policies.vw import VWConfig
+
+    cat = load_catalog(catalog)
+    ds, _ = load_dataset(data)
+    ids = _arm_ids(cat, ds, trigger, locale)
+    rounds = template_rounds(ds, ids, reward=reward or None,
+                             catalog_ref=f"{cat.name}@{cat.version}")
+    pol = train_template_policy(rounds, VWConfig(learning_rate=learning_rate),
+                                new_explore=new_explore, new_min_shows=new_min_shows)
+    art = pol.save(out, {"data": str(data), "data_fingerprint": ds.fingerprint(),
+                         "reward": rounds.weights.item_formula(), "n_rounds": rounds.n_rounds})
+    res = {"artifact": str(art), "arms": ids, "n_rounds": rounds.n_rounds}
+    if as_json:
+        emit(res, True)
+    else:
+        typer.echo(f"wrote {art}: {len(ids)} arms, {rounds.n_rounds:,} rounds")
+
+
+@app.command("evaluate")
+def evaluate(policy: Path = typer.Argument(..., help="Template policy artifact "
+                                                     "(policies/NAME[/vN])."),
+             data: Path = typer.Option(..., "--data", help="pushlog v1 directory (held out)."),
+             baseline: str = typer.Option("logging", "--baseline",
+                                          help="logging, uniform or fixed:TEMPLATE_ID."),
+             as_json: bool = _JSON) -> None:
+    """OPE (IPW, SNIPW, DR, SNDR) of a template policy on logs, and the deployment gate."""
+    from pushrl.data.validate import load_dataset
+    from pushrl.errors import ArtifactError
+    from pushrl.ope.evaluate_template import evaluate_template_policy
+    from pushrl.policies.base import ItemPolicy
+    from pushrl.policies.registry import load_policy
+    from pushrl.policies.template_policy import (
+        FixedTemplate,
+        TemplatePolicy,
+        UniformTemplate,
+        template_rounds,
+    )
+
+    pol = load_policy(policy)
+    if not isinstance(pol, TemplatePolicy):
+        raise ArtifactError(f"{policy} is not a template policy; train one with "
+                            "`pushrl templates train`")
+    ds, _ = load_dataset(data)
+    rounds = template_rounds(ds, pol.arm_ids, catalog_ref=pol.catalog_ref)
+    base: ItemPolicy | None = None
+    if baseline == "uniform":
+        base = UniformTemplate()
+    elif baseline.startswith("fixed:"):
+        tid = baseline.split(":", 1)[1]
+        if tid not in pol.arm_ids:
+            raise ArtifactError(f"--baseline {baseline}: {tid!r} is not an arm; arms: "
+                                f"{', '.join(pol.arm_ids)}")
+        base = FixedTemplate(arm=pol.arm_ids.index(tid))
+    elif baseline != "logging":
+        raise ArtifactError(f"--baseline must be logging, uniform or fixed:TEMPLATE_ID, "
+                            f"got {baseline!r}")
+    res = evaluate_template_policy(rounds, pol, base)
+    if as_json:
+        emit(res, True)
+        return
+    for name, e in res["estimates"].items():
+        typer.echo(f"{name:6s} {e['value']:.5f} [{e['lower']:.5f}, {e['upper']:.5f}]")
+    g = res["gate"]
+    typer.echo(f"on-policy {res['on_policy']:.5f}; gate vs {baseline}: "
+               f"{'PASS' if g['passed'] else 'FAIL ' + ', '.join(g['failed_rules'])}")

@@ -443,6 +443,9 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
             ev_rev = np.where(ev_kind == 3, world.price[np.maximum(ev_item, 0)], np.nan)
             ev_ts = b * HOUR + rng.integers(0, HOUR * step_hours, ev_u.size)
             act.add(u=ev_u, kind=ev_kind, item=ev_item, rev=ev_rev, ts=ev_ts)
+            if recency is not None:  # a template policy deciding here sees activity as replay
+                state.record_activity(ev_u, ev_ts // HOUR, np.where(
+                    ev_item >= 0, world.item_cat[np.maximum(ev_item, 0)], -1))
         # the randomised logging policy, at every slot for every subscribed user
         if step % step_hours == 0:
             du = all_u[alive]
