@@ -7,7 +7,8 @@ Usage: python benchmarks/templates.py [--train-users 4000] [--eval-users 3000] [
 
 1. A synthetic world with template effects (``pushrl data synth --templates``: urgent copy
    works for light users, personal copy for heavy ones, deal copy for items with a discount
-   of 30 % or more; a template seen in the last ~2 days works less) logs pushes with a uniform template logger (``pscore_template`` = 1/4).
+   of 30 % or more; a template seen in the last ~2 days works less) logs pushes with a
+   uniform template logger (``pscore_template`` = 1/4).
 2. A VW template policy (:mod:`pushrl.policies.template_policy`) is trained on those logs;
    the "best fixed template" is the arm with the highest IPW value on the same logs (every
    fixed template is also run on the held-out users, and the best of them in hindsight
