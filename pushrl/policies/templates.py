@@ -275,6 +275,9 @@ def load_catalog(path: str | Path) -> TemplateCatalog:
     p = Path(path)
     if not p.is_absolute() and not p.exists():
         p = resources.find(p) or p
+    if not p.exists():
+        raise TemplateError(f"no template catalog at {path}; pass templates/NAME[/vN] "
+                            "(shipped: templates/default)")
     try:
         d = resolve(p)
         card = verify_artifact(d)

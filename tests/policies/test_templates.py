@@ -186,6 +186,8 @@ def test_cli_list_propose_approve_render(tmp_path: Path) -> None:
     for args, msg in ((["templates", "approve", "nope"], "unknown template 'nope'"),
                       (["templates", "render", str(items), "--template", res["proposed"][1]],
                        "are not approved"),
-                      (["templates", "render", str(items), "--item", "zz"], "unknown item")):
+                      (["templates", "render", str(items), "--item", "zz"], "unknown item"),
+                      (["templates", "list", "--catalog", "nowhere/x"],
+                       "no template catalog at nowhere/x")):
         r = run_cli(args)
         assert r.returncode == 2 and msg in r.stderr and "Traceback" not in (r.stdout + r.stderr), (r.stdout + r.stderr)
