@@ -22,6 +22,7 @@ _RESOURCES = {
                                                  ["*.parquet", "*.json"]),
     "pushrl._resources.simulator_data.fitted.obd": ("simulator_data/fitted/obd",
                                                     ["*.npz", "*.json"]),
+    "pushrl._resources.templates.default": ("templates/default", ["v*/*.json"]),
 }
 
 setup(

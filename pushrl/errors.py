@@ -22,3 +22,7 @@ class ArtifactError(PushrlError):
 class ScenarioError(PushrlError, ValueError):
     """A scenario file is missing or invalid."""
 
+
+
+class TemplateError(PushrlError, ValueError):
+    """A message template catalog is invalid (unknown slot, too long, bad syntax, unknown id)."""

@@ -115,6 +115,9 @@ def synth(
                                    "night-owls, taste-clicks, fatigue-heavy."),
     param: list[str] = typer.Option([], "--param",
                                     help="Override a world parameter, KEY=VALUE (repeatable)."),
+    templates: bool = typer.Option(False, "--templates",
+                                   help="Add message-template effects and fatigue "
+                                        "(pushrl.data.worlds.TEMPLATE_KNOBS; logs template_id)."),
     part_users: int = typer.Option(10_000, "--part-users", min=1,
                                    help="Users per part: larger worlds are generated and "
                                         "written one user part at a time (bounded memory)."),
@@ -128,7 +131,8 @@ def synth(
     if 24 % slots_per_day:
         raise DataError(f"--slots-per-day must divide 24, got {slots_per_day}")
     cfg = world_config(world, users=users, days=days, seed=seed, items=items,
-                       slots_per_day=slots_per_day, **dict(parse_param(p) for p in param))
+                       slots_per_day=slots_per_day, templates=templates,
+                       **dict(parse_param(p) for p in param))
     parts = -(-users // part_users)
     with progress_bar("synthesizing", parts * days * 24, enabled=not as_json,
                       unit="hours") as update:

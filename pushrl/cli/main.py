@@ -25,6 +25,7 @@ from pushrl.cli import (
     serve,
     sim,
     state,
+    templates,
     train,
 )
 
@@ -62,6 +63,7 @@ app.add_typer(logs.app, name="logs")
 app.command("lift")(lift.command)
 app.add_typer(state.app, name="state")
 app.command("plan")(plan.command)
+app.add_typer(templates.app, name="templates")
 app.command("quickstart")(quickstart.command)
 app.command("profiles")(profiles.command)
 

@@ -89,6 +89,8 @@ SCHEMA: dict[str, tuple[Column, ...]] = {
                "treated; absent/null = no holdout"),
         Column("p_holdout", "float", False, True,
                "probability that the user is held out (the holdout's share)"),
+        Column("pscore_template", "float", False, True,
+               "logging probability of template_id given the sent item and context"),
     ),
 }
 

@@ -943,3 +943,103 @@ class ItemCatalog:
             return np.array([self.index[str(i)] for i in item_ids], dtype=np.int64)
         except KeyError as exc:
             raise KeyError(f"unknown item_id {exc.args[0]!r}; add it to the items table") from None
+
+
+# --------------------------------------------------------------------- templates
+#: Per-(user, template) recency features of a template decision (:func:`encode_template_recency`).
+TEMPLATE_RECENCY_NAMES: tuple[str, ...] = ("tmpl_seen_24h", "tmpl_seen_7d")
+#: Hours since a template was last shown are capped here (also "never shown").
+TEMPLATE_HOURS_CAP = 336
+_NEVER = np.iinfo(np.int64).min // 2
+
+
+class TemplateRecency:
+    """Hours since each user last saw each message template, point-in-time.
+
+    The same rule as :class:`FeatureState`: a show recorded in bucket ``b`` is pending and
+    visible to decisions in buckets ``> b`` only. Keeps the last two show buckets per (user,
+    template), so a second show in the current bucket does not hide the previous one.
+
+    Args:
+        n_users: Users (indices ``0..n_users-1``).
+        n_templates: Templates (arm indices ``0..n_templates-1``).
+    """
+
+    def __init__(self, n_users: int, n_templates: int) -> None:
+        self.last = np.full((n_users, n_templates), _NEVER, np.int64)
+        self.before = np.full((n_users, n_templates), _NEVER, np.int64)
+
+    def add_users(self, n: int) -> None:
+        """Append ``n`` users who never saw a template."""
+        t = self.last.shape[1]
+        self.last = np.concatenate([self.last, np.full((n, t), _NEVER, np.int64)])
+        self.before = np.concatenate([self.before, np.full((n, t), _NEVER, np.int64)])
+
+    def record(self, users: np.ndarray, bucket: int | np.ndarray, templates: np.ndarray) -> None:
+        """Record that ``users[i]`` was shown template ``templates[i]`` in ``bucket``."""
+        u = np.asarray(users, np.int64)
+        t = np.asarray(templates, np.int64)
+        b = np.broadcast_to(np.asarray(bucket, np.int64), u.shape)
+        key = u * self.last.shape[1] + t
+        if np.unique(key).size == key.size:  # the usual case: one show per pair, vectorised
+            cur, bef = self.last[u, t], self.before[u, t]
+            newer = b > cur
+            mid = ~newer & (b < cur) & (b > bef)
+            self.before[u[newer], t[newer]] = cur[newer]
+            self.last[u[newer], t[newer]] = b[newer]
+            self.before[u[mid], t[mid]] = b[mid]
+            return
+        for i in range(u.size):  # repeats of a (user, template) pair must apply in order
+            cur = self.last[u[i], t[i]]
+            if b[i] > cur:
+                self.before[u[i], t[i]] = cur
+                self.last[u[i], t[i]] = b[i]
+            elif cur > b[i] > self.before[u[i], t[i]]:
+                self.before[u[i], t[i]] = b[i]
+
+    def hours(self, users: np.ndarray, bucket: int | np.ndarray) -> np.ndarray:
+        """``(n, n_templates)`` hours since each template was last shown before ``bucket``
+        (capped at :data:`TEMPLATE_HOURS_CAP`, which also means never)."""
+        u = np.asarray(users, np.int64)
+        b = np.broadcast_to(np.asarray(bucket, np.int64), u.shape)[:, None]
+        last, before = self.last[u], self.before[u]
+        seen = np.where(last < b, last, np.where(before < b, before, _NEVER))
+        return np.minimum(b - seen, TEMPLATE_HOURS_CAP).astype(np.float32)
+
+
+def encode_template_recency(hours: np.ndarray) -> np.ndarray:
+    """``(..., n_templates, len(TEMPLATE_RECENCY_NAMES))`` features of
+    :meth:`TemplateRecency.hours`: shown in the last 24 h, in the last 7 days."""
+    h = np.asarray(hours, np.float32)
+    return np.stack([h < 24, h < 168], axis=-1).astype(np.float32)
+
+
+def template_recency_replay(users: np.ndarray, buckets: np.ndarray, templates: np.ndarray,
+                            n_users: int, n_templates: int) -> np.ndarray:
+    """:meth:`TemplateRecency.hours` at every logged decision, replayed in time order.
+
+    Args:
+        users: ``(n,)`` user index of each decision.
+        buckets: ``(n,)`` UTC hour bucket of each decision.
+        templates: ``(n,)`` arm index shown (-1 = no template: not sent or not an arm).
+        n_users: Number of users.
+        n_templates: Number of arms.
+
+    Returns:
+        ``(n, n_templates)`` float32 hours, row-aligned with the inputs.
+    """
+    u = np.asarray(users, np.int64)
+    b = np.asarray(buckets, np.int64)
+    t = np.asarray(templates, np.int64)
+    out = np.zeros((u.size, n_templates), np.float32)
+    state = TemplateRecency(n_users, n_templates)
+    order = np.argsort(b, kind="stable")
+    ub, starts = np.unique(b[order], return_index=True)
+    ends = np.append(starts[1:], order.size)
+    for bucket, lo, hi in zip(ub, starts, ends, strict=True):
+        rows = order[lo:hi]
+        out[rows] = state.hours(u[rows], bucket)
+        shown = rows[t[rows] >= 0]
+        if shown.size:
+            state.record(u[shown], bucket, t[shown])
+    return out

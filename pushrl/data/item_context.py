@@ -24,7 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from pushrl.data.features import ENCODED_NAMES, FeatureState, encode
+from pushrl.data.features import (
+    ENCODED_NAMES,
+    TEMPLATE_RECENCY_NAMES,
+    F,
+    FeatureState,
+    encode,
+    encode_template_recency,
+)
 
 #: Name of the pipeline's user-category affinity among the candidate features.
 AFFINITY = "affinity"
@@ -142,3 +149,60 @@ def build_item_context(features: np.ndarray, item_features: np.ndarray,
     return ItemContext(shared, cand, m, cf, (*ENCODED_NAMES, *logged_names), names,
                        None if position is None else np.asarray(position, np.int64),
                        {} if extra is None else extra)
+
+
+#: Prefix of the chosen item's catalog features in a template decision's ``shared`` columns.
+CHOSEN_ITEM_PREFIX = "item_"
+#: Fixed edges of ``log1p(activity_7d)`` whose one-hot bins (``act7d_bin=<k>``) a template
+#: decision adds to its shared columns: copy that works for light users and not for heavy ones
+#: is a step in activity, which a linear learner fits from indicators far faster than from
+#: the raw, uncentred ``log1p_activity_7d`` (intercept and slope nearly collinear).
+ACTIVITY_BIN_EDGES: tuple[float, ...] = (1.0, 2.0, 2.5, 3.0, 3.25, 3.5, 3.75, 4.0, 4.5)
+ACTIVITY_BIN_NAMES: tuple[str, ...] = tuple(f"act7d_bin={k}"
+                                            for k in range(len(ACTIVITY_BIN_EDGES) + 1))
+
+
+def activity_bins(features: np.ndarray) -> np.ndarray:
+    """``(n, len(ACTIVITY_BIN_NAMES))`` one-hot of ``log1p(activity_7d)`` in
+    :data:`ACTIVITY_BIN_EDGES` (raw pipeline ``features``, ``(n, N_FEATURES)``)."""
+    act = np.log1p(np.asarray(features, np.float64)[:, F["activity_7d"]])
+    k = np.searchsorted(np.asarray(ACTIVITY_BIN_EDGES), act, side="right")
+    return np.eye(len(ACTIVITY_BIN_NAMES), dtype=np.float32)[k]
+
+
+def build_template_context(features: np.ndarray, chosen_item_features: np.ndarray,
+                           item_feature_names: Sequence[str], template_features: np.ndarray,
+                           template_feature_names: Sequence[str], template_hours: np.ndarray,
+                           *, mask: np.ndarray | None = None,
+                           extra: dict[str, Any] | None = None) -> ItemContext:
+    """The context of ``n`` template decisions (the template slot after the item slot).
+
+    The same builder as an item decision (:func:`build_item_context`) with the approved
+    templates as the candidates: ``shared`` = the encoded pipeline features, then the user's
+    activity bin (:func:`activity_bins`) and the chosen item's catalog features
+    (``item_<name>``) as logged context; ``candidate_features`` =
+    the templates' static features, ``affinity`` (1.0: templates have no category), then the
+    user's recency of each template (:data:`~pushrl.data.features.TEMPLATE_RECENCY_NAMES`,
+    from :class:`~pushrl.data.features.TemplateRecency`).
+
+    Args:
+        features: ``(n, N_FEATURES)`` raw pipeline features at decision time.
+        chosen_item_features: ``(n, d_item)`` catalog features of each decision's item.
+        item_feature_names: Their names (:attr:`~pushrl.data.features.ItemCatalog.feature_names`).
+        template_features: ``(n_templates, d_t)`` static template features (may be ``d_t=0``).
+        template_feature_names: Their names.
+        template_hours: ``(n, n_templates)`` hours since each template was last shown.
+        mask: ``(n, n_templates)`` True for templates allowed in this decision; None = all.
+        extra: Passed through as ``ctx.extra``.
+    """
+    rec = encode_template_recency(template_hours)
+    n_t = template_features.shape[0]
+    logged = np.concatenate([activity_bins(features),
+                             np.asarray(chosen_item_features, np.float32)], axis=1)
+    return build_item_context(
+        features, template_features, np.full(n_t, -1, np.int64), template_feature_names,
+        mask=mask, logged=logged,
+        logged_names=(*ACTIVITY_BIN_NAMES,
+                      *(CHOSEN_ITEM_PREFIX + n for n in item_feature_names)),
+        cand_values={nm: rec[:, :, j] for j, nm in enumerate(TEMPLATE_RECENCY_NAMES)},
+        cand_names=TEMPLATE_RECENCY_NAMES, extra=extra)

@@ -31,7 +31,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from pushrl.data.contract import PUSHLOG_VERSION
-from pushrl.data.features import F, FeatureSpec, FeatureState
+from pushrl.data.features import F, FeatureSpec, FeatureState, TemplateRecency
 from pushrl.data.loggers import make_logger
 from pushrl.data.io import Dataset, from_unix_seconds, write_dataset, write_table
 from pushrl.data.timezones import TimezoneTable, local_clock
@@ -85,6 +85,17 @@ class WorldParams:
     logger: str = "uniform"          # uniform | eps-greedy | thompson (pushrl.data.loggers)
     logger_epsilon: float = 0.1
     logger_send_high: float = 0.5
+    # Message templates (off by default: no template columns, no extra draws). Arm t lifts
+    # the open logit by template_lift[t] for light users and template_lift_heavy[t] for heavy
+    # ones (sessions_per_day above the median), plus template_deal_lift[t] when the item's
+    # discount_pct is >= 30 and minus it otherwise, minus template_fatigue * exp(-h /
+    # recovery) when the user saw the same template h hours ago (a recovering arm).
+    template_ids: tuple[str, ...] = ()
+    template_lift: tuple[float, ...] = ()
+    template_lift_heavy: tuple[float, ...] = ()
+    template_deal_lift: tuple[float, ...] = ()
+    template_fatigue: float = 0.0
+    template_recovery_h: float = 48.0
 
 
 #: WorldParams fields of the original default world (always written to ground_truth.json).
@@ -175,6 +186,17 @@ class TrueWorld:
         # relative activity: rate at the hour over the user's mean hourly rate across the week
         week_mean = (5 * rate[:, 0, :].sum(1) + 2 * rate[:, 1, :].sum(1)) / 168.0
         self.rel_activity = rate / week_mean[:, None, None]
+        #: heavy users (sessions_per_day above the world's median): the template segment
+        self.heavy = users["sessions_per_day"].to_numpy(float) > params.sessions_per_day_median
+        self.n_templates = len(params.template_ids)
+        lens = {len(getattr(params, k)) for k in ("template_ids", "template_lift",
+                                                  "template_lift_heavy", "template_deal_lift")}
+        if len(lens) > 1:
+            raise ValueError("template_ids, template_lift, template_lift_heavy and "
+                             "template_deal_lift must have one entry per template")
+        #: +1 for items with discount_pct >= 30, else -1 (the deal copy's item effect)
+        self.deal = (np.where(items["discount_pct"].to_numpy(float) >= 30, 1.0, -1.0)
+                     if "discount_pct" in items else np.zeros(len(items)))
 
     @classmethod
     def load(cls, dirpath: str | Path) -> TrueWorld:
@@ -204,6 +226,20 @@ class TrueWorld:
         p = self.params
         return (p.open_intercept + p.open_activity * log_rel + p.open_affinity * log_aff
                 + p.open_engagement * z - p.fatigue_24h * sends_24h - p.fatigue_7d * sends_7d)
+
+    def template_logit(self, users: np.ndarray, items: np.ndarray, templates: np.ndarray,
+                       hours_since: np.ndarray | float) -> np.ndarray:
+        """Open-logit shift of showing arm ``templates`` with ``items`` to ``users`` who last
+        saw it ``hours_since`` hours ago (broadcast; 336 = never): the segment and deal lifts
+        minus the recovering fatigue."""
+        p = self.params
+        lift = np.stack([np.asarray(p.template_lift, float),
+                         np.asarray(p.template_lift_heavy, float)])
+        t = np.asarray(templates, np.int64)
+        fat = p.template_fatigue * np.exp(-np.asarray(hours_since, float)
+                                          / p.template_recovery_h)
+        return (lift[self.heavy[users].astype(np.int64), t]
+                + np.asarray(p.template_deal_lift, float)[t] * self.deal[items] - fat)
 
     def log_affinity(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """``log(pref[user, category of item] * n_categories)`` (broadcast); 0 = average."""
@@ -263,8 +299,13 @@ def _make_items(cfg: SynthConfig, rng: np.random.Generator) -> pd.DataFrame:
     base = {"shoes": 80, "dresses": 60, "tops": 30, "bags": 90, "jewelry": 50, "outdoor": 70,
             "home": 40, "beauty": 25}
     price = np.round(np.array([base[c] for c in cat]) * rng.lognormal(0, 0.35, n), 2)
-    return pd.DataFrame({"item_id": [f"i{j:04d}" for j in range(n)], "category": cat,
-                         "price": price, "quality": np.round(rng.normal(0, 1, n), 3)})
+    items = pd.DataFrame({"item_id": [f"i{j:04d}" for j in range(n)], "category": cat,
+                          "price": price, "quality": np.round(rng.normal(0, 1, n), 3)})
+    if cfg.params.template_ids:  # what message templates fill in; an own stream
+        trng = np.random.default_rng([cfg.seed, 7])
+        items["name"] = [f"{c.capitalize()} No. {j}" for j, c in enumerate(cat)]
+        items["discount_pct"] = trng.choice(np.array([0, 10, 20, 30, 40]), n).astype(float)
+    return items
 
 
 def _make_users(cfg: SynthConfig, rng: np.random.Generator, first: int = 0) -> pd.DataFrame:
@@ -326,10 +367,25 @@ class _Cols:
         return np.concatenate(p).astype(dtype, copy=False) if p else np.zeros(0, dtype)
 
 
+def world_spec() -> FeatureSpec:
+    """The feature spec the synthetic world's own state uses (uniform priors): a policy that
+    decides inside :func:`generate` (``template_chooser``) sees features under this spec."""
+    return FeatureSpec(tuple(CATEGORIES), {}, tuple([1 / 168] * 168),
+                       tuple([1 / len(CATEGORIES)] * len(CATEGORIES)))
+
+
+#: ``chooser(state, users, bucket, items, hours) -> (arms, pscore)``: the message template of
+#: each sent push (``hours``: ``(n, n_templates)`` from the pipeline's
+#: :class:`~pushrl.data.features.TemplateRecency`); None = uniform over the world's templates.
+TemplateChooser = Callable[[FeatureState, np.ndarray, int, np.ndarray, np.ndarray],
+                           tuple[np.ndarray, np.ndarray]]
+
+
 def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = None, *,
              rng: np.random.Generator | None = None,
              items: pd.DataFrame | None = None, first_user: int = 0,
-             first_decision: int = 0) -> tuple[Dataset, dict[str, Any], pd.DataFrame]:
+             first_decision: int = 0, template_chooser: TemplateChooser | None = None
+             ) -> tuple[Dataset, dict[str, Any], pd.DataFrame]:
     """Generate a synthetic pushlog v1 dataset (or one user part of a larger one).
 
     Args:
@@ -339,6 +395,9 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
         items: The items table of a multi-part dataset; None draws it from ``rng`` first.
         first_user: Index of the first user (ids ``u{first_user:07d}`` on).
         first_decision: First ``decision_id``.
+        template_chooser: Picks the template of every sent push in a world with templates
+            (:data:`TemplateChooser`; None = uniform). It draws from its own generator, so
+            every other draw of the world is the same whichever templates it picks.
 
     Returns:
         ``(dataset, ground_truth, ground_truth_users)``.
@@ -356,14 +415,16 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
     step_hours = 24 // cfg.slots_per_day
     tzt = TimezoneTable(list(TIMEZONES))
     tz_idx = np.array([tzt.index(t) for t in users["timezone"]])
-    spec = FeatureSpec(tuple(CATEGORIES), {}, tuple([1 / 168] * 168),
-                       tuple([1 / len(CATEGORIES)] * len(CATEGORIES)))
+    spec = world_spec()
     state = FeatureState(spec, users["timezone"].tolist(), b0, tz_table=tzt)
     cat_items = [np.flatnonzero(world.item_cat == c) for c in range(len(CATEGORIES))]
     logger = make_logger(p.logger, world.p_send, n_items, epsilon=p.logger_epsilon,
                          send_high=p.logger_send_high)
     pref_cdf = np.cumsum(world.pref, axis=1)
     alive = np.ones(n, dtype=bool)
+    n_tmpl = world.n_templates
+    recency = TemplateRecency(n, n_tmpl) if n_tmpl else None
+    trng = np.random.default_rng([cfg.seed, 17, first_user])
     act, push = _Cols(), _Cols()
     all_u = np.arange(n)
     for step in range(n_steps):
@@ -396,6 +457,9 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
             ev_rev = np.where(ev_kind == 3, world.price[np.maximum(ev_item, 0)], np.nan)
             ev_ts = b * HOUR + rng.integers(0, HOUR * step_hours, ev_u.size)
             act.add(u=ev_u, kind=ev_kind, item=ev_item, rev=ev_rev, ts=ev_ts)
+            if recency is not None:  # a template policy deciding here sees activity as replay
+                state.record_activity(ev_u, ev_ts // HOUR, np.where(
+                    ev_item >= 0, world.item_cat[np.maximum(ev_item, 0)], -1))
         # the randomised logging policy, at every slot for every subscribed user
         if step % step_hours == 0:
             du = all_u[alive]
@@ -404,8 +468,20 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
             si = it[send]
             f = state.features(su_, b)
             wk, hr = weekend[su_], hour[su_]
-            p_open = _sigmoid(world.open_logit(su_, wk, hr, si, f[:, F["sends_24h"]],
-                                               f[:, F["sends_7d"]]))
+            logit = world.open_logit(su_, wk, hr, si, f[:, F["sends_24h"]], f[:, F["sends_7d"]])
+            if recency is not None:
+                hours = recency.hours(su_, b)
+                if template_chooser is None:
+                    arm = trng.integers(0, n_tmpl, su_.size)
+                    p_arm = np.full(su_.size, 1.0 / n_tmpl)
+                else:
+                    arm, p_arm = template_chooser(state, su_, b, si, hours)
+                logit = logit + world.template_logit(su_, si, arm,
+                                                     hours[np.arange(su_.size), arm])
+                recency.record(su_, b, arm)
+                push.add(tmpl=_scatter(send, arm, -1, np.int64),
+                         p_tmpl=_scatter(send, p_arm, np.nan, float))
+            p_open = _sigmoid(logit)
             opened = rng.random(su_.size) < p_open
             clicked = opened & (rng.random(su_.size) < world.p_click(su_, si))
             converted = clicked & (rng.random(su_.size) < world.p_convert(si))
@@ -455,12 +531,17 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
     })
     for col in ("opened", "clicked", "converted", "unsubscribed"):
         pushes.loc[~sent, col] = pd.NA
+    if n_tmpl:
+        pushes["template_id"] = pd.Categorical.from_codes(push.cat("tmpl", np.int64),
+                                                          categories=list(p.template_ids))
+        pushes["pscore_template"] = push.cat("p_tmpl", float)
     gt = {
         "format": "pushrl/ground_truth/v1",
         "params": params_to_json(p),
         "config": {k: v for k, v in asdict(cfg).items() if k != "params"},
         "categories": list(CATEGORIES),
         "logging_policy": ("per slot: send ~ Bernoulli(p_send[user]); item ~ Uniform(items)"
+                           + ("; template ~ Uniform(template_ids)" if n_tmpl else "")
                            if p.logger == "uniform" else f"{p.logger}: see pushrl.data.loggers"),
         "notes": "open logit = intercept + activity*log(rel_activity[local hour, weekend]) + "
                  "affinity*log(pref[cat]*n_cat) + engagement*z - fatigue_24h*sends_24h - "

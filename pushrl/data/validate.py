@@ -260,6 +260,13 @@ def _check_propensities(r: _Rejector, df: pd.DataFrame, sent: np.ndarray) -> Non
     if len(cols) == 2:
         r.check(sent & (cols["pscore"] > cols["pscore_send"] * (1 + 1e-9)),
                 "pscore above pscore_send (item-level propensity > 1)")
+    if "pscore_template" in df and df["pscore_template"].notna().any():
+        v = df["pscore_template"].to_numpy(np.float64, na_value=np.nan)
+        r.check(~np.isnan(v) & ((v <= 0) | (v > 1)), "pscore_template outside (0, 1]")
+        shown = (df["template_id"].notna().to_numpy() if "template_id" in df
+                 else np.zeros(len(v), bool))
+        r.check(sent & shown & np.isnan(v), "pscore_template missing on a sent row with a "
+                "template_id")
 
 
 def _check_pushes(df: pd.DataFrame, users: pd.Index, items: pd.Index,

@@ -101,6 +101,22 @@ WORLDS: dict[str, WorldFamily] = {w.name: w for w in (
         items=20),
 )}
 
+#: Message-template effects (issue 17) added to any world by ``world_config(...,
+#: templates=True)`` / ``pushrl data synth --templates``: the four approved
+#: recommendation/en arms of the shipped catalog ``templates/default``. Urgent copy works for
+#: light users and badly for heavy ones, personal copy the other way round, and the
+#: deal copy ("30% off ...") works for items with a discount of 30 % or more and hurts for
+#: the rest, so no single template is best for every push; a template seen in the last ~2
+#: days works less (fatigue 0.4 on the open logit, recovering with a 48 h time constant).
+TEMPLATE_KNOBS: dict[str, Any] = {
+    "template_ids": ("rec_plain_en", "rec_urgent_en", "rec_personal_en", "rec_deal_en"),
+    "template_lift": (0.0, 0.3, -0.3, 0.0),
+    "template_lift_heavy": (0.0, -0.3, 0.35, 0.0),
+    "template_deal_lift": (0.0, 0.0, 0.0, 0.4),
+    "template_fatigue": 0.4,
+    "template_recovery_h": 48.0,
+}
+
 #: Worlds to develop and tune on.
 DEV_WORLDS: tuple[str, ...] = ("default", "commuter", "night-owls")
 #: Worlds kept for the reported figures; never tune on them.
@@ -116,10 +132,13 @@ def get_world(name: str) -> WorldFamily:
 
 def world_config(name: str = "default", *, users: int = 2000, days: int = 28, seed: int = 0,
                  items: int | None = None, slots_per_day: int = 24, start: str = DEFAULT_START,
-                 **overrides: Any) -> SynthConfig:
+                 templates: bool = False, **overrides: Any) -> SynthConfig:
     """A :class:`SynthConfig` for world ``name`` (``items`` None = the family's catalog size;
-    ``overrides`` replace the family's ``WorldParams``)."""
+    ``templates`` adds :data:`TEMPLATE_KNOBS`; ``overrides`` replace the family's
+    ``WorldParams``)."""
     fam = get_world(name)
+    if templates:
+        overrides = {**TEMPLATE_KNOBS, **overrides}
     return SynthConfig(users=users, days=days, seed=seed,
                        items=fam.items if items is None else items,
                        slots_per_day=slots_per_day, start=start, params=fam.params(**overrides))
@@ -135,6 +154,8 @@ def parse_param(text: str) -> tuple[str, Any]:
         raise DataError(f"--param must be KEY=VALUE with KEY a world parameter, got {text!r}; "
                         f"known: {', '.join(sorted(fields))}")
     default = getattr(WorldParams(), key)
+    if key == "template_ids":
+        return key, tuple(x.strip() for x in raw.split(",") if x.strip())
     try:
         if isinstance(default, tuple):
             return key, tuple(float(x) for x in raw.split(",") if x.strip())

@@ -36,6 +36,7 @@ LOADER_MODULES: dict[str, str] = {
     "vw": "pushrl.policies.vw",
     "ppo": "pushrl.policies.ppo",
     "baseline": "pushrl.policies.baselines",
+    "vw_template": "pushrl.policies.template_policy",
 }
 _VERSION = re.compile(r"v[0-9]+")
 _LOADERS: dict[str, Callable[[Path, dict[str, Any]], Any]] = {}
