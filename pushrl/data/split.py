@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pushrl.data.fingerprint import is_legacy
 from pushrl.data.io import Dataset
 from pushrl.errors import DataError
 
@@ -130,6 +131,15 @@ class UserSplit:
         return out
 
 
+def has_legacy(lineage: Mapping[str, Any] | None) -> bool:
+    """True when a lineage (``{"fingerprint", "split"}``) names a fingerprint of the format
+    before fp2 (:func:`pushrl.data.fingerprint.is_legacy`), itself or as its split's ``of``."""
+    if not isinstance(lineage, Mapping):
+        return False
+    sp = lineage.get("split") or {}
+    return is_legacy(lineage.get("fingerprint")) or is_legacy(sp.get("of"))
+
+
 def may_share_rows(seen: Mapping[str, Any], evaluated: Mapping[str, Any]) -> bool:
     """True unless two datasets are provably disjoint in users.
 
@@ -138,7 +148,24 @@ def may_share_rows(seen: Mapping[str, Any], evaluated: Mapping[str, Any]) -> boo
     of the same split of the same log; the same data, a part and the log it came from, or
     parts of different splits of one log may share rows. Logs without any common lineage
     are treated as disjoint (as before: overlapping but different logs are not detected).
+
+    A ``seen`` lineage of the legacy fingerprint format is compared with ``evaluated``'s
+    ``legacy`` entry (``{"fingerprint", "of"}``, :func:`pushrl.data.validate.legacy_lineage`
+    of a log loaded whole).
+
+    Raises:
+        DataError: ``seen`` is legacy and ``evaluated`` has no ``legacy`` entry.
     """
+    if has_legacy(seen):
+        old = evaluated.get("legacy")
+        if not old:
+            raise DataError(
+                f"its data fingerprint {seen.get('fingerprint')} has the format before fp2 "
+                "and the evaluated logs were not loaded whole, so the held-out rule cannot "
+                "compare them; retrain or re-fit it with this pushrl")
+        sb_old = evaluated.get("split")
+        evaluated = {"fingerprint": old.get("fingerprint"),
+                     "split": {**sb_old, "of": old.get("of")} if sb_old else None}
     fa, fb = seen.get("fingerprint"), evaluated.get("fingerprint")
     sa, sb = seen.get("split") or {}, evaluated.get("split") or {}
     if fa is not None and fa == fb:
