@@ -64,7 +64,7 @@ def test_streamed_sharded_and_whole_paths_agree(parts_log: Path, tiny_synth: Pat
     log = fit_sharded(p)
     assert log.fingerprint == log.of == rep.fingerprint
     # a sample of every user is the log itself
-    sample, srep, _ = load_user_sample(d, len(ds.users))
+    _, srep, _ = load_user_sample(d, len(ds.users))
     assert srep.fingerprint == rep.fingerprint
 
 
@@ -78,7 +78,7 @@ def test_split_lineage_is_the_same_streamed_or_whole(parts_log: Path, part: str)
     assert "shards" in streamed and "shards" not in whole
     assert streamed["fingerprint"] == whole["fingerprint"]
     assert streamed["split"] == whole["split"]
-    ds, rep = load_dataset(parts_log, quarantine=False)
+    _, rep = load_dataset(parts_log, quarantine=False)
     assert whole["split"]["of"] == rep.fingerprint != whole["fingerprint"]
     # the gate's rule: the other part of the same split is held out, the same part is not
     other = {"fingerprint": None, "split": {**whole["split"], "part": "x"}}
@@ -99,7 +99,7 @@ def test_legacy_cards_compare_when_loaded_whole_and_are_refused_otherwise() -> N
     assert may_share_rows(seen, {**evaluated, "legacy": legacy_lineage(ds)})
     assert same_data(old, rep.fingerprint, ds.legacy_fingerprint)
     assert not same_data(old, rep.fingerprint, None)
-    with pytest.raises(DataError, match="format before fp2.*retrain or re-fit"):
+    with pytest.raises(DataError, match=r"format before fp2.*retrain or re-fit"):
         may_share_rows(seen, evaluated)
     # a part of a split: the whole log's legacy fingerprint is re-read for `of`
     part, _ = load_dataset(ROOT / "simulator_data" / "synth", quarantine=False,
