@@ -101,19 +101,22 @@ class UserSplit:
         return {"by": "user", "part": self.part, "holdout_frac": self.holdout_frac,
                 "seed": self.seed, "of": of, "n_users": n_users}
 
-    def apply(self, ds: Dataset, *, check_sizes: bool = True) -> Dataset:
+    def apply(self, ds: Dataset, *, check_sizes: bool = True, of: str | None = None) -> Dataset:
         """This part of ``ds`` (users, their activity and pushes; every item).
 
         Args:
-            ds: A whole log, or one user shard of a larger log.
+            ds: A whole log, or one user shard or user sample of a larger log.
             check_sizes: Refuse parts below :data:`MIN_PART_USERS` users (False for one
                 shard of a larger log, whose parts are checked as a whole elsewhere).
+            of: The whole log's fingerprint when ``ds`` is a shard or sample of it
+                (default ``ds.fingerprint()``).
 
         Raises:
             DataError: the part would have fewer than :data:`MIN_PART_USERS` users.
         """
         if ds.split is not None:
-            raise DataError(f"the dataset is already the {ds.split['part']} part of a split")
+            raise DataError(f"the dataset is already the {ds.split.get('part', ds.split['by'])}"
+                            " part of a log")
         counts = {p: len(self.with_part(p).users(ds)) for p in PARTS}
         if check_sizes and min(counts.values()) < MIN_PART_USERS:
             raise DataError(
@@ -127,7 +130,7 @@ class UserSplit:
 
         out = Dataset(part(ds.users), ds.items, part(ds.activity), part(ds.pushes),
                       path=ds.path, meta=ds.meta)
-        out.split = self.record(ds.fingerprint(), len(out.users))
+        out.split = self.record(of or ds.fingerprint(), len(out.users))
         return out
 
 

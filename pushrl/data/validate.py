@@ -13,6 +13,7 @@ stretch every per-hour statistic over centuries.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -625,7 +626,44 @@ def validate_stream(dirpath: str | Path, *, chunk_rows: int = CHUNK_ROWS,
     summary = {**acc.result(accepted["users"], accepted["items"], meta),
                "ts_range": [str(window[0]), str(window[1])],
                "streamed": {"chunk_rows": chunk_rows}}
-    return ValidationReport(counts, summary, fp.digest())
+    digest = fp.digest()
+    if min_ts is None and max_ts is None:
+        _write_fingerprint_cache(d, digest)
+    return ValidationReport(counts, summary, digest)
+
+
+#: File beside the tables where a streamed validation leaves the log's fingerprint.
+FINGERPRINT_CACHE = "_fingerprint.json"
+
+
+def _table_stamp(d: Path) -> dict[str, list[int]]:
+    """Size and modification time of every table file and ``meta.json`` (the cache key)."""
+    files = [f for name in TABLES for f in table_files(d, name)] + [d / "meta.json"]
+    return {str(f.relative_to(d)): [f.stat().st_size, f.stat().st_mtime_ns]
+            for f in files if f.is_file()}
+
+
+def _write_fingerprint_cache(d: Path, fingerprint: str) -> None:
+    try:
+        (d / FINGERPRINT_CACHE).write_text(json.dumps(
+            {"fingerprint": fingerprint, "files": _table_stamp(d)}, indent=1) + "\n")
+    except OSError:
+        pass  # a read-only log: the fingerprint is recomputed next time
+
+
+def log_fingerprint(dirpath: str | Path) -> str:
+    """The fingerprint of a whole log (default ``ts`` window) without holding it: from the
+    cache a streamed validation left beside the tables when no table file changed since,
+    else by :func:`validate_stream` (one bounded-memory pass, no quarantine written).
+    Samples record it as their ``of`` (:func:`pushrl.data.sample.load_user_sample`)."""
+    d = Path(dirpath)
+    try:
+        cached = json.loads((d / FINGERPRINT_CACHE).read_text())
+        if cached.get("files") == _table_stamp(d):
+            return str(cached["fingerprint"])
+    except (OSError, ValueError, KeyError, AttributeError):
+        pass
+    return validate_stream(d, quarantine=False).fingerprint
 
 
 def _empty_pushes() -> pd.DataFrame:

@@ -70,6 +70,7 @@ from typing import Any
 from threadpoolctl import threadpool_limits
 
 from pushrl.data.io import Dataset
+from pushrl.data.sample import sample_of
 from pushrl.data.validate import legacy_lineage
 from pushrl.errors import ArtifactError, DataError
 from pushrl.ope._common import (
@@ -298,7 +299,13 @@ def _evaluate(ds: Dataset, policy: PolicyLike | ResolvedPolicy,
     else:
         raise ArtifactError(f"policy {cand.label!r} has unknown kind {kind!r}")
     lineage = res.data
-    if any(p is not None and p.has_legacy_lineage() for p in (cand, base)):
+    sample = sample_of(ds)
+    if sample is not None:
+        res.notes.append(
+            f"estimated on a seeded sample of {sample['users']:,} of {sample['of_users']:,} "
+            f"users (seed {sample['seed']}, pushrl.data.sample): an estimate of the same "
+            "value with wider intervals than the whole log's")
+    if sample is None and any(p is not None and p.has_legacy_lineage() for p in (cand, base)):
         lineage = {**res.data, "legacy": legacy_lineage(ds)}  # a card from before fp2
     _check_held_out(res, cand, base, allow_in_sample, lineage)
     res.settings.update(n_bootstrap=n_bootstrap, seed=seed, alpha=alpha,
