@@ -115,7 +115,7 @@ def command(
         False, "--allow-in-sample", help="Do not block a candidate trained on these logs "
                                          "(its estimate is optimistic)."),
     sample_users: int | None = typer.Option(
-        None, "--sample-users", min=0,
+        None, "--sample-users", min=0, metavar="<int>",
         help="Evaluate on a seeded sample of this many users (default: 20000 when the log has "
              "more than 8M decisions, else every user; 0 = every user)."),
     sample_seed: int = typer.Option(0, "--sample-seed", help="Seed of the user sample."),

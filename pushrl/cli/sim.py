@@ -172,7 +172,7 @@ def validate(
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
     seed: int = typer.Option(0, help="Seed of the replay simulation."),
     sample_users: int | None = typer.Option(
-        None, "--sample-users", min=0,
+        None, "--sample-users", min=0, metavar="<int>",
         help="Validate on a seeded sample of this many users (default when the log has more "
              "than 8M decisions: the simulator's own fit sample if it had one, else 20000; "
              "0 = every user)."),
