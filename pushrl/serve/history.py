@@ -349,7 +349,7 @@ CATALOG_COLUMNS = {
 
 #: Users whose rows a server start reads from a larger ``--catalog`` log (spec priors and the
 #: default most-popular): a seeded part of the users, never the whole log.
-CATALOG_USERS = 20_000
+CATALOG_USERS = 10_000
 
 
 def catalog_dataset(data: str | Path, max_users: int = CATALOG_USERS) -> Dataset:
