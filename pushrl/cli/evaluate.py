@@ -114,12 +114,17 @@ def command(
     allow_in_sample: bool = typer.Option(
         False, "--allow-in-sample", help="Do not block a candidate trained on these logs "
                                          "(its estimate is optimistic)."),
+    sample_users: int | None = typer.Option(
+        None, "--sample-users", min=0, metavar="<int>",
+        help="Evaluate on a seeded sample of this many users (default: 20000 when the log has "
+             "more than 8M decisions, else every user; 0 = every user)."),
+    sample_seed: int = typer.Option(0, "--sample-seed", help="Seed of the user sample."),
     record: bool = typer.Option(True, "--record/--no-record",
                                 help="Write the gate evidence into the candidate artifact's card."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ) -> None:
     """Estimate a policy's value on logged data and apply the deployment gate (exit 0 / 1)."""
-    from pushrl.data.validate import load_dataset
+    from pushrl.data.sample import load_bounded
     from pushrl.envs.scenario import scenario_for_data
     from pushrl.rules.reward import RewardWeights
 
@@ -152,7 +157,12 @@ def command(
             update(done, max(total, 1))
 
         progress("loading data", 0, 1)
-        ds, _ = load_dataset(data, split=part)
+        ds, _, sample = load_bounded(data, sample_users=sample_users, seed=sample_seed,
+                                     split=part)
+        if sample is not None and not as_json:
+            console.print(f"[dim]a seeded sample of {sample['users']:,} of "
+                          f"{sample['of_users']:,} users (seed {sample['seed']}; "
+                          "--sample-users 0 loads every user)[/]")
         # imported after the data loaded: a bad path fails without the OPE stack's import cost
         from pushrl.ope.evaluate import evaluate_policy, record_evaluation, resolve_policy
 

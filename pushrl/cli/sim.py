@@ -55,9 +55,9 @@ def fit(
         n_users = table_rows(data, "users")
         sample_users = SAMPLE_USERS if n_users is not None and n_users > SAMPLE_ABOVE else 0
     if sample_users:
-        ds, report, info = load_user_sample(data, sample_users, seed=sample_seed)
-        if part is not None:  # the sample's users of the scenario's training part
-            ds = part.apply(ds)
+        # the sample's users of the scenario's training part; lineage: the whole log's
+        # fingerprint (a `pushrl data validate` cache, else one streamed pass)
+        ds, report, info = load_user_sample(data, sample_users, seed=sample_seed, split=part)
         say(f"fitting on a sample of {info['users']:,} of {info['of_users']:,} users "
             f"(seed {info['seed']}; --sample-users 0 fits every user)"
             + (f", {len(ds.users):,} of them in the training part" if part is not None else ""))
@@ -171,13 +171,27 @@ def validate(
     data: Path = typer.Argument(..., help="Dataset directory (pushlog v1)."),
     as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
     seed: int = typer.Option(0, help="Seed of the replay simulation."),
+    sample_users: int | None = typer.Option(
+        None, "--sample-users", min=0, metavar="<int>",
+        help="Validate on a seeded sample of this many users (default when the log has more "
+             "than 8M decisions: the simulator's own fit sample if it had one, else 20000; "
+             "0 = every user)."),
+    sample_seed: int | None = typer.Option(
+        None, "--sample-seed", help="Seed of the user sample (default: the fit sample's, else 0)."),
 ) -> None:
     """Held-out metrics, calibration, replay test and (synthetic data) ground-truth gates."""
-    from pushrl.data.validate import load_dataset
+    from pushrl.data.sample import SAMPLE_USERS, load_bounded
+    from pushrl.data.validate import should_stream
     from pushrl.sim.model import load_sim
 
     model = load_sim(sim)
-    ds, report = load_dataset(data)
+    fit_sample = model.meta.get("sample") or {}
+    if sample_users is None and should_stream(data):
+        # the fit's own sample keeps "same data as the fit" (and its replay test) true
+        sample_users = int(fit_sample.get("users") or SAMPLE_USERS)
+    if sample_seed is None:
+        sample_seed = int(fit_sample.get("seed") or 0)
+    ds, report, sample = load_bounded(data, sample_users=sample_users or 0, seed=sample_seed)
     if model.kind == "obd":
         from pushrl.sim.obd import validate_obd
 
@@ -186,10 +200,15 @@ def validate(
         from pushrl.sim.validate import validate_push
 
         rep = validate_push(model, ds, report, seed=seed)
+    if sample is not None:
+        rep["sample"] = sample
     if as_json:
         emit(rep, True)
     else:
         out.print(f"simulator {sim} on {data} (same data as the fit: {rep['same_data_as_fit']})")
+        if sample is not None:
+            out.print(f"on a seeded sample of {sample['users']:,} of {sample['of_users']:,} "
+                      f"users (seed {sample['seed']}; --sample-users 0 loads every user)")
         (_print_obd if model.kind == "obd" else _print_push)(rep)
     if not rep["passed"]:
         raise typer.Exit(1)

@@ -29,6 +29,7 @@ from pushrl.data.contract import (
     TABLES,
     Column,
 )
+from pushrl.data.fingerprint import fingerprint_tables, legacy_fingerprint
 from pushrl.errors import SchemaError
 
 _UTC_SUFFIX = r"(?:Z|[+-]00:?00)$"
@@ -62,22 +63,17 @@ class Dataset:
         return getattr(self, name)  # type: ignore[no-any-return]
 
     def fingerprint(self) -> str:
-        """Return a short content hash of all four tables (stable across runs).
+        """Return the content fingerprint of the four tables (:mod:`pushrl.data.fingerprint`:
+        ``"fp2-"`` + 16 hex digits, independent of row order, so a log streamed, sharded or
+        loaded whole has one fingerprint).
 
         Used to tie fitted simulators, trained policies and OPE reports to their data.
         """
-        h = hashlib.sha256(PUSHLOG_VERSION.encode())
-        for name in TABLES:
-            df = self.table(name)
-            h.update(name.encode())
-            h.update(str(len(df)).encode())
-            h.update(",".join(map(str, df.columns)).encode())
-            nested = [c for c in df.columns if df[c].dtype == object
-                      and isinstance(_first_valid(df[c]), list | np.ndarray)]
-            hashable = df.drop(columns=nested)
-            if len(hashable):
-                h.update(pd.util.hash_pandas_object(hashable, index=False).values.tobytes())
-        return h.hexdigest()[:16]
+        return fingerprint_tables({name: self.table(name) for name in TABLES})
+
+    def legacy_fingerprint(self) -> str:
+        """The fingerprint of the format before fp2 (for comparing old cards only)."""
+        return legacy_fingerprint({name: self.table(name) for name in TABLES})
 
     @property
     def item_ids(self) -> np.ndarray:

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pushrl.data.fingerprint import is_legacy
 from pushrl.data.io import Dataset
 from pushrl.errors import DataError
 
@@ -110,19 +111,22 @@ class UserSplit:
         return {"by": "user", "part": self.part, "holdout_frac": self.holdout_frac,
                 "seed": self.seed, "of": of, "n_users": n_users}
 
-    def apply(self, ds: Dataset, *, check_sizes: bool = True) -> Dataset:
+    def apply(self, ds: Dataset, *, check_sizes: bool = True, of: str | None = None) -> Dataset:
         """This part of ``ds`` (users, their activity and pushes; every item).
 
         Args:
-            ds: A whole log, or one user shard of a larger log.
+            ds: A whole log, or one user shard or user sample of a larger log.
             check_sizes: Refuse parts below :data:`MIN_PART_USERS` users (False for one
                 shard of a larger log, whose parts are checked as a whole elsewhere).
+            of: The whole log's fingerprint when ``ds`` is a shard or sample of it
+                (default ``ds.fingerprint()``).
 
         Raises:
             DataError: the part would have fewer than :data:`MIN_PART_USERS` users.
         """
         if ds.split is not None:
-            raise DataError(f"the dataset is already the {ds.split['part']} part of a split")
+            raise DataError(f"the dataset is already the {ds.split.get('part', ds.split['by'])}"
+                            " part of a log")
         counts = {p: len(self.with_part(p).users(ds)) for p in PARTS}
         if check_sizes and min(counts.values()) < MIN_PART_USERS:
             raise DataError(
@@ -136,8 +140,17 @@ class UserSplit:
 
         out = Dataset(part(ds.users), ds.items, part(ds.activity), part(ds.pushes),
                       path=ds.path, meta=ds.meta)
-        out.split = self.record(ds.fingerprint(), len(out.users))
+        out.split = self.record(of or ds.fingerprint(), len(out.users))
         return out
+
+
+def has_legacy(lineage: Mapping[str, Any] | None) -> bool:
+    """True when a lineage (``{"fingerprint", "split"}``) names a fingerprint of the format
+    before fp2 (:func:`pushrl.data.fingerprint.is_legacy`), itself or as its split's ``of``."""
+    if not isinstance(lineage, Mapping):
+        return False
+    sp = lineage.get("split") or {}
+    return is_legacy(lineage.get("fingerprint")) or is_legacy(sp.get("of"))
 
 
 def may_share_rows(seen: Mapping[str, Any], evaluated: Mapping[str, Any]) -> bool:
@@ -148,7 +161,24 @@ def may_share_rows(seen: Mapping[str, Any], evaluated: Mapping[str, Any]) -> boo
     of the same split of the same log; the same data, a part and the log it came from, or
     parts of different splits of one log may share rows. Logs without any common lineage
     are treated as disjoint (as before: overlapping but different logs are not detected).
+
+    A ``seen`` lineage of the legacy fingerprint format is compared with ``evaluated``'s
+    ``legacy`` entry (``{"fingerprint", "of"}``, :func:`pushrl.data.validate.legacy_lineage`
+    of a log loaded whole).
+
+    Raises:
+        DataError: ``seen`` is legacy and ``evaluated`` has no ``legacy`` entry.
     """
+    if has_legacy(seen):
+        old = evaluated.get("legacy")
+        if not old:
+            raise DataError(
+                f"its data fingerprint {seen.get('fingerprint')} has the format before fp2 "
+                "and the evaluated logs were not loaded whole, so the held-out rule cannot "
+                "compare them; retrain or re-fit it with this pushrl")
+        sb_old = evaluated.get("split")
+        evaluated = {"fingerprint": old.get("fingerprint"),
+                     "split": {**sb_old, "of": old.get("of")} if sb_old else None}
     fa, fb = seen.get("fingerprint"), evaluated.get("fingerprint")
     sa, sb = seen.get("split") or {}, evaluated.get("split") or {}
     if fa is not None and fa == fb:

@@ -13,7 +13,7 @@ stretch every per-hour statistic over centuries.
 
 from __future__ import annotations
 
-import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -25,13 +25,12 @@ from pushrl.data.contract import (
     BOOL_OUTCOMES,
     EVENTS,
     PROPENSITY_NEEDS,
-    PUSHLOG_VERSION,
     TABLES,
     declared_send_pscore,
 )
+from pushrl.data.fingerprint import Fingerprint
 from pushrl.data.io import (
     Dataset,
-    _first_valid,
     coerce_table,
     concat_frames,
     empty_activity,
@@ -518,6 +517,26 @@ def load_dataset(dirpath: str | Path, *, quarantine: bool = True, min_ts: TsBoun
 
 
 
+def legacy_lineage(ds: Dataset) -> dict[str, str | None]:
+    """The legacy-format fingerprints of a log loaded whole by :func:`load_dataset`
+    (``fingerprint``; for a split part also ``of``, the whole log's, re-read from
+    ``ds.path``), for comparing cards written before fp2
+    (:func:`pushrl.data.split.may_share_rows`). Costs one more hash of the log (and one
+    more load for a part): called only when such a card is evaluated.
+
+    Raises:
+        DataError: ``ds`` is a part of a split but has no ``path`` to re-read the log from.
+    """
+    of = None
+    if ds.split is not None:
+        if ds.path is None:
+            raise DataError("a split part without a path: cannot re-read its whole log to "
+                            "compare a card of the legacy fingerprint format")
+        whole, _ = load_dataset(ds.path, quarantine=False)
+        of = whole.legacy_fingerprint()
+    return {"fingerprint": ds.legacy_fingerprint(), "of": of}
+
+
 #: Rows of ``pushes`` above which `pushrl data validate` streams (:func:`validate_stream`).
 STREAM_ROWS = 8_000_000
 #: Rows per chunk of a streamed validation.
@@ -527,32 +546,9 @@ CHUNK_ROWS = 1 << 20
 def should_stream(dirpath: str | Path) -> bool:
     """True when the ``pushes`` table is a Parquet table of more than :data:`STREAM_ROWS`
     rows (read from the file footers): too large to load whole within a few GiB. Smaller
-    logs are loaded whole, so their fingerprints stay :meth:`Dataset.fingerprint`."""
+    logs are loaded whole (both paths give the same fingerprint)."""
     n = table_rows(dirpath, "pushes")
     return n is not None and n > STREAM_ROWS
-
-
-class _StreamHash:
-    """Content hash of tables fed chunk by chunk (the streamed fingerprint)."""
-
-    def __init__(self) -> None:
-        self.tables: dict[str, tuple[int, str, Any]] = {}
-
-    def add(self, name: str, df: pd.DataFrame) -> None:
-        n, cols, h = self.tables.get(name, (0, ",".join(map(str, df.columns)),
-                                             hashlib.sha256()))
-        flat = [c for c in df.columns if not (df[c].dtype == object and isinstance(
-            _first_valid(df[c]), list | np.ndarray))]
-        if len(df):
-            h.update(pd.util.hash_pandas_object(df[flat], index=False).values.tobytes())
-        self.tables[name] = (n + len(df), cols, h)
-
-    def digest(self) -> str:
-        h = hashlib.sha256(("streamed " + PUSHLOG_VERSION).encode())
-        for name in TABLES:
-            n, cols, th = self.tables.get(name, (0, "", hashlib.sha256()))
-            h.update(f"{name}|{n}|{cols}|{th.hexdigest()}".encode())
-        return h.hexdigest()[:16]
 
 
 def _quarantine(d: Path, name: str, rejected: list[pd.DataFrame]) -> None:
@@ -582,8 +578,9 @@ def validate_stream(dirpath: str | Path, *, chunk_rows: int = CHUNK_ROWS,
     file order (the whole-table loader sorts by ``ts`` first: the same rows for a log
     written in time order, as pushrl writes it); see :class:`SeenIds` for its memory.
     Rejected rows are held until the end (a quarantine is small by nature) and written as
-    one file per table. The fingerprint hashes the accepted rows in file order, so it
-    differs from :meth:`Dataset.fingerprint` of the same log.
+    one file per table. The fingerprint is :meth:`Dataset.fingerprint`'s (a multiset hash
+    of the accepted rows, :mod:`pushrl.data.fingerprint`): the same as the whole-table
+    loader's for the same accepted rows.
 
     Raises:
         SchemaError: on any schema problem (one line, names table, column and fix).
@@ -602,7 +599,7 @@ def validate_stream(dirpath: str | Path, *, chunk_rows: int = CHUNK_ROWS,
         {**small, "activity": empty_activity(), "pushes": _empty_pushes()}, window)
     users = pd.Index(accepted["users"]["user_id"])
     items = pd.Index(accepted["items"]["item_id"])
-    fp, acc = _StreamHash(), SummaryStats()
+    fp, acc = Fingerprint(), SummaryStats()
     for name in ("users", "items"):
         fp.add(name, accepted[name])
     for name in ("activity", "pushes"):
@@ -636,7 +633,44 @@ def validate_stream(dirpath: str | Path, *, chunk_rows: int = CHUNK_ROWS,
     summary = {**acc.result(accepted["users"], accepted["items"], meta),
                "ts_range": [str(window[0]), str(window[1])],
                "streamed": {"chunk_rows": chunk_rows}}
-    return ValidationReport(counts, summary, fp.digest())
+    digest = fp.digest()
+    if min_ts is None and max_ts is None:
+        _write_fingerprint_cache(d, digest)
+    return ValidationReport(counts, summary, digest)
+
+
+#: File beside the tables where a streamed validation leaves the log's fingerprint.
+FINGERPRINT_CACHE = "_fingerprint.json"
+
+
+def _table_stamp(d: Path) -> dict[str, list[int]]:
+    """Size and modification time of every table file and ``meta.json`` (the cache key)."""
+    files = [f for name in TABLES for f in table_files(d, name)] + [d / "meta.json"]
+    return {str(f.relative_to(d)): [f.stat().st_size, f.stat().st_mtime_ns]
+            for f in files if f.is_file()}
+
+
+def _write_fingerprint_cache(d: Path, fingerprint: str) -> None:
+    try:
+        (d / FINGERPRINT_CACHE).write_text(json.dumps(
+            {"fingerprint": fingerprint, "files": _table_stamp(d)}, indent=1) + "\n")
+    except OSError:
+        pass  # a read-only log: the fingerprint is recomputed next time
+
+
+def log_fingerprint(dirpath: str | Path) -> str:
+    """The fingerprint of a whole log (default ``ts`` window) without holding it: from the
+    cache a streamed validation left beside the tables when no table file changed since,
+    else by :func:`validate_stream` (one bounded-memory pass, no quarantine written).
+    Samples record it as their ``of`` (:func:`pushrl.data.sample.load_user_sample`)."""
+    d = Path(dirpath)
+    try:
+        cached = json.loads((d / FINGERPRINT_CACHE).read_text())
+        if cached.get("files") == _table_stamp(d):
+            return str(cached["fingerprint"])
+    except (OSError, ValueError, KeyError, AttributeError):
+        pass
+    return validate_stream(d, quarantine=False).fingerprint
 
 
 def _empty_pushes() -> pd.DataFrame:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from pushrl.data.split import may_share_rows
+from pushrl.data.split import has_legacy, may_share_rows
 from pushrl.errors import DataError
 from pushrl.ope import ESTIMATORS
 from pushrl.ope.diagnostics import WeightDiagnostics
@@ -71,16 +71,28 @@ class ResolvedPolicy:
         ``simulator_data``): those count the same way.
         """
         evaluated = {"fingerprint": data} if isinstance(data, str) else data
+        try:
+            return self.fitted_on_eval_data or any(
+                may_share_rows(s, evaluated) for s in self.seen())
+        except DataError as e:  # a card of the legacy fingerprint format
+            raise DataError(f"{self.label}: {e}") from None
+
+    def seen(self) -> list[Mapping[str, Any]]:
+        """Every lineage of data the policy has seen, each ``{"fingerprint", "split"}``: its
+        card's training data, the data of the simulator it was trained in, the logs its
+        exploration export was chosen on."""
         card = self.card or {}
         explored = card.get("exploration")
         selection = explored.get("selection") if isinstance(explored, Mapping) else None
-        # every lineage of data the policy has seen, each {"fingerprint", "split"}
         seen = [card.get("data"), card.get("simulator_data")]
         if isinstance(selection, Mapping):  # an exploration export chosen on these logs
             seen.append({"fingerprint": selection.get("data_fingerprint"),
                          "split": selection.get("data_split")})
-        return self.fitted_on_eval_data or any(
-            isinstance(s, Mapping) and may_share_rows(s, evaluated) for s in seen)
+        return [s for s in seen if isinstance(s, Mapping)]
+
+    def has_legacy_lineage(self) -> bool:
+        """True when a lineage in :meth:`seen` has the fingerprint format before fp2."""
+        return any(has_legacy(s) for s in self.seen())
 
     def describe(self) -> dict[str, Any]:
         """JSON-serialisable summary."""

@@ -70,6 +70,8 @@ from typing import Any
 from threadpoolctl import threadpool_limits
 
 from pushrl.data.io import Dataset
+from pushrl.data.sample import sample_of
+from pushrl.data.validate import legacy_lineage
 from pushrl.errors import ArtifactError, DataError
 from pushrl.ope._common import (
     DEFAULT_HYPERPARAMETERS,
@@ -296,7 +298,16 @@ def _evaluate(ds: Dataset, policy: PolicyLike | ResolvedPolicy,
                                scenario=scenario, segment=segment, progress=progress)
     else:
         raise ArtifactError(f"policy {cand.label!r} has unknown kind {kind!r}")
-    _check_held_out(res, cand, base, allow_in_sample)
+    lineage = res.data
+    sample = sample_of(ds)
+    if sample is not None:
+        res.notes.append(
+            f"estimated on a seeded sample of {sample['users']:,} of {sample['of_users']:,} "
+            f"users (seed {sample['seed']}, pushrl.data.sample): an estimate of the same "
+            "value with wider intervals than the whole log's")
+    if sample is None and any(p is not None and p.has_legacy_lineage() for p in (cand, base)):
+        lineage = {**res.data, "legacy": legacy_lineage(ds)}  # a card from before fp2
+    _check_held_out(res, cand, base, allow_in_sample, lineage)
     res.settings.update(n_bootstrap=n_bootstrap, seed=seed, alpha=alpha,
                         allow_in_sample=allow_in_sample)
     if out is not None:
@@ -308,14 +319,15 @@ def _evaluate(ds: Dataset, policy: PolicyLike | ResolvedPolicy,
 
 
 def _check_held_out(res: EvaluationResult, cand: ResolvedPolicy, base: ResolvedPolicy | None,
-                    allow_in_sample: bool) -> None:
-    """Note in-sample policies; block a candidate trained on the evaluated logs."""
+                    allow_in_sample: bool, lineage: Mapping[str, Any]) -> None:
+    """Note in-sample policies; block a candidate trained on the evaluated logs
+    (``lineage``: ``res.data``, with ``legacy`` when a card predates fp2)."""
     fp = res.data["fingerprint"]
     for who, role in ((cand, "candidate"), (base, "baseline")):
-        if who is not None and who.trained_on(res.data):
+        if who is not None and who.trained_on(lineage):
             res.notes.append(f"the {role} {who.label} was trained or fitted on these logs "
                              f"(fingerprint {fp}): its estimate is in-sample and optimistic")
-    if cand.trained_on(res.data) and not allow_in_sample:
+    if cand.trained_on(lineage) and not allow_in_sample:
         g = res.gate
         part = (res.data.get("split") or {}).get("part")
         what = f"the {part} users of the evaluated logs" if part else "the evaluated logs"

@@ -59,6 +59,12 @@ def evaluation_report(res: EvaluationResult) -> OPEReport:
 
 
 def _split_line(sp: dict[str, Any]) -> str:
-    """One line on the user split the evaluated logs are a part of."""
+    """One line on the user split (or user sample) the evaluated logs are a part of."""
+    if sp.get("by") == "sample":
+        return (f"a seeded sample of {sp['users']} of {sp['of_users']} users (seed "
+                f"{sp['seed']}) of the log with fingerprint {sp['of']}")
+    sm = sp.get("sample")
     return (f"the {sp['n_users']} {sp['part']} users of a user split (holdout_frac "
-            f"{sp['holdout_frac']:g}, seed {sp['seed']}) of the log with fingerprint {sp['of']}")
+            f"{sp['holdout_frac']:g}, seed {sp['seed']}) of the log with fingerprint {sp['of']}"
+            + (f", from a seeded sample of {sm['users']} of {sm['of_users']} users (seed "
+               f"{sm['seed']})" if isinstance(sm, dict) else ""))

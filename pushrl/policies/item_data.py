@@ -27,7 +27,6 @@ error: the reward cannot be computed from these logs).
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -37,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from pushrl.data.contract import CAND_PREFIX, CTX_PREFIX, declared_send_pscore, item_pscore
+from pushrl.data.fingerprint import Fingerprint
 from pushrl.data.features import ENCODED_NAMES, FeatureSpec, ItemCatalog, iter_replay
 from pushrl.data.item_context import AFFINITY, build_item_context
 from pushrl.data.item_context import candidates_all as candidates_all
@@ -433,10 +433,12 @@ class ShardedLog:
         encoder: Context columns fitted over every shard (exactly :meth:`ContextEncoder.fit`
             of the whole log: the priors are sums, vocabularies unions).
         weights: The reward (the default decided over every shard).
-        fingerprint: Hash of the shards' :meth:`~pushrl.data.io.Dataset.fingerprint`.
+        fingerprint: The data's :meth:`~pushrl.data.io.Dataset.fingerprint` (of ``split``'s
+            part when given), computed over the shards.
         rejected_rows: Rows the shards' validation rejected.
         split: The part of a user split every shard is cut to (None = every user).
         n_users: Users over every shard (of ``split``'s part when given).
+        of: The whole log's fingerprint (what ``split``'s record names as ``of``).
     """
 
     plan: ShardPlan
@@ -446,37 +448,51 @@ class ShardedLog:
     rejected_rows: int
     split: UserSplit | None = None
     n_users: int = 0
+    of: str = ""
 
 
-def _split_shards(p: ShardPlan, split: UserSplit | None
+def _split_shards(p: ShardPlan, split: UserSplit | None,
+                  fps: tuple[Fingerprint, Fingerprint] | None = None,
                   ) -> Iterator[tuple[Dataset, Any]]:
-    """The shards of ``p``, each cut to ``split``'s part when one is given."""
-    for ds, counts in iter_shards(p):
-        yield (split.apply(ds, check_sizes=False) if split is not None else ds), counts
+    """The shards of ``p``, each cut to ``split``'s part when one is given; with ``fps``
+    (whole log, part) every shard's rows are added to both fingerprints on the way."""
+    for k, (ds, counts) in enumerate(iter_shards(p)):
+        part = split.apply(ds, check_sizes=False) if split is not None else ds
+        if fps is not None:
+            whole, mine = fps
+            for name in ("users", "activity", "pushes") + (("items",) if k == 0 else ()):
+                df = ds.table(name)
+                mask = (None if part is ds or name == "items"
+                        else df["user_id"].isin(part.users["user_id"]).to_numpy())
+                h = whole.add(name, df)
+                if part is not ds:
+                    mine.add_hashes(name, df, h if mask is None else h[mask])
+        yield part, counts
 
 
 def fit_sharded(p: ShardPlan, reward: RewardWeights | str | None = None,
                 split: UserSplit | None = None) -> ShardedLog:
     """One pass over the shards of ``p``: the feature spec, context columns and reward
-    (of ``split``'s part of every shard when given).
+    (of ``split``'s part of every shard when given), and the fingerprints of the whole log
+    and of the part (:mod:`pushrl.data.fingerprint`: equal to the whole-table loader's).
 
     Raises:
         DataError: the log has no users.
     """
     cols = _ContextColumns()
     state = {"revenue": False, "rejected": 0, "users": 0}
-    fps: list[str] = []
+    whole = Fingerprint()
+    mine = Fingerprint() if split is not None else whole
 
     def scan(shards: Iterator[tuple[Dataset, Any]]) -> Iterator[Dataset]:
         for ds, counts in shards:
             cols.add(ds.pushes)
             state["revenue"] = bool(state["revenue"]) or _logs_revenue(ds.pushes)
             state["rejected"] = int(state["rejected"]) + sum(c.rejected for c in counts.values())
-            fps.append(ds.fingerprint())
             state["users"] = int(state["users"]) + len(ds.users)
             yield ds
 
-    shards = _split_shards(p, split)
+    shards = _split_shards(p, split, (whole, mine))
     try:
         first, first_counts = next(shards)
     except StopIteration:
@@ -486,9 +502,8 @@ def fit_sharded(p: ShardPlan, reward: RewardWeights | str | None = None,
     catalog = ItemCatalog(first.items, spec)
     rs = (reward if isinstance(reward, RewardWeights) else RewardWeights.parse(reward)
           if reward else _default_reward(bool(state["revenue"])))
-    fp = hashlib.sha256("|".join(fps).encode()).hexdigest()[:16]
-    return ShardedLog(p, cols.encoder(spec, catalog), rs, fp, int(state["rejected"]), split,
-                      int(state["users"]))
+    return ShardedLog(p, cols.encoder(spec, catalog), rs, mine.digest(), int(state["rejected"]),
+                      split, int(state["users"]), whole.digest())
 
 
 def iter_sharded_rounds(log: ShardedLog, *, chunk_rounds: int = 0) -> Iterator[BanditRounds]:

@@ -376,17 +376,40 @@ CATALOG_COLUMNS = {
 }
 
 
-def catalog_dataset(data: str | Path) -> Dataset:
+#: Users whose rows a server start reads from a larger ``--catalog`` log (spec priors and the
+#: default most-popular): a seeded part of the users, never the whole log.
+CATALOG_USERS = 10_000
+
+
+def catalog_dataset(data: str | Path, max_users: int = CATALOG_USERS) -> Dataset:
     """The columns of ``data`` that a server's catalog, feature spec and default
     most-popular need (:data:`CATALOG_COLUMNS`), read (Parquet: only those columns, and of
     ``pushes`` only the sent rows), coerced and validated like
     :func:`~pushrl.data.validate.load_dataset` over the rows read (rejected rows are left
     out, not quarantined; checks across unsent rows, such as a duplicate ``decision_id``,
-    are not made: ``pushrl data validate`` or ``pushrl state import`` make them)."""
-    import pyarrow.parquet as pq
+    are not made: ``pushrl data validate`` or ``pushrl state import`` make them).
+
+    The items table is read whole. A log of more than ``max_users`` users contributes only
+    some of its users' rows (the spec's priors and the popularity scores are population
+    rates, so a sample estimates them): with user parts (:mod:`pushrl.data.shards`) whole
+    part files evenly spaced over the parts, else the ``max_users`` users of the seeded
+    sample (:func:`~pushrl.data.sample.sample_user_ids`, seed 0; a filtered scan). The
+    result's ``meta["catalog_sample"]`` states which (absent when every user was read).
+    """
+    import pyarrow as pa
+    import pyarrow.dataset as pads
 
     from pushrl.data.contract import TABLES
-    from pushrl.data.io import coerce_table, empty_activity, read_meta, read_raw
+    from pushrl.data.io import (
+        coerce_table,
+        empty_activity,
+        read_meta,
+        read_raw,
+        table_files,
+        table_rows,
+    )
+    from pushrl.data.sample import sample_user_ids
+    from pushrl.data.shards import user_parts
     from pushrl.data.validate import ts_range, validate_tables
     from pushrl.errors import SchemaError
 
@@ -394,17 +417,43 @@ def catalog_dataset(data: str | Path) -> Dataset:
     if not d.is_dir():
         raise SchemaError(f"--catalog {str(d)!r} is not a directory; pass a pushlog "
                           "directory (users/items/pushes tables)")
+    files = {name: table_files(d, name) for name in TABLES}
+    parquet = {name: bool(f) and all(x.suffix != ".csv" for x in f) for name, f in files.items()}
+    n_users = table_rows(d, "users") or 0
+    sample: dict[str, Any] | None = None
+    ids: pa.Array | None = None
+    k = user_parts(d)
+    if n_users > max_users and k:
+        take = max(1, -(-max_users * k // n_users))
+        pick = sorted(set(np.linspace(0, k - 1, take).round().astype(int).tolist()))
+        for name in ("users", "activity", "pushes"):
+            if files[name]:
+                files[name] = [files[name][i] for i in pick]
+        sample = {"method": f"user parts {pick} of {k}", "of_users": n_users}
+    elif n_users > max_users and parquet["users"]:
+        uid = pads.dataset(files["users"], format="parquet").to_table(columns=["user_id"])
+        vals = uid.column(0).to_numpy(zero_copy_only=False)
+        chosen = sample_user_ids(vals, max_users, 0)
+        ids = pa.array(vals[pd.Index(vals.astype(str)).isin(chosen)], type=uid.column(0).type)
+        sample = {"method": "the users with the smallest seeded hash of user_id (seed 0)",
+                  "of_users": n_users}
     tables: dict[str, pd.DataFrame] = {}
     for name in TABLES:
         want = CATALOG_COLUMNS.get(name)
-        p = d / f"{name}.parquet"
-        if want is not None and p.is_file():
-            have = set(pq.read_schema(p).names)
-            # the spec's open rate and most-popular count sent pushes only: the other
-            # decisions (97 % of a randomised log) are never read
-            only_sent = [("sent", "==", True)] if name == "pushes" and "sent" in have else None
-            raw: pd.DataFrame | None = pq.read_table(
-                p, columns=[c for c in want if c in have], filters=only_sent).to_pandas()
+        raw: pd.DataFrame | None
+        if parquet[name]:
+            src = pads.dataset(files[name], format="parquet")
+            have = set(src.schema.names)
+            cond = None
+            if name != "items" and ids is not None:
+                cond = pads.field("user_id").isin(ids)
+            if name == "pushes" and "sent" in have:
+                # the spec's open rate and most-popular count sent pushes only: the other
+                # decisions (97 % of a randomised log) are never read
+                sent = pads.field("sent") == True  # noqa: E712 (an Arrow expression)
+                cond = sent if cond is None else cond & sent
+            cols = None if want is None else [c for c in want if c in have]
+            raw = src.to_table(columns=cols, filter=cond).to_pandas()
         else:
             raw = read_raw(d, name)
         if raw is None:
@@ -416,5 +465,7 @@ def catalog_dataset(data: str | Path) -> Dataset:
         tables[name] = coerce_table(raw, name)
     meta = read_meta(d)
     accepted, _, _ = validate_tables(tables, ts_range(None, None, meta))
+    if sample is not None:
+        meta = {**meta, "catalog_sample": {**sample, "users": len(accepted["users"])}}
     return Dataset(accepted["users"], accepted["items"], accepted["activity"],
                    accepted["pushes"], path=d, meta=meta)

@@ -141,7 +141,9 @@ class Server:
                         "sees", catalog)
             return
         (self.cfg.state / POPULAR_FILE).write_text(json.dumps(
-            {"source": str(catalog), "scores": scores}, sort_keys=True))
+            {"source": str(catalog), "scores": scores,
+             **({"sample": ds.meta["catalog_sample"]} if "catalog_sample" in ds.meta else {})},
+            sort_keys=True))
 
     def _base_spec(self, catalog: Path | None) -> FeatureSpec:
         """The spec fitted from --catalog on first start (kept in the state dir, items
@@ -156,6 +158,10 @@ class Server:
             return FeatureSpec.from_dict(json.loads(p.read_text()))
         if catalog is not None:
             ds = history.catalog_dataset(catalog)  # the columns it needs, not the whole log
+            if "catalog_sample" in ds.meta:
+                sm = ds.meta["catalog_sample"]
+                log.info("--catalog %s: feature priors and popularity from %d of %d users "
+                         "(%s)", catalog, sm["users"], sm["of_users"], sm["method"])
             spec = FeatureSpec.fit(ds)
             if not self.log.query("SELECT 1 FROM items LIMIT 1"):
                 self._load_items(ds.items, spec.category_column)

@@ -28,6 +28,7 @@ import pandas as pd
 from pushrl.data.contract import CAND_PREFIX, CTX_PREFIX
 from pushrl.data.features import ENCODED_NAMES, FeatureSpec, ItemCatalog, encode, replay
 from pushrl.data.item_context import ItemContext, build_item_context
+from pushrl.data.fingerprint import same_data
 from pushrl.data.io import Dataset
 from pushrl.data.validate import ValidationReport
 from pushrl.errors import DataError
@@ -194,7 +195,8 @@ def _ctr_rows(key: np.ndarray, clicks: np.ndarray, p_sim: np.ndarray,
 
 def validate_obd(model: SimModel, ds: Dataset, report: ValidationReport) -> dict[str, Any]:
     """Held-out click metrics and the replay test (CTR by item and by position)."""
-    same = report.fingerprint == model.meta.get("fingerprint")
+    same = same_data(model.meta.get("fingerprint"), report.fingerprint,
+                     None if report.summary.get("sample") else ds.legacy_fingerprint)
     world = ObdWorld(model)
     p = ds.pushes
     known = p["clicked"].notna().to_numpy() & p["sent"].fillna(False).to_numpy(bool)

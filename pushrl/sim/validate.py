@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from pushrl.data.features import F, ReplayResult, replay, user_index
+from pushrl.data.fingerprint import same_data
 from pushrl.data.io import Dataset, to_unix_seconds
 from pushrl.data.validate import ValidationReport
 from pushrl.rules.guardrails import Guardrails
@@ -399,7 +400,8 @@ def truth_report(model: SimModel, ds: Dataset, rows: dict[str, np.ndarray], data
 def validate_push(model: SimModel, ds: Dataset, report: ValidationReport,
                   seed: int = 0) -> dict[str, Any]:
     """The full validation report of a push simulator on dataset ``ds``."""
-    same = report.fingerprint == model.meta.get("fingerprint")
+    same = same_data(model.meta.get("fingerprint"), report.fingerprint,
+                     None if report.summary.get("sample") else ds.legacy_fingerprint)
     rr = replay(ds, model.spec)
     rows = _sent_rows(ds, rr, model)
     out: dict[str, Any] = {"sim": model.meta.get("path"), "data": str(ds.path),

@@ -229,7 +229,7 @@ def _rounds(data: str | Path, reward: RewardWeights | str | None, chunk_rounds: 
     log = fit_sharded(p, reward, split)
     return (iter_sharded_rounds(log, chunk_rounds=chunk_rounds),
             {"fingerprint": log.fingerprint, "rejected_rows": log.rejected_rows,
-             "split": (split.record(log.fingerprint, log.n_users) if split is not None
+             "split": (split.record(log.of, log.n_users) if split is not None
                        else None),
              "shards": {"n": p.n_shards, "layout": p.layout,
                         "order": "shard after shard, time order within a shard"}})
