@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pushrl.rules.guardrails import Guardrails
+from pushrl.rules.triggers import TriggerConfig
 
 #: Environment variable naming the default state directory.
 HOME_ENV = "PUSHRL_HOME"
@@ -66,6 +67,11 @@ class ServeConfig:
             (default 168: the longest feature window).
         accept_empty_state: Start even when ``feature_spec.json`` shows the state dir held a
             server before but the log is missing or empty (deliberately starting anew).
+        triggers: Behaviour-trigger rules (``--triggers``); None: no triggers (events create
+            none, ``/v1/triggers/due`` answers 409).
+        trigger_delay_hours: The heuristic delay policy's delay (the kind's closest arm).
+        scheduled_priority: ``decide`` answers with a due trigger only when its priority is
+            above this.
     """
 
     registry: Path = Path("policies")
@@ -84,6 +90,9 @@ class ServeConfig:
     time_window_days: tuple[int, int] = (3653, 731)
     accept_empty_state: bool = False
     late_bound_hours: int = 168
+    triggers: TriggerConfig | None = None
+    trigger_delay_hours: int = 1
+    scheduled_priority: int = 0
 
     def __post_init__(self) -> None:
         if self.sync not in ("full", "normal"):

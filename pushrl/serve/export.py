@@ -7,6 +7,11 @@ decided. Outcomes come from feedback inside the attribution window; a sent push 
 feedback has ``opened``/``clicked``/``converted``/``unsubscribed`` false and ``revenue`` 0
 (no report means it did not happen). Extra tables beside them: ``feedback`` (every report,
 late ones flagged) and ``shadow`` (shadow decisions).
+
+Behaviour triggers (pushlog v1.1, issue 16): ``pushes.trigger_id`` names the trigger a push
+was sent for (null for scheduled pushes); ``triggers`` has one row per trigger decision (its
+delay arm ``delay_h``, null = drop, with ``pscore``, the arm's probability, and its final
+``status``); ``item_updates`` the price and stock changes the server received.
 """
 
 from __future__ import annotations
@@ -41,8 +46,10 @@ def _bool(s: pd.Series) -> pd.Series:
     return s.map(lambda v: None if v is None or pd.isna(v) else bool(v)).astype("boolean")
 
 
-def read_log(state: str | Path) -> tuple[Dataset, pd.DataFrame, pd.DataFrame]:
-    """Read a state directory's log as ``(dataset, feedback, shadow)``."""
+def read_log(state: str | Path) -> tuple[Dataset, pd.DataFrame, pd.DataFrame,
+                                         dict[str, pd.DataFrame | None]]:
+    """Read a state directory's log as ``(dataset, feedback, shadow, extra)``; ``extra``
+    holds the ``triggers`` and ``item_updates`` tables (None when empty)."""
     path = Path(state) / LOG_FILE
     if not path.exists():
         from pushrl.errors import DataError
@@ -63,10 +70,19 @@ def read_log(state: str | Path) -> tuple[Dataset, pd.DataFrame, pd.DataFrame]:
                                 "ORDER BY seq", conn)
         act["ts"] = from_unix_seconds(act["ts"].to_numpy()).to_numpy()
         act["ts"] = pd.to_datetime(act["ts"], utc=True)
+        tables = {r[0] for r in q("SELECT name FROM sqlite_master WHERE type='table'")}
+        has_tid = "trigger_id" in {r[1] for r in q("PRAGMA table_info(decisions)")}
         p = pd.read_sql_query(
             "SELECT decision_id, user_id, ts, sent, item_id, pscore, pscore_send, pscore_item, "
             "candidates, context, policy, item_policy, reason, opened, clicked, converted, "
-            "revenue, unsubscribed FROM decisions ORDER BY seq", conn)
+            f"revenue, unsubscribed, {'trigger_id' if has_tid else 'NULL AS trigger_id'} "
+            "FROM decisions ORDER BY seq", conn)
+        trig = pd.read_sql_query(
+            "SELECT trigger_id, user_id, kind, item_id, event_ts, decided_ts, delay_h, pscore, "
+            "status, decision_id, expires_ts, priority, policy FROM triggers ORDER BY seq",
+            conn) if "triggers" in tables else None
+        upd = pd.read_sql_query("SELECT item_id, ts, price, in_stock FROM item_updates ORDER BY "
+                                "seq", conn) if "item_updates" in tables else None
         fb = pd.read_sql_query("SELECT seq, decision_id, ts, late, payload FROM feedback "
                                "ORDER BY seq", conn)
         sh = pd.read_sql_query("SELECT * FROM shadow", conn)
@@ -78,7 +94,42 @@ def read_log(state: str | Path) -> tuple[Dataset, pd.DataFrame, pd.DataFrame]:
     ds = Dataset(u, items, act.astype({"item_id": object}), pushes,
                  meta={"generator": "pushrl.serve",
                        "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
-    return ds, fb, sh
+    extra = {"triggers": _triggers(trig), "item_updates": _item_updates(upd)}
+    return ds, fb, sh, extra
+
+
+def _triggers(t: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The ``triggers`` table (pushlog v1.1), or None when the server logged none."""
+    if t is None or not len(t):
+        return None
+    out = pd.DataFrame({
+        "trigger_id": t["trigger_id"].astype(object),
+        "user_id": t["user_id"].astype(object),
+        "kind": t["kind"].astype(object),
+        "item_id": t["item_id"].astype(object).where(t["item_id"].notna(), None),
+        "event_ts": pd.to_datetime(t["event_ts"], unit="s", utc=True),
+        "decided_ts": pd.to_datetime(t["decided_ts"], unit="s", utc=True),
+        "delay_h": t["delay_h"].astype("Int64"),
+        "pscore": t["pscore"].astype(float),
+        "status": t["status"].astype(object),
+        "decision_id": t["decision_id"].astype(object).where(t["decision_id"].notna(), None),
+        "expires_ts": pd.to_datetime(t["expires_ts"], unit="s", utc=True),
+        "priority": t["priority"].astype("int64"),
+        "policy": t["policy"].astype(object),
+    })
+    return out
+
+
+def _item_updates(t: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The ``item_updates`` table (pushlog v1.1), or None when there were none."""
+    if t is None or not len(t):
+        return None
+    return pd.DataFrame({
+        "item_id": t["item_id"].astype(object),
+        "ts": pd.to_datetime(t["ts"], unit="s", utc=True),
+        "price": t["price"].astype(float),
+        "in_stock": _bool(t["in_stock"]),
+    })
 
 
 def _pushes(p: pd.DataFrame) -> pd.DataFrame:
@@ -110,6 +161,9 @@ def _pushes(p: pd.DataFrame) -> pd.DataFrame:
             col = col.map(lambda v: None if v is None else str(v)).astype(object)
         out[f"{CTX_PREFIX}{k}"] = col
     out["pscore_item"] = p["pscore_item"].astype(float)
+    if p["trigger_id"].notna().any():  # (v1 logs without triggers keep their columns)
+        out["trigger_id"] = p["trigger_id"].astype(object).where(p["trigger_id"].notna(),
+                                                                 None)
     for c in ("policy", "item_policy", "reason"):
         out[c] = p[c].astype(object)
     return out
@@ -121,12 +175,20 @@ def export(state: str | Path, out: str | Path) -> dict[str, Any]:
     Returns:
         Row counts per table.
     """
-    ds, fb, sh = read_log(state)
+    ds, fb, sh, extra = read_log(state)
     d = write_dataset(ds, out)
     write_table(fb, d / "feedback.parquet")
     if len(sh):
         write_table(sh, d / "shadow.parquet")
+    for name, table in extra.items():
+        if table is not None:
+            write_table(table, d / f"{name}.parquet")
+    trig = extra["triggers"]
     return {"out": str(d), "users": len(ds.users), "items": len(ds.items),
             "activity": len(ds.activity), "pushes": len(ds.pushes),
             "sent": int(ds.pushes["sent"].sum()), "feedback": len(fb),
-            "late_feedback": int(fb["late"].sum()) if len(fb) else 0, "shadow": len(sh)}
+            "late_feedback": int(fb["late"].sum()) if len(fb) else 0, "shadow": len(sh),
+            "triggers": 0 if trig is None else len(trig),
+            "trigger_sends": int(ds.pushes["trigger_id"].notna().sum())
+            if "trigger_id" in ds.pushes else 0,
+            "item_updates": 0 if extra["item_updates"] is None else len(extra["item_updates"])}

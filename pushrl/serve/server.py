@@ -21,13 +21,21 @@ from pushrl.serve import history, registry_ops
 from pushrl.serve.auth import KeyChecker, load_keys
 from pushrl.serve.config import ServeConfig
 from pushrl.serve.batcher import DecisionBatcher
-from pushrl.serve.engine import DecideRow, Engine
+from pushrl.serve.engine import DecideRow, Engine, iso
 from pushrl.serve.errors import Conflict, NotFound, ServeError, Unprocessable
 from pushrl.serve.metrics import ServeMetrics
 from pushrl.serve.policyset import CatalogPopular, Loaded, PolicySet, catalog_mismatch, load_set
-from pushrl.serve.schemas import DecideIn, Event, FeedbackIn, set_time_window
+from pushrl.serve.schemas import (
+    DecideIn,
+    Event,
+    FeedbackIn,
+    ItemUpdate,
+    TriggersDueIn,
+    set_time_window,
+)
 from pushrl.serve.state import ServerState, default_spec
 from pushrl.serve.store import OP_ACTIVITY, OP_OPEN, DurableLog, Statement
+from pushrl.serve.triggers import FixedDelay, ServerTriggers
 from pushrl.units import HOUR
 
 log = logging.getLogger("pushrl.serve")
@@ -71,7 +79,8 @@ class Server:
                             fallback=True)
         self.base_spec = self._base_spec(cfg.catalog)
         self._init_popularity()
-        self.state = ServerState(self.log, policies.spec or self.base_spec)
+        self.state = ServerState(self.log, policies.spec or self.base_spec,
+                                 self._triggers(cfg))
         self.state.rebuild()
         self._count_item_events()
         kill = self.log.get_meta("kill_switch") == "1"
@@ -88,6 +97,20 @@ class Server:
         self._recovery: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ setup
+    def _triggers(self, cfg: ServeConfig) -> ServerTriggers | None:
+        """The trigger tracker (None without ``--triggers``); its rules are kept in the
+        log's meta row ``triggers`` (what `pushrl logs export` replays them with)."""
+        if cfg.triggers is None:
+            return None
+        rules = json.dumps(cfg.triggers.to_dict(), sort_keys=True)
+        if self.log.get_meta("triggers") not in (None, rules):
+            log.warning("--triggers differs from the rules this state dir ran with: triggers "
+                        "of past events are re-created under the new rules (those without a "
+                        "logged delay arm are dropped, never sent)")
+        self.log.write([("INSERT OR REPLACE INTO meta VALUES ('triggers', ?)", (rules,))])
+        return ServerTriggers(cfg.triggers, FixedDelay(cfg.trigger_delay_hours),
+                              scheduled_priority=cfg.scheduled_priority, seed=cfg.seed)
+
     def _popularity(self) -> np.ndarray:
         """``(n_items,)`` scores of the default most-popular item policy, in server item
         order: the smoothed logged mean reward per item of the --catalog data the state was
@@ -259,6 +282,8 @@ class Server:
         await self.idle()
         st = self.state
         created, stmts = st.put_item(item_id, category, features)
+        if st.triggers is not None:
+            stmts += st.triggers.on_item_put(st, st.items[item_id], features, self.now())
         if not self.default_spec:
             await self.commit(stmts)
             return created
@@ -298,11 +323,155 @@ class Server:
                 start, seen = i, set()
             seen.add(ui)
         self._note_item_events(item)
-        for e, t in zip(events, ts.tolist(), strict=True):
+        trig = st.triggers
+        for e, t, ui, it in zip(events, ts.tolist(), u.tolist(), item.tolist(), strict=True):
             stmts.append(("INSERT INTO activity VALUES (?,?,?,?,?,?)",
                           (st.next_seq(), e.user_id, t, e.event, e.item_id, e.revenue)))
             self.metrics.events.labels(e.event).inc()
+            if trig is not None and (e.event == "session" or it >= 0):
+                stmts += trig.on_activity(st, ui, e.user_id, t, e.event, None if it < 0 else it)
         return stmts
+
+    def item_updates(self, updates: list[ItemUpdate]) -> tuple[dict[str, Any], list[Statement]]:
+        """Record price / stock changes (all validated before any is applied); with
+        ``--triggers`` they create price-drop and back-in-stock triggers."""
+        st, now = self.state, self.now()
+        idx = [st.item_index(x.item_id) for x in updates]
+        st.check_writable()
+        trig = st.triggers
+        stmts: list[Statement] = []
+        created = 0
+        for x, i in zip(updates, idx, strict=True):
+            t = _sec(x.ts, now)
+            stmts.append(("INSERT INTO item_updates VALUES (?,?,?,?,?)", (
+                st.next_seq(), x.item_id, t, x.price,
+                None if x.in_stock is None else int(x.in_stock))))
+            if trig is not None:
+                got = trig.on_item_update(st, i, t, x.price, x.in_stock)
+                created += len(got)
+                stmts += got
+        return {"accepted": len(updates), "triggers_created": created}, stmts
+
+    def triggers_off(self) -> Conflict:
+        """The error of a trigger request on a server without ``--triggers``."""
+        return Conflict("triggers_off", "this server runs without behaviour triggers; start "
+                        "it with `pushrl serve --triggers FILE` (a TOML with [triggers.cart] "
+                        "etc., or `default`)")
+
+    def triggers_due(self, req: TriggersDueIn) -> tuple[dict[str, Any], list[Statement]]:
+        """The due triggered sends of ``req.users`` at ``req.ts`` (what a sender polls):
+        each logged as a push and marked sent before the answer (a second poll does not
+        return it again; a retry with the same ``request_id`` gets the first answer)."""
+        st = self.state
+        trig = st.triggers
+        if trig is None:
+            raise self.triggers_off()
+        ts = _sec(req.ts, self.now())
+        if req.request_id is not None:
+            got = self._pulled(req.request_id, req.users, ts)
+            if got is not None:
+                return {**got, "replayed": True}, []
+        users = np.array([st.user_index(x) for x in req.users], np.int64)
+        if np.unique(users).size != users.size:
+            raise Unprocessable("duplicate_user", "`users` lists a user twice; list each once")
+        b = np.full(users.size, ts // HOUR, np.int64)
+        st.check_clock(users, b)
+        st.check_writable()
+        out: dict[str, Any] = {"sends": [], "requeued": 0, "replayed": False}
+        stmts: list[Statement] = []
+        if not self.engine.kill_switch:
+            try:
+                self._resolve_due(users, ts, out, stmts)
+            except BaseException:
+                st.pending.extend(stmts)  # applied to the state: journal it anyway
+                raise
+        if req.request_id is not None:
+            key = {"users": req.users, "ts": ts}
+            trig.pulls[req.request_id] = {"key": key, "out": out}
+            stmts.append(("INSERT INTO trigger_pulls VALUES (?,?,?,?)", (
+                req.request_id, st.next_seq(), ts, json.dumps({"key": key, "out": out}))))
+        return out, stmts
+
+    def _resolve_due(self, users: np.ndarray, ts: int, out: dict[str, Any],
+                     stmts: list[Statement]) -> None:
+        st = self.state
+        trig = st.triggers
+        assert trig is not None
+        stmts += trig.advance(st, ts)
+        cand = users[trig.due_users(users, ts)]
+        if not cand.size:
+            return
+        res, s = trig.resolve(st, cand, ts, self.engine.guardrails)
+        stmts += s
+        out["requeued"] = len(res.requeued)
+        if not res.sent:
+            return
+        ids = [trig.user_ids.get(t.user, "") for t in res.sent]
+        bodies = self.engine.trigger_rows(res.sent, ids, ts, stmts, advance=True)
+        for t, uid, body in zip(res.sent, ids, bodies, strict=True):
+            out["sends"].append({
+                "trigger_id": t.trigger_id, "decision_id": body["decision_id"],
+                "user_id": uid, "kind": t.kind.value, "item_id": body["item_id"],
+                "event_ts": iso(t.event_ts), "delay_h": t.delay_h, "pscore": body["pscore"],
+                "policy": body["policy"], "priority": t.priority})
+
+    def _pulled(self, request_id: str, users: list[str], ts: int) -> dict[str, Any] | None:
+        """The stored answer of a pull with this ``request_id`` (None: a new one)."""
+        trig = self.state.triggers
+        assert trig is not None
+        got = trig.pulls.get(request_id)
+        if got is None:
+            row = self.log.query("SELECT response FROM trigger_pulls WHERE request_id=?",
+                                 (request_id,))
+            got = json.loads(row[0][0]) if row else None
+        if got is None:
+            return None
+        if got["key"] != {"users": users, "ts": ts}:
+            raise Conflict("request_id_reused", f"request_id {request_id!r} was used for "
+                           "another poll (other users or ts); use a new id per poll and the "
+                           "same id only for its retries")
+        return dict(got["out"])
+
+    def pull_done(self, request_id: str | None) -> None:
+        """Forget the in-memory answer of a pull once it is durable."""
+        trig = self.state.triggers
+        if request_id is not None and trig is not None:
+            trig.pulls.pop(request_id, None)
+
+    async def triggers_due_async(self, req: TriggersDueIn) -> dict[str, Any]:
+        """:meth:`triggers_due` in a worker thread (10k users: tens of ms), then commit."""
+        async def run() -> dict[str, Any]:
+            await self.idle()
+            self.busy = busy = asyncio.get_running_loop().create_future()
+            try:
+                out, stmts = await asyncio.to_thread(self.triggers_due, req)
+            finally:
+                self.busy = None
+                busy.set_result(None)
+            try:
+                if stmts:
+                    await self.commit(stmts)
+            finally:
+                self.pull_done(req.request_id)
+            return out
+        return await asyncio.shield(asyncio.ensure_future(run()))
+
+    def user_triggers(self, user_id: str) -> dict[str, Any]:
+        """A user's open (pending) triggers, in sending order."""
+        st = self.state
+        trig = st.triggers
+        if trig is None:
+            raise self.triggers_off()
+        u = st.user_index(user_id)
+        out = []
+        for t in trig.tracker.open(u):
+            out.append({"trigger_id": t.trigger_id, "kind": t.kind.value,
+                        "item_id": None if t.item is None else st.item_list[t.item].item_id,
+                        "event_ts": iso(t.event_ts), "expires_ts": iso(t.expires_ts),
+                        "priority": t.priority, "status": t.status.value,
+                        "delay_h": t.delay_h, "pscore": t.pscore or 1.0,
+                        "due_ts": None if t.due_ts is None else iso(t.due_ts)})
+        return {"user_id": user_id, "triggers": out}
 
     def _note_item_events(self, item: np.ndarray) -> None:
         """Count activity events per item (the default most-popular's scores)."""
