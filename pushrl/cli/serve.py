@@ -71,6 +71,15 @@ def command(
     accept_empty_state: bool = typer.Option(False, "--accept-empty-state", help="Start anew "
                                             "although the state dir's log is missing or "
                                             "empty (see README: state recovery)."),
+    triggers: str | None = typer.Option(None, "--triggers", help="Behaviour-triggered "
+                                        "pushes: a TOML file whose [triggers] table sets the "
+                                        "rules ([triggers.cart] etc.; a scenario file works), "
+                                        "or `default`. Off without it."),
+    trigger_delay: int = typer.Option(1, "--trigger-delay-hours", min=0, help="Delay of the "
+                                      "heuristic delay policy (the kind's closest arm)."),
+    scheduled_priority: int = typer.Option(0, "--scheduled-priority", help="`decide` answers "
+                                           "with a due trigger only when its priority is above "
+                                           "this."),
 ) -> None:
     """Serve decisions: out of the box the default baselines (most-active-hour timing with a
     daily cap, most-popular item) until a policy is promoted.
@@ -123,6 +132,8 @@ def command(
         raise PushrlError(f"--time-window must be PAST,FUTURE days, got {time_window!r}") \
             from None
     cfg = ServeConfig(registry=registry, state=state_dir(state), api_keys=api_keys,
+                      triggers=_trigger_rules(triggers), trigger_delay_hours=trigger_delay,
+                      scheduled_priority=scheduled_priority,
                       guardrails=guardrails,
                       attribution_hours=attribution_hours, sync=sync, seed=seed,
                       catalog=catalog, public_docs=public_docs, public_metrics=public_metrics,
@@ -135,6 +146,30 @@ def command(
     limits = HttpLimits(header_timeout, body_timeout, keep_alive, limit_concurrency)
     uvicorn.Server(uvicorn_config(create_app(cfg), host=host, port=port, limits=limits,
                                   log_level=log_level)).run()
+
+
+def _trigger_rules(ref: str | None) -> object:
+    """``--triggers``: None, the default rules, or a TOML file's ``[triggers]`` table."""
+    import tomllib
+
+    from pushrl.errors import PushrlError
+    from pushrl.rules.triggers import TriggerConfig
+
+    if ref is None:
+        return None
+    if ref == "default":
+        return TriggerConfig.default()
+    try:
+        data = tomllib.loads(Path(ref).read_text())
+    except OSError as exc:
+        raise PushrlError(f"--triggers {ref}: cannot read it ({exc.strerror}); pass a TOML "
+                          "file with a [triggers] table, or `default`") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PushrlError(f"--triggers {ref} is not valid TOML ({exc})") from None
+    if "triggers" not in data:
+        raise PushrlError(f"--triggers {ref} has no [triggers] table; add e.g. "
+                          "[triggers.cart] with wait_h = 1, or pass `default`")
+    return TriggerConfig.parse(data["triggers"])
 
 
 def _import_once(data: Path, state: Path, sync: str) -> None:

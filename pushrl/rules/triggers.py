@@ -613,6 +613,14 @@ class TriggerTracker:
             raise DataError(f"trigger {tid} is not open")
         return self._close(t, TriggerStatus.SENT, int(ts))
 
+    def requeue(self, tid: str, due_ts: int) -> Trigger:
+        """Re-apply a re-queue :meth:`resolve_due` made (``due_ts``: the trigger's new due
+        time), e.g. when a server replays its journal after a restart."""
+        t = self._triggers.get(tid)
+        if t is None or not t.is_open:
+            raise DataError(f"trigger {tid} is not open")
+        return self._requeue(t, int(due_ts))
+
     def forget_closed(self, before_ts: int) -> int:
         """Drop closed triggers with ``event_ts < before_ts`` (bounded memory; their ids are
         no longer recognised on replay). Returns how many were dropped."""

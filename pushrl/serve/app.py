@@ -49,13 +49,19 @@ from pushrl.serve.schemas import (
     Health,
     ItemIn,
     ItemOut,
+    ItemUpdate,
+    ItemUpdateBatch,
+    ItemUpdatesOut,
     KillSwitchIn,
     KillSwitchOut,
     PoliciesOut,
     PromoteIn,
     RollbackIn,
+    TriggersDueIn,
+    TriggersDueOut,
     UserIn,
     UserOut,
+    UserTriggersOut,
 )
 from pushrl.serve.server import Server
 
@@ -207,6 +213,7 @@ def create_app(cfg: ServeConfig, *, overrides: dict[str, Policy] | None = None) 
     _add_ops_routes(app, srv, decide_scope, None if cfg.public_metrics else any_key)
     _add_data_routes(app, srv, decide_scope, admin_scope)
     _add_decide_routes(app, srv, decide_scope)
+    _add_trigger_routes(app, srv, decide_scope, admin_scope)
     _add_policy_routes(app, srv, decide_scope, admin_scope)
     app.state.cfg = cfg
     _outermost_hot_path(app)
@@ -416,6 +423,38 @@ def _add_decide_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: An
                 s.feedback_done(decision_id, token)
         return {"results": outs}
 
+
+
+def _add_trigger_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any,
+                        admin_scope: Any) -> None:
+    @app.post("/v1/items/updates", response_model=ItemUpdatesOut, tags=["triggers"],
+              dependencies=[admin_scope], responses=_errors(400, 401, 403, 404, 422, 503))
+    async def item_updates(body: ItemUpdate | ItemUpdateBatch) -> dict[str, Any]:
+        """Price / stock changes of items, one or a batch ``{"updates": [...]}`` (price-drop
+        and back-in-stock triggers; logged as pushlog ``item_updates``)."""
+        ups = body.updates if isinstance(body, ItemUpdateBatch) else [body]
+        s = srv()
+        await s.idle()
+        out, stmts = s.item_updates(ups)
+        await s.commit(stmts)
+        return out
+
+    @app.post("/v1/triggers/due", response_model=TriggersDueOut, tags=["triggers"],
+              dependencies=[decide_scope], responses=_errors(400, 401, 403, 404, 409, 422, 503))
+    async def triggers_due(body: TriggersDueIn) -> dict[str, Any]:
+        """The behaviour-triggered sends due now for a batch of users (what a sender polls).
+        Each is logged as a push with its delay arm's probability and marked sent before
+        the answer; retry with the same `request_id` to get the same answer again."""
+        return await srv().triggers_due_async(body)
+
+    @app.get("/v1/users/{user_id}/triggers", response_model=UserTriggersOut,
+             tags=["triggers"], dependencies=[decide_scope],
+             responses=_errors(401, 403, 404, 409))
+    async def user_triggers(user_id: PathId) -> dict[str, Any]:
+        """A user's pending (open) triggers in sending order."""
+        s = srv()
+        await s.idle()
+        return s.user_triggers(user_id)
 
 
 def _add_policy_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any,

@@ -26,7 +26,7 @@ import pandas as pd
 
 from pushrl.data.contract import BOOL_OUTCOMES, CTX_PREFIX
 from pushrl.data.io import Dataset, from_unix_seconds, write_dataset, write_table
-from pushrl.serve.store import LOG_FILE, connect
+from pushrl.serve.store import LOG_FILE, OP_TRIGGER_ADVANCE, connect
 
 
 def _attributes(rows: list[tuple[str, str]], key: str) -> pd.DataFrame:
@@ -83,6 +83,8 @@ def read_log(state: str | Path) -> tuple[Dataset, pd.DataFrame, pd.DataFrame,
             conn) if "triggers" in tables else None
         upd = pd.read_sql_query("SELECT item_id, ts, price, in_stock FROM item_updates ORDER BY "
                                 "seq", conn) if "item_updates" in tables else None
+        if trig is not None and len(trig):
+            trig["status"] = _final_status(conn, trig)
         fb = pd.read_sql_query("SELECT seq, decision_id, ts, late, payload FROM feedback "
                                "ORDER BY seq", conn)
         sh = pd.read_sql_query("SELECT * FROM shadow", conn)
@@ -96,6 +98,34 @@ def read_log(state: str | Path) -> tuple[Dataset, pd.DataFrame, pd.DataFrame,
                        "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
     extra = {"triggers": _triggers(trig), "item_updates": _item_updates(upd)}
     return ds, fb, sh, extra
+
+
+def _final_status(conn: Any, trig: pd.DataFrame) -> list[str]:
+    """Each trigger's status as of the log's last event: the server's tracker replayed from
+    the log under the rules it ran with (meta ``triggers``), so cancels and expiries, which
+    the server does not write back to the ``triggers`` rows, are exported too."""
+    from pushrl.rules.triggers import TriggerConfig
+    from pushrl.serve.triggers import replay
+
+    row = conn.execute("SELECT value FROM meta WHERE key='triggers'").fetchone()
+    if row is None:
+        return list(trig["status"])
+    users = {str(u): int(i) for i, u in conn.execute("SELECT idx, user_id FROM users")}
+    items = {str(r[0]): j for j, r in enumerate(conn.execute(
+        "SELECT item_id FROM items ORDER BY seq"))}
+    tr = replay(lambda sql: conn.execute(sql), TriggerConfig.parse(json.loads(row[0])),
+                users, items)
+    last = conn.execute(
+        "SELECT max(m) FROM (SELECT max(ts) m FROM activity UNION ALL SELECT max(ts) FROM "
+        "decisions UNION ALL SELECT max(ts) FROM item_updates UNION ALL SELECT max(arg) FROM "
+        "ops WHERE kind=?)", (OP_TRIGGER_ADVANCE,)).fetchone()[0]
+    if last is not None:
+        tr.advance(int(last))  # expiries up to the log's last event
+    out = []
+    for tid, logged in zip(trig["trigger_id"], trig["status"], strict=True):
+        t = tr.get(str(tid))
+        out.append(logged if t is None else t.status.value)
+    return out
 
 
 def _triggers(t: pd.DataFrame | None) -> pd.DataFrame | None:
