@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+
+if TYPE_CHECKING:
+    from pushrl.rules.triggers import TriggerConfig
 
 
 def command(
@@ -148,17 +152,17 @@ def command(
                                   log_level=log_level)).run()
 
 
-def _trigger_rules(ref: str | None) -> object:
+def _trigger_rules(ref: str | None) -> TriggerConfig | None:
     """``--triggers``: None, the default rules, or a TOML file's ``[triggers]`` table."""
     import tomllib
 
     from pushrl.errors import PushrlError
-    from pushrl.rules.triggers import TriggerConfig
+    from pushrl.rules.triggers import TriggerConfig as Config
 
     if ref is None:
         return None
     if ref == "default":
-        return TriggerConfig.default()
+        return Config.default()
     try:
         data = tomllib.loads(Path(ref).read_text())
     except OSError as exc:
@@ -169,7 +173,7 @@ def _trigger_rules(ref: str | None) -> object:
     if "triggers" not in data:
         raise PushrlError(f"--triggers {ref} has no [triggers] table; add e.g. "
                           "[triggers.cart] with wait_h = 1, or pass `default`")
-    return TriggerConfig.parse(data["triggers"])
+    return Config.parse(data["triggers"])
 
 
 def _import_once(data: Path, state: Path, sync: str) -> None:

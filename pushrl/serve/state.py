@@ -238,7 +238,6 @@ class ServerState:
         self.check_writable()
         it = Item(item_id, category, dict(features))
         idx = self.items.get(item_id)
-        created = idx is None
         feats = json.dumps(features, sort_keys=True)
         self._catalog = None
         self._item_cat = None
@@ -310,9 +309,10 @@ class ServerState:
         subs = self.subscriptions = Subscriptions()
         if restored is not None:
             subs.set(restored.unsubscribed, False)
-        for _, kind, u, b, a, tz in log.iter_rows("SELECT * FROM ops ORDER BY seq"):
-            if kind in TRIGGER_OPS:  # the trigger tracker's journal (rebuilt below)
-                continue
+        # (the trigger tracker's ops are its own journal: ServerTriggers.rebuild, below)
+        not_trig = ",".join(map(str, sorted(TRIGGER_OPS)))
+        for _, kind, u, b, a, tz in log.iter_rows(
+                f"SELECT * FROM ops WHERE kind NOT IN ({not_trig}) ORDER BY seq"):
             if kind == OP_SUBSCRIPTION:  # no feature changes: no flush needed
                 subs.set(u, bool(a))
                 continue

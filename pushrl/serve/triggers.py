@@ -73,7 +73,10 @@ _STOCK = {None: -1, False: 0, True: 1}
 class DelayPolicy(Protocol):
     """Chooses a new trigger's delay arm (hours after its event, or None = drop)."""
 
-    label: str
+    @property
+    def label(self) -> str:
+        """``name@version`` (logged with every arm)."""
+        ...
 
     def choose(self, trigger: Trigger, rule: TriggerDef,
                rng: np.random.Generator) -> tuple[int | None, float]:
@@ -240,41 +243,58 @@ def replay(rows: Rows, config: TriggerConfig, users: Mapping[str, int],
         users: ``{user_id: user index}``.
         items: ``{item_id: catalog index}``.
     """
-    tr = TriggerTracker(config)
     arms = {r[0]: (r[1], r[2], r[3]) for r in rows(
         "SELECT trigger_id, delay_h, pscore, decided_ts FROM triggers")}
-    n_missing = 0
+    rep = _Replay(TriggerTracker(config), arms, users, items)
+    for row in journal(rows):
+        rep.apply(row)
+    if rep.n_missing:
+        log.warning("%d triggers re-created from the log have no logged delay arm (the "
+                    "trigger config changed): dropped, never sent", rep.n_missing)
+    return rep.tr
 
-    def decide(created: list[Trigger]) -> None:
-        nonlocal n_missing
+
+@dataclass
+class _Replay:
+    """Applies journal rows (:func:`journal`) to a tracker."""
+
+    tr: TriggerTracker
+    arms: dict[str, tuple[int | None, float, int]]
+    users: Mapping[str, int]
+    items: Mapping[str, int]
+    n_missing: int = 0
+
+    def decide(self, created: list[Trigger]) -> None:
+        """Re-apply the logged arms of re-created triggers."""
         for t in created:
             if not t.is_open:
                 continue
-            got = arms.get(t.trigger_id)
+            got = self.arms.get(t.trigger_id)
             try:
                 if got is None:
                     raise DataError("not logged")
-                tr.decide(t.trigger_id, got[0], float(got[1]), int(got[2]))
+                self.tr.decide(t.trigger_id, got[0], float(got[1]), int(got[2]))
             except DataError:
-                n_missing += 1
-                tr.decide(t.trigger_id, None, 1.0, t.event_ts)
+                self.n_missing += 1
+                self.tr.decide(t.trigger_id, None, 1.0, t.event_ts)
 
-    for row in journal(rows):
-        kind = row[1]
+    def apply(self, row: tuple[Any, ...]) -> None:
+        """One journal row."""
+        tr, kind = self.tr, row[1]
         if kind == _ACTIVITY:
             _, _, uid, ts, event, item_id = row
-            u = users.get(uid)
-            item = None if item_id is None else items.get(item_id)
+            u = self.users.get(uid)
+            item = None if item_id is None else self.items.get(item_id)
             if u is not None and (event == "session" or item is not None):
-                decide(tr.observe_activity(u, int(ts), event, item))
+                self.decide(tr.observe_activity(u, int(ts), event, item))
         elif kind == _UPDATE:
             _, _, item_id, ts, price, stock = row
-            item = items.get(item_id)
+            item = self.items.get(item_id)
             if item is not None:
-                decide(tr.observe_item_update(item, int(ts), price,
-                                              None if stock is None else bool(stock)))
+                self.decide(tr.observe_item_update(item, int(ts), price,
+                                                   None if stock is None else bool(stock)))
         elif kind == OP_TRIGGER_ADVANCE:
-            decide(tr.advance(int(row[4])))
+            self.decide(tr.advance(int(row[4])))
         elif kind in (OP_TRIGGER_SENT, OP_TRIGGER_REQUEUE):
             t = tr.get(str(row[5]))
             if t is not None and t.is_open:
@@ -285,10 +305,6 @@ def replay(rows: Rows, config: TriggerConfig, users: Mapping[str, int],
         elif kind == OP_ITEM_UPDATE:
             tr.set_item(int(row[2]), None if row[5] is None else float(row[5]),
                         None if row[4] < 0 else bool(row[4]))
-    if n_missing:
-        log.warning("%d triggers re-created from the log have no logged delay arm (the "
-                    "trigger config changed): dropped, never sent", n_missing)
-    return tr
 
 
 _ACTIVITY, _UPDATE = -1, -2  # journal row kinds of the activity and item_updates tables
