@@ -420,6 +420,12 @@ class TriggerTracker:
         return order_due(t for t in u.open.values()
                          if t.due_ts is not None and t.due_ts <= now < t.expires_ts)
 
+    def has_open(self, user: int) -> bool:
+        """True when ``user`` has an open trigger (a cheap filter before :meth:`due` /
+        :meth:`resolve_due` over many users)."""
+        u = self._users.get(user)
+        return bool(u and u.open)
+
     def users_with_open(self) -> list[int]:
         """Users with at least one open trigger, ascending."""
         return sorted(k for k, u in self._users.items() if u.open)

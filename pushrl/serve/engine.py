@@ -271,21 +271,23 @@ class Engine:
             for j, i in enumerate(need):
                 items[i], p_item[i], item_label[i] = chosen[j], pi[j], ps.item.label
         stmts += st.op(OP_PUSH, u, b)
-        days = st.fs.local_time_at(u, np.full(n, ts, np.int64))[2]
+        days = st.fs.local_time_at(u, np.full(n, ts, np.int64))[2].tolist()
+        label, when, record = trig.policy.label, iso(ts), st.sends.record
+        ul, pl = u.tolist(), p_item.tolist()
         out = []
         for i, t in enumerate(sent):
-            st.sends.record(int(u[i]), "", ts, int(days[i]))
+            record(ul[i], "", ts, days[i])
             did = self._next_id()
             p_arm = float(t.pscore or 1.0)
-            pscore = p_arm * float(p_item[i])
+            pscore = p_arm * pl[i]
             reason = f"trigger:{t.kind.value}"
             stmts.append((_TRIGGER_DECISION_SQL, (
-                did, st.next_seq(), user_ids[i], ts, items[i], pscore, p_arm, float(p_item[i]),
-                trig.policy.label, item_label[i], reason, raw[i].tobytes(), t.trigger_id)))
+                did, st.next_seq(), user_ids[i], ts, items[i], pscore, p_arm, pl[i], label,
+                item_label[i], reason, raw[i].tobytes(), t.trigger_id)))
             stmts.append((_TRIGGER_SENT_SQL, (did, t.trigger_id)))
             out.append({"decision_id": did, "send": True, "item_id": items[i],
-                        "pscore": pscore, "p_send": p_arm, "policy": trig.policy.label,
-                        "item_policy": item_label[i], "reason": reason, "ts": iso(ts),
+                        "pscore": pscore, "p_send": p_arm, "policy": label,
+                        "item_policy": item_label[i], "reason": reason, "ts": when,
                         "send_at": None, "trigger_id": t.trigger_id})
         decisions, sends = self._counters(trig.policy.label)
         decisions.inc(n)

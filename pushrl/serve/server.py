@@ -374,8 +374,12 @@ class Server:
         users = np.array([st.user_index(x) for x in req.users], np.int64)
         if np.unique(users).size != users.size:
             raise Unprocessable("duplicate_user", "`users` lists a user twice; list each once")
-        b = np.full(users.size, ts // HOUR, np.int64)
-        st.check_clock(users, b)
+        lag = st.fs.clock(users) - ts // HOUR
+        if (lag > 0).any():
+            i = int(np.flatnonzero(lag > 0)[0])
+            raise Conflict("time_before_state", f"users[{i}] ({req.users[i]!r}): the poll's "
+                           f"ts is {int(lag[i])} h before the user's state (a later event or "
+                           "decision was recorded); poll with the current time")
         st.check_writable()
         out: dict[str, Any] = {"sends": [], "requeued": 0, "replayed": False}
         stmts: list[Statement] = []

@@ -90,10 +90,10 @@ class FixedDelay:
     arm closest to it; ties go to the shorter). Deterministic: probability 1."""
 
     hours: int = 1
+    label: str = ""
 
-    @property
-    def label(self) -> str:
-        return f"fixed-{self.hours}h@heuristic"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "label", f"fixed-{self.hours}h@heuristic")
 
     def choose(self, trigger: Trigger, rule: TriggerDef,
                rng: np.random.Generator) -> tuple[int | None, float]:
@@ -192,12 +192,15 @@ class ServerTriggers:
         """``(k,)`` bool: user ``users[i]`` has a trigger due at ``ts`` (scalar or ``(k,)``;
         ``outranking``: one whose priority is above :attr:`scheduled_priority`)."""
         tr = self.tracker
-        t = np.broadcast_to(np.asarray(ts, np.int64), users.shape).tolist()
         out = np.zeros(len(users), bool)
-        floor = self.scheduled_priority if outranking else None
-        for i, u in enumerate(users.tolist()):
-            due = tr.due(u, t[i])
-            out[i] = bool(due) and (floor is None or due[0].priority > floor)
+        ul = users.tolist()
+        has = [i for i, u in enumerate(ul) if tr.has_open(u)]
+        if not has:
+            return out
+        t = np.broadcast_to(np.asarray(ts, np.int64), users.shape).tolist()
+        for i in has:
+            due = tr.due(ul[i], t[i])
+            out[i] = bool(due) and (not outranking or due[0].priority > self.scheduled_priority)
         return out
 
     def resolve(self, st: ServerState, users: np.ndarray, ts: int, guardrails: Guardrails
