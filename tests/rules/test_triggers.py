@@ -465,3 +465,10 @@ def test_random_streams_invariants_and_snapshot_round_trip(events: list, cut: in
         for pts, u, i in purchases:
             if u == t.user and (t.item is None or t.item == i) and t.event_ts <= pts:
                 assert ts <= pts or pts < t.event_ts, (t, pts)
+
+
+def test_contract_names_match_the_rules() -> None:
+    from pushrl.data.contract import TRIGGER_KINDS, TRIGGER_STATUSES
+
+    assert TRIGGER_KINDS == tuple(k.value for k in TriggerKind)
+    assert TRIGGER_STATUSES == tuple(s.value for s in TriggerStatus)

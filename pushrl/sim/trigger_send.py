@@ -1,0 +1,47 @@
+"""When a delay arm actually sends: the one definition shared by the delay context, the
+trigger world's truth and the fitted trigger simulator.
+
+A trigger created at ``event_ts`` with arm ``d`` is due at ``event_ts + d`` h; senders poll
+at hour starts (:meth:`pushrl.rules.triggers.TriggerTracker.resolve_due`), so the first
+possible send is the next hour start at or after the due time; quiet hours (the ONE
+:class:`~pushrl.rules.guardrails.Guardrails`) re-queue it hour by hour to the first
+non-quiet local hour. Caps are not modelled here (they depend on other pushes); the
+resolution in the tracker applies them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pushrl.data.features import FeatureState
+from pushrl.rules.guardrails import Guardrails
+from pushrl.units import HOUR
+
+#: Longest quiet spell the re-queue walks over (hours).
+_MAX_QUIET = 24
+
+
+def send_times(state: FeatureState, users: np.ndarray, event_ts: np.ndarray,
+               delays_h: np.ndarray, guardrails: Guardrails) -> np.ndarray:
+    """Expected send time of each (trigger, arm) ignoring caps and cancellations.
+
+    Args:
+        state: Any :class:`FeatureState` holding the users' time zones.
+        users: ``(n,)`` user indices in ``state``.
+        event_ts: ``(n,)`` unix seconds of the trigger events.
+        delays_h: ``(k,)`` delay arms in hours (no drop arm).
+        guardrails: Quiet hours to skip.
+
+    Returns:
+        ``(n, k)`` int64 unix seconds (hour starts).
+    """
+    u = np.asarray(users, np.int64)[:, None]
+    due = np.asarray(event_ts, np.int64)[:, None] + np.asarray(delays_h, np.int64)[None, :] * HOUR
+    t = -(-due // HOUR) * HOUR  # next hour start at or after the due time
+    for _ in range(_MAX_QUIET):
+        hour, _, _ = state.local_time_at(np.broadcast_to(u, t.shape), t)
+        quiet = guardrails.quiet(hour)
+        if not quiet.any():
+            break
+        t = np.where(quiet, t + HOUR, t)
+    return t
