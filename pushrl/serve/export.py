@@ -46,10 +46,9 @@ def _bool(s: pd.Series) -> pd.Series:
     return s.map(lambda v: None if v is None or pd.isna(v) else bool(v)).astype("boolean")
 
 
-def read_log(state: str | Path) -> tuple[Dataset, pd.DataFrame, pd.DataFrame,
-                                         dict[str, pd.DataFrame | None]]:
-    """Read a state directory's log as ``(dataset, feedback, shadow, extra)``; ``extra``
-    holds the ``triggers`` and ``item_updates`` tables (None when empty)."""
+def read_log(state: str | Path) -> tuple[Dataset, pd.DataFrame, pd.DataFrame]:
+    """Read a state directory's log as ``(dataset, feedback, shadow)`` (the dataset's
+    ``triggers`` and ``item_updates`` tables are empty when the server logged none)."""
     path = Path(state) / LOG_FILE
     if not path.exists():
         from pushrl.errors import DataError
@@ -93,11 +92,13 @@ def read_log(state: str | Path) -> tuple[Dataset, pd.DataFrame, pd.DataFrame,
     pushes = _pushes(p)
     fb["ts"] = pd.to_datetime(fb["ts"], unit="s", utc=True)
     fb["late"] = fb["late"].astype(bool)
+    extra = {k: v for k, v in (("triggers", _triggers(trig)),
+                               ("item_updates", _item_updates(upd))) if v is not None}
     ds = Dataset(u, items, act.astype({"item_id": object}), pushes,
                  meta={"generator": "pushrl.serve",
-                       "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
-    extra = {"triggers": _triggers(trig), "item_updates": _item_updates(upd)}
-    return ds, fb, sh, extra
+                       "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
+                 **extra)
+    return ds, fb, sh
 
 
 def _final_status(conn: Any, trig: pd.DataFrame) -> list[str]:
@@ -147,7 +148,7 @@ def _triggers(t: pd.DataFrame | None) -> pd.DataFrame | None:
         "priority": t["priority"].astype("int64"),
         "policy": t["policy"].astype(object),
     })
-    return out
+    return out.sort_values("event_ts", kind="stable").reset_index(drop=True)
 
 
 def _item_updates(t: pd.DataFrame | None) -> pd.DataFrame | None:
@@ -205,20 +206,15 @@ def export(state: str | Path, out: str | Path) -> dict[str, Any]:
     Returns:
         Row counts per table.
     """
-    ds, fb, sh, extra = read_log(state)
+    ds, fb, sh = read_log(state)
     d = write_dataset(ds, out)
     write_table(fb, d / "feedback.parquet")
     if len(sh):
         write_table(sh, d / "shadow.parquet")
-    for name, table in extra.items():
-        if table is not None:
-            write_table(table, d / f"{name}.parquet")
-    trig = extra["triggers"]
     return {"out": str(d), "users": len(ds.users), "items": len(ds.items),
             "activity": len(ds.activity), "pushes": len(ds.pushes),
             "sent": int(ds.pushes["sent"].sum()), "feedback": len(fb),
             "late_feedback": int(fb["late"].sum()) if len(fb) else 0, "shadow": len(sh),
-            "triggers": 0 if trig is None else len(trig),
+            "triggers": len(ds.triggers), "item_updates": len(ds.item_updates),
             "trigger_sends": int(ds.pushes["trigger_id"].notna().sum())
-            if "trigger_id" in ds.pushes else 0,
-            "item_updates": 0 if extra["item_updates"] is None else len(extra["item_updates"])}
+            if "trigger_id" in ds.pushes else 0}

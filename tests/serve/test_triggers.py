@@ -6,6 +6,7 @@ the export carries the trigger rows."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections import defaultdict
 from pathlib import Path
@@ -15,6 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
+
+from pushrl.cli.main import app as cli
 
 from pushrl.data.validate import load_dataset
 from pushrl.data.timezones import local_clock
@@ -329,8 +333,14 @@ def test_export_round_trips_through_the_loader(tmp_path: Path) -> None:
         c.post("/v1/decide", json={"user_id": "u2", "ts": T + HOUR})
     finally:
         c.__exit__(None, None, None)
-    res = export(tmp_path / "state", tmp_path / "out")
+    r = CliRunner().invoke(cli, ["logs", "export", "--state", str(tmp_path / "state"), "--out",
+                                 str(tmp_path / "out"), "--json"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
     assert (res["triggers"], res["trigger_sends"], res["item_updates"]) == (2, 1, 1)
+    r = CliRunner().invoke(cli, ["data", "validate", str(tmp_path / "out"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["tables"]["triggers"]["rejected"] == 0, r.stdout
     ds, rep = load_dataset(tmp_path / "out")
     assert rep.n_rejected == 0 and rep.reconciles(), rep.to_dict()["tables"]
     p = ds.pushes.set_index("decision_id")
