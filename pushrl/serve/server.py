@@ -108,8 +108,12 @@ class Server:
                         "of past events are re-created under the new rules (those without a "
                         "logged delay arm are dropped, never sent)")
         self.log.write([("INSERT OR REPLACE INTO meta VALUES ('triggers', ?)", (rules,))])
+        def count(kind: str, what: str, n: int) -> None:
+            self.metrics.triggers.labels(kind, what).inc(n)
+
         return ServerTriggers(cfg.triggers, FixedDelay(cfg.trigger_delay_hours),
-                              scheduled_priority=cfg.scheduled_priority, seed=cfg.seed)
+                              scheduled_priority=cfg.scheduled_priority, seed=cfg.seed,
+                              count=count)
 
     def _popularity(self) -> np.ndarray:
         """``(n_items,)`` scores of the default most-popular item policy, in server item

@@ -122,8 +122,11 @@ class ServerTriggers:
     """
 
     def __init__(self, config: TriggerConfig, policy: DelayPolicy | None = None, *,
-                 scheduled_priority: int = 0, seed: int | None = None) -> None:
+                 scheduled_priority: int = 0, seed: int | None = None,
+                 count: Callable[[str, str, int], None] | None = None) -> None:
         self.config = config
+        #: ``count(kind, what, n)``: metrics hook (created / sent / requeued).
+        self.count = count or (lambda kind, what, n: None)
         self.policy: DelayPolicy = policy or FixedDelay()
         self.scheduled_priority = scheduled_priority
         self.rng = np.random.default_rng(seed)
@@ -144,6 +147,7 @@ class ServerTriggers:
                 continue
             arm, p = self.policy.choose(t, self.config[t.kind], self.rng)
             new = self.tracker.decide(t.trigger_id, arm, p, ts)
+            self.count(t.kind.value, "created", 1)
             out.append(self._row(st, new, ts, arm, p, new.status.value))
         return out
 
@@ -214,9 +218,11 @@ class ServerTriggers:
                                        st.subscriptions.mask(users))
         stmts: list[Statement] = []
         for t in res.sent:
+            self.count(t.kind.value, "sent", 1)
             stmts.append((_OP_SQL, (st.next_seq(), OP_TRIGGER_SENT, t.user, ts // HOUR, ts,
                                     t.trigger_id)))
         for t in res.requeued:
+            self.count(t.kind.value, "requeued", 1)
             stmts.append((_OP_SQL, (st.next_seq(), OP_TRIGGER_REQUEUE, t.user, ts // HOUR,
                                     int(t.due_ts or 0), t.trigger_id)))
         return res, stmts

@@ -5,7 +5,9 @@ none is sent twice, and the restarted server still sends every pending one."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import sqlite3
+import subprocess
 from collections import defaultdict
 from pathlib import Path
 
@@ -120,3 +122,29 @@ def test_kill_9_under_load_loses_no_pending_trigger_and_no_acknowledged_send(
             assert after and after <= pending and not after & set(pushed)
     finally:
         srv2.stop()
+
+
+@pytest.mark.skipif(shutil.which("schemathesis") is None, reason="pip install schemathesis")
+def test_schemathesis_finds_no_server_error_on_the_trigger_endpoints(tmp_path: Path) -> None:
+    srv = LiveServer(tmp_path, *ARGS)
+    try:
+        with httpx.Client(base_url=srv.base, timeout=30) as c:
+            for j in range(3):
+                c.put(f"/v1/items/i{j}", json={"category": "ab"[j % 2],
+                                               "features": {"price": 5.0}}).raise_for_status()
+            for i in range(3):
+                c.put(f"/v1/users/u{i}", json={"timezone": "UTC"}).raise_for_status()
+                c.post("/v1/events", json={"user_id": f"u{i}", "event": "cart",
+                                           "item_id": "i0"}).raise_for_status()
+        res = subprocess.run(
+            ["schemathesis", "run", srv.base + "/openapi.json", "--checks",
+             "not_a_server_error,status_code_conformance,content_type_conformance,"
+             "response_schema_conformance", "--max-examples", "60", "--seed", "1",
+             "--workers", "1", "--phases", "examples,coverage,fuzzing",
+             "--include-path-regex", "triggers|items/updates|/v1/events"],
+            capture_output=True, text=True, timeout=900)
+        out = res.stdout + res.stderr
+        assert res.returncode == 0, out[-4000:]
+        assert "internal error" not in srv.output()
+    finally:
+        srv.stop()

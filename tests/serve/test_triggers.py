@@ -73,6 +73,9 @@ def test_cart_trigger_is_sent_once_after_its_delay_and_logged_as_a_push(tmp_path
         assert s["policy"] == "fixed-1h@heuristic"
         assert _due(c, ["u0", "u1"], T + HOUR + 60)["sends"] == []  # marked sent
         assert c.get("/v1/users/u0/triggers").json()["triggers"] == []
+        m = c.get("/metrics").text
+        for what in ("created", "sent"):
+            assert f'serve_triggers_total{{kind="cart",what="{what}"}} 1.0' in m
         # outcomes of the triggered push join like any push's
         r = c.post("/v1/feedback", json={"decision_id": s["decision_id"], "clicked": True,
                                          "ts": T + 2 * HOUR})
