@@ -371,8 +371,7 @@ def _add_data_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any,
     async def events(body: Event | EventBatch) -> dict[str, Any]:
         """Record one activity event or a batch ``{"events": [...]}``."""
         evs = body.events if isinstance(body, EventBatch) else [body]
-        await srv().idle()
-        await srv().commit(srv().events(evs))
+        await srv().record_events(evs)
         return {"accepted": len(evs)}
 
 
@@ -434,6 +433,9 @@ def _add_trigger_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: A
         and back-in-stock triggers; logged as pushlog ``item_updates``)."""
         ups = body.updates if isinstance(body, ItemUpdateBatch) else [body]
         s = srv()
+        if len(ups) > 64:  # each may fire for many users: off the event loop
+            out: dict[str, Any] = await s.in_worker(lambda: s.item_updates(ups))
+            return out
         await s.idle()
         out, stmts = s.item_updates(ups)
         await s.commit(stmts)
@@ -453,7 +455,7 @@ def _add_trigger_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: A
 
     @app.get("/v1/users/{user_id}/triggers", response_model=UserTriggersOut,
              tags=["triggers"], dependencies=[decide_scope],
-             responses=_errors(401, 403, 404, 409))
+             responses=_errors(400, 401, 403, 404, 409, 422))
     async def user_triggers(user_id: PathId) -> dict[str, Any]:
         """A user's pending (open) triggers in sending order."""
         s = srv()

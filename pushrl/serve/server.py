@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,8 @@ POPULAR_FILE = "item_popularity.json"
 #: First and longest wait (s) between write probes of a failed durable log.
 RECOVER_SECONDS = (0.1, 5.0)
 OUTCOME_COLS = ("opened", "clicked", "converted", "revenue", "unsubscribed")
+#: With triggers on, larger event batches are recorded in a worker thread.
+LOOP_EVENTS = 64
 
 
 def _sec(ts: Any, now: int) -> int:
@@ -446,13 +449,16 @@ class Server:
         if request_id is not None and trig is not None:
             trig.pulls.pop(request_id, None)
 
-    async def triggers_due_async(self, req: TriggersDueIn) -> dict[str, Any]:
-        """:meth:`triggers_due` in a worker thread (10k users: tens of ms), then commit."""
-        async def run() -> dict[str, Any]:
+    async def in_worker(self, fn: Callable[[], tuple[Any, list[Statement]]],
+                        done: Callable[[], None] | None = None) -> Any:
+        """Run ``fn`` (state changes -> ``(answer, log rows)``) in a worker thread while no
+        other request touches the state, then commit; runs to its commit even if the client
+        goes away (the state has moved by then). ``done`` runs after the commit."""
+        async def run() -> Any:
             await self.idle()
             self.busy = busy = asyncio.get_running_loop().create_future()
             try:
-                out, stmts = await asyncio.to_thread(self.triggers_due, req)
+                out, stmts = await asyncio.to_thread(fn)
             finally:
                 self.busy = None
                 busy.set_result(None)
@@ -460,9 +466,25 @@ class Server:
                 if stmts:
                     await self.commit(stmts)
             finally:
-                self.pull_done(req.request_id)
+                if done is not None:
+                    done()
             return out
         return await asyncio.shield(asyncio.ensure_future(run()))
+
+    async def triggers_due_async(self, req: TriggersDueIn) -> dict[str, Any]:
+        """:meth:`triggers_due` in a worker thread (10k users: tens of ms), then commit."""
+        out: dict[str, Any] = await self.in_worker(lambda: self.triggers_due(req),
+                                                   lambda: self.pull_done(req.request_id))
+        return out
+
+    async def record_events(self, events: list[Event]) -> None:
+        """:meth:`events`, durable on return; with triggers on, a batch of more than
+        :data:`LOOP_EVENTS` events runs in a worker thread (the tracker works per event)."""
+        if self.state.triggers is not None and len(events) > LOOP_EVENTS:
+            await self.in_worker(lambda: (None, self.events(events)))
+            return
+        await self.idle()
+        await self.commit(self.events(events))
 
     def user_triggers(self, user_id: str) -> dict[str, Any]:
         """A user's open (pending) triggers, in sending order."""

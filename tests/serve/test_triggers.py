@@ -353,3 +353,28 @@ def test_export_round_trips_through_the_loader(tmp_path: Path) -> None:
     assert trig.loc["u0", "status"] == "sent" and trig.loc["u1", "status"] == "cancelled"
     assert trig.loc["u0", "decision_id"] == sent[0]["decision_id"]
     assert trig["delay_h"].tolist() == [1, 1] and trig["pscore"].tolist() == [1.0, 1.0]
+
+
+def test_a_large_event_batch_is_recorded_off_the_event_loop(tmp_path: Path) -> None:
+    c = _client(tmp_path)
+    try:
+        seed_world(c, n_users=100)
+        srv = c.app.state.server  # type: ignore[attr-defined]
+        seen: list[str] = []
+        events = srv.events
+
+        def spy(evs: Any) -> Any:  # which thread records the batch
+            import threading
+            seen.append(threading.current_thread().name)
+            return events(evs)
+
+        srv.events = spy
+        _ev(c, *[{"user_id": f"u{i}", "event": "cart", "item_id": "i1", "ts": T}
+                 for i in range(100)])
+        _ev(c, {"user_id": "u0", "event": "view", "item_id": "i2", "ts": T + 1})
+        # the big batch ran in asyncio's worker pool, the single event on the loop's thread
+        assert len(seen) == 2 and seen[0].startswith("asyncio") and seen[1] != seen[0], seen
+        out = _due(c, [f"u{i}" for i in range(100)], T + HOUR)
+        assert len(out["sends"]) == 100
+    finally:
+        c.__exit__(None, None, None)
