@@ -195,7 +195,17 @@ class Server:
         self.log.write(history.item_rows(items, category_column))
 
     def close(self) -> None:
-        """Flush and close the durable log."""
+        """Flush and close the durable log (and snapshot the trigger tracker, so the next
+        start replays only what comes after)."""
+        st = self.state
+        if st.triggers is not None and self.ready:
+            try:
+                if st.pending:  # journal rows of failed requests: written before the snapshot
+                    self.log.write(st.pending)
+                    st.pending = []
+                st.triggers.save_snapshot(st)
+            except Exception as exc:  # the journal is complete without it
+                log.warning("could not write the trigger snapshot: %s", exc)
         self.log.close()
 
     @property

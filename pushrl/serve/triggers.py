@@ -28,6 +28,7 @@ answer with a due trigger whose priority is above :attr:`ServerTriggers.schedule
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import json
 import logging
@@ -230,18 +231,60 @@ class ServerTriggers:
     # ------------------------------------------------------------------ restart
     def rebuild(self, st: ServerState) -> None:
         """Rebuild the tracker from the durable log (after the feature state: items and
-        users are known)."""
+        users are known): from the snapshot of the last clean shutdown
+        (:meth:`save_snapshot`) when it matches the log, replaying only the journal after
+        it, else from the start."""
         self.user_ids = {int(i): str(u) for i, u in
                          st.log.iter_rows("SELECT idx, user_id FROM users")}
-        self.tracker = replay(st.log.iter_rows, self.config, st.users, st.items)
+        start, after = self._load_snapshot(st)
+        self.tracker = replay(st.log.iter_rows, self.config, st.users, st.items,
+                              start=start, after=after)
         self.pulls.clear()
+
+    def save_snapshot(self, st: ServerState) -> None:
+        """Write the tracker as of the log's last seq (clean shutdown; atomic)."""
+        body = json.dumps(self.tracker.to_dict(), sort_keys=True)
+        snap = {"format": SNAPSHOT_FORMAT, "seq": st.seq, "n_activity": _count(st, st.seq),
+                "sha256": hashlib.sha256(body.encode()).hexdigest(), "tracker": body}
+        path = st.log.dir / SNAPSHOT_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(snap))
+        tmp.replace(path)
+
+    def _load_snapshot(self, st: ServerState) -> tuple[TriggerTracker | None, int]:
+        """``(tracker, seq)`` of a snapshot that matches the log and the rules, else
+        ``(None, 0)`` (then the whole journal is replayed; the reason is logged)."""
+        path = st.log.dir / SNAPSHOT_FILE
+        if not path.exists():
+            return None, 0
+        why = None
+        try:
+            snap = json.loads(path.read_text())
+            body, seq = snap["tracker"], int(snap["seq"])
+            if snap.get("format") != SNAPSHOT_FORMAT:
+                why = f"format {snap.get('format')!r}"
+            elif hashlib.sha256(body.encode()).hexdigest() != snap["sha256"]:
+                why = "checksum mismatch"
+            elif seq > st.log.max_seq() or _count(st, seq) != snap["n_activity"]:
+                why = "it does not match the log (restored from a backup?)"
+            else:
+                tr = TriggerTracker.from_dict(json.loads(body))
+                if tr.config != self.config:
+                    why = "other trigger rules (--triggers changed)"
+                else:
+                    return tr, seq
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            why = f"unreadable ({type(exc).__name__}: {exc})"
+        log.warning("trigger snapshot %s not used (%s): replaying the whole journal", path, why)
+        return None, 0
 
 
 Rows = Callable[[str], Iterable[tuple[Any, ...]]]
 
 
 def replay(rows: Rows, config: TriggerConfig, users: Mapping[str, int],
-           items: Mapping[str, int]) -> TriggerTracker:
+           items: Mapping[str, int], *, start: TriggerTracker | None = None,
+           after: int = 0) -> TriggerTracker:
     """The tracker a server built, from its durable log (:func:`journal` order). Arms come
     from the ``triggers`` rows, never from a new draw; a re-created trigger without a
     logged arm (the log was written under another trigger config) is dropped, never sent.
@@ -251,11 +294,13 @@ def replay(rows: Rows, config: TriggerConfig, users: Mapping[str, int],
         config: The trigger rules the server runs with.
         users: ``{user_id: user index}``.
         items: ``{item_id: catalog index}``.
+        start: The tracker as of seq ``after`` (a snapshot), else a new one.
+        after: Replay only the journal after this seq.
     """
     arms = {r[0]: (r[1], r[2], r[3]) for r in rows(
-        "SELECT trigger_id, delay_h, pscore, decided_ts FROM triggers")}
-    rep = _Replay(TriggerTracker(config), arms, users, items)
-    for row in journal(rows):
+        f"SELECT trigger_id, delay_h, pscore, decided_ts FROM triggers WHERE seq > {int(after)}")}
+    rep = _Replay(start or TriggerTracker(config), arms, users, items)
+    for row in journal(rows, after):
         rep.apply(row)
     if rep.n_missing:
         log.warning("%d triggers re-created from the log have no logged delay arm (the "
@@ -317,6 +362,13 @@ class _Replay:
 
 
 _ACTIVITY, _UPDATE = -1, -2  # journal row kinds of the activity and item_updates tables
+SNAPSHOT_FILE = "triggers_snapshot.json"
+SNAPSHOT_FORMAT = "pushrl/trigger-snapshot/v1"
+
+
+def _count(st: ServerState, seq: int) -> int:
+    """Activity rows up to ``seq`` (a snapshot's fingerprint of the log it was taken on)."""
+    return int(st.log.query("SELECT count(*) FROM activity WHERE seq <= ?", (seq,))[0][0])
 
 
 def _item_state(features: dict[str, Any]) -> tuple[float | None, bool | None]:
@@ -327,21 +379,20 @@ def _item_state(features: dict[str, Any]) -> tuple[float | None, bool | None]:
     return price, stock
 
 
-def journal(rows: Rows) -> Iterator[tuple[Any, ...]]:
+def journal(rows: Rows, after: int = 0) -> Iterator[tuple[Any, ...]]:
     """The tracker's inputs in the order they were applied: activity rows (kind
-    ``_ACTIVITY``), item updates (``_UPDATE``) and trigger ops, merged by ``seq``. Rows:
-    ``(seq, kind, a, b, c, d)``."""
+    ``_ACTIVITY``), item updates (``_UPDATE``) and trigger ops, merged by ``seq``, those
+    after seq ``after``. Rows: ``(seq, kind, a, b, c, d)``."""
+    a = int(after)
     act = ((s, _ACTIVITY, u, t, e, i) for s, u, t, e, i in rows(
-        "SELECT seq, user_id, ts, event, item_id FROM activity ORDER BY seq"))
+        f"SELECT seq, user_id, ts, event, item_id FROM activity WHERE seq > {a} ORDER BY seq"))
     upd = ((s, _UPDATE, i, t, p, k) for s, i, t, p, k in rows(
-        "SELECT seq, item_id, ts, price, in_stock FROM item_updates ORDER BY seq"))
+        f"SELECT seq, item_id, ts, price, in_stock FROM item_updates WHERE seq > {a} "
+        "ORDER BY seq"))
     kinds = ",".join(str(k) for k in sorted(TRIGGER_OPS))
     ops = ((s, k, u, b, a, tz) for s, k, u, b, a, tz in rows(
         f"SELECT seq, kind, user_idx, bucket, arg, tz FROM ops WHERE kind IN ({kinds}) "
-        "ORDER BY seq"))
+        f"AND seq > {a} ORDER BY seq"))
     return heapq.merge(act, upd, ops, key=lambda r: r[0])
 
 
-def dumps(obj: Any) -> str:
-    """Compact JSON of a stored pull answer."""
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True)

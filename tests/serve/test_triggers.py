@@ -26,6 +26,7 @@ from pushrl.rules.guardrails import Guardrails
 from pushrl.rules.triggers import TriggerConfig
 from pushrl.serve.app import create_app
 from pushrl.serve.export import export
+from pushrl.serve.triggers import SNAPSHOT_FILE
 from pushrl.units import HOUR, utc_offset_seconds
 from tests.serve.conftest import CoinFlip, T0, doubles, make_cfg, seed_world
 
@@ -264,7 +265,8 @@ def test_triggered_and_scheduled_pushes_never_break_the_guardrails_together(
                             "AND ts>=? AND ts<=? AND (item_id=? OR ? IS NULL)",
                             (uid, ev_ts, ts, item, item)).fetchone()[0]
         assert bought == 0, (tid, uid, ts)
-    # a restart rebuilds exactly the same tracker from the journal
+    # a restart rebuilds exactly the same tracker from the whole journal (no snapshot)
+    (tmp_path / "state" / SNAPSHOT_FILE).unlink()
     c = _client(tmp_path, guard, overrides=doubles(timing=CoinFlip(0.3)))
     try:
         assert _tracker(c).to_dict() == before
@@ -378,3 +380,52 @@ def test_a_large_event_batch_is_recorded_off_the_event_loop(tmp_path: Path) -> N
         assert len(out["sends"]) == 100
     finally:
         c.__exit__(None, None, None)
+
+
+def _phase(c: TestClient, rng: np.random.Generator, t0: int, hours: int) -> None:
+    for h in range(hours):
+        t = t0 + h * HOUR
+        evs = [{"user_id": f"u{i}", "event": str(rng.choice(["view", "cart", "purchase"])),
+                "item_id": f"i{rng.integers(4)}", "ts": t} for i in range(3)
+               if rng.random() < 0.5]
+        if evs:
+            _ev(c, *evs)
+        if h % 3 == 0:
+            c.post("/v1/items/updates", json={"item_id": f"i{rng.integers(4)}", "ts": t + 5,
+                                              "price": float(rng.choice([5.0, 9.0]))})
+        _due(c, ["u0", "u1", "u2"], t + 1800)
+
+
+def test_restart_rebuilds_the_same_tracker_from_a_snapshot_or_the_journal(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rng = np.random.default_rng(3)
+    snap = tmp_path / "state" / SNAPSHOT_FILE
+    c = _client(tmp_path)
+    try:
+        seed_world(c)
+        _phase(c, rng, T, 30)
+    finally:
+        c.__exit__(None, None, None)  # clean shutdown: snapshot A
+    old = snap.read_text()
+    c = _client(tmp_path)
+    try:
+        _phase(c, rng, T + 30 * HOUR, 30)
+        live = _tracker(c).to_dict()
+    finally:
+        c.__exit__(None, None, None)  # snapshot B
+    assert live["triggers"] and snap.read_text() != old
+    for how in ("snapshot B", "snapshot A + journal", "journal only", "damaged snapshot"):
+        if how == "snapshot A + journal":
+            snap.write_text(old)
+        elif how == "journal only":
+            snap.unlink()
+        elif how == "damaged snapshot":
+            snap.write_text(old.replace('"seq": ', '"seq": 1'))
+        caplog.clear()
+        c = _client(tmp_path)
+        try:
+            assert _tracker(c).to_dict() == live, how
+        finally:
+            c.__exit__(None, None, None)
+        fell_back = "trigger snapshot" in caplog.text
+        assert fell_back == (how == "damaged snapshot"), (how, caplog.text)
