@@ -73,6 +73,12 @@ def test_kill_9_under_load_loses_no_pending_trigger_and_no_acknowledged_send(
             c.put(f"/v1/items/i{j}", json={"category": "ab"[j % 2]}).raise_for_status()
         for i in range(N_USERS):
             c.put(f"/v1/users/u{i}", json={"timezone": "UTC", "ts": T0}).raise_for_status()
+        c.post("/v1/events", json={"events": [  # pending at the clean restart below
+            {"user_id": f"u{i}", "event": "view", "item_id": "i0", "ts": T0 + 9 * H}
+            for i in range(N_USERS)] * 2}).raise_for_status()
+    srv.stop()  # clean: the tracker snapshot; the crash below replays the journal after it
+    assert (tmp_path / "state" / "triggers_snapshot.json").exists()
+    srv = LiveServer(tmp_path, *ARGS)
     carts: dict[str, list[tuple[str, int]]] = defaultdict(list)
     sends: dict[str, str] = {}
     failures: list = []
