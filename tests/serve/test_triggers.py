@@ -429,3 +429,35 @@ def test_restart_rebuilds_the_same_tracker_from_a_snapshot_or_the_journal(
             c.__exit__(None, None, None)
         fell_back = "trigger snapshot" in caplog.text
         assert fell_back == (how == "damaged snapshot"), (how, caplog.text)
+
+
+@pytest.mark.parametrize(("content", "match"), [
+    (None, "cannot read it"),
+    ("[triggers", "not valid TOML"),
+    ("[other]\nx = 1\n", "no \\[triggers\\] table"),
+    ("[triggers.cart]\nwait = 1\n", "wait is not a cart setting"),
+    ("[triggers.carts]\n", "unknown trigger kind"),
+])
+def test_serve_refuses_bad_trigger_rules_in_one_line(tmp_path: Path, content: str | None,
+                                                     match: str) -> None:
+    from pushrl.cli.serve import _trigger_rules
+    from pushrl.errors import PushrlError
+
+    f = tmp_path / "rules.toml"
+    if content is not None:
+        f.write_text(content)
+    with pytest.raises(PushrlError, match=match) as exc:
+        _trigger_rules(str(f))
+    assert "\n" not in str(exc.value)
+
+
+def test_serve_reads_trigger_rules_from_a_scenario_like_file(tmp_path: Path) -> None:
+    from pushrl.cli.serve import _trigger_rules
+
+    f = tmp_path / "scenario.toml"
+    f.write_text("[guardrails]\nquiet_start = 22\n\n[triggers.cart]\nwait_h = 2\n"
+                 "[triggers.winback]\nenabled = false\n")
+    got = _trigger_rules(str(f))
+    assert got is not None and got["cart"].wait_h == 2 and "winback" not in {
+        k.value for k in got.enabled}
+    assert _trigger_rules("default") == TriggerConfig.default() and _trigger_rules(None) is None
