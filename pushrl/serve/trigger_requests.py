@@ -108,7 +108,8 @@ class TriggerRequests:
         trig = st.triggers
         assert trig is not None
         stmts += trig.advance(st, ts)
-        cand = users[trig.due_users(users, ts)]
+        has = trig.tracker.has_open
+        cand = users[[has(u) for u in users.tolist()]]  # resolve_due skips the not due
         if not cand.size:
             return
         res, s = trig.resolve(st, cand, ts, self.engine.guardrails)

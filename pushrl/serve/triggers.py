@@ -32,6 +32,7 @@ import hashlib
 import heapq
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -212,20 +213,24 @@ class ServerTriggers:
                 ) -> tuple[DueResolution, list[Statement]]:
         """Send or re-queue the triggers of ``users`` due at ``ts`` against the ONE
         guardrails with the server's counters (every push counts); journals it. The caller
-        writes a decision row per sent trigger (:meth:`sent_rows`)."""
+        writes a decision row per sent trigger
+        (:meth:`~pushrl.serve.engine.Engine.trigger_rows`)."""
         hours, _, days = st.fs.local_time_at(users, np.full(len(users), ts, np.int64))
         today, week = st.sends.counts(users, np.full(len(users), ts // HOUR), days)
         res = self.tracker.resolve_due(ts, users.tolist(), guardrails, hours, today, week,
                                        st.subscriptions.mask(users))
-        stmts: list[Statement] = []
-        for t in res.sent:
-            self.count(t.kind.value, "sent", 1)
-            stmts.append((_OP_SQL, (st.next_seq(), OP_TRIGGER_SENT, t.user, ts // HOUR, ts,
-                                    t.trigger_id)))
-        for t in res.requeued:
-            self.count(t.kind.value, "requeued", 1)
-            stmts.append((_OP_SQL, (st.next_seq(), OP_TRIGGER_REQUEUE, t.user, ts // HOUR,
-                                    int(t.due_ts or 0), t.trigger_id)))
+        st.check_writable()
+        seq, b = st.seq, ts // HOUR  # one block of seq numbers (next_seq per row costs)
+        stmts: list[Statement] = [
+            (_OP_SQL, (seq + j, OP_TRIGGER_SENT, t.user, b, ts, t.trigger_id))
+            for j, t in enumerate(res.sent, 1)]
+        seq += len(res.sent)
+        stmts += [(_OP_SQL, (seq + j, OP_TRIGGER_REQUEUE, t.user, b, int(t.due_ts or 0),
+                             t.trigger_id)) for j, t in enumerate(res.requeued, 1)]
+        st.seq = seq + len(res.requeued)
+        for what, ts_ in (("sent", res.sent), ("requeued", res.requeued)):
+            for kind, n in Counter(t.kind.value for t in ts_).items():
+                self.count(kind, what, n)
         return res, stmts
 
     # ------------------------------------------------------------------ restart
