@@ -36,9 +36,16 @@ from pushrl.data.worlds import world_config
 from pushrl.ope import DeploymentGate, DoublyRobust, InverseProbabilityWeighting
 from pushrl.policies.baselines import make_baseline
 from pushrl.policies.delay_data import DelayRounds, delay_rounds
-from pushrl.rules.triggers import TriggerConfig
-from pushrl.sim.trigger_world import TRUTH_FILE, WORLD_GUARDRAILS, WORLD_TRIGGERS
-from pushrl.sim.trigger_world import synthesize_triggers
+from pushrl.rules.triggers import KINDS, TriggerConfig
+from pushrl.sim.trigger_fit import TriggerSim
+from pushrl.sim.trigger_world import (
+    TRUTH_FILE,
+    WORLD_GUARDRAILS,
+    WORLD_TRIGGERS,
+    TriggerWorldParams,
+    arm_probs,
+    synthesize_triggers,
+)
 from pushrl.train.delay import train_rounds
 
 BASELINES = ("delay-fixed-1h", "delay-fixed-0h", "delay-fixed-24h", "delay-next-active-hour")
@@ -93,6 +100,8 @@ def _reward_model(train: DelayRounds, test: DelayRounds) -> np.ndarray:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--render", type=Path, default=None,
+                    help="only re-render OUT.md from an existing OUT.json")
     ap.add_argument("--users", type=int, default=2000)
     ap.add_argument("--days", type=int, default=28)
     ap.add_argument("--seed", type=int, default=0)
@@ -102,6 +111,10 @@ def main() -> None:
     ap.add_argument("--passes", type=int, default=4)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/triggers"))
     args = ap.parse_args()
+    if args.render is not None:
+        _markdown(json.loads(args.render.read_text()), args.render.with_suffix(".md"))
+        print(args.render.with_suffix(".md").read_text())
+        return
     t0 = time.perf_counter()
     data = args.data or Path(f"/tmp/pushrl-triggers-{args.users}x{args.days}-s{args.seed}")
     if not (data / TRUTH_FILE).exists():
@@ -127,7 +140,6 @@ def main() -> None:
     policies["learned-vw"] = vw
     dists = {name: p.action_dist(test.context) for name, p in policies.items()}
     logp = np.zeros((test.n_rounds, len(arms)))
-    from pushrl.sim.trigger_world import TriggerWorldParams, arm_probs
     logp[:] = arm_probs(arms, TriggerWorldParams().log_1h_share)
     dists["logging"] = logp
     # oracle with the same send cost (reference only: it knows the truth)
@@ -175,6 +187,12 @@ def main() -> None:
         return float(np.mean(v["organic"] + v["incremental"] - sc * v["sends"]
                              - uc * v["unsubscribes"]))
 
+    # the simulator fitted from the training users' trigger logs, scored on held-out contexts
+    fsim = TriggerSim.fit(train.kind, train.action, train.pscore, train.converted, train.sent,
+                          train.arms)
+    fitted = {name: fsim.evaluate(d, test.kind) for name, d in dists.items()}
+    tp = TriggerWorldParams()
+    true_tau = {k.value: t for k, t in zip(KINDS, tp.tau_h, strict=True)}
     ope["truth_reward_learned"] = true_reward("learned-vw")
     ope["truth_reward_fixed_1h"] = true_reward("delay-fixed-1h")
     p = paired["learned-vw"]
@@ -191,6 +209,8 @@ def main() -> None:
            "rounds": {"train": train.n_rounds, "heldout": test.n_rounds},
            "heldout_users": len(set(users)), "target": target, "paired_vs_fixed_1h": paired,
            "policies": summary, "ope": ope,
+           "fitted_simulator": {"model": fsim.to_dict(), "true_tau_h_at_median_user": true_tau,
+                                "policies": fitted},
            "seconds": {"generate": t_gen, "rounds": t_rounds, "train": t_train,
                        "total": time.perf_counter() - t0},
            "load_avg": os.getloadavg()}
@@ -256,6 +276,19 @@ def _markdown(o: dict, path: Path) -> None:
     for k in kinds:
         lines.append(f"| {k} | " + " | ".join(f"{r['by_kind'][k]['incremental']:.1f}"
                                              for r in o["policies"].values()) + " |")
+    fs = o["fitted_simulator"]
+    lines += ["", "Simulator fitted from the training users' trigger logs (per kind x arm; "
+              "incremental = conversion rate - the dropped triggers' rate), the same held-out "
+              "contexts:", "", "| policy | incremental (fitted) | incremental (truth) | "
+              "sends (fitted) | sends (truth) |", "|---|---|---|---|---|"]
+    for name, r in fs["policies"].items():
+        tr = o["policies"][name]
+        lines.append(f"| {name} | {r['incremental']:.1f} | {tr['incremental']:.1f} | "
+                     f"{r['sends']:.1f} | {tr['sends']:.1f} |")
+    decay = ", ".join(f"{k} {v['tau_h']:.1f} h" for k, v in fs["model"]["decay"].items())
+    lines += ["", f"Fitted intent decay (incremental ~ A exp(-delay / tau)): {decay}; the "
+              "world's tau at the median user: " + ", ".join(
+                  f"{k} {v:g} h" for k, v in fs["true_tau_h_at_median_user"].items()), ""]
     ope = o["ope"]
     lines += ["", "OPE of learned vs fixed 1 h on the held-out logs (reward = converted - "
               f"{o['send_cost']}*sent - unsubscribed; truth: learned "
