@@ -38,10 +38,13 @@ def send_times(state: FeatureState, users: np.ndarray, event_ts: np.ndarray,
     u = np.asarray(users, np.int64)[:, None]
     due = np.asarray(event_ts, np.int64)[:, None] + np.asarray(delays_h, np.int64)[None, :] * HOUR
     t = -(-due // HOUR) * HOUR  # next hour start at or after the due time
+    uu = np.broadcast_to(u, t.shape)
     for _ in range(_MAX_QUIET):
-        hour, _, _ = state.local_time_at(np.broadcast_to(u, t.shape), t)
+        hour, _, _ = state.local_time_at(uu, t)
         quiet = guardrails.quiet(hour)
         if not quiet.any():
             break
-        t = np.where(quiet, t + HOUR, t)
+        # jump to the quiet spell's end in one step (a DST change inside it is caught by the
+        # next check, which then walks on hour by hour)
+        t = np.where(quiet, t + ((guardrails.quiet_end - hour) % 24) * HOUR, t)
     return t
