@@ -81,6 +81,10 @@ def command(
                                         "or `default`. Off without it."),
     trigger_delay: int = typer.Option(1, "--trigger-delay-hours", min=0, help="Delay of the "
                                       "heuristic delay policy (the kind's closest arm)."),
+    trigger_delay_policy: str | None = typer.Option(
+        None, "--trigger-delay-policy", help="Delay policy of new triggers instead of the "
+        "fixed delay: a delay baseline (delay-next-active-hour, delay-fixed-0h ...) or a "
+        "`pushrl train triggers` artifact directory."),
     scheduled_priority: int = typer.Option(0, "--scheduled-priority", help="`decide` answers "
                                            "with a due trigger only when its priority is above "
                                            "this."),
@@ -137,6 +141,7 @@ def command(
             from None
     cfg = ServeConfig(registry=registry, state=state_dir(state), api_keys=api_keys,
                       triggers=_trigger_rules(triggers), trigger_delay_hours=trigger_delay,
+                      trigger_delay_policy=trigger_delay_policy,
                       scheduled_priority=scheduled_priority,
                       guardrails=guardrails,
                       attribution_hours=attribution_hours, sync=sync, seed=seed,

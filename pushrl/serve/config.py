@@ -70,6 +70,9 @@ class ServeConfig:
         triggers: Behaviour-trigger rules (``--triggers``); None: no triggers (events create
             none, ``/v1/triggers/due`` answers 409).
         trigger_delay_hours: The heuristic delay policy's delay (the kind's closest arm).
+        trigger_delay_policy: A delay policy instead of the heuristic: a delay baseline's
+            name (``delay-next-active-hour``) or a trained artifact directory (``pushrl
+            train triggers``), loaded (checksums verified) at start.
         scheduled_priority: ``decide`` answers with a due trigger only when its priority is
             above this.
     """
@@ -92,6 +95,7 @@ class ServeConfig:
     late_bound_hours: int = 168
     triggers: TriggerConfig | None = None
     trigger_delay_hours: int = 1
+    trigger_delay_policy: str | None = None
     scheduled_priority: int = 0
 
     def __post_init__(self) -> None:

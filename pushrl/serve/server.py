@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from pushrl.data.features import FeatureSpec
+from pushrl.errors import PushrlError
 from pushrl.policies.base import Policy
 from pushrl.serve import history, registry_ops
 from pushrl.serve.auth import KeyChecker, load_keys
@@ -30,7 +31,7 @@ from pushrl.serve.schemas import DecideIn, Event, FeedbackIn, set_time_window
 from pushrl.serve.state import ServerState, default_spec
 from pushrl.serve.store import OP_ACTIVITY, OP_OPEN, DurableLog, Statement
 from pushrl.serve.trigger_requests import TriggerRequests
-from pushrl.serve.triggers import FixedDelay, ServerTriggers
+from pushrl.serve.triggers import ContextDelay, DelayPolicy, FixedDelay, ServerTriggers
 from pushrl.units import HOUR
 
 log = logging.getLogger("pushrl.serve")
@@ -109,9 +110,32 @@ class Server(TriggerRequests):
         def count(kind: str, what: str, n: int) -> None:
             self.metrics.triggers.labels(kind, what).inc(n)
 
-        return ServerTriggers(cfg.triggers, FixedDelay(cfg.trigger_delay_hours),
+        return ServerTriggers(cfg.triggers, self._delay_policy(cfg),
                               scheduled_priority=cfg.scheduled_priority, seed=cfg.seed,
                               count=count)
+
+    def _delay_policy(self, cfg: ServeConfig) -> DelayPolicy:
+        """``--trigger-delay-policy`` (a delay baseline or a trained artifact), else the
+        fixed-delay heuristic."""
+        ref = cfg.trigger_delay_policy
+        if ref is None:
+            return FixedDelay(cfg.trigger_delay_hours)
+        from pushrl.policies.baselines import make_baseline, registry
+        from pushrl.policies.registry import load_policy, resolve, verify_artifact
+
+        if ref in registry():
+            ok, pol = ref.startswith("delay-"), make_baseline(ref)
+        else:
+            ok = "trigger_policy" in verify_artifact(resolve(ref))
+            pol = load_policy(ref)
+        if not ok:
+            raise PushrlError(f"--trigger-delay-policy {ref}: not a delay policy (a "
+                              "delay-* baseline or a `pushrl train triggers` artifact)")
+        assert cfg.triggers is not None
+        try:
+            return ContextDelay(pol, cfg.triggers, lambda: self.engine.guardrails)
+        except ValueError as exc:
+            raise PushrlError(f"--trigger-delay-policy {ref}: {exc}") from None
 
     def _popularity(self) -> np.ndarray:
         """``(n_items,)`` scores of the default most-popular item policy, in server item

@@ -80,9 +80,10 @@ class DelayPolicy(Protocol):
         """``name@version`` (logged with every arm)."""
         ...
 
-    def choose(self, trigger: Trigger, rule: TriggerDef,
-               rng: np.random.Generator) -> tuple[int | None, float]:
-        """``(arm, probability of that arm)`` for ``trigger`` (``rule``: its kind's rule)."""
+    def choose(self, trigger: Trigger, rule: TriggerDef, rng: np.random.Generator,
+               st: ServerState) -> tuple[int | None, float]:
+        """``(arm, probability of that arm)`` for ``trigger`` (``rule``: its kind's rule;
+        ``st``: the server's state, the event already recorded)."""
         ...
 
 
@@ -97,10 +98,72 @@ class FixedDelay:
     def __post_init__(self) -> None:
         object.__setattr__(self, "label", f"fixed-{self.hours}h@heuristic")
 
-    def choose(self, trigger: Trigger, rule: TriggerDef,
-               rng: np.random.Generator) -> tuple[int | None, float]:
+    def choose(self, trigger: Trigger, rule: TriggerDef, rng: np.random.Generator,
+               st: ServerState) -> tuple[int | None, float]:
         arm = min(rule.delays_h, key=lambda d: (abs(d - self.hours), d))
         return arm, 1.0
+
+
+class ContextDelay:
+    """A delay policy over the one delay context (``pushrl/TriggerDelay-v1``,
+    :func:`pushrl.sim.trigger_context.delay_context`): a trained artifact (``pushrl train
+    triggers``, VW over the arms) or a delay baseline (``delay-next-active-hour`` ...).
+
+    The context is built from the server's live feature state at the user's clock (the
+    event is recorded first; in a batch, a user's later events of the batch are recorded
+    before its earlier events' triggers are decided), the item's category and its price vs
+    the catalog median (the tracker's last known price, else the item's ``price`` feature).
+
+    Args:
+        policy: An item-style policy over the arms (``decide_batch`` on an ItemContext).
+        config: The trigger rules (every enabled kind must share one ``delays_h``).
+        guardrails: The guardrails the send times skip quiet hours with (called per
+            decision: the server's effective guardrails).
+
+    Raises:
+        ValueError: the enabled kinds have different arms.
+    """
+
+    def __init__(self, policy: Any, config: TriggerConfig,
+                 guardrails: Callable[[], Guardrails]) -> None:
+        from pushrl.sim.trigger_context import common_arms
+
+        self.policy = policy
+        self.arms = common_arms(config)
+        self.guardrails = guardrails
+        self.label = f"{policy.name}@{getattr(policy, 'version', None) or 'baseline'}"
+        self._median: tuple[int, float] = (-1, 0.0)
+
+    def _log_price_ratio(self, st: ServerState, item: int | None, tracker: TriggerTracker
+                         ) -> float:
+        if item is None:
+            return 0.0
+        n = len(st.item_list)
+        if self._median[0] != n:
+            prices = [p for it in st.item_list if (p := _item_state(it.features)[0])]
+            self._median = (n, float(np.median(prices)) if prices else 0.0)
+        price = tracker.price(item) or _item_state(st.item_list[item].features)[0]
+        med = self._median[1]
+        return float(np.log(price / med)) if price and med > 0 else 0.0
+
+    def choose(self, trigger: Trigger, rule: TriggerDef, rng: np.random.Generator,
+               st: ServerState) -> tuple[int | None, float]:
+        from pushrl.sim.trigger_context import delay_context
+
+        u = np.array([trigger.user], np.int64)
+        cat = -1
+        if trigger.item is not None:
+            name = st.item_list[trigger.item].category
+            cat = -1 if name is None else st.spec.categories.index(name) \
+                if name in st.spec.categories else -1
+        assert st.triggers is not None
+        ratio = self._log_price_ratio(st, trigger.item, st.triggers.tracker)
+        raw = st.fs.features(u, st.fs.clock(u))  # the clock: never rewinds the state
+        ctx = delay_context(st.fs, u, np.array([trigger.event_ts]),
+                            np.array([trigger.kind.value]), np.array([cat]),
+                            np.array([ratio]), self.arms, self.guardrails(), features=raw)
+        d = self.policy.decide_batch(ctx, rng)
+        return self.arms[int(d.action[0])], float(d.pscore[0])
 
 
 @dataclass
@@ -147,7 +210,7 @@ class ServerTriggers:
             if not t.is_open:  # e.g. a win-back already ended by the event that created it
                 out.append(self._row(st, t, ts, None, 1.0, "cancelled"))
                 continue
-            arm, p = self.policy.choose(t, self.config[t.kind], self.rng)
+            arm, p = self.policy.choose(t, self.config[t.kind], self.rng, st)
             new = self.tracker.decide(t.trigger_id, arm, p, ts)
             self.count(t.kind.value, "created", 1)
             out.append(self._row(st, new, ts, arm, p, new.status.value))

@@ -461,3 +461,59 @@ def test_serve_reads_trigger_rules_from_a_scenario_like_file(tmp_path: Path) -> 
     assert got is not None and got["cart"].wait_h == 2 and "winback" not in {
         k.value for k in got.enabled}
     assert _trigger_rules("default") == TriggerConfig.default() and _trigger_rules(None) is None
+
+
+def test_a_delay_baseline_decides_the_arms(tmp_path: Path) -> None:
+    c = _client(tmp_path, trigger_delay_policy="delay-fixed-0h")
+    try:
+        seed_world(c)
+        _ev(c, {"user_id": "u0", "event": "cart", "item_id": "i1", "ts": T})
+        (s,) = _due(c, ["u0"], T + 60)["sends"]  # arm 0: due at the cart itself
+        assert (s["delay_h"], s["pscore"], s["policy"]) == (0, 1.0, "delay-fixed-0h@0")
+    finally:
+        c.__exit__(None, None, None)
+
+
+def test_a_trained_delay_artifact_decides_with_its_logged_probability(tmp_path: Path) -> None:
+    from pushrl.policies.vw import VWItemPolicy
+    from pushrl.sim.trigger_context import common_arms
+    from pushrl.train.delay import DELAY_VW, delay_layout
+
+    arms = common_arms(TriggerConfig.default())
+    pol = VWItemPolicy(delay_layout(arms), DELAY_VW.args(), name="delay-vw")  # untrained
+    art = pol.save(tmp_path / "delay-vw", {"trigger_policy": {"arms": list(arms)}})
+    c = _client(tmp_path, trigger_delay_policy=str(art))
+    try:
+        seed_world(c, n_users=20)
+        _ev(c, *[{"user_id": f"u{i}", "event": "cart", "item_id": f"i{i % 4}", "ts": T}
+                 for i in range(20)])
+        got = [t for i in range(20) for t in
+               c.get(f"/v1/users/u{i}/triggers").json()["triggers"]]
+        dropped = 20 - len(got)  # the drop arm closes a trigger at once
+        assert all(t["delay_h"] in arms and 0 < t["pscore"] <= 1 for t in got), got
+        assert any(t["pscore"] < 1 for t in got)  # VW explores: the probability is logged
+        before = _tracker(c).to_dict()
+    finally:
+        c.__exit__(None, None, None)
+    db = sqlite3.connect(tmp_path / "state" / "log.sqlite3")
+    rows = db.execute("SELECT delay_h, pscore, policy, status FROM triggers").fetchall()
+    assert len(rows) == 20 and sum(r[3] == "dropped" for r in rows) == dropped
+    assert {r[2] for r in rows} == {f"delay-vw@{art.name}"}
+    db.close()
+    (tmp_path / "state" / SNAPSHOT_FILE).unlink()
+    c = _client(tmp_path, trigger_delay_policy=str(art))
+    try:  # the replay re-applies the logged arms (no new draws)
+        assert _tracker(c).to_dict() == before
+    finally:
+        c.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize(("ref", "match"), [
+    ("most-popular", "not a delay policy"),
+    ("no/such/dir", "no/such/dir"),
+])
+def test_a_bad_delay_policy_is_refused_at_start(tmp_path: Path, ref: str, match: str) -> None:
+    from pushrl.errors import PushrlError
+
+    with pytest.raises(PushrlError, match=match):
+        _client(tmp_path, trigger_delay_policy=ref)
