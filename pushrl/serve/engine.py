@@ -3,6 +3,10 @@
 One vectorised path serves ``/v1/decide`` and ``/v1/decide/batch``. The logged ``pscore`` is
 the probability of the logged action: ``p_send * p_item`` for a send, ``1 - p_send`` for a
 wait; ``pscore_send`` is logged too (pushlog v1), so item-level OPE can divide it out.
+
+With behaviour triggers on (:mod:`pushrl.serve.triggers`), a row whose user has a due trigger
+above the scheduled push's priority is answered with that trigger (:meth:`Engine.trigger_rows`
+writes its push like any other: ``pscore`` = the delay arm's probability x the item's).
 """
 
 from __future__ import annotations
