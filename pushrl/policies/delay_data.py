@@ -48,6 +48,8 @@ class DelayRounds:
         trigger_id: ``(n_rounds,)`` trigger ids.
         converted, sent, unsubscribed: ``(n_rounds,)`` the reward's parts.
         arms: The arms (delay hours, None = drop).
+        complete: ``(n_rounds,)`` the conversion window ends before the log's last event
+            (False: the reward is censored, e.g. for OPE keep only complete rounds).
     """
 
     context: ItemContext
@@ -61,6 +63,7 @@ class DelayRounds:
     sent: np.ndarray
     unsubscribed: np.ndarray
     arms: tuple[int | None, ...]
+    complete: np.ndarray | None = None
 
     @property
     def n_rounds(self) -> int:
@@ -76,7 +79,7 @@ class DelayRounds:
         return DelayRounds(ctx, self.action[rows], self.reward[rows], self.pscore[rows],
                            self.kind[rows], self.user_id[rows], self.trigger_id[rows],
                            self.converted[rows], self.sent[rows], self.unsubscribed[rows],
-                           self.arms)
+                           self.arms, None if self.complete is None else self.complete[rows])
 
 
 def _converted(ds: Dataset, t: pd.DataFrame, t0: np.ndarray, horizon_h: int) -> np.ndarray:
@@ -165,7 +168,10 @@ def delay_rounds(ds: Dataset, config: TriggerConfig, guardrails: Guardrails, *,
         p_conv[sent] = rows["converted"].fillna(False).to_numpy(bool)
         p_unsub[sent] = rows["unsubscribed"].fillna(False).to_numpy(bool)
     conv = _converted(ds, t, t0, horizon_h) | p_conv
+    ends = [to_unix_seconds(df["ts"]).max() for df in (ds.activity, ds.pushes) if len(df)]
+    complete = t0 + horizon_h * HOUR <= max(ends)
     reward = conv.astype(float) - send_cost * sent - unsub_cost * p_unsub
     return DelayRounds(ctx, action, reward, t["pscore"].to_numpy(float),
                        t["kind"].astype(str).to_numpy(), t["user_id"].astype(str).to_numpy(),
-                       t["trigger_id"].astype(str).to_numpy(), conv, sent, p_unsub, arms)
+                       t["trigger_id"].astype(str).to_numpy(), conv, sent, p_unsub, arms,
+                       complete)

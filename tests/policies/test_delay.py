@@ -97,6 +97,11 @@ def test_delay_rounds_mirror_the_triggers_table(tiny: Path) -> None:
     assert r.sent.tolist() == (t["status"] == "sent").tolist()
     np.testing.assert_allclose(r.reward, r.converted - 0.1 * r.sent - 1.0 * r.unsubscribed)
     assert 0.05 < r.converted.mean() < 0.95
+    # the last 7 days' triggers have a censored conversion window
+    ev = t["event_ts"]
+    last = max(ds.activity["ts"].max(), ds.pushes["ts"].max())
+    np.testing.assert_array_equal(r.complete, (ev + pd.Timedelta(days=7) <= last).to_numpy())
+    assert 0 < r.complete.sum() < r.n_rounds
 
 
 def test_delay_rounds_refuse_logs_without_triggers(tiny_synth: Path) -> None:
