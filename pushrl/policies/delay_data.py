@@ -27,7 +27,7 @@ from pushrl.data.item_context import ItemContext
 from pushrl.errors import DataError
 from pushrl.rules.guardrails import Guardrails
 from pushrl.rules.triggers import TriggerConfig
-from pushrl.sim.trigger_context import common_arms, delay_context
+from pushrl.sim.trigger_context import common_arms, delay_context, item_columns
 from pushrl.units import HOUR
 
 #: Pseudo decision ids of the trigger rows in the replay (below every real id).
@@ -151,11 +151,9 @@ def delay_rounds(ds: Dataset, config: TriggerConfig, guardrails: Guardrails, *,
     known = item.notna().to_numpy()
     ii = np.full(len(t), -1, np.int64)
     ii[known] = catalog.indices(item[known].astype(str).tolist())
-    cat = np.where(ii >= 0, catalog.category[np.maximum(ii, 0)], -1)
-    price = ds.items["price"].to_numpy(float) if "price" in ds.items else None
-    lpr = (np.where(ii >= 0, np.log(np.maximum(price[np.maximum(ii, 0)], 1e-6)
-                                    / np.median(price)), 0.0) if price is not None
-           else np.zeros(len(t)))
+    item_cat, item_lpr = item_columns(ds.items, spec)
+    cat = np.where(ii >= 0, item_cat[np.maximum(ii, 0)], -1)
+    lpr = np.where(ii >= 0, item_lpr[np.maximum(ii, 0)], 0.0)
     ctx = delay_context(res.state, users, t0, t["kind"].astype(str).to_numpy(), cat, lpr, arms,
                         guardrails, features=feats, how_profile=profiles)
     push_of = ds.pushes.assign(did=ds.pushes["decision_id"].astype(str)).set_index("did")

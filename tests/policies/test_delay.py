@@ -25,6 +25,7 @@ from pushrl.sim.trigger_context import (
     SHARED_NAMES,
     common_arms,
     delay_context,
+    item_columns,
 )
 from pushrl.sim.trigger_world import WORLD_GUARDRAILS, WORLD_TRIGGERS, synthesize_triggers
 from pushrl.train.delay import train_delay
@@ -64,6 +65,16 @@ def test_context_columns_and_arms() -> None:
     np.testing.assert_allclose(days, np.array([1, 2, 3, 5, 9, 25]) - 2 / 60)
     kind = SHARED_NAMES.index("kind=cart")
     assert ctx.shared[:, kind].tolist() == [1, 0]
+
+
+def test_item_columns() -> None:
+    spec = FeatureSpec(("a", "b"), {"x": 0, "y": 1}, tuple([1 / 168] * 168), (0.5, 0.5))
+    items = pd.DataFrame({"item_id": ["x", "y", "z"], "category": ["a", "b", "q"],
+                          "price": [10.0, 20.0, 40.0]})
+    cat, lpr = item_columns(items, spec)
+    assert cat.tolist() == [0, 1, -1]
+    np.testing.assert_allclose(lpr, np.log([0.5, 1.0, 2.0]))
+    assert item_columns(items.drop(columns="price"), spec)[1].tolist() == [0, 0, 0]
 
 
 def test_delay_policies_pick_their_arms() -> None:
