@@ -168,12 +168,15 @@ def main() -> None:
                         for k in ("incremental", "sends", "unsubscribes", "recovered",
                                   "incremental_revenue")}
     # OPE + gate of learned vs fixed 1 h on the held-out logs
-    model = _reward_model(train, test)
-    ope = {}
+    # only rounds whose conversion window ends inside the log (the rest are censored)
+    done = np.flatnonzero(test.complete)
+    model = _reward_model(train.take(np.flatnonzero(train.complete)), test)[done]
+    ope: dict = {"rounds": int(done.size)}
     for est_name, est in (("ipw", InverseProbabilityWeighting()), ("dr", DoublyRobust())):
         gate = DeploymentGate(estimator=est, n_bootstrap_samples=1000)
-        res = gate.evaluate(test.reward, test.action, test.pscore,
-                            dists["learned-vw"][:, :, None], dists["delay-fixed-1h"][:, :, None],
+        res = gate.evaluate(test.reward[done], test.action[done], test.pscore[done],
+                            dists["learned-vw"][done, :, None],
+                            dists["delay-fixed-1h"][done, :, None],
                             estimated_rewards_by_reg_model=model, random_state=args.seed)
         c = res.comparison
         ope[est_name] = {"passed": res.passed, "failed_rules": list(res.failed_rules),
@@ -184,8 +187,8 @@ def main() -> None:
 
     def true_reward(name: str) -> float:
         v = vals[name]
-        return float(np.mean(v["organic"] + v["incremental"] - sc * v["sends"]
-                             - uc * v["unsubscribes"]))
+        return float(np.mean((v["organic"] + v["incremental"] - sc * v["sends"]
+                              - uc * v["unsubscribes"])[done]))
 
     # the simulator fitted from the training users' trigger logs, scored on held-out contexts
     fsim = TriggerSim.fit(train.kind, train.action, train.pscore, train.converted, train.sent,
@@ -290,7 +293,8 @@ def _markdown(o: dict, path: Path) -> None:
               "world's tau at the median user: " + ", ".join(
                   f"{k} {v:g} h" for k, v in fs["true_tau_h_at_median_user"].items()), ""]
     ope = o["ope"]
-    lines += ["", "OPE of learned vs fixed 1 h on the held-out logs (reward = converted - "
+    lines += ["", f"OPE of learned vs fixed 1 h on the held-out logs ({ope.get('rounds')} rounds "
+              "whose 7-day conversion window ends inside the log; reward = converted - "
               f"{o['send_cost']}*sent - unsubscribed; truth: learned "
               f"{ope['truth_reward_learned']:.4f}, fixed 1 h {ope['truth_reward_fixed_1h']:.4f}):",
               ""]

@@ -27,7 +27,7 @@ from pushrl.data.item_context import ItemContext
 from pushrl.errors import DataError
 from pushrl.rules.guardrails import Guardrails
 from pushrl.rules.triggers import TriggerConfig
-from pushrl.sim.trigger_context import common_arms, delay_context
+from pushrl.sim.trigger_context import common_arms, delay_context, item_columns
 from pushrl.units import HOUR
 
 #: Pseudo decision ids of the trigger rows in the replay (below every real id).
@@ -48,6 +48,8 @@ class DelayRounds:
         trigger_id: ``(n_rounds,)`` trigger ids.
         converted, sent, unsubscribed: ``(n_rounds,)`` the reward's parts.
         arms: The arms (delay hours, None = drop).
+        complete: ``(n_rounds,)`` the conversion window ends before the log's last event
+            (False: the reward is censored, e.g. for OPE keep only complete rounds).
     """
 
     context: ItemContext
@@ -61,6 +63,7 @@ class DelayRounds:
     sent: np.ndarray
     unsubscribed: np.ndarray
     arms: tuple[int | None, ...]
+    complete: np.ndarray | None = None
 
     @property
     def n_rounds(self) -> int:
@@ -76,7 +79,7 @@ class DelayRounds:
         return DelayRounds(ctx, self.action[rows], self.reward[rows], self.pscore[rows],
                            self.kind[rows], self.user_id[rows], self.trigger_id[rows],
                            self.converted[rows], self.sent[rows], self.unsubscribed[rows],
-                           self.arms)
+                           self.arms, None if self.complete is None else self.complete[rows])
 
 
 def _converted(ds: Dataset, t: pd.DataFrame, t0: np.ndarray, horizon_h: int) -> np.ndarray:
@@ -148,11 +151,9 @@ def delay_rounds(ds: Dataset, config: TriggerConfig, guardrails: Guardrails, *,
     known = item.notna().to_numpy()
     ii = np.full(len(t), -1, np.int64)
     ii[known] = catalog.indices(item[known].astype(str).tolist())
-    cat = np.where(ii >= 0, catalog.category[np.maximum(ii, 0)], -1)
-    price = ds.items["price"].to_numpy(float) if "price" in ds.items else None
-    lpr = (np.where(ii >= 0, np.log(np.maximum(price[np.maximum(ii, 0)], 1e-6)
-                                    / np.median(price)), 0.0) if price is not None
-           else np.zeros(len(t)))
+    item_cat, item_lpr = item_columns(ds.items, spec)
+    cat = np.where(ii >= 0, item_cat[np.maximum(ii, 0)], -1)
+    lpr = np.where(ii >= 0, item_lpr[np.maximum(ii, 0)], 0.0)
     ctx = delay_context(res.state, users, t0, t["kind"].astype(str).to_numpy(), cat, lpr, arms,
                         guardrails, features=feats, how_profile=profiles)
     push_of = ds.pushes.assign(did=ds.pushes["decision_id"].astype(str)).set_index("did")
@@ -165,7 +166,10 @@ def delay_rounds(ds: Dataset, config: TriggerConfig, guardrails: Guardrails, *,
         p_conv[sent] = rows["converted"].fillna(False).to_numpy(bool)
         p_unsub[sent] = rows["unsubscribed"].fillna(False).to_numpy(bool)
     conv = _converted(ds, t, t0, horizon_h) | p_conv
+    ends = [to_unix_seconds(df["ts"]).max() for df in (ds.activity, ds.pushes) if len(df)]
+    complete = t0 + horizon_h * HOUR <= max(ends)
     reward = conv.astype(float) - send_cost * sent - unsub_cost * p_unsub
     return DelayRounds(ctx, action, reward, t["pscore"].to_numpy(float),
                        t["kind"].astype(str).to_numpy(), t["user_id"].astype(str).to_numpy(),
-                       t["trigger_id"].astype(str).to_numpy(), conv, sent, p_unsub, arms)
+                       t["trigger_id"].astype(str).to_numpy(), conv, sent, p_unsub, arms,
+                       complete)

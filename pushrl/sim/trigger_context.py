@@ -26,12 +26,13 @@ call :func:`delay_context`, so a policy sees the same columns wherever it runs.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
-from pushrl.data.features import ENCODED_NAMES, FeatureState, encode
+from pushrl.data.features import ENCODED_NAMES, FeatureSpec, FeatureState, ItemCatalog, encode
 from pushrl.data.item_context import ItemContext
 from pushrl.rules.guardrails import Guardrails
 from pushrl.rules.triggers import KINDS, TriggerConfig
-from pushrl.sim.trigger_send import send_times
+from pushrl.sim.trigger_send import send_clock
 from pushrl.units import HOUR, bucket_of
 
 CONTEXT_ID = "pushrl/TriggerDelay-v1"
@@ -67,6 +68,17 @@ def arm_static(arms: tuple[int | None, ...]) -> np.ndarray:
     return np.array([[0.0, 1.0] if a is None else [np.log1p(a), 0.0] for a in arms])
 
 
+def item_columns(items: pd.DataFrame, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Per catalog item: the category index (-1 unknown) and ``log(price / median price)``
+    (0 without a ``price`` column), each ``(n_items,)``: the item inputs of
+    :func:`delay_context` (index them by the trigger's catalog item; -1 / 0 for none)."""
+    cat = ItemCatalog(items, spec).category.astype(np.int64)
+    if "price" not in items:
+        return cat, np.zeros(len(items))
+    price = np.maximum(items["price"].to_numpy(float), 1e-6)
+    return cat, np.log(price / np.median(price))
+
+
 def delay_context(state: FeatureState, users: np.ndarray, event_ts: np.ndarray,
                   kinds: np.ndarray, item_category: np.ndarray, log_price_ratio: np.ndarray,
                   arms: tuple[int | None, ...], guardrails: Guardrails, *,
@@ -95,15 +107,15 @@ def delay_context(state: FeatureState, users: np.ndarray, event_ts: np.ndarray,
     kinds = np.asarray(kinds).astype(str)
     onehot = (kinds[:, None] == np.array([kd.value for kd in KINDS])[None, :]).astype(float)
     cat = np.asarray(item_category, np.int64)
-    aff = np.where(cat >= 0, state.affinity(u, np.maximum(cat, 0)), 1.0)
+    aff = (np.where(cat >= 0, state.affinity(u, np.maximum(cat, 0)), 1.0) if (cat >= 0).any()
+           else np.ones(n))
     hour, _, _ = state.local_time_at(u, ts)
     ang = 2 * np.pi * hour / 24
     shared = np.column_stack([encode(raw), onehot, np.asarray(log_price_ratio, float),
                               np.log(np.maximum(aff, 1e-3)), np.sin(ang), np.cos(ang)])
     delays = np.array([a for a in arms if a is not None], np.int64)
     live = np.array([a is not None for a in arms])
-    tsend = send_times(state, u, ts, delays, guardrails)
-    hr, dow, _ = state.local_time_at(np.broadcast_to(u[:, None], tsend.shape), tsend)
+    tsend, hr, dow = send_clock(state, u, ts, delays, guardrails)
     prof = state.hour_of_week_profile(u) if how_profile is None else how_profile
     share = np.take_along_axis(prof, (dow * 24 + hr).astype(np.int64), axis=1)
     due = -(-(ts[:, None] + delays[None, :] * HOUR) // HOUR) * HOUR

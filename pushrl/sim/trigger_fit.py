@@ -43,6 +43,8 @@ class TriggerSim:
         p_send: ``{kind: (k,)}`` share sent per arm.
         n: ``{kind: (k,)}`` rounds per cell.
         decay: ``{kind: {"A": ..., "tau_h": ...}}`` the intent-decay fit.
+        unfitted: ``{kind: rounds}`` kinds without a dropped round (organic rate unknown;
+            :meth:`evaluate` leaves them out).
     """
 
     arms: tuple[int | None, ...]
@@ -52,6 +54,7 @@ class TriggerSim:
     p_send: dict[str, np.ndarray] = field(default_factory=dict)
     n: dict[str, np.ndarray] = field(default_factory=dict)
     decay: dict[str, dict[str, float]] = field(default_factory=dict)
+    unfitted: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def fit(cls, kind: np.ndarray, action: np.ndarray, pscore: np.ndarray,
@@ -60,7 +63,7 @@ class TriggerSim:
         """Fit from logged rounds (all ``(n,)``; ``action`` indexes ``arms``).
 
         Raises:
-            DataError: a kind has no dropped rounds (the organic rate is then unknown).
+            DataError: no kind has a dropped round (the organic rate is unknown).
         """
         kinds = tuple(sorted(set(map(str, kind))))
         k = len(arms)
@@ -78,9 +81,9 @@ class TriggerSim:
                 if cnt[a]:
                     conv[a] = np.average(converted[c], weights=w[c])
                     snd[a] = np.average(sent[c], weights=w[c])
-            if cnt[drop] < 1:
-                raise DataError(f"no dropped `{kd}` triggers in the log: the organic rate "
-                                "needs a logger that sometimes drops (randomise the drop arm)")
+            if cnt[drop] < 1:  # organic rate unknown: the kind stays out (``unfitted``)
+                sim.unfitted[kd] = int(m.sum())
+                continue
             sim.p_organic[kd] = float(conv[drop])
             sim.p_convert[kd] = conv
             sim.p_send[kd] = snd
@@ -93,6 +96,9 @@ class TriggerSim:
                 slope, icpt = np.polyfit(d[ok], np.log(y[ok]), 1, w=np.sqrt(cnt[live][ok]))
                 sim.decay[kd] = {"A": float(np.exp(icpt)),
                                  "tau_h": float(-1 / slope) if slope < 0 else float("inf")}
+        if not sim.p_organic:
+            raise DataError("no dropped triggers in the log: the organic rate needs a logger "
+                            "that sometimes drops (randomise the drop arm)")
         return sim
 
     def incremental(self, kd: str) -> np.ndarray:
@@ -119,4 +125,4 @@ class TriggerSim:
                 "p_convert": {k: v.tolist() for k, v in self.p_convert.items()},
                 "p_send": {k: v.tolist() for k, v in self.p_send.items()},
                 "n": {k: v.astype(int).tolist() for k, v in self.n.items()},
-                "decay": self.decay}
+                "decay": self.decay, "unfitted": self.unfitted}

@@ -35,16 +35,25 @@ def send_times(state: FeatureState, users: np.ndarray, event_ts: np.ndarray,
     Returns:
         ``(n, k)`` int64 unix seconds (hour starts).
     """
+    return send_clock(state, users, event_ts, delays_h, guardrails)[0]
+
+
+def send_clock(state: FeatureState, users: np.ndarray, event_ts: np.ndarray,
+               delays_h: np.ndarray, guardrails: Guardrails
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`send_times` and the local ``(hour, dow)`` at each send time, each ``(n, k)``
+    (one clock lookup fewer for callers that need both)."""
     u = np.asarray(users, np.int64)[:, None]
     due = np.asarray(event_ts, np.int64)[:, None] + np.asarray(delays_h, np.int64)[None, :] * HOUR
     t = -(-due // HOUR) * HOUR  # next hour start at or after the due time
     uu = np.broadcast_to(u, t.shape)
+    hour, dow, _ = state.local_time_at(uu, t)
     for _ in range(_MAX_QUIET):
-        hour, _, _ = state.local_time_at(uu, t)
         quiet = guardrails.quiet(hour)
         if not quiet.any():
             break
         # jump to the quiet spell's end in one step (a DST change inside it is caught by the
         # next check, which then walks on hour by hour)
         t = np.where(quiet, t + ((guardrails.quiet_end - hour) % 24) * HOUR, t)
-    return t
+        hour, dow, _ = state.local_time_at(uu, t)
+    return t, hour, dow

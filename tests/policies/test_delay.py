@@ -25,6 +25,7 @@ from pushrl.sim.trigger_context import (
     SHARED_NAMES,
     common_arms,
     delay_context,
+    item_columns,
 )
 from pushrl.sim.trigger_world import WORLD_GUARDRAILS, WORLD_TRIGGERS, synthesize_triggers
 from pushrl.train.delay import train_delay
@@ -66,6 +67,16 @@ def test_context_columns_and_arms() -> None:
     assert ctx.shared[:, kind].tolist() == [1, 0]
 
 
+def test_item_columns() -> None:
+    spec = FeatureSpec(("a", "b"), {"x": 0, "y": 1}, tuple([1 / 168] * 168), (0.5, 0.5))
+    items = pd.DataFrame({"item_id": ["x", "y", "z"], "category": ["a", "b", "q"],
+                          "price": [10.0, 20.0, 40.0]})
+    cat, lpr = item_columns(items, spec)
+    assert cat.tolist() == [0, 1, -1]
+    np.testing.assert_allclose(lpr, np.log([0.5, 1.0, 2.0]))
+    assert item_columns(items.drop(columns="price"), spec)[1].tolist() == [0, 0, 0]
+
+
 def test_delay_policies_pick_their_arms() -> None:
     ctx = _ctx(_state(profile_hour=19))
     rng = np.random.default_rng(0)
@@ -97,6 +108,11 @@ def test_delay_rounds_mirror_the_triggers_table(tiny: Path) -> None:
     assert r.sent.tolist() == (t["status"] == "sent").tolist()
     np.testing.assert_allclose(r.reward, r.converted - 0.1 * r.sent - 1.0 * r.unsubscribed)
     assert 0.05 < r.converted.mean() < 0.95
+    # the last 7 days' triggers have a censored conversion window
+    ev = t["event_ts"]
+    last = max(ds.activity["ts"].max(), ds.pushes["ts"].max())
+    np.testing.assert_array_equal(r.complete, (ev + pd.Timedelta(days=7) <= last).to_numpy())
+    assert 0 < r.complete.sum() < r.n_rounds
 
 
 def test_delay_rounds_refuse_logs_without_triggers(tiny_synth: Path) -> None:

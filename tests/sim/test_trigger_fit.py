@@ -46,5 +46,11 @@ def test_fit_recovers_organic_response_and_decay() -> None:
 def test_fit_needs_dropped_triggers() -> None:
     kind, a, ps, conv, sent, _ = _log(500)
     keep = a != 6
-    with pytest.raises(DataError, match="no dropped `cart` triggers"):
+    with pytest.raises(DataError, match="no dropped triggers"):
         TriggerSim.fit(kind[keep], a[keep], ps[keep], conv[keep], sent[keep], ARMS)
+    # a kind without dropped rounds stays out; the others are fitted
+    kind2 = np.where(keep, "cart", "browse").astype(object)
+    kind2[:3] = "winback"
+    kind2[a == 6] = "cart"
+    sim = TriggerSim.fit(kind2, a, ps, conv, sent, ARMS)
+    assert "winback" in sim.unfitted and "cart" in sim.p_organic

@@ -4,6 +4,9 @@ truth is consistent with the generated outcomes, and existing worlds are unchang
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -24,6 +27,7 @@ from pushrl.sim.trigger_world import (
     synthesize_triggers,
 )
 from pushrl.units import DAY, HOUR
+from tests.cli_runner import run_pushrl
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +129,15 @@ def test_existing_worlds_are_unchanged() -> None:
     b, _, _ = generate(world_config("default", users=30, days=2, seed=5))
     pd.testing.assert_frame_equal(a.pushes, b.pushes)
     assert a.meta.get("world") is None and len(a.triggers) == 0
+
+
+def test_cli_synth_triggers_world(tmp_path: Path) -> None:
+    out = tmp_path / "tw"
+    res = run_pushrl("data", "synth", "--world", "triggers", "--users", "40", "--days", "3",
+                     "--out", str(out), "--json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["triggers"] > 0 and (out / TRUTH_FILE).exists()
+    bad = run_pushrl("data", "synth", "--world", "triggers", "--users", "50",
+                     "--part-users", "20", "--out", str(tmp_path / "x"))
+    assert bad.returncode != 0 and "generated in one part" in bad.stderr
