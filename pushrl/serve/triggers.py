@@ -111,8 +111,8 @@ class ContextDelay:
 
     The context is built from the server's live feature state at the user's clock (the
     event is recorded first; in a batch, a user's later events of the batch are recorded
-    before its earlier events' triggers are decided), the item's category and its price vs
-    the catalog median (the tracker's last known price, else the item's ``price`` feature).
+    before its earlier events' triggers are decided) and the catalog's item columns
+    (:func:`~pushrl.sim.trigger_context.item_columns`: category, price vs the median).
 
     Args:
         policy: An item-style policy over the arms (``decide_batch`` on an ItemContext).
@@ -132,32 +132,26 @@ class ContextDelay:
         self.arms = common_arms(config)
         self.guardrails = guardrails
         self.label = f"{policy.name}@{getattr(policy, 'version', None) or 'baseline'}"
-        self._median: tuple[int, float] = (-1, 0.0)
+        self._items: tuple[Any, np.ndarray, np.ndarray] | None = None
 
-    def _log_price_ratio(self, st: ServerState, item: int | None, tracker: TriggerTracker
-                         ) -> float:
-        if item is None:
-            return 0.0
-        n = len(st.item_list)
-        if self._median[0] != n:
-            prices = [p for it in st.item_list if (p := _item_state(it.features)[0])]
-            self._median = (n, float(np.median(prices)) if prices else 0.0)
-        price = tracker.price(item) or _item_state(st.item_list[item].features)[0]
-        med = self._median[1]
-        return float(np.log(price / med)) if price and med > 0 else 0.0
+    def _item_columns(self, st: ServerState) -> tuple[np.ndarray, np.ndarray]:
+        """The catalog's delay-context item inputs
+        (:func:`~pushrl.sim.trigger_context.item_columns`), recomputed when it changes."""
+        from pushrl.sim.trigger_context import item_columns
+
+        catalog = st.catalog
+        if self._items is None or self._items[0] is not catalog:
+            self._items = (catalog, *item_columns(st.items_frame(), st.spec))
+        return self._items[1], self._items[2]
 
     def choose(self, trigger: Trigger, rule: TriggerDef, rng: np.random.Generator,
                st: ServerState) -> tuple[int | None, float]:
         from pushrl.sim.trigger_context import delay_context
 
         u = np.array([trigger.user], np.int64)
-        cat = -1
-        if trigger.item is not None:
-            name = st.item_list[trigger.item].category
-            cat = -1 if name is None else st.spec.categories.index(name) \
-                if name in st.spec.categories else -1
-        assert st.triggers is not None
-        ratio = self._log_price_ratio(st, trigger.item, st.triggers.tracker)
+        cats, ratios = self._item_columns(st)
+        item = trigger.item
+        cat, ratio = (-1, 0.0) if item is None else (int(cats[item]), float(ratios[item]))
         raw = st.fs.features(u, st.fs.clock(u))  # the clock: never rewinds the state
         ctx = delay_context(st.fs, u, np.array([trigger.event_ts]),
                             np.array([trigger.kind.value]), np.array([cat]),
