@@ -112,7 +112,7 @@ def synth(
                                       help="Decision slots per day (divides 24)."),
     world: str = typer.Option("default", "--world",
                               help="World family (pushrl.data.worlds): default, commuter, "
-                                   "night-owls, taste-clicks, fatigue-heavy."),
+                                   "night-owls, taste-clicks, fatigue-heavy, triggers."),
     param: list[str] = typer.Option([], "--param",
                                     help="Override a world parameter, KEY=VALUE (repeatable)."),
     templates: bool = typer.Option(False, "--templates",
@@ -125,7 +125,7 @@ def synth(
 ) -> None:
     """Generate a synthetic push world with known ground truth."""
     from pushrl.data.synth import synthesize
-    from pushrl.data.worlds import parse_param, world_config
+    from pushrl.data.worlds import TRIGGER_WORLDS, parse_param, world_config
     from pushrl.errors import DataError
 
     if 24 % slots_per_day:
@@ -134,9 +134,18 @@ def synth(
                        slots_per_day=slots_per_day, templates=templates,
                        **dict(parse_param(p) for p in param))
     parts = -(-users // part_users)
-    with progress_bar("synthesizing", parts * days * 24, enabled=not as_json,
-                      unit="hours") as update:
-        res = synthesize(out_dir, cfg, progress=update, part_users=part_users)
+    if world in TRIGGER_WORLDS:  # behaviour triggers (issue #16): one part, its own generator
+        from pushrl.sim.trigger_world import synthesize_triggers
+
+        if users > part_users:
+            raise DataError(f"--world {world} is generated in one part: use --users <= "
+                            f"--part-users ({part_users})")
+        with progress_bar("synthesizing", None, enabled=not as_json, unit="events") as update:
+            res = synthesize_triggers(out_dir, cfg, progress=update)
+    else:
+        with progress_bar("synthesizing", parts * days * 24, enabled=not as_json,
+                          unit="hours") as update:
+            res = synthesize(out_dir, cfg, progress=update, part_users=part_users)
     if as_json:
         emit(res, True)
     else:

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from pushrl.rules.guardrails import Guardrails
     from pushrl.rules.holdout import Holdout
     from pushrl.rules.volume import VolumeTarget
+    from pushrl.rules.triggers import TriggerConfig
 
 
 def command(
@@ -90,6 +91,19 @@ def command(
                                         "(per-user caps stay hard guardrails)."),
     holdout_campaign: str = typer.Option("default", "--holdout-campaign", help="Campaign "
                                          "name of the holdout (part of the hash)."),
+    triggers: str | None = typer.Option(None, "--triggers", help="Behaviour-triggered "
+                                        "pushes: a TOML file whose [triggers] table sets the "
+                                        "rules ([triggers.cart] etc.; a scenario file works), "
+                                        "or `default`. Off without it."),
+    trigger_delay: int = typer.Option(1, "--trigger-delay-hours", min=0, help="Delay of the "
+                                      "heuristic delay policy (the kind's closest arm)."),
+    trigger_delay_policy: str | None = typer.Option(
+        None, "--trigger-delay-policy", help="Delay policy of new triggers instead of the "
+        "fixed delay: a delay baseline (delay-next-active-hour, delay-fixed-0h ...) or a "
+        "`pushrl train triggers` artifact directory."),
+    scheduled_priority: int = typer.Option(0, "--scheduled-priority", help="`decide` answers "
+                                           "with a due trigger only when its priority is above "
+                                           "this."),
 ) -> None:
     """Serve decisions: out of the box the default baselines (most-active-hour timing with a
     daily cap, most-popular item) until a policy is promoted.
@@ -132,6 +146,9 @@ def command(
         raise PushrlError(f"--time-window must be PAST,FUTURE days, got {time_window!r}") \
             from None
     cfg = ServeConfig(registry=registry, state=state_dir(state), api_keys=api_keys,
+                      triggers=_trigger_rules(triggers), trigger_delay_hours=trigger_delay,
+                      trigger_delay_policy=trigger_delay_policy,
+                      scheduled_priority=scheduled_priority,
                       guardrails=guardrails,
                       attribution_hours=attribution_hours, sync=sync, seed=seed,
                       catalog=catalog, public_docs=public_docs, public_metrics=public_metrics,
@@ -156,6 +173,28 @@ def _volume(v: float) -> VolumeTarget:
         return VolumeTarget(v)
     except ValueError as exc:
         raise PushrlError(f"--volume: {exc}") from None
+def _trigger_rules(ref: str | None) -> TriggerConfig | None:
+    """``--triggers``: None, the default rules, or a TOML file's ``[triggers]`` table."""
+    import tomllib
+
+    from pushrl.errors import PushrlError
+    from pushrl.rules.triggers import TriggerConfig as Config
+
+    if ref is None:
+        return None
+    if ref == "default":
+        return Config.default()
+    try:
+        data = tomllib.loads(Path(ref).read_text())
+    except OSError as exc:
+        raise PushrlError(f"--triggers {ref}: cannot read it ({exc.strerror}); pass a TOML "
+                          "file with a [triggers] table, or `default`") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise PushrlError(f"--triggers {ref} is not valid TOML ({exc})") from None
+    if "triggers" not in data:
+        raise PushrlError(f"--triggers {ref} has no [triggers] table; add e.g. "
+                          "[triggers.cart] with wait_h = 1, or pass `default`")
+    return Config.parse(data["triggers"])
 
 
 def _import_once(data: Path, state: Path, sync: str) -> None:

@@ -1,4 +1,4 @@
-"""The pushlog v1 data contract: table names, required columns and their dtypes.
+"""The pushlog v1.1 data contract: table names, required columns and their dtypes.
 
 Every stage of pushrl (simulator fitting, training, OPE, the server's export) reads and
 writes data through this contract. The human-readable version is
@@ -17,16 +17,29 @@ import pandas as pd
 
 from pushrl.errors import DataError
 
-PUSHLOG_VERSION = "pushlog/v1"
+PUSHLOG_VERSION = "pushlog/v1.1"
+#: v1.1 is additive (optional tables ``item_updates`` and ``triggers``, optional columns
+#: ``items.price``/``items.in_stock`` and ``pushes.trigger_id``); a v1 log is a valid v1.1
+#: log with the same fingerprint (fingerprints keep this seed and hash the optional tables
+#: only when they have rows).
+FINGERPRINT_VERSION = "pushlog/v1"
 
-TableName = Literal["users", "items", "activity", "pushes"]
+TableName = Literal["users", "items", "activity", "pushes", "item_updates", "triggers"]
+#: The core tables (every log has them; ``activity`` may be empty).
 TABLES: tuple[TableName, ...] = ("users", "items", "activity", "pushes")
+#: Optional v1.1 tables (behaviour triggers, issue #16): absent = none.
+OPTIONAL_TABLES: tuple[TableName, ...] = ("item_updates", "triggers")
+ALL_TABLES: tuple[TableName, ...] = (*TABLES, *OPTIONAL_TABLES)
 #: Tables a dataset must have; ``activity`` may be absent (then it is empty).
 REQUIRED_TABLES: tuple[TableName, ...] = ("users", "items", "pushes")
 
 EVENTS: tuple[str, ...] = ("session", "view", "cart", "purchase")
 OUTCOMES: tuple[str, ...] = ("opened", "clicked", "converted", "revenue", "unsubscribed")
 BOOL_OUTCOMES: tuple[str, ...] = ("opened", "clicked", "converted", "unsubscribed")
+#: Trigger kinds and statuses of the ``triggers`` table (the same names as
+#: :class:`pushrl.rules.triggers.TriggerKind` / ``TriggerStatus``; parity is tested).
+TRIGGER_KINDS: tuple[str, ...] = ("cart", "browse", "price_drop", "back_in_stock", "winback")
+TRIGGER_STATUSES: tuple[str, ...] = ("open", "sent", "dropped", "cancelled", "expired")
 
 Kind = Literal["id", "str", "ts", "bool", "float", "int", "list"]
 
@@ -57,7 +70,11 @@ SCHEMA: dict[str, tuple[Column, ...]] = {
         Column("user_id", "id", True, False, "opaque user key, unique; never personal data"),
         Column("timezone", "str", False, True, "IANA time zone name, default UTC"),
     ),
-    "items": (Column("item_id", "id", True, False, "item key, unique"),),
+    "items": (
+        Column("item_id", "id", True, False, "item key, unique"),
+        Column("price", "float", False, True, "initial price (v1.1), >= 0"),
+        Column("in_stock", "bool", False, True, "initial stock state (v1.1)"),
+    ),
     "activity": (
         Column("user_id", "id", True, False, "user key, must exist in users"),
         Column("ts", "ts", True, False, "UTC event time"),
@@ -91,6 +108,28 @@ SCHEMA: dict[str, tuple[Column, ...]] = {
                "probability that the user is held out (the holdout's share)"),
         Column("pscore_template", "float", False, True,
                "logging probability of template_id given the sent item and context"),
+        Column("trigger_id", "id", False, True,
+               "the trigger this push delivered (v1.1), must exist in triggers"),
+    ),
+    "item_updates": (
+        Column("item_id", "id", True, False, "item key, must exist in items"),
+        Column("ts", "ts", True, False, "UTC time of the change"),
+        Column("price", "float", False, True, "new price, >= 0; null = unchanged"),
+        Column("in_stock", "bool", False, True, "new stock state; null = unchanged"),
+    ),
+    "triggers": (
+        Column("trigger_id", "id", True, False, "trigger key, unique"),
+        Column("user_id", "id", True, False, "user key, must exist in users"),
+        Column("kind", "str", True, False,
+               "cart, browse, price_drop, back_in_stock or winback"),
+        Column("item_id", "id", False, True, "item key (null for winback)"),
+        Column("event_ts", "ts", True, False, "UTC time the trigger came to exist"),
+        Column("decided_ts", "ts", True, False, "UTC time the delay arm was chosen"),
+        Column("delay_h", "int", False, True, "chosen delay in hours; null = drop"),
+        Column("pscore", "float", True, False, "logging probability of the chosen arm"),
+        Column("status", "str", True, False, "open, sent, dropped, cancelled or expired"),
+        Column("decision_id", "id", False, True,
+               "the pushes row it became (sent triggers), must exist in pushes"),
     ),
 }
 

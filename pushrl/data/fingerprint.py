@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from pushrl.data.contract import PUSHLOG_VERSION, TABLES
+from pushrl.data.contract import FINGERPRINT_VERSION, OPTIONAL_TABLES, TABLES
 
 #: Prefix of the current fingerprint format.
 PREFIX = "fp2-"
@@ -102,25 +102,29 @@ class Fingerprint:
 
     def digest(self) -> str:
         """The fingerprint: ``"fp2-"`` + 16 hex digits (tables never fed count as empty)."""
-        h = hashlib.sha256(f"pushlog-fp2|{PUSHLOG_VERSION}".encode())
-        for name in TABLES:
+        h = hashlib.sha256(f"pushlog-fp2|{FINGERPRINT_VERSION}".encode())
+        for name in (*TABLES, *OPTIONAL_TABLES):
             n, cols, s1, s2 = self._tables.get(name, (0, "", 0, 0))
+            if name in OPTIONAL_TABLES and not n:
+                continue  # a log without the v1.1 tables keeps its v1 fingerprint
             h.update(f"|{name}|{n}|{cols}|{s1:016x}|{s2:016x}".encode())
         return PREFIX + h.hexdigest()[:16]
 
 
 def fingerprint_tables(tables: Mapping[str, pd.DataFrame]) -> str:
-    """The fingerprint of whole tables (``{name: frame}`` for every name in TABLES)."""
+    """The fingerprint of whole tables (``{name: frame}`` for every name in TABLES, and the
+    optional v1.1 tables when present)."""
     fp = Fingerprint()
-    for name in TABLES:
-        fp.add(name, tables[name])
+    for name in (*TABLES, *OPTIONAL_TABLES):
+        if name in tables:
+            fp.add(name, tables[name])
     return fp.digest()
 
 
 def legacy_fingerprint(tables: Mapping[str, pd.DataFrame]) -> str:
     """The fingerprint before ``fp2`` (16 hex digits; rows hashed in table order, so only a
     log held whole in the loader's order reproduces it). For comparing old cards only."""
-    h = hashlib.sha256(PUSHLOG_VERSION.encode())
+    h = hashlib.sha256(FINGERPRINT_VERSION.encode())
     for name in TABLES:
         df = tables[name]
         h.update(name.encode())

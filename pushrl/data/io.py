@@ -1,4 +1,4 @@
-"""The one loader of pushlog v1 datasets: read, coerce to the contract's dtypes, write.
+"""The one loader of pushlog v1.1 datasets: read, coerce to the contract's dtypes, write.
 
 Schema problems (a missing table or column, an unparsable or non-UTC timestamp, a wrong
 dtype) raise :class:`~pushrl.errors.SchemaError` with one line naming the table, the column
@@ -22,7 +22,9 @@ import pyarrow.parquet as pq
 from pandas.api.types import union_categoricals
 
 from pushrl.data.contract import (
+    ALL_TABLES,
     BOOL_OUTCOMES,
+    OPTIONAL_TABLES,
     PUSHLOG_VERSION,
     REQUIRED_TABLES,
     SCHEMA,
@@ -34,10 +36,19 @@ from pushrl.errors import SchemaError
 
 _UTC_SUFFIX = r"(?:Z|[+-]00:?00)$"
 
+_EMPTY_DTYPES = {"id": object, "str": object, "ts": "datetime64[s, UTC]", "bool": "boolean",
+                 "float": "float64", "int": "Int64", "list": object}
+
+
+def empty_table(name: str) -> pd.DataFrame:
+    """An empty table ``name`` with the contract's required columns and dtypes."""
+    return pd.DataFrame({c.name: pd.Series([], dtype=_EMPTY_DTYPES[c.kind])  # type: ignore[call-overload]
+                         for c in SCHEMA[name] if c.required})
+
 
 @dataclass
 class Dataset:
-    """A pushlog v1 dataset held in memory.
+    """A pushlog v1.1 dataset held in memory.
 
     Attributes:
         users: One row per user; ``user_id`` (str), ``timezone`` (str) and user features.
@@ -48,6 +59,8 @@ class Dataset:
         meta: Free-form metadata (``meta.json`` beside the tables), e.g. the generator.
         split: ``None`` for a whole log; for one part of a user split
             (:mod:`pushrl.data.split`) which part, the split and the whole log's fingerprint.
+        item_updates: v1.1 price / stock changes sorted by ``ts``; may be empty.
+        triggers: v1.1 trigger decisions sorted by ``event_ts``; may be empty.
     """
 
     users: pd.DataFrame
@@ -57,23 +70,27 @@ class Dataset:
     path: Path | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     split: dict[str, Any] | None = None
+    item_updates: pd.DataFrame = field(default_factory=lambda: empty_table("item_updates"))
+    triggers: pd.DataFrame = field(default_factory=lambda: empty_table("triggers"))
 
     def table(self, name: str) -> pd.DataFrame:
         """Return the table called ``name``."""
         return getattr(self, name)  # type: ignore[no-any-return]
 
     def fingerprint(self) -> str:
-        """Return the content fingerprint of the four tables (:mod:`pushrl.data.fingerprint`:
+        """Return the content fingerprint of the tables (:mod:`pushrl.data.fingerprint`:
         ``"fp2-"`` + 16 hex digits, independent of row order, so a log streamed, sharded or
         loaded whole has one fingerprint).
 
-        Used to tie fitted simulators, trained policies and OPE reports to their data.
+        Used to tie fitted simulators, trained policies and OPE reports to their data. The
+        optional v1.1 tables count only when they have rows, so a v1 log keeps its v1
+        fingerprint.
         """
-        return fingerprint_tables({name: self.table(name) for name in TABLES})
+        return fingerprint_tables({name: self.table(name) for name in ALL_TABLES})
 
     def legacy_fingerprint(self) -> str:
         """The fingerprint of the format before fp2 (for comparing old cards only)."""
-        return legacy_fingerprint({name: self.table(name) for name in TABLES})
+        return legacy_fingerprint({name: self.table(name) for name in ALL_TABLES})
 
     @property
     def item_ids(self) -> np.ndarray:
@@ -347,7 +364,8 @@ def _coerce_column(df: pd.DataFrame, table: str, col: Column) -> pd.Series:
         out = s.cat.rename_categories([str(c) for c in s.cat.categories])
     elif col.kind == "id":
         if col.name == "decision_id" and pd.api.types.is_integer_dtype(s.dtype):
-            out = s.astype("int64")
+            # a nullable one (triggers.decision_id of unsent triggers) stays Int64
+            out = s.astype("Int64" if s.isna().any() else "int64")
         else:
             out = s.astype("string").astype(object).where(s.notna(), None)
             if pd.api.types.is_float_dtype(s.dtype):  # CSV turned integer ids into floats
@@ -387,8 +405,10 @@ def coerce_table(df: pd.DataFrame, table: str) -> pd.DataFrame:
                 df[c] = pd.array([pd.NA] * len(df), dtype="boolean")
         if "revenue" not in df.columns:
             df["revenue"] = np.nan
-    if table in ("activity", "pushes"):
+    if table in ("activity", "pushes", "item_updates"):
         df = df.sort_values("ts", kind="stable").reset_index(drop=True)
+    elif table == "triggers":
+        df = df.sort_values("event_ts", kind="stable").reset_index(drop=True)
     return df
 
 
@@ -404,7 +424,8 @@ def empty_activity() -> pd.DataFrame:
 
 
 def read_tables(dirpath: str | Path) -> dict[str, pd.DataFrame]:
-    """Read and coerce the four tables of a dataset directory (no row validation).
+    """Read and coerce the tables of a dataset directory (no row validation): the four core
+    tables, plus the optional v1.1 tables that exist (absent ones are not in the result).
 
     Raises:
         SchemaError: the directory or a required table is missing, or a schema check fails.
@@ -423,6 +444,10 @@ def read_tables(dirpath: str | Path) -> dict[str, pd.DataFrame]:
             out[name] = empty_activity()
             continue
         out[name] = coerce_table(raw, name)
+    for name in OPTIONAL_TABLES:
+        raw = read_raw(d, name)
+        if raw is not None:
+            out[name] = coerce_table(raw, name)
     return out
 
 
@@ -443,10 +468,13 @@ def write_table(df: pd.DataFrame, path: str | Path) -> None:
 
 
 def write_dataset(ds: Dataset, dirpath: str | Path) -> Path:
-    """Write ``ds`` as a pushlog v1 directory of Parquet tables plus ``meta.json``."""
+    """Write ``ds`` as a pushlog v1.1 directory of Parquet tables plus ``meta.json`` (the
+    optional tables only when they have rows)."""
     d = Path(dirpath)
     d.mkdir(parents=True, exist_ok=True)
-    for name in TABLES:
+    for name in ALL_TABLES:
+        if name in OPTIONAL_TABLES and not len(ds.table(name)):
+            continue
         write_table(ds.table(name), d / f"{name}.parquet")
     meta = {"format": PUSHLOG_VERSION, **ds.meta}
     (d / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))

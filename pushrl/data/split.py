@@ -139,7 +139,8 @@ class UserSplit:
             return df[df["user_id"].isin(keep).to_numpy()].reset_index(drop=True)
 
         out = Dataset(part(ds.users), ds.items, part(ds.activity), part(ds.pushes),
-                      path=ds.path, meta=ds.meta)
+                      path=ds.path, meta=ds.meta, item_updates=ds.item_updates,
+                      triggers=part(ds.triggers))
         out.split = self.record(of or ds.fingerprint(), len(out.users))
         return out
 

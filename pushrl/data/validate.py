@@ -1,4 +1,4 @@
-"""The one validator of pushlog v1 row contents, with quarantine and a reconciling summary.
+"""The one validator of pushlog v1.1 row contents, with quarantine and a reconciling summary.
 
 :func:`load_dataset` is the entry point every stage uses: it reads the tables
 (:mod:`pushrl.data.io` raises on schema problems), rejects bad rows with a reason,
@@ -14,6 +14,7 @@ stretch every per-hour statistic over centuries.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -22,10 +23,14 @@ import numpy as np
 import pandas as pd
 
 from pushrl.data.contract import (
+    ALL_TABLES,
     BOOL_OUTCOMES,
     EVENTS,
+    OPTIONAL_TABLES,
     PROPENSITY_NEEDS,
     TABLES,
+    TRIGGER_KINDS,
+    TRIGGER_STATUSES,
     declared_send_pscore,
 )
 from pushrl.data.fingerprint import Fingerprint
@@ -217,6 +222,71 @@ def _check_users(df: pd.DataFrame) -> _Rejector:
 def _check_items(df: pd.DataFrame) -> _Rejector:
     r = _Rejector(len(df))
     r.check(df["item_id"].duplicated(keep="first"), "duplicate item_id")
+    if "price" in df:
+        _check_price(r, df)
+    return r
+
+
+def _check_price(r: _Rejector, df: pd.DataFrame) -> None:
+    v = df["price"].to_numpy(np.float64, na_value=np.nan)
+    r.check(np.isinf(v) | (v < 0), "price negative or not finite")
+
+
+def _check_item_updates(df: pd.DataFrame, items: pd.Index,
+                        window: tuple[pd.Timestamp, pd.Timestamp]) -> _Rejector:
+    r = _Rejector(len(df))
+    r.check(~df["item_id"].isin(items), "unknown item_id")
+    _check_ts(r, df, window)
+    price = df["price"] if "price" in df else pd.Series(np.nan, index=df.index)
+    stock = df["in_stock"] if "in_stock" in df else pd.Series(pd.NA, index=df.index)
+    r.check(price.isna().to_numpy() & stock.isna().to_numpy(),
+            "update with neither price nor in_stock")
+    if "price" in df:
+        _check_price(r, df)
+    return r
+
+
+def _as_str(s: pd.Series) -> pd.Series:
+    """Ids compared across tables as strings (an int ``decision_id`` may come back as
+    float or string from a nullable column)."""
+    return s.map(lambda v: None if v is None or pd.isna(v) else
+                 str(int(v)) if isinstance(v, float) and float(v).is_integer() else str(v))
+
+
+def _check_triggers(df: pd.DataFrame, users: pd.Index, items: pd.Index, pushes: pd.DataFrame,
+                    window: tuple[pd.Timestamp, pd.Timestamp]) -> _Rejector:
+    """Trigger rows vs the contract (simulator_data/README.md, ``triggers``)."""
+    r = _Rejector(len(df))
+    r.check(df["trigger_id"].duplicated(keep="first"), "duplicate trigger_id")
+    r.check(~df["user_id"].isin(users), "unknown user_id")
+    item = df["item_id"] if "item_id" in df else pd.Series(None, index=df.index, dtype=object)
+    r.check(item.notna() & ~item.isin(items), "unknown item_id")
+    r.check(~df["kind"].isin(TRIGGER_KINDS), "kind not in " + "/".join(TRIGGER_KINDS))
+    r.check(item.isna() & (df["kind"] != "winback"), "item_id missing (only winback has none)")
+    r.check(~df["status"].isin(TRIGGER_STATUSES), "status not in " + "/".join(TRIGGER_STATUSES))
+    r.check((df["event_ts"] < window[0]) | (df["event_ts"] > window[1]), TS_REASON)
+    r.check(df["decided_ts"] < df["event_ts"], "decided_ts before event_ts")
+    ps = df["pscore"].to_numpy(np.float64, na_value=np.nan)
+    r.check(~((ps > 0) & (ps <= 1)), "pscore outside (0, 1]")
+    delay = (df["delay_h"] if "delay_h" in df
+             else pd.Series(pd.NA, index=df.index, dtype="Int64"))
+    r.check((delay < 0).fillna(False), "negative delay_h")
+    dropped = (df["status"] == "dropped").to_numpy()
+    r.check(dropped & delay.notna().to_numpy(), "dropped with a delay_h (drop = null delay_h)")
+    r.check(~dropped & delay.isna().to_numpy(), "delay_h missing (null = drop)")
+    dec = _as_str(df["decision_id"] if "decision_id" in df
+                  else pd.Series(None, index=df.index, dtype=object))
+    sent = (df["status"] == "sent").to_numpy()
+    r.check(sent & dec.isna().to_numpy(), "sent without decision_id")
+    r.check(~sent & dec.notna().to_numpy(), "decision_id on a trigger that was not sent")
+    known = _as_str(pushes["decision_id"])
+    r.check(dec.notna() & ~dec.isin(set(known)), "decision_id not in pushes")
+    if "trigger_id" in pushes:
+        own = dict(zip(known, _as_str(pushes["trigger_id"]), strict=True))
+        tid = df["trigger_id"].astype(str)
+        r.check([d is not None and d in own and own[d] != t for d, t in zip(dec, tid,
+                                                                          strict=True)],
+                "decision_id's push has another trigger_id")
     return r
 
 
@@ -381,6 +451,17 @@ def summarize(ds: Dataset) -> dict[str, Any]:
     return acc.result(ds.users, ds.items, ds.meta)
 
 
+def trigger_summary(ds: Dataset) -> dict[str, Any]:
+    """Counts of the v1.1 tables: item updates, trigger decisions by kind and status, and
+    the pushes that delivered a trigger."""
+    t = ds.triggers
+    tid = ds.pushes["trigger_id"] if "trigger_id" in ds.pushes else pd.Series([], dtype=object)
+    return {"item_updates": len(ds.item_updates), "decisions": len(t),
+            "by_kind": {str(k): int(v) for k, v in t["kind"].value_counts().items()},
+            "by_status": {str(k): int(v) for k, v in t["status"].value_counts().items()},
+            "pushes_with_trigger": int(tid.notna().sum())}
+
+
 def propensity_support(ds: Dataset) -> dict[str, Any]:
     """Which propensities an accepted dataset has, and which stages they support
     (see :func:`support`)."""
@@ -439,7 +520,8 @@ def validate_tables(tables: dict[str, pd.DataFrame],
     """Split coerced tables into accepted and rejected rows.
 
     Args:
-        tables: Coerced tables (:func:`~pushrl.data.io.read_tables`).
+        tables: Coerced tables (:func:`~pushrl.data.io.read_tables`); the optional v1.1
+            tables are checked (and counted) when present.
         window: Accepted ``[first, last]`` of ``ts``; None = :func:`ts_range` defaults.
 
     Returns:
@@ -451,15 +533,7 @@ def validate_tables(tables: dict[str, pd.DataFrame],
     counts: dict[str, TableCounts] = {}
 
     def split(name: str, rej: _Rejector) -> None:
-        df = tables[name]
-        m = rej.mask
-        accepted[name] = df.loc[~m].reset_index(drop=True)
-        bad = df.loc[m].copy()
-        bad["reason"] = rej.reason[m]
-        rejected[name] = bad.reset_index(drop=True)
-        reasons = bad["reason"].value_counts().to_dict() if len(bad) else {}
-        counts[name] = TableCounts(len(df), int((~m).sum()), int(m.sum()),
-                                   {str(k): int(v) for k, v in reasons.items()})
+        accepted[name], rejected[name], counts[name] = _split(tables[name], rej)
 
     split("users", _check_users(tables["users"]))
     split("items", _check_items(tables["items"]))
@@ -467,13 +541,50 @@ def validate_tables(tables: dict[str, pd.DataFrame],
     items = pd.Index(accepted["items"]["item_id"])
     split("activity", _check_activity(tables["activity"], users, items, window))
     split("pushes", _check_pushes(tables["pushes"], users, items, window))
+    opt: dict[str, pd.DataFrame] = {n: tables[n] for n in OPTIONAL_TABLES if n in tables}
+    a, r, c = _validate_optional(opt, accepted, accepted["pushes"], window)
+    accepted.update(a)
+    rejected.update(r)
+    counts.update(c)
     return accepted, rejected, counts
+
+
+def _split(df: pd.DataFrame, rej: _Rejector) -> tuple[pd.DataFrame, pd.DataFrame, TableCounts]:
+    m = rej.mask
+    bad = df.loc[m].copy()
+    bad["reason"] = rej.reason[m]
+    reasons = bad["reason"].value_counts().to_dict() if len(bad) else {}
+    return (df.loc[~m].reset_index(drop=True), bad.reset_index(drop=True),
+            TableCounts(len(df), int((~m).sum()), int(m.sum()),
+                        {str(k): int(v) for k, v in reasons.items()}))
+
+
+def _validate_optional(tables: Mapping[str, pd.DataFrame], accepted: dict[str, pd.DataFrame],
+                       pushes: pd.DataFrame, window: tuple[pd.Timestamp, pd.Timestamp],
+                       ) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame],
+                                  dict[str, TableCounts]]:
+    """The optional v1.1 tables present in ``tables`` against the accepted users/items and
+    ``pushes`` (accepted rows; at least those the triggers name)."""
+    acc: dict[str, pd.DataFrame] = {}
+    rej: dict[str, pd.DataFrame] = {}
+    counts: dict[str, TableCounts] = {}
+    users = pd.Index(accepted["users"]["user_id"])
+    items = pd.Index(accepted["items"]["item_id"])
+    if "item_updates" in tables:
+        df = tables["item_updates"]
+        acc["item_updates"], rej["item_updates"], counts["item_updates"] = _split(
+            df, _check_item_updates(df, items, window))
+    if "triggers" in tables:
+        df = tables["triggers"]
+        acc["triggers"], rej["triggers"], counts["triggers"] = _split(
+            df, _check_triggers(df, users, items, pushes, window))
+    return acc, rej, counts
 
 
 def load_dataset(dirpath: str | Path, *, quarantine: bool = True, min_ts: TsBound = None,
                  max_ts: TsBound = None, split: UserSplit | None = None
                  ) -> tuple[Dataset, ValidationReport]:
-    """Read, validate and quarantine a pushlog v1 dataset: the loader every stage uses.
+    """Read, validate and quarantine a pushlog v1.1 dataset: the loader every stage uses.
 
     Args:
         dirpath: Dataset directory.
@@ -500,18 +611,21 @@ def load_dataset(dirpath: str | Path, *, quarantine: bool = True, min_ts: TsBoun
     window = ts_range(min_ts, max_ts, meta)
     accepted, rejected, counts = validate_tables(tables, window)
     if quarantine:
-        for name in TABLES:
+        for name in ALL_TABLES:
             target = d / REJECTED_DIR / f"{name}.parquet"
-            if len(rejected[name]):
+            if name in rejected and len(rejected[name]):
                 write_table(rejected[name], target)
             elif target.exists():
                 target.unlink()
     ds = Dataset(accepted["users"], accepted["items"], accepted["activity"], accepted["pushes"],
-                 path=d, meta=meta)
+                 path=d, meta=meta,
+                 **{n: accepted[n] for n in OPTIONAL_TABLES if n in accepted})
     if split is not None:
         ds = split.apply(ds)
     summary = {**summarize(ds), "ts_range": [str(window[0]), str(window[1])],
                **({"split": ds.split} if ds.split else {})}
+    if len(ds.triggers) or len(ds.item_updates):
+        summary["triggers"] = trigger_summary(ds)
     report = ValidationReport(counts, summary, ds.fingerprint())
     return ds, report
 
@@ -602,6 +716,12 @@ def validate_stream(dirpath: str | Path, *, chunk_rows: int = CHUNK_ROWS,
     fp, acc = Fingerprint(), SummaryStats()
     for name in ("users", "items"):
         fp.add(name, accepted[name])
+    optional: dict[str, pd.DataFrame] = {n: coerce_table(raw, n) for n in OPTIONAL_TABLES
+                                         if (raw := read_raw(d, n)) is not None}
+    # the pushes rows the triggers table names (bounded by the triggers table's size)
+    refs = (set(_as_str(optional["triggers"]["decision_id"]).dropna())
+            if "triggers" in optional and "decision_id" in optional["triggers"] else set())
+    named: list[pd.DataFrame] = []
     for name in ("activity", "pushes"):
         seen = SeenIds() if name == "pushes" else None
         bad: list[pd.DataFrame] = []
@@ -614,6 +734,9 @@ def validate_stream(dirpath: str | Path, *, chunk_rows: int = CHUNK_ROWS,
             ok = df.loc[~m].reset_index(drop=True)
             (acc.add_pushes if name == "pushes" else acc.add_activity)(ok)
             fp.add(name, ok)
+            if name == "pushes" and refs:
+                cols = [c for c in ("decision_id", "trigger_id") if c in ok]
+                named.append(ok.loc[_as_str(ok["decision_id"]).isin(refs).to_numpy(), cols])
             c.read += len(df)
             c.accepted += len(ok)
             c.rejected += int(m.sum())
@@ -627,9 +750,19 @@ def validate_stream(dirpath: str | Path, *, chunk_rows: int = CHUNK_ROWS,
         counts[name] = c
         if quarantine:
             _quarantine(d, name, bad)
+    if optional:
+        pushes_named = (concat_frames(named) if named
+                        else pd.DataFrame({"decision_id": pd.Series([], dtype=object)}))
+        opt_acc, opt_rej, opt_counts = _validate_optional(optional, accepted, pushes_named,
+                                                          window)
+        counts.update(opt_counts)
+        rejected.update(opt_rej)
+        for name, df in opt_acc.items():
+            fp.add(name, df)
     if quarantine:
-        for name in ("users", "items"):
-            _quarantine(d, name, [rejected[name]] if len(rejected[name]) else [])
+        for name in ("users", "items", *OPTIONAL_TABLES):
+            bad_rows = rejected.get(name)
+            _quarantine(d, name, [bad_rows] if bad_rows is not None and len(bad_rows) else [])
     summary = {**acc.result(accepted["users"], accepted["items"], meta),
                "ts_range": [str(window[0]), str(window[1])],
                "streamed": {"chunk_rows": chunk_rows}}

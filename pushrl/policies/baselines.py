@@ -20,7 +20,8 @@ from pushrl.errors import ArtifactError
 from pushrl.policies.base import Policy
 from pushrl.policies.registry import register_loader
 
-_MODULES = ("pushrl.policies.item_baselines", "pushrl.policies.timing_baselines")
+_MODULES = ("pushrl.policies.item_baselines", "pushrl.policies.timing_baselines",
+            "pushrl.policies.delay_baselines")
 #: Directory of the shipped baseline definitions (the checkout's, else the wheel's copy).
 DEFINITIONS = resources.shipped_root() / "policies" / "baselines"
 

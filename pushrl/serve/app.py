@@ -49,13 +49,19 @@ from pushrl.serve.schemas import (
     Health,
     ItemIn,
     ItemOut,
+    ItemUpdate,
+    ItemUpdateBatch,
+    ItemUpdatesOut,
     KillSwitchIn,
     KillSwitchOut,
     PoliciesOut,
     PromoteIn,
     RollbackIn,
+    TriggersDueIn,
+    TriggersDueOut,
     UserIn,
     UserOut,
+    UserTriggersOut,
 )
 from pushrl.serve.server import Server
 
@@ -207,6 +213,7 @@ def create_app(cfg: ServeConfig, *, overrides: dict[str, Policy] | None = None) 
     _add_ops_routes(app, srv, decide_scope, None if cfg.public_metrics else any_key)
     _add_data_routes(app, srv, decide_scope, admin_scope)
     _add_decide_routes(app, srv, decide_scope)
+    _add_trigger_routes(app, srv, decide_scope, admin_scope)
     _add_policy_routes(app, srv, decide_scope, admin_scope)
     app.state.cfg = cfg
     _outermost_hot_path(app)
@@ -364,8 +371,7 @@ def _add_data_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any,
     async def events(body: Event | EventBatch) -> dict[str, Any]:
         """Record one activity event or a batch ``{"events": [...]}``."""
         evs = body.events if isinstance(body, EventBatch) else [body]
-        await srv().idle()
-        await srv().commit(srv().events(evs))
+        await srv().record_events(evs)
         return {"accepted": len(evs)}
 
     @app.get("/v1/users/{user_id}/profile", tags=["data"], dependencies=[decide_scope],
@@ -427,6 +433,45 @@ def _add_decide_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: An
                 s.feedback_done(decision_id, token)
         return {"results": outs}
 
+
+
+def _add_trigger_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any,
+                        admin_scope: Any) -> None:
+    @app.post("/v1/items/updates", response_model=ItemUpdatesOut, tags=["triggers"],
+              dependencies=[admin_scope], responses=_errors(400, 401, 403, 404, 422, 503))
+    async def item_updates(body: ItemUpdate | ItemUpdateBatch) -> dict[str, Any]:
+        """Price / stock changes of items, one or a batch ``{"updates": [...]}`` (price-drop
+        and back-in-stock triggers; logged as pushlog ``item_updates``)."""
+        ups = body.updates if isinstance(body, ItemUpdateBatch) else [body]
+        s = srv()
+        if len(ups) > 64:  # each may fire for many users: off the event loop
+            out: dict[str, Any] = await s.in_worker(lambda: s.item_updates(ups))
+            return out
+        await s.idle()
+        out, stmts = s.item_updates(ups)
+        await s.commit(stmts)
+        return out
+
+    @app.post("/v1/triggers/due", response_model=TriggersDueOut, tags=["triggers"],
+              dependencies=[decide_scope], responses=_errors(400, 401, 403, 404, 409, 422, 503))
+    async def triggers_due(body: TriggersDueIn) -> Response:
+        """The behaviour-triggered sends due now for a batch of users (what a sender polls).
+        Each is logged as a push with its delay arm's probability and marked sent before
+        the answer; retry with the same `request_id` to get the same answer again.
+
+        (The answer is built as TriggersDueOut and not re-validated: 10k sends would cost
+        more to validate than to decide.)"""
+        out = await srv().triggers_due_async(body)
+        return Response(json.dumps(out), media_type="application/json")
+
+    @app.get("/v1/users/{user_id}/triggers", response_model=UserTriggersOut,
+             tags=["triggers"], dependencies=[decide_scope],
+             responses=_errors(400, 401, 403, 404, 409, 422))
+    async def user_triggers(user_id: PathId) -> dict[str, Any]:
+        """A user's pending (open) triggers in sending order."""
+        s = srv()
+        await s.idle()
+        return s.user_triggers(user_id)
 
 
 def _add_policy_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any,

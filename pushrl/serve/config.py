@@ -10,6 +10,7 @@ from pathlib import Path
 from pushrl.rules.guardrails import Guardrails
 from pushrl.rules.holdout import Holdout
 from pushrl.rules.volume import VolumeTarget
+from pushrl.rules.triggers import TriggerConfig
 
 #: Environment variable naming the default state directory.
 HOME_ENV = "PUSHRL_HOME"
@@ -72,6 +73,14 @@ class ServeConfig:
             per week on average), met by a price on each send (:mod:`pushrl.rules.volume`).
         accept_empty_state: Start even when ``feature_spec.json`` shows the state dir held a
             server before but the log is missing or empty (deliberately starting anew).
+        triggers: Behaviour-trigger rules (``--triggers``); None: no triggers (events create
+            none, ``/v1/triggers/due`` answers 409).
+        trigger_delay_hours: The heuristic delay policy's delay (the kind's closest arm).
+        trigger_delay_policy: A delay policy instead of the heuristic: a delay baseline's
+            name (``delay-next-active-hour``) or a trained artifact directory (``pushrl
+            train triggers``), loaded (checksums verified) at start.
+        scheduled_priority: ``decide`` answers with a due trigger only when its priority is
+            above this.
     """
 
     registry: Path = Path("policies")
@@ -92,6 +101,10 @@ class ServeConfig:
     late_bound_hours: int = 168
     holdout: Holdout | None = None
     volume: VolumeTarget | None = None
+    triggers: TriggerConfig | None = None
+    trigger_delay_hours: int = 1
+    trigger_delay_policy: str | None = None
+    scheduled_priority: int = 0
 
     def __post_init__(self) -> None:
         if self.sync not in ("full", "normal"):

@@ -3,6 +3,10 @@
 One vectorised path serves ``/v1/decide`` and ``/v1/decide/batch``. The logged ``pscore`` is
 the probability of the logged action: ``p_send * p_item`` for a send, ``1 - p_send`` for a
 wait; ``pscore_send`` is logged too (pushlog v1), so item-level OPE can divide it out.
+
+With behaviour triggers on (:mod:`pushrl.serve.triggers`), a row whose user has a due trigger
+above the scheduled push's priority is answered with that trigger (:meth:`Engine.trigger_rows`
+writes its push like any other: ``pscore`` = the delay arm's probability x the item's).
 """
 
 from __future__ import annotations
@@ -38,6 +42,11 @@ _DECISION_SQL = (
     "pscore_item, policy, item_policy, reason, candidates, context, features, holdout, "
     "p_holdout) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 _SHADOW_SQL = "INSERT INTO shadow VALUES (?,?,?,?,?,?,?)"
+_TRIGGER_DECISION_SQL = (
+    "INSERT INTO decisions(decision_id, seq, user_id, ts, sent, item_id, pscore, pscore_send, "
+    "pscore_item, policy, item_policy, reason, features, trigger_id, holdout, p_holdout) "
+    "VALUES (?,?,?,?,1,?,?,?,?,?,?,?,?,?,?,?)")
+_TRIGGER_SENT_SQL = "UPDATE triggers SET status='sent', decision_id=? WHERE trigger_id=?"
 
 
 @dataclass
@@ -203,17 +212,136 @@ class Engine:
             raise Conflict("no_items", "the item catalog is empty; add items with "
                            "PUT /v1/items/{item_id} or start the server with --catalog DIR")
         self.check_items(ps.item, rows)
-        held = st.held_out.mask(u)
-        allowed, reasons, today, days = guardrails.check(self.guardrails, st.sends, u, ts,
-                                                         st.fs, st.subscriptions, held)
         timing = ps.safe if self.kill_switch else ps.timing
         stmts = st.op(OP_ADVANCE, u, b)
+        held = st.held_out.mask(u)
         try:
+            if st.triggers is not None and not self.kill_switch:
+                done = self._due_triggers(rows, u, ts, stmts)
+                if done:
+                    return self._decide_rest(rows, u, ts, b, timing, done, stmts, held)
+            allowed, reasons, today, days = guardrails.check(
+                self.guardrails, st.sends, u, ts, st.fs, st.subscriptions, held)
             return self._decide(rows, u, ts, b, days, allowed, reasons, today, timing, stmts,
                                 held)
         except BaseException:
             st.pending.extend(stmts)  # the state moved: journal it with the next commit
             raise
+
+    def _decide_rest(self, rows: list[DecideRow], u: np.ndarray, ts: np.ndarray,
+                     b: np.ndarray, timing: Loaded, done: dict[int, dict[str, Any]],
+                     stmts: list[Statement], held: np.ndarray | None = None,
+                     ) -> tuple[list[dict[str, Any]], list[Statement]]:
+        """The rows a due trigger did not answer, decided as usual (after the triggers'
+        sends: those count in the guardrails); ``held``: the rows' live-holdout mask."""
+        keep = np.array([i for i in range(len(rows)) if i not in done], np.int64)
+        out: list[dict[str, Any]] = [done.get(i, {}) for i in range(len(rows))]
+        if keep.size:
+            ku, kts = u[keep], ts[keep]
+            kh = None if held is None else held[keep]
+            allowed, reasons, today, days = guardrails.check(
+                self.guardrails, self.state.sends, ku, kts, self.state.fs,
+                self.state.subscriptions, kh)
+            o, stmts = self._decide([rows[i] for i in keep.tolist()], ku, kts, b[keep], days,
+                                    allowed, reasons, today, timing, stmts, kh)
+            for i, d in zip(keep.tolist(), o, strict=True):
+                out[i] = d
+        return out, stmts
+
+    def _due_triggers(self, rows: list[DecideRow], u: np.ndarray, ts: np.ndarray,
+                      stmts: list[Statement]) -> dict[int, dict[str, Any]]:
+        """Answer the rows whose user has a due trigger that outranks the scheduled push
+        (:meth:`~pushrl.serve.triggers.ServerTriggers.resolve`: the ONE guardrails with
+        every push counted; a blocked trigger is re-queued and the row decided as usual).
+        Returns ``{row: response}`` for the rows a trigger was sent to."""
+        st = self.state
+        trig = st.triggers
+        assert trig is not None
+        stmts += trig.advance(st, int(ts.max()))
+        sel = np.flatnonzero(trig.due_users(u, ts, outranking=True))
+        if not sel.size:
+            return {}
+        done: dict[int, dict[str, Any]] = {}
+        for t in np.unique(ts[sel]).tolist():
+            idx = sel[ts[sel] == t]
+            res, s = trig.resolve(st, u[idx], int(t), self.guardrails)
+            stmts += s
+            if not res.sent:
+                continue
+            row_of = {int(u[i]): int(i) for i in idx.tolist()}
+            sends = [(tr, row_of[tr.user]) for tr in res.sent]
+            outs = self.trigger_rows([tr for tr, _ in sends], [rows[i].user_id for _, i in sends],
+                                     int(t), stmts, advance=False)
+            for (_, i), o in zip(sends, outs, strict=True):
+                if rows[i].horizon is not None:
+                    o["send_at"] = o["ts"]
+                done[i] = o
+        return done
+
+    def trigger_rows(self, sent: list[Any], user_ids: list[str], ts: int,
+                     stmts: list[Statement], *, advance: bool) -> list[dict[str, Any]]:
+        """Log the pushes of triggers being sent at ``ts`` like any push (a ``decisions`` row
+        with ``trigger_id``, the feature state's push, the guardrails' send history) and
+        return their decision bodies. A trigger without item (win-back) gets the active
+        item policy's item.
+
+        Args:
+            sent: :class:`~pushrl.rules.triggers.Trigger` s being sent (distinct users).
+            user_ids: Their user ids.
+            ts: Unix seconds of the send.
+            stmts: Journal rows (appended to).
+            advance: Move the users' feature clocks to ``ts`` first (the pull; ``decide``
+                already did).
+        """
+        st, ps = self.state, self.policies
+        trig = st.triggers
+        assert trig is not None
+        n = len(sent)
+        u = np.array([t.user for t in sent], np.int64)
+        b = np.full(n, ts // HOUR, np.int64)
+        if advance:
+            st.check_clock(u, b)
+            stmts += st.op(OP_ADVANCE, u, b)
+        raw = st.fs.features(u, b)
+        items: list[str | None] = [None if t.item is None else st.item_list[t.item].item_id
+                                   for t in sent]
+        p_item = np.ones(n)
+        item_label: list[str | None] = [None] * n
+        need = [i for i, t in enumerate(sent) if t.item is None]
+        if need:
+            ix = np.array(need, np.int64)
+            chosen, pi = self._choose_items(
+                ps.item, [DecideRow(user_ids[i], int(u[i]), ts) for i in need], u[ix], raw[ix],
+                self.rng)
+            for j, i in enumerate(need):
+                items[i], p_item[i], item_label[i] = chosen[j], pi[j], ps.item.label
+        stmts += st.op(OP_PUSH, u, b)
+        days = st.fs.local_time_at(u, np.full(n, ts, np.int64))[2].tolist()
+        label, when, record = trig.policy.label, iso(ts), st.sends.record
+        # a sent trigger's user is treated (held-out users are never sent: HELD_OUT guardrail)
+        p_hold = st.held_out.share
+        arm = None if p_hold is None else 0
+        ul, pl = u.tolist(), p_item.tolist()
+        out = []
+        for i, t in enumerate(sent):
+            record(ul[i], "", ts, days[i])
+            did = self._next_id()
+            p_arm = float(t.pscore or 1.0)
+            pscore = p_arm * pl[i]
+            reason = f"trigger:{t.kind.value}"
+            stmts.append((_TRIGGER_DECISION_SQL, (
+                did, st.next_seq(), user_ids[i], ts, items[i], pscore, p_arm, pl[i], label,
+                item_label[i], reason, raw[i].tobytes(), t.trigger_id, arm, p_hold)))
+            stmts.append((_TRIGGER_SENT_SQL, (did, t.trigger_id)))
+            out.append({"decision_id": did, "send": True, "item_id": items[i],
+                        "pscore": pscore, "p_send": p_arm, "policy": label,
+                        "item_policy": item_label[i], "reason": reason, "ts": when,
+                        "send_at": None, "trigger_id": t.trigger_id,
+                        "holdout": None if arm is None else False, "p_holdout": p_hold})
+        decisions, sends = self._counters(trig.policy.label)
+        decisions.inc(n)
+        sends.inc(n)
+        return out
 
     def check_row(self, row: DecideRow, index: int = 0) -> None:
         """Everything :meth:`decide` would refuse for this row alone (so a micro-batch can

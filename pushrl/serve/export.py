@@ -7,6 +7,11 @@ decided. Outcomes come from feedback inside the attribution window; a sent push 
 feedback has ``opened``/``clicked``/``converted``/``unsubscribed`` false and ``revenue`` 0
 (no report means it did not happen). Extra tables beside them: ``feedback`` (every report,
 late ones flagged) and ``shadow`` (shadow decisions).
+
+Behaviour triggers (pushlog v1.1, issue 16): ``pushes.trigger_id`` names the trigger a push
+was sent for (null for scheduled pushes); ``triggers`` has one row per trigger decision (its
+delay arm ``delay_h``, null = drop, with ``pscore``, the arm's probability, and its final
+``status``); ``item_updates`` the price and stock changes the server received.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import pandas as pd
 
 from pushrl.data.contract import BOOL_OUTCOMES, CTX_PREFIX
 from pushrl.data.io import Dataset, from_unix_seconds, write_dataset, write_table
-from pushrl.serve.store import LOG_FILE, connect
+from pushrl.serve.store import LOG_FILE, OP_TRIGGER_ADVANCE, connect
 
 
 def _attributes(rows: list[tuple[str, str]], key: str) -> pd.DataFrame:
@@ -42,7 +47,8 @@ def _bool(s: pd.Series) -> pd.Series:
 
 
 def read_log(state: str | Path) -> tuple[Dataset, pd.DataFrame, pd.DataFrame]:
-    """Read a state directory's log as ``(dataset, feedback, shadow)``."""
+    """Read a state directory's log as ``(dataset, feedback, shadow)`` (the dataset's
+    ``triggers`` and ``item_updates`` tables are empty when the server logged none)."""
     path = Path(state) / LOG_FILE
     if not path.exists():
         from pushrl.errors import DataError
@@ -63,10 +69,23 @@ def read_log(state: str | Path) -> tuple[Dataset, pd.DataFrame, pd.DataFrame]:
                                 "ORDER BY seq", conn)
         act["ts"] = from_unix_seconds(act["ts"].to_numpy()).to_numpy()
         act["ts"] = pd.to_datetime(act["ts"], utc=True)
+        tables = {r[0] for r in q("SELECT name FROM sqlite_master WHERE type='table'")}
+        cols = {r[1] for r in q("PRAGMA table_info(decisions)")}  # older logs lack the newer
         p = pd.read_sql_query(
             "SELECT decision_id, user_id, ts, sent, item_id, pscore, pscore_send, pscore_item, "
             "candidates, context, policy, item_policy, reason, opened, clicked, converted, "
-            "revenue, unsubscribed, holdout, p_holdout FROM decisions ORDER BY seq", conn)
+            "revenue, unsubscribed, "
+            + ", ".join(c if c in cols else f"NULL AS {c}"
+                        for c in ("holdout", "p_holdout", "trigger_id")) + " "
+            "FROM decisions ORDER BY seq", conn)
+        trig = pd.read_sql_query(
+            "SELECT trigger_id, user_id, kind, item_id, event_ts, decided_ts, delay_h, pscore, "
+            "status, decision_id, expires_ts, priority, policy FROM triggers ORDER BY seq",
+            conn) if "triggers" in tables else None
+        upd = pd.read_sql_query("SELECT item_id, ts, price, in_stock FROM item_updates ORDER BY "
+                                "seq", conn) if "item_updates" in tables else None
+        if trig is not None and len(trig):
+            trig["status"] = _final_status(conn, trig)
         fb = pd.read_sql_query("SELECT seq, decision_id, ts, late, payload FROM feedback "
                                "ORDER BY seq", conn)
         sh = pd.read_sql_query("SELECT * FROM shadow", conn)
@@ -75,10 +94,75 @@ def read_log(state: str | Path) -> tuple[Dataset, pd.DataFrame, pd.DataFrame]:
     pushes = _pushes(p)
     fb["ts"] = pd.to_datetime(fb["ts"], unit="s", utc=True)
     fb["late"] = fb["late"].astype(bool)
+    extra = {k: v for k, v in (("triggers", _triggers(trig)),
+                               ("item_updates", _item_updates(upd))) if v is not None}
     ds = Dataset(u, items, act.astype({"item_id": object}), pushes,
                  meta={"generator": "pushrl.serve",
-                       "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")})
+                       "exported_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")},
+                 **extra)
     return ds, fb, sh
+
+
+def _final_status(conn: Any, trig: pd.DataFrame) -> list[str]:
+    """Each trigger's status as of the log's last event: the server's tracker replayed from
+    the log under the rules it ran with (meta ``triggers``), so cancels and expiries, which
+    the server does not write back to the ``triggers`` rows, are exported too."""
+    from pushrl.rules.triggers import TriggerConfig
+    from pushrl.serve.triggers import replay
+
+    row = conn.execute("SELECT value FROM meta WHERE key='triggers'").fetchone()
+    if row is None:
+        return list(trig["status"])
+    users = {str(u): int(i) for i, u in conn.execute("SELECT idx, user_id FROM users")}
+    items = {str(r[0]): j for j, r in enumerate(conn.execute(
+        "SELECT item_id FROM items ORDER BY seq"))}
+    tr = replay(lambda sql: conn.execute(sql), TriggerConfig.parse(json.loads(row[0])),
+                users, items)
+    last = conn.execute(
+        "SELECT max(m) FROM (SELECT max(ts) m FROM activity UNION ALL SELECT max(ts) FROM "
+        "decisions UNION ALL SELECT max(ts) FROM item_updates UNION ALL SELECT max(arg) FROM "
+        "ops WHERE kind=?)", (OP_TRIGGER_ADVANCE,)).fetchone()[0]
+    if last is not None:
+        tr.advance(int(last))  # expiries up to the log's last event
+    out = []
+    for tid, logged in zip(trig["trigger_id"], trig["status"], strict=True):
+        t = tr.get(str(tid))
+        out.append(logged if t is None else t.status.value)
+    return out
+
+
+def _triggers(t: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The ``triggers`` table (pushlog v1.1), or None when the server logged none."""
+    if t is None or not len(t):
+        return None
+    out = pd.DataFrame({
+        "trigger_id": t["trigger_id"].astype(object),
+        "user_id": t["user_id"].astype(object),
+        "kind": t["kind"].astype(object),
+        "item_id": t["item_id"].astype(object).where(t["item_id"].notna(), None),
+        "event_ts": pd.to_datetime(t["event_ts"], unit="s", utc=True),
+        "decided_ts": pd.to_datetime(t["decided_ts"], unit="s", utc=True),
+        "delay_h": t["delay_h"].astype("Int64"),
+        "pscore": t["pscore"].astype(float),
+        "status": t["status"].astype(object),
+        "decision_id": t["decision_id"].astype(object).where(t["decision_id"].notna(), None),
+        "expires_ts": pd.to_datetime(t["expires_ts"], unit="s", utc=True),
+        "priority": t["priority"].astype("int64"),
+        "policy": t["policy"].astype(object),
+    })
+    return out.sort_values("event_ts", kind="stable").reset_index(drop=True)
+
+
+def _item_updates(t: pd.DataFrame | None) -> pd.DataFrame | None:
+    """The ``item_updates`` table (pushlog v1.1), or None when there were none."""
+    if t is None or not len(t):
+        return None
+    return pd.DataFrame({
+        "item_id": t["item_id"].astype(object),
+        "ts": pd.to_datetime(t["ts"], unit="s", utc=True),
+        "price": t["price"].astype(float),
+        "in_stock": _bool(t["in_stock"]),
+    })
 
 
 def _pushes(p: pd.DataFrame) -> pd.DataFrame:
@@ -110,6 +194,9 @@ def _pushes(p: pd.DataFrame) -> pd.DataFrame:
             col = col.map(lambda v: None if v is None else str(v)).astype(object)
         out[f"{CTX_PREFIX}{k}"] = col
     out["pscore_item"] = p["pscore_item"].astype(float)
+    if p["trigger_id"].notna().any():  # (v1 logs without triggers keep their columns)
+        out["trigger_id"] = p["trigger_id"].astype(object).where(p["trigger_id"].notna(),
+                                                                 None)
     for c in ("policy", "item_policy", "reason"):
         out[c] = p[c].astype(object)
     if p["holdout"].notna().any():  # a live holdout ran (#18): its arm and probability
@@ -132,4 +219,7 @@ def export(state: str | Path, out: str | Path) -> dict[str, Any]:
     return {"out": str(d), "users": len(ds.users), "items": len(ds.items),
             "activity": len(ds.activity), "pushes": len(ds.pushes),
             "sent": int(ds.pushes["sent"].sum()), "feedback": len(fb),
-            "late_feedback": int(fb["late"].sum()) if len(fb) else 0, "shadow": len(sh)}
+            "late_feedback": int(fb["late"].sum()) if len(fb) else 0, "shadow": len(sh),
+            "triggers": len(ds.triggers), "item_updates": len(ds.item_updates),
+            "trigger_sends": int(ds.pushes["trigger_id"].notna().sum())
+            if "trigger_id" in ds.pushes else 0}

@@ -50,6 +50,9 @@ class ServeMetrics:
         self.promotions = Counter("serve_policy_changes_total",
                                   "Policy swaps (promote, rollback, pointer change).",
                                   ["kind"], registry=r)
+        self.triggers = Counter("serve_triggers_total", "Behaviour triggers by kind and "
+                                "what happened (created, sent, requeued).", ["kind", "what"],
+                                registry=r)
         self.users = Gauge("serve_users", "Users in the feature state.", registry=r)
         self.kill_switch = Gauge("serve_kill_switch", "1 when the kill switch is on.",
                                  registry=r)

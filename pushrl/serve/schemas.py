@@ -203,6 +203,10 @@ class DecideOut(BaseModel):
                                  "false when treated; null without a holdout.")
     p_holdout: float | None = Field(None, ge=0, le=1, description="Probability of being held "
                                     "out (the holdout's share); null without a holdout.")
+    trigger_id: str | None = Field(None, description="Set when the push is a due "
+                                   "behaviour trigger (reason `trigger:<kind>`) that "
+                                   "outranked the scheduled push; `pscore` is then its delay "
+                                   "arm's probability.")
 
 
 class DecideBatchIn(_Body):
@@ -215,6 +219,96 @@ class DecideBatchOut(BaseModel):
     """Answer of ``POST /v1/decide/batch``, aligned with the requests."""
 
     decisions: list[DecideOut]
+
+
+class ItemUpdate(_Body):
+    """A change of an item's price or stock (feeds the price-drop and back-in-stock
+    triggers; logged as pushlog ``item_updates``)."""
+
+    item_id: Id
+    ts: Timestamp | None = Field(None, description="When it changed (default: now).")
+    price: float | None = Field(None, ge=0, le=1e9, description="New price (null: unchanged).")
+    in_stock: bool | None = Field(None, description="New stock status (null: unchanged).")
+
+    @model_validator(mode="after")
+    def _something(self) -> Self:
+        if self.price is None and self.in_stock is None:
+            raise ValueError("an item update needs `price` or `in_stock` (or both)")
+        return self
+
+
+class ItemUpdateBatch(_Body):
+    """Several item updates at once (applied in order, all or nothing)."""
+
+    updates: list[ItemUpdate] = Field(min_length=1, max_length=10000)
+
+
+class ItemUpdatesOut(BaseModel):
+    """Answer of ``POST /v1/items/updates``."""
+
+    accepted: int
+    triggers_created: int = Field(description="Triggers these updates created (price drop, "
+                                  "back in stock), each with its delay arm.")
+
+
+class TriggersDueIn(_Body):
+    """What a sender polls: the due behaviour-triggered sends of a batch of users."""
+
+    users: list[Id] = Field(min_length=1, max_length=10000,
+                            json_schema_extra={"uniqueItems": True},
+                            description="User ids, each once.")
+    ts: Timestamp | None = Field(None, description="The time of the poll (default: now).")
+    request_id: Id | None = Field(None, description=(
+        "Idempotency key: a retry with the same id returns the first answer again and marks "
+        "nothing twice. Without it, a second poll returns only sends not returned before."))
+
+
+class DueSend(BaseModel):
+    """One send a sender should deliver now; already logged as a push (``decision_id``)."""
+
+    trigger_id: str
+    decision_id: str = Field(description="The push row it became; report outcomes with "
+                             "POST /v1/feedback.")
+    user_id: str
+    kind: str
+    item_id: str | None
+    event_ts: dt.datetime = Field(description="When the behaviour that created it happened.")
+    delay_h: int = Field(description="The delay arm chosen at creation (hours after the event).")
+    pscore: float = Field(gt=0, le=1, description="Probability of the chosen delay arm.")
+    policy: str = Field(description="Delay policy `name@version` that chose the arm.")
+    priority: int
+
+
+class TriggersDueOut(BaseModel):
+    """Answer of ``POST /v1/triggers/due``."""
+
+    sends: list[DueSend]
+    requeued: int = Field(description="Due triggers a guardrail (quiet hours, caps, "
+                          "unsubscribed) or a higher-priority send held back: due again next "
+                          "hour until they expire.")
+    replayed: bool = Field(False, description="True when this answers a retried request_id.")
+
+
+class TriggerOut(BaseModel):
+    """One pending or finished trigger of a user."""
+
+    trigger_id: str
+    kind: str
+    item_id: str | None
+    event_ts: dt.datetime
+    expires_ts: dt.datetime
+    priority: int
+    status: str
+    delay_h: int | None = Field(description="Chosen arm (null: drop).")
+    pscore: float
+    due_ts: dt.datetime | None
+
+
+class UserTriggersOut(BaseModel):
+    """Answer of ``GET /v1/users/{user_id}/triggers``."""
+
+    user_id: str
+    triggers: list[TriggerOut]
 
 
 class FeedbackIn(_Body):

@@ -10,12 +10,14 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from pushrl.data.features import FeatureSpec
+from pushrl.errors import PushrlError
 from pushrl.policies.base import Policy
 from pushrl.serve import history, holdout, registry_ops
 from pushrl.serve.auth import KeyChecker, load_keys
@@ -30,6 +32,8 @@ from pushrl.serve.profiles import LiveProfiles
 from pushrl.serve.schemas import DecideIn, Event, FeedbackIn, set_time_window
 from pushrl.serve.state import ServerState, default_spec
 from pushrl.serve.store import OP_ACTIVITY, OP_OPEN, DurableLog, Statement
+from pushrl.serve.trigger_requests import TriggerRequests
+from pushrl.serve.triggers import ContextDelay, DelayPolicy, FixedDelay, ServerTriggers
 from pushrl.units import HOUR
 
 log = logging.getLogger("pushrl.serve")
@@ -38,14 +42,17 @@ POPULAR_FILE = "item_popularity.json"
 #: First and longest wait (s) between write probes of a failed durable log.
 RECOVER_SECONDS = (0.1, 5.0)
 OUTCOME_COLS = ("opened", "clicked", "converted", "revenue", "unsubscribed")
+#: With triggers on, larger event batches are recorded in a worker thread.
+LOOP_EVENTS = 64
 
 
 def _sec(ts: Any, now: int) -> int:
     return now if ts is None else int(ts.timestamp())
 
 
-class Server:
-    """Everything a running policy server holds.
+class Server(TriggerRequests):
+    """Everything a running policy server holds (the behaviour-trigger requests:
+    :class:`~pushrl.serve.trigger_requests.TriggerRequests`).
 
     Args:
         cfg: Configuration.
@@ -73,7 +80,8 @@ class Server:
                             fallback=True)
         self.base_spec = self._base_spec(cfg.catalog)
         self._init_popularity()
-        self.state = ServerState(self.log, policies.spec or self.base_spec)
+        self.state = ServerState(self.log, policies.spec or self.base_spec,
+                                 self._triggers(cfg))
         try:
             self.state.held_out = HeldOut(holdout.bind(self.log, cfg.holdout))
         except Exception:
@@ -96,6 +104,47 @@ class Server:
         self._recovery: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ setup
+    def _triggers(self, cfg: ServeConfig) -> ServerTriggers | None:
+        """The trigger tracker (None without ``--triggers``); its rules are kept in the
+        log's meta row ``triggers`` (what `pushrl logs export` replays them with)."""
+        if cfg.triggers is None:
+            return None
+        rules = json.dumps(cfg.triggers.to_dict(), sort_keys=True)
+        if self.log.get_meta("triggers") not in (None, rules):
+            log.warning("--triggers differs from the rules this state dir ran with: triggers "
+                        "of past events are re-created under the new rules (those without a "
+                        "logged delay arm are dropped, never sent)")
+        self.log.write([("INSERT OR REPLACE INTO meta VALUES ('triggers', ?)", (rules,))])
+        def count(kind: str, what: str, n: int) -> None:
+            self.metrics.triggers.labels(kind, what).inc(n)
+
+        return ServerTriggers(cfg.triggers, self._delay_policy(cfg),
+                              scheduled_priority=cfg.scheduled_priority, seed=cfg.seed,
+                              count=count)
+
+    def _delay_policy(self, cfg: ServeConfig) -> DelayPolicy:
+        """``--trigger-delay-policy`` (a delay baseline or a trained artifact), else the
+        fixed-delay heuristic."""
+        ref = cfg.trigger_delay_policy
+        if ref is None:
+            return FixedDelay(cfg.trigger_delay_hours)
+        from pushrl.policies.baselines import make_baseline, registry
+        from pushrl.policies.registry import load_policy, resolve, verify_artifact
+
+        if ref in registry():
+            ok, pol = ref.startswith("delay-"), make_baseline(ref)
+        else:
+            ok = "trigger_policy" in verify_artifact(resolve(ref))
+            pol = load_policy(ref)
+        if not ok:
+            raise PushrlError(f"--trigger-delay-policy {ref}: not a delay policy (a "
+                              "delay-* baseline or a `pushrl train triggers` artifact)")
+        assert cfg.triggers is not None
+        try:
+            return ContextDelay(pol, cfg.triggers, lambda: self.engine.guardrails)
+        except ValueError as exc:
+            raise PushrlError(f"--trigger-delay-policy {ref}: {exc}") from None
+
     def _popularity(self) -> np.ndarray:
         """``(n_items,)`` scores of the default most-popular item policy, in server item
         order: the smoothed logged mean reward per item of the --catalog data the state was
@@ -175,7 +224,17 @@ class Server:
         self.log.write(history.item_rows(items, category_column))
 
     def close(self) -> None:
-        """Flush and close the durable log."""
+        """Flush and close the durable log (and snapshot the trigger tracker, so the next
+        start replays only what comes after)."""
+        st = self.state
+        if st.triggers is not None and self.ready:
+            try:
+                if st.pending:  # journal rows of failed requests: written before the snapshot
+                    self.log.write(st.pending)
+                    st.pending = []
+                st.triggers.save_snapshot(st)
+            except Exception as exc:  # the journal is complete without it
+                log.warning("could not write the trigger snapshot: %s", exc)
         self.log.close()
 
     @property
@@ -269,6 +328,8 @@ class Server:
         await self.idle()
         st = self.state
         created, stmts = st.put_item(item_id, category, features)
+        if st.triggers is not None:
+            stmts += st.triggers.on_item_put(st, st.items[item_id], features, self.now())
         if not self.default_spec:
             await self.commit(stmts)
             return created
@@ -308,11 +369,45 @@ class Server:
                 start, seen = i, set()
             seen.add(ui)
         self._note_item_events(item)
-        for e, t in zip(events, ts.tolist(), strict=True):
+        trig = st.triggers
+        for e, t, ui, it in zip(events, ts.tolist(), u.tolist(), item.tolist(), strict=True):
             stmts.append(("INSERT INTO activity VALUES (?,?,?,?,?,?)",
                           (st.next_seq(), e.user_id, t, e.event, e.item_id, e.revenue)))
             self.metrics.events.labels(e.event).inc()
+            if trig is not None and (e.event == "session" or it >= 0):
+                stmts += trig.on_activity(st, ui, e.user_id, t, e.event, None if it < 0 else it)
         return stmts
+
+    async def in_worker(self, fn: Callable[[], tuple[Any, list[Statement]]],
+                        done: Callable[[], None] | None = None) -> Any:
+        """Run ``fn`` (state changes -> ``(answer, log rows)``) in a worker thread while no
+        other request touches the state, then commit; runs to its commit even if the client
+        goes away (the state has moved by then). ``done`` runs after the commit."""
+        async def run() -> Any:
+            await self.idle()
+            self.busy = busy = asyncio.get_running_loop().create_future()
+            try:
+                out, stmts = await asyncio.to_thread(fn)
+            finally:
+                self.busy = None
+                busy.set_result(None)
+            try:
+                if stmts:
+                    await self.commit(stmts)
+            finally:
+                if done is not None:
+                    done()
+            return out
+        return await asyncio.shield(asyncio.ensure_future(run()))
+
+    async def record_events(self, events: list[Event]) -> None:
+        """:meth:`events`, durable on return; with triggers on, a batch of more than
+        :data:`LOOP_EVENTS` events runs in a worker thread (the tracker works per event)."""
+        if self.state.triggers is not None and len(events) > LOOP_EVENTS:
+            await self.in_worker(lambda: (None, self.events(events)))
+            return
+        await self.idle()
+        await self.commit(self.events(events))
 
     def _note_item_events(self, item: np.ndarray) -> None:
         """Count activity events per item (the default most-popular's scores)."""

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import pandas as pd
 
@@ -28,9 +29,13 @@ from pushrl.serve.store import (
     OP_OPEN,
     OP_PUSH,
     OP_SUBSCRIPTION,
+    TRIGGER_OPS,
     DurableLog,
     Statement,
 )
+
+if TYPE_CHECKING:
+    from pushrl.serve.triggers import ServerTriggers
 
 _OP_SQL = "INSERT INTO ops(seq, kind, user_idx, bucket, arg, tz) VALUES (?,?,?,?,?,?)"
 
@@ -90,10 +95,13 @@ class ServerState:
     Args:
         log: The durable log (its ``ops`` journal is replayed by :meth:`rebuild`).
         spec: Feature pipeline parameters.
+        triggers: The behaviour-trigger tracker (None: triggers off), rebuilt with the state.
     """
 
-    def __init__(self, log: DurableLog, spec: FeatureSpec) -> None:
+    def __init__(self, log: DurableLog, spec: FeatureSpec,
+                 triggers: ServerTriggers | None = None) -> None:
         self.log = log
+        self.triggers = triggers
         self.spec = spec
         self.fs = FeatureState(spec, [], 0)
         self.users: dict[str, int] = {}
@@ -234,17 +242,18 @@ class ServerState:
         self.check_writable()
         it = Item(item_id, category, dict(features))
         idx = self.items.get(item_id)
-        created = idx is None
-        if idx is None:
-            self.items[item_id] = len(self.item_list)
-            self.item_list.append(it)
-        else:
-            self.item_list[idx] = it
+        feats = json.dumps(features, sort_keys=True)
         self._catalog = None
         self._item_cat = None
-        return created, [("INSERT OR REPLACE INTO items VALUES (?,?,?,?)",
-                          (item_id, category, json.dumps(features, sort_keys=True),
-                           self.next_seq()))]
+        if idx is not None:
+            self.item_list[idx] = it
+            # keeps its seq: a rebuild orders items by seq, so the item keeps its index
+            return False, [("UPDATE items SET category=?, features=? WHERE item_id=?",
+                            (category, feats, item_id))]
+        self.items[item_id] = len(self.item_list)
+        self.item_list.append(it)
+        return True, [("INSERT OR REPLACE INTO items VALUES (?,?,?,?)",
+                       (item_id, category, feats, self.next_seq()))]
 
     def check_clock(self, users: np.ndarray, buckets: np.ndarray, *, first: int = 0) -> None:
         """Refuse decisions earlier than a user's state (it cannot rewind)."""
@@ -304,7 +313,10 @@ class ServerState:
         subs = self.subscriptions = Subscriptions()
         if restored is not None:
             subs.set(restored.unsubscribed, False)
-        for _, kind, u, b, a, tz in log.iter_rows("SELECT * FROM ops ORDER BY seq"):
+        # (the trigger tracker's ops are its own journal: ServerTriggers.rebuild, below)
+        not_trig = ",".join(map(str, sorted(TRIGGER_OPS)))
+        for _, kind, u, b, a, tz in log.iter_rows(
+                f"SELECT * FROM ops WHERE kind NOT IN ({not_trig}) ORDER BY seq"):
             if kind == OP_SUBSCRIPTION:  # no feature changes: no flush needed
                 subs.set(u, bool(a))
                 continue
@@ -335,6 +347,8 @@ class ServerState:
             idx = self.users[uid]
             self.sends.record(idx, self.timezone(idx), ts)  # same local day as when decided
         self.seq = log.max_seq()
+        if self.triggers is not None:
+            self.triggers.rebuild(self)
 
     def _restore_history(self) -> Restored | None:
         """Start :attr:`fs` and :attr:`users` from the imported history's snapshot

@@ -47,6 +47,15 @@ CHECKPOINT_SECONDS = 0.5
 #: Ops of the feature-state journal. ``OP_SUBSCRIPTION`` (``arg`` 1 = subscribed, 0 =
 #: unsubscribed) changes no feature: it is the subscription guardrail's journal.
 OP_ADD_USER, OP_ACTIVITY, OP_ADVANCE, OP_PUSH, OP_OPEN, OP_SUBSCRIPTION = 0, 1, 2, 3, 4, 5
+#: Ops of the trigger tracker's journal (:mod:`pushrl.serve.triggers`; no feature changes).
+#: ``OP_TRIGGER_ADVANCE``: the tracker's clock moved to ``arg`` (unix s; user_idx -1);
+#: ``OP_TRIGGER_SENT``: trigger ``tz`` (its id) of user ``user_idx`` was sent at ``arg``;
+#: ``OP_TRIGGER_REQUEUE``: it was due but blocked, due again at ``arg``;
+#: ``OP_ITEM_UPDATE``: the ``item_updates`` row of seq ``arg`` was applied (item index in
+#: ``user_idx``). Activity events reach the tracker from the ``activity`` table (by seq).
+OP_TRIGGER_ADVANCE, OP_TRIGGER_SENT, OP_TRIGGER_REQUEUE, OP_ITEM_UPDATE = 6, 7, 8, 9
+TRIGGER_OPS = frozenset({OP_TRIGGER_ADVANCE, OP_TRIGGER_SENT, OP_TRIGGER_REQUEUE,
+                         OP_ITEM_UPDATE})
 #: Op kinds 10-14 are reserved for incrementality (#18); live holdouts need none (the arm is
 #: a hash of the user id and the holdout is stored in ``meta``).
 
@@ -78,7 +87,20 @@ CREATE INDEX IF NOT EXISTS feedback_decision ON feedback(decision_id);
 CREATE TABLE IF NOT EXISTS shadow (
   decision_id TEXT PRIMARY KEY, policy TEXT NOT NULL, item_policy TEXT, send INTEGER NOT NULL,
   item_id TEXT, pscore REAL NOT NULL, pscore_send REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS item_updates (
+  seq INTEGER PRIMARY KEY, item_id TEXT NOT NULL, ts INTEGER NOT NULL, price REAL,
+  in_stock INTEGER);
+CREATE TABLE IF NOT EXISTS triggers (
+  trigger_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, user_id TEXT NOT NULL, kind TEXT NOT NULL,
+  item_id TEXT, event_ts INTEGER NOT NULL, expires_ts INTEGER NOT NULL,
+  priority INTEGER NOT NULL, decided_ts INTEGER NOT NULL, delay_h INTEGER,
+  pscore REAL NOT NULL, policy TEXT NOT NULL, status TEXT NOT NULL, decision_id TEXT);
+CREATE TABLE IF NOT EXISTS trigger_pulls (
+  request_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL,
+  response TEXT NOT NULL);
 """
+#: Columns added after a table was first created (a log from an older server gains them).
+_ADDED_COLUMNS = (("decisions", "trigger_id", "TEXT"),)
 
 Statement = tuple[str, Sequence[Any]]
 
@@ -198,6 +220,11 @@ def connect(path: str | Path, *, sync: str = "full", readonly: bool = False) -> 
     return conn
 
 
+#: Tables whose rows carry a journal ``seq`` (:meth:`LogReads.max_seq`).
+_SEQ_TABLES = ("ops", "activity", "decisions", "feedback", "items", "item_updates", "triggers",
+               "trigger_pulls")
+
+
 class LogReads:
     """The read queries of the log database (on :attr:`reader`)."""
 
@@ -221,10 +248,11 @@ class LogReads:
 
     def max_seq(self) -> int:
         """Largest sequence number in the log (0 when empty)."""
-        row = self.reader.execute(
-            "SELECT max(m) FROM (SELECT max(seq) m FROM ops UNION ALL SELECT max(seq) FROM "
-            "activity UNION ALL SELECT max(seq) FROM decisions UNION ALL SELECT max(seq) FROM "
-            "feedback UNION ALL SELECT max(seq) FROM items)").fetchone()
+        have = {r[0] for r in self.reader.execute(
+            "SELECT name FROM sqlite_master WHERE type='table'")}
+        union = " UNION ALL ".join(f"SELECT max(seq) m FROM {t}" for t in _SEQ_TABLES
+                                   if t in have)  # a read-only older log lacks newer tables
+        row = self.reader.execute(f"SELECT max(m) FROM ({union})").fetchone()
         return int(row[0] or 0)
 
 
@@ -284,6 +312,10 @@ class DurableLog(LogReads):
             raise
         w = connect(self.path, sync=sync)
         w.executescript(_DDL)
+        for table, col, kind in _ADDED_COLUMNS:
+            have_cols = {r[1] for r in w.execute(f"PRAGMA table_info({table})")}
+            if col not in have_cols:
+                w.execute(f"ALTER TABLE {table} ADD COLUMN {col} {kind}")
         w.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
         # live holdouts (#18) added two columns: logs written before get them (NULL)
         cols = {r[1] for r in w.execute("PRAGMA table_info(decisions)")}

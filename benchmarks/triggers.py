@@ -1,0 +1,311 @@
+"""Learned trigger delays vs heuristics on the trigger world's truth (issue #16 target).
+
+    python benchmarks/triggers.py [--users 2000 --days 28 --seed 0] [--data DIR]
+                                  [--out benchmarks/results/triggers]
+
+1. Generates the trigger world (`pushrl data synth --world triggers`) unless ``--data``.
+2. Splits users (``--holdout-frac``, seeded: :class:`pushrl.data.split.UserSplit`), trains
+   the VW delay policy on the training users' trigger rounds (`pushrl train triggers`'s code).
+3. On the held-out users' triggers (their logged contexts), evaluates every policy with the
+   world's exact per-arm truth (``ground_truth_triggers.parquet``): expected incremental
+   conversions over organic, recovered conversions (push-attributed), sends, unsubscribes,
+   incremental revenue, by trigger kind; paired 95 % CIs of learned - fixed 1 h by a
+   bootstrap over held-out users (2000 resamples).
+4. OPE (IPW, DR with a kind x arm reward model fitted on the training users) of the learned
+   policy vs fixed 1 h on the held-out logs through :class:`pushrl.ope.DeploymentGate`.
+5. Writes ``OUT.json``, ``OUT.md`` and the delay distribution plot ``OUT_delays.png``.
+
+Target: learned >= +10 % incremental conversions vs fixed 1 h at no more sends and no more
+unsubscribes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pushrl.data.split import UserSplit
+from pushrl.data.validate import load_dataset
+from pushrl.data.worlds import world_config
+from pushrl.ope import DeploymentGate, DoublyRobust, InverseProbabilityWeighting
+from pushrl.policies.baselines import make_baseline
+from pushrl.policies.delay_data import DelayRounds, delay_rounds
+from pushrl.rules.triggers import KINDS, TriggerConfig
+from pushrl.sim.trigger_fit import TriggerSim
+from pushrl.sim.trigger_world import (
+    TRUTH_FILE,
+    WORLD_GUARDRAILS,
+    WORLD_TRIGGERS,
+    TriggerWorldParams,
+    arm_probs,
+    synthesize_triggers,
+)
+from pushrl.train.delay import train_rounds
+
+BASELINES = ("delay-fixed-1h", "delay-fixed-0h", "delay-fixed-24h", "delay-next-active-hour")
+
+
+def _values(dist: np.ndarray, truth: pd.DataFrame, arms: tuple) -> dict[str, np.ndarray]:
+    """Per-round expected outcomes of a policy's arm distribution ``(n, k)``."""
+    cols = ["drop" if a is None else str(a) for a in arms]
+    incr = truth[[f"incr_{c}" for c in cols]].to_numpy()
+    send = truth[[f"send_{c}" for c in cols]].to_numpy()
+    s_h = 1 - truth["p_organic"].to_numpy()
+    v_incr = (dist * incr).sum(1)
+    v_send = (dist * send).sum(1)
+    recovered = (dist * np.where(s_h[:, None] > 0, incr * send / s_h[:, None], 0)).sum(1)
+    return {"incremental": v_incr, "sends": v_send, "recovered": recovered,
+            "unsubscribes": v_send * truth["unsub_hazard"].to_numpy(),
+            "incremental_revenue": v_incr * truth["price"].to_numpy(),
+            "organic": truth["p_organic"].to_numpy()}
+
+
+def _paired(a: np.ndarray, b: np.ndarray, users: np.ndarray, rng: np.random.Generator,
+            n_boot: int = 2000) -> dict[str, float]:
+    """Sum difference a - b and relative difference (a/b - 1) with 95 % bootstrap CIs over
+    users."""
+    codes, uu = np.unique(users, return_inverse=True)
+    sa = np.bincount(uu, a, len(codes))
+    sb = np.bincount(uu, b, len(codes))
+    idx = rng.integers(0, len(codes), (n_boot, len(codes)))
+    da = sa[idx].sum(1)
+    db = sb[idx].sum(1)
+    diff, rel = da - db, da / np.maximum(db, 1e-12) - 1
+    return {"a": float(sa.sum()), "b": float(sb.sum()), "diff": float(sa.sum() - sb.sum()),
+            "diff_lo": float(np.quantile(diff, 0.025)), "diff_hi": float(np.quantile(diff, 0.975)),
+            "rel": float(sa.sum() / sb.sum() - 1), "rel_lo": float(np.quantile(rel, 0.025)),
+            "rel_hi": float(np.quantile(rel, 0.975))}
+
+
+def _reward_model(train: DelayRounds, test: DelayRounds) -> np.ndarray:
+    """``(n_test, k, 1)`` mean training reward per (kind, arm) (DR's model; the overall arm
+    mean where a cell is empty)."""
+    k = len(train.arms)
+    out = np.zeros((test.n_rounds, k))
+    arm_mean = np.array([train.reward[train.action == a].mean() if (train.action == a).any()
+                         else train.reward.mean() for a in range(k)])
+    for kind in np.unique(test.kind):
+        m, mt = test.kind == kind, train.kind == kind
+        for a in range(k):
+            cell = mt & (train.action == a)
+            out[m, a] = train.reward[cell].mean() if cell.sum() >= 20 else arm_mean[a]
+    return out[:, :, None]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--render", type=Path, default=None,
+                    help="only re-render OUT.md from an existing OUT.json")
+    ap.add_argument("--users", type=int, default=2000)
+    ap.add_argument("--days", type=int, default=28)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data", type=Path, default=None)
+    ap.add_argument("--holdout-frac", type=float, default=0.3)
+    ap.add_argument("--send-cost", type=float, default=0.06)
+    ap.add_argument("--passes", type=int, default=4)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/triggers"))
+    args = ap.parse_args()
+    if args.render is not None:
+        _markdown(json.loads(args.render.read_text()), args.render.with_suffix(".md"))
+        print(args.render.with_suffix(".md").read_text())
+        return
+    t0 = time.perf_counter()
+    data = args.data or Path(f"/tmp/pushrl-triggers-{args.users}x{args.days}-s{args.seed}")
+    if not (data / TRUTH_FILE).exists():
+        cfg = world_config("triggers", users=args.users, days=args.days, seed=args.seed)
+        print("generating", synthesize_triggers(data, cfg))
+    t_gen = time.perf_counter() - t0
+    config = TriggerConfig.parse(WORLD_TRIGGERS)
+    g = WORLD_GUARDRAILS
+    parts = {}
+    for part in ("train", "heldout"):
+        ds, _ = load_dataset(data, quarantine=False,
+                             split=UserSplit(args.holdout_frac, args.seed, part))
+        parts[part] = delay_rounds(ds, config, g, send_cost=args.send_cost, unsub_cost=1.0)
+    train, test = parts["train"], parts["heldout"]
+    t_rounds = time.perf_counter() - t0 - t_gen
+    t1 = time.perf_counter()
+    vw = train_rounds(train, passes=args.passes, seed=args.seed)
+    t_train = time.perf_counter() - t1
+    truth = pd.read_parquet(data / TRUTH_FILE).set_index("trigger_id").loc[test.trigger_id]
+    truth = truth.reset_index()
+    arms = test.arms
+    policies = {name: make_baseline(name) for name in BASELINES}
+    policies["learned-vw"] = vw
+    dists = {name: p.action_dist(test.context) for name, p in policies.items()}
+    logp = np.zeros((test.n_rounds, len(arms)))
+    logp[:] = arm_probs(arms, TriggerWorldParams().log_1h_share)
+    dists["logging"] = logp
+    # oracle with the same send cost (reference only: it knows the truth)
+    cols = ["drop" if a is None else str(a) for a in arms]
+    score = (truth[[f"incr_{c}" for c in cols]].to_numpy()
+             - args.send_cost * truth[[f"send_{c}" for c in cols]].to_numpy())
+    orc = np.zeros_like(score)
+    orc[np.arange(len(score)), score.argmax(1)] = 1
+    dists["oracle (truth)"] = orc
+    vals = {name: _values(d, truth, arms) for name, d in dists.items()}
+    rng = np.random.default_rng(args.seed)
+    users = test.user_id
+    summary = {}
+    for name, v in vals.items():
+        row = {k: float(x.sum()) for k, x in v.items()}
+        row["sends_per_incremental"] = row["sends"] / max(row["incremental"], 1e-12)
+        row["by_kind"] = {kind: {k: float(x[test.kind == kind].sum())
+                                 for k, x in v.items() if k != "organic"}
+                          for kind in sorted(set(test.kind))}
+        row["arm_share"] = dict(zip(cols, map(float, dists[name].mean(0)), strict=True))
+        summary[name] = row
+    base = vals["delay-fixed-1h"]
+    paired = {}
+    for name in ("learned-vw", "delay-fixed-0h", "delay-next-active-hour", "delay-fixed-24h"):
+        paired[name] = {k: _paired(vals[name][k], base[k], users, rng)
+                        for k in ("incremental", "sends", "unsubscribes", "recovered",
+                                  "incremental_revenue")}
+    # OPE + gate of learned vs fixed 1 h on the held-out logs
+    # only rounds whose conversion window ends inside the log (the rest are censored)
+    done = np.flatnonzero(test.complete)
+    model = _reward_model(train.take(np.flatnonzero(train.complete)), test)[done]
+    ope: dict = {"rounds": int(done.size)}
+    for est_name, est in (("ipw", InverseProbabilityWeighting()), ("dr", DoublyRobust())):
+        gate = DeploymentGate(estimator=est, n_bootstrap_samples=1000)
+        res = gate.evaluate(test.reward[done], test.action[done], test.pscore[done],
+                            dists["learned-vw"][done, :, None],
+                            dists["delay-fixed-1h"][done, :, None],
+                            estimated_rewards_by_reg_model=model, random_state=args.seed)
+        c = res.comparison
+        ope[est_name] = {"passed": res.passed, "failed_rules": list(res.failed_rules),
+                         "estimate_learned": c.candidate_value,
+                         "estimate_fixed_1h": c.baseline_value,
+                         "difference": c.difference, "lo": c.lower, "hi": c.upper}
+    sc, uc = args.send_cost, 1.0
+
+    def true_reward(name: str) -> float:
+        v = vals[name]
+        return float(np.mean((v["organic"] + v["incremental"] - sc * v["sends"]
+                              - uc * v["unsubscribes"])[done]))
+
+    # the simulator fitted from the training users' trigger logs, scored on held-out contexts
+    fsim = TriggerSim.fit(train.kind, train.action, train.pscore, train.converted, train.sent,
+                          train.arms)
+    fitted = {name: fsim.evaluate(d, test.kind) for name, d in dists.items()}
+    tp = TriggerWorldParams()
+    true_tau = {k.value: t for k, t in zip(KINDS, tp.tau_h, strict=True)}
+    ope["truth_reward_learned"] = true_reward("learned-vw")
+    ope["truth_reward_fixed_1h"] = true_reward("delay-fixed-1h")
+    p = paired["learned-vw"]
+    target = {"incremental_rel": p["incremental"]["rel"],
+              "incremental_rel_ci": [p["incremental"]["rel_lo"], p["incremental"]["rel_hi"]],
+              "sends_diff_ci": [p["sends"]["diff_lo"], p["sends"]["diff_hi"]],
+              "unsub_diff_ci": [p["unsubscribes"]["diff_lo"], p["unsubscribes"]["diff_hi"]],
+              "met": bool(p["incremental"]["rel_lo"] >= 0.10 - 1e-12
+                          and p["sends"]["diff"] <= 0 and p["unsubscribes"]["diff"] <= 0),
+              "met_point": bool(p["incremental"]["rel"] >= 0.10 and p["sends"]["diff"] <= 0
+                                and p["unsubscribes"]["diff"] <= 0)}
+    out = {"data": str(data), "users": args.users, "days": args.days, "seed": args.seed,
+           "holdout_frac": args.holdout_frac, "send_cost": args.send_cost,
+           "rounds": {"train": train.n_rounds, "heldout": test.n_rounds},
+           "heldout_users": len(set(users)), "target": target, "paired_vs_fixed_1h": paired,
+           "policies": summary, "ope": ope,
+           "fitted_simulator": {"model": fsim.to_dict(), "true_tau_h_at_median_user": true_tau,
+                                "policies": fitted},
+           "seconds": {"generate": t_gen, "rounds": t_rounds, "train": t_train,
+                       "total": time.perf_counter() - t0},
+           "load_avg": os.getloadavg()}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.with_suffix(".json").write_text(json.dumps(out, indent=1))
+    _plot(dists, cols, args.out.with_name(args.out.name + "_delays.png"))
+    _markdown(out, args.out.with_suffix(".md"))
+    print(args.out.with_suffix(".md").read_text())
+
+
+def _plot(dists: dict[str, np.ndarray], cols: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    names = list(dists)
+    bottom = np.zeros(len(names))
+    for j, c in enumerate(cols):
+        share = np.array([dists[n][:, j].mean() for n in names])
+        ax.barh(names, share, left=bottom, label=("drop" if c == "drop" else f"{c} h"))
+        bottom += share
+    ax.set_xlabel("share of held-out triggers")
+    ax.set_title("Trigger delay distribution by policy")
+    ax.legend(ncol=len(cols), fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def _markdown(o: dict, path: Path) -> None:
+    t = o["target"]
+    lines = ["# Trigger delays on the trigger world's truth (held-out users)\n",
+             f"`python benchmarks/triggers.py --users {o['users']} --days {o['days']} "
+             f"--seed {o['seed']}`; {o['rounds']['train']} training / {o['rounds']['heldout']} "
+             f"held-out trigger rounds ({o['heldout_users']} held-out users), send cost "
+             f"{o['send_cost']}; load avg {o['load_avg'][0]:.1f}.\n",
+             f"**Target** (learned >= +10 % incremental conversions vs fixed 1 h, no more sends "
+             f"/ unsubscribes): incremental {t['incremental_rel']:+.1%} "
+             f"[{t['incremental_rel_ci'][0]:+.1%}, {t['incremental_rel_ci'][1]:+.1%}], sends "
+             f"diff CI [{t['sends_diff_ci'][0]:.1f}, {t['sends_diff_ci'][1]:.1f}], unsub diff "
+             f"CI [{t['unsub_diff_ci'][0]:.2f}, {t['unsub_diff_ci'][1]:.2f}]: "
+             + ("met" if t["met"] else "met at the point estimate" if t["met_point"]
+                else "NOT met") +
+             ".\n",
+             "| policy | incremental conv. | recovered conv. | organic | sends | sends / incr. | "
+             "unsubs | incr. revenue |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in o["policies"].items():
+        lines.append(f"| {name} | {r['incremental']:.1f} | {r['recovered']:.1f} | "
+                     f"{r['organic']:.1f} | {r['sends']:.1f} | {r['sends_per_incremental']:.2f} "
+                     f"| {r['unsubscribes']:.2f} | {r['incremental_revenue']:.0f} |")
+    lines += ["", "Paired vs fixed 1 h (95 % bootstrap CI over held-out users):", "",
+              "| policy | incremental | sends | unsubscribes |", "|---|---|---|---|"]
+    for name, p in o["paired_vs_fixed_1h"].items():
+        i, s, u = p["incremental"], p["sends"], p["unsubscribes"]
+        lines.append(f"| {name} | {i['rel']:+.1%} [{i['rel_lo']:+.1%}, {i['rel_hi']:+.1%}] | "
+                     f"{s['rel']:+.1%} [{s['rel_lo']:+.1%}, {s['rel_hi']:+.1%}] | "
+                     f"{u['rel']:+.1%} [{u['rel_lo']:+.1%}, {u['rel_hi']:+.1%}] |")
+    lines += ["", "By kind (incremental conversions):", "",
+              "| kind | " + " | ".join(o["policies"]) + " |",
+              "|---|" + "---|" * len(o["policies"])]
+    kinds = sorted(next(iter(o["policies"].values()))["by_kind"])
+    for k in kinds:
+        lines.append(f"| {k} | " + " | ".join(f"{r['by_kind'][k]['incremental']:.1f}"
+                                             for r in o["policies"].values()) + " |")
+    fs = o["fitted_simulator"]
+    lines += ["", "Simulator fitted from the training users' trigger logs (per kind x arm; "
+              "incremental = conversion rate - the dropped triggers' rate), the same held-out "
+              "contexts:", "", "| policy | incremental (fitted) | incremental (truth) | "
+              "sends (fitted) | sends (truth) |", "|---|---|---|---|---|"]
+    for name, r in fs["policies"].items():
+        tr = o["policies"][name]
+        lines.append(f"| {name} | {r['incremental']:.1f} | {tr['incremental']:.1f} | "
+                     f"{r['sends']:.1f} | {tr['sends']:.1f} |")
+    decay = ", ".join(f"{k} {v['tau_h']:.1f} h" for k, v in fs["model"]["decay"].items())
+    lines += ["", f"Fitted intent decay (incremental ~ A exp(-delay / tau)): {decay}; the "
+              "world's tau at the median user: " + ", ".join(
+                  f"{k} {v:g} h" for k, v in fs["true_tau_h_at_median_user"].items()), ""]
+    ope = o["ope"]
+    lines += ["", f"OPE of learned vs fixed 1 h on the held-out logs ({ope.get('rounds')} rounds "
+              "whose 7-day conversion window ends inside the log; reward = converted - "
+              f"{o['send_cost']}*sent - unsubscribed; truth: learned "
+              f"{ope['truth_reward_learned']:.4f}, fixed 1 h {ope['truth_reward_fixed_1h']:.4f}):",
+              ""]
+    for est in ("ipw", "dr"):
+        e = ope[est]
+        lines.append(f"- {est}: learned {e['estimate_learned']:.4f}, fixed 1 h "
+                     f"{e['estimate_fixed_1h']:.4f}, difference {e['difference']:+.4f} "
+                     f"[{e['lo']:+.4f}, {e['hi']:+.4f}]; gate "
+                     f"{'passed' if e['passed'] else 'failed ' + ', '.join(e['failed_rules'])}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""`pushrl train triggers`: a learned trigger-delay policy (VW over delay arms) from the
+``triggers`` table of a pushlog v1.1 log."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from pushrl.cli._common import console, emit
+
+
+def command(
+    data: Path = typer.Option(..., "--data", help="pushlog v1.1 dataset directory with a "
+                              "`triggers` table (e.g. `pushrl data synth --world triggers`)"),
+    out: Path = typer.Option(..., "--out", help="registry target policies/NAME (new version)"),
+    triggers: Path | None = typer.Option(
+        None, "--triggers", help="JSON file of the [triggers] tables the log was made with "
+                                 "(default: the data's ground_truth.json, else the defaults)"),
+    holdout_frac: float = typer.Option(0.0, "--holdout-frac", help="train on the `train` part "
+                                       "of a seeded user split holding out this share (0 = all)"),
+    split_seed: int = typer.Option(0, "--split-seed", help="seed of the user split"),
+    send_cost: float = typer.Option(0.06, "--send-cost", help="reward cost of one trigger push"),
+    unsub_cost: float = typer.Option(1.0, "--unsub-cost", help="reward cost of an unsubscribe"),
+    horizon_h: int = typer.Option(168, "--horizon-h", help="conversion window after the event"),
+    passes: int = typer.Option(4, help="passes over the trigger rounds"),
+    seed: int = typer.Option(0, help="shuffle seed of the later passes"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
+) -> None:
+    """Train a VW delay policy: each logged trigger decision is a round over the arms
+    (delays then drop) with context pushrl/TriggerDelay-v1, reward converted - send_cost *
+    sent - unsub_cost * unsubscribed and the logged arm's pscore."""
+    from pushrl.data.split import UserSplit
+    from pushrl.errors import DataError
+    from pushrl.rules.triggers import TriggerConfig
+    from pushrl.train.delay import train_delay
+
+    if triggers is not None:
+        try:
+            cfg = TriggerConfig.parse(json.loads(Path(triggers).read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise DataError(f"--triggers {triggers}: cannot read a JSON object ({e})") from None
+    else:
+        gt = Path(data) / "ground_truth.json"
+        doc = json.loads(gt.read_text()) if gt.exists() else {}
+        cfg = TriggerConfig.parse(doc.get("triggers", {}).get("config"))
+    split = UserSplit(holdout_frac, split_seed, "train") if holdout_frac > 0 else None
+    res = train_delay(data, out=out, triggers=cfg, split=split, send_cost=send_cost,
+                      unsub_cost=unsub_cost, horizon_h=horizon_h, passes=passes, seed=seed)
+    summary = {"artifact": str(res.artifact), **res.metrics}
+    if as_json:
+        emit(summary, True)
+    else:
+        console.print(f"trained delay policy on {int(res.metrics['train/rounds']):,} trigger "
+                      f"rounds in {res.metrics['train/seconds']:.1f} s -> {res.artifact}")

@@ -1,0 +1,173 @@
+"""The server's behaviour-trigger requests (issue 16): item updates, the due-sends pull and
+a user's pending triggers. The state changes go through
+:class:`~pushrl.serve.triggers.ServerTriggers` and the engine's push rows
+(:meth:`~pushrl.serve.engine.Engine.trigger_rows`); :class:`~pushrl.serve.server.Server`
+mixes this class in.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import numpy as np
+
+from pushrl.serve.engine import Engine, iso
+from pushrl.serve.errors import Conflict, Unprocessable
+from pushrl.serve.schemas import ItemUpdate, TriggersDueIn
+from pushrl.serve.state import ServerState
+from pushrl.serve.store import DurableLog, Statement
+from pushrl.units import HOUR
+
+
+def _sec(ts: Any, now: int) -> int:
+    return now if ts is None else int(ts.timestamp())
+
+
+class TriggerRequests:
+    """Trigger requests of a :class:`~pushrl.serve.server.Server` (which provides the
+    attributes below)."""
+
+    state: ServerState
+    engine: Engine
+    log: DurableLog
+    in_worker: Callable[..., Awaitable[Any]]
+
+    def now(self) -> int:
+        """Unix seconds (the server's clock)."""
+        raise NotImplementedError
+
+    def item_updates(self, updates: list[ItemUpdate]) -> tuple[dict[str, Any], list[Statement]]:
+        """Record price / stock changes (all validated before any is applied); with
+        ``--triggers`` they create price-drop and back-in-stock triggers."""
+        st, now = self.state, self.now()
+        idx = [st.item_index(x.item_id) for x in updates]
+        st.check_writable()
+        trig = st.triggers
+        stmts: list[Statement] = []
+        created = 0
+        for x, i in zip(updates, idx, strict=True):
+            t = _sec(x.ts, now)
+            stmts.append(("INSERT INTO item_updates VALUES (?,?,?,?,?)", (
+                st.next_seq(), x.item_id, t, x.price,
+                None if x.in_stock is None else int(x.in_stock))))
+            if trig is not None:
+                got = trig.on_item_update(st, i, t, x.price, x.in_stock)
+                created += len(got)
+                stmts += got
+        return {"accepted": len(updates), "triggers_created": created}, stmts
+
+    def triggers_off(self) -> Conflict:
+        """The error of a trigger request on a server without ``--triggers``."""
+        return Conflict("triggers_off", "this server runs without behaviour triggers; start "
+                        "it with `pushrl serve --triggers FILE` (a TOML with [triggers.cart] "
+                        "etc., or `default`)")
+
+    def triggers_due(self, req: TriggersDueIn) -> tuple[dict[str, Any], list[Statement]]:
+        """The due triggered sends of ``req.users`` at ``req.ts`` (what a sender polls):
+        each logged as a push and marked sent before the answer (a second poll does not
+        return it again; a retry with the same ``request_id`` gets the first answer)."""
+        st = self.state
+        trig = st.triggers
+        if trig is None:
+            raise self.triggers_off()
+        ts = _sec(req.ts, self.now())
+        if req.request_id is not None:
+            got = self._pulled(req.request_id, req.users, ts)
+            if got is not None:
+                return {**got, "replayed": True}, []
+        users = np.array([st.user_index(x) for x in req.users], np.int64)
+        if np.unique(users).size != users.size:
+            raise Unprocessable("duplicate_user", "`users` lists a user twice; list each once")
+        lag = st.fs.clock(users) - ts // HOUR
+        if (lag > 0).any():
+            i = int(np.flatnonzero(lag > 0)[0])
+            raise Conflict("time_before_state", f"users[{i}] ({req.users[i]!r}): the poll's "
+                           f"ts is {int(lag[i])} h before the user's state (a later event or "
+                           "decision was recorded); poll with the current time")
+        st.check_writable()
+        out: dict[str, Any] = {"sends": [], "requeued": 0, "replayed": False}
+        stmts: list[Statement] = []
+        if not self.engine.kill_switch:
+            try:
+                self._resolve_due(users, ts, out, stmts)
+            except BaseException:
+                st.pending.extend(stmts)  # applied to the state: journal it anyway
+                raise
+        if req.request_id is not None:
+            key = {"users": req.users, "ts": ts}
+            trig.pulls[req.request_id] = {"key": key, "out": out}
+            stmts.append(("INSERT INTO trigger_pulls VALUES (?,?,?,?)", (
+                req.request_id, st.next_seq(), ts, json.dumps({"key": key, "out": out}))))
+        return out, stmts
+
+    def _resolve_due(self, users: np.ndarray, ts: int, out: dict[str, Any],
+                     stmts: list[Statement]) -> None:
+        st = self.state
+        trig = st.triggers
+        assert trig is not None
+        stmts += trig.advance(st, ts)
+        has = trig.tracker.has_open
+        cand = users[[has(u) for u in users.tolist()]]  # resolve_due skips the not due
+        if not cand.size:
+            return
+        res, s = trig.resolve(st, cand, ts, self.engine.guardrails)
+        stmts += s
+        out["requeued"] = len(res.requeued)
+        if not res.sent:
+            return
+        ids = [trig.user_ids.get(t.user, "") for t in res.sent]
+        bodies = self.engine.trigger_rows(res.sent, ids, ts, stmts, advance=True)
+        for t, uid, body in zip(res.sent, ids, bodies, strict=True):
+            out["sends"].append({
+                "trigger_id": t.trigger_id, "decision_id": body["decision_id"],
+                "user_id": uid, "kind": t.kind.value, "item_id": body["item_id"],
+                "event_ts": iso(t.event_ts), "delay_h": t.delay_h, "pscore": body["pscore"],
+                "policy": body["policy"], "priority": t.priority})
+
+    def _pulled(self, request_id: str, users: list[str], ts: int) -> dict[str, Any] | None:
+        """The stored answer of a pull with this ``request_id`` (None: a new one)."""
+        trig = self.state.triggers
+        assert trig is not None
+        got = trig.pulls.get(request_id)
+        if got is None:
+            row = self.log.query("SELECT response FROM trigger_pulls WHERE request_id=?",
+                                 (request_id,))
+            got = json.loads(row[0][0]) if row else None
+        if got is None:
+            return None
+        if got["key"] != {"users": users, "ts": ts}:
+            raise Conflict("request_id_reused", f"request_id {request_id!r} was used for "
+                           "another poll (other users or ts); use a new id per poll and the "
+                           "same id only for its retries")
+        return dict(got["out"])
+
+    def pull_done(self, request_id: str | None) -> None:
+        """Forget the in-memory answer of a pull once it is durable."""
+        trig = self.state.triggers
+        if request_id is not None and trig is not None:
+            trig.pulls.pop(request_id, None)
+
+    async def triggers_due_async(self, req: TriggersDueIn) -> dict[str, Any]:
+        """:meth:`triggers_due` in a worker thread (10k users: tens of ms), then commit."""
+        out: dict[str, Any] = await self.in_worker(lambda: self.triggers_due(req),
+                                                   lambda: self.pull_done(req.request_id))
+        return out
+
+    def user_triggers(self, user_id: str) -> dict[str, Any]:
+        """A user's open (pending) triggers, in sending order."""
+        st = self.state
+        trig = st.triggers
+        if trig is None:
+            raise self.triggers_off()
+        u = st.user_index(user_id)
+        out = []
+        for t in trig.tracker.open(u):
+            out.append({"trigger_id": t.trigger_id, "kind": t.kind.value,
+                        "item_id": None if t.item is None else st.item_list[t.item].item_id,
+                        "event_ts": iso(t.event_ts), "expires_ts": iso(t.expires_ts),
+                        "priority": t.priority, "status": t.status.value,
+                        "delay_h": t.delay_h, "pscore": t.pscore or 1.0,
+                        "due_ts": None if t.due_ts is None else iso(t.due_ts)})
+        return {"user_id": user_id, "triggers": out}

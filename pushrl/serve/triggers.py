@@ -1,0 +1,461 @@
+"""Behaviour-triggered pushes in the server (issue 16): durable pending triggers, the
+due-sends pull, and one send budget with the scheduled pushes.
+
+The rules (when a trigger exists, is cancelled, expires, which due trigger goes first and how
+it meets the guardrails) are :mod:`pushrl.rules.triggers`; this module only feeds its
+:class:`~pushrl.rules.triggers.TriggerTracker` with the server's events and journals what it
+did, so a restart rebuilds the same tracker:
+
+- activity events reach the tracker in the order of the ``activity`` table (``seq``), item
+  updates in the order of ``item_updates``; an item's price / stock set by ``PUT
+  /v1/items`` is op :data:`~pushrl.serve.store.OP_ITEM_UPDATE`;
+- every trigger created gets its delay arm from the active :class:`DelayPolicy` at once and
+  is a ``triggers`` row (arm, probability, policy) in the same commit as the event that
+  created it; a replay re-creates the same trigger (deterministic ids) and re-applies the
+  logged arm, never a new draw;
+- the tracker's clock moves by op :data:`~pushrl.serve.store.OP_TRIGGER_ADVANCE` (win-back,
+  waited carts and expiry happen there); a send is a normal ``decisions`` row with
+  ``trigger_id`` plus op :data:`~pushrl.serve.store.OP_TRIGGER_SENT`; a due trigger held back
+  by a guardrail or a higher priority one is op :data:`~pushrl.serve.store.OP_TRIGGER_REQUEUE`.
+
+Everything is applied before the request's commit and answered only after it (the server's
+group commit), so an acknowledged send or pending trigger survives ``kill -9``.
+
+A triggered push counts in the same guardrail counters as a scheduled one (the send history
+and the feature state's ``sends_7d``), and :meth:`ServerTriggers.preempt` lets ``decide``
+answer with a due trigger whose priority is above :attr:`ServerTriggers.scheduled_priority`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import logging
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from pushrl.errors import DataError
+from pushrl.rules.guardrails import Guardrails
+from pushrl.rules.triggers import (
+    DueResolution,
+    Trigger,
+    TriggerConfig,
+    TriggerDef,
+    TriggerTracker,
+)
+from pushrl.serve.store import (
+    OP_ITEM_UPDATE,
+    OP_TRIGGER_ADVANCE,
+    OP_TRIGGER_REQUEUE,
+    OP_TRIGGER_SENT,
+    TRIGGER_OPS,
+    Statement,
+)
+from pushrl.units import HOUR
+
+if TYPE_CHECKING:
+    from pushrl.serve.state import ServerState
+
+log = logging.getLogger("pushrl.serve")
+
+_OP_SQL = "INSERT INTO ops(seq, kind, user_idx, bucket, arg, tz) VALUES (?,?,?,?,?,?)"
+_TRIGGER_SQL = ("INSERT OR IGNORE INTO triggers(trigger_id, seq, user_id, kind, item_id, "
+                "event_ts, expires_ts, priority, decided_ts, delay_h, pscore, policy, status, "
+                "decision_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+_SENT_SQL = "UPDATE triggers SET status='sent', decision_id=? WHERE trigger_id=?"
+#: ``arg`` of an :data:`OP_ITEM_UPDATE` op: stock unknown / out / in.
+_STOCK = {None: -1, False: 0, True: 1}
+
+
+class DelayPolicy(Protocol):
+    """Chooses a new trigger's delay arm (hours after its event, or None = drop)."""
+
+    @property
+    def label(self) -> str:
+        """``name@version`` (logged with every arm)."""
+        ...
+
+    def choose(self, trigger: Trigger, rule: TriggerDef, rng: np.random.Generator,
+               st: ServerState) -> tuple[int | None, float]:
+        """``(arm, probability of that arm)`` for ``trigger`` (``rule``: its kind's rule;
+        ``st``: the server's state, the event already recorded)."""
+        ...
+
+
+@dataclass(frozen=True)
+class FixedDelay:
+    """The heuristic every commercial tool uses: send ``hours`` after the event (the kind's
+    arm closest to it; ties go to the shorter). Deterministic: probability 1."""
+
+    hours: int = 1
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "label", f"fixed-{self.hours}h@heuristic")
+
+    def choose(self, trigger: Trigger, rule: TriggerDef, rng: np.random.Generator,
+               st: ServerState) -> tuple[int | None, float]:
+        arm = min(rule.delays_h, key=lambda d: (abs(d - self.hours), d))
+        return arm, 1.0
+
+
+class ContextDelay:
+    """A delay policy over the one delay context (``pushrl/TriggerDelay-v1``,
+    :func:`pushrl.sim.trigger_context.delay_context`): a trained artifact (``pushrl train
+    triggers``, VW over the arms) or a delay baseline (``delay-next-active-hour`` ...).
+
+    The context is built from the server's live feature state at the user's clock (the
+    event is recorded first; in a batch, a user's later events of the batch are recorded
+    before its earlier events' triggers are decided) and the catalog's item columns
+    (:func:`~pushrl.sim.trigger_context.item_columns`: category, price vs the median).
+
+    Args:
+        policy: An item-style policy over the arms (``decide_batch`` on an ItemContext).
+        config: The trigger rules (every enabled kind must share one ``delays_h``).
+        guardrails: The guardrails the send times skip quiet hours with (called per
+            decision: the server's effective guardrails).
+
+    Raises:
+        ValueError: the enabled kinds have different arms.
+    """
+
+    def __init__(self, policy: Any, config: TriggerConfig,
+                 guardrails: Callable[[], Guardrails]) -> None:
+        from pushrl.sim.trigger_context import common_arms
+
+        self.policy = policy
+        self.arms = common_arms(config)
+        self.guardrails = guardrails
+        self.label = f"{policy.name}@{getattr(policy, 'version', None) or 'baseline'}"
+        self._items: tuple[Any, np.ndarray, np.ndarray] | None = None
+
+    def _item_columns(self, st: ServerState) -> tuple[np.ndarray, np.ndarray]:
+        """The catalog's delay-context item inputs
+        (:func:`~pushrl.sim.trigger_context.item_columns`), recomputed when it changes."""
+        from pushrl.sim.trigger_context import item_columns
+
+        catalog = st.catalog
+        if self._items is None or self._items[0] is not catalog:
+            self._items = (catalog, *item_columns(st.items_frame(), st.spec))
+        return self._items[1], self._items[2]
+
+    def choose(self, trigger: Trigger, rule: TriggerDef, rng: np.random.Generator,
+               st: ServerState) -> tuple[int | None, float]:
+        from pushrl.sim.trigger_context import delay_context
+
+        u = np.array([trigger.user], np.int64)
+        cats, ratios = self._item_columns(st)
+        item = trigger.item
+        cat, ratio = (-1, 0.0) if item is None else (int(cats[item]), float(ratios[item]))
+        raw = st.fs.features(u, st.fs.clock(u))  # the clock: never rewinds the state
+        ctx = delay_context(st.fs, u, np.array([trigger.event_ts]),
+                            np.array([trigger.kind.value]), np.array([cat]),
+                            np.array([ratio]), self.arms, self.guardrails(), features=raw)
+        d = self.policy.decide_batch(ctx, rng)
+        return self.arms[int(d.action[0])], float(d.pscore[0])
+
+
+@dataclass
+class PendingSend:
+    """A trigger that is being sent now (its decision row is written by the caller)."""
+
+    trigger: Trigger
+    user_id: str
+    item_id: str | None
+
+
+class ServerTriggers:
+    """The server's trigger tracker, its delay policy and their journal.
+
+    Args:
+        config: The trigger rules (``pushrl serve --triggers``).
+        policy: The delay policy (default: :class:`FixedDelay` 1 h).
+        scheduled_priority: ``decide`` answers with a due trigger only when its priority is
+            above this (the scheduled push's priority; 0: every default kind outranks it).
+        seed: Seed of the delay policy's random draws.
+    """
+
+    def __init__(self, config: TriggerConfig, policy: DelayPolicy | None = None, *,
+                 scheduled_priority: int = 0, seed: int | None = None,
+                 count: Callable[[str, str, int], None] | None = None) -> None:
+        self.config = config
+        #: ``count(kind, what, n)``: metrics hook (created / sent / requeued).
+        self.count = count or (lambda kind, what, n: None)
+        self.policy: DelayPolicy = policy or FixedDelay()
+        self.scheduled_priority = scheduled_priority
+        self.rng = np.random.default_rng(seed)
+        self.tracker = TriggerTracker(config)
+        #: user index -> user id (for rows), filled from the users table and new users.
+        self.user_ids: dict[int, str] = {}
+        #: request_id -> answer of a due pull not yet known to be durable (retries).
+        self.pulls: dict[str, dict[str, Any]] = {}
+
+    # ------------------------------------------------------------------ live
+    def _decide_new(self, st: ServerState, created: list[Trigger], ts: int
+                    ) -> list[Statement]:
+        """Choose and record the arm of each new open trigger; its ``triggers`` row."""
+        out: list[Statement] = []
+        for t in created:
+            if not t.is_open:  # e.g. a win-back already ended by the event that created it
+                out.append(self._row(st, t, ts, None, 1.0, "cancelled"))
+                continue
+            arm, p = self.policy.choose(t, self.config[t.kind], self.rng, st)
+            new = self.tracker.decide(t.trigger_id, arm, p, ts)
+            self.count(t.kind.value, "created", 1)
+            out.append(self._row(st, new, ts, arm, p, new.status.value))
+        return out
+
+    def _row(self, st: ServerState, t: Trigger, ts: int, arm: int | None, p: float,
+             status: str) -> Statement:
+        item = None if t.item is None else st.item_list[t.item].item_id
+        return (_TRIGGER_SQL, (t.trigger_id, st.next_seq(), self.user_ids.get(t.user, ""),
+                               t.kind.value, item, t.event_ts, t.expires_ts, t.priority, ts,
+                               arm, p, self.policy.label, status, None))
+
+    def on_activity(self, st: ServerState, user: int, user_id: str, ts: int, event: str,
+                    item: int | None) -> list[Statement]:
+        """Feed one activity event (call right after its ``activity`` row got its seq)."""
+        self.user_ids[user] = user_id
+        created = self.tracker.observe_activity(user, ts, event, item)
+        return self._decide_new(st, created, ts) if created else []
+
+    def on_item_update(self, st: ServerState, item: int, ts: int, price: float | None,
+                       in_stock: bool | None) -> list[Statement]:
+        """Feed one item update (call right after its ``item_updates`` row got its seq)."""
+        created = self.tracker.observe_item_update(item, ts, price, in_stock)
+        return self._decide_new(st, created, ts) if created else []
+
+    def on_item_put(self, st: ServerState, item: int, features: dict[str, Any],
+                    ts: int) -> list[Statement]:
+        """``PUT /v1/items`` with ``price`` / ``in_stock`` features: the item's known state
+        (creates no trigger)."""
+        price, stock = _item_state(features)
+        if price is None and stock is None:
+            return []
+        self.tracker.set_item(item, price, stock)
+        return [(_OP_SQL, (st.next_seq(), OP_ITEM_UPDATE, item, ts // HOUR, _STOCK[stock],
+                           None if price is None else repr(price)))]
+
+    def advance(self, st: ServerState, ts: int) -> list[Statement]:
+        """Move the tracker's clock to ``ts`` (win-back, waited carts, expiry)."""
+        if self.tracker.now is not None and ts <= self.tracker.now:
+            return []
+        created = self.tracker.advance(ts)
+        stmts: list[Statement] = [(_OP_SQL, (st.next_seq(), OP_TRIGGER_ADVANCE, -1,
+                                             ts // HOUR, ts, None))]
+        return stmts + self._decide_new(st, created, ts)
+
+    def due_users(self, users: np.ndarray, ts: np.ndarray | int, *,
+                  outranking: bool = False) -> np.ndarray:
+        """``(k,)`` bool: user ``users[i]`` has a trigger due at ``ts`` (scalar or ``(k,)``;
+        ``outranking``: one whose priority is above :attr:`scheduled_priority`)."""
+        tr = self.tracker
+        out = np.zeros(len(users), bool)
+        ul = users.tolist()
+        has = [i for i, u in enumerate(ul) if tr.has_open(u)]
+        if not has:
+            return out
+        t = np.broadcast_to(np.asarray(ts, np.int64), users.shape).tolist()
+        for i in has:
+            due = tr.due(ul[i], t[i])
+            out[i] = bool(due) and (not outranking or due[0].priority > self.scheduled_priority)
+        return out
+
+    def resolve(self, st: ServerState, users: np.ndarray, ts: int, guardrails: Guardrails
+                ) -> tuple[DueResolution, list[Statement]]:
+        """Send or re-queue the triggers of ``users`` due at ``ts`` against the ONE
+        guardrails with the server's counters (every push counts); journals it. The caller
+        writes a decision row per sent trigger
+        (:meth:`~pushrl.serve.engine.Engine.trigger_rows`)."""
+        hours, _, days = st.fs.local_time_at(users, np.full(len(users), ts, np.int64))
+        today, week = st.sends.counts(users, np.full(len(users), ts // HOUR), days)
+        res = self.tracker.resolve_due(ts, users.tolist(), guardrails, hours, today, week,
+                                       st.subscriptions.mask(users),
+                                       held_out=st.held_out.mask(users))
+        st.check_writable()
+        seq, b = st.seq, ts // HOUR  # one block of seq numbers (next_seq per row costs)
+        stmts: list[Statement] = [
+            (_OP_SQL, (seq + j, OP_TRIGGER_SENT, t.user, b, ts, t.trigger_id))
+            for j, t in enumerate(res.sent, 1)]
+        seq += len(res.sent)
+        stmts += [(_OP_SQL, (seq + j, OP_TRIGGER_REQUEUE, t.user, b, int(t.due_ts or 0),
+                             t.trigger_id)) for j, t in enumerate(res.requeued, 1)]
+        st.seq = seq + len(res.requeued)
+        for what, ts_ in (("sent", res.sent), ("requeued", res.requeued)):
+            for kind, n in Counter(t.kind.value for t in ts_).items():
+                self.count(kind, what, n)
+        return res, stmts
+
+    # ------------------------------------------------------------------ restart
+    def rebuild(self, st: ServerState) -> None:
+        """Rebuild the tracker from the durable log (after the feature state: items and
+        users are known): from the snapshot of the last clean shutdown
+        (:meth:`save_snapshot`) when it matches the log, replaying only the journal after
+        it, else from the start."""
+        self.user_ids = {int(i): str(u) for i, u in
+                         st.log.iter_rows("SELECT idx, user_id FROM users")}
+        start, after = self._load_snapshot(st)
+        self.tracker = replay(st.log.iter_rows, self.config, st.users, st.items,
+                              start=start, after=after)
+        self.pulls.clear()
+
+    def save_snapshot(self, st: ServerState) -> None:
+        """Write the tracker as of the log's last seq (clean shutdown; atomic)."""
+        body = json.dumps(self.tracker.to_dict(), sort_keys=True)
+        snap = {"format": SNAPSHOT_FORMAT, "seq": st.seq, "n_activity": _count(st, st.seq),
+                "sha256": hashlib.sha256(body.encode()).hexdigest(), "tracker": body}
+        path = st.log.dir / SNAPSHOT_FILE
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(snap))
+        tmp.replace(path)
+
+    def _load_snapshot(self, st: ServerState) -> tuple[TriggerTracker | None, int]:
+        """``(tracker, seq)`` of a snapshot that matches the log and the rules, else
+        ``(None, 0)`` (then the whole journal is replayed; the reason is logged)."""
+        path = st.log.dir / SNAPSHOT_FILE
+        if not path.exists():
+            return None, 0
+        why = None
+        try:
+            snap = json.loads(path.read_text())
+            body, seq = snap["tracker"], int(snap["seq"])
+            if snap.get("format") != SNAPSHOT_FORMAT:
+                why = f"format {snap.get('format')!r}"
+            elif hashlib.sha256(body.encode()).hexdigest() != snap["sha256"]:
+                why = "checksum mismatch"
+            elif seq > st.log.max_seq() or _count(st, seq) != snap["n_activity"]:
+                why = "it does not match the log (restored from a backup?)"
+            else:
+                tr = TriggerTracker.from_dict(json.loads(body))
+                if tr.config != self.config:
+                    why = "other trigger rules (--triggers changed)"
+                else:
+                    return tr, seq
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            why = f"unreadable ({type(exc).__name__}: {exc})"
+        log.warning("trigger snapshot %s not used (%s): replaying the whole journal", path, why)
+        return None, 0
+
+
+Rows = Callable[[str], Iterable[tuple[Any, ...]]]
+
+
+def replay(rows: Rows, config: TriggerConfig, users: Mapping[str, int],
+           items: Mapping[str, int], *, start: TriggerTracker | None = None,
+           after: int = 0) -> TriggerTracker:
+    """The tracker a server built, from its durable log (:func:`journal` order). Arms come
+    from the ``triggers`` rows, never from a new draw; a re-created trigger without a
+    logged arm (the log was written under another trigger config) is dropped, never sent.
+
+    Args:
+        rows: Runs a read query, returns its rows (``DurableLog.iter_rows``).
+        config: The trigger rules the server runs with.
+        users: ``{user_id: user index}``.
+        items: ``{item_id: catalog index}``.
+        start: The tracker as of seq ``after`` (a snapshot), else a new one.
+        after: Replay only the journal after this seq.
+    """
+    arms = {r[0]: (r[1], r[2], r[3]) for r in rows(
+        f"SELECT trigger_id, delay_h, pscore, decided_ts FROM triggers WHERE seq > {int(after)}")}
+    rep = _Replay(start or TriggerTracker(config), arms, users, items)
+    for row in journal(rows, after):
+        rep.apply(row)
+    if rep.n_missing:
+        log.warning("%d triggers re-created from the log have no logged delay arm (the "
+                    "trigger config changed): dropped, never sent", rep.n_missing)
+    return rep.tr
+
+
+@dataclass
+class _Replay:
+    """Applies journal rows (:func:`journal`) to a tracker."""
+
+    tr: TriggerTracker
+    arms: dict[str, tuple[int | None, float, int]]
+    users: Mapping[str, int]
+    items: Mapping[str, int]
+    n_missing: int = 0
+
+    def decide(self, created: list[Trigger]) -> None:
+        """Re-apply the logged arms of re-created triggers."""
+        for t in created:
+            if not t.is_open:
+                continue
+            got = self.arms.get(t.trigger_id)
+            try:
+                if got is None:
+                    raise DataError("not logged")
+                self.tr.decide(t.trigger_id, got[0], float(got[1]), int(got[2]))
+            except DataError:
+                self.n_missing += 1
+                self.tr.decide(t.trigger_id, None, 1.0, t.event_ts)
+
+    def apply(self, row: tuple[Any, ...]) -> None:
+        """One journal row."""
+        tr, kind = self.tr, row[1]
+        if kind == _ACTIVITY:
+            _, _, uid, ts, event, item_id = row
+            u = self.users.get(uid)
+            item = None if item_id is None else self.items.get(item_id)
+            if u is not None and (event == "session" or item is not None):
+                self.decide(tr.observe_activity(u, int(ts), event, item))
+        elif kind == _UPDATE:
+            _, _, item_id, ts, price, stock = row
+            item = self.items.get(item_id)
+            if item is not None:
+                self.decide(tr.observe_item_update(item, int(ts), price,
+                                                   None if stock is None else bool(stock)))
+        elif kind == OP_TRIGGER_ADVANCE:
+            self.decide(tr.advance(int(row[4])))
+        elif kind in (OP_TRIGGER_SENT, OP_TRIGGER_REQUEUE):
+            t = tr.get(str(row[5]))
+            if t is not None and t.is_open:
+                if kind == OP_TRIGGER_SENT:
+                    tr.mark_sent(t.trigger_id, int(row[4]))
+                else:
+                    tr.requeue(t.trigger_id, int(row[4]))
+        elif kind == OP_ITEM_UPDATE:
+            tr.set_item(int(row[2]), None if row[5] is None else float(row[5]),
+                        None if row[4] < 0 else bool(row[4]))
+
+
+_ACTIVITY, _UPDATE = -1, -2  # journal row kinds of the activity and item_updates tables
+SNAPSHOT_FILE = "triggers_snapshot.json"
+SNAPSHOT_FORMAT = "pushrl/trigger-snapshot/v1"
+
+
+def _count(st: ServerState, seq: int) -> int:
+    """Activity rows up to ``seq`` (a snapshot's fingerprint of the log it was taken on)."""
+    return int(st.log.query("SELECT count(*) FROM activity WHERE seq <= ?", (seq,))[0][0])
+
+
+def _item_state(features: dict[str, Any]) -> tuple[float | None, bool | None]:
+    """``price`` / ``in_stock`` of an item's features (None: not given or not a value)."""
+    p, s = features.get("price"), features.get("in_stock")
+    price = float(p) if isinstance(p, int | float) and not isinstance(p, bool) else None
+    stock = s if isinstance(s, bool) else None
+    return price, stock
+
+
+def journal(rows: Rows, after: int = 0) -> Iterator[tuple[Any, ...]]:
+    """The tracker's inputs in the order they were applied: activity rows (kind
+    ``_ACTIVITY``), item updates (``_UPDATE``) and trigger ops, merged by ``seq``, those
+    after seq ``after``. Rows: ``(seq, kind, a, b, c, d)``."""
+    a = int(after)
+    act = ((s, _ACTIVITY, u, t, e, i) for s, u, t, e, i in rows(
+        f"SELECT seq, user_id, ts, event, item_id FROM activity WHERE seq > {a} ORDER BY seq"))
+    upd = ((s, _UPDATE, i, t, p, k) for s, i, t, p, k in rows(
+        f"SELECT seq, item_id, ts, price, in_stock FROM item_updates WHERE seq > {a} "
+        "ORDER BY seq"))
+    kinds = ",".join(str(k) for k in sorted(TRIGGER_OPS))
+    ops = ((s, k, u, b, a, tz) for s, k, u, b, a, tz in rows(
+        f"SELECT seq, kind, user_idx, bucket, arg, tz FROM ops WHERE kind IN ({kinds}) "
+        f"AND seq > {a} ORDER BY seq"))
+    return heapq.merge(act, upd, ops, key=lambda r: r[0])
+
+

@@ -1,0 +1,131 @@
+"""The one delay-decision context (``pushrl/TriggerDelay-v1``): what a delay policy sees when
+a trigger is created.
+
+A delay decision is an item-style decision over the kind's arms (``delays_h`` then drop),
+so it reuses :class:`~pushrl.data.item_context.ItemContext` and every item policy machinery
+(VW ``cb_explore_adf`` via :class:`~pushrl.policies.vw.VWItemPolicy`, OPE over candidates):
+
+* ``shared`` = :func:`~pushrl.data.features.encode` of the user's pipeline features at the
+  event's bucket (``FeatureState.features(user, bucket_of(event_ts))``: events before the
+  bucket only), then the trigger columns :data:`TRIGGER_NAMES`: the kind one-hot, the log
+  price ratio of the item (vs the catalog median; 0 without item), the user's pipeline
+  affinity to the item's category (:meth:`FeatureState.affinity`, the item context's
+  ``affinity``; 1 without item) as a log, and the local hour of the event (sin/cos).
+* ``candidates`` = arm indices ``0 .. k-1`` (the arms are the "catalog", ids
+  :func:`arm_ids`); ``candidate_features`` = the static arm columns :data:`ARM_STATIC`
+  (log1p of the delay, drop flag) then the per-round columns :data:`ARM_DYNAMIC`: the log
+  relative activity of the user at the local hour-of-week the arm would send at
+  (:func:`~pushrl.sim.trigger_send.send_times`, quiet hours skipped; from
+  :meth:`FeatureState.hour_of_week_profile`), the days until that send, and whether quiet
+  hours pushed it back (0 for drop).
+
+The simulator, the log's trigger rounds (:mod:`pushrl.policies.delay_data`) and a server
+call :func:`delay_context`, so a policy sees the same columns wherever it runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pushrl.data.features import ENCODED_NAMES, FeatureSpec, FeatureState, ItemCatalog, encode
+from pushrl.data.item_context import ItemContext
+from pushrl.rules.guardrails import Guardrails
+from pushrl.rules.triggers import KINDS, TriggerConfig
+from pushrl.sim.trigger_send import send_clock
+from pushrl.units import HOUR, bucket_of
+
+CONTEXT_ID = "pushrl/TriggerDelay-v1"
+TRIGGER_NAMES: tuple[str, ...] = (
+    *(f"kind={k.value}" for k in KINDS), "log_price_ratio", "log_item_affinity",
+    "event_hour_sin", "event_hour_cos")
+ARM_STATIC: tuple[str, ...] = ("log1p_delay", "drop")
+ARM_DYNAMIC: tuple[str, ...] = ("log_rel_activity_at_send", "days_to_send", "quiet_shift")
+SHARED_NAMES: tuple[str, ...] = (*ENCODED_NAMES, *TRIGGER_NAMES)
+CANDIDATE_NAMES: tuple[str, ...] = (*ARM_STATIC, *ARM_DYNAMIC)
+
+
+def common_arms(config: TriggerConfig) -> tuple[int | None, ...]:
+    """The arms every enabled kind shares (a delay policy decides over one arm set).
+
+    Raises:
+        ValueError: enabled kinds have different ``delays_h``.
+    """
+    arms = {config[k].arms for k in config.enabled}
+    if len(arms) != 1:
+        raise ValueError("delay policies need the same delays_h for every enabled trigger "
+                         f"kind, got {sorted(map(str, arms))}; set one list in [triggers.*]")
+    return arms.pop()
+
+
+def arm_ids(arms: tuple[int | None, ...]) -> tuple[str, ...]:
+    """``("d0", "d1", ..., "drop")``."""
+    return tuple("drop" if a is None else f"d{a}" for a in arms)
+
+
+def arm_static(arms: tuple[int | None, ...]) -> np.ndarray:
+    """``(k, len(ARM_STATIC))`` static arm features."""
+    return np.array([[0.0, 1.0] if a is None else [np.log1p(a), 0.0] for a in arms])
+
+
+def item_columns(items: pd.DataFrame, spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Per catalog item: the category index (-1 unknown) and ``log(price / median price)``
+    (0 without a ``price`` column), each ``(n_items,)``: the item inputs of
+    :func:`delay_context` (index them by the trigger's catalog item; -1 / 0 for none)."""
+    cat = ItemCatalog(items, spec).category.astype(np.int64)
+    if "price" not in items:
+        return cat, np.zeros(len(items))
+    price = np.maximum(items["price"].to_numpy(float), 1e-6)
+    return cat, np.log(price / np.median(price))
+
+
+def delay_context(state: FeatureState, users: np.ndarray, event_ts: np.ndarray,
+                  kinds: np.ndarray, item_category: np.ndarray, log_price_ratio: np.ndarray,
+                  arms: tuple[int | None, ...], guardrails: Guardrails, *,
+                  features: np.ndarray | None = None,
+                  how_profile: np.ndarray | None = None) -> ItemContext:
+    """Contexts of ``n`` trigger decisions.
+
+    Args:
+        state: The users' feature state at (or replayed to) the events' buckets.
+        users: ``(n,)`` user indices in ``state``.
+        event_ts: ``(n,)`` unix seconds of the trigger events.
+        kinds: ``(n,)`` kind names (``TriggerKind`` values).
+        item_category: ``(n,)`` category index of the item (-1 = no item / unknown).
+        log_price_ratio: ``(n,)`` ``log(price / median catalog price)`` (0 = no item).
+        arms: The arms (:func:`common_arms`).
+        guardrails: Quiet hours for the send times.
+        features: ``(n, N_FEATURES)`` raw features already computed point-in-time (log
+            replay); None = ``state.features(users, bucket_of(event_ts))``.
+        how_profile: ``(n, 168)`` hour-of-week profiles at decision time (log replay);
+            None = ``state.hour_of_week_profile(users)``.
+    """
+    u = np.asarray(users, np.int64)
+    ts = np.asarray(event_ts, np.int64)
+    n, k = u.size, len(arms)
+    raw = state.features(u, bucket_of(ts)) if features is None else features
+    kinds = np.asarray(kinds).astype(str)
+    onehot = (kinds[:, None] == np.array([kd.value for kd in KINDS])[None, :]).astype(float)
+    cat = np.asarray(item_category, np.int64)
+    aff = (np.where(cat >= 0, state.affinity(u, np.maximum(cat, 0)), 1.0) if (cat >= 0).any()
+           else np.ones(n))
+    hour, _, _ = state.local_time_at(u, ts)
+    ang = 2 * np.pi * hour / 24
+    shared = np.column_stack([encode(raw), onehot, np.asarray(log_price_ratio, float),
+                              np.log(np.maximum(aff, 1e-3)), np.sin(ang), np.cos(ang)])
+    delays = np.array([a for a in arms if a is not None], np.int64)
+    live = np.array([a is not None for a in arms])
+    tsend, hr, dow = send_clock(state, u, ts, delays, guardrails)
+    prof = state.hour_of_week_profile(u) if how_profile is None else how_profile
+    share = np.take_along_axis(prof, (dow * 24 + hr).astype(np.int64), axis=1)
+    due = -(-(ts[:, None] + delays[None, :] * HOUR) // HOUR) * HOUR
+    dyn = np.zeros((n, k, len(ARM_DYNAMIC)))
+    dyn[:, live, 0] = np.log(np.maximum(share * 168.0, 1e-3))
+    dyn[:, live, 1] = (tsend - ts[:, None]) / (24 * HOUR)
+    dyn[:, live, 2] = (tsend > due).astype(float)
+    cand = np.concatenate([np.broadcast_to(arm_static(arms)[None], (n, k, len(ARM_STATIC))),
+                           dyn], axis=2)
+    return ItemContext(shared=shared, candidates=np.broadcast_to(np.arange(k), (n, k)).copy(),
+                       mask=np.ones((n, k), bool), candidate_features=cand,
+                       shared_names=SHARED_NAMES, candidate_feature_names=CANDIDATE_NAMES,
+                       extra={"send_ts": tsend})
