@@ -149,7 +149,9 @@ def synth(
     if as_json:
         emit(res, True)
     else:
-        console.print(f"wrote {res['decisions']:,} decisions ({res['sent']:,} sent) and "
+        trig = (f", {res['triggers']:,} triggers ({res['trigger_pushes']:,} sent)"
+                if "triggers" in res else "")
+        console.print(f"wrote {res['decisions']:,} decisions ({res['sent']:,} sent){trig} and "
                       f"{res['activity_events']:,} activity events to {out_dir} in "
                       f"{res['seconds_total']} s")
 
