@@ -16,6 +16,7 @@ import pytest
 from pushrl.data.contract import OPTIONAL_TABLES, PUSHLOG_VERSION
 from pushrl.data.io import read_raw, write_table
 from pushrl.data.split import UserSplit
+from pushrl.data.fingerprint import fingerprint_tables
 from pushrl.data.validate import REJECTED_DIR, TS_REASON, load_dataset, validate_stream
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -75,7 +76,10 @@ def test_version_and_v1_fingerprint_unchanged(tiny_synth: Path, tmp_path: Path) 
     shutil.copytree(ROOT / "simulator_data/synth", d)
     ds, rep = load_dataset(d)
     sim = json.loads((ROOT / "simulator_data/fitted/synth/sim.json").read_text())
-    assert rep.fingerprint == sim["meta"]["fingerprint"]
+    assert ds.legacy_fingerprint() == sim["meta"]["fingerprint"]  # its card's old format
+    # fp2 of a v1 log: the (empty) v1.1 tables do not enter it
+    assert rep.fingerprint == fingerprint_tables(
+        {n: ds.table(n) for n in ("users", "items", "activity", "pushes")})
     assert len(ds.triggers) == 0 and len(ds.item_updates) == 0
     assert set(rep.counts) == {"users", "items", "activity", "pushes"}
     assert "triggers" not in rep.summary
@@ -172,6 +176,11 @@ def test_streamed_validation_matches_whole(tiny_synth: Path, tmp_path: Path) -> 
         k: vars(v) for k, v in whole.counts.items()}
     assert set(OPTIONAL_TABLES) <= set(s.counts)
     assert s.counts["triggers"].rejected == 2 and s.counts["item_updates"].rejected == 1
+    # one fingerprint on both paths, and the v1.1 tables are part of it
+    assert s.fingerprint == whole.fingerprint
+    ds_whole, _ = load_dataset(d, quarantine=False)
+    assert whole.fingerprint != fingerprint_tables(
+        {n: ds_whole.table(n) for n in ("users", "items", "activity", "pushes")})
 
 
 def test_split_keeps_each_users_triggers(tiny_synth: Path, tmp_path: Path) -> None:
