@@ -166,12 +166,15 @@ class Engine:
             raise Conflict("no_items", "the item catalog is empty; add items with "
                            "PUT /v1/items/{item_id} or start the server with --catalog DIR")
         self.check_items(ps.item, rows)
+        # one offset lookup: local time at the request (guardrails), at the bucket (features)
+        at, start = st.fs.decision_clock(u, ts)
         allowed, reasons, today, days = guardrails.check(self.guardrails, st.sends, u, ts,
-                                                         st.fs, st.subscriptions)
+                                                         st.fs, st.subscriptions, local=at)
         timing = ps.safe if self.kill_switch else ps.timing
         stmts = st.op(OP_ADVANCE, u, b)
         try:
-            return self._decide(rows, u, ts, b, days, allowed, reasons, today, timing, stmts)
+            return self._decide(rows, u, ts, b, days, allowed, reasons, today, timing, stmts,
+                                (start[0], start[1]))
         except BaseException:
             st.pending.extend(stmts)  # the state moved: journal it with the next commit
             raise
@@ -198,13 +201,15 @@ class Engine:
 
     def _decide(self, rows: list[DecideRow], u: np.ndarray, ts: np.ndarray, b: np.ndarray,
                 days: np.ndarray, allowed: np.ndarray, reasons: list[str | None],
-                today: np.ndarray, timing: Loaded,
-                stmts: list[Statement]) -> tuple[list[dict[str, Any]], list[Statement]]:
+                today: np.ndarray, timing: Loaded, stmts: list[Statement],
+                clock: tuple[np.ndarray, np.ndarray],
+                ) -> tuple[list[dict[str, Any]], list[Statement]]:
         st, ps, n = self.state, self.policies, len(rows)
-        raw = st.fs.features(u, b)
+        raw = st.fs.features(u, b, clock=clock)
         tctx = TimingContext(raw, allowed, u, b, st.fs, today)
         blocked = np.ones(n, bool) if self.kill_switch else ~allowed
-        if blocked.any() and not self.kill_switch and isinstance(timing.policy, TimingPolicy):
+        if (np.count_nonzero(blocked) and not self.kill_switch
+                and isinstance(timing.policy, TimingPolicy)):
             # one evaluation gives the decision and what the policy wanted where blocked
             dist, free = timing.policy.action_dist_unguarded(tctx)
         else:
@@ -215,7 +220,8 @@ class Engine:
         why = self._reasons(tctx, blocked, reasons, free)
         items: list[str | None] = [None] * n
         p_item = np.ones(n)
-        if send.any():
+        n_send = int(np.count_nonzero(send))
+        if n_send:
             idx = np.flatnonzero(send)
             chosen, pi = self._choose_items(ps.item, [rows[i] for i in idx], u[idx], raw[idx],
                                             self.rng)
@@ -223,7 +229,7 @@ class Engine:
                 items[i] = chosen[j]
             p_item[idx] = pi
         pscore = np.where(send, p_send * p_item, 1.0 - p_send)
-        if send.any():
+        if n_send:
             stmts += st.op(OP_PUSH, u[send], b[send])
             for i in np.flatnonzero(send).tolist():
                 st.sends.record(int(u[i]), "", int(ts[i]), int(days[i]))
@@ -247,7 +253,7 @@ class Engine:
                         "ts": iso(ts_l[i]), "send_at": None})
         decisions, sends = self._counters(timing.label)
         decisions.inc(n)
-        sends.inc(int(send.sum()))
+        sends.inc(n_send)
         if ps.shadow_timing is not None or ps.shadow_item is not None:
             try:
                 stmts += self._shadow(rows, u, raw, tctx, send, p_send,
@@ -271,7 +277,7 @@ class Engine:
         """
         if self.kill_switch:
             reasons = ["kill_switch"] * len(reasons)
-        if not blocked.any():
+        if not np.count_nonzero(blocked):
             return ["policy"] * len(reasons)
         m = np.flatnonzero(blocked)
         if free is None:
@@ -284,7 +290,8 @@ class Engine:
             wanted = free[m, SEND] > 0
         for i in m[wanted].tolist():
             self.metrics.guardrail_blocks.labels(reasons[i]).inc()
-        return [f"guardrail:{r}" if blocked[i] else "policy" for i, r in enumerate(reasons)]
+        return [f"guardrail:{r}" if x else "policy"
+                for r, x in zip(reasons, blocked.tolist(), strict=True)]
 
     def _shadow(self, rows: list[DecideRow], u: np.ndarray, raw: np.ndarray,
                 tctx: TimingContext, send: np.ndarray, p_send: np.ndarray,

@@ -186,3 +186,44 @@ def test_cached_day_profile_equals_direct(pool: str, monkeypatch: pytest.MonkeyP
         monkeypatch.setattr(features, "PROFILE_CACHE_USERS", 16)
         assert np.array_equal(cached, direct), (step, np.abs(cached - direct).max())
     assert fs.day_profile(np.zeros(0, np.int64), np.zeros(0, np.int64), pool).shape == (0, 24)
+
+
+def test_cached_day_profile_sees_late_activity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A late activity event goes straight into the hour-of-week counts (it is placed in its
+    own hour): the per-user profile cache must drop the user's old profile (it served a stale
+    one before issue 20's fix)."""
+    import pushrl.data.features as features
+
+    spec = FeatureSpec((), {}, tuple([1 / 168] * 168), ())
+    fs = FeatureState(spec, ["UTC", "Asia/Kathmandu"], 1000)
+    users = np.array([0, 1])
+    fs.record_activity(users, 1000)
+    fs.advance(users, 1010)
+    before = fs.day_profile(users, np.zeros(2, np.int64))  # cached
+    fs.record_activity(users, np.array([1003, 1005]))  # late: committed at once
+    after = fs.day_profile(users, np.zeros(2, np.int64))
+    monkeypatch.setattr(features, "PROFILE_CACHE_USERS", -1)
+    direct = fs.day_profile(users, np.zeros(2, np.int64))
+    assert not np.array_equal(before, direct)
+    assert np.array_equal(after, direct)
+
+
+def test_decision_clock_is_local_time_at_and_local_time() -> None:
+    """The server's one offset lookup (:meth:`FeatureState.decision_clock`) gives what
+    ``local_time_at`` (exact times) and ``local_time`` (bucket starts) give, also across DST
+    changes at a half hour (Lord Howe) and in half-hour zones."""
+    zones = ["UTC", "Asia/Kolkata", "Australia/Lord_Howe", "America/New_York",
+             "Asia/Kathmandu", "Europe/Berlin"]
+    spec = FeatureSpec((), {}, tuple([1 / 168] * 168), ())
+    fs = FeatureState(spec, zones, 0)
+    rng = np.random.default_rng(3)
+    # around Lord Howe's and New York's 2026 changes, plus random times
+    t = np.concatenate([np.arange(1775313000 - 7200, 1775313000 + 7200, 900),
+                        np.arange(1772953200 - 7200, 1772953200 + 7200, 900),
+                        rng.integers(1.7e9, 1.9e9, 200)])
+    u = rng.integers(0, len(zones), t.size)
+    at, start = fs.decision_clock(u, t)
+    for got, want in zip(at, fs.local_time_at(u, t), strict=True):
+        assert np.array_equal(got, want)
+    for got, want in zip(start, fs.local_time(u, t // 3600), strict=True):
+        assert np.array_equal(got, want)
