@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pushrl.data.features import F, FEATURE_NAMES, FeatureSpec, FeatureState, encode, replay
+from pushrl.data.features import (F, FEATURE_NAMES, FeatureSpec, FeatureState, encode,
+                                  iter_replay, replay)
 from pushrl.data.io import Dataset, to_unix_seconds
 from pushrl.data.timezones import HOUR, TimezoneTable, local_clock
 from pushrl.data.validate import load_dataset
@@ -227,3 +228,21 @@ def test_decision_clock_is_local_time_at_and_local_time() -> None:
         assert np.array_equal(got, want)
     for got, want in zip(start, fs.local_time(u, t // 3600), strict=True):
         assert np.array_equal(got, want)
+
+
+def test_iter_replay_featurises_only_the_needed_rows_alike(small: Dataset) -> None:
+    """``need`` (bandit training: the sent pushes only) gives the needed decisions the same
+    features and category affinities as featurising every decision, in the same chunks."""
+    spec = FeatureSpec.fit(small)
+    need = small.pushes["sent"].fillna(False).to_numpy(bool)
+    need[::7] = True  # some unsent decisions too
+    kw = {"with_affinity": True, "category_affinity": True, "chunk_rows": 500}
+    full = list(iter_replay(small, spec, **kw))
+    part = list(iter_replay(small, spec, need=need, **kw))
+    assert [r.tolist() for r, _ in full] == [r.tolist() for r, _ in part]
+    a, b = full[-1][1], part[-1][1]
+    assert np.array_equal(a.features[need], b.features[need])
+    assert np.array_equal(a.affinity[need], b.affinity[need])
+    assert a.category_affinity is not None and b.category_affinity is not None
+    assert np.array_equal(a.category_affinity[need], b.category_affinity[need])
+    assert not b.features[~need].any()  # the others were skipped
