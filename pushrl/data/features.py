@@ -211,8 +211,8 @@ class FeatureState:
         self._prior_cat = np.asarray(spec.prior_cat, dtype=np.float64)
         self.n = 0
         self.a = self._alloc(0)
-        #: ``(pool, user) -> (how_ver, pooled profile)`` (:meth:`day_profile`).
-        self._profiles: dict[tuple[str, int], tuple[int, np.ndarray]] = {}
+        #: ``(key, user) -> (how_ver, value)`` (:meth:`how_cached`, :meth:`day_profile`).
+        self._profiles: dict[tuple[Hashable, int], tuple[int, np.ndarray]] = {}
         self.add_users(timezones, start_bucket)
 
     def _alloc(self, cap: int) -> _Arrays:
