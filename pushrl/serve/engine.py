@@ -228,7 +228,7 @@ class Engine:
             for j, i in enumerate(idx.tolist()):
                 items[i] = chosen[j]
             p_item[idx] = pi
-        pscore = np.where(send, p_send * p_item, 1.0 - p_send)
+        pscore = np.where(send, p_send * p_item, 1.0 - p_send) if n_send else 1.0 - p_send
         if n_send:
             stmts += st.op(OP_PUSH, u[send], b[send])
             for i in np.flatnonzero(send).tolist():
