@@ -169,6 +169,12 @@ class FeatureSpec:
 
     def item_categories(self, item_ids: Sequence[Any] | np.ndarray) -> np.ndarray:
         """Category ids of ``item_ids``, shape ``(n,)``; -1 for unknown items."""
+        ids = np.asarray(item_ids, dtype=object)
+        if ids.ndim == 1 and ids.size > 1024 and pd.api.types.infer_dtype(ids) == "string":
+            # an event log's column (all strings): look each distinct id up once
+            codes, uniq = pd.factorize(ids)
+            cats = np.array([self.item_category.get(i, -1) for i in uniq.tolist()], np.int64)
+            return cats[codes]
         return np.array([self.item_category.get(str(i), -1) for i in item_ids], dtype=np.int64)
 
 

@@ -246,3 +246,16 @@ def test_iter_replay_featurises_only_the_needed_rows_alike(small: Dataset) -> No
     assert a.category_affinity is not None and b.category_affinity is not None
     assert np.array_equal(a.category_affinity[need], b.category_affinity[need])
     assert not b.features[~need].any()  # the others were skipped
+
+
+def test_item_categories_of_a_long_column_equal_the_lookup() -> None:
+    """Long string columns are looked up once per distinct id (factorised): the same ids as
+    one lookup per row, unknown and missing ("") items -1; other types take the plain path."""
+    spec = FeatureSpec(("a", "b"), {"i1": 0, "i2": 1, "3": 1}, tuple([1 / 168] * 168),
+                       (0.5, 0.5))
+    rng = np.random.default_rng(0)
+    ids = rng.choice(np.array(["i1", "i2", "i9", "", "3"], dtype=object), 5000)
+    want = np.array([spec.item_category.get(str(i), -1) for i in ids], np.int64)
+    assert np.array_equal(spec.item_categories(ids), want)
+    mixed = np.array([3, "3", "i1"] * 600, dtype=object)  # not all strings
+    assert spec.item_categories(mixed).tolist() == [1, 1, 0] * 600
