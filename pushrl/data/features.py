@@ -32,7 +32,7 @@ category, shrunk toward the population share and divided by it (1.0 = average).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -67,6 +67,7 @@ PROFILE_CACHE_USERS = 16
 _PROFILE_CACHE_MAX = 1 << 16  # cached (pool, user) profiles before the cache starts anew
 _POOLS = ("day", "weekpart", "week")
 _AT_NEXT = np.array([0, 1], np.int64)  # a bucket and the next one (local_time_at)
+_LAGS = np.array([[0], [24], [168]], np.int64)  # ring slots of the feature windows
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,12 @@ class FeatureSpec:
 
     def item_categories(self, item_ids: Sequence[Any] | np.ndarray) -> np.ndarray:
         """Category ids of ``item_ids``, shape ``(n,)``; -1 for unknown items."""
+        ids = np.asarray(item_ids, dtype=object)
+        if ids.ndim == 1 and ids.size > 1024 and pd.api.types.infer_dtype(ids) == "string":
+            # an event log's column (all strings): look each distinct id up once
+            codes, uniq = pd.factorize(ids)
+            cats = np.array([self.item_category.get(i, -1) for i in uniq.tolist()], np.int64)
+            return cats[codes]
         return np.array([self.item_category.get(str(i), -1) for i in item_ids], dtype=np.int64)
 
 
@@ -210,8 +217,8 @@ class FeatureState:
         self._prior_cat = np.asarray(spec.prior_cat, dtype=np.float64)
         self.n = 0
         self.a = self._alloc(0)
-        #: ``(pool, user) -> (how_ver, pooled profile)`` (:meth:`day_profile`).
-        self._profiles: dict[tuple[str, int], tuple[int, np.ndarray]] = {}
+        #: ``(key, user) -> (how_ver, value)`` (:meth:`how_cached`, :meth:`day_profile`).
+        self._profiles: dict[tuple[Hashable, int], tuple[int, np.ndarray]] = {}
         self.add_users(timezones, start_bucket)
 
     def _alloc(self, cap: int) -> _Arrays:
@@ -359,14 +366,16 @@ class FeatureState:
         b = _buckets(bucket, u.shape)
         a = self.a
         gap = b - a.clock[u]
-        if (gap < 0).any():
+        if np.count_nonzero(gap < 0):
             i = int(np.flatnonzero(gap < 0)[0])
             raise ValueError(f"decision time is {-int(gap[i])} h before the user's state; "
                              "features cannot be computed for the past, send times in order")
         moving = gap > 0
-        if not moving.any():
+        n_moving = np.count_nonzero(moving)
+        if not n_moving:
             return
-        u, b, gap = u[moving], b[moving], gap[moving]
+        if n_moving < u.size:
+            u, b, gap = u[moving], b[moving], gap[moving]
         if (u.size > 1 and not (u[1:] > u[:-1]).all()
                 and (u.size > 64 or len(set(u.tolist())) < u.size)):
             # a user listed twice (several events in one call) must commit its pending
@@ -404,11 +413,11 @@ class FeatureState:
     def _prepare(self, users: np.ndarray, bucket: int | np.ndarray,
                  *, late_ok: bool = False) -> tuple[np.ndarray, np.ndarray]:
         u = np.asarray(users, dtype=np.int64)
-        b = _buckets(bucket, u.shape).copy()
+        b = _buckets(bucket, u.shape)
         if late_ok:
             # (the record_* methods place late events in their own hour before they get
             # here; this only guards direct callers: never seen earlier than it happened)
-            np.maximum(b, self.a.clock[u], out=b)
+            b = np.maximum(b, self.a.clock[u])
         self.advance(u, b)
         return u, b
 
@@ -463,6 +472,7 @@ class FeatureState:
         hour, dow, _ = self.local_time(u, b)
         np.add.at(a.how, ((dow * 24 + hour).astype(np.int64), u), c)
         np.add.at(a.how_tot, u, c)
+        a.how_ver[u] += 1  # (cached profiles of these users are stale; repeats: once is enough)
         if cats is not None:
             ok = cats >= 0
             np.add.at(a.cat, (cats[ok], u[ok]), c[ok])
@@ -557,19 +567,40 @@ class FeatureState:
         """Local ``(hour, dow, day)`` of ``users`` at exact times ``unix_seconds`` (broadcast,
         e.g. users ``(n, 1)`` x times ``(1, T)``), DST-exact also when a zone changes offset
         inside an hour bucket (e.g. Australia/Lord_Howe at hh:30 UTC; zoneinfo for those)."""
-        u = np.asarray(users, dtype=np.int64)
         t = np.asarray(unix_seconds, dtype=np.int64)
+        return local_clock(t, self._offsets_at(users, t)[0])
+
+    def decision_clock(self, users: np.ndarray, unix_seconds: np.ndarray
+                       ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray],
+                                  tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """:meth:`local_time_at` of decisions at ``unix_seconds`` ``(n,)`` and
+        :meth:`local_time` at the start of their buckets, from one offset lookup (the server's
+        guardrails read the first, the features the second).
+
+        Returns:
+            ``((hour, dow, day) at the exact times, (hour, dow, day) at the bucket starts)``.
+        """
+        t = np.asarray(unix_seconds, dtype=np.int64)
+        exact, start = self._offsets_at(users, t)
+        return local_clock(t, exact), local_clock(t - t % HOUR, start)
+
+    def _offsets_at(self, users: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """UTC offsets of ``users`` at exact times ``t`` (broadcast) and at the start of the
+        times' hour buckets (:meth:`local_time_at`)."""
+        u = np.asarray(users, dtype=np.int64)
         tz = self.a.tz_idx[u]
         b = t // HOUR
-        off, nxt = self.tzt.offset_seconds(tz, np.add.outer(_AT_NEXT, b))  # one lookup
-        fix = off != nxt
-        if fix.any():  # the zone changes offset inside this bucket (exact at its start)
-            fix &= t != b * HOUR
-            tz_b, t_b = np.broadcast_arrays(tz, t)
-            off = np.array(np.broadcast_to(off, fix.shape), np.int64)
-            for i in zip(*np.nonzero(fix), strict=True):
-                off[i] = utc_offset_seconds(int(t_b[i]), self.tzt.names[int(tz_b[i])])
-        return local_clock(t, off)
+        start, nxt = self.tzt.offset_seconds(tz, np.add.outer(_AT_NEXT, b))  # one lookup
+        fix = start != nxt
+        if not np.count_nonzero(fix):
+            return start, start
+        # the zone changes offset inside this bucket (exact at its start)
+        fix &= t != b * HOUR
+        tz_b, t_b = np.broadcast_arrays(tz, t)
+        off = np.array(np.broadcast_to(start, fix.shape), np.int64)
+        for i in zip(*np.nonzero(fix), strict=True):
+            off[i] = utc_offset_seconds(int(t_b[i]), self.tzt.names[int(tz_b[i])])
+        return off, start
 
     def clock(self, users: np.ndarray | int) -> np.ndarray:
         """Bucket each user's state is at (its latest event or decision), int64, shape of
@@ -584,8 +615,16 @@ class FeatureState:
         ring = self.a.ring[kind]
         return (ring[b % _RING, u] - ring[(b - hours) % _RING, u]).astype(np.float32)
 
-    def features(self, users: np.ndarray, bucket: int | np.ndarray) -> np.ndarray:
+    def features(self, users: np.ndarray, bucket: int | np.ndarray, *,
+                 clock: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
         """Raw features of ``users`` for decisions in ``bucket``.
+
+        Args:
+            users: ``(n,)`` user indices.
+            bucket: Decision bucket, scalar or ``(n,)``.
+            clock: The users' local ``(hour, dow)`` at the start of ``bucket`` when the
+                caller already has them (:meth:`decision_clock`: the server looks the
+                offsets up once for guardrails and features); None computes them.
 
         Returns:
             float32 array of shape ``(len(users), N_FEATURES)`` in :data:`FEATURE_NAMES` order.
@@ -593,18 +632,19 @@ class FeatureState:
         u, b = self._prepare(users, bucket)
         a = self.a
         out = np.empty((u.size, N_FEATURES), np.float32)
-        hour, dow, _ = self.local_time(u, b)
+        hour, dow = self.local_time(u, b)[:2] if clock is None else clock
         out[:, 0] = hour
         out[:, 1] = dow
-        lp = np.where(a.last_push[u] < b, a.last_push[u], a.last_push_before[u])
+        last = a.last_push[u]
+        lp = np.where(last < b, last, a.last_push_before[u])
         out[:, 2] = np.minimum(b - lp, HOURS_CAP)
-        # the three ring slots every window needs, gathered once per slot (3 kinds at a time)
+        # the three ring slots every window needs (now, 24 h and 168 h ago) for the 3 kinds,
+        # in one gather: (3 kinds, 3 slots, n)
         flat = a.ring.reshape(3, -1)
         cap = a.ring.shape[2]
-        s0 = b % _RING
-        now = flat.take(s0 * cap + u, axis=1)
-        d24 = now - flat.take(((s0 - 24) % _RING) * cap + u, axis=1)
-        d168 = now - flat.take(((s0 - 168) % _RING) * cap + u, axis=1)
+        got = flat.take(((b - _LAGS) % _RING) * cap + u, axis=1)
+        now = got[:, 0]
+        d24, d168 = now - got[:, 1], now - got[:, 2]
         out[:, 3] = d24[self.SENDS]
         out[:, 4] = d168[self.SENDS]
         out[:, 5] = d168[self.OPENS]
@@ -668,9 +708,8 @@ class FeatureState:
         u = np.asarray(users, dtype=np.int64)
         d = np.asarray(dow, dtype=np.int64)
         if u.size <= PROFILE_CACHE_USERS:  # the server's small passes: per-user cache
-            part = d if pool == "day" else (d >= 5).astype(np.int64) if pool == "weekpart" else (
-                np.zeros(d.shape, np.int64))
-            return np.asarray(self._pooled_cached(u, pool)[np.arange(d.size), part])
+            return np.asarray(self._pooled_cached(u, pool)[np.arange(d.size),
+                                                           pool_part(d, pool)])
         # Hour-major (7, 24, n) layout: the gather reads whole rows of the (168, cap) counts
         # and no (n, 168) transpose is copied. Every sum runs in the order of
         # hour_of_week_profile + weekpart_means (sequential over hours, then over days), so
@@ -699,31 +738,71 @@ class FeatureState:
             return (np.add.reduce(prof, axis=1) / 7)[:, None, :]  # == mean, without overhead
         return weekpart_means(prof)
 
-    def _pooled_cached(self, users: np.ndarray, pool: str) -> np.ndarray:
-        """:meth:`_pooled` through the per-user cache (computed for the users whose
-        hour-of-week counts changed since, in one call)."""
+    def pooled_profiles(self, users: np.ndarray, pool: str) -> np.ndarray:
+        """Every day's :meth:`day_profile` of ``users`` at once: ``(n, P, 24)`` float64, one
+        ``(24,)`` profile per day part :func:`pool_part` (P = 7, 2 or 1 for ``pool`` =
+        ``"day"``, ``"weekpart"``, ``"week"``)."""
+        if pool not in _POOLS:
+            raise ValueError(f"`pool` must be 'day', 'weekpart' or 'week', got {pool!r}")
+        return self._pooled(np.asarray(users, dtype=np.int64), pool)
+
+    def how_cached(self, key: Hashable, users: np.ndarray,
+                   compute: Callable[[np.ndarray], np.ndarray]) -> list[np.ndarray]:
+        """Per-user values derived from the users' hour-of-week counts only, cached.
+
+        ``compute(users[miss])`` returns one row per user (e.g. :meth:`pooled_profiles`);
+        a row is kept per ``(key, user)`` until that user's hour-of-week counts change, so
+        the server's small passes (a few users, most seen before) skip the profile work.
+        ``key`` names what ``compute`` computes (and its parameters).
+
+        Args:
+            key: Hashable name of the derived value.
+            users: ``(n,)`` user indices (int64).
+            compute: ``(k,) users -> (k, ...)`` values, computed for the users not cached.
+
+        Returns:
+            ``n`` rows, in the order of ``users``.
+        """
         cache = self._profiles
         ver = self.a.how_ver[users].tolist()
         uids = users.tolist()
-        rows: list[Any] = []  # (P, 24) arrays once filled
+        rows: list[Any] = []  # filled below where missing
         miss: list[int] = []
         for i, (ui, vi) in enumerate(zip(uids, ver, strict=True)):
-            hit = cache.get((pool, ui))
+            hit = cache.get((key, ui))
             if hit is not None and hit[0] == vi:
                 rows.append(hit[1])
             else:
                 rows.append(None)
                 miss.append(i)
         if miss:
-            got = self._pooled(users[miss], pool)
+            got = compute(users[miss])
             if len(cache) + len(miss) > _PROFILE_CACHE_MAX:
                 cache.clear()
             for j, i in enumerate(miss):
                 rows[i] = got[j]
-                cache[(pool, uids[i])] = (ver[i], got[j])
+                cache[(key, uids[i])] = (ver[i], got[j])
+        return rows
+
+    def _pooled_cached(self, users: np.ndarray, pool: str) -> np.ndarray:
+        """:meth:`_pooled` through the per-user cache (computed for the users whose
+        hour-of-week counts changed since, in one call)."""
+        rows = self.how_cached(pool, users, lambda us: self._pooled(us, pool))
         if not rows:
             return np.zeros((0, {"day": 7, "weekpart": 2, "week": 1}[pool], 24))
         return np.stack(rows)
+
+
+def pool_part(dow: np.ndarray, pool: str) -> np.ndarray:
+    """Index of local weekday ``dow`` in :meth:`FeatureState.pooled_profiles`' day parts:
+    the weekday itself (``"day"``), 0 for Mon-Fri and 1 for the weekend (``"weekpart"``),
+    0 (``"week"``); int64, shape of ``dow``."""
+    d = np.asarray(dow, dtype=np.int64)
+    if pool == "day":
+        return d
+    if pool == "weekpart":
+        return (d >= 5).astype(np.int64)
+    return np.zeros(d.shape, np.int64)
 
 
 def weekpart_means(by_day: np.ndarray) -> np.ndarray:
@@ -830,14 +909,19 @@ def replay(ds: Dataset, spec: FeatureSpec, *, with_affinity: bool = True,
 
 
 def iter_replay(ds: Dataset, spec: FeatureSpec, *, with_affinity: bool = True,
-                category_affinity: bool = False,
-                chunk_rows: int = 0) -> Iterator[tuple[np.ndarray, ReplayResult]]:
+                category_affinity: bool = False, chunk_rows: int = 0,
+                need: np.ndarray | None = None) -> Iterator[tuple[np.ndarray, ReplayResult]]:
     """:func:`replay` in time-ordered chunks, so a consumer can start on early decisions.
 
     Yields ``(rows, result)`` whenever at least ``chunk_rows`` decisions are done (and once
     at the end): ``rows`` are the ``ds.pushes`` rows featurised since the last yield, in time
     order; ``result`` is the one :class:`ReplayResult` being filled (its ``state`` is the
     live state, valid for the rows done so far). ``chunk_rows=0`` yields only at the end.
+
+    ``need`` (bool, one per ``ds.pushes`` row; None = all) featurises only those decisions;
+    the others keep zero features and affinity 1 (bandit rounds need the sent pushes only:
+    ~2 % of a log's decisions). The needed rows' values are the same either way: a decision
+    only reads the state, and the events advance their users' clocks by themselves.
     """
     p = ds.pushes
     d_sec = to_unix_seconds(p["ts"])
@@ -872,15 +956,16 @@ def iter_replay(ds: Dataset, spec: FeatureSpec, *, with_affinity: bool = True,
     done = 0  # decisions d_order[:done] are featurised and yielded
     for j, b in enumerate(buckets):
         rows = d_order[d_edges[j]:d_ends[j]]
-        if rows.size:
-            feats[rows] = state.features(d_user[rows], b)
+        f_rows = rows if need is None else rows[need[rows]]
+        if f_rows.size:
+            feats[f_rows] = state.features(d_user[f_rows], b)
             if item_cat is not None:
-                s = rows[sent[rows]]
+                s = f_rows[sent[f_rows]]
                 if s.size:
                     aff[s] = state.affinity(d_user[s], item_cat[s])
             if cat_aff is not None:
-                cat_aff[rows] = state.affinity(
-                    d_user[rows], np.broadcast_to(all_cats, (rows.size, spec.n_categories)))
+                cat_aff[f_rows] = state.affinity(
+                    d_user[f_rows], np.broadcast_to(all_cats, (f_rows.size, spec.n_categories)))
         arows = a_order[a_edges[j]:a_ends[j]]
         if arows.size:
             state.record_activity(a_user[arows], b, a_cat[arows])

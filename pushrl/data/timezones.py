@@ -157,7 +157,7 @@ def local_clock(unix_sec: np.ndarray | int, offset_sec: np.ndarray | int) -> tup
         ``(hour, dow, day)``, int arrays broadcast from the inputs.
     """
     local = np.asarray(unix_sec, dtype=np.int64) + np.asarray(offset_sec, dtype=np.int64)
-    day = local // DAY
-    hour = (local % DAY) // HOUR
+    day, rem = np.divmod(local, DAY)  # (floor division and modulo in one pass)
+    hour = rem // HOUR
     dow = (day + _EPOCH_DOW) % 7
     return hour, dow, day

@@ -73,7 +73,7 @@ class Policy(ABC, Generic[CtxT]):
         tot = ((dist[:, 0] + dist[:, 1])[:, None] if dist.ndim == 2 and dist.shape[1] == 2
                else dist.sum(axis=1, keepdims=True))
         bad = tot[:, 0] <= 0
-        if bad.any():  # nothing allowed or degenerate output: fall back to the first allowed
+        if np.count_nonzero(bad):  # nothing allowed or degenerate output: fall back to the first allowed
             fallback = mask[bad] if mask is not None else np.ones_like(dist[bad], bool)
             first = np.argmax(fallback, axis=1)
             dist = dist.copy() if mask is None else dist  # never write into the caller's
@@ -126,7 +126,10 @@ class TimingPolicy(Policy[TimingContext]):
         Returns:
             Two ``(n, 2)`` float64 arrays.
         """
-        free = replace(ctx, allowed=np.ones(len(ctx), dtype=bool))
+        allowed = np.ones(len(ctx), dtype=bool)
+        # (dataclasses.replace costs as much as a small policy: the server's hot path)
+        free = (TimingContext(**{**vars(ctx), "allowed": allowed}) if type(ctx) is TimingContext
+                else replace(ctx, allowed=allowed))
         raw = np.asarray(self._action_dist(free), dtype=np.float64)
         return self._normalise(raw, self._mask(ctx)), self._normalise(raw, None)
 

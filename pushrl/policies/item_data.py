@@ -399,7 +399,7 @@ def iter_rounds(ds: Dataset, *, encoder: ContextEncoder | None = None,
     per_row = lg.rows.size / max(len(ds.pushes), 1)
     chunk_rows = int(np.ceil(chunk_rounds / per_row)) if chunk_rounds else 0
     for done, rep in iter_replay(ds, spec, with_affinity=False, category_affinity=True,
-                                 chunk_rows=chunk_rows):
+                                 chunk_rows=chunk_rows, need=where >= 0):
         sel = where[done]
         sel = sel[sel >= 0]
         if not sel.size:

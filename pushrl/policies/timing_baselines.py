@@ -29,10 +29,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from pushrl.data.features import F
+from pushrl.data.features import F, PROFILE_CACHE_USERS, FeatureState, pool_part
 from pushrl.policies.base import SEND, WAIT, Policy, TimingContext, TimingPolicy
 
 Pool = Literal["day", "weekpart", "week"]
+
+
+#: ``[h, j]``: hour ``j`` is earlier than hour ``h`` (the ranks' tie-break).
+_EARLIER = np.arange(24)[None, :] < np.arange(24)[:, None]
 
 
 def _window_hours(window: tuple[int, int]) -> np.ndarray:
@@ -161,7 +165,17 @@ class MostActiveHour(TimingPolicy):
                  & np.asarray(ctx.allowed, dtype=bool))
         send = np.zeros(len(hour), dtype=bool)
         rows = np.flatnonzero(could)
-        if rows.size:
+        if rows.size and rows.size <= PROFILE_CACHE_USERS and ctx.state is not None:
+            # a few users (the server's passes): each user's hour ranks, cached until their
+            # activity counts change (the same ranks as below, computed once per user)
+            st = ctx.state
+            users = np.asarray(ctx.user_index)[rows]
+            ranks = st.how_cached(("most-active-hour", self.pool, self.window), users,
+                                  lambda us: self._ranks(st, us))
+            part = pool_part(ctx.features[rows, F["local_dow"]], self.pool).tolist()
+            send[rows] = [int(r[p, h]) < self.sends_per_day
+                          for r, p, h in zip(ranks, part, hour[rows].tolist(), strict=True)]
+        elif rows.size:
             prof = np.where(self._in_window[None, :], self.day_profile(ctx, rows), -np.inf)
             h = hour[rows]
             ph = prof[np.arange(rows.size), h][:, None]
@@ -169,6 +183,16 @@ class MostActiveHour(TimingPolicy):
             ahead = (prof > ph) | ((prof == ph) & (np.arange(24)[None, :] < h[:, None]))
             send[rows] = ahead.sum(axis=1) < self.sends_per_day
         return _deterministic(send)
+
+    def _ranks(self, state: FeatureState, users: np.ndarray) -> np.ndarray:
+        """``(k, P, 24)`` rank of every in-window local hour within its day part's profile
+        (0 = most active; ties to the earlier hour): what :meth:`_action_dist` compares
+        with ``sends_per_day``, for every hour at once."""
+        prof = np.where(self._in_window, state.pooled_profiles(users, self.pool), -np.inf)
+        ph = prof[..., :, None]  # (k, P, 24 hours h, 1)
+        other = prof[..., None, :]  # (k, P, 1, 24 hours j)
+        ahead = (other > ph) | ((other == ph) & _EARLIER)
+        return ahead.sum(axis=-1)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "sends_per_day": self.sends_per_day,

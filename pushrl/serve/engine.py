@@ -220,10 +220,12 @@ class Engine:
                 done = self._due_triggers(rows, u, ts, stmts)
                 if done:
                     return self._decide_rest(rows, u, ts, b, timing, done, stmts, held)
+            # one offset lookup: local time at the request (guardrails), at the bucket (features)
+            at, start = st.fs.decision_clock(u, ts)
             allowed, reasons, today, days = guardrails.check(
-                self.guardrails, st.sends, u, ts, st.fs, st.subscriptions, held)
+                self.guardrails, st.sends, u, ts, st.fs, st.subscriptions, held, local=at)
             return self._decide(rows, u, ts, b, days, allowed, reasons, today, timing, stmts,
-                                held)
+                                (start[0], start[1]), held=held)
         except BaseException:
             st.pending.extend(stmts)  # the state moved: journal it with the next commit
             raise
@@ -243,7 +245,7 @@ class Engine:
                 self.guardrails, self.state.sends, ku, kts, self.state.fs,
                 self.state.subscriptions, kh)
             o, stmts = self._decide([rows[i] for i in keep.tolist()], ku, kts, b[keep], days,
-                                    allowed, reasons, today, timing, stmts, kh)
+                                    allowed, reasons, today, timing, stmts, held=kh)
             for i, d in zip(keep.tolist(), o, strict=True):
                 out[i] = d
         return out, stmts
@@ -366,13 +368,15 @@ class Engine:
     def _decide(self, rows: list[DecideRow], u: np.ndarray, ts: np.ndarray, b: np.ndarray,
                 days: np.ndarray, allowed: np.ndarray, reasons: list[str | None],
                 today: np.ndarray, timing: Loaded, stmts: list[Statement],
+                clock: tuple[np.ndarray, np.ndarray] | None = None,
                 held: np.ndarray | None = None,
                 ) -> tuple[list[dict[str, Any]], list[Statement]]:
         st, ps, n = self.state, self.policies, len(rows)
-        raw = st.fs.features(u, b)
+        raw = st.fs.features(u, b, clock=clock)
         tctx = TimingContext(raw, allowed, u, b, st.fs, today)
         blocked = np.ones(n, bool) if self.kill_switch else ~allowed
-        if blocked.any() and not self.kill_switch and isinstance(timing.policy, TimingPolicy):
+        if (np.count_nonzero(blocked) and not self.kill_switch
+                and isinstance(timing.policy, TimingPolicy)):
             # one evaluation gives the decision and what the policy wanted where blocked
             dist, free = timing.policy.action_dist_unguarded(tctx)
         else:
@@ -385,15 +389,16 @@ class Engine:
         why = self._reasons(tctx, blocked, reasons, free)
         items: list[str | None] = [None] * n
         p_item = np.ones(n)
-        if send.any():
+        n_send = int(np.count_nonzero(send))
+        if n_send:
             idx = np.flatnonzero(send)
             chosen, pi = self._choose_items(ps.item, [rows[i] for i in idx], u[idx], raw[idx],
                                             self.rng)
             for j, i in enumerate(idx.tolist()):
                 items[i] = chosen[j]
             p_item[idx] = pi
-        pscore = np.where(send, p_send * p_item, 1.0 - p_send)
-        if send.any():
+        pscore = np.where(send, p_send * p_item, 1.0 - p_send) if n_send else 1.0 - p_send
+        if n_send:
             stmts += st.op(OP_PUSH, u[send], b[send])
             for i in np.flatnonzero(send).tolist():
                 st.sends.record(int(u[i]), "", int(ts[i]), int(days[i]))
@@ -423,7 +428,7 @@ class Engine:
                                len(st.users) - st.subscriptions.n_unsubscribed)
         decisions, sends = self._counters(timing.label)
         decisions.inc(n)
-        sends.inc(int(send.sum()))
+        sends.inc(n_send)
         if ps.shadow_timing is not None or ps.shadow_item is not None:
             try:
                 stmts += self._shadow(rows, u, raw, tctx, send, p_send,
@@ -447,7 +452,7 @@ class Engine:
         """
         if self.kill_switch:
             reasons = ["kill_switch"] * len(reasons)
-        if not blocked.any():
+        if not np.count_nonzero(blocked):
             return ["policy"] * len(reasons)
         m = np.flatnonzero(blocked)
         if free is None:
@@ -460,7 +465,8 @@ class Engine:
             wanted = free[m, SEND] > 0
         for i in m[wanted].tolist():
             self.metrics.guardrail_blocks.labels(reasons[i]).inc()
-        return [f"guardrail:{r}" if blocked[i] else "policy" for i, r in enumerate(reasons)]
+        return [f"guardrail:{r}" if x else "policy"
+                for r, x in zip(reasons, blocked.tolist(), strict=True)]
 
     def _shadow(self, rows: list[DecideRow], u: np.ndarray, raw: np.ndarray,
                 tctx: TimingContext, send: np.ndarray, p_send: np.ndarray,

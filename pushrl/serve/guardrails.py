@@ -80,11 +80,12 @@ class SendHistory:
         """Sends of ``users`` ``(n,)`` on local ``days`` and in the weekly window of a
         decision in ``buckets`` (:func:`~pushrl.rules.guardrails.in_week_window`)."""
         u = np.asarray(users, np.int64)
-        if u.size:
-            self.today.resize(int(u.max()) + 1)
+        ul = u.tolist()
+        if ul:
+            self.today.resize(max(ul) + 1)
         today = self.today.get(u, days)
         week = [sum(in_week_window(x, b) for x in self._buckets.get(user, ()))
-                for user, b in zip(u.tolist(), np.asarray(buckets).tolist(), strict=True)]
+                for user, b in zip(ul, np.asarray(buckets).tolist(), strict=True)]
         return today, np.array(week, np.int64)
 
 
@@ -141,7 +142,8 @@ class Subscriptions:
 
 def check(cfg: Guardrails, history: SendHistory, users: np.ndarray, ts: np.ndarray,
           fs: FeatureState, subscriptions: Subscriptions | None = None,
-          held_out: np.ndarray | None = None,
+          held_out: np.ndarray | None = None, *,
+          local: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
           ) -> tuple[np.ndarray, list[str | None], np.ndarray, np.ndarray]:
     """Which users may receive a push at ``ts``.
 
@@ -154,13 +156,15 @@ def check(cfg: Guardrails, history: SendHistory, users: np.ndarray, ts: np.ndarr
         subscriptions: Users' subscription status (None: all subscribed).
         held_out: ``(n,)`` bool, users in the live holdout (None: nobody;
             :meth:`pushrl.serve.holdout.HeldOut.mask`).
+        local: The users' local ``(hour, dow, day)`` at ``ts`` when the caller has them
+            (:meth:`~pushrl.data.features.FeatureState.decision_clock`); None looks them up.
 
     Returns:
         ``allowed`` bool ``(n,)``, the blocking guardrail per row (``None`` if allowed),
         ``sends_today`` int ``(n,)`` and the local day number of each row ``(n,)``.
     """
     t = np.asarray(ts, np.int64)
-    hours, _, days = fs.local_time_at(users, t)
+    hours, _, days = fs.local_time_at(users, t) if local is None else local
     today, week = history.counts(users, bucket_of(t), days)
     code = cfg.verdict(hours, today, week,
                        None if subscriptions is None else subscriptions.mask(users), held_out)

@@ -258,7 +258,7 @@ class ServerState:
     def check_clock(self, users: np.ndarray, buckets: np.ndarray, *, first: int = 0) -> None:
         """Refuse decisions earlier than a user's state (it cannot rewind)."""
         late = buckets < self.fs.clock(users)
-        if late.any():
+        if np.count_nonzero(late):
             i = int(np.flatnonzero(late)[0])
             h = int(self.fs.clock(users[i]) - buckets[i])
             raise Conflict("time_before_state", f"requests[{first + i}]: decision time is {h} h "

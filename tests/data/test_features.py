@@ -8,7 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pushrl.data.features import F, FEATURE_NAMES, FeatureSpec, FeatureState, encode, replay
+from pushrl.data.features import (F, FEATURE_NAMES, FeatureSpec, FeatureState, encode,
+                                  iter_replay, replay)
 from pushrl.data.io import Dataset, to_unix_seconds
 from pushrl.data.timezones import HOUR, TimezoneTable, local_clock
 from pushrl.data.validate import load_dataset
@@ -186,3 +187,75 @@ def test_cached_day_profile_equals_direct(pool: str, monkeypatch: pytest.MonkeyP
         monkeypatch.setattr(features, "PROFILE_CACHE_USERS", 16)
         assert np.array_equal(cached, direct), (step, np.abs(cached - direct).max())
     assert fs.day_profile(np.zeros(0, np.int64), np.zeros(0, np.int64), pool).shape == (0, 24)
+
+
+def test_cached_day_profile_sees_late_activity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A late activity event goes straight into the hour-of-week counts (it is placed in its
+    own hour): the per-user profile cache must drop the user's old profile (it served a stale
+    one before issue 20's fix)."""
+    import pushrl.data.features as features
+
+    spec = FeatureSpec((), {}, tuple([1 / 168] * 168), ())
+    fs = FeatureState(spec, ["UTC", "Asia/Kathmandu"], 1000)
+    users = np.array([0, 1])
+    fs.record_activity(users, 1000)
+    fs.advance(users, 1010)
+    before = fs.day_profile(users, np.zeros(2, np.int64))  # cached
+    fs.record_activity(users, np.array([1003, 1005]))  # late: committed at once
+    after = fs.day_profile(users, np.zeros(2, np.int64))
+    monkeypatch.setattr(features, "PROFILE_CACHE_USERS", -1)
+    direct = fs.day_profile(users, np.zeros(2, np.int64))
+    assert not np.array_equal(before, direct)
+    assert np.array_equal(after, direct)
+
+
+def test_decision_clock_is_local_time_at_and_local_time() -> None:
+    """The server's one offset lookup (:meth:`FeatureState.decision_clock`) gives what
+    ``local_time_at`` (exact times) and ``local_time`` (bucket starts) give, also across DST
+    changes at a half hour (Lord Howe) and in half-hour zones."""
+    zones = ["UTC", "Asia/Kolkata", "Australia/Lord_Howe", "America/New_York",
+             "Asia/Kathmandu", "Europe/Berlin"]
+    spec = FeatureSpec((), {}, tuple([1 / 168] * 168), ())
+    fs = FeatureState(spec, zones, 0)
+    rng = np.random.default_rng(3)
+    # around Lord Howe's and New York's 2026 changes, plus random times
+    t = np.concatenate([np.arange(1775313000 - 7200, 1775313000 + 7200, 900),
+                        np.arange(1772953200 - 7200, 1772953200 + 7200, 900),
+                        rng.integers(1.7e9, 1.9e9, 200)])
+    u = rng.integers(0, len(zones), t.size)
+    at, start = fs.decision_clock(u, t)
+    for got, want in zip(at, fs.local_time_at(u, t), strict=True):
+        assert np.array_equal(got, want)
+    for got, want in zip(start, fs.local_time(u, t // 3600), strict=True):
+        assert np.array_equal(got, want)
+
+
+def test_iter_replay_featurises_only_the_needed_rows_alike(small: Dataset) -> None:
+    """``need`` (bandit training: the sent pushes only) gives the needed decisions the same
+    features and category affinities as featurising every decision, in the same chunks."""
+    spec = FeatureSpec.fit(small)
+    need = small.pushes["sent"].fillna(False).to_numpy(bool)
+    need[::7] = True  # some unsent decisions too
+    kw = {"with_affinity": True, "category_affinity": True, "chunk_rows": 500}
+    full = list(iter_replay(small, spec, **kw))
+    part = list(iter_replay(small, spec, need=need, **kw))
+    assert [r.tolist() for r, _ in full] == [r.tolist() for r, _ in part]
+    a, b = full[-1][1], part[-1][1]
+    assert np.array_equal(a.features[need], b.features[need])
+    assert np.array_equal(a.affinity[need], b.affinity[need])
+    assert a.category_affinity is not None and b.category_affinity is not None
+    assert np.array_equal(a.category_affinity[need], b.category_affinity[need])
+    assert not b.features[~need].any()  # the others were skipped
+
+
+def test_item_categories_of_a_long_column_equal_the_lookup() -> None:
+    """Long string columns are looked up once per distinct id (factorised): the same ids as
+    one lookup per row, unknown and missing ("") items -1; other types take the plain path."""
+    spec = FeatureSpec(("a", "b"), {"i1": 0, "i2": 1, "3": 1}, tuple([1 / 168] * 168),
+                       (0.5, 0.5))
+    rng = np.random.default_rng(0)
+    ids = rng.choice(np.array(["i1", "i2", "i9", "", "3"], dtype=object), 5000)
+    want = np.array([spec.item_category.get(str(i), -1) for i in ids], np.int64)
+    assert np.array_equal(spec.item_categories(ids), want)
+    mixed = np.array([3, "3", "i1"] * 600, dtype=object)  # not all strings
+    assert spec.item_categories(mixed).tolist() == [1, 1, 0] * 600

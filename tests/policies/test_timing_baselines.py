@@ -133,3 +133,33 @@ def test_oracle_closed_form_matches_simulation_and_beats_heuristics() -> None:
                  truth=True)
     diff = res.objective - r2.objective
     assert diff.mean() > 3 * diff.std(ddof=1) / np.sqrt(n)
+
+
+@pytest.mark.parametrize("pool", ["day", "weekpart", "week"])
+def test_most_active_hour_small_passes_equal_large(pool: str) -> None:
+    """Passes of a few users (the server's) read each user's hour ranks from a per-user cache:
+    the decisions equal those of one large pass (the vectorised profile path) while activity
+    keeps changing the profiles, with ties (flat profiles) and two sends a day."""
+    spec = FeatureSpec((), {}, tuple([1 / 168] * 168), ())
+    rng = np.random.default_rng(11)
+    n = 40
+    fs = FeatureState(spec, ["UTC", "Asia/Kolkata", "America/New_York", "Asia/Tokyo"] * 10,
+                      480_000)
+    pol = MostActiveHour(sends_per_day=2, pool=pool, min_gap_hours=0)
+    b = 480_000
+    users = np.arange(n)
+    for step in range(60):
+        b += 1
+        act = rng.choice(n, 10, replace=False)
+        fs.record_activity(act, b - int(rng.integers(0, 3)))  # some late: placed in their hour
+        fs.advance(users, b)
+        raw = fs.features(users, b)
+        today = rng.integers(0, 2, n)
+        allowed = rng.random(n) < 0.9
+        big = pol.action_dist(TimingContext(raw, allowed, users, b, fs, today))
+        for lo in range(0, n, 5):  # passes of 5 users
+            sl = slice(lo, lo + 5)
+            small = pol.action_dist(TimingContext(raw[sl], allowed[sl], users[sl], b, fs,
+                                                  today[sl]))
+            assert np.array_equal(small, big[sl]), (step, lo)
+    assert any(k[0][0] == "most-active-hour" for k in fs._profiles)
