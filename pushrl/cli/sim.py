@@ -178,6 +178,18 @@ def validate(
 
     model = load_sim(sim)
     ds, report = load_dataset(data)
+    fit_split = model.meta.get("split") or {}
+    if fit_split.get("of") == report.fingerprint and fit_split.get("part"):
+        # the simulator was fitted on one part of this log's user split (`pushrl init`):
+        # validate on that part, so the replay test runs on the users it was fitted on
+        from pushrl.data.split import UserSplit
+
+        part = UserSplit(float(fit_split["holdout_frac"]), int(fit_split["seed"]),
+                         str(fit_split["part"]))
+        ds, report = load_dataset(data, quarantine=False, split=part)
+        if not as_json:
+            typer.echo(f"{data}: the simulator was fitted on its {part.part} users "
+                       f"({len(ds.users)}); validating on them", err=True)
     if model.kind == "obd":
         from pushrl.sim.obd import validate_obd
 
