@@ -101,13 +101,14 @@ def served_loop(w: Path, rec: dict[str, Any], sc: str,
         shutil.rmtree(reg, ignore_errors=True)
         reg.mkdir(parents=True)
         for n in names:
-            shutil.copytree(arts[n], reg / n / arts[n].name)
-            run("policies", "promote", n, "--registry", str(reg), "--force", "--reason",
+            name = arts[n].parent.name  # an artifact's identity is its registry path
+            shutil.copytree(arts[n], reg / name / arts[n].name)
+            run("policies", "promote", name, "--registry", str(reg), "--force", "--reason",
                 "generalization benchmark: served score of the trained artifact")
         t0 = time.perf_counter()
         # seed 0: the users and random numbers of `compare`'s first seed (the batch figures)
-        got = drive(reg, sc, users=args.eval_users, days=args.eval_days, seed=0,
-                    history=args.history, label=key)
+        got = drive(reg, sc, users=args.served_users, days=args.served_days, seed=0,
+                    history=args.history, label=key, import_cache=w / "served" / "import")
         f = got.result.to_frame()
         f["seed"], f["user"] = 0, range(len(f))
         frames[key] = f
@@ -150,7 +151,7 @@ def select(w: Path, sc: str, trained: list[dict[str, Any]], reuse: bool,
     card serves it (argmax or sampled) vs most-active-hour on ``val_users`` fitted-simulator
     validation users. ``artifact`` is the agent to ship, None for the heuristic."""
     from pushrl.policies.registry import load_policy
-    from pushrl.train.select import select_timing
+    from pushrl.train.select import explain, select_timing
 
     f = w / "steps" / "select.json"
     if reuse and f.is_file():
@@ -162,17 +163,7 @@ def select(w: Path, sc: str, trained: list[dict[str, Any]], reuse: bool,
     cands = {f"ppo-s{t['seed']}": load_policy(t["artifact"]) for t in trained}
     sel = select_timing(cands, sc, n_users=val_users)
     art = {f"ppo-s{t['seed']}": t["artifact"] for t in trained}.get(sel.name)
-    o = sel.objective
-    best = max(o, key=lambda n: o[n].diff)
-    if art:
-        reason = (f"{sel.name} ships: {o[sel.name].diff:+.3f} [{o[sel.name].lower:+.3f}, "
-                  f"{o[sel.name].upper:+.3f}] objective/user vs most-active-hour on "
-                  f"{val_users} fitted-simulator validation users")
-    else:
-        reason = (f"most-active-hour ships: no agent beats it with a positive lower bound "
-                  f"at no more unsubscribes on {val_users} validation users (best {best}: "
-                  f"{o[best].diff:+.3f} [{o[best].lower:+.3f}, {o[best].upper:+.3f}], "
-                  f"unsub {sel.unsubscribed[best].diff:+.3f})")
+    reason = explain(sel, val_users)
     out = {"val_users": val_users, "candidates": [t["artifact"] for t in trained],
            "name": sel.name, "artifact": art, "reason": reason, "selection": sel.to_dict(),
            "_seconds": round(time.perf_counter() - t0, 1)}
@@ -238,14 +229,20 @@ def world_loop(name: str, args: argparse.Namespace) -> dict[str, Any]:
         rec["served"], frames = served_loop(w, rec, sc, args)
     timing = (f"learned={rec['select']['artifact']}" if rec["select"]["artifact"]
               else "learned=most-active-hour")
-    learned = compare([timing, "heuristic=most-active-hour"],
-                      item_policy=rec["bandit"]["artifact"], **kw)
-    base = compare(["heuristic=most-active-hour"], item_policy=popular, **kw)
-    days = float(learned.meta["days"])
-    pu, pb = learned.per_user, base.per_user
-    lt = pu[pu.policy == "learned"].reset_index(drop=True)
-    hv = pu[pu.policy == "heuristic"].reset_index(drop=True)
-    hp = pb[pb.policy == "heuristic"].reset_index(drop=True)
+
+    def batch(users: int, n_days: int | None) -> tuple[Any, Any, Any, float]:
+        """Per-user frames (learned, bandit alone, reference) of the batch rollout."""
+        k = {**kw, "users": users, "days": n_days}
+        learned = compare([timing, "heuristic=most-active-hour"],
+                          item_policy=rec["bandit"]["artifact"], **k)
+        base = compare(["heuristic=most-active-hour"], item_policy=popular, **k)
+        pu, pb = learned.per_user, base.per_user
+        return (pu[pu.policy == "learned"].reset_index(drop=True),
+                pu[pu.policy == "heuristic"].reset_index(drop=True),
+                pb[pb.policy == "heuristic"].reset_index(drop=True),
+                float(learned.meta["days"]))
+
+    lt, hv, hp, days = batch(args.eval_users, args.eval_days)
     rec["truth"] = {
         "users": args.eval_users, "days": days,
         "objective_learned_vs_heuristic": paired(lt, hp, "objective", days),
@@ -258,9 +255,12 @@ def world_loop(name: str, args: argparse.Namespace) -> dict[str, Any]:
                                                      days=days).value},
     }
     if frames:  # same users and draws: served - batch per user is the serving skew
+        same = (args.served_users, args.served_days) == (args.eval_users, args.eval_days)
+        slt, shv, shp, sdays = ((lt, hv, hp, days) if same
+                                else batch(args.served_users, args.served_days))
         rec["served"]["served_minus_batch"] = {
-            k: paired(frames[k], b, "objective", days)
-            for k, b in (("reference", hp), ("learned", lt), ("bandit", hv))}
+            k: paired(frames[k], b, "objective", sdays)
+            for k, b in (("reference", shp), ("learned", slt), ("bandit", shv))}
     rec["seconds"] = round(time.perf_counter() - t0, 1)
     return rec
 
@@ -328,6 +328,10 @@ def main() -> None:
     ap.add_argument("--prepare-only", action="store_true", help="stop each world after "
                     "training, selection, gate and fidelity (fill the --reuse cache)")
     ap.add_argument("--out", default="out/generalization")
+    ap.add_argument("--served-users", type=int, default=500, help="--served: users served "
+                    "through the real server (the first of the batch rollout's users)")
+    ap.add_argument("--served-days", type=int, default=None, help="--served: days served "
+                    "(default: the scenario's horizon)")
     ap.add_argument("--served", action="store_true", help="also score through the real "
                     "server, hour by hour (pushrl.compare.served)")
     ap.add_argument("--history", default="import", choices=("import", "log", "warm", "none"),
@@ -337,6 +341,9 @@ def main() -> None:
                     "warm start)")
     ap.add_argument("--reuse", action="store_true", help="reuse the steps an earlier run "
                     "left in --out (W/steps/*.json) instead of running them again")
+    ap.add_argument("--table-from-results", action="store_true", help="run nothing: print "
+                    "the table of the worlds' OUT/W/result.json (each left by a finished "
+                    "world, e.g. of runs for one world at a time)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     names = [n.strip() for n in args.worlds.split(",") if n.strip()]
@@ -346,8 +353,19 @@ def main() -> None:
     settings = {k: v for k, v in vars(args).items() if k != "json"}
     recs = []
     for name in names:
+        if args.table_from_results:
+            got = json.loads((Path(args.out) / name / "result.json").read_text())
+            settings = {"per_world": {**settings.get("per_world", {}),
+                                      name: got.pop("settings")}}
+            recs.append(got)
+            continue
         print(f"[{time.strftime('%H:%M:%S')}] {name} ...", file=sys.stderr, flush=True)
         recs.append(world_loop(name, args))
+        recs[-1]["load_avg_end"] = os.getloadavg()
+        recs[-1]["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if not args.prepare_only:
+            (Path(args.out) / name / "result.json").write_text(
+                json.dumps({"settings": settings, **recs[-1]}, indent=2, default=str))
         # after every world, so a long run leaves its finished worlds behind
         (Path(args.out) / "generalization.json").write_text(
             json.dumps({"settings": settings, "worlds": recs}, indent=2, default=str))

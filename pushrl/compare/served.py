@@ -370,6 +370,26 @@ def import_drawn(data: str | Path, logged_ids: Sequence[str], slot_ids: Sequence
                                  "distinct_logged": len(set(logged_ids))}}
 
 
+def _import_cached(data: str | Path, logged: list[str], uids: list[str], state: Path,
+                   cache: str | Path | None) -> None:
+    """:func:`import_drawn` into ``state``, or a copy of the same import kept in ``cache``
+    (keyed by the log's path and the drawn users)."""
+    if cache is None:
+        import_drawn(data, logged, uids, state)
+        return
+    import hashlib
+    import json
+
+    key = hashlib.sha256(json.dumps([str(Path(data).resolve()), logged, uids]).encode()
+                         ).hexdigest()[:16]
+    kept = Path(cache) / key
+    if not (kept / "done").is_file():
+        shutil.rmtree(kept, ignore_errors=True)
+        import_drawn(data, logged, uids, kept / "state")
+        (kept / "done").write_text("")
+    shutil.copytree(kept / "state", state)
+
+
 def import_history(srv: ServerHandle, sc: Scenario, logged_ids: Sequence[str],
                    user_ids: Sequence[str], timezones: Sequence[str], mode: str) -> int:
     """Bring the users' past into the server: the ONE function to replace by
@@ -448,7 +468,7 @@ def drive(registry: str | Path, scenario: str | Path, *, users: int, days: int |
           seed: int = 0, history: str = "import", label: str = "served",
           server_seed: int | None = None, state: str | Path | None = None,
           progress: Callable[[int, int], None] | None = None,
-          **overrides: Any) -> ServedRun:
+          import_cache: str | Path | None = None, **overrides: Any) -> ServedRun:
     """Serve ``registry``'s policies through ``pushrl serve`` to ``users`` true-world users.
 
     Args:
@@ -463,6 +483,10 @@ def drive(registry: str | Path, scenario: str | Path, *, users: int, days: int |
         server_seed: The server's decision RNG seed (default: ``seed``).
         state: Server state directory (default: a temporary one).
         progress: ``progress(hour, hours)``.
+        import_cache: ``history="import"``: a directory keeping the fresh imported state of
+            these drawn users (same log, same seed and count): the first run imports into it,
+            later runs copy it instead of importing again (e.g. several policy sets served
+            to the same users).
         **overrides: Scenario overrides (``truth`` is always true), e.g. ``warm_start``.
 
     Returns:
@@ -492,7 +516,7 @@ def drive(registry: str | Path, scenario: str | Path, *, users: int, days: int |
             tmp = tempfile.mkdtemp(prefix="pushrl-served-")
             state = Path(tmp) / "state"
         t1 = time.perf_counter()
-        import_drawn(sc.data, logged, uids, state)
+        _import_cached(sc.data, logged, uids, Path(state), import_cache)
         imported = time.perf_counter() - t1
     tzs = [str(t) for t in np.asarray(pop.timezone)[rows]]
     item_ids = [str(i) for i in world.model.item_ids]
