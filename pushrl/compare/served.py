@@ -335,37 +335,23 @@ def drawn_log(data: str | Path, logged_ids: Sequence[str], slot_ids: Sequence[st
 def import_drawn(data: str | Path, logged_ids: Sequence[str], slot_ids: Sequence[str],
                  state: str | Path) -> dict[str, Any]:
     """``pushrl state import`` of the drawn users (:func:`drawn_log`) into the fresh
-    ``state``; then the state's feature spec and default most-popular are replaced by
-    those of the whole log ``data`` (as ``pushrl state import DATA`` writes them), so the
-    copies change only who is served. Returns the import's JSON report (+ ``drawn_log``).
+    ``state``; then the state's feature spec and default most-popular (its top-level
+    ``*.json`` files) are replaced by those ``pushrl state import DATA`` writes for the whole
+    log, so the copies change only who is served. Returns the import's JSON report (+
+    ``drawn_log``).
 
     Raises:
-        PushrlError: the import failed, or the drawn log's categories differ from the
-            whole log's.
+        PushrlError: an import failed.
     """
-    import json
-
-    from pushrl.data.features import FeatureSpec
-    from pushrl.data.validate import load_dataset
-    from pushrl.serve import history as H
-
     st = Path(state)
     tmp = Path(tempfile.mkdtemp(prefix="pushrl-drawn-"))
     try:
         rep = import_state(drawn_log(data, logged_ids, slot_ids, tmp / "log"), st)
+        import_state(data, tmp / "whole")  # the whole log's defaults, as a user imports it
+        for f in (tmp / "whole").glob("*.json"):
+            shutil.copyfile(f, st / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    ds, _ = load_dataset(data, quarantine=False)
-    spec = FeatureSpec.fit(ds)
-    imported = FeatureSpec.from_dict(json.loads((st / H.SPEC_FILE).read_text()))
-    if tuple(imported.categories) != tuple(spec.categories):
-        raise PushrlError("the drawn users' log has other categories than the whole log's; "
-                          "cannot serve them with the whole log's feature spec")
-    (st / H.SPEC_FILE).write_text(json.dumps(spec.to_dict()))
-    scores = H.popularity(ds)
-    if scores is not None:
-        (st / H.POPULAR_FILE).write_text(json.dumps(
-            {"source": str(Path(data)), "scores": scores}, sort_keys=True))
     return {**rep, "drawn_log": {"users": len(slot_ids),
                                  "distinct_logged": len(set(logged_ids))}}
 
