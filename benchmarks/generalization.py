@@ -10,7 +10,11 @@ Per world (``pushrl.data.worlds``; split ``dev`` / ``held-out`` as declared ther
    ``--seed``) and held-out logs of the same world (half the users, seed + 1000).
 2. ``pushrl init LOGS --out W/init`` (default objective): validate, fit, scenario.toml.
 3. ``pushrl train bandit --scenario`` (VW) and ``pushrl train timing --scenario`` (PPO,
-   ``--ppo-timesteps`` in the fitted simulator).
+   ``--ppo-timesteps`` in the fitted simulator, ``--ppo-seeds`` one run each), then the
+   timing SELECTION (:func:`pushrl.train.select.select_timing`, ``--val-users``
+   fitted-simulator validation users, never the truth): the best agent ships only if it
+   beats most-active-hour there with a positive 95 % lower bound and unsubscribes no more;
+   otherwise the heuristic timing ships (the reason is recorded).
 4. ``pushrl evaluate`` of both on the held-out logs: the gate's verdict.
 5. The served policies are scored with the world's TRUE response: ``pushrl.compare`` with the
    init scenario and ``truth = true`` (the logged users with their true latents), paired on
@@ -23,9 +27,11 @@ Per world (``pushrl.data.worlds``; split ``dev`` / ``held-out`` as declared ther
    With ``--served`` the same comparisons are ALSO made through the real server
    (:func:`pushrl.compare.served.drive`): ``pushrl serve`` runs as a process per policy set
    (the reference: an empty registry, i.e. the server's defaults most-active-hour +
-   most-popular of the init data; learned: PPO + VW promoted, forced past a blocking gate and
+   most-popular of the init data; learned: the selected timing (PPO, or the server's default
+   heuristic when the selection shipped it) + VW promoted, forced past a blocking gate and
    audited as such; bandit alone: VW promoted), the users' history is brought in
-   (``--history``), and every hour the server decides for every user, the world's true
+   (``--history``, default ``import``: ``pushrl state import`` of the whole log, each drawn
+   user its own served copy), and every hour the server decides for every user, the world's true
    response is applied and posted back as feedback, and the hour's true activity is posted.
    Same users and counter-based random numbers as the batch rollout.
 6. Simulator fidelity: ``pushrl sim validate`` replays the logging policy in the fitted
@@ -83,8 +89,11 @@ def served_loop(w: Path, rec: dict[str, Any], sc: str,
 
     from pushrl.compare.served import drive
 
-    sets = {"reference": (), "learned": ("ppo", "vw"), "bandit": ("vw",)}
-    arts = {"ppo": Path(rec["ppo"]["artifact"]), "vw": Path(rec["bandit"]["artifact"])}
+    shipped = rec["select"]["artifact"]
+    sets = {"reference": (), "learned": ("ppo", "vw") if shipped else ("vw",),
+            "bandit": ("vw",)}
+    arts = {"ppo": Path(shipped or rec["ppo"]["artifact"]),
+            "vw": Path(rec["bandit"]["artifact"])}
     frames: dict[str, pd.DataFrame] = {}
     out: dict[str, Any] = {"history": args.history}
     for key, names in sets.items():
@@ -92,13 +101,14 @@ def served_loop(w: Path, rec: dict[str, Any], sc: str,
         shutil.rmtree(reg, ignore_errors=True)
         reg.mkdir(parents=True)
         for n in names:
-            shutil.copytree(arts[n], reg / n / arts[n].name)
-            run("policies", "promote", n, "--registry", str(reg), "--force", "--reason",
+            name = arts[n].parent.name  # an artifact's identity is its registry path
+            shutil.copytree(arts[n], reg / name / arts[n].name)
+            run("policies", "promote", name, "--registry", str(reg), "--force", "--reason",
                 "generalization benchmark: served score of the trained artifact")
         t0 = time.perf_counter()
         # seed 0: the users and random numbers of `compare`'s first seed (the batch figures)
-        got = drive(reg, sc, users=args.eval_users, days=args.eval_days, seed=0,
-                    history=args.history, label=key)
+        got = drive(reg, sc, users=args.served_users, days=args.served_days, seed=0,
+                    history=args.history, label=key, import_cache=w / "served" / "import")
         f = got.result.to_frame()
         f["seed"], f["user"] = 0, range(len(f))
         frames[key] = f
@@ -135,6 +145,34 @@ def cached(w: Path, key: str, reuse: bool, *args: str,
     return out
 
 
+def select(w: Path, sc: str, trained: list[dict[str, Any]], reuse: bool,
+           val_users: int) -> dict[str, Any]:
+    """The timing selection (kept in ``W/steps/select.json``): every trained agent as its
+    card serves it (argmax or sampled) vs most-active-hour on ``val_users`` fitted-simulator
+    validation users. ``artifact`` is the agent to ship, None for the heuristic."""
+    from pushrl.policies.registry import load_policy
+    from pushrl.train.select import explain, select_timing
+
+    f = w / "steps" / "select.json"
+    if reuse and f.is_file():
+        kept: dict[str, Any] = json.loads(f.read_text())
+        if kept.get("val_users") == val_users and kept.get("candidates") == [
+                t["artifact"] for t in trained]:
+            return kept
+    t0 = time.perf_counter()
+    cands = {f"ppo-s{t['seed']}": load_policy(t["artifact"]) for t in trained}
+    sel = select_timing(cands, sc, n_users=val_users)
+    art = {f"ppo-s{t['seed']}": t["artifact"] for t in trained}.get(sel.name)
+    reason = explain(sel, val_users)
+    out = {"val_users": val_users, "candidates": [t["artifact"] for t in trained],
+           "name": sel.name, "artifact": art, "reason": reason, "selection": sel.to_dict(),
+           "_seconds": round(time.perf_counter() - t0, 1)}
+    f.parent.mkdir(parents=True, exist_ok=True)
+    f.write_text(json.dumps(out, indent=2, default=str))
+    print(f"[{time.strftime('%H:%M:%S')}]   selection: {reason}", file=sys.stderr, flush=True)
+    return out
+
+
 def world_loop(name: str, args: argparse.Namespace) -> dict[str, Any]:
     w = Path(args.out) / name
     data, held, init = w / "data", w / "heldout", w / "init"
@@ -152,13 +190,25 @@ def world_loop(name: str, args: argparse.Namespace) -> dict[str, Any]:
     vw, ppo = w / "policies" / "vw", w / "policies" / "ppo"
     rec["bandit"] = cached(w, "bandit", re, "train", "bandit", "--scenario", sc, "--out",
                            str(vw), "--seed", str(args.seed))
-    rec["ppo"] = cached(w, "ppo", re, "train", "timing", "--scenario", sc, "--timesteps",
-                        str(args.ppo_timesteps), "--seed", str(args.seed), "--out", str(ppo),
-                        "--run-dir", str(w / "runs" / "ppo"))
+    trained = []
+    for s in (int(x) for x in args.ppo_seeds.split(",")):
+        key = f"ppo-s{s}"
+        print(f"[{time.strftime('%H:%M:%S')}]   train timing seed {s}", file=sys.stderr,
+              flush=True)
+        trained.append(cached(w, key, re, "train", "timing", "--scenario", sc, "--timesteps",
+                              str(args.ppo_timesteps), "--seed", str(s), "--out",
+                              str(ppo.parent / key), "--run-dir", str(w / "runs" / key)))
+    rec["ppo_runs"] = trained
+    rec["select"] = select(w, sc, trained, re, args.val_users)
+    # the gate judges the shipped agent (the first one when the heuristic shipped)
+    rec["ppo"] = next((t for t in trained if t["artifact"] == rec["select"]["artifact"]),
+                      trained[0])
+    gate_ppo = f"gate_{Path(rec['ppo']['artifact']).parent.name}"
     for key, art in (("gate_bandit", rec["bandit"]["artifact"]),
                      ("gate_ppo", rec["ppo"]["artifact"])):
-        g = cached(w, key, re, "evaluate", "--data", str(held), "--policy", art, "--scenario",
-                   sc, "--n-bootstrap", "200", "--out", str(w / "ope" / key), expect=(0, 1))
+        g = cached(w, gate_ppo if key == "gate_ppo" else key, re, "evaluate", "--data",
+                   str(held), "--policy", art, "--scenario", sc, "--n-bootstrap", "200",
+                   "--out", str(w / "ope" / key), expect=(0, 1))
         rec[key] = {"passed": g["_exit"] == 0, "failed_rules": g["gate"]["failed_rules"]}
     fid = cached(w, "fidelity", re, "sim", "validate", str(init / "sim"), str(data),
                  expect=(0, 1))
@@ -172,16 +222,27 @@ def world_loop(name: str, args: argparse.Namespace) -> dict[str, Any]:
     kw: dict[str, Any] = {"scenario": sc, "users": args.eval_users, "days": args.eval_days,
                           "overrides": {"truth": True}}
     frames: dict[str, Any] = {}
+    if args.prepare_only:
+        rec["seconds"] = round(time.perf_counter() - t0, 1)
+        return rec
     if args.served:
         rec["served"], frames = served_loop(w, rec, sc, args)
-    learned = compare([f"learned={rec['ppo']['artifact']}", "heuristic=most-active-hour"],
-                      item_policy=rec["bandit"]["artifact"], **kw)
-    base = compare(["heuristic=most-active-hour"], item_policy=popular, **kw)
-    days = float(learned.meta["days"])
-    pu, pb = learned.per_user, base.per_user
-    lt = pu[pu.policy == "learned"].reset_index(drop=True)
-    hv = pu[pu.policy == "heuristic"].reset_index(drop=True)
-    hp = pb[pb.policy == "heuristic"].reset_index(drop=True)
+    timing = (f"learned={rec['select']['artifact']}" if rec["select"]["artifact"]
+              else "learned=most-active-hour")
+
+    def batch(users: int, n_days: int | None) -> tuple[Any, Any, Any, float]:
+        """Per-user frames (learned, bandit alone, reference) of the batch rollout."""
+        k = {**kw, "users": users, "days": n_days}
+        learned = compare([timing, "heuristic=most-active-hour"],
+                          item_policy=rec["bandit"]["artifact"], **k)
+        base = compare(["heuristic=most-active-hour"], item_policy=popular, **k)
+        pu, pb = learned.per_user, base.per_user
+        return (pu[pu.policy == "learned"].reset_index(drop=True),
+                pu[pu.policy == "heuristic"].reset_index(drop=True),
+                pb[pb.policy == "heuristic"].reset_index(drop=True),
+                float(learned.meta["days"]))
+
+    lt, hv, hp, days = batch(args.eval_users, args.eval_days)
     rec["truth"] = {
         "users": args.eval_users, "days": days,
         "objective_learned_vs_heuristic": paired(lt, hp, "objective", days),
@@ -194,9 +255,12 @@ def world_loop(name: str, args: argparse.Namespace) -> dict[str, Any]:
                                                      days=days).value},
     }
     if frames:  # same users and draws: served - batch per user is the serving skew
+        same = (args.served_users, args.served_days) == (args.eval_users, args.eval_days)
+        slt, shv, shp, sdays = ((lt, hv, hp, days) if same
+                                else batch(args.served_users, args.served_days))
         rec["served"]["served_minus_batch"] = {
-            k: paired(frames[k], b, "objective", days)
-            for k, b in (("reference", hp), ("learned", lt), ("bandit", hv))}
+            k: paired(frames[k], b, "objective", sdays)
+            for k, b in (("reference", shp), ("learned", slt), ("bandit", shv))}
     rec["seconds"] = round(time.perf_counter() - t0, 1)
     return rec
 
@@ -256,15 +320,30 @@ def main() -> None:
     ap.add_argument("--eval-users", type=int, default=1000, help="users scored by the truth")
     ap.add_argument("--eval-days", type=int, default=None, help="days scored (default: the "
                                                                 "scenario's horizon)")
-    ap.add_argument("--ppo-timesteps", type=int, default=200_000)
+    ap.add_argument("--ppo-timesteps", type=int, default=1_000_000)
+    ap.add_argument("--ppo-seeds", default="0", help="PPO seeds per world (one run each; "
+                    "the selection chooses among them and the heuristic)")
+    ap.add_argument("--val-users", type=int, default=3000, help="fitted-simulator "
+                    "validation users of the timing selection")
+    ap.add_argument("--prepare-only", action="store_true", help="stop each world after "
+                    "training, selection, gate and fidelity (fill the --reuse cache)")
     ap.add_argument("--out", default="out/generalization")
+    ap.add_argument("--served-users", type=int, default=500, help="--served: users served "
+                    "through the real server (the first of the batch rollout's users)")
+    ap.add_argument("--served-days", type=int, default=None, help="--served: days served "
+                    "(default: the scenario's horizon)")
     ap.add_argument("--served", action="store_true", help="also score through the real "
                     "server, hour by hour (pushrl.compare.served)")
-    ap.add_argument("--history", default="log", choices=("log", "warm", "none"),
-                    help="--served: the users' past brought into the server (log: all logged "
-                    "activity; warm: its first 7 days, as the simulator's warm start)")
+    ap.add_argument("--history", default="import", choices=("import", "log", "warm", "none"),
+                    help="--served: the users' past brought into the server (import: "
+                    "`pushrl state import` of the whole log, pushes included; log: all "
+                    "logged activity over HTTP; warm: its first 7 days, as the simulator's "
+                    "warm start)")
     ap.add_argument("--reuse", action="store_true", help="reuse the steps an earlier run "
                     "left in --out (W/steps/*.json) instead of running them again")
+    ap.add_argument("--table-from-results", action="store_true", help="run nothing: print "
+                    "the table of the worlds' OUT/W/result.json (each left by a finished "
+                    "world, e.g. of runs for one world at a time)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     names = [n.strip() for n in args.worlds.split(",") if n.strip()]
@@ -274,12 +353,26 @@ def main() -> None:
     settings = {k: v for k, v in vars(args).items() if k != "json"}
     recs = []
     for name in names:
+        if args.table_from_results:
+            got = json.loads((Path(args.out) / name / "result.json").read_text())
+            settings = {"per_world": {**settings.get("per_world", {}),
+                                      name: got.pop("settings")}}
+            recs.append(got)
+            continue
         print(f"[{time.strftime('%H:%M:%S')}] {name} ...", file=sys.stderr, flush=True)
         recs.append(world_loop(name, args))
+        recs[-1]["load_avg_end"] = os.getloadavg()
+        recs[-1]["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if not args.prepare_only:
+            (Path(args.out) / name / "result.json").write_text(
+                json.dumps({"settings": settings, **recs[-1]}, indent=2, default=str))
         # after every world, so a long run leaves its finished worlds behind
         (Path(args.out) / "generalization.json").write_text(
             json.dumps({"settings": settings, "worlds": recs}, indent=2, default=str))
-        print(table(recs[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+        if not args.prepare_only:
+            print(table(recs[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+    if args.prepare_only:
+        return
     if args.json:
         print(json.dumps({"settings": settings, "worlds": recs}, indent=2, default=str))
     else:

@@ -192,6 +192,19 @@ def validate(
     if sample_seed is None:
         sample_seed = int(fit_sample.get("seed") or 0)
     ds, report, sample = load_bounded(data, sample_users=sample_users or 0, seed=sample_seed)
+    fit_split = model.meta.get("split") or {}
+    if sample is None and fit_split.get("of") == report.fingerprint and fit_split.get("part"):
+        # the simulator was fitted on one part of this log's user split (`pushrl init`):
+        # validate on that part, so the replay test runs on the users it was fitted on
+        from pushrl.data.split import UserSplit
+        from pushrl.data.validate import load_dataset
+
+        part = UserSplit(float(fit_split["holdout_frac"]), int(fit_split["seed"]),
+                         str(fit_split["part"]))
+        ds, report = load_dataset(data, quarantine=False, split=part)
+        if not as_json:
+            typer.echo(f"{data}: the simulator was fitted on its {part.part} users "
+                       f"({len(ds.users)}); validating on them", err=True)
     if model.kind == "obd":
         from pushrl.sim.obd import validate_obd
 

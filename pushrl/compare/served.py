@@ -34,12 +34,16 @@ History (:func:`import_history`): ``"none"`` (users start empty, as ``warm_start
 days, what the simulator's default ``week`` warm start seeds) or ``"log"`` (all logged
 activity), posted over HTTP to a running server: logged *pushes* cannot be brought in that
 way (a push exists in the server only as its own decision), so those users start with no
-push history. ``"import"`` is the product's path: ``pushrl state import DATA --state DIR``
-(:func:`import_state`) before the server starts, which brings the whole log (activity, sent
-pushes and opens, unsubscribes) and serves the logged users under their own ids; the
-simulator's closest warm start is ``full`` (lifetime counts, where the import replays the
-timed events, so the last days' windows differ). It needs distinct drawn users (a state holds
-a logged user once; the rollout draws with replacement).
+push history. ``"import"`` (the default, the product's path) runs ``pushrl state import DATA
+--state DIR`` (:func:`import_state`) before the server starts, which brings the whole log
+(activity, sent pushes and opens, unsubscribes) in: :func:`import_drawn` writes the log of
+the DRAWN users (each simulator slot a copy of its logged user's rows under the slot's own
+id, so a user drawn twice is two served users with the same past: the rollout draws with
+replacement) and imports it; the server's feature priors and default most-popular are then
+set to those of the whole log (what ``pushrl state import`` of the log itself writes), so a
+duplicated user does not weigh twice in them. The simulator's closest warm start is ``full``
+(lifetime counts, where the import replays the timed events, so the last days' windows
+differ, and the server counts the log's last pushes in its guardrails' windows).
 """
 
 from __future__ import annotations
@@ -280,6 +284,98 @@ def import_state(data: str | Path, state: str | Path) -> dict[str, Any]:
     return dict(json.loads(r.stdout))
 
 
+def drawn_log(data: str | Path, logged_ids: Sequence[str], slot_ids: Sequence[str],
+              out: str | Path) -> Path:
+    """Write the pushlog v1 log of the drawn users to ``out``: slot ``i`` is a copy of the
+    logged user ``logged_ids[i]`` (its users, pushes and activity rows) under the id
+    ``slot_ids[i]``; decision ids get the suffix ``.i``; the items table and ``meta.json``
+    are the log's.
+
+    Raises:
+        PushrlError: ``slot_ids`` not unique, or a logged id not in the log's users.
+    """
+    import json
+
+    from pushrl.data.contract import TABLES
+    from pushrl.data.io import read_meta, read_raw, write_table
+
+    if len(set(slot_ids)) != len(slot_ids) or len(slot_ids) != len(logged_ids):
+        raise PushrlError("drawn_log needs one unique slot id per drawn user")
+    d = Path(out)
+    d.mkdir(parents=True, exist_ok=True)
+    src = pd.DataFrame({"user_id": [str(u) for u in logged_ids],
+                        "_slot": np.arange(len(slot_ids)),
+                        "_sid": [str(u) for u in slot_ids]})
+    for name in TABLES:
+        raw = read_raw(data, name)
+        if raw is None:
+            continue
+        if "user_id" not in raw.columns:  # items
+            write_table(raw, d / f"{name}.parquet")
+            continue
+        raw = raw.assign(user_id=raw["user_id"].astype(str))
+        if name == "users":
+            missing = set(src["user_id"]) - set(raw["user_id"])
+            if missing:
+                raise PushrlError(f"drawn users not in {data}: {sorted(missing)[:5]}")
+        # one copy of a logged user's rows per slot drawn from it, in slot order
+        rows = src.merge(raw, on="user_id", how="inner", sort=False)
+        rows = rows.sort_values("_slot", kind="stable")
+        rows["user_id"] = rows["_sid"]
+        if "decision_id" in rows.columns:
+            rows["decision_id"] = (rows["decision_id"].astype(str) + "."
+                                   + rows["_slot"].astype(str))
+        write_table(rows[list(raw.columns)].reset_index(drop=True), d / f"{name}.parquet")
+    (d / "meta.json").write_text(json.dumps(
+        {**read_meta(data), "drawn_from": str(Path(data).resolve()),
+         "drawn_users": len(slot_ids)}, indent=2, sort_keys=True, default=str))
+    return d
+
+
+def import_drawn(data: str | Path, logged_ids: Sequence[str], slot_ids: Sequence[str],
+                 state: str | Path) -> dict[str, Any]:
+    """``pushrl state import`` of the drawn users (:func:`drawn_log`) into the fresh
+    ``state``; then the state's feature spec and default most-popular (its top-level
+    ``*.json`` files) are replaced by those ``pushrl state import DATA`` writes for the whole
+    log, so the copies change only who is served. Returns the import's JSON report (+
+    ``drawn_log``).
+
+    Raises:
+        PushrlError: an import failed.
+    """
+    st = Path(state)
+    tmp = Path(tempfile.mkdtemp(prefix="pushrl-drawn-"))
+    try:
+        rep = import_state(drawn_log(data, logged_ids, slot_ids, tmp / "log"), st)
+        import_state(data, tmp / "whole")  # the whole log's defaults, as a user imports it
+        for f in (tmp / "whole").glob("*.json"):
+            shutil.copyfile(f, st / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return {**rep, "drawn_log": {"users": len(slot_ids),
+                                 "distinct_logged": len(set(logged_ids))}}
+
+
+def _import_cached(data: str | Path, logged: list[str], uids: list[str], state: Path,
+                   cache: str | Path | None) -> None:
+    """:func:`import_drawn` into ``state``, or a copy of the same import kept in ``cache``
+    (keyed by the log's path and the drawn users)."""
+    if cache is None:
+        import_drawn(data, logged, uids, state)
+        return
+    import hashlib
+    import json
+
+    key = hashlib.sha256(json.dumps([str(Path(data).resolve()), logged, uids]).encode()
+                         ).hexdigest()[:16]
+    kept = Path(cache) / key
+    if not (kept / "done").is_file():
+        shutil.rmtree(kept, ignore_errors=True)
+        import_drawn(data, logged, uids, kept / "state")
+        (kept / "done").write_text("")
+    shutil.copytree(kept / "state", state)
+
+
 def import_history(srv: ServerHandle, sc: Scenario, logged_ids: Sequence[str],
                    user_ids: Sequence[str], timezones: Sequence[str], mode: str) -> int:
     """Bring the users' past into the server: the ONE function to replace by
@@ -355,10 +451,11 @@ def import_history(srv: ServerHandle, sc: Scenario, logged_ids: Sequence[str],
 
 
 def drive(registry: str | Path, scenario: str | Path, *, users: int, days: int | None = None,
-          seed: int = 0, history: str = "warm", label: str = "served",
+          seed: int = 0, history: str = "import", label: str = "served",
           server_seed: int | None = None, state: str | Path | None = None,
           progress: Callable[[int, int], None] | None = None,
-          serve_args: Sequence[str] = (), **overrides: Any) -> ServedRun:
+          serve_args: Sequence[str] = (), import_cache: str | Path | None = None,
+          **overrides: Any) -> ServedRun:
     """Serve ``registry``'s policies through ``pushrl serve`` to ``users`` true-world users.
 
     Args:
@@ -376,6 +473,10 @@ def drive(registry: str | Path, scenario: str | Path, *, users: int, days: int |
         serve_args: More ``pushrl serve`` options (e.g. ``--holdout 0.1``; the users' ids are
             :func:`pushrl.envs.rollout.user_ids`, so a holdout assigns them as the batch
             rollout's ``holdout=`` does).
+        import_cache: ``history="import"``: a directory keeping the fresh imported state of
+            these drawn users (same log, same seed and count): the first run imports into it,
+            later runs copy it instead of importing again (e.g. several policy sets served
+            to the same users).
         **overrides: Scenario overrides (``truth`` is always true), e.g. ``warm_start``.
 
     Returns:
@@ -399,18 +500,13 @@ def drive(registry: str | Path, scenario: str | Path, *, users: int, days: int |
     logged = [str(u) for u in np.asarray(pop.user_id)[rows]]
     uids = user_ids(np.asarray(pop.user_id), rows)
     tmp = None
+    imported = 0.0
     if history == "import":
-        if len(set(logged)) < users:
-            raise PushrlError(f"history='import' serves the logged users themselves, but seed "
-                              f"{seed} draws {users - len(set(logged))} of the {users} users "
-                              "twice (draws are with replacement); use fewer users, another "
-                              "seed, or history='log'")
-        uids = logged
         if state is None:
             tmp = tempfile.mkdtemp(prefix="pushrl-served-")
             state = Path(tmp) / "state"
         t1 = time.perf_counter()
-        import_state(sc.data, state)
+        _import_cached(sc.data, logged, uids, Path(state), import_cache)
         imported = time.perf_counter() - t1
     tzs = [str(t) for t in np.asarray(pop.timezone)[rows]]
     item_ids = [str(i) for i in world.model.item_ids]

@@ -151,3 +151,27 @@ def select_timing(candidates: Mapping[str, Any], scenario: str | Scenario, *,
     return Selection(best, chosen, obj, uns, ok, float(ref.objective.mean()),
                      extra={"summaries": {n: r.summary() for n, r in runs.items()},
                             "reference_summary": ref.summary()})
+
+
+def explain(sel: Selection, n_users: int, reference: str = "most-active-hour") -> str:
+    """One line saying what :func:`select_timing` ships and why (objective difference per
+    user vs the reference with its 95 % interval, unsubscribe difference, sends per day)."""
+    sums = sel.extra.get("summaries", {})
+    ref_sends = sel.extra.get("reference_summary", {}).get("sim/sends_per_user_day", 0.0)
+
+    def sends(name: str) -> str:
+        return f"{sums.get(name, {}).get('sim/sends_per_user_day', float('nan')):.2f}"
+
+    if sel.qualified:
+        o = sel.objective[sel.name]
+        return (f"ships {sel.name}: {o.diff:+.3f} [{o.lower:+.3f}, {o.upper:+.3f}] objective/"
+                f"user vs {reference} on {n_users} fitted-simulator validation users "
+                f"({sends(sel.name)} vs {ref_sends:.2f} sends/user/day)")
+    best = max(sel.objective, key=lambda n: sel.objective[n].diff)
+    o, u = sel.objective[best], sel.unsubscribed[best]
+    why = ("its 95 % lower bound is not above 0" if o.lower <= 0
+           else "it unsubscribes significantly more users")
+    return (f"ships {reference}: the learned agent is not better on {n_users} "
+            f"fitted-simulator validation users ({best}: {o.diff:+.3f} [{o.lower:+.3f}, "
+            f"{o.upper:+.3f}] objective/user, unsubscribed share {u.diff:+.3f}, "
+            f"{sends(best)} vs {ref_sends:.2f} sends/user/day): {why}")

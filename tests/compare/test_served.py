@@ -66,33 +66,64 @@ def test_served_equals_batch_rollout(tmp_path: Path, timing: str, history: str,
     assert served.served_blocked == 0
 
 
-def test_history_import_serves_the_logged_users_from_pushrl_state_import(
+def test_history_import_serves_each_drawn_user_from_pushrl_state_import(
         tmp_path: Path) -> None:
-    # history="import": `pushrl state import` of the scenario's log, then the server starts on
-    # that state; the logged users are served under their own ids, with their whole log
-    # (activity, sends, unsubscribes). The simulator's closest warm start ("full": lifetime
-    # counts) has no timed events, so the decisions are close, not equal (measured 0.99 of
-    # the decisions on this seed: the floor is 0.9).
+    # history="import": `pushrl state import` of the DRAWN users' log (each slot a copy of
+    # its logged user under its own id; the rollout draws with replacement, so a seed that
+    # draws a user twice serves two users with the same past), then the server starts on
+    # that state. The simulator's closest warm start ("full": lifetime counts) has no timed
+    # events, so the decisions are close, not equal (measured 0.99 of the decisions on this
+    # seed: the floor is 0.9).
+    import json
+
+    from pushrl.data.features import FeatureSpec
     from pushrl.data.io import read_tables
+    from pushrl.data.validate import load_dataset
     from pushrl.envs.rollout import draw_users
     from pushrl.envs.scenario import load_scenario
-    from pushrl.errors import PushrlError
 
     reg = _registry(tmp_path)
-    with pytest.raises(PushrlError, match=r"draws .* twice .* history='log'"):
-        drive(reg, "default", users=200, days=1, seed=0, history="import")
     n, days = 20, 2
     sc = load_scenario("default")
     n_pop = len(read_tables(sc.data)["users"])
-    seed = next(s for s in range(100) if len(set(draw_users(s, n, n_pop)[0])) == n)
+    seed = next(s for s in range(1000) if len(set(draw_users(s, n, n_pop)[0])) < n)
     served = drive(reg, "default", users=n, days=days, seed=seed, history="import",
                    warm_start="full", state=tmp_path / "state")
     twin = batch_twin("most-active-hour", None, "default", users=n, days=days, seed=seed,
                       warm_start="full")
     rows, _ = draw_users(seed, n, n_pop)
     users = read_tables(sc.data)["users"]["user_id"].astype(str).to_numpy()
-    assert served.user_ids == users[rows].tolist()
+    assert served.user_ids == [f"{u}.{i}" for i, u in enumerate(users[rows])]
     asked = served.decisions >= 0
     assert served.result.sends.sum() > 0
     assert (twin.sent[asked] == (served.decisions[asked] == 1)).mean() >= 0.9
     assert not np.isnan(served.p_send[asked]).any()
+    # the server's feature priors are the whole log's, not the drawn copies'
+    ds, _ = load_dataset(sc.data, quarantine=False)
+    kept = json.loads((tmp_path / "state" / "feature_spec.json").read_text())
+    assert kept == json.loads(json.dumps(FeatureSpec.fit(ds).to_dict()))
+
+
+def test_drawn_log_copies_each_slot_under_its_own_id(tmp_path: Path) -> None:
+    # a logged user drawn twice: two users with the same rows (ids and decision ids made
+    # unique), a valid pushlog v1 log
+    from pushrl.compare.served import drawn_log
+    from pushrl.data.io import read_tables
+    from pushrl.data.validate import load_dataset
+    from pushrl.envs.scenario import load_scenario
+
+    data = load_scenario("default").data
+    t = read_tables(data)
+    a, b = t["users"]["user_id"].astype(str).iloc[:2]
+    out = drawn_log(data, [a, b, a], ["s0", "s1", "s2"], tmp_path / "log")
+    ds, rep = load_dataset(out, quarantine=False)
+    assert rep.n_rejected == 0
+    assert ds.users["user_id"].astype(str).tolist() == ["s0", "s1", "s2"]
+    for table in ("pushes", "activity"):
+        orig = (t[table]["user_id"].astype(str) == a).sum()
+        got = ds.table(table)["user_id"].astype(str).value_counts()
+        assert orig > 0 and got["s0"] == got["s2"] == orig
+    p = ds.pushes
+    assert (p.loc[p.user_id == "s0", "ts"].to_numpy() == p.loc[p.user_id == "s2", "ts"]
+            .to_numpy()).all()
+    assert p["decision_id"].is_unique

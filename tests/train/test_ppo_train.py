@@ -158,3 +158,24 @@ def test_cli_trains_and_writes_json(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["timesteps"] == 16384 and Path(out["artifact"]).is_dir()
+
+
+def test_cli_select_ships_the_heuristic_over_an_untrained_agent(tmp_path: Path) -> None:
+    # --select: a 512-step agent (it pushes ~5 % of hours at random) loses to
+    # most-active-hour on validation users: the selection says to ship the heuristic, with
+    # the measured reason, and records it in the card
+    from typer.testing import CliRunner
+
+    from pushrl.cli.main import app
+
+    res = CliRunner().invoke(app, [
+        "train", "timing", "--out", str(tmp_path / "p"), "--timesteps", "512", "--no-eval",
+        "--hp", "n_envs=8", "--hp", "n_steps=64", "--hp", "batch_size=256", "--hp",
+        "n_epochs=2", "--select", "200", "--json", "--run-dir", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    sel = json.loads(res.stdout)["selection"]
+    assert sel["ships"] == "most-active-hour"
+    assert sel["reason"].startswith("ships most-active-hour: the learned agent is not better")
+    assert sel["validation_users"] == 200 and sel["qualified"] == []
+    card = json.loads((Path(json.loads(res.stdout)["artifact"]) / "card.json").read_text())
+    assert card["selection"]["ships"] == "most-active-hour"
