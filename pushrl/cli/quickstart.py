@@ -15,6 +15,7 @@ own progress bars), so the quickstart doubles as a tour of the CLI.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import shlex
@@ -107,7 +108,7 @@ def _serve_one_decision(registry: Path, state: Path, catalog: Path) -> dict[str,
 
     port = _free_port()
     args = ["serve", "--registry", str(registry), "--host", "127.0.0.1", "--port", str(port),
-            "--state", str(state), "--catalog", str(catalog)]
+            "--state", str(state), "--catalog", str(catalog), "--seed", "0"]
     console.print(f"[dim]$ pushrl {shlex.join(args)}[/]")
     proc = subprocess.Popen([sys.executable, "-m", "pushrl.cli.main", *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -137,12 +138,15 @@ def _serve_one_decision(registry: Path, state: Path, catalog: Path) -> dict[str,
                 if r.status_code != 200:
                     raise PushrlError(f"{r.request.url.path} answered {r.status_code}: "
                                       f"{r.text[:200]}")
-            # Ask hour by hour through the user's next active evening (as a scheduler would)
-            # until the timing policy sends, so the decision shows the item policy too.
+            # Ask hour by hour through the user's waking hours (as a scheduler would) until
+            # the timing policy sends, so the decision shows the item policy too: a promoted
+            # stochastic agent may send rarely, so up to two weeks (seeded server: the same
+            # policy gives the same answer every run).
             decision: dict[str, Any] = {}
-            for hour in range(6, 22):
-                r = c.post("/v1/decide", json={"user_id": "quickstart-user",
-                                               "ts": f"2026-03-31T{hour:02d}:00:00Z"})
+            start = datetime.date(2026, 3, 31)
+            for ts in (f"{start + datetime.timedelta(days=d)}T{h:02d}:00:00Z"
+                       for d in range(14) for h in range(6, 22)):
+                r = c.post("/v1/decide", json={"user_id": "quickstart-user", "ts": ts})
                 if r.status_code != 200:
                     raise PushrlError(f"/v1/decide answered {r.status_code}: {r.text[:200]}")
                 decision = r.json()
