@@ -118,6 +118,10 @@ def synth(
     templates: bool = typer.Option(False, "--templates",
                                    help="Add message-template effects and fatigue "
                                         "(pushrl.data.worlds.TEMPLATE_KNOBS; logs template_id)."),
+    channels: bool = typer.Option(False, "--channels",
+                                  help="Add channels push/email/in-app with opt-in, costs and "
+                                       "responses (pushrl.data.worlds.CHANNEL_KNOBS; logs "
+                                       "channel, pscore_channel, users.channels)."),
     part_users: int = typer.Option(10_000, "--part-users", min=1,
                                    help="Users per part: larger worlds are generated and "
                                         "written one user part at a time (bounded memory)."),
@@ -131,7 +135,7 @@ def synth(
     if 24 % slots_per_day:
         raise DataError(f"--slots-per-day must divide 24, got {slots_per_day}")
     cfg = world_config(world, users=users, days=days, seed=seed, items=items,
-                       slots_per_day=slots_per_day, templates=templates,
+                       slots_per_day=slots_per_day, templates=templates, channels=channels,
                        **dict(parse_param(p) for p in param))
     parts = -(-users // part_users)
     if world in TRIGGER_WORLDS:  # behaviour triggers (issue #16): one part, its own generator

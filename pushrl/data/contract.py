@@ -23,6 +23,10 @@ PUSHLOG_VERSION = "pushlog/v1.1"
 #: log with the same fingerprint (fingerprints keep this seed and hash the optional tables
 #: only when they have rows).
 FINGERPRINT_VERSION = "pushlog/v1"
+#: Channels (issue 17) add two optional columns to v1.1, ``users.channels`` (opt-in at the
+#: log's start) and ``pushes.pscore_channel``; ``pushes.channel`` names the channel of a sent
+#: row. A log without them is read as before (push only; fingerprints unchanged).
+CHANNEL_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
 
 TableName = Literal["users", "items", "activity", "pushes", "item_updates", "triggers"]
 #: The core tables (every log has them; ``activity`` may be empty).
@@ -69,6 +73,9 @@ SCHEMA: dict[str, tuple[Column, ...]] = {
     "users": (
         Column("user_id", "id", True, False, "opaque user key, unique; never personal data"),
         Column("timezone", "str", False, True, "IANA time zone name, default UTC"),
+        Column("channels", "str", False, True,
+               "channels the user opted into at the log's start, comma-separated names such "
+               "as `push,email,in_app` (issue 17); absent/null = every channel"),
     ),
     "items": (
         Column("item_id", "id", True, False, "item key, unique"),
@@ -110,6 +117,8 @@ SCHEMA: dict[str, tuple[Column, ...]] = {
                "logging probability of template_id given the sent item and context"),
         Column("trigger_id", "id", False, True,
                "the trigger this push delivered (v1.1), must exist in triggers"),
+        Column("pscore_channel", "float", False, True,
+               "logging probability of `channel` given the sent item and context (issue 17)"),
     ),
     "item_updates": (
         Column("item_id", "id", True, False, "item key, must exist in items"),

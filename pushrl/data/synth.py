@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from pushrl.data.channel_world import UNSEEN, ChannelChooser, ChannelTruth
 from pushrl.data.contract import PUSHLOG_VERSION
 from pushrl.data.features import F, FeatureSpec, FeatureState, TemplateRecency
 from pushrl.data.loggers import make_logger
@@ -96,6 +97,16 @@ class WorldParams:
     template_deal_lift: tuple[float, ...] = ()
     template_fatigue: float = 0.0
     template_recovery_h: float = 48.0
+    # Channels (off by default: no channel columns, no extra draws; issue 17): see
+    # pushrl.data.channel_world for the meaning of each per-channel entry.
+    channel_ids: tuple[str, ...] = ()
+    channel_optin: tuple[float, ...] = ()
+    channel_lift: tuple[float, ...] = ()
+    channel_lift_heavy: tuple[float, ...] = ()
+    channel_fatigue: tuple[float, ...] = ()
+    channel_unsub: tuple[float, ...] = ()
+    channel_session_only: tuple[float, ...] = ()
+    channel_none: float = 0.0
 
 
 #: WorldParams fields of the original default world (always written to ground_truth.json).
@@ -197,6 +208,12 @@ class TrueWorld:
         #: +1 for items with discount_pct >= 30, else -1 (the deal copy's item effect)
         self.deal = (np.where(items["discount_pct"].to_numpy(float) >= 30, 1.0, -1.0)
                      if "discount_pct" in items else np.zeros(len(items)))
+        #: channel effects (pushrl.data.channel_world), None in a push-only world
+        self.channels = (ChannelTruth(params.channel_ids, params.channel_optin,
+                                      params.channel_lift, params.channel_lift_heavy,
+                                      params.channel_fatigue, params.channel_unsub,
+                                      params.channel_session_only, self.heavy)
+                         if params.channel_ids else None)
 
     @classmethod
     def load(cls, dirpath: str | Path) -> TrueWorld:
@@ -261,8 +278,10 @@ class TrueWorld:
         med = float(np.median(self.price))
         return _sigmoid(p.convert_intercept + p.convert_price * np.log(self.price[items] / med))
 
-    def unsub_hazard(self, users: np.ndarray, sends_7d: np.ndarray) -> np.ndarray:
-        """P(unsubscribe | a push is sent now), given pushes in the previous 7 days."""
+    def unsub_hazard(self, users: np.ndarray, sends_7d: np.ndarray,
+                     shift: np.ndarray | float = 0.0) -> np.ndarray:
+        """P(unsubscribe | a push is sent now), given pushes in the previous 7 days
+        (``shift``: the channel's logit shift, 0 for push-only worlds)."""
         p = self.params
         volume = sends_7d
         if p.unsub_threshold_7d > 0:
@@ -270,7 +289,7 @@ class TrueWorld:
         if p.unsub_saturation_7d > 0:
             volume = p.unsub_saturation_7d * (1.0 - np.exp(-volume / p.unsub_saturation_7d))
         return _sigmoid(p.unsub_intercept + p.unsub_volume_7d * volume
-                        + p.unsub_engagement * self.z[users])
+                        + p.unsub_engagement * self.z[users] + shift)
 
     def p_no_session(self, start_bucket: int, hours: int) -> np.ndarray:
         """True probability that each user has no session (so no activity at all) in the
@@ -384,7 +403,8 @@ TemplateChooser = Callable[[FeatureState, np.ndarray, int, np.ndarray, np.ndarra
 def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = None, *,
              rng: np.random.Generator | None = None,
              items: pd.DataFrame | None = None, first_user: int = 0,
-             first_decision: int = 0, template_chooser: TemplateChooser | None = None
+             first_decision: int = 0, template_chooser: TemplateChooser | None = None,
+             channel_chooser: ChannelChooser | None = None
              ) -> tuple[Dataset, dict[str, Any], pd.DataFrame]:
     """Generate a synthetic pushlog v1 dataset (or one user part of a larger one).
 
@@ -398,6 +418,11 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
         template_chooser: Picks the template of every sent push in a world with templates
             (:data:`TemplateChooser`; None = uniform). It draws from its own generator, so
             every other draw of the world is the same whichever templates it picks.
+        channel_chooser: Picks the channel (or none: -1) of every push the logger sends in a
+            world with channels (:data:`~pushrl.data.channel_world.ChannelChooser`; None =
+            uniform over the user's opted-in channels). With channels on, the logger decides
+            for every user at every slot and each push's outcomes come from per-user uniforms
+            drawn for everyone, so two choosers see the same draws (common random numbers).
 
     Returns:
         ``(dataset, ground_truth, ground_truth_users)``.
@@ -425,6 +450,14 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
     n_tmpl = world.n_templates
     recency = TemplateRecency(n, n_tmpl) if n_tmpl else None
     trng = np.random.default_rng([cfg.seed, 17, first_user])
+    chan = world.channels
+    if chan is not None:  # own streams: the push-only world's draws are untouched
+        crng = np.random.default_rng([cfg.seed, 23, first_user])
+        opt_in = chan.draw_opt_in(crng, n)
+        gt_users["channels"] = users["channels"] = [
+            ",".join(c for c, m in zip(chan.ids, row, strict=True) if m) for row in opt_in]
+        alive = opt_in.any(axis=1)
+        c_recency = TemplateRecency(n, chan.n)
     act, push = _Cols(), _Cols()
     all_u = np.arange(n)
     for step in range(n_steps):
@@ -457,18 +490,57 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
             ev_rev = np.where(ev_kind == 3, world.price[np.maximum(ev_item, 0)], np.nan)
             ev_ts = b * HOUR + rng.integers(0, HOUR * step_hours, ev_u.size)
             act.add(u=ev_u, kind=ev_kind, item=ev_item, rev=ev_rev, ts=ev_ts)
-            if recency is not None:  # a template policy deciding here sees activity as replay
+            if recency is not None or chan is not None:  # a chooser here sees replay's features
                 state.record_activity(ev_u, ev_ts // HOUR, np.where(
                     ev_item >= 0, world.item_cat[np.maximum(ev_item, 0)], -1))
         # the randomised logging policy, at every slot for every subscribed user
         if step % step_hours == 0:
-            du = all_u[alive]
-            send, it, pscore, pscore_send = logger.decide(du, hour[du], rng)
+            if chan is None:
+                du = all_u[alive]
+                send, it, pscore, pscore_send = logger.decide(du, hour[du], rng)
+            else:  # every user decided and drawn for: the same draws whoever unsubscribed
+                send, it, pscore, pscore_send = logger.decide(all_u, hour, rng)
+                draws = rng.random((4, n))
+                du = all_u[alive]
+                send, it, pscore, pscore_send = (send[du], it[du], pscore[du],
+                                                 pscore_send[du])
             su_ = du[send]
             si = it[send]
             f = state.features(su_, b)
             wk, hr = weekend[su_], hour[su_]
             logit = world.open_logit(su_, wk, hr, si, f[:, F["sends_24h"]], f[:, F["sends_7d"]])
+            u_shift = np.zeros(su_.size)
+            with_item = send  # rows logged with their item
+            if chan is not None:
+                c_hours = c_recency.hours(su_, b)
+                if channel_chooser is None:
+                    c_arm, p_c = chan.uniform(opt_in[su_], crng, p.channel_none)
+                else:
+                    c_arm, p_c = channel_chooser(state, su_, b, si, c_hours, opt_in[su_])
+                    c_arm = np.asarray(c_arm, np.int64)
+                    ok = c_arm >= 0
+                    if np.any(~opt_in[su_[ok], c_arm[ok]]):
+                        raise ValueError("channel_chooser sent on a channel the user did not "
+                                         "opt into")
+                go = c_arm >= 0
+                ca = np.maximum(c_arm, 0)
+                in_sess = n_sess[su_] > 0
+                fat = (world.params.fatigue_24h * f[:, F["sends_24h"]]
+                       + world.params.fatigue_7d * f[:, F["sends_7d"]])
+                logit = logit + chan.open_shift(su_, ca, in_sess, fat)
+                u_shift = np.where(chan.seen(ca, in_sess), chan.unsub[ca], UNSEEN)
+                c_recency.record(su_[go], b, c_arm[go])
+                # "none" is logged unsent with its pscore_channel and no channel
+                decided = with_item = send  # a "none" row keeps the item it would have sent
+                send = send.copy()
+                send[np.flatnonzero(send)[~go]] = False
+                push.add(chan=_scatter(decided, c_arm, -1, np.int64),
+                         p_chan=_scatter(decided, np.asarray(p_c, float), np.nan, float))
+                if channel_chooser is None and p.channel_none > 0:  # the logger's none
+                    pscore_send = pscore_send * (1.0 - p.channel_none)
+                    pscore = np.where(send, pscore * (1.0 - p.channel_none), 1.0 - pscore_send)
+                su_, si, f, logit, u_shift = su_[go], si[go], f[go], logit[go], u_shift[go]
+                wk, hr = wk[go], hr[go]
             if recency is not None:
                 hours = recency.hours(su_, b)
                 if template_chooser is None:
@@ -482,21 +554,29 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
                 push.add(tmpl=_scatter(send, arm, -1, np.int64),
                          p_tmpl=_scatter(send, p_arm, np.nan, float))
             p_open = _sigmoid(logit)
-            opened = rng.random(su_.size) < p_open
-            clicked = opened & (rng.random(su_.size) < world.p_click(su_, si))
-            converted = clicked & (rng.random(su_.size) < world.p_convert(si))
+            if chan is None:
+                uo, uc, uv, uu = (rng.random(su_.size) for _ in range(4))
+            else:
+                uo, uc, uv, uu = draws[:, su_]
+            opened = uo < p_open
+            clicked = opened & (uc < world.p_click(su_, si))
+            converted = clicked & (uv < world.p_convert(si))
             revenue = np.where(converted, world.price[si], 0.0)
-            unsub = rng.random(su_.size) < world.unsub_hazard(su_, f[:, F["sends_7d"]])
+            unsub = uu < world.unsub_hazard(su_, f[:, F["sends_7d"]], u_shift)
             state.record_push(su_, b, opened)
             logger.observe(si, clicked)
             push.add(u=du, ts=np.full(du.size, b * HOUR, np.int64), sent=send,
-                     item=np.where(send, it, -1), pscore=pscore,
+                     item=np.where(with_item, it, -1), pscore=pscore,
                      pscore_send=pscore_send, opened=_scatter(send, opened, False, bool),
                      clicked=_scatter(send, clicked, False, bool),
                      converted=_scatter(send, converted, False, bool),
                      revenue=_scatter(send, revenue, np.nan, float),
                      unsub=_scatter(send, unsub, False, bool))
-            alive[su_[unsub]] = False
+            if chan is None:
+                alive[su_[unsub]] = False
+            else:  # an unsubscribe leaves that channel only
+                opt_in[su_[unsub], c_arm[c_arm >= 0][unsub]] = False
+                alive = opt_in.any(axis=1)
         if progress is not None:
             progress(step + 1, n_steps)
 
@@ -535,6 +615,10 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
         pushes["template_id"] = pd.Categorical.from_codes(push.cat("tmpl", np.int64),
                                                           categories=list(p.template_ids))
         pushes["pscore_template"] = push.cat("p_tmpl", float)
+    if chan is not None:
+        pushes["channel"] = pd.Categorical.from_codes(push.cat("chan", np.int64),
+                                                      categories=list(chan.ids))
+        pushes["pscore_channel"] = push.cat("p_chan", float)
     gt = {
         "format": "pushrl/ground_truth/v1",
         "params": params_to_json(p),
@@ -542,6 +626,7 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
         "categories": list(CATEGORIES),
         "logging_policy": ("per slot: send ~ Bernoulli(p_send[user]); item ~ Uniform(items)"
                            + ("; template ~ Uniform(template_ids)" if n_tmpl else "")
+                           + ("; channel ~ Uniform(opted-in channels)" if chan else "")
                            if p.logger == "uniform" else f"{p.logger}: see pushrl.data.loggers"),
         "notes": "open logit = intercept + activity*log(rel_activity[local hour, weekend]) + "
                  "affinity*log(pref[cat]*n_cat) + engagement*z - fatigue_24h*sends_24h - "

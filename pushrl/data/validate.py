@@ -14,6 +14,7 @@ stretch every per-hour statistic over centuries.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from pushrl.data.contract import (
+    CHANNEL_NAME_PATTERN,
     ALL_TABLES,
     BOOL_OUTCOMES,
     EVENTS,
@@ -216,7 +218,18 @@ def _check_users(df: pd.DataFrame) -> _Rejector:
     tzs = df["timezone"].astype(str)
     # the server's rule (serve.state.valid_timezone): data it would refuse never trains a policy
     r.check(~tzs.isin(zone_names()), "unknown timezone (use an IANA name such as Europe/Berlin)")
+    if "channels" in df and df["channels"].notna().any():
+        r.check(~df["channels"].map(_channel_list_ok, na_action="ignore").fillna(True)
+                .to_numpy(bool), "channels is not a comma-separated list of channel names "
+                "(lower-case, e.g. push,email,in_app)")
     return r
+
+
+def _channel_list_ok(text: object) -> bool:
+    """``users.channels``: empty (opted into nothing) or names matching the contract's
+    :data:`~pushrl.data.contract.CHANNEL_NAME_PATTERN`, comma-separated."""
+    names = [t.strip() for t in str(text).split(",") if t.strip()]
+    return all(re.fullmatch(CHANNEL_NAME_PATTERN, t) for t in names)
 
 
 def _check_items(df: pd.DataFrame) -> _Rejector:
@@ -336,6 +349,11 @@ def _check_propensities(r: _Rejector, df: pd.DataFrame, sent: np.ndarray) -> Non
                  else np.zeros(len(v), bool))
         r.check(sent & shown & np.isnan(v), "pscore_template missing on a sent row with a "
                 "template_id")
+    if "pscore_channel" in df and df["pscore_channel"].notna().any():
+        v = df["pscore_channel"].to_numpy(np.float64, na_value=np.nan)
+        r.check(~np.isnan(v) & ((v <= 0) | (v > 1)), "pscore_channel outside (0, 1]")
+        has = df["channel"].notna().to_numpy() if "channel" in df else np.zeros(len(v), bool)
+        r.check(sent & has & np.isnan(v), "pscore_channel missing on a sent row with a channel")
 
 
 def _check_pushes(df: pd.DataFrame, users: pd.Index, items: pd.Index,

@@ -124,6 +124,24 @@ TEMPLATE_KNOBS: dict[str, Any] = {
     "template_fatigue": 0.4,
     "template_recovery_h": 48.0,
 }
+#: Channel effects (issue 17) added to any world by ``world_config(..., channels=True)`` /
+#: ``pushrl data synth --channels`` (truth: :mod:`pushrl.data.channel_world`). Push: 60 %
+#: opted in, the world's open model, full fatigue, the world's unsubscribe hazard. Email:
+#: 85 % opted in, low open (-0.9 light / -1.3 heavy users), half the fatigue, unsubscribes
+#: e^-1.5 as often. In-app: everyone, seen only inside a session in that hour, then strong
+#: (+1.0 light / +1.4 heavy users), little fatigue, rare unsubscribes. Heavy users are often in
+#: session, so in-app suits them; light users are best reached by push or email. The logger
+#: skips 10 % of its sends (channel none), so the none arm is logged too.
+CHANNEL_KNOBS: dict[str, Any] = {
+    "channel_ids": ("push", "email", "in_app"),
+    "channel_optin": (0.6, 0.85, 1.0),
+    "channel_lift": (0.0, -0.9, 1.0),
+    "channel_lift_heavy": (0.0, -1.3, 1.4),
+    "channel_fatigue": (1.0, 0.5, 0.3),
+    "channel_unsub": (0.0, -1.5, -3.0),
+    "channel_session_only": (0.0, 0.0, 1.0),
+    "channel_none": 0.1,
+}
 #: Worlds generated with trigger dynamics (:func:`pushrl.sim.trigger_world.synthesize_triggers`).
 TRIGGER_WORLDS: tuple[str, ...] = ("triggers",)
 
@@ -142,13 +160,16 @@ def get_world(name: str) -> WorldFamily:
 
 def world_config(name: str = "default", *, users: int = 2000, days: int = 28, seed: int = 0,
                  items: int | None = None, slots_per_day: int = 24, start: str = DEFAULT_START,
-                 templates: bool = False, **overrides: Any) -> SynthConfig:
+                 templates: bool = False, channels: bool = False,
+                 **overrides: Any) -> SynthConfig:
     """A :class:`SynthConfig` for world ``name`` (``items`` None = the family's catalog size;
-    ``templates`` adds :data:`TEMPLATE_KNOBS`; ``overrides`` replace the family's
-    ``WorldParams``)."""
+    ``templates`` adds :data:`TEMPLATE_KNOBS`, ``channels`` :data:`CHANNEL_KNOBS`;
+    ``overrides`` replace the family's ``WorldParams``)."""
     fam = get_world(name)
     if templates:
         overrides = {**TEMPLATE_KNOBS, **overrides}
+    if channels:
+        overrides = {**CHANNEL_KNOBS, **overrides}
     return SynthConfig(users=users, days=days, seed=seed,
                        items=fam.items if items is None else items,
                        slots_per_day=slots_per_day, start=start, params=fam.params(**overrides))
@@ -164,7 +185,7 @@ def parse_param(text: str) -> tuple[str, Any]:
         raise DataError(f"--param must be KEY=VALUE with KEY a world parameter, got {text!r}; "
                         f"known: {', '.join(sorted(fields))}")
     default = getattr(WorldParams(), key)
-    if key == "template_ids":
+    if key in ("template_ids", "channel_ids"):
         return key, tuple(x.strip() for x in raw.split(",") if x.strip())
     try:
         if isinstance(default, tuple):

@@ -17,7 +17,7 @@ item and template ``action_dist`` of the logged item.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -29,11 +29,24 @@ from pushrl.ope.estimators import (
 )
 from pushrl.ope.evaluate_item import crossfit_item_rewards
 from pushrl.ope.gate import DeploymentGate
-from pushrl.policies.base import ItemPolicy
+from pushrl.policies.base import ItemContext, ItemPolicy
 from pushrl.policies.template_policy import TemplateRounds
 
 
-def evaluate_template_policy(rounds: TemplateRounds, policy: ItemPolicy,
+class SlotRounds(Protocol):
+    """Logged rounds of a slot after the item (templates, channels): what this module reads."""
+
+    context: ItemContext
+    action: np.ndarray
+    reward: np.ndarray
+    pscore: np.ndarray
+    arms: Any  # has ``ids``: the arm names
+
+    @property
+    def n_rounds(self) -> int: ...
+
+
+def evaluate_template_policy(rounds: TemplateRounds | SlotRounds, policy: ItemPolicy,
                              baseline: ItemPolicy | None = None, *, alpha: float = 0.05,
                              n_bootstrap: int = 2000, seed: int = 0,
                              gate: DeploymentGate | None = None) -> dict[str, Any]:

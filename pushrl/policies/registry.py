@@ -37,6 +37,7 @@ LOADER_MODULES: dict[str, str] = {
     "ppo": "pushrl.policies.ppo",
     "baseline": "pushrl.policies.baselines",
     "vw_template": "pushrl.policies.template_policy",
+    "vw_channel": "pushrl.policies.channel_policy",
 }
 _VERSION = re.compile(r"v[0-9]+")
 _LOADERS: dict[str, Callable[[Path, dict[str, Any]], Any]] = {}

@@ -24,6 +24,10 @@ A send that violates a guardrail is never delivered. The rules, for every layer:
   sticky seeded hash of the user id) receives nothing from it, whatever the policy wants.
   Simulator and server pass that mask as ``held_out``; it is checked first, so a held-out
   user's decisions are logged ``guardrail:held_out`` and never sent.
+* **Channel opt-in** (issue 17): each channel (push, email, in-app) has its own
+  ``Guardrails`` (:class:`pushrl.rules.channels.Channel`); a send on a channel the user did
+  not opt into is blocked (``opted_in=``, verdict ``NOT_OPTED_IN``). Without channels every
+  user is opted into the one push channel.
 * **0 means no cap** for both caps (as in scenario files and model cards since v0). To stop
   every send use the server's kill switch. Negative caps and hours outside 0-23 are refused.
 
@@ -44,8 +48,11 @@ from pushrl.units import HOURS_PER_WEEK
 
 #: Verdict codes of :meth:`Guardrails.verdict` and the name of each (None = allowed).
 ALLOWED, QUIET_HOURS, DAILY_CAP, WEEKLY_CAP, UNSUBSCRIBED, HELD_OUT = 0, 1, 2, 3, 4, 5
+#: A channel the user did not opt into (issue 17, :mod:`pushrl.rules.channels`); checked
+#: after held out and unsubscribed, before quiet hours.
+NOT_OPTED_IN = 6
 REASONS: tuple[str | None, ...] = (None, "quiet_hours", "daily_cap", "weekly_cap",
-                                   "unsubscribed", "held_out")
+                                   "unsubscribed", "held_out", "not_opted_in")
 #: Hour buckets of the weekly cap's window before the decision's bucket.
 WEEK_BUCKETS = HOURS_PER_WEEK
 _NO_DAY = np.iinfo(np.int64).min // 2  # "no day yet" (day - 1 cannot wrap)
@@ -135,9 +142,10 @@ class Guardrails:
 
     def allowed(self, hour: np.ndarray, sends_today: np.ndarray, sends_week: np.ndarray,
                 subscribed: np.ndarray | None = None,
-                held_out: np.ndarray | None = None) -> np.ndarray:
-        """True where a send would be delivered: not held out, subscribed, not quiet and
-        within both caps.
+                held_out: np.ndarray | None = None,
+                opted_in: np.ndarray | None = None) -> np.ndarray:
+        """True where a send would be delivered: not held out, subscribed, opted into the
+        channel, not quiet and within both caps.
 
         Args:
             hour: Local hour at the decision's time.
@@ -147,15 +155,20 @@ class Guardrails:
                 user is subscribed, e.g. OPE over logged decisions).
             held_out: bool, shape of ``hour``: the user is in the campaign's holdout
                 (:meth:`pushrl.rules.holdout.Holdout.held_out`; None: nobody is).
+            opted_in: bool, shape of ``hour``: the user opted into this guardrail's channel
+                (None: everyone did, the push-only case).
         """
         ok = ~self.quiet(hour) & self.within_caps(sends_today, sends_week)
         if subscribed is not None:
             ok &= np.asarray(subscribed, bool)
+        if opted_in is not None:
+            ok &= np.asarray(opted_in, bool)
         return ok if held_out is None else ok & ~np.asarray(held_out, bool)
 
     def verdict(self, hour: np.ndarray, sends_today: np.ndarray, sends_week: np.ndarray,
                 subscribed: np.ndarray | None = None,
-                held_out: np.ndarray | None = None) -> np.ndarray:
+                held_out: np.ndarray | None = None,
+                opted_in: np.ndarray | None = None) -> np.ndarray:
         """The first blocking guardrail per decision as a code (:data:`REASONS`), int8, shape
         of ``hour``.
 
@@ -171,6 +184,8 @@ class Guardrails:
         if self.max_sends_per_day:
             code[np.asarray(sends_today) >= self.max_sends_per_day] = DAILY_CAP
         code[self.quiet(h)] = QUIET_HOURS
+        if opted_in is not None:
+            code[~np.asarray(opted_in, bool)] = NOT_OPTED_IN
         if subscribed is not None:
             code[~np.asarray(subscribed, bool)] = UNSUBSCRIBED
         if held_out is not None:

@@ -14,6 +14,12 @@ Three views of the same formula:
   OPE), where a missing outcome counts 0; :func:`missing_outcomes` counts the sent rows where
   that happened, so no caller hides it.
 
+Channels (issue 17): each channel has its own send cost
+(:attr:`pushrl.rules.channels.Channel.cost`). ``send_cost=`` of :func:`realised` /
+:func:`expected` takes a per-row cost in place of ``w.send_cost``; :func:`channel_send_cost`
+builds it from a channel column (a row without a channel, or one the map lacks, costs
+``w.send_cost``), and :func:`from_logs` applies it with ``channel_costs=``.
+
 An *item round* (bandit training, item OPE, the item environment) chooses the item of a push
 that is sent anyway: its reward is :meth:`RewardWeights.item_round` (no send cost, no
 unsubscribe). It is written as a formula over outcome columns (``--reward
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
@@ -161,7 +168,8 @@ def item_reward(reward: RewardWeights | str) -> RewardWeights:
 
 def realised(w: RewardWeights, *, delivered: npt.ArrayLike, opened: npt.ArrayLike,
              clicked: npt.ArrayLike, revenue: npt.ArrayLike, unsubscribed: npt.ArrayLike,
-             converted: npt.ArrayLike = 0.0) -> np.ndarray:
+             converted: npt.ArrayLike = 0.0,
+             send_cost: npt.ArrayLike | None = None) -> np.ndarray:
     """Reward of drawn outcomes, float64 broadcast shape of the inputs.
 
     The reward is linear in the outcomes, so with outcome probabilities in place of the
@@ -174,9 +182,12 @@ def realised(w: RewardWeights, *, delivered: npt.ArrayLike, opened: npt.ArrayLik
         revenue: Attributed revenue (0 without a conversion).
         unsubscribed: The user unsubscribed.
         converted: The push converted.
+        send_cost: Per-row send cost (the channel's, :func:`channel_send_cost`); None =
+            ``w.send_cost`` for every row.
     """
+    cost = w.send_cost if send_cost is None else np.asarray(send_cost, np.float64)
     r = (w.open * np.asarray(opened, np.float64) + w.click * np.asarray(clicked)
-         + w.revenue * np.asarray(revenue) - w.send_cost * np.asarray(delivered)
+         + w.revenue * np.asarray(revenue) - cost * np.asarray(delivered)
          - w.unsubscribe_penalty * np.asarray(unsubscribed))
     if w.convert:  # a zero weight adds exactly 0.0: skipped (the simulator's hot path)
         r = r + w.convert * np.asarray(converted)
@@ -198,7 +209,8 @@ def value_per_open(w: RewardWeights, p_click: npt.ArrayLike, p_convert: npt.Arra
 
 
 def expected(w: RewardWeights, open_value: npt.ArrayLike, p_unsub: npt.ArrayLike,
-             delivered: npt.ArrayLike = 1.0) -> np.ndarray:
+             delivered: npt.ArrayLike = 1.0,
+             send_cost: npt.ArrayLike | None = None) -> np.ndarray:
     """Expected reward of a push, broadcast.
 
     Args:
@@ -207,26 +219,50 @@ def expected(w: RewardWeights, open_value: npt.ArrayLike, p_unsub: npt.ArrayLike
         p_unsub: Unsubscribe probability of the push.
         delivered: Probability the push is delivered (1 for a send; 0 for a bandit round
             whose send is given and costs nothing here).
+        send_cost: Per-push send cost of its channel; None = ``w.send_cost``.
     """
-    return np.asarray(np.asarray(open_value, np.float64) - w.send_cost * np.asarray(delivered)
+    cost = w.send_cost if send_cost is None else np.asarray(send_cost, np.float64)
+    return np.asarray(np.asarray(open_value, np.float64) - cost * np.asarray(delivered)
                       - w.unsubscribe_penalty * np.asarray(p_unsub))
 
 
-def from_logs(w: RewardWeights, pushes: pd.DataFrame) -> np.ndarray:
+def channel_send_cost(w: RewardWeights, channel: npt.ArrayLike,
+                      channel_costs: Mapping[str, float]) -> np.ndarray:
+    """Send cost of each row's channel, float64 ``(n,)``.
+
+    Args:
+        channel: ``(n,)`` channel names (None/NaN/unknown = ``w.send_cost``).
+        channel_costs: Send cost per channel name (:meth:`pushrl.rules.channels.ChannelSet.costs`).
+    """
+    ch = np.asarray(channel, dtype=object)
+    out = np.full(ch.shape, float(w.send_cost))
+    for name, cost in channel_costs.items():
+        out[ch == name] = float(cost)
+    return out
+
+
+def from_logs(w: RewardWeights, pushes: pd.DataFrame, *,
+              channel_costs: Mapping[str, float] | None = None) -> np.ndarray:
     """Reward of every pushlog row, float64 ``(n_rows,)``; a missing outcome counts 0
     (:func:`missing_outcomes` counts the sent rows where that happens).
 
     Args:
         pushes: Pushlog v1 ``pushes`` table (``sent`` and any of the outcome columns).
+        channel_costs: Send cost per channel, applied through the ``channel`` column
+            (:func:`channel_send_cost`); None = ``w.send_cost`` for every row.
     """
     def col(name: str) -> np.ndarray:
         if name not in pushes.columns:
             return np.zeros(len(pushes))
         return np.nan_to_num(pushes[name].astype("Float64").to_numpy(np.float64, na_value=0.0))
 
+    cost = None
+    if channel_costs is not None and "channel" in pushes.columns:
+        ch = pushes["channel"].astype(object).where(pushes["channel"].notna(), None)
+        cost = channel_send_cost(w, ch.to_numpy(), channel_costs)
     return realised(w, delivered=col("sent"), opened=col("opened"), clicked=col("clicked"),
                     revenue=col("revenue"), unsubscribed=col("unsubscribed"),
-                    converted=col("converted"))
+                    converted=col("converted"), send_cost=cost)
 
 
 def missing_outcomes(w: RewardWeights, pushes: pd.DataFrame) -> dict[str, int]:

@@ -1,0 +1,306 @@
+"""The channel slot: through which channel (push, email, in-app), or none, to send a push.
+
+Channel choice follows the template slot's pattern (:mod:`pushrl.policies.template_policy`):
+a conditional contextual bandit after the item. Arms are ``none`` (arm 0, send nothing,
+always allowed) and the scenario's channels (:class:`~pushrl.rules.channels.ChannelSet`,
+arms ``1..C``); a channel the user did not opt into or whose guardrails block the send is
+masked (:meth:`~pushrl.rules.channels.ChannelSet.allowed`), so the policy can never send
+there. The chosen arm's probability is ``pscore_channel``.
+
+The context is :func:`pushrl.data.item_context.build_template_context` with the channels as
+candidates: pipeline user features (activity at this hour, engagement, sends ...), the chosen
+item's catalog features, and hours since the user last got a message on each channel
+(:class:`~pushrl.data.features.TemplateRecency` keyed by channel), so the policy can learn
+that in-app works when the user is usually active now and that push fatigues.
+
+The reward of a round is the whole push reward of :mod:`pushrl.rules.reward` with the
+channel's send cost (:func:`~pushrl.rules.reward.from_logs` with ``channel_costs``) and the
+unsubscribe penalty; ``none`` earns exactly 0. A logged ``none`` is an unsent row with a
+``pscore_channel`` and no channel (the synthetic logger skips ``channel_none`` of its
+sends), so OPE has support for it. Its reward is known anyway, so training also adds one
+full-information ``none`` round (reward 0, probability 1) per logged round
+(:func:`with_none_rounds`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pushrl.data.features import (
+    HOURS_CAP,
+    FeatureSpec,
+    ItemCatalog,
+    replay,
+    template_recency_replay,
+    user_index,
+)
+from pushrl.data.io import Dataset, to_unix_seconds
+from pushrl.data.item_context import build_template_context
+from pushrl.errors import ArtifactError, DataError
+from pushrl.policies.base import ItemContext, ItemPolicy
+from pushrl.policies.item_data import take_context
+from pushrl.policies.registry import register_loader, save_artifact
+from pushrl.policies.vw import LAYOUT_FILE, MODEL_FILE, VWConfig, VWItemPolicy
+from pushrl.policies.vw_format import VWLayout
+from pushrl.rules import reward as rules_reward
+from pushrl.rules.channels import Channel, ChannelSet, opt_in_matrix
+from pushrl.rules.reward import RewardWeights
+from pushrl.units import HOUR
+
+NONE_ARM = "none"
+ARMS_FILE = "channels.json"
+
+
+@dataclass(frozen=True)
+class ChannelArms:
+    """The arms of a channel decision: ``none`` then the channels.
+
+    Attributes:
+        channels: The scenario's channels (arm ``j + 1`` is ``channels.channels[j]``).
+        spec: Feature spec of the user features.
+        catalog: The item catalog (features of the chosen item).
+    """
+
+    channels: ChannelSet
+    spec: FeatureSpec
+    catalog: ItemCatalog
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        """Arm ids: ``("none", *channel names)``."""
+        return (NONE_ARM, *self.channels.names)
+
+    def context(self, features: np.ndarray, items: np.ndarray, hours: np.ndarray,
+                allowed: np.ndarray | None = None) -> ItemContext:
+        """Channel context of ``n`` decisions.
+
+        Args:
+            features: ``(n, N_FEATURES)`` raw pipeline features.
+            items: ``(n,)`` catalog index of each decision's item.
+            hours: ``(n, n_channels)`` hours since the user last got a message per channel.
+            allowed: ``(n, n_channels)`` channels allowed (opt-in and channel guardrails,
+                :meth:`ChannelSet.allowed`); None = all. ``none`` is always allowed.
+        """
+        n = np.asarray(items).size
+        h = np.concatenate([np.full((n, 1), float(HOURS_CAP)), np.asarray(hours, float)], 1)
+        mask = None if allowed is None else np.concatenate(
+            [np.ones((n, 1), bool), np.asarray(allowed, bool)], axis=1)
+        return build_template_context(features,
+                                      self.catalog.features[np.asarray(items, np.int64)],
+                                      self.catalog.feature_names,
+                                      np.zeros((len(self.ids), 0), np.float32), (), h,
+                                      mask=mask)
+
+
+@dataclass
+class ChannelRounds:
+    """Logged channel decisions (OBP vocabulary).
+
+    Attributes:
+        context: Channel contexts over the arms (``none`` first).
+        action: ``(n_rounds,)`` arm index (1.. for a logged channel).
+        reward: ``(n_rounds,)`` push reward with the channel's cost.
+        pscore: ``(n_rounds,)`` logged ``pscore_channel``.
+        row: ``(n_rounds,)`` rows of ``ds.pushes``.
+        arms: The arms.
+        weights: Reward weights (the channels' costs replace ``send_cost``).
+    """
+
+    context: ItemContext
+    action: np.ndarray
+    reward: np.ndarray
+    pscore: np.ndarray
+    row: np.ndarray
+    arms: ChannelArms
+    weights: RewardWeights
+
+    @property
+    def n_rounds(self) -> int:
+        """Number of rounds."""
+        return int(self.action.size)
+
+
+def channel_rounds(ds: Dataset, channels: ChannelSet, *, spec: FeatureSpec | None = None,
+                   weights: RewardWeights | None = None) -> ChannelRounds:
+    """Channel rounds of a log's sent pushes, featurised point-in-time.
+
+    Raises:
+        DataError: no ``channel`` / ``pscore_channel`` column, or no sent row on one of the
+            channels with a logged ``pscore_channel``.
+    """
+    p = ds.pushes
+    for c in ("channel", "pscore_channel"):
+        if c not in p:
+            raise DataError(f"the logs have no `{c}` column; channel training and OPE need "
+                            "the channel of each sent push and its logging probability "
+                            "(pushrl data synth --channels writes both)")
+    w = weights or RewardWeights()
+    spec = spec or FeatureSpec.fit(ds)
+    arms = ChannelArms(channels, spec, ItemCatalog(ds.items, spec))
+    index = {c: j for j, c in enumerate(channels.names)}
+    ch = p["channel"].astype(object).where(p["channel"].notna(), "").to_numpy()
+    arm = np.array([index.get(str(c), -1) for c in ch], np.int64)
+    sent = p["sent"].fillna(False).to_numpy(bool)
+    arm[~sent] = -1
+    users = user_index(ds, p["user_id"])
+    buckets = to_unix_seconds(p["ts"]) // HOUR
+    hours = template_recency_replay(users, buckets, arm, len(ds.users), len(channels))
+    ps = p["pscore_channel"].to_numpy(np.float64, na_value=np.nan)
+    # a logged "none": the channel slot skipped a push (unsent, no channel, pscore_channel)
+    none = ~sent & (ch == "") & np.isfinite(ps)
+    rows = np.flatnonzero(((arm >= 0) | none) & np.isfinite(ps) & p["item_id"].notna().to_numpy())
+    if not rows.size:
+        raise DataError(f"no sent row on one of the channels {list(channels.names)} with a "
+                        "logged `pscore_channel`")
+    r = rules_reward.from_logs(w, p.iloc[rows], channel_costs=channels.costs())  # none: 0
+    rep = replay(ds, spec, with_affinity=False)
+    items = arms.catalog.indices(p["item_id"].astype(str).to_numpy()[rows])
+    opted = logged_opt_in(ds, channels, users, buckets, arm)
+    ctx = arms.context(rep.features[rows], items, hours[rows], opted[rows])
+    return ChannelRounds(ctx, arm[rows] + 1, r, ps[rows], rows, arms, w)
+
+
+def logged_opt_in(ds: Dataset, channels: ChannelSet, users: np.ndarray, buckets: np.ndarray,
+                  arm: np.ndarray) -> np.ndarray:
+    """bool ``(n_rows, n_channels)``: each pushes row's user was opted into each channel at
+    its time: in ``users.channels`` (null = every channel) and not unsubscribed from that
+    channel by an earlier push (the unsubscribing push itself was still opted in).
+
+    Args:
+        users: ``(n_rows,)`` user index of each row; ``buckets``: ``(n_rows,)`` hour bucket;
+        arm: ``(n_rows,)`` channel index of sent rows, -1 otherwise.
+    """
+    col = ds.users["channels"] if "channels" in ds.users else [None] * len(ds.users)
+    init = opt_in_matrix(list(col), channels.names)
+    p = ds.pushes
+    unsub = (p["unsubscribed"].fillna(False).to_numpy(bool) if "unsubscribed" in p
+             else np.zeros(len(p), bool)) & (arm >= 0)
+    first = np.full(init.shape, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(first, (users[unsub], arm[unsub]), buckets[unsub])
+    return init[users] & (buckets[:, None] <= first[users])
+
+
+def with_none_rounds(rounds: ChannelRounds) -> ChannelRounds:
+    """``rounds`` plus one full-information ``none`` round per round (same context, arm 0,
+    reward 0, probability 1), interleaved so time order is kept (for training only)."""
+    n = rounds.n_rounds
+    idx = np.repeat(np.arange(n), 2)
+    ctx = take_context(rounds.context, idx)
+    action = np.stack([rounds.action, np.zeros(n, np.int64)], 1).ravel()
+    reward = np.stack([rounds.reward, np.zeros(n)], 1).ravel()
+    pscore = np.stack([rounds.pscore, np.ones(n)], 1).ravel()
+    return ChannelRounds(ctx, action, reward, pscore, rounds.row[idx], rounds.arms,
+                         rounds.weights)
+
+
+# --------------------------------------------------------------------- policies
+@dataclass
+class FixedChannel(ItemPolicy):
+    """Always channel arm ``arm`` when allowed, else none (``arm=1`` = push-only)."""
+
+    arm: int = 1
+    name: str = "fixed-channel"
+
+    def _action_dist(self, ctx: ItemContext) -> np.ndarray:
+        m = np.asarray(ctx.mask, bool)
+        d = np.zeros(m.shape)
+        d[:, self.arm] = m[:, self.arm]
+        d[:, 0] = ~m[:, self.arm]
+        return d
+
+
+@dataclass
+class UniformChannel(ItemPolicy):
+    """Uniform over the allowed channels (none only when no channel is allowed): the
+    synthetic logger's rule."""
+
+    name: str = "uniform-channel"
+
+    def _action_dist(self, ctx: ItemContext) -> np.ndarray:
+        m = np.asarray(ctx.mask, bool).astype(float)
+        d = m.copy()
+        d[:, 0] = m[:, 1:].sum(axis=1) == 0
+        return d
+
+
+@dataclass
+class ChannelPolicy(ItemPolicy):
+    """A VW ``cb_explore_adf`` channel policy over ``none`` + the channels.
+
+    Args:
+        vw: The VW model over the arms.
+        channels: The channels it was trained for (arm order).
+    """
+
+    vw: VWItemPolicy
+    channels: ChannelSet
+    name: str = "vw-channel"
+    version: str = "0"
+
+    def _action_dist(self, ctx: ItemContext) -> np.ndarray:
+        return self.vw.action_dist(ctx)
+
+    def learn(self, ctx: ItemContext, action: np.ndarray, reward: np.ndarray,
+              pscore: np.ndarray) -> None:
+        """Online update from observed channel rounds."""
+        self.vw.learn(ctx, action, reward, pscore)
+
+    def describe(self) -> dict[str, Any]:
+        """Model-card parameters."""
+        return {**super().describe(), "arms": [NONE_ARM, *self.channels.names],
+                "channels": self.channels.to_dict(), "vw_args": list(self.vw.args)}
+
+    def save(self, out: str | Path, card: dict[str, Any] | None = None) -> Path:
+        """Registry artifact ``out/vN`` (VW model, layout, channels), checksummed."""
+        files: dict[str, str | Path | bytes] = {
+            MODEL_FILE: self.vw.model_bytes(),
+            LAYOUT_FILE: json.dumps(self.vw.layout.to_dict()).encode(),
+            ARMS_FILE: json.dumps({"channels": self.channels.to_dict()}).encode()}
+        full = {"policy": self.describe(), "slot": "channel", "vw_args": list(self.vw.args),
+                **(card or {})}
+        return save_artifact(out, kind="item", loader="vw_channel", files=files, card=full)
+
+
+def new_channel_policy(arms: ChannelArms, ctx: ItemContext,
+                       config: VWConfig | None = None) -> ChannelPolicy:
+    """An untrained :class:`ChannelPolicy` for contexts shaped like ``ctx``."""
+    cfg = config or VWConfig()
+    layout = VWLayout.from_catalog(ctx.shared_names, ctx.candidate_feature_names,
+                                   np.array(arms.ids), np.zeros((len(arms.ids), 0), np.float32),
+                                   ())
+    return ChannelPolicy(VWItemPolicy(layout, cfg.args(), name="vw-channel"), arms.channels)
+
+
+def train_channel_policy(rounds: ChannelRounds, config: VWConfig | None = None, *,
+                         chunk: int = 2048) -> ChannelPolicy:
+    """Learn a :class:`ChannelPolicy` from logged rounds plus their ``none`` rounds (one
+    pass, in time order)."""
+    full = with_none_rounds(rounds)
+    pol = new_channel_policy(rounds.arms, rounds.context, config)
+    order = np.argsort(full.row, kind="stable")
+    for lo in range(0, order.size, chunk):
+        idx = order[lo:lo + chunk]
+        pol.learn(take_context(full.context, idx), full.action[idx], full.reward[idx],
+                  full.pscore[idx])
+    pol.vw.model_bytes()
+    return pol
+
+
+@register_loader("vw_channel")
+def load_channel_policy(path: Path, card: dict[str, Any]) -> ChannelPolicy:
+    """Registry loader of a verified channel-policy artifact."""
+    for f in (MODEL_FILE, LAYOUT_FILE, ARMS_FILE):
+        if f not in card.get("files", {}):
+            raise ArtifactError(f"{path}: channel policy artifact lacks {f}; re-train it")
+    doc = json.loads((Path(path) / ARMS_FILE).read_text())
+    channels = ChannelSet(tuple(Channel.from_dict(k, v) for k, v in doc["channels"].items()))
+    vw = VWItemPolicy(VWLayout.from_dict(json.loads((Path(path) / LAYOUT_FILE).read_text())),
+                      list(card.get("vw_args", [])), (Path(path) / MODEL_FILE).read_bytes(),
+                      name="vw-channel", model_sha256=card["files"][MODEL_FILE])
+    return ChannelPolicy(vw, channels, str(card.get("name", "vw-channel")),
+                         str(card.get("version", "0")))
