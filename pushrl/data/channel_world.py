@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from pushrl.data.features import FeatureState
+from pushrl.data.features import FeatureState, TemplateRecency
 
 #: ``chooser(state, users, bucket, items, hours, opted_in) -> (arms, pscore)``: the channel of
 #: each push the logger sends (``hours``: ``(n, n_channels)`` hours since the user last got a
@@ -109,3 +109,74 @@ class ChannelTruth:
         arm = np.where((cnt > 0) & ~skip, np.argmax((cum == pick[:, None]) & m, axis=1), -1)
         p = np.where(cnt == 0, 1.0, np.where(skip, none, (1.0 - none) / np.maximum(cnt, 1)))
         return arm.astype(np.int64), p
+
+
+class ChannelRun:
+    """The channel slot of one :func:`~pushrl.data.synth.generate` run: opt-in state, the
+    channel recency the chooser sees, the logger or chooser, and the response shifts.
+
+    Args:
+        truth: The world's channel truth.
+        chooser: The policy under evaluation; None = the randomised logger.
+        rng: The run's own channel stream (opt-in draws, the logger's channel draws).
+        n_users: Users of the run.
+        none: The logger's share of skipped sends (``WorldParams.channel_none``).
+        fatigue_24h, fatigue_7d: The world's fatigue weights (channels scale them).
+    """
+
+    def __init__(self, truth: ChannelTruth, chooser: ChannelChooser | None,
+                 rng: np.random.Generator, n_users: int, none: float, fatigue_24h: float,
+                 fatigue_7d: float) -> None:
+        self.truth, self.chooser, self.rng, self.none = truth, chooser, rng, none
+        self.fatigue = (fatigue_24h, fatigue_7d)
+        self.opt_in = truth.draw_opt_in(rng, n_users)
+        self.recency = TemplateRecency(n_users, truth.n)
+
+    @property
+    def alive(self) -> np.ndarray:
+        """bool ``(n_users,)``: opted into at least one channel."""
+        return self.opt_in.any(axis=1)
+
+    def opt_in_strings(self) -> list[str]:
+        """The users table's ``channels`` column (opt-in at the start)."""
+        return [",".join(c for c, m in zip(self.truth.ids, row, strict=True) if m)
+                for row in self.opt_in]
+
+    def choose(self, state: FeatureState, users: np.ndarray, bucket: int, items: np.ndarray,
+               in_session: np.ndarray, sends_24h: np.ndarray, sends_7d: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Channel of each push the send logger sends: ``(arms, pscore_channel, open-logit
+        shift, unsubscribe-logit shift)``, each ``(k,)``; arm -1 = none.
+
+        Raises:
+            ValueError: the chooser picked a channel the user is not opted into.
+        """
+        hours = self.recency.hours(users, bucket)
+        if self.chooser is None:
+            arm, p = self.truth.uniform(self.opt_in[users], self.rng, self.none)
+        else:
+            arm, p = self.chooser(state, users, bucket, items, hours, self.opt_in[users])
+            arm = np.asarray(arm, np.int64)
+            ok = arm >= 0
+            if np.any(~self.opt_in[users[ok], arm[ok]]):
+                raise ValueError("channel_chooser sent on a channel the user did not opt into")
+        go = arm >= 0
+        ca = np.maximum(arm, 0)
+        fat = self.fatigue[0] * sends_24h + self.fatigue[1] * sends_7d
+        shift = self.truth.open_shift(users, ca, in_session, fat)
+        u_shift = np.where(self.truth.seen(ca, in_session), self.truth.unsub[ca], UNSEEN)
+        self.recency.record(users[go], bucket, arm[go])
+        return arm, np.asarray(p, float), shift, u_shift
+
+    def propensities(self, sent: np.ndarray, pscore: np.ndarray,
+                     pscore_send: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(pscore, pscore_send)`` of the logged rows after the channel slot: the logger's
+        none share joins the send decision (a chooser's rows keep the send logger's)."""
+        if self.chooser is not None or self.none <= 0:
+            return pscore, pscore_send
+        ps = pscore_send * (1.0 - self.none)
+        return np.where(sent, pscore * (1.0 - self.none), 1.0 - ps), ps
+
+    def unsubscribe(self, users: np.ndarray, arms: np.ndarray) -> None:
+        """An unsubscribe leaves that channel only."""
+        self.opt_in[users, arms] = False

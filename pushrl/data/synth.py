@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from pushrl.data.channel_world import UNSEEN, ChannelChooser, ChannelTruth
+from pushrl.data.channel_world import ChannelChooser, ChannelRun, ChannelTruth
 from pushrl.data.contract import PUSHLOG_VERSION
 from pushrl.data.features import F, FeatureSpec, FeatureState, TemplateRecency
 from pushrl.data.loggers import make_logger
@@ -451,13 +451,9 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
     recency = TemplateRecency(n, n_tmpl) if n_tmpl else None
     trng = np.random.default_rng([cfg.seed, 17, first_user])
     chan = world.channels
-    if chan is not None:  # own streams: the push-only world's draws are untouched
-        crng = np.random.default_rng([cfg.seed, 23, first_user])
-        opt_in = chan.draw_opt_in(crng, n)
-        gt_users["channels"] = users["channels"] = [
-            ",".join(c for c, m in zip(chan.ids, row, strict=True) if m) for row in opt_in]
-        alive = opt_in.any(axis=1)
-        c_recency = TemplateRecency(n, chan.n)
+    crun = _channel_run(world, channel_chooser, cfg, first_user, users, gt_users)
+    alive = alive if crun is None else crun.alive
+    feed_state = recency is not None or chan is not None
     act, push = _Cols(), _Cols()
     all_u = np.arange(n)
     for step in range(n_steps):
@@ -490,20 +486,13 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
             ev_rev = np.where(ev_kind == 3, world.price[np.maximum(ev_item, 0)], np.nan)
             ev_ts = b * HOUR + rng.integers(0, HOUR * step_hours, ev_u.size)
             act.add(u=ev_u, kind=ev_kind, item=ev_item, rev=ev_rev, ts=ev_ts)
-            if recency is not None or chan is not None:  # a chooser here sees replay's features
+            if feed_state:  # a template/channel chooser here sees replay's features
                 state.record_activity(ev_u, ev_ts // HOUR, np.where(
                     ev_item >= 0, world.item_cat[np.maximum(ev_item, 0)], -1))
         # the randomised logging policy, at every slot for every subscribed user
         if step % step_hours == 0:
-            if chan is None:
-                du = all_u[alive]
-                send, it, pscore, pscore_send = logger.decide(du, hour[du], rng)
-            else:  # every user decided and drawn for: the same draws whoever unsubscribed
-                send, it, pscore, pscore_send = logger.decide(all_u, hour, rng)
-                draws = rng.random((4, n))
-                du = all_u[alive]
-                send, it, pscore, pscore_send = (send[du], it[du], pscore[du],
-                                                 pscore_send[du])
+            du, (send, it, pscore, pscore_send), draws = _log_decide(
+                logger, alive, hour, rng, every=chan is not None)
             su_ = du[send]
             si = it[send]
             f = state.features(su_, b)
@@ -511,36 +500,20 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
             logit = world.open_logit(su_, wk, hr, si, f[:, F["sends_24h"]], f[:, F["sends_7d"]])
             u_shift = np.zeros(su_.size)
             with_item = send  # rows logged with their item
-            if chan is not None:
-                c_hours = c_recency.hours(su_, b)
-                if channel_chooser is None:
-                    c_arm, p_c = chan.uniform(opt_in[su_], crng, p.channel_none)
-                else:
-                    c_arm, p_c = channel_chooser(state, su_, b, si, c_hours, opt_in[su_])
-                    c_arm = np.asarray(c_arm, np.int64)
-                    ok = c_arm >= 0
-                    if np.any(~opt_in[su_[ok], c_arm[ok]]):
-                        raise ValueError("channel_chooser sent on a channel the user did not "
-                                         "opt into")
+            sent_arm = None  # channel of each delivered push (channels on)
+            if crun is not None:
+                c_arm, p_c, l_shift, u_shift = crun.choose(
+                    state, su_, b, si, n_sess[su_] > 0, f[:, F["sends_24h"]],
+                    f[:, F["sends_7d"]])
                 go = c_arm >= 0
-                ca = np.maximum(c_arm, 0)
-                in_sess = n_sess[su_] > 0
-                fat = (world.params.fatigue_24h * f[:, F["sends_24h"]]
-                       + world.params.fatigue_7d * f[:, F["sends_7d"]])
-                logit = logit + chan.open_shift(su_, ca, in_sess, fat)
-                u_shift = np.where(chan.seen(ca, in_sess), chan.unsub[ca], UNSEEN)
-                c_recency.record(su_[go], b, c_arm[go])
-                # "none" is logged unsent with its pscore_channel and no channel
-                decided = with_item = send  # a "none" row keeps the item it would have sent
-                send = send.copy()
+                # "none" is logged unsent with its pscore_channel, no channel and its item
+                with_item, send = send, send.copy()
                 send[np.flatnonzero(send)[~go]] = False
-                push.add(chan=_scatter(decided, c_arm, -1, np.int64),
-                         p_chan=_scatter(decided, np.asarray(p_c, float), np.nan, float))
-                if channel_chooser is None and p.channel_none > 0:  # the logger's none
-                    pscore_send = pscore_send * (1.0 - p.channel_none)
-                    pscore = np.where(send, pscore * (1.0 - p.channel_none), 1.0 - pscore_send)
-                su_, si, f, logit, u_shift = su_[go], si[go], f[go], logit[go], u_shift[go]
-                wk, hr = wk[go], hr[go]
+                push.add(chan=_scatter(with_item, c_arm, -1, np.int64),
+                         p_chan=_scatter(with_item, p_c, np.nan, float))
+                pscore, pscore_send = crun.propensities(send, pscore, pscore_send)
+                su_, si, f, u_shift, sent_arm = su_[go], si[go], f[go], u_shift[go], c_arm[go]
+                logit = (logit + l_shift)[go]
             if recency is not None:
                 hours = recency.hours(su_, b)
                 if template_chooser is None:
@@ -554,10 +527,7 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
                 push.add(tmpl=_scatter(send, arm, -1, np.int64),
                          p_tmpl=_scatter(send, p_arm, np.nan, float))
             p_open = _sigmoid(logit)
-            if chan is None:
-                uo, uc, uv, uu = (rng.random(su_.size) for _ in range(4))
-            else:
-                uo, uc, uv, uu = draws[:, su_]
+            uo, uc, uv, uu = _uniforms(rng, draws, su_)
             opened = uo < p_open
             clicked = opened & (uc < world.p_click(su_, si))
             converted = clicked & (uv < world.p_convert(si))
@@ -572,11 +542,7 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
                      converted=_scatter(send, converted, False, bool),
                      revenue=_scatter(send, revenue, np.nan, float),
                      unsub=_scatter(send, unsub, False, bool))
-            if chan is None:
-                alive[su_[unsub]] = False
-            else:  # an unsubscribe leaves that channel only
-                opt_in[su_[unsub], c_arm[c_arm >= 0][unsub]] = False
-                alive = opt_in.any(axis=1)
+            alive = _unsubscribe(alive, su_[unsub], crun, sent_arm, unsub)
         if progress is not None:
             progress(step + 1, n_steps)
 
@@ -615,19 +581,13 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
         pushes["template_id"] = pd.Categorical.from_codes(push.cat("tmpl", np.int64),
                                                           categories=list(p.template_ids))
         pushes["pscore_template"] = push.cat("p_tmpl", float)
-    if chan is not None:
-        pushes["channel"] = pd.Categorical.from_codes(push.cat("chan", np.int64),
-                                                      categories=list(chan.ids))
-        pushes["pscore_channel"] = push.cat("p_chan", float)
+    _channel_columns(pushes, push, chan)
     gt = {
         "format": "pushrl/ground_truth/v1",
         "params": params_to_json(p),
         "config": {k: v for k, v in asdict(cfg).items() if k != "params"},
         "categories": list(CATEGORIES),
-        "logging_policy": ("per slot: send ~ Bernoulli(p_send[user]); item ~ Uniform(items)"
-                           + ("; template ~ Uniform(template_ids)" if n_tmpl else "")
-                           + ("; channel ~ Uniform(opted-in channels)" if chan else "")
-                           if p.logger == "uniform" else f"{p.logger}: see pushrl.data.loggers"),
+        "logging_policy": _logging_policy(p),
         "notes": "open logit = intercept + activity*log(rel_activity[local hour, weekend]) + "
                  "affinity*log(pref[cat]*n_cat) + engagement*z - fatigue_24h*sends_24h - "
                  "fatigue_7d*sends_7d; unsubscribe logit = intercept + volume_7d*sends_7d + "
@@ -639,6 +599,78 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
         meta["world"] = p.world
     ds = Dataset(users, items, activity, pushes, meta=meta)
     return ds, gt, gt_users
+
+
+def _channel_run(world: TrueWorld, chooser: ChannelChooser | None, cfg: SynthConfig,
+                 first_user: int, users: pd.DataFrame,
+                 gt_users: pd.DataFrame) -> ChannelRun | None:
+    """The channel slot of a run (None without channels); writes the opt-in at the start to
+    the users and ground-truth users tables. Its own stream: the push-only world's draws
+    are untouched."""
+    if world.channels is None:
+        return None
+    p = cfg.params
+    crun = ChannelRun(world.channels, chooser,
+                      np.random.default_rng([cfg.seed, 23, first_user]), len(users),
+                      p.channel_none, p.fatigue_24h, p.fatigue_7d)
+    gt_users["channels"] = users["channels"] = crun.opt_in_strings()
+    return crun
+
+
+def _channel_columns(pushes: pd.DataFrame, push: _Cols, chan: ChannelTruth | None) -> None:
+    """``channel`` (null = not sent on a channel) and ``pscore_channel`` of a channel world."""
+    if chan is not None:
+        pushes["channel"] = pd.Categorical.from_codes(push.cat("chan", np.int64),
+                                                      categories=list(chan.ids))
+        pushes["pscore_channel"] = push.cat("p_chan", float)
+
+
+def _logging_policy(p: WorldParams) -> str:
+    """The ground truth's one-line description of the logging policy."""
+    if p.logger != "uniform":
+        return f"{p.logger}: see pushrl.data.loggers"
+    return ("per slot: send ~ Bernoulli(p_send[user]); item ~ Uniform(items)"
+            + ("; template ~ Uniform(template_ids)" if p.template_ids else "")
+            + (f"; channel: none with p {p.channel_none:g}, else ~ Uniform(opted-in channels)"
+               if p.channel_ids else ""))
+
+
+def _log_decide(logger: Any, alive: np.ndarray, hour: np.ndarray, rng: np.random.Generator,
+                every: bool) -> tuple[np.ndarray, tuple[np.ndarray, ...], np.ndarray | None]:
+    """The send logger at one slot: ``(decided users, (send, item, pscore, pscore_send),
+    outcome uniforms)``. With ``every`` (channels on) it decides and draws ``(4, n)`` outcome
+    uniforms for every user, so runs that unsubscribe different users see the same draws
+    (common random numbers); otherwise only subscribed users, no uniforms (the original
+    stream)."""
+    all_u = np.arange(alive.size)
+    if not every:
+        du = all_u[alive]
+        return du, tuple(logger.decide(du, hour[du], rng)), None
+    out = logger.decide(all_u, hour, rng)
+    draws = rng.random((4, alive.size))
+    du = all_u[alive]
+    return du, tuple(np.asarray(x)[du] for x in out), draws
+
+
+def _uniforms(rng: np.random.Generator, draws: np.ndarray | None,
+              users: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Open, click, convert and unsubscribe uniforms of the pushes to ``users``: the slot's
+    per-user ``draws`` (channels on) or four fresh draws (the original stream)."""
+    if draws is not None:
+        return tuple(draws[:, users])
+    return tuple(rng.random(users.size) for _ in range(4))
+
+
+def _unsubscribe(alive: np.ndarray, users: np.ndarray, crun: ChannelRun | None,
+                 arms: np.ndarray | None, unsub: np.ndarray) -> np.ndarray:
+    """Who is still reachable after ``users`` (the delivered pushes' users where ``unsub``)
+    unsubscribed; with channels (``arms``: each delivered push's channel) from that channel
+    only."""
+    if crun is None or arms is None:
+        alive[users] = False
+        return alive
+    crun.unsubscribe(users, arms[unsub])
+    return crun.alive
 
 
 def _scatter(mask: np.ndarray, values: np.ndarray, fill: Any, dtype: Any) -> np.ndarray:

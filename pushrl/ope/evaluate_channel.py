@@ -10,16 +10,29 @@ user without push on ``none`` (reward exactly 0), as it would live. ``none`` is 
 (unsent rows with a ``pscore_channel``), so it has support. Like the template slot, this
 keeps the logged items and send decisions: it estimates "the logged sends with this channel
 policy". Per-channel caps are not replayed into the mask (opt-in is).
+
+:func:`select_unsub_penalty` chooses the unsubscribe penalty of the training reward so that
+the policy's off-policy unsubscribes and send cost stay within a baseline's (push-only) on
+validation users: the "no more unsubscribes, no more cost" constraint of issue 17.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
+
+import numpy as np
 
 from pushrl.ope.evaluate_template import evaluate_template_policy
 from pushrl.ope.gate import DeploymentGate
 from pushrl.policies.base import ItemPolicy
-from pushrl.policies.channel_policy import ChannelRounds, FixedChannel
+from pushrl.policies.channel_policy import (
+    ChannelPolicy,
+    ChannelRounds,
+    FixedChannel,
+    train_channel_policy,
+)
+from pushrl.policies.vw import VWConfig
 
 
 def evaluate_channel_policy(rounds: ChannelRounds, policy: ItemPolicy,
@@ -45,3 +58,48 @@ def evaluate_channel_policy(rounds: ChannelRounds, policy: ItemPolicy,
                                    n_bootstrap=n_bootstrap, seed=seed, gate=gate)
     out["baseline"] = getattr(baseline, "name", type(baseline).__name__)
     return out
+
+
+def ipw_means(rounds: ChannelRounds, policy: ItemPolicy) -> dict[str, float]:
+    """IPW estimates per logged round of ``policy``'s reward, unsubscribes and send cost
+    (the same importance weights for all three; ``none`` has all three 0)."""
+    dist = policy.action_dist(rounds.context)
+    w = dist[np.arange(rounds.n_rounds), rounds.action] / rounds.pscore
+    return {"reward": float(np.mean(w * rounds.reward)),
+            "unsubscribed": float(np.mean(w * rounds.unsubscribed)),
+            "cost": float(np.mean(w * rounds.cost))}
+
+
+def select_unsub_penalty(rounds: ChannelRounds, baseline: ItemPolicy,
+                         penalties: Sequence[float] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0),
+                         config: VWConfig | None = None, *, val_share: float = 0.3,
+                         seed: int = 0) -> tuple[ChannelPolicy, dict[str, Any]]:
+    """A channel policy that spends no more unsubscribes and no more send cost than
+    ``baseline`` (e.g. push-only), by its unsubscribe penalty (a Lagrange multiplier).
+
+    The training users are split (``val_share`` of them, seeded) into fit and validation
+    parts; for each penalty (ascending) a policy is trained on the fit part and its IPW
+    unsubscribes and cost per round on the validation part are compared with the
+    baseline's; the first penalty within both budgets is chosen (the largest when none is)
+    and the policy is re-trained on all rounds with it.
+
+    Returns:
+        ``(policy, report)``; the report lists every penalty's validation estimates.
+    """
+    users = np.unique(rounds.user)
+    rng = np.random.default_rng(seed)
+    val_users = users[rng.random(users.size) < val_share]
+    is_val = np.isin(rounds.user, val_users)
+    fit, val = rounds.take(np.flatnonzero(~is_val)), rounds.take(np.flatnonzero(is_val))
+    base = ipw_means(val, baseline)
+    table, chosen = [], None
+    for lam in sorted(float(x) for x in penalties):
+        est = ipw_means(val, train_channel_policy(fit.with_unsub_penalty(lam), config))
+        ok = est["unsubscribed"] <= base["unsubscribed"] and est["cost"] <= base["cost"]
+        table.append({"penalty": lam, **est, "within_budget": ok})
+        if ok and chosen is None:
+            chosen = lam
+    pick = chosen if chosen is not None else max(float(x) for x in penalties)
+    pol = train_channel_policy(rounds.with_unsub_penalty(pick), config)
+    return pol, {"penalty": pick, "met_budget": chosen is not None, "baseline": base,
+                 "validation_rounds": val.n_rounds, "candidates": table}

@@ -25,7 +25,7 @@ full-information ``none`` round (reward 0, probability 1) per logged round
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ import numpy as np
 from pushrl.data.features import (
     HOURS_CAP,
     FeatureSpec,
+    FeatureState,
     ItemCatalog,
     replay,
     template_recency_replay,
@@ -48,7 +49,8 @@ from pushrl.policies.registry import register_loader, save_artifact
 from pushrl.policies.vw import LAYOUT_FILE, MODEL_FILE, VWConfig, VWItemPolicy
 from pushrl.policies.vw_format import VWLayout
 from pushrl.rules import reward as rules_reward
-from pushrl.rules.channels import Channel, ChannelSet, opt_in_matrix
+from pushrl.rules.channels import Channel, ChannelCounts, ChannelSet, opt_in_matrix
+from pushrl.rules.guardrails import ALLOWED, REASONS
 from pushrl.rules.reward import RewardWeights
 from pushrl.units import HOUR
 
@@ -109,6 +111,9 @@ class ChannelRounds:
         row: ``(n_rounds,)`` rows of ``ds.pushes``.
         arms: The arms.
         weights: Reward weights (the channels' costs replace ``send_cost``).
+        user: ``(n_rounds,)`` user index (row of ``ds.users``).
+        unsubscribed: ``(n_rounds,)`` 1.0 where the push unsubscribed the user.
+        cost: ``(n_rounds,)`` send cost paid (0 for ``none``).
     """
 
     context: ItemContext
@@ -118,11 +123,28 @@ class ChannelRounds:
     row: np.ndarray
     arms: ChannelArms
     weights: RewardWeights
+    user: np.ndarray
+    unsubscribed: np.ndarray
+    cost: np.ndarray
 
     @property
     def n_rounds(self) -> int:
         """Number of rounds."""
         return int(self.action.size)
+
+    def take(self, idx: np.ndarray) -> ChannelRounds:
+        """Rounds ``idx`` (e.g. a user split)."""
+        return ChannelRounds(take_context(self.context, idx), self.action[idx],
+                             self.reward[idx], self.pscore[idx], self.row[idx], self.arms,
+                             self.weights, self.user[idx], self.unsubscribed[idx],
+                             self.cost[idx])
+
+    def with_unsub_penalty(self, penalty: float) -> ChannelRounds:
+        """The same rounds rewarded with another unsubscribe penalty."""
+        r = self.reward + (self.weights.unsubscribe_penalty - penalty) * self.unsubscribed
+        return ChannelRounds(self.context, self.action, r, self.pscore, self.row, self.arms,
+                             replace(self.weights, unsubscribe_penalty=float(penalty)),
+                             self.user, self.unsubscribed, self.cost)
 
 
 def channel_rounds(ds: Dataset, channels: ChannelSet, *, spec: FeatureSpec | None = None,
@@ -157,12 +179,17 @@ def channel_rounds(ds: Dataset, channels: ChannelSet, *, spec: FeatureSpec | Non
     if not rows.size:
         raise DataError(f"no sent row on one of the channels {list(channels.names)} with a "
                         "logged `pscore_channel`")
-    r = rules_reward.from_logs(w, p.iloc[rows], channel_costs=channels.costs())  # none: 0
+    sp = p.iloc[rows]
+    r = rules_reward.from_logs(w, sp, channel_costs=channels.costs())  # none: 0
+    cost = rules_reward.channel_send_cost(w, ch[rows], channels.costs()) * (arm[rows] >= 0)
+    uns = (sp["unsubscribed"].fillna(False).to_numpy(bool).astype(float)
+           if "unsubscribed" in sp else np.zeros(rows.size))
     rep = replay(ds, spec, with_affinity=False)
     items = arms.catalog.indices(p["item_id"].astype(str).to_numpy()[rows])
     opted = logged_opt_in(ds, channels, users, buckets, arm)
     ctx = arms.context(rep.features[rows], items, hours[rows], opted[rows])
-    return ChannelRounds(ctx, arm[rows] + 1, r, ps[rows], rows, arms, w)
+    return ChannelRounds(ctx, arm[rows] + 1, r, ps[rows], rows, arms, w, users[rows], uns,
+                         cost)
 
 
 def logged_opt_in(ds: Dataset, channels: ChannelSet, users: np.ndarray, buckets: np.ndarray,
@@ -195,7 +222,9 @@ def with_none_rounds(rounds: ChannelRounds) -> ChannelRounds:
     reward = np.stack([rounds.reward, np.zeros(n)], 1).ravel()
     pscore = np.stack([rounds.pscore, np.ones(n)], 1).ravel()
     return ChannelRounds(ctx, action, reward, pscore, rounds.row[idx], rounds.arms,
-                         rounds.weights)
+                         rounds.weights, rounds.user[idx],
+                         np.stack([rounds.unsubscribed, np.zeros(n)], 1).ravel(),
+                         np.stack([rounds.cost, np.zeros(n)], 1).ravel())
 
 
 # --------------------------------------------------------------------- policies
@@ -304,3 +333,41 @@ def load_channel_policy(path: Path, card: dict[str, Any]) -> ChannelPolicy:
                       name="vw-channel", model_sha256=card["files"][MODEL_FILE])
     return ChannelPolicy(vw, channels, str(card.get("name", "vw-channel")),
                          str(card.get("version", "0")))
+
+
+class ChannelDecider:
+    """A channel policy deciding inside the synthetic world (a
+    :data:`~pushrl.data.channel_world.ChannelChooser`): the context of the pipeline's
+    features at the decision, the mask of :meth:`ChannelSet.allowed` (opt-in, each channel's
+    quiet hours and caps on its own sends, :class:`~pushrl.rules.channels.ChannelCounts`),
+    one draw from the policy with its own generator.
+
+    Args:
+        policy: Channel policy over ``none`` + ``arms.channels``.
+        arms: The arms (channels, spec, item catalog).
+        n_users: Users of the world (indices of the counters).
+        seed: Seed of the policy's generator.
+    """
+
+    def __init__(self, policy: ItemPolicy, arms: ChannelArms, n_users: int, seed: int) -> None:
+        self.policy, self.arms = policy, arms
+        self.counts = ChannelCounts(n_users, len(arms.channels))
+        self.rng = np.random.default_rng(seed)
+        self.blocked = np.zeros(len(REASONS), np.int64)  # verdict counts, all channels
+
+    def __call__(self, state: FeatureState, users: np.ndarray, bucket: int,
+                 items: np.ndarray, hours: np.ndarray,
+                 opted_in: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(channel index or -1 for none, pscore_channel)`` per push, each ``(n,)``."""
+        if users.size == 0:
+            return np.zeros(0, np.int64), np.zeros(0)
+        hour, _, day = state.local_time(users, bucket)
+        code = self.arms.channels.verdict(hour, self.counts.today(users, day),
+                                          self.counts.week(users, bucket), opted_in)
+        self.blocked += np.bincount(code.ravel(), minlength=len(REASONS))
+        ctx = self.arms.context(state.features(users, bucket), items, hours, code == ALLOWED)
+        d = self.policy.decide_batch(ctx, self.rng)
+        ch = d.action.astype(np.int64) - 1
+        go = ch >= 0
+        self.counts.record(users[go], bucket, day[go], ch[go])
+        return ch, d.pscore
