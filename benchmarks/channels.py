@@ -212,7 +212,8 @@ def main() -> None:
             f"; unsub diff {o['unsubscribes']['mean_diff']:+.4f} CI "
             f"[{o['unsubscribes']['ci95'][0]:+.4f}, {o['unsubscribes']['ci95'][1]:+.4f}]"
             f"; cost diff {o['cost']['mean_diff']:+.4f} CI [{o['cost']['ci95'][0]:+.4f}, "
-            f"{o['cost']['ci95'][1]:+.4f}]; OPE gate passed={r['ope_heldout_logs']['gate']['passed']}\n")
+            f"{o['cost']['ci95'][1]:+.4f}]; OPE gate passed="
+            f"{r['ope_heldout_logs']['gate']['passed']}\n")
     text = json.dumps(out, indent=2)
     if a.out:
         with open(a.out, "w") as f:

@@ -135,7 +135,7 @@ class ChannelRun:
     @property
     def alive(self) -> np.ndarray:
         """bool ``(n_users,)``: opted into at least one channel."""
-        return self.opt_in.any(axis=1)
+        return np.asarray(self.opt_in.any(axis=1))
 
     def opt_in_strings(self) -> list[str]:
         """The users table's ``channels`` column (opt-in at the start)."""

@@ -22,6 +22,10 @@ unsubscribe       ``sends_24h``, ``sends_7d`` (/7), ``engagement``, log hours si
                   0) / 7`` at knots ``K`` from the logged volume (:func:`volume_knots`):
                   a piecewise-linear dose-response that can bend up (thresholds) or
                   flatten (saturation), shrunk by the fit's cross-validated L2
+channel           open and unsubscribe, when the log has several channels (issue 17):
+                  one indicator ``channel=NAME`` per channel but the reference (``push``
+                  when logged, else the most frequent), appended last; a send without a
+                  channel is the reference (:func:`channel_levels`, :func:`channel_design`)
 ================  ===================================================================
 """
 
@@ -113,7 +117,8 @@ def unsub_design(raw: np.ndarray, names: tuple[str, ...] = UNSUB_NAMES) -> np.nd
     enc = encode(raw).astype(np.float64)
     base = enc[:, [_ENC["sends_24h"], _ENC["sends_7d"], _ENC["engagement"],
                    _ENC["log_hours_since_push"]]]
-    hinges = [float(n[len(HINGE_PREFIX):]) for n in names[len(UNSUB_NAMES):]]
+    hinges = [float(n[len(HINGE_PREFIX):]) for n in names[len(UNSUB_NAMES):]
+              if n.startswith(HINGE_PREFIX)]
     if not hinges:
         return base
     s7 = np.asarray(raw[:, F["sends_7d"]], np.float64)[:, None]
@@ -154,3 +159,43 @@ def fatigue_columns(names: tuple[str, ...]) -> list[int]:
     and every hinge of ``sends_7d``."""
     return [i for i, n in enumerate(names)
             if n in FATIGUE_COLUMNS or n.startswith(HINGE_PREFIX)]
+
+
+#: Prefix of the channel indicator columns of the open and unsubscribe models.
+CHANNEL_PREFIX = "channel="
+
+
+def channel_levels(channel: np.ndarray) -> tuple[str, ...]:
+    """Channels of the sent rows ``(n,)`` (None/NaN/"" = none), reference first (``push``
+    when present, else the most frequent; the rest sorted); ``()`` for fewer than two."""
+    c = np.asarray([x for x in np.asarray(channel, dtype=object).tolist()
+                    if isinstance(x, str) and x], dtype=object)
+    if c.size == 0:
+        return ()
+    names, counts = np.unique(c.astype(str), return_counts=True)
+    if names.size < 2:
+        return ()
+    ref = "push" if "push" in names else str(names[np.argmax(counts)])
+    return (ref, *sorted(str(n) for n in names if n != ref))
+
+
+def channel_names(levels: tuple[str, ...]) -> tuple[str, ...]:
+    """Indicator column names of :func:`channel_levels` (the reference has none)."""
+    return tuple(CHANNEL_PREFIX + c for c in levels[1:])
+
+
+def channel_columns(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The channel indicator names of a fitted model's ``names`` (in order)."""
+    return tuple(n for n in names if n.startswith(CHANNEL_PREFIX))
+
+
+def channel_design(channel: np.ndarray | None, names: tuple[str, ...], n: int) -> np.ndarray:
+    """``(n, len(names))`` one-hot rows of ``channel`` ``(n,)`` names for the indicator
+    ``names``; None (or the reference / an unknown channel) = all zeros."""
+    out = np.zeros((n, len(names)))
+    if channel is None or not names:
+        return out
+    c = np.asarray(channel, dtype=object)
+    for j, nm in enumerate(names):
+        out[:, j] = c == nm[len(CHANNEL_PREFIX):]
+    return out

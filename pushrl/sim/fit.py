@@ -187,9 +187,18 @@ def fit_push(ds: Dataset, report: ValidationReport, progress: Progress | None = 
     say(f"fitting open model on {int(rows.sum())} sends")
     log_pop = design.log_population_activity(spec.prior_how)
     user_rel = design.log_user_relative_activity(pop.rate_how)[groups[rows]]
-    glms["open"] = fit_glm(design.open_design(rr.features[rows], rr.affinity[rows], log_pop,
-                                              user_rel),
-                           opened[rows], groups[rows], (*design.OPEN_NAMES, design.USER_REL_NAME))
+    # per-channel response (issue 17): channel indicators, when the log has several channels
+    chan = (p["channel"].astype(object).where(p["channel"].notna(), None).to_numpy()
+            if "channel" in p else np.full(len(p), None, dtype=object))
+    levels = design.channel_levels(chan[sent])
+    ch_names = design.channel_names(levels)
+    if levels:
+        say(f"channels {', '.join(levels)}: per-channel open and unsubscribe terms "
+            f"(reference {levels[0]})")
+    x = design.open_design(rr.features[rows], rr.affinity[rows], log_pop, user_rel)
+    x = np.concatenate([x, design.channel_design(chan[rows], ch_names, int(rows.sum()))], 1)
+    glms["open"] = fit_glm(x, opened[rows], groups[rows],
+                           (*design.OPEN_NAMES, design.USER_REL_NAME, *ch_names))
     names = design.click_names(catalog.feature_names)
     rows = sent & opened & c_known
     say(f"fitting click model on {int(rows.sum())} opens")
@@ -205,13 +214,17 @@ def fit_push(ds: Dataset, report: ValidationReport, progress: Progress | None = 
     rows = sent & u_known
     say(f"fitting unsubscribe hazard on {int(rows.sum())} sends")
     names = design.unsub_names(design.volume_knots(rr.features[rows, F["sends_7d"]]))
-    glms["unsubscribe"] = _fit_or_constant(design.unsub_design(rr.features[rows], names),
-                                           unsub[rows], groups[rows], names, say)
+    x = np.concatenate([design.unsub_design(rr.features[rows], names),
+                        design.channel_design(chan[rows], ch_names, int(rows.sum()))], 1)
+    glms["unsubscribe"] = _fit_or_constant(x, unsub[rows], groups[rows], (*names, *ch_names),
+                                           say)
     revenue, rev_meta = item_revenue(ds, catalog, idx, sent & converted)
     meta = {"data": str(ds.path) if ds.path else None, "fingerprint": report.fingerprint,
             "split": ds.split, "decisions": len(p), "sent": int(sent.sum()), "users": len(pop),
             "start_bucket": int(rr.bucket.min()), "end_bucket": int(rr.bucket.max()),
             "revenue": rev_meta, "rhythm": rhythm, "generator": ds.meta.get("generator")}
+    if levels:
+        meta["channels"] = list(levels)
     return SimModel("push", spec, catalog.ids.astype(str), catalog.features.astype(np.float32),
                     catalog.feature_names, catalog.category, revenue, glms, pop,
                     {"item_popularity": item_popularity(ds, catalog),

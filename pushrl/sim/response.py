@@ -109,6 +109,9 @@ class FittedResponse:
         fm = float(fatigue_multiplier)
         self._open_scale = {j: fm for j in design.fatigue_columns(self._open.names)}
         self._unsub_scale = {j: fm for j in design.fatigue_columns(self._unsub.names)}
+        #: channel indicators of a simulator fitted on a log with channels (issue 17)
+        self._open_ch = design.channel_columns(self._open.names)
+        self._unsub_ch = design.channel_columns(self._unsub.names)
         self._item_x = model.item_features.astype(np.float64)
         self._log_pop = np.roll(design.log_population_activity(model.spec.prior_how), self.shift)
         # simulators fitted since the user-rhythm covariate have it in the open model
@@ -130,12 +133,20 @@ class FittedResponse:
         """``(n, n_categories + 1)`` CDF of an event's category (column 0 = no item)."""
         return self.pop.cat_cdf[pop]
 
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """Channels with their own response (reference first); ``()`` = push only."""
+        return tuple(self.model.meta.get("channels", ()))
+
     def p_open(self, pop: np.ndarray, raw: np.ndarray, affinity: np.ndarray,
-               items: np.ndarray) -> np.ndarray:
-        """P(open), shape ``(n,)``; ``affinity`` is the pipeline affinity of ``items``."""
+               items: np.ndarray, channel: np.ndarray | None = None) -> np.ndarray:
+        """P(open), shape ``(n,)``; ``affinity`` is the pipeline affinity of ``items``;
+        ``channel`` ``(n,)`` names (None = the reference channel, push)."""
         rel = self._log_rel[pop] if self._log_rel is not None else None
-        return self._open.predict(design.open_design(raw, affinity, self._log_pop, rel),
-                                  self._open_scale)
+        x = design.open_design(raw, affinity, self._log_pop, rel)
+        if self._open_ch:
+            x = np.concatenate([x, design.channel_design(channel, self._open_ch, len(x))], 1)
+        return self._open.predict(x, self._open_scale)
 
     def p_click(self, pop: np.ndarray, raw: np.ndarray, affinity: np.ndarray,
                 items: np.ndarray) -> np.ndarray:
@@ -150,10 +161,14 @@ class FittedResponse:
         """Revenue of a conversion, shape ``(n,)``."""
         return self._revenue[items]
 
-    def unsub_hazard(self, pop: np.ndarray, raw: np.ndarray) -> np.ndarray:
-        """P(unsubscribe | a push is delivered now), shape ``(n,)``."""
-        return self._unsub.predict(design.unsub_design(raw, self._unsub.names),
-                                   self._unsub_scale)
+    def unsub_hazard(self, pop: np.ndarray, raw: np.ndarray,
+                     channel: np.ndarray | None = None) -> np.ndarray:
+        """P(unsubscribe | a push is delivered now), shape ``(n,)`` (``channel`` as in
+        :meth:`p_open`)."""
+        x = design.unsub_design(raw, self._unsub.names)
+        if self._unsub_ch:
+            x = np.concatenate([x, design.channel_design(channel, self._unsub_ch, len(x))], 1)
+        return self._unsub.predict(x, self._unsub_scale)
 
 
 class TruthResponse(FittedResponse):
@@ -221,8 +236,11 @@ class TruthResponse(FittedResponse):
         return self._cdf_gt[self.gt[pop]]
 
     def p_open(self, pop: np.ndarray, raw: np.ndarray, affinity: np.ndarray,
-               items: np.ndarray) -> np.ndarray:
-        """True P(open) (relative activity looked up ``activity_shift_hours`` earlier)."""
+               items: np.ndarray, channel: np.ndarray | None = None) -> np.ndarray:
+        """True P(open) (relative activity looked up ``activity_shift_hours`` earlier) of a
+        push; the truth's channel effects need in-session state the simulator does not
+        draw, so ``channel`` must be None."""
+        _push_only(channel)
         hour = (raw[:, F["local_hour"]].astype(np.int64) - self.shift) % 24
         weekend = (raw[:, F["local_dow"]] >= 5).astype(np.int64)
         return sigmoid(self.world.open_logit(self.gt[pop], weekend, hour, items,
@@ -233,6 +251,15 @@ class TruthResponse(FittedResponse):
         """True P(click | open)."""
         return self.world.p_click(self.gt[pop], items)
 
-    def unsub_hazard(self, pop: np.ndarray, raw: np.ndarray) -> np.ndarray:
-        """True unsubscribe hazard per delivered push."""
+    def unsub_hazard(self, pop: np.ndarray, raw: np.ndarray,
+                     channel: np.ndarray | None = None) -> np.ndarray:
+        """True unsubscribe hazard per delivered push (``channel`` must be None)."""
+        _push_only(channel)
         return self.world.unsub_hazard(self.gt[pop], raw[:, F["sends_7d"]])
+
+
+def _push_only(channel: np.ndarray | None) -> None:
+    if channel is not None:
+        raise ScenarioError("the truth response simulates push only (the world's channel "
+                            "effects need its in-session draws); use the fitted simulator "
+                            "(truth = false) for per-channel responses")
