@@ -36,7 +36,7 @@ DAYS = 14
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple:
     d = tmp_path_factory.mktemp("ch")
-    ds_raw, _, _ = generate(world_config("default", users=1500, days=DAYS, seed=21,
+    ds_raw, _, _ = generate(world_config("default", users=3000, days=DAYS, seed=21,
                                          channels=True))
     write_dataset(ds_raw, d / "train")
     ds, _ = load_dataset(d / "train", quarantine=False)
@@ -123,7 +123,7 @@ def _run(ds: object, cfg: object, policy: object, seed: int) -> tuple[np.ndarray
 
 def test_bandit_beats_uniform_on_held_out_users_of_a_small_world(trained: tuple) -> None:
     ds, _, pol = trained
-    cfg = world_config("default", users=1500, days=DAYS, seed=1021, channels=True)
+    cfg = world_config("default", users=3000, days=DAYS, seed=1021, channels=True)
     learned, dec = _run(ds, cfg, pol, 1)
     uniform, _ = _run(ds, cfg, UniformChannel(), 2)
     d = learned - uniform  # paired by user, common random numbers
