@@ -16,8 +16,8 @@ Per seed pair (train seed s, held-out seed s + offset):
    - ``--unsub-penalty`` * unsubscribed (:func:`pushrl.rules.reward.from_logs`). The
    "learned" policy's training penalty is chosen by
    :func:`pushrl.ope.evaluate_channel.select_unsub_penalty` (the smallest whose IPW
-   unsubscribes and cost on 30 % validation users of the TRAINING log are within
-   push-only's); "learned_unconstrained" trains on the objective itself.
+   unsubscribes and cost on 30 % validation users of the TRAINING log are below push-only's
+   with 95 % one-sided confidence); "learned_unconstrained" trains on the objective itself.
 3. OPE + gate on the held-out users' logged rounds (:mod:`pushrl.ope.evaluate_channel`,
    baseline push-only).
 4. Held-out users (another seed: new users, the same catalog) are simulated in the TRUE world

@@ -27,6 +27,7 @@ from typing import Any
 from pushrl import resources
 from pushrl.data.split import UserSplit
 from pushrl.errors import DataError, ScenarioError
+from pushrl.rules.channels import ChannelSet
 from pushrl.rules.guardrails import Guardrails
 from pushrl.rules.holdout import Holdout
 from pushrl.rules.reward import RewardWeights
@@ -69,6 +70,9 @@ class Scenario:
         holdout: A live holdout (``[holdout]`` with ``share``, ``salt``, ``campaign``;
             :class:`pushrl.rules.holdout.Holdout`): ``pushrl serve --scenario`` runs it
             (the batch rollout takes a holdout only explicitly); ``None`` = none.
+        channels: Delivery channels (``[channels.NAME]`` tables,
+            :class:`pushrl.rules.channels.ChannelSet`: cost, quiet hours and caps per
+            channel); ``None`` = push only under ``guardrails``.
     """
 
     name: str
@@ -90,6 +94,7 @@ class Scenario:
     description: str = ""
     split: UserSplit | None = None
     holdout: Holdout | None = None
+    channels: ChannelSet | None = None
 
     def data_split(self, part: str) -> UserSplit | None:
         """The ``part`` (``"train"`` or ``"heldout"``) of :attr:`data` to load, or ``None``
@@ -199,6 +204,7 @@ def load_scenario(ref: str | Path | Scenario = "default", **overrides: Any) -> S
         doc = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"scenario {path}: invalid TOML ({exc})") from None
+    channels = _channels(doc.pop("channels", None), path)
     flat = _flatten(doc)
     unknown = set(flat) - _TOP - _KNOWN
     _check(not unknown, path, f"unknown keys {sorted(unknown)}; known: {sorted(_TOP | _KNOWN)}")
@@ -251,7 +257,18 @@ def load_scenario(ref: str | Path | Scenario = "default", **overrides: Any) -> S
         candidates=int(flat.get("items.candidates", 0)),
         rounds_per_episode=int(flat.get("items.rounds_per_episode", 100)),
         description=str(flat.get("description", "")), split=split,
-        holdout=_holdout(flat, path))
+        holdout=_holdout(flat, path), channels=channels)
+
+
+def _channels(doc: Any, path: Path) -> ChannelSet | None:
+    """The ``[channels.NAME]`` tables as a :class:`ChannelSet` (the one channel schema), or
+    None."""
+    if doc is None:
+        return None
+    try:
+        return ChannelSet.from_dict(doc)
+    except ValueError as exc:
+        raise ScenarioError(f"scenario {path}: {exc}") from None
 
 
 def _holdout(flat: dict[str, Any], path: Path) -> Holdout | None:
@@ -319,8 +336,16 @@ def write_scenario(path: str | Path, sc: Scenario, *, comment: str = "") -> Scen
                   "# user's own history on both (pushrl/data/split.py).",
                   "[split]", 'by = "user"', f"holdout_frac = {sc.split.holdout_frac!r}",
                   f"holdout_seed = {sc.split.seed}"]
+    for name, table in (sc.channels.to_dict() if sc.channels else {}).items():
+        lines += ["", f"[channels.{name}]",
+                  *(f"{k} = {_toml_value(v)}" for k, v in table.items())]
     p.write_text("\n".join(lines) + "\n")
     return load_scenario(p)
+
+
+def _toml_value(v: Any) -> str:
+    """A bool, number or list of ints as TOML."""
+    return str(v).lower() if isinstance(v, bool) else repr(v)
 
 
 def _q(s: str) -> str:

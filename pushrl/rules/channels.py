@@ -69,7 +69,7 @@ class Channel:
                              f"got {self.name!r}")
         c = self.cost
         if isinstance(c, bool) or not isinstance(c, int | float) or not np.isfinite(c) or c < 0:
-            raise ValueError(f"channel {self.name!r}: `cost` must be a finite number >= 0, "
+            raise ValueError(f"[channels.{self.name}] `cost` must be a finite number >= 0, "
                              f"got {c!r}")
         object.__setattr__(self, "cost", float(c))
 

@@ -180,3 +180,24 @@ def test_channel_send_cost_feeds_the_one_reward() -> None:
     np.testing.assert_allclose(
         rules_reward.expected(w, 0.5, 0.01, send_cost=np.array([0.01, 0.002])),
         [0.5 - 0.01 - 0.1, 0.5 - 0.002 - 0.1])
+
+
+def test_scenario_reads_and_writes_the_one_channel_schema(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from pushrl.envs.scenario import SCENARIO_DIR, load_scenario, write_scenario
+    from pushrl.errors import ScenarioError
+
+    text = (SCENARIO_DIR / "default.toml").read_text()
+    extra = ("\n[channels.push]\ncost = 0.01\nquiet_hours = [22, 8]\nmax_sends_per_day = 2\n"
+             "[channels.in_app]\ncost = 0.001\nquiet_hours = [0, 0]\nsession_only = true\n")
+    f = tmp_path / "ch.toml"
+    f.write_text(text.replace('data = "', f'data = "{SCENARIO_DIR}/').replace(
+        'sim = "', f'sim = "{SCENARIO_DIR}/') + extra)
+    sc = load_scenario(f)
+    assert sc.channels is not None and sc.channels.names == ("push", "in_app")
+    assert sc.channels.channels[1].session_only
+    assert load_scenario(SCENARIO_DIR / "default.toml").channels is None
+    back = write_scenario(tmp_path / "out.toml", sc)
+    assert back.channels == sc.channels
+    f.write_text(f.read_text() + "[channels.email]\ncost = -1\n")
+    with pytest.raises(ScenarioError, match=r"channels.*cost"):
+        load_scenario(f)
