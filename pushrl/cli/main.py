@@ -12,6 +12,7 @@ import typer
 
 from pushrl import __version__
 from pushrl.cli import (
+    channels,
     compare,
     data,
     evaluate,
@@ -64,6 +65,7 @@ app.command("lift")(lift.command)
 app.add_typer(state.app, name="state")
 app.command("plan")(plan.command)
 app.add_typer(templates.app, name="templates")
+app.add_typer(channels.app, name="channels")
 app.command("quickstart")(quickstart.command)
 app.command("profiles")(profiles.command)
 

@@ -1,0 +1,108 @@
+"""`pushrl channels`: train and evaluate the channel slot (push, email, in-app, or none)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from pushrl.cli._common import emit
+
+app = typer.Typer(help="Channels (push, email, in-app): train the channel bandit, evaluate "
+                       "it off-policy against push-only.", no_args_is_help=True)
+
+_JSON = typer.Option(False, "--json", help="Print JSON.")
+_SCENARIO = typer.Option(None, "--scenario",
+                         help="Scenario whose [channels.NAME] tables define the channels "
+                              "(default: pushrl.rules.channels.DEFAULT_CHANNELS).")
+_PENALTY = typer.Option(1.0, "--unsub-penalty", min=0.0,
+                        help="Unsubscribe penalty of the reward (the channel's send cost is "
+                             "the scenario's).")
+
+
+def _setup(scenario: str | None, penalty: float) -> tuple:
+    from pushrl.rules.channels import DEFAULT_CHANNELS
+    from pushrl.rules.reward import RewardWeights
+
+    channels = DEFAULT_CHANNELS
+    if scenario is not None:
+        from pushrl.envs.scenario import load_scenario
+        from pushrl.errors import ScenarioError
+
+        sc = load_scenario(scenario)
+        if sc.channels is None:
+            raise ScenarioError(f"scenario {scenario} has no [channels.NAME] tables; add them "
+                                "(see pushrl.rules.channels) or drop --scenario")
+        channels = sc.channels
+    w = RewardWeights(open=0.0, click=1.0, revenue=0.01, send_cost=0.0,
+                      unsubscribe_penalty=penalty)
+    return channels, w
+
+
+@app.command("train")
+def train(data: Path = typer.Argument(..., help="pushlog directory with channel and "
+                                                 "pscore_channel (pushrl data synth "
+                                                 "--channels)."),
+          out: Path = typer.Option(Path("policies/vw-channel"), "--out",
+                                   help="Registry directory (a new version vN inside)."),
+          scenario: str | None = _SCENARIO, unsub_penalty: float = _PENALTY,
+          budget: bool = typer.Option(True, "--budget/--no-budget",
+                                      help="Choose the training unsubscribe penalty so that "
+                                           "unsubscribes and cost stay below push-only's "
+                                           "(off-policy, on validation users)."),
+          as_json: bool = _JSON) -> None:
+    """Train the channel slot (VW over none + the channels, given user, item and recency)."""
+    from pushrl.data.validate import load_dataset
+    from pushrl.ope.evaluate_channel import select_unsub_penalty
+    from pushrl.policies.channel_policy import FixedChannel, channel_rounds, train_channel_policy
+
+    channels, w = _setup(scenario, unsub_penalty)
+    ds, _ = load_dataset(data)
+    rounds = channel_rounds(ds, channels, weights=w)
+    sel = None
+    if budget and "push" in channels.names:
+        pol, sel = select_unsub_penalty(rounds, FixedChannel(
+            arm=1 + channels.names.index("push"), name="push-only"))
+    else:
+        pol = train_channel_policy(rounds)
+    art = pol.save(out, {"data": str(data), "data_fingerprint": ds.fingerprint(),
+                         "reward": w.describe(), "n_rounds": rounds.n_rounds,
+                         "unsub_penalty_selection": sel})
+    res = {"artifact": str(art), "arms": ["none", *channels.names], "n_rounds": rounds.n_rounds,
+           "train_unsub_penalty": None if sel is None else sel["penalty"]}
+    if as_json:
+        emit(res, True)
+    else:
+        pen = "" if sel is None else f", training unsubscribe penalty {sel['penalty']:g}"
+        typer.echo(f"wrote {art}: none + {len(channels)} channels, {rounds.n_rounds:,} "
+                   f"rounds{pen}")
+
+
+@app.command("evaluate")
+def evaluate(policy: Path = typer.Argument(..., help="Channel policy artifact "
+                                                     "(policies/NAME[/vN])."),
+             data: Path = typer.Option(..., "--data", help="pushlog directory (held out)."),
+             unsub_penalty: float = _PENALTY, as_json: bool = _JSON) -> None:
+    """OPE (IPW, SNIPW, DR, SNDR) of a channel policy vs push-only, and the deployment gate."""
+    from pushrl.data.validate import load_dataset
+    from pushrl.errors import ArtifactError
+    from pushrl.ope.evaluate_channel import evaluate_channel_policy
+    from pushrl.policies.channel_policy import ChannelPolicy, channel_rounds
+    from pushrl.policies.registry import load_policy
+
+    pol = load_policy(policy)
+    if not isinstance(pol, ChannelPolicy):
+        raise ArtifactError(f"{policy} is not a channel policy; train one with "
+                            "`pushrl channels train`")
+    _, w = _setup(None, unsub_penalty)
+    ds, _ = load_dataset(data)
+    rounds = channel_rounds(ds, pol.channels, weights=w)
+    res = evaluate_channel_policy(rounds, pol)
+    if as_json:
+        emit(res, True)
+        return
+    for name, e in res["estimates"].items():
+        typer.echo(f"{name:6s} {e['value']:.5f} [{e['lower']:.5f}, {e['upper']:.5f}]")
+    g = res["gate"]
+    typer.echo(f"on-policy {res['on_policy']:.5f}; gate vs {res['baseline']}: "
+               f"{'PASS' if g['passed'] else 'FAIL ' + ', '.join(g['failed_rules'])}")
