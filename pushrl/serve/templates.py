@@ -7,8 +7,9 @@ picks an arm (uniform: the approved :data:`SCHEDULED_TRIGGER` templates of the c
 first locale; the server knows no user locale) given the user's pipeline features, the chosen
 item and how recently the user saw each arm, then the arm's Jinja2 text is rendered with the
 item's slots and the user's top category. The decision's ``template_id`` and
-``pscore_template`` go into its ``decisions`` row and ``pushrl logs export`` writes them as the pushlog columns of the same names, so the next
-round of ``pushrl templates train`` / ``evaluate`` learns from what the server did.
+``pscore_template`` go into its ``decisions`` row and ``pushrl logs export`` writes them as
+the pushlog columns of the same names, so the next round of ``pushrl templates train`` /
+``evaluate`` learns from what the server did.
 
 One definition of everything:
 
