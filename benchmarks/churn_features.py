@@ -85,7 +85,7 @@ def behaviour(ds: Any, b: int) -> np.ndarray:
     p = ds.pushes
     if "unsubscribed" in p:
         uns = p.loc[p["unsubscribed"].fillna(False).to_numpy(bool) &
-                    (to_unix_seconds(p["ts"]) // HOUR < b).to_numpy(), "user_id"].astype(str)
+                    (to_unix_seconds(p["ts"]) // HOUR < b), "user_id"].astype(str)
         out[:, 6] = np.isin(users, uns.unique())
     out[:, 0] = np.log1p(out[:, 0])
     out[:, 1] = np.log1p(out[:, 1])

@@ -43,7 +43,7 @@ from pushrl.errors import PushrlError, TemplateError
 from pushrl.policies.base import ItemPolicy
 from pushrl.policies.template_fast import BoundTemplateScorer, LinearTemplateScorer, NotLinear
 from pushrl.policies.template_policy import TemplateArms, TemplatePolicy, UniformTemplate
-from pushrl.policies.templates import Renderer, TemplateCatalog, load_catalog
+from pushrl.policies.templates import Renderer, TemplateCatalog, load_catalog, template_slots
 from pushrl.serve.state import ServerState
 from pushrl.serve.store import LogReads, Statement
 from pushrl.units import HOUR
@@ -55,6 +55,13 @@ TEMPLATE_SQL = "UPDATE decisions SET template_id=?, pscore_template=? WHERE deci
 SCHEDULED_TRIGGER = "recommendation"
 #: Renders kept per catalog version of the items (a dict: cleared when full).
 RENDER_CACHE = 100_000
+#: Up to this many (arm, item, top category) copies are rendered when the items change.
+PRERENDER = 50_000
+
+
+def template_uses_top(text: str) -> bool:
+    """True when a template's text renders the user's top category."""
+    return "top_category" in template_slots(text)
 
 
 class ServerTemplates:
@@ -102,6 +109,7 @@ class ServerTemplates:
         self.recency = TemplateRecency(len(state.users), len(self.arm_ids))
         self._bound: tuple[Any, Renderer, BoundTemplateScorer | None, TemplateArms] | None = None
         self._cache: dict[tuple[int, int, int], str] = {}
+        self._uses_top: list[bool] = []
         self.bind(state)
 
     # ------------------------------------------------------------------ loading
@@ -152,7 +160,9 @@ class ServerTemplates:
                 raise TemplateError(f"template policy {self.label} does not fit this "
                                     f"server's items: {exc}") from None
         self._bound = (live, rend, bound, arms)
+        self._uses_top = [template_uses_top(t.text) for t in rend.arms]
         self._cache = {}
+        self._prerender(rend, len(live))
 
     def _policy_columns(self, cat: ItemCatalog) -> ItemCatalog:
         """``cat`` with its item features in the order the template policy was trained on
@@ -189,9 +199,20 @@ class ServerTemplates:
     @staticmethod
     def uses_top(rend: Renderer) -> bool:
         """True when some arm renders the user's top category."""
-        from pushrl.policies.templates import template_slots
+        return any(template_uses_top(t.text) for t in rend.arms)
 
-        return any("top_category" in template_slots(t.text) for t in rend.arms)
+    def _prerender(self, rend: Renderer, n_items: int) -> None:
+        """Render every (arm, item, top category) copy now when there are at most
+        :data:`PRERENDER` of them (a send is then a dict lookup); else renders are cached
+        as they happen."""
+        ncat = max(len(rend.categories), 1)
+        tops = [range(ncat) if u else range(1) for u in self._uses_top]
+        if n_items * sum(len(t) for t in tops) > PRERENDER:
+            return
+        for a, top in enumerate(tops):
+            for i in range(n_items):
+                for t in top:
+                    self._cache[(a, i, t)] = rend.render(a, i, t)
 
     def check_item(self, state: ServerState, item_id: str, category: str | None,
                    features: dict[str, Any]) -> None:
@@ -230,12 +251,13 @@ class ServerTemplates:
             d = self.policy.decide_batch(arms.context(raw, items, hours), self.rng)
             arm, p = np.asarray(d.action, np.int64), np.asarray(d.pscore, np.float64)
         self.recency.record(u, b, arm)
-        top = self._top(state, u, rend)
+        al = arm.tolist()
+        top = self._top(state, u, rend, al)
         texts = []
         cache = self._cache
         if len(cache) > RENDER_CACHE:
             cache.clear()
-        for a, i, t in zip(arm.tolist(), items.tolist(), top, strict=True):
+        for a, i, t in zip(al, items.tolist(), top, strict=True):
             key = (a, i, t)
             txt = cache.get(key)
             if txt is None:
@@ -243,21 +265,20 @@ class ServerTemplates:
             texts.append(txt)
         return arm, p, texts
 
-    def _top(self, state: ServerState, u: np.ndarray, rend: Renderer) -> list[int]:
-        """The users' top categories (the pipeline's category affinity; ties: the first);
-        0 when no arm renders it."""
+    def _top(self, state: ServerState, u: np.ndarray, rend: Renderer,
+             arm: list[int]) -> list[int]:
+        """The users' top categories (the pipeline's category affinity; ties: the first)
+        where the chosen arm renders it, else 0 (the copy does not depend on it)."""
+        need = [j for j, a in enumerate(arm) if self._uses_top[a]]
+        out = [0] * len(arm)
+        if not need:
+            return out
         ncat = len(rend.categories)
-        if not ncat or not self.uses_top_cached(rend):
-            return [0] * u.size
-        aff = state.fs.affinity(u, np.broadcast_to(np.arange(ncat), (u.size, ncat)))
-        return np.argmax(aff, axis=1).tolist()
-
-    def uses_top_cached(self, rend: Renderer) -> bool:
-        got = getattr(rend, "_uses_top", None)
-        if got is None:
-            got = self.uses_top(rend)
-            rend._uses_top = got  # type: ignore[attr-defined]
-        return bool(got)
+        uu = u[need] if len(need) < len(arm) else u
+        aff = state.fs.affinity(uu, np.broadcast_to(np.arange(ncat), (uu.size, ncat)))
+        for j, t in zip(need, np.argmax(aff, axis=1).tolist(), strict=True):
+            out[j] = t
+        return out
 
     def apply(self, state: ServerState, out: list[dict[str, Any]], u: np.ndarray,
               b: np.ndarray, raw: np.ndarray, send: np.ndarray) -> list[Statement]:
