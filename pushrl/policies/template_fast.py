@@ -39,6 +39,7 @@ from pushrl.policies.vw_format import NS_CAND, NS_CONTEXT, NS_USER, vw_name
 PARITY_TOL = 1e-4
 _SHARED_NS, _CAND_NS = frozenset("UC"), frozenset("IA")
 _SCALE = 10_000.0  # the VW formatter's 4 decimals
+_SCALE64 = np.float64(_SCALE)  # a numpy scalar: float32 arrays times it are float64
 
 
 class NotLinear(ValueError):
@@ -310,7 +311,8 @@ class BoundTemplateScorer:
         bins = flat[0][None, :] + flat[1 + N_ENCODED:1 + N_ENCODED + nb]
         feats = np.rint(np.asarray(item_features, np.float64) * _SCALE) / _SCALE
         items = feats @ flat[1 + N_ENCODED + nb:]
-        return cls(scorer, np.ascontiguousarray(enc), np.ascontiguousarray(bins),
+        # encoded features enter as integers of 1e-4 (rounded as VW text): scale the table
+        return cls(scorer, np.ascontiguousarray(enc / _SCALE), np.ascontiguousarray(bins),
                    np.ascontiguousarray(items), scorer.has_new)
 
     def action_dist(self, raw: np.ndarray, items: np.ndarray, hours: np.ndarray) -> np.ndarray:
@@ -329,11 +331,16 @@ class BoundTemplateScorer:
             p = sc.policy.with_new_floor(p, np.ones(p.shape, bool))
         return p
 
+    def _terms(self, raw: np.ndarray, items: np.ndarray,
+               hours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(n, n_arms, 3)`` score terms (constant, x tmpl_seen_24h, x tmpl_seen_7d) and the
+        ``(n, n_arms, 2)`` recency encoding."""
+        e = np.rint(encode(raw) * _SCALE64)  # float64 (VW text rounds the float64 value)
+        y = e @ self.enc + self.bins[activity_bin(raw)] + self.items[items]
+        return y.reshape(raw.shape[0], -1, 3), encode_template_recency(hours)
+
     def _scores(self, raw: np.ndarray, items: np.ndarray, hours: np.ndarray) -> np.ndarray:
-        n = raw.shape[0]
-        e = np.rint(encode(raw).astype(np.float64) * _SCALE) / _SCALE
-        y = (e @ self.enc + self.bins[activity_bin(raw)] + self.items[items]).reshape(n, -1, 3)
-        rec = encode_template_recency(hours)
+        y, rec = self._terms(raw, items, hours)
         return y[:, :, 0] + y[:, :, 1] * rec[:, :, 0] + y[:, :, 2] * rec[:, :, 1]
 
     def decide(self, raw: np.ndarray, items: np.ndarray, hours: np.ndarray,
@@ -350,7 +357,9 @@ class BoundTemplateScorer:
             return np.asarray(d.action, np.int64), np.asarray(d.pscore, np.float64)
         # one row: SquareCB and the draw in plain floats (a numpy call costs ~1 us; this is
         # the request path of /v1/decide), the same arithmetic as the vectorised path
-        s = self._scores(raw, items, hours)[0].tolist()
+        y3, r2 = self._terms(raw, items, hours)
+        s = [t[0] + t[1] * r[0] + t[2] * r[1] for t, r in zip(y3[0].tolist(), r2[0].tolist(),
+                                                               strict=True)]
         k = len(s)
         best = min(range(k), key=s.__getitem__)
         low, g = s[best], self.scorer.gamma

@@ -286,7 +286,9 @@ class ServerTemplates:
         updated in place; ``send`` ``(n,)`` bool) and return their log updates."""
         idx = np.flatnonzero(send)
         items = np.array([state.items[str(out[i]["item_id"])] for i in idx.tolist()], np.int64)
-        arm, p, texts = self.choose(state, u[idx], b[idx], raw[idx], items)
+        if idx.size < send.size:
+            u, b, raw = u[idx], b[idx], raw[idx]
+        arm, p, texts = self.choose(state, u, b, raw, items)
         stmts: list[Statement] = []
         ids, pl = self.arm_ids, p.tolist()
         for j, i in enumerate(idx.tolist()):
