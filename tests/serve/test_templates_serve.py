@@ -193,3 +193,20 @@ def test_item_the_templates_cannot_render_is_refused(tmp_path: Path,
         assert ok.status_code == 200, ok.text
     finally:
         c.__exit__(None, None, None)
+
+
+def test_uniform_default_logs_the_recommendation_arms(tmp_path: Path,
+                                                      world: dict[str, Any]) -> None:
+    """Without --template-policy: uniform over the approved recommendation templates of the
+    catalog's first locale (the exploring logger of the first round)."""
+    cfg = make_cfg(tmp_path, catalog=world["logs"], templates=Path("templates/default"))
+    c = TestClient(create_app(cfg, overrides=doubles(timing=CoinFlip(0.6), item=UniformItem())))
+    c.__enter__()
+    try:
+        sent = [d for d in _traffic(c, world, 20, 5) if d["send"]]
+    finally:
+        c.__exit__(None, None, None)
+    assert sent
+    assert {d["template_id"] for d in sent} <= set(IDS)
+    assert all(d["pscore_template"] == pytest.approx(1 / len(IDS)) for d in sent)
+    assert all(d["template_policy"].startswith("uniform-template@") for d in sent)
