@@ -139,11 +139,12 @@ class ServerTemplates:
         """(Re)bind the renderer and the policy's tables to the server's current items;
         every check of the items against the catalog runs here."""
         live = state.catalog
-        cat = self._policy_columns(live)
+        # no items yet (a fresh server): nothing to bind the policy to; PUT /v1/items checks
+        cat = self._policy_columns(live) if len(live) else live
         rend = self.renderer_for(state.items_frame(), state)
         bound = None
         arms = TemplateArms(self.arm_ids, state.spec, cat, self.ref)
-        if self.linear is not None:
+        if self.linear is not None and len(live):
             try:
                 bound = BoundTemplateScorer.bind(self.linear, cat.features, cat.feature_names)
             except NotLinear as exc:
@@ -180,6 +181,17 @@ class ServerTemplates:
                                 "add them to the items or retrain on this catalog")
         out = copy.copy(cat)
         out.features = cat.features[:, [have[n] for n in want]]
+        bad = ~np.isfinite(out.features).all(axis=1)
+        if bad.any():  # (a missing value makes the whole standardised column NaN)
+            for w in want:
+                miss = cat.raw[w].isna().to_numpy() if w in cat.raw else np.zeros(0, bool)
+                if miss.any():
+                    j = int(np.argmax(miss))
+                    raise TemplateError(f"template policy {self.label} needs item feature "
+                                        f"`{w}`, which item {cat.ids[j]!r} lacks; give every "
+                                        "item the features the policy was trained with")
+            raise TemplateError(f"template policy {self.label}: item features {want} are not "
+                                "finite for every item")
         out.feature_names = tuple(want)
         return out
 
@@ -223,7 +235,9 @@ class ServerTemplates:
             frame = frame[frame["item_id"] != item_id]
         import pandas as pd
 
-        self.renderer_for(pd.concat([frame, pd.DataFrame([row])], ignore_index=True), state)
+        frame = pd.concat([frame, pd.DataFrame([row])], ignore_index=True)
+        self._policy_columns(ItemCatalog(frame, state.spec))
+        self.renderer_for(frame, state)
 
     # ------------------------------------------------------------------ decisions
     def _current(self, state: ServerState) -> tuple[Renderer, BoundTemplateScorer | None,

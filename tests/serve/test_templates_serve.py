@@ -187,7 +187,10 @@ def test_item_the_templates_cannot_render_is_refused(tmp_path: Path,
         assert r.status_code == 422 and "item_name" in r.text, r.text
         r = c.put("/v1/items/noname", json={"category": "shoes", "features": {
             "price": 10.0, "quality": 0.0}})
-        assert r.status_code == 422 and "is missing" in r.text, r.text
+        assert r.status_code == 422 and "noname" in r.text, r.text
+        r = c.put("/v1/items/noquality", json={"category": "shoes", "features": {
+            "name": "Shoe", "price": 10.0, "discount_pct": 10.0}})
+        assert r.status_code == 422 and "quality" in r.text, r.text
         ok = c.put("/v1/items/fine", json={"category": "shoes", "features": {
             "name": "Fine shoe", "price": 10.0, "quality": 0.0, "discount_pct": 10.0}})
         assert ok.status_code == 200, ok.text
