@@ -104,6 +104,14 @@ def command(
     scheduled_priority: int = typer.Option(0, "--scheduled-priority", help="`decide` answers "
                                            "with a due trigger only when its priority is above "
                                            "this."),
+    templates: Path | None = typer.Option(None, "--templates", help="Message-template "
+                                          "catalog (templates/NAME[/vN]): every sent push gets "
+                                          "an approved template, its copy and "
+                                          "pscore_template (checked at start, never at send)."),
+    template_policy: str | None = typer.Option(None, "--template-policy", help="A `pushrl "
+                                               "templates train` artifact choosing the "
+                                               "template (default: uniform over the approved "
+                                               "ones)."),
 ) -> None:
     """Serve decisions: out of the box the default baselines (most-active-hour timing with a
     daily cap, most-popular item) until a policy is promoted.
@@ -145,10 +153,14 @@ def command(
     except ValueError:
         raise PushrlError(f"--time-window must be PAST,FUTURE days, got {time_window!r}") \
             from None
+    if template_policy is not None and templates is None:
+        raise PushrlError("--template-policy needs --templates (the catalog whose approved "
+                          "templates are its arms)")
     cfg = ServeConfig(registry=registry, state=state_dir(state), api_keys=api_keys,
                       triggers=_trigger_rules(triggers), trigger_delay_hours=trigger_delay,
                       trigger_delay_policy=trigger_delay_policy,
                       scheduled_priority=scheduled_priority,
+                      templates=templates, template_policy=template_policy,
                       guardrails=guardrails,
                       attribution_hours=attribution_hours, sync=sync, seed=seed,
                       catalog=catalog, public_docs=public_docs, public_metrics=public_metrics,

@@ -1077,7 +1077,8 @@ class TemplateRecency:
         t = np.asarray(templates, np.int64)
         b = np.broadcast_to(np.asarray(bucket, np.int64), u.shape)
         key = u * self.last.shape[1] + t
-        if np.unique(key).size == key.size:  # the usual case: one show per pair, vectorised
+        # the usual case: one show per pair, vectorised (one show: the loop below is cheaper)
+        if u.size > 1 and np.unique(key).size == key.size:
             cur, bef = self.last[u, t], self.before[u, t]
             newer = b > cur
             mid = ~newer & (b < cur) & (b > bef)

@@ -26,6 +26,7 @@ import numpy as np
 
 from pushrl.data.features import (
     ENCODED_NAMES,
+    N_ENCODED,
     TEMPLATE_RECENCY_NAMES,
     F,
     FeatureState,
@@ -165,9 +166,17 @@ ACTIVITY_BIN_NAMES: tuple[str, ...] = tuple(f"act7d_bin={k}"
 def activity_bins(features: np.ndarray) -> np.ndarray:
     """``(n, len(ACTIVITY_BIN_NAMES))`` one-hot of ``log1p(activity_7d)`` in
     :data:`ACTIVITY_BIN_EDGES` (raw pipeline ``features``, ``(n, N_FEATURES)``)."""
-    act = np.log1p(np.asarray(features, np.float64)[:, F["activity_7d"]])
-    k = np.searchsorted(np.asarray(ACTIVITY_BIN_EDGES), act, side="right")
-    return np.eye(len(ACTIVITY_BIN_NAMES), dtype=np.float32)[k]
+    return np.eye(len(ACTIVITY_BIN_NAMES), dtype=np.float32)[activity_bin(features)]
+
+
+_BIN_EDGES = np.asarray(ACTIVITY_BIN_EDGES)
+
+
+def activity_bin(features: np.ndarray) -> np.ndarray:
+    """``(n,)`` index of the :data:`ACTIVITY_BIN_NAMES` bin of each row of raw pipeline
+    ``features`` (the hot bin of :func:`activity_bins`)."""
+    act = np.log1p(np.asarray(features)[:, F["activity_7d"]].astype(np.float64))
+    return np.searchsorted(_BIN_EDGES, act, side="right")
 
 
 def build_template_context(features: np.ndarray, chosen_item_features: np.ndarray,
@@ -177,10 +186,10 @@ def build_template_context(features: np.ndarray, chosen_item_features: np.ndarra
                            extra: dict[str, Any] | None = None) -> ItemContext:
     """The context of ``n`` template decisions (the template slot after the item slot).
 
-    The same builder as an item decision (:func:`build_item_context`) with the approved
-    templates as the candidates: ``shared`` = the encoded pipeline features, then the user's
-    activity bin (:func:`activity_bins`) and the chosen item's catalog features
-    (``item_<name>``) as logged context; ``candidate_features`` =
+    The columns an item decision (:func:`build_item_context`) has, with the approved
+    templates as the candidates (written by :func:`template_context_arrays`): ``shared`` =
+    the encoded pipeline features, then the user's activity bin (:func:`activity_bins`) and
+    the chosen item's catalog features (``item_<name>``) as logged context; ``candidate_features`` =
     the templates' static features, ``affinity`` (1.0: templates have no category), then the
     user's recency of each template (:data:`~pushrl.data.features.TEMPLATE_RECENCY_NAMES`,
     from :class:`~pushrl.data.features.TemplateRecency`).
@@ -195,14 +204,45 @@ def build_template_context(features: np.ndarray, chosen_item_features: np.ndarra
         mask: ``(n, n_templates)`` True for templates allowed in this decision; None = all.
         extra: Passed through as ``ctx.extra``.
     """
-    rec = encode_template_recency(template_hours)
-    n_t = template_features.shape[0]
-    logged = np.concatenate([activity_bins(features),
-                             np.asarray(chosen_item_features, np.float32)], axis=1)
-    return build_item_context(
-        features, template_features, np.full(n_t, -1, np.int64), template_feature_names,
-        mask=mask, logged=logged,
-        logged_names=(*ACTIVITY_BIN_NAMES,
-                      *(CHOSEN_ITEM_PREFIX + n for n in item_feature_names)),
-        cand_values={nm: rec[:, :, j] for j, nm in enumerate(TEMPLATE_RECENCY_NAMES)},
-        cand_names=TEMPLATE_RECENCY_NAMES, extra=extra)
+    shared, cf = template_context_arrays(features, chosen_item_features, template_features,
+                                         template_hours)
+    n, n_t = cf.shape[:2]
+    cand = np.tile(np.arange(n_t, dtype=np.int64), (n, 1))
+    m = np.ones((n, n_t), bool) if mask is None else np.asarray(mask, bool)
+    return ItemContext(shared, cand, m, cf,
+                       (*ENCODED_NAMES, *ACTIVITY_BIN_NAMES,
+                        *(CHOSEN_ITEM_PREFIX + nm for nm in item_feature_names)),
+                       (*template_feature_names, AFFINITY, *TEMPLATE_RECENCY_NAMES), None,
+                       {} if extra is None else extra)
+
+
+def template_context_arrays(features: np.ndarray, chosen_item_features: np.ndarray,
+                            template_features: np.ndarray,
+                            template_hours: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The arrays of :func:`build_template_context`, with as few numpy calls as possible (the
+    server decides templates per request: a fixed cost per call matters more than its size).
+
+    It writes the columns :func:`build_item_context` writes for templates as candidates
+    (proved equal in ``tests/data/test_item_context.py``): ``shared`` = ``encode`` of the
+    pipeline features, the activity bins, the chosen item's features; ``candidate_features`` =
+    the templates' static features, ``affinity`` 1.0, then the recency encoding.
+
+    Returns:
+        ``shared`` ``(n, N_ENCODED + n_bins + d_item)`` and ``candidate_features``
+        ``(n, n_templates, d_t + 1 + len(TEMPLATE_RECENCY_NAMES))``, float32.
+    """
+    raw = np.asarray(features)
+    item = np.asarray(chosen_item_features, np.float32)
+    n = raw.shape[0]
+    nb = len(ACTIVITY_BIN_NAMES)
+    shared = np.zeros((n, N_ENCODED + nb + item.shape[1]), np.float32)
+    shared[:, :N_ENCODED] = encode(raw)
+    shared[np.arange(n), N_ENCODED + activity_bin(raw)] = 1.0
+    shared[:, N_ENCODED + nb:] = item
+    tf = np.asarray(template_features, np.float32)
+    n_t, d_t = tf.shape
+    cf = np.empty((n, n_t, d_t + 1 + len(TEMPLATE_RECENCY_NAMES)), np.float32)
+    cf[:, :, :d_t] = tf
+    cf[:, :, d_t] = 1.0
+    cf[:, :, d_t + 1:] = encode_template_recency(template_hours)
+    return shared, cf

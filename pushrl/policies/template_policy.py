@@ -206,8 +206,12 @@ class TemplatePolicy(ItemPolicy):
             raise ValueError(f"shows has {self.shows.size} entries for {len(self.arm_ids)} arms")
 
     def _action_dist(self, ctx: ItemContext) -> np.ndarray:
-        dist = self.vw.action_dist(ctx)
-        new = (self.shows < self.new_min_shows)[None, :] & np.asarray(ctx.mask, bool)
+        return self.with_new_floor(self.vw.action_dist(ctx), np.asarray(ctx.mask, bool))
+
+    def with_new_floor(self, dist: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """``dist`` ``(n, n_arms)`` with the share :attr:`new_explore` spread over the allowed
+        new arms (``mask`` ``(n, n_arms)``) of each row that has one."""
+        new = (self.shows < self.new_min_shows)[None, :] & mask
         if self.new_explore > 0 and new.any():
             has = new.any(axis=1, keepdims=True)
             floor = np.where(new, 1.0, 0.0) / np.maximum(new.sum(axis=1, keepdims=True), 1)

@@ -81,6 +81,10 @@ class ServeConfig:
             train triggers``), loaded (checksums verified) at start.
         scheduled_priority: ``decide`` answers with a due trigger only when its priority is
             above this.
+        templates: A message-template catalog (``templates/NAME[/vN]``): every sent push
+            gets an approved template and its copy (:mod:`pushrl.serve.templates`).
+        template_policy: A ``pushrl templates train`` artifact directory choosing the
+            template (None: uniform over the approved templates).
     """
 
     registry: Path = Path("policies")
@@ -105,9 +109,14 @@ class ServeConfig:
     trigger_delay_hours: int = 1
     trigger_delay_policy: str | None = None
     scheduled_priority: int = 0
+    templates: Path | None = None
+    template_policy: str | None = None
 
     def __post_init__(self) -> None:
         if self.sync not in ("full", "normal"):
             raise ValueError(f"`sync` must be 'full' or 'normal', got {self.sync!r}")
         if self.attribution_hours <= 0:
             raise ValueError(f"`attribution_hours` must be > 0, got {self.attribution_hours}")
+        if self.template_policy is not None and self.templates is None:
+            raise ValueError("--template-policy needs --templates (the catalog whose approved "
+                             "templates are its arms)")

@@ -34,6 +34,7 @@ from pushrl.serve.metrics import ServeMetrics
 from pushrl.serve.policyset import Loaded, PolicySet, catalog_mismatch
 from pushrl.serve.state import ServerState
 from pushrl.serve.store import OP_ADVANCE, OP_PUSH, Statement
+from pushrl.serve.templates import ServerTemplates
 from pushrl.units import HOUR
 
 log = logging.getLogger("pushrl.serve")
@@ -145,6 +146,8 @@ class Engine:
         self._ctx_cache: dict[int, tuple[Any, ItemCatalog, ContextEncoder, np.ndarray]] = {}
         self._counter_cache: dict[str, tuple[Any, Any]] = {}
         self._guard: tuple[Loaded | None, Guardrails] = (None, Guardrails())
+        #: The template slot of sent pushes (``--templates``), None without templates.
+        self.templates: ServerTemplates | None = None
         #: The global volume target's price on a send (``--volume``), None without one.
         self.price = None if cfg.volume is None else SendPrice(cfg.volume)
 
@@ -423,6 +426,8 @@ class Engine:
                         "item_policy": item_label if sent else None, "reason": why[i],
                         "ts": iso(ts_l[i]), "send_at": None, "holdout": arm_l[i],
                         "p_holdout": p_hold})
+        if self.templates is not None and n_send:  # the template slot (serve/templates.py)
+            stmts += self.templates.apply(st, out, u, b, raw, send)
         if self.price is not None:
             self.price.observe(int(b.max()), float(send.sum()),
                                len(st.users) - st.subscriptions.n_unsubscribed)

@@ -76,7 +76,8 @@ def read_log(state: str | Path) -> tuple[Dataset, pd.DataFrame, pd.DataFrame]:
             "candidates, context, policy, item_policy, reason, opened, clicked, converted, "
             "revenue, unsubscribed, "
             + ", ".join(c if c in cols else f"NULL AS {c}"
-                        for c in ("holdout", "p_holdout", "trigger_id")) + " "
+                        for c in ("holdout", "p_holdout", "trigger_id", "template_id",
+                                  "pscore_template")) + " "
             "FROM decisions ORDER BY seq", conn)
         trig = pd.read_sql_query(
             "SELECT trigger_id, user_id, kind, item_id, event_ts, decided_ts, delay_h, pscore, "
@@ -197,6 +198,10 @@ def _pushes(p: pd.DataFrame) -> pd.DataFrame:
     if p["trigger_id"].notna().any():  # (v1 logs without triggers keep their columns)
         out["trigger_id"] = p["trigger_id"].astype(object).where(p["trigger_id"].notna(),
                                                                  None)
+    if p["template_id"].notna().any():  # the server chose templates (#17): train on them
+        out["template_id"] = p["template_id"].astype(object).where(p["template_id"].notna(),
+                                                                   None)
+        out["pscore_template"] = p["pscore_template"].astype(float)
     for c in ("policy", "item_policy", "reason"):
         out[c] = p[c].astype(object)
     if p["holdout"].notna().any():  # a live holdout ran (#18): its arm and probability

@@ -203,6 +203,13 @@ class DecideOut(BaseModel):
                                  "false when treated; null without a holdout.")
     p_holdout: float | None = Field(None, ge=0, le=1, description="Probability of being held "
                                     "out (the holdout's share); null without a holdout.")
+    template_id: str | None = Field(None, description="With `--templates`, on a sent "
+                                    "push: the approved message template chosen.")
+    template_text: str | None = Field(None, description="Its copy, rendered for the item "
+                                      "and the user.")
+    pscore_template: float | None = Field(None, gt=0, le=1, description="Probability of "
+                                          "`template_id` given the item (logged).")
+    template_policy: str | None = Field(None, description="Template policy `name@version`.")
     trigger_id: str | None = Field(None, description="Set when the push is a due "
                                    "behaviour trigger (reason `trigger:<kind>`) that "
                                    "outranked the scheduled push; `pscore` is then its delay "

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from pushrl.data.features import FeatureSpec
-from pushrl.errors import PushrlError
+from pushrl.errors import PushrlError, TemplateError
 from pushrl.policies.base import Policy
 from pushrl.serve import history, holdout, registry_ops
 from pushrl.serve.auth import KeyChecker, load_keys
@@ -33,6 +33,7 @@ from pushrl.serve.schemas import DecideIn, Event, FeedbackIn, set_time_window
 from pushrl.serve.state import ServerState, default_spec
 from pushrl.serve.store import OP_ACTIVITY, OP_OPEN, DurableLog, Statement
 from pushrl.serve.trigger_requests import TriggerRequests
+from pushrl.serve.templates import ServerTemplates
 from pushrl.serve.triggers import ContextDelay, DelayPolicy, FixedDelay, ServerTriggers
 from pushrl.units import HOUR
 
@@ -92,6 +93,14 @@ class Server(TriggerRequests):
         self._count_item_events()
         kill = self.log.get_meta("kill_switch") == "1"
         self.engine = Engine(self.state, cfg, policies, self.metrics, kill_switch=kill)
+        if cfg.templates is not None:  # the template slot (#17): checked here, not at send
+            try:
+                self.engine.templates = ServerTemplates.load(cfg.templates, cfg.template_policy,
+                                                             self.state, seed=cfg.seed)
+                self.engine.templates.rebuild(self.state, self.log)
+            except Exception:
+                self.log.close()
+                raise
         self.metrics.kill_switch.set(int(kill))
         self.metrics.users.set(len(self.state.users))
         self._pending_fb: dict[str, dict[str, Any]] = {}
@@ -305,6 +314,8 @@ class Server(TriggerRequests):
                 delay = min(2 * delay, RECOVER_SECONDS[1])
         await self.idle()
         self.state.rebuild()  # on the loop: no request sees a half-built state
+        if self.engine.templates is not None:
+            self.engine.templates.rebuild(self.state, self.log)
         self._pending_fb.clear()
         self.metrics.users.set(len(self.state.users))
         self.log.failed = None
@@ -327,6 +338,11 @@ class Server(TriggerRequests):
         """Create or update an item (durable on return)."""
         await self.idle()
         st = self.state
+        if self.engine.templates is not None:  # an item the templates cannot render: 422
+            try:
+                self.engine.templates.check_item(st, item_id, category, features)
+            except TemplateError as exc:
+                raise Unprocessable("template_item", str(exc)) from None
         created, stmts = st.put_item(item_id, category, features)
         if st.triggers is not None:
             stmts += st.triggers.on_item_put(st, st.items[item_id], features, self.now())

@@ -100,7 +100,8 @@ CREATE TABLE IF NOT EXISTS trigger_pulls (
   response TEXT NOT NULL);
 """
 #: Columns added after a table was first created (a log from an older server gains them).
-_ADDED_COLUMNS = (("decisions", "trigger_id", "TEXT"),)
+_ADDED_COLUMNS = (("decisions", "trigger_id", "TEXT"), ("decisions", "template_id", "TEXT"),
+                  ("decisions", "pscore_template", "REAL"))
 
 Statement = tuple[str, Sequence[Any]]
 
