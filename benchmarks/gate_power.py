@@ -163,7 +163,6 @@ def load_world(name: str, d: Path) -> World:
     p_open, p_click, p_conv, value = src.expected_reward(np.arange(r.n_rounds))
     cand = np.asarray(r.context.candidates)
     price = np.asarray(src.world.price)[src.items[cand]]
-    n, k = value.shape
     logger = _logger_dist(name, held, r)
     dists = {"vw": inp.candidate[:, :, 0], "most-popular": inp.baseline[:, :, 0]}
     return World(name, rs, vw, mp, held, r, dists, p_open, p_click, p_conv, price, value, logger)

@@ -119,6 +119,13 @@ class Selection:
                 "unsubscribed": {k: vars(v) for k, v in self.unsubscribed.items()}}
 
 
+def qualifies(objective: Paired, unsubscribed: Paired,
+              unsubscribe_margin: float = UNSUBSCRIBE_MARGIN) -> bool:
+    """The selection's rule for one candidate: a positive 95 % lower bound on the objective
+    and non-inferiority on unsubscribes (``unsubscribed.upper < unsubscribe_margin``)."""
+    return objective.lower > 0 and unsubscribed.upper < unsubscribe_margin
+
+
 def with_sampling(policies: Mapping[str, Any]) -> dict[str, Any]:
     """Each PPO policy twice: ``NAME/argmax`` and ``NAME/sample`` (copies)."""
     out: dict[str, Any] = {}
@@ -169,7 +176,7 @@ def select_timing(candidates: Mapping[str, Any], scenario: str | Scenario, *,
                       policy_name=name) for name, p in candidates.items()}
     obj = {n: Paired.of(r.objective, ref.objective) for n, r in runs.items()}
     uns = {n: Paired.of(r.unsubscribed, ref.unsubscribed) for n, r in runs.items()}
-    ok = tuple(n for n in runs if obj[n].lower > 0 and uns[n].upper < unsubscribe_margin)
+    ok = tuple(n for n in runs if qualifies(obj[n], uns[n], unsubscribe_margin))
     best = max(ok, key=lambda n: obj[n].diff) if ok else reference
     chosen = candidates[best] if ok else ref_pol
     return Selection(best, chosen, obj, uns, ok, float(ref.objective.mean()),
