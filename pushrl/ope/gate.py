@@ -209,12 +209,12 @@ class DeploymentGate:
         if not all(math.isfinite(b) for b in bounds):
             failed.append(("finite_estimate", f"non-finite improvement estimate {bounds}"))
         elif comparison.lower <= 0:
-            kind = "one-sided " if self.one_sided else ""
+            kind = ", one-sided" if self.one_sided else ""
             failed.append(
                 (
                     "improvement_lower_bound",
-                    f"{kind}{100 * (1 - self.alpha):g}% lower bound of the improvement is "
-                    f"{comparison.lower:.6g} <= 0 (estimate {comparison.difference:.6g})",
+                    f"{100 * (1 - self.alpha):g}% lower bound of the improvement is "
+                    f"{comparison.lower:.6g} <= 0 (estimate {comparison.difference:.6g}{kind})",
                 )
             )
         failed += self._support_rules(cand, floor, prefix="")
