@@ -64,8 +64,10 @@ def command(
     from pushrl.train.ppo_config import PPOConfig
 
     if not 0 <= unsubscribe_margin < 1:  # before hours of training, not after
-        raise typer.BadParameter(f"--unsubscribe-margin must be a share of users in [0, 1), "
-                                 f"got {unsubscribe_margin} (0.005 = +0.5 percentage points)")
+        from pushrl.errors import PushrlError
+
+        raise PushrlError(f"--unsubscribe-margin must be a share of users in [0, 1), "
+                          f"got {unsubscribe_margin} (0.005 = +0.5 percentage points)")
     cfg = PPOConfig.from_dict({**PPOConfig().to_dict(), **dict(_override(kv) for kv in hyper)})
     total = timesteps or cfg.total_timesteps
     if total < 0:
