@@ -13,7 +13,8 @@ Per world (``pushrl.data.worlds``; split ``dev`` / ``held-out`` as declared ther
    ``--ppo-timesteps`` in the fitted simulator, ``--ppo-seeds`` one run each), then the
    timing SELECTION (:func:`pushrl.train.select.select_timing`, ``--val-users``
    fitted-simulator validation users, never the truth): the best agent ships only if it
-   beats most-active-hour there with a positive 95 % lower bound and unsubscribes no more;
+   beats most-active-hour there with a positive 95 % lower bound and its unsubscribe increase
+   is shown below the non-inferiority margin (+0.5 pp: `UNSUBSCRIBE_MARGIN`);
    otherwise the heuristic timing ships (the reason is recorded).
 4. ``pushrl evaluate`` of both on the held-out logs: the gate's verdict.
 5. The served policies are scored with the world's TRUE response: ``pushrl.compare`` with the

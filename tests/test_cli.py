@@ -39,6 +39,8 @@ def test_validate_json_on_shipped_obd() -> None:
      "does not exist"),
     (("policies", "explore", "/no/such/artifact", "--data", "/x", "--scenario", "default"),
      "no policy artifact"),
+    (("train", "timing", "--out", "/tmp/pushrl-no-such-policy", "--select", "10",
+      "--unsubscribe-margin", "1.5"), "--unsubscribe-margin must be a share of users"),
 ])
 def test_bad_input_is_one_line_without_traceback(args: tuple[str, ...], pattern: str) -> None:
     r = run(*args)

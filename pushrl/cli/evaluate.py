@@ -50,8 +50,10 @@ def _print_summary(res: Any) -> None:
     verdict = "[green]PASS[/]" if g.passed else "[red]BLOCK[/]"
     out.print(f"gate: {verdict}  " + escape(
         f"improvement over {d['baseline']['label']} ({res.gate_estimator}) {c.difference:.6g}, "
-        f"{100 * (1 - c.alpha):g}% CI [{c.lower:.6g}, {c.upper:.6g}]; "
-        f"ESS {res.diagnostics.ess:.1f} (floor {g.ess_floor:.1f})"))
+        f"{100 * (1 - c.alpha):g}% CI [{c.lower:.6g}, {c.upper:.6g}]"
+        + (f" (lower end: one-sided {100 * (1 - c.alpha / 2):g}% bound)" if g.one_sided else "")
+        + f"; ESS {res.diagnostics.ess:.1f} (floor {g.ess_floor:.1f}"
+        + (f", support ESS {g.support_ess:.1f})" if g.support_ess is not None else ")")))
     for rule, msg in zip(g.failed_rules, g.messages, strict=True):
         out.print(escape(f"  failed {rule}: {msg}"))
     for note in res.notes:

@@ -44,6 +44,10 @@ def command(
                                "fitted-simulator validation users and say which one to ship "
                                "(recorded in the card as `selection`; 0 = skip; ~3000 "
                                "users resolve a few percent)"),
+    unsubscribe_margin: float = typer.Option(
+        0.005, "--unsubscribe-margin", help="--select: ship the agent only if the upper 95 % "
+        "bound of its increase in the unsubscribed share of users is below this margin "
+        "(non-inferiority; 0.005 = +0.5 percentage points)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
 ) -> None:
     """Train PPO (SB3) on the vectorised timing environment and write a policy artifact.
@@ -52,12 +56,18 @@ def command(
     numpy actor used for serving, each with its sha256 in the model card (scenario, seed,
     timesteps, hyperparameters, training time, evaluation on held-out users). With
     ``--select N`` the agent is compared with most-active-hour on N fitted-simulator
-    validation users (paired): it ships only with a positive 95 % lower bound and no more
-    unsubscribes; otherwise the line says to keep serving the heuristic and why.
+    validation users (paired): it ships only with a positive 95 % lower bound and an
+    unsubscribe increase shown to be below ``--unsubscribe-margin``; otherwise the line says
+    to keep serving the heuristic and why.
     """
     from pushrl.train.ppo import train_timing
     from pushrl.train.ppo_config import PPOConfig
 
+    if not 0 <= unsubscribe_margin < 1:  # before hours of training, not after
+        from pushrl.errors import PushrlError
+
+        raise PushrlError(f"--unsubscribe-margin must be a share of users in [0, 1), "
+                          f"got {unsubscribe_margin} (0.005 = +0.5 percentage points)")
     cfg = PPOConfig.from_dict({**PPOConfig().to_dict(), **dict(_override(kv) for kv in hyper)})
     total = timesteps or cfg.total_timesteps
     if total < 0:
@@ -72,7 +82,8 @@ def command(
     if select < 0:
         raise typer.BadParameter(f"--select must be >= 0 users, got {select}")
     if select:
-        selection = _select(res.artifact, scenario, select, scenario_overrides)
+        selection = _select(res.artifact, scenario, select, scenario_overrides,
+                            unsubscribe_margin)
         card["selection"] = selection
     result = {"artifact": str(res.artifact), "scenario": card["scenario"]["name"],
               "seed": seed, "timesteps": res.timesteps, "train/seconds": round(res.seconds, 1),
@@ -95,8 +106,8 @@ def command(
         console.print(f"[bold]selection[/bold]: {selection['reason']}")
 
 
-def _select(artifact: Path, scenario: str, n_users: int,
-            overrides: dict[str, Any]) -> dict[str, Any]:
+def _select(artifact: Path, scenario: str, n_users: int, overrides: dict[str, Any],
+            unsubscribe_margin: float) -> dict[str, Any]:
     """:func:`pushrl.train.select.select_timing` of the new agent vs most-active-hour; the
     verdict is written into the artifact's card (``selection``) and returned."""
     from pushrl.envs.scenario import load_scenario
@@ -104,7 +115,8 @@ def _select(artifact: Path, scenario: str, n_users: int,
     from pushrl.train.select import explain, select_timing
 
     sc = load_scenario(scenario, **overrides)
-    sel = select_timing({"agent": load_policy(artifact)}, sc, n_users=n_users)
+    sel = select_timing({"agent": load_policy(artifact)}, sc, n_users=n_users,
+                        unsubscribe_margin=unsubscribe_margin)
     out = {"ships": "agent" if sel.qualified else "most-active-hour",
            "reason": explain(sel, n_users), "validation_users": n_users,
            **{k: v for k, v in sel.to_dict().items() if k != "name"}}

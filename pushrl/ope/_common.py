@@ -251,4 +251,5 @@ def _bootstrap_interval(name: str, point: float, d: Mapping[str, float],
 def _gate_settings(g: DeploymentGate) -> dict[str, Any]:
     """The gate thresholds recorded in :attr:`EvaluationResult.settings`."""
     return {"min_ess": g.min_ess, "min_ess_fraction": g.min_ess_fraction,
-            "max_support_deficiency": g.max_support_deficiency}
+            "max_support_deficiency": g.max_support_deficiency, "one_sided": g.one_sided,
+            "min_ess_support_fraction": g.min_ess_support_fraction}

@@ -52,6 +52,13 @@ from pushrl.policies.item_data import (
 )
 from pushrl.rules.reward import RewardWeights, item_reward
 
+ITEM_GATE = DeploymentGate(one_sided=True, min_ess_support_fraction=0.5)
+"""The item path's default gate (its estimator is set by ``gate_estimator``, DR by default):
+a one-sided level-``alpha`` test of "no improvement" and an ESS floor capped at half the
+ESS a deterministic policy can reach under the logger (:func:`pushrl.ope.gate.support_ess`).
+Why, and its measured false-pass rate and power on replicated logs:
+``benchmarks/gate_power.py`` (``benchmarks/results/gate_power.md``)."""
+
 
 def _with_extra(rounds: BanditRounds, ds: Dataset) -> BanditRounds:
     users = user_index(ds, ds.pushes["user_id"].iloc[rounds.row])
@@ -263,7 +270,7 @@ def _evaluate_item(ds: Dataset, cand: ResolvedPolicy, base: ResolvedPolicy | Non
     diag, weights = diagnostics_from_inputs(validate_bandit_inputs(
         r.reward, r.action, r.pscore, inp.candidate, inp.position))
     _say(progress, f"deployment gate ({g_name})", 0, 1)
-    g = replace(gate or DeploymentGate(alpha=alpha, n_bootstrap_samples=n_bootstrap),
+    g = replace(gate or replace(ITEM_GATE, alpha=alpha, n_bootstrap_samples=n_bootstrap),
                 estimator=make_estimator(g_name, **_hyper(g_name, hyper)))
     decision = g.evaluate(r.reward, r.action, r.pscore, inp.candidate, inp.baseline,
                           inp.position, inp.q_hat, random_state=seed)

@@ -42,6 +42,7 @@ import pandas as pd
 
 from pushrl.data.features import FeatureSpec, FeatureState, replay, user_index
 from pushrl.data.profiles import write_snapshot
+from pushrl.data.subscription import unsubscribed_users
 from pushrl.data.io import Dataset, from_unix_seconds, json_default, sha256_file, to_unix_seconds
 from pushrl.errors import PushrlError
 from pushrl.serve.store import DurableLog, Statement, StateError
@@ -151,11 +152,8 @@ def _events(ds: Dataset) -> dict[str, np.ndarray]:
     p = ds.pushes
     sent = p["sent"].fillna(False).to_numpy(bool)
     ps = p.loc[sent]
-    unsub = (p["unsubscribed"].fillna(False).to_numpy(bool) if "unsubscribed" in p.columns
-             else np.zeros(len(p), bool))
-    u_user = user_index(ds, p.loc[unsub, "user_id"])
     return {
-        "u_user": np.unique(u_user[u_user >= 0]).astype(np.int64),
+        "u_user": unsubscribed_users(ds),
         "a_user": user_index(ds, act["user_id"]) if len(act) else np.zeros(0, np.int64),
         "a_ts": to_unix_seconds(act["ts"]) if len(act) else np.zeros(0, np.int64),
         "a_item": a_item,

@@ -147,7 +147,8 @@ class PushSim:
         self.state.reset_users(s, self.cfg.start_bucket, self.population.timezone[p].tolist(),
                                hist)
         self.pop[s], self.key[s] = p, np.asarray(keys, np.uint64)
-        self.t[s], self.alive[s] = 0, True
+        # who unsubscribed in the log starts unsubscribed (as the server's history import)
+        self.t[s], self.alive[s] = 0, self.population.subscribed(p, self.cfg.warm_start)
         self.sends.reset(s)
         if self._obs is not None:  # refresh only the reset slots of the cached observation
             self._observe_into(self._obs, s)

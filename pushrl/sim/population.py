@@ -5,7 +5,11 @@ fitted activity rhythm and category mix, and its :class:`~pushrl.data.features.F
 is warm-started from the user's logged counts (activity per local hour of week and per
 category, pushes sent and opened), so ``activity_at_hour``, ``engagement`` and item affinity
 start from the user's own history. Recent windows start empty (no push in the last 14 days).
-Organic activity then flows from the fitted rhythm during the episode.
+Organic activity then flows from the fitted rhythm during the episode. A user who
+unsubscribed in the log (:func:`pushrl.data.subscription.unsubscribed_users`, the rule the
+server's ``pushrl state import`` blocks them by) starts the episode unsubscribed under the
+``"week"`` and ``"full"`` warm starts (episodes start after the log); ``"none"`` starts
+everyone subscribed, as the log did.
 
 Warm-start modes (scenario ``warm_start``): ``"week"`` (default) replays the user's first
 :data:`WARM_DAYS` logged days, so episode features stay within the history lengths the
@@ -35,13 +39,14 @@ from the user's logged counts per local hour of week (the pipeline's lifetime co
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 
 from pushrl.data.features import FeatureSpec, ReplayResult
 from pushrl.data.io import Dataset, to_unix_seconds
+from pushrl.data.subscription import unsubscribed_users
 from pushrl.units import HOUR
 
 RATE_PRIOR_EVENTS = 2.0
@@ -104,6 +109,8 @@ class Population:
             ``pscore_send``, else the send rate).
         warm_how, warm_cat, warm_sends, warm_opens: The same counts over the first
             :data:`WARM_DAYS` days of the log.
+        unsubscribed: ``(n,)`` bool, the user unsubscribed in the log (all False for
+            populations fitted before this field existed: refit to get it).
     """
 
     user_id: np.ndarray
@@ -119,6 +126,19 @@ class Population:
     warm_cat: np.ndarray
     warm_sends: np.ndarray
     warm_opens: np.ndarray
+    unsubscribed: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+
+    def __post_init__(self) -> None:
+        if self.unsubscribed.size == 0 and len(self):  # an artifact from before the field
+            self.unsubscribed = np.zeros(len(self), bool)
+
+    def subscribed(self, idx: np.ndarray, kind: str = "week") -> np.ndarray:
+        """Whether population rows ``idx`` ``(k,)`` start subscribed under warm start
+        ``kind`` (module docstring), bool ``(k,)``."""
+        idx = np.asarray(idx, np.int64)
+        if kind == "none":
+            return np.ones(idx.shape, bool)
+        return ~np.asarray(self.unsubscribed, bool)[idx]
 
     def __len__(self) -> int:
         return int(self.user_id.shape[0])
@@ -150,7 +170,8 @@ class Population:
     @classmethod
     def from_arrays(cls, arrs: Mapping[str, npt.ArrayLike]) -> Population:
         """Inverse of :meth:`to_arrays`."""
-        return cls(**{k: np.asarray(arrs[f"pop_{k}"]) for k in cls.__dataclass_fields__})
+        return cls(**{k: np.asarray(arrs[f"pop_{k}"]) for k in cls.__dataclass_fields__
+                      if f"pop_{k}" in arrs or k != "unsubscribed"})
 
 
 def fit_population(ds: Dataset, spec: FeatureSpec, rr: ReplayResult,
@@ -202,6 +223,7 @@ def fit_population(ds: Dataset, spec: FeatureSpec, rr: ReplayResult,
         hist_how=hist["how"].astype(np.float32), hist_cat=hist["cat"].astype(np.float32),
         hist_sends=hist["sends"].astype(np.int32), hist_opens=hist["opens"].astype(np.int32),
         p_send=p_send.astype(np.float64),
+        unsubscribed=np.isin(users, unsubscribed_users(ds)),
         **{f"warm_{k}": (warm[k] if warm is not None else np.zeros_like(hist[k])).astype(
             hist[k].dtype if k in ("sends", "opens") else np.float32)
            for k in ("how", "cat", "sends", "opens")})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -104,4 +105,64 @@ def test_ess_floor_is_the_larger_of_absolute_and_relative() -> None:
 )
 def test_invalid_gate_configuration(kwargs: dict[str, Any], exc: type, match: str) -> None:
     with pytest.raises(exc, match=match):
+        DeploymentGate(**kwargs)
+
+
+def test_support_ess_is_n_over_k_under_a_uniform_logger() -> None:
+    from pushrl.ope.gate import support_ess
+
+    assert support_ess(np.full(7_000, 0.01)) == pytest.approx(70.0)
+    # a skewed logger: the harmonic mean of the logged propensities
+    p = np.array([0.8] * 8 + [0.0025] * 2)
+    assert support_ess(p) == pytest.approx(10 / np.mean(1 / p))
+    assert support_ess(np.zeros(0)) == 0.0
+
+
+def test_support_relative_floor_caps_the_fixed_floor() -> None:
+    g = DeploymentGate(min_ess_support_fraction=0.5)
+    # 7,000 rounds under a uniform logger over 100 items: a deterministic policy reaches ESS
+    # ~70, below the fixed floor of 100, so the floor becomes 35
+    assert DeploymentGate().ess_floor(7_000, 70.0) == 100
+    assert g.ess_floor(7_000, 70.0) == 35.0
+    assert g.ess_floor(50_000, 25_000.0) == 500  # never above the fixed floor
+    assert g.ess_floor(7_000) == 100  # no support given: the fixed floor
+
+
+def test_deterministic_policy_under_uniform_logger_passes_the_support_floor(
+        make_bandit: Any) -> None:
+    b = make_bandit(600, seed=4)
+    sharp = softmax_policy(b, 0.005)
+    fixed = DeploymentGate(estimator=IPW(), min_ess=400, n_bootstrap_samples=200)
+    rel = replace(fixed, min_ess_support_fraction=0.5)
+    a = fixed.evaluate(b.reward, b.action, b.pscore, b.action_dist(sharp), random_state=0)
+    c = rel.evaluate(b.reward, b.action, b.pscore, b.action_dist(sharp), random_state=0)
+    assert a.support_ess == c.support_ess == pytest.approx(600 / np.mean(1 / b.pscore))
+    assert "ess_floor" in a.failed_rules and a.ess_floor == 400
+    assert c.ess_floor == pytest.approx(0.5 * c.support_ess) and c.ess_floor < 400
+    # the sharp policy keeps more than half the ESS a deterministic policy can reach here
+    assert c.diagnostics.ess >= c.ess_floor and "ess_floor" not in c.failed_rules
+
+
+def test_one_sided_gate_uses_the_two_sided_interval_at_twice_alpha(
+        synthetic_bandit: Any) -> None:
+    b = synthetic_bandit
+    pol = softmax_policy(b, 0.3)
+    one = evaluate(b, pol, DeploymentGate(n_bootstrap_samples=500, one_sided=True))
+    two = evaluate(b, pol, DeploymentGate(n_bootstrap_samples=500, alpha=0.1))
+    assert one.one_sided and not two.one_sided
+    assert one.comparison.alpha == pytest.approx(0.1)
+    assert (one.comparison.lower, one.comparison.upper) == (two.comparison.lower,
+                                                            two.comparison.upper)
+    base = evaluate(b, pol, DeploymentGate(n_bootstrap_samples=500))
+    assert base.comparison.lower < one.comparison.lower  # a one-sided 5 % bound is tighter
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"one_sided": True, "alpha": 0.6}, "one-sided gate needs `alpha` < 0.5"),
+     ({"min_ess_support_fraction": 0.0}, "min_ess_support_fraction"),
+     ({"min_ess_support_fraction": 1.5}, "min_ess_support_fraction")],
+)
+def test_invalid_new_gate_options(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
         DeploymentGate(**kwargs)

@@ -9,7 +9,10 @@ from pushrl.envs.rollout import rollout
 from pushrl.envs.scenario import load_scenario
 from pushrl.policies.baselines import make_baseline
 from pushrl.train.select import (
+    UNSUBSCRIBE_MARGIN,
     Paired,
+    explain,
+    qualifies,
     select_timing,
     user_value_penalty,
     with_sampling,
@@ -51,7 +54,43 @@ def test_a_better_candidate_ships(short) -> None:
                                                              - ref.objective).mean()))
     assert (sel.name == "two") == ("two" in sel.qualified)
     assert sel.qualified == (("two",) if sel.objective["two"].lower > 0
-                             and sel.unsubscribed["two"].lower <= 0 else ())
+                             and sel.unsubscribed["two"].upper < UNSUBSCRIBE_MARGIN else ())
+    assert sel.to_dict()["unsubscribe_margin"] == UNSUBSCRIBE_MARGIN
+
+
+def test_non_inferiority_refuses_an_unproven_unsubscribe_increase() -> None:
+    better = Paired(0.5, 0.2, 0.8)
+    # the default world's shipped agent: lower bound just under 0, i.e. "not significantly
+    # higher", but the increase may be +1.2 pp: the old rule shipped it, the margin refuses it
+    served = Paired(0.006, -0.00003, 0.012)
+    assert not qualifies(better, served, 0.005)
+    assert qualifies(better, served, 0.015)
+    assert qualifies(better, Paired(0.001, -0.002, 0.004), 0.005)
+    assert not qualifies(better, Paired(0.0, 0.0, 0.0), 0.0)  # margin 0: prove a decrease
+    assert qualifies(better, Paired(-0.01, -0.02, -0.001), 0.0)
+    assert not qualifies(Paired(0.5, -0.1, 1.1), Paired(0.0, -0.01, -0.005), 0.005)
+
+
+def test_the_margin_decides_and_is_recorded(short) -> None:
+    # two pushes a day unsubscribe more users than one: a wide margin ships it (when its
+    # objective gain is shown), margin 0 never does
+    two = make_baseline("most-active-hour", sends_per_day=2)
+    loose = select_timing({"two": two}, short, n_users=300, seed=2, unsubscribe_margin=0.5)
+    strict = select_timing({"two": two}, short, n_users=300, seed=2, unsubscribe_margin=0.0)
+    u = strict.unsubscribed["two"]
+    assert u.diff == loose.unsubscribed["two"].diff and u.upper >= 0
+    assert strict.qualified == () and strict.name == "most-active-hour"
+    assert loose.qualified == (("two",) if loose.objective["two"].lower > 0 else ())
+    assert (strict.unsubscribe_margin, loose.to_dict()["unsubscribe_margin"]) == (0.0, 0.5)
+    if strict.objective["two"].lower > 0:
+        assert "margin" in explain(strict, 300)
+
+
+@pytest.mark.parametrize("margin", [-0.01, 1.0, float("nan")])
+def test_bad_margins_are_refused(short, margin: float) -> None:
+    with pytest.raises(ValueError, match="unsubscribe_margin"):
+        select_timing({"x": make_baseline("never-send")}, short, n_users=10,
+                      unsubscribe_margin=margin)
 
 
 def test_truth_scenarios_are_refused(short) -> None:
