@@ -171,9 +171,10 @@ _TOP = {"name", "description", "data", "sim", "truth", "start", "horizon_days",
 _KNOWN = {*(f"reward.{f.name}" for f in dataclasses.fields(RewardWeights)),
           "guardrails.quiet_hours", "guardrails.max_sends_per_day",
           "guardrails.max_sends_per_week", "whatif.fatigue_multiplier",
-          "whatif.activity_shift_hours", "whatif.organic_purchases", "items.policy", "items.candidates",
+          "whatif.activity_shift_hours", "whatif.organic_purchases", "items.policy",
+          "items.candidates",
           "items.rounds_per_episode", "split.by", "split.holdout_frac", "split.holdout_seed",
-          "holdout.share", "holdout.salt", "holdout.campaign"}
+          "holdout.share", "holdout.salt", "holdout.campaign", "holdout.incumbent"}
 
 
 def _check(cond: bool, path: Any, msg: str) -> None:

@@ -266,11 +266,14 @@ class PushSim:
 
     def _organic(self, h: np.ndarray, obs: Observation, active: np.ndarray,
                  out: Outcome) -> None:
-        live = np.flatnonzero(self.alive & active)
+        org = self.organic
+        # organic purchases go on after an unsubscribe (it stops pushes, not shopping); the
+        # activity log then records only subscribed users' events, as without the model
+        live = np.flatnonzero(active if org is not None else self.alive & active)
         if not live.size:
             return
         hl, pop = h[live], self.pop[live]
-        org = self.organic
+        sub = self.alive[live]
         for hh in range(self.cfg.step_hours):
             b = obs.bucket[live] + hh
             if hh == 0:
@@ -283,7 +286,8 @@ class PushSim:
             # 1 + Poisson(mean - 1) events, so feature noise matches the log's clustering
             mu = self.response.burst_mean
             nb = R.poisson(lam / mu, R.uniform(hl, R.ACTIVITY, hh))
-            if org is not None and out.organic_converted is not None and nb.any():
+            if (org is not None and out.organic_converted is not None
+                    and out.organic_revenue is not None and nb.any()):
                 p_buy = org.p_buy(pop, org.need(b - self.last_buy[live]), nb)
                 buy = R.uniform(hl, R.ORGANIC, hh) < p_buy
                 if buy.any():
@@ -291,6 +295,7 @@ class PushSim:
                     out.organic_converted[who] += 1.0
                     out.organic_revenue[who] += org.revenue
                     self.last_buy[who] = b[buy]
+                nb = np.where(sub, nb, 0)
             if not nb.any():
                 continue
             bs = np.repeat(np.arange(live.size), nb)

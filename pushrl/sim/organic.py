@@ -11,14 +11,16 @@ rate and id):
   others mostly buy only when a push brings them. A per-user factor ``exp(sigma * z)``
   (``z`` a standard normal from a hash of the user id) adds heterogeneity that no feature
   shows.
-* **Need**: a purchase (organic or pushed) satisfies the need, which recovers as
-  ``need = 1 - exp(-hours since the last purchase / need_recovery_h)``. An organic purchase
-  in an hour with ``k`` sessions has probability ``1 - (1 - q * need)^k``; a push's
-  conversion probability (open, click, convert) is multiplied by ``need``. So a push
-  conversion of a loyal user mostly replaces a purchase that would have come a few days
-  later, and a push conversion of another user mostly adds one.
-* **Start**: every episode starts ``U(0, 3) * need_recovery_h`` hours after the user's last
-  purchase (a counter-based draw of the episode key).
+* **Need**: a purchase (organic or pushed) satisfies the need for a while (replenishment):
+  ``need = clip((hours since the last purchase - need_delay_h) / need_ramp_h, 0, 1)``. An
+  organic purchase in an hour with ``k`` sessions has probability ``1 - (1 - q * need)^k``;
+  a push's conversion probability (open, click, convert) is multiplied by ``need``. A loyal
+  user buys within about a day of the need's return, so a push conversion mostly takes the
+  place of that purchase (it moves it by hours); a push conversion of another user mostly
+  adds one. Moving a purchase earlier still adds a little over a finite horizon (the next
+  cycle starts earlier): the measured incremental effect, not an assumed one, says how much.
+* **Start**: every episode starts ``U(0, 2) * (need_delay_h + need_ramp_h)`` hours after the
+  user's last purchase (a counter-based draw of the episode key).
 * **Revenue** of an organic purchase: the catalog's mean revenue of a conversion.
 
 Incremental outcomes are measured, not assumed: a policy's conversions (pushed + organic)
@@ -26,9 +28,9 @@ minus those of the same users under no push with the same random numbers
 (:func:`pushrl.envs.rollout.rollout` ``counterfactual=True``). Organic draws use their own
 streams (:data:`pushrl.sim.rng.ORGANIC`), so pushes change them only through the need.
 
-Scenario key ``whatif.organic_purchases = true`` (or ``rollout(..., organic_purchases=True)``) switches it on
-with the default :class:`OrganicParams`; it is off by default (the shipped worlds have no
-organic conversions and their figures are unchanged).
+Scenario key ``whatif.organic_purchases = true`` (or ``rollout(..., organic_purchases=True)``)
+switches it on with the default :class:`OrganicParams`; it is off by default (the shipped
+worlds have no organic conversions and their figures are unchanged).
 """
 
 from __future__ import annotations
@@ -50,14 +52,16 @@ class OrganicParams:
         loyal_share: Share of users (highest organic session rate) that are loyal.
         buy_loyal: P(purchase | session, need 1) of a loyal user.
         buy_other: P(purchase | session, need 1) of the other users.
-        need_recovery_h: Time constant of the need after a purchase, hours.
+        need_delay_h: Hours after a purchase without any need.
+        need_ramp_h: Hours over which the need then returns to 1.
         sigma: Log-scale spread of the hidden per-user purchase factor.
     """
 
     loyal_share: float = 0.3
-    buy_loyal: float = 0.12
+    buy_loyal: float = 0.25
     buy_other: float = 0.004
-    need_recovery_h: float = 168.0
+    need_delay_h: float = 96.0
+    need_ramp_h: float = 48.0
     sigma: float = 0.3
 
     def __post_init__(self) -> None:
@@ -67,8 +71,9 @@ class OrganicParams:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"organic {name} must be a probability, got {v}")
-        if not self.need_recovery_h > 0 or self.sigma < 0:
-            raise ValueError(f"organic need_recovery_h must be > 0 and sigma >= 0, got {self}")
+        if self.need_delay_h < 0 or not self.need_ramp_h > 0 or self.sigma < 0:
+            raise ValueError(f"organic need_delay_h must be >= 0, need_ramp_h > 0 and sigma "
+                             f">= 0, got {self}")
 
 
 class OrganicModel:
@@ -100,11 +105,14 @@ class OrganicModel:
     def start_hours(self, keys: np.ndarray) -> np.ndarray:
         """Hours since the last purchase at the start of episodes with ``keys`` ``(k,)``."""
         h = R.step_hash(np.asarray(keys, np.uint64), 0)
-        return 3.0 * self.params.need_recovery_h * R.uniform(h, R.ORGANIC_START)
+        p = self.params
+        return 2.0 * (p.need_delay_h + p.need_ramp_h) * R.uniform(h, R.ORGANIC_START)
 
     def need(self, hours_since: np.ndarray) -> np.ndarray:
-        """Need ``(k,)`` in [0, 1) given hours since the last purchase ``(k,)``."""
-        return -np.expm1(-np.maximum(hours_since, 0.0) / self.params.need_recovery_h)
+        """Need ``(k,)`` in [0, 1] given hours since the last purchase ``(k,)``."""
+        p = self.params
+        return np.clip((np.asarray(hours_since, np.float64) - p.need_delay_h) / p.need_ramp_h,
+                       0.0, 1.0)
 
     def p_buy(self, pop: np.ndarray, need: np.ndarray, sessions: np.ndarray) -> np.ndarray:
         """P(an organic purchase) in an hour with ``sessions`` sessions, ``(k,)``."""
