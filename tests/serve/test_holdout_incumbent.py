@@ -53,3 +53,13 @@ def test_incumbent_is_part_of_the_stored_holdout(make_client: Any, tmp_path: Pat
     with pytest.raises(StateError, match="incumbent"):
         check(tmp_path / "state", Holdout(0.3, "inc"))
     assert check(tmp_path / "state", None) == HOLD
+
+
+def test_unknown_incumbent_is_one_line(tmp_path: Path) -> None:
+    from tests.cli_runner import run_pushrl
+
+    r = run_pushrl("serve", "--state", str(tmp_path / "s"), "--holdout", "0.1",
+                   "--holdout-incumbent", "no-such-policy")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "Traceback" not in out
+    assert "--holdout-incumbent 'no-such-policy'" in out and "unknown baseline" in out
