@@ -31,6 +31,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,7 @@ from pushrl.envs.rollout import RolloutResult, rollout
 from pushrl.envs.scenario import load_scenario
 from pushrl.envs.world import make_world
 from pushrl.rules.holdout import Holdout
-from pushrl.rules.uplift import UpliftGate
+from pushrl.rules.uplift import UpliftGate, UpliftModel
 from pushrl.train.uplift import PrePeriod, from_rollout, outcome_of
 
 GRID = (-0.002, 0.0, 0.001, 0.002, 0.003, 0.004)
@@ -95,8 +96,13 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[11, 12])
     ap.add_argument("--policy", default="most-active-hour:sends_per_day=2")
     ap.add_argument("--max-val-loss", type=float, default=0.005)
+    ap.add_argument("--grid", type=float, nargs="+", default=list(GRID))
+    ap.add_argument("--model", default=None, help="reuse a fitted model (skips steps 2-3)")
+    ap.add_argument("--threshold", type=float, default=None, help="with --model: the chosen "
+                    "threshold (from the run that fitted it)")
     ap.add_argument("--out", default="benchmarks/results/uplift")
     a = ap.parse_args()
+    grid = tuple(a.grid)
     t0 = time.perf_counter()
     pol = PolicySpec.parse(a.policy).load()
     never = PolicySpec.parse("never-send").load()
@@ -105,42 +111,62 @@ def main() -> None:
     pop = make_world(sc).model.population
     assert pop is not None
     ids = np.asarray(pop.user_id)
-    # 1-2: fit on the training half
-    tr = rollout(PrePeriod(pol, 168), a.scenario, n_users=a.train_users, days=a.days + 7,
-                 seed=100, features_at=168, holdout=Holdout(0.5, "uplift-train"),
-                 users=users_of(0, a.train_users, 100, ids), **kw)
-    model = from_rollout(tr)
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    model.save(out.with_name(out.name + "_model.json"))
-    print("model", json.dumps(model.to_dict()), flush=True)
-    # 3: threshold on the training half, another seed
-    vu = users_of(0, a.val_users, 101, ids)
-    vkw = dict(n_users=a.val_users, days=a.days, seed=101, users=vu, **kw)
-    vb, vn = rollout(pol, a.scenario, **vkw), rollout(never, a.scenario, **vkw)
-    val = []
-    for th in GRID:
-        r = paired(rollout(pol, a.scenario, uplift=UpliftGate(model, th), **vkw), vb, vn)
-        val.append({"threshold": th, **r})
-        print("val", th, round(r["sends_rel"], 4), round(r["incr_rel"], 4), flush=True)
-    ok = [v for v in val if v["incr_rel"] >= -a.max_val_loss]
-    chosen = max(ok, key=lambda v: v["threshold"])["threshold"] if ok else min(GRID)
-    print("chosen threshold", chosen, flush=True)
+    val: list[dict] = []
+    if a.model is not None:
+        model = UpliftModel.load(a.model)
+        chosen = a.threshold if a.threshold is not None else min(grid)
+    else:
+        model, chosen, val = fit_and_choose(a, pol, never, ids, kw, grid, out)
     # 4: measure on held-out users
     seeds = []
     for s in a.seeds:
         ekw = dict(n_users=a.users, days=a.days, seed=s, users=users_of(1, a.users, s, ids), **kw)
         b, n0 = rollout(pol, a.scenario, **ekw), rollout(never, a.scenario, **ekw)
-        grid = []
-        for th in GRID:
+        rows = []
+        for th in grid:
             r = paired(rollout(pol, a.scenario, uplift=UpliftGate(model, th), **ekw), b, n0)
-            grid.append({"threshold": th, **r})
+            rows.append({"threshold": th, **r})
             print("eval", s, th, json.dumps({k: round(v, 4) for k, v in r.items()}), flush=True)
-        seeds.append({"seed": s, "grid": grid,
-                      "chosen": next(g for g in grid if g["threshold"] == chosen)})
+        seeds.append({"seed": s, "grid": rows,
+                      "chosen": next((g for g in rows if g["threshold"] == chosen), None)})
+    report(a, model, chosen, val, seeds, out, t0)
+
+
+def fit_and_choose(a: argparse.Namespace, pol: Any, never: Any, ids: np.ndarray,
+                   kw: dict[str, Any], grid: tuple[float, ...], out: Path
+                   ) -> tuple[UpliftModel, float, list[dict]]:
+    """Steps 2-3 on the training half: fit, save, choose the threshold."""
+    tr = rollout(PrePeriod(pol, 168), a.scenario, n_users=a.train_users, days=a.days + 7,
+                 seed=100, features_at=168, holdout=Holdout(0.5, "uplift-train"),
+                 users=users_of(0, a.train_users, 100, ids), **kw)
+    model = from_rollout(tr)
+    model.save(out.with_name(out.name + "_model.json"))
+    print("model", json.dumps(model.to_dict()), flush=True)
+    # 3: threshold on the training half, another seed
+    vu = users_of(0, a.val_users, 101, ids)
+    vkw: dict[str, Any] = dict(n_users=a.val_users, days=a.days, seed=101, users=vu, **kw)
+    vb, vn = rollout(pol, a.scenario, **vkw), rollout(never, a.scenario, **vkw)
+    val = []
+    val: list[dict] = []
+    for th in grid:
+        r = paired(rollout(pol, a.scenario, uplift=UpliftGate(model, th), **vkw), vb, vn)
+        val.append({"threshold": th, **r})
+        print("val", th, round(r["sends_rel"], 4), round(r["incr_rel"], 4), flush=True)
+    ok = [v for v in val if v["incr_rel"] >= -a.max_val_loss]
+    chosen = max(ok, key=lambda v: v["threshold"])["threshold"] if ok else min(grid)
+    print("chosen threshold", chosen, flush=True)
+    return model, chosen, val
+
+
+def report(a: argparse.Namespace, model: UpliftModel, chosen: float, val: list[dict],
+           seeds: list[dict], out: Path, t0: float) -> None:
+    """JSON, markdown table and figure."""
     res = {"scenario": a.scenario, "policy": a.policy, "train_users": a.train_users,
            "val_users": a.val_users, "users": a.users, "days": a.days,
            "chosen_threshold": chosen, "validation": val, "seeds": seeds,
+           "model_file": a.model,
            "model": model.to_dict(), "load_avg": os.getloadavg(),
            "seconds": round(time.perf_counter() - t0, 1)}
     out.with_suffix(".json").write_text(json.dumps(res, indent=1))
@@ -180,6 +206,8 @@ def _figure(seeds: list[dict], chosen: float, path: Path) -> None:
         hi = [100 * (g["incr_high"] - g["incr_rel"]) for g in sd["grid"]]
         ax.errorbar(x, y, yerr=[lo, hi], marker="o", capsize=3, label=f"seed {sd['seed']}")
         c = sd["chosen"]
+        if c is None:
+            continue
         ax.scatter([-100 * c["sends_rel"]], [100 * c["incr_rel"]], s=120, facecolors="none",
                    edgecolors="k")
     ax.axhline(-1, color="r", ls="--", lw=1, label="-1 % incremental conversions")

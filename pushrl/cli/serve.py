@@ -10,6 +10,7 @@ import typer
 if TYPE_CHECKING:
     from pushrl.rules.guardrails import Guardrails
     from pushrl.rules.holdout import Holdout
+    from pushrl.rules.uplift import UpliftGate
     from pushrl.rules.volume import VolumeTarget
     from pushrl.rules.triggers import TriggerConfig
 
