@@ -268,10 +268,10 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
         if price is not None:  # the one gate of the global volume target
             prices[step] = price.price
             action = np.where(price.allow(value_fn(obs.raw)), action, 0)
+            reachable = int(sim.alive.sum())
         if incumbent is not None and held.any():  # held-out users: the incumbent's decisions
             action = np.where(held, np.asarray(incumbent.decide_batch(ctx, inc_rng).action),
                               action)
-            reachable = int(sim.alive.sum())
         hour = obs.raw[:, F["local_hour"]].astype(np.int64)
         out = sim.step(action == 1)
         if price is not None:
