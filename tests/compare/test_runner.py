@@ -93,3 +93,14 @@ def test_cli_json_and_report(tmp_path: Path) -> None:
     assert Path(d["report_html"]).exists() and Path(d["report_md"]).exists()
     assert {row["policy"] for row in d["paired"]} == {"most-active-hour"}
     assert (tmp_path / "per_user.parquet").exists()
+
+
+def test_cli_organic_flag_reports_incremental_metrics(tmp_path: Path) -> None:
+    from tests.cli_runner import run_pushrl
+
+    r = run_pushrl("compare", "--policy", "never-send", "--policy", "most-active-hour",
+                   "--users", "60", "--days", "2", "--organic", "--out", str(tmp_path / "c"))
+    assert r.returncode == 0, r.stderr
+    md = (tmp_path / "c" / "report.md").read_text()
+    assert "Incremental conversions per user (vs no push)" in md
+    assert "Sends per user per week" in md
