@@ -16,6 +16,11 @@ Reported: realised volume vs target (target: within +-2 %), objective per send o
 their relative difference with a paired bootstrap 95 % CI over users (target >= +10 %),
 opens per send, unsubscribe share. The value proxy was chosen on seed 3 (eight candidates);
 the default seed here is another one.
+
+``--value uplift`` ranks sends by a per-user incremental value instead of the feature proxy:
+a T-learner of the objective (:mod:`pushrl.train.uplift`) fitted on ``--fit-users`` other
+users (seed 100, a 50 % holdout after a 7-day pre-period, the policy under the scenario's
+caps), times the same fatigue discount ``1 / (1 + sends_7d)^2``.
 """
 
 from __future__ import annotations
@@ -62,16 +67,31 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--caps", type=int, nargs="+", default=[2, 3, 4])
     ap.add_argument("--policy", default="most-active-hour:sends_per_day=2")
+    ap.add_argument("--value", choices=["proxy", "uplift"], default="proxy")
+    ap.add_argument("--fit-users", type=int, default=16000)
     ap.add_argument("--out", default="benchmarks/results/volume_target")
     a = ap.parse_args()
     pol = PolicySpec.parse(a.policy).load()
+    value = None
+    if a.value == "uplift":
+        from pushrl.data.features import F
+        from pushrl.rules.holdout import Holdout
+        from pushrl.train.uplift import PrePeriod, from_rollout
+
+        tr = rollout(PrePeriod(pol, 168), a.scenario, n_users=a.fit_users, days=a.days + 7,
+                     seed=100, features_at=168, holdout=Holdout(0.5, "volume-value"),
+                     truth=True)
+        model = from_rollout(tr, "objective")
+        print("uplift model", model.to_dict(), flush=True)
+        value = lambda raw: (model.predict(raw)  # noqa: E731
+                             / (1.0 + raw[:, F["sends_7d"]].astype(float)) ** 2)
     rows = []
     t0 = time.perf_counter()
     for cap in a.caps:
         kw = dict(n_users=a.users, days=a.days, seed=a.seed, truth=True)
         c = rollout(pol, a.scenario, max_sends_per_week=cap, **kw)
         v = volume(c)
-        p = rollout(pol, a.scenario, volume=VolumeTarget(v), **kw)
+        p = rollout(pol, a.scenario, volume=VolumeTarget(v), value=value, **kw)
         rel, lo, hi = per_send_ci(p, c)
         row = {"cap": cap, "target": v, "realised": volume(p),
                "volume_error": volume(p) / v - 1,
@@ -90,13 +110,14 @@ def main() -> None:
         print(json.dumps({k: round(x, 4) if isinstance(x, float) else x
                           for k, x in row.items()}), flush=True)
     res = {"scenario": a.scenario, "users": a.users, "days": a.days, "seed": a.seed,
+           "value": a.value,
            "policy": a.policy, "rows": rows, "load_avg": os.getloadavg(),
            "seconds": round(time.perf_counter() - t0, 1)}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=1))
     lines = [f"# Global volume target vs per-user cap ({a.policy}, {a.users} users x {a.days} "
-             f"days, seed {a.seed}, truth; load {res['load_avg'][0]:.1f})", "",
+             f"days, seed {a.seed}, truth, value {a.value}; load {res['load_avg'][0]:.1f})", "",
              "| weekly cap | target V | realised (price) | error | obj/send cap | obj/send "
              "price | relative [95% CI] | opens/send cap / price | unsub cap / price |",
              "|---|---|---|---|---|---|---|---|---|"]

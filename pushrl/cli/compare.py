@@ -32,6 +32,9 @@ def command(
     workers: int | None = typer.Option(None, help="CPUs of the local Ray (default: all)."),
     fatigue: float | None = typer.Option(None, help="What-if: fatigue multiplier."),
     shift: int | None = typer.Option(None, help="What-if: activity shift in hours."),
+    organic: bool = typer.Option(False, "--organic", help="What-if: users also buy without a "
+                                 "push (scenario organic_purchases); incremental metrics then "
+                                 "differ from attributed ones."),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
 ) -> None:
     """Run policies on the same simulated users (common random numbers) and report."""
@@ -43,6 +46,8 @@ def command(
         overrides["fatigue_multiplier"] = fatigue
     if shift is not None:
         overrides["activity_shift_hours"] = shift
+    if organic:
+        overrides["organic_purchases"] = True
     unit = "shards" if ray or ray_address else "user-days"
     with progress_bar("simulating", 1, enabled=not as_json, unit=unit) as update:
         res = compare(policy, scenario=scenario, users=users, days=days, seeds=seeds,

@@ -10,6 +10,7 @@ import typer
 if TYPE_CHECKING:
     from pushrl.rules.guardrails import Guardrails
     from pushrl.rules.holdout import Holdout
+    from pushrl.rules.uplift import UpliftGate
     from pushrl.rules.volume import VolumeTarget
     from pushrl.rules.triggers import TriggerConfig
 
@@ -91,6 +92,16 @@ def command(
                                         "(per-user caps stay hard guardrails)."),
     holdout_campaign: str = typer.Option("default", "--holdout-campaign", help="Campaign "
                                          "name of the holdout (part of the hash)."),
+    holdout_incumbent: str = typer.Option("none", "--holdout-incumbent", help="Policy of the "
+                                          "held-out users: `none` (no push) or a baseline "
+                                          "(e.g. most-active-hour): lift is then measured "
+                                          "against it."),
+    uplift: Path | None = typer.Option(None, "--uplift", help="Send only if it helps: an "
+                                       "uplift model JSON (pushrl.train.uplift); a send goes "
+                                       "out only where its predicted incremental value is at "
+                                       "least --uplift-threshold."),
+    uplift_threshold: float = typer.Option(0.0, "--uplift-threshold", help="Least predicted "
+                                           "incremental outcome per send (the model's units)."),
     triggers: str | None = typer.Option(None, "--triggers", help="Behaviour-triggered "
                                         "pushes: a TOML file whose [triggers] table sets the "
                                         "rules ([triggers.cart] etc.; a scenario file works), "
@@ -145,7 +156,7 @@ def command(
     catalog = catalog or sc_data
     if holdout_share is not None:
         try:
-            hold = Holdout(holdout_share, holdout_salt, holdout_campaign)
+            hold = Holdout(holdout_share, holdout_salt, holdout_campaign, holdout_incumbent)
         except ValueError as exc:
             raise PushrlError(f"--holdout: {exc}") from None
     try:
@@ -166,15 +177,34 @@ def command(
                       catalog=catalog, public_docs=public_docs, public_metrics=public_metrics,
                       time_window_days=(past, future), accept_empty_state=accept_empty_state,
                       late_bound_hours=late_bound, holdout=hold,
-                      volume=None if volume is None else _volume(volume))
+                      volume=None if volume is None else _volume(volume),
+                      uplift=None if uplift is None else _uplift(uplift, uplift_threshold))
     check_log(cfg.state, accept_empty=accept_empty_state)  # one clear line, not a traceback
-    check_holdout(cfg.state, hold)
+    hold = check_holdout(cfg.state, hold)
+    if hold is not None and hold.has_incumbent:  # load it now: one line, not a 500 later
+        from pushrl.compare.runner import PolicySpec
+
+        try:
+            PolicySpec.parse(hold.incumbent).load()
+        except PushrlError as exc:
+            raise PushrlError(f"--holdout-incumbent {hold.incumbent!r}: {exc}") from None
     if history is not None:
         _import_once(history, cfg.state, sync)
     check_history(cfg.state)
     limits = HttpLimits(header_timeout, body_timeout, keep_alive, limit_concurrency)
     uvicorn.Server(uvicorn_config(create_app(cfg), host=host, port=port, limits=limits,
                                   log_level=log_level)).run()
+
+
+def _uplift(path: Path, threshold: float) -> UpliftGate:
+    """``--uplift FILE --uplift-threshold T`` as a gate (one line on a bad file)."""
+    from pushrl.errors import PushrlError
+    from pushrl.rules.uplift import UpliftGate, UpliftModel
+
+    try:
+        return UpliftGate(UpliftModel.load(path), threshold)
+    except ValueError as exc:
+        raise PushrlError(f"--uplift: {exc}") from None
 
 
 def _volume(v: float) -> VolumeTarget:

@@ -29,13 +29,19 @@ LABELS = {
     "revenue_per_user": "Revenue per user",
     "unsubscribe_rate": "Unsubscribe rate (share of users)",
     "guardrail_blocks_per_user": "Guardrail blocks per user",
+    "sends_per_user_week": "Sends per user per week",
+    "incremental_conversions_per_user": "Incremental conversions per user (vs no push)",
+    "incremental_revenue_per_user": "Incremental revenue per user (vs no push)",
+    "organic_conversions_per_user": "Organic conversions per user",
 }
 
 
 #: +1 where higher is better, -1 where lower is better, 0 where neither (volume)
 BETTER = {"objective": 1, "open_rate": 1, "clicks_per_user": 1, "conversions_per_user": 1,
           "revenue_per_user": 1, "unsubscribe_rate": -1, "guardrail_blocks_per_user": -1,
-          "sends_per_user_day": 0}
+          "sends_per_user_day": 0, "sends_per_user_week": 0,
+          "incremental_conversions_per_user": 1, "incremental_revenue_per_user": 1,
+          "organic_conversions_per_user": 0}
 
 
 def _png(fig: plt.Figure) -> str:
@@ -100,10 +106,14 @@ def plot_survival(r: CompareResult) -> str:
 
 def plot_forest(r: CompareResult) -> str:
     """Forest plot of paired differences vs the reference with 95% CIs, one panel a metric."""
-    metrics = ["objective", "sends_per_user_day", "open_rate", "revenue_per_user",
-               "unsubscribe_rate"]
+    have = set(r.paired["metric"]) if "metric" in r.paired else set()
+    metrics = [m for m in ("objective", "sends_per_user_week", "open_rate", "revenue_per_user",
+                           "incremental_conversions_per_user", "unsubscribe_rate")
+               if m in have] or ["objective", "sends_per_user_day", "open_rate",
+                                 "revenue_per_user", "unsubscribe_rate"]
     fig, axes = plt.subplots(1, len(metrics), figsize=(13, 0.5 + 0.45 * max(1, len(r.policies))),
-                             sharey=True)
+                             sharey=True, squeeze=False)
+    axes = axes[0]
     others = [p for p in r.policies if p != r.meta.get("reference")]
     for ax, m in zip(axes, metrics, strict=True):
         d = r.paired[r.paired["metric"] == m].set_index("policy").reindex(others)
@@ -159,7 +169,7 @@ def _rel(v: float) -> str:
 
 def summary_markdown(r: CompareResult) -> str:
     """Markdown table: value [95% CI] per policy and metric, and paired differences."""
-    metrics = list(LABELS)
+    metrics = [m for m in LABELS if (r.summary["metric"] == m).any()]
     lines = ["| policy | " + " | ".join(LABELS[m] for m in metrics) + " |",
              "|---" * (len(metrics) + 1) + "|"]
     for p in r.policies:
@@ -171,8 +181,9 @@ def summary_markdown(r: CompareResult) -> str:
     lines += ["", f"Paired differences vs **{r.meta.get('reference')}** (95% CI):", "",
               "| policy | metric | difference | 95% CI | relative |", "|---|---|---|---|---|"]
     for _, d in r.paired.iterrows():
-        if d["metric"] not in ("objective", "sends_per_user_day", "open_rate",
-                               "revenue_per_user", "unsubscribe_rate"):
+        if d["metric"] not in ("objective", "sends_per_user_day", "sends_per_user_week",
+                               "open_rate", "revenue_per_user", "incremental_conversions_per_user",
+                               "incremental_revenue_per_user", "unsubscribe_rate"):
             continue
         lines.append(f"| {d['policy']} | {d['metric']} | {_fmt(d['diff'], d['metric'])} | "
                      f"[{_fmt(d['lower'], d['metric'])}, {_fmt(d['upper'], d['metric'])}] | "
@@ -235,7 +246,10 @@ def write_report(r: CompareResult, out: str | Path) -> tuple[Path, Path]:
              f"{m.get('days')} days x {m.get('seeds')} seed(s), every policy on the same users "
              "with the same random numbers, so differences are paired. The objective is the "
              "scenario's reward: weighted opens, clicks and revenue minus a cost per send and a "
-             "penalty per unsubscribe.")
+             "penalty per unsubscribe. Incremental conversions and revenue are measured "
+             "against the same users under no push with the same random numbers (they differ "
+             "from the attributed ones when users also buy on their own: scenario "
+             "`organic_purchases`); volume is sends per user per week.")
     page, md = render_page(f"Policy comparison: {m.get('scenario')}",
                            f"pushrl compare: {m.get('scenario')}", intro, md_summary, figs,
                            png_dir=d)

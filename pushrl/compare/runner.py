@@ -129,6 +129,13 @@ def run_shard(scenario: str, sources: Sequence[str], labels: Sequence[str],
     steps_per_day = sc.slots_per_day
     seg = _segments(pop, rows)
     frames, daily, hourly = [], [], []
+    # the counterfactual: the same users under no push (common random numbers); without
+    # organic purchases it has no conversions at all, so it is not simulated
+    org0 = rev0 = np.zeros(n)
+    if sc.organic:
+        none = rollout(PolicySpec("never-send", "never-send").load(), sc, n_users=n, seed=seed,
+                       item_policy=item, users=(rows, keys))
+        org0, rev0 = none.extra["organic_conversions"], none.extra["organic_revenue"]
     for j, (src, label) in enumerate(zip(sources, labels, strict=True)):
         pol = PolicySpec(src, label).load()
         if getattr(pol, "kind", "timing") != "timing":
@@ -143,6 +150,9 @@ def run_shard(scenario: str, sources: Sequence[str], labels: Sequence[str],
         f.insert(1, "seed", seed)
         f["user"] = first_user + np.arange(n)
         f["unsubscribed"] = f["unsubscribed"].astype(bool)
+        f["sends_per_week"] = f["sends"] / res.days * 7
+        f["incremental_conversions"] = f["conversions"] + f["organic_conversions"] - org0
+        f["incremental_revenue"] = f["revenue"] + f["organic_revenue"] - rev0
         f["timezone"] = seg["timezone"]
         f["engagement"] = seg["engagement"]
         frames.append(f)

@@ -24,6 +24,12 @@ METRICS: dict[str, tuple[str, str | None, bool]] = {
     "revenue_per_user": ("revenue", None, False),
     "unsubscribe_rate": ("unsubscribed", None, False),
     "guardrail_blocks_per_user": ("guardrail_blocks", None, False),
+    # volume and incremental outcomes (vs the same users under no push, common random
+    # numbers: pushrl.compare.runner); absent columns are skipped
+    "sends_per_user_week": ("sends_per_week", None, False),
+    "incremental_conversions_per_user": ("incremental_conversions", None, False),
+    "incremental_revenue_per_user": ("incremental_revenue", None, False),
+    "organic_conversions_per_user": ("organic_conversions", None, False),
 }
 
 
@@ -115,6 +121,8 @@ def summarize(per_user: pd.DataFrame, *, reference: str, days: float,
     ref = groups[reference]
     for pol, g in groups.items():
         for m in METRICS:
+            if METRICS[m][0] not in g.columns:
+                continue
             e = estimate(g, m, days=days, alpha=alpha)
             rows.append({"policy": pol, "metric": m, "value": e.value, "lower": e.lower,
                          "upper": e.upper, "se": e.se, "n": e.n})

@@ -25,6 +25,7 @@ from pushrl.envs.scenario import Scenario, load_scenario
 from pushrl.envs.observation import TimingObservation
 from pushrl.envs.world import make_world
 from pushrl.rules.holdout import Holdout
+from pushrl.rules.uplift import UpliftGate
 from pushrl.rules.volume import SendPrice, VolumeTarget, send_value
 from pushrl.sim.contexts import ItemDecider, TimingContext, TimingDecider
 from pushrl.sim.engine import Outcome, PushSim
@@ -97,6 +98,8 @@ class RolloutResult:
         """One row per simulated user."""
         cols = {m: getattr(self, m) for m in ("user", *METRICS, "unsubscribed",
                                               "unsubscribe_step")}
+        for m in ("organic_conversions", "organic_revenue"):  # purchases without a push
+            cols[m] = np.asarray(self.extra.get(m, np.zeros(self.n_users)), np.float64)
         return pd.DataFrame(cols)
 
 
@@ -138,6 +141,9 @@ def tally(acc: dict[str, np.ndarray], out: Outcome, reward: np.ndarray) -> None:
     acc["conversions"] += out.converted
     acc["revenue"] += out.revenue
     acc["guardrail_blocks"] += out.blocked
+    if out.organic_converted is not None and "organic_conversions" in acc:
+        acc["organic_conversions"] += out.organic_converted
+        acc["organic_revenue"] += out.organic_revenue
 
 
 def draw_users(seed: int, n: int, n_pop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -161,6 +167,8 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
             policy_name: str | None = None, progress: Callable[[int, int], None] | None = None,
             users: tuple[np.ndarray, np.ndarray] | None = None,
             holdout: Holdout | None = None, volume: VolumeTarget | None = None,
+            uplift: UpliftGate | None = None, incumbent: TimingDecider | None = None,
+            value: Callable[[np.ndarray], np.ndarray] | None = None, features_at: int = 0,
             **overrides: Any) -> RolloutResult:
     """Evaluate a timing policy on ``n_users`` simulated users for ``days`` days.
 
@@ -186,6 +194,16 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
             policy must be worth the controller's price; ``extra["price"]`` ``(horizon,)``
             is the price at each step and ``extra["volume_per_user_week"]`` the realised
             volume (sends per subscribed user per week).
+        uplift: Send only if it helps (:mod:`pushrl.rules.uplift`): a send goes out only
+            where the gate's predicted incremental value is at least its threshold (applied
+            before the volume price).
+        incumbent: The policy that decides for the held-out users (the holdout's incumbent,
+            e.g. a heuristic); None = held-out users get no push. The active policy's
+            decisions for them are dropped, never delivered.
+        value: The send value the volume price ranks by, ``raw (n, N_FEATURES) -> (n,)``
+            (default :func:`pushrl.rules.volume.send_value`).
+        features_at: Step whose pipeline features ``extra["start_features"]``
+            ``(n_users, N_FEATURES)`` records (an experiment's covariates).
         **overrides: Scenario keys to replace (``truth=True``, ``max_sends_per_day=1``, ...).
 
     The context's ``extra`` holds ``obs`` (the ``PushTiming-v1`` observation, ``(n, 21)``),
@@ -215,14 +233,18 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
     if holdout is not None and holdout.active:
         assert world.model.population is not None  # a simulator always has its population
         held = holdout.held_out(user_ids(np.asarray(world.model.population.user_id), pops))
-        sim.set_held_out(np.arange(n_users), held)
+        if incumbent is None:  # no push: the HELD_OUT guardrail
+            sim.set_held_out(np.arange(n_users), held)
+    inc_rng = np.random.default_rng([seed, 3])
+    value_fn = send_value if value is None else value
     # organic activity events per slot so far: the warm start's, i.e. the pre-period (CUPED)
     pre_activity = sim.state.a.cum[FeatureState.ACTS].astype(np.float64)
+    start_raw = sim.observe().raw.copy()  # each user's features at `features_at`
     price = None if volume is None else SendPrice(volume)
     prices = np.zeros(sc.horizon)
     agent_obs = TimingObservation(sc.guardrails)  # the PushTiming-v1 observation, on demand
     rng = np.random.default_rng([seed, 2])
-    acc = {m: np.zeros(n_users) for m in METRICS}
+    acc = {m: np.zeros(n_users) for m in (*METRICS, "organic_conversions", "organic_revenue")}
     by_hour = np.zeros((n_users, 24), np.int32)
     by_day = np.zeros((n_users, sc.horizon_days), np.float32)  # for cumulative-objective plots
     unsub_step = np.full(n_users, -1, np.int64)
@@ -231,6 +253,8 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
     true_index = None if truth is None else truth.gt[sim.pop]
     for step in range(sc.horizon):
         obs = sim.observe()
+        if step == features_at and step:
+            start_raw = obs.raw.copy()
         ctx = TimingContext(
             features=obs.raw, allowed=obs.allowed, user_index=sim.slots, bucket=obs.bucket,
             state=sim.state, sends_today=obs.sends_today,
@@ -239,10 +263,15 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
                             sim=sim, population_index=sim.pop, step=step, scenario=sc,
                             true_world=true_world, true_user_index=true_index))
         action = np.asarray(policy.decide_batch(ctx, rng).action)
+        if uplift is not None:  # send only if it helps
+            action = np.where(uplift.allow(obs.raw), action, 0)
         if price is not None:  # the one gate of the global volume target
             prices[step] = price.price
-            action = np.where(price.allow(send_value(obs.raw)), action, 0)
+            action = np.where(price.allow(value_fn(obs.raw)), action, 0)
             reachable = int(sim.alive.sum())
+        if incumbent is not None and held.any():  # held-out users: the incumbent's decisions
+            action = np.where(held, np.asarray(incumbent.decide_batch(ctx, inc_rng).action),
+                              action)
         hour = obs.raw[:, F["local_hour"]].astype(np.int64)
         out = sim.step(action == 1)
         if price is not None:
@@ -269,4 +298,7 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
                                     else price.realised_per_user_week()),
                                 "pre_activity": pre_activity,
                                 "activity": sim.state.a.cum[FeatureState.ACTS].astype(
-                                    np.float64) - pre_activity})
+                                    np.float64) - pre_activity,
+                                "organic_conversions": acc["organic_conversions"],
+                                "organic_revenue": acc["organic_revenue"],
+                                "start_features": start_raw})

@@ -60,6 +60,8 @@ class Scenario:
             (:class:`pushrl.rules.guardrails.Guardrails`; 0 = no cap).
         fatigue_multiplier: What-if: scales fatigue in opens and unsubscribes.
         activity_shift_hours: What-if: users' rhythms move later by this many hours.
+        organic: What-if: users also buy without a push and a push can only move a purchase
+            (:mod:`pushrl.sim.organic`; ``[whatif] organic_purchases = true``).
         item_policy: Default item policy: ``uniform`` or ``popular``.
         candidates: PushItem candidates per round (0 = whole catalog).
         rounds_per_episode: PushItem rounds per episode.
@@ -88,6 +90,7 @@ class Scenario:
     guardrails: Guardrails = field(default_factory=Guardrails)
     fatigue_multiplier: float = 1.0
     activity_shift_hours: int = 0
+    organic: bool = False
     item_policy: str = "uniform"
     candidates: int = 0
     rounds_per_episode: int = 100
@@ -173,9 +176,10 @@ _TOP = {"name", "description", "data", "sim", "truth", "start", "horizon_days",
 _KNOWN = {*(f"reward.{f.name}" for f in dataclasses.fields(RewardWeights)),
           "guardrails.quiet_hours", "guardrails.max_sends_per_day",
           "guardrails.max_sends_per_week", "whatif.fatigue_multiplier",
-          "whatif.activity_shift_hours", "items.policy", "items.candidates",
+          "whatif.activity_shift_hours", "whatif.organic_purchases", "items.policy",
+          "items.candidates",
           "items.rounds_per_episode", "split.by", "split.holdout_frac", "split.holdout_seed",
-          "holdout.share", "holdout.salt", "holdout.campaign"}
+          "holdout.share", "holdout.salt", "holdout.campaign", "holdout.incumbent"}
 
 
 def _check(cond: bool, path: Any, msg: str) -> None:
@@ -254,6 +258,7 @@ def load_scenario(ref: str | Path | Scenario = "default", **overrides: Any) -> S
         horizon_days=horizon, slots_per_day=spd, warm_start=warm, reward=rw,
         guardrails=guardrails, fatigue_multiplier=fm,
         activity_shift_hours=shift, item_policy=pol,
+        organic=bool(flat.get("whatif.organic_purchases", False)),
         candidates=int(flat.get("items.candidates", 0)),
         rounds_per_episode=int(flat.get("items.rounds_per_episode", 100)),
         description=str(flat.get("description", "")), split=split,
@@ -325,7 +330,8 @@ def write_scenario(path: str | Path, sc: Scenario, *, comment: str = "") -> Scen
         f"max_sends_per_day = {g.max_sends_per_day}",
         f"max_sends_per_week = {g.max_sends_per_week}", "", "[whatif]",
         f"fatigue_multiplier = {sc.fatigue_multiplier!r}",
-        f"activity_shift_hours = {sc.activity_shift_hours}", "", "[items]",
+        f"activity_shift_hours = {sc.activity_shift_hours}",
+        *(["organic_purchases = true"] if sc.organic else []), "", "[items]",
         f"policy = {_q(sc.item_policy)}", f"candidates = {sc.candidates}",
         f"rounds_per_episode = {sc.rounds_per_episode}"]
     if sc.split is not None:

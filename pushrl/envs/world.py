@@ -8,6 +8,8 @@ keep references to the shared, read-only arrays.
 from __future__ import annotations
 
 import functools
+
+import numpy as np
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from pushrl.envs.scenario import Scenario
 from pushrl.errors import ScenarioError
 from pushrl.sim.items import CatalogSampler, make_sampler
 from pushrl.sim.model import SimModel, load_sim
+from pushrl.sim.organic import OrganicModel, OrganicParams
 from pushrl.sim.response import FittedResponse, ResponseModel, TruthResponse
 
 
@@ -43,10 +46,12 @@ def load_model(path: Path) -> SimModel:
 
 @functools.lru_cache(maxsize=8)
 def _world(sim: str, mtime: float, data: str, truth: bool, fatigue: float, shift: int,
-           item_policy: str) -> World:
+           item_policy: str, organic: bool = False) -> World:
     model = _load(sim, mtime)
     resp: ResponseModel = (TruthResponse(model, data, fatigue, shift) if truth
                            else FittedResponse(model, fatigue, shift))
+    if organic:  # the engine reads `response.organic` (pushrl.sim.organic)
+        resp.organic = organic_model(model, resp)  # type: ignore[attr-defined]
     sampler = make_sampler(item_policy, model.n_items, model.arrays.get("item_popularity"))
     return World(model, resp, sampler)
 
@@ -56,4 +61,19 @@ def make_world(sc: Scenario) -> World:
     load_model(sc.sim)
     f = Path(sc.sim).resolve() / "sim.json"
     return _world(str(f.parent), f.stat().st_mtime, str(sc.data), sc.truth,
-                  sc.fatigue_multiplier, sc.activity_shift_hours, sc.item_policy)
+                  sc.fatigue_multiplier, sc.activity_shift_hours, sc.item_policy,
+                  sc.organic)
+
+
+def organic_model(model: SimModel, response: ResponseModel,
+                  params: OrganicParams | None = None) -> OrganicModel:
+    """The organic purchase model of a world (:mod:`pushrl.sim.organic`): segments by the
+    response's session rate (true with a truth response), revenue = the catalog's mean."""
+    assert model.population is not None
+    n_pop = len(model.population)
+    how = np.arange(168)
+    rate = response.activity_rate(np.repeat(np.arange(n_pop), 168),
+                                  np.tile(how, n_pop)).reshape(n_pop, 168).mean(axis=1)
+    rev = float(np.mean(response.revenue(np.arange(model.n_items))))
+    return OrganicModel(params or OrganicParams(), np.asarray(model.population.user_id),
+                        rate, rev)

@@ -18,6 +18,14 @@ arm, everybody else the treated arm. The rules, for the simulator and the server
   them would move users between the arms mid-experiment and break the comparison).
 
 ``share = 0`` means no holdout (no user is held out; decisions log no arm).
+
+**Incumbent**: held-out users get no push by default (``incumbent = "none"``), which
+measures the campaign against nothing. With ``incumbent = NAME`` (a baseline timing policy,
+e.g. ``most-active-hour`` or ``most-active-hour:sends_per_day=1``: what ran before) they are
+decided by that policy instead, which measures the active policy against the incumbent. The
+active policy's decisions are never used for them (no leak): the simulator
+(``rollout(..., incumbent=)``) and the server (:mod:`pushrl.serve.engine`) replace them by
+the incumbent's before sampling. The incumbent does not change who is held out.
 """
 
 from __future__ import annotations
@@ -31,6 +39,8 @@ from pushrl.data.split import user_uniform
 
 #: Largest share a holdout may keep away from a campaign.
 MAX_SHARE = 0.5
+#: ``Holdout.incumbent`` of a holdout whose users get no push.
+NO_PUSH = "none"
 
 
 @dataclass(frozen=True)
@@ -41,11 +51,14 @@ class Holdout:
         share: Probability that a user is held out, in [0, 0.5] (0 = no holdout).
         salt: Salt of the user hash (another salt, another independent assignment).
         campaign: Campaign name (part of the hash key: campaigns hold out different users).
+        incumbent: Policy of the held-out users: ``"none"`` (no push) or a baseline spec
+            ``NAME[:k=v,...]`` (module docstring).
     """
 
     share: float = 0.0
     salt: str = "0"
     campaign: str = "default"
+    incumbent: str = NO_PUSH
 
     def __post_init__(self) -> None:
         s = self.share
@@ -59,6 +72,16 @@ class Holdout:
             if not isinstance(v, str | int) or isinstance(v, bool) or not str(v):
                 raise ValueError(f"holdout {name} must be a non-empty string, got {v!r}")
             object.__setattr__(self, name, str(v))
+        inc = self.incumbent
+        if not isinstance(inc, str) or not inc.strip():
+            raise ValueError(f"holdout incumbent must be 'none' or a baseline policy name "
+                             f"(e.g. 'most-active-hour'), got {inc!r}")
+        object.__setattr__(self, "incumbent", inc.strip())
+
+    @property
+    def has_incumbent(self) -> bool:
+        """True when held-out users are decided by an incumbent policy (not "no push")."""
+        return self.active and self.incumbent != NO_PUSH
 
     @property
     def active(self) -> bool:
@@ -79,7 +102,10 @@ class Holdout:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form (the server's durable config, scenario files, reports)."""
-        return {"share": self.share, "salt": self.salt, "campaign": self.campaign}
+        d: dict[str, Any] = {"share": self.share, "salt": self.salt, "campaign": self.campaign}
+        if self.incumbent != NO_PUSH:  # older states stored no incumbent: the same meaning
+            d["incumbent"] = self.incumbent
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Holdout:
@@ -88,13 +114,14 @@ class Holdout:
         Raises:
             ValueError: unknown keys or invalid values.
         """
-        unknown = set(d) - {"share", "salt", "campaign"}
+        unknown = set(d) - {"share", "salt", "campaign", "incumbent"}
         if unknown:
-            raise ValueError(f"unknown holdout keys {sorted(unknown)}; known: campaign, salt, "
-                             "share")
+            raise ValueError(f"unknown holdout keys {sorted(unknown)}; known: campaign, "
+                             "incumbent, salt, share")
         return cls(**d)
 
     def describe(self) -> str:
         """One line: ``holdout 5 % of campaign 'default' (salt '0')``."""
+        inc = "" if self.incumbent == NO_PUSH else f", incumbent {self.incumbent!r}"
         return (f"holdout {100 * self.share:g} % of campaign {self.campaign!r} "
-                f"(salt {self.salt!r})")
+                f"(salt {self.salt!r}{inc})")

@@ -4,6 +4,13 @@ Per push outcome, with :class:`RewardWeights` ``w``::
 
     reward = w.open * opened + w.click * clicked + w.revenue * revenue + w.convert * converted
              - w.send_cost * sent - w.unsubscribe_penalty * unsubscribed
+             + w.organic * (w.revenue * organic_revenue + w.convert * organic_converted)
+
+Organic outcomes (purchases without a push, :mod:`pushrl.sim.organic`) count with the same
+revenue and conversion weights times ``w.organic`` (1 by default): a push that only moves a
+purchase that would have happened anyway then earns nothing net (its conversion is paid by an
+organic one lost later), so the objective is incremental. Logs and worlds without organic
+purchases have none, and the reward is unchanged there.
 
 Three views of the same formula:
 
@@ -59,6 +66,9 @@ class RewardWeights:
         send_cost: Per delivered push (subtracted, >= 0).
         unsubscribe_penalty: Per unsubscribe (subtracted, >= 0).
         convert: Per conversion (on top of its revenue; 0 in the shipped scenarios).
+        organic: Multiplier of the revenue and conversion weights on organic purchases
+            (1 = count every purchase, so the objective is incremental; 0 = only
+            push-attributed ones).
     """
 
     open: float = 1.0
@@ -67,6 +77,7 @@ class RewardWeights:
     send_cost: float = 0.05
     unsubscribe_penalty: float = 10.0
     convert: float = 0.0
+    organic: float = 1.0
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -168,7 +179,8 @@ def item_reward(reward: RewardWeights | str) -> RewardWeights:
 
 def realised(w: RewardWeights, *, delivered: npt.ArrayLike, opened: npt.ArrayLike,
              clicked: npt.ArrayLike, revenue: npt.ArrayLike, unsubscribed: npt.ArrayLike,
-             converted: npt.ArrayLike = 0.0,
+             converted: npt.ArrayLike = 0.0, organic_converted: npt.ArrayLike = 0.0,
+             organic_revenue: npt.ArrayLike = 0.0,
              send_cost: npt.ArrayLike | None = None) -> np.ndarray:
     """Reward of drawn outcomes, float64 broadcast shape of the inputs.
 
@@ -182,6 +194,8 @@ def realised(w: RewardWeights, *, delivered: npt.ArrayLike, opened: npt.ArrayLik
         revenue: Attributed revenue (0 without a conversion).
         unsubscribed: The user unsubscribed.
         converted: The push converted.
+        organic_converted: Organic purchases (without a push) in the step.
+        organic_revenue: Their revenue.
         send_cost: Per-row send cost (the channel's, :func:`channel_send_cost`); None =
             ``w.send_cost`` for every row.
     """
@@ -191,6 +205,9 @@ def realised(w: RewardWeights, *, delivered: npt.ArrayLike, opened: npt.ArrayLik
          - w.unsubscribe_penalty * np.asarray(unsubscribed))
     if w.convert:  # a zero weight adds exactly 0.0: skipped (the simulator's hot path)
         r = r + w.convert * np.asarray(converted)
+    if w.organic and (np.any(organic_converted) or np.any(organic_revenue)):
+        r = r + w.organic * (w.revenue * np.asarray(organic_revenue, np.float64)
+                             + w.convert * np.asarray(organic_converted, np.float64))
     return np.asarray(r, np.float64)
 
 

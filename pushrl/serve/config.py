@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pushrl.rules.guardrails import Guardrails
 from pushrl.rules.holdout import Holdout
+from pushrl.rules.uplift import UpliftGate
 from pushrl.rules.volume import VolumeTarget
 from pushrl.rules.triggers import TriggerConfig
 
@@ -71,6 +72,7 @@ class ServeConfig:
             if any (:mod:`pushrl.serve.holdout`).
         volume: A global volume target (``--volume V``: at most V pushes per subscribed user
             per week on average), met by a price on each send (:mod:`pushrl.rules.volume`).
+        uplift: Send only if it helps (``--uplift FILE``, :mod:`pushrl.rules.uplift`).
         accept_empty_state: Start even when ``feature_spec.json`` shows the state dir held a
             server before but the log is missing or empty (deliberately starting anew).
         triggers: Behaviour-trigger rules (``--triggers``); None: no triggers (events create
@@ -105,6 +107,7 @@ class ServeConfig:
     late_bound_hours: int = 168
     holdout: Holdout | None = None
     volume: VolumeTarget | None = None
+    uplift: UpliftGate | None = None
     triggers: TriggerConfig | None = None
     trigger_delay_hours: int = 1
     trigger_delay_policy: str | None = None

@@ -26,6 +26,7 @@ from pushrl.data.features import ItemCatalog
 from pushrl.policies.base import SEND, TimingContext, TimingPolicy
 from pushrl.policies.item_data import ContextEncoder, make_context, pad_candidates
 from pushrl.rules.guardrails import Guardrails
+from pushrl.rules.holdout import Holdout
 from pushrl.rules.volume import SendPrice, send_value
 from pushrl.serve import guardrails
 from pushrl.serve.config import ServeConfig
@@ -150,6 +151,24 @@ class Engine:
         self.templates: ServerTemplates | None = None
         #: The global volume target's price on a send (``--volume``), None without one.
         self.price = None if cfg.volume is None else SendPrice(cfg.volume)
+        #: The holdout's incumbent policy (loaded once per holdout), see :meth:`incumbent`.
+        self._incumbent: tuple[Holdout | None, Any] = (None, None)
+
+    def incumbent(self) -> tuple[str, Any] | None:
+        """``(label, policy)`` deciding for held-out users (:mod:`pushrl.rules.holdout`
+        ``incumbent``), None when they get no push."""
+        h = self.state.held_out.holdout
+        if h is None or not h.has_incumbent:
+            return None
+        if self._incumbent[0] is not h:
+            from pushrl.compare.runner import PolicySpec
+
+            self._incumbent = (h, PolicySpec.parse(h.incumbent).load())
+        return f"incumbent:{h.incumbent}", self._incumbent[1]
+
+    def _guard_held(self, held: np.ndarray | None) -> np.ndarray | None:
+        """The HELD_OUT guardrail's mask: none when an incumbent decides for them."""
+        return None if held is None or self.incumbent() is not None else held
 
     @property
     def guardrails(self) -> Guardrails:
@@ -226,7 +245,8 @@ class Engine:
             # one offset lookup: local time at the request (guardrails), at the bucket (features)
             at, start = st.fs.decision_clock(u, ts)
             allowed, reasons, today, days = guardrails.check(
-                self.guardrails, st.sends, u, ts, st.fs, st.subscriptions, held, local=at)
+                self.guardrails, st.sends, u, ts, st.fs, st.subscriptions,
+                self._guard_held(held), local=at)
             return self._decide(rows, u, ts, b, days, allowed, reasons, today, timing, stmts,
                                 (start[0], start[1]), held=held)
         except BaseException:
@@ -246,7 +266,7 @@ class Engine:
             kh = None if held is None else held[keep]
             allowed, reasons, today, days = guardrails.check(
                 self.guardrails, self.state.sends, ku, kts, self.state.fs,
-                self.state.subscriptions, kh)
+                self.state.subscriptions, self._guard_held(kh))
             o, stmts = self._decide([rows[i] for i in keep.tolist()], ku, kts, b[keep], days,
                                     allowed, reasons, today, timing, stmts, held=kh)
             for i, d in zip(keep.tolist(), o, strict=True):
@@ -368,6 +388,27 @@ class Engine:
                 raise Conflict("item_not_in_policy", f"request {i}: a candidate is unknown "
                                f"to item policy {loaded.label} (trained on another catalog)")
 
+    def _gates(self, dist: np.ndarray, raw: np.ndarray, tctx: TimingContext,
+               held: np.ndarray | None, label: str) -> tuple[np.ndarray, list[str]]:
+        """The timing distribution ``(n, 2)`` after the volume price, the uplift gate and the
+        holdout's incumbent (before sampling, so ``pscore`` stays exact), and each row's
+        policy label."""
+        labels = [label] * len(raw)
+        if self.kill_switch:
+            return dist, labels
+        if self.price is not None:  # the global volume target
+            dist = self.price.apply(dist, send_value(raw))
+        if self.cfg.uplift is not None:  # send only if it helps
+            dist = self.cfg.uplift.apply(dist, raw)
+        inc = None if held is None or not held.any() else self.incumbent()
+        if inc is not None and held is not None:
+            # held-out users: the incumbent's distribution, never the active policy's
+            dist = np.array(dist, np.float64, copy=True)
+            dist[held] = np.asarray(inc[1].action_dist(tctx), np.float64)[held]
+            for i in np.flatnonzero(held).tolist():
+                labels[i] = inc[0]
+        return dist, labels
+
     def _decide(self, rows: list[DecideRow], u: np.ndarray, ts: np.ndarray, b: np.ndarray,
                 days: np.ndarray, allowed: np.ndarray, reasons: list[str | None],
                 today: np.ndarray, timing: Loaded, stmts: list[Statement],
@@ -384,8 +425,7 @@ class Engine:
             dist, free = timing.policy.action_dist_unguarded(tctx)
         else:
             dist, free = timing.policy.action_dist(tctx), None
-        if self.price is not None and not self.kill_switch:  # the global volume target
-            dist = self.price.apply(dist, send_value(raw))
+        dist, labels = self._gates(dist, raw, tctx, held, timing.label)
         td = timing.policy.sample(dist, self.rng)
         send = np.asarray(td.action) == SEND
         p_send = np.asarray(td.action_dist)[:, SEND].astype(np.float64)
@@ -416,13 +456,13 @@ class Engine:
             sent = send_l[i]
             stmts.append((_DECISION_SQL, (
                 did, st.next_seq(), r.user_id, ts_l[i], int(sent), items[i], ps_l[i], pss_l[i],
-                pi_l[i] if sent else None, timing.label, item_label if sent else None, why[i],
+                pi_l[i] if sent else None, labels[i], item_label if sent else None, why[i],
                 None if r.candidates is None else json.dumps(
                     [st.item_list[c].item_id for c in r.candidates]),
                 None if r.context is None else json.dumps(r.context, sort_keys=True),
                 raw[i].tobytes(), None if arm_l[i] is None else int(bool(arm_l[i])), p_hold)))
             out.append({"decision_id": did, "send": sent, "item_id": items[i],
-                        "pscore": ps_l[i], "p_send": pss_l[i], "policy": timing.label,
+                        "pscore": ps_l[i], "p_send": pss_l[i], "policy": labels[i],
                         "item_policy": item_label if sent else None, "reason": why[i],
                         "ts": iso(ts_l[i]), "send_at": None, "holdout": arm_l[i],
                         "p_holdout": p_hold})

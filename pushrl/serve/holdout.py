@@ -104,8 +104,9 @@ def _stored(conn: sqlite3.Connection) -> Holdout | None:
 def _refuse(stored: Holdout, wanted: Holdout, where: Path) -> StateError:
     return StateError(
         f"the state dir {where} runs {stored.describe()}; --holdout asks for "
-        f"{wanted.describe()}: changing the share, salt or campaign of a running holdout would "
-        "move users between the arms and break the lift measurement; omit --holdout to keep "
+        f"{wanted.describe()}: changing the share, salt, campaign or incumbent of a running "
+        "holdout would move users between the arms or change what they get and break the lift "
+        "measurement; omit --holdout to keep "
         "it, or start the new holdout in a new --state")
 
 

@@ -15,6 +15,10 @@ A decision step of a slot at UTC bucket ``b = start + t * step_hours``:
    a delivered push gets an item from the item policy, then open, click, conversion and
    unsubscribe are drawn and the push is recorded in the state; organic activity of the
    ``step_hours`` hours is drawn from the rhythm and recorded; ``t`` advances.
+
+With organic purchases on (the response's ``organic``, :mod:`pushrl.sim.organic`), a push
+converts only with the user's current need, organic sessions buy on their own
+(``Outcome.organic_converted``), and any purchase resets the need.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from pushrl.sim import rng as R
 from pushrl.sim.contexts import ItemDecider
 from pushrl.sim.items import build_item_context
 from pushrl.sim.model import SimModel
+from pushrl.sim.organic import OrganicModel
 from pushrl.sim.response import ResponseModel
 
 #: (user, item) rows per chunk of :meth:`PushSim.expected_send_value` (~10 MB of design).
@@ -93,13 +98,19 @@ class Outcome:
     converted: np.ndarray
     revenue: np.ndarray
     unsubscribed: np.ndarray
+    organic_converted: np.ndarray | None = None
+    organic_revenue: np.ndarray | None = None
 
     def reward(self, w: RewardWeights) -> np.ndarray:
         """Per-slot reward under weights ``w`` (:func:`pushrl.rules.reward.realised`),
         float64 ``(n,)``."""
         return reward.realised(w, delivered=self.delivered, opened=self.opened,
                                clicked=self.clicked, revenue=self.revenue,
-                               unsubscribed=self.unsubscribed, converted=self.converted)
+                               unsubscribed=self.unsubscribed, converted=self.converted,
+                               organic_converted=(0.0 if self.organic_converted is None
+                                                  else self.organic_converted),
+                               organic_revenue=(0.0 if self.organic_revenue is None
+                                                else self.organic_revenue))
 
 
 class PushSim:
@@ -135,6 +146,10 @@ class PushSim:
         self._item_x = model.item_features.astype(np.float32)
         self._item_cat = model.item_category.astype(np.int64)
         self._obs: Observation | None = None
+        #: Organic purchases (:mod:`pushrl.sim.organic`), None = off.
+        self.organic: OrganicModel | None = getattr(response, "organic", None)
+        #: UTC bucket (float hours) of each slot's last purchase (organic model only).
+        self.last_buy = np.zeros(n)
 
     # ------------------------------------------------------------------ episodes
     def reset(self, slots: np.ndarray, pop_idx: np.ndarray, keys: np.ndarray) -> None:
@@ -150,6 +165,8 @@ class PushSim:
         # who unsubscribed in the log starts unsubscribed (as the server's history import)
         self.t[s], self.alive[s] = 0, self.population.subscribed(p, self.cfg.warm_start)
         self.sends.reset(s)
+        if self.organic is not None:
+            self.last_buy[s] = self.cfg.start_bucket - self.organic.start_hours(self.key[s])
         if self._obs is not None:  # refresh only the reset slots of the cached observation
             self._observe_into(self._obs, s)
 
@@ -208,12 +225,14 @@ class PushSim:
         out = Outcome(delivered, send & ~obs.allowed, np.full(n, -1, np.int64), np.zeros(n),
                       np.zeros(n), np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool),
                       np.zeros(n), np.zeros(n, bool))
+        if self.organic is not None:
+            out.organic_converted, out.organic_revenue = np.zeros(n), np.zeros(n)
         h = R.step_hash(self.key, self.t)
         d = np.flatnonzero(delivered)
         if d.size:
             self._deliver(d, obs, h[d], out)
         self.alive &= ~out.unsubscribed
-        self._organic(h, obs, act)
+        self._organic(h, obs, act, out)
         self.t += act
         self._obs = None
         return out
@@ -232,7 +251,12 @@ class PushSim:
         p_open = r.p_open(pop, raw, aff, items)
         opened = R.uniform(h, R.OPEN) < p_open
         clicked = opened & (R.uniform(h, R.CLICK) < r.p_click(pop, raw, aff, items))
-        converted = clicked & (R.uniform(h, R.CONVERT) < r.p_convert(pop, items))
+        p_conv = r.p_convert(pop, items)
+        if self.organic is not None:  # a push converts only a user who needs something
+            p_conv = p_conv * self.organic.need(obs.bucket[d] - self.last_buy[d])
+        converted = clicked & (R.uniform(h, R.CONVERT) < p_conv)
+        if self.organic is not None:
+            self.last_buy[d[converted]] = obs.bucket[d[converted]]
         unsub = R.uniform(h, R.UNSUB) < r.unsub_hazard(pop, raw)
         out.item[d], out.item_pscore[d], out.p_open[d] = items, dec.pscore, p_open
         out.opened[d], out.clicked[d], out.converted[d] = opened, clicked, converted
@@ -241,11 +265,16 @@ class PushSim:
         self.state.record_push(d, obs.bucket[d], opened)
         self.sends.add(d, self._day[d])
 
-    def _organic(self, h: np.ndarray, obs: Observation, active: np.ndarray) -> None:
-        live = np.flatnonzero(self.alive & active)
+    def _organic(self, h: np.ndarray, obs: Observation, active: np.ndarray,
+                 out: Outcome) -> None:
+        org = self.organic
+        # organic purchases go on after an unsubscribe (it stops pushes, not shopping); the
+        # activity log then records only subscribed users' events, as without the model
+        live = np.flatnonzero(active if org is not None else self.alive & active)
         if not live.size:
             return
         hl, pop = h[live], self.pop[live]
+        sub = self.alive[live]
         for hh in range(self.cfg.step_hours):
             b = obs.bucket[live] + hh
             if hh == 0:
@@ -258,6 +287,16 @@ class PushSim:
             # 1 + Poisson(mean - 1) events, so feature noise matches the log's clustering
             mu = self.response.burst_mean
             nb = R.poisson(lam / mu, R.uniform(hl, R.ACTIVITY, hh))
+            if (org is not None and out.organic_converted is not None
+                    and out.organic_revenue is not None and nb.any()):
+                p_buy = org.p_buy(pop, org.need(b - self.last_buy[live]), nb)
+                buy = R.uniform(hl, R.ORGANIC, hh) < p_buy
+                if buy.any():
+                    who = live[buy]
+                    out.organic_converted[who] += 1.0
+                    out.organic_revenue[who] += org.revenue
+                    self.last_buy[who] = b[buy]
+                nb = np.where(sub, nb, 0)
             if not nb.any():
                 continue
             bs = np.repeat(np.arange(live.size), nb)

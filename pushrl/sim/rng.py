@@ -23,6 +23,8 @@ _TO_UNIT = 1.0 / float(1 << 53)
 
 #: Stream ids; one per kind of draw so that streams never share numbers.
 ACTIVITY, ACTIVITY_CAT, ITEM, OPEN, CLICK, CONVERT, UNSUB, CONTEXT, ACTIVITY_SIZE = range(1, 10)
+#: Organic purchases (:mod:`pushrl.sim.organic`): one per hour, and the episode's start.
+ORGANIC, ORGANIC_START = 10, 11
 
 
 def _mix(x: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -26,7 +27,29 @@ def test_same_users_for_every_policy() -> None:
         pd.testing.assert_frame_equal(k, keys[0])
     never = pu[pu["policy"] == "never-send"]
     assert (never["sends"] == 0).all() and (never["objective"] == 0).all()
-    assert len(r.paired) == 2 * 8 and r.meta["shards"] == 2 * 3
+    assert len(r.paired) == 2 * 12 and r.meta["shards"] == 2 * 3
+    # without organic purchases the incremental conversions are the attributed ones
+    np.testing.assert_array_equal(pu["incremental_conversions"], pu["conversions"])
+    np.testing.assert_allclose(pu["sends_per_week"], pu["sends"] / 3 * 7)
+
+
+def test_incremental_metrics_against_no_push_with_organic_purchases() -> None:
+    r = compare(["never-send", "most-active-hour"], users=150, days=4, shard_size=80,
+                overrides={"truth": True, "organic_purchases": True})
+    pu = r.per_user
+    never = pu[pu["policy"] == "never-send"]
+    assert never["organic_conversions"].sum() > 0  # users buy without a push
+    np.testing.assert_array_equal(never["incremental_conversions"], 0.0)
+    np.testing.assert_array_equal(never["incremental_revenue"], 0.0)
+    mah = pu[pu["policy"] == "most-active-hour"].reset_index(drop=True)
+    # incremental = attributed + organic - organic under no push (the same users)
+    np.testing.assert_allclose(
+        mah["incremental_conversions"],
+        mah["conversions"] + mah["organic_conversions"]
+        - never["organic_conversions"].to_numpy())
+    metrics = set(r.summary["metric"])
+    assert {"incremental_conversions_per_user", "incremental_revenue_per_user",
+            "sends_per_user_week"} <= metrics
 
 
 def test_shard_plan_defines_results_not_batching() -> None:
@@ -70,3 +93,14 @@ def test_cli_json_and_report(tmp_path: Path) -> None:
     assert Path(d["report_html"]).exists() and Path(d["report_md"]).exists()
     assert {row["policy"] for row in d["paired"]} == {"most-active-hour"}
     assert (tmp_path / "per_user.parquet").exists()
+
+
+def test_cli_organic_flag_reports_incremental_metrics(tmp_path: Path) -> None:
+    from tests.cli_runner import run_pushrl
+
+    r = run_pushrl("compare", "--policy", "never-send", "--policy", "most-active-hour",
+                   "--users", "60", "--days", "2", "--organic", "--out", str(tmp_path / "c"))
+    assert r.returncode == 0, r.stderr
+    md = (tmp_path / "c" / "report.md").read_text()
+    assert "Incremental conversions per user (vs no push)" in md
+    assert "Sends per user per week" in md

@@ -75,9 +75,9 @@ def test_holdout_survives_restart_and_refuses_changes(tmp_path: Path) -> None:
     assert [d["holdout"] for d in again] == [d["holdout"] for d in first]
     for other in (Holdout(0.1, "test"), Holdout(0.25, "other"), Holdout(0.25, "test", "x"),
                   Holdout(0.0)):
-        with pytest.raises(StateError, match="changing the share, salt or campaign"):
+        with pytest.raises(StateError, match="changing the share, salt, campaign or incumbent"):
             check(tmp_path / "state", other)
-        with pytest.raises(StateError, match="changing the share, salt or campaign"):
+        with pytest.raises(StateError, match="changing the share, salt, campaign or incumbent"):
             with TestClient(create_app(make_cfg(tmp_path, guardrails=OPEN, holdout=other),
                                        overrides=doubles())):
                 pass

@@ -1,0 +1,163 @@
+"""Send only if it helps: the ONE definition of the uplift gate for every layer.
+
+A push to a user who would buy anyway only moves the purchase (:mod:`pushrl.sim.organic`); it
+costs attention and adds nothing. The gate keeps a timing policy's send only where the
+*incremental* value of sending is at least a threshold:
+
+* **Uplift model** (:class:`UpliftModel`): a two-model (T-learner) estimate of the
+  incremental outcome per send from pipeline features. Fitted from a randomised holdout
+  (:func:`pushrl.train.uplift.fit_uplift`): one ridge regression of the outcome per user
+  (pushed + organic conversions, or the objective) on the user's features at the
+  experiment's start for the treated arm, one for the held-out arm, and one of the treated
+  arm's sends; ``uplift(x) = (mu_send(x) - mu_wait(x)) / sends(x)``.
+* **Basis** (:func:`basis`): ``1, log1p(activity_7d), its square, engagement, its square,
+  their product``: user-level features every layer has at decision time.
+* **Gate** (:meth:`UpliftGate.apply`): the policy's send probability is kept where
+  ``uplift >= threshold`` and moved to "wait" elsewhere, before sampling, so the logged
+  ``pscore`` stays the probability of the logged action (the same shape as the volume
+  price, :mod:`pushrl.rules.volume`).
+
+The simulator (``rollout(..., uplift=)``) and the server (``pushrl serve --uplift FILE``) call
+:meth:`UpliftGate.apply`/:meth:`UpliftGate.allow` on the same raw features.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pushrl.data.features import F
+
+#: Names of the columns of :func:`basis`.
+BASIS: tuple[str, ...] = ("1", "log_activity_7d", "log_activity_7d^2", "engagement",
+                          "engagement^2", "log_activity_7d*engagement")
+#: Outcomes an uplift model can predict.
+OUTCOMES = ("conversions", "objective")
+
+
+def basis(raw: np.ndarray) -> np.ndarray:
+    """Design ``(n, len(BASIS))`` float64 from raw pipeline features ``(n, N_FEATURES)``."""
+    x = np.asarray(raw)
+    a = np.log1p(x[:, F["activity_7d"]].astype(np.float64))
+    e = x[:, F["engagement"]].astype(np.float64)
+    return np.column_stack([np.ones_like(a), a, a * a, e, e * e, a * e])
+
+
+@dataclass(frozen=True)
+class UpliftModel:
+    """A fitted T-learner (module docstring).
+
+    Attributes:
+        outcome: What it predicts per send: ``conversions`` or ``objective``.
+        coef_send: ``(len(BASIS),)`` outcome per user of the treated arm.
+        coef_wait: ``(len(BASIS),)`` outcome per user of the held-out arm.
+        coef_sends: ``(len(BASIS),)`` sends per treated user.
+        min_sends: Floor of the predicted sends (avoids dividing by ~0).
+        meta: Where it was fitted (users, days, policy, ...).
+    """
+
+    outcome: str
+    coef_send: tuple[float, ...]
+    coef_wait: tuple[float, ...]
+    coef_sends: tuple[float, ...]
+    min_sends: float = 0.5
+    meta: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"uplift outcome must be one of {OUTCOMES}, got {self.outcome!r}")
+        k = len(BASIS)
+        for name in ("coef_send", "coef_wait", "coef_sends"):
+            v = getattr(self, name)
+            if len(v) != k or not all(math.isfinite(float(c)) for c in v):
+                raise ValueError(f"uplift model `{name}` must have {k} finite coefficients "
+                                 f"({', '.join(BASIS)}), got {v!r}")
+            object.__setattr__(self, name, tuple(float(c) for c in v))
+        if not self.min_sends > 0:
+            raise ValueError(f"uplift min_sends must be > 0, got {self.min_sends}")
+
+    def predict(self, raw: np.ndarray) -> np.ndarray:
+        """Incremental outcome per send ``(n,)`` of sending to users with features ``raw``."""
+        b = basis(raw)
+        d = b @ np.asarray(self.coef_send) - b @ np.asarray(self.coef_wait)
+        s = np.maximum(b @ np.asarray(self.coef_sends), self.min_sends)
+        return np.asarray(d / s)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (:meth:`save`)."""
+        return {"kind": "uplift", "basis": list(BASIS), "outcome": self.outcome,
+                "coef_send": list(self.coef_send), "coef_wait": list(self.coef_wait),
+                "coef_sends": list(self.coef_sends), "min_sends": self.min_sends,
+                "meta": self.meta or {}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> UpliftModel:
+        """From :meth:`to_dict` output.
+
+        Raises:
+            ValueError: another kind or basis, or bad coefficients.
+        """
+        if d.get("kind") != "uplift" or list(d.get("basis", [])) != list(BASIS):
+            raise ValueError(f"not an uplift model of this pushrl (kind 'uplift', basis "
+                             f"{list(BASIS)}); refit it with pushrl.train.uplift.fit_uplift")
+        return cls(d["outcome"], tuple(d["coef_send"]), tuple(d["coef_wait"]),
+                   tuple(d["coef_sends"]), float(d.get("min_sends", 0.5)), d.get("meta"))
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model as JSON to ``path``."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(self.to_dict(), indent=1))
+        return p
+
+    @classmethod
+    def load(cls, path: str | Path) -> UpliftModel:
+        """Read a model written by :meth:`save`.
+
+        Raises:
+            ValueError: missing file, not JSON, or not an uplift model.
+        """
+        p = Path(path)
+        try:
+            d = json.loads(p.read_text())
+        except FileNotFoundError:
+            raise ValueError(f"uplift model {str(p)!r} does not exist") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"uplift model {str(p)!r} is not JSON ({exc})") from None
+        return cls.from_dict(d)
+
+
+@dataclass(frozen=True)
+class UpliftGate:
+    """Keep a send only where its predicted incremental value is at least ``threshold``.
+
+    Attributes:
+        model: The uplift model.
+        threshold: Least incremental outcome per send (the model's ``outcome`` units).
+    """
+
+    model: UpliftModel
+    threshold: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(float(self.threshold)):
+            raise ValueError(f"uplift threshold must be finite, got {self.threshold!r}")
+
+    def allow(self, raw: np.ndarray) -> np.ndarray:
+        """bool ``(n,)``: sending now helps enough."""
+        return self.model.predict(raw) >= self.threshold
+
+    def apply(self, action_dist: np.ndarray, raw: np.ndarray) -> np.ndarray:
+        """The timing distribution ``(n, 2)`` (wait, send) with the send probability moved to
+        wait where the uplift is below the threshold."""
+        d = np.array(action_dist, np.float64, copy=True)
+        no = ~self.allow(raw)
+        if no.any():
+            d[no, 0] += d[no, 1]
+            d[no, 1] = 0.0
+        return d
