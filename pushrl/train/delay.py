@@ -21,7 +21,7 @@ import numpy as np
 from pushrl.data.split import UserSplit
 from pushrl.data.validate import load_dataset
 from pushrl.policies.delay_data import DelayRounds, delay_rounds
-from pushrl.policies.vw import VWItemPolicy
+from pushrl.policies.vw import VWConfig, VWItemPolicy
 from pushrl.policies.vw_format import VWLayout
 from pushrl.rules.guardrails import Guardrails
 from pushrl.rules.triggers import TriggerConfig
@@ -36,16 +36,18 @@ from pushrl.sim.trigger_context import (
 
 @dataclass(frozen=True)
 class DelayVW:
-    """VW options of the delay learner.
+    """VW options of the delay learner (epsilon-greedy ``cb_explore_adf``; the arguments are
+    built by the one item-learner builder, :meth:`pushrl.policies.vw.VWConfig.args`).
 
     The defaults were chosen on the trigger world seed 0 (``/tmp`` experiment over cb_type
     mtr/dm/dr, interactions, learning rate and send cost, scored by the truth of that
     world's held-out users) and are reported on other seeds (``benchmarks/triggers.py``).
-    ``dm`` collapsed to the most-logged arm; adding the user-feature interaction ``UI``
-    over-fitted (+7 % instead of +16 %).
+    ``dm`` collapsed to the most-logged arm (no longer offered: the item learner's cb types
+    are mtr, dr, ips); adding the user-feature interaction ``UI`` over-fitted (+7 % instead
+    of +16 %).
 
     Attributes:
-        cb_type: ``mtr`` (default), ``dm``, ``dr`` or ``ips``.
+        cb_type: ``mtr`` (default), ``dr`` or ``ips``.
         epsilon: Uniform exploration of the served PMF.
         interactions: Quadratic namespace interactions (``U`` user, ``C`` trigger context,
             ``I`` arm, ``A`` per-arm send features); the user features enter linearly.
@@ -62,20 +64,17 @@ class DelayVW:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.cb_type not in ("dm", "mtr", "dr", "ips"):
-            raise ValueError(f"cb_type must be dm, mtr, dr or ips, got {self.cb_type!r}")
-        if not 0 <= self.epsilon <= 1:
-            raise ValueError(f"epsilon must be in [0, 1], got {self.epsilon}")
+        self.vw_config()  # validates (one-line ValueError naming the option)
+
+    def vw_config(self) -> VWConfig:
+        """The same options as the item learner's :class:`~pushrl.policies.vw.VWConfig`."""
+        return VWConfig(exploration="epsilon", cb_type=self.cb_type, seed=self.seed,
+                        interactions=self.interactions, bits=self.bits,
+                        learning_rate=self.learning_rate, epsilon=self.epsilon)
 
     def args(self) -> list[str]:
-        """VW learner arguments."""
-        a = ["--cb_explore_adf", "--cb_type", self.cb_type, "--epsilon", f"{self.epsilon:g}",
-             "--random_seed", str(self.seed), "-b", str(self.bits)]
-        if self.learning_rate is not None:
-            a += ["-l", f"{self.learning_rate:g}"]
-        for q in self.interactions:
-            a += ["--interactions", q]
-        return a
+        """VW learner arguments (:meth:`VWConfig.args` of :meth:`vw_config`)."""
+        return self.vw_config().args()
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "interactions": list(self.interactions)}

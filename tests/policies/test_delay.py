@@ -147,3 +147,15 @@ def test_cli_train_triggers(tiny: Path, tmp_path: Path) -> None:
     bad = run_pushrl("train", "triggers", "--data", str(tmp_path / "nope"), "--out", str(out))
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert "does not exist" in bad.stderr
+
+
+def test_delay_vw_args_are_the_item_learners() -> None:
+    from pushrl.policies.vw import VWConfig
+    from pushrl.train.delay import DelayVW
+
+    cfg = DelayVW(cb_type="dr", epsilon=0.1, learning_rate=None, seed=3)
+    assert cfg.args() == VWConfig(exploration="epsilon", cb_type="dr", seed=3,
+                                  interactions=("CI", "CA", "IA"), epsilon=0.1).args()
+    assert "--epsilon" in cfg.args() and "-l" not in cfg.args()
+    with pytest.raises(ValueError, match="cb-type"):
+        DelayVW(cb_type="dm")
