@@ -599,8 +599,10 @@ class TriggerTracker:
                                      None if subscribed is None else np.asarray(subscribed, bool),
                                      None if held_out is None else np.asarray(held_out, bool))
         nxt = int(bucket_start(bucket_of(now) + 1))
+        codes = np.asarray(verdict).tolist()
+        get = self._users.get
         for j, user in enumerate(users):
-            u = self._users.get(user)
+            u = get(user)
             if not u or not u.open:
                 continue
             due: list[Trigger] = []
@@ -613,8 +615,9 @@ class TriggerTracker:
                                    if commit else t)
             if not due:
                 continue
-            due = order_due(due)
-            code = int(verdict[j])
+            if len(due) > 1:
+                due = order_due(due)
+            code = codes[j]
             if code == ALLOWED:
                 first, rest = due[0], due[1:]
                 res.sent.append(self._close(first, TriggerStatus.SENT, now) if commit
