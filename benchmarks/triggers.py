@@ -110,7 +110,7 @@ def main() -> None:
     ap.add_argument("--holdout-frac", type=float, default=0.3)
     ap.add_argument("--send-cost", default="match",
                     help="a number, or match: chosen on the training users' log so the learned "
-                         "policy's sends (fitted simulator) fit 0.98 x fixed 1 h's "
+                         "policy's sends (fitted simulator and SNIPW) fit 0.98 x fixed 1 h's "
                          "(pushrl.train.delay.match_send_cost)")
     ap.add_argument("--rounds-cache", type=Path, default=None,
                     help="pickle of the delay rounds (train/heldout) to reuse between runs")
@@ -270,8 +270,9 @@ def _match_lines(m: dict | None) -> list[str]:
         return []
     tr = ", ".join(f"{t['send_cost']:.4g} -> {t['sends_ratio']:.3f}" for t in m["trials"])
     return [f"Send cost chosen on the training users' log (`match_send_cost`): the smallest "
-            f"whose learned policy's fitted-simulator sends are <= {m['target_ratio']:g} x "
-            f"{m['baseline']}'s; tried (cost -> sends ratio): {tr}.\n"]
+            "whose learned policy's sends (the larger of the fitted simulator's and SNIPW's "
+            f"estimate) are <= {m['target_ratio']:g} x {m['baseline']}'s; tried (cost -> "
+            f"sends ratio): {tr}.\n"]
 
 
 def _markdown(o: dict, path: Path) -> None:
