@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import pickle
 import time
 from pathlib import Path
 
@@ -46,7 +47,7 @@ from pushrl.sim.trigger_world import (
     arm_probs,
     synthesize_triggers,
 )
-from pushrl.train.delay import train_rounds
+from pushrl.train.delay import match_send_cost, train_rounds
 
 BASELINES = ("delay-fixed-1h", "delay-fixed-0h", "delay-fixed-24h", "delay-next-active-hour")
 
@@ -107,7 +108,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", type=Path, default=None)
     ap.add_argument("--holdout-frac", type=float, default=0.3)
-    ap.add_argument("--send-cost", type=float, default=0.06)
+    ap.add_argument("--send-cost", default="match",
+                    help="a number, or match: chosen on the training users' log so the learned "
+                         "policy's sends (fitted simulator and SNIPW) fit 0.98 x fixed 1 h's "
+                         "(pushrl.train.delay.match_send_cost)")
+    ap.add_argument("--rounds-cache", type=Path, default=None,
+                    help="pickle of the delay rounds (train/heldout) to reuse between runs")
     ap.add_argument("--passes", type=int, default=4)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/triggers"))
     args = ap.parse_args()
@@ -123,15 +129,28 @@ def main() -> None:
     t_gen = time.perf_counter() - t0
     config = TriggerConfig.parse(WORLD_TRIGGERS)
     g = WORLD_GUARDRAILS
-    parts = {}
-    for part in ("train", "heldout"):
-        ds, _ = load_dataset(data, quarantine=False,
-                             split=UserSplit(args.holdout_frac, args.seed, part))
-        parts[part] = delay_rounds(ds, config, g, send_cost=args.send_cost, unsub_cost=1.0)
-    train, test = parts["train"], parts["heldout"]
+    if args.rounds_cache is not None and args.rounds_cache.exists():
+        parts = pickle.loads(args.rounds_cache.read_bytes())
+    else:
+        parts = {}
+        for part in ("train", "heldout"):
+            ds, _ = load_dataset(data, quarantine=False,
+                                 split=UserSplit(args.holdout_frac, args.seed, part))
+            parts[part] = delay_rounds(ds, config, g, unsub_cost=1.0)
+        if args.rounds_cache is not None:
+            args.rounds_cache.write_bytes(pickle.dumps(parts))
     t_rounds = time.perf_counter() - t0 - t_gen
     t1 = time.perf_counter()
-    vw = train_rounds(train, passes=args.passes, seed=args.seed)
+    match = None
+    if args.send_cost == "match":
+        match = match_send_cost(parts["train"], passes=args.passes, seed=args.seed)
+        args.send_cost = match.send_cost
+        vw = match.policy
+    else:
+        args.send_cost = float(args.send_cost)
+        vw = train_rounds(parts["train"].with_costs(args.send_cost, 1.0), passes=args.passes,
+                          seed=args.seed)
+    train, test = (parts[p].with_costs(args.send_cost, 1.0) for p in ("train", "heldout"))
     t_train = time.perf_counter() - t1
     truth = pd.read_parquet(data / TRUTH_FILE).set_index("trigger_id").loc[test.trigger_id]
     truth = truth.reset_index()
@@ -209,6 +228,7 @@ def main() -> None:
                                 and p["unsubscribes"]["diff"] <= 0)}
     out = {"data": str(data), "users": args.users, "days": args.days, "seed": args.seed,
            "holdout_frac": args.holdout_frac, "send_cost": args.send_cost,
+           "send_cost_match": None if match is None else match.to_dict(),
            "rounds": {"train": train.n_rounds, "heldout": test.n_rounds},
            "heldout_users": len(set(users)), "target": target, "paired_vs_fixed_1h": paired,
            "policies": summary, "ope": ope,
@@ -244,13 +264,25 @@ def _plot(dists: dict[str, np.ndarray], cols: list[str], path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _match_lines(m: dict | None) -> list[str]:
+    """The send-cost search (training users' log, fitted simulator) as markdown."""
+    if not m:
+        return []
+    tr = ", ".join(f"{t['send_cost']:.4g} -> {t['sends_ratio']:.3f}" for t in m["trials"])
+    return [f"Send cost chosen on the training users' log (`match_send_cost`): the smallest "
+            "whose learned policy's sends (the larger of the fitted simulator's and SNIPW's "
+            f"estimate) are <= {m['target_ratio']:g} x {m['baseline']}'s; tried (cost -> "
+            f"sends ratio): {tr}.\n"]
+
+
 def _markdown(o: dict, path: Path) -> None:
     t = o["target"]
     lines = ["# Trigger delays on the trigger world's truth (held-out users)\n",
              f"`python benchmarks/triggers.py --users {o['users']} --days {o['days']} "
              f"--seed {o['seed']}`; {o['rounds']['train']} training / {o['rounds']['heldout']} "
              f"held-out trigger rounds ({o['heldout_users']} held-out users), send cost "
-             f"{o['send_cost']}; load avg {o['load_avg'][0]:.1f}.\n",
+             f"{o['send_cost']:.4g}; load avg {o['load_avg'][0]:.1f}.\n",
+             *_match_lines(o.get("send_cost_match")),
              f"**Target** (learned >= +10 % incremental conversions vs fixed 1 h, no more sends "
              f"/ unsubscribes): incremental {t['incremental_rel']:+.1%} "
              f"[{t['incremental_rel_ci'][0]:+.1%}, {t['incremental_rel_ci'][1]:+.1%}], sends "

@@ -21,7 +21,9 @@ def command(
     holdout_frac: float = typer.Option(0.0, "--holdout-frac", help="train on the `train` part "
                                        "of a seeded user split holding out this share (0 = all)"),
     split_seed: int = typer.Option(0, "--split-seed", help="seed of the user split"),
-    send_cost: float = typer.Option(0.06, "--send-cost", help="reward cost of one trigger push"),
+    send_cost: str = typer.Option(
+        "match", "--send-cost", help="reward cost of one trigger push, or match[:BASELINE]: "
+        "chosen from this log so the policy sends no more than delay-fixed-1h (or BASELINE)"),
     unsub_cost: float = typer.Option(1.0, "--unsub-cost", help="reward cost of an unsubscribe"),
     horizon_h: int = typer.Option(168, "--horizon-h", help="conversion window after the event"),
     passes: int = typer.Option(4, help="passes over the trigger rounds"),
@@ -46,9 +48,17 @@ def command(
         doc = json.loads(gt.read_text()) if gt.exists() else {}
         cfg = TriggerConfig.parse(doc.get("triggers", {}).get("config"))
     split = UserSplit(holdout_frac, split_seed, "train") if holdout_frac > 0 else None
-    res = train_delay(data, out=out, triggers=cfg, split=split, send_cost=send_cost,
+    cost: float | str = send_cost
+    if not send_cost.startswith("match"):
+        try:
+            cost = float(send_cost)
+        except ValueError:
+            raise DataError(f"--send-cost {send_cost!r}: give a number or match[:BASELINE]"
+                            ) from None
+    res = train_delay(data, out=out, triggers=cfg, split=split, send_cost=cost,
                       unsub_cost=unsub_cost, horizon_h=horizon_h, passes=passes, seed=seed)
-    summary = {"artifact": str(res.artifact), **res.metrics}
+    summary = {"artifact": str(res.artifact), **res.metrics,
+               "send_cost": res.card["trigger_policy"]["send_cost"]}
     if as_json:
         emit(summary, True)
     else:

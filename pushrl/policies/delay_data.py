@@ -16,7 +16,7 @@ into bandit rounds (context, arm, reward, pscore) for training and OPE of delay 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -68,6 +68,13 @@ class DelayRounds:
     @property
     def n_rounds(self) -> int:
         return int(self.action.size)
+
+    def with_costs(self, send_cost: float, unsub_cost: float) -> DelayRounds:
+        """The same rounds with ``reward = converted - send_cost * sent - unsub_cost *
+        unsubscribed`` (the module docstring's reward at other costs)."""
+        reward = (self.converted.astype(float) - send_cost * self.sent
+                  - unsub_cost * self.unsubscribed)
+        return replace(self, reward=reward)
 
     def take(self, rows: np.ndarray) -> DelayRounds:
         """The rounds at ``rows``."""

@@ -41,6 +41,9 @@ _BAD = re.compile(r"[\s:|]")
 _DECIMALS = 4
 #: Up to this many candidate slots, :meth:`VWFormatter.to_rounds` formats with plain strings.
 SMALL_BATCH = 2048
+#: Up to this many candidate slots, the candidate lines are plain strings too (a decision:
+#: the byte-column machinery has a fixed cost per column, ~0.3 ms for a handful of lines).
+SMALL_TEXT = 64
 
 
 def vw_name(name: str) -> str:
@@ -205,8 +208,16 @@ class VWFormatter:
     layout: VWLayout
     _items: np.ndarray = field(init=False, repr=False)
     _item_text: list[str] = field(init=False, repr=False)
+    _cols: tuple[list[int], list[int], np.ndarray, list[str], list[str]] = field(
+        init=False, repr=False)
 
     def __post_init__(self) -> None:
+        lay = self.layout
+        dyn = lay.dynamic_columns
+        # the per-decision lookups (user / context / dynamic columns and their VW names)
+        self._cols = (lay.user_columns.tolist(), lay.context_columns.tolist(), dyn,
+                      [vw_name(n) for n in lay.shared_names],
+                      [vw_name(lay.candidate_feature_names[j]) for j in dyn])
         names = tuple(map(vw_name, self.layout.static_names))
         rows = []
         for item_id, vals in zip(self.layout.item_ids, self.layout.item_features, strict=True):
@@ -320,10 +331,13 @@ class VWFormatter:
         the candidate lines as byte columns; with ``labels`` the logged candidate is labelled
         in place instead of being moved first. VW sees identical features either way.
         """
-        if np.asarray(ctx.mask).size > SMALL_BATCH:
+        size = np.asarray(ctx.mask).size
+        if size > SMALL_BATCH:
             text = self.to_bytes(ctx, labels).decode()
             return text[:-2].split("\n\n") if text else []
         self.check(ctx)
+        if size <= SMALL_TEXT:
+            return self._small_rounds(ctx, labels)
         shared = self._shared_text(ctx)
         cand = np.clip(np.asarray(ctx.candidates, np.int64), 0, len(self._items) - 1)
         mask = np.asarray(ctx.mask, bool)
@@ -342,12 +356,45 @@ class VWFormatter:
         return [sh + "\n" + (lines[i] if every else lines[i][mask[i]]).tobytes().decode()[:-1]
                 for i, sh in enumerate(shared)]
 
+    def _small_rounds(self, ctx: ItemContext, labels: CBLabels | None) -> list[str]:
+        """:meth:`to_rounds` with plain string formatting throughout (a few rounds): the same
+        tokens and values as the byte columns (values rounded half-even to 4 decimals, zero
+        values left out), without their zero padding and blank fill."""
+        _, _, dyn, _, names = self._cols
+        cf = np.asarray(ctx.candidate_features, np.float64)[:, :, dyn]
+        if not np.isfinite(cf).all():
+            bad = names[int(np.flatnonzero(~np.isfinite(cf).all(axis=(0, 1)))[0])]
+            raise ValueError(f"feature {bad!r} has non-finite values; fix the feature pipeline")
+        vals = np.rint(cf * 10**_DECIMALS).astype(np.int64).tolist()
+        cand = np.clip(np.asarray(ctx.candidates, np.int64), 0,
+                       len(self._item_text) - 1).tolist()
+        mask = np.asarray(ctx.mask, bool).tolist()
+        items = self._item_text
+        label: dict[int, str] = {}
+        if labels is not None:
+            a = np.asarray(labels.action, np.int64).tolist()
+            cost = np.asarray(labels.cost, np.float64).tolist()
+            prob = np.asarray(labels.pscore, np.float64).tolist()
+        out = []
+        for i, sh in enumerate(self._shared_text(ctx)):
+            if labels is not None:
+                label = {a[i]: f"0:{cost[i]:.6f}:{prob[i]:.8f} "}
+            lines = [sh]
+            for j, (c, m, v) in enumerate(zip(cand[i], mask[i], vals[i], strict=True)):
+                if not m:
+                    continue
+                line = label.get(j, "") + items[c]
+                if names:
+                    line += f" |{NS_CAND}" + "".join(
+                        " " + _q(nm, q) for nm, q in zip(names, v, strict=True) if q)
+                lines.append(line)
+            out.append("\n".join(lines))
+        return out
+
     def _shared_text(self, ctx: ItemContext) -> list[str]:
         """The shared line of each round, with plain string formatting."""
-        lay = self.layout
         shared = np.rint(np.asarray(ctx.shared, np.float64) * 10**_DECIMALS).astype(np.int64)
-        u_idx, c_idx = lay.user_columns.tolist(), lay.context_columns.tolist()
-        names = [vw_name(n) for n in lay.shared_names]
+        u_idx, c_idx, _, names, _ = self._cols
         out = []
         for i in range(len(ctx)):
             row = shared[i].tolist()

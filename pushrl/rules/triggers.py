@@ -60,7 +60,7 @@ import hashlib
 import heapq
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 from typing import Any, Literal, cast
 
@@ -333,6 +333,17 @@ class Trigger:
         return cls(**{**d, "kind": TriggerKind(d["kind"]), "status": TriggerStatus(d["status"])})
 
 
+def _evolve(t: Trigger, **changes: Any) -> Trigger:
+    """``dataclasses.replace(t, **changes)`` without re-running ``__init__`` (the tracker's
+    own updates of already valid triggers; ~10x faster, which a pull of 10k sends needs).
+    The result is a new frozen :class:`Trigger`; ``t`` is unchanged."""
+    new = object.__new__(Trigger)
+    d = new.__dict__
+    d.update(t.__dict__)
+    d.update(changes)
+    return new
+
+
 @dataclass
 class DueResolution:
     """What :meth:`TriggerTracker.resolve_due` did at one time.
@@ -550,7 +561,7 @@ class TriggerTracker:
         if not 0 < pscore <= 1:
             raise DataError(f"pscore must be in (0, 1], got {pscore}")
         at = t.event_ts if decided_ts is None else int(decided_ts)
-        new = replace(t, decided=True, delay_h=delay_h, pscore=float(pscore), decided_ts=at,
+        new = _evolve(t, decided=True, delay_h=delay_h, pscore=float(pscore), decided_ts=at,
                       due_ts=None if delay_h is None else t.event_ts + delay_h * HOUR)
         self._put(new)
         if delay_h is None:
@@ -588,8 +599,10 @@ class TriggerTracker:
                                      None if subscribed is None else np.asarray(subscribed, bool),
                                      None if held_out is None else np.asarray(held_out, bool))
         nxt = int(bucket_start(bucket_of(now) + 1))
+        codes = np.asarray(verdict).tolist()
+        get = self._users.get
         for j, user in enumerate(users):
-            u = self._users.get(user)
+            u = get(user)
             if not u or not u.open:
                 continue
             due: list[Trigger] = []
@@ -602,8 +615,9 @@ class TriggerTracker:
                                    if commit else t)
             if not due:
                 continue
-            due = order_due(due)
-            code = int(verdict[j])
+            if len(due) > 1:
+                due = order_due(due)
+            code = codes[j]
             if code == ALLOWED:
                 first, rest = due[0], due[1:]
                 res.sent.append(self._close(first, TriggerStatus.SENT, now) if commit
@@ -699,12 +713,12 @@ class TriggerTracker:
             u.open.pop(t.trigger_id, None)
 
     def _close(self, t: Trigger, status: TriggerStatus, ts: int) -> Trigger:
-        new = replace(t, status=status, closed_ts=ts)
+        new = _evolve(t, status=status, closed_ts=ts)
         self._put(new)
         return new
 
     def _requeue(self, t: Trigger, nxt: int) -> Trigger:
-        new = replace(t, due_ts=nxt, requeues=t.requeues + 1)
+        new = _evolve(t, due_ts=nxt, requeues=t.requeues + 1)
         self._put(new)
         return new
 

@@ -342,21 +342,25 @@ class Engine:
                 items[i], p_item[i], item_label[i] = chosen[j], pi[j], ps.item.label
         stmts += st.op(OP_PUSH, u, b)
         days = st.fs.local_time_at(u, np.full(n, ts, np.int64))[2].tolist()
-        label, when, record = trig.policy.label, iso(ts), st.sends.record
+        label, when = trig.policy.label, iso(ts)
         # a sent trigger's user is treated (held-out users are never sent: HELD_OUT guardrail)
         p_hold = st.held_out.share
         arm = None if p_hold is None else 0
         ul, pl = u.tolist(), p_item.tolist()
+        st.sends.record_many(ul, ts, days)  # distinct users (one due send each)
+        st.check_writable()
+        seq0, st.seq = st.seq, st.seq + n  # one block of seq numbers and decision ids
+        id0, self._id_count = self._id_count, self._id_count + n
+        rb, w = np.ascontiguousarray(raw).tobytes(), raw.shape[1] * raw.itemsize
         out = []
         for i, t in enumerate(sent):
-            record(ul[i], "", ts, days[i])
-            did = self._next_id()
+            did = f"{self._id_prefix}{id0 + i + 1:012x}"
             p_arm = float(t.pscore or 1.0)
             pscore = p_arm * pl[i]
             reason = f"trigger:{t.kind.value}"
             stmts.append((_TRIGGER_DECISION_SQL, (
-                did, st.next_seq(), user_ids[i], ts, items[i], pscore, p_arm, pl[i], label,
-                item_label[i], reason, raw[i].tobytes(), t.trigger_id, arm, p_hold)))
+                did, seq0 + i + 1, user_ids[i], ts, items[i], pscore, p_arm, pl[i], label,
+                item_label[i], reason, rb[i * w:(i + 1) * w], t.trigger_id, arm, p_hold)))
             stmts.append((_TRIGGER_SENT_SQL, (did, t.trigger_id)))
             out.append({"decision_id": did, "send": True, "item_id": items[i],
                         "pscore": pscore, "p_send": p_arm, "policy": label,

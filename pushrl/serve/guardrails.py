@@ -75,6 +75,21 @@ class SendHistory:
         self.today.resize(user + 1)
         self.today.add_one(user, day)
 
+    def record_many(self, users: list[int], ts: int, days: list[int]) -> None:
+        """:meth:`record` of one send per user of ``users`` (distinct) at ``ts`` on their
+        local ``days`` (a due-sends pull): one vectorised day count."""
+        if not users:
+            return
+        b = bucket_of(ts)
+        buckets = self._buckets
+        for user in users:
+            lst = buckets[user]
+            lst.append(b)
+            if len(lst) > 64 or lst[0] < b - _KEEP:
+                lst[:] = [x for x in lst if x >= b - _KEEP]
+        self.today.resize(max(users) + 1)
+        self.today.add(np.array(users, np.int64), np.array(days, np.int64))
+
     def counts(self, users: np.ndarray, buckets: np.ndarray,
                days: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Sends of ``users`` ``(n,)`` on local ``days`` and in the weekly window of a

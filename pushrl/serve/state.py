@@ -146,8 +146,9 @@ class ServerState:
         self.check_writable()
         a = np.zeros(len(users), np.int64) if args is None else np.asarray(args, np.int64)
         apply_op(self.fs, kind, users, buckets, self._categories(a) if kind == OP_ACTIVITY else a)
-        return [(_OP_SQL, (self.next_seq(), kind, int(u), int(b), int(x), None))
-                for u, b, x in zip(users.tolist(), buckets.tolist(), a.tolist(), strict=True)]
+        seq0, self.seq = self.seq, self.seq + len(a)  # one block of seq numbers
+        return [(_OP_SQL, (seq0 + j, kind, int(u), int(b), int(x), None)) for j, (u, b, x)
+                in enumerate(zip(users.tolist(), buckets.tolist(), a.tolist(), strict=True), 1)]
 
     def user_index(self, user_id: str) -> int:
         """Index of a known user."""

@@ -25,6 +25,8 @@ call :func:`delay_context`, so a policy sees the same columns wherever it runs.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import pandas as pd
 
@@ -43,6 +45,21 @@ ARM_STATIC: tuple[str, ...] = ("log1p_delay", "drop")
 ARM_DYNAMIC: tuple[str, ...] = ("log_rel_activity_at_send", "days_to_send", "quiet_shift")
 SHARED_NAMES: tuple[str, ...] = (*ENCODED_NAMES, *TRIGGER_NAMES)
 CANDIDATE_NAMES: tuple[str, ...] = (*ARM_STATIC, *ARM_DYNAMIC)
+
+
+#: Kind values in the order of the one-hot columns.
+_KIND_VALUES = np.array([kd.value for kd in KINDS])
+
+
+@lru_cache(maxsize=32)
+def _arm_table(arms: tuple[int | None, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(delays (k_live,) int64, live (k,) bool, arm_static(arms))`` (read-only, cached:
+    every decision over the same arms reuses them)."""
+    out = (np.array([a for a in arms if a is not None], np.int64),
+           np.array([a is not None for a in arms]), arm_static(arms))
+    for x in out:
+        x.flags.writeable = False
+    return out
 
 
 def common_arms(config: TriggerConfig) -> tuple[int | None, ...]:
@@ -103,29 +120,37 @@ def delay_context(state: FeatureState, users: np.ndarray, event_ts: np.ndarray,
     u = np.asarray(users, np.int64)
     ts = np.asarray(event_ts, np.int64)
     n, k = u.size, len(arms)
-    raw = state.features(u, bucket_of(ts)) if features is None else features
-    kinds = np.asarray(kinds).astype(str)
-    onehot = (kinds[:, None] == np.array([kd.value for kd in KINDS])[None, :]).astype(float)
+    if features is None:  # one offset lookup for the event's hour and the features' clock
+        (hour, _, _), (b_hour, b_dow, _) = state.decision_clock(u, ts)
+        raw = state.features(u, bucket_of(ts), clock=(b_hour, b_dow))
+    else:
+        raw = features
+        hour = state.local_time_at(u, ts)[0]
+    enc = encode(raw)
+    e, nk = enc.shape[1], len(KINDS)
+    shared = np.empty((n, len(SHARED_NAMES)))
+    shared[:, :e] = enc
+    shared[:, e:e + nk] = np.asarray(kinds).astype(str)[:, None] == _KIND_VALUES
+    shared[:, e + nk] = log_price_ratio
     cat = np.asarray(item_category, np.int64)
     aff = (np.where(cat >= 0, state.affinity(u, np.maximum(cat, 0)), 1.0) if (cat >= 0).any()
            else np.ones(n))
-    hour, _, _ = state.local_time_at(u, ts)
+    shared[:, e + nk + 1] = np.log(np.maximum(aff, 1e-3))
     ang = 2 * np.pi * hour / 24
-    shared = np.column_stack([encode(raw), onehot, np.asarray(log_price_ratio, float),
-                              np.log(np.maximum(aff, 1e-3)), np.sin(ang), np.cos(ang)])
-    delays = np.array([a for a in arms if a is not None], np.int64)
-    live = np.array([a is not None for a in arms])
+    shared[:, e + nk + 2] = np.sin(ang)
+    shared[:, e + nk + 3] = np.cos(ang)
+    delays, live, static = _arm_table(arms)
     tsend, hr, dow = send_clock(state, u, ts, delays, guardrails)
     prof = state.hour_of_week_profile(u) if how_profile is None else how_profile
-    share = np.take_along_axis(prof, (dow * 24 + hr).astype(np.int64), axis=1)
+    share = prof[np.arange(n)[:, None], dow * 24 + hr]
     due = -(-(ts[:, None] + delays[None, :] * HOUR) // HOUR) * HOUR
-    dyn = np.zeros((n, k, len(ARM_DYNAMIC)))
-    dyn[:, live, 0] = np.log(np.maximum(share * 168.0, 1e-3))
-    dyn[:, live, 1] = (tsend - ts[:, None]) / (24 * HOUR)
-    dyn[:, live, 2] = (tsend > due).astype(float)
-    cand = np.concatenate([np.broadcast_to(arm_static(arms)[None], (n, k, len(ARM_STATIC))),
-                           dyn], axis=2)
-    return ItemContext(shared=shared, candidates=np.broadcast_to(np.arange(k), (n, k)).copy(),
+    cand = np.zeros((n, k, len(CANDIDATE_NAMES)))
+    cand[:, :, :len(ARM_STATIC)] = static
+    s0 = len(ARM_STATIC)
+    cand[:, live, s0] = np.log(np.maximum(share * 168.0, 1e-3))
+    cand[:, live, s0 + 1] = (tsend - ts[:, None]) / (24 * HOUR)
+    cand[:, live, s0 + 2] = tsend > due
+    return ItemContext(shared=shared, candidates=np.tile(np.arange(k), (n, 1)),
                        mask=np.ones((n, k), bool), candidate_features=cand,
                        shared_names=SHARED_NAMES, candidate_feature_names=CANDIDATE_NAMES,
                        extra={"send_ts": tsend})

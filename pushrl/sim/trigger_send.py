@@ -46,7 +46,9 @@ def send_clock(state: FeatureState, users: np.ndarray, event_ts: np.ndarray,
     u = np.asarray(users, np.int64)[:, None]
     due = np.asarray(event_ts, np.int64)[:, None] + np.asarray(delays_h, np.int64)[None, :] * HOUR
     t = -(-due // HOUR) * HOUR  # next hour start at or after the due time
-    uu = np.broadcast_to(u, t.shape)
+    # flat (user, time) pairs: a decision's few pairs take the clock's python fast path
+    uu = np.broadcast_to(u, t.shape).ravel()
+    t = t.ravel()
     hour, dow, _ = state.local_time_at(uu, t)
     for _ in range(_MAX_QUIET):
         quiet = guardrails.quiet(hour)
@@ -56,4 +58,5 @@ def send_clock(state: FeatureState, users: np.ndarray, event_ts: np.ndarray,
         # next check, which then walks on hour by hour)
         t = np.where(quiet, t + ((guardrails.quiet_end - hour) % 24) * HOUR, t)
         hour, dow, _ = state.local_time_at(uu, t)
-    return t, hour, dow
+    shape = due.shape
+    return t.reshape(shape), hour.reshape(shape), dow.reshape(shape)

@@ -147,3 +147,38 @@ def test_cli_train_triggers(tiny: Path, tmp_path: Path) -> None:
     bad = run_pushrl("train", "triggers", "--data", str(tmp_path / "nope"), "--out", str(out))
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert "does not exist" in bad.stderr
+
+
+def test_delay_vw_args_are_the_item_learners() -> None:
+    from pushrl.policies.vw import VWConfig
+    from pushrl.train.delay import DelayVW
+
+    cfg = DelayVW(cb_type="dr", epsilon=0.1, learning_rate=None, seed=3)
+    assert cfg.args() == VWConfig(exploration="epsilon", cb_type="dr", seed=3,
+                                  interactions=("CI", "CA", "IA"), epsilon=0.1).args()
+    assert "--epsilon" in cfg.args() and "-l" not in cfg.args()
+    with pytest.raises(ValueError, match="cb-type"):
+        DelayVW(cb_type="dm")
+
+
+def test_match_send_cost_keeps_the_sends_of_the_baseline(tiny: Path) -> None:
+    from pushrl.policies.baselines import make_baseline
+    from pushrl.sim.trigger_fit import TriggerSim
+    from pushrl.train.delay import match_send_cost
+
+    ds, _ = load_dataset(tiny, quarantine=False)
+    r = delay_rounds(ds, TriggerConfig.parse(WORLD_TRIGGERS), WORLD_GUARDRAILS)
+    # a tight budget forces the bisection: cost 0 sends too much (0.33 x on this log)
+    m = match_send_cost(r, target_ratio=0.3, steps=3, passes=1)
+    sim = TriggerSim.fit(r.kind, r.action, r.pscore, r.converted, r.sent, r.arms)
+    base = sim.evaluate(make_baseline("delay-fixed-1h").action_dist(r.context), r.kind)
+    mine = sim.evaluate(m.policy.action_dist(r.context), r.kind)
+    assert m.baseline_sends == pytest.approx(base["sends"])
+    assert mine["sends"] <= 0.3 * base["sends"] + 1e-9
+    tried = {t["send_cost"]: t["sends_ratio"] for t in m.trials}
+    assert tried[0.0] > 0.3 and m.send_cost > 0 and tried[m.send_cost] <= 0.3
+    # every cheaper cost tried sent too much: the smallest fitting cost was kept
+    assert all(ratio > 0.3 for c, ratio in tried.items() if c < m.send_cost)
+    assert len(m.trials) >= 4 and m.to_dict()["baseline"] == "delay-fixed-1h"
+    with pytest.raises(ValueError, match="target_ratio"):
+        match_send_cost(r, target_ratio=0.0)

@@ -134,3 +134,33 @@ def test_small_batches_label_the_logged_candidate_in_place() -> None:
             ws.finish_example(exs)
     finally:
         ws.finish()
+
+
+@pytest.mark.parametrize("labelled", [False, True])
+def test_plain_text_decisions_match_the_byte_columns(labelled: bool,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A decision's plain-string text (SMALL_TEXT) has the byte-column path's features, and a
+    VW model trained on one scores the other identically."""
+    import pushrl.policies.vw_format as vf
+
+    ctx, lay = _ctx(n=6, k=5, masked=True)
+    fmt = VWFormatter(lay)
+    lab = (CBLabels(np.array([0, 1, 2, 0, 2, 3]), -np.linspace(0, 1, 6), np.full(6, 0.25))
+           if labelled else None)
+    plain = fmt.to_rounds(ctx, lab)
+    monkeypatch.setattr(vf, "SMALL_TEXT", 0)
+    cols = fmt.to_rounds(ctx, lab)
+    assert plain != cols  # the paths really differ (padding)
+    for a, b in zip(plain, cols, strict=True):
+        assert _parse(a) == _parse(b)
+    ws = pyvw.Workspace("--cb_explore_adf --quiet --interactions IA --random_seed 1")
+    try:
+        for text in VWFormatter(lay).to_rounds(
+                ctx, CBLabels(np.array([1, 0, 0, 2, 0, 1]), -np.ones(6), np.full(6, 0.5))):
+            ws.learn(text.split("\n"))
+        for a, b in zip(plain, cols, strict=True):
+            pa = ws.predict([ln for ln in a.split("\n")])
+            pb = ws.predict([ln for ln in b.split("\n")])
+            assert pa == pb
+    finally:
+        ws.finish()
