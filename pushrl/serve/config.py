@@ -81,6 +81,9 @@ class ServeConfig:
             train triggers``), loaded (checksums verified) at start.
         scheduled_priority: ``decide`` answers with a due trigger only when its priority is
             above this.
+        shard: ``(k, n)``: this server is shard ``k`` of ``n`` behind ``pushrl serve
+            --shards n`` (:mod:`pushrl.serve.shards`): its decision ids start with ``sk.`` and
+            it refuses users hashed to another shard. None: a plain server.
     """
 
     registry: Path = Path("policies")
@@ -105,6 +108,7 @@ class ServeConfig:
     trigger_delay_hours: int = 1
     trigger_delay_policy: str | None = None
     scheduled_priority: int = 0
+    shard: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.sync not in ("full", "normal"):

@@ -211,7 +211,15 @@ def export(state: str | Path, out: str | Path) -> dict[str, Any]:
     Returns:
         Row counts per table.
     """
-    ds, fb, sh = read_log(state)
+    from pushrl.serve.shards import read_layout
+
+    layout = read_layout(state)  # `pushrl serve --shards`: the shards' logs merged
+    if layout is not None:
+        from pushrl.serve.shard_export import read_sharded
+
+        ds, fb, sh = read_sharded(state, layout)
+    else:
+        ds, fb, sh = read_log(state)
     d = write_dataset(ds, out)
     write_table(fb, d / "feedback.parquet")
     if len(sh):
