@@ -105,10 +105,15 @@ def command(
     scheduled_priority: int = typer.Option(0, "--scheduled-priority", help="`decide` answers "
                                            "with a due trigger only when its priority is above "
                                            "this."),
-    shards: int = typer.Option(1, "--shards", min=1, help="Run N shard servers (users "
+    shards: int = typer.Option(0, "--shards", min=0, help="Run N shard servers (users "
                                "partitioned by a hash of the user id, each with its own state "
                                "dir STATE/shard-k and durable log) behind one router on "
-                               "--host/--port; see README: sharded serving."),
+                               "--host/--port (1: router + one shard, to measure the router); "
+                               "0: one plain server. See README: sharded serving."),
+    shard_url: list[str] | None = typer.Option(None, "--shard-url", help="Route to shard "
+                                               "servers running elsewhere instead of starting "
+                                               "them: one URL per shard, in shard order (each "
+                                               "started with --shard K/N). Repeat the option."),
     shard: str | None = typer.Option(None, "--shard", hidden=True, help="K/N: serve as shard "
                                      "K of N (set by --shards for its children)."),
     uds: Path | None = typer.Option(None, "--uds", hidden=True, help="Listen on this Unix "
@@ -157,7 +162,7 @@ def command(
     except ValueError:
         raise PushrlError(f"--time-window must be PAST,FUTURE days, got {time_window!r}") \
             from None
-    if history is not None and shards > 1:
+    if history is not None and shards:
         raise PushrlError("--history cannot be imported into a sharded state; import it into "
                           "a plain state dir, or start the shards without it (see README: "
                           "sharded serving)")
@@ -172,7 +177,13 @@ def command(
                       late_bound_hours=late_bound, holdout=hold,
                       volume=None if volume is None else _volume(volume),
                       watch_seconds=watch_seconds, shard=_shard(shard))
-    if shards > 1:
+    if shard_url:
+        from pushrl.serve.supervisor import run_router
+
+        run_router(cfg, list(shard_url), host=host, port=port, limits=HttpLimits(
+            header_timeout, body_timeout, keep_alive, limit_concurrency), log_level=log_level)
+        return
+    if shards:
         from pushrl.serve.supervisor import run_sharded
 
         run_sharded(cfg, shards, _child_args(ctx), host=host, port=port, limits=HttpLimits(
@@ -190,7 +201,7 @@ def command(
 
 #: Options of the parent that its shards do not get (it sets theirs).
 _PARENT_ONLY = {"host", "port", "state", "workers", "shards", "shard", "uds", "watch_seconds",
-                "seed", "insecure", "history"}
+                "seed", "insecure", "history", "shard_url"}
 
 
 def _child_args(ctx: typer.Context) -> list[str]:

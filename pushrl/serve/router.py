@@ -323,8 +323,8 @@ class Router:
         """The first failing shard's answer with its item indices mapped back to the
         request's (None when every shard answered 200); what other shards applied is listed
         as ``partial``."""
-        bad = [k for k in sorted(res) if not (isinstance(res[k], Reply)
-                                              and res[k].status == 200)]  # type: ignore[union-attr]
+        bad = [k for k, r in sorted(res.items())
+               if not (isinstance(r, Reply) and r.status == 200)]
         if not bad:
             return None
         k = bad[0]
@@ -421,8 +421,8 @@ class Router:
         bad = self._failed(parts, res, "events")
         if bad is not None:
             return bad
-        return Reply.json(200, {"accepted": sum(int(r.data()["accepted"])  # type: ignore[union-attr]
-                                                for r in res.values())})
+        return Reply.json(200, {"accepted": sum(int(r.data()["accepted"]) for r in res.values()
+                                                if isinstance(r, Reply))})
 
     # ------------------------------------------------------------------ changes
     async def _change(self, method: str, path: str, url: str,
@@ -505,8 +505,8 @@ class Router:
 
     def _metrics(self) -> str:
         lines = ["# TYPE serve_router_answers_total counter"]
-        for (k, st), v in sorted(self.counts.items()):
-            lines.append(f'serve_router_answers_total{{shard="{k}",status="{st}"}} {v}')
+        for (who, st), v in sorted(self.counts.items()):
+            lines.append(f'serve_router_answers_total{{shard="{who}",status="{st}"}} {v}')
         lines.append("# TYPE serve_router_shard_up gauge")
         for k in range(self.n):
             lines.append(f'serve_router_shard_up{{shard="{k}"}} '

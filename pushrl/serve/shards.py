@@ -101,9 +101,9 @@ def init_layout(state: str | Path, shards: int, seed: int | None) -> Layout:
             plain server.
     """
     state = Path(state)
-    if shards < 2:
-        raise PushrlError(f"--shards must be at least 2, got {shards}; run a plain "
-                          "`pushrl serve` for one process")
+    if shards < 1:
+        raise PushrlError(f"--shards must be at least 1, got {shards}; leave it out for one "
+                          "plain server")
     got = read_layout(state)
     if got is not None:
         if got.shards != shards:

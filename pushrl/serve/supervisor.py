@@ -161,8 +161,7 @@ class Supervisor:
         return int(r.json()["generation"])
 
     def _admin_headers(self) -> dict[str, str]:
-        key = os.environ.get("PUSHRL_ROUTER_KEY")  # with --api-keys: an admin key
-        return {"Authorization": f"Bearer {key}"} if key else {}
+        return _router_key()
 
     async def _align_generations(self) -> None:
         """Every shard on shard 0's policy generation (they all read the same pointer at
@@ -265,3 +264,51 @@ def run_sharded(cfg: Any, shards: int, child_args: list[str], *, host: str, port
     sup = Supervisor(cfg.state, layout, child_args)
     uvicorn.Server(uvicorn_config(sup.router, host=host, port=port, limits=limits,
                                   log_level=log_level)).run()
+
+
+def run_router(cfg: Any, urls: list[str], *, host: str, port: int, limits: Any,
+               log_level: str) -> None:
+    """Run only the router, over shard servers started elsewhere (``--shard-url``, one per
+    shard in shard order, each ``pushrl serve --shard k/N --watch-seconds 0`` with the same
+    ``--seed``). Nothing supervises them: a shard that does not answer gets its users a 503
+    until it does."""
+    import uvicorn
+
+    from pushrl.errors import PushrlError
+    from pushrl.serve.schemas import set_time_window
+    from pushrl.serve.timeouts import uvicorn_config
+
+    for u in urls:
+        if not u.startswith(("http://", "https://")):
+            raise PushrlError(f"--shard-url {u!r}: give an http(s):// URL of a shard server")
+    set_time_window(*cfg.time_window_days)
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    clients: list[httpx.AsyncClient] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan() -> AsyncIterator[None]:
+        clients.extend(httpx.AsyncClient(
+            base_url=u, timeout=httpx.Timeout(600.0, connect=5.0),
+            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128))
+            for u in urls)
+        try:
+            r = await clients[0].get("/v1/policies", headers=_router_key())
+            router.generation = int(r.json()["generation"]) if r.status_code == 200 else None
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            log.warning("shard 0 (%s) did not give its policy generation: %s", urls[0], exc)
+        try:
+            yield
+        finally:
+            for c in clients:
+                await c.aclose()
+
+    router = Router(len(urls), lambda k: clients[k] if clients else None, lambda k: None,
+                    lifespan, status=lambda: {"shard_urls": urls})
+    uvicorn.Server(uvicorn_config(router, host=host, port=port, limits=limits,
+                                  log_level=log_level)).run()
+
+
+def _router_key() -> dict[str, str]:
+    key = os.environ.get("PUSHRL_ROUTER_KEY")  # with --api-keys: an admin key
+    return {"Authorization": f"Bearer {key}"} if key else {}
