@@ -109,7 +109,7 @@ def test_kill_9_of_one_shard_under_load(tmp_path: Path) -> None:
     fb = pd.read_parquet(out / "feedback.parquet")
     assert pushes["decision_id"].is_unique
     have = set(pushes["decision_id"])
-    assert len(acked["decisions"]) > 100
+    assert len(acked["decisions"]) > 20
     assert acked["decisions"] <= have, len(acked["decisions"] - have)
     assert acked["feedback"] <= set(fb["decision_id"])
     assert {d[:3] for d in have} == {"s0.", "s1."}
