@@ -24,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
+import json
 
+from pushrl.serve.forward import HttpxShard, ShardClient, ShardError, StreamShard
 from pushrl.serve.router import Router
 from pushrl.serve.shards import Layout
 
@@ -44,7 +45,7 @@ class Shard:
     sock: Path
     argv: list[str]
     proc: asyncio.subprocess.Process | None = None
-    client: httpx.AsyncClient | None = None
+    client: StreamShard | None = None
     #: Why it takes no requests (None: up).
     down: str | None = "starting"
     restarts: int = 0
@@ -89,7 +90,7 @@ class Supervisor:
                 "--seed", str(self.layout.seed)]
         return Shard(k, sock, argv)
 
-    def _client(self, k: int) -> httpx.AsyncClient | None:
+    def _client(self, k: int) -> ShardClient | None:
         return self.shards[k].client
 
     def _down(self, k: int) -> str | None:
@@ -107,10 +108,7 @@ class Supervisor:
     async def running(self) -> AsyncIterator[None]:
         """Start every shard, wait until all answer, watch them; stop them on exit."""
         for s in self.shards:
-            s.client = httpx.AsyncClient(
-                transport=httpx.AsyncHTTPTransport(uds=str(s.sock), retries=0),
-                base_url="http://shard", timeout=httpx.Timeout(600.0, connect=5.0),
-                limits=httpx.Limits(max_connections=512, max_keepalive_connections=128))
+            s.client = StreamShard(uds=str(s.sock))
         await asyncio.gather(*(self._spawn(s) for s in self.shards))
         try:
             await asyncio.gather(*(self._wait_up(s) for s in self.shards))
@@ -144,31 +142,29 @@ class Supervisor:
                                    f"starting (its output is above; state "
                                    f"{self.layout.shard_dir(self.state, s.k)})")
             try:
-                r = await s.client.get("/healthz")
-                if r.status_code == 200:
+                status, _, _ = await s.client.request("GET", "/healthz", b"", [])
+                if status == 200:
                     s.down = None
                     log.info("shard %d up", s.k)
                     return
-            except httpx.TransportError:
+            except ShardError:
                 pass
             await asyncio.sleep(0.05)
         raise RuntimeError(f"shard {s.k} did not answer within {START_SECONDS:.0f} s")
 
     async def _generation(self, s: Shard) -> int:
         assert s.client is not None
-        r = await s.client.get("/v1/policies", headers=self._admin_headers())
-        r.raise_for_status()
-        return int(r.json()["generation"])
-
-    def _admin_headers(self) -> dict[str, str]:
-        return _router_key()
+        status, _, body = await s.client.request("GET", "/v1/policies", b"", _router_key())
+        if status != 200:
+            raise ShardError(f"GET /v1/policies answered {status}: {body[:200]!r}")
+        return int(json.loads(body)["generation"])
 
     async def _align_generations(self) -> None:
         """Every shard on shard 0's policy generation (they all read the same pointer at
         start; a shard that started before a promote on the command line reloads)."""
         try:
             gens = [await self._generation(s) for s in self.shards]
-        except httpx.HTTPError as exc:
+        except ShardError as exc:
             log.warning("could not read the shards' policy generations (%s); with --api-keys "
                         "set PUSHRL_ROUTER_KEY to an admin key", exc)
             return
@@ -176,7 +172,7 @@ class Supervisor:
         for s, g in zip(self.shards, gens, strict=True):
             if g != gens[0]:
                 assert s.client is not None
-                await s.client.post("/v1/policies/reload", headers=self._admin_headers())
+                await s.client.request("POST", "/v1/policies/reload", b"", _router_key())
 
     async def _watch(self, s: Shard) -> None:
         """Restart shard ``s`` whenever it exits (unless the parent is stopping)."""
@@ -284,18 +280,16 @@ def run_router(cfg: Any, urls: list[str], *, host: str, port: int, limits: Any,
     set_time_window(*cfg.time_window_days)
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    clients: list[httpx.AsyncClient] = []
+    clients: list[ShardClient] = []
 
     @contextlib.asynccontextmanager
     async def lifespan() -> AsyncIterator[None]:
-        clients.extend(httpx.AsyncClient(
-            base_url=u, timeout=httpx.Timeout(600.0, connect=5.0),
-            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128))
-            for u in urls)
+        clients.extend(_remote(u) for u in urls)
         try:
-            r = await clients[0].get("/v1/policies", headers=_router_key())
-            router.generation = int(r.json()["generation"]) if r.status_code == 200 else None
-        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            status, _, body = await clients[0].request("GET", "/v1/policies", b"",
+                                                       _router_key())
+            router.generation = int(json.loads(body)["generation"]) if status == 200 else None
+        except (ShardError, ValueError, KeyError) as exc:
             log.warning("shard 0 (%s) did not give its policy generation: %s", urls[0], exc)
         try:
             yield
@@ -309,6 +303,19 @@ def run_router(cfg: Any, urls: list[str], *, host: str, port: int, limits: Any,
                                   log_level=log_level)).run()
 
 
-def _router_key() -> dict[str, str]:
+def _router_key() -> list[tuple[bytes, bytes]]:
     key = os.environ.get("PUSHRL_ROUTER_KEY")  # with --api-keys: an admin key
-    return {"Authorization": f"Bearer {key}"} if key else {}
+    return [(b"authorization", f"Bearer {key}".encode())] if key else []
+
+
+def _remote(url: str) -> ShardClient:
+    """The client of a ``--shard-url``: keep-alive streams for http, httpx for https."""
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    if u.scheme == "http":
+        return StreamShard(host=u.hostname or "127.0.0.1", port=u.port or 80)
+    import httpx
+
+    return HttpxShard(httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(600.0,
+                                                                             connect=5.0)))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from pushrl.policies.registry import save_artifact
 from pushrl.serve.app import create_app
 from pushrl.serve.engine import KeyedDraws
 from pushrl.serve.export import read_log
+from pushrl.serve.forward import HttpxShard
 from pushrl.serve.router import Router, _remap
 from pushrl.serve.shard_export import read_sharded
 from pushrl.serve.shards import (
@@ -115,8 +117,8 @@ async def _sharded(tmp: Path, n: int, overrides: Overrides, down: set[int] | Non
         clients = []
         for a in apps:
             await stack.enter_async_context(a.router.lifespan_context(a))
-            clients.append(await stack.enter_async_context(httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=a), base_url="http://shard")))
+            clients.append(HttpxShard(await stack.enter_async_context(httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=a), base_url="http://shard"))))
         off = down or set()
         router = Router(n, lambda k: clients[k], lambda k: "killed" if k in off else None)
         c = await stack.enter_async_context(httpx.AsyncClient(
@@ -323,8 +325,10 @@ def test_promote_and_rollback_reach_every_shard_between_passes(tmp_path: Path) -
 
             await asyncio.gather(flip(), *(load(k) for k in range(3)))
             for k in range(2):  # every shard on the router's generation
-                r = await router.client(k).get("/v1/policies")  # type: ignore[union-attr]
-                assert r.json()["generation"] == router.generation
+                shard = router.client(k)
+                assert shard is not None
+                _, _, body = await shard.request("GET", "/v1/policies", b"", [])
+                assert json.loads(body)["generation"] == router.generation
         return failures, batches, gens, router
 
     failures, batches, gens, router = asyncio.run(run())
@@ -338,3 +342,49 @@ def test_promote_and_rollback_reach_every_shard_between_passes(tmp_path: Path) -
 
 def test_layout_dataclass_names_shard_dirs(tmp_path: Path) -> None:
     assert Layout(3, 1).shard_dir(tmp_path, 2) == tmp_path / "shard-2"
+
+
+def test_stream_shard_reads_length_and_chunked_answers_and_reports_a_dead_socket(
+        tmp_path: Path) -> None:
+    from pushrl.serve.forward import ShardError, StreamShard
+
+    sock = str(tmp_path / "s.sock")
+    seen: list[bytes] = []
+
+    async def handle(rd: asyncio.StreamReader, wr: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await rd.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return
+            n = int(next(x for x in head.split(b"\r\n") if x.startswith(b"content-length"))
+                    .split(b":")[1])
+            body = await rd.readexactly(n)
+            seen.append(head.split(b"\r\n")[0] + b" " + body)
+            if body == b"chunked":
+                wr.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+                         b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+            else:
+                wr.write(b"HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\n"
+                         b"content-length: 2\r\n\r\n{}")
+            await wr.drain()
+
+    async def run() -> list[Any]:
+        server = await asyncio.start_unix_server(handle, sock)
+        c = StreamShard(uds=sock)
+        out = [await c.request("POST", "/a?x=1", b"chunked", [(b"x-api-key", b"k")]),
+               await c.request("GET", "/b", b"", [])]
+        out.append(len(c._pool))  # one keep-alive connection, reused
+        server.close()
+        await server.wait_closed()
+        await c.aclose()
+        with pytest.raises(ShardError, match=r"FileNotFoundError|ConnectionRefused"):
+            Path(sock).unlink(missing_ok=True)
+            await StreamShard(uds=sock).request("GET", "/", b"", [])
+        return out
+
+    a, b, pooled = asyncio.run(run())
+    assert a[0] == 200 and a[2] == b"abcde"
+    assert b[0] == 404 and b[2] == b"{}" and (b"content-type", b"application/json") in b[1]
+    assert pooled == 1
+    assert seen == [b"POST /a?x=1 HTTP/1.1 chunked", b"GET /b HTTP/1.1 "]
