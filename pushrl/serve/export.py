@@ -211,15 +211,13 @@ def export(state: str | Path, out: str | Path) -> dict[str, Any]:
     Returns:
         Row counts per table.
     """
-    from pushrl.serve.shards import read_layout
+    return write_export(*read_log(state), out)
 
-    layout = read_layout(state)  # `pushrl serve --shards`: the shards' logs merged
-    if layout is not None:
-        from pushrl.serve.shard_export import read_sharded
 
-        ds, fb, sh = read_sharded(state, layout)
-    else:
-        ds, fb, sh = read_log(state)
+def write_export(ds: Dataset, fb: pd.DataFrame, sh: pd.DataFrame,
+                 out: str | Path) -> dict[str, Any]:
+    """Write what :func:`read_log` returns to ``out`` (pushlog v1 + ``feedback``,
+    ``shadow``); returns row counts per table."""
     d = write_dataset(ds, out)
     write_table(fb, d / "feedback.parquet")
     if len(sh):

@@ -57,3 +57,15 @@ def read_sharded(state: str | Path, layout: Layout) -> tuple[Any, pd.DataFrame, 
         fb["seq"] = range(1, len(fb) + 1)
     sh = _cat([p[2] for p in parts], None)
     return ds, fb, sh
+
+
+def export_log(state: str | Path, out: str | Path) -> dict[str, Any]:
+    """``pushrl logs export``: a plain server's log (:func:`pushrl.serve.export.export`), or
+    a sharded state's shards merged (:func:`read_sharded`)."""
+    from pushrl.serve.export import export, write_export
+    from pushrl.serve.shards import read_layout
+
+    layout = read_layout(state)
+    if layout is None:
+        return export(state, out)
+    return {**write_export(*read_sharded(state, layout), out), "shards": layout.shards}

@@ -21,7 +21,7 @@ from pushrl.serve.engine import KeyedDraws
 from pushrl.serve.export import read_log
 from pushrl.serve.forward import HttpxShard
 from pushrl.serve.router import Router, _remap
-from pushrl.serve.shard_export import read_sharded
+from pushrl.serve.shard_export import export_log, read_sharded
 from pushrl.serve.shards import (
     Layout,
     init_layout,
@@ -207,6 +207,12 @@ def test_two_shards_decide_exactly_as_one_process(tmp_path: Path) -> None:
     assert len(merged.items) == len(plain.items) == 5
     assert len(merged.activity) == len(plain.activity)
     assert len(fb1) == len(fb2) > 0
+    res = export_log(tmp_path / "sharded", tmp_path / "exported")  # `pushrl logs export`
+    assert (res["shards"], res["pushes"], res["users"]) == (2, len(two), n_users)
+    from pushrl.data.validate import load_dataset
+
+    back, _ = load_dataset(tmp_path / "exported")
+    assert back.pushes["decision_id"].is_unique and len(back.pushes) == len(two)
 
 
 def test_single_process_draws_are_reproducible_from_the_seed(tmp_path: Path) -> None:
