@@ -176,6 +176,68 @@ def ray_footprint() -> dict:
         return {"error": f"{type(exc).__name__}: {exc}"[:300]}
 
 
+FORWARD_PROBE = r"""
+import asyncio, json, resource, sys, time
+import httpx, uvloop
+from pushrl.serve.forward import StreamShard
+sock, n, conc = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+async def measure(one):
+    for _ in range(50):
+        await one()
+    c0, t0 = cpu(), time.perf_counter()
+    for _ in range(n // conc):
+        await asyncio.gather(*(one() for _ in range(conc)))
+    return round((cpu() - c0) / n * 1e6, 1)
+async def main():
+    hx = httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(uds=sock), base_url="http://s")
+    st = StreamShard(uds=sock)
+    async def a():
+        (await hx.get("/v1/echo")).content
+    async def b():
+        await st.request("GET", "/v1/echo", b"", [])
+    out = {"httpx_cpu_us": [], "stream_cpu_us": []}
+    for _ in range(2):  # interleaved
+        out["httpx_cpu_us"].append(await measure(a))
+        out["stream_cpu_us"].append(await measure(b))
+    print(json.dumps(out))
+uvloop.run(main())
+"""
+ECHO_APP = """
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", b"11")]})
+    await send({"type": "http.response.body", "body": b'{"ok":true}'})
+"""
+
+
+def forward_cost(tmp: Path, n: int = 2000, conc: int = 8) -> dict:
+    """Client CPU per forwarded request over a Unix socket to a do-nothing uvicorn app:
+    ``httpx.AsyncClient`` vs the router's :class:`pushrl.serve.forward.StreamShard`
+    (interleaved twice; the choice of the router's forwarding client)."""
+    (tmp / "echo_app.py").write_text(ECHO_APP)
+    sock = str(tmp / "echo.sock")
+    srv = subprocess.Popen([sys.executable, "-m", "uvicorn", "echo_app:app", "--uds", sock,
+                            "--log-level", "warning", "--loop", "uvloop"], cwd=tmp)
+    try:
+        for _ in range(100):
+            if Path(sock).exists():
+                break
+            time.sleep(0.1)
+        out = subprocess.run([sys.executable, "-c", FORWARD_PROBE, sock, str(n), str(conc)],
+                             capture_output=True, text=True, timeout=600, cwd=ROOT)
+        res = json.loads(out.stdout.strip().splitlines()[-1])
+        res.update(requests=n, concurrency=conc, load=uptime())
+        return res
+    finally:
+        srv.terminate()
+        srv.wait(10)
+
+
 def uptime() -> str:
     return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
@@ -244,6 +306,7 @@ def main() -> None:
                                              for k, p in pids(*pr, setups[name]).items()}
         res["load_after"] = uptime()
         res["engine_choice"] = {"ray": ray_footprint(), "load": uptime(),
+                                "forwarding_client": forward_cost(tmp),
                                 "router": {"start_s": res["setups"]["router+2"]["start_s"],
                                            "rss_mb": res["setups"]["router+2"]["rss_mb"]}}
         res["ratios"] = _ratios(res["setups"])
