@@ -2,7 +2,7 @@
 
 Each shard is an ordinary ``pushrl serve`` (:mod:`pushrl.serve.supervisor` starts and
 restarts them) listening on a Unix socket; the router forwards over keep-alive connections
-(:mod:`pushrl.serve.forward`: ``httpx`` cost 60x its CPU) and adds no logic of its own to a
+(:mod:`pushrl.serve.forward`: ``httpx`` cost 41x its CPU) and adds no logic of its own to a
 request:
 
 * a user's requests (``/v1/decide``, ``/v1/events``, ``/v1/feedback``, ``/v1/users/{id}``...)
