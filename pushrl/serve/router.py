@@ -149,14 +149,17 @@ class Router:
         status: Extra fields of ``GET /v1/shards`` (the supervisor's view).
         on_stale: Called with ``k`` when shard ``k`` could not load a promoted generation
             (the supervisor restarts it: a starting server loads the pointer).
+        keyed: The shards check API keys: the router's own ``/v1/shards`` and ``/metrics``
+            then need a key the shards accept (checked with shard 0's ``/v1/echo``).
     """
 
     def __init__(self, n: int, client: Callable[[int], ShardClient | None],
                  down: Callable[[int], str | None],
                  lifespan: Callable[[], contextlib.AbstractAsyncContextManager[None]] | None
                  = None, status: Callable[[], dict[str, Any]] | None = None,
-                 on_stale: Callable[[int], None] | None = None) -> None:
+                 on_stale: Callable[[int], None] | None = None, keyed: bool = False) -> None:
         self.n = n
+        self.keyed = keyed
         self.client = client
         self.down = down
         self.lifespan = lifespan
@@ -226,10 +229,14 @@ class Router:
             return Reply.json(200, {"status": "ok"})
         if method == "GET" and path == "/readyz":
             return await self._ready(headers)
-        if method == "GET" and path == "/v1/shards":
+        if method == "GET" and path in ("/v1/shards", "/metrics"):
+            if self.keyed:
+                got = await self._pass(0, "GET", "/v1/echo", headers, b"")
+                if got.status != 200:
+                    return got
+            if path == "/metrics":
+                return Reply(200, self._metrics().encode(), [(b"content-type", b"text/plain")])
             return Reply.json(200, self._status())
-        if method == "GET" and path == "/metrics":
-            return Reply(200, self._metrics().encode(), [(b"content-type", b"text/plain")])
         m = re.match(r"^/shards/(\d+)(/.*)$", path)
         if m and int(m.group(1)) < self.n:  # one shard's own endpoints (metrics, readyz)
             return await self._pass(int(m.group(1)), method, m.group(2) + url[len(path):],

@@ -77,7 +77,8 @@ class Supervisor:
         self.layout = layout
         self.shards = [self._shard(k, child_args) for k in range(layout.shards)]
         self.router = Router(layout.shards, self._client, self._down, self.running,
-                             status=self.status, on_stale=self.restart)
+                             status=self.status, on_stale=self.restart,
+                             keyed="--api-keys" in child_args)
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -298,7 +299,8 @@ def run_router(cfg: Any, urls: list[str], *, host: str, port: int, limits: Any,
                 await c.aclose()
 
     router = Router(len(urls), lambda k: clients[k] if clients else None, lambda k: None,
-                    lifespan, status=lambda: {"shard_urls": urls})
+                    lifespan, status=lambda: {"shard_urls": urls},
+                    keyed=cfg.api_keys is not None)
     uvicorn.Server(uvicorn_config(router, host=host, port=port, limits=limits,
                                   log_level=log_level)).run()
 

@@ -106,13 +106,14 @@ async def _plain(tmp: Path, overrides: Overrides) -> AsyncIterator[httpx.AsyncCl
 
 
 @contextlib.asynccontextmanager
-async def _sharded(tmp: Path, n: int, overrides: Overrides, down: set[int] | None = None
-                   ) -> AsyncIterator[tuple[httpx.AsyncClient, Router]]:
+async def _sharded(tmp: Path, n: int, overrides: Overrides, down: set[int] | None = None,
+                   **cfg: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Router]]:
     """A router over ``n`` shard apps (states ``tmp/sharded/shard-k``, as the supervisor
     lays them out); ``down``: shards reported down."""
     lay = init_layout(tmp / "sharded", n, 0)
     apps = [create_app(make_cfg(tmp, state=lay.shard_dir(tmp / "sharded", k), shard=(k, n),
-                                seed=lay.seed), overrides=overrides()) for k in range(n)]
+                                seed=lay.seed, **cfg), overrides=overrides())
+            for k in range(n)]
     async with contextlib.AsyncExitStack() as stack:
         clients = []
         for a in apps:
@@ -394,3 +395,33 @@ def test_stream_shard_reads_length_and_chunked_answers_and_reports_a_dead_socket
     assert b[0] == 404 and b[2] == b"{}" and (b"content-type", b"application/json") in b[1]
     assert pooled == 1
     assert seen == [b"POST /a?x=1 HTTP/1.1 chunked", b"GET /b HTTP/1.1 "]
+
+
+@pytest.mark.parametrize(("kw", "match"), [
+    ({"shards": 2, "history": Path("data")}, "--history cannot be imported into a sharded"),
+    ({"shard": "2/2"}, r"K must be in 0\.\.N-1"),
+    ({"shard": "one"}, "--shard must be K/N"),
+    ({"shard_url": ["ftp://10.0.0.1"]}, "give an http"),
+])
+def test_serve_refuses_bad_shard_options(tmp_path: Path, kw: dict[str, Any],
+                                         match: str) -> None:
+    from tests.serve.test_cli_serve import _serve
+
+    with pytest.raises(PushrlError, match=match):
+        _serve(state=tmp_path / "st", **kw)
+
+
+def test_router_status_needs_a_key_the_shards_accept(tmp_path: Path) -> None:
+    from pushrl.serve.auth import new_key
+
+    keys = tmp_path / "keys.json"
+    secret = new_key(keys, ["decide"], "ops")
+
+    async def run() -> list[int]:
+        async with _sharded(tmp_path, 2, _stochastic, api_keys=keys) as (c, router):
+            router.keyed = True
+            return [(await c.get("/v1/shards")).status_code,
+                    (await c.get("/metrics", headers={"X-API-Key": secret})).status_code,
+                    (await c.get("/v1/shards", headers={"X-API-Key": secret})).status_code]
+
+    assert asyncio.run(run()) == [401, 200, 200]
