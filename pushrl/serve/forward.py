@@ -5,8 +5,9 @@ cost ~3.0 ms of client CPU per request at 8 concurrent requests over a Unix sock
 dev machine, against ~72 us for this client on the same socket in the same run, 41x
 (``benchmarks/results/sharded_server.json``, ``engine_choice.forwarding_client``), so the
 router would have cost several times the decisions it routes. A shard is our own uvicorn
-server, so the client needs only what it sends: ``Content-Length`` bodies (chunked answers are read too), no
-redirects, no TLS (use :class:`HttpxShard` for ``https://`` shards).
+server, so the client needs only what it sends: ``Content-Length`` bodies (chunked
+answers are read too), no redirects, no TLS (use :class:`HttpxShard` for ``https://``
+shards).
 
 A connection idle for longer than :data:`IDLE_SECONDS` is not reused (the shard closes idle
 keep-alive connections after 5 s): a request is never sent on a connection the shard may be
