@@ -21,9 +21,10 @@ def export(
     as_json: bool = typer.Option(False, "--json", help="Print the counts as JSON."),
 ) -> None:
     """Write users, items, activity and pushes (every decision with its pscore, sent or not)
-    that `pushrl data validate`, `train` and `evaluate` read as they are."""
+    that `pushrl data validate`, `train` and `evaluate` read as they are (a sharded state,
+    `pushrl serve --shards`: the shards merged into one log)."""
     from pushrl.serve.config import state_dir
-    from pushrl.serve.export import export as run
+    from pushrl.serve.shard_export import export_log as run
 
     res = run(state_dir(state), out)
     if as_json:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 
 def command(
+    ctx: typer.Context,
     registry: Path = typer.Option(Path("policies"), "--registry", help="Policy registry."),
     host: str = typer.Option("127.0.0.1", "--host", help="Bind address."),
     port: int = typer.Option(8000, "--port", min=0, max=65535, help="Port."),
@@ -123,6 +124,22 @@ def command(
                                                "templates train` artifact choosing the "
                                                "template (default: uniform over the approved "
                                                "ones)."),
+    shards: int = typer.Option(0, "--shards", min=0, help="Run N shard servers (users "
+                               "partitioned by a hash of the user id, each with its own state "
+                               "dir STATE/shard-k and durable log) behind one router on "
+                               "--host/--port (1: router + one shard, to measure the router); "
+                               "0: one plain server. See README: sharded serving."),
+    shard_url: list[str] | None = typer.Option(None, "--shard-url", help="Route to shard "
+                                               "servers running elsewhere instead of starting "
+                                               "them: one URL per shard, in shard order (each "
+                                               "started with --shard K/N). Repeat the option."),
+    shard: str | None = typer.Option(None, "--shard", hidden=True, help="K/N: serve as shard "
+                                     "K of N (set by --shards for its children)."),
+    uds: Path | None = typer.Option(None, "--uds", hidden=True, help="Listen on this Unix "
+                                    "socket instead of --host/--port."),
+    watch_seconds: float = typer.Option(1.0, "--watch-seconds", min=0.0, help="How often the "
+                                        "registry's active pointer is checked for a promote "
+                                        "made by another process (0: never)."),
 ) -> None:
     """Serve decisions: out of the box the default baselines (most-active-hour timing with a
     daily cap, most-popular item) until a policy is promoted.
@@ -167,6 +184,10 @@ def command(
     if template_policy is not None and templates is None:
         raise PushrlError("--template-policy needs --templates (the catalog whose approved "
                           "templates are its arms)")
+    if history is not None and shards:
+        raise PushrlError("--history cannot be imported into a sharded state; import it into "
+                          "a plain state dir, or start the shards without it (see README: "
+                          "sharded serving)")
     cfg = ServeConfig(registry=registry, state=state_dir(state), api_keys=api_keys,
                       triggers=_trigger_rules(triggers), trigger_delay_hours=trigger_delay,
                       trigger_delay_policy=trigger_delay_policy,
@@ -178,7 +199,20 @@ def command(
                       time_window_days=(past, future), accept_empty_state=accept_empty_state,
                       late_bound_hours=late_bound, holdout=hold,
                       volume=None if volume is None else _volume(volume),
-                      uplift=None if uplift is None else _uplift(uplift, uplift_threshold))
+                      uplift=None if uplift is None else _uplift(uplift, uplift_threshold),
+                      watch_seconds=watch_seconds, shard=_shard(shard))
+    if shard_url:
+        from pushrl.serve.supervisor import run_router
+
+        run_router(cfg, list(shard_url), host=host, port=port, limits=HttpLimits(
+            header_timeout, body_timeout, keep_alive, limit_concurrency), log_level=log_level)
+        return
+    if shards:
+        from pushrl.serve.supervisor import run_sharded
+
+        run_sharded(cfg, shards, _child_args(ctx), host=host, port=port, limits=HttpLimits(
+            header_timeout, body_timeout, keep_alive, limit_concurrency), log_level=log_level)
+        return
     check_log(cfg.state, accept_empty=accept_empty_state)  # one clear line, not a traceback
     hold = check_holdout(cfg.state, hold)
     if hold is not None and hold.has_incumbent:  # load it now: one line, not a 500 later
@@ -193,7 +227,48 @@ def command(
     check_history(cfg.state)
     limits = HttpLimits(header_timeout, body_timeout, keep_alive, limit_concurrency)
     uvicorn.Server(uvicorn_config(create_app(cfg), host=host, port=port, limits=limits,
-                                  log_level=log_level)).run()
+                                  log_level=log_level, uds=uds)).run()
+
+
+#: Options of the parent that its shards do not get (it sets theirs).
+_PARENT_ONLY = {"host", "port", "state", "workers", "shards", "shard", "uds", "watch_seconds",
+                "seed", "insecure", "history", "shard_url"}
+
+
+def _child_args(ctx: typer.Context) -> list[str]:
+    """The options this `pushrl serve --shards` was given, as its shards' command line
+    (those left at their defaults and :data:`_PARENT_ONLY` left out)."""
+    out: list[str] = []
+    for p in ctx.command.params:
+        if not getattr(p, "opts", None) or p.name in _PARENT_ONLY or p.name is None:
+            continue
+        v = ctx.params.get(p.name)
+        if v is None or v == p.default:
+            continue
+        flag = max(p.opts, key=len)
+        if getattr(p, "is_flag", False):
+            if p.secondary_opts:
+                out.append(flag if v else max(p.secondary_opts, key=len))
+            elif v:
+                out.append(flag)
+        else:
+            out += [flag, str(v)]
+    return out
+
+
+def _shard(ref: str | None) -> tuple[int, int] | None:
+    """``--shard K/N``."""
+    from pushrl.errors import PushrlError
+
+    if ref is None:
+        return None
+    try:
+        k, n = (int(x) for x in ref.split("/"))
+    except ValueError:
+        raise PushrlError(f"--shard must be K/N, got {ref!r}") from None
+    if not 0 <= k < n:
+        raise PushrlError(f"--shard {ref}: K must be in 0..N-1")
+    return k, n
 
 
 def _uplift(path: Path, threshold: float) -> UpliftGate:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,10 +57,19 @@ def user_uniform(user_ids: np.ndarray | pd.Series | list[str], salt: str) -> np.
     """
     ids = pd.Series(np.asarray(user_ids, dtype=object)).astype(str)
     uniq = pd.unique(ids)
-    key = salt.encode()
-    u = np.array([int.from_bytes(hashlib.blake2b(key + s.encode(), digest_size=8).digest(),
-                                 "big") for s in uniq], dtype=np.float64) / 2.0**64
-    return pd.Series(u, index=uniq).reindex(ids).to_numpy(dtype=np.float64)
+    return pd.Series(key_uniform(uniq, salt), index=uniq).reindex(ids).to_numpy(
+        dtype=np.float64)
+
+
+def key_uniform(keys: Iterable[str], salt: str) -> np.ndarray:
+    """The hash behind :func:`user_uniform`, per key without de-duplication (no pandas: the
+    server calls it per decision): ``blake2b(salt + key)`` as float64 ``(n,)`` in [0, 1).
+
+    Also the server's shard of a user (:func:`pushrl.serve.shards.shard_of`) and its keyed
+    decision draws (:class:`pushrl.serve.engine.KeyedDraws`)."""
+    k = salt.encode()
+    return np.array([int.from_bytes(hashlib.blake2b(k + s.encode(), digest_size=8).digest(),
+                                    "big") for s in keys], dtype=np.float64) / 2.0**64
 
 
 def check_holdout_frac(frac: float) -> float:

@@ -521,6 +521,15 @@ def _add_policy_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: An
         await s.apply_pointer()
         return _change(s, res)
 
+    @app.post("/v1/policies/reload", response_model=ChangeOut, tags=["policies"],
+              dependencies=[admin_scope], responses=_errors(401, 403, 409, 422, 503))
+    async def reload_pointer() -> dict[str, Any]:
+        """Load what the registry's pointer names now (a sharded server's router calls it
+        on every shard after shard 0 promoted: :mod:`pushrl.serve.router`)."""
+        s = srv()
+        await s.apply_pointer()
+        return _change(s, {"kind": "timing"})
+
     @app.put("/v1/kill-switch", response_model=KillSwitchOut, tags=["policies"],
              dependencies=[admin_scope], responses=_errors(400, 401, 403, 422, 503))
     async def kill_switch(body: KillSwitchIn, request: Request) -> dict[str, Any]:

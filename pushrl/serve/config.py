@@ -87,6 +87,9 @@ class ServeConfig:
             gets an approved template and its copy (:mod:`pushrl.serve.templates`).
         template_policy: A ``pushrl templates train`` artifact directory choosing the
             template (None: uniform over the approved templates).
+        shard: ``(k, n)``: this server is shard ``k`` of ``n`` behind ``pushrl serve
+            --shards n`` (:mod:`pushrl.serve.shards`): its decision ids start with ``sk.`` and
+            it refuses users hashed to another shard. None: a plain server.
     """
 
     registry: Path = Path("policies")
@@ -114,6 +117,7 @@ class ServeConfig:
     scheduled_priority: int = 0
     templates: Path | None = None
     template_policy: str | None = None
+    shard: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.sync not in ("full", "normal"):

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import functools
 import json
+import secrets
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +25,7 @@ import logging
 import numpy as np
 
 from pushrl.data.features import ItemCatalog
+from pushrl.data.split import key_uniform
 from pushrl.policies.base import SEND, TimingContext, TimingPolicy
 from pushrl.policies.item_data import ContextEncoder, make_context, pad_candidates
 from pushrl.rules.guardrails import Guardrails
@@ -33,6 +36,7 @@ from pushrl.serve.config import ServeConfig
 from pushrl.serve.errors import Conflict
 from pushrl.serve.metrics import ServeMetrics
 from pushrl.serve.policyset import Loaded, PolicySet, catalog_mismatch
+from pushrl.serve.shards import shard_prefix
 from pushrl.serve.state import ServerState
 from pushrl.serve.store import OP_ADVANCE, OP_PUSH, Statement
 from pushrl.serve.templates import ServerTemplates
@@ -70,6 +74,43 @@ class DecideRow:
     candidates: list[int] | None = None
     context: dict[str, Any] | None = None
     horizon: int | None = None
+
+
+class KeyedDraws(np.random.Generator):
+    """Counter-based decision draws: row ``i``'s uniform is the ONE keyed hash
+    (:func:`pushrl.data.split.key_uniform`) of ``(seed, stream, ts_i, user_id_i)``, so a
+    decision's draw depends on who and when, never on what other users were decided before
+    it in this process. That is what makes a sharded server (users spread over processes,
+    :mod:`pushrl.serve.shards`) decide exactly as one process does, and a replay of the
+    same requests reproducible from ``seed``.
+
+    Only :meth:`random` is keyed (the one call :meth:`pushrl.policies.base.Policy.sample`
+    makes: one uniform per row); a second call on the same object draws another keyed
+    stream (the call number is part of the key).
+
+    Args:
+        bitgen: Any bit generator (unused by :meth:`random`; required by the base class).
+        seed: The server's decision seed.
+        stream: What the draw is for (``timing``, ``item``, ``shadow-item``, ``ahead`` ...).
+        user_ids: ``(n,)`` user ids of the rows.
+        ts: ``(n,)`` unix seconds (or any integer time key) of the rows.
+    """
+
+    def __init__(self, bitgen: np.random.BitGenerator, seed: int, stream: str,
+                 user_ids: Sequence[str], ts: Sequence[int]) -> None:
+        super().__init__(bitgen)
+        self._keys = [f"{t}:{u}" for u, t in zip(user_ids, ts, strict=True)]
+        self._salt = f"pushrl-draw:{seed}:{stream}:"
+        self._calls = 0
+
+    def random(self, size: Any = None, dtype: Any = np.float64, out: Any = None) -> Any:
+        """Uniforms in [0, 1), one per row, shaped ``size`` (``(n,)`` or ``(n, 1)``)."""
+        n = len(self._keys)
+        if size is None or out is not None or int(np.prod(size)) != n:
+            raise ValueError(f"KeyedDraws.random draws one number per row ({n}), got "
+                             f"size={size!r}")
+        self._calls += 1
+        return key_uniform(self._keys, f"{self._salt}{self._calls}:").reshape(size)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -138,11 +179,13 @@ class Engine:
         self.policies = policies
         self.metrics = metrics
         self.kill_switch = kill_switch
-        seq = np.random.SeedSequence(cfg.seed)
-        self.rng, self.shadow_rng, self.look_rng = (np.random.default_rng(s)
-                                                    for s in seq.spawn(3))
-        # decision ids: a random per-process prefix and a counter (uuid4 costs a syscall)
-        self._id_prefix = uuid.uuid4().hex[:16]
+        #: Seed of the keyed decision draws (:meth:`draws`); fresh entropy without one.
+        self.seed = secrets.randbits(63) if cfg.seed is None else int(cfg.seed)
+        self._bitgen = np.random.PCG64(self.seed)
+        # decision ids: a random per-process prefix and a counter (uuid4 costs a syscall);
+        # a shard's ids start with its number, so the router routes feedback without a lookup
+        self._id_prefix = ((shard_prefix(cfg.shard[0]) if cfg.shard else "")
+                           + uuid.uuid4().hex[:16])
         self._id_count = 0
         self._ctx_cache: dict[int, tuple[Any, ItemCatalog, ContextEncoder, np.ndarray]] = {}
         self._counter_cache: dict[str, tuple[Any, Any]] = {}
@@ -187,6 +230,13 @@ class Engine:
             got = (self.metrics.decisions.labels(label), self.metrics.sends.labels(label))
             self._counter_cache[label] = got
         return got
+
+    def draws(self, stream: str, rows: Sequence[DecideRow],
+              ts: Sequence[int] | None = None) -> KeyedDraws:
+        """The keyed random draws of ``rows`` (every random decision of the engine takes its
+        uniforms here: :class:`KeyedDraws`); ``ts`` overrides the rows' times."""
+        return KeyedDraws(self._bitgen, self.seed, stream, [r.user_id for r in rows],
+                          [r.ts for r in rows] if ts is None else ts)
 
     def _next_id(self) -> str:
         self._id_count += 1
@@ -335,9 +385,9 @@ class Engine:
         need = [i for i, t in enumerate(sent) if t.item is None]
         if need:
             ix = np.array(need, np.int64)
-            chosen, pi = self._choose_items(
-                ps.item, [DecideRow(user_ids[i], int(u[i]), ts) for i in need], u[ix], raw[ix],
-                self.rng)
+            need_rows = [DecideRow(user_ids[i], int(u[i]), ts) for i in need]
+            chosen, pi = self._choose_items(ps.item, need_rows, u[ix], raw[ix],
+                                            self.draws("item", need_rows))
             for j, i in enumerate(need):
                 items[i], p_item[i], item_label[i] = chosen[j], pi[j], ps.item.label
         stmts += st.op(OP_PUSH, u, b)
@@ -430,7 +480,7 @@ class Engine:
         else:
             dist, free = timing.policy.action_dist(tctx), None
         dist, labels = self._gates(dist, raw, tctx, held, timing.label)
-        td = timing.policy.sample(dist, self.rng)
+        td = timing.policy.sample(dist, self.draws("timing", rows))
         send = np.asarray(td.action) == SEND
         p_send = np.asarray(td.action_dist)[:, SEND].astype(np.float64)
         why = self._reasons(tctx, blocked, reasons, free)
@@ -439,8 +489,9 @@ class Engine:
         n_send = int(np.count_nonzero(send))
         if n_send:
             idx = np.flatnonzero(send)
-            chosen, pi = self._choose_items(ps.item, [rows[i] for i in idx], u[idx], raw[idx],
-                                            self.rng)
+            srows = [rows[i] for i in idx]
+            chosen, pi = self._choose_items(ps.item, srows, u[idx], raw[idx],
+                                            self.draws("item", srows))
             for j, i in enumerate(idx.tolist()):
                 items[i] = chosen[j]
             p_item[idx] = pi
@@ -524,7 +575,7 @@ class Engine:
         ps = self.policies
         t = ps.shadow_timing or ps.timing
         if ps.shadow_timing is not None:
-            d = t.policy.decide_batch(tctx, self.shadow_rng)
+            d = t.policy.decide_batch(tctx, self.draws("shadow-timing", rows))
             s_send = np.asarray(d.action) == SEND
             s_p = np.asarray(d.action_dist)[:, SEND].astype(np.float64)
         else:
@@ -534,8 +585,9 @@ class Engine:
         p_item = np.ones(len(rows))
         if s_send.any():
             idx = np.flatnonzero(s_send)
-            chosen, pi = self._choose_items(item, [rows[i] for i in idx], u[idx], raw[idx],
-                                            self.shadow_rng)
+            srows = [rows[i] for i in idx]
+            chosen, pi = self._choose_items(item, srows, u[idx], raw[idx],
+                                            self.draws("shadow-item", srows))
             for j, i in enumerate(idx.tolist()):
                 items[i] = chosen[j]
             p_item[idx] = pi
@@ -559,6 +611,7 @@ class Engine:
         allowed, _, today, _ = guardrails.check(self.guardrails, st.sends, uu, bb * HOUR,
                                                 st.fs, st.subscriptions, st.held_out.mask(uu))
         ctx = TimingContext(raw, allowed, local, bb, scratch, today)
-        act = np.asarray(timing.policy.decide_batch(ctx, self.look_rng).action)
+        ahead = self.draws(f"ahead:{ts}", [r] * h, (bb * HOUR).tolist())
+        act = np.asarray(timing.policy.decide_batch(ctx, ahead).action)
         hit = np.flatnonzero(act == SEND)
         return iso(int(bb[hit[0]] * HOUR)) if hit.size else None

@@ -216,7 +216,13 @@ def export(state: str | Path, out: str | Path) -> dict[str, Any]:
     Returns:
         Row counts per table.
     """
-    ds, fb, sh = read_log(state)
+    return write_export(*read_log(state), out)
+
+
+def write_export(ds: Dataset, fb: pd.DataFrame, sh: pd.DataFrame,
+                 out: str | Path) -> dict[str, Any]:
+    """Write what :func:`read_log` returns to ``out`` (pushlog v1 + ``feedback``,
+    ``shadow``); returns row counts per table."""
     d = write_dataset(ds, out)
     write_table(fb, d / "feedback.parquet")
     if len(sh):

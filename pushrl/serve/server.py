@@ -29,6 +29,7 @@ from pushrl.serve.errors import Conflict, NotFound, ServeError, Unprocessable
 from pushrl.serve.metrics import ServeMetrics
 from pushrl.serve.policyset import CatalogPopular, Loaded, PolicySet, catalog_mismatch, load_set
 from pushrl.serve.profiles import LiveProfiles
+from pushrl.serve.shards import check_owner
 from pushrl.serve.schemas import DecideIn, Event, FeedbackIn, set_time_window
 from pushrl.serve.state import ServerState, default_spec
 from pushrl.serve.store import OP_ACTIVITY, OP_OPEN, DurableLog, Statement
@@ -327,7 +328,14 @@ class Server(TriggerRequests):
     def put_user(self, user_id: str, timezone: str, features: dict[str, Any],
                  ts: Any, subscribed: bool | None = None) -> tuple[bool, list[Statement]]:
         """Create or update a user (``subscribed``: see
-        :meth:`~pushrl.serve.state.ServerState.put_user`)."""
+        :meth:`~pushrl.serve.state.ServerState.put_user`).
+
+        Raises:
+            Conflict: ``wrong_shard`` when this server is a shard that does not own the user.
+        """
+        why = check_owner(user_id, self.cfg.shard)
+        if why is not None:
+            raise Conflict("wrong_shard", why)
         created, stmts = self.state.put_user(user_id, timezone, features,
                                              _sec(ts, self.now()) // HOUR, subscribed)
         self.metrics.users.set(len(self.state.users))

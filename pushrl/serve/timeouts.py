@@ -174,11 +174,14 @@ def protocol_class(limits: HttpLimits) -> type[ReadTimeoutProtocol]:
 
 
 def uvicorn_config(app: Any, *, host: str, port: int, limits: HttpLimits,
-                   log_level: str = "warning", loop: str = "uvloop") -> Any:
-    """The ``uvicorn.Config`` of ``pushrl serve`` (also used by the tests)."""
+                   log_level: str = "warning", loop: str = "uvloop",
+                   uds: Any = None) -> Any:
+    """The ``uvicorn.Config`` of ``pushrl serve`` (also used by the tests); ``uds``: a Unix
+    socket path to listen on instead of ``host:port`` (a shard)."""
     import uvicorn
 
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+                          uds=None if uds is None else str(uds),
                           loop=loop, http=protocol_class(limits),
                           timeout_keep_alive=limits.keep_alive,
                           limit_concurrency=limits.limit_concurrency,
