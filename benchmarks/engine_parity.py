@@ -11,7 +11,7 @@ raw feature bytes, ops, feedback), with the per-process decision-id prefix repla
 counter. Equal digests: the trees are indistinguishable on this stream.
 
     python benchmarks/engine_parity.py --tree BASE_DIR . [--steps 3000] [--seed 0]
-        [--holdout] [--kill-switch]
+        [--holdout] [--kill-switch] [--t0 UNIX_SECONDS]
 
 A tree is a checkout of pushrl (`git archive COMMIT | tar -x -C DIR`); it runs with
 `PYTHONPATH=DIR`.
@@ -35,7 +35,7 @@ ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Asia/Kathm
 T0 = 1_780_000_000  # 2026-05-28T20:26:40Z
 
 
-def child(steps: int, seed: int, holdout: bool, kill: bool) -> None:
+def child(steps: int, seed: int, holdout: bool, kill: bool, t0: int) -> None:
     """Run in the tree's interpreter: prints the digest and a few counts."""
     import numpy as np
 
@@ -77,11 +77,11 @@ def child(steps: int, seed: int, holdout: bool, kill: bool) -> None:
         n_users = 300
         stmts = []
         for k in range(n_users):
-            stmts += srv.state.put_user(f"u{k}", ZONES[k % len(ZONES)], {}, T0 // 3600)[1]
+            stmts += srv.state.put_user(f"u{k}", ZONES[k % len(ZONES)], {}, t0 // 3600)[1]
         srv.log.write(stmts)
         items = [it.item_id for it in srv.state.item_list]
         rng = np.random.default_rng(seed)
-        t = T0
+        t = t0
         recent: list[str] = []
         n_dec = n_send = 0
         for _ in range(steps):
@@ -136,7 +136,8 @@ def child(steps: int, seed: int, holdout: bool, kill: bool) -> None:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1", sys.argv[5] == "1")
+        child(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1", sys.argv[5] == "1",
+              int(sys.argv[6]))
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tree", type=Path, nargs="+", default=[ROOT])
@@ -144,13 +145,15 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--holdout", action="store_true")
     ap.add_argument("--kill-switch", action="store_true")
+    ap.add_argument("--t0", type=int, default=T0, help="unix seconds of the first step (e.g. "
+                    "1790900000: days before the 2026 DST changes of Lord_Howe and Sydney)")
     a = ap.parse_args()
     got = []
     for tree in a.tree:
         env = {**os.environ, "PYTHONPATH": str(tree.resolve())}
         out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child",
                               str(a.steps), str(a.seed), str(int(a.holdout)),
-                              str(int(a.kill_switch))], env=env, cwd=tree, capture_output=True,
+                              str(int(a.kill_switch)), str(a.t0)], env=env, cwd=tree, capture_output=True,
                              text=True)
         if out.returncode:
             sys.exit(f"{tree}: {out.stderr[-3000:]}")

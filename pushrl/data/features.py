@@ -419,7 +419,7 @@ class FeatureState:
         # user i fills slots b-gap+1 .. b (at most _RING of them, all holding the same value,
         # so the last _RING are the whole ring): one scatter for every (slot, user) pair
         g = np.minimum(gap, _RING)
-        if g.max() == 1:
+        if not np.count_nonzero(g != 1):  # every clock moves one bucket (the server's passes)
             flat[:, (b % _RING) * cap + u] = cum
         else:
             row = np.repeat(np.arange(u.size), g)
@@ -637,7 +637,8 @@ class FeatureState:
         return (ring[b % _RING, u] - ring[(b - hours) % _RING, u]).astype(np.float32)
 
     def features(self, users: np.ndarray, bucket: int | np.ndarray, *,
-                 clock: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                 clock: tuple[np.ndarray, np.ndarray] | None = None,
+                 advanced: bool = False) -> np.ndarray:
         """Raw features of ``users`` for decisions in ``bucket``.
 
         Args:
@@ -646,11 +647,14 @@ class FeatureState:
             clock: The users' local ``(hour, dow)`` at the start of ``bucket`` when the
                 caller already has them (:meth:`decision_clock`: the server looks the
                 offsets up once for guardrails and features); None computes them.
+            advanced: The caller has just moved the users' clocks to ``bucket``
+                (:meth:`advance`; ``users`` int64, ``bucket`` int64 ``(n,)``), so this call
+                does not check and advance them again.
 
         Returns:
             float32 array of shape ``(len(users), N_FEATURES)`` in :data:`FEATURE_NAMES` order.
         """
-        u, b = self._prepare(users, bucket)
+        u, b = (users, bucket) if advanced else self._prepare(users, bucket)
         a = self.a
         out = np.empty((u.size, N_FEATURES), np.float32)
         hour, dow = self.local_time(u, b)[:2] if clock is None else clock
