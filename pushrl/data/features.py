@@ -68,12 +68,7 @@ _PROFILE_CACHE_MAX = 1 << 16  # cached (pool, user) profiles before the cache st
 _POOLS = ("day", "weekpart", "week")
 _AT_NEXT = np.array([0, 1], np.int64)  # a bucket and the next one (local_time_at)
 _LAGS = np.array([[0], [24], [168]], np.int64)  # ring slots of the feature windows
-# columns 3, 4, 5, 8 of features(): (kind, window) of sends_24h, sends_7d, opens_7d,
-# activity_7d (kinds SENDS, OPENS, ACTS = 0, 1, 2; windows 0 = 24 h, 1 = 168 h)
-_WINDOW_COLS = np.array([3, 4, 5, 8])
 _EXACT_START = np.array([[0], [1]], np.int64)  # decision_clock: exact time, bucket start
-_WINDOW_KIND = np.array([0, 0, 1, 2])
-_WINDOW_LAG = np.array([0, 1, 1, 1])
 
 
 @dataclass(frozen=True)
@@ -669,10 +664,12 @@ class FeatureState:
         cap = a.ring.shape[2]
         got = flat.take(((b - _LAGS) % _RING) * cap + u, axis=1)
         now = got[:, 0]
-        # (3 kinds, 24 h / 168 h, n) window counts in one subtraction, and the four window
-        # features (sends_24h, sends_7d, opens_7d, activity_7d) in one gather and one write
+        # (3 kinds, 24 h / 168 h, n) window counts in one subtraction
         win = got[:, :1] - got[:, 1:]
-        out[:, _WINDOW_COLS] = win[_WINDOW_KIND, _WINDOW_LAG].T
+        out[:, 3] = win[self.SENDS, 0]
+        out[:, 4] = win[self.SENDS, 1]
+        out[:, 5] = win[self.OPENS, 1]
+        out[:, 8] = win[self.ACTS, 1]
         # pending activity of bucket b is kept apart in pend_*, so it is invisible here
         how_idx = (dow * 24 + hour).astype(np.int64)
         total = a.how_tot[u]
