@@ -35,35 +35,86 @@ ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Asia/Kathm
 T0 = 1_780_000_000  # 2026-05-28T20:26:40Z
 
 
+class _Digest:
+    """sha256 over responses and journal rows, decision ids replaced by a counter."""
+
+    def __init__(self) -> None:
+        self.h = hashlib.sha256()
+        self.ids: dict[str, str] = {}
+
+    def norm(self, x: object) -> object:
+        if isinstance(x, str) and x in self.ids:
+            return self.ids[x]
+        if isinstance(x, bytes):
+            return x.hex()
+        if isinstance(x, (list, tuple)):
+            return [self.norm(y) for y in x]
+        if isinstance(x, dict):
+            return {k: self.norm(v) for k, v in x.items()}
+        return x
+
+    def feed(self, outs: list[dict], stmts: list) -> None:
+        for o in outs:
+            self.ids.setdefault(o["decision_id"], f"d{len(self.ids)}")
+        self.h.update(json.dumps([self.norm(outs), self.norm([list(s) for s in stmts])],
+                                 sort_keys=True, default=str).encode())
+
+
+def _decide_step(srv, rng, t: int, n_users: int, items: list[str], dg: _Digest) -> list[str]:
+    from pushrl.serve.schemas import DecideIn
+
+    reqs = []
+    for u in rng.choice(n_users, int(rng.integers(1, 25)), replace=False).tolist():
+        cands = (None if rng.random() < 0.8 else
+                 [items[int(i)] for i in rng.choice(len(items), 5, replace=False)])
+        reqs.append(DecideIn(user_id=f"u{u}", ts=t, candidates=cands))
+    outs, s = srv.decide(reqs)
+    dg.feed(outs, s)
+    srv.log.write(s)
+    return [o["decision_id"] for o in outs if o["send"]]
+
+
+def _events_step(srv, rng, t: int, n_users: int, items: list[str], dg: _Digest) -> None:
+    from pushrl.serve.schemas import Event
+
+    evs = []
+    for u in rng.choice(n_users, int(rng.integers(1, 20)), replace=False).tolist():
+        e = ["session", "view", "cart", "purchase"][int(rng.integers(0, 4))]
+        it = None if e == "session" else items[int(rng.integers(0, len(items)))]
+        evs.append(Event(user_id=f"u{u}", event=e, ts=t - int(rng.integers(0, 7200)),
+                         item_id=it, revenue=10.0 if e == "purchase" else None))
+    try:
+        s = srv.events(evs)
+    except Exception as exc:  # an event before a user's state: refused alike in every tree
+        dg.h.update(f"events refused: {type(exc).__name__}".encode())
+        return
+    dg.feed([], s)
+    srv.log.write(s)
+
+
+def _feedback_step(srv, rng, t: int, recent: list[str], dg: _Digest) -> None:
+    from pushrl.serve.schemas import FeedbackIn
+
+    did = recent[int(rng.integers(0, len(recent)))]
+    r = rng.random()
+    fb = FeedbackIn(decision_id=did, opened=True, clicked=bool(r < 0.3) or None,
+                    unsubscribed=True if r > 0.97 else None, ts=t)
+    body, s, token = srv.feedback(fb)
+    dg.feed([], s)
+    dg.h.update(json.dumps(dg.norm(body), sort_keys=True, default=str).encode())
+    srv.log.write(s)
+    srv.feedback_done(did, token)
+
+
 def child(steps: int, seed: int, holdout: bool, kill: bool, t0: int) -> None:
     """Run in the tree's interpreter: prints the digest and a few counts."""
     import numpy as np
 
     from pushrl.serve.config import ServeConfig
-    from pushrl.serve.schemas import DecideIn, Event, FeedbackIn
     from pushrl.serve.server import Server
 
     tmp = Path(tempfile.mkdtemp(prefix="pushrl-parity-"))
-    h = hashlib.sha256()
-    ids: dict[str, str] = {}
-
-    def norm(x: object) -> object:
-        if isinstance(x, str) and x in ids:
-            return ids[x]
-        if isinstance(x, bytes):
-            return x.hex()
-        if isinstance(x, (list, tuple)):
-            return [norm(y) for y in x]
-        if isinstance(x, dict):
-            return {k: norm(v) for k, v in x.items()}
-        return x
-
-    def feed(outs: list[dict], stmts: list) -> None:
-        for o in outs:
-            ids.setdefault(o["decision_id"], f"d{len(ids)}")
-        h.update(json.dumps([norm(outs), norm([list(s) for s in stmts])],
-                            sort_keys=True, default=str).encode())
-
+    dg = _Digest()
     try:
         kw = {}
         if holdout:
@@ -83,52 +134,19 @@ def child(steps: int, seed: int, holdout: bool, kill: bool, t0: int) -> None:
         rng = np.random.default_rng(seed)
         t = t0
         recent: list[str] = []
-        n_dec = n_send = 0
+        n_send = 0
         for _ in range(steps):
             t += int(rng.integers(0, 3600))
             kind = rng.random()
             if kind < 0.6:
-                k = int(rng.integers(1, 25))
-                who = rng.choice(n_users, k, replace=False)
-                reqs = []
-                for u in who.tolist():
-                    cands = (None if rng.random() < 0.8 else
-                             [items[int(i)] for i in rng.choice(len(items), 5, replace=False)])
-                    reqs.append(DecideIn(user_id=f"u{u}", ts=t, candidates=cands))
-                outs, s = srv.decide(reqs)
-                feed(outs, s)
-                srv.log.write(s)
-                n_dec += len(outs)
-                for o in outs:
-                    if o["send"]:
-                        n_send += 1
-                        recent.append(o["decision_id"])
-                recent = recent[-200:]
+                sent = _decide_step(srv, rng, t, n_users, items, dg)
+                n_send += len(sent)
+                recent = (recent + sent)[-200:]
             elif kind < 0.85:
-                evs = []
-                for u in rng.choice(n_users, int(rng.integers(1, 20)), replace=False).tolist():
-                    e = ["session", "view", "cart", "purchase"][int(rng.integers(0, 4))]
-                    it = None if e == "session" else items[int(rng.integers(0, len(items)))]
-                    evs.append(Event(user_id=f"u{u}", event=e, ts=t - int(rng.integers(0, 7200)),
-                                     item_id=it, revenue=10.0 if e == "purchase" else None))
-                try:
-                    s = srv.events(evs)
-                except Exception as exc:  # an event before a user's state: same in both
-                    h.update(f"events refused: {type(exc).__name__}".encode())
-                    continue
-                feed([], s)
-                srv.log.write(s)
+                _events_step(srv, rng, t, n_users, items, dg)
             elif recent:
-                did = recent[int(rng.integers(0, len(recent)))]
-                r = rng.random()
-                fb = FeedbackIn(decision_id=did, opened=True, clicked=bool(r < 0.3) or None,
-                                unsubscribed=True if r > 0.97 else None, ts=t)
-                body, s, token = srv.feedback(fb)
-                feed([], s)
-                h.update(json.dumps(norm(body), sort_keys=True, default=str).encode())
-                srv.log.write(s)
-                srv.feedback_done(did, token)
-        print(f"DIGEST {h.hexdigest()} decisions {n_dec} sends {n_send}")
+                _feedback_step(srv, rng, t, recent, dg)
+        print(f"DIGEST {dg.h.hexdigest()} decisions {len(dg.ids)} sends {n_send}")
         srv.log.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -145,16 +163,16 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--holdout", action="store_true")
     ap.add_argument("--kill-switch", action="store_true")
-    ap.add_argument("--t0", type=int, default=T0, help="unix seconds of the first step (e.g. "
-                    "1790900000: days before the 2026 DST changes of Lord_Howe and Sydney)")
+    ap.add_argument("--t0", type=int, default=T0, help="unix seconds of the first step "
+                    "(e.g. 1790900000: days before Lord_Howe's and Sydney's 2026 DST change)")
     a = ap.parse_args()
     got = []
     for tree in a.tree:
         env = {**os.environ, "PYTHONPATH": str(tree.resolve())}
         out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child",
                               str(a.steps), str(a.seed), str(int(a.holdout)),
-                              str(int(a.kill_switch)), str(a.t0)], env=env, cwd=tree, capture_output=True,
-                             text=True)
+                              str(int(a.kill_switch)), str(a.t0)],
+                             env=env, cwd=tree, capture_output=True, text=True)
         if out.returncode:
             sys.exit(f"{tree}: {out.stderr[-3000:]}")
         line = next(x for x in out.stdout.splitlines() if x.startswith("DIGEST "))

@@ -141,9 +141,10 @@ def main() -> None:
         print(json.dumps(res, indent=2))
         return
     for r in rows:
-        print(f"{r['tree'][-40:]:40s} decide {r['decide_instructions_per_request']:>10d} "
-              f"(x{r['decide_instructions_ratio_to_first']})  echo "
-              f"{r['echo_instructions_per_request']:>10d} (x{r['echo_instructions_ratio_to_first']})")
+        dec, echo = r["decide_instructions_per_request"], r["echo_instructions_per_request"]
+        print(f"{r['tree'][-40:]:40s} decide {dec:>10d} "
+              f"(x{r['decide_instructions_ratio_to_first']})  echo {echo:>10d} "
+              f"(x{r['echo_instructions_ratio_to_first']})")
     print(f"load average {res['load_avg_before']} -> {res['load_avg_after']}")
 
 
