@@ -114,6 +114,10 @@ def whole_process(name: str, path: Path, repeats: int, cfg: VWConfig) -> dict[st
     tmp = Path(tempfile.mkdtemp(prefix="pushrl-bench-"))
     ex = tmp / "examples.vw"
     n = int(train_vw(path, cfg, examples_path=ex).metrics["train/rounds"])
+    # an installed pushrl has its bytecode (pip compiles it, as it did VW's modules); a
+    # checkout run with PYTHONDONTWRITEBYTECODE=1 would recompile ~50 modules on every start
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "pushrl")],
+                   check=True, capture_output=True)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT),
                                                         os.environ.get("PYTHONPATH", "")])}
     ours_cmd = [sys.executable, "-m", "pushrl", "train", "bandit", "--data", str(path),

@@ -68,6 +68,7 @@ _PROFILE_CACHE_MAX = 1 << 16  # cached (pool, user) profiles before the cache st
 _POOLS = ("day", "weekpart", "week")
 _AT_NEXT = np.array([0, 1], np.int64)  # a bucket and the next one (local_time_at)
 _LAGS = np.array([[0], [24], [168]], np.int64)  # ring slots of the feature windows
+_EXACT_START = np.array([[0], [1]], np.int64)  # decision_clock: exact time, bucket start
 
 
 @dataclass(frozen=True)
@@ -413,7 +414,7 @@ class FeatureState:
         # user i fills slots b-gap+1 .. b (at most _RING of them, all holding the same value,
         # so the last _RING are the whole ring): one scatter for every (slot, user) pair
         g = np.minimum(gap, _RING)
-        if g.max() == 1:
+        if not np.count_nonzero(g != 1):  # every clock moves one bucket (the server's passes)
             flat[:, (b % _RING) * cap + u] = cum
         else:
             row = np.repeat(np.arange(u.size), g)
@@ -593,7 +594,11 @@ class FeatureState:
         """
         t = np.asarray(unix_seconds, dtype=np.int64)
         exact, start = self._offsets_at(users, t)
-        return local_clock(t, exact), local_clock(t - t % HOUR, start)
+        # both clocks in one local_clock call over (2, n): row 0 the exact times, row 1 the
+        # bucket starts
+        times = t - _EXACT_START * (t % HOUR)
+        hour, dow, day = local_clock(times, start if exact is start else np.stack([exact, start]))
+        return (hour[0], dow[0], day[0]), (hour[1], dow[1], day[1])
 
     def _offsets_at(self, users: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """UTC offsets of ``users`` at exact times ``t`` (broadcast) and at the start of the
@@ -627,7 +632,8 @@ class FeatureState:
         return (ring[b % _RING, u] - ring[(b - hours) % _RING, u]).astype(np.float32)
 
     def features(self, users: np.ndarray, bucket: int | np.ndarray, *,
-                 clock: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+                 clock: tuple[np.ndarray, np.ndarray] | None = None,
+                 advanced: bool = False) -> np.ndarray:
         """Raw features of ``users`` for decisions in ``bucket``.
 
         Args:
@@ -636,11 +642,14 @@ class FeatureState:
             clock: The users' local ``(hour, dow)`` at the start of ``bucket`` when the
                 caller already has them (:meth:`decision_clock`: the server looks the
                 offsets up once for guardrails and features); None computes them.
+            advanced: The caller has just moved the users' clocks to ``bucket``
+                (:meth:`advance`; ``users`` int64, ``bucket`` int64 ``(n,)``), so this call
+                does not check and advance them again.
 
         Returns:
             float32 array of shape ``(len(users), N_FEATURES)`` in :data:`FEATURE_NAMES` order.
         """
-        u, b = self._prepare(users, bucket)
+        u, b = (users, bucket) if advanced else self._prepare(users, bucket)
         a = self.a
         out = np.empty((u.size, N_FEATURES), np.float32)
         hour, dow = self.local_time(u, b)[:2] if clock is None else clock
@@ -655,21 +664,21 @@ class FeatureState:
         cap = a.ring.shape[2]
         got = flat.take(((b - _LAGS) % _RING) * cap + u, axis=1)
         now = got[:, 0]
-        d24, d168 = now - got[:, 1], now - got[:, 2]
-        out[:, 3] = d24[self.SENDS]
-        out[:, 4] = d168[self.SENDS]
-        out[:, 5] = d168[self.OPENS]
+        # (3 kinds, 24 h / 168 h, n) window counts in one subtraction
+        win = got[:, :1] - got[:, 1:]
+        out[:, 3] = win[self.SENDS, 0]
+        out[:, 4] = win[self.SENDS, 1]
+        out[:, 5] = win[self.OPENS, 1]
+        out[:, 8] = win[self.ACTS, 1]
         # pending activity of bucket b is kept apart in pend_*, so it is invisible here
         how_idx = (dow * 24 + hour).astype(np.int64)
         total = a.how_tot[u]
         k = self.spec.shrink_how
         share = (a.how[how_idx, u] + k * self._prior_how[how_idx]) / (total + k)
         out[:, 6] = share * 168.0
-        sends = now[self.SENDS].astype(np.float32)
-        opens = now[self.OPENS].astype(np.float32)
+        sends, opens = now[:2].astype(np.float32)  # kinds SENDS = 0, OPENS = 1
         ko = self.spec.shrink_open
         out[:, 7] = (opens + ko * self.spec.prior_open_rate) / (sends + ko)
-        out[:, 8] = d168[self.ACTS]
         return out
 
     def affinity(self, users: np.ndarray, categories: np.ndarray) -> np.ndarray:

@@ -600,8 +600,8 @@ def _validate_optional(tables: Mapping[str, pd.DataFrame], accepted: dict[str, p
 
 
 def load_dataset(dirpath: str | Path, *, quarantine: bool = True, min_ts: TsBound = None,
-                 max_ts: TsBound = None, split: UserSplit | None = None
-                 ) -> tuple[Dataset, ValidationReport]:
+                 max_ts: TsBound = None, split: UserSplit | None = None,
+                 fingerprint: bool = True) -> tuple[Dataset, ValidationReport]:
     """Read, validate and quarantine a pushlog v1.1 dataset: the loader every stage uses.
 
     Args:
@@ -615,6 +615,9 @@ def load_dataset(dirpath: str | Path, *, quarantine: bool = True, min_ts: TsBoun
         split: Load only this part of a user split (:mod:`pushrl.data.split`), applied
             after validation; the report's fingerprint is then the part's, and its summary
             has ``split`` (``ds.split``).
+        fingerprint: False leaves the report's fingerprint empty (``""``): a caller that
+            needs it later computes ``ds.fingerprint()`` itself (``train bandit`` does while
+            VW learns), so the rows reach their consumer sooner.
 
     Returns:
         The accepted rows as a :class:`Dataset`, and the :class:`ValidationReport`.
@@ -644,7 +647,7 @@ def load_dataset(dirpath: str | Path, *, quarantine: bool = True, min_ts: TsBoun
                **({"split": ds.split} if ds.split else {})}
     if len(ds.triggers) or len(ds.item_updates):
         summary["triggers"] = trigger_summary(ds)
-    report = ValidationReport(counts, summary, ds.fingerprint())
+    report = ValidationReport(counts, summary, ds.fingerprint() if fingerprint else "")
     return ds, report
 
 

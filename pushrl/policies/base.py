@@ -20,6 +20,7 @@ import numpy as np
 from pushrl.sim.contexts import BatchDecision, Decision, ItemContext, TimingContext
 
 WAIT, SEND = 0, 1
+_WAIT_ALWAYS = np.array([[True, False]])  # TimingPolicy._mask: WAIT is never masked
 
 #: The context a policy decides on: :class:`TimingContext` or :class:`ItemContext`.
 CtxT = TypeVar("CtxT", TimingContext, ItemContext)
@@ -112,9 +113,8 @@ class TimingPolicy(Policy[TimingContext]):
     kind = "timing"
 
     def _mask(self, ctx: TimingContext) -> np.ndarray:
-        m = np.ones((len(ctx), 2), dtype=bool)
-        m[:, SEND] = np.asarray(ctx.allowed, dtype=bool)
-        return m
+        # (n, 2): WAIT always allowed, SEND where ctx.allowed (one broadcast op)
+        return np.asarray(ctx.allowed, dtype=bool)[:, None] | _WAIT_ALWAYS
 
     def action_dist_unguarded(self, ctx: TimingContext) -> tuple[np.ndarray, np.ndarray]:
         """``(action_dist(ctx), dist with every slot allowed)`` from one evaluation.

@@ -64,12 +64,14 @@ def _sends_today(ctx: TimingContext) -> np.ndarray:
     return np.asarray(ctx.sends_today)
 
 
+#: Row 0: the one-hot WAIT distribution, row 1: SEND (indexed by a send decision).
+_ONE_HOT = np.eye(2)[[WAIT, SEND]]
+
+
 def _deterministic(send: np.ndarray) -> np.ndarray:
-    """``(n, 2)`` one-hot distribution from a bool ``(n,)`` send decision."""
-    out = np.zeros((send.shape[0], 2))
-    out[:, SEND] = send
-    out[:, WAIT] = ~send
-    return out
+    """``(n, 2)`` one-hot distribution from a bool ``(n,)`` send decision (float64; one
+    gather: row ``send[i]`` of the WAIT/SEND one-hot rows)."""
+    return _ONE_HOT.take(np.asarray(send, dtype=bool).view(np.int8), axis=0)
 
 
 class NeverSend(TimingPolicy):

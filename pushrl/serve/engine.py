@@ -470,7 +470,7 @@ class Engine:
                 held: np.ndarray | None = None,
                 ) -> tuple[list[dict[str, Any]], list[Statement]]:
         st, ps, n = self.state, self.policies, len(rows)
-        raw = st.fs.features(u, b, clock=clock)
+        raw = st.fs.features(u, b, clock=clock, advanced=True)  # decide advanced them
         tctx = TimingContext(raw, allowed, u, b, st.fs, today)
         blocked = np.ones(n, bool) if self.kill_switch else ~allowed
         if (np.count_nonzero(blocked) and not self.kill_switch

@@ -144,6 +144,10 @@ class ServerState:
            args: np.ndarray | None = None) -> list[Statement]:
         """Apply an op and return its journal rows."""
         self.check_writable()
+        if args is None and kind != OP_ACTIVITY:  # (the decision path: no arrays to build)
+            apply_op(self.fs, kind, users, buckets, args)  # type: ignore[arg-type]
+            return [(_OP_SQL, (self.next_seq(), kind, u, b, 0, None))
+                    for u, b in zip(users.tolist(), buckets.tolist(), strict=True)]
         a = np.zeros(len(users), np.int64) if args is None else np.asarray(args, np.int64)
         apply_op(self.fs, kind, users, buckets, self._categories(a) if kind == OP_ACTIVITY else a)
         seq0, self.seq = self.seq, self.seq + len(a)  # one block of seq numbers

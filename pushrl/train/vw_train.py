@@ -157,7 +157,8 @@ def train_rounds(chunks: Iterable[BanditRounds], config: VWConfig, *,
                  examples_path: str | Path | None = None,
                  progress: Callable[[int], None] | None = None,
                  _driver: _Driver | None = None,
-                 _model_path: Path | None = None) -> TrainResult:
+                 _model_path: Path | None = None,
+                 _while_vw_learns: Callable[[], None] | None = None) -> TrainResult:
     """Train a VW policy on bandit rounds streamed to VW's driver.
 
     Args:
@@ -188,6 +189,8 @@ def train_rounds(chunks: Iterable[BanditRounds], config: VWConfig, *,
                 progress(n)
         if first is None:
             raise DataError("no bandit rounds to train on")
+        if _while_vw_learns is not None:  # VW still parses the queued chunks: use the time
+            _while_vw_learns()
         t_fed = time.perf_counter()
         text = driver.finish()
         model = model_path.read_bytes()
@@ -222,10 +225,17 @@ def _rounds(data: str | Path, reward: RewardWeights | str | None, chunk_rounds: 
     entry (whole, or by user shards)."""
     p = plan(data, shard_users)
     if p.n_shards == 1 or not (should_stream(data) if stream is None else stream):
-        ds, report = load_dataset(data, split=split)
-        return (iter_rounds(ds, reward=reward, chunk_rounds=chunk_rounds),
-                {"fingerprint": report.fingerprint, "rejected_rows": report.n_rejected,
-                 "split": ds.split})
+        # the fingerprint (a hash of every row) is computed after the last chunk went to
+        # VW, while VW still learns (``_later``), not before the first one
+        ds, report = load_dataset(data, split=split, fingerprint=False)
+        card: dict[str, Any] = {"fingerprint": None, "rejected_rows": report.n_rejected,
+                                "split": ds.split}
+
+        def later() -> None:
+            card["fingerprint"] = ds.fingerprint()
+
+        card["_later"] = later
+        return iter_rounds(ds, reward=reward, chunk_rounds=chunk_rounds), card
     log = fit_sharded(p, reward, split)
     return (iter_sharded_rounds(log, chunk_rounds=chunk_rounds),
             {"fingerprint": log.fingerprint, "rejected_rows": log.rejected_rows,
@@ -281,7 +291,8 @@ def train_vw(data: str | Path, config: VWConfig | None = None, *, out: str | Pat
         chunks, data_card = _rounds(data, reward, chunk_rounds, shard_users, stream, split)
         t_load = time.perf_counter() - t0
         res = train_rounds(chunks, config, examples_path=examples_path, progress=progress,
-                           _driver=driver, _model_path=model_path)
+                           _driver=driver, _model_path=model_path,
+                           _while_vw_learns=data_card.pop("_later", None))
     except BaseException:
         driver.kill()
         raise

@@ -66,6 +66,12 @@ def test_train_vw_by_shards(tiny_synth: Path) -> None:
     assert sharded.card["data"]["shards"]["n"] == 3
     assert "shards" not in whole.card["data"]
     assert sharded.metrics["train/rounds"] == whole.metrics["train/rounds"]
+    # the whole-log path fingerprints while VW learns: the card still has the log's own
+    from pushrl.data.validate import load_dataset
+
+    fp = load_dataset(tiny_synth, quarantine=False)[1].fingerprint
+    assert fp.startswith("fp2-") and whole.card["data"]["fingerprint"] == fp
+    assert sharded.card["data"]["fingerprint"] == fp
 
 
 def test_sharded_rounds_of_a_split_equal_the_whole_part(parts_log: Path) -> None:

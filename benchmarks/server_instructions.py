@@ -1,0 +1,152 @@
+"""Server instructions per request (callgrind): a load-independent figure of what a request
+costs the server process, every thread included (event loop, durable-log writer).
+
+Starts `pushrl serve` from each source tree under valgrind's callgrind with instrumentation
+off, creates `--users` users, warms up with `--warmup` decide requests, then counts the
+instructions of `--requests` sequential `POST /v1/decide` requests (one connection, each
+request its own engine pass and group commit) and of as many `GET /v1/echo` requests (the
+framework floor). Decide requests carry an explicit `ts` (one hour apart, distinct users
+drawn with a fixed seed), so every tree makes the same decisions. Kernel time (fsync, socket
+writes) is not counted: instructions are user-space work only.
+
+    python benchmarks/server_instructions.py [--tree DIR ...] [--requests 200] [--json]
+
+A tree is a checkout of pushrl (`git archive COMMIT | tar -x -C DIR`); it runs with
+`PYTHONPATH=DIR`. Each figure is printed with its ratio to the first tree's. Needs valgrind
+(`apt-get install -y valgrind`); slow (a few minutes per tree).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from server import ZONES, free_port  # noqa: E402
+
+T0 = 1_800_000_000  # 2027-01-15T08:00:00Z: after the users are created (now), in the window
+
+
+def _ctl(*args: str) -> None:
+    subprocess.run(["callgrind_control", *args], capture_output=True, check=True)
+
+
+def _collected(out_dir: Path, label: str) -> int:
+    """Instructions in the dump(s) named ``label`` (one file per dump)."""
+    total = 0
+    for f in out_dir.glob("cg.out*"):
+        text = f.read_text(errors="replace")
+        if f"desc: Trigger: dump {label}\n" not in text:
+            continue
+        m = re.search(r"^totals: (\d+)", text, re.M)
+        total += int(m.group(1)) if m else 0
+    return total
+
+
+def measure(tree: Path, n_req: int, warmup: int, users: int) -> dict[str, float]:
+    tmp = Path(tempfile.mkdtemp(prefix="pushrl-sin-"))
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--dump-instr=no",
+           f"--callgrind-out-file={tmp}/cg.out", sys.executable, "-m", "pushrl.cli.main",
+           "serve", "--registry", str(tmp / "policies"), "--state", str(tmp / "state"),
+           "--port", str(port), "--host", "127.0.0.1", "--catalog",
+           str(ROOT / "simulator_data" / "synth"), "--seed", "0", "--sync", "full"]
+    proc = subprocess.Popen(cmd, cwd=tree, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=base, timeout=120) as c:
+            for _ in range(3000):
+                if proc.poll() is not None:
+                    raise RuntimeError(proc.stderr.read().decode()[-2000:])  # type: ignore[union-attr]
+                try:
+                    if c.get("/readyz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.2)
+            for k in range(users):
+                c.put(f"/v1/users/u{k}", json={"timezone": ZONES[k % len(ZONES)]}
+                      ).raise_for_status()
+            rng = np.random.default_rng(1)
+            who = rng.integers(0, users, warmup + n_req)
+            bodies = [json.dumps({"user_id": f"u{int(u)}", "ts": T0 + 3600 * i})
+                      for i, u in enumerate(who)]
+            hdr = {"content-type": "application/json"}
+            for b in bodies[:warmup]:
+                c.post("/v1/decide", content=b, headers=hdr).raise_for_status()
+            for _ in range(20):
+                c.get("/v1/echo").raise_for_status()
+            pid = str(proc.pid)
+            _ctl("-z", pid)
+            _ctl("-i", "on", pid)
+            for b in bodies[warmup:]:
+                c.post("/v1/decide", content=b, headers=hdr).raise_for_status()
+            _ctl("-i", "off", pid)
+            _ctl("-d", "decide", pid)
+            _ctl("-i", "on", pid)
+            for _ in range(n_req):
+                c.get("/v1/echo").raise_for_status()
+            _ctl("-i", "off", pid)
+            _ctl("-d", "echo", pid)
+        dec, echo = _collected(tmp, "decide"), _collected(tmp, "echo")
+        return {"decide_instructions_per_request": dec / n_req,
+                "echo_instructions_per_request": echo / n_req}
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tree", type=Path, nargs="+", default=[ROOT])
+    ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--users", type=int, default=400)
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    if shutil.which("valgrind") is None:
+        sys.exit("needs valgrind (apt-get install -y valgrind)")
+    load0 = os.getloadavg()
+    rows, first = [], None
+    for tree in a.tree:
+        r = measure(tree.resolve(), a.requests, a.warmup, a.users)
+        first = first or r
+        rows.append({"tree": str(tree), **{k: round(v) for k, v in r.items()},
+                     **{k.replace("_per_request", "_ratio_to_first"): round(v / first[k], 3)
+                        for k, v in r.items()}})
+    res = {"unit": "instructions per request (server process, all threads)",
+           "requests": a.requests, "users": a.users,
+           "load_avg_before": [round(x, 2) for x in load0],
+           "load_avg_after": [round(x, 2) for x in os.getloadavg()], "rows": rows}
+    if a.json:
+        print(json.dumps(res, indent=2))
+        return
+    for r in rows:
+        dec, echo = r["decide_instructions_per_request"], r["echo_instructions_per_request"]
+        print(f"{r['tree'][-40:]:40s} decide {dec:>10d} "
+              f"(x{r['decide_instructions_ratio_to_first']})  echo {echo:>10d} "
+              f"(x{r['echo_instructions_ratio_to_first']})")
+    print(f"load average {res['load_avg_before']} -> {res['load_avg_after']}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""The server's decision-path shortcuts give the general path's values bit for bit (#20):
+``decision_clock`` (both clocks from one lookup), ``features(advanced=True)`` (no second
+advance), the one-hot timing distributions and the timing mask."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pushrl.data.features import FeatureSpec, FeatureState
+from pushrl.data.timezones import HOUR
+from pushrl.policies.base import SEND, WAIT, TimingContext
+from pushrl.policies.timing_baselines import MostActiveHour, _deterministic
+
+ZONES = ["UTC", "Asia/Kolkata", "Asia/Kathmandu", "Australia/Lord_Howe", "America/New_York",
+         "Europe/Berlin", "Australia/Sydney", "America/St_Johns"]
+# 2026-10-02: two days before Lord_Howe's and Sydney's DST start; New York's ends a month on
+T0 = 1_790_900_000
+
+
+def _spec() -> FeatureSpec:
+    return FeatureSpec(("a", "b"), {"i0": 0, "i1": 1}, tuple([1 / 168] * 168), (0.5, 0.5))
+
+
+def _pair(n: int) -> tuple[FeatureState, FeatureState]:
+    tz = [ZONES[i % len(ZONES)] for i in range(n)]
+    return FeatureState(_spec(), tz, T0 // HOUR), FeatureState(_spec(), tz, T0 // HOUR)
+
+
+def test_decision_clock_equals_both_local_times_across_dst() -> None:
+    fs, _ = _pair(40)
+    rng = np.random.default_rng(0)
+    for _ in range(400):  # 33 days in random steps: every zone's DST change, inside buckets
+        u = rng.choice(40, int(rng.integers(1, 12)), replace=False).astype(np.int64)
+        t = T0 + rng.integers(0, 33 * 24 * HOUR, u.size).astype(np.int64)
+        first = rng.random(u.size) < 0.3  # some at a bucket's first second
+        t[first] = t[first] // HOUR * HOUR
+        at, start = fs.decision_clock(u, t)
+        want_at = fs.local_time_at(u, t)
+        want_start = fs.local_time(u, t // HOUR)
+        for got, want in ((at, want_at), (start, want_start)):
+            for g, w in zip(got, want, strict=True):
+                np.testing.assert_array_equal(g, w)
+                assert g.shape == w.shape
+
+
+def test_features_after_advance_equal_the_general_call_on_a_random_stream() -> None:
+    """Two states fed the same events: one asked as the server asks (advance, then
+    ``features(clock=..., advanced=True)``), the other with the plain call."""
+    fast, plain = _pair(30)
+    rng = np.random.default_rng(1)
+    t = T0
+    for _ in range(1500):
+        t += int(rng.integers(0, 2 * HOUR))
+        b = t // HOUR
+        u = np.sort(rng.choice(30, int(rng.integers(1, 9)), replace=False)).astype(np.int64)
+        r = rng.random()
+        if r < 0.4:
+            cats = rng.integers(-1, 2, u.size)
+            for s in (fast, plain):
+                s.record_activity(u, b, cats)
+        elif r < 0.5:
+            opened = rng.random(u.size) < 0.3
+            for s in (fast, plain):
+                s.record_push(u, b, opened)
+        else:
+            ts = np.full(u.size, t, np.int64)
+            fast.advance(u, b)
+            _, start = fast.decision_clock(u, ts)
+            got = fast.features(u, np.full(u.size, b, np.int64), clock=(start[0], start[1]),
+                                advanced=True)
+            want = plain.features(u, b)
+            assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+
+
+def test_one_hot_distribution_and_timing_mask() -> None:
+    send = np.array([True, False, False, True, True])
+    want = np.zeros((5, 2))
+    want[:, SEND], want[:, WAIT] = send, ~send
+    got = _deterministic(send)
+    assert got.dtype == np.float64 and got.flags.writeable
+    np.testing.assert_array_equal(got, want)
+    assert _deterministic(np.zeros(0, bool)).shape == (0, 2)
+    pol = MostActiveHour()
+    allowed = np.array([True, False, True])
+    ctx = TimingContext(np.zeros((3, 9), np.float32), allowed)
+    m = pol._mask(ctx)
+    assert m.dtype == bool and m.shape == (3, 2)
+    np.testing.assert_array_equal(m[:, WAIT], True)
+    np.testing.assert_array_equal(m[:, SEND], allowed)
