@@ -76,7 +76,8 @@ def test_version_and_v1_fingerprint_unchanged(tiny_synth: Path, tmp_path: Path) 
     shutil.copytree(ROOT / "simulator_data/synth", d)
     ds, rep = load_dataset(d)
     sim = json.loads((ROOT / "simulator_data/fitted/synth/sim.json").read_text())
-    assert ds.legacy_fingerprint() == sim["meta"]["fingerprint"]  # its card's old format
+    assert rep.fingerprint == sim["meta"]["fingerprint"]  # refit with the fp2 format
+    assert ds.legacy_fingerprint() == "fcf279ac70d2711e"  # what its pre-fp2 card recorded
     # fp2 of a v1 log: the (empty) v1.1 tables do not enter it
     assert rep.fingerprint == fingerprint_tables(
         {n: ds.table(n) for n in ("users", "items", "activity", "pushes")})
