@@ -133,6 +133,9 @@ def command(
                                                "servers running elsewhere instead of starting "
                                                "them: one URL per shard, in shard order (each "
                                                "started with --shard K/N). Repeat the option."),
+    plan: list[Path] | None = typer.Option(None, "--plan", help="A `pushrl plan` file to "
+                                           "serve at GET /v1/users/{id}/plan (repeat for "
+                                           "several days)."),
     shard: str | None = typer.Option(None, "--shard", hidden=True, help="K/N: serve as shard "
                                      "K of N (set by --shards for its children)."),
     uds: Path | None = typer.Option(None, "--uds", hidden=True, help="Listen on this Unix "
@@ -184,6 +187,10 @@ def command(
     if template_policy is not None and templates is None:
         raise PushrlError("--template-policy needs --templates (the catalog whose approved "
                           "templates are its arms)")
+    if plan:
+        from pushrl.serve.served_plans import check_plan_files
+
+        check_plan_files(plan)
     if history is not None and shards:
         raise PushrlError("--history cannot be imported into a sharded state; import it into "
                           "a plain state dir, or start the shards without it (see README: "
@@ -200,7 +207,8 @@ def command(
                       late_bound_hours=late_bound, holdout=hold,
                       volume=None if volume is None else _volume(volume),
                       uplift=None if uplift is None else _uplift(uplift, uplift_threshold),
-                      watch_seconds=watch_seconds, shard=_shard(shard))
+                      watch_seconds=watch_seconds, shard=_shard(shard),
+                      plans=tuple(plan or ()))
     if shard_url:
         from pushrl.serve.supervisor import run_router
 

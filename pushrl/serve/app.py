@@ -385,6 +385,17 @@ def _add_data_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any,
 
         return await profile(srv(), user_id, as_of)
 
+    @app.get("/v1/users/{user_id}/plan", tags=["data"], dependencies=[decide_scope],
+             responses=_errors(401, 403, 404, 422))
+    async def user_plan(user_id: PathId) -> dict[str, Any]:
+        """The user's hours in the loaded plans (``pushrl serve --plan FILE``, written by
+        ``pushrl plan``), as planned, with the user's live status (a plan's guardrails were
+        applied at plan time: drop a planned send if ``live.subscribed`` is false)."""
+        from pushrl.serve.served_plans import user_plan as plan_of
+
+        s = srv()
+        return plan_of(s.plans, s.state, user_id)
+
 
 
 def _add_decide_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any) -> None:

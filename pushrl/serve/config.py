@@ -87,6 +87,8 @@ class ServeConfig:
             gets an approved template and its copy (:mod:`pushrl.serve.templates`).
         template_policy: A ``pushrl templates train`` artifact directory choosing the
             template (None: uniform over the approved templates).
+        plans: Plan files served at ``GET /v1/users/{id}/plan`` (``--plan``,
+            :mod:`pushrl.serve.served_plans`).
         shard: ``(k, n)``: this server is shard ``k`` of ``n`` behind ``pushrl serve
             --shards n`` (:mod:`pushrl.serve.shards`): its decision ids start with ``sk.`` and
             it refuses users hashed to another shard. None: a plain server.
@@ -118,6 +120,7 @@ class ServeConfig:
     templates: Path | None = None
     template_policy: str | None = None
     shard: tuple[int, int] | None = None
+    plans: tuple[Path, ...] = ()
 
     def __post_init__(self) -> None:
         if self.sync not in ("full", "normal"):

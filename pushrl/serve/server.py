@@ -64,6 +64,12 @@ class Server(TriggerRequests):
     def __init__(self, cfg: ServeConfig, *, overrides: dict[str, Policy] | None = None) -> None:
         self.cfg = cfg
         set_time_window(*cfg.time_window_days)
+        #: Loaded plan files (``--plan``), None without any.
+        self.plans = None
+        if cfg.plans:
+            from pushrl.serve.served_plans import ServedPlans
+
+            self.plans = ServedPlans(cfg.plans)
         self.metrics = ServeMetrics()
         self.keys = KeyChecker(load_keys(cfg.api_keys)) if cfg.api_keys else None
         self.overrides = overrides

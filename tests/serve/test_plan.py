@@ -186,3 +186,50 @@ def test_held_out_users_are_never_planned_a_send(imported: tuple[Path, str],
     assert not df.loc[held, "send"].any()
     assert (df.loc[held, "reason"] == "guardrail:held_out").all()
     assert df.loc[~held, "send"].sum() > 10
+
+
+def test_the_server_serves_loaded_plans(imported: tuple[Path, str], tmp_path: Path) -> None:
+    """`serve --plan FILE`: GET /v1/users/{id}/plan returns exactly the file's rows of that
+    user in time order with the live status; an unknown user gets no hours; without a plan
+    404 no_plan; the same user-hour in two files and a non-plan file are refused."""
+    from dataclasses import replace
+
+    from pushrl.serve.served_plans import ServedPlans
+
+    state, date = imported
+    res = plan(state, date, registry=tmp_path / "policies", guardrails=Guardrails(),
+               all_hours=True, shard_size=30)
+    f = write_plan(res, tmp_path / "p.parquet")
+    shutil.copytree(state, tmp_path / "state")
+    cfg = make_cfg(tmp_path, catalog=None)
+    df = res.frame.sort_values(["user_id", "ts"])
+    uid = str(df.loc[df["send"], "user_id"].iloc[0])
+    mine = df[df["user_id"] == uid]
+    with TestClient(create_app(replace(cfg, plans=(f,)))) as c:
+        r = c.get(f"/v1/users/{uid}/plan")
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert [h["send"] for h in body["hours"]] == mine["send"].tolist()
+        want_items = [None if pd.isna(i) else i for i in mine["item_id"]]
+        assert [h["item_id"] for h in body["hours"]] == want_items
+        np.testing.assert_allclose([h["pscore"] for h in body["hours"]], mine["pscore"])
+        ts = pd.to_datetime([h["ts"] for h in body["hours"]], utc=True)
+        assert (ts == pd.to_datetime(mine["ts"], utc=True).to_numpy()).all()
+        assert ts.is_monotonic_increasing and len(ts) == len(mine)
+        assert body["live"] == {"known": True, "subscribed": True, "held_out": None}
+        assert body["plans"][0]["date"] == date and len(body["plans"][0]["sha256"]) == 64
+        r = c.get("/v1/users/nobody/plan")
+        assert r.status_code == 200 and r.json()["hours"] == []
+        assert r.json()["live"]["known"] is False
+    with TestClient(create_app(cfg)) as c:
+        r = c.get(f"/v1/users/{uid}/plan")
+        assert r.status_code == 404 and r.json()["error"] == "no_plan"
+    with pytest.raises(PushrlError, match="planned twice"):
+        ServedPlans([f, f])
+    bad = tmp_path / "bad.parquet"
+    pd.DataFrame({"x": [1]}).to_parquet(bad)
+    with pytest.raises(PushrlError, match="not a `pushrl plan` file"):
+        ServedPlans([bad])
+    out = run_pushrl("serve", "--state", tmp_path / "s2", "--plan", bad)
+    assert out.returncode != 0 and "not a `pushrl plan` file" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
