@@ -254,7 +254,10 @@ def _child_args(ctx: typer.Context) -> list[str]:
         if v is None or v == p.default:
             continue
         flag = max(p.opts, key=len)
-        if getattr(p, "is_flag", False):
+        if isinstance(v, list | tuple):  # a repeatable option: once per value
+            for x in v:
+                out += [flag, str(x)]
+        elif getattr(p, "is_flag", False):
             if p.secondary_opts:
                 out.append(flag if v else max(p.secondary_opts, key=len))
             elif v:
