@@ -101,8 +101,6 @@ def evaluate(policy: Path = typer.Argument(..., help="Channel policy artifact "
     if as_json:
         emit(res, True)
         return
-    for name, e in res["estimates"].items():
-        typer.echo(f"{name:6s} {e['value']:.5f} [{e['lower']:.5f}, {e['upper']:.5f}]")
-    g = res["gate"]
-    typer.echo(f"on-policy {res['on_policy']:.5f}; gate vs {res['baseline']}: "
-               f"{'PASS' if g['passed'] else 'FAIL ' + ', '.join(g['failed_rules'])}")
+    from pushrl.cli.templates import echo_slot_evaluation
+
+    echo_slot_evaluation(res, str(res["baseline"]))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -248,6 +248,12 @@ def evaluate(policy: Path = typer.Argument(..., help="Template policy artifact "
     if as_json:
         emit(res, True)
         return
+    echo_slot_evaluation(res, baseline)
+
+
+def echo_slot_evaluation(res: dict[str, Any], baseline: str) -> None:
+    """Print a slot (template, channel) OPE result: one line per estimator, then the
+    on-policy value and the gate's verdict against ``baseline``."""
     for name, e in res["estimates"].items():
         typer.echo(f"{name:6s} {e['value']:.5f} [{e['lower']:.5f}, {e['upper']:.5f}]")
     g = res["gate"]

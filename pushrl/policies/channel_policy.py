@@ -46,6 +46,7 @@ from pushrl.errors import ArtifactError, DataError
 from pushrl.policies.base import ItemContext, ItemPolicy
 from pushrl.policies.item_data import take_context
 from pushrl.policies.registry import register_loader, save_artifact
+from pushrl.policies.template_policy import learn_in_time_order
 from pushrl.policies.vw import LAYOUT_FILE, MODEL_FILE, VWConfig, VWItemPolicy
 from pushrl.policies.vw_format import VWLayout
 from pushrl.rules import reward as rules_reward
@@ -315,12 +316,7 @@ def train_channel_policy(rounds: ChannelRounds, config: VWConfig | None = None, 
     pass, in time order)."""
     full = with_none_rounds(rounds)
     pol = new_channel_policy(rounds.arms, rounds.context, config)
-    order = np.argsort(full.row, kind="stable")
-    for lo in range(0, order.size, chunk):
-        idx = order[lo:lo + chunk]
-        pol.learn(take_context(full.context, idx), full.action[idx], full.reward[idx],
-                  full.pscore[idx])
-    pol.vw.model_bytes()
+    learn_in_time_order(pol, full, chunk)
     return pol
 
 

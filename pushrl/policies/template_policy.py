@@ -262,15 +262,22 @@ def train_template_policy(rounds: TemplateRounds, config: VWConfig | None = None
     """Learn a :class:`TemplatePolicy` from logged rounds (one pass, in time order)."""
     pol = new_template_policy(rounds.arms, rounds.context, config, new_explore=new_explore,
                               new_min_shows=new_min_shows)
-    order = np.argsort(rounds.row, kind="stable")
+    learn_in_time_order(pol, rounds, chunk)
+    return pol
+
+
+def learn_in_time_order(pol: Any, rounds: Any, chunk: int) -> None:
+    """One pass of ``pol.learn`` over ``rounds`` (``row``, ``context``, ``action``,
+    ``reward``, ``pscore``: template or channel rounds) in logged-row order, ``chunk`` rounds
+    at a time; the VW model is then final (``model_bytes`` flushes it)."""
     from pushrl.policies.item_data import take_context
 
+    order = np.argsort(rounds.row, kind="stable")
     for lo in range(0, order.size, chunk):
         idx = order[lo:lo + chunk]
         pol.learn(take_context(rounds.context, idx), rounds.action[idx], rounds.reward[idx],
                   rounds.pscore[idx])
     pol.vw.model_bytes()
-    return pol
 
 
 @register_loader("vw_template")
