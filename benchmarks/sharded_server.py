@@ -43,18 +43,11 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from server import ZONES, cpu_seconds, free_port, rss_mb
+from server import LUA as LUA_SINGLE  # one user's single decide, the plain benchmark's
+from server import LUA_DONE, ZONES, cpu_seconds, free_port, rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 
-LUA_SINGLE = """
-math.randomseed(%(seed)d)
-local n = %(users)d
-request = function()
-  return wrk.format("POST", "/v1/decide", {["Content-Type"] = "application/json"},
-                    '{"user_id":"u' .. math.random(0, n - 1) .. '"}')
-end
-"""
 LUA_BATCH = """
 math.randomseed(%(seed)d)
 local n, k = %(users)d, %(batch)d
@@ -66,15 +59,6 @@ request = function()
   end
   return wrk.format("POST", "/v1/decide/batch", {["Content-Type"] = "application/json"},
                     '{"requests":[' .. table.concat(parts, ",") .. ']}')
-end
-"""
-LUA_DONE = """
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format('RESULT {"requests":%d,"duration_us":%d,"p50_us":%d,"p99_us":%d,' ..
-    '"status_errors":%d,"socket_errors":%d}\\n', summary.requests, summary.duration,
-    latency:percentile(50), latency:percentile(99), e.status,
-    e.connect + e.read + e.write + e.timeout))
 end
 """
 
