@@ -33,9 +33,10 @@ def command(
                                            help="Sends per user per local day."),
     max_per_week: int | None = typer.Option(None, "--max-per-week", min=0,
                                             help="Sends per user in 168 h."),
-    seed: int = typer.Option(0, "--seed", help="Seed of every random stream."),
-    shard_size: int = typer.Option(50_000, "--shard-size", help="Users per shard (fixes the "
-                                   "random streams: keep it to reproduce a plan)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every random draw: the server's "
+                             "`--seed` gives that server's own decisions."),
+    shard_size: int = typer.Option(50_000, "--shard-size", help="Users per unit of work "
+                                   "(does not change the plan)."),
     all_hours: bool = typer.Option(False, "--all-hours", help="One row per user-hour (the "
                                    "not-sent hours with their probability too), not only "
                                    "the sends."),
@@ -49,8 +50,8 @@ def command(
     (no feedback assumed; each planned send counts for the caps and features of the later
     hours), under the server's guardrails, and write them with their probabilities.
 
-    The shard plan (--shard-size, --seed), not the number of Ray workers, fixes every random
-    stream: `--ray` returns exactly the local plan.
+    Every draw is the server's keyed draw (seed, user, hour): with the server's --seed
+    the plan is what that server would decide, and --shard-size or --ray never change it.
     """
     from pushrl.cli.serve import guardrail_options
     from pushrl.serve.config import state_dir

@@ -20,10 +20,13 @@ sends it made. The pieces are the server's and the simulator's own definitions:
   :class:`~pushrl.policies.base.TimingContext`, like :class:`~pushrl.serve.engine.Engine`;
 * the item: :func:`pushrl.serve.engine.choose_items` (the server's own item step).
 
-Reproducibility: users are split into shards of ``shard_size`` in user-index order; shard
-``k`` draws every random number from ``default_rng([seed, k])``. The shard plan, not the
-number of workers, fixes the streams: a Ray run (``ray=True``, or ``ray_address`` to join a
-cluster) returns exactly the local run's plan (``tests/serve/test_plan.py``).
+Reproducibility: every random number is the server's own keyed draw
+(:class:`~pushrl.serve.engine.KeyedDraws`: a hash of ``(seed, stream, ts, user)``, streams
+``timing`` and ``item`` at the hour's start), so a plan made with the server's ``--seed``
+decides every user-hour exactly as that server would, stochastic policies included, and
+neither the shard size nor the number of workers changes a plan: a Ray run (``ray=True``, or
+``ray_address`` to join a cluster) returns exactly the local run's plan
+(``tests/serve/test_plan.py``).
 """
 
 from __future__ import annotations
@@ -47,7 +50,8 @@ from pushrl.policies.item_data import ContextEncoder
 from pushrl.rules.guardrails import REASONS, DayCount, Guardrails
 from pushrl.units import HOUR, HOURS_PER_DAY
 
-#: Users per shard (defines the random streams; keep it fixed to reproduce a plan).
+#: Users per shard (a unit of work; the draws are keyed by user and hour, so any size gives
+#: the same plan).
 DEFAULT_SHARD = 50_000
 #: Columns of a plan file, in order.
 PLAN_COLUMNS = ("user_id", "ts", "local_hour", "send", "item_id", "pscore", "p_send",
@@ -62,7 +66,7 @@ class Shard:
     """What one shard needs to plan: its users' state and the shared policies.
 
     Attributes:
-        index: Shard number (its random stream is ``default_rng([seed, index])``).
+        index: Shard number (the draws are keyed by user and hour, not by shard).
         user_ids: ``(k,)`` opaque user ids.
         features: :meth:`FeatureState.to_arrays` of the shard's users (slots 0..k-1).
         affinity: ``(k, n_categories)`` category affinity (not changed by a plan: it comes
@@ -138,9 +142,9 @@ def plan_shard(shard: Shard, pol: Policies, day: int, seed: int,
     Returns:
         The shard's plan rows (:data:`PLAN_COLUMNS`), ordered by hour then user.
     """
-    from pushrl.serve.engine import choose_items
+    from pushrl.serve.engine import KeyedDraws, choose_items
 
-    rng = np.random.default_rng([seed, shard.index])
+    bitgen = np.random.PCG64(seed)
     fs = FeatureState.from_arrays(pol.spec, shard.features)
     k = len(shard.user_ids)
     local = np.arange(k, dtype=np.int64)
@@ -167,7 +171,10 @@ def plan_shard(shard: Shard, pol: Policies, day: int, seed: int,
                                       None if shard.held_out is None else shard.held_out[m])
         allowed = code == 0
         ctx = TimingContext(raw, allowed, m, np.full(m.size, b, np.int64), fs, today)
-        td = pol.timing.sample(pol.timing.action_dist(ctx), rng)
+        uids = shard.user_ids[m].tolist()
+        at = [b * HOUR] * m.size
+        td = pol.timing.sample(pol.timing.action_dist(ctx),
+                               KeyedDraws(bitgen, seed, "timing", uids, at))
         send = np.asarray(td.action) == SEND
         p_send = np.asarray(td.action_dist)[:, SEND].astype(np.float64)
         items = np.full(m.size, None, dtype=object)
@@ -175,7 +182,9 @@ def plan_shard(shard: Shard, pol: Policies, day: int, seed: int,
         if send.any():
             s = np.flatnonzero(send)
             aff = None if shard.affinity is None else shard.affinity[m[s]]
-            chosen, pi = choose_items(pol.item, pol.catalog, pol.encoder, raw[s], aff, rng)
+            chosen, pi = choose_items(pol.item, pol.catalog, pol.encoder, raw[s], aff,
+                                      KeyedDraws(bitgen, seed, "item", [uids[j] for j in s],
+                                                 [b * HOUR] * s.size))
             items[s] = chosen
             p_item[s] = pi
             fs.record_push(m[s], b)
@@ -320,8 +329,9 @@ def plan(state_dir: str | Path, date: str, *, registry: str | Path = "policies",
         item: Item policy reference instead of the promoted one.
         guardrails: Guardrails instead of the active timing policy's.
         overrides: Policy objects instead of the registry's (keys ``timing``, ``item``).
-        seed: Seed of every random stream (with the shard index).
-        shard_size: Users per shard (fixes the random streams).
+        seed: Seed of the keyed draws (the server's ``--seed`` reproduces its decisions).
+        shard_size: Users per unit of work (rows come shard by shard, each by hour then
+            user; the rows themselves do not depend on it).
         all_hours: Write every user-hour (with ``send`` False and ``1 - p_send``), not only
             the sends.
         ray: Run the shards as Ray tasks (local Ray with ``workers`` CPUs).
