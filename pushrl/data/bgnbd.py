@@ -7,7 +7,8 @@ probability ``p ~ Beta(a, b)``. A user's history is summarised by ``x`` visits i
 observed days, the last one ``t_x`` days after the observation start. The model gives each
 user's probability of being alive and of no visit in the next ``w`` days:
 
-    P(alive | x, t_x, T) = 1 / (1 + [x > 0] * a / (b + x - 1) * ((alpha + T) / (alpha + t_x))^(r + x))
+    P(alive | x, t_x, T) = 1 / (1 + [x > 0] * a / (b + x - 1)
+                                * ((alpha + T) / (alpha + t_x))^(r + x))
     P(no visit in w | x, t_x, T) = 1 - P(alive) * (1 - ((alpha + T) / (alpha + T + w))^(r + x))
 
 Parameters are fitted by maximum likelihood on training users (:func:`fit_bgnbd`). With no

@@ -34,14 +34,20 @@ def _draw(n: int, params: tuple[float, float, float, float], days: float, window
 @pytest.mark.parametrize("x,t_x,big_t", [(0, 0.0, 20.0), (1, 3.0, 20.0), (4, 15.5, 20.0)])
 def test_likelihood_equals_direct_integration(x: int, t_x: float, big_t: float) -> None:
     r, alpha, a, b = 1.3, 6.0, 0.9, 3.0
+    # each term of the likelihood given (lambda, p) is a product of a lambda part and a p
+    # part, so the double integral over the priors is a sum of products of 1-d integrals
 
-    def dens(p: float, lam: float) -> float:
-        alive = (1 - p) ** x * lam ** x * np.exp(-lam * big_t)
-        dead = p * (1 - p) ** (x - 1) * lam ** x * np.exp(-lam * t_x) if x > 0 else 0.0
-        return float((alive + dead) * stats.gamma.pdf(lam, r, scale=1 / alpha)
-                     * stats.beta.pdf(p, a, b))
+    def over_lam(t: float) -> float:
+        return integrate.quad(lambda lam: lam ** x * np.exp(-lam * t)
+                              * stats.gamma.pdf(lam, r, scale=1 / alpha), 0, np.inf)[0]
 
-    want, _ = integrate.dblquad(dens, 0, 20, 0, 1, epsabs=1e-13, epsrel=1e-9)
+    def over_p(k: int, dead: int) -> float:
+        return integrate.quad(lambda p: p ** dead * (1 - p) ** k * stats.beta.pdf(p, a, b),
+                              0, 1)[0]
+
+    want = over_p(x, 0) * over_lam(big_t)
+    if x > 0:
+        want += over_p(x - 1, 1) * over_lam(t_x)
     got = log_likelihood(np.array([r, alpha, a, b]), np.array([float(x)]), np.array([t_x]),
                          np.array([big_t]))[0]
     assert got == pytest.approx(np.log(want), abs=1e-5)
