@@ -176,8 +176,11 @@ def train(data: Path = typer.Argument(..., help="pushlog v1 directory with templ
                                    help="Registry directory (a new version vN inside)."),
           trigger: str | None = _ARMS,
           locale: str | None = typer.Option(None, "--locale", help="Arms of this locale."),
-          reward: str = typer.Option("", "--reward", help="Item-round reward formula "
-                                                          "(default: the logs')."),
+          reward: str | None = typer.Option(
+              None, "--reward",
+              help="Reward the template slot learns from (default: `opened`, "
+                   "template_policy.TEMPLATE_TRAIN_REWARD: the copy acts on the open, the item "
+                   "on what follows; `logs` = the logs' objective; or a formula)."),
           learning_rate: float = typer.Option(0.02, "--learning-rate", help="VW -l."),
           new_explore: float = typer.Option(0.1, "--new-explore",
                                             help="Probability for arms seen < --new-min-shows "
@@ -186,14 +189,20 @@ def train(data: Path = typer.Argument(..., help="pushlog v1 directory with templ
           catalog: Path = _CAT, as_json: bool = _JSON) -> None:
     """Train the template slot (VW over the approved arms, given user, item and recency)."""
     from pushrl.data.validate import load_dataset
-    from pushrl.policies.template_policy import template_rounds, train_template_policy
+    from pushrl.policies.template_policy import (
+        TEMPLATE_TRAIN_REWARD,
+        template_rounds,
+        train_template_policy,
+    )
     from pushrl.policies.templates import load_catalog
     from pushrl.policies.vw import VWConfig
 
     cat = load_catalog(catalog)
     ds, _ = load_dataset(data)
     ids = _arm_ids(cat, ds, trigger, locale)
-    rounds = template_rounds(ds, ids, reward=reward or None,
+    train_reward = (TEMPLATE_TRAIN_REWARD if reward is None
+                    else None if reward in ("", "logs") else reward)
+    rounds = template_rounds(ds, ids, reward=train_reward,
                              catalog_ref=f"{cat.name}@{cat.version}")
     pol = train_template_policy(rounds, VWConfig(learning_rate=learning_rate),
                                 new_explore=new_explore, new_min_shows=new_min_shows)

@@ -51,6 +51,15 @@ from pushrl.units import HOUR
 
 ARMS_FILE = "arms.json"
 
+#: Reward the template slot learns from by default: the open. The copy is what the user sees
+#: before opening; what follows an open (click, purchase) depends on the item, which the item
+#: slot chose before the template, so within one decision every arm's value is its open
+#: probability times the same per-open value and the open ranks the arms as the objective
+#: does, at a far higher rate than clicks or revenue (less noise per logged round). Measured
+#: in ``benchmarks/templates.py`` (README "Message templates"). A catalog whose copy changes
+#: what happens after the open (e.g. a promised discount) should train on the objective.
+TEMPLATE_TRAIN_REWARD = "opened"
+
 
 @dataclass(frozen=True)
 class TemplateArms:

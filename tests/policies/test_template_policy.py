@@ -18,6 +18,7 @@ from pushrl.data.worlds import TEMPLATE_KNOBS, world_config
 from pushrl.errors import DataError
 from pushrl.policies.registry import load_policy
 from pushrl.policies.template_policy import (
+    TEMPLATE_TRAIN_REWARD,
     FixedTemplate,
     TemplatePolicy,
     UniformTemplate,
@@ -25,6 +26,7 @@ from pushrl.policies.template_policy import (
     train_template_policy,
 )
 from pushrl.policies.vw import VWConfig
+from pushrl.rules.reward import RewardWeights
 
 IDS = TEMPLATE_KNOBS["template_ids"]
 
@@ -169,6 +171,9 @@ def test_cli_train_and_evaluate(tmp_path: Path) -> None:
     import json
 
     assert json.loads(r.stdout)["arms"] == list(IDS)
+    # the template slot learns from the open by default (TEMPLATE_TRAIN_REWARD)
+    card = json.loads((tmp_path / "pol" / "v1" / "card.json").read_text())
+    assert card["reward"] == RewardWeights.parse(TEMPLATE_TRAIN_REWARD).item_formula()
     r = run_pushrl("templates", "evaluate", str(tmp_path / "pol"), "--data",
                    str(tmp_path / "heldout"), "--baseline", "uniform", "--json", cwd=tmp_path)
     assert r.returncode == 0, r.stderr

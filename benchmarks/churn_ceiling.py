@@ -1,0 +1,212 @@
+"""How high can a churn-risk AUC go on the synthetic worlds (issue 17: AUC >= 0.75 and
+ECE <= 0.02 on held-out users)? The ceiling, measured, and the BG/NBD model against it.
+Prints one JSON object.
+
+Usage: python benchmarks/churn_ceiling.py [--seeds 0 1] [--users 5000] [--days 28]
+       [--sessions 0.15] [--mc 2000000] [--out FILE]
+
+Per world (seed), as ``benchmarks/profiles.py`` does: a log of ``--days + 14`` days cut at day
+``--days``, label = no activity in the next 14 days, users split 80/20
+(``UserSplit(0.2, seed)``), every model fitted on the training users, scored on the held-out
+ones. Scores (AUC with a 95 % bootstrap CI over held-out users, ECE vs the outcomes, ECE vs the
+world's true probabilities):
+
+* ``truth``: ``TrueWorld.p_no_session`` (the true probability given the user's true rate).
+* ``oracle_posterior``: E[true probability | the user's session count before the cut] under the
+  world's TRUE rate prior (lognormal) and TRUE hourly rhythm: the Bayes-optimal estimate from
+  the log (in these worlds sessions are a stationary Poisson process independent of everything
+  else the log holds, so the count is a sufficient statistic). No estimator beats it in
+  expectation: this is the ceiling of any churn model on the world.
+* ``profile_model``: the shipped churn risk (``build_profiles``, logistic fitted 14 days before
+  the cut).
+* ``bgnbd``: the BG/NBD P(no visit in 14 d) (``pushrl.data.bgnbd``), fitted by maximum
+  likelihood on the training users' (visits, last visit, observed days) at the cut (no labels).
+
+``population``: a Monte-Carlo of ``--mc`` users from the world's prior (rate = median x
+lognormal(0, 0.5), the 14-day windows' weekday/weekend mix): the expected AUC of the truth and
+of the count-based ceiling for 1, 2, 4, 8 and 16 times ``--days`` of history, without the
+held-out sample's noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+from pushrl.data.bgnbd import fit_bgnbd, p_no_visit
+from pushrl.data.features import FeatureSpec, replay
+from pushrl.data.io import to_unix_seconds
+from pushrl.data.profiles import (
+    CHURN_DAYS,
+    _NO_FIRST,
+    _sigmoid,
+    build_profiles,
+    calibration,
+    churn_features,
+    counters_from_dataset,
+    cut,
+    fit_logistic,
+)
+from pushrl.data.split import UserSplit
+from pushrl.data.synth import SynthConfig, TrueWorld, WorldParams, generate
+from pushrl.units import DAY, HOUR
+
+RATE_SIGMA = 0.5  # the worlds' lognormal sigma of sessions_per_day (pushrl.data.synth)
+
+
+def auc(p: np.ndarray, y: np.ndarray) -> float:
+    return float(calibration(p, y)["auc"])
+
+
+def scores(p: np.ndarray, y: np.ndarray, truth: np.ndarray, seed: int = 0) -> dict[str, Any]:
+    """AUC with a 95 % bootstrap CI, ECE vs outcomes and vs the truth (10 equal-count bins)."""
+    cal = calibration(p, y)
+    order = np.argsort(p, kind="stable")
+    ece_t = sum(part.size / p.size * abs(p[part].mean() - truth[part].mean())
+                for part in np.array_split(order, 10))
+    rng = np.random.default_rng(seed)
+    boot = []
+    for _ in range(400):
+        i = rng.integers(0, p.size, p.size)
+        if 0 < y[i].sum() < i.size:
+            boot.append(auc(p[i], y[i]))
+    return {"auc": round(cal["auc"], 4),
+            "auc_ci95": [round(float(np.quantile(boot, q)), 4) for q in (0.025, 0.975)],
+            "ece": round(cal["ece"], 4), "ece_vs_truth": round(float(ece_t), 4),
+            "brier": round(cal["brier"], 4)}
+
+
+def oracle_posterior(n: np.ndarray, hist: np.ndarray, fut: np.ndarray, median: float
+                     ) -> np.ndarray:
+    """E[exp(-s * fut) | n ~ Poisson(s * hist)] for s = median * lognormal(0, sigma), per user
+    (``hist``, ``fut``: expected sessions per unit of s before / after the cut)."""
+    z = np.linspace(-5, 5, 801)
+    s = median * np.exp(RATE_SIGMA * z)  # (g,)
+    logw = -0.5 * z * z  # lognormal prior on the z grid (uniform in z)
+    lam = hist[:, None] * s[None, :]
+    ll = n[:, None] * np.log(lam) - lam + logw[None, :]
+    ll -= ll.max(axis=1, keepdims=True)
+    w = np.exp(ll)
+    return (w * np.exp(-fut[:, None] * s[None, :])).sum(axis=1) / w.sum(axis=1)
+
+
+def _bg_inputs(c: Any, b: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    n = c.visits.astype(np.float64)
+    known = c.first < _NO_FIRST
+    big_t = np.where(known, np.maximum((b - c.first) * HOUR / DAY, 1.0), 1.0)
+    t_x = np.where((c.last_act >= c.first) & (n > 0), (c.last_act - c.first) * HOUR / DAY, 0.0)
+    return n, np.clip(t_x, 0.0, big_t), big_t
+
+
+def logistic_variants(ds: Any, now: Any, model: Any, b: int, tr: np.ndarray,
+                      ev: np.ndarray) -> dict[str, np.ndarray]:
+    """Churn logistic models fitted as the pipeline fits its own (features 14 days before the
+    cut, labels of the 14 days up to it, training users), applied at the cut."""
+    b0 = b - CHURN_DAYS * 24
+    past = cut(ds, b0)
+    c0 = counters_from_dataset(past)
+    fs0 = replay(past, FeatureSpec.fit(past), with_affinity=False).state
+    users = np.flatnonzero(c0.first < _NO_FIRST)
+    x0 = churn_features(fs0, users, c0.take(users), b0, model)
+    y0 = (counters_from_dataset(cut(ds, b)).last_act[users] < b0).astype(float)
+    c1 = counters_from_dataset(now)
+    fs1 = replay(now, FeatureSpec.fit(now), with_affinity=False).state
+    allu = np.arange(len(ds.users))
+    x1 = churn_features(fs1, allu, c1, b, model)
+    trn = tr[users]
+    n0, tx0, t0 = _bg_inputs(c0.take(users), b0)
+    par0 = fit_bgnbd(n0[trn], tx0[trn], t0[trn])
+    g0 = np.log(p_no_visit(par0, n0, tx0, t0, CHURN_DAYS))
+    n1, tx1, t1 = _bg_inputs(c1, b)
+    g1 = np.log(p_no_visit(par0, n1, tx1, t1, CHURN_DAYS))
+    out = {}
+    for name, cols, extra in (("logit_current", slice(None), False),
+                              ("logit_bgnbd_for_poisson_gamma", slice(1, None), True),
+                              ("logit_bgnbd_plus_current", slice(None), True),
+                              ("logit_bgnbd_only", slice(0, 0), True)):
+        f0 = np.column_stack([x0[:, cols]] + ([g0] if extra else []))
+        f1 = np.column_stack([x1[:, cols]] + ([g1] if extra else []))
+        c, m, s = fit_logistic(f0[trn], y0[trn])
+        out[name] = _sigmoid(c[0] + ((f1 - m) / s) @ c[1:])
+    out["bgnbd_fitted_14d_before"] = np.exp(g1)
+    return out
+
+
+def world(seed: int, users: int, days: int, sessions: float) -> dict[str, Any]:
+    params = WorldParams(sessions_per_day_median=sessions)
+    ds, _, gtu = generate(SynthConfig(users=users, days=days + 14, seed=seed, params=params))
+    tw = TrueWorld(params, gtu, ds.items)
+    start = int(ds.pushes["ts"].min().timestamp()) // HOUR
+    b = start + days * 24
+    held = UserSplit(0.2, seed, "heldout").held_out(ds.users["user_id"])
+    tr, ev = ~held, held
+    fut_act = ds.activity.loc[to_unix_seconds(ds.activity["ts"]) // HOUR >= b]
+    y = (~ds.users["user_id"].astype(str).isin(set(fut_act["user_id"].astype(str)))
+         ).to_numpy(float)
+    truth = tw.p_no_session(b, CHURN_DAYS * 24)
+    spd = gtu["sessions_per_day"].to_numpy(float)
+    hist = -np.log(tw.p_no_session(start, b - start)) / spd  # expected sessions per unit rate
+    fut = -np.log(truth) / spd
+    now = cut(ds, b)
+    c = counters_from_dataset(now)
+    n = c.visits.astype(np.float64)
+    oracle = oracle_posterior(n, hist, fut, sessions)
+    res = build_profiles(now, b * HOUR, train=tr, evaluate=ev)
+    prof = res.table["churn_risk"].to_numpy()
+    # BG/NBD at the cut: observed days since the first event, last visit = last activity
+    _, t_x, big_t = _bg_inputs(c, b)
+    par = fit_bgnbd(n[tr], t_x[tr], big_t[tr])
+    bg = p_no_visit(par, n, t_x, big_t, CHURN_DAYS)
+    variants = logistic_variants(ds, now, res.model, b, tr, ev)
+    out: dict[str, Any] = {"seed": seed, "heldout_users": int(ev.sum()),
+                           "base_rate": round(float(y[ev].mean()), 4),
+                           "bgnbd_params_r_alpha_a_b": [round(v, 4) for v in par]}
+    for name, p in (("truth", truth), ("oracle_posterior", oracle), ("profile_model", prof),
+                    ("bgnbd", bg), *variants.items()):
+        out[name] = scores(p[ev], y[ev], truth[ev], seed)
+    return out
+
+
+def population(n: int, sessions: float, days: list[int], seed: int = 0) -> dict[str, Any]:
+    """Expected AUC of the truth, and of the count over each history length (the ceiling of
+    any estimator from that much history), over ``n`` users drawn from the world's prior."""
+    rng = np.random.default_rng(seed)
+    wp = WorldParams()
+    per_day = (5 + 2 * wp.weekend_amp) / 7  # windows of whole weeks
+    lam = sessions * rng.lognormal(0, RATE_SIGMA, n) * per_day
+    p = np.exp(-CHURN_DAYS * lam)
+    y = (rng.random(n) < p).astype(float)
+    return {"users": n, "base_rate": round(float(y.mean()), 4),
+            "auc_truth": round(auc(p, y), 4),
+            "auc_ceiling_by_history_days": {d: round(auc(-rng.poisson(lam * d).astype(float), y),
+                                                     4) for d in days}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--users", type=int, default=5000)
+    ap.add_argument("--days", type=int, default=28)
+    ap.add_argument("--sessions", type=float, default=0.15)
+    ap.add_argument("--mc", type=int, default=2_000_000)
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    res = {"benchmark": "churn_ceiling", "config": vars(a),
+           "population": population(a.mc, a.sessions, [a.days * k for k in (1, 2, 4, 8, 16)]),
+           "worlds": [world(s, a.users, a.days, a.sessions) for s in a.seeds],
+           "target": "churn risk AUC >= 0.75, ECE <= 0.02 on held-out users (issue 17)",
+           "load_avg": os.getloadavg()}
+    text = json.dumps(res, indent=1)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text + "\n")
+    sys.stdout.write(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
