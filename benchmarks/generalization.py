@@ -67,6 +67,9 @@ def run(*args: str, expect: tuple[int, ...] = (0,)) -> dict[str, Any]:
     if res.returncode not in expect:
         raise SystemExit(f"`pushrl {' '.join(args)}` failed (exit {res.returncode}):\n"
                          f"{res.stderr[-3000:]}")
+    if res.returncode == 2:  # a user error the CLI reports as one line (e.g. GateRefused)
+        return {"_exit": 2, "error": res.stderr.strip().splitlines()[-1],
+                "_seconds": round(time.perf_counter() - t0, 1)}
     out: dict[str, Any] = json.loads(res.stdout)
     out["_exit"] = res.returncode
     out["_seconds"] = round(time.perf_counter() - t0, 1)
@@ -81,31 +84,66 @@ def paired(a: Any, ref: Any, metric: str, days: float) -> dict[str, float]:
             "rel_lower": e.lower / abs(base) if base else float("nan")}
 
 
+def shipped_policies(rec: dict[str, Any]) -> dict[str, Any]:
+    """What the loop ships, as a team would decide it without hand edits: the timing agent
+    only if the selection shipped it AND its OPE gate passed; the item bandit only if its gate
+    passed. Anything else: the server's default of that kind (most-active-hour /
+    most-popular of the server's own data)."""
+    ppo_ok = bool(rec["select"]["artifact"]) and rec["gate_ppo"]["passed"]
+    vw_ok = rec["gate_bandit"]["passed"]
+    return {"timing": "ppo" if ppo_ok else "most-active-hour",
+            "item": "vw" if vw_ok else "most-popular",
+            "timing_why": ("selection shipped the agent and its gate passed" if ppo_ok else
+                           "selection shipped the heuristic" if not rec["select"]["artifact"]
+                           else "selection shipped the agent but its OPE gate blocked it: "
+                           + ",".join(rec["gate_ppo"]["failed_rules"])),
+            "item_why": ("gate passed" if vw_ok else "gate blocked VW: "
+                         + ",".join(rec["gate_bandit"]["failed_rules"]))}
+
+
 def served_loop(w: Path, rec: dict[str, Any], sc: str,
                 args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The reference, learned and bandit-alone policy sets served through ``pushrl serve``."""
+    """The reference, learned and bandit-alone policy sets served through ``pushrl serve``.
+
+    Every artifact is promoted as a team would, WITHOUT ``--force``: a refused promotion
+    leaves the server's default of that kind active (recorded in ``promote``). A set whose
+    promotions were all refused IS the reference (same server, same defaults, same users and
+    draws), so it is not served twice: its frame is the reference's (difference exactly 0).
+    """
     import shutil
 
     import pandas as pd
 
     from pushrl.compare.served import drive
 
-    shipped = rec["select"]["artifact"]
-    sets = {"reference": (), "learned": ("ppo", "vw") if shipped else ("vw",),
-            "bandit": ("vw",)}
-    arts = {"ppo": Path(shipped or rec["ppo"]["artifact"]),
-            "vw": Path(rec["bandit"]["artifact"])}
+    arts = {"ppo": Path(rec["ppo"]["artifact"]), "vw": Path(rec["bandit"]["artifact"])}
+    ship = shipped_policies(rec)
+    wanted = {"reference": (),
+              "learned": (("ppo",) if rec["select"]["artifact"] else ()) + ("vw",),
+              "bandit": ("vw",)}
     frames: dict[str, pd.DataFrame] = {}
-    out: dict[str, Any] = {"history": args.history}
-    for key, names in sets.items():
+    out: dict[str, Any] = {"history": args.history, "shipped": ship, "promote": {}}
+    for key, names in wanted.items():
         reg = w / "served" / key
         shutil.rmtree(reg, ignore_errors=True)
         reg.mkdir(parents=True)
+        active: list[str] = []
         for n in names:
             name = arts[n].parent.name  # an artifact's identity is its registry path
             shutil.copytree(arts[n], reg / name / arts[n].name)
-            run("policies", "promote", name, "--registry", str(reg), "--force", "--reason",
-                "generalization benchmark: served score of the trained artifact")
+            got_p = run("policies", "promote", name, "--registry", str(reg), expect=(0, 2))
+            out["promote"].setdefault(key, {})[n] = (
+                "promoted" if got_p["_exit"] == 0 else got_p.get("error", "refused"))
+            if got_p["_exit"] == 0:
+                active.append(n)
+        out.setdefault("active", {})[key] = active
+        twin = next((k for k, a in out["active"].items() if k != key and a == active), None)
+        if twin is not None:  # the same promoted set was served already: same server run
+            frames[key] = frames[twin]
+            out[key] = {"seconds": 0.0, "same_as": twin}
+            print(f"[{time.strftime('%H:%M:%S')}]   served {key}: promoted {active}, the "
+                  f"same set as {twin}", file=sys.stderr, flush=True)
+            continue
         t0 = time.perf_counter()
         # seed 0: the users and random numbers of `compare`'s first seed (the batch figures)
         got = drive(reg, sc, users=args.served_users, days=args.served_days, seed=0,
@@ -115,12 +153,15 @@ def served_loop(w: Path, rec: dict[str, Any], sc: str,
         frames[key] = f
         out[key] = {"seconds": round(time.perf_counter() - t0, 1), "timing": got.timing,
                     "requests": got.requests, "served_blocked": got.served_blocked}
+        if key == "reference":
+            out["days"] = float(got.result.days)
         print(f"[{time.strftime('%H:%M:%S')}]   served {key}: {out[key]}", file=sys.stderr,
               flush=True)
-    days = float(got.result.days)
+    days = out["days"]
     lt, hv, hp = frames["learned"], frames["bandit"], frames["reference"]
     out.update({
         "objective_learned_vs_heuristic": paired(lt, hp, "objective", days),
+        "unsub_learned_minus_heuristic": paired(lt, hp, "unsubscribe_rate", days),
         "unsub_heuristic": estimate(hp, "unsubscribe_rate", days=days).value,
         "unsub_learned": estimate(lt, "unsubscribe_rate", days=days).value,
         "objective_bandit_vs_popular": paired(hv, hp, "objective", days),
@@ -174,19 +215,38 @@ def select(w: Path, sc: str, trained: list[dict[str, Any]], reuse: bool,
     return out
 
 
+def gate_summary(g: dict[str, Any]) -> dict[str, Any]:
+    """The gate's verdict from ``pushrl evaluate --json``: passed, failed rules, the paired
+    improvement (estimate and the lower bound the rule tests), ESS vs its floor, rounds."""
+    gate = g["gate"]
+    comp = gate.get("comparison") or {}
+    diag = gate.get("diagnostics") or {}
+    data = g.get("data") or {}
+    return {"passed": g["_exit"] == 0, "failed_rules": list(gate.get("failed_rules", [])),
+            "messages": list(gate.get("messages", [])),
+            "estimator": g.get("gate_estimator"),
+            "improvement": comp.get("difference"), "lower": comp.get("lower"),
+            "upper": comp.get("upper"), "alpha": comp.get("alpha"),
+            "one_sided": gate.get("one_sided"), "ess": diag.get("ess"),
+            "ess_floor": gate.get("ess_floor"), "support_ess": gate.get("support_ess"),
+            "n_rounds": data.get("n_rounds"), "split": data.get("split"),
+            "seconds": g.get("_seconds")}
+
+
 def world_loop(name: str, args: argparse.Namespace) -> dict[str, Any]:
     w = Path(args.out) / name
-    data, held, init = w / "data", w / "heldout", w / "init"
+    data, init = w / "data", w / "init"
     rec: dict[str, Any] = {"world": name, "split": "dev" if name in DEV_WORLDS else "held-out"}
     t0 = time.perf_counter()
     size = ["--users", str(args.users), "--days", str(args.days)]
     re = args.reuse
     cached(w, "synth", re, "data", "synth", "--world", name, *size, "--seed", str(args.seed),
            "--out", str(data))
-    cached(w, "synth_heldout", re, "data", "synth", "--world", name, "--users",
-           str(max(args.users // 2, 50)), "--days", str(args.days), "--seed",
-           str(args.seed + 1000), "--out", str(held))
-    rec["init"] = cached(w, "init", re, "init", str(data), "--out", str(init))
+    # one log per world, split by `pushrl init` into training and held-out users (what a
+    # company does with its own log): every training stage reads the training users, the
+    # gate (`pushrl evaluate`) the held-out ones
+    rec["init"] = cached(w, "init", re, "init", str(data), "--out", str(init),
+                         "--holdout-frac", str(args.holdout_frac))
     sc = rec["init"]["scenario"]
     vw, ppo = w / "policies" / "vw", w / "policies" / "ppo"
     rec["bandit"] = cached(w, "bandit", re, "train", "bandit", "--scenario", sc, "--out",
@@ -207,10 +267,11 @@ def world_loop(name: str, args: argparse.Namespace) -> dict[str, Any]:
     gate_ppo = f"gate_{Path(rec['ppo']['artifact']).parent.name}"
     for key, art in (("gate_bandit", rec["bandit"]["artifact"]),
                      ("gate_ppo", rec["ppo"]["artifact"])):
-        g = cached(w, gate_ppo if key == "gate_ppo" else key, re, "evaluate", "--data",
-                   str(held), "--policy", art, "--scenario", sc, "--n-bootstrap", "200",
-                   "--out", str(w / "ope" / key), expect=(0, 1))
-        rec[key] = {"passed": g["_exit"] == 0, "failed_rules": g["gate"]["failed_rules"]}
+        # as a team types it: the scenario's held-out users, the gate's default settings;
+        # the verdict is recorded in the artifact's card, which `policies promote` reads
+        g = cached(w, gate_ppo if key == "gate_ppo" else key, re, "evaluate", "--policy", art,
+                   "--scenario", sc, "--out", str(w / "ope" / key), expect=(0, 1))
+        rec[key] = gate_summary(g)
     fid = cached(w, "fidelity", re, "sim", "validate", str(init / "sim"), str(data),
                  expect=(0, 1))
     ov, click = fid["replay"]["overall"], fid["components"]["click"]
@@ -226,24 +287,41 @@ def world_loop(name: str, args: argparse.Namespace) -> dict[str, Any]:
     if args.prepare_only:
         rec["seconds"] = round(time.perf_counter() - t0, 1)
         return rec
+    ship = shipped_policies(rec)
+    rec["shipped"] = ship
     if args.served:
         rec["served"], frames = served_loop(w, rec, sc, args)
-    timing = (f"learned={rec['select']['artifact']}" if rec["select"]["artifact"]
-              else "learned=most-active-hour")
+    sel_timing = rec["select"]["artifact"] or "most-active-hour"
+    timing_of = {"ppo": sel_timing, "most-active-hour": "most-active-hour"}
+    item_of = {"vw": rec["bandit"]["artifact"], "most-popular": popular}
+    # (timing, item) of each batch set: trained = what was trained, whatever the gate said
+    # (the forced diagnostic); shipped = what the unforced loop ships (the served sets')
+    combos = {"trained": (sel_timing, item_of["vw"]),
+              "bandit_trained": ("most-active-hour", item_of["vw"]),
+              "reference": ("most-active-hour", popular),
+              "shipped": (timing_of[ship["timing"]], item_of[ship["item"]]),
+              "bandit_shipped": ("most-active-hour", item_of[ship["item"]])}
 
-    def batch(users: int, n_days: int | None) -> tuple[Any, Any, Any, float]:
-        """Per-user frames (learned, bandit alone, reference) of the batch rollout."""
+    def batch(users: int, n_days: int | None) -> tuple[dict[str, Any], float]:
+        """Per-user frames of the batch rollout, one per set of ``combos`` (one ``compare``
+        per item policy, every timing of that item policy in it: paired, same draws)."""
         k = {**kw, "users": users, "days": n_days}
-        learned = compare([timing, "heuristic=most-active-hour"],
-                          item_policy=rec["bandit"]["artifact"], **k)
-        base = compare(["heuristic=most-active-hour"], item_policy=popular, **k)
-        pu, pb = learned.per_user, base.per_user
-        return (pu[pu.policy == "learned"].reset_index(drop=True),
-                pu[pu.policy == "heuristic"].reset_index(drop=True),
-                pb[pb.policy == "heuristic"].reset_index(drop=True),
-                float(learned.meta["days"]))
+        got: dict[str, Any] = {}
+        days_ = 0.0
+        for item in dict.fromkeys(i for _, i in combos.values()):
+            timings = list(dict.fromkeys(t for t, i in combos.values() if i == item))
+            res = compare([f"t{j}={t}" for j, t in enumerate(timings)], item_policy=item, **k)
+            pu = res.per_user
+            days_ = float(res.meta["days"])
+            for key, (t, i) in combos.items():
+                if i == item:
+                    lab = f"t{timings.index(t)}"
+                    got[key] = pu[pu.policy == lab].reset_index(drop=True)
+        return got, days_
 
-    lt, hv, hp, days = batch(args.eval_users, args.eval_days)
+    bf, days = batch(args.eval_users, args.eval_days)
+    lt, hp, hv = bf["trained"], bf["reference"], bf["bandit_trained"]
+    st = bf["shipped"]
     rec["truth"] = {
         "users": args.eval_users, "days": days,
         "objective_learned_vs_heuristic": paired(lt, hp, "objective", days),
@@ -251,17 +329,21 @@ def world_loop(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "unsub_heuristic": estimate(hp, "unsubscribe_rate", days=days).value,
         "unsub_learned": estimate(lt, "unsubscribe_rate", days=days).value,
         "objective_bandit_vs_popular": paired(hv, hp, "objective", days),
+        "objective_shipped_vs_heuristic": paired(st, hp, "objective", days),
+        "unsub_shipped_minus_heuristic": paired(st, hp, "unsubscribe_rate", days),
+        "unsub_shipped": estimate(st, "unsubscribe_rate", days=days).value,
         "sends_per_user_day": {"learned": estimate(lt, "sends_per_user_day", days=days).value,
+                               "shipped": estimate(st, "sends_per_user_day", days=days).value,
                                "heuristic": estimate(hp, "sends_per_user_day",
                                                      days=days).value},
     }
     if frames:  # same users and draws: served - batch per user is the serving skew
         same = (args.served_users, args.served_days) == (args.eval_users, args.eval_days)
-        slt, shv, shp, sdays = ((lt, hv, hp, days) if same
-                                else batch(args.served_users, args.served_days))
+        sb, sdays = (bf, days) if same else batch(args.served_users, args.served_days)
         rec["served"]["served_minus_batch"] = {
-            k: paired(frames[k], b, "objective", sdays)
-            for k, b in (("reference", shp), ("learned", slt), ("bandit", shv))}
+            k: paired(frames[k], sb[b], "objective", sdays)
+            for k, b in (("reference", "reference"), ("learned", "shipped"),
+                         ("bandit", "bandit_shipped"))}
     rec["seconds"] = round(time.perf_counter() - t0, 1)
     return rec
 
@@ -315,7 +397,11 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--worlds", default=",".join((*DEV_WORLDS, *HELDOUT_WORLDS)),
                     help="comma-separated world names (default: all)")
-    ap.add_argument("--users", type=int, default=1000, help="logged users per world")
+    ap.add_argument("--users", type=int, default=4000, help="logged users per world (the "
+                    "issue's reference log: 4000 users x 28 days)")
+    ap.add_argument("--holdout-frac", type=float, default=0.25, help="`pushrl init "
+                    "--holdout-frac`: share of the log's users held out for the gate "
+                    "(0.25: ~3000 training + ~1000 held-out users)")
     ap.add_argument("--days", type=int, default=28, help="logged days")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-users", type=int, default=1000, help="users scored by the truth")
