@@ -224,12 +224,12 @@ def gate_summary(g: dict[str, Any]) -> dict[str, Any]:
     data = g.get("data") or {}
     return {"passed": g["_exit"] == 0, "failed_rules": list(gate.get("failed_rules", [])),
             "messages": list(gate.get("messages", [])),
-            "estimator": g.get("gate_estimator"),
+            "estimator": g.get("gate_estimator") or comp.get("estimator_name"),
             "improvement": comp.get("difference"), "lower": comp.get("lower"),
             "upper": comp.get("upper"), "alpha": comp.get("alpha"),
             "one_sided": gate.get("one_sided"), "ess": diag.get("ess"),
             "ess_floor": gate.get("ess_floor"), "support_ess": gate.get("support_ess"),
-            "n_rounds": data.get("n_rounds"), "split": data.get("split"),
+            "n_rounds": data.get("n_rounds", diag.get("n_rounds")), "split": data.get("split"),
             "seconds": g.get("_seconds")}
 
 
