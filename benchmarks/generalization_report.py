@@ -74,10 +74,17 @@ def gate_row(r: dict[str, Any]) -> tuple[str, str, dict[str, Any]]:
                     "ess_floor": gate["ess_floor"], "support_ess": gate.get("support_ess"),
                     "n_rounds": diag["n_rounds"], **need}
         verdict = "PASS" if g["_exit"] == 0 else "BLOCK (" + ", ".join(gate["failed_rules"]) + ")"
-        need_s = ("" if g["_exit"] == 0 else
-                  f"; improvement rule would pass at ~{need['users_needed']:,.0f} held-out "
-                  f"users ({need['n_heldout_users']} here)" if math.isfinite(
-                      need["users_needed"]) else "; estimate <= 0: no size passes")
+        rules = set(gate["failed_rules"])
+        need_s = ""
+        if "improvement_lower_bound" in rules:
+            need_s += (f"; improvement rule would pass at ~{need['users_needed']:,.0f} held-out "
+                       f"users ({need['n_heldout_users']} here)" if math.isfinite(
+                           need["users_needed"]) else "; estimate <= 0: no size passes")
+        if "ess_floor" in rules:
+            sup = gate.get("support_ess")
+            need_s += (f"; ESS / support ESS = {diag['ess'] / sup:.2f} < "
+                       f"{gate['ess_floor'] / sup:.2f}: no held-out size passes (both grow "
+                       "with the rounds)" if sup else "")
         cells.append(f"{verdict}: {comp['estimator_name'].upper()} {comp['difference']:+.4f} "
                      f"[lower {comp['lower']:+.4f}], ESS {diag['ess']:.0f} vs floor "
                      f"{gate['ess_floor']:.0f}, {diag['n_rounds']:,} rounds{need_s}")
@@ -103,6 +110,7 @@ def main() -> None:
     ap.add_argument("--md", default=None)
     ap.add_argument("--json", default=None)
     ap.add_argument("--header", default=None, help="markdown to put before the tables")
+    ap.add_argument("--footer", default=None, help="markdown to put after the tables")
     args = ap.parse_args()
     out = Path(args.out)
     recs = [load(out, w) for w in args.worlds.split(",") if (out / w / "result.json").is_file()]
@@ -223,6 +231,8 @@ def main() -> None:
         p = list(ob["parts"].values())
         md.append(f"| {r['world']} | {ob['decisions']:,} | {p[0]:.1f} | {p[1]:.1f} | "
                   f"{p[2]:.1f} | {p[3]:.1f} + {p[4]:.1f} | {ob['total']:.1f} |")
+    if args.footer:
+        md.append(Path(args.footer).read_text())
     text = "\n".join(md) + "\n"
     if args.md:
         Path(args.md).write_text(text)
