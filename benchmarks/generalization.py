@@ -1,40 +1,44 @@
 """Benchmark (issue 13, item 8): the whole loop on every world of the zoo, scored by the truth.
 
-Usage: python benchmarks/generalization.py [--worlds taste-clicks,fatigue-heavy] [--users 1000]
-       [--days 28] [--eval-users 1000] [--ppo-timesteps 200000] [--out out/generalization]
-       [--served [--history log|warm|none]] [--reuse] [--json]
+Usage: python benchmarks/generalization.py [--worlds taste-clicks,fatigue-heavy] [--users 4000]
+       [--holdout-frac 0.25] [--days 28] [--eval-users 1000] [--ppo-timesteps 1000000]
+       [--out out/generalization] [--served [--history import|log|warm|none]] [--reuse] [--json]
 
-Per world (``pushrl.data.worlds``; split ``dev`` / ``held-out`` as declared there):
+Per world (``pushrl.data.worlds``; split ``dev`` / ``held-out`` as declared there), every step
+as a team types it, with no hand edits and no ``--force``:
 
-1. ``pushrl data synth --world W`` writes the training logs (``--users`` x ``--days``, seed
-   ``--seed``) and held-out logs of the same world (half the users, seed + 1000).
-2. ``pushrl init LOGS --out W/init`` (default objective): validate, fit, scenario.toml.
-3. ``pushrl train bandit --scenario`` (VW) and ``pushrl train timing --scenario`` (PPO,
-   ``--ppo-timesteps`` in the fitted simulator, ``--ppo-seeds`` one run each), then the
-   timing SELECTION (:func:`pushrl.train.select.select_timing`, ``--val-users``
-   fitted-simulator validation users, never the truth): the best agent ships only if it
-   beats most-active-hour there with a positive 95 % lower bound and its unsubscribe increase
-   is shown below the non-inferiority margin (+0.5 pp: `UNSUBSCRIBE_MARGIN`);
-   otherwise the heuristic timing ships (the reason is recorded).
-4. ``pushrl evaluate`` of both on the held-out logs: the gate's verdict.
-5. The served policies are scored with the world's TRUE response: ``pushrl.compare`` with the
-   init scenario and ``truth = true`` (the logged users with their true latents), paired on
-   the same users and counter-based random numbers (common random numbers):
-   learned timing + learned item vs the same-information heuristic (``most-active-hour``:
-   each user's most active allowed local hour from the logged activity, one push a day at
-   most, plus ``most-popular`` fitted on the logs), and the item bandit alone
-   (``most-active-hour`` + VW vs ``most-active-hour`` + most-popular), in the simulator's
-   batch rollout.
-   With ``--served`` the same comparisons are ALSO made through the real server
+1. ``pushrl data synth --world W`` writes the world's log (``--users`` x ``--days``, seed
+   ``--seed``; default 4000 x 28, the issue's reference log).
+2. ``pushrl init LOG --holdout-frac F --out W/init`` (default objective): validate, split the
+   users into training and held-out parts (``F`` = 0.25: ~3000 + ~1000), fit the simulator to
+   the training users, write scenario.toml.
+3. ``pushrl train bandit --scenario`` (VW, training users) and ``pushrl train timing
+   --scenario`` (PPO, ``--ppo-timesteps`` in the fitted simulator, ``--ppo-seeds`` one run
+   each), then the timing SELECTION (:func:`pushrl.train.select.select_timing`, the rule of
+   ``train timing --select``; ``--val-users`` fitted-simulator validation users, never the
+   truth): the best agent ships only if it beats most-active-hour there with a positive 95 %
+   lower bound and its unsubscribe increase is shown below the non-inferiority margin
+   (+0.5 pp: `UNSUBSCRIBE_MARGIN`); otherwise the heuristic timing ships (reason recorded).
+4. ``pushrl evaluate --scenario`` of both on the scenario's HELD-OUT users with the gate's
+   defaults (the item gate ``ITEM_GATE``, the timing gate): the verdict is recorded in the
+   artifact's card, which ``pushrl policies promote`` reads. What SHIPS
+   (:func:`shipped_policies`): the agent only if the selection shipped it and its gate passed;
+   VW only if its gate passed; otherwise the server's default of that kind.
+5. The policies are scored with the world's TRUE response: ``pushrl.compare`` with the init
+   scenario and ``truth = true``, paired on the same users and counter-based random numbers
+   (common random numbers), in the simulator's batch rollout: the TRAINED set (selected
+   timing + VW, whatever the gate said: a diagnostic), the SHIPPED set, and the bandit alone,
+   each vs the same-information heuristic (``most-active-hour``: each user's most active
+   allowed local hour from the logged activity, daily cap, plus ``most-popular`` of the log).
+   With ``--served`` the shipped sets are ALSO scored through the real server
    (:func:`pushrl.compare.served.drive`): ``pushrl serve`` runs as a process per policy set
-   (the reference: an empty registry, i.e. the server's defaults most-active-hour +
-   most-popular of the init data; learned: the selected timing (PPO, or the server's default
-   heuristic when the selection shipped it) + VW promoted, forced past a blocking gate and
-   audited as such; bandit alone: VW promoted), the users' history is brought in
-   (``--history``, default ``import``: ``pushrl state import`` of the whole log, each drawn
-   user its own served copy), and every hour the server decides for every user, the world's true
-   response is applied and posted back as feedback, and the hour's true activity is posted.
-   Same users and counter-based random numbers as the batch rollout.
+   (reference: an empty registry, i.e. the server's defaults; learned: the selected agent (if
+   any) and VW, each ``pushrl policies promote``d WITHOUT ``--force``, a refused promotion
+   leaving the default active; bandit alone: VW promoted the same way; a set whose promoted
+   artifacts equal an earlier set's is not served twice), the users' history is brought in
+   (``--history``, default ``import``: ``pushrl state import``, each drawn user its own served
+   copy), and every hour the server decides for every user, the world's true response is
+   applied and posted back as feedback, and the hour's true activity is posted.
 6. Simulator fidelity: ``pushrl sim validate`` replays the logging policy in the fitted
    simulator; open and unsubscribe rates vs the logs (relative error and z), and the click
    model's held-out AUC / log-loss vs the constant.
@@ -354,17 +358,19 @@ def _ci(d: dict[str, float]) -> str:
 
 
 def table(recs: list[dict[str, Any]]) -> str:
-    head = ("| world | split | learned timing+item vs heuristic: objective/user [95% CI] "
-            "| unsub learned / heuristic | bandit alone vs most-popular [95% CI] "
+    head = ("| world | split | SHIPPED vs heuristic: objective/user [95% CI] "
+            "| TRAINED timing+VW vs heuristic (gate ignored: diagnostic) "
+            "| unsub trained / heuristic | VW alone vs most-popular [95% CI] "
             "| gate VW / PPO | sim open rel (z) | sim unsub rel (z) | click AUC, LL vs const |")
-    rows = [head, "|" + "---|" * 9]
+    rows = [head, "|" + "---|" * 10]
     for r in recs:
         t, f = r["truth"], r["fidelity"]
         c = f["click"]
         gate = "/".join("pass" if r[k]["passed"] else "block" for k in ("gate_bandit",
                                                                          "gate_ppo"))
         rows.append(
-            f"| {r['world']} | {r['split']} | {_ci(t['objective_learned_vs_heuristic'])} "
+            f"| {r['world']} | {r['split']} | {_ci(t['objective_shipped_vs_heuristic'])} "
+            f"| {_ci(t['objective_learned_vs_heuristic'])} "
             f"| {100 * t['unsub_learned']:.1f}% / {100 * t['unsub_heuristic']:.1f}% "
             f"| {_ci(t['objective_bandit_vs_popular'])} | {gate} "
             f"| {100 * f['open_rate']['rel_error']:+.1f}% ({f['open_rate']['z']:+.1f}) "
@@ -376,9 +382,9 @@ def table(recs: list[dict[str, Any]]) -> str:
 
 def served_table(recs: list[dict[str, Any]]) -> str:
     """Served figures (through ``pushrl serve``) next to the batch rollout's."""
-    head = ("| world | split | SERVED learned vs heuristic [95% CI] | unsub learned / heuristic "
-            "| SERVED bandit alone vs most-popular [95% CI] | served - batch objective/user: "
-            "reference / learned / bandit [95% CI] |")
+    head = ("| world | split | SERVED shipped vs heuristic [95% CI] | unsub shipped / heuristic "
+            "| SERVED bandit alone (promoted unforced) vs most-popular [95% CI] | served - batch "
+            "objective/user: reference / shipped / bandit [95% CI] |")
     rows = [head, "|" + "---|" * 6]
     for r in recs:
         s = r.get("served")
