@@ -1,40 +1,44 @@
 """Benchmark (issue 13, item 8): the whole loop on every world of the zoo, scored by the truth.
 
-Usage: python benchmarks/generalization.py [--worlds taste-clicks,fatigue-heavy] [--users 1000]
-       [--days 28] [--eval-users 1000] [--ppo-timesteps 200000] [--out out/generalization]
-       [--served [--history log|warm|none]] [--reuse] [--json]
+Usage: python benchmarks/generalization.py [--worlds taste-clicks,fatigue-heavy] [--users 4000]
+       [--holdout-frac 0.25] [--days 28] [--eval-users 1000] [--ppo-timesteps 1000000]
+       [--out out/generalization] [--served [--history import|log|warm|none]] [--reuse] [--json]
 
-Per world (``pushrl.data.worlds``; split ``dev`` / ``held-out`` as declared there):
+Per world (``pushrl.data.worlds``; split ``dev`` / ``held-out`` as declared there), every step
+as a team types it, with no hand edits and no ``--force``:
 
-1. ``pushrl data synth --world W`` writes the training logs (``--users`` x ``--days``, seed
-   ``--seed``) and held-out logs of the same world (half the users, seed + 1000).
-2. ``pushrl init LOGS --out W/init`` (default objective): validate, fit, scenario.toml.
-3. ``pushrl train bandit --scenario`` (VW) and ``pushrl train timing --scenario`` (PPO,
-   ``--ppo-timesteps`` in the fitted simulator, ``--ppo-seeds`` one run each), then the
-   timing SELECTION (:func:`pushrl.train.select.select_timing`, ``--val-users``
-   fitted-simulator validation users, never the truth): the best agent ships only if it
-   beats most-active-hour there with a positive 95 % lower bound and its unsubscribe increase
-   is shown below the non-inferiority margin (+0.5 pp: `UNSUBSCRIBE_MARGIN`);
-   otherwise the heuristic timing ships (the reason is recorded).
-4. ``pushrl evaluate`` of both on the held-out logs: the gate's verdict.
-5. The served policies are scored with the world's TRUE response: ``pushrl.compare`` with the
-   init scenario and ``truth = true`` (the logged users with their true latents), paired on
-   the same users and counter-based random numbers (common random numbers):
-   learned timing + learned item vs the same-information heuristic (``most-active-hour``:
-   each user's most active allowed local hour from the logged activity, one push a day at
-   most, plus ``most-popular`` fitted on the logs), and the item bandit alone
-   (``most-active-hour`` + VW vs ``most-active-hour`` + most-popular), in the simulator's
-   batch rollout.
-   With ``--served`` the same comparisons are ALSO made through the real server
+1. ``pushrl data synth --world W`` writes the world's log (``--users`` x ``--days``, seed
+   ``--seed``; default 4000 x 28, the issue's reference log).
+2. ``pushrl init LOG --holdout-frac F --out W/init`` (default objective): validate, split the
+   users into training and held-out parts (``F`` = 0.25: ~3000 + ~1000), fit the simulator to
+   the training users, write scenario.toml.
+3. ``pushrl train bandit --scenario`` (VW, training users) and ``pushrl train timing
+   --scenario`` (PPO, ``--ppo-timesteps`` in the fitted simulator, ``--ppo-seeds`` one run
+   each), then the timing SELECTION (:func:`pushrl.train.select.select_timing`, the rule of
+   ``train timing --select``; ``--val-users`` fitted-simulator validation users, never the
+   truth): the best agent ships only if it beats most-active-hour there with a positive 95 %
+   lower bound and its unsubscribe increase is shown below the non-inferiority margin
+   (+0.5 pp: `UNSUBSCRIBE_MARGIN`); otherwise the heuristic timing ships (reason recorded).
+4. ``pushrl evaluate --scenario`` of both on the scenario's HELD-OUT users with the gate's
+   defaults (the item gate ``ITEM_GATE``, the timing gate): the verdict is recorded in the
+   artifact's card, which ``pushrl policies promote`` reads. What SHIPS
+   (:func:`shipped_policies`): the agent only if the selection shipped it and its gate passed;
+   VW only if its gate passed; otherwise the server's default of that kind.
+5. The policies are scored with the world's TRUE response: ``pushrl.compare`` with the init
+   scenario and ``truth = true``, paired on the same users and counter-based random numbers
+   (common random numbers), in the simulator's batch rollout: the TRAINED set (selected
+   timing + VW, whatever the gate said: a diagnostic), the SHIPPED set, and the bandit alone,
+   each vs the same-information heuristic (``most-active-hour``: each user's most active
+   allowed local hour from the logged activity, daily cap, plus ``most-popular`` of the log).
+   With ``--served`` the shipped sets are ALSO scored through the real server
    (:func:`pushrl.compare.served.drive`): ``pushrl serve`` runs as a process per policy set
-   (the reference: an empty registry, i.e. the server's defaults most-active-hour +
-   most-popular of the init data; learned: the selected timing (PPO, or the server's default
-   heuristic when the selection shipped it) + VW promoted, forced past a blocking gate and
-   audited as such; bandit alone: VW promoted), the users' history is brought in
-   (``--history``, default ``import``: ``pushrl state import`` of the whole log, each drawn
-   user its own served copy), and every hour the server decides for every user, the world's true
-   response is applied and posted back as feedback, and the hour's true activity is posted.
-   Same users and counter-based random numbers as the batch rollout.
+   (reference: an empty registry, i.e. the server's defaults; learned: the selected agent (if
+   any) and VW, each ``pushrl policies promote``d WITHOUT ``--force``, a refused promotion
+   leaving the default active; bandit alone: VW promoted the same way; a set whose promoted
+   artifacts equal an earlier set's is not served twice), the users' history is brought in
+   (``--history``, default ``import``: ``pushrl state import``, each drawn user its own served
+   copy), and every hour the server decides for every user, the world's true response is
+   applied and posted back as feedback, and the hour's true activity is posted.
 6. Simulator fidelity: ``pushrl sim validate`` replays the logging policy in the fitted
    simulator; open and unsubscribe rates vs the logs (relative error and z), and the click
    model's held-out AUC / log-loss vs the constant.
@@ -67,6 +71,9 @@ def run(*args: str, expect: tuple[int, ...] = (0,)) -> dict[str, Any]:
     if res.returncode not in expect:
         raise SystemExit(f"`pushrl {' '.join(args)}` failed (exit {res.returncode}):\n"
                          f"{res.stderr[-3000:]}")
+    if res.returncode == 2:  # a user error the CLI reports as one line (e.g. GateRefused)
+        return {"_exit": 2, "error": res.stderr.strip().splitlines()[-1],
+                "_seconds": round(time.perf_counter() - t0, 1)}
     out: dict[str, Any] = json.loads(res.stdout)
     out["_exit"] = res.returncode
     out["_seconds"] = round(time.perf_counter() - t0, 1)
@@ -81,31 +88,66 @@ def paired(a: Any, ref: Any, metric: str, days: float) -> dict[str, float]:
             "rel_lower": e.lower / abs(base) if base else float("nan")}
 
 
+def shipped_policies(rec: dict[str, Any]) -> dict[str, Any]:
+    """What the loop ships, as a team would decide it without hand edits: the timing agent
+    only if the selection shipped it AND its OPE gate passed; the item bandit only if its gate
+    passed. Anything else: the server's default of that kind (most-active-hour /
+    most-popular of the server's own data)."""
+    ppo_ok = bool(rec["select"]["artifact"]) and rec["gate_ppo"]["passed"]
+    vw_ok = rec["gate_bandit"]["passed"]
+    return {"timing": "ppo" if ppo_ok else "most-active-hour",
+            "item": "vw" if vw_ok else "most-popular",
+            "timing_why": ("selection shipped the agent and its gate passed" if ppo_ok else
+                           "selection shipped the heuristic" if not rec["select"]["artifact"]
+                           else "selection shipped the agent but its OPE gate blocked it: "
+                           + ",".join(rec["gate_ppo"]["failed_rules"])),
+            "item_why": ("gate passed" if vw_ok else "gate blocked VW: "
+                         + ",".join(rec["gate_bandit"]["failed_rules"]))}
+
+
 def served_loop(w: Path, rec: dict[str, Any], sc: str,
                 args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The reference, learned and bandit-alone policy sets served through ``pushrl serve``."""
+    """The reference, learned and bandit-alone policy sets served through ``pushrl serve``.
+
+    Every artifact is promoted as a team would, WITHOUT ``--force``: a refused promotion
+    leaves the server's default of that kind active (recorded in ``promote``). A set whose
+    promotions were all refused IS the reference (same server, same defaults, same users and
+    draws), so it is not served twice: its frame is the reference's (difference exactly 0).
+    """
     import shutil
 
     import pandas as pd
 
     from pushrl.compare.served import drive
 
-    shipped = rec["select"]["artifact"]
-    sets = {"reference": (), "learned": ("ppo", "vw") if shipped else ("vw",),
-            "bandit": ("vw",)}
-    arts = {"ppo": Path(shipped or rec["ppo"]["artifact"]),
-            "vw": Path(rec["bandit"]["artifact"])}
+    arts = {"ppo": Path(rec["ppo"]["artifact"]), "vw": Path(rec["bandit"]["artifact"])}
+    ship = shipped_policies(rec)
+    wanted = {"reference": (),
+              "learned": (("ppo",) if rec["select"]["artifact"] else ()) + ("vw",),
+              "bandit": ("vw",)}
     frames: dict[str, pd.DataFrame] = {}
-    out: dict[str, Any] = {"history": args.history}
-    for key, names in sets.items():
+    out: dict[str, Any] = {"history": args.history, "shipped": ship, "promote": {}}
+    for key, names in wanted.items():
         reg = w / "served" / key
         shutil.rmtree(reg, ignore_errors=True)
         reg.mkdir(parents=True)
+        active: list[str] = []
         for n in names:
             name = arts[n].parent.name  # an artifact's identity is its registry path
             shutil.copytree(arts[n], reg / name / arts[n].name)
-            run("policies", "promote", name, "--registry", str(reg), "--force", "--reason",
-                "generalization benchmark: served score of the trained artifact")
+            got_p = run("policies", "promote", name, "--registry", str(reg), expect=(0, 2))
+            out["promote"].setdefault(key, {})[n] = (
+                "promoted" if got_p["_exit"] == 0 else got_p.get("error", "refused"))
+            if got_p["_exit"] == 0:
+                active.append(n)
+        out.setdefault("active", {})[key] = active
+        twin = next((k for k, a in out["active"].items() if k != key and a == active), None)
+        if twin is not None:  # the same promoted set was served already: same server run
+            frames[key] = frames[twin]
+            out[key] = {"seconds": 0.0, "same_as": twin}
+            print(f"[{time.strftime('%H:%M:%S')}]   served {key}: promoted {active}, the "
+                  f"same set as {twin}", file=sys.stderr, flush=True)
+            continue
         t0 = time.perf_counter()
         # seed 0: the users and random numbers of `compare`'s first seed (the batch figures)
         got = drive(reg, sc, users=args.served_users, days=args.served_days, seed=0,
@@ -115,12 +157,15 @@ def served_loop(w: Path, rec: dict[str, Any], sc: str,
         frames[key] = f
         out[key] = {"seconds": round(time.perf_counter() - t0, 1), "timing": got.timing,
                     "requests": got.requests, "served_blocked": got.served_blocked}
+        if key == "reference":
+            out["days"] = float(got.result.days)
         print(f"[{time.strftime('%H:%M:%S')}]   served {key}: {out[key]}", file=sys.stderr,
               flush=True)
-    days = float(got.result.days)
+    days = out["days"]
     lt, hv, hp = frames["learned"], frames["bandit"], frames["reference"]
     out.update({
         "objective_learned_vs_heuristic": paired(lt, hp, "objective", days),
+        "unsub_learned_minus_heuristic": paired(lt, hp, "unsubscribe_rate", days),
         "unsub_heuristic": estimate(hp, "unsubscribe_rate", days=days).value,
         "unsub_learned": estimate(lt, "unsubscribe_rate", days=days).value,
         "objective_bandit_vs_popular": paired(hv, hp, "objective", days),
@@ -174,19 +219,38 @@ def select(w: Path, sc: str, trained: list[dict[str, Any]], reuse: bool,
     return out
 
 
+def gate_summary(g: dict[str, Any]) -> dict[str, Any]:
+    """The gate's verdict from ``pushrl evaluate --json``: passed, failed rules, the paired
+    improvement (estimate and the lower bound the rule tests), ESS vs its floor, rounds."""
+    gate = g["gate"]
+    comp = gate.get("comparison") or {}
+    diag = gate.get("diagnostics") or {}
+    data = g.get("data") or {}
+    return {"passed": g["_exit"] == 0, "failed_rules": list(gate.get("failed_rules", [])),
+            "messages": list(gate.get("messages", [])),
+            "estimator": g.get("gate_estimator") or comp.get("estimator_name"),
+            "improvement": comp.get("difference"), "lower": comp.get("lower"),
+            "upper": comp.get("upper"), "alpha": comp.get("alpha"),
+            "one_sided": gate.get("one_sided"), "ess": diag.get("ess"),
+            "ess_floor": gate.get("ess_floor"), "support_ess": gate.get("support_ess"),
+            "n_rounds": data.get("n_rounds", diag.get("n_rounds")), "split": data.get("split"),
+            "seconds": g.get("_seconds")}
+
+
 def world_loop(name: str, args: argparse.Namespace) -> dict[str, Any]:
     w = Path(args.out) / name
-    data, held, init = w / "data", w / "heldout", w / "init"
+    data, init = w / "data", w / "init"
     rec: dict[str, Any] = {"world": name, "split": "dev" if name in DEV_WORLDS else "held-out"}
     t0 = time.perf_counter()
     size = ["--users", str(args.users), "--days", str(args.days)]
     re = args.reuse
     cached(w, "synth", re, "data", "synth", "--world", name, *size, "--seed", str(args.seed),
            "--out", str(data))
-    cached(w, "synth_heldout", re, "data", "synth", "--world", name, "--users",
-           str(max(args.users // 2, 50)), "--days", str(args.days), "--seed",
-           str(args.seed + 1000), "--out", str(held))
-    rec["init"] = cached(w, "init", re, "init", str(data), "--out", str(init))
+    # one log per world, split by `pushrl init` into training and held-out users (what a
+    # company does with its own log): every training stage reads the training users, the
+    # gate (`pushrl evaluate`) the held-out ones
+    rec["init"] = cached(w, "init", re, "init", str(data), "--out", str(init),
+                         "--holdout-frac", str(args.holdout_frac))
     sc = rec["init"]["scenario"]
     vw, ppo = w / "policies" / "vw", w / "policies" / "ppo"
     rec["bandit"] = cached(w, "bandit", re, "train", "bandit", "--scenario", sc, "--out",
@@ -207,10 +271,11 @@ def world_loop(name: str, args: argparse.Namespace) -> dict[str, Any]:
     gate_ppo = f"gate_{Path(rec['ppo']['artifact']).parent.name}"
     for key, art in (("gate_bandit", rec["bandit"]["artifact"]),
                      ("gate_ppo", rec["ppo"]["artifact"])):
-        g = cached(w, gate_ppo if key == "gate_ppo" else key, re, "evaluate", "--data",
-                   str(held), "--policy", art, "--scenario", sc, "--n-bootstrap", "200",
-                   "--out", str(w / "ope" / key), expect=(0, 1))
-        rec[key] = {"passed": g["_exit"] == 0, "failed_rules": g["gate"]["failed_rules"]}
+        # as a team types it: the scenario's held-out users, the gate's default settings;
+        # the verdict is recorded in the artifact's card, which `policies promote` reads
+        g = cached(w, gate_ppo if key == "gate_ppo" else key, re, "evaluate", "--policy", art,
+                   "--scenario", sc, "--out", str(w / "ope" / key), expect=(0, 1))
+        rec[key] = gate_summary(g)
     fid = cached(w, "fidelity", re, "sim", "validate", str(init / "sim"), str(data),
                  expect=(0, 1))
     ov, click = fid["replay"]["overall"], fid["components"]["click"]
@@ -226,24 +291,41 @@ def world_loop(name: str, args: argparse.Namespace) -> dict[str, Any]:
     if args.prepare_only:
         rec["seconds"] = round(time.perf_counter() - t0, 1)
         return rec
+    ship = shipped_policies(rec)
+    rec["shipped"] = ship
     if args.served:
         rec["served"], frames = served_loop(w, rec, sc, args)
-    timing = (f"learned={rec['select']['artifact']}" if rec["select"]["artifact"]
-              else "learned=most-active-hour")
+    sel_timing = rec["select"]["artifact"] or "most-active-hour"
+    timing_of = {"ppo": sel_timing, "most-active-hour": "most-active-hour"}
+    item_of = {"vw": rec["bandit"]["artifact"], "most-popular": popular}
+    # (timing, item) of each batch set: trained = what was trained, whatever the gate said
+    # (the forced diagnostic); shipped = what the unforced loop ships (the served sets')
+    combos = {"trained": (sel_timing, item_of["vw"]),
+              "bandit_trained": ("most-active-hour", item_of["vw"]),
+              "reference": ("most-active-hour", popular),
+              "shipped": (timing_of[ship["timing"]], item_of[ship["item"]]),
+              "bandit_shipped": ("most-active-hour", item_of[ship["item"]])}
 
-    def batch(users: int, n_days: int | None) -> tuple[Any, Any, Any, float]:
-        """Per-user frames (learned, bandit alone, reference) of the batch rollout."""
+    def batch(users: int, n_days: int | None) -> tuple[dict[str, Any], float]:
+        """Per-user frames of the batch rollout, one per set of ``combos`` (one ``compare``
+        per item policy, every timing of that item policy in it: paired, same draws)."""
         k = {**kw, "users": users, "days": n_days}
-        learned = compare([timing, "heuristic=most-active-hour"],
-                          item_policy=rec["bandit"]["artifact"], **k)
-        base = compare(["heuristic=most-active-hour"], item_policy=popular, **k)
-        pu, pb = learned.per_user, base.per_user
-        return (pu[pu.policy == "learned"].reset_index(drop=True),
-                pu[pu.policy == "heuristic"].reset_index(drop=True),
-                pb[pb.policy == "heuristic"].reset_index(drop=True),
-                float(learned.meta["days"]))
+        got: dict[str, Any] = {}
+        days_ = 0.0
+        for item in dict.fromkeys(i for _, i in combos.values()):
+            timings = list(dict.fromkeys(t for t, i in combos.values() if i == item))
+            res = compare([f"t{j}={t}" for j, t in enumerate(timings)], item_policy=item, **k)
+            pu = res.per_user
+            days_ = float(res.meta["days"])
+            for key, (t, i) in combos.items():
+                if i == item:
+                    lab = f"t{timings.index(t)}"
+                    got[key] = pu[pu.policy == lab].reset_index(drop=True)
+        return got, days_
 
-    lt, hv, hp, days = batch(args.eval_users, args.eval_days)
+    bf, days = batch(args.eval_users, args.eval_days)
+    lt, hp, hv = bf["trained"], bf["reference"], bf["bandit_trained"]
+    st = bf["shipped"]
     rec["truth"] = {
         "users": args.eval_users, "days": days,
         "objective_learned_vs_heuristic": paired(lt, hp, "objective", days),
@@ -251,17 +333,21 @@ def world_loop(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "unsub_heuristic": estimate(hp, "unsubscribe_rate", days=days).value,
         "unsub_learned": estimate(lt, "unsubscribe_rate", days=days).value,
         "objective_bandit_vs_popular": paired(hv, hp, "objective", days),
+        "objective_shipped_vs_heuristic": paired(st, hp, "objective", days),
+        "unsub_shipped_minus_heuristic": paired(st, hp, "unsubscribe_rate", days),
+        "unsub_shipped": estimate(st, "unsubscribe_rate", days=days).value,
         "sends_per_user_day": {"learned": estimate(lt, "sends_per_user_day", days=days).value,
+                               "shipped": estimate(st, "sends_per_user_day", days=days).value,
                                "heuristic": estimate(hp, "sends_per_user_day",
                                                      days=days).value},
     }
     if frames:  # same users and draws: served - batch per user is the serving skew
         same = (args.served_users, args.served_days) == (args.eval_users, args.eval_days)
-        slt, shv, shp, sdays = ((lt, hv, hp, days) if same
-                                else batch(args.served_users, args.served_days))
+        sb, sdays = (bf, days) if same else batch(args.served_users, args.served_days)
         rec["served"]["served_minus_batch"] = {
-            k: paired(frames[k], b, "objective", sdays)
-            for k, b in (("reference", shp), ("learned", slt), ("bandit", shv))}
+            k: paired(frames[k], sb[b], "objective", sdays)
+            for k, b in (("reference", "reference"), ("learned", "shipped"),
+                         ("bandit", "bandit_shipped"))}
     rec["seconds"] = round(time.perf_counter() - t0, 1)
     return rec
 
@@ -272,17 +358,19 @@ def _ci(d: dict[str, float]) -> str:
 
 
 def table(recs: list[dict[str, Any]]) -> str:
-    head = ("| world | split | learned timing+item vs heuristic: objective/user [95% CI] "
-            "| unsub learned / heuristic | bandit alone vs most-popular [95% CI] "
+    head = ("| world | split | SHIPPED vs heuristic: objective/user [95% CI] "
+            "| TRAINED timing+VW vs heuristic (gate ignored: diagnostic) "
+            "| unsub trained / heuristic | VW alone vs most-popular [95% CI] "
             "| gate VW / PPO | sim open rel (z) | sim unsub rel (z) | click AUC, LL vs const |")
-    rows = [head, "|" + "---|" * 9]
+    rows = [head, "|" + "---|" * 10]
     for r in recs:
         t, f = r["truth"], r["fidelity"]
         c = f["click"]
         gate = "/".join("pass" if r[k]["passed"] else "block" for k in ("gate_bandit",
                                                                          "gate_ppo"))
         rows.append(
-            f"| {r['world']} | {r['split']} | {_ci(t['objective_learned_vs_heuristic'])} "
+            f"| {r['world']} | {r['split']} | {_ci(t['objective_shipped_vs_heuristic'])} "
+            f"| {_ci(t['objective_learned_vs_heuristic'])} "
             f"| {100 * t['unsub_learned']:.1f}% / {100 * t['unsub_heuristic']:.1f}% "
             f"| {_ci(t['objective_bandit_vs_popular'])} | {gate} "
             f"| {100 * f['open_rate']['rel_error']:+.1f}% ({f['open_rate']['z']:+.1f}) "
@@ -294,9 +382,9 @@ def table(recs: list[dict[str, Any]]) -> str:
 
 def served_table(recs: list[dict[str, Any]]) -> str:
     """Served figures (through ``pushrl serve``) next to the batch rollout's."""
-    head = ("| world | split | SERVED learned vs heuristic [95% CI] | unsub learned / heuristic "
-            "| SERVED bandit alone vs most-popular [95% CI] | served - batch objective/user: "
-            "reference / learned / bandit [95% CI] |")
+    head = ("| world | split | SERVED shipped vs heuristic [95% CI] | unsub shipped / heuristic "
+            "| SERVED bandit alone (promoted unforced) vs most-popular [95% CI] | served - batch "
+            "objective/user: reference / shipped / bandit [95% CI] |")
     rows = [head, "|" + "---|" * 6]
     for r in recs:
         s = r.get("served")
@@ -315,7 +403,11 @@ def main() -> None:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--worlds", default=",".join((*DEV_WORLDS, *HELDOUT_WORLDS)),
                     help="comma-separated world names (default: all)")
-    ap.add_argument("--users", type=int, default=1000, help="logged users per world")
+    ap.add_argument("--users", type=int, default=4000, help="logged users per world (the "
+                    "issue's reference log: 4000 users x 28 days)")
+    ap.add_argument("--holdout-frac", type=float, default=0.25, help="`pushrl init "
+                    "--holdout-frac`: share of the log's users held out for the gate "
+                    "(0.25: ~3000 training + ~1000 held-out users)")
     ap.add_argument("--days", type=int, default=28, help="logged days")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--eval-users", type=int, default=1000, help="users scored by the truth")
