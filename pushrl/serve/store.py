@@ -111,7 +111,8 @@ Statement = tuple[str, Sequence[Any]]
 # b, {}.get(None) is None) bind the same values ~30 % faster per row (issue 20; the writer
 # thread holds the GIL while it binds). They do not touch int/float/str, whose fast path
 # stays on.
-sqlite3.register_adapter(type(None), {}.get)
+_none: dict[None, None] = {}
+sqlite3.register_adapter(type(None), _none.get)  # type: ignore[arg-type]
 sqlite3.register_adapter(bytes, bytes)
 
 
