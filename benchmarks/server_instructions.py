@@ -9,7 +9,15 @@ framework floor). Decide requests carry an explicit `ts` (one hour apart, distin
 drawn with a fixed seed), so every tree makes the same decisions. Kernel time (fsync, socket
 writes) is not counted: instructions are user-space work only.
 
-    python benchmarks/server_instructions.py [--tree DIR ...] [--requests 200] [--json]
+`--concurrency K` sends the decide requests in groups of K at once (K connections, distinct
+users, one hour per group), so the micro-batcher decides them in passes of up to K rows (the
+mean pass size is printed): the per-request cost at 16-32 connections, where the capacity
+figure is measured, without the load of the machine in it. `--batch K` sends them instead as
+`POST /v1/decide/batch` requests of K decisions each (one connection); the figure is then per
+decision.
+
+    python benchmarks/server_instructions.py [--tree DIR ...] [--requests 200]
+        [--concurrency 1 | --batch K] [--json]
 
 A tree is a checkout of pushrl (`git archive COMMIT | tar -x -C DIR`); it runs with
 `PYTHONPATH=DIR`. Each figure is printed with its ratio to the first tree's. Needs valgrind
@@ -56,7 +64,33 @@ def _collected(out_dir: Path, label: str) -> int:
     return total
 
 
-def measure(tree: Path, n_req: int, warmup: int, users: int) -> dict[str, float]:
+def _pass_rows(c: httpx.Client) -> tuple[float, float]:
+    """(rows, passes) the micro-batcher decided so far, from /metrics."""
+    got = {ln.split()[0]: float(ln.split()[1]) for ln in c.get("/metrics").text.splitlines()
+           if ln.startswith("serve_decide_pass_rows_")}
+    return got.get("serve_decide_pass_rows_sum", 0.0), got.get(
+        "serve_decide_pass_rows_count", 0.0)
+
+
+def _post_groups(base: str, bodies: list[str], k: int) -> None:
+    """POST the bodies in groups of ``k`` at once (one connection each)."""
+    import asyncio
+
+    async def run() -> None:
+        hdr = {"content-type": "application/json"}
+        async with httpx.AsyncClient(base_url=base, timeout=600,
+                                     limits=httpx.Limits(max_connections=k)) as ac:
+            for i in range(0, len(bodies), k):
+                rs = await asyncio.gather(*(ac.post("/v1/decide", content=b, headers=hdr)
+                                            for b in bodies[i:i + k]))
+                for r in rs:
+                    r.raise_for_status()
+
+    asyncio.run(run())
+
+
+def measure(tree: Path, n_req: int, warmup: int, users: int,
+            concurrency: int = 1, batch: int = 0) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="pushrl-sin-"))
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(tree)}
@@ -83,20 +117,38 @@ def measure(tree: Path, n_req: int, warmup: int, users: int) -> dict[str, float]
                 c.put(f"/v1/users/u{k}", json={"timezone": ZONES[k % len(ZONES)]}
                       ).raise_for_status()
             rng = np.random.default_rng(1)
-            who = rng.integers(0, users, warmup + n_req)
-            bodies = [json.dumps({"user_id": f"u{int(u)}", "ts": T0 + 3600 * i})
-                      for i, u in enumerate(who)]
+            k = batch or concurrency
+            warmup -= warmup % k  # the measured requests start a group
+            if k == 1:
+                who = rng.integers(0, users, warmup + n_req)
+                bodies = [json.dumps({"user_id": f"u{int(u)}", "ts": T0 + 3600 * i})
+                          for i, u in enumerate(who)]
+            else:  # groups of k distinct users, one hour per group
+                bodies = [json.dumps({"user_id": f"u{int(u)}", "ts": T0 + 3600 * g})
+                          for g in range((warmup + n_req) // k)
+                          for u in rng.choice(users, k, replace=False)]
             hdr = {"content-type": "application/json"}
+            path = "/v1/decide"
+            if batch:  # one /v1/decide/batch request per group
+                path = "/v1/decide/batch"
+                bodies = [json.dumps({"requests": [json.loads(b) for b in bodies[i:i + k]]})
+                          for i in range(0, len(bodies), k)]
+                warmup //= k
             for b in bodies[:warmup]:
-                c.post("/v1/decide", content=b, headers=hdr).raise_for_status()
+                c.post(path, content=b, headers=hdr).raise_for_status()
             for _ in range(20):
                 c.get("/v1/echo").raise_for_status()
             pid = str(proc.pid)
+            rows0 = _pass_rows(c)
             _ctl("-z", pid)
             _ctl("-i", "on", pid)
-            for b in bodies[warmup:]:
-                c.post("/v1/decide", content=b, headers=hdr).raise_for_status()
+            if k == 1 or batch:
+                for b in bodies[warmup:]:
+                    c.post(path, content=b, headers=hdr).raise_for_status()
+            else:
+                _post_groups(base, bodies[warmup:], k)
             _ctl("-i", "off", pid)
+            rows1 = _pass_rows(c)  # (after the count: /metrics is not counted)
             _ctl("-d", "decide", pid)
             _ctl("-i", "on", pid)
             for _ in range(n_req):
@@ -104,8 +156,11 @@ def measure(tree: Path, n_req: int, warmup: int, users: int) -> dict[str, float]
             _ctl("-i", "off", pid)
             _ctl("-d", "echo", pid)
         dec, echo = _collected(tmp, "decide"), _collected(tmp, "echo")
-        return {"decide_instructions_per_request": dec / n_req,
-                "echo_instructions_per_request": echo / n_req}
+        n_dec = (len(bodies) - warmup) * (batch or 1)
+        return {"decide_instructions_per_request": dec / n_dec,
+                "echo_instructions_per_request": echo / n_req,
+                "mean_pass_rows": (float(batch) if batch else
+                                   (rows1[0] - rows0[0]) / max(rows1[1] - rows0[1], 1))}
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -121,6 +176,10 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--users", type=int, default=400)
+    ap.add_argument("--concurrency", type=int, default=1,
+                    help="decide requests sent at once (passes of up to this many rows)")
+    ap.add_argument("--batch", type=int, default=0,
+                    help="send /v1/decide/batch requests of this many decisions instead")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     if shutil.which("valgrind") is None:
@@ -128,13 +187,13 @@ def main() -> None:
     load0 = os.getloadavg()
     rows, first = [], None
     for tree in a.tree:
-        r = measure(tree.resolve(), a.requests, a.warmup, a.users)
+        r = measure(tree.resolve(), a.requests, a.warmup, a.users, a.concurrency, a.batch)
         first = first or r
-        rows.append({"tree": str(tree), **{k: round(v) for k, v in r.items()},
+        rows.append({"tree": str(tree), **{k: round(v, 2) for k, v in r.items()},
                      **{k.replace("_per_request", "_ratio_to_first"): round(v / first[k], 3)
-                        for k, v in r.items()}})
+                        for k, v in r.items() if k.endswith("_per_request")}})
     res = {"unit": "instructions per request (server process, all threads)",
-           "requests": a.requests, "users": a.users,
+           "requests": a.requests, "users": a.users, "concurrency": a.concurrency, "batch": a.batch,
            "load_avg_before": [round(x, 2) for x in load0],
            "load_avg_after": [round(x, 2) for x in os.getloadavg()], "rows": rows}
     if a.json:
@@ -142,8 +201,9 @@ def main() -> None:
         return
     for r in rows:
         dec, echo = r["decide_instructions_per_request"], r["echo_instructions_per_request"]
-        print(f"{r['tree'][-40:]:40s} decide {dec:>10d} "
-              f"(x{r['decide_instructions_ratio_to_first']})  echo {echo:>10d} "
+        print(f"{r['tree'][-40:]:40s} decide {dec:>12,.0f} "
+              f"(x{r['decide_instructions_ratio_to_first']}, passes of "
+              f"{r['mean_pass_rows']:.2f} rows)  echo {echo:>10,.0f} "
               f"(x{r['echo_instructions_ratio_to_first']})")
     print(f"load average {res['load_avg_before']} -> {res['load_avg_after']}")
 

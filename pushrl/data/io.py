@@ -389,7 +389,7 @@ def coerce_table(df: pd.DataFrame, table: str) -> pd.DataFrame:
             have = ", ".join(map(str, df.columns[:8]))
             raise SchemaError(f"table `{table}`: missing required column `{col.name}` "
                               f"(has: {have}); add it, see simulator_data/README.md")
-    df = df.copy()
+    df = df.copy(deep=False)  # (copy-on-write, pandas >= 3: the caller's frame never changes)
     if "Unnamed: 0" in df.columns:
         df = df.drop(columns=["Unnamed: 0"])
     for col in SCHEMA[table]:
@@ -406,10 +406,18 @@ def coerce_table(df: pd.DataFrame, table: str) -> pd.DataFrame:
         if "revenue" not in df.columns:
             df["revenue"] = np.nan
     if table in ("activity", "pushes", "item_updates"):
-        df = df.sort_values("ts", kind="stable").reset_index(drop=True)
+        df = _stable_sorted(df, "ts")
     elif table == "triggers":
-        df = df.sort_values("event_ts", kind="stable").reset_index(drop=True)
+        df = _stable_sorted(df, "event_ts")
     return df
+
+
+def _stable_sorted(df: pd.DataFrame, col: str) -> pd.DataFrame:
+    """``df`` stably sorted by ``col``, with a fresh index (a log written in time order,
+    as pushrl writes them, is already sorted: then no rows move)."""
+    if df[col].is_monotonic_increasing:  # the stable sort is the identity
+        return df.reset_index(drop=True)
+    return df.sort_values(col, kind="stable").reset_index(drop=True)
 
 
 def empty_activity() -> pd.DataFrame:

@@ -93,7 +93,9 @@ class TimezoneTable:
     def _fill(self, zones: np.ndarray, cols: np.ndarray) -> None:
         """Compute the missing ``(zone, directory column)`` blocks."""
         width = self._dir.shape[1]
-        for key in np.unique(zones.astype(np.int64) * width + cols).tolist():
+        keys = zones.astype(np.int64) * width + cols  # in [0, zones x width): a few distinct
+        # (sorted distinct keys, as np.unique gives them, from a count: no hash of every row)
+        for key in np.flatnonzero(np.bincount(keys.ravel())).tolist():
             z, col = divmod(key, width)
             lo = (self._b0 + col) * BLOCK_HOURS
             block = self._compute(self.names[z], lo, lo + BLOCK_HOURS)

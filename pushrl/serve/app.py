@@ -126,8 +126,50 @@ async def decide_json(srv: Server, body: bytes) -> bytes:
     try:
         req = DecideIn.model_validate_json(body)
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors(include_url=False)) from None
+        raise _body_error(body, exc) from None
     return json.dumps(await srv.decide_one(req)).encode()
+
+
+def _body_error(body: bytes, exc: ValidationError) -> RequestValidationError:
+    """The error FastAPI gives a declared JSON body that fails ``exc``: an empty body is a
+    missing one (422), text that is not JSON names the :mod:`json` parser's complaint (400),
+    anything else is the model's own errors (422)."""
+    if not body.strip():
+        return RequestValidationError([{"type": "missing", "loc": ("body",),
+                                        "msg": "Field required", "input": None}])
+    if any(e["type"] == "json_invalid" for e in exc.errors()):
+        try:
+            json.loads(body)
+        except ValueError as bad:
+            msg = bad.msg if isinstance(bad, json.JSONDecodeError) else str(bad)
+            return RequestValidationError([{"type": "json_invalid", "loc": ("body", 0),
+                                            "msg": "JSON decode error", "input": {},
+                                            "ctx": {"error": msg}}])
+    return RequestValidationError(exc.errors(include_url=False))
+
+
+#: The fields of a :class:`DecideOut` in order, with their defaults (None where required):
+#: the batch answer lists every field, as its response model did.
+_DECIDE_OUT_FIELDS = [(name, None if f.is_required() else f.default)
+                      for name, f in DecideOut.model_fields.items()]
+
+
+async def decide_batch_json(srv: Server, body: bytes) -> bytes:
+    """``/v1/decide/batch``: the request body's JSON bytes to the answer's (a
+    :class:`DecideBatchOut`), validated and answered as :func:`decide_json` does (every
+    decision with all of DecideOut's fields, as the response model wrote them).
+
+    Raises:
+        RequestValidationError: an invalid body (the app's handler makes it a 400/422).
+    """
+    try:
+        req = DecideBatchIn.model_validate_json(body)
+    except ValidationError as exc:
+        raise _body_error(body, exc) from None
+    outs = await srv.decide_batch(req.requests)
+    fields = _DECIDE_OUT_FIELDS
+    return json.dumps({"decisions": [{k: o.get(k, d) for k, d in fields} for o in outs]}
+                      ).encode()
 
 
 def _header_value(scope: Scope, name: bytes) -> str | None:
@@ -138,7 +180,7 @@ def _header_value(scope: Scope, name: bytes) -> str | None:
 
 
 def _hot_routes() -> dict[tuple[str, str], Any]:
-    """The routes :class:`HotPath` answers without the framework; both need the ``decide``
+    """The routes :class:`HotPath` answers without the framework; all need the ``decide``
     scope, as their declared dependency says."""
     def auth(srv: Server, scope: Scope) -> None:
         if srv.keys is not None:
@@ -150,11 +192,17 @@ def _hot_routes() -> dict[tuple[str, str], Any]:
         auth(srv, scope)
         return await decide_json(srv, body)
 
+    async def decide_batch(srv: Server, scope: Scope, body: bytes) -> bytes:
+        auth(srv, scope)
+        return await decide_batch_json(srv, body)
+
     async def echo(srv: Server, scope: Scope, _: bytes) -> bytes:
         auth(srv, scope)
         return _ECHO
 
-    return {("POST", "/v1/decide"): (True, decide), ("GET", "/v1/echo"): (False, echo)}
+    return {("POST", "/v1/decide"): (True, decide),
+            ("POST", "/v1/decide/batch"): (True, decide_batch),
+            ("GET", "/v1/echo"): (False, echo)}
 
 
 _ECHO = json.dumps({"ok": True}).encode()
@@ -216,8 +264,27 @@ def create_app(cfg: ServeConfig, *, overrides: dict[str, Policy] | None = None) 
     _add_trigger_routes(app, srv, decide_scope, admin_scope)
     _add_policy_routes(app, srv, decide_scope, admin_scope)
     app.state.cfg = cfg
+    _raw_body_schemas(app, DecideBatchIn)
     _outermost_hot_path(app)
     return app
+
+
+def _raw_body_schemas(app: FastAPI, *models: type[Any]) -> None:
+    """List ``models`` in the OpenAPI components: routes that read their raw body name them
+    only in ``openapi_extra`` (FastAPI lists a model only where a route declares it)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        spec = build()
+        schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+        for m in models:
+            got = m.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, sub in got.pop("$defs", {}).items():
+                schemas.setdefault(name, sub)
+            schemas.setdefault(m.__name__, got)
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _outermost_hot_path(app: FastAPI) -> None:
@@ -411,10 +478,15 @@ def _add_decide_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: An
                         media_type="application/json")
 
     @app.post("/v1/decide/batch", response_model=DecideBatchOut, tags=["decide"],
-              dependencies=[decide_scope], responses=_errors(400, 401, 403, 404, 409, 422, 503))
-    async def decide_batch(body: DecideBatchIn) -> dict[str, Any]:
-        """Several decisions (distinct users) in one request."""
-        return {"decisions": await srv().decide_batch(body.requests)}
+              dependencies=[decide_scope], responses=_errors(400, 401, 403, 404, 409, 422, 503),
+              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                  "schema": {"$ref": "#/components/schemas/DecideBatchIn"}}}}})
+    async def decide_batch(request: Request) -> Any:
+        """Several decisions (distinct users) in one request.
+
+        (Answered by :class:`~pushrl.serve.hotpath.HotPath` with the same function.)"""
+        return Response(await decide_batch_json(srv(), await request.body()),
+                        media_type="application/json")
 
     @app.post("/v1/feedback", response_model=FeedbackOut, tags=["decide"],
               dependencies=[decide_scope], responses=_errors(400, 401, 403, 404, 409, 422, 503))

@@ -46,6 +46,9 @@ RECOVER_SECONDS = (0.1, 5.0)
 OUTCOME_COLS = ("opened", "clicked", "converted", "revenue", "unsubscribed")
 #: With triggers on, larger event batches are recorded in a worker thread.
 LOOP_EVENTS = 64
+#: A ``/v1/decide/batch`` of at most this many requests without look-ahead is decided on the
+#: event loop (like a micro-batcher pass); a larger one in a worker thread.
+INLINE_BATCH = 32
 
 
 def _sec(ts: Any, now: int) -> int:
@@ -505,14 +508,20 @@ class Server(TriggerRequests):
             await self.busy
 
     async def decide_batch(self, reqs: list[DecideIn]) -> list[dict[str, Any]]:
-        """:meth:`decide` in a worker thread, then commit: a batch of 1,000 with look-ahead
-        takes seconds, and the event loop keeps answering meanwhile (``/healthz``, other
+        """:meth:`decide` in a worker thread (on the loop up to :data:`INLINE_BATCH` requests
+        without look-ahead), then commit: a batch of 1,000 with look-ahead takes seconds, and
+        the event loop keeps answering meanwhile (``/healthz``, other
         requests wait for the state in :meth:`idle`). Runs to its commit even if the client
         goes away (the state has moved by then)."""
         return await asyncio.shield(asyncio.ensure_future(self._decide_batch(reqs)))
 
     async def _decide_batch(self, reqs: list[DecideIn]) -> list[dict[str, Any]]:
         await self.idle()
+        if len(reqs) <= INLINE_BATCH and all(r.horizon_hours is None for r in reqs):
+            # as small as a micro-batcher pass: decided on the loop (a thread hop costs more)
+            out, stmts = self.decide(reqs)
+            await self.commit(stmts)
+            return out
         self.busy = busy = asyncio.get_running_loop().create_future()
         try:
             out, stmts = await asyncio.to_thread(self.decide, reqs)

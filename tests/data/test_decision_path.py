@@ -4,6 +4,8 @@ advance), the one-hot timing distributions and the timing mask."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from pushrl.data.features import FeatureSpec, FeatureState
@@ -87,3 +89,52 @@ def test_one_hot_distribution_and_timing_mask() -> None:
     assert m.dtype == bool and m.shape == (3, 2)
     np.testing.assert_array_equal(m[:, WAIT], True)
     np.testing.assert_array_equal(m[:, SEND], allowed)
+
+
+def test_advance_of_a_few_users_equals_the_vectorised_advance(monkeypatch: Any) -> None:
+    """``advance`` of <= 8 distinct users runs user by user (``_advance_few``): on a random
+    stream of events (late ones too), pushes, opens and advances (gaps of 0, 1, many and
+    more than the ring's hours; repeated users, which take the vectorised form), every
+    state array equals a state that only ever advances vectorised, and a too-early advance
+    fails with the same message."""
+    from pushrl.data import features as fmod
+
+    few, vec = _pair(24)
+    real = fmod._ADVANCE_FEW
+    rng = np.random.default_rng(7)
+    t = T0
+
+    def both(name: str, *args: Any) -> None:
+        errs = []
+        for s, k in ((few, real), (vec, 0)):
+            monkeypatch.setattr(fmod, "_ADVANCE_FEW", k)
+            try:
+                getattr(s, name)(*args)
+                errs.append(None)
+            except ValueError as exc:
+                errs.append(str(exc))
+        assert errs[0] == errs[1]
+
+    n_few = 0
+    for _ in range(2500):
+        t += int(rng.choice([0, HOUR // 2, HOUR, 3 * HOUR, 250 * HOUR], p=[.2, .3, .3, .15, .05]))
+        b = t // HOUR
+        k = int(rng.integers(1, 11))
+        u = rng.choice(24, k, replace=rng.random() < 0.15).astype(np.int64)
+        r = rng.random()
+        if r < 0.35:
+            late = rng.integers(0, 3, k)  # some events an hour or two late
+            both("record_activity", u, b - late, rng.integers(-1, 2, k),
+                 rng.integers(1, 4, k).astype(np.float32))
+        elif r < 0.45:
+            both("record_push", u, np.full(k, b), rng.random(k) < 0.3)
+        elif r < 0.5:
+            both("record_open", u, b)
+        else:
+            bb = b - (rng.random(k) < 0.05) * rng.integers(1, 400, k)  # some too early
+            n_few += k <= real and len(set(u.tolist())) == k
+            both("advance", u, bb)
+        for name in vars(few.a):
+            np.testing.assert_array_equal(getattr(few.a, name), getattr(vec.a, name),
+                                          err_msg=name)
+    assert n_few > 500

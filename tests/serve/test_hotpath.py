@@ -14,6 +14,7 @@ from prometheus_client import generate_latest
 from pushrl.serve import app as app_module
 from pushrl.serve.app import create_app
 from pushrl.serve.auth import new_key
+from pushrl.serve.schemas import DecideOut
 from pushrl.serve.timeouts import _OneWrite
 from tests.serve.conftest import T0, doubles, make_cfg, seed_world
 
@@ -27,6 +28,24 @@ _DECIDE_CASES: list[tuple[dict[str, str], Any]] = [
     ({"K": "decide"}, {"user_id": "u0", "horizon_hours": -3}),  # 422
     ({"K": "decide"}, {"user_id": "u0", "ts": T0 - 2 * H}),  # before the user: 409
     ({"K": "decide"}, {"user_id": "u0", "ts": T0 + 12 * H}),  # 200
+]
+_BATCH_CASES: list[tuple[dict[str, str], Any]] = [
+    ({}, {"requests": [{"user_id": "u0"}]}),                          # no key: 401
+    ({"K": "admin-only"}, {"requests": [{"user_id": "u0"}]}),         # key without scope: 403
+    ({"K": "decide"}, {"requests": [{"user_id": "u0", "ts": T0 + 13 * H},
+                                    {"user_id": "nobody"}]}),         # 404 unknown user
+    ({"K": "decide"}, b'{"requests": ['),                             # 400 malformed JSON
+    ({"K": "decide"}, b''),                                           # 422 missing body
+    ({"K": "decide"}, {"requests": []}),                              # 422 too few
+    ({"K": "decide"}, {"requests": [{"user_id": "u0", "horizon_hours": 999}]}),  # 422
+    ({"K": "decide"}, {"requests": [{"user_id": "u0"}], "extra": 1}),  # 422 unknown field
+    ({"K": "decide"}, {"requests": [{"user_id": "u0", "ts": T0 + 14 * H},
+                                    {"user_id": "u0", "ts": T0 + 13 * H}]}),  # 409 order
+    ({"K": "decide"}, {"requests": [{"user_id": "u0", "ts": T0 + 14 * H},   # 200, one user
+                                    {"user_id": "u0", "ts": T0 + 15 * H,    # twice, 2nd with
+                                     "horizon_hours": 6}]}),                # look-ahead
+    ({"K": "decide"}, {"requests": [{"user_id": "u0", "ts": T0 + 16 * H,
+                                     "candidates": ["i1"], "context": {"a": 1}}]}),  # 200
 ]
 
 
@@ -61,6 +80,15 @@ def _run(tmp: Path, keys: Path, k: dict[str, str], hot: bool) -> list[Any]:
             out = r.json()
             out.pop("decision_id", None)
             got.append((r.status_code, out, r.headers["content-type"]))
+        for h, body in _BATCH_CASES:
+            headers = {"X-API-Key": k[h["K"]]} if "K" in h else dict(h)
+            data = body if isinstance(body, bytes) else json.dumps(body).encode()
+            r = c.post("/v1/decide/batch", content=data,
+                       headers={**headers, "Content-Type": "application/json"})
+            out = r.json()
+            for d in out.get("decisions", []):
+                d.pop("decision_id")
+            got.append((r.status_code, out, r.headers["content-type"]))
         got.append(c.get("/v1/echo", headers={"Authorization": f"Bearer {k['decide']}"})
                    .status_code)
         got.append(c.get("/v1/decide", headers={"X-API-Key": k["decide"]}).status_code)
@@ -77,7 +105,11 @@ def test_hot_routes_answer_as_the_declared_routes(tmp_path: Path) -> None:
          "both": new_key(keys, ["decide", "admin"])}
     hot = _run(tmp_path / "hot", keys, k, True)
     routes = _run(tmp_path / "routes", keys, k, False)
-    assert [g[0] for g in hot[0][:-2]] == [401, 401, 403, 404, 400, 422, 409, 200]
+    n = len(_DECIDE_CASES)
+    assert [g[0] for g in hot[0][:n]] == [401, 401, 403, 404, 400, 422, 409, 200]
+    assert [g[0] for g in hot[0][n:-2]] == [401, 403, 404, 400, 422, 422, 422, 422, 409, 200,
+                                            200]
+    assert set(hot[0][-3][1]["decisions"][0]) | {"decision_id"} == set(DecideOut.model_fields)
     assert hot[0][-2:] == [200, 405]
     assert hot == routes
 

@@ -45,3 +45,22 @@ def test_writes_are_durable_and_the_wal_is_checkpointed(tmp_path: Path,
         assert again.query("SELECT count(*) FROM activity")[0][0] == 4000
     finally:
         again.close()
+
+
+def test_identity_adapters_bind_nulls_and_blobs_unchanged(tmp_path: Path) -> None:
+    """The store's identity adapters (#20: NULL and BLOB parameters without the adapter
+    search) bind exactly what sqlite3 binds without them: NULL, BLOB, and the base types."""
+    import sqlite3
+
+    import pushrl.serve.store as store_mod
+
+    assert sqlite3.adapters[(type(None), sqlite3.PrepareProtocol)] is not None
+    conn = store_mod.connect(tmp_path / "x.sqlite3")
+    conn.execute("CREATE TABLE t (a, b, c)")
+    conn.executemany("INSERT INTO t VALUES (?,?,?)", [
+        (None, b"\x00\x01", 1), (None, bytearray(b"ab"), "x"), (1.5, memoryview(b"zz"), None)])
+    got = conn.execute("SELECT a, typeof(a), b, typeof(b), c, typeof(c) FROM t").fetchall()
+    assert got == [(None, "null", b"\x00\x01", "blob", 1, "integer"),
+                   (None, "null", b"ab", "blob", "x", "text"),
+                   (1.5, "real", b"zz", "blob", None, "null")]
+    conn.close()
