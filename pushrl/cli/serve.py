@@ -103,6 +103,10 @@ def command(
                                        "least --uplift-threshold."),
     uplift_threshold: float = typer.Option(0.0, "--uplift-threshold", help="Least predicted "
                                            "incremental outcome per send (the model's units)."),
+    uplift_min_hours: float = typer.Option(0.0, "--uplift-min-hours", help="Send only if it "
+                                           "helps: no push within this many hours of the "
+                                           "user's last purchase (purchase events, converted "
+                                           "pushes); alone or with --uplift."),
     triggers: str | None = typer.Option(None, "--triggers", help="Behaviour-triggered "
                                         "pushes: a TOML file whose [triggers] table sets the "
                                         "rules ([triggers.cart] etc.; a scenario file works), "
@@ -206,7 +210,7 @@ def command(
                       time_window_days=(past, future), accept_empty_state=accept_empty_state,
                       late_bound_hours=late_bound, holdout=hold,
                       volume=None if volume is None else _volume(volume),
-                      uplift=None if uplift is None else _uplift(uplift, uplift_threshold),
+                      uplift=_uplift(uplift, uplift_threshold, uplift_min_hours),
                       watch_seconds=watch_seconds, shard=_shard(shard),
                       plans=tuple(plan or ()))
     if shard_url:
@@ -282,13 +286,17 @@ def _shard(ref: str | None) -> tuple[int, int] | None:
     return k, n
 
 
-def _uplift(path: Path, threshold: float) -> UpliftGate:
-    """``--uplift FILE --uplift-threshold T`` as a gate (one line on a bad file)."""
+def _uplift(path: Path | None, threshold: float, min_hours: float) -> UpliftGate | None:
+    """``--uplift FILE --uplift-threshold T --uplift-min-hours H`` as a gate, None without
+    either (one line on a bad file or value)."""
     from pushrl.errors import PushrlError
     from pushrl.rules.uplift import UpliftGate, UpliftModel
 
+    if path is None and not min_hours:
+        return None
     try:
-        return UpliftGate(UpliftModel.load(path), threshold)
+        return UpliftGate(None if path is None else UpliftModel.load(path), threshold,
+                          min_hours)
     except ValueError as exc:
         raise PushrlError(f"--uplift: {exc}") from None
 

@@ -264,7 +264,9 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
                             true_world=true_world, true_user_index=true_index))
         action = np.asarray(policy.decide_batch(ctx, rng).action)
         if uplift is not None:  # send only if it helps
-            action = np.where(uplift.allow(obs.raw), action, 0)
+            hsp = (sim.state.hours_since_purchase(sim.slots, obs.bucket)
+                   if uplift.needs_purchases else None)
+            action = np.where(uplift.allow(obs.raw, hsp), action, 0)
         if price is not None:  # the one gate of the global volume target
             prices[step] = price.price
             action = np.where(price.allow(value_fn(obs.raw)), action, 0)

@@ -453,7 +453,10 @@ class Engine:
         if self.price is not None:  # the global volume target
             dist = self.price.apply(dist, send_value(raw))
         if self.cfg.uplift is not None:  # send only if it helps
-            dist = self.cfg.uplift.apply(dist, raw)
+            g = self.cfg.uplift
+            hsp = (self.state.fs.hours_since_purchase(tctx.user_index, tctx.bucket)
+                   if g.needs_purchases else None)
+            dist = g.apply(dist, raw, hsp)
         inc = None if held is None or not held.any() else self.incumbent()
         if inc is not None and held is not None:
             # held-out users: the incumbent's distribution, never the active policy's
