@@ -454,7 +454,7 @@ class Engine:
             dist = self.price.apply(dist, send_value(raw))
         if self.cfg.uplift is not None:  # send only if it helps
             g = self.cfg.uplift
-            hsp = (self.state.fs.hours_since_purchase(tctx.user_index, tctx.bucket)
+            hsp = (self.state.fs.hours_since_purchase(np.asarray(tctx.user_index), tctx.bucket)
                    if g.needs_purchases else None)
             dist = g.apply(dist, raw, hsp)
         inc = None if held is None or not held.any() else self.incumbent()
