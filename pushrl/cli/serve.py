@@ -91,6 +91,10 @@ def command(
                                         "target: at most this many pushes per subscribed user "
                                         "per week on average, met by a price on each send "
                                         "(per-user caps stay hard guardrails)."),
+    volume_value: Path | None = typer.Option(None, "--volume-value", help="With --volume: "
+                                             "rank sends by an open model JSON "
+                                             "(pushrl.train.send_value) times the fatigue "
+                                             "discount instead of the engagement proxy."),
     holdout_campaign: str = typer.Option("default", "--holdout-campaign", help="Campaign "
                                          "name of the holdout (part of the hash)."),
     holdout_incumbent: str = typer.Option("none", "--holdout-incumbent", help="Policy of the "
@@ -209,7 +213,7 @@ def command(
                       catalog=catalog, public_docs=public_docs, public_metrics=public_metrics,
                       time_window_days=(past, future), accept_empty_state=accept_empty_state,
                       late_bound_hours=late_bound, holdout=hold,
-                      volume=None if volume is None else _volume(volume),
+                      volume=None if volume is None else _volume(volume, volume_value),
                       uplift=_uplift(uplift, uplift_threshold, uplift_min_hours),
                       watch_seconds=watch_seconds, shard=_shard(shard),
                       plans=tuple(plan or ()))
@@ -301,12 +305,17 @@ def _uplift(path: Path | None, threshold: float, min_hours: float) -> UpliftGate
         raise PushrlError(f"--uplift: {exc}") from None
 
 
-def _volume(v: float) -> VolumeTarget:
+def _volume(v: float, value: Path | None = None) -> VolumeTarget:
+    """``--volume V [--volume-value FILE]`` (one line on a bad value or file)."""
     from pushrl.errors import PushrlError
-    from pushrl.rules.volume import VolumeTarget
+    from pushrl.rules.volume import OpenModel, VolumeTarget
 
     try:
-        return VolumeTarget(v)
+        model = None if value is None else OpenModel.load(value)
+    except ValueError as exc:
+        raise PushrlError(f"--volume-value: {exc}") from None
+    try:
+        return VolumeTarget(v, value_model=model)
     except ValueError as exc:
         raise PushrlError(f"--volume: {exc}") from None
 def _trigger_rules(ref: str | None) -> TriggerConfig | None:
