@@ -3,7 +3,10 @@ point in time, order-free, reset, snapshot round trip, replay of purchase events
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 
 from pushrl.data.features import HOURS_CAP, FeatureSpec, FeatureState
@@ -59,3 +62,27 @@ def test_reset_and_snapshot_round_trip() -> None:
             == HOURS_CAP).all()  # a snapshot from before purchases: none known
     fs.reset_users(np.array([0]), 1000)
     assert fs.hours_since_purchase(np.arange(3), 1000).tolist() == [HOURS_CAP, HOURS_CAP, 5]
+
+
+def test_replay_records_purchase_events_and_converted_pushes(tiny_synth: Path) -> None:
+    from pushrl.data.features import iter_replay
+    from pushrl.data.io import to_unix_seconds
+    from pushrl.data.validate import load_dataset
+
+    ds, _ = load_dataset(tiny_synth, quarantine=False)
+    spec = FeatureSpec.fit(ds)
+    *_, (_, res) = iter_replay(ds, spec, with_affinity=False)
+    a, p = ds.activity, ds.pushes
+    buys = pd.concat([
+        pd.DataFrame({"u": a["user_id"][a["event"] == "purchase"],
+                      "b": to_unix_seconds(a["ts"][a["event"] == "purchase"]) // 3600}),
+        pd.DataFrame({"u": p["user_id"][p["converted"].fillna(False).astype(bool)],
+                      "b": to_unix_seconds(p["ts"][p["converted"].fillna(False).astype(bool)])
+                      // 3600})])
+    assert len(buys) > 10
+    end = int(max(buys["b"].max(), to_unix_seconds(p["ts"]).max() // 3600)) + 1
+    last = buys.groupby("u")["b"].max()
+    ix = {u: i for i, u in enumerate(ds.users["user_id"])}
+    users = np.array([ix[u] for u in last.index])
+    want = np.minimum(end - last.to_numpy(), HOURS_CAP)
+    assert res.state.hours_since_purchase(users, end).tolist() == want.tolist()
