@@ -47,8 +47,10 @@ from pushrl.rules.volume import VolumeTarget
 
 
 def volume(r: RolloutResult) -> float:
-    """Sends per subscribed user per week."""
+    """Sends per subscribed user per week (users unsubscribed from the start, as in their
+    log, are never reachable: the controller's own definition)."""
     alive_h = np.where(r.unsubscribed, r.unsubscribe_step + 1, r.days * 24)
+    alive_h = np.where(r.extra["subscribed_at_start"], alive_h, 0)
     return float(r.sends.sum() / alive_h.sum() * 168)
 
 

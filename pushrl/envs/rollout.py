@@ -189,7 +189,8 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
             (:func:`user_ids`): held-out users are never delivered a push (the guardrail);
             ``extra`` holds, for ``pushrl lift``, ``held_out`` ``(n_users,)`` bool,
             ``pre_activity`` (organic activity events before the start: the warm start)
-            and ``activity`` (organic activity events during the rollout).
+            and ``activity`` (organic activity events during the rollout);
+            ``subscribed_at_start`` ``(n_users,)`` bool (always, holdout or not).
         volume: A global volume target (:mod:`pushrl.rules.volume`): every send of the
             policy must be worth the controller's price; ``extra["price"]`` ``(horizon,)``
             is the price at each step and ``extra["volume_per_user_week"]`` the realised
@@ -239,6 +240,7 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
     inc_rng = np.random.default_rng([seed, 3])
     # organic activity events per slot so far: the warm start's, i.e. the pre-period (CUPED)
     pre_activity = sim.state.a.cum[FeatureState.ACTS].astype(np.float64)
+    subscribed_at_start = sim.alive.copy()  # (the log's unsubscribed start unsubscribed)
     start_raw = sim.observe().raw.copy()  # each user's features at `features_at`
     price = None if volume is None else SendPrice(volume)
     prices = np.zeros(sc.horizon)
@@ -300,6 +302,7 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
                                     None if price is None
                                     else price.realised_per_user_week()),
                                 "pre_activity": pre_activity,
+                                "subscribed_at_start": subscribed_at_start,
                                 "activity": sim.state.a.cum[FeatureState.ACTS].astype(
                                     np.float64) - pre_activity,
                                 "organic_conversions": acc["organic_conversions"],
