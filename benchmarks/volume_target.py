@@ -77,6 +77,8 @@ def main() -> None:
     ap.add_argument("--value", choices=["proxy", "uplift", "open"], default="proxy")
     ap.add_argument("--open-model", default="benchmarks/results/volume_open_model.json",
                     help="--value open: the OpenModel JSON (pushrl.train.send_value)")
+    ap.add_argument("--value-power", type=float, default=1.0, help="--value proxy: the power "
+                    "on engagement (VolumeTarget.value_power)")
     ap.add_argument("--fit-users", type=int, default=16000)
     ap.add_argument("--out", default="benchmarks/results/volume_target")
     a = ap.parse_args()
@@ -105,7 +107,8 @@ def main() -> None:
         kw = dict(n_users=a.users, days=a.days, seed=a.seed, truth=True)
         c = rollout(pol, a.scenario, max_sends_per_week=cap, **kw)
         v = volume(c)
-        p = rollout(pol, a.scenario, volume=VolumeTarget(v, value_model=open_model),
+        p = rollout(pol, a.scenario, volume=VolumeTarget(v, value_model=open_model,
+                                                         value_power=a.value_power),
                     value=value, **kw)
         rel, lo, hi = per_send_ci(p, c)
         row = {"cap": cap, "target": v, "realised": volume(p),
@@ -125,14 +128,15 @@ def main() -> None:
         print(json.dumps({k: round(x, 4) if isinstance(x, float) else x
                           for k, x in row.items()}), flush=True)
     res = {"scenario": a.scenario, "users": a.users, "days": a.days, "seed": a.seed,
-           "value": a.value,
+           "value": a.value, "value_power": a.value_power,
            "policy": a.policy, "rows": rows, "load_avg": os.getloadavg(),
            "seconds": round(time.perf_counter() - t0, 1)}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=1))
     lines = [f"# Global volume target vs per-user cap ({a.policy}, {a.users} users x {a.days} "
-             f"days, seed {a.seed}, truth, value {a.value}; load {res['load_avg'][0]:.1f})", "",
+             f"days, seed {a.seed}, truth, value {a.value}"
+             f"{'' if a.value_power == 1 else f' (engagement^{a.value_power:g})'}; load {res['load_avg'][0]:.1f})", "",
              "| weekly cap | target V | realised (price) | error | obj/send cap | obj/send "
              "price | relative [95% CI] | opens/send cap / price | unsub cap / price |",
              "|---|---|---|---|---|---|---|---|---|"]

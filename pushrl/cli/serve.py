@@ -95,6 +95,9 @@ def command(
                                              "rank sends by an open model JSON "
                                              "(pushrl.train.send_value) times the fatigue "
                                              "discount instead of the engagement proxy."),
+    volume_value_power: float = typer.Option(1.0, "--volume-value-power", help="With "
+                                             "--volume: the proxy's power on engagement "
+                                             "(engagement^p / (1 + sends_7d)^2)."),
     holdout_campaign: str = typer.Option("default", "--holdout-campaign", help="Campaign "
                                          "name of the holdout (part of the hash)."),
     holdout_incumbent: str = typer.Option("none", "--holdout-incumbent", help="Policy of the "
@@ -213,7 +216,8 @@ def command(
                       catalog=catalog, public_docs=public_docs, public_metrics=public_metrics,
                       time_window_days=(past, future), accept_empty_state=accept_empty_state,
                       late_bound_hours=late_bound, holdout=hold,
-                      volume=None if volume is None else _volume(volume, volume_value),
+                      volume=(None if volume is None
+                              else _volume(volume, volume_value, volume_value_power)),
                       uplift=_uplift(uplift, uplift_threshold, uplift_min_hours),
                       watch_seconds=watch_seconds, shard=_shard(shard),
                       plans=tuple(plan or ()))
@@ -305,8 +309,9 @@ def _uplift(path: Path | None, threshold: float, min_hours: float) -> UpliftGate
         raise PushrlError(f"--uplift: {exc}") from None
 
 
-def _volume(v: float, value: Path | None = None) -> VolumeTarget:
-    """``--volume V [--volume-value FILE]`` (one line on a bad value or file)."""
+def _volume(v: float, value: Path | None = None, power: float = 1.0) -> VolumeTarget:
+    """``--volume V [--volume-value FILE] [--volume-value-power P]`` (one line on a bad value
+    or file)."""
     from pushrl.errors import PushrlError
     from pushrl.rules.volume import OpenModel, VolumeTarget
 
@@ -315,7 +320,7 @@ def _volume(v: float, value: Path | None = None) -> VolumeTarget:
     except ValueError as exc:
         raise PushrlError(f"--volume-value: {exc}") from None
     try:
-        return VolumeTarget(v, value_model=model)
+        return VolumeTarget(v, value_model=model, value_power=power)
     except ValueError as exc:
         raise PushrlError(f"--volume: {exc}") from None
 def _trigger_rules(ref: str | None) -> TriggerConfig | None:

@@ -45,11 +45,13 @@ from pushrl.data.features import F
 from pushrl.units import HOURS_PER_WEEK
 
 
-def send_value(raw: np.ndarray) -> np.ndarray:
+def send_value(raw: np.ndarray, power: float = 1.0) -> np.ndarray:
     """Value of sending now, ``(n,)`` float64, from raw pipeline features ``(n, N_FEATURES)``:
-    ``engagement / (1 + sends_7d)^2`` (module docstring)."""
+    ``engagement ** power / (1 + sends_7d)^2`` (module docstring; ``power`` > 1 ranks the
+    engaged users' sends further ahead)."""
     x = np.asarray(raw)
-    return (x[:, F["engagement"]].astype(np.float64)
+    e = x[:, F["engagement"]].astype(np.float64)
+    return ((e if power == 1.0 else e ** power)
             / (1.0 + x[:, F["sends_7d"]].astype(np.float64)) ** 2)
 
 
@@ -147,6 +149,7 @@ class VolumeTarget:
         initial_price: Price before any observation.
         value_model: What a send is worth (:meth:`SendPrice.value`): None = the feature
             proxy :func:`send_value`, else an :class:`OpenModel`.
+        value_power: The proxy's ``power`` on engagement (:func:`send_value`).
     """
 
     per_user_week: float
@@ -155,11 +158,14 @@ class VolumeTarget:
     window_hours: int = 24
     initial_price: float = 0.05
     value_model: OpenModel | None = None
+    value_power: float = 1.0
 
     def __post_init__(self) -> None:
         if not (isinstance(self.per_user_week, int | float) and self.per_user_week > 0):
             raise ValueError(f"volume target must be > 0 pushes per user per week, got "
                              f"{self.per_user_week!r}")
+        if not (math.isfinite(self.value_power) and self.value_power > 0):
+            raise ValueError(f"volume value_power must be > 0, got {self.value_power!r}")
         if not self.gain > 0 or self.window_hours < 1 or not self.initial_price > 0:
             raise ValueError("volume controller: gain and initial_price must be > 0 and "
                              f"window_hours >= 1, got {self}")
@@ -195,7 +201,7 @@ class SendPrice:
         target's ``value_model`` if it has one, else :func:`send_value` (the one rule of the
         simulator and the server)."""
         m = self.target.value_model
-        return send_value(raw) if m is None else m.value(raw)
+        return send_value(raw, self.target.value_power) if m is None else m.value(raw)
 
     def allow(self, value: np.ndarray) -> np.ndarray:
         """bool ``(n,)``: a send of ``value`` ``(n,)`` is worth its price."""

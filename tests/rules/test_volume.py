@@ -94,3 +94,15 @@ def test_open_model_fit_recovers_a_logistic_and_round_trips(tmp_path: Any) -> No
     assert np.allclose(v, back.p_open(raw) / (1 + raw[:, F["sends_7d"]]) ** 2)
     with pytest.raises(ValueError, match="both outcomes"):
         fit_open_model(raw[:100], np.zeros(100, bool))
+
+
+def test_value_power_is_the_one_rule_and_validated() -> None:
+    g = np.random.default_rng(1)
+    raw = np.zeros((50, N_FEATURES), np.float32)
+    raw[:, F["engagement"]] = g.uniform(0, 0.5, 50)
+    raw[:, F["sends_7d"]] = g.integers(0, 5, 50)
+    want = raw[:, F["engagement"]].astype(float) ** 2 / (1 + raw[:, F["sends_7d"]]) ** 2
+    assert np.allclose(SendPrice(VolumeTarget(2.0, value_power=2.0)).value(raw), want)
+    assert np.array_equal(SendPrice(VolumeTarget(2.0)).value(raw), send_value(raw))
+    with pytest.raises(ValueError, match="value_power must be > 0"):
+        VolumeTarget(2.0, value_power=0.0)

@@ -62,3 +62,12 @@ def test_bad_volume_value_file_is_one_line(tmp_path: Any) -> None:
     out = r.stdout + r.stderr
     assert r.returncode != 0 and "Traceback" not in out
     assert "--volume-value:" in out and "not an open model" in out
+
+
+def test_bad_volume_value_power_is_one_line(tmp_path: Any) -> None:
+    from tests.cli_runner import run_pushrl
+
+    r = run_pushrl("serve", "--state", str(tmp_path / "s"), "--volume", "3",
+                   "--volume-value-power", "-1")
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "Traceback" not in out and "value_power must be > 0" in out
