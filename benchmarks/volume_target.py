@@ -136,7 +136,8 @@ def main() -> None:
     out.with_suffix(".json").write_text(json.dumps(res, indent=1))
     lines = [f"# Global volume target vs per-user cap ({a.policy}, {a.users} users x {a.days} "
              f"days, seed {a.seed}, truth, value {a.value}"
-             f"{'' if a.value_power == 1 else f' (engagement^{a.value_power:g})'}; load {res['load_avg'][0]:.1f})", "",
+             f"{'' if a.value_power == 1 else f' (engagement^{a.value_power:g})'}; "
+             f"load {res['load_avg'][0]:.1f})", "",
              "| weekly cap | target V | realised (price) | error | obj/send cap | obj/send "
              "price | relative [95% CI] | opens/send cap / price | unsub cap / price |",
              "|---|---|---|---|---|---|---|---|---|"]
