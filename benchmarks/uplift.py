@@ -21,6 +21,12 @@ their own (a push mostly moves their purchase), the others mostly only when push
    (pushed + organic) minus those under no push. Reported: change in sends and in
    incremental conversions with paired bootstrap 95 % CIs over users (targets: sends <= -20 %,
    incremental conversions >= -1 %), for the chosen threshold and the whole grid.
+
+``--need-hours H`` measures the need-state gate instead (``UpliftGate(None, 0, H)``: no push
+within ``H`` hours of the user's last purchase, no model): the policy with and without it and
+no push on ``--users`` held-out-half users per seed, per seed and pooled over the seeds
+(``results/uplift_need.{md,json}``; H chosen on development seeds beforehand,
+``results/uplift_need_dev.md``).
 """
 
 from __future__ import annotations
