@@ -21,6 +21,12 @@ their own (a push mostly moves their purchase), the others mostly only when push
    (pushed + organic) minus those under no push. Reported: change in sends and in
    incremental conversions with paired bootstrap 95 % CIs over users (targets: sends <= -20 %,
    incremental conversions >= -1 %), for the chosen threshold and the whole grid.
+
+``--need-hours H`` measures the need-state gate instead (``UpliftGate(None, 0, H)``: no push
+within ``H`` hours of the user's last purchase, no model): the policy with and without it and
+no push on ``--users`` held-out-half users per seed, per seed and pooled over the seeds
+(``results/uplift_need.{md,json}``; H chosen on development seeds beforehand,
+``results/uplift_need_dev.md``).
 """
 
 from __future__ import annotations
@@ -65,10 +71,10 @@ def paired(gate: RolloutResult, base: RolloutResult, none: RolloutResult, reps: 
     inc_g, inc_b = outcome_of(gate) - org0, outcome_of(base) - org0
     sg, sb = gate.sends.astype(float), base.sends.astype(float)
     n = sg.size
-    g = np.random.default_rng(seed)
-    idx = [g.integers(n, size=n) for _ in range(reps)]
     def rel(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float]:
-        boots = [a[i].sum() / b[i].sum() - 1 for i in idx]
+        g = np.random.default_rng(seed)  # the same resamples for every metric (paired)
+        boots = [a[i].sum() / b[i].sum() - 1 for i in (g.integers(n, size=n)
+                                                        for _ in range(reps))]
         lo, hi = np.percentile(boots, [2.5, 97.5])
         return float(a.sum() / b.sum() - 1), float(lo), float(hi)
     s, s_lo, s_hi = rel(sg, sb)
@@ -100,8 +106,14 @@ def main() -> None:
     ap.add_argument("--model", default=None, help="reuse a fitted model (skips steps 2-3)")
     ap.add_argument("--threshold", type=float, default=None, help="with --model: the chosen "
                     "threshold (from the run that fitted it)")
+    ap.add_argument("--need-hours", type=float, default=None, help="measure only the need-"
+                    "state gate (no model): no push within this many hours of the user's last "
+                    "purchase (chosen on development seeds beforehand)")
     ap.add_argument("--out", default="benchmarks/results/uplift")
     a = ap.parse_args()
+    if a.need_hours is not None:
+        need_state(a)
+        return
     grid = tuple(a.grid)
     t0 = time.perf_counter()
     pol = PolicySpec.parse(a.policy).load()
@@ -132,6 +144,69 @@ def main() -> None:
         seeds.append({"seed": s, "grid": rows,
                       "chosen": next((g for g in rows if g["threshold"] == chosen), None)})
     report(a, model, chosen, val, seeds, out, t0)
+
+
+def need_state(a: argparse.Namespace) -> None:
+    """Measure the need-state gate ``UpliftGate(None, 0, H)`` once on held-out users and
+    seeds, per seed and pooled over the seeds (users of all seeds in one bootstrap)."""
+    t0 = time.perf_counter()
+    pol = PolicySpec.parse(a.policy).load()
+    never = PolicySpec.parse("never-send").load()
+    kw = dict(truth=True, organic_purchases=True)
+    ids = np.asarray(make_world(load_scenario(a.scenario, **kw)).model.population.user_id)
+    gate = UpliftGate(None, 0.0, a.need_hours)
+    runs: list[tuple[RolloutResult, RolloutResult, RolloutResult]] = []
+    seeds = []
+    for s in a.seeds:
+        ekw = dict(n_users=a.users, days=a.days, seed=s, users=users_of(1, a.users, s, ids), **kw)
+        b, n0 = rollout(pol, a.scenario, **ekw), rollout(never, a.scenario, **ekw)
+        g = rollout(pol, a.scenario, uplift=gate, **ekw)
+        r = paired(g, b, n0)
+        runs.append((g, b, n0))
+        seeds.append({"seed": s, **r, "unsub_base": float(b.unsubscribed.mean()),
+                      "unsub_gate": float(g.unsubscribed.mean())})
+        print("held-out", s, json.dumps({k: round(v, 4) for k, v in r.items()}), flush=True)
+    pooled = paired(*(_cat([x[i] for x in runs]) for i in range(3)))
+    res = {"scenario": a.scenario, "policy": a.policy, "users_per_seed": a.users,
+           "days": a.days, "min_hours_since_purchase": a.need_hours, "seeds": seeds,
+           "pooled": pooled, "load_avg": os.getloadavg(),
+           "seconds": round(time.perf_counter() - t0, 1)}
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(res, indent=1))
+    lines = [f"# Send only if it helps: need-state gate ({a.policy}; organic world, truth; "
+             f"no push within {a.need_hours:g} h of the user's last purchase; {a.users} "
+             f"held-out users x {a.days} days per seed; load {res['load_avg'][0]:.1f})", "",
+             "Targets: sends <= -20 %, incremental conversions >= -1 % (paired bootstrap "
+             "95 % CIs over users, common random numbers).", "",
+             "| seeds | sends/user/week base -> gate | sends [95% CI] | incremental "
+             "conversions/user base -> gate | incremental [95% CI] |", "|---|---|---|---|---|"]
+    for name, g in [*((str(sd["seed"]), sd) for sd in seeds), ("pooled", pooled)]:
+        lines.append(
+            f"| {name} | {g['sends_per_user_week_base']:.2f} -> "
+            f"{g['sends_per_user_week_gate']:.2f} | {100 * g['sends_rel']:+.1f} % "
+            f"[{100 * g['sends_low']:+.1f}, {100 * g['sends_high']:+.1f}] | "
+            f"{g['incr_per_user_base']:.4f} -> {g['incr_per_user_gate']:.4f} | "
+            f"{100 * g['incr_rel']:+.1f} % [{100 * g['incr_low']:+.1f}, "
+            f"{100 * g['incr_high']:+.1f}] |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+class _Cat:
+    """Rollouts of several seeds as one (the fields :func:`paired` reads)."""
+
+    def __init__(self, rs: list[RolloutResult]) -> None:
+        self.sends = np.concatenate([r.sends for r in rs])
+        self.conversions = np.concatenate([r.conversions for r in rs])
+        self.objective = np.concatenate([r.objective for r in rs])
+        self.days = rs[0].days
+        self.extra = {"organic_conversions": np.concatenate(
+            [np.asarray(r.extra["organic_conversions"]) for r in rs])}
+
+
+def _cat(rs: list[RolloutResult]) -> Any:
+    return _Cat(rs)
 
 
 def fit_and_choose(a: argparse.Namespace, pol: Any, never: Any, ids: np.ndarray,

@@ -21,6 +21,11 @@ the default seed here is another one.
 a T-learner of the objective (:mod:`pushrl.train.uplift`) fitted on ``--fit-users`` other
 users (seed 100, a 50 % holdout after a 7-day pre-period, the policy under the scenario's
 caps), times the same fatigue discount ``1 / (1 + sends_7d)^2``.
+
+``--value open`` ranks sends by a response model, ``P(open)`` from a logistic regression on
+pipeline features fitted on the world's log (``simulator_data/synth``'s sent pushes,
+:mod:`pushrl.train.send_value`; ``--open-model`` file), times the same fatigue discount: the
+target's ``value_model``, the rule ``pushrl serve --volume V --volume-value FILE`` applies.
 """
 
 from __future__ import annotations
@@ -42,8 +47,10 @@ from pushrl.rules.volume import VolumeTarget
 
 
 def volume(r: RolloutResult) -> float:
-    """Sends per subscribed user per week."""
+    """Sends per subscribed user per week (users unsubscribed from the start, as in their
+    log, are never reachable: the controller's own definition)."""
     alive_h = np.where(r.unsubscribed, r.unsubscribe_step + 1, r.days * 24)
+    alive_h = np.where(r.extra["subscribed_at_start"], alive_h, 0)
     return float(r.sends.sum() / alive_h.sum() * 168)
 
 
@@ -67,7 +74,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--caps", type=int, nargs="+", default=[2, 3, 4])
     ap.add_argument("--policy", default="most-active-hour:sends_per_day=2")
-    ap.add_argument("--value", choices=["proxy", "uplift"], default="proxy")
+    ap.add_argument("--value", choices=["proxy", "uplift", "open"], default="proxy")
+    ap.add_argument("--open-model", default="benchmarks/results/volume_open_model.json",
+                    help="--value open: the OpenModel JSON (pushrl.train.send_value)")
+    ap.add_argument("--value-power", type=float, default=1.0, help="--value proxy: the power "
+                    "on engagement (VolumeTarget.value_power)")
     ap.add_argument("--fit-users", type=int, default=16000)
     ap.add_argument("--out", default="benchmarks/results/volume_target")
     a = ap.parse_args()
@@ -85,13 +96,20 @@ def main() -> None:
         print("uplift model", model.to_dict(), flush=True)
         value = lambda raw: (model.predict(raw)  # noqa: E731
                              / (1.0 + raw[:, F["sends_7d"]].astype(float)) ** 2)
+    open_model = None
+    if a.value == "open":  # the response model in the target: the server's rule too
+        from pushrl.rules.volume import OpenModel
+
+        open_model = OpenModel.load(a.open_model)
     rows = []
     t0 = time.perf_counter()
     for cap in a.caps:
         kw = dict(n_users=a.users, days=a.days, seed=a.seed, truth=True)
         c = rollout(pol, a.scenario, max_sends_per_week=cap, **kw)
         v = volume(c)
-        p = rollout(pol, a.scenario, volume=VolumeTarget(v), value=value, **kw)
+        p = rollout(pol, a.scenario, volume=VolumeTarget(v, value_model=open_model,
+                                                         value_power=a.value_power),
+                    value=value, **kw)
         rel, lo, hi = per_send_ci(p, c)
         row = {"cap": cap, "target": v, "realised": volume(p),
                "volume_error": volume(p) / v - 1,
@@ -110,14 +128,16 @@ def main() -> None:
         print(json.dumps({k: round(x, 4) if isinstance(x, float) else x
                           for k, x in row.items()}), flush=True)
     res = {"scenario": a.scenario, "users": a.users, "days": a.days, "seed": a.seed,
-           "value": a.value,
+           "value": a.value, "value_power": a.value_power,
            "policy": a.policy, "rows": rows, "load_avg": os.getloadavg(),
            "seconds": round(time.perf_counter() - t0, 1)}
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(res, indent=1))
     lines = [f"# Global volume target vs per-user cap ({a.policy}, {a.users} users x {a.days} "
-             f"days, seed {a.seed}, truth, value {a.value}; load {res['load_avg'][0]:.1f})", "",
+             f"days, seed {a.seed}, truth, value {a.value}"
+             f"{'' if a.value_power == 1 else f' (engagement^{a.value_power:g})'}; "
+             f"load {res['load_avg'][0]:.1f})", "",
              "| weekly cap | target V | realised (price) | error | obj/send cap | obj/send "
              "price | relative [95% CI] | opens/send cap / price | unsub cap / price |",
              "|---|---|---|---|---|---|---|---|---|"]

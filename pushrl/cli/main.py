@@ -28,6 +28,7 @@ from pushrl.cli import (
     state,
     templates,
     train,
+    uplift,
 )
 
 app = typer.Typer(
@@ -62,6 +63,7 @@ app.add_typer(policies.app, name="policies")
 app.command("serve")(serve.command)
 app.add_typer(logs.app, name="logs")
 app.command("lift")(lift.command)
+app.add_typer(uplift.app, name="uplift")
 app.add_typer(state.app, name="state")
 app.command("plan")(plan.command)
 app.add_typer(templates.app, name="templates")

@@ -91,6 +91,13 @@ def command(
                                         "target: at most this many pushes per subscribed user "
                                         "per week on average, met by a price on each send "
                                         "(per-user caps stay hard guardrails)."),
+    volume_value: Path | None = typer.Option(None, "--volume-value", help="With --volume: "
+                                             "rank sends by an open model JSON "
+                                             "(pushrl.train.send_value) times the fatigue "
+                                             "discount instead of the engagement proxy."),
+    volume_value_power: float = typer.Option(1.0, "--volume-value-power", help="With "
+                                             "--volume: the proxy's power on engagement "
+                                             "(engagement^p / (1 + sends_7d)^2)."),
     holdout_campaign: str = typer.Option("default", "--holdout-campaign", help="Campaign "
                                          "name of the holdout (part of the hash)."),
     holdout_incumbent: str = typer.Option("none", "--holdout-incumbent", help="Policy of the "
@@ -103,6 +110,10 @@ def command(
                                        "least --uplift-threshold."),
     uplift_threshold: float = typer.Option(0.0, "--uplift-threshold", help="Least predicted "
                                            "incremental outcome per send (the model's units)."),
+    uplift_min_hours: float = typer.Option(0.0, "--uplift-min-hours", help="Send only if it "
+                                           "helps: no push within this many hours of the "
+                                           "user's last purchase (purchase events, converted "
+                                           "pushes); alone or with --uplift."),
     triggers: str | None = typer.Option(None, "--triggers", help="Behaviour-triggered "
                                         "pushes: a TOML file whose [triggers] table sets the "
                                         "rules ([triggers.cart] etc.; a scenario file works), "
@@ -205,8 +216,9 @@ def command(
                       catalog=catalog, public_docs=public_docs, public_metrics=public_metrics,
                       time_window_days=(past, future), accept_empty_state=accept_empty_state,
                       late_bound_hours=late_bound, holdout=hold,
-                      volume=None if volume is None else _volume(volume),
-                      uplift=None if uplift is None else _uplift(uplift, uplift_threshold),
+                      volume=(None if volume is None
+                              else _volume(volume, volume_value, volume_value_power)),
+                      uplift=_uplift(uplift, uplift_threshold, uplift_min_hours),
                       watch_seconds=watch_seconds, shard=_shard(shard),
                       plans=tuple(plan or ()))
     if shard_url:
@@ -282,23 +294,33 @@ def _shard(ref: str | None) -> tuple[int, int] | None:
     return k, n
 
 
-def _uplift(path: Path, threshold: float) -> UpliftGate:
-    """``--uplift FILE --uplift-threshold T`` as a gate (one line on a bad file)."""
+def _uplift(path: Path | None, threshold: float, min_hours: float) -> UpliftGate | None:
+    """``--uplift FILE --uplift-threshold T --uplift-min-hours H`` as a gate, None without
+    either (one line on a bad file or value)."""
     from pushrl.errors import PushrlError
     from pushrl.rules.uplift import UpliftGate, UpliftModel
 
+    if path is None and not min_hours:
+        return None
     try:
-        return UpliftGate(UpliftModel.load(path), threshold)
+        return UpliftGate(None if path is None else UpliftModel.load(path), threshold,
+                          min_hours)
     except ValueError as exc:
         raise PushrlError(f"--uplift: {exc}") from None
 
 
-def _volume(v: float) -> VolumeTarget:
+def _volume(v: float, value: Path | None = None, power: float = 1.0) -> VolumeTarget:
+    """``--volume V [--volume-value FILE] [--volume-value-power P]`` (one line on a bad value
+    or file)."""
     from pushrl.errors import PushrlError
-    from pushrl.rules.volume import VolumeTarget
+    from pushrl.rules.volume import OpenModel, VolumeTarget
 
     try:
-        return VolumeTarget(v)
+        model = None if value is None else OpenModel.load(value)
+    except ValueError as exc:
+        raise PushrlError(f"--volume-value: {exc}") from None
+    try:
+        return VolumeTarget(v, value_model=model, value_power=power)
     except ValueError as exc:
         raise PushrlError(f"--volume: {exc}") from None
 def _trigger_rules(ref: str | None) -> TriggerConfig | None:

@@ -58,6 +58,8 @@ ENCODED_NAMES: tuple[str, ...] = (
 N_ENCODED = len(ENCODED_NAMES)
 
 HOURS_CAP = 336
+#: Snapshot arrays a :meth:`FeatureState.from_arrays` may miss (older snapshots).
+_OPTIONAL_ARRAYS = frozenset({"last_buy", "last_buy_before"})
 _RING = 192  # > 168 so that the 7-day window's two ends never share a slot
 _NEVER = np.iinfo(np.int64).min // 4
 #: :meth:`FeatureState.advance` of at most this many distinct users runs user by user.
@@ -197,6 +199,8 @@ class _Arrays:
     pend_n: np.ndarray          # (n,) pending activity count
     pend_cat: np.ndarray        # (n_cat, n) pending category counts
     how_ver: np.ndarray         # (n,) bumped whenever the user's `how` changes (profile cache)
+    last_buy: np.ndarray        # (n,) bucket of the last purchase (organic or pushed)
+    last_buy_before: np.ndarray  # (n,) bucket of the last purchase before `last_buy`
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -236,6 +240,8 @@ class FeatureState:
             pend_bucket=np.full(cap, _NEVER, np.int64), pend_how=np.zeros(cap, np.int16),
             pend_n=np.zeros(cap, np.float32), pend_cat=np.zeros((nc, cap), np.float32),
             how_ver=np.zeros(cap, np.int64),
+            last_buy=np.full(cap, _NEVER, np.int64),
+            last_buy_before=np.full(cap, _NEVER, np.int64),
         )
 
     @property
@@ -296,8 +302,8 @@ class FeatureState:
         n = int(arrays["clock"].shape[0])
         out.a = out._alloc(n)
         for name in vars(out.a):
-            if name == "extra":
-                continue
+            if name == "extra" or (name in _OPTIONAL_ARRAYS and name not in arrays):
+                continue  # (a snapshot older than purchases: none recorded)
             dst, src = getattr(out.a, name), np.asarray(arrays[name])
             if src.shape != dst.shape:
                 raise ValueError(f"feature state snapshot: `{name}` has shape {src.shape}, "
@@ -358,7 +364,8 @@ class FeatureState:
         for name in ("how_tot", "pend_n", "pend_how"):
             getattr(a, name)[u] = 0
         a.how_ver[u] += 1
-        for name in ("last_push", "last_push_before", "pend_bucket"):
+        for name in ("last_push", "last_push_before", "pend_bucket", "last_buy",
+                     "last_buy_before"):
             getattr(a, name)[u] = _NEVER
         if history is not None:
             a.how[:, u] = np.asarray(history["how"], np.float32).T
@@ -567,6 +574,43 @@ class FeatureState:
                 return
         u, _ = self._prepare(u, b, late_ok=True)
         np.add.at(self.a.cum[self.OPENS], u, 1)
+
+    def record_purchase(self, users: np.ndarray, bucket: int | np.ndarray) -> None:
+        """Record purchases (organic ``purchase`` events or converted pushes), one per row.
+
+        Only the two latest purchase buckets per user are kept (as for pushes), which is all
+        :meth:`hours_since_purchase` needs; a purchase in any bucket (late or not) is placed
+        in order, and none of the raw features change.
+
+        Args:
+            users: User indices, shape ``(k,)`` (repeats allowed).
+            bucket: Bucket of each purchase, scalar or ``(k,)``.
+        """
+        u = np.asarray(users, dtype=np.int64).reshape(-1)
+        b = np.broadcast_to(np.asarray(bucket, dtype=np.int64), u.shape)
+        a = self.a
+        if np.unique(u).size != u.size:  # repeats: one row at a time, in bucket order
+            for i in np.argsort(b, kind="stable"):
+                self.record_purchase(u[i:i + 1], b[i:i + 1])
+            return
+        last, before = a.last_buy[u], a.last_buy_before[u]
+        newer = b > last
+        between = ~newer & (b < last) & (b > before)
+        a.last_buy_before[u] = np.where(newer, last, np.where(between, b, before))
+        a.last_buy[u] = np.where(newer, b, last)
+
+    def hours_since_purchase(self, users: np.ndarray, bucket: int | np.ndarray) -> np.ndarray:
+        """Hours from the user's last purchase in a bucket ``< bucket`` to ``bucket``
+        (point in time: a purchase of the decision's own bucket is not seen), capped at
+        ``HOURS_CAP`` (336, also when none is known); float64 ``(n,)``. Not a column of the
+        raw features (their version is unchanged): the uplift gate's need-state input
+        (:mod:`pushrl.rules.uplift`)."""
+        u = np.asarray(users, dtype=np.int64)
+        b = np.asarray(bucket, dtype=np.int64)
+        a = self.a
+        last = a.last_buy[u]
+        lb = np.where(last < b, last, a.last_buy_before[u])
+        return np.minimum(b - lb, HOURS_CAP).astype(np.float64)
 
     def record_activity(self, users: np.ndarray, bucket: int | np.ndarray,
                         categories: np.ndarray | None = None,
@@ -996,6 +1040,11 @@ def iter_replay(ds: Dataset, spec: FeatureSpec, *, with_affinity: bool = True,
     a_user = user_index(ds, act["user_id"]) if len(act) else np.zeros(0, np.int64)
     a_cat = (spec.item_categories(_id_array(act["item_id"])) if len(act)
              else np.zeros(0, np.int64))
+    # purchases (the uplift gate's need state): purchase events and converted pushes
+    a_buy = (act["event"].astype(str).to_numpy() == "purchase" if len(act)
+             and "event" in act.columns else np.zeros(len(act), bool))
+    converted = (p["converted"].fillna(False).to_numpy(bool) if "converted" in p.columns
+                 else np.zeros(len(p), bool))
     all_b = np.concatenate([d_bucket, a_bucket])
     start = int(all_b.min()) if all_b.size else 0
     state = FeatureState(spec, ds.users["timezone"].astype(str).tolist(), start)
@@ -1030,10 +1079,16 @@ def iter_replay(ds: Dataset, spec: FeatureSpec, *, with_affinity: bool = True,
         arows = a_order[a_edges[j]:a_ends[j]]
         if arows.size:
             state.record_activity(a_user[arows], b, a_cat[arows])
+            bought = arows[a_buy[arows]]
+            if bought.size:
+                state.record_purchase(a_user[bought], b)
         if rows.size:
             s = rows[sent[rows]]
             if s.size:
                 state.record_push(d_user[s], b, opened[s])
+                c = s[converted[s]]
+                if c.size:
+                    state.record_purchase(d_user[c], b)
         if chunk_rows and d_ends[j] - done >= chunk_rows:
             yield d_order[done:d_ends[j]], result
             done = int(d_ends[j])

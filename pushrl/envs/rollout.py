@@ -26,7 +26,7 @@ from pushrl.envs.observation import TimingObservation
 from pushrl.envs.world import make_world
 from pushrl.rules.holdout import Holdout
 from pushrl.rules.uplift import UpliftGate
-from pushrl.rules.volume import SendPrice, VolumeTarget, send_value
+from pushrl.rules.volume import SendPrice, VolumeTarget
 from pushrl.sim.contexts import ItemDecider, TimingContext, TimingDecider
 from pushrl.sim.engine import Outcome, PushSim
 from pushrl.sim.response import TruthResponse
@@ -189,7 +189,8 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
             (:func:`user_ids`): held-out users are never delivered a push (the guardrail);
             ``extra`` holds, for ``pushrl lift``, ``held_out`` ``(n_users,)`` bool,
             ``pre_activity`` (organic activity events before the start: the warm start)
-            and ``activity`` (organic activity events during the rollout).
+            and ``activity`` (organic activity events during the rollout);
+            ``subscribed_at_start`` ``(n_users,)`` bool (always, holdout or not).
         volume: A global volume target (:mod:`pushrl.rules.volume`): every send of the
             policy must be worth the controller's price; ``extra["price"]`` ``(horizon,)``
             is the price at each step and ``extra["volume_per_user_week"]`` the realised
@@ -201,7 +202,8 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
             e.g. a heuristic); None = held-out users get no push. The active policy's
             decisions for them are dropped, never delivered.
         value: The send value the volume price ranks by, ``raw (n, N_FEATURES) -> (n,)``
-            (default :func:`pushrl.rules.volume.send_value`).
+            (default :meth:`pushrl.rules.volume.SendPrice.value`: the target's
+            ``value_model``, else :func:`pushrl.rules.volume.send_value`).
         features_at: Step whose pipeline features ``extra["start_features"]``
             ``(n_users, N_FEATURES)`` records (an experiment's covariates).
         **overrides: Scenario keys to replace (``truth=True``, ``max_sends_per_day=1``, ...).
@@ -236,9 +238,9 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
         if incumbent is None:  # no push: the HELD_OUT guardrail
             sim.set_held_out(np.arange(n_users), held)
     inc_rng = np.random.default_rng([seed, 3])
-    value_fn = send_value if value is None else value
     # organic activity events per slot so far: the warm start's, i.e. the pre-period (CUPED)
     pre_activity = sim.state.a.cum[FeatureState.ACTS].astype(np.float64)
+    subscribed_at_start = sim.alive.copy()  # (the log's unsubscribed start unsubscribed)
     start_raw = sim.observe().raw.copy()  # each user's features at `features_at`
     price = None if volume is None else SendPrice(volume)
     prices = np.zeros(sc.horizon)
@@ -264,10 +266,13 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
                             true_world=true_world, true_user_index=true_index))
         action = np.asarray(policy.decide_batch(ctx, rng).action)
         if uplift is not None:  # send only if it helps
-            action = np.where(uplift.allow(obs.raw), action, 0)
+            hsp = (sim.state.hours_since_purchase(sim.slots, obs.bucket)
+                   if uplift.needs_purchases else None)
+            action = np.where(uplift.allow(obs.raw, hsp), action, 0)
         if price is not None:  # the one gate of the global volume target
             prices[step] = price.price
-            action = np.where(price.allow(value_fn(obs.raw)), action, 0)
+            v = price.value(obs.raw) if value is None else value(obs.raw)
+            action = np.where(price.allow(v), action, 0)
             reachable = int(sim.alive.sum())
         if incumbent is not None and held.any():  # held-out users: the incumbent's decisions
             action = np.where(held, np.asarray(incumbent.decide_batch(ctx, inc_rng).action),
@@ -297,6 +302,7 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
                                     None if price is None
                                     else price.realised_per_user_week()),
                                 "pre_activity": pre_activity,
+                                "subscribed_at_start": subscribed_at_start,
                                 "activity": sim.state.a.cum[FeatureState.ACTS].astype(
                                     np.float64) - pre_activity,
                                 "organic_conversions": acc["organic_conversions"],

@@ -17,8 +17,14 @@ costs attention and adds nothing. The gate keeps a timing policy's send only whe
   ``pscore`` stays the probability of the logged action (the same shape as the volume
   price, :mod:`pushrl.rules.volume`).
 
-The simulator (``rollout(..., uplift=)``) and the server (``pushrl serve --uplift FILE``) call
-:meth:`UpliftGate.apply`/:meth:`UpliftGate.allow` on the same raw features.
+* **Need state** (:attr:`UpliftGate.min_hours_since_purchase`): no send within so many hours
+  of the user's last purchase (the pipeline's
+  :meth:`~pushrl.data.features.FeatureState.hours_since_purchase`): the incremental value of
+  sending *now* rather than per user.
+
+The simulator (``rollout(..., uplift=)``) and the server (``pushrl serve --uplift FILE``,
+``--uplift-min-hours H``) call :meth:`UpliftGate.apply`/:meth:`UpliftGate.allow` on the same
+raw features and the same hours since purchase.
 """
 
 from __future__ import annotations
@@ -134,29 +140,74 @@ class UpliftModel:
 
 @dataclass(frozen=True)
 class UpliftGate:
-    """Keep a send only where its predicted incremental value is at least ``threshold``.
+    """Keep a send only where sending *now* is expected to help.
+
+    Two parts, each optional, both must pass:
+
+    * **Need state** (``min_hours_since_purchase`` > 0): no send while the user's last
+      purchase (organic or pushed, :meth:`pushrl.data.features.FeatureState.record_purchase`)
+      is more recent than this many hours: a push cannot sell to a user who has just
+      bought, and a push to a user who buys on their own mostly moves that purchase. The
+      hours come from the one pipeline (:meth:`~pushrl.data.features.FeatureState.
+      hours_since_purchase`, point in time), so the simulator and the server see the same.
+    * **Uplift model** (``model``): the per-user incremental outcome per send is at least
+      ``threshold``.
 
     Attributes:
-        model: The uplift model.
+        model: The uplift model, or None (need state only).
         threshold: Least incremental outcome per send (the model's ``outcome`` units).
+        min_hours_since_purchase: Least hours since the user's last purchase (0 = off).
     """
 
-    model: UpliftModel
+    model: UpliftModel | None
     threshold: float = 0.0
+    min_hours_since_purchase: float = 0.0
 
     def __post_init__(self) -> None:
         if not math.isfinite(float(self.threshold)):
             raise ValueError(f"uplift threshold must be finite, got {self.threshold!r}")
+        h = float(self.min_hours_since_purchase)
+        if not (math.isfinite(h) and h >= 0):
+            raise ValueError(f"uplift min_hours_since_purchase must be >= 0 hours, got "
+                             f"{self.min_hours_since_purchase!r}")
+        if self.model is None and h == 0:
+            raise ValueError("an uplift gate needs a model or min_hours_since_purchase > 0")
 
-    def allow(self, raw: np.ndarray) -> np.ndarray:
-        """bool ``(n,)``: sending now helps enough."""
-        return self.model.predict(raw) >= self.threshold
+    @property
+    def needs_purchases(self) -> bool:
+        """The gate reads the hours since each user's last purchase."""
+        return self.min_hours_since_purchase > 0
 
-    def apply(self, action_dist: np.ndarray, raw: np.ndarray) -> np.ndarray:
+    def allow(self, raw: np.ndarray, hours_since_purchase: np.ndarray | None = None
+              ) -> np.ndarray:
+        """bool ``(n,)``: sending now helps enough.
+
+        Args:
+            raw: ``(n, N_FEATURES)`` raw pipeline features of the decisions.
+            hours_since_purchase: ``(n,)`` from
+                :meth:`~pushrl.data.features.FeatureState.hours_since_purchase` (needed when
+                :attr:`needs_purchases`).
+
+        Raises:
+            ValueError: the need state is on and ``hours_since_purchase`` is missing.
+        """
+        n = np.asarray(raw).shape[0]
+        ok = np.ones(n, bool)
+        if self.model is not None:
+            ok &= self.model.predict(raw) >= self.threshold
+        if self.needs_purchases:
+            if hours_since_purchase is None:
+                raise ValueError("this uplift gate has min_hours_since_purchase: pass each "
+                                 "decision's hours_since_purchase (FeatureState)")
+            ok &= np.asarray(hours_since_purchase, np.float64) >= self.min_hours_since_purchase
+        return ok
+
+    def apply(self, action_dist: np.ndarray, raw: np.ndarray,
+              hours_since_purchase: np.ndarray | None = None) -> np.ndarray:
         """The timing distribution ``(n, 2)`` (wait, send) with the send probability moved to
-        wait where the uplift is below the threshold."""
+        wait where :meth:`allow` is False."""
         d = np.array(action_dist, np.float64, copy=True)
-        no = ~self.allow(raw)
+        no = ~self.allow(raw, hours_since_purchase)
         if no.any():
             d[no, 0] += d[no, 1]
             d[no, 1] = 0.0

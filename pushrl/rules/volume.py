@@ -32,9 +32,12 @@ The simulator's batch rollout (``rollout(..., volume=VolumeTarget(V))``) and the
 
 from __future__ import annotations
 
+import json
 import math
 from collections import deque
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,12 +45,95 @@ from pushrl.data.features import F
 from pushrl.units import HOURS_PER_WEEK
 
 
-def send_value(raw: np.ndarray) -> np.ndarray:
+def send_value(raw: np.ndarray, power: float = 1.0) -> np.ndarray:
     """Value of sending now, ``(n,)`` float64, from raw pipeline features ``(n, N_FEATURES)``:
-    ``engagement / (1 + sends_7d)^2`` (module docstring)."""
+    ``engagement ** power / (1 + sends_7d)^2`` (module docstring; ``power`` > 1 ranks the
+    engaged users' sends further ahead)."""
     x = np.asarray(raw)
-    return (x[:, F["engagement"]].astype(np.float64)
+    e = x[:, F["engagement"]].astype(np.float64)
+    return ((e if power == 1.0 else e ** power)
             / (1.0 + x[:, F["sends_7d"]].astype(np.float64)) ** 2)
+
+
+#: Columns of :func:`value_basis` (the open model's design).
+VALUE_BASIS: tuple[str, ...] = ("1", "engagement", "log_activity_at_hour", "log1p_activity_7d",
+                                "sends_24h", "sends_7d", "log1p_hours_since_push")
+
+
+def value_basis(raw: np.ndarray) -> np.ndarray:
+    """Design ``(n, len(VALUE_BASIS))`` float64 of the open model from raw features."""
+    x = np.asarray(raw)
+    col = lambda name: x[:, F[name]].astype(np.float64)  # noqa: E731
+    return np.column_stack([np.ones(x.shape[0]), col("engagement"),
+                            np.log(np.maximum(col("activity_at_hour"), 1e-3)),
+                            np.log1p(col("activity_7d")), col("sends_24h"), col("sends_7d"),
+                            np.log1p(col("hours_since_push"))])
+
+
+@dataclass(frozen=True)
+class OpenModel:
+    """A response model of the value of a send: ``P(open | raw features)``, a logistic
+    regression on :func:`value_basis` fitted on a log's sent pushes
+    (:func:`pushrl.train.send_value.fit_open_model`). The price then ranks sends by
+    ``P(open) / (1 + sends_7d)^2`` (:meth:`value`: the same fatigue discount as
+    :func:`send_value`) instead of the engagement proxy.
+
+    Attributes:
+        coef: ``(len(VALUE_BASIS),)`` logistic coefficients.
+        meta: Where it was fitted.
+    """
+
+    coef: tuple[float, ...]
+    meta: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.coef) != len(VALUE_BASIS) or not all(math.isfinite(float(c))
+                                                         for c in self.coef):
+            raise ValueError(f"open model needs {len(VALUE_BASIS)} finite coefficients "
+                             f"({', '.join(VALUE_BASIS)}), got {self.coef!r}")
+        object.__setattr__(self, "coef", tuple(float(c) for c in self.coef))
+
+    def p_open(self, raw: np.ndarray) -> np.ndarray:
+        """``(n,)`` predicted open probability of a push now."""
+        z = value_basis(raw) @ np.asarray(self.coef)
+        return np.asarray(1.0 / (1.0 + np.exp(-np.clip(z, -30, 30))))
+
+    def value(self, raw: np.ndarray) -> np.ndarray:
+        """``(n,)`` value of sending now: ``P(open) / (1 + sends_7d)^2``."""
+        return np.asarray(self.p_open(raw)
+                          / (1.0 + np.asarray(raw)[:, F["sends_7d"]].astype(np.float64)) ** 2)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form (:meth:`save`)."""
+        return {"kind": "open_model", "basis": list(VALUE_BASIS), "coef": list(self.coef),
+                "meta": self.meta or {}}
+
+    def save(self, path: str | Path) -> Path:
+        """Write the model as JSON to ``path``."""
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(self.to_dict(), indent=1))
+        return p
+
+    @classmethod
+    def load(cls, path: str | Path) -> OpenModel:
+        """Read a model written by :meth:`save`.
+
+        Raises:
+            ValueError: missing file, not JSON, or not an open model of this basis.
+        """
+        p = Path(path)
+        try:
+            d = json.loads(p.read_text())
+        except FileNotFoundError:
+            raise ValueError(f"open model {str(p)!r} does not exist") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"open model {str(p)!r} is not JSON ({exc})") from None
+        if d.get("kind") != "open_model" or list(d.get("basis", [])) != list(VALUE_BASIS):
+            raise ValueError(f"{str(p)!r} is not an open model of this pushrl (kind "
+                             f"'open_model', basis {list(VALUE_BASIS)}); refit it with "
+                             "pushrl.train.send_value.fit_open_model")
+        return cls(tuple(d["coef"]), d.get("meta"))
 
 
 @dataclass(frozen=True)
@@ -61,6 +147,9 @@ class VolumeTarget:
             rate so far, per hour (drives the long-run average to the target).
         window_hours: Hours of sends the rate is measured over.
         initial_price: Price before any observation.
+        value_model: What a send is worth (:meth:`SendPrice.value`): None = the feature
+            proxy :func:`send_value`, else an :class:`OpenModel`.
+        value_power: The proxy's ``power`` on engagement (:func:`send_value`).
     """
 
     per_user_week: float
@@ -68,11 +157,15 @@ class VolumeTarget:
     integral_gain: float = 0.05
     window_hours: int = 24
     initial_price: float = 0.05
+    value_model: OpenModel | None = None
+    value_power: float = 1.0
 
     def __post_init__(self) -> None:
         if not (isinstance(self.per_user_week, int | float) and self.per_user_week > 0):
             raise ValueError(f"volume target must be > 0 pushes per user per week, got "
                              f"{self.per_user_week!r}")
+        if not (math.isfinite(self.value_power) and self.value_power > 0):
+            raise ValueError(f"volume value_power must be > 0, got {self.value_power!r}")
         if not self.gain > 0 or self.window_hours < 1 or not self.initial_price > 0:
             raise ValueError("volume controller: gain and initial_price must be > 0 and "
                              f"window_hours >= 1, got {self}")
@@ -102,6 +195,13 @@ class SendPrice:
         self._users = 0.0
         self.total_sends = 0.0
         self.total_user_hours = 0.0
+
+    def value(self, raw: np.ndarray) -> np.ndarray:
+        """The value of sending now ``(n,)`` from raw features ``(n, N_FEATURES)``: the
+        target's ``value_model`` if it has one, else :func:`send_value` (the one rule of the
+        simulator and the server)."""
+        m = self.target.value_model
+        return send_value(raw, self.target.value_power) if m is None else m.value(raw)
 
     def allow(self, value: np.ndarray) -> np.ndarray:
         """bool ``(n,)``: a send of ``value`` ``(n,)`` is worth its price."""

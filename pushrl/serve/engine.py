@@ -30,7 +30,7 @@ from pushrl.policies.base import SEND, TimingContext, TimingPolicy
 from pushrl.policies.item_data import ContextEncoder, make_context, pad_candidates
 from pushrl.rules.guardrails import Guardrails
 from pushrl.rules.holdout import Holdout
-from pushrl.rules.volume import SendPrice, send_value
+from pushrl.rules.volume import SendPrice
 from pushrl.serve import guardrails
 from pushrl.serve.config import ServeConfig
 from pushrl.serve.errors import Conflict
@@ -451,9 +451,12 @@ class Engine:
         if self.kill_switch:
             return dist, labels
         if self.price is not None:  # the global volume target
-            dist = self.price.apply(dist, send_value(raw))
+            dist = self.price.apply(dist, self.price.value(raw))
         if self.cfg.uplift is not None:  # send only if it helps
-            dist = self.cfg.uplift.apply(dist, raw)
+            g = self.cfg.uplift
+            hsp = (self.state.fs.hours_since_purchase(np.asarray(tctx.user_index), tctx.bucket)
+                   if g.needs_purchases else None)
+            dist = g.apply(dist, raw, hsp)
         inc = None if held is None or not held.any() else self.incumbent()
         if inc is not None and held is not None:
             # held-out users: the incumbent's distribution, never the active policy's

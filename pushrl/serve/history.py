@@ -162,6 +162,11 @@ def _events(ds: Dataset) -> dict[str, np.ndarray]:
         "p_opened": ps["opened"].fillna(False).to_numpy(bool),
         "p_item": ps["item_id"].astype(object).map(item_idx).fillna(-1).to_numpy(np.int64),
         "item_ids": ds.items["item_id"].astype(str).to_numpy(dtype=str),
+        # purchases (the uplift gate's need state; older imports have neither: none known)
+        "a_purchase": (act["event"].astype(str).to_numpy() == "purchase" if len(act)
+                       else np.zeros(0, bool)),
+        "p_converted": (ps["converted"].fillna(False).to_numpy(bool) if "converted" in ps
+                        else np.zeros(len(ps), bool)),
     }
 
 
@@ -269,6 +274,9 @@ def _events_dataset(users: pd.DataFrame, items: pd.DataFrame, category_column: s
                            "sent": np.ones(ev["p_ts"].size, bool),
                            "opened": np.asarray(ev["p_opened"], bool),
                            "item_id": ids(item_ids, ev["p_item"])})
+    if "a_purchase" in ev:  # purchases: the need state (imports before it have none)
+        activity["event"] = np.where(np.asarray(ev["a_purchase"], bool), "purchase", "other")
+        pushes["converted"] = np.asarray(ev["p_converted"], bool)
     cols = ["item_id"] + ([category_column] if category_column in items.columns
                           and category_column != "item_id" else [])
     return Dataset(users[["user_id", "timezone"]].reset_index(drop=True),

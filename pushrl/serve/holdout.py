@@ -17,6 +17,7 @@ holdout) and its probability ``p_holdout`` (= the share), and so does ``pushrl l
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -174,3 +175,62 @@ def lift_data(state: str | Path, *, pre_days: float | None = None) -> LiftData:
         conn.close()
     act["revenue"] = act["revenue"].astype(float).fillna(0.0)
     return from_decisions(p, act, str(state), pre_days)
+
+
+@dataclass(frozen=True)
+class UpliftData:
+    """One row per user of a server's holdout experiment, for
+    :func:`pushrl.train.uplift.fit_uplift`.
+
+    Attributes:
+        raw: ``(n, N_FEATURES)`` float32 pipeline features of each user's first decision in
+            the experiment (as logged by the server).
+        treated: ``(n,)`` bool, False = held out.
+        outcome: ``(n,)`` conversions per user: pushed (``converted`` feedback) plus
+            ``purchase`` events (organic), the simulator's ``conversions`` outcome.
+        sends: ``(n,)`` pushes sent per user.
+        days: Length of the experiment in days.
+        source: The state directory.
+    """
+
+    raw: np.ndarray
+    treated: np.ndarray
+    outcome: np.ndarray
+    sends: np.ndarray
+    days: float
+    source: str
+
+
+def uplift_data(state: str | Path, *, pre_days: float | None = None) -> UpliftData:
+    """The holdout experiment of a server's log as uplift training rows (read-only): the
+    per-user table of :func:`lift_data` joined with each user's first logged decision's
+    features (the ``features`` column of ``decisions``).
+
+    Raises:
+        DataError: no log, no holdout, or decisions without features.
+    """
+    from pushrl.data.features import N_FEATURES
+    from pushrl.serve.store import connect
+
+    ld = lift_data(state, pre_days=pre_days)
+    path = Path(state) / LOG_FILE
+    conn = connect(path, readonly=True)
+    try:
+        first = pd.read_sql_query(
+            "SELECT user_id, features FROM decisions WHERE holdout IS NOT NULL AND seq IN "
+            "(SELECT MIN(seq) FROM decisions WHERE holdout IS NOT NULL GROUP BY user_id)", conn)
+    finally:
+        conn.close()
+    width = N_FEATURES * 4
+    bad = first["features"].map(lambda b: b is None or len(b) != width)
+    if bad.any():
+        raise DataError(f"{path}: {int(bad.sum())} users' first decisions have no "
+                        f"{N_FEATURES}-feature row (e.g. {first['user_id'][bad].iloc[0]!r}); "
+                        "the log was written by another pushrl version")
+    raw = np.frombuffer(b"".join(first["features"]), np.float32).reshape(-1, N_FEATURES)
+    row = pd.Series(np.arange(len(first)), index=first["user_id"].astype(str))
+    u = ld.users
+    ix = row.reindex(u["user_id"].astype(str)).to_numpy()
+    outcome = (u["conversions"] + u["purchases"]).to_numpy(np.float64)
+    return UpliftData(raw[ix.astype(np.int64)].copy(), ~u["held_out"].to_numpy(bool), outcome,
+                      u["sends"].to_numpy(np.float64), ld.days, str(state))

@@ -32,7 +32,7 @@ from pushrl.serve.profiles import LiveProfiles
 from pushrl.serve.shards import check_owner
 from pushrl.serve.schemas import DecideIn, Event, FeedbackIn, set_time_window
 from pushrl.serve.state import ServerState, default_spec
-from pushrl.serve.store import OP_ACTIVITY, OP_OPEN, DurableLog, Statement
+from pushrl.serve.store import OP_ACTIVITY, OP_OPEN, OP_PURCHASE, DurableLog, Statement
 from pushrl.serve.trigger_requests import TriggerRequests
 from pushrl.serve.templates import ServerTemplates
 from pushrl.serve.triggers import ContextDelay, DelayPolicy, FixedDelay, ServerTriggers
@@ -402,6 +402,9 @@ class Server(TriggerRequests):
                 start, seen = i, set()
             seen.add(ui)
         self._note_item_events(item)
+        buy = np.array([e.event == "purchase" for e in events], bool)
+        if buy.any():  # the uplift gate's need state (hours since the last purchase)
+            stmts += st.op(OP_PURCHASE, u[buy], ts[buy] // HOUR)
         trig = st.triggers
         for e, t, ui, it in zip(events, ts.tolist(), u.tolist(), item.tolist(), strict=True):
             stmts.append(("INSERT INTO activity VALUES (?,?,?,?,?,?)",
@@ -631,6 +634,9 @@ class Server(TriggerRequests):
                 if int(st.fs.clock(u)) - b > self.cfg.late_bound_hours:
                     b = int(st.fs.clock(u))
                 stmts += st.op(OP_OPEN, np.array([u]), np.array([b]))
+            if merged["converted"] and not dec["converted"]:  # a purchase (need state)
+                u = st.user_index(dec["user_id"])
+                stmts += st.op(OP_PURCHASE, np.array([u]), np.array([ts // HOUR]))
             self._pending_fb[fb.decision_id] = merged
         self.metrics.feedback.labels("late" if late else "joined").inc()
         out = {"decision_id": fb.decision_id, "late": late,

@@ -27,6 +27,7 @@ from pushrl.serve.store import (
     OP_ADD_USER,
     OP_ADVANCE,
     OP_OPEN,
+    OP_PURCHASE,
     OP_PUSH,
     OP_SUBSCRIPTION,
     TRIGGER_OPS,
@@ -76,6 +77,8 @@ def apply_op(fs: FeatureState, kind: int, users: np.ndarray, buckets: np.ndarray
         fs.record_push(users, buckets)
     elif kind == OP_OPEN:
         fs.record_open(users, buckets)
+    elif kind == OP_PURCHASE:
+        fs.record_purchase(users, buckets)
     else:
         raise ValueError(f"unknown op kind {kind}")
 

@@ -57,7 +57,10 @@ OP_TRIGGER_ADVANCE, OP_TRIGGER_SENT, OP_TRIGGER_REQUEUE, OP_ITEM_UPDATE = 6, 7, 
 TRIGGER_OPS = frozenset({OP_TRIGGER_ADVANCE, OP_TRIGGER_SENT, OP_TRIGGER_REQUEUE,
                          OP_ITEM_UPDATE})
 #: Op kinds 10-14 are reserved for incrementality (#18); live holdouts need none (the arm is
-#: a hash of the user id and the holdout is stored in ``meta``).
+#: a hash of the user id and the holdout is stored in ``meta``). ``OP_PURCHASE``: the user
+#: bought in ``bucket`` (a ``purchase`` event or a converted push; the uplift gate's need
+#: state, :meth:`pushrl.data.features.FeatureState.record_purchase`).
+OP_PURCHASE = 10
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

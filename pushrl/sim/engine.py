@@ -167,6 +167,8 @@ class PushSim:
         self.sends.reset(s)
         if self.organic is not None:
             self.last_buy[s] = self.cfg.start_bucket - self.organic.start_hours(self.key[s])
+            # the warm start's last purchase is part of the user's history (pipeline state)
+            self.state.record_purchase(s, np.floor(self.last_buy[s]).astype(np.int64))
         if self._obs is not None:  # refresh only the reset slots of the cached observation
             self._observe_into(self._obs, s)
 
@@ -257,6 +259,8 @@ class PushSim:
         converted = clicked & (R.uniform(h, R.CONVERT) < p_conv)
         if self.organic is not None:
             self.last_buy[d[converted]] = obs.bucket[d[converted]]
+        if converted.any():  # a purchase in the pipeline's state (the uplift gate's need)
+            self.state.record_purchase(d[converted], obs.bucket[d[converted]])
         unsub = R.uniform(h, R.UNSUB) < r.unsub_hazard(pop, raw)
         out.item[d], out.item_pscore[d], out.p_open[d] = items, dec.pscore, p_open
         out.opened[d], out.clicked[d], out.converted[d] = opened, clicked, converted
@@ -296,6 +300,7 @@ class PushSim:
                     out.organic_converted[who] += 1.0
                     out.organic_revenue[who] += org.revenue
                     self.last_buy[who] = b[buy]
+                    self.state.record_purchase(who, b[buy])
                 nb = np.where(sub, nb, 0)
             if not nb.any():
                 continue

@@ -68,3 +68,41 @@ def test_rollout_meets_the_volume_target() -> None:
     assert r.sends.sum() / alive_h * 168 == pytest.approx(2.0, rel=0.03)
     assert r.extra["volume_per_user_week"] == pytest.approx(2.0, rel=0.03)
     assert r.sends.sum() < 0.8 * free.sends.sum()
+
+
+def test_open_model_fit_recovers_a_logistic_and_round_trips(tmp_path: Any) -> None:
+    from pushrl.data.features import N_FEATURES, F
+    from pushrl.rules.volume import OpenModel, SendPrice, VolumeTarget, value_basis
+    from pushrl.train.send_value import fit_open_model
+
+    g = np.random.default_rng(0)
+    n = 40000
+    raw = np.zeros((n, N_FEATURES), np.float32)
+    raw[:, F["engagement"]] = g.uniform(0, 0.4, n)
+    raw[:, F["activity_at_hour"]] = g.uniform(0.2, 3, n)
+    raw[:, F["activity_7d"]] = g.poisson(10, n)
+    raw[:, F["sends_24h"]] = g.integers(0, 3, n)
+    raw[:, F["sends_7d"]] = raw[:, F["sends_24h"]] + g.integers(0, 5, n)
+    raw[:, F["hours_since_push"]] = g.integers(1, 336, n)
+    true = np.array([-2.0, 4.0, 0.5, 0.1, -0.3, -0.05, 0.0])
+    y = g.random(n) < 1 / (1 + np.exp(-(value_basis(raw) @ true)))
+    m = fit_open_model(raw, y, l2=0.0)
+    assert np.allclose(m.coef, true, atol=0.15)
+    back = OpenModel.load(m.save(tmp_path / "m.json"))
+    assert back.coef == m.coef
+    v = SendPrice(VolumeTarget(2.0, value_model=back)).value(raw)
+    assert np.allclose(v, back.p_open(raw) / (1 + raw[:, F["sends_7d"]]) ** 2)
+    with pytest.raises(ValueError, match="both outcomes"):
+        fit_open_model(raw[:100], np.zeros(100, bool))
+
+
+def test_value_power_is_the_one_rule_and_validated() -> None:
+    g = np.random.default_rng(1)
+    raw = np.zeros((50, N_FEATURES), np.float32)
+    raw[:, F["engagement"]] = g.uniform(0, 0.5, 50)
+    raw[:, F["sends_7d"]] = g.integers(0, 5, 50)
+    want = raw[:, F["engagement"]].astype(float) ** 2 / (1 + raw[:, F["sends_7d"]]) ** 2
+    assert np.allclose(SendPrice(VolumeTarget(2.0, value_power=2.0)).value(raw), want)
+    assert np.array_equal(SendPrice(VolumeTarget(2.0)).value(raw), send_value(raw))
+    with pytest.raises(ValueError, match="value_power must be > 0"):
+        VolumeTarget(2.0, value_power=0.0)

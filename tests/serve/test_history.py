@@ -324,3 +324,26 @@ def test_import_carries_the_logs_unsubscribes(world: tuple[Path, Dataset],
         r = c.put(f"/v1/users/{back}", json={"timezone": tz, "subscribed": True})
         assert r.json()["subscribed"] is True, r.text
         assert c.post("/v1/decide", json={"user_id": back, "ts": t + 2 * H}).json()["send"]
+
+
+def test_import_carries_the_need_state(world: tuple[Path, Dataset], tmp_path: Path) -> None:
+    """`state import`: the log's purchases (events, converted pushes) are in the served need
+    state, from the snapshot and from a replay under another spec alike (== replay)."""
+    data, ds = world
+    import_history(data, tmp_path / "state", quarantine=False)
+    n = len(ds.users)
+    b = int(to_unix_seconds(ds.pushes["ts"]).max()) // H + 5
+    want = replay(ds, FeatureSpec.fit(ds)).state.hours_since_purchase(np.arange(n), b)
+    assert (want < 336).sum() >= 5  # the log has purchases
+    cfg = make_cfg(tmp_path, catalog=None)
+    with TestClient(create_app(cfg, overrides=doubles(timing=CoinFlip(0.0)))) as c:
+        st = c.app.state.server.state  # type: ignore[attr-defined]
+        np.testing.assert_array_equal(st.fs.hours_since_purchase(np.arange(n), b), want)
+    other = ds.items.assign(category=[f"c{j % 3}" for j in range(len(ds.items))])
+    spec2 = FeatureSpec.fit(Dataset(ds.users, other, ds.activity, ds.pushes))
+    log = DurableLog(tmp_path / "state")
+    try:
+        fs = restore(log.dir, history_meta(log), spec2).fs  # type: ignore[arg-type]
+    finally:
+        log.close()
+    np.testing.assert_array_equal(fs.hours_since_purchase(np.arange(n), b), want)
