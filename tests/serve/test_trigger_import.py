@@ -151,7 +151,7 @@ def test_an_imported_log_has_the_live_servers_pending_triggers(
 
 def test_open_triggers_of_a_log_without_trigger_rows_are_decided_once(
         tmp_path: Path, live_log: tuple[Path, dict[str, Any], list[Any], int]) -> None:
-    data, pending, _, _ = live_log
+    data, pending, _, last = live_log
     (data / "triggers.parquet").unlink()  # a log without trigger decisions (e.g. pushlog v1)
     p = pd.read_parquet(data / "pushes.parquet")
     p[p["trigger_id"].isna()].to_parquet(data / "pushes.parquet", index=False)
@@ -176,8 +176,16 @@ def test_open_triggers_of_a_log_without_trigger_rows_are_decided_once(
     c = _client(state, tmp_path / "reg2", trigger_delay_hours=4)
     try:
         assert _pending(c) == first  # the journaled arms, not the new default's
+        db = sqlite3.connect(state / "log.sqlite3")
+        assert db.execute("SELECT count(*) FROM triggers").fetchone()[0] == n_rows
+        db.close()
+        sent = _sends(c, last + 49 * H)  # sends some, the clock expires others
+        tr = c.app.state.server.state.triggers.tracker  # type: ignore[attr-defined]
+        final = {k: tr.get(k).status.value for k in first}
     finally:
         c.__exit__(None, None, None)
-    db = sqlite3.connect(state / "log.sqlite3")
-    assert db.execute("SELECT count(*) FROM triggers").fetchone()[0] == n_rows
-    db.close()
+    # the export replays the imported history too: final statuses, not the rows' "open"
+    export(state, tmp_path / "out")
+    got = pd.read_parquet(tmp_path / "out" / "triggers.parquet").set_index("trigger_id")
+    assert {k: got.loc[k, "status"] for k in first} == final
+    assert sent and {"sent", "expired"} <= set(final.values()), final
