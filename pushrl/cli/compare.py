@@ -44,13 +44,18 @@ def command(
         "auto", "--trigger-source", help="With --triggers: truth (the trigger world's "
         "ground_truth_triggers.parquet), fitted (a trigger simulator fitted from the log) or "
         "auto (truth when the log has it)."),
+    holdout_frac: float = typer.Option(
+        0.0, "--holdout-frac", help="With --triggers: compare on the held-out users of this "
+        "seeded split (as `pushrl train triggers --holdout-frac`; 0 = every user)."),
+    split_seed: int = typer.Option(0, "--split-seed", help="With --triggers: the split's seed."),
 ) -> None:
     """Run policies on the same simulated users (common random numbers) and report."""
     from pushrl.compare.report import write_report
     from pushrl.compare.runner import compare
 
     if triggers is not None:
-        _triggers(policy, triggers, trigger_source, reference, out_dir, as_json)
+        _triggers(policy, triggers, trigger_source, reference, out_dir, as_json,
+                  (holdout_frac, split_seed))
         return
 
     overrides: dict[str, object] = {}
@@ -97,14 +102,15 @@ def command(
 
 
 def _triggers(policy: list[str], data: Path, source: str, reference: str | None,
-              out_dir: Path, as_json: bool) -> None:
+              out_dir: Path, as_json: bool, split: tuple[float, int]) -> None:
     """`pushrl compare --triggers DATA`: delay policies on the same triggers."""
     from pushrl.compare.trigger_report import write_trigger_report
     from pushrl.compare.triggers import compare_triggers
 
     with console.status("comparing delay policies", spinner="dots") if not as_json \
             else _nothing():
-        res = compare_triggers(policy, data, source=source, reference=reference)
+        res = compare_triggers(policy, data, source=source, reference=reference,
+                               holdout_frac=split[0], split_seed=split[1])
     html_path, md_path = write_trigger_report(res, out_dir)
     res.save(out_dir)
     if as_json:

@@ -88,9 +88,28 @@ def _is_delay_policy(pol: Any, spec: PolicySpec) -> None:
                       "`pushrl train triggers` artifact")
 
 
+def _policies(policies: Sequence[str], reference: str | None
+              ) -> tuple[list[PolicySpec], list[Any], str]:
+    """The specs, the loaded delay policies and the reference label (checked)."""
+    specs = [PolicySpec.parse(p) for p in policies]
+    labels = [s.label for s in specs]
+    if not specs:
+        raise PushrlError("give at least one --policy (e.g. --policy delay-fixed-1h)")
+    if len(set(labels)) != len(labels):
+        raise PushrlError(f"policy labels must be unique, got {labels}; name them label=SPEC")
+    ref = reference or labels[0]
+    if ref not in labels:
+        raise PushrlError(f"--reference {ref!r} is not among the policies {labels}")
+    loaded = [s.load() for s in specs]
+    for pol, s in zip(loaded, specs, strict=True):
+        _is_delay_policy(pol, s)
+    return specs, loaded, ref
+
+
 def compare_triggers(policies: Sequence[str], data: str | Path, *, source: str = "auto",
                      reference: str | None = None, triggers: TriggerConfig | None = None,
-                     horizon_h: int = 168) -> CompareResult:
+                     horizon_h: int = 168, holdout_frac: float = 0.0,
+                     split_seed: int = 0) -> CompareResult:
     """Compare delay policies on the triggers of ``data`` (module docstring).
 
     Args:
@@ -103,6 +122,10 @@ def compare_triggers(policies: Sequence[str], data: str | Path, *, source: str =
         triggers: The trigger rules of the log (default: its ``ground_truth.json``, else
             the defaults).
         horizon_h: Conversion window after a trigger (the rounds' reward).
+        holdout_frac: > 0: compare on the held-out users of the seeded user split
+            (:class:`~pushrl.data.split.UserSplit`, the one a ``pushrl train triggers
+            --holdout-frac F --split-seed S`` policy left out) instead of every user.
+        split_seed: Seed of that split.
 
     Returns:
         A :class:`CompareResult` (``meta["mode"] == "triggers"``): per-user trigger
@@ -125,20 +148,15 @@ def compare_triggers(policies: Sequence[str], data: str | Path, *, source: str =
     if source == "truth" and not (d / TRUTH_FILE).exists():
         raise PushrlError(f"{d} has no {TRUTH_FILE} (only the trigger world has a truth); "
                           "use --trigger-source fitted")
-    specs = [PolicySpec.parse(p) for p in policies]
+    specs, loaded, ref = _policies(policies, reference)
     labels = [s.label for s in specs]
-    if not specs:
-        raise PushrlError("give at least one --policy (e.g. --policy delay-fixed-1h)")
-    if len(set(labels)) != len(labels):
-        raise PushrlError(f"policy labels must be unique, got {labels}; name them label=SPEC")
-    ref = reference or labels[0]
-    if ref not in labels:
-        raise PushrlError(f"--reference {ref!r} is not among the policies {labels}")
-    loaded = [s.load() for s in specs]
-    for pol, s in zip(loaded, specs, strict=True):
-        _is_delay_policy(pol, s)
     config, g = _rules(d, triggers)
-    ds, _ = load_dataset(d, quarantine=False)
+    split = None
+    if holdout_frac > 0:
+        from pushrl.data.split import UserSplit
+
+        split = UserSplit(holdout_frac, split_seed, "heldout")
+    ds, _ = load_dataset(d, quarantine=False, split=split)
     rounds = delay_rounds(ds, config, g, horizon_h=horizon_h)
     unfitted: list[str] = []
     if source == "truth":
@@ -188,6 +206,8 @@ def compare_triggers(policies: Sequence[str], data: str | Path, *, source: str =
             "reference": ref, "policies": labels, "sources": [s.source for s in specs],
             "triggers": rounds.n_rounds, "kinds": kinds, "arms": cols,
             "trigger_rules": config.to_dict(), "horizon_h": horizon_h,
+            "split": None if split is None else {"part": "heldout", "frac": holdout_frac,
+                                                 "seed": split_seed},
             "unfitted_kinds": unfitted, "seconds": round(time.perf_counter() - t0, 2)}
     empty_daily = pd.DataFrame({"policy": [], "day": [], "objective": [], "subscribed": []})
     empty_hourly = pd.DataFrame({"policy": [], "local_hour": [], "sends": []})

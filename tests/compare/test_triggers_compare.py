@@ -119,6 +119,9 @@ def test_the_fitted_source_reproduces_the_logs_own_totals(world: Path) -> None:
         assert abs(v[m][fitted].sum() - x.sum()) < 3 * se + 1e-9, (m, v[m].sum(), x.sum())
     res = compare_triggers(POLICIES[:2], world, source="fitted")
     assert res.meta["source"] == "fitted"
+    part = compare_triggers(POLICIES[:2], world, holdout_frac=0.3, split_seed=1)
+    assert 0.15 * res.meta["users"] < part.meta["users"] < 0.45 * res.meta["users"]
+    assert part.meta["split"] == {"part": "heldout", "frac": 0.3, "seed": 1}
     s = res.summary.set_index(["policy", "metric"])["value"]
     assert s[("delay-fixed-1h", "trigger_recovered_per_user")] > 0
     assert "trigger_incremental_revenue_per_user" not in set(res.summary["metric"])
