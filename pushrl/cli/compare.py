@@ -107,8 +107,10 @@ def _triggers(policy: list[str], data: Path, source: str, reference: str | None,
     from pushrl.compare.trigger_report import write_trigger_report
     from pushrl.compare.triggers import compare_triggers
 
+    import contextlib
+
     with console.status("comparing delay policies", spinner="dots") if not as_json \
-            else _nothing():
+            else contextlib.nullcontext():
         res = compare_triggers(policy, data, source=source, reference=reference,
                                holdout_frac=split[0], split_seed=split[1])
     html_path, md_path = write_trigger_report(res, out_dir)
@@ -139,11 +141,3 @@ def _triggers(policy: list[str], data: Path, source: str, reference: str | None,
                   f"{s[(pol, 'trigger_sends_per_recovered')]:.2f}")
     out.print(t)
     console.print(f"report: {html_path.resolve()} (markdown: {md_path})  [{m['seconds']} s]")
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
