@@ -48,7 +48,10 @@ Arm = tuple[int | None, float, int]
 def _stock(col: pd.Series | None, n: int) -> np.ndarray:
     if col is None:
         return np.full(n, STOCK_UNKNOWN, np.int8)
-    s = col.astype("boolean")
+    try:
+        s = col.astype("boolean")
+    except (TypeError, ValueError):  # not a stock flag (an item attribute of another kind)
+        return np.full(n, STOCK_UNKNOWN, np.int8)
     return np.where(s.isna(), STOCK_UNKNOWN, np.where(s.fillna(False), STOCK_IN, STOCK_OUT)
                     ).astype(np.int8)
 

@@ -189,3 +189,12 @@ def test_open_triggers_of_a_log_without_trigger_rows_are_decided_once(
     got = pd.read_parquet(tmp_path / "out" / "triggers.parquet").set_index("trigger_id")
     assert {k: got.loc[k, "status"] for k in first} == final
     assert sent and {"sent", "expired"} <= set(final.values()), final
+
+
+def test_stock_codes_of_items_and_updates() -> None:
+    from pushrl.serve.trigger_history import _stock
+
+    np.testing.assert_array_equal(_stock(pd.Series([True, False, None], dtype=object), 3),
+                                  [1, 0, -1])
+    np.testing.assert_array_equal(_stock(pd.Series(["many", "few"]), 2), [-1, -1])
+    np.testing.assert_array_equal(_stock(None, 2), [-1, -1])
