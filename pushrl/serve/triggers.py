@@ -311,6 +311,10 @@ class ServerTriggers:
         self.pulls.clear()
         if undecided:
             self._decide_history(st, undecided)
+        if history is not None and start is not None and after == 0:
+            # the imported history was replayed: snapshot it now, so a later start (even
+            # after a crash) replays only the journal after this point
+            self.save_snapshot(st)
 
     def _from_history(self, st: ServerState, history: Mapping[str, np.ndarray]
                       ) -> tuple[TriggerTracker, list[str]]:
