@@ -14,6 +14,9 @@ days = 2.6M decision rows: ``pushrl data synth --users 4000 --days 28 --world co
     python benchmarks/server_start.py --data DIR [--runs 3] [--json] [--out FILE]
     python benchmarks/server_start.py --data DIR --catalog-only   # 3. and 4. only (a log
         too large to import: `--catalog` reads the items and a part of the users)
+    python benchmarks/server_start.py --data DIR --triggers default --no-catalog  # the
+        imported starts with the trigger tracker on (#16: its first start replays the
+        imported history's trigger inputs, a restart loads the clean shutdown's snapshot)
 
 Each figure is the median over ``--runs`` (fresh state dirs per run); ``uptime`` is recorded
 next to the figures (the machine is shared). ``cpu_s`` is each child's CPU time (user +
@@ -91,7 +94,8 @@ def _start(out: dict[str, list[float]], cpu: dict[str, list[float]], key: str,
     out[key].append(_ready_seconds(args, cpu=cpu[key]))
 
 
-def run(data: Path, runs: int, catalog_only: bool = False) -> dict[str, Any]:
+def run(data: Path, runs: int, catalog_only: bool = False, triggers: str | None = None,
+        catalog: bool = True) -> dict[str, Any]:
     """Time import, start on the imported state and start on ``--catalog`` (only the
     empty floor and ``--catalog`` with ``catalog_only``: a log too large to import)."""
     out: dict[str, list[float]] = {k: [] for k in (
@@ -120,9 +124,12 @@ def run(data: Path, runs: int, catalog_only: bool = False) -> dict[str, Any]:
             out["import_s"].append(time.perf_counter() - t0)
             cpu["import_s"].append(_cpu() - c0)
             report = json.loads(res.stdout)
-            state = ["--state", str(t / "imported"), *reg]
+            state = ["--state", str(t / "imported"), *reg,
+                     *(["--triggers", triggers] if triggers else [])]
             _start(out, cpu, "start_imported_first_s", state)
             _start(out, cpu, "start_imported_restart_s", state)
+            if not catalog:
+                continue
             cat = ["--state", str(t / "catalog"), "--catalog", str(data), *reg]
             _start(out, cpu, "start_catalog_first_s", cat)
             _start(out, cpu, "start_catalog_restart_s", cat)
@@ -135,7 +142,7 @@ def run(data: Path, runs: int, catalog_only: bool = False) -> dict[str, Any]:
                   "n_activity": table_rows(data, "activity")}
     return {"data": str(data), "n_users": report.get("n_users"),
             "n_decisions": report.get("n_decisions"), "n_activity": report.get("n_activity"),
-            "runs": runs, "import_stages_s": report.get("seconds"),
+            "runs": runs, "import_stages_s": report.get("seconds"), "triggers": triggers,
             **{k: round(median(v), 2) for k, v in out.items()},
             **{f"{k}_all": [round(x, 2) for x in v] for k, v in out.items()},
             "cpu_s": {k: round(median(v), 2) for k, v in cpu.items()},
@@ -152,8 +159,11 @@ def main() -> None:
     ap.add_argument("--catalog-only", action="store_true",
                     help="only the empty floor and --catalog starts (no state import: a log "
                          "too large to import, e.g. 1M users x 28 days)")
+    ap.add_argument("--triggers", default=None,
+                    help="start the imported state with `--triggers RULES` (default|FILE)")
+    ap.add_argument("--no-catalog", action="store_true", help="skip the --catalog starts")
     a = ap.parse_args()
-    res = run(a.data, a.runs, a.catalog_only)
+    res = run(a.data, a.runs, a.catalog_only, a.triggers, not a.no_catalog)
     text = json.dumps(res, indent=2)
     if a.out:
         a.out.write_text(text + "\n")

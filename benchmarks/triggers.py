@@ -39,6 +39,7 @@ from pushrl.policies.baselines import make_baseline
 from pushrl.policies.delay_data import DelayRounds, delay_rounds
 from pushrl.rules.triggers import KINDS, TriggerConfig
 from pushrl.sim.trigger_fit import TriggerSim
+from pushrl.sim.trigger_metrics import ArmOutcomes, trigger_outcomes
 from pushrl.sim.trigger_world import (
     TRUTH_FILE,
     WORLD_GUARDRAILS,
@@ -53,18 +54,9 @@ BASELINES = ("delay-fixed-1h", "delay-fixed-0h", "delay-fixed-24h", "delay-next-
 
 
 def _values(dist: np.ndarray, truth: pd.DataFrame, arms: tuple) -> dict[str, np.ndarray]:
-    """Per-round expected outcomes of a policy's arm distribution ``(n, k)``."""
-    cols = ["drop" if a is None else str(a) for a in arms]
-    incr = truth[[f"incr_{c}" for c in cols]].to_numpy()
-    send = truth[[f"send_{c}" for c in cols]].to_numpy()
-    s_h = 1 - truth["p_organic"].to_numpy()
-    v_incr = (dist * incr).sum(1)
-    v_send = (dist * send).sum(1)
-    recovered = (dist * np.where(s_h[:, None] > 0, incr * send / s_h[:, None], 0)).sum(1)
-    return {"incremental": v_incr, "sends": v_send, "recovered": recovered,
-            "unsubscribes": v_send * truth["unsub_hazard"].to_numpy(),
-            "incremental_revenue": v_incr * truth["price"].to_numpy(),
-            "organic": truth["p_organic"].to_numpy()}
+    """Per-round expected outcomes of a policy's arm distribution ``(n, k)`` (the one
+    definition: :func:`pushrl.sim.trigger_metrics.trigger_outcomes`)."""
+    return trigger_outcomes(dist, ArmOutcomes.from_truth(truth, arms))
 
 
 def _paired(a: np.ndarray, b: np.ndarray, users: np.ndarray, rng: np.random.Generator,

@@ -36,10 +36,27 @@ def command(
                                  "push (scenario organic_purchases); incremental metrics then "
                                  "differ from attributed ones."),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
+    triggers: Path | None = typer.Option(
+        None, "--triggers", help="Compare trigger DELAY policies on this trigger log "
+        "(pushlog v1.1 with a triggers table, e.g. `pushrl data synth --world triggers`): "
+        "recovered / incremental conversions, sends per recovered, by kind, paired CIs."),
+    trigger_source: str = typer.Option(
+        "auto", "--trigger-source", help="With --triggers: truth (the trigger world's "
+        "ground_truth_triggers.parquet), fitted (a trigger simulator fitted from the log) or "
+        "auto (truth when the log has it)."),
+    holdout_frac: float = typer.Option(
+        0.0, "--holdout-frac", help="With --triggers: compare on the held-out users of this "
+        "seeded split (as `pushrl train triggers --holdout-frac`; 0 = every user)."),
+    split_seed: int = typer.Option(0, "--split-seed", help="With --triggers: the split's seed."),
 ) -> None:
     """Run policies on the same simulated users (common random numbers) and report."""
     from pushrl.compare.report import write_report
     from pushrl.compare.runner import compare
+
+    if triggers is not None:
+        _triggers(policy, triggers, trigger_source, reference, out_dir, as_json,
+                  (holdout_frac, split_seed))
+        return
 
     overrides: dict[str, object] = {}
     if fatigue is not None:
@@ -82,3 +99,45 @@ def command(
     out.print(t)
     console.print(f"report: {html_path.resolve()} (markdown: {md_path})  "
                   f"[{res.meta['seconds']} s, {res.meta['mode']}]")
+
+
+def _triggers(policy: list[str], data: Path, source: str, reference: str | None,
+              out_dir: Path, as_json: bool, split: tuple[float, int]) -> None:
+    """`pushrl compare --triggers DATA`: delay policies on the same triggers."""
+    from pushrl.compare.trigger_report import write_trigger_report
+    from pushrl.compare.triggers import compare_triggers
+
+    import contextlib
+
+    with console.status("comparing delay policies", spinner="dots") if not as_json \
+            else contextlib.nullcontext():
+        res = compare_triggers(policy, data, source=source, reference=reference,
+                               holdout_frac=split[0], split_seed=split[1])
+    html_path, md_path = write_trigger_report(res, out_dir)
+    res.save(out_dir)
+    if as_json:
+        emit(res.to_dict() | {"report_html": str(html_path), "report_md": str(md_path)}, True)
+        return
+    m = res.meta
+    t = Table(title=f"{m['triggers']} triggers of {m['users']} users ({m['source']}), "
+                    f"reference {m['reference']}",
+              caption="per user: recovered (push-attributed) and incremental (over "
+                      "organic) conversions, sends; s/rec = sends per recovered conversion",
+              box=box.SIMPLE_HEAD, padding=(0, 1, 0, 0), pad_edge=False)
+    t.add_column("policy", overflow="fold", min_width=min(max(map(len, res.policies)), 24))
+    for c in ("recov.", "incr.", "incr. vs ref", "sends", "s/rec"):
+        t.add_column(c, no_wrap=True, justify="right")
+    s = res.summary.set_index(["policy", "metric"])["value"]
+    p = res.paired.set_index(["policy", "metric"]) if len(res.paired) else None
+    for pol in res.policies:
+        key = (pol, "trigger_incremental_per_user")
+        if p is not None and key in p.index:
+            d = p.loc[key]
+            ci = f"{d['diff']:+.3f}\n[{d['lower']:+.3f}, {d['upper']:+.3f}]"
+        else:
+            ci = "reference"
+        t.add_row(pol, f"{s[(pol, 'trigger_recovered_per_user')]:.3f}",
+                  f"{s[key]:.3f}", ci, f"{s[(pol, 'trigger_sends_per_user')]:.2f}",
+                  f"{s[(pol, 'trigger_sends_per_recovered')]:.2f}")
+    out.print(t)
+    console.print(f"report: {html_path.resolve()} (markdown: {md_path})  [{m['seconds']} s]")

@@ -35,13 +35,30 @@ LABELS = {
     "organic_conversions_per_user": "Organic conversions per user",
 }
 
+#: Trigger metrics (`pushrl compare --triggers`; ``NAME:KIND`` = the same for one kind)
+TRIGGER_LABELS = {
+    "trigger_recovered_per_user": "Recovered conversions per user (push-attributed)",
+    "trigger_incremental_per_user": "Incremental conversions per user (over organic)",
+    "trigger_organic_per_user": "Organic conversions per user (no push)",
+    "trigger_sends_per_user": "Trigger sends per user",
+    "trigger_sends_per_recovered": "Sends per recovered conversion",
+    "trigger_incremental_over_organic": "Incremental over organic (ratio)",
+    "trigger_unsubscribes_per_user": "Unsubscribes per user (from trigger sends)",
+    "trigger_incremental_revenue_per_user": "Incremental revenue per user",
+}
+LABELS.update(TRIGGER_LABELS)
+
 
 #: +1 where higher is better, -1 where lower is better, 0 where neither (volume)
 BETTER = {"objective": 1, "open_rate": 1, "clicks_per_user": 1, "conversions_per_user": 1,
           "revenue_per_user": 1, "unsubscribe_rate": -1, "guardrail_blocks_per_user": -1,
           "sends_per_user_day": 0, "sends_per_user_week": 0,
           "incremental_conversions_per_user": 1, "incremental_revenue_per_user": 1,
-          "organic_conversions_per_user": 0}
+          "organic_conversions_per_user": 0,
+          "trigger_recovered_per_user": 1, "trigger_incremental_per_user": 1,
+          "trigger_organic_per_user": 0, "trigger_sends_per_user": 0,
+          "trigger_sends_per_recovered": -1, "trigger_incremental_over_organic": 1,
+          "trigger_unsubscribes_per_user": -1, "trigger_incremental_revenue_per_user": 1}
 
 
 def _png(fig: plt.Figure) -> str:
@@ -104,13 +121,15 @@ def plot_survival(r: CompareResult) -> str:
                        "Reachability: users still subscribed")
 
 
-def plot_forest(r: CompareResult) -> str:
-    """Forest plot of paired differences vs the reference with 95% CIs, one panel a metric."""
+def plot_forest(r: CompareResult, metrics: list[str] | None = None) -> str:
+    """Forest plot of paired differences vs the reference with 95% CIs, one panel a metric
+    (``metrics``: which; default the timing comparison's)."""
     have = set(r.paired["metric"]) if "metric" in r.paired else set()
-    metrics = [m for m in ("objective", "sends_per_user_week", "open_rate", "revenue_per_user",
-                           "incremental_conversions_per_user", "unsubscribe_rate")
-               if m in have] or ["objective", "sends_per_user_day", "open_rate",
-                                 "revenue_per_user", "unsubscribe_rate"]
+    metrics = metrics or [m for m in ("objective", "sends_per_user_week", "open_rate",
+                                      "revenue_per_user", "incremental_conversions_per_user",
+                                      "unsubscribe_rate")
+                          if m in have] or ["objective", "sends_per_user_day", "open_rate",
+                                            "revenue_per_user", "unsubscribe_rate"]
     fig, axes = plt.subplots(1, len(metrics), figsize=(13, 0.5 + 0.45 * max(1, len(r.policies))),
                              sharey=True, squeeze=False)
     axes = axes[0]
@@ -222,10 +241,15 @@ def _md_table_to_html(md: str) -> str:
 
 
 def write_report(r: CompareResult, out: str | Path) -> tuple[Path, Path]:
-    """Write ``report.html`` (self-contained) and ``report.md`` into ``out``."""
+    """Write ``report.html`` (self-contained) and ``report.md`` into ``out`` (a delay-policy
+    comparison, ``meta["mode"] == "triggers"``, is written by
+    :func:`pushrl.compare.trigger_report.write_trigger_report`)."""
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)
     m = r.meta
+    if m.get("mode") == "triggers":
+        raise ValueError("a delay-policy comparison: write it with "
+                         "pushrl.compare.trigger_report.write_trigger_report")
     figs = [
         ("Cumulative objective", plot_cumulative(r),
          "Average objective per simulated user, accumulated day by day. Higher is better."),

@@ -25,7 +25,10 @@ class CompareResult:
             (share of units still subscribed at the end of the day).
         hourly: Per (policy, local_hour): ``sends`` per unit.
         activity_by_hour: Population organic activity share per local hour, shape ``(24,)``.
-        meta: Scenario, users, days, seeds, reference, timings.
+        meta: Scenario, users, days, seeds, reference, timings (``mode == "triggers"``:
+            a delay-policy comparison, :mod:`pushrl.compare.triggers`).
+        delays: Delay policies only: per (policy, kind, arm) the ``share`` of triggers
+            given that arm (kind ``all`` = every trigger); None otherwise.
     """
 
     per_user: pd.DataFrame
@@ -36,6 +39,7 @@ class CompareResult:
     hourly: pd.DataFrame
     activity_by_hour: list[float]
     meta: dict[str, Any] = field(default_factory=dict)
+    delays: pd.DataFrame | None = None
 
     @property
     def policies(self) -> list[str]:
@@ -54,6 +58,8 @@ class CompareResult:
             "summary": self.summary.to_dict(orient="records"),
             "paired": self.paired.to_dict(orient="records"),
             "segments": {k: v.to_dict(orient="records") for k, v in self.segments.items()},
+            **({} if self.delays is None else
+               {"delays": self.delays.to_dict(orient="records")}),
         }
 
     def save(self, out: str | Path) -> None:
@@ -64,3 +70,5 @@ class CompareResult:
         self.per_user.to_parquet(d / "per_user.parquet", index=False)
         self.daily.to_parquet(d / "daily.parquet", index=False)
         self.hourly.to_parquet(d / "hourly.parquet", index=False)
+        if self.delays is not None:
+            self.delays.to_parquet(d / "delays.parquet", index=False)

@@ -8,6 +8,7 @@ linearised per-unit contributions. A *unit* is one (seed, user).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,8 +49,12 @@ def _z(alpha: float) -> float:
     return float(stats.norm.ppf(1 - alpha / 2))
 
 
-def _linearised(df: pd.DataFrame, metric: str, days: float) -> tuple[float, np.ndarray]:
-    num, den, per_day = METRICS[metric]
+Metrics = Mapping[str, tuple[str, str | None, bool]]
+
+
+def _linearised(df: pd.DataFrame, metric: str, days: float,
+                metrics: Metrics | None = None) -> tuple[float, np.ndarray]:
+    num, den, per_day = (metrics or METRICS)[metric]
     a = df[num].to_numpy(float)
     if den is None:
         scale = 1.0 / days if per_day else 1.0
@@ -62,16 +67,18 @@ def _linearised(df: pd.DataFrame, metric: str, days: float) -> tuple[float, np.n
     return float(r), (a - r * b) / mb + r  # mean of this equals r; variance is the delta method's
 
 
-def estimate(df: pd.DataFrame, metric: str, *, days: float, alpha: float = 0.05) -> Estimate:
+def estimate(df: pd.DataFrame, metric: str, *, days: float, alpha: float = 0.05,
+             metrics: Metrics | None = None) -> Estimate:
     """Mean (or ratio) of ``metric`` over units with a normal/delta-method CI.
 
     Args:
         df: One row per unit with the metric's columns.
-        metric: A key of :data:`METRICS`.
+        metric: A key of ``metrics``.
         days: Simulated days (for per-day metrics).
         alpha: 1 - confidence level.
+        metrics: The metric definitions (default :data:`METRICS`).
     """
-    val, lin = _linearised(df, metric, days)
+    val, lin = _linearised(df, metric, days, metrics)
     n = len(lin)
     se = float(lin.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
     z = _z(alpha)
@@ -79,7 +86,7 @@ def estimate(df: pd.DataFrame, metric: str, *, days: float, alpha: float = 0.05)
 
 
 def paired_difference(df_a: pd.DataFrame, df_ref: pd.DataFrame, metric: str, *, days: float,
-                      alpha: float = 0.05) -> Estimate:
+                      alpha: float = 0.05, metrics: Metrics | None = None) -> Estimate:
     """Paired difference ``metric(A) - metric(ref)`` over the same units, with a CI.
 
     Both frames must list the same units in the same order (``seed``, ``user``).
@@ -87,8 +94,8 @@ def paired_difference(df_a: pd.DataFrame, df_ref: pd.DataFrame, metric: str, *, 
     if len(df_a) != len(df_ref):
         raise ValueError(f"paired comparison needs the same units, got {len(df_a)} vs "
                          f"{len(df_ref)} rows; run both policies on the same users and seeds")
-    va, la = _linearised(df_a, metric, days)
-    vr, lr = _linearised(df_ref, metric, days)
+    va, la = _linearised(df_a, metric, days, metrics)
+    vr, lr = _linearised(df_ref, metric, days, metrics)
     d = la - lr
     n = len(d)
     se = float(d.std(ddof=1) / np.sqrt(n)) if n > 1 else float("nan")
@@ -98,13 +105,15 @@ def paired_difference(df_a: pd.DataFrame, df_ref: pd.DataFrame, metric: str, *, 
 
 
 def summarize(per_user: pd.DataFrame, *, reference: str, days: float,
-              alpha: float = 0.05) -> tuple[pd.DataFrame, pd.DataFrame]:
+              alpha: float = 0.05, metrics: Metrics | None = None
+              ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-policy metrics and paired differences against ``reference``.
 
     Args:
         per_user: Long frame, one row per (policy, seed, user), with the metric columns.
         reference: Policy every other is compared with.
         days: Simulated days.
+        metrics: The metric definitions (default :data:`METRICS`; absent columns skipped).
 
     Returns:
         ``(summary, paired)``: ``summary`` has one row per (policy, metric) with value and CI;
@@ -119,17 +128,18 @@ def summarize(per_user: pd.DataFrame, *, reference: str, days: float,
     groups = {p: per_user[per_user["policy"] == p].reset_index(drop=True) for p in order}
     rows, prow = [], []
     ref = groups[reference]
+    defs = metrics or METRICS
     for pol, g in groups.items():
-        for m in METRICS:
-            if METRICS[m][0] not in g.columns:
+        for m in defs:
+            if defs[m][0] not in g.columns:
                 continue
-            e = estimate(g, m, days=days, alpha=alpha)
+            e = estimate(g, m, days=days, alpha=alpha, metrics=defs)
             rows.append({"policy": pol, "metric": m, "value": e.value, "lower": e.lower,
                          "upper": e.upper, "se": e.se, "n": e.n})
             if pol == reference:
                 continue
-            d = paired_difference(g, ref, m, days=days, alpha=alpha)
-            base = estimate(ref, m, days=days).value
+            d = paired_difference(g, ref, m, days=days, alpha=alpha, metrics=defs)
+            base = estimate(ref, m, days=days, metrics=defs).value
             prow.append({"policy": pol, "reference": reference, "metric": m, "diff": d.value,
                          "lower": d.lower, "upper": d.upper, "se": d.se, "n": d.n,
                          "relative": d.value / abs(base) if base else float("nan"),

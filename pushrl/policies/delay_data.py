@@ -50,6 +50,8 @@ class DelayRounds:
         arms: The arms (delay hours, None = drop).
         complete: ``(n_rounds,)`` the conversion window ends before the log's last event
             (False: the reward is censored, e.g. for OPE keep only complete rounds).
+        push_converted: ``(n_rounds,)`` the trigger's push was sent and converted (the
+            push-attributed part of ``converted``), or None.
     """
 
     context: ItemContext
@@ -64,6 +66,7 @@ class DelayRounds:
     unsubscribed: np.ndarray
     arms: tuple[int | None, ...]
     complete: np.ndarray | None = None
+    push_converted: np.ndarray | None = None
 
     @property
     def n_rounds(self) -> int:
@@ -86,7 +89,8 @@ class DelayRounds:
         return DelayRounds(ctx, self.action[rows], self.reward[rows], self.pscore[rows],
                            self.kind[rows], self.user_id[rows], self.trigger_id[rows],
                            self.converted[rows], self.sent[rows], self.unsubscribed[rows],
-                           self.arms, None if self.complete is None else self.complete[rows])
+                           self.arms, None if self.complete is None else self.complete[rows],
+                           None if self.push_converted is None else self.push_converted[rows])
 
 
 def _converted(ds: Dataset, t: pd.DataFrame, t0: np.ndarray, horizon_h: int) -> np.ndarray:
@@ -179,4 +183,4 @@ def delay_rounds(ds: Dataset, config: TriggerConfig, guardrails: Guardrails, *,
     return DelayRounds(ctx, action, reward, t["pscore"].to_numpy(float),
                        t["kind"].astype(str).to_numpy(), t["user_id"].astype(str).to_numpy(),
                        t["trigger_id"].astype(str).to_numpy(), conv, sent, p_unsub, arms,
-                       complete)
+                       complete, p_conv)

@@ -264,7 +264,10 @@ class TriggerConfig:
         return {k.value: self.defs[k].to_dict() for k in KINDS}
 
     def __getitem__(self, kind: TriggerKind | str) -> TriggerDef:
-        return self.defs[TriggerKind(kind)]
+        try:  # a StrEnum hashes as its value: no enum call on the per-event path
+            return self.defs[kind]  # type: ignore[index]
+        except KeyError:
+            return self.defs[TriggerKind(kind)]
 
     @property
     def enabled(self) -> tuple[TriggerKind, ...]:

@@ -568,6 +568,8 @@ def _add_policy_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: An
         hist = {k: [h or "default" for h in ps.pointer.get(k, {}).get("history", [])]
                 for k in registry_ops.KINDS}
         avail = await asyncio.to_thread(registry_ops.list_artifacts, s.cfg.registry)
+        tr = s.state.triggers  # the delay slot: promoted, else the server's own
+        delay = ps.delay.label if ps.delay else (tr.policy.label if tr else None)
         fb = {k: "; ".join(v for kk, v in ps.fallback.items() if kk.endswith(k)) or None
               for k in registry_ops.KINDS}
         return {"timing": {"active": ps.timing.label, "history": hist["timing"],
@@ -576,6 +578,9 @@ def _add_policy_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: An
                 "item": {"active": ps.item.label, "history": hist["item"],
                          "shadow": ps.shadow_item.label if ps.shadow_item else None,
                          "fallback": fb["item"]},
+                "delay": None if delay is None else {
+                    "active": delay, "history": hist["delay"], "shadow": None,
+                    "fallback": fb["delay"]},
                 "kill_switch": s.engine.kill_switch, "generation": ps.generation,
                 "available": avail}
 
@@ -629,6 +634,11 @@ def _route(request: Request) -> str:
 def _change(s: Server, res: dict[str, Any]) -> dict[str, Any]:
     ps = s.engine.policies
     kind = res["kind"]
+    if kind == "delay":  # (no shadow slot)
+        tr = s.state.triggers
+        label = ps.delay.label if ps.delay else (tr.policy.label if tr else "server default")
+        return {"kind": kind, "active": label, "shadow": None, "generation": ps.generation,
+                "gate": res.get("gate")}
     loaded = ps.timing if kind == "timing" else ps.item
     shadow = ps.shadow_timing if kind == "timing" else ps.shadow_item
     return {"kind": kind, "active": loaded.label, "shadow": shadow.label if shadow else None,

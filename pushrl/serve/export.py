@@ -86,7 +86,7 @@ def read_log(state: str | Path) -> tuple[Dataset, pd.DataFrame, pd.DataFrame]:
         upd = pd.read_sql_query("SELECT item_id, ts, price, in_stock FROM item_updates ORDER BY "
                                 "seq", conn) if "item_updates" in tables else None
         if trig is not None and len(trig):
-            trig["status"] = _final_status(conn, trig)
+            trig["status"] = _final_status(conn, trig, Path(state))
         fb = pd.read_sql_query("SELECT seq, decision_id, ts, late, payload FROM feedback "
                                "ORDER BY seq", conn)
         sh = pd.read_sql_query("SELECT * FROM shadow", conn)
@@ -104,10 +104,11 @@ def read_log(state: str | Path) -> tuple[Dataset, pd.DataFrame, pd.DataFrame]:
     return ds, fb, sh
 
 
-def _final_status(conn: Any, trig: pd.DataFrame) -> list[str]:
+def _final_status(conn: Any, trig: pd.DataFrame, state: Path | None = None) -> list[str]:
     """Each trigger's status as of the log's last event: the server's tracker replayed from
     the log under the rules it ran with (meta ``triggers``), so cancels and expiries, which
-    the server does not write back to the ``triggers`` rows, are exported too."""
+    the server does not write back to the ``triggers`` rows, are exported too (after the
+    imported history's trigger inputs, when ``state`` has them)."""
     from pushrl.rules.triggers import TriggerConfig
     from pushrl.serve.triggers import replay
 
@@ -117,8 +118,9 @@ def _final_status(conn: Any, trig: pd.DataFrame) -> list[str]:
     users = {str(u): int(i) for i, u in conn.execute("SELECT idx, user_id FROM users")}
     items = {str(r[0]): j for j, r in enumerate(conn.execute(
         "SELECT item_id FROM items ORDER BY seq"))}
-    tr = replay(lambda sql: conn.execute(sql), TriggerConfig.parse(json.loads(row[0])),
-                users, items)
+    config = TriggerConfig.parse(json.loads(row[0]))
+    start = None if state is None else _history_tracker(conn, config, state)
+    tr = replay(lambda sql: conn.execute(sql), config, users, items, start=start)
     last = conn.execute(
         "SELECT max(m) FROM (SELECT max(ts) m FROM activity UNION ALL SELECT max(ts) FROM "
         "decisions UNION ALL SELECT max(ts) FROM item_updates UNION ALL SELECT max(arg) FROM "
@@ -130,6 +132,24 @@ def _final_status(conn: Any, trig: pd.DataFrame) -> list[str]:
         t = tr.get(str(tid))
         out.append(logged if t is None else t.status.value)
     return out
+
+
+def _history_tracker(conn: Any, config: Any, state: Path) -> Any:
+    """The tracker after an imported history's trigger inputs (None without them)."""
+    from pushrl.serve.history import EVENTS_FILE, HISTORY_DIR, META_KEY, _load_npz
+    from pushrl.serve.trigger_history import has_trigger_history, logged_arms, replay_history
+
+    row = conn.execute("SELECT value FROM meta WHERE key=?", (META_KEY,)).fetchone()
+    if row is None:
+        return None
+    meta = json.loads(row[0])
+    ev = _load_npz(state / HISTORY_DIR / EVENTS_FILE, meta["sha256"][EVENTS_FILE])
+    if not has_trigger_history(ev):
+        return None
+    arms = logged_arms(ev)
+    arms.update({r[0]: (r[1], r[2], r[3]) for r in conn.execute(
+        "SELECT trigger_id, delay_h, pscore, decided_ts FROM triggers")})
+    return replay_history(config, ev, arms)[0]
 
 
 def _triggers(t: pd.DataFrame | None) -> pd.DataFrame | None:

@@ -46,6 +46,8 @@ from pushrl.data.subscription import unsubscribed_users
 from pushrl.data.io import Dataset, from_unix_seconds, json_default, sha256_file, to_unix_seconds
 from pushrl.errors import PushrlError
 from pushrl.serve.store import DurableLog, Statement, StateError
+from pushrl.serve.trigger_history import KEYS as TRIGGER_KEYS
+from pushrl.serve.trigger_history import trigger_arrays
 from pushrl.units import DAY, HOUR
 
 logger = logging.getLogger("pushrl.serve")
@@ -71,6 +73,9 @@ class Restored:
             :data:`SEND_DAYS` days (the guardrails' counters), in time order.
         high_water: Unix seconds of the log's last event or decision.
         unsubscribed: ``(m,)`` int64 indices of the users who unsubscribed in the log.
+        trigger_events: The trigger tracker's inputs
+            (:mod:`pushrl.serve.trigger_history`), None for an import made before they
+            were kept.
     """
 
     fs: FeatureState
@@ -78,6 +83,7 @@ class Restored:
     sends: np.ndarray
     high_water: int
     unsubscribed: np.ndarray
+    trigger_events: dict[str, np.ndarray] | None = None
 
 
 def item_rows(items: pd.DataFrame, category_column: str) -> list[Statement]:
@@ -167,6 +173,8 @@ def _events(ds: Dataset) -> dict[str, np.ndarray]:
                        else np.zeros(0, bool)),
         "p_converted": (ps["converted"].fillna(False).to_numpy(bool) if "converted" in ps
                         else np.zeros(len(ps), bool)),
+        # the trigger tracker's inputs (event kinds, item updates, logged trigger arms)
+        **trigger_arrays(ds, item_idx),
     }
 
 
@@ -236,6 +244,7 @@ def import_history(data: str | Path, state: str | Path, *, sync: str = "full",
                 "n_items": len(ds.items), "n_activity": int(ev["a_ts"].size),
                 "n_decisions": len(ds.pushes), "n_sent": int(ev["p_ts"].size),
                 "n_unsubscribed": int(ev["u_user"].size),
+                "n_item_updates": int(ev["iu_ts"].size), "n_triggers": int(ev["tr_id"].size),
                 "n_rejected": int(report.n_rejected), "high_water": high,
                 "categories": list(spec.categories),
                 "sha256": {f: sha256_file(hdir / f)
@@ -358,8 +367,10 @@ def restore(state_dir: str | Path, meta: dict[str, Any], spec: FeatureSpec) -> R
     keep = ev["p_ts"] >= int(meta["high_water"]) - SEND_DAYS * DAY
     sends = np.stack([ev["p_user"][keep], ev["p_ts"][keep]], axis=1).astype(np.int64)
     unsub = np.asarray(ev.get("u_user", np.zeros(0, np.int64)), np.int64)  # older imports
+    trig = ({k: ev[k] for k in ("a_user", "a_ts", "a_item", *TRIGGER_KEYS)}
+            if all(k in ev for k in TRIGGER_KEYS) else None)
     return Restored(fs, user_ids, sends[np.argsort(sends[:, 1], kind="stable")],
-                    int(meta["high_water"]), unsub)
+                    int(meta["high_water"]), unsub, trig)
 
 
 def _replay_under(spec: FeatureSpec, users: pd.DataFrame,

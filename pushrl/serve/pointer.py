@@ -14,9 +14,12 @@ from pushrl.errors import ArtifactError
 
 ACTIVE = "_active.json"
 AUDIT = "_audit.jsonl"
-KINDS = ("timing", "item")
-#: What runs when nothing is promoted (registry baseline names).
-DEFAULTS = {"timing": "most-active-hour", "item": "most-popular"}
+KINDS = ("timing", "item", "delay")
+#: What runs when nothing is promoted (registry baseline names). ``delay`` (the trigger
+#: delay slot, #16): a server runs its own ``--trigger-delay-policy`` (default fixed 1 h).
+DEFAULTS = {"timing": "most-active-hour", "item": "most-popular", "delay": "delay-fixed-1h"}
+#: Slots without a shadow (a delay decision is taken once per trigger and logged).
+NO_SHADOW = ("delay",)
 
 
 def empty_pointer() -> dict[str, Any]:
@@ -37,6 +40,12 @@ def read_active(registry: str | Path) -> dict[str, Any]:
     for k in KINDS:
         data.setdefault(k, {"active": None, "shadow": None, "history": []})
     return data
+
+
+def slot_of(card: dict[str, Any]) -> str | None:
+    """The pointer slot an artifact's model card fills: ``delay`` for a trigger-delay policy
+    (a VW item-style policy whose card has ``trigger_policy``), else the card's ``kind``."""
+    return "delay" if "trigger_policy" in card else card.get("kind")
 
 
 def split_ref(ref: str) -> tuple[str, str]:

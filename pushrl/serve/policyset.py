@@ -26,7 +26,7 @@ from pushrl.policies.base import ItemContext, ItemPolicy, Policy, TimingContext,
 from pushrl.policies.baselines import make_baseline
 from pushrl.policies.item_data import ContextEncoder, make_context
 from pushrl.policies.registry import load_policy
-from pushrl.serve.pointer import DEFAULTS, KINDS, read_active, split_ref
+from pushrl.serve.pointer import DEFAULTS, KINDS, NO_SHADOW, read_active, split_ref
 
 BUILTIN = "builtin"
 log = logging.getLogger("pushrl.serve")
@@ -82,6 +82,9 @@ class PolicySet:
     #: ``kind`` (or ``shadow_kind``) -> why the pointer's artifact is not the one serving.
     fallback: dict[str, str] = field(default_factory=dict)
     safe: Loaded = field(default_factory=lambda: Loaded(SafeDefault(), f"safe-default@{BUILTIN}"))
+    #: The promoted trigger delay policy (slot ``delay``, #16); None = the server's own
+    #: (``--trigger-delay-policy``, default fixed 1 h).
+    delay: Loaded | None = None
 
     @property
     def spec(self) -> FeatureSpec | None:
@@ -220,6 +223,48 @@ def smoke_decision(loaded: Loaded, kind: str) -> None:
                             "return the probability of its action, in (0, 1]")
 
 
+def delay_arms(loaded: Loaded) -> tuple[int | None, ...]:
+    """The delay arms (hours, None = drop) a delay artifact was trained over (its card's
+    ``trigger_policy.arms``, kept on the policy by :func:`load_ref`)."""
+    arms = getattr(loaded.policy, "trigger_arms", None)
+    if arms is None:
+        from pushrl.rules.triggers import DEFAULT_DELAYS_H
+
+        return (*DEFAULT_DELAYS_H, None)
+    return tuple(arms)
+
+
+def smoke_delay(loaded: Loaded) -> None:
+    """One delay decision of ``loaded`` on a synthetic trigger (a cart of a catalog-less
+    item, one fresh UTC user at Monday noon) over its own arms
+    (:func:`~pushrl.sim.trigger_context.delay_context`, the one delay context).
+
+    Raises:
+        ArtifactError: the policy raised or returned an invalid decision.
+    """
+    from pushrl.rules.guardrails import Guardrails
+    from pushrl.sim.trigger_context import delay_context
+    from pushrl.units import HOUR
+
+    spec = FeatureSpec(("a", "b"), {}, tuple([1 / 168] * 168), (0.5, 0.5))
+    u = np.zeros(1, np.int64)
+    fs = FeatureState(spec, ["UTC"], _SMOKE_BUCKET)
+    fs.advance(u, np.array([_SMOKE_BUCKET], np.int64))
+    try:
+        arms = delay_arms(loaded)
+        ctx = delay_context(fs, u, np.array([_SMOKE_BUCKET * HOUR]), np.array(["cart"]),
+                            np.array([-1]), np.array([0.0]), arms, Guardrails())
+        d = loaded.policy.decide_batch(ctx, np.random.default_rng(0))
+        p, a = float(np.asarray(d.pscore)[0]), int(np.asarray(d.action)[0])
+    except Exception as exc:
+        raise ArtifactError(f"{loaded.label} cannot make a delay decision "
+                            f"({type(exc).__name__}: {exc})") from exc
+    if not 0.0 < p <= 1.0 or not 0 <= a < len(arms):
+        raise ArtifactError(f"{loaded.label} decided arm {a} with probability {p}; a delay "
+                            f"policy must choose one of its {len(arms)} arms with a "
+                            "probability in (0, 1]")
+
+
 def prove(registry: str | Path, ref: str, kind: str) -> Loaded:
     """Load ``name@version`` (verified) and make one smoke decision with it.
 
@@ -232,7 +277,10 @@ def prove(registry: str | Path, ref: str, kind: str) -> Loaded:
         raise
     except Exception as exc:  # a corrupt file surfaces as anything (BadZipFile, KeyError...)
         raise ArtifactError(f"{ref} does not load ({type(exc).__name__}: {exc})") from exc
-    smoke_decision(loaded, kind)
+    if kind == "delay":
+        smoke_delay(loaded)
+    else:
+        smoke_decision(loaded, kind)
     return loaded
 
 
@@ -241,11 +289,33 @@ def load_ref(registry: str | Path, ref: str | None, kind: str) -> Loaded:
     if ref is None:
         return default_policy(kind)
     name, version = split_ref(ref)
-    pol = load_policy(Path(registry) / name / version)
-    if getattr(pol, "kind", kind) != kind:
+    path = Path(registry) / name / version
+    pol = load_policy(path)
+    if kind == "delay":  # a delay artifact is an item-style policy over the arms
+        from pushrl.policies.registry import read_card
+
+        spec = read_card(path).get("trigger_policy")
+        if not isinstance(spec, dict):
+            raise ArtifactError(f"{ref} is not a trigger delay policy (its model card has no "
+                                "trigger_policy; train one with `pushrl train triggers`)")
+        setattr(pol, "trigger_arms", tuple(spec.get("arms") or (*_default_delays(), None)))  # noqa: B010
+    elif getattr(pol, "kind", kind) != kind:
         raise ArtifactError(f"{ref} is a {pol.kind} policy, expected {kind}")
     pol.name, pol.version = name, version
     return Loaded(pol, ref)
+
+
+def _default_delays() -> tuple[int, ...]:
+    from pushrl.rules.triggers import DEFAULT_DELAYS_H
+
+    return DEFAULT_DELAYS_H
+
+
+def _fits(loaded: Loaded, kind: str) -> bool:
+    """A loaded policy may serve slot ``kind`` (a delay artifact is an item-style policy)."""
+    if kind == "delay":
+        return hasattr(loaded.policy, "trigger_arms")
+    return bool(loaded.policy.kind == kind)
 
 
 def load_set(registry: str | Path, *, overrides: dict[str, Policy] | None = None,
@@ -267,23 +337,24 @@ def load_set(registry: str | Path, *, overrides: dict[str, Policy] | None = None
     """
     ptr = read_active(registry)
     ov = overrides or {}
-    dflt = defaults or {}
+    # the delay slot's default is the server's own delay policy (None), not a baseline
+    dflt: dict[str, Loaded | None] = {"delay": None, **(defaults or {})}
     have = {} if current is None else {
         x.label: x for x in (current.timing, current.item, current.shadow_timing,
-                             current.shadow_item) if x is not None}
+                             current.shadow_item, current.delay) if x is not None}
 
-    def get(ref: str | None, kind: str) -> Loaded:
+    def get(ref: str | None, kind: str) -> Loaded | None:
         if ref is None and kind in dflt:
             return dflt[kind]
         label = ref if ref is not None else f"{DEFAULTS[kind]}@{BUILTIN}"
         hit = have.get(label)
-        if hit is not None and hit.policy.kind == kind:
+        if hit is not None and _fits(hit, kind):
             return hit
         return default_policy(kind) if ref is None else prove(registry, ref, kind)
 
     notes: dict[str, str] = {}
 
-    def get_or_fall_back(slot: dict[str, Any], kind: str) -> Loaded:
+    def get_or_fall_back(slot: dict[str, Any], kind: str) -> Loaded | None:
         try:
             return get(slot["active"], kind)
         except Exception as exc:
@@ -295,7 +366,8 @@ def load_set(registry: str | Path, *, overrides: dict[str, Policy] | None = None
                 got = get(ref, kind)
             except Exception:  # an older generation may be broken too: try the next
                 continue
-            notes[kind] = (f"active {slot['active']} is broken ({err}); serving {got.label}, "
+            label = got.label if got is not None else "the server's own"
+            notes[kind] = (f"active {slot['active']} is broken ({err}); serving {label}, "
                            "the last good one, until it is fixed or another is promoted")
             log.error("%s policy: %s", kind, notes[kind])
             return got
@@ -307,6 +379,8 @@ def load_set(registry: str | Path, *, overrides: dict[str, Policy] | None = None
         got[kind] = (Loaded(ov[kind], f"{ov[kind].name}@{ov[kind].version}") if kind in ov
                      else get_or_fall_back(slot, kind))
         sk = f"shadow_{kind}"
+        if kind in NO_SHADOW:
+            continue
         if sk in ov:
             got[sk] = Loaded(ov[sk], f"{ov[sk].name}@{ov[sk].version}")
         elif not slot["shadow"]:
@@ -322,4 +396,5 @@ def load_set(registry: str | Path, *, overrides: dict[str, Policy] | None = None
                 log.error("%s policy: %s", sk, notes[sk])
     return PolicySet(timing=got["timing"], item=got["item"],  # type: ignore[arg-type]
                      shadow_timing=got["shadow_timing"], shadow_item=got["shadow_item"],
-                     generation=int(ptr.get("generation", 0)), pointer=ptr, fallback=notes)
+                     generation=int(ptr.get("generation", 0)), pointer=ptr, fallback=notes,
+                     delay=got["delay"])

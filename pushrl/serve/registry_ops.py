@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pushrl.errors import ArtifactError, PushrlError
-from pushrl.serve.pointer import ACTIVE, AUDIT, DEFAULTS, KINDS, read_active
+from pushrl.serve.pointer import ACTIVE, AUDIT, DEFAULTS, KINDS, NO_SHADOW, read_active, slot_of
 from pushrl.serve.policyset import prove
 from pushrl.policies.registry import (
     CARD,
@@ -191,9 +191,12 @@ def promote(registry: str | Path, name: str, version: str | None = None, *,
         raise GateRefused("--force needs --reason \"...\" (it is recorded in the audit log)")
     path = artifact_dir(registry, name, version)
     card = verify_artifact(path)
-    kind = card.get("kind")
+    kind = slot_of(card)
     if kind not in KINDS:
         raise ArtifactError(f"{path}: model card kind {kind!r} is not one of {KINDS}")
+    if shadow and kind in NO_SHADOW:
+        raise ArtifactError(f"{name}: a {kind} policy has no shadow slot; compare it first "
+                            "(`pushrl compare --triggers DATA`) and promote it")
     ref = f"{name}@{path.name}"  # the registry path is the identity, never the card's name
     gate = None
     if not shadow:

@@ -392,6 +392,7 @@ class PoliciesOut(BaseModel):
 
     timing: SlotOut
     item: SlotOut
+    delay: SlotOut | None = None
     kill_switch: bool
     generation: int
     available: list[dict[str, object]]

@@ -87,12 +87,13 @@ class Server(TriggerRequests):
         self._scores_cache = np.zeros(0)
         self._popular = CatalogPopular(self._popularity, "server")
         self.defaults = {"item": Loaded(self._popular, "most-popular@server")}
+        self._own_delay: DelayPolicy = FixedDelay(cfg.trigger_delay_hours)
         policies = load_set(cfg.registry, overrides=overrides, defaults=self.defaults,
                             fallback=True)
         self.base_spec = self._base_spec(cfg.catalog)
         self._init_popularity()
         self.state = ServerState(self.log, policies.spec or self.base_spec,
-                                 self._triggers(cfg))
+                                 self._triggers(cfg, policies.delay))
         try:
             self.state.held_out = HeldOut(holdout.bind(self.log, cfg.holdout))
         except Exception:
@@ -123,11 +124,13 @@ class Server(TriggerRequests):
         self._recovery: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ setup
-    def _triggers(self, cfg: ServeConfig) -> ServerTriggers | None:
+    def _triggers(self, cfg: ServeConfig, promoted: Loaded | None) -> ServerTriggers | None:
         """The trigger tracker (None without ``--triggers``); its rules are kept in the
-        log's meta row ``triggers`` (what `pushrl logs export` replays them with)."""
+        log's meta row ``triggers`` (what `pushrl logs export` replays them with). Its delay
+        policy is the promoted one (slot ``delay``), else ``--trigger-delay-policy``."""
         if cfg.triggers is None:
             return None
+        self._own_delay = self._delay_policy(cfg)
         rules = json.dumps(cfg.triggers.to_dict(), sort_keys=True)
         if self.log.get_meta("triggers") not in (None, rules):
             log.warning("--triggers differs from the rules this state dir ran with: triggers "
@@ -137,9 +140,42 @@ class Server(TriggerRequests):
         def count(kind: str, what: str, n: int) -> None:
             self.metrics.triggers.labels(kind, what).inc(n)
 
-        return ServerTriggers(cfg.triggers, self._delay_policy(cfg),
+        return ServerTriggers(cfg.triggers, self._delay_for(promoted),
                               scheduled_priority=cfg.scheduled_priority, seed=cfg.seed,
                               count=count)
+
+    def _delay_for(self, promoted: Loaded | None) -> DelayPolicy:
+        """The delay policy for a policy set's ``delay`` slot (None: the server's own)."""
+        if promoted is None:
+            return self._own_delay
+        assert self.cfg.triggers is not None
+        return ContextDelay(promoted.policy, self.cfg.triggers, self._trigger_guardrails)
+
+    def _trigger_guardrails(self) -> Any:
+        """The guardrails delay contexts skip quiet hours with (the engine's effective ones;
+        the configured ones while the state is rebuilt, before the engine exists)."""
+        eng = getattr(self, "engine", None)
+        return self.cfg.guardrails if eng is None else eng.guardrails
+
+    def check_delay(self, loaded: Loaded) -> None:
+        """Refuse a delay policy whose arms are not this server's trigger arms.
+
+        Raises:
+            Conflict: ``delay_arms``.
+        """
+        from pushrl.serve.policyset import delay_arms
+        from pushrl.sim.trigger_context import common_arms
+
+        if self.cfg.triggers is None or not hasattr(loaded.policy, "trigger_arms"):
+            return
+        try:
+            want = common_arms(self.cfg.triggers)
+        except ValueError as exc:
+            raise Conflict("delay_arms", f"refusing {loaded.label}: {exc}") from None
+        if delay_arms(loaded) != want:
+            raise Conflict("delay_arms", f"refusing {loaded.label}: it decides over the arms "
+                           f"{list(delay_arms(loaded))}, this server's --triggers over "
+                           f"{list(want)}; train it on logs of these rules; nothing was changed")
 
     def _delay_policy(self, cfg: ServeConfig) -> DelayPolicy:
         """``--trigger-delay-policy`` (a delay baseline or a trained artifact), else the
@@ -279,6 +315,9 @@ class Server(TriggerRequests):
         Raises:
             Conflict: ``catalog_mismatch``.
         """
+        if hasattr(loaded.policy, "trigger_arms"):  # the delay slot
+            self.check_delay(loaded)
+            return
         if loaded.policy.kind != "item":
             return
         why = catalog_mismatch(loaded, self.state.items)
@@ -711,6 +750,8 @@ class Server(TriggerRequests):
         for loaded in (new.item, new.shadow_item):
             if loaded is not None and loaded is not self.engine.policies.item:
                 self.check_catalog(loaded)
+        if new.delay is not None and new.delay is not self.engine.policies.delay:
+            self.check_delay(new.delay)
         return new
 
     def swap(self, new: PolicySet) -> None:
@@ -722,9 +763,12 @@ class Server(TriggerRequests):
             self.state.set_spec(spec)
         self.engine.policies = new
         self.engine._ctx_cache.clear()
+        if self.state.triggers is not None:  # the delay slot: new triggers only
+            self.state.triggers.policy = self._delay_for(new.delay)
         self.metrics.promotions.labels("swap").inc()
-        log.info("policies now timing=%s item=%s (generation %d)", new.timing.label,
-                 new.item.label, new.generation)
+        log.info("policies now timing=%s item=%s delay=%s (generation %d)", new.timing.label,
+                 new.item.label, new.delay.label if new.delay else "server default",
+                 new.generation)
 
     async def watch(self) -> None:
         """Poll the registry pointer (``pushrl policies promote`` from another process)."""

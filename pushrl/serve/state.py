@@ -356,7 +356,7 @@ class ServerState:
             self.sends.record(idx, self.timezone(idx), ts)  # same local day as when decided
         self.seq = log.max_seq()
         if self.triggers is not None:
-            self.triggers.rebuild(self)
+            self.triggers.rebuild(self, None if restored is None else restored.trigger_events)
 
     def _restore_history(self) -> Restored | None:
         """Start :attr:`fs` and :attr:`users` from the imported history's snapshot

@@ -292,17 +292,54 @@ class ServerTriggers:
         return res, stmts
 
     # ------------------------------------------------------------------ restart
-    def rebuild(self, st: ServerState) -> None:
+    def rebuild(self, st: ServerState,
+                history: Mapping[str, np.ndarray] | None = None) -> None:
         """Rebuild the tracker from the durable log (after the feature state: items and
         users are known): from the snapshot of the last clean shutdown
         (:meth:`save_snapshot`) when it matches the log, replaying only the journal after
-        it, else from the start."""
+        it, else from the start: the imported history first (``history``: the trigger
+        arrays of ``pushrl state import``, :mod:`pushrl.serve.trigger_history`), then the
+        journal."""
         self.user_ids = {int(i): str(u) for i, u in
                          st.log.iter_rows("SELECT idx, user_id FROM users")}
         start, after = self._load_snapshot(st)
+        undecided: list[str] = []
+        if start is None and history is not None:
+            start, undecided = self._from_history(st, history)
         self.tracker = replay(st.log.iter_rows, self.config, st.users, st.items,
                               start=start, after=after)
         self.pulls.clear()
+        if undecided:
+            self._decide_history(st, undecided)
+        if history is not None and start is not None and after == 0:
+            # the imported history was replayed: snapshot it now, so a later start (even
+            # after a crash) replays only the journal after this point
+            self.save_snapshot(st)
+
+    def _from_history(self, st: ServerState, history: Mapping[str, np.ndarray]
+                      ) -> tuple[TriggerTracker, list[str]]:
+        """The tracker after the imported log, with the log's arms (and the server's own
+        rows for history triggers it decided at an earlier start)."""
+        from pushrl.serve.trigger_history import logged_arms, replay_history
+
+        arms = logged_arms(history)
+        arms.update({r[0]: (r[1], r[2], r[3]) for r in st.log.iter_rows(
+            "SELECT trigger_id, delay_h, pscore, decided_ts FROM triggers")})
+        return replay_history(self.config, history, arms)
+
+    def _decide_history(self, st: ServerState, undecided: list[str]) -> None:
+        """Give the open history triggers without a logged arm one from the delay policy
+        and journal them (a later start re-applies these rows, never a new draw)."""
+        tr = self.tracker
+        todo = [t for t in map(tr.get, undecided)
+                if t is not None and t.is_open and not t.decided]
+        stmts: list[Statement] = []
+        for t in todo:
+            stmts += self._decide_new(st, [t], t.event_ts)
+        if stmts:
+            st.log.write(stmts)
+            log.info("decided %d open triggers of the imported history with %s", len(todo),
+                     self.policy.label)
 
     def save_snapshot(self, st: ServerState) -> None:
         """Write the tracker as of the log's last seq (clean shutdown; atomic)."""

@@ -45,6 +45,10 @@ class TriggerSim:
         decay: ``{kind: {"A": ..., "tau_h": ...}}`` the intent-decay fit.
         unfitted: ``{kind: rounds}`` kinds without a dropped round (organic rate unknown;
             :meth:`evaluate` leaves them out).
+        p_recovered: ``{kind: (k,)}`` push-attributed conversion rate per arm (when fitted
+            with ``recovered``).
+        p_unsub: ``{kind: (k,)}`` unsubscribe rate per arm (when fitted with
+            ``unsubscribed``).
     """
 
     arms: tuple[int | None, ...]
@@ -55,12 +59,16 @@ class TriggerSim:
     n: dict[str, np.ndarray] = field(default_factory=dict)
     decay: dict[str, dict[str, float]] = field(default_factory=dict)
     unfitted: dict[str, int] = field(default_factory=dict)
+    p_recovered: dict[str, np.ndarray] = field(default_factory=dict)
+    p_unsub: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def fit(cls, kind: np.ndarray, action: np.ndarray, pscore: np.ndarray,
             converted: np.ndarray, sent: np.ndarray, arms: tuple[int | None, ...],
-            min_rounds: int = 30) -> TriggerSim:
-        """Fit from logged rounds (all ``(n,)``; ``action`` indexes ``arms``).
+            min_rounds: int = 30, *, recovered: np.ndarray | None = None,
+            unsubscribed: np.ndarray | None = None) -> TriggerSim:
+        """Fit from logged rounds (all ``(n,)``; ``action`` indexes ``arms``;
+        ``recovered``: the trigger's push converted; ``unsubscribed``: it unsubscribed).
 
         Raises:
             DataError: no kind has a dropped round (the organic rate is unknown).
@@ -84,6 +92,10 @@ class TriggerSim:
             if cnt[drop] < 1:  # organic rate unknown: the kind stays out (``unfitted``)
                 sim.unfitted[kd] = int(m.sum())
                 continue
+            for rate, flags in ((sim.p_recovered, recovered), (sim.p_unsub, unsubscribed)):
+                if flags is not None:
+                    rate[kd] = np.array([np.average(flags[c], weights=w[c]) if c.any() else 0.0
+                                         for c in (m & (action == a) for a in range(k))])
             sim.p_organic[kd] = float(conv[drop])
             sim.p_convert[kd] = conv
             sim.p_send[kd] = snd
@@ -125,4 +137,6 @@ class TriggerSim:
                 "p_convert": {k: v.tolist() for k, v in self.p_convert.items()},
                 "p_send": {k: v.tolist() for k, v in self.p_send.items()},
                 "n": {k: v.astype(int).tolist() for k, v in self.n.items()},
-                "decay": self.decay, "unfitted": self.unfitted}
+                "decay": self.decay, "unfitted": self.unfitted,
+                "p_recovered": {k: v.tolist() for k, v in self.p_recovered.items()},
+                "p_unsub": {k: v.tolist() for k, v in self.p_unsub.items()}}
