@@ -73,21 +73,33 @@ def auc(p: np.ndarray, y: np.ndarray) -> float:
 
 
 def scores(p: np.ndarray, y: np.ndarray, truth: np.ndarray, seed: int = 0) -> dict[str, Any]:
-    """AUC with a 95 % bootstrap CI, ECE vs outcomes and vs the truth (10 equal-count bins)."""
+    """AUC, ECE vs outcomes and ECE vs the truth (10 equal-count bins), each with a 95 %
+    bootstrap CI over users (400 resamples)."""
     cal = calibration(p, y)
-    order = np.argsort(p, kind="stable")
-    ece_t = sum(part.size / p.size * abs(p[part].mean() - truth[part].mean())
-                for part in np.array_split(order, 10))
     rng = np.random.default_rng(seed)
-    boot = []
+    boot: dict[str, list[float]] = {"auc": [], "ece": [], "ece_vs_truth": []}
     for _ in range(400):
         i = rng.integers(0, p.size, p.size)
         if 0 < y[i].sum() < i.size:
-            boot.append(auc(p[i], y[i]))
-    return {"auc": round(cal["auc"], 4),
-            "auc_ci95": [round(float(np.quantile(boot, q)), 4) for q in (0.025, 0.975)],
-            "ece": round(cal["ece"], 4), "ece_vs_truth": round(float(ece_t), 4),
+            c = calibration(p[i], y[i])
+            boot["auc"].append(c["auc"])
+            boot["ece"].append(c["ece"])
+            boot["ece_vs_truth"].append(ece_vs(p[i], truth[i]))
+
+    def ci(k: str) -> list[float]:
+        return [round(float(np.quantile(boot[k], q)), 4) for q in (0.025, 0.975)]
+
+    return {"auc": round(cal["auc"], 4), "auc_ci95": ci("auc"),
+            "ece": round(cal["ece"], 4), "ece_ci95": ci("ece"),
+            "ece_vs_truth": round(ece_vs(p, truth), 4), "ece_vs_truth_ci95": ci("ece_vs_truth"),
             "brier": round(cal["brier"], 4)}
+
+
+def ece_vs(p: np.ndarray, truth: np.ndarray) -> float:
+    """ECE of ``p`` against the true probabilities (10 equal-count bins sorted by ``p``)."""
+    order = np.argsort(p, kind="stable")
+    return float(sum(part.size / p.size * abs(p[part].mean() - truth[part].mean())
+                     for part in np.array_split(order, 10)))
 
 
 def oracle_posterior(n: np.ndarray, hist: np.ndarray, fut: np.ndarray, median: float
