@@ -2,8 +2,15 @@
 ECE <= 0.02 on held-out users)? The ceiling, measured, and the BG/NBD model against it.
 Prints one JSON object.
 
-Usage: python benchmarks/churn_ceiling.py [--seeds 0 1] [--users 5000] [--days 28]
-       [--sessions 0.15] [--mc 2000000] [--out FILE]
+Usage: python benchmarks/churn_ceiling.py [--world default] [--seeds 0 1] [--users 5000]
+       [--days 28] [--sessions 0.15] [--mc 2000000] [--out FILE]
+
+``--world lapsing`` (``pushrl.data.worlds.CHURN_WORLDS``, held out for churn): users lapse and
+come back (:mod:`pushrl.data.lapse_world`); ``truth`` is then the exact P(no session) given
+the world's full state at the cut (:func:`pushrl.data.lapse_world.p_no_session`), the
+count-based ``oracle_posterior`` and the Poisson ``population`` do not apply and are left
+out (the Bayes-optimal estimate from the log has no closed form there), and ``--sessions``
+defaults to the family's own median (0.4 a day).
 
 Per world (seed), as ``benchmarks/profiles.py`` does: a log of ``--days + 14`` days cut at day
 ``--days``, label = no activity in the next 14 days, users split 80/20
@@ -38,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from pushrl.data import lapse_world
 from pushrl.data.bgnbd import fit_bgnbd, p_no_visit
 from pushrl.data.features import FeatureSpec, replay
 from pushrl.data.io import to_unix_seconds
@@ -53,7 +61,8 @@ from pushrl.data.profiles import (
     fit_logistic,
 )
 from pushrl.data.split import UserSplit
-from pushrl.data.synth import SynthConfig, TrueWorld, WorldParams, generate
+from pushrl.data.synth import TrueWorld, WorldParams, generate
+from pushrl.data.worlds import world_config
 from pushrl.units import DAY, HOUR
 
 RATE_SIGMA = 0.5  # the worlds' lognormal sigma of sessions_per_day (pushrl.data.synth)
@@ -64,21 +73,33 @@ def auc(p: np.ndarray, y: np.ndarray) -> float:
 
 
 def scores(p: np.ndarray, y: np.ndarray, truth: np.ndarray, seed: int = 0) -> dict[str, Any]:
-    """AUC with a 95 % bootstrap CI, ECE vs outcomes and vs the truth (10 equal-count bins)."""
+    """AUC, ECE vs outcomes and ECE vs the truth (10 equal-count bins), each with a 95 %
+    bootstrap CI over users (400 resamples)."""
     cal = calibration(p, y)
-    order = np.argsort(p, kind="stable")
-    ece_t = sum(part.size / p.size * abs(p[part].mean() - truth[part].mean())
-                for part in np.array_split(order, 10))
     rng = np.random.default_rng(seed)
-    boot = []
+    boot: dict[str, list[float]] = {"auc": [], "ece": [], "ece_vs_truth": []}
     for _ in range(400):
         i = rng.integers(0, p.size, p.size)
         if 0 < y[i].sum() < i.size:
-            boot.append(auc(p[i], y[i]))
-    return {"auc": round(cal["auc"], 4),
-            "auc_ci95": [round(float(np.quantile(boot, q)), 4) for q in (0.025, 0.975)],
-            "ece": round(cal["ece"], 4), "ece_vs_truth": round(float(ece_t), 4),
+            c = calibration(p[i], y[i])
+            boot["auc"].append(c["auc"])
+            boot["ece"].append(c["ece"])
+            boot["ece_vs_truth"].append(ece_vs(p[i], truth[i]))
+
+    def ci(k: str) -> list[float]:
+        return [round(float(np.quantile(boot[k], q)), 4) for q in (0.025, 0.975)]
+
+    return {"auc": round(cal["auc"], 4), "auc_ci95": ci("auc"),
+            "ece": round(cal["ece"], 4), "ece_ci95": ci("ece"),
+            "ece_vs_truth": round(ece_vs(p, truth), 4), "ece_vs_truth_ci95": ci("ece_vs_truth"),
             "brier": round(cal["brier"], 4)}
+
+
+def ece_vs(p: np.ndarray, truth: np.ndarray) -> float:
+    """ECE of ``p`` against the true probabilities (10 equal-count bins sorted by ``p``)."""
+    order = np.argsort(p, kind="stable")
+    return float(sum(part.size / p.size * abs(p[part].mean() - truth[part].mean())
+                     for part in np.array_split(order, 10)))
 
 
 def oracle_posterior(n: np.ndarray, hist: np.ndarray, fut: np.ndarray, median: float
@@ -137,9 +158,12 @@ def logistic_variants(ds: Any, now: Any, model: Any, b: int, tr: np.ndarray,
     return out
 
 
-def world(seed: int, users: int, days: int, sessions: float) -> dict[str, Any]:
-    params = WorldParams(sessions_per_day_median=sessions)
-    ds, _, gtu = generate(SynthConfig(users=users, days=days + 14, seed=seed, params=params))
+def world(seed: int, users: int, days: int, sessions: float, name: str = "default"
+          ) -> dict[str, Any]:
+    cfg = world_config(name, users=users, days=days + 14, seed=seed,
+                       sessions_per_day_median=sessions)
+    params = cfg.params
+    ds, gt, gtu = generate(cfg)
     tw = TrueWorld(params, gtu, ds.items)
     start = int(ds.pushes["ts"].min().timestamp()) // HOUR
     b = start + days * 24
@@ -148,14 +172,24 @@ def world(seed: int, users: int, days: int, sessions: float) -> dict[str, Any]:
     fut_act = ds.activity.loc[to_unix_seconds(ds.activity["ts"]) // HOUR >= b]
     y = (~ds.users["user_id"].astype(str).isin(set(fut_act["user_id"].astype(str)))
          ).to_numpy(float)
-    truth = tw.p_no_session(b, CHURN_DAYS * 24)
-    spd = gtu["sessions_per_day"].to_numpy(float)
-    hist = -np.log(tw.p_no_session(start, b - start)) / spd  # expected sessions per unit rate
-    fut = -np.log(truth) / spd
     now = cut(ds, b)
     c = counters_from_dataset(now)
     n = c.visits.astype(np.float64)
-    oracle = oracle_posterior(n, hist, fut, sessions)
+    oracle = None
+    if "lifecycle" in gt:
+        lc = gt["lifecycle"]
+        last = lapse_world.last_sessions(now.activity,
+                                         ds.users["user_id"].astype(str).to_numpy(),
+                                         lc["last0"], b)
+        truth = lapse_world.p_no_session(params, tw.rate,
+                                         gtu["timezone"].astype(str).to_numpy(), lc, last, b,
+                                         CHURN_DAYS * 24)
+    else:
+        truth = tw.p_no_session(b, CHURN_DAYS * 24)
+        spd = gtu["sessions_per_day"].to_numpy(float)
+        hist = -np.log(tw.p_no_session(start, b - start)) / spd  # sessions per unit rate
+        fut = -np.log(truth) / spd
+        oracle = oracle_posterior(n, hist, fut, sessions)
     res = build_profiles(now, b * HOUR, train=tr, evaluate=ev)
     prof = res.table["churn_risk"].to_numpy()
     # BG/NBD at the cut: observed days since the first event, last visit = last activity
@@ -163,12 +197,14 @@ def world(seed: int, users: int, days: int, sessions: float) -> dict[str, Any]:
     par = fit_bgnbd(n[tr], t_x[tr], big_t[tr])
     bg = p_no_visit(par, n, t_x, big_t, CHURN_DAYS)
     variants = logistic_variants(ds, now, res.model, b, tr, ev)
-    out: dict[str, Any] = {"seed": seed, "heldout_users": int(ev.sum()),
+    out: dict[str, Any] = {"world": name, "seed": seed, "heldout_users": int(ev.sum()),
                            "base_rate": round(float(y[ev].mean()), 4),
                            "bgnbd_params_r_alpha_a_b": [round(v, 4) for v in par]}
-    for name, p in (("truth", truth), ("oracle_posterior", oracle), ("profile_model", prof),
-                    ("bgnbd", bg), *variants.items()):
-        out[name] = scores(p[ev], y[ev], truth[ev], seed)
+    models = [("truth", truth), ("oracle_posterior", oracle), ("profile_model", prof),
+              ("bgnbd", bg), *variants.items()]
+    for key, p in models:
+        if p is not None:
+            out[key] = scores(p[ev], y[ev], truth[ev], seed)
     return out
 
 
@@ -189,16 +225,24 @@ def population(n: int, sessions: float, days: list[int], seed: int = 0) -> dict[
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--world", default="default", help="world family (pushrl.data.worlds)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--users", type=int, default=5000)
     ap.add_argument("--days", type=int, default=28)
-    ap.add_argument("--sessions", type=float, default=0.15)
+    ap.add_argument("--sessions", type=float, default=None,
+                    help="median sessions a day (default 0.15; the family's own for a "
+                    "lifecycle world)")
     ap.add_argument("--mc", type=int, default=2_000_000)
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
+    lifecycle = world_config(a.world).params.lapse_median_days > 0
+    if a.sessions is None:
+        a.sessions = (world_config(a.world).params.sessions_per_day_median if lifecycle
+                      else 0.15)
     res = {"benchmark": "churn_ceiling", "config": vars(a),
-           "population": population(a.mc, a.sessions, [a.days * k for k in (1, 2, 4, 8, 16)]),
-           "worlds": [world(s, a.users, a.days, a.sessions) for s in a.seeds],
+           "population": (None if lifecycle else population(
+               a.mc, a.sessions, [a.days * k for k in (1, 2, 4, 8, 16)])),
+           "worlds": [world(s, a.users, a.days, a.sessions, a.world) for s in a.seeds],
            "target": "churn risk AUC >= 0.75, ECE <= 0.02 on held-out users (issue 17)",
            "load_avg": os.getloadavg()}
     text = json.dumps(res, indent=1)

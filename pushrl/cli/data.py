@@ -112,7 +112,7 @@ def synth(
                                       help="Decision slots per day (divides 24)."),
     world: str = typer.Option("default", "--world",
                               help="World family (pushrl.data.worlds): default, commuter, "
-                                   "night-owls, taste-clicks, fatigue-heavy, triggers."),
+                                   "night-owls, taste-clicks, fatigue-heavy, triggers, lapsing."),
     param: list[str] = typer.Option([], "--param",
                                     help="Override a world parameter, KEY=VALUE (repeatable)."),
     templates: bool = typer.Option(False, "--templates",

@@ -18,7 +18,9 @@ Columns (:data:`PROFILE_COLUMNS`, plus ``affinity_<category>`` and ``<metric>_<c
 - ``churn_risk``: probability of no activity event (any session, view, cart or purchase) in
   the next :data:`CHURN_DAYS` days. Method: logistic regression (IRLS, small ridge) on
   :data:`CHURN_FEATURES` computed point-in-time at ``as_of - 14 d``, with labels "no event in
-  ``[as_of - 14 d, as_of)``", applied to the same features at ``as_of``. Validation:
+  ``[as_of - 14 d, as_of)``", applied to the same features at ``as_of``, clipped to their
+  range over the training users (no extrapolation: at as-of the log is 14 days longer, and
+  the hours since the last activity are capped at the log's length at fit time). Validation:
   5-fold cross-fitted predictions over users (or held-out users of a scenario split) give the
   Brier score, AUC, expected calibration error (10 equal-count bins) and a reliability table
   (:attr:`ProfileModel.validation`). A logistic fit's score equations make the mean
@@ -261,6 +263,13 @@ class ProfileModel:
         open_rate, click_rate: Population rates per channel (shrinkage targets).
         validation: Brier, AUC, ECE, base rate, counts and the reliability table.
         version: :data:`PROFILE_VERSION`.
+        x_min, x_max: Range of each raw churn feature over the training users (empty for a
+            model saved before they existed: no clipping). :meth:`churn` clips features to
+            it, so the logistic never extrapolates past what it was fitted on (at as-of the
+            log is 14 days longer than at fit time: longer gaps, more history).
+        recency_cap_h: Cap of the hours-since-last-activity feature (and its value for a
+            user with no activity): the log's length before the fit time (at most 90 days),
+            so a gap means the same at as-of as in the fit (default 90 days: older models).
     """
 
     as_of: int
@@ -275,6 +284,9 @@ class ProfileModel:
     click_rate: list[float]
     validation: dict[str, Any] = field(default_factory=dict)
     version: str = PROFILE_VERSION
+    x_min: list[float] = field(default_factory=list)
+    x_max: list[float] = field(default_factory=list)
+    recency_cap_h: float = float(_RECENCY_CAP_H)
 
     def to_json(self) -> str:
         """JSON with a ``sha256`` of the canonical body (checked by :meth:`from_json`)."""
@@ -303,6 +315,8 @@ class ProfileModel:
         """P(no activity in the next 14 days) for raw churn features ``(n, n_features)``."""
         if self.coef is None:
             return np.full(x.shape[0], np.nan)
+        if self.x_min:
+            x = np.clip(x, np.asarray(self.x_min), np.asarray(self.x_max))
         z = (x - np.asarray(self.mean)) / np.asarray(self.scale)
         c = np.asarray(self.coef)
         # an elementwise product summed per row: the same bits for one user (server) as for
@@ -362,8 +376,8 @@ def churn_features(fs: FeatureState, users: np.ndarray, counters: ProfileCounter
     v = _visits(fs, u, counters, model.visit_unit)
     logp0 = (a + v) * np.log((b + e) / (b + e + CHURN_DAYS))
     last = counters.last_act
-    since = np.log1p(np.where(last < 0, _RECENCY_CAP_H,
-                              np.minimum(bucket - last, _RECENCY_CAP_H)).astype(np.float64))
+    cap = model.recency_cap_h
+    since = np.log1p(np.where(last < 0, cap, np.minimum(bucket - last, cap)).astype(np.float64))
     return np.stack([logp0, np.log1p(act7), since, f[:, F["engagement"]].astype(np.float64),
                      np.log1p(counters.purchases.astype(np.float64)),
                      (life == 0).astype(np.float64)], axis=1)
@@ -595,6 +609,7 @@ def fit_model(ds: Dataset, as_of_bucket: int, *, train: np.ndarray | None = None
     users = np.flatnonzero(c0.first < _NO_FIRST)  # users known at b0
     tr = np.ones(users.size, bool) if train is None else np.asarray(train, bool)[users]
     cu = c0.take(users)
+    model.recency_cap_h = float(min(b0 - int(cu.first.min()), _RECENCY_CAP_H))
     model.visit_unit = "session" if cu.visits.sum() > 0 else "event"
     model.gamma = fit_gamma(_visits(fs0, users, cu, model.visit_unit)[tr],
                             _exposure(cu, b0)[tr])
@@ -610,6 +625,7 @@ def fit_model(ds: Dataset, as_of_bucket: int, *, train: np.ndarray | None = None
         return model
     coef, mean, scale = fit_logistic(x[tr], y[tr])
     model.coef, model.mean, model.scale = coef.tolist(), mean.tolist(), scale.tolist()
+    model.x_min, model.x_max = x[tr].min(axis=0).tolist(), x[tr].max(axis=0).tolist()
     if evaluate is not None:
         ev = np.asarray(evaluate, bool)[users]
         val = calibration(model.churn(x[ev]), y[ev])

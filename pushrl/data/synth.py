@@ -35,6 +35,7 @@ from pushrl.data.contract import PUSHLOG_VERSION
 from pushrl.data.features import F, FeatureSpec, FeatureState, TemplateRecency
 from pushrl.data.loggers import make_logger
 from pushrl.data.io import Dataset, from_unix_seconds, write_dataset, write_table
+from pushrl.data.lapse_world import Lifecycle
 from pushrl.data.timezones import TimezoneTable, local_clock
 from pushrl.units import HOUR
 
@@ -107,6 +108,18 @@ class WorldParams:
     channel_unsub: tuple[float, ...] = ()
     channel_session_only: tuple[float, ...] = ()
     channel_none: float = 0.0
+    # Customer lifecycles (off while lapse_median_days is 0: no extra draws; issue 17): see
+    # pushrl.data.lapse_world. Active spells end at a Lomax(lapse_tail) stop time of median
+    # lapse_median_days or by a gap hazard (per day lapse_gap_hazard * (gap /
+    # lapse_gap_days)^2); dormant users visit at lapse_residual times the rate and a visit
+    # re-activates them with probability lapse_return.
+    lapse_median_days: float = 0.0
+    lapse_tail: float = 1.2
+    lapse_gap_days: float = 10.0
+    lapse_gap_hazard: float = 0.25
+    lapse_residual: float = 0.03
+    lapse_return: float = 0.25
+    lapse_dormant_start: float = 0.3
 
 
 #: WorldParams fields of the original default world (always written to ground_truth.json).
@@ -454,6 +467,7 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
     crun = _channel_run(world, channel_chooser, cfg, first_user, users, gt_users)
     alive = alive if crun is None else crun.alive
     feed_state = recency is not None or chan is not None
+    life = Lifecycle.of(p, n, b0, cfg.seed, first_user)
     act, push = _Cols(), _Cols()
     all_u = np.arange(n)
     for step in range(n_steps):
@@ -462,7 +476,7 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
         hour, dow, _ = local_clock(b * HOUR, off)
         weekend = (dow >= 5).astype(np.int64)
         # organic activity (continues after unsubscribing from pushes)
-        n_sess = rng.poisson(world.rate[all_u, weekend, hour])
+        n_sess = _organic_sessions(rng, world.rate[all_u, weekend, hour], life, b)
         su = np.repeat(all_u, n_sess)
         if logger.needs_sessions:
             logger.observe_sessions(su, hour[su])
@@ -593,12 +607,24 @@ def generate(cfg: SynthConfig, progress: Callable[[int, int], None] | None = Non
                  "fatigue_7d*sends_7d; unsubscribe logit = intercept + volume_7d*sends_7d + "
                  "engagement*z; see pushrl.data.synth.TrueWorld",
     }
+    gt.update({} if life is None else {"lifecycle": life.to_json()})
     meta = {"generator": "pushrl.data.synth", "seed": cfg.seed, "users": cfg.users,
             "days": cfg.days, "slots_per_day": cfg.slots_per_day, "format": PUSHLOG_VERSION}
     if p.world != WorldParams.world:
         meta["world"] = p.world
     ds = Dataset(users, items, activity, pushes, meta=meta)
     return ds, gt, gt_users
+
+
+def _organic_sessions(rng: np.random.Generator, lam: np.ndarray, life: Lifecycle | None,
+                      b: int) -> np.ndarray:
+    """``(n,)`` organic sessions in hour bucket ``b`` at rates ``lam``; a lifecycle world
+    (:mod:`pushrl.data.lapse_world`) scales the rates and records the sessions."""
+    if life is None:
+        return rng.poisson(lam)
+    n_sess = rng.poisson(lam * life.multiplier(b))
+    life.sessions(b, n_sess > 0)
+    return n_sess
 
 
 def _channel_run(world: TrueWorld, chooser: ChannelChooser | None, cfg: SynthConfig,
