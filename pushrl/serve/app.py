@@ -354,10 +354,12 @@ def _add_data_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any,
         s = srv()
         await s.idle()
         created, stmts = s.put_user(user_id, body.timezone, body.features, body.ts,
-                                    body.subscribed)
+                                    body.subscribed, body.channels)
         await s.commit(stmts)
+        idx, ch = s.state.users[user_id], s.engine.channels
         return {"user_id": user_id, "created": created,
-                "subscribed": s.state.subscriptions.is_subscribed(s.state.users[user_id])}
+                "subscribed": s.state.subscriptions.is_subscribed(idx),
+                "channels": None if ch is None else ch.opted_in(idx)}
 
     @app.put("/v1/items/{item_id}", response_model=ItemOut, tags=["data"],
              dependencies=[admin_scope], responses=_errors(400, 401, 403, 422, 503))

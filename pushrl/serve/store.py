@@ -58,6 +58,10 @@ TRIGGER_OPS = frozenset({OP_TRIGGER_ADVANCE, OP_TRIGGER_SENT, OP_TRIGGER_REQUEUE
                          OP_ITEM_UPDATE})
 #: Op kinds 10-14 are reserved for incrementality (#18); live holdouts need none (the arm is
 #: a hash of the user id and the holdout is stored in ``meta``).
+#: ``OP_CHANNELS`` (#17, :mod:`pushrl.serve.channels`): user ``user_idx``'s channel opt-in is
+#: now ``tz`` (comma-separated channel names, "" = none); ``arg`` 1 = set by ``PUT
+#: /v1/users``, 0 = a channel removed by an unsubscribe. No feature changes.
+OP_CHANNELS = 25
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -101,7 +105,8 @@ CREATE TABLE IF NOT EXISTS trigger_pulls (
 """
 #: Columns added after a table was first created (a log from an older server gains them).
 _ADDED_COLUMNS = (("decisions", "trigger_id", "TEXT"), ("decisions", "template_id", "TEXT"),
-                  ("decisions", "pscore_template", "REAL"))
+                  ("decisions", "pscore_template", "REAL"), ("decisions", "channel", "TEXT"),
+                  ("decisions", "pscore_channel", "REAL"))
 
 Statement = tuple[str, Sequence[Any]]
 
