@@ -30,7 +30,27 @@ METRICS: dict[str, tuple[str, str | None, bool]] = {
     "incremental_conversions_per_user": ("incremental_conversions", None, False),
     "incremental_revenue_per_user": ("incremental_revenue", None, False),
     "organic_conversions_per_user": ("organic_conversions", None, False),
+    # channels (pushrl compare --channel-policy): send cost paid; per-channel sends are
+    # `sends_ch_<name>` columns, metrics `sends_ch_<name>_per_user` (:func:`metric_spec`)
+    "channel_cost_per_user": ("channel_cost", None, False),
 }
+#: Prefix of the per-channel sends columns of a channel comparison.
+CHANNEL_SENDS = "sends_ch_"
+
+
+def metric_spec(metric: str) -> tuple[str, str | None, bool]:
+    """``(numerator column, denominator column or None, per day)`` of ``metric``: one of
+    :data:`METRICS` or ``sends_ch_<name>_per_user`` (a channel's sends per user)."""
+    if metric.startswith(CHANNEL_SENDS) and metric.endswith("_per_user"):
+        return metric[: -len("_per_user")], None, False
+    return METRICS[metric]
+
+
+def metrics_of(columns: pd.Index) -> list[str]:
+    """The metrics a per-user frame with ``columns`` has (:data:`METRICS` whose column is
+    present, then the per-channel sends)."""
+    return ([m for m, v in METRICS.items() if v[0] in columns]
+            + [f"{c}_per_user" for c in columns if str(c).startswith(CHANNEL_SENDS)])
 
 
 @dataclass(frozen=True)
@@ -49,7 +69,7 @@ def _z(alpha: float) -> float:
 
 
 def _linearised(df: pd.DataFrame, metric: str, days: float) -> tuple[float, np.ndarray]:
-    num, den, per_day = METRICS[metric]
+    num, den, per_day = metric_spec(metric)
     a = df[num].to_numpy(float)
     if den is None:
         scale = 1.0 / days if per_day else 1.0
@@ -120,9 +140,7 @@ def summarize(per_user: pd.DataFrame, *, reference: str, days: float,
     rows, prow = [], []
     ref = groups[reference]
     for pol, g in groups.items():
-        for m in METRICS:
-            if METRICS[m][0] not in g.columns:
-                continue
+        for m in metrics_of(g.columns):
             e = estimate(g, m, days=days, alpha=alpha)
             rows.append({"policy": pol, "metric": m, "value": e.value, "lower": e.lower,
                          "upper": e.upper, "se": e.se, "n": e.n})

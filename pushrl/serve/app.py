@@ -348,6 +348,7 @@ def _add_ops_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any,
 def _add_data_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any,
                      admin_scope: Any) -> None:
     @app.put("/v1/users/{user_id}", response_model=UserOut, tags=["data"],
+             response_model_exclude_none=True,  # `channels` only with --channels
              dependencies=[decide_scope], responses=_errors(400, 401, 403, 409, 422, 503))
     async def put_user(user_id: PathId, body: UserIn) -> dict[str, Any]:
         """Create or update a user (time zone, features, subscription)."""
