@@ -335,3 +335,15 @@ def test_channels_off_and_config_errors(tmp_path: Path, world: dict[str, Any]) -
     f.write_text("[channels.email]\ncost = 0.002\n[channels.push]\ncost = 0.01\n")
     with pytest.raises(Exception, match="trained for channels"):
         _client(tmp_path / "x", world, channels=load_channel_config(f))
+
+
+def test_serve_cli_refuses_bad_channel_options(tmp_path: Path) -> None:
+    from tests.cli_runner import run_pushrl
+
+    r = run_pushrl("serve", "--state", str(tmp_path / "s"), "--channel-policy", "x")
+    assert r.returncode != 0 and "--channel-policy needs --channels" in r.stderr
+    (tmp_path / "c.toml").write_text("[channels.push]\nquiet_hours = [22]\n")
+    r = run_pushrl("serve", "--state", str(tmp_path / "s"), "--channels",
+                   str(tmp_path / "c.toml"))
+    assert r.returncode != 0 and "quiet_hours must be [start, end]" in r.stderr
+    assert "Traceback" not in r.stderr

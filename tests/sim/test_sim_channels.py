@@ -129,3 +129,18 @@ def test_compare_channel_policies_and_refusals(scenario: Path) -> None:
         compare(["most-active-hour"], scenario=str(scenario), users=10, days=1,
                 channel_policies=["uniform"], channels=two)
     assert isinstance(channel_policy_from_spec("fixed:in_app", DEFAULT_CHANNELS), FixedChannel)
+
+
+def test_compare_cli_shows_per_channel_sends_and_cost(scenario: Path, tmp_path: Path) -> None:
+    from tests.cli_runner import run_pushrl
+
+    r = run_pushrl("compare", "--scenario", str(scenario), "-p", "most-active-hour",
+                   "--channel-policy", "push-only", "--channel-policy", "uniform",
+                   "--users", "60", "--days", "2", "--out", str(tmp_path / "cmp"))
+    assert r.returncode == 0, r.stderr
+    assert "channels: sends per user and send cost per user" in r.stdout
+    assert "most-active-hour|uniform" in r.stdout and "in_app" in r.stdout
+    r = run_pushrl("compare", "-p", "most-active-hour", "--channel-policy", "uniform",
+                   "--users", "10", "--days", "1", "--out", str(tmp_path / "c2"))
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert "[channels.NAME]" in r.stderr
