@@ -38,8 +38,9 @@ Journal: opt-in changes are op :data:`~pushrl.serve.store.OP_CHANNELS` (the list
 per-channel send counts and recency are rebuilt from the ``decisions`` rows on start and
 recovery (:meth:`ServerChannels.rebuild`), like the template slot's recency.
 
-Not covered: trigger pushes get no channel (they are push); ``pushrl state import`` does
-not bring the log's ``users.channels`` (imported users start opted into every channel).
+``pushrl state import`` journals the log's ``users.channels`` the same way
+(:func:`~pushrl.serve.history.opt_in_ops`). Not covered: trigger pushes get no channel (they
+are push).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ from pushrl.rules.channels import DEFAULT_CHANNELS, ChannelSet, parse_opt_in
 from pushrl.rules.guardrails import ALLOWED, REASONS
 from pushrl.serve.guardrails import SendHistory
 from pushrl.serve.state import ServerState
-from pushrl.serve.store import OP_CHANNELS, LogReads, Statement
+from pushrl.serve.store import OP_CHANNELS, OP_SQL, LogReads, Statement
 from pushrl.serve.templates import policy_item_catalog
 from pushrl.units import HOUR
 
@@ -71,7 +72,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("pushrl.serve")
 #: A decided send's channel and its probability (columns added by the store).
 CHANNEL_SQL = "UPDATE decisions SET channel=?, pscore_channel=? WHERE decision_id=?"
-_OP_SQL = "INSERT INTO ops(seq, kind, user_idx, bucket, arg, tz) VALUES (?,?,?,?,?,?)"
 #: The reason of a send the channel slot turned into "none".
 NONE_REASON = "channel:none"
 
@@ -213,7 +213,7 @@ class ServerChannels:
         self._grow(user + 1)
         self.opt_in[user] = mask
         text = ",".join(n for n, m in zip(self.names, mask.tolist(), strict=True) if m)
-        return [(_OP_SQL, (state.next_seq(), OP_CHANNELS, int(user), int(bucket), arg, text))]
+        return [(OP_SQL, (state.next_seq(), OP_CHANNELS, int(user), int(bucket), arg, text))]
 
     def unsubscribe(self, state: ServerState, log_: LogReads, decision_id: str, user: int,
                     bucket: int) -> list[Statement] | None:

@@ -62,6 +62,8 @@ TRIGGER_OPS = frozenset({OP_TRIGGER_ADVANCE, OP_TRIGGER_SENT, OP_TRIGGER_REQUEUE
 #: now ``tz`` (comma-separated channel names, "" = none); ``arg`` 1 = set by ``PUT
 #: /v1/users``, 0 = a channel removed by an unsubscribe. No feature changes.
 OP_CHANNELS = 25
+#: One journal row (``kind``, ``user_idx``, ``bucket``, ``arg``, ``tz``).
+OP_SQL = "INSERT INTO ops(seq, kind, user_idx, bucket, arg, tz) VALUES (?,?,?,?,?,?)"
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

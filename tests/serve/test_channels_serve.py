@@ -347,3 +347,29 @@ def test_serve_cli_refuses_bad_channel_options(tmp_path: Path) -> None:
                    str(tmp_path / "c.toml"))
     assert r.returncode != 0 and "quiet_hours must be [start, end]" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_imported_history_brings_the_logs_opt_in(tmp_path: Path, world: dict[str, Any]) -> None:
+    from pushrl.serve.history import import_history
+
+    import_history(world["logs"], tmp_path / "state", quarantine=False)
+    users = world["ds"].users
+    want = {str(u): (c.split(",") if isinstance(c, str) else list(NAMES))
+            for u, c in zip(users["user_id"], users["channels"], strict=True)}
+    assert any(len(v) < len(NAMES) for v in want.values())
+    cfg = make_cfg(tmp_path, channels=DEFAULT_CHANNELS)
+    c = TestClient(create_app(cfg, overrides=doubles(timing=CoinFlip(0.7), item=UniformItem())))
+    tz = dict(zip(users["user_id"].astype(str), users["timezone"].astype(str), strict=True))
+    with c:
+        for u in list(want)[:20]:
+            r = c.put(f"/v1/users/{u}", json={"timezone": tz[u]})
+            assert r.status_code == 200, r.text
+            got = r.json()["channels"]
+            assert got == [n for n in NAMES if n in want[u]], (u, got, want[u])
+    export(tmp_path / "state", tmp_path / "out")
+    ds, _ = load_dataset(tmp_path / "out", quarantine=False)
+    a = ds.users.set_index("user_id")["channels"]
+    for u in list(want)[:20]:
+        v = a[u]
+        assert (v.split(",") if isinstance(v, str) else list(NAMES)) == \
+            [n for n in NAMES if n in want[u]]
