@@ -373,3 +373,47 @@ def test_imported_history_brings_the_logs_opt_in(tmp_path: Path, world: dict[str
         v = a[u]
         assert (v.split(",") if isinstance(v, str) else list(NAMES)) == \
             [n for n in NAMES if n in want[u]]
+
+
+def test_two_shards_choose_channels_exactly_as_one_process(tmp_path: Path) -> None:
+    """Keyed channel draws: a sharded server (router + 2 shards) answers and logs the same
+    channels as one process for the same requests."""
+    import asyncio
+    import contextlib
+
+    import httpx
+
+    from pushrl.serve.shard_export import read_sharded
+    from pushrl.serve.shards import read_layout
+    from tests.serve.test_sharded import _sharded, _stochastic, _stream, _world
+
+    n_users = 16
+
+    async def run() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        app = create_app(make_cfg(tmp_path, state=tmp_path / "plain",
+                                  channels=DEFAULT_CHANNELS), overrides=_stochastic())
+        async with contextlib.AsyncExitStack() as st:
+            await st.enter_async_context(app.router.lifespan_context(app))
+            c = await st.enter_async_context(httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://plain"))
+            await _world(c, n_users)
+            one = await _stream(c, n_users)
+        async with _sharded(tmp_path, 2, _stochastic, channels=DEFAULT_CHANNELS) as (c, _):
+            await _world(c, n_users)
+            two = await _stream(c, n_users)
+        return one, two
+
+    one, two = asyncio.run(run())
+    keys = ("send", "item_id", "pscore", "reason", "channel", "pscore_channel")
+    assert [{k: d.get(k) for k in keys} for d in one] == [{k: d.get(k) for k in keys}
+                                                          for d in two]
+    assert len({d.get("channel") for d in one if d["send"]}) == 3
+    from pushrl.serve.export import read_log
+
+    lay = read_layout(tmp_path / "sharded")
+    assert lay is not None
+    merged = read_sharded(tmp_path / "sharded", lay)[0].pushes
+    plain = read_log(tmp_path / "plain")[0].pushes
+    cols, key = ["user_id", "ts", "sent", "channel", "pscore_channel"], ["user_id", "ts"]
+    assert plain[cols].sort_values(key).reset_index(drop=True).equals(
+        merged[cols].sort_values(key).reset_index(drop=True))
