@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich import box
 from rich.table import Table
 
 from pushrl.cli._common import console, emit, out, progress_bar
+
+if TYPE_CHECKING:
+    from pushrl.compare.result import CompareResult
 
 
 def command(
@@ -35,6 +39,14 @@ def command(
     organic: bool = typer.Option(False, "--organic", help="What-if: users also buy without a "
                                  "push (scenario organic_purchases); incremental metrics then "
                                  "differ from attributed ones."),
+    channel_policy: list[str] | None = typer.Option(
+        None, "--channel-policy", help="Channel choice: push-only, uniform, fixed:NAME or a "
+        "`pushrl channels train` artifact; every --policy runs under each (label "
+        "TIMING|CHANNEL) with per-channel response, cost and unsubscribes (a simulator "
+        "fitted on a log with channels). Repeat."),
+    channels: str | None = typer.Option(None, "--channels", help="With --channel-policy: a "
+                                        "TOML file with [channels.NAME] tables or `default` "
+                                        "(default: the scenario's [channels])."),
     as_json: bool = typer.Option(False, "--json", help="Print results as JSON."),
     triggers: Path | None = typer.Option(
         None, "--triggers", help="Compare trigger DELAY policies on this trigger log "
@@ -70,6 +82,7 @@ def command(
         res = compare(policy, scenario=scenario, users=users, days=days, seeds=seeds,
                       reference=reference, item_policy=item_policy, shard_size=shard_size,
                       ray=ray, ray_address=ray_address, workers=workers, overrides=overrides,
+                      channel_policies=channel_policy, channels=_channel_set(channels),
                       progress=update)
     html_path, md_path = write_report(res, out_dir)
     res.save(out_dir)
@@ -97,6 +110,7 @@ def command(
                   f"{s[(pol, 'sends_per_user_day')]:.3f}", f"{s[(pol, 'open_rate')]:.2%}",
                   f"{s[(pol, 'unsubscribe_rate')]:.2%}")
     out.print(t)
+    _print_channels(res)
     console.print(f"report: {html_path.resolve()} (markdown: {md_path})  "
                   f"[{res.meta['seconds']} s, {res.meta['mode']}]")
 
@@ -141,3 +155,38 @@ def _triggers(policy: list[str], data: Path, source: str, reference: str | None,
                   f"{s[(pol, 'trigger_sends_per_recovered')]:.2f}")
     out.print(t)
     console.print(f"report: {html_path.resolve()} (markdown: {md_path})  [{m['seconds']} s]")
+def _channel_set(spec: str | None) -> object:
+    """``--channels`` (None: the scenario's)."""
+    if spec is None:
+        return None
+    from pushrl.rules.channels import DEFAULT_CHANNELS, ChannelSet
+
+    if spec == "default":
+        return DEFAULT_CHANNELS
+    import tomllib
+
+    from pushrl.errors import PushrlError
+
+    try:
+        return ChannelSet.from_dict(tomllib.loads(Path(spec).read_text()).get("channels", {}))
+    except (OSError, ValueError) as exc:
+        raise PushrlError(f"--channels {spec}: {exc}") from None
+
+
+def _print_channels(res: CompareResult) -> None:
+    """Per-channel sends per user and send cost per user of a channel comparison."""
+    summary = res.summary
+    s = summary.set_index(["policy", "metric"])["value"]
+    chans = [m for m in dict.fromkeys(summary["metric"]) if str(m).startswith("sends_ch_")]
+    if not chans:
+        return
+    t = Table(title="channels: sends per user and send cost per user", box=box.SIMPLE_HEAD,
+              padding=(0, 1, 0, 0), pad_edge=False)
+    t.add_column("policy", overflow="fold")
+    for m in chans:
+        t.add_column(m[len("sends_ch_"):-len("_per_user")], justify="right", no_wrap=True)
+    t.add_column("cost", justify="right", no_wrap=True)
+    for pol in res.policies:
+        t.add_row(pol, *(f"{s[(pol, m)]:.2f}" for m in chans),
+                  f"{s[(pol, 'channel_cost_per_user')]:.4f}")
+    out.print(t)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 if TYPE_CHECKING:
+    from pushrl.rules.channels import ChannelSet
     from pushrl.rules.guardrails import Guardrails
     from pushrl.rules.holdout import Holdout
     from pushrl.rules.uplift import UpliftGate
@@ -135,6 +136,14 @@ def command(
                                                "templates train` artifact choosing the "
                                                "template (default: uniform over the approved "
                                                "ones)."),
+    channels: str | None = typer.Option(None, "--channels", help="Delivery channels: a "
+                                        "TOML file with [channels.NAME] tables (cost, "
+                                        "quiet_hours, caps, session_only; a scenario file "
+                                        "works) or `default` (push, email, in_app). Every send "
+                                        "then gets a channel (or none) and pscore_channel."),
+    channel_policy: str | None = typer.Option(None, "--channel-policy", help="A `pushrl "
+                                              "channels train` artifact choosing the channel "
+                                              "(default: uniform over the allowed ones)."),
     shards: int = typer.Option(0, "--shards", min=0, help="Run N shard servers (users "
                                "partitioned by a hash of the user id, each with its own state "
                                "dir STATE/shard-k and durable log) behind one router on "
@@ -198,6 +207,7 @@ def command(
     if template_policy is not None and templates is None:
         raise PushrlError("--template-policy needs --templates (the catalog whose approved "
                           "templates are its arms)")
+    chan_set = _channel_set(channels, channel_policy)
     if plan:
         from pushrl.serve.served_plans import check_plan_files
 
@@ -220,7 +230,8 @@ def command(
                               else _volume(volume, volume_value, volume_value_power)),
                       uplift=_uplift(uplift, uplift_threshold, uplift_min_hours),
                       watch_seconds=watch_seconds, shard=_shard(shard),
-                      plans=tuple(plan or ()))
+                      plans=tuple(plan or ()), channels=chan_set,
+                      channel_policy=channel_policy)
     if shard_url:
         from pushrl.serve.supervisor import run_router
 
@@ -253,6 +264,20 @@ def command(
 #: Options of the parent that its shards do not get (it sets theirs).
 _PARENT_ONLY = {"host", "port", "state", "workers", "shards", "shard", "uds", "watch_seconds",
                 "seed", "insecure", "history", "shard_url"}
+
+
+def _channel_set(channels: str | None, channel_policy: str | None) -> ChannelSet | None:
+    """``--channels`` as a :class:`~pushrl.rules.channels.ChannelSet` (None without)."""
+    from pushrl.errors import PushrlError
+
+    if channel_policy is not None and channels is None:
+        raise PushrlError("--channel-policy needs --channels (the channels it chooses "
+                          "between: a [channels.NAME] TOML file or `default`)")
+    if channels is None:
+        return None
+    from pushrl.serve.channels import load_channel_config
+
+    return load_channel_config(channels)
 
 
 def _child_args(ctx: typer.Context) -> list[str]:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from pushrl.compare.raytasks import run_tasks
 from pushrl.compare.result import CompareResult
-from pushrl.compare.stats import segment_table, summarize
+from pushrl.compare.stats import CHANNEL_SENDS, segment_table, summarize
 from pushrl.errors import PushrlError
 from pushrl.sim.population import Population
 
@@ -96,6 +96,8 @@ def run_shard(scenario: str, sources: Sequence[str], labels: Sequence[str],
               rows: np.ndarray, keys: np.ndarray, first_user: int, seed: int, days: int | None,
               item_source: str | None = None,
               overrides: dict[str, Any] | None = None,
+              channels: dict[str, Any] | None = None,
+              channel_sources: Sequence[str | None] | None = None,
               progress: Callable[[int], None] | None = None) -> ShardOutput:
     """Run every policy on one shard of users (the unit of local and Ray work).
 
@@ -110,6 +112,10 @@ def run_shard(scenario: str, sources: Sequence[str], labels: Sequence[str],
         days: Days to simulate (None = scenario horizon).
         item_source: Item policy spec for every timing policy (None = scenario default).
         overrides: Scenario overrides (what-if knobs).
+        channels: ``ChannelSet.to_dict()`` of the channels (with ``channel_sources``).
+        channel_sources: Channel policy of each policy (aligned with ``sources``;
+            :func:`~pushrl.policies.channel_policy.channel_policy_from_spec`), None = push
+            only as before.
         progress: ``progress(user_days_done)`` within this shard, over all its policies.
     """
     from pushrl.envs.rollout import rollout
@@ -144,8 +150,10 @@ def run_shard(scenario: str, sources: Sequence[str], labels: Sequence[str],
         step_cb = None if progress is None else (
             lambda step, _total, j=j: progress(n * (j * sc.horizon + step) // steps_per_day))
         res = rollout(pol, sc, n_users=n, seed=seed, item_policy=item, policy_name=label,
-                      users=(rows, keys), progress=step_cb)
+                      users=(rows, keys), progress=step_cb,
+                      **_channel_kwargs(channels, channel_sources, j))
         f = res.to_frame()
+        _channel_columns(f, res.extra)
         f.insert(0, "policy", label)
         f.insert(1, "seed", seed)
         f["user"] = first_user + np.arange(n)
@@ -172,6 +180,27 @@ def run_shard(scenario: str, sources: Sequence[str], labels: Sequence[str],
     act = np.roll(pop.rate_how[rows].reshape(n, 7, 24).sum(axis=(0, 1)), shift)
     return ShardOutput(pd.concat(frames, ignore_index=True), pd.concat(daily, ignore_index=True),
                        pd.concat(hourly, ignore_index=True), act, time.perf_counter() - t0)
+
+
+def _channel_kwargs(channels: dict[str, Any] | None,
+                    sources: Sequence[str | None] | None, j: int) -> dict[str, Any]:
+    """``rollout``'s channel arguments for policy ``j`` (none: push only)."""
+    if channels is None or sources is None or sources[j] is None:
+        return {}
+    from pushrl.policies.channel_policy import channel_policy_from_spec
+    from pushrl.rules.channels import ChannelSet
+
+    cs = ChannelSet.from_dict(channels)
+    return {"channels": cs, "channel_policy": channel_policy_from_spec(str(sources[j]), cs)}
+
+
+def _channel_columns(f: pd.DataFrame, extra: dict[str, Any]) -> None:
+    """Per-channel sends (``sends_ch_<name>``) and the send cost of a channel rollout."""
+    if "channel_sends" not in extra:
+        return
+    for k, name in enumerate(extra["channel_names"]):
+        f[f"{CHANNEL_SENDS}{name}"] = extra["channel_sends"][:, k]
+    f["channel_cost"] = extra["channel_cost"]
 
 
 def _segments(pop: Population, rows: np.ndarray) -> dict[str, np.ndarray]:
@@ -210,6 +239,7 @@ def compare(policies: Sequence[str], *, scenario: str = "default", users: int = 
             item_policy: str | None = None, shard_size: int = DEFAULT_SHARD,
             ray: bool = False, ray_address: str | None = None, workers: int | None = None,
             overrides: dict[str, Any] | None = None,
+            channel_policies: Sequence[str] | None = None, channels: Any = None,
             progress: Callable[[int, int], None] | None = None) -> CompareResult:
     """Compare timing policies in a scenario's simulator (the Python API of `pushrl compare`).
 
@@ -227,6 +257,13 @@ def compare(policies: Sequence[str], *, scenario: str = "default", users: int = 
         ray_address: Join an existing Ray cluster.
         workers: CPUs of the local Ray (default: all).
         overrides: Scenario overrides (``fatigue_multiplier=2`` ...).
+        channel_policies: Channel policies (``push-only``, ``uniform``, ``fixed:NAME``, an
+            artifact directory): every timing policy runs once under each, labelled
+            ``TIMING|CHANNEL``, with per-channel response, cost and unsubscribes
+            (:mod:`pushrl.sim.channels`; needs a simulator fitted on a log with channels).
+            None: push only.
+        channels: A :class:`~pushrl.rules.channels.ChannelSet` (default: the scenario's
+            ``[channels.NAME]`` tables).
         progress: ``progress(done, total)`` in user-days (users x days x policies) when local,
             in shards with Ray.
 
@@ -243,6 +280,11 @@ def compare(policies: Sequence[str], *, scenario: str = "default", users: int = 
         raise PushrlError(f"--users must be >= 2 for confidence intervals, got {users}")
     specs = [PolicySpec.parse(p) for p in policies]
     labels = [s.label for s in specs]
+    ch_doc, ch_src = _channel_plan(channel_policies, channels, scenario, overrides)
+    if ch_src is not None:  # every timing policy under every channel policy
+        specs = [s for s in specs for _ in channel_policies or ()]
+        labels = [f"{lab}|{c}" for lab in labels for c in channel_policies or ()]
+        ch_src = [c for _ in policies for c in ch_src]
     if len(set(labels)) != len(labels):
         raise PushrlError(f"policy labels must be unique, got {labels}; name them label=SPEC")
     ref = reference or labels[0]
@@ -261,7 +303,8 @@ def compare(policies: Sequence[str], *, scenario: str = "default", users: int = 
         rows, keys = draw_users(seed, users, n_pop)
         for a, b in shard_plan(users, shard_size):
             tasks.append((str(scenario), [s.source for s in specs], labels, rows[a:b],
-                          keys[a:b], a, seed, days, item_policy, overrides or {}))
+                          keys[a:b], a, seed, days, item_policy, overrides or {}, ch_doc,
+                          ch_src))
     t0 = time.perf_counter()
     user_days = len(specs) * (days if days is not None else sc.horizon_days)
     outs = run_tasks(run_shard, tasks, ray_address, workers, progress) \
@@ -276,8 +319,38 @@ def compare(policies: Sequence[str], *, scenario: str = "default", users: int = 
             "seeds": seeds, "reference": ref, "policies": labels,
             "sources": [s.source for s in specs], "item_policy": item_policy or sc.item_policy,
             "shard_size": shard_size, "shards": len(tasks), "mode": "ray" if ray or ray_address
-            else "local", "seconds": round(wall, 2), "overrides": overrides or {}}
+            else "local", "seconds": round(wall, 2), "overrides": overrides or {},
+            "channels": ch_doc, "channel_policies": list(channel_policies or [])}
     return CompareResult(per_user, summary, paired, segments, daily, hourly, act.tolist(), meta)
+
+
+def _channel_plan(channel_policies: Sequence[str] | None, channels: Any, scenario: str,
+                  overrides: dict[str, Any] | None
+                  ) -> tuple[dict[str, Any] | None, list[str | None] | None]:
+    """The channels (as a dict, for the shards) and the channel policy specs of a channel
+    comparison, each checked before any simulation; ``(None, None)`` without one."""
+    if not channel_policies:
+        if channels is not None:
+            raise PushrlError("--channels needs --channel-policy (e.g. --channel-policy "
+                              "push-only --channel-policy uniform)")
+        return None, None
+    from pushrl.envs.rollout import sim_channels
+    from pushrl.envs.scenario import load_scenario
+    from pushrl.envs.world import make_world
+    from pushrl.policies.channel_policy import channel_policy_from_spec
+
+    sc = load_scenario(scenario, **(overrides or {}))
+    cs = channels if channels is not None else sc.channels
+    if cs is None:
+        raise PushrlError(f"scenario {sc.name!r} has no [channels.NAME] tables; add them or "
+                          "pass --channels CONFIG")
+    try:
+        for c in channel_policies:
+            sim_channels(make_world(sc).response, cs, channel_policy_from_spec(c, cs), 1)
+    except ValueError as exc:
+        raise PushrlError(str(exc)) from None
+    paths = [str(Path(c).resolve()) if Path(c).exists() else c for c in channel_policies]
+    return cs.to_dict(), list(paths)
 
 
 def _run_local(tasks: list[tuple[Any, ...]], progress: Callable[[int, int], None] | None,

@@ -31,6 +31,9 @@ METRICS: dict[str, tuple[str, str | None, bool]] = {
     "incremental_conversions_per_user": ("incremental_conversions", None, False),
     "incremental_revenue_per_user": ("incremental_revenue", None, False),
     "organic_conversions_per_user": ("organic_conversions", None, False),
+    # channels (pushrl compare --channel-policy): send cost paid; per-channel sends are
+    # `sends_ch_<name>` columns, metrics `sends_ch_<name>_per_user` (:func:`metric_spec`)
+    "channel_cost_per_user": ("channel_cost", None, False),
 }
 
 
@@ -49,12 +52,35 @@ def _z(alpha: float) -> float:
     return float(stats.norm.ppf(1 - alpha / 2))
 
 
+#: Prefix of the per-channel sends columns of a channel comparison.
+CHANNEL_SENDS = "sends_ch_"
+
 Metrics = Mapping[str, tuple[str, str | None, bool]]
+
+
+def metric_spec(metric: str, metrics: Metrics | None = None) -> tuple[str, str | None, bool]:
+    """``(numerator column, denominator column or None, per day)`` of ``metric``: a key of
+    ``metrics`` (default :data:`METRICS`) or ``sends_ch_<name>_per_user`` (a channel's sends
+    per user)."""
+    if metrics is None and metric.startswith(CHANNEL_SENDS) and metric.endswith("_per_user"):
+        return metric[: -len("_per_user")], None, False
+    return (metrics or METRICS)[metric]
+
+
+def metrics_of(columns: pd.Index, metrics: Metrics | None = None) -> list[str]:
+    """The metrics a per-user frame with ``columns`` has (those of ``metrics``, default
+    :data:`METRICS`, whose column is present, then, for the default, the per-channel
+    sends)."""
+    defs = metrics or METRICS
+    have = [m for m, v in defs.items() if v[0] in columns]
+    if metrics is not None:
+        return have
+    return have + [f"{c}_per_user" for c in columns if str(c).startswith(CHANNEL_SENDS)]
 
 
 def _linearised(df: pd.DataFrame, metric: str, days: float,
                 metrics: Metrics | None = None) -> tuple[float, np.ndarray]:
-    num, den, per_day = (metrics or METRICS)[metric]
+    num, den, per_day = metric_spec(metric, metrics)
     a = df[num].to_numpy(float)
     if den is None:
         scale = 1.0 / days if per_day else 1.0
@@ -128,18 +154,15 @@ def summarize(per_user: pd.DataFrame, *, reference: str, days: float,
     groups = {p: per_user[per_user["policy"] == p].reset_index(drop=True) for p in order}
     rows, prow = [], []
     ref = groups[reference]
-    defs = metrics or METRICS
     for pol, g in groups.items():
-        for m in defs:
-            if defs[m][0] not in g.columns:
-                continue
-            e = estimate(g, m, days=days, alpha=alpha, metrics=defs)
+        for m in metrics_of(g.columns, metrics):
+            e = estimate(g, m, days=days, alpha=alpha, metrics=metrics)
             rows.append({"policy": pol, "metric": m, "value": e.value, "lower": e.lower,
                          "upper": e.upper, "se": e.se, "n": e.n})
             if pol == reference:
                 continue
-            d = paired_difference(g, ref, m, days=days, alpha=alpha, metrics=defs)
-            base = estimate(ref, m, days=days, metrics=defs).value
+            d = paired_difference(g, ref, m, days=days, alpha=alpha, metrics=metrics)
+            base = estimate(ref, m, days=days, metrics=metrics).value
             prow.append({"policy": pol, "reference": reference, "metric": m, "diff": d.value,
                          "lower": d.lower, "upper": d.upper, "se": d.se, "n": d.n,
                          "relative": d.value / abs(base) if base else float("nan"),

@@ -26,6 +26,7 @@ import numpy as np
 
 from pushrl.data.features import (
     ENCODED_NAMES,
+    HOURS_CAP,
     N_ENCODED,
     TEMPLATE_RECENCY_NAMES,
     F,
@@ -215,6 +216,30 @@ def build_template_context(features: np.ndarray, chosen_item_features: np.ndarra
                        (*template_feature_names, AFFINITY, *TEMPLATE_RECENCY_NAMES), None,
                        {} if extra is None else extra)
 
+
+
+def channel_context(features: np.ndarray, chosen_item_features: np.ndarray,
+                    item_feature_names: Sequence[str], hours: np.ndarray,
+                    allowed: np.ndarray | None = None) -> ItemContext:
+    """The context of ``n`` channel decisions (issue 17): :func:`build_template_context`
+    with the arms ``none`` (arm 0: always allowed, never shown, recency capped) and the
+    channels (arms ``1..C``) as the candidates, used by the policy
+    (:class:`~pushrl.policies.channel_policy.ChannelArms`), the simulator
+    (:mod:`pushrl.sim.channels`) and the server alike.
+
+    Args:
+        features: ``(n, N_FEATURES)`` raw pipeline features.
+        chosen_item_features: ``(n, d_item)`` catalog features of each decision's item.
+        item_feature_names: Their names.
+        hours: ``(n, C)`` hours since the user last got a message on each channel.
+        allowed: ``(n, C)`` channels allowed (opt-in and channel guardrails); None = all.
+    """
+    n = np.asarray(hours).shape[0]
+    h = np.concatenate([np.full((n, 1), float(HOURS_CAP)), np.asarray(hours, float)], 1)
+    mask = None if allowed is None else np.concatenate(
+        [np.ones((n, 1), bool), np.asarray(allowed, bool)], axis=1)
+    return build_template_context(features, chosen_item_features, item_feature_names,
+                                  np.zeros((h.shape[1], 0), np.float32), (), h, mask=mask)
 
 def template_context_arrays(features: np.ndarray, chosen_item_features: np.ndarray,
                             template_features: np.ndarray,

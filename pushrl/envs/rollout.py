@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +28,8 @@ from pushrl.rules.holdout import Holdout
 from pushrl.rules.uplift import UpliftGate
 from pushrl.rules.volume import SendPrice, VolumeTarget
 from pushrl.sim.contexts import ItemDecider, TimingContext, TimingDecider
+from pushrl.rules.channels import ChannelSet
+from pushrl.sim.channels import SimChannels
 from pushrl.sim.engine import Outcome, PushSim
 from pushrl.sim.response import TruthResponse
 
@@ -144,6 +146,8 @@ def tally(acc: dict[str, np.ndarray], out: Outcome, reward: np.ndarray) -> None:
     if out.organic_converted is not None and "organic_conversions" in acc:
         acc["organic_conversions"] += out.organic_converted
         acc["organic_revenue"] += out.organic_revenue
+    if out.send_cost is not None and "channel_cost" in acc:  # channels: each push's cost
+        acc["channel_cost"] += out.send_cost
 
 
 def draw_users(seed: int, n: int, n_pop: int) -> tuple[np.ndarray, np.ndarray]:
@@ -162,6 +166,24 @@ def user_ids(population_ids: np.ndarray, rows: np.ndarray) -> list[str]:
     return [f"{u}.{i}" for i, u in enumerate(logged.tolist())]
 
 
+def sim_channels(response: Any, channels: ChannelSet, policy: ItemDecider | None,
+                 n: int, opt_in: Sequence[float] | None = None) -> SimChannels:
+    """The channel slot of a rollout; refuses a response without per-channel terms (a
+    simulator fitted on a push-only log, or the synthetic truth) and a missing policy."""
+    if policy is None:
+        raise ValueError("channels need a channel policy (push-only: FixedChannel(arm=1))")
+    got = tuple(getattr(response, "channels", ()) or ())
+    if isinstance(response, TruthResponse) or len(got) < 2:
+        raise ValueError("simulating channels needs a simulator fitted on a log with several "
+                         "channels (pushrl data synth --channels; pushrl sim fit); this one "
+                         f"has {list(got) or 'push only'}")
+    missing = [c for c in channels.names if c not in got]
+    if missing:
+        raise ValueError(f"the simulator has no response for channel(s) {missing} (fitted on "
+                         f"{list(got)}); fit it on a log with them or drop them")
+    return SimChannels(channels, policy, n, opt_in)
+
+
 def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users: int = 10_000,
             days: int | None = None, seed: int = 0, *, item_policy: ItemDecider | None = None,
             policy_name: str | None = None, progress: Callable[[int, int], None] | None = None,
@@ -169,6 +191,8 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
             holdout: Holdout | None = None, volume: VolumeTarget | None = None,
             uplift: UpliftGate | None = None, incumbent: TimingDecider | None = None,
             value: Callable[[np.ndarray], np.ndarray] | None = None, features_at: int = 0,
+            channels: ChannelSet | None = None, channel_policy: ItemDecider | None = None,
+            channel_opt_in: Sequence[float] | None = None,
             **overrides: Any) -> RolloutResult:
     """Evaluate a timing policy on ``n_users`` simulated users for ``days`` days.
 
@@ -206,6 +230,14 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
             ``value_model``, else :func:`pushrl.rules.volume.send_value`).
         features_at: Step whose pipeline features ``extra["start_features"]``
             ``(n_users, N_FEATURES)`` records (an experiment's covariates).
+        channels: Delivery channels (:mod:`pushrl.sim.channels`): every delivered push goes
+            out on the channel ``channel_policy`` chooses (or none), with the simulator's
+            per-channel response (a simulator fitted on a log with several channels), each
+            channel's cost, quiet hours and caps, and per-channel unsubscribes; ``extra``
+            holds ``channel_sends`` ``(n_users, C)``, ``channel_cost`` ``(n_users,)``,
+            ``channel_names`` and ``channel_verdicts``. None (default): push only.
+        channel_policy: Channel policy over ``none`` + ``channels`` (needed with channels).
+        channel_opt_in: Per channel, the share of users opted in at the start (None: all).
         **overrides: Scenario keys to replace (``truth=True``, ``max_sends_per_day=1``, ...).
 
     The context's ``extra`` holds ``obs`` (the ``PushTiming-v1`` observation, ``(n, 21)``),
@@ -224,6 +256,8 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
     sim = PushSim(world.model, world.response, sc.sim_config(), n_users,
                   item_policy if item_policy is not None else world.sampler,
                   item_rng=np.random.default_rng([seed, 1]))
+    sim.channels = None if channels is None else sim_channels(
+        world.response, channels, channel_policy, n_users, channel_opt_in)
     if users is None:
         users = draw_users(seed, n_users, len(world.model.population))  # type: ignore[arg-type]
     pops, keys = (np.asarray(users[0], np.int64), np.asarray(users[1], np.uint64))
@@ -246,7 +280,8 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
     prices = np.zeros(sc.horizon)
     agent_obs = TimingObservation(sc.guardrails)  # the PushTiming-v1 observation, on demand
     rng = np.random.default_rng([seed, 2])
-    acc = {m: np.zeros(n_users) for m in (*METRICS, "organic_conversions", "organic_revenue")}
+    acc = {m: np.zeros(n_users) for m in (*METRICS, "organic_conversions", "organic_revenue",
+                                          "channel_cost")}
     by_hour = np.zeros((n_users, 24), np.int32)
     by_day = np.zeros((n_users, sc.horizon_days), np.float32)  # for cumulative-objective plots
     unsub_step = np.full(n_users, -1, np.int64)
@@ -307,4 +342,13 @@ def rollout(policy: TimingDecider, scenario: str | Scenario = "default", n_users
                                     np.float64) - pre_activity,
                                 "organic_conversions": acc["organic_conversions"],
                                 "organic_revenue": acc["organic_revenue"],
-                                "start_features": start_raw})
+                                "start_features": start_raw, **_channel_extra(sim, acc)})
+
+
+def _channel_extra(sim: PushSim, acc: dict[str, np.ndarray]) -> dict[str, Any]:
+    """A rollout's channel results (none without channels)."""
+    ch = sim.channels
+    if ch is None:
+        return {}
+    return {"channel_sends": ch.sends.copy(), "channel_cost": acc["channel_cost"],
+            "channel_names": tuple(ch.names), "channel_verdicts": ch.blocked.copy()}

@@ -7,11 +7,12 @@ arms ``1..C``); a channel the user did not opt into or whose guardrails block th
 masked (:meth:`~pushrl.rules.channels.ChannelSet.allowed`), so the policy can never send
 there. The chosen arm's probability is ``pscore_channel``.
 
-The context is :func:`pushrl.data.item_context.build_template_context` with the channels as
-candidates: pipeline user features (activity at this hour, engagement, sends ...), the chosen
-item's catalog features, and hours since the user last got a message on each channel
-(:class:`~pushrl.data.features.TemplateRecency` keyed by channel), so the policy can learn
-that in-app works when the user is usually active now and that push fatigues.
+The context is :func:`pushrl.data.item_context.channel_context` (the template slot's context
+with the channels as candidates): pipeline user features (activity at this hour, engagement,
+sends ...), the chosen item's catalog features, and hours since the user last got a message
+on each channel (:class:`~pushrl.data.features.TemplateRecency` keyed by channel), so the
+policy can learn that in-app works when the user is usually active now and that push
+fatigues.
 
 The reward of a round is the whole push reward of :mod:`pushrl.rules.reward` with the
 channel's send cost (:func:`~pushrl.rules.reward.from_logs` with ``channel_costs``) and the
@@ -32,7 +33,6 @@ from typing import Any
 import numpy as np
 
 from pushrl.data.features import (
-    HOURS_CAP,
     FeatureSpec,
     FeatureState,
     ItemCatalog,
@@ -41,7 +41,7 @@ from pushrl.data.features import (
     user_index,
 )
 from pushrl.data.io import Dataset, to_unix_seconds
-from pushrl.data.item_context import build_template_context
+from pushrl.data.item_context import channel_context
 from pushrl.errors import ArtifactError, DataError
 from pushrl.policies.base import ItemContext, ItemPolicy
 from pushrl.policies.item_data import take_context
@@ -93,15 +93,8 @@ class ChannelArms:
             allowed: ``(n, n_channels)`` channels allowed (opt-in and channel guardrails,
                 :meth:`ChannelSet.allowed`); None = all. ``none`` is always allowed.
         """
-        n = np.asarray(items).size
-        h = np.concatenate([np.full((n, 1), float(HOURS_CAP)), np.asarray(hours, float)], 1)
-        mask = None if allowed is None else np.concatenate(
-            [np.ones((n, 1), bool), np.asarray(allowed, bool)], axis=1)
-        return build_template_context(features,
-                                      self.catalog.features[np.asarray(items, np.int64)],
-                                      self.catalog.feature_names,
-                                      np.zeros((len(self.ids), 0), np.float32), (), h,
-                                      mask=mask)
+        return channel_context(features, self.catalog.features[np.asarray(items, np.int64)],
+                               self.catalog.feature_names, hours, allowed)
 
 
 @dataclass
@@ -317,6 +310,37 @@ def train_channel_policy(rounds: ChannelRounds, config: VWConfig | None = None, 
     full = with_none_rounds(rounds)
     pol = new_channel_policy(rounds.arms, rounds.context, config)
     learn_in_time_order(pol, full, chunk)
+    return pol
+
+
+def channel_policy_from_spec(spec: str, channels: ChannelSet) -> ItemPolicy:
+    """A channel policy by name: ``push-only`` (:class:`FixedChannel` on ``push``),
+    ``uniform`` (:class:`UniformChannel`), ``fixed:NAME`` (always channel NAME), or a
+    ``pushrl channels train`` artifact directory (its channels must be ``channels``).
+
+    Raises:
+        ArtifactError: an unknown name, a missing channel or an artifact for other channels.
+    """
+    if spec in ("push-only", "uniform") or spec.startswith("fixed:"):
+        if spec == "uniform":
+            return UniformChannel()
+        name = "push" if spec == "push-only" else spec.split(":", 1)[1]
+        if name not in channels.names:
+            raise ArtifactError(f"channel policy {spec!r}: no channel {name!r} among "
+                                f"{list(channels.names)}")
+        return FixedChannel(arm=1 + channels.index(name), name=spec)
+    from pushrl.policies.registry import load_policy
+
+    if not Path(spec).exists():
+        raise ArtifactError(f"channel policy {spec!r}: not push-only, uniform, fixed:NAME or "
+                            "a `pushrl channels train` artifact directory")
+    pol = load_policy(spec)
+    if not isinstance(pol, ChannelPolicy):
+        raise ArtifactError(f"{spec} is not a channel policy; train one with `pushrl channels "
+                            "train`")
+    if pol.channels.names != channels.names:
+        raise ArtifactError(f"channel policy {spec} was trained for {list(pol.channels.names)}"
+                            f", the scenario has {list(channels.names)}")
     return pol
 
 

@@ -415,16 +415,19 @@ def _add_ops_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any,
 def _add_data_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: Any,
                      admin_scope: Any) -> None:
     @app.put("/v1/users/{user_id}", response_model=UserOut, tags=["data"],
+             response_model_exclude_none=True,  # `channels` only with --channels
              dependencies=[decide_scope], responses=_errors(400, 401, 403, 409, 422, 503))
     async def put_user(user_id: PathId, body: UserIn) -> dict[str, Any]:
         """Create or update a user (time zone, features, subscription)."""
         s = srv()
         await s.idle()
         created, stmts = s.put_user(user_id, body.timezone, body.features, body.ts,
-                                    body.subscribed)
+                                    body.subscribed, body.channels)
         await s.commit(stmts)
+        idx, ch = s.state.users[user_id], s.engine.channels
         return {"user_id": user_id, "created": created,
-                "subscribed": s.state.subscriptions.is_subscribed(s.state.users[user_id])}
+                "subscribed": s.state.subscriptions.is_subscribed(idx),
+                "channels": None if ch is None else ch.opted_in(idx)}
 
     @app.put("/v1/items/{item_id}", response_model=ItemOut, tags=["data"],
              dependencies=[admin_scope], responses=_errors(400, 401, 403, 422, 503))

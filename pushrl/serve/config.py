@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pushrl.rules.channels import ChannelSet
 from pushrl.rules.guardrails import Guardrails
 from pushrl.rules.holdout import Holdout
 from pushrl.rules.uplift import UpliftGate
@@ -87,6 +88,10 @@ class ServeConfig:
             gets an approved template and its copy (:mod:`pushrl.serve.templates`).
         template_policy: A ``pushrl templates train`` artifact directory choosing the
             template (None: uniform over the approved templates).
+        channels: Delivery channels (``--channels``): every send gets a channel, or none
+            (:mod:`pushrl.serve.channels`); None: push only, as before.
+        channel_policy: A ``pushrl channels train`` artifact directory choosing the channel
+            (None: uniform over the allowed channels).
         plans: Plan files served at ``GET /v1/users/{id}/plan`` (``--plan``,
             :mod:`pushrl.serve.served_plans`).
         shard: ``(k, n)``: this server is shard ``k`` of ``n`` behind ``pushrl serve
@@ -121,6 +126,8 @@ class ServeConfig:
     template_policy: str | None = None
     shard: tuple[int, int] | None = None
     plans: tuple[Path, ...] = ()
+    channels: ChannelSet | None = None
+    channel_policy: str | None = None
 
     def __post_init__(self) -> None:
         if self.sync not in ("full", "normal"):
@@ -130,3 +137,6 @@ class ServeConfig:
         if self.template_policy is not None and self.templates is None:
             raise ValueError("--template-policy needs --templates (the catalog whose approved "
                              "templates are its arms)")
+        if self.channel_policy is not None and self.channels is None:
+            raise ValueError("--channel-policy needs --channels (the channels it chooses "
+                             "between: a [channels.NAME] TOML file or `default`)")

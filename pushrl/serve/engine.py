@@ -32,6 +32,7 @@ from pushrl.rules.guardrails import Guardrails
 from pushrl.rules.holdout import Holdout
 from pushrl.rules.volume import SendPrice
 from pushrl.serve import guardrails
+from pushrl.serve.channels import NONE_REASON, ChannelChoice, ServerChannels
 from pushrl.serve.config import ServeConfig
 from pushrl.serve.errors import Conflict
 from pushrl.serve.metrics import ServeMetrics
@@ -192,6 +193,8 @@ class Engine:
         self._guard: tuple[Loaded | None, Guardrails] = (None, Guardrails())
         #: The template slot of sent pushes (``--templates``), None without templates.
         self.templates: ServerTemplates | None = None
+        #: The channel slot of sent pushes (``--channels``), None without channels.
+        self.channels: ServerChannels | None = None
         #: The global volume target's price on a send (``--volume``), None without one.
         self.price = None if cfg.volume is None else SendPrice(cfg.volume)
         #: The holdout's incumbent policy (loaded once per holdout), see :meth:`incumbent`.
@@ -499,6 +502,10 @@ class Engine:
                 items[i] = chosen[j]
             p_item[idx] = pi
         pscore = np.where(send, p_send * p_item, 1.0 - p_send) if n_send else 1.0 - p_send
+        chan = None
+        if self.channels is not None and n_send:  # the channel slot (serve/channels.py)
+            chan, send = self._channel_step(rows, u, ts, b, raw, send, items, why)
+            n_send = int(np.count_nonzero(send))
         if n_send:
             stmts += st.op(OP_PUSH, u[send], b[send])
             for i in np.flatnonzero(send).tolist():
@@ -514,7 +521,8 @@ class Engine:
             sent = send_l[i]
             stmts.append((_DECISION_SQL, (
                 did, st.next_seq(), r.user_id, ts_l[i], int(sent), items[i], ps_l[i], pss_l[i],
-                pi_l[i] if sent else None, labels[i], item_label if sent else None, why[i],
+                pi_l[i] if items[i] else None, labels[i], item_label if items[i] else None,
+                why[i],
                 None if r.candidates is None else json.dumps(
                     [st.item_list[c].item_id for c in r.candidates]),
                 None if r.context is None else json.dumps(r.context, sort_keys=True),
@@ -524,6 +532,8 @@ class Engine:
                         "item_policy": item_label if sent else None, "reason": why[i],
                         "ts": iso(ts_l[i]), "send_at": None, "holdout": arm_l[i],
                         "p_holdout": p_hold})
+        if chan is not None and self.channels is not None:
+            stmts += self.channels.apply(out, chan, p_item)
         if self.templates is not None and n_send:  # the template slot (serve/templates.py)
             stmts += self.templates.apply(st, out, u, b, raw, send)
         if self.price is not None:
@@ -544,6 +554,23 @@ class Engine:
                 out[i]["send_at"] = (out[i]["ts"] if send[i] else
                                      self._look_ahead(timing, r, int(u[i]), int(ts[i])))
         return out, stmts
+
+    def _channel_step(self, rows: list[DecideRow], u: np.ndarray, ts: np.ndarray,
+                      b: np.ndarray, raw: np.ndarray, send: np.ndarray,
+                      items: list[str | None], why: list[str]
+                      ) -> tuple[ChannelChoice, np.ndarray]:
+        """The channel of each send (:meth:`ServerChannels.decide`) and the sends left: a
+        "none" is not sent (its row keeps the item and the timing x item ``pscore``; reason
+        ``channel:none``, set in ``why``)."""
+        assert self.channels is not None
+        chan = self.channels.decide(self, rows, u, ts, b, raw, send, items)
+        none = chan.rows[chan.arm < 0]
+        if none.size:
+            send = send.copy()
+            send[none] = False
+            for i in none.tolist():
+                why[i] = NONE_REASON
+        return chan, send
 
     def _reasons(self, tctx: TimingContext, blocked: np.ndarray, reasons: list[str | None],
                  free: np.ndarray | None) -> list[str]:

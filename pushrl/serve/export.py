@@ -26,7 +26,7 @@ import pandas as pd
 
 from pushrl.data.contract import BOOL_OUTCOMES, CTX_PREFIX
 from pushrl.data.io import Dataset, from_unix_seconds, write_dataset, write_table
-from pushrl.serve.store import LOG_FILE, OP_TRIGGER_ADVANCE, connect
+from pushrl.serve.store import LOG_FILE, OP_CHANNELS, OP_TRIGGER_ADVANCE, connect
 
 
 def _attributes(rows: list[tuple[str, str]], key: str) -> pd.DataFrame:
@@ -77,7 +77,7 @@ def read_log(state: str | Path) -> tuple[Dataset, pd.DataFrame, pd.DataFrame]:
             "revenue, unsubscribed, "
             + ", ".join(c if c in cols else f"NULL AS {c}"
                         for c in ("holdout", "p_holdout", "trigger_id", "template_id",
-                                  "pscore_template")) + " "
+                                  "pscore_template", "channel", "pscore_channel")) + " "
             "FROM decisions ORDER BY seq", conn)
         trig = pd.read_sql_query(
             "SELECT trigger_id, user_id, kind, item_id, event_ts, decided_ts, delay_h, pscore, "
@@ -90,6 +90,13 @@ def read_log(state: str | Path) -> tuple[Dataset, pd.DataFrame, pd.DataFrame]:
         fb = pd.read_sql_query("SELECT seq, decision_id, ts, late, payload FROM feedback "
                                "ORDER BY seq", conn)
         sh = pd.read_sql_query("SELECT * FROM shadow", conn)
+        # channel opt-in (#17): each user's first set by PUT /v1/users (serve/channels.py)
+        opt: dict[int, str] = {}
+        for idx, text in q(f"SELECT user_idx, tz FROM ops WHERE kind={OP_CHANNELS} AND arg=1 "
+                           "ORDER BY seq"):
+            opt.setdefault(int(idx), text or "")
+        if opt:
+            u["channels"] = [opt.get(i) for i in range(len(u))]
     finally:
         conn.close()
     pushes = _pushes(p)
@@ -222,6 +229,9 @@ def _pushes(p: pd.DataFrame) -> pd.DataFrame:
         out["template_id"] = p["template_id"].astype(object).where(p["template_id"].notna(),
                                                                    None)
         out["pscore_template"] = p["pscore_template"].astype(float)
+    if p["pscore_channel"].notna().any():  # the server chose channels (#17)
+        out["channel"] = p["channel"].astype(object).where(p["channel"].notna(), None)
+        out["pscore_channel"] = p["pscore_channel"].astype(float)
     for c in ("policy", "item_policy", "reason"):
         out[c] = p[c].astype(object)
     if p["holdout"].notna().any():  # a live holdout ran (#18): its arm and probability

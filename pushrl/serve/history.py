@@ -23,7 +23,8 @@ activity and sent pushes through the one feature pipeline
   and counts. A start refuses a snapshot whose checksum does not match
   (:class:`~pushrl.serve.store.StateError`), as it refuses a damaged log.
 
-The journal (``ops``) holds only what the server does after the import; a restart loads the
+The journal (``ops``) holds only what the server does after the import (and the log's channel
+opt-in, ``OP_CHANNELS`` rows: :func:`opt_in_ops`); a restart loads the
 snapshot, then re-applies the journal (:meth:`pushrl.serve.state.ServerState.rebuild`).
 """
 
@@ -45,7 +46,7 @@ from pushrl.data.profiles import write_snapshot
 from pushrl.data.subscription import unsubscribed_users
 from pushrl.data.io import Dataset, from_unix_seconds, json_default, sha256_file, to_unix_seconds
 from pushrl.errors import PushrlError
-from pushrl.serve.store import DurableLog, Statement, StateError
+from pushrl.serve.store import OP_CHANNELS, OP_SQL, DurableLog, Statement, StateError
 from pushrl.serve.trigger_history import KEYS as TRIGGER_KEYS
 from pushrl.serve.trigger_history import trigger_arrays
 from pushrl.units import DAY, HOUR
@@ -99,6 +100,19 @@ def item_rows(items: pd.DataFrame, category_column: str) -> list[Statement]:
                       (str(row["item_id"]), cat,
                        json.dumps(feats, sort_keys=True, default=str), i + 1)))
     return stmts
+
+
+def opt_in_ops(users: pd.DataFrame, seq0: int, bucket: int) -> list[Statement]:
+    """The log's channel opt-in (users ``channels``, #17) as ``OP_CHANNELS`` journal rows (seq
+    after ``seq0``), what ``PUT /v1/users`` ``channels`` writes: a server with ``--channels``
+    starts from it (:meth:`~pushrl.serve.channels.ServerChannels.rebuild`) and ``pushrl logs
+    export`` writes it back; null (every channel) writes none."""
+    if "channels" not in users:
+        return []
+    vals = users["channels"].tolist()
+    rows = [(i, v) for i, v in enumerate(vals) if isinstance(v, str)]
+    return [(OP_SQL, (seq0 + j + 1, OP_CHANNELS, i, bucket, 1, v))
+            for j, (i, v) in enumerate(rows)]
 
 
 def popularity(ds: Dataset) -> dict[str, float] | None:
@@ -239,6 +253,7 @@ def import_history(data: str | Path, state: str | Path, *, sync: str = "full",
                     start))
                   for i, (uid, tz, f) in enumerate(zip(users["user_id"], users["timezone"],
                                                        feats, strict=True))]
+        stmts += opt_in_ops(users, len(ds.items), start)
         meta = {"format": FORMAT, "source": str(Path(data).resolve()),
                 "fingerprint": report.fingerprint, "n_users": len(users),
                 "n_items": len(ds.items), "n_activity": int(ev["a_ts"].size),

@@ -11,7 +11,8 @@ read never moves the live clock) and the user's
   churn model, RFM cuts, channel rates; the same fit as ``pushrl profiles`` on that log),
   both under the history's sha256 check;
 - what the server recorded since (the durable log's ``activity`` rows and sent
-  ``decisions`` with their outcomes; channel ``push``) is added to the counters per request.
+  ``decisions`` with their outcomes, on their logged channel, else ``push``) is added to the
+  counters per request.
 
 So right after an import, a user's profile at the log's end equals the batch profile of the
 same log exactly (``tests/serve/test_profiles.py``). A server without imported history has
@@ -108,8 +109,10 @@ def _live_rows(db: Path, user_id: str, c: ProfileCounters) -> None:
     try:
         act = conn.execute("SELECT ts, event, revenue FROM activity WHERE user_id=?",
                            (user_id,)).fetchall()
-        dec = conn.execute("SELECT ts, opened, clicked FROM decisions WHERE user_id=? AND "
-                           "sent=1", (user_id,)).fetchall()
+        cols = {r[1] for r in conn.execute("PRAGMA table_info(decisions)")}
+        ch = "channel" if "channel" in cols else "NULL"  # (--channels: serve/channels.py)
+        dec = conn.execute(f"SELECT ts, opened, clicked, {ch} FROM decisions WHERE user_id=? "
+                           "AND sent=1", (user_id,)).fetchall()
     finally:
         conn.close()
     if act:
@@ -117,10 +120,13 @@ def _live_rows(db: Path, user_id: str, c: ProfileCounters) -> None:
         c.record_activity(np.zeros(len(act), np.int64), np.asarray(ts, np.int64) // HOUR,
                           np.asarray(ev, dtype=object),
                           np.array([np.nan if r is None else r for r in rev], np.float64))
-    if dec and DEFAULT_CHANNEL in c.channels:
-        ts, op, cl = zip(*dec, strict=True)
+    # each push on its logged channel (none logged: push); a channel the model lacks: skipped
+    dec = [d for d in dec if (d[3] or DEFAULT_CHANNEL) in c.channels]
+    if dec:
+        ts, op, cl, chan = zip(*dec, strict=True)
         c.record_pushes(np.zeros(len(dec), np.int64), np.asarray(ts, np.int64) // HOUR,
-                        np.full(len(dec), c.channels.index(DEFAULT_CHANNEL), np.int64),
+                        np.array([c.channels.index(x or DEFAULT_CHANNEL) for x in chan],
+                                 np.int64),
                         np.array([bool(x) for x in op]), np.array([bool(x) for x in cl]))
 
 

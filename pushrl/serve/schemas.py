@@ -119,6 +119,10 @@ class UserIn(_Body):
         "false: the user opted out; every later decision is a no-send with reason "
         "`guardrail:unsubscribed` (durable, as feedback `unsubscribed=true`). true: "
         "(re-)subscribe. Omitted: unchanged (new users start subscribed)."))
+    channels: list[str] | None = Field(None, max_length=16, description=(
+        "With `--channels`: the channels the user opted into (e.g. [\"push\", \"email\"]; "
+        "[] = none: every send is `channel:none`). Omitted: unchanged (new users: every "
+        "channel). An unsubscribe on a channel's push removes that channel."))
 
 
 class UserOut(BaseModel):
@@ -127,6 +131,8 @@ class UserOut(BaseModel):
     user_id: str
     created: bool
     subscribed: bool = Field(description="The user's subscription status after the request.")
+    channels: list[str] | None = Field(None, description="With `--channels`: the channels "
+                                       "the user is opted into now; null without.")
 
 
 class ItemIn(_Body):
@@ -210,6 +216,16 @@ class DecideOut(BaseModel):
     pscore_template: float | None = Field(None, gt=0, le=1, description="Probability of "
                                           "`template_id` given the item (logged).")
     template_policy: str | None = Field(None, description="Template policy `name@version`.")
+    channel: str | None = Field(None, description="With `--channels`, on a send the timing "
+                                "policy decided: the channel it goes out on (push, email, "
+                                "in_app ...); null with `send=false`, reason `channel:none`, "
+                                "when the channel slot chose none.")
+    pscore_channel: float | None = Field(None, gt=0, le=1, description="Probability of "
+                                         "`channel` (or of none) given the item (logged).")
+    pscore_channel_item: float | None = Field(None, gt=0, le=1, description="Probability "
+                                              "of the chosen (channel, item) pair: the item "
+                                              "policy's times `pscore_channel`.")
+    channel_policy: str | None = Field(None, description="Channel policy `name@version`.")
     trigger_id: str | None = Field(None, description="Set when the push is a due "
                                    "behaviour trigger (reason `trigger:<kind>`) that "
                                    "outranked the scheduled push; `pscore` is then its delay "

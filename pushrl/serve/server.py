@@ -34,6 +34,7 @@ from pushrl.serve.schemas import DecideIn, Event, FeedbackIn, set_time_window
 from pushrl.serve.state import ServerState, default_spec
 from pushrl.serve.store import OP_ACTIVITY, OP_OPEN, OP_PURCHASE, DurableLog, Statement
 from pushrl.serve.trigger_requests import TriggerRequests
+from pushrl.serve.channels import ServerChannels
 from pushrl.serve.templates import ServerTemplates
 from pushrl.serve.triggers import ContextDelay, DelayPolicy, FixedDelay, ServerTriggers
 from pushrl.units import HOUR
@@ -109,6 +110,14 @@ class Server(TriggerRequests):
                 self.engine.templates = ServerTemplates.load(cfg.templates, cfg.template_policy,
                                                              self.state, seed=cfg.seed)
                 self.engine.templates.rebuild(self.state, self.log)
+            except Exception:
+                self.log.close()
+                raise
+        if cfg.channels is not None:  # the channel slot (#17, serve/channels.py)
+            try:
+                self.engine.channels = ServerChannels.load(cfg.channels, cfg.channel_policy,
+                                                           self.state)
+                self.engine.channels.rebuild(self.state, self.log)
             except Exception:
                 self.log.close()
                 raise
@@ -365,6 +374,8 @@ class Server(TriggerRequests):
         self.state.rebuild()  # on the loop: no request sees a half-built state
         if self.engine.templates is not None:
             self.engine.templates.rebuild(self.state, self.log)
+        if self.engine.channels is not None:
+            self.engine.channels.rebuild(self.state, self.log)
         self._pending_fb.clear()
         self.metrics.users.set(len(self.state.users))
         self.log.failed = None
@@ -374,18 +385,32 @@ class Server(TriggerRequests):
 
     # ------------------------------------------------------------------ requests
     def put_user(self, user_id: str, timezone: str, features: dict[str, Any],
-                 ts: Any, subscribed: bool | None = None) -> tuple[bool, list[Statement]]:
+                 ts: Any, subscribed: bool | None = None,
+                 channels: list[str] | None = None) -> tuple[bool, list[Statement]]:
         """Create or update a user (``subscribed``: see
-        :meth:`~pushrl.serve.state.ServerState.put_user`).
+        :meth:`~pushrl.serve.state.ServerState.put_user`; ``channels``: the channels the
+        user opted into, with ``--channels``).
 
         Raises:
             Conflict: ``wrong_shard`` when this server is a shard that does not own the user.
+            Unprocessable: ``channels`` without ``--channels``, or an unknown channel.
         """
         why = check_owner(user_id, self.cfg.shard)
         if why is not None:
             raise Conflict("wrong_shard", why)
-        created, stmts = self.state.put_user(user_id, timezone, features,
-                                             _sec(ts, self.now()) // HOUR, subscribed)
+        ch = self.engine.channels
+        if channels is not None:
+            if ch is None:
+                raise Unprocessable("no_channels", "`channels` needs a server started with "
+                                    "--channels CONFIG; omit it or restart with --channels")
+            bad = [c for c in channels if c not in ch.names]
+            if bad:
+                raise Unprocessable("unknown_channel", f"unknown channel(s) {bad}; this "
+                                    f"server's channels: {list(ch.names)}")
+        bucket = _sec(ts, self.now()) // HOUR
+        created, stmts = self.state.put_user(user_id, timezone, features, bucket, subscribed)
+        if channels is not None and ch is not None:
+            stmts += ch.set_opt_in(self.state, self.state.users[user_id], channels, bucket)
         self.metrics.users.set(len(self.state.users))
         return created, stmts
 
@@ -653,7 +678,11 @@ class Server(TriggerRequests):
         stmts: list[Statement] = [("INSERT INTO feedback VALUES (?,?,?,?,?)", (
             st.next_seq(), fb.decision_id, ts, int(late), json.dumps(given, sort_keys=True)))]
         if given.get("unsubscribed") and not dec["unsubscribed"]:
-            stmts += st.set_subscribed(st.user_index(dec["user_id"]), False, ts // HOUR)
+            ch = self.engine.channels  # with channels: leave that channel only
+            got = (None if ch is None else ch.unsubscribe(
+                st, self.log, fb.decision_id, st.user_index(dec["user_id"]), ts // HOUR))
+            stmts += (got if got is not None else
+                      st.set_subscribed(st.user_index(dec["user_id"]), False, ts // HOUR))
         merged = dict(dec)
         if not late and dec["sent"]:
             for k, v in given.items():

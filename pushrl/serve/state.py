@@ -26,6 +26,7 @@ from pushrl.serve.store import (
     OP_ACTIVITY,
     OP_ADD_USER,
     OP_ADVANCE,
+    OP_CHANNELS,
     OP_OPEN,
     OP_PURCHASE,
     OP_PUSH,
@@ -321,8 +322,9 @@ class ServerState:
         subs = self.subscriptions = Subscriptions()
         if restored is not None:
             subs.set(restored.unsubscribed, False)
-        # (the trigger tracker's ops are its own journal: ServerTriggers.rebuild, below)
-        not_trig = ",".join(map(str, sorted(TRIGGER_OPS)))
+        # (the trigger tracker's ops are its own journal: ServerTriggers.rebuild, below; the
+        # channel opt-in's: ServerChannels.rebuild)
+        not_trig = ",".join(map(str, sorted(TRIGGER_OPS | {OP_CHANNELS})))
         for _, kind, u, b, a, tz in log.iter_rows(
                 f"SELECT * FROM ops WHERE kind NOT IN ({not_trig}) ORDER BY seq"):
             if kind == OP_SUBSCRIPTION:  # no feature changes: no flush needed

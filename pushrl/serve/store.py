@@ -61,6 +61,12 @@ TRIGGER_OPS = frozenset({OP_TRIGGER_ADVANCE, OP_TRIGGER_SENT, OP_TRIGGER_REQUEUE
 #: bought in ``bucket`` (a ``purchase`` event or a converted push; the uplift gate's need
 #: state, :meth:`pushrl.data.features.FeatureState.record_purchase`).
 OP_PURCHASE = 10
+#: ``OP_CHANNELS`` (#17, :mod:`pushrl.serve.channels`): user ``user_idx``'s channel opt-in is
+#: now ``tz`` (comma-separated channel names, "" = none); ``arg`` 1 = set by ``PUT
+#: /v1/users``, 0 = a channel removed by an unsubscribe. No feature changes.
+OP_CHANNELS = 25
+#: One journal row (``kind``, ``user_idx``, ``bucket``, ``arg``, ``tz``).
+OP_SQL = "INSERT INTO ops(seq, kind, user_idx, bucket, arg, tz) VALUES (?,?,?,?,?,?)"
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -104,7 +110,8 @@ CREATE TABLE IF NOT EXISTS trigger_pulls (
 """
 #: Columns added after a table was first created (a log from an older server gains them).
 _ADDED_COLUMNS = (("decisions", "trigger_id", "TEXT"), ("decisions", "template_id", "TEXT"),
-                  ("decisions", "pscore_template", "REAL"))
+                  ("decisions", "pscore_template", "REAL"), ("decisions", "channel", "TEXT"),
+                  ("decisions", "pscore_channel", "REAL"))
 
 Statement = tuple[str, Sequence[Any]]
 

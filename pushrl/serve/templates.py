@@ -64,6 +64,35 @@ def template_uses_top(text: str) -> bool:
     return "top_category" in template_slots(text)
 
 
+def policy_item_catalog(cat: ItemCatalog, shared_names: tuple[str, ...] | list[str],
+                        what: str, error: type[PushrlError] = TemplateError) -> ItemCatalog:
+    """``cat`` with its item features in the order a slot policy (template, channel) was
+    trained on: the ``item_*`` columns of its VW layout's ``shared_names`` (the server keeps
+    an item's features sorted by name); a missing or non-finite column is ``error``
+    naming ``what`` (e.g. ``template policy tpl@v1``)."""
+    pre = CHOSEN_ITEM_PREFIX
+    want = [n[len(pre):] for n in shared_names if n.startswith(pre)]
+    have = {n: j for j, n in enumerate(cat.feature_names)}
+    missing = [n for n in want if n not in have]
+    if missing:
+        raise error(f"{what} needs item feature(s) {missing} the server's items lack (have "
+                    f"{list(cat.feature_names)}); add them to the items or retrain on this "
+                    "catalog")
+    out = copy.copy(cat)
+    out.features = cat.features[:, [have[n] for n in want]]
+    bad = ~np.isfinite(out.features).all(axis=1)
+    if bad.any():  # (a missing value makes the whole standardised column NaN)
+        for w in want:
+            miss = cat.raw[w].isna().to_numpy() if w in cat.raw else np.zeros(0, bool)
+            if miss.any():
+                j = int(np.argmax(miss))
+                raise error(f"{what} needs item feature `{w}`, which item {cat.ids[j]!r} "
+                            "lacks; give every item the features the policy was trained with")
+        raise error(f"{what}: item features {want} are not finite for every item")
+    out.feature_names = tuple(want)
+    return out
+
+
 class ServerTemplates:
     """Template choice and rendering for the sent pushes of a server.
 
@@ -167,33 +196,11 @@ class ServerTemplates:
 
     def _policy_columns(self, cat: ItemCatalog) -> ItemCatalog:
         """``cat`` with its item features in the order the template policy was trained on
-        (the server keeps an item's features sorted by name); a missing column is a
-        :class:`TemplateError`."""
+        (:func:`policy_item_catalog`)."""
         if not isinstance(self.policy, TemplatePolicy):
             return cat
-        pre = CHOSEN_ITEM_PREFIX
-        want = [n[len(pre):] for n in self.policy.vw.layout.shared_names if n.startswith(pre)]
-        have = {n: j for j, n in enumerate(cat.feature_names)}
-        missing = [n for n in want if n not in have]
-        if missing:
-            raise TemplateError(f"template policy {self.label} needs item feature(s) {missing} "
-                                f"the server's items lack (have {list(cat.feature_names)}); "
-                                "add them to the items or retrain on this catalog")
-        out = copy.copy(cat)
-        out.features = cat.features[:, [have[n] for n in want]]
-        bad = ~np.isfinite(out.features).all(axis=1)
-        if bad.any():  # (a missing value makes the whole standardised column NaN)
-            for w in want:
-                miss = cat.raw[w].isna().to_numpy() if w in cat.raw else np.zeros(0, bool)
-                if miss.any():
-                    j = int(np.argmax(miss))
-                    raise TemplateError(f"template policy {self.label} needs item feature "
-                                        f"`{w}`, which item {cat.ids[j]!r} lacks; give every "
-                                        "item the features the policy was trained with")
-            raise TemplateError(f"template policy {self.label}: item features {want} are not "
-                                "finite for every item")
-        out.feature_names = tuple(want)
-        return out
+        return policy_item_catalog(cat, self.policy.vw.layout.shared_names,
+                                   f"template policy {self.label}", TemplateError)
 
     def renderer_for(self, items: Any, state: ServerState) -> Renderer:
         """A renderer of the arms over ``items`` (an ``items`` table); raises

@@ -33,6 +33,7 @@ from pushrl.rules import reward
 from pushrl.rules.guardrails import DayCount, Guardrails
 from pushrl.rules.reward import RewardWeights
 from pushrl.sim import rng as R
+from pushrl.sim.channels import SimChannels
 from pushrl.sim.contexts import ItemDecider
 from pushrl.sim.items import build_item_context
 from pushrl.sim.model import SimModel
@@ -100,6 +101,10 @@ class Outcome:
     unsubscribed: np.ndarray
     organic_converted: np.ndarray | None = None
     organic_revenue: np.ndarray | None = None
+    #: With channels (:mod:`pushrl.sim.channels`): channel index of each delivered push
+    #: (-1 = none / not sent) and the send cost paid, ``(n,)``; None without channels.
+    channel: np.ndarray | None = None
+    send_cost: np.ndarray | None = None
 
     def reward(self, w: RewardWeights) -> np.ndarray:
         """Per-slot reward under weights ``w`` (:func:`pushrl.rules.reward.realised`),
@@ -110,7 +115,8 @@ class Outcome:
                                organic_converted=(0.0 if self.organic_converted is None
                                                   else self.organic_converted),
                                organic_revenue=(0.0 if self.organic_revenue is None
-                                                else self.organic_revenue))
+                                                else self.organic_revenue),
+                               send_cost=self.send_cost)
 
 
 class PushSim:
@@ -150,6 +156,8 @@ class PushSim:
         self.organic: OrganicModel | None = getattr(response, "organic", None)
         #: UTC bucket (float hours) of each slot's last purchase (organic model only).
         self.last_buy = np.zeros(n)
+        #: The channel slot (:mod:`pushrl.sim.channels`), None = push only.
+        self.channels: SimChannels | None = None
 
     # ------------------------------------------------------------------ episodes
     def reset(self, slots: np.ndarray, pop_idx: np.ndarray, keys: np.ndarray) -> None:
@@ -165,6 +173,8 @@ class PushSim:
         # who unsubscribed in the log starts unsubscribed (as the server's history import)
         self.t[s], self.alive[s] = 0, self.population.subscribed(p, self.cfg.warm_start)
         self.sends.reset(s)
+        if self.channels is not None:
+            self.channels.reset(s, self.key[s])
         if self.organic is not None:
             self.last_buy[s] = self.cfg.start_bucket - self.organic.start_hours(self.key[s])
             # the warm start's last purchase is part of the user's history (pipeline state)
@@ -229,11 +239,16 @@ class PushSim:
                       np.zeros(n), np.zeros(n, bool))
         if self.organic is not None:
             out.organic_converted, out.organic_revenue = np.zeros(n), np.zeros(n)
+        if self.channels is not None:
+            out.channel, out.send_cost = np.full(n, -1, np.int64), np.zeros(n)
         h = R.step_hash(self.key, self.t)
         d = np.flatnonzero(delivered)
         if d.size:
             self._deliver(d, obs, h[d], out)
-        self.alive &= ~out.unsubscribed
+        if self.channels is None:
+            self.alive &= ~out.unsubscribed
+        else:  # an unsubscribe leaves one channel: reachable while opted into any
+            self.alive &= self.channels.reachable
         self._organic(h, obs, act, out)
         self.t += act
         self._obs = None
@@ -249,8 +264,14 @@ class PushSim:
                    "user_index": d, "bucket": obs.bucket[d]})
         dec = self.item_policy.decide_batch(ctx, self.item_rng)
         items = np.asarray(ctx.candidates)[np.arange(d.size), np.asarray(dec.action)]
+        item_pscore = np.asarray(dec.pscore)
+        ch: dict[str, Any] = {}  # the channel keyword of the response (channels only)
+        if self.channels is not None:
+            d, raw, pop, h, items, item_pscore, arm = self._channel_step(
+                d, obs, raw, pop, h, items, item_pscore, out)
+            ch["channel"] = self.channels.names[arm]
         aff = self.state.affinity(d, self._item_cat[items])
-        p_open = r.p_open(pop, raw, aff, items)
+        p_open = r.p_open(pop, raw, aff, items, **ch)
         opened = R.uniform(h, R.OPEN) < p_open
         clicked = opened & (R.uniform(h, R.CLICK) < r.p_click(pop, raw, aff, items))
         p_conv = r.p_convert(pop, items)
@@ -261,13 +282,32 @@ class PushSim:
             self.last_buy[d[converted]] = obs.bucket[d[converted]]
         if converted.any():  # a purchase in the pipeline's state (the uplift gate's need)
             self.state.record_purchase(d[converted], obs.bucket[d[converted]])
-        unsub = R.uniform(h, R.UNSUB) < r.unsub_hazard(pop, raw)
-        out.item[d], out.item_pscore[d], out.p_open[d] = items, dec.pscore, p_open
+        unsub = R.uniform(h, R.UNSUB) < r.unsub_hazard(pop, raw, **ch)
+        if self.channels is not None:
+            self.channels.unsubscribe(d[unsub], arm[unsub])
+        out.item[d], out.item_pscore[d], out.p_open[d] = items, item_pscore, p_open
         out.opened[d], out.clicked[d], out.converted[d] = opened, clicked, converted
         out.revenue[d] = np.where(converted, r.revenue(items), 0.0)
         out.unsubscribed[d] = unsub
         self.state.record_push(d, obs.bucket[d], opened)
         self.sends.add(d, self._day[d])
+
+    def _channel_step(self, d: np.ndarray, obs: Observation, raw: np.ndarray,
+                      pop: np.ndarray, h: np.ndarray, items: np.ndarray,
+                      item_pscore: np.ndarray, out: Outcome) -> tuple[np.ndarray, ...]:
+        """The channel of each push (:meth:`SimChannels.choose`); a "none" is not delivered.
+        Returns the delivered rows' ``(d, raw, pop, h, items, item_pscore, channel arm)``."""
+        assert self.channels is not None and out.channel is not None
+        assert out.send_cost is not None
+        b = obs.bucket[d]
+        arm, _ = self.channels.choose(self.state, d, b, self._day[d],
+                                      raw[:, F["local_hour"]].astype(np.int64), raw,
+                                      self._item_x[items], self.model.item_feature_names, h)
+        go = arm >= 0
+        out.delivered[d[~go]] = False
+        out.channel[d[go]] = arm[go]
+        out.send_cost[d[go]] = self.channels.cost[arm[go]]
+        return d[go], raw[go], pop[go], h[go], items[go], item_pscore[go], arm[go]
 
     def _organic(self, h: np.ndarray, obs: Observation, active: np.ndarray,
                  out: Outcome) -> None:

@@ -25,6 +25,9 @@ _TO_UNIT = 1.0 / float(1 << 53)
 ACTIVITY, ACTIVITY_CAT, ITEM, OPEN, CLICK, CONVERT, UNSUB, CONTEXT, ACTIVITY_SIZE = range(1, 10)
 #: Organic purchases (:mod:`pushrl.sim.organic`): one per hour, and the episode's start.
 ORGANIC, ORGANIC_START = 10, 11
+#: Channels (:mod:`pushrl.sim.channels`): the channel policy's draw per step, and the
+#: episode's opt-in draws (``j`` = channel).
+CHANNEL, CHANNEL_OPTIN = 12, 13
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
