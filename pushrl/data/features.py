@@ -1085,9 +1085,8 @@ class TemplateRecency:
         u = np.asarray(users, np.int64)
         t = np.asarray(templates, np.int64)
         b = np.broadcast_to(np.asarray(bucket, np.int64), u.shape)
-        key = u * self.last.shape[1] + t
         # the usual case: one show per pair, vectorised (one show: the loop below is cheaper)
-        if u.size > 1 and np.unique(key).size == key.size:
+        if u.size > 1 and np.unique(u * self.last.shape[1] + t).size == u.size:
             cur, bef = self.last[u, t], self.before[u, t]
             newer = b > cur
             mid = ~newer & (b < cur) & (b > bef)
@@ -1107,6 +1106,11 @@ class TemplateRecency:
         """``(n, n_templates)`` hours since each template was last shown before ``bucket``
         (capped at :data:`TEMPLATE_HOURS_CAP`, which also means never)."""
         u = np.asarray(users, np.int64)
+        if u.size == 1:  # one decision: the same rule on plain ints (~10x fewer numpy calls)
+            bb = int(np.asarray(bucket).ravel()[0])
+            row = [x if x < bb else (y if y < bb else _NEVER) for x, y in
+                   zip(self.last[u[0]].tolist(), self.before[u[0]].tolist(), strict=True)]
+            return np.array([[min(bb - x, TEMPLATE_HOURS_CAP) for x in row]], np.float32)
         b = np.broadcast_to(np.asarray(bucket, np.int64), u.shape)[:, None]
         last, before = self.last[u], self.before[u]
         seen = np.where(last < b, last, np.where(before < b, before, _NEVER))
