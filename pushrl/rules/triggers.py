@@ -615,7 +615,7 @@ class TriggerTracker:
         nxt = int(bucket_start(bucket_of(now) + 1))
         codes = np.asarray(verdict).tolist()
         get = self._users.get
-        triggers, sent = self._triggers, res.sent
+        triggers, sent, closed = self._triggers, res.sent, []
         for j, user in enumerate(users):
             u = get(user)
             if not u:
@@ -631,10 +631,12 @@ class TriggerTracker:
                     new = _evolve(t, status=_SENT, closed_ts=now)
                     triggers[t.trigger_id] = new
                     del op[t.trigger_id]
-                    self._n_open[user] -= 1
+                    closed.append(user)
                     sent.append(new)
                     continue
             self._resolve_user(user, op, now, codes[j], nxt, res, commit)
+        if closed:  # their open counts, in one step (users are distinct)
+            self._n_open[np.array(closed, np.int64)] -= 1
         return res
 
     def _resolve_user(self, user: int, op: dict[str, Trigger], now: int, code: int, nxt: int,
