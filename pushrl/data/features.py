@@ -1094,13 +1094,15 @@ class TemplateRecency:
             self.last[u[newer], t[newer]] = b[newer]
             self.before[u[mid], t[mid]] = b[mid]
             return
-        for i in range(u.size):  # repeats of a (user, template) pair must apply in order
-            cur = self.last[u[i], t[i]]
-            if b[i] > cur:
-                self.before[u[i], t[i]] = cur
-                self.last[u[i], t[i]] = b[i]
-            elif cur > b[i] > self.before[u[i], t[i]]:
-                self.before[u[i], t[i]] = b[i]
+        last, before = self.last, self.before
+        # repeats of a (user, template) pair must apply in order (plain ints: cheap indexing)
+        for ui, ti, bi in zip(u.tolist(), t.tolist(), b.tolist(), strict=True):
+            cur = int(last[ui, ti])
+            if bi > cur:
+                before[ui, ti] = cur
+                last[ui, ti] = bi
+            elif cur > bi > before[ui, ti]:
+                before[ui, ti] = bi
 
     def hours(self, users: np.ndarray, bucket: int | np.ndarray) -> np.ndarray:
         """``(n, n_templates)`` hours since each template was last shown before ``bucket``
