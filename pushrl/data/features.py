@@ -1097,11 +1097,11 @@ class TemplateRecency:
         last, before = self.last, self.before
         # repeats of a (user, template) pair must apply in order (plain ints: cheap indexing)
         for ui, ti, bi in zip(u.tolist(), t.tolist(), b.tolist(), strict=True):
-            cur = int(last[ui, ti])
-            if bi > cur:
-                before[ui, ti] = cur
+            prev = int(last[ui, ti])
+            if bi > prev:
+                before[ui, ti] = prev
                 last[ui, ti] = bi
-            elif cur > bi > before[ui, ti]:
+            elif prev > bi > before[ui, ti]:
                 before[ui, ti] = bi
 
     def hours(self, users: np.ndarray, bucket: int | np.ndarray) -> np.ndarray:
