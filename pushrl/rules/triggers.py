@@ -59,6 +59,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import itertools
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
@@ -407,7 +408,9 @@ class TriggerTracker:
         self._waits: list[tuple[int, int, int, int]] = []  # (due, user, item, cart_ts)
         self._winback: list[tuple[int, int, int]] = []  # (deadline, user, last_activity)
         self._winback_queued: set[int] = set()
-        self._n_open = np.zeros(0, np.int32)  # open triggers per user index (open_mask)
+        #: Open triggers per user index (:meth:`open_mask`); a C int array: a decision's
+        #: +-1 is a plain-int update, a pull reads it as one numpy view.
+        self._n_open = array("i")
         self._max_touch_h = max(self.config[k].lookback_h for k in
                                 (TriggerKind.PRICE_DROP, TriggerKind.BACK_IN_STOCK))
 
@@ -443,7 +446,7 @@ class TriggerTracker:
         """``(k,)`` bool: :meth:`has_open` of each of ``users`` (user indices), vectorised
         (the filter of a due-sends pull over many users)."""
         u = np.asarray(users, np.int64)
-        n = self._n_open
+        n = np.frombuffer(self._n_open, np.int32) if self._n_open else np.zeros(0, np.int32)
         inside = u < n.size
         if inside.all():
             return n[u] > 0
@@ -635,8 +638,12 @@ class TriggerTracker:
                     sent.append(new)
                     continue
             self._resolve_user(user, op, now, codes[j], nxt, res, commit)
-        if closed:  # their open counts, in one step (users are distinct)
-            self._n_open[np.array(closed, np.int64)] -= 1
+        if len(closed) > 16:  # their open counts, in one step (users are distinct)
+            np.frombuffer(self._n_open, np.int32)[np.array(closed, np.int64)] -= 1
+        else:
+            n_open = self._n_open
+            for user in closed:
+                n_open[user] -= 1
         return res
 
     def _resolve_user(self, user: int, op: dict[str, Trigger], now: int, code: int, nxt: int,
@@ -753,10 +760,9 @@ class TriggerTracker:
 
     def _count_open(self, user: int, d: int) -> None:
         """Add ``d`` to ``user``'s open-trigger count (the array grows by doubling)."""
-        n = self._n_open.size
+        n = len(self._n_open)
         if user >= n:
-            self._n_open = np.concatenate([self._n_open, np.zeros(max(user + 1, 2 * n) - n,
-                                                                   np.int32)])
+            self._n_open.frombytes(bytes(self._n_open.itemsize * (max(user + 1, 2 * n) - n)))
         self._n_open[user] += d
 
     def _close(self, t: Trigger, status: TriggerStatus, ts: int) -> Trigger:

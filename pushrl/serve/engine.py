@@ -451,12 +451,16 @@ class Engine:
         reasons = [_trigger_reason(t.kind) for t in sent]
         tids = [t.trigger_id for t in sent]
         rb, w = np.ascontiguousarray(raw).tobytes(), raw.shape[1] * raw.itemsize
-        stmts.append((_TRIGGER_DECISION_SQL, Many(zip(
+        rows = Many(zip(
             dids, range(seq0 + 1, seq0 + n + 1), user_ids, repeat(ts, n), items, pscore,
             p_arm, pl, repeat(label, n), item_label, reasons,
             [rb[i:i + w] for i in range(0, n * w, w)], tids, repeat(arm, n),
-            repeat(p_hold, n), strict=True))))
-        stmts.append((_TRIGGER_SENT_SQL, Many(zip(dids, tids, strict=True))))
+            repeat(p_hold, n), strict=True))
+        sent = Many(zip(dids, tids, strict=True))
+        if n == 1:  # decide's one send: plain statements
+            stmts += [(_TRIGGER_DECISION_SQL, rows[0]), (_TRIGGER_SENT_SQL, sent[0])]
+        else:
+            stmts += [(_TRIGGER_DECISION_SQL, rows), (_TRIGGER_SENT_SQL, sent)]
         decisions, sends = self._counters(label)
         decisions.inc(n)
         sends.inc(n)

@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from pushrl.serve.triggers import ServerTriggers
 
 _OP_SQL = "INSERT INTO ops(seq, kind, user_idx, bucket, arg, tz) VALUES (?,?,?,?,?,?)"
+#: Up to this many rows, :meth:`ServerState.op` writes one plain statement per row (else one
+#: :class:`~pushrl.serve.store.Many` for all).
+_FEW = 8
 
 
 def valid_timezone(tz: str) -> bool:
@@ -149,7 +152,10 @@ class ServerState:
         if args is None and kind != OP_ACTIVITY:  # (the decision path: no arrays to build)
             apply_op(self.fs, kind, users, buckets, args)  # type: ignore[arg-type]
             n = len(users)
-            seq0, self.seq = self.seq, self.seq + n  # one block of seq numbers, one statement
+            seq0, self.seq = self.seq, self.seq + n  # one block of seq numbers
+            if n <= _FEW:  # a decision's few rows: plain tuples are cheaper than a Many
+                return [(_OP_SQL, (seq0 + j, kind, u, b, 0, None)) for j, (u, b) in
+                        enumerate(zip(users.tolist(), buckets.tolist(), strict=True), 1)]
             return [(_OP_SQL, Many(zip(range(seq0 + 1, seq0 + n + 1), repeat(kind, n),
                                        users.tolist(), buckets.tolist(), repeat(0, n),
                                        repeat(None, n), strict=True)))]

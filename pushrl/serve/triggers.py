@@ -247,16 +247,15 @@ class ServerTriggers:
         """Choose and record the arm of each new open trigger; its ``triggers`` row."""
         out: list[Statement] = []
         live = [t for t in created if t.is_open]
-        rules = [self.config[t.kind] for t in live]
-        many = getattr(self.policy, "choose_many", None)  # one batched score when it has one
-        chosen = iter(many(live, rules, self.rng, st) if many is not None and len(live) > 1
-                      else [self.policy.choose(t, r, self.rng, st)
-                            for t, r in zip(live, rules, strict=True)])
+        many = getattr(self.policy, "choose_many", None) if len(live) > 1 else None
+        if many is not None:  # one batched score for the triggers created together
+            chosen = iter(many(live, [self.config[t.kind] for t in live], self.rng, st))
         for t in created:
             if not t.is_open:  # e.g. a win-back already ended by the event that created it
                 out.append(self._row(st, t, ts, None, 1.0, "cancelled"))
                 continue
-            arm, p = next(chosen)
+            arm, p = (next(chosen) if many is not None
+                      else self.policy.choose(t, self.config[t.kind], self.rng, st))
             new = self.tracker.decide(t.trigger_id, arm, p, ts)
             self.count(t.kind.value, "created", 1)
             out.append(self._row(st, new, ts, arm, p, new.status.value))
@@ -333,6 +332,15 @@ class ServerTriggers:
         seq, b = st.seq, ts // HOUR  # one block of seq numbers, one statement per op kind
         ns, nr = len(res.sent), len(res.requeued)
         stmts: list[Statement] = []
+        if ns + nr <= 4:  # a decision's few rows: plain statements
+            stmts += [(_OP_SQL, (seq + j, OP_TRIGGER_SENT, t.user, b, ts, t.trigger_id))
+                     for j, t in enumerate(res.sent, 1)]
+            stmts += [(_OP_SQL, (seq + ns + j, OP_TRIGGER_REQUEUE, t.user, b,
+                                 int(t.due_ts or 0), t.trigger_id))
+                      for j, t in enumerate(res.requeued, 1)]
+            st.seq = seq + ns + nr
+            self._count(res)
+            return res, stmts
         if ns:
             stmts.append((_OP_SQL, Many(zip(
                 range(seq + 1, seq + ns + 1), repeat(OP_TRIGGER_SENT, ns),
@@ -346,10 +354,15 @@ class ServerTriggers:
                 [int(t.due_ts or 0) for t in res.requeued],
                 [t.trigger_id for t in res.requeued], strict=True))))
         st.seq = seq + nr
-        for what, ts_ in (("sent", res.sent), ("requeued", res.requeued)):
-            for kind, n in Counter(t.kind for t in ts_).items():
-                self.count(kind.value, what, n)
+        self._count(res)
         return res, stmts
+
+    def _count(self, res: DueResolution) -> None:
+        """The metrics of a resolution (sent / re-queued per kind)."""
+        for what, ts_ in (("sent", res.sent), ("requeued", res.requeued)):
+            if ts_:
+                for kind, n in Counter(t.kind for t in ts_).items():
+                    self.count(kind.value, what, n)
 
     # ------------------------------------------------------------------ restart
     def rebuild(self, st: ServerState) -> None:
