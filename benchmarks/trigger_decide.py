@@ -9,8 +9,10 @@ hour-of-week profile, send times past quiet hours), the delay policy picks an ar
 pscore (``decide_batch``), and the tracker records it (``decide``). Timed per decision with
 ``perf_counter_ns`` (wall) and ``thread_time_ns`` (CPU: what the decision costs when the
 machine is loaded) after a warm-up, for the VW policy (``--policy`` artifact, else an
-untrained VW model of the same layout: the same text and predict cost) and the
-next-active-hour heuristic. Prints p50/p99/max in microseconds and the load average.
+untrained VW model of the same layout: the same text and predict cost), the same model's
+closed form (:class:`pushrl.policies.delay_fast.LinearDelayScorer`: what the server decides
+with; proved equal to VW when extracted) and the next-active-hour heuristic. Prints
+p50/p99/max in microseconds and the load average.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 
 from pushrl.data.features import FeatureSpec, FeatureState
 from pushrl.policies.baselines import make_baseline
+from pushrl.policies.delay_fast import LinearDelayScorer
 from pushrl.policies.registry import load_policy
 from pushrl.policies.vw import VWItemPolicy
 from pushrl.rules.guardrails import Guardrails
@@ -87,8 +90,11 @@ def main() -> None:
     arms = common_arms(TriggerConfig.default())
     vw = (load_policy(args.policy) if args.policy
           else VWItemPolicy(delay_layout(arms), DELAY_VW.args(), name="delay-vw"))
-    out = {"load_avg": os.getloadavg()}
-    for name, pol in (("vw", vw), ("next-active-hour", make_baseline("delay-next-active-hour"))):
+    vw.model_bytes()  # a frozen model (what a server loads): the closed form applies
+    fast = LinearDelayScorer.extract(vw)
+    out = {"load_avg": os.getloadavg(), "closed_form_max_pmf_error_vs_vw": fast.max_error}
+    for name, pol in (("vw", vw), ("vw-closed-form", fast),
+                      ("next-active-hour", make_baseline("delay-next-active-hour"))):
         out[name] = run(pol, args.users, args.decisions, args.seed)
     out["load_avg_after"] = os.getloadavg()
     print(json.dumps(out, indent=1))

@@ -1181,9 +1181,8 @@ class TemplateRecency:
         u = np.asarray(users, np.int64)
         t = np.asarray(templates, np.int64)
         b = np.broadcast_to(np.asarray(bucket, np.int64), u.shape)
-        key = u * self.last.shape[1] + t
         # the usual case: one show per pair, vectorised (one show: the loop below is cheaper)
-        if u.size > 1 and np.unique(key).size == key.size:
+        if u.size > 1 and np.unique(u * self.last.shape[1] + t).size == u.size:
             cur, bef = self.last[u, t], self.before[u, t]
             newer = b > cur
             mid = ~newer & (b < cur) & (b > bef)
@@ -1191,18 +1190,25 @@ class TemplateRecency:
             self.last[u[newer], t[newer]] = b[newer]
             self.before[u[mid], t[mid]] = b[mid]
             return
-        for i in range(u.size):  # repeats of a (user, template) pair must apply in order
-            cur = self.last[u[i], t[i]]
-            if b[i] > cur:
-                self.before[u[i], t[i]] = cur
-                self.last[u[i], t[i]] = b[i]
-            elif cur > b[i] > self.before[u[i], t[i]]:
-                self.before[u[i], t[i]] = b[i]
+        last, before = self.last, self.before
+        # repeats of a (user, template) pair must apply in order (plain ints: cheap indexing)
+        for ui, ti, bi in zip(u.tolist(), t.tolist(), b.tolist(), strict=True):
+            prev = int(last[ui, ti])
+            if bi > prev:
+                before[ui, ti] = prev
+                last[ui, ti] = bi
+            elif prev > bi > before[ui, ti]:
+                before[ui, ti] = bi
 
     def hours(self, users: np.ndarray, bucket: int | np.ndarray) -> np.ndarray:
         """``(n, n_templates)`` hours since each template was last shown before ``bucket``
         (capped at :data:`TEMPLATE_HOURS_CAP`, which also means never)."""
         u = np.asarray(users, np.int64)
+        if u.size == 1:  # one decision: the same rule on plain ints (~10x fewer numpy calls)
+            bb = int(np.asarray(bucket).ravel()[0])
+            row = [x if x < bb else (y if y < bb else _NEVER) for x, y in
+                   zip(self.last[u[0]].tolist(), self.before[u[0]].tolist(), strict=True)]
+            return np.array([[min(bb - x, TEMPLATE_HOURS_CAP) for x in row]], np.float32)
         b = np.broadcast_to(np.asarray(bucket, np.int64), u.shape)[:, None]
         last, before = self.last[u], self.before[u]
         seen = np.where(last < b, last, np.where(before < b, before, _NEVER))
@@ -1213,7 +1219,10 @@ def encode_template_recency(hours: np.ndarray) -> np.ndarray:
     """``(..., n_templates, len(TEMPLATE_RECENCY_NAMES))`` features of
     :meth:`TemplateRecency.hours`: shown in the last 24 h, in the last 7 days."""
     h = np.asarray(hours, np.float32)
-    return np.stack([h < 24, h < 168], axis=-1).astype(np.float32)
+    out = np.empty((*h.shape, 2), np.float32)  # (no np.stack: this is on a decision's path)
+    np.less(h, 24, out=out[..., 0])
+    np.less(h, 168, out=out[..., 1])
+    return out
 
 
 def template_recency_replay(users: np.ndarray, buckets: np.ndarray, templates: np.ndarray,

@@ -32,7 +32,7 @@ from pushrl.data.features import encode, encode_template_recency
 from pushrl.data.item_context import activity_bin
 from pushrl.policies.base import ItemContext
 from pushrl.policies.template_policy import TemplatePolicy
-from pushrl.policies.vw import _LIB
+from pushrl.policies.vw import _LIB, VWItemPolicy
 from pushrl.policies.vw_format import NS_CAND, NS_CONTEXT, NS_USER, vw_name
 
 #: Largest |VW PMF - bilinear PMF| accepted when the form is proved at extraction.
@@ -110,25 +110,7 @@ class LinearTemplateScorer:
         if lay.static_names or policy.vw.model is None and policy.vw.model_sha256 is None:
             raise NotLinear("static template features (or an unsaved, learning model) are not "
                             "supported by the bilinear scorer")
-        d_s, d_c = len(lay.shared_names), len(lay.candidate_feature_names)
-        k = len(lay.item_ids)
-        scores = np.empty((1 + d_s, 1 + d_c, k))
-        for s in range(1 + d_s):
-            x = np.zeros(d_s)
-            if s:
-                x[s - 1] = 1.0
-            for j in range(1 + d_c):
-                r = np.zeros((k, d_c))
-                if j:
-                    r[:, j - 1] = 1.0
-                scores[s, j] = _vw_scores(policy, x, r)[0]
-        b = scores
-        coef = np.empty((k, 1 + d_s, 1 + d_c))
-        base = b[0, 0]
-        coef[:, 0, 0] = base
-        coef[:, 1:, 0] = (b[1:, 0] - base).T
-        coef[:, 0, 1:] = (b[0, 1:] - base).T
-        coef[:, 1:, 1:] = np.transpose(b[1:, 1:] - b[1:, :1] - b[:1, 1:] + base, (2, 0, 1))
+        coef, scores = bilinear_coef(vw)
         gamma = _gamma(policy, scores)
         out = cls(policy, coef, gamma, 0.0)
         err = out._prove(checks, seed)
@@ -151,7 +133,7 @@ class LinearTemplateScorer:
             mask = np.asarray(rng.random(k) < 0.8) if i % 3 == 0 else np.ones(k, bool)
             if not mask.any():
                 mask[0] = True
-            _, pmf = _vw_scores(self.policy, x, r, mask)
+            _, pmf = vw_scores(self.policy.vw, x, r, mask)
             mine = self.pmf(self.scores(x[None], r[None]), mask[None])[0]
             err = max(err, float(np.abs(mine - pmf).max()))
         return err
@@ -194,11 +176,40 @@ class LinearTemplateScorer:
                                 np.asarray(ctx.mask, bool))
 
 
-def _vw_scores(policy: TemplatePolicy, x: np.ndarray, r: np.ndarray,
-               mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+def bilinear_coef(vw: VWItemPolicy) -> tuple[np.ndarray, np.ndarray]:
+    """The bilinear coefficients ``(n_arms, 1 + d_shared, 1 + d_dyn)`` of a VW
+    ``cb_explore_adf`` model whose interactions are all shared x candidate (the caller checks
+    the options), read off VW's per-action scores on unit-vector probes, and those probe
+    scores ``(1 + d_shared, 1 + d_dyn, n_arms)``. ``d_dyn``: the layout's dynamic candidate
+    columns (static arm features are part of each arm's text, so of its coefficients)."""
+    lay = vw.layout
+    d_s, d_c = len(lay.shared_names), len(lay.dynamic_columns)
+    k = len(lay.item_ids)
+    scores = np.empty((1 + d_s, 1 + d_c, k))
+    for s in range(1 + d_s):
+        x = np.zeros(d_s)
+        if s:
+            x[s - 1] = 1.0
+        for j in range(1 + d_c):
+            r = np.zeros((k, d_c))
+            if j:
+                r[:, j - 1] = 1.0
+            scores[s, j] = vw_scores(vw, x, r)[0]
+    b = scores
+    coef = np.empty((k, 1 + d_s, 1 + d_c))
+    base = b[0, 0]
+    coef[:, 0, 0] = base
+    coef[:, 1:, 0] = (b[1:, 0] - base).T
+    coef[:, 0, 1:] = (b[0, 1:] - base).T
+    coef[:, 1:, 1:] = np.transpose(b[1:, 1:] - b[1:, :1] - b[:1, 1:] + base, (2, 0, 1))
+    return coef, scores
+
+
+def vw_scores(vw: VWItemPolicy, x: np.ndarray, r: np.ndarray,
+              mask: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """VW's per-arm regressor scores and PMF for one context: shared values ``x`` and
-    per-arm candidate values ``r`` ``(n_arms, d_cand)`` (arms outside ``mask`` left out)."""
-    vw = policy.vw
+    per-arm dynamic candidate values ``r`` ``(n_arms, d_dyn)`` (arms outside ``mask`` left
+    out)."""
     lay = vw.layout
     names = [vw_name(n) for n in lay.shared_names]
     ucols, ccols = set(lay.user_columns.tolist()), set(lay.context_columns.tolist())
@@ -207,7 +218,7 @@ def _vw_scores(policy: TemplatePolicy, x: np.ndarray, r: np.ndarray,
         return " ".join(f"{names[j]}:{x[j]:.4f}" for j in sorted(cols) if x[j] != 0)
 
     lines = [f"shared |{NS_USER} {toks(ucols)} |{NS_CONTEXT} {toks(ccols)}"]
-    cnames = [vw_name(n) for n in lay.candidate_feature_names]
+    cnames = [vw_name(lay.candidate_feature_names[j]) for j in lay.dynamic_columns]
     k = len(lay.item_ids)
     keep = np.ones(k, bool) if mask is None else mask
     for a in np.flatnonzero(keep).tolist():
@@ -246,7 +257,7 @@ def _gamma(policy: TemplatePolicy, scores: np.ndarray) -> float:
     r = np.zeros((k, d_c))
     if j:
         r[:, j - 1] = 1.0
-    sc, pmf = _vw_scores(policy, x, r)
+    sc, pmf = vw_scores(policy.vw, x, r)
     a = int(np.argmax(sc))
     return float((1.0 / pmf[a] - k) / (sc[a] - sc.min()))
 

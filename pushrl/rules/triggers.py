@@ -59,6 +59,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import itertools
+from array import array
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
@@ -384,6 +385,7 @@ class _User:
 
 
 _NO_ITEM = -1  # item key of item-less triggers in stamps / heaps
+_SENT = TriggerStatus.SENT
 
 
 class TriggerTracker:
@@ -409,6 +411,9 @@ class TriggerTracker:
         self._waits: list[tuple[int, int, int, int]] = []  # (due, user, item, cart_ts)
         self._winback: list[tuple[int, int, int]] = []  # (deadline, user, last_activity)
         self._winback_queued: set[int] = set()
+        #: Open triggers per user index (:meth:`open_mask`); a C int array: a decision's
+        #: +-1 is a plain-int update, a pull reads it as one numpy view.
+        self._n_open = array("i")
         self._max_touch_h = max(self.config[k].lookback_h for k in
                                 (TriggerKind.PRICE_DROP, TriggerKind.BACK_IN_STOCK))
 
@@ -439,6 +444,18 @@ class TriggerTracker:
         :meth:`resolve_due` over many users)."""
         u = self._users.get(user)
         return bool(u and u.open)
+
+    def open_mask(self, users: np.ndarray) -> np.ndarray:
+        """``(k,)`` bool: :meth:`has_open` of each of ``users`` (user indices), vectorised
+        (the filter of a due-sends pull over many users)."""
+        u = np.asarray(users, np.int64)
+        n = np.frombuffer(self._n_open, np.int32) if self._n_open else np.zeros(0, np.int32)
+        inside = u < n.size
+        if inside.all():
+            return n[u] > 0
+        out = np.zeros(u.shape, bool)
+        out[inside] = n[u[inside]] > 0
+        return out
 
     def users_with_open(self) -> list[int]:
         """Users with at least one open trigger, ascending."""
@@ -604,33 +621,58 @@ class TriggerTracker:
         nxt = int(bucket_start(bucket_of(now) + 1))
         codes = np.asarray(verdict).tolist()
         get = self._users.get
+        triggers, sent, closed = self._triggers, res.sent, []
         for j, user in enumerate(users):
             u = get(user)
-            if not u or not u.open:
+            if not u:
                 continue
-            due: list[Trigger] = []
-            late: list[Trigger] = []
-            for t in u.open.values():
-                if t.due_ts is not None and t.due_ts <= now:
-                    (late if now >= t.expires_ts else due).append(t)
-            for t in late:
-                res.expired.append(self._close(t, TriggerStatus.EXPIRED, t.expires_ts)
-                                   if commit else t)
-            if not due:
+            op = u.open
+            if not op:
                 continue
-            if len(due) > 1:
-                due = order_due(due)
-            code = codes[j]
-            if code == ALLOWED:
-                first, rest = due[0], due[1:]
-                res.sent.append(self._close(first, TriggerStatus.SENT, now) if commit
-                                else first)
-            else:
-                res.blocked[user] = cast(str, REASONS[code])
-                rest = due
-            for t in rest:
-                res.requeued.append(self._requeue(t, nxt) if commit else t)
+            if len(op) == 1 and commit and codes[j] == ALLOWED:  # the common case, inlined
+                t = next(iter(op.values()))
+                if t.due_ts is None or t.due_ts > now:
+                    continue
+                if now < t.expires_ts:  # the only due trigger: sent (as _close does)
+                    new = _evolve(t, status=_SENT, closed_ts=now)
+                    triggers[t.trigger_id] = new
+                    del op[t.trigger_id]
+                    closed.append(user)
+                    sent.append(new)
+                    continue
+            self._resolve_user(user, op, now, codes[j], nxt, res, commit)
+        if len(closed) > 16:  # their open counts, in one step (users are distinct)
+            np.frombuffer(self._n_open, np.int32)[np.array(closed, np.int64)] -= 1
+        else:
+            n_open = self._n_open
+            for user in closed:
+                n_open[user] -= 1
         return res
+
+    def _resolve_user(self, user: int, op: dict[str, Trigger], now: int, code: int, nxt: int,
+                      res: DueResolution, commit: bool) -> None:
+        """:meth:`resolve_due` for one user with open triggers ``op`` and guardrail verdict
+        ``code`` (``nxt``: the next hour start, where re-queued triggers go)."""
+        due: list[Trigger] = []
+        late: list[Trigger] = []
+        for t in op.values():
+            if t.due_ts is not None and t.due_ts <= now:
+                (late if now >= t.expires_ts else due).append(t)
+        for t in late:
+            res.expired.append(self._close(t, TriggerStatus.EXPIRED, t.expires_ts)
+                               if commit else t)
+        if not due:
+            return
+        if len(due) > 1:
+            due = order_due(due)
+        if code == ALLOWED:
+            first, rest = due[0], due[1:]
+            res.sent.append(self._close(first, TriggerStatus.SENT, now) if commit else first)
+        else:
+            res.blocked[user] = cast(str, REASONS[code])
+            rest = due
+        for t in rest:
+            res.requeued.append(self._requeue(t, nxt) if commit else t)
 
     def mark_sent(self, tid: str, ts: int) -> Trigger:
         """Record that open trigger ``tid`` was sent at ``ts`` by a path other than
@@ -693,6 +735,8 @@ class TriggerTracker:
                       stamps={(kd, int(i)): x for kd, i, x in v["stamps"]},
                       open={tid: tr._triggers[tid] for tid in v["open"]})
             tr._users[int(k)] = u
+            if u.open:
+                tr._count_open(int(k), len(u.open))
             for i in u.touched:
                 tr._item_users.setdefault(i, set()).add(int(k))
         tr._price = {int(i): float(v) for i, v in d["price"].items()}
@@ -711,9 +755,18 @@ class TriggerTracker:
         self._triggers[t.trigger_id] = t
         u = self._users[t.user]
         if t.is_open:
+            if t.trigger_id not in u.open:
+                self._count_open(t.user, 1)
             u.open[t.trigger_id] = t
-        else:
-            u.open.pop(t.trigger_id, None)
+        elif u.open.pop(t.trigger_id, None) is not None:
+            self._n_open[t.user] -= 1
+
+    def _count_open(self, user: int, d: int) -> None:
+        """Add ``d`` to ``user``'s open-trigger count (the array grows by doubling)."""
+        n = len(self._n_open)
+        if user >= n:
+            self._n_open.frombytes(bytes(self._n_open.itemsize * (max(user + 1, 2 * n) - n)))
+        self._n_open[user] += d
 
     def _close(self, t: Trigger, status: TriggerStatus, ts: int) -> Trigger:
         new = _evolve(t, status=status, closed_ts=ts)

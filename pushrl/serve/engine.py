@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import logging
@@ -39,7 +40,7 @@ from pushrl.serve.metrics import ServeMetrics
 from pushrl.serve.policyset import Loaded, PolicySet, catalog_mismatch
 from pushrl.serve.shards import shard_prefix
 from pushrl.serve.state import ServerState
-from pushrl.serve.store import OP_ADVANCE, OP_PUSH, Statement
+from pushrl.serve.store import OP_ADVANCE, OP_PUSH, Many, Statement
 from pushrl.serve.templates import ServerTemplates
 from pushrl.units import HOUR
 
@@ -75,6 +76,41 @@ class DecideRow:
     candidates: list[int] | None = None
     context: dict[str, Any] | None = None
     horizon: int | None = None
+
+
+@dataclass
+class TriggerSends:
+    """Triggered pushes logged at one time (:meth:`Engine.trigger_sends`), column-wise: one
+    entry per send in each list."""
+
+    decision_ids: list[str]
+    items: list[str | None]
+    pscore: list[float]
+    p_arm: list[float]
+    policy: str
+    item_policy: list[str | None]
+    reasons: list[str]
+    trigger_ids: list[str]
+    ts: str
+    holdout: int | None
+    p_holdout: float | None
+
+    def bodies(self) -> list[dict[str, Any]]:
+        """One ``decide`` answer per send."""
+        label, when, hold, p_hold = self.policy, self.ts, self.holdout, self.p_holdout
+        held = None if hold is None else False
+        return [{"decision_id": did, "send": True, "item_id": it, "pscore": p,
+                 "p_send": pa, "policy": label, "item_policy": il, "reason": r, "ts": when,
+                 "send_at": None, "trigger_id": tid, "holdout": held, "p_holdout": p_hold}
+                for did, it, p, pa, il, r, tid in zip(
+                    self.decision_ids, self.items, self.pscore, self.p_arm, self.item_policy,
+                    self.reasons, self.trigger_ids, strict=True)]
+
+
+@functools.lru_cache(maxsize=64)
+def _trigger_reason(kind: Any) -> str:
+    """``trigger:KIND`` (cached per kind: an enum's ``value`` costs a descriptor call)."""
+    return f"trigger:{kind.value}"
 
 
 class KeyedDraws(np.random.Generator):
@@ -358,10 +394,16 @@ class Engine:
 
     def trigger_rows(self, sent: list[Any], user_ids: list[str], ts: int,
                      stmts: list[Statement], *, advance: bool) -> list[dict[str, Any]]:
+        """:meth:`trigger_sends` as one decision body per send (``decide``'s answers)."""
+        return self.trigger_sends(sent, user_ids, ts, stmts, advance=advance).bodies()
+
+    def trigger_sends(self, sent: list[Any], user_ids: list[str], ts: int,
+                      stmts: list[Statement], *, advance: bool) -> TriggerSends:
         """Log the pushes of triggers being sent at ``ts`` like any push (a ``decisions`` row
         with ``trigger_id``, the feature state's push, the guardrails' send history) and
-        return their decision bodies. A trigger without item (win-back) gets the active
-        item policy's item.
+        return them column-wise. A trigger without item (win-back) gets the active item
+        policy's item. The rows of all sends are one statement per table (a pull of 10k
+        sends builds them with ``zip``, not per send).
 
         Args:
             sent: :class:`~pushrl.rules.triggers.Trigger` s being sent (distinct users).
@@ -375,15 +417,17 @@ class Engine:
         trig = st.triggers
         assert trig is not None
         n = len(sent)
-        u = np.array([t.user for t in sent], np.int64)
+        ul = [t.user for t in sent]
+        u = np.array(ul, np.int64)
         b = np.full(n, ts // HOUR, np.int64)
         if advance:
             st.check_clock(u, b)
             stmts += st.op(OP_ADVANCE, u, b)
         raw = st.fs.features(u, b)
-        items: list[str | None] = [None if t.item is None else st.item_list[t.item].item_id
+        item_list = st.item_list
+        items: list[str | None] = [None if t.item is None else item_list[t.item].item_id
                                    for t in sent]
-        p_item = np.ones(n)
+        pl = [1.0] * n
         item_label: list[str | None] = [None] * n
         need = [i for i, t in enumerate(sent) if t.item is None]
         if need:
@@ -392,38 +436,39 @@ class Engine:
             chosen, pi = self._choose_items(ps.item, need_rows, u[ix], raw[ix],
                                             self.draws("item", need_rows))
             for j, i in enumerate(need):
-                items[i], p_item[i], item_label[i] = chosen[j], pi[j], ps.item.label
+                items[i], pl[i], item_label[i] = chosen[j], float(pi[j]), ps.item.label
         stmts += st.op(OP_PUSH, u, b)
         days = st.fs.local_time_at(u, np.full(n, ts, np.int64))[2].tolist()
-        label, when = trig.policy.label, iso(ts)
+        label = trig.policy.label
         # a sent trigger's user is treated (held-out users are never sent: HELD_OUT guardrail)
         p_hold = st.held_out.share
         arm = None if p_hold is None else 0
-        ul, pl = u.tolist(), p_item.tolist()
         st.sends.record_many(ul, ts, days)  # distinct users (one due send each)
         st.check_writable()
         seq0, st.seq = st.seq, st.seq + n  # one block of seq numbers and decision ids
         id0, self._id_count = self._id_count, self._id_count + n
+        prefix = self._id_prefix
+        dids = [f"{prefix}{i:012x}" for i in range(id0 + 1, id0 + n + 1)]
+        p_arm = [float(t.pscore or 1.0) for t in sent]
+        pscore = [a * q for a, q in zip(p_arm, pl, strict=True)]
+        reasons = [_trigger_reason(t.kind) for t in sent]
+        tids = [t.trigger_id for t in sent]
         rb, w = np.ascontiguousarray(raw).tobytes(), raw.shape[1] * raw.itemsize
-        out = []
-        for i, t in enumerate(sent):
-            did = f"{self._id_prefix}{id0 + i + 1:012x}"
-            p_arm = float(t.pscore or 1.0)
-            pscore = p_arm * pl[i]
-            reason = f"trigger:{t.kind.value}"
-            stmts.append((_TRIGGER_DECISION_SQL, (
-                did, seq0 + i + 1, user_ids[i], ts, items[i], pscore, p_arm, pl[i], label,
-                item_label[i], reason, rb[i * w:(i + 1) * w], t.trigger_id, arm, p_hold)))
-            stmts.append((_TRIGGER_SENT_SQL, (did, t.trigger_id)))
-            out.append({"decision_id": did, "send": True, "item_id": items[i],
-                        "pscore": pscore, "p_send": p_arm, "policy": label,
-                        "item_policy": item_label[i], "reason": reason, "ts": when,
-                        "send_at": None, "trigger_id": t.trigger_id,
-                        "holdout": None if arm is None else False, "p_holdout": p_hold})
-        decisions, sends = self._counters(trig.policy.label)
+        rows = Many(zip(
+            dids, range(seq0 + 1, seq0 + n + 1), user_ids, repeat(ts, n), items, pscore,
+            p_arm, pl, repeat(label, n), item_label, reasons,
+            [rb[i:i + w] for i in range(0, n * w, w)], tids, repeat(arm, n),
+            repeat(p_hold, n), strict=True))
+        sent = Many(zip(dids, tids, strict=True))
+        if n == 1:  # decide's one send: plain statements
+            stmts += [(_TRIGGER_DECISION_SQL, rows[0]), (_TRIGGER_SENT_SQL, sent[0])]
+        else:
+            stmts += [(_TRIGGER_DECISION_SQL, rows), (_TRIGGER_SENT_SQL, sent)]
+        decisions, sends = self._counters(label)
         decisions.inc(n)
         sends.inc(n)
-        return out
+        return TriggerSends(dids, items, pscore, p_arm, label, item_label, reasons, tids,
+                            iso(ts), arm, p_hold)
 
     def check_row(self, row: DecideRow, index: int = 0) -> None:
         """Everything :meth:`decide` would refuse for this row alone (so a micro-batch can

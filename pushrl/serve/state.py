@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from itertools import repeat
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ from pushrl.serve.store import (
     OP_SUBSCRIPTION,
     TRIGGER_OPS,
     DurableLog,
+    Many,
     Statement,
 )
 
@@ -40,6 +42,9 @@ if TYPE_CHECKING:
     from pushrl.serve.triggers import ServerTriggers
 
 _OP_SQL = "INSERT INTO ops(seq, kind, user_idx, bucket, arg, tz) VALUES (?,?,?,?,?,?)"
+#: Up to this many rows, :meth:`ServerState.op` writes one plain statement per row (else one
+#: :class:`~pushrl.serve.store.Many` for all).
+_FEW = 8
 
 
 def valid_timezone(tz: str) -> bool:
@@ -150,13 +155,21 @@ class ServerState:
         self.check_writable()
         if args is None and kind != OP_ACTIVITY:  # (the decision path: no arrays to build)
             apply_op(self.fs, kind, users, buckets, args)  # type: ignore[arg-type]
-            return [(_OP_SQL, (self.next_seq(), kind, u, b, 0, None))
-                    for u, b in zip(users.tolist(), buckets.tolist(), strict=True)]
+            n = len(users)
+            seq0, self.seq = self.seq, self.seq + n  # one block of seq numbers
+            if n <= _FEW:  # a decision's few rows: plain tuples are cheaper than a Many
+                return [(_OP_SQL, (seq0 + j, kind, u, b, 0, None)) for j, (u, b) in
+                        enumerate(zip(users.tolist(), buckets.tolist(), strict=True), 1)]
+            return [(_OP_SQL, Many(zip(range(seq0 + 1, seq0 + n + 1), repeat(kind, n),
+                                       users.tolist(), buckets.tolist(), repeat(0, n),
+                                       repeat(None, n), strict=True)))]
         a = np.zeros(len(users), np.int64) if args is None else np.asarray(args, np.int64)
         apply_op(self.fs, kind, users, buckets, self._categories(a) if kind == OP_ACTIVITY else a)
-        seq0, self.seq = self.seq, self.seq + len(a)  # one block of seq numbers
-        return [(_OP_SQL, (seq0 + j, kind, int(u), int(b), int(x), None)) for j, (u, b, x)
-                in enumerate(zip(users.tolist(), buckets.tolist(), a.tolist(), strict=True), 1)]
+        n = len(a)
+        seq0, self.seq = self.seq, self.seq + n  # one block of seq numbers
+        return [(_OP_SQL, Many(zip(range(seq0 + 1, seq0 + n + 1), repeat(kind, n),
+                                   users.tolist(), buckets.tolist(), a.tolist(),
+                                   repeat(None, n), strict=True)))]
 
     def user_index(self, user_id: str) -> int:
         """Index of a known user."""

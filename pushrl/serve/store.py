@@ -126,6 +126,30 @@ sqlite3.register_adapter(type(None), _none.get)  # type: ignore[arg-type]
 sqlite3.register_adapter(bytes, bytes)
 
 
+def _runs(batch: list[tuple[list[Statement], Any]]) -> Iterator[tuple[str, list[Any]]]:
+    """Consecutive rows of one statement of a group commit's batch, as ``(sql, rows)``: one
+    ``executemany`` each (a :class:`Many` adds all its rows)."""
+    run_sql, run = "", list[Sequence[Any]]()
+    for stmts, _ in batch:
+        for sql, params in stmts:
+            if sql is not run_sql and sql != run_sql:
+                if run:
+                    yield run_sql, run
+                run_sql, run = sql, []
+            if type(params) is Many:
+                run.extend(params)
+            else:
+                run.append(params)
+    if run:
+        yield run_sql, run
+
+
+class Many(list):  # type: ignore[type-arg]
+    """The parameter rows of one SQL statement run for each row: ``(sql, Many(rows))`` is
+    ``len(rows)`` statements in one (a batch builds its rows column-wise, e.g.
+    ``Many(zip(ids, seqs, ...))``, and the writer hands them to one ``executemany``)."""
+
+
 class RateLimited:
     """Logs an error at most once per ``interval`` seconds per key, then says how many were
     left out (a full disk fails every commit and every request: tens of thousands of lines).
@@ -405,17 +429,8 @@ class DurableLog(LogReads):
             conn = self._writer_conn  # per batch: a test swaps in a connection that fails
             try:
                 conn.execute("BEGIN")
-                # consecutive rows of one statement: one executemany
-                run_sql, run = "", list[Sequence[Any]]()
-                for stmts, _ in batch:
-                    for sql, params in stmts:
-                        if sql is not run_sql and sql != run_sql:
-                            if run:
-                                conn.executemany(run_sql, run)
-                            run_sql, run = sql, []
-                        run.append(params)
-                if run:
-                    conn.executemany(run_sql, run)
+                for sql, rows in _runs(batch):
+                    conn.executemany(sql, rows)
                 conn.execute("COMMIT")
             except BaseException as exc:  # resolve every waiter, whatever happened
                 err = exc

@@ -296,7 +296,8 @@ class ServerTemplates:
             return out
         ncat = len(rend.categories)
         uu = u[need] if len(need) < len(arm) else u
-        aff = state.fs.affinity(uu, np.broadcast_to(np.arange(ncat), (uu.size, ncat)))
+        cats = np.arange(ncat)[None, :]  # (1, ncat): one user's row without a broadcast
+        aff = state.fs.affinity(uu, cats if uu.size == 1 else np.repeat(cats, uu.size, axis=0))
         for j, t in zip(need, np.argmax(aff, axis=1).tolist(), strict=True):
             out[j] = t
         return out

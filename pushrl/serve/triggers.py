@@ -35,6 +35,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from itertools import repeat
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -54,6 +55,7 @@ from pushrl.serve.store import (
     OP_TRIGGER_REQUEUE,
     OP_TRIGGER_SENT,
     TRIGGER_OPS,
+    Many,
     Statement,
 )
 from pushrl.units import HOUR
@@ -83,7 +85,9 @@ class DelayPolicy(Protocol):
     def choose(self, trigger: Trigger, rule: TriggerDef, rng: np.random.Generator,
                st: ServerState) -> tuple[int | None, float]:
         """``(arm, probability of that arm)`` for ``trigger`` (``rule``: its kind's rule;
-        ``st``: the server's state, the event already recorded)."""
+        ``st``: the server's state, the event already recorded). A policy may also have
+        ``choose_many(triggers, rules, rng, st)``: the same for triggers created at one time,
+        in one call (:meth:`ContextDelay.choose_many`)."""
         ...
 
 
@@ -103,6 +107,11 @@ class FixedDelay:
         arm = min(rule.delays_h, key=lambda d: (abs(d - self.hours), d))
         return arm, 1.0
 
+    def choose_many(self, triggers: list[Trigger], rules: list[TriggerDef],
+                    rng: np.random.Generator, st: ServerState) -> list[tuple[int | None, float]]:
+        """:meth:`choose` of each trigger (deterministic: no draws)."""
+        return [self.choose(t, r, rng, st) for t, r in zip(triggers, rules, strict=True)]
+
 
 class ContextDelay:
     """A delay policy over the one delay context (``pushrl/TriggerDelay-v1``,
@@ -120,6 +129,9 @@ class ContextDelay:
         guardrails: The guardrails the send times skip quiet hours with (called per
             decision: the server's effective guardrails).
 
+    A VW artifact with the epsilon-greedy closed form (:mod:`pushrl.policies.delay_fast`,
+    proved against VW at load) decides without VW: the same PMF and draws.
+
     Raises:
         ValueError: the enabled kinds have different arms.
     """
@@ -133,6 +145,8 @@ class ContextDelay:
         self.guardrails = guardrails
         self.label = f"{policy.name}@{getattr(policy, 'version', None) or 'baseline'}"
         self._items: tuple[Any, np.ndarray, np.ndarray] | None = None
+        #: The VW model's closed form (proved equal at load), else None (VW decides).
+        self.scorer = _closed_form(policy, self.label)
 
     def _item_columns(self, st: ServerState) -> tuple[np.ndarray, np.ndarray]:
         """The catalog's delay-context item inputs
@@ -146,18 +160,50 @@ class ContextDelay:
 
     def choose(self, trigger: Trigger, rule: TriggerDef, rng: np.random.Generator,
                st: ServerState) -> tuple[int | None, float]:
+        return self.choose_many([trigger], [rule], rng, st)[0]
+
+    def choose_many(self, triggers: list[Trigger], rules: list[TriggerDef],
+                    rng: np.random.Generator, st: ServerState) -> list[tuple[int | None, float]]:
+        """The arms of ``triggers`` created at one time (an advance of the clock, an item
+        update firing for every user who viewed the item): one delay context and one policy
+        call for the batch. The draws are the same as :meth:`choose` one trigger at a time
+        (one uniform per row from ``rng``, in order; the context reads only the feature
+        state, which deciding does not change)."""
         from pushrl.sim.trigger_context import delay_context
 
-        u = np.array([trigger.user], np.int64)
+        n = len(triggers)
+        u = np.array([t.user for t in triggers], np.int64)
         cats, ratios = self._item_columns(st)
-        item = trigger.item
-        cat, ratio = (-1, 0.0) if item is None else (int(cats[item]), float(ratios[item]))
+        cat = np.full(n, -1, np.int64)
+        ratio = np.zeros(n)
+        has = [i for i, t in enumerate(triggers) if t.item is not None]
+        if has:
+            items = np.array([triggers[i].item for i in has], np.int64)
+            cat[has], ratio[has] = cats[items], ratios[items]
         raw = st.fs.features(u, st.fs.clock(u))  # the clock: never rewinds the state
-        ctx = delay_context(st.fs, u, np.array([trigger.event_ts]),
-                            np.array([trigger.kind.value]), np.array([cat]),
-                            np.array([ratio]), self.arms, self.guardrails(), features=raw)
-        d = self.policy.decide_batch(ctx, rng)
-        return self.arms[int(d.action[0])], float(d.pscore[0])
+        ctx = delay_context(st.fs, u, np.array([t.event_ts for t in triggers], np.int64),
+                            np.array([t.kind.value for t in triggers]), cat, ratio, self.arms,
+                            self.guardrails(), features=raw)
+        d = (self.scorer or self.policy).decide_batch(ctx, rng)
+        arms = self.arms
+        return [(arms[a], p) for a, p in zip(d.action.tolist(), d.pscore.tolist(),
+                                             strict=True)]
+
+
+def _closed_form(policy: Any, label: str) -> Any:
+    """:class:`~pushrl.policies.delay_fast.LinearDelayScorer` of a VW delay policy (None for
+    other policies, or when the model has no proved closed form: logged)."""
+    from pushrl.policies.delay_fast import LinearDelayScorer
+    from pushrl.policies.template_fast import NotLinear
+    from pushrl.policies.vw import VWItemPolicy
+
+    if not isinstance(policy, VWItemPolicy):
+        return None
+    try:
+        return LinearDelayScorer.extract(policy)
+    except NotLinear as exc:
+        log.info("delay policy %s decides through VW: %s", label, exc)
+        return None
 
 
 @dataclass
@@ -200,11 +246,16 @@ class ServerTriggers:
                     ) -> list[Statement]:
         """Choose and record the arm of each new open trigger; its ``triggers`` row."""
         out: list[Statement] = []
+        live = [t for t in created if t.is_open]
+        many = getattr(self.policy, "choose_many", None) if len(live) > 1 else None
+        if many is not None:  # one batched score for the triggers created together
+            chosen = iter(many(live, [self.config[t.kind] for t in live], self.rng, st))
         for t in created:
             if not t.is_open:  # e.g. a win-back already ended by the event that created it
                 out.append(self._row(st, t, ts, None, 1.0, "cancelled"))
                 continue
-            arm, p = self.policy.choose(t, self.config[t.kind], self.rng, st)
+            arm, p = (next(chosen) if many is not None
+                      else self.policy.choose(t, self.config[t.kind], self.rng, st))
             new = self.tracker.decide(t.trigger_id, arm, p, ts)
             self.count(t.kind.value, "created", 1)
             out.append(self._row(st, new, ts, arm, p, new.status.value))
@@ -278,18 +329,40 @@ class ServerTriggers:
                                        st.subscriptions.mask(users),
                                        held_out=st.held_out.mask(users))
         st.check_writable()
-        seq, b = st.seq, ts // HOUR  # one block of seq numbers (next_seq per row costs)
-        stmts: list[Statement] = [
-            (_OP_SQL, (seq + j, OP_TRIGGER_SENT, t.user, b, ts, t.trigger_id))
-            for j, t in enumerate(res.sent, 1)]
-        seq += len(res.sent)
-        stmts += [(_OP_SQL, (seq + j, OP_TRIGGER_REQUEUE, t.user, b, int(t.due_ts or 0),
-                             t.trigger_id)) for j, t in enumerate(res.requeued, 1)]
-        st.seq = seq + len(res.requeued)
-        for what, ts_ in (("sent", res.sent), ("requeued", res.requeued)):
-            for kind, n in Counter(t.kind.value for t in ts_).items():
-                self.count(kind, what, n)
+        seq, b = st.seq, ts // HOUR  # one block of seq numbers, one statement per op kind
+        ns, nr = len(res.sent), len(res.requeued)
+        stmts: list[Statement] = []
+        if ns + nr <= 4:  # a decision's few rows: plain statements
+            stmts += [(_OP_SQL, (seq + j, OP_TRIGGER_SENT, t.user, b, ts, t.trigger_id))
+                     for j, t in enumerate(res.sent, 1)]
+            stmts += [(_OP_SQL, (seq + ns + j, OP_TRIGGER_REQUEUE, t.user, b,
+                                 int(t.due_ts or 0), t.trigger_id))
+                      for j, t in enumerate(res.requeued, 1)]
+            st.seq = seq + ns + nr
+            self._count(res)
+            return res, stmts
+        if ns:
+            stmts.append((_OP_SQL, Many(zip(
+                range(seq + 1, seq + ns + 1), repeat(OP_TRIGGER_SENT, ns),
+                [t.user for t in res.sent], repeat(b, ns), repeat(ts, ns),
+                [t.trigger_id for t in res.sent], strict=True))))
+        seq += ns
+        if nr:
+            stmts.append((_OP_SQL, Many(zip(
+                range(seq + 1, seq + nr + 1), repeat(OP_TRIGGER_REQUEUE, nr),
+                [t.user for t in res.requeued], repeat(b, nr),
+                [int(t.due_ts or 0) for t in res.requeued],
+                [t.trigger_id for t in res.requeued], strict=True))))
+        st.seq = seq + nr
+        self._count(res)
         return res, stmts
+
+    def _count(self, res: DueResolution) -> None:
+        """The metrics of a resolution (sent / re-queued per kind)."""
+        for what, ts_ in (("sent", res.sent), ("requeued", res.requeued)):
+            if ts_:
+                for kind, n in Counter(t.kind for t in ts_).items():
+                    self.count(kind.value, what, n)
 
     # ------------------------------------------------------------------ restart
     def rebuild(self, st: ServerState,

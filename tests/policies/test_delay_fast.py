@@ -1,0 +1,102 @@
+"""The closed-form delay scorer equals the VW delay policy: the same PMF (VW's float32
+epsilon-greedy, ties included) on every logged round of a trained model, the same draws from
+the same generator, and it refuses models without the closed form."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pushrl.data.validate import load_dataset
+from pushrl.data.worlds import world_config
+from pushrl.policies.delay_data import DelayRounds, delay_rounds
+from pushrl.policies.delay_fast import LinearDelayScorer
+from pushrl.policies.template_fast import NotLinear
+from pushrl.policies.vw import VWConfig, VWItemPolicy
+from pushrl.rules.triggers import TriggerConfig
+from pushrl.sim.trigger_world import WORLD_GUARDRAILS, WORLD_TRIGGERS, synthesize_triggers
+from pushrl.train.delay import DELAY_VW, delay_layout, train_rounds
+
+#: VW sums float32 products; the PMF only takes the values eps/K and eps/K + (1-eps)/T, so
+#: any disagreement is a different greedy set, never a rounding difference.
+TOL = 1e-6
+
+
+@pytest.fixture(scope="module")
+def rounds(tmp_path_factory: pytest.TempPathFactory) -> DelayRounds:
+    d = tmp_path_factory.mktemp("delay_fast")
+    synthesize_triggers(d, world_config("triggers", users=120, days=8, seed=2))
+    ds, _ = load_dataset(d, quarantine=False)
+    return delay_rounds(ds, TriggerConfig.parse(WORLD_TRIGGERS), WORLD_GUARDRAILS,
+                        unsub_cost=1.0).with_costs(0.03, 1.0)
+
+
+@pytest.fixture(scope="module")
+def trained(rounds: DelayRounds) -> VWItemPolicy:
+    pol = train_rounds(rounds, passes=2)
+    pol.model_bytes()  # frozen: what a server loads
+    return pol
+
+
+def test_closed_form_equals_vw_on_every_logged_round(trained: VWItemPolicy,
+                                                     rounds: DelayRounds) -> None:
+    fast = LinearDelayScorer.extract(trained)
+    assert fast.max_error <= TOL
+    ctx = rounds.context
+    vw, mine = trained.action_dist(ctx), fast.action_dist(ctx)
+    assert np.abs(vw - mine).max() <= TOL
+    # the trained model is not degenerate: greedy arms differ between rounds
+    assert len(set(np.argmax(vw, axis=1).tolist())) > 1
+    a = trained.decide_batch(ctx, np.random.default_rng(7))
+    b = fast.decide_batch(ctx, np.random.default_rng(7))
+    assert np.array_equal(a.action, b.action)
+    np.testing.assert_allclose(a.pscore, b.pscore, atol=TOL)
+
+
+def test_ties_share_the_greedy_mass_as_vw_does(rounds: DelayRounds) -> None:
+    pol = VWItemPolicy(delay_layout(rounds.arms), DELAY_VW.args(), name="delay-vw")
+    pol.model_bytes()  # untrained: every arm scores alike, all tied
+    fast = LinearDelayScorer.extract(pol)
+    ctx = rounds.take(np.arange(20)).context
+    np.testing.assert_allclose(pol.action_dist(ctx), 1 / len(rounds.arms), atol=TOL)
+    np.testing.assert_allclose(fast.action_dist(ctx), pol.action_dist(ctx), atol=TOL)
+    mask = np.ones((2, len(rounds.arms)), bool)
+    mask[1, :3] = False
+    p = fast.pmf(np.zeros((2, len(rounds.arms))), mask)
+    np.testing.assert_allclose(p[1], np.where(mask[1], 1 / mask[1].sum(), 0), atol=TOL)
+    # two arms within VW's relative tolerance (1e-4) of the lowest share the greedy mass
+    s = np.array([[-0.58822, -0.58811, -0.40, -0.30, -0.2, -0.1, 0.0]])
+    p = fast.pmf(s, np.ones_like(s, bool))[0]
+    eps, k = fast.epsilon, s.shape[1]
+    np.testing.assert_allclose(p, [eps / k + (1 - eps) / 2] * 2 + [eps / k] * (k - 2), atol=TOL)
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    (VWConfig(exploration="squarecb").args(), "epsilon-greedy"),
+    (VWConfig(exploration="epsilon", interactions=("UC",)).args(), "not bilinear"),
+])
+def test_models_without_the_closed_form_are_refused(rounds: DelayRounds, args: list[str],
+                                                    match: str) -> None:
+    pol = VWItemPolicy(delay_layout(rounds.arms), args, name="delay-vw")
+    pol.model_bytes()
+    with pytest.raises(NotLinear, match=match):
+        LinearDelayScorer.extract(pol)
+
+
+def test_a_learning_model_is_refused(rounds: DelayRounds) -> None:
+    pol = VWItemPolicy(delay_layout(rounds.arms), DELAY_VW.args(), name="delay-vw")
+    with pytest.raises(NotLinear, match="learning"):
+        LinearDelayScorer.extract(pol)
+
+
+def test_the_benchmark_path_is_the_served_path(trained: VWItemPolicy, tmp_path: Path) -> None:
+    """A saved artifact loads with the closed form in the server's delay policy."""
+    from pushrl.policies.registry import load_policy
+    from pushrl.serve.triggers import ContextDelay
+
+    art = trained.save(tmp_path / "delay-vw", {"trigger_policy": {"arms": [0]}})
+    cd = ContextDelay(load_policy(art), TriggerConfig.parse(WORLD_TRIGGERS),
+                      lambda: WORLD_GUARDRAILS)
+    assert isinstance(cd.scorer, LinearDelayScorer)
