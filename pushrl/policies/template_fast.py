@@ -107,7 +107,7 @@ class LinearTemplateScorer:
         vw = policy.vw
         _check_args(list(vw.args))
         lay = vw.layout
-        if lay.static_names or policy.vw.model is None and policy.vw.model_sha256 is None:
+        if lay.static_names or (policy.vw.model is None and policy.vw.model_sha256 is None):
             raise NotLinear("static template features (or an unsaved, learning model) are not "
                             "supported by the bilinear scorer")
         coef, scores = bilinear_coef(vw)
@@ -156,8 +156,9 @@ class LinearTemplateScorer:
         s = np.where(mask, scores, np.inf)
         best = np.argmin(s, axis=1)
         k = mask.sum(axis=1, keepdims=True)
-        p = np.where(mask, 1.0 / (k + self.gamma * (s - s[np.arange(len(s)), best][:, None])),
-                     0.0)
+        with np.errstate(invalid="ignore"):  # gamma 0 x inf on masked arms: dropped below
+            p = np.where(mask, 1.0 / (k + self.gamma * (s - s[np.arange(len(s)), best][:, None])),
+                         0.0)
         p[np.arange(len(s)), best] = 0.0
         p[np.arange(len(s)), best] = 1.0 - p.sum(axis=1)
         return p
