@@ -12,7 +12,8 @@
    incremental revenue, by trigger kind; paired 95 % CIs of learned - fixed 1 h by a
    bootstrap over held-out users (2000 resamples).
 4. OPE (IPW, DR with a kind x arm reward model fitted on the training users) of the learned
-   policy vs fixed 1 h on the held-out logs through :class:`pushrl.ope.DeploymentGate`.
+   policy vs fixed 1 h on the held-out logs: the product's delay gate,
+   :func:`pushrl.ope.evaluate_delay.evaluate_delay_policy`.
 5. Writes ``OUT.json``, ``OUT.md`` and the delay distribution plot ``OUT_delays.png``.
 
 Target: learned >= +10 % incremental conversions vs fixed 1 h at no more sends and no more
@@ -34,9 +35,9 @@ import pandas as pd
 from pushrl.data.split import UserSplit
 from pushrl.data.validate import load_dataset
 from pushrl.data.worlds import world_config
-from pushrl.ope import DeploymentGate, DoublyRobust, InverseProbabilityWeighting
+from pushrl.ope.evaluate_delay import evaluate_delay_policy
 from pushrl.policies.baselines import make_baseline
-from pushrl.policies.delay_data import DelayRounds, delay_rounds
+from pushrl.policies.delay_data import delay_rounds
 from pushrl.rules.triggers import KINDS, TriggerConfig
 from pushrl.sim.trigger_fit import TriggerSim
 from pushrl.sim.trigger_metrics import ArmOutcomes, trigger_outcomes
@@ -74,21 +75,6 @@ def _paired(a: np.ndarray, b: np.ndarray, users: np.ndarray, rng: np.random.Gene
             "diff_lo": float(np.quantile(diff, 0.025)), "diff_hi": float(np.quantile(diff, 0.975)),
             "rel": float(sa.sum() / sb.sum() - 1), "rel_lo": float(np.quantile(rel, 0.025)),
             "rel_hi": float(np.quantile(rel, 0.975))}
-
-
-def _reward_model(train: DelayRounds, test: DelayRounds) -> np.ndarray:
-    """``(n_test, k, 1)`` mean training reward per (kind, arm) (DR's model; the overall arm
-    mean where a cell is empty)."""
-    k = len(train.arms)
-    out = np.zeros((test.n_rounds, k))
-    arm_mean = np.array([train.reward[train.action == a].mean() if (train.action == a).any()
-                         else train.reward.mean() for a in range(k)])
-    for kind in np.unique(test.kind):
-        m, mt = test.kind == kind, train.kind == kind
-        for a in range(k):
-            cell = mt & (train.action == a)
-            out[m, a] = train.reward[cell].mean() if cell.sum() >= 20 else arm_mean[a]
-    return out[:, :, None]
 
 
 def main() -> None:
@@ -178,22 +164,21 @@ def main() -> None:
         paired[name] = {k: _paired(vals[name][k], base[k], users, rng)
                         for k in ("incremental", "sends", "unsubscribes", "recovered",
                                   "incremental_revenue")}
-    # OPE + gate of learned vs fixed 1 h on the held-out logs
-    # only rounds whose conversion window ends inside the log (the rest are censored)
+    # OPE + gate of learned vs fixed 1 h on the held-out logs (the product's delay gate:
+    # complete rounds only, the kind x arm reward model fitted on the training users)
+    split = UserSplit(args.holdout_frac, args.seed)
+    lineage = {p: {"fingerprint": None,
+                   "split": split.with_part(p).record(str(data), len(set(parts[p].user_id)))}
+               for p in ("train", "heldout")}
+    ev = evaluate_delay_policy(train, test, dists["learned-vw"], dists["delay-fixed-1h"],
+                               trained_on=lineage["train"], evaluated_on=lineage["heldout"],
+                               n_bootstrap=1000, seed=args.seed)
     done = np.flatnonzero(test.complete)
-    model = _reward_model(train.take(np.flatnonzero(train.complete)), test)[done]
-    ope: dict = {"rounds": int(done.size)}
-    for est_name, est in (("ipw", InverseProbabilityWeighting()), ("dr", DoublyRobust())):
-        gate = DeploymentGate(estimator=est, n_bootstrap_samples=1000)
-        res = gate.evaluate(test.reward[done], test.action[done], test.pscore[done],
-                            dists["learned-vw"][done, :, None],
-                            dists["delay-fixed-1h"][done, :, None],
-                            estimated_rewards_by_reg_model=model, random_state=args.seed)
-        c = res.comparison
-        ope[est_name] = {"passed": res.passed, "failed_rules": list(res.failed_rules),
-                         "estimate_learned": c.candidate_value,
-                         "estimate_fixed_1h": c.baseline_value,
-                         "difference": c.difference, "lo": c.lower, "hi": c.upper}
+    ope: dict = {"rounds": ev["rounds"]}
+    for est_name, e in ev["estimates"].items():
+        ope[est_name] = {"passed": e["passed"], "failed_rules": e["failed_rules"],
+                         "estimate_learned": e["candidate"], "estimate_fixed_1h": e["baseline"],
+                         "difference": e["difference"], "lo": e["lower"], "hi": e["upper"]}
     sc, uc = args.send_cost, 1.0
 
     def true_reward(name: str) -> float:

@@ -28,11 +28,17 @@ def command(
     horizon_h: int = typer.Option(168, "--horizon-h", help="conversion window after the event"),
     passes: int = typer.Option(4, help="passes over the trigger rounds"),
     seed: int = typer.Option(0, help="shuffle seed of the later passes"),
+    gate_baseline: str = typer.Option(
+        "delay-fixed-1h", "--gate-baseline", help="with --holdout-frac: the delay baseline the "
+        "OPE gate compares the policy with on the held-out users (recorded in the card)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON on stdout"),
 ) -> None:
     """Train a VW delay policy: each logged trigger decision is a round over the arms
     (delays then drop) with context pushrl/TriggerDelay-v1, reward converted - send_cost *
-    sent - unsub_cost * unsubscribed and the logged arm's pscore."""
+    sent - unsub_cost * unsubscribed and the logged arm's pscore. With --holdout-frac the
+    policy is then evaluated off-policy on the held-out users (IPW, DR vs --gate-baseline,
+    complete rounds only) and the deployment gate's decision is written into its model card,
+    which `pushrl policies promote` applies."""
     from pushrl.data.split import UserSplit
     from pushrl.errors import DataError
     from pushrl.rules.triggers import TriggerConfig
@@ -59,8 +65,28 @@ def command(
                       unsub_cost=unsub_cost, horizon_h=horizon_h, passes=passes, seed=seed)
     summary = {"artifact": str(res.artifact), **res.metrics,
                "send_cost": res.card["trigger_policy"]["send_cost"]}
+    gate = None
+    if split is not None:
+        from pushrl.ope.evaluate_delay import gate_trained_delay
+
+        ev = gate_trained_delay(res, data, split, triggers=cfg, baseline=gate_baseline,
+                                seed=seed)
+        gate = ev["gate"]
+        summary["ope"] = {"rounds": ev["rounds"], "censored": ev["censored"],
+                          "baseline": gate_baseline, "estimates": ev["estimates"],
+                          "gate_passed": gate["passed"], "failed_rules": gate["failed_rules"]}
     if as_json:
         emit(summary, True)
-    else:
-        console.print(f"trained delay policy on {int(res.metrics['train/rounds']):,} trigger "
-                      f"rounds in {res.metrics['train/seconds']:.1f} s -> {res.artifact}")
+        return
+    console.print(f"trained delay policy on {int(res.metrics['train/rounds']):,} trigger "
+                  f"rounds in {res.metrics['train/seconds']:.1f} s -> {res.artifact}")
+    if gate is not None:
+        o = summary["ope"]
+        dr, ipw = o["estimates"]["dr"], o["estimates"]["ipw"]
+        verdict = ("passed" if gate["passed"] else
+                   "refused (" + ", ".join(gate["failed_rules"]) + ")")
+        console.print(
+            f"OPE on {o['rounds']:,} held-out trigger rounds ({o['censored']:,} censored) vs "
+            f"{gate_baseline}: DR difference {dr['difference']:+.4f} [{dr['lower']:+.4f}, "
+            f"{dr['upper']:+.4f}], IPW {ipw['difference']:+.4f} [{ipw['lower']:+.4f}, "
+            f"{ipw['upper']:+.4f}], ESS {dr['ess']:.0f}; gate {verdict} (in the model card)")

@@ -88,12 +88,15 @@ CHUNK = 1024
 
 @dataclass
 class DelayTrainResult:
-    """A trained delay policy, its metrics and card (``artifact`` when saved)."""
+    """A trained delay policy, its metrics and card (``artifact`` when saved); ``rounds``
+    are the training rounds at the policy's costs (the delay gate's reward model is fitted
+    on them: :mod:`pushrl.ope.evaluate_delay`)."""
 
     policy: VWItemPolicy
     metrics: dict[str, float]
     card: dict[str, Any] = field(default_factory=dict)
     artifact: Path | None = None
+    rounds: DelayRounds | None = None
 
 
 def delay_layout(arms: tuple[int | None, ...]) -> VWLayout:
@@ -300,7 +303,7 @@ def train_delay(data: str | Path, *, out: str | Path | None = None,
             "metrics": metrics}
     if match is not None:
         card["send_cost_match"] = match.to_dict()
-    res = DelayTrainResult(policy, metrics, card)
+    res = DelayTrainResult(policy, metrics, card, rounds=rounds)
     if out is not None:
         policy.name = Path(out).name
         res.artifact = policy.save(out, card)
