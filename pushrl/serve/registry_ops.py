@@ -202,8 +202,10 @@ def promote(registry: str | Path, name: str, version: str | None = None, *,
     if not shadow:
         gate = run_gate(card)
         if not gate["passed"]:
-            why = gate.get("unavailable") or "OPE gate failed: " + "; ".join(
-                gate.get("messages") or gate.get("failed_rules") or ["no reason given"])
+            rules = gate.get("failed_rules") or []
+            why = gate.get("unavailable") or (
+                "OPE gate failed" + (f" ({', '.join(rules)})" if rules else "") + ": "
+                + "; ".join(gate.get("messages") or rules or ["no reason given"]))
             if not force:
                 audit(registry, "promote_refused", policy=ref, kind=kind, gate=gate, **who)
                 raise GateRefused(f"refusing to promote {ref}: {why}; pass --force --reason "

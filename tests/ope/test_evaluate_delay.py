@@ -151,7 +151,8 @@ def test_train_triggers_records_the_gate_and_promote_applies_it(world: Path,
     r = run_pushrl("policies", "promote", "delay", "--registry", reg)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     line = r.stderr.strip()
-    assert "\n" not in line and "OPE gate failed" in line and "ESS" in line
+    assert "\n" not in line and "OPE gate failed (" in line and "ESS" in line
+    assert all(rule in line for rule in ope["gate"]["failed_rules"])
     assert read_active(reg)["delay"] == before["delay"]
     assert read_active(reg)["delay"]["active"] is None
     # the same artifact with passing evidence (constructed: a pass is not reachable on a
