@@ -71,3 +71,15 @@ class LiveServer:
                 self.proc.kill()
                 self.proc.wait(10)
         self.log.close()
+
+
+def schemathesis_bin() -> str | None:
+    """The ``schemathesis`` CLI: on PATH, else beside this interpreter (a venv that is not
+    activated: the dev extra installs it there), else None."""
+    import shutil
+
+    found = shutil.which("schemathesis")
+    if found:
+        return found
+    local = Path(sys.executable).parent / "schemathesis"
+    return str(local) if local.exists() else None

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import pytest
 
 from pushrl.policies.registry import save_artifact
 from tests.serve.conftest import bl
-from tests.serve.live import LiveServer
+from tests.serve.live import LiveServer, schemathesis_bin
 
 pytestmark = pytest.mark.slow
 ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"]
@@ -138,13 +137,13 @@ def test_hot_promote_and_rollback_under_load(tmp_path: Path) -> None:
         srv.stop()
 
 
-@pytest.mark.skipif(shutil.which("schemathesis") is None, reason="pip install schemathesis")
+@pytest.mark.skipif(schemathesis_bin() is None, reason="pip install schemathesis")
 def test_schemathesis_finds_no_server_error(tmp_path: Path) -> None:
     srv = LiveServer(tmp_path)
     _setup(srv.base, 5)
     try:
         res = subprocess.run(
-            ["schemathesis", "run", srv.base + "/openapi.json", "--checks",
+            [str(schemathesis_bin()), "run", srv.base + "/openapi.json", "--checks",
              "not_a_server_error,status_code_conformance,content_type_conformance,"
              "response_schema_conformance", "--max-examples", "60", "--seed", "1",
              "--workers", "1", "--phases", "examples,coverage,fuzzing"],

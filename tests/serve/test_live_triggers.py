@@ -5,7 +5,6 @@ none is sent twice, and the restarted server still sends every pending one."""
 from __future__ import annotations
 
 import asyncio
-import shutil
 import sqlite3
 import subprocess
 from collections import defaultdict
@@ -15,7 +14,7 @@ import httpx
 import pytest
 
 from tests.serve.conftest import T0
-from tests.serve.live import LiveServer
+from tests.serve.live import LiveServer, schemathesis_bin
 
 pytestmark = pytest.mark.slow
 H = 3600
@@ -130,7 +129,7 @@ def test_kill_9_under_load_loses_no_pending_trigger_and_no_acknowledged_send(
         srv2.stop()
 
 
-@pytest.mark.skipif(shutil.which("schemathesis") is None, reason="pip install schemathesis")
+@pytest.mark.skipif(schemathesis_bin() is None, reason="pip install schemathesis")
 def test_schemathesis_finds_no_server_error_on_the_trigger_endpoints(tmp_path: Path) -> None:
     srv = LiveServer(tmp_path, *ARGS)
     try:
@@ -143,7 +142,7 @@ def test_schemathesis_finds_no_server_error_on_the_trigger_endpoints(tmp_path: P
                 c.post("/v1/events", json={"user_id": f"u{i}", "event": "cart",
                                            "item_id": "i0"}).raise_for_status()
         res = subprocess.run(
-            ["schemathesis", "run", srv.base + "/openapi.json", "--checks",
+            [str(schemathesis_bin()), "run", srv.base + "/openapi.json", "--checks",
              "not_a_server_error,status_code_conformance,content_type_conformance,"
              "response_schema_conformance", "--max-examples", "60", "--seed", "1",
              "--workers", "1", "--phases", "examples,coverage,fuzzing",
