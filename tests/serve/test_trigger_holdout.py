@@ -164,3 +164,36 @@ def test_lift_for_a_kind_reports_both_arms(tmp_path: Path) -> None:
     assert r.returncode == 2 and "no 'winback' trigger carries a holdout arm" in r.stderr
     r = run_pushrl("lift", "--state", str(tmp_path / "state"), "--trigger-kind", "basket")
     assert r.returncode == 2 and "unknown trigger kind" in r.stderr
+
+
+def test_a_restart_without_the_flag_keeps_holding_out(tmp_path: Path) -> None:
+    """The stored per-kind holdouts run after a restart without ``trigger_holdouts``: the
+    held-out users' re-queued cart triggers are still never sent, until they expire."""
+    n = 60
+    c = _serve(tmp_path, KINDS)
+    try:
+        first = _run(c, n)
+    finally:
+        c.__exit__(None, None, None)
+    users = [f"u{i}" for i in range(n)]
+    held = KINDS[TriggerKind.CART].held_out(users)
+    assert {u for (u, k) in first if k == "cart"} == {
+        u for u, h in zip(users, held, strict=True) if not h}
+    c = _serve(tmp_path, {})
+    try:
+        def pending(u: str) -> list[str]:
+            return [t["kind"] for t in c.get(f"/v1/users/{u}/triggers").json()["triggers"]]
+
+        for h in (8, 30, 47):
+            r = c.post("/v1/triggers/due", json={"users": users, "ts": T + h * HOUR})
+            assert r.status_code == 200 and r.json()["sends"] == [], r.text
+            assert all(("cart" in pending(u)) == bool(x) for u, x in zip(users, held,
+                                                                          strict=True))
+        r = c.post("/v1/triggers/due", json={"users": users, "ts": T + 49 * HOUR})
+        assert r.json()["sends"] == [] and not any(pending(u) for u in users)  # expired
+    finally:
+        c.__exit__(None, None, None)
+    db = sqlite3.connect(tmp_path / "state" / "log.sqlite3")
+    st = dict(db.execute("SELECT user_id, status FROM triggers WHERE kind = 'cart'").fetchall())
+    db.close()
+    assert all((st[u] == "sent") != h for u, h in zip(users, held, strict=True))
