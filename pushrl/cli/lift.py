@@ -27,13 +27,26 @@ def command(
     report: Path | None = typer.Option(None, "--report", help="Write lift.html and lift.md "
                                        "(forest plot) into this directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the estimates as JSON."),
+    trigger_kind: str | None = typer.Option(None, "--trigger-kind", help="With --state: the "
+                                            "per-kind holdout of this trigger kind "
+                                            "(`serve --trigger-holdout KIND=SHARE`): users "
+                                            "with at least one such trigger, by their arm."),
 ) -> None:
     """Incremental opens, clicks, conversions, revenue, organic activity and sends per user
     of the treated vs the held-out users, with 95 % intervals (raw and CUPED-adjusted by
     pre-period activity), and optionally the days needed to detect an effect (--mde)."""
     from pushrl.compare import lift
+    from pushrl.errors import PushrlError
 
-    if data is not None:
+    if trigger_kind is not None:
+        if data is not None:
+            raise PushrlError("--trigger-kind reads a server's --state (its triggers table), "
+                              "not an exported DATA set; omit DATA")
+        from pushrl.serve.config import state_dir
+        from pushrl.serve.trigger_holdout import lift_data as kind_lift_data
+
+        ld = kind_lift_data(state_dir(state), trigger_kind, pre_days=pre_days)
+    elif data is not None:
         ld = lift.from_log(data, pre_days=pre_days)
     else:
         from pushrl.serve.config import state_dir

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from pushrl.rules.holdout import Holdout
     from pushrl.rules.uplift import UpliftGate
     from pushrl.rules.volume import VolumeTarget
-    from pushrl.rules.triggers import TriggerConfig
+    from pushrl.rules.triggers import TriggerConfig, TriggerKind
 
 
 def command(
@@ -125,6 +125,11 @@ def command(
         None, "--trigger-delay-policy", help="Delay policy of new triggers instead of the "
         "fixed delay: a delay baseline (delay-next-active-hour, delay-fixed-0h ...) or a "
         "`pushrl train triggers` artifact directory."),
+    trigger_holdout: list[str] | None = typer.Option(
+        None, "--trigger-holdout", help="Per-trigger-kind live holdout KIND=SHARE (e.g. "
+        "cart=0.05; repeat for several kinds): that share of users is never sent that kind "
+        "(other kinds and scheduled pushes still are); salt --holdout-salt; stored in the "
+        "state; `pushrl lift --trigger-kind KIND` measures it."),
     scheduled_priority: int = typer.Option(0, "--scheduled-priority", help="`decide` answers "
                                            "with a due trigger only when its priority is above "
                                            "this."),
@@ -199,6 +204,7 @@ def command(
             hold = Holdout(holdout_share, holdout_salt, holdout_campaign, holdout_incumbent)
         except ValueError as exc:
             raise PushrlError(f"--holdout: {exc}") from None
+    kind_holds = _trigger_holdouts(trigger_holdout, holdout_salt, triggers)
     try:
         past, future = (int(x) for x in time_window.split(","))
     except ValueError:
@@ -225,7 +231,7 @@ def command(
                       attribution_hours=attribution_hours, sync=sync, seed=seed,
                       catalog=catalog, public_docs=public_docs, public_metrics=public_metrics,
                       time_window_days=(past, future), accept_empty_state=accept_empty_state,
-                      late_bound_hours=late_bound, holdout=hold,
+                      late_bound_hours=late_bound, holdout=hold, trigger_holdouts=kind_holds,
                       volume=(None if volume is None
                               else _volume(volume, volume_value, volume_value_power)),
                       uplift=_uplift(uplift, uplift_threshold, uplift_min_hours),
@@ -246,6 +252,9 @@ def command(
         return
     check_log(cfg.state, accept_empty=accept_empty_state)  # one clear line, not a traceback
     hold = check_holdout(cfg.state, hold)
+    from pushrl.serve.trigger_holdout import check as check_kind_holdouts
+
+    check_kind_holdouts(cfg.state, kind_holds)  # a changed share/salt: one line, not a 500
     if hold is not None and hold.has_incumbent:  # load it now: one line, not a 500 later
         from pushrl.compare.runner import PolicySpec
 
@@ -278,6 +287,22 @@ def _channel_set(channels: str | None, channel_policy: str | None) -> ChannelSet
     from pushrl.serve.channels import load_channel_config
 
     return load_channel_config(channels)
+
+
+def _trigger_holdouts(specs: list[str] | None, salt: str, triggers: str | None
+                      ) -> dict[TriggerKind, Holdout]:
+    """``--trigger-holdout KIND=SHARE`` options (:mod:`pushrl.serve.trigger_holdout`)."""
+    from pushrl.errors import PushrlError
+    from pushrl.serve.trigger_holdout import parse
+
+    try:
+        out = parse(specs or (), salt)
+    except ValueError as exc:
+        raise PushrlError(str(exc)) from None
+    if out and triggers is None:
+        raise PushrlError("--trigger-holdout needs --triggers (the rules that create the "
+                          "triggers it holds out)")
+    return dict(out)
 
 
 def _child_args(ctx: typer.Context) -> list[str]:

@@ -69,7 +69,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pushrl.errors import DataError
-from pushrl.rules.guardrails import ALLOWED, REASONS, Guardrails
+from pushrl.rules.guardrails import ALLOWED, HELD_OUT, REASONS, Guardrails
 from pushrl.units import DAY, HOUR, bucket_of, bucket_start
 
 
@@ -348,6 +348,22 @@ def _evolve(t: Trigger, **changes: Any) -> Trigger:
     return new
 
 
+def _held_kinds(k: int, held_out_kinds: Mapping[TriggerKind, npt.ArrayLike] | None
+                ) -> dict[int, frozenset[TriggerKind]]:
+    """``{j: kinds}`` for the rows ``j`` of ``k`` users held out of at least one kind."""
+    if not held_out_kinds:
+        return {}
+    out: dict[int, set[TriggerKind]] = {}
+    for kind, mask in held_out_kinds.items():
+        m = np.asarray(mask, bool)
+        if m.shape != (k,):
+            raise ValueError(f"held_out_kinds[{kind.value!r}] must have shape ({k},), "
+                             f"got {m.shape}")
+        for j in np.flatnonzero(m).tolist():
+            out.setdefault(j, set()).add(kind)
+    return {j: frozenset(v) for j, v in out.items()}
+
+
 @dataclass
 class DueResolution:
     """What :meth:`TriggerTracker.resolve_due` did at one time.
@@ -592,6 +608,7 @@ class TriggerTracker:
                     local_hour: npt.ArrayLike, sends_today: npt.ArrayLike,
                     sends_week: npt.ArrayLike, subscribed: npt.ArrayLike | None = None, *,
                     held_out: npt.ArrayLike | None = None,
+                    held_out_kinds: Mapping[TriggerKind, npt.ArrayLike] | None = None,
                     commit: bool = True) -> DueResolution:
         """Send or re-queue the triggers due at ``now`` for ``users`` (module docstring).
 
@@ -605,6 +622,10 @@ class TriggerTracker:
             subscribed: ``(k,)`` bool, or None (all subscribed).
             held_out: ``(k,)`` bool: users in a live holdout (never sent; their triggers are
                 re-queued until they expire), or None (nobody).
+            held_out_kinds: ``{kind: (k,) bool}``: users in a per-kind live holdout
+                (:mod:`pushrl.serve.trigger_holdout`): their due triggers of that kind are
+                never sent (re-queued until they expire, like ``held_out``); their other
+                kinds' triggers are resolved as usual. None or ``{}``: nobody.
             commit: False = report without changing any trigger (a dry run).
         """
         now = int(now)
@@ -620,6 +641,7 @@ class TriggerTracker:
                                      None if held_out is None else np.asarray(held_out, bool))
         nxt = int(bucket_start(bucket_of(now) + 1))
         codes = np.asarray(verdict).tolist()
+        skip = _held_kinds(len(users), held_out_kinds)
         get = self._users.get
         triggers, sent, closed = self._triggers, res.sent, []
         for j, user in enumerate(users):
@@ -628,6 +650,9 @@ class TriggerTracker:
                 continue
             op = u.open
             if not op:
+                continue
+            if j in skip:
+                self._resolve_user(user, op, now, codes[j], nxt, res, commit, skip[j])
                 continue
             if len(op) == 1 and commit and codes[j] == ALLOWED:  # the common case, inlined
                 t = next(iter(op.values()))
@@ -650,18 +675,26 @@ class TriggerTracker:
         return res
 
     def _resolve_user(self, user: int, op: dict[str, Trigger], now: int, code: int, nxt: int,
-                      res: DueResolution, commit: bool) -> None:
+                      res: DueResolution, commit: bool,
+                      held_kinds: frozenset[TriggerKind] = frozenset()) -> None:
         """:meth:`resolve_due` for one user with open triggers ``op`` and guardrail verdict
-        ``code`` (``nxt``: the next hour start, where re-queued triggers go)."""
+        ``code`` (``nxt``: the next hour start, where re-queued triggers go; ``held_kinds``:
+        the kinds this user is held out of, never sent)."""
         due: list[Trigger] = []
         late: list[Trigger] = []
+        held: list[Trigger] = []
         for t in op.values():
             if t.due_ts is not None and t.due_ts <= now:
-                (late if now >= t.expires_ts else due).append(t)
+                (late if now >= t.expires_ts else held if t.kind in held_kinds
+                 else due).append(t)
         for t in late:
             res.expired.append(self._close(t, TriggerStatus.EXPIRED, t.expires_ts)
                                if commit else t)
+        for t in held:
+            res.requeued.append(self._requeue(t, nxt) if commit else t)
         if not due:
+            if held:
+                res.blocked[user] = cast(str, REASONS[HELD_OUT])
             return
         if len(due) > 1:
             due = order_due(due)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
 
 from pushrl.rules.channels import ChannelSet
@@ -12,7 +13,7 @@ from pushrl.rules.guardrails import Guardrails
 from pushrl.rules.holdout import Holdout
 from pushrl.rules.uplift import UpliftGate
 from pushrl.rules.volume import VolumeTarget
-from pushrl.rules.triggers import TriggerConfig
+from pushrl.rules.triggers import TriggerConfig, TriggerKind
 
 #: Environment variable naming the default state directory.
 HOME_ENV = "PUSHRL_HOME"
@@ -71,6 +72,8 @@ class ServeConfig:
             (default 168: the longest feature window).
         holdout: A live holdout (``--holdout``); None runs the one stored in the state's log,
             if any (:mod:`pushrl.serve.holdout`).
+        trigger_holdouts: Per-trigger-kind live holdouts (``--trigger-holdout KIND=SHARE``,
+            :mod:`pushrl.serve.trigger_holdout`); kinds without one run the stored one, if any.
         volume: A global volume target (``--volume V``: at most V pushes per subscribed user
             per week on average), met by a price on each send (:mod:`pushrl.rules.volume`).
         uplift: Send only if it helps (``--uplift FILE``, :mod:`pushrl.rules.uplift`).
@@ -116,6 +119,7 @@ class ServeConfig:
     accept_empty_state: bool = False
     late_bound_hours: int = 168
     holdout: Holdout | None = None
+    trigger_holdouts: Mapping[TriggerKind, Holdout] = field(default_factory=dict)
     volume: VolumeTarget | None = None
     uplift: UpliftGate | None = None
     triggers: TriggerConfig | None = None

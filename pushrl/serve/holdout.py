@@ -97,22 +97,27 @@ class HeldOut:
         return arm == 1
 
 
-def _stored(conn: sqlite3.Connection) -> Holdout | None:
-    row = conn.execute("SELECT value FROM meta WHERE key=?", (META_KEY,)).fetchone()
+def _stored(conn: sqlite3.Connection, key: str = META_KEY) -> Holdout | None:
+    row = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
     return None if row is None else Holdout.from_dict(json.loads(row[0]))
 
 
-def _refuse(stored: Holdout, wanted: Holdout, where: Path) -> StateError:
+def _refuse(stored: Holdout, wanted: Holdout, where: Path, flag: str = "--holdout"
+            ) -> StateError:
     return StateError(
-        f"the state dir {where} runs {stored.describe()}; --holdout asks for "
+        f"the state dir {where} runs {stored.describe()}; {flag} asks for "
         f"{wanted.describe()}: changing the share, salt, campaign or incumbent of a running "
         "holdout would move users between the arms or change what they get and break the lift "
-        "measurement; omit --holdout to keep "
+        f"measurement; omit {flag} to keep "
         "it, or start the new holdout in a new --state")
 
 
-def check(state_dir: str | Path, holdout: Holdout | None) -> Holdout | None:
+def check(state_dir: str | Path, holdout: Holdout | None, *, key: str = META_KEY,
+          flag: str = "--holdout") -> Holdout | None:
     """The holdout a server on ``state_dir`` will run (read-only; before it starts).
+
+    ``key``: its ``meta`` key (another one for each per-trigger-kind holdout,
+    :mod:`pushrl.serve.trigger_holdout`); ``flag``: the option named in the refusal.
 
     Returns:
         The stored holdout, else ``holdout``.
@@ -125,30 +130,32 @@ def check(state_dir: str | Path, holdout: Holdout | None) -> Holdout | None:
         return holdout
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        stored = _stored(conn)
+        stored = _stored(conn, key)
     except sqlite3.OperationalError:  # no meta table yet
         stored = None
     finally:
         conn.close()
     if stored is not None and holdout is not None and stored != holdout:
-        raise _refuse(stored, holdout, Path(state_dir))
+        raise _refuse(stored, holdout, Path(state_dir), flag)
     return stored if stored is not None else holdout
 
 
-def bind(log: DurableLog, holdout: Holdout | None) -> Holdout | None:
-    """Store ``holdout`` in the log on its first start; the holdout to run (:func:`check`).
+def bind(log: DurableLog, holdout: Holdout | None, *, key: str = META_KEY,
+         flag: str = "--holdout") -> Holdout | None:
+    """Store ``holdout`` in the log on its first start; the holdout to run (:func:`check`;
+    ``key``, ``flag`` as there).
 
     Raises:
         StateError: ``holdout`` differs from the stored one.
     """
-    stored = _stored(log.reader)
+    stored = _stored(log.reader, key)
     if stored is not None:
         if holdout is not None and stored != holdout:
-            raise _refuse(stored, holdout, log.dir)
+            raise _refuse(stored, holdout, log.dir, flag)
         return stored
     if holdout is not None and holdout.active:
         log.write([("INSERT OR REPLACE INTO meta VALUES (?, ?)",
-                    (META_KEY, json.dumps(holdout.to_dict(), sort_keys=True)))])
+                    (key, json.dumps(holdout.to_dict(), sort_keys=True)))])
     return holdout
 
 

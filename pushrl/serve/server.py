@@ -19,12 +19,13 @@ import numpy as np
 from pushrl.data.features import FeatureSpec
 from pushrl.errors import PushrlError, TemplateError
 from pushrl.policies.base import Policy
-from pushrl.serve import history, holdout, registry_ops
+from pushrl.serve import history, holdout, registry_ops, trigger_holdout
 from pushrl.serve.auth import KeyChecker, load_keys
 from pushrl.serve.config import ServeConfig
 from pushrl.serve.batcher import DecisionBatcher
 from pushrl.serve.engine import DecideRow, Engine
 from pushrl.serve.holdout import HeldOut
+from pushrl.serve.trigger_holdout import KindHeldOut
 from pushrl.serve.errors import Conflict, NotFound, ServeError, Unprocessable
 from pushrl.serve.metrics import ServeMetrics
 from pushrl.serve.policyset import CatalogPopular, Loaded, PolicySet, catalog_mismatch, load_set
@@ -97,6 +98,8 @@ class Server(TriggerRequests):
                                  self._triggers(cfg, policies.delay))
         try:
             self.state.held_out = HeldOut(holdout.bind(self.log, cfg.holdout))
+            self.state.held_out_kinds = KindHeldOut(trigger_holdout.bind(
+                self.log, dict(cfg.trigger_holdouts)))
         except Exception:
             self.log.close()
             raise

@@ -22,6 +22,7 @@ from pushrl.data.timezones import zone_names
 from pushrl.serve.errors import Conflict, NotFound, ServeError, Unprocessable
 from pushrl.serve.guardrails import SendHistory, Subscriptions
 from pushrl.serve.holdout import HeldOut
+from pushrl.serve.trigger_holdout import KindHeldOut
 from pushrl.serve.history import Restored, history_meta, restore
 from pushrl.serve.store import (
     OP_ACTIVITY,
@@ -120,6 +121,8 @@ class ServerState:
         self.subscriptions = Subscriptions()
         #: Live holdout arms (:mod:`pushrl.serve.holdout`); the server sets its holdout.
         self.held_out = HeldOut()
+        #: Per-trigger-kind holdout arms (:mod:`pushrl.serve.trigger_holdout`).
+        self.held_out_kinds = KindHeldOut()
         self.seq = 0
         self._catalog: ItemCatalog | None = None
         self._item_cat: np.ndarray | None = None
@@ -240,6 +243,7 @@ class ServerState:
         idx = int(self.fs.add_users([timezone], bucket)[0])
         self.users[user_id] = idx
         self.held_out.add(idx, user_id)
+        self.held_out_kinds.add(idx, user_id)
         stmts = [
             ("INSERT INTO users VALUES (?,?,?,?,?)", (user_id, idx, timezone, feats, bucket)),
             (_OP_SQL, (self.next_seq(), OP_ADD_USER, idx, bucket, 0, timezone)),
@@ -359,6 +363,7 @@ class ServerState:
             seen.add(u)
         flush()
         self.held_out.reset(self.users)
+        self.held_out_kinds.reset(self.users)
         self.sends = SendHistory()
         if restored is not None and restored.sends.size:  # the log's last sends (guardrails)
             hu, hts = restored.sends[:, 0], restored.sends[:, 1]

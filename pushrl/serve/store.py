@@ -103,7 +103,8 @@ CREATE TABLE IF NOT EXISTS triggers (
   trigger_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, user_id TEXT NOT NULL, kind TEXT NOT NULL,
   item_id TEXT, event_ts INTEGER NOT NULL, expires_ts INTEGER NOT NULL,
   priority INTEGER NOT NULL, decided_ts INTEGER NOT NULL, delay_h INTEGER,
-  pscore REAL NOT NULL, policy TEXT NOT NULL, status TEXT NOT NULL, decision_id TEXT);
+  pscore REAL NOT NULL, policy TEXT NOT NULL, status TEXT NOT NULL, decision_id TEXT,
+  holdout INTEGER, p_holdout REAL);
 CREATE TABLE IF NOT EXISTS trigger_pulls (
   request_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL,
   response TEXT NOT NULL);
@@ -111,7 +112,9 @@ CREATE TABLE IF NOT EXISTS trigger_pulls (
 #: Columns added after a table was first created (a log from an older server gains them).
 _ADDED_COLUMNS = (("decisions", "trigger_id", "TEXT"), ("decisions", "template_id", "TEXT"),
                   ("decisions", "pscore_template", "REAL"), ("decisions", "channel", "TEXT"),
-                  ("decisions", "pscore_channel", "REAL"))
+                  ("decisions", "pscore_channel", "REAL"),
+                  # per-trigger-kind holdouts (#18, serve/trigger_holdout.py): arm of the kind
+                  ("triggers", "holdout", "INTEGER"), ("triggers", "p_holdout", "REAL"))
 
 Statement = tuple[str, Sequence[Any]]
 

@@ -68,7 +68,7 @@ log = logging.getLogger("pushrl.serve")
 _OP_SQL = "INSERT INTO ops(seq, kind, user_idx, bucket, arg, tz) VALUES (?,?,?,?,?,?)"
 _TRIGGER_SQL = ("INSERT OR IGNORE INTO triggers(trigger_id, seq, user_id, kind, item_id, "
                 "event_ts, expires_ts, priority, decided_ts, delay_h, pscore, policy, status, "
-                "decision_id) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+                "decision_id, holdout, p_holdout) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 _SENT_SQL = "UPDATE triggers SET status='sent', decision_id=? WHERE trigger_id=?"
 #: ``arg`` of an :data:`OP_ITEM_UPDATE` op: stock unknown / out / in.
 _STOCK = {None: -1, False: 0, True: 1}
@@ -264,9 +264,10 @@ class ServerTriggers:
     def _row(self, st: ServerState, t: Trigger, ts: int, arm: int | None, p: float,
              status: str) -> Statement:
         item = None if t.item is None else st.item_list[t.item].item_id
+        held, p_held = st.held_out_kinds.arm(t.kind, t.user)  # the kind's holdout arm
         return (_TRIGGER_SQL, (t.trigger_id, st.next_seq(), self.user_ids.get(t.user, ""),
                                t.kind.value, item, t.event_ts, t.expires_ts, t.priority, ts,
-                               arm, p, self.policy.label, status, None))
+                               arm, p, self.policy.label, status, None, held, p_held))
 
     def on_activity(self, st: ServerState, user: int, user_id: str, ts: int, event: str,
                     item: int | None) -> list[Statement]:
@@ -327,7 +328,8 @@ class ServerTriggers:
         today, week = st.sends.counts(users, np.full(len(users), ts // HOUR), days)
         res = self.tracker.resolve_due(ts, users.tolist(), guardrails, hours, today, week,
                                        st.subscriptions.mask(users),
-                                       held_out=st.held_out.mask(users))
+                                       held_out=st.held_out.mask(users),
+                                       held_out_kinds=st.held_out_kinds.masks(users))
         st.check_writable()
         seq, b = st.seq, ts // HOUR  # one block of seq numbers, one statement per op kind
         ns, nr = len(res.sent), len(res.requeued)
