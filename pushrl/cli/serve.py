@@ -204,7 +204,7 @@ def command(
             hold = Holdout(holdout_share, holdout_salt, holdout_campaign, holdout_incumbent)
         except ValueError as exc:
             raise PushrlError(f"--holdout: {exc}") from None
-    kind_holds = _trigger_holdouts(trigger_holdout, holdout_salt, triggers)
+    kind_holds = _trigger_holdouts(trigger_holdout, holdout_salt, triggers, scenario)
     try:
         past, future = (int(x) for x in time_window.split(","))
     except ValueError:
@@ -289,19 +289,26 @@ def _channel_set(channels: str | None, channel_policy: str | None) -> ChannelSet
     return load_channel_config(channels)
 
 
-def _trigger_holdouts(specs: list[str] | None, salt: str, triggers: str | None
-                      ) -> dict[TriggerKind, Holdout]:
-    """``--trigger-holdout KIND=SHARE`` options (:mod:`pushrl.serve.trigger_holdout`)."""
+def _trigger_holdouts(specs: list[str] | None, salt: str, triggers: str | None,
+                      scenario: str | None = None) -> dict[TriggerKind, Holdout]:
+    """``--trigger-holdout KIND=SHARE`` options (:mod:`pushrl.serve.trigger_holdout`), else
+    the ``--scenario``'s ``[holdout.triggers]`` table."""
     from pushrl.errors import PushrlError
-    from pushrl.serve.trigger_holdout import parse
+    from pushrl.rules.holdout import parse_trigger_holdouts as parse
 
     try:
         out = parse(specs or (), salt)
     except ValueError as exc:
         raise PushrlError(str(exc)) from None
+    where = "--trigger-holdout"
+    if not out and scenario is not None:
+        from pushrl.envs.scenario import load_scenario
+
+        out = load_scenario(scenario).trigger_holdouts
+        where = f"the scenario's [holdout.triggers] ({scenario})"
     if out and triggers is None:
-        raise PushrlError("--trigger-holdout needs --triggers (the rules that create the "
-                          "triggers it holds out)")
+        raise PushrlError(f"{where} needs --triggers (the rules that create the triggers it "
+                          "holds out)")
     return dict(out)
 
 

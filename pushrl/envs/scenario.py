@@ -29,7 +29,8 @@ from pushrl.data.split import UserSplit
 from pushrl.errors import DataError, ScenarioError
 from pushrl.rules.channels import ChannelSet
 from pushrl.rules.guardrails import Guardrails
-from pushrl.rules.holdout import Holdout
+from pushrl.rules.holdout import Holdout, parse_trigger_holdouts
+from pushrl.rules.triggers import TriggerKind
 from pushrl.rules.reward import RewardWeights
 from pushrl.sim.engine import SimConfig
 from pushrl.sim.items import ITEM_POLICIES
@@ -72,6 +73,9 @@ class Scenario:
         holdout: A live holdout (``[holdout]`` with ``share``, ``salt``, ``campaign``;
             :class:`pushrl.rules.holdout.Holdout`): ``pushrl serve --scenario`` runs it
             (the batch rollout takes a holdout only explicitly); ``None`` = none.
+        trigger_holdouts: Live holdouts per trigger kind (``[holdout.triggers]``, ``kind =
+            share``; :func:`pushrl.rules.holdout.parse_trigger_holdouts`): ``pushrl serve
+            --scenario --triggers`` runs them unless ``--trigger-holdout`` is given.
         channels: Delivery channels (``[channels.NAME]`` tables,
             :class:`pushrl.rules.channels.ChannelSet`: cost, quiet hours and caps per
             channel); ``None`` = push only under ``guardrails``.
@@ -98,6 +102,7 @@ class Scenario:
     split: UserSplit | None = None
     holdout: Holdout | None = None
     channels: ChannelSet | None = None
+    trigger_holdouts: dict[TriggerKind, Holdout] = field(default_factory=dict)
 
     def data_split(self, part: str) -> UserSplit | None:
         """The ``part`` (``"train"`` or ``"heldout"``) of :attr:`data` to load, or ``None``
@@ -179,7 +184,8 @@ _KNOWN = {*(f"reward.{f.name}" for f in dataclasses.fields(RewardWeights)),
           "whatif.activity_shift_hours", "whatif.organic_purchases", "items.policy",
           "items.candidates",
           "items.rounds_per_episode", "split.by", "split.holdout_frac", "split.holdout_seed",
-          "holdout.share", "holdout.salt", "holdout.campaign", "holdout.incumbent"}
+          "holdout.share", "holdout.salt", "holdout.campaign", "holdout.incumbent",
+          "holdout.triggers"}
 
 
 def _check(cond: bool, path: Any, msg: str) -> None:
@@ -262,7 +268,8 @@ def load_scenario(ref: str | Path | Scenario = "default", **overrides: Any) -> S
         candidates=int(flat.get("items.candidates", 0)),
         rounds_per_episode=int(flat.get("items.rounds_per_episode", 100)),
         description=str(flat.get("description", "")), split=split,
-        holdout=_holdout(flat, path), channels=channels)
+        holdout=_holdout(flat, path), channels=channels,
+        trigger_holdouts=_trigger_holdouts(flat, path))
 
 
 def _channels(doc: Any, path: Path) -> ChannelSet | None:
@@ -278,13 +285,29 @@ def _channels(doc: Any, path: Path) -> ChannelSet | None:
 
 def _holdout(flat: dict[str, Any], path: Path) -> Holdout | None:
     """The ``[holdout]`` section as a :class:`Holdout`, or None."""
-    d = {k.split(".", 1)[1]: v for k, v in flat.items() if k.startswith("holdout.")}
+    d = {k.split(".", 1)[1]: v for k, v in flat.items()
+         if k.startswith("holdout.") and k != "holdout.triggers"}
     if not d:
         return None
     try:
         return Holdout.from_dict(d)
     except (TypeError, ValueError) as exc:
         raise ScenarioError(f"scenario {path}: [holdout] {exc}") from None
+
+
+def _trigger_holdouts(flat: dict[str, Any], path: Path) -> dict[TriggerKind, Holdout]:
+    """The ``[holdout.triggers]`` table (``kind = share``) as one holdout per trigger kind
+    (:func:`pushrl.rules.holdout.parse_trigger_holdouts`, salted with ``[holdout] salt``)."""
+    table = flat.get("holdout.triggers")
+    if table is None:
+        return {}
+    if not isinstance(table, dict):
+        raise ScenarioError(f"scenario {path}: [holdout] triggers must be a table of trigger "
+                            "kind = share, e.g. [holdout.triggers] cart = 0.05")
+    try:
+        return parse_trigger_holdouts(table, str(flat.get("holdout.salt", "0")))
+    except ValueError as exc:
+        raise ScenarioError(f"scenario {path}: [holdout.triggers] {exc}") from None
 
 
 def _split(flat: dict[str, Any], path: Path) -> UserSplit | None:

@@ -30,12 +30,14 @@ the incumbent's before sampling. The incumbent does not change who is held out.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from pushrl.data.split import user_uniform
+from pushrl.rules.triggers import TriggerKind
 
 #: Largest share a holdout may keep away from a campaign.
 MAX_SHARE = 0.5
@@ -125,3 +127,49 @@ class Holdout:
         inc = "" if self.incumbent == NO_PUSH else f", incumbent {self.incumbent!r}"
         return (f"holdout {100 * self.share:g} % of campaign {self.campaign!r} "
                 f"(salt {self.salt!r}{inc})")
+
+
+def kind_of(name: str) -> TriggerKind:
+    """The trigger kind named ``name``.
+
+    Raises:
+        ValueError: not a kind.
+    """
+    try:
+        return TriggerKind(name.strip())
+    except ValueError:
+        known = ", ".join(k.value for k in TriggerKind)
+        raise ValueError(f"unknown trigger kind {name!r}; known: {known}") from None
+
+
+def parse_trigger_holdouts(specs: Iterable[str] | Mapping[str, Any], salt: str = "0"
+                           ) -> dict[TriggerKind, Holdout]:
+    """Per-trigger-kind holdouts, one :class:`Holdout` per kind (campaign = the kind's name,
+    so kinds hold out independent users): ``KIND=SHARE`` strings (``pushrl serve
+    --trigger-holdout``) or a ``{kind: share}`` table (a scenario's ``[holdout.triggers]``).
+
+    Raises:
+        ValueError: a malformed spec, an unknown kind, a kind given twice or a bad share.
+    """
+    pairs: list[tuple[str, Any, str]] = []
+    if isinstance(specs, Mapping):
+        pairs = [(str(k), v, f"{k} = {v!r}") for k, v in specs.items()]
+    else:
+        for spec in specs:
+            name, eq, share = spec.partition("=")
+            if not eq:
+                raise ValueError(f"--trigger-holdout must be KIND=SHARE (e.g. cart=0.05), "
+                                 f"got {spec!r}")
+            pairs.append((name, share, spec))
+    out: dict[TriggerKind, Holdout] = {}
+    for name, share, spec in pairs:
+        kind = kind_of(name)
+        if kind in out:
+            raise ValueError(f"trigger holdout gives kind {kind.value!r} twice")
+        try:
+            value = float(share)
+        except (TypeError, ValueError):
+            raise ValueError(f"trigger holdout {spec!r}: share must be a number in "
+                             "[0, 0.5], e.g. 0.05") from None
+        out[kind] = Holdout(value, str(salt), kind.value)
+    return out

@@ -22,7 +22,7 @@ least one ``K`` trigger, split by their ``K`` arm.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from pushrl.errors import DataError
-from pushrl.rules.holdout import Holdout
+from pushrl.rules.holdout import Holdout, kind_of
 from pushrl.rules.triggers import TriggerKind
 from pushrl.serve import holdout as _holdout
 from pushrl.serve.holdout import HeldOut
@@ -42,43 +42,6 @@ if TYPE_CHECKING:
 
 #: ``meta`` key prefix of a kind's stored holdout (``holdout:trigger:cart``).
 META_PREFIX = "holdout:trigger:"
-_KINDS = ", ".join(k.value for k in TriggerKind)
-
-
-def kind_of(name: str) -> TriggerKind:
-    """The trigger kind named ``name``.
-
-    Raises:
-        ValueError: not a kind.
-    """
-    try:
-        return TriggerKind(name.strip())
-    except ValueError:
-        raise ValueError(f"unknown trigger kind {name!r}; known: {_KINDS}") from None
-
-
-def parse(specs: Iterable[str], salt: str = "0") -> dict[TriggerKind, Holdout]:
-    """``--trigger-holdout KIND=SHARE`` options as one holdout per kind (campaign = kind).
-
-    Raises:
-        ValueError: a malformed spec, an unknown kind, a kind given twice or a bad share.
-    """
-    out: dict[TriggerKind, Holdout] = {}
-    for spec in specs:
-        name, eq, share = spec.partition("=")
-        if not eq:
-            raise ValueError(f"--trigger-holdout must be KIND=SHARE (e.g. cart=0.05), "
-                             f"got {spec!r}")
-        kind = kind_of(name)
-        if kind in out:
-            raise ValueError(f"--trigger-holdout gives kind {kind.value!r} twice")
-        try:
-            value = float(share)
-        except ValueError:
-            raise ValueError(f"--trigger-holdout {spec!r}: share must be a number in "
-                             "[0, 0.5], e.g. 0.05") from None
-        out[kind] = Holdout(value, salt, kind.value)
-    return out
 
 
 def _flag(kind: TriggerKind) -> str:

@@ -20,7 +20,8 @@ from pushrl.rules.holdout import Holdout
 from pushrl.rules.triggers import TriggerConfig, TriggerKind
 from pushrl.serve.app import create_app
 from pushrl.serve.store import StateError
-from pushrl.serve.trigger_holdout import check, lift_data, parse
+from pushrl.rules.holdout import parse_trigger_holdouts as parse
+from pushrl.serve.trigger_holdout import check, lift_data
 from pushrl.units import HOUR
 from tests.cli_runner import run_pushrl
 from tests.serve.conftest import T0, doubles, make_cfg, seed_world
@@ -197,3 +198,35 @@ def test_a_restart_without_the_flag_keeps_holding_out(tmp_path: Path) -> None:
     st = dict(db.execute("SELECT user_id, status FROM triggers WHERE kind = 'cart'").fetchall())
     db.close()
     assert all((st[u] == "sent") != h for u, h in zip(users, held, strict=True))
+
+
+def test_a_scenario_declares_per_kind_holdouts(tmp_path: Path) -> None:
+    """`[holdout.triggers]` in a scenario gives the same holdouts as the flags (one parser,
+    salted with `[holdout] salt`); `pushrl serve --scenario` runs them unless
+    `--trigger-holdout` is given, and only with `--triggers`."""
+    from pushrl.cli.serve import _trigger_holdouts
+    from pushrl.envs.scenario import ScenarioError, load_scenario
+    from pushrl.errors import PushrlError
+
+    from pushrl.envs.scenario import SCENARIO_DIR
+
+    head = (f'data = "{SCENARIO_DIR.parent}/simulator_data/synth"\n'
+            f'sim = "{SCENARIO_DIR.parent}/simulator_data/fitted/synth"\n')
+    sc = tmp_path / "sc.toml"
+    sc.write_text(head + '[holdout]\nsalt = "t"\n[holdout.triggers]\ncart = 0.3\n'
+                  'winback = 0.1\n')
+    got = load_scenario(sc)
+    assert got.trigger_holdouts == parse(["cart=0.3", "winback=0.1"], "t")
+    assert got.holdout is not None and got.holdout.share == 0.0  # no scheduled holdout
+    assert _trigger_holdouts(None, "0", "default", str(sc)) == got.trigger_holdouts
+    flag = _trigger_holdouts(["browse=0.2"], "0", "default", str(sc))
+    assert list(flag) == [TriggerKind.BROWSE]  # the flag wins over the scenario
+    with pytest.raises(PushrlError, match=r"\[holdout.triggers\].*needs --triggers"):
+        _trigger_holdouts(None, "0", None, str(sc))
+    bad = tmp_path / "bad.toml"
+    bad.write_text(head + "[holdout.triggers]\nbasket = 0.1\n")
+    with pytest.raises(ScenarioError, match=r"\[holdout.triggers\] unknown trigger kind"):
+        load_scenario(bad)
+    bad.write_text(head + "[holdout]\ntriggers = 0.1\n")
+    with pytest.raises(ScenarioError, match="must be a table"):
+        load_scenario(bad)
