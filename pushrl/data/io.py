@@ -125,6 +125,29 @@ def json_default(o: Any) -> Any:
     return str(o)
 
 
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` (parents created); the path."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(obj, indent=1))
+    return p
+
+
+def read_json(path: str | Path, what: str) -> Any:
+    """The JSON document at ``path``.
+
+    Raises:
+        ValueError: missing file or not JSON, naming it as ``what`` (e.g. ``uplift model``).
+    """
+    p = Path(path)
+    try:
+        return json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{what} {str(p)!r} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what} {str(p)!r} is not JSON ({exc})") from None
+
+
 def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file, streamed in 1 MB blocks (artifact and model checksums)."""
     h = hashlib.sha256()

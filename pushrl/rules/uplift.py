@@ -29,7 +29,6 @@ raw features and the same hours since purchase.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from pushrl.data.features import F
+from pushrl.data.io import read_json, write_json
 
 #: Names of the columns of :func:`basis`.
 BASIS: tuple[str, ...] = ("1", "log_activity_7d", "log_activity_7d^2", "engagement",
@@ -116,10 +116,7 @@ class UpliftModel:
 
     def save(self, path: str | Path) -> Path:
         """Write the model as JSON to ``path``."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(self.to_dict(), indent=1))
-        return p
+        return write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> UpliftModel:
@@ -128,14 +125,7 @@ class UpliftModel:
         Raises:
             ValueError: missing file, not JSON, or not an uplift model.
         """
-        p = Path(path)
-        try:
-            d = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise ValueError(f"uplift model {str(p)!r} does not exist") from None
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"uplift model {str(p)!r} is not JSON ({exc})") from None
-        return cls.from_dict(d)
+        return cls.from_dict(read_json(path, "uplift model"))
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,6 @@ The simulator's batch rollout (``rollout(..., volume=VolumeTarget(V))``) and the
 
 from __future__ import annotations
 
-import json
 import math
 from collections import deque
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from pushrl.data.features import F
+from pushrl.data.io import read_json, write_json
 from pushrl.units import HOURS_PER_WEEK
 
 
@@ -110,10 +110,7 @@ class OpenModel:
 
     def save(self, path: str | Path) -> Path:
         """Write the model as JSON to ``path``."""
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(self.to_dict(), indent=1))
-        return p
+        return write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> OpenModel:
@@ -123,12 +120,7 @@ class OpenModel:
             ValueError: missing file, not JSON, or not an open model of this basis.
         """
         p = Path(path)
-        try:
-            d = json.loads(p.read_text())
-        except FileNotFoundError:
-            raise ValueError(f"open model {str(p)!r} does not exist") from None
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"open model {str(p)!r} is not JSON ({exc})") from None
+        d = read_json(p, "open model")
         if d.get("kind") != "open_model" or list(d.get("basis", [])) != list(VALUE_BASIS):
             raise ValueError(f"{str(p)!r} is not an open model of this pushrl (kind "
                              f"'open_model', basis {list(VALUE_BASIS)}); refit it with "

@@ -17,10 +17,10 @@ holdout) and its probability ``p_holdout`` (= the share), and so does ``pushrl l
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -163,6 +163,25 @@ def lift_data(state: str | Path, *, pre_days: float | None = None) -> LiftData:
     """The per-user table of ``pushrl lift --state DIR`` (read-only; the log's decisions
     with a holdout arm and its activity events; :mod:`pushrl.compare.lift`)."""
     from pushrl.compare.lift import from_decisions
+
+    p, act, _ = read_lift_rows(
+        state, "decisions",
+        "SELECT user_id, ts AS sec, sent, holdout, p_holdout, opened, clicked, converted, "
+        "revenue FROM decisions WHERE holdout IS NOT NULL", (),
+        "the log predates live holdouts (no `holdout` column); start the server with "
+        "--holdout SHARE")
+    return from_decisions(p, act, str(state), pre_days)
+
+
+def read_lift_rows(state: str | Path, table: str, query: str, params: tuple[Any, ...],
+                   no_arms: str) -> tuple[pd.DataFrame, pd.DataFrame, Path]:
+    """What a lift reads from a server's log (read-only): ``query``'s rows (one per
+    decision with a holdout arm) and the activity events (``revenue`` 0 where missing),
+    and the log's path.
+
+    Raises:
+        DataError: no log, or ``table`` has no ``holdout`` column (``no_arms`` says why).
+    """
     from pushrl.serve.store import connect
 
     path = Path(state) / LOG_FILE
@@ -170,18 +189,15 @@ def lift_data(state: str | Path, *, pre_days: float | None = None) -> LiftData:
         raise DataError(f"no server log at {path}; pass the --state DIR the server used")
     conn = connect(path, readonly=True)
     try:
-        cols = {r[1] for r in conn.execute("PRAGMA table_info(decisions)")}
+        cols = {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}
         if "holdout" not in cols:
-            raise DataError(f"{path}: the log predates live holdouts (no `holdout` column); "
-                            "start the server with --holdout SHARE")
-        p = pd.read_sql_query(
-            "SELECT user_id, ts AS sec, sent, holdout, p_holdout, opened, clicked, converted, "
-            "revenue FROM decisions WHERE holdout IS NOT NULL", conn)
+            raise DataError(f"{path}: {no_arms}")
+        p = pd.read_sql_query(query, conn, params=params)
         act = pd.read_sql_query("SELECT user_id, ts AS sec, event, revenue FROM activity", conn)
     finally:
         conn.close()
     act["revenue"] = act["revenue"].astype(float).fillna(0.0)
-    return from_decisions(p, act, str(state), pre_days)
+    return p, act, path
 
 
 @dataclass(frozen=True)

@@ -22,19 +22,17 @@ least one ``K`` trigger, split by their ``K`` arm.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from pushrl.errors import DataError
 from pushrl.rules.holdout import Holdout, kind_of
 from pushrl.rules.triggers import TriggerKind
 from pushrl.serve import holdout as _holdout
 from pushrl.serve.holdout import HeldOut
-from pushrl.serve.store import LOG_FILE
 
 if TYPE_CHECKING:
     from pushrl.compare.lift import LiftData
@@ -56,13 +54,8 @@ def check(state_dir: str | Path, holdouts: Mapping[TriggerKind, Holdout]
     Raises:
         StateError: a kind's holdout differs from the stored one.
     """
-    out = {}
-    for kind in TriggerKind:
-        h = _holdout.check(state_dir, holdouts.get(kind), key=META_PREFIX + kind.value,
-                           flag=_flag(kind))
-        if h is not None and h.active:
-            out[kind] = h
-    return out
+    return _per_kind(lambda h, key, flag: _holdout.check(state_dir, h, key=key, flag=flag),
+                     holdouts)
 
 
 def bind(log: DurableLog, holdouts: Mapping[TriggerKind, Holdout]
@@ -72,10 +65,16 @@ def bind(log: DurableLog, holdouts: Mapping[TriggerKind, Holdout]
     Raises:
         StateError: a kind's holdout differs from the stored one.
     """
+    return _per_kind(lambda h, key, flag: _holdout.bind(log, h, key=key, flag=flag), holdouts)
+
+
+def _per_kind(one: Callable[[Holdout | None, str, str], Holdout | None],
+              holdouts: Mapping[TriggerKind, Holdout]) -> dict[TriggerKind, Holdout]:
+    """``one(holdout, meta key, flag)`` (the scheduled holdout's check or bind) for every
+    kind; the active results."""
     out = {}
     for kind in TriggerKind:
-        h = _holdout.bind(log, holdouts.get(kind), key=META_PREFIX + kind.value,
-                          flag=_flag(kind))
+        h = one(holdouts.get(kind), META_PREFIX + kind.value, _flag(kind))
         if h is not None and h.active:
             out[kind] = h
     return out
@@ -130,33 +129,22 @@ def lift_data(state: str | Path, kind: str, *, pre_days: float | None = None) ->
         DataError: no log, an unknown kind, or no ``K`` trigger with a holdout arm.
     """
     from pushrl.compare.lift import from_decisions
-    from pushrl.serve.store import connect
 
     try:
         k = kind_of(kind)
     except ValueError as exc:
         raise DataError(f"--trigger-kind: {exc}") from None
-    path = Path(state) / LOG_FILE
-    if not path.exists():
-        raise DataError(f"no server log at {path}; pass the --state DIR the server used")
-    conn = connect(path, readonly=True)
-    try:
-        cols = {r[1] for r in conn.execute("PRAGMA table_info(triggers)")}
-        if "holdout" not in cols:
-            raise DataError(f"{path}: the log has no per-kind trigger holdouts; start the "
-                            f"server with --trigger-holdout {k.value}=SHARE")
-        p = pd.read_sql_query(
-            "SELECT t.user_id, t.event_ts AS sec, t.status = 'sent' AS sent, t.holdout, "
-            "t.p_holdout, d.opened, d.clicked, d.converted, d.revenue FROM triggers t "
-            "LEFT JOIN decisions d ON d.decision_id = t.decision_id "
-            "WHERE t.kind = ? AND t.holdout IS NOT NULL", conn, params=(k.value,))
-        act = pd.read_sql_query("SELECT user_id, ts AS sec, event, revenue FROM activity", conn)
-    finally:
-        conn.close()
+    p, act, path = _holdout.read_lift_rows(
+        state, "triggers",
+        "SELECT t.user_id, t.event_ts AS sec, t.status = 'sent' AS sent, t.holdout, "
+        "t.p_holdout, d.opened, d.clicked, d.converted, d.revenue FROM triggers t "
+        "LEFT JOIN decisions d ON d.decision_id = t.decision_id "
+        "WHERE t.kind = ? AND t.holdout IS NOT NULL", (k.value,),
+        f"the log has no per-kind trigger holdouts; start the server with --trigger-holdout "
+        f"{k.value}=SHARE")
     if not len(p):
         raise DataError(f"{path}: no {k.value!r} trigger carries a holdout arm; start the "
                         f"server with --trigger-holdout {k.value}=SHARE")
-    act["revenue"] = act["revenue"].astype(float).fillna(0.0)
     return from_decisions(p, act, f"{state} (trigger kind {k.value})", pre_days)
 
 
