@@ -47,7 +47,7 @@ from pushrl.policies.base import ItemContext, ItemPolicy
 from pushrl.policies.item_data import take_context
 from pushrl.policies.registry import register_loader, save_artifact
 from pushrl.policies.template_policy import learn_in_time_order
-from pushrl.policies.vw import LAYOUT_FILE, MODEL_FILE, VWConfig, VWItemPolicy
+from pushrl.policies.vw import LAYOUT_FILE, MODEL_FILE, VWConfig, VWItemPolicy, vw_from_artifact
 from pushrl.policies.vw_format import VWLayout
 from pushrl.rules import reward as rules_reward
 from pushrl.rules.channels import Channel, ChannelCounts, ChannelSet, opt_in_matrix
@@ -352,9 +352,7 @@ def load_channel_policy(path: Path, card: dict[str, Any]) -> ChannelPolicy:
             raise ArtifactError(f"{path}: channel policy artifact lacks {f}; re-train it")
     doc = json.loads((Path(path) / ARMS_FILE).read_text())
     channels = ChannelSet(tuple(Channel.from_dict(k, v) for k, v in doc["channels"].items()))
-    vw = VWItemPolicy(VWLayout.from_dict(json.loads((Path(path) / LAYOUT_FILE).read_text())),
-                      list(card.get("vw_args", [])), (Path(path) / MODEL_FILE).read_bytes(),
-                      name="vw-channel", model_sha256=card["files"][MODEL_FILE])
+    vw = vw_from_artifact(Path(path), card, "vw-channel")
     return ChannelPolicy(vw, channels, str(card.get("name", "vw-channel")),
                          str(card.get("version", "0")))
 

@@ -202,7 +202,25 @@ def resolve(path: str | Path) -> Path:
 def load_policy(path: str | Path) -> Policy:
     """Verify and load a policy artifact (newest version when given ``policies/NAME``)."""
     p = resolve(path)
+    return _load(p, verify_artifact(p))
+
+
+def load_policy_of(path: str | Path, loader: str, refusal: str) -> tuple[Policy, Path]:
+    """:func:`load_policy` of an artifact that must have ``loader`` (checksums verified
+    once); the policy and its version directory.
+
+    Raises:
+        ArtifactError: what :func:`load_policy` raises, or ``refusal`` for another loader.
+    """
+    p = resolve(path)
     card = verify_artifact(p)
+    if card.get("loader") != loader:
+        raise ArtifactError(refusal)
+    return _load(p, card), p
+
+
+def _load(p: Path, card: dict[str, Any]) -> Policy:
+    """The registered loader of a verified artifact ``p`` with model card ``card``."""
     loader = card.get("loader", "")
     if loader not in _LOADERS and loader in LOADER_MODULES:
         importlib.import_module(LOADER_MODULES[loader])

@@ -44,7 +44,7 @@ from pushrl.errors import ArtifactError, DataError
 from pushrl.policies.base import ItemContext, ItemPolicy
 from pushrl.policies.item_data import _sent, _weights
 from pushrl.policies.registry import register_loader, save_artifact
-from pushrl.policies.vw import LAYOUT_FILE, MODEL_FILE, VWConfig, VWItemPolicy
+from pushrl.policies.vw import LAYOUT_FILE, MODEL_FILE, VWConfig, VWItemPolicy, vw_from_artifact
 from pushrl.policies.vw_format import VWLayout
 from pushrl.rules.reward import RewardWeights
 from pushrl.units import HOUR
@@ -296,9 +296,7 @@ def load_template_policy(path: Path, card: dict[str, Any]) -> TemplatePolicy:
         if f not in card.get("files", {}):
             raise ArtifactError(f"{path}: template policy artifact lacks {f}; re-train it")
     arms = json.loads((Path(path) / ARMS_FILE).read_text())
-    vw = VWItemPolicy(VWLayout.from_dict(json.loads((Path(path) / LAYOUT_FILE).read_text())),
-                      list(card.get("vw_args", [])), (Path(path) / MODEL_FILE).read_bytes(),
-                      name="vw-template", model_sha256=card["files"][MODEL_FILE])
+    vw = vw_from_artifact(Path(path), card, "vw-template")
     return TemplatePolicy(vw, tuple(arms["arm_ids"]), np.asarray(arms["shows"], np.int64),
                           float(arms["new_explore"]), int(arms["new_min_shows"]),
                           str(card.get("name", "vw-template")), str(card.get("version", "0")),

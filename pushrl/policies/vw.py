@@ -280,7 +280,15 @@ def load_vw(path: Path, card: dict[str, Any]) -> VWItemPolicy:
             raise ArtifactError(f"{path}: VW artifact lacks {f}; re-train it")
     enc = (ContextEncoder.from_dict(json.loads((path / ENCODER_FILE).read_text()))
            if ENCODER_FILE in card["files"] else None)
+    return vw_from_artifact(path, card, str(card.get("name", "vw")),
+                            str(card.get("version", "0")), enc)
+
+
+def vw_from_artifact(path: Path, card: dict[str, Any], name: str, version: str = "0",
+                     encoder: ContextEncoder | None = None) -> VWItemPolicy:
+    """The :class:`VWItemPolicy` of a verified artifact's model and layout files (its card
+    lists both; the model's sha256 is checked again when VW loads it)."""
+    path = Path(path)
     return VWItemPolicy(VWLayout.from_dict(json.loads((path / LAYOUT_FILE).read_text())),
-                        list(card.get("vw_args", [])), (path / MODEL_FILE).read_bytes(), enc,
-                        str(card.get("name", "vw")), str(card.get("version", "0")),
-                        card["files"][MODEL_FILE])
+                        list(card.get("vw_args", [])), (path / MODEL_FILE).read_bytes(),
+                        encoder, name, version, card["files"][MODEL_FILE])

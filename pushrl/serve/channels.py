@@ -156,14 +156,11 @@ class ServerChannels:
         """``--channels`` + ``--channel-policy`` (None: uniform over the allowed channels)."""
         if policy is None:
             return cls(channels, UniformChannel(), "uniform-channel@server", state)
-        from pushrl.policies.registry import load_policy, resolve, verify_artifact
+        from pushrl.policies.registry import load_policy_of
 
-        path = resolve(policy)
-        card = verify_artifact(path)
-        if card.get("loader") != "vw_channel":
-            raise PushrlError(f"--channel-policy {policy}: not a channel policy (a `pushrl "
-                              "channels train` artifact)")
-        pol = load_policy(path)
+        pol, path = load_policy_of(policy, "vw_channel",
+                                   f"--channel-policy {policy}: not a channel policy (a "
+                                   "`pushrl channels train` artifact)")
         assert isinstance(pol, ChannelPolicy)  # the vw_channel loader's type
         return cls(channels, pol, f"{path.parent.name}@{path.name}", state)
 

@@ -153,14 +153,11 @@ class ServerTemplates:
             ids = tuple(t.id for t in rec if t.locale == rec[0].locale) if rec else ()
             return cls(cat, UniformTemplate(), f"uniform-template@{cat.name}-{cat.version}",
                        state, arm_ids=ids, seed=seed)
-        from pushrl.policies.registry import load_policy, resolve, verify_artifact
+        from pushrl.policies.registry import load_policy_of
 
-        path = resolve(policy)
-        card = verify_artifact(path)
-        if card.get("loader") != "vw_template":
-            raise PushrlError(f"--template-policy {policy}: not a template policy (a `pushrl "
-                              "templates train` artifact)")
-        pol = load_policy(path)
+        pol, path = load_policy_of(policy, "vw_template",
+                                   f"--template-policy {policy}: not a template policy (a "
+                                   "`pushrl templates train` artifact)")
         assert isinstance(pol, TemplatePolicy)  # the vw_template loader's type
         return cls(cat, pol, f"{path.parent.name}@{path.name}", state, seed=seed)
 
