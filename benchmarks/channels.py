@@ -99,11 +99,9 @@ def paired(a: np.ndarray, b: np.ndarray, seed: int = 0, lift: bool = True) -> di
     return out
 
 
-def run_seed(a: argparse.Namespace, seed: int, w: RewardWeights) -> dict[str, Any]:
-    """One train/held-out seed pair: training, OPE on held-out logs, paired true runs."""
-    t0 = time.perf_counter()
-    spec = world_spec()
-    eval_seed = seed + a.eval_seed_offset
+def make_worlds(a: argparse.Namespace, seed: int, eval_seed: int) -> tuple[Any, Any, Any, Any]:
+    """``(training log, held-out log, raw training dataset, held-out world config)`` of one
+    seed pair (logs written and re-read through the contract's validation)."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = world_config("default", users=a.train_users, days=a.days, seed=seed,
                            channels=True)
@@ -115,6 +113,15 @@ def run_seed(a: argparse.Namespace, seed: int, w: RewardWeights) -> dict[str, An
         ds_log, _, _ = generate(eval_cfg, items=ds_raw.items)
         write_dataset(ds_log, f"{tmp}/heldout")
         ds_h, _ = load_dataset(f"{tmp}/heldout", quarantine=False)
+    return ds, ds_h, ds_raw, eval_cfg
+
+
+def run_seed(a: argparse.Namespace, seed: int, w: RewardWeights) -> dict[str, Any]:
+    """One train/held-out seed pair: training, OPE on held-out logs, paired true runs."""
+    t0 = time.perf_counter()
+    spec = world_spec()
+    eval_seed = seed + a.eval_seed_offset
+    ds, ds_h, ds_raw, eval_cfg = make_worlds(a, seed, eval_seed)
     rounds = channel_rounds(ds, DEFAULT_CHANNELS, spec=spec, weights=w)
     vw_cfg = VWConfig(gamma_scale=a.gamma_scale, learning_rate=a.learning_rate)
     push_only = FixedChannel(arm=1, name="push-only")

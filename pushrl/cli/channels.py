@@ -15,27 +15,38 @@ _JSON = typer.Option(False, "--json", help="Print JSON.")
 _SCENARIO = typer.Option(None, "--scenario",
                          help="Scenario whose [channels.NAME] tables define the channels "
                               "(default: pushrl.rules.channels.DEFAULT_CHANNELS).")
-_PENALTY = typer.Option(1.0, "--unsub-penalty", min=0.0,
-                        help="Unsubscribe penalty of the reward (the channel's send cost is "
-                             "the scenario's).")
+_PENALTY = typer.Option(None, "--unsub-penalty", min=0.0,
+                        help="Unsubscribe penalty of the reward (default: the scenario's "
+                             "[reward] unsubscribe_penalty; 1 without --scenario). The "
+                             "channel's send cost is the scenario's [channels.NAME] cost.")
+#: The reward without a scenario: clicks and revenue, the channel's send cost, an unsubscribe
+#: penalty of 1 (an unsubscribe loses one channel of the user, the others stay).
+_NO_SCENARIO_REWARD = {"open": 0.0, "click": 1.0, "revenue": 0.01, "send_cost": 0.0,
+                       "unsubscribe_penalty": 1.0}
 
 
-def _setup(scenario: str | None, penalty: float) -> tuple:
+def _setup(scenario: str | None, penalty: float | None, *,
+           need_channels: bool = True) -> tuple:
+    """``(channels, reward weights)``: the scenario's ``[channels.NAME]`` tables and its
+    ``[reward]`` weights (``penalty`` overrides the unsubscribe penalty), or
+    :data:`~pushrl.rules.channels.DEFAULT_CHANNELS` and :data:`_NO_SCENARIO_REWARD`."""
+    from dataclasses import replace
+
     from pushrl.rules.channels import DEFAULT_CHANNELS
     from pushrl.rules.reward import RewardWeights
 
-    channels = DEFAULT_CHANNELS
+    channels, w = DEFAULT_CHANNELS, RewardWeights(**_NO_SCENARIO_REWARD)
     if scenario is not None:
         from pushrl.envs.scenario import load_scenario
         from pushrl.errors import ScenarioError
 
         sc = load_scenario(scenario)
-        if sc.channels is None:
+        if sc.channels is None and need_channels:
             raise ScenarioError(f"scenario {scenario} has no [channels.NAME] tables; add them "
                                 "(see pushrl.rules.channels) or drop --scenario")
-        channels = sc.channels
-    w = RewardWeights(open=0.0, click=1.0, revenue=0.01, send_cost=0.0,
-                      unsubscribe_penalty=penalty)
+        channels, w = sc.channels or DEFAULT_CHANNELS, sc.reward
+    if penalty is not None:
+        w = replace(w, unsubscribe_penalty=float(penalty))
     return channels, w
 
 
@@ -45,7 +56,7 @@ def train(data: Path = typer.Argument(..., help="pushlog directory with channel 
                                                  "--channels)."),
           out: Path = typer.Option(Path("policies/vw-channel"), "--out",
                                    help="Registry directory (a new version vN inside)."),
-          scenario: str | None = _SCENARIO, unsub_penalty: float = _PENALTY,
+          scenario: str | None = _SCENARIO, unsub_penalty: float | None = _PENALTY,
           budget: bool = typer.Option(True, "--budget/--no-budget",
                                       help="Choose the training unsubscribe penalty so that "
                                            "unsubscribes and cost stay below push-only's "
@@ -69,6 +80,7 @@ def train(data: Path = typer.Argument(..., help="pushlog directory with channel 
                          "reward": w.describe(), "n_rounds": rounds.n_rounds,
                          "unsub_penalty_selection": sel})
     res = {"artifact": str(art), "arms": ["none", *channels.names], "n_rounds": rounds.n_rounds,
+           "reward": w.describe(),
            "train_unsub_penalty": None if sel is None else sel["penalty"]}
     if as_json:
         emit(res, True)
@@ -82,7 +94,11 @@ def train(data: Path = typer.Argument(..., help="pushlog directory with channel 
 def evaluate(policy: Path = typer.Argument(..., help="Channel policy artifact "
                                                      "(policies/NAME[/vN])."),
              data: Path = typer.Option(..., "--data", help="pushlog directory (held out)."),
-             unsub_penalty: float = _PENALTY, as_json: bool = _JSON) -> None:
+             scenario: str | None = typer.Option(None, "--scenario",
+                                                 help="Scenario whose [reward] weights "
+                                                      "score the rounds (the channels are "
+                                                      "the policy's)."),
+             unsub_penalty: float | None = _PENALTY, as_json: bool = _JSON) -> None:
     """OPE (IPW, SNIPW, DR, SNDR) of a channel policy vs push-only, and the deployment gate."""
     from pushrl.data.validate import load_dataset
     from pushrl.errors import ArtifactError
@@ -94,7 +110,7 @@ def evaluate(policy: Path = typer.Argument(..., help="Channel policy artifact "
     if not isinstance(pol, ChannelPolicy):
         raise ArtifactError(f"{policy} is not a channel policy; train one with "
                             "`pushrl channels train`")
-    _, w = _setup(None, unsub_penalty)
+    _, w = _setup(scenario, unsub_penalty, need_channels=False)
     ds, _ = load_dataset(data)
     rounds = channel_rounds(ds, pol.channels, weights=w)
     res = evaluate_channel_policy(rounds, pol)

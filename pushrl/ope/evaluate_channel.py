@@ -5,11 +5,14 @@ rounds (the logged channel, its ``pscore_channel`` and the push's reward with th
 send cost) with the estimators and gate of the template slot
 (:func:`pushrl.ope.evaluate_template.evaluate_template_policy`: IPW, SNIPW, DR, SNDR with a
 cross-fitted reward model; :class:`~pushrl.ope.gate.DeploymentGate`). The rounds' contexts
-mask each user's channels by the opt-in at the row's time, so a push-only baseline puts a
-user without push on ``none`` (reward exactly 0), as it would live. ``none`` is logged
-(unsent rows with a ``pscore_channel``), so it has support. Like the template slot, this
-keeps the logged items and send decisions: it estimates "the logged sends with this channel
-policy". Per-channel caps are not replayed into the mask (opt-in is).
+mask each user's channels by the guardrails the server and the simulator apply
+(:func:`~pushrl.policies.channel_policy.logged_channel_verdict`: opt-in at the row's time,
+each channel's quiet hours and caps on the log's sends before the row), so a push-only
+baseline puts a user without push, or in push's quiet hours, or over push's cap, on ``none``
+(reward exactly 0), as it would live. ``none`` is logged (unsent rows with a
+``pscore_channel``), so it has support. Like the template slot, this keeps the logged items
+and send decisions: it estimates "the logged sends with this channel policy" (the caps count
+the log's sends, not the evaluated policy's).
 
 :func:`select_unsub_penalty` chooses the unsubscribe penalty of the training reward so that
 the policy's off-policy unsubscribes and send cost stay within a baseline's (push-only) on
@@ -84,9 +87,14 @@ def _upper(d: np.ndarray, groups: np.ndarray, rng: np.random.Generator, n_boot: 
     return float(np.quantile(sums[idx].sum(1) / cnt[idx].sum(1), q))
 
 
+#: Multiples of the objective's own unsubscribe penalty tried by :func:`select_unsub_penalty`.
+PENALTY_MULTIPLES: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+
+
 def select_unsub_penalty(rounds: ChannelRounds, baseline: ItemPolicy,
-                         penalties: Sequence[float] = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0),
+                         penalties: Sequence[float] | None = None,
                          config: VWConfig | None = None, *, val_share: float = 0.3,
+                         unsub_margin: float = 0.0,
                          seed: int = 0) -> tuple[ChannelPolicy, dict[str, Any]]:
     """A channel policy that spends no more unsubscribes and no more send cost than
     ``baseline`` (e.g. push-only), by its unsubscribe penalty (a Lagrange multiplier).
@@ -95,14 +103,31 @@ def select_unsub_penalty(rounds: ChannelRounds, baseline: ItemPolicy,
     parts; for each penalty (ascending) a policy is trained on the fit part and the paired
     difference of its IPW unsubscribes and cost per round from the baseline's is estimated on
     the validation part; the first penalty whose one-sided 95 % upper bounds (bootstrap over
-    validation users) of both differences are <= 0 is chosen (the largest when none is) and
-    the policy is re-trained on all rounds with it. The bound, not the point estimate: a
-    policy that reaches more users sends more, and every send raises the 7-day volume term
-    of the unsubscribe hazard, which per-round estimates do not see.
+    validation users) of the cost difference is <= 0 and of the unsubscribe difference is
+    <= ``-unsub_margin`` x the baseline's estimated unsubscribes is chosen (the largest when
+    none is) and the policy is re-trained on all rounds with it. The bound, not the point
+    estimate: a policy that reaches more users sends more, and every send raises the 7-day
+    volume term of the unsubscribe hazard, which per-round estimates do not see.
+
+    Args:
+        penalties: Candidate penalties; None = :data:`PENALTY_MULTIPLES` x the rounds'
+            objective penalty (``rounds.weights.unsubscribe_penalty``; 1 when it is 0).
+        unsub_margin: Relative margin of the unsubscribe bound (0 = no more unsubscribes
+            than the baseline with 95 % confidence, per logged round).
 
     Returns:
         ``(policy, report)``; the report lists every penalty's validation estimates.
+
+    Raises:
+        ValueError: ``unsub_margin`` outside ``[0, 1)`` or ``val_share`` outside ``(0, 1)``.
     """
+    if not 0.0 <= unsub_margin < 1.0:
+        raise ValueError(f"`unsub_margin` must be in [0, 1), got {unsub_margin!r}")
+    if not 0.0 < val_share < 1.0:
+        raise ValueError(f"`val_share` must be in (0, 1), got {val_share!r}")
+    if penalties is None:
+        unit = rounds.weights.unsubscribe_penalty or 1.0
+        penalties = [unit * m for m in PENALTY_MULTIPLES]
     users = np.unique(rounds.user)
     rng = np.random.default_rng(seed)
     val_users = users[rng.random(users.size) < val_share]
@@ -115,7 +140,7 @@ def select_unsub_penalty(rounds: ChannelRounds, baseline: ItemPolicy,
         t = _ipw_terms(val, train_channel_policy(fit.with_unsub_penalty(lam), config))
         up = {k: _upper(t[k] - base_t[k], val.user, np.random.default_rng(seed))
               for k in ("unsubscribed", "cost")}
-        ok = up["unsubscribed"] <= 0 and up["cost"] <= 0
+        ok = up["unsubscribed"] <= -unsub_margin * base["unsubscribed"] and up["cost"] <= 0
         table.append({"penalty": lam, **{k: float(v.mean()) for k, v in t.items()},
                       "upper95_unsub_diff": up["unsubscribed"], "upper95_cost_diff": up["cost"],
                       "within_budget": ok})
@@ -124,4 +149,5 @@ def select_unsub_penalty(rounds: ChannelRounds, baseline: ItemPolicy,
     pick = chosen if chosen is not None else max(float(x) for x in penalties)
     pol = train_channel_policy(rounds.with_unsub_penalty(pick), config)
     return pol, {"penalty": pick, "met_budget": chosen is not None, "baseline": base,
+                 "unsub_margin": unsub_margin,
                  "validation_rounds": val.n_rounds, "candidates": table}

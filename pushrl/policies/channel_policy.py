@@ -185,7 +185,11 @@ def channel_rounds(ds: Dataset, channels: ChannelSet, *, spec: FeatureSpec | Non
     rep = replay(ds, spec, with_affinity=False)
     items = arms.catalog.indices(p["item_id"].astype(str).to_numpy()[rows])
     opted = logged_opt_in(ds, channels, users, buckets, arm)
-    ctx = arms.context(rep.features[rows], items, hours[rows], opted[rows])
+    ts = to_unix_seconds(p["ts"])
+    hour, _, day = rep.state.local_time_at(users, ts)
+    code = logged_channel_verdict(channels, users, ts, arm, rows, hour, day, opted,
+                                  len(ds.users))
+    ctx = arms.context(rep.features[rows], items, hours[rows], code == ALLOWED)
     return ChannelRounds(ctx, arm[rows] + 1, r, ps[rows], rows, arms, w, users[rows], uns,
                          cost)
 
@@ -208,6 +212,44 @@ def logged_opt_in(ds: Dataset, channels: ChannelSet, users: np.ndarray, buckets:
     first = np.full(init.shape, np.iinfo(np.int64).max, np.int64)
     np.minimum.at(first, (users[unsub], arm[unsub]), buckets[unsub])
     return init[users] & (buckets[:, None] <= first[users])
+
+
+def logged_channel_verdict(channels: ChannelSet, users: np.ndarray, ts: np.ndarray,
+                           arm: np.ndarray, rows: np.ndarray, hour: np.ndarray,
+                           day: np.ndarray, opted_in: np.ndarray, n_users: int) -> np.ndarray:
+    """Each channel's guardrail verdict at logged decisions, replayed from the log: int8
+    ``(len(rows), n_channels)``, :meth:`ChannelSet.verdict` (the ONE channel guardrail
+    definition the server and the simulator apply) on the sends per channel the log made
+    before each decision (:class:`~pushrl.rules.channels.ChannelCounts`: local day, weekly
+    window) and the opt-in at its time. Sends at the decision's own time count only after
+    it, as in the server and the simulator's decider (a pass judges its rows, then counts
+    their sends).
+
+    Args:
+        users, ts: ``(n_rows,)`` user index and unix seconds of every pushes row.
+        arm: ``(n_rows,)`` channel index of each sent row, -1 otherwise.
+        rows: ``(k,)`` the decisions to judge (rows of the log).
+        hour, day: ``(n_rows,)`` local hour and day of every pushes row.
+        opted_in: ``(n_rows, n_channels)`` opt-in at every row (:func:`logged_opt_in`).
+        n_users: Users of the log.
+    """
+    code = np.empty((rows.size, len(channels)), np.int8)
+    counts = ChannelCounts(n_users, len(channels))
+    sent = np.flatnonzero(arm >= 0)
+    ev_t = np.concatenate([ts[rows], ts[sent]]).astype(np.int64)
+    order = np.lexsort((np.r_[np.zeros(rows.size), np.ones(sent.size)], ev_t))
+    bounds = np.flatnonzero(np.diff(ev_t[order])) + 1
+    for grp in np.split(order, bounds):
+        b = int(ev_t[grp[0]]) // HOUR
+        dec = grp[grp < rows.size]
+        if dec.size:
+            r = rows[dec]
+            code[dec] = channels.verdict(hour[r], counts.today(users[r], day[r]),
+                                         counts.week(users[r], b), opted_in[r])
+        s = sent[grp[grp >= rows.size] - rows.size]
+        if s.size:
+            counts.record(users[s], b, day[s], arm[s])
+    return code
 
 
 def with_none_rounds(rounds: ChannelRounds) -> ChannelRounds:
@@ -306,8 +348,13 @@ def new_channel_policy(arms: ChannelArms, ctx: ItemContext,
 def train_channel_policy(rounds: ChannelRounds, config: VWConfig | None = None, *,
                          chunk: int = 2048) -> ChannelPolicy:
     """Learn a :class:`ChannelPolicy` from logged rounds plus their ``none`` rounds (one
-    pass, in time order)."""
+    pass, in time order). A round whose logged channel the replayed guardrails block (a
+    logger that ignored a channel's caps or quiet hours) is a choice the policy never faces:
+    only its ``none`` round is learnt."""
     full = with_none_rounds(rounds)
+    ok = np.asarray(full.context.mask, bool)[np.arange(full.n_rounds), full.action]
+    if not ok.all():
+        full = full.take(np.flatnonzero(ok))
     pol = new_channel_policy(rounds.arms, rounds.context, config)
     learn_in_time_order(pol, full, chunk)
     return pol
