@@ -3,7 +3,8 @@ choosing the channel per user and push beat push-only, at no more unsubscribes a
 cost? Prints figures and JSON.
 
 Usage: python benchmarks/channels.py [--train-users 4000] [--eval-users 3000] [--days 28]
-       [--seeds 1,2] [--eval-seed-offset 1000] [--unsub-penalty 5] [--out FILE]
+       [--seeds 1,2] [--eval-seed-offset 1000] [--unsub-penalty 1] [--unsub-multiple 4]
+       [--out FILE]
 
 Per seed pair (train seed s, held-out seed s + offset):
 
@@ -14,15 +15,20 @@ Per seed pair (train seed s, held-out seed s + offset):
    Objective = clicked + 0.01 * revenue - the channel's send cost
    (:data:`pushrl.rules.channels.DEFAULT_CHANNELS`: push 0.01, email 0.002, in-app 0.001)
    - ``--unsub-penalty`` * unsubscribed (:func:`pushrl.rules.reward.from_logs`). The
-   "learned" policy's training penalty is chosen by
-   :func:`pushrl.ope.evaluate_channel.select_unsub_penalty` (the smallest whose IPW
-   unsubscribes and cost on 30 % validation users of the TRAINING log are below push-only's
-   with 95 % one-sided confidence); "learned_unconstrained" trains on the objective itself.
+   "learned" policy trains with ``--unsub-multiple`` (default
+   :data:`pushrl.policies.channel_policy.UNSUB_PRICE_MULTIPLE` = 4, fixed on development seed
+   pairs 1, 2, 7, 8 with ``benchmarks/channels_margin.py``) x that penalty;
+   "learned_ope_budget" chooses it with :func:`pushrl.ope.evaluate_channel.select_unsub_penalty`
+   (the smallest whose IPW unsubscribes and cost on 30 % validation users of the TRAINING log
+   are below push-only's with 95 % one-sided confidence: the previous method);
+   "learned_unconstrained" trains on the objective itself. Every mask (training, OPE, the
+   true runs) is the channel guardrails (opt-in, quiet hours, caps).
 3. OPE + gate on the held-out users' logged rounds (:mod:`pushrl.ope.evaluate_channel`,
    baseline push-only).
 4. Held-out users (another seed: new users, the same catalog) are simulated in the TRUE world
-   once per channel policy (learned, push-only, uniform). The send logger's decisions and
-   items, and every outcome uniform of the world, are identical across runs (the world draws
+   once per channel policy (learned, push-only, uniform, unconstrained, OPE budget). The
+   send logger's decisions and items, and every outcome uniform of the world, are identical
+   across runs (the world draws
    them for every user at every slot; the channel policy has its own generator): common
    random numbers, paired by user. Each policy decides under the same per-channel guardrails
    and opt-in (:class:`~pushrl.policies.channel_policy.ChannelDecider`).
@@ -59,7 +65,9 @@ from pushrl.policies.channel_policy import (
     FixedChannel,
     UniformChannel,
     channel_rounds,
+    UNSUB_PRICE_MULTIPLE,
     train_channel_policy,
+    train_priced_channel_policy,
 )
 from pushrl.policies.vw import VWConfig
 from pushrl.rules import reward as rules_reward
@@ -125,7 +133,8 @@ def run_seed(a: argparse.Namespace, seed: int, w: RewardWeights) -> dict[str, An
     rounds = channel_rounds(ds, DEFAULT_CHANNELS, spec=spec, weights=w)
     vw_cfg = VWConfig(gamma_scale=a.gamma_scale, learning_rate=a.learning_rate)
     push_only = FixedChannel(arm=1, name="push-only")
-    pol, selection = select_unsub_penalty(rounds, push_only, config=vw_cfg, seed=seed)
+    pol = train_priced_channel_policy(rounds, vw_cfg, multiple=a.unsub_multiple)
+    budget_pol, selection = select_unsub_penalty(rounds, push_only, config=vw_cfg, seed=seed)
     free = train_channel_policy(rounds, vw_cfg)  # the objective's own penalty, no budget
     t_train = time.perf_counter() - t0
     h_rounds = channel_rounds(ds_h, DEFAULT_CHANNELS, spec=spec, weights=w)
@@ -134,7 +143,8 @@ def run_seed(a: argparse.Namespace, seed: int, w: RewardWeights) -> dict[str, An
     arms = ChannelArms(DEFAULT_CHANNELS, spec, ItemCatalog(ds.items, spec))
     policies: dict[str, ItemPolicy] = {"learned": pol, "push_only": push_only,
                                        "uniform": UniformChannel(),
-                                       "learned_unconstrained": free}
+                                       "learned_unconstrained": free,
+                                       "learned_ope_budget": budget_pol}
     runs: dict[str, dict[str, np.ndarray]] = {}
     info: dict[str, Any] = {}
     for k, (name, policy) in enumerate(policies.items()):
@@ -156,13 +166,20 @@ def run_seed(a: argparse.Namespace, seed: int, w: RewardWeights) -> dict[str, An
     lv, pv = runs["learned"], runs["push_only"]
     res = {
         "seed": seed, "eval_seed": eval_seed, "train_rounds": rounds.n_rounds,
-        "train_seconds": round(t_train, 1), "penalty_selection": selection,
+        "train_seconds": round(t_train, 1),
+        "learned_train_unsub_penalty": a.unsub_penalty * a.unsub_multiple,
+        "ope_budget_penalty_selection": selection,
         "per_policy": info,
         "learned_vs_push_only": {
             "objective": paired(lv["obj"], pv["obj"], seed),
             "unsubscribes": paired(lv["unsub"], pv["unsub"], lift=False),
             "cost": paired(lv["cost"], pv["cost"], lift=False)},
         "learned_vs_uniform": {"objective": paired(lv["obj"], runs["uniform"]["obj"], seed)},
+        "ope_budget_vs_push_only": {
+            "objective": paired(runs["learned_ope_budget"]["obj"], pv["obj"], seed),
+            "unsubscribes": paired(runs["learned_ope_budget"]["unsub"], pv["unsub"],
+                                   lift=False),
+            "cost": paired(runs["learned_ope_budget"]["cost"], pv["cost"], lift=False)},
         "unconstrained_vs_push_only": {
             "objective": paired(runs["learned_unconstrained"]["obj"], pv["obj"], seed),
             "unsubscribes": paired(runs["learned_unconstrained"]["unsub"], pv["unsub"],
@@ -195,6 +212,10 @@ def main() -> None:
     ap.add_argument("--unsub-penalty", type=float, default=1.0,
                     help="Unsubscribe penalty of the objective (an unsubscribe loses one "
                          "channel of the user; the others stay).")
+    ap.add_argument("--unsub-multiple", type=float, default=UNSUB_PRICE_MULTIPLE,
+                    help="The learned policy's training unsubscribe penalty as a multiple of "
+                         "the objective's (pushrl.policies.channel_policy."
+                         "UNSUB_PRICE_MULTIPLE).")
     ap.add_argument("--gamma-scale", type=float, default=10.0)
     ap.add_argument("--learning-rate", type=float, default=0.02)
     ap.add_argument("--n-bootstrap", type=int, default=1000)

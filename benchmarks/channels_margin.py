@@ -54,7 +54,10 @@ def run_seed(a: argparse.Namespace, seed: int, w: RewardWeights) -> dict[str, An
     push_only = FixedChannel(arm=1, name="push-only")
     pens = [float(x) for x in a.penalties.split(",")]
     _, selection = select_unsub_penalty(rounds, push_only, penalties=pens, config=vw_cfg,
-                                        seed=seed)
+                                        seed=seed, unsub_margin=0.0, volume=a.volume)
+    if a.no_truth:
+        return {"seed": seed, "eval_seed": eval_seed, "validation": selection,
+                "seconds": round(time.perf_counter() - t0, 1)}
     arms = ChannelArms(DEFAULT_CHANNELS, spec, ItemCatalog(ds.items, spec))
     base = None
     truth = []
@@ -89,6 +92,11 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=28)
     ap.add_argument("--seeds", default="1,2,7,8")
     ap.add_argument("--penalties", default="1,2,4,8,16")
+    ap.add_argument("--volume", action=argparse.BooleanOptionalAction, default=True,
+                    help="Volume-corrected unsubscribe estimates (pushrl.ope.channel_volume).")
+    ap.add_argument("--no-truth", action="store_true",
+                    help="Validation tables only (the true runs do not depend on the budget "
+                         "rule: each penalty's policy is the same).")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     w = RewardWeights(open=0.0, click=1.0, revenue=0.01, send_cost=0.0,

@@ -57,15 +57,25 @@ def train(data: Path = typer.Argument(..., help="pushlog directory with channel 
           out: Path = typer.Option(Path("policies/vw-channel"), "--out",
                                    help="Registry directory (a new version vN inside)."),
           scenario: str | None = _SCENARIO, unsub_penalty: float | None = _PENALTY,
-          budget: bool = typer.Option(True, "--budget/--no-budget",
+          budget: bool = typer.Option(False, "--budget/--no-budget",
                                       help="Choose the training unsubscribe penalty so that "
                                            "unsubscribes and cost stay below push-only's "
-                                           "(off-policy, on validation users)."),
+                                           "(off-policy, on validation users) instead of "
+                                           "--unsub-multiple."),
+          unsub_multiple: float = typer.Option(
+              4.0, "--unsub-multiple", min=1.0,
+              help="Training unsubscribe penalty = this x the reward's (default: "
+                   "pushrl.policies.channel_policy.UNSUB_PRICE_MULTIPLE, fixed on development "
+                   "seeds so that unsubscribes stay below push-only's)."),
           as_json: bool = _JSON) -> None:
     """Train the channel slot (VW over none + the channels, given user, item and recency)."""
     from pushrl.data.validate import load_dataset
     from pushrl.ope.evaluate_channel import select_unsub_penalty
-    from pushrl.policies.channel_policy import FixedChannel, channel_rounds, train_channel_policy
+    from pushrl.policies.channel_policy import (
+        FixedChannel,
+        channel_rounds,
+        train_priced_channel_policy,
+    )
 
     channels, w = _setup(scenario, unsub_penalty)
     ds, _ = load_dataset(data)
@@ -75,17 +85,18 @@ def train(data: Path = typer.Argument(..., help="pushlog directory with channel 
         pol, sel = select_unsub_penalty(rounds, FixedChannel(
             arm=1 + channels.names.index("push"), name="push-only"))
     else:
-        pol = train_channel_policy(rounds)
+        pol = train_priced_channel_policy(rounds, multiple=unsub_multiple)
+    train_pen = (sel["penalty"] if sel is not None
+                 else (w.unsubscribe_penalty or 1.0) * unsub_multiple)
     art = pol.save(out, {"data": str(data), "data_fingerprint": ds.fingerprint(),
                          "reward": w.describe(), "n_rounds": rounds.n_rounds,
-                         "unsub_penalty_selection": sel})
+                         "train_unsub_penalty": train_pen, "unsub_penalty_selection": sel})
     res = {"artifact": str(art), "arms": ["none", *channels.names], "n_rounds": rounds.n_rounds,
-           "reward": w.describe(),
-           "train_unsub_penalty": None if sel is None else sel["penalty"]}
+           "reward": w.describe(), "train_unsub_penalty": train_pen}
     if as_json:
         emit(res, True)
     else:
-        pen = "" if sel is None else f", training unsubscribe penalty {sel['penalty']:g}"
+        pen = f", training unsubscribe penalty {res['train_unsub_penalty']:g}"
         typer.echo(f"wrote {art}: none + {len(channels)} channels, {rounds.n_rounds:,} "
                    f"rounds{pen}")
 

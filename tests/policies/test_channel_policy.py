@@ -194,3 +194,32 @@ def test_ope_mask_is_the_live_channel_guardrails(trained: tuple, tmp_path: Path)
     assert dec.blocked[1] > 0 and dec.blocked[2] > 0 and dec.blocked[6] > 0
     # a policy's logged channel is always allowed by the replayed mask
     assert got[np.arange(rounds.n_rounds), rounds.action].all()
+
+
+@pytest.mark.parametrize("multiple", [0.5, float("nan"), float("inf")])
+def test_priced_policy_refuses_a_bad_multiple(trained: tuple, multiple: float) -> None:
+    from pushrl.policies.channel_policy import train_priced_channel_policy
+
+    with pytest.raises(ValueError, match="`multiple` must be a finite number >= 1"):
+        train_priced_channel_policy(trained[1], multiple=multiple)
+
+
+def test_priced_policy_sends_less_on_push_than_the_objective_penalty(trained: tuple) -> None:
+    """4x the objective's unsubscribe penalty moves sends off push (the channel with the
+    highest unsubscribe hazard) and onto none, compared with 1x, on the same rounds."""
+    from pushrl.policies.channel_policy import train_priced_channel_policy
+
+    _, rounds, free = trained
+    priced = train_priced_channel_policy(rounds)
+    d4, d1 = priced.action_dist(rounds.context), free.action_dist(rounds.context)
+    assert d4[:, 1].mean() < d1[:, 1].mean() and d4[:, 0].mean() > d1[:, 0].mean()
+
+
+@pytest.mark.parametrize(("kw", "msg"), [({"unsub_margin": 1.0}, "unsub_margin"),
+                                         ({"unsub_margin": -0.1}, "unsub_margin"),
+                                         ({"val_share": 0.0}, "val_share")])
+def test_budget_refuses_bad_settings(trained: tuple, kw: dict, msg: str) -> None:
+    from pushrl.ope.evaluate_channel import select_unsub_penalty
+
+    with pytest.raises(ValueError, match=msg):
+        select_unsub_penalty(trained[1], FixedChannel(arm=1), **kw)

@@ -238,6 +238,10 @@ def test_channel_log_round_trips_to_training_and_matches_offline_policy(
             week[j, arm[s]] += in_week_window(int(buckets[s]), int(buckets[r]))
     opted = logged_opt_in(ds, DEFAULT_CHANNELS, users, buckets, arm)[rows]
     allowed = DEFAULT_CHANNELS.allowed(buckets[rows] % 24, today, week, opted)
+    # parity: the OPE/training mask of channel_rounds is the server's channel guardrails
+    np.testing.assert_array_equal(rounds.row, rows)
+    np.testing.assert_array_equal(np.asarray(rounds.context.mask, bool)[:, 1:], allowed)
+    assert not allowed.all()  # quiet hours / caps / opt-in blocked some channel
     cat = ItemCatalog(ds.items, spec)
     order = [cat.feature_names.index(n[5:]) for n in pol.vw.layout.shared_names
              if n.startswith("item_")]
