@@ -20,7 +20,13 @@ Columns (:data:`PROFILE_COLUMNS`, plus ``affinity_<category>`` and ``<metric>_<c
   :data:`CHURN_FEATURES` computed point-in-time at ``as_of - 14 d``, with labels "no event in
   ``[as_of - 14 d, as_of)``", applied to the same features at ``as_of``, clipped to their
   range over the training users (no extrapolation: at as-of the log is 14 days longer, and
-  the hours since the last activity are capped at the log's length at fit time). Validation:
+  the hours since the last activity are capped at the log's length at fit time). The
+  Poisson-gamma feature counts sessions and observed days over a lookback window of the UTC
+  days the fit cut's history spans (:attr:`ProfileModel.window_days`, at most
+  :data:`DAY_SLOTS`), at fit time and at as-of alike: with the whole (longer) history at
+  as-of, a user's long history met a long gap in combinations the fit never saw, and on a
+  world where users lapse the risk came out too low (drift between the fit and as-of).
+  Validation:
   5-fold cross-fitted predictions over users (or held-out users of a scenario split) give the
   Brier score, AUC, expected calibration error (10 equal-count bins) and a reliability table
   (:attr:`ProfileModel.validation`). A logistic fit's score equations make the mean
@@ -213,8 +219,8 @@ class ProfileCounters:
     def take(self, users: np.ndarray) -> ProfileCounters:
         """A copy holding ``users`` (new indices ``0..k-1``)."""
         u = np.asarray(users, np.int64)
-        return ProfileCounters(self.channels, *(getattr(self, k)[..., u].copy()
-                                                for k in self._ARRAYS), day0=self.day0)
+        parts: dict[str, Any] = {k: getattr(self, k)[..., u].copy() for k in self._ARRAYS}
+        return ProfileCounters(self.channels, **parts, day0=self.day0)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Named arrays (for ``np.savez``); :meth:`from_arrays` restores them."""
@@ -229,8 +235,8 @@ class ProfileCounters:
         n = np.asarray(arrays["first"]).shape[0]
         days = (np.asarray(arrays["day_visits"]) if "day_visits" in arrays
                 else np.zeros((DAY_SLOTS, n), np.int32))
-        return cls(tuple(str(c) for c in arrays["channels"]),
-                   *(np.asarray(arrays[k]) for k in cls._ARRAYS[:-1]), days,
+        parts: dict[str, Any] = {k: np.asarray(arrays[k]) for k in cls._ARRAYS[:-1]}
+        return cls(tuple(str(c) for c in arrays["channels"]), **parts, day_visits=days,
                    day0=int(arrays["day0"]) if "day0" in arrays else _NEVER)
 
 
