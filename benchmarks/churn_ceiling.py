@@ -12,6 +12,10 @@ count-based ``oracle_posterior`` and the Poisson ``population`` do not apply and
 out (the Bayes-optimal estimate from the log has no closed form there), and ``--sessions``
 defaults to the family's own median (0.4 a day).
 
+ECE: 10 equal-count bins of users sorted by the prediction, sum of ``n_bin / n * |mean
+prediction - mean outcome|`` ("vs outcomes": outcome = no activity in the 14 days after the cut;
+"vs truth": the world's true probability in place of the outcome), on the held-out users.
+
 Per world (seed), as ``benchmarks/profiles.py`` does: a log of ``--days + 14`` days cut at day
 ``--days``, label = no activity in the next 14 days, users split 80/20
 (``UserSplit(0.2, seed)``), every model fitted on the training users, scored on the held-out
@@ -25,7 +29,9 @@ world's true probabilities):
   else the log holds, so the count is a sufficient statistic). No estimator beats it in
   expectation: this is the ceiling of any churn model on the world.
 * ``profile_model``: the shipped churn risk (``build_profiles``, logistic fitted 14 days before
-  the cut).
+  the cut, its Poisson-gamma feature over the lookback window the fit had).
+* ``profile_model_whole_history``: the same fitted model applied with the whole history at the
+  cut (``window_days = 0``: the model before the window; at the fit cut the two agree).
 * ``bgnbd``: the BG/NBD P(no visit in 14 d) (``pushrl.data.bgnbd``), fitted by maximum
   likelihood on the training users' (visits, last visit, observed days) at the cut (no labels).
 
@@ -38,6 +44,7 @@ held-out sample's noise.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -192,6 +199,8 @@ def world(seed: int, users: int, days: int, sessions: float, name: str = "defaul
         oracle = oracle_posterior(n, hist, fut, sessions)
     res = build_profiles(now, b * HOUR, train=tr, evaluate=ev)
     prof = res.table["churn_risk"].to_numpy()
+    whole = build_profiles(now, b * HOUR, model=dataclasses.replace(res.model, window_days=0)
+                           ).table["churn_risk"].to_numpy()
     # BG/NBD at the cut: observed days since the first event, last visit = last activity
     _, t_x, big_t = _bg_inputs(c, b)
     par = fit_bgnbd(n[tr], t_x[tr], big_t[tr])
@@ -199,9 +208,11 @@ def world(seed: int, users: int, days: int, sessions: float, name: str = "defaul
     variants = logistic_variants(ds, now, res.model, b, tr, ev)
     out: dict[str, Any] = {"world": name, "seed": seed, "heldout_users": int(ev.sum()),
                            "base_rate": round(float(y[ev].mean()), 4),
-                           "bgnbd_params_r_alpha_a_b": [round(v, 4) for v in par]}
+                           "bgnbd_params_r_alpha_a_b": [round(v, 4) for v in par],
+                           "window_days": res.model.window_days,
+                           "ece_bins": "10 equal-count bins over held-out users"}
     models = [("truth", truth), ("oracle_posterior", oracle), ("profile_model", prof),
-              ("bgnbd", bg), *variants.items()]
+              ("profile_model_whole_history", whole), ("bgnbd", bg), *variants.items()]
     for key, p in models:
         if p is not None:
             out[key] = scores(p[ev], y[ev], truth[ev], seed)

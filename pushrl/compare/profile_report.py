@@ -118,9 +118,12 @@ def summary_markdown(r: ProfileResult) -> str:
     v = r.model.validation
     lines.append("")
     if "brier" in v:
-        lines.append(f"Churn model ({v.get('method')}, features at {v.get('fitted_at_utc')}): "
-                     f"Brier {v['brier']:.4f}, AUC {_fmt(v['auc'])}, calibration error (ECE) "
-                     f"{v['ece']:.4f}, base rate {v['base_rate']:.3f}, {v['n']} users.")
+        w = r.model.window_days
+        look = f", visits over the last {w} days" if w else ""
+        lines.append(f"Churn model ({v.get('method')}, features at {v.get('fitted_at_utc')}"
+                     f"{look}): Brier {v['brier']:.4f}, AUC {_fmt(v['auc'])}, calibration error "
+                     f"(ECE, 10 equal-count bins) {v['ece']:.4f}, base rate "
+                     f"{v['base_rate']:.3f}, {v['n']} users.")
     else:
         lines.append(f"Churn model: {v.get('error', 'not fitted')}.")
     return "\n".join(lines)

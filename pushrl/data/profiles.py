@@ -20,7 +20,13 @@ Columns (:data:`PROFILE_COLUMNS`, plus ``affinity_<category>`` and ``<metric>_<c
   :data:`CHURN_FEATURES` computed point-in-time at ``as_of - 14 d``, with labels "no event in
   ``[as_of - 14 d, as_of)``", applied to the same features at ``as_of``, clipped to their
   range over the training users (no extrapolation: at as-of the log is 14 days longer, and
-  the hours since the last activity are capped at the log's length at fit time). Validation:
+  the hours since the last activity are capped at the log's length at fit time). The
+  Poisson-gamma feature counts sessions and observed days over a lookback window of the UTC
+  days the fit cut's history spans (:attr:`ProfileModel.window_days`, at most
+  :data:`DAY_SLOTS`), at fit time and at as-of alike: with the whole (longer) history at
+  as-of, a user's long history met a long gap in combinations the fit never saw, and on a
+  world where users lapse the risk came out too low (drift between the fit and as-of).
+  Validation:
   5-fold cross-fitted predictions over users (or held-out users of a scenario split) give the
   Brier score, AUC, expected calibration error (10 equal-count bins) and a reliability table
   (:attr:`ProfileModel.validation`). A logistic fit's score equations make the mean
@@ -71,6 +77,9 @@ DEFAULT_CHANNEL = "push"
 _NEVER = np.iinfo(np.int64).min // 4
 _NO_FIRST = -_NEVER  # ``first`` of a user with no event yet
 _RECENCY_CAP_H = 90 * 24
+#: UTC days of per-day session counts :class:`ProfileCounters` keep (the last ``DAY_SLOTS``
+#: days up to their latest session): the cap of the churn model's lookback window.
+DAY_SLOTS = 28
 #: Inputs of the churn model (before standardisation), in order.
 CHURN_FEATURES: tuple[str, ...] = (
     "log_p0_poisson_gamma", "log1p_activity_7d", "log1p_hours_since_activity", "engagement",
@@ -102,6 +111,10 @@ class ProfileCounters:
         revenue: ``(n,)`` summed ``revenue`` of purchase events.
         last_purchase: ``(n,)`` bucket of the last purchase.
         sends, opens, clicks: ``(n_channels, n)`` sent pushes and their opens and clicks.
+        day_visits: ``(DAY_SLOTS, n)`` int32 ``session`` events per UTC day; row ``j`` is day
+            ``day0 + j`` (days since the epoch). The rows end at the latest session's day: a
+            later session shifts them (older days drop out), so the counts stay order-free.
+        day0: UTC day of row 0 of ``day_visits``.
     """
 
     channels: tuple[str, ...]
@@ -114,9 +127,11 @@ class ProfileCounters:
     sends: np.ndarray
     opens: np.ndarray
     clicks: np.ndarray
+    day_visits: np.ndarray
+    day0: int = _NEVER
 
     _ARRAYS = ("first", "last_act", "visits", "purchases", "revenue", "last_purchase", "sends",
-               "opens", "clicks")
+               "opens", "clicks", "day_visits")
 
     @classmethod
     def empty(cls, n: int, channels: Sequence[str] = (DEFAULT_CHANNEL,)) -> ProfileCounters:
@@ -126,7 +141,7 @@ class ProfileCounters:
                    np.full(n, _NEVER, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64),
                    np.zeros(n, np.float64), np.full(n, _NEVER, np.int64),
                    np.zeros((c, n), np.int64), np.zeros((c, n), np.int64),
-                   np.zeros((c, n), np.int64))
+                   np.zeros((c, n), np.int64), np.zeros((DAY_SLOTS, n), np.int32))
 
     @property
     def n(self) -> int:
@@ -162,6 +177,33 @@ class ProfileCounters:
         np.add.at(self.purchases, u[p], 1)
         np.add.at(self.revenue, u[p], np.nan_to_num(np.asarray(revenue, np.float64)[p]))
         np.maximum.at(self.last_purchase, u[p], b[p])
+        s = ev == "session"
+        if s.any():
+            d = b[s] // 24
+            self._advance(int(d.max()))
+            j = d - self.day0
+            ok = j >= 0
+            np.add.at(self.day_visits, (j[ok], u[s][ok]), 1)
+
+    def _advance(self, day: int) -> None:
+        """Shift :attr:`day_visits` so that its last row is at least ``day``."""
+        shift = day - (self.day0 + DAY_SLOTS - 1)
+        if shift <= 0:
+            return
+        if self.day0 == _NEVER or shift >= DAY_SLOTS:
+            self.day_visits[:] = 0
+        else:
+            self.day_visits[:-shift] = self.day_visits[shift:]
+            self.day_visits[-shift:] = 0
+        self.day0 = day - DAY_SLOTS + 1
+
+    def visits_since(self, bucket: int, days: int) -> np.ndarray:
+        """``(n,)`` sessions in the ``days`` UTC days up to the one of hour ``bucket - 1``
+        (the churn model's lookback window at ``bucket``; ``days <= DAY_SLOTS``)."""
+        last = (bucket - 1) // 24
+        rows = self.day0 + np.arange(DAY_SLOTS)
+        keep = (rows > last - days) & (rows <= last)
+        return self.day_visits[keep].sum(axis=0)
 
     def record_pushes(self, users: np.ndarray, buckets: np.ndarray, channel: np.ndarray,
                       opened: np.ndarray, clicked: np.ndarray) -> None:
@@ -177,19 +219,25 @@ class ProfileCounters:
     def take(self, users: np.ndarray) -> ProfileCounters:
         """A copy holding ``users`` (new indices ``0..k-1``)."""
         u = np.asarray(users, np.int64)
-        return ProfileCounters(self.channels, *(getattr(self, k)[..., u].copy()
-                                                for k in self._ARRAYS))
+        parts: dict[str, Any] = {k: getattr(self, k)[..., u].copy() for k in self._ARRAYS}
+        return ProfileCounters(self.channels, **parts, day0=self.day0)
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Named arrays (for ``np.savez``); :meth:`from_arrays` restores them."""
         return {**{k: getattr(self, k) for k in self._ARRAYS},
-                "channels": np.array(self.channels, dtype=str)}
+                "channels": np.array(self.channels, dtype=str),
+                "day0": np.array(self.day0, np.int64)}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> ProfileCounters:
-        """Inverse of :meth:`to_arrays`."""
-        return cls(tuple(str(c) for c in arrays["channels"]),
-                   *(np.asarray(arrays[k]) for k in cls._ARRAYS))
+        """Inverse of :meth:`to_arrays` (a snapshot saved before ``day_visits`` existed has
+        none: zeros, which only a model with a lookback window reads)."""
+        n = np.asarray(arrays["first"]).shape[0]
+        days = (np.asarray(arrays["day_visits"]) if "day_visits" in arrays
+                else np.zeros((DAY_SLOTS, n), np.int32))
+        parts: dict[str, Any] = {k: np.asarray(arrays[k]) for k in cls._ARRAYS[:-1]}
+        return cls(tuple(str(c) for c in arrays["channels"]), **parts, day_visits=days,
+                   day0=int(arrays["day0"]) if "day0" in arrays else _NEVER)
 
 
 def counters_from_dataset(ds: Dataset, channels: Sequence[str] | None = None
@@ -270,6 +318,11 @@ class ProfileModel:
         recency_cap_h: Cap of the hours-since-last-activity feature (and its value for a
             user with no activity): the log's length before the fit time (at most 90 days),
             so a gap means the same at as-of as in the fit (default 90 days: older models).
+        window_days: Lookback of the visit count and exposure of the Poisson-gamma feature,
+            in UTC days (the days up to the profile time's): the whole days of history the
+            log had at fit time, at most :data:`DAY_SLOTS`, so the feature means the same at
+            as-of as in the fit (0: the whole history, as models saved before it did; also
+            when the log has no ``session`` events).
     """
 
     as_of: int
@@ -287,6 +340,7 @@ class ProfileModel:
     x_min: list[float] = field(default_factory=list)
     x_max: list[float] = field(default_factory=list)
     recency_cap_h: float = float(_RECENCY_CAP_H)
+    window_days: int = 0
 
     def to_json(self) -> str:
         """JSON with a ``sha256`` of the canonical body (checked by :meth:`from_json`)."""
@@ -340,6 +394,18 @@ def _visits(fs: FeatureState, users: np.ndarray, counters: ProfileCounters,
             else fs.a.how_tot[users].astype(np.float64))
 
 
+def _visits_exposure(fs: FeatureState, users: np.ndarray, counters: ProfileCounters,
+                     bucket: int, model: ProfileModel) -> tuple[np.ndarray, np.ndarray]:
+    """``(visits, observed days)`` of ``users`` at ``bucket`` for the Poisson-gamma feature:
+    over the model's lookback window (:attr:`ProfileModel.window_days`), else the history."""
+    e = _exposure(counters, bucket)
+    w = model.window_days
+    if w <= 0 or model.visit_unit != "session":
+        return _visits(fs, users, counters, model.visit_unit), e
+    span = (bucket - ((bucket - 1) // 24 - w + 1) * 24) * HOUR / DAY  # window length, days
+    return counters.visits_since(bucket, w).astype(np.float64), np.minimum(e, span)
+
+
 def fit_gamma(visits: np.ndarray, days: np.ndarray) -> list[float]:
     """Method-of-moments Gamma(shape, rate) prior of per-day visit rates from counts over
     exposures (the Poisson noise ``mean(rate / days)`` is taken out of the variance)."""
@@ -356,8 +422,10 @@ def churn_features(fs: FeatureState, users: np.ndarray, counters: ProfileCounter
 
     The first is the Poisson-gamma probability of no visit in the next 14 days, in logs:
     ``(a + v) * log((b + e) / (b + e + 14))`` for ``v`` visits in ``e`` observed days under the
-    population prior Gamma(a, b) (:attr:`ProfileModel.gamma`); it carries most of the signal
-    and means the same at any tenure, so a model fitted 14 days earlier transfers.
+    population prior Gamma(a, b) (:attr:`ProfileModel.gamma`), counted over the model's
+    lookback window (:attr:`ProfileModel.window_days`: the history the fit saw, so a model
+    fitted 14 days earlier meets the same feature at as-of). ``never_active``: no activity
+    within the recency cap (for a model with a window; else none ever).
 
     Args:
         fs: Feature state (its users' clocks must be <= ``bucket``).
@@ -372,15 +440,16 @@ def churn_features(fs: FeatureState, users: np.ndarray, counters: ProfileCounter
     act7 = f[:, F["activity_7d"]].astype(np.float64)
     life = fs.a.how_tot[u].astype(np.float64)
     a, b = model.gamma
-    e = _exposure(counters, bucket)
-    v = _visits(fs, u, counters, model.visit_unit)
+    v, e = _visits_exposure(fs, u, counters, bucket, model)
     logp0 = (a + v) * np.log((b + e) / (b + e + CHURN_DAYS))
     last = counters.last_act
     cap = model.recency_cap_h
-    since = np.log1p(np.where(last < 0, cap, np.minimum(bucket - last, cap)).astype(np.float64))
-    return np.stack([logp0, np.log1p(act7), since, f[:, F["engagement"]].astype(np.float64),
+    gap = np.where(last < 0, cap, np.minimum(bucket - last, cap)).astype(np.float64)
+    never = (gap >= cap) if model.window_days > 0 else (life == 0)
+    return np.stack([logp0, np.log1p(act7), np.log1p(gap),
+                     f[:, F["engagement"]].astype(np.float64),
                      np.log1p(counters.purchases.astype(np.float64)),
-                     (life == 0).astype(np.float64)], axis=1)
+                     never.astype(np.float64)], axis=1)
 
 
 def fit_logistic(x: np.ndarray, y: np.ndarray, *, ridge: float = 1e-3,
@@ -611,8 +680,10 @@ def fit_model(ds: Dataset, as_of_bucket: int, *, train: np.ndarray | None = None
     cu = c0.take(users)
     model.recency_cap_h = float(min(b0 - int(cu.first.min()), _RECENCY_CAP_H))
     model.visit_unit = "session" if cu.visits.sum() > 0 else "event"
-    model.gamma = fit_gamma(_visits(fs0, users, cu, model.visit_unit)[tr],
-                            _exposure(cu, b0)[tr])
+    # the UTC days the history at b0 touches (the window then covers all of it at b0)
+    model.window_days = int(min((b0 - 1) // 24 - int(cu.first.min()) // 24 + 1, DAY_SLOTS))
+    v0, e0 = _visits_exposure(fs0, users, cu, b0, model)
+    model.gamma = fit_gamma(v0[tr], e0[tr])
     x = churn_features(fs0, users, cu, b0, model)
     later = counters_from_dataset(Dataset(ds.users, ds.items, _window(now.activity, b0),
                                           now.pushes.iloc[:0]), counters.channels)
