@@ -175,10 +175,11 @@ class _Numeric:
 def _string_table(strings: list[str]) -> np.ndarray:
     """Strings -> ``(len, max_len)`` uint8 padded with blanks."""
     enc = [s.encode() for s in strings]
-    w = max((len(e) for e in enc), default=0)
+    lens = np.fromiter(map(len, enc), np.int64, len(enc))
+    w = int(lens.max()) if lens.size else 0
     out = np.full((len(enc), w), _SPACE, np.uint8)
-    for i, e in enumerate(enc):
-        out[i, :len(e)] = np.frombuffer(e, np.uint8)
+    # row-major: the mask's True cells are each row's first len(e) bytes, in row order
+    out[np.arange(w) < lens[:, None]] = np.frombuffer(b"".join(enc), np.uint8)
     return out
 
 
