@@ -100,54 +100,96 @@ def throughput(name: str, path: Path, repeats: int, cfg: VWConfig) -> dict[str, 
     }
 
 
+def uptime() -> str:
+    """``uptime``'s line (the load averages to print next to every figure)."""
+    import subprocess
+
+    r = subprocess.run(["uptime"], capture_output=True, text=True, check=False)
+    return r.stdout.strip() or " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def children_cpu() -> float:
     c = resource.getrusage(resource.RUSAGE_CHILDREN)
     return c.ru_utime + c.ru_stime
 
 
-def whole_process(name: str, path: Path, repeats: int, cfg: VWConfig) -> dict[str, Any]:
+def whole_process(name: str, path: Path, repeats: int, cfg: VWConfig,
+                  trees: list[Path] | None = None) -> dict[str, Any]:
     """``pushrl train bandit`` as a user runs it (a fresh interpreter: imports, load, features,
     VW text piped to VW's driver, artifact) vs ``python -m vowpalwabbit -d FILE`` on the same
-    examples (written once beforehand), interleaved; wall and CPU of the whole process tree."""
+    examples (written once beforehand), interleaved; wall and CPU of the whole process tree.
+
+    ``trees``: run ``pushrl`` from each of these checkouts (default: this one), interleaved
+    with the driver in every repeat, so trees and the driver share the same minutes. Each
+    run's CPU is split: pushrl's process before training (interpreter, imports, CLI), during
+    training (load, features, VW text, fingerprint, artifact; all its threads) and VW's
+    driver child (from the run's ``--json`` metrics; older trees without them: total only).
+    """
+    import shutil
     import subprocess
 
+    trees = trees or [ROOT]
     tmp = Path(tempfile.mkdtemp(prefix="pushrl-bench-"))
     ex = tmp / "examples.vw"
     n = int(train_vw(path, cfg, examples_path=ex).metrics["train/rounds"])
-    # an installed pushrl has its bytecode (pip compiles it, as it did VW's modules); a
-    # checkout run with PYTHONDONTWRITEBYTECODE=1 would recompile ~50 modules on every start
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "pushrl")],
-                   check=True, capture_output=True)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT),
-                                                        os.environ.get("PYTHONPATH", "")])}
+    for tree in trees:
+        # an installed pushrl has its bytecode (pip compiles it, as it did VW's modules); a
+        # checkout run with PYTHONDONTWRITEBYTECODE=1 would recompile ~50 modules every start
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(tree / "pushrl")],
+                       check=True, capture_output=True)
     ours_cmd = [sys.executable, "-m", "pushrl", "train", "bandit", "--data", str(path),
                 "--json", "--out"]
     drv_cmd = [sys.executable, "-m", "vowpalwabbit", *cfg.args(), "-d", str(ex), "-f",
                str(tmp / "m.vw"), "--quiet"]
 
-    def run(cmd: list[str]) -> tuple[float, float]:
+    def run(cmd: list[str], tree: Path = ROOT) -> dict[str, Any]:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree),
+                                                            os.environ.get("PYTHONPATH", "")])}
         c0, t0 = children_cpu(), time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True, env=env, cwd=tmp)
-        return time.perf_counter() - t0, children_cpu() - c0
+        r = subprocess.run(cmd, check=True, capture_output=True, env=env, cwd=tmp, text=True)
+        out = {"wall": time.perf_counter() - t0, "cpu": children_cpu() - c0,
+               "load1": os.getloadavg()[0]}
+        if cmd[2] == "pushrl":
+            m = json.loads(r.stdout)["metrics"]
+            if "train/cpu_seconds_vw" in m:
+                out["cpu_vw"] = m["train/cpu_seconds_vw"]
+                out["cpu_pushrl_train"] = m["train/cpu_seconds_pushrl"]
+                out["cpu_pushrl_start"] = out["cpu"] - out["cpu_vw"] - out["cpu_pushrl_train"]
+        return out
 
-    ours, drv = [], []
+    drv: list[dict[str, Any]] = []
+    ours: dict[str, list[dict[str, Any]]] = {str(t): [] for t in trees}
     for r in range(repeats):
         drv.append(run(drv_cmd))
-        ours.append(run([*ours_cmd, str(tmp / "policies" / f"p{r}")]))
-    import shutil
-
+        for i, tree in enumerate(trees):
+            ours[str(tree)].append(run([*ours_cmd, str(tmp / "policies" / f"p{r}-{i}")], tree))
     shutil.rmtree(tmp)
     med = statistics.median
-    ow, oc = [x[0] for x in ours], [x[1] for x in ours]
-    dw, dc = [x[0] for x in drv], [x[1] for x in drv]
-    return {"dataset": name, "rounds": n, "repeats": repeats,
-            "ours_command": " ".join(ours_cmd[1:]) + " DIR", "driver_command":
-            " ".join(drv_cmd[1:]), "ours_wall_s": [round(x, 2) for x in ow],
-            "driver_wall_s": [round(x, 2) for x in dw], "ours_cpu_s": [round(x, 2) for x in oc],
-            "driver_cpu_s": [round(x, 2) for x in dc],
+    dw, dc = [x["wall"] for x in drv], [x["cpu"] for x in drv]
+    res: dict[str, Any] = {
+        "dataset": name, "rounds": n, "repeats": repeats,
+        "ours_command": " ".join(ours_cmd[1:]) + " DIR",
+        "driver_command": " ".join(drv_cmd[1:]), "driver_wall_s": [round(x, 2) for x in dw],
+        "driver_cpu_s": [round(x, 2) for x in dc],
+        "load1_after_each_driver_run": [round(x["load1"], 1) for x in drv],
+        "target_ratio": 0.8, "trees": {}}
+    for tree, runs in ours.items():
+        ow, oc = [x["wall"] for x in runs], [x["cpu"] for x in runs]
+        t: dict[str, Any] = {
+            "ours_wall_s": [round(x, 2) for x in ow], "ours_cpu_s": [round(x, 2) for x in oc],
             "ratio_wall": round(med(dw) / med(ow), 3),
             "ratio_wall_pairs": [round(d / o, 3) for d, o in zip(dw, ow, strict=True)],
-            "ratio_cpu": round(med(dc) / med(oc), 3), "target_ratio": 0.8}
+            "ratio_cpu": round(med(dc) / med(oc), 3),
+            "ratio_cpu_pairs": [round(d / o, 3) for d, o in zip(dc, oc, strict=True)],
+            "load1_after_each_run": [round(x["load1"], 1) for x in runs]}
+        if all("cpu_vw" in x for x in runs):
+            for k in ("cpu_pushrl_start", "cpu_pushrl_train", "cpu_vw"):
+                t[k + "_s"] = [round(x[k], 2) for x in runs]
+        res["trees"][tree] = t
+    first = res["trees"][str(trees[0])]  # the headline keys (this tree unless --tree)
+    res.update({k: first[k] for k in ("ours_wall_s", "ours_cpu_s", "ratio_wall",
+                                      "ratio_wall_pairs", "ratio_cpu")})
+    return res
 
 
 def latency(path: Path, n_decisions: int, k: int = 50) -> dict[str, Any]:
@@ -239,12 +281,15 @@ def main() -> None:
     ap.add_argument("--decisions", type=int, default=2000)
     ap.add_argument("--online", type=int, default=100_000, help="interactions (section online)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tree", type=Path, nargs="+", default=None,
+                    help="section process: run pushrl from these checkouts, interleaved "
+                         "(e.g. --tree /work/main .); default: this checkout")
     ap.add_argument("--write", action="store_true",
                     help="write the sections run to benchmarks/results/bandit.json")
     a = ap.parse_args()
     sections = set(a.sections.split(","))
     out: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "load_avg": os.getloadavg(),
-                                       "vw": VW_VERSION}}
+                                       "uptime": uptime(), "vw": VW_VERSION}}
     if "throughput" in sections:
         out["throughput"] = [throughput(d, DATASETS[d], a.repeats, VWConfig())
                              for d in a.datasets.split(",")]
@@ -256,14 +301,24 @@ def main() -> None:
                   f" {r['cpu_ratio']}",
                   file=sys.stderr)
     if "process" in sections:
-        out["process"] = [whole_process(d, DATASETS[d], a.repeats, VWConfig())
+        out["process"] = [whole_process(d, DATASETS[d], a.repeats, VWConfig(),
+                                        [t.resolve() for t in a.tree] if a.tree else None)
                           for d in a.datasets.split(",")]
         for r in out["process"]:
-            print(f"whole process {r['dataset']} ({r['rounds']} rounds): pushrl train bandit "
-                  f"{r['ours_wall_s']} s, python -m vowpalwabbit {r['driver_wall_s']} s: ratio "
-                  f"{r['ratio_wall']} (pairs {r['ratio_wall_pairs']}; target >= 0.8); CPU "
-                  f"{r['ours_cpu_s']} vs {r['driver_cpu_s']} s, ratio {r['ratio_cpu']}; load "
-                  f"{os.getloadavg()[0]:.1f}", file=sys.stderr)
+            print(f"whole process {r['dataset']} ({r['rounds']} rounds), interleaved; python -m"
+                  f" vowpalwabbit wall {r['driver_wall_s']} s, CPU {r['driver_cpu_s']} s (load "
+                  f"after each: {r['load1_after_each_driver_run']})", file=sys.stderr)
+            for tree, t in r["trees"].items():
+                print(f"  pushrl train bandit [{tree}]: wall {t['ours_wall_s']} s, CPU "
+                      f"{t['ours_cpu_s']} s; ratio wall {t['ratio_wall']} (pairs "
+                      f"{t['ratio_wall_pairs']}; target >= 0.8), CPU {t['ratio_cpu']} (pairs "
+                      f"{t['ratio_cpu_pairs']})", file=sys.stderr)
+                if "cpu_vw_s" in t:
+                    print(f"    CPU split: pushrl start-up (interpreter, imports, CLI) "
+                          f"{t['cpu_pushrl_start_s']} s, pushrl training (load, features, VW "
+                          f"text; all threads) {t['cpu_pushrl_train_s']} s, VW's driver child "
+                          f"{t['cpu_vw_s']} s", file=sys.stderr)
+            print(f"  uptime: {uptime()}", file=sys.stderr)
     if "latency" in sections:
         out["latency"] = latency(DATASETS["synth"], a.decisions)
         r = out["latency"]
@@ -278,6 +333,7 @@ def main() -> None:
         out["online"] = online(a.online, a.seed)
         print("online:", json.dumps(out["online"], indent=1), file=sys.stderr)
     out["machine"]["load_avg_end"] = os.getloadavg()
+    out["machine"]["uptime_end"] = uptime()
     out["load_avg"] = out["machine"]["load_avg"]
     if a.write:
         (ROOT / "benchmarks" / "results" / "bandit.json").write_text(

@@ -56,6 +56,12 @@ print("RESULT " + json.dumps({"marks": [(n, round(w - T[0][1], 3), round(c - T[0
 """
 
 
+def uptime() -> str:
+    """``uptime``'s line (print the load next to every figure)."""
+    r = subprocess.run(["uptime"], capture_output=True, text=True, check=False)
+    return r.stdout.strip() or " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def run(tree: Path, data: Path) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree)}
     # an installed package has its bytecode; a checkout run without it recompiles on start
@@ -73,11 +79,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
-    load0 = os.getloadavg()
-    runs = [{"tree": str(t), **run(t.resolve(), a.data.resolve())}
+    load0, up0 = os.getloadavg(), uptime()
+    runs = [{"tree": str(t.resolve()), **run(t.resolve(), a.data.resolve())}
             for _ in range(a.repeats) for t in a.tree]  # trees interleaved
     res = {"data": str(a.data), "load_avg_before": [round(x, 2) for x in load0],
-           "load_avg_after": [round(x, 2) for x in os.getloadavg()], "runs": runs}
+           "load_avg_after": [round(x, 2) for x in os.getloadavg()], "uptime_before": up0,
+           "uptime_after": uptime(), "runs": runs}
     if a.json:
         print(json.dumps(res, indent=2))
         return
@@ -85,7 +92,7 @@ def main() -> None:
         print(f"{r['tree']}: {int(r['rounds'])} rounds, VW child CPU {r['vw_child_cpu_s']} s")
         for name, wall, cpu in r["marks"]:
             print(f"  {name:28s} wall {wall:7.2f} s   CPU (pushrl process) {cpu:6.2f} s")
-    print(f"load average {res['load_avg_before']} -> {res['load_avg_after']}")
+    print(f"uptime before: {res['uptime_before']}\nuptime after:  {res['uptime_after']}")
 
 
 if __name__ == "__main__":

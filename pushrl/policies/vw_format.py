@@ -175,10 +175,11 @@ class _Numeric:
 def _string_table(strings: list[str]) -> np.ndarray:
     """Strings -> ``(len, max_len)`` uint8 padded with blanks."""
     enc = [s.encode() for s in strings]
-    w = max((len(e) for e in enc), default=0)
+    lens = np.fromiter(map(len, enc), np.int64, len(enc))
+    w = int(lens.max()) if lens.size else 0
     out = np.full((len(enc), w), _SPACE, np.uint8)
-    for i, e in enumerate(enc):
-        out[i, :len(e)] = np.frombuffer(e, np.uint8)
+    # row-major: the mask's True cells are each row's first len(e) bytes, in row order
+    out[np.arange(w) < lens[:, None]] = np.frombuffer(b"".join(enc), np.uint8)
     return out
 
 
@@ -289,10 +290,7 @@ class VWFormatter:
         mask = np.asarray(ctx.mask, bool)
         n, k = cand.shape
         if labels is not None:  # logged action first
-            a = np.asarray(labels.action, np.int64)
-            order = np.tile(np.arange(k), (n, 1))
-            order[:, 0], order[np.arange(n), a] = a, 0
-            ctx = _permute(ctx, order)
+            ctx = _logged_first(ctx, np.asarray(labels.action, np.int64))
             cand, mask = np.asarray(ctx.candidates, np.int64), np.asarray(ctx.mask, bool)
         cand = np.clip(cand, 0, len(self._items) - 1)
         splan, ws = self._shared(ctx)
@@ -440,10 +438,16 @@ def _void(a: np.ndarray) -> np.ndarray:
     return a.view(np.dtype((np.void, a.shape[-1])))[..., 0]
 
 
-def _permute(ctx: ItemContext, order: np.ndarray) -> ItemContext:
-    """Reorder each round's candidates: new candidate ``j`` is old ``order[:, j]``."""
-    r = np.arange(order.shape[0])[:, None]
-    return ItemContext(ctx.shared, np.asarray(ctx.candidates)[r, order],
-                       np.asarray(ctx.mask)[r, order],
-                       np.asarray(ctx.candidate_features)[r, order], ctx.shared_names,
+def _logged_first(ctx: ItemContext, action: np.ndarray) -> ItemContext:
+    """Swap each round's logged candidate ``action[i]`` with its first one (a copy of the
+    candidate columns with two cells per round exchanged; the other candidates keep their
+    places)."""
+    r = np.arange(action.shape[0])
+    out = []
+    for x in (ctx.candidates, ctx.mask, ctx.candidate_features):
+        x = np.array(x)  # copy
+        first, logged = x[:, 0].copy(), x[r, action]
+        x[:, 0], x[r, action] = logged, first
+        out.append(x)
+    return ItemContext(ctx.shared, out[0], out[1], out[2], ctx.shared_names,
                        ctx.candidate_feature_names, ctx.position, ctx.extra)

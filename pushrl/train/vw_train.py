@@ -13,6 +13,7 @@ Several passes (``passes > 1``) go through a cache file (``--cache_file``, rebui
 
 from __future__ import annotations
 
+import os
 import queue
 import re
 import shutil
@@ -282,7 +283,7 @@ def train_vw(data: str | Path, config: VWConfig | None = None, *, out: str | Pat
             a weighted outcome that no sent row logs.
     """
     config = config or VWConfig()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), os.times()
     tmp = Path(tempfile.mkdtemp(prefix="pushrl-vw-"))
     model_path = tmp / "model.vw"
     # VW's start-up (interpreter, library load) overlaps with loading the data
@@ -299,8 +300,12 @@ def train_vw(data: str | Path, config: VWConfig | None = None, *, out: str | Pat
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     seconds = time.perf_counter() - t0
+    cpu = os.times()  # CPU of this process (all threads) and of VW's driver, during the call
     res.metrics.update({"train/seconds": seconds, "train/seconds_load": t_load,
-                        "train/rounds_per_second": res.metrics["train/rounds"] / seconds})
+                        "train/rounds_per_second": res.metrics["train/rounds"] / seconds,
+                        "train/cpu_seconds_pushrl": cpu.user + cpu.system - cpu0.user
+                        - cpu0.system, "train/cpu_seconds_vw": cpu.children_user
+                        + cpu.children_system - cpu0.children_user - cpu0.children_system})
     res.card.update({"data": {"path": str(data), **data_card}, "metrics": res.metrics})
     if out is not None:
         res.policy.name = Path(out).name

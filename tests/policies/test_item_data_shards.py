@@ -72,6 +72,9 @@ def test_train_vw_by_shards(tiny_synth: Path) -> None:
     fp = load_dataset(tiny_synth, quarantine=False)[1].fingerprint
     assert fp.startswith("fp2-") and whole.card["data"]["fingerprint"] == fp
     assert sharded.card["data"]["fingerprint"] == fp
+    for res in (whole, sharded):  # CPU of pushrl's process and of VW's driver child, apart
+        m = res.metrics
+        assert 0 < m["train/cpu_seconds_pushrl"] and 0 < m["train/cpu_seconds_vw"]
 
 
 def test_sharded_rounds_of_a_split_equal_the_whole_part(parts_log: Path) -> None:

@@ -164,3 +164,15 @@ def test_plain_text_decisions_match_the_byte_columns(labelled: bool,
             assert pa == pb
     finally:
         ws.finish()
+
+
+@pytest.mark.parametrize("strings", [[], [""], ["a", "", "bcd", "é€x", " pos=12"],
+                                     [f"0:{c:.6f}:{p:.8f} " for c, p in
+                                      [(-0.0, 0.01), (-1.0, 1 / 3), (-12.5, 1e-9)]]])
+def test_string_table_pads_each_string_with_blanks(strings: list[str]) -> None:
+    from pushrl.policies.vw_format import _string_table
+
+    t = _string_table(strings)
+    w = max((len(s.encode()) for s in strings), default=0)
+    assert t.shape == (len(strings), w) and t.dtype == np.uint8
+    assert [bytes(r) for r in t] == [s.encode().ljust(w) for s in strings]
