@@ -167,5 +167,40 @@ class LinearDelayScorer:
 
     def decide_batch(self, ctx: ItemContext, rng: np.random.Generator) -> BatchDecision:
         """``policy.decide_batch(ctx, rng)`` without VW: the same draws (one uniform per row
-        from ``rng``)."""
+        from ``rng``). One round (a server's single trigger) takes :meth:`_decide_one`: the
+        same scores, PMF, normalisation and draw in python over the arms."""
+        if len(ctx) == 1:
+            return self._decide_one(ctx, rng)
         return self.policy.sample(self.action_dist(ctx), rng)
+
+    def _pmf_one(self, scores: list[float], mask: list[bool]) -> list[float]:
+        """:meth:`pmf` of one row in numpy float32 scalars (the same float32 operations in
+        the same order, so the same values: tests/policies/test_delay_fast.py)."""
+        f = np.float32
+        s = [f(x) if m else f(np.inf) for x, m in zip(scores, mask, strict=True)]
+        low = min(s)
+        a_low, rtol = abs(low), f(TIE_RTOL)
+        tied = [m and bool(abs(x - low) <= rtol * (abs(x) + a_low))
+                for x, m in zip(s, mask, strict=True)]
+        eps = f(self.epsilon)
+        base = eps / f(sum(mask))
+        n_tied = sum(tied)
+        best = base + (f(1.0) - eps) / f(n_tied) if n_tied else base
+        return [float(best if t else base) if m else 0.0 for t, m in zip(tied, mask, strict=True)]
+
+    def _decide_one(self, ctx: ItemContext, rng: np.random.Generator) -> BatchDecision:
+        """:meth:`decide_batch` of a one-round context: equal action, pscore and
+        distribution for the same ``rng`` state (one uniform drawn)."""
+        mask = np.asarray(ctx.mask, bool)
+        cf = np.asarray(ctx.candidate_features)[:, :, self.dyn]
+        scores = self.scores(np.asarray(ctx.shared), cf)[0].tolist()
+        p = self._pmf_one(scores, mask[0].tolist())
+        dist = self.policy._normalise(np.array([p]), mask)
+        row = dist[0].tolist()
+        cdf, acc = [], 0.0
+        for i, x in enumerate(row):  # np.cumsum's sequential sums
+            acc = x if i == 0 else acc + x
+            cdf.append(acc)
+        u = float(rng.random((1, 1))[0, 0]) * cdf[-1]
+        a = min(sum(u >= c for c in cdf), len(row) - 1)
+        return BatchDecision(np.array([a], np.int64), np.array([row[a]]), dist)

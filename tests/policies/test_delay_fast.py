@@ -4,11 +4,13 @@ the same generator, and it refuses models without the closed form."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from pushrl.data.item_context import ItemContext
 from pushrl.data.validate import load_dataset
 from pushrl.data.worlds import world_config
 from pushrl.policies.delay_data import DelayRounds, delay_rounds
@@ -100,3 +102,37 @@ def test_the_benchmark_path_is_the_served_path(trained: VWItemPolicy, tmp_path: 
     cd = ContextDelay(load_policy(art), TriggerConfig.parse(WORLD_TRIGGERS),
                       lambda: WORLD_GUARDRAILS)
     assert isinstance(cd.scorer, LinearDelayScorer)
+
+
+def _row(ctx: ItemContext, i: int, mask: np.ndarray) -> ItemContext:
+    return dataclasses.replace(ctx, shared=ctx.shared[i:i + 1],
+                               candidates=ctx.candidates[i:i + 1], mask=mask[i:i + 1],
+                               candidate_features=ctx.candidate_features[i:i + 1], extra={})
+
+
+@pytest.mark.parametrize("model", ["trained", "untrained"])
+def test_one_round_decides_as_the_batch(model: str, trained: VWItemPolicy,
+                                        rounds: DelayRounds) -> None:
+    """The server's single-round path (python over the arms) gives the batch's action,
+    pscore and distribution byte for byte, with the same draws, on every logged round, with
+    random masks, and with every arm tied (an untrained model)."""
+    pol = trained
+    if model == "untrained":
+        pol = VWItemPolicy(delay_layout(rounds.arms), DELAY_VW.args(), name="delay-vw")
+        pol.model_bytes()
+    fast = LinearDelayScorer.extract(pol)
+    ctx = rounds.context
+    rng = np.random.default_rng(3)
+    mask = np.ones(ctx.mask.shape, bool)
+    some = rng.random(len(ctx)) < 0.3
+    mask[some] = rng.random((int(some.sum()), mask.shape[1])) < 0.6
+    mask[~mask.any(axis=1), -1] = True
+    ctx = dataclasses.replace(ctx, mask=mask)
+    batch = fast.decide_batch(ctx, np.random.default_rng(11))
+    one_rng = np.random.default_rng(11)
+    for i in range(len(ctx)):
+        one = fast.decide_batch(_row(ctx, i, mask), one_rng)
+        assert one.action.tolist() == batch.action[i:i + 1].tolist()
+        assert one.pscore.tobytes() == batch.pscore[i:i + 1].tobytes()
+        assert one.action_dist.tobytes() == batch.action_dist[i:i + 1].tobytes()
+    assert len(ctx) > 200 and len(set(batch.action.tolist())) > 1
