@@ -97,7 +97,8 @@ def build(state: Path, n: int, reps: int) -> dict[str, Any]:
             srv.log.write(stmts)
             sends.append(len(got["sends"]))
         out["pull_in_process_ms"][label] = {"median": median(times), "max": max(times),
-                                            "cpu_median": median(cpu), "sends": sends,
+                                            "cpu_median": median(cpu), "cpu_max": max(cpu),
+                                            "times": times, "cpu": cpu, "sends": sends,
                                             "users": n}
     # 2. per-call decision latency: an event creating a trigger; decide answering with one
     base = T0 + (2 * reps + 1) * 25 * H

@@ -163,65 +163,59 @@ def delay_context(state: FeatureState, users: np.ndarray, event_ts: np.ndarray,
 
 #: ``sin`` / ``cos`` of ``2 pi h / 24`` for local hours ``h`` 0-23, computed as the batch
 #: path computes them (the single-row path reads them; equal: tests/sim/test_trigger_context).
-_HOUR_SIN = np.sin(2 * np.pi * np.arange(24, dtype=np.int64) / 24)
-_HOUR_COS = np.cos(2 * np.pi * np.arange(24, dtype=np.int64) / 24)
+_HOUR_SIN: list[float] = np.sin(2 * np.pi * np.arange(24, dtype=np.int64) / 24).tolist()
+_HOUR_COS: list[float] = np.cos(2 * np.pi * np.arange(24, dtype=np.int64) / 24).tolist()
 _KIND_LIST: tuple[str, ...] = tuple(_KIND_VALUES.tolist())
 
 
 @lru_cache(maxsize=32)
-def _arm_template(arms: tuple[int | None, ...]) -> tuple[np.ndarray, tuple[int, ...],
-                                                         tuple[int, ...]]:
-    """``((1, k, len(CANDIDATE_NAMES)) candidate features with the static columns set and
-    the dynamic ones 0 (the drop arm's), live arm positions, their delays)`` (read-only)."""
-    _, live, static = _arm_table(arms)
-    cand = np.zeros((1, len(arms), len(CANDIDATE_NAMES)))
-    cand[0, :, :len(ARM_STATIC)] = static
-    cand.flags.writeable = False
-    return cand, tuple(np.flatnonzero(live).tolist()), tuple(a for a in arms if a is not None)
+def _arm_rows(arms: tuple[int | None, ...]) -> tuple[tuple[tuple[float, ...], ...],
+                                                     tuple[int, ...]]:
+    """``(arm_static(arms) rows, the live arms' delays)`` as python values."""
+    return (tuple(map(tuple, arm_static(arms).tolist())),
+            tuple(a for a in arms if a is not None))
 
 
 def _delay_context_one(state: FeatureState, user: int, ts: int, kind: str, category: int,
                        log_price_ratio: float, arms: tuple[int | None, ...],
                        guardrails: Guardrails, features: np.ndarray | None) -> ItemContext:
     """:func:`delay_context` of one trigger (``how_profile`` None): the same values (byte for
-    byte: tests/sim/test_trigger_context.py) with the per-round columns computed in python
-    over the arms (the pipeline's features, affinity and profile are read through the one
-    definition, :class:`FeatureState`)."""
+    byte: tests/sim/test_trigger_context.py) with the trigger and arm columns computed in
+    python (the pipeline's features, affinity and profile are read through the one
+    definition, :class:`FeatureState`; the local clock from a cached
+    :class:`~pushrl.sim.trigger_send.ClockTable` of the user's zone)."""
     u = np.array([user], np.int64)
-    t = np.array([ts], np.int64)
-    template, live, delays = _arm_template(arms)
+    static, delays = _arm_rows(arms)
     clock = clock_table(state, user, ts // HOUR, table_span(delays))
     h = clock.hour_at(ts)
     if h is None:  # the zone changes offset inside this hour: the exact clock
-        h = int(state.local_time_at(u, t)[0][0])
+        h = int(state.local_time_at(u, np.array([ts], np.int64))[0][0])
     if features is None:
-        raw = state.features(u, t // HOUR, clock=(np.array(clock.hour[:1], np.int64),
-                                                   np.array(clock.dow[:1], np.int64)))
-    else:
-        raw = features
-    enc = encode(raw)
-    e, nk = enc.shape[1], len(KINDS)
-    shared = np.zeros((1, len(SHARED_NAMES)))
-    shared[0, :e] = enc[0]
-    if kind in _KIND_LIST:
-        shared[0, e + _KIND_LIST.index(kind)] = 1.0
-    shared[0, e + nk] = log_price_ratio
+        features = state.features(u, np.array([ts // HOUR], np.int64),
+                                  clock=(np.array(clock.hour[:1], np.int64),
+                                         np.array(clock.dow[:1], np.int64)))
+    row = encode(features)[0].tolist()
+    row += [float(kind == k) for k in _KIND_LIST]
+    aff = 0.0  # log of the affinity 1 of "no item"
     if category >= 0:
-        aff = state.affinity(u, np.array([category], np.int64))
-        shared[0, e + nk + 1] = np.log(np.maximum(aff, 1e-3))[0]
-    shared[0, e + nk + 2] = _HOUR_SIN[h]
-    shared[0, e + nk + 3] = _HOUR_COS[h]
+        aff = float(np.log(np.maximum(state.affinity(u, np.array([category], np.int64)),
+                                      1e-3))[0])
+    row += [log_price_ratio, aff, _HOUR_SIN[h], _HOUR_COS[h]]
     tsend, hr, dow = send_clock_one(state, user, ts, delays, guardrails, clock)
     prof = state.hour_of_week_profile(u)[0]
-    share = prof[[d * 24 + x for d, x in zip(dow, hr, strict=True)]]
+    act = np.log(np.maximum(prof[[d * 24 + x for d, x in zip(dow, hr, strict=True)]] * 168.0,
+                            1e-3)).tolist()
     due0 = -(-ts // HOUR)
-    cand = template.copy()
-    s0 = len(ARM_STATIC)
-    cand[0, live, s0] = np.log(np.maximum(share * 168.0, 1e-3))
-    cand[0, live, s0 + 1] = [(x - ts) / (24 * HOUR) for x in tsend]
-    cand[0, live, s0 + 2] = [x > (due0 + d) * HOUR for x, d in zip(tsend, delays, strict=True)]
+    cand, j = [], 0
+    for a, st in zip(arms, static, strict=True):
+        if a is None:  # the drop arm: no send
+            cand.append([*st, 0.0, 0.0, 0.0])
+            continue
+        x = tsend[j]
+        cand.append([*st, act[j], (x - ts) / (24 * HOUR), float(x > (due0 + a) * HOUR)])
+        j += 1
     k = len(arms)
-    return ItemContext(shared=shared, candidates=np.arange(k)[None], mask=np.ones((1, k), bool),
-                       candidate_features=cand, shared_names=SHARED_NAMES,
-                       candidate_feature_names=CANDIDATE_NAMES,
+    return ItemContext(shared=np.array([row]), candidates=np.arange(k)[None],
+                       mask=np.ones((1, k), bool), candidate_features=np.array([cand]),
+                       shared_names=SHARED_NAMES, candidate_feature_names=CANDIDATE_NAMES,
                        extra={"send_ts": np.array([tsend], np.int64)})
