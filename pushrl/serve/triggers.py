@@ -67,6 +67,8 @@ log = logging.getLogger("pushrl.serve")
 #: Hours after its event a closed (sent, dropped, cancelled, expired) trigger is forgotten by
 #: the server's tracker (:func:`forget_closed`): 14 days, beyond every default expiry.
 RETENTION_H = 14 * 24
+#: Seconds between two forgetting scans (periods since the epoch: deterministic on replay).
+FORGET_EVERY = 7 * DAY
 
 _OP_SQL = "INSERT INTO ops(seq, kind, user_idx, bucket, arg, tz) VALUES (?,?,?,?,?,?)"
 _TRIGGER_SQL = ("INSERT OR IGNORE INTO triggers(trigger_id, seq, user_id, kind, item_id, "
@@ -240,7 +242,7 @@ class ServerTriggers:
         if self.retention_h < 0:
             raise ValueError(f"`retention_h` must be >= 0 (0 = keep), got {retention_h}")
         #: Unix s of the last journaled clock advance (:func:`forget_closed` runs at the first
-        #: of each UTC day), None before the first.
+        #: of each :data:`FORGET_EVERY` period), None before the first.
         self.advanced: int | None = None
         #: ``count(kind, what, n)``: metrics hook (created / sent / requeued).
         self.count = count or (lambda kind, what, n: None)
@@ -477,13 +479,15 @@ Rows = Callable[[str], Iterable[tuple[Any, ...]]]
 
 
 def forget_closed(tracker: TriggerTracker, prev: int | None, ts: int, retention_h: int) -> int:
-    """At the first journaled clock advance (op ``OP_TRIGGER_ADVANCE``) of each UTC day
-    (``prev``: the previous one's time, None before the first), forget the closed triggers whose event is more than
-    ``retention_h`` hours before ``ts`` (0: never), so the tracker and its snapshot stay
-    bounded. The server and its replay call it at the same ops with the same clocks, so a
-    restart rebuilds the same tracker; the export replays without it (every trigger's final
-    status). Returns how many were forgotten."""
-    if not retention_h or (prev is not None and ts // DAY <= prev // DAY):
+    """At the first journaled clock advance (op ``OP_TRIGGER_ADVANCE``) of each
+    :data:`FORGET_EVERY` period since the epoch (``prev``: the previous advance's time;
+    none before the first, which a restart continues from), forget the closed triggers
+    whose event is more than ``retention_h`` hours before ``ts`` (0: never), so the tracker
+    and its snapshot stay bounded. The server and its replay call it at the same ops with
+    the same clocks, so a restart rebuilds the same tracker; the export replays without it
+    (every trigger's final status). The scan covers every trigger the tracker holds (~0.2 us
+    each), hence once a week, not on every pull. Returns how many were forgotten."""
+    if not retention_h or prev is None or ts // FORGET_EVERY <= prev // FORGET_EVERY:
         return 0
     return tracker.forget_closed(ts - retention_h * HOUR)
 

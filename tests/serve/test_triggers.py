@@ -522,12 +522,13 @@ def test_a_bad_delay_policy_is_refused_at_start(tmp_path: Path, ref: str, match:
 
 def test_closed_triggers_are_forgotten_after_the_retention_durably(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With a 24 h retention, closed triggers older than it leave the tracker (and its
-    snapshot) at the first clock advance of each day, a restart (snapshot or
+    """With a 24 h retention and a daily scan, closed triggers older than it leave the
+    tracker (and its snapshot) at the first clock advance of each day, a restart (snapshot or
     journal only) rebuilds the same tracker, and the export still has every trigger row."""
     from pushrl.serve import triggers as server_triggers
 
     monkeypatch.setattr(server_triggers, "RETENTION_H", 24)
+    monkeypatch.setattr(server_triggers, "FORGET_EVERY", 86400)  # (a week by default)
     rng = np.random.default_rng(5)
     snap = tmp_path / "state" / SNAPSHOT_FILE
     c = _client(tmp_path)
