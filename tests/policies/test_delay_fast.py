@@ -14,7 +14,7 @@ from pushrl.data.item_context import ItemContext
 from pushrl.data.validate import load_dataset
 from pushrl.data.worlds import world_config
 from pushrl.policies.delay_data import DelayRounds, delay_rounds
-from pushrl.policies.delay_fast import LinearDelayScorer
+from pushrl.policies.delay_fast import TIE_RTOL, LinearDelayScorer
 from pushrl.policies.template_fast import NotLinear
 from pushrl.policies.vw import VWConfig, VWItemPolicy
 from pushrl.rules.triggers import TriggerConfig
@@ -136,3 +136,38 @@ def test_one_round_decides_as_the_batch(model: str, trained: VWItemPolicy,
         assert one.pscore.tobytes() == batch.pscore[i:i + 1].tobytes()
         assert one.action_dist.tobytes() == batch.action_dist[i:i + 1].tobytes()
     assert len(ctx) > 200 and len(set(batch.action.tolist())) > 1
+
+
+def test_one_row_pmf_equals_pmf_at_the_tie_boundary(rounds: DelayRounds) -> None:
+    """The python float32 PMF equals the array one on 5000 random rows whose scores sit
+    at VW's relative tie tolerance (just inside, on and just outside it), with masks."""
+    pol = VWItemPolicy(delay_layout(rounds.arms), DELAY_VW.args(), name="delay-vw")
+    pol.model_bytes()
+    fast = LinearDelayScorer.extract(pol)
+    rng = np.random.default_rng(4)
+    k = len(rounds.arms)
+    tied_here = 0
+    for _ in range(5000):
+        low = float(rng.normal(0, 1) * 10.0 ** rng.integers(-3, 3))
+        rel = rng.choice([0.0, 1e-4, 2e-4]) * (1 + rng.normal(0, 1e-3, k))
+        s = low + np.abs(low) * rel * rng.choice([-1, 1], k)
+        far = rng.random(k) < 0.3  # some arms far from the lowest
+        s[far] += rng.normal(0, 1, int(far.sum()))
+        # arm 1 within a few float32 steps of the exact tie boundary above the lowest
+        r = TIE_RTOL
+        edge = np.float32(low * (1 + r) / (1 - r) if low > 0 else low * (1 - r) / (1 + r))
+        step = int(rng.integers(-6, 7))
+        s[0] = low
+        s[1] = float(np.nextafter(edge, np.float32(np.inf if step > 0 else -np.inf),
+                                  dtype=np.float32)) if step else float(edge)
+        for _ in range(abs(step) - 1):
+            s[1] = float(np.nextafter(np.float32(s[1]),
+                                      np.float32(np.inf if step > 0 else -np.inf)))
+        s[2:] = np.maximum(s[2:], low)
+        mask = rng.random(k) < (0.7 if rng.random() < 0.5 else 1.01)
+        tied_here += bool(fast.pmf(s[None], np.ones((1, k), bool))[0, 1]
+                          == fast.pmf(s[None], np.ones((1, k), bool))[0, 0])
+        want = fast.pmf(s[None], mask[None])[0] if mask.any() else np.zeros(k)
+        got = np.array(fast._pmf_one(s.tolist(), mask.tolist()))
+        assert got.tobytes() == want.tobytes(), (s, mask)
+    assert 500 < tied_here < 4500  # arm 1 falls on both sides of the boundary
