@@ -7,11 +7,9 @@ mixes this class in.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import gc
 import json
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,15 +21,6 @@ from pushrl.serve.schemas import ItemUpdate, TriggersDueIn
 from pushrl.serve.state import ServerState
 from pushrl.serve.store import DurableLog, Statement
 from pushrl.units import HOUR
-
-
-#: Encodes pull answers off the event loop, beside the commit (one thread: answers of
-#: concurrent pulls are encoded in turn).
-_ENCODER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pushrl-pull-json")
-
-
-def _encode(out: dict[str, Any]) -> bytes:
-    return json.dumps(out, separators=(",", ":")).encode()
 
 
 def _sec(ts: Any, now: int) -> int:
@@ -191,18 +180,6 @@ class TriggerRequests:
         out: dict[str, Any] = await self.in_worker(lambda: self.triggers_due(req),
                                                    lambda: self.pull_done(req.request_id))
         return out
-
-    async def triggers_due_json(self, req: TriggersDueIn) -> bytes:
-        """:meth:`triggers_due_async` answered as JSON text (the same object, compact
-        separators), encoded in another thread while the rows commit: a 10k-send answer
-        (~2 MB, ~25 ms to encode) no longer waits for the commit to start encoding, nor
-        blocks the event loop."""
-        def pull() -> tuple[tuple[Future[bytes], dict[str, Any]], list[Statement]]:
-            out, stmts = self.triggers_due(req)
-            return (_ENCODER.submit(_encode, out), out), stmts
-
-        fut, _ = await self.in_worker(pull, lambda: self.pull_done(req.request_id))
-        return await asyncio.wrap_future(fut)
 
     def user_triggers(self, user_id: str) -> dict[str, Any]:
         """A user's open (pending) triggers, in sending order."""
