@@ -57,6 +57,10 @@ def _load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
+def _uptime() -> str:
+    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+
+
 def _pct(xs: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(xs), q))
 
@@ -97,7 +101,8 @@ def build(state: Path, n: int, reps: int) -> dict[str, Any]:
             srv.log.write(stmts)
             sends.append(len(got["sends"]))
         out["pull_in_process_ms"][label] = {"median": median(times), "max": max(times),
-                                            "cpu_median": median(cpu), "sends": sends,
+                                            "cpu_median": median(cpu), "cpu_max": max(cpu),
+                                            "times": times, "cpu": cpu, "sends": sends,
                                             "users": n}
     # 2. per-call decision latency: an event creating a trigger; decide answering with one
     base = T0 + (2 * reps + 1) * 25 * H
@@ -210,6 +215,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="Also write the JSON here.")
     a = ap.parse_args()
     res: dict[str, Any] = {"users": a.users, "reps": a.reps, "load_avg_before": _load(),
+                           "uptime_before": _uptime(),
                            "targets": {"pull_10k_ms": 100, "decision_p99_us": 1000}}
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / "state"
@@ -217,6 +223,7 @@ def main() -> None:
         res["http"] = asyncio.run(asyncio.to_thread(
             http, state, a.users, a.reps, res["in_process"].pop("next_round")))
     res["load_avg_after"] = _load()
+    res["uptime_after"] = _uptime()
     text = json.dumps(res, indent=2)
     if a.out:
         a.out.write_text(text + "\n")
@@ -224,12 +231,14 @@ def main() -> None:
         print(text)
         return
     ip, ht = res["in_process"], res["http"]
-    print(f"load {res['load_avg_before']} -> {res['load_avg_after']}")
+    print(f"{res['uptime_before']} -> {res['uptime_after']}")
     for k in ("all_due", "tenth_due"):
         v = ip["pull_in_process_ms"][k]
         print(f"pull {a.users:,} users ({k}): in-process {v['median']:.1f} ms "
               f"(CPU {v['cpu_median']:.1f} ms), HTTP {ht[k]['median_ms']:.1f} ms "
-              f"(median of {a.reps})")
+              f"(median of {a.reps}); slowest in-process {v['max']:.1f} ms (CPU "
+              f"{v['cpu_max']:.1f} ms), HTTP {ht[k]['max_ms']:.1f} ms; every pull in-process "
+              f"{[round(x, 1) for x in v['times']]} ms")
     for k, v in ip["decision_us"].items():
         print(f"{k}: p50 {v['p50']:.0f} us, p99 {v['p99']:.0f} us (CPU p50 "
               f"{v['cpu_p50']:.0f} us, p99 {v['cpu_p99']:.0f} us)")

@@ -27,6 +27,7 @@ saved (the server's delay choice, :class:`pushrl.serve.triggers.ContextDelay`).
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass
 
 import numpy as np
@@ -167,5 +168,67 @@ class LinearDelayScorer:
 
     def decide_batch(self, ctx: ItemContext, rng: np.random.Generator) -> BatchDecision:
         """``policy.decide_batch(ctx, rng)`` without VW: the same draws (one uniform per row
-        from ``rng``)."""
+        from ``rng``). One round (a server's single trigger) takes :meth:`_decide_one`: the
+        same scores, PMF, normalisation and draw in python over the arms."""
+        if len(ctx) == 1:
+            return self._decide_one(ctx, rng)
         return self.policy.sample(self.action_dist(ctx), rng)
+
+    def _pmf_one(self, scores: list[float], mask: list[bool]) -> list[float]:
+        """:meth:`pmf` of one row: the same float32 operations in the same order, each
+        computed in double and rounded to float32 (``array("f")``; exact for ``+ - * /``:
+        double has more than twice float32's precision), so the same values
+        (tests/policies/test_delay_fast.py)."""
+        if not any(mask):  # nothing allowed: pmf's 0 everywhere
+            return [0.0] * len(mask)
+        inf = float("inf")
+        s = _f32([x if m else inf for x, m in zip(scores, mask, strict=True)])
+        low = min(s)
+        a_low = abs(low)
+        diff = _f32([abs(x - low) if m else inf for x, m in zip(s, mask, strict=True)])
+        bound = _f32([_RTOL * y for y in _f32([abs(x) + a_low if m else 0.0
+                                                for x, m in zip(s, mask, strict=True)])])
+        tied = [m and d <= b for d, b, m in zip(diff, bound, mask, strict=True)]
+        eps = self._eps32
+        base, = _f32([eps / float(sum(mask))])
+        n_tied = sum(tied)
+        best = _f32([base + _f32([_f32([1.0 - eps])[0] / n_tied])[0]])[0] if n_tied else base
+        return [(best if t else base) if m else 0.0 for t, m in zip(tied, mask, strict=True)]
+
+    def _decide_one(self, ctx: ItemContext, rng: np.random.Generator) -> BatchDecision:
+        """:meth:`decide_batch` of a one-round context: equal action, pscore and
+        distribution for the same ``rng`` state (one uniform drawn, as ``rng.random((1,
+        1))`` draws it)."""
+        mask = np.asarray(ctx.mask, bool)
+        cf = np.asarray(ctx.candidate_features)[:, :, self.dyn]
+        scores = self.scores(np.asarray(ctx.shared), cf)[0].tolist()
+        p = self._pmf_one(scores, mask[0].tolist())
+        dist = np.array([p])
+        tot = float(dist.sum(axis=1, keepdims=True)[0, 0])  # (the sum _normalise takes)
+        if not tot > 0:  # nothing allowed: _normalise's fallback
+            dist = self.policy._normalise(dist, mask)
+            row = dist[0].tolist()
+        else:
+            row = [x / tot for x in p]
+            dist = np.array([row])
+        cdf, acc = [], 0.0
+        for i, x in enumerate(row):  # np.cumsum's sequential sums
+            acc = x if i == 0 else acc + x
+            cdf.append(acc)
+        u = rng.random() * cdf[-1]
+        a = min(sum(u >= c for c in cdf), len(row) - 1)
+        return BatchDecision(np.array([a], np.int64), np.array([row[a]]), dist)
+
+    @property
+    def _eps32(self) -> float:
+        """:attr:`epsilon` rounded to float32."""
+        return _f32([self.epsilon])[0]
+
+
+def _f32(xs: list[float]) -> list[float]:
+    """Each of ``xs`` rounded to the nearest float32 (as a python float)."""
+    return array("f", xs).tolist()
+
+
+#: :data:`TIE_RTOL` as float32.
+_RTOL = _f32([TIE_RTOL])[0]

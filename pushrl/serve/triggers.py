@@ -58,12 +58,17 @@ from pushrl.serve.store import (
     Many,
     Statement,
 )
-from pushrl.units import HOUR
+from pushrl.units import DAY, HOUR
 
 if TYPE_CHECKING:
     from pushrl.serve.state import ServerState
 
 log = logging.getLogger("pushrl.serve")
+#: Hours after its event a closed (sent, dropped, cancelled, expired) trigger is forgotten by
+#: the server's tracker (:func:`forget_closed`): 14 days, beyond every default expiry.
+RETENTION_H = 14 * 24
+#: Seconds between two forgetting scans (periods since the epoch: deterministic on replay).
+FORGET_EVERY = 7 * DAY
 
 _OP_SQL = "INSERT INTO ops(seq, kind, user_idx, bucket, arg, tz) VALUES (?,?,?,?,?,?)"
 _TRIGGER_SQL = ("INSERT OR IGNORE INTO triggers(trigger_id, seq, user_id, kind, item_id, "
@@ -228,8 +233,17 @@ class ServerTriggers:
 
     def __init__(self, config: TriggerConfig, policy: DelayPolicy | None = None, *,
                  scheduled_priority: int = 0, seed: int | None = None,
-                 count: Callable[[str, str, int], None] | None = None) -> None:
+                 count: Callable[[str, str, int], None] | None = None,
+                 retention_h: int | None = None) -> None:
         self.config = config
+        #: Closed triggers are forgotten this many hours after their event
+        #: (:func:`forget_closed`; None = :data:`RETENTION_H`, 0 = kept for ever).
+        self.retention_h = RETENTION_H if retention_h is None else int(retention_h)
+        if self.retention_h < 0:
+            raise ValueError(f"`retention_h` must be >= 0 (0 = keep), got {retention_h}")
+        #: Unix s of the last journaled clock advance (:func:`forget_closed` runs at the first
+        #: of each :data:`FORGET_EVERY` period), None before the first.
+        self.advanced: int | None = None
         #: ``count(kind, what, n)``: metrics hook (created / sent / requeued).
         self.count = count or (lambda kind, what, n: None)
         self.policy: DelayPolicy = policy or FixedDelay()
@@ -300,7 +314,10 @@ class ServerTriggers:
         created = self.tracker.advance(ts)
         stmts: list[Statement] = [(_OP_SQL, (st.next_seq(), OP_TRIGGER_ADVANCE, -1,
                                              ts // HOUR, ts, None))]
-        return stmts + self._decide_new(st, created, ts)
+        stmts += self._decide_new(st, created, ts)
+        forget_closed(self.tracker, self.advanced, ts, self.retention_h)
+        self.advanced = ts
+        return stmts
 
     def due_users(self, users: np.ndarray, ts: np.ndarray | int, *,
                   outranking: bool = False) -> np.ndarray:
@@ -377,12 +394,13 @@ class ServerTriggers:
         journal."""
         self.user_ids = {int(i): str(u) for i, u in
                          st.log.iter_rows("SELECT idx, user_id FROM users")}
-        start, after = self._load_snapshot(st)
+        start, after, advanced = self._load_snapshot(st)
         undecided: list[str] = []
         if start is None and history is not None:
             start, undecided = self._from_history(st, history)
-        self.tracker = replay(st.log.iter_rows, self.config, st.users, st.items,
-                              start=start, after=after)
+        rep = replay_journal(st.log.iter_rows, self.config, st.users, st.items, start=start,
+                             after=after, retention_h=self.retention_h, advanced=advanced)
+        self.tracker, self.advanced = rep.tr, rep.advanced
         self.pulls.clear()
         if undecided:
             self._decide_history(st, undecided)
@@ -420,18 +438,20 @@ class ServerTriggers:
         """Write the tracker as of the log's last seq (clean shutdown; atomic)."""
         body = json.dumps(self.tracker.to_dict(), sort_keys=True)
         snap = {"format": SNAPSHOT_FORMAT, "seq": st.seq, "n_activity": _count(st, st.seq),
-                "sha256": hashlib.sha256(body.encode()).hexdigest(), "tracker": body}
+                "sha256": hashlib.sha256(body.encode()).hexdigest(), "tracker": body,
+                "advanced": self.advanced}
         path = st.log.dir / SNAPSHOT_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(snap))
         tmp.replace(path)
 
-    def _load_snapshot(self, st: ServerState) -> tuple[TriggerTracker | None, int]:
-        """``(tracker, seq)`` of a snapshot that matches the log and the rules, else
-        ``(None, 0)`` (then the whole journal is replayed; the reason is logged)."""
+    def _load_snapshot(self, st: ServerState) -> tuple[TriggerTracker | None, int, int | None]:
+        """``(tracker, seq, last clock advance)`` of a snapshot that matches the log and the
+        rules, else ``(None, 0, None)`` (then the whole journal is replayed; the reason is
+        logged)."""
         path = st.log.dir / SNAPSHOT_FILE
         if not path.exists():
-            return None, 0
+            return None, 0, None
         why = None
         try:
             snap = json.loads(path.read_text())
@@ -444,17 +464,32 @@ class ServerTriggers:
                 why = "it does not match the log (restored from a backup?)"
             else:
                 tr = TriggerTracker.from_dict(json.loads(body))
+                adv = snap.get("advanced")  # (absent in older snapshots)
                 if tr.config != self.config:
                     why = "other trigger rules (--triggers changed)"
                 else:
-                    return tr, seq
+                    return tr, seq, None if adv is None else int(adv)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             why = f"unreadable ({type(exc).__name__}: {exc})"
         log.warning("trigger snapshot %s not used (%s): replaying the whole journal", path, why)
-        return None, 0
+        return None, 0, None
 
 
 Rows = Callable[[str], Iterable[tuple[Any, ...]]]
+
+
+def forget_closed(tracker: TriggerTracker, prev: int | None, ts: int, retention_h: int) -> int:
+    """At the first journaled clock advance (op ``OP_TRIGGER_ADVANCE``) of each
+    :data:`FORGET_EVERY` period since the epoch (``prev``: the previous advance's time;
+    none before the first, which a restart continues from), forget the closed triggers
+    whose event is more than ``retention_h`` hours before ``ts`` (0: never), so the tracker
+    and its snapshot stay bounded. The server and its replay call it at the same ops with
+    the same clocks, so a restart rebuilds the same tracker; the export replays without it
+    (every trigger's final status). The scan covers every trigger the tracker holds (~0.2 us
+    each), hence once a week, not on every pull. Returns how many were forgotten."""
+    if not retention_h or prev is None or ts // FORGET_EVERY <= prev // FORGET_EVERY:
+        return 0
+    return tracker.forget_closed(ts - retention_h * HOUR)
 
 
 def replay(rows: Rows, config: TriggerConfig, users: Mapping[str, int],
@@ -471,16 +506,29 @@ def replay(rows: Rows, config: TriggerConfig, users: Mapping[str, int],
         items: ``{item_id: catalog index}``.
         start: The tracker as of seq ``after`` (a snapshot), else a new one.
         after: Replay only the journal after this seq.
+
+    Every trigger is kept (the export's final statuses); a server's rebuild forgets as it
+    did live (:func:`replay_journal`).
     """
+    return replay_journal(rows, config, users, items, start=start, after=after).tr
+
+
+def replay_journal(rows: Rows, config: TriggerConfig, users: Mapping[str, int],
+                   items: Mapping[str, int], *, start: TriggerTracker | None = None,
+                   after: int = 0, retention_h: int = 0,
+                   advanced: int | None = None) -> _Replay:
+    """:func:`replay` with the server's :attr:`ServerTriggers.retention_h`
+    (:func:`forget_closed` at the journaled clock advances, the last of them before seq
+    ``after`` at ``advanced``); the replay holds the tracker and the last advance."""
     arms = {r[0]: (r[1], r[2], r[3]) for r in rows(
         f"SELECT trigger_id, delay_h, pscore, decided_ts FROM triggers WHERE seq > {int(after)}")}
-    rep = _Replay(start or TriggerTracker(config), arms, users, items)
+    rep = _Replay(start or TriggerTracker(config), arms, users, items, retention_h, advanced)
     for row in journal(rows, after):
         rep.apply(row)
     if rep.n_missing:
         log.warning("%d triggers re-created from the log have no logged delay arm (the "
                     "trigger config changed): dropped, never sent", rep.n_missing)
-    return rep.tr
+    return rep
 
 
 @dataclass
@@ -491,6 +539,8 @@ class _Replay:
     arms: dict[str, tuple[int | None, float, int]]
     users: Mapping[str, int]
     items: Mapping[str, int]
+    retention_h: int = 0
+    advanced: int | None = None
     n_missing: int = 0
 
     def decide(self, created: list[Trigger]) -> None:
@@ -523,7 +573,10 @@ class _Replay:
                 self.decide(tr.observe_item_update(item, int(ts), price,
                                                    None if stock is None else bool(stock)))
         elif kind == OP_TRIGGER_ADVANCE:
-            self.decide(tr.advance(int(row[4])))
+            ts = int(row[4])
+            self.decide(tr.advance(ts))
+            forget_closed(tr, self.advanced, ts, self.retention_h)
+            self.advanced = ts
         elif kind in (OP_TRIGGER_SENT, OP_TRIGGER_REQUEUE):
             t = tr.get(str(row[5]))
             if t is not None and t.is_open:

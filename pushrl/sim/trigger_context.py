@@ -34,7 +34,7 @@ from pushrl.data.features import ENCODED_NAMES, FeatureSpec, FeatureState, ItemC
 from pushrl.data.item_context import ItemContext
 from pushrl.rules.guardrails import Guardrails
 from pushrl.rules.triggers import KINDS, TriggerConfig
-from pushrl.sim.trigger_send import send_clock
+from pushrl.sim.trigger_send import clock_table, send_clock, send_clock_one, table_span
 from pushrl.units import HOUR, bucket_of
 
 CONTEXT_ID = "pushrl/TriggerDelay-v1"
@@ -120,6 +120,11 @@ def delay_context(state: FeatureState, users: np.ndarray, event_ts: np.ndarray,
     u = np.asarray(users, np.int64)
     ts = np.asarray(event_ts, np.int64)
     n, k = u.size, len(arms)
+    if n == 1 and how_profile is None:  # a server's single decision: python over the arms
+        return _delay_context_one(state, int(u[0]), int(ts[0]), str(np.asarray(kinds)[0]),
+                                  int(np.asarray(item_category)[0]),
+                                  float(np.asarray(log_price_ratio)[0]), arms, guardrails,
+                                  features)
     if features is None:  # one offset lookup for the event's hour and the features' clock
         (hour, _, _), (b_hour, b_dow, _) = state.decision_clock(u, ts)
         raw = state.features(u, bucket_of(ts), clock=(b_hour, b_dow))
@@ -154,3 +159,63 @@ def delay_context(state: FeatureState, users: np.ndarray, event_ts: np.ndarray,
                        mask=np.ones((n, k), bool), candidate_features=cand,
                        shared_names=SHARED_NAMES, candidate_feature_names=CANDIDATE_NAMES,
                        extra={"send_ts": tsend})
+
+
+#: ``sin`` / ``cos`` of ``2 pi h / 24`` for local hours ``h`` 0-23, computed as the batch
+#: path computes them (the single-row path reads them; equal: tests/sim/test_trigger_context).
+_HOUR_SIN: list[float] = np.sin(2 * np.pi * np.arange(24, dtype=np.int64) / 24).tolist()
+_HOUR_COS: list[float] = np.cos(2 * np.pi * np.arange(24, dtype=np.int64) / 24).tolist()
+_KIND_LIST: tuple[str, ...] = tuple(_KIND_VALUES.tolist())
+
+
+@lru_cache(maxsize=32)
+def _arm_rows(arms: tuple[int | None, ...]) -> tuple[tuple[tuple[float, ...], ...],
+                                                     tuple[int, ...]]:
+    """``(arm_static(arms) rows, the live arms' delays)`` as python values."""
+    return (tuple(map(tuple, arm_static(arms).tolist())),
+            tuple(a for a in arms if a is not None))
+
+
+def _delay_context_one(state: FeatureState, user: int, ts: int, kind: str, category: int,
+                       log_price_ratio: float, arms: tuple[int | None, ...],
+                       guardrails: Guardrails, features: np.ndarray | None) -> ItemContext:
+    """:func:`delay_context` of one trigger (``how_profile`` None): the same values (byte for
+    byte: tests/sim/test_trigger_context.py) with the trigger and arm columns computed in
+    python (the pipeline's features, affinity and profile are read through the one
+    definition, :class:`FeatureState`; the local clock from a cached
+    :class:`~pushrl.sim.trigger_send.ClockTable` of the user's zone)."""
+    u = np.array([user], np.int64)
+    static, delays = _arm_rows(arms)
+    clock = clock_table(state, user, ts // HOUR, table_span(delays))
+    h = clock.hour_at(ts)
+    if h is None:  # the zone changes offset inside this hour: the exact clock
+        h = int(state.local_time_at(u, np.array([ts], np.int64))[0][0])
+    if features is None:
+        features = state.features(u, np.array([ts // HOUR], np.int64),
+                                  clock=(np.array(clock.hour[:1], np.int64),
+                                         np.array(clock.dow[:1], np.int64)))
+    row = encode(features)[0].tolist()
+    row += [float(kind == k) for k in _KIND_LIST]
+    aff = 0.0  # log of the affinity 1 of "no item"
+    if category >= 0:
+        aff = float(np.log(np.maximum(state.affinity(u, np.array([category], np.int64)),
+                                      1e-3))[0])
+    row += [log_price_ratio, aff, _HOUR_SIN[h], _HOUR_COS[h]]
+    tsend, hr, dow = send_clock_one(state, user, ts, delays, guardrails, clock)
+    prof = state.hour_of_week_profile(u)[0]
+    act = np.log(np.maximum(prof[[d * 24 + x for d, x in zip(dow, hr, strict=True)]] * 168.0,
+                            1e-3)).tolist()
+    due0 = -(-ts // HOUR)
+    cand, j = [], 0
+    for a, st in zip(arms, static, strict=True):
+        if a is None:  # the drop arm: no send
+            cand.append([*st, 0.0, 0.0, 0.0])
+            continue
+        x = tsend[j]
+        cand.append([*st, act[j], (x - ts) / (24 * HOUR), float(x > (due0 + a) * HOUR)])
+        j += 1
+    k = len(arms)
+    return ItemContext(shared=np.array([row]), candidates=np.arange(k)[None],
+                       mask=np.ones((1, k), bool), candidate_features=np.array([cand]),
+                       shared_names=SHARED_NAMES, candidate_feature_names=CANDIDATE_NAMES,
+                       extra={"send_ts": np.array([tsend], np.int64)})

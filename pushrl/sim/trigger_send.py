@@ -11,9 +11,13 @@ resolution in the tracker applies them.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import lru_cache
+
 import numpy as np
 
 from pushrl.data.features import FeatureState
+from pushrl.data.timezones import local_clock
 from pushrl.rules.guardrails import Guardrails
 from pushrl.units import HOUR
 
@@ -60,3 +64,97 @@ def send_clock(state: FeatureState, users: np.ndarray, event_ts: np.ndarray,
         hour, dow, _ = state.local_time_at(uu, t)
     shape = due.shape
     return t.reshape(shape), hour.reshape(shape), dow.reshape(shape)
+
+
+
+#: Hours of local clock one cached table covers past the event's bucket and the longest
+#: delay; a walk that leaves it falls back to :func:`send_clock`.
+_TABLE_SLACK = 48
+#: Most cached (zone, bucket, span) tables before the cache is emptied (a server's tables
+#: turn over every hour; a few hundred zones).
+_TABLE_CACHE = 4096
+
+
+@dataclass(frozen=True)
+class ClockTable:
+    """A user's zone's local clock at the starts of ``span`` hour buckets from ``bucket``:
+    ``offset`` (UTC offset, s), ``hour`` and ``dow`` (:func:`~pushrl.data.timezones.
+    local_clock` at the bucket starts: what :meth:`FeatureState.local_time_at` gives for
+    hour starts), each a list of ``span`` ints."""
+
+    bucket: int
+    offset: list[int]
+    hour: list[int]
+    dow: list[int]
+
+    def hour_at(self, ts: int) -> int | None:
+        """Local hour at ``ts`` in the table's first bucket (``local_clock``: ``(ts + offset)
+        mod day // hour``), or None when the zone changes offset inside that bucket (the
+        caller asks :meth:`FeatureState.local_time_at`, which reads zoneinfo for those)."""
+        off = self.offset[0]
+        if off != self.offset[1] and ts != self.bucket * HOUR:
+            return None
+        return (ts + off) // HOUR % 24
+
+
+_tables: dict[tuple[str, int, int], ClockTable] = {}
+
+
+def clock_table(state: FeatureState, user: int, bucket: int, span: int) -> ClockTable:
+    """:class:`ClockTable` of ``user``'s zone from ``bucket`` (cached per zone: the offsets are
+    a function of the zone name and the hour)."""
+    key = (state.timezone(user), bucket, span)
+    got = _tables.get(key)
+    if got is None:
+        if len(_tables) >= _TABLE_CACHE:
+            _tables.clear()
+        b = bucket + np.arange(span, dtype=np.int64)
+        off = state.tzt.offset_seconds(np.full(span, state.a.tz_idx[user]), b)
+        hour, dow, _ = local_clock(b * HOUR, off)
+        got = _tables[key] = ClockTable(bucket, off.tolist(), hour.tolist(), dow.tolist())
+    return got
+
+
+@lru_cache(maxsize=64)
+def _quiet_table(guardrails: Guardrails) -> tuple[bool, ...]:
+    """``guardrails.quiet`` of each local hour 0-23 (the one rule, read once)."""
+    return tuple(guardrails.quiet(np.arange(24)).tolist())
+
+
+def table_span(delays_h: tuple[int, ...]) -> int:
+    """Buckets a :class:`ClockTable` for :func:`send_clock_one` over ``delays_h`` covers."""
+    return (max(delays_h) if delays_h else 0) + _TABLE_SLACK + 1
+
+
+def send_clock_one(state: FeatureState, user: int, event_ts: int, delays_h: tuple[int, ...],
+                   guardrails: Guardrails, table: ClockTable | None = None
+                   ) -> tuple[list[int], list[int], list[int]]:
+    """:func:`send_clock` of one trigger in plain python: ``(send ts, local hour, local dow)``,
+    each a list over ``delays_h`` (the server's single decisions: a cached per-zone
+    :class:`ClockTable` from the event's bucket, ``table`` when the caller has it, instead of
+    ~20 array operations). The same walk: jump to the end of a quiet spell, re-check, at most
+    ``_MAX_QUIET`` jumps; equal to :func:`send_clock` element for element
+    (tests/sim/test_trigger_context.py)."""
+    user, event_ts = int(user), int(event_ts)
+    span = table_span(delays_h)
+    if table is None:
+        table = clock_table(state, user, event_ts // HOUR, span)
+    first = -(-event_ts // HOUR) - table.bucket  # next hour start at or after the event
+    hours, quiet, end = table.hour, _quiet_table(guardrails), guardrails.quiet_end
+    idx = []
+    for d in delays_h:
+        i = first + int(d)
+        for _ in range(_MAX_QUIET):
+            if i >= span:
+                break
+            h = hours[i]
+            if not quiet[h]:
+                break
+            i += (end - h) % 24
+        if i >= span:  # a walk past the table (long quiet hours over a DST change)
+            t, hr, dw = send_clock(state, np.array([user]), np.array([event_ts]),
+                                   np.asarray(delays_h, np.int64), guardrails)
+            return t[0].tolist(), hr[0].tolist(), dw[0].tolist()
+        idx.append(i)
+    b0 = table.bucket
+    return [(b0 + i) * HOUR for i in idx], [hours[i] for i in idx], [table.dow[i] for i in idx]

@@ -4,15 +4,17 @@ the same generator, and it refuses models without the closed form."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from pushrl.data.item_context import ItemContext
 from pushrl.data.validate import load_dataset
 from pushrl.data.worlds import world_config
 from pushrl.policies.delay_data import DelayRounds, delay_rounds
-from pushrl.policies.delay_fast import LinearDelayScorer
+from pushrl.policies.delay_fast import TIE_RTOL, LinearDelayScorer
 from pushrl.policies.template_fast import NotLinear
 from pushrl.policies.vw import VWConfig, VWItemPolicy
 from pushrl.rules.triggers import TriggerConfig
@@ -100,3 +102,72 @@ def test_the_benchmark_path_is_the_served_path(trained: VWItemPolicy, tmp_path: 
     cd = ContextDelay(load_policy(art), TriggerConfig.parse(WORLD_TRIGGERS),
                       lambda: WORLD_GUARDRAILS)
     assert isinstance(cd.scorer, LinearDelayScorer)
+
+
+def _row(ctx: ItemContext, i: int, mask: np.ndarray) -> ItemContext:
+    return dataclasses.replace(ctx, shared=ctx.shared[i:i + 1],
+                               candidates=ctx.candidates[i:i + 1], mask=mask[i:i + 1],
+                               candidate_features=ctx.candidate_features[i:i + 1], extra={})
+
+
+@pytest.mark.parametrize("model", ["trained", "untrained"])
+def test_one_round_decides_as_the_batch(model: str, trained: VWItemPolicy,
+                                        rounds: DelayRounds) -> None:
+    """The server's single-round path (python over the arms) gives the batch's action,
+    pscore and distribution byte for byte, with the same draws, on every logged round, with
+    random masks, and with every arm tied (an untrained model)."""
+    pol = trained
+    if model == "untrained":
+        pol = VWItemPolicy(delay_layout(rounds.arms), DELAY_VW.args(), name="delay-vw")
+        pol.model_bytes()
+    fast = LinearDelayScorer.extract(pol)
+    ctx = rounds.context
+    rng = np.random.default_rng(3)
+    mask = np.ones(ctx.mask.shape, bool)
+    some = rng.random(len(ctx)) < 0.3
+    mask[some] = rng.random((int(some.sum()), mask.shape[1])) < 0.6
+    mask[~mask.any(axis=1), -1] = True
+    ctx = dataclasses.replace(ctx, mask=mask)
+    batch = fast.decide_batch(ctx, np.random.default_rng(11))
+    one_rng = np.random.default_rng(11)
+    for i in range(len(ctx)):
+        one = fast.decide_batch(_row(ctx, i, mask), one_rng)
+        assert one.action.tolist() == batch.action[i:i + 1].tolist()
+        assert one.pscore.tobytes() == batch.pscore[i:i + 1].tobytes()
+        assert one.action_dist.tobytes() == batch.action_dist[i:i + 1].tobytes()
+    assert len(ctx) > 200 and len(set(batch.action.tolist())) > 1
+
+
+def test_one_row_pmf_equals_pmf_at_the_tie_boundary(rounds: DelayRounds) -> None:
+    """The python float32 PMF equals the array one on 5000 random rows whose scores sit
+    at VW's relative tie tolerance (just inside, on and just outside it), with masks."""
+    pol = VWItemPolicy(delay_layout(rounds.arms), DELAY_VW.args(), name="delay-vw")
+    pol.model_bytes()
+    fast = LinearDelayScorer.extract(pol)
+    rng = np.random.default_rng(4)
+    k = len(rounds.arms)
+    tied_here = 0
+    for _ in range(5000):
+        low = float(rng.normal(0, 1) * 10.0 ** rng.integers(-3, 3))
+        rel = rng.choice([0.0, 1e-4, 2e-4]) * (1 + rng.normal(0, 1e-3, k))
+        s = low + np.abs(low) * rel * rng.choice([-1, 1], k)
+        far = rng.random(k) < 0.3  # some arms far from the lowest
+        s[far] += rng.normal(0, 1, int(far.sum()))
+        # arm 1 within a few float32 steps of the exact tie boundary above the lowest
+        r = TIE_RTOL
+        edge = np.float32(low * (1 + r) / (1 - r) if low > 0 else low * (1 - r) / (1 + r))
+        step = int(rng.integers(-6, 7))
+        s[0] = low
+        s[1] = float(np.nextafter(edge, np.float32(np.inf if step > 0 else -np.inf),
+                                  dtype=np.float32)) if step else float(edge)
+        for _ in range(abs(step) - 1):
+            s[1] = float(np.nextafter(np.float32(s[1]),
+                                      np.float32(np.inf if step > 0 else -np.inf)))
+        s[2:] = np.maximum(s[2:], low)
+        mask = rng.random(k) < (0.7 if rng.random() < 0.5 else 1.01)
+        tied_here += bool(fast.pmf(s[None], np.ones((1, k), bool))[0, 1]
+                          == fast.pmf(s[None], np.ones((1, k), bool))[0, 0])
+        want = fast.pmf(s[None], mask[None])[0] if mask.any() else np.zeros(k)
+        got = np.array(fast._pmf_one(s.tolist(), mask.tolist()))
+        assert got.tobytes() == want.tobytes(), (s, mask)
+    assert 500 < tied_here < 4500  # arm 1 falls on both sides of the boundary

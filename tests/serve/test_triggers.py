@@ -26,6 +26,7 @@ from pushrl.rules.guardrails import Guardrails
 from pushrl.rules.triggers import TriggerConfig
 from pushrl.serve.app import create_app
 from pushrl.serve.export import export
+from pushrl.serve.store import LOG_FILE
 from pushrl.serve.triggers import SNAPSHOT_FILE
 from pushrl.units import HOUR, utc_offset_seconds
 from tests.serve.conftest import CoinFlip, T0, doubles, make_cfg, seed_world
@@ -517,3 +518,47 @@ def test_a_bad_delay_policy_is_refused_at_start(tmp_path: Path, ref: str, match:
 
     with pytest.raises(PushrlError, match=match):
         _client(tmp_path, trigger_delay_policy=ref)
+
+
+def test_closed_triggers_are_forgotten_after_the_retention_durably(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a 24 h retention and a daily scan, closed triggers older than it leave the
+    tracker (and its snapshot) at the first clock advance of each day, a restart (snapshot or
+    journal only) rebuilds the same tracker, and the export still has every trigger row."""
+    from pushrl.serve import triggers as server_triggers
+
+    monkeypatch.setattr(server_triggers, "RETENTION_H", 24)
+    monkeypatch.setattr(server_triggers, "FORGET_EVERY", 86400)  # (a week by default)
+    rng = np.random.default_rng(5)
+    snap = tmp_path / "state" / SNAPSHOT_FILE
+    c = _client(tmp_path)
+    try:
+        seed_world(c)
+        _phase(c, rng, T, 30)
+        first = {t["trigger_id"]: t["status"] for t in _tracker(c).to_dict()["triggers"]}
+        _phase(c, rng, T + 30 * HOUR, 40)  # crosses two UTC days
+        tr = _tracker(c)
+        live = tr.to_dict()
+        now = int(tr.now)
+    finally:
+        c.__exit__(None, None, None)
+    closed_first = [k for k, s in first.items() if s != "open"]
+    gone = [k for k in first if tr.get(k) is None]
+    assert closed_first and gone  # (a trigger still open then may be closed and gone now)
+    day_start = now // 86400 * 86400  # the last forgetting ran at this day's first advance
+    for t in live["triggers"]:
+        assert t["status"] == "open" or t["event_ts"] >= day_start - 24 * HOUR - 86400, t
+    for how in ("snapshot", "journal only"):
+        if how == "journal only":
+            snap.unlink()
+        c = _client(tmp_path)
+        try:
+            assert _tracker(c).to_dict() == live, how
+        finally:
+            c.__exit__(None, None, None)
+    ds = export(tmp_path / "state", tmp_path / "out")
+    trig = pd.read_parquet(Path(ds["out"]) / "triggers.parquet")
+    with sqlite3.connect(tmp_path / "state" / LOG_FILE) as conn:
+        n_rows = conn.execute("SELECT count(*) FROM triggers").fetchone()[0]
+    assert len(trig) == n_rows and set(gone) <= set(trig["trigger_id"])
+    assert "open" not in set(trig.loc[trig["trigger_id"].isin(gone), "status"])
