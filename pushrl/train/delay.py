@@ -122,15 +122,17 @@ def train_rounds(rounds: DelayRounds, config: DelayVW = DELAY_VW, *, passes: int
 
 
 #: Default target of :func:`match_send_cost`: the one-sided upper confidence bound of the
-#: learned policy's sends, as a share of the baseline's, must be at most this ("no more
-#: sends"). The bound replaces the old in-sample point estimate with a 0.98 margin, which
-#: did not transfer to held-out users (trigger world 4: 0.978 in sample, 1.002 held out).
-MATCH_RATIO = 1.0
+#: learned policy's sends, as a share of the baseline's, must be at most this. The bound
+#: covers the estimators' sampling error (about 1.3 % at 95 % on 2000-user worlds); the
+#: 1.5 % below "no more sends" covers their bias against the trigger world's truth, which
+#: the log cannot show (the world's realized purchases cancel more pushes than the truth's
+#: model of them, e.g. overlapping triggers of one user and item). Set on development
+#: worlds 4-6 (held-out truth minus the training log's SNIPW ``due`` ratio of the learned
+#: policy at costs 0 and 0.03: +0.7 %, +1.2 %, +2.1 %); the old criterion (in-sample point
+#: estimate <= 0.98) put world 4 at 0.978 where the truth said 1.002.
+MATCH_RATIO = 0.985
 #: One-sided confidence of the sends bound (:func:`ratio_bound`).
 MATCH_CONFIDENCE = 0.95
-#: User folds of the training log: each fold's sends are valued under a policy trained on
-#: the other folds only (out of sample, like new users).
-MATCH_FOLDS = 2
 #: First upper bracket of :func:`match_send_cost` (doubled until the sends fit).
 MATCH_HI = 0.06
 
@@ -197,31 +199,6 @@ def ratio_bound(dist: np.ndarray, base_dist: np.ndarray, action: np.ndarray,
     return RatioBound(ratio, se, float(ratio * np.exp(z * se)), confidence)
 
 
-def user_folds(user_id: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """``(n_rounds,)`` fold of each round: users shuffled by ``seed`` and dealt round-robin
-    into ``folds`` folds (every round of a user in the same fold)."""
-    users, u = np.unique(user_id, return_inverse=True)
-    if folds < 2 or folds > users.size:
-        raise ValueError(f"folds must be in [2, {users.size}] (the users), got {folds}")
-    of_user = np.empty(users.size, dtype=np.int64)
-    of_user[np.random.default_rng(seed).permutation(users.size)] = np.arange(users.size) % folds
-    return of_user[u]
-
-
-def out_of_fold_dist(rounds: DelayRounds, fold: np.ndarray, send_cost: float,
-                     unsub_cost: float, config: DelayVW = DELAY_VW, *, passes: int = 4,
-                     seed: int = 0) -> np.ndarray:
-    """``(n_rounds, n_arms)`` arm probabilities of each round under a policy trained at
-    ``send_cost`` on the OTHER folds' rounds (:func:`train_rounds`)."""
-    dist = np.empty((rounds.n_rounds, len(rounds.arms)))
-    for f in np.unique(fold):
-        test = fold == f
-        pol = train_rounds(rounds.take(np.flatnonzero(~test)).with_costs(send_cost, unsub_cost),
-                           config, passes=passes, seed=seed)
-        dist[test] = pol.action_dist(rounds.take(np.flatnonzero(test)).context)
-    return dist
-
-
 @dataclass
 class SendCostMatch:
     """The send cost :func:`match_send_cost` chose and the search behind it.
@@ -231,105 +208,106 @@ class SendCostMatch:
         baseline: The baseline policy whose sends were matched.
         target_ratio: Allowed upper bound of the sends, as a share of the baseline's.
         confidence: One-sided confidence of the bound.
-        folds: User folds of the out-of-fold valuation.
         baseline_sends: The baseline's expected sends on the rounds (fitted simulator).
-        trials: Per tried cost, in search order: ``send_cost``, ``sends_ratio`` (the
-            criterion: the larger of ``sends_upper`` and ``sends_ratio_sim``),
-            ``sends_ratio_snipw`` / ``sends_se_log`` / ``sends_upper`` (out-of-fold SNIPW and
-            its bound), ``sends_ratio_sim`` (fitted simulator, out-of-fold policy),
-            ``unsub_ratio`` / ``unsub_upper`` (out-of-fold SNIPW of unsubscribes, reported),
-            ``incremental`` (fitted simulator), ``fits``.
-        final: The final policy (trained on all rounds at :attr:`send_cost`) valued in
-            sample: ``sends_ratio_snipw``, ``sends_ratio_sim`` (optimistic; for the record).
-        policy: The policy trained on all rounds at :attr:`send_cost`.
+        trials: Per tried cost, in search order: ``send_cost``; ``sends_ratio`` (the
+            criterion: the largest of ``sends_upper``, ``due_upper`` and
+            ``sends_ratio_sim``); ``sends_ratio_snipw`` / ``sends_se_log`` / ``sends_upper``
+            (SNIPW of the logged ``sent`` and its bound); ``due_ratio`` / ``due_se_log`` /
+            ``due_upper`` (the same for :attr:`DelayRounds.due`, when the rounds have it);
+            ``sends_ratio_sim`` (fitted simulator); ``unsub_ratio`` / ``unsub_upper``
+            (SNIPW of unsubscribes, reported); ``incremental`` (fitted simulator); ``fits``.
+        policy: The policy trained at :attr:`send_cost`.
     """
 
     send_cost: float
     baseline: str
     target_ratio: float
     confidence: float
-    folds: int
     baseline_sends: float
     trials: list[dict[str, float]]
-    final: dict[str, float]
     policy: VWItemPolicy
 
     def to_dict(self) -> dict[str, Any]:
         """The search without the policy (for the card)."""
         return {"send_cost": self.send_cost, "baseline": self.baseline,
                 "target_ratio": self.target_ratio, "confidence": self.confidence,
-                "folds": self.folds, "criterion": "max(out-of-fold SNIPW sends ratio upper "
-                "bound, fitted-simulator sends ratio) <= target_ratio",
-                "baseline_sends": self.baseline_sends, "trials": self.trials,
-                "final": self.final}
+                "criterion": "max(SNIPW upper bounds of the sent and due ratios, fitted-"
+                "simulator sends ratio) <= target_ratio",
+                "baseline_sends": self.baseline_sends, "trials": self.trials}
 
 
 def match_send_cost(rounds: DelayRounds, *, baseline: str = "delay-fixed-1h",
                     unsub_cost: float = 1.0, target_ratio: float = MATCH_RATIO,
-                    confidence: float = MATCH_CONFIDENCE, folds: int = MATCH_FOLDS,
-                    steps: int = 4, config: DelayVW = DELAY_VW, passes: int = 4,
+                    confidence: float = MATCH_CONFIDENCE, steps: int = 4,
+                    config: DelayVW = DELAY_VW, passes: int = 4,
                     seed: int = 0) -> SendCostMatch:
     """Choose the send cost from the training log so the learned policy sends no more than
-    ``baseline`` on NEW users (the issue's "at no more sends"): the Lagrange multiplier of
-    the sends constraint, found by bisection, checked out of sample.
+    ``baseline`` on new users (the issue's "at no more sends"): the Lagrange multiplier of
+    the sends constraint, found by bisection, with a one-sided confidence bound.
 
-    For each tried cost the training users are split into ``folds`` user folds; each fold's
-    rounds are decided by a policy trained at that cost on the other folds
-    (:func:`out_of_fold_dist`), so the sends are valued as for users the policy never saw
-    (in sample, a policy trained to avoid sends looks better than it is). The sends ratio
-    to ``baseline`` on the same rounds is estimated by self-normalised IPW of the logged
-    ``sent`` with a one-sided ``confidence`` upper bound (:func:`ratio_bound`), and by the
-    simulator fitted from the rounds (:class:`~pushrl.sim.trigger_fit.TriggerSim`); a cost
-    fits when the larger of the bound and the simulator's ratio is <= ``target_ratio``.
+    For each tried cost a policy is trained on the rounds and its sends ratio to
+    ``baseline`` on the same rounds is estimated three ways: self-normalised IPW of the
+    logged ``sent`` and of :attr:`DelayRounds.due` (the pushes the arm asks for: the
+    truth's definition of a send), each with its one-sided ``confidence`` upper bound over
+    users (:func:`ratio_bound`: a new user sample differs from the training one by about
+    that much), and the simulator fitted from the rounds
+    (:class:`~pushrl.sim.trigger_fit.TriggerSim`, per kind x arm). A cost fits when the
+    largest is <= ``target_ratio`` (:data:`MATCH_RATIO`, below 1 for the estimators' bias).
     Cost 0 is tried first (kept when it fits), then ``MATCH_HI`` doubled until one fits,
     then ``steps`` bisections between the largest cost that did not fit and the smallest
-    that did. The final policy is trained on all rounds at the chosen cost. Only the log is
-    used (never a world's truth); fixed seeds make the choice repeatable.
+    that did. Only the log is used (never a world's truth); fixed seeds make the choice
+    repeatable.
 
     Args:
         rounds: Training rounds (their own ``reward`` is ignored: recomputed per cost).
         baseline: A delay baseline name (:mod:`pushrl.policies.delay_baselines`).
         unsub_cost: Reward cost of an unsubscribe.
-        target_ratio: Allowed sends bound as a share of the baseline's (:data:`MATCH_RATIO`).
-        confidence: One-sided confidence of the bound (:data:`MATCH_CONFIDENCE`).
-        folds: User folds (:data:`MATCH_FOLDS`).
+        target_ratio: Allowed sends bound as a share of the baseline's.
+        confidence: One-sided confidence of the bounds (:data:`MATCH_CONFIDENCE`).
         steps: Bisection steps.
-        config, passes, seed: As :func:`train_rounds` (``seed`` also deals the folds).
+        config, passes, seed: As :func:`train_rounds`.
 
     Raises:
         DataError: the log has no dropped triggers (the simulator needs the organic rate).
-        ValueError: ``target_ratio`` is not in (0, 2], fewer users than folds, or no cost up
-            to 64 fits.
+        ValueError: ``target_ratio`` is not in (0, 2], or no cost up to 64 fits.
     """
     from pushrl.policies.baselines import make_baseline
     from pushrl.sim.trigger_fit import TriggerSim
 
     if not 0 < target_ratio <= 2:
         raise ValueError(f"target_ratio must be in (0, 2], got {target_ratio}")
-    fold = user_folds(rounds.user_id, folds, seed)
     sim = TriggerSim.fit(rounds.kind, rounds.action, rounds.pscore, rounds.converted,
                          rounds.sent, rounds.arms)
     bd = make_baseline(baseline).action_dist(rounds.context)
     base = sim.evaluate(bd, rounds.kind)["sends"]
     trials: list[dict[str, float]] = []
+    fits: dict[float, VWItemPolicy] = {}
 
     def bound(dist: np.ndarray, outcome: np.ndarray) -> RatioBound:
         return ratio_bound(dist, bd, rounds.action, rounds.pscore, outcome, rounds.user_id,
                            confidence=confidence)
 
     def fit(cost: float) -> bool:
-        dist = out_of_fold_dist(rounds, fold, cost, unsub_cost, config, passes=passes,
-                                seed=seed)
+        pol = train_rounds(rounds.with_costs(cost, unsub_cost), config, passes=passes,
+                           seed=seed)
+        dist = pol.action_dist(rounds.context)
         v = sim.evaluate(dist, rounds.kind)
         s, un = bound(dist, rounds.sent), bound(dist, rounds.unsubscribed)
         r_sim = v["sends"] / max(base, 1e-12)
+        t = {"send_cost": cost, "sends_ratio_snipw": s.ratio, "sends_se_log": s.se_log,
+             "sends_upper": s.upper, "sends_ratio_sim": r_sim}
         ratio = max(s.upper, r_sim)
-        trials.append({"send_cost": cost, "sends_ratio": ratio, "sends_ratio_snipw": s.ratio,
-                       "sends_se_log": s.se_log, "sends_upper": s.upper,
-                       "sends_ratio_sim": r_sim, "unsub_ratio": un.ratio,
-                       "unsub_upper": un.upper, "incremental": v["incremental"],
-                       "fits": float(ratio <= target_ratio)})
-        return ratio <= target_ratio
+        if rounds.due is not None:
+            d = bound(dist, rounds.due)
+            t.update(due_ratio=d.ratio, due_se_log=d.se_log, due_upper=d.upper)
+            ratio = max(ratio, d.upper)
+        t.update(sends_ratio=ratio, unsub_ratio=un.ratio, unsub_upper=un.upper,
+                 incremental=v["incremental"], fits=float(ratio <= target_ratio))
+        trials.append(t)
+        if ratio <= target_ratio:
+            fits[cost] = pol
+            return True
+        return False
 
     if not fit(0.0):
         lo, hi = 0.0, MATCH_HI
@@ -342,14 +320,8 @@ def match_send_cost(rounds: DelayRounds, *, baseline: str = "delay-fixed-1h",
         for _ in range(steps):
             mid = round((lo + hi) / 2, 6)
             lo, hi = (lo, mid) if fit(mid) else (mid, hi)
-    best = min(t["send_cost"] for t in trials if t["fits"])
-    policy = train_rounds(rounds.with_costs(best, unsub_cost), config, passes=passes,
-                          seed=seed)
-    fd = policy.action_dist(rounds.context)
-    final = {"sends_ratio_snipw": bound(fd, rounds.sent).ratio,
-             "sends_ratio_sim": sim.evaluate(fd, rounds.kind)["sends"] / max(base, 1e-12)}
-    return SendCostMatch(best, baseline, target_ratio, confidence, folds, base, trials, final,
-                         policy)
+    best = min(fits)
+    return SendCostMatch(best, baseline, target_ratio, confidence, base, trials, fits[best])
 
 
 def train_delay(data: str | Path, *, out: str | Path | None = None,

@@ -23,7 +23,7 @@ from pushrl.sim.trigger_world import (
     WORLD_TRIGGERS,
     synthesize_triggers,
 )
-from pushrl.train.delay import match_send_cost, ratio_bound, user_folds
+from pushrl.train.delay import MATCH_RATIO, match_send_cost, ratio_bound
 
 
 def _logged(rng: np.random.Generator, users: int, per_user: int, p: np.ndarray
@@ -69,18 +69,6 @@ def test_ratio_bound_is_the_snipw_ratio_and_covers_the_truth() -> None:
         ratio_bound(dp, db, action, pscore, np.zeros_like(y), user)
 
 
-def test_user_folds_keep_a_user_in_one_fold() -> None:
-    user = np.array(["a", "b", "a", "c", "d", "b", "e"])
-    f = user_folds(user, 2, seed=3)
-    for u in set(user):
-        assert len(set(f[user == u])) == 1
-    per_fold = [len(set(user[f == k])) for k in (0, 1)]
-    assert sorted(per_fold) == [2, 3]
-    np.testing.assert_array_equal(f, user_folds(user, 2, seed=3))
-    with pytest.raises(ValueError, match="folds"):
-        user_folds(user, 6, seed=0)
-
-
 @pytest.fixture(scope="module")
 def small_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     d = tmp_path_factory.mktemp("small_triggers")
@@ -98,23 +86,40 @@ def _parts(data: Path) -> tuple[DelayRounds, DelayRounds, pd.DataFrame]:
     return parts[0], parts[1], truth.reset_index()
 
 
-@pytest.mark.parametrize("target", [1.0, 0.7])
+@pytest.mark.parametrize("target", [MATCH_RATIO, 0.7])
 def test_sends_guarantee_holds_on_held_out_users(small_world: Path, target: float) -> None:
     """The cost chosen on the training users keeps the learned policy's TRUE sends (the
-    world's per-arm expectations) on held-out users within ``target`` x fixed 1 h's, and
-    its unsubscribes too; at 0.7 the bound has to raise the cost above 0."""
+    world's per-arm expectations) on held-out users no higher than fixed 1 h's (at 0.7: within
+    0.7 x), and its unsubscribes too. At 0.7 the search has to raise the cost well above 0: a
+    policy trained at cost 0 sends 0.965 x fixed 1 h's on these held-out users (truth), so
+    a search that stops early fails; the bound's coverage is tested above."""
     train, test, truth = _parts(small_world)
     m = match_send_cost(train, target_ratio=target, steps=3, passes=1)
     chosen = next(t for t in m.trials if t["send_cost"] == m.send_cost)
-    assert chosen["fits"] and chosen["sends_upper"] <= target
+    assert chosen["fits"] and chosen["sends_ratio"] <= target
     assert chosen["sends_upper"] >= chosen["sends_ratio_snipw"]
+    assert chosen["due_upper"] >= chosen["due_ratio"]
     assert all(not t["fits"] for t in m.trials if t["send_cost"] < m.send_cost)
     o = ArmOutcomes.from_truth(truth, test.arms)
     mine = trigger_outcomes(m.policy.action_dist(test.context), o)
     base = trigger_outcomes(make_baseline("delay-fixed-1h").action_dist(test.context), o)
-    assert mine["sends"].sum() <= target * base["sends"].sum()
-    assert mine["unsubscribes"].sum() <= target * base["unsubscribes"].sum()
-    if target < 1:
+    allowed = min(target, 1.0)
+    assert mine["sends"].sum() <= allowed * base["sends"].sum()
+    assert mine["unsubscribes"].sum() <= allowed * base["unsubscribes"].sum()
+    if target < 0.9:
         assert m.send_cost > 0 and m.trials[0]["fits"] == 0.0
     d = m.to_dict()
-    assert d["folds"] == 2 and d["confidence"] == 0.95 and "final" in d
+    assert d["confidence"] == 0.95 and d["target_ratio"] == target
+
+
+def test_due_sends_count_the_pushes_an_arm_asks_for(small_world: Path) -> None:
+    """``due`` >= ``sent``; never for the drop arm; a due push not sent is one a purchase
+    did not cancel before its send time."""
+    train, _, _ = _parts(small_world)
+    assert train.due is not None
+    assert (train.due >= train.sent).all()
+    drop = train.arms.index(None)
+    assert not train.due[train.action == drop].any()
+    assert 0 < (train.due & ~train.sent).mean() < 0.2
+    sub = train.take(np.arange(10))
+    np.testing.assert_array_equal(sub.due, train.due[:10])
