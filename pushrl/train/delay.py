@@ -215,7 +215,8 @@ class SendCostMatch:
             (SNIPW of the logged ``sent`` and its bound); ``due_ratio`` / ``due_se_log`` /
             ``due_upper`` (the same for :attr:`DelayRounds.due`, when the rounds have it);
             ``sends_ratio_sim`` (fitted simulator); ``unsub_ratio`` / ``unsub_upper``
-            (SNIPW of unsubscribes, reported); ``incremental`` (fitted simulator); ``fits``.
+            (SNIPW of unsubscribes, reported; None without a logged unsubscribe where the
+            baseline puts weight); ``incremental`` (fitted simulator); ``fits``.
         policy: The policy trained at :attr:`send_cost`.
     """
 
@@ -224,7 +225,7 @@ class SendCostMatch:
     target_ratio: float
     confidence: float
     baseline_sends: float
-    trials: list[dict[str, float]]
+    trials: list[dict[str, float | None]]
     policy: VWItemPolicy
 
     def to_dict(self) -> dict[str, Any]:
@@ -280,7 +281,7 @@ def match_send_cost(rounds: DelayRounds, *, baseline: str = "delay-fixed-1h",
                          rounds.sent, rounds.arms)
     bd = make_baseline(baseline).action_dist(rounds.context)
     base = sim.evaluate(bd, rounds.kind)["sends"]
-    trials: list[dict[str, float]] = []
+    trials: list[dict[str, float | None]] = []
     fits: dict[float, VWItemPolicy] = {}
 
     def bound(dist: np.ndarray, outcome: np.ndarray) -> RatioBound:
@@ -292,16 +293,22 @@ def match_send_cost(rounds: DelayRounds, *, baseline: str = "delay-fixed-1h",
                            seed=seed)
         dist = pol.action_dist(rounds.context)
         v = sim.evaluate(dist, rounds.kind)
-        s, un = bound(dist, rounds.sent), bound(dist, rounds.unsubscribed)
+        s = bound(dist, rounds.sent)
+        try:  # reported only; a small log may have no unsubscribe under the baseline
+            un: RatioBound | None = bound(dist, rounds.unsubscribed)
+        except ValueError:
+            un = None
         r_sim = v["sends"] / max(base, 1e-12)
-        t = {"send_cost": cost, "sends_ratio_snipw": s.ratio, "sends_se_log": s.se_log,
-             "sends_upper": s.upper, "sends_ratio_sim": r_sim}
+        t: dict[str, float | None] = {
+            "send_cost": cost, "sends_ratio_snipw": s.ratio, "sends_se_log": s.se_log,
+            "sends_upper": s.upper, "sends_ratio_sim": r_sim}
         ratio = max(s.upper, r_sim)
         if rounds.due is not None:
             d = bound(dist, rounds.due)
             t.update(due_ratio=d.ratio, due_se_log=d.se_log, due_upper=d.upper)
             ratio = max(ratio, d.upper)
-        t.update(sends_ratio=ratio, unsub_ratio=un.ratio, unsub_upper=un.upper,
+        t.update(sends_ratio=ratio, unsub_ratio=None if un is None else un.ratio,
+                 unsub_upper=None if un is None else un.upper,
                  incremental=v["incremental"], fits=float(ratio <= target_ratio))
         trials.append(t)
         if ratio <= target_ratio:
