@@ -144,6 +144,10 @@ def test_cli_train_triggers(tiny: Path, tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
     assert doc["train/rounds"] > 100 and Path(doc["artifact"]).is_dir()
+    # --send-cost match (default): the card records the search and its bound
+    m = json.loads((Path(doc["artifact"]) / "card.json").read_text())["send_cost_match"]
+    assert m["confidence"] == 0.95 and m["target_ratio"] == 0.985 and "due_upper" in m["trials"][0]
+    assert m["send_cost"] == min(t["send_cost"] for t in m["trials"] if t["fits"])
     bad = run_pushrl("train", "triggers", "--data", str(tmp_path / "nope"), "--out", str(out))
     assert bad.returncode != 0 and "Traceback" not in bad.stderr
     assert "does not exist" in bad.stderr
