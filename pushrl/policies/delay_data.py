@@ -52,6 +52,10 @@ class DelayRounds:
             (False: the reward is censored, e.g. for OPE keep only complete rounds).
         push_converted: ``(n_rounds,)`` the trigger's push was sent and converted (the
             push-attributed part of ``converted``), or None.
+        due: ``(n_rounds,)`` the logged arm's push came due before the trigger's expiry
+            without a purchase cancelling it (:func:`due_sends`): ``sent``, plus the pushes
+            held back for other reasons (caps past expiry, a later cart superseding a browse
+            trigger, the log ending first); the conservative count of sends, or None.
     """
 
     context: ItemContext
@@ -67,6 +71,7 @@ class DelayRounds:
     arms: tuple[int | None, ...]
     complete: np.ndarray | None = None
     push_converted: np.ndarray | None = None
+    due: np.ndarray | None = None
 
     @property
     def n_rounds(self) -> int:
@@ -90,11 +95,14 @@ class DelayRounds:
                            self.kind[rows], self.user_id[rows], self.trigger_id[rows],
                            self.converted[rows], self.sent[rows], self.unsubscribed[rows],
                            self.arms, None if self.complete is None else self.complete[rows],
-                           None if self.push_converted is None else self.push_converted[rows])
+                           None if self.push_converted is None else self.push_converted[rows],
+                           None if self.due is None else self.due[rows])
 
 
-def _converted(ds: Dataset, t: pd.DataFrame, t0: np.ndarray, horizon_h: int) -> np.ndarray:
-    """Purchase of the trigger's item (any item without one) within the horizon."""
+def _converted(ds: Dataset, t: pd.DataFrame, t0: np.ndarray, horizon_h: int | np.ndarray
+               ) -> np.ndarray:
+    """Purchase of the trigger's item (any item without one) within the horizon (hours, one
+    or ``(len(t),)``) of ``t0``."""
     act = ds.activity
     buy = act[act["event"].astype(str) == "purchase"]
     out = np.zeros(len(t), bool)
@@ -109,9 +117,46 @@ def _converted(ds: Dataset, t: pd.DataFrame, t0: np.ndarray, horizon_h: int) -> 
             sub = q[q["item_id"].isna() == any_item]
             keys = ["user_id"] if any_item else ["user_id", "item_id"]
             m = sub.merge(b, on=keys, how="inner")
-            ok = (m["ts"] >= m["t0"]) & (m["ts"] <= m["t0"] + horizon_h * HOUR)
+            h = np.broadcast_to(np.asarray(horizon_h), (len(t),))[m["row"].to_numpy()]
+            ok = (m["ts"] >= m["t0"]) & (m["ts"] <= m["t0"] + h * HOUR)
             out[m.loc[ok, "row"].to_numpy()] = True
     return out
+
+
+def due_sends(ds: Dataset, config: TriggerConfig, action: np.ndarray,
+              arms: tuple[int | None, ...], send_ts: np.ndarray) -> np.ndarray:
+    """``(n_triggers,)`` the logged arm's push of each ``ds.triggers`` row came due before
+    the trigger's expiry with no purchase of its item (any item for an item-less trigger)
+    between the event and its send time cancelling it; a sent push always counts.
+
+    This counts the pushes a delay arm *asks* for: the ones caps held back past the expiry,
+    a later cart superseded or the log's end left open count as sends. It is what the trigger
+    world's truth calls a send (``send_d = S(t0, t_d)``) and at least the logged ``sent``.
+
+    Args:
+        ds: The log (``triggers``, ``activity``).
+        config: The trigger rules (expiries).
+        action: ``(n,)`` logged arm index into ``arms`` (None = drop: never due).
+        arms: The arms.
+        send_ts: ``(n, n_live)`` unix seconds each non-drop arm sends at (hour start, quiet
+            hours skipped: the delay context's ``extra["send_ts"]``,
+            :func:`~pushrl.sim.trigger_send.send_times`).
+    """
+    t = ds.triggers.reset_index(drop=True)
+    n = len(t)
+    live = [j for j, a in enumerate(arms) if a is not None]
+    col = np.full(len(arms), -1, np.int64)
+    col[live] = np.arange(len(live))
+    c = col[action]
+    t0 = to_unix_seconds(t["event_ts"])
+    tsend = np.where(c >= 0, send_ts[np.arange(n), np.maximum(c, 0)], t0)
+    kind = t["kind"].astype(str)
+    expiry = kind.map({k: config[k].expiry_h for k in kind.unique()}).to_numpy(np.int64)
+    due = (c >= 0) & (tsend < t0 + expiry * HOUR)
+    # a purchase strictly before the send (the window's end is inclusive: step back 1 s)
+    bought = _converted(ds, t, t0, np.maximum(tsend - t0 - 1, 0) / HOUR)
+    sent = (t["status"].astype(str) == "sent").to_numpy()
+    return sent | (due & ~bought)
 
 
 def delay_rounds(ds: Dataset, config: TriggerConfig, guardrails: Guardrails, *,
@@ -183,4 +228,5 @@ def delay_rounds(ds: Dataset, config: TriggerConfig, guardrails: Guardrails, *,
     return DelayRounds(ctx, action, reward, t["pscore"].to_numpy(float),
                        t["kind"].astype(str).to_numpy(), t["user_id"].astype(str).to_numpy(),
                        t["trigger_id"].astype(str).to_numpy(), conv, sent, p_unsub, arms,
-                       complete, p_conv)
+                       complete, p_conv,
+                       due_sends(ds, config, action, arms, ctx.extra["send_ts"]))
