@@ -79,10 +79,12 @@ def read_log(state: str | Path) -> tuple[Dataset, pd.DataFrame, pd.DataFrame]:
                         for c in ("holdout", "p_holdout", "trigger_id", "template_id",
                                   "pscore_template", "channel", "pscore_channel")) + " "
             "FROM decisions ORDER BY seq", conn)
+        tcols = {r[1] for r in q("PRAGMA table_info(triggers)")}  # holdout: since #18
         trig = pd.read_sql_query(
             "SELECT trigger_id, user_id, kind, item_id, event_ts, decided_ts, delay_h, pscore, "
-            "status, decision_id, expires_ts, priority, policy FROM triggers ORDER BY seq",
-            conn) if "triggers" in tables else None
+            "status, decision_id, expires_ts, priority, policy, "
+            + ", ".join(c if c in tcols else f"NULL AS {c}" for c in ("holdout", "p_holdout"))
+            + " FROM triggers ORDER BY seq", conn) if "triggers" in tables else None
         upd = pd.read_sql_query("SELECT item_id, ts, price, in_stock FROM item_updates ORDER BY "
                                 "seq", conn) if "item_updates" in tables else None
         if trig is not None and len(trig):
@@ -178,6 +180,9 @@ def _triggers(t: pd.DataFrame | None) -> pd.DataFrame | None:
         "priority": t["priority"].astype("int64"),
         "policy": t["policy"].astype(object),
     })
+    if t["holdout"].notna().any():  # per-kind holdouts ran (#18): each row's arm for its kind
+        out["holdout"] = _bool(t["holdout"])
+        out["p_holdout"] = t["p_holdout"].astype(float)
     return out.sort_values("event_ts", kind="stable").reset_index(drop=True)
 
 
