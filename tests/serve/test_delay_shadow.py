@@ -1,0 +1,123 @@
+"""A shadow for the ``delay`` slot: a candidate delay policy decides every new trigger beside
+the active one (its arm and probability in ``trigger_shadow``), is never acted on, leaves the
+live arms and draws unchanged, survives a restart through the pointer, stops on rollback, is
+refused over other arms, and a failing shadow never breaks the live decision."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from pushrl.rules.triggers import TriggerConfig
+from pushrl.serve import registry_ops as ops
+from tests.serve.conftest import seed_world
+from tests.serve.test_delay_promote import T, _cart, _client, delay_artifact
+
+
+def _shadow_rows(state: Path) -> list[tuple[Any, ...]]:
+    db = sqlite3.connect(state / "log.sqlite3")
+    try:
+        return db.execute("SELECT s.trigger_id, t.user_id, s.policy, s.delay_h, s.pscore, "
+                          "s.decided_ts = t.decided_ts FROM trigger_shadow s JOIN triggers t "
+                          "USING (trigger_id) ORDER BY t.seq").fetchall()
+    finally:
+        db.close()
+
+
+def test_a_shadow_delay_policy_is_logged_beside_the_active_one(tmp_path: Path) -> None:
+    reg = tmp_path / "policies"
+    delay_artifact(reg, "d24", "delay-fixed-24h", gate=None)  # a shadow needs no gate
+    c = _client(tmp_path)
+    try:
+        seed_world(c)
+        r = c.post("/v1/policies/d24/promote", json={"shadow": True})
+        assert r.status_code == 200, r.text
+        assert (r.json()["kind"], r.json()["shadow"]) == ("delay", "d24@v1")
+        assert c.get("/v1/policies").json()["delay"]["shadow"] == "d24@v1"
+        # the live arm is the server's own (1 h); the shadow's 24 h is only logged
+        assert _cart(c, "u0", T) == (1, 1.0, "fixed-1h@heuristic")
+        assert _cart(c, "u1", T + 60) == (1, 1.0, "fixed-1h@heuristic")
+        due = c.post("/v1/triggers/due", json={"users": ["u0", "u1"],
+                                               "ts": T + 3600 + 60}).json()["sends"]
+        assert sorted(s["user_id"] for s in due) == ["u0", "u1"]  # sent after 1 h, not 24
+        r = c.post("/v1/policies/d24/rollback", json={"reason": "done"})
+        assert r.status_code == 200, r.text
+        assert c.get("/v1/policies").json()["delay"]["shadow"] is None
+        assert _cart(c, "u2", T + 120)[0] == 1
+    finally:
+        c.__exit__(None, None, None)
+    rows = _shadow_rows(tmp_path / "state")
+    assert [r[1:] for r in rows] == [("u0", "d24@v1", 24, 1.0, 1), ("u1", "d24@v1", 24, 1.0, 1)]
+
+
+def test_the_shadow_survives_a_restart_and_other_arms_are_refused(tmp_path: Path) -> None:
+    reg = tmp_path / "policies"
+    delay_artifact(reg, "d0", "delay-fixed-0h", gate=None)
+    delay_artifact(reg, "odd", "delay-fixed-1h", arms=[1, 2, None], gate=None)
+    ops.promote(reg, "d0", shadow=True)  # the CLI, before the server starts
+    c = _client(tmp_path)
+    try:
+        seed_world(c)
+        assert c.get("/v1/policies").json()["delay"]["shadow"] == "d0@v1"
+        assert _cart(c, "u0", T)[0] == 1
+        r = c.post("/v1/policies/odd/promote", json={"shadow": True})
+        assert r.status_code == 409 and r.json()["error"] == "delay_arms", r.text
+        assert c.get("/v1/policies").json()["delay"]["shadow"] == "d0@v1"
+    finally:
+        c.__exit__(None, None, None)
+    assert [r[2:5] for r in _shadow_rows(tmp_path / "state")] == [("d0@v1", 0, 1.0)]
+
+
+def test_the_shadow_leaves_the_live_arms_and_draws_unchanged(tmp_path: Path) -> None:
+    """A stochastic live policy (an untrained VW: it explores) decides 40 triggers with and
+    without a shadow: the same arms and probabilities (the shadow has its own draws)."""
+    from pushrl.policies.vw import VWItemPolicy
+    from pushrl.sim.trigger_context import common_arms
+    from pushrl.train.delay import DELAY_VW, delay_layout
+
+    arms = common_arms(TriggerConfig.default())
+    art = VWItemPolicy(delay_layout(arms), DELAY_VW.args(), name="vw").save(
+        tmp_path / "vw", {"trigger_policy": {"arms": list(arms)}})
+    got = []
+    for run, shadow in (("a", False), ("b", True)):
+        reg = tmp_path / run / "policies"
+        delay_artifact(reg, "d24", "delay-fixed-24h", gate=None)
+        if shadow:
+            ops.promote(reg, "d24", shadow=True)
+        c = _client(tmp_path / run, trigger_delay_policy=str(art), seed=5)
+        try:
+            seed_world(c, n_users=40)
+            ev = [{"user_id": f"u{i}", "event": "cart", "item_id": "i1", "ts": T + i}
+                  for i in range(40)]
+            assert c.post("/v1/events", json={"events": ev}).status_code == 200
+        finally:
+            c.__exit__(None, None, None)
+        db = sqlite3.connect(tmp_path / run / "state" / "log.sqlite3")
+        got.append(db.execute("SELECT trigger_id, delay_h, pscore FROM triggers "
+                              "ORDER BY seq").fetchall())
+        n_shadow = db.execute("SELECT count(*) FROM trigger_shadow").fetchone()[0]
+        db.close()
+        assert n_shadow == (40 if shadow else 0)
+    assert got[0] == got[1] and len(got[0]) == 40
+    assert len({a for _, a, _ in got[0]}) > 1  # it did explore
+
+
+class _Broken:
+    label = "broken@v1"
+
+    def choose(self, *a: Any) -> Any:
+        raise RuntimeError("boom")
+
+
+def test_a_failing_shadow_never_breaks_the_live_decision(tmp_path: Path) -> None:
+    c: TestClient = _client(tmp_path)
+    try:
+        seed_world(c)
+        c.app.state.server.state.triggers.shadow = _Broken()  # type: ignore[attr-defined]
+        assert _cart(c, "u0", T) == (1, 1.0, "fixed-1h@heuristic")
+    finally:
+        c.__exit__(None, None, None)
+    assert _shadow_rows(tmp_path / "state") == []
