@@ -5,14 +5,19 @@ refused over other arms, and a failing shadow never breaks the live decision."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from fastapi.testclient import TestClient
+
+from pushrl.data.validate import load_dataset
 
 from pushrl.rules.triggers import TriggerConfig
 from pushrl.serve import registry_ops as ops
+from tests.cli_runner import run_pushrl
 from tests.serve.conftest import seed_world
 from tests.serve.test_delay_promote import T, _cart, _client, delay_artifact
 
@@ -51,6 +56,19 @@ def test_a_shadow_delay_policy_is_logged_beside_the_active_one(tmp_path: Path) -
         c.__exit__(None, None, None)
     rows = _shadow_rows(tmp_path / "state")
     assert [r[1:] for r in rows] == [("u0", "d24@v1", 24, 1.0, 1), ("u1", "d24@v1", 24, 1.0, 1)]
+    # `pushrl logs export` writes them beside the log (the log itself validates)
+    out = tmp_path / "export"
+    r = run_pushrl("logs", "export", "--state", tmp_path / "state", "--out", out, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["trigger_shadow"] == 2
+    sh = pd.read_parquet(out / "trigger_shadow.parquet")
+    ds, _ = load_dataset(out)
+    live = ds.triggers.set_index("trigger_id")
+    assert list(sh["trigger_id"]) == [rows[0][0], rows[1][0]]
+    assert list(sh["delay_h"]) == [24, 24] and list(live.loc[sh["trigger_id"], "delay_h"]) \
+        == [1, 1]
+    assert (sh["decided_ts"].to_numpy() == live.loc[sh["trigger_id"], "decided_ts"]
+            .to_numpy()).all()
 
 
 def test_the_shadow_survives_a_restart_and_other_arms_are_refused(tmp_path: Path) -> None:
