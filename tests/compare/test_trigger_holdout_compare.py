@@ -139,6 +139,8 @@ def test_the_cli_reports_the_holdout_lift_and_refuses_bad_specs(world: Path,
     meta = json.loads(r.stdout)["meta"]
     assert meta["trigger_holdouts"]["cart"]["share"] == 0.3
     assert meta["holdout_lift"][0]["kind"] == "cart"
+    md = (tmp_path / "c" / "report.md").read_text()
+    assert "Per-kind holdouts" in md and "| delay-fixed-1h | cart | 30 % |" in md
     r = run_pushrl("compare", "--triggers", world, "--policy", "delay-fixed-1h",
                    "--trigger-holdout", "basket=0.1", "--out", tmp_path / "d")
     assert r.returncode == 2 and "unknown trigger kind" in r.stderr
