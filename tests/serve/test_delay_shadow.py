@@ -139,3 +139,48 @@ def test_a_failing_shadow_never_breaks_the_live_decision(tmp_path: Path) -> None
     finally:
         c.__exit__(None, None, None)
     assert _shadow_rows(tmp_path / "state") == []
+
+
+def test_sharded_servers_run_the_shadow_on_every_shard_and_export_merges_it(
+        tmp_path: Path) -> None:
+    import asyncio
+
+    from pushrl.serve.shard_export import export_log
+    from tests.serve.conftest import T0, doubles
+    from tests.serve.test_delay_promote import OPEN
+    from tests.serve.test_sharded import _sharded
+
+    reg = tmp_path / "policies"
+    delay_artifact(reg, "d24", "delay-fixed-24h", gate=None)
+
+    async def run() -> list[Any]:
+        async with _sharded(tmp_path, 2, doubles, triggers=TriggerConfig.default(),
+                            guardrails=OPEN) as (c, router):
+            assert (await c.put("/v1/items/i1", json={"category": "a"})).status_code == 200
+            for i in range(8):
+                assert (await c.put(f"/v1/users/u{i}", json={"timezone": "UTC", "ts": T0})
+                        ).status_code == 200
+            r = await c.post("/v1/policies/d24/promote", json={"shadow": True})
+            assert r.status_code == 200, r.text
+            ev = [{"user_id": f"u{i}", "event": "cart", "item_id": "i1", "ts": T}
+                  for i in range(8)]
+            assert (await c.post("/v1/events", json={"events": ev})).status_code == 200
+            labels = []
+            for k in range(2):
+                shard = router.client(k)
+                assert shard is not None
+                _, _, body = await shard.request("GET", "/v1/policies", b"", [])
+                labels.append(json.loads(body)["delay"]["shadow"])
+            trig = []
+            for i in range(8):
+                trig += (await c.get(f"/v1/users/u{i}/triggers")).json()["triggers"]
+            return [labels, trig]
+
+    labels, trig = asyncio.run(run())
+    assert labels == ["d24@v1", "d24@v1"]
+    assert {t["delay_h"] for t in trig} == {1}  # live: the servers' own 1 h
+    res = export_log(tmp_path / "sharded", tmp_path / "exported")
+    assert res["trigger_shadow"] == 8 and res["shards"] == 2
+    sh = pd.read_parquet(tmp_path / "exported" / "trigger_shadow.parquet")
+    assert sorted(sh["trigger_id"]) == sorted(t["trigger_id"] for t in trig)
+    assert set(sh["delay_h"]) == {24} and set(sh["policy"]) == {"d24@v1"}
