@@ -60,6 +60,13 @@ def command(
         0.0, "--holdout-frac", help="With --triggers: compare on the held-out users of this "
         "seeded split (as `pushrl train triggers --holdout-frac`; 0 = every user)."),
     split_seed: int = typer.Option(0, "--split-seed", help="With --triggers: the split's seed."),
+    trigger_holdout: list[str] | None = typer.Option(
+        None, "--trigger-holdout", help="With --triggers: hold KIND=SHARE of the users out of "
+        "a trigger kind under every policy (the same users as `pushrl serve "
+        "--trigger-holdout` with the same --holdout-salt) and report the lift that holdout "
+        "would measure. Repeat per kind."),
+    holdout_salt: str = typer.Option("0", "--holdout-salt", help="With --trigger-holdout: "
+                                     "the salt of the holdout hash (the server's)."),
 ) -> None:
     """Run policies on the same simulated users (common random numbers) and report."""
     from pushrl.compare.report import write_report
@@ -67,7 +74,7 @@ def command(
 
     if triggers is not None:
         _triggers(policy, triggers, trigger_source, reference, out_dir, as_json,
-                  (holdout_frac, split_seed))
+                  (holdout_frac, split_seed), (trigger_holdout or [], holdout_salt))
         return
 
     overrides: dict[str, object] = {}
@@ -116,17 +123,26 @@ def command(
 
 
 def _triggers(policy: list[str], data: Path, source: str, reference: str | None,
-              out_dir: Path, as_json: bool, split: tuple[float, int]) -> None:
+              out_dir: Path, as_json: bool, split: tuple[float, int],
+              holdout: tuple[list[str], str] = ([], "0")) -> None:
     """`pushrl compare --triggers DATA`: delay policies on the same triggers."""
     from pushrl.compare.trigger_report import write_trigger_report
     from pushrl.compare.triggers import compare_triggers
+    from pushrl.errors import PushrlError
+    from pushrl.rules.holdout import parse_trigger_holdouts
+
+    try:
+        kinds = parse_trigger_holdouts(holdout[0], holdout[1]) if holdout[0] else None
+    except ValueError as exc:
+        raise PushrlError(str(exc)) from None
 
     import contextlib
 
     with console.status("comparing delay policies", spinner="dots") if not as_json \
             else contextlib.nullcontext():
         res = compare_triggers(policy, data, source=source, reference=reference,
-                               holdout_frac=split[0], split_seed=split[1])
+                               holdout_frac=split[0], split_seed=split[1],
+                               trigger_holdouts=kinds)
     html_path, md_path = write_trigger_report(res, out_dir)
     res.save(out_dir)
     if as_json:
@@ -154,6 +170,14 @@ def _triggers(policy: list[str], data: Path, source: str, reference: str | None,
                   f"{s[key]:.3f}", ci, f"{s[(pol, 'trigger_sends_per_user')]:.2f}",
                   f"{s[(pol, 'trigger_sends_per_recovered')]:.2f}")
     out.print(t)
+    for h in m.get("holdout_lift", []):
+        conv = {x["metric"]: x for x in h.get("metrics", [])}.get("conversions")
+        ci = (f"{conv['lift']:+.4f} [{conv['low']:+.4f}, {conv['high']:+.4f}]" if conv
+              else "n/a (< 2 users in an arm)")
+        out.print(f"holdout {h['kind']} {100 * h['share']:g} % under {h['policy']}: "
+                  f"{h['held_out']} of {h['users']} users held out; conversions lift per user "
+                  f"{ci}; true incremental per treated user "
+                  f"{h['true_incremental_per_treated_user']:+.4f}")
     console.print(f"report: {html_path.resolve()} (markdown: {md_path})  [{m['seconds']} s]")
 def _channel_set(spec: str | None) -> object:
     """``--channels`` (None: the scenario's)."""

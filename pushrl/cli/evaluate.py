@@ -63,6 +63,11 @@ def _print_summary(res: Any) -> None:
             out.print(escape(f"{kind} report: {res.report[kind]}"))
 
 
+def names_of(estimators: str | None) -> list[str] | None:
+    """``--estimators``' comma-separated names (None: every applicable one)."""
+    return None if not estimators else [e.strip() for e in estimators.split(",") if e.strip()]
+
+
 def _data_split(data: Path, scenario: str | None, split: str | None) -> Any:
     """The :class:`~pushrl.data.split.UserSplit` part of DATA to evaluate on: the scenario's
     ``heldout`` part by default when DATA is the data of a scenario with a ``[split]``."""
@@ -138,7 +143,16 @@ def command(
         from pushrl.envs.scenario import load_scenario
 
         data = load_scenario(str(scenario)).data
-    elif scenario is None and (found := scenario_for_data(data)) is not None:
+    from pushrl.cli.evaluate_delay import is_delay_artifact
+
+    if is_delay_artifact(policy):  # a trigger-delay artifact: its own rounds and gate
+        from pushrl.cli.evaluate_delay import run
+
+        run(data, policy, baseline=baseline, estimators=names_of(estimators), reward=reward,
+            split=split, segment=segment, out_dir=out_dir, n_bootstrap=n_bootstrap,
+            seed=seed, sample_users=sample_users, sample_seed=sample_seed,
+            allow_in_sample=allow_in_sample, record=record, as_json=as_json)
+    if scenario is None and (found := scenario_for_data(data)) is not None:
         scenario = str(found.path)
         if not as_json:
             console.print(f"[dim]scenario: {escape(scenario)}[/]")
@@ -146,7 +160,7 @@ def command(
     if part is not None and not as_json:
         console.print(f"[dim]evaluating on the {part.part} users of {escape(str(data))} "
                       "(the scenario's \\[split])[/]")
-    names = None if not estimators else [e.strip() for e in estimators.split(",") if e.strip()]
+    names = names_of(estimators)
     weights = RewardWeights.parse(reward) if reward else None  # fails before loading data
     target = out_dir or _default_out(policy, baseline)
     with progress_bar("evaluating", 1, enabled=not as_json) as update:

@@ -27,7 +27,7 @@ def command(
     report: Path | None = typer.Option(None, "--report", help="Write lift.html and lift.md "
                                        "(forest plot) into this directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the estimates as JSON."),
-    trigger_kind: str | None = typer.Option(None, "--trigger-kind", help="With --state: the "
+    trigger_kind: str | None = typer.Option(None, "--trigger-kind", help="The "
                                             "per-kind holdout of this trigger kind "
                                             "(`serve --trigger-holdout KIND=SHARE`): users "
                                             "with at least one such trigger, by their arm."),
@@ -36,12 +36,12 @@ def command(
     of the treated vs the held-out users, with 95 % intervals (raw and CUPED-adjusted by
     pre-period activity), and optionally the days needed to detect an effect (--mde)."""
     from pushrl.compare import lift
-    from pushrl.errors import PushrlError
 
-    if trigger_kind is not None:
-        if data is not None:
-            raise PushrlError("--trigger-kind reads a server's --state (its triggers table), "
-                              "not an exported DATA set; omit DATA")
+    if trigger_kind is not None and data is not None:  # an exported log's triggers table
+        from pushrl.compare.trigger_lift import from_log as kind_from_log
+
+        ld = kind_from_log(data, trigger_kind, pre_days=pre_days)
+    elif trigger_kind is not None:
         from pushrl.serve.config import state_dir
         from pushrl.serve.trigger_holdout import lift_data as kind_lift_data
 

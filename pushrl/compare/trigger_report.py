@@ -81,7 +81,30 @@ def trigger_markdown(r: CompareResult) -> str:
                                 "trigger_sends_per_recovered"), sfx)
         if rows:
             lines += ["", *head, *rows]
-    return "\n".join(lines)
+    return "\n".join([*lines, *_holdout_rows(r)])
+
+
+def _holdout_rows(r: CompareResult) -> list[str]:
+    """The per-kind holdout lift table (``meta["holdout_lift"]``; none without holdouts)."""
+    hl = r.meta.get("holdout_lift") or []
+    if not hl:
+        return []
+    out = ["", "Per-kind holdouts (the users `pushrl serve --trigger-holdout` holds out with "
+           "the same salt; their triggers of the kind are never sent): the lift a holdout "
+           "would measure, per user with a trigger of the kind (95% Welch CI), and the true "
+           "incremental conversions per treated user:", "",
+           "| policy | kind | share | users (held out) | conversions lift [95% CI] | "
+           "sends / treated user | true incremental / treated user |",
+           "|---|---|---|---|---|---|---|"]
+    for h in hl:
+        m = {x["metric"]: x for x in h.get("metrics", [])}
+        c, sd = m.get("conversions"), m.get("sends")
+        lift = f"{c['lift']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}]" if c else "n/a"
+        sends = f"{sd['treated']:.3f}" if sd else "n/a"
+        out.append(f"| {h['policy']} | {h['kind']} | {100 * h['share']:g} % | {h['users']} "
+                   f"({h['held_out']}) | {lift} | {sends} | "
+                   f"{h['true_incremental_per_treated_user']:+.4f} |")
+    return out
 
 
 def plot_delays(r: CompareResult) -> str:

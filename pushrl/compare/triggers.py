@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +37,11 @@ import pandas as pd
 from pushrl.compare.result import CompareResult
 from pushrl.compare.runner import PolicySpec
 from pushrl.compare.stats import summarize
+from pushrl.compare.trigger_holdout import apply_holdouts, held_out_rounds, kind_lift
 from pushrl.errors import PushrlError
 from pushrl.rules.guardrails import Guardrails
-from pushrl.rules.triggers import TriggerConfig
+from pushrl.rules.holdout import Holdout
+from pushrl.rules.triggers import TriggerConfig, TriggerKind
 from pushrl.sim.trigger_metrics import METRICS, ArmOutcomes, arm_columns, trigger_outcomes
 
 SOURCES = ("auto", "truth", "fitted")
@@ -109,7 +111,9 @@ def _policies(policies: Sequence[str], reference: str | None
 def compare_triggers(policies: Sequence[str], data: str | Path, *, source: str = "auto",
                      reference: str | None = None, triggers: TriggerConfig | None = None,
                      horizon_h: int = 168, holdout_frac: float = 0.0,
-                     split_seed: int = 0) -> CompareResult:
+                     split_seed: int = 0,
+                     trigger_holdouts: Mapping[TriggerKind, Holdout] | None = None
+                     ) -> CompareResult:
     """Compare delay policies on the triggers of ``data`` (module docstring).
 
     Args:
@@ -126,6 +130,11 @@ def compare_triggers(policies: Sequence[str], data: str | Path, *, source: str =
             (:class:`~pushrl.data.split.UserSplit`, the one a ``pushrl train triggers
             --holdout-frac F --split-seed S`` policy left out) instead of every user.
         split_seed: Seed of that split.
+        trigger_holdouts: Per-kind live holdouts (:mod:`pushrl.compare.trigger_holdout`):
+            the same users as ``pushrl serve --trigger-holdout`` are held out of each kind
+            under every policy, and ``meta["holdout_lift"]`` has the lift each would measure.
+            Triggers the log's own server held out (``triggers.holdout``) are never used to
+            fit the ``fitted`` source (their logged arm was not applied).
 
     Returns:
         A :class:`CompareResult` (``meta["mode"] == "triggers"``): per-user trigger
@@ -157,7 +166,8 @@ def compare_triggers(policies: Sequence[str], data: str | Path, *, source: str =
 
         split = UserSplit(holdout_frac, split_seed, "heldout")
     ds, _ = load_dataset(d, quarantine=False, split=split)
-    rounds = delay_rounds(ds, config, g, horizon_h=horizon_h)
+    rounds = delay_rounds(ds, config, g, horizon_h=horizon_h, keep_held_out=True)
+    held = held_out_rounds(rounds.user_id, rounds.kind, trigger_holdouts or {})
     unfitted: list[str] = []
     if source == "truth":
         truth = pd.read_parquet(d / TRUTH_FILE).set_index("trigger_id")
@@ -170,18 +180,25 @@ def compare_triggers(policies: Sequence[str], data: str | Path, *, source: str =
     else:
         from pushrl.sim.trigger_fit import TriggerSim
 
-        sim = TriggerSim.fit(rounds.kind, rounds.action, rounds.pscore, rounds.converted,
-                             rounds.sent, rounds.arms, recovered=rounds.push_converted,
-                             unsubscribed=rounds.unsubscribed)
+        fit = rounds if rounds.held_out is None else rounds.take(~rounds.held_out)
+        sim = TriggerSim.fit(fit.kind, fit.action, fit.pscore, fit.converted,
+                             fit.sent, fit.arms, recovered=fit.push_converted,
+                             unsubscribed=fit.unsubscribed)
         outcomes = ArmOutcomes.from_sim(sim, rounds.kind)
         unfitted = sorted(sim.unfitted)  # no dropped trigger: left out (zeros)
     kinds = sorted(set(map(str, rounds.kind)))
     users, user = np.unique(rounds.user_id, return_inverse=True)
     frames, delays = [], []
+    holdout_lift: list[dict[str, Any]] = []
     cols = arm_columns(rounds.arms)
     for label, pol in zip(labels, loaded, strict=True):
-        dist = np.asarray(pol.action_dist(rounds.context), float)
+        dist = apply_holdouts(np.asarray(pol.action_dist(rounds.context), float), held,
+                              rounds.arms)
         v = trigger_outcomes(dist, outcomes)
+        for tk, h in (trigger_holdouts or {}).items():
+            if h.active and (rounds.kind == tk.value).any():
+                holdout_lift.append({"policy": label, **kind_lift(
+                    rounds.user_id, rounds.kind, held, v, tk, h)})
         f = pd.DataFrame({"policy": label, "seed": 0, "user": np.arange(len(users)),
                           "user_id": users})
         for m, x in v.items():
@@ -209,6 +226,10 @@ def compare_triggers(policies: Sequence[str], data: str | Path, *, source: str =
             "split": None if split is None else {"part": "heldout", "frac": holdout_frac,
                                                  "seed": split_seed},
             "unfitted_kinds": unfitted, "seconds": round(time.perf_counter() - t0, 2)}
+    if trigger_holdouts:
+        meta["trigger_holdouts"] = {k.value: h.to_dict() for k, h in trigger_holdouts.items()}
+        meta["held_out_triggers"] = int(held.sum())
+        meta["holdout_lift"] = holdout_lift
     empty_daily = pd.DataFrame({"policy": [], "day": [], "objective": [], "subscribed": []})
     empty_hourly = pd.DataFrame({"policy": [], "local_hour": [], "sends": []})
     return CompareResult(per_user, summary, paired, {}, empty_daily, empty_hourly, [], meta,

@@ -27,6 +27,10 @@ FINGERPRINT_VERSION = "pushlog/v1"
 #: log's start) and ``pushes.pscore_channel``; ``pushes.channel`` names the channel of a sent
 #: row. A log without them is read as before (push only; fingerprints unchanged).
 CHANNEL_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
+#: Per-trigger-kind holdouts (issue 18) add two optional columns to v1.1's ``triggers``,
+#: ``holdout`` and ``p_holdout`` (the user's arm for the row's kind and the kind's share, as
+#: the server logs them); a log without them reads as before (no per-kind holdout), and its
+#: fingerprint is unchanged.
 
 TableName = Literal["users", "items", "activity", "pushes", "item_updates", "triggers"]
 #: The core tables (every log has them; ``activity`` may be empty).
@@ -139,6 +143,11 @@ SCHEMA: dict[str, tuple[Column, ...]] = {
         Column("status", "str", True, False, "open, sent, dropped, cancelled or expired"),
         Column("decision_id", "id", False, True,
                "the pushes row it became (sent triggers), must exist in pushes"),
+        Column("holdout", "bool", False, True,
+               "per-kind live holdout arm of the user for this kind: true = held out (never "
+               "sent this kind), false = treated; absent/null = the kind had no holdout"),
+        Column("p_holdout", "float", False, True,
+               "probability that the user is held out of this kind (the kind's share)"),
     ),
 }
 

@@ -283,6 +283,12 @@ def _evaluate(ds: Dataset, policy: PolicyLike | ResolvedPolicy,
     rs = None if reward is None or reward == "" else item_reward(reward)
     cand = resolve_policy(policy, ds, reward=rs)
     base = None if baseline is None else resolve_policy(baseline, ds, reward=rs)
+    for who in (cand, base):
+        if who is not None and who.card and "trigger_policy" in who.card:
+            raise ArtifactError(
+                f"{who.label} is a trigger delay policy: evaluate it on its trigger rounds "
+                "(`pushrl evaluate` routes it; in Python "
+                "pushrl.ope.evaluate_delay_log.evaluate_delay_artifact)")
     kind = cand.policy.kind
     if base is not None and base.policy.kind != kind:
         raise DataError(f"the candidate is a {kind} policy but the baseline {base.label!r} is a "

@@ -11,7 +11,10 @@ trained on: the held-out part of the same seeded user split
   (``DelayRounds.complete``); a later round's reward is not yet known.
 * **Reward model** (DR's): the mean training reward per (trigger kind, arm),
   :func:`kind_arm_reward_model`, fitted on the training users' complete rounds (never on the
-  evaluated ones).
+  evaluated ones). On a log without the policy's training users (`pushrl evaluate` of a delay
+  artifact on a new log, :mod:`pushrl.ope.evaluate_delay_log`) the same model is cross-fitted
+  over seeded user folds of the evaluated rounds (:func:`crossfit_kind_arm_reward_model`):
+  every round is predicted by a model that never saw its user.
 * **Gate**: :class:`~pushrl.ope.gate.DeploymentGate` with DR (the decision), IPW reported
   beside it; plus the held-out rule ``held_out_data`` (:data:`pushrl.ope.evaluate.HELD_OUT_RULE`):
   the evaluated users must be provably disjoint from the policy's training users
@@ -33,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from pushrl.data.split import UserSplit, may_share_rows
+from pushrl.data.split import UserSplit, may_share_rows, user_uniform
 from pushrl.errors import DataError
 from pushrl.ope.estimators import DoublyRobust, InverseProbabilityWeighting
 from pushrl.ope.gate import DeploymentGate
@@ -49,6 +52,8 @@ MIN_CELL = 20
 HELD_OUT_RULE = "held_out_data"
 #: Default baseline of the delay gate.
 BASELINE = "delay-fixed-1h"
+#: User folds of the cross-fitted reward model (evaluation without training rounds).
+N_FOLDS = 5
 
 
 def kind_arm_reward_model(train: DelayRounds, test: DelayRounds,
@@ -82,6 +87,36 @@ def kind_arm_reward_model(train: DelayRounds, test: DelayRounds,
     return out[:, :, None]
 
 
+def crossfit_kind_arm_reward_model(rounds: DelayRounds, n_folds: int = N_FOLDS, seed: int = 0,
+                                   min_cell: int = MIN_CELL) -> np.ndarray:
+    """:func:`kind_arm_reward_model` cross-fitted over seeded user folds of ``rounds``.
+
+    Args:
+        rounds: The evaluated rounds (their complete rounds fit the folds' models).
+        n_folds: User folds (>= 2); a user's rounds are all in one fold
+            (:func:`pushrl.data.split.user_uniform` with salt ``pushrl-delay-crossfit:SEED:``).
+        seed: Seed of the fold assignment.
+        min_cell: As in :func:`kind_arm_reward_model`.
+
+    Returns:
+        ``(rounds.n_rounds, n_arms, 1)``: each round's prediction by the model fitted on the
+        other folds' complete rounds.
+    """
+    if n_folds < 2:
+        raise ValueError(f"n_folds must be >= 2, got {n_folds}")
+    u = user_uniform(np.asarray(rounds.user_id, dtype=object), f"pushrl-delay-crossfit:{seed}:")
+    fold = np.minimum((u * n_folds).astype(np.int64), n_folds - 1)
+    done = np.zeros(rounds.n_rounds, bool)
+    done[_complete(rounds)] = True
+    out = np.zeros((rounds.n_rounds, len(rounds.arms), 1))
+    for f in range(n_folds):
+        at = np.flatnonzero(fold == f)
+        if at.size:
+            fit = rounds.take(np.flatnonzero((fold != f) & done))
+            out[at] = kind_arm_reward_model(fit, rounds.take(at), min_cell=min_cell)
+    return out
+
+
 def _complete(rounds: DelayRounds) -> np.ndarray:
     """Indices of the rounds whose conversion window ends inside the log."""
     if rounds.complete is None:
@@ -89,17 +124,20 @@ def _complete(rounds: DelayRounds) -> np.ndarray:
     return np.flatnonzero(rounds.complete)
 
 
-def evaluate_delay_policy(train: DelayRounds, heldout: DelayRounds, action_dist: np.ndarray,
-                          baseline_dist: np.ndarray, *, baseline: str = BASELINE,
+def evaluate_delay_policy(train: DelayRounds | None, heldout: DelayRounds,
+                          action_dist: np.ndarray, baseline_dist: np.ndarray, *,
+                          baseline: str = BASELINE,
                           trained_on: Mapping[str, Any] | None = None,
                           evaluated_on: Mapping[str, Any] | None = None,
                           alpha: float = 0.05, n_bootstrap: int = 1000, seed: int = 0,
-                          gate: DeploymentGate | None = None) -> dict[str, Any]:
+                          gate: DeploymentGate | None = None,
+                          allow_in_sample: bool = False) -> dict[str, Any]:
     """IPW and DR estimates of a delay policy vs a baseline on held-out rounds, and the gate.
 
     Args:
         train: The training users' rounds (the reward model's data; censored rounds dropped
-            here).
+            here), or None: the reward model is cross-fitted over user folds of ``heldout``
+            (:func:`crossfit_kind_arm_reward_model`, folds seeded by ``seed``).
         heldout: The evaluated users' rounds, at the policy's send and unsubscribe costs.
         action_dist: ``(heldout.n_rounds, n_arms)`` the policy's arm probabilities per round.
         baseline_dist: ``(heldout.n_rounds, n_arms)`` the baseline's.
@@ -111,9 +149,12 @@ def evaluate_delay_policy(train: DelayRounds, heldout: DelayRounds, action_dist:
         n_bootstrap: Bootstrap resamples of the gate's paired interval.
         seed: Seed of the bootstrap.
         gate: Gate thresholds (its estimator is replaced: DR decides, IPW is reported).
+        allow_in_sample: Waive the held-out rule (the evidence is then optimistic; recorded
+            as ``allow_in_sample``).
 
     Returns:
-        ``{"rounds", "censored", "baseline", "estimator": "dr", "estimates": {"ipw"|"dr":
+        ``{"rounds", "censored", "baseline", "estimator": "dr", "reward_model":
+        "training rounds"|"cross-fitted", "allow_in_sample", "estimates": {"ipw"|"dr":
         {"candidate", "baseline", "difference", "lower", "upper", "ess", "passed",
         "failed_rules"}}, "gate": GateResult.to_dict() of DR + the held-out rule}``.
 
@@ -129,8 +170,10 @@ def evaluate_delay_policy(train: DelayRounds, heldout: DelayRounds, action_dist:
     if done.size == 0:
         raise DataError("no held-out trigger round has its conversion window inside the log; "
                         "use a longer log or a shorter --horizon-h")
-    tr = train.take(_complete(train))
-    model = kind_arm_reward_model(tr, heldout.take(done))
+    if train is None:
+        model = crossfit_kind_arm_reward_model(heldout, seed=seed)[done]
+    else:
+        model = kind_arm_reward_model(train.take(_complete(train)), heldout.take(done))
     base = gate or DeploymentGate(n_bootstrap_samples=n_bootstrap, alpha=alpha)
     estimates: dict[str, Any] = {}
     results = {}
@@ -148,7 +191,7 @@ def evaluate_delay_policy(train: DelayRounds, heldout: DelayRounds, action_dist:
     verdict = results["dr"].to_dict()
     held = (trained_on is not None and evaluated_on is not None
             and not may_share_rows(trained_on, evaluated_on))
-    if not held:
+    if not held and not allow_in_sample:
         verdict["passed"] = False
         verdict["failed_rules"] = [*verdict["failed_rules"], HELD_OUT_RULE]
         verdict["messages"] = [*verdict["messages"],
@@ -156,7 +199,10 @@ def evaluate_delay_policy(train: DelayRounds, heldout: DelayRounds, action_dist:
                                "users; evaluate on the held-out part of its user split "
                                "(`pushrl train triggers --holdout-frac F --split-seed S`)"]
     return {"rounds": int(done.size), "censored": int(n - done.size), "baseline": baseline,
-            "estimator": "dr", "estimates": estimates, "gate": verdict}
+            "estimator": "dr",
+            "reward_model": "training rounds" if train is not None else "cross-fitted",
+            "allow_in_sample": bool(allow_in_sample and not held),
+            "estimates": estimates, "gate": verdict}
 
 
 def _fields(gate: DeploymentGate) -> dict[str, Any]:
@@ -187,6 +233,8 @@ def record_delay_evaluation(artifact: str | Path, result: Mapping[str, Any],
         "evaluated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "data": dict(data), "baseline": {"label": result["baseline"]},
         "rounds": result["rounds"], "censored": result["censored"],
+        **{k: result[k] for k in ("reward_model", "evaluated", "allow_in_sample")
+           if k in result},
         "gate": {**result["gate"], "estimator": result["estimator"]},
         "estimates": result["estimates"],
     }

@@ -56,6 +56,10 @@ class DelayRounds:
             without a purchase cancelling it (:func:`due_sends`): ``sent``, plus the pushes
             held back for other reasons (caps past expiry, a later cart superseding a browse
             trigger, the log ending first); the conservative count of sends, or None.
+        held_out: ``(n_rounds,)`` the user was held out of the trigger's kind by a live
+            per-kind holdout (the log's ``triggers.holdout``: the logged arm was never
+            applied), or None (no such column). Only with ``delay_rounds(...,
+            keep_held_out=True)``; by default those rounds are left out.
     """
 
     context: ItemContext
@@ -72,6 +76,7 @@ class DelayRounds:
     complete: np.ndarray | None = None
     push_converted: np.ndarray | None = None
     due: np.ndarray | None = None
+    held_out: np.ndarray | None = None
 
     @property
     def n_rounds(self) -> int:
@@ -96,7 +101,8 @@ class DelayRounds:
                            self.converted[rows], self.sent[rows], self.unsubscribed[rows],
                            self.arms, None if self.complete is None else self.complete[rows],
                            None if self.push_converted is None else self.push_converted[rows],
-                           None if self.due is None else self.due[rows])
+                           None if self.due is None else self.due[rows],
+                           None if self.held_out is None else self.held_out[rows])
 
 
 def _converted(ds: Dataset, t: pd.DataFrame, t0: np.ndarray, horizon_h: int | np.ndarray
@@ -124,7 +130,8 @@ def _converted(ds: Dataset, t: pd.DataFrame, t0: np.ndarray, horizon_h: int | np
 
 
 def due_sends(ds: Dataset, config: TriggerConfig, action: np.ndarray,
-              arms: tuple[int | None, ...], send_ts: np.ndarray) -> np.ndarray:
+              arms: tuple[int | None, ...], send_ts: np.ndarray,
+              triggers: pd.DataFrame | None = None) -> np.ndarray:
     """``(n_triggers,)`` the logged arm's push of each ``ds.triggers`` row came due before
     the trigger's expiry with no purchase of its item (any item for an item-less trigger)
     between the event and its send time cancelling it; a sent push always counts.
@@ -141,8 +148,10 @@ def due_sends(ds: Dataset, config: TriggerConfig, action: np.ndarray,
         send_ts: ``(n, n_live)`` unix seconds each non-drop arm sends at (hour start, quiet
             hours skipped: the delay context's ``extra["send_ts"]``,
             :func:`~pushrl.sim.trigger_send.send_times`).
+        triggers: The trigger rows ``action`` is of (default ``ds.triggers``; e.g. without
+            the rows a live holdout kept back).
     """
-    t = ds.triggers.reset_index(drop=True)
+    t = (ds.triggers if triggers is None else triggers).reset_index(drop=True)
     n = len(t)
     live = [j for j, a in enumerate(arms) if a is not None]
     col = np.full(len(arms), -1, np.int64)
@@ -161,14 +170,24 @@ def due_sends(ds: Dataset, config: TriggerConfig, action: np.ndarray,
 
 def delay_rounds(ds: Dataset, config: TriggerConfig, guardrails: Guardrails, *,
                  horizon_h: int = 168, send_cost: float = 0.0,
-                 unsub_cost: float = 0.0) -> DelayRounds:
+                 unsub_cost: float = 0.0, keep_held_out: bool = False) -> DelayRounds:
     """The delay rounds of ``ds`` (module docstring).
+
+    A trigger whose user was held out of its kind by a live per-kind holdout (the log's
+    ``triggers.holdout`` true: ``pushrl serve --trigger-holdout``) was never sent whatever
+    its logged arm, so its reward is not that arm's: such rows are left out (training and
+    OPE see only treated triggers) unless ``keep_held_out`` (then ``held_out`` marks them).
 
     Raises:
         DataError: the log has no ``triggers`` rows, or a logged arm is not an arm of
             ``config``.
     """
     t = ds.triggers.reset_index(drop=True)
+    held_col = None
+    if "holdout" in t and len(t):
+        held_col = t["holdout"].astype("boolean").fillna(False).to_numpy(bool)
+        if not keep_held_out and held_col.any():
+            t, held_col = t[~held_col].reset_index(drop=True), None
     if not len(t):
         raise DataError("the log has no `triggers` rows (pushlog v1.1); delay policies learn "
                         "from trigger decisions: log them (pushrl logs export, or "
@@ -213,7 +232,10 @@ def delay_rounds(ds: Dataset, config: TriggerConfig, guardrails: Guardrails, *,
     ctx = delay_context(res.state, users, t0, t["kind"].astype(str).to_numpy(), cat, lpr, arms,
                         guardrails, features=feats, how_profile=profiles)
     push_of = ds.pushes.assign(did=ds.pushes["decision_id"].astype(str)).set_index("did")
-    did = t["decision_id"].astype("Int64").astype(str) if "decision_id" in t else None
+    did = None
+    if "decision_id" in t:  # integer ids (synthetic logs, floats with NaN) or the server's hex
+        dcol = t["decision_id"]
+        did = (dcol.astype("Int64") if pd.api.types.is_numeric_dtype(dcol) else dcol).astype(str)
     sent = (t["status"].astype(str) == "sent").to_numpy()
     p_conv = np.zeros(len(t), bool)
     p_unsub = np.zeros(len(t), bool)
@@ -229,4 +251,5 @@ def delay_rounds(ds: Dataset, config: TriggerConfig, guardrails: Guardrails, *,
                        t["kind"].astype(str).to_numpy(), t["user_id"].astype(str).to_numpy(),
                        t["trigger_id"].astype(str).to_numpy(), conv, sent, p_unsub, arms,
                        complete, p_conv,
-                       due_sends(ds, config, action, arms, ctx.extra["send_ts"]))
+                       due_sends(ds, config, action, arms, ctx.extra["send_ts"], t),
+                       held_col if keep_held_out else None)

@@ -582,7 +582,8 @@ def _add_policy_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: An
                          "shadow": ps.shadow_item.label if ps.shadow_item else None,
                          "fallback": fb["item"]},
                 "delay": None if delay is None else {
-                    "active": delay, "history": hist["delay"], "shadow": None,
+                    "active": delay, "history": hist["delay"],
+                    "shadow": ps.shadow_delay.label if ps.shadow_delay else None,
                     "fallback": fb["delay"]},
                 "kill_switch": s.engine.kill_switch, "generation": ps.generation,
                 "available": avail}
@@ -637,11 +638,12 @@ def _route(request: Request) -> str:
 def _change(s: Server, res: dict[str, Any]) -> dict[str, Any]:
     ps = s.engine.policies
     kind = res["kind"]
-    if kind == "delay":  # (no shadow slot)
+    if kind == "delay":
         tr = s.state.triggers
         label = ps.delay.label if ps.delay else (tr.policy.label if tr else "server default")
-        return {"kind": kind, "active": label, "shadow": None, "generation": ps.generation,
-                "gate": res.get("gate")}
+        return {"kind": kind, "active": label,
+                "shadow": ps.shadow_delay.label if ps.shadow_delay else None,
+                "generation": ps.generation, "gate": res.get("gate")}
     loaded = ps.timing if kind == "timing" else ps.item
     shadow = ps.shadow_timing if kind == "timing" else ps.shadow_item
     return {"kind": kind, "active": loaded.label, "shadow": shadow.label if shadow else None,

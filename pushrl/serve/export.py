@@ -79,10 +79,12 @@ def read_log(state: str | Path) -> tuple[Dataset, pd.DataFrame, pd.DataFrame]:
                         for c in ("holdout", "p_holdout", "trigger_id", "template_id",
                                   "pscore_template", "channel", "pscore_channel")) + " "
             "FROM decisions ORDER BY seq", conn)
+        tcols = {r[1] for r in q("PRAGMA table_info(triggers)")}  # holdout: since #18
         trig = pd.read_sql_query(
             "SELECT trigger_id, user_id, kind, item_id, event_ts, decided_ts, delay_h, pscore, "
-            "status, decision_id, expires_ts, priority, policy FROM triggers ORDER BY seq",
-            conn) if "triggers" in tables else None
+            "status, decision_id, expires_ts, priority, policy, "
+            + ", ".join(c if c in tcols else f"NULL AS {c}" for c in ("holdout", "p_holdout"))
+            + " FROM triggers ORDER BY seq", conn) if "triggers" in tables else None
         upd = pd.read_sql_query("SELECT item_id, ts, price, in_stock FROM item_updates ORDER BY "
                                 "seq", conn) if "item_updates" in tables else None
         if trig is not None and len(trig):
@@ -178,6 +180,9 @@ def _triggers(t: pd.DataFrame | None) -> pd.DataFrame | None:
         "priority": t["priority"].astype("int64"),
         "policy": t["policy"].astype(object),
     })
+    if t["holdout"].notna().any():  # per-kind holdouts ran (#18): each row's arm for its kind
+        out["holdout"] = _bool(t["holdout"])
+        out["p_holdout"] = t["p_holdout"].astype(float)
     return out.sort_values("event_ts", kind="stable").reset_index(drop=True)
 
 
@@ -241,12 +246,43 @@ def _pushes(p: pd.DataFrame) -> pd.DataFrame:
 
 
 def export(state: str | Path, out: str | Path) -> dict[str, Any]:
-    """Write the log of ``state`` to ``out`` as pushlog v1 (+ ``feedback``, ``shadow``).
+    """Write the log of ``state`` to ``out`` as pushlog v1 (+ ``feedback``, ``shadow``,
+    ``trigger_shadow``).
 
     Returns:
         Row counts per table.
     """
-    return write_export(*read_log(state), out)
+    counts = write_export(*read_log(state), out)
+    return {**counts, **write_trigger_shadow([read_trigger_shadow(state)], counts["out"])}
+
+
+def read_trigger_shadow(state: str | Path) -> pd.DataFrame:
+    """The shadow delay policy's decisions of a state's log (``trigger_shadow``: trigger id,
+    policy, decision time (UTC), arm ``delay_h`` (null = drop), ``pscore``); empty when it
+    ran none."""
+    conn = connect(Path(state) / LOG_FILE, readonly=True)
+    try:
+        has = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND "
+                           "name='trigger_shadow'").fetchone()
+        df = pd.read_sql_query("SELECT trigger_id, policy, decided_ts, delay_h, pscore FROM "
+                               "trigger_shadow", conn) if has else pd.DataFrame()
+    finally:
+        conn.close()
+    if len(df):
+        df["decided_ts"] = pd.to_datetime(df["decided_ts"], unit="s", utc=True)
+        df["delay_h"] = df["delay_h"].astype("Int64")
+    return df
+
+
+def write_trigger_shadow(frames: list[pd.DataFrame], out: str | Path) -> dict[str, int]:
+    """Write the shadow delay decisions (of every shard) to ``out/trigger_shadow.parquet``
+    when there are any; ``{"trigger_shadow": rows}``."""
+    rows = [f for f in frames if len(f)]
+    if not rows:
+        return {}
+    df = pd.concat(rows, ignore_index=True).sort_values("decided_ts", kind="stable")
+    write_table(df.reset_index(drop=True), Path(out) / "trigger_shadow.parquet")
+    return {"trigger_shadow": len(df)}
 
 
 def write_export(ds: Dataset, fb: pd.DataFrame, sh: pd.DataFrame,

@@ -18,8 +18,9 @@ KINDS = ("timing", "item", "delay")
 #: What runs when nothing is promoted (registry baseline names). ``delay`` (the trigger
 #: delay slot, #16): a server runs its own ``--trigger-delay-policy`` (default fixed 1 h).
 DEFAULTS = {"timing": "most-active-hour", "item": "most-popular", "delay": "delay-fixed-1h"}
-#: Slots without a shadow (a delay decision is taken once per trigger and logged).
-NO_SHADOW = ("delay",)
+#: Slots without a shadow (none since the delay shadow: a shadow delay policy decides every
+#: new trigger beside the active one and its arm is logged in ``trigger_shadow``).
+NO_SHADOW: tuple[str, ...] = ()
 
 
 def empty_pointer() -> dict[str, Any]:

@@ -85,6 +85,8 @@ class PolicySet:
     #: The promoted trigger delay policy (slot ``delay``, #16); None = the server's own
     #: (``--trigger-delay-policy``, default fixed 1 h).
     delay: Loaded | None = None
+    #: A candidate delay policy logged beside the active one (``trigger_shadow`` rows).
+    shadow_delay: Loaded | None = None
 
     @property
     def spec(self) -> FeatureSpec | None:
@@ -341,7 +343,8 @@ def load_set(registry: str | Path, *, overrides: dict[str, Policy] | None = None
     dflt: dict[str, Loaded | None] = {"delay": None, **(defaults or {})}
     have = {} if current is None else {
         x.label: x for x in (current.timing, current.item, current.shadow_timing,
-                             current.shadow_item, current.delay) if x is not None}
+                             current.shadow_item, current.delay, current.shadow_delay)
+        if x is not None}
 
     def get(ref: str | None, kind: str) -> Loaded | None:
         if ref is None and kind in dflt:
@@ -397,4 +400,4 @@ def load_set(registry: str | Path, *, overrides: dict[str, Policy] | None = None
     return PolicySet(timing=got["timing"], item=got["item"],  # type: ignore[arg-type]
                      shadow_timing=got["shadow_timing"], shadow_item=got["shadow_item"],
                      generation=int(ptr.get("generation", 0)), pointer=ptr, fallback=notes,
-                     delay=got["delay"])
+                     delay=got["delay"], shadow_delay=got.get("shadow_delay"))

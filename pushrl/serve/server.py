@@ -96,6 +96,8 @@ class Server(TriggerRequests):
         self._init_popularity()
         self.state = ServerState(self.log, policies.spec or self.base_spec,
                                  self._triggers(cfg, policies.delay))
+        if self.state.triggers is not None:
+            self.state.triggers.shadow = self._delay_shadow(policies.shadow_delay)
         try:
             self.state.held_out = HeldOut(holdout.bind(self.log, cfg.holdout))
             self.state.held_out_kinds = KindHeldOut(trigger_holdout.bind(
@@ -155,6 +157,10 @@ class Server(TriggerRequests):
         return ServerTriggers(cfg.triggers, self._delay_for(promoted),
                               scheduled_priority=cfg.scheduled_priority, seed=cfg.seed,
                               count=count)
+
+    def _delay_shadow(self, shadow: Loaded | None) -> DelayPolicy | None:
+        """The shadow delay policy of a policy set's ``delay`` slot (None: no shadow)."""
+        return None if shadow is None or self.cfg.triggers is None else self._delay_for(shadow)
 
     def _delay_for(self, promoted: Loaded | None) -> DelayPolicy:
         """The delay policy for a policy set's ``delay`` slot (None: the server's own)."""
@@ -782,8 +788,10 @@ class Server(TriggerRequests):
         for loaded in (new.item, new.shadow_item):
             if loaded is not None and loaded is not self.engine.policies.item:
                 self.check_catalog(loaded)
-        if new.delay is not None and new.delay is not self.engine.policies.delay:
-            self.check_delay(new.delay)
+        for d, was in ((new.delay, self.engine.policies.delay),
+                       (new.shadow_delay, self.engine.policies.shadow_delay)):
+            if d is not None and d is not was:
+                self.check_delay(d)
         return new
 
     def swap(self, new: PolicySet) -> None:
@@ -797,6 +805,7 @@ class Server(TriggerRequests):
         self.engine._ctx_cache.clear()
         if self.state.triggers is not None:  # the delay slot: new triggers only
             self.state.triggers.policy = self._delay_for(new.delay)
+            self.state.triggers.shadow = self._delay_shadow(new.shadow_delay)
         self.metrics.promotions.labels("swap").inc()
         log.info("policies now timing=%s item=%s delay=%s (generation %d)", new.timing.label,
                  new.item.label, new.delay.label if new.delay else "server default",

@@ -68,4 +68,8 @@ def export_log(state: str | Path, out: str | Path) -> dict[str, Any]:
     layout = read_layout(state)
     if layout is None:
         return export(state, out)
-    return {**write_export(*read_sharded(state, layout), out), "shards": layout.shards}
+    from pushrl.serve.export import read_trigger_shadow, write_trigger_shadow
+
+    counts = write_export(*read_sharded(state, layout), out)
+    shadow = [read_trigger_shadow(layout.shard_dir(Path(state), k)) for k in range(layout.shards)]
+    return {**counts, **write_trigger_shadow(shadow, counts["out"]), "shards": layout.shards}

@@ -105,6 +105,9 @@ CREATE TABLE IF NOT EXISTS triggers (
   priority INTEGER NOT NULL, decided_ts INTEGER NOT NULL, delay_h INTEGER,
   pscore REAL NOT NULL, policy TEXT NOT NULL, status TEXT NOT NULL, decision_id TEXT,
   holdout INTEGER, p_holdout REAL);
+CREATE TABLE IF NOT EXISTS trigger_shadow (
+  trigger_id TEXT PRIMARY KEY, policy TEXT NOT NULL, decided_ts INTEGER NOT NULL,
+  delay_h INTEGER, pscore REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS trigger_pulls (
   request_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, ts INTEGER NOT NULL,
   response TEXT NOT NULL);

@@ -75,6 +75,7 @@ _TRIGGER_SQL = ("INSERT OR IGNORE INTO triggers(trigger_id, seq, user_id, kind, 
                 "event_ts, expires_ts, priority, decided_ts, delay_h, pscore, policy, status, "
                 "decision_id, holdout, p_holdout) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 _SENT_SQL = "UPDATE triggers SET status='sent', decision_id=? WHERE trigger_id=?"
+_SHADOW_SQL = "INSERT OR IGNORE INTO trigger_shadow VALUES (?,?,?,?,?)"
 #: ``arg`` of an :data:`OP_ITEM_UPDATE` op: stock unknown / out / in.
 _STOCK = {None: -1, False: 0, True: 1}
 
@@ -247,8 +248,12 @@ class ServerTriggers:
         #: ``count(kind, what, n)``: metrics hook (created / sent / requeued).
         self.count = count or (lambda kind, what, n: None)
         self.policy: DelayPolicy = policy or FixedDelay()
+        #: A candidate delay policy (the ``delay`` slot's shadow): decides every new trigger
+        #: beside ``policy`` with its own draws; logged in ``trigger_shadow``, never acted on.
+        self.shadow: DelayPolicy | None = None
         self.scheduled_priority = scheduled_priority
         self.rng = np.random.default_rng(seed)
+        self.shadow_rng = np.random.default_rng(None if seed is None else [seed, 1])
         self.tracker = TriggerTracker(config)
         #: user index -> user id (for rows), filled from the users table and new users.
         self.user_ids: dict[int, str] = {}
@@ -273,7 +278,27 @@ class ServerTriggers:
             new = self.tracker.decide(t.trigger_id, arm, p, ts)
             self.count(t.kind.value, "created", 1)
             out.append(self._row(st, new, ts, arm, p, new.status.value))
+        if self.shadow is not None and live:
+            out += self._shadow_rows(st, live, ts)
         return out
+
+    def _shadow_rows(self, st: ServerState, live: list[Trigger], ts: int
+                     ) -> list[Statement]:
+        """The shadow delay policy's arm and probability for each new open trigger
+        (``trigger_shadow`` rows); a failing shadow never breaks the live decision."""
+        shadow = self.shadow
+        assert shadow is not None
+        try:
+            many = getattr(shadow, "choose_many", None)
+            rules = [self.config[t.kind] for t in live]
+            arms = (list(many(live, rules, self.shadow_rng, st)) if many is not None else
+                    [shadow.choose(t, r, self.shadow_rng, st) for t, r in zip(live, rules,
+                                                                            strict=True)])
+        except Exception as exc:  # the shadow is a candidate: log and go on without it
+            log.warning("shadow delay decision failed: %s: %s", type(exc).__name__, exc)
+            return []
+        return [(_SHADOW_SQL, (t.trigger_id, shadow.label, ts, arm, float(p)))
+                for t, (arm, p) in zip(live, arms, strict=True)]
 
     def _row(self, st: ServerState, t: Trigger, ts: int, arm: int | None, p: float,
              status: str) -> Statement:
