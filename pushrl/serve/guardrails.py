@@ -27,10 +27,13 @@ import numpy as np
 
 from pushrl.data.features import FeatureState
 from pushrl.data.timezones import local_clock
-from pushrl.rules.guardrails import REASONS, WEEK_BUCKETS, DayCount, Guardrails, in_week_window
+from pushrl.rules.guardrails import (ALLOWED, REASONS, WEEK_BUCKETS, DayCount, Guardrails,
+                                     in_week_window)
 from pushrl.units import HOURS_PER_DAY, bucket_of, utc_offset_seconds
 
 log = logging.getLogger("pushrl.serve")
+#: Up to this many decisions, :func:`check` tests the guardrails with Python ints.
+FEW_DECISIONS = 8
 _KEEP = WEEK_BUCKETS + HOURS_PER_DAY  # buckets of send history kept per user
 
 
@@ -191,7 +194,13 @@ def check(cfg: Guardrails, history: SendHistory, users: np.ndarray, ts: np.ndarr
     t = np.asarray(ts, np.int64)
     hours, _, days = fs.local_time_at(users, t) if local is None else local
     today, week = history.counts(users, bucket_of(t), days)
-    code = cfg.verdict(hours, today, week,
-                       None if subscriptions is None else subscriptions.mask(users), held_out)
+    sub = None if subscriptions is None else subscriptions.mask(users)
+    if t.ndim == 1 and t.size <= FEW_DECISIONS:  # a pass of a few users: plain ints
+        codes = cfg.verdict_few(np.asarray(hours).tolist(), today.tolist(), week.tolist(),
+                                None if sub is None else np.asarray(sub).tolist(),
+                                None if held_out is None else np.asarray(held_out).tolist())
+        return (np.array([c == ALLOWED for c in codes], bool), [REASONS[c] for c in codes],
+                today, days)
+    code = cfg.verdict(hours, today, week, sub, held_out)
     reasons = [REASONS[c] for c in code.tolist()]
     return code == 0, reasons, today, days
