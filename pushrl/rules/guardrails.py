@@ -283,6 +283,16 @@ class DayCount:
         return np.where(cur == day, self.count[users],
                         np.where(cur - 1 == day, self.prev[users], 0)).astype(np.int32)
 
+    def get_few(self, users: list[int], day: list[int]) -> list[int]:
+        """:meth:`get` of a few users as Python ints (the same rule: the count of the user's
+        latest day with a send, the day before's, else 0; a server pass of a few users)."""
+        out = []
+        for u, d in zip(users, day, strict=True):
+            cur = int(self.day[u])
+            out.append(int(self.count[u]) if cur == d else
+                       int(self.prev[u]) if cur - 1 == d else 0)
+        return out
+
     def add(self, users: np.ndarray, day: np.ndarray) -> None:
         """Count one send per row of ``users`` ``(k,)`` (repeats allowed) on local ``day``."""
         u = np.asarray(users, np.int64)
