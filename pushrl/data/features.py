@@ -730,6 +730,8 @@ class FeatureState:
     def clock(self, users: np.ndarray | int) -> np.ndarray:
         """Bucket each user's state is at (its latest event or decision), int64, shape of
         ``users``."""
+        if type(users) is int:  # one user (the server's per-request check): a scalar read
+            return self.a.clock[users]  # type: ignore[no-any-return]
         return self.a.clock[np.asarray(users, dtype=np.int64)]
 
     def timezone(self, user: int) -> str:
