@@ -101,7 +101,7 @@ class SendHistory:
             self.today.resize(max(users) + 1)
         get = self._buckets.get
         return self.today.get_few(users, days), [
-            sum(in_week_window(x, b) for x in get(user, ()))
+            sum(1 for x in get(user, ()) if in_week_window(x, b))
             for user, b in zip(users, buckets, strict=True)]
 
     def counts(self, users: np.ndarray, buckets: np.ndarray,

@@ -39,7 +39,8 @@ Handler = Callable[["Server", Scope, bytes], Awaitable[bytes]]
 _JSON = (b"content-type", b"application/json")
 #: ``json.dumps``'s own C encoder, built once (``json.dumps`` builds it on every call: about
 #: a quarter of the instructions of serialising a decision); None without the C module.
-_ENCODE = (None if json.encoder.c_make_encoder is None else json.encoder.c_make_encoder(
+_MAKE = getattr(json.encoder, "c_make_encoder", None)
+_ENCODE = (None if _MAKE is None else _MAKE(
     None, json.JSONEncoder().default, json.encoder.encode_basestring_ascii, None, ": ", ", ",
     False, False, True))
 
