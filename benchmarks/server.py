@@ -19,7 +19,10 @@ deciding. `benchmarks/server_cpu.py` splits the server CPU per request by thread
 vs log writer), robust to background load.
 
 Targets (issue 7): capacity >= 0.5x the echo ceiling with p99 <= 15 ms, 0 errors, server RSS
-<= 500 MB. On a shared machine the figures are noisy: the load averages are printed.
+<= 500 MB; issue 20: also >= 0.35x at 8 connections, and single-decide server CPU <= 200 us
+(`--connections 1 8 16 24 32` measures it; `benchmarks/server_instructions.py` gives the
+load-independent instruction counts). On a shared machine the figures are noisy: the load
+averages are printed.
 """
 
 from __future__ import annotations
@@ -254,8 +257,18 @@ def main() -> None:
         "decide_p99_ms": best["decide"]["p99_ms"] if best else None,
         "ratio": (best["decide"]["rps"] / ceiling) if best else 0.0,
     }
+    # issue 20's other two figures: the ratio at 8 connections (that level's decide vs its
+    # echo) and the decide server CPU per request at the fewest connections (1 = single)
+    c8 = next((lv for lv in levels if lv["connections"] == 8), None)
+    low = min(levels, key=lambda lv: lv["connections"])
+    capacity["ratio_at_8_connections"] = None if c8 is None else round(c8["decide_vs_echo"], 3)
+    capacity["decide_server_cpu_us"] = low["decide"]["server_cpu_us_per_request"]
+    capacity["decide_server_cpu_at_connections"] = low["connections"]
     capacity["targets"] = {
         "ratio>=0.5": capacity["ratio"] >= 0.5, "p99<=15ms": best is not None,
+        **({} if c8 is None else {"ratio_at_8_connections>=0.35": c8["decide_vs_echo"] >= 0.35}),
+        **({"single_decide_cpu<=200us": capacity["decide_server_cpu_us"] <= 200}
+           if low["connections"] == 1 else {}),
         "errors==0": all(lv["echo"]["errors"] == 0 and lv["decide"]["errors"] == 0
                          for lv in levels),
         "rss<=500MB": rss <= 500}
@@ -285,6 +298,10 @@ def main() -> None:
           f"at {capacity['at_connections']} connections = {capacity['ratio']:.2f}x the echo "
           f"ceiling ({capacity['echo_ceiling_rps']} req/s); targets: " + ", ".join(
               f"{k} {'ok' if v else 'MISSED'}" for k, v in capacity["targets"].items()))
+    print(f"decide/echo at 8 connections: {capacity['ratio_at_8_connections']} (target >= "
+          f"0.35); decide server CPU {capacity['decide_server_cpu_us']} us/request at "
+          f"{capacity['decide_server_cpu_at_connections']} connection(s) (target <= 200 us at "
+          "1: add 1 to --connections, or benchmarks/server_cpu.py --connections 1)")
     print(f"server RSS {rss:.0f} MB, {per_commit:.1f} requests per group commit, tool {tool}, "
           f"{duration}s per endpoint and level, sync={a.sync}, load average "
           f"{res['load_avg_before']} -> {res['load_avg_after']}")

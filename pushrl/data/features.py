@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from pushrl.data.io import Dataset, to_unix_seconds
-from pushrl.data.timezones import TimezoneTable, local_clock
+from pushrl.data.timezones import TimezoneTable, local_clock, local_clock_int
 from pushrl.units import HOUR, utc_offset_seconds
 
 FEATURE_VERSION = "features/v1"
@@ -64,6 +64,8 @@ _RING = 192  # > 168 so that the 7-day window's two ends never share a slot
 _NEVER = np.iinfo(np.int64).min // 4
 #: :meth:`FeatureState.advance` of at most this many distinct users runs user by user.
 _ADVANCE_FEW = 8
+#: Up to this many decisions, :meth:`FeatureState.decision_clock` computes with Python ints.
+_CLOCK_FEW = 8
 #: Calls of :meth:`FeatureState.day_profile` with at most this many users (the server's
 #: decision passes) read pooled profiles from a per-user cache, kept until the user's
 #: hour-of-week counts change; larger calls (simulator, replay) compute them directly.
@@ -678,12 +680,34 @@ class FeatureState:
             ``((hour, dow, day) at the exact times, (hour, dow, day) at the bucket starts)``.
         """
         t = np.asarray(unix_seconds, dtype=np.int64)
+        if t.ndim == 1 and 0 < t.size <= _CLOCK_FEW and np.shape(users) == t.shape:
+            got = self._decision_clock_few(users, t)
+            if got is not None:
+                return got
         exact, start = self._offsets_at(users, t)
         # both clocks in one local_clock call over (2, n): row 0 the exact times, row 1 the
         # bucket starts
         times = t - _EXACT_START * (t % HOUR)
         hour, dow, day = local_clock(times, start if exact is start else np.stack([exact, start]))
         return (hour[0], dow[0], day[0]), (hour[1], dow[1], day[1])
+
+    def _decision_clock_few(self, users: np.ndarray, t: np.ndarray
+                            ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray],
+                                       tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
+        """:meth:`decision_clock` of a few decisions with Python ints (the same offsets, the
+        same :func:`~pushrl.data.timezones.local_clock_int`); None when an offset is not
+        computed yet or a zone changes offset inside a decision's bucket (the vectorised
+        path handles both; tests/data/test_decision_path.py compares the two)."""
+        tz = self.a.tz_idx[np.asarray(users, dtype=np.int64)].tolist()
+        ts = t.tolist()
+        b = [x // HOUR for x in ts]
+        start = self.tzt.offsets_few(tz, b)
+        if start is None or self.tzt.offsets_few(tz, [x + 1 for x in b]) != start:
+            return None
+        cols = [local_clock_int(x, o) + local_clock_int(bi * HOUR, o)
+                for x, bi, o in zip(ts, b, start, strict=True)]
+        got = np.array(cols, np.int64).T  # (6, n): exact hour, dow, day; start hour, dow, day
+        return (got[0], got[1], got[2]), (got[3], got[4], got[5])
 
     def _offsets_at(self, users: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """UTC offsets of ``users`` at exact times ``t`` (broadcast) and at the start of the
@@ -706,6 +730,8 @@ class FeatureState:
     def clock(self, users: np.ndarray | int) -> np.ndarray:
         """Bucket each user's state is at (its latest event or decision), int64, shape of
         ``users``."""
+        if type(users) is int:  # one user (the server's per-request check): a scalar read
+            return self.a.clock[users]  # type: ignore[no-any-return]
         return self.a.clock[np.asarray(users, dtype=np.int64)]
 
     def timezone(self, user: int) -> str:

@@ -141,13 +141,21 @@ class TimezoneTable:
     def _small(self, zones: list[int], b: np.ndarray) -> np.ndarray | None:
         """:meth:`offset_seconds` of a few pairs (``b``'s last axis runs over ``zones``) from
         the computed blocks; None when one is missing."""
+        got = self.offsets_few([zones[i % len(zones)] for i in range(b.size)],
+                               b.ravel().tolist())
+        return None if got is None else np.array(got, np.int32).reshape(b.shape)
+
+    def offsets_few(self, zones: list[int], buckets: list[int]) -> list[int] | None:
+        """:meth:`offset_seconds` of a few ``(zone, bucket)`` pairs as Python ints, from the
+        blocks already computed; None when one is missing (:meth:`offset_seconds` computes
+        it)."""
         rows, blocks, out = self._rows, self._blocks, []
-        for i, bi in enumerate(b.ravel().tolist()):
-            r = rows.get((zones[i % len(zones)], bi >> _BLOCK_BITS))
+        for z, bi in zip(zones, buckets, strict=True):
+            r = rows.get((z, bi >> _BLOCK_BITS))
             if r is None:
                 return None
-            out.append(blocks[r, bi & (BLOCK_HOURS - 1)])
-        return np.array(out, np.int32).reshape(b.shape)
+            out.append(int(blocks[r, bi & (BLOCK_HOURS - 1)]))
+        return out
 
 
 def local_clock(unix_sec: np.ndarray | int, offset_sec: np.ndarray | int) -> tuple[np.ndarray,
@@ -163,3 +171,10 @@ def local_clock(unix_sec: np.ndarray | int, offset_sec: np.ndarray | int) -> tup
     hour = rem // HOUR
     dow = (day + _EPOCH_DOW) % 7
     return hour, dow, day
+
+
+def local_clock_int(unix_sec: int, offset_sec: int) -> tuple[int, int, int]:
+    """:func:`local_clock` of one time as Python ints (the same floor divisions: a decision
+    pass of a few users, where each numpy call costs more than the arithmetic)."""
+    day, rem = divmod(unix_sec + offset_sec, DAY)
+    return rem // HOUR, (day + _EPOCH_DOW) % 7, day

@@ -37,6 +37,8 @@ Pool = Literal["day", "weekpart", "week"]
 
 #: ``[h, j]``: hour ``j`` is earlier than hour ``h`` (the ranks' tie-break).
 _EARLIER = np.arange(24)[None, :] < np.arange(24)[:, None]
+#: Up to this many rows (the server's passes), most-active-hour decides row by row.
+_FEW = 8
 
 
 def _window_hours(window: tuple[int, int]) -> np.ndarray:
@@ -159,6 +161,8 @@ class MostActiveHour(TimingPolicy):
                                                 ctx.features[sel, F["local_dow"]], self.pool))
 
     def _action_dist(self, ctx: TimingContext) -> np.ndarray:
+        if 0 < len(ctx) <= _FEW and ctx.state is not None and ctx.user_index is not None:
+            return self._action_dist_few(ctx)
         hour = ctx.features[:, F["local_hour"]].astype(np.int64)
         rested = ctx.features[:, F["hours_since_push"]] >= self.min_gap_hours
         # only users who could be sent to now need their profile (the base class masks the
@@ -185,6 +189,31 @@ class MostActiveHour(TimingPolicy):
             ahead = (prof > ph) | ((prof == ph) & (np.arange(24)[None, :] < h[:, None]))
             send[rows] = ahead.sum(axis=1) < self.sends_per_day
         return _deterministic(send)
+
+    def _action_dist_few(self, ctx: TimingContext) -> np.ndarray:
+        """:meth:`_action_dist` of a few rows (a server pass) with Python numbers: the same
+        tests on the same values (hour, dow and hours since the push are small integers in
+        float32, compared exactly) and the same cached hour ranks
+        (``tests/policies/test_timing_baselines.py`` compares both paths)."""
+        feats = ctx.features.tolist()
+        today = _sends_today(ctx).tolist()
+        allowed = np.asarray(ctx.allowed, dtype=bool).tolist()
+        win = self._in_window.tolist()
+        h_col, gap_col, dow_col = F["local_hour"], F["hours_since_push"], F["local_dow"]
+        k, gap = self.sends_per_day, self.min_gap_hours
+        could = [i for i, (r, t, a) in enumerate(zip(feats, today, allowed, strict=True))
+                 if r[gap_col] >= gap and t < k and win[int(r[h_col])] and a]
+        send = [False] * len(feats)
+        if could:
+            st = ctx.state
+            assert st is not None
+            users = np.asarray(ctx.user_index)[could]
+            ranks = st.how_cached(("most-active-hour", self.pool, self.window), users,
+                                  lambda us: self._ranks(st, us))
+            parts = pool_part(np.array([feats[i][dow_col] for i in could]), self.pool).tolist()
+            for i, r, p in zip(could, ranks, parts, strict=True):
+                send[i] = int(r[p, int(feats[i][h_col])]) < k
+        return _deterministic(np.array(send, bool))
 
     def _ranks(self, state: FeatureState, users: np.ndarray) -> np.ndarray:
         """``(k, P, 24)`` rank of every in-window local hour within its day part's profile

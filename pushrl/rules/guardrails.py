@@ -192,6 +192,34 @@ class Guardrails:
             code[np.asarray(held_out, bool)] = HELD_OUT
         return code
 
+    def verdict_few(self, hour: list[int], sends_today: list[int], sends_week: list[int],
+                    subscribed: list[bool] | None = None,
+                    held_out: list[bool] | None = None) -> list[int]:
+        """:meth:`verdict` of a few decisions as Python ints, row by row (the server's
+        passes of a few users, where each numpy call costs more than the test): the same
+        guardrails in the same priority, first blocking one wins
+        (``tests/rules/test_guardrails_few.py`` compares both on random inputs).
+
+        Same arguments as :meth:`verdict` as lists (``opted_in`` is not taken: channels
+        call :meth:`verdict`)."""
+        s, e = self.quiet_start, self.quiet_end
+        day, week = self.max_sends_per_day, self.max_sends_per_week
+        out = []
+        for i, h in enumerate(hour):
+            if held_out is not None and held_out[i]:
+                out.append(HELD_OUT)
+            elif subscribed is not None and not subscribed[i]:
+                out.append(UNSUBSCRIBED)
+            elif s != e and ((s <= h < e) if s < e else (h >= s or h < e)):
+                out.append(QUIET_HOURS)
+            elif day and sends_today[i] >= day:
+                out.append(DAILY_CAP)
+            elif week and sends_week[i] >= week:
+                out.append(WEEKLY_CAP)
+            else:
+                out.append(ALLOWED)
+        return out
+
     def cap_left(self, sends_today: np.ndarray,
                  sends_week: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Share of the daily and weekly caps left, each in [0, 1] (1 without a cap)."""
@@ -254,6 +282,16 @@ class DayCount:
         cur = self.day[users]
         return np.where(cur == day, self.count[users],
                         np.where(cur - 1 == day, self.prev[users], 0)).astype(np.int32)
+
+    def get_few(self, users: list[int], day: list[int]) -> list[int]:
+        """:meth:`get` of a few users as Python ints (the same rule: the count of the user's
+        latest day with a send, the day before's, else 0; a server pass of a few users)."""
+        out = []
+        for u, d in zip(users, day, strict=True):
+            cur = int(self.day[u])
+            out.append(int(self.count[u]) if cur == d else
+                       int(self.prev[u]) if cur - 1 == d else 0)
+        return out
 
     def add(self, users: np.ndarray, day: np.ndarray) -> None:
         """Count one send per row of ``users`` ``(k,)`` (repeats allowed) on local ``day``."""

@@ -31,7 +31,7 @@ from pushrl.serve import registry_ops, store
 from pushrl.serve.auth import ApiKey, AuthError, presented_key
 from pushrl.serve.config import ServeConfig
 from pushrl.serve.errors import ServeError
-from pushrl.serve.hotpath import HotPath, Scope
+from pushrl.serve.hotpath import HotPath, Scope, json_bytes
 from pushrl.serve.schemas import (
     ChangeOut,
     DecideBatchIn,
@@ -127,7 +127,7 @@ async def decide_json(srv: Server, body: bytes) -> bytes:
         req = DecideIn.model_validate_json(body)
     except ValidationError as exc:
         raise _body_error(body, exc) from None
-    return json.dumps(await srv.decide_one(req)).encode()
+    return json_bytes(await srv.decide_one(req))
 
 
 def _body_error(body: bytes, exc: ValidationError) -> RequestValidationError:
@@ -168,8 +168,7 @@ async def decide_batch_json(srv: Server, body: bytes) -> bytes:
         raise _body_error(body, exc) from None
     outs = await srv.decide_batch(req.requests)
     fields = _DECIDE_OUT_FIELDS
-    return json.dumps({"decisions": [{k: o.get(k, d) for k, d in fields} for o in outs]}
-                      ).encode()
+    return json_bytes({"decisions": [{k: o.get(k, d) for k, d in fields} for o in outs]})
 
 
 def _header_value(scope: Scope, name: bytes) -> str | None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import functools
 import json
+import math
+import operator
 import secrets
 import time
 import uuid
@@ -113,6 +115,15 @@ def _trigger_reason(kind: Any) -> str:
     return f"trigger:{kind.value}"
 
 
+def _count(size: Any) -> int:
+    """Elements of a ``size`` argument (an int or a shape); ``math.prod``, not ``np.prod``:
+    numpy's reduction of a shape tuple costs as much as ~10 small array operations."""
+    try:
+        return operator.index(size)
+    except TypeError:
+        return math.prod(size)
+
+
 class KeyedDraws(np.random.Generator):
     """Counter-based decision draws: row ``i``'s uniform is the ONE keyed hash
     (:func:`pushrl.data.split.key_uniform`) of ``(seed, stream, ts_i, user_id_i)``, so a
@@ -143,7 +154,7 @@ class KeyedDraws(np.random.Generator):
     def random(self, size: Any = None, dtype: Any = np.float64, out: Any = None) -> Any:
         """Uniforms in [0, 1), one per row, shaped ``size`` (``(n,)`` or ``(n, 1)``)."""
         n = len(self._keys)
-        if size is None or out is not None or int(np.prod(size)) != n:
+        if size is None or out is not None or _count(size) != n:
             raise ValueError(f"KeyedDraws.random draws one number per row ({n}), got "
                              f"size={size!r}")
         self._calls += 1
@@ -523,8 +534,10 @@ class Engine:
         st, ps, n = self.state, self.policies, len(rows)
         raw = st.fs.features(u, b, clock=clock, advanced=True)  # decide advanced them
         tctx = TimingContext(raw, allowed, u, b, st.fs, today)
-        blocked = np.ones(n, bool) if self.kill_switch else ~allowed
-        if (np.count_nonzero(blocked) and not self.kill_switch
+        # a guardrail blocked row is one with a reason (guardrails.check: reason None where
+        # allowed); counted in Python: most passes have none
+        n_blocked = n if self.kill_switch else sum(r is not None for r in reasons)
+        if (n_blocked and not self.kill_switch
                 and isinstance(timing.policy, TimingPolicy)):
             # one evaluation gives the decision and what the policy wanted where blocked
             dist, free = timing.policy.action_dist_unguarded(tctx)
@@ -534,10 +547,13 @@ class Engine:
         td = timing.policy.sample(dist, self.draws("timing", rows))
         send = np.asarray(td.action) == SEND
         p_send = np.asarray(td.action_dist)[:, SEND].astype(np.float64)
-        why = self._reasons(tctx, blocked, reasons, free)
+        why = (["policy"] * n if not n_blocked else
+               self._reasons(tctx, np.ones(n, bool) if self.kill_switch else ~allowed,
+                             reasons, free))
         items: list[str | None] = [None] * n
-        p_item = np.ones(n)
         n_send = int(np.count_nonzero(send))
+        pss_l = p_send.tolist()
+        p_item: np.ndarray | None = None  # (only with sends: the channel slot reads it)
         if n_send:
             idx = np.flatnonzero(send)
             srows = [rows[i] for i in idx]
@@ -545,8 +561,12 @@ class Engine:
                                             self.draws("item", srows))
             for j, i in enumerate(idx.tolist()):
                 items[i] = chosen[j]
+            p_item = np.ones(n)
             p_item[idx] = pi
-        pscore = np.where(send, p_send * p_item, 1.0 - p_send) if n_send else 1.0 - p_send
+            ps_l = np.where(send, p_send * p_item, 1.0 - p_send).tolist()
+            pi_l = p_item.tolist()
+        else:  # no send: pscore = 1 - p_send (the same double subtraction), p_item 1
+            ps_l, pi_l = [1.0 - p for p in pss_l], [1.0] * n
         chan = None
         if self.channels is not None and n_send:  # the channel slot (serve/channels.py)
             chan, send = self._channel_step(rows, u, ts, b, raw, send, items, why)
@@ -556,11 +576,11 @@ class Engine:
             for i in np.flatnonzero(send).tolist():
                 st.sends.record(int(u[i]), "", int(ts[i]), int(days[i]))
         out = []
-        send_l, ps_l, pss_l, pi_l = (send.tolist(), pscore.tolist(), p_send.tolist(),
-                                     p_item.tolist())
+        send_l = send.tolist()
         ts_l, item_label = ts.tolist(), ps.item.label
         p_hold = st.held_out.share  # the holdout arm's probability (None: no holdout)
         arm_l: list[bool | None] = [None] * n if held is None else held.tolist()
+        rb, w = np.ascontiguousarray(raw).tobytes(), raw.shape[1] * raw.itemsize  # row bytes
         for i, r in enumerate(rows):
             did = self._next_id()
             sent = send_l[i]
@@ -571,13 +591,15 @@ class Engine:
                 None if r.candidates is None else json.dumps(
                     [st.item_list[c].item_id for c in r.candidates]),
                 None if r.context is None else json.dumps(r.context, sort_keys=True),
-                raw[i].tobytes(), None if arm_l[i] is None else int(bool(arm_l[i])), p_hold)))
+                rb[i * w:(i + 1) * w], None if arm_l[i] is None else int(bool(arm_l[i])),
+                p_hold)))
             out.append({"decision_id": did, "send": sent, "item_id": items[i],
                         "pscore": ps_l[i], "p_send": pss_l[i], "policy": labels[i],
                         "item_policy": item_label if sent else None, "reason": why[i],
                         "ts": iso(ts_l[i]), "send_at": None, "holdout": arm_l[i],
                         "p_holdout": p_hold})
         if chan is not None and self.channels is not None:
+            assert p_item is not None  # a channel step ran: there were sends
             stmts += self.channels.apply(out, chan, p_item)
         if self.templates is not None and n_send:  # the template slot (serve/templates.py)
             stmts += self.templates.apply(st, out, u, b, raw, send)

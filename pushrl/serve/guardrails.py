@@ -27,10 +27,13 @@ import numpy as np
 
 from pushrl.data.features import FeatureState
 from pushrl.data.timezones import local_clock
-from pushrl.rules.guardrails import REASONS, WEEK_BUCKETS, DayCount, Guardrails, in_week_window
+from pushrl.rules.guardrails import (ALLOWED, REASONS, WEEK_BUCKETS, DayCount, Guardrails,
+                                     in_week_window)
 from pushrl.units import HOURS_PER_DAY, bucket_of, utc_offset_seconds
 
 log = logging.getLogger("pushrl.serve")
+#: Up to this many decisions, :func:`check` tests the guardrails with Python ints.
+FEW_DECISIONS = 8
 _KEEP = WEEK_BUCKETS + HOURS_PER_DAY  # buckets of send history kept per user
 
 
@@ -90,6 +93,16 @@ class SendHistory:
                 lst[:] = [x for x in lst if x >= b - _KEEP]
         self.today.resize(max(users) + 1)
         self.today.add(np.array(users, np.int64), np.array(days, np.int64))
+
+    def counts_few(self, users: list[int], buckets: list[int],
+                   days: list[int]) -> tuple[list[int], list[int]]:
+        """:meth:`counts` of a few users as Python ints (a decision pass)."""
+        if users:
+            self.today.resize(max(users) + 1)
+        get = self._buckets.get
+        return self.today.get_few(users, days), [
+            sum(1 for x in get(user, ()) if in_week_window(x, b))
+            for user, b in zip(users, buckets, strict=True)]
 
     def counts(self, users: np.ndarray, buckets: np.ndarray,
                days: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -190,8 +203,17 @@ def check(cfg: Guardrails, history: SendHistory, users: np.ndarray, ts: np.ndarr
     """
     t = np.asarray(ts, np.int64)
     hours, _, days = fs.local_time_at(users, t) if local is None else local
+    sub = None if subscriptions is None else subscriptions.mask(users)
+    if t.ndim == 1 and t.size <= FEW_DECISIONS:  # a pass of a few users: plain ints
+        tl, wl = history.counts_few(np.asarray(users).tolist(), [bucket_of(x) for x in
+                                                                 t.tolist()],
+                                    np.asarray(days).tolist())
+        codes = cfg.verdict_few(np.asarray(hours).tolist(), tl, wl,
+                                None if sub is None else np.asarray(sub).tolist(),
+                                None if held_out is None else np.asarray(held_out).tolist())
+        return (np.array([c == ALLOWED for c in codes], bool), [REASONS[c] for c in codes],
+                np.array(tl, np.int32), days)
     today, week = history.counts(users, bucket_of(t), days)
-    code = cfg.verdict(hours, today, week,
-                       None if subscriptions is None else subscriptions.mask(users), held_out)
+    code = cfg.verdict(hours, today, week, sub, held_out)
     reasons = [REASONS[c] for c in code.tolist()]
     return code == 0, reasons, today, days

@@ -138,3 +138,29 @@ def test_advance_of_a_few_users_equals_the_vectorised_advance(monkeypatch: Any) 
             np.testing.assert_array_equal(getattr(few.a, name), getattr(vec.a, name),
                                           err_msg=name)
     assert n_few > 500
+
+
+def test_decision_clock_of_a_few_users_equals_the_vectorised_clock(monkeypatch: Any) -> None:
+    """Passes of <= 8 decisions take Python ints (unless a zone changes offset inside the
+    bucket): the same values and dtypes as the vectorised path, across DST changes."""
+    from pushrl.data import features
+
+    fs, _ = _pair(40)
+    rng = np.random.default_rng(5)
+    cases = []
+    for _ in range(1500):  # 33 days: every zone's DST change, some inside buckets
+        u = rng.choice(40, int(rng.integers(1, 9)), replace=False).astype(np.int64)
+        t = T0 + rng.integers(0, 33 * 24 * HOUR, u.size).astype(np.int64)
+        first = rng.random(u.size) < 0.3
+        t[first] = t[first] // HOUR * HOUR
+        cases.append((u, t))
+    fs.decision_clock(np.arange(40), np.full(40, T0 + 40 * 24 * HOUR))  # offsets computed
+    fast = [fs._decision_clock_few(u, t) for u, t in cases]
+    assert sum(f is not None for f in fast) > 1000  # the few path is the common one
+    few = [fs.decision_clock(u, t) for u, t in cases]
+    monkeypatch.setattr(features, "_CLOCK_FEW", 0)
+    vec = [fs.decision_clock(u, t) for u, t in cases]
+    for a, b in zip(few, vec, strict=True):
+        for g, w in zip(a[0] + a[1], b[0] + b[1], strict=True):
+            assert g.dtype == w.dtype and g.shape == w.shape
+            np.testing.assert_array_equal(g, w)

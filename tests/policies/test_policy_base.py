@@ -96,3 +96,36 @@ def test_two_action_sampling_and_normalising_equal_the_general_path() -> None:
         a = _sample(got, np.random.default_rng(3))
         assert a.dtype == np.int64
         np.testing.assert_array_equal(a, _sample_by_cdf(got, np.random.default_rng(3)))
+
+
+def test_few_row_normalising_and_sampling_equal_the_vectorised_path(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Passes of <= FEW_ROWS two-action rows use Python floats: the same bits as numpy."""
+    from pushrl.policies import base
+
+    rng = np.random.default_rng(11)
+    cases = []
+    for _ in range(3000):
+        n = int(rng.integers(1, base.FEW_ROWS + 1))
+        raw = rng.random((n, 2)) * rng.integers(0, 3, (n, 2))  # zeros, ties, any scale
+        if rng.random() < 0.1:
+            raw[0] = rng.choice([0.0, 1e-300, 1e300, np.nan, -0.0], 2)
+        mask = [None, rng.random((n, 2)) < 0.8][int(rng.integers(0, 2))]
+        cases.append((raw, mask, int(rng.integers(0, 2**31))))
+
+    def run() -> list[tuple[np.ndarray, ...]]:
+        out = []
+        with np.errstate(invalid="ignore", over="ignore"):
+            for raw, mask, seed in cases:
+                dist = base.Policy._normalise(raw, mask)
+                d = base.Policy.sample(dist, np.random.default_rng(seed))
+                out.append((dist, d.action, d.pscore))
+        return out
+
+    few = run()
+    monkeypatch.setattr(base, "FEW_ROWS", 0)  # every call vectorised
+    vec = run()
+    for (fd, fa, fp), (vd, va, vp) in zip(few, vec, strict=True):
+        for x, y in ((fd, vd), (fa, va), (fp, vp)):
+            assert x.dtype == y.dtype and x.shape == y.shape
+            np.testing.assert_array_equal(x, y)  # bit-identical (NaN == NaN here)

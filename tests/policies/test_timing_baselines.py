@@ -163,3 +163,40 @@ def test_most_active_hour_small_passes_equal_large(pool: str) -> None:
                                                   today[sl]))
             assert np.array_equal(small, big[sl]), (step, lo)
     assert any(k[0][0] == "most-active-hour" for k in fs._profiles)
+
+
+@pytest.mark.parametrize("pool", ["day", "weekpart", "week"])
+def test_most_active_hour_row_by_row_equals_the_vectorised_path(pool: str, monkeypatch: Any
+                                                                ) -> None:
+    """Passes of <= 8 rows decide row by row (Python numbers): the same distributions as the
+    vectorised path, with min-gap, cap, window and guardrail tests all in play."""
+    from pushrl.policies import timing_baselines as tb
+
+    spec = FeatureSpec((), {}, tuple([1 / 168] * 168), ())
+    rng = np.random.default_rng(12)
+    n = 40
+    fs = FeatureState(spec, ["UTC", "Asia/Kolkata", "America/New_York", "Asia/Tokyo"] * 10,
+                      480_000)
+    b = 480_000
+    cases = []
+    for step in range(120):
+        b += 1
+        fs.record_activity(rng.choice(n, 10, replace=False), b - 1)
+        pushed = rng.choice(n, 3, replace=False)
+        fs.advance(np.arange(n), b)
+        fs.record_push(pushed, b)
+        k = int(rng.integers(1, 9))
+        users = rng.choice(n, k, replace=False).astype(np.int64)
+        raw = fs.features(users, b)
+        cases.append(TimingContext(raw, rng.random(k) < 0.8, users, b, fs,
+                                   rng.integers(0, 3, k)))
+    for pol in (MostActiveHour(sends_per_day=1, pool=pool),
+                MostActiveHour(sends_per_day=2, pool=pool, min_gap_hours=5, window=(20, 6))):
+        few = [pol._action_dist(c) for c in cases]
+        monkeypatch.setattr(tb, "_FEW", 0)
+        vec = [pol._action_dist(c) for c in cases]
+        monkeypatch.setattr(tb, "_FEW", 8)
+        assert sum(int(d[:, SEND].sum()) for d in vec) > 5  # some sends, some waits
+        for a, v in zip(few, vec, strict=True):
+            assert a.dtype == v.dtype and a.shape == v.shape
+            np.testing.assert_array_equal(a, v)

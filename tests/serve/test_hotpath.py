@@ -153,3 +153,16 @@ def test_one_write_holds_headers_until_the_body() -> None:
     w.close()
     assert t.writes[-1] == b"HTTP/1.1 204 No Content\r\n\r\n" and t.closed
     assert w.is_closing()  # other attributes reach the transport
+
+
+def test_json_bytes_equals_json_dumps() -> None:
+    from pushrl.serve.hotpath import json_bytes
+
+    objs: list[Any] = [
+        {"decision_id": "ab\"c\\d", "send": True, "item_id": None, "pscore": 0.1 + 0.2,
+         "p_send": 1e-300, "policy": "most-active-hour@1", "ts": "2027-01-15T08:00:00Z",
+         "holdout": False, "p_holdout": float("nan"), "n": 3, "big": 2**70, "neg": -0.0,
+         "inf": float("inf"), "u": "caf\u00e9 \u2603 \U0001f600", "nested": [1, [2.5, {}], []]},
+        {"decisions": [{"a": 1}, {"b": None}]}, [], {}, "x", 1.0, None]
+    for o in objs:
+        assert json_bytes(o) == json.dumps(o).encode()
