@@ -24,12 +24,20 @@ learnt ``t``: the scorer is for a frozen model (what a server loads).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from math import copysign
 
 import numpy as np
 
-from pushrl.data.features import encode, encode_template_recency
-from pushrl.data.item_context import activity_bin
+from pushrl.data.features import (
+    F,
+    encode,
+    encode_row,
+    encode_template_recency,
+    encode_template_recency_one,
+)
+from pushrl.data.item_context import activity_bin, activity_bin_one
 from pushrl.policies.base import ItemContext
 from pushrl.policies.template_policy import TemplatePolicy
 from pushrl.policies.vw import _LIB, VWItemPolicy
@@ -40,6 +48,7 @@ PARITY_TOL = 1e-4
 _SHARED_NS, _CAND_NS = frozenset("UC"), frozenset("IA")
 _SCALE = 10_000.0  # the VW formatter's 4 decimals
 _SCALE64 = np.float64(_SCALE)  # a numpy scalar: float32 arrays times it are float64
+_ACT7D = F["activity_7d"]
 
 
 class NotLinear(ValueError):
@@ -289,6 +298,12 @@ class BoundTemplateScorer:
     bins: np.ndarray
     items: np.ndarray
     has_new: bool = False
+    _bins_l: list[list[float]] = field(init=False, repr=False, compare=False)
+    _items_l: list[list[float]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:  # the tables as lists: the one-row path adds floats
+        object.__setattr__(self, "_bins_l", self.bins.tolist())
+        object.__setattr__(self, "_items_l", self.items.tolist())
 
     @classmethod
     def bind(cls, scorer: LinearTemplateScorer, item_features: np.ndarray,
@@ -364,24 +379,52 @@ class BoundTemplateScorer:
         Returns:
             ``(n,)`` arm indices and ``(n,)`` probabilities.
         """
-        if raw.shape[0] != 1 or self.has_new:
-            d = self.scorer.policy.sample(self.action_dist(raw, items, hours), rng)
-            return np.asarray(d.action, np.int64), np.asarray(d.pscore, np.float64)
-        # one row: SquareCB and the draw in plain floats (a numpy call costs ~1 us; this is
-        # the request path of /v1/decide), the same arithmetic as the vectorised path
-        y3, r2 = self._terms(raw, items, hours)
-        s = [t[0] + t[1] * r[0] + t[2] * r[1] for t, r in zip(y3[0].tolist(), r2[0].tolist(),
-                                                               strict=True)]
+        if raw.shape[0] == 1 and not self.has_new:
+            got = self.decide_one(raw[0].tolist(), int(items[0]), np.asarray(hours)[0].tolist(),
+                                  rng)
+            if got is not None:
+                return np.array([got[0]], np.int64), np.array([got[1]])
+        d = self.scorer.policy.sample(self.action_dist(raw, items, hours), rng)
+        return np.asarray(d.action, np.int64), np.asarray(d.pscore, np.float64)
+
+    def decide_one(self, raw: list[float], item: int, hours: Sequence[float],
+                   rng: np.random.Generator) -> tuple[int, float] | None:
+        """:meth:`decide` of ONE decision in plain Python floats (the request path of
+        ``/v1/decide``: a numpy call costs ~1 us there), the same arithmetic as the
+        vectorised path, so the same arm and the same probability bit for bit
+        (``tests/policies/test_template_fast.py``).
+
+        Args:
+            raw: The decision's ``N_FEATURES`` raw pipeline features (``raw[i].tolist()``).
+            item: Its chosen catalog item index.
+            hours: Hours since each arm was shown (:meth:`TemplateRecency.hours_one`).
+            rng: One uniform is drawn from it, as :meth:`decide` draws.
+
+        Returns:
+            ``(arm, probability)``, or None (nothing drawn) when the one-row path does not
+            apply: some arm gets the new-arm floor, or a feature is not finite.
+        """
+        if self.has_new:
+            return None
+        try:  # VW text's rounding: np.rint of the float64 value (copysign: rint keeps -0.0)
+            e = [copysign(float(round(v * _SCALE)), v) for v in encode_row(raw)]
+        except (ValueError, OverflowError):  # NaN / inf: the vectorised path says what it does
+            return None
+        m = (np.array([e]) @ self.enc).tolist()[0]  # the vectorised path's matmul, same shapes
+        bins, its = self._bins_l[activity_bin_one(raw[_ACT7D])], self._items_l[item]
+        y = [(a + b) + c for a, b, c in zip(m, bins, its, strict=True)]
+        s = [y[3 * a] + y[3 * a + 1] * r24 + y[3 * a + 2] * r7d
+             for a, (r24, r7d) in enumerate(encode_template_recency_one(hours))]
         k = len(s)
         best = min(range(k), key=s.__getitem__)
         low, g = s[best], self.scorer.gamma
         p = [0.0 if a == best else 1.0 / (k + g * (s[a] - low)) for a in range(k)]
         p[best] = 1.0 - sum(p)
-        u = float(rng.random((1, 1))[0, 0])
+        u = rng.random()  # the same double as rng.random((1, 1))
         c, cdf = 0.0, []
         for q in p:
             c += q
             cdf.append(c)
         u *= cdf[-1]
         a = min(sum(u >= x for x in cdf), k - 1)
-        return np.array([a], np.int64), np.array([p[a]])
+        return a, p[a]
