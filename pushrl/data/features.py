@@ -961,33 +961,27 @@ def encode(raw: np.ndarray) -> np.ndarray:
 #: Raw column (:data:`FEATURE_NAMES`) each :data:`ENCODED_NAMES` column of :func:`encode` is
 #: a function of (every encoded column reads one raw column: what :func:`encode_row` caches).
 ENCODE_SOURCE: tuple[int, ...] = (0, 0, 1, 2, 3, 4, 5, 6, 7, 8)
-#: Raw columns :func:`encode_row` does not cache: ``activity_at_hour`` (continuous: its log
-#: is one numpy call, the same ufunc as :func:`encode`'s) and ``engagement`` (passed through).
+#: Raw columns :func:`encode_row` computes apart: ``activity_at_hour`` (continuous: its log
+#: on a miss is :func:`_log_activity`, the same ufunc call as :func:`encode`'s, not a whole
+#: ``encode``) and ``engagement`` (passed through).
 _ROW_LOG, _ROW_PASS = F["activity_at_hour"], F["engagement"]
 _ROW_MEMO_MAX = 4096  # cached values per raw column before its cache starts anew
 
 
-class _ColumnMemo(dict[float, tuple[float, ...]]):
-    """Raw value of column ``j`` -> its encoded value(s), computed by :func:`encode` itself
-    on a one-row array on a miss."""
-
-    def __init__(self, j: int) -> None:
-        super().__init__()
-        self.j = j
-        self.outs = [k for k, src in enumerate(ENCODE_SOURCE) if src == j]
-
-    def __missing__(self, x: float) -> tuple[float, ...]:
-        if len(self) >= _ROW_MEMO_MAX:
-            self.clear()
-        row = np.zeros((1, N_FEATURES), np.float32)
-        row[0, self.j] = x
-        e = encode(row)[0]
-        v = self[x] = tuple(e[self.outs].tolist())
-        return v
+def _encode_column(j: int, x: float) -> tuple[float, ...]:
+    """The encoded value(s) of raw column ``j`` at value ``x``: ``encode`` itself on a one-row
+    array (``_ROW_LOG``: :func:`_log_activity`, ``encode``'s expression for it)."""
+    if j == _ROW_LOG:
+        return (_log_activity(np.array([x], np.float32)).item(),)
+    row = np.zeros((1, N_FEATURES), np.float32)
+    row[0, j] = x
+    return tuple(encode(row)[0, [k for k, src in enumerate(ENCODE_SOURCE) if src == j]]
+                 .tolist())
 
 
-_MEMOS = [_ColumnMemo(j) if j not in (_ROW_LOG, _ROW_PASS) else None
-          for j in range(N_FEATURES)]
+#: Per raw column: value -> encoded value(s) (plain dicts: a lookup is one bytecode).
+_MEMOS: list[dict[float, tuple[float, ...]] | None] = [
+    {} if j != _ROW_PASS else None for j in range(N_FEATURES)]
 
 
 def encode_row(row: Sequence[float]) -> list[float]:
@@ -996,10 +990,10 @@ def encode_row(row: Sequence[float]) -> list[float]:
 
     ``encode`` is column-wise (:data:`ENCODE_SOURCE`), so each raw column's encoded values
     are cached by the column's value, computed by ``encode`` itself on a miss (the discrete
-    columns: hour, weekday, capped hours, counts); ``activity_at_hour`` runs ``encode``'s own
-    numpy expression on a one-element array and ``engagement`` is passed through. Equal to
-    ``encode(np.array([row]))[0]`` bit for bit (``tests/data/test_encode_row.py``; a
-    signed zero reads as its cached twin).
+    columns: hour, weekday, capped hours, counts; ``activity_at_hour``, continuous, by
+    ``encode``'s own numpy expression on a one-element array); ``engagement`` is passed
+    through. Equal to ``encode(np.array([row]))[0]`` bit for bit
+    (``tests/data/test_encode_row.py``; a signed zero reads as its cached twin).
 
     Args:
         row: ``N_FEATURES`` float32 values (``raw[i].tolist()`` of :meth:`FeatureState.features`).
@@ -1010,12 +1004,16 @@ def encode_row(row: Sequence[float]) -> list[float]:
     out: list[float] = []
     for j, x in enumerate(row):
         memo = _MEMOS[j]
-        if memo is not None:
-            out.extend(memo[x])
-        elif j == _ROW_PASS:
+        if memo is None:
             out.append(x)
-        else:
-            out.append(_log_activity(np.array([x], np.float32)).item())
+            continue
+        try:
+            out.extend(memo[x])
+        except KeyError:
+            if len(memo) >= _ROW_MEMO_MAX:
+                memo.clear()
+            v = memo[x] = _encode_column(j, x)
+            out.extend(v)
     return out
 
 
@@ -1263,11 +1261,11 @@ class TemplateRecency:
     def record_one(self, user: int, bucket: int, template: int) -> None:
         """:meth:`record` of one show, on plain ints (the server's one-decision path)."""
         last, before = self.last, self.before
-        prev = int(last[user, template])
+        prev = last.item(user, template)
         if bucket > prev:
             before[user, template] = prev
             last[user, template] = bucket
-        elif prev > bucket > before[user, template]:
+        elif prev > bucket > before.item(user, template):
             before[user, template] = bucket
 
     def hours(self, users: np.ndarray, bucket: int | np.ndarray) -> np.ndarray:
@@ -1284,9 +1282,10 @@ class TemplateRecency:
 
     def hours_one(self, user: int, bucket: int) -> list[int]:
         """:meth:`hours` of one user, as plain ints (the server's one-decision path)."""
-        row = [x if x < bucket else (y if y < bucket else _NEVER) for x, y in
+        cap = TEMPLATE_HOURS_CAP
+        row = [bucket - (x if x < bucket else (y if y < bucket else _NEVER)) for x, y in
                zip(self.last[user].tolist(), self.before[user].tolist(), strict=True)]
-        return [min(bucket - x, TEMPLATE_HOURS_CAP) for x in row]
+        return [cap if cap < h else h for h in row]  # min(h, cap)
 
 
 #: Windows (hours) of :data:`TEMPLATE_RECENCY_NAMES`: shown less than this many hours ago.

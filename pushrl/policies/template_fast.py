@@ -24,6 +24,7 @@ learnt ``t``: the scorer is for a frozen model (what a server loads).
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from math import copysign
@@ -49,6 +50,12 @@ _SHARED_NS, _CAND_NS = frozenset("UC"), frozenset("IA")
 _SCALE = 10_000.0  # the VW formatter's 4 decimals
 _SCALE64 = np.float64(_SCALE)  # a numpy scalar: float32 arrays times it are float64
 _ACT7D = F["activity_7d"]
+
+
+def _vw_round(v: float) -> float:
+    """VW text's rounding of an encoded value: ``np.rint(v * 1e4)`` in float64 (``copysign``:
+    rint keeps the sign of a zero). ValueError / OverflowError when ``v`` is not finite."""
+    return copysign(float(round(v * _SCALE)), v)
 
 
 class NotLinear(ValueError):
@@ -301,9 +308,12 @@ class BoundTemplateScorer:
     _bins_l: list[list[float]] = field(init=False, repr=False, compare=False)
     _items_l: list[list[float]] = field(init=False, repr=False, compare=False)
 
+    _scaled: dict[float, float] = field(init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:  # the tables as lists: the one-row path adds floats
         object.__setattr__(self, "_bins_l", self.bins.tolist())
         object.__setattr__(self, "_items_l", self.items.tolist())
+        object.__setattr__(self, "_scaled", {})  # encoded value -> _vw_round (they repeat)
 
     @classmethod
     def bind(cls, scorer: LinearTemplateScorer, item_features: np.ndarray,
@@ -406,17 +416,28 @@ class BoundTemplateScorer:
         """
         if self.has_new:
             return None
-        try:  # VW text's rounding: np.rint of the float64 value (copysign: rint keeps -0.0)
-            e = [copysign(float(round(v * _SCALE)), v) for v in encode_row(raw)]
-        except (ValueError, OverflowError):  # NaN / inf: the vectorised path says what it does
-            return None
-        m = (np.array([e]) @ self.enc).tolist()[0]  # the vectorised path's matmul, same shapes
+        enc = encode_row(raw)
+        scaled = self._scaled
+        try:
+            e = [scaled[v] for v in enc]
+        except KeyError:
+            try:
+                e = [_vw_round(v) for v in enc]
+            except (ValueError, OverflowError):  # NaN / inf: the vectorised path decides
+                return None
+            if len(scaled) > 65_536:
+                scaled.clear()
+            scaled.update(zip(enc, e, strict=True))
+        # the vectorised path's matmul on the same (1, N_ENCODED) float64 row
+        m = (np.frombuffer(array("d", e)).reshape(1, -1) @ self.enc).tolist()[0]
         bins, its = self._bins_l[activity_bin_one(raw[_ACT7D])], self._items_l[item]
-        y = [(a + b) + c for a, b, c in zip(m, bins, its, strict=True)]
-        s = [y[3 * a] + y[3 * a + 1] * r24 + y[3 * a + 2] * r7d
-             for a, (r24, r7d) in enumerate(encode_template_recency_one(hours))]
+        s = []  # per arm: (constant + recency terms), added as the vectorised path adds them
+        for a, (r24, r7d) in enumerate(encode_template_recency_one(hours)):
+            j, j1, j2 = 3 * a, 3 * a + 1, 3 * a + 2
+            s.append(((m[j] + bins[j]) + its[j]) + ((m[j1] + bins[j1]) + its[j1]) * r24
+                     + ((m[j2] + bins[j2]) + its[j2]) * r7d)
         k = len(s)
-        best = min(range(k), key=s.__getitem__)
+        best = s.index(min(s))  # the first lowest, as argmin
         low, g = s[best], self.scorer.gamma
         p = [0.0 if a == best else 1.0 / (k + g * (s[a] - low)) for a in range(k)]
         p[best] = 1.0 - sum(p)

@@ -350,8 +350,8 @@ class ServerTemplates:
               b: np.ndarray, raw: np.ndarray, send: np.ndarray) -> list[Statement]:
         """The engine's step: template the sent rows of a pass (``out``: their answers,
         updated in place; ``send`` ``(n,)`` bool) and return their log updates."""
-        if send.size == 1 and send[0]:  # one decision (a /v1/decide request)
-            one = self._apply_one(state, out[0], int(u[0]), int(b[0]), raw[0].tolist())
+        if send.size == 1 and send.item():  # one decision (a /v1/decide request)
+            one = self._apply_one(state, out[0], u.item(), b.item(), raw.tolist()[0])
             if one is not None:
                 return one
         idx = np.flatnonzero(send)
@@ -380,4 +380,4 @@ class ServerTemplates:
         keep = [(state.users[uid], ts // HOUR, self.arm_index[t]) for uid, ts, t in rows
                 if t in self.arm_index and uid in state.users]
         for uu, bb, aa in keep:  # in order: a pair shown twice keeps its last two buckets
-            self.recency.record(np.array([uu]), bb, np.array([aa]))
+            self.recency.record_one(uu, bb, aa)
