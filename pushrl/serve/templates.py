@@ -58,7 +58,7 @@ RENDER_CACHE = 100_000
 #: Up to this many (arm, item, top category) copies are rendered when the items change.
 PRERENDER = 50_000
 #: Users' top categories kept by their category counts (a dict: cleared when full).
-TOP_CACHE = 65_536
+TOP_CACHE = 16_384
 
 
 def template_uses_top(text: str) -> bool:
