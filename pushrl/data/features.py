@@ -984,6 +984,21 @@ _MEMOS: list[dict[float, tuple[float, ...]] | None] = [
     {} if j != _ROW_PASS else None for j in range(N_FEATURES)]
 
 
+def warm_encode_row(top: int = HOURS_CAP) -> None:
+    """Fill :func:`encode_row`'s caches of the discrete columns for the values ``0..top``
+    (hours, weekdays, capped hours, counts) with ONE ``encode`` call (a server binds its
+    scorer with it: no decision pays a cache miss's ``encode`` for them)."""
+    vals = np.arange(top + 1, dtype=np.float32)
+    enc = encode(np.repeat(vals[:, None], N_FEATURES, axis=1)).tolist()
+    xs = vals.tolist()
+    for j, memo in enumerate(_MEMOS):
+        if memo is None or j == _ROW_LOG:
+            continue
+        outs = [k for k, src in enumerate(ENCODE_SOURCE) if src == j]
+        for x, e in zip(xs, enc, strict=True):
+            memo.setdefault(x, tuple(e[k] for k in outs))
+
+
 def encode_row(row: Sequence[float]) -> list[float]:
     """:func:`encode` of ONE row in plain Python floats (the server's one-decision path:
     each numpy call costs ~1 us there).

@@ -37,6 +37,7 @@ from pushrl.data.features import (
     encode_row,
     encode_template_recency,
     encode_template_recency_one,
+    warm_encode_row,
 )
 from pushrl.data.item_context import activity_bin, activity_bin_one
 from pushrl.policies.base import ItemContext
@@ -314,6 +315,7 @@ class BoundTemplateScorer:
         object.__setattr__(self, "_bins_l", self.bins.tolist())
         object.__setattr__(self, "_items_l", self.items.tolist())
         object.__setattr__(self, "_scaled", {})  # encoded value -> _vw_round (they repeat)
+        warm_encode_row()
 
     @classmethod
     def bind(cls, scorer: LinearTemplateScorer, item_features: np.ndarray,
@@ -420,14 +422,14 @@ class BoundTemplateScorer:
         scaled = self._scaled
         try:
             e = [scaled[v] for v in enc]
-        except KeyError:
-            try:
-                e = [_vw_round(v) for v in enc]
-            except (ValueError, OverflowError):  # NaN / inf: the vectorised path decides
-                return None
+        except KeyError:  # round the new values only (a miss is a new activity share)
             if len(scaled) > 65_536:
                 scaled.clear()
-            scaled.update(zip(enc, e, strict=True))
+            try:
+                e = [scaled[v] if v in scaled else scaled.setdefault(v, _vw_round(v))
+                     for v in enc]
+            except (ValueError, OverflowError):  # NaN / inf: the vectorised path decides
+                return None
         # the vectorised path's matmul on the same (1, N_ENCODED) float64 row
         m = (np.frombuffer(array("d", e)).reshape(1, -1) @ self.enc).tolist()[0]
         bins, its = self._bins_l[activity_bin_one(raw[_ACT7D])], self._items_l[item]

@@ -130,3 +130,20 @@ def test_one_user_recency_equals_the_vectorised_recency() -> None:
             seen |= {0 if x < 24 else 1 if x < 168 else 2 if x < TEMPLATE_HOURS_CAP else 3
                      for x in h}
     assert seen == {0, 1, 2, 3}
+
+
+def test_warmed_caches_equal_encode() -> None:
+    """The caches ``warm_encode_row`` fills from one many-row ``encode`` hold what one-row
+    ``encode`` calls give."""
+    for m in features._MEMOS:
+        if m is not None:
+            m.clear()
+    features.warm_encode_row()
+    assert all(m is None or j == features._ROW_LOG or len(m) >= 337
+               for j, m in enumerate(features._MEMOS))
+    raw = _random_rows(3000, 9)
+    raw[:, F["activity_at_hour"]] = np.rint(raw[:, F["activity_at_hour"]])  # integers too
+    rows = np.array([encode_row(r) for r in raw.tolist()])
+    np.testing.assert_array_equal(_bits(rows), _bits(encode(raw)))
+    for i in range(0, 3000, 101):
+        np.testing.assert_array_equal(_bits(encode(raw[i:i + 1])[0]), _bits(rows[i]))
