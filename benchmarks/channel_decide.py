@@ -21,7 +21,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,35 +29,15 @@ from pushrl.data.io import to_unix_seconds, write_dataset
 from pushrl.data.synth import generate
 from pushrl.data.validate import load_dataset
 from pushrl.data.worlds import world_config
-from pushrl.policies.base import ItemContext, ItemPolicy, TimingContext, TimingPolicy
 from pushrl.policies.channel_policy import channel_rounds, train_channel_policy
 from pushrl.rules.channels import DEFAULT_CHANNELS
 from pushrl.rules.guardrails import Guardrails
 from pushrl.serve.config import ServeConfig
-from pushrl.serve.engine import DecideRow
 from pushrl.serve.schemas import Event
 from pushrl.serve.server import Server
 from pushrl.units import HOUR
 
-
-class _Always(TimingPolicy):
-    name, version = "always", "bench"
-
-    def _action_dist(self, ctx: TimingContext) -> np.ndarray:
-        return np.tile([0.0, 1.0], (len(ctx), 1))
-
-
-class _Uniform(ItemPolicy):
-    name, version = "uniform", "bench"
-
-    def _action_dist(self, ctx: ItemContext) -> np.ndarray:
-        return np.asarray(ctx.mask, float)
-
-
-def _q(x: list[int]) -> dict[str, float]:
-    a = np.asarray(x, np.float64) / 1e3
-    return {"p50": round(float(np.percentile(a, 50)), 1),
-            "p99": round(float(np.percentile(a, 99)), 1)}
+from _timing import Always, Uniform, decide_on_off, summary  # benchmarks/ is sys.path[0]
 
 
 def main() -> None:
@@ -79,7 +58,7 @@ def main() -> None:
                           watch_seconds=0, guardrails=Guardrails(0, 0, 0, 0),
                           catalog=Path(f"{tmp}/logs"), channels=DEFAULT_CHANNELS,
                           channel_policy=str(art), sync="normal")
-        srv = Server(cfg, overrides={"timing": _Always(), "item": _Uniform()})
+        srv = Server(cfg, overrides={"timing": Always(), "item": Uniform()})
         try:
             st = srv.state
             t0 = int(to_unix_seconds(ds.pushes["ts"]).max()) + HOUR
@@ -94,35 +73,22 @@ def main() -> None:
             eng = srv.engine
             ch = eng.channels
             assert ch is not None
-            walls: dict[bool, list[int]] = {True: [], False: []}
-            cpu = {True: 0.0, False: 0.0}
             b1 = t0 // HOUR + 1
             chosen: dict[str | None, int] = {}
-            for k in range(a.n):
-                on = (k // 50) % 2 == 0  # blocks of 50, alternating
-                eng.channels = ch if on else None
-                ts = (b1 + k // 400) * HOUR + 60
-                row = [DecideRow(f"b{k % 400}", st.users[f"b{k % 400}"], ts)]
-                c0 = time.process_time()
-                w0 = time.perf_counter_ns()
-                out, _ = eng.decide(row)
-                w1 = time.perf_counter_ns()
-                cpu[on] += time.process_time() - c0
-                walls[on].append(w1 - w0)
+
+            def count(out: list[dict], on: bool) -> None:
                 if on:
                     c = out[0].get("channel")
                     chosen[c] = chosen.get(c, 0) + 1
-            eng.channels = ch
+
+            walls, cpu = decide_on_off(eng, "channels", ch, st, b1, a.n, count)
             st.pending.clear()
         finally:
             srv.log.close()
     res = {
         "benchmark": "channel_decide", "load_avg": os.getloadavg(), "config": vars(a),
-        "decide_with_channels": {"wall_us": _q(walls[True]),
-                                 "cpu_us_mean": round(cpu[True] / len(walls[True]) * 1e6, 1)},
-        "decide_without_channels": {"wall_us": _q(walls[False]),
-                                    "cpu_us_mean": round(cpu[False] / len(walls[False]) * 1e6,
-                                                         1)},
+        "decide_with_channels": summary(walls, cpu, True),
+        "decide_without_channels": summary(walls, cpu, False),
         "channels_chosen": {str(k): v for k, v in chosen.items()},
     }
     res["cpu_us_added_mean"] = round(res["decide_with_channels"]["cpu_us_mean"]

@@ -15,7 +15,7 @@ Usage: python benchmarks/template_decide.py [--users 1500] [--days 14] [--n 4000
    (the path of a model without the closed form, and of the previous session's benchmark).
    ``decide_with`` / ``decide_without``: a whole ``Engine.decide`` of one request that sends
    (always-send timing, uniform item), with and without the template slot, interleaved.
-   Figures: wall time per call (``perf_counter_ns``: p50 / p99 in microseconds) and the mean
+   Figures: wall time per call (``perf_counter_ns``: p50 / p99 / max in microseconds) and the mean
    process CPU time per call (``process_time`` summed over the calls: on a loaded machine a
    wall p99 is mostly the scheduler; per-call CPU clocks cost a syscall each, too much to
    time a 30 us step). The load average is printed with them.
@@ -39,36 +39,16 @@ from pushrl.data.io import to_unix_seconds, write_dataset
 from pushrl.data.synth import generate
 from pushrl.data.validate import load_dataset
 from pushrl.data.worlds import TEMPLATE_KNOBS, world_config
-from pushrl.policies.base import ItemContext, ItemPolicy, TimingContext, TimingPolicy
 from pushrl.policies.template_policy import template_rounds, train_template_policy
 from pushrl.policies.vw import VWConfig
 from pushrl.rules.guardrails import Guardrails
 from pushrl.serve.config import ServeConfig
-from pushrl.serve.engine import DecideRow
 from pushrl.serve.schemas import Event
 from pushrl.serve.server import Server
 from pushrl.serve.templates import ServerTemplates
 from pushrl.units import HOUR
 
-
-class _Always(TimingPolicy):
-    name, version = "always", "bench"
-
-    def _action_dist(self, ctx: TimingContext) -> np.ndarray:
-        return np.tile([0.0, 1.0], (len(ctx), 1))
-
-
-class _Uniform(ItemPolicy):
-    name, version = "uniform", "bench"
-
-    def _action_dist(self, ctx: ItemContext) -> np.ndarray:
-        return np.asarray(ctx.mask, float)
-
-
-def _q(x: list[int]) -> dict[str, float]:
-    a = np.asarray(x, np.float64) / 1e3
-    return {"p50": round(float(np.percentile(a, 50)), 1),
-            "p99": round(float(np.percentile(a, 99)), 1)}
+from _timing import Always, Uniform, decide_on_off, quantiles, summary  # benchmarks/: sys.path[0]
 
 
 def _step(tpl: ServerTemplates, srv: Server, rng: np.random.Generator, n: int,
@@ -89,7 +69,7 @@ def _step(tpl: ServerTemplates, srv: Server, rng: np.random.Generator, n: int,
         w1 = time.perf_counter_ns()
         cpu += time.process_time() - c0
         wall.append(w1 - w0)
-    return {"wall_us": _q(wall), "cpu_us_mean": round(cpu / n * 1e6, 1)}
+    return {"wall_us": quantiles(wall, with_max=True), "cpu_us_mean": round(cpu / n * 1e6, 1)}
 
 
 def main() -> None:
@@ -113,7 +93,7 @@ def main() -> None:
                           watch_seconds=0, guardrails=Guardrails(0, 0, 0, 0),
                           catalog=Path(f"{tmp}/logs"), templates=Path("templates/default"),
                           template_policy=str(art), sync="normal")
-        srv = Server(cfg, overrides={"timing": _Always(), "item": _Uniform()})
+        srv = Server(cfg, overrides={"timing": Always(), "item": Uniform()})
         try:
             st = srv.state
             t0 = int(to_unix_seconds(ds.pushes["ts"]).max()) + HOUR
@@ -134,38 +114,24 @@ def main() -> None:
             vw_tpl.linear = None
             vw_tpl.bind(st)
             vw = _step(vw_tpl, srv, rng, a.n // 4, b0 + a.n // 400 + 2)
-            eng = srv.engine
-            w_with: list[int] = []
-            w_without: list[int] = []
-            cpu = {True: 0.0, False: 0.0}
             b1 = b0 + a.n // 400 + a.n // 1600 + 4
-            for k in range(a.n):
-                on = (k // 50) % 2 == 0  # blocks of 50, alternating
-                eng.templates = tpl if on else None
-                ts = (b1 + k // 400) * HOUR + 60
-                row = [DecideRow(f"b{k % 400}", st.users[f"b{k % 400}"], ts)]
-                c0 = time.process_time()
-                w0 = time.perf_counter_ns()
-                out, _ = eng.decide(row)
-                w1 = time.perf_counter_ns()
-                cpu[on] += time.process_time() - c0
+
+            def sent(out: list[dict[str, Any]], on: bool) -> None:
                 assert out[0]["send"] and (out[0].get("template_id") is not None) == on
-                (w_with if on else w_without).append(w1 - w0)
-            eng.templates = tpl
+
+            walls, cpu = decide_on_off(srv.engine, "templates", tpl, st, b1, a.n, sent)
             st.pending.clear()
         finally:
             srv.log.close()
-    d_with, d_without = _q(w_with), _q(w_without)
+    d_with = summary(walls, cpu, True, with_max=True)
+    d_without = summary(walls, cpu, False, with_max=True)
     res = {
         "benchmark": "template_decide", "load_avg": os.getloadavg(), "config": vars(a),
         "closed_form_max_pmf_error_vs_vw": tpl.linear.max_error,
         "template_step": fast, "template_step_vw_text": vw,
-        "decide_with_templates": {"wall_us": d_with,
-                                  "cpu_us_mean": round(cpu[True] / len(w_with) * 1e6, 1)},
-        "decide_without_templates": {"wall_us": d_without,
-                                     "cpu_us_mean": round(cpu[False] / len(w_without) * 1e6,
-                                                          1)},
-        "decide_wall_p50_added_us": round(d_with["p50"] - d_without["p50"], 1),
+        "decide_with_templates": d_with, "decide_without_templates": d_without,
+        "decide_wall_p50_added_us": round(d_with["wall_us"]["p50"] - d_without["wall_us"]["p50"],
+                                          1),
         "target": "template choice + render adds < 100 us p99 to a decision (issue 17)",
     }
     text = json.dumps(res, indent=1)

@@ -978,10 +978,89 @@ def encode(raw: np.ndarray) -> np.ndarray:
     out[:, 4] = raw[:, 3]
     out[:, 5] = raw[:, 4] / 7.0
     out[:, 6] = raw[:, 5] / 7.0
-    out[:, 7] = np.log(np.maximum(raw[:, 6], 1e-3))
+    out[:, 7] = _log_activity(raw[:, 6])
     out[:, 8] = raw[:, 7]
     out[:, 9] = np.log1p(raw[:, 8])
     return out
+
+
+#: Raw column (:data:`FEATURE_NAMES`) each :data:`ENCODED_NAMES` column of :func:`encode` is
+#: a function of (every encoded column reads one raw column: what :func:`encode_row` caches).
+ENCODE_SOURCE: tuple[int, ...] = (0, 0, 1, 2, 3, 4, 5, 6, 7, 8)
+#: Raw columns :func:`encode_row` computes apart: ``activity_at_hour`` (continuous: its log
+#: on a miss is :func:`_log_activity`, the same ufunc call as :func:`encode`'s, not a whole
+#: ``encode``) and ``engagement`` (passed through).
+_ROW_LOG, _ROW_PASS = F["activity_at_hour"], F["engagement"]
+_ROW_MEMO_MAX = 4096  # cached values per raw column before its cache starts anew
+
+
+def _encode_column(j: int, x: float) -> tuple[float, ...]:
+    """The encoded value(s) of raw column ``j`` at value ``x``: ``encode`` itself on a one-row
+    array (``_ROW_LOG``: :func:`_log_activity`, ``encode``'s expression for it)."""
+    if j == _ROW_LOG:
+        return (_log_activity(np.array([x], np.float32)).item(),)
+    row = np.zeros((1, N_FEATURES), np.float32)
+    row[0, j] = x
+    return tuple(encode(row)[0, [k for k, src in enumerate(ENCODE_SOURCE) if src == j]]
+                 .tolist())
+
+
+#: Per raw column: value -> encoded value(s) (plain dicts: a lookup is one bytecode).
+_MEMOS: list[dict[float, tuple[float, ...]] | None] = [
+    {} if j != _ROW_PASS else None for j in range(N_FEATURES)]
+
+
+def warm_encode_row(top: int = HOURS_CAP) -> None:
+    """Fill :func:`encode_row`'s caches of the discrete columns for the values ``0..top``
+    (hours, weekdays, capped hours, counts) with ONE ``encode`` call (a server binds its
+    scorer with it: no decision pays a cache miss's ``encode`` for them)."""
+    vals = np.arange(top + 1, dtype=np.float32)
+    enc = encode(np.repeat(vals[:, None], N_FEATURES, axis=1)).tolist()
+    xs = vals.tolist()
+    for j, memo in enumerate(_MEMOS):
+        if memo is None or j == _ROW_LOG:
+            continue
+        outs = [k for k, src in enumerate(ENCODE_SOURCE) if src == j]
+        for x, e in zip(xs, enc, strict=True):
+            memo.setdefault(x, tuple(e[k] for k in outs))
+
+
+def encode_row(row: Sequence[float]) -> list[float]:
+    """:func:`encode` of ONE row in plain Python floats (the server's one-decision path:
+    each numpy call costs ~1 us there).
+
+    ``encode`` is column-wise (:data:`ENCODE_SOURCE`), so each raw column's encoded values
+    are cached by the column's value, computed by ``encode`` itself on a miss (the discrete
+    columns: hour, weekday, capped hours, counts; ``activity_at_hour``, continuous, by
+    ``encode``'s own numpy expression on a one-element array); ``engagement`` is passed
+    through. Equal to ``encode(np.array([row]))[0]`` bit for bit
+    (``tests/data/test_encode_row.py``; a signed zero reads as its cached twin).
+
+    Args:
+        row: ``N_FEATURES`` float32 values (``raw[i].tolist()`` of :meth:`FeatureState.features`).
+
+    Returns:
+        ``N_ENCODED`` floats, the float32 values of ``encode`` in :data:`ENCODED_NAMES` order.
+    """
+    out: list[float] = []
+    for j, x in enumerate(row):
+        memo = _MEMOS[j]
+        if memo is None:
+            out.append(x)
+            continue
+        try:
+            out.extend(memo[x])
+        except KeyError:
+            if len(memo) >= _ROW_MEMO_MAX:
+                memo.clear()
+            v = memo[x] = _encode_column(j, x)
+            out.extend(v)
+    return out
+
+
+def _log_activity(x: np.ndarray) -> np.ndarray:
+    """``log_activity_at_hour`` of raw ``activity_at_hour`` values (float32 in and out)."""
+    return np.log(np.maximum(x, 1e-3))
 
 
 # --------------------------------------------------------------------- log replay
@@ -1216,29 +1295,42 @@ class TemplateRecency:
             self.last[u[newer], t[newer]] = b[newer]
             self.before[u[mid], t[mid]] = b[mid]
             return
-        last, before = self.last, self.before
         # repeats of a (user, template) pair must apply in order (plain ints: cheap indexing)
         for ui, ti, bi in zip(u.tolist(), t.tolist(), b.tolist(), strict=True):
-            prev = int(last[ui, ti])
-            if bi > prev:
-                before[ui, ti] = prev
-                last[ui, ti] = bi
-            elif prev > bi > before[ui, ti]:
-                before[ui, ti] = bi
+            self.record_one(ui, bi, ti)
+
+    def record_one(self, user: int, bucket: int, template: int) -> None:
+        """:meth:`record` of one show, on plain ints (the server's one-decision path)."""
+        last, before = self.last, self.before
+        prev = last.item(user, template)
+        if bucket > prev:
+            before[user, template] = prev
+            last[user, template] = bucket
+        elif prev > bucket > before.item(user, template):
+            before[user, template] = bucket
 
     def hours(self, users: np.ndarray, bucket: int | np.ndarray) -> np.ndarray:
         """``(n, n_templates)`` hours since each template was last shown before ``bucket``
         (capped at :data:`TEMPLATE_HOURS_CAP`, which also means never)."""
         u = np.asarray(users, np.int64)
         if u.size == 1:  # one decision: the same rule on plain ints (~10x fewer numpy calls)
-            bb = int(np.asarray(bucket).ravel()[0])
-            row = [x if x < bb else (y if y < bb else _NEVER) for x, y in
-                   zip(self.last[u[0]].tolist(), self.before[u[0]].tolist(), strict=True)]
-            return np.array([[min(bb - x, TEMPLATE_HOURS_CAP) for x in row]], np.float32)
+            return np.array([self.hours_one(int(u[0]), int(np.asarray(bucket).ravel()[0]))],
+                            np.float32)
         b = np.broadcast_to(np.asarray(bucket, np.int64), u.shape)[:, None]
         last, before = self.last[u], self.before[u]
         seen = np.where(last < b, last, np.where(before < b, before, _NEVER))
         return np.minimum(b - seen, TEMPLATE_HOURS_CAP).astype(np.float32)
+
+    def hours_one(self, user: int, bucket: int) -> list[int]:
+        """:meth:`hours` of one user, as plain ints (the server's one-decision path)."""
+        cap = TEMPLATE_HOURS_CAP
+        row = [bucket - (x if x < bucket else (y if y < bucket else _NEVER)) for x, y in
+               zip(self.last[user].tolist(), self.before[user].tolist(), strict=True)]
+        return [cap if cap < h else h for h in row]  # min(h, cap)
+
+
+#: Windows (hours) of :data:`TEMPLATE_RECENCY_NAMES`: shown less than this many hours ago.
+TEMPLATE_RECENCY_WINDOWS: tuple[int, int] = (24, 168)
 
 
 def encode_template_recency(hours: np.ndarray) -> np.ndarray:
@@ -1246,9 +1338,16 @@ def encode_template_recency(hours: np.ndarray) -> np.ndarray:
     :meth:`TemplateRecency.hours`: shown in the last 24 h, in the last 7 days."""
     h = np.asarray(hours, np.float32)
     out = np.empty((*h.shape, 2), np.float32)  # (no np.stack: this is on a decision's path)
-    np.less(h, 24, out=out[..., 0])
-    np.less(h, 168, out=out[..., 1])
+    np.less(h, TEMPLATE_RECENCY_WINDOWS[0], out=out[..., 0])
+    np.less(h, TEMPLATE_RECENCY_WINDOWS[1], out=out[..., 1])
     return out
+
+
+def encode_template_recency_one(hours: Sequence[float]) -> list[tuple[float, float]]:
+    """:func:`encode_template_recency` of one decision's :meth:`TemplateRecency.hours_one`
+    (plain floats: 1.0 / 0.0 per arm and window)."""
+    w24, w7d = TEMPLATE_RECENCY_WINDOWS
+    return [(1.0 if h < w24 else 0.0, 1.0 if h < w7d else 0.0) for h in hours]
 
 
 def template_recency_replay(users: np.ndarray, buckets: np.ndarray, templates: np.ndarray,

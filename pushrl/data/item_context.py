@@ -180,6 +180,22 @@ def activity_bin(features: np.ndarray) -> np.ndarray:
     return np.searchsorted(_BIN_EDGES, act, side="right")
 
 
+_BIN_MEMO: dict[float, int] = {}
+
+
+def activity_bin_one(activity_7d: float) -> int:
+    """:func:`activity_bin` of one decision from its raw ``activity_7d`` (a plain float),
+    cached by value (a count: few distinct values), computed by :func:`activity_bin`."""
+    b = _BIN_MEMO.get(activity_7d)
+    if b is None:
+        if len(_BIN_MEMO) >= 4096:
+            _BIN_MEMO.clear()
+        row = np.zeros((1, len(F)), np.float32)
+        row[0, F["activity_7d"]] = activity_7d
+        b = _BIN_MEMO[activity_7d] = int(activity_bin(row)[0])
+    return b
+
+
 def build_template_context(features: np.ndarray, chosen_item_features: np.ndarray,
                            item_feature_names: Sequence[str], template_features: np.ndarray,
                            template_feature_names: Sequence[str], template_hours: np.ndarray,

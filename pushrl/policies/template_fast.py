@@ -24,12 +24,22 @@ learnt ``t``: the scorer is for a frozen model (what a server loads).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from math import copysign
 
 import numpy as np
 
-from pushrl.data.features import encode, encode_template_recency
-from pushrl.data.item_context import activity_bin
+from pushrl.data.features import (
+    F,
+    encode,
+    encode_row,
+    encode_template_recency,
+    encode_template_recency_one,
+    warm_encode_row,
+)
+from pushrl.data.item_context import activity_bin, activity_bin_one
 from pushrl.policies.base import ItemContext
 from pushrl.policies.template_policy import TemplatePolicy
 from pushrl.policies.vw import _LIB, VWItemPolicy
@@ -40,6 +50,13 @@ PARITY_TOL = 1e-4
 _SHARED_NS, _CAND_NS = frozenset("UC"), frozenset("IA")
 _SCALE = 10_000.0  # the VW formatter's 4 decimals
 _SCALE64 = np.float64(_SCALE)  # a numpy scalar: float32 arrays times it are float64
+_ACT7D = F["activity_7d"]
+
+
+def _vw_round(v: float) -> float:
+    """VW text's rounding of an encoded value: ``np.rint(v * 1e4)`` in float64 (``copysign``:
+    rint keeps the sign of a zero). ValueError / OverflowError when ``v`` is not finite."""
+    return copysign(float(round(v * _SCALE)), v)
 
 
 class NotLinear(ValueError):
@@ -289,6 +306,16 @@ class BoundTemplateScorer:
     bins: np.ndarray
     items: np.ndarray
     has_new: bool = False
+    _bins_l: list[list[float]] = field(init=False, repr=False, compare=False)
+    _items_l: list[list[float]] = field(init=False, repr=False, compare=False)
+
+    _scaled: dict[float, float] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:  # the tables as lists: the one-row path adds floats
+        object.__setattr__(self, "_bins_l", self.bins.tolist())
+        object.__setattr__(self, "_items_l", self.items.tolist())
+        object.__setattr__(self, "_scaled", {})  # encoded value -> _vw_round (they repeat)
+        warm_encode_row()
 
     @classmethod
     def bind(cls, scorer: LinearTemplateScorer, item_features: np.ndarray,
@@ -364,24 +391,63 @@ class BoundTemplateScorer:
         Returns:
             ``(n,)`` arm indices and ``(n,)`` probabilities.
         """
-        if raw.shape[0] != 1 or self.has_new:
-            d = self.scorer.policy.sample(self.action_dist(raw, items, hours), rng)
-            return np.asarray(d.action, np.int64), np.asarray(d.pscore, np.float64)
-        # one row: SquareCB and the draw in plain floats (a numpy call costs ~1 us; this is
-        # the request path of /v1/decide), the same arithmetic as the vectorised path
-        y3, r2 = self._terms(raw, items, hours)
-        s = [t[0] + t[1] * r[0] + t[2] * r[1] for t, r in zip(y3[0].tolist(), r2[0].tolist(),
-                                                               strict=True)]
+        if raw.shape[0] == 1 and not self.has_new:
+            got = self.decide_one(raw[0].tolist(), int(items[0]), np.asarray(hours)[0].tolist(),
+                                  rng)
+            if got is not None:
+                return np.array([got[0]], np.int64), np.array([got[1]])
+        d = self.scorer.policy.sample(self.action_dist(raw, items, hours), rng)
+        return np.asarray(d.action, np.int64), np.asarray(d.pscore, np.float64)
+
+    def decide_one(self, raw: list[float], item: int, hours: Sequence[float],
+                   rng: np.random.Generator) -> tuple[int, float] | None:
+        """:meth:`decide` of ONE decision in plain Python floats (the request path of
+        ``/v1/decide``: a numpy call costs ~1 us there), the same arithmetic as the
+        vectorised path, so the same arm and the same probability bit for bit
+        (``tests/policies/test_template_fast.py``).
+
+        Args:
+            raw: The decision's ``N_FEATURES`` raw pipeline features (``raw[i].tolist()``).
+            item: Its chosen catalog item index.
+            hours: Hours since each arm was shown (:meth:`TemplateRecency.hours_one`).
+            rng: One uniform is drawn from it, as :meth:`decide` draws.
+
+        Returns:
+            ``(arm, probability)``, or None (nothing drawn) when the one-row path does not
+            apply: some arm gets the new-arm floor, or a feature is not finite.
+        """
+        if self.has_new:
+            return None
+        enc = encode_row(raw)
+        scaled = self._scaled
+        try:
+            e = [scaled[v] for v in enc]
+        except KeyError:  # round the new values only (a miss is a new activity share)
+            if len(scaled) > 65_536:
+                scaled.clear()
+            try:
+                e = [scaled[v] if v in scaled else scaled.setdefault(v, _vw_round(v))
+                     for v in enc]
+            except (ValueError, OverflowError):  # NaN / inf: the vectorised path decides
+                return None
+        # the vectorised path's matmul on the same (1, N_ENCODED) float64 row
+        m = (np.frombuffer(array("d", e)).reshape(1, -1) @ self.enc).tolist()[0]
+        bins, its = self._bins_l[activity_bin_one(raw[_ACT7D])], self._items_l[item]
+        s = []  # per arm: (constant + recency terms), added as the vectorised path adds them
+        for a, (r24, r7d) in enumerate(encode_template_recency_one(hours)):
+            j, j1, j2 = 3 * a, 3 * a + 1, 3 * a + 2
+            s.append(((m[j] + bins[j]) + its[j]) + ((m[j1] + bins[j1]) + its[j1]) * r24
+                     + ((m[j2] + bins[j2]) + its[j2]) * r7d)
         k = len(s)
-        best = min(range(k), key=s.__getitem__)
+        best = s.index(min(s))  # the first lowest, as argmin
         low, g = s[best], self.scorer.gamma
         p = [0.0 if a == best else 1.0 / (k + g * (s[a] - low)) for a in range(k)]
         p[best] = 1.0 - sum(p)
-        u = float(rng.random((1, 1))[0, 0])
+        u = rng.random()  # the same double as rng.random((1, 1))
         c, cdf = 0.0, []
         for q in p:
             c += q
             cdf.append(c)
         u *= cdf[-1]
         a = min(sum(u >= x for x in cdf), k - 1)
-        return np.array([a], np.int64), np.array([p[a]])
+        return a, p[a]

@@ -57,6 +57,8 @@ SCHEDULED_TRIGGER = "recommendation"
 RENDER_CACHE = 100_000
 #: Up to this many (arm, item, top category) copies are rendered when the items change.
 PRERENDER = 50_000
+#: Users' top categories kept by their category counts (a dict: cleared when full).
+TOP_CACHE = 16_384
 
 
 def template_uses_top(text: str) -> bool:
@@ -139,6 +141,8 @@ class ServerTemplates:
         self._bound: tuple[Any, Renderer, BoundTemplateScorer | None, TemplateArms] | None = None
         self._cache: dict[tuple[int, int, int], str] = {}
         self._uses_top: list[bool] = []
+        self._top_fs: Any = None  # the feature state the top-category cache is of
+        self._top_memo: dict[tuple[float, ...], int] = {}
         self.bind(state)
 
     # ------------------------------------------------------------------ loading
@@ -299,10 +303,57 @@ class ServerTemplates:
             out[j] = t
         return out
 
+    def _top_one(self, state: ServerState, user: int, n_categories: int) -> int:
+        """:meth:`_top` of one user whose arm renders the top category, cached by the
+        user's category counts (the affinity's only per-user input; the cache is per
+        feature state), computed by the pipeline's affinity on a miss."""
+        fs = state.fs
+        if self._top_fs is not fs:
+            self._top_fs, self._top_memo = fs, {}
+        key = tuple(fs.a.cat[:, user].tolist())
+        t = self._top_memo.get(key)
+        if t is None:
+            if len(self._top_memo) >= TOP_CACHE:
+                self._top_memo.clear()
+            aff = fs.affinity(np.array([user]), np.arange(n_categories)[None, :])
+            t = self._top_memo[key] = int(np.argmax(aff[0]))
+        return t
+
+    def _apply_one(self, state: ServerState, o: dict[str, Any], user: int, bucket: int,
+                   raw: list[float]) -> list[Statement] | None:
+        """:meth:`apply` of one sent push on plain Python values (the request path; the
+        same arm, probability and copy as the vectorised step); None when the closed form's
+        one-row path does not apply (VW text, new-arm floor, non-finite features)."""
+        rend, bound, _, _ = self._current(state)
+        if bound is None:
+            return None
+        item = state.items[str(o["item_id"])]
+        got = bound.decide_one(raw, item, self.recency.hours_one(user, bucket), self.rng)
+        if got is None:
+            return None
+        a, p = got
+        self.recency.record_one(user, bucket, a)
+        top = self._top_one(state, user, len(rend.categories)) if self._uses_top[a] else 0
+        cache = self._cache
+        if len(cache) > RENDER_CACHE:
+            cache.clear()
+        key = (a, item, top)
+        txt = cache.get(key)
+        if txt is None:
+            txt = cache[key] = rend.render(a, item, top)
+        tid = self.arm_ids[a]
+        o["template_id"], o["template_text"] = tid, txt
+        o["pscore_template"], o["template_policy"] = p, self.label
+        return [(TEMPLATE_SQL, (tid, p, o["decision_id"]))]
+
     def apply(self, state: ServerState, out: list[dict[str, Any]], u: np.ndarray,
               b: np.ndarray, raw: np.ndarray, send: np.ndarray) -> list[Statement]:
         """The engine's step: template the sent rows of a pass (``out``: their answers,
         updated in place; ``send`` ``(n,)`` bool) and return their log updates."""
+        if send.size == 1 and send.item():  # one decision (a /v1/decide request)
+            one = self._apply_one(state, out[0], u.item(), b.item(), raw.tolist()[0])
+            if one is not None:
+                return one
         idx = np.flatnonzero(send)
         items = np.array([state.items[str(out[i]["item_id"])] for i in idx.tolist()], np.int64)
         if idx.size < send.size:
@@ -329,4 +380,4 @@ class ServerTemplates:
         keep = [(state.users[uid], ts // HOUR, self.arm_index[t]) for uid, ts, t in rows
                 if t in self.arm_index and uid in state.users]
         for uu, bb, aa in keep:  # in order: a pair shown twice keeps its last two buckets
-            self.recency.record(np.array([uu]), bb, np.array([aa]))
+            self.recency.record_one(uu, bb, aa)

@@ -121,3 +121,42 @@ def test_bind_refuses_another_catalog(trained: tuple[TemplatePolicy, TemplateArm
         BoundTemplateScorer.bind(lin, arms.catalog.features[:, 1:],
                                  arms.catalog.feature_names[1:])
     assert isinstance(arms.catalog, ItemCatalog)
+
+
+def test_one_row_path_equals_the_vectorised_path_bit_for_bit(
+        trained: tuple[TemplatePolicy, TemplateArms]) -> None:
+    """``decide_one`` (the request path, plain floats) vs ``action_dist`` + ``sample`` (the
+    vectorised path) of the same one row on the same generator: the same arm, the same
+    probability (==), the same generator state after; it declines (drawing nothing) for a new
+    arm or a NaN feature. (Over many rows at once the matmul is another BLAS kernel: the
+    scores may differ in the last bit, so the comparison is row by row.)"""
+    pol, arms = trained
+    shows = pol.shows.copy()
+    pol.shows = np.full_like(shows, 10_000)
+    try:
+        bound = BoundTemplateScorer.bind(LinearTemplateScorer.extract(pol), arms.catalog.features,
+                                         arms.catalog.feature_names)
+        raw, items, hours = _inputs(arms, 3000, 7)
+        raw[:, 2] = np.rint(raw[:, 2] * 20)  # hours since push: integers, as the pipeline's
+        hours[::3] = np.random.default_rng(8).integers(0, 337, (1000, len(IDS)))
+        r1, r2 = np.random.default_rng(11), np.random.default_rng(11)
+        arms_seen = set()
+        for i in range(raw.shape[0]):
+            got = bound.decide_one(raw[i].tolist(), int(items[i]), hours[i].tolist(), r1)
+            d = pol.sample(bound.action_dist(raw[i:i + 1], items[i:i + 1], hours[i:i + 1]), r2)
+            assert got is not None
+            assert got[0] == int(d.action[0]) and got[1] == float(d.pscore[0])
+            arms_seen.add(got[0])
+        assert r1.random() == r2.random()
+        assert arms_seen == set(range(len(IDS)))
+        bad = raw[:1].copy()
+        bad[0, 6] = np.nan
+        before = r1.bit_generator.state
+        assert bound.decide_one(bad[0].tolist(), 0, hours[0].tolist(), r1) is None
+        assert r1.bit_generator.state == before
+    finally:
+        pol.shows = shows
+    bound_new = BoundTemplateScorer.bind(LinearTemplateScorer.extract(pol), arms.catalog.features,
+                                         arms.catalog.feature_names)
+    assert bound_new.has_new
+    assert bound_new.decide_one(raw[0].tolist(), 0, hours[0].tolist(), r1) is None

@@ -213,3 +213,60 @@ def test_uniform_default_logs_the_recommendation_arms(tmp_path: Path,
     assert {d["template_id"] for d in sent} <= set(IDS)
     assert all(d["pscore_template"] == pytest.approx(1 / len(IDS)) for d in sent)
     assert all(d["template_policy"].startswith("uniform-template@") for d in sent)
+
+
+def test_one_decision_step_equals_the_vectorised_step(tmp_path: Path,
+                                                      world: dict[str, Any]) -> None:
+    """The request path's template step (plain floats, cached encodings and top categories)
+    vs the vectorised step (numpy ``encode``, ``action_dist`` + ``sample``, ``affinity``) on
+    the same live state and generator: the same arm, probability (==), copy and log update
+    for every decision, and the same recency after, while users keep generating activity."""
+    import dataclasses
+    import datetime as dt
+
+    from pushrl.serve.schemas import Event
+    from pushrl.serve.server import Server
+    from pushrl.serve.templates import ServerTemplates
+
+    cfg = make_cfg(tmp_path, catalog=world["logs"], templates=Path("templates/default"),
+                   template_policy=str(world["policy"]))
+    srv = Server(cfg, overrides=doubles())
+    try:
+        st = srv.state
+        fast = srv.engine.templates
+        assert fast is not None and fast.linear is not None and not fast.linear.has_new
+        t0 = int(to_unix_seconds(world["ds"].pushes["ts"]).max()) + HOUR
+        for i in range(40):
+            srv.put_user(f"p{i}", "UTC", {}, dt.datetime.fromtimestamp(t0, dt.UTC))
+        vec = ServerTemplates(fast.catalog, fast.policy, fast.label, st, seed=0)
+        vec.rng.bit_generator.state = fast.rng.bit_generator.state
+        live, rend, bound, arms = vec._bound  # type: ignore[misc]
+        assert bound is not None  # has_new: the one-row path declines, the vectorised decides
+        vec._bound = (live, rend, dataclasses.replace(bound, has_new=True), arms)
+        rng = np.random.default_rng(21)
+        items = [it.item_id for it in st.item_list]
+        b0 = t0 // HOUR + 1
+        got = []
+        for k in range(1200):
+            b = b0 + k // 12
+            user = f"p{int(rng.integers(40))}"
+            if rng.random() < 0.3:
+                srv.events([Event(user_id=user, ts=b * HOUR + 5, event="view",
+                                  item_id=items[int(rng.integers(len(items)))])])
+            u = np.array([st.users[user]])
+            bb = np.array([b], np.int64)
+            raw = st.fs.features(u, bb)
+            item = items[int(rng.integers(len(items)))]
+            o1 = [{"decision_id": f"d{k}", "item_id": item}]
+            o2 = [{"decision_id": f"d{k}", "item_id": item}]
+            s1 = fast.apply(st, o1, u, bb, raw, np.ones(1, bool))
+            s2 = vec.apply(st, o2, u, bb, raw, np.ones(1, bool))
+            assert o1 == o2 and s1 == s2
+            got.append(o1[0]["template_text"])
+        np.testing.assert_array_equal(fast.recency.last, vec.recency.last)
+        np.testing.assert_array_equal(fast.recency.before, vec.recency.before)
+        assert len(set(got)) > 50  # many arms x items x top categories
+        assert fast._top_memo  # the cached top category was used
+    finally:
+        st.pending.clear()
+        srv.log.close()
