@@ -247,13 +247,20 @@ def from_log(data: str | Path, *, pre_days: float | None = None) -> LiftData:
                       .astype(float)})
     for c in ("opened", "clicked", "converted", "revenue"):
         q[c] = p[c].astype("Float64").astype(float) if c in p else 0.0
-    a = t["activity"]
-    act = pd.DataFrame({"user_id": a["user_id"].astype(str),
-                        "sec": to_unix_seconds(a["ts"]) if len(a) else np.zeros(0, np.int64),
-                        "event": a["event"].astype(str),
-                        "revenue": (a["revenue"].astype(float).fillna(0.0) if "revenue" in a
-                                    else 0.0)})
+    act = activity_frame(t["activity"])
     return from_decisions(q, act, str(data), pre_days)
+
+
+def activity_frame(a: pd.DataFrame) -> pd.DataFrame:
+    """A log's ``activity`` table as :func:`from_decisions` reads it: ``user_id`` (str),
+    ``sec`` (unix seconds), ``event`` (str), ``revenue`` (float, 0 when absent)."""
+    from pushrl.data.io import to_unix_seconds
+
+    return pd.DataFrame({"user_id": a["user_id"].astype(str),
+                         "sec": to_unix_seconds(a["ts"]) if len(a) else np.zeros(0, np.int64),
+                         "event": a["event"].astype(str),
+                         "revenue": (a["revenue"].astype(float).fillna(0.0) if "revenue" in a
+                                     else 0.0)})
 
 
 def from_rollout(result: Any, share: float) -> LiftData:

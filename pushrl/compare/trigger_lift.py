@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pushrl.compare.lift import LiftData, from_decisions
+from pushrl.compare.lift import LiftData, activity_frame, from_decisions
 from pushrl.errors import DataError
 from pushrl.rules.holdout import kind_of
 
@@ -63,16 +63,11 @@ def kind_rows(triggers: pd.DataFrame, pushes: pd.DataFrame, kind: str) -> pd.Dat
 
 def from_log(data: str | Path, kind: str, *, pre_days: float | None = None) -> LiftData:
     """The per-user table of ``pushrl lift DATA --trigger-kind K`` (module docstring)."""
-    from pushrl.data.io import read_tables, to_unix_seconds
+    from pushrl.data.io import read_tables
 
     t = read_tables(data)
     if "triggers" not in t or not len(t["triggers"]):
         raise DataError(f"{data}: the log has no `triggers` rows (pushlog v1.1)")
     rows = kind_rows(t["triggers"], t["pushes"], kind)
-    a = t["activity"]
-    act = pd.DataFrame({"user_id": a["user_id"].astype(str),
-                        "sec": to_unix_seconds(a["ts"]) if len(a) else np.zeros(0, np.int64),
-                        "event": a["event"].astype(str),
-                        "revenue": (a["revenue"].astype(float).fillna(0.0) if "revenue" in a
-                                    else 0.0)})
+    act = activity_frame(t["activity"])
     return from_decisions(rows, act, f"{data} (trigger kind {kind_of(kind).value})", pre_days)
