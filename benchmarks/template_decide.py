@@ -30,6 +30,8 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -72,14 +74,11 @@ def _step(tpl: ServerTemplates, srv: Server, rng: np.random.Generator, n: int,
     return {"wall_us": quantiles(wall, with_max=True), "cpu_us_mean": round(cpu / n * 1e6, 1)}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--users", type=int, default=1500)
-    ap.add_argument("--days", type=int, default=14)
-    ap.add_argument("--n", type=int, default=4000)
-    ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--out", default=None)
-    a = ap.parse_args()
+@contextmanager
+def bench_server(a: argparse.Namespace) -> Iterator[tuple[Server, np.random.Generator, int]]:
+    """The benchmark's server (steps 1-2 of the module docstring: world ``a.seed`` with
+    ``a.users`` users over ``a.days`` days), its random generator and the first bucket after
+    the training logs; the server's log is closed on exit."""
     ids = tuple(TEMPLATE_KNOBS["template_ids"])
     with tempfile.TemporaryDirectory() as tmp:
         ds_raw, _, _ = generate(world_config("default", users=a.users, days=a.days,
@@ -106,23 +105,36 @@ def main() -> None:
                 for _ in range(int(rng.integers(0, 6))):
                     srv.events([Event(user_id=f"b{i}", ts=t0 + 10, event="view",
                                       item_id=item_ids[int(rng.integers(len(item_ids)))])])
-            tpl = srv.engine.templates
-            assert tpl is not None and tpl.linear is not None
-            b0 = t0 // HOUR + 1
-            fast = _step(tpl, srv, rng, a.n, b0)
-            vw_tpl = ServerTemplates(tpl.catalog, tpl.policy, tpl.label, st, seed=0)
-            vw_tpl.linear = None
-            vw_tpl.bind(st)
-            vw = _step(vw_tpl, srv, rng, a.n // 4, b0 + a.n // 400 + 2)
-            b1 = b0 + a.n // 400 + a.n // 1600 + 4
-
-            def sent(out: list[dict[str, Any]], on: bool) -> None:
-                assert out[0]["send"] and (out[0].get("template_id") is not None) == on
-
-            walls, cpu = decide_on_off(srv.engine, "templates", tpl, st, b1, a.n, sent)
-            st.pending.clear()
+            yield srv, rng, t0
         finally:
             srv.log.close()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--users", type=int, default=1500)
+    ap.add_argument("--days", type=int, default=14)
+    ap.add_argument("--n", type=int, default=4000)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
+    with bench_server(a) as (srv, rng, t0):
+        st = srv.state
+        tpl = srv.engine.templates
+        assert tpl is not None and tpl.linear is not None
+        b0 = t0 // HOUR + 1
+        fast = _step(tpl, srv, rng, a.n, b0)
+        vw_tpl = ServerTemplates(tpl.catalog, tpl.policy, tpl.label, st, seed=0)
+        vw_tpl.linear = None
+        vw_tpl.bind(st)
+        vw = _step(vw_tpl, srv, rng, a.n // 4, b0 + a.n // 400 + 2)
+        b1 = b0 + a.n // 400 + a.n // 1600 + 4
+
+        def sent(out: list[dict[str, Any]], on: bool) -> None:
+            assert out[0]["send"] and (out[0].get("template_id") is not None) == on
+
+        walls, cpu = decide_on_off(srv.engine, "templates", tpl, st, b1, a.n, sent)
+        st.pending.clear()
     d_with = summary(walls, cpu, True, with_max=True)
     d_without = summary(walls, cpu, False, with_max=True)
     res = {

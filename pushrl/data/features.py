@@ -32,6 +32,7 @@ category, shrunk toward the population share and divided by it (1.0 = average).
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -224,6 +225,7 @@ class FeatureState:
         self.tzt = tz_table or TimezoneTable([])
         self._prior_how = np.asarray(spec.prior_how, dtype=np.float64)
         self._prior_cat = np.asarray(spec.prior_cat, dtype=np.float64)
+        self._prior_cat_l: list[float] = self._prior_cat.tolist()
         self.n = 0
         self.a = self._alloc(0)
         #: ``(key, user) -> (how_ver, value)`` (:meth:`how_cached`, :meth:`day_profile`).
@@ -810,8 +812,24 @@ class FeatureState:
         cc = np.where(c < 0, 0, c)
         k = self.spec.shrink_cat
         prior = self._prior_cat[cc]
-        share = (cat[cc, uu] + k * prior) / ((tot if c.ndim == 1 else tot[:, None]) + k)
-        return np.where(c < 0, 1.0, share / prior).astype(np.float32)
+        ratio = _affinity_ratio(cat[cc, uu], (tot if c.ndim == 1 else tot[:, None]) + k, prior, k)
+        return np.where(c < 0, 1.0, ratio).astype(np.float32)
+
+    def affinity_one(self, user: int, n_categories: int) -> list[float]:
+        """:meth:`affinity` of ONE user to categories ``0..n_categories-1`` in plain Python
+        floats (the server's one-decision path: a miss of its top-category cache), the same
+        arithmetic: the total by :meth:`affinity`'s own numpy sum, ``total + k`` in float32
+        as numpy adds it (NEP 50: ``k`` is rounded to float32 too), :func:`_affinity_ratio` in doubles, the result rounded to float32;
+        equal bit for bit (``tests/data/test_affinity_one.py``)."""
+        k = self.spec.shrink_cat
+        cat = self.a.cat
+        tot = cat[:, [user]].sum(axis=0).tolist()[0]  # float32, summed as affinity sums
+        # numpy adds the Python float k to the float32 total in float32: k rounded to float32,
+        # the sum (exact in doubles) rounded to float32
+        den = array("f", [tot + array("f", [k])[0]])[0]
+        counts, prior = cat[:n_categories, user].tolist(), self._prior_cat_l
+        return array("f", [_affinity_ratio(counts[j], den, prior[j], k)
+                           for j in range(n_categories)]).tolist()
 
     def hour_of_week_profile(self, users: np.ndarray) -> np.ndarray:
         """Shrunk activity share per local hour of week, shape ``(len(users), 168)``."""
@@ -1061,6 +1079,14 @@ def encode_row(row: Sequence[float]) -> list[float]:
 def _log_activity(x: np.ndarray) -> np.ndarray:
     """``log_activity_at_hour`` of raw ``activity_at_hour`` values (float32 in and out)."""
     return np.log(np.maximum(x, 1e-3))
+
+
+def _affinity_ratio(count: Any, den: Any, prior: Any, k: float) -> Any:
+    """The category affinity's one formula, ``(count + k * prior) / den / prior`` with
+    ``den = total + k``: the shrunk share over the population prior (numpy float64 arrays in
+    :meth:`FeatureState.affinity`, Python doubles in :meth:`FeatureState.affinity_one`: the
+    same IEEE double arithmetic)."""
+    return ((count + k * prior) / den) / prior
 
 
 # --------------------------------------------------------------------- log replay

@@ -39,7 +39,7 @@ from pushrl.data.features import (
     encode_template_recency_one,
     warm_encode_row,
 )
-from pushrl.data.item_context import activity_bin, activity_bin_one
+from pushrl.data.item_context import activity_bin, activity_bin_one, warm_activity_bins
 from pushrl.policies.base import ItemContext
 from pushrl.policies.template_policy import TemplatePolicy
 from pushrl.policies.vw import _LIB, VWItemPolicy
@@ -316,6 +316,7 @@ class BoundTemplateScorer:
         object.__setattr__(self, "_items_l", self.items.tolist())
         object.__setattr__(self, "_scaled", {})  # encoded value -> _vw_round (they repeat)
         warm_encode_row()
+        warm_activity_bins()
 
     @classmethod
     def bind(cls, scorer: LinearTemplateScorer, item_features: np.ndarray,

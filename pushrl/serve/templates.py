@@ -306,7 +306,8 @@ class ServerTemplates:
     def _top_one(self, state: ServerState, user: int, n_categories: int) -> int:
         """:meth:`_top` of one user whose arm renders the top category, cached by the
         user's category counts (the affinity's only per-user input; the cache is per
-        feature state), computed by the pipeline's affinity on a miss."""
+        feature state), computed on a miss by the pipeline's affinity of one user
+        (:meth:`FeatureState.affinity_one`, plain floats: ~5x cheaper than the array call)."""
         fs = state.fs
         if self._top_fs is not fs:
             self._top_fs, self._top_memo = fs, {}
@@ -315,8 +316,8 @@ class ServerTemplates:
         if t is None:
             if len(self._top_memo) >= TOP_CACHE:
                 self._top_memo.clear()
-            aff = fs.affinity(np.array([user]), np.arange(n_categories)[None, :])
-            t = self._top_memo[key] = int(np.argmax(aff[0]))
+            aff = fs.affinity_one(user, n_categories)
+            t = self._top_memo[key] = aff.index(max(aff))  # the first highest, as argmax
         return t
 
     def _apply_one(self, state: ServerState, o: dict[str, Any], user: int, bucket: int,

@@ -25,7 +25,8 @@ from pushrl.data.features import (
     encode_template_recency_one,
     replay,
 )
-from pushrl.data.item_context import activity_bin, activity_bin_one
+from pushrl.data import item_context
+from pushrl.data.item_context import activity_bin, activity_bin_one, warm_activity_bins
 from pushrl.data.validate import load_dataset
 
 
@@ -100,6 +101,21 @@ def test_activity_bin_one_equals_activity_bin(pipeline_rows: np.ndarray) -> None
     got = [activity_bin_one(x) for x in raw[:, F["activity_7d"]].tolist()]
     np.testing.assert_array_equal(got, want)
     assert len(set(want.tolist())) >= 5
+
+
+def test_warmed_activity_bins_equal_activity_bin(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bins :func:`warm_activity_bins` caches (one many-row call) are those of one-row
+    :func:`activity_bin` calls, and :func:`activity_bin_one` reads them."""
+    monkeypatch.setattr(item_context, "_BIN_MEMO", {})
+    warm_activity_bins(400)
+    assert len(item_context._BIN_MEMO) == 401
+    for x in range(401):
+        row = np.zeros((1, N_FEATURES), np.float32)
+        row[0, F["activity_7d"]] = x
+        assert item_context._BIN_MEMO[float(x)] == int(activity_bin(row)[0])
+        assert activity_bin_one(float(x)) == int(activity_bin(row)[0])
+    assert len(item_context._BIN_MEMO) == 401  # no miss
+    assert len(set(item_context._BIN_MEMO.values())) >= 4
 
 
 def test_one_user_recency_equals_the_vectorised_recency() -> None:
