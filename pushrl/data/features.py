@@ -819,8 +819,9 @@ class FeatureState:
         """:meth:`affinity` of ONE user to categories ``0..n_categories-1`` in plain Python
         floats (the server's one-decision path: a miss of its top-category cache), the same
         arithmetic: the total by :meth:`affinity`'s own numpy sum, ``total + k`` in float32
-        as numpy adds it (NEP 50: ``k`` is rounded to float32 too), :func:`_affinity_ratio` in doubles, the result rounded to float32;
-        equal bit for bit (``tests/data/test_affinity_one.py``)."""
+        as numpy adds it (NEP 50: ``k`` is rounded to float32 too), :func:`_affinity_ratio`
+        in doubles, the result rounded to float32; equal bit for bit
+        (``tests/data/test_affinity_one.py``)."""
         k = self.spec.shrink_cat
         cat = self.a.cat
         tot = cat[:, [user]].sum(axis=0).tolist()[0]  # float32, summed as affinity sums
