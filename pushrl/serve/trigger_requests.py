@@ -96,7 +96,10 @@ class TriggerRequests:
             got = self._pulled(req.request_id, req.users, ts)
             if got is not None:
                 return {**got, "replayed": True}, []
-        users = np.array([st.user_index(x) for x in req.users], np.int64)
+        got_idx = list(map(st.users.get, req.users))  # one C-level pass; unknown: None
+        if None in got_idx:
+            st.user_index(req.users[got_idx.index(None)])  # the first unknown user's 404
+        users = np.array(got_idx, np.int64)
         if np.unique(users).size != users.size:
             raise Unprocessable("duplicate_user", "`users` lists a user twice; list each once")
         lag = st.fs.clock(users) - ts // HOUR
