@@ -423,6 +423,9 @@ class TriggerTracker:
         self._stock: dict[int, bool] = {}
         self._item_users: dict[int, set[int]] = {}  # item -> users who touched it
         self._triggers: dict[str, Trigger] = {}  # every trigger not yet forgotten
+        #: heap of (event_ts, id) of every trigger in ``_triggers`` (:meth:`forget_closed`
+        #: pops the old ones instead of scanning every trigger)
+        self._born: list[tuple[int, str]] = []
         self._expiry: list[tuple[int, str]] = []  # heap of (expires_ts, id)
         self._waits: list[tuple[int, int, int, int]] = []  # (due, user, item, cart_ts)
         self._winback: list[tuple[int, int, int]] = []  # (deadline, user, last_activity)
@@ -643,7 +646,11 @@ class TriggerTracker:
         codes = np.asarray(verdict).tolist()
         skip = _held_kinds(len(users), held_out_kinds)
         get = self._users.get
-        triggers, sent, closed = self._triggers, res.sent, []
+        triggers, sent = self._triggers, res.sent
+        closed: list[int] = []
+        if commit and not skip:
+            self._send_single(users, codes, now, nxt, res, closed)
+            users = []  # done: the open counts below
         for j, user in enumerate(users):
             u = get(user)
             if not u:
@@ -673,6 +680,39 @@ class TriggerTracker:
             for user in closed:
                 n_open[user] -= 1
         return res
+
+    def _send_single(self, users: list[int], codes: list[int], now: int, nxt: int,
+                     res: DueResolution, closed: list[int]) -> None:
+        """:meth:`resolve_due` (committing, nobody held out of a kind) with its common case
+        inlined: a user whose one open trigger is due, not expired and allowed is sent it
+        (as :meth:`_close` does, without a call per trigger); every other user goes through
+        :meth:`_resolve_user`. ``closed`` gets the users whose open count fell by one."""
+        get, triggers, sent = self._users.get, self._triggers, res.sent
+        new_trigger, setattr_ = object.__new__, object.__setattr__
+        for user, code in zip(users, codes, strict=True):
+            u = get(user)
+            if u is None:
+                continue
+            op = u.open
+            if not op:
+                continue
+            if len(op) == 1 and code == ALLOWED:
+                (t,) = op.values()
+                due = t.due_ts
+                if due is None or due > now:
+                    continue
+                if now < t.expires_ts:  # the only due trigger: sent (as _close does)
+                    d = t.__dict__.copy()
+                    d["status"] = _SENT
+                    d["closed_ts"] = now
+                    new = new_trigger(Trigger)
+                    setattr_(new, "__dict__", d)
+                    triggers[t.trigger_id] = new
+                    op.clear()
+                    closed.append(user)
+                    sent.append(new)
+                    continue
+            self._resolve_user(user, op, now, code, nxt, res, True)
 
     def _resolve_user(self, user: int, op: dict[str, Trigger], now: int, code: int, nxt: int,
                       res: DueResolution, commit: bool,
@@ -726,11 +766,20 @@ class TriggerTracker:
     def forget_closed(self, before_ts: int) -> int:
         """Drop closed triggers with ``event_ts < before_ts`` (bounded memory; their ids are
         no longer recognised on replay). Returns how many were dropped."""
-        old = [k for k, t in self._triggers.items()
-               if not t.is_open and t.event_ts < before_ts]
-        for k in old:
-            del self._triggers[k]
-        return len(old)
+        born, triggers, keep, n = self._born, self._triggers, [], 0
+        while born and born[0][0] < before_ts:  # only the triggers old enough: no full scan
+            item = heapq.heappop(born)
+            t = triggers.get(item[1])
+            if t is None:
+                continue
+            if t.status is TriggerStatus.OPEN:
+                keep.append(item)  # still open: forgotten once closed, at a later call
+            else:
+                del triggers[item[1]]
+                n += 1
+        for item in keep:
+            heapq.heappush(born, item)
+        return n
 
     # --------------------------------------------------------------- snapshots
     def to_dict(self) -> dict[str, Any]:
@@ -760,6 +809,8 @@ class TriggerTracker:
         tr = cls(TriggerConfig.parse(d["config"]))
         tr.now = d["now"]
         tr._triggers = {t["trigger_id"]: Trigger.from_dict(t) for t in d["triggers"]}
+        tr._born = [(t.event_ts, k) for k, t in tr._triggers.items()]
+        heapq.heapify(tr._born)
         for k, v in d["users"].items():
             u = _User(views={int(i): list(x) for i, x in v["views"].items()},
                       carted={int(i): x for i, x in v["carted"].items()},
@@ -828,6 +879,7 @@ class TriggerTracker:
         t = Trigger(trigger_id=tid, user=user, kind=kind, item=item, event_ts=event_ts,
                     expires_ts=event_ts + d.expiry_h * HOUR, priority=d.priority)
         self._put(t)
+        heapq.heappush(self._born, (event_ts, tid))
         heapq.heappush(self._expiry, (t.expires_ts, tid))
         return [t]
 

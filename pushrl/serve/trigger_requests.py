@@ -10,7 +10,8 @@ from __future__ import annotations
 import functools
 import gc
 import json
-from collections.abc import Awaitable, Callable
+import operator
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,11 +28,15 @@ def _sec(ts: Any, now: int) -> int:
     return now if ts is None else int(ts.timestamp())
 
 
-def _iso_many(secs: list[int]) -> list[str]:
+def _iso_many(secs: Sequence[int]) -> list[str]:
     """:func:`~pushrl.serve.engine.iso` of each of ``secs`` (formatted once per distinct
     value: the triggers of one pull share few event times)."""
     fmt = {x: iso(x) for x in set(secs)}
     return [fmt[x] for x in secs]
+
+
+#: A sent trigger's fields in a pull's answer (one tuple per trigger, :func:`zip` to columns).
+_ANSWER_FIELDS = operator.attrgetter("user", "event_ts", "kind", "delay_h", "priority")
 
 
 @functools.lru_cache(maxsize=64)
@@ -91,7 +96,10 @@ class TriggerRequests:
             got = self._pulled(req.request_id, req.users, ts)
             if got is not None:
                 return {**got, "replayed": True}, []
-        users = np.array([st.user_index(x) for x in req.users], np.int64)
+        got_idx = list(map(st.users.get, req.users))  # one C-level pass; unknown: None
+        if None in got_idx:
+            st.user_index(req.users[got_idx.index(None)])  # the first unknown user's 404
+        users = np.array(got_idx, np.int64)
         if np.unique(users).size != users.size:
             raise Unprocessable("duplicate_user", "`users` lists a user twice; list each once")
         lag = st.fs.clock(users) - ts // HOUR
@@ -140,17 +148,18 @@ class TriggerRequests:
         if not res.sent:
             return
         uid_of = trig.user_ids.get
-        ids = [uid_of(t.user, "") for t in res.sent]
+        users_, events, kinds, delays, prios = zip(*map(_ANSWER_FIELDS, res.sent), strict=True)
+        ids = [uid_of(x, "") for x in users_]
         sends = self.engine.trigger_sends(res.sent, ids, ts, stmts, advance=True)
         label = sends.policy
-        when = _iso_many([t.event_ts for t in res.sent])
+        when = _iso_many(events)
         out["sends"] = [
-            {"trigger_id": tid, "decision_id": did, "user_id": uid, "kind": _kind_value(t.kind),
-             "item_id": it, "event_ts": ev, "delay_h": t.delay_h, "pscore": p,
-             "policy": label, "priority": t.priority}
-            for t, tid, did, uid, it, ev, p in zip(res.sent, sends.trigger_ids,
-                                                   sends.decision_ids, ids, sends.items, when,
-                                                   sends.pscore, strict=True)]
+            {"trigger_id": tid, "decision_id": did, "user_id": uid, "kind": kv,
+             "item_id": it, "event_ts": ev, "delay_h": dh, "pscore": p,
+             "policy": label, "priority": pr}
+            for tid, did, uid, kv, it, ev, dh, p, pr in zip(
+                sends.trigger_ids, sends.decision_ids, ids, map(_kind_value, kinds),
+                sends.items, when, delays, sends.pscore, prios, strict=True)]
 
     def _pulled(self, request_id: str, users: list[str], ts: int) -> dict[str, Any] | None:
         """The stored answer of a pull with this ``request_id`` (None: a new one)."""

@@ -32,6 +32,7 @@ import hashlib
 import heapq
 import json
 import logging
+import operator
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -70,6 +71,7 @@ RETENTION_H = 14 * 24
 #: Seconds between two forgetting scans (periods since the epoch: deterministic on replay).
 FORGET_EVERY = 7 * DAY
 
+_USER, _TID, _KIND = (operator.attrgetter(a) for a in ("user", "trigger_id", "kind"))
 _OP_SQL = "INSERT INTO ops(seq, kind, user_idx, bucket, arg, tz) VALUES (?,?,?,?,?,?)"
 _TRIGGER_SQL = ("INSERT OR IGNORE INTO triggers(trigger_id, seq, user_id, kind, item_id, "
                 "event_ts, expires_ts, priority, decided_ts, delay_h, pscore, policy, status, "
@@ -388,8 +390,8 @@ class ServerTriggers:
         if ns:
             stmts.append((_OP_SQL, Many(zip(
                 range(seq + 1, seq + ns + 1), repeat(OP_TRIGGER_SENT, ns),
-                [t.user for t in res.sent], repeat(b, ns), repeat(ts, ns),
-                [t.trigger_id for t in res.sent], strict=True))))
+                map(_USER, res.sent), repeat(b, ns), repeat(ts, ns),
+                map(_TID, res.sent), strict=True))))
         seq += ns
         if nr:
             stmts.append((_OP_SQL, Many(zip(
@@ -405,7 +407,7 @@ class ServerTriggers:
         """The metrics of a resolution (sent / re-queued per kind)."""
         for what, ts_ in (("sent", res.sent), ("requeued", res.requeued)):
             if ts_:
-                for kind, n in Counter(t.kind for t in ts_).items():
+                for kind, n in Counter(map(_KIND, ts_)).items():
                     self.count(kind.value, what, n)
 
     # ------------------------------------------------------------------ restart

@@ -391,6 +391,37 @@ def test_mark_sent_and_forget_closed() -> None:
     assert tr.get(t.trigger_id) is None
 
 
+def test_forget_closed_matches_a_scan_of_every_trigger() -> None:
+    """The incremental forget (a heap of event times) drops exactly the closed triggers a
+    scan of every trigger would, keeps the open ones until they close, and survives a
+    snapshot round trip; the remaining triggers keep their order (snapshots and replays)."""
+    rng = np.random.default_rng(7)
+    tr = tracker(cart={"expiry_h": 30})
+    g = Guardrails(0, 0, 0, 0)
+    dropped = 0
+    for step in range(400):
+        ts = T0 + step * HOUR
+        for u in rng.choice(40, size=6, replace=False).tolist():
+            for t in tr.observe_activity(u, ts, str(rng.choice(["cart", "view", "purchase"])),
+                                         int(rng.integers(0, 5))):
+                if t.is_open:
+                    tr.decide(t.trigger_id, int(rng.choice([0, 1, 24])), 1.0)
+        if step % 3 == 0:
+            users = rng.choice(40, size=20, replace=False).tolist()
+            tr.resolve_due(ts, users, g, np.zeros(20), np.zeros(20), np.zeros(20))
+        if step % 50 == 49:
+            if step == 199:
+                tr = TriggerTracker.from_dict(json.loads(json.dumps(tr.to_dict())))
+            before = ts - int(rng.integers(10, 60)) * HOUR
+            want = [k for k, t in tr._triggers.items()
+                    if t.is_open or t.event_ts >= before]
+            n_closed_old = len(tr._triggers) - len(want)
+            assert tr.forget_closed(before) == n_closed_old
+            assert list(tr._triggers) == want
+            dropped += n_closed_old
+    assert dropped > 0 and sum(not t.is_open for t in tr._triggers.values()) > 0
+
+
 # --------------------------------------------- random streams (hypothesis)
 _EVENTS = st.lists(st.tuples(
     st.integers(0, 3),  # user
