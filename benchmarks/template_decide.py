@@ -52,6 +52,8 @@ from pushrl.units import HOUR
 
 from _timing import Always, Uniform, decide_on_off, quantiles, summary  # benchmarks/: sys.path[0]
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def _step(tpl: ServerTemplates, srv: Server, rng: np.random.Generator, n: int,
           b0: int) -> dict[str, Any]:
@@ -75,10 +77,13 @@ def _step(tpl: ServerTemplates, srv: Server, rng: np.random.Generator, n: int,
 
 
 @contextmanager
-def bench_server(a: argparse.Namespace) -> Iterator[tuple[Server, np.random.Generator, int]]:
+def bench_server(a: argparse.Namespace, *, bench_users: int = 400, max_views: int = 5,
+                 rng_seed: int = 0) -> Iterator[tuple[Server, np.random.Generator, int]]:
     """The benchmark's server (steps 1-2 of the module docstring: world ``a.seed`` with
-    ``a.users`` users over ``a.days`` days), its random generator and the first bucket after
-    the training logs; the server's log is closed on exit."""
+    ``a.users`` users over ``a.days`` days; ``bench_users`` users ``b0..`` with 0 to
+    ``max_views`` views each, drawn by ``default_rng(rng_seed)``), that random generator and
+    the first hour after the training logs (unix seconds); the server's log is closed on exit.
+    Also the set-up of ``template_instructions.py`` and ``template_parity.py``."""
     ids = tuple(TEMPLATE_KNOBS["template_ids"])
     with tempfile.TemporaryDirectory() as tmp:
         ds_raw, _, _ = generate(world_config("default", users=a.users, days=a.days,
@@ -90,19 +95,19 @@ def bench_server(a: argparse.Namespace) -> Iterator[tuple[Server, np.random.Gene
         art = pol.save(f"{tmp}/reg/tpl")
         cfg = ServeConfig(registry=Path(tmp) / "policies", state=Path(tmp) / "state", seed=0,
                           watch_seconds=0, guardrails=Guardrails(0, 0, 0, 0),
-                          catalog=Path(f"{tmp}/logs"), templates=Path("templates/default"),
+                          catalog=Path(f"{tmp}/logs"), templates=ROOT / "templates" / "default",
                           template_policy=str(art), sync="normal")
         srv = Server(cfg, overrides={"timing": Always(), "item": Uniform()})
         try:
             st = srv.state
             t0 = int(to_unix_seconds(ds.pushes["ts"]).max()) + HOUR
-            rng = np.random.default_rng(0)
-            for i in range(400):
+            rng = np.random.default_rng(rng_seed)
+            for i in range(bench_users):
                 srv.put_user(f"b{i}", "UTC", {}, dt.datetime.fromtimestamp(t0, dt.UTC))
             srv.state.check_writable()
             item_ids = [it.item_id for it in st.item_list]
-            for i in range(400):  # some activity: affinities, activity bins
-                for _ in range(int(rng.integers(0, 6))):
+            for i in range(bench_users):  # some activity: affinities, activity bins
+                for _ in range(int(rng.integers(0, max_views + 1))):
                     srv.events([Event(user_id=f"b{i}", ts=t0 + 10, event="view",
                                       item_id=item_ids[int(rng.integers(len(item_ids)))])])
             yield srv, rng, t0

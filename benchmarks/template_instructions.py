@@ -20,7 +20,6 @@ runs with ``PYTHONPATH=DIR``. Needs valgrind; a few minutes per tree.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import re
@@ -41,65 +40,32 @@ def _child(n: int, warmup: int, seed: int) -> None:
     """The measured process (under callgrind): build, warm up, count ``n`` steps."""
     import numpy as np
 
-    from _timing import Always, Uniform  # benchmarks/ is sys.path[0]
-    from pushrl.data.io import to_unix_seconds, write_dataset
-    from pushrl.data.synth import generate
-    from pushrl.data.validate import load_dataset
-    from pushrl.data.worlds import TEMPLATE_KNOBS, world_config
-    from pushrl.policies.template_policy import template_rounds, train_template_policy
-    from pushrl.policies.vw import VWConfig
-    from pushrl.rules.guardrails import Guardrails
-    from pushrl.serve.config import ServeConfig
-    from pushrl.serve.schemas import Event
-    from pushrl.serve.server import Server
     from pushrl.units import HOUR
+    from template_decide import bench_server  # benchmarks/ is sys.path[0]
 
-    with tempfile.TemporaryDirectory() as tmp:
-        ds_raw, _, _ = generate(world_config("default", users=300, days=7, seed=seed,
-                                             templates=True))
-        write_dataset(ds_raw, f"{tmp}/logs")
-        ds, _ = load_dataset(f"{tmp}/logs", quarantine=False)
-        rounds = template_rounds(ds, tuple(TEMPLATE_KNOBS["template_ids"]),
-                                 reward="clicked+0.01*revenue")
-        art = train_template_policy(rounds, VWConfig(learning_rate=0.02)).save(f"{tmp}/reg/t")
-        cfg = ServeConfig(registry=Path(tmp) / "policies", state=Path(tmp) / "state", seed=0,
-                          watch_seconds=0, guardrails=Guardrails(0, 0, 0, 0),
-                          catalog=Path(f"{tmp}/logs"), templates=ROOT / "templates" / "default",
-                          template_policy=str(art), sync="normal")
-        srv = Server(cfg, overrides={"timing": Always(), "item": Uniform()})
-        try:
-            st = srv.state
-            t0 = int(to_unix_seconds(ds.pushes["ts"]).max()) + HOUR
-            rng = np.random.default_rng(0)
-            for i in range(400):
-                srv.put_user(f"b{i}", "UTC", {}, dt.datetime.fromtimestamp(t0, dt.UTC))
-            items = [it.item_id for it in st.item_list]
-            for i in range(400):
-                for _ in range(int(rng.integers(0, 6))):
-                    srv.events([Event(user_id=f"b{i}", ts=t0 + 10, event="view",
-                                      item_id=items[int(rng.integers(len(items)))])])
-            tpl = srv.engine.templates
-            assert tpl is not None and tpl.linear is not None
-            b0 = t0 // HOUR + 1
-            calls = []
-            for k in range(warmup + n):
-                u = np.array([k % 400])
-                b = np.array([b0 + k // 400], np.int64)
-                calls.append((u, b, st.fs.features(u, b),
-                               [{"decision_id": f"d{k}",
-                                 "item_id": items[int(rng.integers(len(items)))]}]))
-            one = np.ones(1, bool)
-            for u, b, raw, out in calls[:warmup]:
-                tpl.apply(st, out, u, b, raw, one)
-            _ctl("-i", "on")
-            _ctl("--dump=empty")
-            for u, b, raw, out in calls[warmup:]:
-                tpl.apply(st, out, u, b, raw, one)
-            _ctl("--dump=steps")
-            _ctl("-i", "off")
-            st.pending.clear()
-        finally:
-            srv.log.close()
+    with bench_server(argparse.Namespace(users=300, days=7, seed=seed)) as (srv, rng, t0):
+        st = srv.state
+        items = [it.item_id for it in st.item_list]
+        tpl = srv.engine.templates
+        assert tpl is not None and tpl.linear is not None
+        b0 = t0 // HOUR + 1
+        calls = []
+        for k in range(warmup + n):
+            u = np.array([k % 400])
+            b = np.array([b0 + k // 400], np.int64)
+            calls.append((u, b, st.fs.features(u, b),
+                           [{"decision_id": f"d{k}",
+                             "item_id": items[int(rng.integers(len(items)))]}]))
+        one = np.ones(1, bool)
+        for u, b, raw, out in calls[:warmup]:
+            tpl.apply(st, out, u, b, raw, one)
+        _ctl("-i", "on")
+        _ctl("--dump=empty")
+        for u, b, raw, out in calls[warmup:]:
+            tpl.apply(st, out, u, b, raw, one)
+        _ctl("--dump=steps")
+        _ctl("-i", "off")
+        st.pending.clear()
 
 
 def _collected(out_dir: Path, label: str) -> int:

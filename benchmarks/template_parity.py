@@ -16,7 +16,6 @@ compared, how many differ (must be 0) and the first difference.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import subprocess
@@ -24,71 +23,38 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _child(seed: int, n: int, out_path: str) -> None:
     import numpy as np
 
-    from _timing import Always, Uniform  # benchmarks/ is sys.path[0]
-    from pushrl.data.io import to_unix_seconds, write_dataset
-    from pushrl.data.synth import generate
-    from pushrl.data.validate import load_dataset
-    from pushrl.data.worlds import TEMPLATE_KNOBS, world_config
-    from pushrl.policies.template_policy import template_rounds, train_template_policy
-    from pushrl.policies.vw import VWConfig
-    from pushrl.rules.guardrails import Guardrails
-    from pushrl.serve.config import ServeConfig
     from pushrl.serve.engine import DecideRow
-    from pushrl.serve.schemas import Event
-    from pushrl.serve.server import Server
     from pushrl.units import HOUR
+    from template_decide import bench_server  # benchmarks/ is sys.path[0]
 
     res: list[list[str | None]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        ds_raw, _, _ = generate(world_config("default", users=600, days=7, seed=seed,
-                                             templates=True))
-        write_dataset(ds_raw, f"{tmp}/logs")
-        ds, _ = load_dataset(f"{tmp}/logs", quarantine=False)
-        rounds = template_rounds(ds, tuple(TEMPLATE_KNOBS["template_ids"]),
-                                 reward="clicked+0.01*revenue")
-        art = train_template_policy(rounds, VWConfig(learning_rate=0.02)).save(f"{tmp}/reg/t")
-        cfg = ServeConfig(registry=Path(tmp) / "policies", state=Path(tmp) / "state", seed=0,
-                          watch_seconds=0, guardrails=Guardrails(0, 0, 0, 0),
-                          catalog=Path(f"{tmp}/logs"), templates=ROOT / "templates" / "default",
-                          template_policy=str(art), sync="normal")
-        srv = Server(cfg, overrides={"timing": Always(), "item": Uniform()})
-        try:
-            st = srv.state
-            t0 = int(to_unix_seconds(ds.pushes["ts"]).max()) + HOUR
-            rng = np.random.default_rng(seed)
-            for i in range(300):
-                srv.put_user(f"b{i}", "UTC", {}, dt.datetime.fromtimestamp(t0, dt.UTC))
-            items = [it.item_id for it in st.item_list]
-            for i in range(300):
-                for _ in range(int(rng.integers(0, 12))):
-                    srv.events([Event(user_id=f"b{i}", ts=t0 + 10, event="view",
-                                      item_id=items[int(rng.integers(len(items)))])])
-            tpl = srv.engine.templates
-            assert tpl is not None
-            b0 = t0 // HOUR + 1
-            for k in range(n):
-                u = np.array([int(rng.integers(len(st.users)))])
-                b = np.array([b0 + k // 40], np.int64)
-                out = [{"decision_id": f"d{k}", "item_id": items[int(rng.integers(len(items)))]}]
-                stm = tpl.apply(st, out, u, b, st.fs.features(u, b), np.ones(1, bool))
-                o = out[0]
-                res.append([o["template_id"], repr(o["pscore_template"]), o["template_text"],
-                            repr(stm)])
-            for k in range(n // 4):
-                uid = f"b{int(rng.integers(300))}"
-                ts = (b0 + n // 40 + 2 + k // 40) * HOUR + 60
-                o = srv.engine.decide([DecideRow(uid, st.users[uid], ts)])[0][0]
-                res.append([o.get("template_id"), repr(o.get("pscore_template")),
-                            o.get("template_text"), None])
-            st.pending.clear()
-        finally:
-            srv.log.close()
+    with bench_server(argparse.Namespace(users=600, days=7, seed=seed), bench_users=300,
+                      max_views=11, rng_seed=seed) as (srv, rng, t0):
+        st = srv.state
+        items = [it.item_id for it in st.item_list]
+        tpl = srv.engine.templates
+        assert tpl is not None
+        b0 = t0 // HOUR + 1
+        for k in range(n):
+            u = np.array([int(rng.integers(len(st.users)))])
+            b = np.array([b0 + k // 40], np.int64)
+            out = [{"decision_id": f"d{k}", "item_id": items[int(rng.integers(len(items)))]}]
+            stm = tpl.apply(st, out, u, b, st.fs.features(u, b), np.ones(1, bool))
+            o = out[0]
+            res.append([o["template_id"], repr(o["pscore_template"]), o["template_text"],
+                        repr(stm)])
+        for k in range(n // 4):
+            uid = f"b{int(rng.integers(300))}"
+            ts = (b0 + n // 40 + 2 + k // 40) * HOUR + 60
+            o = srv.engine.decide([DecideRow(uid, st.users[uid], ts)])[0][0]
+            res.append([o.get("template_id"), repr(o.get("pscore_template")),
+                        o.get("template_text"), None])
+        st.pending.clear()
     Path(out_path).write_text(json.dumps(res))
 
 
