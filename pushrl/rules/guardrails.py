@@ -117,12 +117,15 @@ class Guardrails:
     def quiet(self, hour: np.ndarray | int) -> np.ndarray:
         """True where local ``hour`` (0-23, any shape) is quiet."""
         h = np.asarray(hour)
-        s, e = self.quiet_start, self.quiet_end
-        if s == e:
+        if self.quiet_start == self.quiet_end:
             return np.zeros(h.shape, bool)
-        if s < e:
-            return (h >= s) & (h < e)
-        return (h >= s) | (h < e)
+        return self._quiet_at(h)
+
+    def _quiet_at(self, h: Any) -> Any:
+        """The quiet-hours test of local hour(s) ``h`` (a numpy array, or one python int for
+        :meth:`verdict_few`) when quiet hours are set: one expression for both paths."""
+        s, e = self.quiet_start, self.quiet_end
+        return (h >= s) & (h < e) if s < e else (h >= s) | (h < e)
 
     def within_caps(self, sends_today: np.ndarray, sends_week: np.ndarray) -> np.ndarray:
         """True where neither cap is reached, broadcast shape of the inputs.
@@ -210,7 +213,7 @@ class Guardrails:
                 out.append(HELD_OUT)
             elif subscribed is not None and not subscribed[i]:
                 out.append(UNSUBSCRIBED)
-            elif s != e and ((s <= h < e) if s < e else (h >= s or h < e)):
+            elif s != e and self._quiet_at(h):
                 out.append(QUIET_HOURS)
             elif day and sends_today[i] >= day:
                 out.append(DAILY_CAP)
