@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from typing import Any
 from zoneinfo import available_timezones
 
 import numpy as np
@@ -166,15 +167,17 @@ def local_clock(unix_sec: np.ndarray | int, offset_sec: np.ndarray | int) -> tup
     Returns:
         ``(hour, dow, day)``, int arrays broadcast from the inputs.
     """
-    local = np.asarray(unix_sec, dtype=np.int64) + np.asarray(offset_sec, dtype=np.int64)
-    day, rem = np.divmod(local, DAY)  # (floor division and modulo in one pass)
-    hour = rem // HOUR
-    dow = (day + _EPOCH_DOW) % 7
-    return hour, dow, day
+    return _clock(np.asarray(unix_sec, dtype=np.int64) + np.asarray(offset_sec, dtype=np.int64))
 
 
 def local_clock_int(unix_sec: int, offset_sec: int) -> tuple[int, int, int]:
     """:func:`local_clock` of one time as Python ints (the same floor divisions: a decision
     pass of a few users, where each numpy call costs more than the arithmetic)."""
-    day, rem = divmod(unix_sec + offset_sec, DAY)
+    return _clock(unix_sec + offset_sec)
+
+
+def _clock(local: Any) -> Any:
+    """``(hour, dow, day)`` of local unix seconds: an int64 array or one python int (one
+    expression for :func:`local_clock` and :func:`local_clock_int`)."""
+    day, rem = divmod(local, DAY)  # np.divmod on arrays: floor division and modulo in one pass
     return rem // HOUR, (day + _EPOCH_DOW) % 7, day
