@@ -6,6 +6,7 @@ error (bad path, unknown policy or estimator, logs without ``pscore``), printed 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,13 +86,32 @@ def _data_split(data: Path, scenario: str | None, split: str | None) -> Any:
     return None if split == "all" else sc.data_split(split or "heldout")
 
 
+def _shadow_or_policy(shadow: bool, state: Path | None, policy: str | None,
+                      run_shadow: Callable[[], None]) -> str:
+    """``--shadow``: ``run_shadow()`` (it exits); else the ``--policy`` to evaluate.
+
+    Raises:
+        PushrlError: ``--state`` without ``--shadow``, or no ``--policy``.
+    """
+    from pushrl.errors import PushrlError
+
+    if shadow:
+        run_shadow()
+    if state is not None:
+        raise PushrlError("--state goes with --shadow (other evaluations read --data)")
+    if policy is None:
+        raise PushrlError("pass --policy (an artifact or a baseline name), or --shadow")
+    return policy
+
+
 def command(
     data: Path | None = typer.Option(
         None, "--data", help="Logged data directory (pushlog v1); default: the --scenario's "
                              "data (its held-out users)."),
-    policy: str = typer.Option(
-        ..., "--policy", help="Candidate: artifact policies/NAME or policies/NAME/vN, or a "
-                              "baseline name."),
+    policy: str | None = typer.Option(
+        None, "--policy", help="Candidate: artifact policies/NAME or policies/NAME/vN, or a "
+                               "baseline name (with --shadow: which shadow NAME@vN, default "
+                               "the latest)."),
     baseline: str | None = typer.Option(
         None, "--baseline", help="What to beat: artifact or baseline name; default: the logging "
                                  "policy (its on-policy value)."),
@@ -129,15 +149,32 @@ def command(
     record: bool = typer.Option(True, "--record/--no-record",
                                 help="Write the gate evidence into the candidate artifact's card."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+    shadow: bool = typer.Option(
+        False, "--shadow", help="Evaluate the server's delay shadow (`policies promote NAME "
+        "--shadow`) on its live log: the triggers it decided, with the live arms' logged "
+        "probabilities, vs the live delay policy (or --baseline); --data is an export "
+        "(`pushrl logs export`) or pass --state."),
+    state: Path | None = typer.Option(None, "--state", help="With --shadow: the server's state "
+                                      "directory (exported to a temporary directory first)."),
+    registry: Path = typer.Option(Path("policies"), "--registry", help="With --shadow: the "
+                                  "server's registry (the shadow's artifact)."),
 ) -> None:
     """Estimate a policy's value on logged data and apply the deployment gate (exit 0 / 1)."""
     from pushrl.data.sample import load_bounded
     from pushrl.envs.scenario import scenario_for_data
+    from pushrl.errors import PushrlError
     from pushrl.rules.reward import RewardWeights
 
-    if data is None and scenario is None:
-        from pushrl.errors import PushrlError
+    def shadow_run() -> None:
+        from pushrl.cli.evaluate_delay import run_shadow
 
+        run_shadow(data, state, registry, label=policy, baseline=baseline,
+                   estimators=names_of(estimators), reward=reward, split=split,
+                   segment=segment, out_dir=out_dir, n_bootstrap=n_bootstrap, seed=seed,
+                   allow_in_sample=allow_in_sample, record=record, as_json=as_json)
+
+    policy = _shadow_or_policy(shadow, state, policy, shadow_run)
+    if data is None and scenario is None:
         raise PushrlError("pass --scenario DIR/scenario.toml (from `pushrl init`) or --data DIR")
     if data is None:
         from pushrl.envs.scenario import load_scenario

@@ -62,8 +62,52 @@ def _print(res: dict[str, Any]) -> None:
     out.print(f"gate: {verdict}  (DR)")
     for rule, msg in zip(g["failed_rules"], g["messages"], strict=False):
         out.print(escape(f"  failed {rule}: {msg}"))
+    if res.get("shadow"):
+        c = res.get("logged_check") or {}
+        out.print(escape(
+            f"shadow {res['shadow']['label']}: {res['shadow']['decisions']:,} logged "
+            f"decisions; its logged probabilities vs the artifact's on the replayed contexts: "
+            f"{c.get('agree', float('nan')):.1%} agree (max |diff| "
+            f"{c.get('max_abs_diff', float('nan')):.3g})"))
     if res.get("card"):
         out.print(escape(f"model card: {res['card']}"))
+
+
+def run_shadow(data: Path | None, state: Path | None, registry: Path, *, label: str | None,
+               baseline: str | None, estimators: list[str] | None, reward: str | None,
+               split: str | None, segment: str, out_dir: Path | None, n_bootstrap: int,
+               seed: int, allow_in_sample: bool, record: bool, as_json: bool) -> None:
+    """``pushrl evaluate --shadow``: the server's delay shadow on its live log
+    (:mod:`pushrl.ope.evaluate_delay_shadow`); exits with the gate's verdict."""
+    import tempfile
+
+    from pushrl.errors import PushrlError
+    from pushrl.ope.evaluate_delay_shadow import evaluate_delay_shadow
+
+    _refuse_options(estimators, reward, split, segment)
+    if (data is None) == (state is None):
+        raise PushrlError("--shadow reads one log: --data EXPORT (`pushrl logs export`) or "
+                          "--state DIR (the server's)")
+    with tempfile.TemporaryDirectory(prefix="pushrl-shadow-") as tmp:
+        src = data
+        if src is None:
+            from pushrl.serve.config import state_dir
+            from pushrl.serve.export import export
+
+            src = Path(export(state_dir(state), Path(tmp) / "export")["out"])
+        with progress_bar("evaluating", 1, enabled=not as_json) as update:
+            def progress(stage: str, done: int, total: int) -> None:
+                if not as_json:
+                    console.print(f"[dim]{escape(stage)}[/]")
+                update(done, max(total, 1))
+
+            res = evaluate_delay_shadow(src, registry, label=label, baseline=baseline,
+                                        n_bootstrap=n_bootstrap, seed=seed,
+                                        allow_in_sample=allow_in_sample, progress=progress)
+            update(1, 1)
+    if data is None:  # the temporary export is gone: name the state
+        res["data"] = {**res["data"], "path": f"state {state}"}
+    _finish(res, out_dir, record, as_json)
 
 
 def run(data: Path, policy: str, *, baseline: str | None, estimators: list[str] | None,
@@ -71,7 +115,7 @@ def run(data: Path, policy: str, *, baseline: str | None, estimators: list[str] 
         n_bootstrap: int, seed: int, sample_users: int | None, sample_seed: int,
         allow_in_sample: bool, record: bool, as_json: bool) -> None:
     """Evaluate the delay artifact ``policy`` on ``data`` and exit with the gate's verdict."""
-    from pushrl.ope.evaluate_delay import BASELINE, record_delay_evaluation
+    from pushrl.ope.evaluate_delay import BASELINE
     from pushrl.ope.evaluate_delay_log import delay_baseline, evaluate_delay_artifact
 
     _refuse_options(estimators, reward, split, segment)
@@ -87,6 +131,13 @@ def run(data: Path, policy: str, *, baseline: str | None, estimators: list[str] 
                                       sample_users=sample_users, sample_seed=sample_seed,
                                       allow_in_sample=allow_in_sample, progress=progress)
         update(1, 1)
+    _finish(res, out_dir, record, as_json)
+
+
+def _finish(res: dict[str, Any], out_dir: Path | None, record: bool, as_json: bool) -> None:
+    """Write the report JSON, record the gate in the card, print, exit 0 (pass) / 1."""
+    from pushrl.ope.evaluate_delay import record_delay_evaluation
+
     art = Path(res["policy"]["artifact"])
     target = out_dir or art / "ope" / f"vs_{res['baseline'].replace('/', '_')}"
     target.mkdir(parents=True, exist_ok=True)

@@ -166,7 +166,7 @@ def compare_triggers(policies: Sequence[str], data: str | Path, *, source: str =
 
         split = UserSplit(holdout_frac, split_seed, "heldout")
     ds, _ = load_dataset(d, quarantine=False, split=split)
-    rounds = delay_rounds(ds, config, g, horizon_h=horizon_h, keep_held_out=True)
+    rounds = delay_rounds(ds, config, g, horizon_h=horizon_h, keep_held_out=True, due=False)
     held = held_out_rounds(rounds.user_id, rounds.kind, trigger_holdouts or {})
     unfitted: list[str] = []
     if source == "truth":

@@ -271,7 +271,7 @@ def gate_trained_delay(res: DelayTrainResult, data: str | Path, split: UserSplit
     tp = res.card["trigger_policy"]
     ds, report = load_dataset(data, split=split.with_part("heldout"))
     held = delay_rounds(ds, triggers, guardrails or Guardrails(), horizon_h=tp["horizon_h"],
-                        send_cost=tp["send_cost"], unsub_cost=tp["unsub_cost"])
+                        send_cost=tp["send_cost"], unsub_cost=tp["unsub_cost"], due=False)
     if held.arms != res.rounds.arms:
         raise DataError(f"the held-out triggers' arms {held.arms} differ from training's "
                         f"{res.rounds.arms}")

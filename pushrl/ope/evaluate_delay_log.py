@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from pushrl.data.split import UserSplit
 from pushrl.errors import ArtifactError, DataError
@@ -99,7 +100,8 @@ def evaluate_delay_artifact(artifact: str | Path, data: str | Path, *,
                             baseline: str = BASELINE, n_bootstrap: int = 1000, seed: int = 0,
                             alpha: float = 0.05, sample_users: int | None = None,
                             sample_seed: int = 0, allow_in_sample: bool = False,
-                            progress: Progress | None = None) -> dict[str, Any]:
+                            progress: Progress | None = None,
+                            logged: pd.DataFrame | None = None) -> dict[str, Any]:
     """Evaluate a delay artifact on the trigger rows of the log at ``data`` (module docstring).
 
     Args:
@@ -111,11 +113,19 @@ def evaluate_delay_artifact(artifact: str | Path, data: str | Path, *,
         sample_users, sample_seed: As ``pushrl evaluate``'s
             (:func:`pushrl.data.sample.load_bounded`).
         allow_in_sample: Waive the held-out rule.
+        logged: The artifact's own logged decisions on this log (a ``delay`` shadow's
+            ``trigger_shadow`` rows: ``trigger_id``, ``delay_h`` (NA = drop), ``pscore``):
+            only their triggers are evaluated, and each logged probability is compared with
+            the artifact's on the replayed context (``logged_check``).
 
     Returns:
         :func:`~pushrl.ope.evaluate_delay.evaluate_delay_policy`'s result plus ``data`` (the
-        evaluated rounds' lineage), ``policy`` (``{"label", "artifact"}``) and ``evaluated``
-        (``"heldout part of the artifact's split"`` or ``"whole log"``).
+        evaluated rounds' lineage), ``policy`` (``{"label", "artifact"}``), ``evaluated``
+        (``"heldout part of the artifact's split"`` or ``"whole log"``) and, with ``logged``,
+        ``logged_check`` (``{"rows", "evaluated", "compared", "max_abs_diff", "agree"}``:
+        logged rows, their triggers among the evaluated rounds, how many of those had the
+        logged arm among the artifact's arms, the largest ``|logged p - replayed p|``, and the
+        share within 1e-6).
 
     Raises:
         ArtifactError: not a delay artifact, a bad baseline.
@@ -147,7 +157,7 @@ def evaluate_delay_artifact(artifact: str | Path, data: str | Path, *,
 
     def rounds_of(part_ds: Any) -> DelayRounds:
         r = delay_rounds(part_ds, trig, guard, horizon_h=horizon_h, send_cost=send_cost,
-                         unsub_cost=unsub_cost)
+                         unsub_cost=unsub_cost, due=False)
         if arms and tuple(r.arms) != arms:
             raise DataError(f"the log's trigger rounds have arms {list(r.arms)}, the artifact "
                             f"{list(arms)}")
@@ -170,13 +180,42 @@ def evaluate_delay_artifact(artifact: str | Path, data: str | Path, *,
         held_ds, lineage = ds, _lineage(ds, report.fingerprint, data)
         evaluated = "whole log" if ds.split is None else "user sample of the log"
     held = rounds_of(held_ds)
+    if logged is not None:
+        held = held.take(np.flatnonzero(np.isin(held.trigger_id,
+                                                logged["trigger_id"].astype(str).to_numpy())))
+        if not held.n_rounds:
+            raise DataError("none of the logged decisions' triggers is a trigger round of this "
+                            "log (held-out kinds and other logs' triggers are left out)")
     say("estimating")
     pol = load_policy(art)
+    dist = np.asarray(pol.action_dist(held.context))
+    check = None if logged is None else _logged_check(held, dist, logged)
     out = evaluate_delay_policy(
-        train, held, np.asarray(pol.action_dist(held.context)),
+        train, held, dist,
         np.asarray(base.action_dist(held.context)), baseline=baseline,
         trained_on=seen or None, evaluated_on=lineage, alpha=alpha, n_bootstrap=n_bootstrap,
         seed=seed, allow_in_sample=allow_in_sample)
     out.update(data=lineage, evaluated=evaluated,
                policy={"label": str(artifact), "artifact": str(art)})
+    if check is not None:
+        out["logged_check"] = check
     return out
+
+
+def _logged_check(rounds: DelayRounds, dist: np.ndarray, logged: pd.DataFrame
+                  ) -> dict[str, Any]:
+    """The logged probability of each logged arm vs the policy's ``dist`` on the replayed
+    contexts of the same triggers (``evaluate_delay_artifact(logged=...)``)."""
+    lg = logged.assign(trigger_id=logged["trigger_id"].astype(str)).drop_duplicates(
+        "trigger_id").set_index("trigger_id")
+    rows = lg.reindex(rounds.trigger_id)
+    idx = {a: j for j, a in enumerate(rounds.arms)}
+    d = rows["delay_h"].astype("Int64")
+    arm = np.array([idx.get(None if pd.isna(x) else int(x), -1) for x in d], np.int64)
+    ok = arm >= 0
+    p_log = rows["pscore"].to_numpy(float)[ok]
+    p_new = dist[np.flatnonzero(ok), arm[ok]]
+    diff = np.abs(p_log - p_new)
+    return {"rows": len(lg), "evaluated": int(rounds.n_rounds), "compared": int(ok.sum()),
+            "max_abs_diff": float(diff.max()) if diff.size else float("nan"),
+            "agree": float((diff <= 1e-6).mean()) if diff.size else float("nan")}

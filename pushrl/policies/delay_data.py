@@ -60,6 +60,8 @@ class DelayRounds:
             per-kind holdout (the log's ``triggers.holdout``: the logged arm was never
             applied), or None (no such column). Only with ``delay_rounds(...,
             keep_held_out=True)``; by default those rounds are left out.
+        raw: ``(n_rounds, N_FEATURES)`` the users' raw pipeline features at each trigger's
+            event (point in time, the context's input), or None.
     """
 
     context: ItemContext
@@ -77,6 +79,7 @@ class DelayRounds:
     push_converted: np.ndarray | None = None
     due: np.ndarray | None = None
     held_out: np.ndarray | None = None
+    raw: np.ndarray | None = None
 
     @property
     def n_rounds(self) -> int:
@@ -102,7 +105,8 @@ class DelayRounds:
                            self.arms, None if self.complete is None else self.complete[rows],
                            None if self.push_converted is None else self.push_converted[rows],
                            None if self.due is None else self.due[rows],
-                           None if self.held_out is None else self.held_out[rows])
+                           None if self.held_out is None else self.held_out[rows],
+                           None if self.raw is None else self.raw[rows])
 
 
 def _converted(ds: Dataset, t: pd.DataFrame, t0: np.ndarray, horizon_h: int | np.ndarray
@@ -170,8 +174,13 @@ def due_sends(ds: Dataset, config: TriggerConfig, action: np.ndarray,
 
 def delay_rounds(ds: Dataset, config: TriggerConfig, guardrails: Guardrails, *,
                  horizon_h: int = 168, send_cost: float = 0.0,
-                 unsub_cost: float = 0.0, keep_held_out: bool = False) -> DelayRounds:
+                 unsub_cost: float = 0.0, keep_held_out: bool = False,
+                 due: bool = True) -> DelayRounds:
     """The delay rounds of ``ds`` (module docstring).
+
+    ``due`` computes :attr:`DelayRounds.due` (:func:`due_sends`: one more purchase join over
+    the log); only the send-cost search reads it (``train.delay.match_send_cost``), so OPE,
+    ``compare --triggers`` and the uplift fit pass ``due=False`` (``DelayRounds.due`` None).
 
     A trigger whose user was held out of its kind by a live per-kind holdout (the log's
     ``triggers.holdout`` true: ``pushrl serve --trigger-holdout``) was never sent whatever
@@ -251,5 +260,6 @@ def delay_rounds(ds: Dataset, config: TriggerConfig, guardrails: Guardrails, *,
                        t["kind"].astype(str).to_numpy(), t["user_id"].astype(str).to_numpy(),
                        t["trigger_id"].astype(str).to_numpy(), conv, sent, p_unsub, arms,
                        complete, p_conv,
-                       due_sends(ds, config, action, arms, ctx.extra["send_ts"], t),
-                       held_col if keep_held_out else None)
+                       due_sends(ds, config, action, arms, ctx.extra["send_ts"], t)
+                       if due else None,
+                       held_col if keep_held_out else None, np.array(feats, copy=True))
