@@ -171,7 +171,8 @@ def command(
         run_shadow(data, state, registry, label=policy, baseline=baseline,
                    estimators=names_of(estimators), reward=reward, split=split,
                    segment=segment, out_dir=out_dir, n_bootstrap=n_bootstrap, seed=seed,
-                   allow_in_sample=allow_in_sample, record=record, as_json=as_json)
+                   allow_in_sample=allow_in_sample, record=record, as_json=as_json,
+                   sample_users=sample_users)
 
     policy = _shadow_or_policy(shadow, state, policy, shadow_run)
     if data is None and scenario is None:

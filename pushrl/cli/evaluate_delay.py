@@ -76,7 +76,8 @@ def _print(res: dict[str, Any]) -> None:
 def run_shadow(data: Path | None, state: Path | None, registry: Path, *, label: str | None,
                baseline: str | None, estimators: list[str] | None, reward: str | None,
                split: str | None, segment: str, out_dir: Path | None, n_bootstrap: int,
-               seed: int, allow_in_sample: bool, record: bool, as_json: bool) -> None:
+               seed: int, allow_in_sample: bool, record: bool, as_json: bool,
+               sample_users: int | None = None) -> None:
     """``pushrl evaluate --shadow``: the server's delay shadow on its live log
     (:mod:`pushrl.ope.evaluate_delay_shadow`); exits with the gate's verdict."""
     import tempfile
@@ -85,6 +86,9 @@ def run_shadow(data: Path | None, state: Path | None, registry: Path, *, label: 
     from pushrl.ope.evaluate_delay_shadow import evaluate_delay_shadow
 
     _refuse_options(estimators, reward, split, segment)
+    if sample_users is not None:
+        raise PushrlError("--sample-users does not apply to --shadow: every trigger the "
+                          "shadow decided is evaluated")
     if (data is None) == (state is None):
         raise PushrlError("--shadow reads one log: --data EXPORT (`pushrl logs export`) or "
                           "--state DIR (the server's)")

@@ -151,6 +151,7 @@ def test_shadow_errors_are_one_line(tmp_path: Path, served: Path) -> None:
          "never ran as the delay shadow"),
         (("--state", served / "state", "--policy", "delay-fixed-1h"), "goes with --shadow"),
         (("--data", out), "pass --policy"),
+        (("--shadow", "--data", out, "--sample-users", "5"), "does not apply to --shadow"),
     ]
     (tmp_path / "plain").mkdir()
     (out / "trigger_shadow.parquet").rename(tmp_path / "plain" / "moved.parquet")
