@@ -68,7 +68,7 @@ def _print(res: dict[str, Any]) -> None:
             f"shadow {res['shadow']['label']}: {res['shadow']['decisions']:,} logged "
             f"decisions; its logged probabilities vs the artifact's on the replayed contexts: "
             f"{c.get('agree', float('nan')):.1%} agree (max |diff| "
-            f"{c.get('max_abs_diff', float('nan')):.3g})"))
+            f"{c.get('max_abs_diff', float('nan')):.3g})"), soft_wrap=True)
     if res.get("card"):
         out.print(escape(f"model card: {res['card']}"))
 

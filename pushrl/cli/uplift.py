@@ -91,7 +91,6 @@ def _fit_kinds(out: Path, state: Path | None, data: Path | None, triggers: str |
     import tempfile
 
     from rich.markup import escape
-    from rich.table import Table
 
     from pushrl.cli._common import out as stdout
     from pushrl.data.validate import load_dataset
@@ -117,20 +116,18 @@ def _fit_kinds(out: Path, state: Path | None, data: Path | None, triggers: str |
     if as_json:
         emit({"model": str(path), **res.to_dict()}, True)
         return
-    t = Table(title=escape(f"incremental conversions per trigger, treated vs held out "
-                           f"({100 * (1 - res.alpha):g}% CI, clustered by user; window "
-                           f"{res.horizon_h} h)"))
-    for c in ("kind", "triggers (held out)", "p_holdout", "treated", "held out",
-              "incremental", "CI", "per send", "model"):
-        t.add_column(c, justify="left" if c == "kind" else "right")
+    stdout.print(escape(f"incremental conversions per trigger, treated vs held out "
+                        f"({100 * (1 - res.alpha):g}% CI clustered by user; window "
+                        f"{res.horizon_h} h):"), soft_wrap=True)
     for k in res.kinds.values():
         p = (f"{k.p_holdout[0]:.3g}" if k.p_holdout[0] == k.p_holdout[1]
              else f"{k.p_holdout[0]:.3g}-{k.p_holdout[1]:.3g}")
-        t.add_row(k.kind, f"{k.triggers:,} ({k.held_out:,})", p, f"{k.treated_rate:.4f}",
-                  f"{k.held_out_rate:.4f}", f"{k.incremental:+.4f}",
-                  f"[{k.lower:+.4f}, {k.upper:+.4f}]", f"{k.incremental_per_send:+.4f}",
-                  "yes" if k.model is not None else "no (< 20 per arm)")
-    stdout.print(t)
+        stdout.print(escape(
+            f"  {k.kind}: {k.triggers:,} triggers ({k.held_out:,} held out, p {p}), converted "
+            f"{k.treated_rate:.4f} treated vs {k.held_out_rate:.4f} held out: incremental "
+            f"{k.incremental:+.4f} [{k.lower:+.4f}, {k.upper:+.4f}] per trigger, "
+            f"{k.incremental_per_send:+.4f} per send; model: "
+            f"{'yes' if k.model is not None else 'no (< 20 per arm)'}"), soft_wrap=True)
     console.print(f"per-kind uplift: {path}")
 
 

@@ -107,6 +107,10 @@ def test_shadow_ope_equals_evaluating_the_shadow_artifact_on_the_export(served: 
                                        "max_abs_diff": 0.0, "agree": 1.0}
     assert "shadow" not in b and "logged_check" not in b
     assert a["estimates"]["ipw"]["candidate"] != a["estimates"]["ipw"]["baseline"]
+    r = run_pushrl("evaluate", "--shadow", "--data", out, "--registry", reg, "--baseline",
+                   "delay-fixed-1h", "--no-record", "--out", served / "ope_d")
+    assert r.returncode in (0, 1) and "Traceback" not in r.stderr, r.stderr
+    assert f"shadow d24@v1: {N:,} logged decisions" in r.stdout and "100.0% agree" in r.stdout
 
 
 def test_only_the_shadows_triggers_and_the_live_policy_as_baseline(tmp_path: Path) -> None:

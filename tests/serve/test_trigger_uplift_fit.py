@@ -83,6 +83,14 @@ def test_per_kind_estimates_cover_the_worlds_truth(served: Path) -> None:
             k["model"]["meta"] = {m: v for m, v in k["model"]["meta"].items()
                                   if m not in ("data", "state")}
     assert doc2["kinds"] == doc["kinds"]
+    # the human summary: one row per kind with its interval
+    r3 = run_pushrl("uplift", "fit", "--trigger-kinds", "--data", served / "export",
+                    "--triggers", served / "rules.toml", "--horizon-h", W.HORIZON_H,
+                    "--out", served / "kinds3.json")
+    assert r3.returncode == 0, r3.stderr
+    k = res.kinds["cart"]
+    assert "cart" in r3.stdout and "browse" in r3.stdout and "Traceback" not in r3.stderr
+    assert f"[{k.lower:+.4f}, {k.upper:+.4f}]" in r3.stdout
 
 
 def test_the_kind_models_rank_users_as_the_truth_does(served: Path) -> None:
