@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from pushrl.cli._common import console, emit
+
+if TYPE_CHECKING:
+    from pushrl.rules.triggers import TriggerConfig
 
 app = typer.Typer(help="Send only if it helps: fit the uplift model of `pushrl serve --uplift`.",
                   no_args_is_help=True)
@@ -69,7 +73,7 @@ def fit(
                   f"serve it with `pushrl serve --uplift {path} --uplift-threshold T`")
 
 
-def _rules(ref: str | None, data: Path) -> object:
+def _rules(ref: str | None, data: Path) -> TriggerConfig:
     """``--triggers``: the server's flag's rules, else the log's ground_truth.json, else the
     defaults."""
     import json
@@ -78,7 +82,9 @@ def _rules(ref: str | None, data: Path) -> object:
     from pushrl.rules.triggers import TriggerConfig
 
     if ref is not None:
-        return _trigger_rules(ref)
+        cfg = _trigger_rules(ref)
+        assert cfg is not None  # None only without a ref
+        return cfg
     gt = Path(data) / "ground_truth.json"
     doc = json.loads(gt.read_text()) if gt.exists() else {}
     return TriggerConfig.parse(doc.get("triggers", {}).get("config"))
@@ -108,7 +114,7 @@ def _fit_kinds(out: Path, state: Path | None, data: Path | None, triggers: str |
             src = Path(export(state_dir(state), Path(tmp) / "export")["out"])
         cfg = _rules(triggers, src)
         ds, report = load_dataset(src)
-        res = from_log(ds, cfg, horizon_h=horizon_h, ridge=ridge,  # type: ignore[arg-type]
+        res = from_log(ds, cfg, horizon_h=horizon_h, ridge=ridge,
                        meta={"data": str(data) if data is not None else None,
                              "state": None if state is None else str(state),
                              "fingerprint": report.fingerprint})

@@ -43,6 +43,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Path:
     finally:
         c.__exit__(None, None, None)
     assert run.sends["cart"] > 0 and run.sends["browse"] > 0
+    (tmp / "converted.json").write_text(json.dumps(run.converted))
     (tmp / "rules.toml").write_text(W.RULES_TOML)
     r = run_pushrl("logs", "export", "--state", tmp / "state", "--out", tmp / "export")
     assert r.returncode == 0, r.stderr
@@ -69,6 +70,11 @@ def test_per_kind_estimates_cover_the_worlds_truth(served: Path) -> None:
         assert abs(k.incremental - truth[kind]) < 3 * k.se
         assert k.sends_per_treated == 1.0  # open guardrails: every treated trigger is sent
         assert k.model is not None
+    # every push conversion of the loop is in the export, on its trigger's push
+    ds, _ = load_dataset(served / "export")
+    conv = ds.pushes.merge(ds.triggers[["trigger_id", "kind"]], on="trigger_id")
+    got = conv[conv["converted"].fillna(False).astype(bool)].groupby("kind").size().to_dict()
+    assert got == json.loads((served / "converted.json").read_text())
     # the cart push helps more than the browse push, and the intervals say so
     assert res.kinds["cart"].lower > res.kinds["browse"].incremental
     # the state path exports the same log: the same numbers

@@ -44,9 +44,10 @@ RULES_TOML = ("[triggers.price_drop]\nenabled = false\n[triggers.back_in_stock]\
 
 @dataclass
 class WorldRun:
-    """What the loop did: sends per kind and the end of the log."""
+    """What the loop did: sends and push conversions per kind, the end of the log."""
 
     sends: dict[str, int]
+    converted: dict[str, int]
     end_ts: int
 
 
@@ -85,6 +86,7 @@ def run_world(c: Any, n: int, seed: int) -> WorldRun:
     for s in range(0, len(ev), 4000):
         _post(c, "/v1/events", {"events": ev[s:s + 4000]})
     sends = {"cart": 0, "browse": 0}
+    converted = {"cart": 0, "browse": 0}
     purchases: list[dict[str, Any]] = []
     e_ts = T0
     for e in range(EPISODES):
@@ -105,11 +107,13 @@ def run_world(c: Any, n: int, seed: int) -> WorldRun:
                 sends[kind] += 1
                 a = int(act[i])
                 if not organic[kind][i] and rng.random() < U[kind][a] / (1 - P0[kind][a]):
+                    converted[kind] += 1
                     fb.append({"decision_id": s["decision_id"], "opened": True,
                                "clicked": True, "converted": True,
                                "ts": e_ts + (h + 1) * HOUR})
         if fb:
-            _post(c, "/v1/feedback/batch", {"feedback": fb})
+            res = _post(c, "/v1/feedback/batch", {"feedback": fb})["results"]
+            assert not any(x["late"] for x in res)  # every conversion counts
         for kind in U:
             for i in np.flatnonzero(organic[kind]):
                 purchases.append({"user_id": users[i], "event": "purchase",
@@ -121,4 +125,4 @@ def run_world(c: Any, n: int, seed: int) -> WorldRun:
     end = e_ts + (HORIZON_H + 2) * HOUR
     _post(c, "/v1/events", {"events": [{"user_id": u, "event": "session", "ts": end + i}
                                        for i, u in enumerate(users)]})
-    return WorldRun(sends, end + n)
+    return WorldRun(sends, converted, end + n)
