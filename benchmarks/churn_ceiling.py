@@ -54,6 +54,7 @@ import numpy as np
 
 from pushrl.data import lapse_world
 from pushrl.data.bgnbd import fit_bgnbd, p_no_visit
+from pushrl.data.ece import binned_ece
 from pushrl.data.features import FeatureSpec, replay
 from pushrl.data.io import to_unix_seconds
 from pushrl.data.profiles import (
@@ -104,9 +105,7 @@ def scores(p: np.ndarray, y: np.ndarray, truth: np.ndarray, seed: int = 0) -> di
 
 def ece_vs(p: np.ndarray, truth: np.ndarray) -> float:
     """ECE of ``p`` against the true probabilities (10 equal-count bins sorted by ``p``)."""
-    order = np.argsort(p, kind="stable")
-    return float(sum(part.size / p.size * abs(p[part].mean() - truth[part].mean())
-                     for part in np.array_split(order, 10)))
+    return binned_ece(p, truth)
 
 
 def oracle_posterior(n: np.ndarray, hist: np.ndarray, fut: np.ndarray, median: float

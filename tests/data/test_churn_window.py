@@ -85,7 +85,7 @@ def test_day_counts_are_order_free_across_shifts() -> None:
 def test_window_is_the_fit_history_and_only_it_counts(world: tuple[Dataset, int]) -> None:
     ds, start = world
     b = start + 40 * 24
-    model = fit_model(ds, b)
+    model = fit_model(ds, b, choose_window=False)  # this world chooses the whole history
     # fitted at b - 14 d on 26 days of log (first event in hour 0-2 of day 0): 26 UTC days
     assert model.window_days == 26
     now = cut(ds, b)
@@ -111,7 +111,8 @@ def test_models_saved_before_the_window_use_the_whole_history(
         world: tuple[Dataset, int]) -> None:
     ds, start = world
     b = start + 40 * 24
-    res = build_profiles(ds, b * HOUR)
+    res = build_profiles(ds, b * HOUR, model=fit_model(ds, b, choose_window=False))
+    assert res.model.window_days == 26
     body = json.loads(res.model.to_json())["model"]
     del body["window_days"]
     text = json.dumps(body, sort_keys=True)

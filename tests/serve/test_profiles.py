@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from pushrl.data.io import Dataset, write_dataset
+from pushrl.data import profiles
 from pushrl.data.profiles import build_profiles
 from pushrl.data.synth import SynthConfig, WorldParams, generate
 from pushrl.serve.app import create_app
@@ -42,14 +44,24 @@ def _same(served: object, batch: object) -> bool:
     return served == batch
 
 
-def test_server_profile_equals_batch_profile(world: tuple[Path, Dataset],
-                                             tmp_path: Path) -> None:
+@pytest.mark.parametrize("lookback", ["window", "whole"])
+def test_server_profile_equals_batch_profile(world: tuple[Path, Dataset], tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             lookback: str) -> None:
     """Every user's served profile at the log's end == the batch row, exactly (tolerance 0:
-    one computation on the same events and the same fitted model; NaN == null)."""
+    one computation on the same events and the same fitted model; NaN == null). Both
+    lookbacks of the churn feature (``choose_window_days`` forced to one, for import and
+    batch alike): the window (what this world chooses) and the whole history."""
+    def force(*args: Any, **kw: Any) -> dict[str, int]:
+        w = int(args[6].window_days)  # the model being fitted
+        return {"window_days": w if lookback == "window" else 0, "fit_window_days": w}
+
+    monkeypatch.setattr(profiles, "choose_window_days", force)
     data, ds = world
     import_history(data, tmp_path / "state", quarantine=False)
     batch = build_profiles(ds)
     assert batch.model.coef is not None, batch.model.validation
+    assert (batch.model.window_days > 0) == (lookback == "window")
     as_of = batch.as_of
     app = create_app(make_cfg(tmp_path, catalog=None), overrides=doubles(timing=CoinFlip(0.0)))
     with TestClient(app) as c:
