@@ -58,6 +58,7 @@ from pushrl.serve.schemas import (
     PromoteIn,
     RollbackIn,
     TriggersDueIn,
+    TriggersDueColumnsOut,
     TriggersDueOut,
     UserIn,
     UserOut,
@@ -537,7 +538,8 @@ def _add_trigger_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: A
         await s.commit(stmts)
         return out
 
-    @app.post("/v1/triggers/due", response_model=TriggersDueOut, tags=["triggers"],
+    @app.post("/v1/triggers/due", response_model=TriggersDueOut | TriggersDueColumnsOut,
+              tags=["triggers"],
               dependencies=[decide_scope], responses=_errors(400, 401, 403, 404, 409, 422, 503))
     async def triggers_due(body: TriggersDueIn) -> Response:
         """The behaviour-triggered sends due now for a batch of users (what a sender polls).

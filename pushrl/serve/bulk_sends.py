@@ -1,0 +1,249 @@
+"""One durable record per bulk write (issue 16: the due-sends pull of 10k users).
+
+A pull that sends to thousands of users makes ~5 journal rows per send (the decision row,
+``UPDATE triggers``, the feature ops and the tracker's op). Written row by row in the
+answer's commit, they cost more than the pull itself. Here the pull's rows are committed as
+ONE row of ``bulk_sends`` instead: their statements grouped as the writer would run them
+(``(sql, rows)`` runs), serialised with :mod:`marshal` (ints, floats, str, bytes and None
+round-trip exactly) and guarded by a SHA-256 of the blob. The answer leaves once that row is
+durable (same fsync as before); the writer then *expands* the record into the normal tables
+(``decisions``, ``triggers``, ``ops``) by the same ``executemany`` runs, a chunk of rows per
+transaction, between request batches, and deletes it in the transaction of its last chunk
+(``done`` counts the rows already written, so a crash between chunks resumes where it
+stopped). Since the tables end up holding exactly the rows the direct path writes, the
+rebuilt state, the tracker replay and ``pushrl logs export`` are the same.
+
+Ordering: while records wait, the writer runs only batches of plain ``INSERT INTO``
+statements (new rows with their own keys: they cannot depend on the records' rows); a
+batch with anything else (an ``UPDATE decisions`` of a feedback, ``INSERT OR REPLACE``)
+waits until every record is expanded, and readers of the log on the server wait for it too
+(:meth:`Expander.wait_settled`). At start every record left is verified and expanded before
+the state is rebuilt; a damaged one (digest, header or decoding) refuses the start.
+
+Format (version 1): ``MAGIC`` + ``marshal.dumps(runs, 4)``; ``runs`` is a list of
+``(sql, [row tuple, ...])``. Marshal's format is stable for these types across Python 3
+versions, and a record lives for well under a second unless the server dies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import marshal
+import sqlite3
+import threading
+from collections import deque
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from pushrl.errors import PushrlError
+from pushrl.serve.store import Many, Statement
+
+MAGIC = b"PUSHRL-BULK-1\n"
+#: A pull with at least this many sends takes the bulk path (fewer: rows as before).
+BULK_MIN_SENDS = 64
+#: Rows written per expansion transaction (a request waits at most one chunk: ~20-40 ms).
+CHUNK_ROWS = 8192
+DDL = ("CREATE TABLE IF NOT EXISTS bulk_sends (id INTEGER PRIMARY KEY, blob BLOB NOT NULL, "
+       "digest TEXT NOT NULL, n_rows INTEGER NOT NULL, done INTEGER NOT NULL DEFAULT 0)")
+#: The one statement of a record (``id`` = the largest journal seq among its rows).
+BULK_SQL = "INSERT INTO bulk_sends(id, blob, digest, n_rows, done) VALUES (?,?,?,?,0)"
+_DONE_SQL = "UPDATE bulk_sends SET done=? WHERE id=?"
+_DELETE_SQL = "DELETE FROM bulk_sends WHERE id=?"
+
+Run = tuple[str, list[Sequence[Any]]]
+
+
+class BulkRecordError(PushrlError):
+    """A ``bulk_sends`` record of the log is damaged (the start is refused)."""
+
+
+class BulkRecord(tuple):  # type: ignore[type-arg]
+    """The parameters of :data:`BULK_SQL` ``(id, blob, digest, n_rows)``, carrying the
+    decoded :attr:`runs` in memory (the writer expands from them without decoding)."""
+
+    runs: list[Run]
+
+
+def group(stmts: Iterable[Statement]) -> list[Run]:
+    """Consecutive rows of one statement as ``(sql, rows)`` runs (a ``Many`` adds all its
+    rows): the grouping the writer's group commit uses."""
+    out: list[Run] = []
+    sql_, run = "", list[Sequence[Any]]()
+    for sql, params in stmts:
+        if sql is not sql_ and sql != sql_:
+            if run:
+                out.append((sql_, run))
+            sql_, run = sql, []
+        if type(params) is Many:
+            run.extend(params)
+        else:
+            run.append(params)
+    if run:
+        out.append((sql_, run))
+    return out
+
+
+def pack(stmts: list[Statement], record_id: int) -> tuple[str, BulkRecord]:
+    """The one statement that makes ``stmts`` durable as a bulk record.
+
+    Args:
+        stmts: Journal rows of one request (plain statements and ``Many``).
+        record_id: A key larger than every earlier record's (the request's last seq).
+
+    Raises:
+        ValueError: A parameter marshal cannot store (e.g. a numpy scalar): write ``stmts``
+            directly instead.
+    """
+    runs = group(stmts)
+    blob = MAGIC + marshal.dumps(runs, 4)
+    rec = BulkRecord((record_id, blob, hashlib.sha256(blob).hexdigest(),
+                      sum(len(r) for _, r in runs)))
+    rec.runs = runs
+    return BULK_SQL, rec
+
+
+def unpack(record_id: int, blob: bytes, digest: str) -> list[Run]:
+    """The runs of a stored record, verified.
+
+    Raises:
+        BulkRecordError: One line naming the record and what is wrong.
+    """
+    blob = bytes(blob)
+    if hashlib.sha256(blob).hexdigest() != digest:
+        raise BulkRecordError(f"bulk_sends record {record_id} is damaged (its SHA-256 does not "
+                              "match the stored digest)")
+    if not blob.startswith(MAGIC):
+        raise BulkRecordError(f"bulk_sends record {record_id} has an unknown format "
+                              f"(header {blob[:len(MAGIC)]!r}, expected {MAGIC!r})")
+    try:
+        runs = marshal.loads(blob[len(MAGIC):])
+    except (ValueError, EOFError, TypeError) as exc:
+        raise BulkRecordError(f"bulk_sends record {record_id} cannot be decoded ({exc})") from None
+    if not isinstance(runs, list) or not all(
+            isinstance(r, tuple) and len(r) == 2 and isinstance(r[0], str) for r in runs):
+        raise BulkRecordError(f"bulk_sends record {record_id} does not hold statement runs")
+    return [(s, list(rows)) for s, rows in runs]
+
+
+def _slices(runs: list[Run], start: int, stop: int) -> Iterable[Run]:
+    """The runs' rows ``[start, stop)`` of their concatenation, in order."""
+    pos = 0
+    for sql, rows in runs:
+        a, b = max(start - pos, 0), min(stop - pos, len(rows))
+        if a < b:
+            yield sql, rows[a:b]
+        pos += len(rows)
+
+
+def _write(conn: sqlite3.Connection, runs: list[Run], start: int, stop: int) -> None:
+    for sql, rows in _slices(runs, start, stop):
+        conn.executemany(sql, rows)
+
+
+def independent(stmts: list[Statement]) -> bool:
+    """True when ``stmts`` only add rows with their own keys (plain ``INSERT INTO``): safe to
+    commit before waiting records are expanded."""
+    return all(s[0].startswith("INSERT INTO ") and s[0] is not BULK_SQL for s in stmts)
+
+
+def recover(conn: sqlite3.Connection) -> int:
+    """Expand every record left in the log (a server stopped before expanding it), each in
+    one transaction; returns how many. Call before the state is read.
+
+    Raises:
+        BulkRecordError: A record is damaged (nothing is expanded from it).
+    """
+    conn.execute(DDL)
+    ids = [r[0] for r in conn.execute("SELECT id FROM bulk_sends ORDER BY id")]
+    for rid in ids:
+        blob, digest, n_rows, done = conn.execute(
+            "SELECT blob, digest, n_rows, done FROM bulk_sends WHERE id=?", (rid,)).fetchone()
+        runs = unpack(rid, blob, digest)
+        total = sum(len(r) for _, r in runs)
+        if total != n_rows or not 0 <= done <= total:
+            raise BulkRecordError(f"bulk_sends record {rid} is inconsistent ({total} rows "
+                                  f"stored, n_rows={n_rows}, done={done})")
+        conn.execute("BEGIN")
+        try:
+            _write(conn, runs, done, total)
+            conn.execute(_DELETE_SQL, (rid,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return len(ids)
+
+
+def unexpanded(conn: sqlite3.Connection) -> int:
+    """Records not yet expanded in a log (0 when the table does not exist)."""
+    has = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND "
+                       "name='bulk_sends'").fetchone()
+    return int(conn.execute("SELECT count(*) FROM bulk_sends").fetchone()[0]) if has else 0
+
+
+class Expander:
+    """The writer thread's queue of committed records to expand (in commit order)."""
+
+    def __init__(self, chunk_rows: int | None = None) -> None:
+        self.chunk_rows = CHUNK_ROWS if chunk_rows is None else chunk_rows
+        self._todo: deque[list[Any]] = deque()  # [id, runs, total, done]
+        self._cond = threading.Condition()
+
+    @property
+    def pending(self) -> bool:
+        """Records committed but not fully expanded."""
+        return bool(self._todo)
+
+    def note(self, batch: Iterable[tuple[list[Statement], Any]]) -> None:
+        """Queue the records of a committed batch (call after its COMMIT)."""
+        for stmts, _ in batch:
+            for sql, params in stmts:
+                if sql is BULK_SQL:
+                    rec = params
+                    assert isinstance(rec, BulkRecord)
+                    with self._cond:
+                        self._todo.append([rec[0], rec.runs, rec[3], 0])
+
+    def step(self, conn: sqlite3.Connection) -> None:
+        """Expand the next chunk of the oldest record in one transaction."""
+        rec = self._todo[0]
+        rid, runs, total, done = rec
+        stop = min(done + self.chunk_rows, total)
+        conn.execute("BEGIN")
+        try:
+            _write(conn, runs, done, stop)
+            if stop == total:
+                conn.execute(_DELETE_SQL, (rid,))
+            else:
+                conn.execute(_DONE_SQL, (stop, rid))
+            conn.execute("COMMIT")
+        except BaseException:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            raise
+        rec[3] = stop
+        if stop == total:
+            with self._cond:
+                self._todo.popleft()
+                if not self._todo:
+                    self._cond.notify_all()
+
+    def finish(self, conn: sqlite3.Connection) -> None:
+        """Expand every queued record."""
+        while self._todo:
+            self.step(conn)
+
+    def wait_settled(self, timeout: float = 60.0) -> None:
+        """Block until every record is expanded (a reader of the expanded tables).
+
+        Raises:
+            TimeoutError: Still not expanded after ``timeout`` s (the writer keeps failing).
+        """
+        if not self._todo:
+            return
+        with self._cond:
+            if not self._cond.wait_for(lambda: not self._todo, timeout):
+                raise TimeoutError(f"the log's bulk send records are still not expanded after "
+                                   f"{timeout:.0f} s (the durable log keeps failing)")
