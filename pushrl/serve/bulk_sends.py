@@ -3,15 +3,16 @@
 A pull that sends to thousands of users makes ~5 journal rows per send (the decision row,
 ``UPDATE triggers``, the feature ops and the tracker's op). Written row by row in the
 answer's commit, they cost more than the pull itself. Here the pull's rows are committed as
-ONE row of ``bulk_sends`` instead: their statements grouped as the writer would run them
-(``(sql, rows)`` runs), serialised with :mod:`marshal` (ints, floats, str, bytes and None
-round-trip exactly) and guarded by a SHA-256 of the blob. The answer leaves once that row is
-durable (same fsync as before); the writer then *expands* the record into the normal tables
-(``decisions``, ``triggers``, ``ops``) by the same ``executemany`` runs, a chunk of rows per
-transaction, between request batches, and deletes it in the transaction of its last chunk
-(``done`` counts the rows already written, so a crash between chunks resumes where it
-stopped). Since the tables end up holding exactly the rows the direct path writes, the
-rebuilt state, the tracker replay and ``pushrl logs export`` are the same.
+ONE row of ``bulk_sends`` instead: their statements as ``(sql, rows)`` pieces (column-wise
+when the request made them so, :class:`~pushrl.serve.store.Columns`), serialised with
+:mod:`marshal` (ints, floats, str, bytes and None round-trip exactly) and guarded by a
+SHA-256 of the blob. The answer leaves once that row is durable (same fsync as before); the
+writer then *expands* the record into the normal tables (``decisions``, ``triggers``,
+``ops``) with ``executemany`` of the same rows, a chunk of rows per transaction, between
+request batches, and deletes it in the transaction of its last chunk (``done`` counts the
+rows already written, so a crash between chunks resumes where it stopped). Since the
+tables end up holding exactly the rows the direct path writes, the rebuilt state, the
+tracker replay and ``pushrl logs export`` are the same.
 
 Ordering: while records wait, the writer runs only batches of plain ``INSERT INTO``
 statements (new rows with their own keys: they cannot depend on the records' rows); a
@@ -20,8 +21,11 @@ waits until every record is expanded, and readers of the log on the server wait 
 (:meth:`Expander.wait_settled`). At start every record left is verified and expanded before
 the state is rebuilt; a damaged one (digest, header or decoding) refuses the start.
 
-Format (version 1): ``MAGIC`` + ``marshal.dumps(runs, 4)``; ``runs`` is a list of
-``(sql, [row tuple, ...])``. Marshal's format is stable for these types across Python 3
+Format (version 1): ``MAGIC`` + ``marshal.dumps(pieces, 4)``; ``pieces`` is a list of
+``(sql, ("R", [row tuple, ...]))`` or ``(sql, ("C", n, [column, ...]))`` (a
+:class:`~pushrl.serve.store.Columns`: each column ``("l", list)``, ``("r", start, stop,
+step)``, ``("s", value)`` or ``("b", bytes, width)``), in the order of the request's
+statements. Marshal's format is stable for these types across Python 3
 versions, and a record lives for well under a second unless the server dies.
 """
 
@@ -36,7 +40,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pushrl.errors import PushrlError
-from pushrl.serve.store import Many, Statement
+from pushrl.serve.store import Chunks, Column, Columns, Many, Same, Statement
 
 MAGIC = b"PUSHRL-BULK-1\n"
 #: A pull with at least this many sends takes the bulk path (fewer: rows as before).
@@ -50,7 +54,8 @@ BULK_SQL = "INSERT INTO bulk_sends(id, blob, digest, n_rows, done) VALUES (?,?,?
 _DONE_SQL = "UPDATE bulk_sends SET done=? WHERE id=?"
 _DELETE_SQL = "DELETE FROM bulk_sends WHERE id=?"
 
-Run = tuple[str, list[Sequence[Any]]]
+#: One statement's rows in a record: a list of row tuples or a :class:`Columns`.
+Piece = tuple[str, "list[Sequence[Any]] | Columns"]
 
 
 class BulkRecordError(PushrlError):
@@ -59,51 +64,83 @@ class BulkRecordError(PushrlError):
 
 class BulkRecord(tuple):  # type: ignore[type-arg]
     """The parameters of :data:`BULK_SQL` ``(id, blob, digest, n_rows)``, carrying the
-    decoded :attr:`runs` in memory (the writer expands from them without decoding)."""
+    :attr:`pieces` in memory (the writer expands from them without decoding)."""
 
-    runs: list[Run]
+    pieces: list[Piece]
 
 
-def group(stmts: Iterable[Statement]) -> list[Run]:
-    """Consecutive rows of one statement as ``(sql, rows)`` runs (a ``Many`` adds all its
-    rows): the grouping the writer's group commit uses."""
-    out: list[Run] = []
-    sql_, run = "", list[Sequence[Any]]()
+def group(stmts: Iterable[Statement]) -> list[Piece]:
+    """The statements as pieces in order: a :class:`Columns` stays one piece, consecutive
+    plain rows and ``Many`` of one statement are merged into one list of rows."""
+    out: list[Piece] = []
+    last: list[Sequence[Any]] | None = None
+    last_sql = ""
     for sql, params in stmts:
-        if sql is not sql_ and sql != sql_:
-            if run:
-                out.append((sql_, run))
-            sql_, run = sql, []
-        if type(params) is Many:
-            run.extend(params)
+        t = type(params)
+        if t is Columns:
+            out.append((sql, params))  # type: ignore[arg-type]
+            last = None
+            continue
+        if last is None or sql != last_sql:
+            last, last_sql = [], sql
+            out.append((sql, last))
+        if t is Many:
+            last.extend(params)  # type: ignore[arg-type]
         else:
-            run.append(params)
-    if run:
-        out.append((sql_, run))
+            last.append(params)  # type: ignore[arg-type]
     return out
+
+
+def _size(piece: list[Sequence[Any]] | Columns) -> int:
+    return piece.n if type(piece) is Columns else len(piece)
+
+
+def _col_spec(c: Column) -> tuple[Any, ...]:
+    if type(c) is Same:
+        return ("s", c.value)
+    if type(c) is Chunks:
+        return ("b", c.data, c.width)
+    if type(c) is range:
+        return ("r", c.start, c.stop, c.step)
+    return ("l", c if type(c) is list else list(c))  # type: ignore[arg-type]
+
+
+def _col(spec: Any) -> Column:
+    tag = spec[0]
+    if tag == "s":
+        return Same(spec[1])
+    if tag == "b":
+        return Chunks(spec[1], spec[2])
+    if tag == "r":
+        return range(spec[1], spec[2], spec[3])
+    if tag == "l" and isinstance(spec[1], list):
+        return list(spec[1])
+    raise ValueError(f"unknown column {tag!r}")
 
 
 def pack(stmts: list[Statement], record_id: int) -> tuple[str, BulkRecord]:
     """The one statement that makes ``stmts`` durable as a bulk record.
 
     Args:
-        stmts: Journal rows of one request (plain statements and ``Many``).
+        stmts: Journal rows of one request (plain statements, ``Many`` and ``Columns``).
         record_id: A key larger than every earlier record's (the request's last seq).
 
     Raises:
         ValueError: A parameter marshal cannot store (e.g. a numpy scalar): write ``stmts``
             directly instead.
     """
-    runs = group(stmts)
-    blob = MAGIC + marshal.dumps(runs, 4)
+    pieces = group(stmts)
+    blob = MAGIC + marshal.dumps([
+        (sql, ("C", p.n, [_col_spec(c) for c in p.cols]) if type(p) is Columns else ("R", p))
+        for sql, p in pieces], 4)
     rec = BulkRecord((record_id, blob, hashlib.sha256(blob).hexdigest(),
-                      sum(len(r) for _, r in runs)))
-    rec.runs = runs
+                      sum(_size(p) for _, p in pieces)))
+    rec.pieces = pieces
     return BULK_SQL, rec
 
 
-def unpack(record_id: int, blob: bytes, digest: str) -> list[Run]:
-    """The runs of a stored record, verified.
+def unpack(record_id: int, blob: bytes, digest: str) -> list[Piece]:
+    """The pieces of a stored record, verified.
 
     Raises:
         BulkRecordError: One line naming the record and what is wrong.
@@ -116,28 +153,34 @@ def unpack(record_id: int, blob: bytes, digest: str) -> list[Run]:
         raise BulkRecordError(f"bulk_sends record {record_id} has an unknown format "
                               f"(header {blob[:len(MAGIC)]!r}, expected {MAGIC!r})")
     try:
-        runs = marshal.loads(blob[len(MAGIC):])
-    except (ValueError, EOFError, TypeError) as exc:
+        out: list[Piece] = []
+        for sql, spec in marshal.loads(blob[len(MAGIC):]):
+            if not isinstance(sql, str):
+                raise ValueError("a statement is not a string")
+            if spec[0] == "C":
+                cols = Columns(int(spec[1]), *map(_col, spec[2]))
+                if any(len(c) != cols.n for c in cols.cols  # type: ignore[arg-type]
+                       if type(c) in (list, range)):
+                    raise ValueError("columns of unequal length")
+                out.append((sql, cols))
+            elif spec[0] == "R" and isinstance(spec[1], list):
+                out.append((sql, spec[1]))
+            else:
+                raise ValueError(f"unknown piece {spec[0]!r}")
+    except (ValueError, EOFError, TypeError, IndexError) as exc:
         raise BulkRecordError(f"bulk_sends record {record_id} cannot be decoded ({exc})") from None
-    if not isinstance(runs, list) or not all(
-            isinstance(r, tuple) and len(r) == 2 and isinstance(r[0], str) for r in runs):
-        raise BulkRecordError(f"bulk_sends record {record_id} does not hold statement runs")
-    return [(s, list(rows)) for s, rows in runs]
+    return out
 
 
-def _slices(runs: list[Run], start: int, stop: int) -> Iterable[Run]:
-    """The runs' rows ``[start, stop)`` of their concatenation, in order."""
+def _write(conn: sqlite3.Connection, pieces: list[Piece], start: int, stop: int) -> None:
+    """Write rows ``[start, stop)`` of the pieces' concatenation, in order."""
     pos = 0
-    for sql, rows in runs:
-        a, b = max(start - pos, 0), min(stop - pos, len(rows))
+    for sql, p in pieces:
+        n = _size(p)
+        a, b = max(start - pos, 0), min(stop - pos, n)
         if a < b:
-            yield sql, rows[a:b]
-        pos += len(rows)
-
-
-def _write(conn: sqlite3.Connection, runs: list[Run], start: int, stop: int) -> None:
-    for sql, rows in _slices(runs, start, stop):
-        conn.executemany(sql, rows)
+            conn.executemany(sql, p.rows(a, b) if isinstance(p, Columns) else p[a:b])
+        pos += n
 
 
 def independent(stmts: list[Statement]) -> bool:
@@ -159,7 +202,7 @@ def recover(conn: sqlite3.Connection) -> int:
         blob, digest, n_rows, done = conn.execute(
             "SELECT blob, digest, n_rows, done FROM bulk_sends WHERE id=?", (rid,)).fetchone()
         runs = unpack(rid, blob, digest)
-        total = sum(len(r) for _, r in runs)
+        total = sum(_size(p) for _, p in runs)
         if total != n_rows or not 0 <= done <= total:
             raise BulkRecordError(f"bulk_sends record {rid} is inconsistent ({total} rows "
                                   f"stored, n_rows={n_rows}, done={done})")
@@ -202,7 +245,7 @@ class Expander:
                     rec = params
                     assert isinstance(rec, BulkRecord)
                     with self._cond:
-                        self._todo.append([rec[0], rec.runs, rec[3], 0])
+                        self._todo.append([rec[0], rec.pieces, rec[3], 0])
 
     def step(self, conn: sqlite3.Connection) -> None:
         """Expand the next chunk of the oldest record in one transaction."""

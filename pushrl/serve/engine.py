@@ -20,7 +20,6 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import repeat
 from typing import Any
 
 import logging
@@ -42,7 +41,7 @@ from pushrl.serve.metrics import ServeMetrics
 from pushrl.serve.policyset import Loaded, PolicySet, catalog_mismatch
 from pushrl.serve.shards import shard_prefix
 from pushrl.serve.state import ServerState
-from pushrl.serve.store import OP_ADVANCE, OP_PUSH, Many, Statement
+from pushrl.serve.store import OP_ADVANCE, OP_PUSH, Chunks, Columns, Same, Statement
 from pushrl.serve.templates import ServerTemplates
 from pushrl.units import HOUR
 
@@ -471,16 +470,17 @@ class Engine:
         pscore = [a * q for a, q in zip(p_arm, pl, strict=True)]
         reasons = list(map(_trigger_reason, kinds))
         rb, w = np.ascontiguousarray(raw).tobytes(), raw.shape[1] * raw.itemsize
-        rows = Many(zip(
-            dids, range(seq0 + 1, seq0 + n + 1), user_ids, repeat(ts, n), items, pscore,
-            p_arm, pl, repeat(label, n), item_label, reasons,
-            [rb[i:i + w] for i in range(0, n * w, w)], tids, repeat(arm, n),
-            repeat(p_hold, n), strict=True))
-        sent = Many(zip(dids, tids, strict=True))
+        # column-wise: the row tuples (and feature BLOBs) are made by the writer, or never
+        # (a pull's bulk record stores the columns, serve/bulk_sends.py)
+        rows = Columns(n, dids, range(seq0 + 1, seq0 + n + 1), user_ids, Same(ts), items,
+                       pscore, p_arm, pl, Same(label), item_label, reasons, Chunks(rb, w),
+                       tids, Same(arm), Same(p_hold))
+        marks = Columns(n, dids, tids)
         if n == 1:  # decide's one send: plain statements
-            stmts += [(_TRIGGER_DECISION_SQL, rows[0]), (_TRIGGER_SENT_SQL, sent[0])]
+            stmts += [(_TRIGGER_DECISION_SQL, next(rows.rows())),
+                      (_TRIGGER_SENT_SQL, next(marks.rows()))]
         else:
-            stmts += [(_TRIGGER_DECISION_SQL, rows), (_TRIGGER_SENT_SQL, sent)]
+            stmts += [(_TRIGGER_DECISION_SQL, rows), (_TRIGGER_SENT_SQL, marks)]
         decisions, sends = self._counters(label)
         decisions.inc(n)
         sends.inc(n)

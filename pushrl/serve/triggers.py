@@ -56,7 +56,9 @@ from pushrl.serve.store import (
     OP_TRIGGER_REQUEUE,
     OP_TRIGGER_SENT,
     TRIGGER_OPS,
+    Columns,
     Many,
+    Same,
     Statement,
 )
 from pushrl.units import DAY, HOUR
@@ -388,10 +390,9 @@ class ServerTriggers:
             self._count(res)
             return res, stmts
         if ns:
-            stmts.append((_OP_SQL, Many(zip(
-                range(seq + 1, seq + ns + 1), repeat(OP_TRIGGER_SENT, ns),
-                map(_USER, res.sent), repeat(b, ns), repeat(ts, ns),
-                map(_TID, res.sent), strict=True))))
+            stmts.append((_OP_SQL, Columns(
+                ns, range(seq + 1, seq + ns + 1), Same(OP_TRIGGER_SENT),
+                list(map(_USER, res.sent)), Same(b), Same(ts), list(map(_TID, res.sent)))))
         seq += ns
         if nr:
             stmts.append((_OP_SQL, Many(zip(
