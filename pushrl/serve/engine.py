@@ -118,6 +118,24 @@ def _trigger_reason(kind: Any) -> str:
     return f"trigger:{kind.value}"
 
 
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", np.uint8)
+_SHIFTS = np.arange(44, -4, -4, dtype=np.int64)  # the 12 hex digits of a decision count
+
+
+def hex_ids(prefix: str, start: int, n: int) -> list[str]:
+    """``[f"{prefix}{i:012x}" for i in range(start, start + n)]`` (decision ids), built for
+    many ids as one ASCII buffer split in C (~1.2 us per id formatted one by one)."""
+    if n < 64 or start + n > 16 ** 12 or not prefix.isascii() or "\n" in prefix:
+        return [f"{prefix}{i:012x}" for i in range(start, start + n)]
+    digits = _HEX_DIGITS[(np.arange(start, start + n, dtype=np.int64)[:, None] >> _SHIFTS) & 15]
+    k = len(prefix)
+    buf = np.empty((n, k + 13), np.uint8)
+    buf[:, :k] = np.frombuffer(prefix.encode("ascii"), np.uint8)
+    buf[:, k:k + 12] = digits
+    buf[:, -1] = ord("\n")
+    return buf.tobytes()[:-1].decode("ascii").split("\n")
+
+
 def _count(size: Any) -> int:
     """Elements of a ``size`` argument (an int or a shape); ``math.prod``, not ``np.prod``:
     numpy's reduction of a shape tuple costs as much as ~10 small array operations."""
@@ -465,7 +483,7 @@ class Engine:
         seq0, st.seq = st.seq, st.seq + n  # one block of seq numbers and decision ids
         id0, self._id_count = self._id_count, self._id_count + n
         prefix = self._id_prefix
-        dids = [f"{prefix}{i:012x}" for i in range(id0 + 1, id0 + n + 1)]
+        dids = hex_ids(prefix, id0 + 1, n)
         p_arm = [float(p or 1.0) for p in p_tr]
         pscore = [a * q for a, q in zip(p_arm, pl, strict=True)]
         reasons = list(map(_trigger_reason, kinds))

@@ -300,3 +300,12 @@ def test_columns_answer_holds_the_rows_answer(tmp_path: Path) -> None:
         assert {k: v for k, v in a.items() if k not in ("trigger_id", "decision_id",
                                                         "event_ts")} == {
             k: v for k, v in b.items() if k not in ("trigger_id", "decision_id", "event_ts")}
+
+
+@pytest.mark.parametrize(("prefix", "start", "n"), [
+    ("0123456789abcdef", 1, 5000), ("s3-0123456789abcdef", 16 ** 12 - 100, 300),
+    ("p", 7, 63), ("", 0, 64), ("é", 5, 100)])
+def test_hex_ids_are_the_formatted_ids(prefix: str, start: int, n: int) -> None:
+    from pushrl.serve.engine import hex_ids
+
+    assert hex_ids(prefix, start, n) == [f"{prefix}{i:012x}" for i in range(start, start + n)]
