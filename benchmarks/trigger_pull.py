@@ -243,7 +243,7 @@ def http(state: Path, n: int, reps: int, first_round: int, seed: int = 0) -> dic
                         if with_id:
                             req["request_id"] = f"pull-{rnd}"
                         body = json.dumps(req).encode()
-                        time.sleep(0.5)  # the previous record's expansion: not measured
+                        time.sleep(1.0)  # the previous record's expansion: not measured
                         c0 = _cpu_ms(proc.pid)
                         t1 = time.perf_counter()
                         r_ = c.post("/v1/triggers/due", content=body,

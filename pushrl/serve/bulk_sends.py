@@ -35,6 +35,7 @@ import hashlib
 import marshal
 import sqlite3
 import threading
+import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -45,6 +46,9 @@ from pushrl.serve.store import Chunks, Column, Columns, Many, Same, Statement
 MAGIC = b"PUSHRL-BULK-1\n"
 #: A pull with at least this many sends takes the bulk path (fewer: rows as before).
 BULK_MIN_SENDS = 64
+#: Seconds the writer waits after a record's commit before expanding it (the answer's
+#: encoding and sending first), unless a reader waits for the tables.
+EXPAND_DELAY = 0.05
 #: Rows written per expansion transaction (a request waits at most one chunk: ~20-40 ms).
 CHUNK_ROWS = 8192
 DDL = ("CREATE TABLE IF NOT EXISTS bulk_sends (id INTEGER PRIMARY KEY, blob BLOB NOT NULL, "
@@ -231,6 +235,8 @@ class Expander:
         self.chunk_rows = CHUNK_ROWS if chunk_rows is None else chunk_rows
         self._todo: deque[list[Any]] = deque()  # [id, runs, total, done]
         self._cond = threading.Condition()
+        self._since = 0.0  # when the newest record was committed (monotonic s)
+        self._urgent = False  # a reader waits
 
     @property
     def pending(self) -> bool:
@@ -246,6 +252,15 @@ class Expander:
                     assert isinstance(rec, BulkRecord)
                     with self._cond:
                         self._todo.append([rec[0], rec.pieces, rec[3], 0])
+                        self._since = time.monotonic()
+
+    def delay(self) -> float:
+        """Seconds the writer should still leave a just-committed record alone (its answer
+        is being encoded and sent: expansion competes with it for the GIL); 0 once a reader
+        waits for the tables."""
+        if self._urgent:
+            return 0.0
+        return max(self._since + EXPAND_DELAY - time.monotonic(), 0.0)
 
     def step(self, conn: sqlite3.Connection) -> None:
         """Expand the next chunk of the oldest record in one transaction."""
@@ -287,6 +302,11 @@ class Expander:
         if not self._todo:
             return
         with self._cond:
-            if not self._cond.wait_for(lambda: not self._todo, timeout):
+            self._urgent = True
+            try:
+                done = self._cond.wait_for(lambda: not self._todo, timeout)
+            finally:
+                self._urgent = False
+            if not done:
                 raise TimeoutError(f"the log's bulk send records are still not expanded after "
                                    f"{timeout:.0f} s (the durable log keeps failing)")

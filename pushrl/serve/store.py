@@ -465,10 +465,12 @@ class DurableLog(LogReads):
         self._ckpt.start()
         self._closed = False
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    def query(self, sql: str, params: Sequence[Any] = (), *,
+              settled: bool = True) -> list[tuple[Any, ...]]:
         """Run a read query on the reader connection (after waiting bulk records are
-        expanded into their tables)."""
-        self._bulk.wait_settled()
+        expanded into their tables; ``settled=False``: a table no record writes)."""
+        if settled:
+            self._bulk.wait_settled()
         return super().query(sql, params)
 
     def iter_rows(self, sql: str, params: Sequence[Any] = (), *,
@@ -500,9 +502,12 @@ class DurableLog(LogReads):
         bulk = self._bulk
         while bulk.pending:
             try:
-                return self._queue.get_nowait()
+                wait = bulk.delay()
+                return self._queue.get(timeout=wait) if wait else self._queue.get_nowait()
             except queue.Empty:
                 pass
+            if bulk.delay():
+                continue
             try:
                 bulk.step(self._writer_conn)
             except Exception as exc:  # disk trouble: retried; readers wait meanwhile

@@ -205,7 +205,7 @@ class TriggerRequests:
         got = trig.pulls.get(request_id)
         if got is None:
             row = self.log.query("SELECT response FROM trigger_pulls WHERE request_id=?",
-                                 (request_id,))
+                                 (request_id,), settled=False)  # (never in a bulk record)
             got = json.loads(row[0][0]) if row else None
         if got is None:
             return None
