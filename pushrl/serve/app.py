@@ -548,8 +548,7 @@ def _add_trigger_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: A
 
         (The answer is built as TriggersDueOut and not re-validated: 10k sends would cost
         more to validate than to decide.)"""
-        out = await srv().triggers_due_async(body)
-        return Response(json.dumps(out), media_type="application/json")
+        return Response(await srv().triggers_due_json(body), media_type="application/json")
 
     @app.get("/v1/users/{user_id}/triggers", response_model=UserTriggersOut,
              tags=["triggers"], dependencies=[decide_scope],

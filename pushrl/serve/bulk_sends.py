@@ -48,7 +48,7 @@ MAGIC = b"PUSHRL-BULK-1\n"
 BULK_MIN_SENDS = 64
 #: Seconds the writer waits after a record's commit before expanding it (the answer's
 #: encoding and sending first), unless a reader waits for the tables.
-EXPAND_DELAY = 0.05
+EXPAND_DELAY = 0.25
 #: Rows written per expansion transaction (a request waits at most one chunk: ~20-40 ms).
 CHUNK_ROWS = 8192
 DDL = ("CREATE TABLE IF NOT EXISTS bulk_sends (id INTEGER PRIMARY KEY, blob BLOB NOT NULL, "

@@ -227,6 +227,14 @@ class TriggerRequests:
                                                    lambda: self.pull_done(req.request_id))
         return out
 
+    async def triggers_due_json(self, req: TriggersDueIn) -> str:
+        """:meth:`triggers_due_async`, the answer as JSON text, encoded while the commit's
+        fsync runs (the writer then holds no GIL)."""
+        out: str = await self.in_worker(lambda: self.triggers_due(req),
+                                        lambda: self.pull_done(req.request_id),
+                                        encode=json.dumps)
+        return out
+
     def user_triggers(self, user_id: str) -> dict[str, Any]:
         """A user's open (pending) triggers, in sending order."""
         st = self.state
