@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from pydantic import ValidationError
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -548,7 +549,9 @@ def _add_trigger_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: A
 
         (The answer is built as TriggersDueOut and not re-validated: 10k sends would cost
         more to validate than to decide.)"""
-        return Response(await srv().triggers_due_json(body), media_type="application/json")
+        text, sent = await srv().triggers_due_json(body)
+        return Response(text, media_type="application/json",
+                        background=None if sent is None else BackgroundTask(sent))
 
     @app.get("/v1/users/{user_id}/triggers", response_model=UserTriggersOut,
              tags=["triggers"], dependencies=[decide_scope],

@@ -14,6 +14,9 @@ rows already written, so a crash between chunks resumes where it stopped). Since
 tables end up holding exactly the rows the direct path writes, the rebuilt state, the
 tracker replay and ``pushrl logs export`` are the same.
 
+Timing: the writer leaves the newest record alone while its answer is encoded and sent
+(:meth:`Expander.delay`), so the expansion does not compete with it for the GIL.
+
 Ordering: while records wait, the writer runs only batches of plain ``INSERT INTO``
 statements (new rows with their own keys: they cannot depend on the records' rows); a
 batch with anything else (an ``UPDATE decisions`` of a feedback, ``INSERT OR REPLACE``)
@@ -49,6 +52,8 @@ BULK_MIN_SENDS = 64
 #: Seconds the writer waits after a record's commit before expanding it (the answer's
 #: encoding and sending first), unless a reader waits for the tables.
 EXPAND_DELAY = 0.25
+#: The longest the writer waits for a record's answer to be sent (a client gone away).
+HOLD_MAX = 1.0
 #: Rows written per expansion transaction (a request waits at most one chunk: ~20-40 ms).
 CHUNK_ROWS = 8192
 DDL = ("CREATE TABLE IF NOT EXISTS bulk_sends (id INTEGER PRIMARY KEY, blob BLOB NOT NULL, "
@@ -68,9 +73,11 @@ class BulkRecordError(PushrlError):
 
 class BulkRecord(tuple):  # type: ignore[type-arg]
     """The parameters of :data:`BULK_SQL` ``(id, blob, digest, n_rows)``, carrying the
-    :attr:`pieces` in memory (the writer expands from them without decoding)."""
+    :attr:`pieces` in memory (the writer expands from them without decoding) and, when
+    the request sets it once its answer is sent, :attr:`sent`."""
 
     pieces: list[Piece]
+    sent: threading.Event | None = None
 
 
 def group(stmts: Iterable[Statement]) -> list[Piece]:
@@ -237,6 +244,7 @@ class Expander:
         self._cond = threading.Condition()
         self._since = 0.0  # when the newest record was committed (monotonic s)
         self._urgent = False  # a reader waits
+        self._sent: threading.Event | None = None  # the newest record's answer was sent
 
     @property
     def pending(self) -> bool:
@@ -253,13 +261,21 @@ class Expander:
                     with self._cond:
                         self._todo.append([rec[0], rec.pieces, rec[3], 0])
                         self._since = time.monotonic()
+                        self._sent = getattr(rec, "sent", None)
 
     def delay(self) -> float:
-        """Seconds the writer should still leave a just-committed record alone (its answer
-        is being encoded and sent: expansion competes with it for the GIL); 0 once a reader
-        waits for the tables."""
+        """Seconds the writer should still leave the newest record alone: its answer is
+        being encoded and sent (expansion would compete with it for the GIL). Until the
+        request's ``sent`` event is set (at most :data:`HOLD_MAX` s), else
+        :data:`EXPAND_DELAY` s after its commit; 0 once a reader waits for the tables."""
         if self._urgent:
             return 0.0
+        sent = self._sent
+        if sent is not None:
+            if sent.is_set():
+                return 0.0
+            left = self._since + HOLD_MAX - time.monotonic()
+            return min(max(left, 0.0), 0.005)  # polled: set from the event loop
         return max(self._since + EXPAND_DELAY - time.monotonic(), 0.0)
 
     def step(self, conn: sqlite3.Connection) -> None:

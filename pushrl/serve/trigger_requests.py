@@ -11,6 +11,7 @@ import functools
 import gc
 import json
 import operator
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -227,13 +228,24 @@ class TriggerRequests:
                                                    lambda: self.pull_done(req.request_id))
         return out
 
-    async def triggers_due_json(self, req: TriggersDueIn) -> str:
+    async def triggers_due_json(self, req: TriggersDueIn
+                                ) -> tuple[str, Callable[[], None] | None]:
         """:meth:`triggers_due_async`, the answer as JSON text, encoded while the commit's
-        fsync runs (the writer then holds no GIL)."""
-        out: str = await self.in_worker(lambda: self.triggers_due(req),
-                                        lambda: self.pull_done(req.request_id),
-                                        encode=json.dumps)
-        return out
+        fsync runs (the writer then holds no GIL), and a callable to call once it is sent
+        (the writer expands the pull's bulk record after it; None: no record)."""
+        sent: list[threading.Event] = []
+
+        def run() -> tuple[dict[str, Any], list[Statement]]:
+            out, stmts = self.triggers_due(req)
+            for sql, rec in stmts:
+                if sql is bulk_sends.BULK_SQL:
+                    rec.sent = threading.Event()  # type: ignore[union-attr]
+                    sent.append(rec.sent)  # type: ignore[union-attr]
+            return out, stmts
+
+        text: str = await self.in_worker(run, lambda: self.pull_done(req.request_id),
+                                         encode=json.dumps)
+        return text, (sent[0].set if sent else None)
 
     def user_triggers(self, user_id: str) -> dict[str, Any]:
         """A user's open (pending) triggers, in sending order."""
