@@ -243,7 +243,10 @@ def http(state: Path, n: int, reps: int, first_round: int, seed: int = 0) -> dic
                         if with_id:
                             req["request_id"] = f"pull-{rnd}"
                         body = json.dumps(req).encode()
-                        time.sleep(1.0)  # the previous record's expansion: not measured
+                        # the previous pull's bulk record expanded (not measured): feedback
+                        # on an unknown decision reads the log after the expansion (404)
+                        c.post("/v1/feedback", json={"decision_id": "settle"})
+                        time.sleep(0.6)  # and the WAL checkpoint of it
                         c0 = _cpu_ms(proc.pid)
                         t1 = time.perf_counter()
                         r_ = c.post("/v1/triggers/due", content=body,

@@ -24,12 +24,14 @@ waits until every record is expanded, and readers of the log on the server wait 
 (:meth:`Expander.wait_settled`). At start every record left is verified and expanded before
 the state is rebuilt; a damaged one (digest, header or decoding) refuses the start.
 
-Format (version 1): ``MAGIC`` + ``marshal.dumps(pieces, 4)``; ``pieces`` is a list of
-``(sql, ("R", [row tuple, ...]))`` or ``(sql, ("C", n, [column, ...]))`` (a
-:class:`~pushrl.serve.store.Columns`: each column ``("l", list)``, ``("r", start, stop,
-step)``, ``("s", value)`` or ``("b", bytes, width)``), in the order of the request's
-statements. Marshal's format is stable for these types across Python 3
-versions, and a record lives for well under a second unless the server dies.
+Format (version 1): ``MAGIC`` + ``zlib.compress(marshal.dumps(pieces, 4), 1)`` (a 10k
+pull: 1.5 MB -> 0.23 MB for ~5 ms of CPU; the fsync'd write is what the answer waits
+for). ``pieces`` is a list of ``(sql, ("R", [row tuple, ...]))`` or
+``(sql, ("C", n, [column, ...]))`` (a :class:`~pushrl.serve.store.Columns`; a column is
+``("l", list)``, ``("r", start, stop, step)``, ``("s", value)`` or
+``("b", bytes, width)``), in the order of the request's statements. Marshal's format is
+stable for these types across Python 3 versions, and a record lives for well under a
+second unless the server dies.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ import marshal
 import sqlite3
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -141,9 +144,9 @@ def pack(stmts: list[Statement], record_id: int) -> tuple[str, BulkRecord]:
             directly instead.
     """
     pieces = group(stmts)
-    blob = MAGIC + marshal.dumps([
+    blob = MAGIC + zlib.compress(marshal.dumps([
         (sql, ("C", p.n, [_col_spec(c) for c in p.cols]) if type(p) is Columns else ("R", p))
-        for sql, p in pieces], 4)
+        for sql, p in pieces], 4), 1)
     rec = BulkRecord((record_id, blob, hashlib.sha256(blob).hexdigest(),
                       sum(_size(p) for _, p in pieces)))
     rec.pieces = pieces
@@ -165,7 +168,7 @@ def unpack(record_id: int, blob: bytes, digest: str) -> list[Piece]:
                               f"(header {blob[:len(MAGIC)]!r}, expected {MAGIC!r})")
     try:
         out: list[Piece] = []
-        for sql, spec in marshal.loads(blob[len(MAGIC):]):
+        for sql, spec in marshal.loads(zlib.decompress(blob[len(MAGIC):])):
             if not isinstance(sql, str):
                 raise ValueError("a statement is not a string")
             if spec[0] == "C":
@@ -178,7 +181,7 @@ def unpack(record_id: int, blob: bytes, digest: str) -> list[Piece]:
                 out.append((sql, spec[1]))
             else:
                 raise ValueError(f"unknown piece {spec[0]!r}")
-    except (ValueError, EOFError, TypeError, IndexError) as exc:
+    except (ValueError, EOFError, TypeError, IndexError, zlib.error) as exc:
         raise BulkRecordError(f"bulk_sends record {record_id} cannot be decoded ({exc})") from None
     return out
 
