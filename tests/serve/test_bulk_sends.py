@@ -309,3 +309,19 @@ def test_hex_ids_are_the_formatted_ids(prefix: str, start: int, n: int) -> None:
     from pushrl.serve.engine import hex_ids
 
     assert hex_ids(prefix, start, n) == [f"{prefix}{i:012x}" for i in range(start, start + n)]
+
+
+def test_the_router_merges_columns_answers_of_shards_in_request_order() -> None:
+    from pushrl.serve.router import Reply, Router
+
+    def cols(uids: list[str]) -> dict[str, Any]:
+        return {"trigger_id": [f"t-{u}" for u in uids], "user_id": uids,
+                "pscore": [0.5] * len(uids)}
+
+    router = Router(2, lambda k: None, lambda k: None)
+    users = ["a", "b", "c", "d"]
+    parts = {0: [1, 3], 1: [0, 2]}
+    res: dict[int, Any] = {0: Reply.json(200, {"sends": cols(["d", "b"]), "requeued": 1}),
+                           1: Reply.json(200, {"sends": cols(["a"]), "requeued": 0})}
+    got = router._merge_due(parts, res, "users", users).data()
+    assert got["sends"] == cols(["a", "b", "d"]) and got["requeued"] == 1
