@@ -47,7 +47,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pushrl.errors import PushrlError
-from pushrl.serve.store import Chunks, Column, Columns, Many, Same, Statement
+from pushrl.serve.rows import Chunks, Column, Columns, Many, Same, Statement
 
 MAGIC = b"PUSHRL-BULK-1\n"
 #: A pull with at least this many sends takes the bulk path (fewer: rows as before).

@@ -41,7 +41,8 @@ from pushrl.serve.metrics import ServeMetrics
 from pushrl.serve.policyset import Loaded, PolicySet, catalog_mismatch
 from pushrl.serve.shards import shard_prefix
 from pushrl.serve.state import ServerState
-from pushrl.serve.store import OP_ADVANCE, OP_PUSH, Chunks, Columns, Same, Statement
+from pushrl.serve.rows import Chunks, Columns, Same
+from pushrl.serve.store import OP_ADVANCE, OP_PUSH, Statement
 from pushrl.serve.templates import ServerTemplates
 from pushrl.units import HOUR
 

@@ -24,6 +24,7 @@ from pushrl.serve.guardrails import SendHistory, Subscriptions
 from pushrl.serve.holdout import HeldOut
 from pushrl.serve.trigger_holdout import KindHeldOut
 from pushrl.serve.history import Restored, history_meta, restore
+from pushrl.serve.rows import Columns, Same
 from pushrl.serve.store import (
     OP_ACTIVITY,
     OP_ADD_USER,
@@ -33,10 +34,8 @@ from pushrl.serve.store import (
     OP_PURCHASE,
     OP_PUSH,
     OP_SUBSCRIPTION,
-    Same,
     TRIGGER_OPS,
     DurableLog,
-    Columns,
     Many,
     Statement,
 )

@@ -50,15 +50,14 @@ from pushrl.rules.triggers import (
     TriggerDef,
     TriggerTracker,
 )
+from pushrl.serve.rows import Columns, Same
 from pushrl.serve.store import (
     OP_ITEM_UPDATE,
     OP_TRIGGER_ADVANCE,
     OP_TRIGGER_REQUEUE,
     OP_TRIGGER_SENT,
     TRIGGER_OPS,
-    Columns,
     Many,
-    Same,
     Statement,
 )
 from pushrl.units import DAY, HOUR
