@@ -40,11 +40,25 @@ def _norm(x: Any) -> Any:
     return repr(x) if isinstance(x, float) else x
 
 
+def _flat(stmts: list[Any]) -> list[tuple[str, Any]]:
+    """The statements as rows (a bulk record's pieces, a ``Columns``' rows; a tree without
+    them has neither), so trees with and without bulk records digest alike."""
+    out: list[tuple[str, Any]] = []
+    for sql, params in stmts:
+        if getattr(params, "pieces", None) is not None:  # a bulk record (serve/bulk_sends.py)
+            out += _flat(params.pieces)
+        elif hasattr(params, "rows") and not isinstance(params, (tuple, list)):  # Columns
+            out.append((sql, list(params.rows())))
+        else:
+            out.append((sql, [params] if isinstance(params, tuple) else list(params)))
+    return out
+
+
 def _digest(h: Any, got: dict[str, Any], stmts: list[Any]) -> None:
     h.update(json.dumps(got, sort_keys=True, default=str).encode())
-    for sql, params in stmts:
-        h.update(sql.encode())
-        for row in ([params] if isinstance(params, tuple) else list(params)):
+    for sql, rows in _flat(stmts):
+        for row in rows:  # (per row: one Many or several plain statements digest alike)
+            h.update(sql.encode())
             h.update(repr(tuple(_norm(v) for v in row)).encode())
 
 

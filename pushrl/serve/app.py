@@ -22,6 +22,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Res
 from pydantic import ValidationError
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -58,6 +59,7 @@ from pushrl.serve.schemas import (
     PromoteIn,
     RollbackIn,
     TriggersDueIn,
+    TriggersDueColumnsOut,
     TriggersDueOut,
     UserIn,
     UserOut,
@@ -537,7 +539,8 @@ def _add_trigger_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: A
         await s.commit(stmts)
         return out
 
-    @app.post("/v1/triggers/due", response_model=TriggersDueOut, tags=["triggers"],
+    @app.post("/v1/triggers/due", response_model=TriggersDueOut | TriggersDueColumnsOut,
+              tags=["triggers"],
               dependencies=[decide_scope], responses=_errors(400, 401, 403, 404, 409, 422, 503))
     async def triggers_due(body: TriggersDueIn) -> Response:
         """The behaviour-triggered sends due now for a batch of users (what a sender polls).
@@ -546,8 +549,9 @@ def _add_trigger_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: A
 
         (The answer is built as TriggersDueOut and not re-validated: 10k sends would cost
         more to validate than to decide.)"""
-        out = await srv().triggers_due_async(body)
-        return Response(json.dumps(out), media_type="application/json")
+        text, sent = await srv().triggers_due_json(body)
+        return Response(text, media_type="application/json",
+                        background=None if sent is None else BackgroundTask(sent))
 
     @app.get("/v1/users/{user_id}/triggers", response_model=UserTriggersOut,
              tags=["triggers"], dependencies=[decide_scope],

@@ -20,7 +20,6 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import repeat
 from typing import Any
 
 import logging
@@ -42,7 +41,8 @@ from pushrl.serve.metrics import ServeMetrics
 from pushrl.serve.policyset import Loaded, PolicySet, catalog_mismatch
 from pushrl.serve.shards import shard_prefix
 from pushrl.serve.state import ServerState
-from pushrl.serve.store import OP_ADVANCE, OP_PUSH, Many, Statement
+from pushrl.serve.rows import Chunks, Columns, Same
+from pushrl.serve.store import OP_ADVANCE, OP_PUSH, Statement
 from pushrl.serve.templates import ServerTemplates
 from pushrl.units import HOUR
 
@@ -117,6 +117,24 @@ _SEND_FIELDS = operator.attrgetter("user", "item", "pscore", "kind", "trigger_id
 def _trigger_reason(kind: Any) -> str:
     """``trigger:KIND`` (cached per kind: an enum's ``value`` costs a descriptor call)."""
     return f"trigger:{kind.value}"
+
+
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", np.uint8)
+_SHIFTS = np.arange(44, -4, -4, dtype=np.int64)  # the 12 hex digits of a decision count
+
+
+def hex_ids(prefix: str, start: int, n: int) -> list[str]:
+    """``[f"{prefix}{i:012x}" for i in range(start, start + n)]`` (decision ids), built for
+    many ids as one ASCII buffer split in C (~1.2 us per id formatted one by one)."""
+    if n < 64 or start + n > 16 ** 12 or not prefix.isascii() or "\n" in prefix:
+        return [f"{prefix}{i:012x}" for i in range(start, start + n)]
+    digits = _HEX_DIGITS[(np.arange(start, start + n, dtype=np.int64)[:, None] >> _SHIFTS) & 15]
+    k = len(prefix)
+    buf = np.empty((n, k + 13), np.uint8)
+    buf[:, :k] = np.frombuffer(prefix.encode("ascii"), np.uint8)
+    buf[:, k:k + 12] = digits
+    buf[:, -1] = ord("\n")
+    return buf.tobytes()[:-1].decode("ascii").split("\n")
 
 
 def _count(size: Any) -> int:
@@ -466,21 +484,22 @@ class Engine:
         seq0, st.seq = st.seq, st.seq + n  # one block of seq numbers and decision ids
         id0, self._id_count = self._id_count, self._id_count + n
         prefix = self._id_prefix
-        dids = [f"{prefix}{i:012x}" for i in range(id0 + 1, id0 + n + 1)]
+        dids = hex_ids(prefix, id0 + 1, n)
         p_arm = [float(p or 1.0) for p in p_tr]
         pscore = [a * q for a, q in zip(p_arm, pl, strict=True)]
         reasons = list(map(_trigger_reason, kinds))
         rb, w = np.ascontiguousarray(raw).tobytes(), raw.shape[1] * raw.itemsize
-        rows = Many(zip(
-            dids, range(seq0 + 1, seq0 + n + 1), user_ids, repeat(ts, n), items, pscore,
-            p_arm, pl, repeat(label, n), item_label, reasons,
-            [rb[i:i + w] for i in range(0, n * w, w)], tids, repeat(arm, n),
-            repeat(p_hold, n), strict=True))
-        sent = Many(zip(dids, tids, strict=True))
+        # column-wise: the row tuples (and feature BLOBs) are made by the writer, or never
+        # (a pull's bulk record stores the columns, serve/bulk_sends.py)
+        rows = Columns(n, dids, range(seq0 + 1, seq0 + n + 1), user_ids, Same(ts), items,
+                       pscore, p_arm, pl, Same(label), item_label, reasons, Chunks(rb, w),
+                       tids, Same(arm), Same(p_hold))
+        marks = Columns(n, dids, tids)
         if n == 1:  # decide's one send: plain statements
-            stmts += [(_TRIGGER_DECISION_SQL, rows[0]), (_TRIGGER_SENT_SQL, sent[0])]
+            stmts += [(_TRIGGER_DECISION_SQL, next(rows.rows())),
+                      (_TRIGGER_SENT_SQL, next(marks.rows()))]
         else:
-            stmts += [(_TRIGGER_DECISION_SQL, rows), (_TRIGGER_SENT_SQL, sent)]
+            stmts += [(_TRIGGER_DECISION_SQL, rows), (_TRIGGER_SENT_SQL, marks)]
         decisions, sends = self._counters(label)
         decisions.inc(n)
         sends.inc(n)

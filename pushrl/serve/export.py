@@ -46,6 +46,25 @@ def _bool(s: pd.Series) -> pd.Series:
     return s.map(lambda v: None if v is None or pd.isna(v) else bool(v)).astype("boolean")
 
 
+def _expanded(conn: Any, state: Path, wait_s: float = 5.0) -> None:
+    """Refuse a log whose bulk send records (serve/bulk_sends.py) are not in its tables yet:
+    a running server expands them within a second; a stopped one at its next start."""
+    import time
+
+    from pushrl.serve.bulk_sends import unexpanded
+
+    end = time.monotonic() + wait_s
+    while (n := unexpanded(conn)) and time.monotonic() < end:
+        time.sleep(0.1)
+    if n:
+        from pushrl.errors import DataError
+
+        raise DataError(f"{state}: {n} pull(s) of due sends are acknowledged but not yet "
+                        "written into the log's tables (the server stopped before); start "
+                        f"`pushrl serve --state {state}` once (it writes them at start), then "
+                        "export")
+
+
 def read_log(state: str | Path) -> tuple[Dataset, pd.DataFrame, pd.DataFrame]:
     """Read a state directory's log as ``(dataset, feedback, shadow)`` (the dataset's
     ``triggers`` and ``item_updates`` tables are empty when the server logged none)."""
@@ -57,6 +76,7 @@ def read_log(state: str | Path) -> tuple[Dataset, pd.DataFrame, pd.DataFrame]:
                         "(default $PUSHRL_HOME or ./.pushrl)")
     conn = connect(path, readonly=True)
     try:
+        _expanded(conn, path.parent)
         q = conn.execute
         users = q("SELECT user_id, timezone, features FROM users ORDER BY idx").fetchall()
         u = _attributes([(r[0], r[2]) for r in users], "user_id")

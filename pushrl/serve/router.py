@@ -400,15 +400,21 @@ class Router:
             return bad
         pos = {u: i for i, u in enumerate(users)}
         sends: list[Any] = []
-        requeued, replayed = 0, True
+        requeued, replayed, columns = 0, True, None
         for r in res.values():
             assert isinstance(r, Reply)
             d = r.data()
-            sends += d["sends"]
+            got = d["sends"]
+            if isinstance(got, dict):  # `format: columns`: merged as rows, answered as columns
+                columns = list(got)
+                got = [dict(zip(columns, v, strict=True))
+                       for v in zip(*got.values(), strict=True)]
+            sends += got
             requeued += int(d["requeued"])
             replayed = replayed and bool(d.get("replayed", False))
         sends.sort(key=lambda s: pos.get(s["user_id"], 0))
-        return Reply.json(200, {"sends": sends, "requeued": requeued, "replayed": replayed})
+        out: Any = sends if columns is None else {c: [s[c] for s in sends] for c in columns}
+        return Reply.json(200, {"sends": out, "requeued": requeued, "replayed": replayed})
 
     async def _events(self, url: str, headers: list[tuple[bytes, bytes]],
                       body: bytes) -> Reply:

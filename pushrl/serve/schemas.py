@@ -284,6 +284,12 @@ class TriggersDueIn(_Body):
     request_id: Id | None = Field(None, description=(
         "Idempotency key: a retry with the same id returns the first answer again and marks "
         "nothing twice. Without it, a second poll returns only sends not returned before."))
+    format: Literal["rows", "columns"] = Field("rows", description=(
+        "`rows`: `sends` is a list of objects (one per send). `columns`: `sends` is one "
+        "object of equal-length lists, one per field (`trigger_id`, `decision_id`, `user_id`, "
+        "`kind`, `item_id`, `event_ts`, `delay_h`, `pscore`, `policy`, `priority`): the "
+        "same sends in the same order, several times cheaper to encode and parse for "
+        "thousands of sends. A retry's `request_id` must repeat the format."))
 
 
 class DueSend(BaseModel):
@@ -310,6 +316,30 @@ class TriggersDueOut(BaseModel):
                           "unsubscribed) or a higher-priority send held back: due again next "
                           "hour until they expire.")
     replayed: bool = Field(False, description="True when this answers a retried request_id.")
+
+
+class DueSendColumns(BaseModel):
+    """The sends of a pull with ``format: "columns"``: equal-length lists, entry ``i`` of
+    each is send ``i`` (the fields of :class:`DueSend`)."""
+
+    trigger_id: list[str]
+    decision_id: list[str]
+    user_id: list[str]
+    kind: list[str]
+    item_id: list[str | None]
+    event_ts: list[dt.datetime]
+    delay_h: list[int]
+    pscore: list[float]
+    policy: list[str]
+    priority: list[int]
+
+
+class TriggersDueColumnsOut(BaseModel):
+    """Answer of ``POST /v1/triggers/due`` with ``format: "columns"``."""
+
+    sends: DueSendColumns
+    requeued: int
+    replayed: bool = False
 
 
 class TriggerOut(BaseModel):

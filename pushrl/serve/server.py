@@ -488,10 +488,13 @@ class Server(TriggerRequests):
         return stmts
 
     async def in_worker(self, fn: Callable[[], tuple[Any, list[Statement]]],
-                        done: Callable[[], None] | None = None) -> Any:
+                        done: Callable[[], None] | None = None,
+                        encode: Callable[[Any], Any] | None = None) -> Any:
         """Run ``fn`` (state changes -> ``(answer, log rows)``) in a worker thread while no
         other request touches the state, then commit; runs to its commit even if the client
-        goes away (the state has moved by then). ``done`` runs after the commit."""
+        goes away (the state has moved by then). ``done`` runs after the commit.
+        ``encode(answer)`` (returned instead of the answer) runs while the commit is under
+        way: a big answer is encoded during the fsync, still sent only once durable."""
         async def run() -> Any:
             await self.idle()
             self.busy = busy = asyncio.get_running_loop().create_future()
@@ -501,8 +504,17 @@ class Server(TriggerRequests):
                 self.busy = None
                 busy.set_result(None)
             try:
-                if stmts:
+                if stmts and encode is not None:
+                    task = asyncio.ensure_future(self.commit(stmts))
+                    await asyncio.sleep(0)  # the commit is queued for the writer
+                    try:
+                        out = encode(out)
+                    finally:
+                        await task
+                elif stmts:
                     await self.commit(stmts)
+                elif encode is not None:
+                    out = encode(out)
             finally:
                 if done is not None:
                     done()

@@ -24,6 +24,7 @@ from pushrl.serve.guardrails import SendHistory, Subscriptions
 from pushrl.serve.holdout import HeldOut
 from pushrl.serve.trigger_holdout import KindHeldOut
 from pushrl.serve.history import Restored, history_meta, restore
+from pushrl.serve.rows import Columns, Same
 from pushrl.serve.store import (
     OP_ACTIVITY,
     OP_ADD_USER,
@@ -163,9 +164,9 @@ class ServerState:
             if n <= _FEW:  # a decision's few rows: plain tuples are cheaper than a Many
                 return [(_OP_SQL, (seq0 + j, kind, u, b, 0, None)) for j, (u, b) in
                         enumerate(zip(users.tolist(), buckets.tolist(), strict=True), 1)]
-            return [(_OP_SQL, Many(zip(range(seq0 + 1, seq0 + n + 1), repeat(kind, n),
-                                       users.tolist(), buckets.tolist(), repeat(0, n),
-                                       repeat(None, n), strict=True)))]
+            # column-wise: the row tuples are made by the writer (or never: a bulk record)
+            return [(_OP_SQL, Columns(n, range(seq0 + 1, seq0 + n + 1), Same(kind),
+                                      users.tolist(), buckets.tolist(), Same(0), Same(None)))]
         a = np.zeros(len(users), np.int64) if args is None else np.asarray(args, np.int64)
         apply_op(self.fs, kind, users, buckets, self._categories(a) if kind == OP_ACTIVITY else a)
         n = len(a)

@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from pushrl.errors import PushrlError
+from pushrl.serve import bulk_sends
+from pushrl.serve.rows import Columns, Many, Statement
 
 log = logging.getLogger("pushrl.serve")
 
@@ -119,7 +121,6 @@ _ADDED_COLUMNS = (("decisions", "trigger_id", "TEXT"), ("decisions", "template_i
                   # per-trigger-kind holdouts (#18, serve/trigger_holdout.py): arm of the kind
                   ("triggers", "holdout", "INTEGER"), ("triggers", "p_holdout", "REAL"))
 
-Statement = tuple[str, Sequence[Any]]
 
 # Binding a parameter that is not an int, float or str makes sqlite3 look for an adapter (a
 # tuple key built, two failed attribute lookups) for every NULL and BLOB of every row: a
@@ -144,16 +145,12 @@ def _runs(batch: list[tuple[list[Statement], Any]]) -> Iterator[tuple[str, list[
                 run_sql, run = sql, []
             if type(params) is Many:
                 run.extend(params)
+            elif type(params) is Columns:
+                run.extend(params.rows())
             else:
-                run.append(params)
+                run.append(params)  # type: ignore[arg-type]
     if run:
         yield run_sql, run
-
-
-class Many(list):  # type: ignore[type-arg]
-    """The parameter rows of one SQL statement run for each row: ``(sql, Many(rows))`` is
-    ``len(rows)`` statements in one (a batch builds its rows column-wise, e.g.
-    ``Many(zip(ids, seqs, ...))``, and the writer hands them to one ``executemany``)."""
 
 
 class RateLimited:
@@ -376,6 +373,16 @@ class DurableLog(LogReads):
         have = w.execute("SELECT value FROM meta WHERE key='schema'").fetchone()[0]
         if have != SCHEMA_VERSION:
             raise RuntimeError(f"{self.path}: log schema {have!r}, expected {SCHEMA_VERSION!r}")
+        # bulk records (a big pull's rows, serve/bulk_sends.py) left by a stopped server go
+        # into their tables before anything reads them; a damaged one refuses the start
+        try:
+            bulk_sends.recover(w)
+        except bulk_sends.BulkRecordError as exc:
+            w.close()
+            self._lock.close()
+            raise StateError(f"{self.path}: {exc}; {RECOVERY}") from None
+        self._bulk = bulk_sends.Expander()
+        self._bulk_independent = bulk_sends.independent
         # 'clean' = 0 until close(): a later start that finds no WAL then knows it was lost;
         # checkpointed now so that the database file itself says so
         w.execute("INSERT OR REPLACE INTO meta VALUES ('clean', '0')")
@@ -397,6 +404,20 @@ class DurableLog(LogReads):
         self._ckpt.start()
         self._closed = False
 
+    def query(self, sql: str, params: Sequence[Any] = (), *,
+              settled: bool = True) -> list[tuple[Any, ...]]:
+        """Run a read query on the reader connection (after waiting bulk records are
+        expanded into their tables; ``settled=False``: a table no record writes)."""
+        if settled:
+            self._bulk.wait_settled()
+        return super().query(sql, params)
+
+    def iter_rows(self, sql: str, params: Sequence[Any] = (), *,
+                  chunk: int = 65536) -> Iterator[tuple[Any, ...]]:
+        """Stream the rows of a read query (after waiting bulk records are expanded)."""
+        self._bulk.wait_settled()
+        return super().iter_rows(sql, params, chunk=chunk)
+
     # ------------------------------------------------------------------ writes
     def submit(self, stmts: list[Statement]) -> asyncio.Future[None]:
         """Queue ``stmts`` for the next group commit; await the result to know it is durable.
@@ -414,10 +435,33 @@ class DurableLog(LogReads):
         self._queue.put((stmts, fut))
         fut.result()
 
+    def _next(self) -> tuple[list[Statement], Any] | None:
+        """The next queued request; while bulk records wait, expand them a chunk at a time
+        when nothing is queued."""
+        bulk = self._bulk
+        while bulk.pending:
+            try:
+                wait = bulk.delay()
+                return self._queue.get(timeout=wait) if wait else self._queue.get_nowait()
+            except queue.Empty:
+                pass
+            if bulk.delay():
+                continue
+            try:
+                bulk.step(self._writer_conn)
+            except Exception as exc:  # disk trouble: retried; readers wait meanwhile
+                errors.error("expand", "expanding a bulk send record failed: %s", exc)
+                try:
+                    return self._queue.get(timeout=0.5)
+                except queue.Empty:
+                    pass
+        return self._queue.get()
+
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
+            first = self._next()
             if first is None:
+                self._finish_bulk()
                 return
             batch = [first]
             stop = False
@@ -434,10 +478,13 @@ class DurableLog(LogReads):
             err: BaseException | None = None
             conn = self._writer_conn  # per batch: a test swaps in a connection that fails
             try:
+                if self._bulk.pending and not all(self._bulk_independent(s) for s, _ in batch):
+                    self._bulk.finish(conn)  # e.g. an UPDATE of a row still in a record
                 conn.execute("BEGIN")
                 for sql, rows in _runs(batch):
                     conn.executemany(sql, rows)
                 conn.execute("COMMIT")
+                self._bulk.note(batch)
             except BaseException as exc:  # resolve every waiter, whatever happened
                 err = exc
                 self.failed = exc
@@ -451,7 +498,16 @@ class DurableLog(LogReads):
                 self._on_commit(len(batch), time.perf_counter() - t0)
             self._resolve(batch, err)
             if stop:
+                self._finish_bulk()
                 return
+
+    def _finish_bulk(self) -> None:
+        """Expand what is left before the writer stops (a clean close leaves no record)."""
+        try:
+            self._bulk.finish(self._writer_conn)
+        except Exception as exc:  # the records stay in the log: the next start expands them
+            self.failed = exc
+            errors.error("expand", "expanding a bulk send record failed: %s", exc)
 
     def _checkpoints(self) -> None:
         """Checkpoint the WAL off the commit path (``PASSIVE``: never blocks the writer)."""

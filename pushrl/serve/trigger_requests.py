@@ -11,11 +11,13 @@ import functools
 import gc
 import json
 import operator
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from pushrl.serve import bulk_sends
 from pushrl.serve.engine import Engine, iso
 from pushrl.serve.errors import Conflict, Unprocessable
 from pushrl.serve.schemas import ItemUpdate, TriggersDueIn
@@ -42,6 +44,22 @@ _ANSWER_FIELDS = operator.attrgetter("user", "event_ts", "kind", "delay_h", "pri
 @functools.lru_cache(maxsize=64)
 def _kind_value(kind: Any) -> str:
     return str(kind.value)
+
+
+#: The fields of a sent trigger in a pull's answer, in order (the columns of ``format
+#: "columns"``; the keys of each send otherwise).
+COLUMNS = ("trigger_id", "decision_id", "user_id", "kind", "item_id", "event_ts", "delay_h",
+           "pscore", "policy", "priority")
+
+
+def _columns(cols: list[list[Any]]) -> dict[str, list[Any]]:
+    return dict(zip(COLUMNS, cols or [[] for _ in COLUMNS], strict=True))
+
+
+def _key(users: list[str], ts: int, columns: bool) -> dict[str, Any]:
+    """What a retried ``request_id`` must repeat (the row format's key as before)."""
+    return {"users": users, "ts": ts, "format": "columns"} if columns else {
+        "users": users, "ts": ts}
 
 
 class TriggerRequests:
@@ -92,8 +110,9 @@ class TriggerRequests:
         if trig is None:
             raise self.triggers_off()
         ts = _sec(req.ts, self.now())
+        columns = req.format == "columns"
         if req.request_id is not None:
-            got = self._pulled(req.request_id, req.users, ts)
+            got = self._pulled(req.request_id, req.users, ts, columns)
             if got is not None:
                 return {**got, "replayed": True}, []
         got_idx = list(map(st.users.get, req.users))  # one C-level pass; unknown: None
@@ -109,7 +128,8 @@ class TriggerRequests:
                            f"ts is {int(lag[i])} h before the user's state (a later event or "
                            "decision was recorded); poll with the current time")
         st.check_writable()
-        out: dict[str, Any] = {"sends": [], "requeued": 0, "replayed": False}
+        out: dict[str, Any] = {"sends": _columns([]) if columns else [], "requeued": 0,
+                               "replayed": False}
         stmts: list[Statement] = []
         if not self.engine.kill_switch:
             # The cyclic GC paused over the allocation burst: a 10k-send pull makes ~100k
@@ -119,22 +139,33 @@ class TriggerRequests:
             gc_on = gc.isenabled()
             gc.disable()
             try:
-                self._resolve_due(users, ts, out, stmts)
+                self._resolve_due(users, ts, out, stmts, columns)
             except BaseException:
                 st.pending.extend(stmts)  # applied to the state: journal it anyway
                 raise
             finally:
                 if gc_on:
                     gc.enable()
+        if self._sent(out) >= bulk_sends.BULK_MIN_SENDS:
+            # one durable row for the pull's ~5 rows per send, expanded by the writer later
+            try:
+                stmts = [bulk_sends.pack(stmts, st.seq)]
+            except ValueError:  # a value marshal cannot store: the rows as they are
+                pass
         if req.request_id is not None:
-            key = {"users": req.users, "ts": ts}
+            key = _key(req.users, ts, columns)
             trig.pulls[req.request_id] = {"key": key, "out": out}
             stmts.append(("INSERT INTO trigger_pulls VALUES (?,?,?,?)", (
                 req.request_id, st.next_seq(), ts, json.dumps({"key": key, "out": out}))))
         return out, stmts
 
+    @staticmethod
+    def _sent(out: dict[str, Any]) -> int:
+        sends = out["sends"]
+        return len(sends["trigger_id"] if isinstance(sends, dict) else sends)
+
     def _resolve_due(self, users: np.ndarray, ts: int, out: dict[str, Any],
-                     stmts: list[Statement]) -> None:
+                     stmts: list[Statement], columns: bool = False) -> None:
         st = self.state
         trig = st.triggers
         assert trig is not None
@@ -153,6 +184,12 @@ class TriggerRequests:
         sends = self.engine.trigger_sends(res.sent, ids, ts, stmts, advance=True)
         label = sends.policy
         when = _iso_many(events)
+        if columns:  # one list per field: ~5x cheaper to encode than 10k objects
+            out["sends"] = _columns([
+                sends.trigger_ids, sends.decision_ids, ids, list(map(_kind_value, kinds)),
+                sends.items, when, list(delays), sends.pscore, [label] * len(ids),
+                list(prios)])
+            return
         out["sends"] = [
             {"trigger_id": tid, "decision_id": did, "user_id": uid, "kind": kv,
              "item_id": it, "event_ts": ev, "delay_h": dh, "pscore": p,
@@ -161,21 +198,22 @@ class TriggerRequests:
                 sends.trigger_ids, sends.decision_ids, ids, map(_kind_value, kinds),
                 sends.items, when, delays, sends.pscore, prios, strict=True)]
 
-    def _pulled(self, request_id: str, users: list[str], ts: int) -> dict[str, Any] | None:
+    def _pulled(self, request_id: str, users: list[str], ts: int,
+                columns: bool = False) -> dict[str, Any] | None:
         """The stored answer of a pull with this ``request_id`` (None: a new one)."""
         trig = self.state.triggers
         assert trig is not None
         got = trig.pulls.get(request_id)
         if got is None:
             row = self.log.query("SELECT response FROM trigger_pulls WHERE request_id=?",
-                                 (request_id,))
+                                 (request_id,), settled=False)  # (never in a bulk record)
             got = json.loads(row[0][0]) if row else None
         if got is None:
             return None
-        if got["key"] != {"users": users, "ts": ts}:
+        if got["key"] != _key(users, ts, columns):
             raise Conflict("request_id_reused", f"request_id {request_id!r} was used for "
-                           "another poll (other users or ts); use a new id per poll and the "
-                           "same id only for its retries")
+                           "another poll (other users, ts or format); use a new id per poll "
+                           "and the same id only for its retries")
         return dict(got["out"])
 
     def pull_done(self, request_id: str | None) -> None:
@@ -189,6 +227,25 @@ class TriggerRequests:
         out: dict[str, Any] = await self.in_worker(lambda: self.triggers_due(req),
                                                    lambda: self.pull_done(req.request_id))
         return out
+
+    async def triggers_due_json(self, req: TriggersDueIn
+                                ) -> tuple[str, Callable[[], None] | None]:
+        """:meth:`triggers_due_async`, the answer as JSON text, encoded while the commit's
+        fsync runs (the writer then holds no GIL), and a callable to call once it is sent
+        (the writer expands the pull's bulk record after it; None: no record)."""
+        sent: list[threading.Event] = []
+
+        def run() -> tuple[dict[str, Any], list[Statement]]:
+            out, stmts = self.triggers_due(req)
+            for sql, rec in stmts:
+                if sql is bulk_sends.BULK_SQL:
+                    rec.sent = threading.Event()  # type: ignore[union-attr]
+                    sent.append(rec.sent)  # type: ignore[union-attr]
+            return out, stmts
+
+        text: str = await self.in_worker(run, lambda: self.pull_done(req.request_id),
+                                         encode=json.dumps)
+        return text, (sent[0].set if sent else None)
 
     def user_triggers(self, user_id: str) -> dict[str, Any]:
         """A user's open (pending) triggers, in sending order."""

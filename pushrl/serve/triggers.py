@@ -50,6 +50,7 @@ from pushrl.rules.triggers import (
     TriggerDef,
     TriggerTracker,
 )
+from pushrl.serve.rows import Columns, Same
 from pushrl.serve.store import (
     OP_ITEM_UPDATE,
     OP_TRIGGER_ADVANCE,
@@ -388,10 +389,9 @@ class ServerTriggers:
             self._count(res)
             return res, stmts
         if ns:
-            stmts.append((_OP_SQL, Many(zip(
-                range(seq + 1, seq + ns + 1), repeat(OP_TRIGGER_SENT, ns),
-                map(_USER, res.sent), repeat(b, ns), repeat(ts, ns),
-                map(_TID, res.sent), strict=True))))
+            stmts.append((_OP_SQL, Columns(
+                ns, range(seq + 1, seq + ns + 1), Same(OP_TRIGGER_SENT),
+                list(map(_USER, res.sent)), Same(b), Same(ts), list(map(_TID, res.sent)))))
         seq += ns
         if nr:
             stmts.append((_OP_SQL, Many(zip(
