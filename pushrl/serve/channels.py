@@ -187,6 +187,17 @@ class ServerChannels:
         self._bound = (state.catalog, arms)
         return arms
 
+    def push_mask(self, users: np.ndarray) -> np.ndarray | None:
+        """``(k,)`` bool: ``users`` (indices) opted into push now, or None when the server's
+        channels have no ``push`` channel. Trigger sends are pushes: the tracker treats a
+        user opted out of push like an unsubscribed one (:meth:`ServerTriggers.resolve
+        <pushrl.serve.triggers.ServerTriggers.resolve>`)."""
+        if "push" not in self.names:
+            return None
+        if users.size:
+            self._grow(int(users.max()) + 1)
+        return self.opt_in[users, list(self.names).index("push")]
+
     def opted_in(self, user: int) -> list[str]:
         """The channels user ``user`` (index) is opted into now."""
         self._grow(user + 1)

@@ -411,7 +411,9 @@ class Engine:
         done: dict[int, dict[str, Any]] = {}
         for t in np.unique(ts[sel]).tolist():
             idx = sel[ts[sel] == t]
-            res, s = trig.resolve(st, u[idx], int(t), self.guardrails)
+            res, s = trig.resolve(st, u[idx], int(t), self.guardrails,
+                                  None if self.channels is None
+                                  else self.channels.push_mask(u[idx]))
             stmts += s
             if not res.sent:
                 continue

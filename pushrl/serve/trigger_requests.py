@@ -173,7 +173,9 @@ class TriggerRequests:
         cand = users[trig.tracker.open_mask(users)]  # resolve_due skips the not due
         if not cand.size:
             return
-        res, s = trig.resolve(st, cand, ts, self.engine.guardrails)
+        ch = self.engine.channels
+        res, s = trig.resolve(st, cand, ts, self.engine.guardrails,
+                              None if ch is None else ch.push_mask(cand))
         stmts += s
         out["requeued"] = len(res.requeued)
         if not res.sent:

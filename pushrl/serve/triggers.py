@@ -363,16 +363,24 @@ class ServerTriggers:
             out[i] = bool(due) and (not outranking or due[0].priority > self.scheduled_priority)
         return out
 
-    def resolve(self, st: ServerState, users: np.ndarray, ts: int, guardrails: Guardrails
+    def resolve(self, st: ServerState, users: np.ndarray, ts: int, guardrails: Guardrails,
+                push_opt_in: np.ndarray | None = None
                 ) -> tuple[DueResolution, list[Statement]]:
         """Send or re-queue the triggers of ``users`` due at ``ts`` against the ONE
         guardrails with the server's counters (every push counts); journals it. The caller
         writes a decision row per sent trigger
-        (:meth:`~pushrl.serve.engine.Engine.trigger_rows`)."""
+        (:meth:`~pushrl.serve.engine.Engine.trigger_rows`). ``push_opt_in``: ``(k,)`` bool,
+        the users' push opt-in with ``--channels``
+        (:meth:`~pushrl.serve.channels.ServerChannels.push_mask`; a trigger send is a push,
+        so a user opted out of push is treated as unsubscribed: re-queued until expiry), or
+        None (no channels)."""
         hours, _, days = st.fs.local_time_at(users, np.full(len(users), ts, np.int64))
         today, week = st.sends.counts(users, np.full(len(users), ts // HOUR), days)
+        subscribed = st.subscriptions.mask(users)
+        if push_opt_in is not None:
+            subscribed = push_opt_in if subscribed is None else subscribed & push_opt_in
         res = self.tracker.resolve_due(ts, users.tolist(), guardrails, hours, today, week,
-                                       st.subscriptions.mask(users),
+                                       subscribed,
                                        held_out=st.held_out.mask(users),
                                        held_out_kinds=st.held_out_kinds.masks(users))
         st.check_writable()
