@@ -4,7 +4,7 @@ cost? Prints figures and JSON.
 
 Usage: python benchmarks/channels.py [--train-users 4000] [--eval-users 3000] [--days 28]
        [--seeds 1,2] [--eval-seed-offset 1000] [--unsub-penalty 1] [--unsub-multiple 4]
-       [--out FILE]
+       [--unsub-prices push:4,*:1] [--policies learned,push_only,...] [--out FILE]
 
 Per seed pair (train seed s, held-out seed s + offset):
 
@@ -75,6 +75,19 @@ from pushrl.rules.channels import DEFAULT_CHANNELS
 from pushrl.rules.reward import RewardWeights
 
 
+#: The policies one run can simulate (learned and push_only always).
+ALL_POLICIES = ("learned", "push_only", "uniform", "learned_unconstrained",
+                "learned_ope_budget")
+
+
+def price_of(a: argparse.Namespace) -> float | dict[str, float]:
+    """The learned policy's training unsubscribe multiple(s): ``--unsub-prices`` parsed
+    (``{"push": 4.0, "*": 1.0}``) or ``--unsub-multiple``."""
+    if not a.unsub_prices:
+        return float(a.unsub_multiple)
+    return {k.strip(): float(v) for k, v in (kv.split(":") for kv in a.unsub_prices.split(","))}
+
+
 def per_user(ds: Any, w: RewardWeights) -> dict[str, np.ndarray]:
     """Objective, unsubscribes, send cost and sends per user, each ``(n_users,)``."""
     p = ds.pushes
@@ -133,18 +146,23 @@ def run_seed(a: argparse.Namespace, seed: int, w: RewardWeights) -> dict[str, An
     rounds = channel_rounds(ds, DEFAULT_CHANNELS, spec=spec, weights=w)
     vw_cfg = VWConfig(gamma_scale=a.gamma_scale, learning_rate=a.learning_rate)
     push_only = FixedChannel(arm=1, name="push-only")
-    pol = train_priced_channel_policy(rounds, vw_cfg, multiple=a.unsub_multiple)
-    budget_pol, selection = select_unsub_penalty(rounds, push_only, config=vw_cfg, seed=seed)
-    free = train_channel_policy(rounds, vw_cfg)  # the objective's own penalty, no budget
+    pol = train_priced_channel_policy(rounds, vw_cfg, multiple=price_of(a))
+    wanted = set(a.policies.split(","))
+    selection: dict[str, Any] | None = None
+    extra: dict[str, ItemPolicy] = {}
+    if "uniform" in wanted:
+        extra["uniform"] = UniformChannel()
+    if "learned_unconstrained" in wanted:  # the objective's own penalty, no budget
+        extra["learned_unconstrained"] = train_channel_policy(rounds, vw_cfg)
+    if "learned_ope_budget" in wanted:
+        extra["learned_ope_budget"], selection = select_unsub_penalty(
+            rounds, push_only, config=vw_cfg, seed=seed)
     t_train = time.perf_counter() - t0
     h_rounds = channel_rounds(ds_h, DEFAULT_CHANNELS, spec=spec, weights=w)
     ope = evaluate_channel_policy(h_rounds, pol, n_bootstrap=a.n_bootstrap, seed=seed)
 
     arms = ChannelArms(DEFAULT_CHANNELS, spec, ItemCatalog(ds.items, spec))
-    policies: dict[str, ItemPolicy] = {"learned": pol, "push_only": push_only,
-                                       "uniform": UniformChannel(),
-                                       "learned_unconstrained": free,
-                                       "learned_ope_budget": budget_pol}
+    policies: dict[str, ItemPolicy] = {"learned": pol, "push_only": push_only, **extra}
     runs: dict[str, dict[str, np.ndarray]] = {}
     info: dict[str, Any] = {}
     for k, (name, policy) in enumerate(policies.items()):
@@ -164,32 +182,33 @@ def run_seed(a: argparse.Namespace, seed: int, w: RewardWeights) -> dict[str, An
                  "held_out", "not_opted_in"], decider.blocked.tolist(), strict=True)),
         }
     lv, pv = runs["learned"], runs["push_only"]
-    res = {
+    res: dict[str, Any] = {
         "seed": seed, "eval_seed": eval_seed, "train_rounds": rounds.n_rounds,
         "train_seconds": round(t_train, 1),
-        "learned_train_unsub_penalty": a.unsub_penalty * a.unsub_multiple,
+        "learned_train_unsub_price": price_of(a),
         "ope_budget_penalty_selection": selection,
         "per_policy": info,
         "learned_vs_push_only": {
             "objective": paired(lv["obj"], pv["obj"], seed),
             "unsubscribes": paired(lv["unsub"], pv["unsub"], lift=False),
             "cost": paired(lv["cost"], pv["cost"], lift=False)},
-        "learned_vs_uniform": {"objective": paired(lv["obj"], runs["uniform"]["obj"], seed)},
-        "ope_budget_vs_push_only": {
-            "objective": paired(runs["learned_ope_budget"]["obj"], pv["obj"], seed),
-            "unsubscribes": paired(runs["learned_ope_budget"]["unsub"], pv["unsub"],
-                                   lift=False),
-            "cost": paired(runs["learned_ope_budget"]["cost"], pv["cost"], lift=False)},
-        "unconstrained_vs_push_only": {
-            "objective": paired(runs["learned_unconstrained"]["obj"], pv["obj"], seed),
-            "unsubscribes": paired(runs["learned_unconstrained"]["unsub"], pv["unsub"],
-                                   lift=False),
-            "cost": paired(runs["learned_unconstrained"]["cost"], pv["cost"], lift=False)},
+    }
+    if "uniform" in runs:
+        res["learned_vs_uniform"] = {"objective": paired(lv["obj"], runs["uniform"]["obj"],
+                                                         seed)}
+    for name, label in (("learned_ope_budget", "ope_budget_vs_push_only"),
+                        ("learned_unconstrained", "unconstrained_vs_push_only")):
+        if name in runs:
+            res[label] = {
+                "objective": paired(runs[name]["obj"], pv["obj"], seed),
+                "unsubscribes": paired(runs[name]["unsub"], pv["unsub"], lift=False),
+                "cost": paired(runs[name]["cost"], pv["cost"], lift=False)}
+    res.update({
         "ope_heldout_logs": {"n_rounds": ope["n_rounds"], "estimates": ope["estimates"],
                              "gate": {k: ope["gate"][k] for k in ("passed", "failed_rules",
                                                                   "comparison")}},
         "seconds": round(time.perf_counter() - t0, 1),
-    }
+    })
     o = res["learned_vs_push_only"]
     res["target_met"] = {
         "lift_ge_5pct": o["objective"]["lift"] >= 0.05,
@@ -216,6 +235,13 @@ def main() -> None:
                     help="The learned policy's training unsubscribe penalty as a multiple of "
                          "the objective's (pushrl.policies.channel_policy."
                          "UNSUB_PRICE_MULTIPLE).")
+    ap.add_argument("--unsub-prices", default=None,
+                    help="Per-channel training unsubscribe multiples 'push:4,email:1,*:1' "
+                         "(pushrl.rules.reward.channel_unsub_price; '*' = the others'); "
+                         "overrides --unsub-multiple.")
+    ap.add_argument("--policies", default=",".join(ALL_POLICIES),
+                    help="Policies simulated besides learned and push_only (comma list of "
+                         f"{', '.join(ALL_POLICIES[2:])}; fewer = a faster run).")
     ap.add_argument("--gamma-scale", type=float, default=10.0)
     ap.add_argument("--learning-rate", type=float, default=0.02)
     ap.add_argument("--n-bootstrap", type=int, default=1000)

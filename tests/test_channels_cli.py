@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
+
+from pushrl.policies.channel_policy import UNSUB_PRICE_MULTIPLE
 
 from tests.cli_runner import run_pushrl
 
@@ -18,7 +21,7 @@ def test_channels_train_and_evaluate(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["arms"] == ["none", "push", "email", "in_app"] and res["n_rounds"] > 100
-    assert res["train_unsub_penalty"] in (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+    assert res["train_unsub_penalty"] == UNSUB_PRICE_MULTIPLE  # the default: fixed multiple
     r = run_pushrl("channels", "evaluate", res["artifact"], "--data",
                    str(tmp_path / "ch-heldout"), "--json")
     assert r.returncode == 0, r.stderr
@@ -80,3 +83,11 @@ session_only = true
     r = run_pushrl("channels", "evaluate", res["artifact"], "--data", str(tmp_path / "ch"),
                    "--scenario", str(tmp_path / "sc.toml"), "--json")
     assert r.returncode == 0, r.stderr
+
+
+def test_channels_train_default_multiple_is_the_fixed_constant() -> None:
+    """The CLI's default unsubscribe multiple is the library's fixed constant (one number)."""
+    from pushrl.cli.channels import train
+
+    assert inspect.signature(train).parameters["unsub_multiple"].default.default == (
+        UNSUB_PRICE_MULTIPLE)
