@@ -4,7 +4,8 @@ cost? Prints figures and JSON.
 
 Usage: python benchmarks/channels.py [--train-users 4000] [--eval-users 3000] [--days 28]
        [--seeds 1,2] [--eval-seed-offset 1000] [--unsub-penalty 1] [--unsub-multiple 4]
-       [--unsub-prices push:4,*:1] [--policies learned,push_only,...] [--out FILE]
+       [--price logs|fixed] [--unsub-prices push:4,*:1] [--policies learned,push_only,...]
+       [--out FILE]
 
 Per seed pair (train seed s, held-out seed s + offset):
 
@@ -15,9 +16,13 @@ Per seed pair (train seed s, held-out seed s + offset):
    Objective = clicked + 0.01 * revenue - the channel's send cost
    (:data:`pushrl.rules.channels.DEFAULT_CHANNELS`: push 0.01, email 0.002, in-app 0.001)
    - ``--unsub-penalty`` * unsubscribed (:func:`pushrl.rules.reward.from_logs`). The
-   "learned" policy trains with ``--unsub-multiple`` (default
+   "learned" policy trains with a multiple of that penalty as the price of an unsubscribe:
+   ``--price logs`` (default) reads it off the training log
+   (:func:`pushrl.ope.channel_price.select_unsub_multiple`: the smallest multiple whose
+   model-estimated unsubscribes are <= 0.7 x push-only's, fixed on development pairs 7-10);
+   ``--price fixed`` uses ``--unsub-multiple`` (default
    :data:`pushrl.policies.channel_policy.UNSUB_PRICE_MULTIPLE` = 4, fixed on development seed
-   pairs 1, 2, 7, 8 with ``benchmarks/channels_margin.py``) x that penalty;
+   pairs 1, 2, 7, 8 with ``benchmarks/channels_margin.py``) or per-channel ``--unsub-prices``;
    "learned_ope_budget" chooses it with :func:`pushrl.ope.evaluate_channel.select_unsub_penalty`
    (the smallest whose IPW unsubscribes and cost on 30 % validation users of the TRAINING log
    are below push-only's with 95 % one-sided confidence: the previous method);
@@ -57,6 +62,7 @@ from pushrl.data.io import write_dataset
 from pushrl.data.synth import generate, world_spec
 from pushrl.data.validate import load_dataset
 from pushrl.data.worlds import world_config
+from pushrl.ope.channel_price import select_unsub_multiple
 from pushrl.ope.evaluate_channel import evaluate_channel_policy, select_unsub_penalty
 from pushrl.policies.base import ItemPolicy
 from pushrl.policies.channel_policy import (
@@ -146,7 +152,11 @@ def run_seed(a: argparse.Namespace, seed: int, w: RewardWeights) -> dict[str, An
     rounds = channel_rounds(ds, DEFAULT_CHANNELS, spec=spec, weights=w)
     vw_cfg = VWConfig(gamma_scale=a.gamma_scale, learning_rate=a.learning_rate)
     push_only = FixedChannel(arm=1, name="push-only")
-    pol = train_priced_channel_policy(rounds, vw_cfg, multiple=price_of(a))
+    price_sel: dict[str, Any] | None = None
+    if a.price == "logs":  # the multiple read off the training log (pushrl.ope.channel_price)
+        pol, price_sel = select_unsub_multiple(rounds, push_only, config=vw_cfg)
+    else:
+        pol = train_priced_channel_policy(rounds, vw_cfg, multiple=price_of(a))
     wanted = set(a.policies.split(","))
     selection: dict[str, Any] | None = None
     extra: dict[str, ItemPolicy] = {}
@@ -185,7 +195,9 @@ def run_seed(a: argparse.Namespace, seed: int, w: RewardWeights) -> dict[str, An
     res: dict[str, Any] = {
         "seed": seed, "eval_seed": eval_seed, "train_rounds": rounds.n_rounds,
         "train_seconds": round(t_train, 1),
-        "learned_train_unsub_price": price_of(a),
+        "learned_train_unsub_price": (price_of(a) if price_sel is None
+                                      else price_sel["multiple"]),
+        "learned_price_selection": price_sel,
         "ope_budget_penalty_selection": selection,
         "per_policy": info,
         "learned_vs_push_only": {
@@ -235,6 +247,10 @@ def main() -> None:
                     help="The learned policy's training unsubscribe penalty as a multiple of "
                          "the objective's (pushrl.policies.channel_policy."
                          "UNSUB_PRICE_MULTIPLE).")
+    ap.add_argument("--price", choices=("logs", "fixed"), default="logs",
+                    help="The learned policy's unsubscribe multiple: read off the training log "
+                         "(pushrl.ope.channel_price.select_unsub_multiple) or fixed "
+                         "(--unsub-multiple / --unsub-prices).")
     ap.add_argument("--unsub-prices", default=None,
                     help="Per-channel training unsubscribe multiples 'push:4,email:1,*:1' "
                          "(pushrl.rules.reward.channel_unsub_price; '*' = the others'); "

@@ -9,8 +9,9 @@ Per seed pair (the training world of ``benchmarks/channels.py``): a logistic uns
 on the delivered rounds (the logged 7-day message volume and the channel, intercept; as
 :func:`pushrl.ope.channel_volume.fit_volume_hazard`), then for each multiple the policy trained
 on all rounds and its expected unsubscribes per round ``sum_a pi(a|x) p(unsub | a, V_pi)``,
-``V_pi`` = the policy's own expected 7-day volume at the round
-(:func:`~pushrl.ope.channel_volume.window_sums`), and the same for push-only. No true run:
+``V_pi`` = the policy's own expected 7-day volume at the round, and the same for push-only
+(:mod:`pushrl.ope.channel_price`, the library's estimate; this script ran first with the
+same formulas inline). No true run:
 the true unsubscribes of each multiple come from ``channels_diag.py`` / ``channels_margin.py``
 (same worlds, same training), so a selection rule can be checked against them.
 """
@@ -24,16 +25,14 @@ import sys
 import time
 from typing import Any
 
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from channels import make_worlds
 
 from pushrl.data.synth import world_spec
-from pushrl.ope.channel_volume import window_sums
+from pushrl.ope.channel_price import expected_unsubscribes, fit_unsub_model
 from pushrl.policies.channel_policy import (
-    ChannelRounds,
     FixedChannel,
     channel_rounds,
     train_priced_channel_policy,
@@ -43,46 +42,24 @@ from pushrl.rules.channels import DEFAULT_CHANNELS
 from pushrl.rules.reward import RewardWeights
 
 
-def unsub_model(rounds: ChannelRounds) -> tuple[float, np.ndarray]:
-    """``(volume slope, per-arm logit (n_arms,), arm 0 = -inf)`` of a logistic regression of
-    a delivered round's unsubscribe on its logged 7-day volume and channel."""
-    from sklearn.linear_model import LogisticRegression
-
-    sent = rounds.action > 0
-    vol = window_sums(rounds.user, rounds.bucket, sent.astype(float))[sent]
-    k = len(rounds.arms.ids)
-    onehot = np.eye(k)[rounds.action[sent]][:, 1:]
-    m = LogisticRegression(C=1e4, max_iter=2000, fit_intercept=False).fit(
-        np.column_stack([vol, onehot]), rounds.unsubscribed[sent] > 0)
-    return float(m.coef_[0, 0]), np.r_[-np.inf, m.coef_[0, 1:]]
-
-
-def dm_unsub(rounds: ChannelRounds, dist: np.ndarray, beta: float,
-             logit: np.ndarray) -> float:
-    """Expected unsubscribes per round of a policy with action distribution ``dist``."""
-    v = window_sums(rounds.user, rounds.bucket, 1.0 - dist[:, 0])
-    p = 1.0 / (1.0 + np.exp(-(beta * v[:, None] + logit[None, :])))
-    return float((dist * p).sum(1).mean())
-
-
 def run_seed(a: argparse.Namespace, seed: int, w: RewardWeights) -> dict[str, Any]:
     t0 = time.perf_counter()
     ds, _, _, _ = make_worlds(a, seed, seed + 1000)
     rounds = channel_rounds(ds, DEFAULT_CHANNELS, spec=world_spec(), weights=w)
-    beta, logit = unsub_model(rounds)
+    model = fit_unsub_model(rounds)
     cfg = VWConfig(gamma_scale=10.0, learning_rate=0.02)
     base_d = FixedChannel(arm=1).action_dist(rounds.context)
-    base = dm_unsub(rounds, base_d, beta, logit)
+    base = float(expected_unsubscribes(rounds, base_d, model).mean())
     base_sends = float(1.0 - base_d[:, 0].mean())
     rows = []
     for m in (float(x) for x in a.multiples.split(",")):
         d = train_priced_channel_policy(rounds, cfg, multiple=m).action_dist(rounds.context)
-        u = dm_unsub(rounds, d, beta, logit)
+        u = float(expected_unsubscribes(rounds, d, model).mean())
         rows.append({"multiple": m, "dm_unsub_per_round": u, "ratio_vs_push_only": u / base,
                      "sends_per_round": float(1.0 - d[:, 0].mean()),
                      "push_share": float(d[:, 1].mean())})
         sys.stderr.write(f"seed {seed} x{m:g}: DM unsub ratio {u / base:.3f}\n")
-    return {"seed": seed, "volume_beta": beta, "channel_logit": logit[1:].tolist(),
+    return {"seed": seed, **model.to_dict(),
             "push_only_dm_unsub_per_round": base, "push_only_sends_per_round": base_sends,
             "unsubscribes_in_log": int(rounds.unsubscribed.sum()), "multiples": rows,
             "seconds": round(time.perf_counter() - t0, 1)}

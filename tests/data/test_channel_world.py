@@ -100,7 +100,8 @@ def test_chooser_runs_respect_opt_in_and_share_the_worlds_draws(world: tuple,
     key = ["user_id", "ts"]
     both = ds.pushes[[*key, "item_id"]].merge(ds0.pushes[[*key, "item_id"]], on=key)
     assert len(both) >= 0.9 * len(ds0.pushes)
-    assert (both["item_id_x"].astype(str) == both["item_id_y"].astype(str)).all()
+    items = [both[c].astype(object).fillna("").to_numpy() for c in ("item_id_x", "item_id_y")]
+    np.testing.assert_array_equal(items[0], items[1])
     sent = ds.pushes["sent"].to_numpy(bool)
     used = set(ds.pushes["channel"][sent].astype(str))
     assert used <= {IDS[a] for a in pref}
