@@ -388,7 +388,10 @@ def train_channel_policy(rounds: ChannelRounds, config: VWConfig | None = None, 
 #: gave significantly fewer unsubscribes than push-only on all four (2x on none of them
 #: significantly, 1x more on two) at +27 % to +51 % objective; the off-policy budget
 #: (:func:`pushrl.ope.evaluate_channel.select_unsub_penalty`) from ~20 validation
-#: unsubscribes chose 1x-16x and missed one way or the other on two of the four.
+#: unsubscribes chose 1x-16x and missed one way or the other on two of the four. Since then
+#: the default reads the multiple off the log (:mod:`pushrl.ope.channel_price`: the right
+#: multiple differs by world, 1x-2x on pair 9, >= 4x on pair 8); this constant is the fixed
+#: option (``--unsub-multiple``) and the fallback of a log without unsubscribes.
 UNSUB_PRICE_MULTIPLE = 4.0
 
 
