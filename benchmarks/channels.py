@@ -4,6 +4,7 @@ cost? Prints figures and JSON.
 
 Usage: python benchmarks/channels.py [--train-users 4000] [--eval-users 3000] [--days 28]
        [--seeds 1,2] [--eval-seed-offset 1000] [--unsub-penalty 1] [--unsub-multiple 4]
+       [--price logs|fixed] [--unsub-prices push:4,*:1] [--policies learned,push_only,...]
        [--out FILE]
 
 Per seed pair (train seed s, held-out seed s + offset):
@@ -15,9 +16,13 @@ Per seed pair (train seed s, held-out seed s + offset):
    Objective = clicked + 0.01 * revenue - the channel's send cost
    (:data:`pushrl.rules.channels.DEFAULT_CHANNELS`: push 0.01, email 0.002, in-app 0.001)
    - ``--unsub-penalty`` * unsubscribed (:func:`pushrl.rules.reward.from_logs`). The
-   "learned" policy trains with ``--unsub-multiple`` (default
+   "learned" policy trains with a multiple of that penalty as the price of an unsubscribe:
+   ``--price logs`` (default) reads it off the training log
+   (:func:`pushrl.ope.channel_price.select_unsub_multiple`: the smallest multiple whose
+   model-estimated unsubscribes are <= 0.7 x push-only's, fixed on development pairs 7-10);
+   ``--price fixed`` uses ``--unsub-multiple`` (default
    :data:`pushrl.policies.channel_policy.UNSUB_PRICE_MULTIPLE` = 4, fixed on development seed
-   pairs 1, 2, 7, 8 with ``benchmarks/channels_margin.py``) x that penalty;
+   pairs 1, 2, 7, 8 with ``benchmarks/channels_margin.py``) or per-channel ``--unsub-prices``;
    "learned_ope_budget" chooses it with :func:`pushrl.ope.evaluate_channel.select_unsub_penalty`
    (the smallest whose IPW unsubscribes and cost on 30 % validation users of the TRAINING log
    are below push-only's with 95 % one-sided confidence: the previous method);
@@ -57,6 +62,7 @@ from pushrl.data.io import write_dataset
 from pushrl.data.synth import generate, world_spec
 from pushrl.data.validate import load_dataset
 from pushrl.data.worlds import world_config
+from pushrl.ope.channel_price import select_unsub_multiple
 from pushrl.ope.evaluate_channel import evaluate_channel_policy, select_unsub_penalty
 from pushrl.policies.base import ItemPolicy
 from pushrl.policies.channel_policy import (
@@ -73,6 +79,19 @@ from pushrl.policies.vw import VWConfig
 from pushrl.rules import reward as rules_reward
 from pushrl.rules.channels import DEFAULT_CHANNELS
 from pushrl.rules.reward import RewardWeights
+
+
+#: The policies one run can simulate (learned and push_only always).
+ALL_POLICIES = ("learned", "push_only", "uniform", "learned_unconstrained",
+                "learned_ope_budget")
+
+
+def price_of(a: argparse.Namespace) -> float | dict[str, float]:
+    """The learned policy's training unsubscribe multiple(s): ``--unsub-prices`` parsed
+    (``{"push": 4.0, "*": 1.0}``) or ``--unsub-multiple``."""
+    if not a.unsub_prices:
+        return float(a.unsub_multiple)
+    return {k.strip(): float(v) for k, v in (kv.split(":") for kv in a.unsub_prices.split(","))}
 
 
 def per_user(ds: Any, w: RewardWeights) -> dict[str, np.ndarray]:
@@ -133,18 +152,27 @@ def run_seed(a: argparse.Namespace, seed: int, w: RewardWeights) -> dict[str, An
     rounds = channel_rounds(ds, DEFAULT_CHANNELS, spec=spec, weights=w)
     vw_cfg = VWConfig(gamma_scale=a.gamma_scale, learning_rate=a.learning_rate)
     push_only = FixedChannel(arm=1, name="push-only")
-    pol = train_priced_channel_policy(rounds, vw_cfg, multiple=a.unsub_multiple)
-    budget_pol, selection = select_unsub_penalty(rounds, push_only, config=vw_cfg, seed=seed)
-    free = train_channel_policy(rounds, vw_cfg)  # the objective's own penalty, no budget
+    price_sel: dict[str, Any] | None = None
+    if a.price == "logs":  # the multiple read off the training log (pushrl.ope.channel_price)
+        pol, price_sel = select_unsub_multiple(rounds, push_only, config=vw_cfg)
+    else:
+        pol = train_priced_channel_policy(rounds, vw_cfg, multiple=price_of(a))
+    wanted = set(a.policies.split(","))
+    selection: dict[str, Any] | None = None
+    extra: dict[str, ItemPolicy] = {}
+    if "uniform" in wanted:
+        extra["uniform"] = UniformChannel()
+    if "learned_unconstrained" in wanted:  # the objective's own penalty, no budget
+        extra["learned_unconstrained"] = train_channel_policy(rounds, vw_cfg)
+    if "learned_ope_budget" in wanted:
+        extra["learned_ope_budget"], selection = select_unsub_penalty(
+            rounds, push_only, config=vw_cfg, seed=seed)
     t_train = time.perf_counter() - t0
     h_rounds = channel_rounds(ds_h, DEFAULT_CHANNELS, spec=spec, weights=w)
     ope = evaluate_channel_policy(h_rounds, pol, n_bootstrap=a.n_bootstrap, seed=seed)
 
     arms = ChannelArms(DEFAULT_CHANNELS, spec, ItemCatalog(ds.items, spec))
-    policies: dict[str, ItemPolicy] = {"learned": pol, "push_only": push_only,
-                                       "uniform": UniformChannel(),
-                                       "learned_unconstrained": free,
-                                       "learned_ope_budget": budget_pol}
+    policies: dict[str, ItemPolicy] = {"learned": pol, "push_only": push_only, **extra}
     runs: dict[str, dict[str, np.ndarray]] = {}
     info: dict[str, Any] = {}
     for k, (name, policy) in enumerate(policies.items()):
@@ -164,32 +192,35 @@ def run_seed(a: argparse.Namespace, seed: int, w: RewardWeights) -> dict[str, An
                  "held_out", "not_opted_in"], decider.blocked.tolist(), strict=True)),
         }
     lv, pv = runs["learned"], runs["push_only"]
-    res = {
+    res: dict[str, Any] = {
         "seed": seed, "eval_seed": eval_seed, "train_rounds": rounds.n_rounds,
         "train_seconds": round(t_train, 1),
-        "learned_train_unsub_penalty": a.unsub_penalty * a.unsub_multiple,
+        "learned_train_unsub_price": (price_of(a) if price_sel is None
+                                      else price_sel["multiple"]),
+        "learned_price_selection": price_sel,
         "ope_budget_penalty_selection": selection,
         "per_policy": info,
         "learned_vs_push_only": {
             "objective": paired(lv["obj"], pv["obj"], seed),
             "unsubscribes": paired(lv["unsub"], pv["unsub"], lift=False),
             "cost": paired(lv["cost"], pv["cost"], lift=False)},
-        "learned_vs_uniform": {"objective": paired(lv["obj"], runs["uniform"]["obj"], seed)},
-        "ope_budget_vs_push_only": {
-            "objective": paired(runs["learned_ope_budget"]["obj"], pv["obj"], seed),
-            "unsubscribes": paired(runs["learned_ope_budget"]["unsub"], pv["unsub"],
-                                   lift=False),
-            "cost": paired(runs["learned_ope_budget"]["cost"], pv["cost"], lift=False)},
-        "unconstrained_vs_push_only": {
-            "objective": paired(runs["learned_unconstrained"]["obj"], pv["obj"], seed),
-            "unsubscribes": paired(runs["learned_unconstrained"]["unsub"], pv["unsub"],
-                                   lift=False),
-            "cost": paired(runs["learned_unconstrained"]["cost"], pv["cost"], lift=False)},
+    }
+    if "uniform" in runs:
+        res["learned_vs_uniform"] = {"objective": paired(lv["obj"], runs["uniform"]["obj"],
+                                                         seed)}
+    for name, label in (("learned_ope_budget", "ope_budget_vs_push_only"),
+                        ("learned_unconstrained", "unconstrained_vs_push_only")):
+        if name in runs:
+            res[label] = {
+                "objective": paired(runs[name]["obj"], pv["obj"], seed),
+                "unsubscribes": paired(runs[name]["unsub"], pv["unsub"], lift=False),
+                "cost": paired(runs[name]["cost"], pv["cost"], lift=False)}
+    res.update({
         "ope_heldout_logs": {"n_rounds": ope["n_rounds"], "estimates": ope["estimates"],
                              "gate": {k: ope["gate"][k] for k in ("passed", "failed_rules",
                                                                   "comparison")}},
         "seconds": round(time.perf_counter() - t0, 1),
-    }
+    })
     o = res["learned_vs_push_only"]
     res["target_met"] = {
         "lift_ge_5pct": o["objective"]["lift"] >= 0.05,
@@ -216,6 +247,17 @@ def main() -> None:
                     help="The learned policy's training unsubscribe penalty as a multiple of "
                          "the objective's (pushrl.policies.channel_policy."
                          "UNSUB_PRICE_MULTIPLE).")
+    ap.add_argument("--price", choices=("logs", "fixed"), default="logs",
+                    help="The learned policy's unsubscribe multiple: read off the training log "
+                         "(pushrl.ope.channel_price.select_unsub_multiple) or fixed "
+                         "(--unsub-multiple / --unsub-prices).")
+    ap.add_argument("--unsub-prices", default=None,
+                    help="Per-channel training unsubscribe multiples 'push:4,email:1,*:1' "
+                         "(pushrl.rules.reward.channel_unsub_price; '*' = the others'); "
+                         "overrides --unsub-multiple.")
+    ap.add_argument("--policies", default=",".join(ALL_POLICIES),
+                    help="Policies simulated besides learned and push_only (comma list of "
+                         f"{', '.join(ALL_POLICIES[2:])}; fewer = a faster run).")
     ap.add_argument("--gamma-scale", type=float, default=10.0)
     ap.add_argument("--learning-rate", type=float, default=0.02)
     ap.add_argument("--n-bootstrap", type=int, default=1000)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from pushrl.ope.channel_price import PRICE_MULTIPLES
+from pushrl.policies.channel_policy import UNSUB_PRICE_MULTIPLE
+
 from tests.cli_runner import run_pushrl
 
 
@@ -18,7 +21,8 @@ def test_channels_train_and_evaluate(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["arms"] == ["none", "push", "email", "in_app"] and res["n_rounds"] > 100
-    assert res["train_unsub_penalty"] in (1.0, 2.0, 4.0, 8.0, 16.0, 32.0)
+    # the default reads the multiple off the log (or the fixed one without unsubscribes)
+    assert res["train_unsub_penalty"] in (*PRICE_MULTIPLES, UNSUB_PRICE_MULTIPLE)
     r = run_pushrl("channels", "evaluate", res["artifact"], "--data",
                    str(tmp_path / "ch-heldout"), "--json")
     assert r.returncode == 0, r.stderr
@@ -80,3 +84,4 @@ session_only = true
     r = run_pushrl("channels", "evaluate", res["artifact"], "--data", str(tmp_path / "ch"),
                    "--scenario", str(tmp_path / "sc.toml"), "--json")
     assert r.returncode == 0, r.stderr
+

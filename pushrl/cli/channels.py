@@ -62,16 +62,18 @@ def train(data: Path = typer.Argument(..., help="pushlog directory with channel 
                                            "unsubscribes and cost stay below push-only's "
                                            "(off-policy, on validation users) instead of "
                                            "--unsub-multiple."),
-          unsub_multiple: float = typer.Option(
-              4.0, "--unsub-multiple", min=1.0,
-              help="Training unsubscribe penalty = this x the reward's (default: "
-                   "pushrl.policies.channel_policy.UNSUB_PRICE_MULTIPLE, fixed on development "
-                   "seeds so that unsubscribes stay below push-only's)."),
+          unsub_multiple: float | None = typer.Option(
+              None, "--unsub-multiple", min=1.0,
+              help="Training unsubscribe penalty = this x the reward's. Default: read off the "
+                   "log (pushrl.ope.channel_price.select_unsub_multiple: the smallest multiple "
+                   "whose model-estimated unsubscribes are <= 0.7 x push-only's)."),
           as_json: bool = _JSON) -> None:
     """Train the channel slot (VW over none + the channels, given user, item and recency)."""
     from pushrl.data.validate import load_dataset
     from pushrl.ope.evaluate_channel import select_unsub_penalty
+    from pushrl.ope.channel_price import select_unsub_multiple
     from pushrl.policies.channel_policy import (
+        UNSUB_PRICE_MULTIPLE,
         FixedChannel,
         channel_rounds,
         train_priced_channel_policy,
@@ -81,13 +83,18 @@ def train(data: Path = typer.Argument(..., help="pushlog directory with channel 
     ds, _ = load_dataset(data)
     rounds = channel_rounds(ds, channels, weights=w)
     sel = None
-    if budget and "push" in channels.names:
-        pol, sel = select_unsub_penalty(rounds, FixedChannel(
-            arm=1 + channels.names.index("push"), name="push-only"))
+    push = (FixedChannel(arm=1 + channels.names.index("push"), name="push-only")
+            if "push" in channels.names else None)
+    if budget and push is not None:
+        pol, sel = select_unsub_penalty(rounds, push)
+        train_pen = sel["penalty"]
+    elif unsub_multiple is None and push is not None:
+        pol, sel = select_unsub_multiple(rounds, push)
+        train_pen = (w.unsubscribe_penalty or 1.0) * sel["multiple"]
     else:
-        pol = train_priced_channel_policy(rounds, multiple=unsub_multiple)
-    train_pen = (sel["penalty"] if sel is not None
-                 else (w.unsubscribe_penalty or 1.0) * unsub_multiple)
+        mult = UNSUB_PRICE_MULTIPLE if unsub_multiple is None else unsub_multiple
+        pol = train_priced_channel_policy(rounds, multiple=mult)
+        train_pen = (w.unsubscribe_penalty or 1.0) * mult
     art = pol.save(out, {"data": str(data), "data_fingerprint": ds.fingerprint(),
                          "reward": w.describe(), "n_rounds": rounds.n_rounds,
                          "train_unsub_penalty": train_pen, "unsub_penalty_selection": sel})

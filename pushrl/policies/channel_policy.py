@@ -26,6 +26,7 @@ full-information ``none`` round (reward 0, probability 1) per logged round
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,23 @@ class ChannelRounds:
         return ChannelRounds(self.context, self.action, r, self.pscore, self.row, self.arms,
                              replace(self.weights, unsubscribe_penalty=float(penalty)),
                              self.user, self.unsubscribed, self.cost, self.bucket)
+
+    def with_unsub_prices(self, multiples: Mapping[str, float],
+                          default: float = 1.0) -> ChannelRounds:
+        """The same rounds rewarded with a per-channel training price of an unsubscribe
+        (:func:`pushrl.rules.reward.channel_unsub_price`: the objective's penalty times
+        ``multiples[channel]``, ``default`` for a channel the map lacks) in place of the
+        objective's penalty. ``weights`` stay the objective's: these rounds are for training.
+
+        Raises:
+            ValueError: a multiple is not a finite number >= 1.
+        """
+        names = np.asarray(self.arms.ids, dtype=object)[self.action]
+        price = rules_reward.channel_unsub_price(self.weights, names, multiples, default)
+        r = self.reward + (self.weights.unsubscribe_penalty - price) * self.unsubscribed
+        return ChannelRounds(self.context, self.action, r, self.pscore, self.row, self.arms,
+                             self.weights, self.user, self.unsubscribed, self.cost,
+                             self.bucket)
 
 
 def channel_rounds(ds: Dataset, channels: ChannelSet, *, spec: FeatureSpec | None = None,
@@ -370,22 +388,31 @@ def train_channel_policy(rounds: ChannelRounds, config: VWConfig | None = None, 
 #: gave significantly fewer unsubscribes than push-only on all four (2x on none of them
 #: significantly, 1x more on two) at +27 % to +51 % objective; the off-policy budget
 #: (:func:`pushrl.ope.evaluate_channel.select_unsub_penalty`) from ~20 validation
-#: unsubscribes chose 1x-16x and missed one way or the other on two of the four.
+#: unsubscribes chose 1x-16x and missed one way or the other on two of the four. Since then
+#: the default reads the multiple off the log (:mod:`pushrl.ope.channel_price`: the right
+#: multiple differs by world, 1x-2x on pair 9, >= 4x on pair 8); this constant is the fixed
+#: option (``--unsub-multiple``) and the fallback of a log without unsubscribes.
 UNSUB_PRICE_MULTIPLE = 4.0
 
 
 def train_priced_channel_policy(rounds: ChannelRounds, config: VWConfig | None = None, *,
-                                multiple: float = UNSUB_PRICE_MULTIPLE) -> ChannelPolicy:
-    """:func:`train_channel_policy` with the unsubscribe penalty ``multiple`` x the rounds'
-    objective penalty (1 when it is 0).
+                                multiple: float | Mapping[str, float] = UNSUB_PRICE_MULTIPLE
+                                ) -> ChannelPolicy:
+    """:func:`train_channel_policy` with the unsubscribe price ``multiple`` x the rounds'
+    objective penalty (1 when it is 0): one multiple for every channel, or one per channel
+    name (key ``"*"``: the multiple of the channels the map lacks, default 1), through the
+    one price definition :func:`pushrl.rules.reward.channel_unsub_price`.
 
     Raises:
-        ValueError: ``multiple`` is not a finite number >= 1.
+        ValueError: a multiple is not a finite number >= 1.
     """
+    if isinstance(multiple, Mapping):
+        per = {k: float(v) for k, v in multiple.items() if k != "*"}
+        return train_channel_policy(
+            rounds.with_unsub_prices(per, float(multiple.get("*", 1.0))), config)
     if not (np.isfinite(multiple) and multiple >= 1.0):
         raise ValueError(f"`multiple` must be a finite number >= 1, got {multiple!r}")
-    unit = rounds.weights.unsubscribe_penalty or 1.0
-    return train_channel_policy(rounds.with_unsub_penalty(unit * multiple), config)
+    return train_channel_policy(rounds.with_unsub_prices({}, float(multiple)), config)
 
 
 def channel_policy_from_spec(spec: str, channels: ChannelSet) -> ItemPolicy:

@@ -25,7 +25,9 @@ Channels (issue 17): each channel has its own send cost
 (:attr:`pushrl.rules.channels.Channel.cost`). ``send_cost=`` of :func:`realised` /
 :func:`expected` takes a per-row cost in place of ``w.send_cost``; :func:`channel_send_cost`
 builds it from a channel column (a row without a channel, or one the map lacks, costs
-``w.send_cost``), and :func:`from_logs` applies it with ``channel_costs=``.
+``w.send_cost``), and :func:`from_logs` applies it with ``channel_costs=``. A channel
+policy's *training* price of an unsubscribe is :func:`channel_unsub_price` (a multiple of
+``w.unsubscribe_penalty`` per channel); the objective keeps ``w.unsubscribe_penalty``.
 
 An *item round* (bandit training, item OPE, the item environment) chooses the item of a push
 that is sent anyway: its reward is :meth:`RewardWeights.item_round` (no send cost, no
@@ -256,6 +258,33 @@ def channel_send_cost(w: RewardWeights, channel: npt.ArrayLike,
     for name, cost in channel_costs.items():
         out[ch == name] = float(cost)
     return out
+
+
+def channel_unsub_price(w: RewardWeights, channel: npt.ArrayLike,
+                        multiples: Mapping[str, float], default: float = 1.0) -> np.ndarray:
+    """Training price of an unsubscribe on each row's channel, float64 ``(n,)``: the
+    objective's penalty (1 when it is 0) times the channel's multiple. A channel policy is
+    trained with this price in place of ``w.unsubscribe_penalty`` so that it spends fewer
+    unsubscribes than the objective alone would (issue 17: "no more unsubscribes than
+    push-only"); the objective it is judged by keeps ``w.unsubscribe_penalty``.
+
+    Args:
+        channel: ``(n,)`` channel names (None/NaN/unknown: ``default``).
+        multiples: Multiple per channel name (>= 1 each).
+        default: Multiple of a channel the map lacks.
+
+    Raises:
+        ValueError: a multiple (or ``default``) is not a finite number >= 1.
+    """
+    for name, m in [*multiples.items(), ("default", default)]:
+        if not (math.isfinite(m) and m >= 1.0):
+            raise ValueError(f"unsubscribe price multiple of {name!r} must be a finite number "
+                             f">= 1, got {m!r}")
+    ch = np.asarray(channel, dtype=object)
+    out = np.full(ch.shape, float(default))
+    for name, m in multiples.items():
+        out[ch == name] = float(m)
+    return (w.unsubscribe_penalty or 1.0) * out
 
 
 def from_logs(w: RewardWeights, pushes: pd.DataFrame, *,

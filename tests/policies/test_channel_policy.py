@@ -18,7 +18,6 @@ from pushrl.ope.evaluate_channel import evaluate_channel_policy
 from pushrl.policies.channel_policy import (
     ChannelArms,
     ChannelDecider,
-    ChannelRounds,
     FixedChannel,
     UniformChannel,
     channel_rounds,
@@ -223,3 +222,42 @@ def test_budget_refuses_bad_settings(trained: tuple, kw: dict, msg: str) -> None
 
     with pytest.raises(ValueError, match=msg):
         select_unsub_penalty(trained[1], FixedChannel(arm=1), **kw)
+
+
+def test_per_channel_price_is_the_one_reward_with_that_channels_penalty(trained: tuple
+                                                                        ) -> None:
+    """Training rewards of a per-channel price (``ChannelRounds.with_unsub_prices``) equal
+    :func:`pushrl.rules.reward.from_logs` of each round's log row with the penalty
+    ``channel_unsub_price`` gives its channel (push 4x, email 2x, in-app 1x here); one
+    multiple for all equals ``with_unsub_penalty`` of that multiple (tolerance 1e-12)."""
+    from dataclasses import replace
+
+    from pushrl.policies.channel_policy import train_priced_channel_policy
+
+    ds, rounds, _ = trained
+    assert rounds.unsubscribed.sum() >= 10  # the price acts on some rounds
+    priced = rounds.with_unsub_prices({"push": 4.0, "email": 2.0})
+    costs = DEFAULT_CHANNELS.costs()
+    for arm, mult in ((1, 4.0), (2, 2.0), (3, 1.0)):
+        m = rounds.action == arm
+        want = rules_reward.from_logs(replace(W, unsubscribe_penalty=mult),
+                                      ds.pushes.iloc[rounds.row[m]], channel_costs=costs)
+        np.testing.assert_allclose(priced.reward[m], want, rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(priced.reward[rounds.action == 0], 0.0)
+    assert priced.weights == rounds.weights  # the objective is unchanged
+    np.testing.assert_allclose(rounds.with_unsub_prices({}, 3.0).reward,
+                               rounds.with_unsub_penalty(3.0).reward, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="'push' must be a finite number >= 1"):
+        train_priced_channel_policy(rounds, multiple={"push": 0.5})
+
+
+def test_push_only_price_sends_less_on_push_than_the_objective_penalty(trained: tuple
+                                                                       ) -> None:
+    """4x on push unsubscribes only moves sends off push compared with 1x, on the same
+    rounds (the direction of the price; its size is a benchmark's question)."""
+    from pushrl.policies.channel_policy import train_priced_channel_policy
+
+    _, rounds, free = trained
+    priced = train_priced_channel_policy(rounds, multiple={"push": 4.0, "*": 1.0})
+    d4, d1 = priced.action_dist(rounds.context), free.action_dist(rounds.context)
+    assert d4[:, 1].mean() < d1[:, 1].mean()

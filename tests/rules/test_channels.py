@@ -201,3 +201,20 @@ def test_scenario_reads_and_writes_the_one_channel_schema(tmp_path) -> None:  # 
     f.write_text(f.read_text() + "[channels.email]\ncost = -1\n")
     with pytest.raises(ScenarioError, match=r"channels.*cost"):
         load_scenario(f)
+
+
+def test_channel_unsub_price_is_the_objective_penalty_times_the_channel_multiple() -> None:
+    """The one training price of an unsubscribe (issue 17): the objective's penalty (1 when
+    it is 0) times the channel's multiple; unknown / missing channels take ``default``."""
+    w = RewardWeights(open=0, click=1, revenue=0.01, send_cost=0, unsubscribe_penalty=2.5)
+    ch = np.array(["push", "email", None, "in_app", "sms"], dtype=object)
+    got = rules_reward.channel_unsub_price(w, ch, {"push": 4.0, "email": 1.5}, default=2.0)
+    np.testing.assert_allclose(got, [10.0, 3.75, 5.0, 5.0, 5.0], rtol=0, atol=1e-12)
+    free = RewardWeights(unsubscribe_penalty=0.0)
+    np.testing.assert_allclose(rules_reward.channel_unsub_price(free, ch[:2], {"push": 3.0}),
+                               [3.0, 1.0], rtol=0, atol=1e-12)
+    for bad in ({"push": 0.5}, {"push": float("nan")}, {"email": float("inf")}):
+        with pytest.raises(ValueError, match="must be a finite number >= 1"):
+            rules_reward.channel_unsub_price(w, ch, bad)
+    with pytest.raises(ValueError, match="'default'"):
+        rules_reward.channel_unsub_price(w, ch, {}, default=0.0)
