@@ -456,7 +456,7 @@ class FeatureState:
         clock = a.clock
         moving = []
         for ui, bi in zip(users, buckets, strict=True):
-            gap = bi - int(clock[ui])
+            gap = bi - clock.item(ui)
             if gap < 0:
                 raise ValueError(f"decision time is {-gap} h before the user's state; "
                                  "features cannot be computed for the past, send times in "
@@ -465,8 +465,8 @@ class FeatureState:
                 moving.append((ui, bi, gap))
         for ui, bi, gap in moving:
             # commit pending activity (it lies in a bucket < bi now)
-            if a.pend_bucket[ui] < bi and a.pend_n[ui] > 0:
-                n = a.pend_n[ui]
+            if a.pend_bucket.item(ui) < bi and a.pend_n.item(ui) > 0:
+                n = a.pend_n[ui]  # (float32: added as float32)
                 a.how[int(a.pend_how[ui]), ui] += n
                 a.how_tot[ui] += n
                 a.how_ver[ui] += 1

@@ -212,7 +212,7 @@ class MostActiveHour(TimingPolicy):
                                   lambda us: self._ranks(st, us))
             parts = pool_part(np.array([feats[i][dow_col] for i in could]), self.pool).tolist()
             for i, r, p in zip(could, ranks, parts, strict=True):
-                send[i] = int(r[p, int(feats[i][h_col])]) < k
+                send[i] = r.item(p, int(feats[i][h_col])) < k
         return _deterministic(send)  # (a list: one array built)
 
     def _ranks(self, state: FeatureState, users: np.ndarray) -> np.ndarray:
