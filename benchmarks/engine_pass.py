@@ -11,7 +11,9 @@ of the measured passes under valgrind's callgrind (`apt-get install -y valgrind`
 load does not change, so trees measured at different times compare (slow: ~1 min a run).
 
     python benchmarks/engine_pass.py [--tree DIR ...] [--rows 1 6] [--passes 200]
-        [--instructions] [--json]
+        [--instructions] [--seed 1] [--json]
+
+`--seed` draws the users of each pass (default 1, the figures in NOTES.md before 2026-12-05f).
 
 A tree is a checkout of pushrl (`git archive COMMIT | tar -x -C DIR`); it runs with
 `PYTHONPATH=DIR`. Each tree's figure is printed with the ratio to the first tree's.
@@ -36,7 +38,7 @@ T0 = 1_780_000_000  # 2026-05-28T20:26:40Z
 USERS = 400
 
 
-def child(rows: int, passes: int, instructions: bool) -> None:
+def child(rows: int, passes: int, instructions: bool, seed: int = 1) -> None:
     """Run in the tree's interpreter: prints the CPU seconds of the measured passes."""
     import numpy as np
 
@@ -54,7 +56,7 @@ def child(rows: int, passes: int, instructions: bool) -> None:
         for k in range(USERS):
             stmts += srv.state.put_user(f"u{k}", ZONES[k % len(ZONES)], {}, T0 // 3600)[1]
         srv.log.write(stmts)
-        rng = np.random.default_rng(1)
+        rng = np.random.default_rng(seed)
         reqs = [[DecideIn(user_id=f"u{u}", ts=T0 + 3600 * i)
                  for u in rng.choice(USERS, rows, replace=False)] for i in range(2 * passes)]
         for r in reqs[:passes]:  # warm-up: profile caches, time-zone blocks
@@ -76,10 +78,11 @@ def child(rows: int, passes: int, instructions: bool) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def measure(tree: Path, rows: int, passes: int, instructions: bool) -> float:
+def measure(tree: Path, rows: int, passes: int, instructions: bool, seed: int = 1) -> float:
     """Per pass: CPU microseconds, or instructions."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(rows), str(passes)]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(rows), str(passes),
+           str(seed)]
     if not instructions:
         out = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True, check=True)
         return 1e6 * float(out.stdout.split("CPU ")[1]) / passes
@@ -97,13 +100,14 @@ def measure(tree: Path, rows: int, passes: int, instructions: bool) -> float:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        child(int(sys.argv[2]), int(sys.argv[3]), "--instructions" in sys.argv)
+        child(int(sys.argv[2]), int(sys.argv[3]), "--instructions" in sys.argv, int(sys.argv[4]))
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tree", type=Path, nargs="+", default=[ROOT])
     ap.add_argument("--rows", type=int, nargs="+", default=[1, 6])
     ap.add_argument("--passes", type=int, default=200)
     ap.add_argument("--instructions", action="store_true")
+    ap.add_argument("--seed", type=int, default=1, help="draw of the users of each pass")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     if a.instructions and shutil.which("valgrind") is None:
@@ -114,11 +118,11 @@ def main() -> None:
     for k in a.rows:
         first = None
         for tree in a.tree:
-            v = measure(tree.resolve(), k, a.passes, a.instructions)
+            v = measure(tree.resolve(), k, a.passes, a.instructions, a.seed)
             first = first or v
             rows.append({"tree": str(tree), "rows_per_pass": k, f"{unit}_per_pass": round(v, 1),
                          "ratio_to_first_tree": round(v / first, 3)})
-    res = {"unit": unit, "passes": a.passes, "users": USERS,
+    res = {"unit": unit, "passes": a.passes, "users": USERS, "seed": a.seed,
            "load_avg_before": [round(x, 2) for x in load0],
            "load_avg_after": [round(x, 2) for x in os.getloadavg()], "rows": rows}
     if a.json:

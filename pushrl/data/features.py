@@ -74,7 +74,10 @@ PROFILE_CACHE_USERS = 16
 _PROFILE_CACHE_MAX = 1 << 16  # cached (pool, user) profiles before the cache starts anew
 _POOLS = ("day", "weekpart", "week")
 _AT_NEXT = np.array([0, 1], np.int64)  # a bucket and the next one (local_time_at)
-_LAGS = np.array([[0], [24], [168]], np.int64)  # ring slots of the feature windows
+#: :meth:`FeatureState.features`' ring gather: (lag in buckets, kind x _RING) per row; rows
+#: 0-3 minus rows 4-7 are the windows sends_24h, sends_7d, opens_7d, activity_7d.
+_WIN_LAG = np.array([[0], [0], [0], [0], [24], [168], [168], [168]], np.int64)
+_WIN_KIND = np.array([[0], [0], [1], [2], [0], [0], [1], [2]], np.int64) * _RING
 _EXACT_START = np.array([[0], [1]], np.int64)  # decision_clock: exact time, bucket start
 
 
@@ -224,6 +227,10 @@ class FeatureState:
         self.spec = spec
         self.tzt = tz_table or TimezoneTable([])
         self._prior_how = np.asarray(spec.prior_how, dtype=np.float64)
+        self._k_prior_how = spec.shrink_how * self._prior_how  # (features' share numerator)
+        #: engagement's pseudo-counts (opens, sends) as numpy adds them to float32 counts
+        self._eng_shift = np.array([[spec.shrink_open * spec.prior_open_rate],
+                                    [spec.shrink_open]], np.float32)
         self._prior_cat = np.asarray(spec.prior_cat, dtype=np.float64)
         self._prior_cat_l: list[float] = self._prior_cat.tolist()
         self.n = 0
@@ -449,7 +456,7 @@ class FeatureState:
         clock = a.clock
         moving = []
         for ui, bi in zip(users, buckets, strict=True):
-            gap = bi - int(clock[ui])
+            gap = bi - clock.item(ui)
             if gap < 0:
                 raise ValueError(f"decision time is {-gap} h before the user's state; "
                                  "features cannot be computed for the past, send times in "
@@ -458,8 +465,8 @@ class FeatureState:
                 moving.append((ui, bi, gap))
         for ui, bi, gap in moving:
             # commit pending activity (it lies in a bucket < bi now)
-            if a.pend_bucket[ui] < bi and a.pend_n[ui] > 0:
-                n = a.pend_n[ui]
+            if a.pend_bucket.item(ui) < bi and a.pend_n.item(ui) > 0:
+                n = a.pend_n[ui]  # (float32: added as float32)
                 a.how[int(a.pend_how[ui]), ui] += n
                 a.how_tot[ui] += n
                 a.how_ver[ui] += 1
@@ -771,27 +778,23 @@ class FeatureState:
         last = a.last_push[u]
         lp = np.where(last < b, last, a.last_push_before[u])
         out[:, 2] = np.minimum(b - lp, HOURS_CAP)
-        # the three ring slots every window needs (now, 24 h and 168 h ago) for the 3 kinds,
-        # in one gather: (3 kinds, 3 slots, n)
-        flat = a.ring.reshape(3, -1)
+        # every ring slot the windows read, in ONE gather of the flat ring (kind, slot, user):
+        # rows _WIN_NOW - rows _WIN_AGO are sends_24h, sends_7d, opens_7d, activity_7d, and
+        # rows 1-2 hold the lifetime sends and opens now (engagement)
         cap = a.ring.shape[2]
-        got = flat.take(((b - _LAGS) % _RING) * cap + u, axis=1)
-        now = got[:, 0]
-        # (3 kinds, 24 h / 168 h, n) window counts in one subtraction
-        win = got[:, :1] - got[:, 1:]
-        out[:, 3] = win[self.SENDS, 0]
-        out[:, 4] = win[self.SENDS, 1]
-        out[:, 5] = win[self.OPENS, 1]
-        out[:, 8] = win[self.ACTS, 1]
+        got = a.ring.reshape(-1).take(((b - _WIN_LAG) % _RING + _WIN_KIND) * cap + u)
+        win = got[:4] - got[4:]  # (4 windows, n)
+        out[:, 3:6] = win[:3].T
+        out[:, 8] = win[3]
         # pending activity of bucket b is kept apart in pend_*, so it is invisible here
-        how_idx = (dow * 24 + hour).astype(np.int64)
-        total = a.how_tot[u]
-        k = self.spec.shrink_how
-        share = (a.how[how_idx, u] + k * self._prior_how[how_idx]) / (total + k)
+        how_idx = (dow * 24 + hour).astype(np.int64, copy=False)
+        share = ((a.how[how_idx, u] + self._k_prior_how[how_idx])
+                 / (a.how_tot[u] + self.spec.shrink_how))
         out[:, 6] = share * 168.0
-        sends, opens = now[:2].astype(np.float32)  # kinds SENDS = 0, OPENS = 1
-        ko = self.spec.shrink_open
-        out[:, 7] = (opens + ko * self.spec.prior_open_rate) / (sends + ko)
+        # (opens + ko * prior, sends + ko) in float32, as numpy adds the python floats to the
+        # float32 counts (NEP 50: each constant rounded to float32 first)
+        num, den = np.add(got[2:0:-1], self._eng_shift, dtype=np.float32)
+        out[:, 7] = num / den
         return out
 
     def affinity(self, users: np.ndarray, categories: np.ndarray) -> np.ndarray:

@@ -68,8 +68,10 @@ def key_uniform(keys: Iterable[str], salt: str) -> np.ndarray:
     Also the server's shard of a user (:func:`pushrl.serve.shards.shard_of`) and its keyed
     decision draws (:class:`pushrl.serve.engine.KeyedDraws`)."""
     k = salt.encode()
+    # (the int -> double conversion is correctly rounded in Python as in numpy, and the
+    # division by 2**64 exact: the same doubles as dividing the array, one numpy call less)
     return np.array([int.from_bytes(hashlib.blake2b(k + s.encode(), digest_size=8).digest(),
-                                    "big") for s in keys], dtype=np.float64) / 2.0**64
+                                    "big") / 2.0**64 for s in keys], dtype=np.float64)
 
 
 def check_holdout_frac(frac: float) -> float:

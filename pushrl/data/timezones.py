@@ -155,7 +155,7 @@ class TimezoneTable:
             r = rows.get((z, bi >> _BLOCK_BITS))
             if r is None:
                 return None
-            out.append(int(blocks[r, bi & (BLOCK_HOURS - 1)]))
+            out.append(blocks.item(r, bi & (BLOCK_HOURS - 1)))  # (a python int)
         return out
 
 

@@ -70,7 +70,7 @@ def _sends_today(ctx: TimingContext) -> np.ndarray:
 _ONE_HOT = np.eye(2)[[WAIT, SEND]]
 
 
-def _deterministic(send: np.ndarray) -> np.ndarray:
+def _deterministic(send: np.ndarray | list[bool]) -> np.ndarray:
     """``(n, 2)`` one-hot distribution from a bool ``(n,)`` send decision (float64; one
     gather: row ``send[i]`` of the WAIT/SEND one-hot rows)."""
     return _ONE_HOT.take(np.asarray(send, dtype=bool).view(np.int8), axis=0)
@@ -212,8 +212,8 @@ class MostActiveHour(TimingPolicy):
                                   lambda us: self._ranks(st, us))
             parts = pool_part(np.array([feats[i][dow_col] for i in could]), self.pool).tolist()
             for i, r, p in zip(could, ranks, parts, strict=True):
-                send[i] = int(r[p, int(feats[i][h_col])]) < k
-        return _deterministic(np.array(send, bool))
+                send[i] = r.item(p, int(feats[i][h_col])) < k
+        return _deterministic(send)  # (a list: one array built)
 
     def _ranks(self, state: FeatureState, users: np.ndarray) -> np.ndarray:
         """``(k, P, 24)`` rank of every in-window local hour within its day part's profile

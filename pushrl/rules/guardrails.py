@@ -290,10 +290,10 @@ class DayCount:
         """:meth:`get` of a few users as Python ints (the same rule: the count of the user's
         latest day with a send, the day before's, else 0; a server pass of a few users)."""
         out = []
+        days, count, prev = self.day, self.count, self.prev
         for u, d in zip(users, day, strict=True):
-            cur = int(self.day[u])
-            out.append(int(self.count[u]) if cur == d else
-                       int(self.prev[u]) if cur - 1 == d else 0)
+            cur = days.item(u)  # (.item: a python int, no numpy scalar)
+            out.append(count.item(u) if cur == d else prev.item(u) if cur - 1 == d else 0)
         return out
 
     def add(self, users: np.ndarray, day: np.ndarray) -> None:

@@ -140,10 +140,9 @@ def hex_ids(prefix: str, start: int, n: int) -> list[str]:
 def _count(size: Any) -> int:
     """Elements of a ``size`` argument (an int or a shape); ``math.prod``, not ``np.prod``:
     numpy's reduction of a shape tuple costs as much as ~10 small array operations."""
-    try:
-        return operator.index(size)
-    except TypeError:
+    if isinstance(size, tuple):  # (what Policy.sample passes: no exception raised and caught)
         return math.prod(size)
+    return operator.index(size)
 
 
 class KeyedDraws(np.random.Generator):
@@ -573,7 +572,7 @@ class Engine:
         dist, labels = self._gates(dist, raw, tctx, held, timing.label)
         td = timing.policy.sample(dist, self.draws("timing", rows))
         send = np.asarray(td.action) == SEND
-        p_send = np.asarray(td.action_dist)[:, SEND].astype(np.float64)
+        p_send = np.asarray(td.action_dist, np.float64)[:, SEND]  # (read only)
         why = (["policy"] * n if not n_blocked else
                self._reasons(tctx, np.ones(n, bool) if self.kill_switch else ~allowed,
                              reasons, free))
