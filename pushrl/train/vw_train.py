@@ -28,14 +28,13 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-from vowpalwabbit import __version__ as VW_VERSION
 
 from pushrl.data.shards import SHARD_USERS, plan
 from pushrl.data.split import UserSplit
 from pushrl.data.validate import load_dataset, should_stream
 from pushrl.errors import DataError
 from pushrl.policies.item_data import BanditRounds, fit_sharded, iter_rounds, iter_sharded_rounds
-from pushrl.policies.vw import VWConfig, VWItemPolicy
+from pushrl.policies.vw import VWConfig, VWItemPolicy, pyvw, vw_version
 from pushrl.policies.vw_format import CBLabels, VWFormatter, VWLayout
 from pushrl.rules.reward import RewardWeights
 
@@ -192,6 +191,7 @@ def train_rounds(chunks: Iterable[BanditRounds], config: VWConfig, *,
             raise DataError("no bandit rounds to train on")
         if _while_vw_learns is not None:  # VW still parses the queued chunks: use the time
             _while_vw_learns()
+        pyvw()  # imported while VW learns, not before its first chunk nor after it finished
         t_fed = time.perf_counter()
         text = driver.finish()
         model = model_path.read_bytes()
@@ -208,7 +208,7 @@ def train_rounds(chunks: Iterable[BanditRounds], config: VWConfig, *,
                     "train/logged_reward_mean": reward_sum / max(n, 1),
                     "train/seconds_vw_after_last_chunk": t_end - t_fed})
     policy = VWItemPolicy(layout_for(first), config.args(), model, first.encoder)
-    card = {"vw_config": config.to_dict(), "vw_version": VW_VERSION,
+    card = {"vw_config": config.to_dict(), "vw_version": vw_version(),
             "vw_driver_args": config.args() + (
                 ["--passes", str(config.passes), "--cache_file", "<cache>", "-k"]
                 if config.passes > 1 else []),
@@ -228,7 +228,7 @@ def _rounds(data: str | Path, reward: RewardWeights | str | None, chunk_rounds: 
     if p.n_shards == 1 or not (should_stream(data) if stream is None else stream):
         # the fingerprint (a hash of every row) is computed after the last chunk went to
         # VW, while VW still learns (``_later``), not before the first one
-        ds, report = load_dataset(data, split=split, fingerprint=False)
+        ds, report = load_dataset(data, split=split, fingerprint=False, summary=False)
         card: dict[str, Any] = {"fingerprint": None, "rejected_rows": report.n_rejected,
                                 "split": ds.split}
 
