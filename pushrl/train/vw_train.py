@@ -94,6 +94,10 @@ class _Driver:
         self._q: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=8)
         self._err: list[bytes] = []
         self.write_error: BaseException | None = None
+        #: seconds the writer waited for the next chunk after the first one (VW had no
+        #: new text from pushrl then: the featurising did not keep up), and in writes
+        #: (VW's parser had not yet read the previous text: VW was the bottleneck)
+        self.idle_s = self.busy_s = 0.0
         self._writer = threading.Thread(target=self._write, daemon=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._writer.start()
@@ -101,9 +105,19 @@ class _Driver:
 
     def _write(self) -> None:
         assert self.proc.stdin is not None
+        clock, first = time.perf_counter, True
         try:
-            while (arr := self._q.get()) is not None:
+            while True:
+                t0 = clock()
+                arr = self._q.get()
+                t1 = clock()
+                if arr is None:
+                    break
+                if not first:
+                    self.idle_s += t1 - t0
+                first = False
                 self.proc.stdin.write(arr.data)
+                self.busy_s += clock() - t1
                 if self.tee is not None:
                     self.tee.write(arr.data)
             self.proc.stdin.close()
@@ -206,7 +220,9 @@ def train_rounds(chunks: Iterable[BanditRounds], config: VWConfig, *,
     metrics = parse_driver_output(text)
     metrics.update({"train/rounds": float(n), "train/n_actions": float(k_max),
                     "train/logged_reward_mean": reward_sum / max(n, 1),
-                    "train/seconds_vw_after_last_chunk": t_end - t_fed})
+                    "train/seconds_vw_after_last_chunk": t_end - t_fed,
+                    "train/seconds_writer_idle": driver.idle_s,
+                    "train/seconds_writer_blocked": driver.busy_s})
     policy = VWItemPolicy(layout_for(first), config.args(), model, first.encoder)
     card = {"vw_config": config.to_dict(), "vw_version": vw_version(),
             "vw_driver_args": config.args() + (
