@@ -60,6 +60,15 @@ def cpu() -> float:
     return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
 
 
+def _dataset(name: str) -> Path:
+    """A shipped dataset by name (``synth``, ``obd``) or any dataset directory."""
+    if name in DATASETS:
+        return DATASETS[name]
+    if not Path(name).is_dir():
+        raise SystemExit(f"--datasets: {name!r} is neither {'/'.join(DATASETS)} nor a directory")
+    return Path(name).resolve()
+
+
 def throughput(name: str, path: Path, repeats: int, cfg: VWConfig) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="pushrl-bench-"))
     ex = tmp / "examples.vw"
@@ -155,6 +164,9 @@ def whole_process(name: str, path: Path, repeats: int, cfg: VWConfig,
                 out["cpu_vw"] = m["train/cpu_seconds_vw"]
                 out["cpu_pushrl_train"] = m["train/cpu_seconds_pushrl"]
                 out["cpu_pushrl_start"] = out["cpu"] - out["cpu_vw"] - out["cpu_pushrl_train"]
+            for k in ("seconds_load", "seconds_writer_idle", "seconds_vw_after_last_chunk"):
+                if f"train/{k}" in m:  # (older trees lack some)
+                    out[k] = m[f"train/{k}"]
         return out
 
     drv: list[dict[str, Any]] = []
@@ -185,6 +197,9 @@ def whole_process(name: str, path: Path, repeats: int, cfg: VWConfig,
         if all("cpu_vw" in x for x in runs):
             for k in ("cpu_pushrl_start", "cpu_pushrl_train", "cpu_vw"):
                 t[k + "_s"] = [round(x[k], 2) for x in runs]
+        for k in ("seconds_load", "seconds_writer_idle", "seconds_vw_after_last_chunk"):
+            if all(k in x for x in runs):
+                t[k] = [round(x[k], 2) for x in runs]
         res["trees"][tree] = t
     first = res["trees"][str(trees[0])]  # the headline keys (this tree unless --tree)
     res.update({k: first[k] for k in ("ours_wall_s", "ours_cpu_s", "ratio_wall",
@@ -277,7 +292,9 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--sections", default="throughput,latency,obd")
-    ap.add_argument("--datasets", default="synth,obd")
+    ap.add_argument("--datasets", default="synth,obd",
+                    help="comma-separated: synth, obd or dataset directories (e.g. a "
+                         "`pushrl data synth --seed N` world held out from development)")
     ap.add_argument("--decisions", type=int, default=2000)
     ap.add_argument("--online", type=int, default=100_000, help="interactions (section online)")
     ap.add_argument("--seed", type=int, default=0)
@@ -301,7 +318,7 @@ def main() -> None:
                   f" {r['cpu_ratio']}",
                   file=sys.stderr)
     if "process" in sections:
-        out["process"] = [whole_process(d, DATASETS[d], a.repeats, VWConfig(),
+        out["process"] = [whole_process(d, _dataset(d), a.repeats, VWConfig(),
                                         [t.resolve() for t in a.tree] if a.tree else None)
                           for d in a.datasets.split(",")]
         for r in out["process"]:
@@ -318,6 +335,11 @@ def main() -> None:
                           f"{t['cpu_pushrl_start_s']} s, pushrl training (load, features, VW "
                           f"text; all threads) {t['cpu_pushrl_train_s']} s, VW's driver child "
                           f"{t['cpu_vw_s']} s", file=sys.stderr)
+                if "seconds_writer_idle" in t:
+                    print(f"    in train_vw: load {t['seconds_load']} s; the writer waited for "
+                          f"pushrl's next chunk {t['seconds_writer_idle']} s (VW starved); VW "
+                          f"learned {t['seconds_vw_after_last_chunk']} s after the last chunk",
+                          file=sys.stderr)
             print(f"  uptime: {uptime()}", file=sys.stderr)
     if "latency" in sections:
         out["latency"] = latency(DATASETS["synth"], a.decisions)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 from pathlib import Path
 
 import typer
@@ -61,6 +63,11 @@ def command(
     with progress_bar("training VW", None, enabled=not as_json, unit="rounds") as update:
         res = train_vw(data, config, out=out, reward=weights, split=split,
                        progress=lambda n: update(n))
+    # the process ends right after this: objects alive now are freed by reference counting
+    # at exit anyway, so keep the interpreter's final garbage collections from walking them
+    # all (pandas, pyarrow, the log: ~0.15 s CPU at exit); gc.freeze in an atexit hook runs
+    # before those collections and only when the process ends (in-process callers: later)
+    atexit.register(gc.freeze)
     m = res.metrics
     result = {"artifact": str(res.artifact), "vw_args": res.policy.args,
               "data_fingerprint": res.card["data"]["fingerprint"], "reward": res.card["reward"],

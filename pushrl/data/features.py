@@ -1128,6 +1128,29 @@ def _id_array(s: pd.Series) -> np.ndarray:
     return s.astype(object).where(s.notna(), "").to_numpy()
 
 
+def _column_categories(spec: FeatureSpec, s: pd.Series) -> np.ndarray:
+    """``spec.item_categories(_id_array(s))``, shape ``(len(s),)``: a categorical column (as
+    the loader gives ids) looks up each distinct id once and gathers by code (missing: -1,
+    as the ``""`` id)."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        ids = np.asarray(s.cat.categories.astype(str), dtype=object)
+        cats = np.append(spec.item_categories(ids) if ids.size else np.zeros(0, np.int64),
+                         spec.item_categories([""]))
+        return cats[s.cat.codes.to_numpy()]  # code -1 (missing) -> the appended last slot
+    return spec.item_categories(_id_array(s))
+
+
+def _bucket_set(b: np.ndarray) -> np.ndarray:
+    """``np.unique(b)`` of hour buckets (a short range of int64): one bincount-like pass
+    instead of a sort."""
+    if b.size == 0:
+        return np.unique(b)
+    lo = int(b.min())
+    seen = np.zeros(int(b.max()) - lo + 1, bool)
+    seen[b - lo] = True
+    return np.flatnonzero(seen).astype(np.int64) + lo
+
+
 def replay(ds: Dataset, spec: FeatureSpec, *, with_affinity: bool = True,
            category_affinity: bool = False) -> ReplayResult:
     """Replay a dataset's events in time order and featurise every decision point-in-time.
@@ -1173,10 +1196,10 @@ def iter_replay(ds: Dataset, spec: FeatureSpec, *, with_affinity: bool = True,
     a_sec = to_unix_seconds(act["ts"]) if len(act) else np.zeros(0, np.int64)
     a_bucket = a_sec // HOUR
     a_user = user_index(ds, act["user_id"]) if len(act) else np.zeros(0, np.int64)
-    a_cat = (spec.item_categories(_id_array(act["item_id"])) if len(act)
+    a_cat = (_column_categories(spec, act["item_id"]) if len(act)
              else np.zeros(0, np.int64))
     # purchases (the uplift gate's need state): purchase events and converted pushes
-    a_buy = (act["event"].astype(str).to_numpy() == "purchase" if len(act)
+    a_buy = ((act["event"] == "purchase").to_numpy(bool, na_value=False) if len(act)
              and "event" in act.columns else np.zeros(len(act), bool))
     converted = (p["converted"].fillna(False).to_numpy(bool) if "converted" in p.columns
                  else np.zeros(len(p), bool))
@@ -1185,7 +1208,7 @@ def iter_replay(ds: Dataset, spec: FeatureSpec, *, with_affinity: bool = True,
     state = FeatureState(spec, ds.users["timezone"].astype(str).tolist(), start)
     feats = np.zeros((len(p), N_FEATURES), np.float32)
     aff = np.ones(len(p), np.float32)
-    item_cat = spec.item_categories(_id_array(p["item_id"])) if with_affinity else None
+    item_cat = _column_categories(spec, p["item_id"]) if with_affinity else None
     all_cats = np.arange(spec.n_categories)[None, :]
     cat_aff = (np.ones((len(p), spec.n_categories), np.float32) if category_affinity
                else None)
@@ -1193,7 +1216,7 @@ def iter_replay(ds: Dataset, spec: FeatureSpec, *, with_affinity: bool = True,
 
     d_order = np.argsort(d_bucket, kind="stable")
     a_order = np.argsort(a_bucket, kind="stable")
-    buckets = np.unique(all_b)
+    buckets = _bucket_set(all_b)
     d_edges = np.searchsorted(d_bucket[d_order], buckets, side="left")
     d_ends = np.searchsorted(d_bucket[d_order], buckets, side="right")
     a_edges = np.searchsorted(a_bucket[a_order], buckets, side="left")

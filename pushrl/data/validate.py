@@ -212,6 +212,18 @@ class SeenIds:
         self.end = reach[np.r_[first[1:] - 1, starts.size - 1]]
 
 
+def isin(s: pd.Series, values: Any) -> np.ndarray:
+    """``s.isin(values)`` as a bool array, shape ``(len(s),)``. A categorical column (how
+    :func:`~pushrl.data.io.read_tables` gives ids) is answered from its codes: each category
+    is looked up once, then one gather over the rows (pandas hashes every row's code)."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        cats = s.cat.categories
+        hit = np.append(np.asarray(cats.isin(values), bool),
+                        pd.Index(values).hasnans if len(values) else False)
+        return hit[s.cat.codes.to_numpy()]  # code -1 (missing) -> the appended last slot
+    return np.asarray(s.isin(values), bool)
+
+
 def _check_users(df: pd.DataFrame) -> _Rejector:
     r = _Rejector(len(df))
     r.check(df["user_id"].duplicated(keep="first"), "duplicate user_id")
@@ -317,9 +329,9 @@ def _check_revenue(r: _Rejector, df: pd.DataFrame) -> None:
 def _check_activity(df: pd.DataFrame, users: pd.Index, items: pd.Index,
                     window: tuple[pd.Timestamp, pd.Timestamp]) -> _Rejector:
     r = _Rejector(len(df))
-    r.check(~df["user_id"].isin(users), "unknown user_id")
-    r.check(df["item_id"].notna() & ~df["item_id"].isin(items), "unknown item_id")
-    r.check(~df["event"].isin(EVENTS), "event not in session/view/cart/purchase")
+    r.check(~isin(df["user_id"], users), "unknown user_id")
+    r.check(df["item_id"].notna().to_numpy() & ~isin(df["item_id"], items), "unknown item_id")
+    r.check(~isin(df["event"], EVENTS), "event not in session/view/cart/purchase")
     _check_ts(r, df, window)
     if "revenue" in df:
         _check_revenue(r, df)
@@ -364,8 +376,8 @@ def _check_pushes(df: pd.DataFrame, users: pd.Index, items: pd.Index,
     if seen is not None:  # streamed: ids of earlier chunks count too
         dup = dup | seen.check_add(df["decision_id"])
     r.check(dup, "duplicate decision_id")
-    r.check(~df["user_id"].isin(users), "unknown user_id")
-    r.check(df["item_id"].notna() & ~df["item_id"].isin(items), "unknown item_id")
+    r.check(~isin(df["user_id"], users), "unknown user_id")
+    r.check(df["item_id"].notna().to_numpy() & ~isin(df["item_id"], items), "unknown item_id")
     sent = df["sent"].fillna(False).to_numpy(dtype=bool)
     r.check(sent & df["item_id"].isna().to_numpy(), "sent without item_id")
     _check_ts(r, df, window)
@@ -601,7 +613,8 @@ def _validate_optional(tables: Mapping[str, pd.DataFrame], accepted: dict[str, p
 
 def load_dataset(dirpath: str | Path, *, quarantine: bool = True, min_ts: TsBound = None,
                  max_ts: TsBound = None, split: UserSplit | None = None,
-                 fingerprint: bool = True) -> tuple[Dataset, ValidationReport]:
+                 fingerprint: bool = True, summary: bool = True,
+                 ) -> tuple[Dataset, ValidationReport]:
     """Read, validate and quarantine a pushlog v1.1 dataset: the loader every stage uses.
 
     Args:
@@ -618,6 +631,8 @@ def load_dataset(dirpath: str | Path, *, quarantine: bool = True, min_ts: TsBoun
         fingerprint: False leaves the report's fingerprint empty (``""``): a caller that
             needs it later computes ``ds.fingerprint()`` itself (``train bandit`` does while
             VW learns), so the rows reach their consumer sooner.
+        summary: False leaves the report's summary empty (``{}``; ``train bandit`` needs only
+            the row counts), for the same reason.
 
     Returns:
         The accepted rows as a :class:`Dataset`, and the :class:`ValidationReport`.
@@ -643,11 +658,13 @@ def load_dataset(dirpath: str | Path, *, quarantine: bool = True, min_ts: TsBoun
                  **{n: accepted[n] for n in OPTIONAL_TABLES if n in accepted})
     if split is not None:
         ds = split.apply(ds)
-    summary = {**summarize(ds), "ts_range": [str(window[0]), str(window[1])],
-               **({"split": ds.split} if ds.split else {})}
-    if len(ds.triggers) or len(ds.item_updates):
-        summary["triggers"] = trigger_summary(ds)
-    report = ValidationReport(counts, summary, ds.fingerprint() if fingerprint else "")
+    stats: dict[str, Any] = {}
+    if summary:
+        stats = {**summarize(ds), "ts_range": [str(window[0]), str(window[1])],
+                 **({"split": ds.split} if ds.split else {})}
+        if len(ds.triggers) or len(ds.item_updates):
+            stats["triggers"] = trigger_summary(ds)
+    report = ValidationReport(counts, stats, ds.fingerprint() if fingerprint else "")
     return ds, report
 
 

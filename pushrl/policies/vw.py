@@ -29,8 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from vowpalwabbit import __version__ as VW_VERSION
-from vowpalwabbit import pyvw
 
 from pushrl.errors import ArtifactError
 from pushrl.policies.base import ItemContext, ItemPolicy
@@ -41,7 +39,36 @@ from pushrl.policies.vw_format import CBLabels, VWFormatter, VWLayout
 EXPLORATIONS: tuple[str, ...] = ("squarecb", "epsilon", "cover", "bag", "large_action_space")
 CB_TYPES: tuple[str, ...] = ("mtr", "dr", "ips")
 MODEL_FILE, LAYOUT_FILE, ENCODER_FILE = "model.vw", "layout.json", "encoder.json"
-_LIB = pyvw.pylibvw.vw
+
+_LIB: Any  # set by pyvw()
+
+
+def pyvw() -> Any:
+    """VW's Python module, imported on first use (``train bandit`` runs VW's own driver in a
+    subprocess and needs the library only for the trained policy, so its import can wait
+    until VW learns). Also sets ``_LIB``, the raw binding the decision path calls; the
+    module's ``__getattr__`` gives ``_LIB`` and ``VW_VERSION`` to importers the same way."""
+    from vowpalwabbit import pyvw as mod
+
+    global _LIB
+    _LIB = mod.pylibvw.vw
+    return mod
+
+
+def vw_version() -> str:
+    """The installed VW's version (recorded in model cards)."""
+    from vowpalwabbit import __version__
+
+    return str(__version__)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "_LIB":
+        pyvw()
+        return _LIB
+    if name == "VW_VERSION":
+        return vw_version()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -131,15 +158,15 @@ class VWConfig:
         return d
 
 
-def _open(args: Sequence[str], model: bytes | None) -> pyvw.Workspace:
-    """A workspace with ``args`` (new model) or from model bytes (``-i``)."""
+def _open(args: Sequence[str], model: bytes | None) -> Any:
+    """A ``pyvw.Workspace`` with ``args`` (new model) or from model bytes (``-i``)."""
     if model is None:
-        return pyvw.Workspace(arg_list=[*args, "--quiet"])
+        return pyvw().Workspace(arg_list=[*args, "--quiet"])
     fd, path = tempfile.mkstemp(suffix=".vw")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(model)
-        return pyvw.Workspace(arg_list=["-i", path, "--quiet"])
+        return pyvw().Workspace(arg_list=["-i", path, "--quiet"])
     finally:
         os.unlink(path)
 
@@ -254,7 +281,7 @@ class VWItemPolicy(ItemPolicy):
     # ------------------------------------------------------------ registry
     def describe(self) -> dict[str, Any]:
         """Model-card parameters."""
-        return {**super().describe(), "vw_version": VW_VERSION, "vw_args": list(self.args),
+        return {**super().describe(), "vw_version": vw_version(), "vw_args": list(self.args),
                 "namespaces": self.layout.namespaces}
 
     def save(self, out: str | Path, card: dict[str, Any] | None = None) -> Path:
@@ -264,7 +291,7 @@ class VWItemPolicy(ItemPolicy):
             LAYOUT_FILE: json.dumps(self.layout.to_dict()).encode()}
         if self.encoder is not None:
             files[ENCODER_FILE] = json.dumps(self.encoder.to_dict()).encode()
-        full = {"policy": self.describe(), "vw_version": VW_VERSION,
+        full = {"policy": self.describe(), "vw_version": vw_version(),
                 "vw_args": list(self.args), "namespaces": self.layout.namespaces,
                 "feature_spec": None if self.encoder is None else self.encoder.spec.to_dict(),
                 **(card or {})}

@@ -155,6 +155,13 @@ class _Numeric:
 
     def write(self, out: np.ndarray, values: np.ndarray) -> None:
         """Write ``values`` (``out.shape[:-1]``) into ``out`` (``(..., width)`` uint8)."""
+        if out.ndim > 1 and out.shape[0] > 1 and not out.flags.c_contiguous:
+            # a field of wider lines: build it packed, then move whole fields (the
+            # column-by-column writes below are several times slower on strided rows)
+            tmp = np.empty(out.shape, np.uint8)
+            self.write(tmp, values)
+            _void(out)[...] = _void(tmp)
+            return
         q = np.rint(values * 10**_DECIMALS).astype(np.int64)
         mag = np.abs(q)
         p = len(self.prefix)

@@ -28,14 +28,13 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-from vowpalwabbit import __version__ as VW_VERSION
 
 from pushrl.data.shards import SHARD_USERS, plan
 from pushrl.data.split import UserSplit
 from pushrl.data.validate import load_dataset, should_stream
 from pushrl.errors import DataError
 from pushrl.policies.item_data import BanditRounds, fit_sharded, iter_rounds, iter_sharded_rounds
-from pushrl.policies.vw import VWConfig, VWItemPolicy
+from pushrl.policies.vw import VWConfig, VWItemPolicy, pyvw, vw_version
 from pushrl.policies.vw_format import CBLabels, VWFormatter, VWLayout
 from pushrl.rules.reward import RewardWeights
 
@@ -95,6 +94,10 @@ class _Driver:
         self._q: queue.Queue[np.ndarray | None] = queue.Queue(maxsize=8)
         self._err: list[bytes] = []
         self.write_error: BaseException | None = None
+        #: seconds the writer waited for the next chunk after the first one (VW had no
+        #: new text from pushrl then: the featurising did not keep up), and in writes
+        #: (VW's parser had not yet read the previous text: VW was the bottleneck)
+        self.idle_s = self.busy_s = 0.0
         self._writer = threading.Thread(target=self._write, daemon=True)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._writer.start()
@@ -102,9 +105,19 @@ class _Driver:
 
     def _write(self) -> None:
         assert self.proc.stdin is not None
+        clock, first = time.perf_counter, True
         try:
-            while (arr := self._q.get()) is not None:
+            while True:
+                t0 = clock()
+                arr = self._q.get()
+                t1 = clock()
+                if arr is None:
+                    break
+                if not first:
+                    self.idle_s += t1 - t0
+                first = False
                 self.proc.stdin.write(arr.data)
+                self.busy_s += clock() - t1
                 if self.tee is not None:
                     self.tee.write(arr.data)
             self.proc.stdin.close()
@@ -192,6 +205,7 @@ def train_rounds(chunks: Iterable[BanditRounds], config: VWConfig, *,
             raise DataError("no bandit rounds to train on")
         if _while_vw_learns is not None:  # VW still parses the queued chunks: use the time
             _while_vw_learns()
+        pyvw()  # imported while VW learns, not before its first chunk nor after it finished
         t_fed = time.perf_counter()
         text = driver.finish()
         model = model_path.read_bytes()
@@ -206,9 +220,11 @@ def train_rounds(chunks: Iterable[BanditRounds], config: VWConfig, *,
     metrics = parse_driver_output(text)
     metrics.update({"train/rounds": float(n), "train/n_actions": float(k_max),
                     "train/logged_reward_mean": reward_sum / max(n, 1),
-                    "train/seconds_vw_after_last_chunk": t_end - t_fed})
+                    "train/seconds_vw_after_last_chunk": t_end - t_fed,
+                    "train/seconds_writer_idle": driver.idle_s,
+                    "train/seconds_writer_blocked": driver.busy_s})
     policy = VWItemPolicy(layout_for(first), config.args(), model, first.encoder)
-    card = {"vw_config": config.to_dict(), "vw_version": VW_VERSION,
+    card = {"vw_config": config.to_dict(), "vw_version": vw_version(),
             "vw_driver_args": config.args() + (
                 ["--passes", str(config.passes), "--cache_file", "<cache>", "-k"]
                 if config.passes > 1 else []),
@@ -228,7 +244,7 @@ def _rounds(data: str | Path, reward: RewardWeights | str | None, chunk_rounds: 
     if p.n_shards == 1 or not (should_stream(data) if stream is None else stream):
         # the fingerprint (a hash of every row) is computed after the last chunk went to
         # VW, while VW still learns (``_later``), not before the first one
-        ds, report = load_dataset(data, split=split, fingerprint=False)
+        ds, report = load_dataset(data, split=split, fingerprint=False, summary=False)
         card: dict[str, Any] = {"fingerprint": None, "rejected_rows": report.n_rejected,
                                 "split": ds.split}
 
