@@ -90,7 +90,7 @@ def _post_groups(base: str, bodies: list[str], k: int) -> None:
 
 
 def measure(tree: Path, n_req: int, warmup: int, users: int,
-            concurrency: int = 1, batch: int = 0) -> dict[str, float]:
+            concurrency: int = 1, batch: int = 0, keep: Path | None = None) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="pushrl-sin-"))
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(tree)}
@@ -167,6 +167,10 @@ def measure(tree: Path, n_req: int, warmup: int, users: int,
             proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
             proc.kill()
+        if keep is not None:  # the callgrind dumps, for callgrind_annotate
+            keep.mkdir(parents=True, exist_ok=True)
+            for f in tmp.glob("cg.out*"):
+                shutil.copy(f, keep / f"{tree.name}-{f.name}")
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -180,6 +184,8 @@ def main() -> None:
                     help="decide requests sent at once (passes of up to this many rows)")
     ap.add_argument("--batch", type=int, default=0,
                     help="send /v1/decide/batch requests of this many decisions instead")
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="copy the callgrind dumps here (TREE-cg.out*; callgrind_annotate)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     if shutil.which("valgrind") is None:
@@ -187,7 +193,8 @@ def main() -> None:
     load0 = os.getloadavg()
     rows, first = [], None
     for tree in a.tree:
-        r = measure(tree.resolve(), a.requests, a.warmup, a.users, a.concurrency, a.batch)
+        r = measure(tree.resolve(), a.requests, a.warmup, a.users, a.concurrency, a.batch,
+                    a.keep)
         first = first or r
         rows.append({"tree": str(tree), **{k: round(v, 2) for k, v in r.items()},
                      **{k.replace("_per_request", "_ratio_to_first"): round(v / first[k], 3)
