@@ -28,12 +28,31 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Asia/Kathmandu",
          "America/Los_Angeles", "Australia/Lord_Howe", "Australia/Sydney"]
 T0 = 1_800_000_000
 USERS = 300
+
+
+def _body(rng: Any, items: list[str], u: int, ts: int) -> bytes:
+    """A decide body for user ``u`` at ``ts``: mostly plain, some with candidates, context
+    or an ISO time (maybe too early: 409), a few invalid (422)."""
+    d: dict[str, object] = {"user_id": f"u{u}", "ts": ts}
+    r = rng.random()
+    if r < 0.1:
+        d["candidates"] = [str(x) for x in rng.choice(items, 3, replace=False)]
+    elif r < 0.15:
+        d["context"] = {"screen": "home", "n": int(rng.integers(9))}
+    elif r < 0.18:
+        d["ts"] = f"2027-01-15T0{rng.integers(10)}:00:00Z"
+    elif r < 0.2:
+        return json.dumps({"user_id": f"u{u}", "ts": ts, "bad": 1}).encode()
+    elif r < 0.21:
+        return b'{"user_id": '
+    return json.dumps(d).encode()
 
 
 def child(groups: int, seed: int) -> None:
@@ -69,21 +88,6 @@ def child(groups: int, seed: int) -> None:
         items = [it.item_id for it in srv.state.item_list]
         rng = np.random.default_rng(seed)
 
-        def body(u: int, ts: int) -> bytes:
-            d: dict[str, object] = {"user_id": f"u{u}", "ts": ts}
-            r = rng.random()
-            if r < 0.1:
-                d["candidates"] = [str(x) for x in rng.choice(items, 3, replace=False)]
-            elif r < 0.15:
-                d["context"] = {"screen": "home", "n": int(rng.integers(9))}
-            elif r < 0.18:
-                d["ts"] = "2027-01-15T0%d:00:00Z" % rng.integers(10)  # ISO, maybe too early
-            elif r < 0.2:
-                return json.dumps({"user_id": f"u{u}", "ts": ts, "bad": 1}).encode()
-            elif r < 0.21:
-                return b'{"user_id": '
-            return json.dumps(d).encode()
-
         async def one(b: bytes) -> str:
             try:
                 return (await appmod.decide_json(srv, b)).decode()
@@ -96,7 +100,8 @@ def child(groups: int, seed: int) -> None:
             for g in range(groups):
                 k = int(rng.integers(1, 17))
                 who = rng.choice(USERS, k, replace=False)
-                got = await asyncio.gather(*(one(body(int(u), T0 + 3600 * g)) for u in who))
+                got = await asyncio.gather(*(one(_body(rng, items, int(u), T0 + 3600 * g))
+                                             for u in who))
                 for t in got:
                     h.update(norm(t).encode() + b"\n")
 

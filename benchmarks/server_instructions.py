@@ -89,6 +89,14 @@ def _post_groups(base: str, bodies: list[str], k: int) -> None:
     asyncio.run(run())
 
 
+def _keep(tmp: Path, keep: Path | None, tree: Path) -> None:
+    """Copy the callgrind dumps to ``keep`` (``TREE-cg.out*``, for callgrind_annotate)."""
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        for f in tmp.glob("cg.out*"):
+            shutil.copy(f, keep / f"{tree.name}-{f.name}")
+
+
 def measure(tree: Path, n_req: int, warmup: int, users: int,
             concurrency: int = 1, batch: int = 0, keep: Path | None = None) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="pushrl-sin-"))
@@ -167,10 +175,7 @@ def measure(tree: Path, n_req: int, warmup: int, users: int,
             proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
             proc.kill()
-        if keep is not None:  # the callgrind dumps, for callgrind_annotate
-            keep.mkdir(parents=True, exist_ok=True)
-            for f in tmp.glob("cg.out*"):
-                shutil.copy(f, keep / f"{tree.name}-{f.name}")
+        _keep(tmp, keep, tree)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
