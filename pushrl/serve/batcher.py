@@ -101,13 +101,15 @@ class DecisionBatcher:
         loop, called by the log writer's wake-up: no task, no commit future)."""
         def finish(err: BaseException | None) -> None:
             self._in_flight -= 1
-            self._schedule(asyncio.get_running_loop())  # the requests that waited for it
             if err is not None:
                 for f in futs:
                     if not f.done():
                         f.set_exception(err)
-                return
-            for f, o in zip(futs, outs, strict=True):
-                if not f.done():
-                    f.set_result(o)
+            else:
+                for f, o in zip(futs, outs, strict=True):
+                    if not f.done():
+                        f.set_result(o)
+            # then the pass of the requests that waited for this commit: scheduled after the
+            # answers' tasks, so these answers leave before that pass runs (not after it)
+            self._schedule(asyncio.get_running_loop())
         return finish
