@@ -109,7 +109,10 @@ class DecisionBatcher:
                 for f, o in zip(futs, outs, strict=True):
                     if not f.done():
                         f.set_result(o)
-            # then the pass of the requests that waited for this commit: scheduled after the
-            # answers' tasks, so these answers leave before that pass runs (not after it)
-            self._schedule(asyncio.get_running_loop())
+            # then the pass of the requests that waited for this commit, one loop iteration
+            # later: these answers leave before it runs, and requests that arrive meanwhile
+            # still join it (the pass starts two polls after the commit, as it did when a
+            # task awaited the commit; one poll made passes ~25 % smaller at concurrency 16)
+            loop = asyncio.get_running_loop()
+            loop.call_soon(self._schedule, loop)
         return finish
