@@ -89,8 +89,17 @@ def _post_groups(base: str, bodies: list[str], k: int) -> None:
     asyncio.run(run())
 
 
+def _keep(tmp: Path, keep: Path | None, tree: Path) -> None:
+    """Copy the callgrind dumps to ``keep`` (``TREE-cg.out*``, for callgrind_annotate)."""
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        for f in tmp.glob("cg.out*"):
+            shutil.copy(f, keep / f"{tree.name}-{f.name}")
+
+
 def measure(tree: Path, n_req: int, warmup: int, users: int,
-            concurrency: int = 1, batch: int = 0) -> dict[str, float]:
+            concurrency: int = 1, batch: int = 0, keep: Path | None = None,
+            seed: int = 1) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="pushrl-sin-"))
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(tree)}
@@ -116,7 +125,7 @@ def measure(tree: Path, n_req: int, warmup: int, users: int,
             for k in range(users):
                 c.put(f"/v1/users/u{k}", json={"timezone": ZONES[k % len(ZONES)]}
                       ).raise_for_status()
-            rng = np.random.default_rng(1)
+            rng = np.random.default_rng(seed)  # the users and groups drawn
             k = batch or concurrency
             warmup -= warmup % k  # the measured requests start a group
             if k == 1:
@@ -167,6 +176,7 @@ def measure(tree: Path, n_req: int, warmup: int, users: int,
             proc.wait(timeout=120)
         except subprocess.TimeoutExpired:
             proc.kill()
+        _keep(tmp, keep, tree)
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -180,6 +190,9 @@ def main() -> None:
                     help="decide requests sent at once (passes of up to this many rows)")
     ap.add_argument("--batch", type=int, default=0,
                     help="send /v1/decide/batch requests of this many decisions instead")
+    ap.add_argument("--seed", type=int, default=1, help="seed of the users drawn")
+    ap.add_argument("--keep", type=Path, default=None,
+                    help="copy the callgrind dumps here (TREE-cg.out*; callgrind_annotate)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
     if shutil.which("valgrind") is None:
@@ -187,13 +200,15 @@ def main() -> None:
     load0 = os.getloadavg()
     rows, first = [], None
     for tree in a.tree:
-        r = measure(tree.resolve(), a.requests, a.warmup, a.users, a.concurrency, a.batch)
+        r = measure(tree.resolve(), a.requests, a.warmup, a.users, a.concurrency, a.batch,
+                    a.keep, a.seed)
         first = first or r
         rows.append({"tree": str(tree), **{k: round(v, 2) for k, v in r.items()},
                      **{k.replace("_per_request", "_ratio_to_first"): round(v / first[k], 3)
                         for k, v in r.items() if k.endswith("_per_request")}})
     res = {"unit": "instructions per request (server process, all threads)",
-           "requests": a.requests, "users": a.users, "concurrency": a.concurrency, "batch": a.batch,
+           "requests": a.requests, "users": a.users, "seed": a.seed,
+           "concurrency": a.concurrency, "batch": a.batch,
            "load_avg_before": [round(x, 2) for x in load0],
            "load_avg_after": [round(x, 2) for x in os.getloadavg()], "rows": rows}
     if a.json:

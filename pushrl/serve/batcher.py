@@ -17,10 +17,10 @@ sizes.)
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pushrl.serve.schemas import DecideIn
-from pushrl.serve.store import Statement
 
 if TYPE_CHECKING:
     from pushrl.serve.server import Server
@@ -34,17 +34,21 @@ class DecisionBatcher:
         self._waiting: list[tuple[DecideIn, asyncio.Future[dict[str, Any]]]] = []
         self._batch_scheduled = False
         self._in_flight = 0  # passes decided but not yet durable
-        self._tasks: set[asyncio.Future[None]] = set()
 
     async def decide(self, req: DecideIn) -> dict[str, Any]:
         """One decision, micro-batched with the others that arrived in the same event-loop
         tick: one vectorised pass through the pipeline and one group commit for all of them
         (each user still sees its own requests in order)."""
+        return await self.submit(req)
+
+    def submit(self, req: DecideIn) -> asyncio.Future[dict[str, Any]]:
+        """:meth:`decide` without its coroutine: the future of the answer (the hot path
+        awaits it directly)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._waiting.append((req, fut))
         self._schedule(loop)
-        return await fut
+        return fut
 
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._waiting and not self._batch_scheduled and not self._in_flight:
@@ -89,23 +93,25 @@ class DecisionBatcher:
                         f.set_exception(exc)
                 continue
             self._in_flight += 1
-            task = asyncio.ensure_future(self._finish(outs, stmts, futs))
-            self._tasks.add(task)  # keep a reference until it is done
-            task.add_done_callback(self._tasks.discard)
+            self.srv.commit_cb(stmts, self._finisher(outs, futs))
 
-    async def _finish(self, outs: list[dict[str, Any]], stmts: list[Statement],
-                      futs: list[asyncio.Future[dict[str, Any]]]) -> None:
-        try:
-            await self.srv.commit(stmts)
-        except Exception as exc:
-            for f in futs:
-                if not f.done():
-                    f.set_exception(exc)
-            return
-        finally:
+    def _finisher(self, outs: list[dict[str, Any]], futs: list[asyncio.Future[dict[str, Any]]]
+                  ) -> Callable[[BaseException | None], None]:
+        """The callback that answers a pass's requests once its commit is durable (on the
+        loop, called by the log writer's wake-up: no task, no commit future)."""
+        def finish(err: BaseException | None) -> None:
             self._in_flight -= 1
-            self._schedule(asyncio.get_running_loop())  # the requests that waited for it
-        for f, o in zip(futs, outs, strict=True):
-            if not f.done():
-                f.set_result(o)
+            asyncio.get_running_loop().call_soon(answer, err)
 
+        def answer(err: BaseException | None) -> None:
+            # one loop iteration after the commit (as when a task awaited it): the pass of
+            # the requests that waited for it is scheduled, then these answers (the order
+            # main had; answering first made passes smaller at concurrency 16, NOTES)
+            self._schedule(asyncio.get_running_loop())
+            for f, o in zip(futs, outs, strict=True):
+                if not f.done():
+                    if err is None:
+                        f.set_result(o)
+                    else:
+                        f.set_exception(err)
+        return finish

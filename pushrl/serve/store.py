@@ -136,7 +136,8 @@ sqlite3.register_adapter(bytes, bytes)
 def _runs(batch: list[tuple[list[Statement], Any]]) -> Iterator[tuple[str, list[Any]]]:
     """Consecutive rows of one statement of a group commit's batch, as ``(sql, rows)``: one
     ``executemany`` each (a :class:`Many` adds all its rows)."""
-    run_sql, run = "", list[Sequence[Any]]()
+    run_sql = ""
+    run: list[Sequence[Any]] = []  # (not list[...](): a generic alias built per commit)
     for stmts, _ in batch:
         for sql, params in stmts:
             if sql is not run_sql and sql != run_sql:
@@ -429,6 +430,16 @@ class DurableLog(LogReads):
         self._queue.put((stmts, (loop, fut)))
         return fut
 
+    def submit_cb(self, stmts: list[Statement],
+                  done: Callable[[BaseException | None], None]) -> None:
+        """Queue ``stmts`` for the next group commit; ``done(error)`` runs on the running
+        event loop once they are durable (``error`` None) or the commit failed. No future and
+        no task per commit: the micro-batcher's hand-off (issue 20).
+
+        Must be called on the running event loop's thread.
+        """
+        self._queue.put((stmts, (asyncio.get_running_loop(), done)))
+
     def write(self, stmts: list[Statement]) -> None:
         """Queue ``stmts`` and block until they are durable (for code off the event loop)."""
         fut: Future[None] = Future()
@@ -465,11 +476,9 @@ class DurableLog(LogReads):
                 return
             batch = [first]
             stop = False
-            while len(batch) < 4096:
-                try:
-                    nxt = self._queue.get_nowait()
-                except queue.Empty:
-                    break
+            q = self._queue
+            while len(batch) < 4096 and not q.empty():  # (this thread is the only reader;
+                nxt = q.get_nowait()                      # no queue.Empty raised per commit)
                 if nxt is None:
                     stop = True
                     break
@@ -523,7 +532,7 @@ class DurableLog(LogReads):
 
     @staticmethod
     def _resolve(batch: list[tuple[list[Statement], Any]], err: BaseException | None) -> None:
-        by_loop: dict[Any, list[asyncio.Future[None]]] = {}
+        by_loop: dict[Any, list[Any]] = {}
         for _, waiter in batch:
             if isinstance(waiter, Future):
                 if err is None:
@@ -558,11 +567,15 @@ class DurableLog(LogReads):
         self.reader.close()
         self._lock.close()  # releases the flock
 
-def _wake(futs: list[asyncio.Future[None]], err: BaseException | None) -> None:
+def _wake(futs: list[Any], err: BaseException | None) -> None:
+    """On the loop: resolve the futures of :meth:`DurableLog.submit` and call the callbacks
+    of :meth:`DurableLog.submit_cb`, in commit order."""
     for f in futs:
-        if f.done():
+        if not isinstance(f, asyncio.Future):
+            f(err)  # a submit_cb callback
+        elif f.done():
             continue
-        if err is None:
+        elif err is None:
             f.set_result(None)
         else:
             f.set_exception(err)
