@@ -14,13 +14,12 @@ alone). Components that do not move the state repeat on the same state.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -58,7 +57,7 @@ def child(rows: int, passes: int, comp: str, instructions: bool, seed: int) -> N
             srv.engine.decide(srv.rows(r))
         eng, st = srv.engine, srv.state
         policy = eng.policies.timing.policy
-        calls = []
+        calls: list[Callable[[], object]] = []
         for req in reqs[passes:]:
             r = srv.rows(req)
             u = np.array([x.u for x in r], np.int64)
@@ -84,17 +83,7 @@ def child(rows: int, passes: int, comp: str, instructions: bool, seed: int) -> N
             calls.append(run)
         for f in calls:  # warm
             f()
-        if instructions:
-            subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())],
-                           capture_output=True, check=True)
-        c0 = time.process_time()
-        for f in calls:
-            f()
-        cpu = time.process_time() - c0
-        if instructions:
-            subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())],
-                           capture_output=True, check=True)
-        print(f"CPU {cpu}")
+        engine_pass.time_calls(calls, instructions)
         srv.log.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -103,22 +92,8 @@ def child(rows: int, passes: int, comp: str, instructions: bool, seed: int) -> N
 def measure(tree: Path, rows: int, passes: int, comp: str, instructions: bool,
             seed: int) -> float:
     """Per call: CPU microseconds, or instructions."""
-    env = {**os.environ, "PYTHONPATH": str(tree)}
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(rows), str(passes),
-           comp, str(seed)]
-    if not instructions:
-        out = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True, check=True)
-        return 1e6 * float(out.stdout.split("CPU ")[1]) / passes
-    tmp = Path(tempfile.mkdtemp(prefix="pushrl-cg-"))
-    try:
-        cg = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
-              f"--callgrind-out-file={tmp}/cg.out"]
-        out = subprocess.run([*cg, *cmd, "--instructions"], env=env, cwd=tree,
-                             capture_output=True, text=True, check=True)
-        line = next(x for x in out.stderr.splitlines() if "Collected :" in x)
-        return int(line.split("Collected :")[1]) / passes
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return engine_pass.run_child(tree, Path(__file__), [str(rows), str(passes), comp, str(seed)],
+                                 passes, instructions)
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,17 +63,7 @@ def child(rows: int, passes: int, instructions: bool, seed: int = 1) -> None:
         for r in reqs[:passes]:  # warm-up: profile caches, time-zone blocks
             srv.engine.decide(srv.rows(r))
         todo = [srv.rows(r) for r in reqs[passes:]]
-        if instructions:
-            subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())],
-                           capture_output=True, check=True)
-        c0 = time.process_time()
-        for r in todo:
-            srv.engine.decide(r)
-        cpu = time.process_time() - c0
-        if instructions:
-            subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())],
-                           capture_output=True, check=True)
-        print(f"CPU {cpu}")
+        time_calls([lambda r=r: srv.engine.decide(r) for r in todo], instructions)
         srv.log.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -80,12 +71,35 @@ def child(rows: int, passes: int, instructions: bool, seed: int = 1) -> None:
 
 def measure(tree: Path, rows: int, passes: int, instructions: bool, seed: int = 1) -> float:
     """Per pass: CPU microseconds, or instructions."""
+    return run_child(tree, Path(__file__), [str(rows), str(passes), str(seed)], passes,
+                     instructions)
+
+
+def time_calls(calls: Sequence[Callable[..., object]], instructions: bool) -> None:
+    """Child side: run ``calls`` once, counted by callgrind (``instructions``) or timed;
+    prints ``CPU <seconds>`` for :func:`run_child`."""
+    if instructions:
+        subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())],
+                       capture_output=True, check=True)
+    c0 = time.process_time()
+    for f in calls:
+        f()
+    cpu = time.process_time() - c0
+    if instructions:
+        subprocess.run(["callgrind_control", "-i", "off", str(os.getpid())],
+                       capture_output=True, check=True)
+    print(f"CPU {cpu}")
+
+
+def run_child(tree: Path, script: Path, args: list[str], per: int, instructions: bool
+              ) -> float:
+    """Run ``script --child *args`` with ``tree`` on PYTHONPATH: CPU microseconds per call
+    (of ``per``), or callgrind instructions per call with ``instructions``."""
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(rows), str(passes),
-           str(seed)]
+    cmd = [sys.executable, str(script.resolve()), "--child", *args]
     if not instructions:
         out = subprocess.run(cmd, env=env, cwd=tree, capture_output=True, text=True, check=True)
-        return 1e6 * float(out.stdout.split("CPU ")[1]) / passes
+        return 1e6 * float(out.stdout.split("CPU ")[1]) / per
     tmp = Path(tempfile.mkdtemp(prefix="pushrl-cg-"))
     try:
         cg = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
@@ -93,7 +107,7 @@ def measure(tree: Path, rows: int, passes: int, instructions: bool, seed: int = 
         out = subprocess.run([*cg, *cmd, "--instructions"], env=env, cwd=tree,
                              capture_output=True, text=True, check=True)
         line = next(x for x in out.stderr.splitlines() if "Collected :" in x)
-        return int(line.split("Collected :")[1]) / passes
+        return int(line.split("Collected :")[1]) / per
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
