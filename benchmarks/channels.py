@@ -53,6 +53,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -231,6 +232,26 @@ def run_seed(a: argparse.Namespace, seed: int, w: RewardWeights) -> dict[str, An
         "cost_not_higher_ci": o["cost"]["ci95"][1] <= 0,
     }
     return res
+
+
+def run_dev_seeds(name: str, a: argparse.Namespace,
+                  run_seed: Callable[[argparse.Namespace, int, RewardWeights], dict[str, Any]]
+                  ) -> None:
+    """The development benchmarks' driver (``channels_diag``, ``channels_dm_price``,
+    ``channels_margin``): ``run_seed(a, seed, w)`` for each seed of ``a.seeds`` (comma list)
+    under this benchmark's objective with unsubscribes at 1, the JSON rewritten to ``a.out``
+    after each seed (a long sweep keeps what it has) and printed at the end."""
+    w = RewardWeights(open=0.0, click=1.0, revenue=0.01, send_cost=0.0,
+                      unsubscribe_penalty=1.0)
+    out: dict[str, Any] = {"benchmark": f"{name} (development seeds only)",
+                           "config": vars(a), "per_seed": []}
+    for s in (int(x) for x in a.seeds.split(",")):
+        out["per_seed"].append(run_seed(a, s, w))
+        out["uptime_load"] = os.getloadavg()
+        if a.out:
+            with open(a.out, "w") as f:
+                f.write(json.dumps(out, indent=2) + "\n")
+    sys.stdout.write(json.dumps(out, indent=2) + "\n")
 
 
 def main() -> None:

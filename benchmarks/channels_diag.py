@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from channels import make_worlds, paired, per_user
+from channels import make_worlds, paired, per_user, run_dev_seeds
 
 from pushrl.data.features import ItemCatalog
 from pushrl.data.synth import generate, world_spec
@@ -139,18 +139,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="9")
     ap.add_argument("--prices", default="m1=1;m4=4;push4=push:4")
     ap.add_argument("--out", default=None)
-    a = ap.parse_args()
-    w = RewardWeights(open=0.0, click=1.0, revenue=0.01, send_cost=0.0,
-                      unsubscribe_penalty=1.0)
-    res: dict[str, Any] = {"benchmark": "channels_diag (development seeds only)",
-                           "config": vars(a), "per_seed": []}
-    for s in (int(x) for x in a.seeds.split(",")):
-        res["per_seed"].append(run_seed(a, s, w))
-        res["uptime_load"] = os.getloadavg()
-        if a.out:
-            with open(a.out, "w") as f:
-                f.write(json.dumps(res, indent=2) + "\n")
-    sys.stdout.write(json.dumps(res, indent=2) + "\n")
+    run_dev_seeds("channels_diag", ap.parse_args(), run_seed)
 
 
 if __name__ == "__main__":

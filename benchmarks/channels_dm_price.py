@@ -19,7 +19,6 @@ the true unsubscribes of each multiple come from ``channels_diag.py`` / ``channe
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -28,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from channels import make_worlds
+from channels import make_worlds, run_dev_seeds
 
 from pushrl.data.synth import world_spec
 from pushrl.ope.channel_price import expected_unsubscribes, fit_unsub_model
@@ -73,18 +72,7 @@ def main() -> None:
     ap.add_argument("--seeds", default="1,2,7,8,9,10")
     ap.add_argument("--multiples", default="1,2,3,4,6")
     ap.add_argument("--out", default=None)
-    a = ap.parse_args()
-    w = RewardWeights(open=0.0, click=1.0, revenue=0.01, send_cost=0.0,
-                      unsubscribe_penalty=1.0)
-    out: dict[str, Any] = {"benchmark": "channels_dm_price (development seeds only)",
-                           "config": vars(a), "per_seed": []}
-    for s in (int(x) for x in a.seeds.split(",")):
-        out["per_seed"].append(run_seed(a, s, w))
-        out["uptime_load"] = os.getloadavg()
-        if a.out:
-            with open(a.out, "w") as f:
-                f.write(json.dumps(out, indent=2) + "\n")
-    sys.stdout.write(json.dumps(out, indent=2) + "\n")
+    run_dev_seeds("channels_dm_price", ap.parse_args(), run_seed)
 
 
 if __name__ == "__main__":

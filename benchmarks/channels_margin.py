@@ -18,7 +18,6 @@ against the target are measured once on new held-out seeds with ``benchmarks/cha
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -26,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from channels import make_worlds, paired, per_user
+from channels import make_worlds, paired, per_user, run_dev_seeds
 
 from pushrl.data.features import ItemCatalog
 from pushrl.data.synth import generate, world_spec
@@ -98,18 +97,7 @@ def main() -> None:
                     help="Validation tables only (the true runs do not depend on the budget "
                          "rule: each penalty's policy is the same).")
     ap.add_argument("--out", default=None)
-    a = ap.parse_args()
-    w = RewardWeights(open=0.0, click=1.0, revenue=0.01, send_cost=0.0,
-                      unsubscribe_penalty=1.0)
-    out: dict[str, Any] = {"benchmark": "channels_margin (development seeds only)",
-                           "config": vars(a), "per_seed": []}
-    for s in (int(x) for x in a.seeds.split(",")):
-        out["per_seed"].append(run_seed(a, s, w))
-        out["uptime_load"] = os.getloadavg()
-        if a.out:
-            with open(a.out, "w") as f:
-                f.write(json.dumps(out, indent=2) + "\n")
-    sys.stdout.write(json.dumps(out, indent=2) + "\n")
+    run_dev_seeds("channels_margin", ap.parse_args(), run_seed)
 
 
 if __name__ == "__main__":
