@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -99,3 +100,21 @@ def seed_world(c: TestClient, n_users: int = 3, n_items: int = 4, ts: int = T0,
     for i in range(n_users):
         r = c.put(f"/v1/users/u{i}", json={"timezone": tz, "ts": ts})
         assert r.status_code == 200, r.text
+
+
+class FullDisk:
+    """The writer's connection on a full disk: every COMMIT fails (the rest passes through)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql == "COMMIT":
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.conn.execute(sql, *args)
+
+    def executemany(self, sql: str, rows: Any) -> Any:
+        return self.conn.executemany(sql, rows)
+
+    def close(self) -> None:
+        self.conn.close()

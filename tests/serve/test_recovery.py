@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sqlite3
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,34 +15,16 @@ import pytest
 from pushrl.serve import server as server_mod
 from pushrl.serve import store
 from pushrl.rules.guardrails import Guardrails
-from tests.serve.conftest import T0, seed_world
+from tests.serve.conftest import T0, FullDisk, seed_world
 
 H = 3600
 CAP1 = Guardrails(quiet_start=0, quiet_end=0, max_sends_per_day=1)
 
 
-class _FullDisk:
-    """The writer's connection on a full disk: every COMMIT fails."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def execute(self, sql: str, *args: Any) -> Any:
-        if sql == "COMMIT":
-            raise sqlite3.OperationalError("database or disk is full")
-        return self.conn.execute(sql, *args)
-
-    def executemany(self, sql: str, rows: Any) -> Any:
-        return self.conn.executemany(sql, rows)
-
-    def close(self) -> None:
-        self.conn.close()
-
-
 @contextlib.contextmanager
 def full_disk(srv: Any) -> Iterator[None]:
     conn = srv.log._writer_conn
-    srv.log._writer_conn = _FullDisk(conn)  # the writer thread takes it at each commit
+    srv.log._writer_conn = FullDisk(conn)  # the writer thread takes it at each commit
     try:
         yield
     finally:

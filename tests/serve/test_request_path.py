@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from pushrl.serve import schemas
 from pushrl.serve.metrics import FastHistogram
 from pushrl.serve.store import DurableLog
+from tests.serve.conftest import FullDisk
 
 _ROW = "INSERT INTO activity VALUES (?,?,?,?,?,?)"
 
@@ -77,21 +77,6 @@ def test_unix_seconds_fast_path_equals_the_general_path() -> None:
     assert _outcome("2027-01-15T08:00:00Z") == schemas._parse_ts(1_800_000_000)
 
 
-class _FailingCommits:
-    """A writer connection whose COMMIT fails (a full disk)."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def execute(self, sql: str, *args: Any) -> Any:
-        if sql == "COMMIT":
-            raise sqlite3.OperationalError("database or disk is full")
-        return self.conn.execute(sql, *args)
-
-    def executemany(self, sql: str, rows: Any) -> Any:
-        return self.conn.executemany(sql, rows)
-
-
 def test_submit_callbacks_run_on_the_loop_after_the_commit_in_order(tmp_path: Path) -> None:
     log = DurableLog(tmp_path, sync="normal")
     got: list[tuple[str, Any]] = []
@@ -115,7 +100,7 @@ def test_submit_callbacks_run_on_the_loop_after_the_commit_in_order(tmp_path: Pa
         await fut
         await done
         good = log._writer_conn
-        log._writer_conn = _FailingCommits(good)  # type: ignore[assignment]
+        log._writer_conn = FullDisk(good)  # type: ignore[assignment]
         failed = loop.create_future()
         log.submit_cb([(_ROW, (4, "u", 0, "session", None, None))],
                       lambda err: failed.set_result(err))
