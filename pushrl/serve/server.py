@@ -348,27 +348,28 @@ class Server(TriggerRequests):
         return int(time.time())
 
     async def commit(self, stmts: list[Statement]) -> None:
-        """Make ``stmts`` durable (group commit) before the caller answers."""
-        if self.state.pending and self.busy is None:  # (a worker may add to it)
-            stmts = self.state.pending + stmts
-            self.state.pending = []
-        self._committing += 1
-        try:
-            await self.log.submit(stmts)
-        except Exception as exc:
-            if self._recovery is None:  # the state holds changes the log does not: roll back
-                self.state.frozen = f"{type(exc).__name__}: {exc}"
-                self._recovery = asyncio.ensure_future(self._recover())
-            raise
-        finally:
-            self._committing -= 1
+        """Make ``stmts`` durable (group commit) before the caller answers: :meth:`commit_cb`
+        awaited (raises the commit's error)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def done(err: BaseException | None) -> None:
+            if fut.done():  # the caller was cancelled
+                return
+            if err is None:
+                fut.set_result(None)
+            else:
+                fut.set_exception(err)
+
+        self.commit_cb(stmts, done)
+        await fut
 
     def commit_cb(self, stmts: list[Statement],
                   done: Callable[[BaseException | None], None]) -> None:
-        """:meth:`commit` without a coroutine: ``done(error)`` runs on the loop once
-        ``stmts`` are durable (``error`` None) or their commit failed (the state is then
-        frozen and recovered as after a failed :meth:`commit`). The micro-batcher's path:
-        one callback per pass instead of a task and a future (issue 20)."""
+        """Make ``stmts`` durable (group commit; the state's pending rows first); ``done(error)``
+        runs on the loop once they are (``error`` None) or their commit failed: the state
+        then holds changes the log does not, so it is frozen and rebuilt from the log
+        (:meth:`_recover`). Without a coroutine: the micro-batcher's path, one callback per
+        pass instead of a task and a future (issue 20); :meth:`commit` awaits it."""
         if self.state.pending and self.busy is None:  # (a worker may add to it)
             stmts = self.state.pending + stmts
             self.state.pending = []
