@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pushrl.compare.raytasks import run_tasks
+from pushrl.compare.raytasks import run_tasks, shard_plan
 from pushrl.compare.result import CompareResult
 from pushrl.compare.stats import CHANNEL_SENDS, segment_table, summarize
 from pushrl.errors import PushrlError
@@ -209,13 +209,6 @@ def _segments(pop: Population, rows: np.ndarray) -> dict[str, np.ndarray]:
     q = np.quantile(rate, [1 / 3, 2 / 3])
     eng = np.array(["low", "mid", "high"])[np.searchsorted(q, rate[rows], side="right")]
     return {"timezone": np.asarray(pop.timezone)[rows], "engagement": eng}
-
-
-def shard_plan(n_users: int, shard_size: int) -> list[tuple[int, int]]:
-    """``[(start, stop), ...]`` covering ``range(n_users)`` in shards of ``shard_size``."""
-    if shard_size < 1:
-        raise PushrlError(f"--shard-size must be >= 1, got {shard_size}")
-    return [(s, min(s + shard_size, n_users)) for s in range(0, n_users, shard_size)]
 
 
 def _combine(outs: list[ShardOutput]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame,
