@@ -203,6 +203,21 @@ def _channel_columns(f: pd.DataFrame, extra: dict[str, Any]) -> None:
     f["channel_cost"] = extra["channel_cost"]
 
 
+def reference_label(labels: Sequence[str], reference: str | None) -> str:
+    """The reference policy's label (``reference``, default the first of ``labels``) once
+    the labels are checked to be unique.
+
+    Raises:
+        PushrlError: a repeated label, or ``reference`` not among ``labels``.
+    """
+    if len(set(labels)) != len(labels):
+        raise PushrlError(f"policy labels must be unique, got {labels}; name them label=SPEC")
+    ref = reference or labels[0]
+    if ref not in labels:
+        raise PushrlError(f"--reference {ref!r} is not among the policies {labels}")
+    return ref
+
+
 def _segments(pop: Population, rows: np.ndarray) -> dict[str, np.ndarray]:
     """Time zone and engagement tercile (logged open rate, smoothed) of each user."""
     rate = (pop.hist_opens + 1.0) / (pop.hist_sends + 10.0)
@@ -278,11 +293,7 @@ def compare(policies: Sequence[str], *, scenario: str = "default", users: int = 
         specs = [s for s in specs for _ in channel_policies or ()]
         labels = [f"{lab}|{c}" for lab in labels for c in channel_policies or ()]
         ch_src = [c for _ in policies for c in ch_src]
-    if len(set(labels)) != len(labels):
-        raise PushrlError(f"policy labels must be unique, got {labels}; name them label=SPEC")
-    ref = reference or labels[0]
-    if ref not in labels:
-        raise PushrlError(f"--reference {ref!r} is not among the policies {labels}")
+    ref = reference_label(labels, reference)
     for s in specs:  # fail fast, before any simulation or Ray start-up
         s.load()
     sc = load_scenario(scenario, **(overrides or {}))
