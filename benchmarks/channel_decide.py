@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
-import sys
 import tempfile
 from pathlib import Path
 
@@ -38,6 +36,7 @@ from pushrl.serve.server import Server
 from pushrl.units import HOUR
 
 from _timing import Always, Uniform, decide_on_off, summary  # benchmarks/ is sys.path[0]
+from _output import emit_json
 
 
 def main() -> None:
@@ -93,10 +92,7 @@ def main() -> None:
     }
     res["cpu_us_added_mean"] = round(res["decide_with_channels"]["cpu_us_mean"]
                                      - res["decide_without_channels"]["cpu_us_mean"], 1)
-    text = json.dumps(res, indent=1)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
-    sys.stdout.write(text + "\n")
+    emit_json(res, a.out, indent=1)
 
 
 if __name__ == "__main__":

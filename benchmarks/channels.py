@@ -48,7 +48,6 @@ Target: lift >= +5 % with unsubscribes and cost no higher (CI upper bound of the
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -80,6 +79,8 @@ from pushrl.policies.vw import VWConfig
 from pushrl.rules import reward as rules_reward
 from pushrl.rules.channels import DEFAULT_CHANNELS
 from pushrl.rules.reward import RewardWeights
+
+from _output import emit_json  # benchmarks/ is sys.path[0]
 
 
 #: The policies one run can simulate (learned and push_only always).
@@ -248,10 +249,8 @@ def run_dev_seeds(name: str, a: argparse.Namespace,
     for s in (int(x) for x in a.seeds.split(",")):
         out["per_seed"].append(run_seed(a, s, w))
         out["uptime_load"] = os.getloadavg()
-        if a.out:
-            with open(a.out, "w") as f:
-                f.write(json.dumps(out, indent=2) + "\n")
-    sys.stdout.write(json.dumps(out, indent=2) + "\n")
+        emit_json(out, a.out, echo=False)
+    emit_json(out)
 
 
 def main() -> None:
@@ -305,11 +304,7 @@ def main() -> None:
             f"; cost diff {o['cost']['mean_diff']:+.4f} CI [{o['cost']['ci95'][0]:+.4f}, "
             f"{o['cost']['ci95'][1]:+.4f}]; OPE gate passed="
             f"{r['ope_heldout_logs']['gate']['passed']}\n")
-    text = json.dumps(out, indent=2)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text + "\n")
-    sys.stdout.write(text + "\n")
+    emit_json(out, a.out)
 
 
 if __name__ == "__main__":

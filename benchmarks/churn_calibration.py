@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import resource
-import sys
 import time
 from typing import Any
 
@@ -45,6 +43,8 @@ from pushrl.data.split import UserSplit
 from pushrl.data.synth import TrueWorld, _make_items, generate
 from pushrl.data.worlds import world_config
 from pushrl.units import HOUR
+
+from _output import emit_json  # benchmarks/ is sys.path[0]
 
 
 def part_outcomes(ds: Dataset, gt: dict[str, Any], gtu: pd.DataFrame, params: Any,
@@ -158,10 +158,8 @@ def main() -> None:
         res["worlds"].append(world(a.world, s, a.users, a.days, a.sessions, a.part_users,
                                    a.boot, a.draws))
         res["load_avg"] = os.getloadavg()
-        if a.out:
-            with open(a.out, "w") as f:
-                f.write(json.dumps(res, indent=1) + "\n")
-    sys.stdout.write(json.dumps(res, indent=1) + "\n")
+        emit_json(res, a.out, indent=1, echo=False)
+    emit_json(res, indent=1)
 
 
 if __name__ == "__main__":

@@ -45,9 +45,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
-import sys
 from typing import Any
 
 import numpy as np
@@ -72,6 +70,8 @@ from pushrl.data.split import UserSplit
 from pushrl.data.synth import TrueWorld, WorldParams, generate
 from pushrl.data.worlds import world_config
 from pushrl.units import DAY, HOUR
+
+from _output import emit_json  # benchmarks/ is sys.path[0]
 
 RATE_SIGMA = 0.5  # the worlds' lognormal sigma of sessions_per_day (pushrl.data.synth)
 
@@ -255,11 +255,7 @@ def main() -> None:
            "worlds": [world(s, a.users, a.days, a.sessions, a.world) for s in a.seeds],
            "target": "churn risk AUC >= 0.75, ECE <= 0.02 on held-out users (issue 17)",
            "load_avg": os.getloadavg()}
-    text = json.dumps(res, indent=1)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text + "\n")
-    sys.stdout.write(text + "\n")
+    emit_json(res, a.out, indent=1)
 
 
 if __name__ == "__main__":

@@ -27,9 +27,7 @@ them, and every score below is fitted on the training users and scored on the he
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 from typing import Any
 
 import numpy as np
@@ -52,6 +50,8 @@ from pushrl.data.profiles import (
 from pushrl.data.split import UserSplit
 from pushrl.data.synth import SynthConfig, TrueWorld, WorldParams, generate
 from pushrl.units import DAY, HOUR
+
+from _output import emit_json  # benchmarks/ is sys.path[0]
 
 EXTRA = ("days_since_session", "sessions_7d", "sessions_14d", "trend_14_vs_prev14",
          "gap_mean_days", "gap_cv", "unsubscribed")
@@ -159,11 +159,7 @@ def main() -> None:
     res = {"benchmark": "churn_features", "load_avg": os.getloadavg(), "config": vars(a),
            "auc_heldout": [world(s, a.users, a.days, a.sessions) for s in a.seeds],
            "target": "churn risk AUC >= 0.75 on held-out users (issue 17)"}
-    text = json.dumps(res, indent=1)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text + "\n")
-    sys.stdout.write(text + "\n")
+    emit_json(res, a.out, indent=1)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ import pandas as pd
 
 from pushrl.compare.runner import compare
 
+from _output import emit_json  # benchmarks/ is sys.path[0]
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "benchmarks" / "results" / "compare.json"
 
@@ -103,10 +105,8 @@ def main() -> None:
     if args.vs:
         res = versus(args)
         res.update(benchmark="compare_vs", load_avg=os.getloadavg(), target_seconds=60)
-        if args.write:
-            (RESULT.parent / "compare_speedup.json").write_text(json.dumps(res, indent=2) + "\n")
-        if args.json:
-            print(json.dumps(res, indent=2))
+        emit_json(res, RESULT.parent / "compare_speedup.json" if args.write else None,
+                  echo=args.json)
         print(f"compare {args.users} users x {args.days} d: speed-up vs {args.vs} "
               f"{res['speedup_wall']:.2f}x wall, {res['speedup_cpu']:.2f}x CPU (median of "
               f"{args.repeats}); identical results: {res['results_identical']}; target < 60 s "
@@ -165,10 +165,8 @@ def main() -> None:
             old = json.loads(RESULT.read_text()).get("ray")
             if old is not None:
                 out["ray"] = {**old, "note": "not re-measured in this run (--skip-ray)"}
-        RESULT.write_text(json.dumps(out, indent=2) + "\n")
-    if args.json:
-        print(json.dumps(out, indent=2))
-    else:
+    emit_json(out, RESULT if args.write else None, echo=args.json)
+    if not args.json:
         lr = out["large_run"]
         print(f"compare {args.users} users x {args.days} d ({args.policy}): {lr['seconds']} s "  # type: ignore[index]
               f"(target < 60 s), {lr['user_steps_per_s']:,} user-steps/s")  # type: ignore[index]

@@ -23,6 +23,8 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+from _output import emit_json  # benchmarks/ is sys.path[0]
+
 ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = """
@@ -91,11 +93,9 @@ def main() -> None:
         "intervals": {lib: rs[0]["ci"] for lib, rs in runs.items()},
         "command": " ".join(["python", *sys.argv]),
     }
-    if a.write:
-        (ROOT / "benchmarks" / "results" / "ope_cold_call.json").write_text(
-            json.dumps(result, indent=2) + "\n")
+    emit_json(result, ROOT / "benchmarks" / "results" / "ope_cold_call.json" if a.write else None,
+              echo=a.json)
     if a.json:
-        print(json.dumps(result, indent=2))
         return
     for lib, s in summary.items():
         print(f"{lib:7s} process {s['process_cpu']:.2f}s CPU (import {s['import']:.2f}s, "

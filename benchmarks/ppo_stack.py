@@ -23,7 +23,6 @@ Target (issue 20): pushrl >= 0.8x raw SB3. ``--write`` stores
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
@@ -39,6 +38,8 @@ from pushrl.envs.scenario import load_scenario
 from pushrl.envs.sb3 import PushTimingSB3VecEnv
 from pushrl.train.ppo import train_timing
 from pushrl.train.ppo_config import PPOConfig, obs_names
+
+from _output import emit_json  # benchmarks/ is sys.path[0]
 
 TARGET = 0.8
 RESULT = Path(__file__).resolve().parent / "results" / "ppo_stack.json"
@@ -118,11 +119,8 @@ def main() -> None:
            "median_ratio_wall": median(r["ratio_wall"] for r in runs),
            "median_ratio_cpu": median(r["ratio_cpu"] for r in runs),
            "target_ratio": TARGET, "load_avg": os.getloadavg(), "cpu_count": os.cpu_count()}
-    if a.write:
-        RESULT.write_text(json.dumps(out, indent=2) + "\n")
-    if a.json:
-        print(json.dumps(out, indent=2))
-    else:
+    emit_json(out, RESULT if a.write else None, echo=a.json)
+    if not a.json:
         print(f"pushrl / raw SB3 PPO: median {out['median_ratio_wall']:.2f}x wall, "
               f"{out['median_ratio_cpu']:.2f}x CPU (target >= {TARGET}x); load average "
               f"{' '.join(f'{x:.1f}' for x in out['load_avg'])}")

@@ -39,6 +39,8 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+from _output import emit_json  # benchmarks/ is sys.path[0]
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -164,11 +166,8 @@ def main() -> None:
     ap.add_argument("--no-catalog", action="store_true", help="skip the --catalog starts")
     a = ap.parse_args()
     res = run(a.data, a.runs, a.catalog_only, a.triggers, not a.no_catalog)
-    text = json.dumps(res, indent=2)
-    if a.out:
-        a.out.write_text(text + "\n")
+    emit_json(res, a.out, echo=a.json)
     if a.json:
-        print(text)
         return
     print(f"{res['n_decisions']:,} decisions, {res['n_users']:,} users ({res['uptime']})")
     if "import_s" in res:

@@ -45,6 +45,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from server import LUA as LUA_SINGLE  # one user's single decide, the plain benchmark's
 from server import LUA_DONE, ZONES, cpu_seconds, free_port, rss_mb
+from _output import emit_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -304,10 +305,9 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 proc.kill()
         shutil.rmtree(tmp, ignore_errors=True)
-    text = json.dumps(res, indent=1)
-    if args.out is not None:
-        args.out.write_text(text + "\n")
-    print(text if args.json else _summary(res))
+    emit_json(res, args.out, indent=1, echo=args.json)
+    if not args.json:
+        print(_summary(res))
 
 
 def _rate(s: dict, kind: str) -> float:

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -51,6 +49,7 @@ from pushrl.serve.templates import ServerTemplates
 from pushrl.units import HOUR
 
 from _timing import Always, Uniform, decide_on_off, quantiles, summary  # benchmarks/: sys.path[0]
+from _output import emit_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -151,10 +150,7 @@ def main() -> None:
                                           1),
         "target": "template choice + render adds < 100 us p99 to a decision (issue 17)",
     }
-    text = json.dumps(res, indent=1)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
-    sys.stdout.write(text + "\n")
+    emit_json(res, a.out, indent=1)
 
 
 if __name__ == "__main__":

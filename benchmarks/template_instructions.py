@@ -20,13 +20,14 @@ runs with ``PYTHONPATH=DIR``. Needs valgrind; a few minutes per tree.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from _output import emit_json  # benchmarks/ is sys.path[0]
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,9 +117,8 @@ def main() -> None:
         res[str(t)] = got
         print(f"{t}: {got['instructions_per_step']:,} instructions per template step "
               f"(x{got['ratio_to_first']})", flush=True)
-    if a.json:
-        Path(a.json).write_text(json.dumps({"benchmark": "template_instructions",
-                                            "config": vars(a), "trees": res}, indent=1) + "\n")
+    emit_json({"benchmark": "template_instructions", "config": vars(a), "trees": res},
+              a.json, indent=1, echo=False)
 
 
 if __name__ == "__main__":

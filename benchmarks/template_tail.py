@@ -17,12 +17,9 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
-import sys
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,6 +29,7 @@ from pushrl.serve.templates import ServerTemplates
 from pushrl.units import HOUR
 
 from template_decide import bench_server  # benchmarks/: sys.path[0]
+from _output import emit_json
 
 
 def _attributed(tpl: ServerTemplates, srv: Any, rng: np.random.Generator, n: int,
@@ -138,10 +136,7 @@ def main() -> None:
     res = {"benchmark": "template_tail", "load_avg": os.getloadavg(), "config": vars(a),
            "gc_threshold": gc.get_threshold(), "gc_frozen": gc.get_freeze_count(),
            "runs": runs}
-    text = json.dumps(res, indent=1)
-    if a.out:
-        Path(a.out).write_text(text + "\n")
-    sys.stdout.write(text + "\n")
+    emit_json(res, a.out, indent=1)
 
 
 if __name__ == "__main__":

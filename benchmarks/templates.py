@@ -29,9 +29,7 @@ comparison isolates the template slot; the template policy conditions on the cho
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import tempfile
 import time
 from typing import Any
@@ -55,6 +53,8 @@ from pushrl.policies.template_policy import (
 )
 from pushrl.policies.vw import VWConfig
 from pushrl.rules import reward as rules_reward
+
+from _output import emit_json  # benchmarks/ is sys.path[0]
 
 
 def chooser(policy: ItemPolicy, arms: TemplateArms, seed: int) -> TemplateChooser:
@@ -206,11 +206,7 @@ def main() -> None:
                   "(issue 17)",
         "seconds_total": round(time.perf_counter() - t0, 1),
     }
-    text = json.dumps(out, indent=2)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text + "\n")
-    sys.stdout.write(text + "\n")
+    emit_json(out, a.out, indent=2)
 
 
 if __name__ == "__main__":

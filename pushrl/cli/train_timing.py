@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +110,7 @@ def _select(artifact: Path, scenario: str, n_users: int, overrides: dict[str, An
     """:func:`pushrl.train.select.select_timing` of the new agent vs most-active-hour; the
     verdict is written into the artifact's card (``selection``) and returned."""
     from pushrl.envs.scenario import load_scenario
-    from pushrl.policies.registry import load_policy
+    from pushrl.policies.registry import load_policy, update_card
     from pushrl.train.select import explain, select_timing
 
     sc = load_scenario(scenario, **overrides)
@@ -120,10 +119,5 @@ def _select(artifact: Path, scenario: str, n_users: int, overrides: dict[str, An
     out = {"ships": "agent" if sel.qualified else "most-active-hour",
            "reason": explain(sel, n_users), "validation_users": n_users,
            **{k: v for k, v in sel.to_dict().items() if k != "name"}}
-    path = Path(artifact) / "card.json"  # not checksummed (as `evaluate --record`)
-    card = json.loads(path.read_text())
-    card["selection"] = out
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(card, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    update_card(artifact, "selection", out)  # not checksummed (as `evaluate --record`)
     return out

@@ -1,4 +1,5 @@
-"""Shards as Ray tasks: the one driver loop of `pushrl compare --ray` and `pushrl plan --ray`.
+"""Shards as Ray tasks: the shard plan and the one driver loop of `pushrl compare --ray` and
+`pushrl plan --ray`.
 
 Every task is a pure function of its arguments (the shard plan fixes its random streams), so
 Ray may run the tasks in any order, on any node, and retry a lost one, and the results come
@@ -10,6 +11,20 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
+
+from pushrl.errors import PushrlError
+
+
+def shard_plan(n_users: int, shard_size: int) -> list[tuple[int, int]]:
+    """``[(start, stop), ...]`` covering ``range(n_users)`` in shards of ``shard_size`` (the
+    shards of `pushrl compare` and `pushrl plan`: each one task).
+
+    Raises:
+        PushrlError: ``shard_size`` < 1.
+    """
+    if shard_size < 1:
+        raise PushrlError(f"--shard-size must be >= 1, got {shard_size}")
+    return [(s, min(s + shard_size, n_users)) for s in range(0, n_users, shard_size)]
 
 
 def run_tasks(fn: Callable[..., Any], tasks: Sequence[tuple[Any, ...]], address: str | None,

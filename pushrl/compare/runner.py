@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pushrl.compare.raytasks import run_tasks
+from pushrl.compare.raytasks import run_tasks, shard_plan
 from pushrl.compare.result import CompareResult
 from pushrl.compare.stats import CHANNEL_SENDS, segment_table, summarize
 from pushrl.errors import PushrlError
@@ -203,19 +203,27 @@ def _channel_columns(f: pd.DataFrame, extra: dict[str, Any]) -> None:
     f["channel_cost"] = extra["channel_cost"]
 
 
+def reference_label(labels: Sequence[str], reference: str | None) -> str:
+    """The reference policy's label (``reference``, default the first of ``labels``) once
+    the labels are checked to be unique.
+
+    Raises:
+        PushrlError: a repeated label, or ``reference`` not among ``labels``.
+    """
+    if len(set(labels)) != len(labels):
+        raise PushrlError(f"policy labels must be unique, got {labels}; name them label=SPEC")
+    ref = reference or labels[0]
+    if ref not in labels:
+        raise PushrlError(f"--reference {ref!r} is not among the policies {labels}")
+    return ref
+
+
 def _segments(pop: Population, rows: np.ndarray) -> dict[str, np.ndarray]:
     """Time zone and engagement tercile (logged open rate, smoothed) of each user."""
     rate = (pop.hist_opens + 1.0) / (pop.hist_sends + 10.0)
     q = np.quantile(rate, [1 / 3, 2 / 3])
     eng = np.array(["low", "mid", "high"])[np.searchsorted(q, rate[rows], side="right")]
     return {"timezone": np.asarray(pop.timezone)[rows], "engagement": eng}
-
-
-def shard_plan(n_users: int, shard_size: int) -> list[tuple[int, int]]:
-    """``[(start, stop), ...]`` covering ``range(n_users)`` in shards of ``shard_size``."""
-    if shard_size < 1:
-        raise PushrlError(f"--shard-size must be >= 1, got {shard_size}")
-    return [(s, min(s + shard_size, n_users)) for s in range(0, n_users, shard_size)]
 
 
 def _combine(outs: list[ShardOutput]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame,
@@ -285,11 +293,7 @@ def compare(policies: Sequence[str], *, scenario: str = "default", users: int = 
         specs = [s for s in specs for _ in channel_policies or ()]
         labels = [f"{lab}|{c}" for lab in labels for c in channel_policies or ()]
         ch_src = [c for _ in policies for c in ch_src]
-    if len(set(labels)) != len(labels):
-        raise PushrlError(f"policy labels must be unique, got {labels}; name them label=SPEC")
-    ref = reference or labels[0]
-    if ref not in labels:
-        raise PushrlError(f"--reference {ref!r} is not among the policies {labels}")
+    ref = reference_label(labels, reference)
     for s in specs:  # fail fast, before any simulation or Ray start-up
         s.load()
     sc = load_scenario(scenario, **(overrides or {}))

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from pushrl.compare.result import CompareResult
-from pushrl.compare.runner import PolicySpec
+from pushrl.compare.runner import PolicySpec, reference_label
 from pushrl.compare.stats import summarize
 from pushrl.compare.trigger_holdout import apply_holdouts, held_out_rounds, kind_lift
 from pushrl.errors import PushrlError
@@ -97,11 +97,7 @@ def _policies(policies: Sequence[str], reference: str | None
     labels = [s.label for s in specs]
     if not specs:
         raise PushrlError("give at least one --policy (e.g. --policy delay-fixed-1h)")
-    if len(set(labels)) != len(labels):
-        raise PushrlError(f"policy labels must be unique, got {labels}; name them label=SPEC")
-    ref = reference or labels[0]
-    if ref not in labels:
-        raise PushrlError(f"--reference {ref!r} is not among the policies {labels}")
+    ref = reference_label(labels, reference)
     loaded = [s.load() for s in specs]
     for pol, s in zip(loaded, specs, strict=True):
         _is_delay_policy(pol, s)

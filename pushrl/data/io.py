@@ -454,6 +454,19 @@ def empty_activity() -> pd.DataFrame:
     })
 
 
+def dataset_dir(dirpath: str | Path) -> Path:
+    """``dirpath`` as a Path, checked to be a directory (the dataset readers' first step).
+
+    Raises:
+        SchemaError: it is not a directory.
+    """
+    d = Path(dirpath)
+    if not d.is_dir():
+        raise SchemaError(f"dataset directory {str(d)!r} does not exist; pass a directory "
+                          "with users/items/pushes tables (e.g. `pushrl data synth --out DIR`)")
+    return d
+
+
 def read_tables(dirpath: str | Path) -> dict[str, pd.DataFrame]:
     """Read and coerce the tables of a dataset directory (no row validation): the four core
     tables, plus the optional v1.1 tables that exist (absent ones are not in the result).
@@ -461,10 +474,7 @@ def read_tables(dirpath: str | Path) -> dict[str, pd.DataFrame]:
     Raises:
         SchemaError: the directory or a required table is missing, or a schema check fails.
     """
-    d = Path(dirpath)
-    if not d.is_dir():
-        raise SchemaError(f"dataset directory {str(d)!r} does not exist; pass a directory "
-                          "with users/items/pushes tables (e.g. `pushrl data synth --out DIR`)")
+    d = dataset_dir(dirpath)
     out: dict[str, pd.DataFrame] = {}
     for name in TABLES:
         raw = read_raw(d, name)

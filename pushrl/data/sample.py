@@ -19,6 +19,7 @@ import pandas as pd
 from pushrl.data.io import (
     Dataset,
     coerce_table,
+    dataset_dir,
     empty_activity,
     read_meta,
     read_raw,
@@ -87,10 +88,7 @@ def load_user_sample(dirpath: str | Path, n: int, *, seed: int = 0, min_ts: TsBo
     Raises:
         SchemaError: a missing table or a schema problem.
     """
-    d = Path(dirpath)
-    if not d.is_dir():
-        raise SchemaError(f"dataset directory {str(d)!r} does not exist; pass a directory "
-                          "with users/items/pushes tables (e.g. `pushrl data synth --out DIR`)")
+    d = dataset_dir(dirpath)
     raw = {name: read_raw(d, name) for name in ("users", "items")}
     for name, df in raw.items():
         if df is None:

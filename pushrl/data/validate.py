@@ -40,6 +40,7 @@ from pushrl.data.io import (
     Dataset,
     coerce_table,
     concat_frames,
+    dataset_dir,
     empty_activity,
     iter_raw,
     read_meta,
@@ -738,10 +739,7 @@ def validate_stream(dirpath: str | Path, *, chunk_rows: int = CHUNK_ROWS,
         SchemaError: on any schema problem (one line, names table, column and fix).
         DataError: a bad ``ts`` window or ``meta.json`` declaration.
     """
-    d = Path(dirpath)
-    if not d.is_dir():
-        raise SchemaError(f"dataset directory {str(d)!r} does not exist; pass a directory "
-                          "with users/items/pushes tables (e.g. `pushrl data synth --out DIR`)")
+    d = dataset_dir(dirpath)
     meta = read_meta(d)
     window = ts_range(min_ts, max_ts, meta)
     if not table_files(d, "pushes"):

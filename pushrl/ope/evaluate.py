@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
-import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -91,7 +90,7 @@ from pushrl.policies import item_baselines, timing_baselines
 from pushrl.policies.base import Policy
 from pushrl.policies.baselines import definition, make_baseline, registry
 from pushrl.rules.reward import RewardWeights, item_reward
-from pushrl.policies.registry import load_policy, read_card, resolve
+from pushrl.policies.registry import load_policy, read_card, resolve, update_card
 
 __all__ = [
     "DEFAULT_HYPERPARAMETERS",
@@ -188,19 +187,13 @@ def record_evaluation(artifact: str | Path, result: EvaluationResult) -> Path:
     Returns:
         The card path.
     """
-    card_path = Path(artifact) / "card.json"
-    card = json.loads(card_path.read_text())
-    card["ope"] = {
+    return update_card(artifact, "ope", {
         "evaluated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "data": result.data, "baseline": result.baseline or {"label": "logging"},
         "gate": {**result.gate.to_dict(), "estimator": result.gate_estimator},
         "estimates": {k: v.to_dict() for k, v in result.estimates.items()},
         "report": result.report,
-    }
-    tmp = card_path.with_name(card_path.name + ".tmp")
-    tmp.write_text(json.dumps(card, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, card_path)
-    return card_path
+    })
 
 
 # --------------------------------------------------------------------- entry point

@@ -28,8 +28,6 @@ artifact is promoted.
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -41,6 +39,7 @@ from pushrl.errors import DataError
 from pushrl.ope.estimators import DoublyRobust, InverseProbabilityWeighting
 from pushrl.ope.gate import DeploymentGate
 from pushrl.policies.delay_data import DelayRounds
+from pushrl.policies.registry import update_card
 from pushrl.rules.guardrails import Guardrails
 from pushrl.rules.triggers import TriggerConfig
 from pushrl.train.delay import DelayTrainResult
@@ -227,9 +226,7 @@ def record_delay_evaluation(artifact: str | Path, result: Mapping[str, Any],
     Returns:
         The card path (only ``card.json`` changes; it is replaced atomically).
     """
-    card_path = Path(artifact) / "card.json"
-    card = json.loads(card_path.read_text())
-    card["ope"] = {
+    return update_card(artifact, "ope", {
         "evaluated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "data": dict(data), "baseline": {"label": result["baseline"]},
         "rounds": result["rounds"], "censored": result["censored"],
@@ -237,11 +234,7 @@ def record_delay_evaluation(artifact: str | Path, result: Mapping[str, Any],
            if k in result},
         "gate": {**result["gate"], "estimator": result["estimator"]},
         "estimates": result["estimates"],
-    }
-    tmp = card_path.with_name(card_path.name + ".tmp")
-    tmp.write_text(json.dumps(card, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, card_path)
-    return card_path
+    })
 
 
 def gate_trained_delay(res: DelayTrainResult, data: str | Path, split: UserSplit, *,

@@ -122,6 +122,23 @@ def save_artifact(out: str | Path, *, kind: str, loader: str, files: dict[str, s
     return target
 
 
+def update_card(path: str | Path, key: str, value: Any) -> Path:
+    """Set ``card[key] = value`` in the artifact's model card and replace ``card.json``
+    atomically (temp file + rename). The card is not among the checksummed files: the OPE
+    evidence (``ope``) and the selection verdict (``selection``) are recorded this way.
+
+    Returns:
+        The card path.
+    """
+    card_path = Path(path) / CARD
+    card = json.loads(card_path.read_text())
+    card[key] = value
+    tmp = card_path.with_name(card_path.name + ".tmp")
+    tmp.write_text(json.dumps(card, indent=2, sort_keys=True, default=str))
+    os.replace(tmp, card_path)
+    return card_path
+
+
 def read_card(path: str | Path) -> dict[str, Any]:
     """Read a model card without verifying files (for listing)."""
     p = Path(path) / CARD

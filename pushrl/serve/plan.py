@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pushrl.compare.raytasks import shard_plan
 from pushrl.data.features import F, FeatureSpec, FeatureState, ItemCatalog
 from pushrl.errors import PushrlError
 from pushrl.policies.base import SEND, TimingContext
@@ -224,13 +225,6 @@ def _iso(bucket: int) -> str:
 
 def _date(day: int) -> str:
     return (dt.date(1970, 1, 1) + dt.timedelta(days=day)).isoformat()
-
-
-def shard_plan(n_users: int, shard_size: int) -> list[tuple[int, int]]:
-    """``[(start, stop), ...]`` covering user indices ``0..n_users-1``."""
-    if shard_size < 1:
-        raise PushrlError(f"--shard-size must be >= 1, got {shard_size}")
-    return [(s, min(s + shard_size, n_users)) for s in range(0, n_users, shard_size)]
 
 
 def make_shards(state: Any, shard_size: int) -> list[Shard]:
