@@ -129,7 +129,8 @@ def whole_process(name: str, path: Path, repeats: int, cfg: VWConfig,
     examples (written once beforehand), interleaved; wall and CPU of the whole process tree.
 
     ``trees``: run ``pushrl`` from each of these checkouts (default: this one), interleaved
-    with the driver in every repeat, so trees and the driver share the same minutes. Each
+    with the driver in every repeat (their order rotated each repeat), so trees and the
+    driver share the same minutes. Each
     run's CPU is split: pushrl's process before training (interpreter, imports, CLI), during
     training (load, features, VW text, fingerprint, artifact; all its threads) and VW's
     driver child (from the run's ``--json`` metrics; older trees without them: total only).
@@ -173,8 +174,11 @@ def whole_process(name: str, path: Path, repeats: int, cfg: VWConfig,
     ours: dict[str, list[dict[str, Any]]] = {str(t): [] for t in trees}
     for r in range(repeats):
         drv.append(run(drv_cmd))
-        for i, tree in enumerate(trees):
-            ours[str(tree)].append(run([*ours_cmd, str(tmp / "policies" / f"p{r}-{i}")], tree))
+        # the trees' order rotates every repeat, so no tree always runs right after the
+        # driver (with a fixed order the first tree looked penalised in bandit5's runs)
+        for i in np.roll(np.arange(len(trees)), -r).tolist():
+            ours[str(trees[i])].append(run([*ours_cmd, str(tmp / "policies" / f"p{r}-{i}")],
+                                           trees[i]))
     shutil.rmtree(tmp)
     med = statistics.median
     dw, dc = [x["wall"] for x in drv], [x["cpu"] for x in drv]

@@ -398,16 +398,17 @@ def iter_rounds(ds: Dataset, *, encoder: ContextEncoder | None = None,
     where[lg.rows] = np.arange(lg.rows.size)
     per_row = lg.rows.size / max(len(ds.pushes), 1)
     chunk_rows = int(np.ceil(chunk_rounds / per_row)) if chunk_rounds else 0
+    # compact: the replay's arrays hold the sent rows only, row i = lg.rows[i] (= round i)
     for done, rep in iter_replay(ds, spec, with_affinity=False, category_affinity=True,
-                                 chunk_rows=chunk_rows, need=where >= 0):
+                                 chunk_rows=chunk_rows, need=where >= 0, compact=True):
         sel = where[done]
         sel = sel[sel >= 0]
         if not sel.size:
             continue
         rows = lg.rows[sel]
-        aff = rep.category_affinity[rows] if rep.category_affinity is not None else None
+        aff = rep.category_affinity[sel] if rep.category_affinity is not None else None
         ctx = make_context(
-            enc, catalog, rep.features[rows], category_affinity=aff,
+            enc, catalog, rep.features[sel], category_affinity=aff,
             candidates=None if lg.candidates is None else lg.candidates[sel],
             mask=None if lg.mask is None else lg.mask[sel],
             logged={c: v[sel] for c, v in lg.logged.items()},

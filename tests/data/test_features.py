@@ -248,6 +248,30 @@ def test_iter_replay_featurises_only_the_needed_rows_alike(small: Dataset) -> No
     assert not b.features[~need].any()  # the others were skipped
 
 
+def test_iter_replay_compact_holds_the_needed_rows_alike(small: Dataset) -> None:
+    """``compact=True`` (bandit training) holds only the needed rows, ``result.rows`` =
+    ``flatnonzero(need)``, with the features and affinities of the full replay, in the same
+    chunks; without ``need`` it is refused."""
+    spec = FeatureSpec.fit(small)
+    need = small.pushes["sent"].fillna(False).to_numpy(bool)
+    need[::5] = True
+    kw = {"with_affinity": True, "category_affinity": True, "chunk_rows": 300}
+    full = list(iter_replay(small, spec, **kw))
+    part = list(iter_replay(small, spec, need=need, compact=True, **kw))
+    assert [r.tolist() for r, _ in full] == [r.tolist() for r, _ in part]
+    a, b = full[-1][1], part[-1][1]
+    assert b.rows is not None and a.rows is None
+    assert b.rows.tolist() == np.flatnonzero(need).tolist()
+    assert b.features.shape == (need.sum(), a.features.shape[1])
+    assert np.array_equal(a.features[need], b.features)
+    assert np.array_equal(a.affinity[need], b.affinity)
+    assert a.category_affinity is not None and b.category_affinity is not None
+    assert np.array_equal(a.category_affinity[need], b.category_affinity)
+    assert np.array_equal(a.user_index, b.user_index)
+    with pytest.raises(ValueError, match="compact=True needs need="):
+        next(iter_replay(small, spec, compact=True))
+
+
 def test_item_categories_of_a_long_column_equal_the_lookup() -> None:
     """Long string columns are looked up once per distinct id (factorised): the same ids as
     one lookup per row, unknown and missing ("") items -1; other types take the plain path."""

@@ -51,6 +51,34 @@ def test_order_free_with_repeats_matches_brute_force(seed: int) -> None:
             assert fs.hours_since_purchase(np.array([u]), b).tolist() == [want], (u, b)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_repeats_in_one_call_equal_one_row_at_a_time(seed: int) -> None:
+    """A call with repeated users (the replay's purchase events of one hour) leaves the same
+    arrays as recording its rows one at a time in bucket order (what the call did before it
+    applied each user's latest and next-latest bucket only), from random starting states
+    (never seen, ordered, equal or swapped last/before buckets)."""
+    g = np.random.default_rng(seed)
+    n = 12
+    fs, ref = _state(n), _state(n)
+    last, before = g.integers(995, 1005, n), g.integers(990, 1003, n)
+    last[:3] = before[:3] = fs.a.last_buy[0]  # the first three: none seen yet
+    for x in (fs, ref):
+        x.a.last_buy[:n], x.a.last_buy_before[:n] = last, before
+    for _ in range(20):
+        k = int(g.integers(1, 40))
+        users = g.integers(0, n, k)
+        buckets = g.integers(990, 1010, k)
+        fs.record_purchase(users, buckets)
+        for i in np.argsort(buckets, kind="stable"):
+            ref.record_purchase(users[i:i + 1], buckets[i:i + 1])
+        assert np.array_equal(fs.a.last_buy, ref.a.last_buy)
+        assert np.array_equal(fs.a.last_buy_before, ref.a.last_buy_before)
+    fs.record_purchase(np.array([1, 1, 1]), 1020)  # one scalar bucket for every row
+    ref.record_purchase(np.array([1]), 1020)
+    assert np.array_equal(fs.a.last_buy, ref.a.last_buy)
+    assert np.array_equal(fs.a.last_buy_before, ref.a.last_buy_before)
+
+
 def test_reset_and_snapshot_round_trip() -> None:
     fs = _state()
     fs.record_purchase(np.array([0, 2]), np.array([990, 995]))
