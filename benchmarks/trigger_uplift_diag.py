@@ -53,6 +53,17 @@ PARTS = ("E-T", "E-O", "O-S", "S-T", "cross_kind")
 CHECKS = ("rows_missing", "arm_mismatch", "treated_unsent", "held_sent", "outcome_mismatch")
 
 
+def compact(x: Any) -> Any:
+    """``x`` with its floats rounded to 6 decimals (the JSON of many seeds stays small)."""
+    if isinstance(x, float):
+        return round(x, 6)
+    if isinstance(x, dict):
+        return {k: compact(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [compact(v) for v in x]
+    return x
+
+
 def _dm(y: np.ndarray, treated: np.ndarray) -> float:
     return float(y[treated].mean() - y[~treated].mean())
 
@@ -153,8 +164,9 @@ def main() -> None:
             f"{c} {s[c]}" for c in (*CHECKS, "rows_extra", "incomplete", "log_sent_mismatch"))
             + f" (over {len(mine)} seeds)")
     if args.out:
-        Path(args.out).write_text(json.dumps({"users": args.users, "rows": rows,
-                                              "summary": summary}, indent=1))
+        Path(args.out).write_text(json.dumps(compact({"users": args.users, "rows": rows,
+                                                      "summary": summary}),
+                                             separators=(",", ":")))
 
 
 if __name__ == "__main__":
