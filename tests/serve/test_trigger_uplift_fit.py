@@ -1,7 +1,7 @@
 """`pushrl uplift fit --trigger-kinds`: per-kind uplift from a server's per-kind holdouts,
 round trip through the real app: server events -> `pushrl logs export` -> `pushrl uplift fit
 --data EXPORT --trigger-kinds` -> per-kind estimates whose 95 % intervals cover the closed-loop
-world's truth (:mod:`tests.serve.trigger_uplift_world`, seed 0, 600 users: tolerance = the
+world's truth (:mod:`pushrl.compare.trigger_uplift_world`, seed 0, 600 users: tolerance = the
 interval; the world's U is known exactly), the logged holdout probabilities as propensities,
 the same result from --state, and each kind's T-learner ranks the users the truth ranks."""
 
@@ -15,15 +15,15 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
+from pushrl.compare import trigger_uplift_world as W
 from pushrl.data.validate import load_dataset
 from pushrl.policies.delay_data import delay_rounds
 from pushrl.rules.guardrails import Guardrails
 from pushrl.rules.holdout import parse_trigger_holdouts
-from pushrl.rules.triggers import TriggerConfig
+from pushrl.rules.triggers import TriggerConfig, TriggerKind
 from pushrl.serve.app import create_app
 from pushrl.train.trigger_uplift import TriggerUplift, fit_trigger_uplift, kind_estimate
 from tests.cli_runner import run_pushrl
-from tests.serve import trigger_uplift_world as W
 from tests.serve.conftest import doubles, make_cfg
 
 N, SEED = 600, 0
@@ -44,6 +44,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Path:
         c.__exit__(None, None, None)
     assert run.sends["cart"] > 0 and run.sends["browse"] > 0
     (tmp / "converted.json").write_text(json.dumps(run.converted))
+    run.outcomes.to_parquet(tmp / "outcomes.parquet")
     (tmp / "rules.toml").write_text(W.RULES_TOML)
     r = run_pushrl("logs", "export", "--state", tmp / "state", "--out", tmp / "export")
     assert r.returncode == 0, r.stderr
@@ -97,6 +98,40 @@ def test_per_kind_estimates_cover_the_worlds_truth(served: Path) -> None:
     k = res.kinds["cart"]
     assert "cart" in r3.stdout and "browse" in r3.stdout and "Traceback" not in r3.stderr
     assert f"[{k.lower:+.4f}, {k.upper:+.4f}]" in r3.stdout
+
+
+def test_the_log_path_adds_no_error_to_the_worlds_own_comparison(served: Path) -> None:
+    """The world knows every trigger's arm (the kind's hash) and outcome (``y1`` if its push
+    was sent, else ``y0``): each exported trigger round carries exactly those (no row
+    missing, no arm or outcome mislabelled, no treated trigger left unsent, no leak), so the
+    fit's estimate is the world's own difference of the arms to float precision; whatever
+    error it has against the truth is the randomisation's and the world's coins'
+    (``benchmarks/trigger_uplift_diag.py`` splits it over seeds)."""
+    ds, _ = load_dataset(served / "export")
+    rounds = delay_rounds(ds, TriggerConfig.parse(W.RULES), Guardrails(),
+                          horizon_h=W.HORIZON_H, keep_held_out=True, due=False)
+    assert rounds.held_out is not None
+    log = pd.DataFrame({"kind": rounds.kind, "user_id": rounds.user_id,
+                        "episode": ds.triggers["item_id"].astype(str).str[1:].astype(int)
+                        .to_numpy() // 2, "log_held": rounds.held_out,
+                        "log_sent": rounds.sent, "log_y": rounds.converted})
+    w = pd.read_parquet(served / "outcomes.parquet")
+    assert len(w) == len(log) == 2 * W.EPISODES * N
+    m = w.merge(log, on=["kind", "user_id", "episode"], how="inner", validate="1:1")
+    assert len(m) == len(w)
+    holdouts = parse_trigger_holdouts([f"{k}={v}" for k, v in SHARES.items()], "w")
+    fit = fit_trigger_uplift(rounds, ds.triggers["p_holdout"].to_numpy(float),
+                             horizon_h=W.HORIZON_H)
+    for kind in SHARES:
+        k = m[m["kind"] == kind]
+        held = holdouts[TriggerKind(kind)].held_out(k["user_id"].to_numpy())
+        assert (k["log_held"].to_numpy(bool) == held).all()
+        assert (k["sent"].to_numpy(bool) == ~held).all()  # no cancel/supersede, no leak
+        assert (k["log_sent"].to_numpy(bool) == k["sent"].to_numpy(bool)).all()
+        y_obs = np.where(k["sent"], k["y1"], k["y0"])
+        assert (k["log_y"].to_numpy(bool) == y_obs).all()
+        oracle = k["y1"].to_numpy(float)[~held].mean() - k["y0"].to_numpy(float)[held].mean()
+        assert fit.kinds[kind].incremental == pytest.approx(oracle, abs=1e-12)
 
 
 def test_the_kind_models_rank_users_as_the_truth_does(served: Path) -> None:

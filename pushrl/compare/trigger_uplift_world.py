@@ -1,4 +1,10 @@
-"""A seeded closed-loop trigger world around the real server app (per-kind holdout tests).
+"""A seeded closed-loop trigger world around the real server app, with a known truth: the
+per-kind holdout uplift fit (``pushrl uplift fit --trigger-kinds``) is checked against it by
+``tests/serve/test_trigger_uplift_fit.py`` and ``benchmarks/trigger_uplift_coverage.py``.
+
+It drives a started client (a FastAPI ``TestClient`` or anything with ``.put``/``.post``
+returning responses) over the HTTP API only, like :mod:`pushrl.compare.served`; it imports
+nothing of the server.
 
 Users (UTC) and items go in over the API, then a week of sessions (even users active: two a day;
 odd users one every other day, so ``activity_7d`` tells them apart), then EPISODES episodes
@@ -14,9 +20,24 @@ sender pulls ``/v1/triggers/due`` every hour for 6 h. The response is the world'
   ``P0 + U`` and a held-out one with ``P0``: the incremental conversions per trigger are
   exactly ``U[kind][active]``.
 
-The truth of a kind is the mean of ``U`` over its triggers (every user has EPISODES of each
-kind): :func:`truth`. A last session per user at the end closes every conversion window of
-:data:`HORIZON_H` hours.
+**Truth** (:func:`truth`): the mean of ``U`` over a kind's triggers (every user has EPISODES
+of each kind, so it is the mean over users): the expected incremental conversions per
+trigger of a kind when every trigger of it is pushed vs none, the population average
+treatment effect of the kind's push on "the trigger's item is bought within
+:data:`HORIZON_H` h, or its push converted". That is the estimand of the per-kind fit (its
+``incremental``): in this world every treated trigger is sent (open guardrails; a due cart
+push only delays a due browse push by one hourly pull), nothing cancels or expires first,
+and the kinds' pushes are independent (a push moves only its own trigger's outcome), so
+there is no gap between the two.
+
+**Oracle** (:attr:`WorldRun.outcomes`): both potential outcomes of every trigger, so a
+seed's error can be split into its parts (``benchmarks/trigger_uplift_diag.py``): ``y0`` =
+organic; ``y1`` = organic or the push converted, the realised push coin for a sent trigger
+and, for a held-out (unsent) one, a counterfactual coin of the same probability drawn from
+its own stream (``default_rng([seed, 2026, 1])``), so the world's draws, and so the log,
+are those of the world without the oracle.
+A last session per user at the end closes every conversion window of :data:`HORIZON_H`
+hours.
 """
 
 from __future__ import annotations
@@ -25,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from pushrl.units import HOUR
 
@@ -44,11 +66,22 @@ RULES_TOML = ("[triggers.price_drop]\nenabled = false\n[triggers.back_in_stock]\
 
 @dataclass
 class WorldRun:
-    """What the loop did: sends and push conversions per kind, the end of the log."""
+    """What the loop did.
+
+    Attributes:
+        sends, converted: Pushes sent and push conversions per kind.
+        end_ts: The log's last event time.
+        outcomes: One row per trigger (``EPISODES * 2 * n``): ``episode``, ``kind``,
+            ``user_id``, ``active``, ``organic`` (bought on their own), ``sent`` (its push was
+            pulled), ``push_converted``, and the potential outcomes ``y0`` / ``y1`` without /
+            with the push (module docstring, **Oracle**); the observed outcome is ``y1``
+            where ``sent`` else ``y0``.
+    """
 
     sends: dict[str, int]
     converted: dict[str, int]
     end_ts: int
+    outcomes: pd.DataFrame
 
 
 def active(n: int) -> np.ndarray:
@@ -62,24 +95,28 @@ def truth(n: int) -> dict[str, float]:
     return {k: float(np.where(a, u[1], u[0]).mean()) for k, u in U.items()}
 
 
-def _post(c: Any, path: str, body: dict[str, Any]) -> Any:
-    r = c.post(path, json=body)
-    assert r.status_code == 200, r.text
+def _ok(r: Any) -> Any:
+    """The JSON of a 200 answer; else RuntimeError with the server's answer."""
+    if r.status_code != 200:
+        raise RuntimeError(f"the server answered {r.status_code}: {r.text}")
     return r.json()
+
+
+def _post(c: Any, path: str, body: dict[str, Any]) -> Any:
+    return _ok(c.post(path, json=body))
 
 
 def run_world(c: Any, n: int, seed: int) -> WorldRun:
     """Drive the started client ``c`` (server with ``--triggers`` :data:`RULES`, open
     guardrails, a fixed delay) through the world (module docstring)."""
     rng = np.random.default_rng([seed, 2026])
+    cf_rng = np.random.default_rng([seed, 2026, 1])  # the oracle's counterfactual coins
     users = [f"u{i}" for i in range(n)]
     act = active(n)
     for j in range(2 * EPISODES):
-        r = c.put(f"/v1/items/i{j}", json={"category": "ab"[j % 2], "features": {"price": 10}})
-        assert r.status_code == 200, r.text
+        _ok(c.put(f"/v1/items/i{j}", json={"category": "ab"[j % 2], "features": {"price": 10}}))
     for u in users:
-        r = c.put(f"/v1/users/{u}", json={"timezone": "UTC", "ts": T0})
-        assert r.status_code == 200, r.text
+        _ok(c.put(f"/v1/users/{u}", json={"timezone": "UTC", "ts": T0}))
     ev = [{"user_id": u, "event": "session", "ts": T0 + d * 24 * HOUR + 9 * HOUR + 60 * k + i}
           for i, u in enumerate(users) for d in range(7)
           for k in range(2 if act[i] else (1 if d % 2 == 0 else 0))]
@@ -88,6 +125,7 @@ def run_world(c: Any, n: int, seed: int) -> WorldRun:
     sends = {"cart": 0, "browse": 0}
     converted = {"cart": 0, "browse": 0}
     purchases: list[dict[str, Any]] = []
+    rows: list[pd.DataFrame] = []
     e_ts = T0
     for e in range(EPISODES):
         e_ts = T0 + (7 + 3 * e) * 24 * HOUR + 10 * HOUR
@@ -100,23 +138,36 @@ def run_world(c: Any, n: int, seed: int) -> WorldRun:
         organic = {kind: rng.random(n) < np.where(act, P0[kind][1], P0[kind][0])
                    for kind in U}
         fb = []
+        sent = {kind: np.zeros(n, bool) for kind in U}
+        pconv = {kind: np.zeros(n, bool) for kind in U}
         for h in range(1, 7):
             for s in _post(c, "/v1/triggers/due", {"users": users,
                                                    "ts": e_ts + h * HOUR})["sends"]:
                 kind, i = s["kind"], int(s["user_id"][1:])
                 sends[kind] += 1
+                sent[kind][i] = True
                 a = int(act[i])
                 if not organic[kind][i] and rng.random() < U[kind][a] / (1 - P0[kind][a]):
                     converted[kind] += 1
+                    pconv[kind][i] = True
                     fb.append({"decision_id": s["decision_id"], "opened": True,
                                "clicked": True, "converted": True,
                                "ts": e_ts + (h + 1) * HOUR})
         if fb:
             res = _post(c, "/v1/feedback/batch", {"feedback": fb})["results"]
-            assert not any(x["late"] for x in res)  # every conversion counts
+            if any(x["late"] for x in res):  # every conversion must count
+                raise RuntimeError("the server took a push conversion of the world as late")
         for kind in U:
-            for i in np.flatnonzero(organic[kind]):
-                purchases.append({"user_id": users[i], "event": "purchase",
+            grp = act.astype(int)
+            q = np.asarray(U[kind])[grp] / (1 - np.asarray(P0[kind])[grp])
+            cf = ~organic[kind] & (cf_rng.random(n) < q)
+            rows.append(pd.DataFrame({
+                "episode": e, "kind": kind, "user_id": users, "active": act,
+                "organic": organic[kind], "sent": sent[kind], "push_converted": pconv[kind],
+                "y0": organic[kind],
+                "y1": organic[kind] | np.where(sent[kind], pconv[kind], cf)}))
+            for b in np.flatnonzero(organic[kind]):
+                purchases.append({"user_id": users[b], "event": "purchase",
                                   "item_id": item[kind],
                                   "ts": e_ts + int(rng.uniform(7, 60) * HOUR)})
         purchases.sort(key=lambda x: x["ts"])
@@ -125,4 +176,4 @@ def run_world(c: Any, n: int, seed: int) -> WorldRun:
     end = e_ts + (HORIZON_H + 2) * HOUR
     _post(c, "/v1/events", {"events": [{"user_id": u, "event": "session", "ts": end + i}
                                        for i, u in enumerate(users)]})
-    return WorldRun(sends, converted, end + n)
+    return WorldRun(sends, converted, end + n, pd.concat(rows, ignore_index=True))
