@@ -12,8 +12,10 @@ A pass whose commit was answered is expected back: closed-loop clients send thei
 as soon as they get an answer. The next pass therefore waits until as many requests wait as
 were answered plus those that waited then (at most :data:`HOLD_ROWS`), while they keep coming:
 it goes once none came for :data:`HOLD_SECONDS`, or :data:`HOLD_MAX_SECONDS` after it began
-waiting. After a wait that ran out (clients that do not come back: open-loop traffic), the
-next :data:`HOLD_BACKOFF` passes do not wait. Without the wait, two groups of clients
+waiting. After a wait that ran out (clients that do not come back: open-loop traffic, or a
+client the machine's load held up), the next passes do not wait: 1 pass after a first such
+wait, twice as many after each further one in a row (at most :data:`HOLD_BACKOFF`), until a
+wait sees all it expected. Without the wait, two groups of clients
 alternate forever (one is decided while the other's commit is in flight): 8 connections gave
 passes of ~4 rows, and the pass's fixed cost (~0.7M instructions, about half a one-row
 request) was paid twice as often (issue 20). The deadline follows the arrivals rather than
@@ -49,8 +51,8 @@ _SCALE = float(os.environ.get("PUSHRL_HOLD_SCALE", "1"))
 HOLD_SECONDS = 0.001 * _SCALE
 #: ... or this long after it began waiting.
 HOLD_MAX_SECONDS = 0.004 * _SCALE
-#: Passes that do not wait after a wait ran out.
-HOLD_BACKOFF = 8
+#: The most passes that do not wait after waits ran out.
+HOLD_BACKOFF = 64
 
 
 class DecisionBatcher:
@@ -65,6 +67,7 @@ class DecisionBatcher:
         self._hold: asyncio.TimerHandle | None = None  # its deadline while it waits
         self._hold_times = [0.0, 0.0]  # (loop time) it began waiting, the last arrival
         self._backoff = 0  # passes left that do not wait (a wait ran out)
+        self._backoff_next = 1  # ... after the next wait that runs out
 
     async def decide(self, req: DecideIn) -> dict[str, Any]:
         """One decision, micro-batched with the others that arrived in the same event-loop
@@ -83,6 +86,7 @@ class DecisionBatcher:
         elif len(self._waiting) >= self._expect:  # all that were expected came back
             self._hold.cancel()
             self._hold = None
+            self._backoff_next = 1
             loop.call_soon(self._run_batch, False)
         else:
             self._hold_times[1] = loop.time()
@@ -149,7 +153,8 @@ class DecisionBatcher:
             self._hold = loop.call_later(max(last + HOLD_SECONDS - now, 0.001), self._release)
             return
         self._hold = None
-        self._backoff = HOLD_BACKOFF
+        self._backoff = self._backoff_next
+        self._backoff_next = min(2 * self._backoff_next, HOLD_BACKOFF)
         loop.call_soon(self._run_batch, False)
 
     def _finisher(self, outs: list[dict[str, Any]], futs: list[asyncio.Future[dict[str, Any]]]
