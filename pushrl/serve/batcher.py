@@ -15,11 +15,11 @@ it goes once none came for :data:`HOLD_SECONDS`, or :data:`HOLD_MAX_SECONDS` aft
 waiting. After a wait that ran out (clients that do not come back: open-loop traffic, or a
 client the machine's load held up), the next passes do not wait: 1 pass after a first such
 wait, twice as many after each further one in a row (at most :data:`HOLD_BACKOFF`), until a
-wait sees all it expected. Without the wait, two groups of clients
-alternate forever (one is decided while the other's commit is in flight): 8 connections gave
-passes of ~4 rows, and the pass's fixed cost (~0.7M instructions, about half a one-row
-request) was paid twice as often (issue 20). The deadline follows the arrivals rather than
-the clock alone; under a profiler, see :data:`_SCALE`.
+wait sees all it expected. Without the wait, two groups of clients alternate forever (one is
+decided while the other's commit is in flight): 8 connections gave passes of ~4 rows, and the
+pass's fixed cost (~0.7M instructions, about half a one-row request) was paid twice as often
+(issue 20). The deadline follows the arrivals rather than the clock alone; under a profiler,
+see :data:`_SCALE`.
 
 (Deciding the next pass while the previous one commits was tried, issue 20: the pass holds the
 GIL while the writer thread needs it to bind its rows; commits took about twice as long and
@@ -34,10 +34,23 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from pushrl.errors import PushrlError
 from pushrl.serve.schemas import DecideIn
 
 if TYPE_CHECKING:
     from pushrl.serve.server import Server
+
+def _hold_scale() -> float:
+    raw = os.environ.get("PUSHRL_HOLD_SCALE", "1")
+    try:
+        scale = float(raw)
+    except ValueError:
+        scale = float("nan")
+    if not scale > 0:
+        raise PushrlError(f"PUSHRL_HOLD_SCALE must be a number > 0, got {raw!r}; unset it "
+                          "for a server running at full speed")
+    return scale
+
 
 #: The most requests a pass waits for (beyond this many clients, passes are large anyway).
 HOLD_ROWS = 16
@@ -45,7 +58,7 @@ HOLD_ROWS = 16
 #: (callgrind runs the server ~50x slower) they are scaled by ``PUSHRL_HOLD_SCALE``, else the
 #: answered clients' requests cannot be read before the deadline
 #: (``benchmarks/server_instructions.py --closed`` sets it).
-_SCALE = float(os.environ.get("PUSHRL_HOLD_SCALE", "1"))
+_SCALE = _hold_scale()
 #: A waiting pass goes once no request came for this long (the loop's timers have
 #: millisecond resolution) ...
 HOLD_SECONDS = 0.001 * _SCALE
