@@ -191,13 +191,13 @@ def test_a_client_that_does_not_come_back_delays_one_pass(
 def test_clients_that_do_not_come_back_stop_the_waits(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Open-loop traffic (each request from a new client): after a wait ran out, the next
-    passes do not wait, more of them after each further one (each wait takes 0.1 s here: 12
+    passes do not wait, more of them after each further one (each wait takes 0.25 s here: 12
     without the back-off, 4 with it: rounds 1, 3, 5 and 8)."""
     from pushrl.serve import batcher
     from pushrl.serve.schemas import DecideIn
     from tests.serve.conftest import T0
 
-    monkeypatch.setattr(batcher, "HOLD_SECONDS", 0.1)
+    monkeypatch.setattr(batcher, "HOLD_SECONDS", 0.25)
     srv = _batcher_server(tmp_path, 36)
 
     def one(u: int) -> Any:
@@ -213,7 +213,7 @@ def test_clients_that_do_not_come_back_stop_the_waits(
         asyncio.run(run())
     finally:
         srv.log.close()
-    assert 0.4 <= time.perf_counter() - t0 < 0.8
+    assert 1.0 <= time.perf_counter() - t0 < 2.0
 
 
 def test_a_lone_client_never_waits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
