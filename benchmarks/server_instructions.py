@@ -12,12 +12,16 @@ writes) is not counted: instructions are user-space work only.
 `--concurrency K` sends the decide requests in groups of K at once (K connections, distinct
 users, one hour per group), so the micro-batcher decides them in passes of up to K rows (the
 mean pass size is printed): the per-request cost at 16-32 connections, where the capacity
-figure is measured, without the load of the machine in it. `--batch K` sends them instead as
+figure is measured, without the load of the machine in it. With `--closed`, the K connections
+are closed-loop clients instead (each sends its next request when answered, as wrk's do), so the
+pass sizes are the micro-batcher's own (its wait for answered clients, serve/batcher.py; the
+server gets `PUSHRL_HOLD_SCALE=--hold-scale`, default 50, as callgrind runs it ~50x slower than
+the wall-clock deadlines assume). `--batch K` sends them instead as
 `POST /v1/decide/batch` requests of K decisions each (one connection); the figure is then per
 decision.
 
     python benchmarks/server_instructions.py [--tree DIR ...] [--requests 200]
-        [--concurrency 1 | --batch K] [--json]
+        [--concurrency 1 [--closed] | --batch K] [--json]
 
 A tree is a checkout of pushrl (`git archive COMMIT | tar -x -C DIR`); it runs with
 `PYTHONPATH=DIR`. Each figure is printed with its ratio to the first tree's. Needs valgrind
@@ -89,6 +93,47 @@ def _post_groups(base: str, bodies: list[str], k: int) -> None:
     asyncio.run(run())
 
 
+def _post_closed(base: str, bodies: list[str], k: int) -> None:
+    """POST the bodies from ``k`` closed-loop clients (each sends its next body when its
+    answer came, as wrk does): client ``j`` sends bodies ``j, j + k, ...`` in order."""
+    import asyncio
+
+    async def run() -> None:
+        hdr = {"content-type": "application/json"}
+        async with httpx.AsyncClient(base_url=base, timeout=600,
+                                     limits=httpx.Limits(max_connections=k)) as ac:
+            async def client(mine: list[str]) -> None:
+                for b in mine:
+                    (await ac.post("/v1/decide", content=b, headers=hdr)).raise_for_status()
+            await asyncio.gather(*(client(bodies[j::k]) for j in range(k)))
+
+    asyncio.run(run())
+
+
+def _bodies(rng: np.random.Generator, users: int, k: int, n: int, closed: bool) -> list[str]:
+    """``n`` decide bodies: one hour per request (closed loop: client ``j`` of ``k`` has the
+    users ``u`` with ``u % k == j``) or per group of ``k`` distinct users."""
+    if k == 1 or closed:
+        who = rng.integers(0, users // k, n) * k + np.arange(n) % k
+        return [json.dumps({"user_id": f"u{int(u)}", "ts": T0 + 3600 * i})
+                for i, u in enumerate(who)]
+    return [json.dumps({"user_id": f"u{int(u)}", "ts": T0 + 3600 * g})
+            for g in range(n // k) for u in rng.choice(users, k, replace=False)]
+
+
+def _send(c: httpx.Client, base: str, path: str, bodies: list[str], k: int,
+          closed: bool) -> None:
+    """POST the bodies: one at a time, ``k`` closed-loop clients or groups of ``k``."""
+    if k == 1:
+        for b in bodies:
+            c.post(path, content=b, headers={"content-type": "application/json"}
+                   ).raise_for_status()
+    elif closed:
+        _post_closed(base, bodies, k)
+    else:
+        _post_groups(base, bodies, k)
+
+
 def _keep(tmp: Path, keep: Path | None, tree: Path) -> None:
     """Copy the callgrind dumps to ``keep`` (``TREE-cg.out*``, for callgrind_annotate)."""
     if keep is not None:
@@ -99,10 +144,11 @@ def _keep(tmp: Path, keep: Path | None, tree: Path) -> None:
 
 def measure(tree: Path, n_req: int, warmup: int, users: int,
             concurrency: int = 1, batch: int = 0, keep: Path | None = None,
-            seed: int = 1) -> dict[str, float]:
+            seed: int = 1, closed: bool = False, hold_scale: float = 50.0
+            ) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="pushrl-sin-"))
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+    env = {**os.environ, "PYTHONPATH": str(tree), "PUSHRL_HOLD_SCALE": str(hold_scale)}
     cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--dump-instr=no",
            f"--callgrind-out-file={tmp}/cg.out", sys.executable, "-m", "pushrl.cli.main",
            "serve", "--registry", str(tmp / "policies"), "--state", str(tmp / "state"),
@@ -128,34 +174,21 @@ def measure(tree: Path, n_req: int, warmup: int, users: int,
             rng = np.random.default_rng(seed)  # the users and groups drawn
             k = batch or concurrency
             warmup -= warmup % k  # the measured requests start a group
-            if k == 1:
-                who = rng.integers(0, users, warmup + n_req)
-                bodies = [json.dumps({"user_id": f"u{int(u)}", "ts": T0 + 3600 * i})
-                          for i, u in enumerate(who)]
-            else:  # groups of k distinct users, one hour per group
-                bodies = [json.dumps({"user_id": f"u{int(u)}", "ts": T0 + 3600 * g})
-                          for g in range((warmup + n_req) // k)
-                          for u in rng.choice(users, k, replace=False)]
-            hdr = {"content-type": "application/json"}
+            bodies = _bodies(rng, users, k, warmup + n_req, closed)
             path = "/v1/decide"
             if batch:  # one /v1/decide/batch request per group
                 path = "/v1/decide/batch"
                 bodies = [json.dumps({"requests": [json.loads(b) for b in bodies[i:i + k]]})
                           for i in range(0, len(bodies), k)]
                 warmup //= k
-            for b in bodies[:warmup]:
-                c.post(path, content=b, headers=hdr).raise_for_status()
+            _send(c, base, path, bodies[:warmup], 1 if batch else k, closed)
             for _ in range(20):
                 c.get("/v1/echo").raise_for_status()
             pid = str(proc.pid)
             rows0 = _pass_rows(c)
             _ctl("-z", pid)
             _ctl("-i", "on", pid)
-            if k == 1 or batch:
-                for b in bodies[warmup:]:
-                    c.post(path, content=b, headers=hdr).raise_for_status()
-            else:
-                _post_groups(base, bodies[warmup:], k)
+            _send(c, base, path, bodies[warmup:], 1 if batch else k, closed)
             _ctl("-i", "off", pid)
             rows1 = _pass_rows(c)  # (after the count: /metrics is not counted)
             _ctl("-d", "decide", pid)
@@ -190,6 +223,12 @@ def main() -> None:
                     help="decide requests sent at once (passes of up to this many rows)")
     ap.add_argument("--batch", type=int, default=0,
                     help="send /v1/decide/batch requests of this many decisions instead")
+    ap.add_argument("--closed", action="store_true",
+                    help="with --concurrency K: K closed-loop clients (as wrk) instead of "
+                    "groups of K sent at once (the pass sizes then follow the batcher's policy)")
+    ap.add_argument("--hold-scale", type=float, default=50.0,
+                    help="PUSHRL_HOLD_SCALE of the server: the micro-batcher's wait deadlines "
+                    "times this (callgrind runs the server ~50x slower; 1 = unscaled)")
     ap.add_argument("--seed", type=int, default=1, help="seed of the users drawn")
     ap.add_argument("--keep", type=Path, default=None,
                     help="copy the callgrind dumps here (TREE-cg.out*; callgrind_annotate)")
@@ -201,13 +240,14 @@ def main() -> None:
     rows, first = [], None
     for tree in a.tree:
         r = measure(tree.resolve(), a.requests, a.warmup, a.users, a.concurrency, a.batch,
-                    a.keep, a.seed)
+                    a.keep, a.seed, a.closed, a.hold_scale)
         first = first or r
         rows.append({"tree": str(tree), **{k: round(v, 2) for k, v in r.items()},
                      **{k.replace("_per_request", "_ratio_to_first"): round(v / first[k], 3)
                         for k, v in r.items() if k.endswith("_per_request")}})
     res = {"unit": "instructions per request (server process, all threads)",
-           "requests": a.requests, "users": a.users, "seed": a.seed,
+           "requests": a.requests, "users": a.users, "seed": a.seed, "closed": a.closed,
+           "hold_scale": a.hold_scale,
            "concurrency": a.concurrency, "batch": a.batch,
            "load_avg_before": [round(x, 2) for x in load0],
            "load_avg_after": [round(x, 2) for x in os.getloadavg()], "rows": rows}

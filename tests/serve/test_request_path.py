@@ -115,3 +115,114 @@ def test_submit_callbacks_run_on_the_loop_after_the_commit_in_order(tmp_path: Pa
     assert got[0][:2] == ("a", None) and got[0][2] >= 1
     assert got[1] == ("c", None, 3)
     assert got[2] == ("failed", "OperationalError", None)
+
+
+def _batcher_server(tmp: Path, n_users: int) -> Any:
+    """A Server (no sockets) with users ``u0..`` and two items."""
+    from pushrl.serve.server import Server
+    from tests.serve.conftest import T0, doubles, make_cfg
+
+    srv = Server(make_cfg(tmp, sync="normal"), overrides=doubles())
+    stmts = []
+    for j in range(2):
+        stmts += srv.state.put_item(f"i{j}", "ab"[j], {"price": j})[1]
+    for k in range(n_users):
+        stmts += srv.state.put_user(f"u{k}", "UTC", {}, T0 // 3600)[1]
+    srv.log.write(stmts)
+    return srv
+
+
+
+def _closed_loop(tmp: Path, clients: int, rounds: int, stop_after: int | None = None,
+                 late: int = 0) -> tuple[float, float]:
+    """``clients`` closed-loop clients (each decides again, an hour later, as soon as it is
+    answered, as wrk's connections do); client 0 stops after ``stop_after`` answers; the
+    last ``late`` clients start once the first pass is in flight. Returns the micro-batcher's
+    (rows, passes)."""
+    from pushrl.serve.schemas import DecideIn
+    from tests.serve.conftest import T0
+
+    srv = _batcher_server(tmp, clients)
+
+    async def client(j: int) -> None:
+        if j >= clients - late:
+            while not srv.batcher._in_flight:
+                await asyncio.sleep(0)
+        for r in range(rounds if j or stop_after is None else stop_after):
+            got = await asyncio.wait_for(srv.batcher.submit(
+                DecideIn.model_validate({"user_id": f"u{j}", "ts": T0 + 3600 * (r + 1)})), 10)
+            assert got["decision_id"]
+
+    async def run() -> None:
+        await asyncio.gather(*(client(j) for j in range(clients)))
+
+    try:
+        asyncio.run(run())
+    finally:
+        srv.log.close()
+    text = generate_latest(srv.metrics.registry).decode()
+    got = {ln.split()[0]: float(ln.split()[1]) for ln in text.splitlines()
+           if ln.startswith("serve_decide_pass_rows_")}
+    return got["serve_decide_pass_rows_sum"], got["serve_decide_pass_rows_count"]
+
+
+def test_answered_clients_are_decided_together(tmp_path: Path) -> None:
+    """8 closed-loop clients that start as two groups (the second while the first's commit
+    is in flight) end up in passes of 8: the next pass waits for the answered ones (without
+    the wait the groups alternate in passes of 4 forever)."""
+    rows, passes = _closed_loop(tmp_path, 8, 12, late=4)
+    assert rows == 8 * 12
+    assert rows / passes >= 6, (rows, passes)
+
+
+def test_a_client_that_does_not_come_back_delays_one_pass(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wait ends at its deadline: the others are still decided (client 0 leaves after
+    its first answer; the pass after it waits once, then no more)."""
+    from pushrl.serve import batcher
+
+    monkeypatch.setattr(batcher, "HOLD_SECONDS", 0.05)
+    t0 = time.perf_counter()
+    rows, _ = _closed_loop(tmp_path, 2, 6, stop_after=1)
+    assert rows == 1 + 6
+    assert time.perf_counter() - t0 < 5
+
+
+def test_clients_that_do_not_come_back_stop_the_waits(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Open-loop traffic (each request from a new client): after a wait ran out, the next
+    passes do not wait, more of them after each further one (each wait takes 0.25 s here: 12
+    without the back-off, 4 with it: rounds 1, 3, 5 and 8)."""
+    from pushrl.serve import batcher
+    from pushrl.serve.schemas import DecideIn
+    from tests.serve.conftest import T0
+
+    monkeypatch.setattr(batcher, "HOLD_SECONDS", 0.25)
+    srv = _batcher_server(tmp_path, 36)
+
+    def one(u: int) -> Any:
+        return srv.batcher.submit(DecideIn.model_validate({"user_id": f"u{u}", "ts": T0}))
+
+    async def run() -> None:
+        for r in range(12):  # a pass of 2 answered, then 1 new request: it waits for 2
+            await asyncio.gather(one(3 * r), one(3 * r + 1))
+            await one(3 * r + 2)
+
+    t0 = time.perf_counter()
+    try:
+        asyncio.run(run())
+    finally:
+        srv.log.close()
+    assert 1.0 <= time.perf_counter() - t0 < 2.0
+
+
+def test_a_lone_client_never_waits(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One client: each pass has what was expected (its one request), so no deadline is
+    ever waited for (it would take 30 s here)."""
+    from pushrl.serve import batcher
+
+    monkeypatch.setattr(batcher, "HOLD_SECONDS", 30.0)
+    t0 = time.perf_counter()
+    rows, passes = _closed_loop(tmp_path, 1, 5)
+    assert (rows, passes) == (5, 5)
+    assert time.perf_counter() - t0 < 10
