@@ -37,6 +37,38 @@ def _iso_many(secs: Sequence[int]) -> list[str]:
     return [fmt[x] for x in secs]
 
 
+class _GcPause:
+    """The cyclic GC paused while a pull's burst of acyclic objects lives (``with``; nests;
+    threads may enter and leave it): a 10k-send pull makes ~100k rows (tuples, dicts, frozen
+    triggers) that live until its commit, which the collector would otherwise traverse and
+    promote over and over (~40 % of the pull's CPU). Nothing a pull makes is a reference
+    cycle; the collection deferred to the end of the pause then visits only what outlives
+    the answer (the tracker's new triggers)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._was_enabled = False
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if not self._depth:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._depth -= 1
+            if not self._depth and self._was_enabled:
+                gc.enable()
+
+
+#: The one pause of the server's pulls (:meth:`TriggerRequests.triggers_due`, and around
+#: the HTTP pull's commit and encoding, :meth:`TriggerRequests.triggers_due_json`).
+GC_PAUSE = _GcPause()
+
+
 #: A sent trigger's fields in a pull's answer (one tuple per trigger, :func:`zip` to columns).
 _ANSWER_FIELDS = operator.attrgetter("user", "event_ts", "kind", "delay_h", "priority")
 
@@ -131,32 +163,24 @@ class TriggerRequests:
         out: dict[str, Any] = {"sends": _columns([]) if columns else [], "requeued": 0,
                                "replayed": False}
         stmts: list[Statement] = []
-        if not self.engine.kill_switch:
-            # The cyclic GC paused over the allocation burst: a 10k-send pull makes ~100k
-            # acyclic rows (tuples, dicts, frozen triggers) that live until the commit, which
-            # the collector would otherwise traverse and promote over and over (~40 % of
-            # the pull's CPU); nothing here makes a reference cycle.
-            gc_on = gc.isenabled()
-            gc.disable()
-            try:
-                self._resolve_due(users, ts, out, stmts, columns)
-            except BaseException:
-                st.pending.extend(stmts)  # applied to the state: journal it anyway
-                raise
-            finally:
-                if gc_on:
-                    gc.enable()
-        if self._sent(out) >= bulk_sends.BULK_MIN_SENDS:
-            # one durable row for the pull's ~5 rows per send, expanded by the writer later
-            try:
-                stmts = [bulk_sends.pack(stmts, st.seq)]
-            except ValueError:  # a value marshal cannot store: the rows as they are
-                pass
-        if req.request_id is not None:
-            key = _key(req.users, ts, columns)
-            trig.pulls[req.request_id] = {"key": key, "out": out}
-            stmts.append(("INSERT INTO trigger_pulls VALUES (?,?,?,?)", (
-                req.request_id, st.next_seq(), ts, json.dumps({"key": key, "out": out}))))
+        with GC_PAUSE:  # (to the end: the record's packing allocates too)
+            if not self.engine.kill_switch:
+                try:
+                    self._resolve_due(users, ts, out, stmts, columns)
+                except BaseException:
+                    st.pending.extend(stmts)  # applied to the state: journal it anyway
+                    raise
+            if self._sent(out) >= bulk_sends.BULK_MIN_SENDS:
+                # one durable row for the pull's ~5 rows per send, expanded by the writer
+                try:
+                    stmts = [bulk_sends.pack(stmts, st.seq)]
+                except ValueError:  # a value marshal cannot store: the rows as they are
+                    pass
+            if req.request_id is not None:
+                key = _key(req.users, ts, columns)
+                trig.pulls[req.request_id] = {"key": key, "out": out}
+                stmts.append(("INSERT INTO trigger_pulls VALUES (?,?,?,?)", (
+                    req.request_id, st.next_seq(), ts, json.dumps({"key": key, "out": out}))))
         return out, stmts
 
     @staticmethod
@@ -245,8 +269,9 @@ class TriggerRequests:
                     sent.append(rec.sent)  # type: ignore[union-attr]
             return out, stmts
 
-        text: str = await self.in_worker(run, lambda: self.pull_done(req.request_id),
-                                         encode=json.dumps)
+        with GC_PAUSE:  # to the answer's text: the answer's objects die before a collection
+            text: str = await self.in_worker(run, lambda: self.pull_done(req.request_id),
+                                             encode=json.dumps)
         return text, (sent[0].set if sent else None)
 
     def user_triggers(self, user_id: str) -> dict[str, Any]:

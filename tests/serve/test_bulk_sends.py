@@ -325,3 +325,31 @@ def test_the_router_merges_columns_answers_of_shards_in_request_order() -> None:
                            1: Reply.json(200, {"sends": cols(["a"]), "requeued": 0})}
     got = router._merge_due(parts, res, "users", users).data()
     assert got["sends"] == cols(["a", "b", "d"]) and got["requeued"] == 1
+
+
+@pytest.mark.parametrize("zlib_min", [0, bulk_sends.ZLIB_MIN_BYTES])
+def test_both_record_formats_unpack_to_the_packed_rows(zlib_min: int,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record is stored compressed (version 1, from :data:`bulk_sends.ZLIB_MIN_BYTES`) or
+    raw (version 2, below it); either unpacks to the rows it packed, and damage to either is
+    refused."""
+    from pushrl.serve.rows import Chunks, Columns, Many, Same
+
+    monkeypatch.setattr(bulk_sends, "ZLIB_MIN_BYTES", zlib_min)
+    cols = Columns(3, ["a", "b", "c"], range(5, 8), Same(None), [0.25, 1.0, None],
+                   Chunks(b"\x00\x01" * 3, 2))
+    stmts: list[Any] = [("INSERT INTO t VALUES (?,?)", (1, "x")),
+                        ("INSERT INTO t VALUES (?,?)", Many([(2, "y"), (3, None)])),
+                        ("INSERT INTO c VALUES (?,?,?,?,?)", cols)]
+    _, rec = bulk_sends.pack(stmts, 42)
+    rid, blob, digest, n_rows = rec
+    assert (rid, n_rows) == (42, 6)
+    assert blob.startswith(bulk_sends.MAGIC if zlib_min == 0 else bulk_sends.MAGIC_RAW)
+    got = bulk_sends.unpack(rid, blob, digest)
+    assert got[0] == ("INSERT INTO t VALUES (?,?)", [(1, "x"), (2, "y"), (3, None)])
+    assert got[1][0] == "INSERT INTO c VALUES (?,?,?,?,?)"
+    assert list(got[1][1].rows()) == list(cols.rows())
+    bad = bytearray(blob)
+    bad[-3] ^= 0xFF
+    with pytest.raises(bulk_sends.BulkRecordError, match="is damaged"):
+        bulk_sends.unpack(rid, bytes(bad), digest)
