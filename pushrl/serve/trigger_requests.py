@@ -7,6 +7,7 @@ mixes this class in.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gc
 import json
@@ -64,8 +65,8 @@ class _GcPause:
                 gc.enable()
 
 
-#: The one pause of the server's pulls (:meth:`TriggerRequests.triggers_due`, and around
-#: the HTTP pull's commit and encoding, :meth:`TriggerRequests.triggers_due_json`).
+#: The one pause of the server's pulls (:meth:`TriggerRequests.triggers_due`; over HTTP to
+#: the answer's sending, :meth:`TriggerRequests.triggers_due_json`).
 GC_PAUSE = _GcPause()
 
 
@@ -254,12 +255,21 @@ class TriggerRequests:
                                                    lambda: self.pull_done(req.request_id))
         return out
 
-    async def triggers_due_json(self, req: TriggersDueIn
-                                ) -> tuple[str, Callable[[], None] | None]:
+    async def triggers_due_json(self, req: TriggersDueIn) -> tuple[str, Callable[[], None]]:
         """:meth:`triggers_due_async`, the answer as JSON text, encoded while the commit's
-        fsync runs (the writer then holds no GIL), and a callable to call once it is sent
-        (the writer expands the pull's bulk record after it; None: no record)."""
+        fsync runs (the writer then holds no GIL), and a callable to call once it is sent:
+        the writer expands the pull's bulk record after it, and the cyclic GC, paused from
+        the pull to then (:data:`GC_PAUSE`), resumes, so its collection of what the pull
+        left runs after the answer. It runs by itself :data:`~pushrl.serve.bulk_sends.
+        HOLD_MAX` s after the answer's text (a client gone away)."""
         sent: list[threading.Event] = []
+        once = threading.Lock()
+
+        def after() -> None:  # (the response's background task: a worker thread)
+            if once.acquire(blocking=False):
+                GC_PAUSE.__exit__()
+                if sent:
+                    sent[0].set()
 
         def run() -> tuple[dict[str, Any], list[Statement]]:
             out, stmts = self.triggers_due(req)
@@ -269,10 +279,15 @@ class TriggerRequests:
                     sent.append(rec.sent)  # type: ignore[union-attr]
             return out, stmts
 
-        with GC_PAUSE:  # to the answer's text: the answer's objects die before a collection
+        GC_PAUSE.__enter__()
+        try:
             text: str = await self.in_worker(run, lambda: self.pull_done(req.request_id),
                                              encode=json.dumps)
-        return text, (sent[0].set if sent else None)
+        except BaseException:
+            after()
+            raise
+        asyncio.get_running_loop().call_later(bulk_sends.HOLD_MAX, after)
+        return text, after
 
     def user_triggers(self, user_id: str) -> dict[str, Any]:
         """A user's open (pending) triggers, in sending order."""

@@ -7,6 +7,7 @@ refuses the start in one line; a retried pull is answered once."""
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import os
 import sqlite3
@@ -28,6 +29,7 @@ from pushrl.serve.export import export
 from pushrl.serve.schemas import Event, FeedbackIn, TriggersDueIn
 from pushrl.serve.server import Server
 from pushrl.serve.store import LOG_FILE, StateError
+from pushrl.serve.trigger_requests import GC_PAUSE
 from pushrl.serve.triggers import SNAPSHOT_FILE
 from pushrl.units import HOUR
 from tests.serve.conftest import T0, doubles, make_cfg
@@ -272,6 +274,11 @@ def test_a_retried_bulk_pull_is_answered_once(tmp_path: Path,
         assert other.status_code == 409 and "format" in other.json()["detail"]
         fresh = c.post("/v1/triggers/due", json={**body, "request_id": "p2"}).json()
         assert fresh["sends"]["trigger_id"] == []  # sent once
+        missing = c.post("/v1/triggers/due", json={**body, "users": ["nobody"],
+                                                   "request_id": "p3"})
+        assert missing.status_code == 404
+        # every pull's GC pause ended with its answer (sends, a replay, errors)
+        assert gc.isenabled() and GC_PAUSE._depth == 0
     with TestClient(create_app(cfg, overrides=doubles())) as c:  # after a restart too
         assert c.post("/v1/triggers/due", json=body).json() == {**first, "replayed": True}
     rows = _tables(tmp_path / "state")["decisions"]
