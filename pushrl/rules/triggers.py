@@ -402,6 +402,7 @@ class _User:
 
 _NO_ITEM = -1  # item key of item-less triggers in stamps / heaps
 _SENT = TriggerStatus.SENT
+_OPEN = TriggerStatus.OPEN
 
 
 class TriggerTracker:
@@ -423,9 +424,9 @@ class TriggerTracker:
         self._stock: dict[int, bool] = {}
         self._item_users: dict[int, set[int]] = {}  # item -> users who touched it
         self._triggers: dict[str, Trigger] = {}  # every trigger not yet forgotten
-        #: heap of (event_ts, id) of every trigger in ``_triggers`` (:meth:`forget_closed`
-        #: pops the old ones instead of scanning every trigger)
-        self._born: list[tuple[int, str]] = []
+        #: ids of every trigger in ``_triggers`` by the hour of its ``event_ts``
+        #: (:meth:`forget_closed` visits the old hours instead of scanning every trigger)
+        self._born: dict[int, list[str]] = {}
         self._expiry: list[tuple[int, str]] = []  # heap of (expires_ts, id)
         self._waits: list[tuple[int, int, int, int]] = []  # (due, user, item, cart_ts)
         self._winback: list[tuple[int, int, int]] = []  # (deadline, user, last_activity)
@@ -766,19 +767,21 @@ class TriggerTracker:
     def forget_closed(self, before_ts: int) -> int:
         """Drop closed triggers with ``event_ts < before_ts`` (bounded memory; their ids are
         no longer recognised on replay). Returns how many were dropped."""
-        born, triggers, keep, n = self._born, self._triggers, [], 0
-        while born and born[0][0] < before_ts:  # only the triggers old enough: no full scan
-            item = heapq.heappop(born)
-            t = triggers.get(item[1])
-            if t is None:
-                continue
-            if t.status is TriggerStatus.OPEN:
-                keep.append(item)  # still open: forgotten once closed, at a later call
-            else:
-                del triggers[item[1]]
-                n += 1
-        for item in keep:
-            heapq.heappush(born, item)
+        born, triggers, n = self._born, self._triggers, 0
+        last = (int(before_ts) - 1) // HOUR  # the hour of before_ts - 1: no later hour has one
+        for h in [h for h in born if h <= last]:  # only the old hours: no full scan
+            keep = []
+            for tid in born.pop(h):
+                t = triggers.get(tid)
+                if t is None:
+                    continue
+                if t.status is _OPEN or t.event_ts >= before_ts:
+                    keep.append(tid)  # open (forgotten once closed, later) or not old enough
+                else:
+                    del triggers[tid]
+                    n += 1
+            if keep:
+                born[h] = keep
         return n
 
     # --------------------------------------------------------------- snapshots
@@ -809,8 +812,8 @@ class TriggerTracker:
         tr = cls(TriggerConfig.parse(d["config"]))
         tr.now = d["now"]
         tr._triggers = {t["trigger_id"]: Trigger.from_dict(t) for t in d["triggers"]}
-        tr._born = [(t.event_ts, k) for k, t in tr._triggers.items()]
-        heapq.heapify(tr._born)
+        for k, t in tr._triggers.items():
+            tr._born.setdefault(t.event_ts // HOUR, []).append(k)
         for k, v in d["users"].items():
             u = _User(views={int(i): list(x) for i, x in v["views"].items()},
                       carted={int(i): x for i, x in v["carted"].items()},
@@ -879,7 +882,7 @@ class TriggerTracker:
         t = Trigger(trigger_id=tid, user=user, kind=kind, item=item, event_ts=event_ts,
                     expires_ts=event_ts + d.expiry_h * HOUR, priority=d.priority)
         self._put(t)
-        heapq.heappush(self._born, (event_ts, tid))
+        self._born.setdefault(event_ts // HOUR, []).append(tid)
         heapq.heappush(self._expiry, (t.expires_ts, tid))
         return [t]
 

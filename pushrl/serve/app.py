@@ -550,8 +550,7 @@ def _add_trigger_routes(app: FastAPI, srv: Callable[[], Server], decide_scope: A
         (The answer is built as TriggersDueOut and not re-validated: 10k sends would cost
         more to validate than to decide.)"""
         text, sent = await srv().triggers_due_json(body)
-        return Response(text, media_type="application/json",
-                        background=None if sent is None else BackgroundTask(sent))
+        return Response(text, media_type="application/json", background=BackgroundTask(sent))
 
     @app.get("/v1/users/{user_id}/triggers", response_model=UserTriggersOut,
              tags=["triggers"], dependencies=[decide_scope],

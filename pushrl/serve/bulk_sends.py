@@ -24,9 +24,11 @@ waits until every record is expanded, and readers of the log on the server wait 
 (:meth:`Expander.wait_settled`). At start every record left is verified and expanded before
 the state is rebuilt; a damaged one (digest, header or decoding) refuses the start.
 
-Format (version 1): ``MAGIC`` + ``zlib.compress(marshal.dumps(pieces, 4), 1)`` (a 10k
-pull: 1.5 MB -> 0.23 MB for ~5 ms of CPU; the fsync'd write is what the answer waits
-for). ``pieces`` is a list of ``(sql, ("R", [row tuple, ...]))`` or
+Format: ``MAGIC_RAW`` + ``marshal.dumps(pieces, 4)`` (version 2: below
+:data:`ZLIB_MIN_BYTES`; a 10k pull: 1.5 MB, whose fsync'd write costs ~1 ms more than
+compressed, while zlib level 1 costs ~7 ms of CPU on the answer's path) or ``MAGIC`` +
+``zlib.compress(marshal.dumps(pieces, 4), 1)`` (version 1: larger records; both are
+read). ``pieces`` is a list of ``(sql, ("R", [row tuple, ...]))`` or
 ``(sql, ("C", n, [column, ...]))`` (a :class:`~pushrl.serve.store.Columns`; a column is
 ``("l", list)``, ``("r", start, stop, step)``, ``("s", value)`` or
 ``("b", bytes, width)``), in the order of the request's statements. Marshal's format is
@@ -50,6 +52,11 @@ from pushrl.errors import PushrlError
 from pushrl.serve.rows import Chunks, Column, Columns, Many, Same, Statement
 
 MAGIC = b"PUSHRL-BULK-1\n"
+#: The header of an uncompressed record (format version 2).
+MAGIC_RAW = b"PUSHRL-BULK-2\n"
+#: Records whose marshalled pieces are at least this large are compressed (zlib level 1):
+#: below it the CPU of compressing costs the answer more than writing the bytes.
+ZLIB_MIN_BYTES = 8 << 20
 #: A pull with at least this many sends takes the bulk path (fewer: rows as before).
 BULK_MIN_SENDS = 64
 #: Seconds the writer waits after a record's commit before expanding it (the answer's
@@ -144,9 +151,11 @@ def pack(stmts: list[Statement], record_id: int) -> tuple[str, BulkRecord]:
             directly instead.
     """
     pieces = group(stmts)
-    blob = MAGIC + zlib.compress(marshal.dumps([
+    raw = marshal.dumps([
         (sql, ("C", p.n, [_col_spec(c) for c in p.cols]) if type(p) is Columns else ("R", p))
-        for sql, p in pieces], 4), 1)
+        for sql, p in pieces], 4)
+    blob = (MAGIC_RAW + raw if len(raw) < ZLIB_MIN_BYTES
+            else MAGIC + zlib.compress(raw, 1))
     rec = BulkRecord((record_id, blob, hashlib.sha256(blob).hexdigest(),
                       sum(_size(p) for _, p in pieces)))
     rec.pieces = pieces
@@ -163,12 +172,15 @@ def unpack(record_id: int, blob: bytes, digest: str) -> list[Piece]:
     if hashlib.sha256(blob).hexdigest() != digest:
         raise BulkRecordError(f"bulk_sends record {record_id} is damaged (its SHA-256 does not "
                               "match the stored digest)")
-    if not blob.startswith(MAGIC):
+    if not blob.startswith((MAGIC, MAGIC_RAW)):
         raise BulkRecordError(f"bulk_sends record {record_id} has an unknown format "
-                              f"(header {blob[:len(MAGIC)]!r}, expected {MAGIC!r})")
+                              f"(header {blob[:len(MAGIC)]!r}, expected {MAGIC_RAW!r} or "
+                              f"{MAGIC!r})")
     try:
         out: list[Piece] = []
-        for sql, spec in marshal.loads(zlib.decompress(blob[len(MAGIC):])):
+        body = blob[len(MAGIC):]  # (both headers have the same length)
+        for sql, spec in marshal.loads(body if blob.startswith(MAGIC_RAW)
+                                       else zlib.decompress(body)):
             if not isinstance(sql, str):
                 raise ValueError("a statement is not a string")
             if spec[0] == "C":

@@ -110,7 +110,9 @@ class TriggerSends:
 
 
 #: A sent trigger's fields :meth:`Engine.trigger_sends` logs (one tuple per trigger).
-_SEND_FIELDS = operator.attrgetter("user", "item", "pscore", "kind", "trigger_id")
+#: A sent trigger's fields in its rows, one getter each (a C-level ``map`` per field: ~2x
+#: cheaper than transposing a tuple per send with ``zip(*...)``).
+_SEND_FIELDS = tuple(map(operator.attrgetter, ("user", "item", "pscore", "kind", "trigger_id")))
 
 
 @functools.lru_cache(maxsize=64)
@@ -451,10 +453,8 @@ class Engine:
         trig = st.triggers
         assert trig is not None
         n = len(sent)
-        # the sends' fields column-wise in one C-level pass (not a comprehension per field)
-        ul, it_idx, p_tr, kinds, tids = (
-            (list(c) for c in zip(*map(_SEND_FIELDS, sent), strict=True)) if n
-            else ([] for _ in range(5)))
+        # the sends' fields column-wise, a C-level pass each (not a comprehension per field)
+        ul, it_idx, p_tr, kinds, tids = (list(map(g, sent)) for g in _SEND_FIELDS)
         u = np.array(ul, np.int64)
         b = np.full(n, ts // HOUR, np.int64)
         if advance:

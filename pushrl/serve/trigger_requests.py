@@ -7,6 +7,7 @@ mixes this class in.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import gc
 import json
@@ -37,8 +38,41 @@ def _iso_many(secs: Sequence[int]) -> list[str]:
     return [fmt[x] for x in secs]
 
 
-#: A sent trigger's fields in a pull's answer (one tuple per trigger, :func:`zip` to columns).
-_ANSWER_FIELDS = operator.attrgetter("user", "event_ts", "kind", "delay_h", "priority")
+class _GcPause:
+    """The cyclic GC paused while a pull's burst of acyclic objects lives (``with``; nests;
+    threads may enter and leave it): a 10k-send pull makes ~100k rows (tuples, dicts, frozen
+    triggers) that live until its commit, which the collector would otherwise traverse and
+    promote over and over (~40 % of the pull's CPU). Nothing a pull makes is a reference
+    cycle; the collection deferred to the end of the pause then visits only what outlives
+    the answer (the tracker's new triggers)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._was_enabled = False
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if not self._depth:
+                self._was_enabled = gc.isenabled()
+                gc.disable()
+            self._depth += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._depth -= 1
+            if not self._depth and self._was_enabled:
+                gc.enable()
+
+
+#: The one pause of the server's pulls (:meth:`TriggerRequests.triggers_due`; over HTTP to
+#: the answer's sending, :meth:`TriggerRequests.triggers_due_json`).
+GC_PAUSE = _GcPause()
+
+
+#: A sent trigger's fields in a pull's answer, one getter each (a C-level ``map`` per field).
+_ANSWER_FIELDS = tuple(map(operator.attrgetter, ("user", "event_ts", "kind", "delay_h",
+                                                 "priority")))
 
 
 @functools.lru_cache(maxsize=64)
@@ -131,32 +165,24 @@ class TriggerRequests:
         out: dict[str, Any] = {"sends": _columns([]) if columns else [], "requeued": 0,
                                "replayed": False}
         stmts: list[Statement] = []
-        if not self.engine.kill_switch:
-            # The cyclic GC paused over the allocation burst: a 10k-send pull makes ~100k
-            # acyclic rows (tuples, dicts, frozen triggers) that live until the commit, which
-            # the collector would otherwise traverse and promote over and over (~40 % of
-            # the pull's CPU); nothing here makes a reference cycle.
-            gc_on = gc.isenabled()
-            gc.disable()
-            try:
-                self._resolve_due(users, ts, out, stmts, columns)
-            except BaseException:
-                st.pending.extend(stmts)  # applied to the state: journal it anyway
-                raise
-            finally:
-                if gc_on:
-                    gc.enable()
-        if self._sent(out) >= bulk_sends.BULK_MIN_SENDS:
-            # one durable row for the pull's ~5 rows per send, expanded by the writer later
-            try:
-                stmts = [bulk_sends.pack(stmts, st.seq)]
-            except ValueError:  # a value marshal cannot store: the rows as they are
-                pass
-        if req.request_id is not None:
-            key = _key(req.users, ts, columns)
-            trig.pulls[req.request_id] = {"key": key, "out": out}
-            stmts.append(("INSERT INTO trigger_pulls VALUES (?,?,?,?)", (
-                req.request_id, st.next_seq(), ts, json.dumps({"key": key, "out": out}))))
+        with GC_PAUSE:  # (to the end: the record's packing allocates too)
+            if not self.engine.kill_switch:
+                try:
+                    self._resolve_due(users, ts, out, stmts, columns)
+                except BaseException:
+                    st.pending.extend(stmts)  # applied to the state: journal it anyway
+                    raise
+            if self._sent(out) >= bulk_sends.BULK_MIN_SENDS:
+                # one durable row for the pull's ~5 rows per send, expanded by the writer
+                try:
+                    stmts = [bulk_sends.pack(stmts, st.seq)]
+                except ValueError:  # a value marshal cannot store: the rows as they are
+                    pass
+            if req.request_id is not None:
+                key = _key(req.users, ts, columns)
+                trig.pulls[req.request_id] = {"key": key, "out": out}
+                stmts.append(("INSERT INTO trigger_pulls VALUES (?,?,?,?)", (
+                    req.request_id, st.next_seq(), ts, json.dumps({"key": key, "out": out}))))
         return out, stmts
 
     @staticmethod
@@ -181,7 +207,7 @@ class TriggerRequests:
         if not res.sent:
             return
         uid_of = trig.user_ids.get
-        users_, events, kinds, delays, prios = zip(*map(_ANSWER_FIELDS, res.sent), strict=True)
+        users_, events, kinds, delays, prios = (list(map(g, res.sent)) for g in _ANSWER_FIELDS)
         ids = [uid_of(x, "") for x in users_]
         sends = self.engine.trigger_sends(res.sent, ids, ts, stmts, advance=True)
         label = sends.policy
@@ -189,8 +215,8 @@ class TriggerRequests:
         if columns:  # one list per field: ~5x cheaper to encode than 10k objects
             out["sends"] = _columns([
                 sends.trigger_ids, sends.decision_ids, ids, list(map(_kind_value, kinds)),
-                sends.items, when, list(delays), sends.pscore, [label] * len(ids),
-                list(prios)])
+                sends.items, when, delays, sends.pscore, [label] * len(ids),
+                prios])
             return
         out["sends"] = [
             {"trigger_id": tid, "decision_id": did, "user_id": uid, "kind": kv,
@@ -230,12 +256,21 @@ class TriggerRequests:
                                                    lambda: self.pull_done(req.request_id))
         return out
 
-    async def triggers_due_json(self, req: TriggersDueIn
-                                ) -> tuple[str, Callable[[], None] | None]:
+    async def triggers_due_json(self, req: TriggersDueIn) -> tuple[str, Callable[[], None]]:
         """:meth:`triggers_due_async`, the answer as JSON text, encoded while the commit's
-        fsync runs (the writer then holds no GIL), and a callable to call once it is sent
-        (the writer expands the pull's bulk record after it; None: no record)."""
+        fsync runs (the writer then holds no GIL), and a callable to call once it is sent:
+        the writer expands the pull's bulk record after it, and the cyclic GC, paused from
+        the pull to then (:data:`GC_PAUSE`), resumes, so its collection of what the pull
+        left runs after the answer. It runs by itself :data:`~pushrl.serve.bulk_sends.
+        HOLD_MAX` s after the answer's text (a client gone away)."""
         sent: list[threading.Event] = []
+        once = threading.Lock()
+
+        def after() -> None:  # (the response's background task: a worker thread)
+            if once.acquire(blocking=False):
+                GC_PAUSE.__exit__()
+                if sent:
+                    sent[0].set()
 
         def run() -> tuple[dict[str, Any], list[Statement]]:
             out, stmts = self.triggers_due(req)
@@ -245,9 +280,15 @@ class TriggerRequests:
                     sent.append(rec.sent)  # type: ignore[union-attr]
             return out, stmts
 
-        text: str = await self.in_worker(run, lambda: self.pull_done(req.request_id),
-                                         encode=json.dumps)
-        return text, (sent[0].set if sent else None)
+        GC_PAUSE.__enter__()
+        try:
+            text: str = await self.in_worker(run, lambda: self.pull_done(req.request_id),
+                                             encode=json.dumps)
+        except BaseException:
+            after()
+            raise
+        asyncio.get_running_loop().call_later(bulk_sends.HOLD_MAX, after)
+        return text, after
 
     def user_triggers(self, user_id: str) -> dict[str, Any]:
         """A user's open (pending) triggers, in sending order."""

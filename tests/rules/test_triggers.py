@@ -392,7 +392,7 @@ def test_mark_sent_and_forget_closed() -> None:
 
 
 def test_forget_closed_matches_a_scan_of_every_trigger() -> None:
-    """The incremental forget (a heap of event times) drops exactly the closed triggers a
+    """The incremental forget (ids by the hour of their event) drops exactly the closed triggers a
     scan of every trigger would, keeps the open ones until they close, and survives a
     snapshot round trip; the remaining triggers keep their order (snapshots and replays)."""
     rng = np.random.default_rng(7)

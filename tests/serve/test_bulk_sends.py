@@ -7,6 +7,7 @@ refuses the start in one line; a retried pull is answered once."""
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import os
 import sqlite3
@@ -28,6 +29,7 @@ from pushrl.serve.export import export
 from pushrl.serve.schemas import Event, FeedbackIn, TriggersDueIn
 from pushrl.serve.server import Server
 from pushrl.serve.store import LOG_FILE, StateError
+from pushrl.serve.trigger_requests import GC_PAUSE
 from pushrl.serve.triggers import SNAPSHOT_FILE
 from pushrl.units import HOUR
 from tests.serve.conftest import T0, doubles, make_cfg
@@ -272,6 +274,11 @@ def test_a_retried_bulk_pull_is_answered_once(tmp_path: Path,
         assert other.status_code == 409 and "format" in other.json()["detail"]
         fresh = c.post("/v1/triggers/due", json={**body, "request_id": "p2"}).json()
         assert fresh["sends"]["trigger_id"] == []  # sent once
+        missing = c.post("/v1/triggers/due", json={**body, "users": ["nobody"],
+                                                   "request_id": "p3"})
+        assert missing.status_code == 404
+        # every pull's GC pause ended with its answer (sends, a replay, errors)
+        assert gc.isenabled() and GC_PAUSE._depth == 0
     with TestClient(create_app(cfg, overrides=doubles())) as c:  # after a restart too
         assert c.post("/v1/triggers/due", json=body).json() == {**first, "replayed": True}
     rows = _tables(tmp_path / "state")["decisions"]
@@ -325,3 +332,31 @@ def test_the_router_merges_columns_answers_of_shards_in_request_order() -> None:
                            1: Reply.json(200, {"sends": cols(["a"]), "requeued": 0})}
     got = router._merge_due(parts, res, "users", users).data()
     assert got["sends"] == cols(["a", "b", "d"]) and got["requeued"] == 1
+
+
+@pytest.mark.parametrize("zlib_min", [0, bulk_sends.ZLIB_MIN_BYTES])
+def test_both_record_formats_unpack_to_the_packed_rows(zlib_min: int,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A record is stored compressed (version 1, from :data:`bulk_sends.ZLIB_MIN_BYTES`) or
+    raw (version 2, below it); either unpacks to the rows it packed, and damage to either is
+    refused."""
+    from pushrl.serve.rows import Chunks, Columns, Many, Same
+
+    monkeypatch.setattr(bulk_sends, "ZLIB_MIN_BYTES", zlib_min)
+    cols = Columns(3, ["a", "b", "c"], range(5, 8), Same(None), [0.25, 1.0, None],
+                   Chunks(b"\x00\x01" * 3, 2))
+    stmts: list[Any] = [("INSERT INTO t VALUES (?,?)", (1, "x")),
+                        ("INSERT INTO t VALUES (?,?)", Many([(2, "y"), (3, None)])),
+                        ("INSERT INTO c VALUES (?,?,?,?,?)", cols)]
+    _, rec = bulk_sends.pack(stmts, 42)
+    rid, blob, digest, n_rows = rec
+    assert (rid, n_rows) == (42, 6)
+    assert blob.startswith(bulk_sends.MAGIC if zlib_min == 0 else bulk_sends.MAGIC_RAW)
+    got = bulk_sends.unpack(rid, blob, digest)
+    assert got[0] == ("INSERT INTO t VALUES (?,?)", [(1, "x"), (2, "y"), (3, None)])
+    assert got[1][0] == "INSERT INTO c VALUES (?,?,?,?,?)"
+    assert list(got[1][1].rows()) == list(cols.rows())
+    bad = bytearray(blob)
+    bad[-3] ^= 0xFF
+    with pytest.raises(bulk_sends.BulkRecordError, match="is damaged"):
+        bulk_sends.unpack(rid, bytes(bad), digest)
