@@ -175,6 +175,15 @@ class ServerState:
                                    users.tolist(), buckets.tolist(), a.tolist(),
                                    repeat(None, n), strict=True)))]
 
+    def advance_few(self, users: list[int], buckets: list[int]) -> list[Statement]:
+        """:meth:`op` ``OP_ADVANCE`` of a few distinct users given as Python ints (the
+        engine's few-rows pass: :meth:`FeatureState.advance_few`, the same journal rows)."""
+        self.check_writable()
+        self.fs.advance_few(users, buckets)
+        seq0, self.seq = self.seq, self.seq + len(users)
+        return [(_OP_SQL, (seq0 + j, OP_ADVANCE, u, b, 0, None)) for j, (u, b) in
+                enumerate(zip(users, buckets, strict=True), 1)]
+
     def user_index(self, user_id: str) -> int:
         """Index of a known user."""
         idx = self.users.get(user_id)
