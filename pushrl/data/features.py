@@ -823,14 +823,17 @@ class FeatureState:
         ``dow`` at the bucket starts) with Python numbers: the same ring slots, the same
         integer windows and the same roundings (``activity_at_hour`` in doubles rounded once
         to float32, its denominator ``how_tot + shrink_how`` and ``engagement``'s terms in
-        float32 as numpy adds and divides them). Returns the float32 rows flat
-        (``n * N_FEATURES``; ``tobytes()`` equals the array's); the server's decision pass
-        (``tests/serve/test_engine_few.py`` compares it with :meth:`features`)."""
+        float32 as numpy adds and divides them: a float32 operation on float32 inputs done
+        in doubles and rounded once gives the float32 result, 53 >= 2 * 24 + 2 bits).
+        Returns the float32 rows flat (``n * N_FEATURES``; ``tobytes()`` equals the array's);
+        the server's decision pass (``tests/serve/test_engine_few.py`` compares it with
+        :meth:`features`)."""
         a = self.a
         ring, how, how_tot = a.ring, a.how, a.how_tot
         last_push, before = a.last_push, a.last_push_before
         kp, k = self._k_prior_how_l, self._shrink_how32
         o_shift, s_shift = self._eng_shift_l
+        pack, unpack = _F32X3.pack, _F32X3.unpack
         out = array("f")
         for u, b, h, d in zip(users, buckets, hour, dow, strict=True):
             lp = last_push.item(u)
@@ -839,11 +842,13 @@ class FeatureState:
             now, ago, day = b % _RING, (b - 168) % _RING, (b - 24) % _RING
             sends, opens, acts = ring.item(0, now, u), ring.item(1, now, u), ring.item(2, now, u)
             i = d * 24 + h
-            den = _f32(how_tot.item(u) + k)
-            eng = _f32(_f32(opens + o_shift) / _f32(sends + s_shift))
+            # the three float32 sums at once; the last rounding (of the row's values) is the
+            # array's own
+            den, num, n_sent = unpack(pack(how_tot.item(u) + k, opens + o_shift,
+                                           sends + s_shift))
             out.extend((h, d, min(b - lp, HOURS_CAP), sends - ring.item(0, day, u),
                         sends - ring.item(0, ago, u), opens - ring.item(1, ago, u),
-                        (how.item(i, u) + kp[i]) / den * 168.0, eng,
+                        (how.item(i, u) + kp[i]) / den * 168.0, num / n_sent,
                         acts - ring.item(2, ago, u)))
         return out
 
@@ -1033,6 +1038,7 @@ def _f32(x: float) -> float:
 
 
 _F32 = struct.Struct("f")
+_F32X3 = struct.Struct("3f")
 
 
 def _buckets(bucket: int | np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -12,7 +12,7 @@ Timing actions are ``WAIT = 0`` and ``SEND = 1``. Item actions index the context
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
@@ -208,6 +208,13 @@ class ItemPolicy(Policy[ItemContext]):
 
     def _mask(self, ctx: ItemContext) -> np.ndarray:
         return np.asarray(ctx.mask, dtype=bool)
+
+    def shared_key(self) -> Hashable | None:
+        """For a policy that reads no user context (only a round's candidates and mask): a
+        key that changes whenever its distribution over the same candidates may change, so
+        a caller may compute that distribution once and reuse it for every such round (the
+        server's few-rows pass). None (the default): rounds differ by their context."""
+        return None
 
 
 __all__ = ["SEND", "WAIT", "BatchDecision", "Decision", "ItemContext", "ItemPolicy", "Policy",

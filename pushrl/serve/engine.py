@@ -12,6 +12,7 @@ writes its push like any other: ``pscore`` = the delay arm's probability x the i
 from __future__ import annotations
 
 import functools
+from bisect import bisect_right
 import json
 import math
 import operator
@@ -28,7 +29,8 @@ import numpy as np
 
 from pushrl.data.features import F, N_FEATURES, ItemCatalog
 from pushrl.data.split import key_uniforms
-from pushrl.policies.base import SEND, TimingContext, TimingPolicy, normalise_two, sample_two
+from pushrl.policies.base import (SEND, ItemPolicy, TimingContext, TimingPolicy, normalise_two,
+                                  sample_two)
 from pushrl.policies.timing_baselines import MostActiveHour
 from pushrl.policies.item_data import ContextEncoder, make_context, pad_candidates
 from pushrl.rules.guardrails import ALLOWED, REASONS, Guardrails
@@ -244,8 +246,14 @@ def choose_items(policy: Any, catalog: ItemCatalog, enc: ContextEncoder, raw: np
     """
     ctx = make_context(enc, catalog, raw, category_affinity=affinity, candidates=candidates,
                        mask=mask, logged=logged)
+    return decide_items(policy, catalog, ctx, rng)
+
+
+def decide_items(policy: Any, catalog: ItemCatalog, ctx: Any, rng: np.random.Generator
+                 ) -> tuple[list[str], np.ndarray]:
+    """:func:`choose_items` given the item context ``ctx`` of ``k`` rows."""
     d = policy.decide_batch(ctx, rng)
-    chosen = np.asarray(ctx.candidates)[np.arange(len(raw)), d.action]
+    chosen = np.asarray(ctx.candidates)[np.arange(len(ctx)), d.action]
     return [str(catalog.ids[c]) for c in chosen], np.asarray(d.pscore, np.float64)
 
 
@@ -268,6 +276,8 @@ class Engine:
                            + uuid.uuid4().hex[:16])
         self._id_count = 0
         self._ctx_cache: dict[int, tuple[Any, ItemCatalog, ContextEncoder, np.ndarray]] = {}
+        #: :meth:`_shared_items` per item policy (by id): ``(key, catalog, value)``
+        self._shared: dict[int, tuple[Any, ItemCatalog, Any]] = {}
         self._counter_cache: dict[str, tuple[Any, Any]] = {}
         self._guard: tuple[Loaded | None, Guardrails] = (None, Guardrails())
         #: The template slot of sent pushes (``--templates``), None without templates.
@@ -341,6 +351,37 @@ class Engine:
     def _choose_items(self, loaded: Loaded, rows: list[DecideRow], u: np.ndarray,
                       raw: np.ndarray, rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
         """Item id and item-level probability for each of ``rows``."""
+        catalog, _, ctx = self._item_context(loaded, rows, u, raw)
+        return decide_items(loaded.policy, catalog, ctx, rng)
+
+    def _shared_items(self, loaded: Loaded, row: DecideRow, u: np.ndarray, raw: np.ndarray
+                      ) -> tuple[list[float], list[float], list[str]] | None:
+        """For an item policy whose distribution is the same for every row without
+        candidates (:meth:`~pushrl.policies.base.ItemPolicy.shared_key`): that distribution,
+        its cumulative sums (as :meth:`~pushrl.policies.base.Policy.sample` sums them) and
+        the candidates' item ids, computed once by the array step on ``row`` (``u``, ``raw``:
+        its ``(1,)`` user and ``(1, N_FEATURES)`` features) and kept until the key or the
+        catalog changes. None for other policies."""
+        pol = loaded.policy
+        key = pol.shared_key() if isinstance(pol, ItemPolicy) else None
+        if key is None:
+            return None
+        hit = self._shared.get(id(pol))
+        catalog = self._encoding(loaded)[0]
+        if hit is not None and hit[0] == key and hit[1] is catalog:
+            return hit[2]
+        catalog, _, ctx = self._item_context(loaded, [row], u, raw)
+        dist = pol.action_dist(ctx)
+        cand = np.asarray(ctx.candidates)[0]
+        got = (dist[0].tolist(), np.cumsum(dist, axis=1)[0].tolist(),
+               [str(catalog.ids[c]) for c in cand.tolist()])
+        self._shared[id(pol)] = (key, catalog, got)
+        return got
+
+    def _item_context(self, loaded: Loaded, rows: list[DecideRow], u: np.ndarray,
+                      raw: np.ndarray) -> tuple[ItemCatalog, ContextEncoder, Any]:
+        """The item policy's catalog, encoder and the ONE item context of ``rows``
+        (:func:`~pushrl.policies.item_data.make_context`)."""
         catalog, enc, mapping = self._encoding(loaded)
         if all(r.candidates is None for r in rows):
             cand, mask = None, None
@@ -353,8 +394,8 @@ class Engine:
         keys = sorted({k for r in rows if r.context for k in r.context})
         logged = {f"ctx_{k}": np.array([(r.context or {}).get(k) for r in rows], dtype=object)
                   for k in keys} or None
-        return choose_items(loaded.policy, catalog, enc, raw, aff, rng, candidates=cand,
-                            mask=mask, logged=logged)
+        return catalog, enc, make_context(enc, catalog, raw, category_affinity=aff,
+                                          candidates=cand, mask=mask, logged=logged)
 
     # ------------------------------------------------------------------ decisions
     def decide(self, rows: list[DecideRow]) -> tuple[list[dict[str, Any]], list[Statement]]:
@@ -757,11 +798,10 @@ class Engine:
         if sel:
             srows = [rows[i] for i in sel]
             su = np.array([ul[i] for i in sel], np.int64)
-            chosen, pi = self._choose_items(
-                ps.item, srows, su, np.frombuffer(feats, np.float32).reshape(n, -1)[sel],
-                self.draws("item", srows))
+            raw_s = np.frombuffer(feats, np.float32).reshape(n, -1)[sel]
+            chosen, pi = self._items_few(ps.item, srows, su, raw_s)
             pi_l = [1.0] * n
-            for j, p in enumerate(pi.tolist()):
+            for j, p in enumerate(pi):
                 items[sel[j]], pi_l[sel[j]] = chosen[j], p
             ps_l = [p * q if s else 1.0 - p for p, q, s in zip(pss_l, pi_l, send, strict=True)]
             stmts += st.op(OP_PUSH, su, np.array([bl[i] for i in sel], np.int64))
@@ -775,6 +815,23 @@ class Engine:
         decisions.inc(n)
         sends.inc(len(sel))
         return out
+
+    def _items_few(self, loaded: Loaded, rows: list[DecideRow], u: np.ndarray,
+                   raw: np.ndarray) -> tuple[list[str], list[float]]:
+        """:meth:`_choose_items` of the few-rows pass: with a shared distribution
+        (:meth:`_shared_items`) the draw of :func:`~pushrl.policies.base._sample` row by row
+        (the uniform times the last cumulative sum, the number of sums at or below it, capped
+        at the last candidate: ``bisect_right`` on the non-decreasing sums), else the array
+        step."""
+        shared = self._shared_items(loaded, rows[0], u[:1], raw[:1])
+        if shared is None:
+            chosen, pi = self._choose_items(loaded, rows, u, raw, self.draws("item", rows))
+            return chosen, pi.tolist()
+        dist, cdf, ids = shared
+        last, top = cdf[-1], len(cdf) - 1
+        act = [min(bisect_right(cdf, x * last), top) for x in keyed_uniforms(
+            self.seed, "item", [r.user_id for r in rows], [r.ts for r in rows])]
+        return [ids[a] for a in act], [dist[a] for a in act]
 
     def _channel_step(self, rows: list[DecideRow], u: np.ndarray, ts: np.ndarray,
                       b: np.ndarray, raw: np.ndarray, send: np.ndarray,
