@@ -56,7 +56,7 @@ def normalise_two(rows: Sequence[Sequence[float]], mask: Sequence[Sequence[bool]
     """:meth:`Policy._normalise` of a few two-action rows (doubles), row by row with Python
     floats: the same IEEE-754 double additions and divisions, so the same bits (the
     server's few-rows pass, ``tests/serve/test_engine_few.py``; ``tests/policies/
-    test_base.py``), including the fallback of a row with nothing allowed or a degenerate
+    test_policy_base.py``), including the fallback of a row with nothing allowed or a degenerate
     row (the first allowed action, probability 1)."""
     if mask is not None:
         rows = [[a if ma else 0.0, c if mc else 0.0]

@@ -276,8 +276,8 @@ class Engine:
                            + uuid.uuid4().hex[:16])
         self._id_count = 0
         self._ctx_cache: dict[int, tuple[Any, ItemCatalog, ContextEncoder, np.ndarray]] = {}
-        #: :meth:`_shared_items` per item policy (by id): ``(key, catalog, value)``
-        self._shared: dict[int, tuple[Any, ItemCatalog, Any]] = {}
+        #: :meth:`_shared_items` per item policy (by id): ``(policy, key, catalog, value)``
+        self._shared: dict[int, tuple[Any, Any, ItemCatalog, Any]] = {}
         self._counter_cache: dict[str, tuple[Any, Any]] = {}
         self._guard: tuple[Loaded | None, Guardrails] = (None, Guardrails())
         #: The template slot of sent pushes (``--templates``), None without templates.
@@ -368,14 +368,14 @@ class Engine:
             return None
         hit = self._shared.get(id(pol))
         catalog = self._encoding(loaded)[0]
-        if hit is not None and hit[0] == key and hit[1] is catalog:
-            return hit[2]
+        if hit is not None and hit[0] is pol and hit[1] == key and hit[2] is catalog:
+            return hit[3]
         catalog, _, ctx = self._item_context(loaded, [row], u, raw)
         dist = pol.action_dist(ctx)
         cand = np.asarray(ctx.candidates)[0]
         got = (dist[0].tolist(), np.cumsum(dist, axis=1)[0].tolist(),
                [str(catalog.ids[c]) for c in cand.tolist()])
-        self._shared[id(pol)] = (key, catalog, got)
+        self._shared[id(pol)] = (pol, key, catalog, got)
         return got
 
     def _item_context(self, loaded: Loaded, rows: list[DecideRow], u: np.ndarray,
@@ -723,9 +723,9 @@ class Engine:
         """:meth:`decide` of a few rows in plain Python numbers for the configuration it
         covers (push only, no triggers, templates, shadow, volume price, uplift gate or
         holdout; most-active-hour timing; no candidates, context or horizon; any item
-        policy, run by the array item step for the sends), else None before anything
-        changed (the array pass decides then, and refuses what it refuses). The same rules
-        through their scalar forms (:meth:`~pushrl.data.features.FeatureState.features_few`,
+        policy: :meth:`_items_few`), else None before anything changed (the array pass
+        decides then, and refuses what it refuses). The same rules through their scalar
+        forms (:meth:`~pushrl.data.features.FeatureState.features_few`,
         :meth:`~pushrl.rules.guardrails.Guardrails.verdict_few`, :meth:`~pushrl.policies.
         timing_baselines.MostActiveHour.send_few`, :func:`~pushrl.policies.base.
         normalise_two`, :func:`~pushrl.policies.base.sample_two`): the same answers and
