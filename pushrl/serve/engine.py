@@ -62,7 +62,9 @@ _TRIGGER_DECISION_SQL = (
 _TRIGGER_SENT_SQL = "UPDATE triggers SET status='sent', decision_id=? WHERE trigger_id=?"
 #: Passes of up to this many rows run :meth:`Engine._decide_few` (plain Python numbers) when
 #: it covers the configuration; larger passes, or what it does not cover, the array pass.
-FEW_ROWS = 8
+#: (callgrind, benchmarks/engine_pass.py: the few-rows pass costs 0.49x the array pass's
+#: instructions at 1 row, 0.59x at 8, 0.70x at 12, 0.81x at 16)
+FEW_ROWS = 16
 
 
 @dataclass
