@@ -49,6 +49,8 @@ class _Digest:
             return x.hex()
         if isinstance(x, (list, tuple)):
             return [self.norm(y) for y in x]
+        if hasattr(x, "rows"):  # column-wise journal rows (serve/rows.py Columns): row by row
+            return [self.norm(list(r)) for r in x.rows()]
         if isinstance(x, dict):
             return {k: self.norm(v) for k, v in x.items()}
         return x

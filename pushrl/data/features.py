@@ -32,6 +32,7 @@ category, shrunk toward the population share and divided by it (1.0 = average).
 
 from __future__ import annotations
 
+import struct
 from array import array
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -228,9 +229,13 @@ class FeatureState:
         self.tzt = tz_table or TimezoneTable([])
         self._prior_how = np.asarray(spec.prior_how, dtype=np.float64)
         self._k_prior_how = spec.shrink_how * self._prior_how  # (features' share numerator)
+        self._k_prior_how_l: list[float] = self._k_prior_how.tolist()
+        #: ``shrink_how`` as numpy adds it to a float32 total (NEP 50: rounded to float32)
+        self._shrink_how32 = _f32(spec.shrink_how)
         #: engagement's pseudo-counts (opens, sends) as numpy adds them to float32 counts
         self._eng_shift = np.array([[spec.shrink_open * spec.prior_open_rate],
                                     [spec.shrink_open]], np.float32)
+        self._eng_shift_l: list[float] = self._eng_shift[:, 0].tolist()
         self._prior_cat = np.asarray(spec.prior_cat, dtype=np.float64)
         self._prior_cat_l: list[float] = self._prior_cat.tolist()
         self.n = 0
@@ -399,7 +404,7 @@ class FeatureState:
         if u.size <= _ADVANCE_FEW:  # the server's passes: a few distinct users
             ul = u.tolist()
             if len(set(ul)) == len(ul):
-                self._advance_few(ul, b.tolist())
+                self.advance_few(ul, b.tolist())
                 return
         a = self.a
         gap = b - a.clock[u]
@@ -447,7 +452,7 @@ class FeatureState:
             flat[:, ((b[row] - gap[row] + k) % _RING) * cap + u[row]] = cum[:, row]
         a.clock[u] = b
 
-    def _advance_few(self, users: list[int], buckets: list[int]) -> None:
+    def advance_few(self, users: list[int], buckets: list[int]) -> None:
         """:meth:`advance` of a few distinct users, one user at a time: the same state
         changes (the same float32 additions, the same ring slots) without the ~20 array
         operations the vectorised form costs whatever the size (tests/data/
@@ -474,11 +479,17 @@ class FeatureState:
                 a.pend_n[ui] = 0
                 a.pend_cat[:, ui] = 0
             # snapshot the cumulative counters at the start of every bucket in (clock, bi]
+            hi = bi % _RING
             if gap == 1:
-                a.ring[:, bi % _RING, ui] = a.cum[:, ui]
-            else:
-                g = min(gap, _RING)
-                a.ring[:, np.arange(bi - g + 1, bi + 1) % _RING, ui] = a.cum[:, ui, None]
+                a.ring[:, hi, ui] = a.cum[:, ui]
+            else:  # slots bi-g+1 .. bi: one slice, or two where they wrap around the ring
+                lo = (bi - min(gap, _RING) + 1) % _RING
+                cum = a.cum[:, ui, None]
+                if lo <= hi:
+                    a.ring[:, lo:hi + 1, ui] = cum
+                else:
+                    a.ring[:, lo:, ui] = cum
+                    a.ring[:, :hi + 1, ui] = cum
             clock[ui] = bi
 
     def _prepare(self, users: np.ndarray, bucket: int | np.ndarray,
@@ -718,20 +729,29 @@ class FeatureState:
     def _decision_clock_few(self, users: np.ndarray, t: np.ndarray
                             ) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray],
                                        tuple[np.ndarray, np.ndarray, np.ndarray]] | None:
-        """:meth:`decision_clock` of a few decisions with Python ints (the same offsets, the
-        same :func:`~pushrl.data.timezones.local_clock_int`); None when an offset is not
-        computed yet or a zone changes offset inside a decision's bucket (the vectorised
-        path handles both; tests/data/test_decision_path.py compares the two)."""
-        tz = self.a.tz_idx[np.asarray(users, dtype=np.int64)].tolist()
-        ts = t.tolist()
-        b = [x // HOUR for x in ts]
-        start = self.tzt.offsets_few(tz, b)
-        if start is None or self.tzt.offsets_few(tz, [x + 1 for x in b]) != start:
+        """:meth:`decision_clock` of a few decisions through :meth:`decision_clock_few` (as
+        arrays); None where that is None (the vectorised path handles those rows)."""
+        cols = self.decision_clock_few(np.asarray(users, dtype=np.int64).tolist(), t.tolist())
+        if cols is None:
             return None
-        cols = [local_clock_int(x, o) + local_clock_int(bi * HOUR, o)
-                for x, bi, o in zip(ts, b, start, strict=True)]
         got = np.array(cols, np.int64).T  # (6, n): exact hour, dow, day; start hour, dow, day
         return (got[0], got[1], got[2]), (got[3], got[4], got[5])
+
+    def decision_clock_few(self, users: list[int], ts: list[int]
+                           ) -> list[tuple[int, int, int, int, int, int]] | None:
+        """:meth:`decision_clock` of a few decisions with Python ints (the same offsets, the
+        same :func:`~pushrl.data.timezones.local_clock_int`): per decision ``(hour, dow, day)``
+        at the exact time then at the bucket start. None when an offset is not computed yet
+        or a zone changes offset inside a decision's bucket (the vectorised path handles
+        both; ``tests/serve/test_engine_few.py`` compares the server's passes)."""
+        tz = self.a.tz_idx
+        zones = [tz.item(u) for u in users]
+        b = [x // HOUR for x in ts]
+        start = self.tzt.offsets_few(zones, b)
+        if start is None or self.tzt.offsets_few(zones, [x + 1 for x in b]) != start:
+            return None
+        return [local_clock_int(x, o) + local_clock_int(bi * HOUR, o)
+                for x, bi, o in zip(ts, b, start, strict=True)]
 
     def _offsets_at(self, users: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """UTC offsets of ``users`` at exact times ``t`` (broadcast) and at the start of the
@@ -810,6 +830,41 @@ class FeatureState:
         # float32 counts (NEP 50: each constant rounded to float32 first)
         num, den = np.add(got[2:0:-1], self._eng_shift, dtype=np.float32)
         out[:, 7] = num / den
+        return out
+
+    def features_few(self, users: list[int], buckets: list[int], hour: list[int],
+                     dow: list[int]) -> array:
+        """:meth:`features` of a few users (already advanced to ``buckets``, local ``hour`` and
+        ``dow`` at the bucket starts) with Python numbers: the same ring slots, the same
+        integer windows and the same roundings (``activity_at_hour`` in doubles rounded once
+        to float32, its denominator ``how_tot + shrink_how`` and ``engagement``'s terms in
+        float32 as numpy adds and divides them: a float32 operation on float32 inputs done
+        in doubles and rounded once gives the float32 result, 53 >= 2 * 24 + 2 bits).
+        Returns the float32 rows flat (``n * N_FEATURES``; ``tobytes()`` equals the array's);
+        the server's decision pass (``tests/serve/test_engine_few.py`` compares it with
+        :meth:`features`)."""
+        a = self.a
+        ring, how, how_tot = a.ring, a.how, a.how_tot
+        last_push, before = a.last_push, a.last_push_before
+        kp, k = self._k_prior_how_l, self._shrink_how32
+        o_shift, s_shift = self._eng_shift_l
+        pack, unpack = _F32X3.pack, _F32X3.unpack
+        out = array("f")
+        for u, b, h, d in zip(users, buckets, hour, dow, strict=True):
+            lp = last_push.item(u)
+            if lp >= b:
+                lp = before.item(u)
+            now, ago, day = b % _RING, (b - 168) % _RING, (b - 24) % _RING
+            sends, opens, acts = ring.item(0, now, u), ring.item(1, now, u), ring.item(2, now, u)
+            i = d * 24 + h
+            # the three float32 sums at once; the last rounding (of the row's values) is the
+            # array's own
+            den, num, n_sent = unpack(pack(how_tot.item(u) + k, opens + o_shift,
+                                           sends + s_shift))
+            out.extend((h, d, min(b - lp, HOURS_CAP), sends - ring.item(0, day, u),
+                        sends - ring.item(0, ago, u), opens - ring.item(1, ago, u),
+                        (how.item(i, u) + kp[i]) / den * 168.0, num / n_sent,
+                        acts - ring.item(2, ago, u)))
         return out
 
     def affinity(self, users: np.ndarray, categories: np.ndarray) -> np.ndarray:
@@ -914,7 +969,7 @@ class FeatureState:
             raise ValueError(f"`pool` must be 'day', 'weekpart' or 'week', got {pool!r}")
         return self._pooled(np.asarray(users, dtype=np.int64), pool)
 
-    def how_cached(self, key: Hashable, users: np.ndarray,
+    def how_cached(self, key: Hashable, users: np.ndarray | list[int],
                    compute: Callable[[np.ndarray], np.ndarray]) -> list[np.ndarray]:
         """Per-user values derived from the users' hour-of-week counts only, cached.
 
@@ -925,15 +980,16 @@ class FeatureState:
 
         Args:
             key: Hashable name of the derived value.
-            users: ``(n,)`` user indices (int64).
+            users: ``(n,)`` user indices (int64, or a list of ints).
             compute: ``(k,) users -> (k, ...)`` values, computed for the users not cached.
 
         Returns:
             ``n`` rows, in the order of ``users``.
         """
         cache = self._profiles
-        ver = self.a.how_ver[users].tolist()
-        uids = users.tolist()
+        uids = users if isinstance(users, list) else users.tolist()
+        how_ver = self.a.how_ver
+        ver = [how_ver.item(u) for u in uids]
         rows: list[Any] = []  # filled below where missing
         miss: list[int] = []
         for i, (ui, vi) in enumerate(zip(uids, ver, strict=True)):
@@ -944,7 +1000,7 @@ class FeatureState:
                 rows.append(None)
                 miss.append(i)
         if miss:
-            got = compute(users[miss])
+            got = compute(np.array([uids[i] for i in miss], np.int64))
             if len(cache) + len(miss) > _PROFILE_CACHE_MAX:
                 cache.clear()
             for j, i in enumerate(miss):
@@ -961,10 +1017,12 @@ class FeatureState:
         return np.stack(rows)
 
 
-def pool_part(dow: np.ndarray, pool: str) -> np.ndarray:
+def pool_part(dow: Any, pool: str) -> Any:
     """Index of local weekday ``dow`` in :meth:`FeatureState.pooled_profiles`' day parts:
     the weekday itself (``"day"``), 0 for Mon-Fri and 1 for the weekend (``"weekpart"``),
-    0 (``"week"``); int64, shape of ``dow``."""
+    0 (``"week"``); int64, shape of ``dow`` (a Python int for an int ``dow``)."""
+    if type(dow) is int:  # one decision of the server's few-rows pass
+        return dow if pool == "day" else int(dow >= 5) if pool == "weekpart" else 0
     d = np.asarray(dow, dtype=np.int64)
     if pool == "day":
         return d
@@ -986,6 +1044,16 @@ def weekpart_means(by_day: np.ndarray) -> np.ndarray:
     x = np.asarray(by_day, dtype=np.float64)
     return np.stack([np.add.reduce(x[:, :5], axis=1) / 5, np.add.reduce(x[:, 5:], axis=1) / 2],
                     axis=1)
+
+
+def _f32(x: float) -> float:
+    """``x`` rounded to float32 (a float32 operation on float32 inputs done in doubles and
+    rounded once gives the float32 result: 53 >= 2 * 24 + 2 bits)."""
+    return _F32.unpack(_F32.pack(x))[0]  # type: ignore[no-any-return]
+
+
+_F32 = struct.Struct("f")
+_F32X3 = struct.Struct("3f")
 
 
 def _buckets(bucket: int | np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -63,15 +63,21 @@ def user_uniform(user_ids: np.ndarray | pd.Series | list[str], salt: str) -> np.
 
 def key_uniform(keys: Iterable[str], salt: str) -> np.ndarray:
     """The hash behind :func:`user_uniform`, per key without de-duplication (no pandas: the
-    server calls it per decision): ``blake2b(salt + key)`` as float64 ``(n,)`` in [0, 1).
+    server calls it per decision): ``blake2b(salt + key)`` as float64 ``(n,)`` in [0, 1)
+    (:func:`key_uniforms` as an array).
 
     Also the server's shard of a user (:func:`pushrl.serve.shards.shard_of`) and its keyed
     decision draws (:class:`pushrl.serve.engine.KeyedDraws`)."""
+    return np.array(key_uniforms(keys, salt), dtype=np.float64)
+
+
+def key_uniforms(keys: Iterable[str], salt: str) -> list[float]:
+    """:func:`key_uniform` as Python floats (the server's few-rows decision pass)."""
     k = salt.encode()
     # (the int -> double conversion is correctly rounded in Python as in numpy, and the
     # division by 2**64 exact: the same doubles as dividing the array, one numpy call less)
-    return np.array([int.from_bytes(hashlib.blake2b(k + s.encode(), digest_size=8).digest(),
-                                    "big") / 2.0**64 for s in keys], dtype=np.float64)
+    return [int.from_bytes(hashlib.blake2b(k + s.encode(), digest_size=8).digest(),
+                           "big") / 2.0**64 for s in keys]
 
 
 def check_holdout_frac(frac: float) -> float:

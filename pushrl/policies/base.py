@@ -12,6 +12,7 @@ Timing actions are ``WAIT = 0`` and ``SEND = 1``. Item actions index the context
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Hashable, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
@@ -43,37 +44,54 @@ def _sample(dist: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 FEW_ROWS = 8
 
 
-def _normalise_few(dist: np.ndarray, mask: np.ndarray | None) -> np.ndarray | None:
-    """:meth:`Policy._normalise` of a few float64 two-action rows, row by row with Python
-    floats: the same IEEE-754 double additions and divisions, so the same bits
-    (``tests/policies/test_base.py``). None when a row needs the fallback (nothing allowed
-    or a degenerate row): the caller takes the vectorised path then."""
-    rows = dist.tolist()
+def _normalise_few(dist: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """:meth:`Policy._normalise` of a few float64 two-action rows through
+    :func:`normalise_two` (as an array)."""
+    return np.array(normalise_two(dist.tolist(), None if mask is None else mask.tolist()),
+                    np.float64)
+
+
+def normalise_two(rows: Sequence[Sequence[float]], mask: Sequence[Sequence[bool]] | None
+                  ) -> list[tuple[float, float]]:
+    """:meth:`Policy._normalise` of a few two-action rows (doubles), row by row with Python
+    floats: the same IEEE-754 double additions and divisions, so the same bits (the
+    server's few-rows pass, ``tests/serve/test_engine_few.py``; ``tests/policies/
+    test_policy_base.py``), including the fallback of a row with nothing allowed or a degenerate
+    row (the first allowed action, probability 1)."""
     if mask is not None:
         rows = [[a if ma else 0.0, c if mc else 0.0]
-                for (a, c), (ma, mc) in zip(rows, mask.tolist(), strict=True)]
-    out = []
-    for a, c in rows:
+                for (a, c), (ma, mc) in zip(rows, mask, strict=True)]
+    out: list[tuple[float, float]] = []
+    for i, (a, c) in enumerate(rows):
         t = a + c
-        if t <= 0:
-            return None
-        out.append((a / t, c / t))
-    return np.array(out, np.float64)
+        if t <= 0:  # nothing allowed or degenerate: the first allowed action (as _normalise)
+            out.append((0.0, 1.0) if mask is not None and not mask[i][0] and mask[i][1]
+                       else (1.0, 0.0))
+        else:
+            out.append((a / t, c / t))
+    return out
 
 
 def _sample_few(dist: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_sample` of a few float64 two-action rows with Python floats (the same
-    comparisons of the same doubles, and the same draw: one ``rng.random((n, 1))`` call);
-    returns the actions and their probabilities, as :meth:`Policy.sample` does."""
-    u = rng.random((dist.shape[0], 1))[:, 0].tolist()
+    """:func:`_sample` of a few float64 two-action rows through :func:`sample_two` (the same
+    draw: one ``rng.random((n, 1))`` call); returns the actions and their probabilities, as
+    :meth:`Policy.sample` does."""
+    act, p = sample_two(dist.tolist(), rng.random((dist.shape[0], 1))[:, 0].tolist())
+    return np.array(act, np.int64), np.array(p, np.float64)
+
+
+def sample_two(rows: Sequence[Sequence[float]], uniforms: list[float]
+               ) -> tuple[list[int], list[float]]:
+    """:func:`_sample` of a few two-action rows with Python floats given the rows' uniforms
+    (the same comparisons of the same doubles): the actions and their probabilities."""
     act, p = [], []
-    for (a, c), x in zip(dist.tolist(), u, strict=True):
+    for (a, c), x in zip(rows, uniforms, strict=True):
         t = a + c
         x *= t
         k = min(int(x >= a) + int(x >= t), 1)
         act.append(k)
         p.append(c if k else a)
-    return np.array(act, np.int64), np.array(p, np.float64)
+    return act, p
 
 
 def _few(dist: np.ndarray) -> bool:
@@ -114,9 +132,7 @@ class Policy(ABC, Generic[CtxT]):
         """Zero the masked actions and renormalise each row (all masked or degenerate rows
         fall back to the first allowed action)."""
         if _few(dist) and (mask is None or mask.shape == dist.shape):
-            got = _normalise_few(dist, mask)
-            if got is not None:
-                return got
+            return _normalise_few(dist, mask)
         if mask is not None:
             dist = np.where(mask, dist, 0.0)
         # two actions (timing): the same sum, column by column (~10x faster than .sum)
@@ -192,6 +208,13 @@ class ItemPolicy(Policy[ItemContext]):
 
     def _mask(self, ctx: ItemContext) -> np.ndarray:
         return np.asarray(ctx.mask, dtype=bool)
+
+    def shared_key(self) -> Hashable | None:
+        """For a policy that reads no user context (only a round's candidates and mask): a
+        key that changes whenever its distribution over the same candidates may change, so
+        a caller may compute that distribution once and reuse it for every such round (the
+        server's few-rows pass). None (the default): rounds differ by their context."""
+        return None
 
 
 __all__ = ["SEND", "WAIT", "BatchDecision", "Decision", "ItemContext", "ItemPolicy", "Policy",

@@ -37,8 +37,6 @@ Pool = Literal["day", "weekpart", "week"]
 
 #: ``[h, j]``: hour ``j`` is earlier than hour ``h`` (the ranks' tie-break).
 _EARLIER = np.arange(24)[None, :] < np.arange(24)[:, None]
-#: Up to this many rows (the server's passes), most-active-hour decides row by row.
-_FEW = 8
 
 
 def _window_hours(window: tuple[int, int]) -> np.ndarray:
@@ -139,6 +137,7 @@ class MostActiveHour(TimingPolicy):
         self.window = (int(window[0]), int(window[1]))
         self.min_gap_hours = int(min_gap_hours)
         self._in_window = _window_hours(self.window)
+        self._in_window_l: list[bool] = self._in_window.tolist()
         if self._in_window.sum() < self.sends_per_day:
             raise ValueError(f"`window` {self.window} has fewer hours than "
                              f"`sends_per_day`={self.sends_per_day}; widen it")
@@ -161,8 +160,6 @@ class MostActiveHour(TimingPolicy):
                                                 ctx.features[sel, F["local_dow"]], self.pool))
 
     def _action_dist(self, ctx: TimingContext) -> np.ndarray:
-        if 0 < len(ctx) <= _FEW and ctx.state is not None and ctx.user_index is not None:
-            return self._action_dist_few(ctx)
         hour = ctx.features[:, F["local_hour"]].astype(np.int64)
         rested = ctx.features[:, F["hours_since_push"]] >= self.min_gap_hours
         # only users who could be sent to now need their profile (the base class masks the
@@ -190,30 +187,26 @@ class MostActiveHour(TimingPolicy):
             send[rows] = ahead.sum(axis=1) < self.sends_per_day
         return _deterministic(send)
 
-    def _action_dist_few(self, ctx: TimingContext) -> np.ndarray:
-        """:meth:`_action_dist` of a few rows (a server pass) with Python numbers: the same
-        tests on the same values (hour, dow and hours since the push are small integers in
-        float32, compared exactly) and the same cached hour ranks
-        (``tests/policies/test_timing_baselines.py`` compares both paths)."""
-        feats = ctx.features.tolist()
-        today = _sends_today(ctx).tolist()
-        allowed = np.asarray(ctx.allowed, dtype=bool).tolist()
-        win = self._in_window.tolist()
-        h_col, gap_col, dow_col = F["local_hour"], F["hours_since_push"], F["local_dow"]
+    def send_few(self, state: FeatureState, users: list[int], hour: list[int],
+                 dow: list[int], hours_since_push: list[float], sends_today: list[int]
+                 ) -> list[bool]:
+        """:meth:`_action_dist`'s send decision for a few rows with every slot allowed, with
+        Python numbers (the server's few-rows pass): the same tests on the same values and
+        the same cached hour ranks (``tests/serve/test_engine_few.py`` compares the passes).
+        """
+        win = self._in_window_l
         k, gap = self.sends_per_day, self.min_gap_hours
-        could = [i for i, (r, t, a) in enumerate(zip(feats, today, allowed, strict=True))
-                 if r[gap_col] >= gap and t < k and win[int(r[h_col])] and a]
-        send = [False] * len(feats)
+        could = [i for i, (h, g, t) in enumerate(zip(hour, hours_since_push, sends_today,
+                                                     strict=True))
+                 if g >= gap and t < k and win[h]]
+        send = [False] * len(hour)
         if could:
-            st = ctx.state
-            assert st is not None
-            users = np.asarray(ctx.user_index)[could]
-            ranks = st.how_cached(("most-active-hour", self.pool, self.window), users,
-                                  lambda us: self._ranks(st, us))
-            parts = pool_part(np.array([feats[i][dow_col] for i in could]), self.pool).tolist()
-            for i, r, p in zip(could, ranks, parts, strict=True):
-                send[i] = r.item(p, int(feats[i][h_col])) < k
-        return _deterministic(send)  # (a list: one array built)
+            ranks = state.how_cached(("most-active-hour", self.pool, self.window),
+                                     [users[i] for i in could],
+                                     lambda us: self._ranks(state, us))
+            for i, r in zip(could, ranks, strict=True):
+                send[i] = r.item(pool_part(dow[i], self.pool), hour[i]) < k
+        return send
 
     def _ranks(self, state: FeatureState, users: np.ndarray) -> np.ndarray:
         """``(k, P, 24)`` rank of every in-window local hour within its day part's profile

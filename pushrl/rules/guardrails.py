@@ -196,22 +196,20 @@ class Guardrails:
         return code
 
     def verdict_few(self, hour: list[int], sends_today: list[int], sends_week: list[int],
-                    subscribed: list[bool] | None = None,
-                    held_out: list[bool] | None = None) -> list[int]:
+                    subscribed: list[bool] | None = None) -> list[int]:
         """:meth:`verdict` of a few decisions as Python ints, row by row (the server's
         passes of a few users, where each numpy call costs more than the test): the same
         guardrails in the same priority, first blocking one wins
-        (``tests/rules/test_guardrails_few.py`` compares both on random inputs).
+        (``tests/serve/test_engine_few.py`` compares the server's passes on random streams
+        and random guardrails).
 
-        Same arguments as :meth:`verdict` as lists (``opted_in`` is not taken: channels
-        call :meth:`verdict`)."""
+        Same arguments as :meth:`verdict` as lists (``held_out`` and ``opted_in`` are not
+        taken: the few-rows pass runs without a holdout or channels)."""
         s, e = self.quiet_start, self.quiet_end
         day, week = self.max_sends_per_day, self.max_sends_per_week
         out = []
         for i, h in enumerate(hour):
-            if held_out is not None and held_out[i]:
-                out.append(HELD_OUT)
-            elif subscribed is not None and not subscribed[i]:
+            if subscribed is not None and not subscribed[i]:
                 out.append(UNSUBSCRIBED)
             elif s != e and self._quiet_at(h):
                 out.append(QUIET_HOURS)

@@ -12,6 +12,7 @@ writes its push like any other: ``pscore`` = the delay arm's probability x the i
 from __future__ import annotations
 
 import functools
+from bisect import bisect_right
 import json
 import math
 import operator
@@ -26,11 +27,13 @@ import logging
 
 import numpy as np
 
-from pushrl.data.features import ItemCatalog
-from pushrl.data.split import key_uniform
-from pushrl.policies.base import SEND, TimingContext, TimingPolicy
+from pushrl.data.features import F, N_FEATURES, ItemCatalog
+from pushrl.data.split import key_uniforms
+from pushrl.policies.base import (SEND, ItemPolicy, TimingContext, TimingPolicy, normalise_two,
+                                  sample_two)
+from pushrl.policies.timing_baselines import MostActiveHour
 from pushrl.policies.item_data import ContextEncoder, make_context, pad_candidates
-from pushrl.rules.guardrails import Guardrails
+from pushrl.rules.guardrails import ALLOWED, REASONS, Guardrails
 from pushrl.rules.holdout import Holdout
 from pushrl.rules.volume import SendPrice
 from pushrl.serve import guardrails
@@ -57,6 +60,11 @@ _TRIGGER_DECISION_SQL = (
     "pscore_item, policy, item_policy, reason, features, trigger_id, holdout, p_holdout) "
     "VALUES (?,?,?,?,1,?,?,?,?,?,?,?,?,?,?,?)")
 _TRIGGER_SENT_SQL = "UPDATE triggers SET status='sent', decision_id=? WHERE trigger_id=?"
+#: Passes of up to this many rows run :meth:`Engine._decide_few` (plain Python numbers) when
+#: it covers the configuration; larger passes, or what it does not cover, the array pass.
+#: (callgrind, benchmarks/engine_pass.py: the few-rows pass costs 0.49x the array pass's
+#: instructions at 1 row, 0.59x at 8, 0.70x at 12, 0.81x at 16)
+FEW_ROWS = 16
 
 
 @dataclass
@@ -170,18 +178,25 @@ class KeyedDraws(np.random.Generator):
     def __init__(self, bitgen: np.random.BitGenerator, seed: int, stream: str,
                  user_ids: Sequence[str], ts: Sequence[int]) -> None:
         super().__init__(bitgen)
-        self._keys = [f"{t}:{u}" for u, t in zip(user_ids, ts, strict=True)]
-        self._salt = f"pushrl-draw:{seed}:{stream}:"
+        self._args = (seed, stream, user_ids, ts)
         self._calls = 0
 
     def random(self, size: Any = None, dtype: Any = np.float64, out: Any = None) -> Any:
         """Uniforms in [0, 1), one per row, shaped ``size`` (``(n,)`` or ``(n, 1)``)."""
-        n = len(self._keys)
+        n = len(self._args[2])
         if size is None or out is not None or _count(size) != n:
             raise ValueError(f"KeyedDraws.random draws one number per row ({n}), got "
                              f"size={size!r}")
         self._calls += 1
-        return key_uniform(self._keys, f"{self._salt}{self._calls}:").reshape(size)
+        return np.array(keyed_uniforms(*self._args, self._calls), np.float64).reshape(size)
+
+
+def keyed_uniforms(seed: int, stream: str, user_ids: Sequence[str], ts: Sequence[int],
+                   call: int = 1) -> list[float]:
+    """The uniforms of :class:`KeyedDraws` call number ``call`` as Python floats, one per
+    row (the one definition of a decision draw's key; the few-rows pass reads them here)."""
+    return key_uniforms([f"{t}:{u}" for u, t in zip(user_ids, ts, strict=True)],
+                        f"pushrl-draw:{seed}:{stream}:{call}:")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -235,8 +250,14 @@ def choose_items(policy: Any, catalog: ItemCatalog, enc: ContextEncoder, raw: np
     """
     ctx = make_context(enc, catalog, raw, category_affinity=affinity, candidates=candidates,
                        mask=mask, logged=logged)
+    return decide_items(policy, catalog, ctx, rng)
+
+
+def decide_items(policy: Any, catalog: ItemCatalog, ctx: Any, rng: np.random.Generator
+                 ) -> tuple[list[str], np.ndarray]:
+    """:func:`choose_items` given the item context ``ctx`` of ``k`` rows."""
     d = policy.decide_batch(ctx, rng)
-    chosen = np.asarray(ctx.candidates)[np.arange(len(raw)), d.action]
+    chosen = np.asarray(ctx.candidates)[np.arange(len(ctx)), d.action]
     return [str(catalog.ids[c]) for c in chosen], np.asarray(d.pscore, np.float64)
 
 
@@ -259,6 +280,8 @@ class Engine:
                            + uuid.uuid4().hex[:16])
         self._id_count = 0
         self._ctx_cache: dict[int, tuple[Any, ItemCatalog, ContextEncoder, np.ndarray]] = {}
+        #: :meth:`_shared_items` per item policy (by id): ``(policy, key, catalog, value)``
+        self._shared: dict[int, tuple[Any, Any, ItemCatalog, Any]] = {}
         self._counter_cache: dict[str, tuple[Any, Any]] = {}
         self._guard: tuple[Loaded | None, Guardrails] = (None, Guardrails())
         #: The template slot of sent pushes (``--templates``), None without templates.
@@ -269,6 +292,8 @@ class Engine:
         self.price = None if cfg.volume is None else SendPrice(cfg.volume)
         #: The holdout's incumbent policy (loaded once per holdout), see :meth:`incumbent`.
         self._incumbent: tuple[Holdout | None, Any] = (None, None)
+        #: Passes of up to this many rows try :meth:`_decide_few` (0: always the array pass).
+        self.few_rows = FEW_ROWS
 
     def incumbent(self) -> tuple[str, Any] | None:
         """``(label, policy)`` deciding for held-out users (:mod:`pushrl.rules.holdout`
@@ -330,6 +355,37 @@ class Engine:
     def _choose_items(self, loaded: Loaded, rows: list[DecideRow], u: np.ndarray,
                       raw: np.ndarray, rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
         """Item id and item-level probability for each of ``rows``."""
+        catalog, _, ctx = self._item_context(loaded, rows, u, raw)
+        return decide_items(loaded.policy, catalog, ctx, rng)
+
+    def _shared_items(self, loaded: Loaded, row: DecideRow, u: np.ndarray, raw: np.ndarray
+                      ) -> tuple[list[float], list[float], list[str]] | None:
+        """For an item policy whose distribution is the same for every row without
+        candidates (:meth:`~pushrl.policies.base.ItemPolicy.shared_key`): that distribution,
+        its cumulative sums (as :meth:`~pushrl.policies.base.Policy.sample` sums them) and
+        the candidates' item ids, computed once by the array step on ``row`` (``u``, ``raw``:
+        its ``(1,)`` user and ``(1, N_FEATURES)`` features) and kept until the key or the
+        catalog changes. None for other policies."""
+        pol = loaded.policy
+        key = pol.shared_key() if isinstance(pol, ItemPolicy) else None
+        if key is None:
+            return None
+        hit = self._shared.get(id(pol))
+        catalog = self._encoding(loaded)[0]
+        if hit is not None and hit[0] is pol and hit[1] == key and hit[2] is catalog:
+            return hit[3]
+        catalog, _, ctx = self._item_context(loaded, [row], u, raw)
+        dist = pol.action_dist(ctx)
+        cand = np.asarray(ctx.candidates)[0]
+        got = (dist[0].tolist(), np.cumsum(dist, axis=1)[0].tolist(),
+               [str(catalog.ids[c]) for c in cand.tolist()])
+        self._shared[id(pol)] = (pol, key, catalog, got)
+        return got
+
+    def _item_context(self, loaded: Loaded, rows: list[DecideRow], u: np.ndarray,
+                      raw: np.ndarray) -> tuple[ItemCatalog, ContextEncoder, Any]:
+        """The item policy's catalog, encoder and the ONE item context of ``rows``
+        (:func:`~pushrl.policies.item_data.make_context`)."""
         catalog, enc, mapping = self._encoding(loaded)
         if all(r.candidates is None for r in rows):
             cand, mask = None, None
@@ -342,12 +398,16 @@ class Engine:
         keys = sorted({k for r in rows if r.context for k in r.context})
         logged = {f"ctx_{k}": np.array([(r.context or {}).get(k) for r in rows], dtype=object)
                   for k in keys} or None
-        return choose_items(loaded.policy, catalog, enc, raw, aff, rng, candidates=cand,
-                            mask=mask, logged=logged)
+        return catalog, enc, make_context(enc, catalog, raw, category_affinity=aff,
+                                          candidates=cand, mask=mask, logged=logged)
 
     # ------------------------------------------------------------------ decisions
     def decide(self, rows: list[DecideRow]) -> tuple[list[dict[str, Any]], list[Statement]]:
         """Decide for ``rows`` (distinct users); returns response bodies and log rows."""
+        if len(rows) <= self.few_rows:
+            got = self._decide_few(rows)
+            if got is not None:
+                return got
         st, ps = self.state, self.policies
         u = np.array([r.u for r in rows], np.int64)
         ts = np.array([r.ts for r in rows], np.int64)
@@ -601,29 +661,11 @@ class Engine:
             stmts += st.op(OP_PUSH, u[send], b[send])
             for i in np.flatnonzero(send).tolist():
                 st.sends.record(int(u[i]), "", int(ts[i]), int(days[i]))
-        out = []
-        send_l = send.tolist()
-        ts_l, item_label = ts.tolist(), ps.item.label
         p_hold = st.held_out.share  # the holdout arm's probability (None: no holdout)
         arm_l: list[bool | None] = [None] * n if held is None else held.tolist()
-        rb, w = np.ascontiguousarray(raw).tobytes(), raw.shape[1] * raw.itemsize  # row bytes
-        for i, r in enumerate(rows):
-            did = self._next_id()
-            sent = send_l[i]
-            stmts.append((_DECISION_SQL, (
-                did, st.next_seq(), r.user_id, ts_l[i], int(sent), items[i], ps_l[i], pss_l[i],
-                pi_l[i] if items[i] else None, labels[i], item_label if items[i] else None,
-                why[i],
-                None if r.candidates is None else json.dumps(
-                    [st.item_list[c].item_id for c in r.candidates]),
-                None if r.context is None else json.dumps(r.context, sort_keys=True),
-                rb[i * w:(i + 1) * w], None if arm_l[i] is None else int(bool(arm_l[i])),
-                p_hold)))
-            out.append({"decision_id": did, "send": sent, "item_id": items[i],
-                        "pscore": ps_l[i], "p_send": pss_l[i], "policy": labels[i],
-                        "item_policy": item_label if sent else None, "reason": why[i],
-                        "ts": iso(ts_l[i]), "send_at": None, "holdout": arm_l[i],
-                        "p_holdout": p_hold})
+        out = self._log_rows(rows, ts.tolist(), send.tolist(), items, ps_l, pss_l, pi_l,
+                             labels, why, arm_l, p_hold, np.ascontiguousarray(raw).tobytes(),
+                             stmts)
         if chan is not None and self.channels is not None:
             assert p_item is not None  # a channel step ran: there were sends
             stmts += self.channels.apply(out, chan, p_item)
@@ -647,6 +689,151 @@ class Engine:
                 out[i]["send_at"] = (out[i]["ts"] if send[i] else
                                      self._look_ahead(timing, r, int(u[i]), int(ts[i])))
         return out, stmts
+
+    def _log_rows(self, rows: list[DecideRow], ts_l: list[int], send_l: list[bool],
+                  items: list[str | None], ps_l: list[float], pss_l: list[float],
+                  pi_l: list[float], labels: list[str], why: list[str],
+                  arm_l: list[bool | None], p_hold: float | None, rb: bytes,
+                  stmts: list[Statement]) -> list[dict[str, Any]]:
+        """The decision rows (appended to ``stmts``) and response bodies of a pass, from its
+        columns; ``rb``: the ``(n, N_FEATURES)`` float32 raw features as bytes."""
+        st, item_label = self.state, self.policies.item.label
+        w = len(rb) // len(rows) if rows else 0
+        out = []
+        for i, r in enumerate(rows):
+            did = self._next_id()
+            sent = send_l[i]
+            stmts.append((_DECISION_SQL, (
+                did, st.next_seq(), r.user_id, ts_l[i], int(sent), items[i], ps_l[i], pss_l[i],
+                pi_l[i] if items[i] else None, labels[i], item_label if items[i] else None,
+                why[i],
+                None if r.candidates is None else json.dumps(
+                    [st.item_list[c].item_id for c in r.candidates]),
+                None if r.context is None else json.dumps(r.context, sort_keys=True),
+                rb[i * w:(i + 1) * w], None if arm_l[i] is None else int(bool(arm_l[i])),
+                p_hold)))
+            out.append({"decision_id": did, "send": sent, "item_id": items[i],
+                        "pscore": ps_l[i], "p_send": pss_l[i], "policy": labels[i],
+                        "item_policy": item_label if sent else None, "reason": why[i],
+                        "ts": iso(ts_l[i]), "send_at": None, "holdout": arm_l[i],
+                        "p_holdout": p_hold})
+        return out
+
+    # ------------------------------------------------------------------ few-rows pass
+    def _decide_few(self, rows: list[DecideRow]
+                    ) -> tuple[list[dict[str, Any]], list[Statement]] | None:
+        """:meth:`decide` of a few rows in plain Python numbers for the configuration it
+        covers (push only, no triggers, templates, shadow, volume price, uplift gate or
+        holdout; most-active-hour timing; no candidates, context or horizon; any item
+        policy: :meth:`_items_few`), else None before anything changed (the array pass
+        decides then, and refuses what it refuses). The same rules through their scalar
+        forms (:meth:`~pushrl.data.features.FeatureState.features_few`,
+        :meth:`~pushrl.rules.guardrails.Guardrails.verdict_few`, :meth:`~pushrl.policies.
+        timing_baselines.MostActiveHour.send_few`, :func:`~pushrl.policies.base.
+        normalise_two`, :func:`~pushrl.policies.base.sample_two`): the same answers and
+        journal rows bit for bit (``tests/serve/test_engine_few.py``)."""
+        st, ps = self.state, self.policies
+        timing = ps.timing
+        if (self.kill_switch or st.triggers is not None or self.channels is not None
+                or self.templates is not None or self.price is not None
+                or self.cfg.uplift is not None or ps.shadow_timing is not None
+                or ps.shadow_item is not None or st.held_out.holdout is not None
+                or not st.item_list or type(timing.policy) is not MostActiveHour):
+            return None
+        ul, tl = [], []
+        for r in rows:
+            if r.candidates is not None or r.context is not None or r.horizon is not None:
+                return None
+            ul.append(r.u)
+            tl.append(r.ts)
+        bl = [t // HOUR for t in tl]
+        fs = st.fs
+        clock = fs.a.clock
+        if (len(set(ul)) < len(ul)
+                or any(b < clock.item(u) for u, b in zip(ul, bl, strict=True))):
+            return None  # (the array pass refuses a decision before the user's state)
+        cl = fs.decision_clock_few(ul, tl)
+        if cl is None:
+            return None
+        self.check_items(ps.item, rows)
+        stmts = st.advance_few(ul, bl)
+        try:
+            return self._pass_few(rows, ul, tl, bl, cl, timing, stmts), stmts
+        except BaseException:
+            st.pending.extend(stmts)  # the state moved: journal it with the next commit
+            raise
+
+    def _pass_few(self, rows: list[DecideRow], ul: list[int], tl: list[int], bl: list[int],
+                  cl: list[tuple[int, int, int, int, int, int]], timing: Loaded,
+                  stmts: list[Statement]) -> list[dict[str, Any]]:
+        """:meth:`_decide_few` after the advance: guardrails, features, timing, items, rows."""
+        st, ps, n = self.state, self.policies, len(rows)
+        hours, days = [c[0] for c in cl], [c[2] for c in cl]
+        today, week = st.sends.counts_few(ul, bl, days)
+        subs = st.subscriptions
+        codes = self.guardrails.verdict_few(
+            hours, today, week, None if subs.n_unsubscribed == 0 else subs.get_few(ul))
+        allowed = [c == ALLOWED for c in codes]
+        b_hour, b_dow = [c[3] for c in cl], [c[4] for c in cl]
+        feats = st.fs.features_few(ul, bl, b_hour, b_dow)
+        gap = feats[F["hours_since_push"]::N_FEATURES].tolist()
+        pol = timing.policy
+        assert isinstance(pol, MostActiveHour)
+        # the policy with every slot allowed (what it wanted), then the guardrails' mask
+        raw = [(0.0, 1.0) if s else (1.0, 0.0)
+               for s in pol.send_few(st.fs, ul, b_hour, b_dow, gap, today)]
+        dist = normalise_two(raw, [(True, a) for a in allowed])
+        act, _ = sample_two(dist, keyed_uniforms(self.seed, "timing",
+                                                 [r.user_id for r in rows], tl))
+        send = [a == SEND for a in act]
+        pss_l = [d[SEND] for d in dist]
+        why = ["policy"] * n
+        if not all(allowed):
+            free = normalise_two(raw, None)
+            for i, c in enumerate(codes):
+                if c != ALLOWED:
+                    why[i] = f"guardrail:{REASONS[c]}"
+                    if free[i][SEND] > 0:
+                        self.metrics.guardrail_blocks.labels(REASONS[c]).inc()
+        items: list[str | None] = [None] * n
+        sel = [i for i in range(n) if send[i]]
+        if sel:
+            srows = [rows[i] for i in sel]
+            su = np.array([ul[i] for i in sel], np.int64)
+            raw_s = np.frombuffer(feats, np.float32).reshape(n, -1)[sel]
+            chosen, pi = self._items_few(ps.item, srows, su, raw_s)
+            pi_l = [1.0] * n
+            for j, p in enumerate(pi):
+                items[sel[j]], pi_l[sel[j]] = chosen[j], p
+            ps_l = [p * q if s else 1.0 - p for p, q, s in zip(pss_l, pi_l, send, strict=True)]
+            stmts += st.op(OP_PUSH, su, np.array([bl[i] for i in sel], np.int64))
+            for i in sel:
+                st.sends.record(ul[i], "", tl[i], days[i])
+        else:
+            ps_l, pi_l = [1.0 - p for p in pss_l], [1.0] * n
+        out = self._log_rows(rows, tl, send, items, ps_l, pss_l, pi_l, [timing.label] * n,
+                             why, [None] * n, st.held_out.share, feats.tobytes(), stmts)
+        decisions, sends = self._counters(timing.label)
+        decisions.inc(n)
+        sends.inc(len(sel))
+        return out
+
+    def _items_few(self, loaded: Loaded, rows: list[DecideRow], u: np.ndarray,
+                   raw: np.ndarray) -> tuple[list[str], list[float]]:
+        """:meth:`_choose_items` of the few-rows pass: with a shared distribution
+        (:meth:`_shared_items`) the draw of :func:`~pushrl.policies.base._sample` row by row
+        (the uniform times the last cumulative sum, the number of sums at or below it, capped
+        at the last candidate: ``bisect_right`` on the non-decreasing sums), else the array
+        step."""
+        shared = self._shared_items(loaded, rows[0], u[:1], raw[:1])
+        if shared is None:
+            chosen, pi = self._choose_items(loaded, rows, u, raw, self.draws("item", rows))
+            return chosen, pi.tolist()
+        dist, cdf, ids = shared
+        last, top = cdf[-1], len(cdf) - 1
+        act = [min(bisect_right(cdf, x * last), top) for x in keyed_uniforms(
+            self.seed, "item", [r.user_id for r in rows], [r.ts for r in rows])]
+        return [ids[a] for a in act], [dist[a] for a in act]
 
     def _channel_step(self, rows: list[DecideRow], u: np.ndarray, ts: np.ndarray,
                       b: np.ndarray, raw: np.ndarray, send: np.ndarray,

@@ -27,13 +27,10 @@ import numpy as np
 
 from pushrl.data.features import FeatureState
 from pushrl.data.timezones import local_clock
-from pushrl.rules.guardrails import (ALLOWED, REASONS, WEEK_BUCKETS, DayCount, Guardrails,
-                                     in_week_window)
+from pushrl.rules.guardrails import REASONS, WEEK_BUCKETS, DayCount, Guardrails, in_week_window
 from pushrl.units import HOURS_PER_DAY, bucket_of, utc_offset_seconds
 
 log = logging.getLogger("pushrl.serve")
-#: Up to this many decisions, :func:`check` tests the guardrails with Python ints.
-FEW_DECISIONS = 8
 _KEEP = WEEK_BUCKETS + HOURS_PER_DAY  # buckets of send history kept per user
 
 
@@ -96,7 +93,8 @@ class SendHistory:
 
     def counts_few(self, users: list[int], buckets: list[int],
                    days: list[int]) -> tuple[list[int], list[int]]:
-        """:meth:`counts` of a few users as Python ints (a decision pass)."""
+        """:meth:`counts` of a few users as Python ints (the engine's few-rows pass;
+        ``tests/serve/test_engine_few.py``)."""
         if users:
             self.today.resize(max(users) + 1)
         get = self._buckets.get
@@ -163,6 +161,13 @@ class Subscriptions:
             self._resize(int(u.max()) + 1)
             return self._on[u]
 
+    def get_few(self, users: list[int]) -> list[bool]:
+        """:meth:`get` of a few users as Python bools (the engine's few-rows pass)."""
+        if users:
+            self._resize(max(users) + 1)
+        on = self._on
+        return [on.item(u) for u in users]
+
     def mask(self, users: np.ndarray) -> np.ndarray | None:
         """:meth:`get`, or None while nobody is unsubscribed (the guardrail's "all
         subscribed", which costs nothing on the decision path)."""
@@ -204,15 +209,6 @@ def check(cfg: Guardrails, history: SendHistory, users: np.ndarray, ts: np.ndarr
     t = np.asarray(ts, np.int64)
     hours, _, days = fs.local_time_at(users, t) if local is None else local
     sub = None if subscriptions is None else subscriptions.mask(users)
-    if t.ndim == 1 and t.size <= FEW_DECISIONS:  # a pass of a few users: plain ints
-        tl, wl = history.counts_few(np.asarray(users).tolist(), [bucket_of(x) for x in
-                                                                 t.tolist()],
-                                    np.asarray(days).tolist())
-        codes = cfg.verdict_few(np.asarray(hours).tolist(), tl, wl,
-                                None if sub is None else np.asarray(sub).tolist(),
-                                None if held_out is None else np.asarray(held_out).tolist())
-        return (np.array([c == ALLOWED for c in codes], bool), [REASONS[c] for c in codes],
-                np.array(tl, np.int32), days)
     today, week = history.counts(users, bucket_of(t), days)
     code = cfg.verdict(hours, today, week, sub, held_out)
     reasons = [REASONS[c] for c in code.tolist()]

@@ -12,7 +12,7 @@ kill switch replaces the timing policy by the safe default, which never sends.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +106,10 @@ class UniformItem(ItemPolicy):
 
         return np.asarray(ctx.mask, float)
 
+    def shared_key(self) -> Hashable:
+        """Uniform over the candidates whoever the user: one key forever."""
+        return ()
+
 
 def default_policy(kind: str) -> Loaded:
     """The default baseline of ``kind``."""
@@ -154,6 +158,10 @@ class CatalogPopular(ItemPolicy):
         if cand.size and cand.max() >= s.size:
             s = np.concatenate([s, np.zeros(int(cand.max()) + 1 - s.size)])
         return _greedy(s[np.clip(cand, 0, None)], mask, 0.0)
+
+    def shared_key(self) -> Hashable:
+        """The scores now (the distribution reads no user context; it changes with them)."""
+        return np.asarray(self.scores(), np.float64).tobytes()
 
     def describe(self) -> dict[str, Any]:
         """Model-card parameters."""

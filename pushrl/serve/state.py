@@ -159,14 +159,7 @@ class ServerState:
         self.check_writable()
         if args is None and kind != OP_ACTIVITY:  # (the decision path: no arrays to build)
             apply_op(self.fs, kind, users, buckets, args)  # type: ignore[arg-type]
-            n = len(users)
-            seq0, self.seq = self.seq, self.seq + n  # one block of seq numbers
-            if n <= _FEW:  # a decision's few rows: plain tuples are cheaper than a Many
-                return [(_OP_SQL, (seq0 + j, kind, u, b, 0, None)) for j, (u, b) in
-                        enumerate(zip(users.tolist(), buckets.tolist(), strict=True), 1)]
-            # column-wise: the row tuples are made by the writer (or never: a bulk record)
-            return [(_OP_SQL, Columns(n, range(seq0 + 1, seq0 + n + 1), Same(kind),
-                                      users.tolist(), buckets.tolist(), Same(0), Same(None)))]
+            return self._op_rows(kind, users.tolist(), buckets.tolist())
         a = np.zeros(len(users), np.int64) if args is None else np.asarray(args, np.int64)
         apply_op(self.fs, kind, users, buckets, self._categories(a) if kind == OP_ACTIVITY else a)
         n = len(a)
@@ -174,6 +167,24 @@ class ServerState:
         return [(_OP_SQL, Many(zip(range(seq0 + 1, seq0 + n + 1), repeat(kind, n),
                                    users.tolist(), buckets.tolist(), a.tolist(),
                                    repeat(None, n), strict=True)))]
+
+    def advance_few(self, users: list[int], buckets: list[int]) -> list[Statement]:
+        """:meth:`op` ``OP_ADVANCE`` of a few distinct users given as Python ints (the
+        engine's few-rows pass: :meth:`FeatureState.advance_few`, the same journal rows)."""
+        self.check_writable()
+        self.fs.advance_few(users, buckets)
+        return self._op_rows(OP_ADVANCE, users, buckets)
+
+    def _op_rows(self, kind: int, users: list[int], buckets: list[int]) -> list[Statement]:
+        """The journal rows of an op without arguments (one block of seq numbers)."""
+        n = len(users)
+        seq0, self.seq = self.seq, self.seq + n
+        if n <= _FEW:  # a decision's few rows: plain tuples are cheaper than a Many
+            return [(_OP_SQL, (seq0 + j, kind, u, b, 0, None)) for j, (u, b) in
+                    enumerate(zip(users, buckets, strict=True), 1)]
+        # column-wise: the row tuples are made by the writer (or never: a bulk record)
+        return [(_OP_SQL, Columns(n, range(seq0 + 1, seq0 + n + 1), Same(kind), users,
+                                  buckets, Same(0), Same(None)))]
 
     def user_index(self, user_id: str) -> int:
         """Index of a known user."""

@@ -92,7 +92,7 @@ def test_one_hot_distribution_and_timing_mask() -> None:
 
 
 def test_advance_of_a_few_users_equals_the_vectorised_advance(monkeypatch: Any) -> None:
-    """``advance`` of <= 8 distinct users runs user by user (``_advance_few``): on a random
+    """``advance`` of <= 8 distinct users runs user by user (``advance_few``): on a random
     stream of events (late ones too), pushes, opens and advances (gaps of 0, 1, many and
     more than the ring's hours; repeated users, which take the vectorised form), every
     state array equals a state that only ever advances vectorised, and a too-early advance

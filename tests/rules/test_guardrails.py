@@ -170,23 +170,3 @@ def test_send_history_grows_for_new_users_on_record_and_on_query() -> None:
     today, week = h.counts(np.array([9, 5]), np.array([100, 100]), np.array([4, 4]))
     assert today.tolist() == [0, 1] and week.tolist() == [0, 1]
     assert h.today.day.size >= 10
-
-
-def test_verdict_of_a_few_rows_equals_the_vectorised_verdict() -> None:
-    """The server's per-row guardrail test (Guardrails.verdict_few) == Guardrails.verdict."""
-    from pushrl.rules.guardrails import Guardrails as G
-
-    rng = np.random.default_rng(20)
-    for _ in range(3000):
-        g = G(quiet_start=int(rng.integers(0, 24)), quiet_end=int(rng.integers(0, 24)),
-              max_sends_per_day=int(rng.integers(0, 3)), max_sends_per_week=int(rng.integers(0, 6)))
-        n = int(rng.integers(0, 9))
-        hour = rng.integers(0, 24, n)
-        today, week = rng.integers(0, 4, n).astype(np.int32), rng.integers(0, 8, n)
-        sub = None if rng.random() < 0.5 else rng.random(n) < 0.8
-        held = None if rng.random() < 0.5 else rng.random(n) < 0.2
-        want = g.verdict(hour, today, week, sub, held)
-        got = g.verdict_few(hour.tolist(), today.tolist(), week.tolist(),
-                            None if sub is None else sub.tolist(),
-                            None if held is None else held.tolist())
-        assert got == want.tolist(), (g, hour, today, week, sub, held)

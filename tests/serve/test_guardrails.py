@@ -80,26 +80,3 @@ def test_guardrails_never_violated(sc: dict) -> None:
         assert reason == "policy"
     assert not cfg.max_sends_per_day or max(per_day.values(), default=0) <= \
         cfg.max_sends_per_day, per_day
-
-
-def test_counts_of_a_few_users_equal_the_vectorised_counts() -> None:
-    """SendHistory.counts_few (a pass of a few users, Python ints) == counts."""
-    import numpy as np
-
-    from pushrl.serve.guardrails import SendHistory
-
-    rng = np.random.default_rng(21)
-    h = SendHistory()
-    t0 = 1_790_000_000
-    for step in range(3000):
-        ts = t0 + step * 1800 + int(rng.integers(0, 1800))
-        day = (ts + int(rng.choice([-3600 * 5, 0, 3600 * 9]))) // 86400
-        if rng.random() < 0.4:
-            h.record(int(rng.integers(0, 30)), "UTC", ts, int(day))
-        n = int(rng.integers(0, 9))
-        users = rng.choice(40, n, replace=False).astype(np.int64)
-        b = np.full(n, ts // 3600, np.int64) + rng.integers(-2, 3, n)
-        days = np.full(n, day, np.int64) + rng.integers(-2, 2, n)
-        today, week = h.counts(users, b, days)
-        tl, wl = h.counts_few(users.tolist(), b.tolist(), days.tolist())
-        assert tl == today.tolist() and wl == week.tolist()
