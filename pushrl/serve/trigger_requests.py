@@ -90,6 +90,14 @@ def _columns(cols: list[list[Any]]) -> dict[str, list[Any]]:
     return dict(zip(COLUMNS, cols or [[] for _ in COLUMNS], strict=True))
 
 
+def _encode(texts: list[tuple[dict[str, Any], str]], out: dict[str, Any]) -> str:
+    """``json.dumps(out)``, or the text already made of this very answer (``texts``)."""
+    for o, text in texts:
+        if o is out:
+            return text
+    return json.dumps(out)
+
+
 def _key(users: list[str], ts: int, columns: bool) -> dict[str, Any]:
     """What a retried ``request_id`` must repeat (the row format's key as before)."""
     return {"users": users, "ts": ts, "format": "columns"} if columns else {
@@ -139,6 +147,13 @@ class TriggerRequests:
         """The due triggered sends of ``req.users`` at ``req.ts`` (what a sender polls):
         each logged as a push and marked sent before the answer (a second poll does not
         return it again; a retry with the same ``request_id`` gets the first answer)."""
+        out, stmts, _ = self._triggers_due(req)
+        return out, stmts
+
+    def _triggers_due(self, req: TriggersDueIn
+                      ) -> tuple[dict[str, Any], list[Statement], str | None]:
+        """:meth:`triggers_due` and, when the answer was stored for retries (a
+        ``request_id``), its ``json.dumps`` text (the stored row embeds it: encoded once)."""
         st = self.state
         trig = st.triggers
         if trig is None:
@@ -148,7 +163,7 @@ class TriggerRequests:
         if req.request_id is not None:
             got = self._pulled(req.request_id, req.users, ts, columns)
             if got is not None:
-                return {**got, "replayed": True}, []
+                return {**got, "replayed": True}, [], None
         got_idx = list(map(st.users.get, req.users))  # one C-level pass; unknown: None
         if None in got_idx:
             st.user_index(req.users[got_idx.index(None)])  # the first unknown user's 404
@@ -165,6 +180,7 @@ class TriggerRequests:
         out: dict[str, Any] = {"sends": _columns([]) if columns else [], "requeued": 0,
                                "replayed": False}
         stmts: list[Statement] = []
+        text = None
         with GC_PAUSE:  # (to the end: the record's packing allocates too)
             if not self.engine.kill_switch:
                 try:
@@ -181,9 +197,11 @@ class TriggerRequests:
             if req.request_id is not None:
                 key = _key(req.users, ts, columns)
                 trig.pulls[req.request_id] = {"key": key, "out": out}
+                text = json.dumps(out)  # the row: json.dumps({"key": key, "out": out})
                 stmts.append(("INSERT INTO trigger_pulls VALUES (?,?,?,?)", (
-                    req.request_id, st.next_seq(), ts, json.dumps({"key": key, "out": out}))))
-        return out, stmts
+                    req.request_id, st.next_seq(), ts,
+                    f'{{"key": {json.dumps(key)}, "out": {text}}}')))
+        return out, stmts, text
 
     @staticmethod
     def _sent(out: dict[str, Any]) -> int:
@@ -272,8 +290,12 @@ class TriggerRequests:
                 if sent:
                     sent[0].set()
 
+        texts: list[tuple[dict[str, Any], str]] = []  # (answer, its text) when stored
+
         def run() -> tuple[dict[str, Any], list[Statement]]:
-            out, stmts = self.triggers_due(req)
+            out, stmts, text = self._triggers_due(req)
+            if text is not None:
+                texts.append((out, text))
             for sql, rec in stmts:
                 if sql is bulk_sends.BULK_SQL:
                     rec.sent = threading.Event()  # type: ignore[union-attr]
@@ -283,7 +305,7 @@ class TriggerRequests:
         GC_PAUSE.__enter__()
         try:
             text: str = await self.in_worker(run, lambda: self.pull_done(req.request_id),
-                                             encode=json.dumps)
+                                             encode=functools.partial(_encode, texts))
         except BaseException:
             after()
             raise
