@@ -143,17 +143,14 @@ class TriggerRequests:
                         "it with `pushrl serve --triggers FILE` (a TOML with [triggers.cart] "
                         "etc., or `default`)")
 
-    def triggers_due(self, req: TriggersDueIn) -> tuple[dict[str, Any], list[Statement]]:
+    def triggers_due(self, req: TriggersDueIn,
+                     texts: list[tuple[dict[str, Any], str]] | None = None
+                     ) -> tuple[dict[str, Any], list[Statement]]:
         """The due triggered sends of ``req.users`` at ``req.ts`` (what a sender polls):
         each logged as a push and marked sent before the answer (a second poll does not
-        return it again; a retry with the same ``request_id`` gets the first answer)."""
-        out, stmts, _ = self._triggers_due(req)
-        return out, stmts
-
-    def _triggers_due(self, req: TriggersDueIn
-                      ) -> tuple[dict[str, Any], list[Statement], str | None]:
-        """:meth:`triggers_due` and, when the answer was stored for retries (a
-        ``request_id``), its ``json.dumps`` text (the stored row embeds it: encoded once)."""
+        return it again; a retry with the same ``request_id`` gets the first answer).
+        ``texts``: gets ``(answer, json.dumps(answer))`` when the answer is stored for
+        retries (a ``request_id``; the stored row embeds that text: encoded once)."""
         st = self.state
         trig = st.triggers
         if trig is None:
@@ -163,7 +160,7 @@ class TriggerRequests:
         if req.request_id is not None:
             got = self._pulled(req.request_id, req.users, ts, columns)
             if got is not None:
-                return {**got, "replayed": True}, [], None
+                return {**got, "replayed": True}, []
         got_idx = list(map(st.users.get, req.users))  # one C-level pass; unknown: None
         if None in got_idx:
             st.user_index(req.users[got_idx.index(None)])  # the first unknown user's 404
@@ -180,7 +177,6 @@ class TriggerRequests:
         out: dict[str, Any] = {"sends": _columns([]) if columns else [], "requeued": 0,
                                "replayed": False}
         stmts: list[Statement] = []
-        text = None
         with GC_PAUSE:  # (to the end: the record's packing allocates too)
             if not self.engine.kill_switch:
                 try:
@@ -201,7 +197,9 @@ class TriggerRequests:
                 stmts.append(("INSERT INTO trigger_pulls VALUES (?,?,?,?)", (
                     req.request_id, st.next_seq(), ts,
                     f'{{"key": {json.dumps(key)}, "out": {text}}}')))
-        return out, stmts, text
+                if texts is not None:
+                    texts.append((out, text))
+        return out, stmts
 
     @staticmethod
     def _sent(out: dict[str, Any]) -> int:
@@ -293,9 +291,7 @@ class TriggerRequests:
         texts: list[tuple[dict[str, Any], str]] = []  # (answer, its text) when stored
 
         def run() -> tuple[dict[str, Any], list[Statement]]:
-            out, stmts, text = self._triggers_due(req)
-            if text is not None:
-                texts.append((out, text))
+            out, stmts = self.triggers_due(req, texts)
             for sql, rec in stmts:
                 if sql is bulk_sends.BULK_SQL:
                     rec.sent = threading.Event()  # type: ignore[union-attr]
