@@ -90,6 +90,14 @@ def _columns(cols: list[list[Any]]) -> dict[str, list[Any]]:
     return dict(zip(COLUMNS, cols or [[] for _ in COLUMNS], strict=True))
 
 
+def _encode(texts: list[tuple[dict[str, Any], str]], out: dict[str, Any]) -> str:
+    """``json.dumps(out)``, or the text already made of this very answer (``texts``)."""
+    for o, text in texts:
+        if o is out:
+            return text
+    return json.dumps(out)
+
+
 def _key(users: list[str], ts: int, columns: bool) -> dict[str, Any]:
     """What a retried ``request_id`` must repeat (the row format's key as before)."""
     return {"users": users, "ts": ts, "format": "columns"} if columns else {
@@ -135,10 +143,14 @@ class TriggerRequests:
                         "it with `pushrl serve --triggers FILE` (a TOML with [triggers.cart] "
                         "etc., or `default`)")
 
-    def triggers_due(self, req: TriggersDueIn) -> tuple[dict[str, Any], list[Statement]]:
+    def triggers_due(self, req: TriggersDueIn,
+                     texts: list[tuple[dict[str, Any], str]] | None = None
+                     ) -> tuple[dict[str, Any], list[Statement]]:
         """The due triggered sends of ``req.users`` at ``req.ts`` (what a sender polls):
         each logged as a push and marked sent before the answer (a second poll does not
-        return it again; a retry with the same ``request_id`` gets the first answer)."""
+        return it again; a retry with the same ``request_id`` gets the first answer).
+        ``texts``: gets ``(answer, json.dumps(answer))`` when the answer is stored for
+        retries (a ``request_id``; the stored row embeds that text: encoded once)."""
         st = self.state
         trig = st.triggers
         if trig is None:
@@ -181,8 +193,12 @@ class TriggerRequests:
             if req.request_id is not None:
                 key = _key(req.users, ts, columns)
                 trig.pulls[req.request_id] = {"key": key, "out": out}
+                text = json.dumps(out)  # the row: json.dumps({"key": key, "out": out})
                 stmts.append(("INSERT INTO trigger_pulls VALUES (?,?,?,?)", (
-                    req.request_id, st.next_seq(), ts, json.dumps({"key": key, "out": out}))))
+                    req.request_id, st.next_seq(), ts,
+                    f'{{"key": {json.dumps(key)}, "out": {text}}}')))
+                if texts is not None:
+                    texts.append((out, text))
         return out, stmts
 
     @staticmethod
@@ -272,8 +288,10 @@ class TriggerRequests:
                 if sent:
                     sent[0].set()
 
+        texts: list[tuple[dict[str, Any], str]] = []  # (answer, its text) when stored
+
         def run() -> tuple[dict[str, Any], list[Statement]]:
-            out, stmts = self.triggers_due(req)
+            out, stmts = self.triggers_due(req, texts)
             for sql, rec in stmts:
                 if sql is bulk_sends.BULK_SQL:
                     rec.sent = threading.Event()  # type: ignore[union-attr]
@@ -283,7 +301,7 @@ class TriggerRequests:
         GC_PAUSE.__enter__()
         try:
             text: str = await self.in_worker(run, lambda: self.pull_done(req.request_id),
-                                             encode=json.dumps)
+                                             encode=functools.partial(_encode, texts))
         except BaseException:
             after()
             raise

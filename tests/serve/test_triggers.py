@@ -132,6 +132,28 @@ def test_pull_retries_with_a_request_id_return_the_first_answer(tmp_path: Path) 
     db = sqlite3.connect(tmp_path / "state" / "log.sqlite3")
     assert db.execute("SELECT count(*) FROM decisions").fetchone() == (1,)
     assert db.execute("SELECT count(*) FROM triggers").fetchone() == (1,)
+    # the stored row is json.dumps({"key", "out"}) and the answer's text is its "out"
+    # (encoded once: the row embeds the answer's text), both formats
+    c = _client(tmp_path)
+    try:
+        _ev(c, *({"user_id": u, "event": "cart", "item_id": "i2", "ts": T + 2 * HOUR}
+                 for u in ("u0", "u1", "u2")))
+        for rid, fmt, users in (("poll-2", "rows", ["u0", "u1"]),
+                                ("poll-3", "columns", ["u2"])):
+            r = c.post("/v1/triggers/due", json={"users": users, "ts": T + 3 * HOUR,
+                                                 "request_id": rid, "format": fmt})
+            assert r.status_code == 200, r.text
+            row = c.app.state.server.log.query(  # type: ignore[attr-defined]
+                "SELECT response FROM trigger_pulls WHERE request_id=?", (rid,),
+                settled=False)[0][0]
+            got = json.loads(row)
+            assert row == json.dumps({"key": got["key"], "out": got["out"]})
+            assert r.text == json.dumps(got["out"]) and not got["out"]["replayed"]
+            sends = r.json()["sends"]
+            assert len(sends if fmt == "rows" else sends["user_id"]) == len(users)
+            assert got["key"]["users"] == users
+    finally:
+        c.__exit__(None, None, None)
 
 
 def test_decide_answers_with_an_outranking_due_trigger(tmp_path: Path) -> None:
