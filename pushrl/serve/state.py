@@ -26,6 +26,7 @@ from pushrl.serve.trigger_holdout import KindHeldOut
 from pushrl.serve.history import Restored, history_meta, restore
 from pushrl.serve.rows import Columns, Same
 from pushrl.serve.store import (
+    OP_SQL,
     OP_ACTIVITY,
     OP_ADD_USER,
     OP_ADVANCE,
@@ -43,7 +44,6 @@ from pushrl.serve.store import (
 if TYPE_CHECKING:
     from pushrl.serve.triggers import ServerTriggers
 
-_OP_SQL = "INSERT INTO ops(seq, kind, user_idx, bucket, arg, tz) VALUES (?,?,?,?,?,?)"
 #: Up to this many rows, :meth:`ServerState.op` writes one plain statement per row (else one
 #: :class:`~pushrl.serve.store.Many` for all).
 _FEW = 8
@@ -164,9 +164,9 @@ class ServerState:
         apply_op(self.fs, kind, users, buckets, self._categories(a) if kind == OP_ACTIVITY else a)
         n = len(a)
         seq0, self.seq = self.seq, self.seq + n  # one block of seq numbers
-        return [(_OP_SQL, Many(zip(range(seq0 + 1, seq0 + n + 1), repeat(kind, n),
-                                   users.tolist(), buckets.tolist(), a.tolist(),
-                                   repeat(None, n), strict=True)))]
+        return [(OP_SQL, Many(zip(range(seq0 + 1, seq0 + n + 1), repeat(kind, n),
+                                  users.tolist(), buckets.tolist(), a.tolist(),
+                                  repeat(None, n), strict=True)))]
 
     def advance_few(self, users: list[int], buckets: list[int]) -> list[Statement]:
         """:meth:`op` ``OP_ADVANCE`` of a few distinct users given as Python ints (the
@@ -180,11 +180,11 @@ class ServerState:
         n = len(users)
         seq0, self.seq = self.seq, self.seq + n
         if n <= _FEW:  # a decision's few rows: plain tuples are cheaper than a Many
-            return [(_OP_SQL, (seq0 + j, kind, u, b, 0, None)) for j, (u, b) in
+            return [(OP_SQL, (seq0 + j, kind, u, b, 0, None)) for j, (u, b) in
                     enumerate(zip(users, buckets, strict=True), 1)]
         # column-wise: the row tuples are made by the writer (or never: a bulk record)
-        return [(_OP_SQL, Columns(n, range(seq0 + 1, seq0 + n + 1), Same(kind), users,
-                                  buckets, Same(0), Same(None)))]
+        return [(OP_SQL, Columns(n, range(seq0 + 1, seq0 + n + 1), Same(kind), users,
+                                 buckets, Same(0), Same(None)))]
 
     def user_index(self, user_id: str) -> int:
         """Index of a known user."""
@@ -258,7 +258,7 @@ class ServerState:
         self.held_out_kinds.add(idx, user_id)
         stmts = [
             ("INSERT INTO users VALUES (?,?,?,?,?)", (user_id, idx, timezone, feats, bucket)),
-            (_OP_SQL, (self.next_seq(), OP_ADD_USER, idx, bucket, 0, timezone)),
+            (OP_SQL, (self.next_seq(), OP_ADD_USER, idx, bucket, 0, timezone)),
         ]
         if subscribed is False:
             stmts += self.set_subscribed(idx, False, bucket)
@@ -271,8 +271,8 @@ class ServerState:
         if self.subscriptions.is_subscribed(user) == subscribed:
             return []
         self.subscriptions.set(user, subscribed)
-        return [(_OP_SQL, (self.next_seq(), OP_SUBSCRIPTION, int(user), int(bucket),
-                           int(subscribed), None))]
+        return [(OP_SQL, (self.next_seq(), OP_SUBSCRIPTION, int(user), int(bucket),
+                          int(subscribed), None))]
 
     def put_item(self, item_id: str, category: str | None,
                  features: dict[str, Any]) -> tuple[bool, list[Statement]]:

@@ -52,6 +52,7 @@ from pushrl.rules.triggers import (
 )
 from pushrl.serve.rows import Columns, Same
 from pushrl.serve.store import (
+    OP_SQL,
     OP_ITEM_UPDATE,
     OP_TRIGGER_ADVANCE,
     OP_TRIGGER_REQUEUE,
@@ -73,7 +74,6 @@ RETENTION_H = 14 * 24
 FORGET_EVERY = 7 * DAY
 
 _USER, _TID, _KIND = (operator.attrgetter(a) for a in ("user", "trigger_id", "kind"))
-_OP_SQL = "INSERT INTO ops(seq, kind, user_idx, bucket, arg, tz) VALUES (?,?,?,?,?,?)"
 _TRIGGER_SQL = ("INSERT OR IGNORE INTO triggers(trigger_id, seq, user_id, kind, item_id, "
                 "event_ts, expires_ts, priority, decided_ts, delay_h, pscore, policy, status, "
                 "decision_id, holdout, p_holdout) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
@@ -332,16 +332,16 @@ class ServerTriggers:
         if price is None and stock is None:
             return []
         self.tracker.set_item(item, price, stock)
-        return [(_OP_SQL, (st.next_seq(), OP_ITEM_UPDATE, item, ts // HOUR, _STOCK[stock],
-                           None if price is None else repr(price)))]
+        return [(OP_SQL, (st.next_seq(), OP_ITEM_UPDATE, item, ts // HOUR, _STOCK[stock],
+                          None if price is None else repr(price)))]
 
     def advance(self, st: ServerState, ts: int) -> list[Statement]:
         """Move the tracker's clock to ``ts`` (win-back, waited carts, expiry)."""
         if self.tracker.now is not None and ts <= self.tracker.now:
             return []
         created = self.tracker.advance(ts)
-        stmts: list[Statement] = [(_OP_SQL, (st.next_seq(), OP_TRIGGER_ADVANCE, -1,
-                                             ts // HOUR, ts, None))]
+        stmts: list[Statement] = [(OP_SQL, (st.next_seq(), OP_TRIGGER_ADVANCE, -1,
+                                            ts // HOUR, ts, None))]
         stmts += self._decide_new(st, created, ts)
         forget_closed(self.tracker, self.advanced, ts, self.retention_h)
         self.advanced = ts
@@ -388,21 +388,21 @@ class ServerTriggers:
         ns, nr = len(res.sent), len(res.requeued)
         stmts: list[Statement] = []
         if ns + nr <= 4:  # a decision's few rows: plain statements
-            stmts += [(_OP_SQL, (seq + j, OP_TRIGGER_SENT, t.user, b, ts, t.trigger_id))
+            stmts += [(OP_SQL, (seq + j, OP_TRIGGER_SENT, t.user, b, ts, t.trigger_id))
                      for j, t in enumerate(res.sent, 1)]
-            stmts += [(_OP_SQL, (seq + ns + j, OP_TRIGGER_REQUEUE, t.user, b,
-                                 int(t.due_ts or 0), t.trigger_id))
+            stmts += [(OP_SQL, (seq + ns + j, OP_TRIGGER_REQUEUE, t.user, b,
+                                int(t.due_ts or 0), t.trigger_id))
                       for j, t in enumerate(res.requeued, 1)]
             st.seq = seq + ns + nr
             self._count(res)
             return res, stmts
         if ns:
-            stmts.append((_OP_SQL, Columns(
+            stmts.append((OP_SQL, Columns(
                 ns, range(seq + 1, seq + ns + 1), Same(OP_TRIGGER_SENT),
                 list(map(_USER, res.sent)), Same(b), Same(ts), list(map(_TID, res.sent)))))
         seq += ns
         if nr:
-            stmts.append((_OP_SQL, Many(zip(
+            stmts.append((OP_SQL, Many(zip(
                 range(seq + 1, seq + nr + 1), repeat(OP_TRIGGER_REQUEUE, nr),
                 [t.user for t in res.requeued], repeat(b, nr),
                 [int(t.due_ts or 0) for t in res.requeued],
