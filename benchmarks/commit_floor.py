@@ -18,11 +18,12 @@ Compare its ``cpu_us_per_commit`` with the echo CPU per request at 1 connection 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
+
+from _output import emit_json  # benchmarks/ is sys.path[0]
 
 from pushrl.serve.engine import _DECISION_SQL
 from pushrl.serve.store import OP_SQL, DurableLog
@@ -63,11 +64,8 @@ def main() -> None:
     load0 = os.getloadavg()[0]
     res = {"commits": a.commits, "sync": a.sync, **measure(a.commits, a.sync),
            "load_avg_before": round(load0, 2), "load_avg_after": round(os.getloadavg()[0], 2)}
-    text = json.dumps(res, indent=2)
-    if a.out:
-        a.out.write_text(text + "\n")
+    emit_json(res, a.out, echo=a.json)
     if a.json:
-        print(text)
         return
     print(f"one durable decision commit (sync={a.sync}): {res['cpu_us_per_commit']} us CPU "
           f"(all threads, fsync included), {res['wall_us_per_commit']} us wall; load "

@@ -46,6 +46,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _output import emit_json  # noqa: E402  (benchmarks/ is sys.path[0])
 from pushrl.rules.guardrails import Guardrails  # noqa: E402
 from pushrl.rules.triggers import TriggerConfig  # noqa: E402
 from pushrl.serve.config import ServeConfig  # noqa: E402
@@ -285,11 +286,8 @@ def main() -> None:
             http, state, a.users, a.reps, res["in_process"].pop("next_round"), a.seed))
     res["load_avg_after"] = _load()
     res["uptime_after"] = _uptime()
-    text = json.dumps(res, indent=2)
-    if a.out:
-        a.out.write_text(text + "\n")
+    emit_json(res, a.out, echo=a.json)
     if a.json:
-        print(text)
         return
     ip, ht = res["in_process"], res["http"]
     print(f"{res['uptime_before']} -> {res['uptime_after']}")
