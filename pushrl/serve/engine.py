@@ -12,13 +12,13 @@ writes its push like any other: ``pscore`` = the delay arm's probability x the i
 from __future__ import annotations
 
 import functools
-from bisect import bisect_right
 import json
 import math
 import operator
 import secrets
 import time
 import uuid
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any

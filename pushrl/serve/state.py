@@ -26,7 +26,6 @@ from pushrl.serve.trigger_holdout import KindHeldOut
 from pushrl.serve.history import Restored, history_meta, restore
 from pushrl.serve.rows import Columns, Same
 from pushrl.serve.store import (
-    OP_SQL,
     OP_ACTIVITY,
     OP_ADD_USER,
     OP_ADVANCE,
@@ -34,6 +33,7 @@ from pushrl.serve.store import (
     OP_OPEN,
     OP_PURCHASE,
     OP_PUSH,
+    OP_SQL,
     OP_SUBSCRIPTION,
     TRIGGER_OPS,
     DurableLog,

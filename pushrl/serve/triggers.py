@@ -52,8 +52,8 @@ from pushrl.rules.triggers import (
 )
 from pushrl.serve.rows import Columns, Same
 from pushrl.serve.store import (
-    OP_SQL,
     OP_ITEM_UPDATE,
+    OP_SQL,
     OP_TRIGGER_ADVANCE,
     OP_TRIGGER_REQUEUE,
     OP_TRIGGER_SENT,
