@@ -5,9 +5,9 @@ each candidate policy's unsubscribes vs push-only, instead of a constant multipl
 Usage: python benchmarks/channels_dm_price.py [--seeds 1,2,7,8,9,10] [--multiples 1,2,3,4,6]
        [--out FILE]
 
-Per seed pair (the training world of ``benchmarks/channels.py``): a logistic unsubscribe model
-on the delivered rounds (the logged 7-day message volume and the channel, intercept; as
-:func:`pushrl.ope.channel_volume.fit_volume_hazard`), then for each multiple the policy trained
+Per seed pair (the training world of ``benchmarks/channels.py``): the logistic unsubscribe model
+on the delivered rounds (the logged 7-day message volume and the channel; the one converged fit
+:func:`pushrl.ope.channel_volume.fit_unsub_model`), then for each multiple the policy trained
 on all rounds and its expected unsubscribes per round ``sum_a pi(a|x) p(unsub | a, V_pi)``,
 ``V_pi`` = the policy's own expected 7-day volume at the round, and the same for push-only
 (:mod:`pushrl.ope.channel_price`, the library's estimate; this script ran first with the

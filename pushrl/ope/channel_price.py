@@ -8,9 +8,10 @@ objective for unsubscribes. The right multiple differs by world (on development 
 9 and 10, 1x-2x already spends fewer unsubscribes than push-only; on pair 8, 3x does not), so
 :func:`select_unsub_multiple` reads it off the log:
 
-* an unsubscribe model fitted on every delivered round of the log (:func:`fit_unsub_model`:
-  logistic regression on the user's messages of the previous 7 days and the channel; the same
-  covariates as :func:`~pushrl.ope.channel_volume.fit_volume_hazard`);
+* an unsubscribe model fitted on every delivered round of the log
+  (:func:`~pushrl.ope.channel_volume.fit_unsub_model`: logistic regression on the user's
+  messages of the previous 7 days and the channel, fitted to convergence; the one fit whose
+  slope is also :func:`~pushrl.ope.channel_volume.fit_volume_hazard`);
 * for each candidate multiple (ascending), the policy trained on all rounds with it, and its
   expected unsubscribes per logged round under that model (:func:`expected_unsubscribes`: the
   policy's own probabilities of sending at the user's rounds of the previous 7 days give its
@@ -27,12 +28,11 @@ world) and no importance weights, where the off-policy budget
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from pushrl.ope.channel_volume import window_sums
+from pushrl.ope.channel_volume import UnsubModel, fit_unsub_model, window_sums
 from pushrl.policies.base import ItemPolicy
 from pushrl.policies.channel_policy import (
     UNSUB_PRICE_MULTIPLE,
@@ -52,50 +52,6 @@ PRICE_MULTIPLES: tuple[float, ...] = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 #: ratio (pair 8: 0.72 estimated at 4x, 0.89 true; pair 7: 0.64 vs 0.75), so 0.7 keeps the
 #: true ratio below ~0.9 there; on pairs 9 and 10 it tracked the truth within 0.07.
 MAX_UNSUB_RATIO = 0.7
-
-
-@dataclass(frozen=True)
-class UnsubModel:
-    """An unsubscribe model of delivered channel rounds.
-
-    Attributes:
-        beta: Logit per message of the user's previous 7 days.
-        logit: ``(n_arms,)`` logit of each arm at zero volume (arm 0, none: -inf).
-    """
-
-    beta: float
-    logit: np.ndarray
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-serialisable form (the arms' logits without ``none``)."""
-        return {"volume_beta": self.beta, "channel_logit": self.logit[1:].tolist()}
-
-
-def fit_unsub_model(rounds: ChannelRounds) -> UnsubModel:
-    """Logistic regression of a delivered round's unsubscribe on the user's logged 7-day
-    message volume and the channel (one logit per channel, no shared intercept; a nearly
-    unpenalised fit).
-
-    Raises:
-        ValueError: the rounds have no ``bucket``, or no delivered round unsubscribed (or
-            every one did).
-    """
-    if rounds.bucket is None:
-        raise ValueError("the channel rounds carry no `bucket`; build them with "
-                         "channel_rounds")
-    from sklearn.linear_model import LogisticRegression
-
-    sent = rounds.action > 0
-    y = rounds.unsubscribed[sent] > 0
-    if y.all() or not y.any():
-        raise ValueError("the log's delivered channel rounds need both unsubscribes and "
-                         "none to fit the unsubscribe model; use a log with unsubscribes "
-                         "(or a fixed --unsub-multiple)")
-    vol = window_sums(rounds.user, rounds.bucket, sent.astype(float))[sent]
-    onehot = np.eye(len(rounds.arms.ids))[rounds.action[sent]][:, 1:]
-    m = LogisticRegression(C=1e4, max_iter=2000, fit_intercept=False).fit(
-        np.column_stack([vol, onehot]), y)
-    return UnsubModel(float(m.coef_[0, 0]), np.r_[-np.inf, m.coef_[0, 1:]])
 
 
 def expected_unsubscribes(rounds: ChannelRounds, dist: np.ndarray,
