@@ -118,14 +118,17 @@ async def read_body(receive: Receive) -> bytes:
     Raises:
         ClientDisconnect: the client went away before sending all of it.
     """
-    chunks: list[bytes] = []
+    chunks: list[bytes] | None = None  # (a small body comes in one message: no list)
     while True:
         msg = await receive()
         if msg["type"] == "http.disconnect":
             raise ClientDisconnect()
-        chunks.append(msg.get("body", b""))
+        body = msg.get("body", b"")
         if not msg.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            return body if chunks is None else b"".join([*chunks, body])
+        if chunks is None:
+            chunks = []
+        chunks.append(body)
 
 
 class HotPath:

@@ -219,3 +219,20 @@ def test_json_bytes_flat_templates_equal_json_dumps() -> None:
     finally:
         hotpath._FLAT.clear()
         hotpath._FLAT.update(before)
+
+
+def test_read_body_joins_chunks() -> None:
+    import asyncio
+
+    from pushrl.serve.hotpath import read_body
+
+    def receiver(parts: list[bytes]) -> Any:
+        msgs = iter([{"type": "http.request", "body": p, "more_body": i < len(parts) - 1}
+                     for i, p in enumerate(parts)])
+
+        async def receive() -> dict[str, Any]:
+            return next(msgs)
+        return receive
+
+    for parts in ([b'{"a": 1}'], [b""], [b'{"a"', b": ", b"1}"], [b"x", b""]):
+        assert asyncio.run(read_body(receiver(parts))) == b"".join(parts)
