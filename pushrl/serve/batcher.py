@@ -128,21 +128,22 @@ class DecisionBatcher:
             later: list[tuple[DecideIn, asyncio.Future[dict[str, Any]]]] = []
             seen: set[str] = set()
             for item in waiting:  # one decision per user per pass
-                (later if item[0].user_id in seen else batch).append(item)
-                seen.add(item[0].user_id)
+                uid = item[0].user_id
+                if uid in seen:
+                    later.append(item)
+                else:
+                    seen.add(uid)
+                    if not item[1].done():  # (else the client went away before its turn)
+                        batch.append(item)
             waiting = later
             rows, futs = [], []
-            for req, fut in batch:
-                if fut.done():  # the client went away before its turn: do not decide
-                    continue
-                try:
-                    row = self.srv.rows([req])[0]
-                    self.srv.engine.check_row(row)
-                except Exception as exc:
-                    fut.set_exception(exc)
-                    continue
-                rows.append(row)
-                futs.append(fut)
+            for row, (_, fut) in zip(self.srv.pass_rows([req for req, _ in batch]), batch,
+                                     strict=True):
+                if isinstance(row, Exception):  # refused alone: only its own request fails
+                    fut.set_exception(row)
+                else:
+                    rows.append(row)
+                    futs.append(fut)
             if not rows:
                 continue
             self.srv.metrics.pass_rows.observe(len(rows))

@@ -59,19 +59,21 @@ def _in_window(t: dt.datetime) -> dt.datetime:
     return t
 
 
-def _parse_ts(v: Any) -> Any:
+def _check_ts(v: Any) -> int | dt.datetime:
     """Unix seconds (int) or an ISO 8601 string with a UTC offset, years 2000-2099, within
-    the server's time window (:func:`set_time_window`)."""
+    the server's time window (:func:`set_time_window`): unix seconds as the int, an ISO time
+    as its (aware) datetime."""
     if type(v) is int and _MIN_SEC <= v <= _MAX_SEC:  # unix seconds: the hot case, checked
-        # on the int (== float(v), exact here) instead of a second datetime conversion
+        # on the int (== float(v), exact here) instead of a datetime conversion
         now = time.time()
         if now - _window[0] * DAY <= v <= now + _window[1] * DAY:
-            return dt.datetime.fromtimestamp(v, dt.UTC)
+            return v
     v = _json_int(v)
     if isinstance(v, int) and not isinstance(v, bool):
         if not _MIN_SEC <= v <= _MAX_SEC:
             raise ValueError(f"unix time {v} is outside 2000-01-01 .. 2099-12-31")
-        return _in_window(dt.datetime.fromtimestamp(v, dt.UTC))
+        _in_window(dt.datetime.fromtimestamp(v, dt.UTC))
+        return int(v)
     if isinstance(v, str) and _ISO_RE.match(v):
         try:
             t = dt.datetime.fromisoformat(v[:-1] + "+00:00" if v.endswith("Z") else v)
@@ -82,11 +84,29 @@ def _parse_ts(v: Any) -> Any:
                      "offset in 2000..2099, e.g. 2026-03-02T09:00:00Z")
 
 
-#: A timezone-aware timestamp: ISO 8601 with offset, or unix seconds; years 2000..2099.
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_parse_ts), WithJsonSchema({
+def _parse_ts(v: Any) -> dt.datetime:
+    """:func:`_check_ts`'s time as an aware datetime (:data:`Timestamp`)."""
+    t = _check_ts(v)
+    return t if isinstance(t, dt.datetime) else dt.datetime.fromtimestamp(t, dt.UTC)
+
+
+def _parse_sec(v: Any) -> int:
+    """:func:`_check_ts`'s time as whole unix seconds (:data:`UnixSeconds`): what
+    ``int(t.timestamp())`` makes of the :data:`Timestamp` of the same value, without the
+    datetime (the decide request's hot path, issue 20)."""
+    t = _check_ts(v)
+    return int(t.timestamp()) if isinstance(t, dt.datetime) else t
+
+
+_TS_SCHEMA = WithJsonSchema({
     "anyOf": [{"type": "string", "format": "date-time", "pattern": _ISO},
               {"type": "integer", "minimum": _MIN_SEC, "maximum": _MAX_SEC}],
-    "description": "ISO 8601 with offset (e.g. 2026-03-02T09:00:00Z) or unix seconds"})]
+    "description": "ISO 8601 with offset (e.g. 2026-03-02T09:00:00Z) or unix seconds"})
+#: A timezone-aware timestamp: ISO 8601 with offset, or unix seconds; years 2000..2099.
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_parse_ts), _TS_SCHEMA]
+#: The same input as :data:`Timestamp` (same checks, same errors, same JSON schema), as
+#: whole unix seconds (fractions of an ISO time dropped, as ``int(t.timestamp())``).
+UnixSeconds = Annotated[int, BeforeValidator(_parse_sec), _TS_SCHEMA]
 TimeZone = Annotated[str, WithJsonSchema({
     "type": "string", "enum": sorted(zone_names()),
     "description": "IANA time zone, e.g. Europe/Berlin"})]
@@ -180,7 +200,7 @@ class DecideIn(_Body):
     """Ask whether to push to a user now, and what."""
 
     user_id: Id
-    ts: Timestamp | None = Field(None, description="Decision time (default: now).")
+    ts: UnixSeconds | None = Field(None, description="Decision time (default: now).")
     candidates: list[Id] | None = Field(None, min_length=1, max_length=1000,
                                         json_schema_extra={"uniqueItems": True},
                                         description="Eligible item ids, each once (default: all "

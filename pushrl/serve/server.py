@@ -561,15 +561,37 @@ class Server(TriggerRequests):
 
     def rows(self, reqs: list[DecideIn]) -> list[DecideRow]:
         """Validate decision requests (known users and items)."""
-        st, now = self.state, self.now()
-        out = []
-        for i, r in enumerate(reqs):
-            cands = None if r.candidates is None else [st.item_index(c) for c in r.candidates]
-            if cands is not None and len(set(cands)) != len(cands):
+        now = self.now()
+        return [self._row(r, i, now) for i, r in enumerate(reqs)]
+
+    def _row(self, r: DecideIn, i: int, now: int) -> DecideRow:
+        """One request's row (``now``: its time when it has none); ``i`` names it in
+        messages."""
+        st = self.state
+        cands = None
+        if r.candidates is not None:
+            cands = [st.item_index(c) for c in r.candidates]
+            if len(set(cands)) != len(cands):
                 raise Unprocessable("duplicate_candidate", f"requests[{i}]: `candidates` "
                                     "lists an item twice")
-            out.append(DecideRow(r.user_id, st.user_index(r.user_id), _sec(r.ts, now), cands,
-                                 r.context, r.horizon_hours))
+        return DecideRow(r.user_id, st.user_index(r.user_id), now if r.ts is None else r.ts,
+                         cands, r.context, r.horizon_hours)
+
+    def pass_rows(self, reqs: list[DecideIn]) -> list[DecideRow | Exception]:
+        """The rows of a micro-batcher pass (distinct users), each request validated on its
+        own: what :meth:`rows` and :meth:`Engine.check_row` refuse it for alone (its
+        ``requests[0]``) is its error, in its place, and the others still go (one clock
+        reading for the pass)."""
+        now, check, row = self.now(), self.engine.check_row, self._row
+        out: list[DecideRow | Exception] = []
+        for r in reqs:
+            try:
+                got = row(r, 0, now)
+                check(got)
+            except Exception as exc:
+                out.append(exc)
+                continue
+            out.append(got)
         return out
 
     def decide(self, reqs: list[DecideIn]) -> tuple[list[dict[str, Any]], list[Statement]]:

@@ -166,3 +166,73 @@ def test_json_bytes_equals_json_dumps() -> None:
         {"decisions": [{"a": 1}, {"b": None}]}, [], {}, "x", 1.0, None]
     for o in objs:
         assert json_bytes(o) == json.dumps(o).encode()
+
+
+def test_json_bytes_flat_templates_equal_json_dumps() -> None:
+    """The per-shape templates of flat dicts (hotpath._flat_encoder) give json.dumps's
+    bytes: random shapes (keys with quotes, %, non-ASCII), every scalar kind and its edge
+    values, and values the template must leave to the C encoder (nested, numpy, subclasses)
+    at random places; each shape is encoded again after it was compiled."""
+    import enum
+    import random
+
+    import numpy as np
+
+    from pushrl.serve import hotpath
+
+    class Kind(enum.IntEnum):
+        A = 1
+
+    class S(str):
+        pass
+
+    scalars: list[Any] = [None, True, False, 0, -7, 2**70, 0.0, -0.0, 0.1 + 0.2, 1e-300,
+                          1e300, float("nan"), float("inf"), float("-inf"), 1.0, 12345.678,
+                          "", "policy", 'q"uote\\back', "tab\tnew\nline\x00", "caf\u00e9 \u2603",
+                          "\U0001f600", "%s %d %%", "2027-01-15T08:00:00Z"]
+    others: list[Any] = [[1, 2.5], {"a": None}, (1,), np.float64(0.5), np.float64("nan"),
+                         Kind.A, S("sub")]
+    keys = ["decision_id", "send", "a\"b", "%s", "50%", "caf\u00e9", "", "k\\", "p_send",
+            "ts", "x" * 40]
+    rng = random.Random(20)
+    before = dict(hotpath._FLAT)
+    try:
+        hotpath._FLAT.clear()
+        fallbacks = 0
+        for _ in range(400):
+            shape = rng.sample(keys, rng.randint(1, len(keys)))
+            for _ in range(3):
+                o = {k: rng.choice(scalars) for k in shape}
+                if rng.random() < 0.2:
+                    o[rng.choice(shape)] = rng.choice(others)
+                    fallbacks += 1
+                assert hotpath.json_bytes(o) == json.dumps(o).encode(), o
+        assert fallbacks > 50
+        assert len(hotpath._FLAT) == hotpath._FLAT_SHAPES  # the cache is bounded ...
+        o = {"beyond": 1.5, "the": "cap"}  # ... and a shape beyond it still encodes
+        assert hotpath.json_bytes(o) == json.dumps(o).encode()
+        assert hotpath._flat_encoder((1, "a")) is None and hotpath._flat_encoder(()) is None
+        o2: dict[Any, Any] = {1: "a", "b": 2}
+        hotpath._FLAT.clear()
+        assert hotpath.json_bytes(o2) == json.dumps(o2).encode()
+        assert hotpath.json_bytes({}) == b"{}"
+    finally:
+        hotpath._FLAT.clear()
+        hotpath._FLAT.update(before)
+
+
+def test_read_body_joins_chunks() -> None:
+    import asyncio
+
+    from pushrl.serve.hotpath import read_body
+
+    def receiver(parts: list[bytes]) -> Any:
+        msgs = iter([{"type": "http.request", "body": p, "more_body": i < len(parts) - 1}
+                     for i, p in enumerate(parts)])
+
+        async def receive() -> dict[str, Any]:
+            return next(msgs)
+        return receive
+
+    for parts in ([b'{"a": 1}'], [b""], [b'{"a"', b": ", b"1}"], [b"x", b""]):
+        assert asyncio.run(read_body(receiver(parts))) == b"".join(parts)
