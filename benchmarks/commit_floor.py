@@ -122,11 +122,14 @@ def measure(commits: int, rows: int, sync: str, path: str, prefill: int) -> dict
                 for b in batches:
                     log.write(b)
                 c1, w1 = time.process_time(), time.perf_counter()
+            wal = Path(tmp) / "log.sqlite3-wal"
+            wal_bytes = wal.stat().st_size if wal.exists() else 0
         finally:
             log.close()
     cpu = (c1 - c0) / commits * 1e6
     return {"cpu_us_per_commit": round(cpu, 1), "cpu_us_per_row": round(cpu / rows, 2),
-            "wall_us_per_commit": round((w1 - w0) / commits * 1e6, 1)}
+            "wall_us_per_commit": round((w1 - w0) / commits * 1e6, 1),
+            "wal_bytes_at_end": wal_bytes}
 
 
 def main() -> None:
@@ -151,7 +154,8 @@ def main() -> None:
         return
     print(f"durable commit of {a.rows} decision(s) (path={a.path}, sync={a.sync}): "
           f"{res['cpu_us_per_commit']} us CPU per commit, {res['cpu_us_per_row']} us per row "
-          f"(all threads, fsync included), {res['wall_us_per_commit']} us wall; load "
+          f"(all threads, fsync included), {res['wall_us_per_commit']} us wall, WAL "
+          f"{res['wal_bytes_at_end'] / 2**20:.1f} MiB at the end; load "
           f"{res['load_avg_before']} -> {res['load_avg_after']}")
 
 

@@ -18,6 +18,17 @@ a request's commit: the writer connection has SQLite's auto-checkpoint off, and 
 thread runs a ``PASSIVE`` checkpoint on its own connection every :data:`CHECKPOINT_SECONDS`
 while there are new commits. A passive checkpoint never blocks the writer, so a checkpoint no
 longer adds tens of milliseconds to the requests that happen to commit when the WAL fills up.
+
+WAL reuse: SQLite starts writing the WAL from its beginning again (overwriting it in place)
+only when a write transaction begins after a checkpoint that copied *every* frame. Under
+steady commits a passive checkpoint on another thread never gets there (the writer adds frames
+while it runs), so the WAL grew for as long as requests kept coming, and every commit's fsync
+extended the file (a filesystem journal commit for its new size: more CPU and much more wall
+time per commit than an fsync that overwrites blocks the file already has). So after each
+checkpointer pass the writer checkpoints the few frames committed since, between two commits
+(its waiters already answered), and its next commit restarts the WAL: the WAL stays at the
+size of one checkpoint interval and commits overwrite it. Durability is unchanged: a
+checkpoint only copies committed pages into the database file.
 """
 
 from __future__ import annotations
@@ -398,6 +409,10 @@ class DurableLog(LogReads):
         self._thread = threading.Thread(target=self._run, name="pushrl-log-writer", daemon=True)
         self._thread.start()
         self._commits = 0  # group commits so far (the checkpointer's cue)
+        #: Set by the checkpointer after a pass: the writer checkpoints the few frames
+        #: committed since, between two commits, so that its next commit restarts the WAL
+        #: (module docstring, "WAL reuse").
+        self._catch_up = False
         self._stop = threading.Event()
         self._ckpt_conn = connect(self.path, sync=sync)
         self._ckpt = threading.Thread(target=self._checkpoints, name="pushrl-log-checkpoint",
@@ -506,6 +521,9 @@ class DurableLog(LogReads):
             if self._on_commit is not None:
                 self._on_commit(len(batch), time.perf_counter() - t0)
             self._resolve(batch, err)
+            if self._catch_up:
+                self._catch_up = False
+                self._checkpoint(conn)
             if stop:
                 self._finish_bulk()
                 return
@@ -525,10 +543,19 @@ class DurableLog(LogReads):
             if self._commits == seen:
                 continue
             seen = self._commits
-            try:
-                self._ckpt_conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            except sqlite3.Error as exc:  # busy or I/O trouble: retried at the next tick
-                log.warning("WAL checkpoint failed: %s", exc)
+            if self._checkpoint(self._ckpt_conn):
+                self._catch_up = True
+
+    @staticmethod
+    def _checkpoint(conn: sqlite3.Connection) -> bool:
+        """A ``PASSIVE`` checkpoint on ``conn``; False when it failed (logged; retried at
+        the next tick: the WAL keeps every frame until then)."""
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            return True
+        except sqlite3.Error as exc:  # busy or I/O trouble
+            log.warning("WAL checkpoint failed: %s", exc)
+            return False
 
     @staticmethod
     def _resolve(batch: list[tuple[list[Statement], Any]], err: BaseException | None) -> None:

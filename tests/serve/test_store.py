@@ -64,3 +64,37 @@ def test_identity_adapters_bind_nulls_and_blobs_unchanged(tmp_path: Path) -> Non
                    (None, "null", b"ab", "blob", "x", "text"),
                    (1.5, "real", b"zz", "blob", None, "null")]
     conn.close()
+
+
+def _wal_restarts(wal: Path) -> int:
+    """The WAL header's checkpoint sequence number: +1 each time SQLite restarts the WAL."""
+    with open(wal, "rb") as f:
+        return int.from_bytes(f.read(16)[12:16], "big")
+
+
+def test_the_wal_is_reused_under_steady_commits(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commits that never pause still restart the WAL after checkpointer passes (the writer
+    checkpoints the frames committed since, between two commits), so the WAL is overwritten
+    in place instead of growing by every frame since the start."""
+    monkeypatch.setattr(store, "CHECKPOINT_SECONDS", 0.05)
+    log = DurableLog(tmp_path, sync="normal")
+    wal = tmp_path / (store.LOG_FILE + "-wal")
+    n = 0
+    try:
+        log.write([(_ROW, (n, "u", 0, "session", None, None))])
+        n, first = 1, _wal_restarts(wal)
+        t_end = time.monotonic() + 1.5
+        while time.monotonic() < t_end:  # back to back: no pause for the checkpointer
+            log.write([(_ROW, (n, "u", 0, "session", "x" * 3000, None))])
+            n += 1
+        restarts = _wal_restarts(wal) - first
+    finally:
+        log.close()
+    assert n > 200
+    assert restarts >= 5, f"the WAL restarted {restarts} times in 1.5 s of commits"
+    again = DurableLog(tmp_path, sync="normal")
+    try:
+        assert again.query("SELECT count(*), max(seq) FROM activity")[0] == (n, n - 1)
+    finally:
+        again.close()
