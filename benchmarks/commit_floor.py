@@ -15,11 +15,13 @@ waiting until they are durable.
 - ``loop`` (default): the server's path, an asyncio loop handing each commit to the writer
   with :meth:`~pushrl.serve.store.DurableLog.submit_cb` and submitting the next one from the
   callback;
+- ``inline``: the same loop with ``submit_cb(..., inline=True)`` (the commit runs on the
+  loop's thread when nothing else is outstanding: no hand-off);
 - ``write``: a plain thread blocking in :meth:`~pushrl.serve.store.DurableLog.write`;
 - ``direct``: the same rows inserted and committed on one thread through a connection opened
   like the writer's, no DurableLog (the floor without any hand-off).
 
-    python benchmarks/commit_floor.py [--commits 2000] [--rows 1] [--path loop]
+    python benchmarks/commit_floor.py [--commits 2000] [--rows 1] [--path loop|inline|write|direct]
         [--sync full] [--prefill 0] [--json] [--out FILE]
 
 Compare its ``cpu_us_per_commit`` with the echo CPU per request at 1 connection printed by
@@ -61,13 +63,17 @@ def stmts(i: int, rows: int) -> list[Statement]:
     return out
 
 
-def _loop_commits(log: DurableLog, first: int, n: int, rows: int) -> None:
-    """``n`` commits from an asyncio loop, each submitted by the previous one's callback."""
+def _loop_commits(log: DurableLog, batches: list[list[Statement]], inline: bool
+                  ) -> tuple[float, float]:
+    """The commits of ``batches`` from an asyncio loop, each submitted by the previous one's
+    callback; returns the process CPU and wall seconds they took."""
+    n = len(batches)
+    times: list[float] = []
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
         done_fut: asyncio.Future[None] = loop.create_future()
         left = [n]
-        batches = [stmts(i, rows) for i in range(first, first + n)]
 
         def done(err: BaseException | None) -> None:
             if err is not None:
@@ -77,11 +83,14 @@ def _loop_commits(log: DurableLog, first: int, n: int, rows: int) -> None:
             if left[0] == 0:
                 done_fut.set_result(None)
             else:
-                log.submit_cb(batches[n - left[0]], done)
+                log.submit_cb(batches[n - left[0]], done, inline=inline)
 
-        log.submit_cb(batches[0], done)
+        times.extend((time.process_time(), time.perf_counter()))
+        log.submit_cb(batches[0], done, inline=inline)
         await done_fut
+        times.extend((time.process_time(), time.perf_counter()))
     asyncio.run(main())
+    return times[2] - times[0], times[3] - times[1]
 
 
 def measure(commits: int, rows: int, sync: str, path: str, prefill: int) -> dict[str, Any]:
@@ -97,10 +106,10 @@ def measure(commits: int, rows: int, sync: str, path: str, prefill: int) -> dict
                            for s in stmts(k, rows)])
             for i in range(first - warm, first):  # warm the writer, the page cache, the WAL
                 log.write(stmts(i, rows))
+            batches = [stmts(i, rows) for i in range(first, first + commits)]
             if path == "direct":
                 log.close()
                 conn = connect(Path(tmp) / "log.sqlite3", sync=sync)
-                batches = [stmts(i, rows) for i in range(first, first + commits)]
                 c0, w0 = time.process_time(), time.perf_counter()
                 for b in batches:
                     conn.execute("BEGIN")
@@ -112,12 +121,11 @@ def measure(commits: int, rows: int, sync: str, path: str, prefill: int) -> dict
                     conn.execute("COMMIT")
                 c1, w1 = time.process_time(), time.perf_counter()
                 conn.close()
-            elif path == "loop":
-                c0, w0 = time.process_time(), time.perf_counter()
-                _loop_commits(log, first, commits, rows)
-                c1, w1 = time.process_time(), time.perf_counter()
+            elif path in ("loop", "inline"):
+                cpu, wall = _loop_commits(log, batches, path == "inline")
+                c0 = w0 = 0.0
+                c1, w1 = cpu, wall
             else:
-                batches = [stmts(i, rows) for i in range(first, first + commits)]
                 c0, w0 = time.process_time(), time.perf_counter()
                 for b in batches:
                     log.write(b)
@@ -136,7 +144,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--commits", type=int, default=2000)
     ap.add_argument("--rows", type=int, default=1, help="decisions per commit")
-    ap.add_argument("--path", choices=["loop", "write", "direct"], default="loop")
+    ap.add_argument("--path", choices=["loop", "inline", "write", "direct"], default="loop")
     ap.add_argument("--sync", choices=["full", "normal"], default="full")
     ap.add_argument("--prefill", type=int, default=0,
                     help="decisions written before the timed commits (a bigger log)")
