@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -46,6 +47,13 @@ from pushrl.serve.rows import Many
 from pushrl.serve.store import OP_SQL, DurableLog, Statement, connect
 
 FEATS = bytes(4 * 40)  # a decision's raw feature row (float32 x 40)
+
+
+def _clock() -> tuple[float, float, int]:
+    """Process CPU seconds, wall seconds, and the process's context switches so far (all
+    threads; a thread hand-off costs two, a count background load does not change)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return time.process_time(), time.perf_counter(), ru.ru_nvcsw + ru.ru_nivcsw
 
 
 def stmts(i: int, rows: int) -> list[Statement]:
@@ -64,11 +72,12 @@ def stmts(i: int, rows: int) -> list[Statement]:
 
 
 def _loop_commits(log: DurableLog, batches: list[list[Statement]], inline: bool
-                  ) -> tuple[float, float]:
+                  ) -> tuple[tuple[float, float, int], tuple[float, float, int]]:
     """The commits of ``batches`` from an asyncio loop, each submitted by the previous one's
-    callback; returns the process CPU and wall seconds they took."""
+    callback; returns :func:`_clock` before and after them."""
     n = len(batches)
-    times: list[float] = []
+    times: list[tuple[float, float, int]] = []
+    kw = {"inline": True} if inline else {}  # (a tree before inline commits runs the loop)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -83,14 +92,14 @@ def _loop_commits(log: DurableLog, batches: list[list[Statement]], inline: bool
             if left[0] == 0:
                 done_fut.set_result(None)
             else:
-                log.submit_cb(batches[n - left[0]], done, inline=inline)
+                log.submit_cb(batches[n - left[0]], done, **kw)
 
-        times.extend((time.process_time(), time.perf_counter()))
-        log.submit_cb(batches[0], done, inline=inline)
+        times.append(_clock())
+        log.submit_cb(batches[0], done, **kw)
         await done_fut
-        times.extend((time.process_time(), time.perf_counter()))
+        times.append(_clock())
     asyncio.run(main())
-    return times[2] - times[0], times[3] - times[1]
+    return times[0], times[1]
 
 
 def measure(commits: int, rows: int, sync: str, path: str, prefill: int) -> dict[str, Any]:
@@ -110,7 +119,7 @@ def measure(commits: int, rows: int, sync: str, path: str, prefill: int) -> dict
             if path == "direct":
                 log.close()
                 conn = connect(Path(tmp) / "log.sqlite3", sync=sync)
-                c0, w0 = time.process_time(), time.perf_counter()
+                t0 = _clock()
                 for b in batches:
                     conn.execute("BEGIN")
                     for sql, params in b:
@@ -119,24 +128,23 @@ def measure(commits: int, rows: int, sync: str, path: str, prefill: int) -> dict
                         else:
                             conn.execute(sql, params)
                     conn.execute("COMMIT")
-                c1, w1 = time.process_time(), time.perf_counter()
+                t1 = _clock()
                 conn.close()
             elif path in ("loop", "inline"):
-                cpu, wall = _loop_commits(log, batches, path == "inline")
-                c0 = w0 = 0.0
-                c1, w1 = cpu, wall
+                t0, t1 = _loop_commits(log, batches, path == "inline")
             else:
-                c0, w0 = time.process_time(), time.perf_counter()
+                t0 = _clock()
                 for b in batches:
                     log.write(b)
-                c1, w1 = time.process_time(), time.perf_counter()
+                t1 = _clock()
             wal = Path(tmp) / "log.sqlite3-wal"
             wal_bytes = wal.stat().st_size if wal.exists() else 0
         finally:
             log.close()
-    cpu = (c1 - c0) / commits * 1e6
+    cpu = (t1[0] - t0[0]) / commits * 1e6
     return {"cpu_us_per_commit": round(cpu, 1), "cpu_us_per_row": round(cpu / rows, 2),
-            "wall_us_per_commit": round((w1 - w0) / commits * 1e6, 1),
+            "wall_us_per_commit": round((t1[1] - t0[1]) / commits * 1e6, 1),
+            "context_switches_per_commit": round((t1[2] - t0[2]) / commits, 2),
             "wal_bytes_at_end": wal_bytes}
 
 
@@ -162,7 +170,8 @@ def main() -> None:
         return
     print(f"durable commit of {a.rows} decision(s) (path={a.path}, sync={a.sync}): "
           f"{res['cpu_us_per_commit']} us CPU per commit, {res['cpu_us_per_row']} us per row "
-          f"(all threads, fsync included), {res['wall_us_per_commit']} us wall, WAL "
+          f"(all threads, fsync included), {res['wall_us_per_commit']} us wall, "
+          f"{res['context_switches_per_commit']} context switches, WAL "
           f"{res['wal_bytes_at_end'] / 2**20:.1f} MiB at the end; load "
           f"{res['load_avg_before']} -> {res['load_avg_after']}")
 
