@@ -546,12 +546,13 @@ class DurableLog(LogReads):
                     batch.append(nxt)
             with self._conn_lock:
                 err = self._commit(batch)
-                if self._catch_up:
-                    self._catch_up = False
-                    self._checkpoint(self._writer_conn)
             self._resolve(batch, err)
             with self._count_lock:
                 self._outstanding -= len(batch)
+            if self._catch_up:  # after the answers; inline commits queue meanwhile
+                with self._conn_lock:
+                    self._checkpoint(self._writer_conn)
+                self._catch_up = False
             if stop:
                 self._finish_bulk()
                 return

@@ -147,3 +147,27 @@ def test_inline_commits_are_durable_in_order_and_fall_back_to_the_queue(
         assert got[-1] == ("failed", "OperationalError") and log.failed is not None
     finally:
         log.close()
+
+
+def test_an_inline_bulk_record_is_expanded_by_the_writer(tmp_path: Path) -> None:
+    """A bulk record committed inline is expanded into its table by the writer thread (the
+    inline commit wakes it), and readers see the rows once settled."""
+    import asyncio
+
+    from pushrl.serve import bulk_sends
+    from pushrl.serve.rows import Many
+
+    log = DurableLog(tmp_path, sync="normal")
+    rows = Many((k, "u", 0, "session", None, None) for k in range(1, 201))
+
+    async def run() -> None:
+        done = asyncio.get_running_loop().create_future()
+        log.submit_cb([bulk_sends.pack([(_ROW, rows)], 200)], done.set_result, inline=True)
+        assert await done is None
+
+    try:
+        asyncio.run(run())
+        assert log._commits == 1  # committed inline, not by the writer's queue
+        assert log.query("SELECT count(*), max(seq) FROM activity") == [(200, 200)]
+    finally:
+        log.close()
