@@ -60,14 +60,17 @@ async def _load(base: str, seconds: float, n_users: int, acked: dict, failures: 
         await asyncio.gather(*(worker(k, c) for k in range(conns)), return_exceptions=False)
 
 
-def test_kill_9_under_load_keeps_every_acknowledged_write(tmp_path: Path) -> None:
+# 1 connection: every decide is a lone pass, committed inline on the loop's thread
+@pytest.mark.parametrize("conns", [16, 1])
+def test_kill_9_under_load_keeps_every_acknowledged_write(tmp_path: Path, conns: int) -> None:
     srv = LiveServer(tmp_path)
     _setup(srv.base)
     acked: dict = {"decisions": set(), "feedback": set()}
     failures: list = []
 
     async def run() -> None:
-        task = asyncio.create_task(_load(srv.base, 6.0, 200, acked, failures))
+        task = asyncio.create_task(_load(srv.base, 6.0, 200, acked, failures,
+                                               conns=conns))
         await asyncio.sleep(3.0)
         srv.kill()  # mid-load, no clean shutdown
         await task
