@@ -15,13 +15,11 @@ waiting until they are durable.
 - ``loop`` (default): the server's path, an asyncio loop handing each commit to the writer
   with :meth:`~pushrl.serve.store.DurableLog.submit_cb` and submitting the next one from the
   callback;
-- ``inline``: the same loop with ``submit_cb(..., inline=True)`` (the commit runs on the
-  loop's thread when nothing else is outstanding: no hand-off);
 - ``write``: a plain thread blocking in :meth:`~pushrl.serve.store.DurableLog.write`;
 - ``direct``: the same rows inserted and committed on one thread through a connection opened
   like the writer's, no DurableLog (the floor without any hand-off).
 
-    python benchmarks/commit_floor.py [--commits 2000] [--rows 1] [--path loop|inline|write|direct]
+    python benchmarks/commit_floor.py [--commits 2000] [--rows 1] [--path loop|write|direct]
         [--sync full] [--prefill 0] [--json] [--out FILE]
 
 Compare its ``cpu_us_per_commit`` with the echo CPU per request at 1 connection printed by
@@ -71,13 +69,12 @@ def stmts(i: int, rows: int) -> list[Statement]:
     return out
 
 
-def _loop_commits(log: DurableLog, batches: list[list[Statement]], inline: bool
+def _loop_commits(log: DurableLog, batches: list[list[Statement]]
                   ) -> tuple[tuple[float, float, int], tuple[float, float, int]]:
     """The commits of ``batches`` from an asyncio loop, each submitted by the previous one's
     callback; returns :func:`_clock` before and after them."""
     n = len(batches)
     times: list[tuple[float, float, int]] = []
-    kw = {"inline": True} if inline else {}  # (a tree before inline commits runs the loop)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -92,10 +89,10 @@ def _loop_commits(log: DurableLog, batches: list[list[Statement]], inline: bool
             if left[0] == 0:
                 done_fut.set_result(None)
             else:
-                log.submit_cb(batches[n - left[0]], done, **kw)
+                log.submit_cb(batches[n - left[0]], done)
 
         times.append(_clock())
-        log.submit_cb(batches[0], done, **kw)
+        log.submit_cb(batches[0], done)
         await done_fut
         times.append(_clock())
     asyncio.run(main())
@@ -130,8 +127,8 @@ def measure(commits: int, rows: int, sync: str, path: str, prefill: int) -> dict
                     conn.execute("COMMIT")
                 t1 = _clock()
                 conn.close()
-            elif path in ("loop", "inline"):
-                t0, t1 = _loop_commits(log, batches, path == "inline")
+            elif path == "loop":
+                t0, t1 = _loop_commits(log, batches)
             else:
                 t0 = _clock()
                 for b in batches:
@@ -152,7 +149,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--commits", type=int, default=2000)
     ap.add_argument("--rows", type=int, default=1, help="decisions per commit")
-    ap.add_argument("--path", choices=["loop", "inline", "write", "direct"], default="loop")
+    ap.add_argument("--path", choices=["loop", "write", "direct"], default="loop")
     ap.add_argument("--sync", choices=["full", "normal"], default="full")
     ap.add_argument("--prefill", type=int, default=0,
                     help="decisions written before the timed commits (a bigger log)")

@@ -154,11 +154,8 @@ class DecisionBatcher:
                     if not f.done():
                         f.set_exception(exc)
                 continue
-            # a lone request (nothing waiting, nothing committing: one connection) commits
-            # on the loop's thread, without the writer's two thread hand-offs (store.py)
-            lone = len(futs) == 1 and not waiting and not self._waiting and not self._in_flight
             self._in_flight += 1
-            self.srv.commit_cb(stmts, self._finisher(outs, futs), inline=lone)
+            self.srv.commit_cb(stmts, self._finisher(outs, futs))
 
     def _release(self) -> None:
         """The wait's timer: wait on while requests keep coming (module docstring), else

@@ -364,14 +364,12 @@ class Server(TriggerRequests):
         await fut
 
     def commit_cb(self, stmts: list[Statement],
-                  done: Callable[[BaseException | None], None], *,
-                  inline: bool = False) -> None:
+                  done: Callable[[BaseException | None], None]) -> None:
         """Make ``stmts`` durable (group commit; the state's pending rows first); ``done(error)``
         runs on the loop once they are (``error`` None) or their commit failed: the state
         then holds changes the log does not, so it is frozen and rebuilt from the log
         (:meth:`_recover`). Without a coroutine: the micro-batcher's path, one callback per
-        pass instead of a task and a future (issue 20); :meth:`commit` awaits it. ``inline``:
-        :meth:`~pushrl.serve.store.DurableLog.submit_cb`'s (a lone request's pass)."""
+        pass instead of a task and a future (issue 20); :meth:`commit` awaits it."""
         if self.state.pending and self.busy is None:  # (a worker may add to it)
             stmts = self.state.pending + stmts
             self.state.pending = []
@@ -384,7 +382,7 @@ class Server(TriggerRequests):
                 self._recovery = asyncio.ensure_future(self._recover())
             done(err)
 
-        self.log.submit_cb(stmts, committed, inline=inline)
+        self.log.submit_cb(stmts, committed)
 
     async def _recover(self) -> None:
         """After a failed commit, with changes refused (``state.frozen``): wait for the

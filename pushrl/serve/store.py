@@ -404,13 +404,6 @@ class DurableLog(LogReads):
         #: Connection for reads on the event-loop thread (WAL: never blocked by the writer).
         self.reader = connect(self.path, sync=sync)
         self._queue: queue.SimpleQueue[tuple[list[Statement], Any] | None] = queue.SimpleQueue()
-        #: Held by whoever uses the writer connection: the writer thread, or a caller
-        #: committing inline (:meth:`submit_cb`).
-        self._conn_lock = threading.Lock()
-        #: Writes submitted and not yet committed and resolved (under ``_count_lock``): an
-        #: inline commit needs 0, so commits stay in submission order (the journal's).
-        self._outstanding = 0
-        self._count_lock = threading.Lock()
         self._on_commit = on_commit
         self.failed: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="pushrl-log-writer", daemon=True)
@@ -449,58 +442,25 @@ class DurableLog(LogReads):
         """
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        self._put((stmts, (loop, fut)))
+        self._queue.put((stmts, (loop, fut)))
         return fut
 
-    def _put(self, item: tuple[list[Statement], Any]) -> None:
-        with self._count_lock:
-            self._outstanding += 1
-        self._queue.put(item)
-
     def submit_cb(self, stmts: list[Statement],
-                  done: Callable[[BaseException | None], None], *,
-                  inline: bool = False) -> None:
+                  done: Callable[[BaseException | None], None]) -> None:
         """Queue ``stmts`` for the next group commit; ``done(error)`` runs on the running
         event loop once they are durable (``error`` None) or the commit failed. No future and
-        no task per commit: the micro-batcher's hand-off (issue 20).
-
-        ``inline``: commit on this thread now when no other write is queued or committing
-        (else queue as usual). No hand-off to the writer thread and back (two thread
-        wake-ups: ~40 us of CPU per commit, benchmarks/commit_floor.py), but the loop waits
-        out the commit's fsync: for a request that has no company (one connection), never
-        for a pass other requests wait behind. Same transaction, same durability, same
-        order; ``done`` still runs from the loop (``call_soon``), after the callbacks of
-        every earlier commit.
+        no task per commit: the micro-batcher's hand-off (issue 20). The commit (and its
+        fsync) always runs on the writer thread, never on the loop's, even for a lone request:
+        the loop must never wait on the disk.
 
         Must be called on the running event loop's thread.
         """
-        loop = asyncio.get_running_loop()
-        if inline and self._commit_inline(stmts, loop, done):
-            return
-        self._put((stmts, (loop, done)))
-
-    def _commit_inline(self, stmts: list[Statement], loop: asyncio.AbstractEventLoop,
-                       done: Callable[[BaseException | None], None]) -> bool:
-        """Commit ``stmts`` on this thread if nothing else is outstanding; False if not."""
-        if (self._outstanding or self._catch_up or self._bulk.pending
-                or not self._conn_lock.acquire(blocking=False)):
-            return False
-        try:
-            if self._outstanding:  # (queued meanwhile by another thread: keep the order)
-                return False
-            batch = [(stmts, None)]
-            err = self._commit(batch)
-        finally:
-            self._conn_lock.release()
-        if self._bulk.pending:  # the batch held a bulk record: the writer expands it
-            self._queue.put(_NUDGE)
-        loop.call_soon(done, err)
-        return True
+        self._queue.put((stmts, (asyncio.get_running_loop(), done)))
 
     def write(self, stmts: list[Statement]) -> None:
         """Queue ``stmts`` and block until they are durable (for code off the event loop)."""
         fut: Future[None] = Future()
-        self._put((stmts, fut))
+        self._queue.put((stmts, fut))
         fut.result()
 
     def _next(self) -> tuple[list[Statement], Any] | None:
@@ -516,8 +476,7 @@ class DurableLog(LogReads):
             if bulk.delay():
                 continue
             try:
-                with self._conn_lock:  # (an inline commit uses it too)
-                    bulk.step(self._writer_conn)
+                bulk.step(self._writer_conn)
             except Exception as exc:  # disk trouble: retried; readers wait meanwhile
                 errors.error("expand", "expanding a bulk send record failed: %s", exc)
                 try:
@@ -529,8 +488,6 @@ class DurableLog(LogReads):
     def _run(self) -> None:
         while True:
             first = self._next()
-            if first is _NUDGE:
-                continue
             if first is None:
                 self._finish_bulk()
                 return
@@ -542,23 +499,18 @@ class DurableLog(LogReads):
                 if nxt is None:
                     stop = True
                     break
-                if nxt is not _NUDGE:
-                    batch.append(nxt)
-            with self._conn_lock:
-                err = self._commit(batch)
+                batch.append(nxt)
+            err = self._commit(batch)
             self._resolve(batch, err)
-            with self._count_lock:
-                self._outstanding -= len(batch)
-            if self._catch_up:  # after the answers; inline commits queue meanwhile
-                with self._conn_lock:
-                    self._checkpoint(self._writer_conn)
+            if self._catch_up:  # after the answers (module docstring, "WAL reuse")
+                self._checkpoint(self._writer_conn)
                 self._catch_up = False
             if stop:
                 self._finish_bulk()
                 return
 
     def _commit(self, batch: list[tuple[list[Statement], Any]]) -> BaseException | None:
-        """Write ``batch`` in one transaction and commit it (holding ``_conn_lock``);
+        """Write ``batch`` in one transaction and commit it (on the writer thread);
         returns the error that failed it, None when it is durable."""
         t0 = time.perf_counter()
         err: BaseException | None = None
@@ -587,8 +539,7 @@ class DurableLog(LogReads):
     def _finish_bulk(self) -> None:
         """Expand what is left before the writer stops (a clean close leaves no record)."""
         try:
-            with self._conn_lock:
-                self._bulk.finish(self._writer_conn)
+            self._bulk.finish(self._writer_conn)
         except Exception as exc:  # the records stay in the log: the next start expands them
             self.failed = exc
             errors.error("expand", "expanding a bulk send record failed: %s", exc)
@@ -650,11 +601,6 @@ class DurableLog(LogReads):
         self._writer_conn.close()
         self.reader.close()
         self._lock.close()  # releases the flock
-
-#: A queue item that commits nothing: wakes the writer to expand a bulk record an inline
-#: commit wrote.
-_NUDGE: tuple[list[Statement], Any] = ([], None)
-
 
 def _wake(futs: list[Any], err: BaseException | None) -> None:
     """On the loop: resolve the futures of :meth:`DurableLog.submit` and call the callbacks

@@ -60,7 +60,7 @@ async def _load(base: str, seconds: float, n_users: int, acked: dict, failures: 
         await asyncio.gather(*(worker(k, c) for k in range(conns)), return_exceptions=False)
 
 
-# 1 connection: every decide is a lone pass, committed inline on the loop's thread
+# 1 connection: every decide is a pass of its own, one group commit each
 @pytest.mark.parametrize("conns", [16, 1])
 def test_kill_9_under_load_keeps_every_acknowledged_write(tmp_path: Path, conns: int) -> None:
     srv = LiveServer(tmp_path)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 from pathlib import Path
 
 import pytest
@@ -99,75 +98,3 @@ def test_the_wal_is_reused_under_steady_commits(tmp_path: Path,
         assert again.query("SELECT count(*), max(seq) FROM activity")[0] == (n, n - 1)
     finally:
         again.close()
-
-
-def test_inline_commits_are_durable_in_order_and_fall_back_to_the_queue(
-        tmp_path: Path) -> None:
-    """``submit_cb(..., inline=True)`` commits on the loop's thread only when no other write
-    is outstanding (else it queues behind them: the journal's order), its callback still runs
-    later from the loop, after every earlier commit's, and a failed commit reports its error."""
-    import asyncio
-    import threading
-
-    from tests.serve.conftest import FullDisk
-
-    commits: list[tuple[int, str]] = []
-    log = DurableLog(tmp_path, sync="normal",
-                     on_commit=lambda n, s: commits.append((n, threading.current_thread().name)))
-    got: list[tuple[str, Any]] = []
-
-    def row(k: int) -> list[Any]:
-        return [(_ROW, (k, "u", 0, "session", None, None))]
-
-    async def run() -> None:
-        loop = asyncio.get_running_loop()
-        main = threading.current_thread().name
-        log.submit_cb(row(1), lambda err: got.append(("a", err)), inline=True)
-        assert commits == [(1, main)] and got == []  # committed here, answered later
-        assert log.query("SELECT seq FROM activity") == [(1,)]
-        with log._conn_lock:  # the writer cannot commit 2 before 3 is submitted
-            log.submit_cb(row(2), lambda err: got.append(("b", err)))
-            log.submit_cb(row(3), lambda err: got.append(("c", err)), inline=True)
-        while len(got) < 3:
-            await asyncio.sleep(0.001)
-        assert got == [("a", None), ("b", None), ("c", None)]
-        assert [t for _, t in commits[1:]] == ["pushrl-log-writer"] * (len(commits) - 1)
-        good = log._writer_conn
-        log._writer_conn = FullDisk(good)  # type: ignore[assignment]
-        failed = loop.create_future()
-        log.submit_cb(row(4), failed.set_result, inline=True)
-        assert commits[-1][1] == main
-        err = await failed
-        log._writer_conn = good
-        got.append(("failed", type(err).__name__))
-        assert log.query("SELECT seq FROM activity ORDER BY seq") == [(1,), (2,), (3,)]
-
-    try:
-        asyncio.run(run())
-        assert got[-1] == ("failed", "OperationalError") and log.failed is not None
-    finally:
-        log.close()
-
-
-def test_an_inline_bulk_record_is_expanded_by_the_writer(tmp_path: Path) -> None:
-    """A bulk record committed inline is expanded into its table by the writer thread (the
-    inline commit wakes it), and readers see the rows once settled."""
-    import asyncio
-
-    from pushrl.serve import bulk_sends
-    from pushrl.serve.rows import Many
-
-    log = DurableLog(tmp_path, sync="normal")
-    rows = Many((k, "u", 0, "session", None, None) for k in range(1, 201))
-
-    async def run() -> None:
-        done = asyncio.get_running_loop().create_future()
-        log.submit_cb([bulk_sends.pack([(_ROW, rows)], 200)], done.set_result, inline=True)
-        assert await done is None
-
-    try:
-        asyncio.run(run())
-        assert log._commits == 1  # committed inline, not by the writer's queue
-        assert log.query("SELECT count(*), max(seq) FROM activity") == [(200, 200)]
-    finally:
-        log.close()
