@@ -748,9 +748,7 @@ class Engine:
             tl.append(r.ts)
         bl = [t // HOUR for t in tl]
         fs = st.fs
-        clock = fs.a.clock
-        if (len(set(ul)) < len(ul)
-                or any(b < clock.item(u) for u, b in zip(ul, bl, strict=True))):
+        if len(set(ul)) < len(ul) or fs.behind_few(ul, bl):
             return None  # (the array pass refuses a decision before the user's state)
         cl = fs.decision_clock_few(ul, tl)
         if cl is None:
