@@ -217,18 +217,30 @@ class _Views:
     the cost of a method call). They share the arrays' memory, so they see every change;
     rebuilt when the state's arrays are replaced (:meth:`FeatureState._views`)."""
 
-    __slots__ = ("a", "cap", "clock", "tz", "ring", "last_push", "before", "how", "how_tot",
-                 "pend_bucket", "pend_n", "how_ver")
+    __slots__ = (
+        "a",
+        "before",
+        "cap",
+        "clock",
+        "how",
+        "how_tot",
+        "how_ver",
+        "last_push",
+        "pend_bucket",
+        "pend_n",
+        "ring",
+        "tz",
+    )
 
     def __init__(self, a: _Arrays) -> None:
         self.a = a
         self.cap = a.ring.shape[2]
-        self.clock, self.tz = memoryview(a.clock), memoryview(a.tz_idx)
-        self.ring = memoryview(a.ring.reshape(-1))  # (kind, slot, user): (k*_RING+s)*cap+u
-        self.last_push, self.before = memoryview(a.last_push), memoryview(a.last_push_before)
-        self.how = memoryview(a.how.reshape(-1))  # (hour of week, user): h*cap+u
-        self.how_tot, self.how_ver = memoryview(a.how_tot), memoryview(a.how_ver)
-        self.pend_bucket, self.pend_n = memoryview(a.pend_bucket), memoryview(a.pend_n)
+        self.clock, self.tz = a.clock.data, a.tz_idx.data
+        self.ring = a.ring.reshape(-1).data  # (kind, slot, user): (k*_RING+s)*cap+u
+        self.last_push, self.before = a.last_push.data, a.last_push_before.data
+        self.how = a.how.reshape(-1).data  # (hour of week, user): h*cap+u
+        self.how_tot, self.how_ver = a.how_tot.data, a.how_ver.data
+        self.pend_bucket, self.pend_n = a.pend_bucket.data, a.pend_n.data
 
 
 class FeatureState:
@@ -973,7 +985,7 @@ class FeatureState:
         u = np.asarray(users, dtype=np.int64)
         how = self.a.how[:, u].T.astype(np.float64)
         k = self.spec.shrink_how
-        return (how + k * self._prior_how) / (how.sum(axis=1, keepdims=True) + k)
+        return (how + self._k_prior_how) / (how.sum(axis=1, keepdims=True) + k)
 
     def day_profile(self, users: np.ndarray, dow: np.ndarray,
                     pool: str = "weekpart") -> np.ndarray:
@@ -1033,7 +1045,7 @@ class FeatureState:
         return self._pooled(np.asarray(users, dtype=np.int64), pool)
 
     def how_cached(self, key: Hashable, users: np.ndarray | list[int],
-                   compute: Callable[[np.ndarray], np.ndarray]) -> list[np.ndarray]:
+                   compute: Callable[[np.ndarray], Any]) -> list[Any]:
         """Per-user values derived from the users' hour-of-week counts only, cached.
 
         ``compute(users[miss])`` returns one row per user (e.g. :meth:`pooled_profiles`);
@@ -1051,13 +1063,12 @@ class FeatureState:
         """
         cache = self._profiles
         uids = users if isinstance(users, list) else users.tolist()
-        how_ver = self.a.how_ver
-        ver = [how_ver.item(u) for u in uids]
+        how_ver = self._views().how_ver
         rows: list[Any] = []  # filled below where missing
         miss: list[int] = []
-        for i, (ui, vi) in enumerate(zip(uids, ver, strict=True)):
+        for i, ui in enumerate(uids):
             hit = cache.get((key, ui))
-            if hit is not None and hit[0] == vi:
+            if hit is not None and hit[0] == how_ver[ui]:
                 rows.append(hit[1])
             else:
                 rows.append(None)
@@ -1068,7 +1079,7 @@ class FeatureState:
                 cache.clear()
             for j, i in enumerate(miss):
                 rows[i] = got[j]
-                cache[(key, uids[i])] = (ver[i], got[j])
+                cache[(key, uids[i])] = (how_ver[uids[i]], got[j])
         return rows
 
     def _pooled_cached(self, users: np.ndarray, pool: str) -> np.ndarray:
@@ -1105,8 +1116,13 @@ def weekpart_means(by_day: np.ndarray) -> np.ndarray:
         ``mean(axis=1)`` of each part, without its overhead).
     """
     x = np.asarray(by_day, dtype=np.float64)
-    return np.stack([np.add.reduce(x[:, :5], axis=1) / 5, np.add.reduce(x[:, 5:], axis=1) / 2],
-                    axis=1)
+    out = np.empty((x.shape[0], 2, x.shape[2]))
+    week, end = out[:, 0], out[:, 1]
+    np.add.reduce(x[:, :5], axis=1, out=week)  # (the sums of np.stack's former form, in place)
+    np.add.reduce(x[:, 5:], axis=1, out=end)
+    week /= 5
+    end /= 2
+    return out
 
 
 def _f32(x: float) -> float:
@@ -1118,7 +1134,7 @@ def _f32(x: float) -> float:
 _F32 = struct.Struct("f")
 _F32X3 = struct.Struct("3f")
 _F32ROW = struct.Struct(f"{N_FEATURES}f")  # one row of raw features (features_few)
-_UNSEEN = object()
+_UNSEEN: Any = object()
 _STARTS_MAX = 1 << 14  # (zone, bucket) clocks kept by decision_clock_few before starting anew
 
 
