@@ -776,7 +776,7 @@ class Engine:
         cl = fs.decision_clock_few(ul, tl)
         if cl is None:
             return None
-        self.check_items(ps.item, rows)
+        self._encoding(ps.item)  # (check_items without candidates: refuses a mismatched catalog)
         stmts = st.advance_few(ul, bl)
         try:
             return self._pass_few(rows, ul, tl, bl, cl, timing, stmts), stmts
@@ -789,13 +789,12 @@ class Engine:
                   stmts: list[Statement]) -> list[dict[str, Any]]:
         """:meth:`_decide_few` after the advance: guardrails, features, timing, items, rows."""
         st, ps, n = self.state, self.policies, len(rows)
-        hours, days = [c[0] for c in cl], [c[2] for c in cl]
+        hours, _, days, b_hour, b_dow, _ = (list(c) for c in zip(*cl, strict=True))
         today, week = st.sends.counts_few(ul, bl, days)
         subs = st.subscriptions
         codes = self.guardrails.verdict_few(
             hours, today, week, None if subs.n_unsubscribed == 0 else subs.get_few(ul))
         allowed = [c == ALLOWED for c in codes]
-        b_hour, b_dow = [c[3] for c in cl], [c[4] for c in cl]
         feats = st.fs.features_few(ul, bl, b_hour, b_dow)
         gap = feats[F["hours_since_push"]::N_FEATURES].tolist()
         pol = timing.policy
@@ -836,7 +835,8 @@ class Engine:
                              why, [None] * n, st.held_out.share, feats.tobytes(), stmts)
         decisions, sends = self._counters(timing.label)
         decisions.inc(n)
-        sends.inc(len(sel))
+        if sel:
+            sends.inc(len(sel))
         return out
 
     def _items_few(self, loaded: Loaded, rows: list[DecideRow], u: np.ndarray,
