@@ -8,7 +8,8 @@ feedback on a recent decision (opens, clicks, now and then an unsubscribe), ever
 hour or less after the previous one. The digest (sha256) covers every response body (send,
 item, pscore, p_send, policy, reason, ...) and every journal row (decision rows with their
 raw feature bytes, ops, feedback), with the per-process decision-id prefix replaced by a
-counter. Equal digests: the trees are indistinguishable on this stream.
+counter; a decision row counts as its non-NULL columns (an INSERT that leaves NULL columns
+out stores the same row). Equal digests: the trees are indistinguishable on this stream.
 
     python benchmarks/engine_parity.py --tree BASE_DIR . [--steps 3000] [--seed 0]
         [--holdout] [--kill-switch] [--t0 UNIX_SECONDS]
