@@ -8,7 +8,8 @@ feedback on a recent decision (opens, clicks, now and then an unsubscribe), ever
 hour or less after the previous one. The digest (sha256) covers every response body (send,
 item, pscore, p_send, policy, reason, ...) and every journal row (decision rows with their
 raw feature bytes, ops, feedback), with the per-process decision-id prefix replaced by a
-counter. Equal digests: the trees are indistinguishable on this stream.
+counter; a decision row counts as its non-NULL columns (an INSERT that leaves NULL columns
+out stores the same row). Equal digests: the trees are indistinguishable on this stream.
 
     python benchmarks/engine_parity.py --tree BASE_DIR . [--steps 3000] [--seed 0]
         [--holdout] [--kill-switch] [--t0 UNIX_SECONDS]
@@ -23,6 +24,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ZONES = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata", "Asia/Kathmandu",
          "America/Los_Angeles", "Australia/Lord_Howe", "Australia/Sydney"]
 T0 = 1_780_000_000  # 2026-05-28T20:26:40Z
+_DECISION_INSERT = re.compile(r"INSERT INTO decisions\(([^)]*)\) VALUES \(([^)]*)\)$")
 
 
 class _Digest:
@@ -55,10 +58,26 @@ class _Digest:
             return {k: self.norm(v) for k, v in x.items()}
         return x
 
+    def stmt(self, s: tuple) -> object:
+        """A journal statement; a decision row as its stored columns without the NULLs (an
+        INSERT naming fewer columns stores the same row: they default to NULL)."""
+        m = _DECISION_INSERT.match(s[0]) if isinstance(s[0], str) else None
+        if m is None:
+            return self.norm(list(s))
+        cols = [c.strip() for c in m.group(1).split(",")]
+        marks = [v.strip() for v in m.group(2).split(",")]
+        rows = [list(r) for r in s[1].rows()] if hasattr(s[1], "rows") else [list(s[1])]
+        out = []
+        for r in rows:
+            it = iter(r)
+            vals = [next(it) if v == "?" else json.loads(v) for v in marks]
+            out.append({c: v for c, v in zip(cols, vals, strict=True) if v is not None})
+        return ["decisions", self.norm(out)]
+
     def feed(self, outs: list[dict], stmts: list) -> None:
         for o in outs:
             self.ids.setdefault(o["decision_id"], f"d{len(self.ids)}")
-        self.h.update(json.dumps([self.norm(outs), self.norm([list(s) for s in stmts])],
+        self.h.update(json.dumps([self.norm(outs), [self.stmt(s) for s in stmts]],
                                  sort_keys=True, default=str).encode())
 
 

@@ -211,6 +211,38 @@ class _Arrays:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+class _Views:
+    """Flat memoryviews of one :class:`_Arrays` (the few-rows methods read single values
+    through them: ``view[i]`` is the Python number ``array.item(i)`` gives, at a fraction of
+    the cost of a method call). They share the arrays' memory, so they see every change;
+    rebuilt when the state's arrays are replaced (:meth:`FeatureState._views`)."""
+
+    __slots__ = (
+        "a",
+        "before",
+        "cap",
+        "clock",
+        "how",
+        "how_tot",
+        "how_ver",
+        "last_push",
+        "pend_bucket",
+        "pend_n",
+        "ring",
+        "tz",
+    )
+
+    def __init__(self, a: _Arrays) -> None:
+        self.a = a
+        self.cap = a.ring.shape[2]
+        self.clock, self.tz = a.clock.data, a.tz_idx.data
+        self.ring = a.ring.reshape(-1).data  # (kind, slot, user): (k*_RING+s)*cap+u
+        self.last_push, self.before = a.last_push.data, a.last_push_before.data
+        self.how = a.how.reshape(-1).data  # (hour of week, user): h*cap+u
+        self.how_tot, self.how_ver = a.how_tot.data, a.how_ver.data
+        self.pend_bucket, self.pend_n = a.pend_bucket.data, a.pend_n.data
+
+
 class FeatureState:
     """Point-in-time feature state of many users (vectorised over users).
 
@@ -241,8 +273,22 @@ class FeatureState:
         self.n = 0
         self.a = self._alloc(0)
         #: ``(key, user) -> (how_ver, value)`` (:meth:`how_cached`, :meth:`day_profile`).
-        self._profiles: dict[tuple[Hashable, int], tuple[int, np.ndarray]] = {}
+        self._profiles: dict[tuple[Hashable, int], tuple[int, Any]] = {}
+        self._view: _Views | None = None
+        #: :meth:`decision_clock_few`'s ``(zone, bucket) -> (offset, (hour, dow, day) at the
+        #: bucket start)``, or None where the zone changes offset inside the bucket
+        self._starts: dict[tuple[int, int], tuple[int, tuple[int, int, int]] | None] = {}
         self.add_users(timezones, start_bucket)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_view": None}  # (memoryviews do not pickle)
+
+    def _views(self) -> _Views:
+        """:class:`_Views` of the current arrays."""
+        v = self._view
+        if v is None or v.a is not self.a:
+            v = self._view = _Views(self.a)
+        return v
 
     def _alloc(self, cap: int) -> _Arrays:
         nc = self.spec.n_categories
@@ -458,10 +504,11 @@ class FeatureState:
         operations the vectorised form costs whatever the size (tests/data/
         test_features.py: both forms leave identical arrays)."""
         a = self.a
-        clock = a.clock
+        v = self._views()
+        clock = v.clock
         moving = []
         for ui, bi in zip(users, buckets, strict=True):
-            gap = bi - clock.item(ui)
+            gap = bi - clock[ui]
             if gap < 0:
                 raise ValueError(f"decision time is {-gap} h before the user's state; "
                                  "features cannot be computed for the past, send times in "
@@ -470,7 +517,7 @@ class FeatureState:
                 moving.append((ui, bi, gap))
         for ui, bi, gap in moving:
             # commit pending activity (it lies in a bucket < bi now)
-            if a.pend_bucket.item(ui) < bi and a.pend_n.item(ui) > 0:
+            if v.pend_bucket[ui] < bi and v.pend_n[ui] > 0:
                 n = a.pend_n[ui]  # (float32: added as float32)
                 a.how[int(a.pend_how[ui]), ui] += n
                 a.how_tot[ui] += n
@@ -743,15 +790,43 @@ class FeatureState:
         same :func:`~pushrl.data.timezones.local_clock_int`): per decision ``(hour, dow, day)``
         at the exact time then at the bucket start. None when an offset is not computed yet
         or a zone changes offset inside a decision's bucket (the vectorised path handles
-        both; ``tests/serve/test_engine_few.py`` compares the server's passes)."""
-        tz = self.a.tz_idx
-        zones = [tz.item(u) for u in users]
-        b = [x // HOUR for x in ts]
-        start = self.tzt.offsets_few(zones, b)
-        if start is None or self.tzt.offsets_few(zones, [x + 1 for x in b]) != start:
+        both; ``tests/serve/test_engine_few.py`` compares the server's passes). A zone's
+        offset and clock at a bucket start are kept per ``(zone, bucket)`` (decisions of one
+        hour share them)."""
+        tz, starts = self._views().tz, self._starts
+        out = []
+        for u, x in zip(users, ts, strict=True):
+            key = (tz[u], x // HOUR)
+            got = starts.get(key, _UNSEEN)
+            if got is _UNSEEN:
+                got = self._start_clock(*key)
+            if got is None:
+                return None
+            out.append(local_clock_int(x, got[0]) + got[1])
+        return out
+
+    def _start_clock(self, zone: int, b: int) -> tuple[int, tuple[int, int, int]] | None:
+        """:meth:`decision_clock_few`'s ``(offset, local (hour, dow, day))`` of zone index
+        ``zone`` at the start of bucket ``b`` (kept), None where the zone changes offset inside
+        the bucket (kept) or an offset is not computed yet (not kept)."""
+        off = self.tzt.offsets_few([zone, zone], [b, b + 1])
+        if off is None:
             return None
-        return [local_clock_int(x, o) + local_clock_int(bi * HOUR, o)
-                for x, bi, o in zip(ts, b, start, strict=True)]
+        got = None if off[0] != off[1] else (off[0], local_clock_int(b * HOUR, off[0]))
+        if len(self._starts) >= _STARTS_MAX:
+            self._starts.clear()
+        self._starts[(zone, b)] = got
+        return got
+
+    def behind_few(self, users: list[int], buckets: list[int]) -> bool:
+        """Whether a decision in ``buckets[i]`` comes before user ``users[i]``'s state (its
+        clock) for some ``i`` (the few-rows pass hands those to the array pass, which refuses
+        them)."""
+        clock = self._views().clock
+        for u, b in zip(users, buckets, strict=True):
+            if b < clock[u]:
+                return True
+        return False
 
     def _offsets_at(self, users: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """UTC offsets of ``users`` at exact times ``t`` (broadcast) and at the start of the
@@ -843,29 +918,29 @@ class FeatureState:
         Returns the float32 rows flat (``n * N_FEATURES``; ``tobytes()`` equals the array's);
         the server's decision pass (``tests/serve/test_engine_few.py`` compares it with
         :meth:`features`)."""
-        a = self.a
-        ring, how, how_tot = a.ring, a.how, a.how_tot
-        last_push, before = a.last_push, a.last_push_before
+        v = self._views()
+        ring, how, how_tot, cap = v.ring, v.how, v.how_tot, v.cap
+        last_push, before = v.last_push, v.before
+        r1, r2 = _RING * cap, 2 * _RING * cap  # the opens and activity rings
         kp, k = self._k_prior_how_l, self._shrink_how32
         o_shift, s_shift = self._eng_shift_l
-        pack, unpack = _F32X3.pack, _F32X3.unpack
-        out = array("f")
+        pack, unpack, row = _F32X3.pack, _F32X3.unpack, _F32ROW.pack
+        parts = []
         for u, b, h, d in zip(users, buckets, hour, dow, strict=True):
-            lp = last_push.item(u)
+            lp = last_push[u]
             if lp >= b:
-                lp = before.item(u)
-            now, ago, day = b % _RING, (b - 168) % _RING, (b - 24) % _RING
-            sends, opens, acts = ring.item(0, now, u), ring.item(1, now, u), ring.item(2, now, u)
+                lp = before[u]
+            now, ago = b % _RING * cap + u, (b - 168) % _RING * cap + u
+            sends, opens, acts = ring[now], ring[r1 + now], ring[r2 + now]
             i = d * 24 + h
             # the three float32 sums at once; the last rounding (of the row's values) is the
-            # array's own
-            den, num, n_sent = unpack(pack(how_tot.item(u) + k, opens + o_shift,
-                                           sends + s_shift))
-            out.extend((h, d, min(b - lp, HOURS_CAP), sends - ring.item(0, day, u),
-                        sends - ring.item(0, ago, u), opens - ring.item(1, ago, u),
-                        (how.item(i, u) + kp[i]) / den * 168.0, num / n_sent,
-                        acts - ring.item(2, ago, u)))
-        return out
+            # array's own (struct's native "f": the C cast of the double, as numpy's)
+            den, num, n_sent = unpack(pack(how_tot[u] + k, opens + o_shift, sends + s_shift))
+            parts.append(row(h, d, min(b - lp, HOURS_CAP),
+                             sends - ring[(b - 24) % _RING * cap + u], sends - ring[ago],
+                             opens - ring[r1 + ago], (how[i * cap + u] + kp[i]) / den * 168.0,
+                             num / n_sent, acts - ring[r2 + ago]))
+        return array("f", parts[0] if len(parts) == 1 else b"".join(parts))
 
     def affinity(self, users: np.ndarray, categories: np.ndarray) -> np.ndarray:
         """Item affinity for user/category pairs (broadcast), committed activity only.
@@ -910,7 +985,7 @@ class FeatureState:
         u = np.asarray(users, dtype=np.int64)
         how = self.a.how[:, u].T.astype(np.float64)
         k = self.spec.shrink_how
-        return (how + k * self._prior_how) / (how.sum(axis=1, keepdims=True) + k)
+        return (how + self._k_prior_how) / (how.sum(axis=1, keepdims=True) + k)
 
     def day_profile(self, users: np.ndarray, dow: np.ndarray,
                     pool: str = "weekpart") -> np.ndarray:
@@ -970,7 +1045,7 @@ class FeatureState:
         return self._pooled(np.asarray(users, dtype=np.int64), pool)
 
     def how_cached(self, key: Hashable, users: np.ndarray | list[int],
-                   compute: Callable[[np.ndarray], np.ndarray]) -> list[np.ndarray]:
+                   compute: Callable[[np.ndarray], Any]) -> list[Any]:
         """Per-user values derived from the users' hour-of-week counts only, cached.
 
         ``compute(users[miss])`` returns one row per user (e.g. :meth:`pooled_profiles`);
@@ -988,13 +1063,12 @@ class FeatureState:
         """
         cache = self._profiles
         uids = users if isinstance(users, list) else users.tolist()
-        how_ver = self.a.how_ver
-        ver = [how_ver.item(u) for u in uids]
+        how_ver = self._views().how_ver
         rows: list[Any] = []  # filled below where missing
         miss: list[int] = []
-        for i, (ui, vi) in enumerate(zip(uids, ver, strict=True)):
+        for i, ui in enumerate(uids):
             hit = cache.get((key, ui))
-            if hit is not None and hit[0] == vi:
+            if hit is not None and hit[0] == how_ver[ui]:
                 rows.append(hit[1])
             else:
                 rows.append(None)
@@ -1005,7 +1079,7 @@ class FeatureState:
                 cache.clear()
             for j, i in enumerate(miss):
                 rows[i] = got[j]
-                cache[(key, uids[i])] = (ver[i], got[j])
+                cache[(key, uids[i])] = (how_ver[uids[i]], got[j])
         return rows
 
     def _pooled_cached(self, users: np.ndarray, pool: str) -> np.ndarray:
@@ -1042,8 +1116,13 @@ def weekpart_means(by_day: np.ndarray) -> np.ndarray:
         ``mean(axis=1)`` of each part, without its overhead).
     """
     x = np.asarray(by_day, dtype=np.float64)
-    return np.stack([np.add.reduce(x[:, :5], axis=1) / 5, np.add.reduce(x[:, 5:], axis=1) / 2],
-                    axis=1)
+    out = np.empty((x.shape[0], 2, x.shape[2]))
+    week, end = out[:, 0], out[:, 1]
+    np.add.reduce(x[:, :5], axis=1, out=week)  # (the sums of np.stack's former form, in place)
+    np.add.reduce(x[:, 5:], axis=1, out=end)
+    week /= 5
+    end /= 2
+    return out
 
 
 def _f32(x: float) -> float:
@@ -1054,6 +1133,9 @@ def _f32(x: float) -> float:
 
 _F32 = struct.Struct("f")
 _F32X3 = struct.Struct("3f")
+_F32ROW = struct.Struct(f"{N_FEATURES}f")  # one row of raw features (features_few)
+_UNSEEN: Any = object()
+_STARTS_MAX = 1 << 14  # (zone, bucket) clocks kept by decision_clock_few before starting anew
 
 
 def _buckets(bucket: int | np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -29,6 +29,7 @@ trained on the whole log, or on the other split of it, has seen the evaluated us
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -73,11 +74,24 @@ def key_uniform(keys: Iterable[str], salt: str) -> np.ndarray:
 
 def key_uniforms(keys: Iterable[str], salt: str) -> list[float]:
     """:func:`key_uniform` as Python floats (the server's few-rows decision pass)."""
-    k = salt.encode()
-    # (the int -> double conversion is correctly rounded in Python as in numpy, and the
-    # division by 2**64 exact: the same doubles as dividing the array, one numpy call less)
-    return [int.from_bytes(hashlib.blake2b(k + s.encode(), digest_size=8).digest(),
-                           "big") / 2.0**64 for s in keys]
+    base = _salted(salt)
+    out = []
+    for s in keys:
+        # blake2b(salt + key) as a copy of the salt's state fed the key (the same digest;
+        # ~4x cheaper than a new hash object per key)
+        h = base.copy()
+        h.update(s.encode())
+        # (the int -> double conversion is correctly rounded in Python as in numpy, and the
+        # division by 2**64 exact: the same doubles as dividing the array, one numpy call
+        # less)
+        out.append(int.from_bytes(h.digest(), "big") / 2.0**64)
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def _salted(salt: str) -> Any:
+    """The 8-byte blake2b state after ``salt`` (:func:`key_uniforms` copies it per key)."""
+    return hashlib.blake2b(salt.encode(), digest_size=8)
 
 
 def check_holdout_frac(frac: float) -> float:

@@ -138,6 +138,8 @@ class MostActiveHour(TimingPolicy):
         self.min_gap_hours = int(min_gap_hours)
         self._in_window = _window_hours(self.window)
         self._in_window_l: list[bool] = self._in_window.tolist()
+        #: :meth:`_ranks`' key in the feature state's per-user cache (a str: its hash is kept)
+        self._rank_key = f"most-active-hour:{self.pool}:{self.window[0]}-{self.window[1]}"
         if self._in_window.sum() < self.sends_per_day:
             raise ValueError(f"`window` {self.window} has fewer hours than "
                              f"`sends_per_day`={self.sends_per_day}; widen it")
@@ -173,10 +175,9 @@ class MostActiveHour(TimingPolicy):
             # activity counts change (the same ranks as below, computed once per user)
             st = ctx.state
             users = np.asarray(ctx.user_index)[rows]
-            ranks = st.how_cached(("most-active-hour", self.pool, self.window), users,
-                                  lambda us: self._ranks(st, us))
+            ranks = st.how_cached(self._rank_key, users, lambda us: self._ranks(st, us))
             part = pool_part(ctx.features[rows, F["local_dow"]], self.pool).tolist()
-            send[rows] = [int(r[p, h]) < self.sends_per_day
+            send[rows] = [r[p][h] < self.sends_per_day
                           for r, p, h in zip(ranks, part, hour[rows].tolist(), strict=True)]
         elif rows.size:
             prof = np.where(self._in_window[None, :], self.day_profile(ctx, rows), -np.inf)
@@ -201,22 +202,29 @@ class MostActiveHour(TimingPolicy):
                  if g >= gap and t < k and win[h]]
         send = [False] * len(hour)
         if could:
-            ranks = state.how_cached(("most-active-hour", self.pool, self.window),
-                                     [users[i] for i in could],
+            ranks = state.how_cached(self._rank_key, [users[i] for i in could],
                                      lambda us: self._ranks(state, us))
+            pool = self.pool
             for i, r in zip(could, ranks, strict=True):
-                send[i] = r.item(pool_part(dow[i], self.pool), hour[i]) < k
+                send[i] = r[pool_part(dow[i], pool)][hour[i]] < k
         return send
 
-    def _ranks(self, state: FeatureState, users: np.ndarray) -> np.ndarray:
-        """``(k, P, 24)`` rank of every in-window local hour within its day part's profile
-        (0 = most active; ties to the earlier hour): what :meth:`_action_dist` compares
-        with ``sends_per_day``, for every hour at once."""
+    def _ranks(self, state: FeatureState, users: np.ndarray) -> list[list[list[int]]]:
+        """Per user, the ``[P][24]`` rank of every local hour within its day part's profile
+        (0 = most active; ties to the earlier hour; hours outside ``window`` rank after
+        every hour inside it): what :meth:`_action_dist` compares with ``sends_per_day``,
+        for every hour at once, as Python ints (read one at a time)."""
         prof = np.where(self._in_window, state.pooled_profiles(users, self.pool), -np.inf)
-        ph = prof[..., :, None]  # (k, P, 24 hours h, 1)
-        other = prof[..., None, :]  # (k, P, 1, 24 hours j)
-        ahead = (other > ph) | ((other == ph) & _EARLIER)
-        return ahead.sum(axis=-1)
+        if not state.spec.shrink_how > 0 and np.isnan(prof).any():
+            # (a profile 0 / 0 without shrinkage: NaN compares unequal to itself)
+            ph = prof[..., :, None]  # (k, P, 24 hours h, 1)
+            other = prof[..., None, :]  # (k, P, 1, 24 hours j)
+            return ((other > ph) | ((other == ph) & _EARLIER)).sum(axis=-1).tolist()
+        # the rank of hour h = the hours more active + the earlier hours as active = h's
+        # place in the stable sort of the hours by descending activity (its inverse
+        # permutation: the same ints as counting the comparisons above)
+        return (np.argsort(-prof, axis=-1, kind="stable")
+                .argsort(axis=-1, kind="stable").tolist())
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "sends_per_day": self.sends_per_day,

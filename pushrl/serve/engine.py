@@ -54,6 +54,15 @@ _DECISION_SQL = (
     "INSERT INTO decisions(decision_id, seq, user_id, ts, sent, item_id, pscore, pscore_send, "
     "pscore_item, policy, item_policy, reason, candidates, context, features, holdout, "
     "p_holdout) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+#: :data:`_DECISION_SQL` of a row without candidates, context or holdout arm (the usual one),
+#: with an item (``_SEND_SQL``) or without (``_WAIT_SQL``): the columns that are NULL left
+#: out (they default to NULL: the same stored row; sqlite3 binds a NULL at ~1k instructions)
+_SEND_SQL = (
+    "INSERT INTO decisions(decision_id, seq, user_id, ts, sent, item_id, pscore, pscore_send, "
+    "pscore_item, policy, item_policy, reason, features) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)")
+_WAIT_SQL = (
+    "INSERT INTO decisions(decision_id, seq, user_id, ts, sent, pscore, pscore_send, policy, "
+    "reason, features) VALUES (?,?,?,?,?,?,?,?,?,?)")
 _SHADOW_SQL = "INSERT INTO shadow VALUES (?,?,?,?,?,?,?)"
 _TRIGGER_DECISION_SQL = (
     "INSERT INTO decisions(decision_id, seq, user_id, ts, sent, item_id, pscore, pscore_send, "
@@ -62,9 +71,9 @@ _TRIGGER_DECISION_SQL = (
 _TRIGGER_SENT_SQL = "UPDATE triggers SET status='sent', decision_id=? WHERE trigger_id=?"
 #: Passes of up to this many rows run :meth:`Engine._decide_few` (plain Python numbers) when
 #: it covers the configuration; larger passes, or what it does not cover, the array pass.
-#: (callgrind, benchmarks/engine_pass.py: the few-rows pass costs 0.49x the array pass's
-#: instructions at 1 row, 0.59x at 8, 0.70x at 12, 0.81x at 16)
-FEW_ROWS = 16
+#: (callgrind, benchmarks/engine_pass.py, 2026-12-06: the few-rows pass costs 0.84x the
+#: array pass's instructions at 24 rows, 0.90x at 32, 1.23x at 64)
+FEW_ROWS = 32
 
 
 @dataclass
@@ -335,10 +344,6 @@ class Engine:
         uniforms here: :class:`KeyedDraws`); ``ts`` overrides the rows' times."""
         return KeyedDraws(self._bitgen, self.seed, stream, [r.user_id for r in rows],
                           [r.ts for r in rows] if ts is None else ts)
-
-    def _next_id(self) -> str:
-        self._id_count += 1
-        return f"{self._id_prefix}{self._id_count:012x}"
 
     # ------------------------------------------------------------------ item contexts
     def _encoding(self, loaded: Loaded) -> tuple[ItemCatalog, ContextEncoder, np.ndarray]:
@@ -698,24 +703,42 @@ class Engine:
         """The decision rows (appended to ``stmts``) and response bodies of a pass, from its
         columns; ``rb``: the ``(n, N_FEATURES)`` float32 raw features as bytes."""
         st, item_label = self.state, self.policies.item.label
-        w = len(rb) // len(rows) if rows else 0
+        n = len(rows)
+        w = len(rb) // n if n else 0
+        st.check_writable()
+        seq0, st.seq = st.seq, st.seq + n  # (next_seq for each row: one block)
+        prefix, id0 = self._id_prefix, self._id_count
+        self._id_count += n
+        bare = p_hold is None  # (then a row without candidates, context or arm: _SHORT_SQL)
         out = []
         for i, r in enumerate(rows):
-            did = self._next_id()
-            sent = send_l[i]
-            stmts.append((_DECISION_SQL, (
-                did, st.next_seq(), r.user_id, ts_l[i], int(sent), items[i], ps_l[i], pss_l[i],
-                pi_l[i] if items[i] else None, labels[i], item_label if items[i] else None,
-                why[i],
-                None if r.candidates is None else json.dumps(
-                    [st.item_list[c].item_id for c in r.candidates]),
-                None if r.context is None else json.dumps(r.context, sort_keys=True),
-                rb[i * w:(i + 1) * w], None if arm_l[i] is None else int(bool(arm_l[i])),
-                p_hold)))
-            out.append({"decision_id": did, "send": sent, "item_id": items[i],
-                        "pscore": ps_l[i], "p_send": pss_l[i], "policy": labels[i],
+            did = f"{prefix}{id0 + i + 1:012x}"  # (as hex_ids formats them)
+            sent, item, ps, pss, arm = send_l[i], items[i], ps_l[i], pss_l[i], arm_l[i]
+            feats = rb[i * w:(i + 1) * w]
+            if bare and arm is None and r.candidates is None and r.context is None:
+                # the NULL columns left out (the same stored row: they default to NULL)
+                if item is None:
+                    row: tuple[Any, ...] = (_WAIT_SQL, (
+                        did, seq0 + i + 1, r.user_id, ts_l[i], int(sent), ps, pss, labels[i],
+                        why[i], feats))
+                else:
+                    row = (_SEND_SQL, (
+                        did, seq0 + i + 1, r.user_id, ts_l[i], int(sent), item, ps, pss,
+                        pi_l[i] if item else None, labels[i], item_label if item else None,
+                        why[i], feats))
+            else:
+                row = (_DECISION_SQL, (
+                    did, seq0 + i + 1, r.user_id, ts_l[i], int(sent), item, ps, pss,
+                    pi_l[i] if item else None, labels[i], item_label if item else None, why[i],
+                    None if r.candidates is None else json.dumps(
+                        [st.item_list[c].item_id for c in r.candidates]),
+                    None if r.context is None else json.dumps(r.context, sort_keys=True),
+                    feats, None if arm is None else int(bool(arm)), p_hold))
+            stmts.append(row)
+            out.append({"decision_id": did, "send": sent, "item_id": item,
+                        "pscore": ps, "p_send": pss, "policy": labels[i],
                         "item_policy": item_label if sent else None, "reason": why[i],
-                        "ts": iso(ts_l[i]), "send_at": None, "holdout": arm_l[i],
+                        "ts": iso(ts_l[i]), "send_at": None, "holdout": arm,
                         "p_holdout": p_hold})
         return out
 
@@ -748,14 +771,12 @@ class Engine:
             tl.append(r.ts)
         bl = [t // HOUR for t in tl]
         fs = st.fs
-        clock = fs.a.clock
-        if (len(set(ul)) < len(ul)
-                or any(b < clock.item(u) for u, b in zip(ul, bl, strict=True))):
+        if len(set(ul)) < len(ul) or fs.behind_few(ul, bl):
             return None  # (the array pass refuses a decision before the user's state)
         cl = fs.decision_clock_few(ul, tl)
         if cl is None:
             return None
-        self.check_items(ps.item, rows)
+        self._encoding(ps.item)  # (check_items without candidates: refuses a mismatched catalog)
         stmts = st.advance_few(ul, bl)
         try:
             return self._pass_few(rows, ul, tl, bl, cl, timing, stmts), stmts
@@ -768,13 +789,12 @@ class Engine:
                   stmts: list[Statement]) -> list[dict[str, Any]]:
         """:meth:`_decide_few` after the advance: guardrails, features, timing, items, rows."""
         st, ps, n = self.state, self.policies, len(rows)
-        hours, days = [c[0] for c in cl], [c[2] for c in cl]
+        hours, _, days, b_hour, b_dow, _ = (list(c) for c in zip(*cl, strict=True))
         today, week = st.sends.counts_few(ul, bl, days)
         subs = st.subscriptions
         codes = self.guardrails.verdict_few(
             hours, today, week, None if subs.n_unsubscribed == 0 else subs.get_few(ul))
         allowed = [c == ALLOWED for c in codes]
-        b_hour, b_dow = [c[3] for c in cl], [c[4] for c in cl]
         feats = st.fs.features_few(ul, bl, b_hour, b_dow)
         gap = feats[F["hours_since_push"]::N_FEATURES].tolist()
         pol = timing.policy
@@ -815,7 +835,8 @@ class Engine:
                              why, [None] * n, st.held_out.share, feats.tobytes(), stmts)
         decisions, sends = self._counters(timing.label)
         decisions.inc(n)
-        sends.inc(len(sel))
+        if sel:
+            sends.inc(len(sel))
         return out
 
     def _items_few(self, loaded: Loaded, rows: list[DecideRow], u: np.ndarray,

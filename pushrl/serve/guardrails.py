@@ -98,9 +98,11 @@ class SendHistory:
         if users:
             self.today.resize(max(users) + 1)
         get = self._buckets.get
-        return self.today.get_few(users, days), [
-            sum(1 for x in get(user, ()) if in_week_window(x, b))
-            for user, b in zip(users, buckets, strict=True)]
+        week = []
+        for user, b in zip(users, buckets, strict=True):
+            sent = get(user)
+            week.append(sum(1 for x in sent if in_week_window(x, b)) if sent else 0)
+        return self.today.get_few(users, days), week
 
     def counts(self, users: np.ndarray, buckets: np.ndarray,
                days: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -162,4 +162,31 @@ def test_most_active_hour_small_passes_equal_large(pool: str) -> None:
             small = pol.action_dist(TimingContext(raw[sl], allowed[sl], users[sl], b, fs,
                                                   today[sl]))
             assert np.array_equal(small, big[sl]), (step, lo)
-    assert any(k[0][0] == "most-active-hour" for k in fs._profiles)
+    assert any(k[0].startswith("most-active-hour") for k in fs._profiles)
+
+
+@pytest.mark.parametrize("pool", ["day", "weekpart", "week"])
+def test_most_active_hour_ranks_equal_comparison_counts(pool: str) -> None:
+    """The hour ranks (a stable sort's inverse permutation) equal the count of more active
+    and earlier equally active hours, on random profiles full of ties (few activity counts,
+    a flat prior), windows wrapping midnight or not, one or many users per call."""
+    from pushrl.data.features import weekpart_means
+    from pushrl.policies.timing_baselines import _EARLIER
+
+    rng = np.random.default_rng(5)
+    spec = FeatureSpec((), {}, tuple([1 / 168] * 168), ())
+    for trial in range(30):
+        n = int(rng.integers(1, 7))
+        fs = FeatureState(spec, ["UTC"] * n, 0)
+        fs.a.how[:, :n] = rng.integers(0, 3, (168, n)) * (rng.random((168, n)) < 0.3)
+        lo, hi = (int(x) for x in rng.integers(0, 25, 2))
+        pol = MostActiveHour(pool=pool, window=(lo, hi) if lo != hi else (0, 24))
+        users = np.arange(n)
+        prof = np.where(pol._in_window, fs.pooled_profiles(users, pool), -np.inf)
+        want = ((prof[..., None, :] > prof[..., :, None])
+                | ((prof[..., None, :] == prof[..., :, None]) & _EARLIER)).sum(axis=-1)
+        assert pol._ranks(fs, users) == want.tolist(), trial
+        by_day = rng.random((n, 7, 24))
+        old = np.stack([np.add.reduce(by_day[:, :5], axis=1) / 5,
+                        np.add.reduce(by_day[:, 5:], axis=1) / 2], axis=1)
+        assert weekpart_means(by_day).tobytes() == old.tobytes()

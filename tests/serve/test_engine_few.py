@@ -6,8 +6,8 @@ ONE randomised test for the scalar forms of the rules it runs (``FeatureState.fe
 / ``decision_clock_few`` / ``advance_few``, ``SendHistory.counts_few`` / ``DayCount.get_few``,
 ``Guardrails.verdict_few``, ``MostActiveHour.send_few``, ``normalise_two`` / ``sample_two``,
 ``Subscriptions.get_few``): two servers from the same seed take the same random stream of
-decide passes (1-18 users, sometimes with candidates), organic events, feedback (opens,
-clicks, unsubscribes) and late decisions; one decides every pass with the
+decide passes (1-34 users: both sides of ``FEW_ROWS``; sometimes with candidates), organic
+events, feedback (opens, clicks, unsubscribes) and late decisions; one decides every pass with the
 array pass (``few_rows = 0``), the other with the few-rows pass where it applies. Users
 live in zones with non-whole-hour offsets and DST changes inside an hour bucket (Lord_Howe),
 and the guardrails are tight, so blocked rows, fallbacks and sends all occur.
@@ -64,7 +64,7 @@ def _step(srv: Server, rng: np.random.Generator, t: int, items: list[str],
         if kind < 0.6:
             late = rng.random() < 0.05  # a decision before a user's state: refused alike
             reqs = []
-            for u in rng.choice(N_USERS, int(rng.integers(1, 19)), replace=False).tolist():
+            for u in rng.choice(N_USERS, int(rng.integers(1, 35)), replace=False).tolist():
                 cands = (None if rng.random() < 0.9 else
                          [items[int(i)] for i in rng.choice(len(items), 4, replace=False)])
                 reqs.append(DecideIn(user_id=f"u{u}", ts=t - 7200 * late, candidates=cands))
