@@ -272,14 +272,18 @@ class VWFormatter:
                                                                        int]:
         """Field plan of the candidate lines (values shaped ``(n, k)``)."""
         lay = self.layout
-        plan: list[tuple[Any, Any]] = [(self._items, cand)]
+        # every round with the same candidates (e.g. the whole catalog): one row of indices,
+        # broadcast over the rounds when written (a copy instead of a gather per round)
+        same = cand.shape[0] > 1 and bool((cand == cand[:1]).all())
+        plan: list[tuple[Any, Any]] = [(self._items, cand[:1] if same else cand)]
         dyn = lay.dynamic_columns
         if dyn.size:
             plan.append((f" |{NS_CAND}".encode(), cand))
             cf = np.asarray(ctx.candidate_features)
             for j in dyn:
                 v = cf[:, :, j].astype(np.float64)
-                plan.append((_Numeric.plan(vw_name(lay.candidate_feature_names[j]), v), v))
+                num = _Numeric.plan(vw_name(lay.candidate_feature_names[j]), v)
+                plan.append(_distinct_columns(num, v) or (num, v))
         return plan, sum(_width(f) for f, _ in plan)
 
     def to_bytes(self, ctx: ItemContext, labels: CBLabels | None = None) -> bytes:
@@ -296,11 +300,11 @@ class VWFormatter:
         cand = np.asarray(ctx.candidates, np.int64)
         mask = np.asarray(ctx.mask, bool)
         n, k = cand.shape
-        if labels is not None:  # logged action first
-            ctx = _logged_first(ctx, np.asarray(labels.action, np.int64))
-            cand, mask = np.asarray(ctx.candidates, np.int64), np.asarray(ctx.mask, bool)
-        cand = np.clip(cand, 0, len(self._items) - 1)
+        cand = _clip(cand, len(self._items))
         splan, ws = self._shared(ctx)
+        # the candidate lines are formatted in the context's order, then (with labels) each
+        # round's logged line is swapped with its first one: the same bytes as formatting
+        # the swapped context (field widths depend on the set of values, not their order)
         cplan, wc = self._candidate(ctx, cand)
         lab = self._label_bytes(labels) if labels is not None else np.zeros((n, 0), np.uint8)
         wl = lab.shape[1]
@@ -313,6 +317,11 @@ class VWFormatter:
         _fill(lines[:, :, :wc], cplan)
         lines[:, :, wc] = ord("\n")
         block[:, -1] = ord("\n")
+        if labels is not None:  # logged action first
+            a = np.asarray(labels.action, np.int64)
+            _swap_first(_void(lines), a)
+            mask = mask.copy()
+            _swap_first(mask, a)
         if mask.all():
             return block.reshape(-1)
         keep = np.ones(block.shape, bool)
@@ -445,16 +454,45 @@ def _void(a: np.ndarray) -> np.ndarray:
     return a.view(np.dtype((np.void, a.shape[-1])))[..., 0]
 
 
-def _logged_first(ctx: ItemContext, action: np.ndarray) -> ItemContext:
-    """Swap each round's logged candidate ``action[i]`` with its first one (a copy of the
-    candidate columns with two cells per round exchanged; the other candidates keep their
-    places)."""
+def _clip(cand: np.ndarray, n_items: int) -> np.ndarray:
+    """``np.clip(cand, 0, n_items - 1)``; ``cand`` itself when no index is out of range."""
+    if cand.size and (cand.min() < 0 or cand.max() >= n_items):
+        return np.clip(cand, 0, n_items - 1)
+    return cand
+
+
+def _swap_first(x: np.ndarray, action: np.ndarray) -> None:
+    """Swap ``x[i, 0]`` and ``x[i, action[i]]`` in place for every row ``i`` (``x`` is
+    ``(n, k)``; a void view moves whole lines)."""
     r = np.arange(action.shape[0])
-    out = []
-    for x in (ctx.candidates, ctx.mask, ctx.candidate_features):
-        x = np.array(x)  # copy
-        first, logged = x[:, 0].copy(), x[r, action]
-        x[:, 0], x[r, action] = logged, first
-        out.append(x)
-    return ItemContext(ctx.shared, out[0], out[1], out[2], ctx.shared_names,
-                       ctx.candidate_feature_names, ctx.position, ctx.extra)
+    first = x[:, 0].copy()
+    x[:, 0] = x[r, action]
+    x[r, action] = first
+
+
+#: Rounds from which :func:`_distinct_columns` looks for repeated candidate columns (a
+#: decision's few rounds skip the search).
+DEDUP_ROUNDS = 256
+
+
+def _distinct_columns(num: _Numeric, v: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """A ``(table, index)`` plan entry writing the ``(n, k)`` values ``v`` of one candidate
+    column with each distinct candidate column (``v[:, j]`` over all rounds, compared
+    bitwise) formatted once, or None when at most half the columns repeat (or the batch is
+    small). A per-category value such as the user-item affinity repeats across the items of
+    a category: ~10x fewer values to format. Equal values give equal text, so the bytes are
+    those of ``num.write(out, v)``."""
+    n, k = v.shape
+    if n < DEDUP_ROUNDS or k < 4:
+        return None
+    seen: dict[bytes, int] = {}
+    inv = np.fromiter((seen.setdefault(b, len(seen)) for b in map(bytes, v.T.copy())),
+                      np.int64, k)
+    g = len(seen)
+    if 2 * g > k:
+        return None
+    first = np.zeros(g, np.int64)
+    first[inv[::-1]] = np.arange(k)[::-1]  # the first column of each group
+    table = np.empty((n, g, num.width), np.uint8)
+    num.write(table, v[:, first])
+    return table.reshape(n * g, num.width), np.arange(n)[:, None] * g + inv[None, :]

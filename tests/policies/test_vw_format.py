@@ -176,3 +176,54 @@ def test_string_table_pads_each_string_with_blanks(strings: list[str]) -> None:
     w = max((len(s.encode()) for s in strings), default=0)
     assert t.shape == (len(strings), w) and t.dtype == np.uint8
     assert [bytes(r) for r in t] == [s.encode().ljust(w) for s in strings]
+
+
+def _swapped_first(ctx: ItemContext, action: np.ndarray) -> ItemContext:
+    """The context with each round's logged candidate moved first (swapped with candidate
+    0), as the formatter wrote labelled rounds before it swapped formatted lines."""
+    r = np.arange(action.size)
+    out = []
+    for x in (ctx.candidates, ctx.mask, ctx.candidate_features):
+        x = np.array(x)
+        first, logged = x[:, 0].copy(), x[r, action]
+        x[:, 0], x[r, action] = logged, first
+        out.append(x)
+    return ItemContext(ctx.shared, out[0], out[1], out[2], ctx.shared_names,
+                       ctx.candidate_feature_names, ctx.position, ctx.extra)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_large_batches_equal_the_plain_gather(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training-size batches (repeated candidate columns formatted once, one candidate row
+    broadcast, logged lines swapped after formatting) write exactly the bytes of the plain
+    per-cell path on the context with the logged candidates moved first."""
+    from pushrl.policies import vw_format
+
+    rng = np.random.default_rng(seed)
+    n, k, n_items = 300, 12, 12
+    ctx, _ = _ctx(n=n, seed=seed, masked=False)  # its shared columns
+    items = rng.normal(size=(n_items, 2)).astype(np.float32)
+    aligned = seed % 2 == 0  # every round has the whole catalog in order, or its own list
+    cand = (np.broadcast_to(np.arange(n_items), (n, k)).copy() if aligned
+            else np.stack([rng.permutation(n_items)[:k] for _ in range(n)]))
+    group = rng.integers(0, 4, n_items)  # a per-category value: columns repeat
+    aff = rng.uniform(-3, 30, (n, 4)).astype(np.float32)[:, group][np.arange(n)[:, None], cand]
+    aff[rng.random((n, k)) < 0.05 * (seed >= 2)] = 0.0  # some zeros (written as blanks)
+    mask = np.ones((n, k), bool)
+    if seed == 3:
+        mask[rng.random((n, k)) < 0.1] = False
+    cf = np.concatenate([items[cand], aff[:, :, None]], axis=2)
+    ctx = ItemContext(ctx.shared, cand, mask, cf, ctx.shared_names, ctx.candidate_feature_names,
+                      ctx.position)
+    lay = VWLayout.from_catalog(ctx.shared_names, ctx.candidate_feature_names,
+                                np.array([f"i{j}" for j in range(n_items)]), items,
+                                ("price", "quality"))
+    action = np.argmax(rng.random((n, k)) * mask, axis=1)
+    lab = CBLabels(action, -rng.random(n), rng.uniform(0.01, 1, n))
+    fmt = VWFormatter(lay)
+    got = fmt.to_bytes(ctx, lab)
+    monkeypatch.setattr(vw_format, "DEDUP_ROUNDS", 10**9)  # no repeated-column search
+    ref = fmt.to_bytes(_swapped_first(ctx, action), CBLabels(np.zeros(n, np.int64), lab.cost,
+                                                             lab.pscore))
+    assert got == ref
+    assert fmt.to_bytes(ctx) == VWFormatter(lay).to_bytes(ctx)  # unlabelled, no search
