@@ -1386,7 +1386,7 @@ def iter_replay(ds: Dataset, spec: FeatureSpec, *, with_affinity: bool = True,
             raise ValueError("compact=True needs need= (the rows to hold)")
         kept = np.flatnonzero(need)
         # slot[r]: the arrays' row of pushes row r (its rank among the needed rows)
-        slot = np.cumsum(need, dtype=np.int64) - 1
+        slot = np.cumsum(need.astype(np.int64)) - 1  # (not dtype=: a casting cumsum is ~20x slower)
     n_out = len(p) if kept is None else kept.size
     feats = np.zeros((n_out, N_FEATURES), np.float32)
     aff = np.ones(n_out, np.float32)
