@@ -30,7 +30,10 @@ def test_isin_equals_pandas(seed: int, kind: str) -> None:
              pd.Index([*pool[:10], None], dtype=object),         # a missing value among them
              ("u1", "u3", "nobody"), pd.Index([], dtype=object),
              [np.str_("u2"), b"u4", 5, float("nan"), "u5"],         # not all strings
-             {"u6", "u7"}, pd.Index(pool[5:30], dtype="str")]
+             {"u6", "u7"}, pd.Index(pool[5:30], dtype="str"),
+             # unique indexes (the accepted users/items): looked up through their hash table
+             pd.Index(np.unique(pool[rng.integers(0, 40, 25)].astype(str))),
+             pd.Index(["u1", 5, "u9", None], dtype=object), pd.Index([3, 4])]
     for values in known:
         got = isin(s, values)
         assert got.dtype == bool and got.shape == (len(s),)
