@@ -345,6 +345,15 @@ class Engine:
         return KeyedDraws(self._bitgen, self.seed, stream, [r.user_id for r in rows],
                           [r.ts for r in rows] if ts is None else ts)
 
+    def _block(self, n: int) -> tuple[int, list[str]]:
+        """One block of ``n`` journal seq numbers (``seq0 + 1 .. seq0 + n``; refused while
+        the state is frozen) and their ``n`` decision ids, in order: ``(seq0, ids)``."""
+        st = self.state
+        st.check_writable()
+        seq0, st.seq = st.seq, st.seq + n
+        id0, self._id_count = self._id_count, self._id_count + n
+        return seq0, hex_ids(self._id_prefix, id0 + 1, n)
+
     # ------------------------------------------------------------------ item contexts
     def _encoding(self, loaded: Loaded) -> tuple[ItemCatalog, ContextEncoder, np.ndarray]:
         """:func:`encoding` of a policy, cached until the catalog changes."""
@@ -546,11 +555,7 @@ class Engine:
         p_hold = st.held_out.share
         arm = None if p_hold is None else 0
         st.sends.record_many(ul, ts, days)  # distinct users (one due send each)
-        st.check_writable()
-        seq0, st.seq = st.seq, st.seq + n  # one block of seq numbers and decision ids
-        id0, self._id_count = self._id_count, self._id_count + n
-        prefix = self._id_prefix
-        dids = hex_ids(prefix, id0 + 1, n)
+        seq0, dids = self._block(n)
         p_arm = [float(p or 1.0) for p in p_tr]
         pscore = [a * q for a, q in zip(p_arm, pl, strict=True)]
         reasons = list(map(_trigger_reason, kinds))
@@ -705,14 +710,11 @@ class Engine:
         st, item_label = self.state, self.policies.item.label
         n = len(rows)
         w = len(rb) // n if n else 0
-        st.check_writable()
-        seq0, st.seq = st.seq, st.seq + n  # (next_seq for each row: one block)
-        prefix, id0 = self._id_prefix, self._id_count
-        self._id_count += n
-        bare = p_hold is None  # (then a row without candidates, context or arm: _SHORT_SQL)
+        seq0, dids = self._block(n)
+        bare = p_hold is None  # (then a row without candidates, context or arm: _SEND/_WAIT_SQL)
         out = []
         for i, r in enumerate(rows):
-            did = f"{prefix}{id0 + i + 1:012x}"  # (as hex_ids formats them)
+            did = dids[i]
             sent, item, ps, pss, arm = send_l[i], items[i], ps_l[i], pss_l[i], arm_l[i]
             feats = rb[i * w:(i + 1) * w]
             if bare and arm is None and r.candidates is None and r.context is None:
