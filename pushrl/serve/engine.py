@@ -348,9 +348,7 @@ class Engine:
     def _block(self, n: int) -> tuple[int, list[str]]:
         """One block of ``n`` journal seq numbers (``seq0 + 1 .. seq0 + n``; refused while
         the state is frozen) and their ``n`` decision ids, in order: ``(seq0, ids)``."""
-        st = self.state
-        st.check_writable()
-        seq0, st.seq = st.seq, st.seq + n
+        seq0 = self.state.take_seqs(n)
         id0, self._id_count = self._id_count, self._id_count + n
         return seq0, hex_ids(self._id_prefix, id0 + 1, n)
 

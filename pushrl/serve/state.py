@@ -148,10 +148,15 @@ class ServerState:
 
     # ------------------------------------------------------------------ helpers
     def next_seq(self) -> int:
-        """Next journal sequence number."""
+        """Next journal sequence number (refused while :attr:`frozen`)."""
+        return self.take_seqs(1) + 1
+
+    def take_seqs(self, n: int) -> int:
+        """Reserve one block of ``n`` journal sequence numbers, ``seq0 + 1 .. seq0 + n``,
+        and return ``seq0`` (refused while :attr:`frozen`, before anything is taken)."""
         self.check_writable()
-        self.seq += 1
-        return self.seq
+        seq0, self.seq = self.seq, self.seq + n
+        return seq0
 
     def op(self, kind: int, users: np.ndarray, buckets: np.ndarray,
            args: np.ndarray | None = None) -> list[Statement]:
@@ -163,7 +168,7 @@ class ServerState:
         a = np.zeros(len(users), np.int64) if args is None else np.asarray(args, np.int64)
         apply_op(self.fs, kind, users, buckets, self._categories(a) if kind == OP_ACTIVITY else a)
         n = len(a)
-        seq0, self.seq = self.seq, self.seq + n  # one block of seq numbers
+        seq0 = self.take_seqs(n)
         return [(OP_SQL, Many(zip(range(seq0 + 1, seq0 + n + 1), repeat(kind, n),
                                   users.tolist(), buckets.tolist(), a.tolist(),
                                   repeat(None, n), strict=True)))]
@@ -178,7 +183,7 @@ class ServerState:
     def _op_rows(self, kind: int, users: list[int], buckets: list[int]) -> list[Statement]:
         """The journal rows of an op without arguments (one block of seq numbers)."""
         n = len(users)
-        seq0, self.seq = self.seq, self.seq + n
+        seq0 = self.take_seqs(n)
         if n <= _FEW:  # a decision's few rows: plain tuples are cheaper than a Many
             return [(OP_SQL, (seq0 + j, kind, u, b, 0, None)) for j, (u, b) in
                     enumerate(zip(users, buckets, strict=True), 1)]

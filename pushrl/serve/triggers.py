@@ -383,9 +383,8 @@ class ServerTriggers:
                                        subscribed,
                                        held_out=st.held_out.mask(users),
                                        held_out_kinds=st.held_out_kinds.masks(users))
-        st.check_writable()
-        seq, b = st.seq, ts // HOUR  # one block of seq numbers, one statement per op kind
         ns, nr = len(res.sent), len(res.requeued)
+        seq, b = st.take_seqs(ns + nr), ts // HOUR  # one block, one statement per op kind
         stmts: list[Statement] = []
         if ns + nr <= 4:  # a decision's few rows: plain statements
             stmts += [(OP_SQL, (seq + j, OP_TRIGGER_SENT, t.user, b, ts, t.trigger_id))
@@ -393,7 +392,6 @@ class ServerTriggers:
             stmts += [(OP_SQL, (seq + ns + j, OP_TRIGGER_REQUEUE, t.user, b,
                                 int(t.due_ts or 0), t.trigger_id))
                       for j, t in enumerate(res.requeued, 1)]
-            st.seq = seq + ns + nr
             self._count(res)
             return res, stmts
         if ns:
@@ -407,7 +405,6 @@ class ServerTriggers:
                 [t.user for t in res.requeued], repeat(b, nr),
                 [int(t.due_ts or 0) for t in res.requeued],
                 [t.trigger_id for t in res.requeued], strict=True))))
-        st.seq = seq + nr
         self._count(res)
         return res, stmts
 
