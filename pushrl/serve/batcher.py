@@ -100,7 +100,7 @@ class DecisionBatcher:
             self._hold.cancel()
             self._hold = None
             self._backoff_next = 1
-            loop.call_soon(self._run_batch, False)
+            loop.call_soon(self._run_batch, False, loop)
         else:
             self._hold_times[1] = loop.time()
         return fut
@@ -108,17 +108,21 @@ class DecisionBatcher:
     def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._waiting and not self._batch_scheduled and not self._in_flight:
             self._batch_scheduled = True
-            loop.call_soon(self._run_batch)
+            loop.call_soon(self._run_batch, True, loop)
 
-    def _run_batch(self, hold: bool = True) -> None:
-        if hold and len(self._waiting) < self._expect:  # wait for the answered clients
+    def _run_batch(self, hold: bool = True,
+                   loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Decide the waiting requests (``loop``: the running loop, when the caller has it:
+        each ``asyncio.get_running_loop()`` is a ``getpid()`` system call)."""
+        if loop is None:
             loop = asyncio.get_running_loop()
+        if hold and len(self._waiting) < self._expect:  # wait for the answered clients
             self._hold_times[:] = [loop.time()] * 2
             self._hold = loop.call_later(HOLD_SECONDS, self._release)
             return
         busy = self.srv.busy
         if busy is not None:  # a worker thread works on the state: go once it is done
-            busy.add_done_callback(lambda _: self._run_batch(False))
+            busy.add_done_callback(lambda _: self._run_batch(False, loop))
             return
         self._batch_scheduled = False
         self._expect = 0
@@ -155,7 +159,7 @@ class DecisionBatcher:
                         f.set_exception(exc)
                 continue
             self._in_flight += 1
-            self.srv.commit_cb(stmts, self._finisher(outs, futs))
+            self.srv.commit_cb(stmts, self._finisher(outs, futs, loop))
 
     def _release(self) -> None:
         """The wait's timer: wait on while requests keep coming (module docstring), else
@@ -169,15 +173,16 @@ class DecisionBatcher:
         self._hold = None
         self._backoff = self._backoff_next
         self._backoff_next = min(2 * self._backoff_next, HOLD_BACKOFF)
-        loop.call_soon(self._run_batch, False)
+        loop.call_soon(self._run_batch, False, loop)
 
-    def _finisher(self, outs: list[dict[str, Any]], futs: list[asyncio.Future[dict[str, Any]]]
-                  ) -> Callable[[BaseException | None], None]:
-        """The callback that answers a pass's requests once its commit is durable (on the
-        loop, called by the log writer's wake-up: no task, no commit future)."""
+    def _finisher(self, outs: list[dict[str, Any]], futs: list[asyncio.Future[dict[str, Any]]],
+                  loop: asyncio.AbstractEventLoop) -> Callable[[BaseException | None], None]:
+        """The callback that answers a pass's requests once its commit is durable (on
+        ``loop``, the running one, called by the log writer's wake-up: no task, no commit
+        future)."""
         def finish(err: BaseException | None) -> None:
             self._in_flight -= 1
-            asyncio.get_running_loop().call_soon(answer, err)
+            loop.call_soon(answer, err)
 
         def answer(err: BaseException | None) -> None:
             # one loop iteration after the commit (as when a task awaited it): these answers,
@@ -194,5 +199,5 @@ class DecisionBatcher:
                 self._backoff -= 1
             else:
                 self._expect = min(len(futs) + len(self._waiting), HOLD_ROWS)
-            self._schedule(asyncio.get_running_loop())
+            self._schedule(loop)
         return finish
