@@ -106,7 +106,9 @@ def _flat_encoder(keys: tuple[Any, ...]) -> Callable[[dict[str, Any]], bytes | N
         return None""")
     template = "{" + ", ".join(esc(k).replace("%", "%%") + ": %s" for k in keys) + "}"
     lines.append(f"    return ({template!r} % ({', '.join(names)},)).encode()")
-    scope: dict[str, Any] = {"esc": esc, "frepr": float.__repr__, "irepr": int.__repr__,
+    # (``repr`` of an exact float or int is its type's ``__repr__``; the builtin is a direct
+    # call, the unbound slot wrapper a descriptor call: ~1.2k instructions more per value)
+    scope: dict[str, Any] = {"esc": esc, "frepr": repr, "irepr": repr,
                              "isfinite": math.isfinite, "nonfinite": _nonfinite}
     exec("\n".join(lines), scope)  # (code built from escaped keys only)
     return scope["encode"]  # type: ignore[no-any-return]
