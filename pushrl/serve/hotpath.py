@@ -89,11 +89,11 @@ def _flat_encoder(keys: tuple[Any, ...]) -> Callable[[dict[str, Any]], bytes | N
     names = [f"v{i}" for i in range(len(keys))]
     lines = [f"def encode(o):\n    {', '.join(names)}, = o.values()"]
     for v in names:
-        lines.append(f"""    t = type({v})
-    if t is str:
-        {v} = esc({v})
-    elif {v} is None:
+        # (None first: no type() call for the decision's usual null fields)
+        lines.append(f"""    if {v} is None:
         {v} = "null"
+    elif (t := type({v})) is str:
+        {v} = esc({v})
     elif {v} is True:
         {v} = "true"
     elif {v} is False:
