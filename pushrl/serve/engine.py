@@ -146,7 +146,8 @@ def hex_ids(prefix: str, start: int, n: int) -> list[str]:
     """``[f"{prefix}{i:012x}" for i in range(start, start + n)]`` (decision ids), built for
     many ids as one ASCII buffer split in C (~1.2 us per id formatted one by one)."""
     if n < 64 or start + n > 16 ** 12 or not prefix.isascii() or "\n" in prefix:
-        return [f"{prefix}{i:012x}" for i in range(start, start + n)]
+        # ("%012x" %: the same digits; an f-string's format spec is parsed per id)
+        return ["%s%012x" % (prefix, i) for i in range(start, start + n)]  # noqa: UP031
     digits = _HEX_DIGITS[(np.arange(start, start + n, dtype=np.int64)[:, None] >> _SHIFTS) & 15]
     k = len(prefix)
     buf = np.empty((n, k + 13), np.uint8)
