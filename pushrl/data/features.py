@@ -938,13 +938,16 @@ class FeatureState:
             lp = last_push[u]
             if lp >= b:
                 lp = before[u]
+            gap = b - lp
+            if gap > HOURS_CAP:  # (min(gap, HOURS_CAP) without the builtin call)
+                gap = HOURS_CAP
             now, ago = b % _RING * cap + u, (b - 168) % _RING * cap + u
             sends, opens, acts = ring[now], ring[r1 + now], ring[r2 + now]
             i = d * 24 + h
             # the three float32 sums at once; the last rounding (of the row's values) is the
             # array's own (struct's native "f": the C cast of the double, as numpy's)
             den, num, n_sent = unpack(pack(how_tot[u] + k, opens + o_shift, sends + s_shift))
-            parts.append(row(h, d, min(b - lp, HOURS_CAP),
+            parts.append(row(h, d, gap,
                              sends - ring[(b - 24) % _RING * cap + u], sends - ring[ago],
                              opens - ring[r1 + ago], (how[i * cap + u] + kp[i]) / den * 168.0,
                              num / n_sent, acts - ring[r2 + ago]))

@@ -102,8 +102,11 @@ class SendHistory:
         get = self._buckets.get
         week = []
         for user, b in zip(users, buckets):  # noqa: B905 (lengths checked)
-            sent = get(user)
-            week.append(sum(1 for x in sent if in_week_window(x, b)) if sent else 0)
+            n = 0  # (the sends in the window counted in a loop: no generator per user)
+            for x in get(user, ()):
+                if in_week_window(x, b):
+                    n += 1
+            week.append(n)
         return self.today.get_few(users, days), week
 
     def counts(self, users: np.ndarray, buckets: np.ndarray,
