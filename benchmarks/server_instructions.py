@@ -21,7 +21,7 @@ the wall-clock deadlines assume). `--batch K` sends them instead as
 decision.
 
     python benchmarks/server_instructions.py [--tree DIR ...] [--requests 200]
-        [--concurrency 1 [--closed] | --batch K] [--json]
+        [--concurrency 1 [--closed] | --batch K] [--now] [--json]
 
 A tree is a checkout of pushrl (`git archive COMMIT | tar -x -C DIR`); it runs with
 `PYTHONPATH=DIR`. Each figure is printed with its ratio to the first tree's. Needs valgrind
@@ -110,14 +110,19 @@ def _post_closed(base: str, bodies: list[str], k: int) -> None:
     asyncio.run(run())
 
 
-def _bodies(rng: np.random.Generator, users: int, k: int, n: int, closed: bool) -> list[str]:
+def _bodies(rng: np.random.Generator, users: int, k: int, n: int, closed: bool,
+            now: bool = False) -> list[str]:
     """``n`` decide bodies: one hour per request (closed loop: client ``j`` of ``k`` has the
-    users ``u`` with ``u % k == j``) or per group of ``k`` distinct users."""
+    users ``u`` with ``u % k == j``) or per group of ``k`` distinct users; with ``now``, no
+    ``ts`` (the server's clock, as `benchmarks/server.py`'s wrk requests: the decisions of a
+    run share their hour)."""
+    def body(u: int, ts: int) -> str:
+        return json.dumps({"user_id": f"u{u}"} if now else {"user_id": f"u{u}", "ts": ts})
+
     if k == 1 or closed:
         who = rng.integers(0, users // k, n) * k + np.arange(n) % k
-        return [json.dumps({"user_id": f"u{int(u)}", "ts": T0 + 3600 * i})
-                for i, u in enumerate(who)]
-    return [json.dumps({"user_id": f"u{int(u)}", "ts": T0 + 3600 * g})
+        return [body(int(u), T0 + 3600 * i) for i, u in enumerate(who)]
+    return [body(int(u), T0 + 3600 * g)
             for g in range(n // k) for u in rng.choice(users, k, replace=False)]
 
 
@@ -144,7 +149,7 @@ def _keep(tmp: Path, keep: Path | None, tree: Path) -> None:
 
 def measure(tree: Path, n_req: int, warmup: int, users: int,
             concurrency: int = 1, batch: int = 0, keep: Path | None = None,
-            seed: int = 1, closed: bool = False, hold_scale: float = 50.0
+            seed: int = 1, closed: bool = False, hold_scale: float = 50.0, now: bool = False
             ) -> dict[str, float]:
     tmp = Path(tempfile.mkdtemp(prefix="pushrl-sin-"))
     port = free_port()
@@ -174,7 +179,7 @@ def measure(tree: Path, n_req: int, warmup: int, users: int,
             rng = np.random.default_rng(seed)  # the users and groups drawn
             k = batch or concurrency
             warmup -= warmup % k  # the measured requests start a group
-            bodies = _bodies(rng, users, k, warmup + n_req, closed)
+            bodies = _bodies(rng, users, k, warmup + n_req, closed, now)
             path = "/v1/decide"
             if batch:  # one /v1/decide/batch request per group
                 path = "/v1/decide/batch"
@@ -230,6 +235,10 @@ def main() -> None:
                     help="PUSHRL_HOLD_SCALE of the server: the micro-batcher's wait deadlines "
                     "times this (callgrind runs the server ~50x slower; 1 = unscaled)")
     ap.add_argument("--seed", type=int, default=1, help="seed of the users drawn")
+    ap.add_argument("--now", action="store_true",
+                    help="decide requests without `ts` (the server's clock, as server.py's wrk "
+                    "requests): the run's decisions share their hour, so a user's clock rarely "
+                    "moves (the default gives each request its own hour)")
     ap.add_argument("--keep", type=Path, default=None,
                     help="copy the callgrind dumps here (TREE-cg.out*; callgrind_annotate)")
     ap.add_argument("--json", action="store_true")
@@ -240,13 +249,14 @@ def main() -> None:
     rows, first = [], None
     for tree in a.tree:
         r = measure(tree.resolve(), a.requests, a.warmup, a.users, a.concurrency, a.batch,
-                    a.keep, a.seed, a.closed, a.hold_scale)
+                    a.keep, a.seed, a.closed, a.hold_scale, a.now)
         first = first or r
         rows.append({"tree": str(tree), **{k: round(v, 2) for k, v in r.items()},
                      **{k.replace("_per_request", "_ratio_to_first"): round(v / first[k], 3)
                         for k, v in r.items() if k.endswith("_per_request")}})
     res = {"unit": "instructions per request (server process, all threads)",
            "requests": a.requests, "users": a.users, "seed": a.seed, "closed": a.closed,
+           "now": a.now,
            "hold_scale": a.hold_scale,
            "concurrency": a.concurrency, "batch": a.batch,
            "load_avg_before": [round(x, 2) for x in load0],

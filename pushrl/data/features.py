@@ -503,11 +503,13 @@ class FeatureState:
         changes (the same float32 additions, the same ring slots) without the ~20 array
         operations the vectorised form costs whatever the size (tests/data/
         test_features.py: both forms leave identical arrays)."""
+        if len(users) != len(buckets):  # (zip(strict=True)'s keyword call costs ~1.5k instructions)
+            raise ValueError(f"{len(users)} users but {len(buckets)} buckets")
         a = self.a
         v = self._views()
         clock = v.clock
         moving = []
-        for ui, bi in zip(users, buckets, strict=True):
+        for ui, bi in zip(users, buckets):  # noqa: B905 (lengths checked)
             gap = bi - clock[ui]
             if gap < 0:
                 raise ValueError(f"decision time is {-gap} h before the user's state; "
@@ -793,9 +795,11 @@ class FeatureState:
         both; ``tests/serve/test_engine_few.py`` compares the server's passes). A zone's
         offset and clock at a bucket start are kept per ``(zone, bucket)`` (decisions of one
         hour share them)."""
+        if len(users) != len(ts):  # (zip(strict=True)'s keyword call costs ~1.5k instructions)
+            raise ValueError(f"{len(users)} users but {len(ts)} times")
         tz, starts = self._views().tz, self._starts
         out = []
-        for u, x in zip(users, ts, strict=True):
+        for u, x in zip(users, ts):  # noqa: B905 (lengths checked)
             key = (tz[u], x // HOUR)
             got = starts.get(key, _UNSEEN)
             if got is _UNSEEN:
@@ -822,8 +826,10 @@ class FeatureState:
         """Whether a decision in ``buckets[i]`` comes before user ``users[i]``'s state (its
         clock) for some ``i`` (the few-rows pass hands those to the array pass, which refuses
         them)."""
+        if len(users) != len(buckets):  # (zip(strict=True)'s keyword call costs ~1.5k instructions)
+            raise ValueError(f"{len(users)} users but {len(buckets)} buckets")
         clock = self._views().clock
-        for u, b in zip(users, buckets, strict=True):
+        for u, b in zip(users, buckets):  # noqa: B905 (lengths checked)
             if b < clock[u]:
                 return True
         return False
@@ -849,8 +855,8 @@ class FeatureState:
     def clock(self, users: np.ndarray | int) -> np.ndarray:
         """Bucket each user's state is at (its latest event or decision), int64, shape of
         ``users``."""
-        if type(users) is int:  # one user (the server's per-request check): a scalar read
-            return self.a.clock[users]  # type: ignore[no-any-return]
+        if type(users) is int:  # one user (the server's per-request check): a Python int
+            return self._views().clock[users]  # type: ignore[return-value]  # (a Python int)
         return self.a.clock[np.asarray(users, dtype=np.int64)]
 
     def timezone(self, user: int) -> str:
@@ -925,18 +931,23 @@ class FeatureState:
         kp, k = self._k_prior_how_l, self._shrink_how32
         o_shift, s_shift = self._eng_shift_l
         pack, unpack, row = _F32X3.pack, _F32X3.unpack, _F32ROW.pack
+        if not len(users) == len(buckets) == len(hour) == len(dow):  # (zip's strict=True
+            raise ValueError("users, buckets, hour and dow differ in length")  # costs more)
         parts = []
-        for u, b, h, d in zip(users, buckets, hour, dow, strict=True):
+        for u, b, h, d in zip(users, buckets, hour, dow):  # noqa: B905 (lengths checked)
             lp = last_push[u]
             if lp >= b:
                 lp = before[u]
+            gap = b - lp
+            if gap > HOURS_CAP:  # (min(gap, HOURS_CAP) without the builtin call)
+                gap = HOURS_CAP
             now, ago = b % _RING * cap + u, (b - 168) % _RING * cap + u
             sends, opens, acts = ring[now], ring[r1 + now], ring[r2 + now]
             i = d * 24 + h
             # the three float32 sums at once; the last rounding (of the row's values) is the
             # array's own (struct's native "f": the C cast of the double, as numpy's)
             den, num, n_sent = unpack(pack(how_tot[u] + k, opens + o_shift, sends + s_shift))
-            parts.append(row(h, d, min(b - lp, HOURS_CAP),
+            parts.append(row(h, d, gap,
                              sends - ring[(b - 24) % _RING * cap + u], sends - ring[ago],
                              opens - ring[r1 + ago], (how[i * cap + u] + kp[i]) / den * 168.0,
                              num / n_sent, acts - ring[r2 + ago]))

@@ -287,9 +287,11 @@ class DayCount:
     def get_few(self, users: list[int], day: list[int]) -> list[int]:
         """:meth:`get` of a few users as Python ints (the same rule: the count of the user's
         latest day with a send, the day before's, else 0; a server pass of a few users)."""
+        if len(users) != len(day):  # (zip(strict=True)'s keyword call costs ~1.5k instructions)
+            raise ValueError(f"{len(users)} users but {len(day)} days")
         out = []
         days, count, prev = self.day, self.count, self.prev
-        for u, d in zip(users, day, strict=True):
+        for u, d in zip(users, day):  # noqa: B905 (lengths checked)
             cur = days.item(u)  # (.item: a python int, no numpy scalar)
             out.append(count.item(u) if cur == d else prev.item(u) if cur - 1 == d else 0)
         return out

@@ -568,14 +568,18 @@ class Server(TriggerRequests):
         """One request's row (``now``: its time when it has none); ``i`` names it in
         messages."""
         st = self.state
-        cands = None
-        if r.candidates is not None:
-            cands = [st.item_index(c) for c in r.candidates]
+        # the model's fields from its __dict__ (one attribute lookup: each field read through
+        # the pydantic model costs its __getattr__ hook's type lookups, issue 20)
+        f = r.__dict__
+        uid, cands, ts = f["user_id"], f["candidates"], f["ts"]
+        if cands is not None:
+            cands = [st.item_index(c) for c in cands]
             if len(set(cands)) != len(cands):
                 raise Unprocessable("duplicate_candidate", f"requests[{i}]: `candidates` "
                                     "lists an item twice")
-        return DecideRow(r.user_id, st.user_index(r.user_id), now if r.ts is None else r.ts,
-                         cands, r.context, r.horizon_hours)
+        u = st.users.get(uid)  # (a known user; user_index raises the unknown one's error)
+        return DecideRow(uid, st.user_index(uid) if u is None else u,
+                         now if ts is None else ts, cands, f["context"], f["horizon_hours"])
 
     def pass_rows(self, reqs: list[DecideIn]) -> list[DecideRow | Exception]:
         """The rows of a micro-batcher pass (distinct users), each request validated on its

@@ -129,3 +129,27 @@ def test_few_row_normalising_and_sampling_equal_the_vectorised_path(
         for x, y in ((fd, vd), (fa, va), (fp, vp)):
             assert x.dtype == y.dtype and x.shape == y.shape
             np.testing.assert_array_equal(x, y)  # bit-identical (NaN == NaN here)
+
+
+def test_sample_two_equals_the_array_draw_on_ties() -> None:
+    """``sample_two`` given the uniforms is ``_sample``'s comparisons, on the edges random
+    draws rarely hit: a scaled uniform equal to the first probability or to the total,
+    uniforms 0 and 1, zeros, NaN and huge or tiny rows."""
+    import itertools
+
+    from pushrl.policies.base import sample_two
+
+    vals = [0.0, 0.25, 0.5, 0.75, 1.0, 2.0, 1e-300, 1e300, float("nan")]
+    us = [0.0, 0.25, 0.5, 1 / 3, 0.75, 1.0 - 2.0**-53, 1.0]
+    rows, uni = [], []
+    for (a, c), x in itertools.product(itertools.product(vals, vals), us):
+        rows.append((a, c))
+        uni.append(x)
+    d = np.array(rows, np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        total = d[:, 0] + d[:, 1]
+        u2 = np.array(uni) * total  # (_sample's draw, the uniforms given)
+        want = np.minimum((u2 >= d[:, 0]).astype(np.int64) + (u2 >= total), 1)
+    act, p = sample_two(rows, uni)
+    np.testing.assert_array_equal(np.array(act), want)
+    np.testing.assert_array_equal(np.array(p), np.where(want == 1, d[:, 1], d[:, 0]))
