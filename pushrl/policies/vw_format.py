@@ -130,7 +130,8 @@ class VWLayout:
 
 # ----------------------------------------------------------------- fixed-width byte columns
 #: ``_DIGITS[v]`` = the 4 ASCII digits of ``0 <= v < 10000``.
-_DIGITS = np.array([list(f"{v:04d}".encode()) for v in range(10000)], np.uint8)
+_DIGITS = (np.arange(10000)[:, None] // np.array([1000, 100, 10, 1]) % 10
+           + ord("0")).astype(np.uint8)
 _SPACE = ord(" ")
 
 

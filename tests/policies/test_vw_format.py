@@ -227,3 +227,11 @@ def test_large_batches_equal_the_plain_gather(seed: int, monkeypatch: pytest.Mon
                                                              lab.pscore))
     assert got == ref
     assert fmt.to_bytes(ctx) == VWFormatter(lay).to_bytes(ctx)  # unlabelled, no search
+
+
+def test_digit_table_is_the_four_ascii_digits_of_every_value() -> None:
+    from pushrl.policies.vw_format import _DIGITS
+
+    ref = np.array([list(f"{v:04d}".encode()) for v in range(10000)], np.uint8)
+    assert _DIGITS.dtype == np.uint8 and _DIGITS.shape == (10000, 4)
+    np.testing.assert_array_equal(_DIGITS, ref)
