@@ -83,9 +83,16 @@ def key_uniforms(keys: Iterable[str], salt: str) -> list[float]:
         h.update(s.encode())
         # (the int -> double conversion is correctly rounded in Python as in numpy, and the
         # division by 2**64 exact: the same doubles as dividing the array, one numpy call
-        # less)
-        out.append(int.from_bytes(h.digest(), "big") / 2.0**64)
+        # less). A digest within 2**10 of 2**64 rounds up to 1.0 (probability 2**-54 a key):
+        # it is kept in [0, 1) as the largest double below 1, so a draw never picks an
+        # action of probability 0 and a shard index never reaches the shard count
+        u = int.from_bytes(h.digest(), "big") / 2.0**64
+        out.append(u if u < 1.0 else _BELOW_ONE)
     return out
+
+
+#: The largest double below 1 (``1 - 2**-53``): :func:`key_uniforms`' largest value.
+_BELOW_ONE = 1.0 - 2.0**-53
 
 
 @functools.lru_cache(maxsize=256)

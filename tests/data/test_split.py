@@ -85,3 +85,33 @@ HELD = {"fingerprint": "H", "split": {**_A, "part": "heldout"}}
 ])
 def test_may_share_rows(seen: dict, evaluated: dict, shared: bool) -> None:
     assert may_share_rows(seen, evaluated) is shared
+
+
+class _Digest:
+    """A stand-in for the salted blake2b state whose digest is fixed."""
+
+    def __init__(self, digest: bytes) -> None:
+        self._digest = digest
+
+    def copy(self) -> _Digest:
+        return self
+
+    def update(self, data: bytes) -> None:
+        pass
+
+    def digest(self) -> bytes:
+        return self._digest
+
+
+@pytest.mark.parametrize("top", [2**64 - 1, 2**64 - 2**10, 2**64 - 2**10 - 1, 2**63, 0])
+def test_key_uniforms_stay_below_one(top: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A digest that rounds up to 2**64 (1.0 as a double) is kept in [0, 1): a draw then
+    never picks an action of probability 0; every other digest keeps its exact value."""
+    import pushrl.data.split as split
+
+    monkeypatch.setattr(split, "_salted", lambda salt: _Digest(top.to_bytes(8, "big")))
+    (u,) = split.key_uniforms(["user-1"], "salt")
+    assert 0.0 <= u < 1.0
+    exact = top / 2.0**64
+    assert u == (exact if exact < 1.0 else np.nextafter(1.0, 0.0))
+    assert split.key_uniform(["user-1"], "salt")[0] == u
