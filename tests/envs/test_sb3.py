@@ -33,6 +33,9 @@ def test_seed_reproduces() -> None:
 @pytest.mark.slow
 def test_ppo_learns_on_the_adapter() -> None:
     from stable_baselines3 import PPO
+    from stable_baselines3.common.logger import Logger
 
     env = PushTimingSB3VecEnv(32, "default", seed=0, horizon_days=3)
-    PPO("MlpPolicy", env, n_steps=72, batch_size=256, n_epochs=1, seed=0).learn(32 * 72 * 2)
+    model = PPO("MlpPolicy", env, n_steps=72, batch_size=256, n_epochs=1, seed=0)
+    model.set_logger(Logger(None, []))  # (SB3's default logger makes a /tmp/SB3-* dir)
+    model.learn(32 * 72 * 2)
