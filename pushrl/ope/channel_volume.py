@@ -94,19 +94,34 @@ def fit_unsub_model(rounds: ChannelRounds) -> UnsubModel:
         ValueError: the rounds have no ``bucket``, or no delivered round unsubscribed (or
             every one did).
     """
-    if rounds.bucket is None:
-        raise ValueError("the channel rounds carry no `bucket`; build them with "
-                         "channel_rounds")
-    from sklearn.linear_model import LogisticRegression
-
-    sent = rounds.action > 0
-    y = rounds.unsubscribed[sent] > 0
+    vol, y, action = _delivered(rounds)
     if y.all() or not y.any():
         raise ValueError("the log's delivered channel rounds need both unsubscribes and "
                          "none to fit the unsubscribe model; use a log with unsubscribes "
                          "(or a fixed --unsub-multiple)")
+    return _fit_unsub(vol, y, action, len(rounds.arms.ids))
+
+
+def _delivered(rounds: ChannelRounds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The delivered rounds' ``(logged 7-day volume, unsubscribed, channel arm)``, each
+    ``(n_delivered,)``: the unsubscribe fit's data.
+
+    Raises:
+        ValueError: the rounds have no ``bucket``.
+    """
+    if rounds.bucket is None:
+        raise ValueError("the channel rounds carry no `bucket`; build them with "
+                         "channel_rounds")
+    sent = rounds.action > 0
     vol = window_sums(rounds.user, rounds.bucket, sent.astype(float))[sent]
-    onehot = np.eye(len(rounds.arms.ids))[rounds.action[sent]][:, 1:]
+    return vol, rounds.unsubscribed[sent] > 0, rounds.action[sent]
+
+
+def _fit_unsub(vol: np.ndarray, y: np.ndarray, action: np.ndarray, n_arms: int) -> UnsubModel:
+    """:func:`fit_unsub_model` on :func:`_delivered`'s data (``y`` has both classes)."""
+    from sklearn.linear_model import LogisticRegression
+
+    onehot = np.eye(n_arms)[action][:, 1:]
     m = LogisticRegression(C=UNSUB_FIT_C, solver="newton-cholesky", tol=1e-10, max_iter=200,
                            fit_intercept=False).fit(np.column_stack([vol, onehot]), y)
     return UnsubModel(float(m.coef_[0, 0]), np.r_[-np.inf, m.coef_[0, 1:]])
@@ -120,15 +135,10 @@ def fit_volume_hazard(rounds: ChannelRounds) -> float:
     Raises:
         ValueError: the rounds have no ``bucket``.
     """
-    if rounds.bucket is None:
-        raise ValueError("the channel rounds carry no `bucket`; build them with "
-                         "channel_rounds")
-    sent = rounds.action > 0
-    vol = window_sums(rounds.user, rounds.bucket, sent.astype(float))[sent]
-    y = rounds.unsubscribed[sent] > 0
+    vol, y, action = _delivered(rounds)
     if y.all() or not y.any() or np.ptp(vol) == 0:
         return 0.0
-    return fit_unsub_model(rounds).beta
+    return _fit_unsub(vol, y, action, len(rounds.arms.ids)).beta
 
 
 def volume_ratio(rounds: ChannelRounds, dist: np.ndarray, beta: float) -> np.ndarray:
